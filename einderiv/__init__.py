@@ -1,0 +1,29 @@
+"""einderiv: Einstein-notation tensor derivatives, compiled to einsum.
+
+>>> import einderiv
+>>> print(einderiv.diff("K_pq = R_mp R_mq", wrt="R"))
+dK_pq/dR_ij = delta_jp R_iq + R_ip delta_jq
+"""
+
+from .api import Compiled, Derivative, compile, diff, evaluate, grad, hessian, jacobian
+from .errors import DifferentiationError, EinderivError, EvaluationError, IndexRuleError, ParseError
+from .parser import parse
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Compiled",
+    "Derivative",
+    "DifferentiationError",
+    "EinderivError",
+    "EvaluationError",
+    "IndexRuleError",
+    "ParseError",
+    "compile",
+    "diff",
+    "evaluate",
+    "grad",
+    "hessian",
+    "jacobian",
+    "parse",
+]

@@ -1,0 +1,78 @@
+"""Normal form -> einsum program: one contraction per term, with named indices mapped to symbols."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from opt_einsum import get_symbol
+
+from .ir import Delta, Indices, format_number
+from .normal import Poly, atom_indices
+
+DELTA_OPERAND = "delta"
+
+
+@dataclass(frozen=True)
+class EinsumTerm:
+    """``coefficient * einsum(subscripts, *operands)``.
+
+    ``inputs`` keeps each operand's named indices and ``output`` the free indices the
+    contraction produces (in the result's order); result indices missing from ``output``
+    are broadcast.  A ``delta`` operand is an identity matrix.
+    """
+
+    coefficient: Fraction
+    subscripts: str
+    operands: tuple[str, ...]
+    inputs: tuple[Indices, ...]
+    output: Indices
+
+    def __str__(self) -> str:
+        if not self.operands:
+            return format_number(self.coefficient)
+        core = f"'{self.subscripts}' ({', '.join(self.operands)})"
+        if self.coefficient == 1:
+            return core
+        if self.coefficient == -1:
+            return "-" + core
+        return f"{format_number(self.coefficient)} * {core}"
+
+
+def symbol_table(poly: Poly) -> dict[str, str]:
+    """Index name -> einsum symbol: a one-letter name keeps its letter when it can."""
+    names: list[str] = list(poly.indices)
+    for term in poly.terms:
+        for factor in term.factors:
+            names.extend(i for i in atom_indices(factor) if i not in names)
+    names = list(dict.fromkeys(names))
+    table: dict[str, str] = {}
+    taken: set[str] = set()
+    for name in names:
+        if len(name) == 1 and name.isascii() and name.isalpha() and name not in taken:
+            table[name] = name
+            taken.add(name)
+    counter = 0
+    for name in names:
+        if name in table:
+            continue
+        while get_symbol(counter) in taken:
+            counter += 1
+        table[name] = get_symbol(counter)
+        taken.add(table[name])
+    return table
+
+
+def emit(poly: Poly) -> tuple[EinsumTerm, ...]:
+    """One :class:`EinsumTerm` per term of ``poly``."""
+    table = symbol_table(poly)
+    out: list[EinsumTerm] = []
+    for term in poly.terms:
+        inputs = tuple(atom_indices(f) for f in term.factors)
+        operands = tuple(DELTA_OPERAND if isinstance(f, Delta) else f.name for f in term.factors)
+        present = {i for idx in inputs for i in idx}
+        output = tuple(i for i in poly.indices if i in present)
+        lhs = ",".join("".join(table[i] for i in idx) for idx in inputs)
+        subscripts = f"{lhs}->{''.join(table[i] for i in output)}"
+        out.append(EinsumTerm(term.coeff, subscripts, operands, inputs, output))
+    return tuple(out)

@@ -1,0 +1,50 @@
+"""The exception classes of einderiv: every user-facing failure is one of these."""
+
+from __future__ import annotations
+
+
+class EinderivError(Exception):
+    """Base class of all errors einderiv raises on purpose."""
+
+
+class ParseError(EinderivError):
+    """Malformed text, with the line, the column and a caret under it."""
+
+    def __init__(self, message: str, source: str = "", line: int = 0, column: int = 0):
+        self.message = message
+        self.source = source
+        self.line = line
+        self.column = column
+        super().__init__(str(self))
+
+    @property
+    def source_line(self) -> str:
+        lines = self.source.splitlines() or [""]
+        if 1 <= self.line <= len(lines):
+            return lines[self.line - 1]
+        return ""
+
+    @property
+    def caret(self) -> str:
+        """The source line and a caret under the offending column (two lines)."""
+        if not self.line:
+            return ""
+        text = self.source_line.expandtabs(1)
+        return f"  {text}\n  {' ' * max(self.column - 1, 0)}^"
+
+    def __str__(self) -> str:
+        if not self.line:
+            return self.message
+        return f"{self.message} (line {self.line}, column {self.column})\n{self.caret}"
+
+
+class IndexRuleError(EinderivError):
+    """A statement breaks the index rules (repeated LHS index, LHS index unused, rank mismatch)."""
+
+
+class DifferentiationError(EinderivError):
+    """A bad `wrt`, an unknown derivative rule, or a derivative too large to build."""
+
+
+class EvaluationError(EinderivError):
+    """Missing or ill-shaped arrays, or index sizes that disagree."""

@@ -1,0 +1,211 @@
+"""Expression IR: immutable nodes for what the user wrote, and their printer.
+
+Nodes keep the user's structure (sums, products, parentheses become nesting) so that
+``parse(str(e)) == e``.  Index names stay names (``("p", "q")``) until the emitter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+Indices = tuple[str, ...]
+
+
+def format_indices(indices: Indices) -> str:
+    """``("p", "q")`` -> ``"_pq"``; multi-letter names use the braced form ``_{in,out}``."""
+    if not indices:
+        return ""
+    if all(len(i) == 1 for i in indices):
+        return "_" + "".join(indices)
+    return "_{" + ",".join(indices) + "}"
+
+
+def format_number(value: Fraction) -> str:
+    """Exact text for a rational: ``2``, ``0.125``, and ``1/3`` when no finite decimal exists."""
+    if value.denominator == 1:
+        return str(value.numerator)
+    den = value.denominator
+    twos = fives = 0
+    while den % 2 == 0:
+        den //= 2
+        twos += 1
+    while den % 5 == 0:
+        den //= 5
+        fives += 1
+    if den != 1:
+        return f"{value.numerator}/{value.denominator}"
+    digits = max(twos, fives)
+    scaled = abs(value.numerator) * 10**digits // value.denominator
+    text = str(scaled).rjust(digits + 1, "0")
+    sign = "-" if value < 0 else ""
+    return f"{sign}{text[:-digits]}.{text[-digits:]}"
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A tensor reference ``R_mp``; a scalar input has no indices."""
+
+    name: str
+    indices: Indices = ()
+
+    def __str__(self) -> str:
+        return self.name + format_indices(self.indices)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """The Kronecker delta ``delta_ij``: 1 where i == j, else 0."""
+
+    first: str
+    second: str
+
+    @property
+    def indices(self) -> Indices:
+        return (self.first, self.second)
+
+    def __str__(self) -> str:
+        return "delta" + format_indices(self.indices)
+
+
+@dataclass(frozen=True)
+class Number:
+    """An exact rational constant."""
+
+    value: Fraction
+
+    def __str__(self) -> str:
+        return format_number(self.value)
+
+
+@dataclass(frozen=True)
+class Neg:
+    """Unary minus."""
+
+    operand: Expr
+
+    def __str__(self) -> str:
+        if isinstance(self.operand, Number):
+            return "-" + str(self.operand)  # "-1/3" reads back as (-1)/3: the same value
+        return "-" + _wrap(self.operand, _SIGNED)
+
+
+@dataclass(frozen=True)
+class Add:
+    """A sum; subtraction is ``Add(a, Neg(b))``."""
+
+    terms: tuple[Expr, ...]
+
+    def __str__(self) -> str:
+        parts = [_wrap(self.terms[0], _SUM)]
+        for term in self.terms[1:]:
+            if isinstance(term, Neg):
+                parts.append("- " + _wrap(term.operand, _PRODUCT))
+            else:
+                parts.append("+ " + _wrap(term, _PRODUCT))
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Mul:
+    """A product (juxtaposition or ``*``); einsum semantics over its indices."""
+
+    factors: tuple[Expr, ...]
+
+    def __str__(self) -> str:
+        first = _wrap(self.factors[0], _PRODUCT)
+        rest = [_wrap(f, _FACTOR) for f in self.factors[1:]]
+        return " ".join([first, *rest])
+
+
+@dataclass(frozen=True)
+class Div:
+    """``numerator / denominator``."""
+
+    numerator: Expr
+    denominator: Expr
+
+    def __str__(self) -> str:
+        return f"{_wrap(self.numerator, _PRODUCT)} / {_wrap(self.denominator, _SIGNED)}"
+
+
+Expr = Tensor | Delta | Number | Neg | Add | Mul | Div
+
+# Precedence levels of the grammar: sum < product < signed < factor (atom or power).
+_SUM, _PRODUCT, _SIGNED, _FACTOR = range(4)
+
+
+def _level(expr: Expr) -> int:
+    if isinstance(expr, Add):
+        return _SUM
+    if isinstance(expr, (Mul, Div)):
+        return _PRODUCT
+    if isinstance(expr, Neg):
+        return _SIGNED
+    if isinstance(expr, Number) and expr.value.denominator != 1 and "/" in str(expr):
+        return _PRODUCT  # printed as "1/3"
+    return _FACTOR
+
+
+def _wrap(expr: Expr, needed: int) -> str:
+    text = str(expr)
+    return f"({text})" if _level(expr) < needed else text
+
+
+@dataclass(frozen=True)
+class Statement:
+    """``target = rhs``.  ``target`` is None for a bare expression (implicit output indices).
+
+    A derivative-named statement ``dK_pq/dR_ij = ...`` keeps its denominators in ``wrt``;
+    its output indices are the target's followed by each denominator's.
+    """
+
+    target: Tensor | None
+    rhs: Expr
+    wrt: tuple[Tensor, ...] = ()
+
+    @property
+    def name(self) -> str | None:
+        if self.target is None:
+            return None
+        if not self.wrt:
+            return self.target.name
+        return self.target.name + "/" + "".join(w.name for w in self.wrt)
+
+    def __str__(self) -> str:
+        if self.target is None:
+            return str(self.rhs)
+        lhs = str(self.target)
+        if self.wrt:
+            lhs += "/" + " ".join(str(w) for w in self.wrt)
+        return f"{lhs} = {self.rhs}"
+
+
+@dataclass(frozen=True)
+class Program:
+    """One or more statements; the last is the output."""
+
+    statements: tuple[Statement, ...]
+
+    @property
+    def output(self) -> Statement:
+        return self.statements[-1]
+
+    def __str__(self) -> str:
+        return "\n".join(str(s) for s in self.statements)
+
+
+def walk(expr: Expr):
+    """Yield every node of ``expr``, parents before children."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, Neg):
+            stack.append(node.operand)
+        elif isinstance(node, Add):
+            stack.extend(reversed(node.terms))
+        elif isinstance(node, Mul):
+            stack.extend(reversed(node.factors))
+        elif isinstance(node, Div):
+            stack.extend([node.denominator, node.numerator])

@@ -1,0 +1,230 @@
+"""Text -> IR: the Lark grammar in ``grammar/einderiv.lark`` and a Transformer into ``ir`` nodes."""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from .errors import EinderivError, IndexRuleError, ParseError
+from .ir import Add, Delta, Div, Mul, Neg, Number, Program, Statement, Tensor
+
+GRAMMAR_FILE = "einderiv.lark"
+DELTA_NAME = "delta"
+_INDEX_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*\Z")
+
+
+def grammar_text() -> str:
+    """The grammar: packaged inside the wheel, or read from the source tree's ``grammar/``."""
+    packaged = resources.files("einderiv") / "_grammar" / GRAMMAR_FILE
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    source_tree = Path(__file__).resolve().parent.parent / "grammar" / GRAMMAR_FILE
+    return source_tree.read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    return Lark(grammar_text(), parser="lalr", maybe_placeholders=False)
+
+
+def _fail(token: Token, message: str, source: str) -> ParseError:
+    return ParseError(message, source, token.line or 0, token.column or 0)
+
+
+_TOKEN_WORDS = {
+    "PLUS": "'+'",
+    "MINUS": "'-'",
+    "STAR": "'*'",
+    "SLASH": "'/'",
+    "EQUAL": "'='",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "SEMICOLON": "';'",
+    "CIRCUMFLEX": "'^'",
+    "NEWLINE": "a line break",
+    "NUMBER": "a number",
+    "NAME": "a name",
+    "TENSOR": "a tensor",
+    "BRACED": "a tensor",
+    "CALL": "a function call",
+    "INDICES": "indices",
+    "$END": "the end of the input",
+}
+
+
+def _describe(token: Token) -> str:
+    if token.type == "$END":
+        return "the end of the input"
+    if token.type == "NEWLINE":
+        return "a line break"
+    return repr(str(token))
+
+
+def _syntax_error(err: UnexpectedInput, source: str) -> ParseError:
+    line, column = err.line, err.column
+    if isinstance(err, UnexpectedCharacters):
+        char = source[err.pos_in_stream] if err.pos_in_stream < len(source) else ""
+        hint = ""
+        if char == "_":
+            hint = ": an index list follows a name directly, as in R_mp, W_{in,out} or inv(M)_ij"
+        elif char == "{" or char == "}":
+            hint = ": braces only hold index lists, as in W_{in,out}"
+        return ParseError(f"syntax error: unexpected character {char!r}{hint}", source, line, column)
+    if isinstance(err, (UnexpectedToken, UnexpectedEOF)):
+        token = getattr(err, "token", None)
+        if token is None or token.type == "$END":
+            lines = source.splitlines() or [""]
+            line = len(lines)
+            column = len(lines[-1]) + 1
+            expected = sorted(_TOKEN_WORDS.get(t, t) for t in getattr(err, "expected", ()) if t in _TOKEN_WORDS)
+            wanted = f"; expected {', '.join(dict.fromkeys(expected))}" if expected else ""
+            return ParseError(f"syntax error: the input ends too early{wanted}", source, line, column)
+        expected = sorted(_TOKEN_WORDS.get(t, t) for t in err.expected if t in _TOKEN_WORDS)
+        wanted = f"; expected {', '.join(dict.fromkeys(expected))}" if expected else ""
+        return ParseError(f"syntax error: unexpected {_describe(token)}{wanted}", source, token.line, token.column)
+    return ParseError(f"syntax error: {err}", source, line or 0, column or 0)
+
+
+def _split_braced(token: Token, body: str, source: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in body.split(","))
+    if names == ("",):
+        raise _fail(token, "empty index list '{}': write the indices, as in W_{in,out}", source)
+    for name in names:
+        if not _INDEX_NAME.match(name):
+            raise _fail(
+                token,
+                f"bad index name {name!r} in {str(token)!r}: index names are letters and digits starting with a letter",
+                source,
+            )
+    return names
+
+
+class _ToIR(Transformer):
+    """Turns the parse tree straight into IR nodes (one method per grammar alias)."""
+
+    def __init__(self, source: str):
+        super().__init__()
+        self.source = source
+
+    # -- references -------------------------------------------------------------------------
+    def _ref(self, token: Token, name: str, indices: tuple[str, ...]):
+        if name == DELTA_NAME:
+            if len(indices) != 2:
+                raise _fail(token, f"delta takes exactly two indices (delta_ij), got {str(token)!r}", self.source)
+            return Delta(*indices)
+        return Tensor(name, indices)
+
+    @v_args(inline=True)
+    def scalar_ref(self, token: Token):
+        if str(token) == DELTA_NAME:
+            raise _fail(token, "delta takes exactly two indices (delta_ij)", self.source)
+        return Tensor(str(token))
+
+    @v_args(inline=True)
+    def tensor_ref(self, token: Token):
+        name, letters = str(token).split("_", 1)
+        return self._ref(token, name, tuple(letters))
+
+    @v_args(inline=True)
+    def braced_ref(self, token: Token):
+        name, body = str(token).split("_", 1)
+        return self._ref(token, name, _split_braced(token, body[1:-1], self.source))
+
+    # -- arithmetic -------------------------------------------------------------------------
+    @v_args(inline=True)
+    def number(self, token: Token):
+        return Number(Fraction(str(token)))
+
+    @v_args(inline=True)
+    def add(self, left, right):
+        return Add(_flat(Add, left) + (right,))
+
+    @v_args(inline=True)
+    def sub(self, left, right):
+        return Add(_flat(Add, left) + (Neg(right),))
+
+    @v_args(inline=True)
+    def mul(self, left, right):
+        return Mul(_flat(Mul, left) + (right,))
+
+    @v_args(inline=True)
+    def div(self, left, right):
+        return Div(left, right)
+
+    @v_args(inline=True)
+    def neg(self, operand):
+        return Neg(operand)
+
+    @v_args(inline=True)
+    def call(self, token: Token, *rest):
+        name = str(token)[:-1]
+        raise _fail(
+            token,
+            f"unknown function {name!r}: no functions are defined in this version; "
+            f"for a product write '{name} (...)' or '{name}*(...)'",
+            self.source,
+        )
+
+    # -- statements -------------------------------------------------------------------------
+    @v_args(inline=True)
+    def equation(self, lhs, rhs):
+        target, wrt = _split_lhs(lhs)
+        return Statement(target, rhs, wrt)
+
+    @v_args(inline=True)
+    def bare(self, rhs):
+        return Statement(None, rhs)
+
+    def start(self, children):
+        return Program(tuple(c for c in children if isinstance(c, Statement)))
+
+
+def _split_lhs(lhs) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """``K_pq`` -> (K_pq, ()); ``dK_pq/dR_ij`` -> (dK_pq, (dR_ij,)); ``d2f/dx_k dx_l`` -> (d2f, (dx_k, dx_l))."""
+    if isinstance(lhs, Tensor):
+        return lhs, ()
+    trailing: list = []
+    node = lhs
+    if isinstance(node, Mul):
+        node, trailing = node.factors[0], list(node.factors[1:])
+    if isinstance(node, Div) and isinstance(node.numerator, Tensor):
+        wrt = [node.denominator, *trailing]
+        if node.numerator.name.startswith("d") and all(isinstance(w, Tensor) and w.name.startswith("d") for w in wrt):
+            return node.numerator, tuple(wrt)
+    if isinstance(lhs, Delta):
+        raise IndexRuleError("delta is reserved for the Kronecker delta and cannot be assigned to")
+    raise IndexRuleError(
+        f"the left-hand side {str(lhs)!r} must be a tensor with its indices (K_pq, f) "
+        "or a derivative name (dK_pq/dR_ij)"
+    )
+
+
+def _flat(kind: type, node) -> tuple:
+    """The children of a node of the same kind (to flatten ``a + b + c``), else the node."""
+    if isinstance(node, kind):
+        return node.factors if kind is Mul else node.terms
+    return (node,)
+
+
+def parse(source: str) -> Program:
+    """Parse einderiv text into a :class:`Program` (its last statement is the output)."""
+    if not isinstance(source, str):
+        raise EinderivError(f"expected the expression as a string, got {type(source).__name__}")
+    if all(not line.split("#")[0].strip(" \t;") for line in source.splitlines()):
+        raise ParseError("empty input: write an expression such as 'f = x_i x_i'", source, 0, 0)
+    try:
+        tree = _parser().parse(source)
+    except UnexpectedInput as err:
+        raise _syntax_error(err, source) from None
+    try:
+        return _ToIR(source).transform(tree)
+    except VisitError as err:
+        if isinstance(err.orig_exc, EinderivError):
+            raise err.orig_exc from None
+        raise

@@ -1,0 +1,82 @@
+"""Index rules of a statement: output indices, rank consistency, and the normal form."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from .errors import IndexRuleError
+from .ir import Delta, Expr, Indices, Statement, Tensor, walk
+from .normal import Poly, expand, simplify
+
+
+def tensor_ranks(expr: Expr, where: str = "") -> dict[str, int]:
+    """Name -> number of indices; a tensor used with two different ranks is an error."""
+    ranks: dict[str, int] = {}
+    seen: dict[str, Tensor] = {}
+    for node in walk(expr):
+        if isinstance(node, Tensor):
+            rank = len(node.indices)
+            if node.name in ranks and ranks[node.name] != rank:
+                raise IndexRuleError(
+                    f"tensor {node.name!r} is used with {ranks[node.name]} indices ({seen[node.name]}) "
+                    f"and with {rank} ({node}){where}"
+                )
+            ranks[node.name] = rank
+            seen[node.name] = node
+    return ranks
+
+
+def implicit_indices(terms) -> Indices:
+    """numpy's implicit rule: the indices appearing exactly once in a term, alphabetically.
+
+    Every term must agree: an index that is single in one term and repeated in another
+    has no implicit meaning, and the user must write the left-hand side.
+    """
+    single: set[str] = set()
+    repeated: set[str] = set()
+    for term in terms:
+        counts = term.index_counts()
+        single |= {i for i, c in counts.items() if c == 1}
+        repeated |= {i for i, c in counts.items() if c > 1}
+    both = sorted(single & repeated)
+    if both:
+        raise IndexRuleError(
+            f"index {both[0]!r} appears once in one term and repeatedly in another, so the output "
+            "indices are ambiguous: write a left-hand side such as 'f_i = ...'"
+        )
+    return tuple(sorted(single))
+
+
+def output_indices(statement: Statement) -> Indices:
+    """The result's axes: the LHS indices (then each derivative denominator's), or implicit ones."""
+    if statement.target is None:
+        return implicit_indices(expand(statement.rhs))
+    out = statement.target.indices + tuple(i for w in statement.wrt for i in w.indices)
+    return out
+
+
+def check_statement(statement: Statement) -> Poly:
+    """Validate a statement and return its right-hand side in normal form."""
+    where = f" in {statement}" if len(str(statement)) < 80 else ""
+    ranks = tensor_ranks(statement.rhs, where)
+    name = statement.target.name if statement.target is not None else None
+    if name is not None and name in ranks and not statement.wrt:
+        raise IndexRuleError(f"{name!r} is defined by this statement and cannot also appear on its right-hand side")
+    terms = expand(statement.rhs)
+    if statement.target is None:
+        indices = implicit_indices(terms)
+    else:
+        indices = output_indices(statement)
+        repeated = [i for i, c in Counter(indices).items() if c > 1]
+        if repeated:
+            raise IndexRuleError(
+                f"index {repeated[0]!r} is repeated on the left-hand side of {statement}: "
+                "each output axis needs its own index (write a diagonal with delta)"
+            )
+        used = {i for node in walk(statement.rhs) if isinstance(node, (Tensor, Delta)) for i in node.indices}
+        missing = [i for i in indices if i not in used]
+        if missing:
+            raise IndexRuleError(
+                f"left-hand side index {missing[0]!r} appears in no term of the right-hand side{where}"
+            )
+    return simplify(terms, indices)
