@@ -174,9 +174,9 @@ def _dimension_names(poly: Poly, ranks: Mapping[str, int], wrt: tuple[Tensor, ..
 def compile(source: str | Program | Statement) -> Compiled:  # noqa: A001 - the natural name
     """Check a statement and prepare it for evaluation."""
     statement = _statement(source)
-    poly = check_statement(statement)
+    poly, raw = check_statement(statement)
     ranks = tensor_ranks(statement.rhs)
-    return Compiled(statement, poly, poly, ranks)
+    return Compiled(statement, poly, raw, ranks)
 
 
 def evaluate(source: str | Program | Statement, **arrays) -> np.ndarray:
@@ -219,7 +219,7 @@ def diff(source: str | Program | Statement, wrt: str | Sequence[str]) -> Derivat
     The result's axes are the output's indices followed by each wrt's indices.
     """
     statement = _statement(source)
-    poly = check_statement(statement)
+    poly, raw = check_statement(statement)
     ranks = tensor_ranks(statement.rhs)
     specs = [wrt] if isinstance(wrt, (str, Tensor)) else list(wrt)
     if not specs:
@@ -247,7 +247,7 @@ def diff(source: str | Program | Statement, wrt: str | Sequence[str]) -> Derivat
     prefix = "d" if order == 1 else f"d{order}"
     target = Tensor(prefix + target_name, poly.indices)
     shown = Statement(target, to_expr(current), tuple(Tensor("d" + r.name, r.indices) for r in refs))
-    return Derivative(shown, current, poly, ranks, tuple(refs), statement)
+    return Derivative(shown, current, raw, ranks, tuple(refs), statement)
 
 
 def _require_scalar(statement: Statement, what: str) -> None:

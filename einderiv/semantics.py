@@ -55,8 +55,12 @@ def output_indices(statement: Statement) -> Indices:
     return out
 
 
-def check_statement(statement: Statement) -> Poly:
-    """Validate a statement and return its right-hand side in normal form."""
+def check_statement(statement: Statement) -> tuple[Poly, Poly]:
+    """Validate a statement; return its right-hand side in normal form, and unsimplified.
+
+    The unsimplified expansion keeps every tensor the user wrote (zero terms included), so
+    evaluation can check and bind every input's sizes against it.
+    """
     where = f" in {statement}" if len(str(statement)) < 80 else ""
     ranks = tensor_ranks(statement.rhs, where)
     name = statement.target.name if statement.target is not None else None
@@ -79,4 +83,4 @@ def check_statement(statement: Statement) -> Poly:
             raise IndexRuleError(
                 f"left-hand side index {missing[0]!r} appears in no term of the right-hand side{where}"
             )
-    return simplify(terms, indices)
+    return simplify(terms, indices), Poly(tuple(terms), indices)

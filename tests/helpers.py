@@ -1,0 +1,32 @@
+"""Numerical checks shared by the tests: central finite differences in float64."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def central_difference(function, arrays: dict, wrt: str, h: float = 1e-6) -> np.ndarray:
+    """d function(arrays) / d arrays[wrt] by central differences: shape out.shape + wrt.shape."""
+    base = {k: np.array(v, dtype=np.float64) for k, v in arrays.items()}
+    x = base[wrt]
+    out_shape = np.shape(function(**base))
+    result = np.zeros(out_shape + x.shape)
+    for position in np.ndindex(*x.shape):
+        plus = dict(base)
+        minus = dict(base)
+        plus[wrt] = x.copy()
+        minus[wrt] = x.copy()
+        plus[wrt][position] += h
+        minus[wrt][position] -= h
+        slope = (np.asarray(function(**plus)) - np.asarray(function(**minus))) / (2 * h)
+        result[(Ellipsis, *position)] = slope
+    return result
+
+
+def assert_matches_fd(derivative, function, arrays: dict, wrt: str, rtol: float = 1e-6, atol: float = 1e-6):
+    """Assert that an einderiv derivative equals central differences of ``function``."""
+    analytic = np.asarray(derivative(**arrays))
+    numeric = central_difference(function, arrays, wrt)
+    assert analytic.shape == numeric.shape, (analytic.shape, numeric.shape)
+    scale = max(1.0, float(np.max(np.abs(numeric))) if numeric.size else 1.0)
+    np.testing.assert_allclose(analytic, numeric, rtol=rtol, atol=atol * scale)
