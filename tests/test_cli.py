@@ -1,0 +1,79 @@
+"""The command line, run as a subprocess: output, JSON, and the error path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "einderiv", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_diff_prints_derivative_shape_and_einsum():
+    result = run("diff", "K_pq = R_mp R_mq", "--wrt", "R")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "dK_pq/dR_ij = delta_jp R_iq + R_ip delta_jq"
+    assert lines[1] == "  shape: K.shape + R.shape = (P, P, M, P) with R: (M, P)"
+    assert lines[2] == "  einsum: 'jp,iq->pqij' (delta, R) + 'ip,jq->pqij' (R, delta)"
+
+
+def test_repeated_wrt_gives_the_hessian():
+    result = run("diff", "f = x_i A_ij x_j", "--wrt", "x", "--wrt", "x")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "d2f/dx_k dx_l = A_kl + A_lk"
+
+
+def test_json_format():
+    result = run("diff", "f = x_i A_ij x_j", "--wrt", "x", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["derivative"] == "df/dx_k = A_kj x_j + x_i A_ik"
+    assert data["output"] == "f"
+    assert data["indices"] == ["k"]
+    assert data["wrt"] == [{"name": "x", "indices": ["k"]}]
+    assert data["shape"] == ["I"]
+    assert data["inputs"] == {"x": ["I"], "A": ["I", "I"]}
+    assert data["einsum"] == [
+        {"coefficient": "1", "subscripts": "kj,j->k", "operands": ["A", "x"]},
+        {"coefficient": "1", "subscripts": "i,ik->k", "operands": ["x", "A"]},
+    ]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["diff", "K_pq = R_mp +", "--wrt", "R"], "error: syntax error: the input ends too early"),
+        (["diff", "K_pp = R_mp R_mp", "--wrt", "R"], "error: index 'p' is repeated"),
+        (["diff", "f = x_i x_i", "--wrt", "Q"], "error: wrt tensor 'Q' does not occur"),
+    ],
+)
+def test_user_errors_print_one_error_line_and_exit_2(args, message):
+    result = run(*args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(message)
+    assert sum(line.startswith("error:") for line in lines) == 1
+
+
+def test_syntax_error_shows_caret_under_the_column():
+    result = run("diff", "f = a_i ++ * b", "--wrt", "a")
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("error: syntax error: unexpected '*'; expected '(', '+', '-',")
+    assert lines[0].endswith("(line 1, column 12)")
+    assert lines[1] == "  f = a_i ++ * b"
+    assert lines[2] == "  " + " " * 11 + "^"
+
+
+def test_help_and_version():
+    assert "einderiv diff" in run("--help").stdout
+    assert "K_pq = R_mp R_mq" in run("diff", "--help").stdout
+    assert run("--version").stdout.startswith("einderiv ")
+    missing = run("diff", "f = x")
+    assert missing.returncode == 2 and "error:" in missing.stderr
