@@ -1,52 +1,57 @@
-"""The Python API: parse, diff, grad, jacobian, hessian, evaluate."""
+"""The Python API: parse, compile, diff, grad, jacobian, hessian, evaluate."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from .differentiate import differentiate, fresh_indices
-from .emit import EinsumTerm
+from .emit import EinsumTerm, emit
 from .errors import DifferentiationError, EinderivError, EvaluationError
-from .evaluate import Evaluator, bind_sizes
-from .ir import Delta, Indices, Program, Statement, Tensor, walk
-from .normal import Poly, to_expr
+from .evaluate import StraightLine, as_array, bind_sizes, fixed_sizes
+from .ir import Delta, Indices, Program, Statement, Tensor
+from .normal import Poly, fresh_indices, to_expr
 from .parser import parse
-from .semantics import check_statement, tensor_ranks
+from .program import CheckedProgram, Definition, check_program, derive
+
+Source = str | Program | Statement
 
 
-def _statement(source: str | Program | Statement) -> Statement:
+def _program(source: Source) -> Program:
     if isinstance(source, Statement):
+        return Program((source,))
+    if isinstance(source, Program):
         return source
-    program = source if isinstance(source, Program) else parse(source)
-    if len(program.statements) > 1:
-        raise EinderivError("programs of several statements are not supported yet: write one statement")
-    return program.output
+    return parse(source)
 
 
-@dataclass
 class Compiled:
-    """A statement in normal form, evaluable from named arrays (``f(x=..., A=...)``)."""
+    """A checked program, evaluable from named arrays: ``f(x=..., A=...)`` gives its output."""
 
-    statement: Statement
-    poly: Poly
-    source_poly: Poly
-    ranks: dict[str, int]
-    wrt: tuple[Tensor, ...] = ()
-    origin: Statement | None = None
-    _evaluator: Evaluator | None = field(default=None, repr=False)
+    def __init__(self, program: CheckedProgram, inputs: Mapping[str, int] | None = None):
+        self.program = program
+        self.ranks: dict[str, int] = dict(inputs if inputs is not None else program.inputs)
+        self._line: StraightLine | None = None
+
+    # -- what it is -------------------------------------------------------------------------
+    @property
+    def output(self) -> Definition:
+        return self.program.out
+
+    @property
+    def statement(self) -> Statement:
+        """The output statement as text-ready IR."""
+        return self.output.display()
+
+    @property
+    def expr(self) -> Poly:
+        """The output's simplified right-hand side, in normal form."""
+        return self.output.poly
 
     @property
     def indices(self) -> Indices:
         """The result's axes, in order (output indices, then each wrt's indices)."""
-        return self.poly.indices
-
-    @property
-    def expr(self) -> Poly:
-        """The simplified right-hand side in normal form."""
-        return self.poly
+        return self.output.indices
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -54,75 +59,110 @@ class Compiled:
 
     @property
     def einsum(self) -> tuple[EinsumTerm, ...]:
-        """The einsum terms: ``.coefficient``, ``.subscripts``, ``.operands`` (``delta`` is an identity)."""
-        return self.evaluator.terms
+        """The output's einsum terms: ``.coefficient``, ``.subscripts``, ``.operands``.
+
+        ``delta`` is an identity matrix; a call such as ``sigmoid(z_n)`` is computed by an
+        elementwise step first; other names are inputs or earlier statements."""
+        return emit(self.expr)
 
     @property
-    def evaluator(self) -> Evaluator:
-        if self._evaluator is None:
-            self._evaluator = Evaluator(self.poly, self.source_poly, self.ranks, self.wrt)
-        return self._evaluator
+    def definitions(self) -> list[Definition]:
+        """Every statement the output needs, in order (intermediates, adjoints, the output)."""
+        return list(self.program.definitions)
+
+    def __str__(self) -> str:
+        return str(self.program)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.statement}>"
+
+    # -- evaluation -------------------------------------------------------------------------
+    @property
+    def line(self) -> StraightLine:
+        if self._line is None:
+            line = StraightLine()
+            for d in self.program.definitions:
+                line.add(d.name, d.poly, d.hints)
+            self._line = line
+        return self._line
+
+    def _arrays(self, given: Mapping[str, object]) -> dict[str, np.ndarray]:
+        unknown = sorted(set(given) - set(self.ranks))
+        if unknown:
+            raise EvaluationError(
+                f"unknown input {unknown[0]!r}: the expression's inputs are {', '.join(self.inputs) or 'none'}"
+            )
+        missing = sorted(set(self.ranks) - set(given))
+        if missing:
+            raise EvaluationError(f"missing array for {missing[0]!r} (inputs: {', '.join(self.inputs)})")
+        out = {name: as_array(name, value) for name, value in given.items()}
+        for name, array in out.items():
+            rank = self.ranks[name]
+            if array.ndim != rank:
+                raise EvaluationError(
+                    f"input {name!r} has {array.ndim} axes (shape {array.shape}) but is used with {rank} indices"
+                )
+        return out
 
     def __call__(self, **arrays) -> np.ndarray:
-        return self.evaluator(arrays)
+        values = self.line.run(self._arrays(arrays))
+        return values[self.output.name]
 
     def shape_for(self, **shapes: Sequence[int]) -> tuple[int, ...]:
-        """The result's shape for inputs of the given shapes (no arrays needed)."""
-        clean = {}
-        for name, shape in shapes.items():
-            if name not in self.ranks:
-                raise EvaluationError(f"unknown input {name!r}: the inputs are {', '.join(self.inputs)}")
-            clean[name] = tuple(int(n) for n in shape)
-            if len(clean[name]) != self.ranks[name]:
-                raise EvaluationError(
-                    f"shape {clean[name]} of {name!r} has the wrong number of axes ({self.ranks[name]})"
-                )
-        missing = sorted(set(self.ranks) - set(clean))
-        if missing:
-            raise EvaluationError(f"missing shape for {missing[0]!r}")
-        free, _ = bind_sizes(self.source_poly, clean)
-        for ref in self.wrt:
-            for axis, index in enumerate(ref.indices):
-                free[index] = (clean[ref.name][axis], ref.name)
-        for index in self.indices:
-            if index not in free:
-                raise EvaluationError(f"the size of output index {index!r} cannot be inferred from the inputs")
-        return tuple(free[i][0] for i in self.indices)
+        """The result's shape for inputs of the given shapes (evaluates nothing)."""
+        arrays = {name: np.empty(tuple(int(n) for n in shape), dtype=np.float64) for name, shape in shapes.items()}
+        values = {k: v.shape for k, v in self._arrays(arrays).items()}
+        for d in self.program.definitions:
+            fixed = fixed_sizes(d.hints, values)
+            free, _ = bind_sizes(d.poly, values, {i: fixed[i] for i in d.indices if i in fixed})
+            missing = [i for i in d.indices if i not in free]
+            if missing:
+                raise EvaluationError(f"the size of index {missing[0]!r} cannot be inferred from the inputs")
+            values[d.name] = tuple(free[i][0] for i in d.indices)
+        return values[self.output.name]
 
+    # -- symbolic shapes ------------------------------------------------------------------------
     def dimension_names(self) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
-        """Symbolic sizes: output index -> name, and input -> its shape in those names."""
-        return _dimension_names(self.source_poly, self.ranks, self.wrt)
+        """Symbolic sizes: output index -> dimension name, and input -> its dimension names."""
+        return _dimension_names(self.program, self.ranks)
 
     def shape_text(self) -> str:
         """``K.shape + R.shape = (P, P, M, P) with R: (M, P)``."""
         index_dims, input_dims = self.dimension_names()
-        source = self.origin or self.statement
-        name = source.target.name if source.target is not None else "f"
-        parts = [f"{name}.shape"] + [f"{ref.name}.shape" for ref in self.wrt]
+        parts = [f"{self.root_name}.shape"] + [f"{ref.name}.shape" for ref in self.wrt]
         dims = ", ".join(index_dims.get(i, "?") for i in self.indices)
         dims = f"({dims},)" if len(self.indices) == 1 else f"({dims})"
-        shown = [
-            n for n in dict.fromkeys(f.name for f in walk(self.statement.rhs) if isinstance(f, Tensor)) if self.ranks[n]
-        ]
+        shown = [n for n in input_dims if self.ranks.get(n)]
         where = ", ".join(f"{n}: ({', '.join(input_dims[n])}{',' if len(input_dims[n]) == 1 else ''})" for n in shown)
         return f"{' + '.join(parts)} = {dims}" + (f" with {where}" if where else "")
 
-    def __str__(self) -> str:
-        return str(self.statement)
+    wrt: tuple[Tensor, ...] = ()
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self}>"
+    @property
+    def root_name(self) -> str:
+        return self.output.name if self.output.name != "_" else "f"
 
 
 class Derivative(Compiled):
-    """A derivative: prints as ``dK_pq/dR_ij = ...``, evaluates to ``out.shape + wrt.shape``."""
+    """A derivative: prints as ``dK_pq/dR_ij = ...``, evaluates to ``out.shape + wrt.shape``.
+
+    For a program, it prints the statements it needs first (intermediates and adjoints)."""
+
+    def __init__(self, program: CheckedProgram, inputs, wrt: tuple[Tensor, ...], root: Definition):
+        super().__init__(program, inputs)
+        self.wrt = wrt
+        self.root = root
 
     @property
     def order(self) -> int:
         return len(self.wrt)
 
+    @property
+    def root_name(self) -> str:
+        return self.root.name if self.root.name != "_" else "f"
 
-def _dimension_names(poly: Poly, ranks: Mapping[str, int], wrt: tuple[Tensor, ...]):
+
+def _dimension_names(program: CheckedProgram, ranks: Mapping[str, int]):
     parent: dict[tuple, tuple] = {}
 
     def find(x):
@@ -135,25 +175,40 @@ def _dimension_names(poly: Poly, ranks: Mapping[str, int], wrt: tuple[Tensor, ..
     def union(a, b):
         parent[find(a)] = find(b)
 
-    free = set(poly.indices)
     first_letter: dict[tuple, str] = {}
-    for number, term in enumerate(poly.terms):
 
-        def key(i: str, number: int = number) -> tuple:
-            return ("free", i) if i in free else ("dummy", number, i)
+    def visit(poly: Poly, scope):
+        for number, term in enumerate(poly.terms):
 
-        for factor in term.factors:
-            if isinstance(factor, Tensor):
-                for axis, index in enumerate(factor.indices):
-                    first_letter.setdefault(("axis", factor.name, axis), index)
-                    union(key(index), ("axis", factor.name, axis))
-            elif isinstance(factor, Delta):
-                union(key(factor.first), key(factor.second))
-    for ref in wrt:
-        for axis, index in enumerate(ref.indices):
-            union(("free", index), ("axis", ref.name, axis))
+            def key(i: str, number: int = number) -> tuple:
+                return scope(i) if i in poly.indices else (*scope("")[:-1], number, i)
+
+            for factor in term.factors:
+                if isinstance(factor, Tensor):
+                    for axis, index in enumerate(factor.indices):
+                        first_letter.setdefault(("axis", factor.name, axis), index)
+                        union(key(index), ("axis", factor.name, axis))
+                elif isinstance(factor, Delta):
+                    union(key(factor.first), key(factor.second))
+                elif hasattr(factor, "arg"):
+                    visit(factor.arg, key)
+
+    for d in program.definitions:
+        for hint in d.hints:
+            if hint[0] == "poly":
+                raw = hint[1]
+                owner = d.name if d.statement is not None and not d.statement.wrt else "root"
+                visit(raw, lambda i, owner=owner: ("free", owner, i))
+                for k, i in enumerate(raw.indices):
+                    union(("free", owner, i), ("axis", owner, k))
+                    union(("free", owner, i), ("out", i))
+            else:
+                _, index, name, axis = hint
+                union(("out", index), ("axis", name, axis))
     names: dict[tuple, str] = {}
     for axis_key, letter in first_letter.items():
+        if axis_key[1] not in ranks:
+            continue
         root = find(axis_key)
         if root not in names:
             base = letter.upper() if len(letter) == 1 else f"n_{letter}"
@@ -162,121 +217,128 @@ def _dimension_names(poly: Poly, ranks: Mapping[str, int], wrt: tuple[Tensor, ..
                 k += 1
                 name = f"{base}{k}"
             names[root] = name
-    index_dims = {
-        i: names[find(("free", i))]
-        for i in poly.indices + tuple(i for r in wrt for i in r.indices)
-        if find(("free", i)) in names
-    }
-    input_dims = {n: tuple(names.get(find(("axis", n, a)), "?") for a in range(r)) for n, r in ranks.items()}
+    index_dims = {i: names[find(("out", i))] for i in program.out.indices if find(("out", i)) in names}
+    order = [n for n in dict.fromkeys(key[1] for key in first_letter) if n in ranks]
+    input_dims = {n: tuple(names.get(find(("axis", n, a)), "?") for a in range(ranks[n])) for n in order}
     return index_dims, input_dims
 
 
-def compile(source: str | Program | Statement) -> Compiled:  # noqa: A001 - the natural name
-    """Check a statement and prepare it for evaluation."""
-    statement = _statement(source)
-    poly, raw = check_statement(statement)
-    ranks = tensor_ranks(statement.rhs)
-    return Compiled(statement, poly, raw, ranks)
+def compile(source: Source, of: str | None = None) -> Compiled:  # noqa: A001 - the natural name
+    """Check a statement or program and prepare it for evaluation (``of`` picks the output)."""
+    return Compiled(check_program(_program(source), of))
 
 
-def evaluate(source: str | Program | Statement, **arrays) -> np.ndarray:
-    """The value of the statement's output for the given arrays."""
-    return compile(source)(**arrays)
+def evaluate(source: Source, of: str | None = None, **arrays) -> np.ndarray:
+    """The value of the output (the last statement, or ``of``) for the given arrays."""
+    return compile(source, of)(**arrays)
 
 
-def _wrt_ref(spec: str | Tensor, ranks: Mapping[str, int], where: str) -> Tensor:
+def _wrt_ref(spec: str | Tensor, program: CheckedProgram, where: str) -> Tensor:
     if isinstance(spec, Tensor):
-        ref = spec
+        ref, explicit = spec, bool(spec.indices)
     else:
         if not isinstance(spec, str):
             raise DifferentiationError(f"wrt must be a tensor name such as 'R' or 'R_ij', got {spec!r}")
-        program = parse(spec)
-        node = program.output.rhs
-        if len(program.statements) != 1 or program.output.target is not None or not isinstance(node, (Tensor, Delta)):
+        parsed = parse(spec)
+        node = parsed.output.rhs
+        if len(parsed.statements) != 1 or parsed.output.target is not None or not isinstance(node, (Tensor, Delta)):
             raise DifferentiationError(f"wrt must be a tensor name such as 'R' or 'R_ij', got {spec!r}")
         if isinstance(node, Delta):
             raise DifferentiationError("cannot differentiate with respect to delta (a constant)")
-        ref = node
-    if ref.name not in ranks:
-        known = ", ".join(sorted(ranks)) or "no tensors"
-        raise DifferentiationError(f"wrt tensor {ref.name!r} does not occur in {where} (its tensors: {known})")
-    if "_" not in str(spec) and ref.indices == () and ranks[ref.name] > 0:
-        return Tensor(ref.name, ())  # indices chosen fresh by the caller
-    if len(ref.indices) != ranks[ref.name]:
+        ref, explicit = node, "_" in spec
+    inputs = program.inputs
+    if ref.name in program.ranks and ref.name not in inputs:
         raise DifferentiationError(
-            f"wrt {ref} has {len(ref.indices)} indices but {ref.name!r} is used with {ranks[ref.name]}"
+            f"{ref.name!r} is an intermediate defined by the program; differentiate with respect to an input "
+            f"({', '.join(sorted(inputs))})"
+        )
+    if ref.name not in inputs:
+        known = ", ".join(sorted(inputs)) or "no tensors"
+        raise DifferentiationError(f"wrt tensor {ref.name!r} does not occur in {where} (its inputs: {known})")
+    if not explicit:
+        return Tensor(ref.name, ())
+    if len(ref.indices) != inputs[ref.name]:
+        raise DifferentiationError(
+            f"wrt {ref} has {len(ref.indices)} indices but {ref.name!r} is used with {inputs[ref.name]}"
         )
     if len(set(ref.indices)) != len(ref.indices):
         raise DifferentiationError(f"wrt {ref} repeats an index: each axis of {ref.name!r} needs its own index")
     return ref
 
 
-def diff(source: str | Program | Statement, wrt: str | Sequence[str]) -> Derivative:
-    """Differentiate the statement's output with respect to ``wrt``.
+def diff(source: Source, wrt: str | Sequence[str], of: str | None = None) -> Derivative:
+    """Differentiate the output (the last statement, or ``of``) with respect to ``wrt``.
 
     ``wrt`` is a tensor name (``"R"``: derivative indices chosen fresh), a name with indices
     (``"R_ij"``), or a list of those for higher derivatives (``["x", "x"]`` is the Hessian).
-    The result's axes are the output's indices followed by each wrt's indices.
+    The result's axes are the output's indices followed by each wrt's indices.  Through a
+    program, the chain rule runs in reverse (adjoint) order.
     """
-    statement = _statement(source)
-    poly, raw = check_statement(statement)
-    ranks = tensor_ranks(statement.rhs)
+    checked = check_program(_program(source), of)
     specs = [wrt] if isinstance(wrt, (str, Tensor)) else list(wrt)
     if not specs:
         raise DifferentiationError("wrt is empty: name the tensor to differentiate with respect to")
-    where = f"'{statement}'" if len(str(statement)) < 80 else "the expression"
-    used = {i for node in walk(statement.rhs) if isinstance(node, (Tensor, Delta)) for i in node.indices}
-    used |= set(poly.indices)
+    root = checked.out
+    text = str(root.display())
+    where = f"'{text}'" if len(text) < 80 and len(checked.definitions) == 1 else "the program"
+    used = root.poly.all_index_names() | set(root.indices)
+    for hint in root.hints:
+        if hint[0] == "poly":
+            used |= hint[1].all_index_names()
     refs: list[Tensor] = []
-    current = poly
-    for spec in specs:
-        ref = _wrt_ref(spec, ranks, where)
-        if ref.indices == () and ranks[ref.name] > 0:
-            ref = Tensor(ref.name, fresh_indices(ranks[ref.name], used | current.all_index_names()))
-        clash = [i for i in ref.indices if i in current.indices]
+    current = checked
+    for number, spec in enumerate(specs, 1):
+        ref = _wrt_ref(spec, checked, where)
+        out = current.out
+        if not ref.indices and checked.inputs[ref.name]:
+            ref = Tensor(ref.name, fresh_indices(checked.inputs[ref.name], used | out.poly.all_index_names()))
+        clash = [i for i in ref.indices if i in out.indices]
         if clash:
             raise DifferentiationError(
                 f"wrt index {clash[0]!r} of {ref} is already an index of the result "
-                f"({''.join(current.indices)}): pick other letters, or pass just {ref.name!r}"
+                f"({''.join(out.indices)}): pick other letters, or pass just {ref.name!r}"
             )
         used |= set(ref.indices)
-        current = differentiate(current, ref)
+        current = derive(current, ref, name=f"d{number}{root.name.strip('_') or 'f'}")
         refs.append(ref)
-    target_name = statement.target.name if statement.target is not None else ""
     order = len(refs)
     prefix = "d" if order == 1 else f"d{order}"
-    target = Tensor(prefix + target_name, poly.indices)
-    shown = Statement(target, to_expr(current), tuple(Tensor("d" + r.name, r.indices) for r in refs))
-    return Derivative(shown, current, raw, ranks, tuple(refs), statement)
+    root_target = root.name if root.name != "_" else ""
+    final = current.out
+    statement = Statement(
+        Tensor(prefix + root_target, root.indices), to_expr(final.poly), tuple(Tensor("d" + r.name, r.indices) for r in refs)
+    )
+    current.definitions[-1] = Definition(final.name, final.indices, final.poly, final.hints, statement)
+    return Derivative(current, checked.inputs, tuple(refs), root)
 
 
-def _require_scalar(statement: Statement, what: str) -> None:
-    if statement.target is not None and statement.target.indices:
+def _require_scalar(source: Source, of: str | None, what: str) -> None:
+    checked = check_program(_program(source), of)
+    if checked.out.indices:
         raise DifferentiationError(
-            f"{what} needs a scalar output, but {statement.target} has indices; use jacobian() for tensors"
+            f"{what} needs a scalar output, but {checked.out.name!r} has indices "
+            f"({''.join(checked.out.indices)}); use jacobian() for tensors"
         )
 
 
-def grad(source: str | Program | Statement, wrt: str) -> Derivative:
+def grad(source: Source, wrt: str, of: str | None = None) -> Derivative:
     """The gradient of a scalar output: an array of the wrt tensor's shape."""
-    statement = _statement(source)
-    _require_scalar(statement, "grad")
-    derivative = diff(statement, wrt)
-    if derivative.poly.indices != derivative.wrt[0].indices:
-        raise DifferentiationError("grad needs a scalar output; use jacobian() for tensors")
-    return derivative
+    _require_scalar(source, of, "grad")
+    return diff(source, wrt, of)
 
 
-def jacobian(source: str | Program | Statement, wrt: str) -> Derivative:
+def jacobian(source: Source, wrt: str, of: str | None = None) -> Derivative:
     """The Jacobian: shape ``out.shape + wrt.shape``."""
-    return diff(source, wrt)
+    return diff(source, wrt, of)
 
 
-def hessian(source: str | Program | Statement, wrt: str) -> Derivative:
+def hessian(source: Source, wrt: str, of: str | None = None) -> Derivative:
     """The Hessian of a scalar output: shape ``wrt.shape + wrt.shape``."""
-    statement = _statement(source)
-    _require_scalar(statement, "hessian")
+    _require_scalar(source, of, "hessian")
     if not isinstance(wrt, str):
         raise DifferentiationError("hessian takes one wrt name; use diff(source, [a, b]) for mixed derivatives")
     base = wrt.split("_", 1)[0]
-    return diff(statement, [wrt, base] if "_" in wrt else [wrt, wrt])
+    return diff(source, [wrt, base] if "_" in wrt else [wrt, wrt], of)
+
+
+__all__ = ["Compiled", "Derivative", "compile", "diff", "evaluate", "grad", "hessian", "jacobian", "EinderivError"]

@@ -50,7 +50,8 @@ def derivative_json(derivative) -> dict:
     return {
         "derivative": str(derivative),
         "expression": str(derivative.expr),
-        "output": derivative.origin.name if derivative.origin is not None else None,
+        "output": derivative.root.name if derivative.root.name != "_" else None,
+        "program": [str(d.display()) for d in derivative.definitions],
         "indices": list(derivative.indices),
         "wrt": [{"name": ref.name, "indices": list(ref.indices)} for ref in derivative.wrt],
         "shape": [index_dims.get(i, "?") for i in derivative.indices],

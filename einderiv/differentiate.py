@@ -1,21 +1,38 @@
 """Symbolic differentiation of the normal form: one rule per atom type, Leibniz over products.
 
 ``d(sum_t c_t prod_f a_f) / dX_kl = sum_t c_t sum_f (prod_{g != f} a_g) d(a_f)/dX_kl``, then
-:func:`normal.simplify` contracts the deltas away and collects like terms.
+:func:`normal.simplify` contracts the deltas away and collects like terms.  Elementwise
+functions use the chain rule with the derivative table of :mod:`einderiv.functions`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from fractions import Fraction
+from functools import lru_cache
 
 from .errors import DifferentiationError
-from .ir import Delta, Indices, Tensor
-from .normal import MAX_TERMS, Atom, Poly, Term, atom_indices, make_delta, simplify
+from .functions import FUNCTIONS
+from .ir import Delta, Tensor
+from .normal import (
+    MAX_TERMS,
+    Apply,
+    Poly,
+    Term,
+    fresh_indices,
+    make_delta,
+    multiply,
+    rename_term_apart,
+    simplify,
+    too_many_terms,
+)
 
-#: d(atom)/d(wrt) as a list of terms whose free indices include the wrt indices.
-Rule = Callable[[Atom, Tensor], list[Term]]
+#: d(atom)/d(wrt) as a list of terms whose free indices are the atom's and the wrt's; any
+#: other index in them is summed and must avoid the names in ``avoid``.
+Rule = Callable[[object, Tensor, set], list[Term]]
 RULES: dict[type, Rule] = {}
+
+__all__ = ["RULES", "defrule", "differentiate", "fresh_indices"]
 
 
 def defrule(atom_type: type) -> Callable[[Rule], Rule]:
@@ -29,7 +46,7 @@ def defrule(atom_type: type) -> Callable[[Rule], Rule]:
 
 
 @defrule(Tensor)
-def _tensor_rule(atom: Tensor, wrt: Tensor) -> list[Term]:
+def _tensor_rule(atom: Tensor, wrt: Tensor, avoid: set) -> list[Term]:
     """d X_ab / d X_kl = delta_ak delta_bl (zipped indices); any other tensor gives 0."""
     if atom.name != wrt.name:
         return []
@@ -37,37 +54,63 @@ def _tensor_rule(atom: Tensor, wrt: Tensor) -> list[Term]:
 
 
 @defrule(Delta)
-def _delta_rule(atom: Delta, wrt: Tensor) -> list[Term]:
+def _delta_rule(atom: Delta, wrt: Tensor, avoid: set) -> list[Term]:
     """A Kronecker delta is constant."""
     return []
 
 
-_FRESH_POOL = "ijklmnopqrstuvwxyzabcdefghABCDEFGHIJKLMNOPQRSTUVWXYZ"
+@lru_cache(maxsize=None)
+def _derivative_template(func: str) -> tuple[Term, ...]:
+    """f'(u) from the function table, lowered once, with the scalar ``u`` standing for the argument."""
+    from .lower import lower
+    from .parser import parse
+
+    row = FUNCTIONS.get(func)
+    if row is None:
+        raise DifferentiationError(f"no derivative rule for the function {func!r}")
+    return tuple(lower(parse(row.derivative).output.rhs, frozenset()))
 
 
-def fresh_indices(count: int, avoid: set[str]) -> Indices:
-    """``count`` index names not in ``avoid``: i, j, k, ... then i1, j1, ..."""
-    out: list[str] = []
-    suffix = 0
-    while len(out) < count:
-        for letter in _FRESH_POOL:
-            name = letter if suffix == 0 else f"{letter}{suffix}"
-            if name not in avoid and name not in out:
-                out.append(name)
-                if len(out) == count:
-                    break
-        suffix += 1
-    return tuple(out)
+def substitute(terms, name: str, value: Poly) -> list[Term]:
+    """Replace the scalar ``name`` by ``value`` everywhere in ``terms`` (also inside calls)."""
+    from .lower import make_apply
+
+    out: list[Term] = []
+    keep = set(value.indices)
+    for term in terms:
+        partial = [Term(term.coeff, ())]
+        for factor in term.factors:
+            if isinstance(factor, Tensor) and factor.name == name:
+                partial = multiply(partial, list(value.terms), keep, avoid=keep)
+            elif isinstance(factor, Apply):
+                inner = substitute(factor.arg.terms, name, value)
+                indices = tuple(dict.fromkeys(factor.arg.indices + value.indices))
+                parts = make_apply(factor.func, simplify(inner, indices), factor.param)
+                partial = multiply(partial, parts, keep | set(indices), avoid=keep)
+            else:
+                partial = [Term(t.coeff, t.factors + (factor,)) for t in partial]
+        out.extend(partial)
+    return out
 
 
-def _rename_apart(term: Term, free: frozenset[str], avoid: set[str]) -> Term:
-    """Rename the summed indices of ``term`` that collide with ``avoid``."""
-    used = {i for f in term.factors for i in atom_indices(f)}
-    clashes = sorted((used - free) & avoid)
-    if not clashes:
-        return term
-    replacements = fresh_indices(len(clashes), used | free | avoid)
-    return term.rename(dict(zip(clashes, replacements)))
+def _outer_derivative(atom: Apply) -> list[Term]:
+    """f'(arg) as terms with the atom's free indices."""
+    from .lower import make_apply
+
+    if atom.func == "pow":
+        return [t.scaled(atom.param) for t in make_apply("pow", atom.arg, atom.param - 1)]
+    return substitute(_derivative_template(atom.func), "u", atom.arg)
+
+
+@defrule(Apply)
+def _apply_rule(atom: Apply, wrt: Tensor, avoid: set) -> list[Term]:
+    """Chain rule: d f(u)_I / dX_W = f'(u)_I du_I/dX_W (elementwise over I)."""
+    inner = differentiate(atom.arg, wrt)
+    if not inner.terms:
+        return []
+    keep = set(atom.indices) | set(wrt.indices)
+    outer = [rename_term_apart(t, keep, avoid) for t in _outer_derivative(atom)]
+    return multiply(outer, list(inner.terms), keep, avoid=avoid | keep)
 
 
 def differentiate(poly: Poly, wrt: Tensor) -> Poly:
@@ -78,16 +121,14 @@ def differentiate(poly: Poly, wrt: Tensor) -> Poly:
         raise DifferentiationError(f"derivative index {sorted(clash)[0]!r} of {wrt} is already an index of the result")
     terms: list[Term] = []
     for term in poly.terms:
-        term = _rename_apart(term, free, set(wrt.indices))
+        term = rename_term_apart(term, free, set(wrt.indices))
+        names = term.index_names() | free | set(wrt.indices)
         for pos, factor in enumerate(term.factors):
             rule = RULES.get(type(factor))
             if rule is None:
                 raise DifferentiationError(f"no derivative rule for {type(factor).__name__} ({factor})")
-            for part in rule(factor, wrt):
+            for part in rule(factor, wrt, names):
                 terms.append(Term(term.coeff * part.coeff, term.factors[:pos] + part.factors + term.factors[pos + 1 :]))
         if len(terms) > MAX_TERMS:
-            raise DifferentiationError(
-                f"the derivative has over {MAX_TERMS} terms before simplification "
-                "(einderiv.normal.MAX_TERMS); split the expression into statements or raise the limit"
-            )
+            raise too_many_terms(len(terms))
     return simplify(terms, poly.indices + wrt.indices)

@@ -8,7 +8,7 @@ from fractions import Fraction
 from opt_einsum import get_symbol
 
 from .ir import Delta, Indices, format_number
-from .normal import Poly, atom_indices
+from .normal import Apply, Poly, atom_to_expr
 
 DELTA_OPERAND = "delta"
 
@@ -19,7 +19,8 @@ class EinsumTerm:
 
     ``inputs`` keeps each operand's named indices and ``output`` the free indices the
     contraction produces (in the result's order); result indices missing from ``output``
-    are broadcast.  A ``delta`` operand is an identity matrix.
+    are broadcast.  A ``delta`` operand is an identity matrix; a function call's operand is
+    named by its text (``sigmoid(z_n)``) and computed by an earlier elementwise step.
     """
 
     coefficient: Fraction
@@ -34,8 +35,6 @@ class EinsumTerm:
         core = f"'{self.subscripts}' ({', '.join(self.operands)})"
         if self.coefficient == 1:
             return core
-        if self.coefficient == -1:
-            return "-" + core
         return f"{format_number(self.coefficient)} * {core}"
 
 
@@ -44,7 +43,7 @@ def symbol_table(poly: Poly) -> dict[str, str]:
     names: list[str] = list(poly.indices)
     for term in poly.terms:
         for factor in term.factors:
-            names.extend(i for i in atom_indices(factor) if i not in names)
+            names.extend(i for i in factor.indices if i not in names)
     names = list(dict.fromkeys(names))
     table: dict[str, str] = {}
     taken: set[str] = set()
@@ -63,13 +62,22 @@ def symbol_table(poly: Poly) -> dict[str, str]:
     return table
 
 
+def _operand_name(atom, visible: set[str]) -> str:
+    if isinstance(atom, Delta):
+        return DELTA_OPERAND
+    if isinstance(atom, Apply):
+        return str(atom_to_expr(atom, visible))
+    return atom.name
+
+
 def emit(poly: Poly) -> tuple[EinsumTerm, ...]:
     """One :class:`EinsumTerm` per term of ``poly``."""
     table = symbol_table(poly)
     out: list[EinsumTerm] = []
     for term in poly.terms:
-        inputs = tuple(atom_indices(f) for f in term.factors)
-        operands = tuple(DELTA_OPERAND if isinstance(f, Delta) else f.name for f in term.factors)
+        inputs = tuple(f.indices for f in term.factors)
+        visible = set(poly.indices) | term.index_names()
+        operands = tuple(_operand_name(f, visible) for f in term.factors)
         present = {i for idx in inputs for i in idx}
         output = tuple(i for i in poly.indices if i in present)
         lhs = ",".join("".join(table[i] for i in idx) for idx in inputs)

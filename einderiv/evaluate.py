@@ -1,21 +1,27 @@
-"""Einsum program -> numbers: size binding, plans cached per shape signature, opt_einsum calls.
+"""Normal form -> numbers: a straight-line program of einsum contractions and elementwise steps.
 
-All numeric work is done by opt_einsum contractions and NumPy broadcasting; no Python loop
-runs over tensor elements.
+Every function call is hoisted into its own step (its argument contracted by one einsum, the
+function applied elementwise), shared by every term and statement that uses the same call
+(common subexpressions are computed once per evaluation).  Contractions are planned with
+``opt_einsum.contract_expression`` once per shape signature and cached.  No Python loop runs
+over tensor elements.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import opt_einsum
 
 from .emit import DELTA_OPERAND, EinsumTerm, emit
 from .errors import EvaluationError
-from .ir import Delta, Indices, Tensor
-from .normal import Poly
+from .functions import FUNCTIONS
+from .ir import Delta, Tensor
+from .normal import Apply, Poly, Term, canonical_key
 
 
 def as_array(name: str, value) -> np.ndarray:
@@ -37,135 +43,119 @@ class _SizeBinder:
     def __init__(self, fixed: Mapping[str, tuple[int, str]] | None = None):
         self.sizes: dict[str, tuple[int, str]] = dict(fixed or {})
 
-    def bind(self, index: str, size: int, origin: str) -> None:
+    def bind(self, index: str, size: int, origin: str) -> bool:
         known = self.sizes.get(index)
         if known is None:
             self.sizes[index] = (size, origin)
-        elif known[0] != size:
+            return True
+        if known[0] != size:
             raise EvaluationError(
                 f"index {index!r} has two sizes: {known[0]} (from {known[1]}) and {size} (from {origin})"
             )
+        return False
 
 
-def bind_sizes(
-    poly: Poly, shapes: Mapping[str, tuple[int, ...]], fixed: Mapping[str, tuple[int, str]] | None = None
-) -> tuple[dict[str, tuple[int, str]], list[dict[str, int]]]:
-    """Sizes of the free indices (shared by all terms) and of each term's indices.
+def _display(name: str) -> str:
+    return "a function argument" if name.startswith("_") else name
 
-    Raises :class:`EvaluationError` when an index is bound to two sizes or a size cannot be known.
+
+def bind_sizes(poly: Poly, shapes: Mapping[str, tuple[int, ...]], fixed=None):
+    """Sizes of the free indices (shared by all terms) and of each top-level term's indices.
+
+    Nested call arguments are visited too (their free indices are the enclosing term's).
+    Raises :class:`EvaluationError` when an index has two sizes or no size can be known.
     """
-    free = set(poly.indices)
     shared = _SizeBinder(fixed)
-    per_term: list[_SizeBinder] = []
-    for term in poly.terms:
-        local = _SizeBinder()
-        for factor in term.factors:
-            if isinstance(factor, Tensor):
-                shape = shapes[factor.name]
-                for axis, (index, size) in enumerate(zip(factor.indices, shape)):
-                    origin = f"{factor.name} axis {axis}" if len(shape) > 1 else factor.name
-                    (shared if index in free else local).bind(index, size, origin)
-        per_term.append(local)
-    # deltas tie their two indices to one size; propagate until nothing changes
+    deltas: list = []
+
+    def visit(terms, free: set[str], outer) -> list[_SizeBinder]:
+        locals_ = []
+        for term in terms:
+            local = _SizeBinder()
+
+            def resolve(i: str, local=local):
+                return outer(i) if i in free else local
+
+            for factor in term.factors:
+                if isinstance(factor, Tensor):
+                    shape = shapes[factor.name]
+                    for axis, (index, size) in enumerate(zip(factor.indices, shape)):
+                        origin = f"{_display(factor.name)} axis {axis}" if len(shape) > 1 else _display(factor.name)
+                        resolve(index).bind(index, size, origin)
+                elif isinstance(factor, Delta):
+                    deltas.append((factor, resolve))
+                elif isinstance(factor, Apply):
+                    visit(factor.arg.terms, set(factor.arg.indices), resolve)
+            locals_.append((term, local, resolve))
+        return locals_
+
+    top = visit(poly.terms, set(poly.indices), lambda i: shared)
     changed = True
     while changed:
         changed = False
-        for term, local in zip(poly.terms, per_term):
-            for factor in term.factors:
-                if not isinstance(factor, Delta):
-                    continue
-                ends = [(i, shared if i in free else local) for i in factor.indices]
-                known = [b.sizes[i] for i, b in ends if i in b.sizes]
-                for i, binder in ends:
-                    if known and i not in binder.sizes:
-                        binder.bind(i, known[0][0], f"delta_{''.join(factor.indices)}")
-                        changed = True
-                    elif known:
-                        binder.bind(i, known[0][0], known[0][1])
-    sizes_per_term: list[dict[str, int]] = []
-    for term, local in zip(poly.terms, per_term):
+        for delta, resolve in deltas:
+            ends = [(i, resolve(i)) for i in delta.indices]
+            known = [b.sizes[i] for i, b in ends if i in b.sizes]
+            for i, binder in ends:
+                if known:
+                    changed |= binder.bind(i, known[0][0], f"delta_{''.join(delta.indices)} ({known[0][1]})")
+    per_term: list[dict[str, int]] = []
+    for term, _, resolve in top:
         sizes: dict[str, int] = {}
         for factor in term.factors:
             for index in factor.indices:
-                source = shared if index in free else local
-                if index not in source.sizes:
+                binder = resolve(index)
+                if index not in binder.sizes:
                     raise EvaluationError(f"the size of index {index!r} cannot be inferred: it appears only in deltas")
-                sizes[index] = source.sizes[index][0]
-        sizes_per_term.append(sizes)
-    return shared.sizes, sizes_per_term
+                sizes[index] = binder.sizes[index][0]
+        per_term.append(sizes)
+    return shared.sizes, per_term
 
 
-class _Plan:
-    """Everything fixed by one shape signature: contraction callables, identities, shapes."""
+def fixed_sizes(hints, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, str]]:
+    """The sizes that size hints give: ``("poly", raw)`` or ``("axis", index, array, axis)``."""
+    fixed: dict[str, tuple[int, str]] = {}
+    for hint in hints:
+        if hint[0] == "poly":
+            free, _ = bind_sizes(hint[1], shapes)
+            fixed.update({i: free[i] for i in hint[1].indices if i in free})
+        else:
+            _, index, name, axis = hint
+            fixed[index] = (shapes[name][axis], f"{_display(name)} axis {axis}")
+    return fixed
 
-    def __init__(self, steps, out_shape: tuple[int, ...], dtype):
-        self.steps = steps
-        self.out_shape = out_shape
-        self.dtype = dtype
 
+class Contraction:
+    """``target = sum of einsum terms`` over named arrays, planned once per shape signature."""
 
-class Evaluator:
-    """Evaluates a normal form from named arrays, planning once per shape signature.
-
-    ``size_source`` is the statement the user wrote: its tensors bind the sizes of the free
-    indices (and are checked), ``wrt`` adds the derivative indices bound to wrt tensors' axes.
-    """
-
-    def __init__(self, poly: Poly, size_source: Poly, inputs: Mapping[str, int], wrt: tuple[Tensor, ...] = ()):
+    def __init__(self, poly: Poly, hints=()):
         self.poly = poly
+        self.hints = hints
         self.terms: tuple[EinsumTerm, ...] = emit(poly)
-        self.size_source = size_source
-        self.inputs = dict(inputs)
-        self.wrt = wrt
-        self._plans: dict[tuple, _Plan] = {}
+        self.names = sorted({n for t in self.terms for n in t.operands if n != DELTA_OPERAND} | _hint_names(hints))
+        self._plans: dict[tuple, tuple] = {}
         self._lock = threading.Lock()
 
-    # -- input checking -------------------------------------------------------------------
-    def arrays(self, given: Mapping[str, object]) -> dict[str, np.ndarray]:
-        unknown = sorted(set(given) - set(self.inputs))
-        if unknown:
-            raise EvaluationError(
-                f"unknown input {unknown[0]!r}: the expression's inputs are {', '.join(sorted(self.inputs)) or 'none'}"
-            )
-        missing = sorted(set(self.inputs) - set(given))
-        if missing:
-            raise EvaluationError(f"missing array for {missing[0]!r} (inputs: {', '.join(sorted(self.inputs))})")
-        out = {name: as_array(name, value) for name, value in given.items()}
-        for name, array in out.items():
-            rank = self.inputs[name]
-            if array.ndim != rank:
-                raise EvaluationError(
-                    f"input {name!r} has {array.ndim} axes (shape {array.shape}) but is used with {rank} indices"
-                )
-        return out
-
-    def _plan(self, arrays: Mapping[str, np.ndarray]) -> _Plan:
-        key = tuple((name, arrays[name].shape, arrays[name].dtype.str) for name in sorted(arrays))
-        plan = self._plans.get(key)
-        if plan is not None:
-            return plan
-        shapes = {name: a.shape for name, a in arrays.items()}
-        free_sizes, _ = bind_sizes(self.size_source, shapes)
-        fixed = dict(free_sizes)
-        for ref in self.wrt:
-            for axis, index in enumerate(ref.indices):
-                fixed[index] = (shapes[ref.name][axis], f"{ref.name} axis {axis}")
+    def _plan(self, values: Mapping[str, np.ndarray]):
+        shapes = {name: values[name].shape for name in self.names}
+        fixed = fixed_sizes(self.hints, {**{k: v.shape for k, v in values.items()}, **shapes})
         fixed = {i: fixed[i] for i in self.poly.indices if i in fixed}
         out_sizes, term_sizes = bind_sizes(self.poly, shapes, fixed)
         for index in self.poly.indices:
             if index not in out_sizes:
                 raise EvaluationError(f"the size of output index {index!r} cannot be inferred from the inputs")
         out_shape = tuple(out_sizes[i][0] for i in self.poly.indices)
-        dtype = np.result_type(*arrays.values()) if arrays else np.dtype(np.float64)
+        arrays = [values[n] for n in self.names]
+        dtype = np.result_type(*arrays) if arrays else np.dtype(np.float64)
         if dtype.kind not in "fc":
             dtype = np.dtype(np.float64)
         steps = []
         for term, sizes in zip(self.terms, term_sizes):
-            coeff = None if term.coefficient == 1 else float(term.coefficient)
             bshape = tuple(out_sizes[i][0] if i in term.output else 1 for i in self.poly.indices)
             if not term.operands:
                 steps.append((float(term.coefficient), None, (), bshape))
                 continue
+            coeff = None if term.coefficient == 1 else float(term.coefficient)
             operand_shapes = [tuple(sizes[i] for i in idx) for idx in term.inputs]
             contraction = opt_einsum.contract_expression(term.subscripts, *operand_shapes)
             getters = tuple(
@@ -173,21 +163,23 @@ class Evaluator:
                 for name, idx in zip(term.operands, term.inputs)
             )
             steps.append((coeff, contraction, getters, bshape))
-        plan = _Plan(steps, out_shape, dtype)
-        with self._lock:
-            self._plans[key] = plan
-        return plan
+        return steps, out_shape, dtype
 
-    def __call__(self, given: Mapping[str, object]) -> np.ndarray:
-        arrays = self.arrays(given)
-        plan = self._plan(arrays)
+    def __call__(self, values: Mapping[str, np.ndarray]) -> np.ndarray:
+        key = tuple((n, values[n].shape, values[n].dtype.str) for n in self.names)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(values)
+            with self._lock:
+                self._plans[key] = plan
+        steps, out_shape, dtype = plan
         result = None
         owned = False  # whether ``result`` is a fresh array this call may write into
-        for coeff, contraction, getters, bshape in plan.steps:
+        for coeff, contraction, getters, bshape in steps:
             if contraction is None:
-                value, fresh = np.asarray(coeff, dtype=plan.dtype), False
+                value, fresh = np.asarray(coeff, dtype=dtype), False
             else:
-                ops = [arrays[g] if isinstance(g, str) else g for g in getters]
+                ops = [values[g] if isinstance(g, str) else g for g in getters]
                 value = contraction(*ops)
                 if coeff is not None:
                     value, fresh = value * coeff, True
@@ -196,15 +188,25 @@ class Evaluator:
             value = np.reshape(value, bshape)
             if result is None:
                 result, owned = value, fresh
-            elif owned and result.shape == plan.out_shape:
+            elif owned and result.shape == out_shape:
                 result += value
             else:
                 result, owned = result + value, True
         if result is None:
-            return np.zeros(plan.out_shape, dtype=plan.dtype)
-        if result.shape != plan.out_shape or not owned:
-            result = np.array(np.broadcast_to(result, plan.out_shape), dtype=plan.dtype)
+            return np.zeros(out_shape, dtype=dtype)
+        if result.shape != out_shape or not owned:
+            result = np.array(np.broadcast_to(result, out_shape), dtype=dtype)
         return result
+
+
+def _hint_names(hints) -> set[str]:
+    names: set[str] = set()
+    for hint in hints:
+        if hint[0] == "poly":
+            names |= hint[1].tensor_names()
+        else:
+            names.add(hint[2])
+    return names
 
 
 def _identity(n: int, dtype) -> np.ndarray:
@@ -213,4 +215,84 @@ def _identity(n: int, dtype) -> np.ndarray:
     return eye
 
 
-__all__ = ["Evaluator", "bind_sizes", "as_array", "Indices"]
+def apply_function(func: str, param: Fraction | None, x: np.ndarray) -> np.ndarray:
+    """The elementwise function ``func`` (``pow`` with exponent ``param``) on an array."""
+    if func == "pow":
+        if param == 2:
+            return np.square(x)
+        if param == -1:
+            return np.reciprocal(x)
+        if param == Fraction(1, 2):
+            return np.sqrt(x)
+        return np.power(x, int(param) if param.denominator == 1 else float(param))
+    return FUNCTIONS[func].numpy(x)
+
+
+@dataclass
+class _Step:
+    target: str
+    contraction: Contraction | None = None
+    func: str | None = None
+    param: Fraction | None = None
+    source: str | None = None
+
+
+class StraightLine:
+    """A list of (target, step) computing named arrays in order; function calls hoisted and shared."""
+
+    def __init__(self):
+        self.steps: list[_Step] = []
+        self._calls: dict[tuple, str] = {}
+
+    def _temp(self) -> str:
+        return f"_t{len(self.steps)}"
+
+    def hoist(self, poly: Poly) -> Poly:
+        """``poly`` with every call replaced by a tensor computed by an earlier step."""
+        terms = []
+        for term in poly.terms:
+            factors = tuple(self._hoist_atom(f) if isinstance(f, Apply) else f for f in term.factors)
+            terms.append(Term(term.coeff, factors))
+        return Poly(tuple(terms), poly.indices)
+
+    def _hoist_atom(self, atom: Apply, target: str | None = None) -> Tensor:
+        positions = {i: f"#{k}" for k, i in enumerate(atom.arg.indices)}
+        arg_key = tuple(
+            sorted((str(t.coeff), canonical_key(t.rename(positions), frozenset(positions.values()))) for t in atom.arg.terms)
+        )
+        key = (atom.func, str(atom.param), len(atom.indices), arg_key)
+        name = self._calls.get(key)
+        if name is None:
+            arg = self.hoist(atom.arg)
+            single = arg.terms[0].factors[0] if len(arg.terms) == 1 and len(arg.terms[0].factors) == 1 else None
+            if single is not None and arg.terms[0].coeff == 1 and isinstance(single, Tensor) and single.indices == arg.indices:
+                source = single.name
+            else:
+                source = self._temp()
+                self.steps.append(_Step(source, Contraction(arg)))
+            name = target or self._temp()
+            self.steps.append(_Step(name, func=atom.func, param=atom.param, source=source))
+            self._calls[key] = name
+        return Tensor(name, atom.indices)
+
+    def add(self, target: str, poly: Poly, hints=()) -> None:
+        """Compute ``target = poly``.  A statement that is one call (``s_n = sigmoid(z_n)``) is
+        that call's step, so later uses of the same call reuse ``target``."""
+        if len(poly.terms) == 1 and poly.terms[0].coeff == 1 and len(poly.terms[0].factors) == 1:
+            atom = poly.terms[0].factors[0]
+            if isinstance(atom, Apply) and atom.indices == poly.indices:
+                if self._hoist_atom(atom, target).name == target:
+                    return
+        self.steps.append(_Step(target, Contraction(self.hoist(poly), hints)))
+
+    def run(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for step in self.steps:
+            if step.contraction is not None:
+                values[step.target] = step.contraction(values)
+            else:
+                with np.errstate(all="ignore"):  # IEEE results (inf, nan) propagate as values
+                    values[step.target] = apply_function(step.func, step.param, values[step.source])
+        return values
+
+
+__all__ = ["Contraction", "StraightLine", "as_array", "bind_sizes", "apply_function"]

@@ -129,10 +129,33 @@ class Div:
         return f"{_wrap(self.numerator, _PRODUCT)} / {_wrap(self.denominator, _SIGNED)}"
 
 
-Expr = Tensor | Delta | Number | Neg | Add | Mul | Div
+@dataclass(frozen=True)
+class Call:
+    """``func(arg)``: an elementwise function, or a reduction ``sum_i(arg)`` when ``over`` is set."""
 
-# Precedence levels of the grammar: sum < product < signed < factor (atom or power).
-_SUM, _PRODUCT, _SIGNED, _FACTOR = range(4)
+    func: str
+    arg: Expr
+    over: Indices = ()
+
+    def __str__(self) -> str:
+        return f"{self.func}{format_indices(self.over)}({self.arg})"
+
+
+@dataclass(frozen=True)
+class Pow:
+    """``base ^ exponent`` with a numeric exponent, elementwise."""
+
+    base: Expr
+    exponent: Fraction
+
+    def __str__(self) -> str:
+        return f"{_wrap(self.base, _ATOM)}^{format_number(self.exponent)}"
+
+
+Expr = Tensor | Delta | Number | Neg | Add | Mul | Div | Call | Pow
+
+# Precedence levels of the grammar: sum < product < signed < factor (power) < atom.
+_SUM, _PRODUCT, _SIGNED, _FACTOR, _ATOM = range(5)
 
 
 def _level(expr: Expr) -> int:
@@ -144,7 +167,9 @@ def _level(expr: Expr) -> int:
         return _SIGNED
     if isinstance(expr, Number) and expr.value.denominator != 1 and "/" in str(expr):
         return _PRODUCT  # printed as "1/3"
-    return _FACTOR
+    if isinstance(expr, Pow):
+        return _FACTOR
+    return _ATOM
 
 
 def _wrap(expr: Expr, needed: int) -> str:
@@ -209,3 +234,7 @@ def walk(expr: Expr):
             stack.extend(reversed(node.factors))
         elif isinstance(node, Div):
             stack.extend([node.denominator, node.numerator])
+        elif isinstance(node, Call):
+            stack.append(node.arg)
+        elif isinstance(node, Pow):
+            stack.append(node.base)

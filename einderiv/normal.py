@@ -2,24 +2,40 @@
 
 A :class:`Poly` carries its free (output) indices; inside each :class:`Term` every other
 index is summed (einsum semantics per term).  Differentiation, simplification and emission
-all work on this form.  Atoms are ``ir.Tensor`` and ``ir.Delta`` (deltas stored with sorted
-indices); later atom types join through the small per-type tables below.
+all work on this form.  Atoms are ``ir.Tensor``, ``ir.Delta`` (stored with sorted indices)
+and :class:`Apply`, an elementwise function of a nested :class:`Poly` whose own summed
+indices are private to it (bound variables, renamed apart whenever they could be captured).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .errors import DifferentiationError, EinderivError
-from .ir import Add, Delta, Div, Expr, Indices, Mul, Neg, Number, Tensor
+from .ir import Add, Call, Delta, Div, Expr, Indices, Mul, Neg, Number, Pow, Tensor
 
-#: Largest number of terms an expansion may produce before stopping with a clear error.
+#: Largest number of terms an expansion or a derivative may produce before a clear error.
 MAX_TERMS = 20_000
 
-Atom = Tensor | Delta
+_FRESH_POOL = "ijklmnopqrstuvwxyzabcdefghABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def fresh_indices(count: int, avoid: set[str] | frozenset[str]) -> Indices:
+    """``count`` index names not in ``avoid``: i, j, k, ... then i1, j1, ..."""
+    out: list[str] = []
+    suffix = 0
+    while len(out) < count:
+        for letter in _FRESH_POOL:
+            name = letter if suffix == 0 else f"{letter}{suffix}"
+            if name not in avoid and name not in out:
+                out.append(name)
+                if len(out) == count:
+                    break
+        suffix += 1
+    return tuple(out)
 
 
 def make_delta(a: str, b: str) -> Delta:
@@ -27,26 +43,18 @@ def make_delta(a: str, b: str) -> Delta:
     return Delta(a, b) if a <= b else Delta(b, a)
 
 
-def atom_indices(atom: Atom) -> Indices:
-    return atom.indices
-
-
-def rename_atom(atom: Atom, mapping: dict[str, str]) -> Atom:
-    """Substitute index names; unmapped names stay."""
-    if isinstance(atom, Delta):
-        return make_delta(mapping.get(atom.first, atom.first), mapping.get(atom.second, atom.second))
-    return Tensor(atom.name, tuple(mapping.get(i, i) for i in atom.indices))
-
-
 @dataclass(frozen=True)
 class Term:
     """``coeff * factors[0] * factors[1] * ...`` with einsum semantics."""
 
     coeff: Fraction
-    factors: tuple[Atom, ...]
+    factors: tuple  # of atoms: Tensor | Delta | Apply
 
     def index_counts(self) -> Counter:
-        return Counter(i for f in self.factors for i in atom_indices(f))
+        return Counter(i for f in self.factors for i in f.indices)
+
+    def index_names(self) -> set[str]:
+        return {i for f in self.factors for i in f.indices}
 
     def rename(self, mapping: dict[str, str]) -> Term:
         return Term(self.coeff, tuple(rename_atom(f, mapping) for f in self.factors))
@@ -66,66 +74,91 @@ class Poly:
         return str(to_expr(self))
 
     def tensor_names(self) -> set[str]:
-        return {f.name for t in self.terms for f in t.factors if isinstance(f, Tensor)}
+        names: set[str] = set()
+        for term in self.terms:
+            for f in term.factors:
+                if isinstance(f, Tensor):
+                    names.add(f.name)
+                elif isinstance(f, Apply):
+                    names |= f.arg.tensor_names()
+        return names
 
     def all_index_names(self) -> set[str]:
-        return set(self.indices) | {i for t in self.terms for f in t.factors for i in atom_indices(f)}
+        names = set(self.indices)
+        for term in self.terms:
+            for f in term.factors:
+                names |= set(f.indices)
+                if isinstance(f, Apply):
+                    names |= f.arg.all_index_names()
+        return names
+
+    def dummies(self) -> set[str]:
+        """Names summed inside the terms (not free), nested ones included."""
+        return self.all_index_names() - set(self.indices)
 
 
-# -- expansion: IR -> terms -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Apply:
+    """An elementwise function of a nested expression: ``func(arg)``, or ``arg ^ param`` for ``pow``.
+
+    Its indices are ``arg.indices``; every other index inside ``arg`` is summed inside it.
+    """
+
+    func: str
+    arg: Poly
+    param: Fraction | None = None
+
+    @property
+    def indices(self) -> Indices:
+        return self.arg.indices
 
 
-def _too_many(count: int) -> DifferentiationError:
-    return DifferentiationError(
-        f"expanding this expression gives {count} terms, over the limit of {MAX_TERMS} "
-        "(einderiv.normal.MAX_TERMS); factor it into several statements or raise the limit"
-    )
+Atom = Tensor | Delta | Apply
 
 
-def expand(expr: Expr) -> list[Term]:
-    """Distribute products over sums: the list of monomials whose sum is ``expr``."""
-    if isinstance(expr, Number):
-        return [Term(expr.value, ())]
-    if isinstance(expr, Delta):
-        return [Term(Fraction(1), (make_delta(expr.first, expr.second),))]
-    if isinstance(expr, Tensor):
-        return [Term(Fraction(1), (expr,))]
-    if isinstance(expr, Neg):
-        return [t.scaled(Fraction(-1)) for t in expand(expr.operand)]
-    if isinstance(expr, Add):
-        out: list[Term] = []
-        for part in expr.terms:
-            out.extend(expand(part))
-            if len(out) > MAX_TERMS:
-                raise _too_many(len(out))
-        return out
-    if isinstance(expr, Mul):
-        out = [Term(Fraction(1), ())]
-        for factor in expr.factors:
-            parts = expand(factor)
-            if len(out) * len(parts) > MAX_TERMS:
-                raise _too_many(len(out) * len(parts))
-            out = [Term(a.coeff * b.coeff, a.factors + b.factors) for a in out for b in parts]
-        return out
-    if isinstance(expr, Div):
-        denominator = expr.denominator
-        value = _constant_value(denominator)
-        if value is None:
-            raise EinderivError(
-                f"division by {str(denominator)!r}: only division by a number is supported in this version"
-            )
-        if value == 0:
-            raise EinderivError(f"division by zero in {str(expr)!r}")
-        return [t.scaled(1 / value) for t in expand(expr.numerator)]
-    raise EinderivError(f"cannot expand node {type(expr).__name__}")
+def rename_atom(atom, mapping: dict[str, str]):
+    """Substitute free index names; names bound inside an :class:`Apply` are never captured."""
+    if isinstance(atom, Delta):
+        return make_delta(mapping.get(atom.first, atom.first), mapping.get(atom.second, atom.second))
+    if isinstance(atom, Tensor):
+        return Tensor(atom.name, tuple(mapping.get(i, i) for i in atom.indices))
+    own = {i: mapping[i] for i in atom.arg.indices if i in mapping}
+    if not own:
+        return atom
+    arg = rename_apart(atom.arg, set(own.values()))
+    renamed = tuple(t.rename(own) for t in arg.terms)
+    indices = tuple(dict.fromkeys(own.get(i, i) for i in arg.indices))
+    return Apply(atom.func, simplify(renamed, indices), atom.param)
 
 
-def _constant_value(expr: Expr) -> Fraction | None:
-    """The value of a purely numeric expression (``2``, ``-0.5``, ``(1 + 2)``), else None."""
-    terms = expand(expr)
-    if all(not t.factors for t in terms):
-        return sum((t.coeff for t in terms), Fraction(0))
-    return None
+def rename_apart(poly: Poly, avoid: set[str]) -> Poly:
+    """Rename the summed (bound) indices of ``poly`` that collide with ``avoid``."""
+    bound = poly.dummies()
+    clashes = sorted(bound & avoid)
+    if not clashes:
+        return poly
+    replacements = fresh_indices(len(clashes), poly.all_index_names() | avoid)
+    mapping = dict(zip(clashes, replacements))
+    return Poly(tuple(_rename_bound(t, mapping) for t in poly.terms), poly.indices)
+
+
+def _rename_bound(term: Term, mapping: dict[str, str]) -> Term:
+    """Rename term-level dummies, and the same names where they are bound deeper down."""
+    factors = []
+    for f in term.factors:
+        if isinstance(f, Apply):
+            inner = {k: v for k, v in mapping.items() if k not in f.arg.indices}
+            arg = Poly(tuple(_rename_bound(t, inner) for t in f.arg.terms), f.arg.indices) if inner else f.arg
+            f = rename_atom(Apply(f.func, arg, f.param), mapping)
+        else:
+            f = rename_atom(f, mapping)
+        factors.append(f)
+    return Term(term.coeff, tuple(factors))
+
+
+def rename_term_apart(term: Term, free: frozenset[str] | set[str], avoid: set[str]) -> Term:
+    """Rename the summed indices of ``term`` (not in ``free``) that collide with ``avoid``."""
+    return rename_apart(Poly((term,), tuple(free)), set(avoid)).terms[0]
 
 
 # -- simplification --------------------------------------------------------------------------
@@ -142,7 +175,7 @@ def contract_deltas(term: Term, free: frozenset[str]) -> Term:
     progress = True
     while progress:
         progress = False
-        counts = Counter(i for f in factors for i in atom_indices(f))
+        counts = Counter(i for f in factors for i in f.indices)
         for pos, factor in enumerate(factors):
             if not isinstance(factor, Delta):
                 continue
@@ -162,58 +195,60 @@ def contract_deltas(term: Term, free: frozenset[str]) -> Term:
             del factors[pos]
             mapping = {old: new}
             factors = [rename_atom(f, mapping) for f in factors]
-            if new not in free and not any(new in atom_indices(f) for f in factors):
+            if new not in free and not any(new in f.indices for f in factors):
                 factors.insert(pos, Delta(new, new))  # sum_ab delta_ab = dimension
             progress = True
             break
     return Term(term.coeff, tuple(factors))
 
 
-def _shape_key(atom: Atom, free: frozenset[str]) -> tuple:
+def _shape_key(atom, free: frozenset[str]) -> tuple:
     """What an atom looks like with dummy names erased: invariant under renaming dummies."""
-    pattern = tuple(i if i in free else "" for i in atom_indices(atom))
+    pattern = tuple(i if i in free else "" for i in atom.indices)
     if isinstance(atom, Delta):
         return ("1delta", *sorted(pattern))
+    if isinstance(atom, Apply):
+        return ("2" + atom.func, str(atom.param), *pattern)
     return ("0" + atom.name, *pattern)
 
 
 _MAX_ORDERINGS = 720
 
 
-def canonical_key(term: Term, free: frozenset[str]) -> tuple:
+def _atom_key(atom, depth: int) -> tuple:
+    if isinstance(atom, Apply):
+        free = frozenset(atom.arg.indices)
+        inner = tuple(
+            sorted((str(t.coeff), canonical_key(t, free, depth + 1)) for t in atom.arg.terms)
+        )
+        return ("Apply", atom.func, str(atom.param), *atom.indices, inner)
+    return (type(atom).__name__, getattr(atom, "name", ""), *atom.indices)
+
+
+def canonical_key(term: Term, free: frozenset[str], depth: int = 0) -> tuple:
     """A key equal for two terms exactly when they differ only by names of summed indices
-    and the order of factors (within the bounded search over orderings of look-alike factors).
+    and the order of factors (within a bounded search over orderings of look-alike factors).
     """
     ordered = sorted(term.factors, key=lambda f: _shape_key(f, free))
     groups = [list(g) for _, g in itertools.groupby(ordered, key=lambda f: _shape_key(f, free))]
-    count = 1
-    for g in groups:
-        count *= len(g) and _factorial(len(g))
+    count = math.prod(math.factorial(len(g)) for g in groups)
     choices = itertools.product(*(itertools.permutations(g) for g in groups)) if count <= _MAX_ORDERINGS else [groups]
     best = None
     for choice in choices:
         mapping: dict[str, str] = {}
         key = []
         for atom in itertools.chain.from_iterable(choice):
-            for i in atom_indices(atom):
+            for i in atom.indices:
                 if i not in free and i not in mapping:
-                    mapping[i] = f"~{len(mapping)}"
-            renamed = rename_atom(atom, mapping)
-            key.append((type(renamed).__name__, getattr(renamed, "name", ""), *atom_indices(renamed)))
+                    mapping[i] = f"~{depth}.{len(mapping)}"
+            key.append(_atom_key(rename_atom(atom, mapping), depth))
         candidate = tuple(key)
         if best is None or candidate < best:
             best = candidate
     return best or ()
 
 
-def _factorial(n: int) -> int:
-    out = 1
-    for k in range(2, n + 1):
-        out *= k
-    return out
-
-
-def simplify(terms: list[Term] | tuple[Term, ...], indices: Indices) -> Poly:
+def simplify(terms, indices: Indices) -> Poly:
     """Contract deltas, collect like terms (up to renaming summed indices) and drop zeros.
 
     The first-seen spelling of each collected term is kept, so results read like the input.
@@ -233,30 +268,93 @@ def simplify(terms: list[Term] | tuple[Term, ...], indices: Indices) -> Poly:
     return Poly(out, tuple(indices))
 
 
-def normalize(expr: Expr, indices: Indices) -> Poly:
-    """Expand and simplify ``expr`` with the given free indices."""
-    return simplify(expand(expr), indices)
+def multiply(left: list[Term], right: list[Term], keep: set[str], avoid: set[str] | None = None) -> list[Term]:
+    """Distribute ``left * right``.  Indices of ``right`` outside ``keep`` are summed there and
+    are renamed apart from every index of the left term (and ``avoid``) before joining."""
+    out = []
+    for a in left:
+        names = a.index_names() | (avoid or set())
+        for b in right:
+            b = rename_term_apart(b, keep, names)
+            out.append(Term(a.coeff * b.coeff, a.factors + b.factors))
+        if len(out) > MAX_TERMS:
+            raise too_many_terms(len(out))
+    return out
+
+
+def too_many_terms(count: int):
+    from .errors import DifferentiationError
+
+    return DifferentiationError(
+        f"the expression grows to {count} terms, over the limit of {MAX_TERMS} "
+        "(einderiv.normal.MAX_TERMS); split it into statements or raise the limit"
+    )
 
 
 # -- back to IR (for printing) ---------------------------------------------------------------
 
 
-def term_to_expr(term: Term, leading: bool = True) -> Expr:
+def _arg_expr(arg: Poly, visible: set[str]) -> Expr:
+    arg = rename_apart(arg, visible)
+    return to_expr(arg, visible | set(arg.indices))
+
+
+def atom_to_expr(atom, visible: set[str]) -> Expr:
+    """One atom as IR.  Names bound inside an Apply are renamed apart from ``visible`` so the
+    printed text scopes the same way when parsed back."""
+    if not isinstance(atom, Apply):
+        return atom
+    inner = _arg_expr(atom.arg, visible)
+    return Pow(inner, atom.param) if atom.func == "pow" else Call(atom.func, inner)
+
+
+def _product(factors: list[Expr]) -> Expr:
+    return factors[0] if len(factors) == 1 else Mul(tuple(factors))
+
+
+def term_to_expr(term: Term, context: set[str], leading: bool = True) -> Expr:
     """One monomial as IR.  A negative leading term reads ``-2 A_kj x_j``; later ones are
-    ``Neg`` so that the sum prints ``a - 2 b``."""
+    ``Neg`` so that the sum prints ``a - 2 b``.  Negative powers print as division.  A summed
+    index that occurs only inside one function call is written with an explicit ``sum_i(...)``,
+    since ``f(x_i)`` alone would sum inside the call."""
+    names = term.index_names()
+    visible = context | names
+    counts = Counter(i for f in term.factors for i in set(f.indices))
+    hidden = tuple(
+        sorted(
+            i
+            for i in names - context
+            if counts[i] == 1 and any(isinstance(f, Apply) and i in f.indices for f in term.factors)
+        )
+    )
+    factors: list[Expr] = []
+    denominators: list[Expr] = []
+    for f in term.factors:
+        if isinstance(f, Apply) and f.func == "pow" and f.param < 0:
+            flipped = Apply("pow", f.arg, -f.param)
+            denominators.append(_arg_expr(f.arg, visible) if f.param == -1 else atom_to_expr(flipped, visible))
+        else:
+            factors.append(atom_to_expr(f, visible))
+    if hidden:
+        inner = _product(factors) if factors else Number(Fraction(1))
+        for base in denominators:
+            inner = Div(inner, base)
+        factors, denominators = [Call("sum", inner, hidden)], []
     magnitude = abs(term.coeff)
-    factors: list[Expr] = list(term.factors)
     if magnitude != 1 or not factors:
         factors.insert(0, Number(magnitude))
     if term.coeff < 0 and leading:
         factors[0] = Neg(factors[0])
-    body = factors[0] if len(factors) == 1 else Mul(tuple(factors))
+    body = _product(factors)
+    for base in denominators:
+        body = Div(body, base)
     return Neg(body) if term.coeff < 0 and not leading else body
 
 
-def to_expr(poly: Poly) -> Expr:
+def to_expr(poly: Poly, context: set[str] | None = None) -> Expr:
     """The IR of a normal form; ``0`` for the empty sum."""
     if not poly.terms:
         return Number(Fraction(0))
-    parts = [term_to_expr(t, leading=(k == 0)) for k, t in enumerate(poly.terms)]
+    ctx = set(poly.indices) | (context or set())
+    parts = [term_to_expr(t, ctx, leading=(k == 0)) for k, t in enumerate(poly.terms)]
     return parts[0] if len(parts) == 1 else Add(tuple(parts))

@@ -12,7 +12,8 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from .errors import EinderivError, IndexRuleError, ParseError
-from .ir import Add, Delta, Div, Mul, Neg, Number, Program, Statement, Tensor
+from .functions import FUNCTIONS, REDUCTIONS, known_functions
+from .ir import Add, Call, Delta, Div, Mul, Neg, Number, Pow, Program, Statement, Tensor
 
 GRAMMAR_FILE = "einderiv.lark"
 DELTA_NAME = "delta"
@@ -162,14 +163,45 @@ class _ToIR(Transformer):
         return Neg(operand)
 
     @v_args(inline=True)
-    def call(self, token: Token, *rest):
-        name = str(token)[:-1]
-        raise _fail(
-            token,
-            f"unknown function {name!r}: no functions are defined in this version; "
-            f"for a product write '{name} (...)' or '{name}*(...)'",
-            self.source,
-        )
+    def exponent_positive(self, token: Token):
+        return Fraction(str(token))
+
+    @v_args(inline=True)
+    def exponent_negative(self, token: Token):
+        return -Fraction(str(token))
+
+    @v_args(inline=True)
+    def pow(self, base, exponent):
+        return Pow(base, exponent)
+
+    @v_args(inline=True)
+    def call(self, token: Token, arg, suffix: Token | None = None):
+        text = str(token)[:-1]
+        name, _, index_text = text.partition("_")
+        if suffix is not None:
+            raise _fail(suffix, f"{name}(...) takes no index list after it", self.source)
+        if index_text:
+            if name not in REDUCTIONS:
+                raise _fail(
+                    token, f"{name!r} takes no indices: only reductions ({', '.join(REDUCTIONS)}) do", self.source
+                )
+            if index_text.startswith("{"):
+                over = _split_braced(token, index_text[1:-1], self.source)
+            else:
+                over = tuple(index_text)
+            if len(set(over)) != len(over):
+                raise _fail(token, f"{name}_{index_text} repeats an index", self.source)
+            return Call(name, arg, over)
+        if name in REDUCTIONS:
+            raise _fail(token, f"{name}(...) needs the indices it sums over, as in {name}_i(...)", self.source)
+        if name not in FUNCTIONS:
+            raise _fail(
+                token,
+                f"unknown function {name!r}; known functions: {known_functions()}; "
+                f"for a product write '{name} (...)' or '{name}*(...)'",
+                self.source,
+            )
+        return Call(name, arg)
 
     # -- statements -------------------------------------------------------------------------
     @v_args(inline=True)

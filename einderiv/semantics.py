@@ -6,7 +6,8 @@ from collections import Counter
 
 from .errors import IndexRuleError
 from .ir import Delta, Expr, Indices, Statement, Tensor, walk
-from .normal import Poly, expand, simplify
+from .lower import implicit_indices, lower
+from .normal import Poly, simplify
 
 
 def tensor_ranks(expr: Expr, where: str = "") -> dict[str, int]:
@@ -26,51 +27,26 @@ def tensor_ranks(expr: Expr, where: str = "") -> dict[str, int]:
     return ranks
 
 
-def implicit_indices(terms) -> Indices:
-    """numpy's implicit rule: the indices appearing exactly once in a term, alphabetically.
-
-    Every term must agree: an index that is single in one term and repeated in another
-    has no implicit meaning, and the user must write the left-hand side.
-    """
-    single: set[str] = set()
-    repeated: set[str] = set()
-    for term in terms:
-        counts = term.index_counts()
-        single |= {i for i, c in counts.items() if c == 1}
-        repeated |= {i for i, c in counts.items() if c > 1}
-    both = sorted(single & repeated)
-    if both:
-        raise IndexRuleError(
-            f"index {both[0]!r} appears once in one term and repeatedly in another, so the output "
-            "indices are ambiguous: write a left-hand side such as 'f_i = ...'"
-        )
-    return tuple(sorted(single))
-
-
 def output_indices(statement: Statement) -> Indices:
     """The result's axes: the LHS indices (then each derivative denominator's), or implicit ones."""
     if statement.target is None:
-        return implicit_indices(expand(statement.rhs))
-    out = statement.target.indices + tuple(i for w in statement.wrt for i in w.indices)
-    return out
+        return implicit_indices(statement.rhs)
+    return statement.target.indices + tuple(i for w in statement.wrt for i in w.indices)
 
 
 def check_statement(statement: Statement) -> tuple[Poly, Poly]:
     """Validate a statement; return its right-hand side in normal form, and unsimplified.
 
-    The unsimplified expansion keeps every tensor the user wrote (zero terms included), so
-    evaluation can check and bind every input's sizes against it.
+    The unsimplified terms keep every tensor the user wrote (zero terms included), so
+    evaluation can check and bind every input's sizes against them.
     """
     where = f" in {statement}" if len(str(statement)) < 80 else ""
     ranks = tensor_ranks(statement.rhs, where)
     name = statement.target.name if statement.target is not None else None
     if name is not None and name in ranks and not statement.wrt:
         raise IndexRuleError(f"{name!r} is defined by this statement and cannot also appear on its right-hand side")
-    terms = expand(statement.rhs)
-    if statement.target is None:
-        indices = implicit_indices(terms)
-    else:
-        indices = output_indices(statement)
+    indices = output_indices(statement)
+    if statement.target is not None:
         repeated = [i for i, c in Counter(indices).items() if c > 1]
         if repeated:
             raise IndexRuleError(
@@ -80,7 +56,6 @@ def check_statement(statement: Statement) -> tuple[Poly, Poly]:
         used = {i for node in walk(statement.rhs) if isinstance(node, (Tensor, Delta)) for i in node.indices}
         missing = [i for i in indices if i not in used]
         if missing:
-            raise IndexRuleError(
-                f"left-hand side index {missing[0]!r} appears in no term of the right-hand side{where}"
-            )
+            raise IndexRuleError(f"left-hand side index {missing[0]!r} appears in no term of the right-hand side{where}")
+    terms = lower(statement.rhs, frozenset(indices))
     return simplify(terms, indices), Poly(tuple(terms), indices)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import einderiv
-from einderiv.normal import normalize
+from einderiv.lower import normalize
 from tests.helpers import assert_matches_fd
 
 rng = np.random.default_rng(20261123)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import einderiv
 from einderiv.ir import Add, Delta, Div, Mul, Neg, Number, Program, Statement, Tensor
-from einderiv.normal import normalize
+from einderiv.lower import normalize
 from tests.helpers import central_difference
 
 RANKS = {"s": 0, "a": 1, "b": 1, "A": 2, "B": 2, "T": 3}

@@ -1,0 +1,247 @@
+"""IR -> normal form, with the index-scoping rules of function calls and reductions.
+
+* An index that occurs only inside a call's argument is summed inside it:
+  with LHS ``s_n``, ``sigmoid(X_nd w_d)`` is sigma(sum_d X_nd w_d).
+* An index that also occurs outside the call (elsewhere in the same term, or on the LHS) is
+  free in the argument: the call is elementwise over it.
+* ``sum_i(body)`` sums over i outside of the elementwise work: ``f = sum_i(exp(x_i))``.
+  Its i is bound: renamed apart from any other i in the term.
+* ``a / b`` is ``a * b^-1``, elementwise, broadcasting over the indices ``b`` lacks.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from .errors import EinderivError
+from .ir import Add, Call, Delta, Div, Expr, Mul, Neg, Number, Pow, Tensor
+from .normal import MAX_TERMS, Apply, Poly, Term, fresh_indices, make_delta, multiply, simplify, too_many_terms
+
+
+def surface_indices(expr: Expr) -> list[str]:
+    """Index names as written in ``expr`` (first-appearance order), less those bound by ``sum_i``."""
+    if isinstance(expr, (Tensor, Delta)):
+        return list(expr.indices)
+    if isinstance(expr, Number):
+        return []
+    if isinstance(expr, Neg):
+        return surface_indices(expr.operand)
+    if isinstance(expr, (Add, Mul)):
+        parts = expr.terms if isinstance(expr, Add) else expr.factors
+        return list(dict.fromkeys(i for p in parts for i in surface_indices(p)))
+    if isinstance(expr, Div):
+        return list(dict.fromkeys(surface_indices(expr.numerator) + surface_indices(expr.denominator)))
+    if isinstance(expr, Pow):
+        return surface_indices(expr.base)
+    if isinstance(expr, Call):
+        inner = surface_indices(expr.arg)
+        return [i for i in inner if i not in expr.over]
+    raise EinderivError(f"cannot read node {type(expr).__name__}")
+
+
+def _constant(terms: list[Term]) -> Fraction | None:
+    if all(not t.factors for t in terms):
+        return sum((t.coeff for t in terms), Fraction(0))
+    return None
+
+
+def _expand(expr: Expr) -> list[tuple[Fraction, list]]:
+    """Multiply out sums and products; calls, powers and divisors stay as items to lower."""
+    if isinstance(expr, Number):
+        return [(expr.value, [])]
+    if isinstance(expr, Delta):
+        return [(Fraction(1), [make_delta(expr.first, expr.second)])]
+    if isinstance(expr, (Tensor, Call, Pow)):
+        return [(Fraction(1), [expr])]
+    if isinstance(expr, Neg):
+        return [(-c, items) for c, items in _expand(expr.operand)]
+    if isinstance(expr, Add):
+        out = []
+        for part in expr.terms:
+            out.extend(_expand(part))
+            if len(out) > MAX_TERMS:
+                raise too_many_terms(len(out))
+        return out
+    if isinstance(expr, Mul):
+        out = [(Fraction(1), [])]
+        for factor in expr.factors:
+            parts = _expand(factor)
+            if len(out) * len(parts) > MAX_TERMS:
+                raise too_many_terms(len(out) * len(parts))
+            out = [(c1 * c2, i1 + i2) for c1, i1 in out for c2, i2 in parts]
+        return out
+    if isinstance(expr, Div):
+        parts = _expand(expr.denominator)
+        if all(not items for _, items in parts):
+            value = sum((c for c, _ in parts), Fraction(0))
+            if value == 0:
+                raise EinderivError(f"division by zero in {str(expr)!r}")
+            return [(c / value, items) for c, items in _expand(expr.numerator)]
+        return [(c, items + [Pow(expr.denominator, Fraction(-1))]) for c, items in _expand(expr.numerator)]
+    raise EinderivError(f"cannot lower node {type(expr).__name__}")
+
+
+def _item_indices(item) -> list[str]:
+    if isinstance(item, (Tensor, Delta)):
+        return list(item.indices)
+    return surface_indices(item)
+
+
+def lower(expr: Expr, context: frozenset[str]) -> list[Term]:
+    """The terms of ``expr`` (unsimplified).  ``context`` holds the indices visible around it:
+    the left-hand side's, and those of the other factors of every enclosing product.  A sum's
+    terms share the context but not each other's indices (einsum semantics per term)."""
+    if isinstance(expr, Number):
+        return [Term(expr.value, ())]
+    if isinstance(expr, Delta):
+        return [Term(Fraction(1), (make_delta(expr.first, expr.second),))]
+    if isinstance(expr, Tensor):
+        return [Term(Fraction(1), (expr,))]
+    if isinstance(expr, Neg):
+        return [t.scaled(Fraction(-1)) for t in lower(expr.operand, context)]
+    if isinstance(expr, Add):
+        out: list[Term] = []
+        for part in expr.terms:
+            out.extend(lower(part, context))
+            if len(out) > MAX_TERMS:
+                raise too_many_terms(len(out))
+        return out
+    if isinstance(expr, Mul):
+        return _lower_product(list(expr.factors), context)
+    if isinstance(expr, Div):
+        denominator = lower(expr.denominator, context | frozenset(surface_indices(expr.numerator)))
+        value = _constant(denominator)
+        if value is not None:
+            if value == 0:
+                raise EinderivError(f"division by zero in {str(expr)!r}")
+            return [t.scaled(1 / value) for t in lower(expr.numerator, context)]
+        return _lower_product([expr.numerator, Pow(expr.denominator, Fraction(-1))], context)
+    if isinstance(expr, Call) and expr.over:
+        return _lower_reduction(expr, context)
+    if isinstance(expr, (Call, Pow)):
+        base = expr.base if isinstance(expr, Pow) else expr.arg
+        free = tuple(i for i in surface_indices(base) if i in context)
+        arg = simplify(lower(base, frozenset(free)), free)
+        if isinstance(expr, Pow):
+            return make_apply("pow", arg, expr.exponent)
+        return make_apply(expr.func, arg)
+    raise EinderivError(f"cannot lower node {type(expr).__name__}")
+
+
+def _lower_product(factors: list, context: frozenset[str]) -> list[Term]:
+    """Each factor sees the indices of the others; indices private to a factor (bound by a
+    reduction inside it) are renamed apart from the rest of the product."""
+    written = [surface_indices(f) for f in factors]
+    out = [Term(Fraction(1), ())]
+    for pos, factor in enumerate(factors):
+        outside = set(context)
+        for other, names in enumerate(written):
+            if other != pos:
+                outside.update(names)
+        parts = lower(factor, frozenset(outside))
+        keep = outside | set(written[pos])
+        out = multiply(out, parts, keep, avoid=keep)
+    return out
+
+
+def _lower_reduction(item: Call, outside: frozenset[str]) -> list[Term]:
+    """``sum_R(body)``: the body's terms, with R renamed apart from what is visible outside."""
+    body = lower(item.arg, outside | frozenset(item.over))
+    clashes = [r for r in item.over if r in outside]
+    if not clashes:
+        return body
+    names = set(outside) | {i for t in body for i in t.index_names()}
+    mapping = dict(zip(clashes, fresh_indices(len(clashes), names)))
+    return [t.rename(mapping) for t in body]
+
+
+# -- building applications: folding and numerically stable rewrites --------------------------------
+
+
+def _single_atom(arg: Poly, func: str | None = None):
+    """The atom of ``arg`` when it is exactly ``1 * atom`` (optionally of the given function)."""
+    if len(arg.terms) == 1 and arg.terms[0].coeff == 1 and len(arg.terms[0].factors) == 1:
+        atom = arg.terms[0].factors[0]
+        if func is None or (isinstance(atom, Apply) and atom.func == func):
+            return atom
+    return None
+
+
+def _negated(poly: Poly) -> Poly:
+    return Poly(tuple(t.scaled(Fraction(-1)) for t in poly.terms), poly.indices)
+
+
+def _splice(arg: Poly) -> list[Term]:
+    return list(arg.terms)
+
+
+def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term]:
+    """``func(arg)`` as terms, after exact folding and the stable rewrites:
+
+    * ``u^0 = 1``, ``u^1 = u``, ``(u^p)^n = u^(p n)`` for integer n, constants folded exactly;
+    * ``log(sigmoid(u)) = -softplus(-u)`` and ``log(1 - sigmoid(u)) = -softplus(u)``;
+    * ``log(1 + v) = log1p(v)`` and ``log(exp(u)) = u``;
+    * ``sigmoid(-u) = 1 - sigmoid(u)`` (a negated argument), so that ``s - y`` collects.
+    """
+    one = Fraction(1)
+    if func == "sigmoid" and arg.terms and all(t.coeff < 0 for t in arg.terms):
+        return [Term(one, ()), Term(-one, (Apply("sigmoid", _negated(arg)),))]
+    if func == "pow":
+        if param == 0:
+            return [Term(one, ())]
+        if param == 1:
+            return _splice(arg)
+        value = _constant(list(arg.terms))
+        if value is not None and param.denominator == 1 and (value != 0 or param > 0):
+            return [Term(value**param.numerator, ())]
+        inner = _single_atom(arg, "pow")
+        if inner is not None and param.denominator == 1:
+            return make_apply("pow", inner.arg, inner.param * param)
+        return [Term(one, (Apply("pow", arg, param),))]
+    if func == "log":
+        sig = _single_atom(arg, "sigmoid")
+        if sig is not None:
+            return [Term(-one, (Apply("softplus", _negated(sig.arg)),))]
+        exp = _single_atom(arg, "exp")
+        if exp is not None:
+            return _splice(exp.arg)
+        constant = [t for t in arg.terms if not t.factors]
+        rest = tuple(t for t in arg.terms if t.factors)
+        if len(constant) == 1 and constant[0].coeff == 1 and rest:
+            rest_poly = Poly(rest, arg.indices)
+            sig = _single_atom(_negated(rest_poly), "sigmoid")
+            if sig is not None:
+                return [Term(-one, (Apply("softplus", sig.arg),))]
+            return [Term(one, (Apply("log1p", rest_poly),))]
+    return [Term(one, (Apply(func, arg, param),))]
+
+
+def normalize(expr: Expr, indices) -> Poly:
+    """Lower and simplify ``expr`` with the given free indices."""
+    indices = tuple(indices)
+    return simplify(lower(expr, frozenset(indices)), indices)
+
+
+def implicit_indices(expr: Expr):
+    """numpy's implicit rule for a bare expression: the indices written exactly once in a term,
+    alphabetically (an index inside a call counts once).  Terms must agree."""
+    from collections import Counter
+
+    from .errors import IndexRuleError
+
+    single: set[str] = set()
+    repeated: set[str] = set()
+    for _, items in _expand(expr):
+        counts: Counter = Counter()
+        for item in items:
+            names = _item_indices(item)
+            counts.update(names if isinstance(item, (Tensor, Delta)) else set(names))
+        single |= {i for i, c in counts.items() if c == 1}
+        repeated |= {i for i, c in counts.items() if c > 1}
+    both = sorted(single & repeated)
+    if both:
+        raise IndexRuleError(
+            f"index {both[0]!r} appears once in one term and repeatedly in another, so the output "
+            "indices are ambiguous: write a left-hand side such as 'f_i = ...'"
+        )
+    return tuple(sorted(single))

@@ -1,0 +1,282 @@
+"""Programs: checked statements, and derivative programs built by reverse accumulation.
+
+A program is a list of definitions ``name_I = poly``.  The derivative of its output O (indices
+P) with respect to an input X (indices W) is built as a new program:
+
+* the forward definitions it needs, unchanged (each intermediate is computed once);
+* one adjoint per intermediate s, ``dOds_{P S} = sum_t dOdt_{P T} d t_T / d s_S`` over the
+  statements t that use s, in reverse order: for a scalar output it has the shape of s, so
+  a gradient never builds a Jacobian;
+* the result ``dO/dX_{P W} = d O/d X (direct) + sum_t dOdt_{P T} d t_T / d X_W``.
+
+Each statement is differentiated once per intermediate it uses, so the result grows linearly
+with the program.  Adjoints used once, or that are a single factor, are then substituted into
+their user, which is how ``L = e_n e_n`` gives ``-2 e_n Phi_nk`` rather than a named adjoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .differentiate import differentiate
+from .errors import DifferentiationError, IndexRuleError
+from .ir import Indices, Program, Statement, Tensor, walk
+from .normal import Apply, Poly, Term, fresh_indices, multiply, rename_apart, simplify, to_expr
+from .semantics import check_statement, tensor_ranks
+
+
+@dataclass(frozen=True)
+class Definition:
+    """``name_indices = poly``.  ``hints`` say where the sizes of the free indices come from:
+    ``("poly", raw)`` binds them from a statement's own terms, ``("axis", index, array, axis)``
+    from an array computed earlier."""
+
+    name: str
+    indices: Indices
+    poly: Poly
+    hints: tuple = ()
+    statement: Statement | None = None
+
+    def display(self) -> Statement:
+        if self.statement is not None:
+            return self.statement
+        return Statement(Tensor(self.name, self.indices), to_expr(self.poly))
+
+
+@dataclass
+class CheckedProgram:
+    """Definitions in order, the inputs' ranks, and the output's name."""
+
+    definitions: list[Definition]
+    inputs: dict[str, int]
+    output: str
+    source: Program | None = None
+    ranks: dict[str, int] = field(default_factory=dict)
+
+    def definition(self, name: str) -> Definition:
+        for d in self.definitions:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+    @property
+    def out(self) -> Definition:
+        return self.definition(self.output)
+
+    def __str__(self) -> str:
+        return "\n".join(str(d.display()) for d in self.definitions)
+
+
+def references(poly: Poly) -> set[str]:
+    """Tensor names used by ``poly`` (inside calls too)."""
+    return poly.tensor_names()
+
+
+def check_program(program: Program, of: str | None = None) -> CheckedProgram:
+    """Validate a program: definitions before use, no redefinition, consistent ranks."""
+    statements = program.statements
+    defined: dict[str, int] = {}
+    inputs: dict[str, int] = {}
+    definitions: list[Definition] = []
+    later = {s.target.name: k for k, s in enumerate(statements) if s.target is not None}
+    for number, statement in enumerate(statements, 1):
+        last = number == len(statements)
+        if statement.target is None and not last:
+            raise IndexRuleError(f"statement {number} ({statement}) needs a left-hand side: only the last may omit it")
+        name = statement.name if statement.target is not None else "_"
+        if name in defined:
+            raise IndexRuleError(f"{name!r} is defined twice (statement {number}: {statement})")
+        if name in inputs:
+            raise IndexRuleError(f"{name!r} is used as an input before statement {number} defines it")
+        ranks = tensor_ranks(statement.rhs, f" in statement {number}")
+        for used, rank in ranks.items():
+            if used in defined and defined[used] != rank:
+                raise IndexRuleError(
+                    f"{used!r} is defined with {defined[used]} indices but used with {rank} in statement "
+                    f"{number} ({statement})"
+                )
+            if used not in defined and later.get(used, 0) >= number:
+                raise IndexRuleError(
+                    f"{used!r} is used in statement {number} before its definition in statement {later[used] + 1}"
+                )
+            if used not in defined:
+                if used in inputs and inputs[used] != rank:
+                    raise IndexRuleError(
+                        f"input {used!r} is used with {inputs[used]} indices and with {rank} (statement {number})"
+                    )
+                inputs[used] = rank
+        poly, raw = check_statement(statement)
+        defined[name] = len(poly.indices)
+        definitions.append(Definition(name, poly.indices, poly, (("poly", raw),), statement))
+    output = definitions[-1].name if of is None else of
+    if output not in defined:
+        names = ", ".join(d.name for d in definitions if d.name != "_")
+        raise IndexRuleError(f"of={of!r} names no statement (defined: {names})")
+    checked = CheckedProgram(definitions, inputs, output, program, {**inputs, **defined})
+    return prune(checked)
+
+
+def prune(program: CheckedProgram) -> CheckedProgram:
+    """Keep only the definitions the output needs, in order."""
+    needed = {program.output}
+    for d in reversed(program.definitions):
+        if d.name in needed:
+            needed |= references(d.poly)
+            for hint in d.hints:
+                needed |= hint[1].tensor_names() if hint[0] == "poly" else {hint[2]}
+    kept = [d for d in program.definitions if d.name in needed]
+    inputs = {k: v for k, v in program.inputs.items() if k in needed}
+    return CheckedProgram(kept, inputs, program.output, program.source, program.ranks)
+
+
+def _rename_free(poly: Poly, new: Indices) -> Poly:
+    """The same expression with its free indices called ``new``."""
+    poly = rename_apart(poly, set(new))
+    mapping = dict(zip(poly.indices, new))
+    return Poly(tuple(t.rename(mapping) for t in poly.terms), tuple(new))
+
+
+def _unique_name(base: str, taken: set[str]) -> str:
+    name, k = base, 1
+    while name in taken:
+        k += 1
+        name = f"{base}{k}"
+    return name
+
+
+def derive(program: CheckedProgram, wrt: Tensor, name: str) -> CheckedProgram:
+    """The program computing d(output)/d(wrt), named ``name``, by reverse accumulation."""
+    out = program.out
+    P, W = out.indices, wrt.indices
+    definitions = {d.name: d for d in program.definitions}
+    order = [d.name for d in program.definitions]
+    depends: dict[str, bool] = {}
+    for d in program.definitions:
+        depends[d.name] = wrt.name in references(d.poly) or any(depends.get(r, False) for r in references(d.poly))
+    relevant = [n for n in order if depends[n] and n != out.name]
+    users: dict[str, list[str]] = {n: [] for n in order}
+    for n in order:
+        for r in references(definitions[n].poly):
+            if r in users and n not in users[r]:
+                users[r].append(n)
+    taken = set(definitions) | set(program.inputs) | {name}
+    bars: dict[str, tuple[str, Indices]] = {}
+    adjoints: list[Definition] = []
+    base = out.name.replace("/", "")
+
+    def through(user: str, target: Tensor, avoid: set[str]) -> list[Term]:
+        """sum_T dOd(user)_{P T} d user_T / d target: terms with free P + target's indices."""
+        if user == out.name:
+            return list(differentiate(out.poly, target).terms)
+        user_def = definitions[user]
+        bar_name, _ = bars[user]
+        T = fresh_indices(len(user_def.indices), set(P) | set(target.indices) | avoid)
+        partial = differentiate(_rename_free(user_def.poly, T), target)
+        if not partial.terms:
+            return []
+        adjoint = [Term(1, (Tensor(bar_name, P + T),))]
+        keep = set(P) | set(target.indices)
+        return multiply(adjoint, list(partial.terms), keep | set(T), avoid=keep | set(T))
+
+    for s in reversed(relevant):
+        s_def = definitions[s]
+        S = fresh_indices(len(s_def.indices), set(P) | set(W))
+        target = Tensor(s, S)
+        terms: list[Term] = []
+        for user in users[s]:
+            if user == out.name or user in bars:
+                terms.extend(through(user, target, set(W)))
+        bar_name = _unique_name(f"d{base}d{s}", taken)
+        taken.add(bar_name)
+        bars[s] = (bar_name, S)
+        hints = _hints_for(out, P) + tuple(("axis", i, s, k) for k, i in enumerate(S))
+        adjoints.append(Definition(bar_name, P + S, simplify(terms, P + S), hints))
+
+    result_terms = list(differentiate(out.poly, wrt).terms)
+    for t in relevant:
+        if wrt.name in references(definitions[t].poly):
+            result_terms.extend(through(t, wrt, set()))
+    final_hints = _hints_for(out, P) + tuple(("axis", i, wrt.name, k) for k, i in enumerate(W))
+    final = Definition(name, P + W, simplify(result_terms, P + W), final_hints)
+    forward = [d for d in program.definitions if d.name != out.name]
+    ranks = dict(program.ranks)
+    ranks.update({d.name: len(d.indices) for d in [*adjoints, final]})
+    derived = CheckedProgram([*forward, *adjoints, final], dict(program.inputs), name, None, ranks)
+    return prune(inline(derived, {b for b, _ in bars.values()}))
+
+
+def _hints_for(out: Definition, P: Indices) -> tuple:
+    """Size hints for the output's indices P, whatever definition ``out`` came from."""
+    return tuple(h for h in out.hints if h[0] == "poly" or h[1] in P)
+
+
+def count_uses(program: CheckedProgram, name: str) -> int:
+    total = 0
+
+    def visit(poly: Poly):
+        nonlocal total
+        for term in poly.terms:
+            for f in term.factors:
+                if isinstance(f, Tensor) and f.name == name:
+                    total += 1
+                elif isinstance(f, Apply):
+                    visit(f.arg)
+
+    for d in program.definitions:
+        visit(d.poly)
+    return total
+
+
+def _substitute_tensor(poly: Poly, name: str, definition: Definition) -> Poly:
+    """Replace every use ``name_J`` in ``poly`` by the definition's expression with indices J."""
+    from .lower import make_apply
+
+    def replace(terms, free: Indices) -> list[Term]:
+        out: list[Term] = []
+        keep = set(free)
+        for term in terms:
+            partial = [Term(term.coeff, ())]
+            for f in term.factors:
+                if isinstance(f, Tensor) and f.name == name:
+                    value = _rename_free(definition.poly, f.indices)
+                    partial = multiply(partial, list(value.terms), keep | set(f.indices), avoid=keep)
+                elif isinstance(f, Apply):
+                    inner = simplify(replace(f.arg.terms, f.arg.indices), f.arg.indices)
+                    partial = multiply(partial, make_apply(f.func, inner, f.param), keep | set(f.indices))
+                else:
+                    partial = [Term(t.coeff, t.factors + (f,)) for t in partial]
+            out.extend(partial)
+        return out
+
+    return simplify(replace(poly.terms, poly.indices), poly.indices)
+
+
+def inline(program: CheckedProgram, candidates: set[str]) -> CheckedProgram:
+    """Substitute adjoints that are used once, or are a single factor, into their users."""
+    definitions = list(program.definitions)
+    for name in [d.name for d in definitions if d.name in candidates]:
+        current = CheckedProgram(definitions, program.inputs, program.output, None, program.ranks)
+        d = current.definition(name)
+        uses = count_uses(current, name)
+        small = len(d.poly.terms) <= 1 and all(len(t.factors) <= 1 for t in d.poly.terms)
+        if uses != 1 and not small:
+            continue
+        definitions = [
+            x if name not in references(x.poly) else Definition(
+                x.name, x.indices, _substitute_tensor(x.poly, name, d), x.hints, None
+            )
+            for x in definitions
+            if x.name != name
+        ]
+    return CheckedProgram(definitions, program.inputs, program.output, None, program.ranks)
+
+
+def ensure_input(program: CheckedProgram, wrt_name: str) -> None:
+    if wrt_name in program.ranks and wrt_name not in program.inputs:
+        raise DifferentiationError(
+            f"{wrt_name!r} is an intermediate defined by the program; differentiate with respect to an input "
+            f"({', '.join(sorted(program.inputs))})"
+        )
+
+
+__all__ = ["CheckedProgram", "Definition", "check_program", "derive", "walk"]
