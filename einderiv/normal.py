@@ -248,6 +248,41 @@ def canonical_key(term: Term, free: frozenset[str], depth: int = 0) -> tuple:
     return best or ()
 
 
+def _power_base(atom) -> tuple[Poly, Fraction]:
+    """``atom`` as ``base ^ exponent`` (a call is its own base with exponent 1)."""
+    if isinstance(atom, Apply) and atom.func == "pow":
+        return atom.arg, atom.param
+    return Poly((Term(Fraction(1), (atom,)),), atom.indices), Fraction(1)
+
+
+def merge_powers(term: Term) -> list[Term]:
+    """``u^a u^b = u^(a+b)`` for equal elementwise bases, where a call or power is involved
+    (plain tensors stay as written: ``x_i x_i``).  Returns the term's expansion (a list)."""
+    applies = [f for f in term.factors if isinstance(f, Apply)]
+    if not applies:
+        return [term]
+    groups: dict[Poly, Fraction] = {}
+    order: list[Poly] = []
+    rest = []
+    for f in term.factors:
+        if isinstance(f, Apply) or any(isinstance(g, Apply) and _power_base(g)[0] == _power_base(f)[0] for g in applies):
+            base, exponent = _power_base(f)
+            if base not in groups:
+                groups[base] = Fraction(0)
+                order.append(base)
+            groups[base] += exponent
+        else:
+            rest.append(f)
+    if len(order) == len([f for f in term.factors if f not in rest]):
+        return [term]  # nothing to merge
+    from .lower import make_apply
+
+    out = [Term(term.coeff, tuple(rest))]
+    for base in order:
+        out = multiply(out, make_apply("pow", base, groups[base]), set(base.indices) | term.index_names())
+    return out
+
+
 def simplify(terms, indices: Indices) -> Poly:
     """Contract deltas, collect like terms (up to renaming summed indices) and drop zeros.
 
@@ -255,17 +290,24 @@ def simplify(terms, indices: Indices) -> Poly:
     """
     free = frozenset(indices)
     collected: dict[tuple, list] = {}
-    for term in terms:
-        if term.coeff == 0:
+    for original in terms:
+        if original.coeff == 0:
             continue
-        term = contract_deltas(term, free)
-        key = canonical_key(term, free)
-        if key in collected:
-            collected[key][0] += term.coeff
-        else:
-            collected[key] = [term.coeff, term]
+        for term in merge_powers(contract_deltas(original, free)):
+            key = canonical_key(term, free)
+            if key in collected:
+                collected[key][0] += term.coeff
+            else:
+                collected[key] = [term.coeff, term]
     out = tuple(Term(coeff, rep.factors) for coeff, rep in collected.values() if coeff != 0)
     return Poly(out, tuple(indices))
+
+
+def equivalent(a: Poly, b: Poly) -> bool:
+    """Whether two normal forms are the same expression (up to names of summed indices)."""
+    if a.indices != b.indices:
+        return False
+    return not simplify(list(a.terms) + [t.scaled(Fraction(-1)) for t in b.terms], a.indices).terms
 
 
 def multiply(left: list[Term], right: list[Term], keep: set[str], avoid: set[str] | None = None) -> list[Term]:
