@@ -8,7 +8,7 @@ import numpy as np
 
 from .emit import EinsumTerm, emit
 from .errors import DifferentiationError, EinderivError, EvaluationError
-from .evaluate import StraightLine, as_array, bind_sizes, fixed_sizes
+from .runtime import StraightLine, as_array, bind_sizes, fixed_sizes
 from .ir import Delta, Indices, Program, Statement, Tensor
 from .normal import Poly, fresh_indices, to_expr
 from .parser import parse
@@ -87,6 +87,8 @@ class Compiled:
         return self._line
 
     def _arrays(self, given: Mapping[str, object]) -> dict[str, np.ndarray]:
+        program_inputs = set(self.program.all_inputs)
+        given = {k: v for k, v in given.items() if k in self.ranks or k not in program_inputs}
         unknown = sorted(set(given) - set(self.ranks))
         if unknown:
             raise EvaluationError(
@@ -306,7 +308,9 @@ def diff(source: Source, wrt: str | Sequence[str], of: str | None = None) -> Der
     root_target = root.name if root.name != "_" else ""
     final = current.out
     statement = Statement(
-        Tensor(prefix + root_target, root.indices), to_expr(final.poly), tuple(Tensor("d" + r.name, r.indices) for r in refs)
+        Tensor(prefix + root_target, root.indices),
+        to_expr(final.poly),
+        tuple(Tensor("d" + r.name, r.indices) for r in refs),
     )
     current.definitions[-1] = Definition(final.name, final.indices, final.poly, final.hints, statement)
     return Derivative(current, checked.inputs, tuple(refs), root)

@@ -79,14 +79,15 @@ def substitute(terms, name: str, value: Poly) -> list[Term]:
     keep = set(value.indices)
     for term in terms:
         partial = [Term(term.coeff, ())]
+        avoid = keep | term.index_names()
         for factor in term.factors:
             if isinstance(factor, Tensor) and factor.name == name:
-                partial = multiply(partial, list(value.terms), keep, avoid=keep)
+                partial = multiply(partial, list(value.terms), keep, avoid=avoid)
             elif isinstance(factor, Apply):
                 inner = substitute(factor.arg.terms, name, value)
                 indices = tuple(dict.fromkeys(factor.arg.indices + value.indices))
                 parts = make_apply(factor.func, simplify(inner, indices), factor.param)
-                partial = multiply(partial, parts, keep | set(indices), avoid=keep)
+                partial = multiply(partial, parts, set(indices), avoid=avoid)
             else:
                 partial = [Term(t.coeff, t.factors + (factor,)) for t in partial]
         out.extend(partial)

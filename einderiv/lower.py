@@ -21,7 +21,7 @@ from .normal import MAX_TERMS, Apply, Poly, Term, fresh_indices, make_delta, mul
 def surface_indices(expr: Expr) -> list[str]:
     """Index names as written in ``expr`` (first-appearance order), less those bound by ``sum_i``."""
     if isinstance(expr, (Tensor, Delta)):
-        return list(expr.indices)
+        return list(dict.fromkeys(expr.indices))
     if isinstance(expr, Number):
         return []
     if isinstance(expr, Neg):
@@ -159,9 +159,12 @@ def _lower_reduction(item: Call, outside: frozenset[str]) -> list[Term]:
 
 
 def _single_atom(arg: Poly, func: str | None = None):
-    """The atom of ``arg`` when it is exactly ``1 * atom`` (optionally of the given function)."""
+    """The atom of ``arg`` when it is exactly ``1 * atom`` with no index summed around it
+    (``sum_j(exp(z_j))`` is not ``exp`` of anything), optionally of the given function."""
     if len(arg.terms) == 1 and arg.terms[0].coeff == 1 and len(arg.terms[0].factors) == 1:
         atom = arg.terms[0].factors[0]
+        if set(atom.indices) != set(arg.indices):
+            return None
         if func is None or (isinstance(atom, Apply) and atom.func == func):
             return atom
     return None

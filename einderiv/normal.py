@@ -218,9 +218,7 @@ _MAX_ORDERINGS = 720
 def _atom_key(atom, depth: int) -> tuple:
     if isinstance(atom, Apply):
         free = frozenset(atom.arg.indices)
-        inner = tuple(
-            sorted((str(t.coeff), canonical_key(t, free, depth + 1)) for t in atom.arg.terms)
-        )
+        inner = tuple(sorted((str(t.coeff), canonical_key(t, free, depth + 1)) for t in atom.arg.terms))
         return ("Apply", atom.func, str(atom.param), *atom.indices, inner)
     return (type(atom).__name__, getattr(atom, "name", ""), *atom.indices)
 
@@ -265,7 +263,9 @@ def merge_powers(term: Term) -> list[Term]:
     order: list[Poly] = []
     rest = []
     for f in term.factors:
-        if isinstance(f, Apply) or any(isinstance(g, Apply) and _power_base(g)[0] == _power_base(f)[0] for g in applies):
+        if isinstance(f, Apply) or any(
+            isinstance(g, Apply) and _power_base(g)[0] == _power_base(f)[0] for g in applies
+        ):
             base, exponent = _power_base(f)
             if base not in groups:
                 groups[base] = Fraction(0)
@@ -279,7 +279,7 @@ def merge_powers(term: Term) -> list[Term]:
 
     out = [Term(term.coeff, tuple(rest))]
     for base in order:
-        out = multiply(out, make_apply("pow", base, groups[base]), set(base.indices) | term.index_names())
+        out = multiply(out, make_apply("pow", base, groups[base]), set(base.indices), avoid=term.index_names())
     return out
 
 
@@ -336,14 +336,25 @@ def too_many_terms(count: int):
 # -- back to IR (for printing) ---------------------------------------------------------------
 
 
-def _arg_expr(arg: Poly, visible: set[str]) -> Expr:
+def _written_names(expr: Expr) -> set[str]:
+    from .ir import walk
+
+    return {i for node in walk(expr) if isinstance(node, (Tensor, Delta)) for i in node.indices}
+
+
+def _arg_expr(arg: Poly, visible: set[str], explicit: bool = False) -> Expr:
+    """An argument as IR, its bound names renamed apart from ``visible``; the names it writes
+    are added to ``visible`` so that later factors keep theirs apart too.  ``explicit`` writes
+    the sums inside it as ``sum_k(...)`` (used for divisors, where ``/ e_k`` would be cryptic)."""
     arg = rename_apart(arg, visible)
-    return to_expr(arg, visible | set(arg.indices))
+    expr = to_expr(arg, visible | set(arg.indices), explicit)
+    visible |= _written_names(expr)
+    return expr
 
 
 def atom_to_expr(atom, visible: set[str]) -> Expr:
-    """One atom as IR.  Names bound inside an Apply are renamed apart from ``visible`` so the
-    printed text scopes the same way when parsed back."""
+    """One atom as IR.  Names bound inside an Apply are renamed apart from ``visible`` (every
+    name already written around it) so the printed text scopes the same way when parsed back."""
     if not isinstance(atom, Apply):
         return atom
     inner = _arg_expr(atom.arg, visible)
@@ -354,19 +365,19 @@ def _product(factors: list[Expr]) -> Expr:
     return factors[0] if len(factors) == 1 else Mul(tuple(factors))
 
 
-def term_to_expr(term: Term, context: set[str], leading: bool = True) -> Expr:
+def term_to_expr(term: Term, context: set[str], leading: bool = True, explicit: bool = False) -> Expr:
     """One monomial as IR.  A negative leading term reads ``-2 A_kj x_j``; later ones are
     ``Neg`` so that the sum prints ``a - 2 b``.  Negative powers print as division.  A summed
     index that occurs only inside one function call is written with an explicit ``sum_i(...)``,
     since ``f(x_i)`` alone would sum inside the call."""
     names = term.index_names()
-    visible = context | names
+    visible = set(context) | names
     counts = Counter(i for f in term.factors for i in set(f.indices))
     hidden = tuple(
         sorted(
             i
             for i in names - context
-            if counts[i] == 1 and any(isinstance(f, Apply) and i in f.indices for f in term.factors)
+            if explicit or (counts[i] == 1 and any(isinstance(f, Apply) and i in f.indices for f in term.factors))
         )
     )
     factors: list[Expr] = []
@@ -374,7 +385,7 @@ def term_to_expr(term: Term, context: set[str], leading: bool = True) -> Expr:
     for f in term.factors:
         if isinstance(f, Apply) and f.func == "pow" and f.param < 0:
             flipped = Apply("pow", f.arg, -f.param)
-            denominators.append(_arg_expr(f.arg, visible) if f.param == -1 else atom_to_expr(flipped, visible))
+            denominators.append(_arg_expr(f.arg, visible, True) if f.param == -1 else atom_to_expr(flipped, visible))
         else:
             factors.append(atom_to_expr(f, visible))
     if hidden:
@@ -393,10 +404,11 @@ def term_to_expr(term: Term, context: set[str], leading: bool = True) -> Expr:
     return Neg(body) if term.coeff < 0 and not leading else body
 
 
-def to_expr(poly: Poly, context: set[str] | None = None) -> Expr:
-    """The IR of a normal form; ``0`` for the empty sum."""
+def to_expr(poly: Poly, context: set[str] | None = None, explicit: bool = False) -> Expr:
+    """The IR of a normal form; ``0`` for the empty sum.  ``explicit`` writes every summed
+    index of a term as ``sum_i(...)``."""
     if not poly.terms:
         return Number(Fraction(0))
     ctx = set(poly.indices) | (context or set())
-    parts = [term_to_expr(t, ctx, leading=(k == 0)) for k, t in enumerate(poly.terms)]
+    parts = [term_to_expr(t, ctx, leading=(k == 0), explicit=explicit) for k, t in enumerate(poly.terms)]
     return parts[0] if len(parts) == 1 else Add(tuple(parts))

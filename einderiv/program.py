@@ -52,6 +52,7 @@ class CheckedProgram:
     output: str
     source: Program | None = None
     ranks: dict[str, int] = field(default_factory=dict)
+    all_inputs: dict[str, int] = field(default_factory=dict)
 
     def definition(self, name: str) -> Definition:
         for d in self.definitions:
@@ -113,6 +114,7 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         names = ", ".join(d.name for d in definitions if d.name != "_")
         raise IndexRuleError(f"of={of!r} names no statement (defined: {names})")
     checked = CheckedProgram(definitions, inputs, output, program, {**inputs, **defined})
+    checked.all_inputs = dict(inputs)
     return prune(checked)
 
 
@@ -126,7 +128,7 @@ def prune(program: CheckedProgram) -> CheckedProgram:
                 needed |= hint[1].tensor_names() if hint[0] == "poly" else {hint[2]}
     kept = [d for d in program.definitions if d.name in needed]
     inputs = {k: v for k, v in program.inputs.items() if k in needed}
-    return CheckedProgram(kept, inputs, program.output, program.source, program.ranks)
+    return CheckedProgram(kept, inputs, program.output, program.source, program.ranks, program.all_inputs)
 
 
 def _rename_free(poly: Poly, new: Indices) -> Poly:
@@ -134,6 +136,13 @@ def _rename_free(poly: Poly, new: Indices) -> Poly:
     poly = rename_apart(poly, set(new))
     mapping = dict(zip(poly.indices, new))
     return Poly(tuple(t.rename(mapping) for t in poly.terms), tuple(new))
+
+
+def _letters(own: Indices, avoid: set[str]) -> Indices:
+    """A statement's own index letters where they are free to use, else fresh ones."""
+    if len(set(own)) == len(own) and not set(own) & avoid:
+        return tuple(own)
+    return fresh_indices(len(own), avoid | set(own))
 
 
 def _unique_name(base: str, taken: set[str]) -> str:
@@ -170,7 +179,7 @@ def derive(program: CheckedProgram, wrt: Tensor, name: str) -> CheckedProgram:
             return list(differentiate(out.poly, target).terms)
         user_def = definitions[user]
         bar_name, _ = bars[user]
-        T = fresh_indices(len(user_def.indices), set(P) | set(target.indices) | avoid)
+        T = _letters(user_def.indices, set(P) | set(target.indices) | avoid)
         partial = differentiate(_rename_free(user_def.poly, T), target)
         if not partial.terms:
             return []
@@ -180,7 +189,7 @@ def derive(program: CheckedProgram, wrt: Tensor, name: str) -> CheckedProgram:
 
     for s in reversed(relevant):
         s_def = definitions[s]
-        S = fresh_indices(len(s_def.indices), set(P) | set(W))
+        S = _letters(s_def.indices, set(P) | set(W))
         target = Tensor(s, S)
         terms: list[Term] = []
         for user in users[s]:
@@ -201,7 +210,7 @@ def derive(program: CheckedProgram, wrt: Tensor, name: str) -> CheckedProgram:
     forward = [d for d in program.definitions if d.name != out.name]
     ranks = dict(program.ranks)
     ranks.update({d.name: len(d.indices) for d in [*adjoints, final]})
-    derived = CheckedProgram([*forward, *adjoints, final], dict(program.inputs), name, None, ranks)
+    derived = CheckedProgram([*forward, *adjoints, final], dict(program.inputs), name, None, ranks, program.all_inputs)
     return prune(inline(derived, {b for b, _ in bars.values()}))
 
 
@@ -233,16 +242,16 @@ def _substitute_tensor(poly: Poly, name: str, definition: Definition) -> Poly:
 
     def replace(terms, free: Indices) -> list[Term]:
         out: list[Term] = []
-        keep = set(free)
         for term in terms:
             partial = [Term(term.coeff, ())]
+            avoid = set(free) | term.index_names()
             for f in term.factors:
                 if isinstance(f, Tensor) and f.name == name:
                     value = _rename_free(definition.poly, f.indices)
-                    partial = multiply(partial, list(value.terms), keep | set(f.indices), avoid=keep)
+                    partial = multiply(partial, list(value.terms), set(f.indices), avoid=avoid)
                 elif isinstance(f, Apply):
                     inner = simplify(replace(f.arg.terms, f.arg.indices), f.arg.indices)
-                    partial = multiply(partial, make_apply(f.func, inner, f.param), keep | set(f.indices))
+                    partial = multiply(partial, make_apply(f.func, inner, f.param), set(f.indices), avoid=avoid)
                 else:
                     partial = [Term(t.coeff, t.factors + (f,)) for t in partial]
             out.extend(partial)
@@ -255,20 +264,20 @@ def inline(program: CheckedProgram, candidates: set[str]) -> CheckedProgram:
     """Substitute adjoints that are used once, or are a single factor, into their users."""
     definitions = list(program.definitions)
     for name in [d.name for d in definitions if d.name in candidates]:
-        current = CheckedProgram(definitions, program.inputs, program.output, None, program.ranks)
+        current = CheckedProgram(definitions, program.inputs, program.output, None, program.ranks, program.all_inputs)
         d = current.definition(name)
         uses = count_uses(current, name)
         small = len(d.poly.terms) <= 1 and all(len(t.factors) <= 1 for t in d.poly.terms)
         if uses != 1 and not small:
             continue
         definitions = [
-            x if name not in references(x.poly) else Definition(
-                x.name, x.indices, _substitute_tensor(x.poly, name, d), x.hints, None
-            )
+            x
+            if name not in references(x.poly)
+            else Definition(x.name, x.indices, _substitute_tensor(x.poly, name, d), x.hints, None)
             for x in definitions
             if x.name != name
         ]
-    return CheckedProgram(definitions, program.inputs, program.output, None, program.ranks)
+    return CheckedProgram(definitions, program.inputs, program.output, None, program.ranks, program.all_inputs)
 
 
 def ensure_input(program: CheckedProgram, wrt_name: str) -> None:

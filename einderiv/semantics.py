@@ -56,6 +56,8 @@ def check_statement(statement: Statement) -> tuple[Poly, Poly]:
         used = {i for node in walk(statement.rhs) if isinstance(node, (Tensor, Delta)) for i in node.indices}
         missing = [i for i in indices if i not in used]
         if missing:
-            raise IndexRuleError(f"left-hand side index {missing[0]!r} appears in no term of the right-hand side{where}")
+            raise IndexRuleError(
+                f"left-hand side index {missing[0]!r} appears in no term of the right-hand side{where}"
+            )
     terms = lower(statement.rhs, frozenset(indices))
     return simplify(terms, indices), Poly(tuple(terms), indices)

@@ -258,14 +258,22 @@ class StraightLine:
     def _hoist_atom(self, atom: Apply, target: str | None = None) -> Tensor:
         positions = {i: f"#{k}" for k, i in enumerate(atom.arg.indices)}
         arg_key = tuple(
-            sorted((str(t.coeff), canonical_key(t.rename(positions), frozenset(positions.values()))) for t in atom.arg.terms)
+            sorted(
+                (str(t.coeff), canonical_key(t.rename(positions), frozenset(positions.values())))
+                for t in atom.arg.terms
+            )
         )
         key = (atom.func, str(atom.param), len(atom.indices), arg_key)
         name = self._calls.get(key)
         if name is None:
             arg = self.hoist(atom.arg)
             single = arg.terms[0].factors[0] if len(arg.terms) == 1 and len(arg.terms[0].factors) == 1 else None
-            if single is not None and arg.terms[0].coeff == 1 and isinstance(single, Tensor) and single.indices == arg.indices:
+            if (
+                single is not None
+                and arg.terms[0].coeff == 1
+                and isinstance(single, Tensor)
+                and single.indices == arg.indices
+            ):
                 source = single.name
             else:
                 source = self._temp()

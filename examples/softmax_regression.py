@@ -1,0 +1,106 @@
+"""Multi-class (softmax) logistic regression for one sample (seed 004, Exercise 2).
+
+Theta in R^{K x d}, x in R^d, y in R^K one-hot, and the loss
+
+    f(Theta) = -y^T log softmax(Theta x),   softmax(z) = exp(z) / (1^T exp(z)).
+
+The notes derive, with the trace trick, df/dTheta = (softmax(Theta x) - y) x^T.
+
+Here the softmax is written out by hand with exp, an explicit sum and a division, and
+einderiv differentiates through it.  The gradient is checked against the notes' closed form
+and against central finite differences of a NumPy implementation of the loss, for every
+class the one-hot y can pick.  Run: ``python examples/softmax_regression.py``.
+"""
+
+import numpy as np
+
+import einderiv
+
+
+def central_difference(f, x, h=1e-6):
+    """Numerical d f(x) / d x, shape f(x).shape + x.shape, by central differences."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.zeros(np.shape(f(x)) + x.shape)
+    for idx in np.ndindex(x.shape):
+        step = np.zeros_like(x)
+        step[idx] = h
+        out[(..., *idx)] = (np.asarray(f(x + step)) - np.asarray(f(x - step))) / (2 * h)
+    return out
+
+
+def show(derivative) -> None:
+    print(derivative)
+    print("   einsum:", " + ".join(str(t) for t in derivative.einsum))
+
+
+rng = np.random.default_rng(5)
+K, D = 4, 3
+Theta = rng.normal(size=(K, D))
+x = rng.normal(size=D)
+
+
+def softmax(z):
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def loss_numpy(Theta, y):
+    return -y @ np.log(softmax(Theta @ x))
+
+
+# The softmax as a program.  Note how the derivative prints the normaliser sum_j(e_j): as
+# "/ e_k" (a divisor whose index occurs nowhere else in the term is summed inside it, so
+# "/ e_k" reads as 1 / sum_k e_k; the einsum operand "e_k^-1" has no axes for that reason).
+PROGRAM = "z_k = Theta_kd x_d; e_k = exp(z_k); p_k = e_k / sum_j(e_j); L = -y_k log(p_k)"
+# The same loss as one statement.  The two exp calls need different summation letters
+# (d and e): a letter shared by two calls in one product is elementwise across them.
+ONE_STATEMENT = "L = -y_k log(exp(Theta_kd x_d) / sum_j(exp(Theta_je x_e)))"
+
+for name, source in [("program", PROGRAM), ("one statement", ONE_STATEMENT)]:
+    print(f"-- {name}: {source}")
+    grad_L = einderiv.grad(source, "Theta")
+    show(grad_L)
+    for label in range(K):
+        y = np.eye(K)[label]
+        p = softmax(Theta @ x)
+        assert np.allclose(einderiv.evaluate(source, Theta=Theta, x=x, y=y), loss_numpy(Theta, y))
+        g = grad_L(Theta=Theta, x=x, y=y)
+        assert g.shape == (K, D)
+        assert np.allclose(g, np.outer(p - y, x))  # (softmax(Theta x) - y) x^T
+        fd = central_difference(lambda T, y=y: loss_numpy(T, y), Theta)
+        assert np.allclose(g, fd, rtol=1e-6, atol=1e-8)
+    print()
+
+# The intermediate p is the softmax itself.
+assert np.allclose(einderiv.evaluate(PROGRAM, of="p", Theta=Theta, x=x), softmax(Theta @ x))
+# Each column of the gradient sums to zero over the classes, because p - y does.
+y = np.eye(K)[2]
+assert np.allclose(einderiv.grad(PROGRAM, "Theta")(Theta=Theta, x=x, y=y).T @ np.ones(K), 0)
+
+# ------------------------------------------------------------------------------------------
+# KNOWN EINDERIV PROBLEMS (reported; these checks fail, so they are commented out).
+#
+# 1. The normaliser as a statement of its own gives a WRONG gradient:
+#        z_k = Theta_kd x_d; e_k = exp(z_k); S = sum_j(e_j); p_k = e_k / S; L = -y_k log(p_k)
+#    einderiv prints
+#        dL/dTheta_ij = -dLdp_i e_i exp(z_i) x_j / S^2 + dLdp_i exp(z_i) x_j / S
+#    where the first term should be summed over the classes, -dLdp_k e_k exp(z_i) x_j / S^2.
+#    (Smaller: "z_k = A_kd x_d; S = z_j; L = y_k z_k S" wrt "A" gives
+#    "y_i z_i x_j + y_i S x_j" instead of "y_k z_k x_j + y_i S x_j".)
+#
+# SEPARATE_S = "z_k = Theta_kd x_d; e_k = exp(z_k); S = sum_j(e_j); p_k = e_k / S; L = -y_k log(p_k)"
+# y = np.eye(K)[1]
+# g = einderiv.grad(SEPARATE_S, "Theta")(Theta=Theta, x=x, y=y)
+# assert np.allclose(g, np.outer(softmax(Theta @ x) - y, x))
+#
+# 2. The notes' simplified form f = -y^T Theta x + log(1^T exp(Theta x)) is mis-evaluated:
+#    log(sum_j(exp(z_j))) is simplified to z_j (that is, sum_j z_j), as if log and exp
+#    cancelled across the sum, so both the value and the gradient are wrong
+#    (einderiv gives dL/dTheta_il = -y_i x_l + x_l).
+#
+# LOG_SUM_EXP = "z_k = Theta_kd x_d; L = -y_k z_k + log(sum_j(exp(z_j)))"
+# assert np.allclose(einderiv.evaluate(LOG_SUM_EXP, Theta=Theta, x=x, y=y), loss_numpy(Theta, y))
+# g = einderiv.grad(LOG_SUM_EXP, "Theta")(Theta=Theta, x=x, y=y)
+# assert np.allclose(g, np.outer(softmax(Theta @ x) - y, x))
+# ------------------------------------------------------------------------------------------
+print("all checks passed")
