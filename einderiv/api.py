@@ -8,11 +8,11 @@ import numpy as np
 
 from .emit import EinsumTerm, emit
 from .errors import DifferentiationError, EinderivError, EvaluationError
-from .runtime import StraightLine, as_array, bind_sizes, fixed_sizes
 from .ir import Delta, Indices, Program, Statement, Tensor
 from .normal import Poly, fresh_indices, to_expr
 from .parser import parse
 from .program import CheckedProgram, Definition, check_program, derive
+from .runtime import StraightLine, as_array, bind_sizes, fixed_sizes
 
 Source = str | Program | Statement
 

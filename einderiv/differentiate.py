@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache
 
 from .errors import DifferentiationError
 from .functions import FUNCTIONS
@@ -59,7 +59,7 @@ def _delta_rule(atom: Delta, wrt: Tensor, avoid: set) -> list[Term]:
     return []
 
 
-@lru_cache(maxsize=None)
+@cache
 def _derivative_template(func: str) -> tuple[Term, ...]:
     """f'(u) from the function table, lowered once, with the scalar ``u`` standing for the argument."""
     from .lower import lower

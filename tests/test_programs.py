@@ -69,7 +69,9 @@ def test_chain_rule_example_of_the_notes():
     d = einderiv.grad(source, "t")
     for t in (0.3, 1.1, -0.7):
         x1, x2 = t * np.cos(t), t * np.sin(t)
-        expected = np.exp(x1 * x2**2) * (x2**2 * (np.cos(t) - t * np.sin(t)) + 2 * x1 * x2 * (np.sin(t) + t * np.cos(t)))
+        expected = np.exp(x1 * x2**2) * (
+            x2**2 * (np.cos(t) - t * np.sin(t)) + 2 * x1 * x2 * (np.sin(t) + t * np.cos(t))
+        )
         assert float(d(t=t)) == pytest.approx(expected, rel=1e-12)
         assert_matches_fd(d, einderiv.compile(source), {"t": np.array(t)}, "t")
 
