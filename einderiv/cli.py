@@ -8,6 +8,7 @@ import sys
 
 from . import __version__
 from .api import diff
+from .emit import emit
 from .errors import EinderivError, ParseError
 from .ir import format_number
 
@@ -48,7 +49,7 @@ def derivative_json(derivative) -> dict:
     """The machine-readable form printed by ``--format json`` (keys documented in the README)."""
     index_dims, input_dims = derivative.dimension_names()
     return {
-        "derivative": str(derivative),
+        "derivative": str(derivative.statement),
         "expression": str(derivative.expr),
         "output": derivative.root.name if derivative.root.name != "_" else None,
         "program": [str(d.display()) for d in derivative.definitions],
@@ -71,8 +72,13 @@ def _run_diff(args) -> str:
     derivative = diff(args.expr, args.wrt)
     if args.format == "json":
         return json.dumps(derivative_json(derivative), indent=2)
+    lines = [str(derivative), f"  shape: {derivative.shape_text()}"]
+    for definition in derivative.definitions[:-1]:
+        steps = " + ".join(str(t) for t in emit(definition.poly)) or "0"
+        lines.append(f"  einsum[{definition.name}]: {steps}")
     einsum = " + ".join(str(t) for t in derivative.einsum) or "(none: the derivative is zero)"
-    return "\n".join([str(derivative), f"  shape: {derivative.shape_text()}", f"  einsum: {einsum}"])
+    lines.append(f"  einsum: {einsum}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - the CLI never shows a traceback
         print(f"error: internal error ({type(err).__name__}: {err}); please report this expression", file=sys.stderr)
         return 70
-    print(output)
+    try:
+        print(output)
+    except BrokenPipeError:  # the reader went away (``| head``): not an error of ours
+        sys.stderr.close()
     return 0
 
 

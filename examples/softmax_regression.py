@@ -48,9 +48,7 @@ def loss_numpy(Theta, y):
     return -y @ np.log(softmax(Theta @ x))
 
 
-# The softmax as a program.  Note how the derivative prints the normaliser sum_j(e_j): as
-# "/ e_k" (a divisor whose index occurs nowhere else in the term is summed inside it, so
-# "/ e_k" reads as 1 / sum_k e_k; the einsum operand "e_k^-1" has no axes for that reason).
+# The softmax as a program: the derivative writes the normaliser as "/ sum_k(e_k)".
 PROGRAM = "z_k = Theta_kd x_d; e_k = exp(z_k); p_k = e_k / sum_j(e_j); L = -y_k log(p_k)"
 # The same loss as one statement.  The two exp calls need different summation letters
 # (d and e): a letter shared by two calls in one product is elementwise across them.
@@ -77,30 +75,18 @@ assert np.allclose(einderiv.evaluate(PROGRAM, of="p", Theta=Theta, x=x), softmax
 y = np.eye(K)[2]
 assert np.allclose(einderiv.grad(PROGRAM, "Theta")(Theta=Theta, x=x, y=y).T @ np.ones(K), 0)
 
-# ------------------------------------------------------------------------------------------
-# KNOWN EINDERIV PROBLEMS (reported; these checks fail, so they are commented out).
-#
-# 1. The normaliser as a statement of its own gives a WRONG gradient:
-#        z_k = Theta_kd x_d; e_k = exp(z_k); S = sum_j(e_j); p_k = e_k / S; L = -y_k log(p_k)
-#    einderiv prints
-#        dL/dTheta_ij = -dLdp_i e_i exp(z_i) x_j / S^2 + dLdp_i exp(z_i) x_j / S
-#    where the first term should be summed over the classes, -dLdp_k e_k exp(z_i) x_j / S^2.
-#    (Smaller: "z_k = A_kd x_d; S = z_j; L = y_k z_k S" wrt "A" gives
-#    "y_i z_i x_j + y_i S x_j" instead of "y_k z_k x_j + y_i S x_j".)
-#
-# SEPARATE_S = "z_k = Theta_kd x_d; e_k = exp(z_k); S = sum_j(e_j); p_k = e_k / S; L = -y_k log(p_k)"
-# y = np.eye(K)[1]
-# g = einderiv.grad(SEPARATE_S, "Theta")(Theta=Theta, x=x, y=y)
-# assert np.allclose(g, np.outer(softmax(Theta @ x) - y, x))
-#
-# 2. The notes' simplified form f = -y^T Theta x + log(1^T exp(Theta x)) is mis-evaluated:
-#    log(sum_j(exp(z_j))) is simplified to z_j (that is, sum_j z_j), as if log and exp
-#    cancelled across the sum, so both the value and the gradient are wrong
-#    (einderiv gives dL/dTheta_il = -y_i x_l + x_l).
-#
-# LOG_SUM_EXP = "z_k = Theta_kd x_d; L = -y_k z_k + log(sum_j(exp(z_j)))"
-# assert np.allclose(einderiv.evaluate(LOG_SUM_EXP, Theta=Theta, x=x, y=y), loss_numpy(Theta, y))
-# g = einderiv.grad(LOG_SUM_EXP, "Theta")(Theta=Theta, x=x, y=y)
-# assert np.allclose(g, np.outer(softmax(Theta @ x) - y, x))
-# ------------------------------------------------------------------------------------------
+# The normaliser as a statement of its own, and the notes' simplified form
+# f = -y^T Theta x + log(1^T exp(Theta x)): both give the same gradient.
+SEPARATE_S = "z_k = Theta_kd x_d; e_k = exp(z_k); S = sum_j(e_j); p_k = e_k / S; L = -y_k log(p_k)"
+LOG_SUM_EXP = "z_k = Theta_kd x_d; L = -y_k z_k + log(sum_j(exp(z_j)))"
+for source in (SEPARATE_S, LOG_SUM_EXP):
+    d = einderiv.grad(source, "Theta")
+    show(d)
+    for label in range(K):
+        y = np.eye(K)[label]
+        assert np.isclose(einderiv.evaluate(source, Theta=Theta, x=x, y=y), loss_numpy(Theta, y))
+        g = d(Theta=Theta, x=x, y=y)
+        assert np.allclose(g, np.outer(softmax(Theta @ x) - y, x))
+        assert np.allclose(g, central_difference(lambda T, y=y: loss_numpy(T, y), Theta), atol=1e-7)
+
 print("all checks passed")
