@@ -145,14 +145,24 @@ def _lower_product(factors: list, context: frozenset[str]) -> list[Term]:
 
 
 def _lower_reduction(item: Call, outside: frozenset[str]) -> list[Term]:
-    """``sum_R(body)``: the body's terms, with R renamed apart from what is visible outside."""
+    """``sum_R(body)``: the body's terms, with R renamed apart from what is visible outside.
+
+    A term in which some r of R no longer occurs (``sum_i(delta_ii^2)``) still sums over r:
+    it keeps the factor ``delta_rr``, the dimension of r."""
     body = lower(item.arg, outside | frozenset(item.over))
     clashes = [r for r in item.over if r in outside]
-    if not clashes:
-        return body
-    names = set(outside) | {i for t in body for i in t.index_names()}
-    mapping = dict(zip(clashes, fresh_indices(len(clashes), names)))
-    return [t.rename(mapping) for t in body]
+    if clashes:
+        names = set(outside) | {i for t in body for i in t.index_names()}
+        mapping = dict(zip(clashes, fresh_indices(len(clashes), names)))
+        body = [t.rename(mapping) for t in body]
+        over = [mapping.get(r, r) for r in item.over]
+    else:
+        over = list(item.over)
+    out = []
+    for term in body:
+        missing = [r for r in over if r not in term.index_names()]
+        out.append(Term(term.coeff, term.factors + tuple(Delta(r, r) for r in missing)))
+    return out
 
 
 # -- building applications: folding and numerically stable rewrites --------------------------------

@@ -59,10 +59,12 @@ def _display(name: str) -> str:
     return "a function argument" if name.startswith("_") else name
 
 
-def bind_sizes(poly: Poly, shapes: Mapping[str, tuple[int, ...]], fixed=None):
+def bind_sizes(poly: Poly, shapes: Mapping[str, tuple[int, ...]], fixed=None, terms: bool = True):
     """Sizes of the free indices (shared by all terms) and of each top-level term's indices.
 
     Nested call arguments are visited too (their free indices are the enclosing term's).
+    With ``terms=False`` only the free indices are wanted, and a summed index of unknown size
+    is no error.
     Raises :class:`EvaluationError` when an index has two sizes or no size can be known.
     """
     shared = _SizeBinder(fixed)
@@ -100,7 +102,7 @@ def bind_sizes(poly: Poly, shapes: Mapping[str, tuple[int, ...]], fixed=None):
                 if known:
                     changed |= binder.bind(i, known[0][0], f"delta_{''.join(delta.indices)} ({known[0][1]})")
     per_term: list[dict[str, int]] = []
-    for term, _, resolve in top:
+    for term, _, resolve in top if terms else ():
         sizes: dict[str, int] = {}
         for factor in term.factors:
             for index in factor.indices:
@@ -117,7 +119,7 @@ def fixed_sizes(hints, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple
     fixed: dict[str, tuple[int, str]] = {}
     for hint in hints:
         if hint[0] == "poly":
-            free, _ = bind_sizes(hint[1], shapes)
+            free, _ = bind_sizes(hint[1], shapes, terms=False)
             fixed.update({i: free[i] for i in hint[1].indices if i in free})
         else:
             _, index, name, axis = hint
