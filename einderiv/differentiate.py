@@ -17,6 +17,7 @@ from .ir import Delta, Tensor
 from .normal import (
     MAX_TERMS,
     Apply,
+    MatrixFn,
     Poly,
     Term,
     fresh_indices,
@@ -103,9 +104,52 @@ def _outer_derivative(atom: Apply) -> list[Term]:
     return substitute(_derivative_template(atom.func), "u", atom.arg)
 
 
+@defrule(MatrixFn)
+def _matrix_rule(atom: MatrixFn, wrt: Tensor, avoid: set) -> list[Term]:
+    """d inv(M)_ij / dM_kl = -inv(M)_ik inv(M)_lj;  d det(M) / dM_kl = det(M) inv(M)_lk;
+    d logdet(M) / dM_kl = inv(M)_lk.  Every entry of M is independent (no symmetry assumed)."""
+    if atom.matrix != wrt.name:
+        return []
+    k, l = wrt.indices
+    one = Fraction(1)
+    if atom.func == "inv":
+        i, j = atom.indices
+        return [Term(-one, (MatrixFn("inv", atom.matrix, (i, k)), MatrixFn("inv", atom.matrix, (l, j))))]
+    if atom.func == "det":
+        return [Term(one, (atom, MatrixFn("inv", atom.matrix, (l, k))))]
+    if atom.func == "logdet":
+        return [Term(one, (MatrixFn("inv", atom.matrix, (l, k)),))]
+    raise DifferentiationError(f"no derivative rule for the matrix function {atom.func!r}")
+
+
+def _logsumexp_rule(atom: Apply, wrt: Tensor, avoid: set) -> list[Term] | None:
+    """d log(sum_R exp(v)) = sum_R exp(v - log(sum_R exp(v))) dv: the softmax, written so that
+    it never overflows (the exponent is never positive), at every order."""
+    from .lower import logsumexp_parts, make_apply
+
+    parts = logsumexp_parts(atom)
+    if parts is None:
+        return None
+    v, summed = parts
+    dv = differentiate(v, wrt)
+    if not dv.terms:
+        return []
+    fresh = fresh_indices(len(summed), avoid | v.all_index_names() | set(wrt.indices))
+    mapping = dict(zip(summed, fresh))
+    v = Poly(tuple(t.rename(mapping) for t in v.terms), tuple(mapping.get(i, i) for i in v.indices))
+    dv = Poly(tuple(t.rename(mapping) for t in dv.terms), tuple(mapping.get(i, i) for i in dv.indices))
+    shifted = simplify(list(v.terms) + [Term(-Fraction(1), (atom,))], v.indices)
+    softmax = make_apply("exp", shifted)
+    keep = set(v.indices) | set(wrt.indices)
+    return multiply(softmax, list(dv.terms), keep, avoid=avoid | keep)
+
+
 @defrule(Apply)
 def _apply_rule(atom: Apply, wrt: Tensor, avoid: set) -> list[Term]:
     """Chain rule: d f(u)_I / dX_W = f'(u)_I du_I/dX_W (elementwise over I)."""
+    special = _logsumexp_rule(atom, wrt, avoid)
+    if special is not None:
+        return special
     inner = differentiate(atom.arg, wrt)
     if not inner.terms:
         return []

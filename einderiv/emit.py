@@ -8,7 +8,7 @@ from fractions import Fraction
 from opt_einsum import get_symbol
 
 from .ir import Delta, Indices, format_number
-from .normal import Apply, Poly, atom_to_expr
+from .normal import Apply, MatrixFn, Poly, atom_to_expr
 
 DELTA_OPERAND = "delta"
 
@@ -65,7 +65,7 @@ def symbol_table(poly: Poly) -> dict[str, str]:
 def _operand_name(atom, visible: set[str]) -> str:
     if isinstance(atom, Delta):
         return DELTA_OPERAND
-    if isinstance(atom, Apply):
+    if isinstance(atom, (Apply, MatrixFn)):
         return str(atom_to_expr(atom, visible))
     return atom.name
 

@@ -62,9 +62,12 @@ _ROWS = [
 
 FUNCTIONS: dict[str, Function] = {row.name: row for row in _ROWS}
 
-#: Reductions written with indices: ``sum_i(...)``.
-REDUCTIONS = ("sum",)
+#: Reductions written with indices: ``sum_i(...)``, ``logsumexp_i(...)``, ``softmax_k(...)``.
+REDUCTIONS = ("sum", "logsumexp", "softmax")
+
+#: Functions of a whole square matrix, applied to a matrix's name: ``inv(M)_ij``, ``det(M)``.
+MATRIX_FUNCTIONS = {"inv": 2, "det": 0, "logdet": 0}
 
 
 def known_functions() -> str:
-    return ", ".join(sorted(FUNCTIONS))
+    return ", ".join(sorted([*FUNCTIONS, *MATRIX_FUNCTIONS, *REDUCTIONS]))

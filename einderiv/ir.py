@@ -142,6 +142,18 @@ class Call:
 
 
 @dataclass(frozen=True)
+class MatrixCall:
+    """A function of a whole square matrix, named: ``inv(M)_ij`` (indexed), ``det(M)``, ``logdet(M)``."""
+
+    func: str
+    matrix: str
+    indices: Indices = ()
+
+    def __str__(self) -> str:
+        return f"{self.func}({self.matrix}){format_indices(self.indices)}"
+
+
+@dataclass(frozen=True)
 class Pow:
     """``base ^ exponent`` with a numeric exponent, elementwise."""
 
@@ -152,7 +164,7 @@ class Pow:
         return f"{_wrap(self.base, _ATOM)}^{format_number(self.exponent)}"
 
 
-Expr = Tensor | Delta | Number | Neg | Add | Mul | Div | Call | Pow
+Expr = Tensor | Delta | Number | Neg | Add | Mul | Div | Call | Pow | MatrixCall
 
 # Precedence levels of the grammar: sum < product < signed < factor (power) < atom.
 _SUM, _PRODUCT, _SIGNED, _FACTOR, _ATOM = range(5)

@@ -14,13 +14,24 @@ from __future__ import annotations
 from fractions import Fraction
 
 from .errors import EinderivError
-from .ir import Add, Call, Delta, Div, Expr, Mul, Neg, Number, Pow, Tensor
-from .normal import MAX_TERMS, Apply, Poly, Term, fresh_indices, make_delta, multiply, simplify, too_many_terms
+from .ir import Add, Call, Delta, Div, Expr, MatrixCall, Mul, Neg, Number, Pow, Tensor
+from .normal import (
+    MAX_TERMS,
+    Apply,
+    MatrixFn,
+    Poly,
+    Term,
+    fresh_indices,
+    make_delta,
+    multiply,
+    simplify,
+    too_many_terms,
+)
 
 
 def surface_indices(expr: Expr) -> list[str]:
     """Index names as written in ``expr`` (first-appearance order), less those bound by ``sum_i``."""
-    if isinstance(expr, (Tensor, Delta)):
+    if isinstance(expr, (Tensor, Delta, MatrixCall)):
         return list(dict.fromkeys(expr.indices))
     if isinstance(expr, Number):
         return []
@@ -51,7 +62,7 @@ def _expand(expr: Expr) -> list[tuple[Fraction, list]]:
         return [(expr.value, [])]
     if isinstance(expr, Delta):
         return [(Fraction(1), [make_delta(expr.first, expr.second)])]
-    if isinstance(expr, (Tensor, Call, Pow)):
+    if isinstance(expr, (Tensor, Call, Pow, MatrixCall)):
         return [(Fraction(1), [expr])]
     if isinstance(expr, Neg):
         return [(-c, items) for c, items in _expand(expr.operand)]
@@ -82,7 +93,7 @@ def _expand(expr: Expr) -> list[tuple[Fraction, list]]:
 
 
 def _item_indices(item) -> list[str]:
-    if isinstance(item, (Tensor, Delta)):
+    if isinstance(item, (Tensor, Delta, MatrixCall)):
         return list(item.indices)
     return surface_indices(item)
 
@@ -97,6 +108,8 @@ def lower(expr: Expr, context: frozenset[str]) -> list[Term]:
         return [Term(Fraction(1), (make_delta(expr.first, expr.second),))]
     if isinstance(expr, Tensor):
         return [Term(Fraction(1), (expr,))]
+    if isinstance(expr, MatrixCall):
+        return [Term(Fraction(1), (MatrixFn(expr.func, expr.matrix, expr.indices),))]
     if isinstance(expr, Neg):
         return [t.scaled(Fraction(-1)) for t in lower(expr.operand, context)]
     if isinstance(expr, Add):
@@ -116,6 +129,13 @@ def lower(expr: Expr, context: frozenset[str]) -> list[Term]:
                 raise EinderivError(f"division by zero in {str(expr)!r}")
             return [t.scaled(1 / value) for t in lower(expr.numerator, context)]
         return _lower_product([expr.numerator, Pow(expr.denominator, Fraction(-1))], context)
+    if isinstance(expr, Call) and expr.func == "logsumexp":
+        # logsumexp_R(u) = log(sum_R(exp(u))), evaluated max-shifted
+        return lower(Call("log", Call("sum", Call("exp", expr.arg), expr.over)), context)
+    if isinstance(expr, Call) and expr.func == "softmax":
+        # softmax_R(u) = exp(u - logsumexp_R(u)): the exponent is never positive
+        shifted = Add((expr.arg, Neg(Call("logsumexp", expr.arg, expr.over))))
+        return lower(Call("exp", shifted), context)
     if isinstance(expr, Call) and expr.over:
         return _lower_reduction(expr, context)
     if isinstance(expr, (Call, Pow)):
@@ -212,6 +232,9 @@ def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term
             return make_apply("pow", inner.arg, inner.param * param)
         return [Term(one, (Apply("pow", arg, param),))]
     if func == "log":
+        det = _single_atom(arg)
+        if isinstance(det, MatrixFn) and det.func == "det":
+            return [Term(one, (MatrixFn("logdet", det.matrix),))]
         sig = _single_atom(arg, "sigmoid")
         if sig is not None:
             return [Term(-one, (Apply("softplus", _negated(sig.arg)),))]
@@ -227,6 +250,22 @@ def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term
                 return [Term(-one, (Apply("softplus", sig.arg),))]
             return [Term(one, (Apply("log1p", rest_poly),))]
     return [Term(one, (Apply(func, arg, param),))]
+
+
+def logsumexp_parts(atom) -> tuple[Poly, tuple[str, ...]] | None:
+    """``(v, R)`` when ``atom`` is ``log(sum_R(exp(v)))`` (a log-sum-exp), else None."""
+    if not (isinstance(atom, Apply) and atom.func == "log" and len(atom.arg.terms) == 1):
+        return None
+    term = atom.arg.terms[0]
+    if term.coeff != 1 or len(term.factors) != 1:
+        return None
+    inner = term.factors[0]
+    if not (isinstance(inner, Apply) and inner.func == "exp"):
+        return None
+    summed = tuple(i for i in inner.indices if i not in atom.arg.indices)
+    if not summed or set(inner.indices) - set(summed) != set(atom.arg.indices):
+        return None
+    return inner.arg, summed
 
 
 def normalize(expr: Expr, indices) -> Poly:
@@ -248,7 +287,7 @@ def implicit_indices(expr: Expr):
         counts: Counter = Counter()
         for item in items:
             names = _item_indices(item)
-            counts.update(names if isinstance(item, (Tensor, Delta)) else set(names))
+            counts.update(names if isinstance(item, (Tensor, Delta, MatrixCall)) else set(names))
         single |= {i for i, c in counts.items() if c == 1}
         repeated |= {i for i, c in counts.items() if c > 1}
     both = sorted(single & repeated)

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .ir import Add, Call, Delta, Div, Expr, Indices, Mul, Neg, Number, Pow, Tensor
+from .ir import Add, Call, Delta, Div, Expr, Indices, MatrixCall, Mul, Neg, Number, Pow, Tensor
 
 #: Largest number of terms an expansion or a derivative may produce before a clear error.
 MAX_TERMS = 20_000
@@ -79,6 +79,8 @@ class Poly:
             for f in term.factors:
                 if isinstance(f, Tensor):
                     names.add(f.name)
+                elif isinstance(f, MatrixFn):
+                    names.add(f.matrix)
                 elif isinstance(f, Apply):
                     names |= f.arg.tensor_names()
         return names
@@ -113,7 +115,17 @@ class Apply:
         return self.arg.indices
 
 
-Atom = Tensor | Delta | Apply
+@dataclass(frozen=True)
+class MatrixFn:
+    """A function of a named square matrix: ``inv(M)_ij``, ``det(M)``, ``logdet(M)``.
+    It behaves like a tensor of its own indices."""
+
+    func: str
+    matrix: str
+    indices: Indices = ()
+
+
+Atom = Tensor | Delta | Apply | MatrixFn
 
 
 def rename_atom(atom, mapping: dict[str, str]):
@@ -122,6 +134,8 @@ def rename_atom(atom, mapping: dict[str, str]):
         return make_delta(mapping.get(atom.first, atom.first), mapping.get(atom.second, atom.second))
     if isinstance(atom, Tensor):
         return Tensor(atom.name, tuple(mapping.get(i, i) for i in atom.indices))
+    if isinstance(atom, MatrixFn):
+        return MatrixFn(atom.func, atom.matrix, tuple(mapping.get(i, i) for i in atom.indices))
     own = {i: mapping[i] for i in atom.arg.indices if i in mapping}
     if not own:
         return atom
@@ -209,6 +223,8 @@ def _shape_key(atom, free: frozenset[str]) -> tuple:
         return ("1delta", *sorted(pattern))
     if isinstance(atom, Apply):
         return ("2" + atom.func, str(atom.param), *pattern)
+    if isinstance(atom, MatrixFn):
+        return ("3" + atom.func + ":" + atom.matrix, *pattern)
     return ("0" + atom.name, *pattern)
 
 
@@ -220,6 +236,8 @@ def _atom_key(atom, depth: int) -> tuple:
         free = frozenset(atom.arg.indices)
         inner = tuple(sorted((str(t.coeff), canonical_key(t, free, depth + 1)) for t in atom.arg.terms))
         return ("Apply", atom.func, str(atom.param), *atom.indices, inner)
+    if isinstance(atom, MatrixFn):
+        return ("MatrixFn", atom.func + ":" + atom.matrix, *atom.indices)
     return (type(atom).__name__, getattr(atom, "name", ""), *atom.indices)
 
 
@@ -339,7 +357,7 @@ def too_many_terms(count: int):
 def _written_names(expr: Expr) -> set[str]:
     from .ir import walk
 
-    return {i for node in walk(expr) if isinstance(node, (Tensor, Delta)) for i in node.indices}
+    return {i for node in walk(expr) if isinstance(node, (Tensor, Delta, MatrixCall)) for i in node.indices}
 
 
 def _arg_expr(arg: Poly, visible: set[str], explicit: bool = False) -> Expr:
@@ -355,8 +373,18 @@ def _arg_expr(arg: Poly, visible: set[str], explicit: bool = False) -> Expr:
 def atom_to_expr(atom, visible: set[str]) -> Expr:
     """One atom as IR.  Names bound inside an Apply are renamed apart from ``visible`` (every
     name already written around it) so the printed text scopes the same way when parsed back."""
+    if isinstance(atom, MatrixFn):
+        return MatrixCall(atom.func, atom.matrix, atom.indices)
     if not isinstance(atom, Apply):
         return atom
+    from .lower import logsumexp_parts
+
+    if logsumexp_parts(atom) is not None:  # log(sum_R(exp(v))) reads as logsumexp_R(v)
+        arg = rename_apart(atom.arg, visible)
+        v, summed = logsumexp_parts(Apply(atom.func, arg, atom.param))
+        inner = to_expr(v, visible | set(v.indices))
+        visible |= _written_names(inner) | set(summed)
+        return Call("logsumexp", inner, summed)
     inner = _arg_expr(atom.arg, visible)
     return Pow(inner, atom.param) if atom.func == "pow" else Call(atom.func, inner)
 

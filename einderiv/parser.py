@@ -12,8 +12,8 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from .errors import EinderivError, IndexRuleError, ParseError
-from .functions import FUNCTIONS, REDUCTIONS, known_functions
-from .ir import Add, Call, Delta, Div, Mul, Neg, Number, Pow, Program, Statement, Tensor
+from .functions import FUNCTIONS, MATRIX_FUNCTIONS, REDUCTIONS, known_functions
+from .ir import Add, Call, Delta, Div, MatrixCall, Mul, Neg, Number, Pow, Program, Statement, Tensor
 
 GRAMMAR_FILE = "einderiv.lark"
 DELTA_NAME = "delta"
@@ -178,6 +178,8 @@ class _ToIR(Transformer):
     def call(self, token: Token, arg, suffix: Token | None = None):
         text = str(token)[:-1]
         name, _, index_text = text.partition("_")
+        if name in MATRIX_FUNCTIONS and not index_text:
+            return self._matrix_call(token, name, arg, suffix)
         if suffix is not None:
             raise _fail(suffix, f"{name}(...) takes no index list after it", self.source)
         if index_text:
@@ -202,6 +204,26 @@ class _ToIR(Transformer):
                 self.source,
             )
         return Call(name, arg)
+
+    def _matrix_call(self, token: Token, name: str, arg, suffix: Token | None):
+        if not isinstance(arg, Tensor) or arg.indices:
+            raise _fail(
+                token,
+                f"{name}(...) takes the name of a square matrix, as in {name}(M): define the matrix in a "
+                f"statement of its own first (M_ij = ...; then {name}(M))",
+                self.source,
+            )
+        if MATRIX_FUNCTIONS[name] == 0:
+            if suffix is not None:
+                raise _fail(suffix, f"{name}({arg.name}) is a scalar and takes no indices", self.source)
+            return MatrixCall(name, arg.name)
+        if suffix is None:
+            raise _fail(token, f"{name}({arg.name}) needs two indices, as in {name}({arg.name})_ij", self.source)
+        body = str(suffix)[1:]
+        indices = _split_braced(suffix, body[1:-1], self.source) if body.startswith("{") else tuple(body)
+        if len(indices) != MATRIX_FUNCTIONS[name]:
+            raise _fail(suffix, f"{name}({arg.name}) takes exactly two indices, got {len(indices)}", self.source)
+        return MatrixCall(name, arg.name, indices)
 
     # -- statements -------------------------------------------------------------------------
     @v_args(inline=True)

@@ -21,7 +21,8 @@ from .emit import DELTA_OPERAND, EinsumTerm, emit
 from .errors import EvaluationError
 from .functions import FUNCTIONS
 from .ir import Delta, Tensor
-from .normal import Apply, Poly, Term, canonical_key
+from .lower import logsumexp_parts
+from .normal import Apply, MatrixFn, Poly, Term, canonical_key
 
 
 def as_array(name: str, value) -> np.ndarray:
@@ -86,6 +87,11 @@ def bind_sizes(poly: Poly, shapes: Mapping[str, tuple[int, ...]], fixed=None, te
                         resolve(index).bind(index, size, origin)
                 elif isinstance(factor, Delta):
                     deltas.append((factor, resolve))
+                elif isinstance(factor, MatrixFn):
+                    shape = shapes[factor.matrix]
+                    origin = f"{factor.func}({_display(factor.matrix)})"
+                    for axis, index in enumerate(factor.indices):
+                        resolve(index).bind(index, shape[axis], origin)
                 elif isinstance(factor, Apply):
                     visit(factor.arg.terms, set(factor.arg.indices), resolve)
             locals_.append((term, local, resolve))
@@ -237,6 +243,39 @@ class _Step:
     func: str | None = None
     param: Fraction | None = None
     source: str | None = None
+    matrix: bool = False
+    axes: tuple | None = None
+
+
+def _logsumexp(v: np.ndarray, axes: tuple[int, ...], order: tuple[int, ...]) -> np.ndarray:
+    """log(sum over ``axes`` of exp(v)), max-shifted; the kept axes are returned in ``order``."""
+    peak = np.max(v, axis=axes, keepdims=True)
+    peak = np.where(np.isfinite(peak), peak, 0)
+    with np.errstate(divide="ignore"):
+        out = np.log(np.sum(np.exp(v - peak), axis=axes, keepdims=True)) + peak
+    out = np.squeeze(out, axis=axes)
+    kept = [k for k in range(v.ndim) if k not in axes]
+    return np.transpose(out, [kept.index(k) for k in order]) if out.ndim else out
+
+
+def matrix_function(func: str, name: str, matrix: np.ndarray) -> np.ndarray:
+    """inv, det or logdet of a square matrix, with errors that name it."""
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise EvaluationError(f"{func}({name}): {name!r} has shape {matrix.shape}, not a square matrix")
+    if func == "inv":
+        try:
+            return np.linalg.inv(matrix)
+        except np.linalg.LinAlgError:
+            raise EvaluationError(f"inv({name}): the matrix {name!r} is singular") from None
+    sign, logdet = np.linalg.slogdet(matrix)
+    if func == "det":
+        return np.asarray(sign * np.exp(logdet))
+    if sign <= 0:
+        raise EvaluationError(
+            f"logdet({name}): the determinant of {name!r} is {'zero' if sign == 0 else 'negative'}, "
+            "so its logarithm is not real"
+        )
+    return np.asarray(logdet)
 
 
 class StraightLine:
@@ -253,9 +292,22 @@ class StraightLine:
         """``poly`` with every call replaced by a tensor computed by an earlier step."""
         terms = []
         for term in poly.terms:
-            factors = tuple(self._hoist_atom(f) if isinstance(f, Apply) else f for f in term.factors)
+            factors = tuple(
+                self._hoist_atom(f) if isinstance(f, Apply) else self._hoist_matrix(f) if isinstance(f, MatrixFn) else f
+                for f in term.factors
+            )
             terms.append(Term(term.coeff, factors))
         return Poly(tuple(terms), poly.indices)
+
+    def _hoist_matrix(self, atom: MatrixFn) -> Tensor:
+        """inv, det and logdet of a named matrix: each computed once per evaluation."""
+        key = ("matrix", atom.func, atom.matrix)
+        name = self._calls.get(key)
+        if name is None:
+            name = self._temp()
+            self.steps.append(_Step(name, func=atom.func, source=atom.matrix, matrix=True))
+            self._calls[key] = name
+        return Tensor(name, atom.indices)
 
     def _hoist_atom(self, atom: Apply, target: str | None = None) -> Tensor:
         positions = {i: f"#{k}" for k, i in enumerate(atom.arg.indices)}
@@ -267,6 +319,8 @@ class StraightLine:
         )
         key = (atom.func, str(atom.param), len(atom.indices), arg_key)
         name = self._calls.get(key)
+        if name is None and logsumexp_parts(atom) is not None:
+            name = self._hoist_logsumexp(atom, key, target)
         if name is None:
             arg = self.hoist(atom.arg)
             single = arg.terms[0].factors[0] if len(arg.terms) == 1 and len(arg.terms[0].factors) == 1 else None
@@ -285,6 +339,18 @@ class StraightLine:
             self._calls[key] = name
         return Tensor(name, atom.indices)
 
+    def _hoist_logsumexp(self, atom: Apply, key, target: str | None) -> str:
+        """log(sum_R exp(v)) as max(v) + log(sum_R exp(v - max(v))): no overflow."""
+        v, summed = logsumexp_parts(atom)
+        source = self._temp()
+        self.steps.append(_Step(source, Contraction(self.hoist(v))))
+        axes = tuple(k for k, i in enumerate(v.indices) if i in summed)
+        order = tuple(v.indices.index(i) for i in atom.indices)
+        name = target or self._temp()
+        self.steps.append(_Step(name, func="logsumexp", source=source, axes=(axes, order)))
+        self._calls[key] = name
+        return name
+
     def add(self, target: str, poly: Poly, hints=()) -> None:
         """Compute ``target = poly``.  A statement that is one call (``s_n = sigmoid(z_n)``) is
         that call's step, so later uses of the same call reuse ``target``."""
@@ -299,6 +365,10 @@ class StraightLine:
         for step in self.steps:
             if step.contraction is not None:
                 values[step.target] = step.contraction(values)
+            elif step.matrix:
+                values[step.target] = matrix_function(step.func, step.source, values[step.source])
+            elif step.axes is not None:
+                values[step.target] = _logsumexp(values[step.source], *step.axes)
             else:
                 with np.errstate(all="ignore"):  # IEEE results (inf, nan) propagate as values
                     values[step.target] = apply_function(step.func, step.param, values[step.source])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from .errors import IndexRuleError
-from .ir import Delta, Expr, Indices, Statement, Tensor, walk
+from .ir import Delta, Expr, Indices, MatrixCall, Statement, Tensor, walk
 from .lower import implicit_indices, lower
 from .normal import Poly, simplify
 
@@ -15,6 +15,11 @@ def tensor_ranks(expr: Expr, where: str = "") -> dict[str, int]:
     ranks: dict[str, int] = {}
     seen: dict[str, Tensor] = {}
     for node in walk(expr):
+        if isinstance(node, MatrixCall):
+            node = Tensor(node.matrix, ("?", "?"))
+            shown = f"{node.name} in a matrix function"
+        else:
+            shown = None
         if isinstance(node, Tensor):
             rank = len(node.indices)
             if node.name in ranks and ranks[node.name] != rank:
@@ -23,7 +28,7 @@ def tensor_ranks(expr: Expr, where: str = "") -> dict[str, int]:
                     f"and with {rank} ({node}){where}"
                 )
             ranks[node.name] = rank
-            seen[node.name] = node
+            seen[node.name] = shown or node
     return ranks
 
 
@@ -53,7 +58,9 @@ def check_statement(statement: Statement) -> tuple[Poly, Poly]:
                 f"index {repeated[0]!r} is repeated on the left-hand side of {statement}: "
                 "each output axis needs its own index (write a diagonal with delta)"
             )
-        used = {i for node in walk(statement.rhs) if isinstance(node, (Tensor, Delta)) for i in node.indices}
+        used = {
+            i for node in walk(statement.rhs) if isinstance(node, (Tensor, Delta, MatrixCall)) for i in node.indices
+        }
         missing = [i for i in indices if i not in used]
         if missing:
             raise IndexRuleError(

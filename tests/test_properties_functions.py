@@ -153,11 +153,44 @@ def ev(expr, keep: set[str], arrays):
     raise TypeError(expr)
 
 
+def distribute(expr):
+    """Multiply products of sums out (einsum semantics hold per term of the expanded sum);
+    call arguments, powers, divisors and reductions are distributed inside, not across."""
+    if isinstance(expr, Neg):
+        inner = distribute(expr.operand)
+        return Add(tuple(Neg(t) for t in inner.terms)) if isinstance(inner, Add) else Neg(inner)
+    if isinstance(expr, Add):
+        terms = []
+        for t in expr.terms:
+            t = distribute(t)
+            terms.extend(t.terms if isinstance(t, Add) else [t])
+        return Add(tuple(terms))
+    if isinstance(expr, Mul):
+        products = [[]]
+        for f in expr.factors:
+            f = distribute(f)
+            options = f.terms if isinstance(f, Add) else (f,)
+            products = [p + [o] for p in products for o in options]
+        terms = tuple(Mul(tuple(p)) if len(p) > 1 else p[0] for p in products)
+        return Add(terms) if len(terms) > 1 else terms[0]
+    if isinstance(expr, Div):
+        numerator = distribute(expr.numerator)
+        den = distribute(expr.denominator)
+        if isinstance(numerator, Add):
+            return Add(tuple(Div(t, den) for t in numerator.terms))
+        return Div(numerator, den)
+    if isinstance(expr, Pow):
+        return Pow(distribute(expr.base), expr.exponent)
+    if isinstance(expr, Call):
+        return Call(expr.func, distribute(expr.arg), expr.over)
+    return expr
+
+
 def reference(program: Program, arrays: dict) -> np.ndarray:
     values = dict(arrays)
     for statement in program.statements:
         out = list(statement.target.indices)
-        value, axes = ev(statement.rhs, set(out), values)
+        value, axes = ev(distribute(statement.rhs), set(out), values)
         values[statement.target.name] = np.broadcast_to(_align(value, axes, out), (SIZE,) * len(out))
     return values["f"]
 
