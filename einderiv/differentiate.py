@@ -21,6 +21,7 @@ from .normal import (
     Poly,
     Term,
     fresh_indices,
+    keep_sums,
     make_delta,
     multiply,
     rename_term_apart,
@@ -168,12 +169,14 @@ def differentiate(poly: Poly, wrt: Tensor) -> Poly:
     for term in poly.terms:
         term = rename_term_apart(term, free, set(wrt.indices))
         names = term.index_names() | free | set(wrt.indices)
+        summed = term.index_names() - free
         for pos, factor in enumerate(term.factors):
             rule = RULES.get(type(factor))
             if rule is None:
                 raise DifferentiationError(f"no derivative rule for {type(factor).__name__} ({factor})")
             for part in rule(factor, wrt, names):
-                terms.append(Term(term.coeff * part.coeff, term.factors[:pos] + part.factors + term.factors[pos + 1 :]))
+                new = Term(term.coeff * part.coeff, term.factors[:pos] + part.factors + term.factors[pos + 1 :])
+                terms.append(keep_sums(new, summed))
         if len(terms) > MAX_TERMS:
             raise too_many_terms(len(terms))
     return simplify(terms, poly.indices + wrt.indices)

@@ -22,6 +22,7 @@ from .normal import (
     Poly,
     Term,
     fresh_indices,
+    keep_sums,
     make_delta,
     multiply,
     simplify,
@@ -161,7 +162,14 @@ def _lower_product(factors: list, context: frozenset[str]) -> list[Term]:
         parts = lower(factor, frozenset(outside))
         keep = outside | set(written[pos])
         out = multiply(out, parts, keep, avoid=keep)
-    return out
+    # indices summed by this product itself: written in two factors, or in a plain tensor
+    counts: dict[str, int] = {}
+    for names in written:
+        for i in names:
+            counts[i] = counts.get(i, 0) + 1
+    plain = {i for f in factors if isinstance(f, (Tensor, Delta, MatrixCall)) for i in f.indices}
+    summed = {i for i, c in counts.items() if (c > 1 or i in plain) and i not in context}
+    return [keep_sums(t, summed) for t in out] if summed else out
 
 
 def _lower_reduction(item: Call, outside: frozenset[str]) -> list[Term]:

@@ -321,6 +321,15 @@ def simplify(terms, indices: Indices) -> Poly:
     return Poly(out, tuple(indices))
 
 
+def keep_sums(term: Term, summed: set[str] | frozenset[str]) -> Term:
+    """``term`` with ``delta_rr`` for each summed index r it no longer carries: a sum over r of
+    something constant in r is r's dimension times it, not the thing itself."""
+    missing = sorted(set(summed) - term.index_names())
+    if not missing:
+        return term
+    return Term(term.coeff, term.factors + tuple(Delta(r, r) for r in missing))
+
+
 def equivalent(a: Poly, b: Poly) -> bool:
     """Whether two normal forms are the same expression (up to names of summed indices)."""
     if a.indices != b.indices:

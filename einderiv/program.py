@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from .differentiate import differentiate
 from .errors import DifferentiationError, IndexRuleError
 from .ir import Indices, Program, Statement, Tensor, walk
-from .normal import Apply, Poly, Term, fresh_indices, multiply, rename_apart, simplify, to_expr
+from .normal import Apply, Poly, Term, fresh_indices, keep_sums, multiply, rename_apart, simplify, to_expr
 from .semantics import check_statement, tensor_ranks
 
 
@@ -184,8 +184,8 @@ def derive(program: CheckedProgram, wrt: Tensor, name: str) -> CheckedProgram:
         if not partial.terms:
             return []
         adjoint = [Term(1, (Tensor(bar_name, P + T),))]
-        keep = set(P) | set(target.indices)
-        return multiply(adjoint, list(partial.terms), keep | set(T), avoid=keep | set(T))
+        shared = set(T) | set(target.indices)  # what the partial derivative shares with the adjoint
+        return multiply(adjoint, list(partial.terms), shared, avoid=shared | set(P))
 
     for s in reversed(relevant):
         s_def = definitions[s]
@@ -254,7 +254,8 @@ def _substitute_tensor(poly: Poly, name: str, definition: Definition) -> Poly:
                     partial = multiply(partial, make_apply(f.func, inner, f.param), set(f.indices), avoid=avoid)
                 else:
                     partial = [Term(t.coeff, t.factors + (f,)) for t in partial]
-            out.extend(partial)
+            summed = term.index_names() - set(free)
+            out.extend(keep_sums(t, summed) for t in partial)
         return out
 
     return simplify(replace(poly.terms, poly.indices), poly.indices)

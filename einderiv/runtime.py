@@ -245,6 +245,7 @@ class _Step:
     source: str | None = None
     matrix: bool = False
     axes: tuple | None = None
+    operand: str | None = None
 
 
 def _logsumexp(v: np.ndarray, axes: tuple[int, ...], order: tuple[int, ...]) -> np.ndarray:
@@ -256,6 +257,16 @@ def _logsumexp(v: np.ndarray, axes: tuple[int, ...], order: tuple[int, ...]) -> 
     out = np.squeeze(out, axis=axes)
     kept = [k for k in range(v.ndim) if k not in axes]
     return np.transpose(out, [kept.index(k) for k in order]) if out.ndim else out
+
+
+def solve(func: str, name: str, matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """inv(M) b as a linear solve (``solve_transposed``: inv(M)^T a)."""
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise EvaluationError(f"inv({name}): {name!r} has shape {matrix.shape}, not a square matrix")
+    try:
+        return np.linalg.solve(matrix.T if func == "solve_transposed" else matrix, vector)
+    except np.linalg.LinAlgError:
+        raise EvaluationError(f"inv({name}): the matrix {name!r} is singular") from None
 
 
 def matrix_function(func: str, name: str, matrix: np.ndarray) -> np.ndarray:
@@ -292,12 +303,53 @@ class StraightLine:
         """``poly`` with every call replaced by a tensor computed by an earlier step."""
         terms = []
         for term in poly.terms:
-            factors = tuple(
-                self._hoist_atom(f) if isinstance(f, Apply) else self._hoist_matrix(f) if isinstance(f, MatrixFn) else f
-                for f in term.factors
-            )
-            terms.append(Term(term.coeff, factors))
+            factors = [self._hoist_atom(f) if isinstance(f, Apply) else f for f in term.factors]
+            factors = self._solves(factors, set(poly.indices))
+            factors = [self._hoist_matrix(f) if isinstance(f, MatrixFn) else f for f in factors]
+            terms.append(Term(term.coeff, tuple(factors)))
         return Poly(tuple(terms), poly.indices)
+
+    def _solves(self, factors: list, free: set[str]) -> list:
+        """``inv(M)_ij b_j`` -> ``solve(M, b)_i`` and ``a_i inv(M)_ij`` -> ``solve(M^T, a)_j``
+        where j (or i) is summed and used by that vector alone: a solve is cheaper and more
+        accurate than forming the inverse."""
+        changed = True
+        while changed:
+            changed = False
+            counts: dict[str, int] = {}
+            for f in factors:
+                for i in f.indices:
+                    counts[i] = counts.get(i, 0) + 1
+            for pos, f in enumerate(factors):
+                if not (isinstance(f, MatrixFn) and f.func == "inv" and f.indices[0] != f.indices[1]):
+                    continue
+                for side, (kept, summed) in enumerate((f.indices, f.indices[::-1])):
+                    if summed in free or counts.get(summed) != 2:
+                        continue
+                    partner = next(
+                        (
+                            k
+                            for k, g in enumerate(factors)
+                            if k != pos and isinstance(g, Tensor) and g.indices == (summed,)
+                        ),
+                        None,
+                    )
+                    if partner is None:
+                        continue
+                    vector = factors[partner].name
+                    key = ("solve", f.matrix, vector, side)
+                    name = self._calls.get(key)
+                    if name is None:
+                        name = self._temp()
+                        func = "solve" if side == 0 else "solve_transposed"
+                        self.steps.append(_Step(name, func=func, source=f.matrix, matrix=True, operand=vector))
+                        self._calls[key] = name
+                    factors = [g for k, g in enumerate(factors) if k not in (pos, partner)] + [Tensor(name, (kept,))]
+                    changed = True
+                    break
+                if changed:
+                    break
+        return factors
 
     def _hoist_matrix(self, atom: MatrixFn) -> Tensor:
         """inv, det and logdet of a named matrix: each computed once per evaluation."""
@@ -365,6 +417,8 @@ class StraightLine:
         for step in self.steps:
             if step.contraction is not None:
                 values[step.target] = step.contraction(values)
+            elif step.operand is not None:
+                values[step.target] = solve(step.func, step.source, values[step.source], values[step.operand])
             elif step.matrix:
                 values[step.target] = matrix_function(step.func, step.source, values[step.source])
             elif step.axes is not None:

@@ -238,6 +238,24 @@ def test_matrix_function_language_errors(source, message):
 
 
 def test_printing_round_trips_with_matrix_functions():
-    for source in ["f = a_i inv(X)_ij b_j - logdet(X) + det(X)^2", "P_nk = softmax_k(Z_nk)", "f = logsumexp_{i,j}(Z_ij)"]:
+    for source in [
+        "f = a_i inv(X)_ij b_j - logdet(X) + det(X)^2",
+        "P_nk = softmax_k(Z_nk)",
+        "f = logsumexp_{i,j}(Z_ij)",
+    ]:
         program = einderiv.parse(source)
         assert einderiv.parse(str(program)) == program
+
+
+def test_inverse_times_vector_is_a_solve(monkeypatch):
+    import einderiv.runtime as runtime
+
+    inverses, solves = [], []
+    original_inv, original_solve = runtime.matrix_function, runtime.solve
+    monkeypatch.setattr(runtime, "matrix_function", lambda *args: inverses.append(args[0]) or original_inv(*args))
+    monkeypatch.setattr(runtime, "solve", lambda *args: solves.append(args[0]) or original_solve(*args))
+    source = "f = a_i inv(X)_ij b_j"
+    assert float(einderiv.evaluate(source, a=a, X=X, b=b)) == pytest.approx(a @ np.linalg.solve(X, b))
+    g = einderiv.grad(source, "X")
+    np.testing.assert_allclose(g(a=a, X=X, b=b), -Xi.T @ np.outer(a, b) @ Xi.T)
+    assert inverses == [] and sorted(solves) == ["solve", "solve", "solve_transposed"]
