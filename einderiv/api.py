@@ -204,7 +204,7 @@ def _dimension_names(program: CheckedProgram, ranks: Mapping[str, int]):
                 for k, i in enumerate(raw.indices):
                     union(("free", owner, i), ("axis", owner, k))
                     union(("free", owner, i), ("out", i))
-            else:
+            elif hint[0] == "axis":
                 _, index, name, axis = hint
                 union(("out", index), ("axis", name, axis))
     names: dict[tuple, str] = {}

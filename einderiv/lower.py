@@ -22,7 +22,6 @@ from .normal import (
     Poly,
     Term,
     fresh_indices,
-    keep_sums,
     make_delta,
     multiply,
     simplify,
@@ -162,14 +161,7 @@ def _lower_product(factors: list, context: frozenset[str]) -> list[Term]:
         parts = lower(factor, frozenset(outside))
         keep = outside | set(written[pos])
         out = multiply(out, parts, keep, avoid=keep)
-    # indices summed by this product itself: written in two factors, or in a plain tensor
-    counts: dict[str, int] = {}
-    for names in written:
-        for i in names:
-            counts[i] = counts.get(i, 0) + 1
-    plain = {i for f in factors if isinstance(f, (Tensor, Delta, MatrixCall)) for i in f.indices}
-    summed = {i for i, c in counts.items() if (c > 1 or i in plain) and i not in context}
-    return [keep_sums(t, summed) for t in out] if summed else out
+    return out
 
 
 def _lower_reduction(item: Call, outside: frozenset[str]) -> list[Term]:
@@ -212,8 +204,18 @@ def _negated(poly: Poly) -> Poly:
     return Poly(tuple(t.scaled(Fraction(-1)) for t in poly.terms), poly.indices)
 
 
+def _carrying(terms, indices) -> list[Term]:
+    """Terms that still carry every index of ``indices`` (as ``delta_ii``, which is 1 or, when i
+    is summed and used nowhere else, the dimension): folding ``x_i^0`` to 1 must not lose i."""
+    out = []
+    for term in terms:
+        missing = [i for i in dict.fromkeys(indices) if i not in term.index_names()]
+        out.append(Term(term.coeff, term.factors + tuple(Delta(i, i) for i in missing)) if missing else term)
+    return out
+
+
 def _splice(arg: Poly) -> list[Term]:
-    return list(arg.terms)
+    return _carrying(arg.terms, arg.indices)
 
 
 def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term]:
@@ -226,15 +228,15 @@ def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term
     """
     one = Fraction(1)
     if func == "sigmoid" and arg.terms and all(t.coeff < 0 for t in arg.terms):
-        return [Term(one, ()), Term(-one, (Apply("sigmoid", _negated(arg)),))]
+        return _carrying([Term(one, ()), Term(-one, (Apply("sigmoid", _negated(arg)),))], arg.indices)
     if func == "pow":
         if param == 0:
-            return [Term(one, ())]
+            return _carrying([Term(one, ())], arg.indices)
         if param == 1:
             return _splice(arg)
         value = _constant(list(arg.terms))
         if value is not None and param.denominator == 1 and (value != 0 or param > 0):
-            return [Term(value**param.numerator, ())]
+            return _carrying([Term(value**param.numerator, ())], arg.indices)
         inner = _single_atom(arg, "pow")
         if inner is not None and param.denominator == 1:
             return make_apply("pow", inner.arg, inner.param * param)

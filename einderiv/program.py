@@ -108,7 +108,13 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
                 inputs[used] = rank
         poly, raw = check_statement(statement)
         defined[name] = len(poly.indices)
-        definitions.append(Definition(name, poly.indices, poly, (("poly", raw),), statement))
+        written = tuple(
+            (index, node.name, axis)
+            for node in walk(statement.rhs)
+            if isinstance(node, Tensor)
+            for axis, index in enumerate(node.indices)
+        )
+        definitions.append(Definition(name, poly.indices, poly, (("poly", raw), ("names", written)), statement))
     output = definitions[-1].name if of is None else of
     if output not in defined:
         names = ", ".join(d.name for d in definitions if d.name != "_")
@@ -125,7 +131,12 @@ def prune(program: CheckedProgram) -> CheckedProgram:
         if d.name in needed:
             needed |= references(d.poly)
             for hint in d.hints:
-                needed |= hint[1].tensor_names() if hint[0] == "poly" else {hint[2]}
+                if hint[0] == "poly":
+                    needed |= hint[1].tensor_names()
+                elif hint[0] == "axis":
+                    needed.add(hint[2])
+                else:
+                    needed |= {tensor for _, tensor, _ in hint[1]}
     kept = [d for d in program.definitions if d.name in needed]
     inputs = {k: v for k, v in program.inputs.items() if k in needed}
     return CheckedProgram(kept, inputs, program.output, program.source, program.ranks, program.all_inputs)
@@ -216,7 +227,7 @@ def derive(program: CheckedProgram, wrt: Tensor, name: str) -> CheckedProgram:
 
 def _hints_for(out: Definition, P: Indices) -> tuple:
     """Size hints for the output's indices P, whatever definition ``out`` came from."""
-    return tuple(h for h in out.hints if h[0] == "poly" or h[1] in P)
+    return tuple(h for h in out.hints if h[0] in ("poly", "names") or h[1] in P)
 
 
 def count_uses(program: CheckedProgram, name: str) -> int:

@@ -60,21 +60,25 @@ def _display(name: str) -> str:
     return "a function argument" if name.startswith("_") else name
 
 
-def bind_sizes(poly: Poly, shapes: Mapping[str, tuple[int, ...]], fixed=None, terms: bool = True):
+def bind_sizes(poly: Poly, shapes: Mapping[str, tuple[int, ...]], fixed=None, terms: bool = True, by_name=None):
     """Sizes of the free indices (shared by all terms) and of each top-level term's indices.
 
     Nested call arguments are visited too (their free indices are the enclosing term's).
     With ``terms=False`` only the free indices are wanted, and a summed index of unknown size
-    is no error.
+    is no error.  A summed index that only a delta carries in its term (``delta_ii``, the
+    dimension, after ``x_i^0`` became 1) takes the size its name has elsewhere in the
+    statement (``by_name``, or the other terms), when that size is unambiguous.
     Raises :class:`EvaluationError` when an index has two sizes or no size can be known.
     """
     shared = _SizeBinder(fixed)
     deltas: list = []
+    binders: list[_SizeBinder] = [shared]
 
     def visit(terms, free: set[str], outer) -> list[_SizeBinder]:
         locals_ = []
         for term in terms:
             local = _SizeBinder()
+            binders.append(local)
 
             def resolve(i: str, local=local):
                 return outer(i) if i in free else local
@@ -108,22 +112,57 @@ def bind_sizes(poly: Poly, shapes: Mapping[str, tuple[int, ...]], fixed=None, te
                 if known:
                     changed |= binder.bind(i, known[0][0], f"delta_{''.join(delta.indices)} ({known[0][1]})")
     per_term: list[dict[str, int]] = []
-    for term, _, resolve in top if terms else ():
+    if not terms:
+        return shared.sizes, per_term
+    names = dict(by_name or {})
+    for binder in binders:
+        for index, (size, _) in binder.sizes.items():
+            names[index] = size if names.get(index, size) == size else None
+    for term, _, resolve in top:
         sizes: dict[str, int] = {}
         for factor in term.factors:
             for index in factor.indices:
                 binder = resolve(index)
                 if index not in binder.sizes:
-                    raise EvaluationError(f"the size of index {index!r} cannot be inferred: it appears only in deltas")
+                    if names.get(index) is None:
+                        raise EvaluationError(
+                            f"the size of index {index!r} cannot be inferred: it appears only in deltas"
+                        )
+                    binder.bind(index, names[index], "the same index elsewhere in the statement")
                 sizes[index] = binder.sizes[index][0]
         per_term.append(sizes)
     return shared.sizes, per_term
+
+
+def sizes_by_name(hints, shapes) -> dict[str, int]:
+    """Every index name the hints' statements bind, with its size where that is unambiguous."""
+    names: dict[str, int] = {}
+    for hint in hints:
+        if hint[0] == "names":  # (index, tensor, axis) as written in the statement
+            for index, tensor, axis in hint[1]:
+                if tensor in shapes and axis < len(shapes[tensor]):
+                    size = shapes[tensor][axis]
+                    names[index] = size if names.get(index, size) == size else None
+            continue
+        if hint[0] != "poly":
+            continue
+        poly = hint[1]
+        for term in poly.terms:
+            try:
+                _, (sizes,) = bind_sizes(Poly((term,), poly.indices), shapes)
+            except EvaluationError:
+                continue
+            for index, size in sizes.items():
+                names[index] = size if names.get(index, size) == size else None
+    return {k: v for k, v in names.items() if v is not None}
 
 
 def fixed_sizes(hints, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, str]]:
     """The sizes that size hints give: ``("poly", raw)`` or ``("axis", index, array, axis)``."""
     fixed: dict[str, tuple[int, str]] = {}
     for hint in hints:
+        if hint[0] == "names":
+            continue
         if hint[0] == "poly":
             free, _ = bind_sizes(hint[1], shapes, terms=False)
             fixed.update({i: free[i] for i in hint[1].indices if i in free})
@@ -146,9 +185,10 @@ class Contraction:
 
     def _plan(self, values: Mapping[str, np.ndarray]):
         shapes = {name: values[name].shape for name in self.names}
-        fixed = fixed_sizes(self.hints, {**{k: v.shape for k, v in values.items()}, **shapes})
+        all_shapes = {k: v.shape for k, v in values.items()}
+        fixed = fixed_sizes(self.hints, all_shapes)
         fixed = {i: fixed[i] for i in self.poly.indices if i in fixed}
-        out_sizes, term_sizes = bind_sizes(self.poly, shapes, fixed)
+        out_sizes, term_sizes = bind_sizes(self.poly, shapes, fixed, by_name=sizes_by_name(self.hints, all_shapes))
         for index in self.poly.indices:
             if index not in out_sizes:
                 raise EvaluationError(f"the size of output index {index!r} cannot be inferred from the inputs")
@@ -210,7 +250,9 @@ class Contraction:
 def _hint_names(hints) -> set[str]:
     names: set[str] = set()
     for hint in hints:
-        if hint[0] == "poly":
+        if hint[0] == "names":
+            names |= {tensor for _, tensor, _ in hint[1]}
+        elif hint[0] == "poly":
             names |= hint[1].tensor_names()
         else:
             names.add(hint[2])
