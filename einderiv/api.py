@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -15,6 +16,22 @@ from .program import CheckedProgram, Definition, check_program, derive
 from .runtime import StraightLine, as_array, bind_sizes, fixed_sizes
 
 Source = str | Program | Statement
+
+
+def _guarded(function):
+    """Turn a RecursionError (an expression nested past what Python's stack holds) into a
+    clear EinderivError; parse already refuses nesting deeper than parser.MAX_DEPTH."""
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except RecursionError:
+            raise EinderivError(
+                "the expression is nested too deeply to process: name inner parts in statements of their own"
+            ) from None
+
+    return call
 
 
 def _program(source: Source) -> Program:
@@ -106,6 +123,7 @@ class Compiled:
                 )
         return out
 
+    @_guarded
     def __call__(self, **arrays) -> np.ndarray:
         values = self.line.run(self._arrays(arrays))
         return values[self.output.name]
@@ -225,11 +243,13 @@ def _dimension_names(program: CheckedProgram, ranks: Mapping[str, int]):
     return index_dims, input_dims
 
 
+@_guarded
 def compile(source: Source, of: str | None = None) -> Compiled:  # noqa: A001 - the natural name
     """Check a statement or program and prepare it for evaluation (``of`` picks the output)."""
     return Compiled(check_program(_program(source), of))
 
 
+@_guarded
 def evaluate(source: Source, of: str | None = None, **arrays) -> np.ndarray:
     """The value of the output (the last statement, or ``of``) for the given arrays."""
     return compile(source, of)(**arrays)
@@ -268,6 +288,11 @@ def _wrt_ref(spec: str | Tensor, program: CheckedProgram, where: str) -> Tensor:
     return ref
 
 
+def _checked(source: Source | CheckedProgram, of: str | None) -> CheckedProgram:
+    return source if isinstance(source, CheckedProgram) else check_program(_program(source), of)
+
+
+@_guarded
 def diff(source: Source, wrt: str | Sequence[str], of: str | None = None) -> Derivative:
     """Differentiate the output (the last statement, or ``of``) with respect to ``wrt``.
 
@@ -276,7 +301,7 @@ def diff(source: Source, wrt: str | Sequence[str], of: str | None = None) -> Der
     The result's axes are the output's indices followed by each wrt's indices.  Through a
     program, the chain rule runs in reverse (adjoint) order.
     """
-    checked = check_program(_program(source), of)
+    checked = _checked(source, of)
     specs = [wrt] if isinstance(wrt, (str, Tensor)) else list(wrt)
     if not specs:
         raise DifferentiationError("wrt is empty: name the tensor to differentiate with respect to")
@@ -316,33 +341,36 @@ def diff(source: Source, wrt: str | Sequence[str], of: str | None = None) -> Der
     return Derivative(current, checked.inputs, tuple(refs), root)
 
 
-def _require_scalar(source: Source, of: str | None, what: str) -> None:
-    checked = check_program(_program(source), of)
+def _require_scalar(source: Source, of: str | None, what: str) -> CheckedProgram:
+    checked = _checked(source, of)
     if checked.out.indices:
         raise DifferentiationError(
             f"{what} needs a scalar output, but {checked.out.name!r} has indices "
             f"({''.join(checked.out.indices)}); use jacobian() for tensors"
         )
+    return checked
 
 
+@_guarded
 def grad(source: Source, wrt: str, of: str | None = None) -> Derivative:
     """The gradient of a scalar output: an array of the wrt tensor's shape."""
-    _require_scalar(source, of, "grad")
-    return diff(source, wrt, of)
+    return diff(_require_scalar(source, of, "grad"), wrt)
 
 
+@_guarded
 def jacobian(source: Source, wrt: str, of: str | None = None) -> Derivative:
     """The Jacobian: shape ``out.shape + wrt.shape``."""
     return diff(source, wrt, of)
 
 
+@_guarded
 def hessian(source: Source, wrt: str, of: str | None = None) -> Derivative:
     """The Hessian of a scalar output: shape ``wrt.shape + wrt.shape``."""
-    _require_scalar(source, of, "hessian")
+    checked = _require_scalar(source, of, "hessian")
     if not isinstance(wrt, str):
         raise DifferentiationError("hessian takes one wrt name; use diff(source, [a, b]) for mixed derivatives")
     base = wrt.split("_", 1)[0]
-    return diff(source, [wrt, base] if "_" in wrt else [wrt, wrt], of)
+    return diff(checked, [wrt, base] if "_" in wrt else [wrt, wrt])
 
 
 __all__ = ["Compiled", "Derivative", "compile", "diff", "evaluate", "grad", "hessian", "jacobian", "EinderivError"]

@@ -15,6 +15,7 @@ from .errors import DifferentiationError
 from .functions import FUNCTIONS
 from .ir import Delta, Tensor
 from .normal import (
+    MAX_SIZE,
     MAX_TERMS,
     Apply,
     MatrixFn,
@@ -26,6 +27,7 @@ from .normal import (
     multiply,
     rename_term_apart,
     simplify,
+    term_size,
     too_many_terms,
 )
 
@@ -166,6 +168,7 @@ def differentiate(poly: Poly, wrt: Tensor) -> Poly:
     if clash:
         raise DifferentiationError(f"derivative index {sorted(clash)[0]!r} of {wrt} is already an index of the result")
     terms: list[Term] = []
+    size = 0
     for term in poly.terms:
         term = rename_term_apart(term, free, set(wrt.indices))
         names = term.index_names() | free | set(wrt.indices)
@@ -177,6 +180,13 @@ def differentiate(poly: Poly, wrt: Tensor) -> Poly:
             for part in rule(factor, wrt, names):
                 new = Term(term.coeff * part.coeff, term.factors[:pos] + part.factors + term.factors[pos + 1 :])
                 terms.append(keep_sums(new, summed))
+                size += term_size(new)
+                if size > MAX_SIZE:
+                    raise DifferentiationError(
+                        f"the derivative grows past {MAX_SIZE} atoms (einderiv.normal.MAX_SIZE): the expression "
+                        "nests too many functions for this order; name inner parts in statements of their own "
+                        "(intermediates are differentiated once) or raise the limit"
+                    )
         if len(terms) > MAX_TERMS:
             raise too_many_terms(len(terms))
     return simplify(terms, poly.indices + wrt.indices)

@@ -14,11 +14,14 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 
 from .ir import Add, Call, Delta, Div, Expr, Indices, MatrixCall, Mul, Neg, Number, Pow, Tensor
 
 #: Largest number of terms an expansion or a derivative may produce before a clear error.
 MAX_TERMS = 20_000
+#: Largest size (atoms, nested call arguments included) a derivative may reach before a clear error.
+MAX_SIZE = 100_000
 
 _FRESH_POOL = "ijklmnopqrstuvwxyzabcdefghABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -70,8 +73,24 @@ class Poly:
     terms: tuple[Term, ...]
     indices: Indices
 
+    def __hash__(self) -> int:  # nested expressions are hashed often: compute once
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash((self.terms, self.indices))
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
     def __str__(self) -> str:
         return str(to_expr(self))
+
+    @property
+    def size(self) -> int:
+        """Atoms in the expression, nested call arguments included (computed once)."""
+        cached = self.__dict__.get("_size")
+        if cached is None:
+            cached = sum(term_size(t) for t in self.terms)
+            object.__setattr__(self, "_size", cached)
+        return cached
 
     def tensor_names(self) -> set[str]:
         names: set[str] = set()
@@ -126,6 +145,10 @@ class MatrixFn:
 
 
 Atom = Tensor | Delta | Apply | MatrixFn
+
+
+def term_size(term: Term) -> int:
+    return sum(1 + f.arg.size if isinstance(f, Apply) else 1 for f in term.factors) or 1
 
 
 def rename_atom(atom, mapping: dict[str, str]):
@@ -233,12 +256,19 @@ _MAX_ORDERINGS = 720
 
 def _atom_key(atom, depth: int) -> tuple:
     if isinstance(atom, Apply):
-        free = frozenset(atom.arg.indices)
-        inner = tuple(sorted((str(t.coeff), canonical_key(t, free, depth + 1)) for t in atom.arg.terms))
-        return ("Apply", atom.func, str(atom.param), *atom.indices, inner)
+        return _apply_key(atom, depth)
     if isinstance(atom, MatrixFn):
         return ("MatrixFn", atom.func + ":" + atom.matrix, *atom.indices)
     return (type(atom).__name__, getattr(atom, "name", ""), *atom.indices)
+
+
+@lru_cache(maxsize=65536)
+def _apply_key(atom: Apply, depth: int) -> tuple:
+    """The canonical key of a call: its function and its argument's terms' keys (cached, since
+    nested calls are keyed again each time an enclosing term is)."""
+    free = frozenset(atom.arg.indices)
+    inner = tuple(sorted((str(t.coeff), canonical_key(t, free, depth + 1)) for t in atom.arg.terms))
+    return ("Apply", atom.func, str(atom.param), *atom.indices, inner)
 
 
 def canonical_key(term: Term, free: frozenset[str], depth: int = 0) -> tuple:

@@ -8,14 +8,17 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.visitors import Transformer_NonRecursive
 
 from .errors import EinderivError, IndexRuleError, ParseError
 from .functions import FUNCTIONS, MATRIX_FUNCTIONS, REDUCTIONS, known_functions
 from .ir import Add, Call, Delta, Div, MatrixCall, Mul, Neg, Number, Pow, Program, Statement, Tensor
 
 GRAMMAR_FILE = "einderiv.lark"
+#: Deepest nesting of operations (calls, signs, powers, parenthesised sums) an expression may have.
+MAX_DEPTH = 64
 DELTA_NAME = "delta"
 _INDEX_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*\Z")
 
@@ -40,6 +43,7 @@ def _fail(token: Token, message: str, source: str) -> ParseError:
 
 _TOKEN_WORDS = {
     "PLUS": "'+'",
+    "ADDOP": "'+' or '-'",
     "MINUS": "'-'",
     "STAR": "'*'",
     "SLASH": "'/'",
@@ -106,7 +110,7 @@ def _split_braced(token: Token, body: str, source: str) -> tuple[str, ...]:
     return names
 
 
-class _ToIR(Transformer):
+class _ToIR(Transformer_NonRecursive):
     """Turns the parse tree straight into IR nodes (one method per grammar alias)."""
 
     def __init__(self, source: str):
@@ -142,13 +146,11 @@ class _ToIR(Transformer):
     def number(self, token: Token):
         return Number(Fraction(str(token)))
 
-    @v_args(inline=True)
-    def add(self, left, right):
-        return Add(_flat(Add, left) + (right,))
-
-    @v_args(inline=True)
-    def sub(self, left, right):
-        return Add(_flat(Add, left) + (Neg(right),))
+    def sum(self, children):
+        terms = list(_flat(Add, children[0]))
+        for op, term in zip(children[1::2], children[2::2]):
+            terms.append(term if op == "+" else Neg(term))
+        return Add(tuple(terms))
 
     @v_args(inline=True)
     def mul(self, left, right):
@@ -277,8 +279,47 @@ def parse(source: str) -> Program:
     except UnexpectedInput as err:
         raise _syntax_error(err, source) from None
     try:
-        return _ToIR(source).transform(tree)
+        program = _ToIR(source).transform(tree)
     except VisitError as err:
         if isinstance(err.orig_exc, EinderivError):
             raise err.orig_exc from None
         raise
+    for statement in program.statements:
+        depth = nesting_depth(statement.rhs)
+        if depth > MAX_DEPTH:
+            raise ParseError(
+                f"the expression is nested {depth} levels deep, over the limit of {MAX_DEPTH} "
+                "(einderiv.parser.MAX_DEPTH): name the inner parts in statements of their own",
+                source,
+                0,
+                0,
+            )
+    return program
+
+
+def nesting_depth(expr) -> int:
+    """How deeply operations nest in ``expr`` (computed without recursion)."""
+    deepest = 0
+    stack = [(expr, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        for child in _children(node):
+            stack.append((child, depth + 1))
+    return deepest
+
+
+def _children(node) -> tuple:
+    if isinstance(node, Neg):
+        return (node.operand,)
+    if isinstance(node, Add):
+        return node.terms
+    if isinstance(node, Mul):
+        return node.factors
+    if isinstance(node, Div):
+        return (node.numerator, node.denominator)
+    if isinstance(node, Call):
+        return (node.arg,)
+    if isinstance(node, Pow):
+        return (node.base,)
+    return ()
