@@ -20,8 +20,17 @@ EXAMPLE = """example:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with einderiv's error format: one ``error:`` line, exit status 2."""
+
+    def error(self, message: str):
+        hint = " (an expression that starts with '-' can start with a space instead: \" -x_i x_i\")"
+        print(f"error: {message}{hint if 'argument' in message or 'required' in message else ''}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="einderiv",
         description="Differentiate Einstein-notation tensor expressions and compile them to einsum.",
         epilog=EXAMPLE,

@@ -1,0 +1,262 @@
+"""Hardening: fuzzed input through every entry point, resource bounds, numerical edge cases,
+safety of names, and thread safety.
+
+A default run uses a few hundred examples per fuzz property; ``pytest -m fuzz`` runs the same
+properties with 20,000 examples each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import einderiv
+from einderiv.cli import main as cli_main
+
+ALPHABET = "abcxyzAXRijkn_{},;=+-*/^()# 0123.\n" + "\t$@!~"
+VALID = [
+    "K_pq = R_mp R_mq",
+    "f = x_i A_ij x_j",
+    "e_n = y_n - Phi_nd theta_d; L = e_n e_n",
+    "s_n = sigmoid(X_nd w_d)",
+    "f = sum_i(exp(x_i)) / 2",
+    "f = a_i inv(X)_ij b_j - logdet(X)",
+    "P_nk = softmax_k(Z_nk)",
+    "y = (2*x + 1)^4 + x^-0.5",
+    "W_{in,out} x_{in}",
+    "z_k = T_kd x_d; L = -y_k z_k + logsumexp_j(z_j)",
+]
+QUICK = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+LONG = settings(max_examples=20_000, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def _tokens(text: str) -> list[str]:
+    return re.findall(r"[A-Za-z][A-Za-z0-9]*(?:_(?:[A-Za-z]+|\{[^}]*\}))?\(?|\d+\.?\d*|\S", text)
+
+
+@st.composite
+def mutated(draw):
+    """A valid program with tokens deleted, duplicated, swapped or replaced, or parentheses broken."""
+    tokens = _tokens(draw(st.sampled_from(VALID)))
+    for _ in range(draw(st.integers(1, 3))):
+        if not tokens:
+            break
+        k = draw(st.integers(0, len(tokens) - 1))
+        action = draw(st.sampled_from(["delete", "duplicate", "swap", "replace", "paren", "index"]))
+        if action == "delete":
+            del tokens[k]
+        elif action == "duplicate":
+            tokens.insert(k, tokens[k])
+        elif action == "swap" and k + 1 < len(tokens):
+            tokens[k], tokens[k + 1] = tokens[k + 1], tokens[k]
+        elif action == "replace":
+            tokens[k] = draw(st.sampled_from(["+", "*", "(", ")", "=", ";", "x_i", "delta_ij", "2", "exp(", "_"]))
+        elif action == "paren":
+            tokens.insert(k, draw(st.sampled_from(["(", ")"])))
+        else:
+            tokens.insert(k, draw(st.sampled_from(["x_q", "A_qq", "B_ijk", "s"])))
+    return " ".join(tokens)
+
+
+texts = st.one_of(st.text(alphabet=ALPHABET, max_size=40), mutated())
+
+
+def _exercise(text: str) -> None:
+    """Every entry point on ``text``: only einderiv's own errors may escape, each with a message."""
+    try:
+        compiled = einderiv.compile(text)
+    except einderiv.EinderivError as err:
+        assert str(err).strip()
+        return
+    rng = np.random.default_rng(0)
+    arrays = {name: rng.uniform(0.5, 1.5, size=(3,) * rank) for name, rank in compiled.ranks.items()}
+    for order in (1, 2):
+        for name in list(compiled.ranks)[:2]:
+            try:
+                derivative = einderiv.diff(text, [name] * order)
+                str(derivative)
+                derivative(**arrays)
+            except einderiv.EinderivError as err:
+                assert str(err).strip()
+    try:
+        compiled(**arrays)
+    except einderiv.EinderivError as err:
+        assert str(err).strip()
+
+
+def _cli(text: str) -> None:
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = cli_main(["diff", text, "--wrt", "x"])
+        except SystemExit as exit_:  # argparse on text that looks like an option
+            code = exit_.code
+    assert code in (0, 2), stderr.getvalue()
+    assert "Traceback" not in stderr.getvalue()
+    if code == 2:
+        assert sum(line.startswith("error:") for line in stderr.getvalue().splitlines()) == 1
+
+
+@QUICK
+@given(texts)
+def test_fuzzed_text_gives_results_or_clear_errors(text):
+    _exercise(text)
+
+
+@QUICK
+@given(texts)
+def test_fuzzed_text_through_the_cli(text):
+    _cli(text)
+
+
+@pytest.mark.fuzz
+@LONG
+@given(texts)
+def test_fuzz_long(text):
+    _exercise(text)
+    _cli(text)
+
+
+# -- resource bounds ---------------------------------------------------------------------------
+
+
+def test_ten_thousand_nested_parentheses():
+    d = einderiv.grad("f = " + "(" * 10_000 + "x_i x_i" + ")" * 10_000, "x")
+    np.testing.assert_allclose(d(x=np.ones(2)), 2 * np.ones(2))
+
+
+def test_deep_nesting_is_a_clear_error():
+    with pytest.raises(einderiv.ParseError, match="nested .* levels deep, over the limit"):
+        einderiv.parse("f = " + "-(" * 10_000 + "x" + ")" * 10_000)
+    with pytest.raises(einderiv.ParseError, match="MAX_DEPTH"):
+        einderiv.parse("f = " + "exp(" * 5_000 + "x" + ")" * 5_000)
+
+
+def test_sum_of_ten_thousand_terms():
+    source = "f = " + " + ".join(f"a{k} x_i x_i" for k in range(10_000))
+    d = einderiv.grad(source, "x")
+    assert len(d.expr.terms) == 10_000
+
+
+def test_product_of_two_hundred_factors():
+    d = einderiv.grad("f = " + " ".join(f"x{k}" for k in range(200)), "x0")
+    values = {f"x{k}": 1.0 for k in range(200)}
+    assert float(d(**values)) == 1.0
+    with pytest.raises(einderiv.DifferentiationError, match="MAX_TERMS"):
+        einderiv.grad("f = " + " ".join(f"(x{k} + 1)" for k in range(200)), "x0")
+
+
+def test_name_of_a_hundred_thousand_characters():
+    name = "x" * 100_000
+    d = einderiv.grad(f"f = {name}_i {name}_i", name)
+    np.testing.assert_allclose(d(**{name: np.ones(3)}), 2 * np.ones(3))
+
+
+def test_more_than_52_indices_in_one_contraction():
+    source = "f = " + " ".join(f"a_{{i{k}}}" for k in range(60))
+    assert float(einderiv.evaluate(source, a=np.full(2, 0.5))) == pytest.approx(1.0)
+
+
+def test_exploding_derivative_stops_at_a_configurable_limit(monkeypatch):
+    import einderiv.normal
+
+    monkeypatch.setattr(einderiv.normal, "MAX_TERMS", 50)
+    with pytest.raises(einderiv.DifferentiationError, match="limit of 50"):
+        einderiv.diff("f = (a + x)(b + x)(c + x)(d + x)(e + x)(g + x)", ["x"])
+
+
+# -- numerical edge cases ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["y_i = sigmoid(x_i)", "y_i = softplus(x_i) x_i", "f = logsumexp_i(x_i)", "y_i = exp(x_i) / 2", "f = x_i x_i"],
+)
+def test_nan_and_inf_propagate_and_never_crash(source):
+    x = np.array([np.nan, np.inf, -np.inf, 1.0])
+    compiled = einderiv.compile(source)
+    compiled(x=x)  # IEEE values, no exception
+    einderiv.jacobian(source, "x")(x=x)
+
+
+@pytest.mark.parametrize(
+    "source, wrt",
+    [
+        ("f = x_i A_ij x_j", "x"),
+        ("s_n = sigmoid(X_nd w_d)", "w"),
+        ("f = a_i inv(X)_ij a_j + logdet(X)", "X"),
+        ("P_nk = softmax_k(X_nk)", "X"),
+        ("K_pq = R_mp R_mq", "R"),
+    ],
+)
+def test_float32_inputs_keep_float32(source, wrt):
+    rng = np.random.default_rng(1)
+    compiled = einderiv.compile(source)
+    arrays = {}
+    for name, rank in compiled.ranks.items():
+        value = rng.normal(size=(3,) * rank) + (3 * np.eye(3) if rank == 2 else 0)
+        arrays[name] = value.astype(np.float32)
+    assert compiled(**arrays).dtype == np.float32
+    assert einderiv.diff(source, wrt)(**arrays).dtype == np.float32
+
+
+# -- safety -----------------------------------------------------------------------------------------
+
+
+def test_no_eval_or_exec_in_the_package():
+    import ast
+
+    package = Path(einderiv.__file__).parent
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                assert node.func.id not in {"eval", "exec", "__import__"}, f"{path}:{node.lineno}"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["__import__", "os.system", "x'", 'x"', "x\ny", "import", "1x", "x;rm"],
+)
+def test_injection_shaped_names_are_refused_or_inert(name):
+    source = f"f = {name}_i {name}_i"
+    try:
+        derivative = einderiv.diff(source, name)
+    except einderiv.EinderivError:
+        return
+    text = str(derivative) + " ".join(str(t) for t in derivative.einsum)
+    assert all(ch.isalnum() or ch in " _=/+-*()^{},;.'>\n" for ch in text)
+
+
+# -- concurrency ----------------------------------------------------------------------------------
+
+
+def test_threads_with_different_shapes_agree_with_serial_calls():
+    d = einderiv.hessian("z_n = X_nd w_d; L = sum_n(softplus(z_n)) + w_d w_d", "w")
+    rng = np.random.default_rng(9)
+    jobs = [(rng.normal(size=(5 + k, 2 + k % 3)),) for k in range(8)]
+    jobs = [(X, rng.normal(size=X.shape[1])) for (X,) in jobs]
+    serial = [d(X=X, w=w) for X, w in jobs]
+    fresh = einderiv.hessian("z_n = X_nd w_d; L = sum_n(softplus(z_n)) + w_d w_d", "w")
+    results: list = [None] * len(jobs)
+    barrier = threading.Barrier(len(jobs))
+
+    def work(k):
+        barrier.wait()
+        for _ in range(20):
+            results[k] = fresh(X=jobs[k][0], w=jobs[k][1])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(results, serial):
+        np.testing.assert_allclose(got, want)
