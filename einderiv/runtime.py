@@ -199,19 +199,66 @@ class Contraction:
             dtype = np.dtype(np.float64)
         steps = []
         for term, sizes in zip(self.terms, term_sizes):
+            if DELTA_OPERAND in term.operands:
+                steps.append(self._diagonal_step(term, sizes, out_sizes, dtype))
+                continue
             bshape = tuple(out_sizes[i][0] if i in term.output else 1 for i in self.poly.indices)
             if not term.operands:
-                steps.append((float(term.coefficient), None, (), bshape))
+                steps.append(("dense", float(term.coefficient), None, (), bshape))
                 continue
             coeff = None if term.coefficient == 1 else float(term.coefficient)
             operand_shapes = [tuple(sizes[i] for i in idx) for idx in term.inputs]
             contraction = opt_einsum.contract_expression(term.subscripts, *operand_shapes)
-            getters = tuple(
-                _identity(sizes[idx[0]], dtype) if name == DELTA_OPERAND else name
-                for name, idx in zip(term.operands, term.inputs)
-            )
-            steps.append((coeff, contraction, getters, bshape))
+            steps.append(("dense", coeff, contraction, term.operands, bshape))
         return steps, out_shape, dtype
+
+    def _diagonal_step(self, term: EinsumTerm, sizes, out_sizes, dtype):
+        """A term with deltas, evaluated without identity matrices: ``delta_ab`` between two free
+        indices makes the term live on the diagonal a = b, so the remaining factors are contracted
+        with b renamed to a and added into a strided diagonal view of the result; ``delta_aa``
+        with a summed is the dimension of a, a number."""
+        parent: dict[str, str] = {}
+
+        def find(i: str) -> str:
+            while parent.get(i, i) != i:
+                i = parent[i]
+            return i
+
+        order = {i: k for k, i in enumerate(self.poly.indices)}
+        coeff = float(term.coefficient)
+        operands, inputs = [], []
+        for name, idx in zip(term.operands, term.inputs):
+            if name != DELTA_OPERAND:
+                operands.append(name)
+                inputs.append(idx)
+            elif idx[0] == idx[1]:
+                coeff *= sizes[idx[0]]
+            else:
+                a, b = sorted((find(idx[0]), find(idx[1])), key=order.__getitem__)
+                if a != b:
+                    parent[b] = a
+        inputs = [tuple(find(i) for i in idx) for idx in inputs]
+        axes = [i for i in self.poly.indices if find(i) == i]
+        itemsize = np.dtype(dtype).itemsize
+        strides = {}
+        step = itemsize
+        for i in reversed(self.poly.indices):
+            strides[i] = step
+            step *= out_sizes[i][0]
+        view_strides = tuple(sum(strides[j] for j in self.poly.indices if find(j) == i) for i in axes)
+        view_shape = tuple(out_sizes[i][0] for i in axes)
+        present = [i for i in axes if any(i in idx for idx in inputs)]
+        bshape = tuple(out_sizes[i][0] if i in present else 1 for i in axes)
+        contraction = None
+        if operands:
+            symbols = {i: opt_einsum.get_symbol(k) for k, i in enumerate(dict.fromkeys(j for x in inputs for j in x))}
+            subscripts = ",".join("".join(symbols[i] for i in idx) for idx in inputs)
+            subscripts += "->" + "".join(symbols[i] for i in present)
+            shapes = [
+                tuple(sizes[j] for j in idx) for name, idx in zip(term.operands, term.inputs) if name != DELTA_OPERAND
+            ]
+            contraction = opt_einsum.contract_expression(subscripts, *shapes)
+        return ("diagonal", coeff, contraction, tuple(operands), bshape, view_shape, view_strides)
 
     def __call__(self, values: Mapping[str, np.ndarray]) -> np.ndarray:
         key = tuple((n, values[n].shape, values[n].dtype.str) for n in self.names)
@@ -223,11 +270,31 @@ class Contraction:
         steps, out_shape, dtype = plan
         result = None
         owned = False  # whether ``result`` is a fresh array this call may write into
-        for coeff, contraction, getters, bshape in steps:
+        for kind, coeff, contraction, names, bshape, *view in steps:
+            if kind == "diagonal":
+                if not (
+                    owned
+                    and isinstance(result, np.ndarray)
+                    and result.shape == out_shape
+                    and result.dtype == dtype
+                    and result.flags.c_contiguous
+                    and result.flags.writeable
+                ):  # the diagonal view's strides assume a C-ordered array of our own
+                    base = np.zeros(out_shape, dtype=dtype)
+                    if result is not None:
+                        base += result
+                    result, owned = base, True
+                diagonal = np.lib.stride_tricks.as_strided(result, view[0], view[1])
+                if contraction is None:
+                    diagonal += coeff
+                else:
+                    value = contraction(*[values[n] for n in names])
+                    diagonal += np.reshape(value if coeff == 1 else value * coeff, bshape)
+                continue
             if contraction is None:
                 value, fresh = np.asarray(coeff, dtype=dtype), False
             else:
-                ops = [values[g] if isinstance(g, str) else g for g in getters]
+                ops = [values[n] for n in names]
                 value = contraction(*ops)
                 if coeff is not None:
                     value, fresh = value * coeff, True
@@ -257,12 +324,6 @@ def _hint_names(hints) -> set[str]:
         else:
             names.add(hint[2])
     return names
-
-
-def _identity(n: int, dtype) -> np.ndarray:
-    eye = np.eye(n, dtype=dtype)
-    eye.flags.writeable = False
-    return eye
 
 
 def apply_function(func: str, param: Fraction | None, x: np.ndarray) -> np.ndarray:
