@@ -398,6 +398,7 @@ class StraightLine:
     def __init__(self):
         self.steps: list[_Step] = []
         self._calls: dict[tuple, str] = {}
+        self._made: set[str] = set()  # names of arrays computed by elementwise steps
 
     def _temp(self) -> str:
         return f"_t{len(self.steps)}"
@@ -410,7 +411,40 @@ class StraightLine:
             factors = self._solves(factors, set(poly.indices))
             factors = [self._hoist_matrix(f) if isinstance(f, MatrixFn) else f for f in factors]
             terms.append(Term(term.coeff, tuple(factors)))
-        return Poly(tuple(terms), poly.indices)
+        return Poly(self._factor_out(terms), poly.indices)
+
+    def _factor_out(self, terms: list[Term]) -> tuple[Term, ...]:
+        """``c1 g1_n X_nj X_ni + c2 g2_n X_nj X_ni`` -> ``(c1 g1_n + c2 g2_n) X_nj X_ni``: terms
+        that differ only in elementwise factors computed here (calls) share one contraction; the
+        combined factor is a cheap elementwise step over indices the shared part has anyway."""
+        groups: dict[tuple, list[Term]] = {}
+        order: list[tuple] = []
+        for term in terms:
+            made = [f for f in term.factors if isinstance(f, Tensor) and f.name in self._made]
+            rest = tuple(sorted((f for f in term.factors if f not in made), key=repr))
+            part = frozenset(i for f in made for i in f.indices)
+            rest_indices = {i for f in rest for i in f.indices}
+            key = (rest, part) if made and rest and part <= rest_indices else (id(term),)
+            if key not in groups:
+                groups[key] = []
+                order.append(key)
+            groups[key].append(term)
+        out = []
+        for key in order:
+            group = groups[key]
+            if len(group) == 1:
+                out.append(group[0])
+                continue
+            rest, part = key
+            free = tuple(sorted(part))
+            combined = Poly(
+                tuple(Term(t.coeff, tuple(f for f in t.factors if f not in rest)) for t in group), free
+            )
+            name = self._temp()
+            self.steps.append(_Step(name, Contraction(combined)))
+            self._made.add(name)
+            out.append(Term(Fraction(1), (Tensor(name, free), *rest)))
+        return tuple(out)
 
     def _solves(self, factors: list, free: set[str]) -> list:
         """``inv(M)_ij b_j`` -> ``solve(M, b)_i`` and ``a_i inv(M)_ij`` -> ``solve(M^T, a)_j``
@@ -492,6 +526,7 @@ class StraightLine:
             name = target or self._temp()
             self.steps.append(_Step(name, func=atom.func, param=atom.param, source=source))
             self._calls[key] = name
+            self._made.add(name)
         return Tensor(name, atom.indices)
 
     def _hoist_logsumexp(self, atom: Apply, key, target: str | None) -> str:
