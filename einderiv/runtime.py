@@ -437,9 +437,7 @@ class StraightLine:
                 continue
             rest, part = key
             free = tuple(sorted(part))
-            combined = Poly(
-                tuple(Term(t.coeff, tuple(f for f in t.factors if f not in rest)) for t in group), free
-            )
+            combined = Poly(tuple(Term(t.coeff, tuple(f for f in t.factors if f not in rest)) for t in group), free)
             name = self._temp()
             self.steps.append(_Step(name, Contraction(combined)))
             self._made.add(name)

@@ -1,0 +1,1 @@
+"""einderiv's benchmark suite: ``python -m benchmarks`` (see run.py)."""
