@@ -9,6 +9,7 @@ over tensor elements.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -208,7 +209,7 @@ class Contraction:
                 continue
             coeff = None if term.coefficient == 1 else float(term.coefficient)
             operand_shapes = [tuple(sizes[i] for i in idx) for idx in term.inputs]
-            contraction = opt_einsum.contract_expression(term.subscripts, *operand_shapes)
+            contraction = _contraction(term.subscripts, operand_shapes)
             steps.append(("dense", coeff, contraction, term.operands, bshape))
         return steps, out_shape, dtype
 
@@ -257,11 +258,11 @@ class Contraction:
             shapes = [
                 tuple(sizes[j] for j in idx) for name, idx in zip(term.operands, term.inputs) if name != DELTA_OPERAND
             ]
-            contraction = opt_einsum.contract_expression(subscripts, *shapes)
+            contraction = _contraction(subscripts, shapes)
         return ("diagonal", coeff, contraction, tuple(operands), bshape, view_shape, view_strides)
 
     def __call__(self, values: Mapping[str, np.ndarray]) -> np.ndarray:
-        key = tuple((n, values[n].shape, values[n].dtype.str) for n in self.names)
+        key = tuple([(values[n].shape, values[n].dtype) for n in self.names])
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plan(values)
@@ -300,7 +301,8 @@ class Contraction:
                     value, fresh = value * coeff, True
                 else:
                     fresh = not any(np.may_share_memory(value, op) for op in ops)
-            value = np.reshape(value, bshape)
+            if value.shape != bshape:
+                value = np.reshape(value, bshape)
             if result is None:
                 result, owned = value, fresh
             elif owned and result.shape == out_shape:
@@ -312,6 +314,15 @@ class Contraction:
         if result.shape != out_shape or not owned:
             result = np.array(np.broadcast_to(result, out_shape), dtype=dtype)
         return result
+
+
+def _contraction(subscripts: str, shapes):
+    """The contraction of ``subscripts`` for operands of these shapes: opt_einsum's planned
+    expression, or for a single operand (a transpose, diagonal or sum) NumPy's einsum, which
+    has a fraction of the call overhead."""
+    if len(shapes) == 1:
+        return functools.partial(np.einsum, subscripts)
+    return opt_einsum.contract_expression(subscripts, *shapes)
 
 
 def _hint_names(hints) -> set[str]:
