@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -268,7 +269,7 @@ def _wrt_ref(spec: str | Tensor, program: CheckedProgram, where: str) -> Tensor:
         if isinstance(node, Delta):
             raise DifferentiationError("cannot differentiate with respect to delta (a constant)")
         ref, explicit = node, "_" in spec
-    inputs = program.inputs
+    inputs = program.all_inputs or program.inputs
     if ref.name in program.ranks and ref.name not in inputs:
         raise DifferentiationError(
             f"{ref.name!r} is an intermediate defined by the program; differentiate with respect to an input "
@@ -302,7 +303,12 @@ def diff(source: Source, wrt: str | Sequence[str], of: str | None = None) -> Der
     program, the chain rule runs in reverse (adjoint) order.
     """
     checked = _checked(source, of)
-    specs = [wrt] if isinstance(wrt, (str, Tensor)) else list(wrt)
+    if isinstance(wrt, (str, Tensor)):
+        specs = [wrt]
+    elif isinstance(wrt, (list, tuple)):
+        specs = list(wrt)
+    else:
+        raise DifferentiationError(f"wrt must be a tensor name such as 'R', or a list of names, got {wrt!r}")
     if not specs:
         raise DifferentiationError("wrt is empty: name the tensor to differentiate with respect to")
     root = checked.out
@@ -317,8 +323,9 @@ def diff(source: Source, wrt: str | Sequence[str], of: str | None = None) -> Der
     for number, spec in enumerate(specs, 1):
         ref = _wrt_ref(spec, checked, where)
         out = current.out
-        if not ref.indices and checked.inputs[ref.name]:
-            ref = Tensor(ref.name, fresh_indices(checked.inputs[ref.name], used | out.poly.all_index_names()))
+        rank = (checked.all_inputs or checked.inputs)[ref.name]
+        if not ref.indices and rank:
+            ref = Tensor(ref.name, fresh_indices(rank, used | out.poly.all_index_names()))
         clash = [i for i in ref.indices if i in out.indices]
         if clash:
             raise DifferentiationError(
@@ -328,17 +335,29 @@ def diff(source: Source, wrt: str | Sequence[str], of: str | None = None) -> Der
         used |= set(ref.indices)
         current = derive(current, ref, name=f"d{number}{root.name.strip('_') or 'f'}")
         refs.append(ref)
-    order = len(refs)
-    prefix = "d" if order == 1 else f"d{order}"
-    root_target = root.name if root.name != "_" else ""
     final = current.out
-    statement = Statement(
-        Tensor(prefix + root_target, root.indices),
-        to_expr(final.poly),
-        tuple(Tensor("d" + r.name, r.indices) for r in refs),
-    )
+    statement = _display(root, refs, to_expr(final.poly))
     current.definitions[-1] = Definition(final.name, final.indices, final.poly, final.hints, statement)
-    return Derivative(current, checked.inputs, tuple(refs), root)
+    inputs = dict(checked.inputs)
+    for ref in refs:  # a wrt tensor fixes the derivative's axes even where its values cancel
+        inputs[ref.name] = (checked.all_inputs or checked.inputs)[ref.name]
+    return Derivative(current, inputs, tuple(refs), root)
+
+
+def _display(root: Definition, refs: list[Tensor], rhs) -> Statement:
+    """``dK_pq/dR_ij = ...``; differentiating a derivative-named statement extends its name
+    (``df/dx_i`` differentiated by x gives ``d2f/dx_i dx_j``)."""
+    prior: tuple[Tensor, ...] = ()
+    indices = root.indices
+    name = root.name if root.name != "_" else ""
+    statement = root.statement
+    if statement is not None and statement.target is not None and statement.wrt:
+        prior = statement.wrt
+        indices = statement.target.indices
+        name = re.sub(r"^d\d*", "", statement.target.name)
+    order = len(prior) + len(refs)
+    prefix = "d" if order == 1 else f"d{order}"
+    return Statement(Tensor(prefix + name, indices), rhs, prior + tuple(Tensor("d" + r.name, r.indices) for r in refs))
 
 
 def _require_scalar(source: Source, of: str | None, what: str) -> CheckedProgram:

@@ -46,6 +46,8 @@ def surface_indices(expr: Expr) -> list[str]:
         return surface_indices(expr.base)
     if isinstance(expr, Call):
         inner = surface_indices(expr.arg)
+        if expr.func == "softmax":  # normalised over its indices, not reduced: they stay
+            return inner
         return [i for i in inner if i not in expr.over]
     raise EinderivError(f"cannot read node {type(expr).__name__}")
 
@@ -131,11 +133,14 @@ def lower(expr: Expr, context: frozenset[str]) -> list[Term]:
         return _lower_product([expr.numerator, Pow(expr.denominator, Fraction(-1))], context)
     if isinstance(expr, Call) and expr.func == "logsumexp":
         # logsumexp_R(u) = log(sum_R(exp(u))), evaluated max-shifted
-        return lower(Call("log", Call("sum", Call("exp", expr.arg), expr.over)), context)
+        # elementwise over the argument's other indices, like softmax
+        others = frozenset(surface_indices(expr.arg)) - frozenset(expr.over)
+        return lower(Call("log", Call("sum", Call("exp", expr.arg), expr.over)), context | others)
     if isinstance(expr, Call) and expr.func == "softmax":
         # softmax_R(u) = exp(u - logsumexp_R(u)): the exponent is never positive
         shifted = Add((expr.arg, Neg(Call("logsumexp", expr.arg, expr.over))))
-        return lower(Call("exp", shifted), context)
+        # elementwise over every index of its argument, normalised over ``over``
+        return lower(Call("exp", shifted), context | frozenset(surface_indices(expr.arg)))
     if isinstance(expr, Call) and expr.over:
         return _lower_reduction(expr, context)
     if isinstance(expr, (Call, Pow)):

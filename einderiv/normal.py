@@ -342,6 +342,7 @@ def simplify(terms, indices: Indices) -> Poly:
         if original.coeff == 0:
             continue
         for term in merge_powers(contract_deltas(original, free)):
+            term = contract_deltas(term, free)  # u^a u^-a = 1 leaves delta_ii: 1 where i is used
             key = canonical_key(term, free)
             if key in collected:
                 collected[key][0] += term.coeff

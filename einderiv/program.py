@@ -108,13 +108,25 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
                 inputs[used] = rank
         poly, raw = check_statement(statement)
         defined[name] = len(poly.indices)
+        axis_hints = []
+        for w in statement.wrt:  # dK_pq/dR_ij: the axes i, j are R's
+            base = w.name[1:]
+            if base in defined or not base:
+                continue
+            if base in inputs and inputs[base] != len(w.indices):
+                raise IndexRuleError(
+                    f"input {base!r} is used with {inputs[base]} indices and with {len(w.indices)} ({w})"
+                )
+            inputs[base] = len(w.indices)
+            axis_hints.extend(("axis", i, base, k) for k, i in enumerate(w.indices))
         written = tuple(
             (index, node.name, axis)
             for node in walk(statement.rhs)
             if isinstance(node, Tensor)
             for axis, index in enumerate(node.indices)
         )
-        definitions.append(Definition(name, poly.indices, poly, (("poly", raw), ("names", written)), statement))
+        hints = (("poly", raw), ("names", written), *axis_hints)
+        definitions.append(Definition(name, poly.indices, poly, hints, statement))
     output = definitions[-1].name if of is None else of
     if output not in defined:
         names = ", ".join(d.name for d in definitions if d.name != "_")

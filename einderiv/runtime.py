@@ -10,6 +10,7 @@ over tensor elements.
 from __future__ import annotations
 
 import functools
+import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +25,14 @@ from .functions import FUNCTIONS
 from .ir import Delta, Tensor
 from .lower import logsumexp_parts
 from .normal import Apply, MatrixFn, Poly, Term, canonical_key
+
+
+def to_float(value: Fraction) -> float:
+    """An exact coefficient as a float; beyond float64's range it is ±inf, as IEEE arithmetic has it."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def as_array(name: str, value) -> np.ndarray:
@@ -205,9 +214,9 @@ class Contraction:
                 continue
             bshape = tuple(out_sizes[i][0] if i in term.output else 1 for i in self.poly.indices)
             if not term.operands:
-                steps.append(("dense", float(term.coefficient), None, (), bshape))
+                steps.append(("dense", to_float(term.coefficient), None, (), bshape))
                 continue
-            coeff = None if term.coefficient == 1 else float(term.coefficient)
+            coeff = None if term.coefficient == 1 else to_float(term.coefficient)
             operand_shapes = [tuple(sizes[i] for i in idx) for idx in term.inputs]
             contraction = _contraction(term.subscripts, operand_shapes)
             steps.append(("dense", coeff, contraction, term.operands, bshape))
@@ -226,7 +235,7 @@ class Contraction:
             return i
 
         order = {i: k for k, i in enumerate(self.poly.indices)}
-        coeff = float(term.coefficient)
+        coeff = to_float(term.coefficient)
         operands, inputs = [], []
         for name, idx in zip(term.operands, term.inputs):
             if name != DELTA_OPERAND:
@@ -346,7 +355,7 @@ def apply_function(func: str, param: Fraction | None, x: np.ndarray) -> np.ndarr
             return np.reciprocal(x)
         if param == Fraction(1, 2):
             return np.sqrt(x)
-        return np.power(x, int(param) if param.denominator == 1 else float(param))
+        return np.power(x, int(param) if param.denominator == 1 and abs(param) < 2**62 else to_float(param))
     return FUNCTIONS[func].numpy(x)
 
 
@@ -364,7 +373,7 @@ class _Step:
 
 def _logsumexp(v: np.ndarray, axes: tuple[int, ...], order: tuple[int, ...]) -> np.ndarray:
     """log(sum over ``axes`` of exp(v)), max-shifted; the kept axes are returned in ``order``."""
-    peak = np.max(v, axis=axes, keepdims=True)
+    peak = np.max(v, axis=axes, keepdims=True, initial=-np.inf)
     peak = np.where(np.isfinite(peak), peak, 0)
     with np.errstate(divide="ignore"):
         out = np.log(np.sum(np.exp(v - peak), axis=axes, keepdims=True)) + peak
@@ -377,6 +386,8 @@ def solve(func: str, name: str, matrix: np.ndarray, vector: np.ndarray) -> np.nd
     """inv(M) b as a linear solve (``solve_transposed``: inv(M)^T a)."""
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise EvaluationError(f"inv({name}): {name!r} has shape {matrix.shape}, not a square matrix")
+    if not np.all(np.isfinite(matrix)):  # NaN and inf propagate as IEEE values
+        return np.full(vector.shape, np.nan, dtype=np.result_type(matrix, vector))
     try:
         return np.linalg.solve(matrix.T if func == "solve_transposed" else matrix, vector)
     except np.linalg.LinAlgError:
@@ -387,6 +398,8 @@ def matrix_function(func: str, name: str, matrix: np.ndarray) -> np.ndarray:
     """inv, det or logdet of a square matrix, with errors that name it."""
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise EvaluationError(f"{func}({name}): {name!r} has shape {matrix.shape}, not a square matrix")
+    if not np.all(np.isfinite(matrix)):  # NaN and inf propagate as IEEE values
+        return np.full(matrix.shape if func == "inv" else (), np.nan, dtype=matrix.dtype)
     if func == "inv":
         try:
             return np.linalg.inv(matrix)

@@ -62,7 +62,7 @@ def check_statement(statement: Statement) -> tuple[Poly, Poly]:
             i for node in walk(statement.rhs) if isinstance(node, (Tensor, Delta, MatrixCall)) for i in node.indices
         }
         missing = [i for i in indices if i not in used]
-        if missing:
+        if missing and not statement.wrt:  # a derivative may be constant along some of its axes
             raise IndexRuleError(
                 f"left-hand side index {missing[0]!r} appears in no term of the right-hand side{where}"
             )
