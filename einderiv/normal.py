@@ -268,7 +268,7 @@ def _apply_key(atom: Apply, depth: int) -> tuple:
     nested calls are keyed again each time an enclosing term is)."""
     free = frozenset(atom.arg.indices)
     inner = tuple(sorted((str(t.coeff), canonical_key(t, free, depth + 1)) for t in atom.arg.terms))
-    return ("Apply", atom.func, str(atom.param), *atom.indices, inner)
+    return ("Apply", atom.func, str(atom.param), *sorted(atom.indices), inner)  # elementwise: order is immaterial
 
 
 def canonical_key(term: Term, free: frozenset[str], depth: int = 0) -> tuple:
