@@ -14,25 +14,9 @@ differences of a NumPy implementation of the loss.  Run: ``python examples/logis
 """
 
 import numpy as np
+from _checks import central_difference, show
 
 import einderiv
-
-
-def central_difference(f, x, h=1e-6):
-    """Numerical d f(x) / d x, shape f(x).shape + x.shape, by central differences."""
-    x = np.asarray(x, dtype=np.float64)
-    out = np.zeros(np.shape(f(x)) + x.shape)
-    for idx in np.ndindex(x.shape):
-        step = np.zeros_like(x)
-        step[idx] = h
-        out[(..., *idx)] = (np.asarray(f(x + step)) - np.asarray(f(x - step))) / (2 * h)
-    return out
-
-
-def show(derivative) -> None:
-    print(derivative)
-    print("   einsum:", " + ".join(str(t) for t in derivative.einsum))
-
 
 rng = np.random.default_rng(4)
 N, D = 10, 3

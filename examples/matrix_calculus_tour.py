@@ -5,15 +5,11 @@ the closed form from the notes.  Run: ``python examples/matrix_calculus_tour.py`
 """
 
 import numpy as np
+from _checks import show
 
 import einderiv
 
 rng = np.random.default_rng(0)
-
-
-def show(derivative) -> None:
-    print(derivative)
-    print("   einsum:", " + ".join(str(t) for t in derivative.einsum))
 
 
 # dK/dR for K = R^T R: a rank-4 tensor with the notes' case table.
