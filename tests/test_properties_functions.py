@@ -16,6 +16,7 @@ import einderiv
 from einderiv.ir import Add, Call, Delta, Div, Mul, Neg, Number, Pow, Program, Statement, Tensor
 from einderiv.lower import normalize
 from einderiv.normal import equivalent
+from tests.generation import call_or_reject, compile_or_reject, flat_add, flat_mul
 from tests.helpers import central_difference
 
 RANKS = {"s": 0, "a": 1, "b": 1, "A": 2}
@@ -33,18 +34,6 @@ FUNCTIONS = {
 }
 
 
-def _mul(factors):
-    first, *rest = factors
-    head = first.factors if isinstance(first, Mul) else (first,)
-    return Mul(tuple(head) + tuple(rest))
-
-
-def _add(terms):
-    first, *rest = terms
-    head = first.terms if isinstance(first, Add) else (first,)
-    return Add(tuple(head) + tuple(rest))
-
-
 def _leaves(ranks):
     tensors = st.sampled_from(sorted(ranks)).flatmap(
         lambda name: st.lists(st.sampled_from(LETTERS), min_size=ranks[name], max_size=ranks[name]).map(
@@ -60,8 +49,8 @@ def _expressions(ranks):
     return st.recursive(
         _leaves(ranks),
         lambda children: st.one_of(
-            st.lists(children, min_size=2, max_size=3).map(_add),
-            st.lists(children, min_size=2, max_size=3).map(_mul),
+            st.lists(children, min_size=2, max_size=3).map(flat_add),
+            st.lists(children, min_size=2, max_size=3).map(flat_mul),
             children.map(Neg),
             st.tuples(st.sampled_from(sorted(FUNCTIONS)), children).map(lambda p: Call(p[0], p[1])),
             st.tuples(children, st.sampled_from([Fraction(2), Fraction(3)])).map(lambda p: Pow(*p)),
@@ -272,22 +261,6 @@ def random_arrays(seed: int) -> dict:
     return {name: 0.5 * rng.normal(size=(SIZE,) * rank) for name, rank in RANKS.items()}
 
 
-def _compile_or_reject(program):
-    try:
-        return einderiv.compile(program)
-    except einderiv.IndexRuleError as err:
-        assert "left-hand side" in str(err)
-        reject()
-
-
-def _call_or_reject(function, **arrays):
-    try:
-        return function(**arrays)
-    except einderiv.EvaluationError as err:
-        assert "cannot be inferred" in str(err)
-        reject()
-
-
 # -- properties -------------------------------------------------------------------------------------
 
 
@@ -300,24 +273,24 @@ def test_printing_round_trips(program):
 @SETTINGS
 @given(programs(), st.integers(0, 2**16))
 def test_value_matches_the_reference(program, seed):
-    compiled = _compile_or_reject(program)
+    compiled = compile_or_reject(program)
     full = random_arrays(seed)
     arrays = {k: v for k, v in full.items() if k in compiled.ranks}
-    value = _call_or_reject(compiled, **arrays)
+    value = call_or_reject(compiled, **arrays)
     np.testing.assert_allclose(value, reference(program, full), rtol=1e-9, atol=1e-9)
 
 
 @SETTINGS
 @given(programs(), st.integers(0, 2**16), st.data())
 def test_derivatives_match_finite_differences(program, seed, data):
-    compiled = _compile_or_reject(program)
+    compiled = compile_or_reject(program)
     if not compiled.ranks:
         reject()
     full = random_arrays(seed)
     arrays = {k: v for k, v in full.items() if k in compiled.ranks}
     wrt = data.draw(st.sampled_from(sorted(compiled.ranks)), label="wrt")
     first = einderiv.diff(program, wrt)
-    analytic = _call_or_reject(first, **arrays)
+    analytic = call_or_reject(first, **arrays)
     numeric = central_difference(lambda **k: reference(program, {**full, **k}), arrays, wrt)
     scale = max(1.0, float(np.max(np.abs(numeric))))
     np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-6 * scale)
@@ -326,7 +299,7 @@ def test_derivatives_match_finite_differences(program, seed, data):
 
     wrt2 = data.draw(st.sampled_from(sorted(compiled.ranks)), label="wrt2")
     second = einderiv.diff(program, [wrt, wrt2])
-    analytic2 = _call_or_reject(second, **arrays)
+    analytic2 = call_or_reject(second, **arrays)
     numeric2 = central_difference(lambda **k: first(**k), arrays, wrt2)
     scale2 = max(1.0, float(np.max(np.abs(numeric2))))
     np.testing.assert_allclose(analytic2, numeric2, rtol=1e-5, atol=1e-6 * scale2)
