@@ -422,7 +422,6 @@ class StraightLine:
     def __init__(self):
         self.steps: list[_Step] = []
         self._calls: dict[tuple, str] = {}
-        self._made: set[str] = set()  # names of arrays computed by elementwise steps
 
     def _temp(self) -> str:
         return f"_t{len(self.steps)}"
@@ -438,17 +437,23 @@ class StraightLine:
         return Poly(self._factor_out(terms), poly.indices)
 
     def _factor_out(self, terms: list[Term]) -> tuple[Term, ...]:
-        """``c1 g1_n X_nj X_ni + c2 g2_n X_nj X_ni`` -> ``(c1 g1_n + c2 g2_n) X_nj X_ni``: terms
-        that differ only in elementwise factors computed here (calls) share one contraction; the
-        combined factor is a cheap elementwise step over indices the shared part has anyway."""
+        """``-y_n X_ni + s_n X_ni`` -> ``(s_n - y_n) X_ni``: terms that share their heavy factors
+        (those of the highest rank in the term) and differ only in lighter factors over indices
+        the heavy ones have anyway share one contraction; the light parts are combined first by
+        a cheap elementwise step (no larger than the heavy factors)."""
         groups: dict[tuple, list[Term]] = {}
         order: list[tuple] = []
         for term in terms:
-            made = [f for f in term.factors if isinstance(f, Tensor) and f.name in self._made]
-            rest = tuple(sorted((f for f in term.factors if f not in made), key=repr))
-            part = frozenset(i for f in made for i in f.indices)
-            rest_indices = {i for f in rest for i in f.indices}
-            key = (rest, part) if made and rest and part <= rest_indices else (id(term),)
+            key: tuple = (id(term),)
+            tensors = [f for f in term.factors if isinstance(f, Tensor)]
+            if len(tensors) == len(term.factors) and len(tensors) > 1:
+                top = max(len(f.indices) for f in tensors)
+                heavy = tuple(sorted((f for f in tensors if len(f.indices) == top), key=repr))
+                light = [f for f in tensors if len(f.indices) < top]
+                heavy_indices = {i for f in heavy for i in f.indices}
+                part = frozenset(i for f in light for i in f.indices)
+                if light and part <= heavy_indices:
+                    key = (heavy, part)
             if key not in groups:
                 groups[key] = []
                 order.append(key)
@@ -459,13 +464,12 @@ class StraightLine:
             if len(group) == 1:
                 out.append(group[0])
                 continue
-            rest, part = key
+            heavy, part = key
             free = tuple(sorted(part))
-            combined = Poly(tuple(Term(t.coeff, tuple(f for f in t.factors if f not in rest)) for t in group), free)
+            combined = Poly(tuple(Term(t.coeff, tuple(f for f in t.factors if f not in heavy)) for t in group), free)
             name = self._temp()
             self.steps.append(_Step(name, Contraction(combined)))
-            self._made.add(name)
-            out.append(Term(Fraction(1), (Tensor(name, free), *rest)))
+            out.append(Term(Fraction(1), (Tensor(name, free), *heavy)))
         return tuple(out)
 
     def _solves(self, factors: list, free: set[str]) -> list:
@@ -548,7 +552,6 @@ class StraightLine:
             name = target or self._temp()
             self.steps.append(_Step(name, func=atom.func, param=atom.param, source=source))
             self._calls[key] = name
-            self._made.add(name)
         return Tensor(name, atom.indices)
 
     def _hoist_logsumexp(self, atom: Apply, key, target: str | None) -> str:
