@@ -214,12 +214,16 @@ class Contraction:
                 continue
             bshape = tuple(out_sizes[i][0] if i in term.output else 1 for i in self.poly.indices)
             if not term.operands:
-                steps.append(("dense", to_float(term.coefficient), None, (), bshape))
+                steps.append(("dense", to_float(term.coefficient), None, (), bshape, None))
                 continue
             coeff = None if term.coefficient == 1 else to_float(term.coefficient)
             operand_shapes = [tuple(sizes[i] for i in idx) for idx in term.inputs]
             contraction = _contraction(term.subscripts, operand_shapes)
-            steps.append(("dense", coeff, contraction, term.operands, bshape))
+            # scale the smallest operand rather than the result when that is cheaper
+            counts = [math.prod(shape) for shape in operand_shapes]
+            smallest = min(range(len(counts)), key=counts.__getitem__)
+            scale_at = smallest if coeff is not None and counts[smallest] < math.prod(bshape) else None
+            steps.append(("dense", coeff, contraction, term.operands, bshape, scale_at))
         return steps, out_shape, dtype
 
     def _diagonal_step(self, term: EinsumTerm, sizes, out_sizes, dtype):
@@ -305,11 +309,16 @@ class Contraction:
                 value, fresh = np.asarray(coeff, dtype=dtype), False
             else:
                 ops = [values[n] for n in names]
-                value = contraction(*ops)
-                if coeff is not None:
-                    value, fresh = value * coeff, True
+                scale_at = view[0]
+                if scale_at is not None:
+                    ops[scale_at] = ops[scale_at] * coeff
+                    value, fresh = contraction(*ops), True
                 else:
-                    fresh = not any(np.may_share_memory(value, op) for op in ops)
+                    value = contraction(*ops)
+                    if coeff is not None:
+                        value, fresh = value * coeff, True
+                    else:
+                        fresh = not any(np.may_share_memory(value, op) for op in ops)
             if value.shape != bshape:
                 value = np.reshape(value, bshape)
             if result is None:
