@@ -334,11 +334,16 @@ class Contraction:
         return result
 
 
+#: Below this many elements in every operand, a contraction of one or two operands runs through
+#: numpy.einsum directly: opt_einsum's planning buys nothing there and its call costs ~10 us.
+SMALL = 4096
+
+
 def _contraction(subscripts: str, shapes):
     """The contraction of ``subscripts`` for operands of these shapes: opt_einsum's planned
-    expression, or for a single operand (a transpose, diagonal or sum) NumPy's einsum, which
-    has a fraction of the call overhead."""
-    if len(shapes) == 1:
+    expression (pairwise order, BLAS where it applies), or NumPy's einsum for a single operand
+    (a transpose, diagonal or sum) and for two small ones, which costs a fraction of the call."""
+    if len(shapes) == 1 or (len(shapes) == 2 and all(math.prod(s) <= SMALL for s in shapes)):
         return functools.partial(np.einsum, subscripts)
     return opt_einsum.contract_expression(subscripts, *shapes)
 
@@ -382,6 +387,12 @@ class _Step:
 
 def _logsumexp(v: np.ndarray, axes: tuple[int, ...], order: tuple[int, ...]) -> np.ndarray:
     """log(sum over ``axes`` of exp(v)), max-shifted; the kept axes are returned in ``order``."""
+    if len(axes) == v.ndim and v.size:  # a full reduction, the common case
+        peak = v.max()
+        if not np.isfinite(peak):
+            peak = 0.0
+        with np.errstate(divide="ignore"):
+            return np.asarray(np.log(np.exp(v - peak).sum()) + peak)
     peak = np.max(v, axis=axes, keepdims=True, initial=-np.inf)
     peak = np.where(np.isfinite(peak), peak, 0)
     with np.errstate(divide="ignore"):
@@ -467,10 +478,17 @@ class StraightLine:
                 groups[key] = []
                 order.append(key)
             groups[key].append(term)
+        singles = [groups[key][0] for key in order if len(groups[key]) == 1]
+        merged = self._factor_one(singles) if len(singles) > 1 else {}
         out = []
         for key in order:
             group = groups[key]
             if len(group) == 1:
+                if id(group[0]) in merged:
+                    replacement = merged.pop(id(group[0]))
+                    if replacement is not None:
+                        out.append(replacement)
+                    continue
                 out.append(group[0])
                 continue
             heavy, part = key
@@ -480,6 +498,36 @@ class StraightLine:
             self.steps.append(_Step(name, Contraction(combined)))
             out.append(Term(Fraction(1), (Tensor(name, free), *heavy)))
         return tuple(out)
+
+    def _factor_one(self, terms: list[Term]) -> dict[int, Term | None]:
+        """``-y_i x_l + t_i x_l`` -> ``(t_i - y_i) x_l``: terms equal but for one tensor factor over
+        the same indices share the rest.  Returns, by term id, the merged term for the first of
+        each group and None for the others."""
+        candidates: dict[tuple, list[tuple[Term, Tensor]]] = {}
+        for term in terms:
+            if len(term.factors) < 2 or not all(isinstance(f, Tensor) for f in term.factors):
+                continue
+            seen: set[tuple] = set()
+            for k, f in enumerate(term.factors):
+                rest = tuple(sorted((g for j, g in enumerate(term.factors) if j != k), key=repr))
+                key = (rest, tuple(sorted(set(f.indices))))
+                if key not in seen:  # x_i x_i varies either factor: one candidate, not two
+                    seen.add(key)
+                    candidates.setdefault(key, []).append((term, f))
+        used: set[int] = set()
+        out: dict[int, Term | None] = {}
+        for (rest, part), members in sorted(candidates.items(), key=lambda kv: -len(kv[1])):
+            members = [(t, f) for t, f in members if id(t) not in used]
+            if len(members) < 2:
+                continue
+            combined = Poly(tuple(Term(t.coeff, (f,)) for t, f in members), part)
+            name = self._temp()
+            self.steps.append(_Step(name, Contraction(combined)))
+            out[id(members[0][0])] = Term(Fraction(1), (Tensor(name, part), *rest))
+            for t, _ in members:
+                used.add(id(t))
+                out.setdefault(id(t), None)
+        return out
 
     def _solves(self, factors: list, free: set[str]) -> list:
         """``inv(M)_ij b_j`` -> ``solve(M, b)_i`` and ``a_i inv(M)_ij`` -> ``solve(M^T, a)_j``
@@ -566,8 +614,13 @@ class StraightLine:
     def _hoist_logsumexp(self, atom: Apply, key, target: str | None) -> str:
         """log(sum_R exp(v)) as max(v) + log(sum_R exp(v - max(v))): no overflow."""
         v, summed = logsumexp_parts(atom)
-        source = self._temp()
-        self.steps.append(_Step(source, Contraction(self.hoist(v))))
+        hoisted = self.hoist(v)
+        only = hoisted.terms[0].factors[0] if len(hoisted.terms) == 1 and len(hoisted.terms[0].factors) == 1 else None
+        if only is not None and hoisted.terms[0].coeff == 1 and isinstance(only, Tensor) and only.indices == v.indices:
+            source = only.name
+        else:
+            source = self._temp()
+            self.steps.append(_Step(source, Contraction(hoisted)))
         axes = tuple(k for k, i in enumerate(v.indices) if i in summed)
         order = tuple(v.indices.index(i) for i in atom.indices)
         name = target or self._temp()
