@@ -334,6 +334,10 @@ class Contraction:
         return result
 
 
+def _same(array):
+    return array
+
+
 #: Below this many elements in every operand, a contraction of one or two operands runs through
 #: numpy.einsum directly: opt_einsum's planning buys nothing there and its call costs ~10 us.
 SMALL = 4096
@@ -343,6 +347,9 @@ def _contraction(subscripts: str, shapes):
     """The contraction of ``subscripts`` for operands of these shapes: opt_einsum's planned
     expression (pairwise order, BLAS where it applies), or NumPy's einsum for a single operand
     (a transpose, diagonal or sum) and for two small ones, which costs a fraction of the call."""
+    inputs, output = subscripts.split("->")
+    if inputs == output and len(set(output)) == len(output):
+        return _same  # the operand itself, axes already in place
     if len(shapes) == 1 or (len(shapes) == 2 and all(math.prod(s) <= SMALL for s in shapes)):
         return functools.partial(np.einsum, subscripts)
     return opt_einsum.contract_expression(subscripts, *shapes)
