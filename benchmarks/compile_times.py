@@ -1,0 +1,71 @@
+"""Derive + compile times over the expressions of the test suite and the examples
+(``python -m benchmarks.compile_times``): median and maximum, first derivatives and Hessians."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import einderiv
+
+EXPRESSIONS = [
+    ("f = a_i x_i", ["x"]),
+    ("f = x_i x_i", ["x", "x"]),
+    ("f = (x_i a_i)(x_j a_j)", ["x", "x"]),
+    ("y_i = A_ij x_j", ["A"]),
+    ("y_j = x_i A_ij", ["x"]),
+    ("f = x_i A_ij x_j", ["x", "x"]),
+    ("f = a_i X_ij b_j", ["X"]),
+    ("K_pq = R_mp R_mq", ["R"]),
+    ("f = (x_i - A_ij s_j) W_ik (x_k - A_kl s_l)", ["s"]),
+    ("L = (y_n - Phi_nd theta_d)(y_n - Phi_ne theta_e)", ["theta", "theta"]),
+    ("f = x_i x_i x_j x_j", ["x", "x", "x"]),
+    ("e_n = y_n - Phi_nd theta_d; L = e_n e_n", ["theta", "theta"]),
+    ("x1 = t cos(t); x2 = t sin(t); h = exp(x1 x2^2)", ["t"]),
+    ("z_n = X_nd w_d; s_n = sigmoid(z_n); L = -(y_n log(s_n) + (1 - y_n) log(1 - s_n))", ["w", "w"]),
+    ("L = -(y_n log(sigmoid(X_nd w_d)) + (1 - y_n) log(1 - sigmoid(X_nd w_d)))", ["w", "w"]),
+    ("z_k = Theta_kd x_d; e_k = exp(z_k); S = sum_j(e_j); p_k = e_k / S; L = -y_k log(p_k)", ["Theta"]),
+    ("z_k = Theta_kd x_d; L = -y_k z_k + logsumexp_j(z_j)", ["Theta"]),
+    ("h_nj = tanh(X_ni W1_ij + b_j); o_nk = h_nj W2_jk; L = (o_nk - Y_nk)(o_nk - Y_nk)", ["W1"]),
+    ("J = theta theta", ["theta"]),
+    ("f = a_i inv(X)_ij b_j", ["X", "X"]),
+    ("f = logdet(X)", ["X", "X"]),
+    ("M_ij = X_ki A_kl X_lj; f = logdet(M)", ["X"]),
+    ("r_i = x_i - mu_i; L = -0.5 r_i inv(Sigma)_ij r_j - 0.5 logdet(Sigma)", ["Sigma"]),
+    ("M_ij = X_ki X_kj + lam delta_ij; theta_p = inv(M)_pq X_kq y_k", ["lam"]),
+    ("f = logsumexp_i(z_i)", ["z", "z"]),
+    ("P_nk = softmax_k(Z_nk)", ["Z"]),
+    ("E_ab = X_ab - U_ak V_bk; L = E_ab E_ab", ["U", "U"]),
+    ("y = (2*x + 1)^4 + x^-0.5", ["x", "x"]),
+    ("f = sum_i(tanh(A_ij x_j)) + log(x_k x_k)", ["x", "x"]),
+    ("C_ij = a_i + b_j", ["a"]),
+]
+
+
+def measure(repeats: int = 5) -> list[tuple[str, float]]:
+    out = []
+    for source, wrt in EXPRESSIONS:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            derivative = einderiv.diff(source, wrt)
+            derivative.line  # noqa: B018 - building the evaluation program is part of compiling
+            times.append(time.perf_counter() - t0)
+        out.append((f"{source}  wrt {wrt}", statistics.median(times)))
+    return out
+
+
+def main() -> int:
+    results = measure()
+    times = [t for _, t in results]
+    for name, t in sorted(results, key=lambda r: -r[1])[:5]:
+        print(f"{t * 1e3:8.2f} ms  {name}")
+    print(
+        f"derive+compile over {len(times)} expressions: median {statistics.median(times) * 1e3:.2f} ms, "
+        f"max {max(times) * 1e3:.2f} ms"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
