@@ -145,7 +145,10 @@ class Compiled:
     # -- symbolic shapes ------------------------------------------------------------------------
     def dimension_names(self) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
         """Symbolic sizes: output index -> dimension name, and input -> its dimension names."""
-        return _dimension_names(self.program, self.ranks)
+        return _dimension_names(self.program, self.ranks, self._sources())
+
+    def _sources(self) -> tuple[Definition, ...]:
+        return ()
 
     def shape_text(self) -> str:
         """``K.shape + R.shape = (P, P, M, P) with R: (M, P)``."""
@@ -169,21 +172,25 @@ class Derivative(Compiled):
 
     For a program, it prints the statements it needs first (intermediates and adjoints)."""
 
-    def __init__(self, program: CheckedProgram, inputs, wrt: tuple[Tensor, ...], root: Definition):
+    def __init__(self, program: CheckedProgram, inputs, wrt: tuple[Tensor, ...], root: Definition, sources=()):
         super().__init__(program, inputs)
         self.wrt = wrt
         self.root = root
+        self.sources = tuple(sources) or (root,)
 
     @property
     def order(self) -> int:
         return len(self.wrt)
+
+    def _sources(self) -> tuple[Definition, ...]:
+        return self.sources  # the statements differentiated: their tensors name the dimensions
 
     @property
     def root_name(self) -> str:
         return self.root.name if self.root.name != "_" else "f"
 
 
-def _dimension_names(program: CheckedProgram, ranks: Mapping[str, int]):
+def _dimension_names(program: CheckedProgram, ranks: Mapping[str, int], extra: tuple = ()):
     parent: dict[tuple, tuple] = {}
 
     def find(x):
@@ -214,7 +221,7 @@ def _dimension_names(program: CheckedProgram, ranks: Mapping[str, int]):
                 elif hasattr(factor, "arg"):
                     visit(factor.arg, key)
 
-    for d in program.definitions:
+    for d in (*extra, *program.definitions):
         for hint in d.hints:
             if hint[0] == "poly":
                 raw = hint[1]
@@ -341,7 +348,7 @@ def diff(source: Source, wrt: str | Sequence[str], of: str | None = None) -> Der
     inputs = dict(checked.inputs)
     for ref in refs:  # a wrt tensor fixes the derivative's axes even where its values cancel
         inputs[ref.name] = (checked.all_inputs or checked.inputs)[ref.name]
-    return Derivative(current, inputs, tuple(refs), root)
+    return Derivative(current, inputs, tuple(refs), root, checked.definitions)
 
 
 def _display(root: Definition, refs: list[Tensor], rhs) -> Statement:

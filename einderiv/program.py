@@ -239,6 +239,8 @@ def derive(program: CheckedProgram, wrt: Tensor, name: str) -> CheckedProgram:
 
 def _hints_for(out: Definition, P: Indices) -> tuple:
     """Size hints for the output's indices P, whatever definition ``out`` came from."""
+    if not P:  # a scalar output: nothing to size (and no intermediate to compute just for sizes)
+        return ()
     return tuple(h for h in out.hints if h[0] in ("poly", "names") or h[1] in P)
 
 
