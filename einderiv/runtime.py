@@ -272,19 +272,27 @@ class Contraction:
                 tuple(sizes[j] for j in idx) for name, idx in zip(term.operands, term.inputs) if name != DELTA_OPERAND
             ]
             contraction = _contraction(subscripts, shapes)
-        return ("diagonal", coeff, contraction, tuple(operands), bshape, view_shape, view_strides)
+        return ("diagonal", coeff, contraction, tuple(operands), bshape, (view_shape, view_strides))
 
-    def __call__(self, values: Mapping[str, np.ndarray]) -> np.ndarray:
+    def plan_for(self, values: Mapping[str, np.ndarray]):
+        """The plan for these arrays' shapes and dtypes (made once per signature)."""
         key = tuple([(values[n].shape, values[n].dtype) for n in self.names])
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plan(values)
             with self._lock:
                 self._plans[key] = plan
+        return plan
+
+    def __call__(self, values: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.execute(self.plan_for(values), values)
+
+    def execute(self, plan, values: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Evaluate with a plan from :meth:`plan_for`."""
         steps, out_shape, dtype = plan
         result = None
         owned = False  # whether ``result`` is a fresh array this call may write into
-        for kind, coeff, contraction, names, bshape, *view in steps:
+        for kind, coeff, contraction, names, bshape, view in steps:
             if kind == "diagonal":
                 if not (
                     owned
@@ -298,7 +306,7 @@ class Contraction:
                     if result is not None:
                         base += result
                     result, owned = base, True
-                diagonal = np.lib.stride_tricks.as_strided(result, view[0], view[1])
+                diagonal = np.lib.stride_tricks.as_strided(result, *view)
                 if contraction is None:
                     diagonal += coeff
                 else:
@@ -309,7 +317,7 @@ class Contraction:
                 value, fresh = np.asarray(coeff, dtype=dtype), False
             else:
                 ops = [values[n] for n in names]
-                scale_at = view[0]
+                scale_at = view
                 if scale_at is not None:
                     ops[scale_at] = ops[scale_at] * coeff
                     value, fresh = contraction(*ops), True
@@ -317,8 +325,8 @@ class Contraction:
                     value = contraction(*ops)
                     if coeff is not None:
                         value, fresh = value * coeff, True
-                    else:
-                        fresh = not any(np.may_share_memory(value, op) for op in ops)
+                    else:  # a result of its own, not an operand or a view of one
+                        fresh = type(value) is np.ndarray and value.base is None and all(value is not op for op in ops)
             if value.shape != bshape:
                 value = np.reshape(value, bshape)
             if result is None:
@@ -449,6 +457,8 @@ class StraightLine:
     def __init__(self):
         self.steps: list[_Step] = []
         self._calls: dict[tuple, str] = {}
+        self._bound: dict[tuple, list] = {}  # input signature -> the plan of every step
+        self._lock = threading.Lock()
 
     def _temp(self) -> str:
         return f"_t{len(self.steps)}"
@@ -645,19 +655,41 @@ class StraightLine:
                     return
         self.steps.append(_Step(target, Contraction(self.hoist(poly), hints)))
 
-    def run(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        for step in self.steps:
+    def run(self, values: dict[str, np.ndarray], signature: tuple | None = None) -> dict[str, np.ndarray]:
+        """Compute every step.  With a ``signature`` of the inputs' shapes and dtypes, the plans
+        of all contractions are looked up once for the whole line rather than step by step."""
+        with np.errstate(all="ignore"):  # IEEE results (inf, nan) propagate as values
+            return self._run(values, signature)
+
+    def _run(self, values: dict[str, np.ndarray], signature: tuple | None) -> dict[str, np.ndarray]:
+        plans = self._bound.get(signature) if signature is not None else None
+        record = signature is not None and plans is None
+        if record:
+            plans = []
+        for k, step in enumerate(self.steps):
             if step.contraction is not None:
-                values[step.target] = step.contraction(values)
-            elif step.operand is not None:
+                if record:
+                    plans.append(step.contraction.plan_for(values))
+                    plan = plans[-1]
+                elif plans is not None:
+                    plan = plans[k]
+                else:
+                    plan = step.contraction.plan_for(values)
+                values[step.target] = step.contraction.execute(plan, values)
+                continue
+            if record:
+                plans.append(None)
+            if step.operand is not None:
                 values[step.target] = solve(step.func, step.source, values[step.source], values[step.operand])
             elif step.matrix:
                 values[step.target] = matrix_function(step.func, step.source, values[step.source])
             elif step.axes is not None:
                 values[step.target] = _logsumexp(values[step.source], *step.axes)
             else:
-                with np.errstate(all="ignore"):  # IEEE results (inf, nan) propagate as values
-                    values[step.target] = apply_function(step.func, step.param, values[step.source])
+                values[step.target] = apply_function(step.func, step.param, values[step.source])
+        if record:
+            with self._lock:
+                self._bound[signature] = plans
         return values
 
 
