@@ -53,9 +53,6 @@ class Term:
     coeff: Fraction
     factors: tuple  # of atoms: Tensor | Delta | Apply
 
-    def index_counts(self) -> Counter:
-        return Counter(i for f in self.factors for i in f.indices)
-
     def index_names(self) -> set[str]:
         return {i for f in self.factors for i in f.indices}
 

@@ -306,12 +306,4 @@ def inline(program: CheckedProgram, candidates: set[str]) -> CheckedProgram:
     return CheckedProgram(definitions, program.inputs, program.output, None, program.ranks, program.all_inputs)
 
 
-def ensure_input(program: CheckedProgram, wrt_name: str) -> None:
-    if wrt_name in program.ranks and wrt_name not in program.inputs:
-        raise DifferentiationError(
-            f"{wrt_name!r} is an intermediate defined by the program; differentiate with respect to an input "
-            f"({', '.join(sorted(program.inputs))})"
-        )
-
-
 __all__ = ["CheckedProgram", "Definition", "check_program", "derive", "walk"]
