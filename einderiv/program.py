@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .differentiate import differentiate
-from .errors import DifferentiationError, IndexRuleError
+from .errors import IndexRuleError
 from .ir import Indices, Program, Statement, Tensor, walk
 from .normal import Apply, Poly, Term, fresh_indices, keep_sums, multiply, rename_apart, simplify, to_expr
 from .semantics import check_statement, tensor_ranks
