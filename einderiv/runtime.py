@@ -24,7 +24,7 @@ from .errors import EvaluationError
 from .functions import FUNCTIONS
 from .ir import Delta, Tensor
 from .lower import logsumexp_parts
-from .normal import Apply, MatrixFn, Poly, Term, canonical_key
+from .normal import Apply, MatrixFn, Poly, Term, canonical_key, equivalent
 
 
 def to_float(value: Fraction) -> float:
@@ -306,7 +306,7 @@ class Contraction:
                     if result is not None:
                         base += result
                     result, owned = base, True
-                diagonal = np.lib.stride_tricks.as_strided(result, *view)
+                diagonal = np.ndarray(view[0], dtype, buffer=result, strides=view[1])  # a strided view
                 if contraction is None:
                     diagonal += coeff
                 else:
@@ -398,6 +398,42 @@ class _Step:
     matrix: bool = False
     axes: tuple | None = None
     operand: str | None = None
+
+
+def _softmax_parts(atom) -> tuple[Poly, tuple[int, ...]] | None:
+    """``(v, axes)`` when ``atom`` is ``exp(v - log(sum_R exp(v)))`` (a softmax over R), else None."""
+    if not (isinstance(atom, Apply) and atom.func == "exp"):
+        return None
+    arg = atom.arg
+    shifts = [t for t in arg.terms if t.coeff == -1 and len(t.factors) == 1 and logsumexp_parts(t.factors[0])]
+    if len(shifts) != 1:
+        return None
+    lse = shifts[0].factors[0]
+    inner, summed = logsumexp_parts(lse)
+    rest = Poly(tuple(t for t in arg.terms if t is not shifts[0]), arg.indices)
+    reduced = [i for i in arg.indices if i not in lse.indices]
+    if len(reduced) != len(summed) or set(lse.indices) - set(arg.indices):
+        return None
+    mapping = dict(zip(summed, reduced))
+    renamed = Poly(tuple(t.rename(mapping) for t in inner.terms), tuple(mapping.get(i, i) for i in inner.indices))
+    order = {i: k for k, i in enumerate(renamed.indices)}
+    if set(order) != set(arg.indices):
+        return None
+    aligned = Poly(renamed.terms, arg.indices)
+    if not equivalent(aligned, rest):
+        return None
+    return rest, tuple(arg.indices.index(i) for i in reduced)
+
+
+def _softmax(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """exp(v) / sum over ``axes`` of exp(v), max-shifted: no overflow."""
+    if not v.size:
+        return np.exp(v)
+    peak = np.max(v, axis=axes, keepdims=True)
+    peak = np.where(np.isfinite(peak), peak, 0) if v.ndim else (peak if np.isfinite(peak) else 0.0)
+    e = np.exp(v - peak)
+    e /= np.sum(e, axis=axes, keepdims=True)
+    return e
 
 
 def _logsumexp(v: np.ndarray, axes: tuple[int, ...], order: tuple[int, ...]) -> np.ndarray:
@@ -610,34 +646,40 @@ class StraightLine:
         name = self._calls.get(key)
         if name is None and logsumexp_parts(atom) is not None:
             name = self._hoist_logsumexp(atom, key, target)
+        if name is None and _softmax_parts(atom) is not None:
+            name = self._hoist_softmax(atom, key, target)
         if name is None:
-            arg = self.hoist(atom.arg)
-            single = arg.terms[0].factors[0] if len(arg.terms) == 1 and len(arg.terms[0].factors) == 1 else None
-            if (
-                single is not None
-                and arg.terms[0].coeff == 1
-                and isinstance(single, Tensor)
-                and single.indices == arg.indices
-            ):
-                source = single.name
-            else:
-                source = self._temp()
-                self.steps.append(_Step(source, Contraction(arg)))
+            source = self._source(atom.arg)
             name = target or self._temp()
             self.steps.append(_Step(name, func=atom.func, param=atom.param, source=source))
             self._calls[key] = name
         return Tensor(name, atom.indices)
 
+    def _source(self, poly: Poly) -> str:
+        """The name of an array holding ``poly``: an existing one when it is just a tensor with
+        its axes in order, else a new contraction step."""
+        hoisted = self.hoist(poly)
+        if len(hoisted.terms) == 1 and hoisted.terms[0].coeff == 1 and len(hoisted.terms[0].factors) == 1:
+            only = hoisted.terms[0].factors[0]
+            if isinstance(only, Tensor) and only.indices == poly.indices:
+                return only.name
+        name = self._temp()
+        self.steps.append(_Step(name, Contraction(hoisted)))
+        return name
+
+    def _hoist_softmax(self, atom: Apply, key, target: str | None) -> str:
+        """exp(v - log(sum_R exp(v))) in one step: exp(v - max) normalised over R."""
+        v, axes = _softmax_parts(atom)
+        source = self._source(v)
+        name = target or self._temp()
+        self.steps.append(_Step(name, func="softmax", source=source, axes=(axes, ())))
+        self._calls[key] = name
+        return name
+
     def _hoist_logsumexp(self, atom: Apply, key, target: str | None) -> str:
         """log(sum_R exp(v)) as max(v) + log(sum_R exp(v - max(v))): no overflow."""
         v, summed = logsumexp_parts(atom)
-        hoisted = self.hoist(v)
-        only = hoisted.terms[0].factors[0] if len(hoisted.terms) == 1 and len(hoisted.terms[0].factors) == 1 else None
-        if only is not None and hoisted.terms[0].coeff == 1 and isinstance(only, Tensor) and only.indices == v.indices:
-            source = only.name
-        else:
-            source = self._temp()
-            self.steps.append(_Step(source, Contraction(hoisted)))
+        source = self._source(v)
         axes = tuple(k for k, i in enumerate(v.indices) if i in summed)
         order = tuple(v.indices.index(i) for i in atom.indices)
         name = target or self._temp()
@@ -683,6 +725,8 @@ class StraightLine:
                 values[step.target] = solve(step.func, step.source, values[step.source], values[step.operand])
             elif step.matrix:
                 values[step.target] = matrix_function(step.func, step.source, values[step.source])
+            elif step.func == "softmax":
+                values[step.target] = _softmax(values[step.source], step.axes[0])
             elif step.axes is not None:
                 values[step.target] = _logsumexp(values[step.source], *step.axes)
             else:
