@@ -136,8 +136,8 @@ class Compiled:
     def __call__(self, **arrays) -> np.ndarray:
         values = self._arrays(arrays)
         signature = tuple([(values[n].shape, values[n].dtype) for n in self.ranks])
-        values = self.line.run(values, signature)
-        return values[self.output.name]
+        values = (self._line or self.line).run(values, signature)
+        return values[self.program.output]
 
     def shape_for(self, **shapes: Sequence[int]) -> tuple[int, ...]:
         """The result's shape for inputs of the given shapes (evaluates nothing)."""

@@ -429,11 +429,17 @@ def _softmax(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     """exp(v) / sum over ``axes`` of exp(v), max-shifted: no overflow."""
     if not v.size:
         return np.exp(v)
-    peak = np.max(v, axis=axes, keepdims=True)
-    peak = np.where(np.isfinite(peak), peak, 0) if v.ndim else (peak if np.isfinite(peak) else 0.0)
-    e = np.exp(v - peak)
-    e /= np.sum(e, axis=axes, keepdims=True)
-    return e
+    if len(axes) == v.ndim:  # normalised over every axis, the common case
+        peak = v.max()
+        if np.isfinite(peak):
+            e = np.exp(v - peak)
+            e /= e.sum()
+            return e
+    with np.errstate(all="ignore"):  # inf or NaN inputs: IEEE results, no warnings
+        peak = np.max(v, axis=axes, keepdims=True)
+        peak = np.where(np.isfinite(peak), peak, 0)
+        e = np.exp(v - peak)
+        return e / np.sum(e, axis=axes, keepdims=True)
 
 
 def _logsumexp(v: np.ndarray, axes: tuple[int, ...], order: tuple[int, ...]) -> np.ndarray:
@@ -494,6 +500,8 @@ class StraightLine:
         self.steps: list[_Step] = []
         self._calls: dict[tuple, str] = {}
         self._bound: dict[tuple, list] = {}  # input signature -> the plan of every step
+        #: whether an elementwise step can warn (overflow, log of 0, NaN): only then is errstate set
+        self._quiet = False
         self._lock = threading.Lock()
 
     def _temp(self) -> str:
@@ -652,6 +660,7 @@ class StraightLine:
             source = self._source(atom.arg)
             name = target or self._temp()
             self.steps.append(_Step(name, func=atom.func, param=atom.param, source=source))
+            self._quiet = True
             self._calls[key] = name
         return Tensor(name, atom.indices)
 
@@ -700,8 +709,10 @@ class StraightLine:
     def run(self, values: dict[str, np.ndarray], signature: tuple | None = None) -> dict[str, np.ndarray]:
         """Compute every step.  With a ``signature`` of the inputs' shapes and dtypes, the plans
         of all contractions are looked up once for the whole line rather than step by step."""
-        with np.errstate(all="ignore"):  # IEEE results (inf, nan) propagate as values
-            return self._run(values, signature)
+        if self._quiet:  # IEEE results (inf, nan) propagate as values, without warnings
+            with np.errstate(all="ignore"):
+                return self._run(values, signature)
+        return self._run(values, signature)
 
     def _run(self, values: dict[str, np.ndarray], signature: tuple | None) -> dict[str, np.ndarray]:
         plans = self._bound.get(signature) if signature is not None else None
