@@ -136,8 +136,10 @@ class Compiled:
     def __call__(self, **arrays) -> np.ndarray:
         values = self._arrays(arrays)
         signature = tuple([(values[n].shape, values[n].dtype) for n in self.ranks])
-        values = (self._line or self.line).run(values, signature)
-        return values[self.program.output]
+        result = (self._line or self.line).run(values, signature)[self.program.output]
+        if type(result) is not np.ndarray or result.base is not None or any(result is arrays[n] for n in arrays):
+            result = np.array(result)  # never hand back an input, or a view of one
+        return result
 
     def shape_for(self, **shapes: Sequence[int]) -> tuple[int, ...]:
         """The result's shape for inputs of the given shapes (evaluates nothing)."""

@@ -290,6 +290,15 @@ class Contraction:
     def execute(self, plan, values: Mapping[str, np.ndarray]) -> np.ndarray:
         """Evaluate with a plan from :meth:`plan_for`."""
         steps, out_shape, dtype = plan
+        if len(steps) == 1:
+            kind, coeff, contraction, names, bshape, view = steps[0]
+            if kind == "dense" and coeff is None and contraction is not None and bshape == out_shape:
+                # one plain contraction: the common intermediate, with no bookkeeping
+                ops = [values[n] for n in names]
+                value = contraction(*ops)
+                if type(value) is np.ndarray and value.base is None and all(value is not op for op in ops):
+                    return value
+                return np.array(value, dtype=dtype)
         result = None
         owned = False  # whether ``result`` is a fresh array this call may write into
         for kind, coeff, contraction, names, bshape, view in steps:
@@ -313,12 +322,15 @@ class Contraction:
                     value = contraction(*[values[n] for n in names])
                     diagonal += np.reshape(value if coeff == 1 else value * coeff, bshape)
                 continue
+            subtract = False
             if contraction is None:
                 value, fresh = np.asarray(coeff, dtype=dtype), False
             else:
                 ops = [values[n] for n in names]
                 scale_at = view
-                if scale_at is not None:
+                if coeff == -1.0 and result is not None:  # a - b: no scaled copy of b
+                    value, subtract, fresh = contraction(*ops), True, False
+                elif scale_at is not None:
                     ops[scale_at] = ops[scale_at] * coeff
                     value, fresh = contraction(*ops), True
                 else:
@@ -332,9 +344,12 @@ class Contraction:
             if result is None:
                 result, owned = value, fresh
             elif owned and result.shape == out_shape:
-                result += value
+                if subtract:
+                    result -= value
+                else:
+                    result += value
             else:
-                result, owned = result + value, True
+                result, owned = (result - value if subtract else result + value), True
         if result is None:
             return np.zeros(out_shape, dtype=dtype)
         if result.shape != out_shape or not owned:
@@ -344,6 +359,29 @@ class Contraction:
 
 def _same(array):
     return array
+
+
+def _pairwise(subscripts: str):
+    """A direct NumPy call for the commonest small pairwise contractions (matrix-vector,
+    vector-matrix, matrix-matrix, outer product), which cost less than einsum's parsing."""
+    inputs, out = subscripts.split("->")
+    if inputs.count(",") != 1:
+        return None
+    a, b = inputs.split(",")
+    if len(set(a)) != len(a) or len(set(b)) != len(b):
+        return None
+    if len(a) == 2 and len(b) == 1 and a[1] == b and out == a[0]:
+        return np.matmul  # A_xy b_y -> x
+    if len(a) == 1 and len(b) == 2 and b[0] == a and out == b[1]:
+        return np.matmul  # a_y B_yx -> x
+    if len(a) == 2 and len(b) == 2 and a[1] == b[0] and out == a[0] + b[1] and a[0] != b[1]:
+        return np.matmul  # A_xy B_yz -> xz
+    if len(a) == 1 and len(b) == 1 and a != b:
+        if out == a + b:
+            return np.multiply.outer
+        if out == b + a:
+            return lambda x, y: np.multiply.outer(y, x)
+    return None
 
 
 #: Below this many elements in every operand, a contraction of one or two operands runs through
@@ -359,7 +397,7 @@ def _contraction(subscripts: str, shapes):
     if inputs == output and len(set(output)) == len(output):
         return _same  # the operand itself, axes already in place
     if len(shapes) == 1 or (len(shapes) == 2 and all(math.prod(s) <= SMALL for s in shapes)):
-        return functools.partial(np.einsum, subscripts)
+        return _pairwise(subscripts) or functools.partial(np.einsum, subscripts)
     return opt_einsum.contract_expression(subscripts, *shapes)
 
 
@@ -431,7 +469,7 @@ def _softmax(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
         return np.exp(v)
     if len(axes) == v.ndim:  # normalised over every axis, the common case
         peak = v.max()
-        if np.isfinite(peak):
+        if math.isfinite(peak):
             e = np.exp(v - peak)
             e /= e.sum()
             return e
@@ -715,37 +753,77 @@ class StraightLine:
         return self._run(values, signature)
 
     def _run(self, values: dict[str, np.ndarray], signature: tuple | None) -> dict[str, np.ndarray]:
-        plans = self._bound.get(signature) if signature is not None else None
-        record = signature is not None and plans is None
-        if record:
-            plans = []
-        for k, step in enumerate(self.steps):
-            if step.contraction is not None:
-                if record:
-                    plans.append(step.contraction.plan_for(values))
-                    plan = plans[-1]
-                elif plans is not None:
-                    plan = plans[k]
-                else:
-                    plan = step.contraction.plan_for(values)
-                values[step.target] = step.contraction.execute(plan, values)
-                continue
-            if record:
-                plans.append(None)
-            if step.operand is not None:
-                values[step.target] = solve(step.func, step.source, values[step.source], values[step.operand])
-            elif step.matrix:
-                values[step.target] = matrix_function(step.func, step.source, values[step.source])
-            elif step.func == "softmax":
-                values[step.target] = _softmax(values[step.source], step.axes[0])
-            elif step.axes is not None:
-                values[step.target] = _logsumexp(values[step.source], *step.axes)
-            else:
-                values[step.target] = apply_function(step.func, step.param, values[step.source])
-        if record:
-            with self._lock:
-                self._bound[signature] = plans
+        program = self._bound.get(signature) if signature is not None else None
+        if program is None:
+            program = [self._instruction(step, values) for step in self.steps]
+            if signature is not None:
+                with self._lock:
+                    self._bound[signature] = program
+            return values  # the instructions above computed every step while being made
+        for instruction in program:
+            instruction(values)
         return values
+
+    def _instruction(self, step: _Step, values: dict[str, np.ndarray]):
+        """One step lowered to a closure over its plan for these shapes (and run once now):
+        the straight-line program a later call with the same shapes runs without any lookup."""
+        target = step.target
+        if step.contraction is not None:
+            contraction = step.contraction
+            plan = contraction.plan_for(values)
+            steps, out_shape, _ = plan
+            kind, coeff, function, names, bshape, _ = steps[0] if len(steps) == 1 else (None,) * 6
+            if kind == "dense" and coeff is None and function is not None and bshape == out_shape:
+                if len(names) == 1:
+                    (a,) = names
+
+                    def instruction(v, f=function, a=a, t=target):
+                        v[t] = f(v[a])
+
+                elif len(names) == 2:
+                    a, b = names
+
+                    def instruction(v, f=function, a=a, b=b, t=target):
+                        v[t] = f(v[a], v[b])
+
+                else:
+
+                    def instruction(v, f=function, names=names, t=target):
+                        v[t] = f(*[v[n] for n in names])
+
+                instruction(values)
+                return instruction
+
+            def instruction(v, c=contraction, plan=plan, t=target):
+                v[t] = c.execute(plan, v)
+
+        elif step.operand is not None:
+
+            def instruction(v, s=step, t=target):
+                v[t] = solve(s.func, s.source, v[s.source], v[s.operand])
+
+        elif step.matrix:
+
+            def instruction(v, s=step, t=target):
+                v[t] = matrix_function(s.func, s.source, v[s.source])
+
+        elif step.func == "softmax":
+
+            def instruction(v, a=step.source, axes=step.axes[0], t=target):
+                v[t] = _softmax(v[a], axes)
+
+        elif step.axes is not None:
+
+            def instruction(v, a=step.source, axes=step.axes, t=target):
+                v[t] = _logsumexp(v[a], *axes)
+
+        else:
+
+            def instruction(v, a=step.source, func=step.func, param=step.param, t=target):
+                v[t] = apply_function(func, param, v[a])
+
+        instruction(values)
+        return instruction
 
 
 __all__ = ["Contraction", "StraightLine", "as_array", "bind_sizes", "apply_function"]
