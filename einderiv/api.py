@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from . import render
 from .emit import EinsumTerm, emit
 from .errors import DifferentiationError, EinderivError, EvaluationError
 from .ir import Delta, Indices, Program, Statement, Tensor
@@ -90,6 +91,21 @@ class Compiled:
 
     def __str__(self) -> str:
         return str(self.program)
+
+    def displayed(self) -> Program:
+        """The statements as IR, as ``str()`` prints them (intermediates, adjoints, the output)."""
+        return Program(tuple(d.display() for d in self.program.definitions))
+
+    def latex(self) -> str:
+        """LaTeX: ``\\frac{\\partial K_{pq}}{\\partial R_{ij}} = \\delta_{jp} R_{iq} + ...``."""
+        return render.latex(self.displayed())
+
+    def pretty(self) -> str:
+        """Unicode for the terminal: ``∂K_pq/∂R_ij = δ_jp R_iq + R_ip δ_jq``."""
+        return render.pretty(self.displayed())
+
+    def _repr_latex_(self) -> str:  # Jupyter shows rendered math
+        return "$" + self.latex() + "$"
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.statement}>"

@@ -11,6 +11,7 @@ from .api import diff
 from .emit import emit
 from .errors import EinderivError, ParseError
 from .ir import format_number
+from .parser import parse
 
 EXAMPLE = """example:
   $ einderiv diff "K_pq = R_mp R_mq" --wrt R
@@ -50,8 +51,178 @@ def _parser() -> argparse.ArgumentParser:
     diff_cmd.add_argument(
         "--wrt", action="append", required=True, metavar="NAME", help="tensor name (R) or name with indices (R_ij)"
     )
-    diff_cmd.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    diff_cmd.add_argument(
+        "--format",
+        choices=("text", "json", "latex", "pretty"),
+        default="text",
+        help="text (index notation, shape, einsum; the default), json, latex, or pretty (Unicode)",
+    )
+    eval_cmd = commands.add_parser(
+        "eval",
+        help="evaluate an expression (or a derivative) on arrays from .npy files or random ones",
+        description="Evaluate EXPR (or its derivative with --wrt) and print or save the array.",
+        epilog=EVAL_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    eval_cmd.add_argument("expr", metavar="EXPR")
+    eval_cmd.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy", help="an input array")
+    eval_cmd.add_argument(
+        "--random", action="append", default=[], metavar="NAME=3x4", help="a random normal input of this shape"
+    )
+    eval_cmd.add_argument("--wrt", action="append", default=[], metavar="NAME", help="evaluate a derivative")
+    eval_cmd.add_argument("--of", metavar="NAME", help="the statement of a program to evaluate")
+    eval_cmd.add_argument("--out", metavar="FILE.npy", help="save the result instead of printing it")
+    eval_cmd.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    check_cmd = commands.add_parser(
+        "check",
+        help="compare a derivative with central finite differences (and with your own claim)",
+        description=(
+            "Evaluate the derivative of EXPR at random inputs, compare it with central finite differences "
+            "in float64, and with --expect, compare it with your own derivation."
+        ),
+        epilog=CHECK_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check_cmd.add_argument("expr", metavar="EXPR")
+    check_cmd.add_argument("--wrt", action="append", required=True, metavar="NAME")
+    check_cmd.add_argument(
+        "--shape", action="append", default=[], metavar="NAME=3x4", help="an input's shape (default 3 per axis)"
+    )
+    check_cmd.add_argument("--expect", metavar="CLAIM", help="your derivative in index notation, e.g. '2 A_kj x_j'")
+    check_cmd.add_argument("--tol", type=float, default=1e-6, help="largest relative error accepted (default 1e-6)")
+    check_cmd.add_argument("--seed", type=int, default=0)
     return parser
+
+
+EVAL_EXAMPLE = """example:
+  $ einderiv eval "K_pq = R_mp R_mq" --random R=4x3
+  $ einderiv eval "f = x_i A_ij x_j" --wrt x --input x=x.npy --input A=A.npy --out grad.npy
+"""
+CHECK_EXAMPLE = """example:
+  $ einderiv check "f = x_i A_ij x_j" --wrt x --shape x=4 --shape A=4x4 --expect "A_kj x_j + A_jk x_j"
+  derivative: df/dx_k = A_kj x_j + x_i A_ik
+  finite differences: max relative error 3.1e-10 (tolerance 1e-06): ok
+  your claim: matches (max absolute difference 0)
+"""
+
+
+def _shape(text: str, option: str) -> tuple[str, tuple[int, ...]]:
+    name, _, dims = text.partition("=")
+    if not name or not _:
+        raise EinderivError(f"{option} takes NAME=SHAPE, such as A=3x4 (got {text!r})")
+    try:
+        shape = tuple(int(d) for d in dims.lower().split("x") if d.strip()) if dims.strip() else ()
+    except ValueError:
+        raise EinderivError(f"{option} {text!r}: the shape must be sizes joined by 'x', such as 3x4") from None
+    if any(d < 0 for d in shape):
+        raise EinderivError(f"{option} {text!r}: sizes must not be negative")
+    return name.strip(), shape
+
+
+def _load(text: str):
+    import numpy as np
+
+    name, _, path = text.partition("=")
+    if not name or not path:
+        raise EinderivError(f"--input takes NAME=FILE.npy (got {text!r})")
+    try:
+        return name.strip(), np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise EinderivError(f"--input {name}: cannot read {path!r} as a .npy array ({err})") from None
+
+
+def _run_eval(args) -> str:
+    import numpy as np
+
+    from .api import compile as compile_
+
+    rng = np.random.default_rng(args.seed)
+    arrays = dict(_load(text) for text in args.input)
+    for text in args.random:
+        name, shape = _shape(text, "--random")
+        arrays[name] = rng.normal(size=shape)
+    target = diff(args.expr, args.wrt, of=args.of) if args.wrt else compile_(args.expr, of=args.of)
+    value = np.asarray(target(**arrays))
+    if args.out:
+        np.save(args.out, value)
+        return f"saved an array of shape {value.shape} to {args.out}"
+    return f"{target.statement}\nshape {value.shape}\n{np.array2string(value, precision=6)}"
+
+
+def _run_check(args) -> tuple[str, int]:
+    import numpy as np
+
+    from .api import compile as compile_
+    from .lower import normalize
+    from .semantics import output_indices
+
+    derivative = diff(args.expr, args.wrt)
+    given = dict(_shape(text, "--shape") for text in args.shape)
+    unknown = sorted(set(given) - set(derivative.ranks))
+    if unknown:
+        raise EinderivError(f"--shape {unknown[0]}: not an input (inputs: {', '.join(derivative.inputs)})")
+    rng = np.random.default_rng(args.seed)
+    arrays = {name: rng.normal(size=given.get(name, (3,) * rank)) for name, rank in derivative.ranks.items()}
+    analytic = np.asarray(derivative(**arrays), dtype=np.float64)
+    lower_order = compile_(args.expr) if len(args.wrt) == 1 else diff(args.expr, args.wrt[:-1])
+    wrt = derivative.wrt[-1].name
+    base = {k: np.array(v, dtype=np.float64) for k, v in arrays.items()}
+    numeric = np.zeros(analytic.shape)
+    h = 1e-6
+    for position in np.ndindex(*base[wrt].shape):  # a check, not an evaluation path
+        plus, minus = dict(base), dict(base)
+        plus[wrt], minus[wrt] = base[wrt].copy(), base[wrt].copy()
+        plus[wrt][position] += h
+        minus[wrt][position] -= h
+        lower_inputs = set(lower_order.ranks)
+        up = np.asarray(lower_order(**{k: v for k, v in plus.items() if k in lower_inputs}))
+        down = np.asarray(lower_order(**{k: v for k, v in minus.items() if k in lower_inputs}))
+        numeric[(Ellipsis, *position)] = (up - down) / (2 * h)
+    scale = max(1.0, float(np.max(np.abs(numeric))) if numeric.size else 1.0)
+    error = float(np.max(np.abs(analytic - numeric))) / scale if numeric.size else 0.0
+    ok = error <= args.tol
+    lines = [
+        f"derivative: {derivative.statement}",
+        f"inputs: {', '.join(f'{k} {v.shape}' for k, v in arrays.items())}",
+        f"finite differences: max relative error {error:.2g} (tolerance {args.tol:g}): {'ok' if ok else 'FAILED'}",
+    ]
+    if args.expect:
+        claim = parse_claim(args.expect)
+        indices = output_indices(claim) if claim.target is not None else derivative.indices
+        if len(indices) != len(derivative.indices):
+            raise EinderivError(
+                f"--expect has {len(indices)} free indices but the derivative has {len(derivative.indices)} "
+                f"({''.join(derivative.indices)})"
+            )
+        normalize(claim.rhs, indices)  # checks the claim's index rules
+        body = ", ".join(indices)
+        name = "claim_{" + body + "}" if indices else "claim"
+        program = parse(f"{name} = {claim.rhs}") if indices else parse(f"claim = {claim.rhs}")
+        claimed = compile_(program)
+        missing = sorted(set(claimed.ranks) - set(arrays))
+        if missing:
+            raise EinderivError(f"--expect uses {missing[0]!r}, which is not an input of the expression")
+        value = np.broadcast_to(np.asarray(claimed(**{k: arrays[k] for k in claimed.ranks})), analytic.shape)
+        difference = np.abs(value - analytic)
+        worst = float(difference.max()) if difference.size else 0.0
+        if worst <= args.tol * max(1.0, float(np.max(np.abs(analytic))) if analytic.size else 1.0):
+            lines.append(f"your claim: matches (max absolute difference {worst:.2g})")
+        else:
+            where = np.unravel_index(int(np.argmax(difference)), difference.shape)
+            labels = ", ".join(f"{i}={w}" for i, w in zip(derivative.indices, where))
+            lines.append(
+                f"your claim: DIFFERS: max absolute difference {worst:.3g} at {labels or 'the value'} "
+                f"(derivative {float(analytic[where]):.6g}, claim {float(value[where]):.6g})"
+            )
+            ok = False
+    return "\n".join(lines), 0 if ok else 1
+
+
+def parse_claim(text: str):
+    program = parse(text)
+    if len(program.statements) != 1:
+        raise EinderivError("--expect takes one expression or one statement")
+    return program.output
 
 
 def derivative_json(derivative) -> dict:
@@ -81,6 +252,10 @@ def _run_diff(args) -> str:
     derivative = diff(args.expr, args.wrt)
     if args.format == "json":
         return json.dumps(derivative_json(derivative), indent=2)
+    if args.format == "latex":
+        return derivative.latex()
+    if args.format == "pretty":
+        return derivative.pretty()
     lines = [str(derivative), f"  shape: {derivative.shape_text()}"]
     for definition in derivative.definitions[:-1]:
         steps = " + ".join(str(t) for t in emit(definition.poly)) or "0"
@@ -92,8 +267,14 @@ def _run_diff(args) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    code = 0
     try:
-        output = _run_diff(args)
+        if args.command == "eval":
+            output = _run_eval(args)
+        elif args.command == "check":
+            output, code = _run_check(args)
+        else:
+            output = _run_diff(args)
     except ParseError as err:
         print(
             f"error: {err.message} (line {err.line}, column {err.column})" if err.line else f"error: {err.message}",
@@ -115,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         print(output)
     except BrokenPipeError:  # the reader went away (``| head``): not an error of ours
         sys.stderr.close()
-    return 0
+    return code
 
 
 if __name__ == "__main__":

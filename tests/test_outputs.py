@@ -1,0 +1,114 @@
+"""Output formats: LaTeX, Unicode, and the eval and check commands."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import einderiv
+
+KNOWN_COMMANDS = {
+    "frac", "partial", "delta", "left", "right", "exp", "log", "sin", "cos", "tan", "tanh", "sigma", "sqrt",
+    "operatorname", "det", "sum", "mathrm", "begin", "end", "theta", "Phi", "Theta", "Sigma", "mu", "lambda",
+}  # fmt: skip
+
+CASES = [
+    ("K_pq = R_mp R_mq", ["R"]),
+    ("f = x_i A_ij x_j", ["x", "x"]),
+    ("e_n = y_n - Phi_nd theta_d; L = e_n e_n", ["theta"]),
+    ("z_n = X_nd w_d; s_n = sigmoid(z_n); L = -(y_n log(s_n) + (1 - y_n) log(1 - s_n))", ["w"]),
+    ("f = a_i inv(X)_ij b_j + logdet(X) + det(X)^2", ["X"]),
+    ("P_nk = softmax_k(Z_nk)", ["Z"]),
+    ("f = sqrt(x_i x_i) + abs(s) + softplus(s) / 3", ["x"]),
+    ("h_nj = tanh(X_ni W_{in,out} + b_j); L = h_nj h_nj", ["b"]),
+]
+
+
+def check_latex(text: str) -> None:
+    depth = 0
+    for char in text:
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        assert depth >= 0, text
+    assert depth == 0, text
+    assert text.count(r"\left") == text.count(r"\right"), text
+    for command in re.findall(r"\\([A-Za-z]+)", text):
+        assert command in KNOWN_COMMANDS, (command, text)
+
+
+@pytest.mark.parametrize("source, wrt", CASES)
+def test_latex_is_well_formed(source, wrt):
+    derivative = einderiv.diff(source, wrt)
+    text = derivative.latex()
+    check_latex(text)
+    assert derivative._repr_latex_() == f"${text}$"
+    check_latex(einderiv.compile(source).latex())
+    if importlib.util.find_spec("matplotlib") is not None:  # its mathtext parser, where installed
+        from matplotlib.mathtext import MathTextParser
+
+        if r"\begin" not in text:
+            MathTextParser("path").parse(f"${text}$")
+
+
+def test_latex_and_pretty_forms_of_the_core_example():
+    d = einderiv.diff("K_pq = R_mp R_mq", "R")
+    assert d.latex() == r"\frac{\partial K_{pq}}{\partial R_{ij}} = \delta_{jp} R_{iq} + R_{ip} \delta_{jq}"
+    assert d.pretty() == "∂K_pq/∂R_ij = δ_jp R_iq + R_ip δ_jq"
+    h = einderiv.hessian("f = x_i A_ij x_j", "x")
+    assert h.latex() == r"\frac{\partial^{2} f}{\partial x_{k} \partial x_{l}} = A_{kl} + A_{lk}"
+    assert h.pretty() == "∂²f/∂x_k ∂x_l = A_kl + A_lk"
+    g = einderiv.diff("f = a_i inv(X)_ij b_j", "X")
+    assert r"\left(X^{-1}\right)_{ik}" in g.latex() and "(X⁻¹)_ik" in g.pretty()
+    s = einderiv.diff("s_n = sigmoid(X_nd w_d)", "w")
+    assert r"\sigma\left(" in s.latex() and "σ(" in s.pretty()
+
+
+def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "einderiv", *args], capture_output=True, text=True, timeout=60, cwd=cwd
+    )
+
+
+def test_cli_latex_and_pretty():
+    result = run("diff", "K_pq = R_mp R_mq", "--wrt", "R", "--format", "latex")
+    assert result.returncode == 0 and result.stdout.startswith(r"\frac{\partial K_{pq}}")
+    result = run("diff", "K_pq = R_mp R_mq", "--wrt", "R", "--format", "pretty")
+    assert result.stdout.strip() == "∂K_pq/∂R_ij = δ_jp R_iq + R_ip δ_jq"
+
+
+def test_cli_eval_prints_and_saves(tmp_path):
+    R = np.arange(12.0).reshape(4, 3)
+    np.save(tmp_path / "R.npy", R)
+    result = run("eval", "K_pq = R_mp R_mq", "--input", f"R={tmp_path / 'R.npy'}", "--out", str(tmp_path / "K.npy"))
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "K.npy"), R.T @ R)
+    result = run("eval", "f = x_i A_ij x_j", "--wrt", "x", "--random", "x=3", "--random", "A=3x3")
+    assert result.returncode == 0 and "shape (3,)" in result.stdout
+    missing = run("eval", "f = x_i x_i", "--input", "x=/no/such/file.npy")
+    assert missing.returncode == 2 and missing.stderr.startswith("error: --input x: cannot read")
+
+
+def test_cli_check_reports_finite_differences_and_claims():
+    good = run("check", "f = x_i A_ij x_j", "--wrt", "x", "--expect", "A_kj x_j + A_jk x_j")
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "finite differences: max relative error" in good.stdout and ": ok" in good.stdout
+    assert "your claim: matches" in good.stdout
+    wrong = run("check", "f = x_i A_ij x_j", "--wrt", "x", "--expect", "2 A_kj x_j")
+    assert wrong.returncode == 1
+    assert "your claim: DIFFERS: max absolute difference" in wrong.stdout and "at k=" in wrong.stdout
+    table = run("check", "K_pq = R_mp R_mq", "--wrt", "R", "--shape", "R=4x3", "--expect",
+                "dK_pq/dR_ij = delta_jp R_iq + R_ip delta_jq")  # fmt: skip
+    assert table.returncode == 0 and "your claim: matches" in table.stdout
+    hessian = run("check", "f = x_i A_ij x_j", "--wrt", "x", "--wrt", "x", "--expect", "A_kl + A_lk")
+    assert hessian.returncode == 0 and "your claim: matches" in hessian.stdout
+    bad = run("check", "f = x_i x_i", "--wrt", "x", "--shape", "q=3")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --shape q: not an input")
+
+
+def test_help_shows_worked_examples():
+    for command in ("eval", "check"):
+        assert "example:" in run(command, "--help").stdout
