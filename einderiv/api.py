@@ -182,6 +182,8 @@ class Compiled:
         """``K.shape + R.shape = (P, P, M, P) with R: (M, P)``."""
         index_dims, input_dims = self.dimension_names()
         parts = [f"{self.root_name}.shape"] + [f"{ref.name}.shape" for ref in self.wrt]
+        if getattr(self, "layout", "numerator") == "denominator":
+            parts = parts[1:] + parts[:1]
         dims = ", ".join(index_dims.get(i, "?") for i in self.indices)
         dims = f"({dims},)" if len(self.indices) == 1 else f"({dims})"
         shown = [n for n in input_dims if self.ranks.get(n)]
@@ -328,15 +330,21 @@ def _checked(source: Source | CheckedProgram, of: str | None) -> CheckedProgram:
     return source if isinstance(source, CheckedProgram) else check_program(_program(source), of)
 
 
+LAYOUTS = ("numerator", "denominator")
+
+
 @_guarded
-def diff(source: Source, wrt: str | Sequence[str], of: str | None = None) -> Derivative:
+def diff(source: Source, wrt: str | Sequence[str], of: str | None = None, layout: str = "numerator") -> Derivative:
     """Differentiate the output (the last statement, or ``of``) with respect to ``wrt``.
 
     ``wrt`` is a tensor name (``"R"``: derivative indices chosen fresh), a name with indices
     (``"R_ij"``), or a list of those for higher derivatives (``["x", "x"]`` is the Hessian).
-    The result's axes are the output's indices followed by each wrt's indices.  Through a
-    program, the chain rule runs in reverse (adjoint) order.
+    The result's axes are the output's indices followed by each wrt's indices (``layout=
+    "numerator"``), or each wrt's indices first (``layout="denominator"``).  Through a program,
+    the chain rule runs in reverse (adjoint) order.
     """
+    if layout not in LAYOUTS:
+        raise DifferentiationError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     checked = _checked(source, of)
     if isinstance(wrt, (str, Tensor)):
         specs = [wrt]
@@ -372,11 +380,17 @@ def diff(source: Source, wrt: str | Sequence[str], of: str | None = None) -> Der
         refs.append(ref)
     final = current.out
     statement = _display(root, refs, to_expr(final.poly))
-    current.definitions[-1] = Definition(final.name, final.indices, final.poly, final.hints, statement)
+    poly = final.poly
+    if layout == "denominator":  # the wrt indices first, then the output's
+        wrt_indices = tuple(i for r in refs for i in r.indices)
+        poly = Poly(poly.terms, wrt_indices + root.indices)
+    current.definitions[-1] = Definition(final.name, poly.indices, poly, final.hints, statement)
     inputs = dict(checked.inputs)
     for ref in refs:  # a wrt tensor fixes the derivative's axes even where its values cancel
         inputs[ref.name] = (checked.all_inputs or checked.inputs)[ref.name]
-    return Derivative(current, inputs, tuple(refs), root, checked.definitions)
+    derivative = Derivative(current, inputs, tuple(refs), root, checked.definitions)
+    derivative.layout = layout
+    return derivative
 
 
 def _display(root: Definition, refs: list[Tensor], rhs) -> Statement:
@@ -407,14 +421,14 @@ def _require_scalar(source: Source, of: str | None, what: str) -> CheckedProgram
 
 @_guarded
 def grad(source: Source, wrt: str, of: str | None = None) -> Derivative:
-    """The gradient of a scalar output: an array of the wrt tensor's shape."""
+    """The gradient of a scalar output: an array of the wrt tensor's shape (in either layout)."""
     return diff(_require_scalar(source, of, "grad"), wrt)
 
 
 @_guarded
-def jacobian(source: Source, wrt: str, of: str | None = None) -> Derivative:
-    """The Jacobian: shape ``out.shape + wrt.shape``."""
-    return diff(source, wrt, of)
+def jacobian(source: Source, wrt: str, of: str | None = None, layout: str = "numerator") -> Derivative:
+    """The Jacobian: shape ``out.shape + wrt.shape`` (``wrt.shape + out.shape`` in denominator layout)."""
+    return diff(source, wrt, of, layout)
 
 
 @_guarded

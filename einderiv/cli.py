@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
         "--wrt", action="append", required=True, metavar="NAME", help="tensor name (R) or name with indices (R_ij)"
     )
     diff_cmd.add_argument(
+        "--layout",
+        choices=("numerator", "denominator"),
+        default="numerator",
+        help="axes of the result: output's then wrt's (numerator, the default) or wrt's first",
+    )
+    diff_cmd.add_argument(
         "--format",
         choices=("text", "json", "latex", "pretty"),
         default="text",
@@ -235,6 +241,7 @@ def derivative_json(derivative) -> dict:
         "program": [str(d.display()) for d in derivative.definitions],
         "indices": list(derivative.indices),
         "wrt": [{"name": ref.name, "indices": list(ref.indices)} for ref in derivative.wrt],
+        "layout": derivative.layout,
         "shape": [index_dims.get(i, "?") for i in derivative.indices],
         "inputs": {name: list(dims) for name, dims in input_dims.items()},
         "einsum": [
@@ -249,7 +256,7 @@ def derivative_json(derivative) -> dict:
 
 
 def _run_diff(args) -> str:
-    derivative = diff(args.expr, args.wrt)
+    derivative = diff(args.expr, args.wrt, layout=args.layout)
     if args.format == "json":
         return json.dumps(derivative_json(derivative), indent=2)
     if args.format == "latex":

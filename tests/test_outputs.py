@@ -112,3 +112,25 @@ def test_cli_check_reports_finite_differences_and_claims():
 def test_help_shows_worked_examples():
     for command in ("eval", "check"):
         assert "example:" in run(command, "--help").stdout
+
+
+def test_layouts():
+    rng = np.random.default_rng(0)
+    A, x = rng.normal(size=(2, 3)), rng.normal(size=3)
+    numerator = einderiv.jacobian("y_i = A_ij x_j", "A")
+    denominator = einderiv.jacobian("y_i = A_ij x_j", "A", layout="denominator")
+    assert numerator.indices == ("i", "k", "l") and denominator.indices == ("k", "l", "i")
+    np.testing.assert_allclose(denominator(A=A, x=x), numerator(A=A, x=x).transpose(1, 2, 0))
+    assert denominator.shape_text().startswith("A.shape + y.shape")
+    # the gradient of a scalar is the same array in both layouts
+    for layout in ("numerator", "denominator"):
+        g = einderiv.diff("f = x_i A_ij x_j", "x", layout=layout)
+        B = rng.normal(size=(3, 3))
+        np.testing.assert_allclose(g(x=x, A=B), (B + B.T) @ x)
+    with pytest.raises(einderiv.DifferentiationError, match="layout must be one of numerator, denominator"):
+        einderiv.diff("f = x_i x_i", "x", layout="mixed")
+    result = run("diff", "y_i = A_ij x_j", "--wrt", "A", "--layout", "denominator", "--format", "json")
+    import json
+
+    data = json.loads(result.stdout)
+    assert data["layout"] == "denominator" and data["indices"] == ["k", "l", "i"]
