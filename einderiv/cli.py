@@ -59,9 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     diff_cmd.add_argument(
         "--format",
-        choices=("text", "json", "latex", "pretty"),
+        choices=("text", "json", "latex", "pretty", "python", "jax", "torch"),
         default="text",
-        help="text (index notation, shape, einsum; the default), json, latex, or pretty (Unicode)",
+        help="text (index notation, shape, einsum; the default), json, latex, pretty (Unicode), or a "
+        "standalone module computing the value and the derivative: python (NumPy), jax or torch",
     )
     eval_cmd = commands.add_parser(
         "eval",
@@ -259,6 +260,11 @@ def _run_diff(args) -> str:
     derivative = diff(args.expr, args.wrt, layout=args.layout)
     if args.format == "json":
         return json.dumps(derivative_json(derivative), indent=2)
+    if args.format in ("python", "jax", "torch"):
+        from .api import compile as compile_
+        from .codegen import generate
+
+        return generate([compile_(args.expr), derivative], args.format).rstrip("\n")
     if args.format == "latex":
         return derivative.latex()
     if args.format == "pretty":
