@@ -241,8 +241,8 @@ def _shape_key(atom, free: frozenset[str]) -> tuple:
     pattern = tuple(i if i in free else "" for i in atom.indices)
     if isinstance(atom, Delta):
         return ("1delta", *sorted(pattern))
-    if isinstance(atom, Apply):
-        return ("2" + atom.func, str(atom.param), *pattern)
+    if isinstance(atom, Apply):  # elementwise: the order of its indices is immaterial
+        return ("2" + atom.func, str(atom.param), *sorted(pattern))
     if isinstance(atom, MatrixFn):
         return ("3" + atom.func + ":" + atom.matrix, *pattern)
     return ("0" + atom.name, *pattern)
@@ -275,19 +275,28 @@ def canonical_key(term: Term, free: frozenset[str], depth: int = 0) -> tuple:
     ordered = sorted(term.factors, key=lambda f: _shape_key(f, free))
     groups = [list(g) for _, g in itertools.groupby(ordered, key=lambda f: _shape_key(f, free))]
     count = math.prod(math.factorial(len(g)) for g in groups)
-    choices = itertools.product(*(itertools.permutations(g) for g in groups)) if count <= _MAX_ORDERINGS else [groups]
+    choices = (
+        list(itertools.product(*(itertools.permutations(g) for g in groups))) if count <= _MAX_ORDERINGS else [groups]
+    )
+    # an elementwise call's indices have no order: try each order for naming its summed ones
+    calls = [f for f in dict.fromkeys(term.factors) if isinstance(f, Apply) and len(set(f.indices)) > 1]
+    orders = [list(itertools.permutations(dict.fromkeys(f.indices))) for f in calls]
+    if len(choices) * math.prod(len(o) for o in orders) > _MAX_ORDERINGS:
+        orders = [[tuple(dict.fromkeys(f.indices))] for f in calls]
     best = None
     for choice in choices:
-        mapping: dict[str, str] = {}
-        key = []
-        for atom in itertools.chain.from_iterable(choice):
-            for i in atom.indices:
-                if i not in free and i not in mapping:
-                    mapping[i] = f"~{depth}.{len(mapping)}"
-            key.append(_atom_key(rename_atom(atom, mapping), depth))
-        candidate = tuple(key)
-        if best is None or candidate < best:
-            best = candidate
+        for picked in itertools.product(*orders):
+            order_of = dict(zip(calls, picked))
+            mapping: dict[str, str] = {}
+            key = []
+            for atom in itertools.chain.from_iterable(choice):
+                for i in order_of.get(atom, atom.indices):
+                    if i not in free and i not in mapping:
+                        mapping[i] = f"~{depth}.{len(mapping)}"
+                key.append(_atom_key(rename_atom(atom, mapping), depth))
+            candidate = tuple(key)
+            if best is None or candidate < best:
+                best = candidate
     return best or ()
 
 
