@@ -15,6 +15,7 @@ from fractions import Fraction
 from .emit import DELTA_OPERAND, emit, symbol_table
 from .errors import EinderivError
 from .ir import Tensor, format_number
+from .program import Definition
 
 FLAVOURS = ("python", "jax", "torch")
 
@@ -29,56 +30,6 @@ _HELPERS = {
 
 def _contract(subscripts, *operands):
     return oe.contract(subscripts, *operands)
-
-
-def _eye(n, like):
-    return np.eye(n, dtype=like.dtype)
-
-
-def _ones(n, like):
-    return np.ones(n, dtype=like.dtype)
-
-
-def _sigmoid(x):
-    return np.exp(-np.logaddexp(0, -x))
-
-
-def _softplus(x):
-    return np.logaddexp(0, x)
-
-
-def _step(x):
-    return (x > 0).astype(x.dtype)
-
-
-def _relu(x):
-    return np.maximum(x, 0)
-
-
-def _logsumexp(v, axes, order):
-    peak = np.max(v, axis=axes, keepdims=True)
-    peak = np.where(np.isfinite(peak), peak, 0)
-    out = np.squeeze(np.log(np.sum(np.exp(v - peak), axis=axes, keepdims=True)) + peak, axis=axes)
-    kept = [k for k in range(v.ndim) if k not in axes]
-    return np.transpose(out, [kept.index(k) for k in order])
-
-
-def _softmax(v, axes):
-    e = np.exp(v - np.max(v, axis=axes, keepdims=True))
-    return e / np.sum(e, axis=axes, keepdims=True)
-
-
-def _logdet(m):
-    return np.linalg.slogdet(m)[1]
-
-
-def _solve(m, b, transposed):
-    return np.linalg.solve(m.T if transposed else m, b)
-""",
-    "jax": """
-
-def _contract(subscripts, *operands):
-    return np.einsum(subscripts, *operands)
 
 
 def _eye(n, like):
@@ -173,6 +124,11 @@ def _solve(m, b, transposed):
     return torch.linalg.solve(m.T if transposed else m, b)
 """,
 }
+
+# jax.numpy has NumPy's names: the same helpers, with its own einsum in place of opt_einsum
+_HELPERS["jax"] = _HELPERS["python"].replace(
+    "return oe.contract(subscripts, *operands)", "return np.einsum(subscripts, *operands)"
+)
 
 _FUNCTIONS = {
     "python": {
@@ -304,12 +260,8 @@ def _function(compiled, flavour: str, name: str) -> str:
     for step in line.steps:
         definition = by_target.get(step.target)
         if step.contraction is not None:
-            if definition is not None:
-                sizes = _sizes_for(definition, known)
-            else:
-                from .program import Definition
-
-                sizes = _sizes_for(Definition(step.target, step.contraction.poly.indices, step.contraction.poly), known)
+            poly = step.contraction.poly
+            sizes = _sizes_for(definition or Definition(step.target, poly.indices, poly), known)
             writer.contraction(step.target, step.contraction.poly, sizes)
         elif step.operand is not None:
             transposed = step.func == "solve_transposed"
