@@ -182,7 +182,7 @@ class Compiled:
         """``K.shape + R.shape = (P, P, M, P) with R: (M, P)``."""
         index_dims, input_dims = self.dimension_names()
         parts = [f"{self.root_name}.shape"] + [f"{ref.name}.shape" for ref in self.wrt]
-        if getattr(self, "layout", "numerator") == "denominator":
+        if self.layout == "denominator":
             parts = parts[1:] + parts[:1]
         dims = ", ".join(index_dims.get(i, "?") for i in self.indices)
         dims = f"({dims},)" if len(self.indices) == 1 else f"({dims})"
@@ -191,6 +191,7 @@ class Compiled:
         return f"{' + '.join(parts)} = {dims}" + (f" with {where}" if where else "")
 
     wrt: tuple[Tensor, ...] = ()
+    layout = "numerator"
 
     @property
     def root_name(self) -> str:
@@ -202,8 +203,11 @@ class Derivative(Compiled):
 
     For a program, it prints the statements it needs first (intermediates and adjoints)."""
 
-    def __init__(self, program: CheckedProgram, inputs, wrt: tuple[Tensor, ...], root: Definition, sources=()):
+    def __init__(
+        self, program: CheckedProgram, inputs, wrt: tuple[Tensor, ...], root: Definition, sources=(), layout="numerator"
+    ):
         super().__init__(program, inputs)
+        self.layout = layout
         self.wrt = wrt
         self.root = root
         self.sources = tuple(sources) or (root,)
@@ -388,9 +392,7 @@ def diff(source: Source, wrt: str | Sequence[str], of: str | None = None, layout
     inputs = dict(checked.inputs)
     for ref in refs:  # a wrt tensor fixes the derivative's axes even where its values cancel
         inputs[ref.name] = (checked.all_inputs or checked.inputs)[ref.name]
-    derivative = Derivative(current, inputs, tuple(refs), root, checked.definitions)
-    derivative.layout = layout
-    return derivative
+    return Derivative(current, inputs, tuple(refs), root, checked.definitions, layout)
 
 
 def _display(root: Definition, refs: list[Tensor], rhs) -> Statement:
