@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from . import render
+from .backends import array_library, choose_backend, ops_for
 from .emit import EinsumTerm, emit
 from .errors import DifferentiationError, EinderivError, EvaluationError
 from .ir import Delta, Indices, Program, Statement, Tensor
@@ -51,6 +52,7 @@ class Compiled:
         self.program = program
         self.ranks: dict[str, int] = dict(inputs if inputs is not None else program.inputs)
         self._line: StraightLine | None = None
+        self.line  # noqa: B018 - built now, so tracers (torch.compile) see only the array work
 
     # -- what it is -------------------------------------------------------------------------
     @property
@@ -104,6 +106,38 @@ class Compiled:
         """Unicode for the terminal: ``∂K_pq/∂R_ij = δ_jp R_iq + R_ip δ_jq``."""
         return render.pretty(self.displayed())
 
+    @_guarded
+    def matrix_lines(self) -> list[tuple[str, str, str]]:
+        """``(definition name, left side, matrix form)`` per statement: ``("d1f", "df/dx", "A x + A^T x")``.
+
+        Raises ``NoMatrixForm`` (an ``EinderivError``) naming the statement and the reason."""
+        from .matrix_form import NoMatrixForm, matrix_text
+
+        names = set(self.ranks) | {d.name for d in self.program.definitions}
+        lines = []
+        for definition in self.program.definitions:
+            statement = definition.display()
+            target = statement.target
+            if target is None:
+                lhs = "f"
+            elif statement.wrt:  # df/dx, d2f/dw dw
+                lhs = target.name + "/" + " ".join(w.name for w in statement.wrt)
+            else:
+                lhs = target.name
+            try:
+                lines.append((definition.name, lhs, matrix_text(definition.poly, names)))
+            except NoMatrixForm as err:
+                where = str(statement).split(" = ", 1)[0]
+                raise NoMatrixForm(f"no matrix form for {where}: {err}", reason=f"{where}: {err}") from None
+        return lines
+
+    def matrix(self) -> str:
+        """Matrix notation, one ``name = form`` line per statement: ``df/dx = A x + A^T x``
+        (a program: its intermediates first).  Rows are the first index of the result, columns
+        the second.  Raises ``NoMatrixForm`` (an ``EinderivError``) with the reason when there is
+        none (more than two indices, a factor with three, ...)."""
+        return "\n".join(f"{lhs} = {form}" for _, lhs, form in self.matrix_lines())
+
     def _repr_latex_(self) -> str:  # Jupyter shows rendered math
         return "$" + self.latex() + "$"
 
@@ -129,6 +163,13 @@ class Compiled:
                     break
             if fast:
                 return dict(given)
+        given = self._named(given)
+        out = {name: as_array(name, value) for name, value in given.items()}
+        self._check_ranks(out)
+        return out
+
+    def _named(self, given: Mapping[str, object]) -> dict[str, object]:
+        """The given arrays that are inputs; an unknown or a missing name is an error."""
         program_inputs = set(self.program.all_inputs)
         given = {k: v for k, v in given.items() if k in self.ranks or k not in program_inputs}
         unknown = sorted(set(given) - set(self.ranks))
@@ -139,17 +180,75 @@ class Compiled:
         missing = sorted(set(self.ranks) - set(given))
         if missing:
             raise EvaluationError(f"missing array for {missing[0]!r} (inputs: {', '.join(self.inputs)})")
-        out = {name: as_array(name, value) for name, value in given.items()}
-        for name, array in out.items():
-            rank = self.ranks[name]
-            if array.ndim != rank:
+        return given
+
+    def _check_ranks(self, arrays: Mapping[str, object]) -> None:
+        for name, array in arrays.items():
+            rank, shape = self.ranks[name], tuple(array.shape)
+            if len(shape) != rank:
                 raise EvaluationError(
-                    f"input {name!r} has {array.ndim} axes (shape {array.shape}) but is used with {rank} indices"
+                    f"input {name!r} has {len(shape)} axes (shape {shape}) but is used with {rank} indices"
                 )
-        return out
+
+    def _backend_arrays(self, given: Mapping[str, object], ops):
+        """The inputs as arrays of ``ops``'s library, all of one floating dtype (NumPy arrays and
+        Python numbers are converted; integers and booleans become float64, or JAX's widest)."""
+        out = {}
+        for name, value in self._named(given).items():
+            library = array_library(value)
+            if library != ops.name:
+                if library not in (None, "numpy"):
+                    raise EvaluationError(
+                        f"input {name!r} is a {library} array; backend={ops.name!r} converts NumPy arrays "
+                        "and Python numbers only"
+                    )
+                value = ops.convert(as_array(name, value))
+            if not ops.is_numeric(value):
+                raise EvaluationError(f"input {name!r} has dtype {value.dtype}, expected a numeric array")
+            out[name] = value
+        self._check_ranks(out)
+        dtype = ops.float_dtype(list(out.values()))
+        return {name: ops.astype(value, dtype) for name, value in out.items()}, dtype
+
+    @_guarded
+    def call(self, arrays: Mapping[str, object], backend: str | None = None):
+        """The value for ``arrays`` (a mapping: names need not be Python identifiers).  It is
+        computed by the library the arrays come from (NumPy, torch, jax, cupy or dask), or by
+        ``backend``, to which NumPy inputs are converted; the result is that library's array
+        (a lazy one for dask).  Arrays from two libraries in one call are an error."""
+        chosen = choose_backend(arrays, backend)
+        if chosen == "numpy":
+            for name, value in arrays.items():
+                if array_library(value) not in (None, "numpy"):
+                    raise EvaluationError(
+                        f"input {name!r} is a {array_library(value)} array; backend='numpy' converts NumPy "
+                        "arrays and Python numbers only"
+                    )
+            return self._numpy_call(arrays)
+        ops = ops_for(chosen)
+        values, dtype = self._backend_arrays(arrays, ops)
+        if values:
+            like = next(iter(values.values()))
+        else:
+            like = ops.astype(ops.convert(np.zeros(())), dtype)
+        inputs = [values[n] for n in self.ranks]
+        result = (self._line or self.line).run_with(values, ops, like)[self.program.output]
+        if any(result is array for array in inputs):  # never hand back an input itself
+            result = result + ops.zeros(tuple(result.shape), like)
+        return result
 
     @_guarded
     def __call__(self, **arrays) -> np.ndarray:
+        """The value for these arrays, named as in the expression (see :meth:`call`)."""
+        for value in arrays.values():
+            if type(value) is not np.ndarray:  # another library's array, a list or a number
+                if choose_backend(arrays, None) != "numpy":
+                    return self.call(arrays)
+                break
+        return self._numpy_call(arrays)
+
+    def _numpy_call(self, arrays: Mapping[str, object]) -> np.ndarray:
+        """NumPy's fast path: plans per shape signature, results written in place."""
         values = self._arrays(arrays)
         signature = tuple([(values[n].shape, values[n].dtype) for n in self.ranks])
         result = (self._line or self.line).run(values, signature)[self.program.output]
@@ -292,9 +391,10 @@ def compile(source: Source, of: str | None = None) -> Compiled:  # noqa: A001 - 
 
 
 @_guarded
-def evaluate(source: Source, of: str | None = None, **arrays) -> np.ndarray:
-    """The value of the output (the last statement, or ``of``) for the given arrays."""
-    return compile(source, of)(**arrays)
+def evaluate(source: Source, of: str | None = None, backend: str | None = None, **arrays) -> np.ndarray:
+    """The value of the output (the last statement, or ``of``) for the given arrays, computed by
+    the arrays' library or by ``backend`` (see :meth:`Compiled.call`)."""
+    return compile(source, of).call(arrays, backend)
 
 
 def _wrt_ref(spec: str | Tensor, program: CheckedProgram, where: str) -> Tensor:

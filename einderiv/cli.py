@@ -9,7 +9,7 @@ import sys
 from . import __version__
 from .api import diff
 from .emit import emit
-from .errors import EinderivError, ParseError
+from .errors import EinderivError, EvaluationError, ParseError
 from .ir import format_number
 from .parser import parse
 
@@ -18,6 +18,9 @@ EXAMPLE = """example:
   dK_pq/dR_ij = delta_jp R_iq + R_ip delta_jq
     shape: K.shape + R.shape = (P, P, M, P) with R: (M, P)
     einsum: 'jp,iq->pqij' (delta, R) + 'ip,jq->pqij' (R, delta)
+    matrix: none (dK_pq/dR_ij: rank 4 (indices p, q, i, j); matrix notation has at most two)
+  $ einderiv diff "f = x_i A_ij x_j" --wrt x --format matrix
+  df/dx = (A + A^T) x
 """
 
 
@@ -59,10 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     diff_cmd.add_argument(
         "--format",
-        choices=("text", "json", "latex", "pretty", "python", "jax", "torch"),
+        choices=("text", "json", "latex", "pretty", "matrix", "python", "jax", "torch"),
         default="text",
-        help="text (index notation, shape, einsum; the default), json, latex, pretty (Unicode), or a "
-        "standalone module computing the value and the derivative: python (NumPy), jax or torch",
+        help="text (index notation, shape, einsum, matrix form; the default), json, latex, pretty (Unicode), "
+        "matrix (matrix notation: A x + A^T x), or a standalone module computing the value and the "
+        "derivative: python (NumPy), jax or torch",
     )
     eval_cmd = commands.add_parser(
         "eval",
@@ -95,7 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     check_cmd.add_argument(
         "--shape", action="append", default=[], metavar="NAME=3x4", help="an input's shape (default 3 per axis)"
     )
-    check_cmd.add_argument("--expect", metavar="CLAIM", help="your derivative in index notation, e.g. '2 A_kj x_j'")
+    check_cmd.add_argument(
+        "--expect",
+        metavar="CLAIM",
+        help="your derivative in index notation ('2 A_kj x_j') or matrix notation ('A x + A^T x': rows are the "
+        "derivative's first index, columns its second)",
+    )
     check_cmd.add_argument("--tol", type=float, default=1e-6, help="largest relative error accepted (default 1e-6)")
     check_cmd.add_argument("--seed", type=int, default=0)
     return parser
@@ -110,6 +119,8 @@ CHECK_EXAMPLE = """example:
   derivative: df/dx_k = A_kj x_j + x_i A_ik
   finite differences: max relative error 3.1e-10 (tolerance 1e-06): ok
   your claim: matches (max absolute difference 0)
+  $ einderiv check "f = x_i A_ij x_j" --wrt x --expect "(A + A^T) x"
+  your claim (matrix notation, read as (A_ki + A_ik) x_i): matches (max absolute difference 2.2e-16)
 """
 
 
@@ -160,8 +171,6 @@ def _run_check(args) -> tuple[str, int]:
     import numpy as np
 
     from .api import compile as compile_
-    from .lower import normalize
-    from .semantics import output_indices
 
     derivative = diff(args.expr, args.wrt)
     given = dict(_shape(text, "--shape") for text in args.shape)
@@ -194,31 +203,18 @@ def _run_check(args) -> tuple[str, int]:
         f"finite differences: max relative error {error:.2g} (tolerance {args.tol:g}): {'ok' if ok else 'FAILED'}",
     ]
     if args.expect:
-        claim = parse_claim(args.expect)
-        indices = output_indices(claim) if claim.target is not None else derivative.indices
-        if len(indices) != len(derivative.indices):
-            raise EinderivError(
-                f"--expect has {len(indices)} free indices but the derivative has {len(derivative.indices)} "
-                f"({''.join(derivative.indices)})"
-            )
-        normalize(claim.rhs, indices)  # checks the claim's index rules
-        body = ", ".join(indices)
-        name = "claim_{" + body + "}" if indices else "claim"
-        program = parse(f"{name} = {claim.rhs}") if indices else parse(f"claim = {claim.rhs}")
-        claimed = compile_(program)
-        missing = sorted(set(claimed.ranks) - set(arrays))
-        if missing:
-            raise EinderivError(f"--expect uses {missing[0]!r}, which is not an input of the expression")
-        value = np.broadcast_to(np.asarray(claimed(**{k: arrays[k] for k in claimed.ranks})), analytic.shape)
+        notation, rhs, indices = read_claim(args.expect, derivative)
+        value = claim_value(rhs, indices, arrays, analytic.shape)
         difference = np.abs(value - analytic)
         worst = float(difference.max()) if difference.size else 0.0
+        label = "your claim" if notation == "index" else f"your claim (matrix notation, read as {rhs})"
         if worst <= args.tol * max(1.0, float(np.max(np.abs(analytic))) if analytic.size else 1.0):
-            lines.append(f"your claim: matches (max absolute difference {worst:.2g})")
+            lines.append(f"{label}: matches (max absolute difference {worst:.2g})")
         else:
             where = np.unravel_index(int(np.argmax(difference)), difference.shape)
             labels = ", ".join(f"{i}={w}" for i, w in zip(derivative.indices, where))
             lines.append(
-                f"your claim: DIFFERS: max absolute difference {worst:.3g} at {labels or 'the value'} "
+                f"{label}: DIFFERS: max absolute difference {worst:.3g} at {labels or 'the value'} "
                 f"(derivative {float(analytic[where]):.6g}, claim {float(value[where]):.6g})"
             )
             ok = False
@@ -230,6 +226,83 @@ def parse_claim(text: str):
     if len(program.statements) != 1:
         raise EinderivError("--expect takes one expression or one statement")
     return program.output
+
+
+def read_claim(text: str, derivative) -> tuple[str, str, tuple[str, ...]]:
+    """``--expect`` read as (notation, right-hand side in index notation, its free indices).
+
+    Text with ``_`` subscripts or an ``=`` is read as index notation first, other text as matrix
+    notation first (``A x + A^T x``: rows and columns are the derivative's first and second
+    index); when the first reading is a syntax error the other one is tried, and if both fail
+    the first reading's error is raised."""
+    readers = [("index", _index_claim), ("matrix", _matrix_claim)]
+    if "_" not in text and "=" not in text:
+        readers.reverse()
+    try:
+        return (readers[0][0], *readers[0][1](text, derivative))
+    except ParseError as first_error:
+        try:
+            return (readers[1][0], *readers[1][1](text, derivative))
+        except EinderivError:
+            raise first_error from None
+
+
+def claim_value(rhs: str, indices: tuple[str, ...], arrays: dict, shape: tuple[int, ...]):
+    """Compile ``claim_{indices} = rhs`` with einderiv and evaluate it on ``arrays``, broadcast to
+    ``shape`` (the derivative's): a claim may use only the expression's inputs."""
+    import numpy as np
+
+    from .api import compile as compile_
+
+    taken = set(arrays)
+    name = _unused("claim", taken)
+    carriers = [_unused(f"axis{n}", taken) for n in range(len(indices))]
+    # zero-valued carrier arrays give each free index the derivative's size (a claim such as
+    # delta_kl, I, or A - A has no array that says it); the zero term adds nothing to the value
+    sizes = " + 0 " + " ".join(f"{c}_{{{i}}}" for c, i in zip(carriers, indices)) if indices else ""
+    lhs = name + "_{" + ", ".join(indices) + "}" if indices else name
+    claimed = compile_(parse(f"{lhs} = {rhs}{sizes}"))
+    missing = sorted(set(claimed.ranks) - set(arrays) - set(carriers))
+    if missing:
+        raise EinderivError(f"--expect uses {missing[0]!r}, which is not an input of the expression")
+    given = {**arrays, **{c: np.zeros(n) for c, n in zip(carriers, shape)}}
+    try:
+        value = np.asarray(claimed(**{k: given[k] for k in claimed.ranks}), dtype=np.float64)
+    except EvaluationError as err:
+        raise EinderivError(f"--expect: the claim does not fit the derivative's shape {shape}: {err}") from None
+    return np.broadcast_to(value, shape)
+
+
+def _index_claim(text: str, derivative) -> tuple[str, tuple[str, ...]]:
+    from .lower import normalize
+    from .semantics import output_indices
+
+    claim = parse_claim(text)
+    indices = output_indices(claim) if claim.target is not None else derivative.indices
+    if len(indices) != len(derivative.indices):
+        raise EinderivError(
+            f"--expect has {len(indices)} free indices but the derivative has {len(derivative.indices)} "
+            f"({''.join(derivative.indices)})"
+        )
+    normalize(claim.rhs, indices)  # checks the claim's index rules
+    return str(claim.rhs), tuple(indices)
+
+
+def _matrix_claim(text: str, derivative) -> tuple[str, tuple[str, ...]]:
+    from .matrix_claim import translate
+
+    translation = translate(text, derivative.ranks, derivative.indices)
+    return translation.rhs, translation.indices
+
+
+def _unused(name: str, taken: set[str]) -> str:
+    """``name``, or ``name2``, ``name3``... whichever no input uses (and record it as taken)."""
+    candidate, number = name, 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{name}{number}"
+    taken.add(candidate)
+    return candidate
 
 
 def derivative_json(derivative) -> dict:
@@ -253,7 +326,19 @@ def derivative_json(derivative) -> dict:
             }
             for term in derivative.einsum
         ],
+        "matrix": _matrix_json(derivative),
     }
+
+
+def _matrix_json(derivative) -> dict:
+    """``{"forms": [{"lhs", "form"}, ...], "none": null}``, or no forms and the reason."""
+    from .matrix_form import NoMatrixForm
+
+    try:
+        forms = [{"lhs": lhs, "form": form} for _, lhs, form in derivative.matrix_lines()]
+    except NoMatrixForm as err:
+        return {"forms": [], "none": err.reason}
+    return {"forms": forms, "none": None}
 
 
 def _run_diff(args) -> str:
@@ -269,13 +354,30 @@ def _run_diff(args) -> str:
         return derivative.latex()
     if args.format == "pretty":
         return derivative.pretty()
+    if args.format == "matrix":
+        return derivative.matrix()
     lines = [str(derivative), f"  shape: {derivative.shape_text()}"]
     for definition in derivative.definitions[:-1]:
         steps = " + ".join(str(t) for t in emit(definition.poly)) or "0"
         lines.append(f"  einsum[{definition.name}]: {steps}")
     einsum = " + ".join(str(t) for t in derivative.einsum) or "(none: the derivative is zero)"
     lines.append(f"  einsum: {einsum}")
+    lines += _matrix_lines(derivative)
     return "\n".join(lines)
+
+
+def _matrix_lines(derivative) -> list[str]:
+    """``  matrix: A x + A^T x`` (``  matrix[e]: ...`` first for each intermediate), or
+    ``  matrix: none (<reason>)``."""
+    from .matrix_form import NoMatrixForm
+
+    try:
+        forms = derivative.matrix_lines()
+    except NoMatrixForm as err:
+        return [f"  matrix: none ({err.reason})"]
+    except Exception as err:  # noqa: BLE001 - a printer bug must not cost the index form printed above
+        return [f"  matrix: none (internal error in the matrix printer: {type(err).__name__}; please report)"]
+    return [f"  matrix[{name}]: {form}" for name, _, form in forms[:-1]] + [f"  matrix: {forms[-1][2]}"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -223,8 +223,28 @@ def _splice(arg: Poly) -> list[Term]:
     return _carrying(arg.terms, arg.indices)
 
 
+#: f(0) where it is rational, for folding a call on an argument that cancelled: tanh(A_ij - A_ij) = 0.
+AT_ZERO = {
+    "exp": Fraction(1),
+    "log1p": Fraction(0),
+    "sin": Fraction(0),
+    "cos": Fraction(1),
+    "tan": Fraction(0),
+    "tanh": Fraction(0),
+    "sigmoid": Fraction(1, 2),
+    "sqrt": Fraction(0),
+    "abs": Fraction(0),
+    "relu": Fraction(0),
+    "sign": Fraction(0),
+    "step": Fraction(0),
+}
+
+
 def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term]:
     """``func(arg)`` as terms, after exact folding and the stable rewrites:
+
+    * a call on an argument that cancelled to 0 is f(0) at every index: a number where f(0) is
+      rational (``tanh(A_ij - A_ij)`` = 0), else the scalar call ``f(0)``;
 
     * ``u^0 = 1``, ``u^1 = u``, ``(u^p)^n = u^(p n)`` for integer n, constants folded exactly;
     * ``log(sigmoid(u)) = -softplus(-u)`` and ``log(1 - sigmoid(u)) = -softplus(u)``;
@@ -232,6 +252,11 @@ def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term
     * ``sigmoid(-u) = 1 - sigmoid(u)`` (a negated argument), so that ``s - y`` collects.
     """
     one = Fraction(1)
+    if not arg.terms and arg.indices and func != "pow":  # f(0) is the same for every i, j
+        value = AT_ZERO.get(func)
+        if value is not None:
+            return _carrying([Term(value, ())], arg.indices) if value else []
+        return _carrying([Term(one, (Apply(func, Poly((), ()), param),))], arg.indices)
     if func == "sigmoid" and arg.terms and all(t.coeff < 0 for t in arg.terms):
         return _carrying([Term(one, ()), Term(-one, (Apply("sigmoid", _negated(arg)),))], arg.indices)
     if func == "pow":

@@ -5,13 +5,17 @@ function applied elementwise), shared by every term and statement that uses the 
 (common subexpressions are computed once per evaluation).  Contractions are planned with
 ``opt_einsum.contract_expression`` once per shape signature and cached.  No Python loop runs
 over tensor elements.
+
+NumPy arrays take the fast path (:meth:`Contraction.execute`: diagonal writes into strided
+views, hand-picked BLAS calls); other libraries' arrays (torch, jax, cupy, dask) take the
+generic path (:meth:`StraightLine.run_with`), which never writes into an array and calls the
+library through :mod:`einderiv.backends`.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -19,6 +23,7 @@ from fractions import Fraction
 import numpy as np
 import opt_einsum
 
+from .backends import ArrayOps
 from .emit import DELTA_OPERAND, EinsumTerm, emit
 from .errors import EvaluationError
 from .functions import FUNCTIONS
@@ -191,18 +196,24 @@ class Contraction:
         self.terms: tuple[EinsumTerm, ...] = emit(poly)
         self.names = sorted({n for t in self.terms for n in t.operands if n != DELTA_OPERAND} | _hint_names(hints))
         self._plans: dict[tuple, tuple] = {}
-        self._lock = threading.Lock()
 
-    def _plan(self, values: Mapping[str, np.ndarray]):
-        shapes = {name: values[name].shape for name in self.names}
-        all_shapes = {k: v.shape for k, v in values.items()}
+    def _sizes(self, values: Mapping[str, object]):
+        """The sizes of the free indices and of every term's indices, from the arrays' shapes."""
+        shapes = {name: tuple(values[name].shape) for name in self.names}
+        all_shapes = {k: tuple(v.shape) for k, v in values.items()}
         fixed = fixed_sizes(self.hints, all_shapes)
         fixed = {i: fixed[i] for i in self.poly.indices if i in fixed}
-        out_sizes, term_sizes = bind_sizes(self.poly, shapes, fixed, by_name=sizes_by_name(self.hints, all_shapes))
+        by_name = sizes_by_name(self.hints, all_shapes)
+        out_sizes, term_sizes = bind_sizes(self.poly, shapes, fixed, by_name=by_name)
         for index in self.poly.indices:
             if index not in out_sizes:
-                raise EvaluationError(f"the size of output index {index!r} cannot be inferred from the inputs")
-        out_shape = tuple(out_sizes[i][0] for i in self.poly.indices)
+                if index not in by_name:  # as written: tanh(A_ij - A_ij) is tanh(0), still A's shape
+                    raise EvaluationError(f"the size of output index {index!r} cannot be inferred from the inputs")
+                out_sizes[index] = (by_name[index], "the statement as written")
+        return out_sizes, term_sizes, tuple(out_sizes[i][0] for i in self.poly.indices)
+
+    def _plan(self, values: Mapping[str, np.ndarray]):
+        out_sizes, term_sizes, out_shape = self._sizes(values)
         arrays = [values[n] for n in self.names]
         dtype = np.result_type(*arrays) if arrays else np.dtype(np.float64)
         if dtype.kind not in "fc":
@@ -274,14 +285,58 @@ class Contraction:
             contraction = _contraction(subscripts, shapes)
         return ("diagonal", coeff, contraction, tuple(operands), bshape, (view_shape, view_strides))
 
+    def generic_plan(self, values: Mapping[str, object], ops: ArrayOps):
+        """The plan for another array library (made once per signature): per term, a contraction
+        for opt_einsum to run with that library, with each delta an identity matrix (an einsum
+        formulation of the diagonal writes, for arrays that cannot be written into)."""
+        key = (ops.name, *[(tuple(values[n].shape), str(values[n].dtype)) for n in self.names])
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        out_sizes, term_sizes, out_shape = self._sizes(values)
+        steps = []
+        for term, sizes in zip(self.terms, term_sizes):
+            bshape = tuple(out_sizes[i][0] if i in term.output else 1 for i in self.poly.indices)
+            coeff = to_float(term.coefficient)
+            if not term.operands:
+                steps.append((coeff, None, (), (), bshape))
+                continue
+            eyes = tuple(sizes[idx[0]] if n == DELTA_OPERAND else None for n, idx in zip(term.operands, term.inputs))
+            shapes = tuple(tuple(sizes[i] for i in idx) for idx in term.inputs)
+            steps.append((coeff, (term.subscripts, shapes), term.operands, eyes, bshape))
+        plan = (tuple(steps), out_shape)
+        self._plans[key] = plan  # one atomic store, no lock: torch.compile traces this code
+        return plan
+
+    def execute_generic(self, plan, values: Mapping[str, object], ops: ArrayOps, like):
+        """Evaluate with a plan from :meth:`generic_plan`: a sum of contractions, nothing written
+        in place (``like`` gives the dtype and device of constants)."""
+        steps, out_shape = plan
+        result = None
+        for coeff, contraction, names, eyes, bshape in steps:
+            if contraction is None:
+                value = ops.zeros(bshape, like) + coeff
+            else:
+                operands = [values[n] if size is None else ops.eye(size, like) for n, size in zip(names, eyes)]
+                value = ops.contract(*contraction, operands)
+                if coeff != 1:
+                    value = value * coeff
+                if tuple(value.shape) != bshape:
+                    value = ops.reshape(value, bshape)
+            result = value if result is None else result + value
+        if result is None:
+            return ops.zeros(out_shape, like)
+        if tuple(result.shape) != out_shape:
+            result = ops.broadcast_to(result, out_shape)
+        return result
+
     def plan_for(self, values: Mapping[str, np.ndarray]):
         """The plan for these arrays' shapes and dtypes (made once per signature)."""
         key = tuple([(values[n].shape, values[n].dtype) for n in self.names])
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plan(values)
-            with self._lock:
-                self._plans[key] = plan
+            self._plans[key] = plan  # one atomic store: a race at worst plans twice
         return plan
 
     def __call__(self, values: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -531,6 +586,63 @@ def matrix_function(func: str, name: str, matrix: np.ndarray) -> np.ndarray:
     return np.asarray(logdet)
 
 
+def _square_matrix(func: str, name: str, matrix) -> None:
+    shape = tuple(matrix.shape)
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise EvaluationError(f"{func}({name}): {name!r} has shape {shape}, not a square matrix")
+
+
+def _singular(func: str, name: str, compute):
+    """Run a factorisation, turning the library's singular-matrix error into ours."""
+    try:
+        return compute()
+    except (np.linalg.LinAlgError, RuntimeError) as err:  # torch.linalg.LinAlgError is a RuntimeError
+        if "singular" in str(err).lower() or isinstance(err, np.linalg.LinAlgError):
+            raise EvaluationError(f"{func}({name}): the matrix {name!r} is singular") from None
+        raise
+
+
+def generic_matrix_function(func: str, name: str, matrix, ops: ArrayOps):
+    """inv, det and logdet on another library.  No branch depends on values (traceable, lazy):
+    a non-positive determinant makes logdet NaN rather than an error."""
+    _square_matrix(func, name, matrix)
+    if func == "inv":
+        return _singular(func, name, lambda: ops.inv(matrix))
+    sign, logdet = ops.slogdet(matrix)
+    if func == "det":
+        return sign * ops.xp.exp(logdet)
+    return ops.positive_or_nan(sign, logdet)
+
+
+def generic_solve(func: str, name: str, matrix, vector, ops: ArrayOps):
+    """inv(M) b (``solve_transposed``: inv(M)^T a) by the library's solver."""
+    _square_matrix("inv", name, matrix)
+    if func == "solve_transposed":
+        matrix = ops.matrix_transpose(matrix)
+    return _singular("inv", name, lambda: ops.solve(matrix, vector))
+
+
+def generic_softmax(v, axes: tuple[int, ...], ops: ArrayOps):
+    """exp(v - max) / sum over ``axes`` of exp(v - max)."""
+    if 0 in tuple(v.shape):
+        return ops.xp.exp(v)
+    e = ops.xp.exp(v - ops.finite_or_zero(ops.amax(v, axes)))
+    return e / ops.sum(e, axes)
+
+
+def generic_logsumexp(v, axes: tuple[int, ...], order: tuple[int, ...], ops: ArrayOps):
+    """max(v) + log(sum over ``axes`` of exp(v - max(v))); kept axes returned in ``order``."""
+    if 0 in tuple(v.shape):
+        out = ops.xp.log(ops.sum(ops.xp.exp(v), axes))
+    else:
+        peak = ops.finite_or_zero(ops.amax(v, axes))
+        out = ops.xp.log(ops.sum(ops.xp.exp(v - peak), axes)) + peak
+    out = ops.squeeze(out, axes)
+    kept = [k for k in range(len(v.shape)) if k not in axes]
+    permutation = [kept.index(k) for k in order]
+    return ops.transpose(out, permutation) if permutation != sorted(permutation) else out
+
+
 class StraightLine:
     """A list of (target, step) computing named arrays in order; function calls hoisted and shared."""
 
@@ -540,7 +652,6 @@ class StraightLine:
         self._bound: dict[tuple, list] = {}  # input signature -> the plan of every step
         #: whether an elementwise step can warn (overflow, log of 0, NaN): only then is errstate set
         self._quiet = False
-        self._lock = threading.Lock()
 
     def _temp(self) -> str:
         return f"_t{len(self.steps)}"
@@ -752,13 +863,34 @@ class StraightLine:
                 return self._run(values, signature)
         return self._run(values, signature)
 
+    def run_with(self, values: dict[str, object], ops: ArrayOps, like) -> dict[str, object]:
+        """Compute every step with another array library's operations (``like``: an array of
+        the result dtype and device, for constants)."""
+        for step in self.steps:
+            values[step.target] = self._generic_step(step, values, ops, like)
+        return values
+
+    @staticmethod
+    def _generic_step(step: _Step, values: dict[str, object], ops: ArrayOps, like):
+        if step.contraction is not None:
+            contraction = step.contraction
+            return contraction.execute_generic(contraction.generic_plan(values, ops), values, ops, like)
+        if step.operand is not None:
+            return generic_solve(step.func, step.source, values[step.source], values[step.operand], ops)
+        if step.matrix:
+            return generic_matrix_function(step.func, step.source, values[step.source], ops)
+        if step.func == "softmax":
+            return generic_softmax(values[step.source], step.axes[0], ops)
+        if step.axes is not None:
+            return generic_logsumexp(values[step.source], *step.axes, ops)
+        return ops.apply(step.func, step.param, values[step.source])
+
     def _run(self, values: dict[str, np.ndarray], signature: tuple | None) -> dict[str, np.ndarray]:
         program = self._bound.get(signature) if signature is not None else None
         if program is None:
             program = [self._instruction(step, values) for step in self.steps]
             if signature is not None:
-                with self._lock:
-                    self._bound[signature] = program
+                self._bound[signature] = program
             return values  # the instructions above computed every step while being made
         for instruction in program:
             instruction(values)

@@ -42,6 +42,9 @@ def test_json_format():
         {"coefficient": "1", "subscripts": "kj,j->k", "operands": ["A", "x"]},
         {"coefficient": "1", "subscripts": "i,ik->k", "operands": ["x", "A"]},
     ]
+    assert data["matrix"] == {"forms": [{"lhs": "df/dx", "form": "(A + A^T) x"}], "none": None}
+    rank4 = json.loads(run("diff", "K_pq = R_mp R_mq", "--wrt", "R", "--format", "json").stdout)["matrix"]
+    assert rank4["forms"] == [] and "rank 4" in rank4["none"]
 
 
 @pytest.mark.parametrize(

@@ -95,3 +95,18 @@ def test_nan_in_matrix_functions_propagates():
     assert np.isnan(einderiv.evaluate("f_ij = inv(A)_ij", A=bad)).all()
     assert np.isnan(einderiv.evaluate("f = a_i inv(A)_ij a_j", A=bad, a=np.ones(2)))
     assert np.isnan(einderiv.evaluate("f = logdet(A)", A=bad))
+
+
+def test_a_call_on_a_cancelled_argument_keeps_its_shape():
+    """``tanh(A_ij - A_ij)`` used to fail ("the size of output index 'i' cannot be inferred"):
+    the hoisted argument had no terms and so no sizes.  It is f(0) at every (i, j)."""
+    a = np.arange(6.0).reshape(2, 3)
+    assert str(einderiv.compile("c_ij = tanh(A_ij - A_ij)").expr) == "0"
+    np.testing.assert_array_equal(einderiv.evaluate("c_ij = tanh(A_ij - A_ij)", A=a), np.zeros((2, 3)))
+    np.testing.assert_array_equal(einderiv.evaluate("c_ij = sigmoid(A_ij - A_ij)", A=a), np.full((2, 3), 0.5))
+    value = einderiv.evaluate("c_ij = softplus(A_ij - A_ij) + A_ij", A=a)
+    np.testing.assert_allclose(value, np.log(2.0) + a, rtol=1e-15)
+    np.testing.assert_allclose(einderiv.evaluate("c_i = sum_j(softplus(A_ij - A_ij))", A=a), [3 * np.log(2.0)] * 2)
+    jacobian = einderiv.jacobian("c_ij = cos(A_ij - A_ij) B_ij", "B")
+    assert jacobian(A=a, B=a).shape == (2, 3, 2, 3)
+    np.testing.assert_array_equal(jacobian(A=a, B=a).reshape(6, 6), np.eye(6))

@@ -1,0 +1,332 @@
+"""Array libraries other than NumPy: torch, jax, cupy and dask arrays.
+
+A compiled expression evaluates in the library its inputs come from.  Contractions go through
+opt_einsum's backend dispatch (``backend="torch"`` etc.); elementwise functions, reductions and
+matrix functions through that library's namespace (``jax.numpy``, ``cupy`` and ``dask.array``
+follow NumPy's names; torch gets a small adapter).  Nothing here writes into an array: results
+are built from contractions and sums, so the same code runs on immutable arrays (JAX, traced
+under ``jax.jit``), on lazy chunked ones (dask) and under ``torch.compile``.  No library is
+imported until an array of it arrives.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Callable, Mapping
+from fractions import Fraction
+
+import numpy as np
+import opt_einsum
+
+from .errors import EvaluationError
+
+#: The libraries einderiv evaluates with, by the name ``backend=`` takes.
+BACKENDS = ("numpy", "torch", "jax", "cupy", "dask")
+
+#: The top-level module of an array's class -> its backend.
+_MODULES = {"numpy": "numpy", "torch": "torch", "jax": "jax", "jaxlib": "jax", "cupy": "cupy", "dask": "dask"}
+
+
+def array_library(value) -> str | None:
+    """The backend an array belongs to, or None for plain Python numbers and lists."""
+    if isinstance(value, (int, float, complex, bool, list, tuple)):
+        return None
+    return _MODULES.get(type(value).__module__.split(".")[0], "numpy")
+
+
+def choose_backend(arrays: Mapping[str, object], backend: str | None) -> str:
+    """The backend of one call: ``backend`` when given, else the one library all inputs share.
+    Inputs from two libraries are an error (converting silently would copy between devices)."""
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise EvaluationError(f"unknown backend {backend!r}; the backends are {', '.join(BACKENDS)}")
+        return backend
+    seen: dict[str, str] = {}
+    for name, value in arrays.items():
+        library = array_library(value)
+        if library is not None:
+            seen.setdefault(library, name)
+    if len(seen) > 1:
+        described = ", ".join(f"{name!r} is a {lib} array" for lib, name in seen.items())
+        raise EvaluationError(
+            f"inputs from different array libraries: {described}; convert them to one library, "
+            "or pass backend= to convert them all"
+        )
+    return next(iter(seen), "numpy")
+
+
+_PLANNED: dict[tuple, opt_einsum.contract.ContractExpression] = {}
+
+
+def planned(subscripts: str, shapes: tuple):
+    """opt_einsum's expression for ``subscripts`` on operands of these shapes (planned once)."""
+    expression = _PLANNED.get((subscripts, shapes))
+    if expression is None:
+        if len(_PLANNED) > 4096:  # bounded: a long run over many shapes does not grow it forever
+            _PLANNED.clear()
+        expression = _PLANNED[subscripts, shapes] = opt_einsum.contract_expression(subscripts, *shapes)
+    return expression
+
+
+class ArrayOps:
+    """The operations evaluation needs, for a library that follows NumPy's names
+    (``jax.numpy``, ``cupy``, ``dask.array``; NumPy itself, used to test this path)."""
+
+    def __init__(self, name: str, module: str):
+        self.name = name
+        self.xp = importlib.import_module(module)
+        xp = self.xp
+        self.functions: dict[str, Callable] = {
+            "exp": xp.exp,
+            "log": xp.log,
+            "log1p": xp.log1p,
+            "sin": xp.sin,
+            "cos": xp.cos,
+            "tan": xp.tan,
+            "tanh": xp.tanh,
+            "sqrt": xp.sqrt,
+            "abs": xp.abs,
+            "sign": xp.sign,
+            "sigmoid": lambda x: xp.exp(-xp.logaddexp(0, -x)),  # 1/(1 + e^-x) without overflow
+            "softplus": lambda x: xp.logaddexp(0, x),  # log(1 + e^x) without overflow
+            "relu": lambda x: xp.maximum(x, 0),
+            "step": lambda x: (x > 0).astype(x.dtype),  # 0 at 0, relu's sub-derivative there
+        }
+
+    # -- inputs ---------------------------------------------------------------------------
+    def is_native(self, value) -> bool:
+        return array_library(value) == self.name
+
+    def convert(self, value):
+        """A NumPy array or Python number as this library's array."""
+        return self.xp.asarray(value)
+
+    def float_dtype(self, arrays: list):
+        """The common floating dtype: NumPy's promotion, integers and booleans as float64."""
+        dtype = np.result_type(*[np.dtype(a.dtype) for a in arrays]) if arrays else np.dtype(np.float64)
+        return dtype if dtype.kind in "fc" else np.dtype(np.float64)
+
+    def astype(self, x, dtype):
+        return x if x.dtype == dtype else x.astype(dtype)
+
+    def is_numeric(self, x) -> bool:
+        return np.dtype(x.dtype).kind in "biufc"
+
+    # -- construction ---------------------------------------------------------------------
+    def zeros(self, shape, like):
+        return self.xp.zeros(shape, dtype=like.dtype)
+
+    def eye(self, n: int, like):
+        return self.xp.eye(n, dtype=like.dtype)
+
+    def reshape(self, x, shape):
+        return self.xp.reshape(x, shape)
+
+    def broadcast_to(self, x, shape):
+        return self.xp.broadcast_to(x, shape)
+
+    def transpose(self, x, order):
+        return self.xp.transpose(x, order)
+
+    def squeeze(self, x, axes):
+        return self.xp.squeeze(x, axis=axes)
+
+    def contract(self, subscripts: str, shapes: tuple, operands):
+        """The contraction, planned by opt_einsum once per shapes, run by this library's
+        tensordot/einsum."""
+        return planned(subscripts, shapes)(*operands, backend=self.name)
+
+    # -- elementwise and reductions -------------------------------------------------------
+    def apply(self, func: str, param: Fraction | None, x):
+        if func == "pow":
+            if param == 2:
+                return x * x
+            if param == -1:
+                return 1 / x
+            if param == Fraction(1, 2):
+                return self.xp.sqrt(x)
+            return x ** (int(param) if param.denominator == 1 else float(param))
+        return self.functions[func](x)
+
+    def amax(self, x, axes):
+        return self.xp.max(x, axis=axes, keepdims=True)
+
+    def sum(self, x, axes):
+        return self.xp.sum(x, axis=axes, keepdims=True)
+
+    def finite_or_zero(self, x):
+        return self.xp.where(self.xp.isfinite(x), x, 0)
+
+    def positive_or_nan(self, condition, x):
+        return self.xp.where(condition > 0, x, np.nan)
+
+    # -- matrices -------------------------------------------------------------------------
+    def matrix_transpose(self, m):
+        return m.T
+
+    def inv(self, m):
+        return self.xp.linalg.inv(m)
+
+    def slogdet(self, m):
+        return self.xp.linalg.slogdet(m)
+
+    def solve(self, m, b):
+        return self.xp.linalg.solve(m, b)
+
+
+class TorchOps(ArrayOps):
+    """torch: the same operations under torch's names, on the inputs' device."""
+
+    def __init__(self):
+        import torch  # noqa: PLC0415 - optional; an import statement, which torch.compile can trace
+
+        self.name = "torch"
+        self.xp = torch
+        self.functions = {
+            "exp": torch.exp,
+            "log": torch.log,
+            "log1p": torch.log1p,
+            "sin": torch.sin,
+            "cos": torch.cos,
+            "tan": torch.tan,
+            "tanh": torch.tanh,
+            "sqrt": torch.sqrt,
+            "abs": torch.abs,
+            "sign": torch.sign,
+            "sigmoid": torch.sigmoid,
+            "softplus": lambda x: torch.logaddexp(x, torch.zeros_like(x)),
+            "relu": torch.relu,
+            "step": lambda x: (x > 0).to(x.dtype),
+        }
+
+    def convert(self, value):
+        return self.xp.as_tensor(value)
+
+    def float_dtype(self, arrays: list):
+        torch = self.xp
+        if not arrays:
+            return torch.float64
+        dtype = functools.reduce(torch.promote_types, [a.dtype for a in arrays])
+        return dtype if dtype.is_floating_point or dtype.is_complex else torch.float64
+
+    def astype(self, x, dtype):
+        return x if x.dtype == dtype else x.to(dtype)
+
+    def is_numeric(self, x) -> bool:
+        return True
+
+    def zeros(self, shape, like):
+        return self.xp.zeros(shape, dtype=like.dtype, device=like.device)
+
+    def eye(self, n: int, like):
+        return self.xp.eye(n, dtype=like.dtype, device=like.device)
+
+    def reshape(self, x, shape):
+        return self.xp.reshape(x, shape)
+
+    def broadcast_to(self, x, shape):
+        return self.xp.broadcast_to(x, shape)
+
+    def transpose(self, x, order):
+        return x.permute(*order)
+
+    def squeeze(self, x, axes):
+        return self.xp.squeeze(x, dim=axes) if axes else x
+
+    def amax(self, x, axes):
+        return self.xp.amax(x, dim=axes, keepdim=True)
+
+    def sum(self, x, axes):
+        return self.xp.sum(x, dim=axes, keepdim=True)
+
+    def finite_or_zero(self, x):
+        return self.xp.where(self.xp.isfinite(x), x, self.xp.zeros_like(x))
+
+    def positive_or_nan(self, condition, x):
+        return self.xp.where(condition > 0, x, self.xp.full_like(x, float("nan")))
+
+    def matrix_transpose(self, m):
+        return m.mT
+
+    def contract(self, subscripts: str, shapes: tuple, operands):
+        """opt_einsum's plan; under ``torch.compile``, whose tracer cannot follow opt_einsum's
+        bookkeeping, ``torch.einsum`` (which orders its pairwise steps with opt_einsum itself)."""
+        if self.xp.compiler.is_compiling():
+            return self.xp.einsum(subscripts, *operands)
+        return planned(subscripts, shapes)(*operands, backend="torch")
+
+
+class JaxOps(ArrayOps):
+    """jax.numpy; integers become the widest float JAX allows (float64 only with jax_enable_x64)."""
+
+    def __init__(self):
+        super().__init__("jax", "jax.numpy")
+
+    def float_dtype(self, arrays: list):
+        dtype = super().float_dtype(arrays)
+        from jax import dtypes  # noqa: PLC0415 - jax is optional
+
+        return np.dtype(dtypes.canonicalize_dtype(dtype))
+
+
+class DaskOps(ArrayOps):
+    """dask.array: lazy and chunked; the result is a dask array (call ``.compute()``).  Square
+    matrices inside inv/det/logdet (small: D x D) are factorised in one task by NumPy."""
+
+    def __init__(self):
+        super().__init__("dask", "dask.array")
+
+    def convert(self, value):
+        return self.xp.asarray(np.asarray(value))
+
+    def eye(self, n: int, like):
+        return self.xp.eye(n, dtype=like.dtype, chunks=n or 1)
+
+    def _one_block(self, function, *arrays, shape, dtype):
+        import dask  # noqa: PLC0415 - dask is optional
+
+        value = dask.delayed(function)(*[a.rechunk(a.shape) if a.ndim else a for a in arrays])
+        return self.xp.from_delayed(value, shape=shape, dtype=dtype)
+
+    def inv(self, m):
+        return self._one_block(np.linalg.inv, m, shape=m.shape, dtype=m.dtype)
+
+    def slogdet(self, m):
+        sign = self._one_block(lambda a: np.asarray(np.linalg.slogdet(a)[0]), m, shape=(), dtype=m.dtype)
+        value = self._one_block(lambda a: np.asarray(np.linalg.slogdet(a)[1]), m, shape=(), dtype=m.dtype)
+        return sign, value
+
+    def solve(self, m, b):
+        return self._one_block(np.linalg.solve, m, b, shape=b.shape, dtype=np.result_type(m.dtype, b.dtype))
+
+
+_OPS: dict[str, ArrayOps] = {}
+
+
+def ops_for(name: str) -> ArrayOps:
+    """The operations of backend ``name`` (made once); a clear error when its library is not installed."""
+    ops = _OPS.get(name)
+    if ops is None:
+        ops = _OPS[name] = _make_ops(name)
+    return ops
+
+
+def _make_ops(name: str) -> ArrayOps:
+    makers = {
+        "numpy": lambda: ArrayOps("numpy", "numpy"),
+        "torch": TorchOps,
+        "jax": JaxOps,
+        "cupy": lambda: ArrayOps("cupy", "cupy"),
+        "dask": DaskOps,
+    }
+    try:
+        return makers[name]()
+    except ModuleNotFoundError as err:
+        extra = {"dask": "dask"}.get(name, name)
+        raise EvaluationError(
+            f"backend {name!r} needs the package {err.name!r}: pip install 'einderiv[{extra}]'"
+        ) from None
+
+
+__all__ = ["BACKENDS", "ArrayOps", "array_library", "choose_backend", "ops_for"]

@@ -1,0 +1,242 @@
+"""The syntax of matrix notation (``A x + A^T x``, ``X^-T``, ``diag(s ⊙ (1 - s))``): a small Lark
+grammar and frozen nodes that keep the column where each subexpression starts.  Shapes and the
+reading as index notation are :mod:`einderiv.matrix_claim`'s."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedInput
+
+from .errors import EinderivError, ParseError
+from .parser import MAX_DEPTH, _syntax_error
+
+GRAMMAR = r"""
+?start: sum
+
+?sum: hadamard (ADDOP hadamard)*
+ADDOP: "+" | "-"
+
+?hadamard: product (_ODOT product)*
+_ODOT: "⊙" | ".*"
+
+?product: signed
+        | product postfix               -> mul
+        | product "/" signed            -> div
+
+?signed: postfix
+       | "-" signed                     -> neg
+       | "+" signed
+
+?postfix: atom
+        | postfix "^" exponent          -> power
+        | postfix "^" "{" exponent "}"  -> power
+        | postfix "^" "(" exponent ")"  -> power
+
+exponent: "T"                           -> transpose
+        | "-" "T"                       -> inverse_transpose
+        | NUMBER                        -> positive
+        | "-" NUMBER                    -> negative
+
+?atom: NUMBER                           -> number
+     | NAME                             -> name
+     | "(" sum ")"
+     | CALL sum ")"                     -> call
+
+CALL.2: /[A-Za-z][A-Za-z0-9]*\(/
+NAME.1: /[A-Za-z][A-Za-z0-9]*/
+NUMBER: /(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?/
+WS: /[ \t\r\n\f]+/
+%ignore WS
+"""
+
+# -- the parse tree: frozen nodes, each with the column where it starts ---------------------------
+
+
+@dataclass(frozen=True)
+class Name:
+    """An input named as written, or ``I``."""
+
+    name: str
+    column: int
+
+
+@dataclass(frozen=True)
+class Number:
+    """A decimal literal (with its sign folded in: ``-2``)."""
+
+    text: str
+    column: int
+
+
+@dataclass(frozen=True)
+class Sum:
+    """``t1 + t2 - t3``: terms with signs (+1 or -1)."""
+
+    terms: tuple
+    signs: tuple[int, ...]
+    column: int
+
+
+@dataclass(frozen=True)
+class Neg:
+    """``-E``."""
+
+    operand: object
+    column: int
+
+
+@dataclass(frozen=True)
+class Product:
+    """``L R`` by juxtaposition: a matrix product, an outer product, or a product with a scalar."""
+
+    left: object
+    right: object
+    column: int
+
+
+@dataclass(frozen=True)
+class Hadamard:
+    """``L ⊙ R``: elementwise product of same-shaped operands."""
+
+    left: object
+    right: object
+    column: int
+
+
+@dataclass(frozen=True)
+class Divide:
+    """``E / s``: division by a scalar."""
+
+    numerator: object
+    denominator: object
+    column: int
+
+
+@dataclass(frozen=True)
+class Transpose:
+    """``E^T``."""
+
+    operand: object
+    column: int
+
+
+@dataclass(frozen=True)
+class Inverse:
+    """``X^-1`` (``inv(X)``) or, transposed, ``X^-T``, of a named matrix."""
+
+    operand: object
+    transposed: bool
+    column: int
+
+
+@dataclass(frozen=True)
+class Power:
+    """``s^p``: a numeric power of a scalar."""
+
+    base: object
+    exponent: str
+    column: int
+
+
+@dataclass(frozen=True)
+class Call:
+    """``f(E)``: an elementwise function or one of STRUCTURAL."""
+
+    function: str
+    arg: object
+    column: int
+
+
+def _column(item) -> int:
+    if isinstance(item, Token):
+        return item.column or 0
+    return item.column
+
+
+def _build(tree, source: str):
+    """Lark tree -> nodes, bottom-up without recursion; refuses nesting deeper than MAX_DEPTH."""
+    done: dict[int, object] = {}
+    depth: dict[int, int] = {}
+    stack = [(tree, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if not expanded:
+            stack.append((node, True))
+            stack.extend((child, False) for child in node.children if isinstance(child, Tree))
+            continue
+        kids = [done.pop(id(c)) if isinstance(c, Tree) else c for c in node.children]
+        depth[id(node)] = 1 + max((depth.pop(id(c)) for c in node.children if isinstance(c, Tree)), default=0)
+        if node.data == "hadamard":  # a ⊙ b ⊙ c becomes a chain of nested nodes
+            depth[id(node)] += len(kids) - 2
+        if depth[id(node)] > MAX_DEPTH:
+            raise ParseError(
+                f"the matrix claim is nested deeper than {MAX_DEPTH} operations: write it in index notation",
+                source,
+                0,
+                0,
+            )
+        column = getattr(node.meta, "column", None) or (_column(kids[0]) if kids else 0)
+        done[id(node)] = _node(node.data, kids, column)
+    return done[id(tree)]
+
+
+def _node(kind: str, kids: list, column: int):
+    if kind == "number":
+        return Number(str(kids[0]), _column(kids[0]))
+    if kind == "name":
+        return Name(str(kids[0]), _column(kids[0]))
+    if kind == "call":
+        return Call(str(kids[0])[:-1], kids[1], _column(kids[0]))
+    if kind in ("transpose", "inverse_transpose", "positive", "negative"):
+        return (kind, str(kids[0]) if kids else "")
+    if kind == "neg":
+        operand = kids[0]
+        if isinstance(operand, Number) and not operand.text.startswith("-"):
+            return Number("-" + operand.text, column)
+        return Neg(operand, column)
+    if kind == "sum":
+        terms, signs = [kids[0]], [1]
+        for op, term in zip(kids[1::2], kids[2::2]):
+            terms.append(term)
+            signs.append(1 if str(op) == "+" else -1)
+        return Sum(tuple(terms), tuple(signs), column)
+    if kind == "hadamard":
+        node = kids[0]
+        for right in kids[1:]:
+            node = Hadamard(node, right, column)
+        return node
+    if kind == "mul":
+        return Product(kids[0], kids[1], column)
+    if kind == "div":
+        return Divide(kids[0], kids[1], column)
+    if kind == "power":
+        base, (what, number) = kids
+        if what == "transpose":
+            return Transpose(base, column)
+        if what == "inverse_transpose":
+            return Inverse(base, True, column)
+        return Power(base, number if what == "positive" else "-" + number, column)
+    raise EinderivError(f"unexpected {kind!r} in a matrix claim")  # pragma: no cover - the grammar's aliases
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    return Lark(GRAMMAR, parser="lalr", lexer="contextual", maybe_placeholders=False, propagate_positions=True)
+
+
+def parse_matrix(text: str):
+    """Parse matrix notation into nodes (syntax only; shapes are checked by :func:`translate`)."""
+    if not isinstance(text, str) or not text.strip():
+        raise ParseError("empty claim: write a matrix expression such as 'A x + A^T x'", str(text), 0, 0)
+    if "\n" in text.strip():
+        raise ParseError("a matrix claim is one line", text, 0, 0)
+    try:
+        tree = _parser().parse(text)
+    except UnexpectedInput as err:
+        raise _syntax_error(err, text) from None
+    if isinstance(tree, Token):  # a lone number or name
+        tree = Tree("number" if tree.type == "NUMBER" else "name", [tree])
+    return _build(tree, text)

@@ -1,0 +1,428 @@
+"""Array backends: torch, jax, cupy and dask arrays evaluate in their own library.
+
+Each installed library is checked against NumPy on the same derivative cases (float64, 1e-10
+relative), for its dtypes, under its tracer (``jax.jit``, ``torch.compile``), and dask on two
+million rows, chunk-wise, with the threaded scheduler and with a two-process LocalCluster.
+A library that is not installed skips its tests; CI installs torch, jax and dask.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import einderiv
+from einderiv.backends import array_library, ops_for
+from tests.generation import call_or_reject, compile_or_reject
+from tests.test_properties_functions import programs, random_arrays
+
+EXAMPLES = int(os.environ.get("EINDERIV_EXAMPLES", "150"))
+
+
+def _installed(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def _cupy_usable() -> bool:
+    if not _installed("cupy"):
+        return False
+    import cupy
+
+    try:
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # noqa: BLE001 - no driver, no device: the backend cannot run here
+        return False
+
+
+if _installed("jax"):
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # float64 agreement needs JAX's 64-bit mode
+
+
+def _to_torch(a):
+    import torch
+
+    return torch.as_tensor(a)
+
+
+def _to_jax(a):
+    import jax.numpy as jnp
+
+    return jnp.asarray(a)
+
+
+def _to_cupy(a):
+    import cupy
+
+    return cupy.asarray(a)
+
+
+def _to_dask(a):
+    import dask.array as da
+
+    return da.from_array(a, chunks=tuple(max(1, s // 2) for s in a.shape))
+
+
+def _to_numpy(value) -> np.ndarray:
+    library = array_library(value)
+    if library == "torch":
+        return value.detach().cpu().numpy()
+    if library == "cupy":
+        return value.get()
+    if library == "dask":
+        return np.asarray(value.compute())
+    return np.asarray(value)
+
+
+BACKENDS = [
+    pytest.param("torch", _to_torch, marks=pytest.mark.skipif(not _installed("torch"), reason="torch not installed")),
+    pytest.param("jax", _to_jax, marks=pytest.mark.skipif(not _installed("jax"), reason="jax not installed")),
+    pytest.param("cupy", _to_cupy, marks=pytest.mark.skipif(not _cupy_usable(), reason="cupy or a GPU absent")),
+    pytest.param("dask", _to_dask, marks=pytest.mark.skipif(not _installed("dask"), reason="dask not installed")),
+]
+
+
+def _spd(rng, n):
+    m = rng.normal(size=(n, n))
+    return m @ m.T + n * np.eye(n)
+
+
+ZOO = (
+    "f_i = exp(x_i) + log1p(x_i x_i) + sin(x_i) cos(x_i) + sqrt(1 + x_i x_i) + softplus(x_i) + tan(x_i)"
+    " + sign(x_i) x_i + log(2 + x_i x_i) + step(x_i) x_i + relu(x_i) + abs(x_i) + x_i^3"
+)
+
+#: (name, source, wrt, kind, input shapes); the seeds' identities and the issue's cases.
+CASES = [
+    ("C6 a^T x", "f = a_i x_i", "x", "grad", {"a": (4,), "x": (4,)}),
+    ("C7 x^T x", "f = x_i x_i", "x", "hessian", {"x": (4,)}),
+    ("C8 x^T A x", "f = x_i A_ij x_j", "x", "hessian", {"x": (4,), "A": (4, 4)}),
+    ("C9 A x", "f_i = A_ij x_j", "x", "jacobian", {"A": (3, 4), "x": (4,)}),
+    ("C10 a^T X b", "f = a_i X_ij b_j", "X", "grad", {"a": (3,), "X": (3, 4), "b": (4,)}),
+    ("C11 x^T B x", "f = x_i B_ij x_j", "x", "grad", {"x": (4,), "B": (4, 4)}),
+    ("df/dA", "f_i = A_ij x_j", "A", "jacobian", {"A": (3, 4), "x": (4,)}),
+    ("dK/dR", "K_pq = R_mp R_mq", "R", "jacobian", {"R": (3, 4)}),
+    (
+        "least squares",
+        "L = (y_n - Phi_ni theta_i)(y_n - Phi_nj theta_j)",
+        "theta",
+        "hessian",
+        {"y": (6,), "Phi": (6, 3), "theta": (3,)},
+    ),
+    (
+        "least squares grad",
+        "L = (y_n - Phi_ni theta_i)(y_n - Phi_nj theta_j)",
+        "theta",
+        "grad",
+        {"y": (6,), "Phi": (6, 3), "theta": (3,)},
+    ),
+    (
+        "logistic grad",
+        "L = -y_n log(sigmoid(X_ni w_i)) - (1 - y_n) log(1 - sigmoid(X_ni w_i))",
+        "w",
+        "grad",
+        {"y": (7,), "X": (7, 3), "w": (3,)},
+    ),
+    (
+        "logistic hessian",
+        "L = -y_n log(sigmoid(X_ni w_i)) - (1 - y_n) log(1 - sigmoid(X_ni w_i))",
+        "w",
+        "hessian",
+        {"y": (7,), "X": (7, 3), "w": (3,)},
+    ),
+    ("logdet + a^T inv(X) b", "f = logdet(X) + a_i inv(X)_ij b_j", "X", "hessian", {"X": (3, 3), "a": (3,), "b": (3,)}),
+    ("det", "f = det(X)", "X", "grad", {"X": (3, 3)}),
+    ("inv", "Y_ij = inv(X)_ij", "X", "jacobian", {"X": (3, 3)}),
+    ("logsumexp", "f = logsumexp_i(z_i)", "z", "hessian", {"z": (5,)}),
+    ("softmax cross-entropy", "L = -y_k log(softmax_k(T_kj x_j))", "T", "grad", {"y": (3,), "T": (3, 4), "x": (4,)}),
+    ("two-layer tanh", "h_k = tanh(W_kj x_j)\nf = v_k h_k", "W", "hessian", {"W": (3, 4), "x": (4,), "v": (3,)}),
+    ("elementwise zoo", ZOO, "x", "jacobian", {"x": (5,)}),
+]
+
+
+def _inputs(shapes, seed=0):
+    rng = np.random.default_rng(seed)
+    arrays = {name: rng.normal(size=shape) for name, shape in shapes.items()}
+    if "X" in arrays and len(shapes["X"]) == 2 and shapes["X"][0] == shapes["X"][1]:
+        arrays["X"] = _spd(rng, shapes["X"][0])
+    if "y" in arrays:
+        arrays["y"] = (arrays["y"] > 0).astype(float)
+    return arrays
+
+
+def _derivative(source, wrt, kind):
+    return {"grad": einderiv.grad, "hessian": einderiv.hessian, "jacobian": einderiv.jacobian}[kind](source, wrt)
+
+
+@pytest.mark.parametrize("backend, convert", BACKENDS)
+@pytest.mark.parametrize("name, source, wrt, kind, shapes", CASES, ids=[c[0] for c in CASES])
+def test_backends_agree_with_numpy(backend, convert, name, source, wrt, kind, shapes):
+    derivative = _derivative(source, wrt, kind)
+    arrays = _inputs(shapes)
+    expected = derivative(**arrays)
+    value = derivative(**{k: convert(v) for k, v in arrays.items()})
+    assert array_library(value) == backend  # computed in the inputs' library, not converted back
+    got = _to_numpy(value)
+    assert got.shape == expected.shape and got.dtype == np.float64
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12 * max(1.0, np.abs(expected).max()))
+    # the compiled value (not only the derivative) goes through the same path
+    compiled = einderiv.compile(source)
+    np.testing.assert_allclose(
+        _to_numpy(compiled(**{k: convert(v) for k, v in arrays.items()})), compiled(**arrays), rtol=1e-10
+    )
+
+
+@pytest.mark.parametrize("backend, convert", BACKENDS)
+def test_dtypes_follow_the_inputs(backend, convert):
+    derivative = einderiv.hessian("f = x_i A_ij x_j + sigmoid(x_i) x_i", "x")
+    rng = np.random.default_rng(1)
+    x, a = rng.normal(size=3), rng.normal(size=(3, 3))
+    single = derivative(x=convert(x.astype(np.float32)), A=convert(a.astype(np.float32)))
+    assert str(single.dtype).endswith("float32")
+    np.testing.assert_allclose(_to_numpy(single), derivative(x=x, A=a), rtol=1e-4)
+    mixed = derivative(x=convert(x.astype(np.float32)), A=convert(a))
+    assert str(mixed.dtype).endswith("float64")  # float32 with float64: float64, as NumPy promotes
+    integers = einderiv.grad("f = x_i A_ij x_j", "x")(x=convert(np.arange(3)), A=convert(np.eye(3, dtype=np.int64)))
+    assert str(integers.dtype).endswith("float64")  # integers and booleans are promoted to float64
+    np.testing.assert_array_equal(_to_numpy(integers), 2 * np.arange(3.0))
+
+
+def test_numpy_dtypes_follow_the_same_rule():
+    grad = einderiv.grad("f = x_i A_ij x_j", "x")
+    assert grad(x=np.ones(3, np.float32), A=np.eye(3, dtype=np.float32)).dtype == np.float32
+    assert grad(x=np.arange(3), A=np.eye(3, dtype=np.int64)).dtype == np.float64
+    assert grad(x=np.ones(3, bool), A=np.eye(3)).dtype == np.float64
+
+
+# -- choosing the backend ---------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not _installed("torch"), reason="torch not installed")
+def test_mixed_libraries_are_an_error_and_backend_converts_numpy():
+    import torch
+
+    grad = einderiv.grad("f = x_i A_ij x_j", "x")
+    x, a = np.arange(3.0), np.eye(3)
+    with pytest.raises(einderiv.EvaluationError, match=r"different array libraries: 'x' is a torch array, 'A' is a "):
+        grad(x=torch.as_tensor(x), A=a)
+    value = grad.call({"x": torch.as_tensor(x), "A": a}, backend="torch")  # NumPy inputs converted
+    assert isinstance(value, torch.Tensor)
+    np.testing.assert_array_equal(value.numpy(), 2 * x)
+    converted = einderiv.evaluate("f_i = A_ij x_j", backend="torch", x=x, A=a)
+    assert isinstance(converted, torch.Tensor)
+    with pytest.raises(einderiv.EvaluationError, match="unknown backend 'tensorflow'; the backends are numpy, torch"):
+        grad.call({"x": x, "A": a}, backend="tensorflow")
+    if _installed("jax"):
+        with pytest.raises(einderiv.EvaluationError, match="'x' is a torch array; backend='jax' converts NumPy"):
+            grad.call({"x": torch.as_tensor(x), "A": a}, backend="jax")
+
+
+@pytest.mark.skipif(not _installed("torch"), reason="torch not installed")
+def test_backend_errors_name_the_input_or_matrix():
+    import torch
+
+    grad = einderiv.grad("f = x_i A_ij x_j", "x")
+    with pytest.raises(einderiv.EvaluationError, match="input 'A' has 1 axes"):
+        grad(x=torch.ones(3), A=torch.ones(3))
+    with pytest.raises(einderiv.EvaluationError, match="index 'j' has two sizes"):
+        grad(x=torch.ones(3), A=torch.ones(3, 4))
+    with pytest.raises(einderiv.EvaluationError, match=r"inv\(X\): the matrix 'X' is singular"):
+        einderiv.evaluate("y_i = inv(X)_ij b_j", X=torch.zeros(3, 3, dtype=torch.float64), b=torch.ones(3))
+    with pytest.raises(einderiv.EvaluationError, match=r"logdet\(X\): 'X' has shape \(2, 3\), not a square"):
+        einderiv.evaluate("f = logdet(X)", X=torch.ones(2, 3))
+    # no value-dependent error in traceable code: logdet of a negative determinant is NaN
+    assert torch.isnan(einderiv.evaluate("f = logdet(X)", X=-torch.eye(3, dtype=torch.float64)))
+
+
+@pytest.mark.skipif(not _installed("torch"), reason="torch not installed")
+def test_stable_forms_stay_finite_on_torch():
+    import torch
+
+    z = torch.tensor([-1000.0, 0.0, 1000.0], dtype=torch.float64)
+    logistic = einderiv.evaluate("f_i = log(sigmoid(z_i))", z=z)
+    np.testing.assert_allclose(logistic.numpy(), [-1000.0, -np.log(2.0), 0.0], atol=1e-12)
+    lse = einderiv.hessian("f = logsumexp_i(z_i)", "z")(z=z)
+    assert torch.isfinite(lse).all()
+    np.testing.assert_allclose(lse.numpy(), einderiv.hessian("f = logsumexp_i(z_i)", "z")(z=z.numpy()), atol=1e-15)
+
+
+# -- tracing ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not _installed("jax"), reason="jax not installed")
+def test_jax_jit_traces_the_evaluation():
+    import jax
+    import jax.numpy as jnp
+
+    for _, source, wrt, kind, shapes in CASES:
+        derivative = _derivative(source, wrt, kind)
+        arrays = _inputs(shapes, seed=3)
+        jitted = jax.jit(lambda **kw: derivative(**kw))  # noqa: B023 - called within the iteration
+        value = jitted(**{k: jnp.asarray(v) for k, v in arrays.items()})
+        assert isinstance(value, jax.Array)
+        np.testing.assert_allclose(np.asarray(value), derivative(**arrays), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.skipif(not _installed("torch"), reason="torch not installed")
+def test_torch_compile_captures_one_graph():
+    import torch
+
+    source = "L = -y_n log(sigmoid(X_ni w_i)) - (1 - y_n) log(1 - sigmoid(X_ni w_i))"
+    hessian = einderiv.hessian(source, "w")
+    arrays = _inputs({"y": (20,), "X": (20, 3), "w": (3,)}, seed=4)
+    # fullgraph: dynamo traces all of einderiv's evaluation without a break
+    compiled = torch.compile(lambda X, y, w: hessian(X=X, y=y, w=w), backend="eager", fullgraph=True)
+    value = compiled(*(torch.as_tensor(arrays[k]) for k in ("X", "y", "w")))
+    np.testing.assert_allclose(value.numpy(), hessian(**arrays), rtol=1e-10)
+
+
+# -- the generic path, checked on NumPy against the fast path ---------------------------------------
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_the_generic_path_matches_the_numpy_path(data):
+    """The backend-independent evaluator (no in-place writes: deltas as identity matrices),
+    run with NumPy's namespace, against the NumPy fast path, over generated programs."""
+    program = data.draw(programs())
+    compiled = compile_or_reject(program)
+    arrays = random_arrays(data.draw(st.integers(0, 2**16)))
+    wrt = data.draw(st.sampled_from(sorted(compiled.ranks) or ["s"]))
+    targets = [compiled]
+    if wrt in compiled.ranks:
+        try:
+            targets.append(einderiv.diff(program, wrt))
+        except einderiv.EinderivError:
+            pass
+    ops = ops_for("numpy")
+    for target in targets:
+        given = {k: arrays[k] for k in target.ranks}
+        with np.errstate(all="ignore"):
+            expected = call_or_reject(target, **given)
+            values = dict(given)
+            like = next(iter(values.values()), np.zeros(()))
+            got = target.line.run_with(values, ops, like)[target.program.output]
+        np.testing.assert_allclose(np.broadcast_to(got, expected.shape), expected, rtol=1e-9, atol=1e-9)
+
+
+LIBRARIES = [(name, convert) for name, convert in (("torch", _to_torch), ("jax", _to_jax)) if _installed(name)]
+
+
+@pytest.mark.skipif(not LIBRARIES, reason="neither torch nor jax installed")
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_generated_programs_agree_on_torch_and_jax(data):
+    """Generated programs (every elementwise function, powers, division, sum_i, intermediates)
+    and their derivatives, evaluated by torch or JAX, against NumPy."""
+    program = data.draw(programs())
+    compiled = compile_or_reject(program)
+    arrays = random_arrays(data.draw(st.integers(0, 2**16)))
+    name, convert = data.draw(st.sampled_from(LIBRARIES))
+    targets = [compiled]
+    wrt = data.draw(st.sampled_from(sorted(compiled.ranks) or ["s"]))
+    if wrt in compiled.ranks:
+        try:
+            targets.append(einderiv.diff(program, wrt))
+        except einderiv.EinderivError:
+            pass
+    for target in targets:
+        given = {k: arrays[k] for k in target.ranks}
+        with np.errstate(all="ignore"):
+            expected = call_or_reject(target, **given)
+        got = target.call({k: convert(v) for k, v in given.items()}, backend=name)
+        assert array_library(got) == name
+        np.testing.assert_allclose(_to_numpy(got), expected, rtol=1e-9, atol=1e-9)
+
+
+# -- dask: two million rows, chunk-wise ---------------------------------------------------------------
+
+ROWS, FEATURES, CHUNK = 2_000_000, 8, 100_000
+LEAST_SQUARES = "L = (y_n - X_ni w_i)(y_n - X_nj w_j)"
+LOGISTIC = "L = -y_n log(sigmoid(X_ni w_i)) - (1 - y_n) log(1 - sigmoid(X_ni w_i))"
+
+
+CLOSED_FORMS = {
+    LEAST_SQUARES: lambda x, y, w: -2 * x.T @ (y - x @ w),
+    LOGISTIC: lambda x, y, w: x.T @ (1 / (1 + np.exp(-(x @ w))) - y),
+}
+
+
+def _big_problem():
+    import dask.array as da
+
+    rng = da.random.default_rng(7)
+    x = rng.standard_normal((ROWS, FEATURES), chunks=(CHUNK, FEATURES))
+    noise = rng.standard_normal(ROWS, chunks=CHUNK)
+    target = x @ np.linspace(-1, 1, FEATURES) + 0.5 * noise
+    return x, target.rechunk(CHUNK), (target > 0).astype(np.float64).rechunk(CHUNK)
+
+
+@pytest.mark.skipif(not _installed("dask"), reason="dask not installed")
+def test_dask_gradients_over_two_million_rows_are_chunk_wise():
+    import dask
+    from dask.callbacks import Callback
+
+    class LargeResults(Callback):
+        """The layers whose tasks return more than two row-vectors' worth of a chunk."""
+
+        def __init__(self):
+            super().__init__()
+            self.layers: set[str] = set()
+            self.tasks = 0
+
+        def _posttask(self, key, result, dsk, state, worker_id):
+            self.tasks += 1
+            if getattr(result, "nbytes", 0) > 2 * CHUNK * 8:
+                self.layers.add(key[0] if isinstance(key, tuple) else key)
+
+    x, target, labels = _big_problem()
+    x_np, target_np, labels_np = dask.compute(x, target, labels)
+    w = np.linspace(0.2, -0.1, FEATURES)
+    for source, y, y_np in ((LEAST_SQUARES, target, target_np), (LOGISTIC, labels, labels_np)):
+        grad = einderiv.grad(source, "w")
+        lazy = grad.call({"X": x, "y": y, "w": w}, backend="dask")
+        assert array_library(lazy) == "dask" and lazy.shape == (FEATURES,)
+        with LargeResults() as watch, dask.config.set(scheduler="threads"):
+            value = lazy.compute()
+        # only the input's own chunks are that large: nothing N x D (or a chunk of it) is made
+        assert watch.layers == {x.name}, watch.layers
+        assert watch.tasks >= ROWS // CHUNK
+        expected = grad(X=x_np, y=y_np, w=w)
+        np.testing.assert_allclose(value, expected, rtol=1e-10)
+        closed = CLOSED_FORMS[source](x_np, y_np, w)  # the notes' -2 X^T (y - X w) and X^T (s - y)
+        np.testing.assert_allclose(value, closed, rtol=1e-9)
+
+
+def _cluster_gradients(x, target, labels, w):
+    out = []
+    for source, y in ((LEAST_SQUARES, target), (LOGISTIC, labels)):
+        out.append(einderiv.grad(source, "w").call({"X": x, "y": y, "w": w}, backend="dask").compute())
+    return out
+
+
+@pytest.mark.skipif(not _installed("distributed"), reason="dask.distributed not installed")
+def test_dask_distributed_local_cluster_with_two_workers():
+    import dask
+    from dask.distributed import Client, LocalCluster
+
+    x, target, labels = _big_problem()
+    w = np.linspace(0.2, -0.1, FEATURES)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        assert len(client.scheduler_info()["workers"]) == 2
+        values = _cluster_gradients(x, target, labels, w)  # .compute() runs on the cluster's workers
+        x_np, target_np, labels_np = dask.compute(x, target, labels)
+    for source, y_np, value in zip((LEAST_SQUARES, LOGISTIC), (target_np, labels_np), values):
+        np.testing.assert_allclose(value, einderiv.grad(source, "w")(X=x_np, y=y_np, w=w), rtol=1e-10)
