@@ -191,31 +191,45 @@ class Compiled:
                 )
 
     def _backend_arrays(self, given: Mapping[str, object], ops):
-        """The inputs as arrays of ``ops``'s library, all of one floating dtype (NumPy arrays and
-        Python numbers are converted; integers and booleans become float64, or JAX's widest)."""
+        """The inputs as arrays of ``ops``'s library, all of one floating dtype and on one device.
+        NumPy arrays and Python numbers are converted (to the device of the library's own
+        arrays); integers and booleans count as float64 (JAX without x64: its widest float)."""
+        given = self._named(given)
+        native = {name: v for name, v in given.items() if array_library(v) == ops.name}
+        first = next(iter(native.items()), None)
         out = {}
-        for name, value in self._named(given).items():
+        for name, value in given.items():
             library = array_library(value)
-            if library != ops.name:
-                if library not in (None, "numpy"):
+            if library == ops.name:
+                if not ops.same_place(first[1], value):
                     raise EvaluationError(
-                        f"input {name!r} is a {library} array; backend={ops.name!r} converts NumPy arrays "
-                        "and Python numbers only"
+                        f"inputs {first[0]!r} and {name!r} are on different devices "
+                        f"({first[1].device} and {value.device}); move them to one"
                     )
-                value = ops.convert(as_array(name, value))
+            elif library not in (None, "numpy"):
+                raise EvaluationError(
+                    f"input {name!r} is a {library} array; backend={ops.name!r} converts NumPy arrays "
+                    "and Python numbers only"
+                )
+            else:
+                if library == "numpy" or not isinstance(value, (int, float, bool)):
+                    value = as_array(name, value)  # a Python number goes straight to the library (traceable)
+                value = ops.convert(value, None if first is None else first[1])
             if not ops.is_numeric(value):
                 raise EvaluationError(f"input {name!r} has dtype {value.dtype}, expected a numeric array")
             out[name] = value
         self._check_ranks(out)
         dtype = ops.float_dtype(list(out.values()))
-        return {name: ops.astype(value, dtype) for name, value in out.items()}, dtype
+        like = first[1] if first is not None else None
+        return {name: ops.astype(value, dtype) for name, value in out.items()}, dtype, like
 
     @_guarded
     def call(self, arrays: Mapping[str, object], backend: str | None = None):
         """The value for ``arrays`` (a mapping: names need not be Python identifiers).  It is
         computed by the library the arrays come from (NumPy, torch, jax, cupy or dask), or by
-        ``backend``, to which NumPy inputs are converted; the result is that library's array
-        (a lazy one for dask).  Arrays from two libraries in one call are an error."""
+        ``backend``, to which NumPy arrays and Python numbers are converted; the result is that
+        library's array, on the inputs' device (a lazy one for dask).  Arrays from two libraries
+        in one call are an error."""
         chosen = choose_backend(arrays, backend)
         if chosen == "numpy":
             for name, value in arrays.items():
@@ -226,16 +240,11 @@ class Compiled:
                     )
             return self._numpy_call(arrays)
         ops = ops_for(chosen)
-        values, dtype = self._backend_arrays(arrays, ops)
-        if values:
-            like = next(iter(values.values()))
-        else:
-            like = ops.astype(ops.convert(np.zeros(())), dtype)
+        values, dtype, like = self._backend_arrays(arrays, ops)
+        like = ops.astype(ops.convert(0.0, like), dtype)  # a 0-d array: the dtype and device of constants
         inputs = [values[n] for n in self.ranks]
         result = (self._line or self.line).run_with(values, ops, like)[self.program.output]
-        if any(result is array for array in inputs):  # never hand back an input itself
-            result = result + ops.zeros(tuple(result.shape), like)
-        return result
+        return ops.own(result, inputs)  # never an input, a view of one or a broadcast view
 
     @_guarded
     def __call__(self, **arrays) -> np.ndarray:

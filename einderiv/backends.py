@@ -29,18 +29,23 @@ _MODULES = {"numpy": "numpy", "torch": "torch", "jax": "jax", "jaxlib": "jax", "
 
 
 def array_library(value) -> str | None:
-    """The backend an array belongs to, or None for plain Python numbers and lists."""
+    """The backend an array belongs to, or None for anything else (Python numbers and lists,
+    which every backend converts)."""
     if isinstance(value, (int, float, complex, bool, list, tuple)):
         return None
-    return _MODULES.get(type(value).__module__.split(".")[0], "numpy")
+    return _MODULES.get(type(value).__module__.split(".")[0])
 
 
 def choose_backend(arrays: Mapping[str, object], backend: str | None) -> str:
     """The backend of one call: ``backend`` when given, else the one library all inputs share.
     Inputs from two libraries are an error (converting silently would copy between devices)."""
     if backend is not None:
-        if backend not in BACKENDS:
-            raise EvaluationError(f"unknown backend {backend!r}; the backends are {', '.join(BACKENDS)}")
+        if not isinstance(backend, str) or backend not in BACKENDS:
+            shown = repr(backend) if isinstance(backend, str) else f"of type {type(backend).__name__}"
+            raise EvaluationError(
+                f"unknown backend {shown}; the backends are {', '.join(BACKENDS)} (to pass an input "
+                "named 'backend', use Compiled.call({'backend': ...}))"
+            )
         return backend
     seen: dict[str, str] = {}
     for name, value in arrays.items():
@@ -98,14 +103,21 @@ class ArrayOps:
     def is_native(self, value) -> bool:
         return array_library(value) == self.name
 
-    def convert(self, value):
-        """A NumPy array or Python number as this library's array."""
+    def convert(self, value, like=None):
+        """A NumPy array or Python number as this library's array (beside ``like``, where the
+        library has devices)."""
         return self.xp.asarray(value)
 
+    def same_place(self, first, other) -> bool:
+        """Whether two of this library's arrays can meet in one operation (same device)."""
+        return True
+
     def float_dtype(self, arrays: list):
-        """The common floating dtype: NumPy's promotion, integers and booleans as float64."""
-        dtype = np.result_type(*[np.dtype(a.dtype) for a in arrays]) if arrays else np.dtype(np.float64)
-        return dtype if dtype.kind in "fc" else np.dtype(np.float64)
+        """The common floating dtype, as the NumPy path has it: integers and booleans count as
+        float64, then NumPy's promotion (float32 with float64 is float64)."""
+        dtypes = [np.dtype(a.dtype) for a in arrays]
+        dtypes = [d if d.kind in "fc" else np.dtype(np.float64) for d in dtypes]
+        return np.result_type(*dtypes) if dtypes else np.dtype(np.float64)
 
     def astype(self, x, dtype):
         return x if x.dtype == dtype else x.astype(dtype)
@@ -117,8 +129,18 @@ class ArrayOps:
     def zeros(self, shape, like):
         return self.xp.zeros(shape, dtype=like.dtype)
 
-    def eye(self, n: int, like):
-        return self.xp.eye(n, dtype=like.dtype)
+    def eye_mask(self, n: int, like):
+        """The n x n boolean identity: True where the two indices are equal."""
+        return self.xp.eye(n, dtype=bool)
+
+    def where(self, mask, value, other):
+        return self.xp.where(mask, value, other)
+
+    def own(self, result, inputs: list):
+        """The result as an array of its own: not an input, a view of one or a broadcast view."""
+        if any(result is x for x in inputs) or result.base is not None or not result.flags.c_contiguous:
+            return self.xp.array(result, copy=True)
+        return result
 
     def reshape(self, x, shape):
         return self.xp.reshape(x, shape)
@@ -146,7 +168,7 @@ class ArrayOps:
                 return 1 / x
             if param == Fraction(1, 2):
                 return self.xp.sqrt(x)
-            return x ** (int(param) if param.denominator == 1 else float(param))
+            return x ** (int(param) if param.denominator == 1 and abs(param) < 2**62 else _to_float(param))
         return self.functions[func](x)
 
     def amax(self, x, axes):
@@ -165,13 +187,13 @@ class ArrayOps:
     def matrix_transpose(self, m):
         return m.T
 
-    def inv(self, m):
+    def inv(self, m, name: str):
         return self.xp.linalg.inv(m)
 
     def slogdet(self, m):
         return self.xp.linalg.slogdet(m)
 
-    def solve(self, m, b):
+    def solve(self, m, b, name: str):
         return self.xp.linalg.solve(m, b)
 
 
@@ -200,15 +222,16 @@ class TorchOps(ArrayOps):
             "step": lambda x: (x > 0).to(x.dtype),
         }
 
-    def convert(self, value):
-        return self.xp.as_tensor(value)
+    def convert(self, value, like=None):
+        return self.xp.as_tensor(value, device=None if like is None else like.device)
+
+    def same_place(self, first, other) -> bool:
+        return first.device == other.device
 
     def float_dtype(self, arrays: list):
         torch = self.xp
-        if not arrays:
-            return torch.float64
-        dtype = functools.reduce(torch.promote_types, [a.dtype for a in arrays])
-        return dtype if dtype.is_floating_point or dtype.is_complex else torch.float64
+        dtypes = [a.dtype if a.dtype.is_floating_point or a.dtype.is_complex else torch.float64 for a in arrays]
+        return functools.reduce(torch.promote_types, dtypes) if dtypes else torch.float64
 
     def astype(self, x, dtype):
         return x if x.dtype == dtype else x.to(dtype)
@@ -219,8 +242,16 @@ class TorchOps(ArrayOps):
     def zeros(self, shape, like):
         return self.xp.zeros(shape, dtype=like.dtype, device=like.device)
 
-    def eye(self, n: int, like):
-        return self.xp.eye(n, dtype=like.dtype, device=like.device)
+    def eye_mask(self, n: int, like):
+        return self.xp.eye(n, dtype=self.xp.bool, device=like.device)
+
+    def where(self, mask, value, other):
+        return self.xp.where(mask, value, other)
+
+    def own(self, result, inputs: list):
+        if any(result is x for x in inputs) or result._base is not None or not result.is_contiguous():
+            return result.clone(memory_format=self.xp.contiguous_format)
+        return result
 
     def reshape(self, x, shape):
         return self.xp.reshape(x, shape)
@@ -263,11 +294,18 @@ class JaxOps(ArrayOps):
     def __init__(self):
         super().__init__("jax", "jax.numpy")
 
-    def float_dtype(self, arrays: list):
-        dtype = super().float_dtype(arrays)
-        from jax import dtypes  # noqa: PLC0415 - jax is optional
+    def is_numeric(self, x) -> bool:
+        return bool(self.xp.issubdtype(x.dtype, self.xp.number) or self.xp.issubdtype(x.dtype, self.xp.bool_))
 
-        return np.dtype(dtypes.canonicalize_dtype(dtype))
+    def float_dtype(self, arrays: list):
+        """As NumPy (integers count as float64), with JAX's own promotion (bfloat16) and its
+        widest float (float32 unless jax_enable_x64)."""
+        xp = self.xp
+        dtypes = [a.dtype if xp.issubdtype(a.dtype, xp.inexact) else xp.float64 for a in arrays]
+        return xp.result_type(*dtypes) if dtypes else xp.result_type(xp.float64)
+
+    def own(self, result, inputs: list):
+        return result  # immutable: sharing is harmless
 
 
 class DaskOps(ArrayOps):
@@ -277,11 +315,11 @@ class DaskOps(ArrayOps):
     def __init__(self):
         super().__init__("dask", "dask.array")
 
-    def convert(self, value):
+    def convert(self, value, like=None):
         return self.xp.asarray(np.asarray(value))
 
-    def eye(self, n: int, like):
-        return self.xp.eye(n, dtype=like.dtype, chunks=n or 1)
+    def own(self, result, inputs: list):
+        return result  # lazy and immutable: sharing is harmless
 
     def _one_block(self, function, *arrays, shape, dtype):
         import dask  # noqa: PLC0415 - dask is optional
@@ -289,16 +327,35 @@ class DaskOps(ArrayOps):
         value = dask.delayed(function)(*[a.rechunk(a.shape) if a.ndim else a for a in arrays])
         return self.xp.from_delayed(value, shape=shape, dtype=dtype)
 
-    def inv(self, m):
-        return self._one_block(np.linalg.inv, m, shape=m.shape, dtype=m.dtype)
+    def inv(self, m, name: str):
+        return self._one_block(
+            functools.partial(_checked, np.linalg.inv, f"inv({name})", name), m, shape=m.shape, dtype=m.dtype
+        )
 
     def slogdet(self, m):
         sign = self._one_block(lambda a: np.asarray(np.linalg.slogdet(a)[0]), m, shape=(), dtype=m.dtype)
         value = self._one_block(lambda a: np.asarray(np.linalg.slogdet(a)[1]), m, shape=(), dtype=m.dtype)
         return sign, value
 
-    def solve(self, m, b):
-        return self._one_block(np.linalg.solve, m, b, shape=b.shape, dtype=np.result_type(m.dtype, b.dtype))
+    def solve(self, m, b, name: str):
+        solve = functools.partial(_checked, np.linalg.solve, f"inv({name})", name)
+        return self._one_block(solve, m, b, shape=b.shape, dtype=np.result_type(m.dtype, b.dtype))
+
+
+def _checked(function, what: str, name: str, *arrays):
+    """A NumPy factorisation inside a dask task, raising our error for a singular matrix (it
+    surfaces from ``.compute()``)."""
+    try:
+        return function(*arrays)
+    except np.linalg.LinAlgError:
+        raise EvaluationError(f"{what}: the matrix {name!r} is singular") from None
+
+
+def _to_float(value: Fraction) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return float("inf") if value > 0 else float("-inf")
 
 
 _OPS: dict[str, ArrayOps] = {}

@@ -233,14 +233,18 @@ def read_claim(text: str, derivative) -> tuple[str, str, tuple[str, ...]]:
 
     Text with ``_`` subscripts or an ``=`` is read as index notation first, other text as matrix
     notation first (``A x + A^T x``: rows and columns are the derivative's first and second
-    index); when the first reading is a syntax error the other one is tried, and if both fail
-    the first reading's error is raised."""
+    index); when the first reading is a syntax error (or a line with ``=`` fails as index
+    notation) the other one is tried, and if both fail the first reading's error is raised."""
     readers = [("index", _index_claim), ("matrix", _matrix_claim)]
     if "_" not in text and "=" not in text:
         readers.reverse()
     try:
         return (readers[0][0], *readers[0][1](text, derivative))
-    except ParseError as first_error:
+    except EinderivError as first_error:
+        # a syntax error, or a whole matrix line (df/dx = 2 A x reads as index notation over
+        # scalars, and fails there on its indices): try the other reading
+        if not isinstance(first_error, ParseError) and not (readers[0][0] == "index" and "=" in text):
+            raise
         try:
             return (readers[1][0], *readers[1][1](text, derivative))
         except EinderivError:
@@ -291,6 +295,8 @@ def _index_claim(text: str, derivative) -> tuple[str, tuple[str, ...]]:
 def _matrix_claim(text: str, derivative) -> tuple[str, tuple[str, ...]]:
     from .matrix_claim import translate
 
+    if "=" in text:  # a whole line as --format matrix prints it: df/dx = (A + A^T) x
+        text = text.split("=", 1)[1]
     translation = translate(text, derivative.ranks, derivative.indices)
     return translation.rhs, translation.indices
 

@@ -11,7 +11,7 @@ The result is checked by compiling and evaluating that text, never by ``eval``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 
 from .errors import EinderivError
 from .functions import FUNCTIONS
@@ -336,6 +336,8 @@ def translate(text: str, ranks: Mapping[str, int], indices: Sequence[str]) -> Tr
     reader = _Reader(text, ranks, indices)
     shape = reader.shaped(node).shape
     wanted = {0: (SCALAR,), 1: (COLUMN, ROW), 2: (MATRIX,)}[len(indices)]
+    if shape == SCALAR and _constant(node):  # a number stands for that constant in every entry
+        return Translation(text, reader.emit(node, None, None)[0], indices, shape)
     if shape not in wanted:
         expected = " or ".join(_word(s) for s in wanted)
         where = f" ({'index' if len(indices) == 1 else 'indices'} {', '.join(indices)})" if indices else ""
@@ -344,3 +346,15 @@ def translate(text: str, ranks: Mapping[str, int], indices: Sequence[str]) -> Tr
     col = indices[-1] if shape[1] else None
     rhs, _ = reader.emit(node, row, col)
     return Translation(text, rhs, indices, shape)
+
+
+def _constant(node) -> bool:
+    """Whether a parsed claim is made of numbers alone (``1``, ``-(1/3)``): no name, no call."""
+    if isinstance(node, (Name, Call)):
+        return False
+    children = [getattr(node, f.name) for f in fields(node)] if is_dataclass(node) else []
+    for child in children:
+        items = child if isinstance(child, tuple) else (child,)
+        if any(is_dataclass(item) and not _constant(item) for item in items):
+            return False
+    return True

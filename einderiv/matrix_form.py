@@ -90,6 +90,8 @@ class _Context:
         """A tensor's name, unless matrix notation reads it as a function (``tr``, ``exp``, ...)."""
         if name in NOTATION_FUNCTIONS:
             raise NoMatrixForm(f"the name {name} is a function in matrix notation")
+        if name == "I":  # printed, it would read as the identity
+            raise NoMatrixForm("the tensor I would read as the identity matrix in matrix notation")
         return Symbol(name, shape)
 
 

@@ -286,43 +286,79 @@ class Contraction:
         return ("diagonal", coeff, contraction, tuple(operands), bshape, (view_shape, view_strides))
 
     def generic_plan(self, values: Mapping[str, object], ops: ArrayOps):
-        """The plan for another array library (made once per signature): per term, a contraction
-        for opt_einsum to run with that library, with each delta an identity matrix (an einsum
-        formulation of the diagonal writes, for arrays that cannot be written into)."""
+        """The plan for another array library (made once per signature), in which nothing is
+        written into an array: per term, a contraction for opt_einsum to run with that library;
+        ``delta_aa`` with a summed is the dimension of a (a number); ``delta_ab`` between two free
+        indices makes the term live on the diagonal a = b, so the rest is contracted with b
+        renamed to a and then placed on that diagonal by ``where(a == b, value, 0)`` (no product
+        with an identity matrix: an inf stays on the diagonal instead of making NaN off it)."""
         key = (ops.name, *[(tuple(values[n].shape), str(values[n].dtype)) for n in self.names])
         plan = self._plans.get(key)
         if plan is not None:
             return plan
         out_sizes, term_sizes, out_shape = self._sizes(values)
+        order = {i: k for k, i in enumerate(self.poly.indices)}
         steps = []
         for term, sizes in zip(self.terms, term_sizes):
-            bshape = tuple(out_sizes[i][0] if i in term.output else 1 for i in self.poly.indices)
+            parent: dict[str, str] = {}
+
+            def find(i: str, parent=parent) -> str:
+                while parent.get(i, i) != i:
+                    i = parent[i]
+                return i
+
             coeff = to_float(term.coefficient)
-            if not term.operands:
-                steps.append((coeff, None, (), (), bshape))
-                continue
-            eyes = tuple(sizes[idx[0]] if n == DELTA_OPERAND else None for n, idx in zip(term.operands, term.inputs))
-            shapes = tuple(tuple(sizes[i] for i in idx) for idx in term.inputs)
-            steps.append((coeff, (term.subscripts, shapes), term.operands, eyes, bshape))
+            names, inputs = [], []
+            for name, idx in zip(term.operands, term.inputs):
+                if name != DELTA_OPERAND:
+                    names.append(name)
+                    inputs.append(idx)
+                elif idx[0] == idx[1]:
+                    coeff *= sizes[idx[0]]
+                else:
+                    a, b = sorted((find(idx[0]), find(idx[1])), key=order.__getitem__)
+                    if a != b:
+                        parent[b] = a
+            inputs = [tuple(find(i) for i in idx) for idx in inputs]
+            present = [i for i in self.poly.indices if find(i) == i and any(i in idx for idx in inputs)]
+            masks = tuple((out_sizes[i][0], order[find(i)], order[i]) for i in self.poly.indices if find(i) != i)
+            on_diagonal = {i for i in self.poly.indices if find(i) != i} | {find(i) for i in parent}
+            vshape = tuple(out_sizes[i][0] if i in present else 1 for i in self.poly.indices)
+            bshape = tuple(out_sizes[i][0] if i in present or i in on_diagonal else 1 for i in self.poly.indices)
+            contraction = None
+            if names:
+                symbols = {
+                    i: opt_einsum.get_symbol(k) for k, i in enumerate(dict.fromkeys(j for x in inputs for j in x))
+                }
+                subscripts = ",".join("".join(symbols[i] for i in idx) for idx in inputs)
+                subscripts += "->" + "".join(symbols[i] for i in present)
+                shapes = tuple(tuple(sizes[i] for i in idx) for idx in inputs)
+                contraction = (subscripts, shapes)
+            steps.append((coeff, contraction, tuple(names), masks, vshape, bshape))
         plan = (tuple(steps), out_shape)
         self._plans[key] = plan  # one atomic store, no lock: torch.compile traces this code
         return plan
 
     def execute_generic(self, plan, values: Mapping[str, object], ops: ArrayOps, like):
-        """Evaluate with a plan from :meth:`generic_plan`: a sum of contractions, nothing written
-        in place (``like`` gives the dtype and device of constants)."""
+        """Evaluate with a plan from :meth:`generic_plan`: a sum of contractions and diagonal
+        placements, nothing written in place (``like`` gives the dtype and device of constants)."""
         steps, out_shape = plan
         result = None
-        for coeff, contraction, names, eyes, bshape in steps:
+        for coeff, contraction, names, masks, vshape, bshape in steps:
             if contraction is None:
-                value = ops.zeros(bshape, like) + coeff
+                value = ops.zeros(vshape, like) + coeff
             else:
-                operands = [values[n] if size is None else ops.eye(size, like) for n, size in zip(names, eyes)]
-                value = ops.contract(*contraction, operands)
+                value = ops.contract(*contraction, [values[n] for n in names])
                 if coeff != 1:
                     value = value * coeff
-                if tuple(value.shape) != bshape:
-                    value = ops.reshape(value, bshape)
+                if tuple(value.shape) != vshape:
+                    value = ops.reshape(value, vshape)
+            for size, a, b in masks:  # keep only the diagonal a = b
+                axes = [1] * len(out_shape)
+                axes[a] = axes[b] = size
+                value = ops.where(ops.reshape(ops.eye_mask(size, like), axes), value, 0)
+            if tuple(value.shape) != bshape:
+                value = ops.broadcast_to(value, bshape)
             result = value if result is None else result + value
         if result is None:
             return ops.zeros(out_shape, like)
@@ -607,7 +643,7 @@ def generic_matrix_function(func: str, name: str, matrix, ops: ArrayOps):
     a non-positive determinant makes logdet NaN rather than an error."""
     _square_matrix(func, name, matrix)
     if func == "inv":
-        return _singular(func, name, lambda: ops.inv(matrix))
+        return _singular(func, name, lambda: ops.inv(matrix, name))
     sign, logdet = ops.slogdet(matrix)
     if func == "det":
         return sign * ops.xp.exp(logdet)
@@ -619,7 +655,7 @@ def generic_solve(func: str, name: str, matrix, vector, ops: ArrayOps):
     _square_matrix("inv", name, matrix)
     if func == "solve_transposed":
         matrix = ops.matrix_transpose(matrix)
-    return _singular("inv", name, lambda: ops.solve(matrix, vector))
+    return _singular("inv", name, lambda: ops.solve(matrix, vector, name))
 
 
 def generic_softmax(v, axes: tuple[int, ...], ops: ArrayOps):

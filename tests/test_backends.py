@@ -204,6 +204,98 @@ def test_numpy_dtypes_follow_the_same_rule():
     assert grad(x=np.ones(3, bool), A=np.eye(3)).dtype == np.float64
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # dask's tasks compute log(0) and exp(1000) unguarded
+@pytest.mark.parametrize("backend, convert", BACKENDS)
+def test_deltas_keep_non_finite_values_on_the_diagonal(backend, convert):
+    """The diagonal is placed by where(i == j, ...), not a product with an identity matrix,
+    whose inf * 0 would put NaN off the diagonal."""
+    x = np.array([0.0, 1.0, 2.0])
+    jacobian = einderiv.jacobian("f_i = log(x_i)", "x")
+    expected = jacobian(x=x)
+    assert np.isinf(expected[0, 0]) and not np.isnan(expected).any()
+    np.testing.assert_array_equal(_to_numpy(jacobian(x=convert(x))), expected)
+    hessian = einderiv.hessian("f = sum_i(exp(x_i))", "x")
+    big = np.array([1000.0, 1.0, 2.0])
+    np.testing.assert_allclose(_to_numpy(hessian(x=convert(big))), hessian(x=big), rtol=1e-15)  # NaN fails
+
+
+@pytest.mark.parametrize("backend, convert", BACKENDS)
+def test_a_constant_in_a_sum_is_the_dimension_not_an_identity_matrix(backend, convert, monkeypatch):
+    """``sum_n((y_n - 1)^2)`` has a term ``delta_nn``: the number N, never an N x N matrix."""
+    ops = ops_for(backend)
+
+    def no_identity(n, like):
+        raise AssertionError(f"an {n} x {n} identity was built")
+
+    monkeypatch.setattr(ops, "eye_mask", no_identity)
+    y = np.random.default_rng(5).normal(size=50_000)
+    compiled = einderiv.compile("L = sum_n((y_n - 1)(y_n - 1))")
+    np.testing.assert_allclose(_to_numpy(compiled(y=convert(y))), np.sum((y - 1) ** 2), rtol=1e-12)
+    gradient = einderiv.grad("L = sum_n((y_n - 1)(y_n - 1)) + sum_n(y_n)", "y")
+    np.testing.assert_allclose(_to_numpy(gradient(y=convert(y))), 2 * (y - 1) + 1, rtol=1e-12)
+
+
+@pytest.mark.skipif(not _installed("torch"), reason="torch not installed")
+def test_torch_results_never_share_memory_with_inputs():
+    import torch
+
+    a = torch.arange(6.0, dtype=torch.float64).reshape(2, 3)
+    transposed = einderiv.evaluate("f_ji = A_ij", A=a)
+    transposed += 100  # a view of A would change A
+    assert torch.equal(a, torch.arange(6.0, dtype=torch.float64).reshape(2, 3))
+    ones = einderiv.grad("f = sum_i(x_i)", "x")(x=torch.ones(3, dtype=torch.float64))
+    ones += 1  # a stride-0 broadcast view would refuse this
+    assert ones.tolist() == [2.0, 2.0, 2.0]
+    same = einderiv.evaluate("f_i = x_i", x=a[0])
+    assert same is not a[0] and same.data_ptr() != a.data_ptr()
+
+
+@pytest.mark.skipif(not _installed("torch"), reason="torch not installed")
+def test_torch_conversions_and_constants_go_to_the_inputs_device():
+    """On a "meta" device (what a GPU run exercises: every operand must be on one device)."""
+    import torch
+
+    x = torch.ones(3, device="meta", dtype=torch.float64)
+    grad = einderiv.grad("f = x_i A_ij x_j + lam x_i x_i", "x")
+    value = grad.call({"x": x, "A": np.eye(3), "lam": 0.5}, backend="torch")  # NumPy and a number, converted
+    assert value.device.type == "meta" and value.shape == (3,)
+    jacobian = einderiv.jacobian("f_i = s x_i", "x")  # constants (the identity mask) on x's device
+    assert jacobian(s=2.0, x=x).device.type == "meta"
+    with pytest.raises(einderiv.EvaluationError, match="'x' and 'A' are on different devices"):
+        grad(x=x, A=torch.eye(3, dtype=torch.float64), lam=0.5)
+
+
+@pytest.mark.parametrize("backend, convert", BACKENDS)
+def test_integers_count_as_float64_beside_float32(backend, convert):
+    grad = einderiv.grad("f = x_i A_ij x_j", "x")
+    x = np.ones(3, np.float32)
+    assert grad(x=x, A=np.eye(3, dtype=bool)).dtype == np.float64  # the NumPy rule
+    for matrix in (np.eye(3, dtype=bool), np.eye(3, dtype=np.int64), np.eye(3, dtype=np.int16)):
+        assert str(grad(x=convert(x), A=convert(matrix)).dtype).endswith("float64")
+
+
+@pytest.mark.skipif(not _installed("dask"), reason="dask not installed")
+def test_dask_singular_matrix_raises_our_error_from_compute():
+    import dask.array as da
+
+    lazy = einderiv.evaluate("Y_ij = inv(X)_ij", X=da.zeros((3, 3)))
+    with pytest.raises(einderiv.EvaluationError, match=r"inv\(X\): the matrix 'X' is singular"):
+        lazy.compute()
+    solve = einderiv.evaluate("y_i = inv(X)_ij b_j", X=da.zeros((3, 3)), b=da.ones(3))
+    with pytest.raises(einderiv.EvaluationError, match="singular"):
+        solve.compute()
+
+
+def test_backend_argument_errors():
+    grad = einderiv.grad("f = x_i x_i", "x")
+    with pytest.raises(einderiv.EvaluationError, match="unknown backend of type ndarray"):
+        grad.call({"x": np.ones(2)}, backend=np.ones(2))
+    # an input named backend goes through call(), and evaluate() says so
+    assert einderiv.compile("f = backend_i backend_i").call({"backend": np.ones(3)}) == 3.0
+    with pytest.raises(einderiv.EvaluationError, match=r"input named 'backend', use Compiled.call"):
+        einderiv.evaluate("f = backend_i backend_i", backend=np.ones(3))
+
+
 # -- choosing the backend ---------------------------------------------------------------------------
 
 
@@ -284,6 +376,11 @@ def test_torch_compile_captures_one_graph():
     compiled = torch.compile(lambda X, y, w: hessian(X=X, y=y, w=w), backend="eager", fullgraph=True)
     value = compiled(*(torch.as_tensor(arrays[k]) for k in ("X", "y", "w")))
     np.testing.assert_allclose(value.numpy(), hessian(**arrays), rtol=1e-10)
+    # a Python number beside the tensors, and a delta placed on the diagonal
+    jacobian = einderiv.jacobian("f_i = s x_i + x_i x_i", "x")
+    traced = torch.compile(lambda x, s: jacobian(x=x, s=s), backend="eager", fullgraph=True)
+    x = np.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(traced(torch.as_tensor(x), 2.0).numpy(), np.diag(2.0 + 2 * x), rtol=1e-15)
 
 
 # -- the generic path, checked on NumPy against the fast path ---------------------------------------
@@ -312,7 +409,8 @@ def test_the_generic_path_matches_the_numpy_path(data):
             values = dict(given)
             like = next(iter(values.values()), np.zeros(()))
             got = target.line.run_with(values, ops, like)[target.program.output]
-        np.testing.assert_allclose(np.broadcast_to(got, expected.shape), expected, rtol=1e-9, atol=1e-9)
+        assert np.shape(got) == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
 
 
 LIBRARIES = [(name, convert) for name, convert in (("torch", _to_torch), ("jax", _to_jax)) if _installed(name)]

@@ -403,3 +403,29 @@ def test_random_matrix_expressions_read_as_index_notation_keep_their_value(case)
     expected = expected.item() if shape == SCALAR else expected.reshape(-1) if shape in (COLUMN, ROW) else expected
     got = evaluate(translation.rhs, FREE[shape], np.shape(expected), arrays)
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9 * max(1.0, float(np.max(np.abs(expected)))))
+
+
+@pytest.mark.parametrize(
+    "args, claim, verdict",
+    [
+        (["f = sum_i(x_i)", "--wrt", "x"], "1", "matches"),
+        (["y_i = x_i - x_i", "--wrt", "x"], "0", "matches"),
+        (["f = sum_i(x_i / 3 + 0.25 x_i)", "--wrt", "x"], "(7/12)", "matches"),
+        (["f = sum_i(x_i)", "--wrt", "x"], "2", "DIFFERS"),
+        (["f = x_i A_ij x_j", "--wrt", "x"], "df/dx = (A + A^T) x", "matches"),  # as --format matrix prints it
+        (["f = x_i A_ij x_j", "--wrt", "x"], "df/dx = 2 A x", "DIFFERS"),
+    ],
+)
+def test_constant_and_whole_line_matrix_claims(args, claim, verdict):
+    """Every constant form the printer writes (``df/dx = 1``) and every whole line it prints
+    reads back as a claim."""
+    result = run("check", *args, "--expect", claim)
+    assert result.returncode == (0 if verdict == "matches" else 1), result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1].startswith("your claim (matrix notation, read as ")
+    assert f": {verdict}" in result.stdout.splitlines()[-1]
+
+
+def test_a_non_constant_scalar_is_no_claim_for_a_vector():
+    result = run("check", "f = x_i A_ij x_j", "--wrt", "x", "--expect", "x^T x")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: matrix claim 'x^T x' is a scalar, but the derivative is a column vector")
