@@ -223,7 +223,9 @@ class TorchOps(ArrayOps):
         }
 
     def convert(self, value, like=None):
-        return self.xp.as_tensor(value, device=None if like is None else like.device)
+        # a Python float is float64, as NumPy has it (torch would make it float32)
+        dtype = self.xp.float64 if isinstance(value, float) else None
+        return self.xp.as_tensor(value, dtype=dtype, device=None if like is None else like.device)
 
     def same_place(self, first, other) -> bool:
         return first.device == other.device

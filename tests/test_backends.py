@@ -272,6 +272,10 @@ def test_integers_count_as_float64_beside_float32(backend, convert):
     assert grad(x=x, A=np.eye(3, dtype=bool)).dtype == np.float64  # the NumPy rule
     for matrix in (np.eye(3, dtype=bool), np.eye(3, dtype=np.int64), np.eye(3, dtype=np.int16)):
         assert str(grad(x=convert(x), A=convert(matrix)).dtype).endswith("float64")
+    scaled = einderiv.compile("f_i = s x_i")  # a Python float is float64 (NumPy's reading of it)
+    assert scaled(x=x, s=2.0).dtype == np.float64
+    assert str(scaled(x=convert(x), s=2.0).dtype).endswith("float64")
+    assert str(scaled(x=convert(x), s=convert(np.float32(2.0))).dtype).endswith("float32")
 
 
 @pytest.mark.skipif(not _installed("dask"), reason="dask not installed")
