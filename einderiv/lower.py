@@ -240,11 +240,24 @@ AT_ZERO = {
 }
 
 
+def _unit_delta(factor, indices) -> bool:
+    """``delta_ii`` for an index i of ``indices`` (free there, so it is 1)."""
+    return isinstance(factor, Delta) and factor.first == factor.second and factor.first in indices
+
+
+def _constant_along(arg: Poly) -> set[str]:
+    """The free indices of ``arg`` that no factor of any term uses (but as ``delta_ii``)."""
+    free = set(arg.indices)
+    used = {i for t in arg.terms for f in t.factors if not _unit_delta(f, free) for i in f.indices}
+    return free - used
+
+
 def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term]:
     """``func(arg)`` as terms, after exact folding and the stable rewrites:
 
-    * a call on an argument that cancelled to 0 is f(0) at every index: a number where f(0) is
-      rational (``tanh(A_ij - A_ij)`` = 0), else the scalar call ``f(0)``;
+    * a call on an argument that does not vary along some of its indices is taken over the
+      others and carried over these (``tanh(delta_ii)`` is ``tanh(1)``); a call on 0 is f(0)
+      where that is rational (``tanh(A_ij - A_ij)`` = 0);
 
     * ``u^0 = 1``, ``u^1 = u``, ``(u^p)^n = u^(p n)`` for integer n, constants folded exactly;
     * ``log(sigmoid(u)) = -softplus(-u)`` and ``log(1 - sigmoid(u)) = -softplus(u)``;
@@ -252,11 +265,18 @@ def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term
     * ``sigmoid(-u) = 1 - sigmoid(u)`` (a negated argument), so that ``s - y`` collects.
     """
     one = Fraction(1)
-    if not arg.terms and arg.indices and func != "pow":  # f(0) is the same for every i, j
-        value = AT_ZERO.get(func)
-        if value is not None:
-            return _carrying([Term(value, ())], arg.indices) if value else []
-        return _carrying([Term(one, (Apply(func, Poly((), ()), param),))], arg.indices)
+    constant_along = _constant_along(arg)
+    if constant_along:
+        # the argument does not vary along some of its indices (A_ij - A_ij; delta_ii with i
+        # free, which is 1): the call is taken over the others and carried over these, so that
+        # it prints, and reads back, as what it is (tanh(1), not tanh over an index it ignores)
+        reduced = Poly(
+            tuple(Term(t.coeff, tuple(f for f in t.factors if not _unit_delta(f, constant_along))) for t in arg.terms),
+            tuple(i for i in arg.indices if i not in constant_along),
+        )
+        return _carrying(make_apply(func, reduced, param), arg.indices)
+    if not arg.terms and func in AT_ZERO:
+        return [Term(AT_ZERO[func], ())] if AT_ZERO[func] else []
     if func == "sigmoid" and arg.terms and all(t.coeff < 0 for t in arg.terms):
         return _carrying([Term(one, ()), Term(-one, (Apply("sigmoid", _negated(arg)),))], arg.indices)
     if func == "pow":

@@ -688,6 +688,8 @@ class StraightLine:
         self._bound: dict[tuple, list] = {}  # input signature -> the plan of every step
         #: whether an elementwise step can warn (overflow, log of 0, NaN): only then is errstate set
         self._quiet = False
+        #: the size hints of the statement being added (index -> the tensor axes it names as written)
+        self._written: tuple = ()
 
     def _temp(self) -> str:
         return f"_t{len(self.steps)}"
@@ -858,7 +860,11 @@ class StraightLine:
             if isinstance(only, Tensor) and only.indices == poly.indices:
                 return only.name
         name = self._temp()
-        self.steps.append(_Step(name, Contraction(hoisted)))
+        carried = {i for t in hoisted.terms for f in t.factors if isinstance(f, (Tensor, MatrixFn)) for i in f.indices}
+        # an argument whose free index only a delta carries (tanh(s delta_ij)) is sized by the
+        # statement as written, as the statement's own contraction is
+        hints = self._written if set(hoisted.indices) - carried else ()
+        self.steps.append(_Step(name, Contraction(hoisted, hints)))
         return name
 
     def _hoist_softmax(self, atom: Apply, key, target: str | None) -> str:
@@ -884,6 +890,7 @@ class StraightLine:
     def add(self, target: str, poly: Poly, hints=()) -> None:
         """Compute ``target = poly``.  A statement that is one call (``s_n = sigmoid(z_n)``) is
         that call's step, so later uses of the same call reuse ``target``."""
+        self._written = tuple(h for h in hints if h[0] == "names")
         if len(poly.terms) == 1 and poly.terms[0].coeff == 1 and len(poly.terms[0].factors) == 1:
             atom = poly.terms[0].factors[0]
             if isinstance(atom, Apply) and atom.indices == poly.indices:

@@ -110,3 +110,13 @@ def test_a_call_on_a_cancelled_argument_keeps_its_shape():
     jacobian = einderiv.jacobian("c_ij = cos(A_ij - A_ij) B_ij", "B")
     assert jacobian(A=a, B=a).shape == (2, 3, 2, 3)
     np.testing.assert_array_equal(jacobian(A=a, B=a).reshape(6, 6), np.eye(6))
+
+
+def test_a_call_whose_indices_only_a_delta_carries_is_sized_by_the_statement():
+    """``tanh(s delta_ij) A_ij`` failed with "the size of index 'i' cannot be inferred": the
+    hoisted argument ``s delta_ij`` has no tensor with i; the statement's A_ij says it."""
+    a = np.arange(9.0).reshape(3, 3)
+    source = "W_ij = tanh(s delta_ij) A_ij"
+    np.testing.assert_allclose(einderiv.evaluate(source, s=0.3, A=a), np.tanh(0.3) * np.diag(np.diag(a)))
+    derivative = einderiv.diff(source, "s")
+    assert_matches_fd(derivative, einderiv.compile(source), {"s": np.array(0.3), "A": a}, "s")
