@@ -20,6 +20,8 @@ import numpy as np
 import opt_einsum
 
 from .errors import EvaluationError
+from .functions import FUNCTIONS
+from .ir import to_float
 
 #: The libraries einderiv evaluates with, by the name ``backend=`` takes.
 BACKENDS = ("numpy", "torch", "jax", "cupy", "dask")
@@ -81,28 +83,9 @@ class ArrayOps:
     def __init__(self, name: str, module: str):
         self.name = name
         self.xp = importlib.import_module(module)
-        xp = self.xp
-        self.functions: dict[str, Callable] = {
-            "exp": xp.exp,
-            "log": xp.log,
-            "log1p": xp.log1p,
-            "sin": xp.sin,
-            "cos": xp.cos,
-            "tan": xp.tan,
-            "tanh": xp.tanh,
-            "sqrt": xp.sqrt,
-            "abs": xp.abs,
-            "sign": xp.sign,
-            "sigmoid": lambda x: xp.exp(-xp.logaddexp(0, -x)),  # 1/(1 + e^-x) without overflow
-            "softplus": lambda x: xp.logaddexp(0, x),  # log(1 + e^x) without overflow
-            "relu": lambda x: xp.maximum(x, 0),
-            "step": lambda x: (x > 0).astype(x.dtype),  # 0 at 0, relu's sub-derivative there
-        }
+        self.functions: dict[str, Callable] = {name: row.make(self.xp) for name, row in FUNCTIONS.items()}
 
     # -- inputs ---------------------------------------------------------------------------
-    def is_native(self, value) -> bool:
-        return array_library(value) == self.name
-
     def convert(self, value, like=None):
         """A NumPy array or Python number as this library's array (beside ``like``, where the
         library has devices)."""
@@ -163,12 +146,12 @@ class ArrayOps:
     def apply(self, func: str, param: Fraction | None, x):
         if func == "pow":
             if param == 2:
-                return x * x
+                return self.xp.square(x)
             if param == -1:
-                return 1 / x
+                return self.xp.reciprocal(x)
             if param == Fraction(1, 2):
                 return self.xp.sqrt(x)
-            return x ** (int(param) if param.denominator == 1 and abs(param) < 2**62 else _to_float(param))
+            return x ** (int(param) if param.denominator == 1 and abs(param) < 2**62 else to_float(param))
         return self.functions[func](x)
 
     def amax(self, x, axes):
@@ -205,22 +188,13 @@ class TorchOps(ArrayOps):
 
         self.name = "torch"
         self.xp = torch
-        self.functions = {
-            "exp": torch.exp,
-            "log": torch.log,
-            "log1p": torch.log1p,
-            "sin": torch.sin,
-            "cos": torch.cos,
-            "tan": torch.tan,
-            "tanh": torch.tanh,
-            "sqrt": torch.sqrt,
-            "abs": torch.abs,
-            "sign": torch.sign,
-            "sigmoid": torch.sigmoid,
-            "softplus": lambda x: torch.logaddexp(x, torch.zeros_like(x)),
-            "relu": torch.relu,
-            "step": lambda x: (x > 0).to(x.dtype),
-        }
+        self.functions = {name: row.make(torch) for name, row in FUNCTIONS.items()}
+        self.functions.update(  # where torch's names or signatures differ from NumPy's
+            sigmoid=torch.sigmoid,
+            softplus=lambda x: torch.logaddexp(x, torch.zeros_like(x)),
+            relu=torch.relu,
+            step=lambda x: (x > 0).to(x.dtype),
+        )
 
     def convert(self, value, like=None):
         # a Python float is float64, as NumPy has it (torch would make it float32)
@@ -351,13 +325,6 @@ def _checked(function, what: str, name: str, *arrays):
         return function(*arrays)
     except np.linalg.LinAlgError:
         raise EvaluationError(f"{what}: the matrix {name!r} is singular") from None
-
-
-def _to_float(value: Fraction) -> float:
-    try:
-        return float(value)
-    except OverflowError:
-        return float("inf") if value > 0 else float("-inf")
 
 
 _OPS: dict[str, ArrayOps] = {}

@@ -1,4 +1,4 @@
-"""The elementwise function table: name -> NumPy implementation and derivative.
+"""The elementwise function table: name -> implementation (for any NumPy-like namespace) and derivative.
 
 Each derivative is written in einderiv's own language with ``u`` standing for the argument
 (``sigmoid``: ``sigmoid(u) (1 - sigmoid(u))``), parsed by einderiv itself, never by ``eval``.
@@ -11,53 +11,60 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 
-import numpy as np
 
-
-def _sigmoid(x):
+def _sigmoid(xp):
     """1 / (1 + exp(-x)) without overflow: exp(-log(1 + exp(-x)))."""
-    return np.exp(-np.logaddexp(0, -x))
+    return lambda x: xp.exp(-xp.logaddexp(0, -x))
 
 
-def _softplus(x):
+def _softplus(xp):
     """log(1 + exp(x)) without overflow."""
-    return np.logaddexp(0, x)
+    return lambda x: xp.logaddexp(0, x)
 
 
-def _relu(x):
-    return np.maximum(x, 0)
+def _relu(xp):
+    return lambda x: xp.maximum(x, 0)
 
 
-def _step(x):
+def _step(xp):
     """Heaviside step with value 0 at 0: the derivative of relu, with relu's sub-derivative 0 at the kink."""
-    return (x > 0).astype(x.dtype)
+    return lambda x: (x > 0).astype(x.dtype)
+
+
+def _named(name: str) -> Callable:
+    return lambda xp: getattr(xp, name)
 
 
 @dataclass(frozen=True)
 class Function:
-    """One row: the name, its NumPy implementation and its derivative in terms of ``u``."""
+    """One row: the name; ``make(xp)``, its implementation on the arrays of a NumPy-like namespace
+    (numpy, jax.numpy, cupy, dask.array; torch's adapter in backends overrides what torch names
+    differently); its derivative in terms of ``u``; and f(0) where that is rational (for folding
+    a call on an argument that cancelled: ``tanh(A_ij - A_ij)`` is 0)."""
 
     name: str
-    numpy: Callable
+    make: Callable
     derivative: str
+    at_zero: Fraction | None = None
 
 
 _ROWS = [
-    Function("exp", np.exp, "exp(u)"),
-    Function("log", np.log, "u^-1"),
-    Function("log1p", np.log1p, "(1 + u)^-1"),
-    Function("sin", np.sin, "cos(u)"),
-    Function("cos", np.cos, "-sin(u)"),
-    Function("tan", np.tan, "1 + tan(u)^2"),
-    Function("tanh", np.tanh, "1 - tanh(u)^2"),
-    Function("sigmoid", _sigmoid, "sigmoid(u) - sigmoid(u)^2"),
-    Function("sqrt", np.sqrt, "0.5 sqrt(u)^-1"),
-    Function("abs", np.abs, "sign(u)"),
-    Function("relu", _relu, "step(u)"),
+    Function("exp", _named("exp"), "exp(u)", Fraction(1)),
+    Function("log", _named("log"), "u^-1"),
+    Function("log1p", _named("log1p"), "(1 + u)^-1", Fraction(0)),
+    Function("sin", _named("sin"), "cos(u)", Fraction(0)),
+    Function("cos", _named("cos"), "-sin(u)", Fraction(1)),
+    Function("tan", _named("tan"), "1 + tan(u)^2", Fraction(0)),
+    Function("tanh", _named("tanh"), "1 - tanh(u)^2", Fraction(0)),
+    Function("sigmoid", _sigmoid, "sigmoid(u) - sigmoid(u)^2", Fraction(1, 2)),
+    Function("sqrt", _named("sqrt"), "0.5 sqrt(u)^-1", Fraction(0)),
+    Function("abs", _named("abs"), "sign(u)", Fraction(0)),
+    Function("relu", _relu, "step(u)", Fraction(0)),
     Function("softplus", _softplus, "sigmoid(u)"),
-    Function("sign", np.sign, "0"),
-    Function("step", _step, "0"),
+    Function("sign", _named("sign"), "0", Fraction(0)),
+    Function("step", _step, "0", Fraction(0)),
 ]
 
 FUNCTIONS: dict[str, Function] = {row.name: row for row in _ROWS}

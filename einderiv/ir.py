@@ -21,6 +21,14 @@ def format_indices(indices: Indices) -> str:
     return "_{" + ",".join(indices) + "}"
 
 
+def to_float(value: Fraction) -> float:
+    """An exact coefficient as a float; beyond float64's range it is ±inf, as IEEE arithmetic has it."""
+    try:
+        return float(value)
+    except OverflowError:
+        return float("inf") if value > 0 else float("-inf")
+
+
 def format_number(value: Fraction) -> str:
     """Exact text for a rational: ``2``, ``0.125``, and ``1/3`` when no finite decimal exists."""
     if value.denominator == 1:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from .errors import EinderivError
+from .functions import FUNCTIONS
 from .ir import Add, Call, Delta, Div, Expr, MatrixCall, Mul, Neg, Number, Pow, Tensor
 from .normal import (
     MAX_TERMS,
@@ -224,20 +225,7 @@ def _splice(arg: Poly) -> list[Term]:
 
 
 #: f(0) where it is rational, for folding a call on an argument that cancelled: tanh(A_ij - A_ij) = 0.
-AT_ZERO = {
-    "exp": Fraction(1),
-    "log1p": Fraction(0),
-    "sin": Fraction(0),
-    "cos": Fraction(1),
-    "tan": Fraction(0),
-    "tanh": Fraction(0),
-    "sigmoid": Fraction(1, 2),
-    "sqrt": Fraction(0),
-    "abs": Fraction(0),
-    "relu": Fraction(0),
-    "sign": Fraction(0),
-    "step": Fraction(0),
-}
+AT_ZERO = {row.name: row.at_zero for row in FUNCTIONS.values() if row.at_zero is not None}
 
 
 def _unit_delta(factor, indices) -> bool:

@@ -26,18 +26,9 @@ import opt_einsum
 from .backends import ArrayOps
 from .emit import DELTA_OPERAND, EinsumTerm, emit
 from .errors import EvaluationError
-from .functions import FUNCTIONS
-from .ir import Delta, Tensor
+from .ir import Delta, Tensor, to_float
 from .lower import logsumexp_parts
 from .normal import Apply, MatrixFn, Poly, Term, canonical_key, equivalent
-
-
-def to_float(value: Fraction) -> float:
-    """An exact coefficient as a float; beyond float64's range it is ±inf, as IEEE arithmetic has it."""
-    try:
-        return float(value)
-    except OverflowError:
-        return math.inf if value > 0 else -math.inf
 
 
 def as_array(name: str, value) -> np.ndarray:
@@ -504,17 +495,13 @@ def _hint_names(hints) -> set[str]:
     return names
 
 
+#: NumPy's operations, for the elementwise steps of the fast path (one table for every library).
+_NUMPY = ArrayOps("numpy", "numpy")
+
+
 def apply_function(func: str, param: Fraction | None, x: np.ndarray) -> np.ndarray:
     """The elementwise function ``func`` (``pow`` with exponent ``param``) on an array."""
-    if func == "pow":
-        if param == 2:
-            return np.square(x)
-        if param == -1:
-            return np.reciprocal(x)
-        if param == Fraction(1, 2):
-            return np.sqrt(x)
-        return np.power(x, int(param) if param.denominator == 1 and abs(param) < 2**62 else to_float(param))
-    return FUNCTIONS[func].numpy(x)
+    return _NUMPY.apply(func, param, x)
 
 
 @dataclass
