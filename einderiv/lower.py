@@ -22,11 +22,13 @@ from .normal import (
     MatrixFn,
     Poly,
     Term,
+    constant_along,
     fresh_indices,
     make_delta,
     multiply,
     simplify,
     too_many_terms,
+    unit_delta,
 )
 
 
@@ -228,18 +230,6 @@ def _splice(arg: Poly) -> list[Term]:
 AT_ZERO = {row.name: row.at_zero for row in FUNCTIONS.values() if row.at_zero is not None}
 
 
-def _unit_delta(factor, indices) -> bool:
-    """``delta_ii`` for an index i of ``indices`` (free there, so it is 1)."""
-    return isinstance(factor, Delta) and factor.first == factor.second and factor.first in indices
-
-
-def _constant_along(arg: Poly) -> set[str]:
-    """The free indices of ``arg`` that no factor of any term uses (but as ``delta_ii``)."""
-    free = set(arg.indices)
-    used = {i for t in arg.terms for f in t.factors if not _unit_delta(f, free) for i in f.indices}
-    return free - used
-
-
 def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term]:
     """``func(arg)`` as terms, after exact folding and the stable rewrites:
 
@@ -253,14 +243,14 @@ def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term
     * ``sigmoid(-u) = 1 - sigmoid(u)`` (a negated argument), so that ``s - y`` collects.
     """
     one = Fraction(1)
-    constant_along = _constant_along(arg)
-    if constant_along:
+    along = constant_along(arg)
+    if along:
         # the argument does not vary along some of its indices (A_ij - A_ij; delta_ii with i
         # free, which is 1): the call is taken over the others and carried over these, so that
         # it prints, and reads back, as what it is (tanh(1), not tanh over an index it ignores)
         reduced = Poly(
-            tuple(Term(t.coeff, tuple(f for f in t.factors if not _unit_delta(f, constant_along))) for t in arg.terms),
-            tuple(i for i in arg.indices if i not in constant_along),
+            tuple(Term(t.coeff, tuple(f for f in t.factors if not unit_delta(f, along))) for t in arg.terms),
+            tuple(i for i in arg.indices if i not in along),
         )
         return _carrying(make_apply(func, reduced, param), arg.indices)
     if not arg.terms and func in AT_ZERO:

@@ -265,7 +265,9 @@ def _apply_key(atom: Apply, depth: int) -> tuple:
     nested calls are keyed again each time an enclosing term is)."""
     free = frozenset(atom.arg.indices)
     inner = tuple(sorted((str(t.coeff), canonical_key(t, free, depth + 1)) for t in atom.arg.terms))
-    return ("Apply", atom.func, str(atom.param), *sorted(atom.indices), inner)  # elementwise: order is immaterial
+    # elementwise: the order of its indices is immaterial; they are one tuple, so that keys of
+    # calls with different numbers of indices still compare (a str is never set against a tuple)
+    return ("Apply", atom.func, str(atom.param), tuple(sorted(atom.indices)), inner)
 
 
 def canonical_key(term: Term, free: frozenset[str], depth: int = 0) -> tuple:
@@ -337,6 +339,35 @@ def merge_powers(term: Term) -> list[Term]:
     return out
 
 
+def unit_delta(factor, indices) -> bool:
+    """``delta_ii`` for an index i of ``indices`` (free there, so it is 1)."""
+    return isinstance(factor, Delta) and factor.first == factor.second and factor.first in indices
+
+
+def constant_along(arg: Poly) -> set[str]:
+    """The free indices of ``arg`` that no factor of any term uses (but as ``delta_ii``)."""
+    free = set(arg.indices)
+    used = {i for t in arg.terms for f in t.factors if not unit_delta(f, free) for i in f.indices}
+    return free - used
+
+
+def rebuild_constant_calls(term: Term) -> list[Term]:
+    """A call whose argument does not vary along one of its indices (``tanh(delta_ij)`` once j
+    became i: tanh(1) at every i) rebuilt by ``make_apply``, which takes it over its other
+    indices and carries that one as ``delta_ii``: one spelling for one value, so a printed
+    result reads back as equivalent.  Ends: a rebuilt call has no such index."""
+    for pos, factor in enumerate(term.factors):
+        if isinstance(factor, Apply) and factor.arg.indices and constant_along(factor.arg):
+            from .lower import make_apply
+
+            rest = term.factors[:pos] + term.factors[pos + 1 :]
+            out = []
+            for part in make_apply(factor.func, factor.arg, factor.param):
+                out.extend(rebuild_constant_calls(Term(term.coeff * part.coeff, rest + part.factors)))
+            return out
+    return [term]
+
+
 def simplify(terms, indices: Indices) -> Poly:
     """Contract deltas, collect like terms (up to renaming summed indices) and drop zeros.
 
@@ -347,7 +378,8 @@ def simplify(terms, indices: Indices) -> Poly:
     for original in terms:
         if original.coeff == 0:
             continue
-        for term in merge_powers(contract_deltas(original, free)):
+        merged = merge_powers(contract_deltas(original, free))
+        for term in (part for t in merged for part in rebuild_constant_calls(t)):
             term = contract_deltas(term, free)  # u^a u^-a = 1 leaves delta_ii: 1 where i is used
             key = canonical_key(term, free)
             if key in collected:

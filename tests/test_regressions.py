@@ -120,3 +120,25 @@ def test_a_call_whose_indices_only_a_delta_carries_is_sized_by_the_statement():
     np.testing.assert_allclose(einderiv.evaluate(source, s=0.3, A=a), np.tanh(0.3) * np.diag(np.diag(a)))
     derivative = einderiv.diff(source, "s")
     assert_matches_fd(derivative, einderiv.compile(source), {"s": np.array(0.3), "A": a}, "s")
+
+
+def test_keys_of_calls_with_different_index_counts_compare():
+    """Sorting the terms of ``cos(...)`` compared the key of ``(2 + tanh(s))^-1`` (no index)
+    with that of ``(2 + tanh(A_ii))^-1`` (index i) and raised TypeError (str against tuple)."""
+    source = "f = cos(A_ii / (2 + tanh(s)) + A_ii / (2 + tanh(A_ii)))"
+    derivative = einderiv.diff(source, "A")
+    arrays = {"A": np.random.default_rng(3).normal(size=(3, 3)), "s": np.array(0.4)}
+    assert_matches_fd(derivative, einderiv.compile(source), arrays, "A")
+
+
+def test_a_call_constant_along_an_index_after_delta_contraction_reads_back():
+    """``tanh(delta_ij)`` becomes ``tanh(delta_ii)``, i.e. tanh(1) at every i, when a derivative
+    sets j = i: it is rebuilt as the scalar call, so the printed derivative reads back as equivalent."""
+    from einderiv.lower import normalize
+    from einderiv.normal import equivalent
+
+    source = "f_i = (A_ii / (2 + tanh(delta_ij)) / (2 + tanh(delta_ij / (2 + tanh(A_ij)))))^2"
+    derivative = einderiv.diff(source, "A")
+    assert equivalent(normalize(derivative.statement.rhs, derivative.indices), derivative.expr)
+    a = np.random.default_rng(4).normal(size=(3, 3))
+    assert_matches_fd(derivative, einderiv.compile(source), {"A": a}, "A")
