@@ -178,6 +178,35 @@ def fixed_sizes(hints, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple
     return fixed
 
 
+def _resolve_deltas(term: EinsumTerm, sizes: Mapping[str, int], free: tuple[str, ...]):
+    """A term's deltas resolved: ``delta_aa`` with a summed is the dimension of a (folded into
+    the coefficient); ``delta_ab`` between free indices merges b into a (the earlier of the two
+    in ``free``), since the term lives on the diagonal a = b.  Returns the coefficient, the other
+    operands, their indices with merged ones renamed, and ``find`` (an index -> the one it
+    merged into)."""
+    parent: dict[str, str] = {}
+    order = {i: k for k, i in enumerate(free)}
+
+    def find(i: str) -> str:
+        while parent.get(i, i) != i:
+            i = parent[i]
+        return i
+
+    coeff = to_float(term.coefficient)
+    operands, inputs = [], []
+    for name, idx in zip(term.operands, term.inputs):
+        if name != DELTA_OPERAND:
+            operands.append(name)
+            inputs.append(idx)
+        elif idx[0] == idx[1]:
+            coeff *= sizes[idx[0]]
+        else:
+            a, b = sorted((find(idx[0]), find(idx[1])), key=order.__getitem__)
+            if a != b:
+                parent[b] = a
+    return coeff, operands, [tuple(find(i) for i in idx) for idx in inputs], find
+
+
 class Contraction:
     """``target = sum of einsum terms`` over named arrays, planned once per shape signature."""
 
@@ -233,27 +262,7 @@ class Contraction:
         indices makes the term live on the diagonal a = b, so the remaining factors are contracted
         with b renamed to a and added into a strided diagonal view of the result; ``delta_aa``
         with a summed is the dimension of a, a number."""
-        parent: dict[str, str] = {}
-
-        def find(i: str) -> str:
-            while parent.get(i, i) != i:
-                i = parent[i]
-            return i
-
-        order = {i: k for k, i in enumerate(self.poly.indices)}
-        coeff = to_float(term.coefficient)
-        operands, inputs = [], []
-        for name, idx in zip(term.operands, term.inputs):
-            if name != DELTA_OPERAND:
-                operands.append(name)
-                inputs.append(idx)
-            elif idx[0] == idx[1]:
-                coeff *= sizes[idx[0]]
-            else:
-                a, b = sorted((find(idx[0]), find(idx[1])), key=order.__getitem__)
-                if a != b:
-                    parent[b] = a
-        inputs = [tuple(find(i) for i in idx) for idx in inputs]
+        coeff, operands, inputs, find = _resolve_deltas(term, sizes, self.poly.indices)
         axes = [i for i in self.poly.indices if find(i) == i]
         itemsize = np.dtype(dtype).itemsize
         strides = {}
@@ -291,29 +300,11 @@ class Contraction:
         order = {i: k for k, i in enumerate(self.poly.indices)}
         steps = []
         for term, sizes in zip(self.terms, term_sizes):
-            parent: dict[str, str] = {}
-
-            def find(i: str, parent=parent) -> str:
-                while parent.get(i, i) != i:
-                    i = parent[i]
-                return i
-
-            coeff = to_float(term.coefficient)
-            names, inputs = [], []
-            for name, idx in zip(term.operands, term.inputs):
-                if name != DELTA_OPERAND:
-                    names.append(name)
-                    inputs.append(idx)
-                elif idx[0] == idx[1]:
-                    coeff *= sizes[idx[0]]
-                else:
-                    a, b = sorted((find(idx[0]), find(idx[1])), key=order.__getitem__)
-                    if a != b:
-                        parent[b] = a
-            inputs = [tuple(find(i) for i in idx) for idx in inputs]
+            coeff, names, inputs, find = _resolve_deltas(term, sizes, self.poly.indices)
             present = [i for i in self.poly.indices if find(i) == i and any(i in idx for idx in inputs)]
-            masks = tuple((out_sizes[i][0], order[find(i)], order[i]) for i in self.poly.indices if find(i) != i)
-            on_diagonal = {i for i in self.poly.indices if find(i) != i} | {find(i) for i in parent}
+            merged = [i for i in self.poly.indices if find(i) != i]
+            masks = tuple((out_sizes[i][0], order[find(i)], order[i]) for i in merged)
+            on_diagonal = set(merged) | {find(i) for i in merged}
             vshape = tuple(out_sizes[i][0] if i in present else 1 for i in self.poly.indices)
             bshape = tuple(out_sizes[i][0] if i in present or i in on_diagonal else 1 for i in self.poly.indices)
             contraction = None
