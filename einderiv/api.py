@@ -45,6 +45,12 @@ def _program(source: Source) -> Program:
     return parse(source)
 
 
+def _not_convertible(name: str, library: str, backend: str) -> EvaluationError:
+    return EvaluationError(
+        f"input {name!r} is a {library} array; backend={backend!r} converts NumPy arrays and Python numbers only"
+    )
+
+
 class Compiled:
     """A checked program, evaluable from named arrays: ``f(x=..., A=...)`` gives its output."""
 
@@ -207,10 +213,7 @@ class Compiled:
                         f"({first[1].device} and {value.device}); move them to one"
                     )
             elif library not in (None, "numpy"):
-                raise EvaluationError(
-                    f"input {name!r} is a {library} array; backend={ops.name!r} converts NumPy arrays "
-                    "and Python numbers only"
-                )
+                raise _not_convertible(name, library, ops.name)
             else:
                 if library == "numpy" or not isinstance(value, (int, float, bool)):
                     value = as_array(name, value)  # a Python number goes straight to the library (traceable)
@@ -234,10 +237,7 @@ class Compiled:
         if chosen == "numpy":
             for name, value in arrays.items():
                 if array_library(value) not in (None, "numpy"):
-                    raise EvaluationError(
-                        f"input {name!r} is a {array_library(value)} array; backend='numpy' converts NumPy "
-                        "arrays and Python numbers only"
-                    )
+                    raise _not_convertible(name, array_library(value), "numpy")
             return self._numpy_call(arrays)
         ops = ops_for(chosen)
         values, dtype, like = self._backend_arrays(arrays, ops)

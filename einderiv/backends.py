@@ -221,19 +221,10 @@ class TorchOps(ArrayOps):
     def eye_mask(self, n: int, like):
         return self.xp.eye(n, dtype=self.xp.bool, device=like.device)
 
-    def where(self, mask, value, other):
-        return self.xp.where(mask, value, other)
-
     def own(self, result, inputs: list):
         if any(result is x for x in inputs) or result._base is not None or not result.is_contiguous():
             return result.clone(memory_format=self.xp.contiguous_format)
         return result
-
-    def reshape(self, x, shape):
-        return self.xp.reshape(x, shape)
-
-    def broadcast_to(self, x, shape):
-        return self.xp.broadcast_to(x, shape)
 
     def transpose(self, x, order):
         return x.permute(*order)
@@ -261,7 +252,7 @@ class TorchOps(ArrayOps):
         bookkeeping, ``torch.einsum`` (which orders its pairwise steps with opt_einsum itself)."""
         if self.xp.compiler.is_compiling():
             return self.xp.einsum(subscripts, *operands)
-        return planned(subscripts, shapes)(*operands, backend="torch")
+        return super().contract(subscripts, shapes, operands)
 
 
 class JaxOps(ArrayOps):
