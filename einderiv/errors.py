@@ -48,3 +48,7 @@ class DifferentiationError(EinderivError):
 
 class EvaluationError(EinderivError):
     """Missing or ill-shaped arrays, or index sizes that disagree."""
+
+
+class EinderivWarning(UserWarning):
+    """Legal input that almost always means something else (emitted through :mod:`warnings`)."""

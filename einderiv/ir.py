@@ -116,12 +116,19 @@ class Add:
 
 @dataclass(frozen=True)
 class Mul:
-    """A product (juxtaposition or ``*``); einsum semantics over its indices."""
+    """A product (juxtaposition or ``*``); indices repeated across its factors are contracted.
+
+    Its factors are a chain: a leading ``Div`` continues it (``a / b c`` is a, 1/b and c),
+    every other factor that is not a tensor or number is a group of its own (parentheses).
+    A one-factor ``Mul`` is a parenthesised product or division: ``(a / b)``."""
 
     factors: tuple[Expr, ...]
 
     def __str__(self) -> str:
-        first = _wrap(self.factors[0], _PRODUCT)
+        if len(self.factors) == 1:
+            return f"({self.factors[0]})"
+        head = self.factors[0]
+        first = _wrap(head, _FACTOR if isinstance(head, Mul) else _PRODUCT)
         rest = [_wrap(f, _FACTOR) for f in self.factors[1:]]
         return " ".join([first, *rest])
 
@@ -181,6 +188,8 @@ _SUM, _PRODUCT, _SIGNED, _FACTOR, _ATOM = range(5)
 def _level(expr: Expr) -> int:
     if isinstance(expr, Add):
         return _SUM
+    if isinstance(expr, Mul) and len(expr.factors) == 1:
+        return _ATOM  # prints its own parentheses
     if isinstance(expr, (Mul, Div)):
         return _PRODUCT
     if isinstance(expr, Neg):

@@ -1,21 +1,32 @@
-"""IR -> normal form, with the index-scoping rules of function calls and reductions.
+"""IR -> normal form, with Einstein notation's index scoping, bottom-up over groups.
 
-* An index that occurs only inside a call's argument is summed inside it:
-  with LHS ``s_n``, ``sigmoid(X_nd w_d)`` is sigma(sum_d X_nd w_d).
-* An index that also occurs outside the call (elsewhere in the same term, or on the LHS) is
-  free in the argument: the call is elementwise over it.
-* ``sum_i(body)`` sums over i outside of the elementwise work: ``f = sum_i(exp(x_i))``.
-  Its i is bound: renamed apart from any other i in the term.
-* ``a / b`` is ``a * b^-1``, elementwise, broadcasting over the indices ``b`` lacks.
+1. Left-hand-side indices are free everywhere and never summed.
+2. An index named by an explicit reduction (``sum_i``, ``logsumexp_i``, ``softmax_i``) is bound
+   by it: inside its body no nested group contracts it.
+3. Otherwise an index is contracted in the smallest product in which it occurs two or more
+   times.  A group (parentheses, a call's argument, a power's base, a divisor) is one factor of
+   its enclosing product, and its free indices count once there; an index that occurs once in
+   a group is free in it and goes outward: ``x_i^2`` is sum_i x_i^2, ``exp(x_i x_i)`` is
+   exp(sum_i x_i^2), ``(x_i x_i)(y_i y_i)`` is (x.x)(y.y).
+4. A sum that is an operand is a tensor over the union of its terms' free indices, a term
+   lacking one broadcast along it (``(x_i + 1)(y_i + 1)`` sums n products); a sum that stands
+   alone, as the right-hand side or one of its terms, is a list of terms summed one by one.
+5. Whatever is still free at the top and not on the left-hand side is summed.
+6. A letter contracted inside a group that also occurs free outside it in the same product
+   (``exp(x_i y_i) z_i``) is legal but almost always a slip: an :class:`EinderivWarning`.
+
+``a / b`` is ``a * b^-1``: the divisor is a group, broadcasting over the indices ``b`` lacks.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections import Counter
 from fractions import Fraction
 
-from .errors import EinderivError
+from .errors import EinderivError, EinderivWarning, IndexRuleError
 from .functions import FUNCTIONS
-from .ir import Add, Call, Delta, Div, Expr, MatrixCall, Mul, Neg, Number, Pow, Tensor
+from .ir import Add, Call, Delta, Div, Expr, MatrixCall, Mul, Neg, Number, Pow, Tensor, walk
 from .normal import (
     MAX_TERMS,
     Apply,
@@ -23,36 +34,15 @@ from .normal import (
     Poly,
     Term,
     constant_along,
-    fresh_indices,
     make_delta,
     multiply,
+    rename_term_apart,
     simplify,
     too_many_terms,
     unit_delta,
 )
 
-
-def surface_indices(expr: Expr) -> list[str]:
-    """Index names as written in ``expr`` (first-appearance order), less those bound by ``sum_i``."""
-    if isinstance(expr, (Tensor, Delta, MatrixCall)):
-        return list(dict.fromkeys(expr.indices))
-    if isinstance(expr, Number):
-        return []
-    if isinstance(expr, Neg):
-        return surface_indices(expr.operand)
-    if isinstance(expr, (Add, Mul)):
-        parts = expr.terms if isinstance(expr, Add) else expr.factors
-        return list(dict.fromkeys(i for p in parts for i in surface_indices(p)))
-    if isinstance(expr, Div):
-        return list(dict.fromkeys(surface_indices(expr.numerator) + surface_indices(expr.denominator)))
-    if isinstance(expr, Pow):
-        return surface_indices(expr.base)
-    if isinstance(expr, Call):
-        inner = surface_indices(expr.arg)
-        if expr.func == "softmax":  # normalised over its indices, not reduced: they stay
-            return inner
-        return [i for i in inner if i not in expr.over]
-    raise EinderivError(f"cannot read node {type(expr).__name__}")
+_ATOMS = (Tensor, Delta, MatrixCall, Number)
 
 
 def _constant(terms: list[Term]) -> Fraction | None:
@@ -61,136 +51,188 @@ def _constant(terms: list[Term]) -> Fraction | None:
     return None
 
 
-def _expand(expr: Expr) -> list[tuple[Fraction, list]]:
-    """Multiply out sums and products; calls, powers and divisors stay as items to lower."""
-    if isinstance(expr, Number):
-        return [(expr.value, [])]
-    if isinstance(expr, Delta):
-        return [(Fraction(1), [make_delta(expr.first, expr.second)])]
-    if isinstance(expr, (Tensor, Call, Pow, MatrixCall)):
-        return [(Fraction(1), [expr])]
-    if isinstance(expr, Neg):
-        return [(-c, items) for c, items in _expand(expr.operand)]
-    if isinstance(expr, Add):
-        out = []
-        for part in expr.terms:
-            out.extend(_expand(part))
-            if len(out) > MAX_TERMS:
-                raise too_many_terms(len(out))
-        return out
-    if isinstance(expr, Mul):
-        out = [(Fraction(1), [])]
-        for factor in expr.factors:
-            parts = _expand(factor)
-            if len(out) * len(parts) > MAX_TERMS:
-                raise too_many_terms(len(out) * len(parts))
-            out = [(c1 * c2, i1 + i2) for c1, i1 in out for c2, i2 in parts]
-        return out
-    if isinstance(expr, Div):
-        parts = _expand(expr.denominator)
-        if all(not items for _, items in parts):
-            value = sum((c for c, _ in parts), Fraction(0))
-            if value == 0:
-                raise EinderivError(f"division by zero in {str(expr)!r}")
-            return [(c / value, items) for c, items in _expand(expr.numerator)]
-        return [(c, items + [Pow(expr.denominator, Fraction(-1))]) for c, items in _expand(expr.numerator)]
-    raise EinderivError(f"cannot lower node {type(expr).__name__}")
-
-
-def _item_indices(item) -> list[str]:
-    if isinstance(item, (Tensor, Delta, MatrixCall)):
-        return list(item.indices)
-    return surface_indices(item)
-
-
-def lower(expr: Expr, context: frozenset[str]) -> list[Term]:
-    """The terms of ``expr`` (unsimplified).  ``context`` holds the indices visible around it:
-    the left-hand side's, and those of the other factors of every enclosing product.  A sum's
-    terms share the context but not each other's indices (einsum semantics per term)."""
+def _atom_terms(expr) -> list[Term]:
     if isinstance(expr, Number):
         return [Term(expr.value, ())]
     if isinstance(expr, Delta):
         return [Term(Fraction(1), (make_delta(expr.first, expr.second),))]
-    if isinstance(expr, Tensor):
-        return [Term(Fraction(1), (expr,))]
     if isinstance(expr, MatrixCall):
         return [Term(Fraction(1), (MatrixFn(expr.func, expr.matrix, expr.indices),))]
-    if isinstance(expr, Neg):
-        return [t.scaled(Fraction(-1)) for t in lower(expr.operand, context)]
+    return [Term(Fraction(1), (expr,))]
+
+
+def _chain(expr) -> tuple[Fraction, list[tuple[Expr, bool]]]:
+    """A product as (sign, [(factor, is_divisor)]): a leading division and a division's
+    numerator continue the chain (``a b / c d``); every other factor is a tensor or a group.
+    The sign of a leading ``-`` is taken out (``-A_ii B_ii`` is minus one product)."""
+    if isinstance(expr, Mul) and len(expr.factors) > 1:
+        head, *rest = expr.factors
+        sign, factors = _chain(head) if isinstance(head, Div) else _head(head)
+        return sign, factors + [(f, False) for f in rest]
+    if isinstance(expr, Div):
+        num = expr.numerator
+        if isinstance(num, Div) or (isinstance(num, Mul) and len(num.factors) > 1):
+            sign, factors = _chain(num)
+        else:
+            sign, factors = _head(num)
+        return sign, factors + [(expr.denominator, True)]
+    return Fraction(1), [(expr, False)]
+
+
+def _head(factor) -> tuple[Fraction, list[tuple[Expr, bool]]]:
+    """The first factor of a chain, without its signs (a signed product is parenthesised: a group)."""
+    sign = Fraction(1)
+    while isinstance(factor, Neg):
+        sign, factor = -sign, factor.operand
+    return sign, [(factor, False)]
+
+
+class _Scope:
+    """Lowers one statement; collects the rule-6 warnings."""
+
+    def __init__(self):
+        self.notes: list[str] = []
+
+    # Each method returns (terms, free, contracted): the terms with ``free`` as their free
+    # indices (every other index of a term is summed in it), and the letters contracted
+    # somewhere inside by rule 3 (for the rule-6 warning).
+
+    def group(self, expr, bound: frozenset[str]):
+        if isinstance(expr, Number):
+            return [Term(expr.value, ())], (), set()
+        if isinstance(expr, (Tensor, Delta, MatrixCall)) and len(set(expr.indices)) == len(expr.indices):
+            return _atom_terms(expr), tuple(expr.indices), set()
+        if isinstance(expr, Neg):
+            terms, free, inner = self.group(expr.operand, bound)
+            return [t.scaled(Fraction(-1)) for t in terms], free, inner
+        if isinstance(expr, Add):
+            return self.operand_sum(expr, bound)
+        if isinstance(expr, Call) and expr.over:
+            return self.reduction(expr, bound)
+        if isinstance(expr, (Call, Pow)):
+            base = expr.base if isinstance(expr, Pow) else expr.arg
+            terms, free, inner = self.group(base, bound)
+            arg = simplify(terms, free)
+            if isinstance(expr, Pow):
+                return make_apply("pow", arg, expr.exponent), free, inner
+            return make_apply(expr.func, arg), free, inner
+        if isinstance(expr, Mul) and len(expr.factors) == 1:
+            return self.group(expr.factors[0], bound)
+        return self.product(expr, bound)
+
+    def operand_sum(self, expr: Add, bound):
+        """A sum used as an operand: a tensor over the union of its terms' free indices."""
+        parts = [self.group(term, bound) for term in expr.terms]
+        free = tuple(dict.fromkeys(i for _, f, _ in parts for i in f))
+        out: list[Term] = []
+        for terms, own, _ in parts:
+            # a term's own summed indices are renamed apart before it is broadcast along the
+            # sum's other free indices (A_ii in (A_ii + A_ij): its i is not the sum's i)
+            out.extend(_carrying([rename_term_apart(t, own, set(free)) for t in terms], free))
+            if len(out) > MAX_TERMS:
+                raise too_many_terms(len(out))
+        return out, free, set().union(*(c for _, _, c in parts))
+
+    def product(self, expr, bound: frozenset[str]):
+        sign, chain = _chain(expr)
+        lowered = []  # (factor, terms, occurrences, keep, contracted inside, is a group)
+        for factor, divisor in chain:
+            if isinstance(factor, _ATOMS) and not divisor:
+                terms = _atom_terms(factor)
+                occurrences = list(getattr(factor, "indices", ()))
+                lowered.append((factor, terms, occurrences, set(occurrences), set(), False))
+                continue
+            terms, free, inner = self.group(factor, bound)
+            if divisor:
+                value = _constant(terms)
+                if value is not None:
+                    if value == 0:
+                        raise EinderivError(f"division by zero in {str(expr)!r}")
+                    sign /= value
+                    continue
+                terms = make_apply("pow", simplify(terms, free), Fraction(-1))
+            lowered.append((factor, terms, list(free), set(free), inner, True))
+        counts = Counter(i for entry in lowered for i in entry[2])
+        contracted = {i for i, c in counts.items() if c > 1 and i not in bound}
+        free = tuple(dict.fromkeys(i for entry in lowered for i in entry[2] if i not in contracted))
+        self._warn_captured(expr, lowered, bound)
+        # a group's own summed indices are renamed apart from what the other factors write
+        written = [{i for node in walk(entry[0]) for i in getattr(node, "indices", ())} for entry in lowered]
+        out = [Term(sign, ())]
+        for pos, (_, terms, _, keep, _, _) in enumerate(lowered):
+            avoid = set(bound).union(*(names for other, names in enumerate(written) if other != pos))
+            out = multiply(out, terms, keep, avoid=avoid)
+        inside = contracted.union(*(entry[4] for entry in lowered))
+        return out, free, inside
+
+    def reduction(self, expr: Call, bound: frozenset[str]):
+        """``sum_R(body)``, ``logsumexp_R``, ``softmax_R``: R is bound in the body."""
+        over = tuple(expr.over)
+        terms, free, inner = self.group(expr.arg, bound | frozenset(over))
+        terms = [rename_term_apart(t, free, set(over)) for t in terms]  # sum_i(sum_i(x_i) + 1)
+        outer = tuple(i for i in free if i not in over)
+        if expr.func == "softmax":
+            # softmax_R(u) = exp(u - logsumexp_R(u)): the exponent is never positive
+            arg = simplify(terms, free)
+            lse = _summed_log_exp(arg, over)
+            shifted = list(arg.terms) + [t.scaled(Fraction(-1)) for t in lse]
+            return make_apply("exp", simplify(_carrying(shifted, free), free)), free, inner
+        if expr.func == "logsumexp":
+            return _summed_log_exp(simplify(terms, free), over), outer, inner
+        return [_keep_summed(t, over) for t in terms], outer, inner
+
+    def _warn_captured(self, expr, lowered, bound) -> None:
+        """Rule 6: a letter contracted inside a group that occurs free elsewhere in the product."""
+        for pos, (factor, _, _, _, inside, is_group) in enumerate(lowered):
+            if not is_group:
+                continue
+            outside = {i for other, entry in enumerate(lowered) if other != pos for i in entry[2]}
+            for letter in sorted((inside & outside) - bound):
+                self.notes.append(
+                    f"in {str(expr)!r}, index {letter!r} is summed inside {str(factor)!r} and is a "
+                    f"separate index outside it, summed on its own; for one elementwise index write "
+                    f"sum_{letter}({expr}), or rename the inner one to say they differ"
+                )
+
+
+def _keep_summed(term: Term, over) -> Term:
+    """A reduction over r of a term without r is r's dimension times it (``delta_rr``)."""
+    names = term.index_names()
+    missing = [r for r in over if r not in names]
+    return Term(term.coeff, term.factors + tuple(Delta(r, r) for r in missing)) if missing else term
+
+
+def _summed_log_exp(arg: Poly, over) -> list[Term]:
+    """log(sum_R(exp(arg))) as terms over arg's other indices (evaluated max-shifted)."""
+    outer = tuple(i for i in arg.indices if i not in over)
+    exp_terms = [_keep_summed(t, over) for t in make_apply("exp", arg)]
+    return make_apply("log", simplify(exp_terms, outer))
+
+
+def top_level(expr, bound: frozenset[str], scope: _Scope) -> list[Term]:
+    """Rule 4's list of terms: a sum standing alone is split, each term lowered on its own."""
     if isinstance(expr, Add):
         out: list[Term] = []
         for part in expr.terms:
-            out.extend(lower(part, context))
+            out.extend(top_level(part, bound, scope))
             if len(out) > MAX_TERMS:
                 raise too_many_terms(len(out))
         return out
-    if isinstance(expr, Mul):
-        return _lower_product(list(expr.factors), context)
-    if isinstance(expr, Div):
-        denominator = lower(expr.denominator, context | frozenset(surface_indices(expr.numerator)))
-        value = _constant(denominator)
-        if value is not None:
-            if value == 0:
-                raise EinderivError(f"division by zero in {str(expr)!r}")
-            return [t.scaled(1 / value) for t in lower(expr.numerator, context)]
-        return _lower_product([expr.numerator, Pow(expr.denominator, Fraction(-1))], context)
-    if isinstance(expr, Call) and expr.func == "logsumexp":
-        # logsumexp_R(u) = log(sum_R(exp(u))), evaluated max-shifted
-        # elementwise over the argument's other indices, like softmax
-        others = frozenset(surface_indices(expr.arg)) - frozenset(expr.over)
-        return lower(Call("log", Call("sum", Call("exp", expr.arg), expr.over)), context | others)
-    if isinstance(expr, Call) and expr.func == "softmax":
-        # softmax_R(u) = exp(u - logsumexp_R(u)): the exponent is never positive
-        shifted = Add((expr.arg, Neg(Call("logsumexp", expr.arg, expr.over))))
-        # elementwise over every index of its argument, normalised over ``over``
-        return lower(Call("exp", shifted), context | frozenset(surface_indices(expr.arg)))
-    if isinstance(expr, Call) and expr.over:
-        return _lower_reduction(expr, context)
-    if isinstance(expr, (Call, Pow)):
-        base = expr.base if isinstance(expr, Pow) else expr.arg
-        free = tuple(i for i in surface_indices(base) if i in context)
-        arg = simplify(lower(base, frozenset(free)), free)
-        if isinstance(expr, Pow):
-            return make_apply("pow", arg, expr.exponent)
-        return make_apply(expr.func, arg)
-    raise EinderivError(f"cannot lower node {type(expr).__name__}")
+    if isinstance(expr, Neg):
+        return [t.scaled(Fraction(-1)) for t in top_level(expr.operand, bound, scope)]
+    terms, _, _ = scope.group(expr, bound)
+    return terms
 
 
-def _lower_product(factors: list, context: frozenset[str]) -> list[Term]:
-    """Each factor sees the indices of the others; indices private to a factor (bound by a
-    reduction inside it) are renamed apart from the rest of the product."""
-    written = [surface_indices(f) for f in factors]
-    out = [Term(Fraction(1), ())]
-    for pos, factor in enumerate(factors):
-        outside = set(context)
-        for other, names in enumerate(written):
-            if other != pos:
-                outside.update(names)
-        parts = lower(factor, frozenset(outside))
-        keep = outside | set(written[pos])
-        out = multiply(out, parts, keep, avoid=keep)
-    return out
-
-
-def _lower_reduction(item: Call, outside: frozenset[str]) -> list[Term]:
-    """``sum_R(body)``: the body's terms, with R renamed apart from what is visible outside.
-
-    A term in which some r of R no longer occurs (``sum_i(delta_ii^2)``) still sums over r:
-    it keeps the factor ``delta_rr``, the dimension of r."""
-    body = lower(item.arg, outside | frozenset(item.over))
-    clashes = [r for r in item.over if r in outside]
-    if clashes:
-        names = set(outside) | {i for t in body for i in t.index_names()}
-        mapping = dict(zip(clashes, fresh_indices(len(clashes), names)))
-        body = [t.rename(mapping) for t in body]
-        over = [mapping.get(r, r) for r in item.over]
-    else:
-        over = list(item.over)
-    out = []
-    for term in body:
-        missing = [r for r in over if r not in term.index_names()]
-        out.append(Term(term.coeff, term.factors + tuple(Delta(r, r) for r in missing)))
-    return out
+def lower(expr: Expr, context: frozenset[str]) -> list[Term]:
+    """The terms of a right-hand side (unsimplified); ``context`` holds the left-hand side's
+    indices.  Indices still free at the top and not in ``context`` are summed by the caller's
+    :class:`Poly` (rule 5).  Rule-6 warnings go through :mod:`warnings`."""
+    scope = _Scope()
+    terms = top_level(expr, frozenset(context), scope)
+    for note in dict.fromkeys(scope.notes):
+        warnings.warn(note, EinderivWarning, stacklevel=2)
+    return terms
 
 
 # -- building applications: folding and numerically stable rewrites --------------------------------
@@ -312,26 +354,47 @@ def normalize(expr: Expr, indices) -> Poly:
     return simplify(lower(expr, frozenset(indices)), indices)
 
 
+def free_indices(expr: Expr, bound=frozenset()) -> tuple[str, ...]:
+    """The indices the scoping rules leave free in ``expr`` (first-appearance order), with
+    ``bound`` free everywhere (a left-hand side's): ``exp(x_i) A_jk A_jk`` -> (i,)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EinderivWarning)
+        parts = expr.terms if isinstance(expr, Add) else (expr,)
+        return tuple(dict.fromkeys(i for p in parts for i in _Scope().group(p, frozenset(bound))[1]))
+
+
+def contracted_in_groups(expr: Expr) -> set[str]:
+    """The letters that some group inside ``expr``'s top-level product contracts (rule 3):
+    ``A_ik (A_kj A_kj - B_kj)`` -> {k}.  A translator that means k to be summed over the whole
+    product writes ``sum_k(...)`` around it then."""
+    out: set[str] = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EinderivWarning)
+        for factor, _ in _chain(expr)[1]:
+            if not isinstance(factor, _ATOMS):
+                out |= _Scope().group(factor, frozenset())[2]
+    return out
+
+
 def implicit_indices(expr: Expr):
-    """numpy's implicit rule for a bare expression: the indices written exactly once in a term,
-    alphabetically (an index inside a call counts once).  Terms must agree."""
-    from collections import Counter
-
-    from .errors import IndexRuleError
-
-    single: set[str] = set()
-    repeated: set[str] = set()
-    for _, items in _expand(expr):
-        counts: Counter = Counter()
-        for item in items:
-            names = _item_indices(item)
-            counts.update(names if isinstance(item, (Tensor, Delta, MatrixCall)) else set(names))
-        single |= {i for i, c in counts.items() if c == 1}
-        repeated |= {i for i, c in counts.items() if c > 1}
-    both = sorted(single & repeated)
+    """NumPy's implicit rule for a bare expression: the indices left free by the scoping rules
+    (written once), alphabetically.  An index free in one term and contracted in another is
+    ambiguous."""
+    parts = expr.terms if isinstance(expr, Add) else (expr,)
+    free: set[str] = set()
+    written: set[str] = set()
+    for part in parts:
+        while isinstance(part, Neg):
+            part = part.operand
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", EinderivWarning)
+            _, names, _ = _Scope().group(part, frozenset())
+        free |= set(names)
+        written |= {i for node in walk(part) for i in getattr(node, "indices", ()) if i not in names}
+    both = sorted(free & written)
     if both:
         raise IndexRuleError(
-            f"index {both[0]!r} appears once in one term and repeatedly in another, so the output "
+            f"index {both[0]!r} is free in one term and summed in another, so the output "
             "indices are ambiguous: write a left-hand side such as 'f_i = ...'"
         )
-    return tuple(sorted(single))
+    return tuple(sorted(free))

@@ -275,7 +275,7 @@ class _Reader:
         text = f"{self.factor(node.left, row if left.shape[0] else None, inner, first=True)} " + self.factor(
             node.right, inner, col if right.shape[1] else None
         )
-        if inner is not None and (self.explicit or (left.partial and right.partial)):
+        if inner is not None and (self.explicit or (left.partial and right.partial) or _captured(text, inner)):
             return f"sum{self.subscript((inner,))}({text})", 3
         return text, 2
 
@@ -346,6 +346,15 @@ def translate(text: str, ranks: Mapping[str, int], indices: Sequence[str]) -> Tr
     col = indices[-1] if shape[1] else None
     rhs, _ = reader.emit(node, row, col)
     return Translation(text, rhs, indices, shape)
+
+
+def _captured(text: str, index: str) -> bool:
+    """Whether a group in the product ``text`` would contract ``index`` on its own (a Hadamard
+    product inside a parenthesis: ``A_ik (A_kj A_kj - B_kj)``), so the sum must be written."""
+    from .lower import contracted_in_groups
+    from .parser import parse
+
+    return index in contracted_in_groups(parse("f = " + text).output.rhs)
 
 
 def _constant(node) -> bool:

@@ -443,7 +443,7 @@ def _arg_expr(arg: Poly, visible: set[str], explicit: bool = False) -> Expr:
     are added to ``visible`` so that later factors keep theirs apart too.  ``explicit`` writes
     the sums inside it as ``sum_k(...)`` (used for divisors, where ``/ e_k`` would be cryptic)."""
     arg = rename_apart(arg, visible)
-    expr = to_expr(arg, visible | set(arg.indices), explicit)
+    expr = to_expr(arg, visible | set(arg.indices), explicit, nested=True)
     visible |= _written_names(expr)
     return expr
 
@@ -460,31 +460,48 @@ def atom_to_expr(atom, visible: set[str]) -> Expr:
     if logsumexp_parts(atom) is not None:  # log(sum_R(exp(v))) reads as logsumexp_R(v)
         arg = rename_apart(atom.arg, visible)
         v, summed = logsumexp_parts(Apply(atom.func, arg, atom.param))
-        inner = to_expr(v, visible | set(v.indices))
+        inner = to_expr(v, visible | set(v.indices), nested=True)
         visible |= _written_names(inner) | set(summed)
         return Call("logsumexp", inner, summed)
     inner = _arg_expr(atom.arg, visible)
     return Pow(inner, atom.param) if atom.func == "pow" else Call(atom.func, inner)
 
 
+def _occurrences(term: Term, index: str) -> int:
+    """How often ``index`` occurs in the printed product: with multiplicity in tensors and
+    deltas, once in each call or power that has it free (a group's free index counts once)."""
+    return sum(
+        (1 if index in f.indices else 0) if isinstance(f, Apply) else f.indices.count(index) for f in term.factors
+    )
+
+
+def _captured(term: Term, index: str) -> bool:
+    """Whether printing would let a group inside ``term`` contract ``index``: some call that has
+    it free holds a term in which it occurs twice (``exp(x_i x_i)`` elementwise over i)."""
+    for f in term.factors:
+        if isinstance(f, Apply) and index in f.arg.indices:
+            for inner in f.arg.terms:
+                if _occurrences(inner, index) > 1 or _captured(inner, index):
+                    return True
+    return False
+
+
 def _product(factors: list[Expr]) -> Expr:
     return factors[0] if len(factors) == 1 else Mul(tuple(factors))
 
 
-def term_to_expr(term: Term, context: set[str], leading: bool = True, explicit: bool = False) -> Expr:
+def term_to_expr(
+    term: Term, context: set[str], leading: bool = True, explicit: bool = False, nested: bool = False
+) -> Expr:
     """One monomial as IR.  A negative leading term reads ``-2 A_kj x_j``; later ones are
     ``Neg`` so that the sum prints ``a - 2 b``.  Negative powers print as division.  A summed
-    index that occurs only inside one function call is written with an explicit ``sum_i(...)``,
-    since ``f(x_i)`` alone would sum inside the call."""
+    index is written with an explicit ``sum_i(...)`` where the plain text would scope it
+    differently: inside a group (``nested``) when it occurs once (it would be free there and go
+    outward), and anywhere a group inside would contract it (``exp(x_i x_i) y_i`` elementwise)."""
     names = term.index_names()
     visible = set(context) | names
-    counts = Counter(i for f in term.factors for i in set(f.indices))
     hidden = tuple(
-        sorted(
-            i
-            for i in names - context
-            if explicit or (counts[i] == 1 and any(isinstance(f, Apply) and i in f.indices for f in term.factors))
-        )
+        sorted(i for i in names - context if explicit or (nested and _occurrences(term, i) == 1) or _captured(term, i))
     )
     factors: list[Expr] = []
     denominators: list[Expr] = []
@@ -510,11 +527,12 @@ def term_to_expr(term: Term, context: set[str], leading: bool = True, explicit: 
     return Neg(body) if term.coeff < 0 and not leading else body
 
 
-def to_expr(poly: Poly, context: set[str] | None = None, explicit: bool = False) -> Expr:
+def to_expr(poly: Poly, context: set[str] | None = None, explicit: bool = False, nested: bool = False) -> Expr:
     """The IR of a normal form; ``0`` for the empty sum.  ``explicit`` writes every summed
-    index of a term as ``sum_i(...)``."""
+    index of a term as ``sum_i(...)``; ``nested`` says the sum is a group's (a call's argument,
+    a power's base, a divisor), whose terms' once-occurring indices would go outward."""
     if not poly.terms:
         return Number(Fraction(0))
     ctx = set(poly.indices) | (context or set())
-    parts = [term_to_expr(t, ctx, leading=(k == 0), explicit=explicit) for k, t in enumerate(poly.terms)]
+    parts = [term_to_expr(t, ctx, leading=(k == 0), explicit=explicit, nested=nested) for k, t in enumerate(poly.terms)]
     return parts[0] if len(parts) == 1 else Add(tuple(parts))

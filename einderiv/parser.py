@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 from importlib import resources
@@ -142,27 +143,40 @@ class _ToIR(Transformer_NonRecursive):
         return self._ref(token, name, _split_braced(token, body[1:-1], self.source))
 
     # -- arithmetic -------------------------------------------------------------------------
+    # Parentheses make a group (einsum scoping works bottom-up over groups), so a parenthesised
+    # product or division stays a node of its own: ``(a b) c`` is Mul((Mul((a, b)), c)) and
+    # ``(a / b) c`` is Mul((Mul((Div(a, b),)), c)), while ``a / b c`` is one chain Mul((Div(a, b), c)).
     @v_args(inline=True)
     def number(self, token: Token):
         return Number(Fraction(str(token)))
 
+    @v_args(inline=True)
+    def paren(self, inner):
+        return _Paren(_bare(inner))
+
     def sum(self, children):
-        terms = list(_flat(Add, children[0]))
+        terms = list(_flat(Add, _bare(children[0])))
         for op, term in zip(children[1::2], children[2::2]):
+            term = _bare(term)
             terms.append(term if op == "+" else Neg(term))
         return Add(tuple(terms))
 
     @v_args(inline=True)
     def mul(self, left, right):
-        return Mul(_flat(Mul, left) + (right,))
+        if isinstance(left, _Paren):
+            return Mul((_grouped(left.inner), _bare(right)))
+        return Mul(_flat(Mul, left) + (_bare(right),))
 
     @v_args(inline=True)
     def div(self, left, right):
-        return Div(left, right)
+        numerator = left
+        if isinstance(left, _Paren) and isinstance(left.inner, (Mul, Div)):
+            numerator = Mul((left.inner,))  # (a b) / c: a group, not the chain a b / c
+        return Div(_bare(numerator), _bare(right))
 
     @v_args(inline=True)
     def neg(self, operand):
-        return Neg(operand)
+        return Neg(_bare(operand))
 
     @v_args(inline=True)
     def exponent_positive(self, token: Token):
@@ -174,10 +188,11 @@ class _ToIR(Transformer_NonRecursive):
 
     @v_args(inline=True)
     def pow(self, base, exponent):
-        return Pow(base, exponent)
+        return Pow(_bare(base), exponent)
 
     @v_args(inline=True)
     def call(self, token: Token, arg, suffix: Token | None = None):
+        arg = _bare(arg)
         text = str(token)[:-1]
         name, _, index_text = text.partition("_")
         if name in MATRIX_FUNCTIONS and not index_text:
@@ -230,12 +245,12 @@ class _ToIR(Transformer_NonRecursive):
     # -- statements -------------------------------------------------------------------------
     @v_args(inline=True)
     def equation(self, lhs, rhs):
-        target, wrt = _split_lhs(lhs)
-        return Statement(target, rhs, wrt)
+        target, wrt = _split_lhs(_bare(lhs))
+        return Statement(target, _bare(rhs), wrt)
 
     @v_args(inline=True)
     def bare(self, rhs):
-        return Statement(None, rhs)
+        return Statement(None, _bare(rhs))
 
     def start(self, children):
         return Program(tuple(c for c in children if isinstance(c, Statement)))
@@ -259,6 +274,23 @@ def _split_lhs(lhs) -> tuple[Tensor, tuple[Tensor, ...]]:
         f"the left-hand side {str(lhs)!r} must be a tensor with its indices (K_pq, f) "
         "or a derivative name (dK_pq/dR_ij)"
     )
+
+
+@dataclass(frozen=True)
+class _Paren:
+    """A parenthesised expression while the tree is built; only products care (see ``mul``)."""
+
+    inner: object
+
+
+def _bare(node):
+    return node.inner if isinstance(node, _Paren) else node
+
+
+def _grouped(node):
+    """A parenthesised factor at the head of a product: a product stays a nested Mul (printed in
+    parentheses), a division is wrapped as a one-factor Mul so it is not read as the chain."""
+    return Mul((node,)) if isinstance(node, Div) else node
 
 
 def _flat(kind: type, node) -> tuple:

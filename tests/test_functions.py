@@ -116,7 +116,10 @@ def test_index_scoping_of_calls_and_reductions():
     np.testing.assert_allclose(einderiv.evaluate("f = sum_i(exp(x_i))", x=x), np.exp(x).sum())
     np.testing.assert_allclose(einderiv.evaluate("f = exp(x_i x_i)", x=x), np.exp(x @ x))
     np.testing.assert_allclose(einderiv.evaluate("f = exp(x_i) y_i", x=x, y=y), np.exp(x) @ y)
-    np.testing.assert_allclose(einderiv.evaluate("f = exp(x_i) + y_i", x=x, y=y), np.exp(x.sum()) + y.sum())
+    # Einstein scoping, bottom-up: i occurs once inside exp, so it is free there and summed at
+    # the top; this used to read exp(sum_i x_i) + sum_i y_i
+    np.testing.assert_allclose(einderiv.evaluate("f = exp(x_i) + y_i", x=x, y=y), np.exp(x).sum() + y.sum())
+    np.testing.assert_allclose(einderiv.evaluate("f = exp(sum_i(x_i)) + y_i", x=x, y=y), np.exp(x.sum()) + y.sum())
     np.testing.assert_allclose(einderiv.evaluate("f = (1 - y_n) log(2 + x_n)", x=x, y=y), (1 - y) @ np.log(2 + x))
     np.testing.assert_allclose(einderiv.evaluate("f = sum_i(x_i) sum_i(y_i)", x=x, y=y), x.sum() * y.sum())
     np.testing.assert_allclose(einderiv.evaluate("f_i = sum_i(x_i) y_i", x=x, y=y), x.sum() * y)

@@ -1,8 +1,9 @@
 """Property tests over generated polynomial tensor expressions.
 
-A small independent reference evaluator (expand by hand, one ``np.einsum`` per term with
-identity matrices for deltas) checks that simplification keeps the value, that first and
-second derivatives match central finite differences, and that printing round-trips.
+A small independent reference evaluator (the scoping rules evaluated bottom-up, one
+``np.einsum`` per product, identity matrices for deltas) checks that simplification keeps the
+value, that first and second derivatives match central finite differences, and that printing
+round-trips.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
 import einderiv
-from einderiv.ir import Add, Delta, Div, Mul, Neg, Number, Program, Statement, Tensor
+from einderiv.ir import Delta, Div, Mul, Neg, Number, Program, Statement, Tensor
 from einderiv.lower import normalize
 from tests.generation import call_or_reject, compile_or_reject, flat_add, flat_mul
 from tests.helpers import assert_matches_fd
+from tests.scoping_reference import evaluate_program
 
 RANKS = {"s": 0, "a": 1, "b": 1, "A": 2, "B": 2, "T": 3}
 LETTERS = "ijkl"
@@ -46,6 +48,7 @@ expressions = st.recursive(
     lambda children: st.one_of(
         st.lists(children, min_size=2, max_size=3).map(flat_add),
         st.lists(children, min_size=2, max_size=3).map(flat_mul),
+        st.lists(children, min_size=2, max_size=3).map(lambda fs: Mul(tuple(fs))),  # (a b) c: a group
         children.map(Neg),
         st.tuples(children, nonzero).map(lambda p: Div(*p)),
     ),
@@ -71,40 +74,9 @@ def statements(draw, max_out: int = 2):
 # -- independent reference ------------------------------------------------------------------------
 
 
-def _terms(expr):
-    """(coefficient, [atoms]) pairs, written independently of einderiv.normal."""
-    if isinstance(expr, Number):
-        return [(expr.value, [])]
-    if isinstance(expr, (Tensor, Delta)):
-        return [(Fraction(1), [expr])]
-    if isinstance(expr, Neg):
-        return [(-c, f) for c, f in _terms(expr.operand)]
-    if isinstance(expr, Add):
-        return [t for part in expr.terms for t in _terms(part)]
-    if isinstance(expr, Mul):
-        out = [(Fraction(1), [])]
-        for factor in expr.factors:
-            out = [(c1 * c2, f1 + f2) for c1, f1 in out for c2, f2 in _terms(factor)]
-        return out
-    if isinstance(expr, Div):
-        return [(c / expr.denominator.value, f) for c, f in _terms(expr.numerator)]
-    raise TypeError(expr)
-
-
 def reference(statement: Statement, arrays: dict) -> np.ndarray:
-    out = statement.target.indices
-    total = np.zeros((SIZE,) * len(out))
-    for coeff, atoms in _terms(statement.rhs):
-        if not atoms:
-            total = total + float(coeff)
-            continue
-        operands = [np.eye(SIZE) if isinstance(a, Delta) else arrays[a.name] for a in atoms]
-        present = [i for i in out if any(i in a.indices for a in atoms)]
-        subscripts = ",".join("".join(a.indices) for a in atoms) + "->" + "".join(present)
-        value = np.einsum(subscripts, *operands)
-        shape = [SIZE if i in present else 1 for i in out]
-        total = total + float(coeff) * value.reshape(shape)
-    return total
+    """The scoping rules evaluated directly (tests/scoping_reference.py), not einderiv's lowering."""
+    return evaluate_program(Program((statement,)), arrays, SIZE)
 
 
 def random_arrays(seed: int) -> dict:

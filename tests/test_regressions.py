@@ -34,7 +34,11 @@ def test_softmax_index_summed_outside_or_inside_a_call():
     Z = rng.normal(size=(3, 4))
     np.testing.assert_allclose(einderiv.evaluate("f_n = softmax_k(Z_nk)", Z=Z), np.ones(3))
     assert float(einderiv.evaluate("f = softmax_k(Z_nk)", Z=Z)) == pytest.approx(3.0)
-    np.testing.assert_allclose(einderiv.evaluate("f_n = sin(softmax_k(Z_nk))", Z=Z), np.sin(np.ones(3)))
+    # k occurs once inside sin, so it is free there and summed at the top: sum_k sin(p_nk)
+    # (this used to read sin(sum_k p_nk) = sin(1)); the explicit sum says the other reading
+    p = np.exp(Z) / np.exp(Z).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(einderiv.evaluate("f_n = sin(softmax_k(Z_nk))", Z=Z), np.sin(p).sum(axis=1))
+    np.testing.assert_allclose(einderiv.evaluate("f_n = sin(sum_k(softmax_k(Z_nk)))", Z=Z), np.sin(np.ones(3)))
     z = rng.normal(size=3)
     p = np.exp(z) / np.exp(z).sum()
     np.testing.assert_allclose(einderiv.evaluate("f_k = softmax_k(z_k)^2", z=z), p**2)
