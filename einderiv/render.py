@@ -12,6 +12,11 @@ _LATEX_FUNCTIONS = {
     "cos": r"\cos",
     "tan": r"\tan",
     "tanh": r"\tanh",
+    "cosh": r"\cosh",
+    "sinh": r"\sinh",
+    "arcsin": r"\arcsin",
+    "arccos": r"\arccos",
+    "arctan": r"\arctan",
     "sigmoid": r"\sigma",
     "sqrt": None,  # \sqrt{...}
     "abs": None,  # \left| ... \right|
