@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from fractions import Fraction
 from functools import lru_cache
@@ -21,6 +22,8 @@ GRAMMAR_FILE = "einderiv.lark"
 MAX_DEPTH = 64
 DELTA_NAME = "delta"
 _INDEX_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*\Z")
+_LETTERS_AND_DIGITS = re.compile(r"(?:[A-Za-z][0-9]*)+\Z")
+_ONE_INDEX = re.compile(r"[A-Za-z][0-9]*")
 
 
 def grammar_text() -> str:
@@ -96,15 +99,72 @@ def _syntax_error(err: UnexpectedInput, source: str) -> ParseError:
     return ParseError(f"syntax error: {err}", source, line or 0, column or 0)
 
 
+#: Names people write for something einderiv spells differently, or has no function for.
+_OTHER_NAMES = {
+    "ln": "the natural logarithm is log(...)",
+    "asin": "write arcsin(...)",
+    "acos": "write arccos(...)",
+    "atan": "write arctan(...)",
+    "sgn": "write sign(...)",
+    "logistic": "write sigmoid(...)",
+    "heaviside": "write step(...) (0 at 0)",
+    "tr": "there is no trace function: write the repeated index, X_ii (for an expression, name it first: "
+    "M_ij = ...; t = M_ii)",
+    "trace": "there is no trace function: write the repeated index, X_ii (for an expression, name it first: "
+    "M_ij = ...; t = M_ii)",
+    "norm": "there is no norm function: write the Euclidean norm as sqrt(x_i x_i)",
+    "max": "max is not supported (it is not differentiable where the arguments tie); relu(...) and abs(...) are",
+    "min": "min is not supported (it is not differentiable where the arguments tie); relu(...) and abs(...) are",
+}
+
+
+def _closest(name: str, known) -> str | None:
+    """The known name nearest to a misspelt one (difflib), if any is near enough; swapped
+    letters first (``tahn`` is tanh, not tan)."""
+    swapped = [k for k in known if sorted(k) == sorted(name)]
+    if swapped:
+        return swapped[0]
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.7)
+    return close[0] if close else None
+
+
+def unknown_function(name: str) -> str:
+    """The message for ``name(`` with an unknown name: the closest known function when it looks
+    like a misspelling (``sigmod`` -> sigmoid), else the list, and the product reading."""
+    if name in _OTHER_NAMES:
+        return f"unknown function {name!r}: {_OTHER_NAMES[name]}"
+    close = _closest(name, [*FUNCTIONS, *MATRIX_FUNCTIONS, *REDUCTIONS])
+    if close in REDUCTIONS:
+        return f"unknown function {name!r}: did you mean {close}_i(...)?"
+    if close is not None:
+        return f"unknown function {name!r}: did you mean {close}?"
+    return (
+        f"unknown function {name!r}; known functions: {known_functions()}; "
+        f"for a product write '{name} (...)' or '{name}*(...)'"
+    )
+
+
 def _split_braced(token: Token, body: str, source: str) -> tuple[str, ...]:
-    names = tuple(part.strip() for part in body.split(","))
-    if names == ("",):
-        raise _fail(token, "empty index list '{}': write the indices, as in W_{in,out}", source)
+    """The indices of a braced list, as LaTeX reads it: ``{ij}`` is i, j (each letter with the
+    digits after it: ``{i1j2}`` is i1, j2); commas separate longer names, ``{in,out}``, and one
+    longer name alone takes a trailing comma, ``{in,}``."""
+    if "," not in body:
+        letters = "".join(body.split())
+        if not letters:
+            raise _fail(token, "empty index list '{}': write the indices, as in W_{in,out}", source)
+        if _LETTERS_AND_DIGITS.match(letters):
+            return tuple(_ONE_INDEX.findall(letters))
+        names = (letters,)
+    else:
+        names = tuple(part.strip() for part in body.split(","))
+        if len(names) > 1 and names[-1] == "":
+            names = names[:-1]  # x_{in,}: one multi-letter index
     for name in names:
         if not _INDEX_NAME.match(name):
             raise _fail(
                 token,
-                f"bad index name {name!r} in {str(token)!r}: index names are letters and digits starting with a letter",
+                f"bad index name {name or '(nothing)'!r} in {str(token)!r}: "
+                "index names are letters and digits starting with a letter",
                 source,
             )
     return names
@@ -186,6 +246,10 @@ class _ToIR(Transformer_NonRecursive):
             raise _fail(suffix, f"{name}(...) takes no index list after it", self.source)
         if index_text:
             if name not in REDUCTIONS:
+                close = _closest(name, REDUCTIONS)
+                if name not in FUNCTIONS and name not in MATRIX_FUNCTIONS and close:
+                    message = f"unknown reduction {name!r}: did you mean {close}_{index_text}(...)?"
+                    raise _fail(token, message, self.source)
                 raise _fail(
                     token, f"{name!r} takes no indices: only reductions ({', '.join(REDUCTIONS)}) do", self.source
                 )
@@ -199,12 +263,7 @@ class _ToIR(Transformer_NonRecursive):
         if name in REDUCTIONS:
             raise _fail(token, f"{name}(...) needs the indices it sums over, as in {name}_i(...)", self.source)
         if name not in FUNCTIONS:
-            raise _fail(
-                token,
-                f"unknown function {name!r}; known functions: {known_functions()}; "
-                f"for a product write '{name} (...)' or '{name}*(...)'",
-                self.source,
-            )
+            raise _fail(token, unknown_function(name), self.source)
         return Call(name, arg)
 
     def _matrix_call(self, token: Token, name: str, arg, suffix: Token | None):

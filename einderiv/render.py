@@ -3,7 +3,22 @@ the terminal (``∂K_pq/∂R_ij = δ_jp R_iq + R_ip δ_jq``).  Both walk the sam
 
 from __future__ import annotations
 
-from .ir import Add, Call, Delta, Div, MatrixCall, Mul, Neg, Number, Pow, Program, Statement, Tensor, format_number
+from .ir import (
+    Add,
+    Call,
+    Delta,
+    Div,
+    MatrixCall,
+    Mul,
+    Neg,
+    Number,
+    Pow,
+    Program,
+    Statement,
+    Tensor,
+    format_indices,
+    format_number,
+)
 
 _LATEX_FUNCTIONS = {
     "exp": r"\exp",
@@ -40,12 +55,13 @@ def _level(node) -> int:
 
 
 def _indices(indices, latex: bool) -> str:
+    """LaTeX ``_{pq}``/``_{in,out}``; Unicode as ``str()`` writes them, so that it reads back."""
+    if not latex:
+        return format_indices(tuple(indices))
     if not indices:
         return ""
     body = "".join(indices) if all(len(i) == 1 for i in indices) else ",".join(indices)
-    if latex:
-        return "_{" + body.replace("_", r"\_") + "}"
-    return "_" + body if all(len(i) == 1 for i in indices) else "_{" + body + "}"
+    return "_{" + body.replace("_", r"\_") + "}"
 
 
 def _name(name: str, latex: bool) -> str:

@@ -1,0 +1,350 @@
+"""The forms people type (issue 12): LaTeX braces, the new functions, and what unknown names suggest.
+
+Values are checked against NumPy and derivatives against central finite differences in float64."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import einderiv
+from einderiv.codegen import generate
+from einderiv.ir import Call, Tensor, format_indices
+from tests.helpers import assert_matches_fd
+
+rng = np.random.default_rng(12)
+
+
+def rhs(source: str):
+    return einderiv.parse(source).output.rhs
+
+
+def parse_error(source: str) -> einderiv.ParseError:
+    with pytest.raises(einderiv.ParseError) as info:
+        einderiv.parse(source)
+    return info.value
+
+
+def assert_caret(err: einderiv.ParseError, column: int) -> None:
+    assert err.column == column, (err.column, str(err))
+    assert str(err).splitlines()[-1].index("^") - 2 == column - 1
+
+
+# -- LaTeX braces ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, indices",
+    [
+        ("A_{ij}", ("i", "j")),
+        ("A_{i j}", ("i", "j")),
+        ("A_{i1j2}", ("i1", "j2")),
+        ("A_{i10j}", ("i10", "j")),
+        ("x_{n}", ("n",)),
+        ("x_{n1}", ("n1",)),
+        ("W_{in,out}", ("in", "out")),
+        ("W_{ in , out }", ("in", "out")),
+        ("x_{in,}", ("in",)),
+        ("x_{in}", ("i", "n")),
+        ("A_{i,j}", ("i", "j")),
+    ],
+)
+def test_braced_indices_read_as_latex(text, indices):
+    assert rhs(text) == Tensor(text.split("_")[0], indices)
+
+
+def test_braced_indices_mean_the_same_as_the_compact_form_numerically():
+    A, x = rng.normal(size=(3, 4)), rng.normal(size=4)
+    np.testing.assert_allclose(einderiv.evaluate("y_i = A_{ij} x_{j}", A=A, x=x), A @ x, rtol=1e-12)
+    np.testing.assert_allclose(einderiv.evaluate("y_{i} = A_{i,j} x_j", A=A, x=x), A @ x, rtol=1e-12)
+    np.testing.assert_allclose(einderiv.evaluate("t = sum_{ij}(A_ij)", A=A), A.sum(), rtol=1e-12)
+    M = rng.normal(size=(3, 3)) + 3 * np.eye(3)
+    np.testing.assert_allclose(einderiv.evaluate("H_ij = inv(M)_{ji}", M=M), np.linalg.inv(M).T, rtol=1e-12)
+    np.testing.assert_allclose(einderiv.evaluate("y_{in,} = exp(x_{in,})", x=x), np.exp(x), rtol=1e-12)
+
+
+def test_braced_reduction_and_inverse_parse_to_the_named_indices():
+    assert rhs("sum_{ij}(A_ij)") == Call("sum", Tensor("A", ("i", "j")), ("i", "j"))
+    assert rhs("sum_{in,}(x_{in,})") == Call("sum", Tensor("x", ("in",)), ("in",))
+    assert rhs("inv(M)_{ij}").indices == ("i", "j")
+    assert rhs("inv(M)_{row,col}").indices == ("row", "col")
+
+
+@pytest.mark.parametrize(
+    "indices, text",
+    [
+        (("p", "q"), "_pq"),
+        (("in", "out"), "_{in,out}"),
+        (("in",), "_{in,}"),
+        (("i1",), "_{i1}"),
+        (("i1", "j"), "_{i1,j}"),
+        (("i", "in"), "_{i,in}"),
+    ],
+)
+def test_index_printer_writes_forms_that_read_back(indices, text):
+    assert format_indices(indices) == text
+    assert rhs("x" + text) == Tensor("x", indices)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "y_{in,} = exp(x_{in,})",
+        "f = sum_{in,}(x_{in,} w_{in,})",
+        "H_{row,col} = inv(M)_{row,col}",
+        "y_{i1} = A_{i1,j2} x_{j2}",
+        "f = sum_{in,out}(W_{in,out} tanh(V_{out,}))",
+    ],
+)
+def test_printed_programs_with_long_indices_read_back(source):
+    program = einderiv.parse(source)
+    assert einderiv.parse(str(program)) == program
+
+
+def test_derivative_with_a_long_index_prints_and_reads_back():
+    d = einderiv.diff("y_{in,} = tanh(x_{in,})", "x")
+    assert "_{in,}" in str(d)
+    x = rng.normal(size=3)
+    back = einderiv.compile(str(d))
+    np.testing.assert_allclose(back(x=x), d(x=x), rtol=1e-12)
+    np.testing.assert_allclose(np.diag(d(x=x)), 1 - np.tanh(x) ** 2, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "source, message, column",
+    [
+        ("f = x_{}", "empty index list", 5),
+        ("f = x_{,}", "bad index name '(nothing)'", 5),
+        ("f = x_{i,,j}", "bad index name '(nothing)'", 5),
+        ("f = x_{1i}", "bad index name '1i'", 5),
+        ("f = x_{i,2}", "bad index name '2'", 5),
+    ],
+)
+def test_bad_braced_lists_are_parse_errors(source, message, column):
+    err = parse_error(source)
+    assert message in err.message
+    assert_caret(err, column)
+
+
+# -- the new functions -----------------------------------------------------------------------------
+
+NEW = {
+    "cosh": (np.cosh, (-2, 2)),
+    "sinh": (np.sinh, (-2, 2)),
+    "arcsin": (np.arcsin, (-0.9, 0.9)),
+    "arccos": (np.arccos, (-0.9, 0.9)),
+    "arctan": (np.arctan, (-3, 3)),
+}
+# closed-form derivatives, independent of einderiv's table
+FIRST = {
+    "cosh": np.sinh,
+    "sinh": np.cosh,
+    "arcsin": lambda x: 1 / np.sqrt(1 - x**2),
+    "arccos": lambda x: -1 / np.sqrt(1 - x**2),
+    "arctan": lambda x: 1 / (1 + x**2),
+}
+SECOND = {
+    "cosh": np.cosh,
+    "sinh": np.sinh,
+    "arcsin": lambda x: x / (1 - x**2) ** 1.5,
+    "arccos": lambda x: -x / (1 - x**2) ** 1.5,
+    "arctan": lambda x: -2 * x / (1 + x**2) ** 2,
+}
+
+
+@pytest.mark.parametrize("name", sorted(NEW))
+def test_new_function_values_and_derivatives(name):
+    reference, (low, high) = NEW[name]
+    x = rng.uniform(low, high, size=5)
+    source = f"y_i = {name}(x_i)"
+    np.testing.assert_allclose(einderiv.evaluate(source, x=x), reference(x), rtol=1e-13)
+    first = einderiv.jacobian(source, "x")
+    np.testing.assert_allclose(first(x=x), np.diag(FIRST[name](x)), rtol=1e-12, atol=1e-14)
+    assert_matches_fd(first, einderiv.compile(source), {"x": x}, "x")
+    scalar = f"f = sum_i({name}(x_i))"
+    g = einderiv.grad(scalar, "x")
+    h = einderiv.hessian(scalar, "x")
+    np.testing.assert_allclose(h(x=x), np.diag(SECOND[name](x)), rtol=1e-12, atol=1e-14)
+    assert_matches_fd(h, g, {"x": x}, "x", atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(NEW))
+def test_new_functions_inside_a_contraction(name):
+    A, x = rng.uniform(-0.3, 0.3, size=(3, 4)), rng.uniform(-0.5, 0.5, size=4)
+    source = f"f = sum_i({name}(A_ij x_j))"
+    np.testing.assert_allclose(einderiv.evaluate(source, A=A, x=x), NEW[name][0](A @ x).sum(), rtol=1e-12)
+    g = einderiv.grad(source, "x")
+    np.testing.assert_allclose(g(A=A, x=x), A.T @ FIRST[name](A @ x), rtol=1e-12)
+    assert_matches_fd(einderiv.hessian(source, "x"), g, {"A": A, "x": x}, "x", atol=1e-5)
+
+
+def test_new_functions_fold_at_zero_where_the_value_is_rational():
+    assert str(einderiv.compile("y_ij = cosh(A_ij - A_ij)").expr) == "1"
+    for name in ("sinh", "arcsin", "arctan"):
+        assert str(einderiv.compile(f"y_ij = {name}(A_ij - A_ij)").expr) == "0"
+    # arccos(0) = pi/2 is not rational: the call stays, and evaluates to pi/2
+    A = np.ones((2, 2))
+    np.testing.assert_allclose(einderiv.evaluate("y_ij = arccos(A_ij - A_ij)", A=A), np.full((2, 2), np.pi / 2))
+
+
+def test_new_functions_at_non_finite_and_extreme_inputs():
+    x = np.array([-2.0, -1.0, 1.0, 2.0, np.inf, -np.inf, np.nan])
+    with np.errstate(all="ignore"):
+        for name in ("arcsin", "arccos"):
+            value = einderiv.evaluate(f"y_i = {name}(x_i)", x=x)
+            np.testing.assert_array_equal(np.isnan(value), np.isnan(NEW[name][0](x)))
+            slope = np.diag(einderiv.jacobian(f"y_i = {name}(x_i)", "x")(x=x))
+            assert np.all(np.isnan(slope[[0, 3, 4, 5, 6]]))  # outside [-1, 1] (and NaN): NaN, as NumPy's value
+            sign = 1 if name == "arcsin" else -1
+            assert slope[1] == sign * np.inf and slope[2] == sign * np.inf  # the vertical tangents at -1 and 1
+        big = np.array([1000.0, -1000.0, np.inf, -np.inf, 1e300])
+        np.testing.assert_array_equal(einderiv.evaluate("y_i = cosh(x_i)", x=big), np.cosh(big))
+        np.testing.assert_array_equal(einderiv.evaluate("y_i = sinh(x_i)", x=big), np.sinh(big))
+        np.testing.assert_array_equal(einderiv.evaluate("y_i = arctan(x_i)", x=big), np.arctan(big))
+        slope = np.diag(einderiv.jacobian("y_i = arctan(x_i)", "x")(x=big))
+        np.testing.assert_allclose(slope, 1 / (1 + big**2), rtol=1e-15)  # 0 at the infinities, never NaN
+        assert slope[2] == slope[3] == slope[4] == 0
+
+
+def test_new_functions_print_in_latex_pretty_and_matrix_notation():
+    d = einderiv.diff("f = sum_i(sinh(A_ij x_j))", "x")
+    assert str(d) == "df/dx_k = cosh(A_ij x_j) A_ik"
+    assert r"\cosh\left(" in d.latex()
+    assert d.pretty() == "∂f/∂x_k = cosh(A_ij x_j) A_ik"
+    assert d.matrix() == "df/dx = A^T cosh(A x)"
+    assert r"\arctan\left(" in einderiv.diff("y_i = arctan(x_i) a_i", "a").latex()
+    assert str(einderiv.diff("y_i = arcsin(x_i)", "x").expr) == "delta_ij / sqrt(1 - x_i^2)"
+
+
+def test_new_functions_in_matrix_claims():
+    from einderiv.matrix_claim import translate
+
+    d = einderiv.diff("f = sum_i(sinh(A_ij x_j))", "x")
+    claim = translate("A^T cosh(A x)", d.ranks, d.indices)
+    A, x = rng.normal(size=(3, 4)), rng.normal(size=4)
+    value = einderiv.compile(f"c_{''.join(claim.indices)} = {claim.rhs}")
+    np.testing.assert_allclose(value(A=A, x=x), A.T @ np.cosh(A @ x), rtol=1e-12)
+    np.testing.assert_allclose(d(A=A, x=x), A.T @ np.cosh(A @ x), rtol=1e-12)
+
+
+def load(code: str, tmp_path, name: str):
+    path = tmp_path / f"{name}.py"
+    path.write_text(code)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generated_python_code_for_the_new_functions(tmp_path):
+    source = "y_i = cosh(x_i) + sinh(x_i) + arcsin(x_i / 2) + arccos(x_i / 2) + arctan(x_i)"
+    value, derivative = einderiv.compile(source), einderiv.jacobian(source, "x")
+    code = generate([value, derivative], "python")
+    for name in ("np.cosh", "np.sinh", "np.arcsin", "np.arccos", "np.arctan"):
+        assert name in code
+    module = load(code, tmp_path, "generated_forms")
+    x = rng.uniform(-1, 1, size=4)
+    expected = np.cosh(x) + np.sinh(x) + np.arcsin(x / 2) + np.arccos(x / 2) + np.arctan(x)
+    np.testing.assert_allclose(module.y(x=x), expected, rtol=1e-12)
+    slope = np.sinh(x) + np.cosh(x) + 0.5 / np.sqrt(1 - x**2 / 4) - 0.5 / np.sqrt(1 - x**2 / 4) + 1 / (1 + x**2)
+    np.testing.assert_allclose(module.dy_dx(x=x), np.diag(slope), rtol=1e-12, atol=1e-14)
+    torch_code = generate([value], "torch")
+    assert "torch.arcsin(" in torch_code and "torch.cosh(" in torch_code
+
+
+def test_codegen_names_every_function_from_the_table():
+    from einderiv.codegen import FLAVOURS, function_code
+    from einderiv.functions import FUNCTIONS
+
+    for flavour in FLAVOURS:
+        for name in FUNCTIONS:
+            code = function_code(name, flavour)
+            assert code.startswith(("np.", "torch.", "_"))
+    with pytest.raises(einderiv.EinderivError, match="not in einderiv.functions"):
+        function_code("nosuch", "python")
+
+
+# -- unknown names ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "source, message, column",
+    [
+        ("f = sigmod(x_i) y_i", "unknown function 'sigmod': did you mean sigmoid?", 5),
+        ("f = y_i tahn(x_i)", "unknown function 'tahn': did you mean tanh?", 9),
+        ("f = 2 arctna(x)", "unknown function 'arctna': did you mean arctan?", 7),
+        ("f = ln(x)", "unknown function 'ln': the natural logarithm is log(...)", 5),
+        ("t = tr(X)", "there is no trace function: write the repeated index, X_ii", 5),
+        ("n = norm(x)", "there is no norm function: write the Euclidean norm as sqrt(x_i x_i)", 5),
+        ("m = max(x)", "max is not supported", 5),
+        ("m = min(x)", "min is not supported", 5),
+        ("f = asin(x)", "write arcsin(...)", 5),
+        ("f = summ_i(x_i)", "unknown reduction 'summ': did you mean sum_i(...)?", 5),
+        ("P_k = sofmax_k(z_k)", "unknown reduction 'sofmax': did you mean softmax_k(...)?", 7),
+        ("f = logsumexpp(x)", "did you mean logsumexp_i(...)?", 5),
+    ],
+)
+def test_unknown_names_suggest_the_closest(source, message, column):
+    err = parse_error(source)
+    assert message in err.message
+    assert "for a product" not in err.message
+    assert_caret(err, column)
+
+
+@pytest.mark.parametrize(
+    "source, name", [("f = w(x + 1)", "w"), ("f = lam(x + 1)", "lam"), ("f = squish(x)", "squish")]
+)
+def test_the_product_hint_only_where_a_product_is_plausible(source, name):
+    err = parse_error(source)
+    assert f"unknown function {name!r}; known functions: " in err.message
+    assert "arctan" in err.message and "cosh" in err.message
+    assert f"for a product write '{name} (...)' or '{name}*(...)'" in err.message
+    assert "did you mean" not in err.message
+    assert_caret(err, 5)
+    x = rng.normal(size=())
+    product = einderiv.evaluate(source.replace("(", " (", 1), **{name: 2.0, "x": x})
+    np.testing.assert_allclose(product, 2.0 * (x + 1) if "+" in source else 2.0 * x)
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "einderiv", *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "expr, message, column",
+    [
+        ("f = sigmod(x_i) y_i", "error: unknown function 'sigmod': did you mean sigmoid?", 5),
+        ("f = x_{i,,j} y_j", "error: bad index name '(nothing)'", 5),
+    ],
+)
+def test_cli_prints_one_error_line_with_the_suggestion(expr, message, column):
+    result = run("diff", expr, "--wrt", "x")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(message)
+    assert lines[0].endswith(f"(line 1, column {column})")
+    assert sum(line.startswith("error:") for line in lines) == 1
+    assert lines[1] == "  " + expr and lines[2] == "  " + " " * (column - 1) + "^"
+
+
+def test_cli_leading_minus_hint_only_where_it_explains_the_error():
+    dashed = run("diff", "-x_i", "--wrt", "x")
+    assert dashed.returncode == 2
+    assert dashed.stderr.splitlines() == [
+        "error: the following arguments are required: EXPR "
+        "(an expression that starts with '-' can start with a space instead: \" -x_i\")"
+    ]
+    for args in (["diff", "f = x_i x_i", "--wrt"], ["diff", "f = x_i x_i", "--wrt", "x", "--format", "nope"]):
+        other = run(*args)
+        assert other.returncode == 2
+        assert "starts with '-'" not in other.stderr
+    spaced = run("diff", " -x_i x_i", "--wrt", "x")
+    assert spaced.returncode == 0, spaced.stderr
