@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from fractions import Fraction
 from functools import lru_cache
 from importlib import resources
@@ -74,6 +75,15 @@ def _describe(token: Token) -> str:
     return repr(str(token))
 
 
+_GLYPH_HINTS = {
+    "∑": "Einstein notation sums repeated indices by itself (f = x_i y_i), so drop the '∑', "
+    "or write the sum as sum_i(...)",
+    "√": "write a square root with parentheses, √(x_i x_i), or as sqrt(x_i x_i)",
+    "⊙": "'⊙' is matrix notation; in index notation an elementwise product shares its indices: c_i = a_i b_i",
+    "ᵀ": "'ᵀ' is matrix notation; in index notation a transpose swaps the indices: A_ji",
+}
+
+
 def _syntax_error(err: UnexpectedInput, source: str) -> ParseError:
     line, column = err.line, err.column
     if isinstance(err, UnexpectedCharacters):
@@ -83,6 +93,8 @@ def _syntax_error(err: UnexpectedInput, source: str) -> ParseError:
             hint = ": an index list follows a name directly, as in R_mp, W_{in,out} or inv(M)_ij"
         elif char == "{" or char == "}":
             hint = ": braces only hold index lists, as in W_{in,out}"
+        elif char in _GLYPH_HINTS:
+            hint = ": " + _GLYPH_HINTS[char]
         return ParseError(f"syntax error: unexpected character {char!r}{hint}", source, line, column)
     if isinstance(err, (UnexpectedToken, UnexpectedEOF)):
         token = getattr(err, "token", None)
@@ -300,6 +312,206 @@ class _ToIR(Transformer_NonRecursive):
         return Program(tuple(c for c in children if isinstance(c, Statement)))
 
 
+# -- text as people paste it --------------------------------------------------------------------
+#
+# Before parsing, text copied from PDFs and from einderiv's own ``pretty`` output is rewritten to
+# the ASCII language, remembering where each character came from, so that error carets stay
+# under the user's own column.  ``−`` is '-'; ``·``, ``⋅``, ``×`` and ``∗`` are '*'; a Greek letter
+# is its English name (``θ_i`` is theta_i, ``Φ_nd`` is Phi_nd, ``δ_ij`` the delta); ``∂`` is the
+# 'd' of a derivative-named statement (``∂²f/∂x_k ∂x_l`` is d2f/dx_k dx_l); ``σ(`` is sigmoid,
+# ``√(`` sqrt and ``Σ_i(`` sum_i, as ``pretty`` prints them; superscripts are powers (``x²`` is
+# x^2) and ``(M⁻¹)_ij`` is inv(M)_ij.  A Greek index is one index (``T_μν`` is T_{mu,nu}).
+
+_OPERATORS = {"\u2212": "-", "\u00b7": "*", "\u22c5": "*", "\u00d7": "*", "\u2217": "*"}
+_SPACES = frozenset("\u00a0\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000")
+_SUPERSCRIPTS = {
+    "⁻": "-",
+    "⁰": "0",
+    "¹": "1",
+    "²": "2",
+    "³": "3",
+    "⁴": "4",
+    "⁵": "5",
+    "⁶": "6",
+    "⁷": "7",
+    "⁸": "8",
+    "⁹": "9",
+}
+_CALL_GLYPHS = {"σ": "sigmoid", "√": "sqrt", "Σ": "sum"}
+_INVERSE = re.compile(r"\(\s*([A-Za-z][A-Za-z0-9]*)\s*\^-1\s*\)(?=_)")
+_GREEK_WORDS = {"LAMDA": "lambda"}
+
+
+@lru_cache(maxsize=512)
+def _letters(char: str) -> str | None:
+    """The ASCII spelling of a letter other than a-z: a Greek letter's English name (capital
+    Greek capitalised), a styled Latin letter's plain one (mathematical italic x is x)."""
+    if unicodedata.category(char) not in ("Ll", "Lu"):
+        return None  # not ᵀ (a modifier letter) nor ₁
+    plain = unicodedata.normalize("NFKC", char)
+    if plain.isascii():
+        return plain if plain.isalpha() else None
+    if len(plain) != 1:
+        return None
+    match = re.fullmatch(r"GREEK (SMALL|CAPITAL) LETTER (?:FINAL )?([A-Z]+)", unicodedata.name(plain, ""))
+    if match is None:
+        return None
+    word = _GREEK_WORDS.get(match.group(2), match.group(2).lower())
+    return word.capitalize() if match.group(1) == "CAPITAL" else word
+
+
+def _ascii(char: str) -> str:
+    return char if char.isascii() else _letters(char) or char
+
+
+def _is_letter(char: str) -> bool:
+    return char.isascii() and char.isalpha() or (not char.isascii() and _letters(char) is not None)
+
+
+class _Typed:
+    """``source`` rewritten to ASCII (``text``), with ``origin[k]``, the offset in ``source`` of
+    the character that produced ``text[k]`` (None: the text is the source itself)."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.text, self.origin = source, None
+        if not source.isascii():
+            self.text, self.origin = self._rewrite(source)
+        if "^-1" in self.text:
+            self._inverses()
+
+    def _rewrite(self, source: str) -> tuple[str, list[int]]:
+        chars: list[str] = []
+        origin: list[int] = []
+
+        def put(text: str, at: int) -> None:
+            chars.extend(text)
+            origin.extend([at] * len(text))
+
+        k, n = 0, len(source)
+        while k < n:
+            char = source[k]
+            if char == "_" and k + 1 < n and (source[k + 1] == "{" or _is_letter(source[k + 1])):
+                k = self._subscript(source, k, put)
+                continue
+            if char == "∂":  # ∂K/∂R, ∂²f/∂x ∂x, ∂^4f/...
+                put("d", k)
+                k += 1
+                if k < n and source[k] == "^":
+                    k += 1
+                while k < n and (source[k] in _SUPERSCRIPTS or source[k].isdigit()):
+                    put(_SUPERSCRIPTS.get(source[k], source[k]), k)
+                    k += 1
+                continue
+            if char in _SUPERSCRIPTS:
+                put("^", k)
+                while k < n and source[k] in _SUPERSCRIPTS:
+                    put(_SUPERSCRIPTS[source[k]], k)
+                    k += 1
+                continue
+            if char in _CALL_GLYPHS and self._calls(source, k + 1):
+                put(_CALL_GLYPHS[char], k)
+            elif char in _OPERATORS:
+                put(_OPERATORS[char], k)
+            elif char in _SPACES:
+                put(" ", k)
+            else:
+                put(_ascii(char), k)  # what the parser cannot read, it reports at this column
+            k += 1
+        origin.append(len(source))
+        return "".join(chars), origin
+
+    @staticmethod
+    def _calls(source: str, k: int) -> bool:
+        """Whether a call's '(' follows at ``k``, after an index list (``Σ_ij(``, ``Σ_{in,}(``)."""
+        if k < len(source) and source[k] == "_":
+            k += 1
+            if k < len(source) and source[k] == "{":
+                close = source.find("}", k)
+                k = close + 1 if close > 0 else len(source)
+            else:
+                while k < len(source) and (_is_letter(source[k]) or source[k].isdigit()):
+                    k += 1
+        return k < len(source) and source[k] == "("
+
+    @staticmethod
+    def _subscript(source: str, k: int, put) -> int:
+        """Copy the index list at ``source[k] == '_'``; one with Greek letters becomes the braced
+        form, each letter (with its digits) one index: ``_μν`` is ``_{mu,nu}``."""
+        braced = source[k + 1] == "{"
+        start = k + 2 if braced else k + 1
+        end = start
+        if braced:
+            end = source.find("}", start)
+            if end < 0 or "\n" in source[start:end]:
+                put("_", k)
+                return k + 1  # no closing brace: the parser reports it
+        else:
+            while end < len(source) and (_is_letter(source[end]) or source[end].isdigit()):
+                end += 1
+        body = source[start:end]
+        if body.isascii():
+            for at in range(k, end + (1 if braced else 0)):
+                put(source[at], at)
+            return end + (1 if braced else 0)
+        put("_{", k)
+        if braced and "," in body:
+            for at in range(start, end):
+                put(_ascii(source[at]), at)
+        else:
+            units: list[list[int]] = []
+            for at in range(start, end):
+                if source[at].isspace():
+                    continue
+                if units and source[at].isdigit():
+                    units[-1].append(at)
+                else:
+                    units.append([at])
+            for number, unit in enumerate(units):
+                if number:
+                    put(",", unit[0])
+                for at in unit:
+                    put(_ascii(source[at]), at)
+            if len(units) == 1 and len(_letters(source[units[0][0]]) or "x") > 1:
+                put(",", end)  # one long index name alone: x_{theta,}
+        put("}", end)
+        return end + (1 if braced else 0)
+
+    def _inverses(self) -> None:
+        """``(M^-1)_ij`` (as ``pretty`` prints the inverse, ``(M⁻¹)_ij``) is ``inv(M)_ij``."""
+        origin = self.origin if self.origin is not None else [*range(len(self.source) + 1)]
+        chars: list[str] = []
+        where: list[int] = []
+        last = 0
+        for match in _INVERSE.finditer(self.text):
+            chars.append(self.text[last : match.start()])
+            where.extend(origin[last : match.start()])
+            name = match.group(1)
+            piece = f"inv({name})"
+            chars.append(piece)
+            where.extend(
+                [origin[match.start()]] * 4 + origin[match.start(1) : match.end(1)] + [origin[match.end() - 1]]
+            )
+            last = match.end()
+        if not last:
+            return
+        chars.append(self.text[last:])
+        where.extend(origin[last:])
+        self.text, self.origin = "".join(chars), where
+
+    def locate(self, err: ParseError) -> ParseError:
+        """The error with its line and column in the user's own text."""
+        if self.origin is None or not err.line:
+            return err
+        lines = self.text.split("\n")
+        line = min(err.line, len(lines))
+        offset = sum(len(t) + 1 for t in lines[: line - 1]) + max(err.column - 1, 0)
+        at = self.origin[min(offset, len(self.origin) - 1)]
+        before = self.source[:at]
+        column = at - (before.rfind("\n") + 1) + 1
+        return ParseError(err.message, self.source, before.count("\n") + 1, column)
+
+
 def _split_lhs(lhs) -> tuple[Tensor, tuple[Tensor, ...]]:
     """``K_pq`` -> (K_pq, ()); ``dK_pq/dR_ij`` -> (dK_pq, (dR_ij,)); ``d2f/dx_k dx_l`` -> (d2f, (dx_k, dx_l))."""
     if isinstance(lhs, Tensor):
@@ -331,15 +543,19 @@ def parse(source: str) -> Program:
     """Parse einderiv text into a :class:`Program` (its last statement is the output)."""
     if not isinstance(source, str):
         raise EinderivError(f"expected the expression as a string, got {type(source).__name__}")
-    if all(not line.split("#")[0].strip(" \t;") for line in source.splitlines()):
+    typed = _Typed(source)
+    text = typed.text
+    if all(not line.split("#")[0].strip(" \t;") for line in text.splitlines()):
         raise ParseError("empty input: write an expression such as 'f = x_i x_i'", source, 0, 0)
     try:
-        tree = _parser().parse(source)
+        tree = _parser().parse(text)
     except UnexpectedInput as err:
-        raise _syntax_error(err, source) from None
+        raise typed.locate(_syntax_error(err, text)) from None
     try:
-        program = _ToIR(source).transform(tree)
+        program = _ToIR(text).transform(tree)
     except VisitError as err:
+        if isinstance(err.orig_exc, ParseError):
+            raise typed.locate(err.orig_exc) from None
         if isinstance(err.orig_exc, EinderivError):
             raise err.orig_exc from None
         raise

@@ -14,6 +14,7 @@ import pytest
 import einderiv
 from einderiv.codegen import generate
 from einderiv.ir import Call, Tensor, format_indices
+from einderiv.render import pretty
 from tests.helpers import assert_matches_fd
 
 rng = np.random.default_rng(12)
@@ -103,6 +104,7 @@ def test_index_printer_writes_forms_that_read_back(indices, text):
 def test_printed_programs_with_long_indices_read_back(source):
     program = einderiv.parse(source)
     assert einderiv.parse(str(program)) == program
+    assert einderiv.parse(pretty(program)) == program
 
 
 def test_derivative_with_a_long_index_prints_and_reads_back():
@@ -348,3 +350,105 @@ def test_cli_leading_minus_hint_only_where_it_explains_the_error():
         assert "starts with '-'" not in other.stderr
     spaced = run("diff", " -x_i x_i", "--wrt", "x")
     assert spaced.returncode == 0, spaced.stderr
+
+
+# -- Unicode as people paste it --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "typed, ascii_",
+    [
+        ("e_n = y_n − Phi_nd theta_d", "e_n = y_n - Phi_nd theta_d"),
+        ("y = a·b ⋅ c × d ∗ e", "y = a*b * c * d * e"),
+        ("f = θ_i θ_i", "f = theta_i theta_i"),
+        ("e_n = y_n − Φ_nd θ_d", "e_n = y_n - Phi_nd theta_d"),
+        ("L = λ w_i w_i + Σ_ij Σ_ij", "L = lambda w_i w_i + Sigma_ij Sigma_ij"),
+        ("f = µ ς ϑ ϕ", "f = mu sigma theta phi"),
+        ("f = 𝑥_i 𝑥_i", "f = x_i x_i"),
+        ("K_pq = δ_pq + R_mp R_mq", "K_pq = delta_pq + R_mp R_mq"),
+        ("∂K_pq/∂R_ij = δ_jp R_iq + R_ip δ_jq", "dK_pq/dR_ij = delta_jp R_iq + R_ip delta_jq"),
+        ("∂²f/∂x_k ∂x_l = A_kl + A_lk", "d2f/dx_k dx_l = A_kl + A_lk"),
+        ("∂³f/∂x_k ∂x_l ∂x_m = x_k δ_lm", "d3f/dx_k dx_l dx_m = x_k delta_lm"),
+        ("∂^4f/∂x ∂x ∂x ∂x = 24", "d4f/dx dx dx dx = 24"),
+        ("∂L/∂θ_i = −2 e_n Φ_ni", "dL/dtheta_i = -2 e_n Phi_ni"),
+        ("y_i = σ(x_i)", "y_i = sigmoid(x_i)"),
+        ("y = √(x² + 1)", "y = sqrt(x^2 + 1)"),
+        ("f = Σ_i(x_i) + Σ_{in,}(w_{in,})", "f = sum_i(x_i) + sum_{in,}(w_{in,})"),
+        ("H_ij = (M⁻¹)_ij", "H_ij = inv(M)_ij"),
+        ("H_ij = (Σ⁻¹)_ji", "H_ij = inv(Sigma)_ji"),
+        ("H_{row,col} = (M^-1)_{row,col}", "H_{row,col} = inv(M)_{row,col}"),
+        ("y = x⁻¹ + x³", "y = x^-1 + x^3"),
+        ("T_μν = A_μ B_ν", "T_{mu,nu} = A_{mu,} B_{nu,}"),
+        ("f = x_{θ} + x_{θ,i} + x_θ1θ2", "f = x_{theta,} + x_{theta,i} + x_{theta1,theta2}"),
+        ("y\u00a0=\u2009x", "y = x"),
+    ],
+)
+def test_unicode_reads_as_its_ascii_spelling(typed, ascii_):
+    assert einderiv.parse(typed) == einderiv.parse(ascii_)
+
+
+def test_a_scalar_in_parentheses_to_the_power_minus_one_stays_a_power():
+    assert str(einderiv.parse("y = (x^-1) + (s⁻¹) x_i").output.rhs) == "x^-1 + s^-1 x_i"
+
+
+@pytest.mark.parametrize(
+    "source, message, column",
+    [
+        ("f = ∑_i x_i y_i", "drop the '∑', or write the sum as sum_i(...)", 5),
+        ("f = θ_i ∑ x_i", "Einstein notation sums repeated indices by itself", 9),
+        ("y = √x", "write a square root with parentheses", 5),
+        ("c_i = a_i ⊙ b_i", "'⊙' is matrix notation", 11),
+        ("B_ij = Aᵀ_ij", "'ᵀ' is matrix notation", 9),
+        ("y = θ + φ + $", "unexpected character '$'", 13),
+        ("θ_i = φ_i\nψ_k $", "unexpected character '$'", 5),
+        ("f = θ_i (", "the input ends too early", 10),
+        ("f = θ_i ++ * θ", "unexpected '*'", 12),
+        ("y = δ_i", "delta takes exactly two indices", 5),
+        ("f = φ_{}", "empty index list", 5),
+        ("f = θ σigmod(x)", "unknown function 'sigmaigmod'", 7),
+        ("f = Φ_nd θ_d + sigmod(x)", "did you mean sigmoid?", 16),
+        ("f = Σ(x_i)", "sum(...) needs the indices it sums over", 5),
+    ],
+)
+def test_error_columns_are_the_users_own(source, message, column):
+    err = parse_error(source)
+    assert message in err.message
+    assert err.source == source
+    assert_caret(err, column)
+    assert err.caret.splitlines()[0] == "  " + source.splitlines()[err.line - 1]
+
+
+def test_unicode_error_on_a_later_line_keeps_its_line_and_column():
+    err = parse_error("θ_i = φ_i\nψ_k = sigmod(θ_k)")
+    assert err.line == 2 and err.column == 7
+    assert "did you mean sigmoid?" in err.message
+
+
+PRETTY_CASES = [
+    ("K_pq = R_mp R_mq", ["R"], {"R": (4, 3)}),
+    ("f = x_i A_ij x_j", ["x", "x"], {"x": (3,), "A": (3, 3)}),
+    ("f = x_i x_i x_j x_j", ["x", "x", "x"], {"x": (3,)}),
+    ("e_n = y_n - Phi_nd theta_d; L = e_n e_n", ["theta"], {"y": (5,), "Phi": (5, 3), "theta": (3,)}),
+    ("L = -y_n log(sigmoid(X_ni w_i)) - (1 - y_n) log(1 - sigmoid(X_ni w_i))", ["w", "w"],
+     {"y": (5,), "X": (5, 3), "w": (3,)}),
+    ("f = a_i inv(X)_ij b_j + logdet(X) + det(X)", ["X"], {"a": (3,), "X": (3, 3), "b": (3,)}),
+    ("z_k = T_kd x_d; L = -y_k z_k + logsumexp_j(z_j)", ["T"], {"T": (4, 3), "x": (3,), "y": (4,)}),
+    ("f = sum_i(sqrt(x_i x_i + 1)) + sum_i(arctan(x_i) cosh(x_i))", ["x", "x"], {"x": (3,)}),
+    ("y_{in,} = tanh(W_{in,out} x_{out,})", ["W"], {"W": (3, 2), "x": (2,)}),
+    ("f = sum_i(exp(x_i)) / 3", ["x"], {"x": (3,)}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("source, wrt, shapes", PRETTY_CASES)
+def test_pretty_output_reads_back_with_the_same_values(source, wrt, shapes):
+    d = einderiv.diff(source, wrt)
+    text = d.pretty()
+    assert "∂" in text and text != str(d)
+    back = einderiv.compile(text)
+    arrays = {}
+    for name, shape in shapes.items():
+        value = rng.uniform(0.2, 0.8, size=shape)
+        arrays[name] = value + 3 * np.eye(shape[0]) if len(shape) == 2 and shape[0] == shape[1] else value
+    assert back.indices == d.indices
+    np.testing.assert_allclose(back(**{k: arrays[k] for k in back.ranks}), d(**arrays), rtol=1e-12, atol=1e-14)
+    assert einderiv.parse(text) == einderiv.parse(str(d))
