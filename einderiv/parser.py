@@ -81,6 +81,9 @@ _GLYPH_HINTS = {
     "√": "write a square root with parentheses, √(x_i x_i), or as sqrt(x_i x_i)",
     "⊙": "'⊙' is matrix notation; in index notation an elementwise product shares its indices: c_i = a_i b_i",
     "ᵀ": "'ᵀ' is matrix notation; in index notation a transpose swaps the indices: A_ji",
+    **dict.fromkeys(
+        "₀₁₂₃₄₅₆₇₈₉", "indices are letters, not subscript digits: write x_i for an entry, or x1 for a name"
+    ),
 }
 
 

@@ -49,6 +49,8 @@ def _level(node) -> int:
         return _PRODUCT
     if isinstance(node, Neg):
         return _SIGNED
+    if isinstance(node, Number) and node.value.denominator != 1 and "/" in format_number(node.value):
+        return _PRODUCT  # printed as "1/3", as in ir: "x / (1/3)" reads back as x times 3
     if isinstance(node, Pow):
         return _FACTOR
     return _ATOM

@@ -233,6 +233,22 @@ def test_new_functions_in_matrix_claims():
     np.testing.assert_allclose(d(A=A, x=x), A.T @ np.cosh(A @ x), rtol=1e-12)
 
 
+def test_new_functions_on_the_generic_backend_path():
+    """The backend-independent evaluator (what jax, cupy and dask run), on NumPy's namespace."""
+    from einderiv.backends import ops_for
+
+    ops = ops_for("numpy")
+    x = rng.uniform(-0.9, 0.9, size=4)
+    for name, (reference, _) in NEW.items():
+        for target, expected in (
+            (einderiv.compile(f"y_i = {name}(x_i)"), reference(x)),
+            (einderiv.jacobian(f"y_i = {name}(x_i)", "x"), np.diag(FIRST[name](x))),
+            (einderiv.hessian(f"f = sum_i({name}(x_i))", "x"), np.diag(SECOND[name](x))),
+        ):
+            got = target.line.run_with({"x": x}, ops, x)[target.program.output]
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+
+
 def load(code: str, tmp_path, name: str):
     path = tmp_path / f"{name}.py"
     path.write_text(code)
@@ -324,6 +340,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
     [
         ("f = sigmod(x_i) y_i", "error: unknown function 'sigmod': did you mean sigmoid?", 5),
         ("f = x_{i,,j} y_j", "error: bad index name '(nothing)'", 5),
+        ("f = θ_i ∑ x_i", "error: syntax error: unexpected character '∑': Einstein notation sums", 9),
     ],
 )
 def test_cli_prints_one_error_line_with_the_suggestion(expr, message, column):
@@ -408,6 +425,7 @@ def test_a_scalar_in_parentheses_to_the_power_minus_one_stays_a_power():
         ("f = θ σigmod(x)", "unknown function 'sigmaigmod'", 7),
         ("f = Φ_nd θ_d + sigmod(x)", "did you mean sigmoid?", 16),
         ("f = Σ(x_i)", "sum(...) needs the indices it sums over", 5),
+        ("f = x₁ + x₂", "indices are letters, not subscript digits", 6),
     ],
 )
 def test_error_columns_are_the_users_own(source, message, column):
@@ -416,6 +434,17 @@ def test_error_columns_are_the_users_own(source, message, column):
     assert err.source == source
     assert_caret(err, column)
     assert err.caret.splitlines()[0] == "  " + source.splitlines()[err.line - 1]
+
+
+def test_pretty_writes_a_fraction_as_a_factor_that_reads_back():
+    from fractions import Fraction
+
+    from einderiv.ir import Div, Mul, Number
+
+    for expr in (Div(Tensor("x"), Number(Fraction(1, 3))), Mul((Tensor("x"), Number(Fraction(1, 3))))):
+        value = float(einderiv.evaluate(pretty(expr), x=2.0))
+        assert value == pytest.approx(6.0 if isinstance(expr, Div) else 2 / 3, rel=1e-15)
+        assert value == pytest.approx(float(einderiv.evaluate(str(expr), x=2.0)), rel=1e-15)
 
 
 def test_unicode_error_on_a_later_line_keeps_its_line_and_column():
