@@ -67,12 +67,12 @@ _TOKEN_WORDS = {
 }
 
 
-def _describe(token: Token) -> str:
+def _describe(token: Token, spelled=str) -> str:
     if token.type == "$END":
         return "the end of the input"
     if token.type == "NEWLINE":
         return "a line break"
-    return repr(str(token))
+    return repr(spelled(token))
 
 
 _GLYPH_HINTS = {
@@ -87,7 +87,8 @@ _GLYPH_HINTS = {
 }
 
 
-def _syntax_error(err: UnexpectedInput, source: str) -> ParseError:
+def _syntax_error(err: UnexpectedInput, source: str, spelled=str) -> ParseError:
+    """The parser's complaint as a ParseError; ``spelled(token)`` is a token as the user typed it."""
     line, column = err.line, err.column
     if isinstance(err, UnexpectedCharacters):
         char = source[err.pos_in_stream] if err.pos_in_stream < len(source) else ""
@@ -110,7 +111,9 @@ def _syntax_error(err: UnexpectedInput, source: str) -> ParseError:
             return ParseError(f"syntax error: the input ends too early{wanted}", source, line, column)
         expected = sorted(_TOKEN_WORDS.get(t, t) for t in err.expected if t in _TOKEN_WORDS)
         wanted = f"; expected {', '.join(dict.fromkeys(expected))}" if expected else ""
-        return ParseError(f"syntax error: unexpected {_describe(token)}{wanted}", source, token.line, token.column)
+        return ParseError(
+            f"syntax error: unexpected {_describe(token, spelled)}{wanted}", source, token.line, token.column
+        )
     return ParseError(f"syntax error: {err}", source, line or 0, column or 0)
 
 
@@ -502,6 +505,12 @@ class _Typed:
         where.extend(origin[last:])
         self.text, self.origin = "".join(chars), where
 
+    def spelled(self, token: Token) -> str:
+        """A token as the user typed it (``θ``, where the parser read ``theta``)."""
+        if self.origin is None or token.start_pos is None or token.end_pos is None:
+            return str(token)
+        return self.source[self.origin[token.start_pos] : self.origin[token.end_pos - 1] + 1]
+
     def locate(self, err: ParseError) -> ParseError:
         """The error with its line and column in the user's own text."""
         if self.origin is None or not err.line:
@@ -553,7 +562,7 @@ def parse(source: str) -> Program:
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as err:
-        raise typed.locate(_syntax_error(err, text)) from None
+        raise typed.locate(_syntax_error(err, text, typed.spelled)) from None
     try:
         program = _ToIR(text).transform(tree)
     except VisitError as err:

@@ -426,6 +426,8 @@ def test_a_scalar_in_parentheses_to_the_power_minus_one_stays_a_power():
         ("f = Φ_nd θ_d + sigmod(x)", "did you mean sigmoid?", 16),
         ("f = Σ(x_i)", "sum(...) needs the indices it sums over", 5),
         ("f = x₁ + x₂", "indices are letters, not subscript digits", 6),
+        ("f = x^θ", "unexpected 'θ'; expected", 7),
+        ("f = x^Φ_nd", "unexpected 'Φ_nd'; expected", 7),
     ],
 )
 def test_error_columns_are_the_users_own(source, message, column):
@@ -481,3 +483,13 @@ def test_pretty_output_reads_back_with_the_same_values(source, wrt, shapes):
     assert back.indices == d.indices
     np.testing.assert_allclose(back(**{k: arrays[k] for k in back.ranks}), d(**arrays), rtol=1e-12, atol=1e-14)
     assert einderiv.parse(text) == einderiv.parse(str(d))
+
+
+def test_greek_names_in_wrt_and_in_values():
+    theta = rng.normal(size=3)
+    g = einderiv.grad("f = θ_i θ_i + λ θ_i", "θ")
+    np.testing.assert_allclose(g(theta=theta, **{"lambda": 0.5}), 2 * theta + 0.5, rtol=1e-12)
+    h = einderiv.hessian("f = θ_i θ_i", "θ_i")
+    np.testing.assert_allclose(h(theta=theta), 2 * np.eye(3), rtol=1e-12)
+    assert h.pretty() == "∂²f/∂theta_i ∂theta_j = 2 δ_ij"
+    assert einderiv.parse(h.pretty()) == einderiv.parse(str(h))
