@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import einderiv
 from einderiv.codegen import generate
@@ -493,3 +495,18 @@ def test_greek_names_in_wrt_and_in_values():
     np.testing.assert_allclose(h(theta=theta), 2 * np.eye(3), rtol=1e-12)
     assert h.pretty() == "∂²f/∂theta_i ∂theta_j = 2 δ_ij"
     assert einderiv.parse(h.pretty()) == einderiv.parse(str(h))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.text(alphabet="abxAXij_{},;=+-*/^()# 01.\n" + "θΦδσΣ√∂²³⁻¹−·×∑⊙ᵀ₁µ\u00a0𝑥", max_size=30))
+def test_any_pasted_text_parses_or_is_an_error_with_a_column_in_the_users_text(source):
+    try:
+        einderiv.parse(source)
+    except einderiv.ParseError as err:
+        if err.line:
+            lines = source.split("\n")
+            assert 1 <= err.line <= len(lines)
+            assert 1 <= err.column <= len(lines[err.line - 1]) + 1
+            assert err.source == source
+    except einderiv.EinderivError:
+        pass
