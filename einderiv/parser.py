@@ -330,19 +330,7 @@ class _ToIR(Transformer_NonRecursive):
 
 _OPERATORS = {"\u2212": "-", "\u00b7": "*", "\u22c5": "*", "\u00d7": "*", "\u2217": "*"}
 _SPACES = frozenset("\u00a0\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000")
-_SUPERSCRIPTS = {
-    "⁻": "-",
-    "⁰": "0",
-    "¹": "1",
-    "²": "2",
-    "³": "3",
-    "⁴": "4",
-    "⁵": "5",
-    "⁶": "6",
-    "⁷": "7",
-    "⁸": "8",
-    "⁹": "9",
-}
+_SUPERSCRIPTS = dict(zip("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "-0123456789"))
 _CALL_GLYPHS = {"σ": "sigmoid", "√": "sqrt", "Σ": "sum"}
 _INVERSE = re.compile(r"\(\s*([A-Za-z][A-Za-z0-9]*)\s*\^-1\s*\)(?=_)")
 _GREEK_WORDS = {"LAMDA": "lambda"}
@@ -383,7 +371,7 @@ class _Typed:
         self.text, self.origin = source, None
         if not source.isascii():
             self.text, self.origin = self._rewrite(source)
-        if "^-1" in self.text:
+        if _INVERSE.search(self.text):
             self._inverses()
 
     def _rewrite(self, source: str) -> tuple[str, list[int]]:
@@ -492,15 +480,10 @@ class _Typed:
         for match in _INVERSE.finditer(self.text):
             chars.append(self.text[last : match.start()])
             where.extend(origin[last : match.start()])
-            name = match.group(1)
-            piece = f"inv({name})"
-            chars.append(piece)
-            where.extend(
-                [origin[match.start()]] * 4 + origin[match.start(1) : match.end(1)] + [origin[match.end() - 1]]
-            )
+            chars.append(f"inv({match.group(1)})")  # 'inv(' at the '(', the name, ')' at the ')'
+            where.extend([origin[match.start()]] * 4 + origin[match.start(1) : match.end(1)])
+            where.append(origin[match.end() - 1])
             last = match.end()
-        if not last:
-            return
         chars.append(self.text[last:])
         where.extend(origin[last:])
         self.text, self.origin = "".join(chars), where
