@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
 from . import __version__
 from .api import diff
 from .emit import emit
 from .errors import EinderivError, EvaluationError, ParseError
-from .ir import format_number
+from .ir import format_indices, format_number
 from .parser import parse
 
 EXAMPLE = """example:
@@ -27,10 +28,21 @@ EXAMPLE = """example:
 class _Parser(argparse.ArgumentParser):
     """argparse with einderiv's error format: one ``error:`` line, exit status 2."""
 
+    def parse_known_args(self, args=None, namespace=None):
+        self.given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str):
-        hint = " (an expression that starts with '-' can start with a space instead: \" -x_i x_i\")"
-        print(f"error: {message}{hint if 'argument' in message or 'required' in message else ''}", file=sys.stderr)
+        print(f"error: {message}{self._leading_minus_hint()}", file=sys.stderr)
         raise SystemExit(2)
+
+    def _leading_minus_hint(self) -> str:
+        """Only where an argument that starts with '-' is no option, so argparse took an
+        expression (``-x_i x_i`` written without a space) for one."""
+        dashed = [a for a in getattr(self, "given", []) if re.match(r"-[^-]", a) and a not in ("-h",)]
+        if not dashed:
+            return ""
+        return f" (an expression that starts with '-' can start with a space instead: \" {dashed[0]}\")"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -263,8 +275,8 @@ def claim_value(rhs: str, indices: tuple[str, ...], arrays: dict, shape: tuple[i
     carriers = [_unused(f"axis{n}", taken) for n in range(len(indices))]
     # zero-valued carrier arrays give each free index the derivative's size (a claim such as
     # delta_kl, I, or A - A has no array that says it); the zero term adds nothing to the value
-    sizes = " + 0 " + " ".join(f"{c}_{{{i}}}" for c, i in zip(carriers, indices)) if indices else ""
-    lhs = name + "_{" + ", ".join(indices) + "}" if indices else name
+    sizes = " + 0 " + " ".join(c + format_indices((i,)) for c, i in zip(carriers, indices)) if indices else ""
+    lhs = name + format_indices(tuple(indices))
     claimed = compile_(parse(f"{lhs} = {rhs}{sizes}"))
     missing = sorted(set(claimed.ranks) - set(arrays) - set(carriers))
     if missing:

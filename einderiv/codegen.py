@@ -14,6 +14,7 @@ from fractions import Fraction
 
 from .emit import DELTA_OPERAND, emit, symbol_table
 from .errors import EinderivError
+from .functions import FUNCTIONS, Named
 from .ir import Tensor, format_number
 from .program import Definition
 
@@ -130,19 +131,23 @@ _HELPERS["jax"] = _HELPERS["python"].replace(
     "return oe.contract(subscripts, *operands)", "return np.einsum(subscripts, *operands)"
 )
 
-_FUNCTIONS = {
-    "python": {
-        "exp": "np.exp", "log": "np.log", "log1p": "np.log1p", "sin": "np.sin", "cos": "np.cos", "tan": "np.tan",
-        "tanh": "np.tanh", "sigmoid": "_sigmoid", "sqrt": "np.sqrt", "abs": "np.abs", "relu": "_relu",
-        "softplus": "_softplus", "sign": "np.sign", "step": "_step",
-    },
-    "torch": {
-        "exp": "torch.exp", "log": "torch.log", "log1p": "torch.log1p", "sin": "torch.sin", "cos": "torch.cos",
-        "tan": "torch.tan", "tanh": "torch.tanh", "sigmoid": "_sigmoid", "sqrt": "torch.sqrt", "abs": "torch.abs",
-        "relu": "_relu", "softplus": "_softplus", "sign": "torch.sign", "step": "_step",
-    },
-}  # fmt: skip
-_FUNCTIONS["jax"] = dict(_FUNCTIONS["python"])
+_MODULE = {"python": "np", "jax": "np", "torch": "torch"}
+
+
+def function_code(name: str, flavour: str) -> str:
+    """The generated module's name for an elementwise function, derived from its row in
+    ``einderiv.functions``: ``np.tanh`` / ``torch.tanh`` where the row is the library's own
+    function of that name, else the module's helper ``_sigmoid`` (written in ``_HELPERS``)."""
+    row = FUNCTIONS.get(name)
+    if row is None:
+        raise EinderivError(f"cannot generate code for the function {name!r}: it is not in einderiv.functions")
+    if isinstance(row.make, Named):
+        return f"{_MODULE[flavour]}.{row.make.name}"
+    if f"\ndef _{name}(" not in _HELPERS[flavour]:
+        raise EinderivError(f"cannot generate {flavour} code for {name!r}: the generated module has no helper _{name}")
+    return f"_{name}"
+
+
 _MATRIX = {
     "python": {"inv": "np.linalg.inv", "det": "np.linalg.det", "logdet": "_logdet"},
     "jax": {"inv": "np.linalg.inv", "det": "np.linalg.det", "logdet": "_logdet"},
@@ -173,7 +178,6 @@ class _Writer:
         self.flavour = flavour
         self.like = like  # an input whose dtype (and device) identities and ones take
         self.lines: list[str] = []
-        self.functions = _FUNCTIONS[flavour]
 
     def size_of(self, index: str, sizes: dict[str, str]) -> str:
         if index not in sizes:
@@ -283,7 +287,7 @@ def _function(compiled, flavour: str, name: str) -> str:
         elif step.func == "pow":
             writer.lines.append(f"    {identifier(step.target)} = {identifier(step.source)}**{_number(step.param)}")
         else:
-            function = writer.functions[step.func]
+            function = function_code(step.func, flavour)
             writer.lines.append(f"    {identifier(step.target)} = {function}({identifier(step.source)})")
         known[step.target] = ()
     arguments = ", ".join(identifier(n) for n in sorted(compiled.ranks))

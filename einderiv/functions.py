@@ -33,8 +33,19 @@ def _step(xp):
     return lambda x: (x > 0).astype(x.dtype)
 
 
-def _named(name: str) -> Callable:
-    return lambda xp: getattr(xp, name)
+@dataclass(frozen=True)
+class Named:
+    """An implementation that is the namespace's own function of that name: ``xp.<name>``
+    (code generation writes ``np.<name>`` or ``torch.<name>`` for it)."""
+
+    name: str
+
+    def __call__(self, xp) -> Callable:
+        return getattr(xp, self.name)
+
+
+def _named(name: str) -> Named:
+    return Named(name)
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,11 @@ _ROWS = [
     Function("cos", _named("cos"), "-sin(u)", Fraction(1)),
     Function("tan", _named("tan"), "1 + tan(u)^2", Fraction(0)),
     Function("tanh", _named("tanh"), "1 - tanh(u)^2", Fraction(0)),
+    Function("cosh", _named("cosh"), "sinh(u)", Fraction(1)),
+    Function("sinh", _named("sinh"), "cosh(u)", Fraction(0)),
+    Function("arcsin", _named("arcsin"), "sqrt(1 - u^2)^-1", Fraction(0)),
+    Function("arccos", _named("arccos"), "-sqrt(1 - u^2)^-1"),
+    Function("arctan", _named("arctan"), "(1 + u^2)^-1", Fraction(0)),
     Function("sigmoid", _sigmoid, "sigmoid(u) - sigmoid(u)^2", Fraction(1, 2)),
     Function("sqrt", _named("sqrt"), "0.5 sqrt(u)^-1", Fraction(0)),
     Function("abs", _named("abs"), "sign(u)", Fraction(0)),

@@ -6,19 +6,27 @@ Nodes keep the user's structure (sums, products, parentheses become nesting) so 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 
 Indices = tuple[str, ...]
 
 
-def format_indices(indices: Indices) -> str:
-    """``("p", "q")`` -> ``"_pq"``; multi-letter names use the braced form ``_{in,out}``."""
+def format_indices(indices: Indices, braced: bool = False) -> str:
+    """``("p", "q")`` -> ``"_pq"``; other names use the braced form, which reads back to the same
+    indices: ``_{in,out}``, ``_{i1}`` (a letter and its digits), ``_{in,}`` (one longer name).
+    ``braced`` asks for the braced form even for single letters (``_{i,j}``)."""
     if not indices:
         return ""
-    if all(len(i) == 1 for i in indices):
+    if all(len(i) == 1 for i in indices) and not braced:
         return "_" + "".join(indices)
+    if len(indices) == 1:
+        return "_{" + indices[0] + ("}" if _ONE_LETTER_INDEX.match(indices[0]) else ",}")
     return "_{" + ",".join(indices) + "}"
+
+
+_ONE_LETTER_INDEX = re.compile(r"[A-Za-z][0-9]*\Z")
 
 
 def to_float(value: Fraction) -> float:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields, is_dataclass
 
 from .errors import EinderivError
 from .functions import FUNCTIONS
+from .ir import format_indices
 from .matrix_syntax import (
     Call,
     Divide,
@@ -87,9 +88,7 @@ class _Reader:
     def subscript(self, indices: Sequence[str]) -> str:
         if not indices:
             return ""
-        if self.braced or any(len(i) != 1 for i in indices):
-            return "_{" + ",".join(indices) + "}"
-        return "_" + "".join(indices)
+        return format_indices(tuple(indices), braced=self.braced)
 
     # -- shapes ---------------------------------------------------------------------------------
     def shaped(self, node) -> Shaped:

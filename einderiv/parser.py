@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import re
+import unicodedata
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -22,6 +24,8 @@ GRAMMAR_FILE = "einderiv.lark"
 MAX_DEPTH = 64
 DELTA_NAME = "delta"
 _INDEX_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*\Z")
+_LETTERS_AND_DIGITS = re.compile(r"(?:[A-Za-z][0-9]*)+\Z")
+_ONE_INDEX = re.compile(r"[A-Za-z][0-9]*")
 
 
 def grammar_text() -> str:
@@ -64,15 +68,28 @@ _TOKEN_WORDS = {
 }
 
 
-def _describe(token: Token) -> str:
+def _describe(token: Token, spelled=str) -> str:
     if token.type == "$END":
         return "the end of the input"
     if token.type == "NEWLINE":
         return "a line break"
-    return repr(str(token))
+    return repr(spelled(token))
 
 
-def _syntax_error(err: UnexpectedInput, source: str) -> ParseError:
+_GLYPH_HINTS = {
+    "∑": "Einstein notation sums repeated indices by itself (f = x_i y_i), so drop the '∑', "
+    "or write the sum as sum_i(...)",
+    "√": "write a square root with parentheses, √(x_i x_i), or as sqrt(x_i x_i)",
+    "⊙": "'⊙' is matrix notation; in index notation an elementwise product shares its indices: c_i = a_i b_i",
+    "ᵀ": "'ᵀ' is matrix notation; in index notation a transpose swaps the indices: A_ji",
+    **dict.fromkeys(
+        "₀₁₂₃₄₅₆₇₈₉", "indices are letters, not subscript digits: write x_i for an entry, or x1 for a name"
+    ),
+}
+
+
+def _syntax_error(err: UnexpectedInput, source: str, spelled=str) -> ParseError:
+    """The parser's complaint as a ParseError; ``spelled(token)`` is a token as the user typed it."""
     line, column = err.line, err.column
     if isinstance(err, UnexpectedCharacters):
         char = source[err.pos_in_stream] if err.pos_in_stream < len(source) else ""
@@ -81,6 +98,8 @@ def _syntax_error(err: UnexpectedInput, source: str) -> ParseError:
             hint = ": an index list follows a name directly, as in R_mp, W_{in,out} or inv(M)_ij"
         elif char == "{" or char == "}":
             hint = ": braces only hold index lists, as in W_{in,out}"
+        elif char in _GLYPH_HINTS:
+            hint = ": " + _GLYPH_HINTS[char]
         return ParseError(f"syntax error: unexpected character {char!r}{hint}", source, line, column)
     if isinstance(err, (UnexpectedToken, UnexpectedEOF)):
         token = getattr(err, "token", None)
@@ -93,19 +112,78 @@ def _syntax_error(err: UnexpectedInput, source: str) -> ParseError:
             return ParseError(f"syntax error: the input ends too early{wanted}", source, line, column)
         expected = sorted(_TOKEN_WORDS.get(t, t) for t in err.expected if t in _TOKEN_WORDS)
         wanted = f"; expected {', '.join(dict.fromkeys(expected))}" if expected else ""
-        return ParseError(f"syntax error: unexpected {_describe(token)}{wanted}", source, token.line, token.column)
+        return ParseError(
+            f"syntax error: unexpected {_describe(token, spelled)}{wanted}", source, token.line, token.column
+        )
     return ParseError(f"syntax error: {err}", source, line or 0, column or 0)
 
 
+#: Names people write for something einderiv spells differently, or has no function for.
+_OTHER_NAMES = {
+    "ln": "the natural logarithm is log(...)",
+    "asin": "write arcsin(...)",
+    "acos": "write arccos(...)",
+    "atan": "write arctan(...)",
+    "sgn": "write sign(...)",
+    "logistic": "write sigmoid(...)",
+    "heaviside": "write step(...) (0 at 0)",
+    "tr": "there is no trace function: write the repeated index, X_ii (for an expression, name it first: "
+    "M_ij = ...; t = M_ii)",
+    "trace": "there is no trace function: write the repeated index, X_ii (for an expression, name it first: "
+    "M_ij = ...; t = M_ii)",
+    "norm": "there is no norm function: write the Euclidean norm as sqrt(x_i x_i)",
+    "max": "max is not supported (it is not differentiable where the arguments tie); relu(...) and abs(...) are",
+    "min": "min is not supported (it is not differentiable where the arguments tie); relu(...) and abs(...) are",
+}
+
+
+def _closest(name: str, known) -> str | None:
+    """The known name nearest to a misspelt one (difflib), if any is near enough; swapped
+    letters first (``tahn`` is tanh, not tan)."""
+    swapped = [k for k in known if sorted(k) == sorted(name)]
+    if swapped:
+        return swapped[0]
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.7)
+    return close[0] if close else None
+
+
+def unknown_function(name: str) -> str:
+    """The message for ``name(`` with an unknown name: the closest known function when it looks
+    like a misspelling (``sigmod`` -> sigmoid), else the list, and the product reading."""
+    if name in _OTHER_NAMES:
+        return f"unknown function {name!r}: {_OTHER_NAMES[name]}"
+    close = _closest(name, [*FUNCTIONS, *MATRIX_FUNCTIONS, *REDUCTIONS])
+    if close in REDUCTIONS:
+        return f"unknown function {name!r}: did you mean {close}_i(...)?"
+    if close is not None:
+        return f"unknown function {name!r}: did you mean {close}?"
+    return (
+        f"unknown function {name!r}; known functions: {known_functions()}; "
+        f"for a product write '{name} (...)' or '{name}*(...)'"
+    )
+
+
 def _split_braced(token: Token, body: str, source: str) -> tuple[str, ...]:
-    names = tuple(part.strip() for part in body.split(","))
-    if names == ("",):
-        raise _fail(token, "empty index list '{}': write the indices, as in W_{in,out}", source)
+    """The indices of a braced list, as LaTeX reads it: ``{ij}`` is i, j (each letter with the
+    digits after it: ``{i1j2}`` is i1, j2); commas separate longer names, ``{in,out}``, and one
+    longer name alone takes a trailing comma, ``{in,}``."""
+    if "," not in body:
+        letters = "".join(body.split())
+        if not letters:
+            raise _fail(token, "empty index list '{}': write the indices, as in W_{in,out}", source)
+        if _LETTERS_AND_DIGITS.match(letters):
+            return tuple(_ONE_INDEX.findall(letters))
+        names = (letters,)
+    else:
+        names = tuple(part.strip() for part in body.split(","))
+        if len(names) > 1 and names[-1] == "":
+            names = names[:-1]  # x_{in,}: one multi-letter index
     for name in names:
         if not _INDEX_NAME.match(name):
             raise _fail(
                 token,
-                f"bad index name {name!r} in {str(token)!r}: index names are letters and digits starting with a letter",
+                f"bad index name {name or '(nothing)'!r} in {str(token)!r}: "
+                "index names are letters and digits starting with a letter",
                 source,
             )
     return names
@@ -201,6 +279,10 @@ class _ToIR(Transformer_NonRecursive):
             raise _fail(suffix, f"{name}(...) takes no index list after it", self.source)
         if index_text:
             if name not in REDUCTIONS:
+                close = _closest(name, REDUCTIONS)
+                if name not in FUNCTIONS and name not in MATRIX_FUNCTIONS and close:
+                    message = f"unknown reduction {name!r}: did you mean {close}_{index_text}(...)?"
+                    raise _fail(token, message, self.source)
                 raise _fail(
                     token, f"{name!r} takes no indices: only reductions ({', '.join(REDUCTIONS)}) do", self.source
                 )
@@ -214,12 +296,7 @@ class _ToIR(Transformer_NonRecursive):
         if name in REDUCTIONS:
             raise _fail(token, f"{name}(...) needs the indices it sums over, as in {name}_i(...)", self.source)
         if name not in FUNCTIONS:
-            raise _fail(
-                token,
-                f"unknown function {name!r}; known functions: {known_functions()}; "
-                f"for a product write '{name} (...)' or '{name}*(...)'",
-                self.source,
-            )
+            raise _fail(token, unknown_function(name), self.source)
         return Call(name, arg)
 
     def _matrix_call(self, token: Token, name: str, arg, suffix: Token | None):
@@ -254,6 +331,195 @@ class _ToIR(Transformer_NonRecursive):
 
     def start(self, children):
         return Program(tuple(c for c in children if isinstance(c, Statement)))
+
+
+# -- text as people paste it --------------------------------------------------------------------
+#
+# Before parsing, text copied from PDFs and from einderiv's own ``pretty`` output is rewritten to
+# the ASCII language, remembering where each character came from, so that error carets stay
+# under the user's own column.  ``−`` is '-'; ``·``, ``⋅``, ``×`` and ``∗`` are '*'; a Greek letter
+# is its English name (``θ_i`` is theta_i, ``Φ_nd`` is Phi_nd, ``δ_ij`` the delta); ``∂`` is the
+# 'd' of a derivative-named statement (``∂²f/∂x_k ∂x_l`` is d2f/dx_k dx_l); ``σ(`` is sigmoid,
+# ``√(`` sqrt and ``Σ_i(`` sum_i, as ``pretty`` prints them; superscripts are powers (``x²`` is
+# x^2) and ``(M⁻¹)_ij`` is inv(M)_ij.  A Greek index is one index (``T_μν`` is T_{mu,nu}).
+
+_OPERATORS = {"\u2212": "-", "\u00b7": "*", "\u22c5": "*", "\u00d7": "*", "\u2217": "*"}
+_SPACES = frozenset("\u00a0\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000")
+_SUPERSCRIPTS = dict(zip("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "-0123456789"))
+_CALL_GLYPHS = {"σ": "sigmoid", "√": "sqrt", "Σ": "sum"}
+_INVERSE = re.compile(r"\(\s*([A-Za-z][A-Za-z0-9]*)\s*\^-1\s*\)(?=_)")
+_GREEK_WORDS = {"LAMDA": "lambda"}
+
+
+@lru_cache(maxsize=512)
+def _letters(char: str) -> str | None:
+    """The ASCII spelling of a letter other than a-z: a Greek letter's English name (capital
+    Greek capitalised), a styled Latin letter's plain one (mathematical italic x is x)."""
+    if unicodedata.category(char) not in ("Ll", "Lu"):
+        return None  # not ᵀ (a modifier letter) nor ₁
+    plain = unicodedata.normalize("NFKC", char)
+    if plain.isascii():
+        return plain if plain.isalpha() else None
+    if len(plain) != 1:
+        return None
+    match = re.fullmatch(r"GREEK (SMALL|CAPITAL) LETTER (?:FINAL )?([A-Z]+)", unicodedata.name(plain, ""))
+    if match is None:
+        return None
+    word = _GREEK_WORDS.get(match.group(2), match.group(2).lower())
+    return word.capitalize() if match.group(1) == "CAPITAL" else word
+
+
+def _ascii(char: str) -> str:
+    return char if char.isascii() else _letters(char) or char
+
+
+def _is_letter(char: str) -> bool:
+    return char.isascii() and char.isalpha() or (not char.isascii() and _letters(char) is not None)
+
+
+class _Typed:
+    """``source`` rewritten to ASCII (``text``), with ``origin[k]``, the offset in ``source`` of
+    the character that produced ``text[k]`` (None: the text is the source itself)."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.text, self.origin = source, None
+        if not source.isascii():
+            self.text, self.origin = self._rewrite(source)
+        if _INVERSE.search(self.text):
+            self._inverses()
+
+    def _rewrite(self, source: str) -> tuple[str, list[int]]:
+        chars: list[str] = []
+        origin: list[int] = []
+
+        def put(text: str, at: int) -> None:
+            chars.extend(text)
+            origin.extend([at] * len(text))
+
+        k, n = 0, len(source)
+        while k < n:
+            char = source[k]
+            if char == "_" and k + 1 < n and (source[k + 1] == "{" or _is_letter(source[k + 1])):
+                k = self._subscript(source, k, put)
+                continue
+            if char == "∂":  # ∂K/∂R, ∂²f/∂x ∂x, ∂^4f/...
+                put("d", k)
+                k += 1
+                if k < n and source[k] == "^":
+                    k += 1
+                while k < n and (source[k] in _SUPERSCRIPTS or source[k].isdigit()):
+                    put(_SUPERSCRIPTS.get(source[k], source[k]), k)
+                    k += 1
+                continue
+            if char in _SUPERSCRIPTS:
+                put("^", k)
+                while k < n and source[k] in _SUPERSCRIPTS:
+                    put(_SUPERSCRIPTS[source[k]], k)
+                    k += 1
+                continue
+            if char in _CALL_GLYPHS and self._calls(source, k + 1):
+                put(_CALL_GLYPHS[char], k)
+            elif char in _OPERATORS:
+                put(_OPERATORS[char], k)
+            elif char in _SPACES:
+                put(" ", k)
+            else:
+                put(_ascii(char), k)  # what the parser cannot read, it reports at this column
+            k += 1
+        origin.append(len(source))
+        return "".join(chars), origin
+
+    @staticmethod
+    def _calls(source: str, k: int) -> bool:
+        """Whether a call's '(' follows at ``k``, after an index list (``Σ_ij(``, ``Σ_{in,}(``)."""
+        if k < len(source) and source[k] == "_":
+            k += 1
+            if k < len(source) and source[k] == "{":
+                close = source.find("}", k)
+                k = close + 1 if close > 0 else len(source)
+            else:
+                while k < len(source) and (_is_letter(source[k]) or source[k].isdigit()):
+                    k += 1
+        return k < len(source) and source[k] == "("
+
+    @staticmethod
+    def _subscript(source: str, k: int, put) -> int:
+        """Copy the index list at ``source[k] == '_'``; one with Greek letters becomes the braced
+        form, each letter (with its digits) one index: ``_μν`` is ``_{mu,nu}``."""
+        braced = source[k + 1] == "{"
+        start = k + 2 if braced else k + 1
+        end = start
+        if braced:
+            end = source.find("}", start)
+            if end < 0 or "\n" in source[start:end]:
+                put("_", k)
+                return k + 1  # no closing brace: the parser reports it
+        else:
+            while end < len(source) and (_is_letter(source[end]) or source[end].isdigit()):
+                end += 1
+        body = source[start:end]
+        if body.isascii():
+            for at in range(k, end + (1 if braced else 0)):
+                put(source[at], at)
+            return end + (1 if braced else 0)
+        put("_{", k)
+        if braced and "," in body:
+            for at in range(start, end):
+                put(_ascii(source[at]), at)
+        else:
+            units: list[list[int]] = []
+            for at in range(start, end):
+                if source[at].isspace():
+                    continue
+                if units and source[at].isdigit():
+                    units[-1].append(at)
+                else:
+                    units.append([at])
+            for number, unit in enumerate(units):
+                if number:
+                    put(",", unit[0])
+                for at in unit:
+                    put(_ascii(source[at]), at)
+            if len(units) == 1 and len(_letters(source[units[0][0]]) or "x") > 1:
+                put(",", end)  # one long index name alone: x_{theta,}
+        put("}", end)
+        return end + (1 if braced else 0)
+
+    def _inverses(self) -> None:
+        """``(M^-1)_ij`` (as ``pretty`` prints the inverse, ``(M⁻¹)_ij``) is ``inv(M)_ij``."""
+        origin = self.origin if self.origin is not None else [*range(len(self.source) + 1)]
+        chars: list[str] = []
+        where: list[int] = []
+        last = 0
+        for match in _INVERSE.finditer(self.text):
+            chars.append(self.text[last : match.start()])
+            where.extend(origin[last : match.start()])
+            chars.append(f"inv({match.group(1)})")  # 'inv(' at the '(', the name, ')' at the ')'
+            where.extend([origin[match.start()]] * 4 + origin[match.start(1) : match.end(1)])
+            where.append(origin[match.end() - 1])
+            last = match.end()
+        chars.append(self.text[last:])
+        where.extend(origin[last:])
+        self.text, self.origin = "".join(chars), where
+
+    def spelled(self, token: Token) -> str:
+        """A token as the user typed it (``θ``, where the parser read ``theta``)."""
+        if self.origin is None or token.start_pos is None or token.end_pos is None:
+            return str(token)
+        return self.source[self.origin[token.start_pos] : self.origin[token.end_pos - 1] + 1]
+
+    def locate(self, err: ParseError) -> ParseError:
+        """The error with its line and column in the user's own text."""
+        if self.origin is None or not err.line:
+            return err
+        lines = self.text.split("\n")
+        line = min(err.line, len(lines))
+        offset = sum(len(t) + 1 for t in lines[: line - 1]) + max(err.column - 1, 0)
+        at = self.origin[min(offset, len(self.origin) - 1)]
+        before = self.source[:at]
+        column = at - (before.rfind("\n") + 1) + 1
+        return ParseError(err.message, self.source, before.count("\n") + 1, column)
 
 
 def _split_lhs(lhs) -> tuple[Tensor, tuple[Tensor, ...]]:
@@ -304,15 +570,19 @@ def parse(source: str) -> Program:
     """Parse einderiv text into a :class:`Program` (its last statement is the output)."""
     if not isinstance(source, str):
         raise EinderivError(f"expected the expression as a string, got {type(source).__name__}")
-    if all(not line.split("#")[0].strip(" \t;") for line in source.splitlines()):
+    typed = _Typed(source)
+    text = typed.text
+    if all(not line.split("#")[0].strip(" \t;") for line in text.splitlines()):
         raise ParseError("empty input: write an expression such as 'f = x_i x_i'", source, 0, 0)
     try:
-        tree = _parser().parse(source)
+        tree = _parser().parse(text)
     except UnexpectedInput as err:
-        raise _syntax_error(err, source) from None
+        raise typed.locate(_syntax_error(err, text, typed.spelled)) from None
     try:
-        program = _ToIR(source).transform(tree)
+        program = _ToIR(text).transform(tree)
     except VisitError as err:
+        if isinstance(err.orig_exc, ParseError):
+            raise typed.locate(err.orig_exc) from None
         if isinstance(err.orig_exc, EinderivError):
             raise err.orig_exc from None
         raise

@@ -3,7 +3,22 @@ the terminal (``∂K_pq/∂R_ij = δ_jp R_iq + R_ip δ_jq``).  Both walk the sam
 
 from __future__ import annotations
 
-from .ir import Add, Call, Delta, Div, MatrixCall, Mul, Neg, Number, Pow, Program, Statement, Tensor, format_number
+from .ir import (
+    Add,
+    Call,
+    Delta,
+    Div,
+    MatrixCall,
+    Mul,
+    Neg,
+    Number,
+    Pow,
+    Program,
+    Statement,
+    Tensor,
+    format_indices,
+    format_number,
+)
 
 _LATEX_FUNCTIONS = {
     "exp": r"\exp",
@@ -12,6 +27,11 @@ _LATEX_FUNCTIONS = {
     "cos": r"\cos",
     "tan": r"\tan",
     "tanh": r"\tanh",
+    "cosh": r"\cosh",
+    "sinh": r"\sinh",
+    "arcsin": r"\arcsin",
+    "arccos": r"\arccos",
+    "arctan": r"\arctan",
     "sigmoid": r"\sigma",
     "sqrt": None,  # \sqrt{...}
     "abs": None,  # \left| ... \right|
@@ -29,18 +49,21 @@ def _level(node) -> int:
         return _PRODUCT
     if isinstance(node, Neg):
         return _SIGNED
+    if isinstance(node, Number) and node.value.denominator != 1 and "/" in format_number(node.value):
+        return _PRODUCT  # printed as "1/3", as in ir: "x / (1/3)" reads back as x times 3
     if isinstance(node, Pow):
         return _FACTOR
     return _ATOM
 
 
 def _indices(indices, latex: bool) -> str:
+    """LaTeX ``_{pq}``/``_{in,out}``; Unicode as ``str()`` writes them, so that it reads back."""
+    if not latex:
+        return format_indices(tuple(indices))
     if not indices:
         return ""
     body = "".join(indices) if all(len(i) == 1 for i in indices) else ",".join(indices)
-    if latex:
-        return "_{" + body.replace("_", r"\_") + "}"
-    return "_" + body if all(len(i) == 1 for i in indices) else "_{" + body + "}"
+    return "_{" + body.replace("_", r"\_") + "}"
 
 
 def _name(name: str, latex: bool) -> str:

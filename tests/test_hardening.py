@@ -31,7 +31,7 @@ VALID = [
     "f = a_i inv(X)_ij b_j - logdet(X)",
     "P_nk = softmax_k(Z_nk)",
     "y = (2*x + 1)^4 + x^-0.5",
-    "W_{in,out} x_{in}",
+    "W_{in,out} x_{in,}",
     "z_k = T_kd x_d; L = -y_k z_k + logsumexp_j(z_j)",
 ]
 QUICK = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
