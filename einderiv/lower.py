@@ -179,7 +179,8 @@ class _Scope:
             return make_apply("exp", simplify(_carrying(shifted, free), free)), free, inner
         if expr.func == "logsumexp":
             return _summed_log_exp(simplify(terms, free), over), outer, inner
-        return [_keep_summed(t, over) for t in terms], outer, inner
+        # the summed R is private: apart from a left-hand side's i (f_i = a_i + sum_i(s) adds n s)
+        return [rename_term_apart(_keep_summed(t, over), outer, set(bound)) for t in terms], outer, inner
 
     def _warn_captured(self, expr, lowered, bound) -> None:
         """Rule 6: a letter contracted inside a group that occurs free elsewhere in the product."""
