@@ -7,7 +7,6 @@ matrix notation) live here so that the Python API and the command line share the
 from __future__ import annotations
 
 import itertools
-import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -78,15 +77,15 @@ def check(
     from .api import compile as compile_
     from .api import diff
 
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (math.isfinite(tol) and tol >= 0):
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:  # NaN too; inf accepts all
         raise EinderivError(f"tol must be a non-negative number, got {tol!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise EinderivError(f"seed must be a non-negative integer, got {seed!r}")
-    specs = [wrt] if isinstance(wrt, str) else wrt
+    specs = list(wrt) if isinstance(wrt, (list, tuple)) else [wrt]
     derivative = diff(source, specs, of=of)
     arrays = _random_inputs(derivative, shapes, seed)
     analytic = np.asarray(derivative(arrays), dtype=np.float64)
-    lower = compile_(source, of=of) if len(derivative.wrt) == 1 else diff(source, list(specs)[:-1], of=of)
+    lower = compile_(source, of=of) if len(derivative.wrt) == 1 else diff(source, specs[:-1], of=of)
     numeric = _central_difference(lower, arrays, derivative.wrt[-1].name, analytic.shape)
     scale = max(1.0, float(np.max(np.abs(numeric)))) if numeric.size else 1.0
     error = float(np.max(np.abs(analytic - numeric))) / scale if numeric.size else 0.0

@@ -110,8 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     check_cmd.add_argument(
         "--expect",
         metavar="CLAIM",
-        help="your derivative in index notation ('2 A_kj x_j') or matrix notation ('A x + A^T x': rows are the "
-        "derivative's first index, columns its second)",
+        help="your derivative in index notation ('2 A_kj x_j'; other free letters than the derivative's are "
+        "matched to its letters, and the matching is printed; or a whole statement 'df/dx_i = 2 A_ij x_j') or "
+        "matrix notation ('A x + A^T x': rows are the derivative's first index, columns its second)",
     )
     check_cmd.add_argument("--tol", type=float, default=1e-6, help="largest relative error accepted (default 1e-6)")
     check_cmd.add_argument("--seed", type=_seed, default=0, help="seed of the random inputs (default 0)")
@@ -185,7 +186,9 @@ def _run_eval(args) -> str:
         arrays[name] = value
     target = diff(args.expr, _wrts(args.wrt), of=args.of) if args.wrt else compile_(args.expr, of=args.of)
     value = np.asarray(target(arrays))
-    if args.out:
+    if args.out is not None:
+        if not args.out.strip():
+            raise EinderivError("--out needs a file name, such as value.npy")
         path = args.out if args.out.endswith(".npy") else args.out + ".npy"  # as numpy.save names it
         try:
             with open(path, "wb") as file:

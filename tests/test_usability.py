@@ -160,6 +160,15 @@ def test_eval_out_into_a_missing_folder(tmp_path):
     assert_user_error(result, "--out", "missing_dir/x.npy", "No such file or directory")
 
 
+def test_eval_out_empty():
+    assert_user_error(run("eval", "f = x_i x_i", "--random", "x=3", "--out", ""), "--out needs a file name")
+
+
+def test_check_infinite_tolerance_accepts_anything():
+    result = run("check", "f = x_i x_i", "--wrt", "x", "--tol", "inf")
+    assert result.returncode == 0 and result.stdout.splitlines()[-1].endswith("(tolerance inf): ok")
+
+
 def test_eval_out_without_suffix_names_the_file_written(tmp_path):
     np.save(tmp_path / "x.npy", np.array([1.0, 2.0, 3.0]))
     result = run("eval", "f = x_i x_i", "--input", "x=x.npy", "--out", "value", cwd=tmp_path)
