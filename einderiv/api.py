@@ -267,6 +267,8 @@ class Compiled:
         ``backend``, to which NumPy arrays and Python numbers are converted; the result is that
         library's array, on the inputs' device (a lazy one for dask).  Arrays from two libraries
         in one call are an error."""
+        if arrays is None and isinstance(named.get("arrays"), Mapping) and "arrays" not in self.ranks:
+            arrays = named.pop("arrays")  # call(arrays={...}), as before the mapping became positional-only
         arrays = _gathered(arrays, named)
         chosen = choose_backend(arrays, backend)
         if chosen == "numpy":

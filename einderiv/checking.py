@@ -168,6 +168,17 @@ def _compare_claim(expect: str, derivative, arrays, analytic, tol: float):
     labels = ", ".join(f"{i}={w}" for i, w in zip(derivative.indices, where))
     if len(renamed) > 1:  # another matching of the renamed letters may be what was meant: say so
         notes += _other_matchings(renamed, indices, compare, bound)
+    if notation == "index" and not renamed and indices == derivative.indices:
+        nodes = walk(parse(rhs).output.rhs)
+        letters = {i for node in nodes if isinstance(node, (Tensor, Delta, MatrixCall)) for i in node.indices}
+        absent = [i for i in indices if i not in letters]
+        if absent:
+            notes.append(
+                f"the derivative's {'indices' if len(absent) > 1 else 'index'} {', '.join(absent)} "
+                f"{'occur' if len(absent) > 1 else 'occurs'} nowhere in your claim, so it is taken as constant "
+                f"along {'them' if len(absent) > 1 else 'it'}: a claim is written with the derivative's free "
+                f"indices ({', '.join(derivative.indices)}), or as a whole statement"
+            )
     return (
         "differs",
         f"{label}: DIFFERS: max absolute difference {worst:.3g} at {labels or 'the value'} "
@@ -302,21 +313,19 @@ def _index_claim(text: str, derivative) -> tuple[str, tuple[str, ...], dict[str,
 def _claim_letters(rhs, wanted: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
     """The free indices of a claim without a left-hand side, one per derivative axis.
 
-    A claim is written with the derivative's letters; when some of them occur nowhere in it and
-    its own free indices (those written once per term, as for any expression without a
-    left-hand side) are as many, its letters are matched to the derivative's: shared letters to
-    themselves, the others in alphabetical order to the derivative's remaining axes in order."""
+    A claim is read with the derivative's letters, unless its own free indices (those written
+    once per term, as for any expression without a left-hand side) are as many and other
+    letters: then they are matched to the derivative's, shared letters to themselves and the
+    others in alphabetical order to the derivative's remaining axes in order (``A_ij x_j`` for
+    ``df/dx_j``: i is read as j, and the claim's j is a summed index of its own)."""
     from .lower import implicit_indices
 
-    letters = {i for node in walk(rhs) if isinstance(node, (Tensor, Delta, MatrixCall)) for i in node.indices}
-    if all(i in letters for i in wanted):
-        return wanted, {}
     try:
         own = implicit_indices(rhs)
     except EinderivError:
         return wanted, {}
-    if len(own) != len(wanted):
-        return wanted, {}
+    if len(own) != len(wanted) or set(own) == set(wanted):
+        return wanted, {}  # a claim broadcast along some axes, or one with a Hadamard letter
     others = iter(i for i in own if i not in wanted)
     renamed = {}
     indices = []

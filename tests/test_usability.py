@@ -145,9 +145,27 @@ def test_cli_two_renamed_letters_are_matched_alphabetically_and_alternatives_are
     assert hessian.returncode == 0 and "--wrt x_a --wrt x_b" in hessian.stdout
 
 
+def test_cli_claim_using_the_derivatives_letter_as_a_summed_index():
+    # df/dx_j for f = x_i A_ik x_k: the claim's free index is i, and its j is summed
+    result = run("check", "f = x_i A_ik x_k", "--wrt", "x", "--expect", "A_ij x_j + A_ji x_j")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[0] == "derivative: df/dx_j = A_jk x_k + x_i A_ij"
+    assert "note: your claim's free index is i, the derivative's is j, so i was read as j" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("your claim (read with i as j): matches")
+
+
+def test_cli_claim_missing_a_derivative_letter_that_differs_says_so():
+    result = run("check", "y_i = x_i x_i", "--wrt", "x", "--expect", "2 delta_ik x_i")
+    assert result.returncode == 1
+    assert "note: the derivative's index j occurs nowhere in your claim" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("your claim: DIFFERS")
+    fixed = run("check", "y_i = x_i x_i", "--wrt", "x", "--expect", "2 delta_ij x_i")
+    assert fixed.returncode == 0 and "note:" not in fixed.stdout
+
+
 def test_cli_claim_with_fewer_free_letters_keeps_the_derivatives_letters():
     # dC_ij/dx_k = delta_ik is constant along j: a claim may leave j out and is broadcast along it
-    result = run("check", "C_ij = x_i y_j", "--wrt", "x", "--expect", "delta_ik y_j")
+    result = run("check", "C_ij = x_i + y_j", "--wrt", "x", "--expect", "delta_ik")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "note:" not in result.stdout and result.stdout.splitlines()[-1].startswith("your claim: matches")
 
@@ -333,3 +351,4 @@ def test_mapping_misuse_is_an_evaluation_error():
     with pytest.raises(EvaluationError, match="non-negative integers"):
         grad.shape_for(x=(2.5,))
     assert grad.shape_for(x=(10**12,)) == (10**12,)  # allocates nothing
+    np.testing.assert_allclose(grad.call(arrays={"x": X}), 2 * X)  # the keyword form of call() still works
