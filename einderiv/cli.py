@@ -328,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     except RecursionError:
         print("error: the expression is nested too deeply", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C during a long check: no traceback
+        print("error: interrupted", file=sys.stderr)
+        return 130
     except MemoryError as err:  # the sizes asked for: a user's choice, not an internal error
         print(f"error: not enough memory ({str(err).splitlines()[0] if str(err) else 'MemoryError'})", file=sys.stderr)
         return 2
