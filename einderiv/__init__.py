@@ -6,6 +6,7 @@ dK_pq/dR_ij = delta_jp R_iq + R_ip delta_jq
 """
 
 from .api import Compiled, Derivative, compile, diff, evaluate, grad, hessian, jacobian
+from .checking import CheckResult, check
 from .errors import DifferentiationError, EinderivError, EvaluationError, IndexRuleError, ParseError
 from .matrix_form import NoMatrixForm
 from .parser import parse
@@ -13,6 +14,7 @@ from .parser import parse
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckResult",
     "Compiled",
     "Derivative",
     "DifferentiationError",
@@ -21,6 +23,7 @@ __all__ = [
     "IndexRuleError",
     "NoMatrixForm",
     "ParseError",
+    "check",
     "compile",
     "diff",
     "evaluate",

@@ -33,8 +33,40 @@ def _guarded(function):
             raise EinderivError(
                 "the expression is nested too deeply to process: name inner parts in statements of their own"
             ) from None
+        except MemoryError as err:  # arrays (or a result) too large for this machine: the user's sizes
+            raise EvaluationError(f"not enough memory ({err or 'MemoryError'})") from None
 
     return call
+
+
+PARAMETERS = ("source", "arrays", "of", "backend", "layout", "self")
+
+
+def _gathered(arrays: Mapping[str, object] | None, named: dict[str, object]) -> dict[str, object]:
+    """The arrays of a call, given as one mapping (any names: ``{"of": x}``), as keywords, or both."""
+    if arrays is None:
+        return named
+    if not isinstance(arrays, Mapping):
+        raise EvaluationError(
+            f"arrays are passed by name, as keywords (x=...) or as one mapping ({{'x': ...}}), not as a "
+            f"positional {type(arrays).__name__}"
+        )
+    bad = [k for k in arrays if not isinstance(k, str)]
+    if bad:
+        raise EvaluationError(f"array names must be strings, got {bad[0]!r}")
+    twice = sorted(set(arrays) & set(named))
+    if twice:
+        raise EvaluationError(f"array {twice[0]!r} is given twice, in the mapping and as a keyword")
+    return {**arrays, **named}
+
+
+def _output_name(of: object) -> str | None:
+    if of is not None and not isinstance(of, str):
+        raise EinderivError(
+            f"of= names the output statement (a string), got {type(of).__name__}: to pass an input named "
+            "'of', give the arrays as a mapping, evaluate(source, {'of': ...})"
+        )
+    return of
 
 
 def _program(source: Source) -> Program:
@@ -185,7 +217,8 @@ class Compiled:
             )
         missing = sorted(set(self.ranks) - set(given))
         if missing:
-            raise EvaluationError(f"missing array for {missing[0]!r} (inputs: {', '.join(self.inputs)})")
+            hint = f" (pass it in a mapping: {{{missing[0]!r}: ...}})" if missing[0] in PARAMETERS else ""
+            raise EvaluationError(f"missing array for {missing[0]!r} (inputs: {', '.join(self.inputs)}){hint}")
         return given
 
     def _check_ranks(self, arrays: Mapping[str, object]) -> None:
@@ -227,12 +260,16 @@ class Compiled:
         return {name: ops.astype(value, dtype) for name, value in out.items()}, dtype, like
 
     @_guarded
-    def call(self, arrays: Mapping[str, object], backend: str | None = None):
-        """The value for ``arrays`` (a mapping: names need not be Python identifiers).  It is
+    def call(self, arrays: Mapping[str, object] | None = None, /, backend: str | None = None, **named):
+        """The value for ``arrays`` (a mapping: names need not be Python identifiers, and may be
+        ``backend``), and for arrays given as keywords.  It is
         computed by the library the arrays come from (NumPy, torch, jax, cupy or dask), or by
         ``backend``, to which NumPy arrays and Python numbers are converted; the result is that
         library's array, on the inputs' device (a lazy one for dask).  Arrays from two libraries
         in one call are an error."""
+        if arrays is None and isinstance(named.get("arrays"), Mapping) and "arrays" not in self.ranks:
+            arrays = named.pop("arrays")  # call(arrays={...}), as before the mapping became positional-only
+        arrays = _gathered(arrays, named)
         chosen = choose_backend(arrays, backend)
         if chosen == "numpy":
             for name, value in arrays.items():
@@ -247,8 +284,10 @@ class Compiled:
         return ops.own(result, inputs)  # never an input, a view of one or a broadcast view
 
     @_guarded
-    def __call__(self, **arrays) -> np.ndarray:
-        """The value for these arrays, named as in the expression (see :meth:`call`)."""
+    def __call__(self, arrays: Mapping[str, object] | None = None, /, **named) -> np.ndarray:
+        """The value for these arrays, named as in the expression: as keywords (``f(x=x)``), as one
+        mapping (``f({"x": x})``, for any name), or both (see :meth:`call`)."""
+        arrays = named if arrays is None else _gathered(arrays, named)
         for value in arrays.values():
             if type(value) is not np.ndarray:  # another library's array, a list or a number
                 if choose_backend(arrays, None) != "numpy":
@@ -265,9 +304,19 @@ class Compiled:
             result = np.array(result)  # never hand back an input, or a view of one
         return result
 
-    def shape_for(self, **shapes: Sequence[int]) -> tuple[int, ...]:
-        """The result's shape for inputs of the given shapes (evaluates nothing)."""
-        arrays = {name: np.empty(tuple(int(n) for n in shape), dtype=np.float64) for name, shape in shapes.items()}
+    @_guarded
+    def shape_for(self, shapes: Mapping[str, Sequence[int]] | None = None, /, **named) -> tuple[int, ...]:
+        """The result's shape for inputs of the given shapes, as keywords or one mapping (allocates
+        and evaluates nothing)."""
+        arrays = {}
+        for name, shape in _gathered(shapes, named).items():
+            try:
+                sizes = tuple(int(n) for n in shape)
+                if any(n < 0 for n in sizes) or any(n != m for n, m in zip(sizes, shape)):
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise EvaluationError(f"the shape of {name!r} must be non-negative integers, got {shape!r}") from None
+            arrays[name] = np.broadcast_to(np.float64(0), sizes)  # a view: no memory, however large
         values = {k: v.shape for k, v in self._arrays(arrays).items()}
         for d in self.program.definitions:
             fixed = fixed_sizes(d.hints, values)
@@ -396,14 +445,18 @@ def _dimension_names(program: CheckedProgram, ranks: Mapping[str, int], extra: t
 @_guarded
 def compile(source: Source, of: str | None = None) -> Compiled:  # noqa: A001 - the natural name
     """Check a statement or program and prepare it for evaluation (``of`` picks the output)."""
-    return Compiled(check_program(_program(source), of))
+    return Compiled(check_program(_program(source), _output_name(of)))
 
 
 @_guarded
-def evaluate(source: Source, of: str | None = None, backend: str | None = None, **arrays) -> np.ndarray:
+def evaluate(
+    source: Source, arrays: Mapping[str, object] | None = None, /, *, of: str | None = None, backend=None, **named
+) -> np.ndarray:
     """The value of the output (the last statement, or ``of``) for the given arrays, computed by
-    the arrays' library or by ``backend`` (see :meth:`Compiled.call`)."""
-    return compile(source, of).call(arrays, backend)
+    the arrays' library or by ``backend`` (see :meth:`Compiled.call`).  The arrays are keywords
+    (``x=x``) or one mapping (``{"x": x}``): an input named ``of`` or ``backend`` goes in the mapping."""
+    arrays = _gathered(arrays, named)
+    return compile(source, _output_name(of)).call(arrays, backend)
 
 
 def _wrt_ref(spec: str | Tensor, program: CheckedProgram, where: str) -> Tensor:
@@ -412,6 +465,12 @@ def _wrt_ref(spec: str | Tensor, program: CheckedProgram, where: str) -> Tensor:
     else:
         if not isinstance(spec, str):
             raise DifferentiationError(f"wrt must be a tensor name such as 'R' or 'R_ij', got {spec!r}")
+        names = re.findall(r"(?:[^\s,;{}]|\{[^}]*\})+", spec)  # W_{in,out} is one name
+        if len(names) > 1:
+            raise DifferentiationError(
+                f"wrt {spec!r} names {len(names)} tensors, but names are letters and digits: pass a list for a "
+                f"derivative by several, wrt=[{', '.join(repr(n) for n in names)}]"
+            )
         parsed = parse(spec)
         node = parsed.output.rhs
         if len(parsed.statements) != 1 or parsed.output.target is not None or not isinstance(node, (Tensor, Delta)):
@@ -440,7 +499,7 @@ def _wrt_ref(spec: str | Tensor, program: CheckedProgram, where: str) -> Tensor:
 
 
 def _checked(source: Source | CheckedProgram, of: str | None) -> CheckedProgram:
-    return source if isinstance(source, CheckedProgram) else check_program(_program(source), of)
+    return source if isinstance(source, CheckedProgram) else check_program(_program(source), _output_name(of))
 
 
 LAYOUTS = ("numerator", "denominator")
@@ -456,7 +515,7 @@ def diff(source: Source, wrt: str | Sequence[str], of: str | None = None, layout
     "numerator"``), or each wrt's indices first (``layout="denominator"``).  Through a program,
     the chain rule runs in reverse (adjoint) order.
     """
-    if layout not in LAYOUTS:
+    if not isinstance(layout, str) or layout not in LAYOUTS:
         raise DifferentiationError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     checked = _checked(source, of)
     if isinstance(wrt, (str, Tensor)):

@@ -9,10 +9,10 @@ import sys
 
 from . import __version__
 from .api import diff
+from .checking import check, claim_value, read_claim  # noqa: F401 - the claim readers moved to checking
 from .emit import emit
-from .errors import EinderivError, EvaluationError, ParseError
-from .ir import format_indices, format_number
-from .parser import parse
+from .errors import EinderivError, ParseError
+from .ir import format_number
 
 EXAMPLE = """example:
   $ einderiv diff "K_pq = R_mp R_mq" --wrt R
@@ -43,6 +43,12 @@ class _Parser(argparse.ArgumentParser):
         if not dashed:
             return ""
         return f" (an expression that starts with '-' can start with a space instead: \" {dashed[0]}\")"
+
+
+def _seed(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"the seed is a non-negative integer, got {text!r}")
+    return int(text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     eval_cmd.add_argument("--wrt", action="append", default=[], metavar="NAME", help="evaluate a derivative")
     eval_cmd.add_argument("--of", metavar="NAME", help="the statement of a program to evaluate")
     eval_cmd.add_argument("--out", metavar="FILE.npy", help="save the result instead of printing it")
-    eval_cmd.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    eval_cmd.add_argument("--seed", type=_seed, default=0, help="seed of the random inputs (default 0)")
     check_cmd = commands.add_parser(
         "check",
         help="compare a derivative with central finite differences (and with your own claim)",
@@ -114,11 +120,12 @@ def _parser() -> argparse.ArgumentParser:
     check_cmd.add_argument(
         "--expect",
         metavar="CLAIM",
-        help="your derivative in index notation ('2 A_kj x_j') or matrix notation ('A x + A^T x': rows are the "
-        "derivative's first index, columns its second)",
+        help="your derivative in index notation ('2 A_kj x_j'; other free letters than the derivative's are "
+        "matched to its letters, and the matching is printed; or a whole statement 'df/dx_i = 2 A_ij x_j') or "
+        "matrix notation ('A x + A^T x': rows are the derivative's first index, columns its second)",
     )
     check_cmd.add_argument("--tol", type=float, default=1e-6, help="largest relative error accepted (default 1e-6)")
-    check_cmd.add_argument("--seed", type=int, default=0)
+    check_cmd.add_argument("--seed", type=_seed, default=0, help="seed of the random inputs (default 0)")
     return parser
 
 
@@ -140,13 +147,14 @@ def _shape(text: str, option: str) -> tuple[str, tuple[int, ...]]:
     name, _, dims = text.partition("=")
     if not name or not _:
         raise EinderivError(f"{option} takes NAME=SHAPE, such as A=3x4 (got {text!r})")
-    try:
-        shape = tuple(int(d) for d in dims.lower().split("x") if d.strip()) if dims.strip() else ()
-    except ValueError:
-        raise EinderivError(f"{option} {text!r}: the shape must be sizes joined by 'x', such as 3x4") from None
-    if any(d < 0 for d in shape):
+    parts = [d.strip() for d in dims.lower().split("x")] if dims.strip() else []
+    if any(d.startswith("-") and d[1:].isdigit() for d in parts):
         raise EinderivError(f"{option} {text!r}: sizes must not be negative")
-    return name.strip(), shape
+    if not all(d.isascii() and d.isdigit() for d in parts):
+        raise EinderivError(
+            f"{option} {text!r}: the shape must be sizes joined by 'x', such as 3x4 (nothing after '=': a scalar)"
+        )
+    return name.strip(), tuple(int(d) for d in parts)
 
 
 def _load(text: str):
@@ -156,9 +164,17 @@ def _load(text: str):
     if not name or not path:
         raise EinderivError(f"--input takes NAME=FILE.npy (got {text!r})")
     try:
-        return name.strip(), np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise EinderivError(f"--input {name}: cannot read {path!r} as a .npy array ({err})") from None
+        with open(path, "rb") as file:
+            magic = file.read(6)
+            if magic != b"\x93NUMPY":
+                kind = "a .npz archive (save one array with numpy.save)" if magic[:2] == b"PK" else "not a .npy file"
+                raise EinderivError(f"--input {name}: {path!r} is {kind}")
+            file.seek(0)
+            return name.strip(), np.load(file, allow_pickle=False)
+    except OSError as err:
+        raise EinderivError(f"--input {name}: cannot read {path!r} ({err.strerror or err})") from None
+    except (ValueError, EOFError) as err:
+        raise EinderivError(f"--input {name}: {path!r} is not a valid .npy array ({err})") from None
 
 
 def _run_eval(args) -> str:
@@ -167,160 +183,55 @@ def _run_eval(args) -> str:
     from .api import compile as compile_
 
     rng = np.random.default_rng(args.seed)
-    arrays = dict(_load(text) for text in args.input)
-    for text in args.random:
-        name, shape = _shape(text, "--random")
-        arrays[name] = rng.normal(size=shape)
-    target = diff(args.expr, args.wrt, of=args.of) if args.wrt else compile_(args.expr, of=args.of)
-    value = np.asarray(target(**arrays))
-    if args.out:
-        np.save(args.out, value)
-        return f"saved an array of shape {value.shape} to {args.out}"
+    arrays = {}
+    for option, text in [("--input", t) for t in args.input] + [("--random", t) for t in args.random]:
+        name, value = _load(text) if option == "--input" else _shape(text, option)
+        if name in arrays:
+            raise EinderivError(f"{option} {text!r}: {name!r} is given twice")
+        if option == "--random":
+            try:
+                value = rng.normal(size=value)
+            except (MemoryError, ValueError) as err:
+                raise EinderivError(f"--random {text!r}: too large to allocate ({err})") from None
+        arrays[name] = value
+    target = diff(args.expr, _wrts(args.wrt), of=args.of) if args.wrt else compile_(args.expr, of=args.of)
+    value = np.asarray(target(arrays))
+    if args.out is not None:
+        if not args.out.strip():
+            raise EinderivError("--out needs a file name, such as value.npy")
+        path = args.out if args.out.endswith(".npy") else args.out + ".npy"  # as numpy.save names it
+        try:
+            with open(path, "wb") as file:
+                np.save(file, value)
+        except OSError as err:
+            raise EinderivError(f"--out: cannot write {path!r} ({err.strerror or err})") from None
+        return f"saved an array of shape {value.shape} to {path}"
     return f"{target.statement}\nshape {value.shape}\n{np.array2string(value, precision=6)}"
 
 
-def _run_check(args) -> tuple[str, int]:
-    import numpy as np
-
-    from .api import compile as compile_
-
-    derivative = diff(args.expr, args.wrt)
-    given = dict(_shape(text, "--shape") for text in args.shape)
-    unknown = sorted(set(given) - set(derivative.ranks))
-    if unknown:
-        raise EinderivError(f"--shape {unknown[0]}: not an input (inputs: {', '.join(derivative.inputs)})")
-    rng = np.random.default_rng(args.seed)
-    arrays = {name: rng.normal(size=given.get(name, (3,) * rank)) for name, rank in derivative.ranks.items()}
-    analytic = np.asarray(derivative(**arrays), dtype=np.float64)
-    lower_order = compile_(args.expr) if len(args.wrt) == 1 else diff(args.expr, args.wrt[:-1])
-    wrt = derivative.wrt[-1].name
-    base = {k: np.array(v, dtype=np.float64) for k, v in arrays.items()}
-    numeric = np.zeros(analytic.shape)
-    h = 1e-6
-    for position in np.ndindex(*base[wrt].shape):  # a check, not an evaluation path
-        plus, minus = dict(base), dict(base)
-        plus[wrt], minus[wrt] = base[wrt].copy(), base[wrt].copy()
-        plus[wrt][position] += h
-        minus[wrt][position] -= h
-        lower_inputs = set(lower_order.ranks)
-        up = np.asarray(lower_order(**{k: v for k, v in plus.items() if k in lower_inputs}))
-        down = np.asarray(lower_order(**{k: v for k, v in minus.items() if k in lower_inputs}))
-        numeric[(Ellipsis, *position)] = (up - down) / (2 * h)
-    scale = max(1.0, float(np.max(np.abs(numeric))) if numeric.size else 1.0)
-    error = float(np.max(np.abs(analytic - numeric))) / scale if numeric.size else 0.0
-    ok = error <= args.tol
-    lines = [
-        f"derivative: {derivative.statement}",
-        f"inputs: {', '.join(f'{k} {v.shape}' for k, v in arrays.items())}",
-        f"finite differences: max relative error {error:.2g} (tolerance {args.tol:g}): {'ok' if ok else 'FAILED'}",
-    ]
-    if args.expect:
-        notation, rhs, indices = read_claim(args.expect, derivative)
-        value = claim_value(rhs, indices, arrays, analytic.shape)
-        difference = np.abs(value - analytic)
-        worst = float(difference.max()) if difference.size else 0.0
-        label = "your claim" if notation == "index" else f"your claim (matrix notation, read as {rhs})"
-        if worst <= args.tol * max(1.0, float(np.max(np.abs(analytic))) if analytic.size else 1.0):
-            lines.append(f"{label}: matches (max absolute difference {worst:.2g})")
-        else:
-            where = np.unravel_index(int(np.argmax(difference)), difference.shape)
-            labels = ", ".join(f"{i}={w}" for i, w in zip(derivative.indices, where))
-            lines.append(
-                f"{label}: DIFFERS: max absolute difference {worst:.3g} at {labels or 'the value'} "
-                f"(derivative {float(analytic[where]):.6g}, claim {float(value[where]):.6g})"
+def _wrts(values: list[str]) -> list[str]:
+    """The --wrt values, one tensor each (names are letters and digits: 'x,A' is two)."""
+    for value in values:
+        names = re.findall(r"(?:[^\s,;{}]|\{[^}]*\})+", value)  # W_{in,out} is one name
+        if len(names) > 1:
+            repeated = " ".join(f"--wrt {n}" for n in names)
+            raise EinderivError(
+                f"--wrt {value!r} names {len(names)} tensors: repeat --wrt instead ({repeated} for a mixed "
+                f"derivative of order {len(names)})"
             )
-            ok = False
-    return "\n".join(lines), 0 if ok else 1
+    return values
 
 
-def parse_claim(text: str):
-    program = parse(text)
-    if len(program.statements) != 1:
-        raise EinderivError("--expect takes one expression or one statement")
-    return program.output
-
-
-def read_claim(text: str, derivative) -> tuple[str, str, tuple[str, ...]]:
-    """``--expect`` read as (notation, right-hand side in index notation, its free indices).
-
-    Text with ``_`` subscripts or an ``=`` is read as index notation first, other text as matrix
-    notation first (``A x + A^T x``: rows and columns are the derivative's first and second
-    index); when the first reading is a syntax error (or a line with ``=`` fails as index
-    notation) the other one is tried, and if both fail the first reading's error is raised."""
-    readers = [("index", _index_claim), ("matrix", _matrix_claim)]
-    if "_" not in text and "=" not in text:
-        readers.reverse()
-    try:
-        return (readers[0][0], *readers[0][1](text, derivative))
-    except EinderivError as first_error:
-        # a syntax error, or a whole matrix line (df/dx = 2 A x reads as index notation over
-        # scalars, and fails there on its indices): try the other reading
-        if not isinstance(first_error, ParseError) and not (readers[0][0] == "index" and "=" in text):
-            raise
-        try:
-            return (readers[1][0], *readers[1][1](text, derivative))
-        except EinderivError:
-            raise first_error from None
-
-
-def claim_value(rhs: str, indices: tuple[str, ...], arrays: dict, shape: tuple[int, ...]):
-    """Compile ``claim_{indices} = rhs`` with einderiv and evaluate it on ``arrays``, broadcast to
-    ``shape`` (the derivative's): a claim may use only the expression's inputs."""
-    import numpy as np
-
+def _run_check(args) -> tuple[str, int]:
     from .api import compile as compile_
 
-    taken = set(arrays)
-    name = _unused("claim", taken)
-    carriers = [_unused(f"axis{n}", taken) for n in range(len(indices))]
-    # zero-valued carrier arrays give each free index the derivative's size (a claim such as
-    # delta_kl, I, or A - A has no array that says it); the zero term adds nothing to the value
-    sizes = " + 0 " + " ".join(c + format_indices((i,)) for c, i in zip(carriers, indices)) if indices else ""
-    lhs = name + format_indices(tuple(indices))
-    claimed = compile_(parse(f"{lhs} = {rhs}{sizes}"))
-    missing = sorted(set(claimed.ranks) - set(arrays) - set(carriers))
-    if missing:
-        raise EinderivError(f"--expect uses {missing[0]!r}, which is not an input of the expression")
-    given = {**arrays, **{c: np.zeros(n) for c, n in zip(carriers, shape)}}
-    try:
-        value = np.asarray(claimed(**{k: given[k] for k in claimed.ranks}), dtype=np.float64)
-    except EvaluationError as err:
-        raise EinderivError(f"--expect: the claim does not fit the derivative's shape {shape}: {err}") from None
-    return np.broadcast_to(value, shape)
-
-
-def _index_claim(text: str, derivative) -> tuple[str, tuple[str, ...]]:
-    from .lower import normalize
-    from .semantics import output_indices
-
-    claim = parse_claim(text)
-    indices = output_indices(claim) if claim.target is not None else derivative.indices
-    if len(indices) != len(derivative.indices):
-        raise EinderivError(
-            f"--expect has {len(indices)} free indices but the derivative has {len(derivative.indices)} "
-            f"({''.join(derivative.indices)})"
-        )
-    normalize(claim.rhs, indices)  # checks the claim's index rules
-    return str(claim.rhs), tuple(indices)
-
-
-def _matrix_claim(text: str, derivative) -> tuple[str, tuple[str, ...]]:
-    from .matrix_claim import translate
-
-    if "=" in text:  # a whole line as --format matrix prints it: df/dx = (A + A^T) x
-        text = text.split("=", 1)[1]
-    translation = translate(text, derivative.ranks, derivative.indices)
-    return translation.rhs, translation.indices
-
-
-def _unused(name: str, taken: set[str]) -> str:
-    """``name``, or ``name2``, ``name3``... whichever no input uses (and record it as taken)."""
-    candidate, number = name, 1
-    while candidate in taken:
-        number += 1
-        candidate = f"{name}{number}"
-    taken.add(candidate)
-    return candidate
+    shapes = dict(_shape(text, "--shape") for text in args.shape)
+    inputs = compile_(args.expr).inputs
+    unknown = sorted(set(shapes) - set(inputs))
+    if unknown:  # named as the option names it (check() would say shapes=)
+        raise EinderivError(f"--shape {unknown[0]}: not an input (inputs: {', '.join(inputs)})")
+    result = check(args.expr, _wrts(args.wrt), expect=args.expect, tol=args.tol, shapes=shapes, seed=args.seed)
+    return result.report(), 0 if result.ok else 1
 
 
 def derivative_json(derivative) -> dict:
@@ -360,7 +271,7 @@ def _matrix_json(derivative) -> dict:
 
 
 def _run_diff(args) -> str:
-    derivative = diff(args.expr, args.wrt, layout=args.layout)
+    derivative = diff(args.expr, _wrts(args.wrt), layout=args.layout)
     if args.format == "json":
         return json.dumps(derivative_json(derivative), indent=2)
     if args.format in ("python", "jax", "torch"):
@@ -399,7 +310,12 @@ def _matrix_lines(derivative) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    if not (sys.argv[1:] if argv is None else argv):  # a bare einderiv: the usage, and what to type
+        print(parser.format_usage().rstrip(), file=sys.stderr)
+        print("error: name a command: diff, eval or check (einderiv --help shows them all)", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     code = 0
     try:
         if args.command == "eval":
@@ -421,6 +337,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except RecursionError:
         print("error: the expression is nested too deeply", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C during a long check: no traceback
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError as err:  # the sizes asked for: a user's choice, not an internal error
+        print(f"error: not enough memory ({str(err).splitlines()[0] if str(err) else 'MemoryError'})", file=sys.stderr)
         return 2
     except Exception as err:  # noqa: BLE001 - the CLI never shows a traceback
         print(f"error: internal error ({type(err).__name__}: {err}); please report this expression", file=sys.stderr)

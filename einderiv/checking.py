@@ -1,0 +1,358 @@
+"""``einderiv.check``: a derivative against central finite differences, and against a claim of your own.
+
+The command ``einderiv check`` prints :meth:`CheckResult.report`; the claim readers (index and
+matrix notation) live here so that the Python API and the command line share them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import EinderivError, EvaluationError, ParseError
+from .ir import Delta, MatrixCall, Statement, Tensor, format_indices, walk
+from .parser import parse
+
+FD_STEP = 1e-6
+DEFAULT_SIZE = 3  # per axis, where shapes= says nothing
+MAX_PERMUTED = 4  # renamed letters whose other matchings are tried when a claim differs
+
+
+@dataclass(frozen=True, eq=False)
+class CheckResult:
+    """What :func:`check` found.  ``ok`` is true when the finite differences agree within ``tol``
+    and the claim (if any) matches; ``claim`` is ``None`` (no claim), ``"matches"`` or ``"differs"``."""
+
+    derivative: object  # the einderiv.Derivative checked
+    inputs: Mapping[str, np.ndarray]  # the random inputs it was evaluated at
+    value: np.ndarray  # the derivative there, in float64
+    error: float  # largest relative error against central finite differences
+    tol: float
+    ok: bool
+    claim: str | None = None
+    message: str | None = None  # the claim's verdict, as one line
+    notes: tuple[str, ...] = ()  # how the claim was read (its letters matched to the derivative's)
+
+    @property
+    def fd_ok(self) -> bool:
+        return self.error <= self.tol
+
+    def report(self) -> str:
+        """The lines ``einderiv check`` prints."""
+        lines = [
+            f"derivative: {self.derivative.statement}",
+            f"inputs: {', '.join(f'{k} {v.shape}' for k, v in self.inputs.items())}",
+            f"finite differences: max relative error {self.error:.2g} (tolerance {self.tol:g}): "
+            f"{'ok' if self.fd_ok else 'FAILED'}",
+            *(f"note: {note}" for note in self.notes),
+        ]
+        if self.message is not None:
+            lines.append(self.message)
+        return "\n".join(lines)
+
+    __str__ = report
+
+
+def check(
+    source,
+    wrt: str | Sequence[str],
+    expect: str | None = None,
+    tol: float = 1e-6,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    *,
+    of: str | None = None,
+    seed: int = 0,
+) -> CheckResult:
+    """Differentiate ``source`` with respect to ``wrt`` (as :func:`einderiv.diff`), evaluate the
+    derivative at random normal inputs (``DEFAULT_SIZE`` per axis unless ``shapes`` gives an
+    input's shape), and compare it with central finite differences in float64 (the largest error
+    relative to max(1, the largest entry)).  With ``expect``, compare it also with your own
+    derivation, in index notation (``"2 A_kj x_j"``, or a whole statement ``"df/dx_i = ..."``)
+    or matrix notation (``"(A + A^T) x"``).  An index-notation claim whose free indices are other
+    letters than the derivative's is compared under the matching it states in ``notes``."""
+    from .api import compile as compile_
+    from .api import diff
+
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:  # NaN too; inf accepts all
+        raise EinderivError(f"tol must be a non-negative number, got {tol!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise EinderivError(f"seed must be a non-negative integer, got {seed!r}")
+    specs = list(wrt) if isinstance(wrt, (list, tuple)) else [wrt]
+    derivative = diff(source, specs, of=of)
+    arrays = _random_inputs(derivative, shapes, seed)
+    analytic = np.asarray(derivative(arrays), dtype=np.float64)
+    lower = compile_(source, of=of) if len(derivative.wrt) == 1 else diff(source, specs[:-1], of=of)
+    numeric = _central_difference(lower, arrays, derivative.wrt[-1].name, analytic.shape)
+    scale = max(1.0, float(np.max(np.abs(numeric)))) if numeric.size else 1.0
+    error = float(np.max(np.abs(analytic - numeric))) / scale if numeric.size else 0.0
+    ok = error <= tol
+    if expect is None:
+        return CheckResult(derivative, arrays, analytic, error, tol, ok)
+    verdict, message, notes = _compare_claim(expect, derivative, arrays, analytic, tol)
+    return CheckResult(derivative, arrays, analytic, error, tol, ok and verdict == "matches", verdict, message, notes)
+
+
+def _random_inputs(derivative, shapes, seed: int) -> dict[str, np.ndarray]:
+    given = dict(shapes or {})
+    unknown = sorted(set(given) - set(derivative.ranks), key=str)
+    if unknown:
+        raise EinderivError(f"shapes: {unknown[0]!r} is not an input (inputs: {', '.join(derivative.inputs)})")
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for name, rank in derivative.ranks.items():
+        shape = _shape(name, given[name]) if name in given else (DEFAULT_SIZE,) * rank
+        if len(shape) != rank:
+            raise EinderivError(f"shape {shape} for {name!r} has {len(shape)} axes but {name!r} has {rank} indices")
+        try:
+            arrays[name] = rng.normal(size=shape)
+        except (MemoryError, ValueError) as err:
+            raise EvaluationError(f"input {name!r} of shape {shape} is too large to allocate ({err})") from None
+    return arrays
+
+
+def _shape(name: str, shape) -> tuple[int, ...]:
+    if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
+        shape = (shape,)
+    try:
+        sizes = tuple(shape)
+    except TypeError:
+        raise EinderivError(f"the shape of {name!r} must be a tuple of sizes, got {shape!r}") from None
+    if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 0 for n in sizes):
+        raise EinderivError(f"the shape of {name!r} must be non-negative integers, got {shape!r}")
+    return tuple(int(n) for n in sizes)
+
+
+def _central_difference(lower, arrays: dict, wrt: str, shape: tuple[int, ...]) -> np.ndarray:
+    """d lower / d arrays[wrt] by central differences, in float64: shape lower's + wrt's."""
+    base = {k: v for k, v in arrays.items() if k in lower.ranks or k == wrt}
+    numeric = np.zeros(shape)
+    for position in np.ndindex(*base[wrt].shape):  # a check, not an evaluation path
+        plus, minus = dict(base), dict(base)
+        plus[wrt], minus[wrt] = base[wrt].copy(), base[wrt].copy()
+        plus[wrt][position] += FD_STEP
+        minus[wrt][position] -= FD_STEP
+        up = np.asarray(lower({k: v for k, v in plus.items() if k in lower.ranks}))
+        down = np.asarray(lower({k: v for k, v in minus.items() if k in lower.ranks}))
+        numeric[(Ellipsis, *position)] = (up - down) / (2 * FD_STEP)
+    return numeric
+
+
+def _compare_claim(expect: str, derivative, arrays, analytic, tol: float):
+    """(verdict, message, notes) for a claim; the message is one line."""
+    if not isinstance(expect, str):
+        raise EinderivError(f"expect must be text in index or matrix notation, got {type(expect).__name__}")
+    notation, rhs, indices, renamed = read_claim(expect, derivative)
+    bound = tol * max(1.0, float(np.max(np.abs(analytic))) if analytic.size else 1.0)
+
+    def compare(indices):
+        value = claim_value(rhs, indices, arrays, analytic.shape)
+        difference = np.abs(value - analytic)
+        return value, difference, float(difference.max()) if difference.size else 0.0
+
+    claimed, difference, worst = compare(indices)
+    notes: list[str] = []
+    if notation != "index":
+        label = f"your claim (matrix notation, read as {rhs})"
+    elif renamed:
+        label = "your claim (read with " + ", ".join(f"{c} as {d}" for c, d in renamed.items()) + ")"
+        notes.append(_renaming_note(expect, derivative, renamed))
+    else:
+        label = "your claim"
+    if worst <= bound:
+        return "matches", f"{label}: matches (max absolute difference {worst:.2g})", tuple(notes)
+    where = np.unravel_index(int(np.argmax(difference)), difference.shape)
+    labels = ", ".join(f"{i}={w}" for i, w in zip(derivative.indices, where))
+    if len(renamed) > 1:  # another matching of the renamed letters may be what was meant: say so
+        notes += _other_matchings(renamed, indices, compare, bound)
+    if notation == "index" and not renamed and indices == derivative.indices:
+        nodes = walk(parse(rhs).output.rhs)
+        letters = {i for node in nodes if isinstance(node, (Tensor, Delta, MatrixCall)) for i in node.indices}
+        absent = [i for i in indices if i not in letters]
+        if absent:
+            notes.append(
+                f"the derivative's {'indices' if len(absent) > 1 else 'index'} {', '.join(absent)} "
+                f"{'occur' if len(absent) > 1 else 'occurs'} nowhere in your claim, so it is taken as constant "
+                f"along {'them' if len(absent) > 1 else 'it'}: a claim is written with the derivative's free "
+                f"indices ({', '.join(derivative.indices)}), or as a whole statement"
+            )
+    return (
+        "differs",
+        f"{label}: DIFFERS: max absolute difference {worst:.3g} at {labels or 'the value'} "
+        f"(derivative {float(analytic[where]):.6g}, claim {float(claimed[where]):.6g})",
+        tuple(notes),
+    )
+
+
+def _other_matchings(renamed: dict[str, str], indices: tuple[str, ...], compare, bound) -> list[str]:
+    if len(renamed) > MAX_PERMUTED:
+        return []
+    letters = list(renamed)
+    targets = [renamed[c] for c in letters]
+    for order in itertools.permutations(letters):
+        if list(order) == letters:
+            continue
+        swap = dict(zip(letters, order))
+        *_, worst = compare(tuple(swap.get(i, i) for i in indices))
+        if worst <= bound:
+            matched = ", ".join(f"{c} as {d}" for c, d in zip(order, targets))
+            return [f"your claim matches if read with {matched} instead: write the whole statement to say which"]
+    return []
+
+
+def _renaming_note(expect: str, derivative, renamed: dict[str, str]) -> str:
+    """Which letters were matched, and the two ways to write the claim with its own letters."""
+    back = {d: c for c, d in renamed.items()}
+    statement = derivative.statement
+    target = statement.target
+    name = target.name if target.name != "d" else "df"
+    lhs = Statement(
+        Tensor(name, tuple(back.get(i, i) for i in target.indices)),
+        parse(expect).output.rhs,
+        tuple(Tensor(w.name, tuple(back.get(i, i) for i in w.indices)) for w in statement.wrt),
+    )
+    if len(renamed) == 1:
+        (claimed, ours), *_ = renamed.items()
+        text = f"your claim's free index is {claimed}, the derivative's is {ours}, so {claimed} was read as {ours}"
+    else:
+        text = (
+            f"your claim's free indices {', '.join(renamed)} are not the derivative's ({', '.join(renamed.values())}), "
+            "so they were matched in alphabetical order (an expression's own axis order): "
+            + ", ".join(f"{c} read as {d}" for c, d in renamed.items())
+        )
+    text += "; to use your letters, "
+    if not any(i in back for i in target.indices):  # only wrt letters differ: --wrt can name them
+        wrts = " ".join(f"--wrt {Tensor(w.name, tuple(back.get(i, i) for i in w.indices))}" for w in derivative.wrt)
+        text += f"differentiate with {wrts}, or "
+    return text + f"write the whole statement: {lhs}"
+
+
+def parse_claim(text: str):
+    program = parse(text)
+    if len(program.statements) != 1:
+        raise EinderivError("--expect takes one expression or one statement")
+    return program.output
+
+
+def read_claim(text: str, derivative) -> tuple[str, str, tuple[str, ...], dict[str, str]]:
+    """A claim read as (notation, right-hand side in index notation, its free indices in the
+    derivative's axis order, {claim letter: derivative letter} where they were matched).
+
+    Text with ``_`` subscripts or an ``=`` is read as index notation first, other text as matrix
+    notation first (``A x + A^T x``: rows and columns are the derivative's first and second
+    index); when the first reading is a syntax error (or a line with ``=`` fails as index
+    notation) the other one is tried, and if both fail the first reading's error is raised."""
+    readers = [("index", _index_claim), ("matrix", _matrix_claim)]
+    if "_" not in text and "=" not in text:
+        readers.reverse()
+    try:
+        return (readers[0][0], *readers[0][1](text, derivative))
+    except EinderivError as first_error:
+        # a syntax error, or a whole matrix line (df/dx = 2 A x reads as index notation over
+        # scalars, and fails there on its indices): try the other reading
+        if not isinstance(first_error, ParseError) and not (readers[0][0] == "index" and "=" in text):
+            raise
+        try:
+            return (readers[1][0], *readers[1][1](text, derivative))
+        except EinderivError:
+            raise first_error from None
+
+
+def claim_value(rhs: str, indices: tuple[str, ...], arrays: dict, shape: tuple[int, ...]):
+    """Compile ``claim_{indices} = rhs`` with einderiv and evaluate it on ``arrays``, broadcast to
+    ``shape`` (the derivative's): a claim may use only the expression's inputs."""
+    from .api import compile as compile_
+
+    taken = set(arrays)
+    name = _unused("claim", taken)
+    carriers = [_unused(f"axis{n}", taken) for n in range(len(indices))]
+    # zero-valued carrier arrays give each free index the derivative's size (a claim such as
+    # delta_kl, I, or A - A has no array that says it); the zero term adds nothing to the value
+    sizes = " + 0 " + " ".join(c + format_indices((i,)) for c, i in zip(carriers, indices)) if indices else ""
+    lhs = name + format_indices(tuple(indices))
+    claimed = compile_(parse(f"{lhs} = {rhs}{sizes}"))
+    missing = sorted(set(claimed.ranks) - set(arrays) - set(carriers))
+    if missing:
+        raise EinderivError(f"--expect uses {missing[0]!r}, which is not an input of the expression")
+    given = {**arrays, **{c: np.zeros(n) for c, n in zip(carriers, shape)}}
+    try:
+        value = np.asarray(claimed({k: given[k] for k in claimed.ranks}), dtype=np.float64)
+    except EvaluationError as err:
+        raise EinderivError(f"--expect: the claim does not fit the derivative's shape {shape}: {err}") from None
+    return np.broadcast_to(value, shape)
+
+
+def _index_claim(text: str, derivative) -> tuple[str, tuple[str, ...], dict[str, str]]:
+    from .lower import normalize
+    from .semantics import output_indices
+
+    claim = parse_claim(text)
+    renamed: dict[str, str] = {}
+    if claim.target is not None:  # a whole statement: its axes are the derivative's, in order
+        indices = output_indices(claim)
+        ours = [w.name for w in derivative.statement.wrt]
+        if claim.wrt and [w.name for w in claim.wrt] != ours:
+            raise EinderivError(
+                f"--expect is a derivative by {' '.join(w.name for w in claim.wrt)}, but the derivative checked is "
+                f"by {' '.join(ours)}"
+            )
+    else:
+        indices, renamed = _claim_letters(claim.rhs, derivative.indices)
+    if len(indices) != len(derivative.indices):
+        raise EinderivError(
+            f"--expect has {len(indices)} free indices but the derivative has {len(derivative.indices)} "
+            f"({''.join(derivative.indices)})"
+        )
+    normalize(claim.rhs, indices)  # checks the claim's index rules
+    return str(claim.rhs), tuple(indices), renamed
+
+
+def _claim_letters(rhs, wanted: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The free indices of a claim without a left-hand side, one per derivative axis.
+
+    A claim is read with the derivative's letters, unless its own free indices (those written
+    once per term, as for any expression without a left-hand side) are as many and other
+    letters: then they are matched to the derivative's, shared letters to themselves and the
+    others in alphabetical order to the derivative's remaining axes in order (``A_ij x_j`` for
+    ``df/dx_j``: i is read as j, and the claim's j is a summed index of its own)."""
+    from .lower import implicit_indices
+
+    try:
+        own = implicit_indices(rhs)
+    except EinderivError:
+        return wanted, {}
+    if len(own) != len(wanted) or set(own) == set(wanted):
+        return wanted, {}  # a claim broadcast along some axes, or one with a Hadamard letter
+    others = iter(i for i in own if i not in wanted)
+    renamed = {}
+    indices = []
+    for index in wanted:
+        if index in own:
+            indices.append(index)
+        else:
+            letter = next(others)
+            renamed[letter] = index
+            indices.append(letter)
+    return tuple(indices), renamed
+
+
+def _matrix_claim(text: str, derivative) -> tuple[str, tuple[str, ...], dict[str, str]]:
+    from .matrix_claim import translate
+
+    if "=" in text:  # a whole line as --format matrix prints it: df/dx = (A + A^T) x
+        text = text.split("=", 1)[1]
+    translation = translate(text, derivative.ranks, derivative.indices)
+    return translation.rhs, translation.indices, {}
+
+
+def _unused(name: str, taken: set[str]) -> str:
+    """``name``, or ``name2``, ``name3``... whichever no input uses (and record it as taken)."""
+    candidate, number = name, 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{name}{number}"
+    taken.add(candidate)
+    return candidate
