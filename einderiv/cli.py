@@ -6,12 +6,13 @@ import argparse
 import json
 import re
 import sys
+import warnings
 
 from . import __version__
 from .api import diff
 from .checking import check, claim_value, read_claim  # noqa: F401 - the claim readers moved to checking
 from .emit import emit
-from .errors import EinderivError, ParseError
+from .errors import EinderivError, EinderivWarning, ParseError
 from .ir import format_number
 
 EXAMPLE = """example:
@@ -316,6 +317,17 @@ def main(argv: list[str] | None = None) -> int:
         print("error: name a command: diff, eval or check (einderiv --help shows them all)", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
+    code = 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", EinderivWarning)
+        code = _dispatch(args)
+    for note in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, EinderivWarning)):
+        print(f"warning: {note}", file=sys.stderr)  # after the output; the exit status stays
+    return code
+
+
+def _dispatch(args) -> int:
+    """Run the command; print its output or one ``error:`` line; return the exit status."""
     code = 0
     try:
         if args.command == "eval":

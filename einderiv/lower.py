@@ -189,11 +189,48 @@ class _Scope:
                 continue
             outside = {i for other, entry in enumerate(lowered) if other != pos for i in entry[2]}
             for letter in sorted((inside & outside) - bound):
+                taken = {i for node in walk(expr) for i in getattr(node, "indices", ())} | set(bound)
+                fresh = next(c for c in "jklmnopqrstuvwxyzabcdefghi" if c not in taken)
+                renamed = [_renamed(f, letter, fresh) if k == pos else f for k, f in enumerate(expr_factors(expr))]
                 self.notes.append(
-                    f"in {str(expr)!r}, index {letter!r} is summed inside {str(factor)!r} and is a "
-                    f"separate index outside it, summed on its own; for one elementwise index write "
-                    f"sum_{letter}({expr}), or rename the inner one to say they differ"
+                    f"in {str(expr)!r}, index {letter!r} is summed inside {str(factor)!r} and is a separate, "
+                    f"free index outside it; write sum_{letter}({expr}) for one elementwise index {letter}, "
+                    f"or {Mul(tuple(renamed))} to say that they differ"
                 )
+
+
+def expr_factors(expr) -> list:
+    """The factors of a product as the chain lists them (divisors as ``1 / d`` groups)."""
+    sign, chain = _chain(expr)
+    factors = [Div(Number(Fraction(1)), f) if divisor else f for f, divisor in chain]
+    return [Number(sign), *factors] if sign != 1 else factors
+
+
+def _renamed(expr, old: str, new: str):
+    """``expr`` with index ``old`` written as ``new`` (for messages)."""
+
+    def swap(indices):
+        return tuple(new if i == old else i for i in indices)
+
+    if isinstance(expr, Tensor):
+        return Tensor(expr.name, swap(expr.indices))
+    if isinstance(expr, Delta):
+        return Delta(*swap(expr.indices))
+    if isinstance(expr, MatrixCall):
+        return MatrixCall(expr.func, expr.matrix, swap(expr.indices))
+    if isinstance(expr, Neg):
+        return Neg(_renamed(expr.operand, old, new))
+    if isinstance(expr, Add):
+        return Add(tuple(_renamed(t, old, new) for t in expr.terms))
+    if isinstance(expr, Mul):
+        return Mul(tuple(_renamed(f, old, new) for f in expr.factors))
+    if isinstance(expr, Div):
+        return Div(_renamed(expr.numerator, old, new), _renamed(expr.denominator, old, new))
+    if isinstance(expr, Pow):
+        return Pow(_renamed(expr.base, old, new), expr.exponent)
+    if isinstance(expr, Call):
+        return Call(expr.func, _renamed(expr.arg, old, new), swap(expr.over))
+    return expr
 
 
 def _keep_summed(term: Term, over) -> Term:
