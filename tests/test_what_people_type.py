@@ -157,6 +157,12 @@ CASES = [
     ("f = (x_i x_i) / (y_j y_j)", {"x": "x", "y": "y"}, lambda x, y: (x @ x) / (y @ y)),
     ("E_nk = exp(Z_nk) / sum_j(exp(Z_nj))", {"Z": "Z"}, lambda Z: softmax(Z, axis=1)),
     ("f = x_i A_ij (B_jk x_k)", {"x": "x", "A": "A", "B": "B"}, lambda x, A, B: x @ A @ B @ x),
+    # mean_i: the sum over i divided by i's size
+    ("L = mean_n((y_n - X_nd w_d)^2)", {"y": "yn", "X": "X", "w": "w"}, lambda y, X, w: ((y - X @ w) ** 2).mean()),
+    ("m_d = mean_n(X_nd)", {"X": "X"}, lambda X: X.mean(axis=0)),
+    ("f = mean_{nd}(X_nd)", {"X": "X"}, lambda X: X.mean()),
+    ("f = mean_n(X_nd w_d) + mean_d(w_d)", {"X": "X", "w": "w"}, lambda X, w: (X @ w).mean() + w.mean()),
+    ("f = mean_n(a_n) mean_m(a_m)", {"a": "a"}, lambda a: a.mean() ** 2),
 ]
 
 
@@ -279,3 +285,24 @@ def test_printed_statement_and_derivative_read_back(source, names, expected):
         warnings.simplefilter("error", einderiv.EinderivWarning)  # einderiv's own text is no slip
         reread = einderiv.parse(str(derivative)).output
     assert equivalent(normalize(reread.rhs, derivative.indices), derivative.expr)
+
+
+def test_mean_in_generated_code_and_on_torch():
+    from einderiv.codegen import generate
+
+    X, y, w = ARRAYS["X"], ARRAYS["yn"], ARRAYS["w"]
+    source = "L = mean_n((y_n - X_nd w_d)^2)"
+    compiled, gradient = einderiv.compile(source), einderiv.grad(source, "w")
+    namespace: dict = {}
+    exec(compile(generate([compiled, gradient], "python"), "<generated>", "exec"), namespace)  # our own code
+    expected = -2 * X.T @ (y - X @ w) / len(y)
+    np.testing.assert_allclose(namespace["dL_dw"](y=y, X=X, w=w), expected, rtol=1e-12)
+    np.testing.assert_allclose(namespace["L"](y=y, X=X, w=w), ((y - X @ w) ** 2).mean(), rtol=1e-12)
+    torch = pytest.importorskip("torch")
+    got = gradient(X=torch.tensor(X), y=torch.tensor(y), w=torch.tensor(w))
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
+
+
+def test_a_mean_over_an_index_nothing_sizes_is_a_clear_error():
+    with pytest.raises(einderiv.EvaluationError, match="cannot be inferred"):
+        einderiv.evaluate("f = mean_n(s) + x_i", s=np.float64(2.0), x=ARRAYS["x"])
