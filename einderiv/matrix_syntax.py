@@ -4,6 +4,7 @@ reading as index notation are :mod:`einderiv.matrix_claim`'s."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -19,11 +20,12 @@ GRAMMAR = r"""
 ?sum: hadamard (ADDOP hadamard)*
 ADDOP: "+" | "-"
 
-?hadamard: product (_ODOT product)*
-_ODOT: "⊙" | ".*"
+?hadamard: product (ELEMENTWISE product)*
+ELEMENTWISE: "⊙" | ".*" | "./"
 
 ?product: signed
         | product postfix               -> mul
+        | product "*" signed            -> mul
         | product "/" signed            -> div
 
 ?signed: postfix
@@ -34,6 +36,9 @@ _ODOT: "⊙" | ".*"
         | postfix "^" exponent          -> power
         | postfix "^" "{" exponent "}"  -> power
         | postfix "^" "(" exponent ")"  -> power
+        | postfix ".^" exponent         -> elementwise_power
+        | postfix ".^" "(" exponent ")" -> elementwise_power
+        | postfix "'"                   -> quote
 
 exponent: "T"                           -> transpose
         | "-" "T"                       -> inverse_transpose
@@ -47,7 +52,7 @@ exponent: "T"                           -> transpose
 
 CALL.2: /[A-Za-z][A-Za-z0-9]*\(/
 NAME.1: /[A-Za-z][A-Za-z0-9]*/
-NUMBER: /(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?/
+NUMBER: /(\d+(\.(?![*\/^])\d*)?|\.\d+)([eE][+-]?\d+)?/
 WS: /[ \t\r\n\f]+/
 %ignore WS
 """
@@ -107,6 +112,15 @@ class Hadamard:
 
 
 @dataclass(frozen=True)
+class ElementwiseDivide:
+    """``L ./ R``: elementwise quotient of same-shaped operands (or by a scalar)."""
+
+    numerator: object
+    denominator: object
+    column: int
+
+
+@dataclass(frozen=True)
 class Divide:
     """``E / s``: division by a scalar."""
 
@@ -134,11 +148,12 @@ class Inverse:
 
 @dataclass(frozen=True)
 class Power:
-    """``s^p``: a numeric power of a scalar."""
+    """``s^p``: a numeric power of a scalar; ``E.^p`` (``elementwise``): of every entry of E."""
 
     base: object
     exponent: str
     column: int
+    elementwise: bool = False
 
 
 @dataclass(frozen=True)
@@ -170,7 +185,7 @@ def _build(tree, source: str):
         kids = [done.pop(id(c)) if isinstance(c, Tree) else c for c in node.children]
         depth[id(node)] = 1 + max((depth.pop(id(c)) for c in node.children if isinstance(c, Tree)), default=0)
         if node.data == "hadamard":  # a ⊙ b ⊙ c becomes a chain of nested nodes
-            depth[id(node)] += len(kids) - 2
+            depth[id(node)] += len(kids) // 2 - 1
         if depth[id(node)] > MAX_DEPTH:
             raise ParseError(
                 f"the matrix claim is nested deeper than {MAX_DEPTH} operations: write it in index notation",
@@ -205,13 +220,20 @@ def _node(kind: str, kids: list, column: int):
         return Sum(tuple(terms), tuple(signs), column)
     if kind == "hadamard":
         node = kids[0]
-        for right in kids[1:]:
-            node = Hadamard(node, right, column)
+        for op, right in zip(kids[1::2], kids[2::2]):
+            node = (ElementwiseDivide if str(op) == "./" else Hadamard)(node, right, column)
         return node
+    if kind == "quote":
+        return Transpose(kids[0], column)
     if kind == "mul":
         return Product(kids[0], kids[1], column)
     if kind == "div":
         return Divide(kids[0], kids[1], column)
+    if kind == "elementwise_power":
+        base, (what, number) = kids
+        if what not in ("positive", "negative"):
+            raise EinderivError(f"'.^' takes a number, not {'T' if what == 'transpose' else '-T'}")
+        return Power(base, number if what == "positive" else "-" + number, column, elementwise=True)
     if kind == "power":
         base, (what, number) = kids
         if what == "transpose":
@@ -233,10 +255,59 @@ def parse_matrix(text: str):
         raise ParseError("empty claim: write a matrix expression such as 'A x + A^T x'", str(text), 0, 0)
     if "\n" in text.strip():
         raise ParseError("a matrix claim is one line", text, 0, 0)
+    return _parse_line(text)
+
+
+# -- statements: ``f = x^T A x``, several separated by newlines or ';' --------------------------
+
+_LHS = re.compile(r"\s*([A-Za-z][A-Za-z0-9]*)\s*=(?!=)")
+
+
+@dataclass(frozen=True)
+class MatrixStatement:
+    """``name = expression`` (``name`` None for a bare expression), on line ``line`` of the source."""
+
+    name: str | None
+    node: object
+    line: int
+    column: int
+
+
+def parse_matrix_program(text: str) -> tuple[MatrixStatement, ...]:
+    """Parse statements of matrix notation, one per line or separated by ``;`` (``#`` comments).
+    Syntax errors carry the line and column in the whole text."""
+    if not isinstance(text, str):
+        raise EinderivError(f"expected the expression as a string, got {type(text).__name__}")
+    statements = []
+    for number, line in enumerate(text.split("\n"), 1):
+        code = line.split("#", 1)[0]
+        start = 0
+        for piece in code.split(";"):
+            padded = " " * start + piece  # columns stay those of the whole line
+            start += len(piece) + 1
+            if not piece.strip():
+                continue
+            match = _LHS.match(padded)
+            name = match.group(1) if match else None
+            column = padded.index(name) + 1 if name else len(padded) - len(padded.lstrip()) + 1
+            body = " " * match.end() + padded[match.end() :] if match else padded
+            if match and not body.strip():
+                raise ParseError("syntax error: nothing after '='", text, number, len(padded) + 1)
+            try:
+                node = _parse_line(body)
+            except ParseError as err:
+                raise ParseError(err.message, text, number, err.column) from None
+            statements.append(MatrixStatement(name, node, number, column))
+    if not statements:
+        raise ParseError("empty input: write an expression such as 'f = x^T A x'", text, 0, 0)
+    return tuple(statements)
+
+
+def _parse_line(text: str):
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as err:
         raise _syntax_error(err, text) from None
-    if isinstance(tree, Token):  # a lone number or name
+    if isinstance(tree, Token):
         tree = Tree("number" if tree.type == "NUMBER" else "name", [tree])
     return _build(tree, text)
