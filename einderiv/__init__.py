@@ -8,7 +8,7 @@ dK_pq/dR_ij = delta_jp R_iq + R_ip delta_jq
 from .api import Compiled, Derivative, compile, diff, evaluate, grad, hessian, jacobian
 from .errors import DifferentiationError, EinderivError, EvaluationError, IndexRuleError, ParseError
 from .matrix_form import NoMatrixForm
-from .parser import parse
+from .matrix_input import parse
 
 __version__ = "0.1.0"
 
