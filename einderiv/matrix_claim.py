@@ -230,9 +230,9 @@ class _Reader:
             self.named_matrix(operand, node, what)
             return Shaped(MATRIX)
         inner = self.shaped(operand)
-        if inner.shape == SCALAR:
-            self.penalties["a matrix function of a scalar"] += 1
-        elif inner.shape != MATRIX:
+        if inner.shape == SCALAR and isinstance(_below_transposes(operand), Name):
+            self.penalties["a matrix function of a scalar name"] += 1
+        elif inner.shape != MATRIX and inner.shape != SCALAR:
             raise self.fail(node, f"{what} of {_word(inner.shape)}: it takes a square matrix")
         return inner
 
@@ -260,7 +260,8 @@ class _Reader:
             raise self.fail(node, f"unknown function {name!r} (known: {known})")
         inner = self.shaped(node.arg)
         if name == "tr" and inner.shape == SCALAR:  # a 1x1 product: tr(x^T w)
-            self.penalties["a matrix function of a scalar"] += 1
+            if isinstance(_below_transposes(node.arg), Name):
+                self.penalties["a matrix function of a scalar name"] += 1
             return Shaped(SCALAR)
         if name == "norm2":
             if inner.shape == MATRIX:

@@ -6,9 +6,9 @@ Inputs of rank 0, 1 and 2 are scalars, column vectors and matrices.  Their ranks
 one that breaks the fewest of these conventions, in this order, wins (a tie is an error asking for
 ``ranks=``): a name written with ``^T`` is not a scalar; a name starting with an upper-case letter is
 a matrix; an outer product (a column times a row) is not multiplied further (``lam x^T x``: lam is a
-scalar); any other name is a column vector; ``tr``, ``det``, ``logdet``, ``inv`` take a matrix (a
-1x1 product such as ``x^T w`` is a scalar wherever a scalar fits); a scalar name comes before the
-vector or matrix it multiplies.
+scalar); ``tr``, ``det``, ``logdet``, ``inv`` of a name take a matrix (of a 1x1 product such as
+``x^T w``, a scalar); any other name is a column vector, else a scalar, else a matrix; a scalar
+name comes before the vector or matrix it multiplies.
 """
 
 from __future__ import annotations
@@ -137,15 +137,7 @@ def read(source, notation: str = "auto", ranks=None, array_ranks: Mapping[str, i
             if notation == "auto" and "_" in source:  # ^T or ' by mistake in index notation: its error
                 return _read_index(source, declared)
             raise
-    try:
-        return _read_index(source, declared)
-    except ParseError as index_error:
-        if notation == "auto" and "_" not in source:
-            try:
-                return read_matrix(source, {**(array_ranks or {}), **declared})
-            except EinderivError:
-                pass
-        raise index_error from None
+    return _read_index(source, declared)
 
 
 def _read_index(source: str, declared: dict[str, int]) -> Reading:
@@ -260,8 +252,9 @@ _PENALTIES = (
     "a transposed scalar",
     "upper",
     "an outer product multiplied further",
-    "lower",
-    "a matrix function of a scalar",
+    "a matrix function of a scalar name",
+    "lower as a matrix",
+    "lower as a scalar",
     "a scalar name after a vector or matrix",
 )
 
@@ -277,7 +270,8 @@ def _assess(source: str, statements, outputs, ranks: Mapping[str, int], free: li
         reader.defined[name] = reader.shaped(statement.node).shape
     counts = dict(reader.penalties)
     counts["upper"] = sum(1 for n in free if n[0].isupper() and ranks[n] != 2)
-    counts["lower"] = sum(1 for n in free if not n[0].isupper() and ranks[n] != 1)
+    counts["lower as a matrix"] = sum(1 for n in free if not n[0].isupper() and ranks[n] == 2)
+    counts["lower as a scalar"] = sum(1 for n in free if not n[0].isupper() and ranks[n] == 0)
     return tuple(counts.get(p, 0) for p in _PENALTIES)
 
 
@@ -356,10 +350,12 @@ def accepts_notation(function):
 
     @functools.wraps(function)
     def call(*args, **kwargs):
-        notation = kwargs.pop("notation") if isinstance(kwargs.get("notation"), str) else "auto"
-        ranks = kwargs.pop("ranks") if isinstance(kwargs.get("ranks"), Mapping) else None
-        if "ranks" in kwargs and kwargs["ranks"] is None:
-            del kwargs["ranks"]
+        # evaluate(..., **arrays) may have an array named notation or ranks: those are not text or a mapping
+        notation, ranks = "auto", None
+        if "notation" in kwargs and (not variadic or isinstance(kwargs["notation"], str)):
+            notation = kwargs.pop("notation")
+        if "ranks" in kwargs and (not variadic or kwargs["ranks"] is None or isinstance(kwargs["ranks"], Mapping)):
+            ranks = kwargs.pop("ranks")
         if not args and "source" not in kwargs:
             return function(*args, **kwargs)
         source = args[0] if args else kwargs.pop("source")
