@@ -448,3 +448,131 @@ def test_cli_errors_print_one_line_and_exit_2(args, message):
     assert result.returncode == 2, result.stdout
     assert result.stderr.startswith(message)
     assert "Traceback" not in result.stderr
+
+
+# -- random expressions against a NumPy interpreter of the matrix notation --------------------------
+
+RANDOM_RANKS = {"x": 1, "w": 1, "A": 2, "B": 2, "lam": 0}
+_N3 = 3
+
+
+def _random_expression(rng, depth=0) -> str:
+    if depth > 3 or rng.random() < 0.3:
+        return str(rng.choice(["x", "w", "A", "B", "lam", "2", "0.5", "I"]))
+    left, right = _random_expression(rng, depth + 1), _random_expression(rng, depth + 1)
+    forms = [
+        f"{left} {right}", f"{left}^T", f"{left}'", f"{left} * {right}", f"({left} + {right})",
+        f"({left} - {right})", f"{left} .* {right}", f"{left} ⊙ {right}", f"{left} ./ (2 + {right} .* {right})",
+        f"tr({left})", f"inv(I + {left} {left}^T)", f"logdet(I + {left} {left}^T)", f"det({left})",
+        f"exp({left})", f"tanh({left})", f"sigmoid({left})", f"norm2({left})", f"sum({left})",
+        f"-({left})", f"({left})^2", f"{left}.^3", f"diag({left})", f"{left} / (1 + lam^2)",
+    ]  # fmt: skip
+    return forms[int(rng.integers(len(forms)))]
+
+
+def _interpret(node, arrays):
+    """The value of a parsed matrix-notation node, by NumPy, every value a 2-d array: a scalar is
+    1x1, a vector a column or a row (the notation's own semantics, independent of index notation)."""
+    from einderiv import matrix_syntax as ms
+
+    def go(n):
+        if isinstance(n, ms.Number):
+            return np.array([[float(n.text)]])
+        if isinstance(n, ms.Name):
+            return np.eye(_N3) if n.name == "I" else arrays[n.name]
+        if isinstance(n, ms.Sum):
+            total = 0
+            for term, sign in zip(n.terms, n.signs):
+                total = total + sign * go(term)
+            return total
+        if isinstance(n, ms.Neg):
+            return -go(n.operand)
+        if isinstance(n, ms.Product):
+            a, b = go(n.left), go(n.right)
+            return a * b if 1 in (a.size, b.size) else a @ b
+        if isinstance(n, ms.Hadamard):
+            return go(n.left) * go(n.right)
+        if isinstance(n, (ms.ElementwiseDivide, ms.Divide)):
+            return go(n.numerator) / go(n.denominator)
+        if isinstance(n, ms.Transpose):
+            return go(n.operand).T
+        if isinstance(n, ms.Inverse):
+            return np.linalg.inv(go(n.operand)).T if n.transposed else np.linalg.inv(go(n.operand))
+        if isinstance(n, ms.Power):
+            return go(n.base) ** float(n.exponent)
+        arg = go(n.arg)
+        table = {
+            "exp": np.exp, "tanh": np.tanh, "sigmoid": sigmoid, "inv": np.linalg.inv,
+            "tr": lambda m: np.array([[np.trace(m)]]), "det": lambda m: np.array([[det(m)]]),
+            "logdet": lambda m: np.array([[np.log(det(m))]]), "sum": lambda m: np.array([[m.sum()]]),
+            "norm2": lambda m: np.array([[np.sqrt((m**2).sum())]]), "diag": lambda m: np.diag(m.ravel()),
+        }  # fmt: skip
+        return table[n.function](arg)
+
+    return go(node)
+
+
+def _random_cases(count: int, seed: int):
+    """Random well-typed expressions (ill-typed ones are refused by einderiv, and skipped)."""
+    from einderiv.matrix_syntax import parse_matrix
+
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "x": rng.normal(size=(_N3, 1)),
+        "w": rng.normal(size=(_N3, 1)),
+        "A": rng.normal(size=(_N3, _N3)) / 2,
+        "B": rng.normal(size=(_N3, _N3)) / 2,
+        "lam": np.array([[0.8]]),
+    }
+    cases = []
+    while len(cases) < count:
+        text = _random_expression(rng)
+        try:
+            compiled = einderiv.compile("f = " + text, notation="matrix", ranks=RANDOM_RANKS)
+        except EinderivError:
+            continue
+        cases.append((text, compiled, parse_matrix(text), arrays))
+    return cases
+
+
+def _flat(value):
+    return value.reshape(-1) if 1 in value.shape else value
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_expressions_keep_their_matrix_meaning(seed):
+    """einderiv's reading of random expressions against a NumPy interpreter of the notation, the
+    value and the gradient (by central differences of the interpreter) wrt the first input."""
+    checked = 0
+    for text, compiled, node, arrays in _random_cases(50, seed):
+        given = {k: (v.reshape(-1) if RANDOM_RANKS[k] == 1 else v.reshape(()) if not RANDOM_RANKS[k] else v)
+                 for k, v in arrays.items() if k in compiled.ranks}  # fmt: skip
+        with np.errstate(all="ignore"):
+            expected = _interpret(node, arrays)
+        if not np.all(np.isfinite(expected)) or np.abs(expected).max() > 1e6:
+            continue
+        try:
+            got = np.asarray(compiled(**given))
+        except EvaluationError:  # a singular matrix, a logdet of a non-positive determinant
+            continue
+        out = expected.reshape(()) if expected.size == 1 else _flat(expected)
+        np.testing.assert_allclose(got, out, rtol=1e-8, atol=1e-8, err_msg=f"{text} read as {compiled.read_as}")
+        if not given:
+            continue
+        wrt = next(iter(given))
+        try:
+            d = np.asarray(einderiv.diff(compiled.reading, wrt)(**given))
+        except EvaluationError:  # an axis sized by deltas alone (I.^3, a sum of a constant): no size to evaluate
+            continue
+        numeric = np.zeros(out.shape + given[wrt].shape)
+        for k in range(arrays[wrt].size):  # the 2-d array's entries, in the order of the given array's
+            shifted = []
+            for h in (1e-6, -1e-6):
+                moved = {name: v.copy() for name, v in arrays.items()}
+                moved[wrt].flat[k] += h
+                value = _interpret(node, moved)
+                shifted.append(value.reshape(()) if value.size == 1 else _flat(value))
+            numeric.reshape(out.shape + (-1,))[..., k] = (shifted[0] - shifted[1]) / 2e-6
+        np.testing.assert_allclose(d, numeric, rtol=1e-4, atol=1e-5, err_msg=f"{text} read as {compiled.read_as}")
+        checked += 1
+    assert checked >= 15
