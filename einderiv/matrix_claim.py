@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, is_dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass
 
 from .errors import EinderivError
 from .functions import FUNCTIONS
@@ -30,6 +30,8 @@ from .matrix_syntax import (
     Product,
     Sum,
     Transpose,
+    below_transposes,
+    lift_signs,
     parse_matrix,
 )
 
@@ -58,7 +60,7 @@ def _word(shape: tuple[bool, bool]) -> str:
     return _SHAPE_WORDS[shape]
 
 
-class _Reader:
+class Reader:
     """Shape inference and index-notation output for one claim, or for the statements of a
     program (``program=True``: ``inv``, ``det``, ``logdet`` of any matrix expression, and
     elementwise products nested in groups, become statements of their own)."""
@@ -230,7 +232,7 @@ class _Reader:
             self.named_matrix(operand, node, what)
             return Shaped(MATRIX)
         inner = self.shaped(operand)
-        if inner.shape == SCALAR and isinstance(_below_transposes(operand), Name):
+        if inner.shape == SCALAR and isinstance(below_transposes(operand), Name):
             self.penalties["a matrix function of a scalar name"] += 1
         elif inner.shape != MATRIX and inner.shape != SCALAR:
             raise self.fail(node, f"{what} of {_word(inner.shape)}: it takes a square matrix")
@@ -260,7 +262,7 @@ class _Reader:
             raise self.fail(node, f"unknown function {name!r} (known: {known})")
         inner = self.shaped(node.arg)
         if name == "tr" and inner.shape == SCALAR:  # a 1x1 product: tr(x^T w)
-            if isinstance(_below_transposes(node.arg), Name):
+            if isinstance(below_transposes(node.arg), Name):
                 self.penalties["a matrix function of a scalar name"] += 1
             return Shaped(SCALAR)
         if name == "norm2":
@@ -340,7 +342,7 @@ class _Reader:
             col = self.fresh() if shape[1] else None
             self.free = tuple(i for i in (row, col) if i is not None)
             self.safe = set(self.free)
-            self.root = _below_transposes(node)
+            self.root = below_transposes(node)
             rhs, _ = self.emit(node, row, col)
             return f"{name}{self.subscript(self.free)} = {rhs}"
         finally:
@@ -494,59 +496,6 @@ class _Reader:
         return f"{name}{self.subscript((index,))}({arg})", 3
 
 
-def _below_transposes(node):
-    while isinstance(node, Transpose):
-        node = node.operand
-    return node
-
-
-def lift_signs(node):
-    """The same expression with every minus sign moved out of products, transposes and elementwise
-    products into the signs of sums (``a^T (-(x ⊙ y))`` is ``-(a^T (x ⊙ y))``), so that no negated
-    product needs parentheses of its own."""
-    if isinstance(node, (Name, Number)):
-        return node
-    if isinstance(node, Neg):
-        inner = lift_signs(node.operand)
-        if isinstance(inner, Neg):
-            return inner.operand
-        if isinstance(inner, Number):
-            return replace(inner, text=inner.text[1:] if inner.text.startswith("-") else "-" + inner.text)
-        if isinstance(inner, Sum):
-            return replace(inner, signs=tuple(-s for s in inner.signs))
-        return Neg(inner, node.column)
-    if isinstance(node, Sum):
-        terms, signs = [], []
-        for term, sign in zip(node.terms, node.signs):
-            term = lift_signs(term)
-            if isinstance(term, Neg):
-                term, sign = term.operand, -sign
-            terms.append(term)
-            signs.append(sign)
-        return replace(node, terms=tuple(terms), signs=tuple(signs))
-    if isinstance(node, Transpose):
-        inner = lift_signs(node.operand)
-        if isinstance(inner, Neg):
-            return Neg(Transpose(inner.operand, node.column), node.column)
-        return replace(node, operand=inner)
-    if isinstance(node, (Product, Hadamard, ElementwiseDivide, Divide)):
-        names = [f.name for f in fields(node) if f.name != "column"]
-        parts, negative = {}, False
-        for position, key in enumerate(names):
-            part = lift_signs(getattr(node, key))
-            if isinstance(part, Neg) and (position == 0 or not isinstance(node, Divide)):
-                part, negative = part.operand, not negative
-            parts[key] = part
-        rebuilt = replace(node, **parts)
-        return Neg(rebuilt, node.column) if negative else rebuilt
-    if isinstance(node, (Inverse, Power)):
-        key = "operand" if isinstance(node, Inverse) else "base"
-        return replace(node, **{key: lift_signs(getattr(node, key))})
-    if isinstance(node, Call):
-        return replace(node, arg=lift_signs(node.arg))
-    return node  # pragma: no cover - every node kind is above
-
-
 @dataclass(frozen=True)
 class Translation:
     """A matrix claim read as index notation: ``rhs`` has the free ``indices`` (rows first)."""
@@ -568,8 +517,8 @@ def translate(text: str, ranks: Mapping[str, int], indices: Sequence[str]) -> Tr
             "most two (a scalar, a vector or a matrix); write the claim in index notation"
         )
     node = lift_signs(parse_matrix(text))
-    reader = _Reader(text, ranks, indices)
-    reader.root = _below_transposes(node)
+    reader = Reader(text, ranks, indices)
+    reader.root = below_transposes(node)
     shape = reader.shaped(node).shape
     wanted = {0: (SCALAR,), 1: (COLUMN, ROW), 2: (MATRIX,)}[len(indices)]
     if shape == SCALAR and _constant(node):  # a number stands for that constant in every entry

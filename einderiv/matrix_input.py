@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from .errors import EinderivError, IndexRuleError, ParseError
 from .functions import FUNCTIONS
 from .ir import Program
-from .matrix_claim import IDENTITY, STRUCTURAL, _Reader, lift_signs
-from .matrix_syntax import Call, MatrixStatement, Name, parse_matrix_program
+from .matrix_claim import IDENTITY, STRUCTURAL, Reader
+from .matrix_syntax import Call, MatrixStatement, Name, lift_signs, parse_matrix_program
 from .parser import parse as parse_index
 
 NOTATIONS = ("auto", "index", "matrix")
@@ -160,7 +160,7 @@ def read_matrix(source: str, ranks: Mapping[str, int]) -> Reading:
         line = statements[outputs.index(None)].line
         raise EinderivError(f"matrix notation, line {line}: only the last statement may be a bare expression")
     chosen = infer_ranks(source, statements, outputs, names, ranks)
-    reader = _Reader(source, chosen, (), program=True, taken=(*names, *outputs, *RESERVED))
+    reader = Reader(source, chosen, (), program=True, taken=(*names, *outputs, *RESERVED))
     for statement, name in zip(statements, outputs):
         shape = reader.shaped(statement.node).shape
         reader.statements.append(reader.statement(name, statement.node, shape))
@@ -265,7 +265,7 @@ def _convention(name: str) -> int:
 
 def _assess(source: str, statements, outputs, ranks: Mapping[str, int], free: list[str]) -> tuple[int, ...]:
     """The cost of reading the program with these ranks (raises when it does not type-check)."""
-    reader = _Reader(source, ranks, (), program=True)
+    reader = Reader(source, ranks, (), program=True)
     for statement, name in zip(statements, outputs):
         reader.defined[name] = reader.shaped(statement.node).shape
     counts = dict(reader.penalties)

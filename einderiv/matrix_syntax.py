@@ -5,7 +5,7 @@ reading as index notation are :mod:`einderiv.matrix_claim`'s."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 
 from lark import Lark, Token, Tree
@@ -242,6 +242,63 @@ def _node(kind: str, kids: list, column: int):
             return Inverse(base, True, column)
         return Power(base, number if what == "positive" else "-" + number, column)
     raise EinderivError(f"unexpected {kind!r} in a matrix claim")  # pragma: no cover - the grammar's aliases
+
+
+# -- rewriting ----------------------------------------------------------------------------------
+
+
+def below_transposes(node):
+    """The node under any transposes (``(a + b)^T``: the sum)."""
+    while isinstance(node, Transpose):
+        node = node.operand
+    return node
+
+
+def lift_signs(node):
+    """The same expression with every minus sign moved out of products, transposes and elementwise
+    products into the signs of sums (``a^T (-(x ⊙ y))`` is ``-(a^T (x ⊙ y))``), so that no negated
+    product needs parentheses of its own."""
+    if isinstance(node, (Name, Number)):
+        return node
+    if isinstance(node, Neg):
+        inner = lift_signs(node.operand)
+        if isinstance(inner, Neg):
+            return inner.operand
+        if isinstance(inner, Number):
+            return replace(inner, text=inner.text[1:] if inner.text.startswith("-") else "-" + inner.text)
+        if isinstance(inner, Sum):
+            return replace(inner, signs=tuple(-s for s in inner.signs))
+        return Neg(inner, node.column)
+    if isinstance(node, Sum):
+        terms, signs = [], []
+        for term, sign in zip(node.terms, node.signs):
+            term = lift_signs(term)
+            if isinstance(term, Neg):
+                term, sign = term.operand, -sign
+            terms.append(term)
+            signs.append(sign)
+        return replace(node, terms=tuple(terms), signs=tuple(signs))
+    if isinstance(node, Transpose):
+        inner = lift_signs(node.operand)
+        if isinstance(inner, Neg):
+            return Neg(Transpose(inner.operand, node.column), node.column)
+        return replace(node, operand=inner)
+    if isinstance(node, (Product, Hadamard, ElementwiseDivide, Divide)):
+        names = [f.name for f in fields(node) if f.name != "column"]
+        parts, negative = {}, False
+        for position, key in enumerate(names):
+            part = lift_signs(getattr(node, key))
+            if isinstance(part, Neg) and (position == 0 or not isinstance(node, Divide)):
+                part, negative = part.operand, not negative
+            parts[key] = part
+        rebuilt = replace(node, **parts)
+        return Neg(rebuilt, node.column) if negative else rebuilt
+    if isinstance(node, (Inverse, Power)):
+        key = "operand" if isinstance(node, Inverse) else "base"
+        return replace(node, **{key: lift_signs(getattr(node, key))})
+    if isinstance(node, Call):
+        return replace(node, arg=lift_signs(node.arg))
+    return node  # pragma: no cover - every node kind is above
 
 
 @lru_cache(maxsize=1)
