@@ -187,11 +187,16 @@ class Reader:
                 return Shaped(base.shape)
             if node.exponent == "-1" and base.shape != SCALAR:
                 return self._rewrite(node, Inverse(node.base, False, node.column))
+            if base.shape == MATRIX and node.exponent.isdigit() and 1 <= int(node.exponent) <= 8:
+                product = node.base  # A^3 is the matrix power A A A
+                for _ in range(int(node.exponent) - 1):
+                    product = Product(product, node.base, node.column)
+                return self._rewrite(node, product)
             if base.shape != SCALAR:
                 raise self.fail(
                     node,
                     f"'^{node.exponent}' of {_word(base.shape)}: powers apply to scalars only "
-                    "(write X^-1 for an inverse, A A for a product, x ⊙ x for elementwise squares)",
+                    "(write X^-1 for an inverse, A^2 for a product, x .^ 2 for elementwise squares)",
                 )
             return base
         return self._infer_call(node)

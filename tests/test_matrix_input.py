@@ -97,6 +97,7 @@ CASES = [
     ("f = sum(1 ./ (1 + exp(-x)))", {}, lambda x: sigmoid(x).sum(), "x", lambda x: sigmoid(x) * (1 - sigmoid(x))),
     ("f = tr(X^T X)", {}, lambda X: tr(X.T @ X), "X", lambda X: 2 * X),
     ("f = sum(A .* B)", {}, lambda A, B: (A * B).sum(), "A", lambda A, B: B),
+    ("f = tr(A^3)", {}, lambda A: tr(A @ A @ A), "A", lambda A: 3 * (A @ A).T),
     ("f = (x^T w)^2", {}, lambda x, w: (x @ w) ** 2, "x", lambda x, w: 2 * (x @ w) * w),
     ("f = -(x^T x) + 2 a' * x", {}, lambda x, a: -(x @ x) + 2 * a @ x, "x", lambda x, a: -2 * x + 2 * a),
     ("f = (1 - x)^T (1 + w)", {}, lambda x, w: (1 - x) @ (1 + w), "x", lambda x, w: -(1 + w)),
@@ -499,7 +500,10 @@ def _interpret(node, arrays):
         if isinstance(n, ms.Inverse):
             return np.linalg.inv(go(n.operand)).T if n.transposed else np.linalg.inv(go(n.operand))
         if isinstance(n, ms.Power):
-            return go(n.base) ** float(n.exponent)
+            base = go(n.base)
+            if not n.elementwise and base.shape[0] > 1 and base.shape[1] > 1:  # A^2: the matrix power
+                return np.linalg.inv(base) if n.exponent == "-1" else np.linalg.matrix_power(base, int(n.exponent))
+            return base ** float(n.exponent)
         arg = go(n.arg)
         table = {
             "exp": np.exp, "tanh": np.tanh, "sigmoid": sigmoid, "inv": np.linalg.inv,
