@@ -204,8 +204,8 @@ class Compiled:
             rank, shape = self.ranks[name], tuple(array.shape)
             if len(shape) != rank:
                 hint = ""
-                if len(shape) > rank and (self.reading is None or self.reading.notation == "index"):
-                    hint = scalar_use_hint(name, rank, len(shape))
+                if not rank and (self.reading is None or self.reading.notation == "index"):
+                    hint = scalar_use_hint(name, len(shape), self.read_as)
                 raise EvaluationError(
                     f"input {name!r} has {len(shape)} axes (shape {shape}) but is used with {rank} indices{hint}"
                 )

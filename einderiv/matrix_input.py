@@ -381,16 +381,16 @@ def _check_declared(reading: Reading, used: Mapping[str, int]) -> None:
             )
 
 
-def scalar_use_hint(name: str, rank: int, axes: int) -> str:
-    """What the EvaluationError for an array with more axes than an index-notation text gives its
-    name adds: matrix notation, or the indices (``y = A x`` read as index notation is a product of
-    scalars)."""
-    used = "the text uses it as a scalar (no indices)" if not rank else f"the text gives it {rank} of {axes}"
+def scalar_use_hint(name: str, axes: int, text: str) -> str:
+    """What the EvaluationError for an array given to a name that the index-notation ``text`` uses
+    as a scalar adds: ``y = A x`` is a product of scalars there; matrix notation, or indices."""
     letters = "ijklmn"[:axes] if axes <= 6 else ""
     example = f", as in {name}_{letters}" if letters else ""
+    if "_" in text:
+        return f": the text uses it as a scalar (no indices); write all its indices{example}"
     return (
-        f": {used}; for matrix notation pass notation='matrix' (CLI: --notation matrix), or write all its "
-        f"indices{example} (y_i = A_ij x_j)"
+        f": the text uses it as a scalar (no indices); for matrix notation pass notation='matrix' "
+        f"(CLI: --notation matrix), or write all its indices{example} (y_i = A_ij x_j)"
     )
 
 

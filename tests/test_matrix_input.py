@@ -274,6 +274,9 @@ def test_text_without_marks_is_index_notation_and_the_evaluation_error_says_so()
     with pytest.raises(EvaluationError, match="notation='matrix'"):
         einderiv.evaluate("y = A x", A=A, x=x)
     np.testing.assert_allclose(einderiv.evaluate("y = A x", notation="matrix", A=A, x=x), A @ x, rtol=1e-12)
+    with pytest.raises(EvaluationError) as caught:  # text with indices: matrix notation would not read it
+        einderiv.evaluate("y_i = A x_i", A=A, x=x)
+    assert "uses it as a scalar" in str(caught.value) and "notation=" not in str(caught.value)
 
 
 def test_declared_ranks_choose_matrix_notation_for_text_without_indices():
