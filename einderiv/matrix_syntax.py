@@ -38,7 +38,10 @@ ELEMENTWISE: "⊙" | ".*" | "./"
         | postfix "^" "(" exponent ")"  -> power
         | postfix ".^" exponent         -> elementwise_power
         | postfix ".^" "(" exponent ")" -> elementwise_power
-        | postfix "'"                   -> quote
+        | postfix ("'" | "ᵀ")            -> quote
+        | postfix "⁻¹"                  -> inverse_power
+        | postfix "⁻ᵀ"                  -> inverse_transpose_power
+        | postfix "²"                   -> square
 
 exponent: "T"                           -> transpose
         | "-" "T"                       -> inverse_transpose
@@ -225,6 +228,10 @@ def _node(kind: str, kids: list, column: int):
         return node
     if kind == "quote":
         return Transpose(kids[0], column)
+    if kind in ("inverse_power", "square"):  # X⁻¹, s²
+        return Power(kids[0], "-1" if kind == "inverse_power" else "2", column)
+    if kind == "inverse_transpose_power":
+        return Inverse(kids[0], True, column)
     if kind == "mul":
         return Product(kids[0], kids[1], column)
     if kind == "div":

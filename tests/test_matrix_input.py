@@ -44,6 +44,10 @@ inv, det, tr = np.linalg.inv, np.linalg.det, np.trace
 CASES = [
     ("f = x^T A x", {}, lambda x, A: x @ A @ x, "x", lambda x, A: (A + A.T) @ x),
     ("f = x' * A * x", {}, lambda x, A: x @ A @ x, "x", lambda x, A: (A + A.T) @ x),
+    ("f = xᵀ A x", {}, lambda x, A: x @ A @ x, "x", lambda x, A: (A + A.T) @ x),
+    ("f = aᵀ X⁻¹ b + (aᵀ b)²", {}, lambda a, X, b: a @ inv(X) @ b + (a @ b) ** 2, "X",
+     lambda a, X, b: -inv(X).T @ np.outer(a, b) @ inv(X).T),
+    ("f = aᵀ X⁻ᵀ b", {}, lambda a, X, b: a @ inv(X).T @ b, "a", lambda a, X, b: inv(X).T @ b),
     ("x^T A x", {}, lambda x, A: x @ A @ x, "A", lambda x, A: np.outer(x, x)),
     ("L = (y - X w)^T (y - X w)", TALL, lambda y, X, w: (y - X @ w) @ (y - X @ w), "w",
      lambda y, X, w: -2 * X.T @ (y - X @ w)),
