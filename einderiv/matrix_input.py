@@ -50,7 +50,7 @@ class Reading:
 
 _MARKS = re.compile(
     r"\^\s*[{(]?\s*-?\s*T\b"  # ^T, ^-T, ^{T}
-    r"|'|ᵀ|⁻¹|⊙|\.\*|\./|\.\^"  # x', xᵀ, X⁻¹, elementwise operators
+    r"|'|ᵀ|⁻¹|⁻ᵀ|²|⊙|\.\*|\./|\.\^"  # x', xᵀ, X⁻¹, elementwise operators
     r"|\b(?:tr|sum|diag|norm2|softmax|logsumexp)\s*\("  # functions that index notation writes with indices
 )
 _MATRIX_CALL = re.compile(r"\b(inv|det|logdet)\s*\(")

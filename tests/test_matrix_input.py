@@ -587,3 +587,24 @@ def test_random_expressions_keep_their_matrix_meaning(seed):
         np.testing.assert_allclose(d, numeric, rtol=1e-4, atol=1e-5, err_msg=f"{text} read as {compiled.read_as}")
         checked += 1
     assert checked >= 15
+
+
+_SOUP = ["x", "w", "A", "B", "lam", "I", " ", "^T", "'", "ᵀ", "⁻¹", "*", ".*", "./", ".^2", "^-1", "^2", "(", ")", "+",
+         "-", "/", "tr(", "inv(", "det(", "logdet(", "exp(", "norm2(", "sum(", "diag(", "softmax(", "2", "0.5", "=",
+         "f", ";", "\n", "⊙", "_i", "#", "delta", "foo("]  # fmt: skip
+
+
+def test_fuzzed_text_gives_a_value_or_an_einderiv_error():
+    rng = np.random.default_rng(3)
+    compiled_count = 0
+    for _ in range(400):
+        text = "".join(str(t) for t in rng.choice(_SOUP, size=int(rng.integers(1, 16))))
+        for notation in ("matrix", "auto"):
+            try:
+                compiled = einderiv.compile(text, notation=notation)
+                compiled_count += 1
+                if compiled.inputs:
+                    einderiv.diff(compiled.reading, compiled.inputs[0])
+            except EinderivError:
+                pass
+    assert compiled_count >= 10  # some of the soup is valid text
