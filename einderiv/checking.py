@@ -16,6 +16,7 @@ import numpy as np
 from .errors import EinderivError, EvaluationError, ParseError
 from .ir import Delta, MatrixCall, Statement, Tensor, format_indices, walk
 from .parser import parse
+from .program import unique_name
 
 FD_STEP = 1e-6
 DEFAULT_SIZE = 3  # per axis, where shapes= says nothing
@@ -350,9 +351,6 @@ def _matrix_claim(text: str, derivative) -> tuple[str, tuple[str, ...], dict[str
 
 def _unused(name: str, taken: set[str]) -> str:
     """``name``, or ``name2``, ``name3``... whichever no input uses (and record it as taken)."""
-    candidate, number = name, 1
-    while candidate in taken:
-        number += 1
-        candidate = f"{name}{number}"
+    candidate = unique_name(name, taken)
     taken.add(candidate)
     return candidate

@@ -26,6 +26,7 @@ from .ir import Program
 from .matrix_claim import IDENTITY, STRUCTURAL, Reader
 from .matrix_syntax import Call, MatrixStatement, Name, lift_signs, parse_matrix_program
 from .parser import parse as parse_index
+from .program import unique_name
 
 NOTATIONS = ("auto", "index", "matrix")
 RESERVED = ("delta",)
@@ -155,7 +156,7 @@ def read_matrix(source: str, ranks: Mapping[str, int]) -> Reading:
     names = _check_names(statements)
     outputs = [s.name for s in statements]
     if outputs[-1] is None:  # a bare expression: f
-        outputs[-1] = _unused("f", set(names) | {o for o in outputs if o})
+        outputs[-1] = unique_name("f", set(names) | {o for o in outputs if o})
     if None in outputs[:-1]:
         line = statements[outputs.index(None)].line
         raise EinderivError(f"matrix notation, line {line}: only the last statement may be a bare expression")
@@ -186,14 +187,6 @@ def _tidy(statement: str) -> str:
         return statement
     mapping = dict(zip(order, spare))
     return lhs + " = " + _SUBSCRIPT.sub(lambda m: "_" + "".join(mapping.get(c, c) for c in m.group(1)), rhs)
-
-
-def _unused(name: str, taken: set[str]) -> str:
-    candidate, number = name, 1
-    while candidate in taken:
-        number += 1
-        candidate = f"{name}{number}"
-    return candidate
 
 
 def _names(node) -> list[Name]:

@@ -168,7 +168,8 @@ def _letters(own: Indices, avoid: set[str]) -> Indices:
     return fresh_indices(len(own), avoid | set(own))
 
 
-def _unique_name(base: str, taken: set[str]) -> str:
+def unique_name(base: str, taken: set[str]) -> str:
+    """``base``, or ``base2``, ``base3``... whichever is not in ``taken``."""
     name, k = base, 1
     while name in taken:
         k += 1
@@ -218,7 +219,7 @@ def derive(program: CheckedProgram, wrt: Tensor, name: str) -> CheckedProgram:
         for user in users[s]:
             if user == out.name or user in bars:
                 terms.extend(through(user, target, set(W)))
-        bar_name = _unique_name(f"d{base}d{s}", taken)
+        bar_name = unique_name(f"d{base}d{s}", taken)
         taken.add(bar_name)
         bars[s] = (bar_name, S)
         hints = _hints_for(out, P) + tuple(("axis", i, s, k) for k, i in enumerate(S))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
+
 import numpy as np
 
 
@@ -30,3 +34,20 @@ def assert_matches_fd(derivative, function, arrays: dict, wrt: str, rtol: float 
     assert analytic.shape == numeric.shape, (analytic.shape, numeric.shape)
     scale = max(1.0, float(np.max(np.abs(numeric))) if numeric.size else 1.0)
     np.testing.assert_allclose(analytic, numeric, rtol=rtol, atol=atol * scale)
+
+
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    """``python -m einderiv ARGS`` as a subprocess, with its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "einderiv", *args], capture_output=True, text=True, timeout=120, cwd=cwd
+    )
+
+
+def load_module(code: str, tmp_path, name: str):
+    """Generated code written to ``tmp_path/name.py`` and imported as a module."""
+    path = tmp_path / f"{name}.py"
+    path.write_text(code)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "einderiv", *args], capture_output=True, text=True, timeout=60)
+from tests.helpers import run_cli as run
 
 
 def test_diff_prints_derivative_shape_and_einsum():

@@ -13,6 +13,7 @@ import pytest
 
 import einderiv
 from einderiv.codegen import generate, identifier
+from tests.helpers import load_module as load
 
 CASES = [
     ("K_pq = R_mp R_mq", ["R"], {"R": (4, 3)}),
@@ -25,15 +26,6 @@ CASES = [
     ("P_nk = softmax_k(Z_nk)", ["Z"], {"Z": (2, 3)}),
     ("h = relu(x_i) abs(x_i) + softplus(s) + x_i^3 / 2", ["x"], {"x": (3,), "s": ()}),
 ]  # fmt: skip
-
-
-def load(code: str, tmp_path, name: str):
-    path = tmp_path / f"{name}.py"
-    path.write_text(code)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def arrays_for(shapes, seed=0):

@@ -4,10 +4,6 @@ Values are checked against NumPy and derivatives against central finite differen
 
 from __future__ import annotations
 
-import importlib.util
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,6 +14,8 @@ from einderiv.codegen import generate
 from einderiv.ir import Call, Tensor, format_indices
 from einderiv.render import pretty
 from tests.helpers import assert_matches_fd
+from tests.helpers import load_module as load
+from tests.helpers import run_cli as run
 
 rng = np.random.default_rng(12)
 
@@ -251,15 +249,6 @@ def test_new_functions_on_the_generic_backend_path():
             np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
 
 
-def load(code: str, tmp_path, name: str):
-    path = tmp_path / f"{name}.py"
-    path.write_text(code)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_generated_python_code_for_the_new_functions(tmp_path):
     source = "y_i = cosh(x_i) + sinh(x_i) + arcsin(x_i / 2) + arccos(x_i / 2) + arctan(x_i)"
     value, derivative = einderiv.compile(source), einderiv.jacobian(source, "x")
@@ -336,10 +325,6 @@ def test_the_product_hint_only_where_a_product_is_plausible(source, name):
 
 
 # -- the command line ------------------------------------------------------------------------------
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "einderiv", *args], capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,6 @@ notation, checked numerically against hand-written NumPy, and the CLI's verdicts
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,6 +12,7 @@ import einderiv
 from einderiv.cli import claim_value
 from einderiv.errors import EinderivError, ParseError
 from einderiv.matrix_claim import translate
+from tests.helpers import run_cli as run
 
 RANKS = {"A": 2, "B": 2, "M": 2, "X": 2, "x": 1, "y": 1, "u": 1, "s": 0}
 RNG = np.random.default_rng(7)
@@ -218,10 +216,6 @@ def test_claims_follow_the_layout():
 
 
 # -- the CLI ------------------------------------------------------------------------------------
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "einderiv", *args], capture_output=True, text=True, timeout=60)
 
 
 LOGISTIC = "z_n = X_nd w_d; s_n = sigmoid(z_n); L = -(y_n log(s_n) + (1 - y_n) log(1 - s_n))"

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import random
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,6 +18,7 @@ from einderiv.matrix_form import NoMatrixForm
 from tests import test_properties_functions as generated
 from tests.generation import call_or_reject, compile_or_reject
 from tests.helpers import central_difference
+from tests.helpers import run_cli as run
 
 # -- an independent translator: matrix notation -> NumPy ---------------------------------------------
 # Values are 2-D arrays: a column vector is (n, 1), a row vector (1, n), a scalar (1, 1).  The
@@ -570,10 +569,6 @@ def test_an_input_named_I_leaves_no_name_for_the_identity():
 
 
 # -- the command line -----------------------------------------------------------------------------------
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "einderiv", *args], capture_output=True, text=True, timeout=60)
 
 
 def test_cli_format_matrix():

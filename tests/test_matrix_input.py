@@ -5,8 +5,6 @@ of those closed forms; the reading shown; rank inference and its errors; the CLI
 from __future__ import annotations
 
 import inspect
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ import pytest
 import einderiv
 from einderiv.errors import EinderivError, EvaluationError, IndexRuleError, ParseError
 from einderiv.matrix_input import detect, matrix_marks
+from tests.helpers import run_cli as run
 
 N, M = 4, 5
 RNG = np.random.default_rng(12)
@@ -393,10 +392,6 @@ def test_a_program_in_matrix_notation_differentiates_through_its_statements():
 
 
 # -- the CLI --------------------------------------------------------------------------------------------
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "einderiv", *args], capture_output=True, text=True, timeout=60)
 
 
 def test_cli_diff_prints_the_reading_and_both_notations():

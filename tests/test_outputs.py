@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import einderiv
+from tests.helpers import run_cli as run
 
 KNOWN_COMMANDS = {
     "frac", "partial", "delta", "left", "right", "exp", "log", "sin", "cos", "tan", "tanh", "sigma", "sqrt",
@@ -65,12 +64,6 @@ def test_latex_and_pretty_forms_of_the_core_example():
     assert r"\left(X^{-1}\right)_{ik}" in g.latex() and "(X⁻¹)_ik" in g.pretty()
     s = einderiv.diff("s_n = sigmoid(X_nd w_d)", "w")
     assert r"\sigma\left(" in s.latex() and "σ(" in s.pretty()
-
-
-def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "einderiv", *args], capture_output=True, text=True, timeout=60, cwd=cwd
-    )
 
 
 def test_cli_latex_and_pretty():

@@ -5,7 +5,6 @@ user errors of the command line (one ``error:`` line, exit status 2, never 70), 
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,12 +12,7 @@ import pytest
 import einderiv
 from einderiv.errors import DifferentiationError, EinderivError, EvaluationError
 from tests.helpers import central_difference
-
-
-def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "einderiv", *args], capture_output=True, text=True, timeout=120, cwd=cwd
-    )
+from tests.helpers import run_cli as run
 
 
 def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
