@@ -7,7 +7,14 @@ dK_pq/dR_ij = delta_jp R_iq + R_ip delta_jq
 
 from .api import Compiled, Derivative, compile, diff, evaluate, grad, hessian, jacobian
 from .checking import CheckResult, check
-from .errors import DifferentiationError, EinderivError, EvaluationError, IndexRuleError, ParseError
+from .errors import (
+    DifferentiationError,
+    EinderivError,
+    EinderivWarning,
+    EvaluationError,
+    IndexRuleError,
+    ParseError,
+)
 from .matrix_form import NoMatrixForm
 from .parser import parse
 
@@ -19,6 +26,7 @@ __all__ = [
     "Derivative",
     "DifferentiationError",
     "EinderivError",
+    "EinderivWarning",
     "EvaluationError",
     "IndexRuleError",
     "NoMatrixForm",
