@@ -13,7 +13,7 @@ from .backends import array_library, choose_backend, ops_for
 from .emit import EinsumTerm, emit
 from .errors import DifferentiationError, EinderivError, EvaluationError
 from .ir import Delta, Indices, Program, Statement, Tensor
-from .normal import Poly, fresh_indices, to_expr
+from .normal import Poly, fresh_indices, is_reciprocal, to_expr
 from .parser import parse
 from .program import CheckedProgram, Definition, check_program, derive
 from .runtime import StraightLine, as_array, bind_sizes, fixed_sizes
@@ -403,7 +403,7 @@ def _dimension_names(program: CheckedProgram, ranks: Mapping[str, int], extra: t
                 return scope(i) if i in poly.indices else (*scope("")[:-1], number, i)
 
             for factor in term.factors:
-                if isinstance(factor, Tensor):
+                if isinstance(factor, Tensor) and not is_reciprocal(factor):
                     for axis, index in enumerate(factor.indices):
                         first_letter.setdefault(("axis", factor.name, axis), index)
                         union(key(index), ("axis", factor.name, axis))

@@ -16,6 +16,7 @@ from .emit import DELTA_OPERAND, emit, symbol_table
 from .errors import EinderivError
 from .functions import FUNCTIONS, Named
 from .ir import Tensor, format_number
+from .normal import RECIPROCAL
 from .program import Definition
 
 FLAVOURS = ("python", "jax", "torch")
@@ -192,6 +193,9 @@ class _Writer:
             for name, idx in zip(term.operands, term.inputs):
                 if name == DELTA_OPERAND:
                     operands.append(f"_eye({self.size_of(idx[0], sizes)}, {self.like})")
+                elif name == RECIPROCAL:  # 1/n of mean_r: a vector of 1/n along r
+                    n = self.size_of(idx[0], sizes)
+                    operands.append(f"_ones({n}, {self.like}) / {n}")
                 else:
                     operands.append(identifier(name))
             missing = [i for i in poly.indices if i not in term.output]

@@ -85,8 +85,8 @@ _ROWS = [
 
 FUNCTIONS: dict[str, Function] = {row.name: row for row in _ROWS}
 
-#: Reductions written with indices: ``sum_i(...)``, ``logsumexp_i(...)``, ``softmax_k(...)``.
-REDUCTIONS = ("sum", "logsumexp", "softmax")
+#: Reductions written with indices: ``sum_i(...)``, ``mean_i(...)``, ``logsumexp_i(...)``, ``softmax_k(...)``.
+REDUCTIONS = ("sum", "mean", "logsumexp", "softmax")
 
 #: Functions of a whole square matrix, applied to a matrix's name: ``inv(M)_ij``, ``det(M)``.
 MATRIX_FUNCTIONS = {"inv": 2, "det": 0, "logdet": 0}

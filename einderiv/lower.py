@@ -1,7 +1,7 @@
 """IR -> normal form, with Einstein notation's index scoping, bottom-up over groups.
 
 1. Left-hand-side indices are free everywhere and never summed.
-2. An index named by an explicit reduction (``sum_i``, ``logsumexp_i``, ``softmax_i``) is bound
+2. An index named by an explicit reduction (``sum_i``, ``mean_i``, ``logsumexp_i``, ``softmax_i``) is bound
    by it: inside its body no nested group contracts it.
 3. Otherwise an index is contracted in the smallest product in which it occurs two or more
    times.  A group (parentheses, a call's argument, a power's base, a divisor) is one factor of
@@ -36,6 +36,7 @@ from .normal import (
     constant_along,
     make_delta,
     multiply,
+    reciprocal,
     rename_term_apart,
     simplify,
     too_many_terms,
@@ -166,7 +167,7 @@ class _Scope:
         return out, free, inside
 
     def reduction(self, expr: Call, bound: frozenset[str]):
-        """``sum_R(body)``, ``logsumexp_R``, ``softmax_R``: R is bound in the body."""
+        """``sum_R(body)``, ``mean_R``, ``logsumexp_R``, ``softmax_R``: R is bound in the body."""
         over = tuple(expr.over)
         terms, free, inner = self.group(expr.arg, bound | frozenset(over))
         terms = [rename_term_apart(t, free, set(over)) for t in terms]  # sum_i(sum_i(x_i) + 1)
@@ -179,8 +180,11 @@ class _Scope:
             return make_apply("exp", simplify(_carrying(shifted, free), free)), free, inner
         if expr.func == "logsumexp":
             return _summed_log_exp(simplify(terms, free), over), outer, inner
+        body = [_keep_summed(t, over) for t in terms]
+        if expr.func == "mean":  # mean_R(u) = sum_R(u) / n_R
+            body = [Term(t.coeff, t.factors + tuple(reciprocal(r) for r in over)) for t in body]
         # the summed R is private: apart from a left-hand side's i (f_i = a_i + sum_i(s) adds n s)
-        return [rename_term_apart(_keep_summed(t, over), outer, set(bound)) for t in terms], outer, inner
+        return [rename_term_apart(t, outer, set(bound)) for t in body], outer, inner
 
     def _warn_captured(self, expr, lowered, bound) -> None:
         """Rule 6: a letter contracted inside a group that occurs free elsewhere in the product."""

@@ -43,7 +43,7 @@ from .matrix_tree import (
     to_text,
     transpose,
 )
-from .normal import Apply, MatrixFn, Poly, Term, equivalent, rename_apart
+from .normal import Apply, MatrixFn, Poly, Term, equivalent, is_reciprocal, rename_apart
 
 
 class NoMatrixForm(EinderivError):
@@ -127,6 +127,8 @@ def _pieces(term: Term, free: tuple[str, ...], context: _Context) -> tuple[list,
         scalars.append(Call("tr", expr, SCALAR))
 
     for factor in term.factors:
+        if is_reciprocal(factor):
+            raise NoMatrixForm(f"a mean over the index {factor.indices[0]!r} (write it as a sum divided by its size)")
         if isinstance(factor, Tensor):
             rank = len(factor.indices)
             if rank > 2:

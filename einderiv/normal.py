@@ -25,6 +25,20 @@ MAX_SIZE = 100_000
 
 _FRESH_POOL = "ijklmnopqrstuvwxyzabcdefghABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
+#: The name of ``1/n_r``, the factor ``mean_r`` puts on a term: a vector whose every entry is one
+#: over the size of its index (no user can write the name).  Evaluation folds it into the
+#: coefficient; it prints as ``mean_r(...)`` around its term, or as ``mean_j(delta_jr)``.
+RECIPROCAL = "1/n"
+
+
+def reciprocal(index: str) -> Tensor:
+    """The factor 1/n of ``mean`` over ``index``."""
+    return Tensor(RECIPROCAL, (index,))
+
+
+def is_reciprocal(atom) -> bool:
+    return isinstance(atom, Tensor) and atom.name == RECIPROCAL
+
 
 def fresh_indices(count: int, avoid: set[str] | frozenset[str]) -> Indices:
     """``count`` index names not in ``avoid``: i, j, k, ... then i1, j1, ..."""
@@ -93,7 +107,7 @@ class Poly:
         names: set[str] = set()
         for term in self.terms:
             for f in term.factors:
-                if isinstance(f, Tensor):
+                if isinstance(f, Tensor) and f.name != RECIPROCAL:
                     names.add(f.name)
                 elif isinstance(f, MatrixFn):
                     names.add(f.matrix)
@@ -453,6 +467,11 @@ def atom_to_expr(atom, visible: set[str]) -> Expr:
     name already written around it) so the printed text scopes the same way when parsed back."""
     if isinstance(atom, MatrixFn):
         return MatrixCall(atom.func, atom.matrix, atom.indices)
+    if is_reciprocal(atom):  # 1/n along a free index: sum_j delta_jr / n
+        (index,) = atom.indices
+        (j,) = fresh_indices(1, visible)
+        visible.add(j)
+        return Call("mean", Delta(j, index), (j,))
     if not isinstance(atom, Apply):
         return atom
     from .lower import logsumexp_parts
@@ -500,8 +519,17 @@ def term_to_expr(
     outward), and anywhere a group inside would contract it (``exp(x_i x_i) y_i`` elementwise)."""
     names = term.index_names()
     visible = set(context) | names
+    # 1/n_r with r summed is mean_r around the term (r bound there); with r free, mean_j(delta_jr)
+    means = tuple(dict.fromkeys(f.indices[0] for f in term.factors if is_reciprocal(f) and f.indices[0] not in context))
+    if means:
+        term = Term(term.coeff, tuple(f for f in term.factors if not (is_reciprocal(f) and f.indices[0] in means)))
+        term = keep_sums(term, means)
     hidden = tuple(
-        sorted(i for i in names - context if explicit or (nested and _occurrences(term, i) == 1) or _captured(term, i))
+        sorted(
+            i
+            for i in names - context - set(means)
+            if explicit or (nested and _occurrences(term, i) == 1) or _captured(term, i)
+        )
     )
     factors: list[Expr] = []
     denominators: list[Expr] = []
@@ -511,6 +539,11 @@ def term_to_expr(
             denominators.append(_arg_expr(f.arg, visible, True) if f.param == -1 else atom_to_expr(flipped, visible))
         else:
             factors.append(atom_to_expr(f, visible))
+    if means:
+        inner = _product(factors) if factors else Number(Fraction(1))
+        for base in denominators:
+            inner = Div(inner, base)
+        factors, denominators = [Call("mean", inner, means)], []
     if hidden:
         inner = _product(factors) if factors else Number(Fraction(1))
         for base in denominators:

@@ -28,7 +28,7 @@ from .emit import DELTA_OPERAND, EinsumTerm, emit
 from .errors import EvaluationError
 from .ir import Delta, Tensor, to_float
 from .lower import logsumexp_parts
-from .normal import Apply, MatrixFn, Poly, Term, canonical_key, equivalent
+from .normal import RECIPROCAL, Apply, MatrixFn, Poly, Term, canonical_key, equivalent, is_reciprocal
 
 
 def as_array(name: str, value) -> np.ndarray:
@@ -90,6 +90,8 @@ def bind_sizes(poly: Poly, shapes: Mapping[str, tuple[int, ...]], fixed=None, te
                 return outer(i) if i in free else local
 
             for factor in term.factors:
+                if is_reciprocal(factor):
+                    continue  # sized by the other factors of its term
                 if isinstance(factor, Tensor):
                     shape = shapes[factor.name]
                     for axis, (index, size) in enumerate(zip(factor.indices, shape)):
@@ -178,10 +180,15 @@ def fixed_sizes(hints, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple
     return fixed
 
 
+#: operands made from index sizes alone: deltas and the 1/n of a mean
+_SIZED = frozenset({DELTA_OPERAND, RECIPROCAL})
+
+
 def _resolve_deltas(term: EinsumTerm, sizes: Mapping[str, int], free: tuple[str, ...]):
-    """A term's deltas resolved: ``delta_aa`` with a summed is the dimension of a (folded into
-    the coefficient); ``delta_ab`` between free indices merges b into a (the earlier of the two
-    in ``free``), since the term lives on the diagonal a = b.  Returns the coefficient, the other
+    """A term's deltas resolved: ``delta_aa`` with a summed is the dimension of a, and ``1/n_a``
+    (of ``mean_a``) one over it (both folded into the coefficient); ``delta_ab`` between free
+    indices merges b into a (the earlier of the two in ``free``), since the term lives on the
+    diagonal a = b.  Returns the coefficient, the other
     operands, their indices with merged ones renamed, and ``find`` (an index -> the one it
     merged into)."""
     parent: dict[str, str] = {}
@@ -195,7 +202,9 @@ def _resolve_deltas(term: EinsumTerm, sizes: Mapping[str, int], free: tuple[str,
     coeff = to_float(term.coefficient)
     operands, inputs = [], []
     for name, idx in zip(term.operands, term.inputs):
-        if name != DELTA_OPERAND:
+        if name == RECIPROCAL:  # 1/n of mean_r: constant along r, a number
+            coeff /= sizes[idx[0]]
+        elif name != DELTA_OPERAND:
             operands.append(name)
             inputs.append(idx)
         elif idx[0] == idx[1]:
@@ -214,7 +223,7 @@ class Contraction:
         self.poly = poly
         self.hints = hints
         self.terms: tuple[EinsumTerm, ...] = emit(poly)
-        self.names = sorted({n for t in self.terms for n in t.operands if n != DELTA_OPERAND} | _hint_names(hints))
+        self.names = sorted({n for t in self.terms for n in t.operands if n not in _SIZED} | _hint_names(hints))
         self._plans: dict[tuple, tuple] = {}
 
     def _sizes(self, values: Mapping[str, object]):
@@ -240,7 +249,7 @@ class Contraction:
             dtype = np.dtype(np.float64)
         steps = []
         for term, sizes in zip(self.terms, term_sizes):
-            if DELTA_OPERAND in term.operands:
+            if _SIZED & set(term.operands):
                 steps.append(self._diagonal_step(term, sizes, out_sizes, dtype))
                 continue
             bshape = tuple(out_sizes[i][0] if i in term.output else 1 for i in self.poly.indices)
@@ -280,7 +289,7 @@ class Contraction:
             subscripts = ",".join("".join(symbols[i] for i in idx) for idx in inputs)
             subscripts += "->" + "".join(symbols[i] for i in present)
             shapes = [
-                tuple(sizes[j] for j in idx) for name, idx in zip(term.operands, term.inputs) if name != DELTA_OPERAND
+                tuple(sizes[j] for j in idx) for name, idx in zip(term.operands, term.inputs) if name not in _SIZED
             ]
             contraction = _contraction(subscripts, shapes)
         return ("diagonal", coeff, contraction, tuple(operands), bshape, (view_shape, view_strides))
@@ -835,7 +844,7 @@ class StraightLine:
         hoisted = self.hoist(poly)
         if len(hoisted.terms) == 1 and hoisted.terms[0].coeff == 1 and len(hoisted.terms[0].factors) == 1:
             only = hoisted.terms[0].factors[0]
-            if isinstance(only, Tensor) and only.indices == poly.indices:
+            if isinstance(only, Tensor) and only.indices == poly.indices and not is_reciprocal(only):
                 return only.name
         name = self._temp()
         carried = {i for t in hoisted.terms for f in t.factors if isinstance(f, (Tensor, MatrixFn)) for i in f.indices}

@@ -1,0 +1,308 @@
+"""Inputs as people type them, each against what Einstein notation and NumPy mean by it.
+
+Every row is evaluated and compared with a NumPy expression written by hand; where the output
+is a scalar and the input differentiable, the gradient is checked against central finite
+differences of that NumPy expression (an independent reference: einderiv is not involved).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import einderiv
+from einderiv.lower import normalize
+from einderiv.normal import equivalent
+from tests.helpers import central_difference
+
+rng = np.random.default_rng(12)
+N, D, K = 5, 3, 4
+ARRAYS = {
+    "x": rng.normal(size=D),
+    "y": rng.normal(size=D),
+    "z": rng.normal(size=D),
+    "a": rng.uniform(0.5, 2.0, size=N),
+    "b": rng.normal(size=D),
+    "mu": rng.normal(size=D),
+    "w": rng.normal(size=D),
+    "yn": rng.normal(size=N),
+    "t": rng.normal(size=N),
+    "A": rng.normal(size=(D, D)),
+    "B": rng.normal(size=(D, D)),
+    "X": rng.normal(size=(N, D)),
+    "W": rng.normal(size=(D, K)),
+    "T": rng.normal(size=(K, D)),
+    "R": rng.normal(size=(N, D)),
+    "Z": rng.normal(size=(N, K)),
+    "v": rng.normal(size=K),
+    "onehot": np.eye(K)[1],
+    "lam": np.float64(0.3),
+    "s": np.float64(0.7),
+}
+
+
+def sigmoid(u):
+    return 1 / (1 + np.exp(-u))
+
+
+def softmax(u, axis=-1):
+    e = np.exp(u - u.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def logsumexp(u, axis=-1):
+    m = u.max(axis=axis, keepdims=True)
+    return np.squeeze(m, axis) + np.log(np.exp(u - m).sum(axis=axis))
+
+
+# (source, inputs renamed from ARRAYS as {name in source: name in ARRAYS}, NumPy reference)
+CASES = [
+    # -- the examples of the issue: these used to mean something else ------------------------
+    ("f = x_i^2", {"x": "x"}, lambda x: (x**2).sum()),
+    ("L = (y_n - X_nd w_d)^2", {"y": "yn", "X": "X", "w": "w"}, lambda y, X, w: ((y - X @ w) ** 2).sum()),
+    ("f = exp(x_i)", {"x": "x"}, lambda x: np.exp(x).sum()),
+    ("f = log(a_n)", {"a": "a"}, lambda a: np.log(a).sum()),
+    (
+        "L = (y_n - X_ni w_i)(y_n - X_ni w_i)",
+        {"y": "yn", "X": "X", "w": "w"},
+        lambda y, X, w: ((y - X @ w) ** 2).sum(),
+    ),
+    ("f = (x_i + 1)(y_i + 1)", {"x": "x", "y": "y"}, lambda x, y: ((x + 1) * (y + 1)).sum()),
+    ("p_k = softmax_k(T_kj x_j)", {"T": "T", "x": "x"}, lambda T, x: softmax(T @ x)),
+    ("l_n = logsumexp_k(X_nd W_dk)", {"X": "X", "W": "W"}, lambda X, W: logsumexp(X @ W, axis=1)),
+    ("f = logsumexp_k(X_nd W_dk)", {"X": "X", "W": "W"}, lambda X, W: logsumexp(X @ W, axis=1).sum()),
+    # a cross-entropy written with the softmax's argument inline: positive for a one-hot y
+    (
+        "L = -y_k log(softmax_k(T_kj x_j))",
+        {"y": "onehot", "T": "T", "x": "x"},
+        lambda y, T, x: -(y * np.log(softmax(T @ x))).sum(),
+    ),
+    ("f = logsumexp_k(z_k)", {"z": "x"}, lambda z: logsumexp(z)),
+    ("f = log(sum_k(exp(z_k)))", {"z": "x"}, lambda z: logsumexp(z)),
+    ("f = x_i A_{ij} x_j", {"x": "x", "A": "A"}, lambda x, A: x @ A @ x),
+    ("f = (x_i x_i)(y_i y_i)", {"x": "x", "y": "y"}, lambda x, y: (x @ x) * (y @ y)),
+    ("f = exp(x_i x_i)", {"x": "x"}, lambda x: np.exp(x @ x)),
+    ("f = x_i / x_j", {"x": "a"}, lambda x: (x[:, None] / x[None, :]).sum()),
+    ("f = x_i / sum_j(x_j)", {"x": "a"}, lambda x: (x / x.sum()).sum()),
+    ("f = (x_n - mu_d)(x_n - mu_d)", {"x": "t", "mu": "mu"}, lambda x, mu: ((x[:, None] - mu[None, :]) ** 2).sum()),
+    ("f = sum_i(x_i + 1)", {"x": "x"}, lambda x: (x + 1).sum()),
+    ("f = x_i A_ij x_j + b_i x_i", {"x": "x", "A": "A", "b": "b"}, lambda x, A, b: x @ A @ x + b @ x),
+    (
+        "L = (y_n - X_nd w_d)^2 + lam w_d w_d",
+        {"y": "yn", "X": "X", "w": "w", "lam": "lam"},
+        lambda y, X, w, lam: ((y - X @ w) ** 2).sum() + lam * w @ w,
+    ),
+    (
+        "L = sum_n(log(sigmoid(y_n X_nd w_d)))",
+        {"y": "yn", "X": "X", "w": "w"},
+        lambda y, X, w: np.log(sigmoid(y * (X @ w))).sum(),
+    ),
+    # -- everyday forms ----------------------------------------------------------------------
+    ("f = a_i x_i", {"a": "b", "x": "x"}, lambda a, x: a @ x),
+    ("y_i = A_ij x_j", {"A": "A", "x": "x"}, lambda A, x: A @ x),
+    ("C_ik = A_ij B_jk", {"A": "A", "B": "B"}, lambda A, B: A @ B),
+    ("t = A_ii", {"A": "A"}, lambda A: np.trace(A)),
+    ("d_i = A_ii", {"A": "A"}, lambda A: np.diag(A)),
+    ("c_i = a_i b_i", {"a": "x", "b": "y"}, lambda a, b: a * b),
+    ("C_ij = a_i b_j", {"a": "x", "b": "y"}, lambda a, b: np.outer(a, b)),
+    ("C_ij = a_i + b_j", {"a": "x", "b": "y"}, lambda a, b: a[:, None] + b[None, :]),
+    ("f = A_ij A_ij", {"A": "A"}, lambda A: (A * A).sum()),
+    ("f = A_ij A_ji", {"A": "A"}, lambda A: np.trace(A @ A)),
+    ("f = sqrt(x_i x_i)", {"x": "x"}, lambda x: np.linalg.norm(x)),
+    ("f = sqrt(x_i^2)", {"x": "x"}, lambda x: np.abs(x).sum()),  # i is free inside sqrt: sum_i |x_i|
+    ("f = sqrt(sum_i(x_i^2))", {"x": "x"}, lambda x: np.linalg.norm(x)),
+    ("p_k = exp(z_k) / sum_j(exp(z_j))", {"z": "v"}, lambda z: softmax(z)),
+    ("s_n = sigmoid(X_nd w_d)", {"X": "X", "w": "w"}, lambda X, w: sigmoid(X @ w)),
+    (
+        "L = -y_n log(sigmoid(X_nd w_d)) - (1 - y_n) log(1 - sigmoid(X_nd w_d))",
+        {"y": "yn", "X": "X", "w": "w"},
+        lambda y, X, w: -(y * np.log(sigmoid(X @ w)) + (1 - y) * np.log(1 - sigmoid(X @ w))).sum(),
+    ),
+    ("H_nk = tanh(X_nd W_dk + v_k)", {"X": "X", "W": "W", "v": "v"}, lambda X, W, v: np.tanh(X @ W + v)),
+    ("f = v_k tanh(W_dk x_d)", {"v": "v", "W": "W", "x": "x"}, lambda v, W, x: v @ np.tanh(W.T @ x)),
+    ("f = relu(x_i)", {"x": "x"}, lambda x: np.maximum(x, 0).sum()),
+    ("K_pq = R_mp R_mq", {"R": "R"}, lambda R: R.T @ R),
+    ("f = (x_i - mu_i)(x_i - mu_i)", {"x": "x", "mu": "mu"}, lambda x, mu: ((x - mu) ** 2).sum()),
+    ("f = x_i x_i x_j x_j", {"x": "x"}, lambda x: (x @ x) ** 2),
+    ("f = 2 (x_i + 1)", {"x": "x"}, lambda x: 2 * (x + 1).sum()),
+    ("f = (x_i + 1)", {"x": "x"}, lambda x: x.sum() + 1),  # parentheses around the right-hand side change nothing
+    ("f = -(x_i + 1)", {"x": "x"}, lambda x: -x.sum() - 1),  # a negated sum standing alone: terms one by one
+    ("f = x_i / 2", {"x": "x"}, lambda x: x.sum() / 2),
+    ("f = (A_ij x_j)(A_ik x_k)", {"A": "A", "x": "x"}, lambda A, x: (A @ x) @ (A @ x)),
+    ("f = (A_ij x_j)^2", {"A": "A", "x": "x"}, lambda A, x: ((A @ x) ** 2).sum()),
+    ("f = exp(-0.5 (x_i - mu_i)^2)", {"x": "x", "mu": "mu"}, lambda x, mu: np.exp(-0.5 * (x - mu) ** 2).sum()),
+    (
+        "f = exp(-0.5 (x_i - mu_i)(x_i - mu_i))",
+        {"x": "x", "mu": "mu"},
+        lambda x, mu: np.exp(-0.5 * (x - mu) @ (x - mu)),
+    ),
+    ("f = log(1 + exp(x_i))", {"x": "x"}, lambda x: np.log1p(np.exp(x)).sum()),
+    ("f = s x_i x_i", {"s": "s", "x": "x"}, lambda s, x: s * x @ x),
+    ("f = x_i (A_ij + A_ji) x_j / 2", {"x": "x", "A": "A"}, lambda x, A: x @ (A + A.T) @ x / 2),
+    ("f_n = sum_k(Z_nk)", {"Z": "Z"}, lambda Z: Z.sum(axis=1)),
+    ("f = Z_nk", {"Z": "Z"}, lambda Z: Z.sum()),
+    ("P_nk = softmax_k(Z_nk)", {"Z": "Z"}, lambda Z: softmax(Z, axis=1)),
+    (
+        "f = -Z_nk onehot_k + logsumexp_k(Z_nk)",
+        {"Z": "Z", "onehot": "onehot"},
+        lambda Z, y: -(Z @ y).sum() + logsumexp(Z, 1).sum(),
+    ),
+    ("f = θ_i θ_i", {"theta": "x"}, lambda x: x @ x),
+    ("f = x_i · x_i − 2 x_i", {"x": "x"}, lambda x: x @ x - 2 * x.sum()),
+    ("y_i = arctan(x_i) + cosh(x_i)", {"x": "x"}, lambda x: np.arctan(x) + np.cosh(x)),
+    ("f = (x_i x_i) / (y_j y_j)", {"x": "x", "y": "y"}, lambda x, y: (x @ x) / (y @ y)),
+    ("E_nk = exp(Z_nk) / sum_j(exp(Z_nj))", {"Z": "Z"}, lambda Z: softmax(Z, axis=1)),
+    ("f = x_i A_ij (B_jk x_k)", {"x": "x", "A": "A", "B": "B"}, lambda x, A, B: x @ A @ B @ x),
+    # mean_i: the sum over i divided by i's size
+    ("L = mean_n((y_n - X_nd w_d)^2)", {"y": "yn", "X": "X", "w": "w"}, lambda y, X, w: ((y - X @ w) ** 2).mean()),
+    ("m_d = mean_n(X_nd)", {"X": "X"}, lambda X: X.mean(axis=0)),
+    ("f = mean_{nd}(X_nd)", {"X": "X"}, lambda X: X.mean()),
+    ("f = mean_n(X_nd w_d) + mean_d(w_d)", {"X": "X", "w": "w"}, lambda X, w: (X @ w).mean() + w.mean()),
+    ("f = mean_n(a_n) mean_m(a_m)", {"a": "a"}, lambda a: a.mean() ** 2),
+]
+
+
+def _arrays(names: dict) -> dict:
+    return {inside: np.asarray(ARRAYS[outside], dtype=np.float64) for inside, outside in names.items()}
+
+
+@pytest.mark.parametrize("source, names, expected", CASES, ids=[c[0] for c in CASES])
+def test_value_is_what_numpy_means(source, names, expected):
+    arrays = _arrays(names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", einderiv.EinderivWarning)  # none of these is a slip
+        value = einderiv.evaluate(source, arrays)
+    np.testing.assert_allclose(value, expected(*arrays.values()), rtol=1e-10, atol=1e-12)
+
+
+def _differentiable(case) -> bool:
+    source, names, _ = case
+    return "relu" not in source and "onehot" not in names
+
+
+@pytest.mark.parametrize(
+    "source, names, expected", [c for c in CASES if _differentiable(c)], ids=[c[0] for c in CASES if _differentiable(c)]
+)
+def test_first_derivative_matches_finite_differences_of_the_numpy_form(source, names, expected):
+    arrays = _arrays(names)
+    wrt = next(n for n in names if arrays[n].ndim > 0)
+    derivative = einderiv.jacobian(source, wrt)
+    analytic = derivative(arrays)
+
+    def reference(**kw):
+        return expected(*(kw[n] for n in names))
+
+    numeric = central_difference(reference, arrays, wrt)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-6 * max(1.0, float(np.abs(numeric).max())))
+
+
+def test_the_least_squares_hessian_is_two_xtx_in_every_spelling():
+    X, y, w = ARRAYS["X"], ARRAYS["yn"], ARRAYS["w"]
+    for source in ("L = (y_n - X_nd w_d)^2", "L = (y_n - X_ni w_i)(y_n - X_ni w_i)", "L = sum_n((y_n - X_nd w_d)^2)"):
+        h = einderiv.hessian(source, "w")(X=X, y=y, w=w)
+        np.testing.assert_allclose(h, 2 * X.T @ X, rtol=1e-12)
+
+
+def test_the_inline_softmax_cross_entropy_is_positive_and_its_gradient_is_softmax_minus_y():
+    T, x, y = ARRAYS["T"], ARRAYS["x"], ARRAYS["onehot"]
+    source = "L = -y_k log(softmax_k(T_kj x_j))"
+    assert einderiv.evaluate(source, T=T, x=x, y=y) > 0
+    g = einderiv.grad(source, "T")(T=T, x=x, y=y)
+    np.testing.assert_allclose(g, np.outer(softmax(T @ x) - y, x), rtol=1e-10, atol=1e-12)
+
+
+# -- the slip warning (rule 6) ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "source, letter, group",
+    [
+        ("f = exp(x_i y_i) z_i", "i", "exp(x_i y_i)"),
+        ("f = softmax_k(T_kj x_j) y_j", "j", "softmax_k(T_kj x_j)"),
+        ("f = (a_i b_i) c_i", "i", "a_i b_i"),
+    ],
+)
+def test_a_letter_summed_inside_a_group_and_free_outside_warns(source, letter, group):
+    with pytest.warns(einderiv.EinderivWarning) as caught:
+        einderiv.compile(source)
+    message = str(caught[0].message)
+    assert f"index {letter!r}" in message and repr(group) in message
+    assert f"sum_{letter}(" in message  # the elementwise spelling is given
+
+
+def test_the_two_spellings_the_warning_gives_mean_what_they_say():
+    x, y, z = ARRAYS["x"], ARRAYS["y"], ARRAYS["z"]
+    with pytest.warns(einderiv.EinderivWarning):
+        as_written = einderiv.evaluate("f = exp(x_i y_i) z_i", x=x, y=y, z=z)
+    np.testing.assert_allclose(as_written, np.exp(x @ y) * z.sum())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", einderiv.EinderivWarning)
+        elementwise = einderiv.evaluate("f = sum_i(exp(x_i y_i) z_i)", x=x, y=y, z=z)
+        separate = einderiv.evaluate("f = exp(x_j y_j) z_i", x=x, y=y, z=z)
+    np.testing.assert_allclose(elementwise, (np.exp(x * y) * z).sum())
+    np.testing.assert_allclose(separate, as_written)
+
+
+def test_no_warning_for_groups_that_keep_to_themselves():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", einderiv.EinderivWarning)
+        einderiv.compile("f = (x_i x_i)(y_i y_i)")
+        einderiv.compile("L = (y_n - X_ni w_i)(y_n - X_ni w_i)")
+        einderiv.compile("c_i = exp(x_i y_i) z_i")  # i is on the left-hand side: elementwise throughout
+        einderiv.grad("L = (y_n - X_nd w_d)^2", "w")
+
+
+def test_the_cli_prints_the_warning_as_one_line_and_keeps_the_exit_status():
+    done = subprocess.run(
+        [sys.executable, "-m", "einderiv", "eval", "f = exp(x_i y_i) z_i", "--random", "x=3", "--random", "y=3"]
+        + ["--random", "z=3"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "Traceback" not in done.stderr
+
+
+# -- printing reads back with the same meaning ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("source, names, expected", CASES, ids=[c[0] for c in CASES])
+def test_printed_statement_and_derivative_read_back(source, names, expected):
+    arrays = _arrays(names)
+    compiled = einderiv.compile(source)
+    again = einderiv.compile(str(compiled))
+    np.testing.assert_allclose(again(arrays), expected(*arrays.values()), rtol=1e-10, atol=1e-12)
+    if not _differentiable((source, names, expected)):
+        return
+    wrt = next(n for n in names if arrays[n].ndim > 0)
+    derivative = einderiv.jacobian(source, wrt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", einderiv.EinderivWarning)  # einderiv's own text is no slip
+        reread = einderiv.parse(str(derivative)).output
+    assert equivalent(normalize(reread.rhs, derivative.indices), derivative.expr)
+
+
+def test_mean_in_generated_code_and_on_torch():
+    from einderiv.codegen import generate
+
+    X, y, w = ARRAYS["X"], ARRAYS["yn"], ARRAYS["w"]
+    source = "L = mean_n((y_n - X_nd w_d)^2)"
+    compiled, gradient = einderiv.compile(source), einderiv.grad(source, "w")
+    namespace: dict = {}
+    exec(compile(generate([compiled, gradient], "python"), "<generated>", "exec"), namespace)  # our own code
+    expected = -2 * X.T @ (y - X @ w) / len(y)
+    np.testing.assert_allclose(namespace["dL_dw"](y=y, X=X, w=w), expected, rtol=1e-12)
+    np.testing.assert_allclose(namespace["L"](y=y, X=X, w=w), ((y - X @ w) ** 2).mean(), rtol=1e-12)
+    torch = pytest.importorskip("torch")
+    got = gradient(X=torch.tensor(X), y=torch.tensor(y), w=torch.tensor(w))
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
+
+
+def test_a_mean_over_an_index_nothing_sizes_is_a_clear_error():
+    with pytest.raises(einderiv.EvaluationError, match="cannot be inferred"):
+        einderiv.evaluate("f = mean_n(s) + x_i", s=np.float64(2.0), x=ARRAYS["x"])
