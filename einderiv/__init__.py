@@ -16,7 +16,7 @@ from .errors import (
     ParseError,
 )
 from .matrix_form import NoMatrixForm
-from .parser import parse
+from .matrix_input import parse
 
 __version__ = "0.1.0"
 

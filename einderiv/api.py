@@ -13,6 +13,7 @@ from .backends import array_library, choose_backend, ops_for
 from .emit import EinsumTerm, emit
 from .errors import DifferentiationError, EinderivError, EvaluationError
 from .ir import Delta, Indices, Program, Statement, Tensor
+from .matrix_input import Reading, accepts_notation, scalar_use_hint
 from .normal import Poly, fresh_indices, is_reciprocal, to_expr
 from .parser import parse
 from .program import CheckedProgram, Definition, check_program, derive
@@ -74,6 +75,8 @@ def _program(source: Source) -> Program:
         return Program((source,))
     if isinstance(source, Program):
         return source
+    if isinstance(source, Reading):  # text read by accepts_notation (matrix notation translated)
+        return source.program
     return parse(source)
 
 
@@ -93,6 +96,14 @@ class Compiled:
         self.line  # noqa: B018 - built now, so tracers (torch.compile) see only the array work
 
     # -- what it is -------------------------------------------------------------------------
+    reading: Reading | None = None  # how the source text was read (set by the API functions)
+
+    @property
+    def read_as(self) -> str:
+        """The source as read, in index notation: ``f = x_i A_ij x_j`` for ``f = x^T A x`` (for a
+        derivative, the expression differentiated)."""
+        return self.reading.text if self.reading is not None else str(self.program)
+
     @property
     def output(self) -> Definition:
         return self.program.out
@@ -225,8 +236,11 @@ class Compiled:
         for name, array in arrays.items():
             rank, shape = self.ranks[name], tuple(array.shape)
             if len(shape) != rank:
+                hint = ""
+                if not rank and (self.reading is None or self.reading.notation == "index"):
+                    hint = scalar_use_hint(name, len(shape), self.read_as)
                 raise EvaluationError(
-                    f"input {name!r} has {len(shape)} axes (shape {shape}) but is used with {rank} indices"
+                    f"input {name!r} has {len(shape)} axes (shape {shape}) but is used with {rank} indices{hint}"
                 )
 
     def _backend_arrays(self, given: Mapping[str, object], ops):
@@ -442,12 +456,14 @@ def _dimension_names(program: CheckedProgram, ranks: Mapping[str, int], extra: t
     return index_dims, input_dims
 
 
+@accepts_notation
 @_guarded
 def compile(source: Source, of: str | None = None) -> Compiled:  # noqa: A001 - the natural name
     """Check a statement or program and prepare it for evaluation (``of`` picks the output)."""
     return Compiled(check_program(_program(source), _output_name(of)))
 
 
+@accepts_notation
 @_guarded
 def evaluate(
     source: Source, arrays: Mapping[str, object] | None = None, /, *, of: str | None = None, backend=None, **named
@@ -505,6 +521,7 @@ def _checked(source: Source | CheckedProgram, of: str | None) -> CheckedProgram:
 LAYOUTS = ("numerator", "denominator")
 
 
+@accepts_notation
 @_guarded
 def diff(source: Source, wrt: str | Sequence[str], of: str | None = None, layout: str = "numerator") -> Derivative:
     """Differentiate the output (the last statement, or ``of``) with respect to ``wrt``.
@@ -589,18 +606,21 @@ def _require_scalar(source: Source, of: str | None, what: str) -> CheckedProgram
     return checked
 
 
+@accepts_notation
 @_guarded
 def grad(source: Source, wrt: str, of: str | None = None) -> Derivative:
     """The gradient of a scalar output: an array of the wrt tensor's shape (in either layout)."""
     return diff(_require_scalar(source, of, "grad"), wrt)
 
 
+@accepts_notation
 @_guarded
 def jacobian(source: Source, wrt: str, of: str | None = None, layout: str = "numerator") -> Derivative:
     """The Jacobian: shape ``out.shape + wrt.shape`` (``wrt.shape + out.shape`` in denominator layout)."""
     return diff(source, wrt, of, layout)
 
 
+@accepts_notation
 @_guarded
 def hessian(source: Source, wrt: str, of: str | None = None) -> Derivative:
     """The Hessian of a scalar output: shape ``wrt.shape + wrt.shape``."""

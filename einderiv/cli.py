@@ -127,7 +127,52 @@ def _parser() -> argparse.ArgumentParser:
     )
     check_cmd.add_argument("--tol", type=float, default=1e-6, help="largest relative error accepted (default 1e-6)")
     check_cmd.add_argument("--seed", type=_seed, default=0, help="seed of the random inputs (default 0)")
+    for command in (diff_cmd, eval_cmd, check_cmd):
+        _notation_options(command)
     return parser
+
+
+def _notation_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--notation",
+        choices=("auto", "index", "matrix"),
+        default="auto",
+        help="how EXPR is written: index notation (f = x_i A_ij x_j), matrix notation (f = x^T A x, x' * A * x), "
+        "or auto (the default): matrix notation when EXPR uses ^T, ', .*, ./, .^, tr(, ...",
+    )
+    command.add_argument(
+        "--rank",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="the rank of an input in matrix notation: 0 a scalar, 1 a vector, 2 a matrix (default: inferred)",
+    )
+
+
+def _read_expr(args):
+    """The EXPR read in --notation with the --rank declarations (shapes given by --random, --input
+    and --shape count as ranks for matrix notation), and the reading to show (None for index notation)."""
+    import numpy as np
+
+    from .matrix_input import read
+
+    ranks = {}
+    for text in args.rank:
+        name, _, rank = text.partition("=")
+        if not name.strip() or not rank.strip().isdigit():
+            raise EinderivError(f"--rank takes NAME=N with N 0, 1 or 2, such as x=1 (got {text!r})")
+        ranks[name.strip()] = int(rank)
+    shapes = {}
+    for option in ("random", "shape"):
+        for text in getattr(args, option, []):
+            name, shape = _shape(text, f"--{option}")
+            shapes[name] = len(shape)
+    for text in getattr(args, "input", []):
+        name, value = _load(text)  # a missing or malformed file is reported here, by name
+        shapes[name] = np.ndim(value)
+    reading = read(args.expr, args.notation, ranks, shapes)
+    args.expr = reading
+    return reading.text if reading.notation == "matrix" else None
 
 
 EVAL_EXAMPLE = """example:
@@ -330,12 +375,17 @@ def _dispatch(args) -> int:
     """Run the command; print its output or one ``error:`` line; return the exit status."""
     code = 0
     try:
+        read_as = _read_expr(args)
         if args.command == "eval":
             output = _run_eval(args)
         elif args.command == "check":
             output, code = _run_check(args)
         else:
             output = _run_diff(args)
+        if read_as is not None and args.command == "diff" and args.format != "text":
+            print(f"read as: {read_as}", file=sys.stderr)  # stdout stays the format's own
+        elif read_as is not None:
+            output = f"read as: {read_as}\n{output}"
     except ParseError as err:
         print(
             f"error: {err.message} (line {err.line}, column {err.column})" if err.line else f"error: {err.message}",

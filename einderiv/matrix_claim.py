@@ -10,7 +10,9 @@ The result is checked by compiling and evaluating that text, never by ``eval``.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, is_dataclass
 
 from .errors import EinderivError
@@ -19,6 +21,7 @@ from .ir import format_indices
 from .matrix_syntax import (
     Call,
     Divide,
+    ElementwiseDivide,
     Hadamard,
     Inverse,
     Name,
@@ -28,11 +31,13 @@ from .matrix_syntax import (
     Product,
     Sum,
     Transpose,
+    below_transposes,
+    lift_signs,
     parse_matrix,
 )
 
 #: Functions of a whole vector or matrix (the elementwise ones are einderiv.functions.FUNCTIONS).
-STRUCTURAL = ("tr", "det", "logdet", "inv", "diag", "sum", "softmax", "logsumexp")
+STRUCTURAL = ("tr", "det", "logdet", "inv", "diag", "sum", "softmax", "logsumexp", "norm2")
 IDENTITY = "I"
 _LETTERS = "ijklmnpqrstuvwabcdefghoxyz"
 
@@ -56,10 +61,19 @@ def _word(shape: tuple[bool, bool]) -> str:
     return _SHAPE_WORDS[shape]
 
 
-class _Reader:
-    """Shape inference and index-notation output for one claim."""
+class Reader:
+    """Shape inference and index-notation output for one claim, or for the statements of a
+    program (``program=True``: ``inv``, ``det``, ``logdet`` of any matrix expression, and
+    elementwise products nested in groups, become statements of their own)."""
 
-    def __init__(self, source: str, ranks: Mapping[str, int], free: Sequence[str]):
+    def __init__(
+        self,
+        source: str,
+        ranks: Mapping[str, int],
+        free: Sequence[str],
+        program: bool = False,
+        taken: Sequence[str] = (),
+    ):
         self.source = source
         self.ranks = dict(ranks)
         self.free = tuple(free)
@@ -68,9 +82,23 @@ class _Reader:
         self.shapes: dict[int, Shaped] = {}
         self.rewritten: dict[int, object] = {}  # A(x) read as a product, X^-1 as an inverse
         self.explicit = 0  # > 0 inside softmax/logsumexp, which are elementwise over other indices
+        self.program = program
+        self.defined: dict[str, tuple[bool, bool]] = {}  # a program's statements so far: name -> shape
+        self.penalties: Counter = Counter()  # readings that type-check but are unlikely (rank inference)
+        self.outer: set[int] = set()  # ids of outer products (a column times a row)
+        self.safe: set[str] = set(self.free)  # indices free everywhere: the statement's own, or bound by sum_
+        self.nested = 0  # > 0 inside a group: a parenthesised sum, a call's argument, a power, a divisor
+        self.root = None  # the statement's right-hand side (below its transposes)
+        self.hoisted: dict[int, Name] = {}
+        self.statements: list[str] = []  # a program's statements in index notation, in order
+        self.taken: set[str] = set(taken) | set(self.ranks)
 
     def fail(self, node, message: str) -> EinderivError:
-        return EinderivError(f"matrix claim {self.source.strip()!r}, column {node.column}: {message}")
+        what = "matrix notation" if self.program else "matrix claim"
+        line = self.source.strip()
+        if "\n" in line or len(line) > 80:
+            return EinderivError(f"{what}, column {node.column}: {message}")
+        return EinderivError(f"{what} {line!r}, column {node.column}: {message}")
 
     # -- fresh indices and tensor text --------------------------------------------------------
     def fresh(self) -> str:
@@ -114,26 +142,38 @@ class _Reader:
         if isinstance(node, Number):
             return Shaped(SCALAR)
         if isinstance(node, Name):
+            if node.name in self.defined:
+                return Shaped(self.defined[node.name])
             rank = self.rank(node)
             return Shaped(MATRIX if rank in (-1, 2) else COLUMN if rank == 1 else SCALAR)
         if isinstance(node, Neg):
             return self.shaped(node.operand)
         if isinstance(node, Transpose):
             inner = self.shaped(node.operand)
+            if inner.shape == SCALAR and isinstance(node.operand, Name):
+                self.penalties["a transposed scalar"] += 1
             return Shaped(inner.shape[::-1], inner.partial)
         if isinstance(node, Inverse):
-            self.named_matrix(node.operand, node, "an inverse")
-            return Shaped(MATRIX)
+            return Shaped(self.matrix_argument(node.operand, node, "an inverse").shape)
         if isinstance(node, Sum):
             return self._infer_sum(node)
         if isinstance(node, Product):
             return self._infer_product(node)
-        if isinstance(node, Hadamard):
-            left, right = self.shaped(node.left), self.shaped(node.right)
-            if left.shape != right.shape:
+        if isinstance(node, (Hadamard, ElementwiseDivide)):
+            divide = isinstance(node, ElementwiseDivide)
+            left = self.shaped(node.numerator if divide else node.left)
+            right = self.shaped(node.denominator if divide else node.right)
+            if left.shape != right.shape and SCALAR not in (left.shape, right.shape):
                 raise self.fail(
-                    node, f"'⊙' needs operands of the same shape, not {_word(left.shape)} and {_word(right.shape)}"
+                    node,
+                    f"'{'./' if divide else '⊙'}' needs operands of the same shape, not {_word(left.shape)} and "
+                    f"{_word(right.shape)}",
                 )
+            shape = right.shape if left.shape == SCALAR else left.shape
+            if divide:
+                return Shaped(shape, left.partial and right.shape == SCALAR)
+            if SCALAR in (left.shape, right.shape):
+                return Shaped(shape, left.partial or right.partial)
             return Shaped(left.shape, left.partial and right.partial)
         if isinstance(node, Divide):
             top, bottom = self.shaped(node.numerator), self.shaped(node.denominator)
@@ -142,13 +182,20 @@ class _Reader:
             return top
         if isinstance(node, Power):
             base = self.shaped(node.base)
+            if node.elementwise:
+                return Shaped(base.shape)
             if node.exponent == "-1" and base.shape != SCALAR:
                 return self._rewrite(node, Inverse(node.base, False, node.column))
+            if base.shape == MATRIX and node.exponent.isdigit() and 1 <= int(node.exponent) <= 8:
+                product = node.base  # A^3 is the matrix power A A A
+                for _ in range(int(node.exponent) - 1):
+                    product = Product(product, node.base, node.column)
+                return self._rewrite(node, product)
             if base.shape != SCALAR:
                 raise self.fail(
                     node,
                     f"'^{node.exponent}' of {_word(base.shape)}: powers apply to scalars only "
-                    "(write X^-1 for an inverse, A A for a product, x ⊙ x for elementwise squares)",
+                    "(write X^-1 for an inverse, A^2 for a product, x .^ 2 for elementwise squares)",
                 )
             return base
         return self._infer_call(node)
@@ -167,7 +214,13 @@ class _Reader:
         if left.shape == SCALAR:
             return right
         if right.shape == SCALAR:
+            if isinstance(self.rewritten.get(id(node.right), node.right), Name):
+                self.penalties["a scalar name after a vector or matrix"] += 1
             return left
+        if left.shape[1] and right.shape[0] and (id(node.left) in self.outer or id(node.right) in self.outer):
+            self.penalties["an outer product multiplied further"] += 1
+        if left.shape == COLUMN and right.shape == ROW:
+            self.outer.add(id(node))
         if left.shape[1] != right.shape[0]:
             raise self.fail(
                 node.right,
@@ -175,6 +228,19 @@ class _Reader:
                 "(a column vector can only be followed by a row vector, as in a b^T)",
             )
         return Shaped((left.shape[0], right.shape[1]), left.partial or right.partial)
+
+    def matrix_argument(self, operand, node, what: str) -> Shaped:
+        """The shape of a matrix function's argument: in a claim, the name of a matrix input; in a
+        program, any square matrix expression (or a scalar: a 1x1 matrix)."""
+        if not self.program:
+            self.named_matrix(operand, node, what)
+            return Shaped(MATRIX)
+        inner = self.shaped(operand)
+        if inner.shape == SCALAR and isinstance(below_transposes(operand), Name):
+            self.penalties["a matrix function of a scalar name"] += 1
+        elif inner.shape != MATRIX and inner.shape != SCALAR:
+            raise self.fail(node, f"{what} of {_word(inner.shape)}: it takes a square matrix")
+        return inner
 
     def named_matrix(self, operand, node, what: str) -> str:
         if not isinstance(operand, Name) or operand.name not in self.ranks:
@@ -186,20 +252,32 @@ class _Reader:
     def _infer_call(self, node: Call) -> Shaped:
         name = node.function
         if name == "inv":
-            self.named_matrix(node.arg, node, "an inverse")
-            return Shaped(MATRIX)
+            return Shaped(self.matrix_argument(node.arg, node, "an inverse").shape)
         if name in ("det", "logdet"):
-            self.named_matrix(node.arg, node, f"{name}(...)")
+            self.matrix_argument(node.arg, node, f"{name}(...)")
             return Shaped(SCALAR)
         if name in FUNCTIONS:
             inner = self.shaped(node.arg)
             return Shaped(inner.shape)
         if name not in STRUCTURAL:
-            if name in self.ranks or name == IDENTITY:
+            if name in self.ranks or name in self.defined or name == IDENTITY:
                 return self._rewrite(node, Product(Name(name, node.column), node.arg, node.column))
             known = ", ".join([*sorted(FUNCTIONS), *STRUCTURAL])
             raise self.fail(node, f"unknown function {name!r} (known: {known})")
         inner = self.shaped(node.arg)
+        if name == "tr" and inner.shape == SCALAR:  # a 1x1 product: tr(x^T w)
+            if isinstance(below_transposes(node.arg), Name):
+                self.penalties["a matrix function of a scalar name"] += 1
+            return Shaped(SCALAR)
+        if name == "norm2":
+            if inner.shape == MATRIX:
+                raise self.fail(node, "norm2(...) of a matrix: write sqrt(sum(X .* X)) for the Frobenius norm")
+            if inner.shape == SCALAR:
+                return self._rewrite(node, Call("abs", node.arg, node.column))
+            pair = (Transpose(node.arg, node.column), node.arg)
+            return self._rewrite(
+                node, Call("sqrt", Product(*(pair if inner.shape == COLUMN else pair[::-1]), node.column), node.column)
+            )
         if name == "tr":
             if inner.shape != MATRIX:
                 raise self.fail(node, f"tr(...) of {_word(inner.shape)}: a trace needs a matrix")
@@ -218,14 +296,72 @@ class _Reader:
         return self.shaped(replacement)
 
     # -- index notation -------------------------------------------------------------------------
+    @contextmanager
+    def inside(self, bound: Sequence[str] = ()):
+        """Emit within a group (its text is one factor of the enclosing product); ``bound``: indices an
+        explicit ``sum_a(...)`` binds there."""
+        saved = self.safe
+        self.nested += 1
+        self.safe = saved | {i for i in bound if i is not None}
+        try:
+            yield
+        finally:
+            self.nested -= 1
+            self.safe = saved
+
+    def _repeats_outer(self, node, row, col) -> bool:
+        """Whether ``node``'s text repeats an index of its own that is summed outside it (``x_a y_a``
+        of x ⊙ y in ``a^T (x ⊙ y + z)``): inside a group, index notation would sum it there."""
+        if not ({i for i in (row, col) if i is not None} - self.safe):
+            return False
+        if isinstance(node, (Hadamard, ElementwiseDivide)):
+            pair = (node.left, node.right) if isinstance(node, Hadamard) else (node.numerator, node.denominator)
+            return all(self.shaped(n).shape != SCALAR for n in pair)
+        return isinstance(node, Call) and node.function == "diag" and row != col
+
+    def hoist(self, node) -> Name:
+        """``node`` as a statement of its own (``M1_ij = X_ki X_kj``), referred to by its fresh name."""
+        key = id(node)
+        if key not in self.hoisted:
+            shape = self.shaped(node).shape
+            name = self.fresh_name({MATRIX: "M", COLUMN: "v", ROW: "v", SCALAR: "s"}[shape])
+            self.statements.append(self.statement(name, node, shape))
+            self.defined[name] = shape
+            self.hoisted[key] = Name(name, node.column)
+        return self.hoisted[key]
+
+    def fresh_name(self, prefix: str) -> str:
+        number = 1
+        while f"{prefix}{number}" in self.taken or f"{prefix}{number}" in self.defined:
+            number += 1
+        self.taken.add(f"{prefix}{number}")
+        return f"{prefix}{number}"
+
+    def statement(self, name: str, node, shape: tuple[bool, bool]) -> str:
+        """``name_ij = ...``: ``node`` in index notation with fresh letters for its rows and columns."""
+        saved = (self.used, self.braced, self.safe, self.nested, self.root, self.explicit, self.free)
+        self.used, self.braced, self.nested, self.explicit = set(), False, 0, 0
+        try:
+            row = self.fresh() if shape[0] else None
+            col = self.fresh() if shape[1] else None
+            self.free = tuple(i for i in (row, col) if i is not None)
+            self.safe = set(self.free)
+            self.root = below_transposes(node)
+            rhs, _ = self.emit(node, row, col)
+            return f"{name}{self.subscript(self.free)} = {rhs}"
+        finally:
+            self.used, self.braced, self.safe, self.nested, self.root, self.explicit, self.free = saved
+
     def emit(self, node, row: str | None, col: str | None) -> tuple[str, int]:
         """The node in index notation with the given row and column indices, and its precedence
         (0 a sum, 1 a leading minus, 2 a product, 3 an atom)."""
         node = self.rewritten.get(id(node), node)
+        if self.program and self.nested and self._repeats_outer(node, row, col):
+            node = self.hoist(node)
         if isinstance(node, Number):
             return node.text, 1 if node.text.startswith("-") else 3
         if isinstance(node, Name):
-            if node.name == IDENTITY and node.name not in self.ranks:
+            if node.name == IDENTITY and node.name not in self.ranks and node.name not in self.defined:
                 return "delta" + self.subscript((row, col)), 3
             present = [i for i in (row, col) if i is not None]
             return node.name + self.subscript(present), 3
@@ -234,20 +370,45 @@ class _Reader:
         if isinstance(node, Transpose):
             return self.emit(node.operand, col, row)
         if isinstance(node, Inverse):
+            matrix = self.matrix_name(node.operand)
+            if matrix is None:  # the inverse of a 1x1 product
+                with self.inside():
+                    return f"{self.factor(node.operand, None, None, atom=True)}^-1", 2
             pair = (col, row) if node.transposed else (row, col)
-            return f"inv({node.operand.name})" + self.subscript(pair), 3
+            return f"inv({matrix})" + self.subscript(pair), 3
         if isinstance(node, Sum):
             return self._emit_sum(node, row, col), 0
         if isinstance(node, Product):
             return self._emit_product(node, row, col)
         if isinstance(node, Hadamard):
-            return f"{self.factor(node.left, row, col, first=True)} {self.factor(node.right, row, col)}", 2
+            left = self.factor(node.left, *self._own(node.left, row, col), first=True)
+            return f"{left} {self.factor(node.right, *self._own(node.right, row, col))}", 2
+        if isinstance(node, ElementwiseDivide):
+            top = self.factor(node.numerator, *self._own(node.numerator, row, col), first=True)
+            with self.inside():
+                bottom = self.factor(node.denominator, *self._own(node.denominator, row, col), atom=True)
+            return f"{top} / {bottom}", 2
         if isinstance(node, Divide):
             top = self.factor(node.numerator, row, col, first=True)
-            return f"{top} / ({self.emit(node.denominator, None, None)[0]})", 2
+            with self.inside():
+                return f"{top} / ({self.emit(node.denominator, None, None)[0]})", 2
         if isinstance(node, Power):
-            return f"{self.factor(node.base, None, None, atom=True)}^{node.exponent}", 2
+            inner = (row, col) if node.elementwise else (None, None)
+            with self.inside():
+                return f"{self.factor(node.base, *inner, atom=True)}^{node.exponent}", 2
         return self._emit_call(node, row, col)
+
+    def matrix_name(self, operand) -> str | None:
+        """The name of the matrix ``operand`` (a statement of its own in a program, unless it is the
+        name of a matrix input or statement), or None for a scalar."""
+        node = self.rewritten.get(id(operand), operand)
+        if self.program and self.shaped(operand).shape == SCALAR:
+            return None
+        if isinstance(node, Name) and (self.ranks.get(node.name) == 2 or self.defined.get(node.name) == MATRIX):
+            return node.name
+        if not self.program:  # pragma: no cover - refused by named_matrix
+            raise self.fail(operand, "a matrix function applies to the name of a square matrix input")
+        return self.hoist(operand).name
 
     def factor(self, node, row, col, first: bool = False, atom: bool = False) -> str:
         text, precedence = self.emit(node, row, col)
@@ -259,7 +420,17 @@ class _Reader:
         return (row if shape[0] else None), (col if shape[1] else None)
 
     def _emit_sum(self, node: Sum, row, col) -> str:
-        parts = [self.factor(node.terms[0], *self._own(node.terms[0], row, col), first=True)]
+        if node is self.root:
+            return self._sum_text(node, row, col)
+        with self.inside():
+            return self._sum_text(node, row, col)
+
+    def _sum_text(self, node: Sum, row, col) -> str:
+        first = node.terms[0]
+        if node.signs[0] > 0:
+            parts = [self.factor(first, *self._own(first, row, col), first=True)]
+        else:
+            parts = ["-" + self.factor(first, *self._own(first, row, col))]
         for term, sign in zip(node.terms[1:], node.signs[1:]):
             parts.append(f"{'+' if sign > 0 else '-'} {self.factor(term, *self._own(term, row, col))}")
         return " ".join(parts)
@@ -271,41 +442,62 @@ class _Reader:
             rrow, rcol = self._own(node.right, row, col)
             return f"{self.factor(node.left, lrow, lcol, first=True)} {self.factor(node.right, rrow, rcol)}", 2
         inner = self.fresh() if left.shape[1] else None
-        text = f"{self.factor(node.left, row if left.shape[0] else None, inner, first=True)} " + self.factor(
-            node.right, inner, col if right.shape[1] else None
-        )
-        if inner is not None and (self.explicit or (left.partial and right.partial) or _captured(text, inner)):
+        if inner is not None and (self.explicit or (left.partial and right.partial)):
+            with self.inside(bound=(inner,)):
+                text = self._product_text(node, left, right, row, col, inner)
+            return f"sum{self.subscript((inner,))}({text})", 3
+        text = self._product_text(node, left, right, row, col, inner)
+        if inner is not None and _captured(text, inner):  # a group inside would contract it alone
             return f"sum{self.subscript((inner,))}({text})", 3
         return text, 2
+
+    def _product_text(self, node: Product, left: Shaped, right: Shaped, row, col, inner) -> str:
+        return f"{self.factor(node.left, row if left.shape[0] else None, inner, first=True)} " + self.factor(
+            node.right, inner, col if right.shape[1] else None
+        )
 
     def _emit_call(self, node: Call, row, col) -> tuple[str, int]:
         name = node.function
         if name in ("inv", "det", "logdet"):
-            matrix = node.arg.name
-            return (f"inv({matrix})" + self.subscript((row, col)) if name == "inv" else f"{name}({matrix})"), 3
+            matrix = self.matrix_name(node.arg)
+            if matrix is not None:
+                return (f"inv({matrix})" + self.subscript((row, col)) if name == "inv" else f"{name}({matrix})"), 3
+            with self.inside():  # of a 1x1 product
+                if name == "det":
+                    return self.emit(node.arg, None, None)
+                if name == "logdet":
+                    return f"log({self.emit(node.arg, None, None)[0]})", 3
+                return f"{self.factor(node.arg, None, None, atom=True)}^-1", 2
         if name in FUNCTIONS:
-            return f"{name}({self.emit(node.arg, row, col)[0]})", 3
+            with self.inside():
+                return f"{name}({self.emit(node.arg, row, col)[0]})", 3
         inner = self.shaped(node.arg).shape
         if name == "tr":
+            if inner == SCALAR:
+                return self.emit(node.arg, None, None)
             a = self.fresh()
-            return f"sum{self.subscript((a,))}({self.emit(node.arg, a, a)[0]})", 3
+            with self.inside(bound=(a,)):
+                return f"sum{self.subscript((a,))}({self.emit(node.arg, a, a)[0]})", 3
         if name == "sum":
             over = [self.fresh() if present else None for present in inner]
             present = [i for i in over if i is not None]
             if not present:
                 return self.emit(node.arg, None, None)
-            return f"sum{self.subscript(present)}({self.emit(node.arg, *over)[0]})", 3
+            with self.inside(bound=present):
+                return f"sum{self.subscript(present)}({self.emit(node.arg, *over)[0]})", 3
         if name == "diag":
             index = row if row is not None else col
             vector = (index, None) if inner == COLUMN else (None, index)
             if row == col:  # the diagonal of diag(v) is v
-                return self.factor(node.arg, *vector, atom=True), 3
+                with self.inside():
+                    return self.factor(node.arg, *vector, atom=True), 3
             return f"delta{self.subscript((row, col))} {self.factor(node.arg, *vector)}", 2
         index = (row if inner == COLUMN else col) if name == "softmax" else self.fresh()
         vector = (index, None) if inner == COLUMN else (None, index)
         self.explicit += 1  # softmax_i(A_ij x_j) would be elementwise over j: write sum_j(A_ij x_j)
         try:
-            arg = self.emit(node.arg, *vector)[0]
+            with self.inside(bound=(index,)):
+                arg = self.emit(node.arg, *vector)[0]
         finally:
             self.explicit -= 1
         return f"{name}{self.subscript((index,))}({arg})", 3
@@ -331,8 +523,9 @@ def translate(text: str, ranks: Mapping[str, int], indices: Sequence[str]) -> Tr
             f"the derivative has {len(indices)} free indices ({', '.join(indices)}): a matrix claim describes at "
             "most two (a scalar, a vector or a matrix); write the claim in index notation"
         )
-    node = parse_matrix(text)
-    reader = _Reader(text, ranks, indices)
+    node = lift_signs(parse_matrix(text))
+    reader = Reader(text, ranks, indices)
+    reader.root = below_transposes(node)
     shape = reader.shaped(node).shape
     wanted = {0: (SCALAR,), 1: (COLUMN, ROW), 2: (MATRIX,)}[len(indices)]
     if shape == SCALAR and _constant(node):  # a number stands for that constant in every entry

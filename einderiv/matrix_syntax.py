@@ -4,7 +4,8 @@ reading as index notation are :mod:`einderiv.matrix_claim`'s."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 
 from lark import Lark, Token, Tree
@@ -19,11 +20,12 @@ GRAMMAR = r"""
 ?sum: hadamard (ADDOP hadamard)*
 ADDOP: "+" | "-"
 
-?hadamard: product (_ODOT product)*
-_ODOT: "⊙" | ".*"
+?hadamard: product (ELEMENTWISE product)*
+ELEMENTWISE: "⊙" | ".*" | "./"
 
 ?product: signed
         | product postfix               -> mul
+        | product "*" signed            -> mul
         | product "/" signed            -> div
 
 ?signed: postfix
@@ -34,6 +36,12 @@ _ODOT: "⊙" | ".*"
         | postfix "^" exponent          -> power
         | postfix "^" "{" exponent "}"  -> power
         | postfix "^" "(" exponent ")"  -> power
+        | postfix ".^" exponent         -> elementwise_power
+        | postfix ".^" "(" exponent ")" -> elementwise_power
+        | postfix ("'" | "ᵀ")            -> quote
+        | postfix "⁻¹"                  -> inverse_power
+        | postfix "⁻ᵀ"                  -> inverse_transpose_power
+        | postfix "²"                   -> square
 
 exponent: "T"                           -> transpose
         | "-" "T"                       -> inverse_transpose
@@ -47,7 +55,7 @@ exponent: "T"                           -> transpose
 
 CALL.2: /[A-Za-z][A-Za-z0-9]*\(/
 NAME.1: /[A-Za-z][A-Za-z0-9]*/
-NUMBER: /(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?/
+NUMBER: /(\d+(\.(?![*\/^])\d*)?|\.\d+)([eE][+-]?\d+)?/
 WS: /[ \t\r\n\f]+/
 %ignore WS
 """
@@ -107,6 +115,15 @@ class Hadamard:
 
 
 @dataclass(frozen=True)
+class ElementwiseDivide:
+    """``L ./ R``: elementwise quotient of same-shaped operands (or by a scalar)."""
+
+    numerator: object
+    denominator: object
+    column: int
+
+
+@dataclass(frozen=True)
 class Divide:
     """``E / s``: division by a scalar."""
 
@@ -134,11 +151,12 @@ class Inverse:
 
 @dataclass(frozen=True)
 class Power:
-    """``s^p``: a numeric power of a scalar."""
+    """``s^p``: a numeric power of a scalar; ``E.^p`` (``elementwise``): of every entry of E."""
 
     base: object
     exponent: str
     column: int
+    elementwise: bool = False
 
 
 @dataclass(frozen=True)
@@ -170,7 +188,7 @@ def _build(tree, source: str):
         kids = [done.pop(id(c)) if isinstance(c, Tree) else c for c in node.children]
         depth[id(node)] = 1 + max((depth.pop(id(c)) for c in node.children if isinstance(c, Tree)), default=0)
         if node.data == "hadamard":  # a ⊙ b ⊙ c becomes a chain of nested nodes
-            depth[id(node)] += len(kids) - 2
+            depth[id(node)] += len(kids) // 2 - 1
         if depth[id(node)] > MAX_DEPTH:
             raise ParseError(
                 f"the matrix claim is nested deeper than {MAX_DEPTH} operations: write it in index notation",
@@ -205,13 +223,24 @@ def _node(kind: str, kids: list, column: int):
         return Sum(tuple(terms), tuple(signs), column)
     if kind == "hadamard":
         node = kids[0]
-        for right in kids[1:]:
-            node = Hadamard(node, right, column)
+        for op, right in zip(kids[1::2], kids[2::2]):
+            node = (ElementwiseDivide if str(op) == "./" else Hadamard)(node, right, column)
         return node
+    if kind == "quote":
+        return Transpose(kids[0], column)
+    if kind in ("inverse_power", "square"):  # X⁻¹, s²
+        return Power(kids[0], "-1" if kind == "inverse_power" else "2", column)
+    if kind == "inverse_transpose_power":
+        return Inverse(kids[0], True, column)
     if kind == "mul":
         return Product(kids[0], kids[1], column)
     if kind == "div":
         return Divide(kids[0], kids[1], column)
+    if kind == "elementwise_power":
+        base, (what, number) = kids
+        if what not in ("positive", "negative"):
+            raise EinderivError(f"'.^' takes a number, not {'T' if what == 'transpose' else '-T'}")
+        return Power(base, number if what == "positive" else "-" + number, column, elementwise=True)
     if kind == "power":
         base, (what, number) = kids
         if what == "transpose":
@@ -220,6 +249,63 @@ def _node(kind: str, kids: list, column: int):
             return Inverse(base, True, column)
         return Power(base, number if what == "positive" else "-" + number, column)
     raise EinderivError(f"unexpected {kind!r} in a matrix claim")  # pragma: no cover - the grammar's aliases
+
+
+# -- rewriting ----------------------------------------------------------------------------------
+
+
+def below_transposes(node):
+    """The node under any transposes (``(a + b)^T``: the sum)."""
+    while isinstance(node, Transpose):
+        node = node.operand
+    return node
+
+
+def lift_signs(node):
+    """The same expression with every minus sign moved out of products, transposes and elementwise
+    products into the signs of sums (``a^T (-(x ⊙ y))`` is ``-(a^T (x ⊙ y))``), so that no negated
+    product needs parentheses of its own."""
+    if isinstance(node, (Name, Number)):
+        return node
+    if isinstance(node, Neg):
+        inner = lift_signs(node.operand)
+        if isinstance(inner, Neg):
+            return inner.operand
+        if isinstance(inner, Number):
+            return replace(inner, text=inner.text[1:] if inner.text.startswith("-") else "-" + inner.text)
+        if isinstance(inner, Sum):
+            return replace(inner, signs=tuple(-s for s in inner.signs))
+        return Neg(inner, node.column)
+    if isinstance(node, Sum):
+        terms, signs = [], []
+        for term, sign in zip(node.terms, node.signs):
+            term = lift_signs(term)
+            if isinstance(term, Neg):
+                term, sign = term.operand, -sign
+            terms.append(term)
+            signs.append(sign)
+        return replace(node, terms=tuple(terms), signs=tuple(signs))
+    if isinstance(node, Transpose):
+        inner = lift_signs(node.operand)
+        if isinstance(inner, Neg):
+            return Neg(Transpose(inner.operand, node.column), node.column)
+        return replace(node, operand=inner)
+    if isinstance(node, (Product, Hadamard, ElementwiseDivide, Divide)):
+        names = [f.name for f in fields(node) if f.name != "column"]
+        parts, negative = {}, False
+        for position, key in enumerate(names):
+            part = lift_signs(getattr(node, key))
+            if isinstance(part, Neg) and (position == 0 or not isinstance(node, Divide)):
+                part, negative = part.operand, not negative
+            parts[key] = part
+        rebuilt = replace(node, **parts)
+        return Neg(rebuilt, node.column) if negative else rebuilt
+    if isinstance(node, (Inverse, Power)):
+        key = "operand" if isinstance(node, Inverse) else "base"
+        return replace(node, **{key: lift_signs(getattr(node, key))})
+    if isinstance(node, Call):
+        return replace(node, arg=lift_signs(node.arg))
+    return node  # pragma: no cover - every node kind is above
 
 
 @lru_cache(maxsize=1)
@@ -233,10 +319,59 @@ def parse_matrix(text: str):
         raise ParseError("empty claim: write a matrix expression such as 'A x + A^T x'", str(text), 0, 0)
     if "\n" in text.strip():
         raise ParseError("a matrix claim is one line", text, 0, 0)
+    return _parse_line(text)
+
+
+# -- statements: ``f = x^T A x``, several separated by newlines or ';' --------------------------
+
+_LHS = re.compile(r"\s*([A-Za-z][A-Za-z0-9]*)\s*=(?!=)")
+
+
+@dataclass(frozen=True)
+class MatrixStatement:
+    """``name = expression`` (``name`` None for a bare expression), on line ``line`` of the source."""
+
+    name: str | None
+    node: object
+    line: int
+    column: int
+
+
+def parse_matrix_program(text: str) -> tuple[MatrixStatement, ...]:
+    """Parse statements of matrix notation, one per line or separated by ``;`` (``#`` comments).
+    Syntax errors carry the line and column in the whole text."""
+    if not isinstance(text, str):
+        raise EinderivError(f"expected the expression as a string, got {type(text).__name__}")
+    statements = []
+    for number, line in enumerate(text.split("\n"), 1):
+        code = line.split("#", 1)[0]
+        start = 0
+        for piece in code.split(";"):
+            padded = " " * start + piece  # columns stay those of the whole line
+            start += len(piece) + 1
+            if not piece.strip():
+                continue
+            match = _LHS.match(padded)
+            name = match.group(1) if match else None
+            column = padded.index(name) + 1 if name else len(padded) - len(padded.lstrip()) + 1
+            body = " " * match.end() + padded[match.end() :] if match else padded
+            if match and not body.strip():
+                raise ParseError("syntax error: nothing after '='", text, number, len(padded) + 1)
+            try:
+                node = _parse_line(body)
+            except ParseError as err:
+                raise ParseError(err.message, text, number, err.column) from None
+            statements.append(MatrixStatement(name, node, number, column))
+    if not statements:
+        raise ParseError("empty input: write an expression such as 'f = x^T A x'", text, 0, 0)
+    return tuple(statements)
+
+
+def _parse_line(text: str):
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as err:
         raise _syntax_error(err, text) from None
-    if isinstance(tree, Token):  # a lone number or name
+    if isinstance(tree, Token):
         tree = Tree("number" if tree.type == "NUMBER" else "name", [tree])
     return _build(tree, text)

@@ -45,6 +45,8 @@ _SUM, _PRODUCT, _SIGNED, _FACTOR, _ATOM = range(5)
 def _level(node) -> int:
     if isinstance(node, Add):
         return _SUM
+    if isinstance(node, Mul) and len(node.factors) == 1:
+        return _ATOM  # a parenthesised product: it prints its own parentheses
     if isinstance(node, (Mul, Div)):
         return _PRODUCT
     if isinstance(node, Neg):
@@ -131,7 +133,11 @@ class _Renderer:
                     parts.append("+ " + self.wrap(term, _PRODUCT))
             return " ".join(parts)
         if isinstance(node, Mul):
-            first = self.wrap(node.factors[0], _PRODUCT)
+            if len(node.factors) == 1:  # parentheses make a group (index scoping): keep them
+                inner = self(node.factors[0])
+                return r"\left(" + inner + r"\right)" if latex else "(" + inner + ")"
+            head = node.factors[0]
+            first = self.wrap(head, _FACTOR if isinstance(head, Mul) else _PRODUCT)
             rest = [self.wrap(f, _FACTOR) for f in node.factors[1:]]
             return " ".join([first, *rest])
         if isinstance(node, Div):

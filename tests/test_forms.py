@@ -26,9 +26,9 @@ def rhs(source: str):
     return einderiv.parse(source).output.rhs
 
 
-def parse_error(source: str) -> einderiv.ParseError:
+def parse_error(source: str, notation: str = "auto") -> einderiv.ParseError:
     with pytest.raises(einderiv.ParseError) as info:
-        einderiv.parse(source)
+        einderiv.parse(source, notation=notation)
     return info.value
 
 
@@ -309,10 +309,15 @@ def test_codegen_names_every_function_from_the_table():
     ],
 )
 def test_unknown_names_suggest_the_closest(source, message, column):
-    err = parse_error(source)
+    err = parse_error(source, notation="index")  # auto reads tr(X) as matrix notation: the trace
     assert message in err.message
     assert "for a product" not in err.message
     assert_caret(err, column)
+
+
+def test_tr_of_a_name_is_read_as_matrix_notation_by_default():
+    X = np.arange(9.0).reshape(3, 3)
+    assert float(einderiv.evaluate("t = tr(X)", X=X)) == np.trace(X)
 
 
 @pytest.mark.parametrize(

@@ -233,7 +233,7 @@ def test_evaluation_errors_name_the_matrix(source, arrays, message):
 )
 def test_matrix_function_language_errors(source, message):
     with pytest.raises(einderiv.EinderivError) as info:
-        einderiv.compile(source)
+        einderiv.compile(source, notation="index")  # "auto" reads f = inv(X) as matrix notation
     assert message in str(info.value)
 
 

@@ -306,3 +306,10 @@ def test_mean_in_generated_code_and_on_torch():
 def test_a_mean_over_an_index_nothing_sizes_is_a_clear_error():
     with pytest.raises(einderiv.EvaluationError, match="cannot be inferred"):
         einderiv.evaluate("f = mean_n(s) + x_i", s=np.float64(2.0), x=ARRAYS["x"])
+
+
+@pytest.mark.parametrize("source", ["f = (x_i x_i)(y_i y_i)", "f = (a_i / b_i) c_j", "f = (a_i b_i) / c_j + s"])
+def test_pretty_and_latex_keep_the_parentheses_that_make_groups(source):
+    compiled = einderiv.compile(source)
+    assert einderiv.parse(compiled.pretty()) == einderiv.parse(source)
+    assert compiled.latex().count(r"\left(") >= 1

@@ -1,0 +1,397 @@
+"""Matrix notation as input: ``f = x^T A x``, ``L = (y - X w)^T (y - X w)``, ``f = logdet(X^T X)``,
+``x' * A * x`` read as an index-notation program (``f = x_i A_ij x_j``).
+
+Inputs of rank 0, 1 and 2 are scalars, column vectors and matrices.  Their ranks are declared
+(``ranks={"x": 1}``), or inferred: of the assignments under which every statement type-checks, the
+one that breaks the fewest of these conventions, in this order, wins (a tie is an error asking for
+``ranks=``): a name written with ``^T`` is not a scalar; a name starting with an upper-case letter is
+a matrix; an outer product (a column times a row) is not multiplied further (``lam x^T x``: lam is a
+scalar); ``tr``, ``det``, ``logdet``, ``inv`` of a name take a matrix (of a 1x1 product such as
+``x^T w``, a scalar); any other name is a column vector, else a scalar, else a matrix; a scalar
+name comes before the vector or matrix it multiplies.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .errors import EinderivError, IndexRuleError, ParseError
+from .functions import FUNCTIONS
+from .ir import Program
+from .matrix_claim import IDENTITY, STRUCTURAL, Reader
+from .matrix_syntax import Call, MatrixStatement, Name, lift_signs, parse_matrix_program
+from .parser import parse as parse_index
+
+NOTATIONS = ("auto", "index", "matrix")
+RESERVED = ("delta",)
+#: Assignments of ranks tried at most (3 per undeclared name); beyond, fewer alternatives are tried.
+MAX_ASSIGNMENTS = 2187
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How a source text was read: ``notation`` ("index" or "matrix"), the program in index
+    notation (``text``, statements joined by ``; ``, and parsed: ``program``) and the input ranks
+    (declared or inferred; for index notation, those declared)."""
+
+    notation: str
+    source: str
+    text: str
+    ranks: tuple[tuple[str, int], ...]
+    program: Program
+
+
+# -- which notation ---------------------------------------------------------------------------
+
+_MARKS = re.compile(
+    r"\^\s*[{(]?\s*-?\s*T\b"  # ^T, ^-T, ^{T}
+    r"|'|ᵀ|⁻ᵀ|⊙|\.\*|\./|\.\^"  # x', xᵀ, X⁻ᵀ, elementwise operators (x², X⁻¹ are powers in both)
+    r"|\b(?:tr|sum|diag|norm2|softmax|logsumexp)\s*\("  # functions that index notation writes with indices
+)
+_MATRIX_CALL = re.compile(r"\b(inv|det|logdet)\s*\(")
+
+
+def matrix_marks(text: str) -> bool:
+    """Whether ``text`` uses something only matrix notation has: ``^T``, ``'``, ``⊙``, ``.*``,
+    ``./``, ``.^``, ``tr(``, ``sum(``, ``diag(``, ``norm2(``, ``inv(X)`` without indices following,
+    or ``inv``/``det``/``logdet`` of more than a name."""
+    code = "\n".join(line.split("#", 1)[0] for line in text.split("\n"))
+    if _MARKS.search(code):
+        return True
+    for match in _MATRIX_CALL.finditer(code):
+        depth, end = 1, match.end()
+        while end < len(code) and depth:
+            depth += {"(": 1, ")": -1}.get(code[end], 0)
+            end += 1
+        argument = code[match.end() : end - 1].strip()
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", argument):
+            return True
+        if match.group(1) == "inv" and not code[end:].lstrip(" \t").startswith("_"):
+            return True
+    return False
+
+
+def detect(text: str, ranks: Mapping[str, int] | None = None) -> str:
+    """The notation ``auto`` picks: matrix for text with :func:`matrix_marks`, or for text without
+    any ``_`` that uses a name declared in ``ranks`` as a vector or matrix; index otherwise."""
+    if matrix_marks(text):
+        return "matrix"
+    if ranks and "_" not in text:
+        words = set(re.findall(r"[A-Za-z][A-Za-z0-9]*", text))
+        if any(rank > 0 and name in words for name, rank in ranks.items()):
+            return "matrix"
+    return "index"
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def _declared(ranks) -> dict[str, int]:
+    if ranks is None:
+        return {}
+    if not isinstance(ranks, Mapping):
+        raise EinderivError(f"ranks must map names to ranks, such as {{'x': 1, 'A': 2}}, got {ranks!r}")
+    out = {}
+    for name, rank in ranks.items():
+        if not isinstance(name, str) or isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+            raise EinderivError(f"ranks: {name!r}: {rank!r} is not a rank (0 a scalar, 1 a vector, 2 a matrix)")
+        out[name] = rank
+    return out
+
+
+def _array_ranks(arrays: Mapping[str, object] | None) -> dict[str, int]:
+    out = {}
+    for name, value in (arrays or {}).items():
+        ndim = getattr(value, "ndim", None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            ndim = 0
+        if isinstance(ndim, int) and ndim <= 2:
+            out[name] = ndim
+    return out
+
+
+def read(source, notation: str = "auto", ranks=None, array_ranks: Mapping[str, int] | None = None) -> Reading | None:
+    """Read ``source`` in ``notation`` ("auto", "index" or "matrix"); None for a source that is not
+    text (an IR ``Program`` or ``Statement``: index notation already).  ``array_ranks`` (the
+    numbers of axes of the arrays given) are matrix notation's ranks where ``ranks`` declares none;
+    unlike ``ranks`` they do not make ``auto`` choose matrix notation."""
+    if isinstance(source, Reading):
+        return source
+    if notation not in NOTATIONS:
+        raise EinderivError(f"notation must be one of {', '.join(NOTATIONS)}, got {notation!r}")
+    declared = _declared(ranks)
+    if not isinstance(source, str):
+        if notation == "matrix":
+            raise EinderivError(f"notation='matrix' takes text, got {type(source).__name__}")
+        return None
+    chosen = detect(source, declared) if notation == "auto" else notation
+    if chosen == "matrix":
+        try:
+            return read_matrix(source, {**(array_ranks or {}), **declared})
+        except ParseError:
+            if notation == "auto" and "_" in source:  # ^T or ' by mistake in index notation: its error
+                return _read_index(source, declared)
+            raise
+    return _read_index(source, declared)
+
+
+def _read_index(source: str, declared: dict[str, int]) -> Reading:
+    program = parse_index(source)
+    return Reading("index", source, source.strip(), tuple(declared.items()), program)
+
+
+def read_matrix(source: str, ranks: Mapping[str, int]) -> Reading:
+    """Matrix-notation statements read as an index-notation program (ranks not in ``ranks`` are
+    inferred)."""
+    statements = parse_matrix_program(source)
+    statements = tuple(
+        MatrixStatement(s.name, lift_signs(s.node), s.line, s.column) for s in statements
+    )  # -(x ⊙ y) never a group
+    names = _check_names(statements)
+    outputs = [s.name for s in statements]
+    if outputs[-1] is None:  # a bare expression: f
+        outputs[-1] = _unused("f", set(names) | {o for o in outputs if o})
+    if None in outputs[:-1]:
+        line = statements[outputs.index(None)].line
+        raise EinderivError(f"matrix notation, line {line}: only the last statement may be a bare expression")
+    chosen = infer_ranks(source, statements, outputs, names, ranks)
+    reader = Reader(source, chosen, (), program=True, taken=(*names, *outputs, *RESERVED))
+    for statement, name in zip(statements, outputs):
+        shape = reader.shaped(statement.node).shape
+        reader.statements.append(reader.statement(name, statement.node, shape))
+        reader.defined[name] = shape
+    text = "; ".join(_tidy(statement) for statement in reader.statements)
+    return Reading("matrix", source, text, tuple((n, chosen[n]) for n in names), parse_index(text))
+
+
+_SUBSCRIPT = re.compile(r"_([A-Za-z]+)")
+_LETTERS = "ijklmnpqrstuvwabcdefghoxyz"
+
+
+def _tidy(statement: str) -> str:
+    """Summed indices renamed in order of appearance after the left-hand side's (``f = x_i A_ij
+    x_j``, not ``x_j A_ji x_i``); statements with braced indices are left as they are."""
+    if "{" in statement:
+        return statement
+    lhs, rhs = statement.split(" = ", 1)
+    own = "".join(_SUBSCRIPT.findall(lhs))
+    order = list(dict.fromkeys(c for group in _SUBSCRIPT.findall(rhs) for c in group if c not in own))
+    spare = [c for c in _LETTERS if c not in own]
+    if len(order) > len(spare):
+        return statement
+    mapping = dict(zip(order, spare))
+    return lhs + " = " + _SUBSCRIPT.sub(lambda m: "_" + "".join(mapping.get(c, c) for c in m.group(1)), rhs)
+
+
+def _unused(name: str, taken: set[str]) -> str:
+    candidate, number = name, 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{name}{number}"
+    return candidate
+
+
+def _names(node) -> list[Name]:
+    """The names a tree uses, in order (``A(x)`` names A), without functions and the identity."""
+    found, stack = [], [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Name):
+            found.append(item)
+            continue
+        if isinstance(item, Call) and item.function not in FUNCTIONS and item.function not in STRUCTURAL:
+            found.append(Name(item.function, item.column))
+        children = []
+        for key, value in vars(item).items() if hasattr(item, "__dict__") else ():
+            if key == "column":
+                continue
+            children.extend(value if isinstance(value, tuple) else (value,))
+        stack.extend(reversed([c for c in children if hasattr(c, "column")]))
+    return found
+
+
+def _check_names(statements) -> list[str]:
+    """The program's inputs in order of use; refuses a name defined twice, used before its
+    definition, or defined in terms of itself, and reserved names."""
+    inputs: list[str] = []
+    defined: set[str] = set()
+    later = {s.name for s in statements if s.name}
+    for statement in statements:
+        for ref in _names(statement.node):
+            if ref.name in RESERVED:
+                raise EinderivError(f"matrix notation, line {statement.line}: {ref.name!r} is reserved; rename it")
+            if ref.name in defined or ref.name == IDENTITY:
+                continue
+            if ref.name == statement.name:
+                raise IndexRuleError(
+                    f"matrix notation, line {statement.line}: {ref.name!r} is defined in terms of itself"
+                )
+            if ref.name in later:
+                raise IndexRuleError(
+                    f"matrix notation, line {statement.line}: {ref.name!r} is used before its definition"
+                )
+            if ref.name not in inputs:
+                inputs.append(ref.name)
+        if statement.name is not None:
+            if statement.name in defined:
+                raise IndexRuleError(f"matrix notation, line {statement.line}: {statement.name!r} is defined twice")
+            if statement.name in RESERVED:
+                raise EinderivError(f"matrix notation: {statement.name!r} is reserved; rename it")
+            defined.add(statement.name)
+    return inputs
+
+
+# -- ranks ----------------------------------------------------------------------------------------
+
+_PENALTIES = (
+    "a transposed scalar",
+    "upper",
+    "an outer product multiplied further",
+    "a matrix function of a scalar name",
+    "lower as a matrix",
+    "lower as a scalar",
+    "a scalar name after a vector or matrix",
+)
+
+
+def _convention(name: str) -> int:
+    return 2 if name[0].isupper() else 1
+
+
+def _assess(source: str, statements, outputs, ranks: Mapping[str, int], free: list[str]) -> tuple[int, ...]:
+    """The cost of reading the program with these ranks (raises when it does not type-check)."""
+    reader = Reader(source, ranks, (), program=True)
+    for statement, name in zip(statements, outputs):
+        reader.defined[name] = reader.shaped(statement.node).shape
+    counts = dict(reader.penalties)
+    counts["upper"] = sum(1 for n in free if n[0].isupper() and ranks[n] != 2)
+    counts["lower as a matrix"] = sum(1 for n in free if not n[0].isupper() and ranks[n] == 2)
+    counts["lower as a scalar"] = sum(1 for n in free if not n[0].isupper() and ranks[n] == 0)
+    return tuple(counts.get(p, 0) for p in _PENALTIES)
+
+
+def infer_ranks(source: str, statements, outputs, names: list[str], declared: Mapping[str, int]) -> dict[str, int]:
+    """Declared ranks, and for the other names the reading that type-checks at the least cost (see
+    the module's docstring); a tie is an error that asks for ``ranks=``."""
+    known = {n: declared[n] for n in names if n in declared}
+    free = [n for n in names if n not in declared]
+    convention = {**known, **{n: _convention(n) for n in free}}
+    try:
+        cost = _assess(source, statements, outputs, convention, free)
+    except EinderivError as err:
+        first_error, cost = err, None
+    if cost is not None and not any(cost):
+        return convention
+    if 3 ** len(free) <= MAX_ASSIGNMENTS:
+        options = [(0, 1, 2)] * len(free)
+    elif 2 ** len(free) <= MAX_ASSIGNMENTS:
+        options = [(_convention(n), 0) for n in free]
+    else:
+        options = [(_convention(n),) for n in free]
+    results = []
+    for combination in itertools.product(*options):
+        ranks = {**known, **dict(zip(free, combination))}
+        try:
+            results.append((_assess(source, statements, outputs, ranks, free), ranks))
+        except EinderivError:
+            continue
+    if not results:
+        raise first_error
+    best = min(c for c, _ in results)
+    tied = [r for c, r in results if c == best]
+    if len(tied) > 1:
+        unsure = [n for n in free if len({r[n] for r in tied}) > 1]
+        words = {0: "a scalar", 1: "a vector", 2: "a matrix"}
+        options_text = "; ".join(
+            f"{n!r} could be {' or '.join(words[k] for k in sorted({r[n] for r in tied}))}" for n in unsure
+        )
+        example = ", ".join(f"{n!r}: {tied[0][n]}" for n in unsure)
+        flags = " ".join(f"--rank {n}={tied[0][n]}" for n in unsure)
+        raise EinderivError(
+            f"matrix notation: the ranks are ambiguous ({options_text}); declare them with ranks={{{example}}} "
+            f"(CLI: {flags})"
+        )
+    return tied[0]
+
+
+# -- the API's notation= and ranks= -----------------------------------------------------------------
+
+
+def parse(source, notation: str = "auto", ranks=None) -> Program:
+    """Parse text into a :class:`Program` in index notation; matrix notation (``notation="matrix"``,
+    or ``"auto"`` for text that uses ``^T``, ``'``, ``tr(``...) is translated first."""
+    reading = read(source, notation, ranks)
+    if reading is None:
+        return parse_index(source)  # its error for a source that is not text
+    return reading.program
+
+
+def _array_like(value) -> bool:
+    return hasattr(value, "ndim") or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def accepts_notation(function):
+    """Give an API function (its source first) the keywords ``notation="auto"|"index"|"matrix"``
+    and ``ranks=``: text is read (matrix notation translated) before it runs, and the
+    :class:`Reading` is recorded on a returned ``Compiled`` (``.reading``, ``.read_as``)."""
+    signature = inspect.signature(function)
+    parameters = list(signature.parameters.values())
+    extra = [
+        inspect.Parameter("notation", inspect.Parameter.KEYWORD_ONLY, default="auto"),
+        inspect.Parameter("ranks", inspect.Parameter.KEYWORD_ONLY, default=None),
+    ]
+    variadic = [p for p in parameters if p.kind is inspect.Parameter.VAR_KEYWORD]
+    others = [p for p in parameters if p.kind is not inspect.Parameter.VAR_KEYWORD]
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        # evaluate(..., **arrays) may have an array named notation or ranks: those are not text or a mapping
+        notation, ranks = "auto", None
+        if "notation" in kwargs and (not variadic or isinstance(kwargs["notation"], str)):
+            notation = kwargs.pop("notation")
+        if "ranks" in kwargs and (not variadic or kwargs["ranks"] is None or isinstance(kwargs["ranks"], Mapping)):
+            ranks = kwargs.pop("ranks")
+        if not args and "source" not in kwargs:
+            return function(*args, **kwargs)
+        source = args[0] if args else kwargs.pop("source")
+        arrays = {k: v for k, v in kwargs.items() if _array_like(v)}
+        reading = read(source, notation, ranks, _array_ranks(arrays))
+        result = function(source if reading is None else reading, *args[1:], **kwargs)
+        if reading is not None and hasattr(type(result), "reading"):
+            if reading.notation == "index":
+                _check_declared(reading, result.ranks)
+            result.reading = reading
+        return result
+
+    call.__signature__ = signature.replace(parameters=[*others, *extra, *variadic])
+    return call
+
+
+def _check_declared(reading: Reading, used: Mapping[str, int]) -> None:
+    for name, rank in reading.ranks:
+        if name in used and used[name] != rank:
+            raise IndexRuleError(
+                f"ranks= declares {name!r} with rank {rank}, but the index-notation text uses it with "
+                f"{used[name]} indices" + (" (for matrix notation pass notation='matrix')" if not used[name] else "")
+            )
+
+
+def scalar_use_hint(name: str, axes: int, text: str) -> str:
+    """What the EvaluationError for an array given to a name that the index-notation ``text`` uses
+    as a scalar adds: ``y = A x`` is a product of scalars there; matrix notation, or indices."""
+    letters = "ijklmn"[:axes] if axes <= 6 else ""
+    example = f", as in {name}_{letters}" if letters else ""
+    if "_" in text:
+        return f": the text uses it as a scalar (no indices); write all its indices{example}"
+    return (
+        f": the text uses it as a scalar (no indices); for matrix notation pass notation='matrix' "
+        f"(CLI: --notation matrix), or write all its indices{example} (y_i = A_ij x_j)"
+    )
+
+
+__all__ = ["NOTATIONS", "Reading", "accepts_notation", "detect", "matrix_marks", "parse", "read", "read_matrix"]

@@ -1,0 +1,610 @@
+"""Matrix notation as input (``f = x^T A x``, ``x' * A * x``): each expression evaluated and
+differentiated by einderiv, against NumPy closed forms written here and central finite differences
+of those closed forms; the reading shown; rank inference and its errors; the CLI's --notation/--rank."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import einderiv
+from einderiv.errors import EinderivError, EvaluationError, IndexRuleError, ParseError
+from einderiv.matrix_input import detect, matrix_marks
+
+N, M = 4, 5
+RNG = np.random.default_rng(12)
+_G = RNG.normal(size=(N, N))
+BASE = {
+    "x": RNG.normal(size=N),
+    "w": RNG.normal(size=N),
+    "a": RNG.normal(size=N),
+    "b": RNG.normal(size=N),
+    "v": RNG.uniform(0.5, 1.5, size=N),
+    "A": RNG.normal(size=(N, N)),
+    "B": RNG.normal(size=(N, N)),
+    "S": _G @ _G.T + N * np.eye(N),  # positive definite
+    "X": RNG.normal(size=(N, N)) + 3 * np.eye(N),  # square, invertible, positive determinant
+    "lam": 0.7,
+}
+TALL = {"X": RNG.normal(size=(M, N)), "y": RNG.normal(size=M)}  # least squares: X is M x N
+
+
+def sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+inv, det, tr = np.linalg.inv, np.linalg.det, np.trace
+
+# (source, arrays beyond BASE, value by hand, wrt, derivative by hand) with d(out)/d(wrt) in the
+# numerator layout: out.shape + wrt.shape
+CASES = [
+    ("f = x^T A x", {}, lambda x, A: x @ A @ x, "x", lambda x, A: (A + A.T) @ x),
+    ("f = x' * A * x", {}, lambda x, A: x @ A @ x, "x", lambda x, A: (A + A.T) @ x),
+    ("f = xᵀ A x", {}, lambda x, A: x @ A @ x, "x", lambda x, A: (A + A.T) @ x),
+    ("f = aᵀ X⁻¹ b + (aᵀ b)²", {}, lambda a, X, b: a @ inv(X) @ b + (a @ b) ** 2, "X",
+     lambda a, X, b: -inv(X).T @ np.outer(a, b) @ inv(X).T),
+    ("f = aᵀ X⁻ᵀ b", {}, lambda a, X, b: a @ inv(X).T @ b, "a", lambda a, X, b: inv(X).T @ b),
+    ("x^T A x", {}, lambda x, A: x @ A @ x, "A", lambda x, A: np.outer(x, x)),
+    ("L = (y - X w)^T (y - X w)", TALL, lambda y, X, w: (y - X @ w) @ (y - X @ w), "w",
+     lambda y, X, w: -2 * X.T @ (y - X @ w)),
+    ("L = (y - X*w)'*(y - X*w)", TALL, lambda y, X, w: (y - X @ w) @ (y - X @ w), "X",
+     lambda y, X, w: -2 * np.outer(y - X @ w, w)),
+    ("e = y - X w\nL = e^T e", TALL, lambda y, X, w: (y - X @ w) @ (y - X @ w), "w",
+     lambda y, X, w: -2 * X.T @ (y - X @ w)),
+    ("L = norm2(X w - y)^2 + lam w^T w", TALL, lambda X, w, y, lam: np.sum((X @ w - y) ** 2) + lam * w @ w, "w",
+     lambda X, w, y, lam: 2 * X.T @ (X @ w - y) + 2 * lam * w),
+    ("f = tr(A X B)", {}, lambda A, X, B: tr(A @ X @ B), "X", lambda A, X, B: A.T @ B.T),
+    ("f = logdet(X)", {}, lambda X: np.log(det(X)), "X", lambda X: inv(X).T),
+    ("f = logdet(S)", {}, lambda S: np.log(det(S)), "S", lambda S: inv(S).T),
+    ("f = det(X)", {}, lambda X: det(X), "X", lambda X: det(X) * inv(X).T),
+    ("f = a^T inv(X) b", {}, lambda a, X, b: a @ inv(X) @ b, "X",
+     lambda a, X, b: -inv(X).T @ np.outer(a, b) @ inv(X).T),
+    ("f = a^T X^-1 b", {}, lambda a, X, b: a @ inv(X) @ b, "b", lambda a, X, b: inv(X).T @ a),
+    ("f = a' * inv(S) * b", {}, lambda a, S, b: a @ inv(S) @ b, "S",
+     lambda a, S, b: -inv(S).T @ np.outer(a, b) @ inv(S).T),
+    ("f = logdet(X^T X)", TALL, lambda X: np.log(det(X.T @ X)), "X", lambda X: 2 * X @ inv(X.T @ X)),
+    ("f = tr(inv(S + A))", {}, lambda S, A: tr(inv(S + A)), "A", lambda S, A: -(inv(S + A) @ inv(S + A)).T),
+    ("f = det(A X B)", {}, lambda A, X, B: det(A @ X @ B), "X",
+     lambda A, X, B: det(A @ X @ B) * A.T @ inv(A @ X @ B).T @ B.T),
+    ("f = tr(x^T w)", {}, lambda x, w: x @ w, "x", lambda x, w: w),
+    ("g = (x^T w) a", {}, lambda x, w, a: (x @ w) * a, "w", lambda x, w, a: np.outer(a, x)),
+    ("f = lam x^T x", {}, lambda lam, x: lam * x @ x, "x", lambda lam, x: 2 * lam * x),
+    ("f = lam x^T x", {}, lambda lam, x: lam * x @ x, "lam", lambda lam, x: x @ x),
+    ("y = A x", {}, lambda A, x: A @ x, "x", lambda A, x: A),
+    ("y = A x", {}, lambda A, x: A @ x, "A", lambda A, x: np.einsum("ik,l->ikl", np.eye(N), x)),
+    ("F = A X B", {}, lambda A, X, B: A @ X @ B, "X", lambda A, X, B: np.einsum("ik,lj->ijkl", A, B)),
+    ("F = A^T diag(x) A", {}, lambda A, x: A.T @ np.diag(x) @ A, "x", lambda A, x: np.einsum("ki,kj->ijk", A, A)),
+    ("f = sum(exp(x))", {}, lambda x: np.exp(x).sum(), "x", lambda x: np.exp(x)),
+    ("f = sum(log(sigmoid(X w)))", TALL, lambda X, w: np.log(sigmoid(X @ w)).sum(), "w",
+     lambda X, w: X.T @ (1 - sigmoid(X @ w))),
+    ("L = -y' * log(sigmoid(X * w)) - (1 - y)' * log(1 - sigmoid(X * w))", TALL,
+     lambda y, X, w: -y @ np.log(sigmoid(X @ w)) - (1 - y) @ np.log(1 - sigmoid(X @ w)), "w",
+     lambda y, X, w: X.T @ (sigmoid(X @ w) - y)),
+    ("s = sigmoid(X w)", TALL, lambda X, w: sigmoid(X @ w), "w",
+     lambda X, w: (sigmoid(X @ w) * (1 - sigmoid(X @ w)))[:, None] * X),
+    ("f = norm2(A x - b)", {}, lambda A, x, b: np.linalg.norm(A @ x - b), "x",
+     lambda A, x, b: A.T @ (A @ x - b) / np.linalg.norm(A @ x - b)),
+    ("z = x .* w", {}, lambda x, w: x * w, "x", lambda x, w: np.diag(w)),
+    ("z = x ⊙ w + b", {}, lambda x, w, b: x * w + b, "w", lambda x, w, b: np.diag(x)),
+    ("z = x ./ v", {}, lambda x, v: x / v, "v", lambda x, v: np.diag(-x / v**2)),
+    ("z = x.^3", {}, lambda x: x**3, "x", lambda x: np.diag(3 * x**2)),
+    ("f = a^T (x .* w + b)", {}, lambda a, x, w, b: a @ (x * w + b), "x", lambda a, x, w, b: a * w),
+    ("f = a^T (-(x .* w) + b)", {}, lambda a, x, w, b: a @ (b - x * w), "x", lambda a, x, w, b: -a * w),
+    ("f = a^T exp(x .* w)", {}, lambda a, x, w: a @ np.exp(x * w), "x", lambda a, x, w: a * np.exp(x * w) * w),
+    ("f = x^T diag(v) x", {}, lambda x, v: x @ np.diag(v) @ x, "x", lambda x, v: 2 * v * x),
+    ("f = x^T (diag(v) + A) x", {}, lambda x, v, A: x @ (np.diag(v) + A) @ x, "x",
+     lambda x, v, A: (2 * np.diag(v) + A + A.T) @ x),
+    ("f = sum(1 ./ (1 + exp(-x)))", {}, lambda x: sigmoid(x).sum(), "x", lambda x: sigmoid(x) * (1 - sigmoid(x))),
+    ("f = tr(X^T X)", {}, lambda X: tr(X.T @ X), "X", lambda X: 2 * X),
+    ("f = sum(A .* B)", {}, lambda A, B: (A * B).sum(), "A", lambda A, B: B),
+    ("f = tr(A^3)", {}, lambda A: tr(A @ A @ A), "A", lambda A: 3 * (A @ A).T),
+    ("f = (x^T w)^2", {}, lambda x, w: (x @ w) ** 2, "x", lambda x, w: 2 * (x @ w) * w),
+    ("f = -(x^T x) + 2 a' * x", {}, lambda x, a: -(x @ x) + 2 * a @ x, "x", lambda x, a: -2 * x + 2 * a),
+    ("f = (1 - x)^T (1 + w)", {}, lambda x, w: (1 - x) @ (1 + w), "x", lambda x, w: -(1 + w)),
+    ("f = 1 - x^T x / (1 + lam)", {}, lambda x, lam: 1 - x @ x / (1 + lam), "x", lambda x, lam: -2 * x / (1 + lam)),
+    ("f = logdet(S) - tr(inv(S) A)", {}, lambda S, A: np.log(det(S)) - tr(inv(S) @ A), "S",
+     lambda S, A: inv(S).T + inv(S).T @ A.T @ inv(S).T),
+    ("f = exp(-0.5 * x' * inv(S) * x)", {}, lambda x, S: np.exp(-0.5 * x @ inv(S) @ x), "x",
+     lambda x, S: -np.exp(-0.5 * x @ inv(S) @ x) * 0.5 * (inv(S) + inv(S).T) @ x),
+    ("f = x^T A^T A x - 2 b^T A x", {}, lambda x, A, b: x @ A.T @ A @ x - 2 * b @ A @ x, "x",
+     lambda x, A, b: 2 * A.T @ A @ x - 2 * A.T @ b),
+]  # fmt: skip
+
+
+def _arrays(case) -> dict:
+    extra, value = case[1], case[2]
+    names = inspect.signature(value).parameters
+    return {name: {**BASE, **extra}[name] for name in names}
+
+
+def _call(function, arrays):
+    return np.asarray(function(**arrays), dtype=np.float64)
+
+
+def _finite_differences(value, arrays, wrt, h=1e-6):
+    """Central differences of the hand-written value, in float64: out.shape + wrt.shape."""
+    base = {k: np.array(v, dtype=np.float64) for k, v in arrays.items()}
+    out = _call(value, base)
+    result = np.zeros(out.shape + base[wrt].shape)
+    for position in np.ndindex(*base[wrt].shape):
+        plus, minus = dict(base), dict(base)
+        plus[wrt], minus[wrt] = base[wrt].copy(), base[wrt].copy()
+        plus[wrt][position] += h
+        minus[wrt][position] -= h
+        result[(Ellipsis, *position)] = (_call(value, plus) - _call(value, minus)) / (2 * h)
+    return result
+
+
+IDS = [f"{c[0]} d/d{c[3]}".replace("\n", "; ") for c in CASES]
+
+
+def test_at_least_thirty_distinct_inputs():
+    assert len({c[0] for c in CASES}) >= 30
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_value_matches_the_closed_form(case):
+    source, _, value = case[:3]
+    arrays = _arrays(case)
+    expected = _call(value, arrays)
+    got = einderiv.evaluate(source, notation="matrix", **arrays)
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+    compiled = einderiv.compile(source, notation="matrix")  # ranks inferred from the text alone
+    assert compiled.reading.notation == "matrix"
+    assert dict(compiled.reading.ranks) == {k: np.ndim(v) for k, v in arrays.items()}
+    np.testing.assert_allclose(compiled(**arrays), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_derivative_matches_the_closed_form_and_finite_differences(case):
+    source, _, value, wrt, derivative = case
+    arrays = _arrays(case)
+    d = einderiv.jacobian(source, wrt, notation="matrix")
+    got = np.asarray(d(**arrays))
+    expected = _call(derivative, arrays)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-10)
+    numeric = _finite_differences(value, arrays, wrt)
+    np.testing.assert_allclose(got, numeric, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if "^T" in c[0] or "'" in c[0] or "tr(" in c[0]], ids=str)
+def test_auto_reads_text_with_matrix_marks_as_matrix_notation(case):
+    arrays = _arrays(case)
+    compiled = einderiv.compile(case[0])
+    assert compiled.reading.notation == "matrix"
+    np.testing.assert_allclose(compiled(**arrays), _call(case[2], arrays), rtol=1e-10, atol=1e-12)
+
+
+# -- the seed results through grad and hessian ---------------------------------------------------------
+
+
+def test_grad_and_hessian_of_the_seed_examples():
+    x, A = BASE["x"], BASE["A"]
+    np.testing.assert_allclose(einderiv.grad("f = x^T A x", "x")(x=x, A=A), (A + A.T) @ x, rtol=1e-12)
+    np.testing.assert_allclose(einderiv.hessian("f = x^T A x", "x")(x=x, A=A), A + A.T, rtol=1e-12)
+    X, y, w = TALL["X"], TALL["y"], BASE["w"]
+    H = einderiv.hessian("L = (y - X w)^T (y - X w)", "w")
+    np.testing.assert_allclose(H(y=y, X=X, w=w), 2 * X.T @ X, rtol=1e-12)
+    assert H.matrix() == "d2L/dw dw = 2 X^T X"
+
+
+def test_the_reading_is_shown_and_the_derivative_has_both_notations():
+    d = einderiv.grad("f = x^T A x", "x")
+    assert d.read_as == "f = x_i A_ij x_j"
+    assert d.reading.notation == "matrix" and dict(d.reading.ranks) == {"x": 1, "A": 2}
+    assert str(d) == "df/dx_k = A_kj x_j + x_i A_ik"
+    assert d.matrix() == "df/dx = (A + A^T) x"
+    assert einderiv.compile("y = A x", notation="matrix").read_as == "y_i = A_ij x_j"
+    assert einderiv.compile("F = A X B", notation="matrix").read_as == "F_ij = A_ik X_kl B_lj"
+    assert einderiv.compile("f = tr(A X B)").read_as == "f = sum_i(A_ij X_jk B_ki)"
+    index = einderiv.compile("f = x_i A_ij x_j")
+    assert index.reading.notation == "index" and index.read_as == "f = x_i A_ij x_j"
+
+
+def test_parse_translates_matrix_notation():
+    assert einderiv.parse("f = x^T A x") == einderiv.parse("f = x_i A_ij x_j")
+    assert einderiv.parse("f = x' * A * x", notation="matrix") == einderiv.parse("f = x_i A_ij x_j")
+    assert "notation" in inspect.signature(einderiv.diff).parameters
+    assert "ranks" in inspect.signature(einderiv.evaluate).parameters
+
+
+def test_matrix_functions_of_expressions_become_statements_with_fresh_names():
+    compiled = einderiv.compile("f = logdet(X^T X)")
+    assert compiled.read_as == "M1_ij = X_ki X_kj; f = logdet(M1)"
+    taken = einderiv.compile("f = logdet(X^T X) + tr(M1)")  # M1 is an input here: the statement is M2
+    assert taken.read_as.startswith("M2_ij = X_ki X_kj; f = logdet(M2) + ")
+    X, M1 = TALL["X"], BASE["A"]
+    np.testing.assert_allclose(taken(X=X, M1=M1), np.log(det(X.T @ X)) + tr(M1), rtol=1e-12)
+
+
+def test_a_one_by_one_product_is_a_scalar_where_a_scalar_fits():
+    x, w, a = BASE["x"], BASE["w"], BASE["a"]
+    assert einderiv.compile("f = tr(x^T w)").read_as == "f = x_i w_i"
+    np.testing.assert_allclose(einderiv.evaluate("f = inv(x^T x) x", x=x), x / (x @ x), rtol=1e-12)
+    np.testing.assert_allclose(einderiv.evaluate("f = logdet(x^T x)", x=x), np.log(x @ x), rtol=1e-12)
+    np.testing.assert_allclose(einderiv.evaluate("g = (x^T w) a", notation="matrix", x=x, w=w, a=a), (x @ w) * a)
+
+
+def test_elementwise_products_inside_groups_keep_their_meaning():
+    """a^T (x ⊙ w + b) must not read as a^T ((x^T w) + b): the product becomes a statement."""
+    compiled = einderiv.compile("f = a^T (x .* w + b)")
+    assert compiled.read_as == "v1_i = x_i w_i; f = a_i (v1_i + b_i)"
+
+
+# -- notation: auto ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, marked",
+    [
+        ("f = x^T A x", True),
+        ("f = x' * A * x", True),
+        ("z = x .* y", True),
+        ("z = x ⊙ y", True),
+        ("z = x ./ y", True),
+        ("z = x.^2", True),
+        ("f = tr(A)", True),
+        ("f = sum(x)", True),
+        ("f = a^T X^-T b", True),
+        ("F = inv(X)", True),
+        ("f = det(A B)", True),
+        ("f = x_i A_ij x_j", False),
+        ("H_pq = inv(M)_pq", False),
+        ("f = logdet(S)", False),
+        ("f = sum_i(exp(x_i))", False),
+        ("y = A x", False),
+        ("f = x^2  # it's a comment", False),
+    ],
+)
+def test_matrix_marks(text, marked):
+    assert matrix_marks(text) is marked
+    assert detect(text) == ("matrix" if marked else "index")
+
+
+def test_text_without_marks_is_index_notation_and_the_evaluation_error_says_so():
+    A, x = BASE["A"], BASE["x"]
+    compiled = einderiv.compile("y = A x")
+    assert compiled.reading.notation == "index"
+    np.testing.assert_allclose(compiled(A=2.0, x=3.0), 6.0)  # a product of scalars
+    with pytest.raises(EvaluationError) as caught:
+        compiled(A=A, x=x)
+    message = str(caught.value)
+    assert "input 'A' has 2 axes" in message and "uses it as a scalar" in message
+    assert "notation='matrix'" in message and "A_ij" in message
+    with pytest.raises(EvaluationError, match="notation='matrix'"):
+        einderiv.evaluate("y = A x", A=A, x=x)
+    np.testing.assert_allclose(einderiv.evaluate("y = A x", notation="matrix", A=A, x=x), A @ x, rtol=1e-12)
+    with pytest.raises(EvaluationError) as caught:  # text with indices: matrix notation would not read it
+        einderiv.evaluate("y_i = A x_i", A=A, x=x)
+    assert "uses it as a scalar" in str(caught.value) and "notation=" not in str(caught.value)
+
+
+def test_declared_ranks_choose_matrix_notation_for_text_without_indices():
+    A, x = BASE["A"], BASE["x"]
+    compiled = einderiv.compile("y = A x", ranks={"A": 2, "x": 1})
+    assert compiled.reading.notation == "matrix"
+    np.testing.assert_allclose(compiled(A=A, x=x), A @ x, rtol=1e-12)
+    with pytest.raises(IndexRuleError, match="ranks= declares 'A' with rank 2"):
+        einderiv.compile("y = A x", notation="index", ranks={"A": 2})
+    with pytest.raises(IndexRuleError, match="declares 'A' with rank 1"):
+        einderiv.compile("y_i = A_ij x_j", ranks={"A": 1})
+    assert einderiv.compile("y_i = A_ij x_j", ranks={"A": 2, "x": 1}).reading.notation == "index"
+
+
+def test_index_notation_is_unchanged():
+    d = einderiv.grad("f = x_i A_ij x_j", "x")
+    x, A = BASE["x"], BASE["A"]
+    np.testing.assert_allclose(d(x=x, A=A), (A + A.T) @ x, rtol=1e-12)
+    with pytest.raises(ParseError):
+        einderiv.compile("f = x^T A x", notation="index")
+
+
+# -- ranks -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, ranks",
+    [
+        ("f = x^T A x", {"x": 1, "A": 2}),
+        ("f = lam x^T x", {"lam": 0, "x": 1}),  # lam x^T would be an outer product multiplied further
+        ("y = lam x", {"lam": 0, "x": 1}),  # a lower-case name is a vector, else a scalar, else a matrix
+        ("f = a b", {"a": 0, "b": 1}),  # the scalar comes first
+        ("f = tr(x^T w)", {"x": 1, "w": 1}),  # a 1x1 product where a scalar fits
+        ("f = tr(x)", {"x": 2}),  # a trace needs a matrix
+        ("f = logdet(s)", {"s": 2}),
+        ("f = x^T x", {"x": 1}),
+        ("K = R^T R", {"R": 2}),
+        ("P = x x^T", {"x": 1}),
+        ("f = t^2 + x^T x", {"t": 0, "x": 1}),  # a power applies to a scalar
+        ("f = exp(t) a^T b", {"t": 0, "a": 1, "b": 1}),
+    ],
+)
+def test_rank_inference(text, ranks):
+    assert dict(einderiv.compile(text, notation="matrix").reading.ranks) == ranks
+
+
+def test_declared_ranks_win_over_the_conventions():
+    compiled = einderiv.compile("F = x^T x", notation="matrix", ranks={"x": 2})
+    assert compiled.read_as == "F_ij = x_ki x_kj"
+    X = BASE["A"]
+    np.testing.assert_allclose(compiled(x=X), X.T @ X, rtol=1e-12)
+
+
+def test_an_ambiguity_asks_for_ranks():
+    """In A a b either a or b is the scalar: nothing settles which."""
+    with pytest.raises(EinderivError, match=r"ambiguous \('a' could be a scalar or a vector; 'b' could be.*ranks=\{"):
+        einderiv.compile("y = A a b", notation="matrix")
+    A, x = BASE["A"], BASE["x"]
+    compiled = einderiv.compile("y = A a b", notation="matrix", ranks={"a": 0})
+    np.testing.assert_allclose(compiled(A=A, a=2.0, b=x), 2 * A @ x, rtol=1e-12)
+    by_arrays = einderiv.evaluate("y = A a b", notation="matrix", A=A, a=x, b=2.0)  # the arrays settle it
+    np.testing.assert_allclose(by_arrays, 2 * A @ x, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "text, ranks, message",
+    [
+        ("f = x A", {"x": 1, "A": 2}, "a column vector times a matrix"),
+        ("f = tr(x)", {"x": 1}, "a trace needs a matrix"),
+        ("f = logdet(x)", {"x": 1}, "logdet(...) of a column vector"),
+        ("f = T x", {"T": 3}, "'T' has 3 indices"),
+        ("f = norm2(A)", {"A": 2}, "norm2(...) of a matrix"),
+        ("f = x ⊙ A", {"A": 2, "x": 1}, "needs operands of the same shape"),
+        ("f = delta x", {}, "'delta' is reserved"),
+        ("e = x\ne = y", {}, "'e' is defined twice"),
+        ("f = e^T e\ne = x", {}, "'e' is used before its definition"),
+        ("x = x + 1", {}, "'x' is defined in terms of itself"),
+        ("x^T x; f = x", {}, "only the last statement may be a bare expression"),
+    ],
+)
+def test_matrix_input_errors(text, ranks, message):
+    with pytest.raises(EinderivError, match=".*" + message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        einderiv.compile(text, notation="matrix", ranks=ranks)
+
+
+def test_bad_arguments_are_einderiv_errors():
+    with pytest.raises(EinderivError, match="notation must be one of auto, index, matrix"):
+        einderiv.compile("f = x^T x", notation="latex")
+    with pytest.raises(EinderivError, match="is not a rank"):
+        einderiv.compile("f = x^T x", ranks={"x": -1})
+    with pytest.raises(EinderivError, match="ranks must map names"):
+        einderiv.compile("f = x^T x", ranks=[("x", 1)])
+
+
+def test_syntax_errors_carry_the_line_and_column():
+    with pytest.raises(ParseError) as caught:
+        einderiv.compile("f = x^T A x\ng = (x", notation="matrix")
+    assert (caught.value.line, caught.value.column) == (2, 7)
+    with pytest.raises(ParseError) as caught:
+        einderiv.compile("f = x^T A x; g = x ) x", notation="matrix")
+    assert (caught.value.line, caught.value.column) == (1, 20)
+
+
+def test_a_program_in_matrix_notation_differentiates_through_its_statements():
+    X, y, w = TALL["X"], TALL["y"], BASE["w"]
+    d = einderiv.grad("e = y - X w; L = e^T e", "w")
+    assert d.read_as == "e_i = y_i - X_ij w_j; L = e_i e_i"
+    np.testing.assert_allclose(d(X=X, y=y, w=w), -2 * X.T @ (y - X @ w), rtol=1e-12)
+    np.testing.assert_allclose(einderiv.evaluate(d.reading, of="e", X=X, y=y, w=w), y - X @ w, rtol=1e-12)
+
+
+# -- the CLI --------------------------------------------------------------------------------------------
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "einderiv", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_cli_diff_prints_the_reading_and_both_notations():
+    result = run("diff", "f = x^T A x", "--wrt", "x")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "read as: f = x_i A_ij x_j"
+    assert lines[1] == "df/dx_k = A_kj x_j + x_i A_ik"
+    assert lines[-1] == "  matrix: (A + A^T) x"
+
+
+def test_cli_other_formats_keep_stdout_clean():
+    result = run("diff", "L = (y - X w)^T (y - X w)", "--wrt", "w", "--wrt", "w", "--format", "matrix")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "d2L/dw dw = 2 X^T X\n"
+    assert result.stderr == "read as: L = (y_i - X_ij w_j) (y_i - X_ik w_k)\n"
+
+
+def test_cli_eval_with_notation_and_the_index_error():
+    result = run("eval", "y = A x", "--notation", "matrix", "--random", "A=3x2", "--random", "x=2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[:3] == ["read as: y_i = A_ij x_j", "y_i = A_ij x_j", "shape (3,)"]
+    auto = run("eval", "y = A x", "--random", "A=3x2", "--random", "x=2")
+    assert auto.returncode == 2 and auto.stdout == ""
+    assert len(auto.stderr.splitlines()) == 1
+    assert auto.stderr.startswith("error: input 'A' has 2 axes") and "--notation matrix" in auto.stderr
+
+
+def test_cli_rank_settles_an_ambiguity():
+    ambiguous = run("check", "y = A a b", "--wrt", "a", "--notation", "matrix")
+    assert ambiguous.returncode == 2 and "--rank a=0 --rank b=1" in ambiguous.stderr
+    assert len(ambiguous.stderr.splitlines()) == 1
+    result = run("check", "y = A a b", "--wrt", "a", "--rank", "a=0", "--rank", "b=1")  # ranks: matrix notation
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "read as: y_i = A_ij a b_j"
+    assert "finite differences" in lines[-1] and lines[-1].endswith(": ok")
+
+
+def test_cli_check_with_a_matrix_claim_on_matrix_input():
+    result = run("check", "f = tr(A X B)", "--wrt", "X", "--expect", "A^T B^T")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[0] == "read as: f = sum_i(A_ij X_jk B_ki)"
+    assert "matches" in result.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["diff", "f = x^T A x", "--wrt", "x", "--rank", "x=one"], "error: --rank takes NAME=N"),
+        (["diff", "f = x^T A x", "--wrt", "x", "--notation", "index"], "error: syntax error"),
+        (["diff", "f = x A", "--wrt", "x", "--rank", "x=1", "--rank", "A=2"], "error: matrix notation"),
+    ],
+)
+def test_cli_errors_print_one_line_and_exit_2(args, message):
+    result = run(*args)
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.startswith(message)
+    assert "Traceback" not in result.stderr
+
+
+# -- random expressions against a NumPy interpreter of the matrix notation --------------------------
+
+RANDOM_RANKS = {"x": 1, "w": 1, "A": 2, "B": 2, "lam": 0}
+_N3 = 3
+
+
+def _random_expression(rng, depth=0) -> str:
+    if depth > 3 or rng.random() < 0.3:
+        return str(rng.choice(["x", "w", "A", "B", "lam", "2", "0.5", "I"]))
+    left, right = _random_expression(rng, depth + 1), _random_expression(rng, depth + 1)
+    forms = [
+        f"{left} {right}", f"{left}^T", f"{left}'", f"{left} * {right}", f"({left} + {right})",
+        f"({left} - {right})", f"{left} .* {right}", f"{left} ⊙ {right}", f"{left} ./ (2 + {right} .* {right})",
+        f"tr({left})", f"inv(I + {left} {left}^T)", f"logdet(I + {left} {left}^T)", f"det({left})",
+        f"exp({left})", f"tanh({left})", f"sigmoid({left})", f"norm2({left})", f"sum({left})",
+        f"-({left})", f"({left})^2", f"{left}.^3", f"diag({left})", f"{left} / (1 + lam^2)",
+    ]  # fmt: skip
+    return forms[int(rng.integers(len(forms)))]
+
+
+def _interpret(node, arrays):
+    """The value of a parsed matrix-notation node, by NumPy, every value a 2-d array: a scalar is
+    1x1, a vector a column or a row (the notation's own semantics, independent of index notation)."""
+    from einderiv import matrix_syntax as ms
+
+    def go(n):
+        if isinstance(n, ms.Number):
+            return np.array([[float(n.text)]])
+        if isinstance(n, ms.Name):
+            return np.eye(_N3) if n.name == "I" else arrays[n.name]
+        if isinstance(n, ms.Sum):
+            total = 0
+            for term, sign in zip(n.terms, n.signs):
+                total = total + sign * go(term)
+            return total
+        if isinstance(n, ms.Neg):
+            return -go(n.operand)
+        if isinstance(n, ms.Product):
+            a, b = go(n.left), go(n.right)
+            return a * b if 1 in (a.size, b.size) else a @ b
+        if isinstance(n, ms.Hadamard):
+            return go(n.left) * go(n.right)
+        if isinstance(n, (ms.ElementwiseDivide, ms.Divide)):
+            return go(n.numerator) / go(n.denominator)
+        if isinstance(n, ms.Transpose):
+            return go(n.operand).T
+        if isinstance(n, ms.Inverse):
+            return np.linalg.inv(go(n.operand)).T if n.transposed else np.linalg.inv(go(n.operand))
+        if isinstance(n, ms.Power):
+            base = go(n.base)
+            if not n.elementwise and base.shape[0] > 1 and base.shape[1] > 1:  # A^2: the matrix power
+                return np.linalg.inv(base) if n.exponent == "-1" else np.linalg.matrix_power(base, int(n.exponent))
+            return base ** float(n.exponent)
+        arg = go(n.arg)
+        table = {
+            "exp": np.exp, "tanh": np.tanh, "sigmoid": sigmoid, "inv": np.linalg.inv,
+            "tr": lambda m: np.array([[np.trace(m)]]), "det": lambda m: np.array([[det(m)]]),
+            "logdet": lambda m: np.array([[np.log(det(m))]]), "sum": lambda m: np.array([[m.sum()]]),
+            "norm2": lambda m: np.array([[np.sqrt((m**2).sum())]]), "diag": lambda m: np.diag(m.ravel()),
+        }  # fmt: skip
+        return table[n.function](arg)
+
+    return go(node)
+
+
+def _random_cases(count: int, seed: int):
+    """Random well-typed expressions (ill-typed ones are refused by einderiv, and skipped)."""
+    from einderiv.matrix_syntax import parse_matrix
+
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "x": rng.normal(size=(_N3, 1)),
+        "w": rng.normal(size=(_N3, 1)),
+        "A": rng.normal(size=(_N3, _N3)) / 2,
+        "B": rng.normal(size=(_N3, _N3)) / 2,
+        "lam": np.array([[0.8]]),
+    }
+    cases = []
+    while len(cases) < count:
+        text = _random_expression(rng)
+        try:
+            compiled = einderiv.compile("f = " + text, notation="matrix", ranks=RANDOM_RANKS)
+        except EinderivError:
+            continue
+        cases.append((text, compiled, parse_matrix(text), arrays))
+    return cases
+
+
+def _flat(value):
+    return value.reshape(-1) if 1 in value.shape else value
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_expressions_keep_their_matrix_meaning(seed):
+    """einderiv's reading of random expressions against a NumPy interpreter of the notation, the
+    value and the gradient (by central differences of the interpreter) wrt the first input."""
+    checked = 0
+    for text, compiled, node, arrays in _random_cases(50, seed):
+        given = {k: (v.reshape(-1) if RANDOM_RANKS[k] == 1 else v.reshape(()) if not RANDOM_RANKS[k] else v)
+                 for k, v in arrays.items() if k in compiled.ranks}  # fmt: skip
+        with np.errstate(all="ignore"):
+            expected = _interpret(node, arrays)
+        if not np.all(np.isfinite(expected)) or np.abs(expected).max() > 1e6:
+            continue
+        try:
+            got = np.asarray(compiled(**given))
+        except EvaluationError:  # a singular matrix, a logdet of a non-positive determinant
+            continue
+        out = expected.reshape(()) if expected.size == 1 else _flat(expected)
+        np.testing.assert_allclose(got, out, rtol=1e-8, atol=1e-8, err_msg=f"{text} read as {compiled.read_as}")
+        if not given:
+            continue
+        wrt = next(iter(given))
+        try:
+            d = np.asarray(einderiv.diff(compiled.reading, wrt)(**given))
+        except EvaluationError:  # an axis sized by deltas alone (I.^3, a sum of a constant): no size to evaluate
+            continue
+        numeric = np.zeros(out.shape + given[wrt].shape)
+        for k in range(arrays[wrt].size):  # the 2-d array's entries, in the order of the given array's
+            shifted = []
+            for h in (1e-6, -1e-6):
+                moved = {name: v.copy() for name, v in arrays.items()}
+                moved[wrt].flat[k] += h
+                value = _interpret(node, moved)
+                shifted.append(value.reshape(()) if value.size == 1 else _flat(value))
+            numeric.reshape(out.shape + (-1,))[..., k] = (shifted[0] - shifted[1]) / 2e-6
+        np.testing.assert_allclose(d, numeric, rtol=1e-4, atol=1e-5, err_msg=f"{text} read as {compiled.read_as}")
+        checked += 1
+    assert checked >= 15
+
+
+_SOUP = ["x", "w", "A", "B", "lam", "I", " ", "^T", "'", "ᵀ", "⁻¹", "*", ".*", "./", ".^2", "^-1", "^2", "(", ")", "+",
+         "-", "/", "tr(", "inv(", "det(", "logdet(", "exp(", "norm2(", "sum(", "diag(", "softmax(", "2", "0.5", "=",
+         "f", ";", "\n", "⊙", "_i", "#", "delta", "foo("]  # fmt: skip
+
+
+def test_fuzzed_text_gives_a_value_or_an_einderiv_error():
+    rng = np.random.default_rng(3)
+    compiled_count = 0
+    for _ in range(400):
+        text = "".join(str(t) for t in rng.choice(_SOUP, size=int(rng.integers(1, 16))))
+        for notation in ("matrix", "auto"):
+            try:
+                compiled = einderiv.compile(text, notation=notation)
+                compiled_count += 1
+                if compiled.inputs:
+                    einderiv.diff(compiled.reading, compiled.inputs[0])
+            except EinderivError:
+                pass
+    assert compiled_count >= 10  # some of the soup is valid text
