@@ -3,8 +3,8 @@
 Each derivative is written in einderiv's own language with ``u`` standing for the argument
 (``sigmoid``: ``sigmoid(u) (1 - sigmoid(u))``), parsed by einderiv itself, never by ``eval``.
 Adding a function is one row.  Non-smooth points take the sub-derivative 0 (``abs``, ``relu``,
-``sign`` and ``step`` at 0), following the seed notes' convention that any value in the
-sub-differential is admissible.
+``sign`` and ``step`` at 0), following the usual convention that any value in the sub-differential is
+admissible.
 """
 
 from __future__ import annotations

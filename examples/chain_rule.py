@@ -1,13 +1,13 @@
-"""The chain rule through a program (seed 001, Example #1, after Deisenroth et al. ch. 5).
+"""The chain rule through a program (after Deisenroth, Faisal and Ong, Mathematics for Machine Learning, ch. 5).
 
-h(t) = f(g(t)) with f(x) = exp(x1 x2^2) and x = g(t) = (t cos t, t sin t).  The notes
-compute, by the chain rule,
+h(t) = f(g(t)) with f(x) = exp(x1 x2^2) and x = g(t) = (t cos t, t sin t).  The textbook
+computes, by the chain rule,
 
     dh/dt = exp(x1 x2^2) (x2^2 (cos t - t sin t) + 2 x1 x2 (sin t + t cos t)).
 
 einderiv takes the same thing as a three-statement program, runs the chain rule backwards
 through it (the adjoints dh/dx1 and dh/dx2 appear as statements of their own) and gives a
-scalar derivative.  It is checked against the notes' closed form and against central finite
+scalar derivative.  It is checked against that closed form and against central finite
 differences of a NumPy implementation of h.  Run: ``python examples/chain_rule.py``.
 """
 
@@ -27,7 +27,7 @@ def h_numpy(t):
 
 
 def dh_dt_notes(t):
-    """The closed form of seed 001, Example #1."""
+    """The closed form derived by hand with the chain rule."""
     x1, x2 = t * np.cos(t), t * np.sin(t)
     return np.exp(x1 * x2**2) * (x2**2 * (np.cos(t) - t * np.sin(t)) + 2 * x1 * x2 * (np.sin(t) + t * np.cos(t)))
 
@@ -37,7 +37,7 @@ show(dh)
 assert dh.indices == ()  # a scalar function of a scalar: the derivative is a scalar
 
 print()
-print("     t          h(t)        dh/dt (einderiv)   dh/dt (notes)   dh/dt (finite diff.)")
+print("     t          h(t)        dh/dt (einderiv)   dh/dt (by hand) dh/dt (finite diff.)")
 for t in [-1.7, -0.4, 0.3, 0.9, 1.3, 2.0, *rng.uniform(-2.5, 2.5, size=4)]:
     t = np.float64(t)
     value = einderiv.evaluate(SOURCE, t=t)

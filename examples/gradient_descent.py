@@ -1,7 +1,7 @@
-"""Gradient descent on J(theta) = theta^2 (seed 000): the notes' iteration table.
+"""Gradient descent on J(theta) = theta^2 : a worked iteration table.
 
-The update is theta <- theta - eta dJ/dtheta with dJ/dtheta = 2 theta, eta = 0.1 (the notes'
-table calls the step size alpha) and theta = 3 at the start.  The notes tabulate ten
+The update is theta <- theta - eta dJ/dtheta with dJ/dtheta = 2 theta, eta = 0.1 (the
+table calls the step size alpha) and theta = 3 at the start.  The table has ten
 iterations:
 
     Iteration  theta   alpha dJ/dtheta
@@ -13,7 +13,7 @@ iterations:
 
 einderiv derives dJ/dtheta, which is checked against 2 theta and against central finite
 differences; its compiled gradient then drives the iteration, and the table is printed and
-compared with the notes' values to their three printed decimals.
+compared with the table's values to their three printed decimals.
 Run: ``python examples/gradient_descent.py``.
 """
 
@@ -36,7 +36,7 @@ for source, dJ in derivatives.items():
         assert np.allclose(value, 2 * theta)  # the closed form
         assert np.allclose(value, central_difference(lambda t: t**2, theta), rtol=1e-8, atol=1e-10)
 
-# The notes' table (seed 000): theta and alpha * dJ/dtheta, printed to three decimals.
+# The worked table: theta and alpha * dJ/dtheta, printed to three decimals.
 NOTES_THETA = [3, 2.4, 1.92, 1.536, 1.229, 0.983, 0.786, 0.629, 0.503, 0.403]
 NOTES_STEP = [0.6, 0.48, 0.384, 0.307, 0.246, 0.197, 0.157, 0.126, 0.101, 0.081]
 
@@ -44,7 +44,7 @@ dJ = derivatives["J = theta theta"]  # compiled once, called every iteration
 eta = 0.1
 theta = np.float64(3.0)
 print()
-print("Iteration   theta   alpha dJ/dtheta   (notes: theta, alpha dJ/dtheta)")
+print("Iteration   theta   alpha dJ/dtheta   (table: theta, alpha dJ/dtheta)")
 for iteration, (notes_theta, notes_step) in enumerate(zip(NOTES_THETA, NOTES_STEP), start=1):
     step = eta * dJ(theta=theta)
     print(f"{iteration:9d}   {theta:5.3f}   {step:15.3f}   ({notes_theta}, {notes_step})")

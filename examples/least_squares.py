@@ -1,11 +1,12 @@
 """Least squares: the gradient, the Hessian, and a fit by gradient descent.
 
-Seed 001, Example #2: the linear model y = Phi theta with e(theta) = y - Phi theta and
-L(e) = ||e||^2.  The chain rule gives dL/dtheta = dL/de de/dtheta = 2 e^T (-Phi) = -2 e^T Phi,
-and differentiating once more gives the Hessian 2 Phi^T Phi (seed 004, Exercise 1, writes the
-same gradient as 2 X^T (X theta - y)).
+After Deisenroth, Faisal and Ong, Mathematics for Machine Learning, ch. 5: the linear model
+y = Phi theta with e(theta) = y - Phi theta and L(e) = ||e||^2.  The chain rule gives
+dL/dtheta = dL/de de/dtheta = 2 e^T (-Phi) = -2 e^T Phi,
+and differentiating once more gives the Hessian 2 Phi^T Phi (the gradient is often
+written 2 X^T (X theta - y), the same thing).
 
-The loss is written as a two-statement program, exactly as in the notes.  Both derivatives
+The loss is written as a two-statement program, exactly as derived by hand.  Both derivatives
 are checked against those closed forms and against central finite differences.  Then the
 compiled gradient drives plain gradient descent, which must converge to the solution of the
 normal equations Phi^T Phi theta = Phi^T y.  Run: ``python examples/least_squares.py``.
@@ -38,8 +39,8 @@ e = y - Phi @ theta
 assert g.shape == theta.shape
 assert np.allclose(einderiv.evaluate(SOURCE, y=y, Phi=Phi, theta=theta), loss_numpy(theta))
 assert np.allclose(einderiv.evaluate(SOURCE, of="e", y=y, Phi=Phi, theta=theta), e)
-assert np.allclose(g, -2 * e @ Phi)  # seed 001
-assert np.allclose(g, 2 * Phi.T @ (Phi @ theta - y))  # seed 004, Exercise 1
+assert np.allclose(g, -2 * e @ Phi)  # -2 e^T Phi
+assert np.allclose(g, 2 * Phi.T @ (Phi @ theta - y))  # 2 Phi^T (Phi theta - y)
 assert np.allclose(g, central_difference(loss_numpy, theta), rtol=1e-6, atol=1e-8)
 
 # -- the Hessian: 2 Phi^T Phi, the same at every theta ---------------------------------------

@@ -1,6 +1,6 @@
 """Binary logistic regression: the gradient and the Hessian of the negative log-likelihood.
 
-Seed 002 ("Example: logistic regression"): with f_i = theta^T x_i, s_i = s(f_i) the sigmoid
+With f_i = theta^T x_i, s_i = s(f_i) the sigmoid
 and h_i = -[y_i log(s_i) + (1 - y_i) log(1 - s_i)], the chain rule
 
     dh_i/dtheta = dh_i/ds_i  ds_i/df_i  df_i/dtheta,
@@ -8,7 +8,7 @@ and h_i = -[y_i log(s_i) + (1 - y_i) log(1 - s_i)], the chain rule
 
 gives the gradient sum_i (s_i - y_i) x_i^T, and once more the Hessian X^T diag(s (1 - s)) X.
 
-The loss is written twice: as the notes' chain of statements, and as one statement.  Both
+The loss is written twice: as a chain of statements (one per link of the chain rule), and as one statement.  Both
 gradients and both Hessians are checked against the closed forms and against central finite
 differences of a NumPy implementation of the loss.  Run: ``python examples/logistic_regression.py``.
 """
@@ -42,13 +42,13 @@ gradient_notes = (s - y) @ X  # sum_i (s_i - y_i) x_i^T
 hessian_notes = X.T @ np.diag(s * (1 - s)) @ X
 fd_gradient = central_difference(loss_numpy, theta)
 
-# The notes' first link, dh/ds = (1 - y)/(1 - s) - y/s, with s as an input.
+# The chain's first link, dh/ds = (1 - y)/(1 - s) - y/s, with s as an input.
 dh_ds = einderiv.grad("L = -(y_n log(s_n) + (1 - y_n) log(1 - s_n))", "s")
 show(dh_ds)
 assert np.allclose(dh_ds(y=y, s=s), (1 - y) / (1 - s) - y / s)
 print()
 
-for name, source in [("the notes' chain of statements", PROGRAM), ("one statement", ONE_STATEMENT)]:
+for name, source in [("the chain of statements", PROGRAM), ("one statement", ONE_STATEMENT)]:
     print(f"-- {name}: {source}")
     assert np.allclose(einderiv.evaluate(source, X=X, y=y, theta=theta), loss_numpy(theta))
 

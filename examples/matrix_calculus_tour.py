@@ -1,7 +1,7 @@
-"""A tour of the seeds' identities (Deisenroth et al., ch. 5; notes 000 and 001).
+"""A tour of textbook identities (Mathematics for Machine Learning, ch. 5; the Matrix Cookbook).
 
 Each derivative is printed in index notation with its einsum terms, then checked against
-the closed form from the notes.  Run: ``python examples/matrix_calculus_tour.py``.
+the closed form known by hand.  Run: ``python examples/matrix_calculus_tour.py``.
 """
 
 import numpy as np
@@ -12,7 +12,7 @@ import einderiv
 rng = np.random.default_rng(0)
 
 
-# dK/dR for K = R^T R: a rank-4 tensor with the notes' case table.
+# dK/dR for K = R^T R: a rank-4 tensor with its four-case table.
 M, N = 4, 3
 R = rng.normal(size=(M, N))
 dK = einderiv.jacobian("K_pq = R_mp R_mq", "R")

@@ -1,13 +1,13 @@
-"""Multi-class (softmax) logistic regression for one sample (seed 004, Exercise 2).
+"""Multi-class (softmax) logistic regression for one sample (a standard exercise).
 
 Theta in R^{K x d}, x in R^d, y in R^K one-hot, and the loss
 
     f(Theta) = -y^T log softmax(Theta x),   softmax(z) = exp(z) / (1^T exp(z)).
 
-The notes derive, with the trace trick, df/dTheta = (softmax(Theta x) - y) x^T.
+By hand, with the trace trick, one derives df/dTheta = (softmax(Theta x) - y) x^T.
 
 Here the softmax is written out by hand with exp, an explicit sum and a division, and
-einderiv differentiates through it.  The gradient is checked against the notes' closed form
+einderiv differentiates through it.  The gradient is checked against that closed form
 and against central finite differences of a NumPy implementation of the loss, for every
 class the one-hot y can pick.  Run: ``python examples/softmax_regression.py``.
 """
@@ -59,7 +59,7 @@ assert np.allclose(einderiv.evaluate(PROGRAM, of="p", Theta=Theta, x=x), softmax
 y = np.eye(K)[2]
 assert np.allclose(einderiv.grad(PROGRAM, "Theta")(Theta=Theta, x=x, y=y).T @ np.ones(K), 0)
 
-# The normaliser as a statement of its own, and the notes' simplified form
+# The normaliser as a statement of its own, and the simplified form
 # f = -y^T Theta x + log(1^T exp(Theta x)): both give the same gradient.
 SEPARATE_S = "z_k = Theta_kd x_d; e_k = exp(z_k); S = sum_j(e_j); p_k = e_k / S; L = -y_k log(p_k)"
 LOG_SUM_EXP = "z_k = Theta_kd x_d; L = -y_k z_k + log(sum_j(exp(z_j)))"

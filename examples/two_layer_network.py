@@ -4,7 +4,7 @@
     o = h W2                  W2: J x K
     L = ||o - Y||_F^2         Y: N x K
 
-Backpropagation by hand (the chain rule run backwards, as in seeds 001 and 004):
+Backpropagation by hand (the chain rule run backwards):
 
     dL/do = 2 (o - Y),  dL/dW2 = h^T dL/do,  dL/dh = dL/do W2^T,
     dL/da = dL/dh * (1 - h^2)  (a = X W1 + b),  dL/dW1 = X^T dL/da,  dL/db = 1^T dL/da.

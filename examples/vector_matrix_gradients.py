@@ -1,9 +1,9 @@
-"""Gradients of vector-valued functions and of matrices (seed 001, after Deisenroth et al. ch. 5).
+"""Gradients of vector-valued functions and of matrices (after Mathematics for Machine Learning, ch. 5).
 
 * f = A x with A in R^{M x N}: df/dx = A (an M x N Jacobian), and df/dA, a tensor in
   R^{M x (M x N)} whose slice i (= df_i/dA) is zero except for its row i, which is x^T.
 * K = R^T R with R in R^{M x N}, K_pq = sum_m R_mp R_mq: dK/dR in R^{(N x N) x (M x N)} with
-  the notes' case table
+  the case table
 
       dK_pq/dR_ij = R_iq    if j = p, p != q
                     R_ip    if j = q, p != q
@@ -13,7 +13,7 @@
   which is checked entry by entry.
 
 Every derivative is also checked against central finite differences.  Layout is numerator
-layout, as in the notes: the derivative's shape is out.shape + wrt.shape.
+layout, as in Mathematics for Machine Learning: the derivative's shape is out.shape + wrt.shape.
 Run: ``python examples/vector_matrix_gradients.py``.
 """
 
@@ -60,7 +60,7 @@ assert T.shape == (N, N, M, N)  # R^{(N x N) x (M x N)}
 
 
 def case_table(p, q, i, j):
-    """The notes' four cases for dK_pq/dR_ij."""
+    """The four cases for dK_pq/dR_ij."""
     if j == p and p != q:
         return R[i, q]
     if j == q and p != q:
@@ -74,7 +74,7 @@ for p, q, i, j in np.ndindex(T.shape):
     assert np.isclose(T[p, q, i, j], case_table(p, q, i, j), rtol=1e-12, atol=1e-14), (p, q, i, j)
 assert np.allclose(T, central_difference(lambda S: S.T @ S, R), rtol=1e-7, atol=1e-9)
 
-# The same derivative with the notes' own letters for the wrt indices.
+# The same derivative with the textbook's letters for the wrt indices.
 dK_dR_ij = einderiv.jacobian(K_SRC, "R_ij")
 print(dK_dR_ij)
 assert dK_dR_ij.indices == ("p", "q", "i", "j")
