@@ -17,7 +17,7 @@ from .matrix_input import Reading, accepts_notation, scalar_use_hint
 from .normal import Poly, fresh_indices, is_reciprocal, to_expr
 from .parser import parse
 from .program import CheckedProgram, Definition, check_program, derive
-from .runtime import StraightLine, as_array, bind_sizes, fixed_sizes
+from .runtime import StraightLine, as_array, bind_sizes, fixed_sizes, sizes_by_name
 
 Source = str | Program | Statement
 
@@ -335,10 +335,12 @@ class Compiled:
         for d in self.program.definitions:
             fixed = fixed_sizes(d.hints, values)
             free, _ = bind_sizes(d.poly, values, {i: fixed[i] for i in d.indices if i in fixed})
-            missing = [i for i in d.indices if i not in free]
+            sizes = {i: size for i, (size, _) in free.items()}
+            by_name = sizes_by_name(d.hints, values)  # as evaluation does: the statement as written
+            missing = [i for i in d.indices if i not in sizes and i not in by_name]
             if missing:
                 raise EvaluationError(f"the size of index {missing[0]!r} cannot be inferred from the inputs")
-            values[d.name] = tuple(free[i][0] for i in d.indices)
+            values[d.name] = tuple(sizes[i] if i in sizes else by_name[i] for i in d.indices)
         return values[self.output.name]
 
     # -- symbolic shapes ------------------------------------------------------------------------

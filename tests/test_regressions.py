@@ -146,3 +146,12 @@ def test_a_call_constant_along_an_index_after_delta_contraction_reads_back():
     assert equivalent(normalize(derivative.statement.rhs, derivative.indices), derivative.expr)
     a = np.random.default_rng(4).normal(size=(3, 3))
     assert_matches_fd(derivative, einderiv.compile(source), {"A": a}, "A")
+
+
+def test_shape_for_sizes_an_index_as_evaluation_does():
+    # the left-hand side's i is sized only by the statement as written (sum_i rebinds i);
+    # evaluation took that size and shape_for refused it
+    derivative = einderiv.diff("f_i = 1 + delta_ji - sum_i(a_i)", "a")
+    value = derivative(a=np.ones(3))
+    assert derivative.shape_for(a=(3,)) == value.shape == (3, 3)
+    np.testing.assert_array_equal(value, -np.ones((3, 3)))
