@@ -302,6 +302,9 @@ def derivative_json(derivative) -> dict:
             for term in derivative.einsum
         ],
         "matrix": _matrix_json(derivative),
+        # how the input was read: the index-notation program a matrix-notation input became
+        "notation": derivative.reading.notation if derivative.reading is not None else "index",
+        "read_as": derivative.read_as,
     }
 
 

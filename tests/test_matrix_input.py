@@ -603,3 +603,14 @@ def test_fuzzed_text_gives_a_value_or_an_einderiv_error():
             except EinderivError:
                 pass
     assert compiled_count >= 10  # some of the soup is valid text
+
+
+def test_cli_json_says_how_the_input_was_read():
+    import json
+
+    result = run("diff", "f = x^T A x", "--wrt", "x", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["notation"], data["read_as"]) == ("matrix", "f = x_i A_ij x_j")
+    data = json.loads(run("diff", "f = x_i x_i", "--wrt", "x", "--format", "json").stdout)
+    assert (data["notation"], data["read_as"]) == ("index", "f = x_i x_i")
