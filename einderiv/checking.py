@@ -264,9 +264,11 @@ def read_claim(text: str, derivative) -> tuple[str, str, tuple[str, ...], dict[s
 
 def claim_value(rhs: str, indices: tuple[str, ...], arrays: dict, shape: tuple[int, ...]):
     """Compile ``claim_{indices} = rhs`` with einderiv and evaluate it on ``arrays``, broadcast to
-    ``shape`` (the derivative's): a claim may use only the expression's inputs."""
+    ``shape`` (the derivative's): a claim may use only the expression's inputs.  A matrix claim's
+    intermediate statements (``M1_ij = X_ji; claim_kl = inv(M1)_kl``) come before it, with ``;``."""
     from .api import compile as compile_
 
+    *before, rhs = rhs.split(";")
     taken = set(arrays)
     name = _unused("claim", taken)
     carriers = [_unused(f"axis{n}", taken) for n in range(len(indices))]
@@ -274,7 +276,7 @@ def claim_value(rhs: str, indices: tuple[str, ...], arrays: dict, shape: tuple[i
     # delta_kl, I, or A - A has no array that says it); the zero term adds nothing to the value
     sizes = " + 0 " + " ".join(c + format_indices((i,)) for c, i in zip(carriers, indices)) if indices else ""
     lhs = name + format_indices(tuple(indices))
-    claimed = compile_(parse(f"{lhs} = {rhs}{sizes}"))
+    claimed = compile_(parse("; ".join([*before, f"{lhs} = {rhs.strip()}{sizes}"])))
     missing = sorted(set(claimed.ranks) - set(arrays) - set(carriers))
     if missing:
         raise EinderivError(f"--expect uses {missing[0]!r}, which is not an input of the expression")

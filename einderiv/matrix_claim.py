@@ -73,6 +73,7 @@ class Reader:
         free: Sequence[str],
         program: bool = False,
         taken: Sequence[str] = (),
+        what: str | None = None,
     ):
         self.source = source
         self.ranks = dict(ranks)
@@ -83,6 +84,7 @@ class Reader:
         self.rewritten: dict[int, object] = {}  # A(x) read as a product, X^-1 as an inverse
         self.explicit = 0  # > 0 inside softmax/logsumexp, which are elementwise over other indices
         self.program = program
+        self.what = what or ("matrix notation" if program else "matrix claim")
         self.defined: dict[str, tuple[bool, bool]] = {}  # a program's statements so far: name -> shape
         self.penalties: Counter = Counter()  # readings that type-check but are unlikely (rank inference)
         self.outer: set[int] = set()  # ids of outer products (a column times a row)
@@ -94,7 +96,7 @@ class Reader:
         self.taken: set[str] = set(taken) | set(self.ranks)
 
     def fail(self, node, message: str) -> EinderivError:
-        what = "matrix notation" if self.program else "matrix claim"
+        what = self.what
         line = self.source.strip()
         if "\n" in line or len(line) > 80:
             return EinderivError(f"{what}, column {node.column}: {message}")
@@ -516,7 +518,9 @@ class Translation:
 def translate(text: str, ranks: Mapping[str, int], indices: Sequence[str]) -> Translation:
     """Read the matrix-notation ``text`` over inputs of the given ranks as index notation with the
     free ``indices``: none (the claim must be a scalar), one (a column or a row vector: the same
-    array) or two (a matrix: rows ``indices[0]``, columns ``indices[1]``)."""
+    array) or two (a matrix: rows ``indices[0]``, columns ``indices[1]``).  ``inv``, ``det`` and
+    ``logdet`` of an expression (``inv(X^T)``, ``det(A B)``) become statements of their own, written
+    before the claim's right-hand side with ``;``."""
     indices = tuple(indices)
     if len(indices) > 2:
         raise EinderivError(
@@ -524,7 +528,7 @@ def translate(text: str, ranks: Mapping[str, int], indices: Sequence[str]) -> Tr
             "most two (a scalar, a vector or a matrix); write the claim in index notation"
         )
     node = lift_signs(parse_matrix(text))
-    reader = Reader(text, ranks, indices)
+    reader = Reader(text, ranks, indices, program=True, taken=tuple(ranks), what="matrix claim")
     reader.root = below_transposes(node)
     shape = reader.shaped(node).shape
     wanted = {0: (SCALAR,), 1: (COLUMN, ROW), 2: (MATRIX,)}[len(indices)]
@@ -537,7 +541,7 @@ def translate(text: str, ranks: Mapping[str, int], indices: Sequence[str]) -> Tr
     row = indices[0] if shape[0] else None
     col = indices[-1] if shape[1] else None
     rhs, _ = reader.emit(node, row, col)
-    return Translation(text, rhs, indices, shape)
+    return Translation(text, "; ".join([*reader.statements, rhs]), indices, shape)
 
 
 def _captured(text: str, index: str) -> bool:

@@ -148,6 +148,28 @@ def test_summed_indices_are_fresh():
     np.testing.assert_allclose(evaluate(braced.rhs, ("row", "col"), (N, N)), A @ B, rtol=1e-10)
 
 
+@pytest.mark.parametrize(
+    "text, indices, expected",
+    [
+        # inv, det and logdet of an expression: once an error, now statements before the claim
+        ("det(A B)", "", lambda: np.linalg.det(A @ B)),
+        ("(A B)^-1", "kl", lambda: np.linalg.inv(A @ B)),
+        ("inv(X^T)", "kl", lambda: np.linalg.inv(X.T)),
+        ("-inv(X^T) x y^T inv(X^T)", "kl", lambda: -np.linalg.inv(X.T) @ np.outer(x, y) @ np.linalg.inv(X.T)),
+        (
+            "logdet(X + X^T) + tr(inv(A B) A)",
+            "",
+            lambda: np.linalg.slogdet(X + X.T)[1] + np.trace(np.linalg.inv(A @ B) @ A),
+        ),
+    ],
+)
+def test_matrix_functions_of_expressions_become_statements_before_the_claim(text, indices, expected):
+    translation = translate(text, RANKS, tuple(indices))
+    assert ";" in translation.rhs  # the statements, then the claim
+    shape = (N,) * len(indices)
+    np.testing.assert_allclose(evaluate(translation.rhs, indices, shape), expected(), rtol=1e-9)
+
+
 def test_the_identity_is_an_input_when_one_is_named_I():
     ranks = {"I": 1, "x": 1}
     np.testing.assert_allclose(
@@ -164,9 +186,8 @@ def test_the_identity_is_an_input_when_one_is_named_I():
         ("x ⊙ A", "k", "'⊙' needs operands of the same shape, not a column vector and a matrix"),
         ("x + A", "k", "cannot add a column vector and a matrix"),
         ("tr(x)", "", "a trace needs a matrix"),
-        ("det(A B)", "", "name of a square matrix"),
-        ("(A B)^-1", "kl", "name of a square matrix"),
-        ("x^-1", "k", "applies to a matrix"),
+        ("det(x)", "", "det(...) of a column vector: it takes a square matrix"),
+        ("x^-1", "k", "an inverse of a column vector: it takes a square matrix"),
         ("A^0.5", "kl", "powers apply to scalars only"),
         ("x^2", "k", "powers apply to scalars only"),
         ("x / y", "k", "division only by a scalar"),
