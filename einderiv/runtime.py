@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -200,11 +201,17 @@ def _resolve_deltas(term: EinsumTerm, sizes: Mapping[str, int], free: tuple[str,
         return i
 
     coeff = to_float(term.coefficient)
+    # 1/n_r of mean_r is constant along r: a number, 1/n_r per factor; where nothing else carries
+    # a summed r, the sum over r of that number is n_r times it
+    means = Counter(idx[0] for name, idx in zip(term.operands, term.inputs) if name == RECIPROCAL)
+    carried = set(free) | {i for name, idx in zip(term.operands, term.inputs) if name != RECIPROCAL for i in idx}
+    for r, count in means.items():
+        coeff *= float(sizes[r]) ** ((0 if r in carried else 1) - count)
     operands, inputs = [], []
     for name, idx in zip(term.operands, term.inputs):
-        if name == RECIPROCAL:  # 1/n of mean_r: constant along r, a number
-            coeff /= sizes[idx[0]]
-        elif name != DELTA_OPERAND:
+        if name == RECIPROCAL:
+            continue
+        if name != DELTA_OPERAND:
             operands.append(name)
             inputs.append(idx)
         elif idx[0] == idx[1]:

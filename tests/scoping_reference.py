@@ -4,7 +4,8 @@ It evaluates the IR numerically, bottom-up, straight from the rules the README s
 one ``np.einsum`` per product and no normal form, expansion or renaming:
 
 1. left-hand-side indices are free everywhere;
-2. an index of ``sum_R`` is bound in its body (no nested product contracts it);
+2. an index of ``sum_R`` or ``mean_R`` is bound in its body (no nested product contracts it);
+   ``mean_R`` is ``sum_R`` divided by the sizes of R;
 3. otherwise an index is contracted in the smallest product where it occurs twice or more; a
    group (parentheses, a call's argument, a power's base, a divisor) is one factor there, its
    free indices counting once;
@@ -98,13 +99,14 @@ class Reference:
             value, axes = self.group(expr.arg, bound)
             return ELEMENTWISE[expr.func](value), axes
         if isinstance(expr, Call):
-            if expr.func != "sum":
+            if expr.func not in ("sum", "mean"):
                 raise NotImplementedError(expr.func)
             value, axes = self.group(expr.arg, bound | set(expr.over))
             full = axes + [r for r in expr.over if r not in axes]
             value = _full(value, axes, full, self.size)
             out = [a for a in full if a not in expr.over]
-            return np.einsum(f"{''.join(full)}->{''.join(out)}", value), out
+            total = np.einsum(f"{''.join(full)}->{''.join(out)}", value)
+            return (total / self.size ** len(expr.over) if expr.func == "mean" else total), out
         return self.product(expr, bound)
 
     def product(self, expr, bound: frozenset) -> tuple[np.ndarray, list[str]]:

@@ -49,7 +49,9 @@ def _expressions(ranks):
             st.tuples(st.sampled_from(sorted(FUNCTIONS)), children).map(lambda p: Call(p[0], p[1])),
             st.tuples(children, st.sampled_from([Fraction(2), Fraction(3)])).map(lambda p: Pow(*p)),
             st.tuples(children, children).map(lambda p: Div(p[0], Add((Number(Fraction(2)), Call("tanh", p[1]))))),
-            st.tuples(st.sampled_from(LETTERS), children).map(lambda p: Call("sum", p[1], (p[0],))),
+            st.tuples(st.sampled_from(["sum", "mean"]), st.sampled_from(LETTERS), children).map(
+                lambda p: Call(p[0], p[2], (p[1],))
+            ),
         ),
         max_leaves=6,
     )

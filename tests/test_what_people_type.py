@@ -163,6 +163,13 @@ CASES = [
     ("f = mean_{nd}(X_nd)", {"X": "X"}, lambda X: X.mean()),
     ("f = mean_n(X_nd w_d) + mean_d(w_d)", {"X": "X", "w": "w"}, lambda X, w: (X @ w).mean() + w.mean()),
     ("f = mean_n(a_n) mean_m(a_m)", {"a": "a"}, lambda a: a.mean() ** 2),
+    ("f = mean_i(x_i + 1)", {"x": "x"}, lambda x: (x + 1).mean()),  # the mean of a constant is the constant
+    ("f = mean_i(x_i) + mean_i(s)", {"x": "x", "s": "s"}, lambda x, s: x.mean() + s),
+    (
+        "L = mean_n((y_n - X_nd w_d - s)^2)",
+        {"s": "s", "y": "yn", "X": "X", "w": "w"},
+        lambda s, y, X, w: ((y - X @ w - s) ** 2).mean(),
+    ),
 ]
 
 
@@ -189,7 +196,7 @@ def _differentiable(case) -> bool:
 )
 def test_first_derivative_matches_finite_differences_of_the_numpy_form(source, names, expected):
     arrays = _arrays(names)
-    wrt = next(n for n in names if arrays[n].ndim > 0)
+    wrt = next(iter(names))  # the first input, a scalar too (the bias of a mean squared error)
     derivative = einderiv.jacobian(source, wrt)
     analytic = derivative(arrays)
 
