@@ -222,14 +222,14 @@ def derive(program: CheckedProgram, wrt: Tensor, name: str) -> CheckedProgram:
         bar_name = unique_name(f"d{base}d{s}", taken)
         taken.add(bar_name)
         bars[s] = (bar_name, S)
-        hints = _hints_for(out, P) + tuple(("axis", i, s, k) for k, i in enumerate(S))
+        hints = _hints_for(out, P, program) + tuple(("axis", i, s, k) for k, i in enumerate(S))
         adjoints.append(Definition(bar_name, P + S, simplify(terms, P + S), hints))
 
     result_terms = list(differentiate(out.poly, wrt).terms)
     for t in relevant:
         if wrt.name in references(definitions[t].poly):
             result_terms.extend(through(t, wrt, set()))
-    final_hints = _hints_for(out, P) + tuple(("axis", i, wrt.name, k) for k, i in enumerate(W))
+    final_hints = _hints_for(out, P, program) + tuple(("axis", i, wrt.name, k) for k, i in enumerate(W))
     final = Definition(name, P + W, simplify(result_terms, P + W), final_hints)
     forward = [d for d in program.definitions if d.name != out.name]
     ranks = dict(program.ranks)
@@ -238,11 +238,14 @@ def derive(program: CheckedProgram, wrt: Tensor, name: str) -> CheckedProgram:
     return prune(inline(derived, {b for b, _ in bars.values()}))
 
 
-def _hints_for(out: Definition, P: Indices) -> tuple:
-    """Size hints for the output's indices P, whatever definition ``out`` came from."""
+def _hints_for(out: Definition, P: Indices, program: CheckedProgram | None = None) -> tuple:
+    """Size hints for the output's indices P, whatever definition ``out`` came from, and the
+    indices as every statement wrote them (a dimension ``delta_kk`` left by differentiating
+    ``sum_k(z_k + s)`` by s is k's size, z's length)."""
+    written = tuple(h for d in (program.definitions if program else [out]) for h in d.hints if h[0] == "names")
     if not P:  # a scalar output: nothing to size (and no intermediate to compute just for sizes)
-        return ()
-    return tuple(h for h in out.hints if h[0] in ("poly", "names") or h[1] in P)
+        return written
+    return written + tuple(h for h in out.hints if h[0] == "poly" or (h[0] != "names" and h[1] in P))
 
 
 def count_uses(program: CheckedProgram, name: str) -> int:

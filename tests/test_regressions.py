@@ -155,3 +155,22 @@ def test_shape_for_sizes_an_index_as_evaluation_does():
     value = derivative(a=np.ones(3))
     assert derivative.shape_for(a=(3,)) == value.shape == (3, 3)
     np.testing.assert_array_equal(value, -np.ones((3, 3)))
+
+
+@pytest.mark.parametrize(
+    "source, wrt, arrays, expected",
+    [
+        # a dimension left by differentiation (delta_kk) is sized by the statements as written
+        ("f = sum_k(z_k + s)", "s", {"z": np.arange(4.0), "s": 1.0}, 4.0),
+        ("f = mean_i(x_i + s)", "s", {"x": np.arange(4.0), "s": 1.0}, 1.0),
+        ("t = sum_k(z_k + s); f = t^2", "s", {"z": np.arange(4.0), "s": 1.0}, 2 * (6.0 + 4.0) * 4),
+    ],
+)
+def test_dimensions_left_by_differentiation_are_sized(source, wrt, arrays, expected):
+    assert float(einderiv.grad(source, wrt)(**arrays)) == pytest.approx(expected)
+
+
+def test_gradient_of_a_sum_of_log_softmax_is_one_minus_n_softmax():
+    z = np.array([1.0, 2.0, 3.0, 4.0])
+    p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    np.testing.assert_allclose(einderiv.grad("f = log(softmax_k(z_k))", "z")(z=z), 1 - 4 * p, rtol=1e-12)
