@@ -323,7 +323,7 @@ def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term
 
     * ``u^0 = 1``, ``u^1 = u``, ``(u^p)^n = u^(p n)`` for integer n, constants folded exactly;
     * ``log(sigmoid(u)) = -softplus(-u)`` and ``log(1 - sigmoid(u)) = -softplus(u)``;
-    * ``log(1 + v) = log1p(v)`` and ``log(exp(u)) = u``;
+    * ``log(1 + exp(u)) = softplus(u)``, ``log(1 + v) = log1p(v)`` and ``log(exp(u)) = u``;
     * ``sigmoid(-u) = 1 - sigmoid(u)`` (a negated argument), so that ``s - y`` collects.
     """
     one = Fraction(1)
@@ -370,6 +370,9 @@ def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term
             sig = _single_atom(_negated(rest_poly), "sigmoid")
             if sig is not None:
                 return [Term(-one, (Apply("softplus", sig.arg),))]
+            exp = _single_atom(rest_poly, "exp")
+            if exp is not None:  # log(1 + exp(u)) = softplus(u), finite for u = 1000
+                return [Term(one, (Apply("softplus", exp.arg),))]
             return [Term(one, (Apply("log1p", rest_poly),))]
     return [Term(one, (Apply(func, arg, param),))]
 

@@ -174,3 +174,11 @@ def test_gradient_of_a_sum_of_log_softmax_is_one_minus_n_softmax():
     z = np.array([1.0, 2.0, 3.0, 4.0])
     p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
     np.testing.assert_allclose(einderiv.grad("f = log(softmax_k(z_k))", "z")(z=z), 1 - 4 * p, rtol=1e-12)
+
+
+def test_log_one_plus_exp_is_softplus_and_finite_at_large_logits():
+    z, y = np.array([1000.0, -1000.0, 0.0, 999.0]), np.array([1.0, 0.0, 1.0, 0.0])
+    source = "f = log(1 + exp(z_n)) - y_n z_n"
+    assert float(einderiv.evaluate(source, z=z, y=y)) == pytest.approx(np.logaddexp(0, z).sum() - y @ z, rel=1e-14)
+    expected = 1 / (1 + np.exp(-np.clip(z, -700, 700))) - y  # sigmoid(z) - y
+    np.testing.assert_allclose(einderiv.grad(source, "z")(z=z, y=y), expected, atol=1e-300)
