@@ -346,6 +346,7 @@ class _ToIR(Transformer_NonRecursive):
 _OPERATORS = {"\u2212": "-", "\u00b7": "*", "\u22c5": "*", "\u00d7": "*", "\u2217": "*"}
 _SPACES = frozenset("\u00a0\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000")
 _SUPERSCRIPTS = dict(zip("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "-0123456789"))
+_DIGITS = "0123456789"  # str.isdigit() is true for superscripts too: x_i² is x_i^2
 _CALL_GLYPHS = {"σ": "sigmoid", "√": "sqrt", "Σ": "sum"}
 _INVERSE = re.compile(r"\(\s*([A-Za-z][A-Za-z0-9]*)\s*\^-1\s*\)(?=_)")
 _GREEK_WORDS = {"LAMDA": "lambda"}
@@ -439,7 +440,7 @@ class _Typed:
                 close = source.find("}", k)
                 k = close + 1 if close > 0 else len(source)
             else:
-                while k < len(source) and (_is_letter(source[k]) or source[k].isdigit()):
+                while k < len(source) and (_is_letter(source[k]) or source[k] in _DIGITS):
                     k += 1
         return k < len(source) and source[k] == "("
 
@@ -456,7 +457,7 @@ class _Typed:
                 put("_", k)
                 return k + 1  # no closing brace: the parser reports it
         else:
-            while end < len(source) and (_is_letter(source[end]) or source[end].isdigit()):
+            while end < len(source) and (_is_letter(source[end]) or source[end] in _DIGITS):
                 end += 1
         body = source[start:end]
         if body.isascii():

@@ -152,6 +152,8 @@ CASES = [
         lambda Z, y: -(Z @ y).sum() + logsumexp(Z, 1).sum(),
     ),
     ("f = θ_i θ_i", {"theta": "x"}, lambda x: x @ x),
+    ("f = x_i²", {"x": "x"}, lambda x: (x**2).sum()),  # a superscript after a subscript is a power
+    ("r_i = x_i³ − 2 x_i", {"x": "x"}, lambda x: x**3 - 2 * x),
     ("f = x_i · x_i − 2 x_i", {"x": "x"}, lambda x: x @ x - 2 * x.sum()),
     ("y_i = arctan(x_i) + cosh(x_i)", {"x": "x"}, lambda x: np.arctan(x) + np.cosh(x)),
     ("f = (x_i x_i) / (y_j y_j)", {"x": "x", "y": "y"}, lambda x, y: (x @ x) / (y @ y)),
