@@ -37,7 +37,7 @@ from .matrix_syntax import (
 )
 
 #: Functions of a whole vector or matrix (the elementwise ones are einderiv.functions.FUNCTIONS).
-STRUCTURAL = ("tr", "det", "logdet", "inv", "diag", "sum", "softmax", "logsumexp", "norm2")
+STRUCTURAL = ("tr", "det", "logdet", "inv", "diag", "sum", "mean", "softmax", "logsumexp", "norm2")
 IDENTITY = "I"
 _LETTERS = "ijklmnpqrstuvwabcdefghoxyz"
 
@@ -265,7 +265,8 @@ class Reader:
             if name in self.ranks or name in self.defined or name == IDENTITY:
                 return self._rewrite(node, Product(Name(name, node.column), node.arg, node.column))
             known = ", ".join([*sorted(FUNCTIONS), *STRUCTURAL])
-            raise self.fail(node, f"unknown function {name!r} (known: {known})")
+            close = function_suggestion(name)
+            raise self.fail(node, f"unknown function {name!r}{close} (known: {known})")
         inner = self.shaped(node.arg)
         if name == "tr" and inner.shape == SCALAR:  # a 1x1 product: tr(x^T w)
             if isinstance(below_transposes(node.arg), Name):
@@ -284,7 +285,7 @@ class Reader:
             if inner.shape != MATRIX:
                 raise self.fail(node, f"tr(...) of {_word(inner.shape)}: a trace needs a matrix")
             return Shaped(SCALAR)
-        if name == "sum":
+        if name in ("sum", "mean"):
             return Shaped(SCALAR)
         if inner.shape not in (COLUMN, ROW):
             raise self.fail(node, f"{name}(...) of {_word(inner.shape)}: it takes a vector")
@@ -480,13 +481,13 @@ class Reader:
             a = self.fresh()
             with self.inside(bound=(a,)):
                 return f"sum{self.subscript((a,))}({self.emit(node.arg, a, a)[0]})", 3
-        if name == "sum":
+        if name in ("sum", "mean"):  # of all entries
             over = [self.fresh() if present else None for present in inner]
             present = [i for i in over if i is not None]
             if not present:
                 return self.emit(node.arg, None, None)
             with self.inside(bound=present):
-                return f"sum{self.subscript(present)}({self.emit(node.arg, *over)[0]})", 3
+                return f"{name}{self.subscript(present)}({self.emit(node.arg, *over)[0]})", 3
         if name == "diag":
             index = row if row is not None else col
             vector = (index, None) if inner == COLUMN else (None, index)
@@ -542,6 +543,20 @@ def translate(text: str, ranks: Mapping[str, int], indices: Sequence[str]) -> Tr
     col = indices[-1] if shape[1] else None
     rhs, _ = reader.emit(node, row, col)
     return Translation(text, "; ".join([*reader.statements, rhs]), indices, shape)
+
+
+#: what people type for a function matrix notation spells otherwise
+_SPELLINGS = {"ln": "log", "trace": "tr", "Tr": "tr", "norm": "norm2", "avg": "mean", "average": "mean"}
+
+
+def function_suggestion(name: str) -> str:
+    """``"; did you mean sigmoid?"`` for ``sigmod``, or ``""`` when no known function is close."""
+    import difflib
+
+    if name in _SPELLINGS:
+        return f"; did you mean {_SPELLINGS[name]}?"
+    close = difflib.get_close_matches(name, [*FUNCTIONS, *STRUCTURAL], n=1, cutoff=0.75)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _captured(text: str, index: str) -> bool:

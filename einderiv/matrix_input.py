@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from .errors import EinderivError, IndexRuleError, ParseError
 from .functions import FUNCTIONS
 from .ir import Program
-from .matrix_claim import IDENTITY, STRUCTURAL, Reader
+from .matrix_claim import IDENTITY, STRUCTURAL, Reader, function_suggestion
 from .matrix_syntax import Call, MatrixStatement, Name, lift_signs, parse_matrix_program
 from .parser import parse as parse_index
 from .program import unique_name
@@ -52,7 +52,7 @@ class Reading:
 _MARKS = re.compile(
     r"\^\s*[{(]?\s*-?\s*T\b"  # ^T, ^-T, ^{T}
     r"|'|ᵀ|⁻ᵀ|⊙|\.\*|\./|\.\^"  # x', xᵀ, X⁻ᵀ, elementwise operators (x², X⁻¹ are powers in both)
-    r"|\b(?:tr|sum|diag|norm2|softmax|logsumexp)\s*\("  # functions that index notation writes with indices
+    r"|\b(?:tr|sum|mean|diag|norm2|softmax|logsumexp)\s*\("  # functions that index notation writes with indices
 )
 _MATRIX_CALL = re.compile(r"\b(inv|det|logdet)\s*\(")
 
@@ -197,7 +197,12 @@ def _names(node) -> list[Name]:
         if isinstance(item, Name):
             found.append(item)
             continue
-        if isinstance(item, Call) and item.function not in FUNCTIONS and item.function not in STRUCTURAL:
+        if (
+            isinstance(item, Call)
+            and item.function not in FUNCTIONS
+            and item.function not in STRUCTURAL
+            and not function_suggestion(item.function)  # sigmod(...), ln(...), mean-like: a typo, not A(x + y)
+        ):
             found.append(Name(item.function, item.column))
         children = []
         for key, value in vars(item).items() if hasattr(item, "__dict__") else ():

@@ -243,7 +243,23 @@ class _ToIR(Transformer_NonRecursive):
     def mul(self, left, right):
         if isinstance(left, _Paren):
             return Mul((_grouped(left.inner), _bare(right)))
+        last = _flat(Mul, left)[-1]
+        if isinstance(right, _Paren) and isinstance(last, Tensor) and not last.indices and last.name in _CALLABLE:
+            self._spaced_call(last.name)
         return Mul(_flat(Mul, left) + (_bare(right),))
+
+    def _spaced_call(self, name: str):
+        """``exp (x_i)``: a function's name, a space, then parentheses reads as a product with a
+        tensor named exp; that is never what was meant."""
+        found = re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}\s+\(", self.source)
+        at = found.start() if found else 0
+        line = self.source.count("\n", 0, at) + 1
+        column = at - (self.source.rfind("\n", 0, at) + 1) + 1
+        raise _fail(
+            Token("NAME", name, line=line, column=column),
+            f"{name!r} is a function: write {name}(...) with no space before the parenthesis",
+            self.source,
+        )
 
     @v_args(inline=True)
     def div(self, left, right):
@@ -558,6 +574,10 @@ def _grouped(node):
     """A parenthesised factor at the head of a product: a product stays a nested Mul (printed in
     parentheses), a division is wrapped as a one-factor Mul so it is not read as the chain."""
     return Mul((node,)) if isinstance(node, Div) else node
+
+
+#: names a scalar may not take when parentheses follow: ``exp (x_i)`` is a call with a stray space
+_CALLABLE = frozenset([*FUNCTIONS, *REDUCTIONS, *MATRIX_FUNCTIONS])
 
 
 def _flat(kind: type, node) -> tuple:

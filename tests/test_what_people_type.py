@@ -7,6 +7,7 @@ differences of that NumPy expression (an independent reference: einderiv is not 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import warnings
@@ -322,3 +323,30 @@ def test_pretty_and_latex_keep_the_parentheses_that_make_groups(source):
     compiled = einderiv.compile(source)
     assert einderiv.parse(compiled.pretty()) == einderiv.parse(source)
     assert compiled.latex().count(r"\left(") >= 1
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("f = exp (x_i)", "'exp' is a function: write exp(...) with no space"),
+        ("f = mean((X w - y).^2) + ln(s)", "unknown function 'ln'; did you mean log?"),
+        ("f = trace(A^T A)", "unknown function 'trace'; did you mean tr?"),
+        ("f = sigmod(X w)^T y", "unknown function 'sigmod'; did you mean sigmoid?"),
+    ],
+)
+def test_a_function_name_never_becomes_a_tensor(source, message):
+    with pytest.raises(einderiv.EinderivError, match=re.escape(message)):
+        einderiv.compile(source)
+
+
+def test_mean_in_matrix_notation_is_the_mean_of_all_entries():
+    X, w, y = ARRAYS["X"], ARRAYS["w"], ARRAYS["yn"]
+    source = "L = mean((X w - y).^2)"
+    assert float(einderiv.evaluate(source, X=X, w=w, y=y)) == pytest.approx(((X @ w - y) ** 2).mean(), rel=1e-12)
+    np.testing.assert_allclose(einderiv.grad(source, "w")(X=X, w=w, y=y), 2 * X.T @ (X @ w - y) / len(y), rtol=1e-12)
+    assert einderiv.compile(source, ranks={"X": 2, "w": 1, "y": 1}).read_as.startswith("L = mean_")
+
+
+def test_a_matrix_name_before_parentheses_is_still_a_product():
+    A, x, y, z = ARRAYS["A"], ARRAYS["x"], ARRAYS["y"], ARRAYS["z"]
+    assert float(einderiv.evaluate("f = z^T A(x + y)", A=A, x=x, y=y, z=z)) == pytest.approx(z @ A @ (x + y))
