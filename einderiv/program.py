@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from .differentiate import differentiate
 from .errors import IndexRuleError
-from .ir import Indices, Program, Statement, Tensor, walk
+from .ir import Delta, Indices, Program, Statement, Tensor, walk
 from .normal import Apply, Poly, Term, fresh_indices, keep_sums, multiply, rename_apart, simplify, to_expr
 from .semantics import check_statement, tensor_ranks
 
@@ -40,7 +40,14 @@ class Definition:
     def display(self) -> Statement:
         if self.statement is not None:
             return self.statement
-        return Statement(Tensor(self.name, self.indices), to_expr(self.poly))
+        poly = self.poly
+        used = {i for t in poly.terms for f in t.factors for i in f.indices}
+        missing = [i for i in self.indices if i not in used]
+        if missing and poly.terms:  # constant along i (dfdh_i = s w_j): say so, so that it reads back
+            first = poly.terms[0]
+            carried = Term(first.coeff, first.factors + tuple(Delta(i, i) for i in missing))
+            poly = Poly((carried, *poly.terms[1:]), poly.indices)
+        return Statement(Tensor(self.name, self.indices), to_expr(poly))
 
 
 @dataclass

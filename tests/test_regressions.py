@@ -182,3 +182,10 @@ def test_log_one_plus_exp_is_softplus_and_finite_at_large_logits():
     assert float(einderiv.evaluate(source, z=z, y=y)) == pytest.approx(np.logaddexp(0, z).sum() - y @ z, rel=1e-14)
     expected = 1 / (1 + np.exp(-np.clip(z, -700, 700))) - y  # sigmoid(z) - y
     np.testing.assert_allclose(einderiv.grad(source, "z")(z=z, y=y), expected, atol=1e-300)
+
+
+def test_a_printed_adjoint_constant_along_its_index_reads_back():
+    # dfdh_i = s w_j is constant along i; printed with delta_ii so that its i appears in a term
+    derivative = einderiv.grad("h_i = sigmoid(z_k x_i); f = (h_i s) w_j", "x")
+    assert "dfdh_i = s w_j delta_ii" in str(derivative)
+    einderiv.compile(str(derivative), of="df/dx")
