@@ -208,6 +208,8 @@ class Reader:
         for term, shaped in zip(node.terms, shapes):
             if shaped.shape not in (widest, SCALAR):
                 raise self.fail(term, f"cannot add {_word(shaped.shape)} and {_word(widest)}")
+            if shaped.shape == SCALAR and widest != SCALAR and not _constant(term):
+                self.penalties["a scalar broadcast in a sum"] += 1  # w^T x + c: c is more likely a scalar
         partial = widest != SCALAR and any(s.partial or s.shape != widest for s in shapes)
         return Shaped(widest, partial)
 

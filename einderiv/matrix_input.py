@@ -7,8 +7,9 @@ one that breaks the fewest of these conventions, in this order, wins (a tie is a
 ``ranks=``): a name written with ``^T`` is not a scalar; a name starting with an upper-case letter is
 a matrix; an outer product (a column times a row) is not multiplied further (``lam x^T x``: lam is a
 scalar); ``tr``, ``det``, ``logdet``, ``inv`` of a name take a matrix (of a 1x1 product such as
-``x^T w``, a scalar); any other name is a column vector, else a scalar, else a matrix; a scalar
-name comes before the vector or matrix it multiplies.
+``x^T w``, a scalar); a sum does not broadcast a scalar expression onto a vector
+(``sigmoid(w^T x + c)``: c is a scalar); any other name is a column vector, else a scalar, else a
+matrix; a scalar name comes before the vector or matrix it multiplies.
 """
 
 from __future__ import annotations
@@ -251,6 +252,7 @@ _PENALTIES = (
     "upper",
     "an outer product multiplied further",
     "a matrix function of a scalar name",
+    "a scalar broadcast in a sum",
     "lower as a matrix",
     "lower as a scalar",
     "a scalar name after a vector or matrix",

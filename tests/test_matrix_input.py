@@ -614,3 +614,12 @@ def test_cli_json_says_how_the_input_was_read():
     assert (data["notation"], data["read_as"]) == ("matrix", "f = x_i A_ij x_j")
     data = json.loads(run("diff", "f = x_i x_i", "--wrt", "x", "--format", "json").stdout)
     assert (data["notation"], data["read_as"]) == ("index", "f = x_i x_i")
+
+
+def test_a_sum_does_not_broadcast_a_scalar_expression_onto_a_vector_name():
+    # w^T x + c: c is read as a scalar (it used to be a vector, making f a vector)
+    reading = einderiv.compile("f = sigmoid(w^T x + c)", notation="matrix").read_as
+    assert reading == "f = sigmoid(w_i x_i + c)"
+    w, x = np.array([0.5, -1.0]), np.array([2.0, 1.0])
+    expected = 1 / (1 + np.exp(-(w @ x + 0.3)))
+    assert float(einderiv.evaluate("f = sigmoid(w^T x + c)", w=w, x=x, c=0.3)) == pytest.approx(expected)
