@@ -250,6 +250,8 @@ def _hints_for(out: Definition, P: Indices, program: CheckedProgram | None = Non
     indices as every statement wrote them (a dimension ``delta_kk`` left by differentiating
     ``sum_k(z_k + s)`` by s is k's size, z's length)."""
     written = tuple(h for d in (program.definitions if program else [out]) for h in d.hints if h[0] == "names")
+    if program is not None:  # inputs' axes only: an intermediate named here would be computed just for its shape
+        written = (("names", tuple(e for h in written for e in h[1] if e[1] in program.inputs)),)
     if not P:  # a scalar output: nothing to size (and no intermediate to compute just for sizes)
         return written
     return written + tuple(h for h in out.hints if h[0] == "poly" or (h[0] != "names" and h[1] in P))
