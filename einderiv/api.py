@@ -198,7 +198,7 @@ class Compiled:
     def line(self) -> StraightLine:
         if self._line is None:
             line = StraightLine()
-            for d in self.program.definitions:
+            for d in self.program.computed():
                 line.add(d.name, d.poly, d.hints)
             self._line = line
         return self._line

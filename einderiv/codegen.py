@@ -261,7 +261,7 @@ def _function(compiled, flavour: str, name: str) -> str:
         raise EinderivError("there is nothing to generate code for: the expression has no inputs")
     writer = _Writer(flavour, identifier(sorted(compiled.ranks)[0]))
     line = StraightLine()
-    for definition in compiled.program.definitions:
+    for definition in compiled.program.computed():
         line.add(definition.name, definition.poly, definition.hints)
     by_target = {d.name: d for d in compiled.program.definitions}
     known: dict[str, tuple[str, ...]] = {name: () for name in compiled.ranks}

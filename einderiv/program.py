@@ -16,7 +16,8 @@ their user, which is how ``L = e_n e_n`` gives ``-2 e_n Phi_nk`` rather than a n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
 
 from .differentiate import differentiate
 from .errors import IndexRuleError
@@ -74,6 +75,28 @@ class CheckedProgram:
     def __str__(self) -> str:
         return "\n".join(str(d.display()) for d in self.definitions)
 
+    def computed(self) -> list[Definition]:
+        """The definitions evaluation computes: those the output uses, or whose shapes size it.
+        A definition only written in a statement that a stable rewrite saw through
+        (``s_n = sigmoid(z_n)`` in ``log(s_n)``) is printed but not computed."""
+        defined = {d.name for d in self.definitions}
+        needed = {self.output}
+        for d in reversed(self.definitions):
+            if d.name in needed:
+                needed |= references(d.poly)
+                for hint in d.hints:
+                    if hint[0] == "poly" and d.indices:  # the statement as written sizes its axes
+                        needed |= hint[1].tensor_names()
+                    elif hint[0] == "axis":
+                        needed.add(hint[2])
+                    elif (
+                        hint[0] == "names"
+                    ):  # sized by name: inputs only, an intermediate would be computed for nothing
+                        needed |= {tensor for _, tensor, _ in hint[1] if tensor not in defined}
+        kept = [d for d in self.definitions if d.name in needed]
+        known = set(self.inputs) | {d.name for d in kept}
+        return [replace(d, hints=_hints_within(d.hints, known)) for d in kept]
+
 
 def references(poly: Poly) -> set[str]:
     """Tensor names used by ``poly`` (inside calls too)."""
@@ -114,6 +137,7 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
                     )
                 inputs[used] = rank
         poly, raw = check_statement(statement)
+        poly = see_through(poly, {d.name: d for d in definitions if _single_call(d) is not None})
         defined[name] = len(poly.indices)
         axis_hints = []
         for w in statement.wrt:  # dK_pq/dR_ij: the axes i, j are R's
@@ -141,6 +165,65 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
     checked = CheckedProgram(definitions, inputs, output, program, {**inputs, **defined})
     checked.all_inputs = dict(inputs)
     return prune(checked)
+
+
+def _hints_within(hints: tuple, known: set[str]) -> tuple:
+    """Size hints that name only computed arrays (a hint on what is not computed is dropped)."""
+    out = []
+    for hint in hints:
+        if hint[0] == "poly" and not hint[1].tensor_names() <= known:
+            continue
+        if hint[0] == "axis" and hint[2] not in known:
+            continue
+        if hint[0] == "names":
+            hint = ("names", tuple(e for e in hint[1] if e[1] in known))
+        out.append(hint)
+    return tuple(out)
+
+
+def _single_call(d: Definition) -> Apply | None:
+    """The call a definition is, when it is exactly one (``s_n = sigmoid(z_n)``)."""
+    terms = d.poly.terms
+    if len(terms) == 1 and terms[0].coeff == 1 and len(terms[0].factors) == 1:
+        atom = terms[0].factors[0]
+        if isinstance(atom, Apply) and set(atom.indices) == set(d.indices):
+            return atom
+    return None
+
+
+def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
+    """The stable rewrites across statements: ``log(s_n)`` with ``s_n = sigmoid(z_n)`` is
+    ``-softplus(-z_n)``, finite where s rounds to 0 or 1; so are ``log(1 - s)`` (``-softplus(z)``), ``log(p)`` with
+    ``p = softmax(z)`` (``z - logsumexp(z)``) and ``log(mu)`` with ``mu = exp(eta)``.  A log whose
+    argument uses such a definition is rebuilt from the definition's call, and kept only where a
+    rewrite then applies (so ``log(s)`` of another ``s`` stays as written).  Ends: each log is
+    rebuilt once, and the definitions used come before the statement."""
+    from .lower import make_apply
+
+    if not calls:
+        return poly
+    out: list[Term] = []
+    changed = False
+    for term in poly.terms:
+        partial = [Term(term.coeff, ())]
+        avoid = set(poly.indices) | term.index_names()
+        for factor in term.factors:
+            parts = [Term(Fraction(1), (factor,))]
+            logs = ("log", "log1p")  # log(1 - s) is log1p(-s) by now
+            used = factor.arg.tensor_names() & set(calls) if isinstance(factor, Apply) and factor.func in logs else ()
+            if used:
+                arg = factor.arg
+                for name in sorted(used):
+                    arg = _substitute_tensor(arg, name, calls[name])
+                plain = [Term(Fraction(1), (Apply(factor.func, arg),))]
+                if factor.func == "log1p":
+                    arg = Poly((Term(Fraction(1), ()), *arg.terms), arg.indices)
+                rebuilt = make_apply("log", arg)
+                if rebuilt != plain:  # a rewrite applied
+                    parts, changed = rebuilt, True
+            partial = multiply(partial, parts, set(factor.indices), avoid=avoid)
+        out.extend(partial)
+    return simplify(out, poly.indices) if changed else poly
 
 
 def prune(program: CheckedProgram) -> CheckedProgram:
