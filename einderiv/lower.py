@@ -34,6 +34,8 @@ from .normal import (
     Poly,
     Term,
     constant_along,
+    fresh_indices,
+    keep_sums,
     make_delta,
     multiply,
     reciprocal,
@@ -180,7 +182,7 @@ class _Scope:
             return make_apply("exp", simplify(_carrying(shifted, free), free)), free, inner
         if expr.func == "logsumexp":
             return _summed_log_exp(simplify(terms, free), over), outer, inner
-        body = [_keep_summed(t, over) for t in terms]
+        body = [keep_sums(t, over) for t in terms]
         if expr.func == "mean":  # mean_R(u) = sum_R(u) / n_R
             body = [Term(t.coeff, t.factors + tuple(reciprocal(r) for r in over)) for t in body]
         # the summed R is private: apart from a left-hand side's i (f_i = a_i + sum_i(s) adds n s)
@@ -192,9 +194,9 @@ class _Scope:
             if not is_group:
                 continue
             outside = {i for other, entry in enumerate(lowered) if other != pos for i in entry[2]}
+            taken = {i for node in walk(expr) for i in getattr(node, "indices", ())} | set(bound)
             for letter in sorted((inside & outside) - bound):
-                taken = {i for node in walk(expr) for i in getattr(node, "indices", ())} | set(bound)
-                fresh = next(c for c in "jklmnopqrstuvwxyzabcdefghi" if c not in taken)
+                (fresh,) = fresh_indices(1, taken)
                 renamed = [_renamed(f, letter, fresh) if k == pos else f for k, f in enumerate(expr_factors(expr))]
                 self.notes.append(
                     f"in {str(expr)!r}, index {letter!r} is summed inside {str(factor)!r} and is a separate, "
@@ -237,17 +239,10 @@ def _renamed(expr, old: str, new: str):
     return expr
 
 
-def _keep_summed(term: Term, over) -> Term:
-    """A reduction over r of a term without r is r's dimension times it (``delta_rr``)."""
-    names = term.index_names()
-    missing = [r for r in over if r not in names]
-    return Term(term.coeff, term.factors + tuple(Delta(r, r) for r in missing)) if missing else term
-
-
 def _summed_log_exp(arg: Poly, over) -> list[Term]:
     """log(sum_R(exp(arg))) as terms over arg's other indices (evaluated max-shifted)."""
     outer = tuple(i for i in arg.indices if i not in over)
-    exp_terms = [_keep_summed(t, over) for t in make_apply("exp", arg)]
+    exp_terms = [keep_sums(t, over) for t in make_apply("exp", arg)]
     return make_apply("log", simplify(exp_terms, outer))
 
 
@@ -402,10 +397,8 @@ def normalize(expr: Expr, indices) -> Poly:
 def free_indices(expr: Expr, bound=frozenset()) -> tuple[str, ...]:
     """The indices the scoping rules leave free in ``expr`` (first-appearance order), with
     ``bound`` free everywhere (a left-hand side's): ``exp(x_i) A_jk A_jk`` -> (i,)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", EinderivWarning)
-        parts = expr.terms if isinstance(expr, Add) else (expr,)
-        return tuple(dict.fromkeys(i for p in parts for i in _Scope().group(p, frozenset(bound))[1]))
+    parts = expr.terms if isinstance(expr, Add) else (expr,)
+    return tuple(dict.fromkeys(i for p in parts for i in _Scope().group(p, frozenset(bound))[1]))
 
 
 def contracted_in_groups(expr: Expr) -> set[str]:
@@ -413,11 +406,9 @@ def contracted_in_groups(expr: Expr) -> set[str]:
     ``A_ik (A_kj A_kj - B_kj)`` -> {k}.  A translator that means k to be summed over the whole
     product writes ``sum_k(...)`` around it then."""
     out: set[str] = set()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", EinderivWarning)
-        for factor, _ in _chain(expr)[1]:
-            if not isinstance(factor, _ATOMS):
-                out |= _Scope().group(factor, frozenset())[2]
+    for factor, _ in _chain(expr)[1]:
+        if not isinstance(factor, _ATOMS):
+            out |= _Scope().group(factor, frozenset())[2]
     return out
 
 
@@ -431,9 +422,7 @@ def implicit_indices(expr: Expr):
     for part in parts:
         while isinstance(part, Neg):
             part = part.operand
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", EinderivWarning)
-            _, names, _ = _Scope().group(part, frozenset())
+        _, names, _ = _Scope().group(part, frozenset())  # its notes are not warned about
         free |= set(names)
         written |= {i for node in walk(part) for i in getattr(node, "indices", ()) if i not in names}
     both = sorted(free & written)

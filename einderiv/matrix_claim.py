@@ -547,18 +547,17 @@ def translate(text: str, ranks: Mapping[str, int], indices: Sequence[str]) -> Tr
     return Translation(text, "; ".join([*reader.statements, rhs]), indices, shape)
 
 
-#: what people type for a function matrix notation spells otherwise
+#: what people type for a function that matrix notation spells otherwise
 _SPELLINGS = {"ln": "log", "trace": "tr", "Tr": "tr", "norm": "norm2", "avg": "mean", "average": "mean"}
 
 
 def function_suggestion(name: str) -> str:
-    """``"; did you mean sigmoid?"`` for ``sigmod``, or ``""`` when no known function is close."""
-    import difflib
+    """``"; did you mean sigmoid?"`` for ``sigmod`` (the index-notation reader's nearest name), or
+    ``""`` when no known function is close."""
+    from .parser import closest_name
 
-    if name in _SPELLINGS:
-        return f"; did you mean {_SPELLINGS[name]}?"
-    close = difflib.get_close_matches(name, [*FUNCTIONS, *STRUCTURAL], n=1, cutoff=0.75)
-    return f"; did you mean {close[0]}?" if close else ""
+    close = _SPELLINGS.get(name) or closest_name(name, [*FUNCTIONS, *STRUCTURAL])
+    return f"; did you mean {close}?" if close else ""
 
 
 def _captured(text: str, index: str) -> bool:

@@ -359,7 +359,8 @@ def accepts_notation(function):
         if not args and "source" not in kwargs:
             return function(*args, **kwargs)
         source = args[0] if args else kwargs.pop("source")
-        arrays = {k: v for k, v in kwargs.items() if _array_like(v)}
+        given = {**(args[1] if len(args) > 1 and isinstance(args[1], Mapping) else {}), **kwargs}
+        arrays = {k: v for k, v in given.items() if _array_like(v)}  # keywords or evaluate(src, {"x": x})
         reading = read(source, notation, ranks, _array_ranks(arrays))
         result = function(source if reading is None else reading, *args[1:], **kwargs)
         if reading is not None and hasattr(type(result), "reading"):

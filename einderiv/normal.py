@@ -215,8 +215,9 @@ def rename_term_apart(term: Term, free: frozenset[str] | set[str], avoid: set[st
 def contract_deltas(term: Term, free: frozenset[str]) -> Term:
     """Remove every delta with a summed index by renaming: ``delta_jk A_ij x_j -> A_ik x_k``.
 
-    Each step removes one delta, so the loop ends.  ``delta_ii`` is 1 where i is free or used
-    elsewhere and stays (it is the dimension) when i is summed and appears nowhere else.
+    Each step removes one delta (or one ``1/n_r`` of a mean, whose sum over an r nothing else
+    carries is 1), so the loop ends.  ``delta_ii`` is 1 where i is free or used elsewhere and
+    stays (it is the dimension) when i is summed and appears nowhere else.
     Deltas between two free indices stay: they are real structure.
     """
     factors = list(term.factors)
@@ -225,6 +226,10 @@ def contract_deltas(term: Term, free: frozenset[str]) -> Term:
         progress = False
         counts = Counter(i for f in factors for i in f.indices)
         for pos, factor in enumerate(factors):
+            if is_reciprocal(factor) and factor.indices[0] not in free and counts[factor.indices[0]] == 1:
+                del factors[pos]  # the sum over r of 1/n_r alone is 1: mean_r(c) = c
+                progress = True
+                break
             if not isinstance(factor, Delta):
                 continue
             a, b = factor.first, factor.second

@@ -137,7 +137,7 @@ _OTHER_NAMES = {
 }
 
 
-def _closest(name: str, known) -> str | None:
+def closest_name(name: str, known) -> str | None:
     """The known name nearest to a misspelt one (difflib), if any is near enough; swapped
     letters first (``tahn`` is tanh, not tan)."""
     swapped = [k for k in known if sorted(k) == sorted(name)]
@@ -152,7 +152,7 @@ def unknown_function(name: str) -> str:
     like a misspelling (``sigmod`` -> sigmoid), else the list, and the product reading."""
     if name in _OTHER_NAMES:
         return f"unknown function {name!r}: {_OTHER_NAMES[name]}"
-    close = _closest(name, [*FUNCTIONS, *MATRIX_FUNCTIONS, *REDUCTIONS])
+    close = closest_name(name, [*FUNCTIONS, *MATRIX_FUNCTIONS, *REDUCTIONS])
     if close in REDUCTIONS:
         return f"unknown function {name!r}: did you mean {close}_i(...)?"
     if close is not None:
@@ -195,6 +195,7 @@ class _ToIR(Transformer_NonRecursive):
     def __init__(self, source: str):
         super().__init__()
         self.source = source
+        self.tokens: dict[int, tuple] = {}  # id of a scalar Tensor -> (it, its token): where it was written
 
     # -- references -------------------------------------------------------------------------
     def _ref(self, token: Token, name: str, indices: tuple[str, ...]):
@@ -208,7 +209,9 @@ class _ToIR(Transformer_NonRecursive):
     def scalar_ref(self, token: Token):
         if str(token) == DELTA_NAME:
             raise _fail(token, "delta takes exactly two indices (delta_ij)", self.source)
-        return Tensor(str(token))
+        tensor = Tensor(str(token))
+        self.tokens[id(tensor)] = (tensor, token)
+        return tensor
 
     @v_args(inline=True)
     def tensor_ref(self, token: Token):
@@ -245,21 +248,14 @@ class _ToIR(Transformer_NonRecursive):
             return Mul((_grouped(left.inner), _bare(right)))
         last = _flat(Mul, left)[-1]
         if isinstance(right, _Paren) and isinstance(last, Tensor) and not last.indices and last.name in _CALLABLE:
-            self._spaced_call(last.name)
+            _, token = self.tokens.get(id(last), (None, None))
+            if token is not None:
+                raise _fail(
+                    token,
+                    f"{last.name!r} is a function: write {last.name}(...), the name directly followed by '('",
+                    self.source,
+                )
         return Mul(_flat(Mul, left) + (_bare(right),))
-
-    def _spaced_call(self, name: str):
-        """``exp (x_i)``: a function's name, a space, then parentheses reads as a product with a
-        tensor named exp; that is never what was meant."""
-        found = re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}\s+\(", self.source)
-        at = found.start() if found else 0
-        line = self.source.count("\n", 0, at) + 1
-        column = at - (self.source.rfind("\n", 0, at) + 1) + 1
-        raise _fail(
-            Token("NAME", name, line=line, column=column),
-            f"{name!r} is a function: write {name}(...) with no space before the parenthesis",
-            self.source,
-        )
 
     @v_args(inline=True)
     def div(self, left, right):
@@ -295,7 +291,7 @@ class _ToIR(Transformer_NonRecursive):
             raise _fail(suffix, f"{name}(...) takes no index list after it", self.source)
         if index_text:
             if name not in REDUCTIONS:
-                close = _closest(name, REDUCTIONS)
+                close = closest_name(name, REDUCTIONS)
                 if name not in FUNCTIONS and name not in MATRIX_FUNCTIONS and close:
                     message = f"unknown reduction {name!r}: did you mean {close}_{index_text}(...)?"
                     raise _fail(token, message, self.source)

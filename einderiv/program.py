@@ -21,7 +21,7 @@ from fractions import Fraction
 
 from .differentiate import differentiate
 from .errors import IndexRuleError
-from .ir import Delta, Indices, Program, Statement, Tensor, walk
+from .ir import Indices, Program, Statement, Tensor, walk
 from .normal import Apply, Poly, Term, fresh_indices, keep_sums, multiply, rename_apart, simplify, to_expr
 from .semantics import check_statement, tensor_ranks
 
@@ -44,10 +44,8 @@ class Definition:
         poly = self.poly
         used = {i for t in poly.terms for f in t.factors for i in f.indices}
         missing = [i for i in self.indices if i not in used]
-        if missing and poly.terms:  # constant along i (dfdh_i = s w_j): say so, so that it reads back
-            first = poly.terms[0]
-            carried = Term(first.coeff, first.factors + tuple(Delta(i, i) for i in missing))
-            poly = Poly((carried, *poly.terms[1:]), poly.indices)
+        if missing and poly.terms:  # constant along i (dfdh_i = s w_j delta_ii), so that it reads back
+            poly = Poly((keep_sums(poly.terms[0], missing), *poly.terms[1:]), poly.indices)
         return Statement(Tensor(self.name, self.indices), to_expr(poly))
 
 
@@ -79,20 +77,7 @@ class CheckedProgram:
         """The definitions evaluation computes: those the output uses, or whose shapes size it.
         A definition only written in a statement that a stable rewrite saw through
         (``s_n = sigmoid(z_n)`` in ``log(s_n)``) is printed but not computed."""
-        defined = {d.name for d in self.definitions}
-        needed = {self.output}
-        for d in reversed(self.definitions):
-            if d.name in needed:
-                needed |= references(d.poly)
-                for hint in d.hints:
-                    if hint[0] == "poly" and d.indices:  # the statement as written sizes its axes
-                        needed |= hint[1].tensor_names()
-                    elif hint[0] == "axis":
-                        needed.add(hint[2])
-                    elif (
-                        hint[0] == "names"
-                    ):  # sized by name: inputs only, an intermediate would be computed for nothing
-                        needed |= {tensor for _, tensor, _ in hint[1] if tensor not in defined}
+        needed = _needed(self, everything_written=False)
         kept = [d for d in self.definitions if d.name in needed]
         known = set(self.inputs) | {d.name for d in kept}
         return [replace(d, hints=_hints_within(d.hints, known)) for d in kept]
@@ -227,21 +212,31 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
 
 
 def prune(program: CheckedProgram) -> CheckedProgram:
-    """Keep only the definitions the output needs, in order."""
-    needed = {program.output}
-    for d in reversed(program.definitions):
-        if d.name in needed:
-            needed |= references(d.poly)
-            for hint in d.hints:
-                if hint[0] == "poly":
-                    needed |= hint[1].tensor_names()
-                elif hint[0] == "axis":
-                    needed.add(hint[2])
-                else:
-                    needed |= {tensor for _, tensor, _ in hint[1]}
+    """Keep only the definitions the output needs, in order (those its statements write too)."""
+    needed = _needed(program, everything_written=True)
     kept = [d for d in program.definitions if d.name in needed]
     inputs = {k: v for k, v in program.inputs.items() if k in needed}
     return CheckedProgram(kept, inputs, program.output, program.source, program.ranks, program.all_inputs)
+
+
+def _needed(program: CheckedProgram, everything_written: bool) -> set[str]:
+    """The names the output needs: what its definitions use, and what their size hints name (all
+    the tensors their statements write, or, for evaluation, only those it must compute: an
+    intermediate named in a statement but no longer used is not, nor is a scalar's own text)."""
+    defined = {d.name for d in program.definitions}
+    needed = {program.output}
+    for d in reversed(program.definitions):
+        if d.name not in needed:
+            continue
+        needed |= references(d.poly)
+        for hint in d.hints:
+            if hint[0] == "poly" and (everything_written or d.indices):
+                needed |= hint[1].tensor_names()
+            elif hint[0] == "axis":
+                needed.add(hint[2])
+            elif hint[0] == "names":
+                needed |= {tensor for _, tensor, _ in hint[1] if everything_written or tensor not in defined}
+    return needed
 
 
 def _rename_free(poly: Poly, new: Indices) -> Poly:
@@ -328,14 +323,25 @@ def derive(program: CheckedProgram, wrt: Tensor, name: str) -> CheckedProgram:
     return prune(inline(derived, {b for b, _ in bars.values()}))
 
 
-def _hints_for(out: Definition, P: Indices, program: CheckedProgram | None = None) -> tuple:
+def _hints_for(out: Definition, P: Indices, program: CheckedProgram) -> tuple:
     """Size hints for the output's indices P, whatever definition ``out`` came from, and the
-    indices as every statement wrote them (a dimension ``delta_kk`` left by differentiating
-    ``sum_k(z_k + s)`` by s is k's size, z's length)."""
-    written = tuple(h for d in (program.definitions if program else [out]) for h in d.hints if h[0] == "names")
-    if program is not None:  # inputs' axes only: an intermediate named here would be computed just for its shape
-        written = (("names", tuple(e for h in written for e in h[1] if e[1] in program.inputs)),)
-    if not P:  # a scalar output: nothing to size (and no intermediate to compute just for sizes)
+    inputs' axes as every statement wrote them (a dimension ``delta_kk`` left by differentiating
+    ``sum_k(z_k + s)`` by s is k's size, z's length; an intermediate named there would be computed
+    just for its shape)."""
+    written = (
+        (
+            "names",
+            tuple(
+                e
+                for d in program.definitions
+                for h in d.hints
+                if h[0] == "names"
+                for e in h[1]
+                if e[1] in program.inputs
+            ),
+        ),
+    )
+    if not P:  # a scalar output: nothing else to size (and no intermediate to compute just for sizes)
         return written
     return written + tuple(h for h in out.hints if h[0] == "poly" or (h[0] != "names" and h[1] in P))
 
