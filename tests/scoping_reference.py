@@ -46,7 +46,10 @@ def _full(value, axes, target, size):
 def _chain(expr):
     """[(factor, is_divisor)] of a product, and its sign: a leading division and a division's
     numerator continue the chain; every other factor is an atom or a group; a leading ``-`` is
-    a sign."""
+    a sign.  This is how the IR spells text (``a / b c`` is Mul((Div(a, b), c)), ``(a / b) c``
+    wraps the division in a one-factor Mul), so it necessarily reads the IR as einderiv's lowering
+    does; the round-trip properties check that text and IR agree, and the rules above are what
+    this module evaluates independently."""
     if isinstance(expr, Mul) and len(expr.factors) > 1:
         head, *rest = expr.factors
         sign, factors = _chain(head) if isinstance(head, Div) else _head(head)
