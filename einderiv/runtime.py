@@ -465,6 +465,18 @@ def _pairwise(subscripts: str):
         return np.matmul  # a_y B_yx -> x
     if len(a) == 2 and len(b) == 2 and a[1] == b[0] and out == a[0] + b[1] and a[0] != b[1]:
         return np.matmul  # A_xy B_yz -> xz
+    shared = set(a) & set(b)
+    if len(a) == 2 and len(b) == 2 and len(shared) == 1 and sorted(out) == sorted(set(a + b) - shared):
+        # any other matrix product (U_mr V_nr -> mn is U V^T): matmul of transposed views, BLAS
+        (y,) = shared
+        left, right = a[1] == y, b[0] == y  # whether each is already in matmul order
+        swap = out != a.replace(y, "") + b.replace(y, "")
+
+        def product(x, z, left=left, right=right, swap=swap):
+            result = (x if left else x.T) @ (z if right else z.T)
+            return result.T if swap else result
+
+        return product
     if len(a) == 1 and len(b) == 1 and a != b:
         if out == a + b:
             return np.multiply.outer

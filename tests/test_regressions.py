@@ -189,3 +189,20 @@ def test_a_printed_adjoint_constant_along_its_index_reads_back():
     derivative = einderiv.grad("h_i = sigmoid(z_k x_i); f = (h_i s) w_j", "x")
     assert "dfdh_i = s w_j delta_ii" in str(derivative)
     einderiv.compile(str(derivative), of="df/dx")
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("P_mn = A_mr B_nr", lambda A, B, D: A @ B.T),
+        ("P_nm = A_mr B_nr", lambda A, B, D: B @ A.T),
+        ("P_rs = A_mr D_ms", lambda A, B, D: A.T @ D),
+        ("P_sr = A_mr D_ms", lambda A, B, D: D.T @ A),
+        ("P_mn = B_nr A_mr", lambda A, B, D: A @ B.T),
+    ],
+)
+def test_every_small_matrix_product_runs_as_a_matmul_of_transposed_views(source, expected):
+    rng = np.random.default_rng(3)
+    A, B, D = rng.normal(size=(4, 3)), rng.normal(size=(5, 3)), rng.normal(size=(4, 6))
+    arrays = {k: v for k, v in {"A": A, "B": B, "D": D}.items() if f"{k}_" in source}
+    np.testing.assert_allclose(einderiv.evaluate(source, **arrays), expected(A, B, D), rtol=1e-12)
