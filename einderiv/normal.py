@@ -544,16 +544,12 @@ def term_to_expr(
             denominators.append(_arg_expr(f.arg, visible, True) if f.param == -1 else atom_to_expr(flipped, visible))
         else:
             factors.append(atom_to_expr(f, visible))
-    if means:
-        inner = _product(factors) if factors else Number(Fraction(1))
-        for base in denominators:
-            inner = Div(inner, base)
-        factors, denominators = [Call("mean", inner, means)], []
-    if hidden:
-        inner = _product(factors) if factors else Number(Fraction(1))
-        for base in denominators:
-            inner = Div(inner, base)
-        factors, denominators = [Call("sum", inner, hidden)], []
+    for func, over in (("mean", means), ("sum", hidden)):  # sum_j(mean_i(...)): each binds its indices
+        if over:
+            inner = _product(factors) if factors else Number(Fraction(1))
+            for base in denominators:
+                inner = Div(inner, base)
+            factors, denominators = [Call(func, inner, over)], []
     magnitude = abs(term.coeff)
     if magnitude != 1 or not factors:
         factors.insert(0, Number(magnitude))
