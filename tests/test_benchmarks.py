@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
+
 from benchmarks.run import main
 
 
@@ -24,3 +27,35 @@ def test_quick_backends_benchmark_checks_every_library(capsys):
     assert backends_main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert "| case | sizes | numpy |" in out and "| logistic Hessian |" in out
+
+
+def test_quick_program_cases_match_their_closed_forms():
+    """Every program-form case, at the quick scale: the step-by-step program and the one-statement
+    form both give the hand-written closed form (no timing)."""
+    from benchmarks.programs import CASES, check_case
+
+    assert len(CASES) >= 10
+    for factory in CASES:
+        case = factory(0.02)
+        assert case.program != case.statement and ";" in case.program and ";" not in case.statement
+        check_case(case, with_jax=False)  # raises Disagreement naming the case and the form
+
+
+def test_quick_program_cases_match_jax():
+    """jax.jit of jax's autodiff agrees with each hand-written closed form (where jax is installed)."""
+    pytest.importorskip("jax")
+    from benchmarks.programs import CASES, agrees, jax_peer
+
+    for factory in CASES:
+        case = factory(0.02)
+        expected = case.hand()
+        got = np.asarray(jax_peer(case)()).reshape(expected.shape)
+        assert agrees(got, expected, rtol=1e-7), case.name
+
+
+def test_quick_program_benchmark_prints_its_table_and_floors(capsys):
+    from benchmarks.programs import main as programs_main
+
+    assert programs_main(["--quick", "--no-jax", "--only", "logistic_gradient", "--budget", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "| logistic regression, gradient |" in out and "program within 1.1x of one-statement" in out
