@@ -12,11 +12,12 @@ from . import render
 from .backends import array_library, choose_backend, ops_for
 from .emit import EinsumTerm, emit
 from .errors import DifferentiationError, EinderivError, EvaluationError
+from .factor import factored
 from .ir import Delta, Indices, Program, Statement, Tensor
 from .matrix_input import Reading, accepts_notation, scalar_use_hint
-from .normal import Poly, fresh_indices, is_reciprocal, to_expr
+from .normal import MatrixFn, Poly, fresh_indices, is_reciprocal
 from .parser import parse
-from .program import CheckedProgram, Definition, check_program, derive
+from .program import CheckedProgram, Definition, check_program, derive, name_calls, references
 from .runtime import StraightLine, as_array, bind_sizes, fixed_sizes, sizes_by_name
 
 Source = str | Program | Statement
@@ -425,6 +426,11 @@ def _dimension_names(program: CheckedProgram, ranks: Mapping[str, int], extra: t
                         union(key(index), ("axis", factor.name, axis))
                 elif isinstance(factor, Delta):
                     union(key(factor.first), key(factor.second))
+                elif isinstance(factor, MatrixFn):  # a square matrix: inv(X)_ij has X's two axes
+                    union(("axis", factor.matrix, 0), ("axis", factor.matrix, 1))
+                    for axis, index in enumerate(factor.indices):
+                        first_letter.setdefault(("axis", factor.matrix, axis), index)
+                        union(key(index), ("axis", factor.matrix, axis))
                 elif hasattr(factor, "arg"):
                     visit(factor.arg, key)
 
@@ -439,6 +445,7 @@ def _dimension_names(program: CheckedProgram, ranks: Mapping[str, int], extra: t
                     union(("free", owner, i), ("out", i))
             elif hint[0] == "axis":
                 _, index, name, axis = hint
+                first_letter.setdefault(("axis", name, axis), index)
                 union(("out", index), ("axis", name, axis))
     names: dict[tuple, str] = {}
     for axis_key, letter in first_letter.items():
@@ -570,8 +577,11 @@ def diff(source: Source, wrt: str | Sequence[str], of: str | None = None, layout
         current = derive(current, ref, name=f"d{number}{root.name.strip('_') or 'f'}")
         refs.append(ref)
     final = current.out
-    statement = _display(root, refs, to_expr(final.poly))
-    poly = final.poly
+    poly, used_names = name_calls(final.poly, checked)
+    if used_names:  # the user's statements that name calls of the result are computed and printed
+        current = _with_forward(current, checked, used_names)
+    text, poly = factored(poly)
+    statement = _display(root, refs, text)
     if layout == "denominator":  # the wrt indices first, then the output's
         wrt_indices = tuple(i for r in refs for i in r.indices)
         poly = Poly(poly.terms, wrt_indices + root.indices)
@@ -580,6 +590,21 @@ def diff(source: Source, wrt: str | Sequence[str], of: str | None = None, layout
     for ref in refs:  # a wrt tensor fixes the derivative's axes even where its values cancel
         inputs[ref.name] = (checked.all_inputs or checked.inputs)[ref.name]
     return Derivative(current, inputs, tuple(refs), root, checked.definitions, layout)
+
+
+def _with_forward(current: CheckedProgram, checked: CheckedProgram, names: set[str]) -> CheckedProgram:
+    """``current`` with the forward statements ``names`` (and what they use) of ``checked`` put
+    back before its own statements, in the user's order."""
+    forward = {d.name: d for d in checked.definitions if d.name != checked.output}
+    have = {d.name for d in current.definitions}
+    wanted = set(names)
+    for d in reversed(checked.definitions):
+        if d.name in wanted:
+            wanted |= references(d.poly) & set(forward)
+    kept = [d for d in checked.definitions if d.name in forward and (d.name in have or d.name in wanted)]
+    rest = [d for d in current.definitions if d.name not in forward]
+    ranks = {**current.ranks, **{d.name: len(d.indices) for d in kept}}
+    return CheckedProgram([*kept, *rest], current.inputs, current.output, None, ranks, current.all_inputs)
 
 
 def _display(root: Definition, refs: list[Tensor], rhs) -> Statement:

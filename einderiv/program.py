@@ -409,3 +409,53 @@ def inline(program: CheckedProgram, candidates: set[str]) -> CheckedProgram:
 
 
 __all__ = ["CheckedProgram", "Definition", "check_program", "derive", "walk"]
+
+
+def _same_call(call: Apply, indices: Indices, atom: Apply) -> Indices | None:
+    """The indices J for which ``atom`` is ``call`` with ``indices`` renamed to J, or None."""
+    from itertools import permutations
+
+    from .normal import equivalent, rename_atom
+
+    if not isinstance(atom, Apply) or (atom.func, atom.param) != (call.func, call.param):
+        return None
+    if len(atom.indices) != len(indices) or len(indices) > 3:
+        return None
+    for candidate in permutations(atom.indices):
+        renamed = rename_atom(call, dict(zip(indices, candidate)))
+        if set(renamed.indices) == set(atom.indices):
+            arg = Poly(renamed.arg.terms, renamed.arg.indices)
+            target = Poly(atom.arg.terms, renamed.arg.indices)
+            if equivalent(arg, target):
+                return tuple(candidate)
+    return None
+
+
+def name_calls(poly: Poly, program: CheckedProgram) -> tuple[Poly, set[str]]:
+    """``poly`` with each call that a statement of ``program`` defines written by that
+    statement's name: ``sigmoid(z_n)`` is ``s_n`` after ``s_n = sigmoid(z_n)``, so that a derivative
+    reads in the user's names (``(s_n - y_n) X_ni``).  Returns the names used this way.  The same
+    values: the statement computes exactly that call."""
+    calls = []
+    for d in program.definitions:
+        call = _single_call(d)
+        if call is not None and d.statement is not None and not d.statement.wrt and d.name != program.output:
+            calls.append((d.name, d.indices, call))
+    used: set[str] = set()
+    if not calls:
+        return poly, used
+
+    def atom(f):
+        if not isinstance(f, Apply):
+            return f
+        inner = Poly(tuple(Term(t.coeff, tuple(atom(g) for g in t.factors)) for t in f.arg.terms), f.arg.indices)
+        f = Apply(f.func, inner, f.param)
+        for name, indices, call in calls:
+            found = _same_call(call, indices, f)
+            if found is not None:
+                used.add(name)
+                return Tensor(name, found)
+        return f
+
+    terms = [Term(t.coeff, tuple(atom(f) for f in t.factors)) for t in poly.terms]
+    return (simplify(terms, poly.indices) if used else poly), used

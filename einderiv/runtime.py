@@ -29,7 +29,7 @@ from .emit import DELTA_OPERAND, EinsumTerm, emit
 from .errors import EvaluationError
 from .ir import Delta, Tensor, to_float
 from .lower import logsumexp_parts
-from .normal import RECIPROCAL, Apply, MatrixFn, Poly, Term, canonical_key, equivalent, is_reciprocal
+from .normal import RECIPROCAL, Apply, MatrixFn, Poly, Term, canonical_key, equivalent, is_reciprocal, rename_atom
 
 
 def as_array(name: str, value) -> np.ndarray:
@@ -497,9 +497,59 @@ def _contraction(subscripts: str, shapes):
     inputs, output = subscripts.split("->")
     if inputs == output and len(set(output)) == len(output):
         return _same  # the operand itself, axes already in place
+    if len(shapes) > 1:
+        reduced = _reduced_first(inputs.split(","), output, [tuple(s) for s in shapes])
+        if reduced is not None:
+            return reduced
     if len(shapes) == 1 or (len(shapes) == 2 and all(math.prod(s) <= SMALL for s in shapes)):
         return _pairwise(subscripts) or functools.partial(np.einsum, subscripts)
     return opt_einsum.contract_expression(subscripts, *shapes)
+
+
+class _ReducedFirst:
+    """A contraction whose scalar operands multiply the result at the end, and whose operands
+    first sum the indices that only they carry (``inv(S)_ie r_ne -> i`` is inv(S) times the
+    column sums of r: N*D + D*D work, not N*D*D).  Scalars out of the planner's way matter too:
+    opt_einsum plans a fifth, 0-d operand into an outer product of two large ones."""
+
+    def __init__(self, scalars, sums, rest, inner, subscripts):
+        self.scalars, self.sums, self.rest, self.inner = scalars, sums, rest, inner
+        self.subscripts = subscripts
+
+    def __call__(self, *operands):
+        arrays = []
+        for k in self.rest:
+            axes = self.sums.get(k)
+            arrays.append(operands[k].sum(axis=axes) if axes else operands[k])
+        value = self.inner(*arrays) if arrays else np.float64(1.0)
+        for k in self.scalars:
+            value = value * operands[k]
+        return value
+
+    def __repr__(self) -> str:
+        return f"<contraction {self.subscripts}: sums first, scalars last>"
+
+
+def _reduced_first(inputs: list[str], output: str, shapes: list[tuple]):
+    """A :class:`_ReducedFirst` for this contraction where it saves work, else None."""
+    scalars = [k for k, s in enumerate(inputs) if not s]
+    counts = Counter(c for s in inputs for c in s)
+    sums: dict[int, tuple[int, ...]] = {}
+    new_inputs, new_shapes, rest = [], [], []
+    for k, sub in enumerate(inputs):
+        if not sub:
+            continue
+        own = [axis for axis, c in enumerate(sub) if counts[c] == 1 and c not in output]
+        if own and len(sub) > 1 and len(own) < len(sub):
+            sums[k] = tuple(own)
+        rest.append(k)
+        new_inputs.append("".join(c for axis, c in enumerate(sub) if axis not in sums.get(k, ())))
+        new_shapes.append(tuple(n for axis, n in enumerate(shapes[k]) if axis not in sums.get(k, ())))
+    if not scalars and not sums:
+        return None
+    new = ",".join(new_inputs) + "->" + output
+    inner = _contraction(new, new_shapes) if rest else None
+    return _ReducedFirst(tuple(scalars), sums, tuple(rest), inner, ",".join(inputs) + "->" + output)
 
 
 def _hint_names(hints) -> set[str]:
@@ -533,6 +583,23 @@ class _Step:
     matrix: bool = False
     axes: tuple | None = None
     operand: str | None = None
+
+
+def _pattern(f: Tensor, free: set[str]) -> tuple:
+    """A tensor factor up to the names of its summed indices: ``Phi_ni`` with n summed is
+    ``("Phi", ("#0", "i"))`` wherever it occurs."""
+    names: dict[str, str] = {}
+    return (f.name, tuple(i if i in free else names.setdefault(i, f"#{len(names)}") for i in f.indices))
+
+
+def _fresh(taken: set[str], prefix: str):
+    """Index names ``prefix0``, ``prefix1``, ... not in ``taken``."""
+    k = 0
+    while True:
+        name = f"{prefix}{k}"
+        k += 1
+        if name not in taken:
+            yield name
 
 
 def _softmax_parts(atom) -> tuple[Poly, tuple[int, ...]] | None:
@@ -708,7 +775,60 @@ class StraightLine:
             factors = self._solves(factors, set(poly.indices))
             factors = [self._hoist_matrix(f) if isinstance(f, MatrixFn) else f for f in factors]
             terms.append(Term(term.coeff, tuple(factors)))
-        return Poly(self._factor_out(terms), poly.indices)
+        free = set(poly.indices)
+        return Poly(self._factor_shared(list(self._factor_out(terms)), free), poly.indices)
+
+    def _factor_shared(self, terms: list[Term], free: set[str]) -> tuple[Term, ...]:
+        """``-2 y_n Phi_ni + 2 Phi_ne theta_e Phi_ni`` -> ``Phi_ni t_n`` with
+        ``t_n = -2 y_n + 2 Phi_ne theta_e``: terms that share one tensor factor (the same up to the
+        names of summed indices) contract it once, with the sum of what else they hold.  Only where
+        the rest of each term lives on the shared factor's indices (and no new output index), so
+        the combined array is never larger than the shared factor and no term costs more.  Ends:
+        each merge leaves one term fewer."""
+        while True:
+            groups: dict[tuple, list[tuple[int, int]]] = {}
+            for number, term in enumerate(terms):
+                if len(term.factors) < 2 or not all(
+                    isinstance(f, Tensor) and not is_reciprocal(f) for f in term.factors
+                ):
+                    continue
+                seen: set[tuple] = set()
+                for k, f in enumerate(term.factors):
+                    if not f.indices or len(set(f.indices)) != len(f.indices):
+                        continue
+                    key = _pattern(f, free)
+                    rest = {i for j, g in enumerate(term.factors) if j != k for i in g.indices}
+                    if key in seen or not (rest & free) <= set(f.indices):
+                        continue
+                    seen.add(key)
+                    groups.setdefault(key, []).append((number, k))
+            candidates = [(key, members) for key, members in groups.items() if len(members) > 1]
+            if not candidates:
+                return tuple(terms)
+            key, members = max(candidates, key=lambda kv: (len(kv[1]), len(kv[0][1])))
+            taken = {i for t in terms for f in t.factors for i in f.indices} | free
+            shared_names = dict(zip(sorted({i for i in key[1] if i.startswith("#")}), _fresh(taken, "_f")))
+            shared = Tensor(key[0], tuple(shared_names.get(i, i) for i in key[1]))
+            rests = []
+            for number, k in members:
+                term = terms[number]
+                f = term.factors[k]
+                mapping = {i: shared_names[p] for i, p in zip(f.indices, key[1]) if p in shared_names}
+                others = {i for g in term.factors for i in g.indices} - free - set(mapping)
+                avoid = taken | set(shared.indices)
+                mapping.update(dict(zip(sorted(others), _fresh(avoid, "_r"))))
+                rests.append(
+                    Term(term.coeff, tuple(rename_atom(g, mapping) for j, g in enumerate(term.factors) if j != k))
+                )
+            carried = {i for t in rests for f in t.factors for i in f.indices}
+            combined_free = tuple(i for i in shared.indices if i in carried)
+            inner = self._factor_shared(rests, set(combined_free))
+            name = self._temp()
+            self.steps.append(_Step(name, Contraction(Poly(inner, combined_free))))
+            merged = Term(Fraction(1), (shared, Tensor(name, combined_free)))
+            dropped = {number for number, _ in members}
+            first = min(dropped)
+            terms = [merged if n == first else t for n, t in enumerate(terms) if n == first or n not in dropped]
 
     def _factor_out(self, terms: list[Term]) -> tuple[Term, ...]:
         """``-y_n X_ni + s_n X_ni`` -> ``(s_n - y_n) X_ni``: terms that share their heavy factors
@@ -865,7 +985,21 @@ class StraightLine:
             only = hoisted.terms[0].factors[0]
             if isinstance(only, Tensor) and only.indices == poly.indices and not is_reciprocal(only):
                 return only.name
+        positions = {i: f"#{k}" for k, i in enumerate(hoisted.indices)}
+        key = (
+            "source",
+            len(hoisted.indices),
+            tuple(
+                sorted(
+                    (str(t.coeff), canonical_key(t.rename(positions), frozenset(positions.values())))
+                    for t in hoisted.terms
+                )
+            ),
+        )
+        if key in self._calls:  # the same contraction as another call's argument: computed once
+            return self._calls[key]
         name = self._temp()
+        self._calls[key] = name
         carried = {i for t in hoisted.terms for f in t.factors if isinstance(f, (Tensor, MatrixFn)) for i in f.indices}
         # an argument whose free index only a delta carries (tanh(s delta_ij)) is sized by the
         # statement as written, as the statement's own contraction is

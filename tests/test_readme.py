@@ -29,12 +29,21 @@ PYTHON = [
 ]
 
 
+#: rounding-level errors (``max relative error 6.7e-12``) depend on the BLAS build and the CPU:
+#: compared as "a number below 1e-9", not digit for digit
+_ROUNDING = re.compile(r"\b\d(?:\.\d+)?e-(?:1\d|[2-9]\d)\b")
+
+
+def _masked(text: str) -> str:
+    return _ROUNDING.sub("<rounding>", text)
+
+
 @pytest.mark.parametrize("command, expected", COMMANDS, ids=[c[:60] for c, _ in COMMANDS])
 def test_command_prints_what_the_readme_shows(command, expected):
     words = shlex.split(command)
     assert words[0] == "einderiv"
     done = subprocess.run([sys.executable, "-m", "einderiv", *words[1:]], capture_output=True, text=True, timeout=120)
-    assert done.stdout + done.stderr == expected
+    assert _masked(done.stdout + done.stderr) == _masked(expected)
 
 
 @pytest.mark.parametrize("code, shown", PYTHON, ids=[f"python block {k}" for k in range(len(PYTHON))])
@@ -42,7 +51,7 @@ def test_python_block_runs(code, shown):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     if shown is not None and not shown.startswith("$"):
-        assert done.stdout == shown
+        assert _masked(done.stdout) == _masked(shown)
 
 
 def test_the_readme_has_examples_to_check():

@@ -1,0 +1,207 @@
+"""Factored printing: common factors pulled out of a sum, for reading.
+
+``-y_n X_ni + s_n X_ni`` prints as ``(s_n - y_n) X_ni`` and ``s_n X_ni X_nj - s_n^2 X_ni X_nj`` as
+``s_n (1 - s_n) X_ni X_nj``: the forms a textbook writes (Deisenroth et al., *Mathematics for
+Machine Learning*, ch. 5).  Printing only: the normal form (a sum of products) is what is
+differentiated and evaluated.  The factored text is lowered again and must give back the same
+normal form, without a scoping warning; where it does not, the expanded sum is printed.
+
+Greedy, and it ends: each step pulls out an atom that at least two terms share, with every atom
+all of those terms share, and recurses on strictly fewer atoms per term.  A power ``u^k`` with an
+integer k >= 2 counts as k factors u (so ``s_n`` comes out of ``s_n^2``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import Counter
+from fractions import Fraction
+
+from .ir import Add, Expr, Mul, Neg, Number
+from .normal import Apply, Poly, Term, atom_to_expr, equivalent, term_to_expr, to_expr
+
+#: printed terms a sum may have before factoring is not tried (a long sum reads as it is)
+MAX_FACTOR_TERMS = 12
+
+
+def _unit(atom) -> object | None:
+    """``u`` when ``atom`` is ``u^k`` with an integer k >= 2 of a single atom u (same indices)."""
+    if isinstance(atom, Apply) and atom.func == "pow" and atom.param.denominator == 1 and atom.param >= 2:
+        terms = atom.arg.terms
+        if len(terms) == 1 and terms[0].coeff == 1 and len(terms[0].factors) == 1:
+            inner = terms[0].factors[0]
+            if tuple(inner.indices) == tuple(atom.arg.indices):
+                return inner
+    return None
+
+
+def _expanded(term: Term) -> Counter:
+    """The term's atoms as a multiset, ``u^k`` counted as k atoms u."""
+    atoms: Counter = Counter()
+    for f in term.factors:
+        unit = _unit(f)
+        if unit is not None:
+            atoms[unit] += int(f.param)
+        else:
+            atoms[f] += 1
+    return atoms
+
+
+def _term(coeff: Fraction, atoms: Counter, order: list) -> Term:
+    """A :class:`Term` from a multiset, atoms in first-seen ``order``, repeats as powers."""
+    factors = []
+    for atom in order:
+        count = atoms.get(atom, 0)
+        if count == 1:
+            factors.append(atom)
+        elif count > 1:
+            factors.append(Apply("pow", Poly((Term(Fraction(1), (atom,)),), tuple(atom.indices)), Fraction(count)))
+    return Term(coeff, tuple(factors))
+
+
+def _common_factor(coeffs: list[Fraction]) -> Fraction:
+    """The greatest common divisor of the coefficients, signed like the first."""
+    numerator = math.gcd(*(c.numerator for c in coeffs))
+    denominator = math.lcm(*(c.denominator for c in coeffs))
+    g = Fraction(numerator, denominator)
+    return g if coeffs[0] > 0 else -g
+
+
+def _build(
+    parts: list[tuple[Fraction, Counter]],
+    order: list,
+    visible: set[str],
+    nested: bool,
+    leading: bool = True,
+    outputs: frozenset[str] = frozenset(),
+) -> Expr | None:
+    """The sum of ``parts`` (coefficient, atom multiset) with common factors pulled out, or None
+    where nothing is shared.  ``visible``: indices bound outside (the output's free indices and
+    those of factors already pulled out), which the printed sum must keep free; ``outputs``: the
+    output's own indices (never summed, however often they occur)."""
+    if len(parts) < 2:
+        return None
+    counts: Counter = Counter()
+    for _, atoms in parts:
+        counts.update(set(atoms))
+    for best in sorted(order, key=lambda a: (-counts.get(a, 0), order.index(a))):
+        if counts.get(best, 0) < 2:
+            return None
+        sharing = [p for p in parts if best in p[1]]
+        common = sharing[0][1].copy()
+        for _, atoms in sharing[1:]:
+            common &= atoms
+        common = _unambiguous(common, sharing, visible - outputs)
+        if best in common:
+            break
+    else:
+        return None
+    others = [p for p in parts if best not in p[1]]
+    coeffs = [c for c, _ in sharing]
+    g = _common_factor(coeffs) if all(c < 0 for c in coeffs) else abs(_common_factor(coeffs))
+    if any(c < 0 and not (atoms - common) for c, atoms in sharing) and g > 0:
+        g = -g  # a group that starts with a positive number: -(1 - t^2), not (t^2 - 1)
+    inner = sorted(((c / g, atoms - common) for c, atoms in sharing), key=lambda p: bool(p[1]))
+    positive = next((k for k, p in enumerate(inner) if p[0] > 0), 0)
+    inner.insert(0, inner.pop(positive))  # the first term positive: (s_n - y_n), not (-y_n + s_n)
+    pulled = [a for a in order if a in common]
+    inside = visible | {i for a in pulled for i in a.indices}
+    group = _build(inner, order, inside, True, outputs=outputs) or Add(tuple(_leaf(inner, order, inside, True, True)))
+    if not isinstance(group, Add):
+        group = Mul((group,))  # a product pulled out of a product: parenthesised
+    in_group = {a for _, atoms in inner for a in atoms} | {_unit(a) for _, atoms in inner for a in atoms}
+    before = [_atom(a, common[a], inside) for a in pulled if a in in_group]
+    after = [_atom(a, common[a], inside) for a in pulled if a not in in_group]
+    factors: list[Expr] = ([Number(abs(g))] if abs(g) != 1 else []) + before + [group] + after
+    if g < 0 and leading:
+        factors[0] = Neg(factors[0])
+    product: Expr = factors[0] if len(factors) == 1 else Mul(tuple(factors))
+    if g < 0 and not leading:
+        product = Neg(product)
+    if not others:
+        return product
+    rest = _build(others, order, visible, nested, False, outputs)
+    rest_terms = rest.terms if isinstance(rest, Add) else (rest,) if rest is not None else None
+    if rest_terms is None:
+        rest_terms = tuple(_leaf(others, order, visible, nested, False))
+    return Add((product, *rest_terms))
+
+
+def _atom(atom, count: int, visible: set[str]) -> Expr:
+    """A pulled-out atom, ``count`` times (as a power)."""
+    return atom_to_expr(_term(Fraction(1), Counter({atom: count}), [atom]).factors[0], set(visible))
+
+
+def _unambiguous(common: Counter, sharing, visible: set[str]) -> Counter:
+    """The shared atoms that can be pulled out without changing what an index means: an index
+    bound outside (``visible``) may occur at most once in the product of pulled atoms and group,
+    or it would be contracted there (``x_i (a_i + b_i)`` sums over i)."""
+    common = common.copy()
+    while True:
+        inner_indices = {i for _, atoms in sharing for a in (atoms - common) for i in a.indices}
+        seen: Counter = Counter()
+        for atom, count in common.items():
+            for i in atom.indices:
+                seen[i] += count
+        bad = {v for v in visible if seen[v] + (v in inner_indices) > 1}
+        if not bad:
+            return common
+        common = Counter({a: n for a, n in common.items() if not set(a.indices) & bad})
+
+
+def _leaf(
+    parts: list[tuple[Fraction, Counter]], order: list, visible: set[str], nested: bool, leading: bool
+) -> list[Expr]:
+    """The terms of a sum with nothing left to pull out, printed as the normal form prints them
+    (only the first may be ``leading``: a leading negative term reads ``-2 a``, later ones ``- 2 a``)."""
+    terms = [_term(c, atoms, order) for c, atoms in parts]
+    return [term_to_expr(t, set(visible), leading and k == 0, nested=nested) for k, t in enumerate(terms)]
+
+
+def _flat(poly: Poly) -> Poly:
+    """``poly`` with integer powers of single atoms written as repeated factors (``s_n^2`` as
+    ``s_n s_n``), so that two spellings of one product compare equal."""
+    terms = []
+    for term in poly.terms:
+        atoms = _expanded(term)
+        factors = tuple(a for a in dict.fromkeys(atoms) for _ in range(atoms[a]))
+        terms.append(Term(term.coeff, factors))
+    return Poly(tuple(terms), poly.indices)
+
+
+def factored(poly: Poly) -> tuple[Expr, Poly]:
+    """``poly`` printed with common factors pulled out where that reads back as ``poly``, and the
+    normal form that the printed text reads back as (``poly`` itself, up to writing ``s_n^2`` as
+    ``s_n s_n``)."""
+    plain = to_expr(poly), poly
+    if not 2 <= len(poly.terms) <= MAX_FACTOR_TERMS:
+        return plain
+    order: list = []
+    parts = []
+    for term in poly.terms:
+        atoms = _expanded(term)
+        order.extend(a for a in atoms if a not in order)
+        parts.append((term.coeff, atoms))
+    try:
+        expr = _build(parts, order, set(poly.indices), False, outputs=frozenset(poly.indices))
+    except (ValueError, ZeroDivisionError):
+        return plain
+    if expr is None:
+        return plain
+    from .lower import normalize
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            back = normalize(expr, poly.indices)
+        except Exception:  # noqa: BLE001 - any failure to read back means: print the plain form
+            return plain
+    if len(str(expr)) >= len(str(plain[0])) or str(expr).count("sum_") > str(plain[0]).count("sum_"):
+        return plain  # factoring is for reading: only where the text gets shorter and no sum_ appears
+    if equivalent(back, poly):
+        return expr, poly
+    return (expr, back) if equivalent(_flat(back), _flat(poly)) else plain
+
+
+__all__ = ["factored"]
