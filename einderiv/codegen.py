@@ -43,7 +43,8 @@ def _ones(n, like):
 
 
 def _sigmoid(x):
-    return np.exp(-np.logaddexp(0, -x))
+    e = np.exp(np.minimum(x, -x))
+    return np.where(x < 0, e, 1) / (1 + e)
 
 
 def _softplus(x):

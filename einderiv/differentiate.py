@@ -30,6 +30,7 @@ from .normal import (
     term_size,
     too_many_terms,
 )
+from .rewrites import rewrite_sums
 
 #: d(atom)/d(wrt) as a list of terms whose free indices are the atom's and the wrt's; any
 #: other index in them is summed and must avoid the names in ``avoid``.
@@ -128,7 +129,8 @@ def _matrix_rule(atom: MatrixFn, wrt: Tensor, avoid: set) -> list[Term]:
 def _logsumexp_rule(atom: Apply, wrt: Tensor, avoid: set) -> list[Term] | None:
     """d log(sum_R exp(v)) = sum_R exp(v - log(sum_R exp(v))) dv: the softmax, written so that
     it never overflows (the exponent is never positive), at every order."""
-    from .lower import logsumexp_parts, make_apply
+    from .lower import make_apply
+    from .rewrites import logsumexp_parts
 
     parts = logsumexp_parts(atom)
     if parts is None:
@@ -189,4 +191,4 @@ def differentiate(poly: Poly, wrt: Tensor) -> Poly:
                     )
         if len(terms) > MAX_TERMS:
             raise too_many_terms(len(terms))
-    return simplify(terms, poly.indices + wrt.indices)
+    return rewrite_sums(simplify(terms, poly.indices + wrt.indices))

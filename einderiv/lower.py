@@ -44,6 +44,10 @@ from .normal import (
     too_many_terms,
     unit_delta,
 )
+from .rewrites import carrying as _carrying
+from .rewrites import rewrite_call, rewrite_products
+from .rewrites import single_atom as _single_atom
+from .rewrites import splice as _splice
 
 _ATOMS = (Tensor, Delta, MatrixCall, Number)
 
@@ -165,6 +169,7 @@ class _Scope:
         for pos, (_, terms, _, keep, _, _) in enumerate(lowered):
             avoid = set(bound).union(*(names for other, names in enumerate(written) if other != pos))
             out = multiply(out, terms, keep, avoid=avoid)
+        out, _ = rewrite_products(out)  # exp(z_k) / sum_j(exp(z_j)) is a softmax
         inside = contracted.union(*(entry[4] for entry in lowered))
         return out, free, inside
 
@@ -275,36 +280,6 @@ def lower(expr: Expr, context: frozenset[str]) -> list[Term]:
 # -- building applications: folding and numerically stable rewrites --------------------------------
 
 
-def _single_atom(arg: Poly, func: str | None = None):
-    """The atom of ``arg`` when it is exactly ``1 * atom`` with no index summed around it
-    (``sum_j(exp(z_j))`` is not ``exp`` of anything), optionally of the given function."""
-    if len(arg.terms) == 1 and arg.terms[0].coeff == 1 and len(arg.terms[0].factors) == 1:
-        atom = arg.terms[0].factors[0]
-        if set(atom.indices) != set(arg.indices):
-            return None
-        if func is None or (isinstance(atom, Apply) and atom.func == func):
-            return atom
-    return None
-
-
-def _negated(poly: Poly) -> Poly:
-    return Poly(tuple(t.scaled(Fraction(-1)) for t in poly.terms), poly.indices)
-
-
-def _carrying(terms, indices) -> list[Term]:
-    """Terms that still carry every index of ``indices`` (as ``delta_ii``, which is 1 or, when i
-    is summed and used nowhere else, the dimension): folding ``x_i^0`` to 1 must not lose i."""
-    out = []
-    for term in terms:
-        missing = [i for i in dict.fromkeys(indices) if i not in term.index_names()]
-        out.append(Term(term.coeff, term.factors + tuple(Delta(i, i) for i in missing)) if missing else term)
-    return out
-
-
-def _splice(arg: Poly) -> list[Term]:
-    return _carrying(arg.terms, arg.indices)
-
-
 #: f(0) where it is rational, for folding a call on an argument that cancelled: tanh(A_ij - A_ij) = 0.
 AT_ZERO = {row.name: row.at_zero for row in FUNCTIONS.values() if row.at_zero is not None}
 
@@ -315,11 +290,9 @@ def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term
     * a call on an argument that does not vary along some of its indices is taken over the
       others and carried over these (``tanh(delta_ii)`` is ``tanh(1)``); a call on 0 is f(0)
       where that is rational (``tanh(A_ij - A_ij)`` = 0);
-
     * ``u^0 = 1``, ``u^1 = u``, ``(u^p)^n = u^(p n)`` for integer n, constants folded exactly;
-    * ``log(sigmoid(u)) = -softplus(-u)`` and ``log(1 - sigmoid(u)) = -softplus(u)``;
-    * ``log(1 + exp(u)) = softplus(u)``, ``log(1 + v) = log1p(v)`` and ``log(exp(u)) = u``;
-    * ``sigmoid(-u) = 1 - sigmoid(u)`` (a negated argument), so that ``s - y`` collects.
+    * then the first rule of :data:`einderiv.rewrites.CALL_RULES` that applies
+      (``log(sigmoid(u)) = -softplus(-u)``, ``log(1 + v) = log1p(v)``, ...).
     """
     one = Fraction(1)
     along = constant_along(arg)
@@ -334,8 +307,6 @@ def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term
         return _carrying(make_apply(func, reduced, param), arg.indices)
     if not arg.terms and func in AT_ZERO:
         return [Term(AT_ZERO[func], ())] if AT_ZERO[func] else []
-    if func == "sigmoid" and arg.terms and all(t.coeff < 0 for t in arg.terms):
-        return _carrying([Term(one, ()), Term(-one, (Apply("sigmoid", _negated(arg)),))], arg.indices)
     if func == "pow":
         if param == 0:
             return _carrying([Term(one, ())], arg.indices)
@@ -348,44 +319,10 @@ def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term
         if inner is not None and param.denominator == 1:
             return make_apply("pow", inner.arg, inner.param * param)
         return [Term(one, (Apply("pow", arg, param),))]
-    if func == "log":
-        det = _single_atom(arg)
-        if isinstance(det, MatrixFn) and det.func == "det":
-            return [Term(one, (MatrixFn("logdet", det.matrix),))]
-        sig = _single_atom(arg, "sigmoid")
-        if sig is not None:
-            return [Term(-one, (Apply("softplus", _negated(sig.arg)),))]
-        exp = _single_atom(arg, "exp")
-        if exp is not None:
-            return _splice(exp.arg)
-        constant = [t for t in arg.terms if not t.factors]
-        rest = tuple(t for t in arg.terms if t.factors)
-        if len(constant) == 1 and constant[0].coeff == 1 and rest:
-            rest_poly = Poly(rest, arg.indices)
-            sig = _single_atom(_negated(rest_poly), "sigmoid")
-            if sig is not None:
-                return [Term(-one, (Apply("softplus", sig.arg),))]
-            exp = _single_atom(rest_poly, "exp")
-            if exp is not None:  # log(1 + exp(u)) = softplus(u), finite for u = 1000
-                return [Term(one, (Apply("softplus", exp.arg),))]
-            return [Term(one, (Apply("log1p", rest_poly),))]
+    rewritten = rewrite_call(func, arg, param)
+    if rewritten is not None:
+        return rewritten
     return [Term(one, (Apply(func, arg, param),))]
-
-
-def logsumexp_parts(atom) -> tuple[Poly, tuple[str, ...]] | None:
-    """``(v, R)`` when ``atom`` is ``log(sum_R(exp(v)))`` (a log-sum-exp), else None."""
-    if not (isinstance(atom, Apply) and atom.func == "log" and len(atom.arg.terms) == 1):
-        return None
-    term = atom.arg.terms[0]
-    if term.coeff != 1 or len(term.factors) != 1:
-        return None
-    inner = term.factors[0]
-    if not (isinstance(inner, Apply) and inner.func == "exp"):
-        return None
-    summed = tuple(i for i in inner.indices if i not in atom.arg.indices)
-    if not summed or set(inner.indices) - set(summed) != set(atom.arg.indices):
-        return None
-    return inner.arg, summed
 
 
 def normalize(expr: Expr, indices) -> Poly:

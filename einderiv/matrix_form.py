@@ -25,7 +25,6 @@ from fractions import Fraction
 from .errors import EinderivError
 from .functions import FUNCTIONS
 from .ir import Delta, Tensor, format_number
-from .lower import logsumexp_parts
 from .matrix_tree import (
     COLUMN,
     MATRIX,
@@ -44,6 +43,7 @@ from .matrix_tree import (
     transpose,
 )
 from .normal import Apply, MatrixFn, Poly, Term, equivalent, is_reciprocal, rename_apart
+from .rewrites import logsumexp_parts
 
 
 class NoMatrixForm(EinderivError):

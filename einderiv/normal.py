@@ -479,7 +479,7 @@ def atom_to_expr(atom, visible: set[str]) -> Expr:
         return Call("mean", Delta(j, index), (j,))
     if not isinstance(atom, Apply):
         return atom
-    from .lower import logsumexp_parts
+    from .rewrites import logsumexp_parts
 
     if logsumexp_parts(atom) is not None:  # log(sum_R(exp(v))) reads as logsumexp_R(v)
         arg = rename_apart(atom.arg, visible)

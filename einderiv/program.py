@@ -122,7 +122,7 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
                     )
                 inputs[used] = rank
         poly, raw = check_statement(statement)
-        poly = see_through(poly, {d.name: d for d in definitions if _single_call(d) is not None})
+        poly = see_through(poly, {d.name: d for d in definitions})
         defined[name] = len(poly.indices)
         axis_hints = []
         for w in statement.wrt:  # dK_pq/dR_ij: the axes i, j are R's
@@ -177,19 +177,33 @@ def _single_call(d: Definition) -> Apply | None:
 
 
 def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
-    """The stable rewrites across statements: ``log(s_n)`` with ``s_n = sigmoid(z_n)`` is
-    ``-softplus(-z_n)``, finite where s rounds to 0 or 1; so are ``log(1 - s)`` (``-softplus(z)``), ``log(p)`` with
-    ``p = softmax(z)`` (``z - logsumexp(z)``) and ``log(mu)`` with ``mu = exp(eta)``.  A log whose
-    argument uses such a definition is rebuilt from the definition's call, and kept only where a
-    rewrite then applies (so ``log(s)`` of another ``s`` stays as written).  Ends: each log is
-    rebuilt once, and the definitions used come before the statement."""
+    """The stable rewrites (:mod:`einderiv.rewrites`) across statements: ``log(s_n)`` with
+    ``s_n = sigmoid(z_n)`` is ``-softplus(-z_n)``, finite where s rounds to 0 or 1; so are
+    ``log(1 - s)`` (``-softplus(z)``), ``log(p)`` with ``p = softmax(z)`` (``z - logsumexp(z)``),
+    ``log(mu)`` with ``mu = exp(eta)``, ``log(c)`` with ``c = cosh(x)``, ``log(u)`` with
+    ``u = 1 + x`` or ``u = exp(a) + exp(b)``, ``log(sum_j(e_j))`` with ``e = exp(z)`` (a
+    log-sum-exp), and ``e_k / sum_j(e_j)`` with ``e = exp(z)`` (a softmax).  ``calls`` are the
+    earlier definitions; those of one or two single factors (``1 + x``, ``sum_j(e_j)``) are read
+    through: a log, or a quotient, that uses one is rebuilt from its value, and kept only where
+    a rule then applies or a stable form appears (so ``log(s)`` of another ``s`` stays as written).
+    Ends: each log and each product is rebuilt once, and the definitions used come before the
+    statement."""
     from .lower import make_apply
+    from .rewrites import rewrite_products, stable_form
 
+    calls = {name: d for name, d in calls.items() if _small(d)}
     if not calls:
         return poly
     out: list[Term] = []
     changed = False
     for term in poly.terms:
+        divided = any(isinstance(f, Apply) and f.func == "pow" and f.param == -1 for f in term.factors)
+        if divided:  # a product of intermediates: e_k / sum_j(e_j) with e = exp(z) is a softmax
+            rewritten, applied = rewrite_products(_substituted(Poly((term,), poly.indices), calls).terms)
+            if applied:
+                out.extend(rewritten)
+                changed = True
+                continue
         partial = [Term(term.coeff, ())]
         avoid = set(poly.indices) | term.index_names()
         for factor in term.factors:
@@ -197,18 +211,34 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
             logs = ("log", "log1p")  # log(1 - s) is log1p(-s) by now
             used = factor.arg.tensor_names() & set(calls) if isinstance(factor, Apply) and factor.func in logs else ()
             if used:
-                arg = factor.arg
-                for name in sorted(used):
-                    arg = _substitute_tensor(arg, name, calls[name])
+                arg = _substituted(factor.arg, calls)
                 plain = [Term(Fraction(1), (Apply(factor.func, arg),))]
                 if factor.func == "log1p":
                     arg = Poly((Term(Fraction(1), ()), *arg.terms), arg.indices)
                 rebuilt = make_apply("log", arg)
-                if rebuilt != plain:  # a rewrite applied
+                if rebuilt != plain or stable_form(rebuilt):  # a rewrite applied, or a log-sum-exp
                     parts, changed = rebuilt, True
             partial = multiply(partial, parts, set(factor.indices), avoid=avoid)
         out.extend(partial)
     return simplify(out, poly.indices) if changed else poly
+
+
+def _small(d: Definition) -> bool:
+    """Whether a definition is one or two terms of at most one factor each: one call
+    (``s = sigmoid(z)``), one sum (``s = sum_j(e_j)``), ``u = 1 + x``, ``exp(a) + exp(b)``."""
+    return 1 <= len(d.poly.terms) <= 2 and all(len(t.factors) <= 1 for t in d.poly.terms)
+
+
+def _substituted(poly: Poly, calls: dict[str, Definition]) -> Poly:
+    """``poly`` with every use of ``calls`` replaced by its value, and again in those values
+    (``s = sum_j(e_j)`` with ``e_j = exp(z_j)``).  Ends: a value uses only earlier definitions."""
+    for _ in range(len(calls) + 1):
+        used = poly.tensor_names() & set(calls)
+        if not used:
+            break
+        for name in sorted(used):
+            poly = _substitute_tensor(poly, name, calls[name])
+    return poly
 
 
 def prune(program: CheckedProgram) -> CheckedProgram:

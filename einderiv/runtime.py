@@ -28,8 +28,8 @@ from .backends import ArrayOps
 from .emit import DELTA_OPERAND, EinsumTerm, emit
 from .errors import EvaluationError
 from .ir import Delta, Tensor, to_float
-from .lower import logsumexp_parts
 from .normal import RECIPROCAL, Apply, MatrixFn, Poly, Term, canonical_key, equivalent, is_reciprocal, rename_atom
+from .rewrites import logsumexp_parts
 
 
 def as_array(name: str, value) -> np.ndarray:

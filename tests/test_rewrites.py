@@ -1,0 +1,286 @@
+"""The catalogue of stable rewrites (einderiv.rewrites): every rule is recognised, right at extreme
+inputs against mpmath (50 digits) as the independent reference, right at ordinary inputs against
+central finite differences, and as stable written through an intermediate as in one statement."""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+
+import mpmath
+import numpy as np
+import pytest
+
+import einderiv
+from einderiv import rewrites
+from tests.helpers import assert_matches_fd
+
+mpmath.mp.dps = 50
+
+#: Logits from -1000 to 1000: exp overflows beyond 709, sigmoid rounds to 1 beyond 37.
+EXTREME = np.array([-1000.0, -700.0, -40.0, -37.0, -3.5, 0.0, 0.25, 36.0, 40.0, 700.0, 1000.0])
+
+
+def mp(values) -> list:
+    return [mpmath.mpf(float(v)) for v in np.ravel(values)]
+
+
+def close(actual, expected, rtol=1e-12, atol=1e-300):
+    actual = np.asarray(actual, dtype=np.float64)
+    assert np.all(np.isfinite(actual)), actual
+    np.testing.assert_allclose(actual, np.asarray(expected, dtype=np.float64), rtol=rtol, atol=atol)
+
+
+def compiled_text(source: str) -> str:
+    """The simplified right-hand side of the output, as einderiv lowered it."""
+    return str(einderiv.compile(source).expr)
+
+
+def mp_sigmoid(u):
+    return 1 / (1 + mpmath.exp(-u))
+
+
+# -- elementwise rules: y_i = f(z_i), reference value and derivative in mpmath ----------------------
+
+ELEMENTWISE = {
+    # rule: (one statement, two-statement program, stable call, value(u), derivative(u))
+    "log_sigmoid": (
+        "y_i = log(sigmoid(z_i))",
+        "s_i = sigmoid(z_i); y_i = log(s_i)",
+        "softplus",
+        lambda u: -mpmath.log(1 + mpmath.exp(-u)),
+        lambda u: mp_sigmoid(-u),
+    ),
+    "log_one_minus_sigmoid": (
+        "y_i = log(1 - sigmoid(z_i))",
+        "s_i = sigmoid(z_i); y_i = log(1 - s_i)",
+        "softplus",
+        lambda u: -mpmath.log(1 + mpmath.exp(u)),
+        lambda u: -mp_sigmoid(u),
+    ),
+    "log_one_plus_exp": (
+        "y_i = log(1 + exp(z_i))",
+        "e_i = exp(z_i); y_i = log(1 + e_i)",
+        "softplus",
+        lambda u: mpmath.log(1 + mpmath.exp(u)),
+        mp_sigmoid,
+    ),
+    "log_cosh": (
+        "y_i = log(cosh(z_i))",
+        "c_i = cosh(z_i); y_i = log(c_i)",
+        "softplus",
+        lambda u: mpmath.log(mpmath.cosh(u)),
+        mpmath.tanh,
+    ),
+    "log_exp": (
+        "y_i = log(exp(z_i))",
+        "e_i = exp(z_i); y_i = log(e_i)",
+        None,
+        lambda u: u,
+        lambda u: mpmath.mpf(1),
+    ),
+}
+
+
+def _elementwise_points(rule):
+    # log(cosh): near 0 the value has an absolute error of an ulp of 1 (as log(cosh(z)) has):
+    # compared at points where that is within the relative tolerance, and near 0 separately
+    return EXTREME[np.abs(EXTREME) > 1] if rule == "log_cosh" else EXTREME
+
+
+@pytest.mark.parametrize("form", [0, 1], ids=["statement", "program"])
+@pytest.mark.parametrize("rule", sorted(ELEMENTWISE))
+def test_elementwise_rule_is_recognised_and_right_at_extreme_inputs(rule, form):
+    source, call = ELEMENTWISE[rule][form], ELEMENTWISE[rule][2]
+    value_of, slope_of = ELEMENTWISE[rule][3], ELEMENTWISE[rule][4]
+    text = compiled_text(source)
+    assert "log(" not in text.replace("log(2)", ""), text  # the log is gone
+    if call is not None:
+        assert call in text, text
+    z = _elementwise_points(rule)
+    close(einderiv.evaluate(source, z=z), [value_of(u) for u in mp(z)])
+    jacobian = einderiv.jacobian(source, "z")(z=z)
+    close(np.diag(jacobian), [slope_of(u) for u in mp(z)], atol=1e-300)
+
+
+def test_log_cosh_near_zero_has_an_absolute_error_of_an_ulp_and_a_smooth_hessian():
+    z = np.array([-0.5, -1e-3, 0.0, 1e-3, 0.5])
+    close(einderiv.evaluate("y_i = log(cosh(z_i))", z=z), [mpmath.log(mpmath.cosh(u)) for u in mp(z)], atol=1e-15)
+    close(np.diag(einderiv.jacobian("y_i = log(cosh(z_i))", "z")(z=z)), [mpmath.tanh(u) for u in mp(z)], atol=1e-15)
+    hessian = einderiv.hessian("f = log(cosh(z_i))", "z")(z=z)  # 1 - tanh^2, 1 at 0 (no |z| kink)
+    close(np.diag(hessian), [1 / mpmath.cosh(u) ** 2 for u in mp(z)], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("form", ["y_i = log(1 + z_i)", "u_i = 1 + z_i; y_i = log(u_i)"])
+def test_log_one_plus_is_log1p(form):
+    assert "log1p(z_i)" in compiled_text(form)
+    z = np.array([-0.75, -1e-12, 1e-300, 3e-17, 1e-10, 0.5, 1e300])
+    close(einderiv.evaluate(form, z=z), [mpmath.log(1 + u) for u in mp(z)])
+    close(np.diag(einderiv.jacobian(form, "z")(z=z)), [1 / (1 + u) for u in mp(z)])
+
+
+# -- log(exp(a) + exp(b)) ---------------------------------------------------------------------------
+
+LOG_ADD_EXP = ["y_i = log(exp(a_i) + exp(b_i))", "e_i = exp(a_i) + exp(b_i); y_i = log(e_i)"]
+PAIRS = [(-1000.0, 1000.0), (1000.0, 1000.0), (-1000.0, -1000.0), (1000.0, -1000.0), (-40.0, 20.0), (0.5, 0.25)]
+
+
+@pytest.mark.parametrize("source", LOG_ADD_EXP, ids=["statement", "program"])
+def test_log_add_exp_is_softplus_of_the_difference_and_right_at_extreme_inputs(source):
+    text = compiled_text(source)
+    assert "softplus(" in text and "exp(" not in text, text
+    a, b = (np.array(column) for column in zip(*PAIRS))
+    expected = [mpmath.log(mpmath.exp(p) + mpmath.exp(q)) for p, q in zip(mp(a), mp(b))]
+    close(einderiv.evaluate(source, a=a, b=b), expected)
+    for wrt, own, other in (("a", a, b), ("b", b, a)):
+        slope = np.diag(einderiv.jacobian(source, wrt)(a=a, b=b))
+        close(slope, [mp_sigmoid(p - q) for p, q in zip(mp(own), mp(other))])  # sigmoid(a - b): no 1 - s
+
+
+# -- softmax, log-softmax, log-sum-exp --------------------------------------------------------------
+
+LOGITS = np.array([1000.0, -1000.0, 999.0, 0.5])
+WEIGHTS = np.array([0.25, 0.5, 0.125, 0.125])
+
+
+def mp_logsumexp(z):
+    return mpmath.log(mpmath.fsum(mpmath.exp(u) for u in z))
+
+
+def mp_softmax(z):
+    lse = mp_logsumexp(z)
+    return [mpmath.exp(u - lse) for u in z]
+
+
+SOFTMAX = [
+    "p_k = exp(z_k) / sum_j(exp(z_j))",
+    "e_k = exp(z_k); p_k = e_k / sum_j(e_j)",
+    "e_k = exp(z_k); s = sum_j(e_j); p_k = e_k / s",
+]
+
+
+@pytest.mark.parametrize("source", SOFTMAX, ids=["statement", "program", "program with the sum named"])
+def test_hand_written_softmax_is_the_max_shifted_softmax(source):
+    assert compiled_text(source) == "exp(z_k - logsumexp_j(z_j))"
+    for z in (LOGITS, -LOGITS):
+        p = mp_softmax(mp(z))
+        close(einderiv.evaluate(source, z=z), p, atol=1e-300)
+        expected = [[p[k] * ((k == i) - p[i]) for i in range(len(z))] for k in range(len(z))]
+        close(einderiv.jacobian(source, "z")(z=z), expected, atol=1e-300)
+
+
+LOG_SOFTMAX = {
+    "log_softmax": ["f = -y_k log(softmax_k(z_k))", "p_k = softmax_k(z_k); f = -y_k log(p_k)"],
+    "log_of_hand_written_softmax": [
+        "f = -y_k log(exp(z_k) / sum_j(exp(z_j)))",
+        "e_k = exp(z_k); p_k = e_k / sum_j(e_j); f = -y_k log(p_k)",
+    ],
+    "log_sum_exp": ["f = log(sum_j(exp(z_j)))", "e_j = exp(z_j); f = log(sum_j(e_j))"],
+}
+
+
+@pytest.mark.parametrize("form", [0, 1], ids=["statement", "program"])
+@pytest.mark.parametrize("case", sorted(LOG_SOFTMAX))
+def test_log_softmax_and_log_sum_exp_are_right_at_extreme_inputs(case, form):
+    source = LOG_SOFTMAX[case][form]
+    text = compiled_text(source)
+    assert "logsumexp_" in text and "exp(z" not in text.replace("logsumexp_", ""), text
+    for z in (LOGITS, -LOGITS):
+        p, lse = mp_softmax(mp(z)), mp_logsumexp(mp(z))
+        if case == "log_sum_exp":
+            value, gradient = lse, p
+        else:
+            y = mp(WEIGHTS)
+            value = -mpmath.fsum(w * (u - lse) for w, u in zip(y, mp(z)))
+            gradient = [-w + mpmath.fsum(y) * q for w, q in zip(y, p)]
+        close(einderiv.evaluate(source, z=z, y=WEIGHTS) if "y_" in source else einderiv.evaluate(source, z=z), [value])
+        arrays = {"z": z, "y": WEIGHTS} if "y_" in source else {"z": z}
+        close(einderiv.grad(source, "z")(**arrays), gradient, atol=1e-300)
+
+
+# -- sigmoid(-q) stays as written -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["y_i = sigmoid(-q_i)", "m_i = -q_i; y_i = sigmoid(m_i)"])
+def test_sigmoid_of_a_negated_argument_is_right_to_1e_12_relative(form):
+    # (sigmoid's derivative is written sigmoid(u) - sigmoid(u)^2, which is 0 for u > 37: at
+    # q = -37 here; the value is right there too)
+    q = np.array([36.0, 37.0, 38.0, 100.0, 700.0, 0.5, -3.0])
+    close(einderiv.evaluate(form, q=q), [mp_sigmoid(-u) for u in mp(q)], rtol=1e-12, atol=0)
+    both = np.array([-700.0, -38.0, -37.0, -36.0])
+    close(einderiv.evaluate(form, q=both), [mp_sigmoid(-u) for u in mp(both)], rtol=1e-12, atol=0)
+    slope = np.diag(einderiv.jacobian(form, "q")(q=q))
+    close(slope, [-mp_sigmoid(u) * mp_sigmoid(-u) for u in mp(q)], rtol=1e-12, atol=0)
+
+
+def test_sigmoid_of_a_negated_argument_prints_as_written():
+    assert compiled_text("y_i = sigmoid(-q_i)") == "sigmoid(-q_i)"
+    assert str(einderiv.grad("f = softplus(q)", "q")) == "df/dq = sigmoid(q)"
+    assert str(einderiv.grad("f = softplus(-q)", "q")) == "df/dq = -sigmoid(-q)"
+
+
+def test_logistic_gradient_still_collects_to_sigmoid_minus_y():
+    source = "L = -y_n log(sigmoid(X_nd w_d)) - (1 - y_n) log(1 - sigmoid(X_nd w_d))"
+    assert str(einderiv.grad(source, "w")) == "dL/dw_i = -y_n X_ni + sigmoid(X_nd w_d) X_ni"
+
+
+# -- sigmoid's implementation -----------------------------------------------------------------------
+
+
+def test_sigmoid_is_accurate_to_a_few_ulp_everywhere():
+    rng = np.random.default_rng(1)
+    x = np.concatenate([[-745.0, -700.0, -40.0, -37.0, -33.28, -20.0, -1e-300, 0.0, 20.0, 40.0, 700.0],
+                        rng.normal(0, 30, 500)])  # fmt: skip
+    value = einderiv.evaluate("y_i = sigmoid(x_i)", x=x)
+    reference = np.array([float(mp_sigmoid(u)) for u in mp(x)])
+    ulps = np.abs(value - reference) / np.spacing(reference)
+    assert ulps.max() <= 4, (ulps.max(), x[ulps.argmax()])
+    special = einderiv.evaluate("y_i = sigmoid(x_i)", x=np.array([np.inf, -np.inf, -800.0, 800.0, np.nan]))
+    assert special[0] == 1 and special[1] == 0 and special[2] == 0 and special[3] == 1 and np.isnan(special[4])
+
+
+# -- ordinary inputs: central finite differences ----------------------------------------------------
+
+ORDINARY = [
+    *(ELEMENTWISE[rule][form] for rule in sorted(ELEMENTWISE) for form in (0, 1)),
+    "y_i = log(1 + z_i)",
+    "u_i = 1 + z_i; y_i = log(u_i)",
+    "y_i = log(exp(z_i) + exp(b_i))",
+    "e_i = exp(z_i) + exp(b_i); y_i = log(e_i)",
+    *SOFTMAX,
+    *(source.replace("y_k", "b_k") for pair in LOG_SOFTMAX.values() for source in pair),
+]
+
+
+@pytest.mark.parametrize("source", ORDINARY)
+def test_rule_matches_finite_differences_at_ordinary_inputs(source):
+    rng = np.random.default_rng(7)
+    arrays = {"z": rng.uniform(0.05, 0.9, 4) * rng.choice([-1, 1], 4), "b": rng.normal(size=4)}
+    compiled = einderiv.compile(source)
+    arrays = {k: v for k, v in arrays.items() if k in compiled.inputs}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert_matches_fd(einderiv.jacobian(source, "z"), compiled, arrays, "z", rtol=1e-6, atol=1e-8)
+
+
+# -- the catalogue itself ---------------------------------------------------------------------------
+
+
+def test_every_rule_says_what_it_rewrites_why_it_is_stable_and_why_it_ends():
+    assert rewrites.CATALOGUE
+    for name, rule in rewrites.CATALOGUE.items():
+        doc = inspect.getdoc(rule) or ""
+        assert "Stable:" in doc, name
+        assert "Terminates:" in doc, name
+        assert "=" in doc.splitlines()[0] or "log(" in doc.splitlines()[0], name
+
+
+def test_the_catalogue_covers_the_documented_rules():
+    expected = {
+        "log_det", "log_exp", "log_sigmoid", "log_one_minus_sigmoid", "log_one_plus_exp", "log_add_exp",
+        "log_cosh", "log_one_plus", "exp_over_sum_exp", "sigmoid_pair", "one_minus_sigmoid", "logsumexp_parts",
+    }  # fmt: skip
+    assert set(rewrites.CATALOGUE) == expected
+    readme = (__import__("pathlib").Path(__file__).parent.parent / "README.md").read_text()
+    for name in expected:
+        assert f"`{name}`" in readme, name
