@@ -399,6 +399,13 @@ class Derivative(Compiled):
 
 
 def _dimension_names(program: CheckedProgram, ranks: Mapping[str, int], extra: tuple = ()):
+    """Symbolic sizes: output index -> dimension name (``K``), input -> its dimension names.
+
+    Every axis is a node; an index joins the axes it is written at (``R_mp`` joins m to R's
+    axis 0), a delta joins its two ends, a definition's free index is its own axis, and a square
+    matrix function joins its matrix's two axes.  Read off the definitions themselves (those of
+    the derivative and those of the statements it came from), so an adjoint's letters are its
+    own and an input that differentiation cancelled still names its dimensions."""
     parent: dict[tuple, tuple] = {}
 
     def find(x):
@@ -413,13 +420,13 @@ def _dimension_names(program: CheckedProgram, ranks: Mapping[str, int], extra: t
 
     first_letter: dict[tuple, str] = {}
 
-    def visit(poly: Poly, scope):
+    def visit(poly: Poly, scope, tag: tuple):
         for number, term in enumerate(poly.terms):
 
             def key(i: str, number: int = number) -> tuple:
-                return scope(i) if i in poly.indices else (*scope("")[:-1], number, i)
+                return scope(i) if i in poly.indices else ("summed", *tag, number, i)
 
-            for factor in term.factors:
+            for position, factor in enumerate(term.factors):
                 if isinstance(factor, Tensor) and not is_reciprocal(factor):
                     for axis, index in enumerate(factor.indices):
                         first_letter.setdefault(("axis", factor.name, axis), index)
@@ -432,21 +439,20 @@ def _dimension_names(program: CheckedProgram, ranks: Mapping[str, int], extra: t
                         first_letter.setdefault(("axis", factor.matrix, axis), index)
                         union(key(index), ("axis", factor.matrix, axis))
                 elif hasattr(factor, "arg"):
-                    visit(factor.arg, key)
+                    visit(factor.arg, key, (*tag, number, position))
 
-    for d in (*extra, *program.definitions):
+    for number, d in enumerate((*extra, *program.definitions)):
+        own = {i: k for k, i in enumerate(d.indices)}
+        visit(d.poly, lambda i, d=d, own=own: ("axis", d.name, own[i]), (number,))
         for hint in d.hints:
-            if hint[0] == "poly":
-                raw = hint[1]
-                owner = d.name if d.statement is not None and not d.statement.wrt else "root"
-                visit(raw, lambda i, owner=owner: ("free", owner, i))
-                for k, i in enumerate(raw.indices):
-                    union(("free", owner, i), ("axis", owner, k))
-                    union(("free", owner, i), ("out", i))
-            elif hint[0] == "axis":
+            if hint[0] == "axis":  # dK_pq/dR_ij: the axes i, j are R's
                 _, index, name, axis = hint
-                first_letter.setdefault(("axis", name, axis), index)
-                union(("out", index), ("axis", name, axis))
+                if index in own:
+                    first_letter.setdefault(("axis", name, axis), index)
+                    union(("axis", d.name, own[index]), ("axis", name, axis))
+            elif hint[0] == "poly":  # the statement as written: tensors that cancelled still size
+                scope = lambda i, d=d, own=own, n=number: ("axis", d.name, own[i]) if i in own else ("raw", n, i)  # noqa: E731
+                visit(hint[1], scope, (number, "raw"))
     names: dict[tuple, str] = {}
     for axis_key, letter in first_letter.items():
         if axis_key[1] not in ranks:
@@ -459,7 +465,10 @@ def _dimension_names(program: CheckedProgram, ranks: Mapping[str, int], extra: t
                 k += 1
                 name = f"{base}{k}"
             names[root] = name
-    index_dims = {i: names[find(("out", i))] for i in program.out.indices if find(("out", i)) in names}
+    out = program.out
+    index_dims = {
+        i: names[find(("axis", out.name, k))] for k, i in enumerate(out.indices) if find(("axis", out.name, k)) in names
+    }
     order = [n for n in dict.fromkeys(key[1] for key in first_letter) if n in ranks]
     input_dims = {n: tuple(names.get(find(("axis", n, a)), "?") for a in range(ranks[n])) for n in order}
     return index_dims, input_dims
@@ -582,6 +591,10 @@ def diff(source: Source, wrt: str | Sequence[str], of: str | None = None, layout
         current = _with_forward(current, checked, used_names)
     text, poly = factored(poly)
     statement = _display(root, refs, text)
+    if _sized_only_by_deltas(poly, refs) and root.statement is not None and root.name != "_":
+        defined = {d.name for d in checked.definitions}
+        current = _with_forward(current, checked, references(root.poly) & defined)
+        current = _with_root(current, root)  # printed first: it sizes what only deltas carry
     if layout == "denominator":  # the wrt indices first, then the output's
         wrt_indices = tuple(i for r in refs for i in r.indices)
         poly = Poly(poly.terms, wrt_indices + root.indices)
@@ -590,6 +603,34 @@ def diff(source: Source, wrt: str | Sequence[str], of: str | None = None, layout
     for ref in refs:  # a wrt tensor fixes the derivative's axes even where its values cancel
         inputs[ref.name] = (checked.all_inputs or checked.inputs)[ref.name]
     return Derivative(current, inputs, tuple(refs), root, checked.definitions, layout)
+
+
+def _sized_only_by_deltas(poly: Poly, refs) -> set[str]:
+    """Indices that the printed result carries only in deltas (``-delta_nn``, the count of n, in
+    the Hessian of a Gaussian log-likelihood by its mean) and no denominator names."""
+    named = {i for r in refs for i in r.indices}
+    in_deltas: set[str] = set()
+    written: set[str] = set()  # an index written on a tensor anywhere in the text is sized by it
+
+    def visit(p: Poly):
+        for term in p.terms:
+            for f in term.factors:
+                (in_deltas if isinstance(f, Delta) else written).update(f.indices)
+                if hasattr(f, "arg"):
+                    visit(f.arg)
+
+    visit(poly)
+    return in_deltas - written - named
+
+
+def _with_root(current: CheckedProgram, root: Definition) -> CheckedProgram:
+    """``current`` with the statement it differentiates printed before its result, so that the
+    text sizes an axis that differentiation left only in deltas (it is not computed)."""
+    if any(d.name == root.name for d in current.definitions):
+        return current
+    definitions = [*current.definitions[:-1], root, current.definitions[-1]]
+    ranks = {**current.ranks, root.name: len(root.indices)}
+    return CheckedProgram(definitions, current.inputs, current.output, None, ranks, current.all_inputs)
 
 
 def _with_forward(current: CheckedProgram, checked: CheckedProgram, names: set[str]) -> CheckedProgram:

@@ -18,7 +18,7 @@ import warnings
 from collections import Counter
 from fractions import Fraction
 
-from .ir import Add, Expr, Mul, Neg, Number
+from .ir import Add, Div, Expr, Mul, Neg, Number
 from .normal import Apply, Poly, Term, atom_to_expr, equivalent, term_to_expr, to_expr
 
 #: printed terms a sum may have before factoring is not tried (a long sum reads as it is)
@@ -111,12 +111,16 @@ def _build(
     if not isinstance(group, Add):
         group = Mul((group,))  # a product pulled out of a product: parenthesised
     in_group = {a for _, atoms in inner for a in atoms} | {_unit(a) for _, atoms in inner for a in atoms}
-    before = [_atom(a, common[a], inside) for a in pulled if a in in_group]
-    after = [_atom(a, common[a], inside) for a in pulled if a not in in_group]
+    divisors = [a for a in pulled if _negative_power(a)]
+    before = [_atom(a, common[a], inside) for a in pulled if a in in_group and a not in divisors]
+    after = [_atom(a, common[a], inside) for a in pulled if a not in in_group and a not in divisors]
     factors: list[Expr] = ([Number(abs(g))] if abs(g) != 1 else []) + before + [group] + after
     if g < 0 and leading:
         factors[0] = Neg(factors[0])
     product: Expr = factors[0] if len(factors) == 1 else Mul(tuple(factors))
+    for a in divisors:  # (a - b) / sqrt(u), not (a - b) sqrt(u)^-1
+        for _ in range(common[a]):
+            product = Div(product, term_to_expr(Term(Fraction(1), (a,)), set(inside)).denominator)
     if g < 0 and not leading:
         product = Neg(product)
     if not others:
@@ -126,6 +130,10 @@ def _build(
     if rest_terms is None:
         rest_terms = tuple(_leaf(others, order, visible, nested, False))
     return Add((product, *rest_terms))
+
+
+def _negative_power(atom) -> bool:
+    return isinstance(atom, Apply) and atom.func == "pow" and atom.param < 0
 
 
 def _atom(atom, count: int, visible: set[str]) -> Expr:

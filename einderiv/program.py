@@ -141,7 +141,11 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
             if isinstance(node, Tensor)
             for axis, index in enumerate(node.indices)
         )
-        hints = (("poly", raw), ("names", written), *axis_hints)
+        own = {index for index, _, _ in written}
+        # an index this statement writes only in deltas (d2L/dm dm = -delta_nn after L's
+        # statement) is sized as an earlier statement wrote it
+        earlier = tuple(e for d in definitions for h in d.hints if h[0] == "names" for e in h[1] if e[0] not in own)
+        hints = (("poly", raw), ("names", written + earlier), *axis_hints)
         definitions.append(Definition(name, poly.indices, poly, hints, statement))
     output = definitions[-1].name if of is None else of
     if output not in defined:
@@ -478,8 +482,10 @@ def name_calls(poly: Poly, program: CheckedProgram) -> tuple[Poly, set[str]]:
     def atom(f):
         if not isinstance(f, Apply):
             return f
-        inner = Poly(tuple(Term(t.coeff, tuple(atom(g) for g in t.factors)) for t in f.arg.terms), f.arg.indices)
-        f = Apply(f.func, inner, f.param)
+        if f.func == "pow":  # sigmoid(z_n)^2 is s_n^2; other arguments stay as they are, since a
+            # stable form reads its argument (log(sum_j(exp(z_j))) is a logsumexp, log(sum_j(e_j)) is not)
+            inner = Poly(tuple(Term(t.coeff, tuple(atom(g) for g in t.factors)) for t in f.arg.terms), f.arg.indices)
+            f = Apply(f.func, inner, f.param)
         for name, indices, call in calls:
             found = _same_call(call, indices, f)
             if found is not None:
