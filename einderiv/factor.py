@@ -19,7 +19,7 @@ from collections import Counter
 from fractions import Fraction
 
 from .ir import Add, Div, Expr, Mul, Neg, Number
-from .normal import Apply, Poly, Term, atom_to_expr, equivalent, term_to_expr, to_expr
+from .normal import Apply, Poly, Term, atom_to_expr, counts_printed, equivalent, term_to_expr, to_expr
 
 #: printed terms a sum may have before factoring is not tried (a long sum reads as it is)
 MAX_FACTOR_TERMS = 12
@@ -187,6 +187,12 @@ def factored(poly: Poly) -> tuple[Expr, Poly]:
         return plain
     order: list = []
     parts = []
+    original = poly
+    terms = []
+    for term in poly.terms:  # counting indices (i#2) print with their letters
+        counts = sorted(i for i in term.index_names() if "#" in i)
+        terms.append(counts_printed(term, counts, set(poly.indices)) if counts else term)
+    poly = Poly(tuple(terms), poly.indices)
     for term in poly.terms:
         atoms = _expanded(term)
         order.extend(a for a in atoms if a not in order)
@@ -208,7 +214,7 @@ def factored(poly: Poly) -> tuple[Expr, Poly]:
     if len(str(expr)) >= len(str(plain[0])) or str(expr).count("sum_") > str(plain[0]).count("sum_"):
         return plain  # factoring is for reading: only where the text gets shorter and no sum_ appears
     if equivalent(back, poly):
-        return expr, poly
+        return expr, original
     return (expr, back) if equivalent(_flat(back), _flat(poly)) else plain
 
 

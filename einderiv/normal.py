@@ -514,6 +514,32 @@ def _product(factors: list[Expr]) -> Expr:
     return factors[0] if len(factors) == 1 else Mul(tuple(factors))
 
 
+def counts_printed(term: Term, counts: list[str], context: set[str]) -> Term:
+    """``term`` with each counting index (``i#2``: the dimension of i, written i in statement 2)
+    printed as its letter, so that the statement it came from sizes it when the text is read
+    back; the term's own summed indices move out of its way.  Where the letter is bound outside
+    the term, it prints as ``i9``-style, which nothing sizes: reading back then says so rather
+    than counting another dimension."""
+    bases = {i: i.split("#", 1)[0] for i in counts}
+    dummies = term.index_names() - set(counts) - context
+    wanted = {b for i, b in bases.items() if b not in context}
+    taken = term.index_names() | context | set(bases.values())
+    mapping: dict[str, str] = {}
+    for d in sorted(dummies & wanted):
+        mapping[d] = fresh_indices(1, taken)[0]
+        taken.add(mapping[d])
+    for i, b in bases.items():
+        if b in context or b in mapping.values():
+            k = 9
+            while f"{b}{k}" in taken:
+                k += 1
+            mapping[i] = f"{b}{k}"
+        else:
+            mapping[i] = b
+        taken.add(mapping[i])
+    return Term(term.coeff, tuple(rename_atom(f, mapping) for f in term.factors))
+
+
 def term_to_expr(
     term: Term, context: set[str], leading: bool = True, explicit: bool = False, nested: bool = False
 ) -> Expr:
@@ -522,6 +548,9 @@ def term_to_expr(
     index is written with an explicit ``sum_i(...)`` where the plain text would scope it
     differently: inside a group (``nested``) when it occurs once (it would be free there and go
     outward), and anywhere a group inside would contract it (``exp(x_i x_i) y_i`` elementwise)."""
+    counts = sorted(i for i in term.index_names() if "#" in i)
+    if counts:  # a counting index (delta_{i#2,i#2}, the dimension of i) prints with its letter
+        term = counts_printed(term, counts, set(context))
     names = term.index_names()
     visible = set(context) | names
     # 1/n_r with r summed is mean_r around the term (r bound there); with r free, mean_j(delta_jr)

@@ -22,7 +22,7 @@ from fractions import Fraction
 from .differentiate import differentiate
 from .errors import IndexRuleError
 from .ir import Indices, Program, Statement, Tensor, walk
-from .normal import Apply, Poly, Term, fresh_indices, keep_sums, multiply, rename_apart, simplify, to_expr
+from .normal import Apply, MatrixFn, Poly, Term, fresh_indices, keep_sums, multiply, rename_apart, simplify, to_expr
 from .semantics import check_statement, tensor_ranks
 
 
@@ -123,6 +123,14 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
                 inputs[used] = rank
         poly, raw = check_statement(statement)
         poly = see_through(poly, {d.name: d for d in definitions})
+        written_here = tuple(
+            (index, node.name, axis)
+            for node in walk(statement.rhs)
+            if isinstance(node, Tensor)
+            for axis, index in enumerate(node.indices)
+        )
+        poly, counted = _own_counts(poly, written_here, number)
+        counted = _through_definitions(counted, definitions)
         defined[name] = len(poly.indices)
         axis_hints = []
         for w in statement.wrt:  # dK_pq/dR_ij: the axes i, j are R's
@@ -145,7 +153,8 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         # an index this statement writes only in deltas (d2L/dm dm = -delta_nn after L's
         # statement) is sized as an earlier statement wrote it
         earlier = tuple(e for d in definitions for h in d.hints if h[0] == "names" for e in h[1] if e[0] not in own)
-        hints = (("poly", raw), ("names", written + earlier), *axis_hints)
+        names = _through_definitions(written + earlier + counted, definitions)
+        hints = (("poly", raw), ("names", names), *axis_hints)
         definitions.append(Definition(name, poly.indices, poly, hints, statement))
     output = definitions[-1].name if of is None else of
     if output not in defined:
@@ -154,6 +163,79 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
     checked = CheckedProgram(definitions, inputs, output, program, {**inputs, **defined})
     checked.all_inputs = dict(inputs)
     return prune(checked)
+
+
+#: marks an index that counts (``delta_i#2i#2``: the dimension of i, in statement 2)
+COUNT_MARK = "#"
+
+
+def is_count(index: str) -> bool:
+    return COUNT_MARK in index
+
+
+def count_base(index: str) -> str:
+    """The letter a counting index was written with (``i`` for ``i#2``)."""
+    return index.split(COUNT_MARK, 1)[0]
+
+
+def _own_counts(poly: Poly, written: tuple, number: int) -> tuple[Poly, tuple]:
+    """``poly`` with each summed index that a term carries only as ``delta_ii`` (the dimension
+    of i: ``sum_i(t + x_i)`` is I t + sum_i(x_i)) renamed to one of its own, ``i#<statement>``,
+    and the size hints that bind it to the axes i is written at.  Derivatives move such a factor
+    between statements and rename colliding indices: a name of its own is never renamed, so it
+    keeps its dimension (``sum_i(t4 + t2_i)`` after ``t2_i = sum_j(...)`` counts I, not J)."""
+    from .ir import Delta
+
+    axes: dict[str, list] = {}
+    for index, tensor, axis in written:
+        axes.setdefault(index, []).append((tensor, axis))
+    hints: list = []
+
+    def rename(p: Poly) -> Poly:
+        terms = []
+        for term in p.terms:
+            squares = [f for f in term.factors if isinstance(f, Delta) and f.first == f.second]
+            carried = {i for f in term.factors if not any(f is q for q in squares) for i in f.indices}
+            counts = {f.first for f in squares if f.first not in p.indices} - carried
+            mapping = {i: f"{i}{COUNT_MARK}{number}" for i in counts if i in axes and not is_count(i)}
+            for i, u in mapping.items():
+                hints.extend((u, tensor, axis) for tensor, axis in axes[i] if (u, tensor, axis) not in hints)
+            factors = []
+            for f in term.factors:
+                if isinstance(f, Apply):
+                    f = Apply(f.func, rename(f.arg), f.param)
+                elif isinstance(f, Delta) and f.first == f.second and f.first in mapping:
+                    f = Delta(mapping[f.first], mapping[f.first])
+                factors.append(f)
+            terms.append(Term(term.coeff, tuple(factors)))
+        return Poly(tuple(terms), p.indices)
+
+    renamed = rename(poly)
+    return (renamed if hints else poly), tuple(hints)
+
+
+def _through_definitions(entries: tuple, definitions: list[Definition]) -> tuple:
+    """Size hints ``(index, tensor, axis)`` extended through the definitions they name: an axis of
+    ``t2_i = sum_j(A_ij)`` is also A's axis 0, so that a derivative, which computes no more than
+    it needs, can size the index from an input."""
+    by_name = {d.name: d for d in definitions}
+    out = list(entries)
+    for _ in range(len(definitions)):
+        added = False
+        for index, tensor, axis in list(out):
+            d = by_name.get(tensor)
+            if d is None or axis >= len(d.indices):
+                continue
+            own = d.indices[axis]
+            for hint in d.hints:
+                if hint[0] == "names":
+                    for e in hint[1]:
+                        if e[0] == own and (index, e[1], e[2]) not in out:
+                            out.append((index, e[1], e[2]))
+                            added = True
+        if not added:
+            break
+    return tuple(out)
 
 
 def _hints_within(hints: tuple, known: set[str]) -> tuple:
@@ -475,11 +557,28 @@ def name_calls(poly: Poly, program: CheckedProgram) -> tuple[Poly, set[str]]:
         call = _single_call(d)
         if call is not None and d.statement is not None and not d.statement.wrt and d.name != program.output:
             calls.append((d.name, d.indices, call))
+    matrices = {}  # q = det(A): det(A) is q
+    for d in program.definitions:
+        terms = d.poly.terms
+        if d.statement is None or d.statement.wrt or d.name == program.output or len(terms) != 1:
+            continue
+        if terms[0].coeff == 1 and len(terms[0].factors) == 1 and isinstance(terms[0].factors[0], MatrixFn):
+            fn = terms[0].factors[0]
+            if len(set(fn.indices)) == len(fn.indices) and set(fn.indices) == set(d.indices):
+                matrices[(fn.func, fn.matrix)] = (d.name, tuple(d.indices.index(i) for i in fn.indices))
     used: set[str] = set()
-    if not calls:
+    if not calls and not matrices:
         return poly, used
 
     def atom(f):
+        if isinstance(f, MatrixFn) and (f.func, f.matrix) in matrices:
+            name, where = matrices[(f.func, f.matrix)]
+            if len(set(f.indices)) == len(f.indices):
+                indices = [""] * len(f.indices)
+                for k, position in enumerate(where):
+                    indices[position] = f.indices[k]
+                used.add(name)
+                return Tensor(name, tuple(indices))
         if not isinstance(f, Apply):
             return f
         if f.func == "pow":  # sigmoid(z_n)^2 is s_n^2; other arguments stay as they are, since a

@@ -924,7 +924,7 @@ class StraightLine:
                         (
                             k
                             for k, g in enumerate(factors)
-                            if k != pos and isinstance(g, Tensor) and g.indices == (summed,)
+                            if k != pos and isinstance(g, Tensor) and g.indices == (summed,) and not is_reciprocal(g)
                         ),
                         None,
                     )
