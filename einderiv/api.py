@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -165,7 +166,10 @@ class Compiled:
 
         names = set(self.ranks) | {d.name for d in self.program.definitions}
         lines = []
+        computed = {d.name for d in self.program.computed()}
         for definition in self.program.definitions:
+            if definition.name not in computed and definition is not self.program.out:
+                continue  # printed for the sizes of the text, not evaluated
             statement = definition.display()
             target = statement.target
             if target is None:
@@ -587,6 +591,18 @@ def diff(source: Source, wrt: str | Sequence[str], of: str | None = None, layout
         refs.append(ref)
     final = current.out
     poly, used_names = name_calls(final.poly, checked)
+    forward = {d.name for d in checked.definitions}
+    renamed = []
+    for d in current.definitions[:-1]:  # adjoints read in the user's names too
+        if d.name in forward:
+            renamed.append(d)
+            continue
+        named, used = name_calls(d.poly, checked)
+        used_names |= used
+        renamed.append(replace(d, poly=named, statement=None) if used else d)
+    current = CheckedProgram(
+        [*renamed, current.definitions[-1]], current.inputs, current.output, None, current.ranks, current.all_inputs
+    )
     if used_names:  # the user's statements that name calls of the result are computed and printed
         current = _with_forward(current, checked, used_names)
     text, poly = factored(poly)

@@ -23,6 +23,8 @@ from .normal import Apply, Poly, Term, atom_to_expr, counts_printed, equivalent,
 
 #: printed terms a sum may have before factoring is not tried (a long sum reads as it is)
 MAX_FACTOR_TERMS = 12
+#: how many choices of the factor to pull out first are tried at each level (the shortest text wins)
+CHOICES = 3
 
 
 def _unit(atom) -> object | None:
@@ -85,18 +87,25 @@ def _build(
     counts: Counter = Counter()
     for _, atoms in parts:
         counts.update(set(atoms))
+    choices = []
     for best in sorted(order, key=lambda a: (-counts.get(a, 0), order.index(a))):
         if counts.get(best, 0) < 2:
-            return None
+            break
         sharing = [p for p in parts if best in p[1]]
         common = sharing[0][1].copy()
         for _, atoms in sharing[1:]:
             common &= atoms
         common = _unambiguous(common, sharing, visible - outputs)
-        if best in common:
+        if best in common and all(c[2] != common for c in choices):
+            choices.append((best, sharing, common))
+        if len(choices) == CHOICES:
             break
-    else:
-        return None
+    built = [_pull(b, sh, co, parts, order, visible, nested, leading, outputs) for b, sh, co in choices]
+    return min(built, key=lambda e: len(str(e)), default=None)  # the shortest text of a few greedy tries
+
+
+def _pull(best, sharing, common, parts, order, visible, nested, leading, outputs) -> Expr:
+    """The sum with ``common`` pulled out of the terms ``sharing`` (those holding ``best``)."""
     others = [p for p in parts if best not in p[1]]
     coeffs = [c for c, _ in sharing]
     g = _common_factor(coeffs) if all(c < 0 for c in coeffs) else abs(_common_factor(coeffs))
