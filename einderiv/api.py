@@ -624,19 +624,28 @@ def diff(source: Source, wrt: str | Sequence[str], of: str | None = None, layout
 def _sized_only_by_deltas(poly: Poly, refs) -> set[str]:
     """Indices that the printed result carries only in deltas (``-delta_nn``, the count of n, in
     the Hessian of a Gaussian log-likelihood by its mean) and no denominator names."""
-    named = {i for r in refs for i in r.indices}
-    in_deltas: set[str] = set()
-    written: set[str] = set()  # an index written on a tensor anywhere in the text is sized by it
+    sized = {i for r in refs for i in r.indices}  # written on a tensor anywhere, or a denominator's
+    pairs: list[tuple[str, str]] = []
 
     def visit(p: Poly):
         for term in p.terms:
             for f in term.factors:
-                (in_deltas if isinstance(f, Delta) else written).update(f.indices)
+                if isinstance(f, Delta):
+                    pairs.append((f.first, f.second))
+                else:
+                    sized.update(f.indices)
                 if hasattr(f, "arg"):
                     visit(f.arg)
 
     visit(poly)
-    return in_deltas - written - named
+    changed = True
+    while changed:  # delta_ik with k sized sizes i
+        changed = False
+        for a, b in pairs:
+            if (a in sized) != (b in sized):
+                sized |= {a, b}
+                changed = True
+    return ({i for pair in pairs for i in pair} | set(poly.indices)) - sized
 
 
 def _with_root(current: CheckedProgram, root: Definition) -> CheckedProgram:
