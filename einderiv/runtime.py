@@ -776,7 +776,7 @@ class StraightLine:
             factors = [self._hoist_matrix(f) if isinstance(f, MatrixFn) else f for f in factors]
             terms.append(Term(term.coeff, tuple(factors)))
         free = set(poly.indices)
-        return Poly(self._factor_shared(list(self._factor_out(terms)), free), poly.indices)
+        return Poly(self._factor_shared(list(self._factor_out(terms, free)), free), poly.indices)
 
     def _factor_shared(self, terms: list[Term], free: set[str]) -> tuple[Term, ...]:
         """``-2 y_n Phi_ni + 2 Phi_ne theta_e Phi_ni`` -> ``Phi_ni t_n`` with
@@ -830,7 +830,7 @@ class StraightLine:
             first = min(dropped)
             terms = [merged if n == first else t for n, t in enumerate(terms) if n == first or n not in dropped]
 
-    def _factor_out(self, terms: list[Term]) -> tuple[Term, ...]:
+    def _factor_out(self, terms: list[Term], free: set[str]) -> tuple[Term, ...]:
         """``-y_n X_ni + s_n X_ni`` -> ``(s_n - y_n) X_ni``: terms that share their heavy factors
         (those of the highest rank in the term) and differ only in lighter factors over indices
         the heavy ones have anyway share one contraction; the light parts are combined first by
@@ -853,7 +853,7 @@ class StraightLine:
                 order.append(key)
             groups[key].append(term)
         singles = [groups[key][0] for key in order if len(groups[key]) == 1]
-        merged = self._factor_one(singles) if len(singles) > 1 else {}
+        merged = self._factor_one(singles, free) if len(singles) > 1 else {}
         out = []
         for key in order:
             group = groups[key]
@@ -873,32 +873,43 @@ class StraightLine:
             out.append(Term(Fraction(1), (Tensor(name, free), *heavy)))
         return tuple(out)
 
-    def _factor_one(self, terms: list[Term]) -> dict[int, Term | None]:
+    def _factor_one(self, terms: list[Term], free: set[str]) -> dict[int, Term | None]:
         """``-y_i x_l + t_i x_l`` -> ``(t_i - y_i) x_l``: terms equal but for one tensor factor over
-        the same indices share the rest.  Returns, by term id, the merged term for the first of
-        each group and None for the others."""
+        the same indices share the rest, up to the names of summed indices (``inv(S)_ie r_ne +
+        r_nj inv(S)_ji`` is ``(inv(S)_ie + inv(S)_ei) r_ne``: r summed over n once).  Returns, by
+        term id, the merged term for the first of each group and None for the others."""
         candidates: dict[tuple, list[tuple[Term, Tensor]]] = {}
         for term in terms:
             if len(term.factors) < 2 or not all(isinstance(f, Tensor) for f in term.factors):
                 continue
             seen: set[tuple] = set()
             for k, f in enumerate(term.factors):
-                rest = tuple(sorted((g for j, g in enumerate(term.factors) if j != k), key=repr))
-                key = (rest, tuple(sorted(set(f.indices))))
+                others = [g for j, g in enumerate(term.factors) if j != k]
+                mapping: dict[str, str] = {}
+                for g in [*sorted(others, key=lambda g: (g.name, len(g.indices))), f]:
+                    for i in g.indices:
+                        if i not in free and i not in mapping:
+                            mapping[i] = f"_c{len(mapping)}"
+                rest = tuple(sorted((rename_atom(g, mapping) for g in others), key=repr))
+                varying = rename_atom(f, mapping)
+                key = (rest, tuple(sorted(set(varying.indices))))
                 if key not in seen:  # x_i x_i varies either factor: one candidate, not two
                     seen.add(key)
-                    candidates.setdefault(key, []).append((term, f))
+                    back = {new: old for old, new in mapping.items()}
+                    candidates.setdefault(key, []).append((term, varying, back))
         used: set[int] = set()
         out: dict[int, Term | None] = {}
         for (rest, part), members in sorted(candidates.items(), key=lambda kv: -len(kv[1])):
-            members = [(t, f) for t, f in members if id(t) not in used]
+            members = [m for m in members if id(m[0]) not in used]
             if len(members) < 2:
                 continue
-            combined = Poly(tuple(Term(t.coeff, (f,)) for t, f in members), part)
+            back = members[0][2]  # the first term's own index names, for messages that name them
+            named = tuple(back.get(i, i) for i in part)
+            combined = Poly(tuple(Term(t.coeff, (rename_atom(f, back),)) for t, f, _ in members), named)
             name = self._temp()
             self.steps.append(_Step(name, Contraction(combined)))
-            out[id(members[0][0])] = Term(Fraction(1), (Tensor(name, part), *rest))
-            for t, _ in members:
+            out[id(members[0][0])] = Term(Fraction(1), (Tensor(name, named), *(rename_atom(g, back) for g in rest)))
+            for t, _, _ in members:
                 used.add(id(t))
                 out.setdefault(id(t), None)
         return out
@@ -1003,7 +1014,8 @@ class StraightLine:
         carried = {i for t in hoisted.terms for f in t.factors if isinstance(f, (Tensor, MatrixFn)) for i in f.indices}
         # an argument whose free index only a delta carries (tanh(s delta_ij)) is sized by the
         # statement as written, as the statement's own contraction is
-        hints = self._written if set(hoisted.indices) - carried else ()
+        counting = any("#" in i for i in hoisted.all_index_names())  # delta_{f#1,f#1}: sized as written
+        hints = self._written if set(hoisted.indices) - carried or counting else ()
         self.steps.append(_Step(name, Contraction(hoisted, hints)))
         return name
 

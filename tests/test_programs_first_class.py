@@ -1,0 +1,196 @@
+"""Regressions for "programs are first-class": each failure the issue names, with an independent
+reference (NumPy closed forms, central finite differences, jax in float64 where it is installed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import einderiv
+from einderiv.factor import factored
+from einderiv.lower import normalize
+from einderiv.normal import equivalent
+from tests.helpers import assert_matches_fd
+
+rng = np.random.default_rng(20261202)
+
+LOGISTIC_PROGRAM = "z_n = X_nd w_d; s_n = sigmoid(z_n); L = -y_n log(s_n) - (1 - y_n) log(1 - s_n)"
+LOGISTIC_STATEMENT = "L = -y_n log(sigmoid(X_nd w_d)) - (1 - y_n) log(1 - sigmoid(X_nd w_d))"
+
+
+def sigmoid(z):
+    return 0.5 * (1 + np.tanh(z / 2))
+
+
+def read_back(derivative, arrays):
+    """The printed text of ``derivative`` compiled and evaluated (with the arrays it names)."""
+    compiled = einderiv.compile(str(derivative))
+    return compiled(**{k: v for k, v in arrays.items() if k in compiled.ranks})
+
+
+def logistic_arrays(scale=1.0):
+    X = rng.normal(size=(6, 3))
+    return {"X": X, "w": scale * rng.normal(size=3), "y": (rng.random(6) > 0.5).astype(float)}
+
+
+# -- printed in the user's names, as a textbook writes it -----------------------------------------------
+
+
+def test_the_logistic_program_reads_in_its_own_names_at_every_order():
+    gradient = einderiv.diff(LOGISTIC_PROGRAM, ["w"])
+    hessian = einderiv.diff(LOGISTIC_PROGRAM, ["w", "w"])
+    third = einderiv.diff(LOGISTIC_PROGRAM, ["w", "w", "w"])
+    assert str(gradient).splitlines() == ["z_n = X_nd w_d", "s_n = sigmoid(z_n)", "dL/dw_i = (s_n - y_n) X_ni"]
+    assert str(hessian).splitlines()[-1] == "d2L/dw_i dw_j = s_n (1 - s_n) X_ni X_nj"  # no adjoint of an adjoint
+    assert str(third).splitlines()[-1] == "d3L/dw_i dw_j dw_k = s_n (1 - 3 s_n + 2 s_n^2) X_ni X_nj X_nk"
+    assert len(third.expr.terms) <= len(einderiv.diff(LOGISTIC_STATEMENT, ["w", "w", "w"]).expr.terms) == 3
+    arrays = logistic_arrays()
+    s = sigmoid(arrays["X"] @ arrays["w"])
+    X = arrays["X"]
+    np.testing.assert_allclose(gradient(**arrays), X.T @ (s - arrays["y"]), rtol=1e-12)
+    np.testing.assert_allclose(hessian(**arrays), X.T @ np.diag(s * (1 - s)) @ X, rtol=1e-12)
+    np.testing.assert_allclose(
+        third(**arrays), np.einsum("n,ni,nj,nk->ijk", s * (1 - s) * (1 - 2 * s), X, X, X), rtol=1e-10, atol=1e-14
+    )
+    for derivative in (gradient, hessian, third):  # the printed program evaluates to the same numbers
+        np.testing.assert_allclose(read_back(derivative, arrays), derivative(**arrays), rtol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [40.0, 1000.0])
+def test_the_logistic_program_is_finite_and_right_at_large_logits(scale):
+    arrays = logistic_arrays(scale)
+    z = arrays["X"] @ arrays["w"]
+    value = float(einderiv.evaluate(LOGISTIC_PROGRAM, **arrays))
+    expected = float(np.sum(np.logaddexp(0, z) - arrays["y"] * z))
+    assert value == pytest.approx(expected, rel=1e-12)
+    for wrt in (["w"], ["w", "w"]):
+        program = einderiv.diff(LOGISTIC_PROGRAM, wrt)(**arrays)
+        statement = einderiv.diff(LOGISTIC_STATEMENT, wrt)(**arrays)
+        assert np.all(np.isfinite(program))
+        np.testing.assert_allclose(program, statement, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(
+        einderiv.grad(LOGISTIC_PROGRAM, "w")(**arrays), arrays["X"].T @ (sigmoid(z) - arrays["y"]), rtol=1e-12
+    )
+
+
+def test_a_two_layer_hessian_reads_in_the_user_names():
+    source = "H_nk = tanh(X_nd W1_dk); Yh_nj = H_nk W2_kj; R_nj = Yh_nj - Y_nj; L = R_nj R_nj"
+    hessian = einderiv.hessian(source, "W1")
+    text = str(hessian)
+    assert "tanh(" not in text.split("H_nk = tanh(X_nd W1_dk)", 1)[1]  # H, not tanh(X W1), after its statement
+    arrays = {
+        "X": rng.normal(size=(5, 3)),
+        "W1": rng.normal(size=(3, 4)),
+        "W2": rng.normal(size=(4, 2)),
+        "Y": rng.normal(size=(5, 2)),
+    }
+    statement = einderiv.hessian("L = (tanh(X_nd W1_dk) W2_kj - Y_nj)^2", "W1")(**arrays)
+    np.testing.assert_allclose(hessian(**arrays), statement, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(read_back(hessian, arrays), statement, rtol=1e-10, atol=1e-12)
+
+
+def test_factored_printing_reads_back_as_the_same_sum():
+    for source, wrt in [
+        ("L = (y_n - Phi_ni theta_i)^2", ["theta"]),
+        (LOGISTIC_STATEMENT, ["w", "w"]),
+        ("h_k = tanh(x_d W_dk); f = h_k v_k", ["W", "W"]),
+        ("f_i = exp(x_i) + exp(x_i)^2 a_i", ["x"]),
+        ("f_i = x_i a_i + x_i b_i", ["x"]),
+    ]:
+        derivative = einderiv.diff(source, wrt)
+        text, poly = factored(derivative.expr)
+        assert equivalent(normalize(text, derivative.indices), poly), (source, str(text))
+    assert (
+        str(einderiv.grad("L = (y_n - Phi_ni theta_i)^2", "theta")) == "dL/dtheta_j = 2 (Phi_ni theta_i - y_n) Phi_nj"
+    )
+
+
+# -- sizes: every derivative of a valid input sizes every axis, and its text evaluates --------------------
+
+
+def test_the_derivative_of_a_sqrt_of_a_sum_sizes_every_axis():
+    source = "L = sqrt(sum_f((X_nf - X_ng / 3)(X_nf - X_nh / 3)))"
+    X = rng.normal(size=(4, 3))
+    derivative = einderiv.diff(source, "X")
+    assert derivative(X=X).shape == (4, 3)
+    assert_matches_fd(derivative, lambda **k: einderiv.evaluate(source, **k), {"X": X}, "X")
+    np.testing.assert_allclose(read_back(derivative, {"X": X}), derivative(X=X), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("L = -0.5 (x_n - m)^2", lambda x, P: -x.shape[0]),
+        ("L = -0.5 (x_nd - m_d) P_de (x_ne - m_e)", lambda x, P: -0.5 * x.shape[0] * (P + P.T)),
+    ],
+)
+def test_the_hessian_of_a_gaussian_log_likelihood_by_its_mean_counts_n(source, expected):
+    x, P = rng.normal(size=(7, 3)), rng.normal(size=(3, 3))
+    arrays = {"x": x[:, 0], "m": 0.3} if "m_d" not in source else {"x": x, "m": rng.normal(size=3), "P": P}
+    hessian = einderiv.diff(source, ["m", "m"])
+    np.testing.assert_allclose(hessian(**arrays), expected(x, P), rtol=1e-12)
+    np.testing.assert_allclose(read_back(hessian, arrays), expected(x, P), rtol=1e-12)
+
+
+def test_a_count_moved_between_statements_keeps_its_dimension():
+    # sum_i(t4 + t2_i) counts I; t2_i = sum_j(...) has a j of another size: the Hessian was 4/3 of it
+    source = "t1_ik = cos(M_ik / (1 + s^2)); t2_i = sum_j(0.5 + A_ij); t4 = mean_ik(t1_ik); f = sum_i(t4 + t2_i)"
+    M, A, s = rng.normal(size=(3, 2)), rng.normal(size=(3, 4)), 0.4
+
+    def f(s):
+        return 3 * np.mean(np.cos(M / (1 + s**2))) + np.sum(0.5 + A)
+
+    h = 1e-4
+    expected = (f(s + h) - 2 * f(s) + f(s - h)) / h**2
+    hessian = einderiv.hessian(source, "s")
+    assert float(hessian(M=M, A=A, s=s)) == pytest.approx(expected, rel=1e-5)
+    assert float(read_back(hessian, {"M": M, "A": A, "s": s})) == pytest.approx(expected, rel=1e-5)
+
+
+def test_shape_lines_name_each_dimension():
+    two_layer = "H_nk = tanh(X_nd W1_dk); Yh_nj = H_nk W2_kj; R_nj = Yh_nj - Y_nj; L = R_nj R_nj"
+    assert einderiv.hessian(two_layer, "W1").shape_text() == (
+        "L.shape + W1.shape + W1.shape = (D, K, D, K) with X: (N, D), W1: (D, K), W2: (K, J), Y: (N, J)"
+    )
+    assert einderiv.diff("f = det(X)", "X").shape_text() == "f.shape + X.shape = (J, J) with X: (J, J)"
+    assert einderiv.diff("C_ij = x_i y_j", "x", layout="denominator").shape_text() == (
+        "x.shape + C.shape = (I, I, J) with x: (I,), y: (J,)"
+    )
+
+
+def test_a_zero_gradient_by_an_input_only_an_unused_statement_reads():
+    gradient = einderiv.grad("t = x_i; f = s^2", "x")
+    np.testing.assert_array_equal(gradient(x=np.ones(3), s=np.array(2.0)), np.zeros(3))
+
+
+# -- shared work: what one statement would compute once, a program computes once -------------------------
+
+
+def test_a_contraction_two_calls_share_is_computed_once():
+    compiled = einderiv.compile("f = exp(a_i x_i) + (a_j x_j)^3")
+    contractions = [step for step in compiled.line.steps if step.contraction is not None]
+    assert len(contractions) == 2  # a_i x_i once, then the sum of the two calls
+    a, x = rng.normal(size=4), rng.normal(size=4)
+    assert float(compiled(a=a, x=x)) == pytest.approx(np.exp(a @ x) + (a @ x) ** 3, rel=1e-13)
+
+
+def test_the_least_squares_gradient_runs_as_two_matrix_vector_products():
+    derivative = einderiv.grad("L = (y_n - Phi_ni theta_i)^2", "theta")
+    steps = [step for step in derivative.line.steps if step.contraction is not None]
+    products = [t for step in steps for t in step.contraction.terms if len(t.operands) == 2]
+    assert len(products) == 2, [str(t) for step in steps for t in step.contraction.terms]
+    Phi, theta, y = rng.normal(size=(50, 4)), rng.normal(size=4), rng.normal(size=50)
+    np.testing.assert_allclose(derivative(Phi=Phi, theta=theta, y=y), -2 * Phi.T @ (y - Phi @ theta), rtol=1e-12)
+
+
+def test_an_index_one_operand_carries_is_summed_before_the_contraction():
+    source = "L = -0.5 (x_nd - m_d) inv(S)_de (x_ne - m_e)"
+    x, m = rng.normal(size=(40, 3)), rng.normal(size=3)
+    S = np.eye(3) * 4 + 0.1 * rng.normal(size=(3, 3))
+    gradient = einderiv.grad(source, "m")
+    inverse = np.linalg.inv(S)
+    np.testing.assert_allclose(gradient(x=x, m=m, S=S), 0.5 * (inverse + inverse.T) @ (x - m).sum(0), rtol=1e-12)
+    with_scalar = einderiv.diff("L = softmax_j(c Q_id K_jd) V_je G_ie", ["Q"])
+    Q, K, V, G = (rng.normal(size=(5, 4)) for _ in range(4))
+    without = einderiv.diff("L = softmax_j(Q_id K_jd) V_je G_ie", ["Q"])(Q=0.5 * Q, K=K, V=V, G=G)
+    np.testing.assert_allclose(with_scalar(Q=Q, K=K, V=V, G=G, c=0.5), 0.5 * without, rtol=1e-12)
