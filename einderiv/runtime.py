@@ -782,9 +782,10 @@ class StraightLine:
         """``-2 y_n Phi_ni + 2 Phi_ne theta_e Phi_ni`` -> ``Phi_ni t_n`` with
         ``t_n = -2 y_n + 2 Phi_ne theta_e``: terms that share one tensor factor (the same up to the
         names of summed indices) contract it once, with the sum of what else they hold.  Only where
-        the rest of each term lives on the shared factor's indices (and no new output index), so
-        the combined array is never larger than the shared factor and no term costs more.  Ends:
-        each merge leaves one term fewer."""
+        the rest of each term lives on the shared factor's indices, or on output indices that one
+        factor of that rest already holds with them (``-Y_nj X_ni + Y_nk P_nj X_ni``: the combined
+        array is N x K, as Y is), so the combined array is never larger than what the terms hold
+        and no term costs more.  Ends: each merge leaves one term fewer."""
         while True:
             groups: dict[tuple, list[tuple[int, int]]] = {}
             for number, term in enumerate(terms):
@@ -796,9 +797,14 @@ class StraightLine:
                 for k, f in enumerate(term.factors):
                     if not f.indices or len(set(f.indices)) != len(f.indices):
                         continue
-                    key = _pattern(f, free)
-                    rest = {i for j, g in enumerate(term.factors) if j != k for i in g.indices}
-                    if key in seen or not (rest & free) <= set(f.indices):
+                    others = [g for j, g in enumerate(term.factors) if j != k]
+                    rest = {i for g in others for i in g.indices}
+                    extra = (rest & free) - set(f.indices)
+                    interface = rest & (set(f.indices) | free)
+                    if extra and not any(interface <= set(g.indices) for g in others):
+                        continue  # the combined array could be larger than anything the term holds
+                    key = (*_pattern(f, free), tuple(sorted(extra)))
+                    if key in seen:
                         continue
                     seen.add(key)
                     groups.setdefault(key, []).append((number, k))
@@ -821,7 +827,7 @@ class StraightLine:
                     Term(term.coeff, tuple(rename_atom(g, mapping) for j, g in enumerate(term.factors) if j != k))
                 )
             carried = {i for t in rests for f in t.factors for i in f.indices}
-            combined_free = tuple(i for i in shared.indices if i in carried)
+            combined_free = tuple(i for i in shared.indices if i in carried) + key[2]
             inner = self._factor_shared(rests, set(combined_free))
             name = self._temp()
             self.steps.append(_Step(name, Contraction(Poly(inner, combined_free))))

@@ -194,3 +194,23 @@ def test_an_index_one_operand_carries_is_summed_before_the_contraction():
     Q, K, V, G = (rng.normal(size=(5, 4)) for _ in range(4))
     without = einderiv.diff("L = softmax_j(Q_id K_jd) V_je G_ie", ["Q"])(Q=0.5 * Q, K=K, V=V, G=G)
     np.testing.assert_allclose(with_scalar(Q=Q, K=K, V=V, G=G, c=0.5), 0.5 * without, rtol=1e-12)
+
+
+def test_the_softmax_regression_gradient_contracts_x_once():
+    # -Y_nj X_ni + Y_nk P_nj X_ni: X is contracted once, with (P sum_k Y - Y), an N x K array like Y
+    source = "Z_nk = X_nd W_dk; P_nk = softmax_k(Z_nk); L = -Y_nk log(P_nk)"
+    gradient = einderiv.grad(source, "W")
+    with_x = [
+        t
+        for step in gradient.line.steps
+        if step.contraction is not None
+        for t in step.contraction.terms
+        if "X" in t.operands
+    ]
+    assert len(with_x) == 2, [str(t) for t in with_x]  # Z = X W, and the gradient's one product
+    X, W = rng.normal(size=(30, 4)), rng.normal(size=(4, 3))
+    Y = np.eye(3)[rng.integers(0, 3, 30)]
+    Z = X @ W
+    P = np.exp(Z - Z.max(1, keepdims=True))
+    P /= P.sum(1, keepdims=True)
+    np.testing.assert_allclose(gradient(X=X, W=W, Y=Y), X.T @ (P - Y), rtol=1e-12)
