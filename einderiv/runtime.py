@@ -798,6 +798,8 @@ class StraightLine:
                     if not f.indices or len(set(f.indices)) != len(f.indices):
                         continue
                     others = [g for j, g in enumerate(term.factors) if j != k]
+                    if len(f.indices) < max(len(g.indices) for g in others):
+                        continue  # sharing x_j in A_kj x_j + A_jk x_j would add the two matrices first
                     rest = {i for g in others for i in g.indices}
                     extra = (rest & free) - set(f.indices)
                     interface = rest & (set(f.indices) | free)
@@ -891,6 +893,8 @@ class StraightLine:
             seen: set[tuple] = set()
             for k, f in enumerate(term.factors):
                 others = [g for j, g in enumerate(term.factors) if j != k]
+                if len(f.indices) > max(len(g.indices) for g in others):
+                    continue  # (A_kj + A_jk) x_j would add two n x n matrices to save a matrix-vector product
                 mapping: dict[str, str] = {}
                 for g in [*sorted(others, key=lambda g: (g.name, len(g.indices))), f]:
                     for i in g.indices:

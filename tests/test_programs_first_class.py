@@ -214,3 +214,12 @@ def test_the_softmax_regression_gradient_contracts_x_once():
     P = np.exp(Z - Z.max(1, keepdims=True))
     P /= P.sum(1, keepdims=True)
     np.testing.assert_allclose(gradient(X=X, W=W, Y=Y), X.T @ (P - Y), rtol=1e-12)
+
+
+def test_sharing_never_adds_a_matrix_to_save_a_matrix_vector_product():
+    # A_kj x_j + x_i A_ik: merging would form A + A^T (two passes over A, an n x n temporary)
+    gradient = einderiv.grad("f = x_i A_ij x_j", "x")
+    shapes = [t.inputs for step in gradient.line.steps if step.contraction is not None for t in step.contraction.terms]
+    assert all(len(inputs) == 2 for inputs in shapes) and len(shapes) == 2, shapes
+    x, A = rng.normal(size=5), rng.normal(size=(5, 5))
+    np.testing.assert_allclose(gradient(x=x, A=A), (A + A.T) @ x, rtol=1e-12)
