@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import einderiv
+from benchmarks.run import format_seconds
 
 RTOL = 1e-8
 
@@ -505,14 +506,6 @@ def run_case(factory, scale: float, with_jax: bool, budget: float) -> dict:
     return row
 
 
-def _fmt(seconds) -> str:
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.0f} us"
-    if seconds < 1:
-        return f"{seconds * 1e3:.2f} ms"
-    return f"{seconds:.2f} s"
-
-
 def table(rows: list[dict]) -> str:
     head = (
         "| case | size | hand NumPy | program / one-statement | program / hand | one-statement / hand "
@@ -522,9 +515,9 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         jax = f"{r['jax_over_hand']:.2f}x" if "jax_over_hand" in r else "-"
         lines.append(
-            f"| {r['case']} | {r['size']} | {_fmt(r['hand_s'])} | {r['program_over_statement']:.2f}x | "
+            f"| {r['case']} | {r['size']} | {format_seconds(r['hand_s'])} | {r['program_over_statement']:.2f}x | "
             f"{r['program_over_hand']:.2f}x | {r['statement_over_hand']:.2f}x | {jax} | "
-            f"{_fmt(r['program_derive_s'])}, {_fmt(r['statement_derive_s'])} |"
+            f"{format_seconds(r['program_derive_s'])}, {format_seconds(r['statement_derive_s'])} |"
         )
     return "\n".join(lines)
 

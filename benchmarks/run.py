@@ -155,7 +155,7 @@ def run_case(factory, scale: float, peers: bool = True) -> dict:
     return row
 
 
-def _fmt(seconds) -> str:
+def format_seconds(seconds) -> str:
     if seconds is None:
         return "-"
     if seconds < 1e-3:
@@ -178,12 +178,13 @@ def table(rows: list[dict]) -> str:
         peers = []
         for peer in ("jax", "torch"):
             if f"{peer}_s" in r:
-                peers.append(f"{_fmt(r[peer + '_s'])} ({r[peer + '_ratio']:.1f}x)")
+                peers.append(f"{format_seconds(r[peer + '_s'])} ({r[peer + '_ratio']:.1f}x)")
             else:
                 peers.append(r.get(f"{peer}_note", "-"))
         lines.append(
-            f"| {r['case']} | {r['size']} | {_fmt(r['derive_compile_s'])} | {_fmt(r['first_call_s'])} | "
-            f"{_fmt(r['einderiv_s'])} | {_fmt(r['hand_s'])} | {r['ratio']:.2f}x | "
+            f"| {r['case']} | {r['size']} | {format_seconds(r['derive_compile_s'])} | "
+            f"{format_seconds(r['first_call_s'])} | "
+            f"{format_seconds(r['einderiv_s'])} | {format_seconds(r['hand_s'])} | {r['ratio']:.2f}x | "
             f"{r['peak_mb']:.1f} ({r['output_mb']:.1f}) | {peers[0]} | {peers[1]} |"
         )
     return "\n".join(lines)

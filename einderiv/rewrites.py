@@ -145,16 +145,22 @@ def log_sigmoid(func: str, arg: Poly, param) -> list[Term] | None:
     return [Term(-ONE, (Apply("softplus", negated(sig.arg)),))] if sig is not None else None
 
 
+def _log_of_one_plus(func: str, arg: Poly) -> Poly | None:
+    """``v`` when the call is ``log(1 + v)``, else None."""
+    if func != "log":
+        return None
+    constant, rest = _constant_and_rest(arg)
+    return rest if constant == 1 else None
+
+
 def log_one_minus_sigmoid(func: str, arg: Poly, param) -> list[Term] | None:
     """``log(1 - sigmoid(u)) = -softplus(u)`` (since ``1 - sigmoid(u) = sigmoid(-u)``).
 
     Stable: ``1 - sigmoid(u)`` is 0 from u = 37 on (cancellation), so its log is -inf at
     logits that logistic regression meets; ``-softplus(u)`` is finite and exact for every finite u.
     Terminates: the result has no ``log``."""
-    if func != "log":
-        return None
-    constant, rest = _constant_and_rest(arg)
-    if constant != 1:
+    rest = _log_of_one_plus(func, arg)
+    if rest is None:
         return None
     sig = single_atom(negated(rest), "sigmoid")
     return [Term(-ONE, (Apply("softplus", sig.arg),))] if sig is not None else None
@@ -167,10 +173,8 @@ def log_one_plus_exp(func: str, arg: Poly, param) -> list[Term] | None:
     below u = -37 (log of it is 0, not exp(u)); softplus is ``logaddexp(0, u)``, accurate for
     every u, with derivative ``sigmoid(u)``.
     Terminates: the result has no ``log``."""
-    if func != "log":
-        return None
-    constant, rest = _constant_and_rest(arg)
-    if constant != 1:
+    rest = _log_of_one_plus(func, arg)
+    if rest is None:
         return None
     exp = single_atom(rest, "exp")
     return [Term(ONE, (Apply("softplus", exp.arg),))] if exp is not None else None
@@ -228,10 +232,8 @@ def log_one_plus(func: str, arg: Poly, param) -> list[Term] | None:
     Stable: ``1 + v`` rounds away every digit of v below 1e-16 (log(1 + 1e-17) is 0);
     ``log1p`` is accurate to an ulp for small v, and its derivative ``(1 + v)^-1`` is exact.
     Terminates: the result has no ``log``; ``log1p`` is not rewritten by any rule."""
-    if func != "log":
-        return None
-    constant, rest = _constant_and_rest(arg)
-    if constant != 1:
+    rest = _log_of_one_plus(func, arg)
+    if rest is None:
         return None
     return [Term(ONE, (Apply("log1p", rest),))]
 
