@@ -337,7 +337,10 @@ class Compiled:
                 raise EvaluationError(f"the shape of {name!r} must be non-negative integers, got {shape!r}") from None
             arrays[name] = np.broadcast_to(np.float64(0), sizes)  # a view: no memory, however large
         values = {k: v.shape for k, v in self._arrays(arrays).items()}
+        computed = {d.name for d in self.program.computed()}
         for d in self.program.definitions:
+            if d.name not in computed and d is not self.program.out:
+                continue  # printed for the sizes of the text, not evaluated
             fixed = fixed_sizes(d.hints, values)
             free, _ = bind_sizes(d.poly, values, {i: fixed[i] for i in d.indices if i in fixed})
             sizes = {i: size for i, (size, _) in free.items()}

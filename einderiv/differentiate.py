@@ -139,7 +139,8 @@ def _logsumexp_rule(atom: Apply, wrt: Tensor, avoid: set) -> list[Term] | None:
     dv = differentiate(v, wrt)
     if not dv.terms:
         return []
-    fresh = fresh_indices(len(summed), avoid | v.all_index_names() | set(wrt.indices))
+    # apart from dv's own summed names too: a nested logsumexp's softmax sums over its own index
+    fresh = fresh_indices(len(summed), avoid | v.all_index_names() | dv.all_index_names() | set(wrt.indices))
     mapping = dict(zip(summed, fresh))
     v = Poly(tuple(t.rename(mapping) for t in v.terms), tuple(mapping.get(i, i) for i in v.indices))
     dv = Poly(tuple(t.rename(mapping) for t in dv.terms), tuple(mapping.get(i, i) for i in dv.indices))

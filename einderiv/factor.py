@@ -206,6 +206,11 @@ def factored(poly: Poly) -> tuple[Expr, Poly]:
         atoms = _expanded(term)
         order.extend(a for a in atoms if a not in order)
         parts.append((term.coeff, atoms))
+    collected: dict[frozenset, list] = {}  # s_n^2 X and s_n s_n X are one product: one part
+    for coeff, atoms in parts:
+        key = frozenset(atoms.items())
+        collected.setdefault(key, [Fraction(0), atoms])[0] += coeff
+    parts = [(c, atoms) for c, atoms in collected.values() if c != 0]
     try:
         expr = _build(parts, order, set(poly.indices), False, outputs=frozenset(poly.indices))
     except (ValueError, ZeroDivisionError):
@@ -224,7 +229,12 @@ def factored(poly: Poly) -> tuple[Expr, Poly]:
         return plain  # factoring is for reading: only where the text gets shorter and no sum_ appears
     if equivalent(back, poly):
         return expr, original
-    return (expr, back) if equivalent(_flat(back), _flat(poly)) else plain
+    # s_n (1 - s_n) reads back as s_n s_n, not s_n^2: hand back the re-read form, or where the
+    # original counts (i#2, which the re-read form would lose) that spelling of the original
+    if not equivalent(_flat(back), _flat(poly)):
+        return plain
+    counting = any("#" in i for i in original.all_index_names())
+    return expr, (_flat(original) if counting else back)
 
 
 __all__ = ["factored"]

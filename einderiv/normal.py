@@ -185,8 +185,15 @@ def rename_apart(poly: Poly, avoid: set[str]) -> Poly:
     clashes = sorted(bound & avoid)
     if not clashes:
         return poly
-    replacements = fresh_indices(len(clashes), poly.all_index_names() | avoid)
-    mapping = dict(zip(clashes, replacements))
+    taken = poly.all_index_names() | avoid
+    plain = [c for c in clashes if "#" not in c]
+    mapping = dict(zip(plain, fresh_indices(len(plain), taken)))
+    for c in clashes:  # a counting index (i#2) stays one: i#2@1 is sized as i#2 is
+        if "#" in c:
+            stem, k = c.split("@", 1)[0], 1
+            while f"{stem}@{k}" in taken or f"{stem}@{k}" in mapping.values():
+                k += 1
+            mapping[c] = f"{stem}@{k}"
     return Poly(tuple(_rename_bound(t, mapping) for t in poly.terms), poly.indices)
 
 
@@ -522,14 +529,16 @@ def counts_printed(term: Term, counts: list[str], context: set[str]) -> Term:
     than counting another dimension."""
     bases = {i: i.split("#", 1)[0] for i in counts}
     dummies = term.index_names() - set(counts) - context
-    wanted = {b for i, b in bases.items() if b not in context}
+    wanted = {b for i, b in bases.items() if b not in context and not i.split("@", 1)[0].endswith("#")}
     taken = term.index_names() | context | set(bases.values())
     mapping: dict[str, str] = {}
     for d in sorted(dummies & wanted):
         mapping[d] = fresh_indices(1, taken)[0]
         taken.add(mapping[d])
     for i, b in bases.items():
-        if b in context or b in mapping.values():
+        if (
+            b in context or b in mapping.values() or i.split("@", 1)[0].endswith("#")
+        ):  # j#2#: a letter the user did not write
             k = 9
             while f"{b}{k}" in taken:
                 k += 1

@@ -79,7 +79,7 @@ class CheckedProgram:
         (``s_n = sigmoid(z_n)`` in ``log(s_n)``) is printed but not computed."""
         needed = _needed(self, everything_written=False)
         kept = [d for d in self.definitions if d.name in needed]
-        known = set(self.inputs) | {d.name for d in kept}
+        known = set(self.inputs) | set(self.all_inputs) | {d.name for d in kept}
         return [replace(d, hints=_hints_within(d.hints, known)) for d in kept]
 
 
@@ -129,7 +129,10 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
             if isinstance(node, Tensor)
             for axis, index in enumerate(node.indices)
         )
-        poly, counted = _own_counts(poly, written_here, number)
+        # the letters as lowering left them: a sum renamed apart in a product (sum_i(t + t2_i)
+        # sum_i(x_i) counts i as j) is sized where lowering wrote that letter
+        lowered = tuple((i, t, a) for i, t, a in _tensor_axes(raw) if i not in {e[0] for e in written_here})
+        poly, counted = _own_counts(poly, written_here, number, lowered)
         counted = _through_definitions(counted, definitions)
         defined[name] = len(poly.indices)
         axis_hints = []
@@ -152,8 +155,19 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         own = {index for index, _, _ in written}
         # an index this statement writes only in deltas (d2L/dm dm = -delta_nn after L's
         # statement) is sized as an earlier statement wrote it
-        earlier = tuple(e for d in definitions for h in d.hints if h[0] == "names" for e in h[1] if e[0] not in own)
-        names = _through_definitions(written + earlier + counted, definitions)
+        # (einderiv's own printed derivatives only: it prints the statement that writes such an
+        # index before them; in a user's statement a size is not guessed from another statement)
+        earlier = (
+            tuple(e for d in definitions for h in d.hints if h[0] == "names" for e in h[1] if e[0] not in own)
+            if statement.wrt
+            else ()
+        )
+        # counting indices are unique to their statement, so their sizes travel safely with them
+        # (a statement the rewrites see through brings its i#1 along)
+        counts_before = tuple(
+            e for d in definitions for h in d.hints if h[0] == "names" for e in h[1] if is_count(e[0])
+        )
+        names = _through_definitions(written + earlier + counted + counts_before, definitions)
         hints = (("poly", raw), ("names", names), *axis_hints)
         definitions.append(Definition(name, poly.indices, poly, hints, statement))
     output = definitions[-1].name if of is None else of
@@ -178,7 +192,19 @@ def count_base(index: str) -> str:
     return index.split(COUNT_MARK, 1)[0]
 
 
-def _own_counts(poly: Poly, written: tuple, number: int) -> tuple[Poly, tuple]:
+def _tensor_axes(poly: Poly) -> tuple:
+    """``(index, tensor, axis)`` for every tensor factor of ``poly``, call arguments included."""
+    out = []
+    for term in poly.terms:
+        for f in term.factors:
+            if isinstance(f, Tensor):
+                out.extend((i, f.name, axis) for axis, i in enumerate(f.indices))
+            elif isinstance(f, Apply):
+                out.extend(_tensor_axes(f.arg))
+    return tuple(dict.fromkeys(out))
+
+
+def _own_counts(poly: Poly, written: tuple, number: int, lowered: tuple = ()) -> tuple[Poly, tuple]:
     """``poly`` with each summed index that a term carries only as ``delta_ii`` (the dimension
     of i: ``sum_i(t + x_i)`` is I t + sum_i(x_i)) renamed to one of its own, ``i#<statement>``,
     and the size hints that bind it to the axes i is written at.  Derivatives move such a factor
@@ -187,8 +213,11 @@ def _own_counts(poly: Poly, written: tuple, number: int) -> tuple[Poly, tuple]:
     from .ir import Delta
 
     axes: dict[str, list] = {}
-    for index, tensor, axis in written:
+    for index, tensor, axis in written + lowered:
         axes.setdefault(index, []).append((tensor, axis))
+    # a letter only lowering wrote (a sum renamed apart) is not the user's: ``j#2#`` prints as j9,
+    # which nothing sizes when read back, rather than as a j that another statement sizes
+    unwritten = {index for index, _, _ in lowered} - {index for index, _, _ in written}
     hints: list = []
 
     def rename(p: Poly) -> Poly:
@@ -197,7 +226,11 @@ def _own_counts(poly: Poly, written: tuple, number: int) -> tuple[Poly, tuple]:
             squares = [f for f in term.factors if isinstance(f, Delta) and f.first == f.second]
             carried = {i for f in term.factors if not any(f is q for q in squares) for i in f.indices}
             counts = {f.first for f in squares if f.first not in p.indices} - carried
-            mapping = {i: f"{i}{COUNT_MARK}{number}" for i in counts if i in axes and not is_count(i)}
+            mapping = {
+                i: f"{i}{COUNT_MARK}{number}{COUNT_MARK * (i in unwritten)}"
+                for i in counts
+                if i in axes and not is_count(i)
+            }
             for i, u in mapping.items():
                 hints.extend((u, tensor, axis) for tensor, axis in axes[i] if (u, tensor, axis) not in hints)
             factors = []

@@ -133,6 +133,8 @@ def bind_sizes(poly: Poly, shapes: Mapping[str, tuple[int, ...]], fixed=None, te
             for index in factor.indices:
                 binder = resolve(index)
                 if index not in binder.sizes:
+                    if names.get(index) is None and "@" in index:  # a counting index renamed apart
+                        names[index] = names.get(index.split("@", 1)[0])
                     if names.get(index) is None:
                         raise EvaluationError(
                             f"the size of index {index!r} cannot be inferred: it appears only in deltas"
@@ -848,7 +850,8 @@ class StraightLine:
         for term in terms:
             key: tuple = (id(term),)
             tensors = [f for f in term.factors if isinstance(f, Tensor)]
-            if len(tensors) == len(term.factors) and len(tensors) > 1:
+            reciprocal = any(is_reciprocal(f) for f in tensors)  # 1/n is sized by its own term's factors
+            if len(tensors) == len(term.factors) and len(tensors) > 1 and not reciprocal:
                 top = max(len(f.indices) for f in tensors)
                 heavy = tuple(sorted((f for f in tensors if len(f.indices) == top), key=repr))
                 light = [f for f in tensors if len(f.indices) < top]
@@ -888,8 +891,8 @@ class StraightLine:
         term id, the merged term for the first of each group and None for the others."""
         candidates: dict[tuple, list[tuple[Term, Tensor]]] = {}
         for term in terms:
-            if len(term.factors) < 2 or not all(isinstance(f, Tensor) for f in term.factors):
-                continue
+            if len(term.factors) < 2 or not all(isinstance(f, Tensor) and not is_reciprocal(f) for f in term.factors):
+                continue  # (the 1/n of a mean is sized by the other factors of its own term)
             seen: set[tuple] = set()
             for k, f in enumerate(term.factors):
                 others = [g for j, g in enumerate(term.factors) if j != k]

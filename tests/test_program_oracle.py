@@ -66,7 +66,8 @@ class Env:
     types: dict
     well_conditioned: set
     used: set
-    #: whether a reduction's or softmax's body is being drawn
+    #: whether a reduction's or softmax's body is being drawn (vector and matrix intermediates are
+    #: left out of it: test_an_intermediate_broadcast_in_a_sum_then_summed_again)
     in_reduction: bool = False
 
     def names(self, kind):
@@ -96,6 +97,8 @@ def operands(env: Env, layout: tuple):
     """(name, letters it is written with) for every name that broadcasts onto ``layout``."""
     found = []
     for name, kind in env.types.items():
+        if env.in_reduction and kind != "s" and name not in INPUTS:
+            continue  # known bug (test_an_intermediate_broadcast_in_a_sum_then_summed_again)
         letters = TYPES[kind]
         if kind == "s":
             found.append((name, ()))  # scalar intermediates broadcast in reductions too
@@ -437,3 +440,16 @@ def test_a_mean_of_an_inverse_evaluates():
     d = einderiv.grad("f = mean_i(inv(M)_ik x_k)", "M")
     Minv = np.linalg.inv(M)
     np.testing.assert_allclose(d(M=M, x=x), -np.outer(Minv.sum(axis=0), Minv @ x) / 3, rtol=1e-12)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=einderiv.EvaluationError,
+    reason="known bug: t1_j broadcast along i in sum_j(t1_j + A_ij), then summed over i by f: the chain "
+    "rule sums the adjoint over i where nothing carries i, a count (delta_kk) whose dimension is lost "
+    "when the adjoint is substituted: 'the size of index k cannot be inferred' (an error, never a number)",
+)
+def test_an_intermediate_broadcast_in_a_sum_then_summed_again():
+    A = np.arange(12.0).reshape(3, 4)
+    d = einderiv.grad("t1_j = sum_i(A_ij); t2_i = sum_j(t1_j + A_ij); f = sum_i(t2_i)", "A")
+    np.testing.assert_allclose(d(A=A), np.full((3, 4), 4.0))  # 1 + I, I = 3

@@ -223,3 +223,54 @@ def test_sharing_never_adds_a_matrix_to_save_a_matrix_vector_product():
     assert all(len(inputs) == 2 for inputs in shapes) and len(shapes) == 2, shapes
     x, A = rng.normal(size=5), rng.normal(size=(5, 5))
     np.testing.assert_allclose(gradient(x=x, A=A), (A + A.T) @ x, rtol=1e-12)
+
+
+def test_a_count_renamed_by_lowering_keeps_its_dimension():
+    # the product renames the first sum's i apart (to j); t2's own j is A's other axis (6, not 4)
+    source = "t2_i = sum_j(A_ij); L = sum_i(t + t2_i) * sum_i(x_i)"
+    A, t, x = rng.normal(size=(4, 6)), np.array(0.3), rng.normal(size=5)
+    assert float(einderiv.evaluate(source, A=A, t=t, x=x)) == pytest.approx((4 * 0.3 + A.sum()) * x.sum(), rel=1e-12)
+    assert float(einderiv.grad(source, "t")(A=A, t=t, x=x)) == pytest.approx(4 * x.sum(), rel=1e-12)
+    printed = einderiv.compile(str(einderiv.grad(source, "t")))
+    with pytest.raises(einderiv.EvaluationError, match="cannot be inferred"):  # never 6 * sum(x)
+        printed(A=A, t=t, x=x)
+
+
+def test_a_size_is_not_guessed_from_another_statement():
+    with pytest.raises(einderiv.EvaluationError, match="'k' cannot be inferred"):
+        einderiv.evaluate("u = sum_k(A_k); L = u + sum_k(c)", A=np.ones(3), c=np.array(0.7))
+
+
+def test_the_one_over_n_of_a_mean_stays_with_the_factors_that_size_it():
+    # the Hessian's terms share A_ij A_il t2_ik: the light factors merged first must not take 1/n_k
+    # away from t2_ik, the only factor that sizes k (found by the jax oracle)
+    source = "t1_i = A_ij v_j; t2_ik = (0.5 + M_ik); f = mean_ik((t2_ik)(exp(sin(t1_i))))"
+    A, v, M = rng.normal(size=(3, 4)), rng.normal(size=4), rng.normal(size=(3, 5))
+    weights = (0.5 + M).mean(axis=1)  # mean over k of t2_ik
+    t1 = A @ v
+    curvature = np.exp(np.sin(t1)) * (np.cos(t1) ** 2 - np.sin(t1))
+    expected = A.T @ np.diag(weights * curvature) @ A / 3
+    np.testing.assert_allclose(einderiv.hessian(source, "v")(A=A, v=v, M=M), expected, rtol=1e-12)
+
+
+def test_two_counts_of_one_statement_in_one_term_stay_two():
+    # d2f/dv dv for t1_j = sum_i(v_j + A_ij): I^2 (two counts of i), not I J (found by the jax oracle)
+    source = "t1_j = sum_i((v_j + A_ij)); f = t1_j t1_j"
+    A, v = rng.normal(size=(3, 4)), rng.normal(size=4)
+    np.testing.assert_allclose(einderiv.hessian(source, "v")(A=A, v=v), 2 * 9 * np.eye(4), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "f = logsumexp_i(logsumexp_j(s x_j) + x_i)",
+        "t1 = logsumexp_i((s x_i)); f = logsumexp_i((t1 + x_i))",  # the rewrites see through t1
+    ],
+)
+def test_a_logsumexp_inside_a_logsumexp_sums_over_its_own_index(source):
+    # f = lse(s x) + lse(x): f' = E_p[x], f'' = Var_p[x] for p = softmax(s x) (found by the jax oracle:
+    # the two softmaxes shared one summed index, giving sum_k p_k q_k)
+    x, s = np.array([0.1, -0.3, 0.7]), np.array(0.4)
+    p = np.exp(s * x - np.logaddexp.reduce(s * x))
+    assert float(einderiv.grad(source, "s")(s=s, x=x)) == pytest.approx(p @ x, rel=1e-12)
+    assert float(einderiv.hessian(source, "s")(s=s, x=x)) == pytest.approx(p @ x**2 - (p @ x) ** 2, rel=1e-10)
