@@ -187,11 +187,6 @@ def is_count(index: str) -> bool:
     return COUNT_MARK in index
 
 
-def count_base(index: str) -> str:
-    """The letter a counting index was written with (``i`` for ``i#2``)."""
-    return index.split(COUNT_MARK, 1)[0]
-
-
 def _tensor_axes(poly: Poly) -> tuple:
     """``(index, tensor, axis)`` for every tensor factor of ``poly``, call arguments included."""
     out = []
