@@ -166,10 +166,7 @@ class Compiled:
 
         names = set(self.ranks) | {d.name for d in self.program.definitions}
         lines = []
-        computed = {d.name for d in self.program.computed()}
-        for definition in self.program.definitions:
-            if definition.name not in computed and definition is not self.program.out:
-                continue  # printed for the sizes of the text, not evaluated
+        for definition in self.program.evaluated():
             statement = definition.display()
             target = statement.target
             if target is None:
@@ -337,10 +334,7 @@ class Compiled:
                 raise EvaluationError(f"the shape of {name!r} must be non-negative integers, got {shape!r}") from None
             arrays[name] = np.broadcast_to(np.float64(0), sizes)  # a view: no memory, however large
         values = {k: v.shape for k, v in self._arrays(arrays).items()}
-        computed = {d.name for d in self.program.computed()}
-        for d in self.program.definitions:
-            if d.name not in computed and d is not self.program.out:
-                continue  # printed for the sizes of the text, not evaluated
+        for d in self.program.evaluated():
             fixed = fixed_sizes(d.hints, values)
             free, _ = bind_sizes(d.poly, values, {i: fixed[i] for i in d.indices if i in fixed})
             sizes = {i: size for i, (size, _) in free.items()}

@@ -335,10 +335,7 @@ def _run_diff(args) -> str:
     if args.format == "matrix":
         return derivative.matrix()
     lines = [str(derivative), f"  shape: {derivative.shape_text()}"]
-    computed = {d.name for d in derivative.program.computed()}
-    for definition in derivative.definitions[:-1]:
-        if definition.name not in computed:  # printed for its sizes (or its names), not evaluated
-            continue
+    for definition in derivative.program.evaluated()[:-1]:
         steps = " + ".join(str(t) for t in emit(definition.poly)) or "0"
         lines.append(f"  einsum[{definition.name}]: {steps}")
     einsum = " + ".join(str(t) for t in derivative.einsum) or "(none: the derivative is zero)"

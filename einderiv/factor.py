@@ -19,7 +19,7 @@ from collections import Counter
 from fractions import Fraction
 
 from .ir import Add, Div, Expr, Mul, Neg, Number
-from .normal import Apply, Poly, Term, atom_to_expr, counts_printed, equivalent, term_to_expr, to_expr
+from .normal import Apply, Poly, Term, atom_to_expr, counts_printed, equivalent, is_count, term_to_expr, to_expr
 
 #: printed terms a sum may have before factoring is not tried (a long sum reads as it is)
 MAX_FACTOR_TERMS = 12
@@ -199,7 +199,7 @@ def factored(poly: Poly) -> tuple[Expr, Poly]:
     original = poly
     terms = []
     for term in poly.terms:  # counting indices (i#2) print with their letters
-        counts = sorted(i for i in term.index_names() if "#" in i)
+        counts = sorted(i for i in term.index_names() if is_count(i))
         terms.append(counts_printed(term, counts, set(poly.indices)) if counts else term)
     poly = Poly(tuple(terms), poly.indices)
     for term in poly.terms:
@@ -233,7 +233,7 @@ def factored(poly: Poly) -> tuple[Expr, Poly]:
     # original counts (i#2, which the re-read form would lose) that spelling of the original
     if not equivalent(_flat(back), _flat(poly)):
         return plain
-    counting = any("#" in i for i in original.all_index_names())
+    counting = any(is_count(i) for i in original.all_index_names())
     return expr, (_flat(original) if counting else back)
 
 

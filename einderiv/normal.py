@@ -31,6 +31,30 @@ _FRESH_POOL = "ijklmnopqrstuvwxyzabcdefghABCDEFGHIJKLMNOPQRSTUVWXYZ"
 RECIPROCAL = "1/n"
 
 
+#: marks an index that counts (``delta_{i#2,i#2}``: the dimension of i, as statement 2 wrote it);
+#: ``i#2#``: a letter lowering chose, not the user; ``i#2@1``: the same count renamed apart
+COUNT_MARK = "#"
+
+
+def is_count(index: str) -> bool:
+    return COUNT_MARK in index
+
+
+def count_stem(index: str) -> str:
+    """The count an index renamed apart stands for (``i#2`` for ``i#2@1``): it has its size."""
+    return index.split("@", 1)[0]
+
+
+def count_letter(index: str) -> str:
+    """The letter a count prints with (``i`` for ``i#2``)."""
+    return index.split(COUNT_MARK, 1)[0]
+
+
+def count_is_written(index: str) -> bool:
+    """Whether the user wrote the count's letter (``i#2``), rather than lowering (``j#2#``)."""
+    return not count_stem(index).endswith(COUNT_MARK)
+
+
 def reciprocal(index: str) -> Tensor:
     """The factor 1/n of ``mean`` over ``index``."""
     return Tensor(RECIPROCAL, (index,))
@@ -186,11 +210,11 @@ def rename_apart(poly: Poly, avoid: set[str]) -> Poly:
     if not clashes:
         return poly
     taken = poly.all_index_names() | avoid
-    plain = [c for c in clashes if "#" not in c]
+    plain = [c for c in clashes if not is_count(c)]
     mapping = dict(zip(plain, fresh_indices(len(plain), taken)))
     for c in clashes:  # a counting index (i#2) stays one: i#2@1 is sized as i#2 is
-        if "#" in c:
-            stem, k = c.split("@", 1)[0], 1
+        if is_count(c):
+            stem, k = count_stem(c), 1
             while f"{stem}@{k}" in taken or f"{stem}@{k}" in mapping.values():
                 k += 1
             mapping[c] = f"{stem}@{k}"
@@ -527,18 +551,16 @@ def counts_printed(term: Term, counts: list[str], context: set[str]) -> Term:
     back; the term's own summed indices move out of its way.  Where the letter is bound outside
     the term, it prints as ``i9``-style, which nothing sizes: reading back then says so rather
     than counting another dimension."""
-    bases = {i: i.split("#", 1)[0] for i in counts}
+    bases = {i: count_letter(i) for i in counts}
     dummies = term.index_names() - set(counts) - context
-    wanted = {b for i, b in bases.items() if b not in context and not i.split("@", 1)[0].endswith("#")}
+    wanted = {b for i, b in bases.items() if b not in context and count_is_written(i)}
     taken = term.index_names() | context | set(bases.values())
     mapping: dict[str, str] = {}
     for d in sorted(dummies & wanted):
         mapping[d] = fresh_indices(1, taken)[0]
         taken.add(mapping[d])
     for i, b in bases.items():
-        if (
-            b in context or b in mapping.values() or i.split("@", 1)[0].endswith("#")
-        ):  # j#2#: a letter the user did not write
+        if b in context or b in mapping.values() or not count_is_written(i):  # j#2#: a letter the user did not write
             k = 9
             while f"{b}{k}" in taken:
                 k += 1
@@ -557,7 +579,7 @@ def term_to_expr(
     index is written with an explicit ``sum_i(...)`` where the plain text would scope it
     differently: inside a group (``nested``) when it occurs once (it would be free there and go
     outward), and anywhere a group inside would contract it (``exp(x_i x_i) y_i`` elementwise)."""
-    counts = sorted(i for i in term.index_names() if "#" in i)
+    counts = sorted(i for i in term.index_names() if is_count(i))
     if counts:  # a counting index (delta_{i#2,i#2}, the dimension of i) prints with its letter
         term = counts_printed(term, counts, set(context))
     names = term.index_names()

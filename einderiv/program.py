@@ -22,7 +22,20 @@ from fractions import Fraction
 from .differentiate import differentiate
 from .errors import IndexRuleError
 from .ir import Indices, Program, Statement, Tensor, walk
-from .normal import Apply, MatrixFn, Poly, Term, fresh_indices, keep_sums, multiply, rename_apart, simplify, to_expr
+from .normal import (
+    COUNT_MARK,
+    Apply,
+    MatrixFn,
+    Poly,
+    Term,
+    fresh_indices,
+    is_count,
+    keep_sums,
+    multiply,
+    rename_apart,
+    simplify,
+    to_expr,
+)
 from .semantics import check_statement, tensor_ranks
 
 
@@ -72,6 +85,13 @@ class CheckedProgram:
 
     def __str__(self) -> str:
         return "\n".join(str(d.display()) for d in self.definitions)
+
+    def evaluated(self) -> list[Definition]:
+        """The definitions as written that evaluation computes, and the output: not those printed
+        only so that the text sizes an axis (the statement a derivative differentiates) or names
+        a call it does not need."""
+        computed = {d.name for d in self.computed()}
+        return [d for d in self.definitions if d.name in computed or d is self.out]
 
     def computed(self) -> list[Definition]:
         """The definitions evaluation computes: those the output uses, or whose shapes size it.
@@ -123,7 +143,7 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
                 inputs[used] = rank
         poly, raw = check_statement(statement)
         poly = see_through(poly, {d.name: d for d in definitions})
-        written_here = tuple(
+        written = tuple(
             (index, node.name, axis)
             for node in walk(statement.rhs)
             if isinstance(node, Tensor)
@@ -131,8 +151,8 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         )
         # the letters as lowering left them: a sum renamed apart in a product (sum_i(t + t2_i)
         # sum_i(x_i) counts i as j) is sized where lowering wrote that letter
-        lowered = tuple((i, t, a) for i, t, a in _tensor_axes(raw) if i not in {e[0] for e in written_here})
-        poly, counted = _own_counts(poly, written_here, number, lowered)
+        lowered = tuple((i, t, a) for i, t, a in _tensor_axes(raw) if i not in {e[0] for e in written})
+        poly, counted = _own_counts(poly, written, number, lowered)
         counted = _through_definitions(counted, definitions)
         defined[name] = len(poly.indices)
         axis_hints = []
@@ -146,12 +166,6 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
                 )
             inputs[base] = len(w.indices)
             axis_hints.extend(("axis", i, base, k) for k, i in enumerate(w.indices))
-        written = tuple(
-            (index, node.name, axis)
-            for node in walk(statement.rhs)
-            if isinstance(node, Tensor)
-            for axis, index in enumerate(node.indices)
-        )
         own = {index for index, _, _ in written}
         # an index this statement writes only in deltas (d2L/dm dm = -delta_nn after L's
         # statement) is sized as an earlier statement wrote it
@@ -177,14 +191,6 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
     checked = CheckedProgram(definitions, inputs, output, program, {**inputs, **defined})
     checked.all_inputs = dict(inputs)
     return prune(checked)
-
-
-#: marks an index that counts (``delta_i#2i#2``: the dimension of i, in statement 2)
-COUNT_MARK = "#"
-
-
-def is_count(index: str) -> bool:
-    return COUNT_MARK in index
 
 
 def _tensor_axes(poly: Poly) -> tuple:

@@ -28,7 +28,19 @@ from .backends import ArrayOps
 from .emit import DELTA_OPERAND, EinsumTerm, emit
 from .errors import EvaluationError
 from .ir import Delta, Tensor, to_float
-from .normal import RECIPROCAL, Apply, MatrixFn, Poly, Term, canonical_key, equivalent, is_reciprocal, rename_atom
+from .normal import (
+    RECIPROCAL,
+    Apply,
+    MatrixFn,
+    Poly,
+    Term,
+    canonical_key,
+    count_stem,
+    equivalent,
+    is_count,
+    is_reciprocal,
+    rename_atom,
+)
 from .rewrites import logsumexp_parts
 
 
@@ -133,8 +145,8 @@ def bind_sizes(poly: Poly, shapes: Mapping[str, tuple[int, ...]], fixed=None, te
             for index in factor.indices:
                 binder = resolve(index)
                 if index not in binder.sizes:
-                    if names.get(index) is None and "@" in index:  # a counting index renamed apart
-                        names[index] = names.get(index.split("@", 1)[0])
+                    if names.get(index) is None and is_count(index):  # a count renamed apart: its stem's size
+                        names[index] = names.get(count_stem(index))
                     if names.get(index) is None:
                         raise EvaluationError(
                             f"the size of index {index!r} cannot be inferred: it appears only in deltas"
@@ -587,6 +599,14 @@ class _Step:
     operand: str | None = None
 
 
+def _poly_key(poly: Poly) -> tuple:
+    """``poly`` up to the names of its indices (free ones by position, summed ones canonically):
+    the same key for the same array, wherever it is written."""
+    positions = {i: f"#{k}" for k, i in enumerate(poly.indices)}
+    terms = ((str(t.coeff), canonical_key(t.rename(positions), frozenset(positions.values()))) for t in poly.terms)
+    return len(poly.indices), tuple(sorted(terms))
+
+
 def _pattern(f: Tensor, free: set[str]) -> tuple:
     """A tensor factor up to the names of its summed indices: ``Phi_ni`` with n summed is
     ``("Phi", ("#0", "i"))`` wherever it occurs."""
@@ -980,14 +1000,7 @@ class StraightLine:
         return Tensor(name, atom.indices)
 
     def _hoist_atom(self, atom: Apply, target: str | None = None) -> Tensor:
-        positions = {i: f"#{k}" for k, i in enumerate(atom.arg.indices)}
-        arg_key = tuple(
-            sorted(
-                (str(t.coeff), canonical_key(t.rename(positions), frozenset(positions.values())))
-                for t in atom.arg.terms
-            )
-        )
-        key = (atom.func, str(atom.param), len(atom.indices), arg_key)
+        key = (atom.func, str(atom.param), *_poly_key(atom.arg))
         name = self._calls.get(key)
         if name is None and logsumexp_parts(atom) is not None:
             name = self._hoist_logsumexp(atom, key, target)
@@ -1009,17 +1022,7 @@ class StraightLine:
             only = hoisted.terms[0].factors[0]
             if isinstance(only, Tensor) and only.indices == poly.indices and not is_reciprocal(only):
                 return only.name
-        positions = {i: f"#{k}" for k, i in enumerate(hoisted.indices)}
-        key = (
-            "source",
-            len(hoisted.indices),
-            tuple(
-                sorted(
-                    (str(t.coeff), canonical_key(t.rename(positions), frozenset(positions.values())))
-                    for t in hoisted.terms
-                )
-            ),
-        )
+        key = ("source", *_poly_key(hoisted))
         if key in self._calls:  # the same contraction as another call's argument: computed once
             return self._calls[key]
         name = self._temp()
@@ -1027,7 +1030,7 @@ class StraightLine:
         carried = {i for t in hoisted.terms for f in t.factors if isinstance(f, (Tensor, MatrixFn)) for i in f.indices}
         # an argument whose free index only a delta carries (tanh(s delta_ij)) is sized by the
         # statement as written, as the statement's own contraction is
-        counting = any("#" in i for i in hoisted.all_index_names())  # delta_{f#1,f#1}: sized as written
+        counting = any(is_count(i) for i in hoisted.all_index_names())  # delta_{f#1,f#1}: sized as written
         hints = self._written if set(hoisted.indices) - carried or counting else ()
         self.steps.append(_Step(name, Contraction(hoisted, hints)))
         return name

@@ -198,8 +198,7 @@ def evaluate_matrix_program(derivative, arrays: dict) -> np.ndarray:
     """Translate each ``name = form`` line of ``derivative.matrix()`` in order; the last is the result."""
     env = dict(arrays)
     lines = derivative.matrix().splitlines()
-    computed = {d.name for d in derivative.program.computed()}  # not those printed only for sizes
-    definitions = [d for d in derivative.definitions[:-1] if d.name in computed] + derivative.definitions[-1:]
+    definitions = derivative.program.evaluated()  # not those printed only for sizes
     assert len(lines) == len(definitions)
     for line, definition in zip(lines[:-1], definitions):
         value = Translator(line.split(" = ", 1)[1], env, 0).run()
