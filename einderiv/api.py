@@ -11,15 +11,16 @@ import numpy as np
 
 from . import render
 from .backends import array_library, choose_backend, ops_for
+from .dimensions import Dimensions, dimension_names, dimensions, shape_of, sized_definitions
 from .emit import EinsumTerm, emit
 from .errors import DifferentiationError, EinderivError, EvaluationError
 from .factor import factored
 from .ir import Delta, Indices, Program, Statement, Tensor
 from .matrix_input import Reading, accepts_notation, scalar_use_hint
-from .normal import MatrixFn, Poly, fresh_indices, is_reciprocal
+from .normal import Poly, count_axes_of, fresh_indices
 from .parser import parse
 from .program import CheckedProgram, Definition, check_program, derive, name_calls, references
-from .runtime import StraightLine, as_array, bind_sizes, fixed_sizes, sizes_by_name
+from .runtime import StraightLine, as_array
 
 Source = str | Program | Statement
 
@@ -200,7 +201,7 @@ class Compiled:
     def line(self) -> StraightLine:
         if self._line is None:
             line = StraightLine()
-            for d in self.program.computed():
+            for d in sized_definitions(self.program.computed(), self.ranks, self._dimensions):
                 line.add(d.name, d.poly, d.hints)
             self._line = line
         return self._line
@@ -334,21 +335,17 @@ class Compiled:
                 raise EvaluationError(f"the shape of {name!r} must be non-negative integers, got {shape!r}") from None
             arrays[name] = np.broadcast_to(np.float64(0), sizes)  # a view: no memory, however large
         values = {k: v.shape for k, v in self._arrays(arrays).items()}
-        for d in self.program.evaluated():
-            fixed = fixed_sizes(d.hints, values)
-            free, _ = bind_sizes(d.poly, values, {i: fixed[i] for i in d.indices if i in fixed})
-            sizes = {i: size for i, (size, _) in free.items()}
-            by_name = sizes_by_name(d.hints, values)  # as evaluation does: the statement as written
-            missing = [i for i in d.indices if i not in sizes and i not in by_name]
-            if missing:
-                raise EvaluationError(f"the size of index {missing[0]!r} cannot be inferred from the inputs")
-            values[d.name] = tuple(sizes[i] if i in sizes else by_name[i] for i in d.indices)
-        return values[self.output.name]
+        return shape_of(self._dimensions, self.output, values)
 
     # -- symbolic shapes ------------------------------------------------------------------------
     def dimension_names(self) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
         """Symbolic sizes: output index -> dimension name, and input -> its dimension names."""
-        return _dimension_names(self.program, self.ranks, self._sources())
+        return dimension_names(self._dimensions, self.ranks, self.output)
+
+    @functools.cached_property
+    def _dimensions(self) -> Dimensions:
+        """The program's dimensions (:mod:`einderiv.dimensions`): the one source of its sizes."""
+        return dimensions((*self._sources(), *self.program.definitions))
 
     def _sources(self) -> tuple[Definition, ...]:
         return ()
@@ -381,11 +378,11 @@ class Derivative(Compiled):
     def __init__(
         self, program: CheckedProgram, inputs, wrt: tuple[Tensor, ...], root: Definition, sources=(), layout="numerator"
     ):
-        super().__init__(program, inputs)
         self.layout = layout
         self.wrt = wrt
         self.root = root
         self.sources = tuple(sources) or (root,)
+        super().__init__(program, inputs)  # builds the evaluation line, which reads the sources
 
     @property
     def order(self) -> int:
@@ -397,82 +394,6 @@ class Derivative(Compiled):
     @property
     def root_name(self) -> str:
         return self.root.name if self.root.name != "_" else "f"
-
-
-def _dimension_names(program: CheckedProgram, ranks: Mapping[str, int], extra: tuple = ()):
-    """Symbolic sizes: output index -> dimension name (``K``), input -> its dimension names.
-
-    Every axis is a node; an index joins the axes it is written at (``R_mp`` joins m to R's
-    axis 0), a delta joins its two ends, a definition's free index is its own axis, and a square
-    matrix function joins its matrix's two axes.  Read off the definitions themselves (those of
-    the derivative and those of the statements it came from), so an adjoint's letters are its
-    own and an input that differentiation cancelled still names its dimensions."""
-    parent: dict[tuple, tuple] = {}
-
-    def find(x):
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    def union(a, b):
-        parent[find(a)] = find(b)
-
-    first_letter: dict[tuple, str] = {}
-
-    def visit(poly: Poly, scope, tag: tuple):
-        for number, term in enumerate(poly.terms):
-
-            def key(i: str, number: int = number) -> tuple:
-                return scope(i) if i in poly.indices else ("summed", *tag, number, i)
-
-            for position, factor in enumerate(term.factors):
-                if isinstance(factor, Tensor) and not is_reciprocal(factor):
-                    for axis, index in enumerate(factor.indices):
-                        first_letter.setdefault(("axis", factor.name, axis), index)
-                        union(key(index), ("axis", factor.name, axis))
-                elif isinstance(factor, Delta):
-                    union(key(factor.first), key(factor.second))
-                elif isinstance(factor, MatrixFn):  # a square matrix: inv(X)_ij has X's two axes
-                    union(("axis", factor.matrix, 0), ("axis", factor.matrix, 1))
-                    for axis, index in enumerate(factor.indices):
-                        first_letter.setdefault(("axis", factor.matrix, axis), index)
-                        union(key(index), ("axis", factor.matrix, axis))
-                elif hasattr(factor, "arg"):
-                    visit(factor.arg, key, (*tag, number, position))
-
-    for number, d in enumerate((*extra, *program.definitions)):
-        own = {i: k for k, i in enumerate(d.indices)}
-        visit(d.poly, lambda i, d=d, own=own: ("axis", d.name, own[i]), (number,))
-        for hint in d.hints:
-            if hint[0] == "axis":  # dK_pq/dR_ij: the axes i, j are R's
-                _, index, name, axis = hint
-                if index in own:
-                    first_letter.setdefault(("axis", name, axis), index)
-                    union(("axis", d.name, own[index]), ("axis", name, axis))
-            elif hint[0] == "poly":  # the statement as written: tensors that cancelled still size
-                scope = lambda i, d=d, own=own, n=number: ("axis", d.name, own[i]) if i in own else ("raw", n, i)  # noqa: E731
-                visit(hint[1], scope, (number, "raw"))
-    names: dict[tuple, str] = {}
-    for axis_key, letter in first_letter.items():
-        if axis_key[1] not in ranks:
-            continue
-        root = find(axis_key)
-        if root not in names:
-            base = letter.upper() if len(letter) == 1 else f"n_{letter}"
-            name, k = base, 1
-            while name in names.values():
-                k += 1
-                name = f"{base}{k}"
-            names[root] = name
-    out = program.out
-    index_dims = {
-        i: names[find(("axis", out.name, k))] for k, i in enumerate(out.indices) if find(("axis", out.name, k)) in names
-    }
-    order = [n for n in dict.fromkeys(key[1] for key in first_letter) if n in ranks]
-    input_dims = {n: tuple(names.get(find(("axis", n, a)), "?") for a in range(ranks[n])) for n in order}
-    return index_dims, input_dims
 
 
 @accepts_notation
@@ -602,7 +523,7 @@ def diff(source: Source, wrt: str | Sequence[str], of: str | None = None, layout
     )
     if used_names:  # the user's statements that name calls of the result are computed and printed
         current = _with_forward(current, checked, used_names)
-    text, poly = factored(poly)
+    text, poly = factored(poly, count_axes_of(final.hints))
     statement = _display(root, refs, text)
     if _sized_only_by_deltas(poly, refs) and root.statement is not None and root.name != "_":
         defined = {d.name for d in checked.definitions}

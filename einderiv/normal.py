@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -569,6 +570,60 @@ def counts_printed(term: Term, counts: list[str], context: set[str]) -> Term:
             mapping[i] = b
         taken.add(mapping[i])
     return Term(term.coeff, tuple(rename_atom(f, mapping) for f in term.factors))
+
+
+def _letter_axes(term: Term, letter: str) -> set[tuple[str, int]]:
+    """The tensor axes ``(tensor, axis)`` at which ``term`` writes ``letter`` (call arguments
+    included where the letter is free in them)."""
+    out = set()
+    for f in term.factors:
+        if isinstance(f, Tensor) and not is_reciprocal(f):
+            out.update((f.name, k) for k, i in enumerate(f.indices) if i == letter)
+        elif isinstance(f, MatrixFn):
+            out.update((f.matrix, k) for k, i in enumerate(f.indices) if i == letter)
+        elif isinstance(f, Apply) and letter in f.arg.indices:
+            for inner in f.arg.terms:
+                out |= _letter_axes(inner, letter)
+    return out
+
+
+def count_letters_apart(poly: Poly, count_axes: Mapping[str, set] | None = None) -> Poly:
+    """``poly`` with the summed indices of every term renamed away from the letters its counts
+    print with, where they may be another dimension: a count is sized by its letter when the
+    text is read back, so no term of the statement may sum that letter over another dimension
+    (``delta_ii / c + v_i w_i`` would read the count as v's length).  ``count_axes`` (a count
+    -> the input axes it counts) keeps a letter written at those same axes (``X_nf X_nf`` beside
+    ``delta_ff``, both X's columns)."""
+    outer = set(poly.indices)
+    counts = [i for i in poly.all_index_names() if is_count(i) and count_is_written(i)]
+    by_letter: dict[str, list[str]] = {}
+    for c in counts:
+        by_letter.setdefault(count_letter(c), []).append(count_stem(c))
+    if not set(by_letter) - outer:
+        return poly
+    terms = []
+    for term in poly.terms:
+        clashes = set()
+        for letter, stems in by_letter.items():
+            if letter in outer or letter not in term.index_names():
+                continue
+            axes = _letter_axes(term, letter)
+            known = [set((count_axes or {}).get(stem, ())) for stem in stems]
+            if not axes or not all(axes <= k for k in known):
+                clashes.add(letter)
+        terms.append(rename_term_apart(term, outer, clashes) if clashes else term)
+    return Poly(tuple(terms), poly.indices)
+
+
+def count_axes_of(hints: tuple) -> dict[str, set]:
+    """Count -> the tensor axes its size hints name (``("names", ((i#2, x, 0), ...))``)."""
+    out: dict[str, set] = {}
+    for hint in hints:
+        if hint[0] == "names":
+            for index, tensor, axis in hint[1]:
+                if is_count(index):
+                    out.setdefault(index, set()).add((tensor, axis))
+    return out
 
 
 def term_to_expr(

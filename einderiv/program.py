@@ -21,18 +21,21 @@ from fractions import Fraction
 
 from .differentiate import differentiate
 from .errors import IndexRuleError
-from .ir import Indices, Program, Statement, Tensor, walk
+from .ir import Delta, Indices, MatrixCall, Program, Statement, Tensor, walk
 from .normal import (
     COUNT_MARK,
     Apply,
     MatrixFn,
     Poly,
     Term,
+    count_axes_of,
+    count_letters_apart,
     fresh_indices,
     is_count,
     keep_sums,
     multiply,
     rename_apart,
+    rename_atom,
     simplify,
     to_expr,
 )
@@ -59,6 +62,7 @@ class Definition:
         missing = [i for i in self.indices if i not in used]
         if missing and poly.terms:  # constant along i (dfdh_i = s w_j delta_ii), so that it reads back
             poly = Poly((keep_sums(poly.terms[0], missing), *poly.terms[1:]), poly.indices)
+        poly = count_letters_apart(poly, count_axes_of(self.hints))
         return Statement(Tensor(self.name, self.indices), to_expr(poly))
 
 
@@ -143,10 +147,10 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
                 inputs[used] = rank
         poly, raw = check_statement(statement)
         poly = see_through(poly, {d.name: d for d in definitions})
-        written = tuple(
-            (index, node.name, axis)
+        written = tuple(  # inv(M)_ik writes i and k at M's axes, as M_ik would
+            (index, node.matrix if isinstance(node, MatrixCall) else node.name, axis)
             for node in walk(statement.rhs)
-            if isinstance(node, Tensor)
+            if isinstance(node, (Tensor, MatrixCall))
             for axis, index in enumerate(node.indices)
         )
         # the letters as lowering left them: a sum renamed apart in a product (sum_i(t + t2_i)
@@ -200,6 +204,8 @@ def _tensor_axes(poly: Poly) -> tuple:
         for f in term.factors:
             if isinstance(f, Tensor):
                 out.extend((i, f.name, axis) for axis, i in enumerate(f.indices))
+            elif isinstance(f, MatrixFn):
+                out.extend((i, f.matrix, axis) for axis, i in enumerate(f.indices))
             elif isinstance(f, Apply):
                 out.extend(_tensor_axes(f.arg))
     return tuple(dict.fromkeys(out))
@@ -211,7 +217,6 @@ def _own_counts(poly: Poly, written: tuple, number: int, lowered: tuple = ()) ->
     and the size hints that bind it to the axes i is written at.  Derivatives move such a factor
     between statements and rename colliding indices: a name of its own is never renamed, so it
     keeps its dimension (``sum_i(t4 + t2_i)`` after ``t2_i = sum_j(...)`` counts I, not J)."""
-    from .ir import Delta
 
     axes: dict[str, list] = {}
     for index, tensor, axis in written + lowered:
@@ -357,7 +362,7 @@ def _substituted(poly: Poly, calls: dict[str, Definition]) -> Poly:
         if not used:
             break
         for name in sorted(used):
-            poly = _substitute_tensor(poly, name, calls[name])
+            poly, _ = _substitute_tensor(poly, name, calls[name])
     return poly
 
 
@@ -513,34 +518,70 @@ def count_uses(program: CheckedProgram, name: str) -> int:
     return total
 
 
-def _substitute_tensor(poly: Poly, name: str, definition: Definition) -> Poly:
-    """Replace every use ``name_J`` in ``poly`` by the definition's expression with indices J."""
+def _substitute_tensor(poly: Poly, name: str, definition: Definition, letters=None) -> tuple[Poly, tuple]:
+    """Replace every use ``name_J`` in ``poly`` by the definition's expression with indices J.
+
+    A summed index of a use that the expression is constant along (``dfdt_i = 1`` in
+    ``dfdt_i dtds_ij``) becomes a count, the dimension of that axis: it is renamed to a count of
+    its own (``i#dfdt:0:1``) and returned with size hints ``(count, tensor, axis)`` taken from
+    the definition's own hints, since the tensor that sized it is gone.  It prints with its letter
+    where that is the letter the statement of that axis wrote (``letters``: (tensor, axis) ->
+    letter), so that the printed program sizes it the same way; else as ``i9``, which nothing
+    sizes (``i#dfdt:0:1#``)."""
     from .lower import make_apply
+
+    axes = {h[1]: (h[2], h[3]) for h in definition.hints if h[0] == "axis"}
+    hints: list = []
+    made = 0
+
+    def counted(term: Term, use: Tensor, free: Indices) -> Term:
+        nonlocal made
+        squares = {f.first for f in term.factors if isinstance(f, Delta) and f.first == f.second}
+        carried = {i for f in term.factors if not (isinstance(f, Delta) and f.first == f.second) for i in f.indices}
+        mapping = {}
+        for k, index in enumerate(use.indices):
+            if index in squares and index not in carried and index not in free and not is_count(index):
+                source = axes.get(definition.indices[k])
+                if source is None:
+                    continue
+                made += 1
+                letter = definition.indices[k]
+                unwritten = COUNT_MARK * ((letters or {}).get(source) != letter)
+                mapping[index] = f"{letter}{COUNT_MARK}{name}:{k}:{made}{unwritten}"
+                hints.append((mapping[index], *source))
+        return Term(term.coeff, tuple(rename_atom(f, mapping) for f in term.factors)) if mapping else term
 
     def replace(terms, free: Indices) -> list[Term]:
         out: list[Term] = []
         for term in terms:
             partial = [Term(term.coeff, ())]
             avoid = set(free) | term.index_names()
+            uses = []
             for f in term.factors:
                 if isinstance(f, Tensor) and f.name == name:
                     value = _rename_free(definition.poly, f.indices)
                     partial = multiply(partial, list(value.terms), set(f.indices), avoid=avoid)
+                    uses.append(f)
                 elif isinstance(f, Apply):
                     inner = simplify(replace(f.arg.terms, f.arg.indices), f.arg.indices)
                     partial = multiply(partial, make_apply(f.func, inner, f.param), set(f.indices), avoid=avoid)
                 else:
                     partial = [Term(t.coeff, t.factors + (f,)) for t in partial]
             summed = term.index_names() - set(free)
-            out.extend(keep_sums(t, summed) for t in partial)
+            for t in partial:
+                t = keep_sums(t, summed)
+                for use in uses:
+                    t = counted(t, use, free)
+                out.append(t)
         return out
 
-    return simplify(replace(poly.terms, poly.indices), poly.indices)
+    return simplify(replace(poly.terms, poly.indices), poly.indices), tuple(hints)
 
 
 def inline(program: CheckedProgram, candidates: set[str]) -> CheckedProgram:
     """Substitute adjoints that are used once, or are a single factor, into their users."""
     definitions = list(program.definitions)
+    letters = {(x.name, k): i for x in definitions if x.statement is not None for k, i in enumerate(x.indices)}
     for name in [d.name for d in definitions if d.name in candidates]:
         current = CheckedProgram(definitions, program.inputs, program.output, None, program.ranks, program.all_inputs)
         d = current.definition(name)
@@ -548,13 +589,18 @@ def inline(program: CheckedProgram, candidates: set[str]) -> CheckedProgram:
         small = len(d.poly.terms) <= 1 and all(len(t.factors) <= 1 for t in d.poly.terms)
         if uses != 1 and not small:
             continue
-        definitions = [
-            x
-            if name not in references(x.poly)
-            else Definition(x.name, x.indices, _substitute_tensor(x.poly, name, d), x.hints, None)
-            for x in definitions
-            if x.name != name
-        ]
+        substituted = []
+        for x in definitions:
+            if x.name == name:
+                continue
+            if name in references(x.poly):
+                poly, counts = _substitute_tensor(x.poly, name, d, letters)
+                # the counts the substituted definition carries travel with it, with their sizes
+                carried = tuple(e for h in d.hints if h[0] == "names" for e in h[1] if is_count(e[0]))
+                counts = _through_definitions(counts, definitions) + carried
+                x = Definition(x.name, x.indices, poly, (*x.hints, ("names", counts)) if counts else x.hints, None)
+            substituted.append(x)
+        definitions = substituted
     return CheckedProgram(definitions, program.inputs, program.output, None, program.ranks, program.all_inputs)
 
 

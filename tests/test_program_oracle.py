@@ -380,6 +380,19 @@ def needed(function, arrays: dict) -> dict:
     return {k: v for k, v in arrays.items() if k in names}
 
 
+def check_read_back(derivative, arrays: dict, what: str):
+    """The printed text of a derivative, compiled, gives the derivative's numbers, or stops with
+    "cannot be inferred" for a count that the text does not size (README: a count the printer
+    cannot name); never another number."""
+    try:
+        read = einderiv.compile(str(derivative))
+        value = read(**needed(read, arrays))
+    except einderiv.EvaluationError as err:
+        assert "cannot be inferred" in str(err), (what, str(derivative), err)
+        return
+    assert_close(value, derivative(**needed(derivative, arrays)), f"{what}, printed and read back:\n{derivative}")
+
+
 def check_program(program: Generated, seed: int, wrt: str, wrt2: str | None):
     note(program.source)
     arrays = make_inputs(seed)
@@ -391,10 +404,12 @@ def check_program(program: Generated, seed: int, wrt: str, wrt2: str | None):
     gradient = einderiv.grad(program.source, wrt)
     expected = jax_derivative(program, arrays, wrt, 1)
     assert_close(gradient(**needed(gradient, arrays)), expected, f"d/d{wrt} of {program.source}")
+    check_read_back(gradient, arrays, f"d/d{wrt} of {program.source}")
     if wrt2 is not None:
         hessian = einderiv.hessian(program.source, wrt2)
         expected = jax_derivative(program, arrays, wrt2, 2)
         assert_close(hessian(**needed(hessian, arrays)), expected, f"d2/d{wrt2}2 of {program.source}")
+        check_read_back(hessian, arrays, f"d2/d{wrt2}2 of {program.source}")
 
 
 @SETTINGS
@@ -442,14 +457,46 @@ def test_a_mean_of_an_inverse_evaluates():
     np.testing.assert_allclose(d(M=M, x=x), -np.outer(Minv.sum(axis=0), Minv @ x) / 3, rtol=1e-12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=einderiv.EvaluationError,
-    reason="known bug: t1_j broadcast along i in sum_j(t1_j + A_ij), then summed over i by f: the chain "
-    "rule sums the adjoint over i where nothing carries i, a count (delta_kk) whose dimension is lost "
-    "when the adjoint is substituted: 'the size of index k cannot be inferred' (an error, never a number)",
-)
+def test_a_count_prints_with_a_letter_no_other_term_sums():
+    # the count of u's length (t1 = sum_i(u_i + 0.5 - (x_i + s)), by s) printed as delta_ii in a
+    # statement whose other term summed i over v (length 4): read back, it counted 4, not 3
+    source = "t1 = sum_i(u_i + 0.5 - (x_i + s)); t2 = logsumexp_j(s + v_j); f = mean_j((v_j - t1) / (1 + t2^2))"
+    arrays = make_inputs(0)
+    gradient = einderiv.grad(source, "s")
+    u, x, v, s = (jnp.asarray(arrays[n]) for n in "uxvs")
+
+    def f(s):
+        t1 = jnp.sum(u + 0.5 - (x + s))
+        t2 = jax.scipy.special.logsumexp(s + v)
+        return jnp.mean((v - t1) / (1 + t2**2))
+
+    expected = np.asarray(jax.grad(f)(s))
+    assert_close(gradient(**needed(gradient, arrays)), expected, "df/ds")
+    read = einderiv.compile(str(gradient))
+    assert_close(read(**needed(read, arrays)), expected, f"df/ds printed and read back:\n{gradient}")
+
+
+def test_a_constant_adjoint_sizes_its_axes_where_it_is_used():
+    # dfdt1_ik = mean_j(delta_ji) mean_l(delta_lk): nothing in its own text sizes i and k; its
+    # use in the next statement (dfdt1_jl t1_jl) does
+    source = "t1_ik = softmax_i(M_ik); f = mean_ik(x_i + t1_ik)"
+    arrays = make_inputs(1)
+    gradient = einderiv.grad(source, "M")
+    M, x = jnp.asarray(arrays["M"]), jnp.asarray(arrays["x"])
+    expected = np.asarray(jax.grad(lambda M: jnp.mean(x[:, None] + jax.nn.softmax(M, axis=0)))(M))
+    assert_close(gradient(**needed(gradient, arrays)), expected, "df/dM")
+    read = einderiv.compile(str(gradient))
+    assert_close(read(**needed(read, arrays)), expected, f"df/dM printed and read back:\n{gradient}")
+
+
 def test_an_intermediate_broadcast_in_a_sum_then_summed_again():
+    # t1_j broadcast along i in sum_j(t1_j + A_ij), then summed over i by f: the chain rule sums
+    # the adjoint dfdt2_i = 1 over i, where nothing carries i once it is substituted: a count of
+    # t2's axis, which lost its size ("cannot be inferred") before it became a count of its own
     A = np.arange(12.0).reshape(3, 4)
     d = einderiv.grad("t1_j = sum_i(A_ij); t2_i = sum_j(t1_j + A_ij); f = sum_i(t2_i)", "A")
     np.testing.assert_allclose(d(A=A), np.full((3, 4), 4.0))  # 1 + I, I = 3
+    d = einderiv.grad("t1_j = sum_i(A_ij); t2_i = sum_j(t1_j + A_ij); f = sum_i(t2_i)", "A")
+    np.testing.assert_allclose(d(A=A[:, :2]), np.full((3, 2), 4.0))  # the count is A's rows, not columns
+    d = einderiv.grad("t1_j = sum_i(A_ij); t2_i = sum_j(t1_j + A_ij); f = sum_i(t2_i)", "A")
+    np.testing.assert_allclose(d(A=np.ones((5, 2))), np.full((5, 2), 6.0))

@@ -1,0 +1,214 @@
+"""Dimensions: every axis of a program, grouped by the equalities its text forces.
+
+An axis is a node: ``("axis", T, k)`` is axis k of the tensor or statement T, and a summed
+index is a node of its own term (``("summed", statement, term, ..., i)``), so that ``x_i x_i +
+y_i y_i`` may sum two sizes.  Writing ``R_mp`` joins m to R's axis 0 (union-find); a delta joins
+its two ends; a statement's free index is that statement's axis; a square matrix function joins
+its matrix's two axes; using a statement ``t_ik`` joins its axes to the indices written there.
+Each group is one dimension.  Because uses join too, an axis that a statement's own text does not
+size (an adjoint ``dfdt_ik = mean_j(delta_ji) mean_l(delta_lk)``, which differentiation left
+constant) is sized where the statement is used (``dfdt_jl t_jl``).
+
+One function, :func:`dimensions`, builds the groups; from them come the symbolic shape line
+(``K.shape + R.shape = (P, P, M, P)``), the JSON ``shape`` and ``inputs``, ``shape_for``, and
+the size hints the evaluator binds free indices with (:func:`sized_definitions`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+
+from .errors import EvaluationError
+from .ir import Delta, Tensor
+from .normal import MatrixFn, Poly, is_count, is_reciprocal
+
+Node = tuple
+
+
+class Dimensions:
+    """A union-find over axis nodes, with the letter each input axis was first written with."""
+
+    def __init__(self) -> None:
+        self._parent: dict[Node, Node] = {}
+        self.first_letter: dict[Node, str] = {}
+        self.axes: dict[Node, None] = {}  # every tensor axis seen, in order (an ordered set)
+        self._scoped: dict[tuple[str, str], list[Node]] = {}  # (statement, letter) -> its nodes
+
+    def find(self, node: Node) -> Node:
+        parent = self._parent
+        parent.setdefault(node, node)
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    def _axis(self, name: str, k: int, letter: str | None) -> Node:
+        node = ("axis", name, k)
+        self.axes.setdefault(node)
+        if letter is not None:
+            self.first_letter.setdefault(node, letter)
+        return node
+
+    def union(self, a: Node, b: Node) -> None:
+        self._parent[self.find(a)] = self.find(b)
+
+    def axis(self, name: str, k: int) -> Node:
+        """The dimension of axis k of the tensor or statement ``name``."""
+        return self.find(("axis", name, k))
+
+    def input_axes(self, node: Node, inputs: Iterable[str]) -> list[tuple[str, int]]:
+        """The input axes ``(tensor, axis)`` in ``node``'s dimension, in the order first written."""
+        root = self.find(node)
+        wanted = set(inputs)
+        return [(key[1], key[2]) for key in self.axes if key[1] in wanted and self.find(key) == root]
+
+    def count_nodes(self, statement: str, index: str) -> list[Node]:
+        """The nodes of a summed index (a count ``i#3``, say) in one statement, in every term it occurs."""
+        return self._scoped.get((statement, index), [])
+
+    def _by_letter(self, d, inputs: set[str]) -> None:
+        """A free axis of ``d`` that nothing sizes takes the dimension that its letter has
+        elsewhere in the statement (as summed there, or as written: the ``names`` hint), when
+        that is one dimension: ``f_i = 1 + delta_ji - sum_i(a_i)`` is a's size, as
+        ``numpy.einsum`` sizes one letter one way."""
+        for k, index in enumerate(d.indices):
+            if self.input_axes(("axis", d.name, k), inputs):
+                continue
+            written = [("axis", t, a) for h in d.hints if h[0] == "names" for i, t, a in h[1] if i == index]
+            nodes = [*self.count_nodes(d.name, index), *written]
+            roots = {self.find(n) for n in nodes if self.input_axes(n, inputs)}
+            if len(roots) == 1:
+                self.union(("axis", d.name, k), roots.pop())
+
+    # -- building ------------------------------------------------------------------------------
+    def _visit(self, statement: str, poly: Poly, scope, tag: tuple) -> None:
+        for number, term in enumerate(poly.terms):
+
+            def key(i: str, number: int = number) -> Node:
+                if i in poly.indices:
+                    return scope(i)
+                node = ("summed", *tag, number, i)
+                self._scoped.setdefault((statement, i), []).append(node)
+                return node
+
+            for position, factor in enumerate(term.factors):
+                if isinstance(factor, Tensor) and not is_reciprocal(factor):
+                    for axis, index in enumerate(factor.indices):
+                        self.union(key(index), self._axis(factor.name, axis, index))
+                elif isinstance(factor, Delta):
+                    self.union(key(factor.first), key(factor.second))
+                elif isinstance(factor, MatrixFn):  # a square matrix: inv(X)_ij has X's two axes
+                    self.union(self._axis(factor.matrix, 0, None), self._axis(factor.matrix, 1, None))
+                    for axis, index in enumerate(factor.indices):
+                        self.union(key(index), self._axis(factor.matrix, axis, index))
+                elif hasattr(factor, "arg"):
+                    self._visit(statement, factor.arg, key, (*tag, number, position))
+
+
+def dimensions(definitions: Iterable) -> Dimensions:
+    """The dimensions of a program's definitions (and of the statements a derivative came from,
+    passed first: their tensors name the dimensions that differentiation cancelled).
+
+    Size hints join too: ``("axis", i, R, k)`` (dK_pq/dR_ij: i is R's axis k), ``("poly",
+    raw)`` (the statement as written, before simplification cancelled a tensor) and, for a
+    counting index, ``("names", ...)`` (the axes its letter was written at)."""
+    dims = Dimensions()
+    definitions = list(definitions)
+    for number, d in enumerate(definitions):
+        own = {i: k for k, i in enumerate(d.indices)}
+        dims._visit(d.name, d.poly, lambda i, d=d, own=own: ("axis", d.name, own[i]), (number,))
+        for hint in d.hints:
+            if hint[0] == "axis":
+                _, index, name, axis = hint
+                if index in own:
+                    dims.union(("axis", d.name, own[index]), dims._axis(name, axis, index))
+            elif hint[0] == "poly":
+                scope = lambda i, d=d, own=own, n=number: ("axis", d.name, own[i]) if i in own else ("raw", n, i)  # noqa: E731
+                dims._visit(d.name, hint[1], scope, (number, "raw"))
+            elif hint[0] == "names":
+                for index, tensor, axis in hint[1]:
+                    for node in dims.count_nodes(d.name, index) if is_count(index) else ():
+                        dims.union(node, ("axis", tensor, axis))
+    inputs = {key[1] for key in dims.axes} - {d.name for d in definitions}
+    for d in definitions:
+        dims._by_letter(d, inputs)
+    return dims
+
+
+def dimension_names(dims: Dimensions, ranks: Mapping[str, int], out) -> tuple[dict[str, str], dict[str, tuple]]:
+    """Symbolic sizes: ``out``'s index -> dimension name (``K``), input -> its dimension names.
+    A dimension is named after the first letter written for it, upper-cased (``n_k`` for a
+    longer index), numbered when two share a letter."""
+    names: dict[Node, str] = {}
+    for axis_key, letter in dims.first_letter.items():
+        if axis_key[1] not in ranks:
+            continue
+        root = dims.find(axis_key)
+        if root not in names:
+            base = letter.upper() if len(letter) == 1 else f"n_{letter}"
+            name, k = base, 1
+            while name in names.values():
+                k += 1
+                name = f"{base}{k}"
+            names[root] = name
+    out_roots = {i: dims.axis(out.name, k) for k, i in enumerate(out.indices)}
+    index_dims = {i: names[root] for i, root in out_roots.items() if root in names}
+    order = [n for n in dict.fromkeys(key[1] for key in dims.first_letter) if n in ranks]
+    input_dims = {n: tuple(names.get(dims.axis(n, a), "?") for a in range(ranks[n])) for n in order}
+    return index_dims, input_dims
+
+
+def shape_of(dims: Dimensions, out, shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, ...]:
+    """``out``'s shape for inputs of these shapes: each axis takes the size of its dimension's
+    input axes, which must agree (two sizes, or none, is an :class:`EvaluationError`)."""
+    sizes: dict[Node, tuple[int, str]] = {}
+    for key in dims.axes:
+        name, axis = key[1], key[2]
+        if name not in shapes or axis >= len(shapes[name]):
+            continue
+        root, size = dims.find(key), shapes[name][axis]
+        origin = f"{name} axis {axis}" if len(shapes[name]) > 1 else name
+        known = sizes.setdefault(root, (size, origin))
+        if known[0] != size:
+            letter = dims.first_letter.get(key, f"{name} axis {axis}")
+            raise EvaluationError(
+                f"index {letter!r} has two sizes: {known[0]} (from {known[1]}) and {size} (from {origin})"
+            )
+    shape = []
+    for k, index in enumerate(out.indices):
+        known = sizes.get(dims.axis(out.name, k))
+        if known is None:
+            raise EvaluationError(f"the size of index {index!r} cannot be inferred from the inputs")
+        shape.append(known[0])
+    return tuple(shape)
+
+
+def sized_definitions(definitions: list, inputs: Iterable[str], dims: Dimensions | None = None) -> list:
+    """``definitions`` with a size hint ``("axis", i, T, k)`` for each free index i that no
+    hint sizes yet and whose dimension holds an input's axis, and ``("names", ...)`` for each
+    counting index: the evaluator binds them so even where the statement's own text does not
+    (an adjoint constant along an axis, a count the chain rule moved)."""
+    inputs = list(inputs)
+    dims = dims or dimensions(definitions)
+    out = []
+    for d in definitions:
+        hinted = {h[1] for h in d.hints if h[0] == "axis"}
+        extra: list = []
+        for k, index in enumerate(d.indices):
+            if index in hinted:
+                continue
+            found = dims.input_axes(("axis", d.name, k), inputs)
+            if found:
+                extra.append(("axis", index, *found[0]))
+        counts = []
+        for index in sorted(i for i in d.poly.all_index_names() if is_count(i)):
+            for node in dims.count_nodes(d.name, index)[:1]:
+                counts.extend((index, tensor, axis) for tensor, axis in dims.input_axes(node, inputs)[:1])
+        if counts:
+            extra.append(("names", tuple(counts)))
+        out.append(replace(d, hints=(*d.hints, *extra)) if extra else d)
+    return out
+
+
+__all__ = ["Dimensions", "dimension_names", "dimensions", "shape_of", "sized_definitions"]
