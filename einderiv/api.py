@@ -26,7 +26,7 @@ Source = str | Program | Statement
 
 def _guarded(function):
     """Turn a RecursionError (an expression nested past what Python's stack holds) into a
-    clear EinderivError; parse already refuses nesting deeper than parser.MAX_DEPTH."""
+    clear EinderivError; parse already refuses nesting deeper than the limit max_depth."""
 
     @functools.wraps(function)
     def call(*args, **kwargs):
