@@ -14,7 +14,7 @@ from .backends import array_library, choose_backend, ops_for
 from .emit import EinsumTerm, emit
 from .errors import DifferentiationError, EinderivError, EvaluationError
 from .factor import factored
-from .ir import Delta, Indices, Program, Statement, Tensor
+from .ir import Delta, Indices, Program, Statement, Tensor, derivative_name
 from .matrix_input import Reading, accepts_notation, scalar_use_hint
 from .normal import MatrixFn, Poly, fresh_indices, is_reciprocal
 from .parser import parse
@@ -677,13 +677,13 @@ def _display(root: Definition, refs: list[Tensor], rhs) -> Statement:
     indices = root.indices
     name = root.name if root.name != "_" else ""
     statement = root.statement
-    if statement is not None and statement.target is not None and statement.wrt:
+    if statement is not None and statement.differentiated is not None:
         prior = statement.wrt
         indices = statement.target.indices
-        name = re.sub(r"^d\d*", "", statement.target.name)
+        name = statement.differentiated
     order = len(prior) + len(refs)
-    prefix = "d" if order == 1 else f"d{order}"
-    return Statement(Tensor(prefix + name, indices), rhs, prior + tuple(Tensor("d" + r.name, r.indices) for r in refs))
+    denominators = tuple(Tensor(derivative_name(r.name, 1), r.indices) for r in refs)
+    return Statement(Tensor(derivative_name(name, order), indices), rhs, prior + denominators)
 
 
 def _require_scalar(source: Source, of: str | None, what: str) -> CheckedProgram:

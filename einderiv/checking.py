@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import EinderivError, EvaluationError, ParseError
-from .ir import Delta, MatrixCall, Statement, Tensor, format_indices, walk
+from .ir import Delta, MatrixCall, Statement, Tensor, derivative_name, format_indices, walk
 from .parser import parse
 from .program import unique_name
 
@@ -209,7 +209,7 @@ def _renaming_note(expect: str, derivative, renamed: dict[str, str]) -> str:
     back = {d: c for c, d in renamed.items()}
     statement = derivative.statement
     target = statement.target
-    name = target.name if target.name != "d" else "df"
+    name = derivative_name(statement.differentiated or "f", len(statement.wrt))  # df/dx_i, not d/dx_i
     lhs = Statement(
         Tensor(name, tuple(back.get(i, i) for i in target.indices)),
         parse(expect).output.rhs,
