@@ -192,8 +192,8 @@ def _build(tree, source: str):
             depth[id(node)] += len(kids) // 2 - 1
         if depth[id(node)] > limits.current().max_depth:
             raise ParseError(
-                f"the matrix claim is nested deeper than {limits.over('max_depth')}: write it in index notation, "
-                f"or {limits.raise_hint('max_depth')}",
+                f"the matrix claim is nested deeper than {limits.current().max_depth} operations (the limit "
+                f"max_depth): write it in index notation, or {limits.raise_hint('max_depth')}",
                 source,
                 0,
                 0,

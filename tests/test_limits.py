@@ -88,7 +88,8 @@ def test_max_depth_bounds_a_matrix_notation_claim():
     assert einderiv.check("f = x_i A_ij x_j", "x", expect=claim).claim == "matches"
     with einderiv.limited(max_depth=3), pytest.raises(ParseError) as caught:
         einderiv.check("f = x_i A_ij x_j", "x", expect=claim)
-    assert "the matrix claim is nested deeper than the limit of 3 (max_depth)" in str(caught.value)
+    assert "the matrix claim is nested deeper than 3 operations (the limit max_depth)" in str(caught.value)
+    assert "einderiv.limited(max_depth=...)" in str(caught.value)
 
 
 def test_lower_max_size_refuses_a_hessian():
