@@ -5,6 +5,7 @@
 dK_pq/dR_ij = delta_jp R_iq + R_ip delta_jq
 """
 
+from . import limits
 from .api import Compiled, Derivative, compile, diff, evaluate, grad, hessian, jacobian
 from .checking import CheckResult, check
 from .errors import (
@@ -15,6 +16,7 @@ from .errors import (
     IndexRuleError,
     ParseError,
 )
+from .limits import Limits, limited
 from .matrix_form import NoMatrixForm
 from .matrix_input import parse
 
@@ -29,6 +31,7 @@ __all__ = [
     "EinderivWarning",
     "EvaluationError",
     "IndexRuleError",
+    "Limits",
     "NoMatrixForm",
     "ParseError",
     "check",
@@ -38,5 +41,7 @@ __all__ = [
     "grad",
     "hessian",
     "jacobian",
+    "limited",
+    "limits",
     "parse",
 ]

@@ -15,7 +15,7 @@ from .dimensions import Dimensions, dimension_names, dimensions, shape_of, sized
 from .emit import EinsumTerm, emit
 from .errors import DifferentiationError, EinderivError, EvaluationError
 from .factor import factored
-from .ir import Delta, Indices, Program, Statement, Tensor
+from .ir import Delta, Indices, Program, Statement, Tensor, derivative_name
 from .matrix_input import Reading, accepts_notation, scalar_use_hint
 from .normal import Poly, count_axes_of, fresh_indices
 from .parser import parse
@@ -27,7 +27,7 @@ Source = str | Program | Statement
 
 def _guarded(function):
     """Turn a RecursionError (an expression nested past what Python's stack holds) into a
-    clear EinderivError; parse already refuses nesting deeper than parser.MAX_DEPTH."""
+    clear EinderivError; parse already refuses nesting deeper than the limit max_depth."""
 
     @functools.wraps(function)
     def call(*args, **kwargs):
@@ -598,13 +598,13 @@ def _display(root: Definition, refs: list[Tensor], rhs) -> Statement:
     indices = root.indices
     name = root.name if root.name != "_" else ""
     statement = root.statement
-    if statement is not None and statement.target is not None and statement.wrt:
+    if statement is not None and statement.differentiated is not None:
         prior = statement.wrt
         indices = statement.target.indices
-        name = re.sub(r"^d\d*", "", statement.target.name)
+        name = statement.differentiated
     order = len(prior) + len(refs)
-    prefix = "d" if order == 1 else f"d{order}"
-    return Statement(Tensor(prefix + name, indices), rhs, prior + tuple(Tensor("d" + r.name, r.indices) for r in refs))
+    denominators = tuple(Tensor(derivative_name(r.name, 1), r.indices) for r in refs)
+    return Statement(Tensor(derivative_name(name, order), indices), rhs, prior + denominators)
 
 
 def _require_scalar(source: Source, of: str | None, what: str) -> CheckedProgram:

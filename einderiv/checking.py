@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .api import _guarded
 from .errors import EinderivError, EvaluationError, ParseError
-from .ir import Delta, MatrixCall, Statement, Tensor, format_indices, walk
+from .ir import Delta, MatrixCall, Statement, Tensor, derivative_name, format_indices, walk
+from .matrix_input import read
 from .parser import parse
 from .program import unique_name
 
@@ -37,14 +39,22 @@ class CheckResult:
     claim: str | None = None
     message: str | None = None  # the claim's verdict, as one line
     notes: tuple[str, ...] = ()  # how the claim was read (its letters matched to the derivative's)
+    read_as: str | None = None  # a matrix-notation source, as read in index notation
 
     @property
     def fd_ok(self) -> bool:
+        """The finite differences agree within ``tol``."""
         return self.error <= self.tol
+
+    @property
+    def matches(self) -> bool | None:
+        """The claim matches (True) or differs (False); None without a claim."""
+        return None if self.claim is None else self.claim == "matches"
 
     def report(self) -> str:
         """The lines ``einderiv check`` prints."""
         lines = [
+            *([f"read as: {self.read_as}"] if self.read_as is not None else []),
             f"derivative: {self.derivative.statement}",
             f"inputs: {', '.join(f'{k} {v.shape}' for k, v in self.inputs.items())}",
             f"finite differences: max relative error {self.error:.2g} (tolerance {self.tol:g}): "
@@ -58,6 +68,7 @@ class CheckResult:
     __str__ = report
 
 
+@_guarded
 def check(
     source,
     wrt: str | Sequence[str],
@@ -67,6 +78,8 @@ def check(
     *,
     of: str | None = None,
     seed: int = 0,
+    notation: str = "auto",
+    ranks: Mapping[str, int] | None = None,
 ) -> CheckResult:
     """Differentiate ``source`` with respect to ``wrt`` (as :func:`einderiv.diff`), evaluate the
     derivative at random normal inputs (``DEFAULT_SIZE`` per axis unless ``shapes`` gives an
@@ -74,7 +87,9 @@ def check(
     relative to max(1, the largest entry)).  With ``expect``, compare it also with your own
     derivation, in index notation (``"2 A_kj x_j"``, or a whole statement ``"df/dx_i = ..."``)
     or matrix notation (``"(A + A^T) x"``).  An index-notation claim whose free indices are other
-    letters than the derivative's is compared under the matching it states in ``notes``."""
+    letters than the derivative's is compared under the matching it states in ``notes``.
+    ``notation`` and ``ranks`` say how ``source`` is written, as for :func:`einderiv.diff` (the
+    axes of ``shapes`` count as ranks of matrix notation)."""
     from .api import compile as compile_
     from .api import diff
 
@@ -82,30 +97,44 @@ def check(
         raise EinderivError(f"tol must be a non-negative number, got {tol!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise EinderivError(f"seed must be a non-negative integer, got {seed!r}")
+    given = _shapes(shapes)
+    reading = read(source, notation, ranks, {name: len(shape) for name, shape in given.items()})
+    source = source if reading is None else reading
     specs = list(wrt) if isinstance(wrt, (list, tuple)) else [wrt]
     derivative = diff(source, specs, of=of)
-    arrays = _random_inputs(derivative, shapes, seed)
+    arrays = _random_inputs(derivative, given, seed)
     analytic = np.asarray(derivative(arrays), dtype=np.float64)
     lower = compile_(source, of=of) if len(derivative.wrt) == 1 else diff(source, specs[:-1], of=of)
     numeric = _central_difference(lower, arrays, derivative.wrt[-1].name, analytic.shape)
     scale = max(1.0, float(np.max(np.abs(numeric)))) if numeric.size else 1.0
     error = float(np.max(np.abs(analytic - numeric))) / scale if numeric.size else 0.0
     ok = error <= tol
+    read_as = reading.text if reading is not None and reading.notation == "matrix" else None
     if expect is None:
-        return CheckResult(derivative, arrays, analytic, error, tol, ok)
+        return CheckResult(derivative, arrays, analytic, error, tol, ok, read_as=read_as)
     verdict, message, notes = _compare_claim(expect, derivative, arrays, analytic, tol)
-    return CheckResult(derivative, arrays, analytic, error, tol, ok and verdict == "matches", verdict, message, notes)
+    return CheckResult(
+        derivative, arrays, analytic, error, tol, ok and verdict == "matches", verdict, message, notes, read_as
+    )
 
 
-def _random_inputs(derivative, shapes, seed: int) -> dict[str, np.ndarray]:
-    given = dict(shapes or {})
+def _shapes(shapes) -> dict[str, tuple[int, ...]]:
+    """``shapes=`` checked: names mapped to tuples of sizes."""
+    if shapes is None:
+        return {}
+    if not isinstance(shapes, Mapping):
+        raise EinderivError(f"shapes must map input names to shapes, such as {{'x': (4,)}}, got {shapes!r}")
+    return {name: _shape(name, shape) for name, shape in shapes.items()}
+
+
+def _random_inputs(derivative, given: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:
     unknown = sorted(set(given) - set(derivative.ranks), key=str)
     if unknown:
         raise EinderivError(f"shapes: {unknown[0]!r} is not an input (inputs: {', '.join(derivative.inputs)})")
     rng = np.random.default_rng(seed)
     arrays = {}
     for name, rank in derivative.ranks.items():
-        shape = _shape(name, given[name]) if name in given else (DEFAULT_SIZE,) * rank
+        shape = given[name] if name in given else (DEFAULT_SIZE,) * rank
         if len(shape) != rank:
             raise EinderivError(f"shape {shape} for {name!r} has {len(shape)} axes but {name!r} has {rank} indices")
         try:
@@ -209,7 +238,7 @@ def _renaming_note(expect: str, derivative, renamed: dict[str, str]) -> str:
     back = {d: c for c, d in renamed.items()}
     statement = derivative.statement
     target = statement.target
-    name = target.name if target.name != "d" else "df"
+    name = derivative_name(statement.differentiated or "f", len(statement.wrt))  # df/dx_i, not d/dx_i
     lhs = Statement(
         Tensor(name, tuple(back.get(i, i) for i in target.indices)),
         parse(expect).output.rhs,

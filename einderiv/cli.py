@@ -10,7 +10,7 @@ import warnings
 
 from . import __version__
 from .api import diff
-from .checking import check, claim_value, read_claim  # noqa: F401 - the claim readers moved to checking
+from .checking import check
 from .emit import emit
 from .errors import EinderivError, EinderivWarning, ParseError
 from .ir import format_number
@@ -387,7 +387,7 @@ def _dispatch(args) -> int:
             output = _run_diff(args)
         if read_as is not None and args.command == "diff" and args.format != "text":
             print(f"read as: {read_as}", file=sys.stderr)  # stdout stays the format's own
-        elif read_as is not None:
+        elif read_as is not None and args.command != "check":  # a check's report says it itself
             output = f"read as: {read_as}\n{output}"
     except ParseError as err:
         print(

@@ -11,12 +11,11 @@ from collections.abc import Callable
 from fractions import Fraction
 from functools import cache
 
+from . import limits
 from .errors import DifferentiationError
 from .functions import FUNCTIONS
 from .ir import Delta, Tensor
 from .normal import (
-    MAX_SIZE,
-    MAX_TERMS,
     Apply,
     MatrixFn,
     Poly,
@@ -172,6 +171,7 @@ def differentiate(poly: Poly, wrt: Tensor) -> Poly:
         raise DifferentiationError(f"derivative index {sorted(clash)[0]!r} of {wrt} is already an index of the result")
     terms: list[Term] = []
     size = 0
+    max_terms, max_size = limits.current().max_terms, limits.current().max_size
     for term in poly.terms:
         term = rename_term_apart(term, free, set(wrt.indices))
         names = term.index_names() | free | set(wrt.indices)
@@ -184,12 +184,12 @@ def differentiate(poly: Poly, wrt: Tensor) -> Poly:
                 new = Term(term.coeff * part.coeff, term.factors[:pos] + part.factors + term.factors[pos + 1 :])
                 terms.append(keep_sums(new, summed))
                 size += term_size(new)
-                if size > MAX_SIZE:
+                if size > max_size:
                     raise DifferentiationError(
-                        f"the derivative grows past {MAX_SIZE} atoms (einderiv.normal.MAX_SIZE): the expression "
-                        "nests too many functions for this order; name inner parts in statements of their own "
-                        "(intermediates are differentiated once) or raise the limit"
+                        f"the derivative grows to {size} atoms, over {limits.over('max_size')}: the "
+                        "expression nests too many functions for this order; name inner parts in statements of "
+                        f"their own (intermediates are differentiated once), or {limits.raise_hint('max_size')}"
                     )
-        if len(terms) > MAX_TERMS:
+        if len(terms) > max_terms:
             raise too_many_terms(len(terms))
     return rewrite_sums(simplify(terms, poly.indices + wrt.indices))

@@ -214,6 +214,12 @@ def _wrap(expr: Expr, needed: int) -> str:
     return f"({text})" if _level(expr) < needed else text
 
 
+def derivative_name(name: str, order: int) -> str:
+    """The name of the ``order``-th derivative of ``name``: ``df`` (order 1), ``d2f`` (order 2);
+    a denominator is named as a first derivative (``dx``)."""
+    return ("d" if order == 1 else f"d{order}") + name
+
+
 @dataclass(frozen=True)
 class Statement:
     """``target = rhs``.  ``target`` is None for a bare expression (implicit output indices).
@@ -233,6 +239,23 @@ class Statement:
         if not self.wrt:
             return self.target.name
         return self.target.name + "/" + "".join(w.name for w in self.wrt)
+
+    @property
+    def differentiated(self) -> str | None:
+        """The name a derivative-named statement differentiates, read by :func:`derivative_name`'s
+        rule from its order: ``dist`` for ``ddist/dx_i``, ``d2x`` for ``d2d2x/dy_i dy_j``, ``f`` for
+        ``df/dx_i dx_j`` written without its order, ``""`` for ``d/dx_i`` (a bare expression's);
+        None for a statement that is no derivative."""
+        if self.target is None or not self.wrt:
+            return None
+        prefix = derivative_name("", len(self.wrt))
+        name = self.target.name
+        return name[len(prefix) :] if name.startswith(prefix) else name[1:]
+
+    @property
+    def denominators(self) -> tuple[Tensor, ...]:
+        """The tensors a derivative-named statement differentiates by: ``R_ij`` for ``dK_pq/dR_ij``."""
+        return tuple(Tensor(w.name[1:], w.indices) for w in self.wrt)
 
     def __str__(self) -> str:
         if self.target is None:

@@ -24,11 +24,11 @@ import warnings
 from collections import Counter
 from fractions import Fraction
 
+from . import limits
 from .errors import EinderivError, EinderivWarning, IndexRuleError
 from .functions import FUNCTIONS
 from .ir import Add, Call, Delta, Div, Expr, MatrixCall, Mul, Neg, Number, Pow, Tensor, walk
 from .normal import (
-    MAX_TERMS,
     Apply,
     MatrixFn,
     Poly,
@@ -136,7 +136,7 @@ class _Scope:
             # a term's own summed indices are renamed apart before it is broadcast along the
             # sum's other free indices (A_ii in (A_ii + A_ij): its i is not the sum's i)
             out.extend(_carrying([rename_term_apart(t, own, set(free)) for t in terms], free))
-            if len(out) > MAX_TERMS:
+            if len(out) > limits.current().max_terms:
                 raise too_many_terms(len(out))
         return out, free, set().union(*(c for _, _, c in parts))
 
@@ -257,7 +257,7 @@ def top_level(expr, bound: frozenset[str], scope: _Scope) -> list[Term]:
         out: list[Term] = []
         for part in expr.terms:
             out.extend(top_level(part, bound, scope))
-            if len(out) > MAX_TERMS:
+            if len(out) > limits.current().max_terms:
                 raise too_many_terms(len(out))
         return out
     if isinstance(expr, Neg):

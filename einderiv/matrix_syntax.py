@@ -11,8 +11,9 @@ from functools import lru_cache
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedInput
 
+from . import limits
 from .errors import EinderivError, ParseError
-from .parser import MAX_DEPTH, _syntax_error
+from .parser import _syntax_error
 
 GRAMMAR = r"""
 ?start: sum
@@ -175,7 +176,7 @@ def _column(item) -> int:
 
 
 def _build(tree, source: str):
-    """Lark tree -> nodes, bottom-up without recursion; refuses nesting deeper than MAX_DEPTH."""
+    """Lark tree -> nodes, bottom-up without recursion; refuses nesting deeper than the limit max_depth."""
     done: dict[int, object] = {}
     depth: dict[int, int] = {}
     stack = [(tree, False)]
@@ -189,9 +190,10 @@ def _build(tree, source: str):
         depth[id(node)] = 1 + max((depth.pop(id(c)) for c in node.children if isinstance(c, Tree)), default=0)
         if node.data == "hadamard":  # a ⊙ b ⊙ c becomes a chain of nested nodes
             depth[id(node)] += len(kids) // 2 - 1
-        if depth[id(node)] > MAX_DEPTH:
+        if depth[id(node)] > limits.current().max_depth:
             raise ParseError(
-                f"the matrix claim is nested deeper than {MAX_DEPTH} operations: write it in index notation",
+                f"the matrix claim is nested deeper than {limits.current().max_depth} operations (the limit "
+                f"max_depth): write it in index notation, or {limits.raise_hint('max_depth')}",
                 source,
                 0,
                 0,

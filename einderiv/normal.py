@@ -17,12 +17,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 
+from . import limits
 from .ir import Add, Call, Delta, Div, Expr, Indices, MatrixCall, Mul, Neg, Number, Pow, Tensor
-
-#: Largest number of terms an expansion or a derivative may produce before a clear error.
-MAX_TERMS = 20_000
-#: Largest size (atoms, nested call arguments included) a derivative may reach before a clear error.
-MAX_SIZE = 100_000
 
 _FRESH_POOL = "ijklmnopqrstuvwxyzabcdefghABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -466,7 +462,7 @@ def multiply(left: list[Term], right: list[Term], keep: set[str], avoid: set[str
         for b in right:
             b = rename_term_apart(b, keep, names)
             out.append(Term(a.coeff * b.coeff, a.factors + b.factors))
-        if len(out) > MAX_TERMS:
+        if len(out) > limits.current().max_terms:
             raise too_many_terms(len(out))
     return out
 
@@ -475,8 +471,8 @@ def too_many_terms(count: int):
     from .errors import DifferentiationError
 
     return DifferentiationError(
-        f"the expression grows to {count} terms, over the limit of {MAX_TERMS} "
-        "(einderiv.normal.MAX_TERMS); split it into statements or raise the limit"
+        f"the expression grows to {count} terms, over {limits.over('max_terms')}: split it into statements, "
+        f"or {limits.raise_hint('max_terms')}"
     )
 
 

@@ -15,13 +15,12 @@ from lark import Lark, Token, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 from lark.visitors import Transformer_NonRecursive
 
+from . import limits
 from .errors import EinderivError, IndexRuleError, ParseError
 from .functions import FUNCTIONS, MATRIX_FUNCTIONS, REDUCTIONS, known_functions
 from .ir import Add, Call, Delta, Div, MatrixCall, Mul, Neg, Number, Pow, Program, Statement, Tensor
 
 GRAMMAR_FILE = "einderiv.lark"
-#: Deepest nesting of operations (calls, signs, powers, parenthesised sums) an expression may have.
-MAX_DEPTH = 64
 DELTA_NAME = "delta"
 _INDEX_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*\Z")
 _LETTERS_AND_DIGITS = re.compile(r"(?:[A-Za-z][0-9]*)+\Z")
@@ -605,10 +604,10 @@ def parse(source: str) -> Program:
         raise
     for statement in program.statements:
         depth = nesting_depth(statement.rhs)
-        if depth > MAX_DEPTH:
+        if depth > limits.current().max_depth:
             raise ParseError(
-                f"the expression is nested {depth} levels deep, over the limit of {MAX_DEPTH} "
-                "(einderiv.parser.MAX_DEPTH): name the inner parts in statements of their own",
+                f"the expression is nested {depth} levels deep, over {limits.over('max_depth')}: name the inner "
+                f"parts in statements of their own, or {limits.raise_hint('max_depth')}",
                 source,
                 0,
                 0,

@@ -160,8 +160,8 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         counted = _through_definitions(counted, definitions)
         defined[name] = len(poly.indices)
         axis_hints = []
-        for w in statement.wrt:  # dK_pq/dR_ij: the axes i, j are R's
-            base = w.name[1:]
+        for w, by in zip(statement.wrt, statement.denominators):  # dK_pq/dR_ij: the axes i, j are R's
+            base = by.name
             if base in defined or not base:
                 continue
             if base in inputs and inputs[base] != len(w.indices):

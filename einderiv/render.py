@@ -180,11 +180,10 @@ class _Renderer:
             return rhs
         if not statement.wrt:
             return f"{self(statement.target)} = {rhs}"
-        target = statement.target
-        base = target.name.lstrip("d").lstrip("0123456789") or ""
+        base = statement.differentiated
         order = len(statement.wrt)
-        numerator = Tensor(base, target.indices) if base else None
-        denominators = [Tensor(w.name[1:], w.indices) for w in statement.wrt]
+        numerator = Tensor(base, statement.target.indices) if base else None
+        denominators = statement.denominators
         if self.latex:
             power = "" if order == 1 else f"^{{{order}}}"
             top = r"\partial" + power + (" " + self(numerator) if numerator else "")

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import einderiv
-from einderiv.cli import claim_value
+from einderiv.checking import claim_value
 from einderiv.errors import EinderivError, ParseError
 from einderiv.matrix_claim import translate
 from tests.helpers import run_cli as run

@@ -1,0 +1,132 @@
+"""``einderiv.check`` is what ``einderiv check`` runs (issue 14): the same report, the same verdict
+(exit status 0 or 1), matrix-notation sources with ``notation=``/``ranks=``, and the project's own
+exceptions for bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+
+import einderiv
+from einderiv.cli import main as cli_main
+from einderiv.errors import DifferentiationError, EinderivError, IndexRuleError, ParseError
+from tests.helpers import run_cli
+
+# (command-line arguments after EXPR, the same as keywords of einderiv.check)
+CASES = [
+    ("f = x_i A_ij x_j", ["--wrt", "x"], {"wrt": "x"}),
+    (
+        "f = x_i A_ij x_j",
+        ["--wrt", "x", "--shape", "x=4", "--shape", "A=4x4"],
+        {"wrt": "x", "shapes": {"x": 4, "A": (4, 4)}},
+    ),
+    ("f = x_i A_ij x_j", ["--wrt", "x", "--wrt", "x", "--seed", "7"], {"wrt": ["x", "x"], "seed": 7}),
+    ("y_i = tanh(W_ij x_j)", ["--wrt", "W"], {"wrt": "W"}),
+    ("f = x_i A_ij x_j", ["--wrt", "x", "--expect", "(A + A^T) x"], {"wrt": "x", "expect": "(A + A^T) x"}),
+    ("f = x_i A_ij x_j", ["--wrt", "x", "--expect", "2 A_kj x_j"], {"wrt": "x", "expect": "2 A_kj x_j"}),
+    (
+        "f = x_i A_ij x_j",
+        ["--wrt", "x", "--expect", "A_ij x_j + x_j A_ji"],
+        {"wrt": "x", "expect": "A_ij x_j + x_j A_ji"},
+    ),
+    (
+        "K_pq = R_mp R_mq",
+        ["--wrt", "R", "--expect", "delta_ap R_bq + R_bp delta_aq"],
+        {"wrt": "R", "expect": "delta_ap R_bq + R_bp delta_aq"},
+    ),  # noqa: E501
+    ("f = sum_i(exp(x_i))", ["--wrt", "x", "--tol", "0"], {"wrt": "x", "tol": 0.0}),
+    ("f = x^T A x", ["--wrt", "x", "--expect", "2 A x"], {"wrt": "x", "expect": "2 A x"}),
+    ("f = a' * b", ["--wrt", "a", "--rank", "a=1", "--rank", "b=1"], {"wrt": "a", "ranks": {"a": 1, "b": 1}}),
+    (
+        "f = c x",
+        ["--wrt", "x", "--notation", "matrix", "--shape", "x=2x3"],
+        {"wrt": "x", "notation": "matrix", "shapes": {"x": (2, 3)}},
+    ),  # noqa: E501
+]
+
+
+def _cli(argv: list[str]) -> tuple[str, int]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli_main(argv)
+    return out.getvalue(), code
+
+
+@pytest.mark.parametrize("source, arguments, keywords", CASES, ids=[" ".join([c[0], *c[1]]) for c in CASES])
+def test_the_api_reports_what_the_command_prints(source, arguments, keywords):
+    result = einderiv.check(source, **keywords)
+    printed, code = _cli(["check", source, *arguments])
+    assert printed == result.report() + "\n"
+    assert code == (0 if result.ok else 1)
+
+
+def test_the_command_as_a_process_prints_the_report():
+    result = einderiv.check("f = x^T A x", "x", expect="(A + A^T) x", shapes={"x": 4, "A": (4, 4)})
+    done = run_cli(
+        "check", "f = x^T A x", "--wrt", "x", "--expect", "(A + A^T) x", "--shape", "x=4", "--shape", "A=4x4"
+    )
+    assert done.returncode == 0 and done.stdout == result.report() + "\n"
+    assert result.read_as == "f = x_i A_ij x_j" and done.stdout.startswith("read as: f = x_i A_ij x_j\n")
+
+
+def test_a_right_claim_matches_and_a_wrong_one_differs():
+    right = einderiv.check("y_i = A_ij x_j + b_i", "x", expect="A_ik")
+    assert right.ok and right.matches is True and right.claim == "matches"
+    assert right.message.startswith("your claim: matches")
+    wrong = einderiv.check("y_i = A_ij x_j + b_i", "x", expect="A_ki")  # the transpose
+    assert wrong.fd_ok and not wrong.ok and wrong.matches is False and wrong.claim == "differs"
+    assert "DIFFERS" in wrong.message and wrong.message in wrong.report()
+    A = wrong.inputs["A"]  # the claimed value differs where A is not symmetric
+    assert not np.allclose(A, A.T)
+    none = einderiv.check("y_i = A_ij x_j + b_i", "x")
+    assert none.matches is None and none.ok
+
+
+def test_finite_differences_catch_a_wrong_derivative():
+    """``error`` is measured, not assumed: a derivative far from the finite differences fails."""
+    result = einderiv.check("f = sum_i(exp(x_i))", "x", tol=1e-12)
+    assert not result.fd_ok and not result.ok and 0 < result.error < 1e-6
+    assert "FAILED" in result.report()
+
+
+def test_notation_and_ranks_reach_the_api():
+    matrix = einderiv.check("f = a' * b", "a", ranks={"a": 1, "b": 1})
+    assert matrix.read_as == "f = a_i b_i" and matrix.ok
+    np.testing.assert_allclose(matrix.value, matrix.inputs["b"])
+    index = einderiv.check("f = x_i x_i", "x", notation="index")
+    assert index.read_as is None and "read as" not in index.report()
+    by_shape = einderiv.check("f = c x", "x", notation="matrix", shapes={"x": (2, 3)})  # x a matrix, by its shape
+    assert by_shape.read_as == "f_ij = c x_ij"
+    assert by_shape.inputs["x"].shape == (2, 3) and by_shape.value.shape == (2, 3, 2, 3)
+
+
+@pytest.mark.parametrize(
+    "source, keywords, error, message",
+    [
+        ("f = x_i A_ij x_j +", {"wrt": "x"}, ParseError, "syntax error"),
+        ("f = x_i A_ij x_j", {"wrt": "q"}, DifferentiationError, "'q'"),
+        ("f = x_i A_ij x_j", {"wrt": "x", "expect": "2 A_kj x_j +"}, ParseError, ""),
+        ("f = x_i A_ij x_j", {"wrt": "x", "expect": "2 B_kj x_j"}, EinderivError, "'B', which is not an input"),
+        ("f = x_i A_ij x_j", {"wrt": "x", "expect": "df/dy_k = A_kj x_j"}, EinderivError, "derivative by dy"),
+        ("f_ii = x_i", {"wrt": "x"}, IndexRuleError, "repeated on the left-hand side"),
+        ("f = x_i x_i", {"wrt": "x", "shapes": [("x", 3)]}, EinderivError, "shapes must map input names"),
+        ("f = x_i x_i", {"wrt": "x", "shapes": {"x": "3"}}, EinderivError, "must be non-negative integers"),
+        ("f = x_i x_i", {"wrt": "x", "notation": "latex"}, EinderivError, "notation must be one of"),
+        ("f = x_i x_i", {"wrt": "x", "tol": None}, EinderivError, "tol must be a non-negative number"),
+    ],
+)
+def test_bad_input_is_an_einderiv_error(source, keywords, error, message):
+    with pytest.raises(error) as caught:
+        einderiv.check(source, **keywords)
+    assert message in str(caught.value)
+    arguments = ["check", source] + [a for w in np.atleast_1d(keywords["wrt"]) for a in ("--wrt", str(w))]
+    if set(keywords) <= {"wrt", "expect"}:  # the command says the same, as one error line with status 2
+        if "expect" in keywords:
+            arguments += ["--expect", keywords["expect"]]
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            printed, code = _cli(arguments)
+        assert code == 2 and printed == "" and err.getvalue().startswith("error: ")
