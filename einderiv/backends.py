@@ -3,10 +3,10 @@
 A compiled expression evaluates in the library its inputs come from.  Contractions go through
 opt_einsum's backend dispatch (``backend="torch"`` etc.); elementwise functions, reductions and
 matrix functions through that library's namespace (``jax.numpy``, ``cupy`` and ``dask.array``
-follow NumPy's names; torch gets a small adapter).  Nothing here writes into an array: results
-are built from contractions and sums, so the same code runs on immutable arrays (JAX, traced
-under ``jax.jit``), on lazy chunked ones (dask) and under ``torch.compile``.  No library is
-imported until an array of it arrives.
+follow NumPy's names; torch gets a small adapter, and the function registry gives torch's own
+implementations).  Nothing here writes into an array: results are built from contractions and
+sums, so the same code runs on immutable arrays (JAX, traced under ``jax.jit``), on lazy chunked
+ones (dask) and under ``torch.compile``.  No library is imported until an array of it arrives.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import opt_einsum
 
 from .errors import EvaluationError
-from .functions import FUNCTIONS
+from .functions import Function, entry
 from .ir import to_float
 
 #: The libraries einderiv evaluates with, by the name ``backend=`` takes.
@@ -83,7 +83,7 @@ class ArrayOps:
     def __init__(self, name: str, module: str):
         self.name = name
         self.xp = importlib.import_module(module)
-        self.functions: dict[str, Callable] = {name: row.make(self.xp) for name, row in FUNCTIONS.items()}
+        self._made: dict[str, tuple[Function, Callable]] = {}
 
     # -- inputs ---------------------------------------------------------------------------
     def convert(self, value, like=None):
@@ -152,7 +152,18 @@ class ArrayOps:
             if param == Fraction(1, 2):
                 return self.xp.sqrt(x)
             return x ** (int(param) if param.denominator == 1 and abs(param) < 2**62 else to_float(param))
-        return self.functions[func](x)
+        return self.function(func)(x)
+
+    def function(self, name: str) -> Callable:
+        """The registry's function ``name`` on this library's arrays (made once per entry, so a
+        function registered later is found, and one registered again is made afresh)."""
+        row = entry(name)
+        if row is None:
+            raise EvaluationError(f"unknown elementwise function {name!r}: it is not in einderiv.functions")
+        made = self._made.get(name)
+        if made is None or made[0] is not row:
+            made = self._made[name] = (row, row.on(self.xp, self.name))
+        return made[1]
 
     def amax(self, x, axes):
         return self.xp.max(x, axis=axes, keepdims=True)
@@ -188,13 +199,7 @@ class TorchOps(ArrayOps):
 
         self.name = "torch"
         self.xp = torch
-        self.functions = {name: row.make(torch) for name, row in FUNCTIONS.items()}
-        self.functions.update(  # where torch's names or signatures differ from NumPy's
-            sigmoid=torch.sigmoid,
-            softplus=lambda x: torch.logaddexp(x, torch.zeros_like(x)),
-            relu=torch.relu,
-            step=lambda x: (x > 0).to(x.dtype),
-        )
+        self._made = {}  # elementwise functions: the registry's torch implementations, where given
 
     def convert(self, value, like=None):
         # a Python float is float64, as NumPy has it (torch would make it float32)

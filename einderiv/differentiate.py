@@ -2,7 +2,7 @@
 
 ``d(sum_t c_t prod_f a_f) / dX_kl = sum_t c_t sum_f (prod_{g != f} a_g) d(a_f)/dX_kl``, then
 :func:`normal.simplify` contracts the deltas away and collects like terms.  Elementwise
-functions use the chain rule with the derivative table of :mod:`einderiv.functions`.
+functions use the chain rule with the derivatives in the registry of :mod:`einderiv.functions`.
 """
 
 from __future__ import annotations
@@ -64,15 +64,14 @@ def _delta_rule(atom: Delta, wrt: Tensor, avoid: set) -> list[Term]:
 
 
 @cache
-def _derivative_template(func: str) -> tuple[Term, ...]:
-    """f'(u) from the function table, lowered once, with the scalar ``u`` standing for the argument."""
+def derivative_template(derivative: str) -> tuple[Term, ...]:
+    """f'(u) written in einderiv's language (a registry entry's ``derivative``), lowered once,
+    with the scalar ``u`` standing for the argument (cached by its text, so an entry registered
+    later, or again, is read afresh)."""
     from .lower import lower
     from .parser import parse
 
-    row = FUNCTIONS.get(func)
-    if row is None:
-        raise DifferentiationError(f"no derivative rule for the function {func!r}")
-    return tuple(lower(parse(row.derivative).output.rhs, frozenset()))
+    return tuple(lower(parse(derivative).output.rhs, frozenset()))
 
 
 def substitute(terms, name: str, value: Poly) -> list[Term]:
@@ -104,7 +103,10 @@ def _outer_derivative(atom: Apply) -> list[Term]:
 
     if atom.func == "pow":
         return [t.scaled(atom.param) for t in make_apply("pow", atom.arg, atom.param - 1)]
-    return substitute(_derivative_template(atom.func), "u", atom.arg)
+    row = FUNCTIONS.get(atom.func)
+    if row is None:
+        raise DifferentiationError(f"no derivative rule for the function {atom.func!r}")
+    return substitute(derivative_template(row.derivative), "u", atom.arg)
 
 
 @defrule(MatrixFn)

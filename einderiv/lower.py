@@ -280,10 +280,6 @@ def lower(expr: Expr, context: frozenset[str]) -> list[Term]:
 # -- building applications: folding and numerically stable rewrites --------------------------------
 
 
-#: f(0) where it is rational, for folding a call on an argument that cancelled: tanh(A_ij - A_ij) = 0.
-AT_ZERO = {row.name: row.at_zero for row in FUNCTIONS.values() if row.at_zero is not None}
-
-
 def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term]:
     """``func(arg)`` as terms, after exact folding and the stable rewrites:
 
@@ -305,8 +301,9 @@ def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term
             tuple(i for i in arg.indices if i not in along),
         )
         return _carrying(make_apply(func, reduced, param), arg.indices)
-    if not arg.terms and func in AT_ZERO:
-        return [Term(AT_ZERO[func], ())] if AT_ZERO[func] else []
+    at_zero = FUNCTIONS[func].at_zero if func in FUNCTIONS else None  # f(0), where rational
+    if not arg.terms and at_zero is not None:
+        return [Term(at_zero, ())] if at_zero else []
     if func == "pow":
         if param == 0:
             return _carrying([Term(one, ())], arg.indices)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields, is_dataclass
 
 from .errors import EinderivError
-from .functions import FUNCTIONS
+from .functions import FUNCTIONS, in_matrix_notation
 from .ir import format_indices
 from .matrix_syntax import (
     Call,
@@ -36,7 +36,8 @@ from .matrix_syntax import (
     parse_matrix,
 )
 
-#: Functions of a whole vector or matrix (the elementwise ones are einderiv.functions.FUNCTIONS).
+#: Functions of a whole vector or matrix (the elementwise ones are the ``matrix`` names of
+#: einderiv.functions' entries).
 STRUCTURAL = ("tr", "det", "logdet", "inv", "diag", "sum", "mean", "softmax", "logsumexp", "norm2")
 IDENTITY = "I"
 _LETTERS = "ijklmnpqrstuvwabcdefghoxyz"
@@ -135,7 +136,7 @@ class Reader:
             return rank
         if node.name == IDENTITY:
             return -1
-        if node.name in FUNCTIONS or node.name in STRUCTURAL:
+        if in_matrix_notation(node.name) is not None or node.name in STRUCTURAL:
             raise self.fail(node, f"{node.name!r} is a function: write {node.name}(...)")
         known = ", ".join(sorted(self.ranks)) or "none"
         raise self.fail(node, f"unknown name {node.name!r} (inputs: {known}; I is the identity)")
@@ -260,13 +261,13 @@ class Reader:
         if name in ("det", "logdet"):
             self.matrix_argument(node.arg, node, f"{name}(...)")
             return Shaped(SCALAR)
-        if name in FUNCTIONS:
+        if in_matrix_notation(name) is not None:
             inner = self.shaped(node.arg)
             return Shaped(inner.shape)
         if name not in STRUCTURAL:
             if name in self.ranks or name in self.defined or name == IDENTITY:
                 return self._rewrite(node, Product(Name(name, node.column), node.arg, node.column))
-            known = ", ".join([*sorted(FUNCTIONS), *STRUCTURAL])
+            known = ", ".join([*sorted(row.matrix for row in FUNCTIONS.values()), *STRUCTURAL])
             close = function_suggestion(name)
             raise self.fail(node, f"unknown function {name!r}{close} (known: {known})")
         inner = self.shaped(node.arg)
@@ -278,10 +279,15 @@ class Reader:
             if inner.shape == MATRIX:
                 raise self.fail(node, "norm2(...) of a matrix: write sqrt(sum(X .* X)) for the Frobenius norm")
             if inner.shape == SCALAR:
-                return self._rewrite(node, Call("abs", node.arg, node.column))
+                return self._rewrite(node, Call(FUNCTIONS["abs"].matrix, node.arg, node.column))
             pair = (Transpose(node.arg, node.column), node.arg)
             return self._rewrite(
-                node, Call("sqrt", Product(*(pair if inner.shape == COLUMN else pair[::-1]), node.column), node.column)
+                node,
+                Call(
+                    FUNCTIONS["sqrt"].matrix,
+                    Product(*(pair if inner.shape == COLUMN else pair[::-1]), node.column),
+                    node.column,
+                ),
             )
         if name == "tr":
             if inner.shape != MATRIX:
@@ -473,9 +479,10 @@ class Reader:
                 if name == "logdet":
                     return f"log({self.emit(node.arg, None, None)[0]})", 3
                 return f"{self.factor(node.arg, None, None, atom=True)}^-1", 2
-        if name in FUNCTIONS:
+        elementwise = in_matrix_notation(name)
+        if elementwise is not None:
             with self.inside():
-                return f"{name}({self.emit(node.arg, row, col)[0]})", 3
+                return f"{elementwise.name}({self.emit(node.arg, row, col)[0]})", 3
         inner = self.shaped(node.arg).shape
         if name == "tr":
             if inner == SCALAR:
@@ -556,7 +563,7 @@ def function_suggestion(name: str) -> str:
     ``""`` when no known function is close."""
     from .parser import closest_name
 
-    close = _SPELLINGS.get(name) or closest_name(name, [*FUNCTIONS, *STRUCTURAL])
+    close = _SPELLINGS.get(name) or closest_name(name, [*(row.matrix for row in FUNCTIONS.values()), *STRUCTURAL])
     return f"; did you mean {close}?" if close else ""
 
 

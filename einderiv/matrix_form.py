@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from .errors import EinderivError
-from .functions import FUNCTIONS
+from .functions import FUNCTIONS, in_matrix_notation
 from .ir import Delta, Tensor, format_number
 from .matrix_tree import (
     COLUMN,
@@ -54,9 +54,14 @@ class NoMatrixForm(EinderivError):
         self.reason = reason or message
 
 
-ELEMENTWISE = frozenset(FUNCTIONS)
-#: Names matrix notation reads as functions: a tensor so named has no matrix form.
-NOTATION_FUNCTIONS = ELEMENTWISE | {"tr", "det", "logdet", "diag", "sum", "softmax", "logsumexp", "inv"}
+#: Names matrix notation reads as functions besides the elementwise ones (their entries' ``matrix``
+#: names): a tensor so named has no matrix form.
+_STRUCTURAL_NAMES = frozenset({"tr", "det", "logdet", "diag", "sum", "softmax", "logsumexp", "inv"})
+
+
+def notation_function(name: str) -> bool:
+    """Whether matrix notation reads ``name`` as a function (``tr``, ``exp``, ...)."""
+    return name in _STRUCTURAL_NAMES or in_matrix_notation(name) is not None
 
 
 # -- index form -> tree ------------------------------------------------------------------------------
@@ -88,7 +93,7 @@ class _Context:
 
     def symbol(self, name: str, shape: tuple[bool, bool]) -> Symbol:
         """A tensor's name, unless matrix notation reads it as a function (``tr``, ``exp``, ...)."""
-        if name in NOTATION_FUNCTIONS:
+        if notation_function(name):
             raise NoMatrixForm(f"the name {name} is a function in matrix notation")
         if name == "I":  # printed, it would read as the identity
             raise NoMatrixForm("the tensor I would read as the identity matrix in matrix notation")
@@ -183,7 +188,7 @@ def _apply_piece(atom: Apply, context: _Context, scalars: list, pieces: list, di
                 scalars.append(Power(base, exponent))
             return
         if exponent == Fraction(1, 2):
-            expr = Call("sqrt", base, base.shape)
+            expr = Call(FUNCTIONS["sqrt"].matrix, base, base.shape)
         elif exponent.denominator == 1 and 2 <= exponent <= 4:
             expr = Hadamard((base,) * int(exponent))
         else:
@@ -194,9 +199,9 @@ def _apply_piece(atom: Apply, context: _Context, scalars: list, pieces: list, di
     if softmax is not None:
         pieces.append(_Piece(Call("softmax", _render_poly(softmax, context), COLUMN), indices))
         return
-    if atom.func not in ELEMENTWISE:
+    if atom.func not in FUNCTIONS:
         raise NoMatrixForm(f"the function {atom.func} has no matrix form")
-    expr = Call(atom.func, _render_poly(atom.arg, context), _shape_of(indices))
+    expr = Call(FUNCTIONS[atom.func].matrix, _render_poly(atom.arg, context), _shape_of(indices))
     if indices:
         pieces.append(_Piece(expr, indices))
     else:

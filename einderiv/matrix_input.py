@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import EinderivError, IndexRuleError, ParseError
-from .functions import FUNCTIONS
+from .functions import in_matrix_notation
 from .ir import Program
 from .matrix_claim import IDENTITY, STRUCTURAL, Reader, function_suggestion
 from .matrix_syntax import Call, MatrixStatement, Name, lift_signs, parse_matrix_program
@@ -200,7 +200,7 @@ def _names(node) -> list[Name]:
             continue
         if (
             isinstance(item, Call)
-            and item.function not in FUNCTIONS
+            and in_matrix_notation(item.function) is None
             and item.function not in STRUCTURAL
             and not function_suggestion(item.function)  # sigmod(...), ln(...), mean-like: a typo, not A(x + y)
         ):

@@ -17,7 +17,7 @@ from lark.visitors import Transformer_NonRecursive
 
 from . import limits
 from .errors import EinderivError, IndexRuleError, ParseError
-from .functions import FUNCTIONS, MATRIX_FUNCTIONS, REDUCTIONS, known_functions
+from .functions import FUNCTIONS, MATRIX_FUNCTIONS, REDUCTIONS, call_glyphs, known_functions
 from .ir import Add, Call, Delta, Div, MatrixCall, Mul, Neg, Number, Pow, Program, Statement, Tensor
 
 GRAMMAR_FILE = "einderiv.lark"
@@ -246,7 +246,7 @@ class _ToIR(Transformer_NonRecursive):
         if isinstance(left, _Paren):
             return Mul((_grouped(left.inner), _bare(right)))
         last = _flat(Mul, left)[-1]
-        if isinstance(right, _Paren) and isinstance(last, Tensor) and not last.indices and last.name in _CALLABLE:
+        if isinstance(right, _Paren) and isinstance(last, Tensor) and not last.indices and _callable(last.name):
             _, token = self.tokens.get(id(last), (None, None))
             if token is not None:
                 raise _fail(
@@ -358,7 +358,6 @@ _OPERATORS = {"\u2212": "-", "\u00b7": "*", "\u22c5": "*", "\u00d7": "*", "\u221
 _SPACES = frozenset("\u00a0\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000")
 _SUPERSCRIPTS = dict(zip("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "-0123456789"))
 _DIGITS = "0123456789"  # str.isdigit() is true for superscripts too: x_i² is x_i^2
-_CALL_GLYPHS = {"σ": "sigmoid", "√": "sqrt", "Σ": "sum"}
 _INVERSE = re.compile(r"\(\s*([A-Za-z][A-Za-z0-9]*)\s*\^-1\s*\)(?=_)")
 _GREEK_WORDS = {"LAMDA": "lambda"}
 
@@ -409,6 +408,7 @@ class _Typed:
             chars.extend(text)
             origin.extend([at] * len(text))
 
+        glyphs = call_glyphs()  # σ( is sigmoid(, as the registry's entries print
         k, n = 0, len(source)
         while k < n:
             char = source[k]
@@ -430,8 +430,8 @@ class _Typed:
                     put(_SUPERSCRIPTS[source[k]], k)
                     k += 1
                 continue
-            if char in _CALL_GLYPHS and self._calls(source, k + 1):
-                put(_CALL_GLYPHS[char], k)
+            if char in glyphs and self._calls(source, k + 1):
+                put(glyphs[char], k)
             elif char in _OPERATORS:
                 put(_OPERATORS[char], k)
             elif char in _SPACES:
@@ -571,8 +571,9 @@ def _grouped(node):
     return Mul((node,)) if isinstance(node, Div) else node
 
 
-#: names a scalar may not take when parentheses follow: ``exp (x_i)`` is a call with a stray space
-_CALLABLE = frozenset([*FUNCTIONS, *REDUCTIONS, *MATRIX_FUNCTIONS])
+def _callable(name: str) -> bool:
+    """Whether a scalar may not take ``name`` when parentheses follow: ``exp (x_i)`` is a call with a stray space."""
+    return name in FUNCTIONS or name in REDUCTIONS or name in MATRIX_FUNCTIONS
 
 
 def _flat(kind: type, node) -> tuple:

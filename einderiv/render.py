@@ -3,6 +3,7 @@ the terminal (``∂K_pq/∂R_ij = δ_jp R_iq + R_ip δ_jq``).  Both walk the sam
 
 from __future__ import annotations
 
+from .functions import FUNCTIONS, Enclosing
 from .ir import (
     Add,
     Call,
@@ -19,24 +20,6 @@ from .ir import (
     format_indices,
     format_number,
 )
-
-_LATEX_FUNCTIONS = {
-    "exp": r"\exp",
-    "log": r"\log",
-    "sin": r"\sin",
-    "cos": r"\cos",
-    "tan": r"\tan",
-    "tanh": r"\tanh",
-    "cosh": r"\cosh",
-    "sinh": r"\sinh",
-    "arcsin": r"\arcsin",
-    "arccos": r"\arccos",
-    "arctan": r"\arctan",
-    "sigmoid": r"\sigma",
-    "sqrt": None,  # \sqrt{...}
-    "abs": None,  # \left| ... \right|
-}
-_PRETTY_FUNCTIONS = {"sigmoid": "σ", "sqrt": "√"}
 
 # precedence, as in ir: sum < product < signed < factor < atom
 _SUM, _PRODUCT, _SIGNED, _FACTOR, _ATOM = range(5)
@@ -164,14 +147,14 @@ class _Renderer:
                 if latex:
                     return r"\sum_{" + ",".join(node.over) + r"} \left(" + arg + r"\right)"
                 return "Σ" + _indices(node.over, False) + "(" + arg + ")"
+            row = FUNCTIONS.get(node.func)  # an elementwise function's notation is in its registry entry
             if latex:
-                if node.func == "sqrt":
-                    return r"\sqrt{" + arg + "}"
-                if node.func == "abs":
-                    return r"\left|" + arg + r"\right|"
-                command = _LATEX_FUNCTIONS.get(node.func) or r"\operatorname{" + node.func + "}"
+                if row is not None and isinstance(row.latex, Enclosing):
+                    return row.latex.before + arg + row.latex.after
+                command = row.latex if row is not None else r"\operatorname{" + node.func + "}"
                 return command + _indices(node.over, True) + r"\left(" + arg + r"\right)"
-            return _PRETTY_FUNCTIONS.get(node.func, node.func) + _indices(node.over, False) + "(" + arg + ")"
+            name = row.pretty if row is not None else node.func
+            return name + _indices(node.over, False) + "(" + arg + ")"
         raise TypeError(f"cannot render {type(node).__name__}")
 
     def statement(self, statement: Statement) -> str:
