@@ -13,7 +13,7 @@ from . import render
 from .backends import array_library, choose_backend, ops_for
 from .dimensions import Dimensions, dimension_names, dimensions, shape_of, sized_definitions
 from .emit import EinsumTerm, emit
-from .errors import DifferentiationError, EinderivError, EvaluationError
+from .errors import DifferentiationError, EinderivError, EvaluationError, guarded
 from .factor import factored
 from .ir import Delta, Indices, Program, Statement, Tensor, derivative_name
 from .matrix_input import Reading, accepts_notation, scalar_use_hint
@@ -23,24 +23,6 @@ from .program import CheckedProgram, Definition, check_program, derive, name_cal
 from .runtime import StraightLine, as_array
 
 Source = str | Program | Statement
-
-
-def _guarded(function):
-    """Turn a RecursionError (an expression nested past what Python's stack holds) into a
-    clear EinderivError; parse already refuses nesting deeper than the limit max_depth."""
-
-    @functools.wraps(function)
-    def call(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except RecursionError:
-            raise EinderivError(
-                "the expression is nested too deeply to process: name inner parts in statements of their own"
-            ) from None
-        except MemoryError as err:  # arrays (or a result) too large for this machine: the user's sizes
-            raise EvaluationError(f"not enough memory ({err or 'MemoryError'})") from None
-
-    return call
 
 
 PARAMETERS = ("source", "arrays", "of", "backend", "layout", "self")
@@ -158,7 +140,7 @@ class Compiled:
         """Unicode for the terminal: ``∂K_pq/∂R_ij = δ_jp R_iq + R_ip δ_jq``."""
         return render.pretty(self.displayed())
 
-    @_guarded
+    @guarded
     def matrix_lines(self) -> list[tuple[str, str, str]]:
         """``(definition name, left side, matrix form)`` per statement: ``("d1f", "df/dx", "A x + A^T x")``.
 
@@ -276,7 +258,7 @@ class Compiled:
         like = first[1] if first is not None else None
         return {name: ops.astype(value, dtype) for name, value in out.items()}, dtype, like
 
-    @_guarded
+    @guarded
     def call(self, arrays: Mapping[str, object] | None = None, /, backend: str | None = None, **named):
         """The value for ``arrays`` (a mapping: names need not be Python identifiers, and may be
         ``backend``), and for arrays given as keywords.  It is
@@ -300,7 +282,7 @@ class Compiled:
         result = (self._line or self.line).run_with(values, ops, like)[self.program.output]
         return ops.own(result, inputs)  # never an input, a view of one or a broadcast view
 
-    @_guarded
+    @guarded
     def __call__(self, arrays: Mapping[str, object] | None = None, /, **named) -> np.ndarray:
         """The value for these arrays, named as in the expression: as keywords (``f(x=x)``), as one
         mapping (``f({"x": x})``, for any name), or both (see :meth:`call`)."""
@@ -321,7 +303,7 @@ class Compiled:
             result = np.array(result)  # never hand back an input, or a view of one
         return result
 
-    @_guarded
+    @guarded
     def shape_for(self, shapes: Mapping[str, Sequence[int]] | None = None, /, **named) -> tuple[int, ...]:
         """The result's shape for inputs of the given shapes, as keywords or one mapping (allocates
         and evaluates nothing)."""
@@ -397,14 +379,14 @@ class Derivative(Compiled):
 
 
 @accepts_notation
-@_guarded
+@guarded
 def compile(source: Source, of: str | None = None) -> Compiled:  # noqa: A001 - the natural name
     """Check a statement or program and prepare it for evaluation (``of`` picks the output)."""
     return Compiled(check_program(_program(source), _output_name(of)))
 
 
 @accepts_notation
-@_guarded
+@guarded
 def evaluate(
     source: Source, arrays: Mapping[str, object] | None = None, /, *, of: str | None = None, backend=None, **named
 ) -> np.ndarray:
@@ -462,7 +444,7 @@ LAYOUTS = ("numerator", "denominator")
 
 
 @accepts_notation
-@_guarded
+@guarded
 def diff(source: Source, wrt: str | Sequence[str], of: str | None = None, layout: str = "numerator") -> Derivative:
     """Differentiate the output (the last statement, or ``of``) with respect to ``wrt``.
 
@@ -618,21 +600,21 @@ def _require_scalar(source: Source, of: str | None, what: str) -> CheckedProgram
 
 
 @accepts_notation
-@_guarded
+@guarded
 def grad(source: Source, wrt: str, of: str | None = None) -> Derivative:
     """The gradient of a scalar output: an array of the wrt tensor's shape (in either layout)."""
     return diff(_require_scalar(source, of, "grad"), wrt)
 
 
 @accepts_notation
-@_guarded
+@guarded
 def jacobian(source: Source, wrt: str, of: str | None = None, layout: str = "numerator") -> Derivative:
     """The Jacobian: shape ``out.shape + wrt.shape`` (``wrt.shape + out.shape`` in denominator layout)."""
     return diff(source, wrt, of, layout)
 
 
 @accepts_notation
-@_guarded
+@guarded
 def hessian(source: Source, wrt: str, of: str | None = None) -> Derivative:
     """The Hessian of a scalar output: shape ``wrt.shape + wrt.shape``."""
     checked = _require_scalar(source, of, "hessian")

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .api import _guarded
-from .errors import EinderivError, EvaluationError, ParseError
+from .errors import EinderivError, EvaluationError, ParseError, guarded
 from .ir import Delta, MatrixCall, Statement, Tensor, derivative_name, format_indices, walk
 from .matrix_input import read
 from .parser import parse
@@ -68,7 +67,7 @@ class CheckResult:
     __str__ = report
 
 
-@_guarded
+@guarded
 def check(
     source,
     wrt: str | Sequence[str],

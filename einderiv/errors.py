@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 
 class EinderivError(Exception):
     """Base class of all errors einderiv raises on purpose."""
@@ -52,3 +54,22 @@ class EvaluationError(EinderivError):
 
 class EinderivWarning(UserWarning):
     """Legal input that almost always means something else (emitted through :mod:`warnings`)."""
+
+
+def guarded(function):
+    """Turn a RecursionError (an expression nested past what Python's stack holds) into a
+    clear EinderivError, and a MemoryError into an EvaluationError; parse already refuses
+    nesting deeper than the limit max_depth."""
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except RecursionError:
+            raise EinderivError(
+                "the expression is nested too deeply to process: name inner parts in statements of their own"
+            ) from None
+        except MemoryError as err:  # arrays (or a result) too large for this machine: the user's sizes
+            raise EvaluationError(f"not enough memory ({err or 'MemoryError'})") from None
+
+    return call

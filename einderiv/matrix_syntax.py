@@ -13,7 +13,7 @@ from lark.exceptions import UnexpectedInput
 
 from . import limits
 from .errors import EinderivError, ParseError
-from .parser import _syntax_error
+from .parser import syntax_error
 
 GRAMMAR = r"""
 ?start: sum
@@ -373,7 +373,7 @@ def _parse_line(text: str):
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as err:
-        raise _syntax_error(err, text) from None
+        raise syntax_error(err, text) from None
     if isinstance(tree, Token):
         tree = Tree("number" if tree.type == "NUMBER" else "name", [tree])
     return _build(tree, text)

@@ -87,7 +87,7 @@ _GLYPH_HINTS = {
 }
 
 
-def _syntax_error(err: UnexpectedInput, source: str, spelled=str) -> ParseError:
+def syntax_error(err: UnexpectedInput, source: str, spelled=str) -> ParseError:
     """The parser's complaint as a ParseError; ``spelled(token)`` is a token as the user typed it."""
     line, column = err.line, err.column
     if isinstance(err, UnexpectedCharacters):
@@ -594,7 +594,7 @@ def parse(source: str) -> Program:
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as err:
-        raise typed.locate(_syntax_error(err, text, typed.spelled)) from None
+        raise typed.locate(syntax_error(err, text, typed.spelled)) from None
     try:
         program = _ToIR(text).transform(tree)
     except VisitError as err:
