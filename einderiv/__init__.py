@@ -19,6 +19,7 @@ from .errors import (
 from .limits import Limits, limited
 from .matrix_form import NoMatrixForm
 from .matrix_input import parse
+from .products import hessian_diag, hvp, jvp, vjp
 
 __version__ = "0.1.0"
 
@@ -40,8 +41,12 @@ __all__ = [
     "evaluate",
     "grad",
     "hessian",
+    "hessian_diag",
+    "hvp",
     "jacobian",
+    "jvp",
     "limited",
     "limits",
     "parse",
+    "vjp",
 ]

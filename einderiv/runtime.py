@@ -864,7 +864,8 @@ class StraightLine:
         """``-y_n X_ni + s_n X_ni`` -> ``(s_n - y_n) X_ni``: terms that share their heavy factors
         (those of the highest rank in the term) and differ only in lighter factors over indices
         the heavy ones have anyway share one contraction; the light parts are combined first by
-        a cheap elementwise step (no larger than the heavy factors)."""
+        a cheap elementwise step (no larger than the largest light factor: never an outer
+        product)."""
         groups: dict[tuple, list[Term]] = {}
         order: list[tuple] = []
         for term in terms:
@@ -877,7 +878,9 @@ class StraightLine:
                 light = [f for f in tensors if len(f.indices) < top]
                 heavy_indices = {i for f in heavy for i in f.indices}
                 part = frozenset(i for f in light for i in f.indices)
-                if light and part <= heavy_indices:
+                # light factors over different indices (s_n v_i) would combine as an outer
+                # product, which undoes the matrix-vector products X_ni v_i each term does
+                if light and part <= heavy_indices and len(part) <= max(len(f.indices) for f in light):
                     key = (heavy, part)
             if key not in groups:
                 groups[key] = []

@@ -1,0 +1,167 @@
+"""Derivative products that never form the whole derivative: Hessian-vector products, JVPs,
+VJPs and Hessian diagonals, each derived symbolically and simplified.
+
+- ``hvp``: H v = d(∇f · v)/dx, the derivative of the scalar ∇f · v, so the logistic loss gives
+  ``X_ni s_n (1 - s_n) X_nj v_j``: matrix-vector products, no D x D array.
+- ``jvp``: J v, the Jacobian contracted with a tangent v over the wrt's indices (output's shape).
+- ``vjp``: uᵀ J = ∇(u · out), the gradient of the output contracted with a cotangent u: one
+  reverse sweep with a scalar output (wrt's shape).
+- ``hessian_diag``: H_ii, the Hessian with its two wrt index groups set equal symbolically
+  (``sum_n(X_ni s_n (1 - s_n) X_ni)``: O(N D) work, not O(N D^2)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .api import Derivative, Source, _require_scalar, _wrt_ref, diff, grad, hessian
+from .errors import DifferentiationError, guarded
+from .ir import Indices, Statement, Tensor
+from .matrix_input import accepts_notation
+from .normal import Term, rename_apart, simplify
+from .program import CheckedProgram, Definition
+
+
+def _name_free(name: object, program: CheckedProgram, role: str) -> str:
+    if not isinstance(name, str) or not name.isidentifier() or "_" in name:
+        raise DifferentiationError(f"the {role} must be named by letters and digits, such as 'v', got {name!r}")
+    if name in program.ranks or name in program.all_inputs:
+        raise DifferentiationError(
+            f"the {role} {name!r} is already a name in the expression: pass another, e.g. {role[:1]}={name + '2'!r}"
+        )
+    return name
+
+
+def _contracted(program: CheckedProgram, tensor: Tensor, over: Indices) -> CheckedProgram:
+    """``program`` with its output multiplied by ``tensor`` (a new input) and summed over
+    ``over``: out_P -> out_P t_P (u · out), or J_PW -> J_PW v_W (J v)."""
+    out = program.out
+    keep = tuple(i for i in out.indices if i not in over)
+    terms = [Term(t.coeff, (*t.factors, tensor)) for t in out.poly.terms]
+    written = ("names", tuple((i, tensor.name, k) for k, i in enumerate(tensor.indices)))
+    hints = tuple(h for h in out.hints if h[0] != "axis" or h[1] in keep) + (written,)
+    contracted = Definition(out.name, keep, simplify(terms, keep), hints)
+    definitions = [*program.definitions[:-1], contracted] if program.definitions[-1] is out else None
+    if definitions is None:
+        definitions = [contracted if d is out else d for d in program.definitions]
+    rank = {tensor.name: len(tensor.indices)}
+    return CheckedProgram(
+        definitions,
+        {**program.inputs, **rank},
+        program.output,
+        None,
+        {**program.ranks, **rank, out.name: len(keep)},
+        {**(program.all_inputs or program.inputs), **rank},
+    )
+
+
+def _renamed(derivative: Derivative, name: str, shape: tuple[str, ...], wrt=None) -> Derivative:
+    """``derivative`` with its result printed as ``name_indices = ...`` and its shape line
+    naming ``shape`` (``L.shape + w.shape``)."""
+    final = derivative.program.out
+    rhs = final.statement.rhs if final.statement is not None else final.display().rhs
+    statement = Statement(Tensor(name, final.indices), rhs)
+    definitions = [*derivative.program.definitions[:-1], replace(final, statement=statement)]
+    program = replace(derivative.program, definitions=definitions)
+    wrt = derivative.wrt if wrt is None else wrt
+    product = Product(program, derivative.ranks, wrt, derivative.root, derivative.sources)
+    product.shape_names = shape
+    product.reading = derivative.reading
+    return product
+
+
+class Product(Derivative):
+    """A derivative product (``hvp``, ``jvp``, ``vjp``, ``hessian_diag``): a derivative whose
+    shape line names its own parts."""
+
+    shape_names: tuple[str, ...] = ()
+
+    def __init__(self, program: CheckedProgram, inputs, wrt, root, sources=()):
+        super().__init__(program, inputs, wrt, root, sources or (root,))
+
+    def shape_text(self) -> str:
+        index_dims, input_dims = self.dimension_names()
+        dims = ", ".join(index_dims.get(i, "?") for i in self.indices)
+        dims = f"({dims},)" if len(self.indices) == 1 else f"({dims})"
+        shown = [n for n in input_dims if self.ranks.get(n)]
+        where = ", ".join(f"{n}: ({', '.join(input_dims[n])}{',' if len(input_dims[n]) == 1 else ''})" for n in shown)
+        return f"{' + '.join(self.shape_names)} = {dims}" + (f" with {where}" if where else "")
+
+
+def _tangent(program: CheckedProgram, wrt_name: str, name: str, role: str, indices: Indices) -> Tensor:
+    return Tensor(_name_free(name, program, role), indices)
+
+
+@accepts_notation
+@guarded
+def hvp(source: Source, wrt: str, v: str = "v", of: str | None = None) -> Derivative:
+    """The Hessian of a scalar output times a tangent ``v`` (a new input with wrt's shape): the
+    derivative of (gradient · v), simplified; the Hessian is never formed.  Result: wrt's shape.
+
+    >>> print(hvp("L = sum_n(softplus(X_nd w_d) - y_n X_nd w_d)", "w"))  # doctest: +SKIP
+    d2Ldw2v_j = X_nj X_ni v_i (sigmoid(X_nd w_d) - sigmoid(X_nd w_d)^2)
+    """
+    checked = _require_scalar(source, of, "hvp")
+    gradient = grad(checked, wrt)
+    (ref,) = gradient.wrt
+    tangent = _tangent(checked, ref.name, v, "tangent", ref.indices)
+    along = _contracted(gradient.program, tangent, ref.indices)
+    product = diff(along, ref.name)
+    root = gradient.root_name
+    return _renamed(product, f"d2{root}d{ref.name}2{v}", (f"{ref.name}.shape",))
+
+
+@accepts_notation
+@guarded
+def jvp(source: Source, wrt: str, v: str = "v", of: str | None = None) -> Derivative:
+    """The Jacobian times a tangent ``v`` (a new input with wrt's shape), summed over wrt's
+    indices: the directional derivative of the output along v.  Result: the output's shape."""
+    jacobian = diff(source, wrt, of)
+    (ref,) = jacobian.wrt
+    tangent = _tangent(jacobian.program, ref.name, v, "tangent", ref.indices)
+    along = _contracted(jacobian.program, tangent, ref.indices)
+    product = Derivative(along, {**jacobian.ranks, v: len(ref.indices)}, (ref,), jacobian.root, jacobian.sources)
+    product.reading = jacobian.reading
+    root = jacobian.root_name
+    return _renamed(product, f"d{root}d{ref.name}{v}", (f"{root}.shape",), (ref,))
+
+
+@accepts_notation
+@guarded
+def vjp(source: Source, wrt: str, u: str = "u", of: str | None = None) -> Derivative:
+    """A cotangent ``u`` (a new input with the output's shape) times the Jacobian: the gradient
+    of u · out, by one reverse sweep.  Result: wrt's shape."""
+    from .api import _checked
+
+    checked = _checked(source, of)
+    out = checked.out
+    ref = _wrt_ref(wrt, checked, "the program")
+    cotangent = Tensor(_name_free(u, checked, "cotangent"), out.indices)
+    along = _contracted(checked, cotangent, out.indices)
+    gradient = diff(along, wrt)
+    (ref,) = gradient.wrt
+    return _renamed(gradient, f"{u}d{gradient.root_name}d{ref.name}", (f"{ref.name}.shape",))
+
+
+@accepts_notation
+@guarded
+def hessian_diag(source: Source, wrt: str, of: str | None = None) -> Derivative:
+    """The diagonal of the Hessian of a scalar output, H_ii (for a matrix wrt, H_ijij): the
+    Hessian's two wrt index groups set equal symbolically, so it costs what its structure
+    costs.  Result: wrt's shape."""
+    full = hessian(source, wrt, of)
+    first, second = full.wrt
+    final = full.program.out
+    mapping = dict(zip(second.indices, first.indices))
+    poly = rename_apart(final.poly, set(first.indices) | set(second.indices))
+    diagonal = simplify([t.rename(mapping) for t in poly.terms], first.indices)
+    hints = tuple(h for h in final.hints if h[0] != "axis" or h[1] in first.indices)
+    definitions = [*full.program.definitions[:-1], Definition(final.name, first.indices, diagonal, hints)]
+    program = replace(full.program, definitions=definitions)
+    product = Derivative(program, full.ranks, (first,), full.root, full.sources)
+    product.reading = full.reading
+    root = full.root_name
+    return _renamed(product, f"d2{root}d{first.name}2diag", (f"{first.name}.shape",), (first,))
+
+
+__all__ = ["Product", "hessian_diag", "hvp", "jvp", "vjp"]

@@ -1,0 +1,237 @@
+"""HVPs, JVPs, VJPs and Hessian diagonals against jax autodiff in float64 (jax.jvp of jax.grad,
+jax.jvp, jax.vjp, the diagonal of jax.hessian), on textbook models, at extreme inputs, and on
+random programs (hypothesis); and that none of them forms the whole derivative."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, note
+from hypothesis import strategies as st
+
+import einderiv
+
+jax = pytest.importorskip("jax")
+jax.config.update("jax_enable_x64", True)
+jnp = jax.numpy
+
+from test_program_oracle import INPUTS, SETTINGS, assert_close, make_inputs, needed, programs  # noqa: E402
+
+rng = np.random.default_rng(7)
+N, D, H, K = 40, 5, 4, 3
+
+
+def logistic(X, y, w):
+    return jnp.sum(jax.nn.softplus(X @ w) - y * (X @ w))
+
+
+def two_layer(X, y, W1, W2):
+    return 0.5 * jnp.sum((jnp.tanh(X @ W1) @ W2 - y) ** 2)
+
+
+def softmax_ce(X, Y, W):
+    Z = X @ W
+    return -jnp.sum(Y * jax.nn.log_softmax(Z, axis=1))
+
+
+ARRAYS = {
+    "X": rng.normal(size=(N, D)),
+    "y": rng.random(N),
+    "w": rng.normal(size=D),
+    "A": rng.normal(size=(D, D)),
+    "x": rng.normal(size=D),
+    "W1": 0.5 * rng.normal(size=(D, H)),
+    "W2": 0.5 * rng.normal(size=H),
+    "W": rng.normal(size=(D, K)),
+    "Y": np.eye(K)[rng.integers(0, K, N)],
+}
+
+#: (name, source, reference function, its arguments in order, wrt)
+SCALARS = [
+    ("logistic", "L = sum_n(softplus(X_nd w_d) - y_n X_nd w_d)", logistic, ("X", "y", "w"), "w"),
+    (
+        "logistic program",
+        "z_n = X_nd w_d; s_n = sigmoid(z_n); L = -y_n log(s_n) - (1 - y_n) log(1 - s_n)",
+        lambda X, y, w: -jnp.sum(y * jax.nn.log_sigmoid(X @ w) + (1 - y) * jax.nn.log_sigmoid(-(X @ w))),
+        ("X", "y", "w"),
+        "w",
+    ),
+    ("least squares", "L = (y_n - X_nd w_d)^2", lambda X, y, w: jnp.sum((y - X @ w) ** 2), ("X", "y", "w"), "w"),
+    ("quadratic form", "f = x_i A_ij x_j", lambda x, A: x @ A @ x, ("x", "A"), "x"),
+    (
+        "two-layer tanh, by W1",
+        "h_nk = tanh(X_nd W1_dk); L = 0.5 (h_nk W2_k - y_n)^2",
+        two_layer,
+        ("X", "y", "W1", "W2"),
+        "W1",
+    ),
+    (
+        "two-layer tanh, by W2",
+        "h_nk = tanh(X_nd W1_dk); L = 0.5 (h_nk W2_k - y_n)^2",
+        two_layer,
+        ("X", "y", "W1", "W2"),
+        "W2",
+    ),
+    (
+        "softmax cross-entropy",
+        "Z_nk = X_nd W_dk; L = -Y_nk log(softmax_k(Z_nk))",
+        softmax_ce,
+        ("X", "Y", "W"),
+        "W",
+    ),
+]
+
+
+def reference(function, names, arrays, wrt):
+    """The reference as a function of wrt alone, and wrt's value."""
+    position = names.index(wrt)
+
+    def of(value):
+        args = [jnp.asarray(arrays[n]) for n in names]
+        args[position] = value
+        return function(*args)
+
+    return of, jnp.asarray(arrays[wrt])
+
+
+@pytest.mark.parametrize(("name", "source", "function", "names", "wrt"), SCALARS, ids=[c[0] for c in SCALARS])
+def test_hvp_is_jax_jvp_of_grad(name, source, function, names, wrt):
+    arrays = dict(ARRAYS)
+    arrays["v"] = rng.normal(size=arrays[wrt].shape)
+    of, at = reference(function, names, arrays, wrt)
+    expected = jax.jvp(jax.grad(of), (at,), (jnp.asarray(arrays["v"]),))[1]
+    product = einderiv.hvp(source, wrt)
+    assert product.shape_for({k: v.shape for k, v in needed(product, arrays).items()}) == arrays[wrt].shape
+    assert_close(product(**needed(product, arrays)), expected, f"hvp of {name}")
+
+
+@pytest.mark.parametrize(("name", "source", "function", "names", "wrt"), SCALARS, ids=[c[0] for c in SCALARS])
+def test_hessian_diag_is_the_diagonal_of_jax_hessian(name, source, function, names, wrt):
+    of, at = reference(function, names, ARRAYS, wrt)
+    full = np.asarray(jax.hessian(of)(at))
+    size = ARRAYS[wrt].size
+    expected = np.diag(full.reshape(size, size)).reshape(ARRAYS[wrt].shape)
+    diagonal = einderiv.hessian_diag(source, wrt)
+    assert_close(diagonal(**needed(diagonal, ARRAYS)), expected, f"Hessian diagonal of {name}")
+
+
+@pytest.mark.parametrize(("name", "source", "function", "names", "wrt"), SCALARS, ids=[c[0] for c in SCALARS])
+def test_vjp_of_a_scalar_with_cotangent_is_a_scaled_gradient(name, source, function, names, wrt):
+    arrays = {**ARRAYS, "u": np.array(-1.7)}
+    of, at = reference(function, names, arrays, wrt)
+    expected = jax.vjp(of, at)[1](jnp.asarray(-1.7))[0]
+    product = einderiv.vjp(source, wrt)
+    assert_close(product(**needed(product, arrays)), expected, f"vjp of {name}")
+
+
+#: tensor outputs: (name, source, reference, arguments, wrt)
+TENSORS = [
+    ("K = R^T R", "K_pq = R_mp R_mq", lambda R: R.T @ R, ("R",), "R"),
+    ("sigmoid of a product", "z_n = X_nd w_d; s_n = sigmoid(z_n)", lambda X, w: jax.nn.sigmoid(X @ w), ("X", "w"), "w"),
+    ("softmax rows", "P_nk = softmax_k(X_nd W_dk)", lambda X, W: jax.nn.softmax(X @ W, axis=1), ("X", "W"), "W"),
+    ("inverse", "B_ij = inv(M)_ij", lambda M: jnp.linalg.inv(M), ("M",), "M"),
+    ("hidden layer", "h_nk = tanh(X_nd W1_dk)", lambda X, W1: jnp.tanh(X @ W1), ("X", "W1"), "W1"),
+]
+
+
+@pytest.mark.parametrize(("name", "source", "function", "names", "wrt"), TENSORS, ids=[c[0] for c in TENSORS])
+def test_jvp_and_vjp_are_jax_jvp_and_vjp(name, source, function, names, wrt):
+    arrays = {**ARRAYS, "R": rng.normal(size=(6, 4)), "M": 3 * np.eye(4) + 0.3 * rng.normal(size=(4, 4))}
+    of, at = reference(function, names, arrays, wrt)
+    tangent = rng.normal(size=arrays[wrt].shape)
+    value, expected_jvp = jax.jvp(of, (at,), (jnp.asarray(tangent),))
+    cotangent = rng.normal(size=np.shape(value))
+    expected_vjp = jax.vjp(of, at)[1](jnp.asarray(cotangent))[0]
+    forward = einderiv.jvp(source, wrt)
+    assert_close(forward(**needed(forward, {**arrays, "v": tangent})), expected_jvp, f"jvp of {name}")
+    backward = einderiv.vjp(source, wrt)
+    assert_close(backward(**needed(backward, {**arrays, "u": cotangent})), expected_vjp, f"vjp of {name}")
+
+
+def test_products_are_right_at_extreme_logits():
+    # logits of +-1000: the logistic HVP and Hessian diagonal are finite (s (1 - s) underflows to 0)
+    X = np.array([[1000.0, 1.0], [-1000.0, 2.0], [0.5, -0.25]])
+    y, w, v = np.array([1.0, 0.0, 1.0]), np.array([1.0, 0.5]), np.array([0.3, -2.0])
+    source = "z_n = X_nd w_d; s_n = sigmoid(z_n); L = -y_n log(s_n) - (1 - y_n) log(1 - s_n)"
+    of, at = reference(SCALARS[1][2], ("X", "y", "w"), {"X": X, "y": y, "w": w}, "w")
+    expected = np.asarray(jax.jvp(jax.grad(of), (at,), (jnp.asarray(v),))[1])
+    assert np.all(np.isfinite(expected))
+    assert_close(einderiv.hvp(source, "w")(X=X, y=y, w=w, v=v), expected, "hvp at logits +-1000")
+    diagonal = np.diag(np.asarray(jax.hessian(of)(at)))
+    assert_close(einderiv.hessian_diag(source, "w")(X=X, y=y, w=w), diagonal, "Hessian diagonal at logits +-1000")
+
+
+def test_non_finite_inputs_propagate_as_jax_does():
+    X = np.array([[np.inf, 1.0], [np.nan, 2.0], [0.5, -0.25]])
+    y, w, v = np.array([1.0, 0.0, 1.0]), np.array([1.0, 0.5]), np.array([0.3, -2.0])
+    source = "L = sum_n(softplus(X_nd w_d) - y_n X_nd w_d)"
+    of, at = reference(logistic, ("X", "y", "w"), {"X": X, "y": y, "w": w}, "w")
+    expected = np.asarray(jax.jvp(jax.grad(of), (at,), (jnp.asarray(v),))[1])
+    got = einderiv.hvp(source, "w")(X=X, y=y, w=w, v=v)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+
+
+def test_the_hvp_and_the_diagonal_never_form_a_hessian():
+    # every array the evaluation computes is at most N x D or D: no D x D array appears
+    X, y, w, v = ARRAYS["X"], ARRAYS["y"], ARRAYS["w"], rng.normal(size=D)
+    source = "L = sum_n(softplus(X_nd w_d) - y_n X_nd w_d)"
+    for product, arrays in (
+        (einderiv.hvp(source, "w"), {"X": X, "y": y, "w": w, "v": v}),
+        (einderiv.hessian_diag(source, "w"), {"X": X, "y": y, "w": w}),
+    ):
+        values = dict(arrays)
+        product.line.run(values)
+        shapes = {name: np.shape(value) for name, value in values.items() if name not in arrays}
+        assert all(shape != (D, D) for shape in shapes.values()), shapes
+        assert product.indices == tuple(product.wrt[0].indices)
+
+
+def test_printed_products_read_back():
+    arrays = {**ARRAYS, "v": rng.normal(size=D)}
+    source = "L = sum_n(softplus(X_nd w_d) - y_n X_nd w_d)"
+    for product in (einderiv.hvp(source, "w"), einderiv.hessian_diag(source, "w"), einderiv.vjp(source, "w")):
+        read = einderiv.compile(str(product))
+        values = {**arrays, "u": np.array(1.0)}
+        assert_close(read(**needed(read, values)), product(**needed(product, values)), str(product))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: einderiv.hvp("f = x_i A_ij v_j", "x"), "'v' is already a name"),
+        (lambda: einderiv.hvp("f = x_i A_ij x_j", "x", v="A"), "'A' is already a name"),
+        (lambda: einderiv.hvp("K_pq = R_mp R_mq", "R"), "hvp needs a scalar output"),
+        (lambda: einderiv.hvp("f = x_i x_i", "x", v="v_i"), "letters and digits"),
+        (lambda: einderiv.jvp("f = x_i x_i", "q"), "does not occur"),
+        (lambda: einderiv.vjp("y_i = x_i", "x", u="x"), "'x' is already a name"),
+        (lambda: einderiv.hessian_diag("y_i = x_i^2", "x"), "needs a scalar output"),
+    ],
+)
+def test_bad_requests_are_clear_errors(call, message):
+    with pytest.raises(einderiv.EinderivError, match=message):
+        call()
+
+
+@SETTINGS
+@given(programs(), st.integers(0, 2**16), st.data())
+def test_random_programs_hvp_and_diagonal_agree_with_jax(program, seed, data):
+    vectors = [name for name in sorted(program.used) if INPUTS[name] in ("vI", "vJ")]
+    assume(vectors)
+    wrt = data.draw(st.sampled_from(vectors), label="wrt")
+    note(program.source)
+    arrays = make_inputs(seed)
+    rest = {k: jnp.asarray(v) for k, v in arrays.items() if k != wrt}
+
+    def of(value):
+        return program.function({**rest, wrt: value})
+
+    at = jnp.asarray(arrays[wrt])
+    if not np.isfinite(np.asarray(of(at))):
+        return
+    tangent = np.random.default_rng(seed).normal(size=arrays[wrt].shape)
+    product = einderiv.hvp(program.source, wrt, v="tv")
+    expected = jax.jvp(jax.grad(of), (at,), (jnp.asarray(tangent),))[1]
+    assert_close(product(**needed(product, {**arrays, "tv": tangent})), expected, f"hvp of {program.source}")
+    diagonal = einderiv.hessian_diag(program.source, wrt)
+    expected = np.diag(np.asarray(jax.hessian(of)(at)))
+    assert_close(diagonal(**needed(diagonal, arrays)), expected, f"Hessian diagonal of {program.source}")
