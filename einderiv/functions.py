@@ -214,10 +214,21 @@ _BUILT_IN = (
         "softplus",
         _softplus,
         "sigmoid(u)",
-        code={"python": Helper("return np.logaddexp(0, x)"), "torch": "torch.nn.functional.softplus"},
+        code={
+            "python": Helper("return np.logaddexp(0, x)"),
+            "torch": Helper("return torch.logaddexp(x, torch.zeros_like(x))"),  # as einderiv's torch path
+        },
         torch=_torch_softplus,
     ),
-    Function("sign", Named("sign"), "0", Fraction(0)),
+    Function(
+        "sign",
+        Named("sign"),
+        "0",
+        Fraction(0),
+        # NaN at NaN, as NumPy has it (torch.sign gives 0)
+        code={"torch": Helper("return torch.where(torch.isnan(x), x, torch.sign(x))")},
+        torch=lambda torch: lambda x: torch.where(torch.isnan(x), x, torch.sign(x)),
+    ),
     Function(
         "step",
         _step,

@@ -199,13 +199,33 @@ def fixed_sizes(hints, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple
 _SIZED = frozenset({DELTA_OPERAND, RECIPROCAL})
 
 
-def _resolve_deltas(term: EinsumTerm, sizes: Mapping[str, int], free: tuple[str, ...]):
-    """A term's deltas resolved: ``delta_aa`` with a summed is the dimension of a, and ``1/n_a``
-    (of ``mean_a``) one over it (both folded into the coefficient); ``delta_ab`` between free
-    indices merges b into a (the earlier of the two in ``free``), since the term lives on the
-    diagonal a = b.  Returns the coefficient, the other
-    operands, their indices with merged ones renamed, and ``find`` (an index -> the one it
-    merged into)."""
+@dataclass(frozen=True)
+class ResolvedTerm:
+    """An einsum term with its deltas and ``1/n`` factors resolved, before any size is known:
+    ``coefficient * n_a ** p_a * ... * einsum(operands over inputs)``, placed on the diagonal
+    where ``merged`` says so.
+
+    ``size_powers`` are ``(index, power)`` in the order they multiply the coefficient (float
+    arithmetic: ``coeff *= float(n) ** power``): ``delta_aa`` with a summed is the dimension of
+    a (power 1); ``1/n_r`` of ``mean_r`` is -1 per factor, plus 1 where nothing else carries a
+    summed r.  ``merged`` maps a free index b to the free index a it merged into (``delta_ab``:
+    the term lives on the diagonal a = b; a is the earlier of the two in the free indices), and
+    ``inputs`` are the operands' indices with merged ones renamed.  The NumPy runtime and the
+    code generator both read terms through this."""
+
+    coefficient: Fraction
+    size_powers: tuple[tuple[str, int], ...]
+    operands: tuple[str, ...]
+    inputs: tuple[tuple[str, ...], ...]
+    merged: Mapping[str, str]
+
+    def find(self, index: str) -> str:
+        """The index ``index`` merged into (itself where it merged into none)."""
+        return self.merged.get(index, index)
+
+
+def resolve_deltas(term: EinsumTerm, free: tuple[str, ...]) -> ResolvedTerm:
+    """``term`` with its deltas and ``1/n`` factors resolved (see :class:`ResolvedTerm`)."""
     parent: dict[str, str] = {}
     order = {i: k for k, i in enumerate(free)}
 
@@ -214,13 +234,15 @@ def _resolve_deltas(term: EinsumTerm, sizes: Mapping[str, int], free: tuple[str,
             i = parent[i]
         return i
 
-    coeff = to_float(term.coefficient)
+    powers: list[tuple[str, int]] = []
     # 1/n_r of mean_r is constant along r: a number, 1/n_r per factor; where nothing else carries
     # a summed r, the sum over r of that number is n_r times it
     means = Counter(idx[0] for name, idx in zip(term.operands, term.inputs) if name == RECIPROCAL)
     carried = set(free) | {i for name, idx in zip(term.operands, term.inputs) if name != RECIPROCAL for i in idx}
     for r, count in means.items():
-        coeff *= float(sizes[r]) ** ((0 if r in carried else 1) - count)
+        power = (0 if r in carried else 1) - count
+        if power:  # (a power 0 multiplies by 1.0: nothing)
+            powers.append((r, power))
     operands, inputs = [], []
     for name, idx in zip(term.operands, term.inputs):
         if name == RECIPROCAL:
@@ -229,12 +251,25 @@ def _resolve_deltas(term: EinsumTerm, sizes: Mapping[str, int], free: tuple[str,
             operands.append(name)
             inputs.append(idx)
         elif idx[0] == idx[1]:
-            coeff *= sizes[idx[0]]
+            powers.append((idx[0], 1))
         else:
             a, b = sorted((find(idx[0]), find(idx[1])), key=order.__getitem__)
             if a != b:
                 parent[b] = a
-    return coeff, operands, [tuple(find(i) for i in idx) for idx in inputs], find
+    merged = {i: find(i) for i in free if find(i) != i}
+    renamed = tuple(tuple(find(i) for i in idx) for idx in inputs)
+    return ResolvedTerm(term.coefficient, tuple(powers), tuple(operands), renamed, merged)
+
+
+def _resolve_deltas(term: EinsumTerm, sizes: Mapping[str, int], free: tuple[str, ...]):
+    """:func:`resolve_deltas` with the sizes put in: the coefficient as a float, the other
+    operands, their indices with merged ones renamed, and ``find`` (an index -> the one it
+    merged into)."""
+    resolved = resolve_deltas(term, free)
+    coeff = to_float(resolved.coefficient)
+    for index, power in resolved.size_powers:
+        coeff *= float(sizes[index]) ** power
+    return coeff, list(resolved.operands), list(resolved.inputs), resolved.find
 
 
 class Contraction:
@@ -587,8 +622,23 @@ def apply_function(func: str, param: Fraction | None, x: np.ndarray) -> np.ndarr
     return _NUMPY.apply(func, param, x)
 
 
-@dataclass
-class _Step:
+@dataclass(frozen=True)
+class Step:
+    """One step of a :class:`StraightLine`: ``target`` is computed from earlier names.  Which
+    fields are set says what it computes (:attr:`kind`):
+
+    - ``contraction``: a sum of einsum terms (:class:`Contraction`, with its ``poly`` and size ``hints``);
+    - ``operand``: ``func`` is ``solve`` (inv(``source``) ``operand``) or ``solve_transposed``
+      (inv(``source``)^T ``operand``);
+    - ``matrix``: ``func`` (inv, det or logdet) of the square matrix ``source``;
+    - ``func == "softmax"``: exp(v) normalised over the axes ``axes[0]`` of ``source``;
+    - ``axes`` otherwise: ``logsumexp`` over the axes ``axes[0]`` of ``source``, the kept axes
+      put in the order ``axes[1]``;
+    - else the elementwise function ``func`` of ``source`` (``pow`` with the exponent ``param``).
+
+    The NumPy runtime (:meth:`StraightLine.run`), the generic one (:meth:`StraightLine.run_with`)
+    and the code generator (:mod:`einderiv.codegen`) interpret the same steps."""
+
     target: str
     contraction: Contraction | None = None
     func: str | None = None
@@ -597,6 +647,24 @@ class _Step:
     matrix: bool = False
     axes: tuple | None = None
     operand: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """contraction, solve, matrix, softmax, logsumexp or elementwise (see the class)."""
+        if self.contraction is not None:
+            return "contraction"
+        if self.operand is not None:
+            return "solve"
+        if self.matrix:
+            return "matrix"
+        if self.func == "softmax":
+            return "softmax"
+        if self.axes is not None:
+            return "logsumexp"
+        return "elementwise"
+
+
+_Step = Step
 
 
 def _poly_key(poly: Poly) -> tuple:
@@ -1172,4 +1240,13 @@ class StraightLine:
         return instruction
 
 
-__all__ = ["Contraction", "StraightLine", "as_array", "bind_sizes", "apply_function"]
+__all__ = [
+    "Contraction",
+    "ResolvedTerm",
+    "Step",
+    "StraightLine",
+    "apply_function",
+    "as_array",
+    "bind_sizes",
+    "resolve_deltas",
+]

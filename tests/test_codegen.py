@@ -1,34 +1,212 @@
 """Generated code (--format python|jax|torch): standalone, deterministic, lint-clean, and equal to
-einderiv's own evaluation."""
+einderiv's own evaluation (the NumPy runtime, the reference interpreter of the same steps) and to
+independent NumPy closed forms, on benign inputs and on extreme ones (0, +-inf, nan, +-1e300),
+NaN positions included."""
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
+import re
 import subprocess
 import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 
 import einderiv
-from einderiv.codegen import generate, identifier
+from einderiv.codegen import FLAVOURS, generate, identifier
+from einderiv.functions import FUNCTIONS
 from tests.helpers import load_module as load
 
+
+# -- closed forms, written independently, with the IEEE conventions einderiv documents -------------
+def _diagonal(values: np.ndarray) -> np.ndarray:
+    """diag(values) by writing the diagonal of zeros (an inf stays on it, no NaN off it)."""
+    out = np.zeros(values.shape + values.shape)
+    out[np.arange(values.size), np.arange(values.size)] = values
+    return out
+
+
+def _sigmoid(x):
+    e = np.exp(-np.abs(x))
+    return np.where(x < 0, e, 1) / (1 + e)
+
+
+def _softmax(z, axis=-1):
+    """exp(z) / sum exp(z), shifted by the largest value where that is finite (else by 0)."""
+    peak = np.max(z, axis=axis, keepdims=True)
+    e = np.exp(z - np.where(np.isfinite(peak), peak, 0))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _finite_or_nan(function):
+    """A closed form of matrix functions, NaN everywhere where a matrix has a non-finite entry
+    (einderiv's convention: LAPACK is not asked)."""
+
+    def closed(**arrays):
+        finite = {k: v if np.all(np.isfinite(v)) else np.eye(len(v)) for k, v in arrays.items() if np.ndim(v) == 2}
+        value = function(**{**arrays, **finite})
+        return value if all(v is arrays[k] for k, v in finite.items()) else np.full_like(value, np.nan)
+
+    return closed
+
+
+def _gram(R):
+    M, P = R.shape
+    out = np.zeros((P, P, M, P))
+    k = np.arange(P)
+    out[k, :, :, k] += R.T  # delta_jp R_iq
+    out[:, k, :, k] += R.T  # R_ip delta_jq
+    return out
+
+
+def _softmax_jacobian(Z):
+    P = _softmax(Z)
+    N, K = Z.shape
+    out = np.zeros((N, K, N, K))
+    n, k = np.arange(N)[:, None], np.arange(K)[None, :]
+    out[n, k, n, k] = P
+    out[np.arange(N), :, np.arange(N), :] -= P[:, :, None] * P[:, None, :]
+    return out
+
+
+def _two_layer(X, W, b, V, Y):
+    """As printed: dLdh_kl = 2 o_ko V_lo - 2 Y_ko V_lo; dL/dW_ij = (1 - h_kj^2) dLdh_kj X_ki."""
+    h = np.tanh(X @ W + b)
+    adjoint = 2 * (h @ V) @ V.T - 2 * Y @ V.T
+    return X.T @ (adjoint - adjoint * h**2)
+
+
+def _matrix_vector(A, x):
+    """df_i/dA_kl = delta_ik x_l, written on the diagonal i = k."""
+    out = np.zeros(A.shape[:1] + A.shape)
+    out[np.arange(len(A)), np.arange(len(A)), :] = x
+    return out
+
+
+def _block_diagonal(N, block):
+    out = np.zeros((N, *block.shape[:1], N, *block.shape[1:]))
+    out[np.arange(N), :, np.arange(N), :] = block
+    return out
+
+
+@dataclass(frozen=True)
+class Case:
+    """A derivative to generate code for: the source, wrt, input shapes, and its closed form."""
+
+    source: str
+    wrt: tuple[str, ...]
+    shapes: dict
+    closed: Callable | None = None
+    #: input -> why its extreme values are not compared with the closed form (the runtime
+    #: evaluates an algebraically equal arrangement, whose inf - inf is NaN where this one's is inf)
+    not_closed_at: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return f"{self.source} by {','.join(self.wrt)}"
+
+
+LOGISTIC = "z_n = X_nd w_d; s_n = sigmoid(z_n); L = -(y_n log(s_n) + (1 - y_n) log(1 - s_n))"
+NETWORK = "h_nj = tanh(X_ni W_ij + b_j); o_nk = h_nj V_jk; L = (o_nk - Y_nk)(o_nk - Y_nk)"
+SQUARE = np.eye(3)
+
 CASES = [
-    ("K_pq = R_mp R_mq", ["R"], {"R": (4, 3)}),
-    ("f = x_i A_ij x_j", ["x", "x"], {"x": (3,), "A": (3, 3)}),
-    ("C_ij = a_i + b_j", ["a"], {"a": (2,), "b": (3,)}),
-    ("z_n = X_nd w_d; s_n = sigmoid(z_n); L = -(y_n log(s_n) + (1 - y_n) log(1 - s_n))", ["w", "w"],
-     {"X": (5, 3), "w": (3,), "y": (5,)}),
-    ("z_k = T_kd x_d; L = -y_k z_k + logsumexp_j(z_j)", ["T"], {"T": (4, 3), "x": (3,), "y": (4,)}),
-    ("f = a_i inv(X)_ij b_j + logdet(X) + det(X)", ["X"], {"a": (3,), "X": (3, 3), "b": (3,)}),
-    ("P_nk = softmax_k(Z_nk)", ["Z"], {"Z": (2, 3)}),
-    ("h = relu(x_i) abs(x_i) + softplus(s) + x_i^3 / 2", ["x"], {"x": (3,), "s": ()}),
-]  # fmt: skip
+    Case("K_pq = R_mp R_mq", ("R",), {"R": (4, 3)}, lambda R: _gram(R)),
+    Case("f = x_i A_ij x_j", ("x", "x"), {"x": (3,), "A": (3, 3)}, lambda x, A: A + A.T),
+    Case("f = x_i A_ij x_j", ("x",), {"x": (3,), "A": (3, 3)}, lambda x, A: A @ x + A.T @ x),
+    Case("C_ij = a_i + b_j", ("a",), {"a": (2,), "b": (3,)}, lambda a, b: np.eye(2)[:, None, :] * np.ones((1, 3, 1))),
+    Case("C_ij = a_i + b_j", ("b",), {"a": (2,), "b": (3,)}, lambda a, b: np.ones((2, 1, 1)) * np.eye(3)[None]),
+    Case(
+        LOGISTIC,
+        ("w", "w"),
+        {"X": (5, 3), "w": (3,), "y": (5,)},
+        lambda X, w, y: (X * (_sigmoid(X @ w) * (1 - _sigmoid(X @ w)))[:, None]).T @ X,
+    ),
+    Case(LOGISTIC, ("w",), {"X": (5, 3), "w": (3,), "y": (5,)}, lambda X, w, y: X.T @ (_sigmoid(X @ w) - y)),
+    Case(
+        "z_k = T_kd x_d; L = -y_k z_k + logsumexp_j(z_j)",
+        ("T",),
+        {"T": (4, 3), "x": (3,), "y": (4,)},
+        lambda T, x, y: np.multiply.outer(_softmax(T @ x) - y, x),
+    ),
+    Case(
+        "f = a_i inv(X)_ij b_j + logdet(X) + det(X)",
+        ("X",),
+        {"a": (3,), "X": (3, 3), "b": (3,)},
+        _finite_or_nan(
+            lambda a, X, b: (
+                (1 + np.linalg.det(X)) * np.linalg.inv(X).T
+                - np.multiply.outer(np.linalg.solve(X.T, a), np.linalg.solve(X, b))
+            )
+        ),
+    ),
+    Case("P_nk = softmax_k(Z_nk)", ("Z",), {"Z": (2, 3)}, lambda Z: _softmax_jacobian(Z)),
+    Case(
+        "h = relu(x_i) abs(x_i) + softplus(s) + x_i^3 / 2",
+        ("x",),
+        {"x": (3,), "s": ()},
+        lambda x, s: (x > 0) * np.abs(x) + np.maximum(x, 0) * np.sign(x) + 1.5 * x**2,
+    ),
+    Case("y_i = log(x_i)", ("x",), {"x": (4,)}, lambda x: _diagonal(1 / x)),
+    Case("y_i = sqrt(x_i)", ("x",), {"x": (4,)}, lambda x: _diagonal(0.5 / np.sqrt(x))),
+    Case("y_i = abs(x_i)", ("x",), {"x": (4,)}, lambda x: _diagonal(np.sign(x))),
+    Case("y_i = relu(x_i)", ("x",), {"x": (4,)}, lambda x: _diagonal((x > 0).astype(float))),
+    Case("y_i = sigmoid(x_i)", ("x",), {"x": (4,)}, lambda x: _diagonal(_sigmoid(x) * (1 - _sigmoid(x)))),
+    Case(
+        "f = logsumexp_i(z_i)",
+        ("z", "z"),
+        {"z": (4,)},
+        lambda z: _diagonal(_softmax(z)) - np.multiply.outer(_softmax(z), _softmax(z)),
+    ),
+    Case("f = logsumexp_i(z_i)", ("z",), {"z": (4,)}, lambda z: _softmax(z)),
+    Case("y_i = inv(X)_ij b_j", ("b",), {"X": (3, 3), "b": (3,)}, _finite_or_nan(lambda X, b: np.linalg.inv(X))),
+    Case(
+        "y_i = inv(X)_ij b_j",
+        ("X",),
+        {"X": (3, 3), "b": (3,)},
+        _finite_or_nan(lambda X, b: -np.linalg.inv(X)[:, :, None] * np.linalg.solve(X, b)),
+    ),
+    Case("f = det(X)", ("X",), {"X": (3, 3)}, _finite_or_nan(lambda X: np.linalg.det(X) * np.linalg.inv(X).T)),
+    Case(NETWORK, ("W",), {"X": (4, 3), "W": (3, 5), "b": (5,), "V": (5, 2), "Y": (4, 2)}, _two_layer),
+    Case("f = sum_k(z_k + s)", ("s",), {"z": (4,), "s": ()}, lambda z, s: np.float64(len(z))),
+    Case("f = mean_k(z_k) s", ("s",), {"z": (4,), "s": ()}, lambda z, s: z.sum() / len(z)),
+    Case("f = mean_k(z_k) s", ("z",), {"z": (4,), "s": ()}, lambda z, s: np.full(len(z), s / len(z))),
+    Case(
+        "f = sum_k(z_k + s) + sum_j(q_j s^2)",
+        ("s", "s"),
+        {"z": (4,), "s": (), "q": (2,)},
+        lambda z, s, q: 2 * q.sum(),
+    ),
+    Case(
+        "f = sum_k(z_k + s) + sum_j(q_j s^2)",
+        ("s",),
+        {"z": (4,), "s": (), "q": (2,)},
+        lambda z, s, q: len(z) + 2 * s * q.sum(),
+    ),
+    Case("L = -0.5 (x_n - m)^2", ("m", "m"), {"x": (5,), "m": ()}, lambda x, m: np.float64(-len(x))),
+    Case(
+        "L = mean_n((y_n - X_nd w_d)^2)",
+        ("w",),
+        {"X": (5, 3), "w": (3,), "y": (5,)},
+        lambda X, w, y: 2 * X.T @ (X @ w - y) / len(y),
+        {"X": "evaluated expanded, -2 mean_n(y_n X_ni) + 2 mean_n(X_nd w_d X_ni): an inf in X gives inf - inf"},
+    ),
+    Case(
+        "E_ab = X_ab - U_ak V_bk; L = E_ab E_ab",
+        ("U", "U"),
+        {"X": (4, 3), "U": (4, 2), "V": (3, 2)},
+        lambda X, U, V: _block_diagonal(4, 2 * V.T @ V),
+    ),
+    Case("f_i = A_ij x_j", ("A",), {"A": (3, 2), "x": (2,)}, _matrix_vector),
+]
+
+SPECIALS = (0.0, np.inf, -np.inf, np.nan, 1e300, -1e300)
 
 
-def arrays_for(shapes, seed=0):
+def benign(shapes, seed=0) -> dict:
     rng = np.random.default_rng(seed)
     out = {}
     for name, shape in shapes.items():
@@ -39,51 +217,289 @@ def arrays_for(shapes, seed=0):
     return out
 
 
-@pytest.mark.parametrize("source, wrt, shapes", CASES)
-def test_generated_numpy_module_matches_einderiv(source, wrt, shapes, tmp_path):
-    value, derivative = einderiv.compile(source), einderiv.diff(source, wrt)
-    code = generate([value, derivative], "python")
-    assert code == generate([value, derivative], "python")  # deterministic
-    assert "import einderiv" not in code and "from einderiv" not in code
-    module = load(code, tmp_path, "generated")
-    arrays = arrays_for(shapes)
-    functions = [f for f in vars(module) if not f.startswith("_") and callable(vars(module)[f])]
-    functions = [f for f in functions if f not in ("np", "oe")]
-    assert len(functions) == 2
-    first, second = (getattr(module, f) for f in functions)
-    np.testing.assert_allclose(first(**{k: arrays[k] for k in value.ranks}), value(**arrays), rtol=1e-12)
-    np.testing.assert_allclose(second(**{k: arrays[k] for k in derivative.ranks}), derivative(**arrays), rtol=1e-10)
-    if shutil.which("ruff") or importlib.util.find_spec("ruff"):
-        (tmp_path / "pyproject.toml").write_text("")
-        lint = subprocess.run(
-            [sys.executable, "-m", "ruff", "check", "--isolated", str(tmp_path / "generated.py")],
-            capture_output=True,
-            text=True,
-        )
-        assert lint.returncode == 0, lint.stdout
+def variants(shapes):
+    """(label, arrays): the benign arrays, then each input with one special value in its first
+    entry (the whole of a scalar), and each input all zeros."""
+    arrays = benign(shapes)
+    yield "benign", arrays
+    for name in shapes:
+        for special in (*SPECIALS, "zeros"):
+            changed = {k: v.copy() for k, v in arrays.items()}
+            if special == "zeros":
+                changed[name] = np.zeros_like(arrays[name])
+            elif np.ndim(arrays[name]) == 0:
+                changed[name] = np.float64(special)
+            else:
+                changed[name].flat[0] = special
+            yield f"{name}: {special}", changed
 
 
-@pytest.mark.parametrize("flavour, module_name", [("jax", "jax"), ("torch", "torch")])
-def test_generated_jax_and_torch_modules(flavour, module_name, tmp_path):
-    if importlib.util.find_spec(module_name) is None:
-        pytest.skip(f"{module_name} is not installed (an optional extra)")
-    if module_name == "jax":
-        import jax
+def library(flavour: str):
+    """(convert to the flavour's arrays, convert a result back to NumPy); skips where not installed."""
+    if flavour == "python":
+        return np.asarray, np.asarray
+    module = pytest.importorskip({"jax": "jax", "torch": "torch"}[flavour])
+    if flavour == "jax":
+        module.config.update("jax_enable_x64", True)
+        import jax.numpy as jnp
 
-        jax.config.update("jax_enable_x64", True)
-        convert = np.asarray
-    else:
-        import torch
+        return jnp.asarray, np.asarray
+    return module.as_tensor, lambda t: t.detach().numpy()
 
-        convert = torch.as_tensor
-    for k, (source, wrt, shapes) in enumerate(CASES):
-        derivative = einderiv.diff(source, wrt)
-        module = load(generate([derivative], flavour), tmp_path, f"generated_{flavour}_{k}")
-        arrays = arrays_for(shapes)
-        function = next(getattr(module, f) for f in vars(module) if f.startswith("d"))
-        result = function(**{n: convert(arrays[n]) for n in derivative.ranks})
-        result = np.asarray(result.detach() if hasattr(result, "detach") else result)
-        np.testing.assert_allclose(result, derivative(**arrays), rtol=1e-8, atol=1e-12, err_msg=source)
+
+def assert_same(got, expected, label: str, rtol=1e-10):
+    """Equal up to rounding, with inf and NaN in the same places."""
+    got, expected = np.asarray(got, dtype=float), np.asarray(expected, dtype=float)
+    assert got.shape == expected.shape, (label, got.shape, expected.shape)
+    finite = np.abs(expected[np.isfinite(expected)])
+    scale = float(finite.max()) if finite.size else 1.0
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=1e-12 * max(scale, 1.0), equal_nan=True, err_msg=label)
+
+
+def quietly(function, *args, **kwargs):
+    """The result, or the exception raised (warnings of IEEE arithmetic silenced)."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        try:
+            return function(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - compared, not hidden
+            return err
+
+
+def functions_of(module) -> dict[str, Callable]:
+    return {name: f for name, f in vars(module).items() if callable(f) and name[0] != "_" and name not in ("np", "oe")}
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_generated_code_equals_the_runtime_and_the_closed_form(case, flavour, tmp_path):
+    to_library, to_numpy = library(flavour)
+    value, derivative = einderiv.compile(case.source), einderiv.diff(case.source, list(case.wrt))
+    code = generate([value, derivative], flavour)
+    assert code == generate([value, derivative], flavour)  # deterministic
+    assert not re.search(r"^\s*(import|from) einderiv", code, flags=re.MULTILINE)  # standalone
+    module = load(code, tmp_path, f"generated_{flavour}")
+    value_function = getattr(module, identifier(str(value.statement.target.name)))
+    derivative_function = next(f for n, f in functions_of(module).items() if n.startswith("d"))
+    for label, arrays in variants(case.shapes):
+        results = {}
+        for compiled, function in ((derivative, derivative_function), (value, value_function)):
+            own = {k: arrays[k] for k in compiled.ranks}
+            expected = quietly(compiled, **own)
+            got = quietly(function, **{k: to_library(v) for k, v in own.items()})
+            where = f"{case.id} [{flavour}] at {label}"
+            if isinstance(expected, einderiv.EinderivError):  # a singular matrix: an error, NaN where traced
+                assert isinstance(got, Exception) or np.all(np.isnan(to_numpy(got))), where
+                continue
+            assert not isinstance(got, Exception), f"{where}: {got!r}"
+            assert_same(to_numpy(got), expected, where)
+            results[compiled] = to_numpy(got)
+        if case.closed is not None and derivative in results and label.split(":")[0] not in case.not_closed_at:
+            closed = quietly(case.closed, **{k: arrays[k] for k in derivative.ranks})
+            assert_same(results[derivative], closed, f"{case.id} [{flavour}] against its closed form at {label}")
+
+
+def test_the_log_jacobian_at_zero_is_zero_off_the_diagonal(tmp_path):
+    """The issue's first example: 1/x on the diagonal, inf where x is 0, and 0 off it (not NaN)."""
+    jacobian = einderiv.jacobian("y_i = log(x_i)", "x")
+    for flavour in FLAVOURS:
+        to_library, to_numpy = library(flavour)
+        module = load(generate([jacobian], flavour), tmp_path, f"log_{flavour}")
+        x = np.array([0.0, 2.0, np.inf, -1.0])
+        got = to_numpy(quietly(module.dy_dx, x=to_library(x)))
+        expected = np.diag([np.inf, 0.5, 0.0, -1.0])
+        np.testing.assert_array_equal(got, expected)
+
+
+GRADIENTS = [c for c in CASES if len(c.wrt) == 1 and not einderiv.compile(c.source).indices]
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize("case", GRADIENTS, ids=lambda c: c.id)
+def test_value_and_gradient_in_one_function(case, flavour, tmp_path):
+    to_library, to_numpy = library(flavour)
+    value, gradient = einderiv.compile(case.source), einderiv.grad(case.source, case.wrt[0])
+    module = load(generate([gradient], flavour), tmp_path, f"value_and_{flavour}")
+    name = next(n for n in functions_of(module) if n.startswith("value_and_"))
+    assert name == f"value_and_{next(n for n in functions_of(module) if n.startswith('d'))}"
+    both = getattr(module, name)
+    for label, arrays in variants(case.shapes):
+        inputs = {k: arrays[k] for k in {**value.ranks, **gradient.ranks}}
+        result = quietly(both, **{k: to_library(v) for k, v in inputs.items()})
+        expected = quietly(gradient, **{k: inputs[k] for k in gradient.ranks})
+        if isinstance(expected, einderiv.EinderivError):
+            continue  # (a singular matrix: see the test above)
+        got_value, got_gradient = result
+        assert_same(to_numpy(got_gradient), expected, f"{case.id} [{flavour}] gradient at {label}")
+        expected_value = quietly(value, **{k: inputs[k] for k in value.ranks})
+        if isinstance(expected_value, einderiv.EinderivError):  # logdet of a matrix whose det is < 0: NaN
+            assert np.isnan(to_numpy(got_value)), f"{case.id} [{flavour}] value at {label}: {expected_value}"
+            continue
+        assert_same(to_numpy(got_value), expected_value, f"{case.id} [{flavour}] value at {label}")
+
+
+JITTED = ["K_pq = R_mp R_mq", "y_i = log(x_i)", "P_nk = softmax_k(Z_nk)", "f = sum_k(z_k + s)", NETWORK]
+
+
+def test_jax_modules_run_under_jit(tmp_path):
+    """Every function of a jax module traces (no branch on values): jax.jit of it gives einderiv's values."""
+    to_library, to_numpy = library("jax")
+    import jax
+
+    for k, case in enumerate(c for c in CASES if c.source in JITTED or "inv(X)" in c.source):
+        value, derivative = einderiv.compile(case.source), einderiv.diff(case.source, list(case.wrt))
+        module = load(generate([value, derivative], "jax"), tmp_path, f"jitted_{k}")
+        arrays = {name: to_library(array) for name, array in benign(case.shapes).items()}
+        for name, function in functions_of(module).items():
+            compiled = value if name == identifier(value.statement.target.name) else derivative
+            parameters = function.__code__.co_varnames[: function.__code__.co_argcount]
+            own = {n: arrays[n] for n in arrays if identifier(n) in parameters}
+            got = jax.jit(function)(**{identifier(n): v for n, v in own.items()})
+            got = got[-1] if name.startswith("value_and_") else got
+            expected = compiled(**{n: to_numpy(v) for n, v in own.items() if n in compiled.ranks})
+            assert_same(to_numpy(got), expected, f"{case.id}: jax.jit({name})")
+
+
+def test_every_elementwise_function_in_every_flavour(tmp_path):
+    """Each row of einderiv.functions, its value and its Jacobian, on a spread of inputs that
+    includes 0, +-1, +-inf, nan and +-1e300: the runtime's values, NaN positions included."""
+    x = np.array([0.0, 0.3, -0.7, 1.0, -1.0, 2.5, np.inf, -np.inf, np.nan, 1e300, -1e300])
+    for flavour in FLAVOURS:
+        to_library, to_numpy = library(flavour)
+        for name in FUNCTIONS:
+            source = f"y_i = {name}(x_i)"
+            value, jacobian = einderiv.compile(source), einderiv.jacobian(source, "x")
+            module = load(generate([value, jacobian], flavour), tmp_path, f"{name}_{flavour}")
+            for compiled, function in ((value, module.y), (jacobian, module.dy_dx)):
+                expected = quietly(compiled, x=x)
+                got = to_numpy(quietly(function, x=to_library(x)))
+                huge = np.abs(x) > 1e10  # tan, sin, cos of 1e300: the libraries reduce the argument differently
+                if name in ("tan", "sin", "cos") and flavour != "python":
+                    mask = ~huge if compiled is value else ~(huge[:, None] | huge[None, :])
+                    got, expected = got[mask], expected[mask]
+                assert_same(got, expected, f"{source} [{flavour}] {'value' if compiled is value else 'jacobian'}")
+
+
+# -- the module's shape -----------------------------------------------------------------------------
+def helpers_defined(code: str) -> set[str]:
+    return set(re.findall(r"^def (_\w+)\(", code, flags=re.MULTILINE))
+
+
+def test_dK_dR_writes_diagonals_and_carries_only_what_it_uses(tmp_path):
+    derivative = einderiv.diff("K_pq = R_mp R_mq", "R")
+    code = generate([derivative], "python")
+    assert "_eye" not in code and "np.eye" not in code and "identity" not in code and "_ones" not in code
+    assert helpers_defined(code) == set()  # two diagonal writes need no helper
+    assert "opt_einsum" not in code and "_PLANS" not in code
+    assert code.count('np.einsum("pqip->pqi", d1K)[...] +=') == 1
+    assert code.count('np.einsum("pqiq->pqi", d1K)[...] +=') == 1
+    module = load(code, tmp_path, "gram")
+    R = np.arange(12.0).reshape(4, 3)
+    np.testing.assert_array_equal(module.dK_dR(R=R), _gram(R))
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_every_module_carries_exactly_the_helpers_it_calls(flavour):
+    for case in CASES:
+        code = generate([einderiv.compile(case.source), einderiv.diff(case.source, list(case.wrt))], flavour)
+        for helper in helpers_defined(code):
+            assert code.count(f"{helper}(") >= 2, (case.id, helper)  # defined and called
+        called = set(re.findall(r"\b(_[a-z]\w*)\(", code))
+        assert called <= helpers_defined(code), (case.id, called - helpers_defined(code))
+        assert ("import opt_einsum" in code) == ("_contract(" in code)
+        assert "_eye" not in code and "_ones" not in code
+
+
+def test_modules_pass_ruff(tmp_path):
+    pytest.importorskip("ruff")
+    for flavour in FLAVOURS:
+        for k, case in enumerate(CASES):
+            derivative = einderiv.diff(case.source, list(case.wrt))
+            items = [einderiv.compile(case.source), derivative]
+            (tmp_path / f"generated_{flavour}_{k}.py").write_text(generate(items, flavour))
+    (tmp_path / "pyproject.toml").write_text("")
+    lint = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--isolated", str(tmp_path)], capture_output=True, text=True
+    )
+    assert lint.returncode == 0, lint.stdout[-3000:]
+
+
+def test_parameters_come_in_order_of_first_appearance():
+    code = generate([einderiv.compile("f = x_i A_ij x_j"), einderiv.diff("f = x_i A_ij x_j", "x")])
+    assert "def f(x, A):" in code and "def df_dx(x, A):" in code and "def value_and_df_dx(x, A):" in code
+    program = "z_k = T_kd x_d; L = -y_k z_k + logsumexp_j(z_j)"
+    assert "def dL_dT(T, x, y):" in generate([einderiv.grad(program, "T")])
+    assert "def value(b, a):" in generate([einderiv.compile("b_i a_i")])
+
+
+@pytest.mark.parametrize(
+    "source, wrt, name",
+    [
+        ("dist_i = x_i - y_i", ["x"], "ddist_dx"),  # lstrip("d") once made this dist -> ist
+        ("ddx = x_i x_i", ["x"], "dddx_dx"),
+        ("f = x_i A_ij x_j", ["x", "x"], "d2f_dx_dx"),
+        ("x_i x_i", ["x"], "df_dx"),
+        ("df/dx_k = A_kj x_j", ["x"], "d2f_dx_dx"),
+        ("K_pq = R_mp R_mq", ["R"], "dK_dR"),
+    ],
+)
+def test_derivative_functions_are_named_from_their_root(source, wrt, name):
+    assert f"def {name}(" in generate([einderiv.diff(source, wrt)])
+
+
+def test_value_functions_are_named_from_their_statement():
+    assert "def dist(x, y):" in generate([einderiv.compile("dist_i = x_i - y_i")])
+    assert "def value(x):" in generate([einderiv.compile("x_i x_i")])
+    assert "def df_dx(A, x):" in generate([einderiv.compile("df/dx_k = A_kj x_j")])
+    twice = generate([einderiv.compile("f = x_i x_i"), einderiv.compile("f = x_i x_i")])
+    assert "def f(x):" in twice and "def f_2(x):" in twice
+
+
+@pytest.mark.parametrize("n", [1, 3, 7])
+def test_counting_indices_take_their_size_from_the_arrays(n, tmp_path):
+    """delta_kk (the count of k) is the size of z's axis, read from z, whatever it is."""
+    for flavour in FLAVOURS:
+        to_library, to_numpy = library(flavour)
+        for source, wrt, expected in [
+            ("f = sum_k(z_k + s)", ["s"], n),
+            ("f = sum_k(z_k + s) + sum_j(q_j s^2)", ["s"], n + 2 * 0.5 * 2),
+            ("L = -0.5 (z_n - s)^2", ["s", "s"], -n),
+            ("f = mean_k(z_k) s", ["z"], np.full(n, 0.5 / n)),
+        ]:
+            derivative = einderiv.diff(source, wrt)
+            code = generate([derivative], flavour)
+            assert "z.shape[0]" in code, (source, code)
+            module = load(code, tmp_path, f"count_{flavour}_{n}")
+            arrays = {"z": np.linspace(0, 1, n), "s": np.float64(0.5), "q": np.ones(2)}
+            own = {k: arrays[k] for k in derivative.ranks}
+            function = next(f for name, f in functions_of(module).items() if name.startswith("d"))
+            got = to_numpy(function(**{k: to_library(v) for k, v in own.items()}))
+            np.testing.assert_allclose(got, expected, rtol=1e-12, err_msg=source)
+            np.testing.assert_allclose(got, derivative(**own), rtol=1e-12, err_msg=source)
+
+
+def test_float32_stays_float32(tmp_path):
+    derivative = einderiv.diff("K_pq = R_mp R_mq", "R")
+    module = load(generate([derivative]), tmp_path, "float32")
+    R = np.arange(6, dtype=np.float32).reshape(3, 2)
+    got = module.dK_dR(R=R)
+    assert got.dtype == derivative(R=R).dtype == np.float32
+    np.testing.assert_array_equal(got, derivative(R=R))
+
+
+def test_results_are_never_an_input(tmp_path):
+    module = load(generate([einderiv.compile("y_i = x_i"), einderiv.diff("f = a_i x_i", "x")]), tmp_path, "alias")
+    a = np.arange(3.0)
+    assert module.y(x=a) is not a and module.df_dx(a=a, x=a) is not a
+    assert not np.shares_memory(module.df_dx(a=a, x=a), a)
+
+
+def test_the_benchmark_script_checks_every_case(capsys):
+    """``python -m benchmarks.codegen --quick``: each generated module equals the runtime (no timing)."""
+    from benchmarks.codegen import main
+
+    assert main(["--quick", "--budget", "0"]) == 0
+    assert "| Jacobian dK/dR, K = R^T R |" in capsys.readouterr().out
 
 
 def test_names_are_sanitised(tmp_path):
@@ -104,3 +520,8 @@ def test_cli_python_format():
     )
     assert result.returncode == 0
     assert "def K(R):" in result.stdout and "def dK_dR(R):" in result.stdout
+
+
+def test_unknown_flavour_is_an_error():
+    with pytest.raises(einderiv.EinderivError, match="unknown code flavour"):
+        generate([einderiv.compile("f = x_i x_i")], "fortran")
