@@ -16,6 +16,7 @@ from .errors import (
     IndexRuleError,
     ParseError,
 )
+from .gradients import Gradients, value_and_grad
 from .limits import Limits, limited
 from .matrix_form import NoMatrixForm
 from .matrix_input import parse
@@ -31,6 +32,7 @@ __all__ = [
     "EinderivError",
     "EinderivWarning",
     "EvaluationError",
+    "Gradients",
     "IndexRuleError",
     "Limits",
     "NoMatrixForm",
@@ -48,5 +50,6 @@ __all__ = [
     "limited",
     "limits",
     "parse",
+    "value_and_grad",
     "vjp",
 ]

@@ -601,8 +601,14 @@ def _require_scalar(source: Source, of: str | None, what: str) -> CheckedProgram
 
 @accepts_notation
 @guarded
-def grad(source: Source, wrt: str, of: str | None = None) -> Derivative:
-    """The gradient of a scalar output: an array of the wrt tensor's shape (in either layout)."""
+def grad(source: Source, wrt: str | Sequence[str], of: str | None = None) -> Derivative:
+    """The gradient of a scalar output: an array of the wrt tensor's shape (in either layout).
+    With a list of names, the gradient with respect to each (:class:`einderiv.gradients.Gradients`:
+    a tuple of derivatives, evaluated together in one straight line)."""
+    if isinstance(wrt, (list, tuple)):
+        from .gradients import gradients
+
+        return gradients(_require_scalar(source, of, "grad"), wrt)
     return diff(_require_scalar(source, of, "grad"), wrt)
 
 

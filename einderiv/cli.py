@@ -71,7 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     diff_cmd.add_argument("expr", metavar="EXPR", help="a statement such as 'K_pq = R_mp R_mq'")
     diff_cmd.add_argument(
-        "--wrt", action="append", required=True, metavar="NAME", help="tensor name (R) or name with indices (R_ij)"
+        "--wrt", action="append", default=[], metavar="NAME", help="tensor name (R) or name with indices (R_ij)"
+    )
+    diff_cmd.add_argument(
+        "--each",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="the gradient of a scalar with respect to each NAME given (--each W1 --each b1: two gradients, "
+        "evaluated together), where repeated --wrt is one mixed higher derivative",
     )
     diff_cmd.add_argument(
         "--layout",
@@ -320,6 +328,13 @@ def _matrix_json(derivative) -> dict:
 
 
 def _run_diff(args) -> str:
+    if bool(args.wrt) == bool(args.each):
+        raise EinderivError(
+            "give --wrt (a derivative; repeated: a higher one) or --each (the gradient by each name), not "
+            + ("both" if args.wrt else "neither")
+        )
+    if args.each:
+        return _run_each(args)
     derivative = diff(args.expr, _wrts(args.wrt), layout=args.layout)
     if args.format == "json":
         return json.dumps(derivative_json(derivative), indent=2)
@@ -342,6 +357,33 @@ def _run_diff(args) -> str:
     lines.append(f"  einsum: {einsum}")
     lines += _matrix_lines(derivative)
     return "\n".join(lines)
+
+
+def _run_each(args) -> str:
+    """``--each W1 --each b1``: the gradient by each name, printed one after another."""
+    from .api import grad
+
+    gradients = grad(args.expr, _wrts(args.each))
+    if args.format == "json":
+        return json.dumps({"gradients": [derivative_json(d) for d in gradients]}, indent=2)
+    if args.format in ("python", "jax", "torch"):
+        from .api import compile as compile_
+        from .codegen import generate
+
+        return generate([compile_(args.expr), *gradients], args.format).rstrip("\n")
+    blocks = []
+    for derivative in gradients:
+        if args.format == "latex":
+            blocks.append(derivative.latex())
+        elif args.format == "pretty":
+            blocks.append(derivative.pretty())
+        elif args.format == "matrix":
+            blocks.append(derivative.matrix())
+        else:
+            lines = [str(derivative), f"  shape: {derivative.shape_text()}"]
+            lines.append("  einsum: " + (" + ".join(str(t) for t in derivative.einsum) or "(none: zero)"))
+            blocks.append("\n".join(lines + _matrix_lines(derivative)))
+    return "\n\n".join(blocks)
 
 
 def _matrix_lines(derivative) -> list[str]:

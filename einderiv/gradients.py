@@ -1,0 +1,171 @@
+"""Gradients with respect to several parameters from one evaluation, and the value with them.
+
+``einderiv.grad(source, ["W1", "b1", "W2"])`` is a :class:`Gradients`: a tuple of the gradients
+(each a :class:`~einderiv.api.Derivative`, printed, compiled and evaluated like any other), which
+called on arrays computes all of them in one straight line: the forward statements, the shared
+calls (``tanh(X_nd W1_dk)``) and the adjoints they have in common (``dLdh_nk``) once.
+``einderiv.value_and_grad`` adds the output's value, computed in the same line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from .api import Compiled, Source, _gathered, _require_scalar, diff
+from .dimensions import sized_definitions
+from .errors import DifferentiationError, EvaluationError, guarded
+from .ir import Tensor
+from .matrix_input import accepts_notation
+from .normal import Apply, MatrixFn, Poly, Term
+from .runtime import StraightLine
+
+
+def _renamed_tensors(poly: Poly, mapping: Mapping[str, str]) -> Poly:
+    """``poly`` with the arrays it reads renamed (``d1L`` -> ``d1L_2``), call arguments included."""
+
+    def atom(f):
+        if isinstance(f, Tensor) and f.name in mapping:
+            return Tensor(mapping[f.name], f.indices)
+        if isinstance(f, MatrixFn) and f.matrix in mapping:
+            return MatrixFn(f.func, mapping[f.matrix], f.indices)
+        if isinstance(f, Apply):
+            return Apply(f.func, _renamed_tensors(f.arg, mapping), f.param)
+        return f
+
+    return Poly(tuple(Term(t.coeff, tuple(atom(f) for f in t.factors)) for t in poly.terms), poly.indices)
+
+
+def _rename_hints(hints: tuple, mapping: Mapping[str, str]) -> tuple:
+    out = []
+    for hint in hints:
+        if hint[0] == "axis":
+            hint = (*hint[:2], mapping.get(hint[2], hint[2]), hint[3])
+        elif hint[0] == "names":
+            hint = ("names", tuple((i, mapping.get(t, t), a) for i, t, a in hint[1]))
+        elif hint[0] == "poly":
+            hint = ("poly", _renamed_tensors(hint[1], mapping))
+        out.append(hint)
+    return tuple(out)
+
+
+def joint_line(items: Sequence[Compiled]) -> tuple[StraightLine, list[str]]:
+    """One straight line computing the outputs of ``items`` (programs over the same inputs),
+    and the name each output has in it.  A definition with the same name and the same
+    right-hand side in several items (a forward statement, a shared adjoint) is computed once;
+    one with a name taken by a different definition is renamed, with its uses."""
+    line = StraightLine()
+    added: dict[str, Poly] = {}
+    outputs = []
+    inputs = set().union(*(item.ranks for item in items))
+    for item in items:
+        mapping: dict[str, str] = {}
+        definitions = sized_definitions(item.program.computed(), item.ranks, item._dimensions)
+        for d in definitions:
+            poly = _renamed_tensors(d.poly, mapping) if mapping else d.poly
+            name = d.name
+            if name in added and added[name] == poly:
+                continue
+            if name in added or name in inputs:
+                k = 2
+                while f"{name}_{k}" in added or f"{name}_{k}" in inputs:
+                    k += 1
+                mapping[name] = f"{name}_{k}"
+                name = mapping[name]
+            added[name] = poly
+            line.add(name, poly, _rename_hints(d.hints, mapping) if mapping else d.hints)
+        out = item.program.output
+        outputs.append(mapping.get(out, out))
+    return line, outputs
+
+
+class Gradients(tuple):
+    """The gradients of one scalar output with respect to several parameters, in the order
+    given: a tuple of :class:`~einderiv.api.Derivative`; calling it on arrays returns the tuple
+    of their values, computed in one straight line (see :func:`joint_line`)."""
+
+    value: Compiled | None = None  # set by value_and_grad: the output itself, computed first
+
+    def _items(self) -> list[Compiled]:
+        return [self.value, *self] if self.value is not None else list(self)
+
+    @property
+    def line(self) -> StraightLine:
+        if getattr(self, "_line", None) is None:
+            self._line, self._outputs = joint_line(self._items())
+        return self._line
+
+    @property
+    def ranks(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for item in self._items():
+            out.update(item.ranks)
+        return out
+
+    @guarded
+    def __call__(self, arrays: Mapping[str, object] | None = None, /, **named):
+        """The gradients' values (a tuple); with the value first for :func:`value_and_grad`."""
+        given = _gathered(arrays, named)
+        first = self._items()[0]
+        ranks = self.ranks
+        unknown = sorted(set(given) - set(ranks))
+        if unknown:
+            raise EvaluationError(f"unknown input {unknown[0]!r}: the inputs are {', '.join(sorted(ranks))}")
+        missing = sorted(set(ranks) - set(given))
+        if missing:
+            raise EvaluationError(f"missing array for {missing[0]!r} (inputs: {', '.join(sorted(ranks))})")
+        holder = Compiled.__new__(Compiled)  # the input checks of one compiled program, over all inputs
+        holder.program, holder.ranks, holder.reading = first.program, ranks, first.reading
+        values = holder._arrays(given)
+        line = self.line
+        signature = tuple((values[n].shape, values[n].dtype) for n in sorted(ranks))
+        computed = line.run(dict(values), signature)
+        results = tuple(np.array(computed[name]) for name in self._outputs)
+        if self.value is not None:
+            return results[0], (results[1:] if self.several else results[1])
+        return results
+
+    several = True
+
+    def __repr__(self) -> str:
+        names = ", ".join(d.wrt[0].name for d in self)
+        return f"<Gradients of {self[0].root_name} by {names}>"
+
+    def __str__(self) -> str:
+        return "\n".join(str(d) for d in self)
+
+
+def _wrt_list(wrt) -> list:
+    if isinstance(wrt, str):
+        return [wrt]
+    if isinstance(wrt, (list, tuple)) and wrt and all(isinstance(w, (str, Tensor)) for w in wrt):
+        return list(wrt)
+    raise DifferentiationError(f"wrt must be a tensor name, or a list of names, got {wrt!r}")
+
+
+def gradients(source: Source, wrt: Sequence[str], of: str | None = None) -> Gradients:
+    """The gradient of a scalar output with respect to each of ``wrt`` (a :class:`Gradients`)."""
+    checked = _require_scalar(source, of, "grad")
+    names = _wrt_list(wrt)
+    if len({str(w).split("_", 1)[0] for w in names}) != len(names):
+        raise DifferentiationError(
+            f"wrt {names!r} names a tensor twice: for a second derivative use hessian() or diff(source, [x, x])"
+        )
+    return Gradients(diff(checked, w) for w in names)
+
+
+@accepts_notation
+@guarded
+def value_and_grad(source: Source, wrt: str | Sequence[str], of: str | None = None) -> Gradients:
+    """The output's value with its gradient (``wrt`` a name) or gradients (a list of names),
+    computed in one straight line: called on arrays it returns ``(value, gradient)`` or
+    ``(value, (gradient, ...))``."""
+    checked = _require_scalar(source, of, "value_and_grad")
+    result = gradients(checked, _wrt_list(wrt), of)
+    result.value = Compiled(checked)
+    result.several = not isinstance(wrt, str)
+    return result
+
+
+__all__ = ["Gradients", "gradients", "joint_line", "value_and_grad"]
