@@ -59,3 +59,12 @@ def test_quick_program_benchmark_prints_its_table_and_floors(capsys):
     assert programs_main(["--quick", "--no-jax", "--only", "logistic_gradient", "--budget", "0"]) == 0
     out = capsys.readouterr().out
     assert "| logistic regression, gradient |" in out and "program within 1.1x of one-statement" in out
+
+
+def test_quick_products_benchmark_checks_against_jax_and_prints_its_floors(capsys):
+    pytest.importorskip("jax")
+    from benchmarks.products import main as products_main
+
+    assert products_main(["--quick"]) == 0  # it asserts every result against jax before timing
+    out = capsys.readouterr().out
+    assert "floors (issue 15):" in out and "several parameters" in out and "hessian_diag" in out
