@@ -21,6 +21,7 @@ from .normal import Poly, count_axes_of, fresh_indices
 from .parser import parse
 from .program import CheckedProgram, Definition, check_program, derive, name_calls, references
 from .runtime import StraightLine, as_array
+from .structured import check_structure, projected, structure_of, written_symmetric
 
 Source = str | Program | Statement
 
@@ -82,6 +83,8 @@ class Compiled:
 
     # -- what it is -------------------------------------------------------------------------
     reading: Reading | None = None  # how the source text was read (set by the API functions)
+    #: inputs declared symmetric or diagonal (name -> kind), checked when NumPy arrays are given
+    structure: Mapping[str, str] = {}
 
     @property
     def read_as(self) -> str:
@@ -159,7 +162,9 @@ class Compiled:
             else:
                 lhs = target.name
             try:
-                lines.append((definition.name, lhs, matrix_text(definition.poly, names)))
+                lines.append(
+                    (definition.name, lhs, _symmetric_text(matrix_text(definition.poly, names), self.structure))
+                )
             except NoMatrixForm as err:
                 where = str(statement).split(" = ", 1)[0]
                 raise NoMatrixForm(f"no matrix form for {where}: {err}", reason=f"{where}: {err}") from None
@@ -297,6 +302,8 @@ class Compiled:
     def _numpy_call(self, arrays: Mapping[str, object]) -> np.ndarray:
         """NumPy's fast path: plans per shape signature, results written in place."""
         values = self._arrays(arrays)
+        if self.structure:
+            check_structure(self.structure, values)
         signature = tuple([(values[n].shape, values[n].dtype) for n in self.ranks])
         result = (self._line or self.line).run(values, signature)[self.program.output]
         if type(result) is not np.ndarray or result.base is not None or any(result is arrays[n] for n in arrays):
@@ -378,6 +385,15 @@ class Derivative(Compiled):
         return self.root.name if self.root.name != "_" else "f"
 
 
+def _symmetric_text(text: str, structure: Mapping[str, str]) -> str:
+    """Matrix notation with S^T written S and S^-T written S^-1 for a symmetric S."""
+    for name, kind in structure.items():
+        if kind == "symmetric":
+            text = re.sub(rf"(?<![\w]){re.escape(name)}\^-T(?![\w])", f"{name}^-1", text)
+            text = re.sub(rf"(?<![\w]){re.escape(name)}\^T(?![\w])", name, text)
+    return text
+
+
 @accepts_notation
 @guarded
 def compile(source: Source, of: str | None = None) -> Compiled:  # noqa: A001 - the natural name
@@ -445,7 +461,16 @@ LAYOUTS = ("numerator", "denominator")
 
 @accepts_notation
 @guarded
-def diff(source: Source, wrt: str | Sequence[str], of: str | None = None, layout: str = "numerator") -> Derivative:
+def diff(
+    source: Source,
+    wrt: str | Sequence[str],
+    of: str | None = None,
+    layout: str = "numerator",
+    *,
+    symmetric: Sequence[str] | None = None,
+    diagonal: Sequence[str] | None = None,
+    symmetric_convention: str = "frobenius",
+) -> Derivative:
     """Differentiate the output (the last statement, or ``of``) with respect to ``wrt``.
 
     ``wrt`` is a tensor name (``"R"``: derivative indices chosen fresh), a name with indices
@@ -453,6 +478,10 @@ def diff(source: Source, wrt: str | Sequence[str], of: str | None = None, layout
     The result's axes are the output's indices followed by each wrt's indices (``layout=
     "numerator"``), or each wrt's indices first (``layout="denominator"``).  Through a program,
     the chain rule runs in reverse (adjoint) order.
+
+    ``symmetric=["S"]`` differentiates in the space of symmetric matrices: sym(G) = (G + Gᵀ)/2
+    by default, or the Matrix Cookbook's G + Gᵀ − G∘I with ``symmetric_convention="cookbook"``;
+    ``diagonal=["D"]`` in the space of diagonal matrices, G∘I (:mod:`einderiv.structured`).
     """
     if not isinstance(layout, str) or layout not in LAYOUTS:
         raise DifferentiationError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
@@ -490,7 +519,13 @@ def diff(source: Source, wrt: str | Sequence[str], of: str | None = None, layout
         current = derive(current, ref, name=f"d{number}{root.name.strip('_') or 'f'}")
         refs.append(ref)
     final = current.out
-    poly, used_names = name_calls(final.poly, checked)
+    structure = structure_of(symmetric, diagonal, checked.all_inputs or checked.inputs)
+    final_poly = final.poly
+    if structure or symmetric_convention != "frobenius":
+        axes = [(structure[r.name], *r.indices) for r in refs if r.name in structure]
+        final_poly = projected(final_poly, axes, symmetric_convention)
+        final_poly = written_symmetric(final_poly, {n for n, kind in structure.items() if kind == "symmetric"})
+    poly, used_names = name_calls(final_poly, checked)
     forward = {d.name for d in checked.definitions}
     renamed = []
     for d in current.definitions[:-1]:  # adjoints read in the user's names too
@@ -518,7 +553,9 @@ def diff(source: Source, wrt: str | Sequence[str], of: str | None = None, layout
     inputs = dict(checked.inputs)
     for ref in refs:  # a wrt tensor fixes the derivative's axes even where its values cancel
         inputs[ref.name] = (checked.all_inputs or checked.inputs)[ref.name]
-    return Derivative(current, inputs, tuple(refs), root, checked.definitions, layout)
+    derivative = Derivative(current, inputs, tuple(refs), root, checked.definitions, layout)
+    derivative.structure = structure
+    return derivative
 
 
 def _sized_only_by_deltas(poly: Poly, refs) -> set[str]:
@@ -601,15 +638,16 @@ def _require_scalar(source: Source, of: str | None, what: str) -> CheckedProgram
 
 @accepts_notation
 @guarded
-def grad(source: Source, wrt: str | Sequence[str], of: str | None = None) -> Derivative:
-    """The gradient of a scalar output: an array of the wrt tensor's shape (in either layout).
+def grad(source: Source, wrt: str | Sequence[str], of: str | None = None, **structure) -> Derivative:
+    """The gradient of a scalar output: an array of the wrt tensor's shape (in either layout);
+    ``symmetric=``, ``diagonal=`` and ``symmetric_convention=`` as for :func:`diff`.
     With a list of names, the gradient with respect to each (:class:`einderiv.gradients.Gradients`:
     a tuple of derivatives, evaluated together in one straight line)."""
     if isinstance(wrt, (list, tuple)):
         from .gradients import gradients
 
-        return gradients(_require_scalar(source, of, "grad"), wrt)
-    return diff(_require_scalar(source, of, "grad"), wrt)
+        return gradients(_require_scalar(source, of, "grad"), wrt, **structure)
+    return diff(_require_scalar(source, of, "grad"), wrt, **structure)
 
 
 @accepts_notation
@@ -621,13 +659,13 @@ def jacobian(source: Source, wrt: str, of: str | None = None, layout: str = "num
 
 @accepts_notation
 @guarded
-def hessian(source: Source, wrt: str, of: str | None = None) -> Derivative:
+def hessian(source: Source, wrt: str, of: str | None = None, **structure) -> Derivative:
     """The Hessian of a scalar output: shape ``wrt.shape + wrt.shape``."""
     checked = _require_scalar(source, of, "hessian")
     if not isinstance(wrt, str):
         raise DifferentiationError("hessian takes one wrt name; use diff(source, [a, b]) for mixed derivatives")
     base = wrt.split("_", 1)[0]
-    return diff(checked, [wrt, base] if "_" in wrt else [wrt, wrt])
+    return diff(checked, [wrt, base] if "_" in wrt else [wrt, wrt], **structure)
 
 
 __all__ = ["Compiled", "Derivative", "compile", "diff", "evaluate", "grad", "hessian", "jacobian", "EinderivError"]

@@ -79,6 +79,9 @@ def check(
     seed: int = 0,
     notation: str = "auto",
     ranks: Mapping[str, int] | None = None,
+    symmetric: Sequence[str] | None = None,
+    diagonal: Sequence[str] | None = None,
+    symmetric_convention: str = "frobenius",
 ) -> CheckResult:
     """Differentiate ``source`` with respect to ``wrt`` (as :func:`einderiv.diff`), evaluate the
     derivative at random normal inputs (``DEFAULT_SIZE`` per axis unless ``shapes`` gives an
@@ -88,7 +91,10 @@ def check(
     or matrix notation (``"(A + A^T) x"``).  An index-notation claim whose free indices are other
     letters than the derivative's is compared under the matching it states in ``notes``.
     ``notation`` and ``ranks`` say how ``source`` is written, as for :func:`einderiv.diff` (the
-    axes of ``shapes`` count as ranks of matrix notation)."""
+    axes of ``shapes`` count as ranks of matrix notation).  With ``symmetric=`` or ``diagonal=``
+    (as for :func:`einderiv.diff`), those inputs are drawn symmetric positive definite or
+    diagonal, and the finite differences are projected by the same convention as the derivative
+    (sym(N), N + Nᵀ − N∘I, or N∘I of the entrywise differences N)."""
     from .api import compile as compile_
     from .api import diff
 
@@ -100,11 +106,15 @@ def check(
     reading = read(source, notation, ranks, {name: len(shape) for name, shape in given.items()})
     source = source if reading is None else reading
     specs = list(wrt) if isinstance(wrt, (list, tuple)) else [wrt]
-    derivative = diff(source, specs, of=of)
-    arrays = _random_inputs(derivative, given, seed)
+    structure = {"symmetric": symmetric, "diagonal": diagonal, "symmetric_convention": symmetric_convention}
+    derivative = diff(source, specs, of=of, **structure)
+    arrays = _structured(_random_inputs(derivative, given, seed), derivative.structure)
     analytic = np.asarray(derivative(arrays), dtype=np.float64)
-    lower = compile_(source, of=of) if len(derivative.wrt) == 1 else diff(source, specs[:-1], of=of)
+    lower = compile_(source, of=of) if len(derivative.wrt) == 1 else diff(source, specs[:-1], of=of, **structure)
     numeric = _central_difference(lower, arrays, derivative.wrt[-1].name, analytic.shape)
+    kind = derivative.structure.get(derivative.wrt[-1].name)
+    if kind is not None:
+        numeric = _projected(numeric, kind, symmetric_convention)
     scale = max(1.0, float(np.max(np.abs(numeric)))) if numeric.size else 1.0
     error = float(np.max(np.abs(analytic - numeric))) / scale if numeric.size else 0.0
     ok = error <= tol
@@ -115,6 +125,28 @@ def check(
     return CheckResult(
         derivative, arrays, analytic, error, tol, ok and verdict == "matches", verdict, message, notes, read_as
     )
+
+
+def _structured(arrays: dict[str, np.ndarray], structure: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """The random inputs declared symmetric made symmetric positive definite (M Mᵀ / n + I), and
+    those declared diagonal diagonal."""
+    for name, kind in structure.items():
+        m = arrays[name]
+        if m.ndim == 2 and m.shape[0] == m.shape[1]:
+            arrays[name] = m @ m.T / max(1, len(m)) + np.eye(len(m)) if kind == "symmetric" else np.diag(np.diag(m))
+    return arrays
+
+
+def _projected(numeric: np.ndarray, kind: str, convention: str) -> np.ndarray:
+    """Entrywise differences N (last two axes: the structured matrix) projected as the derivative
+    is: sym(N), or N + Nᵀ − N∘I for the cookbook, or N∘I for a diagonal matrix."""
+    transposed = np.swapaxes(numeric, -1, -2)
+    eye = np.eye(numeric.shape[-1])
+    if kind == "diagonal":
+        return numeric * eye
+    if convention == "cookbook":
+        return numeric + transposed - numeric * eye
+    return 0.5 * (numeric + transposed)
 
 
 def _shapes(shapes) -> dict[str, tuple[int, ...]]:

@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     diff_cmd.add_argument(
         "--wrt", action="append", default=[], metavar="NAME", help="tensor name (R) or name with indices (R_ij)"
     )
+    _structure_options(diff_cmd)
     diff_cmd.add_argument(
         "--each",
         action="append",
@@ -133,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
         "matched to its letters, and the matching is printed; or a whole statement 'df/dx_i = 2 A_ij x_j') or "
         "matrix notation ('A x + A^T x': rows are the derivative's first index, columns its second)",
     )
+    _structure_options(check_cmd)
     check_cmd.add_argument("--tol", type=float, default=1e-6, help="largest relative error accepted (default 1e-6)")
     check_cmd.add_argument("--seed", type=_seed, default=0, help="seed of the random inputs (default 0)")
     for command in (diff_cmd, eval_cmd, check_cmd):
@@ -263,6 +265,28 @@ def _run_eval(args) -> str:
     return f"{target.statement}\nshape {value.shape}\n{np.array2string(value, precision=6)}"
 
 
+def _structure_options(command) -> None:
+    command.add_argument(
+        "--symmetric",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="NAME is a symmetric matrix: differentiate in the space of symmetric matrices",
+    )
+    command.add_argument("--diagonal", action="append", default=[], metavar="NAME", help="NAME is a diagonal matrix")
+    command.add_argument(
+        "--convention",
+        choices=("frobenius", "cookbook"),
+        default="frobenius",
+        help="the gradient by a symmetric matrix: frobenius, (G + G^T)/2 (the default), or cookbook, "
+        "G + G^T - G o I (the Matrix Cookbook's)",
+    )
+
+
+def _structure(args) -> dict:
+    return {"symmetric": args.symmetric, "diagonal": args.diagonal, "symmetric_convention": args.convention}
+
+
 def _wrts(values: list[str]) -> list[str]:
     """The --wrt values, one tensor each (names are letters and digits: 'x,A' is two)."""
     for value in values:
@@ -284,7 +308,9 @@ def _run_check(args) -> tuple[str, int]:
     unknown = sorted(set(shapes) - set(inputs))
     if unknown:  # named as the option names it (check() would say shapes=)
         raise EinderivError(f"--shape {unknown[0]}: not an input (inputs: {', '.join(inputs)})")
-    result = check(args.expr, _wrts(args.wrt), expect=args.expect, tol=args.tol, shapes=shapes, seed=args.seed)
+    result = check(
+        args.expr, _wrts(args.wrt), expect=args.expect, tol=args.tol, shapes=shapes, seed=args.seed, **_structure(args)
+    )
     return result.report(), 0 if result.ok else 1
 
 
@@ -335,7 +361,7 @@ def _run_diff(args) -> str:
         )
     if args.each:
         return _run_each(args)
-    derivative = diff(args.expr, _wrts(args.wrt), layout=args.layout)
+    derivative = diff(args.expr, _wrts(args.wrt), layout=args.layout, **_structure(args))
     if args.format == "json":
         return json.dumps(derivative_json(derivative), indent=2)
     if args.format in ("python", "jax", "torch"):
@@ -363,7 +389,7 @@ def _run_each(args) -> str:
     """``--each W1 --each b1``: the gradient by each name, printed one after another."""
     from .api import grad
 
-    gradients = grad(args.expr, _wrts(args.each))
+    gradients = grad(args.expr, _wrts(args.each), **_structure(args))
     if args.format == "json":
         return json.dumps({"gradients": [derivative_json(d) for d in gradients]}, indent=2)
     if args.format in ("python", "jax", "torch"):

@@ -144,7 +144,7 @@ def _wrt_list(wrt) -> list:
     raise DifferentiationError(f"wrt must be a tensor name, or a list of names, got {wrt!r}")
 
 
-def gradients(source: Source, wrt: Sequence[str], of: str | None = None) -> Gradients:
+def gradients(source: Source, wrt: Sequence[str], of: str | None = None, **structure) -> Gradients:
     """The gradient of a scalar output with respect to each of ``wrt`` (a :class:`Gradients`)."""
     checked = _require_scalar(source, of, "grad")
     names = _wrt_list(wrt)
@@ -152,17 +152,17 @@ def gradients(source: Source, wrt: Sequence[str], of: str | None = None) -> Grad
         raise DifferentiationError(
             f"wrt {names!r} names a tensor twice: for a second derivative use hessian() or diff(source, [x, x])"
         )
-    return Gradients(diff(checked, w) for w in names)
+    return Gradients(diff(checked, w, **structure) for w in names)
 
 
 @accepts_notation
 @guarded
-def value_and_grad(source: Source, wrt: str | Sequence[str], of: str | None = None) -> Gradients:
+def value_and_grad(source: Source, wrt: str | Sequence[str], of: str | None = None, **structure) -> Gradients:
     """The output's value with its gradient (``wrt`` a name) or gradients (a list of names),
     computed in one straight line: called on arrays it returns ``(value, gradient)`` or
     ``(value, (gradient, ...))``."""
     checked = _require_scalar(source, of, "value_and_grad")
-    result = gradients(checked, _wrt_list(wrt), of)
+    result = gradients(checked, _wrt_list(wrt), of, **structure)
     result.value = Compiled(checked)
     result.several = not isinstance(wrt, str)
     return result

@@ -66,6 +66,7 @@ def _renamed(derivative: Derivative, name: str, shape: tuple[str, ...], wrt=None
     wrt = derivative.wrt if wrt is None else wrt
     product = Product(program, derivative.ranks, wrt, derivative.root, derivative.sources)
     product.shape_names = shape
+    product.structure = derivative.structure
     product.reading = derivative.reading
     return product
 
@@ -94,7 +95,7 @@ def _tangent(program: CheckedProgram, wrt_name: str, name: str, role: str, indic
 
 @accepts_notation
 @guarded
-def hvp(source: Source, wrt: str, v: str = "v", of: str | None = None) -> Derivative:
+def hvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structure) -> Derivative:
     """The Hessian of a scalar output times a tangent ``v`` (a new input with wrt's shape): the
     derivative of (gradient · v), simplified; the Hessian is never formed.  Result: wrt's shape.
 
@@ -102,21 +103,21 @@ def hvp(source: Source, wrt: str, v: str = "v", of: str | None = None) -> Deriva
     d2Ldw2v_j = X_nj X_ni v_i (sigmoid(X_nd w_d) - sigmoid(X_nd w_d)^2)
     """
     checked = _require_scalar(source, of, "hvp")
-    gradient = grad(checked, wrt)
+    gradient = grad(checked, wrt, **structure)
     (ref,) = gradient.wrt
     tangent = _tangent(checked, ref.name, v, "tangent", ref.indices)
     along = _contracted(gradient.program, tangent, ref.indices)
-    product = diff(along, ref.name)
+    product = diff(along, ref.name, **structure)
     root = gradient.root_name
     return _renamed(product, f"d2{root}d{ref.name}2{v}", (f"{ref.name}.shape",))
 
 
 @accepts_notation
 @guarded
-def jvp(source: Source, wrt: str, v: str = "v", of: str | None = None) -> Derivative:
+def jvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structure) -> Derivative:
     """The Jacobian times a tangent ``v`` (a new input with wrt's shape), summed over wrt's
     indices: the directional derivative of the output along v.  Result: the output's shape."""
-    jacobian = diff(source, wrt, of)
+    jacobian = diff(source, wrt, of, **structure)
     (ref,) = jacobian.wrt
     tangent = _tangent(jacobian.program, ref.name, v, "tangent", ref.indices)
     along = _contracted(jacobian.program, tangent, ref.indices)
@@ -128,7 +129,7 @@ def jvp(source: Source, wrt: str, v: str = "v", of: str | None = None) -> Deriva
 
 @accepts_notation
 @guarded
-def vjp(source: Source, wrt: str, u: str = "u", of: str | None = None) -> Derivative:
+def vjp(source: Source, wrt: str, u: str = "u", of: str | None = None, **structure) -> Derivative:
     """A cotangent ``u`` (a new input with the output's shape) times the Jacobian: the gradient
     of u · out, by one reverse sweep.  Result: wrt's shape."""
     from .api import _checked
@@ -138,18 +139,18 @@ def vjp(source: Source, wrt: str, u: str = "u", of: str | None = None) -> Deriva
     ref = _wrt_ref(wrt, checked, "the program")
     cotangent = Tensor(_name_free(u, checked, "cotangent"), out.indices)
     along = _contracted(checked, cotangent, out.indices)
-    gradient = diff(along, wrt)
+    gradient = diff(along, wrt, **structure)
     (ref,) = gradient.wrt
     return _renamed(gradient, f"{u}d{gradient.root_name}d{ref.name}", (f"{ref.name}.shape",))
 
 
 @accepts_notation
 @guarded
-def hessian_diag(source: Source, wrt: str, of: str | None = None) -> Derivative:
+def hessian_diag(source: Source, wrt: str, of: str | None = None, **structure) -> Derivative:
     """The diagonal of the Hessian of a scalar output, H_ii (for a matrix wrt, H_ijij): the
     Hessian's two wrt index groups set equal symbolically, so it costs what its structure
     costs.  Result: wrt's shape."""
-    full = hessian(source, wrt, of)
+    full = hessian(source, wrt, of, **structure)
     first, second = full.wrt
     final = full.program.out
     mapping = dict(zip(second.indices, first.indices))

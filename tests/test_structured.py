@@ -1,0 +1,174 @@
+"""Derivatives with respect to symmetric and diagonal matrices.
+
+The default convention, sym(G) = (G + G^T)/2, is checked by central differences along random
+symmetric directions E (S + tE stays symmetric): <grad, E> = d/dt f(S + tE). The Matrix
+Cookbook's G + G^T - G o I by perturbing S_ij and S_ji together. Both against closed forms of
+Matrix Cookbook identities for symmetric S (Petersen and Pedersen, sections 2.1-2.4 and 8.1)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import einderiv
+
+rng = np.random.default_rng(11)
+n = 4
+B0 = rng.normal(size=(n, n))
+S = B0 @ B0.T + n * np.eye(n)  # symmetric positive definite
+A, Bm = rng.normal(size=(n, n)), rng.normal(size=(n, n))
+a, b, x = rng.normal(size=n), rng.normal(size=n), rng.normal(size=n)
+r = rng.normal(size=(6, n))
+Si = np.linalg.inv(S)
+
+
+def sym(M):
+    return 0.5 * (M + M.T)
+
+
+#: (name, source, f(S) in NumPy, closed form of sym(G)), the Matrix Cookbook's identities
+IDENTITIES = [
+    ("log det", "f = logdet(S)", lambda S: np.linalg.slogdet(S)[1], Si),
+    ("det", "f = det(S)", np.linalg.det, np.linalg.det(S) * Si),
+    ("trace of A S", "f = A_ij S_ji", lambda S: np.trace(A @ S), sym(A)),
+    ("trace of S squared", "f = S_ij S_ji", lambda S: np.trace(S @ S), 2 * S),
+    ("Frobenius norm squared", "f = S_ij S_ij", lambda S: np.sum(S * S), 2 * S),
+    ("quadratic form", "f = x_i S_ij x_j", lambda S: x @ S @ x, np.outer(x, x)),
+    ("bilinear form", "f = a_i S_ij b_j", lambda S: a @ S @ b, sym(np.outer(a, b))),
+    ("inverse quadratic form", "f = a_i inv(S)_ij a_j", lambda S: a @ np.linalg.inv(S) @ a, -Si @ np.outer(a, a) @ Si),
+    (
+        "inverse bilinear form",
+        "f = a_i inv(S)_ij b_j",
+        lambda S: a @ np.linalg.inv(S) @ b,
+        -Si @ sym(np.outer(a, b)) @ Si,
+    ),
+    ("trace of inverse times A", "f = inv(S)_ij A_ji", lambda S: np.trace(np.linalg.inv(S) @ A), -Si @ sym(A) @ Si),
+    ("trace of A S B", "f = A_ij S_jk B_ki", lambda S: np.trace(A @ S @ Bm), sym(A.T @ Bm.T)),
+    ("x^T S S x", "f = x_i S_ij S_jk x_k", lambda S: x @ S @ S @ x, np.outer(S @ x, x) + np.outer(x, S @ x)),
+    (
+        "Gaussian log-likelihood by its covariance",
+        "L = -0.5 logdet(S) delta_nn - 0.5 r_ni inv(S)_ij r_nj",
+        lambda S: -0.5 * len(r) * np.linalg.slogdet(S)[1] - 0.5 * np.sum((r @ np.linalg.inv(S)) * r),
+        -0.5 * len(r) * Si + 0.5 * Si @ (r.T @ r) @ Si,
+    ),
+]
+IDS = [c[0] for c in IDENTITIES]
+
+
+def arrays_for(derivative):
+    known = {"S": S, "A": A, "B": Bm, "a": a, "b": b, "x": x, "r": r}
+    return {k: v for k, v in known.items() if k in derivative.ranks}
+
+
+@pytest.mark.parametrize(("name", "source", "f", "closed"), IDENTITIES, ids=IDS)
+def test_the_symmetric_gradient_is_the_closed_form_and_the_directional_derivative(name, source, f, closed):
+    gradient = einderiv.grad(source, "S", symmetric=["S"])
+    got = gradient(**arrays_for(gradient))
+    np.testing.assert_allclose(got, closed, rtol=1e-9, atol=1e-11, err_msg=name)
+    np.testing.assert_allclose(got, got.T, rtol=1e-12, atol=1e-14)
+    for _ in range(3):  # along symmetric directions: <grad, E> is the derivative of f(S + tE)
+        E = sym(rng.normal(size=(n, n)))
+        h = 1e-6
+        fd = (f(S + h * E) - f(S - h * E)) / (2 * h)
+        assert abs(np.sum(got * E) - fd) <= 1e-6 * max(1.0, abs(fd)), (name, np.sum(got * E), fd)
+
+
+@pytest.mark.parametrize(("name", "source", "f", "closed"), IDENTITIES, ids=IDS)
+def test_the_cookbook_convention_moves_each_distinct_entry(name, source, f, closed):
+    gradient = einderiv.grad(source, "S", symmetric=["S"], symmetric_convention="cookbook")
+    got = gradient(**arrays_for(gradient))
+    np.testing.assert_allclose(got, 2 * closed - np.diag(np.diag(closed)), rtol=1e-9, atol=1e-11, err_msg=name)
+    h = 1e-6
+    for i, j in [(0, 0), (1, 2), (3, 0)]:  # S_ij and S_ji move together: one variable
+        E = np.zeros((n, n))
+        E[i, j] = E[j, i] = 1.0
+        fd = (f(S + h * E) - f(S - h * E)) / (2 * h)
+        assert abs(got[i, j] - fd) <= 1e-6 * max(1.0, abs(fd)), (name, (i, j), got[i, j], fd)
+
+
+def test_matrix_notation_prints_the_symmetric_forms():
+    assert einderiv.grad("f = logdet(S)", "S", symmetric=["S"]).matrix() == "df/dS = S^-1"
+    assert einderiv.grad("f = a_i inv(S)_ij a_j", "S", symmetric=["S"]).matrix() == "df/dS = -S^-1 a a^T S^-1"
+    text = einderiv.grad("f = A_ij S_ji", "S", symmetric=["S"]).matrix()
+    assert text in ("df/dS = 0.5 A^T + 0.5 A", "df/dS = 0.5 A + 0.5 A^T", "df/dS = (A + A^T) / 2")
+
+
+def test_without_a_declaration_the_gradient_is_the_unconstrained_one():
+    gradient = einderiv.grad("f = A_ij S_ji", "S")
+    np.testing.assert_allclose(gradient(A=A, S=S), A.T)  # G, not sym(G)
+
+
+def test_diagonal_matrices_take_the_diagonal_of_the_gradient():
+    D = np.diag(rng.normal(size=n))
+    gradient = einderiv.grad("f = x_i D_ij A_jk x_k", "D", diagonal=["D"])
+    got = gradient(x=x, D=D, A=A)
+    np.testing.assert_allclose(got, np.diag(np.diag(np.outer(x, A @ x))), rtol=1e-12)
+    E = np.diag(rng.normal(size=n))
+    h = 1e-6
+    fd = (x @ (D + h * E) @ A @ x - x @ (D - h * E) @ A @ x) / (2 * h)
+    assert abs(np.sum(got * E) - fd) < 1e-8
+
+
+def test_the_symmetric_hessian_and_hvp_agree_with_differences_of_the_symmetric_gradient():
+    source = "f = a_i inv(S)_ij a_j"
+    gradient = einderiv.grad(source, "S", symmetric=["S"])
+    E = sym(rng.normal(size=(n, n)))
+    h = 1e-5
+    fd = (gradient(a=a, S=S + h * E) - gradient(a=a, S=S - h * E)) / (2 * h)
+    hessian = einderiv.hessian(source, "S", symmetric=["S"])(a=a, S=S)
+    np.testing.assert_allclose(np.einsum("ijkl,kl->ij", hessian, E), fd, rtol=1e-6, atol=1e-8)
+    product = einderiv.hvp(source, "S", symmetric=["S"])(a=a, S=S, v=E)
+    np.testing.assert_allclose(product, fd, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: einderiv.grad("f = logdet(S)", "S", symmetric=["Q"]), "'Q' is not an input"),
+        (lambda: einderiv.grad("f = x_i x_i", "x", symmetric=["x"]), "used with 1 indices"),
+        (lambda: einderiv.grad("f = logdet(S)", "S", symmetric=["S"], diagonal=["S"]), "as symmetric and as diagonal"),
+        (lambda: einderiv.grad("f = logdet(S)", "S", symmetric_convention="upper"), "must be one of frobenius"),
+        (lambda: einderiv.grad("f = logdet(S)", "S", symmetric=["S"])(S=A), "declared symmetric"),
+        (lambda: einderiv.grad("f = x_i D_ij x_j", "D", diagonal=["D"])(x=x, D=A), "declared diagonal"),
+    ],
+)
+def test_bad_declarations_are_clear_errors(call, message):
+    with pytest.raises(einderiv.EinderivError, match=message):
+        call()
+
+
+def run_cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "einderiv", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_symmetric_diff_and_check_use_the_convention_asked_for():
+    done = run_cli("diff", "f = logdet(S)", "--wrt", "S", "--symmetric", "S", "--format", "matrix")
+    assert done.returncode == 0 and done.stdout.strip() == "df/dS = S^-1", done.stderr
+    claim = "-S^-1 a a^T S^-1"
+    done = run_cli("check", "f = a_i inv(S)_ij a_j", "--wrt", "S", "--symmetric", "S", "--expect", claim)
+    assert done.returncode == 0 and "matches" in done.stdout, done.stdout + done.stderr
+    done = run_cli("check", "f = a_i inv(S)_ij a_j", "--wrt", "S", "--symmetric", "S", "--convention", "cookbook")
+    assert done.returncode == 0 and "ok" in done.stdout, done.stdout + done.stderr
+    done = run_cli(
+        "check",
+        "f = a_i inv(S)_ij a_j",
+        "--wrt",
+        "S",
+        "--symmetric",
+        "S",
+        "--convention",
+        "cookbook",
+        "--expect",
+        claim,
+    )
+    assert done.returncode == 1 and "DIFFERS" in done.stdout  # the cookbook's off-diagonal entries are doubled
+
+
+def test_check_api_projects_the_finite_differences():
+    result = einderiv.check("f = x_i S_ij S_jk x_k", "S", symmetric=["S"])
+    assert result.ok and result.error < 1e-8
+    result = einderiv.check("f = x_i D_ij A_jk x_k", "D", diagonal=["D"])
+    assert result.ok
