@@ -539,6 +539,57 @@ def _pairwise(subscripts: str):
 SMALL = 4096
 
 
+#: A Gram-like product ``w_n A_ni A_nj -> ij`` is assembled from its upper triangle of blocks
+#: when its result has at least this many rows and the product this many multiply-adds.
+GRAM_MIN_SIZE = 256
+GRAM_MIN_WORK = 2**24
+
+
+class _SymmetricGram:
+    """``w_n A_ni A_nj -> ij`` (the weights optional, n any number of indices): symmetric in i
+    and j when both matrices are one array, so only the blocks on and above the diagonal are
+    multiplied (B = w A once, then B_I^T A_J for J >= I) and the rest mirrored: (k + 1) / 2k of
+    the work for k blocks.  Called with two different arrays it is the plain contraction."""
+
+    def __init__(self, plain, weighted: bool, blocks: int):
+        self.plain, self.weighted, self.blocks = plain, weighted, blocks
+
+    def __call__(self, *operands):
+        left, right = operands[-2], operands[-1]
+        if left is not right or left.ndim != 2:
+            return self.plain(*operands)
+        weighted = left * operands[0][:, None] if self.weighted else left
+        size = left.shape[1]
+        cuts = np.linspace(0, size, self.blocks + 1).astype(int)
+        out = np.empty((size, size), dtype=np.result_type(weighted, right))
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            out[a:b, a:] = weighted[:, a:b].T @ right[:, a:]
+            out[b:, a:b] = out[a:b, b:].T  # the mirror of the blocks right of the diagonal block
+        return out
+
+    def __repr__(self) -> str:
+        return f"<symmetric Gram product in {self.blocks} blocks, upper triangle mirrored>"
+
+
+def _gram(subscripts: str, shapes):
+    """A :class:`_SymmetricGram` for ``n,ni,nj->ij`` or ``ni,nj->ij`` where it pays, else None."""
+    inputs, output = subscripts.split("->")
+    parts = inputs.split(",")
+    if len(output) != 2 or len(parts) not in (2, 3) or output[0] == output[1]:
+        return None
+    i, j = output
+    *weights, a, b = parts
+    if len(a) != 2 or len(b) != 2 or a[1] != i or b[1] != j or a[0] != b[0]:
+        return None
+    if weights and weights[0] != a[0]:
+        return None
+    rows, size = shapes[-2]
+    if size < GRAM_MIN_SIZE or tuple(shapes[-1]) != (rows, size) or rows * size * size < GRAM_MIN_WORK:
+        return None
+    plain = opt_einsum.contract_expression(subscripts, *shapes)
+    return _SymmetricGram(plain, bool(weights), blocks=max(3, min(8, size // 128)))
+
+
 def _contraction(subscripts: str, shapes):
     """The contraction of ``subscripts`` for operands of these shapes: opt_einsum's planned
     expression (pairwise order, BLAS where it applies), or NumPy's einsum for a single operand
@@ -546,6 +597,9 @@ def _contraction(subscripts: str, shapes):
     inputs, output = subscripts.split("->")
     if inputs == output and len(set(output)) == len(output):
         return _same  # the operand itself, axes already in place
+    gram = _gram(subscripts, shapes)
+    if gram is not None:
+        return gram
     if len(shapes) > 1:
         reduced = _reduced_first(inputs.split(","), output, [tuple(s) for s in shapes])
         if reduced is not None:

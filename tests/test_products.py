@@ -235,3 +235,41 @@ def test_random_programs_hvp_and_diagonal_agree_with_jax(program, seed, data):
     diagonal = einderiv.hessian_diag(program.source, wrt)
     expected = np.diag(np.asarray(jax.hessian(of)(at)))
     assert_close(diagonal(**needed(diagonal, arrays)), expected, f"Hessian diagonal of {program.source}")
+
+
+def test_symmetric_assembly_of_a_gram_product_is_the_product():
+    from einderiv.runtime import _contraction, _SymmetricGram
+
+    generator = np.random.default_rng(5)
+    A = generator.normal(size=(300, 260))
+    w = generator.normal(size=300)  # weights of either sign
+    A[3, 7], w[11] = np.nan, np.inf  # non-finite entries land where the plain product puts them
+    gram = _contraction("n,ni,nj->ij", [w.shape, A.shape, A.shape])
+    assert isinstance(gram, _SymmetricGram)
+    expected = np.einsum("n,ni,nj->ij", w, A, A)
+    np.testing.assert_allclose(gram(w, A, A), expected, rtol=1e-10, atol=1e-10, equal_nan=True)
+    B = generator.normal(size=A.shape)  # two different arrays: no symmetry to use
+    plain = np.einsum("n,ni,nj->ij", w, A, B)
+    np.testing.assert_allclose(gram(w, A, B), plain, rtol=1e-10, atol=1e-10, equal_nan=True)
+    unweighted = _contraction("ni,nj->ij", [A.shape, A.shape])
+    np.testing.assert_allclose(unweighted(A, A), np.einsum("ni,nj->ij", A, A), rtol=1e-10, atol=1e-10, equal_nan=True)
+    assert _contraction("n,ni,nj->ji", [w.shape, A.shape, A.shape]) is not None  # transposed output: plain
+    small = _contraction("n,ni,nj->ij", [(50,), (50, 20), (50, 20)])
+    assert not isinstance(small, _SymmetricGram)  # too small to pay
+
+
+def test_a_large_logistic_hessian_is_assembled_from_its_upper_triangle():
+    generator = np.random.default_rng(6)
+    X, y, w = generator.normal(size=(400, 300)) / 17, generator.random(400), generator.normal(size=300)
+    hessian = einderiv.hessian("L = sum_n(softplus(X_nd w_d) - y_n X_nd w_d)", "w")
+    got = hessian(X=X, y=y, w=w)
+    s = 1 / (1 + np.exp(-X @ w))
+    np.testing.assert_allclose(got, (X * (s * (1 - s))[:, None]).T @ X, rtol=1e-10, atol=1e-13)
+    plans = [
+        repr(p[2])
+        for step in hessian.line.steps
+        if step.contraction
+        for plan in step.contraction._plans.values()
+        for p in plan[0]
+    ]
+    assert any("symmetric Gram" in text for text in plans), plans
