@@ -151,7 +151,11 @@ class ArrayOps:
                 return self.xp.reciprocal(x)
             if param == Fraction(1, 2):
                 return self.xp.sqrt(x)
-            return x ** (int(param) if param.denominator == 1 and abs(param) < 2**62 else to_float(param))
+            if param.denominator == 1 and abs(param) < 2**62:
+                return x ** int(param)
+            # a negative base has no real fractional power: NaN, also at -inf, where IEEE pow gives
+            # +inf or 0 (and torch's x^-0.5, an rsqrt, NaN); sqrt(-inf), the exponent 1/2, is NaN
+            return self.where(x == -np.inf, np.nan, x ** to_float(param))
         return self.function(func)(x)
 
     def function(self, name: str) -> Callable:

@@ -161,12 +161,18 @@ def _relu(xp):
 
 
 def _step(xp):
-    """Heaviside step with value 0 at 0: the derivative of relu, with relu's sub-derivative 0 at the kink."""
-    return lambda x: (x > 0).astype(x.dtype)
+    """Heaviside step with value 0 at 0: the derivative of relu, with relu's sub-derivative 0 at the
+    kink; NaN at NaN (``x > 0`` alone is False there, which made relu'(NaN) 0)."""
+    return lambda x: xp.where(xp.isnan(x), x, (x > 0).astype(x.dtype))
 
 
 def _torch_step(torch):
-    return lambda x: (x > 0).to(x.dtype)
+    return lambda x: torch.where(torch.isnan(x), x, (x > 0).to(x.dtype))
+
+
+def _torch_sign(torch):
+    """torch.sign is 0 at NaN; NumPy's sign (and every other namespace's) is NaN there."""
+    return lambda x: torch.where(torch.isnan(x), x, torch.sign(x))
 
 
 def _plain(name: str, derivative: str, at_zero: Fraction | None = None, latex: str | None = None) -> Function:
@@ -227,14 +233,17 @@ _BUILT_IN = (
         Fraction(0),
         # NaN at NaN, as NumPy has it (torch.sign gives 0)
         code={"torch": Helper("return torch.where(torch.isnan(x), x, torch.sign(x))")},
-        torch=lambda torch: lambda x: torch.where(torch.isnan(x), x, torch.sign(x)),
+        torch=_torch_sign,
     ),
     Function(
         "step",
         _step,
         "0",
         Fraction(0),
-        code={"python": Helper("return (x > 0).astype(x.dtype)"), "torch": Helper("return (x > 0).to(x.dtype)")},
+        code={
+            "python": Helper("return np.where(np.isnan(x), x, (x > 0).astype(x.dtype))"),
+            "torch": Helper("return torch.where(torch.isnan(x), x, (x > 0).to(x.dtype))"),
+        },
         torch=_torch_step,
     ),
 )

@@ -52,7 +52,9 @@ def _backend_line(module: str, selected: bool) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    config.stash[_SELECTED] = any(item.nodeid.split("::")[0].endswith(_BACKEND_TESTS) for item in items)
+    config.stash[_SELECTED] = any(
+        item.nodeid.split("::")[0].endswith((_BACKEND_TESTS, "test_backends_reference.py")) for item in items
+    )
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:

@@ -153,7 +153,8 @@ CASES = [
     Case("y_i = log(x_i)", ("x",), {"x": (4,)}, lambda x: _diagonal(1 / x)),
     Case("y_i = sqrt(x_i)", ("x",), {"x": (4,)}, lambda x: _diagonal(0.5 / np.sqrt(x))),
     Case("y_i = abs(x_i)", ("x",), {"x": (4,)}, lambda x: _diagonal(np.sign(x))),
-    Case("y_i = relu(x_i)", ("x",), {"x": (4,)}, lambda x: _diagonal((x > 0).astype(float))),
+    # relu'(x) = step(x), NaN at NaN (as relu(NaN) is): a NaN is never hidden as a 0
+    Case("y_i = relu(x_i)", ("x",), {"x": (4,)}, lambda x: _diagonal(np.where(np.isnan(x), x, (x > 0).astype(float)))),
     Case("y_i = sigmoid(x_i)", ("x",), {"x": (4,)}, lambda x: _diagonal(_sigmoid(x) * (1 - _sigmoid(x)))),
     Case(
         "f = logsumexp_i(z_i)",
