@@ -59,3 +59,15 @@ def test_quick_program_benchmark_prints_its_table_and_floors(capsys):
     assert programs_main(["--quick", "--no-jax", "--only", "logistic_gradient", "--budget", "0"]) == 0
     out = capsys.readouterr().out
     assert "| logistic regression, gradient |" in out and "program within 1.1x of one-statement" in out
+
+
+def test_quick_linalg_benchmark_checks_every_case(capsys):
+    """benchmarks/linalg.py at n = 6: each form (one factorisation per matrix, one numpy.linalg
+    call per function) agrees with its NumPy closed form before it is timed (no timing asserted)."""
+    from benchmarks.linalg import CASES
+    from benchmarks.linalg import main as linalg_main
+
+    assert linalg_main(["--quick", "--no-jax"]) == 0
+    out = capsys.readouterr().out
+    assert "| case | n | before | LU only | after | after / before |" in out
+    assert out.count("| 6 |") == len(CASES)
