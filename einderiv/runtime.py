@@ -24,10 +24,12 @@ from fractions import Fraction
 import numpy as np
 import opt_einsum
 
+from . import linalg
 from .backends import ArrayOps
 from .emit import DELTA_OPERAND, EinsumTerm, emit
 from .errors import EvaluationError
 from .ir import Delta, Tensor, to_float
+from .linalg import generic_matrix_function, generic_solve, matrix_function, solve
 from .normal import (
     RECIPROCAL,
     Apply,
@@ -805,76 +807,6 @@ def _logsumexp(v: np.ndarray, axes: tuple[int, ...], order: tuple[int, ...]) -> 
     return np.transpose(out, [kept.index(k) for k in order]) if out.ndim else out
 
 
-def solve(func: str, name: str, matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
-    """inv(M) b as a linear solve (``solve_transposed``: inv(M)^T a)."""
-    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-        raise EvaluationError(f"inv({name}): {name!r} has shape {matrix.shape}, not a square matrix")
-    if not np.all(np.isfinite(matrix)):  # NaN and inf propagate as IEEE values
-        return np.full(vector.shape, np.nan, dtype=np.result_type(matrix, vector))
-    try:
-        return np.linalg.solve(matrix.T if func == "solve_transposed" else matrix, vector)
-    except np.linalg.LinAlgError:
-        raise EvaluationError(f"inv({name}): the matrix {name!r} is singular") from None
-
-
-def matrix_function(func: str, name: str, matrix: np.ndarray) -> np.ndarray:
-    """inv, det or logdet of a square matrix, with errors that name it."""
-    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-        raise EvaluationError(f"{func}({name}): {name!r} has shape {matrix.shape}, not a square matrix")
-    if not np.all(np.isfinite(matrix)):  # NaN and inf propagate as IEEE values
-        return np.full(matrix.shape if func == "inv" else (), np.nan, dtype=matrix.dtype)
-    if func == "inv":
-        try:
-            return np.linalg.inv(matrix)
-        except np.linalg.LinAlgError:
-            raise EvaluationError(f"inv({name}): the matrix {name!r} is singular") from None
-    sign, logdet = np.linalg.slogdet(matrix)
-    if func == "det":
-        return np.asarray(sign * np.exp(logdet))
-    if sign <= 0:
-        raise EvaluationError(
-            f"logdet({name}): the determinant of {name!r} is {'zero' if sign == 0 else 'negative'}, "
-            "so its logarithm is not real"
-        )
-    return np.asarray(logdet)
-
-
-def _square_matrix(func: str, name: str, matrix) -> None:
-    shape = tuple(matrix.shape)
-    if len(shape) != 2 or shape[0] != shape[1]:
-        raise EvaluationError(f"{func}({name}): {name!r} has shape {shape}, not a square matrix")
-
-
-def _singular(func: str, name: str, compute):
-    """Run a factorisation, turning the library's singular-matrix error into ours."""
-    try:
-        return compute()
-    except (np.linalg.LinAlgError, RuntimeError) as err:  # torch.linalg.LinAlgError is a RuntimeError
-        if "singular" in str(err).lower() or isinstance(err, np.linalg.LinAlgError):
-            raise EvaluationError(f"{func}({name}): the matrix {name!r} is singular") from None
-        raise
-
-
-def generic_matrix_function(func: str, name: str, matrix, ops: ArrayOps):
-    """inv, det and logdet on another library.  No branch depends on values (traceable, lazy):
-    a non-positive determinant makes logdet NaN rather than an error."""
-    _square_matrix(func, name, matrix)
-    if func == "inv":
-        return _singular(func, name, lambda: ops.inv(matrix, name))
-    sign, logdet = ops.slogdet(matrix)
-    if func == "det":
-        return sign * ops.xp.exp(logdet)
-    return ops.positive_or_nan(sign, logdet)
-
-
-def generic_solve(func: str, name: str, matrix, vector, ops: ArrayOps):
-    """inv(M) b (``solve_transposed``: inv(M)^T a) by the library's solver."""
-    _square_matrix("inv", name, matrix)
-    if func == "solve_transposed":
-        matrix = ops.matrix_transpose(matrix)
-    return _singular("inv", name, lambda: ops.solve(matrix, vector, name))
-
-
 def generic_softmax(v, axes: tuple[int, ...], ops: ArrayOps):
     """exp(v - max) / sum over ``axes`` of exp(v - max)."""
     if 0 in tuple(v.shape):
@@ -907,6 +839,9 @@ class StraightLine:
         self._quiet = False
         #: the size hints of the statement being added (index -> the tensor axes it names as written)
         self._written: tuple = ()
+        #: whether a step reads a square matrix (inv, det, logdet, a solve): evaluation then keeps
+        #: one factorisation per matrix (einderiv.linalg)
+        self._matrices = False
 
     def _temp(self) -> str:
         return f"_t{len(self.steps)}"
@@ -1106,6 +1041,7 @@ class StraightLine:
                         name = self._temp()
                         func = "solve" if side == 0 else "solve_transposed"
                         self.steps.append(_Step(name, func=func, source=f.matrix, matrix=True, operand=vector))
+                        self._matrices = True
                         self._calls[key] = name
                     factors = [g for k, g in enumerate(factors) if k not in (pos, partner)] + [Tensor(name, (kept,))]
                     changed = True
@@ -1121,6 +1057,7 @@ class StraightLine:
         if name is None:
             name = self._temp()
             self.steps.append(_Step(name, func=atom.func, source=atom.matrix, matrix=True))
+            self._matrices = True
             self._calls[key] = name
         return Tensor(name, atom.indices)
 
@@ -1194,10 +1131,11 @@ class StraightLine:
     def run(self, values: dict[str, np.ndarray], signature: tuple | None = None) -> dict[str, np.ndarray]:
         """Compute every step.  With a ``signature`` of the inputs' shapes and dtypes, the plans
         of all contractions are looked up once for the whole line rather than step by step."""
+        run = self._run if not self._matrices else functools.partial(linalg.one_evaluation, self._run)
         if self._quiet:  # IEEE results (inf, nan) propagate as values, without warnings
             with np.errstate(all="ignore"):
-                return self._run(values, signature)
-        return self._run(values, signature)
+                return run(values, signature)
+        return run(values, signature)
 
     def run_with(self, values: dict[str, object], ops: ArrayOps, like) -> dict[str, object]:
         """Compute every step with another array library's operations (``like``: an array of
@@ -1224,7 +1162,8 @@ class StraightLine:
     def _run(self, values: dict[str, np.ndarray], signature: tuple | None) -> dict[str, np.ndarray]:
         program = self._bound.get(signature) if signature is not None else None
         if program is None:
-            program = [self._instruction(step, values) for step in self.steps]
+            factored = linalg.shared_matrices(self.steps)  # each read through one factorisation per evaluation
+            program = [self._instruction(step, values, factored) for step in self.steps]
             if signature is not None:
                 self._bound[signature] = program
             return values  # the instructions above computed every step while being made
@@ -1232,7 +1171,7 @@ class StraightLine:
             instruction(values)
         return values
 
-    def _instruction(self, step: _Step, values: dict[str, np.ndarray]):
+    def _instruction(self, step: _Step, values: dict[str, np.ndarray], factored: frozenset[str] = frozenset()):
         """One step lowered to a closure over its plan for these shapes (and run once now):
         the straight-line program a later call with the same shapes runs without any lookup."""
         target = step.target
@@ -1265,10 +1204,20 @@ class StraightLine:
             def instruction(v, c=contraction, plan=plan, t=target):
                 v[t] = c.execute(plan, v)
 
+        elif step.operand is not None and step.source in factored:
+
+            def instruction(v, s=step, t=target):
+                v[t] = linalg.shared_solve(v, s.func, s.source, s.operand)
+
         elif step.operand is not None:
 
             def instruction(v, s=step, t=target):
                 v[t] = solve(s.func, s.source, v[s.source], v[s.operand])
+
+        elif step.matrix and step.source in factored:
+
+            def instruction(v, s=step, t=target):
+                v[t] = linalg.shared_function(v, s.func, s.source)
 
         elif step.matrix:
 

@@ -68,3 +68,15 @@ def test_quick_products_benchmark_checks_against_jax_and_prints_its_floors(capsy
     assert products_main(["--quick"]) == 0  # it asserts every result against jax before timing
     out = capsys.readouterr().out
     assert "floors (issue 15):" in out and "several parameters" in out and "hessian_diag" in out
+
+
+def test_quick_linalg_benchmark_checks_every_case(capsys):
+    """benchmarks/linalg.py at n = 6: each form (one factorisation per matrix, one numpy.linalg
+    call per function) agrees with its NumPy closed form before it is timed (no timing asserted)."""
+    from benchmarks.linalg import CASES
+    from benchmarks.linalg import main as linalg_main
+
+    assert linalg_main(["--quick", "--no-jax"]) == 0
+    out = capsys.readouterr().out
+    assert "| case | n | before | LU only | after | after / before |" in out
+    assert out.count("| 6 |") == len(CASES)

@@ -1,0 +1,347 @@
+"""Square-matrix functions at evaluation: ``inv``, ``det``, ``logdet`` and the solves
+``inv(M)_ij b_j`` -> ``solve(M, b)``, with errors that name the matrix.
+
+On NumPy arrays every one of them is read from one factorisation of the matrix, made at most
+once per evaluation (the gradient of ``a_i inv(X)_ij b_j`` by X solves with X and with X^T: one
+LU, two triangular solves).  The factorisation is SciPy's LAPACK ``getrf`` (LU with partial
+pivoting), or ``potrf`` (Cholesky) where the matrix at hand is real, exactly symmetric and
+Cholesky succeeds, which is to say numerically positive definite; a symmetric matrix that is not
+falls back to LU.  Nothing about the result depends on which was used but rounding: a singular
+matrix (an exact zero pivot of the LU, as ``numpy.linalg`` has it) is an :class:`EvaluationError`
+naming it, a matrix with a NaN or an infinity gives NaN, as before.
+
+The other array libraries (torch, jax, cupy, dask) call their own ``inv``, ``slogdet`` and
+``solve`` per function (:func:`generic_matrix_function`, :func:`generic_solve`).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import EvaluationError
+
+if TYPE_CHECKING:
+    from .backends import ArrayOps
+
+#: Whether the NumPy path reads every function of a matrix from one factorisation (else each is
+#: its own ``numpy.linalg`` call, as before).  Read when a compiled expression first plans for a
+#: shape; ``benchmarks/linalg.py`` turns it off to compare the two.
+SHARE_FACTORISATIONS = True
+
+#: Whether a real, exactly symmetric matrix with a positive diagonal is tried by Cholesky first
+#: (the trigger of MATLAB's backslash and Julia's ``factorize``): 1.2-1.6x faster than LU where
+#: it succeeds (benchmarks/linalg.py); where it fails part of the way (symmetric, indefinite) the
+#: LU after it costs about 1.5x LU alone.  Read at each factorisation; the benchmark turns it off
+#: to compare.
+CHOLESKY = True
+
+#: The dtypes LAPACK factorises (anything else, float16 or longdouble, goes to numpy.linalg,
+#: which refuses it as it always did).
+_LAPACK_DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
+
+_ROUTINES: dict[tuple[np.dtype, str], object] = {}
+
+
+def _routine(name: str, dtype: np.dtype):
+    """SciPy's LAPACK wrapper ``name`` (``getrf``, ...) for ``dtype``, looked up once."""
+    routine = _ROUTINES.get((dtype, name))
+    if routine is None:
+        from scipy.linalg import lapack  # noqa: PLC0415 - imported at the first factorisation, not at import
+
+        routine = _ROUTINES[dtype, name] = lapack.get_lapack_funcs((name,), dtype=dtype)[0]
+    return routine
+
+
+_POSITIONS = np.arange(0)
+
+
+def _positions(n: int) -> np.ndarray:
+    """0, 1, ..., n - 1: the pivots of an LU that swaps no rows (one array, grown as needed)."""
+    global _POSITIONS
+    if _POSITIONS.size < n:
+        _POSITIONS = np.arange(max(n, 2 * _POSITIONS.size), dtype=np.int32)
+    return _POSITIONS[:n]
+
+
+_WORK: dict[tuple[np.dtype, int], int] = {}
+
+
+def _getri_work(dtype: np.dtype, n: int) -> int:
+    """The workspace ``getri`` asks for at this size (asked once)."""
+    work = _WORK.get((dtype, n))
+    if work is None:
+        if len(_WORK) > 256:
+            _WORK.clear()
+        lwork, info = _routine("getri_lwork", dtype)(n)
+        work = _WORK[dtype, n] = max(int(lwork.real), 1) if info == 0 else max(3 * n, 1)
+    return work
+
+
+def _lapack_error(routine: str, info: int):
+    return RuntimeError(f"LAPACK {routine} rejected its argument {-info}")  # a bug here, not the user's input
+
+
+def lu_factor(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``(lu, piv, singular)``: the LU factorisation of ``matrix^T`` with partial pivoting
+    (``getrf`` on the transposed view, which LAPACK reads as it is laid out, so the inverse it
+    gives comes back in ``matrix``'s C order); ``singular`` when a pivot is exactly zero."""
+    lu, piv, info = _routine("getrf", matrix.dtype)(matrix.T)
+    if info < 0:
+        raise _lapack_error("getrf", info)
+    return lu, piv, info > 0
+
+
+def cholesky(matrix: np.ndarray) -> np.ndarray | None:
+    """The lower Cholesky factor of a symmetric ``matrix``, or None where it is not (numerically)
+    positive definite."""
+    factor, info = _routine("potrf", matrix.dtype)(matrix.T, lower=1)
+    if info < 0:
+        raise _lapack_error("potrf", info)
+    return None if info > 0 else factor
+
+
+def _symmetric(matrix: np.ndarray) -> bool:
+    """Exactly symmetric, with a positive diagonal (as a positive definite matrix has): a matrix
+    that fails either costs O(n) to turn away, most of them one comparison."""
+    last = matrix.shape[0] - 1
+    if matrix[0, last] != matrix[last, 0] or matrix[last, last // 2] != matrix[last // 2, last]:
+        return False
+    if not (np.diagonal(matrix) > 0).all():
+        return False
+    return bool((matrix == matrix.T).all())
+
+
+class Factorisation:
+    """The functions of one square matrix, read from one factorisation made when first needed."""
+
+    __slots__ = ("name", "matrix", "finite", "_lu", "_cholesky")
+
+    def __init__(self, name: str, matrix: np.ndarray):
+        self.name = name
+        self.matrix = matrix
+        self.finite = bool(np.isfinite(matrix).all())  # NaN and inf propagate as IEEE values
+        self._lu: tuple | None = None
+        self._cholesky: np.ndarray | None = None
+
+    def _factor(self) -> None:
+        if self._lu is not None or self._cholesky is not None:
+            return
+        matrix = self.matrix
+        if CHOLESKY and matrix.dtype.kind == "f" and _symmetric(matrix):
+            self._cholesky = cholesky(matrix)
+            if self._cholesky is not None:
+                return
+        self._lu = lu_factor(matrix)
+
+    def _nonsingular(self, func: str) -> None:
+        self._factor()
+        if self._lu is not None and self._lu[2]:
+            raise EvaluationError(f"{func}({self.name}): the matrix {self.name!r} is singular")
+
+    def inv(self) -> np.ndarray:
+        """inv(M), C-ordered."""
+        matrix = self.matrix
+        if not self.finite:
+            return np.full(matrix.shape, np.nan, dtype=matrix.dtype)
+        self._nonsingular("inv")
+        if self._cholesky is not None:
+            inverse, info = _routine("potri", matrix.dtype)(self._cholesky, lower=1)
+            if info != 0:
+                raise _lapack_error("potri", info)
+            upper = inverse.T  # its lower triangle, C-ordered: the upper triangle of inv(M)
+            out = np.triu(upper)
+            out += np.triu(upper, 1).T
+            return out
+        lu, piv, _ = self._lu
+        inverse, info = _routine("getri", matrix.dtype)(lu, piv, lwork=_getri_work(matrix.dtype, matrix.shape[0]))
+        if info != 0:
+            raise _lapack_error("getri", info)
+        return inverse.T  # the inverse of M^T, Fortran-ordered: inv(M), C-ordered
+
+    def solve(self, vector: np.ndarray, transposed: bool) -> np.ndarray:
+        """inv(M) b, or inv(M)^T b when ``transposed``."""
+        matrix = self.matrix
+        if not self.finite:
+            return np.full(vector.shape, np.nan, dtype=np.result_type(matrix, vector))
+        self._nonsingular("inv")
+        if self._cholesky is not None:  # M^T = M
+            x, info = _routine("potrs", matrix.dtype)(self._cholesky, vector, lower=1)
+            if info != 0:
+                raise _lapack_error("potrs", info)
+            return x
+        lu, piv, _ = self._lu  # of M^T: M^T x = b is its plain solve, M x = b the transposed one
+        x, info = _routine("getrs", matrix.dtype)(lu, piv, vector, trans=0 if transposed else 1)
+        if info != 0:
+            raise _lapack_error("getrs", info)
+        return x
+
+    def slogdet(self) -> tuple:
+        """(sign, log|det|), as ``numpy.linalg.slogdet`` gives them (sign 0 and -inf when singular)."""
+        self._factor()
+        if self._cholesky is not None:
+            return 1.0, 2 * np.log(np.diagonal(self._cholesky)).sum()
+        lu, piv, singular = self._lu
+        real = lu.dtype.kind == "f"
+        if singular:  # an exact zero pivot
+            return lu.dtype.type(0), np.finfo(lu.dtype).dtype.type(-np.inf)
+        diagonal = np.diagonal(lu)
+        magnitude = np.abs(diagonal)
+        logdet = np.log(magnitude).sum()
+        flips = np.count_nonzero(piv != _positions(piv.size))  # each row swap flips the sign
+        if real:
+            flips += np.count_nonzero(diagonal < 0)
+            return lu.dtype.type(-1 if flips % 2 else 1), logdet
+        return np.prod(diagonal / magnitude) * (-1 if flips % 2 else 1), logdet  # a complex unit
+
+    def function(self, func: str) -> np.ndarray:
+        """inv, det or logdet."""
+        if func == "inv":
+            return self.inv()
+        if not self.finite:
+            return np.full((), np.nan, dtype=self.matrix.dtype)
+        return _determinant(func, self.name, *self.slogdet())
+
+
+def _determinant(func: str, name: str, sign, logdet) -> np.ndarray:
+    """det or logdet from ``slogdet``: a logdet whose determinant is not positive is an error."""
+    if func == "det":
+        return np.asarray(sign * np.exp(logdet))
+    if sign <= 0:
+        raise EvaluationError(
+            f"logdet({name}): the determinant of {name!r} is {'zero' if sign == 0 else 'negative'}, "
+            "so its logarithm is not real"
+        )
+    return np.asarray(logdet)
+
+
+def shared_matrices(steps) -> frozenset[str]:
+    """The matrices that evaluation reads through one factorisation each: every matrix a
+    matrix-function or solve step reads (all of them, unless that is turned off)."""
+    if not SHARE_FACTORISATIONS:
+        return frozenset()
+    return frozenset(step.source for step in steps if step.matrix)
+
+
+_EVALUATION = threading.local()  # .factorisations: name -> Factorisation (False: not LAPACK's), per evaluation
+
+
+def one_evaluation(run, *args):
+    """``run(*args)``, with its own table of factorisations: each matrix is factorised at most once
+    in it, and none outlives it (per thread; an evaluation inside another keeps its own)."""
+    outer = getattr(_EVALUATION, "factorisations", None)
+    _EVALUATION.factorisations = {}
+    try:
+        return run(*args)
+    finally:
+        _EVALUATION.factorisations = outer
+
+
+def _factorisation(values: dict, func: str, name: str) -> Factorisation | None:
+    """This evaluation's factorisation of ``values[name]`` (made on first use), or None where
+    LAPACK does not take the matrix."""
+    table = getattr(_EVALUATION, "factorisations", None)
+    found = None if table is None else table.get(name)
+    if found is None:
+        matrix = values[name]
+        _square_matrix(func, name, matrix)
+        usable = type(matrix) is np.ndarray and matrix.dtype in _LAPACK_DTYPES and matrix.shape[0] > 0
+        found = Factorisation(name, matrix) if usable else False
+        if table is not None:
+            table[name] = found
+    return found or None
+
+
+def shared_function(values: dict, func: str, name: str) -> np.ndarray:
+    """inv, det or logdet of ``values[name]`` from this evaluation's factorisation of it."""
+    factored = _factorisation(values, func, name)
+    if factored is None:
+        return matrix_function(func, name, values[name])
+    return factored.function(func)
+
+
+def shared_solve(values: dict, func: str, name: str, operand: str) -> np.ndarray:
+    """``solve`` (or ``solve_transposed``) with ``values[name]`` from this evaluation's factorisation of it."""
+    factored = _factorisation(values, "inv", name)
+    vector = values[operand]
+    if factored is None or np.result_type(factored.matrix, vector) != factored.matrix.dtype:
+        return solve(func, name, values[name], vector)  # (a wider vector: solved in its dtype, as NumPy does)
+    return factored.solve(vector, func == "solve_transposed")
+
+
+# -- one numpy.linalg call per function ---------------------------------------------------------
+def solve(func: str, name: str, matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """inv(M) b as a linear solve (``solve_transposed``: inv(M)^T a)."""
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise EvaluationError(f"inv({name}): {name!r} has shape {matrix.shape}, not a square matrix")
+    if not np.all(np.isfinite(matrix)):  # NaN and inf propagate as IEEE values
+        return np.full(vector.shape, np.nan, dtype=np.result_type(matrix, vector))
+    try:
+        return np.linalg.solve(matrix.T if func == "solve_transposed" else matrix, vector)
+    except np.linalg.LinAlgError:
+        raise EvaluationError(f"inv({name}): the matrix {name!r} is singular") from None
+
+
+def matrix_function(func: str, name: str, matrix: np.ndarray) -> np.ndarray:
+    """inv, det or logdet of a square matrix, with errors that name it."""
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise EvaluationError(f"{func}({name}): {name!r} has shape {matrix.shape}, not a square matrix")
+    if not np.all(np.isfinite(matrix)):  # NaN and inf propagate as IEEE values
+        return np.full(matrix.shape if func == "inv" else (), np.nan, dtype=matrix.dtype)
+    if func == "inv":
+        try:
+            return np.linalg.inv(matrix)
+        except np.linalg.LinAlgError:
+            raise EvaluationError(f"inv({name}): the matrix {name!r} is singular") from None
+    return _determinant(func, name, *np.linalg.slogdet(matrix))
+
+
+# -- other array libraries ---------------------------------------------------------------------
+def _square_matrix(func: str, name: str, matrix) -> None:
+    shape = tuple(matrix.shape)
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise EvaluationError(f"{func}({name}): {name!r} has shape {shape}, not a square matrix")
+
+
+def _singular(func: str, name: str, compute):
+    """Run a factorisation, turning the library's singular-matrix error into ours."""
+    try:
+        return compute()
+    except (np.linalg.LinAlgError, RuntimeError) as err:  # torch.linalg.LinAlgError is a RuntimeError
+        if "singular" in str(err).lower() or isinstance(err, np.linalg.LinAlgError):
+            raise EvaluationError(f"{func}({name}): the matrix {name!r} is singular") from None
+        raise
+
+
+def generic_matrix_function(func: str, name: str, matrix, ops: ArrayOps):
+    """inv, det and logdet on another library.  No branch depends on values (traceable, lazy):
+    a non-positive determinant makes logdet NaN rather than an error."""
+    _square_matrix(func, name, matrix)
+    if func == "inv":
+        return _singular(func, name, lambda: ops.inv(matrix, name))
+    sign, logdet = ops.slogdet(matrix)
+    if func == "det":
+        return sign * ops.xp.exp(logdet)
+    return ops.positive_or_nan(sign, logdet)
+
+
+def generic_solve(func: str, name: str, matrix, vector, ops: ArrayOps):
+    """inv(M) b (``solve_transposed``: inv(M)^T a) by the library's solver."""
+    _square_matrix("inv", name, matrix)
+    if func == "solve_transposed":
+        matrix = ops.matrix_transpose(matrix)
+    return _singular("inv", name, lambda: ops.solve(matrix, vector, name))
+
+
+__all__ = [
+    "Factorisation",
+    "generic_matrix_function",
+    "generic_solve",
+    "matrix_function",
+    "shared_function",
+    "shared_matrices",
+    "shared_solve",
+    "solve",
+]

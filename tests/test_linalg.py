@@ -1,0 +1,333 @@
+"""One factorisation per matrix per evaluation (einderiv/linalg.py): inv, det, logdet and the
+solves of one matrix are read from one LU (or, for an exactly symmetric positive definite
+matrix, one Cholesky) factorisation.
+
+References are independent of einderiv: NumPy closed forms (np.linalg.inv, solve, slogdet) and
+central finite differences of them, in float64.  The errors and NaNs at singular and non-finite
+matrices are compared with the path that calls numpy.linalg once per function (what einderiv
+did before; ``SHARE_FACTORISATIONS = False``).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import einderiv
+import einderiv.linalg as linalg
+from tests.helpers import assert_matches_fd
+
+rng = np.random.default_rng(14)
+n = 5
+GAUSSIAN = "L = -0.5 logdet(S) - 0.5 r_i inv(S)_ij r_j"
+
+
+def general(size=n):
+    """Not symmetric, well conditioned, determinant > 0."""
+    return rng.normal(size=(size, size)) + 2 * np.sqrt(size) * np.eye(size)
+
+
+def spd(size=n):
+    g = rng.normal(size=(size, size))
+    return g @ g.T / size + np.eye(size)
+
+
+def indefinite(size=n):
+    """Symmetric, with a positive diagonal and one negative eigenvalue: Cholesky fails."""
+    q, _ = np.linalg.qr(rng.normal(size=(size, size)))
+    values = np.linspace(1.0, 2.0, size)
+    values[-1] = -0.5
+    m = (q * values) @ q.T
+    m = (m + m.T) / 2
+    assert (np.diagonal(m) > 0).all() and np.linalg.eigvalsh(m).min() < 0
+    return m
+
+
+def nearly_symmetric():
+    """SPD but for one entry inside the matrix (not a corner): it must not be read as symmetric."""
+    m = spd()
+    m[2, 1] += 1e-3
+    return m
+
+
+X, S, H, N = general(), spd(), indefinite(), nearly_symmetric()
+a, b, r = rng.normal(size=n), rng.normal(size=n), rng.normal(size=n)
+MATRICES = {"general": X, "spd": S, "indefinite": H, "nearly symmetric": N}
+
+
+def abx(X, a, b):
+    return a @ np.linalg.solve(X, b)
+
+
+def gaussian(S, r):
+    return -0.5 * np.linalg.slogdet(S)[1] - 0.5 * r @ np.linalg.solve(S, r)
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Every factorisation made (LU, Cholesky attempt), and numpy.linalg's own calls, which the
+    shared path should not make."""
+    calls = {"lu": 0, "cholesky": 0, "numpy": 0}
+    lu, cholesky = linalg.lu_factor, linalg.cholesky
+
+    def count(kind, function):
+        def counting(*args, **kwargs):
+            calls[kind] += 1
+            return function(*args, **kwargs)
+
+        return counting
+
+    monkeypatch.setattr(linalg, "lu_factor", count("lu", lu))
+    monkeypatch.setattr(linalg, "cholesky", count("cholesky", cholesky))
+    for name in ("inv", "solve", "slogdet", "det"):
+        monkeypatch.setattr(np.linalg, name, count("numpy", getattr(np.linalg, name)))
+    return calls
+
+
+# -- values and gradients ---------------------------------------------------------------------
+@pytest.mark.parametrize("kind", MATRICES)
+def test_gradient_of_a_inverse_b(kind):
+    M = MATRICES[kind]
+    g = einderiv.grad("f = a_i inv(X)_ij b_j", "X")
+    Mi = np.linalg.inv(M)
+    np.testing.assert_allclose(g(a=a, X=M, b=b), -Mi.T @ np.outer(a, b) @ Mi.T, rtol=1e-12, atol=1e-14)
+    assert_matches_fd(g, abx, {"X": M, "a": a, "b": b}, "X")
+    value = einderiv.evaluate("f = a_i inv(X)_ij b_j", a=a, X=M, b=b)
+    assert float(value) == pytest.approx(abx(M, a, b), rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["general", "spd", "nearly symmetric"])
+def test_gaussian_log_likelihood_and_its_gradient(kind):
+    M = MATRICES[kind]
+    Mi = np.linalg.inv(M)
+    assert float(einderiv.evaluate(GAUSSIAN, S=M, r=r)) == pytest.approx(gaussian(M, r), rel=1e-12)
+    g = einderiv.grad(GAUSSIAN, "S")
+    expected = -0.5 * Mi.T + 0.5 * Mi.T @ np.outer(r, r) @ Mi.T
+    np.testing.assert_allclose(g(S=M, r=r), expected, rtol=1e-12, atol=1e-14)
+    assert_matches_fd(g, gaussian, {"S": M, "r": r}, "S")
+
+
+@pytest.mark.parametrize("kind", MATRICES)
+def test_inverse(kind):
+    M = MATRICES[kind]
+    got = einderiv.evaluate("Y_ij = inv(X)_ij", X=M)
+    np.testing.assert_allclose(got, np.linalg.inv(M), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(einderiv.evaluate("t = inv(X)_ii", X=M), np.trace(np.linalg.inv(M)), rtol=1e-12)
+    np.testing.assert_allclose(einderiv.evaluate("Y_ij = inv(X)_ji", X=M), np.linalg.inv(M).T, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", MATRICES)
+def test_det_and_logdet_with_their_gradients(kind):
+    M = MATRICES[kind]
+    sign, logdet = np.linalg.slogdet(M)
+    Mi = np.linalg.inv(M)
+    assert float(einderiv.evaluate("f = det(X)", X=M)) == pytest.approx(sign * np.exp(logdet), rel=1e-12)
+    grad_det = einderiv.grad("f = det(X)", "X")
+    np.testing.assert_allclose(grad_det(X=M), sign * np.exp(logdet) * Mi.T, rtol=1e-12, atol=1e-14)
+    assert_matches_fd(grad_det, lambda X: np.linalg.det(X), {"X": M}, "X")
+    if sign < 0:
+        with pytest.raises(einderiv.EvaluationError, match="the determinant of 'X' is negative"):
+            einderiv.evaluate("f = logdet(X)", X=M)
+        return
+    assert float(einderiv.evaluate("f = logdet(X)", X=M)) == pytest.approx(logdet, rel=1e-12)
+    grad_logdet = einderiv.grad("f = logdet(X)", "X")
+    np.testing.assert_allclose(grad_logdet(X=M), Mi.T, rtol=1e-12, atol=1e-14)
+    assert_matches_fd(grad_logdet, lambda X: np.linalg.slogdet(X)[1], {"X": M}, "X")
+
+
+def test_the_sign_of_the_determinant_counts_row_swaps_and_negative_pivots():
+    for M in (np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([[0.0, 2.0, 0.0], [0.0, 0.0, 3.0], [4.0, 0.0, 0.0]])):
+        for matrix in (M, -M, M.T, 2 * np.eye(len(M)) - M):
+            expected = np.linalg.det(matrix)
+            assert float(einderiv.evaluate("f = det(X)", X=matrix)) == pytest.approx(expected)
+
+
+def test_several_functions_of_one_matrix_in_one_program():
+    source = "f = logdet(X) + det(X) + inv(X)_ii + a_i inv(X)_ij b_j"
+    sign, logdet = np.linalg.slogdet(X)
+    expected = logdet + sign * np.exp(logdet) + np.trace(np.linalg.inv(X)) + abx(X, a, b)
+    assert float(einderiv.evaluate(source, X=X, a=a, b=b)) == pytest.approx(expected, rel=1e-12)
+    program = "u_i = inv(X)_ij b_j; v_i = a_j inv(X)_ji; f = u_i v_i + logdet(X)"
+    expected = np.linalg.solve(X, b) @ np.linalg.solve(X.T, a) + logdet
+    assert float(einderiv.evaluate(program, X=X, a=a, b=b)) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.complex128, np.complex64])
+def test_other_dtypes(dtype):
+    tol = 1e-4 if np.dtype(dtype).itemsize <= 8 else 1e-10
+    M = X.astype(dtype)
+    if np.dtype(dtype).kind == "c":
+        M = M + 1j * rng.normal(size=M.shape).astype(dtype)
+    got = einderiv.evaluate("Y_ij = inv(X)_ij", X=M)
+    assert got.dtype == M.dtype
+    np.testing.assert_allclose(got, np.linalg.inv(M), rtol=tol, atol=tol)
+    np.testing.assert_allclose(einderiv.evaluate("f = det(X)", X=M), np.linalg.det(M), rtol=tol)
+    np.testing.assert_allclose(einderiv.evaluate("f = logdet(X)", X=M), np.linalg.slogdet(M)[1], rtol=tol)
+    g = einderiv.grad("f = a_i inv(X)_ij b_j", "X")(a=a, X=M, b=b)
+    Mi = np.linalg.inv(M)
+    np.testing.assert_allclose(g, -Mi.T @ np.outer(a, b) @ Mi.T, rtol=tol, atol=tol)
+
+
+def test_a_float32_matrix_with_a_float64_vector_is_solved_in_float64():
+    M = X.astype(np.float32)
+    got = einderiv.evaluate("u_i = inv(X)_ij b_j", X=M, b=b)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, np.linalg.solve(M.astype(np.float64), b), rtol=1e-12)
+
+
+def test_a_fortran_ordered_or_strided_matrix():
+    for M in (np.asfortranarray(X), np.asfortranarray(S), general(2 * n)[::2, ::2], X.T):
+        g = einderiv.grad("f = a_i inv(X)_ij b_j + logdet(X)", "X")(a=a, X=M, b=b)
+        Mi = np.linalg.inv(M)
+        np.testing.assert_allclose(g, -Mi.T @ np.outer(a, b) @ Mi.T + Mi.T, rtol=1e-11, atol=1e-13)
+
+
+# -- one factorisation ------------------------------------------------------------------------
+def test_gradient_of_a_inverse_b_factorises_x_once(counted):
+    g = einderiv.grad("f = a_i inv(X)_ij b_j", "X")
+    g(a=a, X=X, b=b)  # plans, and evaluates once
+    assert counted == {"lu": 1, "cholesky": 0, "numpy": 0}
+    g(a=a, X=X, b=b)
+    assert counted == {"lu": 2, "cholesky": 0, "numpy": 0}  # one per evaluation
+
+
+def test_gaussian_gradient_factorises_s_once(counted):
+    g = einderiv.grad(GAUSSIAN, "S")
+    assert sorted(step.func for step in g.line.steps if step.matrix) == ["inv", "solve", "solve_transposed"]
+    g(S=S, r=r)
+    assert counted == {"lu": 0, "cholesky": 1, "numpy": 0}  # symmetric positive definite: Cholesky
+    g(S=X, r=r)
+    assert counted == {"lu": 1, "cholesky": 1, "numpy": 0}  # not symmetric: LU, no Cholesky tried
+    g(S=N, r=r)
+    assert counted == {"lu": 2, "cholesky": 1, "numpy": 0}  # one entry off symmetric: LU
+
+
+def test_every_function_of_one_matrix_reads_one_factorisation(counted):
+    einderiv.evaluate(GAUSSIAN, S=X, r=r)  # logdet and a solve
+    assert counted == {"lu": 1, "cholesky": 0, "numpy": 0}
+    einderiv.evaluate("f = logdet(X) + det(X) + inv(X)_ii + a_i inv(X)_ij b_j + b_i inv(X)_ij a_j", X=X, a=a, b=b)
+    assert counted == {"lu": 2, "cholesky": 0, "numpy": 0}
+    einderiv.hessian(GAUSSIAN, "S")(S=S, r=r)
+    assert counted == {"lu": 2, "cholesky": 1, "numpy": 0}
+    einderiv.evaluate("f = logdet(X) + logdet(S)", X=X, S=S)  # two matrices: one factorisation each
+    assert counted == {"lu": 3, "cholesky": 2, "numpy": 0}
+
+
+def test_a_symmetric_indefinite_matrix_tries_cholesky_then_factorises_once_by_lu(counted):
+    einderiv.grad("f = a_i inv(X)_ij b_j", "X")(a=a, X=H, b=b)
+    assert counted == {"lu": 1, "cholesky": 1, "numpy": 0}
+    einderiv.grad("f = a_i inv(X)_ij b_j", "X")(a=a, X=-S, b=b)  # a negative diagonal: no attempt
+    assert counted == {"lu": 2, "cholesky": 1, "numpy": 0}
+
+
+def test_no_factorisation_outlives_its_evaluation():
+    g = einderiv.grad("f = a_i inv(X)_ij b_j", "X")
+    M = X.copy()
+    g(a=a, X=M, b=b)
+    M[...] = S  # the same array, new values: the next evaluation factorises it afresh
+    Si = np.linalg.inv(S)
+    np.testing.assert_allclose(g(a=a, X=M, b=b), -Si.T @ np.outer(a, b) @ Si.T, rtol=1e-12, atol=1e-14)
+
+
+def test_threads_evaluating_one_compiled_expression_keep_their_own_factorisations():
+    g = einderiv.grad(GAUSSIAN, "S")
+    g(S=S, r=r)  # planned
+    matrices = [general(), spd(), general(), spd()]
+    errors = []
+
+    def work(M):
+        Mi = np.linalg.inv(M)
+        expected = -0.5 * Mi.T + 0.5 * Mi.T @ np.outer(r, r) @ Mi.T
+        for _ in range(200):
+            if not np.allclose(g(S=M, r=r), expected, rtol=1e-10, atol=1e-12):
+                errors.append(M)
+                return
+
+    threads = [threading.Thread(target=work, args=(M,)) for M in matrices]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+
+
+# -- singular and non-finite matrices: as before ----------------------------------------------
+def _outcome(function):
+    """("value", array) or ("error", type, message)."""
+    try:
+        return ("value", np.asarray(function()))
+    except Exception as err:  # noqa: BLE001 - the type and message are what is compared
+        return ("error", type(err).__name__, str(err))
+
+
+def _both(monkeypatch, source, wrt, arrays):
+    """The outcome with one factorisation per matrix and with one numpy.linalg call per function."""
+    outcomes = []
+    for share in (True, False):
+        monkeypatch.setattr(linalg, "SHARE_FACTORISATIONS", share)
+        compiled = einderiv.compile(source) if wrt is None else einderiv.grad(source, wrt)
+        given = {name: arrays[name] for name in compiled.inputs}
+        outcomes.append(_outcome(lambda compiled=compiled, given=given: compiled(**given)))
+    return outcomes
+
+
+BAD = {
+    "zeros": np.zeros((3, 3)),
+    "ones (symmetric, singular)": np.ones((3, 3)),
+    "rank one": np.outer([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]),
+    "a zero row": np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0], [4.0, 5.0, 7.0]]),
+    "negative definite": -np.eye(3),
+    "nan": np.array([[np.nan, 1.0, 0.0], [1.0, 2.0, 0.0], [0.0, 0.0, 1.0]]),
+    "inf": np.array([[np.inf, 1.0, 0.0], [1.0, 2.0, 0.0], [0.0, 0.0, 1.0]]),
+    "-inf off the diagonal": np.array([[1.0, -np.inf, 0.0], [1.0, 2.0, 0.0], [0.0, 0.0, 1.0]]),
+    "0 x 0": np.zeros((0, 0)),
+    "float16": np.eye(3, dtype=np.float16),
+}
+SOURCES = [
+    ("f = a_i inv(X)_ij b_j", "X"),
+    ("f = a_i inv(X)_ij b_j", None),
+    (GAUSSIAN.replace("S", "X"), "X"),
+    (GAUSSIAN.replace("S", "X"), None),
+    ("Y_ij = inv(X)_ij", None),
+    ("f = det(X)", None),
+    ("f = det(X)", "X"),
+    ("f = logdet(X)", None),
+    ("f = logdet(X)", "X"),
+    ("f = logdet(X) + det(X) + inv(X)_ii", None),
+]
+
+
+@pytest.mark.parametrize("source, wrt", SOURCES)
+@pytest.mark.parametrize("kind", BAD)
+def test_singular_and_non_finite_matrices_behave_as_before(monkeypatch, source, wrt, kind):
+    M = BAD[kind]
+    arrays = {"X": M, "a": np.ones(len(M)), "b": np.arange(len(M), dtype=float), "r": np.ones(len(M))}
+    shared, separate = _both(monkeypatch, source, wrt, arrays)
+    assert shared[0] == separate[0], (shared, separate)
+    if shared[0] == "error":
+        assert shared == separate
+    else:
+        assert shared[1].shape == separate[1].shape and shared[1].dtype == separate[1].dtype
+        np.testing.assert_array_equal(np.isnan(shared[1]), np.isnan(separate[1]))
+        np.testing.assert_allclose(shared[1], separate[1], rtol=1e-12, atol=1e-14)
+
+
+def test_the_errors_name_the_matrix():
+    with pytest.raises(einderiv.EvaluationError, match="inv\\(X\\): the matrix 'X' is singular"):
+        einderiv.grad("f = a_i inv(X)_ij b_j", "X")(a=np.ones(3), X=np.ones((3, 3)), b=np.ones(3))
+    with pytest.raises(einderiv.EvaluationError, match="inv\\(S\\): the matrix 'S' is singular"):
+        einderiv.grad(GAUSSIAN, "S")(S=np.zeros((3, 3)), r=np.ones(3))
+    with pytest.raises(einderiv.EvaluationError, match="logdet\\(S\\): the determinant of 'S' is zero"):
+        einderiv.evaluate(GAUSSIAN, S=np.ones((3, 3)), r=np.ones(3))
+    assert float(einderiv.evaluate("f = det(X)", X=np.ones((3, 3)))) == 0.0  # no error: det is 0
+    assert np.isnan(einderiv.grad(GAUSSIAN, "S")(S=BAD["nan"], r=np.ones(3))).all()
+
+
+def test_with_cholesky_turned_off_a_positive_definite_matrix_is_factorised_by_lu(counted, monkeypatch):
+    monkeypatch.setattr(linalg, "CHOLESKY", False)
+    got = einderiv.grad(GAUSSIAN, "S")(S=S, r=r)
+    assert counted == {"lu": 1, "cholesky": 0, "numpy": 0}
+    Si = np.linalg.inv(S)
+    np.testing.assert_allclose(got, -0.5 * Si.T + 0.5 * Si.T @ np.outer(r, r) @ Si.T, rtol=1e-12, atol=1e-14)
