@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
@@ -181,7 +182,10 @@ class Compiled:
         return "$" + self.latex() + "$"
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.statement}>"
+        kinds = Counter(step.kind for step in self.line.steps)
+        steps = ", ".join(f"{count} {kind}" for kind, count in kinds.items())
+        count = len(self.line.steps)
+        return f"<{type(self).__name__} {self.statement}: {count} step{'s' * (count != 1)} ({steps or 'none'})>"
 
     # -- evaluation -------------------------------------------------------------------------
     @property
@@ -325,6 +329,34 @@ class Compiled:
             arrays[name] = np.broadcast_to(np.float64(0), sizes)  # a view: no memory, however large
         values = {k: v.shape for k, v in self._arrays(arrays).items()}
         return shape_of(self._dimensions, self.output, values)
+
+    @property
+    def steps(self) -> tuple:
+        """The evaluation program: the typed steps (:mod:`einderiv.steps`) evaluation runs."""
+        return tuple(self.line.steps)
+
+    @guarded
+    def explain(self, shapes: Mapping[str, Sequence[int]] | None = None, /, **named) -> str:
+        """Each step of the evaluation program for inputs of the given shapes: what it computes
+        (its einsum terms, or its call), its result's shape, its floating-point operations and
+        its largest intermediate, as opt_einsum's ``PathInfo`` counts them; then the totals."""
+        from .runtime import explain
+
+        self.shape_for(shapes or {}, **named)  # the same checks and messages as shape_for
+        given = {name: tuple(int(n) for n in shape) for name, shape in _gathered(shapes, named).items()}
+        reports = explain(self.line, given)
+        rows = [("step", "kind", "shape", "FLOPs", "largest", "computes")]
+        for r in reports:
+            rows.append((r.target, r.kind, str(r.shape), f"{r.flops:.3g}", f"{r.largest:.3g}", r.computes))
+        widths = [max(len(row[k]) for row in rows) for k in range(5)]
+        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:5], widths)) + "  " + row[5] for row in rows]
+        total = sum(r.flops for r in reports)
+        largest = max((r.largest for r in reports), default=0)
+        count = len(reports)
+        lines.append(
+            f"{count} step{'s' * (count != 1)}, {total:.3g} FLOPs, largest intermediate {largest:.3g} elements"
+        )
+        return "\n".join(lines)
 
     # -- symbolic shapes ------------------------------------------------------------------------
     def dimension_names(self) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:

@@ -37,7 +37,8 @@ from .errors import EinderivError
 from .functions import FLAVOURS, FUNCTIONS, Helper
 from .ir import Delta, MatrixCall, Program, Tensor, format_number, to_float, walk
 from .normal import Apply, MatrixFn, Poly, count_stem, is_count, is_reciprocal
-from .runtime import Contraction, ResolvedTerm, Step, StraightLine, resolve_deltas
+from .runtime import Contraction, ResolvedTerm, StraightLine, resolve_deltas
+from .steps import Contract, Elementwise, LogSumExp, MatrixFunction, Softmax, Solve, Step
 
 _HEADER = {"python": "import numpy as np\n", "jax": "import jax.numpy as np\n", "torch": "import torch\n"}
 
@@ -442,23 +443,10 @@ class _Body:
         return name
 
     def step(self, step: Step) -> None:
-        kind = step.kind
-        if kind == "contraction":
+        if isinstance(step, Contract):
             self.contraction(step.target, step.contraction)
             return
-        source = self.names[step.source]
-        if kind == "solve":
-            operand = self.names[step.operand]
-            code = f"{self.helper('_solve')}({source}, {operand}, {step.func == 'solve_transposed'})"
-        elif kind == "matrix":
-            code = f"{self.helper('_' + step.func)}({source})"
-        elif kind == "softmax":
-            code = f"{self.helper('_softmax')}({source}, {step.axes[0]})"
-        elif kind == "logsumexp":
-            axes, order = step.axes
-            code = f"{self.helper('_logsumexp')}({source}, {axes}, {order})"
-        else:
-            code = self.elementwise(step.func, step.param, source)
+        code = CODE_FOR[type(step)](self, step, self.names[step.source])
         target = self.names.define(step.target)
         self.lines.append(f"{target} = {code}")
         self.owned[target] = True
@@ -664,6 +652,20 @@ class _Body:
         return f'{self.xp}.einsum("{subscripts}", {", ".join(operands)})', fresh, True
 
 
+#: code generation: each kind of step (but a contraction, which :meth:`_Body.contraction` writes)
+#: -> (body, step, the source's name in the module) -> the expression computing it
+CODE_FOR = {
+    Contract: None,  # written by _Body.contraction, statement by statement
+    Solve: lambda body, step, source: (
+        f"{body.helper('_solve')}({source}, {body.names[step.operand]}, {step.transposed})"
+    ),
+    MatrixFunction: lambda body, step, source: f"{body.helper('_' + step.func)}({source})",
+    Softmax: lambda body, step, source: f"{body.helper('_softmax')}({source}, {step.axes[0]})",
+    LogSumExp: lambda body, step, source: f"{body.helper('_logsumexp')}({source}, {step.axes[0]}, {step.axes[1]})",
+    Elementwise: lambda body, step, source: body.elementwise(step.func, step.param, source),
+}
+
+
 def _numpy_contraction(inputs: list[str], output: str, operands: list[str], helpers: set[str]):
     """(code, fresh, atomic) for a NumPy contraction, lowered as the runtime's
     ``_contraction`` lowers it: the operand itself; axes only one operand carries summed first and
@@ -835,7 +837,7 @@ def _source(name: str, parameters: list[str], line: StraightLine, results, flavo
         body.step(step)
     returned = [body.returned(result, rank) for result, rank in results]
     lines = [*body.lines, f"return {', '.join(returned)}"]
-    quiet = flavour == "python" and any(step.kind == "elementwise" for step in line.steps)
+    quiet = flavour == "python" and any(isinstance(step, Elementwise) for step in line.steps)
     if quiet:  # as the runtime: IEEE results (inf, nan) of functions propagate without warnings
         lines = ['with np.errstate(all="ignore"):', *("    " + text for text in lines)]
     arguments = ", ".join(names[p] for p in parameters)

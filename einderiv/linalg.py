@@ -222,7 +222,7 @@ def shared_matrices(steps) -> frozenset[str]:
     matrix-function or solve step reads (all of them, unless that is turned off)."""
     if not SHARE_FACTORISATIONS:
         return frozenset()
-    return frozenset(step.source for step in steps if step.matrix)
+    return frozenset(step.source for step in steps if step.matrix)  # MatrixFunction and Solve
 
 
 _EVALUATION = threading.local()  # .factorisations: name -> Factorisation (False: not LAPACK's), per evaluation

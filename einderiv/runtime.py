@@ -44,6 +44,7 @@ from .normal import (
     rename_atom,
 )
 from .rewrites import logsumexp_parts
+from .steps import STEP_KINDS, Contract, Elementwise, LogSumExp, MatrixFunction, Softmax, Solve, Step
 
 
 def as_array(name: str, value) -> np.ndarray:
@@ -678,51 +679,6 @@ def apply_function(func: str, param: Fraction | None, x: np.ndarray) -> np.ndarr
     return _NUMPY.apply(func, param, x)
 
 
-@dataclass(frozen=True)
-class Step:
-    """One step of a :class:`StraightLine`: ``target`` is computed from earlier names.  Which
-    fields are set says what it computes (:attr:`kind`):
-
-    - ``contraction``: a sum of einsum terms (:class:`Contraction`, with its ``poly`` and size ``hints``);
-    - ``operand``: ``func`` is ``solve`` (inv(``source``) ``operand``) or ``solve_transposed``
-      (inv(``source``)^T ``operand``);
-    - ``matrix``: ``func`` (inv, det or logdet) of the square matrix ``source``;
-    - ``func == "softmax"``: exp(v) normalised over the axes ``axes[0]`` of ``source``;
-    - ``axes`` otherwise: ``logsumexp`` over the axes ``axes[0]`` of ``source``, the kept axes
-      put in the order ``axes[1]``;
-    - else the elementwise function ``func`` of ``source`` (``pow`` with the exponent ``param``).
-
-    The NumPy runtime (:meth:`StraightLine.run`), the generic one (:meth:`StraightLine.run_with`)
-    and the code generator (:mod:`einderiv.codegen`) interpret the same steps."""
-
-    target: str
-    contraction: Contraction | None = None
-    func: str | None = None
-    param: Fraction | None = None
-    source: str | None = None
-    matrix: bool = False
-    axes: tuple | None = None
-    operand: str | None = None
-
-    @property
-    def kind(self) -> str:
-        """contraction, solve, matrix, softmax, logsumexp or elementwise (see the class)."""
-        if self.contraction is not None:
-            return "contraction"
-        if self.operand is not None:
-            return "solve"
-        if self.matrix:
-            return "matrix"
-        if self.func == "softmax":
-            return "softmax"
-        if self.axes is not None:
-            return "logsumexp"
-        return "elementwise"
-
-
-_Step = Step
-
-
 def _poly_key(poly: Poly) -> tuple:
     """``poly`` up to the names of its indices (free ones by position, summed ones canonically):
     the same key for the same array, wherever it is written."""
@@ -832,7 +788,7 @@ class StraightLine:
     """A list of (target, step) computing named arrays in order; function calls hoisted and shared."""
 
     def __init__(self):
-        self.steps: list[_Step] = []
+        self.steps: list[Step] = []
         self._calls: dict[tuple, str] = {}
         self._bound: dict[tuple, list] = {}  # input signature -> the plan of every step
         #: whether an elementwise step can warn (overflow, log of 0, NaN): only then is errstate set
@@ -911,7 +867,7 @@ class StraightLine:
             combined_free = tuple(i for i in shared.indices if i in carried) + key[2]
             inner = self._factor_shared(rests, set(combined_free))
             name = self._temp()
-            self.steps.append(_Step(name, Contraction(Poly(inner, combined_free))))
+            self.steps.append(Contract(name, Contraction(Poly(inner, combined_free))))
             merged = Term(Fraction(1), (shared, Tensor(name, combined_free)))
             dropped = {number for number, _ in members}
             first = min(dropped)
@@ -960,7 +916,7 @@ class StraightLine:
             free = tuple(sorted(part))
             combined = Poly(tuple(Term(t.coeff, tuple(f for f in t.factors if f not in heavy)) for t in group), free)
             name = self._temp()
-            self.steps.append(_Step(name, Contraction(combined)))
+            self.steps.append(Contract(name, Contraction(combined)))
             out.append(Term(Fraction(1), (Tensor(name, free), *heavy)))
         return tuple(out)
 
@@ -1000,7 +956,7 @@ class StraightLine:
             named = tuple(back.get(i, i) for i in part)
             combined = Poly(tuple(Term(t.coeff, (rename_atom(f, back),)) for t, f, _ in members), named)
             name = self._temp()
-            self.steps.append(_Step(name, Contraction(combined)))
+            self.steps.append(Contract(name, Contraction(combined)))
             out[id(members[0][0])] = Term(Fraction(1), (Tensor(name, named), *(rename_atom(g, back) for g in rest)))
             for t, _, _ in members:
                 used.add(id(t))
@@ -1040,7 +996,7 @@ class StraightLine:
                     if name is None:
                         name = self._temp()
                         func = "solve" if side == 0 else "solve_transposed"
-                        self.steps.append(_Step(name, func=func, source=f.matrix, matrix=True, operand=vector))
+                        self.steps.append(Solve(name, func=func, source=f.matrix, operand=vector))
                         self._matrices = True
                         self._calls[key] = name
                     factors = [g for k, g in enumerate(factors) if k not in (pos, partner)] + [Tensor(name, (kept,))]
@@ -1056,7 +1012,7 @@ class StraightLine:
         name = self._calls.get(key)
         if name is None:
             name = self._temp()
-            self.steps.append(_Step(name, func=atom.func, source=atom.matrix, matrix=True))
+            self.steps.append(MatrixFunction(name, func=atom.func, source=atom.matrix))
             self._matrices = True
             self._calls[key] = name
         return Tensor(name, atom.indices)
@@ -1071,7 +1027,7 @@ class StraightLine:
         if name is None:
             source = self._source(atom.arg)
             name = target or self._temp()
-            self.steps.append(_Step(name, func=atom.func, param=atom.param, source=source))
+            self.steps.append(Elementwise(name, func=atom.func, source=source, param=atom.param))
             self._quiet = True
             self._calls[key] = name
         return Tensor(name, atom.indices)
@@ -1094,7 +1050,7 @@ class StraightLine:
         # statement as written, as the statement's own contraction is
         counting = any(is_count(i) for i in hoisted.all_index_names())  # delta_{f#1,f#1}: sized as written
         hints = self._written if set(hoisted.indices) - carried or counting else ()
-        self.steps.append(_Step(name, Contraction(hoisted, hints)))
+        self.steps.append(Contract(name, Contraction(hoisted, hints)))
         return name
 
     def _hoist_softmax(self, atom: Apply, key, target: str | None) -> str:
@@ -1102,7 +1058,7 @@ class StraightLine:
         v, axes = _softmax_parts(atom)
         source = self._source(v)
         name = target or self._temp()
-        self.steps.append(_Step(name, func="softmax", source=source, axes=(axes, ())))
+        self.steps.append(Softmax(name, source=source, axes=(axes, ())))
         self._calls[key] = name
         return name
 
@@ -1113,7 +1069,7 @@ class StraightLine:
         axes = tuple(k for k, i in enumerate(v.indices) if i in summed)
         order = tuple(v.indices.index(i) for i in atom.indices)
         name = target or self._temp()
-        self.steps.append(_Step(name, func="logsumexp", source=source, axes=(axes, order)))
+        self.steps.append(LogSumExp(name, source=source, axes=(axes, order)))
         self._calls[key] = name
         return name
 
@@ -1126,7 +1082,7 @@ class StraightLine:
             if isinstance(atom, Apply) and atom.indices == poly.indices:
                 if self._hoist_atom(atom, target).name == target:
                     return
-        self.steps.append(_Step(target, Contraction(self.hoist(poly), hints)))
+        self.steps.append(Contract(target, Contraction(self.hoist(poly), hints)))
 
     def run(self, values: dict[str, np.ndarray], signature: tuple | None = None) -> dict[str, np.ndarray]:
         """Compute every step.  With a ``signature`` of the inputs' shapes and dtypes, the plans
@@ -1145,19 +1101,8 @@ class StraightLine:
         return values
 
     @staticmethod
-    def _generic_step(step: _Step, values: dict[str, object], ops: ArrayOps, like):
-        if step.contraction is not None:
-            contraction = step.contraction
-            return contraction.execute_generic(contraction.generic_plan(values, ops), values, ops, like)
-        if step.operand is not None:
-            return generic_solve(step.func, step.source, values[step.source], values[step.operand], ops)
-        if step.matrix:
-            return generic_matrix_function(step.func, step.source, values[step.source], ops)
-        if step.func == "softmax":
-            return generic_softmax(values[step.source], step.axes[0], ops)
-        if step.axes is not None:
-            return generic_logsumexp(values[step.source], *step.axes, ops)
-        return ops.apply(step.func, step.param, values[step.source])
+    def _generic_step(step: Step, values: dict[str, object], ops: ArrayOps, like):
+        return GENERIC_STEPS[type(step)](step, values, ops, like)
 
     def _run(self, values: dict[str, np.ndarray], signature: tuple | None) -> dict[str, np.ndarray]:
         program = self._bound.get(signature) if signature is not None else None
@@ -1171,80 +1116,230 @@ class StraightLine:
             instruction(values)
         return values
 
-    def _instruction(self, step: _Step, values: dict[str, np.ndarray], factored: frozenset[str] = frozenset()):
+    def _instruction(self, step: Step, values: dict[str, np.ndarray], factored: frozenset[str] = frozenset()):
         """One step lowered to a closure over its plan for these shapes (and run once now):
         the straight-line program a later call with the same shapes runs without any lookup."""
-        target = step.target
-        if step.contraction is not None:
-            contraction = step.contraction
-            plan = contraction.plan_for(values)
-            steps, out_shape, _ = plan
-            kind, coeff, function, names, bshape, _ = steps[0] if len(steps) == 1 else (None,) * 6
-            if kind == "dense" and coeff is None and function is not None and bshape == out_shape:
-                if len(names) == 1:
-                    (a,) = names
-
-                    def instruction(v, f=function, a=a, t=target):
-                        v[t] = f(v[a])
-
-                elif len(names) == 2:
-                    a, b = names
-
-                    def instruction(v, f=function, a=a, b=b, t=target):
-                        v[t] = f(v[a], v[b])
-
-                else:
-
-                    def instruction(v, f=function, names=names, t=target):
-                        v[t] = f(*[v[n] for n in names])
-
-                instruction(values)
-                return instruction
-
-            def instruction(v, c=contraction, plan=plan, t=target):
-                v[t] = c.execute(plan, v)
-
-        elif step.operand is not None and step.source in factored:
-
-            def instruction(v, s=step, t=target):
-                v[t] = linalg.shared_solve(v, s.func, s.source, s.operand)
-
-        elif step.operand is not None:
-
-            def instruction(v, s=step, t=target):
-                v[t] = solve(s.func, s.source, v[s.source], v[s.operand])
-
-        elif step.matrix and step.source in factored:
-
-            def instruction(v, s=step, t=target):
-                v[t] = linalg.shared_function(v, s.func, s.source)
-
-        elif step.matrix:
-
-            def instruction(v, s=step, t=target):
-                v[t] = matrix_function(s.func, s.source, v[s.source])
-
-        elif step.func == "softmax":
-
-            def instruction(v, a=step.source, axes=step.axes[0], t=target):
-                v[t] = _softmax(v[a], axes)
-
-        elif step.axes is not None:
-
-            def instruction(v, a=step.source, axes=step.axes, t=target):
-                v[t] = _logsumexp(v[a], *axes)
-
-        else:
-
-            def instruction(v, a=step.source, func=step.func, param=step.param, t=target):
-                v[t] = apply_function(func, param, v[a])
-
+        instruction = NUMPY_INSTRUCTIONS[type(step)](step, values, factored)
         instruction(values)
         return instruction
 
 
+# -- the NumPy interpreter: step kind -> a closure computing it for these shapes ----------------
+
+
+def _contract_instruction(step: Contract, values, factored):
+    contraction, target = step.contraction, step.target
+    plan = contraction.plan_for(values)
+    steps, out_shape, _ = plan
+    kind, coeff, function, names, bshape, _ = steps[0] if len(steps) == 1 else (None,) * 6
+    if kind == "dense" and coeff is None and function is not None and bshape == out_shape:
+        if len(names) == 1:
+            (a,) = names
+
+            def instruction(v, f=function, a=a, t=target):
+                v[t] = f(v[a])
+
+        elif len(names) == 2:
+            a, b = names
+
+            def instruction(v, f=function, a=a, b=b, t=target):
+                v[t] = f(v[a], v[b])
+
+        else:
+
+            def instruction(v, f=function, names=names, t=target):
+                v[t] = f(*[v[n] for n in names])
+
+        return instruction
+
+    def instruction(v, c=contraction, plan=plan, t=target):
+        v[t] = c.execute(plan, v)
+
+    return instruction
+
+
+def _solve_instruction(step: Solve, values, factored):
+    if step.source in factored:
+
+        def instruction(v, s=step, t=step.target):
+            v[t] = linalg.shared_solve(v, s.func, s.source, s.operand)
+
+    else:
+
+        def instruction(v, s=step, t=step.target):
+            v[t] = solve(s.func, s.source, v[s.source], v[s.operand])
+
+    return instruction
+
+
+def _matrix_instruction(step: MatrixFunction, values, factored):
+    if step.source in factored:
+
+        def instruction(v, s=step, t=step.target):
+            v[t] = linalg.shared_function(v, s.func, s.source)
+
+    else:
+
+        def instruction(v, s=step, t=step.target):
+            v[t] = matrix_function(s.func, s.source, v[s.source])
+
+    return instruction
+
+
+def _softmax_instruction(step: Softmax, values, factored):
+    def instruction(v, a=step.source, axes=step.axes[0], t=step.target):
+        v[t] = _softmax(v[a], axes)
+
+    return instruction
+
+
+def _logsumexp_instruction(step: LogSumExp, values, factored):
+    def instruction(v, a=step.source, axes=step.axes, t=step.target):
+        v[t] = _logsumexp(v[a], *axes)
+
+    return instruction
+
+
+def _elementwise_instruction(step: Elementwise, values, factored):
+    def instruction(v, a=step.source, func=step.func, param=step.param, t=step.target):
+        v[t] = apply_function(func, param, v[a])
+
+    return instruction
+
+
+#: the NumPy interpreter: each kind of step -> (step, values, factored matrices) -> a closure
+NUMPY_INSTRUCTIONS = {
+    Contract: _contract_instruction,
+    Solve: _solve_instruction,
+    MatrixFunction: _matrix_instruction,
+    Softmax: _softmax_instruction,
+    LogSumExp: _logsumexp_instruction,
+    Elementwise: _elementwise_instruction,
+}
+
+
+# -- the generic interpreter (torch, JAX, CuPy, dask): step kind -> its value ------------------
+
+
+def _generic_contract(step: Contract, values, ops: ArrayOps, like):
+    contraction = step.contraction
+    return contraction.execute_generic(contraction.generic_plan(values, ops), values, ops, like)
+
+
+#: the other array libraries' interpreter: each kind of step -> (step, values, ops, like) -> array
+GENERIC_STEPS = {
+    Contract: _generic_contract,
+    Solve: lambda step, values, ops, like: generic_solve(
+        step.func, step.source, values[step.source], values[step.operand], ops
+    ),
+    MatrixFunction: lambda step, values, ops, like: generic_matrix_function(
+        step.func, step.source, values[step.source], ops
+    ),
+    Softmax: lambda step, values, ops, like: generic_softmax(values[step.source], step.axes[0], ops),
+    LogSumExp: lambda step, values, ops, like: generic_logsumexp(values[step.source], *step.axes, ops),
+    Elementwise: lambda step, values, ops, like: ops.apply(step.func, step.param, values[step.source]),
+}
+assert set(NUMPY_INSTRUCTIONS) == set(GENERIC_STEPS) == set(STEP_KINDS)
+
+
+# -- explaining a line: what each step computes and what it costs, for given shapes ------------
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """One step of :func:`explain`: what it computes (its einsum terms, or its call), the shape
+    of its result, its floating-point operations and its largest intermediate (elements), as
+    opt_einsum's ``PathInfo`` counts them for a contraction."""
+
+    target: str
+    kind: str
+    computes: str
+    shape: tuple[int, ...]
+    flops: int
+    largest: int
+
+
+def _placeholder(shape) -> np.ndarray:
+    return np.broadcast_to(np.float64(0), tuple(shape))  # a view: no memory, however large
+
+
+def _explain_contract(step: Contract, values):
+    contraction = step.contraction
+    _, term_sizes, shape = contraction._sizes(values)
+    flops, largest = 0, math.prod(shape)
+    for term, sizes in zip(contraction.terms, term_sizes):
+        if not term.operands:
+            continue
+        shapes = [tuple(sizes.get(i, 1) for i in indices) for indices in term.inputs]
+        info = opt_einsum.contract_path(term.subscripts, *shapes, shapes=True)[1]
+        flops += int(info.opt_cost)
+        largest = max(largest, int(info.largest_intermediate))
+    computes = " + ".join(str(t) for t in contraction.terms) or "0"
+    return computes, shape, flops, largest
+
+
+def _explain_elementwise(step: Elementwise, values):
+    shape = values[step.source].shape
+    call = f"{step.source}^{step.param}" if step.func == "pow" else f"{step.func}({step.source})"
+    return call, shape, math.prod(shape), math.prod(shape)
+
+
+def _explain_matrix(step: MatrixFunction, values):
+    n = values[step.source].shape[0]
+    shape = (n, n) if step.func == "inv" else ()
+    return f"{step.func}({step.source})", shape, (2 * n**3 if step.func == "inv" else (2 * n**3) // 3), n * n
+
+
+def _explain_solve(step: Solve, values):
+    n, vector = values[step.source].shape[0], values[step.operand].shape
+    matrix = f"{step.source}^T" if step.transposed else step.source
+    return f"solve({matrix}, {step.operand})", vector, (2 * n**3) // 3 + 2 * n * math.prod(vector), n * n
+
+
+def _explain_softmax(step: Softmax, values):
+    shape = values[step.source].shape
+    return f"softmax({step.source}, axes {step.axes[0]})", shape, 4 * math.prod(shape), math.prod(shape)
+
+
+def _explain_logsumexp(step: LogSumExp, values):
+    source = values[step.source].shape
+    axes, order = step.axes
+    kept = [k for k in range(len(source)) if k not in axes]
+    shape = tuple(source[kept[k]] for k in order)
+    return f"logsumexp({step.source}, axes {axes})", shape, 4 * math.prod(source), math.prod(source)
+
+
+#: the explainer: each kind of step -> (step, placeholder values) -> (computes, shape, flops, largest)
+EXPLAIN = {
+    Contract: _explain_contract,
+    Elementwise: _explain_elementwise,
+    MatrixFunction: _explain_matrix,
+    Solve: _explain_solve,
+    Softmax: _explain_softmax,
+    LogSumExp: _explain_logsumexp,
+}
+assert set(EXPLAIN) == set(STEP_KINDS)
+
+
+def explain(line: StraightLine, shapes: Mapping[str, tuple[int, ...]]) -> list[StepReport]:
+    """Each step of ``line`` for inputs of these shapes: what it computes and what it costs
+    (nothing is allocated or computed)."""
+    values: dict[str, np.ndarray] = {name: _placeholder(shape) for name, shape in shapes.items()}
+    reports = []
+    for step in line.steps:
+        computes, shape, flops, largest = EXPLAIN[type(step)](step, values)
+        values[step.target] = _placeholder(shape)
+        reports.append(StepReport(step.target, step.kind, computes, tuple(shape), flops, largest))
+    return reports
+
+
 __all__ = [
+    "EXPLAIN",
+    "GENERIC_STEPS",
+    "NUMPY_INSTRUCTIONS",
     "Contraction",
+    "StepReport",
+    "explain",
     "ResolvedTerm",
     "Step",
     "StraightLine",

@@ -1,0 +1,119 @@
+"""The evaluation program: a straight line of typed steps, each computing one named array from
+earlier names (inputs, statements, temporaries ``_t3``).
+
+One frozen dataclass per kind of step; the optimiser (:class:`einderiv.runtime.StraightLine`)
+produces them, and three interpreters, each a table keyed by the step's class, run them: NumPy
+(:data:`einderiv.runtime.NUMPY_INSTRUCTIONS`), the other array libraries
+(:data:`einderiv.runtime.GENERIC_STEPS`) and code generation (:data:`einderiv.codegen.CODE_FOR`).
+
+- :class:`Contract`: a sum of einsum terms (:class:`einderiv.runtime.Contraction`);
+- :class:`Elementwise`: f(source) for a function of the registry, or ``pow`` with ``param``;
+- :class:`MatrixFunction`: inv, det or logdet of the square matrix ``source``;
+- :class:`Solve`: inv(``source``) ``operand`` (``solve``) or inv(``source``)ᵀ ``operand``
+  (``solve_transposed``), by a linear solve;
+- :class:`Softmax`: exp(v) normalised over the axes ``axes[0]`` of ``source``;
+- :class:`LogSumExp`: log Σ exp(v) over the axes ``axes[0]``, the kept axes in the order ``axes[1]``.
+
+Every step has the attributes of every kind, ``None`` (or False) where they do not apply, so
+code that filters steps (``step.contraction is not None``) reads any of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: ``target`` computed from earlier names (build steps with keywords:
+    ``Elementwise("s", func="sigmoid", source="z")``)."""
+
+    target: str
+    kind: ClassVar[str] = ""
+    #: defaults of the other kinds' fields, so a filter over steps reads any step
+    contraction: ClassVar[Any] = None
+    func: ClassVar[str | None] = None
+    param: ClassVar[Fraction | None] = None
+    source: ClassVar[str | None] = None
+    matrix: ClassVar[bool] = False
+    axes: ClassVar[tuple | None] = None
+    operand: ClassVar[str | None] = None
+
+    def reads(self) -> tuple[str, ...]:
+        """The names this step reads."""
+        return tuple(name for name in (self.source, self.operand) if name is not None)
+
+
+@dataclass(frozen=True)
+class Contract(Step):
+    """``target = Σ coefficient · einsum(subscripts, operands)`` over the terms of ``contraction``."""
+
+    contraction: Any = None
+    kind: ClassVar[str] = "contraction"
+
+    def reads(self) -> tuple[str, ...]:
+        return tuple(self.contraction.names)
+
+
+@dataclass(frozen=True)
+class Elementwise(Step):
+    """``target = func(source)`` elementwise (``pow``: source ** param)."""
+
+    func: str = ""
+    source: str = ""
+    param: Fraction | None = None
+    kind: ClassVar[str] = "elementwise"
+
+
+@dataclass(frozen=True)
+class MatrixFunction(Step):
+    """``target = func(source)``: inv (a matrix), det or logdet (a scalar) of a square matrix."""
+
+    func: str = ""
+    source: str = ""
+    matrix: ClassVar[bool] = True
+    kind: ClassVar[str] = "matrix"
+
+
+@dataclass(frozen=True)
+class Solve(Step):
+    """``target = inv(source) operand`` (``func == "solve"``) or ``inv(source)^T operand``
+    (``"solve_transposed"``), by a linear solve: cheaper and more accurate than the inverse."""
+
+    func: str = "solve"
+    source: str = ""
+    operand: str = ""
+    matrix: ClassVar[bool] = True
+    kind: ClassVar[str] = "solve"
+
+    @property
+    def transposed(self) -> bool:
+        return self.func == "solve_transposed"
+
+
+@dataclass(frozen=True)
+class Softmax(Step):
+    """``target = exp(v) / Σ_axes exp(v)`` of ``source``, shifted by the maximum: no overflow."""
+
+    source: str = ""
+    axes: tuple = ((), ())
+    func: ClassVar[str] = "softmax"
+    kind: ClassVar[str] = "softmax"
+
+
+@dataclass(frozen=True)
+class LogSumExp(Step):
+    """``target = log Σ_axes[0] exp(source)``, the kept axes put in the order ``axes[1]``."""
+
+    source: str = ""
+    axes: tuple = ((), ())
+    func: ClassVar[str] = "logsumexp"
+    kind: ClassVar[str] = "logsumexp"
+
+
+#: every kind of step: each interpreter has an entry for each (tests/test_steps.py checks)
+STEP_KINDS: tuple[type[Step], ...] = (Contract, Elementwise, MatrixFunction, Solve, Softmax, LogSumExp)
+
+__all__ = ["STEP_KINDS", "Contract", "Elementwise", "LogSumExp", "MatrixFunction", "Softmax", "Solve", "Step"]

@@ -1,0 +1,62 @@
+"""The typed evaluation program: every interpreter handles every kind of step, a program that
+uses every kind gives the same numbers through each (against NumPy closed forms), and
+``explain`` reports what opt_einsum counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import opt_einsum
+import pytest
+
+import einderiv
+from einderiv.codegen import CODE_FOR, generate
+from einderiv.runtime import EXPLAIN, GENERIC_STEPS, NUMPY_INSTRUCTIONS
+from einderiv.steps import STEP_KINDS
+
+#: uses every kind of step: a contraction, elementwise calls, softmax, logsumexp, a matrix
+#: function (det) and a solve (inv(M) times a vector)
+EVERY_KIND = "p_k = softmax_k(z_k); h_i = tanh(inv(M)_ij b_j); L = logsumexp_k(z_k) + det(M) + p_k z_k + h_i h_i"
+
+
+def test_every_interpreter_handles_every_kind_of_step():
+    for table in (NUMPY_INSTRUCTIONS, GENERIC_STEPS, CODE_FOR, EXPLAIN):
+        assert set(table) == set(STEP_KINDS)
+
+
+def closed_form(z, M, b):
+    p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    h = np.tanh(np.linalg.solve(M, b))
+    return np.log(np.exp(z).sum()) + np.linalg.det(M) + p @ z + h @ h
+
+
+def test_a_program_with_every_kind_of_step_is_right_through_every_interpreter():
+    rng = np.random.default_rng(0)
+    z, M, b = rng.normal(size=5), 3 * np.eye(3) + 0.3 * rng.normal(size=(3, 3)), rng.normal(size=3)
+    compiled = einderiv.compile(EVERY_KIND)
+    assert {step.kind for step in compiled.steps} == {kind.kind for kind in STEP_KINDS}
+    expected = closed_form(z, M, b)
+    np.testing.assert_allclose(compiled(z=z, M=M, b=b), expected, rtol=1e-12)  # NumPy
+    namespace: dict = {}
+    exec(generate(compiled, "python"), namespace)  # the generated module, not user text
+    np.testing.assert_allclose(namespace["L"](z, M, b), expected, rtol=1e-12)
+    torch = pytest.importorskip("torch")
+    value = compiled(z=torch.tensor(z), M=torch.tensor(M), b=torch.tensor(b))  # the generic interpreter
+    np.testing.assert_allclose(value.numpy(), expected, rtol=1e-12)
+
+
+def test_explain_counts_what_opt_einsum_counts():
+    hessian = einderiv.hessian("L = sum_n(softplus(X_nd w_d) - y_n X_nd w_d)", "w")
+    text = hessian.explain(X=(500, 40), y=(500,), w=(40,))
+    lines = text.splitlines()
+    assert lines[0].split()[:5] == ["step", "kind", "shape", "FLOPs", "largest"]
+    final = next(line for line in lines if line.startswith(hessian.program.output + " "))
+    info = opt_einsum.contract_path("n,ni,nj->ij", (500,), (500, 40), (500, 40), shapes=True)[1]
+    assert f"{int(info.opt_cost):.3g}" in final and "(40, 40)" in final
+    assert lines[-1].startswith(f"{len(hessian.steps)} steps")
+    assert "contraction" in repr(hessian) and f"{len(hessian.steps)} steps" in repr(hessian)
+
+
+def test_explain_refuses_shapes_as_shape_for_does():
+    gradient = einderiv.grad("f = x_i A_ij x_j", "x")
+    with pytest.raises(einderiv.EvaluationError, match="two sizes|has"):
+        gradient.explain(x=(3,), A=(4, 4))
