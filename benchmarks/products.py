@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     several = (times["together"] / slowest, times["together"] / times["jax"])
     print()
-    import einderiv.runtime as runtime
+    import einderiv.contraction as runtime
 
     assembly = []
     for n, d in ((int(2048 * scale) or 4, int(256 * scale) or 4), (int(5000 * scale) or 4, int(1000 * scale) or 4)):

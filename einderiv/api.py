@@ -19,9 +19,10 @@ from .factor import factored
 from .ir import Delta, Indices, Program, Statement, Tensor, derivative_name
 from .matrix_input import Reading, accepts_notation, scalar_use_hint
 from .normal import Poly, count_axes_of, fresh_indices
+from .optimiser import StraightLine
 from .parser import parse
 from .program import CheckedProgram, Definition, check_program, derive, name_calls, references
-from .runtime import StraightLine, as_array
+from .runtime import as_array, run, run_with
 from .structured import check_structure, projected, structure_of, written_symmetric
 
 Source = str | Program | Statement
@@ -288,7 +289,7 @@ class Compiled:
         values, dtype, like = self._backend_arrays(arrays, ops)
         like = ops.astype(ops.convert(0.0, like), dtype)  # a 0-d array: the dtype and device of constants
         inputs = [values[n] for n in self.ranks]
-        result = (self._line or self.line).run_with(values, ops, like)[self.program.output]
+        result = run_with(self._line or self.line, values, ops, like)[self.program.output]
         return ops.own(result, inputs)  # never an input, a view of one or a broadcast view
 
     @guarded
@@ -309,7 +310,7 @@ class Compiled:
         if self.structure:
             check_structure(self.structure, values)
         signature = tuple([(values[n].shape, values[n].dtype) for n in self.ranks])
-        result = (self._line or self.line).run(values, signature)[self.program.output]
+        result = run(self._line or self.line, values, signature)[self.program.output]
         if type(result) is not np.ndarray or result.base is not None or any(result is arrays[n] for n in arrays):
             result = np.array(result)  # never hand back an input, or a view of one
         return result

@@ -2,7 +2,7 @@
 
 A generated module depends only on its array library (NumPy, with opt_einsum where a contraction
 needs it; jax.numpy; or torch), not on einderiv.  Each function runs the straight-line program
-that einderiv's runtime evaluates (:class:`einderiv.runtime.StraightLine`, whose :class:`Step`
+that einderiv's runtime evaluates (:class:`einderiv.optimiser.StraightLine`, whose :class:`Step`
 list this module reads), step by step and the way the runtime does it:
 
 - a term with ``delta_ab`` between free indices lives on the diagonal a = b: NumPy adds it into
@@ -32,12 +32,13 @@ from fractions import Fraction
 
 from .api import Compiled, Derivative
 from .api import compile as compile_program
+from .contraction import Contraction, ResolvedTerm, resolve_deltas
 from .emit import symbol_table
 from .errors import EinderivError
 from .functions import FLAVOURS, FUNCTIONS, Helper
 from .ir import Delta, MatrixCall, Program, Tensor, format_number, to_float, walk
 from .normal import Apply, MatrixFn, Poly, count_stem, is_count, is_reciprocal
-from .runtime import Contraction, ResolvedTerm, StraightLine, resolve_deltas
+from .optimiser import StraightLine
 from .steps import Contract, Elementwise, LogSumExp, MatrixFunction, Softmax, Solve, Step
 
 _HEADER = {"python": "import numpy as np\n", "jax": "import jax.numpy as np\n", "torch": "import torch\n"}
@@ -340,7 +341,7 @@ class _Value:
 
 class _Sizes:
     """Where the generated code reads index sizes (``A.shape[1]``) for one contraction step, as
-    :func:`einderiv.runtime.bind_sizes` binds them: a free index from any term's arrays or the
+    :func:`einderiv.dimensions.bind_sizes` binds them: a free index from any term's arrays or the
     step's size hints; a summed index from its own term's arrays; then through deltas; then by
     its name elsewhere in the statement (a counting index renamed apart: by its stem)."""
 
@@ -425,7 +426,7 @@ class _Sizes:
 
 class _Body:
     """The statements of one generated function, in one flavour, step by step as the runtime
-    runs them (:meth:`einderiv.runtime.StraightLine.run`)."""
+    runs them (:func:`einderiv.runtime.run`)."""
 
     def __init__(self, flavour: str, names: _Names, like: str, helpers: set[str]):
         self.flavour = flavour
@@ -480,7 +481,7 @@ class _Body:
     # -- contractions ---------------------------------------------------------------------------
     def contraction(self, name: str, contraction: Contraction) -> None:
         """``name = the sum of the step's einsum terms``, each with its deltas resolved as the
-        runtime resolves them (:func:`einderiv.runtime.resolve_deltas`)."""
+        runtime resolves them (:func:`einderiv.contraction.resolve_deltas`)."""
         poly = contraction.poly
         free = poly.indices
         table = symbol_table(poly)

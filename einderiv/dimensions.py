@@ -21,7 +21,7 @@ from dataclasses import replace
 
 from .errors import EvaluationError
 from .ir import Delta, Tensor
-from .normal import MatrixFn, Poly, is_count, is_reciprocal
+from .normal import Apply, MatrixFn, Poly, count_stem, is_count, is_reciprocal
 
 Node = tuple
 
@@ -211,4 +211,167 @@ def sized_definitions(definitions: list, inputs: Iterable[str], dims: Dimensions
     return out
 
 
-__all__ = ["Dimensions", "dimension_names", "dimensions", "shape_of", "sized_definitions"]
+# -- numbers: index sizes from the arrays' shapes, statement by statement, as evaluation binds them
+
+
+class _SizeBinder:
+    """Index name -> size, remembering which tensor axis fixed it, for clear conflict errors."""
+
+    def __init__(self, fixed: Mapping[str, tuple[int, str]] | None = None):
+        self.sizes: dict[str, tuple[int, str]] = dict(fixed or {})
+
+    def bind(self, index: str, size: int, origin: str) -> bool:
+        known = self.sizes.get(index)
+        if known is None:
+            self.sizes[index] = (size, origin)
+            return True
+        if known[0] != size:
+            raise EvaluationError(
+                f"index {index!r} has two sizes: {known[0]} (from {known[1]}) and {size} (from {origin})"
+            )
+        return False
+
+
+def _display(name: str) -> str:
+    return "a function argument" if name.startswith("_") else name
+
+
+def bind_sizes(poly: Poly, shapes: Mapping[str, tuple[int, ...]], fixed=None, terms: bool = True, by_name=None):
+    """Sizes of the free indices (shared by all terms) and of each top-level term's indices.
+
+    Nested call arguments are visited too (their free indices are the enclosing term's).
+    With ``terms=False`` only the free indices are wanted, and a summed index of unknown size
+    is no error.  A summed index that only a delta carries in its term (``delta_ii``, the
+    dimension, after ``x_i^0`` became 1) takes the size its name has elsewhere in the
+    statement (``by_name``, or the other terms), when that size is unambiguous.
+    Raises :class:`EvaluationError` when an index has two sizes or no size can be known.
+    """
+    shared = _SizeBinder(fixed)
+    deltas: list = []
+    binders: list[_SizeBinder] = [shared]
+
+    def visit(terms, free: set[str], outer) -> list[_SizeBinder]:
+        locals_ = []
+        for term in terms:
+            local = _SizeBinder()
+            binders.append(local)
+
+            def resolve(i: str, local=local):
+                return outer(i) if i in free else local
+
+            for factor in term.factors:
+                if is_reciprocal(factor):
+                    continue  # sized by the other factors of its term
+                if isinstance(factor, Tensor):
+                    shape = shapes[factor.name]
+                    for axis, (index, size) in enumerate(zip(factor.indices, shape)):
+                        origin = f"{_display(factor.name)} axis {axis}" if len(shape) > 1 else _display(factor.name)
+                        resolve(index).bind(index, size, origin)
+                elif isinstance(factor, Delta):
+                    deltas.append((factor, resolve))
+                elif isinstance(factor, MatrixFn):
+                    shape = shapes[factor.matrix]
+                    origin = f"{factor.func}({_display(factor.matrix)})"
+                    for axis, index in enumerate(factor.indices):
+                        resolve(index).bind(index, shape[axis], origin)
+                elif isinstance(factor, Apply):
+                    visit(factor.arg.terms, set(factor.arg.indices), resolve)
+            locals_.append((term, local, resolve))
+        return locals_
+
+    top = visit(poly.terms, set(poly.indices), lambda i: shared)
+    changed = True
+    while changed:
+        changed = False
+        for delta, resolve in deltas:
+            ends = [(i, resolve(i)) for i in delta.indices]
+            known = [b.sizes[i] for i, b in ends if i in b.sizes]
+            for i, binder in ends:
+                if known:
+                    changed |= binder.bind(i, known[0][0], f"delta_{''.join(delta.indices)} ({known[0][1]})")
+    per_term: list[dict[str, int]] = []
+    if not terms:
+        return shared.sizes, per_term
+    names = dict(by_name or {})
+    for binder in binders:
+        for index, (size, _) in binder.sizes.items():
+            names[index] = size if names.get(index, size) == size else None
+    for term, _, resolve in top:
+        sizes: dict[str, int] = {}
+        for factor in term.factors:
+            for index in factor.indices:
+                binder = resolve(index)
+                if index not in binder.sizes:
+                    if names.get(index) is None and is_count(index):  # a count renamed apart: its stem's size
+                        names[index] = names.get(count_stem(index))
+                    if names.get(index) is None:
+                        raise EvaluationError(
+                            f"the size of index {index!r} cannot be inferred: it appears only in deltas"
+                        )
+                    binder.bind(index, names[index], "the same index elsewhere in the statement")
+                sizes[index] = binder.sizes[index][0]
+        per_term.append(sizes)
+    return shared.sizes, per_term
+
+
+def sizes_by_name(hints, shapes) -> dict[str, int]:
+    """Every index name the hints' statements bind, with its size where that is unambiguous."""
+    names: dict[str, int] = {}
+    for hint in hints:
+        if hint[0] == "names":  # (index, tensor, axis) as written in the statement
+            for index, tensor, axis in hint[1]:
+                if tensor in shapes and axis < len(shapes[tensor]):
+                    size = shapes[tensor][axis]
+                    names[index] = size if names.get(index, size) == size else None
+            continue
+        if hint[0] != "poly":
+            continue
+        poly = hint[1]
+        for term in poly.terms:
+            try:
+                _, (sizes,) = bind_sizes(Poly((term,), poly.indices), shapes)
+            except EvaluationError:
+                continue
+            for index, size in sizes.items():
+                names[index] = size if names.get(index, size) == size else None
+    return {k: v for k, v in names.items() if v is not None}
+
+
+def fixed_sizes(hints, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, str]]:
+    """The sizes that size hints give: ``("poly", raw)`` or ``("axis", index, array, axis)``."""
+    fixed: dict[str, tuple[int, str]] = {}
+    for hint in hints:
+        if hint[0] == "names":
+            continue
+        if hint[0] == "poly":
+            free, _ = bind_sizes(hint[1], shapes, terms=False)
+            fixed.update({i: free[i] for i in hint[1].indices if i in free})
+        else:
+            _, index, name, axis = hint
+            fixed[index] = (shapes[name][axis], f"{_display(name)} axis {axis}")
+    return fixed
+
+
+def hint_names(hints) -> set[str]:
+    names: set[str] = set()
+    for hint in hints:
+        if hint[0] == "names":
+            names |= {tensor for _, tensor, _ in hint[1]}
+        elif hint[0] == "poly":
+            names |= hint[1].tensor_names()
+        else:
+            names.add(hint[2])
+    return names
+
+
+__all__ = [
+    "Dimensions",
+    "bind_sizes",
+    "dimension_names",
+    "dimensions",
+    "fixed_sizes",
+    "hint_names",
+    "shape_of",
+    "sized_definitions",
+    "sizes_by_name",
+]

@@ -19,7 +19,8 @@ from .errors import DifferentiationError, EvaluationError, guarded
 from .ir import Tensor
 from .matrix_input import accepts_notation
 from .normal import Apply, MatrixFn, Poly, Term
-from .runtime import StraightLine
+from .optimiser import StraightLine
+from .runtime import run
 
 
 def _renamed_tensors(poly: Poly, mapping: Mapping[str, str]) -> Poly:
@@ -120,7 +121,7 @@ class Gradients(tuple):
         values = holder._arrays(given)
         line = self.line
         signature = tuple((values[n].shape, values[n].dtype) for n in sorted(ranks))
-        computed = line.run(dict(values), signature)
+        computed = run(line, dict(values), signature)
         results = tuple(np.array(computed[name]) for name in self._outputs)
         if self.value is not None:
             return results[0], (results[1:] if self.several else results[1])

@@ -1,12 +1,12 @@
 """The evaluation program: a straight line of typed steps, each computing one named array from
 earlier names (inputs, statements, temporaries ``_t3``).
 
-One frozen dataclass per kind of step; the optimiser (:class:`einderiv.runtime.StraightLine`)
+One frozen dataclass per kind of step; the optimiser (:class:`einderiv.optimiser.StraightLine`)
 produces them, and three interpreters, each a table keyed by the step's class, run them: NumPy
 (:data:`einderiv.runtime.NUMPY_INSTRUCTIONS`), the other array libraries
 (:data:`einderiv.runtime.GENERIC_STEPS`) and code generation (:data:`einderiv.codegen.CODE_FOR`).
 
-- :class:`Contract`: a sum of einsum terms (:class:`einderiv.runtime.Contraction`);
+- :class:`Contract`: a sum of einsum terms (:class:`einderiv.contraction.Contraction`);
 - :class:`Elementwise`: f(source) for a function of the registry, or ``pow`` with ``param``;
 - :class:`MatrixFunction`: inv, det or logdet of the square matrix ``source``;
 - :class:`Solve`: inv(``source``) ``operand`` (``solve``) or inv(``source``)ᵀ ``operand``

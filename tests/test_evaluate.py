@@ -59,11 +59,11 @@ def test_float32_is_kept_and_integers_promoted():
 
 def test_plans_are_cached_per_shape_signature(monkeypatch):
     d = einderiv.jacobian("K_pq = R_mp R_mq", "R")
-    import einderiv.runtime as runtime
+    import einderiv.contraction as runtime
 
     calls = []
-    original = runtime._contraction
-    monkeypatch.setattr(runtime, "_contraction", lambda *a, **k: calls.append(a) or original(*a, **k))
+    original = runtime.contraction_for
+    monkeypatch.setattr(runtime, "contraction_for", lambda *a, **k: calls.append(a) or original(*a, **k))
     R = rng.normal(size=(4, 3))
     first = d(R=R)
     planned = len(calls)

@@ -13,6 +13,7 @@ import einderiv
 from einderiv.codegen import generate
 from einderiv.ir import Call, Tensor, format_indices
 from einderiv.render import pretty
+from einderiv.runtime import run_with
 from tests.helpers import assert_matches_fd
 from tests.helpers import load_module as load
 from tests.helpers import run_cli as run
@@ -245,7 +246,7 @@ def test_new_functions_on_the_generic_backend_path():
             (einderiv.jacobian(f"y_i = {name}(x_i)", "x"), np.diag(FIRST[name](x))),
             (einderiv.hessian(f"f = sum_i({name}(x_i))", "x"), np.diag(SECOND[name](x))),
         ):
-            got = target.line.run_with({"x": x}, ops, x)[target.program.output]
+            got = run_with(target.line, {"x": x}, ops, x)[target.program.output]
             np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
 
 

@@ -10,6 +10,7 @@ from hypothesis import assume, given, note
 from hypothesis import strategies as st
 
 import einderiv
+from einderiv.runtime import run
 
 jax = pytest.importorskip("jax")
 jax.config.update("jax_enable_x64", True)
@@ -180,7 +181,7 @@ def test_the_hvp_and_the_diagonal_never_form_a_hessian():
         (einderiv.hessian_diag(source, "w"), {"X": X, "y": y, "w": w}),
     ):
         values = dict(arrays)
-        product.line.run(values)
+        run(product.line, values)
         shapes = {name: np.shape(value) for name, value in values.items() if name not in arrays}
         assert all(shape != (D, D) for shape in shapes.values()), shapes
         assert product.indices == tuple(product.wrt[0].indices)
@@ -238,24 +239,24 @@ def test_random_programs_hvp_and_diagonal_agree_with_jax(program, seed, data):
 
 
 def test_symmetric_assembly_of_a_gram_product_is_the_product():
-    from einderiv.runtime import _contraction, _SymmetricGram
+    from einderiv.contraction import SymmetricGram, contraction_for
 
     generator = np.random.default_rng(5)
     A = generator.normal(size=(300, 260))
     w = generator.normal(size=300)  # weights of either sign
     A[3, 7], w[11] = np.nan, np.inf  # non-finite entries land where the plain product puts them
-    gram = _contraction("n,ni,nj->ij", [w.shape, A.shape, A.shape])
-    assert isinstance(gram, _SymmetricGram)
+    gram = contraction_for("n,ni,nj->ij", [w.shape, A.shape, A.shape])
+    assert isinstance(gram, SymmetricGram)
     expected = np.einsum("n,ni,nj->ij", w, A, A)
     np.testing.assert_allclose(gram(w, A, A), expected, rtol=1e-10, atol=1e-10, equal_nan=True)
     B = generator.normal(size=A.shape)  # two different arrays: no symmetry to use
     plain = np.einsum("n,ni,nj->ij", w, A, B)
     np.testing.assert_allclose(gram(w, A, B), plain, rtol=1e-10, atol=1e-10, equal_nan=True)
-    unweighted = _contraction("ni,nj->ij", [A.shape, A.shape])
+    unweighted = contraction_for("ni,nj->ij", [A.shape, A.shape])
     np.testing.assert_allclose(unweighted(A, A), np.einsum("ni,nj->ij", A, A), rtol=1e-10, atol=1e-10, equal_nan=True)
-    assert _contraction("n,ni,nj->ji", [w.shape, A.shape, A.shape]) is not None  # transposed output: plain
-    small = _contraction("n,ni,nj->ij", [(50,), (50, 20), (50, 20)])
-    assert not isinstance(small, _SymmetricGram)  # too small to pay
+    assert contraction_for("n,ni,nj->ji", [w.shape, A.shape, A.shape]) is not None  # transposed output: plain
+    small = contraction_for("n,ni,nj->ij", [(50,), (50, 20), (50, 20)])
+    assert not isinstance(small, SymmetricGram)  # too small to pay
 
 
 def test_a_large_logistic_hessian_is_assembled_from_its_upper_triangle():

@@ -1,0 +1,489 @@
+"""Contractions: ``target = Σ coefficient · einsum(subscripts, operands)``, planned once per shape
+signature and evaluated with NumPy (diagonal writes into strided views, hand-picked BLAS calls,
+opt_einsum's planned expressions) or, generically, with another array library's operations.
+
+Deltas between free indices are diagonal writes, ``delta_aa`` over a summed a is a size in the
+coefficient (:func:`resolve_deltas`); a Gram-like product of one array is assembled from its
+upper triangle (:class:`SymmetricGram`).  No Python loop runs over tensor elements.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+import opt_einsum
+
+from .backends import ArrayOps
+from .dimensions import bind_sizes, fixed_sizes, hint_names, sizes_by_name
+from .emit import DELTA_OPERAND, EinsumTerm, emit
+from .errors import EvaluationError
+from .ir import to_float
+from .normal import RECIPROCAL, Poly
+
+#: operands made from index sizes alone: deltas and the 1/n of a mean
+_SIZED = frozenset({DELTA_OPERAND, RECIPROCAL})
+
+
+@dataclass(frozen=True)
+class ResolvedTerm:
+    """An einsum term with its deltas and ``1/n`` factors resolved, before any size is known:
+    ``coefficient * n_a ** p_a * ... * einsum(operands over inputs)``, placed on the diagonal
+    where ``merged`` says so.
+
+    ``size_powers`` are ``(index, power)`` in the order they multiply the coefficient (float
+    arithmetic: ``coeff *= float(n) ** power``): ``delta_aa`` with a summed is the dimension of
+    a (power 1); ``1/n_r`` of ``mean_r`` is -1 per factor, plus 1 where nothing else carries a
+    summed r.  ``merged`` maps a free index b to the free index a it merged into (``delta_ab``:
+    the term lives on the diagonal a = b; a is the earlier of the two in the free indices), and
+    ``inputs`` are the operands' indices with merged ones renamed.  The NumPy runtime and the
+    code generator both read terms through this."""
+
+    coefficient: Fraction
+    size_powers: tuple[tuple[str, int], ...]
+    operands: tuple[str, ...]
+    inputs: tuple[tuple[str, ...], ...]
+    merged: Mapping[str, str]
+
+    def find(self, index: str) -> str:
+        """The index ``index`` merged into (itself where it merged into none)."""
+        return self.merged.get(index, index)
+
+
+def resolve_deltas(term: EinsumTerm, free: tuple[str, ...]) -> ResolvedTerm:
+    """``term`` with its deltas and ``1/n`` factors resolved (see :class:`ResolvedTerm`)."""
+    parent: dict[str, str] = {}
+    order = {i: k for k, i in enumerate(free)}
+
+    def find(i: str) -> str:
+        while parent.get(i, i) != i:
+            i = parent[i]
+        return i
+
+    powers: list[tuple[str, int]] = []
+    # 1/n_r of mean_r is constant along r: a number, 1/n_r per factor; where nothing else carries
+    # a summed r, the sum over r of that number is n_r times it
+    means = Counter(idx[0] for name, idx in zip(term.operands, term.inputs) if name == RECIPROCAL)
+    carried = set(free) | {i for name, idx in zip(term.operands, term.inputs) if name != RECIPROCAL for i in idx}
+    for r, count in means.items():
+        power = (0 if r in carried else 1) - count
+        if power:  # (a power 0 multiplies by 1.0: nothing)
+            powers.append((r, power))
+    operands, inputs = [], []
+    for name, idx in zip(term.operands, term.inputs):
+        if name == RECIPROCAL:
+            continue
+        if name != DELTA_OPERAND:
+            operands.append(name)
+            inputs.append(idx)
+        elif idx[0] == idx[1]:
+            powers.append((idx[0], 1))
+        else:
+            a, b = sorted((find(idx[0]), find(idx[1])), key=order.__getitem__)
+            if a != b:
+                parent[b] = a
+    merged = {i: find(i) for i in free if find(i) != i}
+    renamed = tuple(tuple(find(i) for i in idx) for idx in inputs)
+    return ResolvedTerm(term.coefficient, tuple(powers), tuple(operands), renamed, merged)
+
+
+def _resolve_deltas(term: EinsumTerm, sizes: Mapping[str, int], free: tuple[str, ...]):
+    """:func:`resolve_deltas` with the sizes put in: the coefficient as a float, the other
+    operands, their indices with merged ones renamed, and ``find`` (an index -> the one it
+    merged into)."""
+    resolved = resolve_deltas(term, free)
+    coeff = to_float(resolved.coefficient)
+    for index, power in resolved.size_powers:
+        coeff *= float(sizes[index]) ** power
+    return coeff, list(resolved.operands), list(resolved.inputs), resolved.find
+
+
+class Contraction:
+    """``target = sum of einsum terms`` over named arrays, planned once per shape signature."""
+
+    def __init__(self, poly: Poly, hints=()):
+        self.poly = poly
+        self.hints = hints
+        self.terms: tuple[EinsumTerm, ...] = emit(poly)
+        self.names = sorted({n for t in self.terms for n in t.operands if n not in _SIZED} | hint_names(hints))
+        self._plans: dict[tuple, tuple] = {}
+
+    def _sizes(self, values: Mapping[str, object]):
+        """The sizes of the free indices and of every term's indices, from the arrays' shapes."""
+        shapes = {name: tuple(values[name].shape) for name in self.names}
+        all_shapes = {k: tuple(v.shape) for k, v in values.items()}
+        fixed = fixed_sizes(self.hints, all_shapes)
+        fixed = {i: fixed[i] for i in self.poly.indices if i in fixed}
+        by_name = sizes_by_name(self.hints, all_shapes)
+        out_sizes, term_sizes = bind_sizes(self.poly, shapes, fixed, by_name=by_name)
+        for index in self.poly.indices:
+            if index not in out_sizes:
+                if index not in by_name:  # as written: tanh(A_ij - A_ij) is tanh(0), still A's shape
+                    raise EvaluationError(f"the size of output index {index!r} cannot be inferred from the inputs")
+                out_sizes[index] = (by_name[index], "the statement as written")
+        return out_sizes, term_sizes, tuple(out_sizes[i][0] for i in self.poly.indices)
+
+    def _plan(self, values: Mapping[str, np.ndarray]):
+        out_sizes, term_sizes, out_shape = self._sizes(values)
+        arrays = [values[n] for n in self.names]
+        dtype = np.result_type(*arrays) if arrays else np.dtype(np.float64)
+        if dtype.kind not in "fc":
+            dtype = np.dtype(np.float64)
+        steps = []
+        for term, sizes in zip(self.terms, term_sizes):
+            if _SIZED & set(term.operands):
+                steps.append(self._diagonal_step(term, sizes, out_sizes, dtype))
+                continue
+            bshape = tuple(out_sizes[i][0] if i in term.output else 1 for i in self.poly.indices)
+            if not term.operands:
+                steps.append(("dense", to_float(term.coefficient), None, (), bshape, None))
+                continue
+            coeff = None if term.coefficient == 1 else to_float(term.coefficient)
+            operand_shapes = [tuple(sizes[i] for i in idx) for idx in term.inputs]
+            contraction = contraction_for(term.subscripts, operand_shapes)
+            # scale the smallest operand rather than the result when that is cheaper
+            counts = [math.prod(shape) for shape in operand_shapes]
+            smallest = min(range(len(counts)), key=counts.__getitem__)
+            scale_at = smallest if coeff is not None and counts[smallest] < math.prod(bshape) else None
+            steps.append(("dense", coeff, contraction, term.operands, bshape, scale_at))
+        return steps, out_shape, dtype
+
+    def _diagonal_step(self, term: EinsumTerm, sizes, out_sizes, dtype):
+        """A term with deltas, evaluated without identity matrices: ``delta_ab`` between two free
+        indices makes the term live on the diagonal a = b, so the remaining factors are contracted
+        with b renamed to a and added into a strided diagonal view of the result; ``delta_aa``
+        with a summed is the dimension of a, a number."""
+        coeff, operands, inputs, find = _resolve_deltas(term, sizes, self.poly.indices)
+        axes = [i for i in self.poly.indices if find(i) == i]
+        itemsize = np.dtype(dtype).itemsize
+        strides = {}
+        step = itemsize
+        for i in reversed(self.poly.indices):
+            strides[i] = step
+            step *= out_sizes[i][0]
+        view_strides = tuple(sum(strides[j] for j in self.poly.indices if find(j) == i) for i in axes)
+        view_shape = tuple(out_sizes[i][0] for i in axes)
+        present = [i for i in axes if any(i in idx for idx in inputs)]
+        bshape = tuple(out_sizes[i][0] if i in present else 1 for i in axes)
+        contraction = None
+        if operands:
+            symbols = {i: opt_einsum.get_symbol(k) for k, i in enumerate(dict.fromkeys(j for x in inputs for j in x))}
+            subscripts = ",".join("".join(symbols[i] for i in idx) for idx in inputs)
+            subscripts += "->" + "".join(symbols[i] for i in present)
+            shapes = [
+                tuple(sizes[j] for j in idx) for name, idx in zip(term.operands, term.inputs) if name not in _SIZED
+            ]
+            contraction = contraction_for(subscripts, shapes)
+        return ("diagonal", coeff, contraction, tuple(operands), bshape, (view_shape, view_strides))
+
+    def generic_plan(self, values: Mapping[str, object], ops: ArrayOps):
+        """The plan for another array library (made once per signature), in which nothing is
+        written into an array: per term, a contraction for opt_einsum to run with that library;
+        ``delta_aa`` with a summed is the dimension of a (a number); ``delta_ab`` between two free
+        indices makes the term live on the diagonal a = b, so the rest is contracted with b
+        renamed to a and then placed on that diagonal by ``where(a == b, value, 0)`` (no product
+        with an identity matrix: an inf stays on the diagonal instead of making NaN off it)."""
+        key = (ops.name, *[(tuple(values[n].shape), str(values[n].dtype)) for n in self.names])
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        out_sizes, term_sizes, out_shape = self._sizes(values)
+        order = {i: k for k, i in enumerate(self.poly.indices)}
+        steps = []
+        for term, sizes in zip(self.terms, term_sizes):
+            coeff, names, inputs, find = _resolve_deltas(term, sizes, self.poly.indices)
+            present = [i for i in self.poly.indices if find(i) == i and any(i in idx for idx in inputs)]
+            merged = [i for i in self.poly.indices if find(i) != i]
+            masks = tuple((out_sizes[i][0], order[find(i)], order[i]) for i in merged)
+            on_diagonal = set(merged) | {find(i) for i in merged}
+            vshape = tuple(out_sizes[i][0] if i in present else 1 for i in self.poly.indices)
+            bshape = tuple(out_sizes[i][0] if i in present or i in on_diagonal else 1 for i in self.poly.indices)
+            contraction = None
+            if names:
+                symbols = {
+                    i: opt_einsum.get_symbol(k) for k, i in enumerate(dict.fromkeys(j for x in inputs for j in x))
+                }
+                subscripts = ",".join("".join(symbols[i] for i in idx) for idx in inputs)
+                subscripts += "->" + "".join(symbols[i] for i in present)
+                shapes = tuple(tuple(sizes[i] for i in idx) for idx in inputs)
+                contraction = (subscripts, shapes)
+            steps.append((coeff, contraction, tuple(names), masks, vshape, bshape))
+        plan = (tuple(steps), out_shape)
+        self._plans[key] = plan  # one atomic store, no lock: torch.compile traces this code
+        return plan
+
+    def execute_generic(self, plan, values: Mapping[str, object], ops: ArrayOps, like):
+        """Evaluate with a plan from :meth:`generic_plan`: a sum of contractions and diagonal
+        placements, nothing written in place (``like`` gives the dtype and device of constants)."""
+        steps, out_shape = plan
+        result = None
+        for coeff, contraction, names, masks, vshape, bshape in steps:
+            if contraction is None:
+                value = ops.zeros(vshape, like) + coeff
+            else:
+                value = ops.contract(*contraction, [values[n] for n in names])
+                if coeff != 1:
+                    value = value * coeff
+                if tuple(value.shape) != vshape:
+                    value = ops.reshape(value, vshape)
+            for size, a, b in masks:  # keep only the diagonal a = b
+                axes = [1] * len(out_shape)
+                axes[a] = axes[b] = size
+                value = ops.where(ops.reshape(ops.eye_mask(size, like), axes), value, 0)
+            if tuple(value.shape) != bshape:
+                value = ops.broadcast_to(value, bshape)
+            result = value if result is None else result + value
+        if result is None:
+            return ops.zeros(out_shape, like)
+        if tuple(result.shape) != out_shape:
+            result = ops.broadcast_to(result, out_shape)
+        return result
+
+    def plan_for(self, values: Mapping[str, np.ndarray]):
+        """The plan for these arrays' shapes and dtypes (made once per signature)."""
+        key = tuple([(values[n].shape, values[n].dtype) for n in self.names])
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(values)
+            self._plans[key] = plan  # one atomic store: a race at worst plans twice
+        return plan
+
+    def __call__(self, values: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.execute(self.plan_for(values), values)
+
+    def execute(self, plan, values: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Evaluate with a plan from :meth:`plan_for`."""
+        steps, out_shape, dtype = plan
+        if len(steps) == 1:
+            kind, coeff, contraction, names, bshape, view = steps[0]
+            if kind == "dense" and coeff is None and contraction is not None and bshape == out_shape:
+                # one plain contraction: the common intermediate, with no bookkeeping
+                ops = [values[n] for n in names]
+                value = contraction(*ops)
+                if type(value) is np.ndarray and value.base is None and all(value is not op for op in ops):
+                    return value
+                return np.array(value, dtype=dtype)
+        result = None
+        owned = False  # whether ``result`` is a fresh array this call may write into
+        for kind, coeff, contraction, names, bshape, view in steps:
+            if kind == "diagonal":
+                if not (
+                    owned
+                    and isinstance(result, np.ndarray)
+                    and result.shape == out_shape
+                    and result.dtype == dtype
+                    and result.flags.c_contiguous
+                    and result.flags.writeable
+                ):  # the diagonal view's strides assume a C-ordered array of our own
+                    base = np.zeros(out_shape, dtype=dtype)
+                    if result is not None:
+                        base += result
+                    result, owned = base, True
+                diagonal = np.ndarray(view[0], dtype, buffer=result, strides=view[1])  # a strided view
+                if contraction is None:
+                    diagonal += coeff
+                else:
+                    value = contraction(*[values[n] for n in names])
+                    diagonal += np.reshape(value if coeff == 1 else value * coeff, bshape)
+                continue
+            subtract = False
+            if contraction is None:
+                value, fresh = np.asarray(coeff, dtype=dtype), False
+            else:
+                ops = [values[n] for n in names]
+                scale_at = view
+                if coeff == -1.0 and result is not None:  # a - b: no scaled copy of b
+                    value, subtract, fresh = contraction(*ops), True, False
+                elif scale_at is not None:
+                    ops[scale_at] = ops[scale_at] * coeff
+                    value, fresh = contraction(*ops), True
+                else:
+                    value = contraction(*ops)
+                    if coeff is not None:
+                        value, fresh = value * coeff, True
+                    else:  # a result of its own, not an operand or a view of one
+                        fresh = type(value) is np.ndarray and value.base is None and all(value is not op for op in ops)
+            if value.shape != bshape:
+                value = np.reshape(value, bshape)
+            if result is None:
+                result, owned = value, fresh
+            elif owned and result.shape == out_shape:
+                if subtract:
+                    result -= value
+                else:
+                    result += value
+            else:
+                result, owned = (result - value if subtract else result + value), True
+        if result is None:
+            return np.zeros(out_shape, dtype=dtype)
+        if result.shape != out_shape or not owned:
+            result = np.array(np.broadcast_to(result, out_shape), dtype=dtype)
+        return result
+
+
+def _same(array):
+    return array
+
+
+def _pairwise(subscripts: str):
+    """A direct NumPy call for the commonest small pairwise contractions (matrix-vector,
+    vector-matrix, matrix-matrix, outer product), which cost less than einsum's parsing."""
+    inputs, out = subscripts.split("->")
+    if inputs.count(",") != 1:
+        return None
+    a, b = inputs.split(",")
+    if len(set(a)) != len(a) or len(set(b)) != len(b):
+        return None
+    if len(a) == 2 and len(b) == 1 and a[1] == b and out == a[0]:
+        return np.matmul  # A_xy b_y -> x
+    if len(a) == 1 and len(b) == 2 and b[0] == a and out == b[1]:
+        return np.matmul  # a_y B_yx -> x
+    if len(a) == 2 and len(b) == 2 and a[1] == b[0] and out == a[0] + b[1] and a[0] != b[1]:
+        return np.matmul  # A_xy B_yz -> xz
+    shared = set(a) & set(b)
+    if len(a) == 2 and len(b) == 2 and len(shared) == 1 and sorted(out) == sorted(set(a + b) - shared):
+        # any other matrix product (U_mr V_nr -> mn is U V^T): matmul of transposed views, BLAS
+        (y,) = shared
+        left, right = a[1] == y, b[0] == y  # whether each is already in matmul order
+        swap = out != a.replace(y, "") + b.replace(y, "")
+
+        def product(x, z, left=left, right=right, swap=swap):
+            result = (x if left else x.T) @ (z if right else z.T)
+            return result.T if swap else result
+
+        return product
+    if len(a) == 1 and len(b) == 1 and a != b:
+        if out == a + b:
+            return np.multiply.outer
+        if out == b + a:
+            return lambda x, y: np.multiply.outer(y, x)
+    return None
+
+
+#: Below this many elements in every operand, a contraction of one or two operands runs through
+#: numpy.einsum directly: opt_einsum's planning buys nothing there and its call costs ~10 us.
+SMALL = 4096
+
+
+#: A Gram-like product ``w_n A_ni A_nj -> ij`` is assembled from its upper triangle of blocks
+#: when its result has at least this many rows and the product this many multiply-adds.
+GRAM_MIN_SIZE = 256
+GRAM_MIN_WORK = 2**24
+
+
+class SymmetricGram:
+    """``w_n A_ni A_nj -> ij`` (the weights optional, n any number of indices): symmetric in i
+    and j when both matrices are one array, so only the blocks on and above the diagonal are
+    multiplied (B = w A once, then B_I^T A_J for J >= I) and the rest mirrored: (k + 1) / 2k of
+    the work for k blocks.  Called with two different arrays it is the plain contraction."""
+
+    def __init__(self, plain, weighted: bool, blocks: int):
+        self.plain, self.weighted, self.blocks = plain, weighted, blocks
+
+    def __call__(self, *operands):
+        left, right = operands[-2], operands[-1]
+        if left is not right or left.ndim != 2:
+            return self.plain(*operands)
+        weighted = left * operands[0][:, None] if self.weighted else left
+        size = left.shape[1]
+        cuts = np.linspace(0, size, self.blocks + 1).astype(int)
+        out = np.empty((size, size), dtype=np.result_type(weighted, right))
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            out[a:b, a:] = weighted[:, a:b].T @ right[:, a:]
+            out[b:, a:b] = out[a:b, b:].T  # the mirror of the blocks right of the diagonal block
+        return out
+
+    def __repr__(self) -> str:
+        return f"<symmetric Gram product in {self.blocks} blocks, upper triangle mirrored>"
+
+
+def _gram(subscripts: str, shapes):
+    """A :class:`SymmetricGram` for ``n,ni,nj->ij`` or ``ni,nj->ij`` where it pays, else None."""
+    inputs, output = subscripts.split("->")
+    parts = inputs.split(",")
+    if len(output) != 2 or len(parts) not in (2, 3) or output[0] == output[1]:
+        return None
+    i, j = output
+    *weights, a, b = parts
+    if len(a) != 2 or len(b) != 2 or a[1] != i or b[1] != j or a[0] != b[0]:
+        return None
+    if weights and weights[0] != a[0]:
+        return None
+    rows, size = shapes[-2]
+    if size < GRAM_MIN_SIZE or tuple(shapes[-1]) != (rows, size) or rows * size * size < GRAM_MIN_WORK:
+        return None
+    plain = opt_einsum.contract_expression(subscripts, *shapes)
+    return SymmetricGram(plain, bool(weights), blocks=max(3, min(8, size // 128)))
+
+
+def contraction_for(subscripts: str, shapes):
+    """The contraction of ``subscripts`` for operands of these shapes: opt_einsum's planned
+    expression (pairwise order, BLAS where it applies), or NumPy's einsum for a single operand
+    (a transpose, diagonal or sum) and for two small ones, which costs a fraction of the call."""
+    inputs, output = subscripts.split("->")
+    if inputs == output and len(set(output)) == len(output):
+        return _same  # the operand itself, axes already in place
+    gram = _gram(subscripts, shapes)
+    if gram is not None:
+        return gram
+    if len(shapes) > 1:
+        reduced = _reduced_first(inputs.split(","), output, [tuple(s) for s in shapes])
+        if reduced is not None:
+            return reduced
+    if len(shapes) == 1 or (len(shapes) == 2 and all(math.prod(s) <= SMALL for s in shapes)):
+        return _pairwise(subscripts) or functools.partial(np.einsum, subscripts)
+    return opt_einsum.contract_expression(subscripts, *shapes)
+
+
+class _ReducedFirst:
+    """A contraction whose scalar operands multiply the result at the end, and whose operands
+    first sum the indices that only they carry (``inv(S)_ie r_ne -> i`` is inv(S) times the
+    column sums of r: N*D + D*D work, not N*D*D).  Scalars out of the planner's way matter too:
+    opt_einsum plans a fifth, 0-d operand into an outer product of two large ones."""
+
+    def __init__(self, scalars, sums, rest, inner, subscripts):
+        self.scalars, self.sums, self.rest, self.inner = scalars, sums, rest, inner
+        self.subscripts = subscripts
+
+    def __call__(self, *operands):
+        arrays = []
+        for k in self.rest:
+            axes = self.sums.get(k)
+            arrays.append(operands[k].sum(axis=axes) if axes else operands[k])
+        value = self.inner(*arrays) if arrays else np.float64(1.0)
+        for k in self.scalars:
+            value = value * operands[k]
+        return value
+
+    def __repr__(self) -> str:
+        return f"<contraction {self.subscripts}: sums first, scalars last>"
+
+
+def _reduced_first(inputs: list[str], output: str, shapes: list[tuple]):
+    """A :class:`_ReducedFirst` for this contraction where it saves work, else None."""
+    scalars = [k for k, s in enumerate(inputs) if not s]
+    counts = Counter(c for s in inputs for c in s)
+    sums: dict[int, tuple[int, ...]] = {}
+    new_inputs, new_shapes, rest = [], [], []
+    for k, sub in enumerate(inputs):
+        if not sub:
+            continue
+        own = [axis for axis, c in enumerate(sub) if counts[c] == 1 and c not in output]
+        if own and len(sub) > 1 and len(own) < len(sub):
+            sums[k] = tuple(own)
+        rest.append(k)
+        new_inputs.append("".join(c for axis, c in enumerate(sub) if axis not in sums.get(k, ())))
+        new_shapes.append(tuple(n for axis, n in enumerate(shapes[k]) if axis not in sums.get(k, ())))
+    if not scalars and not sums:
+        return None
+    new = ",".join(new_inputs) + "->" + output
+    inner = contraction_for(new, new_shapes) if rest else None
+    return _ReducedFirst(tuple(scalars), sums, tuple(rest), inner, ",".join(inputs) + "->" + output)
+
+
+__all__ = ["Contraction", "ResolvedTerm", "SymmetricGram", "contraction_for", "resolve_deltas"]

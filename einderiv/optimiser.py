@@ -1,0 +1,372 @@
+"""The optimiser: a program's definitions -> a straight line of typed steps (:mod:`einderiv.steps`).
+
+Every function call is hoisted into its own step (its argument contracted by one einsum, the
+function applied elementwise), shared by every term and statement that uses the same call
+(common subexpressions are computed once per evaluation); terms that share factors are
+contracted once (``-y_n X_ni + s_n X_ni`` -> ``(s_n - y_n) X_ni``); ``inv(M)_ij b_j`` becomes a
+linear solve; softmax and logsumexp are steps of their own, stable at any input.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from .contraction import Contraction
+from .ir import Tensor
+from .normal import Apply, MatrixFn, Poly, Term, canonical_key, equivalent, is_count, is_reciprocal, rename_atom
+from .rewrites import logsumexp_parts
+from .steps import Contract, Elementwise, LogSumExp, MatrixFunction, Softmax, Solve, Step
+
+
+def _poly_key(poly: Poly) -> tuple:
+    """``poly`` up to the names of its indices (free ones by position, summed ones canonically):
+    the same key for the same array, wherever it is written."""
+    positions = {i: f"#{k}" for k, i in enumerate(poly.indices)}
+    terms = ((str(t.coeff), canonical_key(t.rename(positions), frozenset(positions.values()))) for t in poly.terms)
+    return len(poly.indices), tuple(sorted(terms))
+
+
+def _pattern(f: Tensor, free: set[str]) -> tuple:
+    """A tensor factor up to the names of its summed indices: ``Phi_ni`` with n summed is
+    ``("Phi", ("#0", "i"))`` wherever it occurs."""
+    names: dict[str, str] = {}
+    return (f.name, tuple(i if i in free else names.setdefault(i, f"#{len(names)}") for i in f.indices))
+
+
+def _fresh(taken: set[str], prefix: str):
+    """Index names ``prefix0``, ``prefix1``, ... not in ``taken``."""
+    k = 0
+    while True:
+        name = f"{prefix}{k}"
+        k += 1
+        if name not in taken:
+            yield name
+
+
+def _softmax_parts(atom) -> tuple[Poly, tuple[int, ...]] | None:
+    """``(v, axes)`` when ``atom`` is ``exp(v - log(sum_R exp(v)))`` (a softmax over R), else None."""
+    if not (isinstance(atom, Apply) and atom.func == "exp"):
+        return None
+    arg = atom.arg
+    shifts = [t for t in arg.terms if t.coeff == -1 and len(t.factors) == 1 and logsumexp_parts(t.factors[0])]
+    if len(shifts) != 1:
+        return None
+    lse = shifts[0].factors[0]
+    inner, summed = logsumexp_parts(lse)
+    rest = Poly(tuple(t for t in arg.terms if t is not shifts[0]), arg.indices)
+    reduced = [i for i in arg.indices if i not in lse.indices]
+    if len(reduced) != len(summed) or set(lse.indices) - set(arg.indices):
+        return None
+    mapping = dict(zip(summed, reduced))
+    renamed = Poly(tuple(t.rename(mapping) for t in inner.terms), tuple(mapping.get(i, i) for i in inner.indices))
+    order = {i: k for k, i in enumerate(renamed.indices)}
+    if set(order) != set(arg.indices):
+        return None
+    aligned = Poly(renamed.terms, arg.indices)
+    if not equivalent(aligned, rest):
+        return None
+    return rest, tuple(arg.indices.index(i) for i in reduced)
+
+
+class StraightLine:
+    """A list of (target, step) computing named arrays in order; function calls hoisted and shared."""
+
+    def __init__(self):
+        self.steps: list[Step] = []
+        self._calls: dict[tuple, str] = {}
+        self._bound: dict[tuple, list] = {}  # input signature -> the plan of every step
+        #: whether an elementwise step can warn (overflow, log of 0, NaN): only then is errstate set
+        self._quiet = False
+        #: the size hints of the statement being added (index -> the tensor axes it names as written)
+        self._written: tuple = ()
+        #: whether a step reads a square matrix (inv, det, logdet, a solve): evaluation then keeps
+        #: one factorisation per matrix (einderiv.linalg)
+        self._matrices = False
+
+    def _temp(self) -> str:
+        return f"_t{len(self.steps)}"
+
+    def hoist(self, poly: Poly) -> Poly:
+        """``poly`` with every call replaced by a tensor computed by an earlier step."""
+        terms = []
+        for term in poly.terms:
+            factors = [self._hoist_atom(f) if isinstance(f, Apply) else f for f in term.factors]
+            factors = self._solves(factors, set(poly.indices))
+            factors = [self._hoist_matrix(f) if isinstance(f, MatrixFn) else f for f in factors]
+            terms.append(Term(term.coeff, tuple(factors)))
+        free = set(poly.indices)
+        return Poly(self._factor_shared(list(self._factor_out(terms, free)), free), poly.indices)
+
+    def _factor_shared(self, terms: list[Term], free: set[str]) -> tuple[Term, ...]:
+        """``-2 y_n Phi_ni + 2 Phi_ne theta_e Phi_ni`` -> ``Phi_ni t_n`` with
+        ``t_n = -2 y_n + 2 Phi_ne theta_e``: terms that share one tensor factor (the same up to the
+        names of summed indices) contract it once, with the sum of what else they hold.  Only where
+        the rest of each term lives on the shared factor's indices, or on output indices that one
+        factor of that rest already holds with them (``-Y_nj X_ni + Y_nk P_nj X_ni``: the combined
+        array is N x K, as Y is), so the combined array is never larger than what the terms hold
+        and no term costs more.  Ends: each merge leaves one term fewer."""
+        while True:
+            groups: dict[tuple, list[tuple[int, int]]] = {}
+            for number, term in enumerate(terms):
+                if len(term.factors) < 2 or not all(
+                    isinstance(f, Tensor) and not is_reciprocal(f) for f in term.factors
+                ):
+                    continue
+                seen: set[tuple] = set()
+                for k, f in enumerate(term.factors):
+                    if not f.indices or len(set(f.indices)) != len(f.indices):
+                        continue
+                    others = [g for j, g in enumerate(term.factors) if j != k]
+                    if len(f.indices) < max(len(g.indices) for g in others):
+                        continue  # sharing x_j in A_kj x_j + A_jk x_j would add the two matrices first
+                    rest = {i for g in others for i in g.indices}
+                    extra = (rest & free) - set(f.indices)
+                    interface = rest & (set(f.indices) | free)
+                    if extra and not any(interface <= set(g.indices) for g in others):
+                        continue  # the combined array could be larger than anything the term holds
+                    key = (*_pattern(f, free), tuple(sorted(extra)))
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    groups.setdefault(key, []).append((number, k))
+            candidates = [(key, members) for key, members in groups.items() if len(members) > 1]
+            if not candidates:
+                return tuple(terms)
+            key, members = max(candidates, key=lambda kv: (len(kv[1]), len(kv[0][1])))
+            taken = {i for t in terms for f in t.factors for i in f.indices} | free
+            shared_names = dict(zip(sorted({i for i in key[1] if i.startswith("#")}), _fresh(taken, "_f")))
+            shared = Tensor(key[0], tuple(shared_names.get(i, i) for i in key[1]))
+            rests = []
+            for number, k in members:
+                term = terms[number]
+                f = term.factors[k]
+                mapping = {i: shared_names[p] for i, p in zip(f.indices, key[1]) if p in shared_names}
+                others = {i for g in term.factors for i in g.indices} - free - set(mapping)
+                avoid = taken | set(shared.indices)
+                mapping.update(dict(zip(sorted(others), _fresh(avoid, "_r"))))
+                rests.append(
+                    Term(term.coeff, tuple(rename_atom(g, mapping) for j, g in enumerate(term.factors) if j != k))
+                )
+            carried = {i for t in rests for f in t.factors for i in f.indices}
+            combined_free = tuple(i for i in shared.indices if i in carried) + key[2]
+            inner = self._factor_shared(rests, set(combined_free))
+            name = self._temp()
+            self.steps.append(Contract(name, Contraction(Poly(inner, combined_free))))
+            merged = Term(Fraction(1), (shared, Tensor(name, combined_free)))
+            dropped = {number for number, _ in members}
+            first = min(dropped)
+            terms = [merged if n == first else t for n, t in enumerate(terms) if n == first or n not in dropped]
+
+    def _factor_out(self, terms: list[Term], free: set[str]) -> tuple[Term, ...]:
+        """``-y_n X_ni + s_n X_ni`` -> ``(s_n - y_n) X_ni``: terms that share their heavy factors
+        (those of the highest rank in the term) and differ only in lighter factors over indices
+        the heavy ones have anyway share one contraction; the light parts are combined first by
+        a cheap elementwise step (no larger than the largest light factor: never an outer
+        product)."""
+        groups: dict[tuple, list[Term]] = {}
+        order: list[tuple] = []
+        for term in terms:
+            key: tuple = (id(term),)
+            tensors = [f for f in term.factors if isinstance(f, Tensor)]
+            reciprocal = any(is_reciprocal(f) for f in tensors)  # 1/n is sized by its own term's factors
+            if len(tensors) == len(term.factors) and len(tensors) > 1 and not reciprocal:
+                top = max(len(f.indices) for f in tensors)
+                heavy = tuple(sorted((f for f in tensors if len(f.indices) == top), key=repr))
+                light = [f for f in tensors if len(f.indices) < top]
+                heavy_indices = {i for f in heavy for i in f.indices}
+                part = frozenset(i for f in light for i in f.indices)
+                # light factors over different indices (s_n v_i) would combine as an outer
+                # product, which undoes the matrix-vector products X_ni v_i each term does
+                if light and part <= heavy_indices and len(part) <= max(len(f.indices) for f in light):
+                    key = (heavy, part)
+            if key not in groups:
+                groups[key] = []
+                order.append(key)
+            groups[key].append(term)
+        singles = [groups[key][0] for key in order if len(groups[key]) == 1]
+        merged = self._factor_one(singles, free) if len(singles) > 1 else {}
+        out = []
+        for key in order:
+            group = groups[key]
+            if len(group) == 1:
+                if id(group[0]) in merged:
+                    replacement = merged.pop(id(group[0]))
+                    if replacement is not None:
+                        out.append(replacement)
+                    continue
+                out.append(group[0])
+                continue
+            heavy, part = key
+            free = tuple(sorted(part))
+            combined = Poly(tuple(Term(t.coeff, tuple(f for f in t.factors if f not in heavy)) for t in group), free)
+            name = self._temp()
+            self.steps.append(Contract(name, Contraction(combined)))
+            out.append(Term(Fraction(1), (Tensor(name, free), *heavy)))
+        return tuple(out)
+
+    def _factor_one(self, terms: list[Term], free: set[str]) -> dict[int, Term | None]:
+        """``-y_i x_l + t_i x_l`` -> ``(t_i - y_i) x_l``: terms equal but for one tensor factor over
+        the same indices share the rest, up to the names of summed indices (``inv(S)_ie r_ne +
+        r_nj inv(S)_ji`` is ``(inv(S)_ie + inv(S)_ei) r_ne``: r summed over n once).  Returns, by
+        term id, the merged term for the first of each group and None for the others."""
+        candidates: dict[tuple, list[tuple[Term, Tensor]]] = {}
+        for term in terms:
+            if len(term.factors) < 2 or not all(isinstance(f, Tensor) and not is_reciprocal(f) for f in term.factors):
+                continue  # (the 1/n of a mean is sized by the other factors of its own term)
+            seen: set[tuple] = set()
+            for k, f in enumerate(term.factors):
+                others = [g for j, g in enumerate(term.factors) if j != k]
+                if len(f.indices) > max(len(g.indices) for g in others):
+                    continue  # (A_kj + A_jk) x_j would add two n x n matrices to save a matrix-vector product
+                mapping: dict[str, str] = {}
+                for g in [*sorted(others, key=lambda g: (g.name, len(g.indices))), f]:
+                    for i in g.indices:
+                        if i not in free and i not in mapping:
+                            mapping[i] = f"_c{len(mapping)}"
+                rest = tuple(sorted((rename_atom(g, mapping) for g in others), key=repr))
+                varying = rename_atom(f, mapping)
+                key = (rest, tuple(sorted(set(varying.indices))))
+                if key not in seen:  # x_i x_i varies either factor: one candidate, not two
+                    seen.add(key)
+                    back = {new: old for old, new in mapping.items()}
+                    candidates.setdefault(key, []).append((term, varying, back))
+        used: set[int] = set()
+        out: dict[int, Term | None] = {}
+        for (rest, part), members in sorted(candidates.items(), key=lambda kv: -len(kv[1])):
+            members = [m for m in members if id(m[0]) not in used]
+            if len(members) < 2:
+                continue
+            back = members[0][2]  # the first term's own index names, for messages that name them
+            named = tuple(back.get(i, i) for i in part)
+            combined = Poly(tuple(Term(t.coeff, (rename_atom(f, back),)) for t, f, _ in members), named)
+            name = self._temp()
+            self.steps.append(Contract(name, Contraction(combined)))
+            out[id(members[0][0])] = Term(Fraction(1), (Tensor(name, named), *(rename_atom(g, back) for g in rest)))
+            for t, _, _ in members:
+                used.add(id(t))
+                out.setdefault(id(t), None)
+        return out
+
+    def _solves(self, factors: list, free: set[str]) -> list:
+        """``inv(M)_ij b_j`` -> ``solve(M, b)_i`` and ``a_i inv(M)_ij`` -> ``solve(M^T, a)_j``
+        where j (or i) is summed and used by that vector alone: a solve is cheaper and more
+        accurate than forming the inverse."""
+        changed = True
+        while changed:
+            changed = False
+            counts: dict[str, int] = {}
+            for f in factors:
+                for i in f.indices:
+                    counts[i] = counts.get(i, 0) + 1
+            for pos, f in enumerate(factors):
+                if not (isinstance(f, MatrixFn) and f.func == "inv" and f.indices[0] != f.indices[1]):
+                    continue
+                for side, (kept, summed) in enumerate((f.indices, f.indices[::-1])):
+                    if summed in free or counts.get(summed) != 2:
+                        continue
+                    partner = next(
+                        (
+                            k
+                            for k, g in enumerate(factors)
+                            if k != pos and isinstance(g, Tensor) and g.indices == (summed,) and not is_reciprocal(g)
+                        ),
+                        None,
+                    )
+                    if partner is None:
+                        continue
+                    vector = factors[partner].name
+                    key = ("solve", f.matrix, vector, side)
+                    name = self._calls.get(key)
+                    if name is None:
+                        name = self._temp()
+                        func = "solve" if side == 0 else "solve_transposed"
+                        self.steps.append(Solve(name, func=func, source=f.matrix, operand=vector))
+                        self._matrices = True
+                        self._calls[key] = name
+                    factors = [g for k, g in enumerate(factors) if k not in (pos, partner)] + [Tensor(name, (kept,))]
+                    changed = True
+                    break
+                if changed:
+                    break
+        return factors
+
+    def _hoist_matrix(self, atom: MatrixFn) -> Tensor:
+        """inv, det and logdet of a named matrix: each computed once per evaluation."""
+        key = ("matrix", atom.func, atom.matrix)
+        name = self._calls.get(key)
+        if name is None:
+            name = self._temp()
+            self.steps.append(MatrixFunction(name, func=atom.func, source=atom.matrix))
+            self._matrices = True
+            self._calls[key] = name
+        return Tensor(name, atom.indices)
+
+    def _hoist_atom(self, atom: Apply, target: str | None = None) -> Tensor:
+        key = (atom.func, str(atom.param), *_poly_key(atom.arg))
+        name = self._calls.get(key)
+        if name is None and logsumexp_parts(atom) is not None:
+            name = self._hoist_logsumexp(atom, key, target)
+        if name is None and _softmax_parts(atom) is not None:
+            name = self._hoist_softmax(atom, key, target)
+        if name is None:
+            source = self._source(atom.arg)
+            name = target or self._temp()
+            self.steps.append(Elementwise(name, func=atom.func, source=source, param=atom.param))
+            self._quiet = True
+            self._calls[key] = name
+        return Tensor(name, atom.indices)
+
+    def _source(self, poly: Poly) -> str:
+        """The name of an array holding ``poly``: an existing one when it is just a tensor with
+        its axes in order, else a new contraction step."""
+        hoisted = self.hoist(poly)
+        if len(hoisted.terms) == 1 and hoisted.terms[0].coeff == 1 and len(hoisted.terms[0].factors) == 1:
+            only = hoisted.terms[0].factors[0]
+            if isinstance(only, Tensor) and only.indices == poly.indices and not is_reciprocal(only):
+                return only.name
+        key = ("source", *_poly_key(hoisted))
+        if key in self._calls:  # the same contraction as another call's argument: computed once
+            return self._calls[key]
+        name = self._temp()
+        self._calls[key] = name
+        carried = {i for t in hoisted.terms for f in t.factors if isinstance(f, (Tensor, MatrixFn)) for i in f.indices}
+        # an argument whose free index only a delta carries (tanh(s delta_ij)) is sized by the
+        # statement as written, as the statement's own contraction is
+        counting = any(is_count(i) for i in hoisted.all_index_names())  # delta_{f#1,f#1}: sized as written
+        hints = self._written if set(hoisted.indices) - carried or counting else ()
+        self.steps.append(Contract(name, Contraction(hoisted, hints)))
+        return name
+
+    def _hoist_softmax(self, atom: Apply, key, target: str | None) -> str:
+        """exp(v - log(sum_R exp(v))) in one step: exp(v - max) normalised over R."""
+        v, axes = _softmax_parts(atom)
+        source = self._source(v)
+        name = target or self._temp()
+        self.steps.append(Softmax(name, source=source, axes=(axes, ())))
+        self._calls[key] = name
+        return name
+
+    def _hoist_logsumexp(self, atom: Apply, key, target: str | None) -> str:
+        """log(sum_R exp(v)) as max(v) + log(sum_R exp(v - max(v))): no overflow."""
+        v, summed = logsumexp_parts(atom)
+        source = self._source(v)
+        axes = tuple(k for k, i in enumerate(v.indices) if i in summed)
+        order = tuple(v.indices.index(i) for i in atom.indices)
+        name = target or self._temp()
+        self.steps.append(LogSumExp(name, source=source, axes=(axes, order)))
+        self._calls[key] = name
+        return name
+
+    def add(self, target: str, poly: Poly, hints=()) -> None:
+        """Compute ``target = poly``.  A statement that is one call (``s_n = sigmoid(z_n)``) is
+        that call's step, so later uses of the same call reuse ``target``."""
+        self._written = tuple(h for h in hints if h[0] == "names")
+        if len(poly.terms) == 1 and poly.terms[0].coeff == 1 and len(poly.terms[0].factors) == 1:
+            atom = poly.terms[0].factors[0]
+            if isinstance(atom, Apply) and atom.indices == poly.indices:
+                if self._hoist_atom(atom, target).name == target:
+                    return
+        self.steps.append(Contract(target, Contraction(self.hoist(poly), hints)))
+
+
+__all__ = ["StraightLine"]
