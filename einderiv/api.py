@@ -12,7 +12,7 @@ import numpy as np
 
 from . import render
 from .backends import array_library, choose_backend, ops_for
-from .dimensions import Dimensions, dimension_names, dimensions, shape_of, sized_definitions
+from .dimensions import Dimensions, dimension_names, dimension_sizes, dimensions, shape_of, sized_definitions
 from .emit import EinsumTerm, emit
 from .errors import DifferentiationError, EinderivError, EvaluationError, guarded
 from .factor import factored
@@ -21,7 +21,7 @@ from .matrix_input import Reading, accepts_notation, scalar_use_hint
 from .normal import Poly, count_axes_of, fresh_indices
 from .optimiser import StraightLine
 from .parser import parse
-from .program import CheckedProgram, Definition, check_program, derive, name_calls, references
+from .program import CheckedProgram, Definition, check_program, derive, name_calls, references, unique_name
 from .runtime import as_array, run, run_with
 from .structured import check_structure, projected, structure_of, written_symmetric
 
@@ -81,6 +81,7 @@ class Compiled:
         self.program = program
         self.ranks: dict[str, int] = dict(inputs if inputs is not None else program.inputs)
         self._line: StraightLine | None = None
+        self._sized: set[tuple] = set()  # the input signatures whose sizes were checked
         self.line  # noqa: B018 - built now, so tracers (torch.compile) see only the array work
 
     # -- what it is -------------------------------------------------------------------------
@@ -280,6 +281,8 @@ class Compiled:
             arrays = named.pop("arrays")  # call(arrays={...}), as before the mapping became positional-only
         arrays = _gathered(arrays, named)
         chosen = choose_backend(arrays, backend)
+        if self.structure:  # declared symmetric or diagonal: checked on the arrays given as NumPy
+            check_structure(self.structure, {k: v for k, v in arrays.items() if isinstance(v, np.ndarray)})
         if chosen == "numpy":
             for name, value in arrays.items():
                 if array_library(value) not in (None, "numpy"):
@@ -287,6 +290,7 @@ class Compiled:
             return self._numpy_call(arrays)
         ops = ops_for(chosen)
         values, dtype, like = self._backend_arrays(arrays, ops)
+        dimension_sizes(self._dimensions, {name: tuple(value.shape) for name, value in values.items()})
         like = ops.astype(ops.convert(0.0, like), dtype)  # a 0-d array: the dtype and device of constants
         inputs = [values[n] for n in self.ranks]
         result = run_with(self._line or self.line, values, ops, like)[self.program.output]
@@ -310,6 +314,9 @@ class Compiled:
         if self.structure:
             check_structure(self.structure, values)
         signature = tuple([(values[n].shape, values[n].dtype) for n in self.ranks])
+        if signature not in self._sized:  # every dimension's input axes agree (mean_k(W_dk + b_k))
+            dimension_sizes(self._dimensions, {name: value.shape for name, value in values.items()})
+            self._sized.add(signature)
         result = run(self._line or self.line, values, signature)[self.program.output]
         if type(result) is not np.ndarray or result.base is not None or any(result is arrays[n] for n in arrays):
             result = np.array(result)  # never hand back an input, or a view of one
@@ -549,7 +556,8 @@ def diff(
                 f"({''.join(out.indices)}): pick other letters, or pass just {ref.name!r}"
             )
         used |= set(ref.indices)
-        current = derive(current, ref, name=f"d{number}{root.name.strip('_') or 'f'}")
+        taken = set(checked.ranks) | set(current.ranks) | set(checked.all_inputs or checked.inputs)
+        current = derive(current, ref, name=unique_name(f"d{number}{root.name.strip('_') or 'f'}", taken))
         refs.append(ref)
     final = current.out
     structure = structure_of(symmetric, diagonal, checked.all_inputs or checked.inputs)
@@ -659,12 +667,14 @@ def _display(root: Definition, refs: list[Tensor], rhs) -> Statement:
     return Statement(Tensor(derivative_name(name, order), indices), rhs, prior + denominators)
 
 
-def _require_scalar(source: Source, of: str | None, what: str) -> CheckedProgram:
+def _require_scalar(
+    source: Source, of: str | None, what: str, instead: str = "use jacobian() for tensors"
+) -> CheckedProgram:
     checked = _checked(source, of)
     if checked.out.indices:
         raise DifferentiationError(
             f"{what} needs a scalar output, but {checked.out.name!r} has indices "
-            f"({''.join(checked.out.indices)}); use jacobian() for tensors"
+            f"({''.join(checked.out.indices)}); {instead}"
         )
     return checked
 

@@ -33,6 +33,7 @@ class Dimensions:
         self._parent: dict[Node, Node] = {}
         self.first_letter: dict[Node, str] = {}
         self.axes: dict[Node, None] = {}  # every tensor axis seen, in order (an ordered set)
+        self.square: dict[str, str] = {}  # matrix -> a function of it (inv, det, logdet): square
         self._scoped: dict[tuple[str, str], list[Node]] = {}  # (statement, letter) -> its nodes
 
     def find(self, node: Node) -> Node:
@@ -99,6 +100,7 @@ class Dimensions:
                 elif isinstance(factor, Delta):
                     self.union(key(factor.first), key(factor.second))
                 elif isinstance(factor, MatrixFn):  # a square matrix: inv(X)_ij has X's two axes
+                    self.square.setdefault(factor.matrix, factor.func)
                     self.union(self._axis(factor.matrix, 0, None), self._axis(factor.matrix, 1, None))
                     for axis, index in enumerate(factor.indices):
                         self.union(key(index), self._axis(factor.matrix, axis, index))
@@ -130,6 +132,11 @@ def dimensions(definitions: Iterable) -> Dimensions:
                 for index, tensor, axis in hint[1]:
                     for node in dims.count_nodes(d.name, index) if is_count(index) else ():
                         dims.union(node, ("axis", tensor, axis))
+            elif hint[0] == "tied":  # axes one written reduction sums together (mean_k(W_dk + b_k))
+                for group in hint[1]:
+                    first, *rest = (dims._axis(tensor, axis, None) for tensor, axis in group)
+                    for node in rest:
+                        dims.union(first, node)
     inputs = {key[1] for key in dims.axes} - {d.name for d in definitions}
     for d in definitions:
         dims._by_letter(d, inputs)
@@ -162,6 +169,23 @@ def dimension_names(dims: Dimensions, ranks: Mapping[str, int], out) -> tuple[di
 def shape_of(dims: Dimensions, out, shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, ...]:
     """``out``'s shape for inputs of these shapes: each axis takes the size of its dimension's
     input axes, which must agree (two sizes, or none, is an :class:`EvaluationError`)."""
+    sizes = dimension_sizes(dims, shapes)
+    shape = []
+    for k, index in enumerate(out.indices):
+        known = sizes.get(dims.axis(out.name, k))
+        if known is None:
+            raise EvaluationError(f"the size of index {index!r} cannot be inferred from the inputs")
+        shape.append(known[0])
+    return tuple(shape)
+
+
+def dimension_sizes(dims: Dimensions, shapes: Mapping[str, tuple[int, ...]]) -> dict[Node, tuple[int, str]]:
+    """Each dimension's size, from the input axes in it, which must agree: ``index 'k' has two
+    sizes`` otherwise (an :class:`EvaluationError`), whatever the evaluation would have read."""
+    for name, func in dims.square.items():  # said as the matrix function says it
+        shape = tuple(shapes.get(name, ()))
+        if len(shape) == 2 and shape[0] != shape[1]:
+            raise EvaluationError(f"{func}({name}): {name!r} has shape {shape}, not a square matrix")
     sizes: dict[Node, tuple[int, str]] = {}
     for key in dims.axes:
         name, axis = key[1], key[2]
@@ -175,13 +199,7 @@ def shape_of(dims: Dimensions, out, shapes: Mapping[str, tuple[int, ...]]) -> tu
             raise EvaluationError(
                 f"index {letter!r} has two sizes: {known[0]} (from {known[1]}) and {size} (from {origin})"
             )
-    shape = []
-    for k, index in enumerate(out.indices):
-        known = sizes.get(dims.axis(out.name, k))
-        if known is None:
-            raise EvaluationError(f"the size of index {index!r} cannot be inferred from the inputs")
-        shape.append(known[0])
-    return tuple(shape)
+    return sizes
 
 
 def sized_definitions(definitions: list, inputs: Iterable[str], dims: Dimensions | None = None) -> list:
@@ -341,12 +359,10 @@ def fixed_sizes(hints, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple
     """The sizes that size hints give: ``("poly", raw)`` or ``("axis", index, array, axis)``."""
     fixed: dict[str, tuple[int, str]] = {}
     for hint in hints:
-        if hint[0] == "names":
-            continue
         if hint[0] == "poly":
             free, _ = bind_sizes(hint[1], shapes, terms=False)
             fixed.update({i: free[i] for i in hint[1].indices if i in free})
-        else:
+        elif hint[0] == "axis":
             _, index, name, axis = hint
             fixed[index] = (shapes[name][axis], f"{_display(name)} axis {axis}")
     return fixed
@@ -359,7 +375,7 @@ def hint_names(hints) -> set[str]:
             names |= {tensor for _, tensor, _ in hint[1]}
         elif hint[0] == "poly":
             names |= hint[1].tensor_names()
-        else:
+        elif hint[0] == "axis":
             names.add(hint[2])
     return names
 

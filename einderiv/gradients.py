@@ -21,6 +21,7 @@ from .matrix_input import accepts_notation
 from .normal import Apply, MatrixFn, Poly, Term
 from .optimiser import StraightLine
 from .runtime import run
+from .structured import check_structure
 
 
 def _renamed_tensors(poly: Poly, mapping: Mapping[str, str]) -> Poly:
@@ -47,6 +48,8 @@ def _rename_hints(hints: tuple, mapping: Mapping[str, str]) -> tuple:
             hint = ("names", tuple((i, mapping.get(t, t), a) for i, t, a in hint[1]))
         elif hint[0] == "poly":
             hint = ("poly", _renamed_tensors(hint[1], mapping))
+        elif hint[0] == "tied":
+            hint = ("tied", tuple(tuple((mapping.get(t, t), a) for t, a in group) for group in hint[1]))
         out.append(hint)
     return tuple(out)
 
@@ -119,6 +122,9 @@ class Gradients(tuple):
         holder = Compiled.__new__(Compiled)  # the input checks of one compiled program, over all inputs
         holder.program, holder.ranks, holder.reading = first.program, ranks, first.reading
         values = holder._arrays(given)
+        for item in self._items():
+            if item.structure:
+                check_structure(item.structure, values)
         line = self.line
         signature = tuple((values[n].shape, values[n].dtype) for n in sorted(ranks))
         computed = run(line, dict(values), signature)

@@ -446,11 +446,36 @@ def keep_sums(term: Term, summed: set[str] | frozenset[str]) -> Term:
     return Term(term.coeff, term.factors + tuple(Delta(r, r) for r in missing))
 
 
-def equivalent(a: Poly, b: Poly) -> bool:
-    """Whether two normal forms are the same expression (up to names of summed indices)."""
+def _repeated(term: Term) -> Term:
+    """``term`` with a positive integer power of one tensor written as repeated factors
+    (``A_lm^2`` as ``A_lm A_lm``): one product, two spellings."""
+    factors = []
+    for f in term.factors:
+        if (
+            isinstance(f, Apply)
+            and f.func == "pow"
+            and f.param.denominator == 1
+            and 0 < f.param <= 8
+            and len(f.arg.terms) == 1
+            and f.arg.terms[0].coeff == 1
+            and len(f.arg.terms[0].factors) == 1
+            and isinstance(f.arg.terms[0].factors[0], Tensor)
+            and f.arg.terms[0].factors[0].indices == f.arg.indices
+        ):
+            factors.extend([f.arg.terms[0].factors[0]] * int(f.param))
+        else:
+            factors.append(f)
+    return Term(term.coeff, tuple(factors))
+
+
+def equivalent(a: Poly, b: Poly, powers_as_products: bool = False) -> bool:
+    """Whether two normal forms are the same expression (up to names of summed indices; with
+    ``powers_as_products``, also up to spelling ``A_lm^2`` as ``A_lm A_lm``)."""
     if a.indices != b.indices:
         return False
-    return not simplify(list(a.terms) + [t.scaled(Fraction(-1)) for t in b.terms], a.indices).terms
+    spelled = _repeated if powers_as_products else (lambda t: t)
+    terms = [spelled(t) for t in a.terms] + [spelled(t).scaled(Fraction(-1)) for t in b.terms]
+    return not simplify(terms, a.indices).terms
 
 
 def multiply(left: list[Term], right: list[Term], keep: set[str], avoid: set[str] | None = None) -> list[Term]:

@@ -22,14 +22,36 @@ from .normal import Term, rename_apart, simplify
 from .program import CheckedProgram, Definition
 
 
-def _name_free(name: object, program: CheckedProgram, role: str) -> str:
+def _name_free(name: object, programs: tuple[CheckedProgram, ...], role: str, keyword: str) -> str:
+    """``name`` for a new input, checked against every name of ``programs`` (the source's, and
+    the derivative's adjoints: a tangent named ``dLdh`` would be read as that adjoint)."""
     if not isinstance(name, str) or not name.isidentifier() or "_" in name:
         raise DifferentiationError(f"the {role} must be named by letters and digits, such as 'v', got {name!r}")
-    if name in program.ranks or name in program.all_inputs:
-        raise DifferentiationError(
-            f"the {role} {name!r} is already a name in the expression: pass another, e.g. {role[:1]}={name + '2'!r}"
-        )
+    for program in programs:
+        taken = {*program.ranks, *program.all_inputs, *(d.name for d in program.definitions)}
+        if name in taken:
+            raise DifferentiationError(
+                f"the {role} {name!r} is already a name in the expression or its derivative: "
+                f"pass another, e.g. {keyword}={name + '2'!r}"
+            )
     return name
+
+
+def _one_wrt(wrt: object, what: str) -> None:
+    if not isinstance(wrt, (str, Tensor)):
+        raise DifferentiationError(f"{what} takes one wrt name such as 'w', got {wrt!r}")
+
+
+def _no_cookbook(structure: dict, what: str) -> None:
+    """A product with a direction contracts the projected derivative with it: under the cookbook
+    convention (G + Gᵀ − G∘I) that doubles the direction's off-diagonal entries, so it is not the
+    derivative along the direction; refused rather than silently different."""
+    if structure.get("symmetric_convention", "frobenius") == "cookbook" and structure.get("symmetric"):
+        raise DifferentiationError(
+            f"{what} contracts the derivative with a direction: use the default symmetric convention "
+            "(frobenius), under which that is the derivative along the direction; the cookbook's "
+            "G + G^T - G o I would double the direction's off-diagonal entries"
+        )
 
 
 def _contracted(program: CheckedProgram, tensor: Tensor, over: Indices) -> CheckedProgram:
@@ -40,6 +62,16 @@ def _contracted(program: CheckedProgram, tensor: Tensor, over: Indices) -> Check
     terms = [Term(t.coeff, (*t.factors, tensor)) for t in out.poly.terms]
     written = ("names", tuple((i, tensor.name, k) for k, i in enumerate(tensor.indices)))
     hints = tuple(h for h in out.hints if h[0] != "axis" or h[1] in keep) + (written,)
+    # the new input has the axes of what it is contracted with: one dimension each
+    ties = tuple(
+        ((tensor.name, k), (h[2], h[3]))
+        for h in out.hints
+        if h[0] == "axis" and h[1] in over
+        for k, i in enumerate(tensor.indices)
+        if i == h[1]
+    )
+    if ties:
+        hints += (("tied", ties),)
     contracted = Definition(out.name, keep, simplify(terms, keep), hints)
     definitions = [*program.definitions[:-1], contracted] if program.definitions[-1] is out else None
     if definitions is None:
@@ -89,10 +121,6 @@ class Product(Derivative):
         return f"{' + '.join(self.shape_names)} = {dims}" + (f" with {where}" if where else "")
 
 
-def _tangent(program: CheckedProgram, wrt_name: str, name: str, role: str, indices: Indices) -> Tensor:
-    return Tensor(_name_free(name, program, role), indices)
-
-
 @accepts_notation
 @guarded
 def hvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structure) -> Derivative:
@@ -102,10 +130,12 @@ def hvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structu
     >>> print(hvp("L = sum_n(softplus(X_nd w_d) - y_n X_nd w_d)", "w"))  # doctest: +SKIP
     d2Ldw2v_j = X_nj X_ni v_i (sigmoid(X_nd w_d) - sigmoid(X_nd w_d)^2)
     """
-    checked = _require_scalar(source, of, "hvp")
+    _one_wrt(wrt, "hvp")
+    _no_cookbook(structure, "hvp")
+    checked = _require_scalar(source, of, "hvp", "use jvp() for the Jacobian times a vector")
     gradient = grad(checked, wrt, **structure)
     (ref,) = gradient.wrt
-    tangent = _tangent(checked, ref.name, v, "tangent", ref.indices)
+    tangent = Tensor(_name_free(v, (checked, gradient.program), "tangent", "v"), ref.indices)
     along = _contracted(gradient.program, tangent, ref.indices)
     product = diff(along, ref.name, **structure)
     root = gradient.root_name
@@ -117,12 +147,15 @@ def hvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structu
 def jvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structure) -> Derivative:
     """The Jacobian times a tangent ``v`` (a new input with wrt's shape), summed over wrt's
     indices: the directional derivative of the output along v.  Result: the output's shape."""
+    _one_wrt(wrt, "jvp")
+    _no_cookbook(structure, "jvp")
     jacobian = diff(source, wrt, of, **structure)
     (ref,) = jacobian.wrt
-    tangent = _tangent(jacobian.program, ref.name, v, "tangent", ref.indices)
+    tangent = Tensor(_name_free(v, (jacobian.program,), "tangent", "v"), ref.indices)
     along = _contracted(jacobian.program, tangent, ref.indices)
     product = Derivative(along, {**jacobian.ranks, v: len(ref.indices)}, (ref,), jacobian.root, jacobian.sources)
     product.reading = jacobian.reading
+    product.structure = jacobian.structure
     root = jacobian.root_name
     return _renamed(product, f"d{root}d{ref.name}{v}", (f"{root}.shape",), (ref,))
 
@@ -134,10 +167,11 @@ def vjp(source: Source, wrt: str, u: str = "u", of: str | None = None, **structu
     of u · out, by one reverse sweep.  Result: wrt's shape."""
     from .api import _checked
 
+    _one_wrt(wrt, "vjp")
     checked = _checked(source, of)
     out = checked.out
-    ref = _wrt_ref(wrt, checked, "the program")
-    cotangent = Tensor(_name_free(u, checked, "cotangent"), out.indices)
+    _wrt_ref(wrt, checked, "the program")  # a clear error for a wrt the program does not read
+    cotangent = Tensor(_name_free(u, (checked,), "cotangent", "u"), out.indices)
     along = _contracted(checked, cotangent, out.indices)
     gradient = diff(along, wrt, **structure)
     (ref,) = gradient.wrt
@@ -150,7 +184,8 @@ def hessian_diag(source: Source, wrt: str, of: str | None = None, **structure) -
     """The diagonal of the Hessian of a scalar output, H_ii (for a matrix wrt, H_ijij): the
     Hessian's two wrt index groups set equal symbolically, so it costs what its structure
     costs.  Result: wrt's shape."""
-    full = hessian(source, wrt, of, **structure)
+    _one_wrt(wrt, "hessian_diag")
+    full = hessian(_require_scalar(source, of, "hessian_diag"), wrt, **structure)
     first, second = full.wrt
     final = full.program.out
     mapping = dict(zip(second.indices, first.indices))
@@ -161,6 +196,7 @@ def hessian_diag(source: Source, wrt: str, of: str | None = None, **structure) -
     program = replace(full.program, definitions=definitions)
     product = Derivative(program, full.ranks, (first,), full.root, full.sources)
     product.reading = full.reading
+    product.structure = full.structure
     root = full.root_name
     return _renamed(product, f"d2{root}d{first.name}2diag", (f"{first.name}.shape",), (first,))
 

@@ -186,7 +186,8 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
             e for d in definitions for h in d.hints if h[0] == "names" for e in h[1] if is_count(e[0])
         )
         names = _through_definitions(written + earlier + counted + counts_before, definitions)
-        hints = (("poly", raw), ("names", names), *axis_hints)
+        ties = reduction_ties(statement.rhs)
+        hints = (("poly", raw), ("names", names), *axis_hints, *((("tied", ties),) if ties else ()))
         definitions.append(Definition(name, poly.indices, poly, hints, statement))
     output = definitions[-1].name if of is None else of
     if output not in defined:
@@ -195,6 +196,45 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
     checked = CheckedProgram(definitions, inputs, output, program, {**inputs, **defined})
     checked.all_inputs = dict(inputs)
     return prune(checked)
+
+
+def reduction_ties(expr) -> tuple:
+    """The axes each written reduction ties together: in ``mean_k(X_nd W_dk + b_k)`` W's axis 1
+    and b's axis 0 are the one k (groups of ``(tensor, axis)``).  Lowering gives each term of the
+    sum its own k, so without these nothing would say that b has W's length."""
+    from .ir import Add, Call, Div, Mul, Neg, Pow
+
+    groups: list[tuple] = []
+
+    def written(node, letter: str) -> list:
+        """The axes at which ``letter`` is written inside ``node`` (not where a reduction rebinds it)."""
+        if isinstance(node, Tensor):
+            return [(node.name, k) for k, i in enumerate(node.indices) if i == letter]
+        if isinstance(node, MatrixCall):
+            return [(node.matrix, k) for k, i in enumerate(node.indices) if i == letter]
+        if isinstance(node, Call):
+            return [] if letter in node.over else written(node.arg, letter)
+        if isinstance(node, (Add, Mul)):
+            return [
+                axis
+                for part in (node.terms if isinstance(node, Add) else node.factors)
+                for axis in written(part, letter)
+            ]
+        if isinstance(node, Neg):
+            return written(node.operand, letter)
+        if isinstance(node, Div):
+            return written(node.numerator, letter) + written(node.denominator, letter)
+        if isinstance(node, Pow):
+            return written(node.base, letter)
+        return []
+
+    for node in walk(expr):
+        if isinstance(node, Call) and node.over:
+            for letter in node.over:
+                axes = tuple(dict.fromkeys(written(node.arg, letter)))
+                if len(axes) > 1:
+                    groups.append(axes)
+    return tuple(groups)
 
 
 def _tensor_axes(poly: Poly) -> tuple:
@@ -287,7 +327,7 @@ def _hints_within(hints: tuple, known: set[str]) -> tuple:
             continue
         if hint[0] == "names":
             hint = ("names", tuple(e for e in hint[1] if e[1] in known))
-        out.append(hint)
+        out.append(hint)  # ("tied", ...) too: checked against the inputs' shapes, whatever is computed
     return tuple(out)
 
 

@@ -114,10 +114,12 @@ def check_structure(structure: Mapping[str, str], values: Mapping[str, object]) 
             raise EvaluationError(f"{name!r} is declared {kind} but has shape {value.shape}, not square")
         scale = float(np.nanmax(np.abs(value), initial=0.0)) if value.size else 0.0
         scale = scale if np.isfinite(scale) else 1.0
+        # rounding of the array's own precision: a float32 A D A^T is symmetric to ~1e-6
+        rtol = max(1e-10, 64 * float(np.finfo(value.dtype).eps)) if value.dtype.kind in "fc" else 1e-10
         if kind == "symmetric":
-            if not np.allclose(value, value.T, rtol=1e-10, atol=1e-12 * scale, equal_nan=True):
+            if not np.allclose(value, value.T, rtol=rtol, atol=rtol * scale, equal_nan=True):
                 raise EvaluationError(f"{name!r} is declared symmetric, but {name} != {name}^T")
-        elif np.any(np.abs(value - np.diag(np.diag(value))) > 1e-12 * scale):
+        elif np.any(np.abs(value - np.diag(np.diag(value))) > rtol * scale):
             raise EvaluationError(f"{name!r} is declared diagonal, but has non-zero entries off its diagonal")
 
 

@@ -274,3 +274,29 @@ def test_a_large_logistic_hessian_is_assembled_from_its_upper_triangle():
         for p in plan[0]
     ]
     assert any("symmetric Gram" in text for text in plans), plans
+
+
+def test_a_row_scaling_is_not_taken_for_a_gram_product():
+    # A_ii A_ij -> ij: the summed-looking letter is an output letter (review finding: A^T A came back)
+    A = np.random.default_rng(8).normal(size=(256, 256))
+    np.testing.assert_allclose(einderiv.evaluate("Y_ij = A_ii A_ij", A=A), np.diag(A)[:, None] * A, rtol=1e-12)
+    np.testing.assert_allclose(einderiv.evaluate("Y_ij = A_ji A_jj", A=A), A.T * np.diag(A)[None, :], rtol=1e-12)
+
+
+def test_a_tangent_named_like_an_adjoint_is_refused():
+    source = "h_nk = tanh(X_nd W1_dk); L = 0.5 (h_nk W2_k - y_n)^2 + 0.1 h_nk h_nk"
+    with pytest.raises(einderiv.DifferentiationError, match="'dLdh' is already a name.*v='dLdh2'"):
+        einderiv.hvp(source, "W1", v="dLdh")
+
+
+def test_the_tangent_has_the_dimensions_of_what_it_multiplies():
+    product = einderiv.hvp("f = g_i Y_ij z_j + z_j z_j", "z", v="t")
+    assert product.shape_text() == "z.shape = (K,) with g: (I,), Y: (I, K), t: (K,), z: (K,)"
+    with pytest.raises(einderiv.EvaluationError, match="two sizes"):
+        product(g=np.ones(2), Y=np.ones((2, 3)), z=np.ones(3), t=np.ones(4))
+
+
+@pytest.mark.parametrize("function", [einderiv.hvp, einderiv.jvp, einderiv.vjp, einderiv.hessian_diag])
+def test_products_take_one_wrt_name(function):
+    with pytest.raises(einderiv.DifferentiationError, match="takes one wrt name"):
+        function("f = x_i x_i", ["x", "x"])

@@ -206,3 +206,26 @@ def test_every_small_matrix_product_runs_as_a_matmul_of_transposed_views(source,
     A, B, D = rng.normal(size=(4, 3)), rng.normal(size=(5, 3)), rng.normal(size=(4, 6))
     arrays = {k: v for k, v in {"A": A, "B": B, "D": D}.items() if f"{k}_" in source}
     np.testing.assert_allclose(einderiv.evaluate(source, **arrays), expected(A, B, D), rtol=1e-12)
+
+
+def test_a_derivative_name_never_collides_with_a_statement_of_the_program():
+    # the internal name d1L was also the user's statement: the gradient came back as d1L itself
+    rng = np.random.default_rng(4)
+    X, w, b = rng.normal(size=(4, 3)), rng.normal(size=3), rng.normal(size=4)
+    gradient = einderiv.grad("d1L_n = X_nd w_d + b_n; L = d1L_n d1L_n", "w")
+    np.testing.assert_allclose(gradient(X=X, w=w, b=b), 2 * X.T @ (X @ w + b), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("source", "arrays"),
+    [
+        ("Y_n = mean_k(X_nd W_dk + b_k)", {"X": np.ones((5, 3)), "W": np.ones((3, 2)), "b": np.ones(7)}),
+        ("f = sum_i(p_i + q_i)", {"p": np.ones(2), "q": np.ones(3)}),
+    ],
+)
+def test_one_written_reduction_sums_one_length(source, arrays):
+    # each term of the sum got its own summed index: lengths 2 and 7 were summed separately
+    with pytest.raises(einderiv.EvaluationError, match="two sizes"):
+        einderiv.evaluate(source, **arrays)
+    with pytest.raises(einderiv.EvaluationError, match="two sizes"):
+        einderiv.compile(source).shape_for({k: v.shape for k, v in arrays.items()})

@@ -172,3 +172,35 @@ def test_check_api_projects_the_finite_differences():
     assert result.ok and result.error < 1e-8
     result = einderiv.check("f = x_i D_ij A_jk x_k", "D", diagonal=["D"])
     assert result.ok
+
+
+def test_every_path_refuses_an_array_that_is_not_what_was_declared():
+    calls = [
+        lambda: einderiv.jvp("f_k = S_kj x_j", "S", symmetric=["S"])(S=A, x=x, v=S),
+        lambda: einderiv.hessian_diag("f = x_i S_ij S_jk x_k", "S", symmetric=["S"])(S=A, x=x),
+        lambda: einderiv.grad("f = x_i S_ij S_jk x_k", ["S", "x"], symmetric=["S"])(S=A, x=x),
+        lambda: einderiv.value_and_grad("f = x_i S_ij x_j", "S", symmetric=["S"])(S=A, x=x),
+    ]
+    for call in calls:
+        with pytest.raises(einderiv.EvaluationError, match="declared symmetric"):
+            call()
+
+
+def test_a_float32_symmetric_matrix_is_accepted_at_its_own_precision():
+    B = rng.normal(size=(n, n)).astype(np.float32)
+    S32 = (B * np.float32(3.3)) @ B.T + n * np.eye(n, dtype=np.float32)  # symmetric up to float32 rounding
+    gradient = einderiv.grad("f = logdet(S)", "S", symmetric=["S"])
+    np.testing.assert_allclose(gradient(S=S32), np.linalg.inv(S32.astype(np.float64)), rtol=1e-4)
+
+
+def test_check_handles_a_second_derivative_by_a_symmetric_matrix():
+    for convention in ("frobenius", "cookbook"):
+        result = einderiv.check("f = a_i inv(S)_ij a_j", ["S", "S"], symmetric=["S"], symmetric_convention=convention)
+        assert result.ok, result.report()
+
+
+def test_products_refuse_the_cookbook_convention():
+    with pytest.raises(einderiv.DifferentiationError, match="cookbook"):
+        einderiv.jvp("f_k = S_kj S_ji x_i", "S", symmetric=["S"], symmetric_convention="cookbook")
+    with pytest.raises(einderiv.DifferentiationError, match="cookbook"):
+        einderiv.hvp("f = a_i inv(S)_ij a_j", "S", symmetric=["S"], symmetric_convention="cookbook")
