@@ -18,8 +18,8 @@ from .errors import (
 )
 from .gradients import Gradients, value_and_grad
 from .limits import Limits, limited
-from .matrix_form import NoMatrixForm
-from .matrix_input import parse
+from .matrix.form import NoMatrixForm
+from .matrix.reading import parse
 from .products import hessian_diag, hvp, jvp, vjp
 
 __version__ = "0.1.0"

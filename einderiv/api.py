@@ -16,7 +16,7 @@ from .emit import EinsumTerm, emit
 from .errors import DifferentiationError, EinderivError, EvaluationError, guarded
 from .factor import factored
 from .ir import Delta, Indices, Program, Statement, Tensor, derivative_name
-from .matrix_input import Reading, accepts_notation, scalar_use_hint
+from .matrix.reading import Reading, accepts_notation, scalar_use_hint
 from .normal import Poly, count_axes_of, fresh_indices
 from .parser import parse
 from .program import CheckedProgram, Definition, check_program, derive, name_calls, references
@@ -148,7 +148,7 @@ class Compiled:
         """``(definition name, left side, matrix form)`` per statement: ``("d1f", "df/dx", "A x + A^T x")``.
 
         Raises ``NoMatrixForm`` (an ``EinderivError``) naming the statement and the reason."""
-        from .matrix_form import NoMatrixForm, matrix_text
+        from .matrix.form import NoMatrixForm, matrix_text
 
         names = set(self.ranks) | {d.name for d in self.program.definitions}
         lines = []

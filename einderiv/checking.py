@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import EinderivError, EvaluationError, ParseError, guarded
 from .ir import Delta, MatrixCall, Statement, Tensor, derivative_name, format_indices, walk
-from .matrix_input import read
+from .matrix.reading import read
 from .parser import parse
 from .program import unique_name
 
@@ -403,7 +403,7 @@ def _claim_letters(rhs, wanted: tuple[str, ...]) -> tuple[tuple[str, ...], dict[
 
 
 def _matrix_claim(text: str, derivative) -> tuple[str, tuple[str, ...], dict[str, str]]:
-    from .matrix_claim import translate
+    from .matrix.translate import translate
 
     if "=" in text:  # a whole line as --format matrix prints it: df/dx = (A + A^T) x
         text = text.split("=", 1)[1]

@@ -164,7 +164,7 @@ def _read_expr(args):
     and --shape count as ranks for matrix notation), and the reading to show (None for index notation)."""
     import numpy as np
 
-    from .matrix_input import read
+    from .matrix.reading import read
 
     ranks = {}
     for text in args.rank:
@@ -344,7 +344,7 @@ def derivative_json(derivative) -> dict:
 
 def _matrix_json(derivative) -> dict:
     """``{"forms": [{"lhs", "form"}, ...], "none": null}``, or no forms and the reason."""
-    from .matrix_form import NoMatrixForm
+    from .matrix.form import NoMatrixForm
 
     try:
         forms = [{"lhs": lhs, "form": form} for _, lhs, form in derivative.matrix_lines()]
@@ -415,7 +415,7 @@ def _run_each(args) -> str:
 def _matrix_lines(derivative) -> list[str]:
     """``  matrix: A x + A^T x`` (``  matrix[e]: ...`` first for each intermediate), or
     ``  matrix: none (<reason>)``."""
-    from .matrix_form import NoMatrixForm
+    from .matrix.form import NoMatrixForm
 
     try:
         forms = derivative.matrix_lines()

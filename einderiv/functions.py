@@ -354,7 +354,7 @@ def _check_code(function: Function) -> None:
 
 
 def _check_notation(function: Function) -> None:
-    from .matrix_claim import IDENTITY, STRUCTURAL
+    from .matrix.translate import IDENTITY, STRUCTURAL
 
     if not _NAME.match(function.matrix) or function.matrix in STRUCTURAL or function.matrix == IDENTITY:
         raise EinderivError(f"{function.matrix!r} cannot name a function in matrix notation")

@@ -17,7 +17,7 @@ from .api import Compiled, Source, _gathered, _require_scalar, diff
 from .dimensions import sized_definitions
 from .errors import DifferentiationError, EvaluationError, guarded
 from .ir import Tensor
-from .matrix_input import accepts_notation
+from .matrix.reading import accepts_notation
 from .normal import Apply, MatrixFn, Poly, Term
 from .runtime import StraightLine
 

@@ -17,7 +17,7 @@ from dataclasses import replace
 from .api import Derivative, Source, _require_scalar, _wrt_ref, diff, grad, hessian
 from .errors import DifferentiationError, guarded
 from .ir import Indices, Statement, Tensor
-from .matrix_input import accepts_notation
+from .matrix.reading import accepts_notation
 from .normal import Term, rename_apart, simplify
 from .program import CheckedProgram, Definition
 

@@ -223,7 +223,7 @@ def test_new_functions_print_in_latex_pretty_and_matrix_notation():
 
 
 def test_new_functions_in_matrix_claims():
-    from einderiv.matrix_claim import translate
+    from einderiv.matrix.translate import translate
 
     d = einderiv.diff("f = sum_i(sinh(A_ij x_j))", "x")
     claim = translate("A^T cosh(A x)", d.ranks, d.indices)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .ir import format_number
+from ..ir import format_number
 
 # -- the matrix-notation tree ------------------------------------------------------------------------
 # A shape is (has rows, has columns): a column vector is (True, False), a scalar (False, False).
