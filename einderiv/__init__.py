@@ -5,7 +5,7 @@
 dK_pq/dR_ij = delta_jp R_iq + R_ip delta_jq
 """
 
-from . import limits
+from . import functions, limits
 from .api import Compiled, Derivative, compile, diff, evaluate, grad, hessian, jacobian
 from .checking import CheckResult, check
 from .errors import (
@@ -41,6 +41,7 @@ __all__ = [
     "compile",
     "diff",
     "evaluate",
+    "functions",
     "grad",
     "hessian",
     "hessian_diag",

@@ -32,9 +32,9 @@ from fractions import Fraction
 
 from .api import Compiled, Derivative
 from .api import compile as compile_program
+from .elementwise import FLAVOURS, FUNCTIONS, Helper
 from .emit import symbol_table
 from .errors import EinderivError
-from .functions import FLAVOURS, FUNCTIONS, Helper
 from .ir import Delta, MatrixCall, Program, Tensor, format_number, to_float, walk
 from .normal import Apply, MatrixFn, Poly, count_stem, is_count, is_reciprocal
 from .runtime import Contraction, ResolvedTerm, Step, StraightLine, resolve_deltas

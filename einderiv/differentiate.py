@@ -12,8 +12,8 @@ from fractions import Fraction
 from functools import cache
 
 from . import limits
+from .elementwise import FUNCTIONS
 from .errors import DifferentiationError
-from .functions import FUNCTIONS
 from .ir import Delta, Tensor
 from .normal import (
     Apply,

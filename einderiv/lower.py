@@ -25,8 +25,8 @@ from collections import Counter
 from fractions import Fraction
 
 from . import limits
+from .elementwise import FUNCTIONS
 from .errors import EinderivError, EinderivWarning, IndexRuleError
-from .functions import FUNCTIONS
 from .ir import Add, Call, Delta, Div, Expr, MatrixCall, Mul, Neg, Number, Pow, Tensor, walk
 from .normal import (
     Apply,

@@ -3,7 +3,7 @@ the terminal (``∂K_pq/∂R_ij = δ_jp R_iq + R_ip δ_jq``).  Both walk the sam
 
 from __future__ import annotations
 
-from .functions import FUNCTIONS, Enclosing
+from .elementwise import FUNCTIONS, Enclosing
 from .ir import (
     Add,
     Call,

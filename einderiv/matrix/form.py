@@ -22,8 +22,8 @@ from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 
+from ..elementwise import FUNCTIONS, in_matrix_notation
 from ..errors import EinderivError
-from ..functions import FUNCTIONS, in_matrix_notation
 from ..ir import Delta, Tensor, format_number
 from ..normal import Apply, MatrixFn, Poly, Term, equivalent, is_reciprocal, rename_apart
 from ..rewrites import logsumexp_parts

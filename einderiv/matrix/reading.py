@@ -21,8 +21,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ..elementwise import in_matrix_notation
 from ..errors import EinderivError, IndexRuleError, ParseError
-from ..functions import in_matrix_notation
 from ..ir import Program
 from ..parser import parse as parse_index
 from ..program import unique_name

@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, is_dataclass
 
+from ..elementwise import FUNCTIONS, in_matrix_notation
 from ..errors import EinderivError
-from ..functions import FUNCTIONS, in_matrix_notation
 from ..ir import format_indices
 from .syntax import (
     Call,
