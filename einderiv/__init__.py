@@ -6,7 +6,7 @@ dK_pq/dR_ij = delta_jp R_iq + R_ip delta_jq
 """
 
 from . import functions, limits
-from .api import Compiled, Derivative, compile, diff, evaluate, grad, hessian, jacobian
+from .api import Compiled, Derivative, compile, diff, evaluate, hessian, jacobian
 from .checking import CheckResult, check
 from .errors import (
     DifferentiationError,
@@ -16,7 +16,7 @@ from .errors import (
     IndexRuleError,
     ParseError,
 )
-from .gradients import Gradients, value_and_grad
+from .gradients import Gradients, grad, value_and_grad
 from .limits import Limits, limited
 from .matrix.form import NoMatrixForm
 from .matrix.reading import parse

@@ -29,7 +29,7 @@ Source = str | Program | Statement
 PARAMETERS = ("source", "arrays", "of", "backend", "layout", "self")
 
 
-def _gathered(arrays: Mapping[str, object] | None, named: dict[str, object]) -> dict[str, object]:
+def gathered_arrays(arrays: Mapping[str, object] | None, named: dict[str, object]) -> dict[str, object]:
     """The arrays of a call, given as one mapping (any names: ``{"of": x}``), as keywords, or both."""
     if arrays is None:
         return named
@@ -273,7 +273,7 @@ class Compiled:
         in one call are an error."""
         if arrays is None and isinstance(named.get("arrays"), Mapping) and "arrays" not in self.ranks:
             arrays = named.pop("arrays")  # call(arrays={...}), as before the mapping became positional-only
-        arrays = _gathered(arrays, named)
+        arrays = gathered_arrays(arrays, named)
         chosen = choose_backend(arrays, backend)
         if chosen == "numpy":
             for name, value in arrays.items():
@@ -291,7 +291,7 @@ class Compiled:
     def __call__(self, arrays: Mapping[str, object] | None = None, /, **named) -> np.ndarray:
         """The value for these arrays, named as in the expression: as keywords (``f(x=x)``), as one
         mapping (``f({"x": x})``, for any name), or both (see :meth:`call`)."""
-        arrays = named if arrays is None else _gathered(arrays, named)
+        arrays = named if arrays is None else gathered_arrays(arrays, named)
         for value in arrays.values():
             if type(value) is not np.ndarray:  # another library's array, a list or a number
                 if choose_backend(arrays, None) != "numpy":
@@ -315,7 +315,7 @@ class Compiled:
         """The result's shape for inputs of the given shapes, as keywords or one mapping (allocates
         and evaluates nothing)."""
         arrays = {}
-        for name, shape in _gathered(shapes, named).items():
+        for name, shape in gathered_arrays(shapes, named).items():
             try:
                 sizes = tuple(int(n) for n in shape)
                 if any(n < 0 for n in sizes) or any(n != m for n, m in zip(sizes, shape)):
@@ -409,11 +409,11 @@ def evaluate(
     """The value of the output (the last statement, or ``of``) for the given arrays, computed by
     the arrays' library or by ``backend`` (see :meth:`Compiled.call`).  The arrays are keywords
     (``x=x``) or one mapping (``{"x": x}``): an input named ``of`` or ``backend`` goes in the mapping."""
-    arrays = _gathered(arrays, named)
+    arrays = gathered_arrays(arrays, named)
     return compile(source, _output_name(of)).call(arrays, backend)
 
 
-def _wrt_ref(spec: str | Tensor, program: CheckedProgram, where: str) -> Tensor:
+def wrt_tensor(spec: str | Tensor, program: CheckedProgram, where: str) -> Tensor:
     if isinstance(spec, Tensor):
         ref, explicit = spec, bool(spec.indices)
     else:
@@ -452,7 +452,7 @@ def _wrt_ref(spec: str | Tensor, program: CheckedProgram, where: str) -> Tensor:
     return ref
 
 
-def _checked(source: Source | CheckedProgram, of: str | None) -> CheckedProgram:
+def checked_program(source: Source | CheckedProgram, of: str | None) -> CheckedProgram:
     return source if isinstance(source, CheckedProgram) else check_program(_program(source), _output_name(of))
 
 
@@ -485,7 +485,7 @@ def diff(
     """
     if not isinstance(layout, str) or layout not in LAYOUTS:
         raise DifferentiationError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-    checked = _checked(source, of)
+    checked = checked_program(source, of)
     if isinstance(wrt, (str, Tensor)):
         specs = [wrt]
     elif isinstance(wrt, (list, tuple)):
@@ -504,7 +504,7 @@ def diff(
     refs: list[Tensor] = []
     current = checked
     for number, spec in enumerate(specs, 1):
-        ref = _wrt_ref(spec, checked, where)
+        ref = wrt_tensor(spec, checked, where)
         out = current.out
         rank = (checked.all_inputs or checked.inputs)[ref.name]
         if not ref.indices and rank:
@@ -626,28 +626,14 @@ def _display(root: Definition, refs: list[Tensor], rhs) -> Statement:
     return Statement(Tensor(derivative_name(name, order), indices), rhs, prior + denominators)
 
 
-def _require_scalar(source: Source, of: str | None, what: str) -> CheckedProgram:
-    checked = _checked(source, of)
+def scalar_program(source: Source, of: str | None, what: str) -> CheckedProgram:
+    checked = checked_program(source, of)
     if checked.out.indices:
         raise DifferentiationError(
             f"{what} needs a scalar output, but {checked.out.name!r} has indices "
             f"({''.join(checked.out.indices)}); use jacobian() for tensors"
         )
     return checked
-
-
-@accepts_notation
-@guarded
-def grad(source: Source, wrt: str | Sequence[str], of: str | None = None, **structure) -> Derivative:
-    """The gradient of a scalar output: an array of the wrt tensor's shape (in either layout);
-    ``symmetric=``, ``diagonal=`` and ``symmetric_convention=`` as for :func:`diff`.
-    With a list of names, the gradient with respect to each (:class:`einderiv.gradients.Gradients`:
-    a tuple of derivatives, evaluated together in one straight line)."""
-    if isinstance(wrt, (list, tuple)):
-        from .gradients import gradients
-
-        return gradients(_require_scalar(source, of, "grad"), wrt, **structure)
-    return diff(_require_scalar(source, of, "grad"), wrt, **structure)
 
 
 @accepts_notation
@@ -661,11 +647,11 @@ def jacobian(source: Source, wrt: str, of: str | None = None, layout: str = "num
 @guarded
 def hessian(source: Source, wrt: str, of: str | None = None, **structure) -> Derivative:
     """The Hessian of a scalar output: shape ``wrt.shape + wrt.shape``."""
-    checked = _require_scalar(source, of, "hessian")
+    checked = scalar_program(source, of, "hessian")
     if not isinstance(wrt, str):
         raise DifferentiationError("hessian takes one wrt name; use diff(source, [a, b]) for mixed derivatives")
     base = wrt.split("_", 1)[0]
     return diff(checked, [wrt, base] if "_" in wrt else [wrt, wrt], **structure)
 
 
-__all__ = ["Compiled", "Derivative", "compile", "diff", "evaluate", "grad", "hessian", "jacobian", "EinderivError"]
+__all__ = ["Compiled", "Derivative", "compile", "diff", "evaluate", "hessian", "jacobian", "EinderivError"]

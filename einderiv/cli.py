@@ -387,7 +387,7 @@ def _run_diff(args) -> str:
 
 def _run_each(args) -> str:
     """``--each W1 --each b1``: the gradient by each name, printed one after another."""
-    from .api import grad
+    from .gradients import grad
 
     gradients = grad(args.expr, _wrts(args.each), **_structure(args))
     if args.format == "json":

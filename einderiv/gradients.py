@@ -1,4 +1,5 @@
-"""Gradients with respect to several parameters from one evaluation, and the value with them.
+"""``grad``: the gradient with respect to one parameter, or to several from one evaluation, and the
+value with them.
 
 ``einderiv.grad(source, ["W1", "b1", "W2"])`` is a :class:`Gradients`: a tuple of the gradients
 (each a :class:`~einderiv.api.Derivative`, printed, compiled and evaluated like any other), which
@@ -13,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .api import Compiled, Source, _gathered, _require_scalar, diff
+from .api import Compiled, Derivative, Source, diff, gathered_arrays, scalar_program
 from .dimensions import sized_definitions
 from .errors import DifferentiationError, EvaluationError, guarded
 from .ir import Tensor
@@ -106,7 +107,7 @@ class Gradients(tuple):
     @guarded
     def __call__(self, arrays: Mapping[str, object] | None = None, /, **named):
         """The gradients' values (a tuple); with the value first for :func:`value_and_grad`."""
-        given = _gathered(arrays, named)
+        given = gathered_arrays(arrays, named)
         first = self._items()[0]
         ranks = self.ranks
         unknown = sorted(set(given) - set(ranks))
@@ -146,7 +147,7 @@ def _wrt_list(wrt) -> list:
 
 def gradients(source: Source, wrt: Sequence[str], of: str | None = None, **structure) -> Gradients:
     """The gradient of a scalar output with respect to each of ``wrt`` (a :class:`Gradients`)."""
-    checked = _require_scalar(source, of, "grad")
+    checked = scalar_program(source, of, "grad")
     names = _wrt_list(wrt)
     if len({str(w).split("_", 1)[0] for w in names}) != len(names):
         raise DifferentiationError(
@@ -157,15 +158,27 @@ def gradients(source: Source, wrt: Sequence[str], of: str | None = None, **struc
 
 @accepts_notation
 @guarded
+def grad(source: Source, wrt: str | Sequence[str], of: str | None = None, **structure) -> Derivative | Gradients:
+    """The gradient of a scalar output: an array of the wrt tensor's shape (in either layout);
+    ``symmetric=``, ``diagonal=`` and ``symmetric_convention=`` as for :func:`einderiv.api.diff`.
+    With a list of names, the gradient with respect to each (:class:`Gradients`:
+    a tuple of derivatives, evaluated together in one straight line)."""
+    if isinstance(wrt, (list, tuple)):
+        return gradients(scalar_program(source, of, "grad"), wrt, **structure)
+    return diff(scalar_program(source, of, "grad"), wrt, **structure)
+
+
+@accepts_notation
+@guarded
 def value_and_grad(source: Source, wrt: str | Sequence[str], of: str | None = None, **structure) -> Gradients:
     """The output's value with its gradient (``wrt`` a name) or gradients (a list of names),
     computed in one straight line: called on arrays it returns ``(value, gradient)`` or
     ``(value, (gradient, ...))``."""
-    checked = _require_scalar(source, of, "value_and_grad")
+    checked = scalar_program(source, of, "value_and_grad")
     result = gradients(checked, _wrt_list(wrt), of, **structure)
     result.value = Compiled(checked)
     result.several = not isinstance(wrt, str)
     return result
 
 
-__all__ = ["Gradients", "gradients", "joint_line", "value_and_grad"]
+__all__ = ["Gradients", "grad", "gradients", "joint_line", "value_and_grad"]

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .api import Derivative, Source, _require_scalar, _wrt_ref, diff, grad, hessian
+from .api import Derivative, Source, checked_program, diff, hessian, scalar_program, wrt_tensor
 from .errors import DifferentiationError, guarded
+from .gradients import grad
 from .ir import Indices, Statement, Tensor
 from .matrix.reading import accepts_notation
 from .normal import Term, rename_apart, simplify
@@ -102,7 +103,7 @@ def hvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structu
     >>> print(hvp("L = sum_n(softplus(X_nd w_d) - y_n X_nd w_d)", "w"))  # doctest: +SKIP
     d2Ldw2v_j = X_nj X_ni v_i (sigmoid(X_nd w_d) - sigmoid(X_nd w_d)^2)
     """
-    checked = _require_scalar(source, of, "hvp")
+    checked = scalar_program(source, of, "hvp")
     gradient = grad(checked, wrt, **structure)
     (ref,) = gradient.wrt
     tangent = _tangent(checked, ref.name, v, "tangent", ref.indices)
@@ -132,11 +133,9 @@ def jvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structu
 def vjp(source: Source, wrt: str, u: str = "u", of: str | None = None, **structure) -> Derivative:
     """A cotangent ``u`` (a new input with the output's shape) times the Jacobian: the gradient
     of u · out, by one reverse sweep.  Result: wrt's shape."""
-    from .api import _checked
-
-    checked = _checked(source, of)
+    checked = checked_program(source, of)
     out = checked.out
-    ref = _wrt_ref(wrt, checked, "the program")
+    ref = wrt_tensor(wrt, checked, "the program")
     cotangent = Tensor(_name_free(u, checked, "cotangent"), out.indices)
     along = _contracted(checked, cotangent, out.indices)
     gradient = diff(along, wrt, **structure)
