@@ -15,10 +15,13 @@ from .dimensions import Dimensions, dimension_names, dimensions, shape_of, sized
 from .emit import EinsumTerm, emit
 from .errors import DifferentiationError, EinderivError, EvaluationError, guarded
 from .factor import factored
+from .index_names import fresh_indices
 from .ir import Delta, Indices, Program, Statement, Tensor, derivative_name
+from .matrix.form import NoMatrixForm, matrix_text
 from .matrix.reading import Reading, accepts_notation, scalar_use_hint
-from .normal import Poly, count_axes_of, fresh_indices
+from .normal import Poly
 from .parser import parse
+from .printing import count_axes_of
 from .program import CheckedProgram, Definition, check_program, derive, name_calls, references
 from .runtime import StraightLine, as_array
 from .structured import check_structure, projected, structure_of, written_symmetric
@@ -148,8 +151,6 @@ class Compiled:
         """``(definition name, left side, matrix form)`` per statement: ``("d1f", "df/dx", "A x + A^T x")``.
 
         Raises ``NoMatrixForm`` (an ``EinderivError``) naming the statement and the reason."""
-        from .matrix.form import NoMatrixForm, matrix_text
-
         names = set(self.ranks) | {d.name for d in self.program.definitions}
         lines = []
         for definition in self.program.evaluated():

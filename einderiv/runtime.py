@@ -28,21 +28,10 @@ from . import linalg
 from .backends import ArrayOps
 from .emit import DELTA_OPERAND, EinsumTerm, emit
 from .errors import EvaluationError
+from .index_names import count_stem, is_count
 from .ir import Delta, Tensor, to_float
 from .linalg import generic_matrix_function, generic_solve, matrix_function, solve
-from .normal import (
-    RECIPROCAL,
-    Apply,
-    MatrixFn,
-    Poly,
-    Term,
-    canonical_key,
-    count_stem,
-    equivalent,
-    is_count,
-    is_reciprocal,
-    rename_atom,
-)
+from .normal import RECIPROCAL, Apply, MatrixFn, Poly, Term, canonical_key, equivalent, is_reciprocal, rename_atom
 from .rewrites import logsumexp_parts
 
 
