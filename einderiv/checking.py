@@ -16,7 +16,8 @@ import numpy as np
 from .api import compile as compile_
 from .api import diff
 from .errors import EinderivError, EvaluationError, ParseError, guarded
-from .ir import Delta, MatrixCall, Statement, Tensor, derivative_name, format_indices, walk
+from .glyphs import format_indices
+from .ir import Delta, MatrixCall, Statement, Tensor, derivative_name, walk
 from .lower import implicit_indices, normalize
 from .matrix.reading import read
 from .matrix.translate import translate

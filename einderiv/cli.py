@@ -15,8 +15,8 @@ from .checking import check
 from .codegen import generate
 from .emit import emit
 from .errors import EinderivError, EinderivWarning, ParseError
+from .glyphs import format_number
 from .gradients import grad
-from .ir import format_number
 from .matrix.form import NoMatrixForm
 from .matrix.reading import read
 

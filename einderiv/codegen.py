@@ -35,8 +35,9 @@ from .api import compile as compile_program
 from .elementwise import FLAVOURS, FUNCTIONS, Helper
 from .emit import symbol_table
 from .errors import EinderivError
+from .glyphs import format_number
 from .index_names import count_stem, is_count
-from .ir import Delta, MatrixCall, Program, Tensor, format_number, to_float, walk
+from .ir import Delta, MatrixCall, Program, Tensor, to_float, walk
 from .normal import Apply, MatrixFn, Poly, is_reciprocal
 from .runtime import Contraction, ResolvedTerm, Step, StraightLine, resolve_deltas
 

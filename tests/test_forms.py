@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 import einderiv
 from einderiv.codegen import generate
-from einderiv.ir import Call, Tensor, format_indices
+from einderiv.glyphs import format_indices
+from einderiv.ir import Call, Tensor
 from einderiv.render import pretty
 from tests.helpers import assert_matches_fd
 from tests.helpers import load_module as load

@@ -24,7 +24,8 @@ from fractions import Fraction
 
 from ..elementwise import FUNCTIONS, in_matrix_notation
 from ..errors import EinderivError
-from ..ir import Delta, Tensor, format_number
+from ..glyphs import format_number
+from ..ir import Delta, Tensor
 from ..normal import Apply, MatrixFn, Poly, Term, equivalent, is_reciprocal, rename_apart
 from ..rewrites import logsumexp_parts
 from .tree import (

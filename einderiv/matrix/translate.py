@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields, is_dataclass
 
 from ..elementwise import FUNCTIONS, in_matrix_notation
 from ..errors import EinderivError
-from ..ir import format_indices
+from ..glyphs import format_indices
 from ..lower import contracted_in_groups
 from ..parser import closest_name, parse
 from .syntax import (
