@@ -189,12 +189,14 @@ class Compiled:
     def line(self) -> StraightLine:
         if self._line is None:
             line = StraightLine()
-            for d in sized_definitions(self.program.computed(), self.ranks, self._dimensions):
+            for d in sized_definitions(self.program.computed(), self.ranks, self.program_dimensions):
                 line.add(d.name, d.poly, d.hints)
             self._line = line
         return self._line
 
-    def _arrays(self, given: Mapping[str, object]) -> dict[str, np.ndarray]:
+    def numpy_arrays(self, given: Mapping[str, object]) -> dict[str, np.ndarray]:
+        """The arrays of a call as NumPy arrays, checked against the inputs: an unknown or a
+        missing name, or an array with the wrong number of axes, is an EvaluationError."""
         if given.keys() == self.ranks.keys():  # the common case: exactly the inputs, as float arrays
             fast = True
             for name, value in given.items():
@@ -302,7 +304,7 @@ class Compiled:
 
     def _numpy_call(self, arrays: Mapping[str, object]) -> np.ndarray:
         """NumPy's fast path: plans per shape signature, results written in place."""
-        values = self._arrays(arrays)
+        values = self.numpy_arrays(arrays)
         if self.structure:
             check_structure(self.structure, values)
         signature = tuple([(values[n].shape, values[n].dtype) for n in self.ranks])
@@ -324,16 +326,16 @@ class Compiled:
             except (TypeError, ValueError):
                 raise EvaluationError(f"the shape of {name!r} must be non-negative integers, got {shape!r}") from None
             arrays[name] = np.broadcast_to(np.float64(0), sizes)  # a view: no memory, however large
-        values = {k: v.shape for k, v in self._arrays(arrays).items()}
-        return shape_of(self._dimensions, self.output, values)
+        values = {k: v.shape for k, v in self.numpy_arrays(arrays).items()}
+        return shape_of(self.program_dimensions, self.output, values)
 
     # -- symbolic shapes ------------------------------------------------------------------------
     def dimension_names(self) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
         """Symbolic sizes: output index -> dimension name, and input -> its dimension names."""
-        return dimension_names(self._dimensions, self.ranks, self.output)
+        return dimension_names(self.program_dimensions, self.ranks, self.output)
 
     @functools.cached_property
-    def _dimensions(self) -> Dimensions:
+    def program_dimensions(self) -> Dimensions:
         """The program's dimensions (:mod:`einderiv.dimensions`): the one source of its sizes."""
         return dimensions((*self._sources(), *self.program.definitions))
 

@@ -62,7 +62,7 @@ def joint_line(items: Sequence[Compiled]) -> tuple[StraightLine, list[str]]:
     inputs = set().union(*(item.ranks for item in items))
     for item in items:
         mapping: dict[str, str] = {}
-        definitions = sized_definitions(item.program.computed(), item.ranks, item._dimensions)
+        definitions = sized_definitions(item.program.computed(), item.ranks, item.program_dimensions)
         for d in definitions:
             poly = _renamed_tensors(d.poly, mapping) if mapping else d.poly
             name = d.name
@@ -118,7 +118,7 @@ class Gradients(tuple):
             raise EvaluationError(f"missing array for {missing[0]!r} (inputs: {', '.join(sorted(ranks))})")
         holder = Compiled.__new__(Compiled)  # the input checks of one compiled program, over all inputs
         holder.program, holder.ranks, holder.reading = first.program, ranks, first.reading
-        values = holder._arrays(given)
+        values = holder.numpy_arrays(given)
         line = self.line
         signature = tuple((values[n].shape, values[n].dtype) for n in sorted(ranks))
         computed = line.run(dict(values), signature)
