@@ -270,6 +270,7 @@ def in_matrix_notation(name: str) -> Function | None:
 
 
 def known_functions() -> str:
+    """Every function name the language knows, for messages: elementwise, matrix functions, reductions."""
     return ", ".join(sorted([*_REGISTRY, *MATRIX_FUNCTIONS, *REDUCTIONS]))
 
 
