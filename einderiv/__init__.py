@@ -5,8 +5,8 @@
 dK_pq/dR_ij = delta_jp R_iq + R_ip delta_jq
 """
 
-from . import limits
-from .api import Compiled, Derivative, compile, diff, evaluate, grad, hessian, jacobian
+from . import functions, limits
+from .api import Compiled, Derivative, compile, diff, evaluate, hessian, jacobian
 from .checking import CheckResult, check
 from .errors import (
     DifferentiationError,
@@ -16,10 +16,10 @@ from .errors import (
     IndexRuleError,
     ParseError,
 )
-from .gradients import Gradients, value_and_grad
+from .gradients import Gradients, grad, value_and_grad
 from .limits import Limits, limited
-from .matrix_form import NoMatrixForm
-from .matrix_input import parse
+from .matrix.form import NoMatrixForm
+from .matrix.reading import parse
 from .products import hessian_diag, hvp, jvp, vjp
 
 __version__ = "0.1.0"
@@ -41,6 +41,7 @@ __all__ = [
     "compile",
     "diff",
     "evaluate",
+    "functions",
     "grad",
     "hessian",
     "hessian_diag",

@@ -16,11 +16,14 @@ from .dimensions import Dimensions, dimension_names, dimension_sizes, dimensions
 from .emit import EinsumTerm, emit
 from .errors import DifferentiationError, EinderivError, EvaluationError, guarded
 from .factor import factored
+from .index_names import fresh_indices
 from .ir import Delta, Indices, Program, Statement, Tensor, derivative_name
-from .matrix_input import Reading, accepts_notation, scalar_use_hint
-from .normal import Poly, count_axes_of, fresh_indices
+from .matrix.form import NoMatrixForm, matrix_text
+from .matrix.reading import Reading, accepts_notation, scalar_use_hint
+from .normal import Poly
 from .optimiser import StraightLine
 from .parser import parse
+from .printing import count_axes_of
 from .program import CheckedProgram, Definition, check_program, derive, name_calls, references, unique_name
 from .runtime import as_array, run, run_with
 from .structured import check_structure, projected, structure_of, written_symmetric
@@ -31,7 +34,7 @@ Source = str | Program | Statement
 PARAMETERS = ("source", "arrays", "of", "backend", "layout", "self")
 
 
-def _gathered(arrays: Mapping[str, object] | None, named: dict[str, object]) -> dict[str, object]:
+def gathered_arrays(arrays: Mapping[str, object] | None, named: dict[str, object]) -> dict[str, object]:
     """The arrays of a call, given as one mapping (any names: ``{"of": x}``), as keywords, or both."""
     if arrays is None:
         return named
@@ -151,8 +154,6 @@ class Compiled:
         """``(definition name, left side, matrix form)`` per statement: ``("d1f", "df/dx", "A x + A^T x")``.
 
         Raises ``NoMatrixForm`` (an ``EinderivError``) naming the statement and the reason."""
-        from .matrix_form import NoMatrixForm, matrix_text
-
         names = set(self.ranks) | {d.name for d in self.program.definitions}
         lines = []
         for definition in self.program.evaluated():
@@ -194,12 +195,14 @@ class Compiled:
     def line(self) -> StraightLine:
         if self._line is None:
             line = StraightLine()
-            for d in sized_definitions(self.program.computed(), self.ranks, self._dimensions):
+            for d in sized_definitions(self.program.computed(), self.ranks, self.program_dimensions):
                 line.add(d.name, d.poly, d.hints)
             self._line = line
         return self._line
 
-    def _arrays(self, given: Mapping[str, object]) -> dict[str, np.ndarray]:
+    def numpy_arrays(self, given: Mapping[str, object]) -> dict[str, np.ndarray]:
+        """The arrays of a call as NumPy arrays, checked against the inputs: an unknown or a
+        missing name, or an array with the wrong number of axes, is an EvaluationError."""
         if given.keys() == self.ranks.keys():  # the common case: exactly the inputs, as float arrays
             fast = True
             for name, value in given.items():
@@ -279,7 +282,7 @@ class Compiled:
         in one call are an error."""
         if arrays is None and isinstance(named.get("arrays"), Mapping) and "arrays" not in self.ranks:
             arrays = named.pop("arrays")  # call(arrays={...}), as before the mapping became positional-only
-        arrays = _gathered(arrays, named)
+        arrays = gathered_arrays(arrays, named)
         chosen = choose_backend(arrays, backend)
         if self.structure:  # declared symmetric or diagonal: checked on the arrays given as NumPy
             check_structure(self.structure, {k: v for k, v in arrays.items() if isinstance(v, np.ndarray)})
@@ -290,7 +293,7 @@ class Compiled:
             return self._numpy_call(arrays)
         ops = ops_for(chosen)
         values, dtype, like = self._backend_arrays(arrays, ops)
-        dimension_sizes(self._dimensions, {name: tuple(value.shape) for name, value in values.items()})
+        dimension_sizes(self.program_dimensions, {name: tuple(value.shape) for name, value in values.items()})
         like = ops.astype(ops.convert(0.0, like), dtype)  # a 0-d array: the dtype and device of constants
         inputs = [values[n] for n in self.ranks]
         result = run_with(self._line or self.line, values, ops, like)[self.program.output]
@@ -300,7 +303,7 @@ class Compiled:
     def __call__(self, arrays: Mapping[str, object] | None = None, /, **named) -> np.ndarray:
         """The value for these arrays, named as in the expression: as keywords (``f(x=x)``), as one
         mapping (``f({"x": x})``, for any name), or both (see :meth:`call`)."""
-        arrays = named if arrays is None else _gathered(arrays, named)
+        arrays = named if arrays is None else gathered_arrays(arrays, named)
         for value in arrays.values():
             if type(value) is not np.ndarray:  # another library's array, a list or a number
                 if choose_backend(arrays, None) != "numpy":
@@ -310,12 +313,12 @@ class Compiled:
 
     def _numpy_call(self, arrays: Mapping[str, object]) -> np.ndarray:
         """NumPy's fast path: plans per shape signature, results written in place."""
-        values = self._arrays(arrays)
+        values = self.numpy_arrays(arrays)
         if self.structure:
             check_structure(self.structure, values)
         signature = tuple([(values[n].shape, values[n].dtype) for n in self.ranks])
         if signature not in self._sized:  # every dimension's input axes agree (mean_k(W_dk + b_k))
-            dimension_sizes(self._dimensions, {name: value.shape for name, value in values.items()})
+            dimension_sizes(self.program_dimensions, {name: value.shape for name, value in values.items()})
             self._sized.add(signature)
         result = run(self._line or self.line, values, signature)[self.program.output]
         if type(result) is not np.ndarray or result.base is not None or any(result is arrays[n] for n in arrays):
@@ -327,7 +330,7 @@ class Compiled:
         """The result's shape for inputs of the given shapes, as keywords or one mapping (allocates
         and evaluates nothing)."""
         arrays = {}
-        for name, shape in _gathered(shapes, named).items():
+        for name, shape in gathered_arrays(shapes, named).items():
             try:
                 sizes = tuple(int(n) for n in shape)
                 if any(n < 0 for n in sizes) or any(n != m for n, m in zip(sizes, shape)):
@@ -335,8 +338,8 @@ class Compiled:
             except (TypeError, ValueError):
                 raise EvaluationError(f"the shape of {name!r} must be non-negative integers, got {shape!r}") from None
             arrays[name] = np.broadcast_to(np.float64(0), sizes)  # a view: no memory, however large
-        values = {k: v.shape for k, v in self._arrays(arrays).items()}
-        return shape_of(self._dimensions, self.output, values)
+        values = {k: v.shape for k, v in self.numpy_arrays(arrays).items()}
+        return shape_of(self.program_dimensions, self.output, values)
 
     @property
     def steps(self) -> tuple:
@@ -351,7 +354,7 @@ class Compiled:
         from .runtime import explain
 
         self.shape_for(shapes or {}, **named)  # the same checks and messages as shape_for
-        given = {name: tuple(int(n) for n in shape) for name, shape in _gathered(shapes, named).items()}
+        given = {name: tuple(int(n) for n in shape) for name, shape in gathered_arrays(shapes, named).items()}
         reports = explain(self.line, given)
         rows = [("step", "kind", "shape", "FLOPs", "largest", "computes")]
         for r in reports:
@@ -369,10 +372,10 @@ class Compiled:
     # -- symbolic shapes ------------------------------------------------------------------------
     def dimension_names(self) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
         """Symbolic sizes: output index -> dimension name, and input -> its dimension names."""
-        return dimension_names(self._dimensions, self.ranks, self.output)
+        return dimension_names(self.program_dimensions, self.ranks, self.output)
 
     @functools.cached_property
-    def _dimensions(self) -> Dimensions:
+    def program_dimensions(self) -> Dimensions:
         """The program's dimensions (:mod:`einderiv.dimensions`): the one source of its sizes."""
         return dimensions((*self._sources(), *self.program.definitions))
 
@@ -449,11 +452,11 @@ def evaluate(
     """The value of the output (the last statement, or ``of``) for the given arrays, computed by
     the arrays' library or by ``backend`` (see :meth:`Compiled.call`).  The arrays are keywords
     (``x=x``) or one mapping (``{"x": x}``): an input named ``of`` or ``backend`` goes in the mapping."""
-    arrays = _gathered(arrays, named)
+    arrays = gathered_arrays(arrays, named)
     return compile(source, _output_name(of)).call(arrays, backend)
 
 
-def _wrt_ref(spec: str | Tensor, program: CheckedProgram, where: str) -> Tensor:
+def wrt_tensor(spec: str | Tensor, program: CheckedProgram, where: str) -> Tensor:
     if isinstance(spec, Tensor):
         ref, explicit = spec, bool(spec.indices)
     else:
@@ -492,7 +495,7 @@ def _wrt_ref(spec: str | Tensor, program: CheckedProgram, where: str) -> Tensor:
     return ref
 
 
-def _checked(source: Source | CheckedProgram, of: str | None) -> CheckedProgram:
+def checked_program(source: Source | CheckedProgram, of: str | None) -> CheckedProgram:
     return source if isinstance(source, CheckedProgram) else check_program(_program(source), _output_name(of))
 
 
@@ -525,7 +528,7 @@ def diff(
     """
     if not isinstance(layout, str) or layout not in LAYOUTS:
         raise DifferentiationError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-    checked = _checked(source, of)
+    checked = checked_program(source, of)
     if isinstance(wrt, (str, Tensor)):
         specs = [wrt]
     elif isinstance(wrt, (list, tuple)):
@@ -544,7 +547,7 @@ def diff(
     refs: list[Tensor] = []
     current = checked
     for number, spec in enumerate(specs, 1):
-        ref = _wrt_ref(spec, checked, where)
+        ref = wrt_tensor(spec, checked, where)
         out = current.out
         rank = (checked.all_inputs or checked.inputs)[ref.name]
         if not ref.indices and rank:
@@ -667,30 +670,16 @@ def _display(root: Definition, refs: list[Tensor], rhs) -> Statement:
     return Statement(Tensor(derivative_name(name, order), indices), rhs, prior + denominators)
 
 
-def _require_scalar(
+def scalar_program(
     source: Source, of: str | None, what: str, instead: str = "use jacobian() for tensors"
 ) -> CheckedProgram:
-    checked = _checked(source, of)
+    checked = checked_program(source, of)
     if checked.out.indices:
         raise DifferentiationError(
             f"{what} needs a scalar output, but {checked.out.name!r} has indices "
             f"({''.join(checked.out.indices)}); {instead}"
         )
     return checked
-
-
-@accepts_notation
-@guarded
-def grad(source: Source, wrt: str | Sequence[str], of: str | None = None, **structure) -> Derivative:
-    """The gradient of a scalar output: an array of the wrt tensor's shape (in either layout);
-    ``symmetric=``, ``diagonal=`` and ``symmetric_convention=`` as for :func:`diff`.
-    With a list of names, the gradient with respect to each (:class:`einderiv.gradients.Gradients`:
-    a tuple of derivatives, evaluated together in one straight line)."""
-    if isinstance(wrt, (list, tuple)):
-        from .gradients import gradients
-
-        return gradients(_require_scalar(source, of, "grad"), wrt, **structure)
-    return diff(_require_scalar(source, of, "grad"), wrt, **structure)
 
 
 @accepts_notation
@@ -704,11 +693,11 @@ def jacobian(source: Source, wrt: str, of: str | None = None, layout: str = "num
 @guarded
 def hessian(source: Source, wrt: str, of: str | None = None, **structure) -> Derivative:
     """The Hessian of a scalar output: shape ``wrt.shape + wrt.shape``."""
-    checked = _require_scalar(source, of, "hessian")
+    checked = scalar_program(source, of, "hessian")
     if not isinstance(wrt, str):
         raise DifferentiationError("hessian takes one wrt name; use diff(source, [a, b]) for mixed derivatives")
     base = wrt.split("_", 1)[0]
     return diff(checked, [wrt, base] if "_" in wrt else [wrt, wrt], **structure)
 
 
-__all__ = ["Compiled", "Derivative", "compile", "diff", "evaluate", "grad", "hessian", "jacobian", "EinderivError"]
+__all__ = ["Compiled", "Derivative", "compile", "diff", "evaluate", "hessian", "jacobian", "EinderivError"]

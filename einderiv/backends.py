@@ -19,8 +19,8 @@ from fractions import Fraction
 import numpy as np
 import opt_einsum
 
+from .elementwise import Function, entry
 from .errors import EvaluationError
-from .functions import Function, entry
 from .ir import to_float
 
 #: The libraries einderiv evaluates with, by the name ``backend=`` takes.

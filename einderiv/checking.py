@@ -13,11 +13,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .api import compile as compile_
+from .api import diff
 from .errors import EinderivError, EvaluationError, ParseError, guarded
-from .ir import Delta, MatrixCall, Statement, Tensor, derivative_name, format_indices, walk
-from .matrix_input import read
+from .glyphs import format_indices
+from .ir import Delta, MatrixCall, Statement, Tensor, derivative_name, walk
+from .lower import implicit_indices, normalize
+from .matrix.reading import read
+from .matrix.translate import translate
 from .parser import parse
 from .program import unique_name
+from .semantics import output_indices
 
 FD_STEP = 1e-6
 DEFAULT_SIZE = 3  # per axis, where shapes= says nothing
@@ -95,9 +101,6 @@ def check(
     (as for :func:`einderiv.diff`), those inputs are drawn symmetric positive definite or
     diagonal, and the finite differences are projected by the same convention as the derivative
     (sym(N), N + Nᵀ − N∘I, or N∘I of the entrywise differences N)."""
-    from .api import compile as compile_
-    from .api import diff
-
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:  # NaN too; inf accepts all
         raise EinderivError(f"tol must be a non-negative number, got {tol!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
@@ -329,8 +332,6 @@ def claim_value(rhs: str, indices: tuple[str, ...], arrays: dict, shape: tuple[i
     """Compile ``claim_{indices} = rhs`` with einderiv and evaluate it on ``arrays``, broadcast to
     ``shape`` (the derivative's): a claim may use only the expression's inputs.  A matrix claim's
     intermediate statements (``M1_ij = X_ji; claim_kl = inv(M1)_kl``) come before it, with ``;``."""
-    from .api import compile as compile_
-
     *before, rhs = rhs.split(";")
     taken = set(arrays)
     name = _unused("claim", taken)
@@ -352,9 +353,6 @@ def claim_value(rhs: str, indices: tuple[str, ...], arrays: dict, shape: tuple[i
 
 
 def _index_claim(text: str, derivative) -> tuple[str, tuple[str, ...], dict[str, str]]:
-    from .lower import normalize
-    from .semantics import output_indices
-
     claim = parse_claim(text)
     renamed: dict[str, str] = {}
     if claim.target is not None:  # a whole statement: its axes are the derivative's, in order
@@ -384,8 +382,6 @@ def _claim_letters(rhs, wanted: tuple[str, ...]) -> tuple[tuple[str, ...], dict[
     letters: then they are matched to the derivative's, shared letters to themselves and the
     others in alphabetical order to the derivative's remaining axes in order (``A_ij x_j`` for
     ``df/dx_j``: i is read as j, and the claim's j is a summed index of its own)."""
-    from .lower import implicit_indices
-
     try:
         own = implicit_indices(rhs)
     except EinderivError:
@@ -406,8 +402,6 @@ def _claim_letters(rhs, wanted: tuple[str, ...]) -> tuple[tuple[str, ...], dict[
 
 
 def _matrix_claim(text: str, derivative) -> tuple[str, tuple[str, ...], dict[str, str]]:
-    from .matrix_claim import translate
-
     if "=" in text:  # a whole line as --format matrix prints it: df/dx = (A + A^T) x
         text = text.split("=", 1)[1]
     translation = translate(text, derivative.ranks, derivative.indices)

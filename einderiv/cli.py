@@ -9,11 +9,16 @@ import sys
 import warnings
 
 from . import __version__
+from .api import compile as compile_
 from .api import diff
 from .checking import check
+from .codegen import generate
 from .emit import emit
 from .errors import EinderivError, EinderivWarning, ParseError
-from .ir import format_number
+from .glyphs import format_number
+from .gradients import grad
+from .matrix.form import NoMatrixForm
+from .matrix.reading import read
 
 EXAMPLE = """example:
   $ einderiv diff "K_pq = R_mp R_mq" --wrt R
@@ -164,8 +169,6 @@ def _read_expr(args):
     and --shape count as ranks for matrix notation), and the reading to show (None for index notation)."""
     import numpy as np
 
-    from .matrix_input import read
-
     ranks = {}
     for text in args.rank:
         name, _, rank = text.partition("=")
@@ -236,8 +239,6 @@ def _load(text: str):
 def _run_eval(args) -> str:
     import numpy as np
 
-    from .api import compile as compile_
-
     rng = np.random.default_rng(args.seed)
     arrays = {}
     for option, text in [("--input", t) for t in args.input] + [("--random", t) for t in args.random]:
@@ -301,8 +302,6 @@ def _wrts(values: list[str]) -> list[str]:
 
 
 def _run_check(args) -> tuple[str, int]:
-    from .api import compile as compile_
-
     shapes = dict(_shape(text, "--shape") for text in args.shape)
     inputs = compile_(args.expr).inputs
     unknown = sorted(set(shapes) - set(inputs))
@@ -344,8 +343,6 @@ def derivative_json(derivative) -> dict:
 
 def _matrix_json(derivative) -> dict:
     """``{"forms": [{"lhs", "form"}, ...], "none": null}``, or no forms and the reason."""
-    from .matrix_form import NoMatrixForm
-
     try:
         forms = [{"lhs": lhs, "form": form} for _, lhs, form in derivative.matrix_lines()]
     except NoMatrixForm as err:
@@ -365,9 +362,6 @@ def _run_diff(args) -> str:
     if args.format == "json":
         return json.dumps(derivative_json(derivative), indent=2)
     if args.format in ("python", "jax", "torch"):
-        from .api import compile as compile_
-        from .codegen import generate
-
         return generate([compile_(args.expr), derivative], args.format).rstrip("\n")
     if args.format == "latex":
         return derivative.latex()
@@ -387,15 +381,10 @@ def _run_diff(args) -> str:
 
 def _run_each(args) -> str:
     """``--each W1 --each b1``: the gradient by each name, printed one after another."""
-    from .api import grad
-
     gradients = grad(args.expr, _wrts(args.each), **_structure(args))
     if args.format == "json":
         return json.dumps({"gradients": [derivative_json(d) for d in gradients]}, indent=2)
     if args.format in ("python", "jax", "torch"):
-        from .api import compile as compile_
-        from .codegen import generate
-
         return generate([compile_(args.expr), *gradients], args.format).rstrip("\n")
     blocks = []
     for derivative in gradients:
@@ -415,8 +404,6 @@ def _run_each(args) -> str:
 def _matrix_lines(derivative) -> list[str]:
     """``  matrix: A x + A^T x`` (``  matrix[e]: ...`` first for each intermediate), or
     ``  matrix: none (<reason>)``."""
-    from .matrix_form import NoMatrixForm
-
     try:
         forms = derivative.matrix_lines()
     except NoMatrixForm as err:

@@ -33,11 +33,13 @@ from fractions import Fraction
 from .api import Compiled, Derivative
 from .api import compile as compile_program
 from .contraction import Contraction, ResolvedTerm, resolve_deltas
+from .elementwise import FLAVOURS, FUNCTIONS, Helper
 from .emit import symbol_table
 from .errors import EinderivError
-from .functions import FLAVOURS, FUNCTIONS, Helper
-from .ir import Delta, MatrixCall, Program, Tensor, format_number, to_float, walk
-from .normal import Apply, MatrixFn, Poly, count_stem, is_count, is_reciprocal
+from .glyphs import format_number
+from .index_names import count_stem, is_count
+from .ir import Delta, MatrixCall, Program, Tensor, to_float, walk
+from .normal import Apply, MatrixFn, Poly, is_reciprocal
 from .optimiser import StraightLine
 from .steps import Contract, Elementwise, LogSumExp, MatrixFunction, Softmax, Solve, Step
 

@@ -12,16 +12,18 @@ from fractions import Fraction
 from functools import cache
 
 from . import limits
+from .elementwise import FUNCTIONS
 from .errors import DifferentiationError
-from .functions import FUNCTIONS
+from .index_names import fresh_indices
 from .ir import Delta, Tensor
+from .lower import lower
 from .normal import (
     Apply,
     MatrixFn,
     Poly,
     Term,
-    fresh_indices,
     keep_sums,
+    make_apply,
     make_delta,
     multiply,
     rename_term_apart,
@@ -29,7 +31,8 @@ from .normal import (
     term_size,
     too_many_terms,
 )
-from .rewrites import rewrite_sums
+from .parser import parse
+from .rewrites import logsumexp_parts, rewrite_sums
 
 #: d(atom)/d(wrt) as a list of terms whose free indices are the atom's and the wrt's; any
 #: other index in them is summed and must avoid the names in ``avoid``.
@@ -68,16 +71,11 @@ def derivative_template(derivative: str) -> tuple[Term, ...]:
     """f'(u) written in einderiv's language (a registry entry's ``derivative``), lowered once,
     with the scalar ``u`` standing for the argument (cached by its text, so an entry registered
     later, or again, is read afresh)."""
-    from .lower import lower
-    from .parser import parse
-
     return tuple(lower(parse(derivative).output.rhs, frozenset()))
 
 
 def substitute(terms, name: str, value: Poly) -> list[Term]:
     """Replace the scalar ``name`` by ``value`` everywhere in ``terms`` (also inside calls)."""
-    from .lower import make_apply
-
     out: list[Term] = []
     keep = set(value.indices)
     for term in terms:
@@ -99,8 +97,6 @@ def substitute(terms, name: str, value: Poly) -> list[Term]:
 
 def _outer_derivative(atom: Apply) -> list[Term]:
     """f'(arg) as terms with the atom's free indices."""
-    from .lower import make_apply
-
     if atom.func == "pow":
         return [t.scaled(atom.param) for t in make_apply("pow", atom.arg, atom.param - 1)]
     row = FUNCTIONS.get(atom.func)
@@ -130,9 +126,6 @@ def _matrix_rule(atom: MatrixFn, wrt: Tensor, avoid: set) -> list[Term]:
 def _logsumexp_rule(atom: Apply, wrt: Tensor, avoid: set) -> list[Term] | None:
     """d log(sum_R exp(v)) = sum_R exp(v - log(sum_R exp(v))) dv: the softmax, written so that
     it never overflows (the exponent is never positive), at every order."""
-    from .lower import make_apply
-    from .rewrites import logsumexp_parts
-
     parts = logsumexp_parts(atom)
     if parts is None:
         return None

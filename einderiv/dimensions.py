@@ -20,8 +20,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from .errors import EvaluationError
+from .index_names import count_stem, is_count
 from .ir import Delta, Tensor
-from .normal import Apply, MatrixFn, Poly, count_stem, is_count, is_reciprocal
+from .normal import Apply, MatrixFn, Poly, is_reciprocal
 
 Node = tuple
 

@@ -7,8 +7,10 @@ from fractions import Fraction
 
 from opt_einsum import get_symbol
 
-from .ir import Delta, Indices, format_number
-from .normal import Apply, MatrixFn, Poly, atom_to_expr
+from .glyphs import format_number
+from .ir import Delta, Indices
+from .normal import Apply, MatrixFn, Poly
+from .printing import atom_to_expr
 
 DELTA_OPERAND = "delta"
 

@@ -18,19 +18,11 @@ import warnings
 from collections import Counter
 from fractions import Fraction
 
+from .index_names import is_count
 from .ir import Add, Div, Expr, Mul, Neg, Number
-from .normal import (
-    Apply,
-    Poly,
-    Term,
-    atom_to_expr,
-    count_letters_apart,
-    counts_printed,
-    equivalent,
-    is_count,
-    term_to_expr,
-    to_expr,
-)
+from .lower import normalize
+from .normal import Apply, Poly, Term, equivalent
+from .printing import atom_to_expr, count_letters_apart, counts_printed, term_to_expr, to_expr
 
 #: printed terms a sum may have before factoring is not tried (a long sum reads as it is)
 MAX_FACTOR_TERMS = 12
@@ -202,7 +194,7 @@ def factored(poly: Poly, count_axes=None) -> tuple[Expr, Poly]:
     """``poly`` printed with common factors pulled out where that reads back as ``poly``, and the
     normal form that the printed text reads back as (``poly`` itself, up to writing ``s_n^2`` as
     ``s_n s_n``).  Summed letters move out of the way of its counts' letters
-    (:func:`~einderiv.normal.count_letters_apart`; ``count_axes``: what each count counts)."""
+    (:func:`~einderiv.printing.count_letters_apart`; ``count_axes``: what each count counts)."""
     poly = count_letters_apart(poly, count_axes)
     plain = to_expr(poly), poly
     if not 2 <= len(poly.terms) <= MAX_FACTOR_TERMS:
@@ -230,7 +222,6 @@ def factored(poly: Poly, count_axes=None) -> tuple[Expr, Poly]:
         return plain
     if expr is None:
         return plain
-    from .lower import normalize
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")

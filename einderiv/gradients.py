@@ -1,4 +1,5 @@
-"""Gradients with respect to several parameters from one evaluation, and the value with them.
+"""``grad``: the gradient with respect to one parameter, or to several from one evaluation, and the
+value with them.
 
 ``einderiv.grad(source, ["W1", "b1", "W2"])`` is a :class:`Gradients`: a tuple of the gradients
 (each a :class:`~einderiv.api.Derivative`, printed, compiled and evaluated like any other), which
@@ -13,11 +14,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .api import Compiled, Source, _gathered, _require_scalar, diff
+from .api import Compiled, Derivative, Source, diff, gathered_arrays, scalar_program
 from .dimensions import sized_definitions
 from .errors import DifferentiationError, EvaluationError, guarded
 from .ir import Tensor
-from .matrix_input import accepts_notation
+from .matrix.reading import accepts_notation
 from .normal import Apply, MatrixFn, Poly, Term
 from .optimiser import StraightLine
 from .runtime import run
@@ -65,7 +66,7 @@ def joint_line(items: Sequence[Compiled]) -> tuple[StraightLine, list[str]]:
     inputs = set().union(*(item.ranks for item in items))
     for item in items:
         mapping: dict[str, str] = {}
-        definitions = sized_definitions(item.program.computed(), item.ranks, item._dimensions)
+        definitions = sized_definitions(item.program.computed(), item.ranks, item.program_dimensions)
         for d in definitions:
             poly = _renamed_tensors(d.poly, mapping) if mapping else d.poly
             name = d.name
@@ -110,7 +111,7 @@ class Gradients(tuple):
     @guarded
     def __call__(self, arrays: Mapping[str, object] | None = None, /, **named):
         """The gradients' values (a tuple); with the value first for :func:`value_and_grad`."""
-        given = _gathered(arrays, named)
+        given = gathered_arrays(arrays, named)
         first = self._items()[0]
         ranks = self.ranks
         unknown = sorted(set(given) - set(ranks))
@@ -121,7 +122,7 @@ class Gradients(tuple):
             raise EvaluationError(f"missing array for {missing[0]!r} (inputs: {', '.join(sorted(ranks))})")
         holder = Compiled.__new__(Compiled)  # the input checks of one compiled program, over all inputs
         holder.program, holder.ranks, holder.reading = first.program, ranks, first.reading
-        values = holder._arrays(given)
+        values = holder.numpy_arrays(given)
         for item in self._items():
             if item.structure:
                 check_structure(item.structure, values)
@@ -153,7 +154,7 @@ def _wrt_list(wrt) -> list:
 
 def gradients(source: Source, wrt: Sequence[str], of: str | None = None, **structure) -> Gradients:
     """The gradient of a scalar output with respect to each of ``wrt`` (a :class:`Gradients`)."""
-    checked = _require_scalar(source, of, "grad")
+    checked = scalar_program(source, of, "grad")
     names = _wrt_list(wrt)
     if len({str(w).split("_", 1)[0] for w in names}) != len(names):
         raise DifferentiationError(
@@ -164,15 +165,27 @@ def gradients(source: Source, wrt: Sequence[str], of: str | None = None, **struc
 
 @accepts_notation
 @guarded
+def grad(source: Source, wrt: str | Sequence[str], of: str | None = None, **structure) -> Derivative | Gradients:
+    """The gradient of a scalar output: an array of the wrt tensor's shape (in either layout);
+    ``symmetric=``, ``diagonal=`` and ``symmetric_convention=`` as for :func:`einderiv.api.diff`.
+    With a list of names, the gradient with respect to each (:class:`Gradients`:
+    a tuple of derivatives, evaluated together in one straight line)."""
+    if isinstance(wrt, (list, tuple)):
+        return gradients(scalar_program(source, of, "grad"), wrt, **structure)
+    return diff(scalar_program(source, of, "grad"), wrt, **structure)
+
+
+@accepts_notation
+@guarded
 def value_and_grad(source: Source, wrt: str | Sequence[str], of: str | None = None, **structure) -> Gradients:
     """The output's value with its gradient (``wrt`` a name) or gradients (a list of names),
     computed in one straight line: called on arrays it returns ``(value, gradient)`` or
     ``(value, (gradient, ...))``."""
-    checked = _require_scalar(source, of, "value_and_grad")
+    checked = scalar_program(source, of, "value_and_grad")
     result = gradients(checked, _wrt_list(wrt), of, **structure)
     result.value = Compiled(checked)
     result.several = not isinstance(wrt, str)
     return result
 
 
-__all__ = ["Gradients", "gradients", "joint_line", "value_and_grad"]
+__all__ = ["Gradients", "grad", "gradients", "joint_line", "value_and_grad"]

@@ -1,32 +1,28 @@
-"""Expression IR: immutable nodes for what the user wrote, and their printer.
+"""Expression IR: immutable nodes for what the user wrote, and the one walk that prints them.
 
 Nodes keep the user's structure (sums, products, parentheses become nesting) so that
 ``parse(str(e)) == e``.  Index names stay names (``("p", "q")``) until the emitter.
+:func:`write` prints a node with a glyph table (:mod:`einderiv.glyphs`): ``str()`` is
+``write(node, TEXT)``; :mod:`einderiv.render` passes the Unicode and LaTeX tables.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from fractions import Fraction
+
+from .glyphs import TEXT, Glyphs, Precedence, format_number
 
 Indices = tuple[str, ...]
 
 
-def format_indices(indices: Indices, braced: bool = False) -> str:
-    """``("p", "q")`` -> ``"_pq"``; other names use the braced form, which reads back to the same
-    indices: ``_{in,out}``, ``_{i1}`` (a letter and its digits), ``_{in,}`` (one longer name).
-    ``braced`` asks for the braced form even for single letters (``_{i,j}``)."""
-    if not indices:
-        return ""
-    if all(len(i) == 1 for i in indices) and not braced:
-        return "_" + "".join(indices)
-    if len(indices) == 1:
-        return "_{" + indices[0] + ("}" if _ONE_LETTER_INDEX.match(indices[0]) else ",}")
-    return "_{" + ",".join(indices) + "}"
+class Node:
+    """A node of the IR; ``str()`` prints it as text that the parser reads back."""
 
+    __slots__ = ()
 
-_ONE_LETTER_INDEX = re.compile(r"[A-Za-z][0-9]*\Z")
+    def __str__(self) -> str:
+        return write(self, TEXT)
 
 
 def to_float(value: Fraction) -> float:
@@ -37,40 +33,16 @@ def to_float(value: Fraction) -> float:
         return float("inf") if value > 0 else float("-inf")
 
 
-def format_number(value: Fraction) -> str:
-    """Exact text for a rational: ``2``, ``0.125``, and ``1/3`` when no finite decimal exists."""
-    if value.denominator == 1:
-        return str(value.numerator)
-    den = value.denominator
-    twos = fives = 0
-    while den % 2 == 0:
-        den //= 2
-        twos += 1
-    while den % 5 == 0:
-        den //= 5
-        fives += 1
-    if den != 1:
-        return f"{value.numerator}/{value.denominator}"
-    digits = max(twos, fives)
-    scaled = abs(value.numerator) * 10**digits // value.denominator
-    text = str(scaled).rjust(digits + 1, "0")
-    sign = "-" if value < 0 else ""
-    return f"{sign}{text[:-digits]}.{text[-digits:]}"
-
-
 @dataclass(frozen=True)
-class Tensor:
+class Tensor(Node):
     """A tensor reference ``R_mp``; a scalar input has no indices."""
 
     name: str
     indices: Indices = ()
 
-    def __str__(self) -> str:
-        return self.name + format_indices(self.indices)
-
 
 @dataclass(frozen=True)
-class Delta:
+class Delta(Node):
     """The Kronecker delta ``delta_ij``: 1 where i == j, else 0."""
 
     first: str
@@ -80,50 +52,30 @@ class Delta:
     def indices(self) -> Indices:
         return (self.first, self.second)
 
-    def __str__(self) -> str:
-        return "delta" + format_indices(self.indices)
-
 
 @dataclass(frozen=True)
-class Number:
+class Number(Node):
     """An exact rational constant."""
 
     value: Fraction
 
-    def __str__(self) -> str:
-        return format_number(self.value)
-
 
 @dataclass(frozen=True)
-class Neg:
+class Neg(Node):
     """Unary minus."""
 
     operand: Expr
 
-    def __str__(self) -> str:
-        if isinstance(self.operand, Number):
-            return "-" + str(self.operand)  # "-1/3" reads back as (-1)/3: the same value
-        return "-" + _wrap(self.operand, _SIGNED)
-
 
 @dataclass(frozen=True)
-class Add:
+class Add(Node):
     """A sum; subtraction is ``Add(a, Neg(b))``."""
 
     terms: tuple[Expr, ...]
 
-    def __str__(self) -> str:
-        parts = [_wrap(self.terms[0], _SUM)]
-        for term in self.terms[1:]:
-            if isinstance(term, Neg):
-                parts.append("- " + _wrap(term.operand, _PRODUCT))
-            else:
-                parts.append("+ " + _wrap(term, _PRODUCT))
-        return " ".join(parts)
-
 
 @dataclass(frozen=True)
-class Mul:
+class Mul(Node):
     """A product (juxtaposition or ``*``); indices repeated across its factors are contracted.
 
     Its factors are a chain: a leading ``Div`` continues it (``a / b c`` is a, 1/b and c),
@@ -132,86 +84,42 @@ class Mul:
 
     factors: tuple[Expr, ...]
 
-    def __str__(self) -> str:
-        if len(self.factors) == 1:
-            return f"({self.factors[0]})"
-        head = self.factors[0]
-        first = _wrap(head, _FACTOR if isinstance(head, Mul) else _PRODUCT)
-        rest = [_wrap(f, _FACTOR) for f in self.factors[1:]]
-        return " ".join([first, *rest])
-
 
 @dataclass(frozen=True)
-class Div:
+class Div(Node):
     """``numerator / denominator``."""
 
     numerator: Expr
     denominator: Expr
 
-    def __str__(self) -> str:
-        return f"{_wrap(self.numerator, _PRODUCT)} / {_wrap(self.denominator, _SIGNED)}"
-
 
 @dataclass(frozen=True)
-class Call:
+class Call(Node):
     """``func(arg)``: an elementwise function, or a reduction ``sum_i(arg)`` when ``over`` is set."""
 
     func: str
     arg: Expr
     over: Indices = ()
 
-    def __str__(self) -> str:
-        return f"{self.func}{format_indices(self.over)}({self.arg})"
-
 
 @dataclass(frozen=True)
-class MatrixCall:
+class MatrixCall(Node):
     """A function of a whole square matrix, named: ``inv(M)_ij`` (indexed), ``det(M)``, ``logdet(M)``."""
 
     func: str
     matrix: str
     indices: Indices = ()
 
-    def __str__(self) -> str:
-        return f"{self.func}({self.matrix}){format_indices(self.indices)}"
-
 
 @dataclass(frozen=True)
-class Pow:
+class Pow(Node):
     """``base ^ exponent`` with a numeric exponent, elementwise."""
 
     base: Expr
     exponent: Fraction
 
-    def __str__(self) -> str:
-        return f"{_wrap(self.base, _ATOM)}^{format_number(self.exponent)}"
-
 
 Expr = Tensor | Delta | Number | Neg | Add | Mul | Div | Call | Pow | MatrixCall
-
-# Precedence levels of the grammar: sum < product < signed < factor (power) < atom.
-_SUM, _PRODUCT, _SIGNED, _FACTOR, _ATOM = range(5)
-
-
-def _level(expr: Expr) -> int:
-    if isinstance(expr, Add):
-        return _SUM
-    if isinstance(expr, Mul) and len(expr.factors) == 1:
-        return _ATOM  # prints its own parentheses
-    if isinstance(expr, (Mul, Div)):
-        return _PRODUCT
-    if isinstance(expr, Neg):
-        return _SIGNED
-    if isinstance(expr, Number) and expr.value.denominator != 1 and "/" in str(expr):
-        return _PRODUCT  # printed as "1/3"
-    if isinstance(expr, Pow):
-        return _FACTOR
-    return _ATOM
-
-
-def _wrap(expr: Expr, needed: int) -> str:
-    text = str(expr)
-    return f"({text})" if _level(expr) < needed else text
 
 
 def derivative_name(name: str, order: int) -> str:
@@ -221,7 +129,7 @@ def derivative_name(name: str, order: int) -> str:
 
 
 @dataclass(frozen=True)
-class Statement:
+class Statement(Node):
     """``target = rhs``.  ``target`` is None for a bare expression (implicit output indices).
 
     A derivative-named statement ``dK_pq/dR_ij = ...`` keeps its denominators in ``wrt``;
@@ -257,17 +165,9 @@ class Statement:
         """The tensors a derivative-named statement differentiates by: ``R_ij`` for ``dK_pq/dR_ij``."""
         return tuple(Tensor(w.name[1:], w.indices) for w in self.wrt)
 
-    def __str__(self) -> str:
-        if self.target is None:
-            return str(self.rhs)
-        lhs = str(self.target)
-        if self.wrt:
-            lhs += "/" + " ".join(str(w) for w in self.wrt)
-        return f"{lhs} = {self.rhs}"
-
 
 @dataclass(frozen=True)
-class Program:
+class Program(Node):
     """One or more statements; the last is the output."""
 
     statements: tuple[Statement, ...]
@@ -275,9 +175,6 @@ class Program:
     @property
     def output(self) -> Statement:
         return self.statements[-1]
-
-    def __str__(self) -> str:
-        return "\n".join(str(s) for s in self.statements)
 
 
 def walk(expr: Expr):
@@ -298,3 +195,117 @@ def walk(expr: Expr):
             stack.append(node.arg)
         elif isinstance(node, Pow):
             stack.append(node.base)
+
+
+def precedence(node: Expr) -> Precedence:
+    """How tightly ``node`` binds as printed (the grammar's levels; the same in every output)."""
+    kind = type(node)
+    if kind is Mul:
+        return Precedence.ATOM if len(node.factors) == 1 else Precedence.PRODUCT  # (a b) prints its own parentheses
+    if kind is Number:  # "1/3" is a division: "x / (1/3)" reads back as x times 3
+        return Precedence.PRODUCT if "/" in format_number(node.value) else Precedence.ATOM
+    return _LEVELS.get(kind, Precedence.ATOM)
+
+
+def write(node: Expr | Statement | Program, glyphs: Glyphs) -> str:
+    """``node`` printed with ``glyphs``: an expression, a statement (``lhs = rhs``) or a program
+    (one statement a line)."""
+    if isinstance(node, Program):
+        return "\n".join(write(s, glyphs) for s in node.statements)
+    if isinstance(node, Statement):
+        rhs = _expression(node.rhs, glyphs)
+        if node.target is None:
+            return rhs
+        if node.wrt:
+            lhs = glyphs.derivative(node, lambda part: write(part, glyphs))
+        else:
+            lhs = _expression(node.target, glyphs)
+        return f"{lhs} = {rhs}"
+    return _expression(node, glyphs)
+
+
+def _expression(node: Expr, glyphs: Glyphs) -> str:
+    writer = _WRITERS.get(type(node))
+    if writer is None:
+        raise TypeError(f"cannot print {type(node).__name__}")
+    return writer(node, glyphs)
+
+
+def _wrapped(node: Expr, needed: Precedence, glyphs: Glyphs) -> str:
+    """``node``, parenthesised where it binds more loosely than its place needs."""
+    text = _expression(node, glyphs)
+    return glyphs.group[0] + text + glyphs.group[1] if precedence(node) < needed else text
+
+
+def _tensor(node: Tensor, glyphs: Glyphs) -> str:
+    return glyphs.name(node.name) + glyphs.indices(node.indices)
+
+
+def _delta(node: Delta, glyphs: Glyphs) -> str:
+    return glyphs.delta + glyphs.indices(node.indices)
+
+
+def _number(node: Number, glyphs: Glyphs) -> str:
+    return glyphs.number(node.value)
+
+
+def _neg(node: Neg, glyphs: Glyphs) -> str:
+    if glyphs.bare_signed_number and type(node.operand) is Number:
+        return "-" + glyphs.number(node.operand.value)  # "-1/3" reads back as (-1)/3: the same value
+    return "-" + _wrapped(node.operand, Precedence.SIGNED, glyphs)
+
+
+def _add(node: Add, glyphs: Glyphs) -> str:
+    parts = [_wrapped(node.terms[0], Precedence.SUM, glyphs)]
+    for term in node.terms[1:]:
+        if type(term) is Neg:
+            parts.append("- " + _wrapped(term.operand, Precedence.PRODUCT, glyphs))
+        else:
+            parts.append("+ " + _wrapped(term, Precedence.PRODUCT, glyphs))
+    return " ".join(parts)
+
+
+def _mul(node: Mul, glyphs: Glyphs) -> str:
+    if len(node.factors) == 1:  # parentheses make a group (index scoping): keep them
+        return glyphs.group[0] + _expression(node.factors[0], glyphs) + glyphs.group[1]
+    head = node.factors[0]
+    first = _wrapped(head, Precedence.POWER if type(head) is Mul else Precedence.PRODUCT, glyphs)
+    rest = [_wrapped(f, Precedence.POWER, glyphs) for f in node.factors[1:]]
+    return " ".join([first, *rest])
+
+
+def _div(node: Div, glyphs: Glyphs) -> str:
+    if glyphs.fraction is not None:
+        return glyphs.fraction(_expression(node.numerator, glyphs), _expression(node.denominator, glyphs))
+    numerator = _wrapped(node.numerator, Precedence.PRODUCT, glyphs)
+    return f"{numerator} / {_wrapped(node.denominator, Precedence.SIGNED, glyphs)}"
+
+
+def _pow(node: Pow, glyphs: Glyphs) -> str:
+    return _wrapped(node.base, Precedence.ATOM, glyphs) + glyphs.power(format_number(node.exponent))
+
+
+def _call(node: Call, glyphs: Glyphs) -> str:
+    return glyphs.call(node.func, node.over, _expression(node.arg, glyphs))
+
+
+def _matrix_call(node: MatrixCall, glyphs: Glyphs) -> str:
+    return glyphs.matrix_call(node.func, glyphs.name(node.matrix), glyphs.indices(node.indices))
+
+
+#: The precedence of the nodes whose precedence is fixed (a Mul and a Number depend on their content).
+_LEVELS = {Add: Precedence.SUM, Div: Precedence.PRODUCT, Neg: Precedence.SIGNED, Pow: Precedence.POWER}
+
+#: One writer per node type: the walk.
+_WRITERS = {
+    Tensor: _tensor,
+    Delta: _delta,
+    Number: _number,
+    Neg: _neg,
+    Add: _add,
+    Mul: _mul,
+    Div: _div,
+    Pow: _pow,
+    Call: _call,
+    MatrixCall: _matrix_call,
+}

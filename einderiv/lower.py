@@ -26,36 +26,26 @@ from fractions import Fraction
 
 from . import limits
 from .errors import EinderivError, EinderivWarning, IndexRuleError
-from .functions import FUNCTIONS
+from .index_names import fresh_indices
 from .ir import Add, Call, Delta, Div, Expr, MatrixCall, Mul, Neg, Number, Pow, Tensor, walk
 from .normal import (
-    Apply,
     MatrixFn,
     Poly,
     Term,
-    constant_along,
-    fresh_indices,
+    carrying,
+    constant_value,
     keep_sums,
+    make_apply,
     make_delta,
     multiply,
     reciprocal,
     rename_term_apart,
     simplify,
     too_many_terms,
-    unit_delta,
 )
-from .rewrites import carrying as _carrying
-from .rewrites import rewrite_call, rewrite_products
-from .rewrites import single_atom as _single_atom
-from .rewrites import splice as _splice
+from .rewrites import rewrite_products
 
 _ATOMS = (Tensor, Delta, MatrixCall, Number)
-
-
-def _constant(terms: list[Term]) -> Fraction | None:
-    if all(not t.factors for t in terms):
-        return sum((t.coeff for t in terms), Fraction(0))
-    return None
 
 
 def _atom_terms(expr) -> list[Term]:
@@ -135,7 +125,7 @@ class _Scope:
         for terms, own, _ in parts:
             # a term's own summed indices are renamed apart before it is broadcast along the
             # sum's other free indices (A_ii in (A_ii + A_ij): its i is not the sum's i)
-            out.extend(_carrying([rename_term_apart(t, own, set(free)) for t in terms], free))
+            out.extend(carrying([rename_term_apart(t, own, set(free)) for t in terms], free))
             if len(out) > limits.current().max_terms:
                 raise too_many_terms(len(out))
         return out, free, set().union(*(c for _, _, c in parts))
@@ -151,7 +141,7 @@ class _Scope:
                 continue
             terms, free, inner = self.group(factor, bound)
             if divisor:
-                value = _constant(terms)
+                value = constant_value(terms)
                 if value is not None:
                     if value == 0:
                         raise EinderivError(f"division by zero in {str(expr)!r}")
@@ -184,7 +174,7 @@ class _Scope:
             arg = simplify(terms, free)
             lse = _summed_log_exp(arg, over)
             shifted = list(arg.terms) + [t.scaled(Fraction(-1)) for t in lse]
-            return make_apply("exp", simplify(_carrying(shifted, free), free)), free, inner
+            return make_apply("exp", simplify(carrying(shifted, free), free)), free, inner
         if expr.func == "logsumexp":
             return _summed_log_exp(simplify(terms, free), over), outer, inner
         body = [keep_sums(t, over) for t in terms]
@@ -275,51 +265,6 @@ def lower(expr: Expr, context: frozenset[str]) -> list[Term]:
     for note in dict.fromkeys(scope.notes):
         warnings.warn(note, EinderivWarning, stacklevel=2)
     return terms
-
-
-# -- building applications: folding and numerically stable rewrites --------------------------------
-
-
-def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term]:
-    """``func(arg)`` as terms, after exact folding and the stable rewrites:
-
-    * a call on an argument that does not vary along some of its indices is taken over the
-      others and carried over these (``tanh(delta_ii)`` is ``tanh(1)``); a call on 0 is f(0)
-      where that is rational (``tanh(A_ij - A_ij)`` = 0);
-    * ``u^0 = 1``, ``u^1 = u``, ``(u^p)^n = u^(p n)`` for integer n, constants folded exactly;
-    * then the first rule of :data:`einderiv.rewrites.CALL_RULES` that applies
-      (``log(sigmoid(u)) = -softplus(-u)``, ``log(1 + v) = log1p(v)``, ...).
-    """
-    one = Fraction(1)
-    along = constant_along(arg)
-    if along:
-        # the argument does not vary along some of its indices (A_ij - A_ij; delta_ii with i
-        # free, which is 1): the call is taken over the others and carried over these, so that
-        # it prints, and reads back, as what it is (tanh(1), not tanh over an index it ignores)
-        reduced = Poly(
-            tuple(Term(t.coeff, tuple(f for f in t.factors if not unit_delta(f, along))) for t in arg.terms),
-            tuple(i for i in arg.indices if i not in along),
-        )
-        return _carrying(make_apply(func, reduced, param), arg.indices)
-    at_zero = FUNCTIONS[func].at_zero if func in FUNCTIONS else None  # f(0), where rational
-    if not arg.terms and at_zero is not None:
-        return [Term(at_zero, ())] if at_zero else []
-    if func == "pow":
-        if param == 0:
-            return _carrying([Term(one, ())], arg.indices)
-        if param == 1:
-            return _splice(arg)
-        value = _constant(list(arg.terms))
-        if value is not None and param.denominator == 1 and (value != 0 or param > 0):
-            return _carrying([Term(value**param.numerator, ())], arg.indices)
-        inner = _single_atom(arg, "pow")
-        if inner is not None and param.denominator == 1:
-            return make_apply("pow", inner.arg, inner.param * param)
-        return [Term(one, (Apply("pow", arg, param),))]
-    rewritten = rewrite_call(func, arg, param)
-    if rewritten is not None:
-        return rewritten
-    return [Term(one, (Apply(func, arg, param),))]
 
 
 def normalize(expr: Expr, indices) -> Poly:

@@ -1,10 +1,18 @@
-"""The normal form: a sum of monomials, each an exact coefficient times a tuple of atoms.
+"""The normal form, its simplifier, and the constructor of calls with the call rules it applies.
 
-A :class:`Poly` carries its free (output) indices; inside each :class:`Term` every other
-index is summed (einsum semantics per term).  Differentiation, simplification and emission
-all work on this form.  Atoms are ``ir.Tensor``, ``ir.Delta`` (stored with sorted indices)
-and :class:`Apply`, an elementwise function of a nested :class:`Poly` whose own summed
-indices are private to it (bound variables, renamed apart whenever they could be captured).
+A :class:`Poly` is a sum of monomials (:class:`Term`: an exact coefficient times a tuple of
+atoms) with its free (output) indices; inside each term every other index is summed (einsum
+semantics per term).  Differentiation, simplification and emission all work on this form.
+Atoms are ``ir.Tensor``, ``ir.Delta`` (stored with sorted indices), :class:`MatrixFn` and
+:class:`Apply`, an elementwise function of a nested :class:`Poly` whose own summed indices are
+private to it (bound variables, renamed apart whenever they could be captured).
+
+Renaming, simplification and :func:`make_apply` are one recursion, and live here together:
+renaming a call's indices simplifies its argument (``tanh(delta_ij)`` once j is i), simplifying
+rebuilds calls through ``make_apply`` (``u^a u^b = u^(a+b)``; a call whose argument became
+constant along an index), and ``make_apply`` applies the call rules of the catalogue
+(:data:`CALL_RULES`; :mod:`einderiv.rewrites` lists them with the product and sum rules), of
+which ``log_add_exp`` simplifies the difference it writes.  Printing is :mod:`einderiv.printing`'s.
 """
 
 from __future__ import annotations
@@ -12,44 +20,21 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 
 from . import limits
-from .ir import Add, Call, Delta, Div, Expr, Indices, MatrixCall, Mul, Neg, Number, Pow, Tensor
-
-_FRESH_POOL = "ijklmnopqrstuvwxyzabcdefghABCDEFGHIJKLMNOPQRSTUVWXYZ"
+from .elementwise import FUNCTIONS
+from .errors import DifferentiationError
+from .index_names import count_stem, fresh_indices, is_count
+from .ir import Delta, Indices, Tensor
 
 #: The name of ``1/n_r``, the factor ``mean_r`` puts on a term: a vector whose every entry is one
 #: over the size of its index (no user can write the name).  Evaluation folds it into the
 #: coefficient; it prints as ``mean_r(...)`` around its term, or as ``mean_j(delta_jr)``.
 RECIPROCAL = "1/n"
-
-
-#: marks an index that counts (``delta_{i#2,i#2}``: the dimension of i, as statement 2 wrote it);
-#: ``i#2#``: a letter lowering chose, not the user; ``i#2@1``: the same count renamed apart
-COUNT_MARK = "#"
-
-
-def is_count(index: str) -> bool:
-    return COUNT_MARK in index
-
-
-def count_stem(index: str) -> str:
-    """The count an index renamed apart stands for (``i#2`` for ``i#2@1``): it has its size."""
-    return index.split("@", 1)[0]
-
-
-def count_letter(index: str) -> str:
-    """The letter a count prints with (``i`` for ``i#2``)."""
-    return index.split(COUNT_MARK, 1)[0]
-
-
-def count_is_written(index: str) -> bool:
-    """Whether the user wrote the count's letter (``i#2``), rather than lowering (``j#2#``)."""
-    return not count_stem(index).endswith(COUNT_MARK)
 
 
 def reciprocal(index: str) -> Tensor:
@@ -59,21 +44,6 @@ def reciprocal(index: str) -> Tensor:
 
 def is_reciprocal(atom) -> bool:
     return isinstance(atom, Tensor) and atom.name == RECIPROCAL
-
-
-def fresh_indices(count: int, avoid: set[str] | frozenset[str]) -> Indices:
-    """``count`` index names not in ``avoid``: i, j, k, ... then i1, j1, ..."""
-    out: list[str] = []
-    suffix = 0
-    while len(out) < count:
-        for letter in _FRESH_POOL:
-            name = letter if suffix == 0 else f"{letter}{suffix}"
-            if name not in avoid and name not in out:
-                out.append(name)
-                if len(out) == count:
-                    break
-        suffix += 1
-    return tuple(out)
 
 
 def make_delta(a: str, b: str) -> Delta:
@@ -113,7 +83,8 @@ class Poly:
         return cached
 
     def __str__(self) -> str:
-        return str(to_expr(self))
+        """The text of the sum, as :mod:`einderiv.printing` writes it (see :data:`POLY_TEXT`)."""
+        return POLY_TEXT[0](self) if POLY_TEXT else repr(self)
 
     @property
     def size(self) -> int:
@@ -150,6 +121,12 @@ class Poly:
         return self.all_index_names() - set(self.indices)
 
 
+#: How ``str()`` writes a :class:`Poly`: :func:`einderiv.printing.poly_text`, which puts itself
+#: here when it is imported (``import einderiv`` imports it).  Printing renames bound indices
+#: apart with the functions of this module, so it sits above it and is reached through this slot.
+POLY_TEXT: list[Callable[[Poly], str]] = []
+
+
 @dataclass(frozen=True)
 class Apply:
     """An elementwise function of a nested expression: ``func(arg)``, or ``arg ^ param`` for ``pow``.
@@ -181,6 +158,9 @@ Atom = Tensor | Delta | Apply | MatrixFn
 
 def term_size(term: Term) -> int:
     return sum(1 + f.arg.size if isinstance(f, Apply) else 1 for f in term.factors) or 1
+
+
+# -- renaming ---------------------------------------------------------------------------------
 
 
 def rename_atom(atom, mapping: dict[str, str]):
@@ -378,8 +358,6 @@ def merge_powers(term: Term) -> list[Term]:
             rest.append(f)
     if len(order) == len([f for f in term.factors if f not in rest]):
         return [term]  # nothing to merge
-    from .lower import make_apply
-
     out = [Term(term.coeff, tuple(rest))]
     for base in order:
         out = multiply(out, make_apply("pow", base, groups[base]), set(base.indices), avoid=term.index_names())
@@ -405,8 +383,6 @@ def rebuild_constant_calls(term: Term) -> list[Term]:
     result reads back as equivalent.  Ends: a rebuilt call has no such index."""
     for pos, factor in enumerate(term.factors):
         if isinstance(factor, Apply) and factor.arg.indices and constant_along(factor.arg):
-            from .lower import make_apply
-
             rest = term.factors[:pos] + term.factors[pos + 1 :]
             out = []
             for part in make_apply(factor.func, factor.arg, factor.param):
@@ -493,216 +469,287 @@ def multiply(left: list[Term], right: list[Term], keep: set[str], avoid: set[str
 
 
 def too_many_terms(count: int):
-    from .errors import DifferentiationError
-
     return DifferentiationError(
         f"the expression grows to {count} terms, over {limits.over('max_terms')}: split it into statements, "
         f"or {limits.raise_hint('max_terms')}"
     )
 
 
-# -- back to IR (for printing) ---------------------------------------------------------------
+# -- building calls: exact folding, then the call rules ------------------------------------------
+#
+# A call rule, ``rule(func, arg, param) -> terms | None``, is one identity of the catalogue
+# (:mod:`einderiv.rewrites`): its docstring says what it rewrites, why the result is evaluated
+# without overflow or cancellation (Stable) and why rewriting ends (Terminates).  Every rule builds
+# its result from :class:`Apply` directly, never through ``make_apply``, so a rule's output is
+# never rewritten again by the same call.
 
 
-def _written_names(expr: Expr) -> set[str]:
-    from .ir import walk
-
-    return {i for node in walk(expr) if isinstance(node, (Tensor, Delta, MatrixCall)) for i in node.indices}
+ONE = Fraction(1)
 
 
-def _arg_expr(arg: Poly, visible: set[str], explicit: bool = False) -> Expr:
-    """An argument as IR, its bound names renamed apart from ``visible``; the names it writes
-    are added to ``visible`` so that later factors keep theirs apart too.  ``explicit`` writes
-    the sums inside it as ``sum_k(...)`` (used for divisors, where ``/ e_k`` would be cryptic)."""
-    arg = rename_apart(arg, visible)
-    expr = to_expr(arg, visible | set(arg.indices), explicit, nested=True)
-    visible |= _written_names(expr)
-    return expr
+def single_atom(arg: Poly, func: str | None = None):
+    """The atom of ``arg`` when it is exactly ``1 * atom`` with no index summed around it
+    (``sum_j(exp(z_j))`` is not ``exp`` of anything), optionally of the given function."""
+    if len(arg.terms) == 1 and arg.terms[0].coeff == 1 and len(arg.terms[0].factors) == 1:
+        atom = arg.terms[0].factors[0]
+        if set(atom.indices) != set(arg.indices):
+            return None
+        if func is None or (isinstance(atom, Apply) and atom.func == func):
+            return atom
+    return None
 
 
-def atom_to_expr(atom, visible: set[str]) -> Expr:
-    """One atom as IR.  Names bound inside an Apply are renamed apart from ``visible`` (every
-    name already written around it) so the printed text scopes the same way when parsed back."""
-    if isinstance(atom, MatrixFn):
-        return MatrixCall(atom.func, atom.matrix, atom.indices)
-    if is_reciprocal(atom):  # 1/n along a free index: sum_j delta_jr / n
-        (index,) = atom.indices
-        (j,) = fresh_indices(1, visible)
-        visible.add(j)
-        return Call("mean", Delta(j, index), (j,))
-    if not isinstance(atom, Apply):
+def negated(poly: Poly, by: Fraction = Fraction(-1)) -> Poly:
+    """``by * poly`` (by default ``-poly``)."""
+    return Poly(tuple(t.scaled(by) for t in poly.terms), poly.indices)
+
+
+def carrying(terms, indices) -> list[Term]:
+    """Terms that still carry every index of ``indices`` (as ``delta_ii``, which is 1 or, when i
+    is summed and used nowhere else, the dimension): folding ``x_i^0`` to 1 must not lose i."""
+    out = []
+    for term in terms:
+        missing = [i for i in dict.fromkeys(indices) if i not in term.index_names()]
+        out.append(Term(term.coeff, term.factors + tuple(Delta(i, i) for i in missing)) if missing else term)
+    return out
+
+
+def splice(arg: Poly) -> list[Term]:
+    """The terms of ``arg`` as terms of the enclosing expression, carrying its indices."""
+    return carrying(arg.terms, arg.indices)
+
+
+def _constant_and_rest(arg: Poly) -> tuple[Fraction | None, Poly]:
+    """``(c, rest)`` when ``arg`` is ``c + rest`` with one constant term c, else ``(None, arg)``."""
+    constant = [t for t in arg.terms if not t.factors]
+    rest = tuple(t for t in arg.terms if t.factors)
+    if len(constant) == 1 and rest:
+        return constant[0].coeff, Poly(rest, arg.indices)
+    return None, arg
+
+
+def _elementwise_atom(term: Term, indices, func: str):
+    """The atom of a one-factor term with coefficient 1 that is ``func(...)`` and sums no index
+    (its indices lie within ``indices``: broadcast along the others), else None."""
+    if term.coeff != 1 or len(term.factors) != 1:
+        return None
+    atom = term.factors[0]
+    if isinstance(atom, Apply) and atom.func == func and set(atom.indices) <= set(indices):
         return atom
-    from .rewrites import logsumexp_parts
-
-    if logsumexp_parts(atom) is not None:  # log(sum_R(exp(v))) reads as logsumexp_R(v)
-        arg = rename_apart(atom.arg, visible)
-        v, summed = logsumexp_parts(Apply(atom.func, arg, atom.param))
-        inner = to_expr(v, visible | set(v.indices), nested=True)
-        visible |= _written_names(inner) | set(summed)
-        return Call("logsumexp", inner, summed)
-    inner = _arg_expr(atom.arg, visible)
-    return Pow(inner, atom.param) if atom.func == "pow" else Call(atom.func, inner)
+    return None
 
 
-def _occurrences(term: Term, index: str) -> int:
-    """How often ``index`` occurs in the printed product: with multiplicity in tensors and
-    deltas, once in each call or power that has it free (a group's free index counts once)."""
-    return sum(
-        (1 if index in f.indices else 0) if isinstance(f, Apply) else f.indices.count(index) for f in term.factors
-    )
+def _difference(a: Poly, b: Poly, indices) -> Poly:
+    """``a - b`` over ``indices`` (each broadcast along the indices it lacks)."""
+    return simplify(carrying([*a.terms, *negated(b).terms], indices), tuple(indices))
 
 
-def _captured(term: Term, index: str) -> bool:
-    """Whether printing would let a group inside ``term`` contract ``index``: some call that has
-    it free holds a term in which it occurs twice (``exp(x_i x_i)`` elementwise over i)."""
-    for f in term.factors:
-        if isinstance(f, Apply) and index in f.arg.indices:
-            for inner in f.arg.terms:
-                if _occurrences(inner, index) > 1 or _captured(inner, index):
-                    return True
-    return False
+def _log_of(value: Fraction) -> Term:
+    """The constant ``log(value)`` as a term."""
+    return Term(ONE, (Apply("log", Poly((Term(value, ()),), ())),))
 
 
-def _product(factors: list[Expr]) -> Expr:
-    return factors[0] if len(factors) == 1 else Mul(tuple(factors))
+def constant_value(terms: list[Term]) -> Fraction | None:
+    """The value of ``terms`` when every one is a constant (no factors), else None."""
+    if all(not t.factors for t in terms):
+        return sum((t.coeff for t in terms), Fraction(0))
+    return None
 
 
-def counts_printed(term: Term, counts: list[str], context: set[str]) -> Term:
-    """``term`` with each counting index (``i#2``: the dimension of i, written i in statement 2)
-    printed as its letter, so that the statement it came from sizes it when the text is read
-    back; the term's own summed indices move out of its way.  Where the letter is bound outside
-    the term, it prints as ``i9``-style, which nothing sizes: reading back then says so rather
-    than counting another dimension."""
-    bases = {i: count_letter(i) for i in counts}
-    dummies = term.index_names() - set(counts) - context
-    wanted = {b for i, b in bases.items() if b not in context and count_is_written(i)}
-    taken = term.index_names() | context | set(bases.values())
-    mapping: dict[str, str] = {}
-    for d in sorted(dummies & wanted):
-        mapping[d] = fresh_indices(1, taken)[0]
-        taken.add(mapping[d])
-    for i, b in bases.items():
-        if b in context or b in mapping.values() or not count_is_written(i):  # j#2#: a letter the user did not write
-            k = 9
-            while f"{b}{k}" in taken:
-                k += 1
-            mapping[i] = f"{b}{k}"
-        else:
-            mapping[i] = b
-        taken.add(mapping[i])
-    return Term(term.coeff, tuple(rename_atom(f, mapping) for f in term.factors))
+def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term]:
+    """``func(arg)`` as terms, after exact folding and the stable rewrites:
 
-
-def _letter_axes(term: Term, letter: str) -> set[tuple[str, int]]:
-    """The tensor axes ``(tensor, axis)`` at which ``term`` writes ``letter`` (call arguments
-    included where the letter is free in them)."""
-    out = set()
-    for f in term.factors:
-        if isinstance(f, Tensor) and not is_reciprocal(f):
-            out.update((f.name, k) for k, i in enumerate(f.indices) if i == letter)
-        elif isinstance(f, MatrixFn):
-            out.update((f.matrix, k) for k, i in enumerate(f.indices) if i == letter)
-        elif isinstance(f, Apply) and letter in f.arg.indices:
-            for inner in f.arg.terms:
-                out |= _letter_axes(inner, letter)
-    return out
-
-
-def count_letters_apart(poly: Poly, count_axes: Mapping[str, set] | None = None) -> Poly:
-    """``poly`` with the summed indices of every term renamed away from the letters its counts
-    print with, where they may be another dimension: a count is sized by its letter when the
-    text is read back, so no term of the statement may sum that letter over another dimension
-    (``delta_ii / c + v_i w_i`` would read the count as v's length).  ``count_axes`` (a count
-    -> the input axes it counts) keeps a letter written at those same axes (``X_nf X_nf`` beside
-    ``delta_ff``, both X's columns)."""
-    outer = set(poly.indices)
-    counts = [i for i in poly.all_index_names() if is_count(i) and count_is_written(i)]
-    by_letter: dict[str, list[str]] = {}
-    for c in counts:
-        by_letter.setdefault(count_letter(c), []).append(count_stem(c))
-    if not set(by_letter) - outer:
-        return poly
-    terms = []
-    for term in poly.terms:
-        clashes = set()
-        for letter, stems in by_letter.items():
-            if letter in outer or letter not in term.index_names():
-                continue
-            axes = _letter_axes(term, letter)
-            known = [set((count_axes or {}).get(stem, ())) for stem in stems]
-            if not axes or not all(axes <= k for k in known):
-                clashes.add(letter)
-        terms.append(rename_term_apart(term, outer, clashes) if clashes else term)
-    return Poly(tuple(terms), poly.indices)
-
-
-def count_axes_of(hints: tuple) -> dict[str, set]:
-    """Count -> the tensor axes its size hints name (``("names", ((i#2, x, 0), ...))``)."""
-    out: dict[str, set] = {}
-    for hint in hints:
-        if hint[0] == "names":
-            for index, tensor, axis in hint[1]:
-                if is_count(index):
-                    out.setdefault(index, set()).add((tensor, axis))
-    return out
-
-
-def term_to_expr(
-    term: Term, context: set[str], leading: bool = True, explicit: bool = False, nested: bool = False
-) -> Expr:
-    """One monomial as IR.  A negative leading term reads ``-2 A_kj x_j``; later ones are
-    ``Neg`` so that the sum prints ``a - 2 b``.  Negative powers print as division.  A summed
-    index is written with an explicit ``sum_i(...)`` where the plain text would scope it
-    differently: inside a group (``nested``) when it occurs once (it would be free there and go
-    outward), and anywhere a group inside would contract it (``exp(x_i x_i) y_i`` elementwise)."""
-    counts = sorted(i for i in term.index_names() if is_count(i))
-    if counts:  # a counting index (delta_{i#2,i#2}, the dimension of i) prints with its letter
-        term = counts_printed(term, counts, set(context))
-    names = term.index_names()
-    visible = set(context) | names
-    # 1/n_r with r summed is mean_r around the term (r bound there); with r free, mean_j(delta_jr)
-    means = tuple(dict.fromkeys(f.indices[0] for f in term.factors if is_reciprocal(f) and f.indices[0] not in context))
-    if means:
-        term = Term(term.coeff, tuple(f for f in term.factors if not (is_reciprocal(f) and f.indices[0] in means)))
-        term = keep_sums(term, means)
-    hidden = tuple(
-        sorted(
-            i
-            for i in names - context - set(means)
-            if explicit or (nested and _occurrences(term, i) == 1) or _captured(term, i)
+    * a call on an argument that does not vary along some of its indices is taken over the
+      others and carried over these (``tanh(delta_ii)`` is ``tanh(1)``); a call on 0 is f(0)
+      where that is rational (``tanh(A_ij - A_ij)`` = 0);
+    * ``u^0 = 1``, ``u^1 = u``, ``(u^p)^n = u^(p n)`` for integer n, constants folded exactly;
+    * then the first rule of :data:`CALL_RULES` that applies
+      (``log(sigmoid(u)) = -softplus(-u)``, ``log(1 + v) = log1p(v)``, ...).
+    """
+    one = Fraction(1)
+    along = constant_along(arg)
+    if along:
+        # the argument does not vary along some of its indices (A_ij - A_ij; delta_ii with i
+        # free, which is 1): the call is taken over the others and carried over these, so that
+        # it prints, and reads back, as what it is (tanh(1), not tanh over an index it ignores)
+        reduced = Poly(
+            tuple(Term(t.coeff, tuple(f for f in t.factors if not unit_delta(f, along))) for t in arg.terms),
+            tuple(i for i in arg.indices if i not in along),
         )
-    )
-    factors: list[Expr] = []
-    denominators: list[Expr] = []
-    for f in term.factors:
-        if isinstance(f, Apply) and f.func == "pow" and f.param < 0:
-            flipped = Apply("pow", f.arg, -f.param)
-            denominators.append(_arg_expr(f.arg, visible, True) if f.param == -1 else atom_to_expr(flipped, visible))
-        else:
-            factors.append(atom_to_expr(f, visible))
-    for func, over in (("mean", means), ("sum", hidden)):  # sum_j(mean_i(...)): each binds its indices
-        if over:
-            inner = _product(factors) if factors else Number(Fraction(1))
-            for base in denominators:
-                inner = Div(inner, base)
-            factors, denominators = [Call(func, inner, over)], []
-    magnitude = abs(term.coeff)
-    if magnitude != 1 or not factors:
-        factors.insert(0, Number(magnitude))
-    if term.coeff < 0 and leading:
-        factors[0] = Neg(factors[0])
-    body = _product(factors)
-    for base in denominators:
-        body = Div(body, base)
-    return Neg(body) if term.coeff < 0 and not leading else body
+        return carrying(make_apply(func, reduced, param), arg.indices)
+    at_zero = FUNCTIONS[func].at_zero if func in FUNCTIONS else None  # f(0), where rational
+    if not arg.terms and at_zero is not None:
+        return [Term(at_zero, ())] if at_zero else []
+    if func == "pow":
+        if param == 0:
+            return carrying([Term(one, ())], arg.indices)
+        if param == 1:
+            return splice(arg)
+        value = constant_value(list(arg.terms))
+        if value is not None and param.denominator == 1 and (value != 0 or param > 0):
+            return carrying([Term(value**param.numerator, ())], arg.indices)
+        inner = single_atom(arg, "pow")
+        if inner is not None and param.denominator == 1:
+            return make_apply("pow", inner.arg, inner.param * param)
+        return [Term(one, (Apply("pow", arg, param),))]
+    rewritten = rewrite_call(func, arg, param)
+    if rewritten is not None:
+        return rewritten
+    return [Term(one, (Apply(func, arg, param),))]
 
 
-def to_expr(poly: Poly, context: set[str] | None = None, explicit: bool = False, nested: bool = False) -> Expr:
-    """The IR of a normal form; ``0`` for the empty sum.  ``explicit`` writes every summed
-    index of a term as ``sum_i(...)``; ``nested`` says the sum is a group's (a call's argument,
-    a power's base, a divisor), whose terms' once-occurring indices would go outward."""
-    if not poly.terms:
-        return Number(Fraction(0))
-    ctx = set(poly.indices) | (context or set())
-    parts = [term_to_expr(t, ctx, leading=(k == 0), explicit=explicit, nested=nested) for k, t in enumerate(poly.terms)]
-    return parts[0] if len(parts) == 1 else Add(tuple(parts))
+def log_det(func: str, arg: Poly, param) -> list[Term] | None:
+    """``log(det(M)) = logdet(M)``.
+
+    Stable: ``logdet`` is evaluated through ``slogdet``, which never forms the determinant, so it
+    does not overflow or underflow for large matrices (det of a 400x400 matrix of 10s is inf);
+    its derivative ``inv(M)_lk`` needs no division by det.
+    Terminates: the result is a matrix function, not a call, and contains no ``log``."""
+    if func != "log":
+        return None
+    det = single_atom(arg)
+    if isinstance(det, MatrixFn) and det.func == "det":
+        return [Term(ONE, (MatrixFn("logdet", det.matrix),))]
+    return None
+
+
+def log_exp(func: str, arg: Poly, param) -> list[Term] | None:
+    """``log(exp(u)) = u``; this is also log∘softmax, since ``softmax_R(z)`` is lowered to
+    ``exp(z - logsumexp_R(z))`` (and a hand-written softmax to the same, by
+    :func:`exp_over_sum_exp`): ``log(softmax_k(z_k)) = z_k - logsumexp_j(z_j)``.
+
+    Stable: ``u`` needs no exp at all, so ``exp(1000)`` never overflows and ``log`` of an
+    underflowed 0 never gives -inf; a log-softmax keeps only the max-shifted log-sum-exp.
+    Terminates: the result is the argument ``u`` itself, strictly smaller than the call."""
+    if func != "log":
+        return None
+    exp = single_atom(arg, "exp")
+    return splice(exp.arg) if exp is not None else None
+
+
+def log_sigmoid(func: str, arg: Poly, param) -> list[Term] | None:
+    """``log(sigmoid(u)) = -softplus(-u)``.
+
+    Stable: sigmoid(u) rounds to 0 below u = -745 (and log of it is -inf), while softplus is
+    evaluated as ``logaddexp(0, x)``, finite and accurate for every finite u; its derivative is
+    ``sigmoid(-u)``, which is accurate to a few ulp relative at every u.
+    Terminates: the result has no ``log``; softplus is not rewritten by any rule."""
+    if func != "log":
+        return None
+    sig = single_atom(arg, "sigmoid")
+    return [Term(-ONE, (Apply("softplus", negated(sig.arg)),))] if sig is not None else None
+
+
+def _log_of_one_plus(func: str, arg: Poly) -> Poly | None:
+    """``v`` when the call is ``log(1 + v)``, else None."""
+    if func != "log":
+        return None
+    constant, rest = _constant_and_rest(arg)
+    return rest if constant == 1 else None
+
+
+def log_one_minus_sigmoid(func: str, arg: Poly, param) -> list[Term] | None:
+    """``log(1 - sigmoid(u)) = -softplus(u)`` (since ``1 - sigmoid(u) = sigmoid(-u)``).
+
+    Stable: ``1 - sigmoid(u)`` is 0 from u = 37 on (cancellation), so its log is -inf at
+    logits that logistic regression meets; ``-softplus(u)`` is finite and exact for every finite u.
+    Terminates: the result has no ``log``."""
+    rest = _log_of_one_plus(func, arg)
+    if rest is None:
+        return None
+    sig = single_atom(negated(rest), "sigmoid")
+    return [Term(-ONE, (Apply("softplus", sig.arg),))] if sig is not None else None
+
+
+def log_one_plus_exp(func: str, arg: Poly, param) -> list[Term] | None:
+    """``log(1 + exp(u)) = softplus(u)``.
+
+    Stable: exp(u) overflows from u = 710 on (log of inf is inf), and ``1 + exp(u)`` rounds to 1
+    below u = -37 (log of it is 0, not exp(u)); softplus is ``logaddexp(0, u)``, accurate for
+    every u, with derivative ``sigmoid(u)``.
+    Terminates: the result has no ``log``."""
+    rest = _log_of_one_plus(func, arg)
+    if rest is None:
+        return None
+    exp = single_atom(rest, "exp")
+    return [Term(ONE, (Apply("softplus", exp.arg),))] if exp is not None else None
+
+
+def log_add_exp(func: str, arg: Poly, param) -> list[Term] | None:
+    """``log(exp(a) + exp(b)) = a + softplus(b - a)`` (logaddexp), elementwise; a term may lack
+    some of the indices (it is broadcast along them).
+
+    Stable: neither exp is formed, so ``a = b = 1000`` gives 1000 + log 2, not inf, and
+    ``a = b = -1000`` gives -1000 + log 2, not -inf; softplus is evaluated as
+    ``logaddexp(0, x)``.  The derivatives are ``sigmoid(a - b)`` and ``sigmoid(b - a)``,
+    finite everywhere; second derivatives are ``sigmoid(v) sigmoid(-v)``-like products, no
+    difference of exps.  (The absolute rounding error is a few ulp of max(|a|, |b|), as for
+    a - b itself.)
+    Terminates: the result has no ``log``."""
+    if func != "log" or len(arg.terms) != 2:
+        return None
+    first, second = (_elementwise_atom(t, arg.indices, "exp") for t in arg.terms)
+    if first is None or second is None:
+        return None
+    a, b = first.arg, second.arg
+    return [
+        *carrying(a.terms, arg.indices),
+        Term(ONE, (Apply("softplus", _difference(b, a, arg.indices)),)),
+    ]
+
+
+def log_cosh(func: str, arg: Poly, param) -> list[Term] | None:
+    """``log(cosh(u)) = u + softplus(-2u) - log(2)``.
+
+    Stable: cosh overflows from |u| = 711 on, and log of it is inf; ``softplus(-2u)`` is
+    ``logaddexp(0, -2u)``, finite for every finite u, so the value is finite (|u| - log 2 for
+    large |u|).  The form is smooth (no |u|), so its derivative ``1 - 2 sigmoid(-2u)`` (= tanh u,
+    ±1 at large |u|) and every higher derivative are right at u = 0 too.  Near u = 0 the value
+    and the derivative have an absolute rounding error of a few ulp of 1, as ``log(cosh(u))``
+    itself has.
+    Terminates: the result has no ``log`` of a call (``log(2)`` is a constant)."""
+    if func != "log":
+        return None
+    cosh = single_atom(arg, "cosh")
+    if cosh is None:
+        return None
+    u = cosh.arg
+    return [
+        *carrying(u.terms, arg.indices),
+        Term(ONE, (Apply("softplus", negated(u, Fraction(-2))),)),
+        *carrying([_log_of(Fraction(2)).scaled(-ONE)], arg.indices),
+    ]
+
+
+def log_one_plus(func: str, arg: Poly, param) -> list[Term] | None:
+    """``log(1 + v) = log1p(v)`` (after the more specific ``1 + ...`` rules).
+
+    Stable: ``1 + v`` rounds away every digit of v below 1e-16 (log(1 + 1e-17) is 0);
+    ``log1p`` is accurate to an ulp for small v, and its derivative ``(1 + v)^-1`` is exact.
+    Terminates: the result has no ``log``; ``log1p`` is not rewritten by any rule."""
+    rest = _log_of_one_plus(func, arg)
+    if rest is None:
+        return None
+    return [Term(ONE, (Apply("log1p", rest),))]
+
+
+#: Rules on one call, in the order make_apply tries them (first match wins).
+CALL_RULES: tuple[Callable, ...] = (
+    log_det,
+    log_exp,
+    log_sigmoid,
+    log_one_minus_sigmoid,
+    log_one_plus_exp,
+    log_add_exp,
+    log_cosh,
+    log_one_plus,
+)
+
+
+def rewrite_call(func: str, arg: Poly, param=None) -> list[Term] | None:
+    """The first call rule's result for ``func(arg)``, or None when no rule applies."""
+    for rule in CALL_RULES:
+        out = rule(func, arg, param)
+        if out is not None:
+            return out
+    return None

@@ -16,8 +16,8 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from lark.visitors import Transformer_NonRecursive
 
 from . import limits
+from .elementwise import FUNCTIONS, MATRIX_FUNCTIONS, REDUCTIONS, call_glyphs, known_functions
 from .errors import EinderivError, IndexRuleError, ParseError
-from .functions import FUNCTIONS, MATRIX_FUNCTIONS, REDUCTIONS, call_glyphs, known_functions
 from .ir import Add, Call, Delta, Div, MatrixCall, Mul, Neg, Number, Pow, Program, Statement, Tensor
 
 GRAMMAR_FILE = "einderiv.lark"

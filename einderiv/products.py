@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .api import Derivative, Source, _require_scalar, _wrt_ref, diff, grad, hessian
+from .api import Derivative, Source, checked_program, diff, hessian, scalar_program, wrt_tensor
 from .errors import DifferentiationError, guarded
+from .gradients import grad
 from .ir import Indices, Statement, Tensor
-from .matrix_input import accepts_notation
+from .matrix.reading import accepts_notation
 from .normal import Term, rename_apart, simplify
 from .program import CheckedProgram, Definition
 
@@ -132,7 +133,7 @@ def hvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structu
     """
     _one_wrt(wrt, "hvp")
     _no_cookbook(structure, "hvp")
-    checked = _require_scalar(source, of, "hvp", "use jvp() for the Jacobian times a vector")
+    checked = scalar_program(source, of, "hvp", "use jvp() for the Jacobian times a vector")
     gradient = grad(checked, wrt, **structure)
     (ref,) = gradient.wrt
     tangent = Tensor(_name_free(v, (checked, gradient.program), "tangent", "v"), ref.indices)
@@ -165,12 +166,10 @@ def jvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structu
 def vjp(source: Source, wrt: str, u: str = "u", of: str | None = None, **structure) -> Derivative:
     """A cotangent ``u`` (a new input with the output's shape) times the Jacobian: the gradient
     of u · out, by one reverse sweep.  Result: wrt's shape."""
-    from .api import _checked
-
     _one_wrt(wrt, "vjp")
-    checked = _checked(source, of)
+    checked = checked_program(source, of)
     out = checked.out
-    _wrt_ref(wrt, checked, "the program")  # a clear error for a wrt the program does not read
+    wrt_tensor(wrt, checked, "the program")  # a clear error for a wrt the program does not read
     cotangent = Tensor(_name_free(u, (checked,), "cotangent", "u"), out.indices)
     along = _contracted(checked, cotangent, out.indices)
     gradient = diff(along, wrt, **structure)
@@ -185,7 +184,7 @@ def hessian_diag(source: Source, wrt: str, of: str | None = None, **structure) -
     Hessian's two wrt index groups set equal symbolically, so it costs what its structure
     costs.  Result: wrt's shape."""
     _one_wrt(wrt, "hessian_diag")
-    full = hessian(_require_scalar(source, of, "hessian_diag"), wrt, **structure)
+    full = hessian(scalar_program(source, of, "hessian_diag"), wrt, **structure)
     first, second = full.wrt
     final = full.program.out
     mapping = dict(zip(second.indices, first.indices))

@@ -21,24 +21,23 @@ from fractions import Fraction
 
 from .differentiate import differentiate
 from .errors import IndexRuleError
+from .index_names import COUNT_MARK, fresh_indices, is_count
 from .ir import Delta, Indices, MatrixCall, Program, Statement, Tensor, walk
 from .normal import (
-    COUNT_MARK,
     Apply,
     MatrixFn,
     Poly,
     Term,
-    count_axes_of,
-    count_letters_apart,
-    fresh_indices,
-    is_count,
+    equivalent,
     keep_sums,
+    make_apply,
     multiply,
     rename_apart,
     rename_atom,
     simplify,
-    to_expr,
 )
+from .printing import count_axes_of, count_letters_apart, to_expr
+from .rewrites import rewrite_products, stable_form
 from .semantics import check_statement, tensor_ranks
 
 
@@ -353,9 +352,6 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
     a rule then applies or a stable form appears (so ``log(s)`` of another ``s`` stays as written).
     Ends: each log and each product is rebuilt once, and the definitions used come before the
     statement."""
-    from .lower import make_apply
-    from .rewrites import rewrite_products, stable_form
-
     calls = {name: d for name, d in calls.items() if _small(d)}
     if not calls:
         return poly
@@ -568,8 +564,6 @@ def _substitute_tensor(poly: Poly, name: str, definition: Definition, letters=No
     where that is the letter the statement of that axis wrote (``letters``: (tensor, axis) ->
     letter), so that the printed program sizes it the same way; else as ``i9``, which nothing
     sizes (``i#dfdt:0:1#``)."""
-    from .lower import make_apply
-
     axes = {h[1]: (h[2], h[3]) for h in definition.hints if h[0] == "axis"}
     hints: list = []
     made = 0
@@ -650,8 +644,6 @@ __all__ = ["CheckedProgram", "Definition", "check_program", "derive", "walk"]
 def _same_call(call: Apply, indices: Indices, atom: Apply) -> Indices | None:
     """The indices J for which ``atom`` is ``call`` with ``indices`` renamed to J, or None."""
     from itertools import permutations
-
-    from .normal import equivalent, rename_atom
 
     if not isinstance(atom, Apply) or (atom.func, atom.param) != (call.func, call.param):
         return None

@@ -4,12 +4,14 @@ A rule is a function with a docstring that says what it rewrites, why the result
 without overflow or cancellation (stability), and why applying it cannot go on forever
 (termination).  Three kinds, each an ordered tuple consulted first match wins:
 
-* :data:`CALL_RULES`, ``rule(func, arg, param) -> terms | None``: consulted by
-  :func:`einderiv.lower.make_apply` whenever a call ``func(arg)`` is built (from the text, by
-  differentiation, or by substitution), after its exact folding (constants, powers);
+* :data:`~einderiv.normal.CALL_RULES`, ``rule(func, arg, param) -> terms | None``: consulted by
+  :func:`einderiv.normal.make_apply` whenever a call ``func(arg)`` is built (from the text, by
+  differentiation, or by substitution), after its exact folding (constants, powers).  They are
+  defined in :mod:`einderiv.normal`, beside ``make_apply``: simplification builds calls, and one
+  call rule (``log_add_exp``) simplifies what it writes, so the three are one recursion;
 * :data:`PRODUCT_RULES`, ``rule(term) -> terms | None``: consulted where a product written in
-  the text is lowered (:meth:`einderiv.lower._Scope.product`) and where a statement is read
-  through its one-call intermediates (:func:`einderiv.program.see_through`);
+  the text is lowered (:func:`einderiv.lower.lower`) and where a statement is read through its
+  one-call intermediates (:func:`einderiv.program.see_through`);
 * :data:`SUM_RULES`, ``rule(terms, free) -> terms | None``: consulted on every derivative
   (:func:`einderiv.differentiate.differentiate`), where the chain rule leaves identities
   between terms (``sigmoid(u) + sigmoid(-u) = 1``) that collect a gradient to ``sigmoid(z) - y``;
@@ -21,8 +23,6 @@ Every rule builds its result from :class:`~einderiv.normal.Apply` directly (neve
 ``make_apply``), so a rule's output is never rewritten again by the same call: each rule
 removes the pattern it matched (a ``log`` of a call, or a pair of factors) and introduces no
 ``log`` of a call, which is why rewriting ends.
-
-This module imports only :mod:`einderiv.normal`; :mod:`einderiv.lower` imports it.
 """
 
 from __future__ import annotations
@@ -30,235 +30,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from fractions import Fraction
 
-from .ir import Delta
-from .normal import Apply, MatrixFn, Poly, Term, canonical_key, keep_sums, simplify
-
-ONE = Fraction(1)
-
-# -- helpers on the normal form ---------------------------------------------------------------
-
-
-def single_atom(arg: Poly, func: str | None = None):
-    """The atom of ``arg`` when it is exactly ``1 * atom`` with no index summed around it
-    (``sum_j(exp(z_j))`` is not ``exp`` of anything), optionally of the given function."""
-    if len(arg.terms) == 1 and arg.terms[0].coeff == 1 and len(arg.terms[0].factors) == 1:
-        atom = arg.terms[0].factors[0]
-        if set(atom.indices) != set(arg.indices):
-            return None
-        if func is None or (isinstance(atom, Apply) and atom.func == func):
-            return atom
-    return None
-
-
-def negated(poly: Poly, by: Fraction = Fraction(-1)) -> Poly:
-    """``by * poly`` (by default ``-poly``)."""
-    return Poly(tuple(t.scaled(by) for t in poly.terms), poly.indices)
-
-
-def carrying(terms, indices) -> list[Term]:
-    """Terms that still carry every index of ``indices`` (as ``delta_ii``, which is 1 or, when i
-    is summed and used nowhere else, the dimension): folding ``x_i^0`` to 1 must not lose i."""
-    out = []
-    for term in terms:
-        missing = [i for i in dict.fromkeys(indices) if i not in term.index_names()]
-        out.append(Term(term.coeff, term.factors + tuple(Delta(i, i) for i in missing)) if missing else term)
-    return out
-
-
-def splice(arg: Poly) -> list[Term]:
-    """The terms of ``arg`` as terms of the enclosing expression, carrying its indices."""
-    return carrying(arg.terms, arg.indices)
-
-
-def _constant_and_rest(arg: Poly) -> tuple[Fraction | None, Poly]:
-    """``(c, rest)`` when ``arg`` is ``c + rest`` with one constant term c, else ``(None, arg)``."""
-    constant = [t for t in arg.terms if not t.factors]
-    rest = tuple(t for t in arg.terms if t.factors)
-    if len(constant) == 1 and rest:
-        return constant[0].coeff, Poly(rest, arg.indices)
-    return None, arg
-
-
-def _elementwise_atom(term: Term, indices, func: str):
-    """The atom of a one-factor term with coefficient 1 that is ``func(...)`` and sums no index
-    (its indices lie within ``indices``: broadcast along the others), else None."""
-    if term.coeff != 1 or len(term.factors) != 1:
-        return None
-    atom = term.factors[0]
-    if isinstance(atom, Apply) and atom.func == func and set(atom.indices) <= set(indices):
-        return atom
-    return None
-
-
-def _difference(a: Poly, b: Poly, indices) -> Poly:
-    """``a - b`` over ``indices`` (each broadcast along the indices it lacks)."""
-    return simplify(carrying([*a.terms, *negated(b).terms], indices), tuple(indices))
-
-
-def _log_of(value: Fraction) -> Term:
-    """The constant ``log(value)`` as a term."""
-    return Term(ONE, (Apply("log", Poly((Term(value, ()),), ())),))
-
-
-# -- rules on one call: consulted by make_apply ---------------------------------------------
-
-
-def log_det(func: str, arg: Poly, param) -> list[Term] | None:
-    """``log(det(M)) = logdet(M)``.
-
-    Stable: ``logdet`` is evaluated through ``slogdet``, which never forms the determinant, so it
-    does not overflow or underflow for large matrices (det of a 400x400 matrix of 10s is inf);
-    its derivative ``inv(M)_lk`` needs no division by det.
-    Terminates: the result is a matrix function, not a call, and contains no ``log``."""
-    if func != "log":
-        return None
-    det = single_atom(arg)
-    if isinstance(det, MatrixFn) and det.func == "det":
-        return [Term(ONE, (MatrixFn("logdet", det.matrix),))]
-    return None
-
-
-def log_exp(func: str, arg: Poly, param) -> list[Term] | None:
-    """``log(exp(u)) = u``; this is also log∘softmax, since ``softmax_R(z)`` is lowered to
-    ``exp(z - logsumexp_R(z))`` (and a hand-written softmax to the same, by
-    :func:`exp_over_sum_exp`): ``log(softmax_k(z_k)) = z_k - logsumexp_j(z_j)``.
-
-    Stable: ``u`` needs no exp at all, so ``exp(1000)`` never overflows and ``log`` of an
-    underflowed 0 never gives -inf; a log-softmax keeps only the max-shifted log-sum-exp.
-    Terminates: the result is the argument ``u`` itself, strictly smaller than the call."""
-    if func != "log":
-        return None
-    exp = single_atom(arg, "exp")
-    return splice(exp.arg) if exp is not None else None
-
-
-def log_sigmoid(func: str, arg: Poly, param) -> list[Term] | None:
-    """``log(sigmoid(u)) = -softplus(-u)``.
-
-    Stable: sigmoid(u) rounds to 0 below u = -745 (and log of it is -inf), while softplus is
-    evaluated as ``logaddexp(0, x)``, finite and accurate for every finite u; its derivative is
-    ``sigmoid(-u)``, which is accurate to a few ulp relative at every u.
-    Terminates: the result has no ``log``; softplus is not rewritten by any rule."""
-    if func != "log":
-        return None
-    sig = single_atom(arg, "sigmoid")
-    return [Term(-ONE, (Apply("softplus", negated(sig.arg)),))] if sig is not None else None
-
-
-def _log_of_one_plus(func: str, arg: Poly) -> Poly | None:
-    """``v`` when the call is ``log(1 + v)``, else None."""
-    if func != "log":
-        return None
-    constant, rest = _constant_and_rest(arg)
-    return rest if constant == 1 else None
-
-
-def log_one_minus_sigmoid(func: str, arg: Poly, param) -> list[Term] | None:
-    """``log(1 - sigmoid(u)) = -softplus(u)`` (since ``1 - sigmoid(u) = sigmoid(-u)``).
-
-    Stable: ``1 - sigmoid(u)`` is 0 from u = 37 on (cancellation), so its log is -inf at
-    logits that logistic regression meets; ``-softplus(u)`` is finite and exact for every finite u.
-    Terminates: the result has no ``log``."""
-    rest = _log_of_one_plus(func, arg)
-    if rest is None:
-        return None
-    sig = single_atom(negated(rest), "sigmoid")
-    return [Term(-ONE, (Apply("softplus", sig.arg),))] if sig is not None else None
-
-
-def log_one_plus_exp(func: str, arg: Poly, param) -> list[Term] | None:
-    """``log(1 + exp(u)) = softplus(u)``.
-
-    Stable: exp(u) overflows from u = 710 on (log of inf is inf), and ``1 + exp(u)`` rounds to 1
-    below u = -37 (log of it is 0, not exp(u)); softplus is ``logaddexp(0, u)``, accurate for
-    every u, with derivative ``sigmoid(u)``.
-    Terminates: the result has no ``log``."""
-    rest = _log_of_one_plus(func, arg)
-    if rest is None:
-        return None
-    exp = single_atom(rest, "exp")
-    return [Term(ONE, (Apply("softplus", exp.arg),))] if exp is not None else None
-
-
-def log_add_exp(func: str, arg: Poly, param) -> list[Term] | None:
-    """``log(exp(a) + exp(b)) = a + softplus(b - a)`` (logaddexp), elementwise; a term may lack
-    some of the indices (it is broadcast along them).
-
-    Stable: neither exp is formed, so ``a = b = 1000`` gives 1000 + log 2, not inf, and
-    ``a = b = -1000`` gives -1000 + log 2, not -inf; softplus is evaluated as
-    ``logaddexp(0, x)``.  The derivatives are ``sigmoid(a - b)`` and ``sigmoid(b - a)``,
-    finite everywhere; second derivatives are ``sigmoid(v) sigmoid(-v)``-like products, no
-    difference of exps.  (The absolute rounding error is a few ulp of max(|a|, |b|), as for
-    a - b itself.)
-    Terminates: the result has no ``log``."""
-    if func != "log" or len(arg.terms) != 2:
-        return None
-    first, second = (_elementwise_atom(t, arg.indices, "exp") for t in arg.terms)
-    if first is None or second is None:
-        return None
-    a, b = first.arg, second.arg
-    return [
-        *carrying(a.terms, arg.indices),
-        Term(ONE, (Apply("softplus", _difference(b, a, arg.indices)),)),
-    ]
-
-
-def log_cosh(func: str, arg: Poly, param) -> list[Term] | None:
-    """``log(cosh(u)) = u + softplus(-2u) - log(2)``.
-
-    Stable: cosh overflows from |u| = 711 on, and log of it is inf; ``softplus(-2u)`` is
-    ``logaddexp(0, -2u)``, finite for every finite u, so the value is finite (|u| - log 2 for
-    large |u|).  The form is smooth (no |u|), so its derivative ``1 - 2 sigmoid(-2u)`` (= tanh u,
-    ±1 at large |u|) and every higher derivative are right at u = 0 too.  Near u = 0 the value
-    and the derivative have an absolute rounding error of a few ulp of 1, as ``log(cosh(u))``
-    itself has.
-    Terminates: the result has no ``log`` of a call (``log(2)`` is a constant)."""
-    if func != "log":
-        return None
-    cosh = single_atom(arg, "cosh")
-    if cosh is None:
-        return None
-    u = cosh.arg
-    return [
-        *carrying(u.terms, arg.indices),
-        Term(ONE, (Apply("softplus", negated(u, Fraction(-2))),)),
-        *carrying([_log_of(Fraction(2)).scaled(-ONE)], arg.indices),
-    ]
-
-
-def log_one_plus(func: str, arg: Poly, param) -> list[Term] | None:
-    """``log(1 + v) = log1p(v)`` (after the more specific ``1 + ...`` rules).
-
-    Stable: ``1 + v`` rounds away every digit of v below 1e-16 (log(1 + 1e-17) is 0);
-    ``log1p`` is accurate to an ulp for small v, and its derivative ``(1 + v)^-1`` is exact.
-    Terminates: the result has no ``log``; ``log1p`` is not rewritten by any rule."""
-    rest = _log_of_one_plus(func, arg)
-    if rest is None:
-        return None
-    return [Term(ONE, (Apply("log1p", rest),))]
-
-
-#: Rules on one call, in the order make_apply tries them (first match wins).
-CALL_RULES: tuple[Callable, ...] = (
-    log_det,
-    log_exp,
-    log_sigmoid,
-    log_one_minus_sigmoid,
-    log_one_plus_exp,
-    log_add_exp,
-    log_cosh,
-    log_one_plus,
+from .normal import (
+    CALL_RULES,
+    ONE,
+    Apply,
+    Poly,
+    Term,
+    canonical_key,
+    carrying,
+    keep_sums,
+    negated,
+    simplify,
 )
-
-
-def rewrite_call(func: str, arg: Poly, param=None) -> list[Term] | None:
-    """The first call rule's result for ``func(arg)``, or None when no rule applies."""
-    for rule in CALL_RULES:
-        out = rule(func, arg, param)
-        if out is not None:
-            return out
-    return None
-
 
 # -- rules on a product: consulted where a written product is lowered ---------------------------
 
@@ -431,6 +214,7 @@ def rewrite_sums(poly: Poly) -> Poly:
 
 #: Stable forms recognised as they stand (evaluation and differentiation know them).
 RECOGNISED: tuple[Callable, ...] = (logsumexp_parts,)
+
 
 #: Every entry of the catalogue, by name (for the README's table and the tests).
 CATALOGUE: dict[str, Callable] = {

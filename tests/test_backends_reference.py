@@ -56,7 +56,7 @@ import pytest
 
 import einderiv
 from einderiv.backends import array_library
-from einderiv.functions import _BUILT_IN
+from einderiv.elementwise import BUILT_IN
 from tests.test_backends import _cupy_usable, _installed, _to_cupy, _to_dask, _to_jax, _to_numpy, _to_torch
 
 if _installed("jax"):
@@ -217,7 +217,7 @@ def _elementwise_table():
 
 
 def test_every_built_in_function_is_here():
-    assert set(_elementwise_table()) == {row.name for row in _BUILT_IN}
+    assert set(_elementwise_table()) == {row.name for row in BUILT_IN}
 
 
 def _jax_elementwise(name):

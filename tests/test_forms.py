@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 import einderiv
 from einderiv.codegen import generate
-from einderiv.ir import Call, Tensor, format_indices
+from einderiv.glyphs import format_indices
+from einderiv.ir import Call, Tensor
 from einderiv.render import pretty
 from einderiv.runtime import run_with
 from tests.helpers import assert_matches_fd
@@ -224,7 +225,7 @@ def test_new_functions_print_in_latex_pretty_and_matrix_notation():
 
 
 def test_new_functions_in_matrix_claims():
-    from einderiv.matrix_claim import translate
+    from einderiv.matrix.translate import translate
 
     d = einderiv.diff("f = sum_i(sinh(A_ij x_j))", "x")
     claim = translate("A^T cosh(A x)", d.ranks, d.indices)

@@ -32,11 +32,11 @@ def test_the_defaults_are_the_documented_ones():
 def test_old_module_constants_are_gone():
     import einderiv.differentiate
     import einderiv.lower
-    import einderiv.matrix_syntax
+    import einderiv.matrix.syntax
     import einderiv.normal
     import einderiv.parser
 
-    modules = (einderiv.normal, einderiv.parser, einderiv.differentiate, einderiv.lower, einderiv.matrix_syntax)
+    modules = (einderiv.normal, einderiv.parser, einderiv.differentiate, einderiv.lower, einderiv.matrix.syntax)
     for module in modules:
         for name in ("MAX_TERMS", "MAX_SIZE", "MAX_DEPTH"):
             assert not hasattr(module, name), (module.__name__, name)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import einderiv
 from einderiv.checking import claim_value
 from einderiv.errors import EinderivError, ParseError
-from einderiv.matrix_claim import translate
+from einderiv.matrix.translate import translate
 from tests.helpers import run_cli as run
 
 RANKS = {"A": 2, "B": 2, "M": 2, "X": 2, "x": 1, "y": 1, "u": 1, "s": 0}

@@ -14,7 +14,7 @@ from hypothesis import given, reject
 from hypothesis import strategies as st
 
 import einderiv
-from einderiv.matrix_form import NoMatrixForm
+from einderiv.matrix.form import NoMatrixForm
 from tests import test_properties_functions as generated
 from tests.generation import call_or_reject, compile_or_reject
 from tests.helpers import central_difference
@@ -600,9 +600,9 @@ def test_cli_text_output_has_a_matrix_line():
 
 
 def test_printed_forms_read_back_as_matrix_claims():
-    """``einderiv check --expect`` reads matrix notation (einderiv/matrix_claim.py): every form
+    """``einderiv check --expect`` reads matrix notation (einderiv/matrix/translate.py): every form
     printed here is accepted there and matches the derivative."""
-    pytest.importorskip("einderiv.matrix_claim")
+    pytest.importorskip("einderiv.matrix.translate")
     for source, wrt, *_ in SEED_CASES[:: len(SEED_CASES) // 8]:
         form = einderiv.diff(source, wrt).matrix().split(" = ", 1)[1]
         result = run("check", source, "--wrt", wrt, "--expect", form)

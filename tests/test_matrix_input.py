@@ -11,7 +11,7 @@ import pytest
 
 import einderiv
 from einderiv.errors import EinderivError, EvaluationError, IndexRuleError, ParseError
-from einderiv.matrix_input import detect, matrix_marks
+from einderiv.matrix.reading import detect, matrix_marks
 from tests.helpers import run_cli as run
 
 N, M = 4, 5
@@ -476,7 +476,7 @@ def _random_expression(rng, depth=0) -> str:
 def _interpret(node, arrays):
     """The value of a parsed matrix-notation node, by NumPy, every value a 2-d array: a scalar is
     1x1, a vector a column or a row (the notation's own semantics, independent of index notation)."""
-    from einderiv import matrix_syntax as ms
+    from einderiv.matrix import syntax as ms
 
     def go(n):
         if isinstance(n, ms.Number):
@@ -520,7 +520,7 @@ def _interpret(node, arrays):
 
 def _random_cases(count: int, seed: int):
     """Random well-typed expressions (ill-typed ones are refused by einderiv, and skipped)."""
-    from einderiv.matrix_syntax import parse_matrix
+    from einderiv.matrix.syntax import parse_matrix
 
     rng = np.random.default_rng(seed)
     arrays = {

@@ -1,6 +1,6 @@
 """The syntax of matrix notation (``A x + A^T x``, ``X^-T``, ``diag(s ⊙ (1 - s))``): a small Lark
 grammar and frozen nodes that keep the column where each subexpression starts.  Shapes and the
-reading as index notation are :mod:`einderiv.matrix_claim`'s."""
+reading as index notation are :mod:`einderiv.matrix.translate`'s."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from functools import lru_cache
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedInput
 
-from . import limits
-from .errors import EinderivError, ParseError
-from .parser import syntax_error
+from .. import limits
+from ..errors import EinderivError, ParseError
+from ..parser import syntax_error
 
 GRAMMAR = r"""
 ?start: sum

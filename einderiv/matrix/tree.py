@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .ir import format_number
+from ..glyphs import Precedence, format_number
 
 # -- the matrix-notation tree ------------------------------------------------------------------------
 # A shape is (has rows, has columns): a column vector is (True, False), a scalar (False, False).
@@ -145,27 +145,28 @@ def transpose(expr):
 
 # -- printing -----------------------------------------------------------------------------------------
 
-_SUM, _HADAMARD, _PRODUCT, _POSTFIX, _ATOM = range(5)
+# Matrix notation reads the precedence table of index notation (:class:`einderiv.glyphs.Precedence`):
+# a sum, then the elementwise product ``⊙``, then juxtaposition, then the postfix ``^T``, ``^-1``, ``^k``.
 
 
-def _level(expr) -> int:
+def _level(expr) -> Precedence:
     if isinstance(expr, Sum):
-        return _SUM
+        return Precedence.SUM
     if isinstance(expr, Hadamard):
-        return _HADAMARD
+        return Precedence.HADAMARD
     if isinstance(expr, Product):
         if expr.coeff < 0:
-            return _SUM  # "-A x" inside a product reads as a difference: parenthesise
+            return Precedence.SUM  # "-A x" inside a product reads as a difference: parenthesise
         visible = len(expr.factors) + (expr.coeff != 1) + bool(expr.divisors)
-        return _PRODUCT if visible > 1 else _level(expr.factors[0]) if expr.factors else _ATOM
+        return Precedence.PRODUCT if visible > 1 else _level(expr.factors[0]) if expr.factors else Precedence.ATOM
     if isinstance(expr, (Transpose, Inverse, Power)):
-        return _POSTFIX
+        return Precedence.POWER
     if isinstance(expr, Number) and (expr.value < 0 or "/" in format_number(expr.value)):
-        return _SUM
-    return _ATOM
+        return Precedence.SUM
+    return Precedence.ATOM
 
 
-def _wrap(expr, needed: int) -> str:
+def _wrap(expr, needed: Precedence) -> str:
     text = to_text(expr)
     return f"({text})" if _level(expr) < needed else text
 
@@ -182,13 +183,13 @@ def _product_text(expr: Product, signed: bool = True, in_sum: bool = False) -> s
     factors = [f for f in expr.factors if not _is_ones(f)]
     parts = [_number(magnitude)] if magnitude != 1 or not factors else []
     alone = len(factors) == 1 and not parts and not expr.divisors
-    if alone and _level(factors[0]) < _PRODUCT:  # -(a ⊙ b); in a sum, (a ⊙ b) for clarity
+    if alone and _level(factors[0]) < Precedence.PRODUCT:  # -(a ⊙ b); in a sum, (a ⊙ b) for clarity
         alone = not in_sum and (expr.coeff > 0 or not signed)
-    parts += [to_text(factors[0]) if alone else _wrap(f, _POSTFIX) for f in factors]
+    parts += [to_text(factors[0]) if alone else _wrap(f, Precedence.POWER) for f in factors]
     text = " ".join(parts)
     if expr.divisors:
         divisor = expr.divisors[0] if len(expr.divisors) == 1 else Product(Fraction(1), expr.divisors)
-        text += " / " + _wrap(divisor, _POSTFIX)
+        text += " / " + _wrap(divisor, Precedence.POWER)
     return ("-" + text) if signed and expr.coeff < 0 else text
 
 
@@ -206,15 +207,15 @@ def to_text(expr) -> str:  # noqa: C901 - one case per node type
     if isinstance(expr, Identity):
         return "I"
     if isinstance(expr, Transpose):
-        return _wrap(expr.operand, _ATOM) + "^T"
+        return _wrap(expr.operand, Precedence.ATOM) + "^T"
     if isinstance(expr, Inverse):
         return expr.matrix + ("^-T" if expr.transposed else "^-1")
     if isinstance(expr, Power):
-        return _wrap(expr.base, _ATOM) + "^" + format_number(expr.exponent)
+        return _wrap(expr.base, Precedence.ATOM) + "^" + format_number(expr.exponent)
     if isinstance(expr, Call):
         return f"{expr.func}({to_text(expr.arg)})"
     if isinstance(expr, Hadamard):
-        return " ⊙ ".join(_wrap(o, _POSTFIX) for o in expr.operands)
+        return " ⊙ ".join(_wrap(o, Precedence.POWER) for o in expr.operands)
     if isinstance(expr, Product):
         return _product_text(expr)
     if isinstance(expr, Sum):
@@ -232,4 +233,4 @@ def _negative(term) -> bool:
 def _term_text(term, leading: bool) -> str:
     if isinstance(term, Product):
         return _product_text(term, signed=leading, in_sum=True)
-    return _wrap(term, _HADAMARD)
+    return _wrap(term, Precedence.HADAMARD)

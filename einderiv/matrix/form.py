@@ -22,10 +22,13 @@ from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .errors import EinderivError
-from .functions import FUNCTIONS, in_matrix_notation
-from .ir import Delta, Tensor, format_number
-from .matrix_tree import (
+from ..elementwise import FUNCTIONS, in_matrix_notation
+from ..errors import EinderivError
+from ..glyphs import format_number
+from ..ir import Delta, Tensor
+from ..normal import Apply, MatrixFn, Poly, Term, equivalent, is_reciprocal, rename_apart
+from ..rewrites import logsumexp_parts
+from .tree import (
     COLUMN,
     MATRIX,
     SCALAR,
@@ -42,8 +45,6 @@ from .matrix_tree import (
     to_text,
     transpose,
 )
-from .normal import Apply, MatrixFn, Poly, Term, equivalent, is_reciprocal, rename_apart
-from .rewrites import logsumexp_parts
 
 
 class NoMatrixForm(EinderivError):

@@ -21,13 +21,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .errors import EinderivError, IndexRuleError, ParseError
-from .functions import in_matrix_notation
-from .ir import Program
-from .matrix_claim import IDENTITY, STRUCTURAL, Reader, function_suggestion
-from .matrix_syntax import Call, MatrixStatement, Name, lift_signs, parse_matrix_program
-from .parser import parse as parse_index
-from .program import unique_name
+from ..elementwise import in_matrix_notation
+from ..errors import EinderivError, IndexRuleError, ParseError
+from ..ir import Program
+from ..parser import parse as parse_index
+from ..program import unique_name
+from .syntax import Call, MatrixStatement, Name, lift_signs, parse_matrix_program
+from .translate import IDENTITY, STRUCTURAL, Reader, function_suggestion
 
 NOTATIONS = ("auto", "index", "matrix")
 RESERVED = ("delta",)

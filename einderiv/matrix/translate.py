@@ -15,10 +15,12 @@ from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, is_dataclass
 
-from .errors import EinderivError
-from .functions import FUNCTIONS, in_matrix_notation
-from .ir import format_indices
-from .matrix_syntax import (
+from ..elementwise import FUNCTIONS, in_matrix_notation
+from ..errors import EinderivError
+from ..glyphs import format_indices
+from ..lower import contracted_in_groups
+from ..parser import closest_name, parse
+from .syntax import (
     Call,
     Divide,
     ElementwiseDivide,
@@ -561,8 +563,6 @@ _SPELLINGS = {"ln": "log", "trace": "tr", "Tr": "tr", "norm": "norm2", "avg": "m
 def function_suggestion(name: str) -> str:
     """``"; did you mean sigmoid?"`` for ``sigmod`` (the index-notation reader's nearest name), or
     ``""`` when no known function is close."""
-    from .parser import closest_name
-
     close = _SPELLINGS.get(name) or closest_name(name, [*(row.matrix for row in FUNCTIONS.values()), *STRUCTURAL])
     return f"; did you mean {close}?" if close else ""
 
@@ -570,9 +570,6 @@ def function_suggestion(name: str) -> str:
 def _captured(text: str, index: str) -> bool:
     """Whether a group in the product ``text`` would contract ``index`` on its own (a Hadamard
     product inside a parenthesis: ``A_ik (A_kj A_kj - B_kj)``), so the sum must be written."""
-    from .lower import contracted_in_groups
-    from .parser import parse
-
     return index in contracted_in_groups(parse("f = " + text).output.rhs)
 
 

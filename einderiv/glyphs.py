@@ -1,0 +1,118 @@
+"""What printed notation is made of: one precedence table, and a glyph table per output.
+
+Index notation is printed by one walk over the IR (:func:`einderiv.ir.write`), parameterised by a
+:class:`Glyphs` table: :data:`TEXT` is what ``str()`` writes and the parser reads back; the Unicode
+and LaTeX tables are :mod:`einderiv.render`'s.  Matrix notation (:mod:`einderiv.matrix.tree`) has
+its own tree and reads the same :class:`Precedence`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from fractions import Fraction
+
+
+class Precedence(IntEnum):
+    """How tightly a printed form binds, loosest first; a form is parenthesised where its place
+    needs a tighter one: ``a + b`` < ``a ⊙ b`` (matrix notation) < ``a b``, ``a / b`` < ``-a``
+    < ``a^k``, ``M^T`` < a name, a number, a call or a parenthesised group."""
+
+    SUM = 0
+    HADAMARD = 1
+    PRODUCT = 2
+    SIGNED = 3
+    POWER = 4
+    ATOM = 5
+
+
+_ONE_LETTER_INDEX = re.compile(r"[A-Za-z][0-9]*\Z")
+
+
+def format_indices(indices: tuple[str, ...], braced: bool = False) -> str:
+    """``("p", "q")`` -> ``"_pq"``; other names use the braced form, which reads back to the same
+    indices: ``_{in,out}``, ``_{i1}`` (a letter and its digits), ``_{in,}`` (one longer name).
+    ``braced`` asks for the braced form even for single letters (``_{i,j}``)."""
+    if not indices:
+        return ""
+    if all(len(i) == 1 for i in indices) and not braced:
+        return "_" + "".join(indices)
+    if len(indices) == 1:
+        return "_{" + indices[0] + ("}" if _ONE_LETTER_INDEX.match(indices[0]) else ",}")
+    return "_{" + ",".join(indices) + "}"
+
+
+def format_number(value: Fraction) -> str:
+    """Exact text for a rational: ``2``, ``0.125``, and ``1/3`` when no finite decimal exists."""
+    if value.denominator == 1:
+        return str(value.numerator)
+    den = value.denominator
+    twos = fives = 0
+    while den % 2 == 0:
+        den //= 2
+        twos += 1
+    while den % 5 == 0:
+        den //= 5
+        fives += 1
+    if den != 1:
+        return f"{value.numerator}/{value.denominator}"
+    digits = max(twos, fives)
+    scaled = abs(value.numerator) * 10**digits // value.denominator
+    text = str(scaled).rjust(digits + 1, "0")
+    sign = "-" if value < 0 else ""
+    return f"{sign}{text[:-digits]}.{text[-digits:]}"
+
+
+@dataclass(frozen=True)
+class Glyphs:
+    """How one output writes each piece of the IR; :func:`einderiv.ir.write` does the rest
+    (the order of the pieces, the spaces, and parentheses by :class:`Precedence`).
+
+    * ``name(n)``: a tensor's or a matrix's name; ``indices(ix)``: a subscript;
+    * ``delta``: the Kronecker delta's symbol; ``number(q)``: a non-negative constant;
+    * ``group``: the parentheses around a group;
+    * ``power(e)``: what follows a base, for the exponent's text ``e``;
+    * ``fraction(a, b)``: a division as a fraction of the two texts, or None for ``a / b``
+      (its operands parenthesised by precedence);
+    * ``call(func, over, arg)``: ``func(arg)``, or the reduction ``sum_i(arg)`` over ``over``;
+    * ``matrix_call(func, matrix, subscript)``: ``inv(M)_ij``, ``det(M)``, ``logdet(M)``;
+    * ``derivative(statement, write)``: a derivative-named statement's left-hand side
+      (``dK_pq/dR_ij``), ``write`` printing its parts;
+    * ``bare_signed_number``: ``-1/3`` for a negated number (it reads back as the same value),
+      rather than ``-(1/3)``.
+    """
+
+    name: Callable[[str], str]
+    indices: Callable[[tuple[str, ...]], str]
+    delta: str
+    number: Callable[[Fraction], str]
+    group: tuple[str, str]
+    power: Callable[[str], str]
+    fraction: Callable[[str, str], str] | None
+    call: Callable[[str, tuple[str, ...], str], str]
+    matrix_call: Callable[[str, str, str], str]
+    derivative: Callable
+    bare_signed_number: bool = False
+
+
+def _text_derivative(statement, write) -> str:
+    """``dK_pq/dR_ij``, ``d2f/dx_i dx_j``: the target and its denominators as written."""
+    return write(statement.target) + "/" + " ".join(write(w) for w in statement.wrt)
+
+
+#: Plain text, as the parser reads it: ``dK_pq/dR_ij = delta_jp R_iq``, ``sum_i(x_i^2)``.
+TEXT = Glyphs(
+    name=lambda name: name,
+    indices=format_indices,
+    delta="delta",
+    number=format_number,
+    group=("(", ")"),
+    power=lambda exponent: "^" + exponent,
+    fraction=None,
+    call=lambda func, over, arg: f"{func}{format_indices(over)}({arg})",
+    matrix_call=lambda func, matrix, subscript: f"{func}({matrix}){subscript}",
+    derivative=_text_derivative,
+    bare_signed_number=True,
+)

@@ -1,0 +1,52 @@
+"""Index names: fresh ones, and the marks of a counting index.
+
+A counting index stands for the dimension of a letter: ``i#2`` is the size of i as statement 2
+wrote it (``delta_{i#2,i#2}`` sums to it), ``j#2#`` a letter lowering chose rather than the
+user, and ``i#2@1`` the same count renamed apart.
+"""
+
+from __future__ import annotations
+
+from .ir import Indices
+
+_FRESH_POOL = "ijklmnopqrstuvwxyzabcdefghABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+#: marks an index that counts (``delta_{i#2,i#2}``: the dimension of i, as statement 2 wrote it);
+#: ``i#2#``: a letter lowering chose, not the user; ``i#2@1``: the same count renamed apart
+COUNT_MARK = "#"
+
+
+def is_count(index: str) -> bool:
+    """Whether ``index`` counts (``i#2``), rather than indexing an axis."""
+    return COUNT_MARK in index
+
+
+def count_stem(index: str) -> str:
+    """The count an index renamed apart stands for (``i#2`` for ``i#2@1``): it has its size."""
+    return index.split("@", 1)[0]
+
+
+def count_letter(index: str) -> str:
+    """The letter a count prints with (``i`` for ``i#2``)."""
+    return index.split(COUNT_MARK, 1)[0]
+
+
+def count_is_written(index: str) -> bool:
+    """Whether the user wrote the count's letter (``i#2``), rather than lowering (``j#2#``)."""
+    return not count_stem(index).endswith(COUNT_MARK)
+
+
+def fresh_indices(count: int, avoid: set[str] | frozenset[str]) -> Indices:
+    """``count`` index names not in ``avoid``: i, j, k, ... then i1, j1, ..."""
+    out: list[str] = []
+    suffix = 0
+    while len(out) < count:
+        for letter in _FRESH_POOL:
+            name = letter if suffix == 0 else f"{letter}{suffix}"
+            if name not in avoid and name not in out:
+                out.append(name)
+                if len(out) == count:
+                    break
+        suffix += 1
+    return tuple(out)

@@ -1,0 +1,237 @@
+"""Printing the normal form: a :class:`~einderiv.normal.Poly` written back as IR, which prints as
+text that reads back as the same normal form.
+
+Bound indices are renamed apart from every name written around them, a summed index is written
+``sum_i(...)`` where plain text would scope it otherwise, ``1/n_r`` prints as ``mean_r(...)``,
+a negative power as a division, ``log(sum_R(exp(v)))`` as ``logsumexp_R(v)``, and a counting
+index (``i#2``) as its letter, where the statement it came from sizes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from fractions import Fraction
+
+from .index_names import count_is_written, count_letter, count_stem, fresh_indices, is_count
+from .ir import Add, Call, Delta, Div, Expr, MatrixCall, Mul, Neg, Number, Pow, Tensor, walk
+from .normal import (
+    POLY_TEXT,
+    Apply,
+    MatrixFn,
+    Poly,
+    Term,
+    is_reciprocal,
+    keep_sums,
+    rename_apart,
+    rename_atom,
+    rename_term_apart,
+)
+from .rewrites import logsumexp_parts
+
+
+def _written_names(expr: Expr) -> set[str]:
+    return {i for node in walk(expr) if isinstance(node, (Tensor, Delta, MatrixCall)) for i in node.indices}
+
+
+def _arg_expr(arg: Poly, visible: set[str], explicit: bool = False) -> Expr:
+    """An argument as IR, its bound names renamed apart from ``visible``; the names it writes
+    are added to ``visible`` so that later factors keep theirs apart too.  ``explicit`` writes
+    the sums inside it as ``sum_k(...)`` (used for divisors, where ``/ e_k`` would be cryptic)."""
+    arg = rename_apart(arg, visible)
+    expr = to_expr(arg, visible | set(arg.indices), explicit, nested=True)
+    visible |= _written_names(expr)
+    return expr
+
+
+def atom_to_expr(atom, visible: set[str]) -> Expr:
+    """One atom as IR.  Names bound inside an Apply are renamed apart from ``visible`` (every
+    name already written around it) so the printed text scopes the same way when parsed back."""
+    if isinstance(atom, MatrixFn):
+        return MatrixCall(atom.func, atom.matrix, atom.indices)
+    if is_reciprocal(atom):  # 1/n along a free index: sum_j delta_jr / n
+        (index,) = atom.indices
+        (j,) = fresh_indices(1, visible)
+        visible.add(j)
+        return Call("mean", Delta(j, index), (j,))
+    if not isinstance(atom, Apply):
+        return atom
+    if logsumexp_parts(atom) is not None:  # log(sum_R(exp(v))) reads as logsumexp_R(v)
+        arg = rename_apart(atom.arg, visible)
+        v, summed = logsumexp_parts(Apply(atom.func, arg, atom.param))
+        inner = to_expr(v, visible | set(v.indices), nested=True)
+        visible |= _written_names(inner) | set(summed)
+        return Call("logsumexp", inner, summed)
+    inner = _arg_expr(atom.arg, visible)
+    return Pow(inner, atom.param) if atom.func == "pow" else Call(atom.func, inner)
+
+
+def _occurrences(term: Term, index: str) -> int:
+    """How often ``index`` occurs in the printed product: with multiplicity in tensors and
+    deltas, once in each call or power that has it free (a group's free index counts once)."""
+    return sum(
+        (1 if index in f.indices else 0) if isinstance(f, Apply) else f.indices.count(index) for f in term.factors
+    )
+
+
+def _captured(term: Term, index: str) -> bool:
+    """Whether printing would let a group inside ``term`` contract ``index``: some call that has
+    it free holds a term in which it occurs twice (``exp(x_i x_i)`` elementwise over i)."""
+    for f in term.factors:
+        if isinstance(f, Apply) and index in f.arg.indices:
+            for inner in f.arg.terms:
+                if _occurrences(inner, index) > 1 or _captured(inner, index):
+                    return True
+    return False
+
+
+def _product(factors: list[Expr]) -> Expr:
+    return factors[0] if len(factors) == 1 else Mul(tuple(factors))
+
+
+def counts_printed(term: Term, counts: list[str], context: set[str]) -> Term:
+    """``term`` with each counting index (``i#2``: the dimension of i, written i in statement 2)
+    printed as its letter, so that the statement it came from sizes it when the text is read
+    back; the term's own summed indices move out of its way.  Where the letter is bound outside
+    the term, it prints as ``i9``-style, which nothing sizes: reading back then says so rather
+    than counting another dimension."""
+    bases = {i: count_letter(i) for i in counts}
+    dummies = term.index_names() - set(counts) - context
+    wanted = {b for i, b in bases.items() if b not in context and count_is_written(i)}
+    taken = term.index_names() | context | set(bases.values())
+    mapping: dict[str, str] = {}
+    for d in sorted(dummies & wanted):
+        mapping[d] = fresh_indices(1, taken)[0]
+        taken.add(mapping[d])
+    for i, b in bases.items():
+        if b in context or b in mapping.values() or not count_is_written(i):  # j#2#: a letter the user did not write
+            k = 9
+            while f"{b}{k}" in taken:
+                k += 1
+            mapping[i] = f"{b}{k}"
+        else:
+            mapping[i] = b
+        taken.add(mapping[i])
+    return Term(term.coeff, tuple(rename_atom(f, mapping) for f in term.factors))
+
+
+def _letter_axes(term: Term, letter: str) -> set[tuple[str, int]]:
+    """The tensor axes ``(tensor, axis)`` at which ``term`` writes ``letter`` (call arguments
+    included where the letter is free in them)."""
+    out = set()
+    for f in term.factors:
+        if isinstance(f, Tensor) and not is_reciprocal(f):
+            out.update((f.name, k) for k, i in enumerate(f.indices) if i == letter)
+        elif isinstance(f, MatrixFn):
+            out.update((f.matrix, k) for k, i in enumerate(f.indices) if i == letter)
+        elif isinstance(f, Apply) and letter in f.arg.indices:
+            for inner in f.arg.terms:
+                out |= _letter_axes(inner, letter)
+    return out
+
+
+def count_letters_apart(poly: Poly, count_axes: Mapping[str, set] | None = None) -> Poly:
+    """``poly`` with the summed indices of every term renamed away from the letters its counts
+    print with, where they may be another dimension: a count is sized by its letter when the
+    text is read back, so no term of the statement may sum that letter over another dimension
+    (``delta_ii / c + v_i w_i`` would read the count as v's length).  ``count_axes`` (a count
+    -> the input axes it counts) keeps a letter written at those same axes (``X_nf X_nf`` beside
+    ``delta_ff``, both X's columns)."""
+    outer = set(poly.indices)
+    counts = [i for i in poly.all_index_names() if is_count(i) and count_is_written(i)]
+    by_letter: dict[str, list[str]] = {}
+    for c in counts:
+        by_letter.setdefault(count_letter(c), []).append(count_stem(c))
+    if not set(by_letter) - outer:
+        return poly
+    terms = []
+    for term in poly.terms:
+        clashes = set()
+        for letter, stems in by_letter.items():
+            if letter in outer or letter not in term.index_names():
+                continue
+            axes = _letter_axes(term, letter)
+            known = [set((count_axes or {}).get(stem, ())) for stem in stems]
+            if not axes or not all(axes <= k for k in known):
+                clashes.add(letter)
+        terms.append(rename_term_apart(term, outer, clashes) if clashes else term)
+    return Poly(tuple(terms), poly.indices)
+
+
+def count_axes_of(hints: tuple) -> dict[str, set]:
+    """Count -> the tensor axes its size hints name (``("names", ((i#2, x, 0), ...))``)."""
+    out: dict[str, set] = {}
+    for hint in hints:
+        if hint[0] == "names":
+            for index, tensor, axis in hint[1]:
+                if is_count(index):
+                    out.setdefault(index, set()).add((tensor, axis))
+    return out
+
+
+def term_to_expr(
+    term: Term, context: set[str], leading: bool = True, explicit: bool = False, nested: bool = False
+) -> Expr:
+    """One monomial as IR.  A negative leading term reads ``-2 A_kj x_j``; later ones are
+    ``Neg`` so that the sum prints ``a - 2 b``.  Negative powers print as division.  A summed
+    index is written with an explicit ``sum_i(...)`` where the plain text would scope it
+    differently: inside a group (``nested``) when it occurs once (it would be free there and go
+    outward), and anywhere a group inside would contract it (``exp(x_i x_i) y_i`` elementwise)."""
+    counts = sorted(i for i in term.index_names() if is_count(i))
+    if counts:  # a counting index (delta_{i#2,i#2}, the dimension of i) prints with its letter
+        term = counts_printed(term, counts, set(context))
+    names = term.index_names()
+    visible = set(context) | names
+    # 1/n_r with r summed is mean_r around the term (r bound there); with r free, mean_j(delta_jr)
+    means = tuple(dict.fromkeys(f.indices[0] for f in term.factors if is_reciprocal(f) and f.indices[0] not in context))
+    if means:
+        term = Term(term.coeff, tuple(f for f in term.factors if not (is_reciprocal(f) and f.indices[0] in means)))
+        term = keep_sums(term, means)
+    hidden = tuple(
+        sorted(
+            i
+            for i in names - context - set(means)
+            if explicit or (nested and _occurrences(term, i) == 1) or _captured(term, i)
+        )
+    )
+    factors: list[Expr] = []
+    denominators: list[Expr] = []
+    for f in term.factors:
+        if isinstance(f, Apply) and f.func == "pow" and f.param < 0:
+            flipped = Apply("pow", f.arg, -f.param)
+            denominators.append(_arg_expr(f.arg, visible, True) if f.param == -1 else atom_to_expr(flipped, visible))
+        else:
+            factors.append(atom_to_expr(f, visible))
+    for func, over in (("mean", means), ("sum", hidden)):  # sum_j(mean_i(...)): each binds its indices
+        if over:
+            inner = _product(factors) if factors else Number(Fraction(1))
+            for base in denominators:
+                inner = Div(inner, base)
+            factors, denominators = [Call(func, inner, over)], []
+    magnitude = abs(term.coeff)
+    if magnitude != 1 or not factors:
+        factors.insert(0, Number(magnitude))
+    if term.coeff < 0 and leading:
+        factors[0] = Neg(factors[0])
+    body = _product(factors)
+    for base in denominators:
+        body = Div(body, base)
+    return Neg(body) if term.coeff < 0 and not leading else body
+
+
+def to_expr(poly: Poly, context: set[str] | None = None, explicit: bool = False, nested: bool = False) -> Expr:
+    """The IR of a normal form; ``0`` for the empty sum.  ``explicit`` writes every summed
+    index of a term as ``sum_i(...)``; ``nested`` says the sum is a group's (a call's argument,
+    a power's base, a divisor), whose terms' once-occurring indices would go outward."""
+    if not poly.terms:
+        return Number(Fraction(0))
+    ctx = set(poly.indices) | (context or set())
+    parts = [term_to_expr(t, ctx, leading=(k == 0), explicit=explicit, nested=nested) for k, t in enumerate(poly.terms)]
+    return parts[0] if len(parts) == 1 else Add(tuple(parts))
+
+
+def poly_text(poly: Poly) -> str:
+    """``str()`` of a :class:`~einderiv.normal.Poly`: the text of :func:`to_expr`."""
+    return str(to_expr(poly))
+
+
+POLY_TEXT[:] = [poly_text]
