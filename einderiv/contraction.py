@@ -437,7 +437,19 @@ def contraction_for(subscripts: str, shapes):
             return reduced
     if len(shapes) == 1 or (len(shapes) == 2 and all(math.prod(s) <= SMALL for s in shapes)):
         return _pairwise(subscripts) or functools.partial(np.einsum, subscripts)
-    return opt_einsum.contract_expression(subscripts, *shapes)
+    return opt_einsum.contract_expression(subscripts, *shapes, optimize=_cheapest_path(subscripts, shapes))
+
+
+def _cheapest_path(subscripts: str, shapes) -> list:
+    """The cheaper of opt_einsum's default path and its dynamic-programming one, by its own cost
+    count (then the smaller largest intermediate).  The default's exhaustive search for up to four
+    operands can miss a cheaper order: for ``n,ni,nj,i->j`` it scales X by the weights (an N x D
+    intermediate) where the dynamic program first multiplies the two vectors over n."""
+    candidates = []
+    for method in ("auto", "dp"):
+        path, info = opt_einsum.contract_path(subscripts, *shapes, shapes=True, optimize=method)
+        candidates.append((int(info.opt_cost), int(info.largest_intermediate), path))
+    return min(candidates, key=lambda c: c[:2])[2]
 
 
 class _ReducedFirst:
