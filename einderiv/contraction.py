@@ -421,6 +421,36 @@ def _gram(subscripts: str, shapes):
     return SymmetricGram(plain, bool(weights), blocks=max(3, min(8, size // 128)))
 
 
+class _WeightedColumnSums:
+    """``w_n A_ni B_ni -> i`` (the weights optional): the elementwise product, then one BLAS
+    matrix-vector product with the weights (or column sums), where einsum would run its own loop:
+    the diagonal of a Gram product, ``hessian_diag`` of a GLM."""
+
+    def __init__(self, weighted: bool):
+        self.weighted = weighted
+
+    def __call__(self, *operands):
+        product = operands[-2] * operands[-1]
+        return product.T @ operands[0] if self.weighted else product.sum(axis=0)
+
+    def __repr__(self) -> str:
+        return "<weighted column sums of an elementwise product>"
+
+
+def _column_sums(subscripts: str, shapes):
+    """A :class:`_WeightedColumnSums` for ``n,ni,ni->i`` or ``ni,ni->i`` on arrays large enough."""
+    inputs, output = subscripts.split("->")
+    parts = inputs.split(",")
+    if len(parts) not in (2, 3) or len(output) != 1:
+        return None
+    *weights, a, b = parts
+    if len(a) != 2 or a != b or a[1] != output or a[0] == output or (weights and weights[0] != a[0]):
+        return None
+    if tuple(shapes[-2]) != tuple(shapes[-1]) or math.prod(shapes[-1]) <= SMALL:
+        return None
+    return _WeightedColumnSums(bool(weights))
+
+
 def contraction_for(subscripts: str, shapes):
     """The contraction of ``subscripts`` for operands of these shapes: opt_einsum's planned
     expression (pairwise order, BLAS where it applies), or NumPy's einsum for a single operand
@@ -428,9 +458,9 @@ def contraction_for(subscripts: str, shapes):
     inputs, output = subscripts.split("->")
     if inputs == output and len(set(output)) == len(output):
         return _same  # the operand itself, axes already in place
-    gram = _gram(subscripts, shapes)
-    if gram is not None:
-        return gram
+    special = _gram(subscripts, shapes) or _column_sums(subscripts, shapes)
+    if special is not None:
+        return special
     if len(shapes) > 1:
         reduced = _reduced_first(inputs.split(","), output, [tuple(s) for s in shapes])
         if reduced is not None:

@@ -10,6 +10,7 @@ from hypothesis import assume, given, note
 from hypothesis import strategies as st
 
 import einderiv
+from einderiv.contraction import contraction_for
 from einderiv.runtime import run
 
 jax = pytest.importorskip("jax")
@@ -300,3 +301,14 @@ def test_the_tangent_has_the_dimensions_of_what_it_multiplies():
 def test_products_take_one_wrt_name(function):
     with pytest.raises(einderiv.DifferentiationError, match="takes one wrt name"):
         function("f = x_i x_i", ["x", "x"])
+
+
+def test_weighted_column_sums_are_the_einsum():
+    generator = np.random.default_rng(9)
+    A, B, w = generator.normal(size=(300, 40)), generator.normal(size=(300, 40)), generator.normal(size=300)
+    A[5, 6], w[7] = np.nan, -np.inf
+    for subscripts, operands in (("n,ni,ni->i", (w, A, B)), ("ni,ni->i", (A, B)), ("n,ni,ni->i", (w, A, A))):
+        function = contraction_for(subscripts, [o.shape for o in operands])
+        assert "column sums" in repr(function)
+        expected = np.einsum(subscripts, *operands)
+        np.testing.assert_allclose(function(*operands), expected, rtol=1e-10, atol=1e-10, equal_nan=True)
