@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .api import Compiled, Derivative, Source, diff, gathered_arrays, scalar_program
-from .dimensions import sized_definitions
+from .dimensions import dimension_sizes, sized_definitions
 from .errors import DifferentiationError, EvaluationError, guarded
 from .ir import Tensor
 from .matrix.reading import accepts_notation
@@ -128,6 +128,10 @@ class Gradients(tuple):
                 check_structure(item.structure, values)
         line = self.line
         signature = tuple((values[n].shape, values[n].dtype) for n in sorted(ranks))
+        if signature not in line._bound:  # first call with these shapes: every dimension agrees
+            shapes = {name: value.shape for name, value in values.items()}
+            for item in self._items():
+                dimension_sizes(item.program_dimensions, shapes)
         computed = run(line, dict(values), signature)
         results = tuple(np.array(computed[name]) for name in self._outputs)
         if self.value is not None:

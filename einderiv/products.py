@@ -74,9 +74,7 @@ def _contracted(program: CheckedProgram, tensor: Tensor, over: Indices) -> Check
     if ties:
         hints += (("tied", ties),)
     contracted = Definition(out.name, keep, simplify(terms, keep), hints)
-    definitions = [*program.definitions[:-1], contracted] if program.definitions[-1] is out else None
-    if definitions is None:
-        definitions = [contracted if d is out else d for d in program.definitions]
+    definitions = [contracted if d is out else d for d in program.definitions]
     rank = {tensor.name: len(tensor.indices)}
     return CheckedProgram(
         definitions,
