@@ -84,7 +84,7 @@ class Compiled:
         self.program = program
         self.ranks: dict[str, int] = dict(inputs if inputs is not None else program.inputs)
         self._line: StraightLine | None = None
-        self._sized: set[tuple] = set()  # the input signatures whose sizes were checked
+        self._sized: set[tuple] = set()  # the input shapes whose sizes were checked
         self.line  # noqa: B018 - built now, so tracers (torch.compile) see only the array work
 
     # -- what it is -------------------------------------------------------------------------
@@ -195,10 +195,21 @@ class Compiled:
     def line(self) -> StraightLine:
         if self._line is None:
             line = StraightLine()
-            for d in sized_definitions(self.program.computed(), self.ranks, self.program_dimensions):
+            for d in self.computed_definitions():
                 line.add(d.name, d.poly, d.hints)
             self._line = line
         return self._line
+
+    def computed_definitions(self) -> list[Definition]:
+        """The definitions evaluation computes, with the size hints the program's dimensions give."""
+        return sized_definitions(self.program.computed(), self.ranks, self.program_dimensions)
+
+    def check_sizes(self, values: Mapping[str, object]) -> None:
+        """Every dimension's input axes agree (``mean_k(W_dk + b_k)``), checked once per shapes."""
+        shapes = tuple(tuple(values[n].shape) for n in self.ranks)
+        if shapes not in self._sized:
+            dimension_sizes(self.program_dimensions, dict(zip(self.ranks, shapes)))
+            self._sized.add(shapes)
 
     def numpy_arrays(self, given: Mapping[str, object]) -> dict[str, np.ndarray]:
         """The arrays of a call as NumPy arrays, checked against the inputs: an unknown or a
@@ -293,7 +304,7 @@ class Compiled:
             return self._numpy_call(arrays)
         ops = ops_for(chosen)
         values, dtype, like = self._backend_arrays(arrays, ops)
-        dimension_sizes(self.program_dimensions, {name: tuple(value.shape) for name, value in values.items()})
+        self.check_sizes(values)
         like = ops.astype(ops.convert(0.0, like), dtype)  # a 0-d array: the dtype and device of constants
         inputs = [values[n] for n in self.ranks]
         result = run_with(self._line or self.line, values, ops, like)[self.program.output]
@@ -316,10 +327,8 @@ class Compiled:
         values = self.numpy_arrays(arrays)
         if self.structure:
             check_structure(self.structure, values)
+        self.check_sizes(values)
         signature = tuple([(values[n].shape, values[n].dtype) for n in self.ranks])
-        if signature not in self._sized:  # every dimension's input axes agree (mean_k(W_dk + b_k))
-            dimension_sizes(self.program_dimensions, {name: value.shape for name, value in values.items()})
-            self._sized.add(signature)
         result = run(self._line or self.line, values, signature)[self.program.output]
         if type(result) is not np.ndarray or result.base is not None or any(result is arrays[n] for n in arrays):
             result = np.array(result)  # never hand back an input, or a view of one
@@ -382,12 +391,15 @@ class Compiled:
     def _sources(self) -> tuple[Definition, ...]:
         return ()
 
+    def shape_parts(self) -> list[str]:
+        """What the result's shape is made of: ``["K.shape", "R.shape"]``."""
+        parts = [f"{self.root_name}.shape"] + [f"{ref.name}.shape" for ref in self.wrt]
+        return parts[1:] + parts[:1] if self.layout == "denominator" else parts
+
     def shape_text(self) -> str:
         """``K.shape + R.shape = (P, P, M, P) with R: (M, P)``."""
         index_dims, input_dims = self.dimension_names()
-        parts = [f"{self.root_name}.shape"] + [f"{ref.name}.shape" for ref in self.wrt]
-        if self.layout == "denominator":
-            parts = parts[1:] + parts[:1]
+        parts = self.shape_parts()
         dims = ", ".join(index_dims.get(i, "?") for i in self.indices)
         dims = f"({dims},)" if len(self.indices) == 1 else f"({dims})"
         shown = [n for n in input_dims if self.ranks.get(n)]

@@ -15,8 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .api import Compiled, Derivative, Source, diff, gathered_arrays, scalar_program
-from .dimensions import dimension_sizes, sized_definitions
-from .errors import DifferentiationError, EvaluationError, guarded
+from .errors import DifferentiationError, guarded
 from .ir import Tensor
 from .matrix.reading import accepts_notation
 from .normal import Apply, MatrixFn, Poly, Term
@@ -66,7 +65,7 @@ def joint_line(items: Sequence[Compiled]) -> tuple[StraightLine, list[str]]:
     inputs = set().union(*(item.ranks for item in items))
     for item in items:
         mapping: dict[str, str] = {}
-        definitions = sized_definitions(item.program.computed(), item.ranks, item.program_dimensions)
+        definitions = item.computed_definitions()
         for d in definitions:
             poly = _renamed_tensors(d.poly, mapping) if mapping else d.poly
             name = d.name
@@ -114,24 +113,16 @@ class Gradients(tuple):
         given = gathered_arrays(arrays, named)
         first = self._items()[0]
         ranks = self.ranks
-        unknown = sorted(set(given) - set(ranks))
-        if unknown:
-            raise EvaluationError(f"unknown input {unknown[0]!r}: the inputs are {', '.join(sorted(ranks))}")
-        missing = sorted(set(ranks) - set(given))
-        if missing:
-            raise EvaluationError(f"missing array for {missing[0]!r} (inputs: {', '.join(sorted(ranks))})")
         holder = Compiled.__new__(Compiled)  # the input checks of one compiled program, over all inputs
         holder.program, holder.ranks, holder.reading = first.program, ranks, first.reading
         values = holder.numpy_arrays(given)
         for item in self._items():
             if item.structure:
                 check_structure(item.structure, values)
+        for item in self._items():  # every dimension agrees (once per shapes)
+            item.check_sizes(values)
         line = self.line
         signature = tuple((values[n].shape, values[n].dtype) for n in sorted(ranks))
-        if signature not in line._bound:  # first call with these shapes: every dimension agrees
-            shapes = {name: value.shape for name, value in values.items()}
-            for item in self._items():
-                dimension_sizes(item.program_dimensions, shapes)
         computed = run(line, dict(values), signature)
         results = tuple(np.array(computed[name]) for name in self._outputs)
         if self.value is not None:

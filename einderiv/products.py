@@ -111,13 +111,8 @@ class Product(Derivative):
     def __init__(self, program: CheckedProgram, inputs, wrt, root, sources=()):
         super().__init__(program, inputs, wrt, root, sources or (root,))
 
-    def shape_text(self) -> str:
-        index_dims, input_dims = self.dimension_names()
-        dims = ", ".join(index_dims.get(i, "?") for i in self.indices)
-        dims = f"({dims},)" if len(self.indices) == 1 else f"({dims})"
-        shown = [n for n in input_dims if self.ranks.get(n)]
-        where = ", ".join(f"{n}: ({', '.join(input_dims[n])}{',' if len(input_dims[n]) == 1 else ''})" for n in shown)
-        return f"{' + '.join(self.shape_names)} = {dims}" + (f" with {where}" if where else "")
+    def shape_parts(self) -> list[str]:
+        return list(self.shape_names)
 
 
 @accepts_notation

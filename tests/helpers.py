@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 
 import numpy as np
+
+from benchmarks.codegen import load_generated as load_module  # noqa: F401 - shared by the codegen tests
 
 
 def central_difference(function, arrays: dict, wrt: str, h: float = 1e-6) -> np.ndarray:
@@ -41,13 +42,3 @@ def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "einderiv", *args], capture_output=True, text=True, timeout=120, cwd=cwd
     )
-
-
-def load_module(code: str, tmp_path, name: str):
-    """Generated code written to ``tmp_path/name.py`` and imported as a module."""
-    path = tmp_path / f"{name}.py"
-    path.write_text(code)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
