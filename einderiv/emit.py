@@ -8,6 +8,7 @@ from fractions import Fraction
 from opt_einsum import get_symbol
 
 from .glyphs import format_number
+from .index_names import count_letter, is_count
 from .ir import Delta, Indices
 from .normal import Apply, MatrixFn, Poly
 from .printing import atom_to_expr
@@ -53,6 +54,11 @@ def symbol_table(poly: Poly) -> dict[str, str]:
         if len(name) == 1 and name.isascii() and name.isalpha() and name not in taken:
             table[name] = name
             taken.add(name)
+    for name in names:  # a count (``k#1``, the dimension of k) takes its letter when that is free
+        letter = count_letter(name)
+        if is_count(name) and name not in table and len(letter) == 1 and letter.isascii() and letter not in taken:
+            table[name] = letter
+            taken.add(letter)
     counter = 0
     for name in names:
         if name in table:

@@ -218,6 +218,10 @@ class StraightLine:
                 others = [g for j, g in enumerate(term.factors) if j != k]
                 if len(f.indices) > max(len(g.indices) for g in others):
                     continue  # (A_kj + A_jk) x_j would add two n x n matrices to save a matrix-vector product
+                if any(i not in free for i in f.indices) and not set(f.indices) - free <= {
+                    i for g in others for i in g.indices
+                }:
+                    continue  # r_j c + u_j c: j is summed by the varying factor alone, and may be two sizes
                 mapping: dict[str, str] = {}
                 for g in [*sorted(others, key=lambda g: (g.name, len(g.indices))), f]:
                     for i in g.indices:

@@ -13,11 +13,12 @@ VJPs and Hessian diagonals, each derived symbolically and simplified.
 from __future__ import annotations
 
 from dataclasses import replace
+from fractions import Fraction
 
 from .api import Derivative, Source, checked_program, diff, hessian, scalar_program, wrt_tensor
 from .errors import DifferentiationError, guarded
 from .gradients import grad
-from .ir import Indices, Statement, Tensor
+from .ir import Indices, Mul, Number, Statement, Tensor
 from .matrix.reading import accepts_notation
 from .normal import Term, rename_apart, simplify
 from .program import CheckedProgram, Definition
@@ -91,10 +92,13 @@ def _renamed(derivative: Derivative, name: str, shape: tuple[str, ...], wrt=None
     naming ``shape`` (``L.shape + w.shape``)."""
     final = derivative.program.out
     rhs = final.statement.rhs if final.statement is not None else final.display().rhs
+    wrt = derivative.wrt if wrt is None else wrt
+    if not final.poly.terms and final.indices and shape == (f"{wrt[0].name}.shape",):
+        # a zero of wrt's shape prints as 0 w_I, which sizes its indices when read back
+        rhs = Mul((Number(Fraction(0)), Tensor(wrt[0].name, final.indices)))
     statement = Statement(Tensor(name, final.indices), rhs)
     definitions = [*derivative.program.definitions[:-1], replace(final, statement=statement)]
     program = replace(derivative.program, definitions=definitions)
-    wrt = derivative.wrt if wrt is None else wrt
     product = Product(program, derivative.ranks, wrt, derivative.root, derivative.sources)
     product.shape_names = shape
     product.structure = derivative.structure

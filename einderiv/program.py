@@ -250,7 +250,7 @@ def _tensor_axes(poly: Poly) -> tuple:
     return tuple(dict.fromkeys(out))
 
 
-def _own_counts(poly: Poly, written: tuple, number: int, lowered: tuple = ()) -> tuple[Poly, tuple]:
+def _own_counts(poly: Poly, written: tuple, number: int | str, lowered: tuple = ()) -> tuple[Poly, tuple]:
     """``poly`` with each summed index that a term carries only as ``delta_ii`` (the dimension
     of i: ``sum_i(t + x_i)`` is I t + sum_i(x_i)) renamed to one of its own, ``i#<statement>``,
     and the size hints that bind it to the axes i is written at.  Derivatives move such a factor
@@ -473,14 +473,26 @@ def derive(program: CheckedProgram, wrt: Tensor, name: str) -> CheckedProgram:
     adjoints: list[Definition] = []
     base = out.name.replace("/", "")
 
+    counts: list = []  # size hints of the counts differentiation leaves (sum_n of a constant in n)
+
+    def partial_of(d: Definition, poly: Poly, target: Tensor) -> Poly:
+        """d poly / d target, each count it leaves (``delta_nn``: -2 sum_n(z_n - m) by m is
+        -2 z_n + 2 m N) named as a count of ``d``'s statement, sized where that statement wrote
+        its letter: adjoints substituted into other statements rename plain letters, never counts."""
+        partial = differentiate(poly, target)
+        written = tuple(e for h in d.hints if h[0] == "names" for e in h[1] if not is_count(e[0]))
+        partial, hints = _own_counts(partial, written, f"d{d.name}")
+        counts.extend(_through_definitions(hints, program.definitions))
+        return partial
+
     def through(user: str, target: Tensor, avoid: set[str]) -> list[Term]:
         """sum_T dOd(user)_{P T} d user_T / d target: terms with free P + target's indices."""
         if user == out.name:
-            return list(differentiate(out.poly, target).terms)
+            return list(partial_of(out, out.poly, target).terms)
         user_def = definitions[user]
         bar_name, _ = bars[user]
         T = _letters(user_def.indices, set(P) | set(target.indices) | avoid)
-        partial = differentiate(_rename_free(user_def.poly, T), target)
+        partial = partial_of(user_def, _rename_free(user_def.poly, T), target)
         if not partial.terms:
             return []
         adjoint = [Term(1, (Tensor(bar_name, P + T),))]
@@ -492,6 +504,7 @@ def derive(program: CheckedProgram, wrt: Tensor, name: str) -> CheckedProgram:
         S = _letters(s_def.indices, set(P) | set(W))
         target = Tensor(s, S)
         terms: list[Term] = []
+        counts.clear()
         for user in users[s]:
             if user == out.name or user in bars:
                 terms.extend(through(user, target, set(W)))
@@ -499,13 +512,16 @@ def derive(program: CheckedProgram, wrt: Tensor, name: str) -> CheckedProgram:
         taken.add(bar_name)
         bars[s] = (bar_name, S)
         hints = _hints_for(out, P, program) + tuple(("axis", i, s, k) for k, i in enumerate(S))
+        hints += (("names", tuple(dict.fromkeys(counts))),) if counts else ()
         adjoints.append(Definition(bar_name, P + S, simplify(terms, P + S), hints))
 
-    result_terms = list(differentiate(out.poly, wrt).terms)
+    counts.clear()
+    result_terms = list(partial_of(out, out.poly, wrt).terms)
     for t in relevant:
         if wrt.name in references(definitions[t].poly):
             result_terms.extend(through(t, wrt, set()))
     final_hints = _hints_for(out, P, program) + tuple(("axis", i, wrt.name, k) for k, i in enumerate(W))
+    final_hints += (("names", tuple(dict.fromkeys(counts))),) if counts else ()
     final = Definition(name, P + W, simplify(result_terms, P + W), final_hints)
     forward = [d for d in program.definitions if d.name != out.name]
     ranks = dict(program.ranks)

@@ -274,3 +274,42 @@ def test_a_logsumexp_inside_a_logsumexp_sums_over_its_own_index(source):
     p = np.exp(s * x - np.logaddexp.reduce(s * x))
     assert float(einderiv.grad(source, "s")(s=s, x=x)) == pytest.approx(p @ x, rel=1e-12)
     assert float(einderiv.hessian(source, "s")(s=s, x=x)) == pytest.approx(p @ x**2 - (p @ x) ** 2, rel=1e-10)
+
+
+def test_a_count_left_by_differentiation_keeps_its_statement_dimension():
+    # dL/dm = -2 sum_n(z_n - m) leaves N as delta_nn; substituted into dL/dW1 it was renamed to k,
+    # W1's column letter, and failed with "k cannot be inferred" (K would have been wrong too)
+    source = "z_n = X_nd W1_dk W2_k; m = mean_n(z_n); L = (z_n - m)^2"
+    X, W1, W2 = rng.normal(size=(7, 3)), rng.normal(size=(3, 4)), rng.normal(size=4)
+    gradient = einderiv.grad(source, "W1")
+
+    def loss(X, W1, W2):
+        z = X @ W1 @ W2
+        return np.sum((z - z.mean()) ** 2)
+
+    z = X @ W1 @ W2
+    np.testing.assert_allclose(gradient(X=X, W1=W1, W2=W2), 2 * np.outer(X.T @ (z - z.mean()), W2), rtol=1e-12)
+    assert_matches_fd(gradient, loss, {"X": X, "W1": W1, "W2": W2}, "W1")
+    np.testing.assert_allclose(read_back(gradient, {"X": X, "W1": W1, "W2": W2}), gradient(X=X, W1=W1, W2=W2))
+
+
+def test_terms_summing_one_letter_over_two_dimensions_are_not_merged():
+    # df/ds = sum_ij exp(p_i s) p_i / (t + q_j) + sum_ij r_j exp(p_i s) p_i: the two j's are q's
+    # length (4) and r's (3); the evaluator merged the two terms into (1 / (t + q_j) + r_j)
+    source = "t = sum_i(exp(p_i s)); f = sum_j(log(t + q_j)) + sum_i(r_i t)"
+    p, q, r, s = rng.uniform(0.1, 1, 3), rng.uniform(0.1, 1, 4), rng.uniform(0.1, 1, 3), np.array(0.6)
+    gradient = einderiv.grad(source, "s")
+    t = np.exp(p * s).sum()
+    expected = (np.sum(1 / (t + q)) + r.sum()) * (p * np.exp(p * s)).sum()
+    assert float(gradient(p=p, q=q, r=r, s=s)) == pytest.approx(expected, rel=1e-12)
+    assert float(read_back(gradient, {"p": p, "q": q, "r": r, "s": s})) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("product", ["hvp", "hessian_diag", "vjp"])
+def test_a_zero_product_prints_text_that_reads_back(product):
+    # d2fdx2v_i = 0 left i unsized when read back; it prints as 0 x_i
+    source = "f_i = a_i + 0 x_i" if product == "vjp" else "f = a_i x_i"
+    derivative = getattr(einderiv, product)(source, "x")
+    arrays = {"a": rng.normal(size=3), "x": rng.normal(size=3), "v": rng.normal(size=3), "u": rng.normal(size=3)}
+    assert str(derivative).splitlines()[-1].endswith("= 0 x_" + derivative.expr.indices[0])
+    np.testing.assert_array_equal(read_back(derivative, arrays), np.zeros(3))

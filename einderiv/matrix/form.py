@@ -25,6 +25,7 @@ from fractions import Fraction
 from ..elementwise import FUNCTIONS, in_matrix_notation
 from ..errors import EinderivError
 from ..glyphs import format_number
+from ..index_names import count_letter
 from ..ir import Delta, Tensor
 from ..normal import Apply, MatrixFn, Poly, Term, equivalent, is_reciprocal, rename_apart
 from ..rewrites import logsumexp_parts
@@ -147,7 +148,8 @@ def _pieces(term: Term, free: tuple[str, ...], context: _Context) -> tuple[list,
             target.append(_Piece(symbol, factor.indices) if rank else symbol)
         elif isinstance(factor, Delta):
             if factor.first == factor.second:  # the dimension of a summed index: no matrix names it
-                raise NoMatrixForm(f"{factor} (the dimension of {factor.first}) has no matrix form")
+                letter = count_letter(factor.first)
+                raise NoMatrixForm(f"delta_{letter}{letter} (the dimension of {letter}) has no matrix form")
             pieces.append(_Piece(context.identity(), factor.indices))
         elif isinstance(factor, MatrixFn):
             if factor.func == "inv":
