@@ -12,7 +12,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from .contraction import Contraction
-from .ir import Tensor
+from .ir import Indices, Tensor
 from .normal import Apply, MatrixFn, Poly, Term, canonical_key, equivalent, is_count, is_reciprocal, rename_atom
 from .rewrites import logsumexp_parts
 from .steps import Contract, Elementwise, LogSumExp, MatrixFunction, Softmax, Solve, Step
@@ -68,6 +68,30 @@ def _softmax_parts(atom) -> tuple[Poly, tuple[int, ...]] | None:
     return rest, tuple(arg.indices.index(i) for i in reduced)
 
 
+def _pair(term: Term, a_pos: int, b_pos: int, free: set[str]) -> tuple[tuple, tuple[Indices, Indices]] | None:
+    """(key, (result indices as written, in the key's order)) of the tensors at ``a_pos`` and
+    ``b_pos`` contracted on their own: they share a summed index that no other factor carries,
+    and the result must be formed in the term anyway (see :meth:`StraightLine._shared_pairs`);
+    else None."""
+    a, b = term.factors[a_pos], term.factors[b_pos]
+    if len(set(a.indices)) != len(a.indices) or len(set(b.indices)) != len(b.indices):
+        return None
+    others = [f for k, f in enumerate(term.factors) if k not in (a_pos, b_pos)]
+    elsewhere = {i for f in others for i in f.indices}
+    summed = (set(a.indices) & set(b.indices)) - free
+    if not summed or summed & elsewhere:
+        return None
+    out = tuple(i for i in dict.fromkeys(a.indices + b.indices) if i not in summed)
+    if not out or len(out) > max(len(a.indices), len(b.indices)):
+        return None
+    held = set(out) <= free or any(set(out) <= set(f.indices) for f in others if isinstance(f, Tensor))
+    if not held:
+        return None
+    first, second = sorted((a, b), key=lambda f: (f.name, len(f.indices)))
+    canonical = tuple(i for i in dict.fromkeys(first.indices + second.indices) if i not in summed)
+    return _poly_key(Poly((Term(Fraction(1), (first, second)),), canonical)), (out, canonical)
+
+
 class StraightLine:
     """A list of (target, step) computing named arrays in order; function calls hoisted and shared."""
 
@@ -95,7 +119,51 @@ class StraightLine:
             factors = [self._hoist_matrix(f) if isinstance(f, MatrixFn) else f for f in factors]
             terms.append(Term(term.coeff, tuple(factors)))
         free = set(poly.indices)
+        terms = self._shared_pairs(terms, free)
         return Poly(self._factor_shared(list(self._factor_out(terms, free)), free), poly.indices)
+
+    def _shared_pairs(self, terms: list[Term], free: set[str]) -> list[Term]:
+        """``X_ik V_ko W2_o t_io - 2 d_ij X_ik V_kj`` -> ``T_io W2_o t_io - 2 d_ij T_ij`` with
+        ``T_io = X_ik V_ko``: a pair of tensors summed over indices no other factor of the term
+        carries, the same pair (up to index names) in two or more terms, is contracted once (an
+        HVP contracts X with the tangent in every term).  A term shares its pair only where the
+        pair's result must be formed anyway: another factor holds all of its indices, or they are
+        all output indices (never ``A_ij B_jk C_k``, where B C is the cheaper first product).
+        Ends: each replacement removes one factor from a term."""
+        found: dict[tuple, list[tuple[int, int, int, tuple[Indices, Indices]]]] = {}
+        for number, term in enumerate(terms):
+            tensors = [k for k, f in enumerate(term.factors) if isinstance(f, Tensor) and not is_reciprocal(f)]
+            seen: set[tuple] = set()
+            for x, a_pos in enumerate(tensors):
+                for b_pos in tensors[x + 1 :]:
+                    pair = _pair(term, a_pos, b_pos, free)
+                    if pair is None or pair[0] in seen:
+                        continue
+                    seen.add(pair[0])
+                    found.setdefault(pair[0], []).append((number, a_pos, b_pos, pair[1]))
+        replaced: dict[int, tuple[int, int, Tensor]] = {}
+        for key, places in sorted(found.items(), key=lambda kv: -len(kv[1])):
+            places = [p for p in places if p[0] not in replaced]
+            made = self._calls.get(("pair", key))
+            if not places or (made is None and len(places) < 2):
+                continue
+            if made is None:  # the array is laid out as its first use writes it (X_ik V_ko: i, o)
+                number, a_pos, b_pos, (written, canonical) = places[0]
+                pair = Term(Fraction(1), (terms[number].factors[a_pos], terms[number].factors[b_pos]))
+                made = (self._temp(), tuple(canonical.index(i) for i in written))
+                self.steps.append(Contract(made[0], Contraction(Poly((pair,), written))))
+                self._calls[("pair", key)] = made
+            name, layout = made
+            for number, a_pos, b_pos, (_, canonical) in places:
+                replaced[number] = (a_pos, b_pos, Tensor(name, tuple(canonical[k] for k in layout)))
+        out_terms = []
+        for number, term in enumerate(terms):
+            if number in replaced:
+                a_pos, b_pos, product = replaced[number]
+                rest = tuple(f for k, f in enumerate(term.factors) if k not in (a_pos, b_pos))
+                term = Term(term.coeff, (*rest, product))
+            out_terms.append(term)
+        return out_terms
 
     def _factor_shared(self, terms: list[Term], free: set[str]) -> tuple[Term, ...]:
         """``-2 y_n Phi_ni + 2 Phi_ne theta_e Phi_ni`` -> ``Phi_ni t_n`` with

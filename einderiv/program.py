@@ -636,7 +636,10 @@ def inline(program: CheckedProgram, candidates: set[str]) -> CheckedProgram:
         current = CheckedProgram(definitions, program.inputs, program.output, None, program.ranks, program.all_inputs)
         d = current.definition(name)
         uses = count_uses(current, name)
-        small = len(d.poly.terms) <= 1 and all(len(t.factors) <= 1 for t in d.poly.terms)
+        # one factor, or one term of a scalar (dfdt1 = sigmoid(t1) delta_ii delta_jj): substituted,
+        # its calls are still computed once (the optimiser shares them), and its counts print in
+        # the derivative's statement, which is sized as the statement it differentiates
+        small = len(d.poly.terms) <= 1 and all(len(t.factors) <= 1 or not d.indices for t in d.poly.terms)
         if uses != 1 and not small:
             continue
         substituted = []
