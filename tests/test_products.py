@@ -188,6 +188,34 @@ def test_the_hvp_and_the_diagonal_never_form_a_hessian():
         assert product.indices == tuple(product.wrt[0].indices)
 
 
+def test_the_two_layer_hvp_contracts_the_data_with_the_tangent_once():
+    # X_ik V_ko appears in two terms of the HVP's adjoint (and as X V W2 in a third): one N x H
+    # product, so the HVP costs three N x D x H matrix products (forward, tangent, back), where the
+    # gradient costs two; opt_einsum's own FLOP counts, for the shapes alone
+    source = "h_nk = tanh(X_nd W1_dk); L = 0.5 (h_nk W2_k - y_n)^2"
+    n, d, h = 2000, 200, 64
+    shapes = {"X": (n, d), "y": (n,), "W1": (d, h), "W2": (h,)}
+
+    def flops(text: str) -> float:
+        return float(text.splitlines()[-1].split(", ")[1].split()[0])
+
+    matmul = 2 * n * d * h
+    gradient = flops(einderiv.grad(source, "W1").explain(shapes))
+    product = flops(einderiv.hvp(source, "W1", v="V").explain({**shapes, "V": (d, h)}))
+    assert gradient == pytest.approx(2 * matmul, rel=0.05)
+    assert product < 3.4 * matmul, product / matmul  # 4 products before
+
+
+def test_a_shared_pair_is_not_forced_where_another_product_is_cheaper():
+    # A_ij B_jk C_k + A_ij B_jk D_k: each term is A (B c), two matrix-vector products; forming A B
+    # (n^3) once would cost more than both
+    source = "f_i = A_ij B_jk C_k + A_ij B_jk D_k"
+    text = einderiv.compile(source).explain({"A": (300, 300), "B": (300, 300), "C": (300,), "D": (300,)})
+    assert "'ij,jk->ik'" not in text, text
+    A, B, C, D = (rng.normal(size=s) for s in [(5, 5), (5, 5), (5,), (5,)])
+    np.testing.assert_allclose(einderiv.evaluate(source, A=A, B=B, C=C, D=D), A @ B @ (C + D), rtol=1e-12)
+
+
 def test_printed_products_read_back():
     arrays = {**ARRAYS, "v": rng.normal(size=D)}
     source = "L = sum_n(softplus(X_nd w_d) - y_n X_nd w_d)"
@@ -303,9 +331,10 @@ def test_products_take_one_wrt_name(function):
         function("f = x_i x_i", ["x", "x"])
 
 
-def test_weighted_column_sums_are_the_einsum():
+@pytest.mark.parametrize("shape", [(300, 40), (1100, 1000)])  # BLAS after the product; one einsum pass
+def test_weighted_column_sums_are_the_einsum(shape):
     generator = np.random.default_rng(9)
-    A, B, w = generator.normal(size=(300, 40)), generator.normal(size=(300, 40)), generator.normal(size=300)
+    A, B, w = generator.normal(size=shape), generator.normal(size=shape), generator.normal(size=shape[0])
     A[5, 6], w[7] = np.nan, -np.inf
     for subscripts, operands in (("n,ni,ni->i", (w, A, B)), ("ni,ni->i", (A, B)), ("n,ni,ni->i", (w, A, A))):
         function = contraction_for(subscripts, [o.shape for o in operands])
