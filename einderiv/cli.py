@@ -15,10 +15,10 @@ from .checking import check
 from .codegen import generate
 from .emit import emit
 from .errors import EinderivError, EinderivWarning, ParseError
-from .glyphs import format_number
 from .gradients import grad
 from .matrix.form import NoMatrixForm
 from .matrix.reading import read
+from .reports import derivative_json, parse_shape
 
 EXAMPLE = """example:
   $ einderiv diff "K_pq = R_mp R_mq" --wrt R
@@ -178,7 +178,7 @@ def _read_expr(args):
     shapes = {}
     for option in ("random", "shape"):
         for text in getattr(args, option, []):
-            name, shape = _shape(text, f"--{option}")
+            name, shape = parse_shape(text, f"--{option}")
             shapes[name] = len(shape)
     for text in getattr(args, "input", []):
         name, value = _load(text)  # a missing or malformed file is reported here, by name
@@ -200,20 +200,6 @@ CHECK_EXAMPLE = """example:
   $ einderiv check "f = x_i A_ij x_j" --wrt x --expect "(A + A^T) x"
   your claim (matrix notation, read as (A_ki + A_ik) x_i): matches (max absolute difference 2.2e-16)
 """
-
-
-def _shape(text: str, option: str) -> tuple[str, tuple[int, ...]]:
-    name, _, dims = text.partition("=")
-    if not name or not _:
-        raise EinderivError(f"{option} takes NAME=SHAPE, such as A=3x4 (got {text!r})")
-    parts = [d.strip() for d in dims.lower().split("x")] if dims.strip() else []
-    if any(d.startswith("-") and d[1:].isdigit() for d in parts):
-        raise EinderivError(f"{option} {text!r}: sizes must not be negative")
-    if not all(d.isascii() and d.isdigit() for d in parts):
-        raise EinderivError(
-            f"{option} {text!r}: the shape must be sizes joined by 'x', such as 3x4 (nothing after '=': a scalar)"
-        )
-    return name.strip(), tuple(int(d) for d in parts)
 
 
 def _load(text: str):
@@ -242,7 +228,7 @@ def _run_eval(args) -> str:
     rng = np.random.default_rng(args.seed)
     arrays = {}
     for option, text in [("--input", t) for t in args.input] + [("--random", t) for t in args.random]:
-        name, value = _load(text) if option == "--input" else _shape(text, option)
+        name, value = _load(text) if option == "--input" else parse_shape(text, option)
         if name in arrays:
             raise EinderivError(f"{option} {text!r}: {name!r} is given twice")
         if option == "--random":
@@ -302,7 +288,7 @@ def _wrts(values: list[str]) -> list[str]:
 
 
 def _run_check(args) -> tuple[str, int]:
-    shapes = dict(_shape(text, "--shape") for text in args.shape)
+    shapes = dict(parse_shape(text, "--shape") for text in args.shape)
     inputs = compile_(args.expr).inputs
     unknown = sorted(set(shapes) - set(inputs))
     if unknown:  # named as the option names it (check() would say shapes=)
@@ -311,43 +297,6 @@ def _run_check(args) -> tuple[str, int]:
         args.expr, _wrts(args.wrt), expect=args.expect, tol=args.tol, shapes=shapes, seed=args.seed, **_structure(args)
     )
     return result.report(), 0 if result.ok else 1
-
-
-def derivative_json(derivative) -> dict:
-    """The machine-readable form printed by ``--format json`` (keys documented in the README)."""
-    index_dims, input_dims = derivative.dimension_names()
-    return {
-        "derivative": str(derivative.statement),
-        "expression": str(derivative.expr),
-        "output": derivative.root.name if derivative.root.name != "_" else None,
-        "program": [str(d.display()) for d in derivative.definitions],
-        "indices": list(derivative.indices),
-        "wrt": [{"name": ref.name, "indices": list(ref.indices)} for ref in derivative.wrt],
-        "layout": derivative.layout,
-        "shape": [index_dims.get(i, "?") for i in derivative.indices],
-        "inputs": {name: list(dims) for name, dims in input_dims.items()},
-        "einsum": [
-            {
-                "coefficient": format_number(term.coefficient),
-                "subscripts": term.subscripts,
-                "operands": list(term.operands),
-            }
-            for term in derivative.einsum
-        ],
-        "matrix": _matrix_json(derivative),
-        # how the input was read: the index-notation program a matrix-notation input became
-        "notation": derivative.reading.notation if derivative.reading is not None else "index",
-        "read_as": derivative.read_as,
-    }
-
-
-def _matrix_json(derivative) -> dict:
-    """``{"forms": [{"lhs", "form"}, ...], "none": null}``, or no forms and the reason."""
-    try:
-        forms = [{"lhs": lhs, "form": form} for _, lhs, form in derivative.matrix_lines()]
-    except NoMatrixForm as err:
-        return {"forms": [], "none": err.reason}
-    return {"forms": forms, "none": None}
 
 
 def _run_diff(args) -> str:
