@@ -1,4 +1,5 @@
-"""The command line: ``einderiv diff EXPR --wrt NAME [--wrt NAME ...] [--format text|json]``."""
+"""The command line: ``einderiv diff EXPR --wrt NAME [--wrt NAME ...] [--format text|json]``, ``eval``,
+``check`` and ``serve``."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from .errors import EinderivError, EinderivWarning, ParseError
 from .gradients import grad
 from .matrix.form import NoMatrixForm
 from .matrix.reading import read
-from .reports import derivative_json, parse_shape
+from .reports import derivative_json, parse_shape, tensor_names
 
 EXAMPLE = """example:
   $ einderiv diff "K_pq = R_mp R_mq" --wrt R
@@ -144,7 +145,41 @@ def _parser() -> argparse.ArgumentParser:
     check_cmd.add_argument("--seed", type=_seed, default=0, help="seed of the random inputs (default 0)")
     for command in (diff_cmd, eval_cmd, check_cmd):
         _notation_options(command)
+    _serve_command(commands)
     return parser
+
+
+def _serve_command(commands) -> None:
+    serve_cmd = commands.add_parser(
+        "serve",
+        help="a local web page for deriving, checking and exporting (and its JSON API)",
+        description="Serve the page at http://127.0.0.1:8000/ until Ctrl-C.",
+    )
+    serve_cmd.add_argument("--port", type=_port, default=8000, help="the port (default 8000; 0: any free one)")
+    serve_cmd.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)"
+    )
+    serve_cmd.add_argument("--open", action="store_true", help="open the page in a web browser")
+    serve_cmd.add_argument(
+        "--time-limit", type=_seconds, default=10.0, metavar="SECONDS", help="work per request (default 10)"
+    )
+    serve_cmd.add_argument("--workers", type=_port, default=None, metavar="N", help="worker processes (default 4)")
+
+
+def _port(text: str) -> int:
+    if not text.strip().isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"a whole number from 0 to 65535, got {text!r}")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"a positive number of seconds, got {text!r}")
+    return value
 
 
 def _notation_options(command: argparse.ArgumentParser) -> None:
@@ -277,7 +312,7 @@ def _structure(args) -> dict:
 def _wrts(values: list[str]) -> list[str]:
     """The --wrt values, one tensor each (names are letters and digits: 'x,A' is two)."""
     for value in values:
-        names = re.findall(r"(?:[^\s,;{}]|\{[^}]*\})+", value)  # W_{in,out} is one name
+        names = tensor_names(value)
         if len(names) > 1:
             repeated = " ".join(f"--wrt {n}" for n in names)
             raise EinderivError(
@@ -366,9 +401,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     if not (sys.argv[1:] if argv is None else argv):  # a bare einderiv: the usage, and what to type
         print(parser.format_usage().rstrip(), file=sys.stderr)
-        print("error: name a command: diff, eval or check (einderiv --help shows them all)", file=sys.stderr)
+        print(
+            "error: name a command: diff, eval or check, or serve for the web page (einderiv --help shows them all)",
+            file=sys.stderr,
+        )
         return 2
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        from .serve import serve
+
+        workers = args.workers or None
+        return serve(args.host, args.port, open_browser=args.open, time_limit=args.time_limit, workers=workers)
     code = 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", EinderivWarning)

@@ -4,6 +4,7 @@ shapes of the options; shared by the command line and ``einderiv serve``."""
 from __future__ import annotations
 
 import math
+import re
 
 from .errors import EinderivError
 from .glyphs import format_number
@@ -79,3 +80,8 @@ def parse_shape(text: str, option: str) -> tuple[str, tuple[int, ...]]:
             f"{option} {text!r}: the shape must be sizes joined by 'x', such as 3x4 (nothing after '=': a scalar)"
         )
     return name.strip(), tuple(int(d) for d in parts)
+
+
+def tensor_names(text: str) -> list[str]:
+    """The tensor names in ``text``, split at spaces, commas and semicolons (``W_{in,out}`` is one)."""
+    return re.findall(r"(?:[^\s,;{}]|\{[^}]*\})+", text)
