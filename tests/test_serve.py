@@ -404,3 +404,14 @@ def test_the_command_says_when_the_port_is_taken(server):
     process = run_command("--port", str(server.server_address[1]), "--workers", "1")
     out, err = process.communicate(timeout=60)
     assert process.returncode == 2 and err.startswith("error: cannot listen on 127.0.0.1:") and not out
+
+
+def test_quick_benchmark_times_every_example(tmp_path, capsys):
+    from benchmarks.serve import main as benchmark
+
+    out = tmp_path / "serve.json"
+    assert benchmark(["--quick", "--workers", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["example"] for row in rows] == [example.title for example in EXAMPLES]
+    assert all(row["diff_median"] > 0 and row["check_median"] > 0 for row in rows)
+    assert "| example | diff: first | diff: median |" in capsys.readouterr().out

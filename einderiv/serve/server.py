@@ -111,6 +111,7 @@ class Handler(BaseHTTPRequestHandler):
     server: Server
     server_version = "einderiv"
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms wait for a delayed ACK
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         if not self._admitted():

@@ -75,6 +75,7 @@ class Workers:
     a free worker."""
 
     def __init__(self, size: int, time_limit: float, wait: float | None = None):
+        self.size = size
         self.time_limit = time_limit
         self.wait = wait if wait is not None else max(30.0, 3 * time_limit)
         self._idle: queue.Queue[Worker] = queue.Queue()
