@@ -163,12 +163,20 @@ def _serve_command(commands) -> None:
     serve_cmd.add_argument(
         "--time-limit", type=_seconds, default=10.0, metavar="SECONDS", help="work per request (default 10)"
     )
-    serve_cmd.add_argument("--workers", type=_port, default=None, metavar="N", help="worker processes (default 4)")
+    serve_cmd.add_argument(
+        "--workers", type=_workers, default=None, metavar="N", help="worker processes (default: the CPUs, up to 4)"
+    )
 
 
 def _port(text: str) -> int:
     if not text.strip().isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"a whole number from 0 to 65535, got {text!r}")
+    return int(text)
+
+
+def _workers(text: str) -> int:
+    if not text.strip().isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"a whole number from 1 to 64, got {text!r}")
     return int(text)
 
 
@@ -410,8 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from .serve import serve
 
-        workers = args.workers or None
-        return serve(args.host, args.port, open_browser=args.open, time_limit=args.time_limit, workers=workers)
+        return serve(args.host, args.port, open_browser=args.open, time_limit=args.time_limit, workers=args.workers)
     code = 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", EinderivWarning)

@@ -415,3 +415,13 @@ def test_quick_benchmark_times_every_example(tmp_path, capsys):
     assert [row["example"] for row in rows] == [example.title for example in EXAMPLES]
     assert all(row["diff_median"] > 0 and row["check_median"] > 0 for row in rows)
     assert "| example | diff: first | diff: median |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "option", [("--port", "70000"), ("--time-limit", "0"), ("--time-limit", "nan"), ("--workers", "0")]
+)
+def test_the_command_refuses_bad_options(option, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        cli_main(["serve", *option])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: argument {option[0]}")

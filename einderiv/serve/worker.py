@@ -2,7 +2,8 @@
 
 It writes ``ready``, then reads one query per line on stdin (the JSON of an
 :class:`~einderiv.serve.answers.Query`) and writes ``[status, payload]`` per line on stdout,
-until stdin closes.  Nothing else reaches stdout: ``print`` goes to stderr.
+until stdin closes.  Nothing else reaches that stdout: ``print`` (and any write to file
+descriptor 1) goes to stderr.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from .answers import Query, answer
 def main() -> None:
     if hasattr(signal, "SIGINT"):
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops us; a terminal's Ctrl-C is its
-    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    out = os.fdopen(os.dup(1), "wb")  # the answers' channel; fd 1 itself (C libraries too) goes to stderr
+    os.dup2(2, 1)
     sys.stdout = sys.stderr
     out.write(b"ready\n")
     out.flush()

@@ -139,8 +139,12 @@ class Workers:
         if not line:  # killed from outside, out of memory, ...
             self._replace(worker)
             raise Unavailable(f"the worker process ended ({error or worker.process.poll()})")
+        try:
+            status, payload = json.loads(line)
+        except ValueError:  # not an answer: something else wrote to the channel
+            self._replace(worker)
+            raise Unavailable("the worker process wrote something other than an answer") from None
         self._idle.put(worker)
-        status, payload = json.loads(line)
         return status, payload
 
     def close(self) -> None:
