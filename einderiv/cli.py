@@ -1,4 +1,5 @@
-"""The command line: ``einderiv diff EXPR --wrt NAME [--wrt NAME ...] [--format text|json]``."""
+"""The command line: ``einderiv diff EXPR --wrt NAME [--wrt NAME ...] [--format text|json]``, ``eval``,
+``check`` and ``serve``."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from .checking import check
 from .codegen import generate
 from .emit import emit
 from .errors import EinderivError, EinderivWarning, ParseError
-from .glyphs import format_number
 from .gradients import grad
 from .matrix.form import NoMatrixForm
 from .matrix.reading import read
+from .reports import derivative_json, parse_shape, tensor_names
 
 EXAMPLE = """example:
   $ einderiv diff "K_pq = R_mp R_mq" --wrt R
@@ -144,7 +145,49 @@ def _parser() -> argparse.ArgumentParser:
     check_cmd.add_argument("--seed", type=_seed, default=0, help="seed of the random inputs (default 0)")
     for command in (diff_cmd, eval_cmd, check_cmd):
         _notation_options(command)
+    _serve_command(commands)
     return parser
+
+
+def _serve_command(commands) -> None:
+    serve_cmd = commands.add_parser(
+        "serve",
+        help="a local web page for deriving, checking and exporting (and its JSON API)",
+        description="Serve the page at http://127.0.0.1:8000/ until Ctrl-C.",
+    )
+    serve_cmd.add_argument("--port", type=_port, default=8000, help="the port (default 8000; 0: any free one)")
+    serve_cmd.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)"
+    )
+    serve_cmd.add_argument("--open", action="store_true", help="open the page in a web browser")
+    serve_cmd.add_argument(
+        "--time-limit", type=_seconds, default=10.0, metavar="SECONDS", help="work per request (default 10)"
+    )
+    serve_cmd.add_argument(
+        "--workers", type=_workers, default=None, metavar="N", help="worker processes (default: the CPUs, up to 4)"
+    )
+
+
+def _port(text: str) -> int:
+    if not text.strip().isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"a whole number from 0 to 65535, got {text!r}")
+    return int(text)
+
+
+def _workers(text: str) -> int:
+    if not text.strip().isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"a whole number from 1 to 64, got {text!r}")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"a positive number of seconds, got {text!r}")
+    return value
 
 
 def _notation_options(command: argparse.ArgumentParser) -> None:
@@ -178,7 +221,7 @@ def _read_expr(args):
     shapes = {}
     for option in ("random", "shape"):
         for text in getattr(args, option, []):
-            name, shape = _shape(text, f"--{option}")
+            name, shape = parse_shape(text, f"--{option}")
             shapes[name] = len(shape)
     for text in getattr(args, "input", []):
         name, value = _load(text)  # a missing or malformed file is reported here, by name
@@ -200,20 +243,6 @@ CHECK_EXAMPLE = """example:
   $ einderiv check "f = x_i A_ij x_j" --wrt x --expect "(A + A^T) x"
   your claim (matrix notation, read as (A_ki + A_ik) x_i): matches (max absolute difference 2.2e-16)
 """
-
-
-def _shape(text: str, option: str) -> tuple[str, tuple[int, ...]]:
-    name, _, dims = text.partition("=")
-    if not name or not _:
-        raise EinderivError(f"{option} takes NAME=SHAPE, such as A=3x4 (got {text!r})")
-    parts = [d.strip() for d in dims.lower().split("x")] if dims.strip() else []
-    if any(d.startswith("-") and d[1:].isdigit() for d in parts):
-        raise EinderivError(f"{option} {text!r}: sizes must not be negative")
-    if not all(d.isascii() and d.isdigit() for d in parts):
-        raise EinderivError(
-            f"{option} {text!r}: the shape must be sizes joined by 'x', such as 3x4 (nothing after '=': a scalar)"
-        )
-    return name.strip(), tuple(int(d) for d in parts)
 
 
 def _load(text: str):
@@ -242,7 +271,7 @@ def _run_eval(args) -> str:
     rng = np.random.default_rng(args.seed)
     arrays = {}
     for option, text in [("--input", t) for t in args.input] + [("--random", t) for t in args.random]:
-        name, value = _load(text) if option == "--input" else _shape(text, option)
+        name, value = _load(text) if option == "--input" else parse_shape(text, option)
         if name in arrays:
             raise EinderivError(f"{option} {text!r}: {name!r} is given twice")
         if option == "--random":
@@ -291,7 +320,7 @@ def _structure(args) -> dict:
 def _wrts(values: list[str]) -> list[str]:
     """The --wrt values, one tensor each (names are letters and digits: 'x,A' is two)."""
     for value in values:
-        names = re.findall(r"(?:[^\s,;{}]|\{[^}]*\})+", value)  # W_{in,out} is one name
+        names = tensor_names(value)
         if len(names) > 1:
             repeated = " ".join(f"--wrt {n}" for n in names)
             raise EinderivError(
@@ -302,7 +331,7 @@ def _wrts(values: list[str]) -> list[str]:
 
 
 def _run_check(args) -> tuple[str, int]:
-    shapes = dict(_shape(text, "--shape") for text in args.shape)
+    shapes = dict(parse_shape(text, "--shape") for text in args.shape)
     inputs = compile_(args.expr).inputs
     unknown = sorted(set(shapes) - set(inputs))
     if unknown:  # named as the option names it (check() would say shapes=)
@@ -311,43 +340,6 @@ def _run_check(args) -> tuple[str, int]:
         args.expr, _wrts(args.wrt), expect=args.expect, tol=args.tol, shapes=shapes, seed=args.seed, **_structure(args)
     )
     return result.report(), 0 if result.ok else 1
-
-
-def derivative_json(derivative) -> dict:
-    """The machine-readable form printed by ``--format json`` (keys documented in the README)."""
-    index_dims, input_dims = derivative.dimension_names()
-    return {
-        "derivative": str(derivative.statement),
-        "expression": str(derivative.expr),
-        "output": derivative.root.name if derivative.root.name != "_" else None,
-        "program": [str(d.display()) for d in derivative.definitions],
-        "indices": list(derivative.indices),
-        "wrt": [{"name": ref.name, "indices": list(ref.indices)} for ref in derivative.wrt],
-        "layout": derivative.layout,
-        "shape": [index_dims.get(i, "?") for i in derivative.indices],
-        "inputs": {name: list(dims) for name, dims in input_dims.items()},
-        "einsum": [
-            {
-                "coefficient": format_number(term.coefficient),
-                "subscripts": term.subscripts,
-                "operands": list(term.operands),
-            }
-            for term in derivative.einsum
-        ],
-        "matrix": _matrix_json(derivative),
-        # how the input was read: the index-notation program a matrix-notation input became
-        "notation": derivative.reading.notation if derivative.reading is not None else "index",
-        "read_as": derivative.read_as,
-    }
-
-
-def _matrix_json(derivative) -> dict:
-    """``{"forms": [{"lhs", "form"}, ...], "none": null}``, or no forms and the reason."""
-    try:
-        forms = [{"lhs": lhs, "form": form} for _, lhs, form in derivative.matrix_lines()]
-    except NoMatrixForm as err:
-        return {"forms": [], "none": err.reason}
-    return {"forms": forms, "none": None}
 
 
 def _run_diff(args) -> str:
@@ -417,9 +409,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     if not (sys.argv[1:] if argv is None else argv):  # a bare einderiv: the usage, and what to type
         print(parser.format_usage().rstrip(), file=sys.stderr)
-        print("error: name a command: diff, eval or check (einderiv --help shows them all)", file=sys.stderr)
+        print(
+            "error: name a command: diff, eval or check, or serve for the web page (einderiv --help shows them all)",
+            file=sys.stderr,
+        )
         return 2
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        from .serve import serve
+
+        return serve(args.host, args.port, open_browser=args.open, time_limit=args.time_limit, workers=args.workers)
     code = 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", EinderivWarning)

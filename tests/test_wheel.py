@@ -46,3 +46,14 @@ def test_installed_wheel_runs_outside_the_source_tree():
             check=True,
         )
         assert str(ROOT) not in packaged.stdout  # imported from the venv, not the checkout
+        # the page of einderiv serve ships inside the wheel, KaTeX and its fonts included
+        files = subprocess.run(
+            [str(bin_dir / "python"), "-c", "from einderiv.serve.server import static_files; print(*static_files())"],
+            cwd=tempfile.gettempdir(),
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        ).stdout.split()
+        assert {"/", "/app.js", "/style.css", "/katex/katex.min.js", "/katex/katex.min.css"} <= set(files)
+        assert "/katex/fonts/KaTeX_Main-Regular.woff2" in files and "/katex/fonts/KaTeX_Math-Italic.woff2" in files
