@@ -378,9 +378,10 @@ GRAM_MIN_WORK = 2**24
 
 class SymmetricGram:
     """``w_n A_ni A_nj -> ij`` (the weights optional, n any number of indices): symmetric in i
-    and j when both matrices are one array, so only the blocks on and above the diagonal are
-    multiplied (B = w A once, then B_I^T A_J for J >= I) and the rest mirrored: (k + 1) / 2k of
-    the work for k blocks.  Called with two different arrays it is the plain contraction."""
+    and j when both matrices are one array, so only the upper triangle is computed and mirrored:
+    by BLAS's syrk for real floats and finite weights (:func:`_gram_by_syrk`), else by blocks on
+    and above the diagonal (B = w A once, then B_I^T A_J for J >= I): (k + 1) / 2k of the work
+    for k blocks.  Called with two different arrays it is the plain contraction."""
 
     def __init__(self, plain, weighted: bool, blocks: int):
         self.plain, self.weighted, self.blocks = plain, weighted, blocks
@@ -389,6 +390,9 @@ class SymmetricGram:
         left, right = operands[-2], operands[-1]
         if left is not right or left.ndim != 2:
             return self.plain(*operands)
+        by_syrk = _gram_by_syrk(left, operands[0] if self.weighted else None)
+        if by_syrk is not None:
+            return by_syrk
         weighted = left * operands[0][:, None] if self.weighted else left
         size = left.shape[1]
         cuts = np.linspace(0, size, self.blocks + 1).astype(int)
@@ -399,7 +403,34 @@ class SymmetricGram:
         return out
 
     def __repr__(self) -> str:
-        return f"<symmetric Gram product in {self.blocks} blocks, upper triangle mirrored>"
+        return f"<symmetric Gram product by syrk (else {self.blocks} blocks), upper triangle mirrored>"
+
+
+def _gram_by_syrk(A: np.ndarray, w: np.ndarray | None) -> np.ndarray | None:
+    """``A^T diag(w) A`` by BLAS's symmetric rank-k update (syrk: half a general product's work),
+    for real float32/float64 arrays and finite weights: ``P^T P - Q^T Q`` with P the rows of
+    non-negative weight scaled by sqrt(w), Q those of negative weight by sqrt(-w); the upper triangle
+    syrk leaves is mirrored.  None where it does not apply (the blocks do it)."""
+    if A.dtype not in (np.float32, np.float64) or (w is not None and w.dtype != A.dtype):
+        return None
+    if w is not None and not np.isfinite(w).all():
+        return None  # inf and NaN weights: the plain product's infinities and NaNs, as einsum gives
+    from scipy.linalg.blas import get_blas_funcs  # noqa: PLC0415 - SciPy loads at the first large Gram product
+
+    syrk = get_blas_funcs("syrk", (A,))
+    if w is None:
+        parts = [(1.0, A)]
+    else:
+        positive, negative = w >= 0, w < 0  # (a zero weight keeps a NaN of its row, as 0 * NaN does)
+        parts = [(1.0, A[positive] * np.sqrt(w[positive])[:, None])]
+        parts += [(-1.0, A[negative] * np.sqrt(-w[negative])[:, None])] if negative.any() else []
+    out = np.zeros((A.shape[1], A.shape[1]), dtype=A.dtype, order="F")
+    for sign, rows in parts:
+        if len(rows):
+            out = syrk(sign, rows.T, trans=0, beta=1.0, c=out, overwrite_c=1)
+    below = np.tril_indices(out.shape[0], -1)
+    out[below] = out.T[below]
+    return out
 
 
 def _gram(subscripts: str, shapes):

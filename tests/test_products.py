@@ -284,6 +284,13 @@ def test_symmetric_assembly_of_a_gram_product_is_the_product():
     unweighted = contraction_for("ni,nj->ij", [A.shape, A.shape])
     np.testing.assert_allclose(unweighted(A, A), np.einsum("ni,nj->ij", A, A), rtol=1e-10, atol=1e-10, equal_nan=True)
     assert contraction_for("n,ni,nj->ji", [w.shape, A.shape, A.shape]) is not None  # transposed output: plain
+    # finite weights of either sign (and of one sign, and none): BLAS's syrk on the positive and
+    # negative rows; a NaN in A lands on its row and column, as in the plain product
+    for finite in (generator.normal(size=300), generator.random(300), -generator.random(300), np.zeros(300)):
+        expected = np.einsum("n,ni,nj->ij", finite, A, A)
+        np.testing.assert_allclose(gram(finite, A, A), expected, rtol=1e-10, atol=1e-10, equal_nan=True)
+        w32, A32 = finite.astype(np.float32), A.astype(np.float32)
+        np.testing.assert_allclose(gram(w32, A32, A32), expected, rtol=1e-3, atol=1e-2, equal_nan=True)
     small = contraction_for("n,ni,nj->ij", [(50,), (50, 20), (50, 20)])
     assert not isinstance(small, SymmetricGram)  # too small to pay
 
