@@ -407,29 +407,25 @@ class SymmetricGram:
 
 
 def _gram_by_syrk(A: np.ndarray, w: np.ndarray | None) -> np.ndarray | None:
-    """``A^T diag(w) A`` by BLAS's symmetric rank-k update (syrk: half a general product's work),
-    for real float32/float64 arrays and finite weights: ``P^T P - Q^T Q`` with P the rows of
-    non-negative weight scaled by sqrt(w), Q those of negative weight by sqrt(-w); the upper triangle
-    syrk leaves is mirrored.  None where it does not apply (the blocks do it)."""
+    """``A^T diag(w) A`` as ``P^T P - Q^T Q``, P the rows of non-negative weight scaled by
+    sqrt(w), Q those of negative weight by sqrt(-w): NumPy's matmul of a matrix with its own
+    transpose is BLAS's symmetric rank-k update (syrk: half a general product's work, the
+    triangle mirrored), in NumPy's own BLAS (a second library's thread pool would contend with
+    it).  For real float32/float64 arrays and finite weights; else None (the blocks do it)."""
     if A.dtype not in (np.float32, np.float64) or (w is not None and w.dtype != A.dtype):
         return None
-    if w is not None and not np.isfinite(w).all():
-        return None  # inf and NaN weights: the plain product's infinities and NaNs, as einsum gives
-    from scipy.linalg.blas import get_blas_funcs  # noqa: PLC0415 - SciPy loads at the first large Gram product
-
-    syrk = get_blas_funcs("syrk", (A,))
     if w is None:
-        parts = [(1.0, A)]
-    else:
-        positive, negative = w >= 0, w < 0  # (a zero weight keeps a NaN of its row, as 0 * NaN does)
-        parts = [(1.0, A[positive] * np.sqrt(w[positive])[:, None])]
-        parts += [(-1.0, A[negative] * np.sqrt(-w[negative])[:, None])] if negative.any() else []
-    out = np.zeros((A.shape[1], A.shape[1]), dtype=A.dtype, order="F")
-    for sign, rows in parts:
-        if len(rows):
-            out = syrk(sign, rows.T, trans=0, beta=1.0, c=out, overwrite_c=1)
-    below = np.tril_indices(out.shape[0], -1)
-    out[below] = out.T[below]
+        return A.T @ A
+    if not np.isfinite(w).all():
+        return None  # inf and NaN weights: the plain product's infinities and NaNs, as einsum gives
+    negative = w < 0  # (a zero weight keeps a NaN of its row, as 0 * NaN does)
+    if not negative.any():
+        scaled = A * np.sqrt(w)[:, None]
+        return scaled.T @ scaled
+    positive = A[~negative] * np.sqrt(w[~negative])[:, None]
+    flipped = A[negative] * np.sqrt(-w[negative])[:, None]
+    out = positive.T @ positive
+    out -= flipped.T @ flipped
     return out
 
 
