@@ -198,6 +198,7 @@ class StraightLine:
                     seen.add(key)
                     groups.setdefault(key, []).append((number, k))
             candidates = [(key, members) for key, members in groups.items() if len(members) > 1]
+            candidates = [c for c in candidates if self._held(c[1], terms, free)]
             if not candidates:
                 return tuple(terms)
             key, members = max(candidates, key=lambda kv: (len(kv[1]), len(kv[0][1])))
@@ -224,6 +225,27 @@ class StraightLine:
             dropped = {number for number, _ in members}
             first = min(dropped)
             terms = [merged if n == first else t for n, t in enumerate(terms) if n == first or n not in dropped]
+
+    @staticmethod
+    def _held(members: list[tuple[int, int]], terms: list[Term], free: set[str]) -> bool:
+        """Whether the array that sharing these members' factor would combine, over the output
+        indices all of their rests carry, is held by one factor of some member: ``2 X_kl dLdD_kj
+        - 2 Z_jl dLdD_kj`` would combine ``X_kl - Z_jl`` over k, j and l, an N x M x D array that
+        neither X nor Z is (the RBF gradient: it stays two products)."""
+        carried: set[tuple] = set()
+        holders: list[set[tuple]] = []
+        for number, k in members:
+            term = terms[number]
+            shared = term.factors[k]
+
+            def axes(g, shared=shared) -> set[tuple]:  # the shared factor's axes and output indices g has
+                on_shared = {("axis", shared.indices.index(i)) for i in g.indices if i in shared.indices}
+                return on_shared | {("free", i) for i in g.indices if i in free and i not in shared.indices}
+
+            others = [axes(g) for j, g in enumerate(term.factors) if j != k]
+            carried |= set().union(*others)
+            holders += others
+        return any(carried <= held for held in holders)
 
     def _factor_out(self, terms: list[Term], free: set[str]) -> tuple[Term, ...]:
         """``-y_n X_ni + s_n X_ni`` -> ``(s_n - y_n) X_ni``: terms that share their heavy factors

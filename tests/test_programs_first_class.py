@@ -313,3 +313,21 @@ def test_a_zero_product_prints_text_that_reads_back(product):
     arrays = {"a": rng.normal(size=3), "x": rng.normal(size=3), "v": rng.normal(size=3), "u": rng.normal(size=3)}
     assert str(derivative).splitlines()[-1].endswith("= 0 x_" + derivative.expr.indices[0])
     np.testing.assert_array_equal(read_back(derivative, arrays), np.zeros(3))
+
+
+def test_the_rbf_gradient_never_combines_two_data_matrices_into_a_three_axis_array():
+    # 2 X_kl dLdD_kj - 2 Z_jl dLdD_kj shares dLdD, but X_kl - Z_jl would be an N x M x D array that
+    # neither term holds: it is two products (X times the row sums of dLdD, and dLdD Z)
+    from einderiv.runtime import run
+
+    source = "D_ij = (X_id - Z_jd)^2; K_ij = exp(-0.5 D_ij / ell^2); L = a_i K_ij b_j"
+    X, Z, a, b = rng.normal(size=(7, 3)), rng.normal(size=(5, 3)), rng.normal(size=7), rng.normal(size=5)
+    ell = np.array(1.3)
+    gradient = einderiv.grad(source, "X")
+    values = {"X": X, "Z": Z, "a": a, "b": b, "ell": ell}
+    run(gradient.line, values)
+    three_axis = [name for name, value in values.items() if np.ndim(value) == 3]
+    assert len(three_axis) <= 2, three_axis  # the forward X_id - Z_jd and its square, as written
+    W = a[:, None] * np.exp(-0.5 * ((X[:, None] - Z[None]) ** 2).sum(-1) / ell**2) * b[None, :]
+    expected = (W @ Z - W.sum(1)[:, None] * X) / ell**2
+    np.testing.assert_allclose(gradient(X=X, Z=Z, a=a, b=b, ell=ell), expected, rtol=1e-12)
