@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -324,6 +325,84 @@ def test_a_host_name_other_than_the_loopback_is_refused(server):
     status, _, body = request(server, "/api/examples", headers={"Host": "attacker.example"})
     assert status == 403 and "only" in json.loads(body)["error"]
     status, _, _ = request(server, "/api/examples", headers={"Host": f"localhost:{server.server_address[1]}"})
+    assert status == 200
+
+
+def test_a_request_from_another_site_is_refused(server):
+    port = server.server_address[1]
+    path = "/api/diff?expr=f%20%3D%20x_i%20x_i&wrt=x"
+    for headers in [
+        {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"},
+        {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "no-cors"},
+        {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"},  # the API
+        {"Origin": "http://attacker.example"},
+        {"Origin": "null"},  # a sandboxed frame, a file
+        {"Origin": f"http://localhost:{port + 1}"},  # another port is another origin
+    ]:
+        status, _, body = request(server, path, headers=headers)
+        assert status == 403 and "refused" in json.loads(body)["error"], headers
+    form = b"expr=f+%3D+x_i+x_i&wrt=x"
+    kind = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, _, _ = request(server, "/api/diff", "POST", form, {**kind, "Origin": "http://attacker.example"})
+    assert status == 403
+    # the page's own requests, and a link to the page followed from elsewhere (its state is in the URL)
+    own = {"Sec-Fetch-Site": "same-origin", "Origin": f"http://127.0.0.1:{port}"}
+    for headers in [own, {"Sec-Fetch-Site": "none"}]:
+        status, _, _ = request(server, path, headers=headers)
+        assert status == 200, headers
+    status, _, _ = request(server, "/api/diff", "POST", form, {**kind, "Origin": f"http://127.0.0.1:{port}"})
+    assert status == 200
+    navigation = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
+    status, _, _ = request(server, "/?expr=f%20%3D%20x_i%20x_i&wrt=x", headers=navigation)
+    assert status == 200
+    status, _, _ = request(server, "/app.js", headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"})
+    assert status == 403
+
+
+def test_other_loopback_addresses_are_loopback_only():
+    from einderiv.serve.server import is_loopback
+
+    assert all(is_loopback(host) for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost", "LOCALHOST"))
+    assert not any(is_loopback(host) for host in ("0.0.0.0", "::", "192.168.1.2", "example.com", ""))
+
+
+def raw_response(connection: socket.socket) -> tuple[int, dict]:
+    """The status and JSON of the one response a raw connection receives before it closes."""
+    data = b""
+    while chunk := connection.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_a_body_short_of_its_length_is_refused_and_a_silent_client_let_go():
+    with Server("127.0.0.1", 0, workers=1, socket_timeout=1.0).start() as running:
+        head = b"POST /api/diff HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        with socket.create_connection(running.server_address[:2], timeout=20) as connection:
+            connection.sendall(head + b"Content-Length: 100\r\n\r\n{}")  # 98 bytes never come
+            started = time.monotonic()
+            status, got = raw_response(connection)
+        assert status == 408 and "did not arrive within 1 s" in got["error"]
+        assert time.monotonic() - started < 10
+        with socket.create_connection(running.server_address[:2], timeout=20) as connection:
+            connection.sendall(head + b"Content-Length: 100\r\n\r\n{}")
+            connection.shutdown(socket.SHUT_WR)  # and closes its side
+            status, got = raw_response(connection)
+        assert status == 400 and "short of its Content-Length of 100" in got["error"]
+        with socket.create_connection(running.server_address[:2], timeout=20) as connection:
+            connection.sendall(b"GET /api/examples HTTP/1.1\r\n")  # and nothing more
+            started = time.monotonic()
+            assert connection.recv(65536) == b""  # closed by the server
+        assert time.monotonic() - started < 10
+        status, got = api(running, "diff", expr="f = x_i x_i", wrt="x")
+        assert status == 200
+
+
+def test_json_nested_too_deeply_is_a_400(server):
+    for body in [b"[" * 60_000, b'{"expr": ' * 6_000]:
+        status, _, answer = request(server, "/api/diff", "POST", body, {"Content-Type": "application/json"})
+        assert status == 400 and "nested too deeply" in json.loads(answer)["error"]
+    status, got = api(server, "diff", expr="f = x_i x_i", wrt="x")
     assert status == 200
 
 

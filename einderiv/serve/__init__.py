@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import webbrowser
 
-from .server import LOOPBACK, TIME_LIMIT, Server
+from .server import TIME_LIMIT, Server, is_loopback
 
 __all__ = ["Server", "serve"]
 
@@ -26,7 +26,7 @@ def serve(
         return 2
     server.quiet = False
     try:
-        if host not in LOOPBACK:  # said before the address, which scripts wait for
+        if not is_loopback(host):  # said before the address, which scripts wait for
             print(
                 f"warning: listening on {host}, not 127.0.0.1: the page and its API are reachable from other machines",
                 file=sys.stderr,

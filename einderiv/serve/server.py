@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import socket
@@ -13,6 +14,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from ..errors import EinderivError
 from .answers import Query, QueryError, read_query
 from .examples import EXAMPLES
 from .workers import TimeLimit, Unavailable, Workers
@@ -21,7 +23,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 TIME_LIMIT = 10.0  # seconds of work per request
 MAX_URL = 60_000  # characters of a request's path and query (an expression of MAX_EXPR, URL-encoded)
 MAX_BODY = 65_536  # bytes of a POST body
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+SOCKET_TIMEOUT = 30.0  # seconds a connection may wait for the next bytes of a request
 TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -36,6 +38,16 @@ POLICY = (
     "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost``, or a loopback address (127.0.0.0/8, ::1): this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def static_files(root: Path = STATIC) -> dict[str, tuple[bytes, str]]:
@@ -55,10 +67,19 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8000, *, time_limit: float = TIME_LIMIT, workers=None):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        time_limit: float = TIME_LIMIT,
+        workers=None,
+        socket_timeout: float = SOCKET_TIMEOUT,
+    ):
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.time_limit = time_limit
-        self.loopback_only = host in LOOPBACK
+        self.socket_timeout = socket_timeout
+        self.loopback_only = is_loopback(host)
         self.files = static_files()
         self.examples = json.dumps([example.json() for example in EXAMPLES], ensure_ascii=False).encode()
         self.quiet = True
@@ -82,7 +103,8 @@ class Server(ThreadingHTTPServer):
         return self
 
     def close(self) -> None:
-        self.shutdown() if self.thread is not None else None
+        if self.thread is not None:
+            self.shutdown()
         self.server_close()
         self.workers.close()
 
@@ -113,6 +135,12 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms wait for a delayed ACK
 
+    def setup(self) -> None:
+        # a client that stops sending (a request line, headers or a body short of its
+        # Content-Length) or keeps an idle connection open holds a thread only this long
+        self.timeout = self.server.socket_timeout
+        super().setup()
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         if not self._admitted():
             return
@@ -141,7 +169,16 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the body is not read
             self._error(413, f"the body is {length} bytes, over the limit of {MAX_BODY}")
             return
-        body = self.rfile.read(int(length))
+        try:
+            body = self.rfile.read(int(length))
+        except TimeoutError:
+            self.close_connection = True
+            self._error(408, f"the body of {length} bytes did not arrive within {self.server.socket_timeout:g} s")
+            return
+        if len(body) < int(length):  # the client closed its side early
+            self.close_connection = True
+            self._error(400, f"the body is {len(body)} bytes, short of its Content-Length of {length}")
+            return
         kind = self.headers.get("Content-Type", "").split(";")[0].strip()
         try:
             if kind == "application/json":
@@ -151,20 +188,39 @@ class Handler(BaseHTTPRequestHandler):
         except (ValueError, UnicodeDecodeError) as err:
             self._error(400, f"the body is neither JSON nor a form: {err}")
             return
+        except RecursionError:  # JSON nested thousands deep
+            self._error(400, "the body is JSON nested too deeply")
+            return
         self._answer(path.removeprefix("/api/"), fields)
 
     def _admitted(self) -> bool:
-        """Refuse long URLs, and (on a loopback address) Host names other than the loopback's,
-        which a web page elsewhere could make a browser send (DNS rebinding)."""
+        """Refuse long URLs; (on a loopback address) Host names other than the loopback's, which
+        a web page elsewhere could make a browser send (DNS rebinding); and requests a page of
+        another site makes a browser send here: those its ``Sec-Fetch-Site`` says come from
+        another site (but a link followed to the page itself, whose state is in its URL), and
+        those whose ``Origin`` is not this server's own."""
         if len(self.path) > MAX_URL:
             self._error(414, f"the URL is {len(self.path)} characters long, over the limit of {MAX_URL}")
             return False
+        host = self.headers.get("Host", "")
         if self.server.loopback_only:
-            host = self.headers.get("Host", "")
             name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] or host
-            if name not in LOOPBACK:
+            if not is_loopback(name):
                 self._error(403, f"this server answers to {self.server.url} only, not to Host {host[:100]!r}")
                 return False
+        site = self.headers.get("Sec-Fetch-Site", "").lower()
+        followed = (
+            self.headers.get("Sec-Fetch-Mode", "").lower() == "navigate"
+            and self.headers.get("Sec-Fetch-Dest", "document").lower() == "document"
+            and not self.path.startswith("/api/")
+        )
+        if site in ("cross-site", "same-site") and not followed:
+            self._error(403, f"a request from another site ({site}) is refused: open {self.server.url} itself")
+            return False
+        origin = self.headers.get("Origin")
+        if origin is not None and origin.lower() != f"http://{host}".lower():
+            self._error(403, f"a request from the page {origin[:100]!r} is refused: open {self.server.url} itself")
+            return False
         return True
 
     def _api(self, path: str, query: str) -> None:
@@ -187,8 +243,11 @@ class Handler(BaseHTTPRequestHandler):
         except QueryError as err:
             self._error(err.status, str(err))
             return
-        except Exception as err:  # noqa: BLE001 - an EinderivError of a shape option, say
+        except (EinderivError, ValueError) as err:  # an EinderivError of a shape option, say
             self._error(400, str(err).splitlines()[0])
+            return
+        except Exception as err:  # noqa: BLE001 - a bug: reported as such, and the server serves on
+            self._error(500, f"internal error ({type(err).__name__}: {err}); please report this")
             return
         status, payload = self.server.work(query)
         self._json(status, payload)
