@@ -29,6 +29,7 @@ from einderiv.serve import Server
 from einderiv.serve.answers import MAX_EXPR
 from einderiv.serve.examples import EXAMPLES
 from einderiv.serve.server import MAX_BODY, MAX_URL
+from einderiv.serve.workers import Unavailable, Workers
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW = "f = tanh(sin(x_i) cos(x_j) exp(x_k) A_ijk)"  # order 5 takes some 20 s here, then hits max_size
@@ -418,6 +419,58 @@ def test_a_slow_derivation_is_stopped_and_the_next_request_served():
         assert status == 503
         status, got = api(running, "check", expr="f = x_i A_ij x_j", wrt="x", claim="(A + A^T) x")
         assert status == 200 and got["claim"] == "matches"
+
+
+def test_a_worker_killed_from_outside_is_replaced_and_the_request_served():
+    with Server("127.0.0.1", 0, workers=1).start() as running:
+        (worker,) = running.workers._live
+        os.kill(worker.process.pid, signal.SIGKILL)
+        worker.process.wait(10)
+        status, got = api(running, "diff", expr="f = x_i A_ij x_j", wrt="x")
+        assert status == 200 and got["matrix"]["forms"][0]["form"] == "(A + A^T) x"
+        status, got = api(running, "diff", expr="f = x_i x_i", wrt="x")
+        assert status == 200
+
+
+def test_work_after_close_is_unavailable():
+    workers = Workers(1, 5.0)
+    workers.close()
+    with pytest.raises(Unavailable):
+        workers.run({"kind": "diff", "expr": "f = x_i x_i", "wrt": ["x"]})
+
+
+def test_workers_import_nothing_from_the_current_directory(tmp_path, monkeypatch):
+    (tmp_path / "numpy.py").write_text("raise RuntimeError('the current directory was imported from')\n")
+    (tmp_path / "einderiv").mkdir()
+    (tmp_path / "einderiv" / "__init__.py").write_text("raise RuntimeError('the wrong einderiv')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # (not the suite's own, which may be ".")
+    with Server("127.0.0.1", 0, workers=1).start() as running:
+        status, got = api(running, "check", expr="f = x_i A_ij x_j", wrt="x")
+        assert status == 200 and got["fd_ok"]
+
+
+def test_a_worker_imports_the_servers_einderiv_and_site_packages_stay_after_the_standard_library(monkeypatch):
+    import site
+
+    from einderiv.serve import workers
+
+    env = workers.worker_environment()
+    assert env["PYTHONSAFEPATH"] == "1"
+    where = subprocess.run(
+        [sys.executable, "-c", "import einderiv, sys; print(einderiv.__file__); print(sys.path)"],
+        cwd=workers.WORKER_DIRECTORY,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    first, path = where.stdout.splitlines()
+    assert first == einderiv.__file__
+    assert workers.WORKER_DIRECTORY not in path
+    monkeypatch.setattr(workers, "PACKAGE_ROOT", site.getsitepackages()[0])  # an installed einderiv
+    given = workers.worker_environment({"PYTHONPATH": "relative"}).get("PYTHONPATH", "")
+    assert given.split(os.pathsep) == [os.path.abspath("relative")]
 
 
 def test_concurrent_requests_are_all_answered(server):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import site
 import subprocess
 import sys
 import threading
@@ -20,6 +21,9 @@ from pathlib import Path
 
 START_TIMEOUT = 120.0  # seconds a new worker may take to import einderiv
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # where this einderiv is imported from
+#: the workers' current directory: a folder of the package without Python modules (Python 3.10
+#: puts it first on sys.path; 3.11 and later leave it off, as PYTHONSAFEPATH says)
+WORKER_DIRECTORY = str(Path(__file__).resolve().parent / "static")
 
 
 class TimeLimit(Exception):
@@ -30,16 +34,34 @@ class Unavailable(Exception):
     """No worker could take the work (all busy past the wait, a worker died, or closed)."""
 
 
+class Ended(Unavailable):
+    """The worker given the work ended without an answer (it is replaced)."""
+
+
+def worker_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a worker: the server's, with ``PYTHONSAFEPATH`` (nothing of the current
+    directory is imported), and ``PYTHONPATH`` made absolute (the worker runs elsewhere) with
+    this einderiv's source tree first, unless it is installed (its folder is a site-packages,
+    which is on the path already, and on PYTHONPATH would come before the standard library)."""
+    environ = dict(os.environ if environ is None else environ)
+    given = [os.path.abspath(p) for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    sites = [*site.getsitepackages(), site.getusersitepackages()] if hasattr(site, "getsitepackages") else []
+    installed = os.path.realpath(PACKAGE_ROOT) in {os.path.realpath(p) for p in sites}
+    path = given if installed or PACKAGE_ROOT in given else [PACKAGE_ROOT, *given]
+    environ.pop("PYTHONPATH", None)
+    return {**environ, "PYTHONSAFEPATH": "1", **({"PYTHONPATH": os.pathsep.join(path)} if path else {})}
+
+
 class Worker:
     """One ``python -m einderiv.serve.worker`` process, and a thread that reads its answers."""
 
     def __init__(self):
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")])))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "einderiv.serve.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=env,
+            env=worker_environment(),
+            cwd=WORKER_DIRECTORY,
             start_new_session=os.name == "posix",  # Ctrl-C in the terminal stops the server, which stops us
         )
         self.lines: queue.Queue[bytes] = queue.Queue()
@@ -120,7 +142,17 @@ class Workers:
         threading.Thread(target=lambda: self._admit(self._spawn()), daemon=True).start()
 
     def run(self, item: dict) -> tuple[int, dict]:
-        """The worker's answer to ``item`` (a query as JSON), within the time limit."""
+        """The worker's answer to ``item`` (a query as JSON), within the time limit.  A worker
+        found dead (killed from outside while idle, say) is replaced and the work given, once,
+        to the next free one."""
+        try:
+            return self._attempt(item)
+        except Ended:
+            return self._attempt(item)
+
+    def _attempt(self, item: dict) -> tuple[int, dict]:
+        if self._closed:
+            raise Unavailable("the server is shutting down")
         try:
             worker = self._idle.get(timeout=self.wait)
         except queue.Empty:
@@ -131,14 +163,16 @@ class Workers:
         except queue.Empty:
             self._replace(worker)
             raise TimeLimit from None
-        except OSError as err:  # the worker died before it read the query
+        except (OSError, ValueError) as err:  # the worker died before it read the query, or was stopped
             line = b""
             error = err
         else:
             error = None
-        if not line:  # killed from outside, out of memory, ...
+        if not line:  # killed from outside, out of memory, stopped by close(), ...
             self._replace(worker)
-            raise Unavailable(f"the worker process ended ({error or worker.process.poll()})")
+            if self._closed:
+                raise Unavailable("the server is shutting down")
+            raise Ended(f"the worker process ended ({error or worker.process.poll()})")
         try:
             status, payload = json.loads(line)
         except ValueError:  # not an answer: something else wrote to the channel
