@@ -26,7 +26,7 @@ import pytest
 import einderiv
 from einderiv.cli import main as cli_main
 from einderiv.serve import Server
-from einderiv.serve.answers import MAX_EXPR
+from einderiv.serve.answers import MAX_CHECKED, MAX_EXPR
 from einderiv.serve.examples import EXAMPLES
 from einderiv.serve.server import MAX_BODY, MAX_URL
 from einderiv.serve.workers import Unavailable, Workers
@@ -421,6 +421,35 @@ def test_a_slow_derivation_is_stopped_and_the_next_request_served():
         assert status == 200 and got["claim"] == "matches"
 
 
+def test_a_check_too_large_to_evaluate_is_refused_before_any_work(server):
+    for fields, shape in [
+        ({"expr": "f = exp(x_i x_i/10000)", "wrt": "x", "order": 2, "shape": "x=10000"}, (10000, 10000)),
+        ({"expr": "f_ij = x_i x_j", "wrt": "x", "shape": "x=450"}, (450, 450, 450)),
+        ({"expr": "f_ij = x_i x_j", "each": "x", "shape": "x=450"}, (450, 450, 450)),
+    ]:
+        started = time.monotonic()
+        status, got = api(server, "check", **fields)
+        assert status == 400 and f"of shape {shape}, has {np.prod(shape)} entries" in got["error"], got
+        assert f"limit of {MAX_CHECKED}" in got["error"]
+        assert time.monotonic() - started < 5
+    status, got = api(server, "check", expr="f = exp(x_i y_j)", wrt="x", shape=["x=2000", "y=2000"])
+    assert status == 400 and "an array of 4000000 entries" in got["error"]
+    status, got = api(server, "check", expr="f = x_i A_ij x_j", wrt="x", claim="(A + A^T) x")
+    assert status == 200 and got["ok"]
+    status, got = api(server, "check", expr="f_ij = x_i x_j", wrt="x", shape="x=99")  # under the limit
+    assert status == 200 and got["fd_ok"] and got["inputs"] == {"x": [99]}
+
+
+def test_a_worker_out_of_memory_is_replaced_and_the_next_request_served():
+    with Server("127.0.0.1", 0, workers=1, memory_limit=24 << 20).start() as running:
+        status, got = api(running, "check", expr="f = x_i A_ij x_j", wrt="x", claim="(A + A^T) x")
+        assert status == 200 and got["ok"]
+        status, got = api(running, "check", expr="f_ij = x_i x_j", wrt="x", shape="x=100")  # some 50 MB
+        assert status == 503 and got["limit"] == "memory" and "memory" in got["error"], got
+        status, got = api(running, "check", expr="f = x_i A_ij x_j", wrt="x", claim="(A + A^T) x")
+        assert status == 200 and got["ok"]
+
+
 def test_a_worker_killed_from_outside_is_replaced_and_the_request_served():
     with Server("127.0.0.1", 0, workers=1).start() as running:
         (worker,) = running.workers._live
@@ -471,6 +500,43 @@ def test_a_worker_imports_the_servers_einderiv_and_site_packages_stay_after_the_
     monkeypatch.setattr(workers, "PACKAGE_ROOT", site.getsitepackages()[0])  # an installed einderiv
     given = workers.worker_environment({"PYTHONPATH": "relative"}).get("PYTHONPATH", "")
     assert given.split(os.pathsep) == [os.path.abspath("relative")]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_a_worker_stops_when_the_server_is_gone_in_the_middle_of_work():
+    def alive(pid: int) -> bool:
+        try:
+            return "\tZ" not in Path(f"/proc/{pid}/status").read_text().split("State:")[1].splitlines()[0]
+        except (OSError, IndexError):
+            return False
+
+    parent = (
+        "import json, os, sys\n"
+        "from einderiv.serve.workers import Worker\n"
+        "worker = Worker()\n"
+        "assert worker.receive(120) == b'ready\\n'\n"
+        f"worker.send({{'kind': 'diff', 'expr': {SLOW!r}, 'wrt': ['x'], 'order': 5}})\n"
+        "print(worker.process.pid, flush=True)\n"
+        "os._exit(0)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(  # the worker's stderr is its parent's: not a pipe that run() reads to its end
+        [sys.executable, "-c", parent],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    pid = int(done.stdout)
+    try:
+        deadline = time.monotonic() + 10
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(pid)
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_concurrent_requests_are_all_answered(server):

@@ -15,18 +15,23 @@ from dataclasses import dataclass
 
 from ..api import compile as compile_
 from ..api import diff
-from ..checking import check
+from ..checking import DEFAULT_SIZE, check
 from ..codegen import generate
 from ..errors import EinderivError, EinderivWarning, ParseError
 from ..gradients import grad
 from ..matrix.reading import read
 from ..reports import check_json, derivative_json, parse_shape, tensor_names
+from ..runtime import explain
 
 MAX_EXPR = 4000  # characters of an expression or a claim
 MAX_FIELD = 200  # characters of any other parameter
 MAX_NAMES = 8  # wrt or each names
 MAX_ORDER = 8
 MAX_ENTRIES = 10_000  # entries of an input given a shape for a check
+#: entries of a derivative a check evaluates (its finite differences evaluate the function, or
+#: the derivative one order lower, twice per entry of the last wrt: twice as many entries in
+#: all), and of any array evaluating the expression makes
+MAX_CHECKED = 1_000_000
 FLAVOURS = ("python", "jax", "torch")
 LAYOUTS = ("numerator", "denominator")
 NOTATIONS = ("auto", "index", "matrix")
@@ -188,19 +193,37 @@ def answer(query: Query) -> tuple[int, dict]:
         warnings.simplefilter("always", EinderivWarning)
         try:
             status, payload = 200, (_derivative(query) if query.kind == "diff" else _check(query))
-        except ParseError as err:
-            status, payload = 400, error_json(err)
-        except EinderivError as err:
-            status, payload = 400, error_json(err)
+        except (EinderivError, MemoryError) as err:
+            if out_of_memory(err):  # past the worker's memory limit (see worker.limit_memory)
+                status = 503
+                payload = {**error_json(EinderivError(MEMORY_MESSAGE)), "limit": "memory"}
+            else:
+                status, payload = 400, error_json(err)
         except RecursionError:
             status, payload = 400, error_json(EinderivError("the expression is nested too deeply"))
-        except MemoryError as err:
-            status, payload = 400, error_json(EinderivError(f"not enough memory ({err or 'MemoryError'})"))
         except Exception as err:  # noqa: BLE001 - a bug: reported, and the worker serves on
             status = 500
             payload = error_json(EinderivError(f"internal error ({type(err).__name__}: {err}); please report this"))
     notes = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, EinderivWarning)))
     return status, {**payload, "warnings": notes}
+
+
+MEMORY_MESSAGE = (
+    "the work ran out of the memory a worker may use: smaller shapes or a lower order may help "
+    "(the worker was replaced)"
+)
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """``err`` is a MemoryError, or an error raised in handling one (``guarded`` turns a
+    MemoryError into an EvaluationError)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, MemoryError):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def error_json(err: EinderivError) -> dict:
@@ -237,11 +260,40 @@ def _derivative(query: Query) -> dict:
 def _check(query: Query) -> dict:
     reading = _reading(query)
     shapes = dict(query.shapes)
-    inputs = compile_(reading).inputs
+    function = compile_(reading)
+    inputs = function.inputs
     unknown = sorted(set(shapes) - set(inputs))
     if unknown:
         raise EinderivError(f"shape {unknown[0]}: not an input (inputs: {', '.join(inputs)})")
+    _within_size(function, [[name] for name in query.each] or [query.specs], shapes)
     options = {"tol": query.tol, "shapes": shapes, "seed": query.seed}
     if query.each:
         return {"checks": [check_json(check(reading, [name], **options)) for name in query.each]}
     return check_json(check(reading, query.specs, expect=query.claim.strip() or None, **options))
+
+
+def _within_size(function, derivatives: list[list[str]], shapes: dict[str, tuple[int, ...]]) -> None:
+    """Refuse, before any work, a check whose derivative (by the names of each of
+    ``derivatives``), or an array evaluating the expression makes, has over MAX_CHECKED entries,
+    at the inputs' shapes (``shapes``, else DEFAULT_SIZE per axis, as the check draws them)."""
+    sizes = {name: shapes.get(name, (DEFAULT_SIZE,) * rank) for name, rank in function.ranks.items()}
+    if any(len(sizes[name]) != rank for name, rank in function.ranks.items()):
+        return  # the check says which shape has the wrong number of axes
+    try:
+        output = function.shape_for(sizes)
+        steps = explain(function.line, sizes)
+    except EinderivError:
+        return  # sizes that disagree: the check says where
+    for specs in derivatives:
+        shape = (*output, *(n for spec in specs for n in sizes.get(spec.partition("_")[0].strip(), ())))
+        if math.prod(shape) > MAX_CHECKED:
+            raise QueryError(
+                f"the derivative to check, of shape {shape}, has {math.prod(shape)} entries, over the server's "
+                f"limit of {MAX_CHECKED}: give smaller shapes or a lower order"
+            )
+    for step in steps:
+        if step.largest > MAX_CHECKED:
+            raise QueryError(
+                f"evaluating the expression makes an array of {step.largest} entries (for {step.target}, "
+                f"shape {step.shape}), over the server's limit of {MAX_CHECKED}: give smaller shapes"
+            )

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import EinderivError
 from .answers import Query, QueryError, read_query
 from .examples import EXAMPLES
-from .workers import TimeLimit, Unavailable, Workers
+from .workers import MEMORY_LIMIT, TimeLimit, Unavailable, Workers
 
 STATIC = Path(__file__).resolve().parent / "static"
 TIME_LIMIT = 10.0  # seconds of work per request
@@ -62,7 +62,10 @@ def static_files(root: Path = STATIC) -> dict[str, tuple[bytes, str]]:
 
 
 class Server(ThreadingHTTPServer):
-    """The page and its API at ``url``; :meth:`close` stops it and its workers."""
+    """The page and its API at ``url``; :meth:`close` stops it and its workers.  Each request's
+    work has ``time_limit`` seconds, and each worker ``memory_limit`` bytes of address space
+    beyond what it holds when ready (None: no limit); a connection that sends nothing for
+    ``socket_timeout`` seconds is closed."""
 
     daemon_threads = True
     block_on_close = False
@@ -75,6 +78,7 @@ class Server(ThreadingHTTPServer):
         time_limit: float = TIME_LIMIT,
         workers=None,
         socket_timeout: float = SOCKET_TIMEOUT,
+        memory_limit: int | None = MEMORY_LIMIT,
     ):
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.time_limit = time_limit
@@ -85,7 +89,7 @@ class Server(ThreadingHTTPServer):
         self.quiet = True
         super().__init__((host, port), Handler)  # bind first: a port in use fails before workers start
         try:
-            self.workers = Workers(workers or min(4, os.cpu_count() or 1), time_limit)
+            self.workers = Workers(workers or min(4, os.cpu_count() or 1), time_limit, memory_limit=memory_limit)
         except BaseException:
             self.server_close()
             raise

@@ -24,6 +24,7 @@ PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # where this einderiv i
 #: the workers' current directory: a folder of the package without Python modules (Python 3.10
 #: puts it first on sys.path; 3.11 and later leave it off, as PYTHONSAFEPATH says)
 WORKER_DIRECTORY = str(Path(__file__).resolve().parent / "static")
+MEMORY_LIMIT = 2 << 30  # bytes of address space a worker may take beyond what it holds when ready
 
 
 class TimeLimit(Exception):
@@ -49,15 +50,19 @@ def worker_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     installed = os.path.realpath(PACKAGE_ROOT) in {os.path.realpath(p) for p in sites}
     path = given if installed or PACKAGE_ROOT in given else [PACKAGE_ROOT, *given]
     environ.pop("PYTHONPATH", None)
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        # a check's arrays are small (see answers.MAX_ENTRIES): one BLAS thread each, and no
+        # thread buffers, per CPU, of a BLAS library's in the address space MEMORY_LIMIT caps
+        environ.setdefault(name, "1")
     return {**environ, "PYTHONSAFEPATH": "1", **({"PYTHONPATH": os.pathsep.join(path)} if path else {})}
 
 
 class Worker:
     """One ``python -m einderiv.serve.worker`` process, and a thread that reads its answers."""
 
-    def __init__(self):
+    def __init__(self, memory_limit: int | None = MEMORY_LIMIT):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "einderiv.serve.worker"],
+            [sys.executable, "-m", "einderiv.serve.worker", *([f"--memory={memory_limit}"] if memory_limit else [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=worker_environment(),
@@ -96,9 +101,12 @@ class Workers:
     :class:`TimeLimit` after ``time_limit`` seconds; a request waits at most ``wait`` seconds for
     a free worker."""
 
-    def __init__(self, size: int, time_limit: float, wait: float | None = None):
+    def __init__(
+        self, size: int, time_limit: float, wait: float | None = None, memory_limit: int | None = MEMORY_LIMIT
+    ):
         self.size = size
         self.time_limit = time_limit
+        self.memory_limit = memory_limit
         self.wait = wait if wait is not None else max(30.0, 3 * time_limit)
         self._idle: queue.Queue[Worker] = queue.Queue()
         self._live: set[Worker] = set()
@@ -111,7 +119,7 @@ class Workers:
             raise Unavailable("no worker process started (see the errors above)")
 
     def _spawn(self) -> Worker:
-        worker = Worker()
+        worker = Worker(self.memory_limit)
         with self._lock:
             self._live.add(worker)
         return worker
@@ -178,7 +186,10 @@ class Workers:
         except ValueError:  # not an answer: something else wrote to the channel
             self._replace(worker)
             raise Unavailable("the worker process wrote something other than an answer") from None
-        self._idle.put(worker)
+        if isinstance(payload, dict) and payload.get("limit") == "memory":
+            self._replace(worker)  # it ran out of memory: a fresh one takes its place
+        else:
+            self._idle.put(worker)
         return status, payload
 
     def close(self) -> None:
