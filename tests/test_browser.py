@@ -99,6 +99,17 @@ def test_the_page_derives_checks_and_links_in_a_real_browser(driver, server, tmp
     assert driver.save_screenshot(str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
 
+    # the expression edited, then at once the claim (within the page's 300 ms wait): the
+    # derivative is worked out again, not only the check
+    edited = "f = x_i A_ij x_j + x_i x_i"
+    changed = einderiv.diff(edited, "x")
+    replace_text(find(By.ID, "expr"), edited)
+    replace_text(find(By.ID, "claim"), "2 x_k")
+    wait.until(lambda d: d.find_element(By.ID, "index").text == str(changed.statement))
+    wait.until(lambda d: rendered(d, changed.latex()))
+    wait.until(lambda d: d.find_element(By.ID, "verdict").get_attribute("class") == "differs")
+    assert find(By.ID, "verdict").text == einderiv.check(edited, "x", expect="2 x_k").message
+
     # a syntax error shows its caret under the column, and the input stays as typed
     bad = "f = x_i $ A_ij x_j"
     replace_text(find(By.ID, "expr"), bad)

@@ -9,6 +9,7 @@
   const DEFAULT_EXAMPLE = "gram";
   let examples = [];
   let timer = null;
+  let scheduled = null; // what the timer will update: "all" (the derivative and the check) or "check"
   let pending = { diff: null, check: null }; // AbortControllers of the requests in flight
   let code = {};
   let flavour = "python";
@@ -62,10 +63,17 @@
     $("order").disabled = $("each").checked; // the gradient by each name is of order 1
   }
 
+  // Edits share one timer: an update of everything still pending is not narrowed to the check
+  // by an edit of the claim that follows it within DEBOUNCE_MS.
   function schedule(what) {
     syncOrder();
     clearTimeout(timer);
-    timer = setTimeout(() => update(what), DEBOUNCE_MS);
+    scheduled = scheduled === "all" ? "all" : what;
+    timer = setTimeout(() => {
+      const kind = scheduled;
+      scheduled = null;
+      update(kind);
+    }, DEBOUNCE_MS);
   }
 
   // The derivative first; the check once the expression reads (so that an error under the claim
