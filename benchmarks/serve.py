@@ -24,19 +24,6 @@ from einderiv.serve import Server
 from einderiv.serve.examples import EXAMPLES
 
 
-def fields(example, kind: str) -> dict:
-    out = {"expr": example.expr}
-    if example.each:
-        out["each"] = list(example.each)
-    else:
-        out["wrt"] = list(example.wrt)
-        if example.order > 1:
-            out["order"] = example.order
-    if kind == "check" and example.claim:
-        out["claim"] = example.claim
-    return out
-
-
 def timed(connection: http.client.HTTPConnection, path: str) -> float:
     """Seconds from sending the request to the whole JSON answer read; it must be a 200."""
     started = time.perf_counter()
@@ -58,7 +45,7 @@ def measure(server: Server, repeats: int) -> list[dict]:
         connection = http.client.HTTPConnection(host, port, timeout=60)
         try:
             for kind in ("diff", "check"):
-                path = f"/api/{kind}?" + urllib.parse.urlencode(fields(example, kind), doseq=True)
+                path = f"/api/{kind}?" + urllib.parse.urlencode(example.query(kind), doseq=True)
                 times = [timed(connection, path) for _ in range(repeats)]
                 rest = sorted(times[1:]) or times
                 row[f"{kind}_first"] = times[0]

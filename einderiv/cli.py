@@ -19,7 +19,7 @@ from .errors import EinderivError, EinderivWarning, ParseError
 from .gradients import grad
 from .matrix.form import NoMatrixForm
 from .matrix.reading import read
-from .reports import derivative_json, parse_shape, tensor_names
+from .reports import derivative_json, inputs_only, one_tensor_each, parse_shape, wrt_or_each
 
 EXAMPLE = """example:
   $ einderiv diff "K_pq = R_mp R_mq" --wrt R
@@ -317,25 +317,15 @@ def _structure(args) -> dict:
     return {"symmetric": args.symmetric, "diagonal": args.diagonal, "symmetric_convention": args.convention}
 
 
-def _wrts(values: list[str]) -> list[str]:
-    """The --wrt values, one tensor each (names are letters and digits: 'x,A' is two)."""
-    for value in values:
-        names = tensor_names(value)
-        if len(names) > 1:
-            repeated = " ".join(f"--wrt {n}" for n in names)
-            raise EinderivError(
-                f"--wrt {value!r} names {len(names)} tensors: repeat --wrt instead ({repeated} for a mixed "
-                f"derivative of order {len(names)})"
-            )
-    return values
+def _wrts(values: list[str], option: str = "--wrt") -> list[str]:
+    """The --wrt (or --each) values, one tensor each (names are letters and digits: 'x,A' is two)."""
+    return one_tensor_each(values, option)
 
 
 def _run_check(args) -> tuple[str, int]:
     shapes = dict(parse_shape(text, "--shape") for text in args.shape)
     inputs = compile_(args.expr).inputs
-    unknown = sorted(set(shapes) - set(inputs))
-    if unknown:  # named as the option names it (check() would say shapes=)
-        raise EinderivError(f"--shape {unknown[0]}: not an input (inputs: {', '.join(inputs)})")
+    inputs_only(shapes, inputs, "--shape")  # named as the option names it (check() would say shapes=)
     result = check(
         args.expr, _wrts(args.wrt), expect=args.expect, tol=args.tol, shapes=shapes, seed=args.seed, **_structure(args)
     )
@@ -343,11 +333,7 @@ def _run_check(args) -> tuple[str, int]:
 
 
 def _run_diff(args) -> str:
-    if bool(args.wrt) == bool(args.each):
-        raise EinderivError(
-            "give --wrt (a derivative; repeated: a higher one) or --each (the gradient by each name), not "
-            + ("both" if args.wrt else "neither")
-        )
+    wrt_or_each(args.wrt, args.each, "--wrt", "--each")
     if args.each:
         return _run_each(args)
     derivative = diff(args.expr, _wrts(args.wrt), layout=args.layout, **_structure(args))
@@ -373,7 +359,7 @@ def _run_diff(args) -> str:
 
 def _run_each(args) -> str:
     """``--each W1 --each b1``: the gradient by each name, printed one after another."""
-    gradients = grad(args.expr, _wrts(args.each), **_structure(args))
+    gradients = grad(args.expr, _wrts(args.each, "--each"), **_structure(args))
     if args.format == "json":
         return json.dumps({"gradients": [derivative_json(d) for d in gradients]}, indent=2)
     if args.format in ("python", "jax", "torch"):

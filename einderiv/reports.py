@@ -1,10 +1,12 @@
 """Results as data: the JSON of ``einderiv diff --format json`` and of a check, and the ``NAME=3x4``
-shapes of the options; shared by the command line and ``einderiv serve``."""
+shapes of the options, and the checks of the options both read (wrt or each, one tensor each,
+shapes of inputs only); shared by the command line and ``einderiv serve``."""
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection, Sequence
 
 from .errors import EinderivError
 from .glyphs import format_number
@@ -85,3 +87,31 @@ def parse_shape(text: str, option: str) -> tuple[str, tuple[int, ...]]:
 def tensor_names(text: str) -> list[str]:
     """The tensor names in ``text``, split at spaces, commas and semicolons (``W_{in,out}`` is one)."""
     return re.findall(r"(?:[^\s,;{}]|\{[^}]*\})+", text)
+
+
+def wrt_or_each(wrt: Sequence[str], each: Sequence[str], wrt_option: str, each_option: str) -> None:
+    """Raise unless exactly one of ``wrt`` and ``each`` is given (options named as the caller
+    names them: ``--wrt`` on the command line, ``wrt`` in the API)."""
+    if bool(wrt) == bool(each):
+        raise EinderivError(
+            f"give {wrt_option} (a derivative; repeated: a higher or mixed one) or {each_option} (the gradient by "
+            "each name), not " + ("both" if wrt else "neither")
+        )
+
+
+def one_tensor_each(values: Sequence[str], option: str, repeated: str = "{option} {name}", joined: str = " "):
+    """``values``, each one tensor name (``'x,A'`` names two: raise, saying how to repeat the
+    option, each repetition ``repeated`` joined by ``joined``)."""
+    for value in values:
+        names = tensor_names(value)
+        if len(names) > 1:
+            spelled = joined.join(repeated.format(option=option, name=name) for name in names)
+            raise EinderivError(f"{option} {value!r} names {len(names)} tensors: repeat {option} instead ({spelled})")
+    return values
+
+
+def inputs_only(shapes: Collection[str], inputs: Sequence[str], option: str) -> None:
+    """Raise where a shape is given for a name that is not an input of the expression."""
+    unknown = sorted(set(shapes) - set(inputs))
+    if unknown:
+        raise EinderivError(f"{option} {unknown[0]}: not an input (inputs: {', '.join(inputs)})")

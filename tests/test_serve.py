@@ -11,11 +11,13 @@ import importlib.util
 import io
 import json
 import os
+import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -58,16 +60,6 @@ def api(server, kind: str, **fields) -> tuple[int, dict]:
     return status, json.loads(body)
 
 
-def example_fields(example) -> dict:
-    fields = {"expr": example.expr}
-    if example.each:
-        fields["each"] = list(example.each)
-    else:
-        fields["wrt"] = list(example.wrt)
-        fields["order"] = example.order
-    return fields
-
-
 def cli(*args: str) -> tuple[int, str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
@@ -92,7 +84,7 @@ def load(code: str, directory: Path, name: str):
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.key for e in EXAMPLES])
 def test_each_example_answers_what_the_command_line_prints(server, example):
-    status, got = api(server, "diff", **example_fields(example))
+    status, got = api(server, "diff", **example.query())
     assert status == 200, got
     code, printed = cli("diff", example.expr, *cli_wrt(example), "--format", "json")
     assert code == 0
@@ -119,13 +111,13 @@ def test_latex_is_the_latex_printers(server):
     for example in EXAMPLES:
         if example.each:
             continue
-        _, got = api(server, "diff", **example_fields(example))
+        _, got = api(server, "diff", **example.query())
         assert got["latex"] == einderiv.diff(example.expr, list(example.wrt) * example.order).latex()
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.key for e in EXAMPLES])
 def test_each_example_checks_against_finite_differences(server, example):
-    fields = example_fields(example) | ({"claim": example.claim} if example.claim else {})
+    fields = example.query("check")
     status, got = api(server, "check", **fields)
     assert status == 200, got
     checks = got["checks"] if example.each else [got]
@@ -542,7 +534,7 @@ def test_a_worker_stops_when_the_server_is_gone_in_the_middle_of_work():
 def test_concurrent_requests_are_all_answered(server):
     jobs = [(e, kind) for e in EXAMPLES[:8] for kind in ("diff", "check")]
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        answers = list(pool.map(lambda job: api(server, job[1], **example_fields(job[0])), jobs))
+        answers = list(pool.map(lambda job: api(server, job[1], **job[0].query(job[1])), jobs))
     for (example, kind), (status, got) in zip(jobs, answers):
         assert status == 200, (example.key, kind, got)
         expected = str(einderiv.diff(example.expr, list(example.wrt) * example.order).statement)
@@ -560,6 +552,16 @@ def run_command(*args: str) -> subprocess.Popen:
     )
 
 
+def first_line(process: subprocess.Popen, timeout: float = 60.0) -> str:
+    """The first line the command prints; fails after ``timeout`` seconds without one."""
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: lines.put(process.stdout.readline()), daemon=True).start()
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        pytest.fail(f"the command printed no line within {timeout:g} s")
+
+
 def stop(process: subprocess.Popen) -> tuple[str, str]:
     process.send_signal(signal.SIGINT)
     try:
@@ -572,7 +574,7 @@ def stop(process: subprocess.Popen) -> tuple[str, str]:
 def test_the_command_prints_its_address_and_serves_there():
     process = run_command("--port", "0", "--workers", "1")
     try:
-        line = process.stdout.readline()
+        line = first_line(process)
         assert line.startswith("einderiv serve: http://127.0.0.1:"), line
         url = line.split()[2]
         port = int(urllib.parse.urlsplit(url).port)
@@ -592,7 +594,7 @@ def test_the_command_prints_its_address_and_serves_there():
 def test_the_command_warns_when_it_listens_beyond_this_machine():
     process = run_command("--port", "0", "--host", "0.0.0.0", "--workers", "1")
     try:
-        assert process.stdout.readline().startswith("einderiv serve: http://0.0.0.0:")
+        assert first_line(process).startswith("einderiv serve: http://0.0.0.0:")
     finally:
         _, err = stop(process)
     assert "reachable from other machines" in err

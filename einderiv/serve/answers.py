@@ -20,7 +20,7 @@ from ..codegen import generate
 from ..errors import EinderivError, EinderivWarning, ParseError
 from ..gradients import grad
 from ..matrix.reading import read
-from ..reports import check_json, derivative_json, parse_shape, tensor_names
+from ..reports import check_json, derivative_json, inputs_only, one_tensor_each, parse_shape, wrt_or_each
 from ..runtime import explain
 
 MAX_EXPR = 4000  # characters of an expression or a claim
@@ -96,11 +96,7 @@ def read_query(kind: str, fields: Mapping[str, list[str]]) -> Query:
         raise QueryError("give an expression: expr=f = x_i A_ij x_j")
     wrt, each = _names(fields, "wrt"), _names(fields, "each")
     order = _integer(single["order"], "order", 1, 1, MAX_ORDER)
-    if bool(wrt) == bool(each):
-        raise QueryError(
-            "give wrt (a derivative; repeated: a mixed one) or each (the gradient by each name), not "
-            + ("both" if wrt else "neither")
-        )
+    wrt_or_each(wrt, each, "wrt", "each")
     if order > 1 and len(wrt) != 1:
         raise QueryError("order repeats one wrt name (wrt=x&order=2: the Hessian); list the names for a mixed one")
     claim = single.get("claim") or ""
@@ -133,12 +129,7 @@ def _names(fields: Mapping[str, list[str]], name: str) -> tuple[str, ...]:
     values = [v.strip() for v in fields.get(name, []) if v.strip()]
     if len(values) > MAX_NAMES:
         raise QueryError(f"{len(values)} {name} names, over the limit of {MAX_NAMES}")
-    for value in values:
-        names = tensor_names(value)
-        if len(names) > 1:
-            repeated = "&".join(f"{name}={n}" for n in names)
-            raise QueryError(f"{name}={value!r} names {len(names)} tensors: repeat {name} instead ({repeated})")
-    return tuple(values)
+    return tuple(one_tensor_each(values, name, "{option}={name}", "&"))
 
 
 def _integer(text: str | None, name: str, default: int, low: int, high: int) -> int:
@@ -262,9 +253,7 @@ def _check(query: Query) -> dict:
     shapes = dict(query.shapes)
     function = compile_(reading)
     inputs = function.inputs
-    unknown = sorted(set(shapes) - set(inputs))
-    if unknown:
-        raise EinderivError(f"shape {unknown[0]}: not an input (inputs: {', '.join(inputs)})")
+    inputs_only(shapes, inputs, "shape")
     _within_size(function, [[name] for name in query.each] or [query.specs], shapes)
     options = {"tol": query.tol, "shapes": shapes, "seed": query.seed}
     if query.each:

@@ -22,6 +22,20 @@ class Example:
     def json(self) -> dict:
         return {**asdict(self), "wrt": list(self.wrt), "each": list(self.each)}
 
+    def query(self, kind: str = "diff") -> dict:
+        """The parameters of ``/api/diff`` (or ``/api/check``, the claim too) that the page sends
+        for this example: ``{"expr": ..., "wrt": [...], "order": 2}``."""
+        out: dict = {"expr": self.expr}
+        if self.each:
+            out["each"] = list(self.each)
+        else:
+            out["wrt"] = list(self.wrt)
+            if self.order > 1:
+                out["order"] = self.order
+        if kind == "check" and self.claim:
+            out["claim"] = self.claim
+        return out
+
 
 LOGISTIC = "L = -(y_n log(sigmoid(X_nd w_d)) + (1 - y_n) log(1 - sigmoid(X_nd w_d)))"
 
