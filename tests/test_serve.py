@@ -7,7 +7,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import http.client
-import importlib.util
 import io
 import json
 import os
@@ -32,6 +31,7 @@ from einderiv.serve.answers import MAX_CHECKED, MAX_EXPR
 from einderiv.serve.examples import EXAMPLES
 from einderiv.serve.server import MAX_BODY, MAX_URL
 from einderiv.serve.workers import Unavailable, Workers
+from tests.helpers import load_module
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW = "f = tanh(sin(x_i) cos(x_j) exp(x_k) A_ijk)"  # order 5 takes some 20 s here, then hits max_size
@@ -71,15 +71,6 @@ def cli_wrt(example) -> list[str]:
     if example.each:
         return [word for name in example.each for word in ("--each", name)]
     return [word for name in example.wrt * example.order for word in ("--wrt", name)]
-
-
-def load(code: str, directory: Path, name: str):
-    path = directory / f"{name}.py"
-    path.write_text(code)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.key for e in EXAMPLES])
@@ -146,17 +137,17 @@ def test_the_generated_code_computes_the_closed_forms(server, tmp_path):
     rng = np.random.default_rng(3)
     x, A = rng.normal(size=4), rng.normal(size=(4, 4))
     _, got = api(server, "diff", expr="f = x_i A_ij x_j", wrt="x")
-    module = load(got["code"]["python"], tmp_path, "quadratic")
+    module = load_module(got["code"]["python"], tmp_path, "quadratic")
     np.testing.assert_allclose(module.df_dx(x, A), (A + A.T) @ x, rtol=1e-12)
     _, got = api(server, "diff", expr="f = x_i A_ij x_j", wrt="x", order=2)
-    np.testing.assert_allclose(load(got["code"]["python"], tmp_path, "hessian").d2f_dx_dx(x, A), A + A.T)
+    np.testing.assert_allclose(load_module(got["code"]["python"], tmp_path, "hessian").d2f_dx_dx(x, A), A + A.T)
     Phi, y, theta = rng.normal(size=(5, 3)), rng.normal(size=5), rng.normal(size=3)
     _, got = api(server, "diff", expr="e_n = y_n - Phi_nd theta_d; L = e_n e_n", wrt="theta")
-    module = load(got["code"]["python"], tmp_path, "least_squares")
+    module = load_module(got["code"]["python"], tmp_path, "least_squares")
     np.testing.assert_allclose(module.dL_dtheta(y, Phi, theta), -2 * Phi.T @ (y - Phi @ theta), rtol=1e-12)
     X = rng.normal(size=(3, 3)) + 3 * np.eye(3)
     _, got = api(server, "diff", expr="f = logdet(X)", wrt="X")
-    np.testing.assert_allclose(load(got["code"]["python"], tmp_path, "logdet").df_dX(X), np.linalg.inv(X).T)
+    np.testing.assert_allclose(load_module(got["code"]["python"], tmp_path, "logdet").df_dX(X), np.linalg.inv(X).T)
 
 
 def test_the_examples_are_served_for_the_menu(server):
