@@ -640,7 +640,10 @@ def inline(program: CheckedProgram, candidates: set[str]) -> CheckedProgram:
         # its calls are still computed once (the optimiser shares them), and its counts print in
         # the derivative's statement, which is sized as the statement it differentiates
         small = len(d.poly.terms) <= 1 and all(len(t.factors) <= 1 or not d.indices for t in d.poly.terms)
-        if uses != 1 and not small:
+        # an adjoint holding counts (dd1fdt1_k = ... delta_ii delta_jj M_kl u_l) is substituted
+        # too, where that stays small: printed as a statement of its own, nothing would size them
+        counting = any(is_count(i) for i in d.poly.all_index_names()) and len(d.poly.terms) * uses <= 16
+        if uses != 1 and not small and not counting:
             continue
         substituted = []
         for x in definitions:

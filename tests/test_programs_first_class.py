@@ -331,3 +331,30 @@ def test_the_rbf_gradient_never_combines_two_data_matrices_into_a_three_axis_arr
     W = a[:, None] * np.exp(-0.5 * ((X[:, None] - Z[None]) ** 2).sum(-1) / ell**2) * b[None, :]
     expected = (W @ Z - W.sum(1)[:, None] * X) / ell**2
     np.testing.assert_allclose(gradient(X=X, Z=Z, a=a, b=b, ell=ell), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "t1 = u_a M_ab u_b; f = sum_ij((softplus(t1))(c) + A_ij)",
+        pytest.param(
+            "t1 = u_i M_ik u_k; f = sum_ij((softplus(t1))(c) + A_ij)",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="the count of f's i prints as i, which the printed t1 also writes (u's length): "
+                "read back, i is two sizes and 'cannot be inferred' (README: Derivatives through programs)",
+            ),
+        ),
+    ],
+)
+def test_an_adjoint_holding_counts_is_printed_where_its_counts_are_sized(source):
+    # f = sum_ij(softplus(t1) c + A_ij) counts I J; the adjoint dd1fdt1_k holding delta_ii delta_jj
+    # was printed as a statement of its own, where nothing sizes i and j ("cannot be inferred")
+    u, M, A, c = rng.normal(size=3), rng.normal(size=(3, 3)), rng.normal(size=(4, 5)), np.array(0.7)
+    hessian = einderiv.hessian(source, "u")
+    t1 = u @ M @ u
+    s, g = sigmoid(t1), (M + M.T) @ u
+    expected = 4 * 5 * 0.7 * (s * (1 - s) * np.outer(g, g) + s * (M + M.T))
+    arrays = {"u": u, "M": M, "A": A, "c": c}
+    np.testing.assert_allclose(hessian(**arrays), expected, rtol=1e-12)
+    np.testing.assert_allclose(read_back(hessian, arrays), expected, rtol=1e-12)
