@@ -13,7 +13,7 @@ from . import __version__
 from .api import compile as compile_
 from .api import diff
 from .checking import check
-from .codegen import generate
+from .codegen import FLAVOURS, generate
 from .emit import emit
 from .errors import EinderivError, EinderivWarning, ParseError
 from .gradients import grad
@@ -280,7 +280,9 @@ def _run_eval(args) -> str:
             except (MemoryError, ValueError) as err:
                 raise EinderivError(f"--random {text!r}: too large to allocate ({err})") from None
         arrays[name] = value
-    target = diff(args.expr, _wrts(args.wrt), of=args.of) if args.wrt else compile_(args.expr, of=args.of)
+    target = (
+        diff(args.expr, one_tensor_each(args.wrt, "--wrt"), of=args.of) if args.wrt else compile_(args.expr, of=args.of)
+    )
     value = np.asarray(target(arrays))
     if args.out is not None:
         if not args.out.strip():
@@ -317,17 +319,18 @@ def _structure(args) -> dict:
     return {"symmetric": args.symmetric, "diagonal": args.diagonal, "symmetric_convention": args.convention}
 
 
-def _wrts(values: list[str], option: str = "--wrt") -> list[str]:
-    """The --wrt (or --each) values, one tensor each (names are letters and digits: 'x,A' is two)."""
-    return one_tensor_each(values, option)
-
-
 def _run_check(args) -> tuple[str, int]:
     shapes = dict(parse_shape(text, "--shape") for text in args.shape)
     inputs = compile_(args.expr).inputs
     inputs_only(shapes, inputs, "--shape")  # named as the option names it (check() would say shapes=)
     result = check(
-        args.expr, _wrts(args.wrt), expect=args.expect, tol=args.tol, shapes=shapes, seed=args.seed, **_structure(args)
+        args.expr,
+        one_tensor_each(args.wrt, "--wrt"),
+        expect=args.expect,
+        tol=args.tol,
+        shapes=shapes,
+        seed=args.seed,
+        **_structure(args),
     )
     return result.report(), 0 if result.ok else 1
 
@@ -336,10 +339,10 @@ def _run_diff(args) -> str:
     wrt_or_each(args.wrt, args.each, "--wrt", "--each")
     if args.each:
         return _run_each(args)
-    derivative = diff(args.expr, _wrts(args.wrt), layout=args.layout, **_structure(args))
+    derivative = diff(args.expr, one_tensor_each(args.wrt, "--wrt"), layout=args.layout, **_structure(args))
     if args.format == "json":
         return json.dumps(derivative_json(derivative), indent=2)
-    if args.format in ("python", "jax", "torch"):
+    if args.format in FLAVOURS:
         return generate([compile_(args.expr), derivative], args.format).rstrip("\n")
     if args.format == "latex":
         return derivative.latex()
@@ -359,10 +362,10 @@ def _run_diff(args) -> str:
 
 def _run_each(args) -> str:
     """``--each W1 --each b1``: the gradient by each name, printed one after another."""
-    gradients = grad(args.expr, _wrts(args.each, "--each"), **_structure(args))
+    gradients = grad(args.expr, one_tensor_each(args.each, "--each"), **_structure(args))
     if args.format == "json":
         return json.dumps({"gradients": [derivative_json(d) for d in gradients]}, indent=2)
-    if args.format in ("python", "jax", "torch"):
+    if args.format in FLAVOURS:
         return generate([compile_(args.expr), *gradients], args.format).rstrip("\n")
     blocks = []
     for derivative in gradients:

@@ -13,10 +13,10 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ..api import LAYOUTS, diff
 from ..api import compile as compile_
-from ..api import diff
 from ..checking import DEFAULT_SIZE, check
-from ..codegen import generate
+from ..codegen import FLAVOURS, generate
 from ..errors import EinderivError, EinderivWarning, ParseError
 from ..gradients import grad
 from ..matrix.reading import read
@@ -32,8 +32,6 @@ MAX_ENTRIES = 10_000  # entries of an input given a shape for a check
 #: the derivative one order lower, twice per entry of the last wrt: twice as many entries in
 #: all), and of any array evaluating the expression makes
 MAX_CHECKED = 1_000_000
-FLAVOURS = ("python", "jax", "torch")
-LAYOUTS = ("numerator", "denominator")
 NOTATIONS = ("auto", "index", "matrix")
 PARAMETERS = {
     "diff": ("expr", "wrt", "order", "each", "layout", "notation", "rank"),
