@@ -9,11 +9,14 @@ linear solve; softmax and logsumexp are steps of their own, stable at any input.
 
 from __future__ import annotations
 
+import itertools
+import math
 from fractions import Fraction
 
 from .contraction import Contraction
-from .ir import Indices, Tensor
-from .normal import Apply, MatrixFn, Poly, Term, canonical_key, equivalent, is_count, is_reciprocal, rename_atom
+from .index_names import count_stem, is_count
+from .ir import Delta, Indices, Tensor
+from .normal import Apply, MatrixFn, Poly, Term, canonical_key, equivalent, is_reciprocal, rename_atom
 from .rewrites import logsumexp_parts
 from .steps import Contract, Elementwise, LogSumExp, MatrixFunction, Softmax, Solve, Step
 
@@ -31,6 +34,20 @@ def _pattern(f: Tensor, free: set[str]) -> tuple:
     ``("Phi", ("#0", "i"))`` wherever it occurs."""
     names: dict[str, str] = {}
     return (f.name, tuple(i if i in free else names.setdefault(i, f"#{len(names)}") for i in f.indices))
+
+
+def _common_coefficient(coeffs: list[Fraction]) -> Fraction:
+    """The greatest common divisor of ``coeffs``, negative where all of them are: ``-2 Y + 2 P``
+    is ``2 (P - Y)``, so the combined array is one subtraction and the 2 scales the smaller
+    product that uses it."""
+    g = Fraction(math.gcd(*(c.numerator for c in coeffs)), math.lcm(*(c.denominator for c in coeffs)))
+    return -g if all(c < 0 for c in coeffs) else g
+
+
+def _atom_kind(atom) -> tuple:
+    """An atom up to its index names, for ordering a term's factors before naming their indices."""
+    name = getattr(atom, "name", None) or f"{getattr(atom, 'func', '')}({getattr(atom, 'matrix', '')})"
+    return (type(atom).__name__, name, len(atom.indices))
 
 
 def _fresh(taken: set[str], prefix: str):
@@ -113,7 +130,7 @@ class StraightLine:
     def hoist(self, poly: Poly) -> Poly:
         """``poly`` with every call replaced by a tensor computed by an earlier step."""
         terms = []
-        for term in poly.terms:
+        for term in self._recount(list(poly.terms), set(poly.indices)):
             factors = [self._hoist_atom(f) if isinstance(f, Apply) else f for f in term.factors]
             factors = self._solves(factors, set(poly.indices))
             factors = [self._hoist_matrix(f) if isinstance(f, MatrixFn) else f for f in factors]
@@ -121,6 +138,92 @@ class StraightLine:
         free = set(poly.indices)
         terms = self._shared_pairs(terms, free)
         return Poly(self._factor_shared(list(self._factor_out(terms, free)), free), poly.indices)
+
+    def _count_axes(self, index: str) -> set[tuple[str, int]]:
+        """The input axes the statement's size hints say the count ``index`` counts."""
+        wanted = {index, count_stem(index)}
+        return {(t, a) for h in self._written for i, t, a in h[1] if i in wanted}
+
+    def _recount(self, terms: list[Term], free: set[str]) -> list[Term]:
+        """``-2 x_n + 2 m delta_nn`` -> ``2 sum_n(m - x_n)``, and ``0.5 inv(S)_ie x_ne - 0.5
+        inv(S)_ie m_e delta_nn`` -> ``0.5 inv(S)_ie (x_ne - m_e)``: a term whose count (the length
+        of n, left where differentiation cancelled a sum over the user's residual ``x_n - m``)
+        stands beside a term equal but for one tensor that runs over n is evaluated as the sum
+        of the residual, as the user wrote it, not as ``sum_n(x_n) - N m``, which cancels to
+        noise near a fit (at data offset by 1e8 the gradient by the mean was 27% off).  The
+        residual array is one of an input's size, computed once however many terms use it.
+        A count joins only a tensor axis its size hints say it counts.  Ends: each merge leaves
+        one term fewer."""
+        if not any(isinstance(f, Delta) and is_count(f.first) for t in terms for f in t.factors):
+            return terms
+        plain: dict[tuple, list[tuple[int, Tensor, tuple[str, ...], dict]]] = {}
+        counted: list[tuple[tuple, int, Tensor, list[str], dict]] = []
+        for number, term in enumerate(terms):
+            counts = [f.first for f in term.factors if isinstance(f, Delta) and f.first == f.second]
+            counts = [c for c in counts if is_count(c)]
+            atoms = [f for f in term.factors if not (isinstance(f, Delta) and f.first in counts)]
+            if any(isinstance(f, Delta) for f in atoms) or len(set(counts)) != len(counts):
+                continue
+            if any(c in f.indices for c in counts for f in atoms):
+                continue
+            for k, f in enumerate(atoms):
+                if not isinstance(f, Tensor) or is_reciprocal(f) or len(set(f.indices)) != len(f.indices):
+                    continue
+                others = [g for j, g in enumerate(atoms) if j != k]
+                held = {i for g in others for i in g.indices} | free
+                private = tuple(i for i in f.indices if i not in held)
+                if counts and private:
+                    continue
+                mapping: dict[str, str] = {}
+                for g in sorted(others, key=_atom_kind):
+                    for i in g.indices:
+                        if i not in free and i not in mapping:
+                            mapping[i] = f"_c{len(mapping)}"
+                for i in f.indices:
+                    if i not in free and i not in private and i not in mapping:
+                        mapping[i] = f"_c{len(mapping)}"
+                rest = tuple(sorted(repr(rename_atom(g, mapping)) for g in others))
+                kept = frozenset(mapping.get(i, i) for i in f.indices if i not in private)
+                if counts:
+                    counted.append(((rest, kept, len(counts)), number, f, counts, mapping))
+                elif private:
+                    plain.setdefault((rest, kept, len(private)), []).append((number, f, private, mapping))
+        used: set[int] = set()
+        replaced: dict[int, Term | None] = {}
+        for key, number, g, counts, mapping in counted:
+            if number in used:
+                continue
+            for p_number, f, private, p_mapping in plain.get(key, []):
+                if p_number in used or p_number == number:
+                    continue
+                counted_axes = [self._count_axes(c) for c in counts]
+                if not any(
+                    all((f.name, f.indices.index(i)) in axes for i, axes in zip(order, counted_axes))
+                    for order in itertools.permutations(private)
+                ):
+                    continue  # a count of another dimension than the tensor's axes
+                back = {new: old for old, new in p_mapping.items()}
+                renamed = rename_atom(g, {i: back[n] for i, n in mapping.items() if n in back})
+                coeffs = [terms[p_number].coeff, terms[number].coeff]
+                common = _common_coefficient(coeffs)
+                parts = sorted(
+                    (Term(coeffs[0] / common, (f,)), Term(coeffs[1] / common, (renamed,))), key=lambda t: t.coeff < 0
+                )
+                combined = Poly(tuple(parts), f.indices)
+                made = self._calls.get(("residual", _poly_key(combined)))
+                if made is None:
+                    made = (self._temp(), f.indices)
+                    self.steps.append(Contract(made[0], Contraction(combined)))
+                    self._calls[("residual", _poly_key(combined))] = made
+                residual = Tensor(made[0], f.indices)  # the same array axis by axis (the key is positional)
+                kept = [a for a in terms[p_number].factors if a is not f]
+                replaced[p_number] = Term(common, (*kept, residual))
+                replaced[number] = None
+                used |= {number, p_number}
+                break
+        if not replaced:
+            return terms
+        return [replaced.get(n, t) for n, t in enumerate(terms) if replaced.get(n, t) is not None]
 
     def _shared_pairs(self, terms: list[Term], free: set[str]) -> list[Term]:
         """``X_ik V_ko W2_o t_io - 2 d_ij X_ik V_kj`` -> ``T_io W2_o t_io - 2 d_ij T_ij`` with
@@ -175,6 +278,11 @@ class StraightLine:
         and no term costs more.  Ends: each merge leaves one term fewer."""
         while True:
             groups: dict[tuple, list[tuple[int, int]]] = {}
+            #: key -> members whose rest forms a larger array than the term holds, and that cost
+            #: (the number of indices forming it runs over)
+            residuals: dict[tuple, list[tuple[int, int, int]]] = {}
+            #: key -> the most indices a member's holding factor contracts with the shared one over
+            holding: dict[tuple, int] = {}
             for number, term in enumerate(terms):
                 if len(term.factors) < 2 or not all(
                     isinstance(f, Tensor) and not is_reciprocal(f) for f in term.factors
@@ -190,13 +298,24 @@ class StraightLine:
                     rest = {i for g in others for i in g.indices}
                     extra = (rest & free) - set(f.indices)
                     interface = rest & (set(f.indices) | free)
-                    if extra and not any(interface <= set(g.indices) for g in others):
-                        continue  # the combined array could be larger than anything the term holds
                     key = (*_pattern(f, free), tuple(sorted(extra)))
                     if key in seen:
                         continue
                     seen.add(key)
+                    holders = [g for g in others if interface <= set(g.indices)]
+                    if extra and not holders:  # the combined array could be larger than the term holds
+                        residuals.setdefault(key, []).append((number, k, len(rest)))
+                        continue
+                    if holders:
+                        reach = max(len(set(g.indices) | set(f.indices)) for g in holders)
+                        holding[key] = max(holding.get(key, 0), reach)
                     groups.setdefault(key, []).append((number, k))
+            for key, members in residuals.items():
+                # ``-2 Y_in V_nj + 2 U_ir V_nr V_nj`` -> ``2 (U_ir V_nr - Y_in) V_nj``: the residual
+                # that the user wrote, where Y holds it and forming U V^T costs no more than Y V
+                # does: never the cancelling difference Y V - U (V^T V) near a fit
+                if key in groups:
+                    groups[key] += [(number, k) for number, k, cost in members if cost <= holding.get(key, 0)]
             candidates = [(key, members) for key, members in groups.items() if len(members) > 1]
             candidates = [c for c in candidates if self._held(c[1], terms, free)]
             if not candidates:
@@ -218,10 +337,15 @@ class StraightLine:
                 )
             carried = {i for t in rests for f in t.factors for i in f.indices}
             combined_free = tuple(i for i in shared.indices if i in carried) + key[2]
+            for g in (g for t in rests for g in t.factors if set(combined_free) <= set(g.indices)):
+                combined_free = tuple(i for i in g.indices if i in combined_free)  # laid out as Y_in holds it
+                break
+            common = _common_coefficient([t.coeff for t in rests])
+            rests = sorted((Term(t.coeff / common, t.factors) for t in rests), key=lambda t: t.coeff < 0)
             inner = self._factor_shared(rests, set(combined_free))
             name = self._temp()
             self.steps.append(Contract(name, Contraction(Poly(inner, combined_free))))
-            merged = Term(Fraction(1), (shared, Tensor(name, combined_free)))
+            merged = Term(common, (shared, Tensor(name, combined_free)))
             dropped = {number for number, _ in members}
             first = min(dropped)
             terms = [merged if n == first else t for n, t in enumerate(terms) if n == first or n not in dropped]

@@ -599,3 +599,53 @@ def test_the_program_prints_no_more_terms_than_the_statement(pair, wrt):
         f"{pair.name} d/d{wrt}: the program prints {terms_program} terms, the statement {terms_statement}\n"
         f"program:\n{d_program}\nstatement:\n{d_statement}"
     )
+
+
+# -- near a fit: the residual as written, not a difference of large sums that cancels ----------------
+
+NEAR_FIT = [
+    # (program, statement, wrt)
+    ("r_n = x_n - m; L = r_n^2", "L = (x_n - m)^2", "m"),
+    (
+        "r_nd = x_nd - m_d; q_n = r_nd inv(S)_de r_ne; L = -0.5 N logdet(S) - 0.5 q_n",
+        "L = -0.5 N logdet(S) - 0.5 (x_nd - m_d) inv(S)_de (x_ne - m_e)",
+        "m",
+    ),
+    ("P_mn = U_mr V_nr; E_mn = Y_mn - P_mn; L = E_mn E_mn", "L = (Y_mn - U_mr V_nr)^2", "U"),
+]
+
+
+def _exact_sum(column) -> mpmath.mpf:
+    with mp.workprec(400):
+        return mpmath.fsum(mpmath.mpf(float(v)) for v in column)
+
+
+def _near_fit_case(wrt, rng):
+    """Inputs near a fit, and the exact gradient there (mpmath, or exact float arithmetic)."""
+    if wrt == "m":  # data offset by 1e8 (timestamps, coordinates), the mean at the sample mean
+        x = 1e8 + rng.normal(size=(2000, 3))
+        m = x.mean(axis=0) + 1e-7
+        with mp.workprec(400):
+            sums = np.array([float(_exact_sum(x[:, d]) - len(x) * mpmath.mpf(float(m[d]))) for d in range(3)])
+        S = spd_like(rng)
+        P = np.linalg.inv(S)
+        scalar = {"x": x[:, 0], "m": np.float64(m[0])}, -2.0 * sums[0]
+        gaussian = {"x": x, "m": m, "S": S, "N": np.float64(len(x))}, 0.5 * (P + P.T) @ sums
+        return scalar, gaussian
+    # small integers: U V^T is exact, so Y - U V^T is exact and the reference is rounded once
+    U, V = rng.integers(-3, 4, size=(40, 2)).astype(float), rng.integers(-3, 4, size=(30, 2)).astype(float)
+    Y = U @ V.T + 1e-9 * rng.normal(size=(40, 30))
+    return ({"Y": Y, "U": U, "V": V}, -2 * (Y - U @ V.T) @ V), None
+
+
+@pytest.mark.parametrize("program, statement, wrt", NEAR_FIT)
+@pytest.mark.parametrize("form", ["program", "statement"])
+def test_gradients_near_a_fit_keep_the_residual(program, statement, wrt, form):
+    # the gradient by the mean of a sample offset by 1e8 was sum(x) - N m, 27% off (the Gaussian)
+    # or 8x off (the scalar) in the one-statement form; the factorisation's was Y V - U (V^T V)
+    rng = np.random.default_rng(7)
+    scalar, gaussian = _near_fit_case(wrt, rng)
+    arrays, expected = gaussian if "logdet" in program else scalar
+    source = program if form == "program" else statement
+    got = einderiv.grad(source, wrt)(**arrays)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=0)

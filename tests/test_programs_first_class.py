@@ -358,3 +358,24 @@ def test_an_adjoint_holding_counts_is_printed_where_its_counts_are_sized(source)
     arrays = {"u": u, "M": M, "A": A, "c": c}
     np.testing.assert_allclose(hessian(**arrays), expected, rtol=1e-12)
     np.testing.assert_allclose(read_back(hessian, arrays), expected, rtol=1e-12)
+
+
+def test_a_residual_is_formed_only_where_it_costs_no_more_than_its_holder():
+    # -2 Y_in V_nj + 2 U_ir V_nr V_nj shares V as 2 (U V^T - Y) V: U V^T costs what Y V does.  In
+    # 2 A_ij x_j + 2 B_ik C_kj x_j (x A x + x B C x) the sum A + B C would cost n^3 against n^2
+    from einderiv.runtime import run
+
+    A, B, C, x = rng.normal(size=(6, 6)), rng.normal(size=(6, 6)), rng.normal(size=(6, 6)), rng.normal(size=6)
+    gradient = einderiv.grad("f = x_i A_ij x_j + x_i B_ik C_kj x_j", "x")
+    values = {"x": x, "A": A, "B": B, "C": C}
+    run(gradient.line, values)
+    made = [name for name in values if name not in ("x", "A", "B", "C") and np.ndim(values[name]) == 2]
+    assert not made, made  # no n x n array: B C is never formed
+    np.testing.assert_allclose(gradient(x=x, A=A, B=B, C=C), (A + A.T) @ x + (B @ C + (B @ C).T) @ x, rtol=1e-12)
+    U, V = rng.normal(size=(5, 2)), rng.normal(size=(4, 2))
+    Y = rng.normal(size=(5, 4))
+    factorisation = einderiv.grad("L = (Y_mn - U_mr V_nr)^2", "U")
+    values = {"Y": Y, "U": U, "V": V}
+    run(factorisation.line, values)
+    assert any(np.shape(values[name]) == Y.shape for name in values if name not in ("Y", "U", "V"))
+    np.testing.assert_allclose(factorisation(Y=Y, U=U, V=V), -2 * (Y - U @ V.T) @ V, rtol=1e-12)
