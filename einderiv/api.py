@@ -329,7 +329,7 @@ class Compiled:
             check_structure(self.structure, values)
         self.check_sizes(values)
         signature = tuple([(values[n].shape, values[n].dtype) for n in self.ranks])
-        result = run(self._line or self.line, values, signature)[self.program.output]
+        result = run(self._line or self.line, values, signature, keep=(self.program.output,))[self.program.output]
         if type(result) is not np.ndarray or result.base is not None or any(result is arrays[n] for n in arrays):
             result = np.array(result)  # never hand back an input, or a view of one
         return result

@@ -256,8 +256,10 @@ class Contraction:
     def __call__(self, values: Mapping[str, np.ndarray]) -> np.ndarray:
         return self.execute(self.plan_for(values), values)
 
-    def execute(self, plan, values: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Evaluate with a plan from :meth:`plan_for`."""
+    def execute(self, plan, values: Mapping[str, np.ndarray], donated: frozenset[str] = frozenset()) -> np.ndarray:
+        """Evaluate with a plan from :meth:`plan_for`.  ``donated`` names arrays no later step
+        reads, which this one may write its result into (each of this contraction's terms that
+        reads one alone: ``E = Y - P`` computes ``P = Y - P`` in P)."""
         steps, out_shape, dtype = plan
         if len(steps) == 1:
             kind, coeff, contraction, names, bshape, view = steps[0]
@@ -265,7 +267,7 @@ class Contraction:
                 # one plain contraction: the common intermediate, with no bookkeeping
                 ops = [values[n] for n in names]
                 value = contraction(*ops)
-                if type(value) is np.ndarray and value.base is None and all(value is not op for op in ops):
+                if _fresh(value, ops):
                     return value
                 return np.array(value, dtype=dtype)
         result = None
@@ -298,7 +300,8 @@ class Contraction:
                 ops = [values[n] for n in names]
                 scale_at = view
                 if coeff == -1.0 and result is not None:  # a - b: no scaled copy of b
-                    value, subtract, fresh = contraction(*ops), True, False
+                    value, subtract = contraction(*ops), True
+                    fresh = _fresh(value, ops)
                 elif scale_at is not None:
                     ops[scale_at] = ops[scale_at] * coeff
                     value, fresh = contraction(*ops), True
@@ -307,7 +310,9 @@ class Contraction:
                     if coeff is not None:
                         value, fresh = value * coeff, True
                     else:  # a result of its own, not an operand or a view of one
-                        fresh = type(value) is np.ndarray and value.base is None and all(value is not op for op in ops)
+                        fresh = _fresh(value, ops)
+            if not fresh and donated and len(names) == 1 and names[0] in donated and value is values[names[0]]:
+                fresh = type(value) is np.ndarray and value.flags.writeable
             if value.shape != bshape:
                 value = np.reshape(value, bshape)
             if result is None:
@@ -317,6 +322,10 @@ class Contraction:
                     result -= value
                 else:
                     result += value
+            elif fresh and type(value) is np.ndarray and value.shape == out_shape and value.dtype == dtype:
+                # the term's own array takes the sum: no new array of the result's size
+                (np.subtract if subtract else np.add)(result, value, out=value)
+                result, owned = value, True
             else:
                 result, owned = (result - value if subtract else result + value), True
         if result is None:
@@ -324,6 +333,18 @@ class Contraction:
         if result.shape != out_shape or not owned:
             result = np.array(np.broadcast_to(result, out_shape), dtype=dtype)
         return result
+
+
+def _fresh(value, operands) -> bool:
+    """Whether ``value`` is an array of its own that this evaluation may write into: not an
+    operand or a view of one.  A product opt_einsum returns as a transposed view of the BLAS
+    result counts (its memory is no operand's), so ``E = U V^T - Y`` subtracts in place rather
+    than allocating a second M x N array."""
+    return (
+        type(value) is np.ndarray
+        and value.flags.writeable
+        and not any(np.may_share_memory(value, op) for op in operands)
+    )
 
 
 def _same(array):

@@ -123,7 +123,7 @@ class Gradients(tuple):
             item.check_sizes(values)
         line = self.line
         signature = tuple((values[n].shape, values[n].dtype) for n in sorted(ranks))
-        computed = run(line, dict(values), signature)
+        computed = run(line, dict(values), signature, keep=tuple(self._outputs))
         results = tuple(np.array(computed[name]) for name in self._outputs)
         if self.value is not None:
             return results[0], (results[1:] if self.several else results[1])

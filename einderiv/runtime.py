@@ -102,10 +102,17 @@ def generic_logsumexp(v, axes: tuple[int, ...], order: tuple[int, ...], ops: Arr
     return ops.transpose(out, permutation) if permutation != sorted(permutation) else out
 
 
-def run(line: StraightLine, values: dict[str, np.ndarray], signature: tuple | None = None) -> dict[str, np.ndarray]:
+def run(
+    line: StraightLine,
+    values: dict[str, np.ndarray],
+    signature: tuple | None = None,
+    keep: tuple[str, ...] | None = None,
+) -> dict[str, np.ndarray]:
     """Compute every step of ``line`` with NumPy, into ``values``.  With a ``signature`` of the
-    inputs' shapes and dtypes, the plans of all steps are looked up once for the whole line."""
-    compute = functools.partial(_run, line)
+    inputs' shapes and dtypes, the plans of all steps are looked up once for the whole line.
+    With ``keep`` (the names the caller reads), a step may write into an array of an earlier
+    step that nothing after it reads (its value in ``values`` is then not that step's)."""
+    compute = functools.partial(_run, line, keep=keep)
     if line._matrices:  # one factorisation per matrix per evaluation (einderiv.linalg)
         compute = functools.partial(linalg.one_evaluation, compute)
     if line._quiet:  # IEEE results (inf, nan) propagate as values, without warnings
@@ -122,17 +129,46 @@ def run_with(line: StraightLine, values: dict[str, object], ops: ArrayOps, like)
     return values
 
 
-def _run(line: StraightLine, values: dict[str, np.ndarray], signature: tuple | None) -> dict[str, np.ndarray]:
-    program = line._bound.get(signature) if signature is not None else None
+def _donations(steps, keep: tuple[str, ...] | None) -> list[frozenset[str]]:
+    """Per step, the earlier steps' arrays it reads last (never an input, never one in ``keep``)
+    and reads in one term only: that step may write its result into them."""
+    if keep is None:
+        return [frozenset()] * len(steps)
+    made = {step.target for step in steps}
+    last: dict[str, int] = {}
+    for k, step in enumerate(steps):
+        for name in step.reads():
+            last[name] = k
+    out = []
+    for k, step in enumerate(steps):
+        if step.contraction is None:
+            out.append(frozenset())
+            continue
+        uses = [n for term in step.contraction.terms for n in term.operands]
+        out.append(
+            frozenset(n for n in step.reads() if n in made and n not in keep and last[n] == k and uses.count(n) == 1)
+        )
+    return out
+
+
+def _run(
+    line: StraightLine, values: dict[str, np.ndarray], signature: tuple | None, keep: tuple[str, ...] | None = None
+) -> dict[str, np.ndarray]:
+    key = signature if keep is None else (signature, keep)
+    program = line._bound.get(key) if signature is not None else None
     if program is None:
         factored = linalg.shared_matrices(line.steps)  # each read through one factorisation per evaluation
+        inputs = tuple(n for n in values if n not in {step.target for step in line.steps})
         program = []
-        for step in line.steps:  # each step lowered to a closure over its plan, and run once now
+        for step, donated in zip(line.steps, _donations(line.steps, keep)):
+            # each step lowered to a closure over its plan, and run once now
             instruction = NUMPY_INSTRUCTIONS[type(step)](step, values, factored)
+            if donated:
+                instruction = _donating(step, values, donated, inputs) or instruction
             instruction(values)
             program.append(instruction)
         if signature is not None:
-            line._bound[signature] = program
+            line._bound[key] = program
         return values
     for instruction in program:
         instruction(values)
@@ -169,6 +205,25 @@ def _contract_instruction(step: Contract, values, factored):
 
     def instruction(v, c=contraction, plan=plan, t=target):
         v[t] = c.execute(plan, v)
+
+    return instruction
+
+
+def _donating(step: Contract, values, donated: frozenset[str], inputs: tuple[str, ...]):
+    """A contraction that may write into the ``donated`` arrays: those that are arrays of their
+    own when it runs (no view of an input, which the caller owns)."""
+    contraction, target = step.contraction, step.target
+    plan = contraction.plan_for(values)
+    if len(plan[0]) < 2:
+        return None  # one term: nothing is added in place
+
+    def instruction(v, c=contraction, plan=plan, t=target, donated=tuple(donated), inputs=inputs):
+        own = frozenset(
+            n
+            for n in donated
+            if type(v[n]) is np.ndarray and not any(np.may_share_memory(v[n], v[i]) for i in inputs if i in v)
+        )
+        v[t] = c.execute(plan, v, own)
 
     return instruction
 

@@ -379,3 +379,39 @@ def test_a_residual_is_formed_only_where_it_costs_no_more_than_its_holder():
     run(factorisation.line, values)
     assert any(np.shape(values[name]) == Y.shape for name in values if name not in ("Y", "U", "V"))
     np.testing.assert_allclose(factorisation(Y=Y, U=U, V=V), -2 * (Y - U @ V.T) @ V, rtol=1e-12)
+
+
+def _factorisation_losses():
+    """(source, wrt, the same loss in jax.numpy) for the dead-array test."""
+
+    def residual(U, V, Y):
+        return ((Y - U @ V.T) ** 2).sum()
+
+    def shifted(U, V, Y):
+        E = U @ V.T - Y
+        return ((E + Y) ** 2).sum() + E.sum()
+
+    return [
+        ("P_mn = U_mr V_nr; E_mn = Y_mn - P_mn; L = E_mn E_mn", "U", residual),
+        ("P_mn = Y_mn; E_mn = P_mn - U_mr V_nr; L = E_mn E_mn", "U", residual),  # P is Y itself
+        ("P_mn = Y_mn; E_mn = U_mr V_nr - P_mn; F_mn = E_mn + P_mn; L = F_mn F_mn + E_mn", "V", shifted),
+        ("E_mn = Y_mn - U_mr V_nr; L = E_mn E_mn", "U", residual),
+    ]
+
+
+@pytest.mark.parametrize("source, wrt, loss", _factorisation_losses())
+def test_steps_write_into_dead_arrays_never_into_inputs(source, wrt, loss):
+    # a step may write its sum into an earlier step's array that nothing later reads (E = Y - P
+    # in P's memory), never into an input or a view of one; a second call (the cached plan) agrees
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    U, V, Y = rng.normal(size=(5, 2)), rng.normal(size=(4, 2)), rng.normal(size=(5, 4))
+    arrays = {"U": U, "V": V, "Y": Y}
+    copies = {k: v.copy() for k, v in arrays.items()}
+    expected = np.asarray(jax.grad(loss, argnums="UVY".index(wrt))(*(jax.numpy.asarray(arrays[k]) for k in "UVY")))
+    gradient = einderiv.grad(source, wrt)
+    for _ in range(2):
+        np.testing.assert_allclose(gradient(**arrays), expected, rtol=1e-12)
+        for k in arrays:
+            np.testing.assert_array_equal(arrays[k], copies[k])
