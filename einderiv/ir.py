@@ -177,6 +177,23 @@ class Program(Node):
         return self.statements[-1]
 
 
+def children(node: Expr) -> tuple[Expr, ...]:
+    """The nodes directly inside ``node``."""
+    if isinstance(node, Neg):
+        return (node.operand,)
+    if isinstance(node, Add):
+        return node.terms
+    if isinstance(node, Mul):
+        return node.factors
+    if isinstance(node, Div):
+        return (node.numerator, node.denominator)
+    if isinstance(node, Call):
+        return (node.arg,)
+    if isinstance(node, Pow):
+        return (node.base,)
+    return ()
+
+
 def walk(expr: Expr):
     """Yield every node of ``expr``, parents before children."""
     stack = [expr]

@@ -36,9 +36,72 @@ def grammar_text() -> str:
     return source_tree.read_text(encoding="utf-8")
 
 
+class _Misplaced(Exception):
+    """A token the line rules refuse, with the reason (turned into a :class:`ParseError`)."""
+
+    def __init__(self, token: Token, message: str):
+        super().__init__(message)
+        self.token, self.message = token, message
+
+
+#: tokens after which a line break continues the statement: ``f = x_i +`` / ``x_i``
+_CONTINUES = frozenset({"ADDOP", "PLUS", "MINUS", "STAR", "SLASH", "CIRCUMFLEX", "EQUAL", "LPAR", "CALL"})
+#: tokens that end with an index list or a number, which a number may not follow unspaced
+_ENDS_WRITTEN = frozenset({"NUMBER", "TENSOR", "BRACED", "INDICES"})
+
+
+class _Lines:
+    """Line breaks as people write them: inside parentheses and after an operator a line break
+    continues the statement (``L = (y_n - X_nd w_d)^2 +`` / ``lam w_d w_d``).  A line that starts
+    with '+' or '-' after a statement is refused: it would be a statement of its own, the output,
+    silently dropping the line above.  A number written straight after another number or an index
+    list (``1.2.3``, ``x_i2``) is refused too, rather than read as a product."""
+
+    always_accept = ("NEWLINE",)
+
+    def process(self, stream):
+        depth, previous, line_start = 0, None, False
+        for token in stream:
+            if token.type == "NEWLINE":
+                if depth > 0 or (previous is not None and previous.type in _CONTINUES):
+                    continue
+                line_start = previous is not None and previous.type != "SEMICOLON"
+                yield token
+                continue
+            if line_start and token in ("+", "-"):
+                raise _Misplaced(
+                    token,
+                    f"syntax error: line {token.line} starts with {str(token)!r}, which would make it a statement "
+                    "of its own (the output) rather than the rest of the line above: end that line with "
+                    f"{str(token)!r}, or wrap the expression in parentheses, to continue it; name the statement "
+                    "(L = ...) if it stands alone",
+                )
+            if (
+                token.type == "NUMBER"
+                and previous is not None
+                and previous.type in _ENDS_WRITTEN
+                and previous.end_pos == token.start_pos
+            ):
+                if previous.type == "NUMBER":
+                    message = f"two numbers run together: {str(previous)}{str(token)}"
+                else:
+                    message = (
+                        f"a number straight after the index list of {str(previous)}: write {{...}} for an index "
+                        f"with digits (x_{{i2}}), or a space for a product ({str(previous)} {str(token)})"
+                    )
+                raise _Misplaced(token, f"syntax error: {message}")
+            line_start = False
+            if token.type in ("LPAR", "CALL"):
+                depth += 1
+            elif token.type == "RPAR":
+                depth = max(0, depth - 1)
+            previous = token
+            yield token
+
+
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
-    return Lark(grammar_text(), parser="lalr", maybe_placeholders=False)
+    return Lark(grammar_text(), parser="lalr", maybe_placeholders=False, postlex=_Lines())
 
 
 def _fail(token: Token, message: str, source: str) -> ParseError:
@@ -595,6 +658,8 @@ def parse(source: str) -> Program:
         tree = _parser().parse(text)
     except UnexpectedInput as err:
         raise typed.locate(syntax_error(err, text, typed.spelled)) from None
+    except _Misplaced as err:
+        raise typed.locate(_fail(err.token, err.message, text)) from None
     try:
         program = _ToIR(text).transform(tree)
     except VisitError as err:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from .errors import IndexRuleError
-from .ir import Delta, Expr, Indices, MatrixCall, Statement, Tensor, walk
+from .ir import Call, Delta, Expr, Indices, MatrixCall, Statement, Tensor, children, walk
 from .lower import implicit_indices, lower
 from .normal import Poly, simplify
 
@@ -30,6 +30,21 @@ def tensor_ranks(expr: Expr, where: str = "") -> dict[str, int]:
             ranks[node.name] = rank
             seen[node.name] = shown or node
     return ranks
+
+
+def _unreduced_letters(expr: Expr) -> set[str]:
+    """The index letters ``expr`` writes outside every reduction that binds them: in
+    ``sum_i(x_i) + A_ij`` i and j; in ``sum_i(x_i)`` none (softmax keeps its axis)."""
+    out: set[str] = set()
+    stack: list[tuple[Expr, frozenset[str]]] = [(expr, frozenset())]
+    while stack:
+        node, bound = stack.pop()
+        if isinstance(node, (Tensor, Delta, MatrixCall)):
+            out.update(i for i in node.indices if i not in bound)
+        if isinstance(node, Call) and node.over and node.func != "softmax":
+            bound = bound | set(node.over)
+        stack.extend((child, bound) for child in children(node))
+    return out
 
 
 def output_indices(statement: Statement) -> Indices:
@@ -65,6 +80,13 @@ def check_statement(statement: Statement) -> tuple[Poly, Poly]:
         if missing and not statement.wrt:  # a derivative may be constant along some of its axes
             raise IndexRuleError(
                 f"left-hand side index {missing[0]!r} appears in no term of the right-hand side{where}"
+            )
+        reduced = [i for i in indices if i not in _unreduced_letters(statement.rhs)]
+        if reduced and not statement.wrt:
+            raise IndexRuleError(
+                f"left-hand side index {reduced[0]!r} is summed away on the right-hand side (a reduction over "
+                f"{reduced[0]!r} binds it){where}, so the result does not vary along it: use another letter for "
+                f"the reduction, or leave {reduced[0]!r} off the left-hand side"
             )
     terms = lower(statement.rhs, frozenset(indices))
     return simplify(terms, indices), Poly(tuple(terms), indices)

@@ -352,3 +352,80 @@ def test_mean_in_matrix_notation_is_the_mean_of_all_entries():
 def test_a_matrix_name_before_parentheses_is_still_a_product():
     A, x, y, z = ARRAYS["A"], ARRAYS["x"], ARRAYS["y"], ARRAYS["z"]
     assert float(einderiv.evaluate("f = z^T A(x + y)", A=A, x=x, y=y, z=z)) == pytest.approx(z @ A @ (x + y))
+
+
+# -- line breaks, numbers and reduced left-hand indices --------------------------------------------
+
+
+def test_a_statement_continues_after_an_operator_and_inside_parentheses():
+    X, w, yv = rng.normal(size=(N, D)), rng.normal(size=D), rng.normal(size=N)
+    lam = np.float64(0.3)
+    expected = ((yv - X @ w) ** 2).sum() + lam * w @ w
+    for source in (
+        "L = (y_n - X_nd w_d)^2 +\n    lam w_d w_d",
+        "L = ((y_n - X_nd w_d)^2\n    + lam w_d w_d)",
+        "L =\n (y_n -\n X_nd w_d)^2 + lam w_d w_d  # a comment\n",
+    ):
+        got = einderiv.evaluate(source, y=yv, X=X, w=w, lam=lam)
+        np.testing.assert_allclose(got, expected, rtol=1e-13)
+        gradient = einderiv.grad(source, "w")(y=yv, X=X, w=w, lam=lam)
+        np.testing.assert_allclose(gradient, -2 * X.T @ (yv - X @ w) + 2 * lam * w, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "source, line, column",
+    [
+        ("L = (y_n - X_nd w_d)^2\n    + lam w_d w_d", 2, 5),  # was the output on its own: lam w w
+        ("f = x_i x_i\n- 2 x_i", 2, 1),  # was the vector -2 x_i
+        ("z_n = X_nd w_d\n\n# the loss\n-sum_n(z_n)", 4, 1),
+    ],
+)
+def test_a_line_starting_with_plus_or_minus_is_refused_not_a_new_output(source, line, column):
+    with pytest.raises(einderiv.ParseError, match="starts with") as caught:
+        einderiv.compile(source)
+    assert (caught.value.line, caught.value.column) == (line, column)
+    assert "parentheses" in str(caught.value)
+    # after an explicit ';' a bare last statement may start with a sign, as before
+    assert einderiv.evaluate("f = x_i x_i;\n-x_i x_i", x=np.array([1.0, 2.0])) == -5.0
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("f = 1.2.3", "two numbers run together"),  # was 1.2 times 0.3
+        ("f = 1..2", "two numbers run together"),
+        ("f = 1e-3.5", "two numbers run together"),
+        ("f = a^2.5.3", "two numbers run together"),
+        ("f = x_i2", "x_{i2}"),  # was 2 x_i
+        ("f = inv(M)_ij2 x_i y_j", "straight after the index list"),
+    ],
+)
+def test_numbers_run_together_are_a_syntax_error(source, message):
+    with pytest.raises(einderiv.ParseError, match=re.escape(message)):
+        einderiv.compile(source)
+
+
+def test_a_number_after_a_space_or_before_a_name_is_still_a_product():
+    x = np.array([1.0, 2.0, 3.0])
+    assert einderiv.evaluate("f = x_i 2", x=x) == 12.0
+    assert einderiv.evaluate("f = 2x_i", x=x) == 12.0
+    assert einderiv.evaluate("f = x_{i2} x_{i2}", x=x) == 14.0
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["y_i = sum_i(x_i)", "y_j = sum_j(A_ij)", "y_i = mean_i(x_i)", "y_i = logsumexp_i(x_i)", "y_i = sum_i(x_i x_i)"],
+)
+def test_a_left_hand_index_that_a_reduction_binds_is_an_error(source):
+    # y_i = sum_i(x_i) broadcast the total along i ([6, 6, 6] for x = [1, 2, 3]); y_j = sum_j(A_ij)
+    # gave the grand total, not the row sums
+    with pytest.raises(einderiv.IndexRuleError, match="summed away on the right-hand side"):
+        einderiv.compile(source)
+
+
+def test_a_left_hand_index_free_in_some_term_still_broadcasts_the_others():
+    x, A = np.array([1.0, 2.0, 3.0]), rng.normal(size=(3, 4))
+    np.testing.assert_allclose(einderiv.evaluate("y_i = sum_i(x_i) + x_i", x=x), x.sum() + x)
+    np.testing.assert_allclose(einderiv.evaluate("y_i = sum_j(A_ij)", A=A), A.sum(axis=1))
+    p = einderiv.evaluate("p_i = softmax_i(x_i)", x=x)
+    np.testing.assert_allclose(p, np.exp(x) / np.exp(x).sum())
