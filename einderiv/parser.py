@@ -18,7 +18,7 @@ from lark.visitors import Transformer_NonRecursive
 from . import limits
 from .elementwise import FUNCTIONS, MATRIX_FUNCTIONS, REDUCTIONS, call_glyphs, known_functions
 from .errors import EinderivError, IndexRuleError, ParseError
-from .ir import Add, Call, Delta, Div, MatrixCall, Mul, Neg, Number, Pow, Program, Statement, Tensor
+from .ir import Add, Call, Delta, Div, MatrixCall, Mul, Neg, Number, Pow, Program, Statement, Tensor, walk
 
 GRAMMAR_FILE = "einderiv.lark"
 DELTA_NAME = "delta"
@@ -174,6 +174,12 @@ def syntax_error(err: UnexpectedInput, source: str, spelled=str) -> ParseError:
             return ParseError(f"syntax error: the input ends too early{wanted}", source, line, column)
         expected = sorted(_TOKEN_WORDS.get(t, t) for t in err.expected if t in _TOKEN_WORDS)
         wanted = f"; expected {', '.join(dict.fromkeys(expected))}" if expected else ""
+        start = getattr(token, "start_pos", None) or 0
+        if str(token).split("_")[0] == "T" and start > 0 and source[start - 1] == "^":  # A^T_ij
+            wanted = (
+                ": a transpose in index notation swaps the indices (A_ji for the transpose's ij entry); "
+                "A^T is matrix notation (notation='matrix', --notation matrix)"
+            )
         return ParseError(
             f"syntax error: unexpected {_describe(token, spelled)}{wanted}", source, token.line, token.column
         )
@@ -260,7 +266,22 @@ class _ToIR(Transformer_NonRecursive):
         self.tokens: dict[int, tuple] = {}  # id of a scalar Tensor -> (it, its token): where it was written
 
     # -- references -------------------------------------------------------------------------
+    def _reserved(self, token: Token, name: str, indices: tuple[str, ...] = ()) -> None:
+        """A reduction's or a matrix function's name is never a tensor (``sum_i (x_i)`` with a
+        space would multiply an array named sum by the group)."""
+        if name in REDUCTIONS:
+            over = "".join(indices) if all(len(i) == 1 for i in indices) else "{" + ",".join(indices) + "}"
+            shown = f"{name}_{over or 'i'}(...)"
+            raise _fail(
+                token, f"{name!r} is a reduction: write {shown}, the indices directly followed by '('", self.source
+            )
+        if name in MATRIX_FUNCTIONS:
+            shown = f"{name}(M)_ij" if MATRIX_FUNCTIONS[name] else f"{name}(M)"
+            message = f"{name!r} is a matrix function: write {shown}, the name directly followed by '('"
+            raise _fail(token, message, self.source)
+
     def _ref(self, token: Token, name: str, indices: tuple[str, ...]):
+        self._reserved(token, name, indices)
         if name == DELTA_NAME:
             if len(indices) != 2:
                 raise _fail(token, f"delta takes exactly two indices (delta_ij), got {str(token)!r}", self.source)
@@ -271,6 +292,7 @@ class _ToIR(Transformer_NonRecursive):
     def scalar_ref(self, token: Token):
         if str(token) == DELTA_NAME:
             raise _fail(token, "delta takes exactly two indices (delta_ij)", self.source)
+        self._reserved(token, str(token))
         tensor = Tensor(str(token))
         self.tokens[id(tensor)] = (tensor, token)
         return tensor
@@ -357,6 +379,12 @@ class _ToIR(Transformer_NonRecursive):
                 if name not in FUNCTIONS and name not in MATRIX_FUNCTIONS and close:
                     message = f"unknown reduction {name!r}: did you mean {close}_{index_text}(...)?"
                     raise _fail(token, message, self.source)
+                if name not in FUNCTIONS and name not in MATRIX_FUNCTIONS:  # x_i(1 - x_i): a product meant
+                    message = (
+                        f"{name}_{index_text}( reads as a call, and {name!r} is no function: put a space or '*' "
+                        f"before '(' for a product ({name}_{index_text} (...))"
+                    )
+                    raise _fail(token, message, self.source)
                 raise _fail(
                     token, f"{name!r} takes no indices: only reductions ({', '.join(REDUCTIONS)}) do", self.source
                 )
@@ -366,7 +394,9 @@ class _ToIR(Transformer_NonRecursive):
                 over = tuple(index_text)
             if len(set(over)) != len(over):
                 raise _fail(token, f"{name}_{index_text} repeats an index", self.source)
-            return Call(name, arg, over)
+            call = Call(name, arg, over)
+            self.tokens[id(call)] = (call, token)
+            return call
         if name in REDUCTIONS:
             raise _fail(token, f"{name}(...) needs the indices it sums over, as in {name}_i(...)", self.source)
         if name not in FUNCTIONS:
@@ -397,11 +427,29 @@ class _ToIR(Transformer_NonRecursive):
     @v_args(inline=True)
     def equation(self, lhs, rhs):
         target, wrt = _split_lhs(_bare(lhs))
-        return Statement(target, _bare(rhs), wrt)
+        return self._sized(Statement(target, _bare(rhs), wrt))
 
     @v_args(inline=True)
     def bare(self, rhs):
-        return Statement(None, _bare(rhs))
+        return self._sized(Statement(None, _bare(rhs)))
+
+    def _sized(self, statement: Statement) -> Statement:
+        """``statement``, unless a sum runs over a letter that its argument does not write:
+        ``sum_j(x_i)`` would be x_i times a length no array gives (the letter is bound inside the
+        sum, so ``sum_k(c) x_k`` does not take x's length either).  ``mean_j(c)`` is c at any length."""
+        for node in walk(statement.rhs):
+            if not (isinstance(node, Call) and node.over and node.func != "mean"):
+                continue
+            written = {i for n in walk(node.arg) for i in getattr(n, "indices", ())}
+            absent = [i for i in node.over if i not in written]
+            if absent:
+                _, token = self.tokens.get(id(node), (None, None))
+                message = (
+                    f"{node.func}_{''.join(node.over)}(...): {absent[0]!r} does not occur in its argument, so nothing "
+                    "gives it a length"
+                )
+                raise IndexRuleError(message) if token is None else _fail(token, message, self.source)
+        return statement
 
     def start(self, children):
         return Program(tuple(c for c in children if isinstance(c, Statement)))

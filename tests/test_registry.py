@@ -192,7 +192,7 @@ def test_the_registrar_refuses_what_a_stage_could_not_use():
         (entry(code={"python": Helper("return 2 *"), "torch": "torch.mul"}), "is not Python"),
         (entry(code={"python": "np.multiply(x, 2)", "torch": "torch.mul"}), "dotted name"),
         (entry(derivative="2 x"), "in u alone"),
-        (entry(derivative="sum_i(u)"), "in u alone"),
+        (entry(derivative="mean_i(u)"), "in u alone"),
         (entry(derivative="nosuch(u)"), "unknown function 'nosuch'"),
         (entry(at_zero=Fraction(1)), "not at_zero = 1"),
         (entry(pretty="σ"), "one non-ASCII glyph"),

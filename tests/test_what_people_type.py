@@ -429,3 +429,29 @@ def test_a_left_hand_index_free_in_some_term_still_broadcasts_the_others():
     np.testing.assert_allclose(einderiv.evaluate("y_i = sum_j(A_ij)", A=A), A.sum(axis=1))
     p = einderiv.evaluate("p_i = softmax_i(x_i)", x=x)
     np.testing.assert_allclose(p, np.exp(x) / np.exp(x).sum())
+
+
+@pytest.mark.parametrize(
+    "source, message, column",
+    [
+        ("f = sum_j(x_i)", "sum_j(...): 'j' does not occur in its argument", 5),  # failed at evaluation
+        ("f = sum_j(x_i) y_i", "'j' does not occur in its argument", 5),
+        ("f = sum_i (x_i^2)", "'sum' is a reduction: write sum_i(...)", 5),  # was 'missing array for sum'
+        ("p_k = softmax_k (T_kj x_j)", "write softmax_k(...)", 7),
+        ("f = det A", "'det' is a matrix function: write det(M)", 5),
+        ("f = x_i(1 - x_i)", "put a space or '*' before '('", 5),
+        ("f = A^T_ij x_j", "a transpose in index notation swaps the indices", 7),
+    ],
+)
+def test_near_miss_spellings_get_an_error_that_says_what_to_write(source, message, column):
+    with pytest.raises(einderiv.ParseError, match=re.escape(message)) as caught:
+        einderiv.compile(source)
+    assert (caught.value.line, caught.value.column) == (1, column)
+
+
+def test_only_a_mean_may_run_over_a_letter_its_argument_lacks():
+    x, c = np.array([1.0, 2.0, 3.0]), np.array(0.7)
+    assert einderiv.evaluate("f = mean_j(c)", c=c) == pytest.approx(0.7)  # the mean of a constant is it
+    with pytest.raises(einderiv.ParseError, match="'k' does not occur"):  # k is bound inside the sum
+        einderiv.compile("f = sum_k(c) x_k")
+    assert einderiv.evaluate("f = mean_k(c) x_k", c=c, x=x) == pytest.approx(0.7 * 6.0)
