@@ -547,9 +547,9 @@ class _ReducedFirst:
     column sums of r: N*D + D*D work, not N*D*D).  Scalars out of the planner's way matter too:
     opt_einsum plans a fifth, 0-d operand into an outer product of two large ones."""
 
-    def __init__(self, scalars, sums, rest, inner, subscripts):
+    def __init__(self, scalars, sums, rest, inner, subscripts, totals=()):
         self.scalars, self.sums, self.rest, self.inner = scalars, sums, rest, inner
-        self.subscripts = subscripts
+        self.subscripts, self.totals = subscripts, totals
 
     def __call__(self, *operands):
         arrays = []
@@ -559,6 +559,8 @@ class _ReducedFirst:
         value = self.inner(*arrays) if arrays else np.float64(1.0)
         for k in self.scalars:
             value = value * operands[k]
+        for k in self.totals:  # an operand none of whose indices another has: its sum scales the rest
+            value = value * operands[k].sum()
         return value
 
     def __repr__(self) -> str:
@@ -570,21 +572,24 @@ def _reduced_first(inputs: list[str], output: str, shapes: list[tuple]):
     scalars = [k for k, s in enumerate(inputs) if not s]
     counts = Counter(c for s in inputs for c in s)
     sums: dict[int, tuple[int, ...]] = {}
-    new_inputs, new_shapes, rest = [], [], []
+    new_inputs, new_shapes, rest, totals = [], [], [], []
     for k, sub in enumerate(inputs):
         if not sub:
             continue
         own = [axis for axis, c in enumerate(sub) if counts[c] == 1 and c not in output]
+        if len(own) == len(sub) == len(set(sub)) and len(inputs) > 1:  # A_ij B_kl: sum(A) sum(B), not n^4
+            totals.append(k)
+            continue
         if own and len(sub) > 1 and len(own) < len(sub):
             sums[k] = tuple(own)
         rest.append(k)
         new_inputs.append("".join(c for axis, c in enumerate(sub) if axis not in sums.get(k, ())))
         new_shapes.append(tuple(n for axis, n in enumerate(shapes[k]) if axis not in sums.get(k, ())))
-    if not scalars and not sums:
+    if not scalars and not sums and not totals:
         return None
     new = ",".join(new_inputs) + "->" + output
     inner = contraction_for(new, new_shapes) if rest else None
-    return _ReducedFirst(tuple(scalars), sums, tuple(rest), inner, ",".join(inputs) + "->" + output)
+    return _ReducedFirst(tuple(scalars), sums, tuple(rest), inner, ",".join(inputs) + "->" + output, tuple(totals))
 
 
 __all__ = ["Contraction", "ResolvedTerm", "SymmetricGram", "contraction_for", "resolve_deltas"]
