@@ -111,12 +111,22 @@ def check(
     specs = list(wrt) if isinstance(wrt, (list, tuple)) else [wrt]
     structure = {"symmetric": symmetric, "diagonal": diagonal, "symmetric_convention": symmetric_convention}
     derivative = diff(source, specs, of=of, **structure)
-    arrays = _structured(_random_inputs(derivative, given, seed), derivative.structure)
-    analytic = np.asarray(derivative(arrays), dtype=np.float64)
     lower = compile_(source, of=of) if len(derivative.wrt) == 1 else diff(source, specs[:-1], of=of, **structure)
     # the lower derivative is read at S perturbed one entry at a time, off the symmetric matrices:
     # projected below, only its derivatives along symmetric directions count, which it has right
     lower.structure = {}
+    domain_notes: tuple[str, ...] = ()
+    with np.errstate(all="ignore"):
+        arrays = _structured(_random_inputs(derivative, given, seed), derivative.structure)
+        analytic = np.asarray(derivative(arrays), dtype=np.float64)
+        if not _finite(analytic, lower, arrays):
+            # sqrt(x_i), log(x_i), x_i^0.5 at signed normal inputs: draw from their domain instead
+            arrays = _structured(_random_inputs(derivative, given, seed, positive=True), derivative.structure)
+            analytic = np.asarray(derivative(arrays), dtype=np.float64)
+            domain_notes = (
+                f"inputs drawn in [{POSITIVE[0]:g}, {POSITIVE[1]:g}]: at signed normal inputs the expression or its "
+                "derivative is not finite (a log, square root or fractional power of a negative number?)",
+            )
     numeric = _central_difference(lower, arrays, derivative.wrt[-1].name, analytic.shape)
     kind = derivative.structure.get(derivative.wrt[-1].name)
     if kind is not None:
@@ -124,13 +134,32 @@ def check(
     scale = max(1.0, float(np.max(np.abs(numeric)))) if numeric.size else 1.0
     error = float(np.max(np.abs(analytic - numeric))) / scale if numeric.size else 0.0
     ok = error <= tol
+    if not (np.all(np.isfinite(analytic)) and np.all(np.isfinite(numeric))):
+        domain_notes += (
+            "the expression or its derivative is not finite at these inputs: finite differences cannot check it",
+        )
     read_as = reading.text if reading is not None and reading.notation == "matrix" else None
     if expect is None:
-        return CheckResult(derivative, arrays, analytic, error, tol, ok, read_as=read_as)
+        return CheckResult(derivative, arrays, analytic, error, tol, ok, notes=domain_notes, read_as=read_as)
     verdict, message, notes = _compare_claim(expect, derivative, arrays, analytic, tol)
     return CheckResult(
-        derivative, arrays, analytic, error, tol, ok and verdict == "matches", verdict, message, notes, read_as
+        derivative,
+        arrays,
+        analytic,
+        error,
+        tol,
+        ok and verdict == "matches",
+        verdict,
+        message,
+        domain_notes + tuple(notes),
+        read_as,
     )
+
+
+def _finite(analytic: np.ndarray, lower, arrays: dict) -> bool:
+    """Whether the derivative and the expression it differentiates are finite at ``arrays``."""
+    value = lower({k: v for k, v in arrays.items() if k in lower.ranks})
+    return bool(np.all(np.isfinite(analytic)) and np.all(np.isfinite(value)))
 
 
 def _structured(arrays: dict[str, np.ndarray], structure: Mapping[str, str]) -> dict[str, np.ndarray]:
@@ -164,7 +193,13 @@ def _shapes(shapes) -> dict[str, tuple[int, ...]]:
     return {name: _shape(name, shape) for name, shape in shapes.items()}
 
 
-def _random_inputs(derivative, given: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:
+#: where inputs are drawn when the expression is not finite at signed normal ones
+POSITIVE = (0.5, 2.0)
+
+
+def _random_inputs(
+    derivative, given: dict[str, tuple[int, ...]], seed: int, positive: bool = False
+) -> dict[str, np.ndarray]:
     unknown = sorted(set(given) - set(derivative.ranks), key=str)
     if unknown:
         raise EinderivError(f"shapes: {unknown[0]!r} is not an input (inputs: {', '.join(derivative.inputs)})")
@@ -175,7 +210,7 @@ def _random_inputs(derivative, given: dict[str, tuple[int, ...]], seed: int) -> 
         if len(shape) != rank:
             raise EinderivError(f"shape {shape} for {name!r} has {len(shape)} axes but {name!r} has {rank} indices")
         try:
-            arrays[name] = rng.normal(size=shape)
+            arrays[name] = rng.uniform(*POSITIVE, size=shape) if positive else rng.normal(size=shape)
         except (MemoryError, ValueError) as err:
             raise EvaluationError(f"input {name!r} of shape {shape} is too large to allocate ({err})") from None
     return arrays

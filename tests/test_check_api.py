@@ -130,3 +130,23 @@ def test_bad_input_is_an_einderiv_error(source, keywords, error, message):
         with contextlib.redirect_stderr(err):
             printed, code = _cli(arguments)
         assert code == 2 and printed == "" and err.getvalue().startswith("error: ")
+
+
+@pytest.mark.parametrize("source", ["f = sqrt(x_i)", "f = log(x_i) x_i", "f = x_i^0.5", "f = sum_i(x_i^1.5)"])
+def test_a_function_with_a_restricted_domain_is_checked_inside_it(source):
+    # at signed normal inputs sqrt(x_i) is NaN, and a correct derivative was reported FAILED
+    result = einderiv.check(source, "x")
+    assert result.ok and result.fd_ok
+    assert np.all(np.asarray(result.inputs["x"]) > 0)
+    assert any("inputs drawn in" in note for note in result.notes)
+    x = np.asarray(result.inputs["x"])
+    exact = {"f = sqrt(x_i)": 0.5 / np.sqrt(x), "f = log(x_i) x_i": 1 + np.log(x), "f = x_i^0.5": 0.5 / np.sqrt(x)}
+    if source in exact:
+        np.testing.assert_allclose(result.value, exact[source], rtol=1e-12)
+
+
+def test_signed_inputs_stay_where_the_expression_is_finite_and_a_nowhere_finite_one_says_so():
+    assert not einderiv.check("f = x_i x_i", "x").notes  # no redraw: normal inputs as before
+    result = einderiv.check("f = log(x_i - 5)", "x")
+    assert not result.ok
+    assert any("not finite at these inputs" in note for note in result.notes)
