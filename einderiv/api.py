@@ -688,7 +688,8 @@ def scalar_program(
     checked = checked_program(source, of)
     if checked.out.indices:
         raise DifferentiationError(
-            f"{what} needs a scalar output, but {checked.out.name!r} has indices "
+            f"{what} needs a scalar output, but "
+            f"{'the expression' if checked.out.name == '_' else repr(checked.out.name)} has indices "
             f"({''.join(checked.out.indices)}); {instead}"
         )
     return checked

@@ -144,6 +144,7 @@ _GLYPH_HINTS = {
     "√": "write a square root with parentheses, √(x_i x_i), or as sqrt(x_i x_i)",
     "⊙": "'⊙' is matrix notation; in index notation an elementwise product shares its indices: c_i = a_i b_i",
     "ᵀ": "'ᵀ' is matrix notation; in index notation a transpose swaps the indices: A_ji",
+    **dict.fromkeys("ᵢⱼₖₗₘₙₐₑₒₓₚₛₜₕᵣᵤᵥ", "indices follow an underscore: write x_i, A_ij"),
     **dict.fromkeys(
         "₀₁₂₃₄₅₆₇₈₉", "indices are letters, not subscript digits: write x_i for an entry, or x1 for a name"
     ),
@@ -158,6 +159,8 @@ def syntax_error(err: UnexpectedInput, source: str, spelled=str) -> ParseError:
         hint = ""
         if char == "_":
             hint = ": an index list follows a name directly, as in R_mp, W_{in,out} or inv(M)_ij"
+        elif char == "{" and source[: err.pos_in_stream].endswith("^"):
+            hint = ": an exponent is a number without braces (x_i^2, x_i^-1); an inverse is inv(A)_ij"
         elif char == "{" or char == "}":
             hint = ": braces only hold index lists, as in W_{in,out}"
         elif char in _GLYPH_HINTS:
@@ -175,6 +178,11 @@ def syntax_error(err: UnexpectedInput, source: str, spelled=str) -> ParseError:
         expected = sorted(_TOKEN_WORDS.get(t, t) for t in err.expected if t in _TOKEN_WORDS)
         wanted = f"; expected {', '.join(dict.fromkeys(expected))}" if expected else ""
         start = getattr(token, "start_pos", None) or 0
+        before = source[:start].rstrip(" \t")
+        if str(token) == "*" and before.endswith("*"):  # x_i**2
+            wanted = ": a power is written with '^', as in x_i^2"
+        elif before.endswith("^(") and str(token) != "-":  # x_i^(a + 1)
+            wanted = ": an exponent is a number, as in x_i^0.5, x_i^(1/2) or x_i^(-1); exp(a log(x_i)) for others"
         if str(token).split("_")[0] == "T" and start > 0 and source[start - 1] == "^":  # A^T_ij
             wanted = (
                 ": a transpose in index notation swaps the indices (A_ji for the transpose's ij entry); "
@@ -361,6 +369,19 @@ class _ToIR(Transformer_NonRecursive):
         return -Fraction(str(token))
 
     @v_args(inline=True)
+    def exponent_ratio(self, numerator: Token, denominator: Token):
+        """``x_i^(1/2)``, ``x_i^(2/3)``: an exact rational exponent."""
+        if Fraction(str(denominator)) == 0:
+            raise _fail(denominator, "the exponent divides by zero", self.source)
+        return Fraction(str(numerator)) / Fraction(str(denominator))
+
+    @v_args(inline=True)
+    def exponent_negative_ratio(self, numerator: Token, denominator: Token):
+        if Fraction(str(denominator)) == 0:
+            raise _fail(denominator, "the exponent divides by zero", self.source)
+        return -Fraction(str(numerator)) / Fraction(str(denominator))
+
+    @v_args(inline=True)
     def pow(self, base, exponent):
         return Pow(_bare(base), exponent)
 
@@ -379,6 +400,8 @@ class _ToIR(Transformer_NonRecursive):
                 if name not in FUNCTIONS and name not in MATRIX_FUNCTIONS and close:
                     message = f"unknown reduction {name!r}: did you mean {close}_{index_text}(...)?"
                     raise _fail(token, message, self.source)
+                if name in _OTHER_NAMES:
+                    raise _fail(token, f"{name}_{index_text}(...): {_OTHER_NAMES[name]}", self.source)
                 if name not in FUNCTIONS and name not in MATRIX_FUNCTIONS:  # x_i(1 - x_i): a product meant
                     message = (
                         f"{name}_{index_text}( reads as a call, and {name!r} is no function: put a space or '*' "

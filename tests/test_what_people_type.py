@@ -455,3 +455,31 @@ def test_only_a_mean_may_run_over_a_letter_its_argument_lacks():
     with pytest.raises(einderiv.ParseError, match="'k' does not occur"):  # k is bound inside the sum
         einderiv.compile("f = sum_k(c) x_k")
     assert einderiv.evaluate("f = mean_k(c) x_k", c=c, x=x) == pytest.approx(0.7 * 6.0)
+
+
+@pytest.mark.parametrize("p, q", [(1, 2), (-1, 2), (2, 3), (-2, 3), (5, 4)])
+def test_a_rational_exponent_in_parentheses_is_exact_and_reads_back(p, q):
+    x = np.array([0.5, 1.7, 3.0])
+    source = f"f = x_i^({p}/{q})"
+    np.testing.assert_allclose(einderiv.evaluate(source, x=x), (x ** (p / q)).sum(), rtol=1e-14)
+    gradient = einderiv.grad(source, "x")
+    np.testing.assert_allclose(gradient(x=x), p / q * x ** (p / q - 1), rtol=1e-13)
+    numeric = central_difference(lambda x: (x ** (p / q)).sum(), {"x": x}, "x")
+    np.testing.assert_allclose(numeric, gradient(x=x), rtol=1e-7)
+    np.testing.assert_allclose(einderiv.compile(str(gradient))(x=x), gradient(x=x), rtol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("f = x_i**2", "a power is written with '^'"),
+        ("f = xᵢ yᵢ", "indices follow an underscore"),
+        ("f = max_i(x_i)", "max is not supported"),
+        ("f = x_i^(a + 1)", "an exponent is a number"),
+        ("f = A^{-1}_ij x_j", "an inverse is inv(A)_ij"),
+        ("f = x_i^(1/0)", "divides by zero"),
+    ],
+)
+def test_more_near_misses_say_what_to_write(source, message):
+    with pytest.raises(einderiv.ParseError, match=re.escape(message)):
+        einderiv.compile(source)
