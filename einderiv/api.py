@@ -16,14 +16,14 @@ from .dimensions import Dimensions, dimension_names, dimension_sizes, dimensions
 from .emit import EinsumTerm, emit
 from .errors import DifferentiationError, EinderivError, EvaluationError, guarded
 from .factor import factored
-from .index_names import fresh_indices
-from .ir import Delta, Indices, Program, Statement, Tensor, derivative_name
+from .index_names import fresh_indices, is_count
+from .ir import Delta, Expr, Indices, Program, Statement, Tensor, derivative_name
 from .matrix.form import NoMatrixForm, matrix_text
 from .matrix.reading import Reading, accepts_notation, scalar_use_hint
 from .normal import Poly
 from .optimiser import StraightLine
 from .parser import parse
-from .printing import count_axes_of
+from .printing import count_axes_of, count_letters
 from .program import CheckedProgram, Definition, check_program, derive, name_calls, references, unique_name
 from .runtime import as_array, run, run_with
 from .structured import check_structure, projected, structure_of, written_symmetric
@@ -596,12 +596,14 @@ def diff(
     )
     if used_names:  # the user's statements that name calls of the result are computed and printed
         current = _with_forward(current, checked, used_names)
-    text, poly = factored(poly, count_axes_of(final.hints))
-    statement = _display(root, refs, text)
-    if _sized_only_by_deltas(poly, refs) and root.statement is not None and root.name != "_":
+    axes = count_axes_of(final.hints)
+    text, printed = factored(poly, axes)
+    if _sized_only_by_deltas(printed, refs) and root.statement is not None and root.name != "_":
         defined = {d.name for d in checked.definitions}
         current = _with_forward(current, checked, references(root.poly) & defined)
         current = _with_root(current, root)  # printed first: it sizes what only deltas carry
+    statement = _display(root, refs, _counts_read_back(current, checked.definitions, poly, axes) or text)
+    poly = printed
     if layout == "denominator":  # the wrt indices first, then the output's
         wrt_indices = tuple(i for r in refs for i in r.indices)
         poly = Poly(poly.terms, wrt_indices + root.indices)
@@ -639,6 +641,27 @@ def _sized_only_by_deltas(poly: Poly, refs) -> set[str]:
                 sized |= {a, b}
                 changed = True
     return ({i for pair in pairs for i in pair} | set(poly.indices)) - sized
+
+
+def _counts_read_back(current: CheckedProgram, sources: list[Definition], poly: Poly, axes) -> Expr | None:
+    """Where the counts of the result ``poly`` need other letters to read back
+    (:func:`~einderiv.printing.count_letters`): the statements printed before it renamed, in
+    ``current``, and the result's text; else None.  Only the user's statements are renamed, and
+    none before a derivative-named one (its letters, too, may be sized by those before it)."""
+    if not any(is_count(i) for i in poly.all_index_names()):
+        return None
+    earlier: list = []
+    derivative_after = False
+    for d in reversed(current.definitions[:-1]):
+        shown = d.display()
+        renamable = d.statement is not None and shown.target is not None and not shown.wrt and not derivative_after
+        earlier.insert(0, (shown, renamable))
+        derivative_after |= bool(shown.wrt)
+    dims = dimensions((*sources, *current.definitions))
+    changed, printing = count_letters(earlier, poly, axes, dims.axis)
+    for k, shown in changed.items():
+        current.definitions[k] = replace(current.definitions[k], statement=shown)
+    return factored(*printing)[0] if printing else None
 
 
 def _with_root(current: CheckedProgram, root: Definition) -> CheckedProgram:

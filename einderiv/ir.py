@@ -122,6 +122,34 @@ class Pow(Node):
 Expr = Tensor | Delta | Number | Neg | Add | Mul | Div | Call | Pow | MatrixCall
 
 
+def renamed(expr: Expr, old: str, new: str) -> Expr:
+    """``expr`` with index ``old`` written as ``new`` everywhere (a sum's letters too): meaning the
+    same where ``new`` is written nowhere in it."""
+
+    def swap(indices):
+        return tuple(new if i == old else i for i in indices)
+
+    if isinstance(expr, Tensor):
+        return Tensor(expr.name, swap(expr.indices))
+    if isinstance(expr, Delta):
+        return Delta(*swap(expr.indices))
+    if isinstance(expr, MatrixCall):
+        return MatrixCall(expr.func, expr.matrix, swap(expr.indices))
+    if isinstance(expr, Neg):
+        return Neg(renamed(expr.operand, old, new))
+    if isinstance(expr, Add):
+        return Add(tuple(renamed(t, old, new) for t in expr.terms))
+    if isinstance(expr, Mul):
+        return Mul(tuple(renamed(f, old, new) for f in expr.factors))
+    if isinstance(expr, Div):
+        return Div(renamed(expr.numerator, old, new), renamed(expr.denominator, old, new))
+    if isinstance(expr, Pow):
+        return Pow(renamed(expr.base, old, new), expr.exponent)
+    if isinstance(expr, Call):
+        return Call(expr.func, renamed(expr.arg, old, new), swap(expr.over))
+    return expr
+
+
 def derivative_name(name: str, order: int) -> str:
     """The name of the ``order``-th derivative of ``name``: ``df`` (order 1), ``d2f`` (order 2);
     a denominator is named as a first derivative (``dx``)."""

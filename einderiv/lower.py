@@ -27,7 +27,7 @@ from fractions import Fraction
 from . import limits
 from .errors import EinderivError, EinderivWarning, IndexRuleError
 from .index_names import fresh_indices
-from .ir import Add, Call, Delta, Div, Expr, MatrixCall, Mul, Neg, Number, Pow, Tensor, walk
+from .ir import Add, Call, Delta, Div, Expr, MatrixCall, Mul, Neg, Number, Pow, Tensor, renamed, walk
 from .normal import (
     MatrixFn,
     Poly,
@@ -192,11 +192,11 @@ class _Scope:
             taken = {i for node in walk(expr) for i in getattr(node, "indices", ())} | set(bound)
             for letter in sorted((inside & outside) - bound):
                 (fresh,) = fresh_indices(1, taken)
-                renamed = [_renamed(f, letter, fresh) if k == pos else f for k, f in enumerate(expr_factors(expr))]
+                apart = [renamed(f, letter, fresh) if k == pos else f for k, f in enumerate(expr_factors(expr))]
                 self.notes.append(
                     f"in {str(expr)!r}, index {letter!r} is summed inside {str(factor)!r} and is a separate, "
                     f"free index outside it; write sum_{letter}({expr}) for one elementwise index {letter}, "
-                    f"or {Mul(tuple(renamed))} to say that they differ"
+                    f"or {Mul(tuple(apart))} to say that they differ"
                 )
 
 
@@ -205,33 +205,6 @@ def expr_factors(expr) -> list:
     sign, chain = _chain(expr)
     factors = [Div(Number(Fraction(1)), f) if divisor else f for f, divisor in chain]
     return [Number(sign), *factors] if sign != 1 else factors
-
-
-def _renamed(expr, old: str, new: str):
-    """``expr`` with index ``old`` written as ``new`` (for messages)."""
-
-    def swap(indices):
-        return tuple(new if i == old else i for i in indices)
-
-    if isinstance(expr, Tensor):
-        return Tensor(expr.name, swap(expr.indices))
-    if isinstance(expr, Delta):
-        return Delta(*swap(expr.indices))
-    if isinstance(expr, MatrixCall):
-        return MatrixCall(expr.func, expr.matrix, swap(expr.indices))
-    if isinstance(expr, Neg):
-        return Neg(_renamed(expr.operand, old, new))
-    if isinstance(expr, Add):
-        return Add(tuple(_renamed(t, old, new) for t in expr.terms))
-    if isinstance(expr, Mul):
-        return Mul(tuple(_renamed(f, old, new) for f in expr.factors))
-    if isinstance(expr, Div):
-        return Div(_renamed(expr.numerator, old, new), _renamed(expr.denominator, old, new))
-    if isinstance(expr, Pow):
-        return Pow(_renamed(expr.base, old, new), expr.exponent)
-    if isinstance(expr, Call):
-        return Call(expr.func, _renamed(expr.arg, old, new), swap(expr.over))
-    return expr
 
 
 def _summed_log_exp(arg: Poly, over) -> list[Term]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from fractions import Fraction
 
-from .index_names import count_is_written, count_letter, count_stem, fresh_indices, is_count
-from .ir import Add, Call, Delta, Div, Expr, MatrixCall, Mul, Neg, Number, Pow, Tensor, walk
+from .index_names import COUNT_MARK, count_is_written, count_letter, count_stem, fresh_indices, is_count
+from .ir import Add, Call, Delta, Div, Expr, MatrixCall, Mul, Neg, Number, Pow, Statement, Tensor, renamed, walk
 from .normal import (
     POLY_TEXT,
     Apply,
@@ -166,6 +166,124 @@ def count_axes_of(hints: tuple) -> dict[str, set]:
                 if is_count(index):
                     out.setdefault(index, set()).add((tensor, axis))
     return out
+
+
+def _count_groups(poly: Poly, outer: frozenset = frozenset()):
+    """The counts each product of ``poly`` holds (a group's with those of the products around it)."""
+    for term in poly.terms:
+        here = outer | {i for i in term.index_names() if is_count(i)}
+        yield here
+        for f in term.factors:
+            if isinstance(f, Apply):
+                yield from _count_groups(f.arg, here)
+
+
+def _counts_renamed(poly: Poly, names: Mapping[str, str]) -> Poly:
+    """``poly`` with its counts (``delta_{i#2,i#2}``, wherever they are) renamed by ``names``."""
+    terms = []
+    for term in poly.terms:
+        factors = []
+        for f in term.factors:
+            if isinstance(f, Apply):
+                f = Apply(f.func, _counts_renamed(f.arg, names), f.param)
+            elif isinstance(f, Delta) and f.first in names:
+                f = Delta(names[f.first], names[f.first])
+            factors.append(f)
+        terms.append(Term(term.coeff, tuple(factors)))
+    return Poly(tuple(terms), poly.indices)
+
+
+def count_letters(
+    earlier: list[tuple[Statement, bool]], poly: Poly, count_axes: Mapping[str, set], dimension
+) -> tuple[dict[int, Statement], tuple[Poly, dict] | None]:
+    """Letters for the counts of a derivative ``poly`` that read back as the dimensions they count.
+
+    Read back, a letter that the derivative writes only in deltas is sized by every earlier
+    statement that writes it, so a count's letter must be written earlier at the count's
+    dimension and at no other; and two counts in one product need two letters (``delta_ii
+    delta_ii`` is I, not I^2).  Where the user's letters do not allow that, a letter is renamed
+    throughout an earlier statement, which means the same (its uses write their own letters):
+    one written at another dimension too (``t1 = u_i M_ik u_k`` beside a count of A's rows), or,
+    for a count of a letter of its own, one that no count prints with or that another statement
+    also writes at that dimension.  Where some count has no such letter, nothing is renamed, and
+    a count whose letter only other dimensions size prints as ``i9``: reading back says so
+    rather than count another dimension.
+
+    ``earlier``: the statements printed before, each with whether its letters may be renamed;
+    ``count_axes``: count -> the axes it counts; ``dimension(tensor, axis)``: the dimension of
+    an axis.  Returns the earlier statements renamed (by position) and, where a count prints
+    otherwise than by its own letter, ``poly`` with its counts renamed to print so, and their axes."""
+    groups = [g for g in _count_groups(poly) if g]
+    counts = sorted(set().union(*groups)) if groups else []
+    axes = {c: sorted(count_axes.get(count_stem(c), ())) for c in counts}
+    if not counts or not all(axes.values()):
+        return {}, None
+    dims = {c: dimension(*axes[c][0]) for c in counts}
+    statements = [s for s, _ in earlier]
+    writes: list[dict[str, set]] = []  # per statement: letter -> the dimensions it writes it at
+    for s in statements:
+        written: dict[str, set] = {}
+        for node in walk(s.rhs):
+            if isinstance(node, (Tensor, MatrixCall)):
+                name = node.matrix if isinstance(node, MatrixCall) else node.name
+                for axis, i in enumerate(node.indices):
+                    written.setdefault(i, set()).add(dimension(name, axis))
+        writes.append(written)
+    context = set(poly.indices)
+    plain = {c: count_letter(c) if count_is_written(c) and count_letter(c) not in context else None for c in counts}
+    wrong = {  # its own letter, written earlier only at other dimensions
+        c: any(b in w for w in writes) and not any(dims[c] in w.get(b, ()) for w in writes) for c, b in plain.items()
+    }
+    taken = {i for s in statements for i in _written_names(s.rhs) | set(s.target.indices if s.target else ())}
+    taken |= {i for i in poly.all_index_names() if not is_count(i)} | {count_letter(c) for c in counts}
+    letters: dict[str, str] = {}
+    changed: dict[int, Statement] = {}
+
+    def good(letter: str, dim) -> list[int]:
+        return [k for k, w in enumerate(writes) if w.get(letter) == {dim}]
+
+    def rename(k: int, old: str) -> str:
+        (new,) = fresh_indices(1, taken)
+        taken.add(new)
+        s = statements[k]
+        target = Tensor(s.target.name, tuple(new if i == old else i for i in s.target.indices))
+        statements[k] = changed[k] = Statement(target, renamed(s.rhs, old, new))
+        writes[k][new] = writes[k].pop(old)
+        return new
+
+    for c in counts:
+        dim = dims[c]
+        partners = {letters.get(p) for g in groups if c in g for p in g if p != c}
+        banned = context | partners | {b for p, b in letters.items() if dims[p] != dim}
+        candidates = [count_letter(c), *(i for w in writes for i, ds in w.items() if dim in ds)]
+        for letter in dict.fromkeys(i for i in candidates if i not in banned):
+            others = [k for k, w in enumerate(writes) if letter in w and w[letter] != {dim}]
+            if good(letter, dim) and all(earlier[k][1] for k in others):
+                for k in others:  # written at another dimension there too: that statement's letter moves
+                    rename(k, letter)
+                letters[c] = letter
+                break
+        else:  # a letter of its own: one a statement writes only at this dimension, moved to a fresh one
+            own = (
+                (k, i)
+                for k, w in enumerate(writes)
+                if earlier[k][1]
+                for i, ds in w.items()
+                if ds == {dim} and (i not in letters.values() or len(good(i, dim)) > 1)
+            )
+            found = next(own, None)
+            if found is None:
+                letters = {c: b for c, b in plain.items() if b is not None and not wrong[c]}
+                changed = {}
+                break
+            letters[c] = rename(*found)
+    if {c: letters.get(c) for c in counts} == plain:
+        return changed, None
+    names = {
+        c: f"{letters.get(c, count_letter(c))}{COUNT_MARK}p{k}{COUNT_MARK * (c not in letters)}"
+        for k, c in enumerate(counts)
+    }
+    return changed, (_counts_renamed(poly, names), {names[c]: set(axes[c]) for c in counts})
 
 
 def term_to_expr(

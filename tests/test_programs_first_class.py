@@ -230,10 +230,11 @@ def test_a_count_renamed_by_lowering_keeps_its_dimension():
     source = "t2_i = sum_j(A_ij); L = sum_i(t + t2_i) * sum_i(x_i)"
     A, t, x = rng.normal(size=(4, 6)), np.array(0.3), rng.normal(size=5)
     assert float(einderiv.evaluate(source, A=A, t=t, x=x)) == pytest.approx((4 * 0.3 + A.sum()) * x.sum(), rel=1e-12)
-    assert float(einderiv.grad(source, "t")(A=A, t=t, x=x)) == pytest.approx(4 * x.sum(), rel=1e-12)
-    printed = einderiv.compile(str(einderiv.grad(source, "t")))
-    with pytest.raises(einderiv.EvaluationError, match="cannot be inferred"):  # never 6 * sum(x)
-        printed(A=A, t=t, x=x)
+    gradient = einderiv.grad(source, "t")
+    assert float(gradient(A=A, t=t, x=x)) == pytest.approx(4 * x.sum(), rel=1e-12)
+    # printed, the count is i, which t2 writes at A's rows: L's i (x's length too) is renamed, never 6 * sum(x)
+    assert str(gradient).splitlines()[1:] == ["L = sum_l(t + t2_l) sum_l(x_l)", "dL/dt = delta_ii x_k"]
+    assert float(read_back(gradient, {"A": A, "t": t, "x": x})) == pytest.approx(4 * x.sum(), rel=1e-12)
 
 
 def test_a_size_is_not_guessed_from_another_statement():
@@ -337,14 +338,8 @@ def test_the_rbf_gradient_never_combines_two_data_matrices_into_a_three_axis_arr
     "source",
     [
         "t1 = u_a M_ab u_b; f = sum_ij((softplus(t1))(c) + A_ij)",
-        pytest.param(
-            "t1 = u_i M_ik u_k; f = sum_ij((softplus(t1))(c) + A_ij)",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the count of f's i prints as i, which the printed t1 also writes (u's length): "
-                "read back, i is two sizes and 'cannot be inferred' (README: Derivatives through programs)",
-            ),
-        ),
+        # the count of f's i prints as i, which t1 writes at u's length: t1's i is renamed
+        "t1 = u_i M_ik u_k; f = sum_ij((softplus(t1))(c) + A_ij)",
     ],
 )
 def test_an_adjoint_holding_counts_is_printed_where_its_counts_are_sized(source):
@@ -415,3 +410,20 @@ def test_steps_write_into_dead_arrays_never_into_inputs(source, wrt, loss):
         np.testing.assert_allclose(gradient(**arrays), expected, rtol=1e-12)
         for k in arrays:
             np.testing.assert_array_equal(arrays[k], copies[k])
+
+
+def test_two_counts_of_one_dimension_in_a_product_print_with_two_letters():
+    # df/dx_j counts M's rows twice (t1's I and f's I), both written i: delta_ii delta_ii reads back
+    # as I, not I^2, and i9 as nothing; t1's i is renamed, and the second count prints with that letter
+    source = "t1_k = sum_i((sigmoid((x_k)(x_k)) + M_ik)); f = sum_ik((t1_k + M_ik))"
+    x, M = rng.normal(size=4), rng.normal(size=(3, 4))
+    gradient = einderiv.diff(source, "x")
+    assert str(gradient).splitlines() == [
+        "t1_k = sum_l(sigmoid(x_k x_k) + M_lk)",
+        "f = sum_ik(t1_k + M_ik)",
+        "df/dx_j = 2 sigmoid(x_j x_j) (1 - sigmoid(x_j x_j)) delta_ll x_j delta_ii",
+    ]
+    s = sigmoid(x * x)
+    expected = 3 * 3 * 2 * s * (1 - s) * x
+    np.testing.assert_allclose(gradient(x=x, M=M), expected, rtol=1e-12)
+    np.testing.assert_allclose(read_back(gradient, {"x": x, "M": M}), expected, rtol=1e-12)
