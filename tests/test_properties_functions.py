@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
 import einderiv
-from einderiv.ir import Add, Call, Delta, Div, Mul, Neg, Number, Pow, Program, Statement, Tensor
+from einderiv.ir import Add, Call, Delta, Div, Mul, Neg, Number, Pow, Program, Statement, Tensor, walk
 from einderiv.lower import normalize
 from einderiv.normal import equivalent
 from tests.generation import call_or_reject, compile_or_reject, flat_add, flat_mul
@@ -38,6 +38,17 @@ def _leaves(ranks):
     return st.one_of(tensors, tensors, tensors, numbers, deltas)
 
 
+def _reduction(child):
+    """sum or mean over a letter the child writes (``sum_j(x_i)`` is an error: nothing gives j a
+    length); the mean of a child that writes none, which is the child at any length."""
+    written = sorted({i for node in walk(child) for i in getattr(node, "indices", ())} & set(LETTERS))
+    if not written:
+        return st.sampled_from(LETTERS).map(lambda i: Call("mean", child, (i,)))
+    return st.tuples(st.sampled_from(["sum", "mean"]), st.sampled_from(written)).map(
+        lambda p: Call(p[0], child, (p[1],))
+    )
+
+
 def _expressions(ranks):
     return st.recursive(
         _leaves(ranks),
@@ -49,9 +60,7 @@ def _expressions(ranks):
             st.tuples(st.sampled_from(sorted(FUNCTIONS)), children).map(lambda p: Call(p[0], p[1])),
             st.tuples(children, st.sampled_from([Fraction(2), Fraction(3)])).map(lambda p: Pow(*p)),
             st.tuples(children, children).map(lambda p: Div(p[0], Add((Number(Fraction(2)), Call("tanh", p[1]))))),
-            st.tuples(st.sampled_from(["sum", "mean"]), st.sampled_from(LETTERS), children).map(
-                lambda p: Call(p[0], p[2], (p[1],))
-            ),
+            children.flatmap(_reduction),
         ),
         max_leaves=6,
     )
