@@ -316,7 +316,7 @@ class Contraction:
             if value.shape != bshape:
                 value = np.reshape(value, bshape)
             if result is None:
-                result, owned = value, fresh
+                result, owned = value, fresh and type(value) is np.ndarray and value.dtype == dtype
             elif owned and result.shape == out_shape:
                 if subtract:
                     result -= value
@@ -534,11 +534,21 @@ def _cheapest_path(subscripts: str, shapes) -> list:
     count (then the smaller largest intermediate).  The default's exhaustive search for up to four
     operands can miss a cheaper order: for ``n,ni,nj,i->j`` it scales X by the weights (an N x D
     intermediate) where the dynamic program first multiplies the two vectors over n."""
+    return _candidates(subscripts, shapes)[2]
+
+
+def path_cost(subscripts: str, shapes) -> tuple[int, int]:
+    """(FLOPs, largest intermediate) of the path evaluation takes for these shapes (opt_einsum's
+    counts), as ``explain`` reports them."""
+    return _candidates(subscripts, shapes)[:2]
+
+
+def _candidates(subscripts: str, shapes) -> tuple[int, int, list]:
     candidates = []
     for method in ("auto", "dp"):
         path, info = opt_einsum.contract_path(subscripts, *shapes, shapes=True, optimize=method)
         candidates.append((int(info.opt_cost), int(info.largest_intermediate), path))
-    return min(candidates, key=lambda c: c[:2])[2]
+    return min(candidates, key=lambda c: c[:2])
 
 
 class _ReducedFirst:
@@ -556,7 +566,7 @@ class _ReducedFirst:
         for k in self.rest:
             axes = self.sums.get(k)
             arrays.append(operands[k].sum(axis=axes) if axes else operands[k])
-        value = self.inner(*arrays) if arrays else np.float64(1.0)
+        value = self.inner(*arrays) if arrays else np.ones((), dtype=np.result_type(*operands))
         for k in self.scalars:
             value = value * operands[k]
         for k in self.totals:  # an operand none of whose indices another has: its sum scales the rest
@@ -592,4 +602,4 @@ def _reduced_first(inputs: list[str], output: str, shapes: list[tuple]):
     return _ReducedFirst(tuple(scalars), sums, tuple(rest), inner, ",".join(inputs) + "->" + output, tuple(totals))
 
 
-__all__ = ["Contraction", "ResolvedTerm", "SymmetricGram", "contraction_for", "resolve_deltas"]
+__all__ = ["Contraction", "ResolvedTerm", "SymmetricGram", "contraction_for", "path_cost", "resolve_deltas"]

@@ -457,19 +457,26 @@ class _ToIR(Transformer_NonRecursive):
         return self._sized(Statement(None, _bare(rhs)))
 
     def _sized(self, statement: Statement) -> Statement:
-        """``statement``, unless a sum runs over a letter that its argument does not write:
-        ``sum_j(x_i)`` would be x_i times a length no array gives (the letter is bound inside the
-        sum, so ``sum_k(c) x_k`` does not take x's length either).  ``mean_j(c)`` is c at any length."""
+        """``statement``, unless a sum runs over a letter that its argument does not write and
+        nothing else in the statement writes: ``sum_j(x_i)`` would be x_i times a length no array
+        gives.  (``sum_i(c) + sum_i(x_i)`` is N c plus the sum of x, one letter one length, as
+        numpy.einsum reads it; ``mean_j(c)`` is c at any length.)"""
         for node in walk(statement.rhs):
             if not (isinstance(node, Call) and node.over and node.func != "mean"):
                 continue
-            written = {i for n in walk(node.arg) for i in getattr(n, "indices", ())}
-            absent = [i for i in node.over if i not in written]
-            if absent:
+            inside = list(walk(node.arg))
+            absent = [i for i in node.over if i not in {i for n in inside for i in getattr(n, "indices", ())}]
+            if not absent:
+                continue
+            within = {id(n) for n in inside}
+            elsewhere = {i for n in walk(statement.rhs) if id(n) not in within for i in getattr(n, "indices", ())}
+            elsewhere |= set(statement.target.indices if statement.target is not None else ())
+            missing = [i for i in absent if i not in elsewhere]
+            if missing:
                 _, token = self.tokens.get(id(node), (None, None))
                 message = (
-                    f"{node.func}_{''.join(node.over)}(...): {absent[0]!r} does not occur in its argument, so nothing "
-                    "gives it a length"
+                    f"{node.func}_{''.join(node.over)}(...): {missing[0]!r} does not occur in its argument or "
+                    "anywhere else in the statement, so nothing gives it a length"
                 )
                 raise IndexRuleError(message) if token is None else _fail(token, message, self.source)
         return statement

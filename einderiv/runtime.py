@@ -19,6 +19,7 @@ import opt_einsum
 
 from . import linalg
 from .backends import ArrayOps
+from .contraction import path_cost
 from .errors import EvaluationError
 from .linalg import generic_matrix_function, generic_solve, matrix_function, solve
 from .optimiser import StraightLine
@@ -158,13 +159,12 @@ def _run(
     program = line._bound.get(key) if signature is not None else None
     if program is None:
         factored = linalg.shared_matrices(line.steps)  # each read through one factorisation per evaluation
-        inputs = tuple(n for n in values if n not in {step.target for step in line.steps})
         program = []
         for step, donated in zip(line.steps, _donations(line.steps, keep)):
             # each step lowered to a closure over its plan, and run once now
             instruction = NUMPY_INSTRUCTIONS[type(step)](step, values, factored)
             if donated:
-                instruction = _donating(step, values, donated, inputs) or instruction
+                instruction = _donating(step, values, donated) or instruction
             instruction(values)
             program.append(instruction)
         if signature is not None:
@@ -209,19 +209,20 @@ def _contract_instruction(step: Contract, values, factored):
     return instruction
 
 
-def _donating(step: Contract, values, donated: frozenset[str], inputs: tuple[str, ...]):
+def _donating(step: Contract, values, donated: frozenset[str]):
     """A contraction that may write into the ``donated`` arrays: those that are arrays of their
-    own when it runs (no view of an input, which the caller owns)."""
+    own when it runs (sharing no memory with an input, which the caller owns, or with any other
+    value: ``Q_ij = P_ji`` is a view of P)."""
     contraction, target = step.contraction, step.target
     plan = contraction.plan_for(values)
     if len(plan[0]) < 2:
         return None  # one term: nothing is added in place
 
-    def instruction(v, c=contraction, plan=plan, t=target, donated=tuple(donated), inputs=inputs):
+    def instruction(v, c=contraction, plan=plan, t=target, donated=tuple(donated)):
         own = frozenset(
             n
             for n in donated
-            if type(v[n]) is np.ndarray and not any(np.may_share_memory(v[n], v[i]) for i in inputs if i in v)
+            if type(v[n]) is np.ndarray and not any(np.may_share_memory(v[n], v[i]) for i in v if i != n)
         )
         v[t] = c.execute(plan, v, own)
 
@@ -341,11 +342,16 @@ def _explain_contract(step: Contract, values):
         if not term.operands:
             continue
         shapes = [tuple(sizes.get(i, 1) for i in indices) for indices in term.inputs]
-        info = opt_einsum.contract_path(term.subscripts, *shapes, shapes=True)[1]
-        flops += int(info.opt_cost)
-        largest = max(largest, int(info.largest_intermediate))
+        cost, biggest = path_cost(term.subscripts, shapes) if len(shapes) > 1 else _one_operand_cost(term, shapes)
+        flops += cost
+        largest = max(largest, biggest)
     computes = " + ".join(str(t) for t in contraction.terms) or "0"
     return computes, shape, flops, largest
+
+
+def _one_operand_cost(term, shapes) -> tuple[int, int]:
+    info = opt_einsum.contract_path(term.subscripts, *shapes, shapes=True)[1]
+    return int(info.opt_cost), int(info.largest_intermediate)
 
 
 def _explain_elementwise(step: Elementwise, values):

@@ -238,7 +238,7 @@ def test_a_count_renamed_by_lowering_keeps_its_dimension():
 
 
 def test_a_size_is_not_guessed_from_another_statement():
-    with pytest.raises(einderiv.ParseError, match="'k' does not occur in its argument, so nothing gives it a length"):
+    with pytest.raises(einderiv.ParseError, match="'k' does not occur in its argument or anywhere else"):
         einderiv.evaluate("u = sum_k(A_k); L = u + sum_k(c)", A=np.ones(3), c=np.array(0.7))
 
 
@@ -427,3 +427,29 @@ def test_two_counts_of_one_dimension_in_a_product_print_with_two_letters():
     expected = 3 * 3 * 2 * s * (1 - s) * x
     np.testing.assert_allclose(gradient(x=x, M=M), expected, rtol=1e-12)
     np.testing.assert_allclose(read_back(gradient, {"x": x, "M": M}), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        # Q is a view of a shared step (exp(P)^T): F's sum must not be written into it
+        ("P_ij = A_ik B_kj\nQ_ij = exp(P_ji)\nF_ij = D_ji + exp(P_ij) - Q_ji", lambda A, B, D: D.T),
+        ("P_ij = A_ik B_kj\nQ_ij = P_ji\nF_ij = Q_ij + D_ij + P_ij", lambda A, B, D: (A @ B).T + D + A @ B),
+    ],
+)
+def test_a_step_never_writes_into_an_array_another_value_views(source, expected):
+    A, B, D = rng.normal(size=(3, 3, 3))
+    compiled = einderiv.compile(source)
+    for _ in range(2):
+        np.testing.assert_allclose(compiled(A=A, B=B, D=D), expected(A, B, D), rtol=1e-12, atol=1e-12)
+
+
+def test_a_sum_in_place_keeps_the_result_dtype():
+    A, C = rng.normal(size=(3, 3)), rng.normal(size=(3, 3))
+    for source in ("F_ij = exp(A_ij) + C_ij", "Q_ij = exp(A_ij)\nF_ij = Q_ij + C_ij"):
+        compiled = einderiv.compile(source)
+        got = compiled(A=A, C=C + 1j)  # a float step plus a complex input: complex, not a cast error
+        assert got.dtype == np.complex128
+        np.testing.assert_allclose(got, np.exp(A) + C + 1j, rtol=1e-14)
+        assert compiled(A=A.astype(np.float32), C=C).dtype == np.float64
+    assert einderiv.compile("f = A_ij B_kl")(A=A.astype(np.float32), B=C.astype(np.float32)).dtype == np.float32

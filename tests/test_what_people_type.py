@@ -449,12 +449,12 @@ def test_near_miss_spellings_get_an_error_that_says_what_to_write(source, messag
     assert (caught.value.line, caught.value.column) == (1, column)
 
 
-def test_only_a_mean_may_run_over_a_letter_its_argument_lacks():
+def test_a_reduction_over_a_letter_its_argument_lacks_needs_the_statement_to_size_it():
     x, c = np.array([1.0, 2.0, 3.0]), np.array(0.7)
     assert einderiv.evaluate("f = mean_j(c)", c=c) == pytest.approx(0.7)  # the mean of a constant is it
-    with pytest.raises(einderiv.ParseError, match="'k' does not occur"):  # k is bound inside the sum
-        einderiv.compile("f = sum_k(c) x_k")
     assert einderiv.evaluate("f = mean_k(c) x_k", c=c, x=x) == pytest.approx(0.7 * 6.0)
+    # one letter, one length in a statement: the sum of a constant counts the length x gives i
+    assert einderiv.evaluate("f = sum_i(c) + sum_i(x_i)", c=c, x=x) == pytest.approx(3 * 0.7 + 6.0)
 
 
 @pytest.mark.parametrize("p, q", [(1, 2), (-1, 2), (2, 3), (-2, 3), (5, 4)])
