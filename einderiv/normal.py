@@ -28,7 +28,7 @@ from functools import lru_cache
 from . import limits
 from .elementwise import FUNCTIONS
 from .errors import DifferentiationError
-from .index_names import count_stem, fresh_indices, is_count
+from .index_names import count_letter, count_stem, fresh_indices, is_count
 from .ir import Delta, Indices, Tensor
 
 #: The name of ``1/n_r``, the factor ``mean_r`` puts on a term: a vector whose every entry is one
@@ -297,12 +297,26 @@ def _apply_key(atom: Apply, depth: int) -> tuple:
     return ("Apply", atom.func, str(atom.param), tuple(sorted(atom.indices)), inner)
 
 
+def _counted(term: Term, free: frozenset[str]) -> dict[str, str]:
+    """The summed letters of ``term`` that only deltas carry (``delta_nn``: the length of n),
+    each with the name a key keeps for it: no tensor of the term sizes such a letter, so
+    ``m delta_nn`` and ``m delta_kk`` are N m and K m, not like terms (a count ``n#1`` keeps the
+    letter it prints with, so that the text read back has the same key)."""
+    in_deltas = {i for f in term.factors if isinstance(f, Delta) for i in f.indices}
+    if not in_deltas:
+        return {}
+    elsewhere = {i for f in term.factors if not isinstance(f, Delta) for i in f.indices}
+    return {i: "=" + count_letter(i) for i in in_deltas - elsewhere - free}
+
+
 def canonical_key(term: Term, free: frozenset[str], depth: int = 0) -> tuple:
     """A key equal for two terms exactly when they differ only by names of summed indices
     and the order of factors (within a bounded search over orderings of look-alike factors).
-    """
-    ordered = sorted(term.factors, key=lambda f: _shape_key(f, free))
-    groups = [list(g) for _, g in itertools.groupby(ordered, key=lambda f: _shape_key(f, free))]
+    A summed index that only deltas carry keeps its name (:func:`_counted`)."""
+    counted = _counted(term, free) if depth == 0 else {}  # (inside a call, as before: see README)
+    visible = free | frozenset(counted)
+    ordered = sorted(term.factors, key=lambda f: _shape_key(f, visible))
+    groups = [list(g) for _, g in itertools.groupby(ordered, key=lambda f: _shape_key(f, visible))]
     count = math.prod(math.factorial(len(g)) for g in groups)
     choices = (
         list(itertools.product(*(itertools.permutations(g) for g in groups))) if count <= _MAX_ORDERINGS else [groups]
@@ -316,7 +330,7 @@ def canonical_key(term: Term, free: frozenset[str], depth: int = 0) -> tuple:
     for choice in choices:
         for picked in itertools.product(*orders):
             order_of = dict(zip(calls, picked))
-            mapping: dict[str, str] = {}
+            mapping: dict[str, str] = dict(counted)
             key = []
             for atom in itertools.chain.from_iterable(choice):
                 for i in order_of.get(atom, atom.indices):
