@@ -623,3 +623,15 @@ def test_a_sum_does_not_broadcast_a_scalar_expression_onto_a_vector_name():
     w, x = np.array([0.5, -1.0]), np.array([2.0, 1.0])
     expected = 1 / (1 + np.exp(-(w @ x + 0.3)))
     assert float(einderiv.evaluate("f = sigmoid(w^T x + c)", w=w, x=x, c=0.3)) == pytest.approx(expected)
+
+
+def test_matrix_notation_lines_continue_after_an_operator_and_refuse_a_leading_sign():
+    # 'f = x^T A x' then '  + b^T x' compiled to the second line alone (f2 = b_i x_i)
+    rng = np.random.default_rng(5)
+    A, x, b = rng.normal(size=(3, 3)), rng.normal(size=3), rng.normal(size=3)
+    for source in ("f = x^T A x +\n  b^T x", "f = (x^T A x\n  + b^T x)"):
+        got = einderiv.compile(source, notation="matrix")(A=A, x=x, b=b)
+        np.testing.assert_allclose(got, x @ A @ x + b @ x, rtol=1e-13)
+    with pytest.raises(einderiv.ParseError, match="starts with '\\+'") as caught:
+        einderiv.compile("f = x^T A x\n  + b^T x", notation="matrix")
+    assert (caught.value.line, caught.value.column) == (2, 3)

@@ -345,8 +345,7 @@ def parse_matrix_program(text: str) -> tuple[MatrixStatement, ...]:
     if not isinstance(text, str):
         raise EinderivError(f"expected the expression as a string, got {type(text).__name__}")
     statements = []
-    for number, line in enumerate(text.split("\n"), 1):
-        code = line.split("#", 1)[0]
+    for number, code in _logical_lines(text):
         start = 0
         for piece in code.split(";"):
             padded = " " * start + piece  # columns stay those of the whole line
@@ -367,6 +366,36 @@ def parse_matrix_program(text: str) -> tuple[MatrixStatement, ...]:
     if not statements:
         raise ParseError("empty input: write an expression such as 'f = x^T A x'", text, 0, 0)
     return tuple(statements)
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, code) per statement line, comments dropped: a line that ends with an operator
+    or an open parenthesis continues on the next (``f = x^T A x +`` / ``b^T x``), as in index
+    notation; a line that starts with '+' or '-' after a statement is refused, since it would be
+    a statement of its own, the output, silently dropping the line above."""
+    lines: list[tuple[int, str]] = []
+    open_ = False
+    for number, line in enumerate(text.split("\n"), 1):
+        code = line.split("#", 1)[0].rstrip("\r")
+        if open_ and lines:
+            lines[-1] = (lines[-1][0], lines[-1][1] + " " + code.strip())
+        elif code.strip().startswith(("+", "-")) and lines and not lines[-1][1].rstrip().endswith(";"):
+            sign = code.strip()[0]
+            raise ParseError(
+                f"syntax error: line {number} starts with {sign!r}, which would make it a statement of its own "
+                f"(the output) rather than the rest of the line above: end that line with {sign!r}, or wrap the "
+                "expression in parentheses, to continue it",
+                text,
+                number,
+                len(code) - len(code.lstrip()) + 1,
+            )
+        elif code.strip():
+            lines.append((number, code))
+        if lines:
+            joined = lines[-1][1]
+            stripped = joined.rstrip()
+            open_ = joined.count("(") > joined.count(")") or stripped.endswith(("+", "-", "*", "/", "^", "=", "("))
+    return lines
 
 
 def _parse_line(text: str):
