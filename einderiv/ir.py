@@ -228,18 +228,7 @@ def walk(expr: Expr):
     while stack:
         node = stack.pop()
         yield node
-        if isinstance(node, Neg):
-            stack.append(node.operand)
-        elif isinstance(node, Add):
-            stack.extend(reversed(node.terms))
-        elif isinstance(node, Mul):
-            stack.extend(reversed(node.factors))
-        elif isinstance(node, Div):
-            stack.extend([node.denominator, node.numerator])
-        elif isinstance(node, Call):
-            stack.append(node.arg)
-        elif isinstance(node, Pow):
-            stack.append(node.base)
+        stack.extend(reversed(children(node)))
 
 
 def precedence(node: Expr) -> Precedence:

@@ -18,7 +18,7 @@ from lark.visitors import Transformer_NonRecursive
 from . import limits
 from .elementwise import FUNCTIONS, MATRIX_FUNCTIONS, REDUCTIONS, call_glyphs, known_functions
 from .errors import EinderivError, IndexRuleError, ParseError
-from .ir import Add, Call, Delta, Div, MatrixCall, Mul, Neg, Number, Pow, Program, Statement, Tensor, walk
+from .ir import Add, Call, Delta, Div, MatrixCall, Mul, Neg, Number, Pow, Program, Statement, Tensor, children, walk
 
 GRAMMAR_FILE = "einderiv.lark"
 DELTA_NAME = "delta"
@@ -766,22 +766,6 @@ def nesting_depth(expr) -> int:
     while stack:
         node, depth = stack.pop()
         deepest = max(deepest, depth)
-        for child in _children(node):
+        for child in children(node):
             stack.append((child, depth + 1))
     return deepest
-
-
-def _children(node) -> tuple:
-    if isinstance(node, Neg):
-        return (node.operand,)
-    if isinstance(node, Add):
-        return node.terms
-    if isinstance(node, Mul):
-        return node.factors
-    if isinstance(node, Div):
-        return (node.numerator, node.denominator)
-    if isinstance(node, Call):
-        return (node.arg,)
-    if isinstance(node, Pow):
-        return (node.base,)
-    return ()
