@@ -309,11 +309,13 @@ def _counted(term: Term, free: frozenset[str]) -> dict[str, str]:
     return {i: "=" + count_letter(i) for i in in_deltas - elsewhere - free}
 
 
-def canonical_key(term: Term, free: frozenset[str], depth: int = 0) -> tuple:
+def canonical_key(term: Term, free: frozenset[str], depth: int = 0, counts: bool = True) -> tuple:
     """A key equal for two terms exactly when they differ only by names of summed indices
     and the order of factors (within a bounded search over orderings of look-alike factors).
-    A summed index that only deltas carry keeps its name (:func:`_counted`)."""
-    counted = _counted(term, free) if depth == 0 else {}  # (inside a call, as before: see README)
+    A summed index that only deltas carry keeps its name (:func:`_counted`), unless ``counts``
+    is false (comparing a printed text with the form it came from, whose counts it may spell
+    with other letters)."""
+    counted = _counted(term, free) if depth == 0 and counts else {}  # (inside a call, as before)
     visible = free | frozenset(counted)
     ordered = sorted(term.factors, key=lambda f: _shape_key(f, visible))
     groups = [list(g) for _, g in itertools.groupby(ordered, key=lambda f: _shape_key(f, visible))]
@@ -405,10 +407,11 @@ def rebuild_constant_calls(term: Term) -> list[Term]:
     return [term]
 
 
-def simplify(terms, indices: Indices) -> Poly:
+def simplify(terms, indices: Indices, counts: bool = True) -> Poly:
     """Contract deltas, collect like terms (up to renaming summed indices) and drop zeros.
 
     The first-seen spelling of each collected term is kept, so results read like the input.
+    ``counts`` as for :func:`canonical_key`.
     """
     free = frozenset(indices)
     collected: dict[tuple, list] = {}
@@ -418,7 +421,7 @@ def simplify(terms, indices: Indices) -> Poly:
         merged = merge_powers(contract_deltas(original, free))
         for term in (part for t in merged for part in rebuild_constant_calls(t)):
             term = contract_deltas(term, free)  # u^a u^-a = 1 leaves delta_ii: 1 where i is used
-            key = canonical_key(term, free)
+            key = canonical_key(term, free, counts=counts)
             if key in collected:
                 collected[key][0] += term.coeff
             else:
@@ -465,7 +468,7 @@ def equivalent(a: Poly, b: Poly, powers_as_products: bool = False) -> bool:
         return False
     spelled = _repeated if powers_as_products else (lambda t: t)
     terms = [spelled(t) for t in a.terms] + [spelled(t).scaled(Fraction(-1)) for t in b.terms]
-    return not simplify(terms, a.indices).terms
+    return not simplify(terms, a.indices, counts=False).terms
 
 
 def multiply(left: list[Term], right: list[Term], keep: set[str], avoid: set[str] | None = None) -> list[Term]:
