@@ -338,7 +338,8 @@ class StraightLine:
             carried = {i for t in rests for f in t.factors for i in f.indices}
             combined_free = tuple(i for i in shared.indices if i in carried) + key[2]
             for g in (g for t in rests for g in t.factors if set(combined_free) <= set(g.indices)):
-                combined_free = tuple(i for i in g.indices if i in combined_free)  # laid out as Y_in holds it
+                # laid out as Y_in holds it (a diagonal A_jj holds j once)
+                combined_free = tuple(dict.fromkeys(i for i in g.indices if i in combined_free))
                 break
             common = _common_coefficient([t.coeff for t in rests])
             rests = sorted((Term(t.coeff / common, t.factors) for t in rests), key=lambda t: t.coeff < 0)

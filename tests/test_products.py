@@ -348,3 +348,26 @@ def test_weighted_column_sums_are_the_einsum(shape):
         assert "column sums" in repr(function)
         expected = np.einsum(subscripts, *operands)
         np.testing.assert_allclose(function(*operands), expected, rtol=1e-10, atol=1e-10, equal_nan=True)
+
+
+@pytest.mark.parametrize("scale", ["u_i", "s"])
+def test_a_hessian_diagonal_whose_shared_factor_is_a_diagonal_keeps_one_axis(scale):
+    # found by the random-program test: sharing a factor laid the combined array out as a
+    # diagonal factor A_jj wrote it, (j, j), and opt_einsum refused the output 'jj'
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    jnp = jax.numpy
+    source = f"t1_i = logsumexp_j(((0.5 + ({scale})(u_i)) + A_ij)); f = t1_i M_ik u_k"
+    rng = np.random.default_rng(0)
+    u, A, M, s = rng.normal(size=3), rng.normal(size=(3, 4)), rng.normal(size=(3, 3)), np.float64(0.4)
+
+    def f(u):
+        first = u if scale == "u_i" else s
+        t1 = jax.scipy.special.logsumexp(0.5 + (first * u)[:, None] + A, axis=1)
+        return t1 @ M @ u
+
+    expected = np.diag(np.asarray(jax.hessian(f)(jnp.asarray(u))))
+    arrays = {"u": u, "A": A, "M": M, "s": s}
+    diagonal = einderiv.hessian_diag(source, "u")
+    got = diagonal(**{k: v for k, v in arrays.items() if k in diagonal.ranks})
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
