@@ -267,7 +267,7 @@ class Contraction:
                 # one plain contraction: the common intermediate, with no bookkeeping
                 ops = [values[n] for n in names]
                 value = contraction(*ops)
-                if _fresh(value, ops):
+                if own_array(value, ops):
                     return value
                 return np.array(value, dtype=dtype)
         result = None
@@ -301,7 +301,7 @@ class Contraction:
                 scale_at = view
                 if coeff == -1.0 and result is not None:  # a - b: no scaled copy of b
                     value, subtract = contraction(*ops), True
-                    fresh = _fresh(value, ops)
+                    fresh = own_array(value, ops)
                 elif scale_at is not None:
                     ops[scale_at] = ops[scale_at] * coeff
                     value, fresh = contraction(*ops), True
@@ -310,7 +310,7 @@ class Contraction:
                     if coeff is not None:
                         value, fresh = value * coeff, True
                     else:  # a result of its own, not an operand or a view of one
-                        fresh = _fresh(value, ops)
+                        fresh = own_array(value, ops)
             if not fresh and donated and len(names) == 1 and names[0] in donated and value is values[names[0]]:
                 fresh = type(value) is np.ndarray and value.flags.writeable
             if value.shape != bshape:
@@ -335,11 +335,11 @@ class Contraction:
         return result
 
 
-def _fresh(value, operands) -> bool:
-    """Whether ``value`` is an array of its own that this evaluation may write into: not an
-    operand or a view of one.  A product opt_einsum returns as a transposed view of the BLAS
-    result counts (its memory is no operand's), so ``E = U V^T - Y`` subtracts in place rather
-    than allocating a second M x N array."""
+def own_array(value, operands) -> bool:
+    """Whether ``value`` is an array of its own that this evaluation may write into: not one of
+    ``operands`` (a step's operands, or every other value of the program) or a view of one.  A
+    product opt_einsum returns as a transposed view of the BLAS result counts (its memory is no
+    operand's), so ``E = U V^T - Y`` subtracts in place rather than allocating a second M x N array."""
     return (
         type(value) is np.ndarray
         and value.flags.writeable
@@ -602,4 +602,12 @@ def _reduced_first(inputs: list[str], output: str, shapes: list[tuple]):
     return _ReducedFirst(tuple(scalars), sums, tuple(rest), inner, ",".join(inputs) + "->" + output, tuple(totals))
 
 
-__all__ = ["Contraction", "ResolvedTerm", "SymmetricGram", "contraction_for", "path_cost", "resolve_deltas"]
+__all__ = [
+    "Contraction",
+    "ResolvedTerm",
+    "SymmetricGram",
+    "contraction_for",
+    "own_array",
+    "path_cost",
+    "resolve_deltas",
+]

@@ -13,7 +13,6 @@ integer k >= 2 counts as k factors u (so ``s_n`` comes out of ``s_n^2``).
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections import Counter
 from fractions import Fraction
@@ -21,7 +20,7 @@ from fractions import Fraction
 from .index_names import is_count
 from .ir import Add, Div, Expr, Mul, Neg, Number
 from .lower import normalize
-from .normal import Apply, Poly, Term, equivalent
+from .normal import Apply, Poly, Term, common_coefficient, equivalent
 from .printing import atom_to_expr, count_letters_apart, counts_printed, term_to_expr, to_expr
 
 #: printed terms a sum may have before factoring is not tried (a long sum reads as it is)
@@ -65,14 +64,6 @@ def _term(coeff: Fraction, atoms: Counter, order: list) -> Term:
     return Term(coeff, tuple(factors))
 
 
-def _common_factor(coeffs: list[Fraction]) -> Fraction:
-    """The greatest common divisor of the coefficients, signed like the first."""
-    numerator = math.gcd(*(c.numerator for c in coeffs))
-    denominator = math.lcm(*(c.denominator for c in coeffs))
-    g = Fraction(numerator, denominator)
-    return g if coeffs[0] > 0 else -g
-
-
 def _build(
     parts: list[tuple[Fraction, Counter]],
     order: list,
@@ -111,7 +102,7 @@ def _pull(best, sharing, common, parts, order, visible, nested, leading, outputs
     """The sum with ``common`` pulled out of the terms ``sharing`` (those holding ``best``)."""
     others = [p for p in parts if best not in p[1]]
     coeffs = [c for c, _ in sharing]
-    g = _common_factor(coeffs) if all(c < 0 for c in coeffs) else abs(_common_factor(coeffs))
+    g = common_coefficient(coeffs)
     if any(c < 0 and not (atoms - common) for c, atoms in sharing) and g > 0:
         g = -g  # a group that starts with a positive number: -(1 - t^2), not (t^2 - 1)
     inner = sorted(((c / g, atoms - common) for c, atoms in sharing), key=lambda p: bool(p[1]))

@@ -297,6 +297,14 @@ def _apply_key(atom: Apply, depth: int) -> tuple:
     return ("Apply", atom.func, str(atom.param), tuple(sorted(atom.indices)), inner)
 
 
+def common_coefficient(coeffs) -> Fraction:
+    """The greatest common divisor of ``coeffs``, negative where all of them are: ``-2 Y + 2 P``
+    is ``2 (P - Y)`` (the optimiser: one subtraction, the 2 on the smaller product), and a sum
+    that is all negative prints as ``-2 (a + b)`` (the printer)."""
+    g = Fraction(math.gcd(*(c.numerator for c in coeffs)), math.lcm(*(c.denominator for c in coeffs)))
+    return -g if all(c < 0 for c in coeffs) else g
+
+
 def _counted(term: Term, free: frozenset[str]) -> dict[str, str]:
     """The summed letters of ``term`` that only deltas carry (``delta_nn``: the length of n),
     each with the name a key keeps for it: no tensor of the term sizes such a letter, so

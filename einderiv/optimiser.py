@@ -10,13 +10,22 @@ linear solve; softmax and logsumexp are steps of their own, stable at any input.
 from __future__ import annotations
 
 import itertools
-import math
 from fractions import Fraction
 
 from .contraction import Contraction
 from .index_names import count_stem, is_count
 from .ir import Delta, Indices, Tensor
-from .normal import Apply, MatrixFn, Poly, Term, canonical_key, equivalent, is_reciprocal, rename_atom
+from .normal import (
+    Apply,
+    MatrixFn,
+    Poly,
+    Term,
+    canonical_key,
+    common_coefficient,
+    equivalent,
+    is_reciprocal,
+    rename_atom,
+)
 from .rewrites import logsumexp_parts
 from .steps import Contract, Elementwise, LogSumExp, MatrixFunction, Softmax, Solve, Step
 
@@ -36,18 +45,22 @@ def _pattern(f: Tensor, free: set[str]) -> tuple:
     return (f.name, tuple(i if i in free else names.setdefault(i, f"#{len(names)}") for i in f.indices))
 
 
-def _common_coefficient(coeffs: list[Fraction]) -> Fraction:
-    """The greatest common divisor of ``coeffs``, negative where all of them are: ``-2 Y + 2 P``
-    is ``2 (P - Y)``, so the combined array is one subtraction and the 2 scales the smaller
-    product that uses it."""
-    g = Fraction(math.gcd(*(c.numerator for c in coeffs)), math.lcm(*(c.denominator for c in coeffs)))
-    return -g if all(c < 0 for c in coeffs) else g
-
-
 def _atom_kind(atom) -> tuple:
     """An atom up to its index names, for ordering a term's factors before naming their indices."""
     name = getattr(atom, "name", None) or f"{getattr(atom, 'func', '')}({getattr(atom, 'matrix', '')})"
     return (type(atom).__name__, name, len(atom.indices))
+
+
+def _summed_names(others: list, varying, free: set[str], skip: set[str] = frozenset()) -> dict[str, str]:
+    """The summed indices of a term's other factors (in the order of their kinds) and then of
+    its ``varying`` factor, less ``skip``, named ``_c0``, ``_c1``, ...: the same names for two
+    terms equal up to the names of summed indices, so their rests compare equal."""
+    mapping: dict[str, str] = {}
+    for g in [*sorted(others, key=_atom_kind), varying]:
+        for i in g.indices:
+            if i not in free and i not in skip and i not in mapping:
+                mapping[i] = f"_c{len(mapping)}"
+    return mapping
 
 
 def _fresh(taken: set[str], prefix: str):
@@ -174,14 +187,7 @@ class StraightLine:
                 private = tuple(i for i in f.indices if i not in held)
                 if counts and private:
                     continue
-                mapping: dict[str, str] = {}
-                for g in sorted(others, key=_atom_kind):
-                    for i in g.indices:
-                        if i not in free and i not in mapping:
-                            mapping[i] = f"_c{len(mapping)}"
-                for i in f.indices:
-                    if i not in free and i not in private and i not in mapping:
-                        mapping[i] = f"_c{len(mapping)}"
+                mapping = _summed_names(others, f, free, skip=set(private))
                 rest = tuple(sorted(repr(rename_atom(g, mapping)) for g in others))
                 kept = frozenset(mapping.get(i, i) for i in f.indices if i not in private)
                 if counts:
@@ -205,7 +211,7 @@ class StraightLine:
                 back = {new: old for old, new in p_mapping.items()}
                 renamed = rename_atom(g, {i: back[n] for i, n in mapping.items() if n in back})
                 coeffs = [terms[p_number].coeff, terms[number].coeff]
-                common = _common_coefficient(coeffs)
+                common = common_coefficient(coeffs)
                 parts = sorted(
                     (Term(coeffs[0] / common, (f,)), Term(coeffs[1] / common, (renamed,))), key=lambda t: t.coeff < 0
                 )
@@ -341,7 +347,7 @@ class StraightLine:
                 # laid out as Y_in holds it (a diagonal A_jj holds j once)
                 combined_free = tuple(dict.fromkeys(i for i in g.indices if i in combined_free))
                 break
-            common = _common_coefficient([t.coeff for t in rests])
+            common = common_coefficient([t.coeff for t in rests])
             rests = sorted((Term(t.coeff / common, t.factors) for t in rests), key=lambda t: t.coeff < 0)
             inner = self._factor_shared(rests, set(combined_free))
             name = self._temp()
@@ -437,11 +443,7 @@ class StraightLine:
                     i for g in others for i in g.indices
                 }:
                     continue  # r_j c + u_j c: j is summed by the varying factor alone, and may be two sizes
-                mapping: dict[str, str] = {}
-                for g in [*sorted(others, key=lambda g: (g.name, len(g.indices))), f]:
-                    for i in g.indices:
-                        if i not in free and i not in mapping:
-                            mapping[i] = f"_c{len(mapping)}"
+                mapping = _summed_names(others, f, free)
                 rest = tuple(sorted((rename_atom(g, mapping) for g in others), key=repr))
                 varying = rename_atom(f, mapping)
                 key = (rest, tuple(sorted(set(varying.indices))))

@@ -44,6 +44,16 @@ class _Misplaced(Exception):
         self.token, self.message = token, message
 
 
+def leading_sign(line: int, sign: str) -> str:
+    """Why a line that starts with '+' or '-' after a statement is refused (index and matrix
+    notation alike): it would be a statement of its own, the output, dropping the line above."""
+    return (
+        f"syntax error: line {line} starts with {sign!r}, which would make it a statement of its own (the "
+        f"output) rather than the rest of the line above: end that line with {sign!r}, or wrap the expression "
+        "in parentheses, to continue it; name the statement (L = ...) if it stands alone"
+    )
+
+
 #: tokens after which a line break continues the statement: ``f = x_i +`` / ``x_i``
 _CONTINUES = frozenset({"ADDOP", "PLUS", "MINUS", "STAR", "SLASH", "CIRCUMFLEX", "EQUAL", "LPAR", "CALL"})
 #: tokens that end with an index list or a number, which a number may not follow unspaced
@@ -69,13 +79,7 @@ class _Lines:
                 yield token
                 continue
             if line_start and token in ("+", "-"):
-                raise _Misplaced(
-                    token,
-                    f"syntax error: line {token.line} starts with {str(token)!r}, which would make it a statement "
-                    "of its own (the output) rather than the rest of the line above: end that line with "
-                    f"{str(token)!r}, or wrap the expression in parentheses, to continue it; name the statement "
-                    "(L = ...) if it stands alone",
-                )
+                raise _Misplaced(token, leading_sign(token.line, str(token)))
             if (
                 token.type == "NUMBER"
                 and previous is not None
@@ -375,11 +379,8 @@ class _ToIR(Transformer_NonRecursive):
             raise _fail(denominator, "the exponent divides by zero", self.source)
         return Fraction(str(numerator)) / Fraction(str(denominator))
 
-    @v_args(inline=True)
-    def exponent_negative_ratio(self, numerator: Token, denominator: Token):
-        if Fraction(str(denominator)) == 0:
-            raise _fail(denominator, "the exponent divides by zero", self.source)
-        return -Fraction(str(numerator)) / Fraction(str(denominator))
+    def exponent_negative_ratio(self, children):
+        return -self.exponent_ratio(*children)
 
     @v_args(inline=True)
     def pow(self, base, exponent):

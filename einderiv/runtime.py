@@ -19,7 +19,7 @@ import opt_einsum
 
 from . import linalg
 from .backends import ArrayOps
-from .contraction import path_cost
+from .contraction import own_array, path_cost
 from .errors import EvaluationError
 from .linalg import generic_matrix_function, generic_solve, matrix_function, solve
 from .optimiser import StraightLine
@@ -219,11 +219,7 @@ def _donating(step: Contract, values, donated: frozenset[str]):
         return None  # one term: nothing is added in place
 
     def instruction(v, c=contraction, plan=plan, t=target, donated=tuple(donated)):
-        own = frozenset(
-            n
-            for n in donated
-            if type(v[n]) is np.ndarray and not any(np.may_share_memory(v[n], v[i]) for i in v if i != n)
-        )
+        own = frozenset(n for n in donated if own_array(v[n], [v[i] for i in v if i != n]))
         v[t] = c.execute(plan, v, own)
 
     return instruction

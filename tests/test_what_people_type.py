@@ -441,6 +441,12 @@ def test_a_left_hand_index_free_in_some_term_still_broadcasts_the_others():
         ("f = det A", "'det' is a matrix function: write det(M)", 5),
         ("f = x_i(1 - x_i)", "put a space or '*' before '('", 5),
         ("f = A^T_ij x_j", "a transpose in index notation swaps the indices", 7),
+        ("f = x_i**2", "a power is written with '^'", 9),
+        ("f = xᵢ yᵢ", "indices follow an underscore", 6),
+        ("f = max_i(x_i)", "max is not supported", 5),
+        ("f = x_i^(a + 1)", "an exponent is a number", 10),
+        ("f = A^{-1}_ij x_j", "an inverse is inv(A)_ij", 7),
+        ("f = x_i^(1/0)", "divides by zero", 12),
     ],
 )
 def test_near_miss_spellings_get_an_error_that_says_what_to_write(source, message, column):
@@ -467,19 +473,3 @@ def test_a_rational_exponent_in_parentheses_is_exact_and_reads_back(p, q):
     numeric = central_difference(lambda x: (x ** (p / q)).sum(), {"x": x}, "x")
     np.testing.assert_allclose(numeric, gradient(x=x), rtol=1e-7)
     np.testing.assert_allclose(einderiv.compile(str(gradient))(x=x), gradient(x=x), rtol=1e-14)
-
-
-@pytest.mark.parametrize(
-    "source, message",
-    [
-        ("f = x_i**2", "a power is written with '^'"),
-        ("f = xᵢ yᵢ", "indices follow an underscore"),
-        ("f = max_i(x_i)", "max is not supported"),
-        ("f = x_i^(a + 1)", "an exponent is a number"),
-        ("f = A^{-1}_ij x_j", "an inverse is inv(A)_ij"),
-        ("f = x_i^(1/0)", "divides by zero"),
-    ],
-)
-def test_more_near_misses_say_what_to_write(source, message):
-    with pytest.raises(einderiv.ParseError, match=re.escape(message)):
-        einderiv.compile(source)

@@ -13,7 +13,7 @@ from lark.exceptions import UnexpectedInput
 
 from .. import limits
 from ..errors import EinderivError, ParseError
-from ..parser import syntax_error
+from ..parser import leading_sign, syntax_error
 
 GRAMMAR = r"""
 ?start: sum
@@ -380,15 +380,8 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
         if open_ and lines:
             lines[-1] = (lines[-1][0], lines[-1][1] + " " + code.strip())
         elif code.strip().startswith(("+", "-")) and lines and not lines[-1][1].rstrip().endswith(";"):
-            sign = code.strip()[0]
-            raise ParseError(
-                f"syntax error: line {number} starts with {sign!r}, which would make it a statement of its own "
-                f"(the output) rather than the rest of the line above: end that line with {sign!r}, or wrap the "
-                "expression in parentheses, to continue it",
-                text,
-                number,
-                len(code) - len(code.lstrip()) + 1,
-            )
+            column = len(code) - len(code.lstrip()) + 1
+            raise ParseError(leading_sign(number, code.strip()[0]), text, number, column)
         elif code.strip():
             lines.append((number, code))
         if lines:
