@@ -17,7 +17,7 @@ from .emit import EinsumTerm, emit
 from .errors import DifferentiationError, EinderivError, EvaluationError, guarded
 from .factor import factored
 from .index_names import fresh_indices, is_count
-from .ir import Delta, Expr, Indices, Program, Statement, Tensor, derivative_name
+from .ir import Delta, Expr, Indices, MatrixCall, Program, Statement, Tensor, derivative_name, walk
 from .matrix.form import NoMatrixForm, matrix_text
 from .matrix.reading import Reading, accepts_notation, scalar_use_hint
 from .normal import Poly
@@ -681,8 +681,13 @@ def _with_forward(current: CheckedProgram, checked: CheckedProgram, names: set[s
     have = {d.name for d in current.definitions}
     wanted = set(names)
     for d in reversed(checked.definitions):
-        if d.name in wanted:
-            wanted |= references(d.poly) & set(forward)
+        if d.name in wanted:  # what it computes from, and what its printed statement names
+            shown = {
+                node.matrix if isinstance(node, MatrixCall) else node.name
+                for node in walk(d.display().rhs)
+                if isinstance(node, (Tensor, MatrixCall))
+            }
+            wanted |= (references(d.poly) | shown) & set(forward)
     kept = [d for d in checked.definitions if d.name in forward and (d.name in have or d.name in wanted)]
     rest = [d for d in current.definitions if d.name not in forward]
     ranks = {**current.ranks, **{d.name: len(d.indices) for d in kept}}

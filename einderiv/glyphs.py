@@ -44,8 +44,35 @@ def format_indices(indices: tuple[str, ...], braced: bool = False) -> str:
     return "_{" + ",".join(indices) + "}"
 
 
+LONG_DIGITS = 40
+
+
+def _scientific(value: Fraction) -> str:
+    """``1e308``, ``-2.5e-400``: exact where the value is a short decimal times a power of ten,
+    otherwise rounded to 17 significant digits (as many as a float64 holds)."""
+    sign = "-" if value < 0 else ""
+    value = abs(value)
+    exponent = int((value.numerator.bit_length() - value.denominator.bit_length()) * 0.30102999566398120)
+    while value >= Fraction(10) ** (exponent + 1):
+        exponent += 1
+    while value < Fraction(10) ** exponent:
+        exponent -= 1
+    scaled = value / Fraction(10) ** (exponent - 16)  # in [1e16, 1e17)
+    rounded = round(scaled)
+    if rounded >= 10**17:  # 9.99...95 rounded up to 10^17
+        rounded, exponent = rounded // 10, exponent + 1
+    digits = str(rounded).rstrip("0")
+    mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+    return f"{sign}{mantissa}e{exponent}"
+
+
 def format_number(value: Fraction) -> str:
-    """Exact text for a rational: ``2``, ``0.125``, and ``1/3`` when no finite decimal exists."""
+    """Exact text for a rational: ``2``, ``0.125``, and ``1/3`` when no finite decimal exists.
+    A rational of more than LONG_DIGITS digits (``2^10000``, ``(1e-300)^20``, what products
+    of constants build) is written in scientific notation (see :func:`_scientific`)."""
+    longest = max(value.numerator.bit_length(), value.denominator.bit_length())
+    if value and longest * 0.30103 > LONG_DIGITS:
+        return _scientific(value)
     if value.denominator == 1:
         return str(value.numerator)
     den = value.denominator

@@ -10,7 +10,8 @@
    exp(sum_i x_i^2), ``(x_i x_i)(y_i y_i)`` is (x.x)(y.y).
 4. A sum that is an operand is a tensor over the union of its terms' free indices, a term
    lacking one broadcast along it (``(x_i + 1)(y_i + 1)`` sums n products); a sum that stands
-   alone, as the right-hand side or one of its terms, is a list of terms summed one by one.
+   alone, as the right-hand side or one of its terms, or scaled by a scalar there
+   (``((y_n - X_nd w_d)^2 + lam w_d w_d) / 2``), is a list of terms summed one by one.
 5. Whatever is still free at the top and not on the left-hand side is summed.
 6. A letter contracted inside a group that also occurs free outside it in the same product
    (``exp(x_i y_i) z_i``) is legal but almost always a slip: an :class:`EinderivWarning`.
@@ -214,19 +215,69 @@ def _summed_log_exp(arg: Poly, over) -> list[Term]:
     return make_apply("log", simplify(exp_terms, outer))
 
 
+def standing_terms(expr, bound: frozenset[str] = frozenset(), scaled: bool = False) -> list[Expr] | None:
+    """Rule 4's split of a sum standing alone into the terms summed one by one, or None for a
+    single term.  Scaling by a scalar keeps a list of terms a list of terms, so that a statement
+    divided by 2 is half the statement: ``((y_n - X_nd w_d)^2 + lam w_d w_d) / 2`` is
+    ``(y_n - X_nd w_d)^2 / 2 + lam w_d w_d / 2``, not N copies of the regulariser.  A factor is
+    a scalar when every letter it writes outside its groups is contracted among the scalar
+    factors themselves, and none is the sum's or the left-hand side's.  A scaled sum whose terms
+    all leave the same letters free means the same either way and stays one operand (``scaled``)."""
+    if isinstance(expr, Add):
+        if scaled and len({frozenset(_Scope().group(t, bound)[1]) for t in expr.terms}) < 2:
+            return None
+        return list(expr.terms)
+    if isinstance(expr, Neg):
+        inner = standing_terms(expr.operand, bound, scaled)
+        return None if inner is None else [Neg(t) for t in inner]
+    if isinstance(expr, Mul) and len(expr.factors) == 1:
+        return standing_terms(expr.factors[0], bound, scaled)
+    if not (isinstance(expr, Div) or (isinstance(expr, Mul) and len(expr.factors) > 1)):
+        return None
+    sign, chain = _chain(expr)
+    split = {pos: standing_terms(f, bound, True) for pos, (f, divisor) in enumerate(chain) if not divisor}
+    split = {pos: parts for pos, parts in split.items() if parts is not None}
+    if not split:
+        return None
+    letters = [_free_letters(f, divisor, bound) for f, divisor in chain]
+    for pos, parts in split.items():
+        outside = Counter(i for k, names in enumerate(letters) if k != pos for i in names)
+        if any(c < 2 or i in bound or i in letters[pos] for i, c in outside.items()):
+            continue  # the other factors are not a scalar: the sum is an operand, broadcast
+
+        def scaled_part(part: Expr, pos: int = pos) -> Expr:
+            factors = [
+                Mul((part,)) if k == pos else Div(Number(Fraction(1)), f) if d else f for k, (f, d) in enumerate(chain)
+            ]
+            product = Mul(tuple(factors))
+            return Neg(product) if sign < 0 else product
+
+        return [scaled_part(part) for part in parts]
+    return None
+
+
+def _free_letters(factor, divisor: bool, bound: frozenset[str]) -> tuple[str, ...]:
+    """The letters a chain factor writes into its product: a tensor's every index (``A_ii``
+    beside ``A_ij`` shares its i), a group's free ones."""
+    if isinstance(factor, Number):
+        return ()
+    if isinstance(factor, (Tensor, Delta, MatrixCall)) and not divisor:
+        return tuple(factor.indices)
+    return _Scope().group(factor, bound)[1]
+
+
 def top_level(expr, bound: frozenset[str], scope: _Scope) -> list[Term]:
     """Rule 4's list of terms: a sum standing alone is split, each term lowered on its own."""
-    if isinstance(expr, Add):
-        out: list[Term] = []
-        for part in expr.terms:
-            out.extend(top_level(part, bound, scope))
-            if len(out) > limits.current().max_terms:
-                raise too_many_terms(len(out))
-        return out
-    if isinstance(expr, Neg):
-        return [t.scaled(Fraction(-1)) for t in top_level(expr.operand, bound, scope)]
-    terms, _, _ = scope.group(expr, bound)
-    return terms
+    parts = standing_terms(expr, bound)
+    if parts is None:
+        terms, _, _ = scope.group(expr, bound)
+        return terms
+    out: list[Term] = []
+    for part in parts:
+        out.extend(top_level(part, bound, scope))
+        if len(out) > limits.current().max_terms:
+            raise too_many_terms(len(out))
+    return out
 
 
 def lower(expr: Expr, context: frozenset[str]) -> list[Term]:

@@ -112,6 +112,32 @@ def _fail(token: Token, message: str, source: str) -> ParseError:
     return ParseError(message, source, token.line or 0, token.column or 0)
 
 
+MAX_DIGITS = 100
+
+
+def literal_problem(text: str) -> str | None:
+    """Why a numeric literal cannot be held exactly, or None: einderiv keeps numbers as exact
+    fractions, so ``1e5000`` (beyond float64, about 1.8e308), ``1e-5000`` (below its smallest,
+    about 5e-324) and a literal of more than MAX_DIGITS digits are refused, not built."""
+    mantissa = text.lower().split("e")[0]
+    digits = mantissa.replace(".", "").lstrip("0")
+    if len(digits.rstrip("0")) > MAX_DIGITS:
+        return f"the number {text[:20]}{'...' * (len(text) > 20)} has more than {MAX_DIGITS} significant digits"
+    value = float(text)  # inf or 0.0 for an exponent out of range, however long
+    if value == float("inf"):
+        return f"the number {text} is beyond float64's range (about 1.8e308)"
+    if value == 0 and digits:
+        return f"the number {text} is below float64's smallest (about 5e-324): write 0 if you mean it"
+    return None
+
+
+def _literal(token: Token, source: str) -> Fraction:
+    problem = literal_problem(str(token))
+    if problem is not None:
+        raise _fail(token, problem, source)
+    return Fraction(str(token))
+
+
 _TOKEN_WORDS = {
     "PLUS": "'+'",
     "ADDOP": "'+' or '-'",
@@ -325,7 +351,7 @@ class _ToIR(Transformer_NonRecursive):
     # ``(a / b) c`` is Mul((Mul((Div(a, b),)), c)), while ``a / b c`` is one chain Mul((Div(a, b), c)).
     @v_args(inline=True)
     def number(self, token: Token):
-        return Number(Fraction(str(token)))
+        return Number(_literal(token, self.source))
 
     @v_args(inline=True)
     def paren(self, inner):
@@ -366,18 +392,18 @@ class _ToIR(Transformer_NonRecursive):
 
     @v_args(inline=True)
     def exponent_positive(self, token: Token):
-        return Fraction(str(token))
+        return _literal(token, self.source)
 
     @v_args(inline=True)
     def exponent_negative(self, token: Token):
-        return -Fraction(str(token))
+        return -_literal(token, self.source)
 
     @v_args(inline=True)
     def exponent_ratio(self, numerator: Token, denominator: Token):
         """``x_i^(1/2)``, ``x_i^(2/3)``: an exact rational exponent."""
-        if Fraction(str(denominator)) == 0:
+        if _literal(denominator, self.source) == 0:
             raise _fail(denominator, "the exponent divides by zero", self.source)
-        return Fraction(str(numerator)) / Fraction(str(denominator))
+        return _literal(numerator, self.source) / _literal(denominator, self.source)
 
     def exponent_negative_ratio(self, children):
         return -self.exponent_ratio(*children)

@@ -421,8 +421,10 @@ def _needed(program: CheckedProgram, everything_written: bool) -> set[str]:
             continue
         needed |= references(d.poly)
         for hint in d.hints:
-            if hint[0] == "poly" and (everything_written or d.indices):
+            if hint[0] == "poly" and everything_written:
                 needed |= hint[1].tensor_names()
+            elif hint[0] == "poly" and d.indices:  # evaluation sizes axes by inputs, not by what it need not compute
+                needed |= hint[1].tensor_names() - defined
             elif hint[0] == "axis":
                 needed.add(hint[2])
             elif hint[0] == "names":

@@ -10,8 +10,8 @@ one ``np.einsum`` per product and no normal form, expansion or renaming:
    group (parentheses, a call's argument, a power's base, a divisor) is one factor there, its
    free indices counting once;
 4. a sum used as an operand is a tensor over the union of its terms' free indices
-   (broadcast); a sum standing alone (the right-hand side, or one of its terms) is a list of
-   terms, each summed on its own;
+   (broadcast); a sum standing alone (the right-hand side, or one of its terms, or either
+   scaled by a scalar there) is a list of terms, each summed on its own;
 5. what is still free at the top and not on the left-hand side is summed.
 """
 
@@ -129,22 +129,56 @@ class Reference:
         return sign * np.einsum(spec, *operands), out
 
     def statement_value(self, rhs, lhs: tuple[str, ...]) -> np.ndarray:
-        total = np.zeros((self.size,) * len(lhs))
-        for sign, term in _top_terms(rhs, 1.0):
-            value, axes = self.group(term, frozenset(lhs))
-            kept = [a for a in axes if a in lhs]
-            value = np.einsum(f"{''.join(axes)}->{''.join(kept)}", value) if axes else value
-            total = total + sign * _full(value, kept, list(lhs), self.size)
-        return total
+        """Rule 4 at the top: a sum standing alone (nested sums, signs, and scaling by a scalar
+        included) is the total of its terms, each summed on its own."""
+        if isinstance(rhs, Add):
+            return sum(self.statement_value(t, lhs) for t in rhs.terms)
+        if isinstance(rhs, Neg):
+            return -self.statement_value(rhs.operand, lhs)
+        if isinstance(rhs, Mul) and len(rhs.factors) == 1:
+            return self.statement_value(rhs.factors[0], lhs)
+        if isinstance(rhs, Div) or isinstance(rhs, Mul):
+            scaled = self._scaled(rhs, lhs)
+            if scaled is not None:
+                return scaled
+        value, axes = self.group(rhs, frozenset(lhs))
+        kept = [a for a in axes if a in lhs]
+        value = np.einsum(f"{''.join(axes)}->{''.join(kept)}", value) if axes else value
+        return _full(value, kept, list(lhs), self.size)
+
+    def _scaled(self, expr, lhs):
+        """A product of scalars and one factor that is a sum standing alone: the scalars' total
+        times that factor's value at the top, or None when the other factors are not scalars."""
+        sign, chain = _chain(expr)
+        parts = []
+        for factor, divisor in chain:
+            if isinstance(factor, (Tensor, Delta, MatrixCall, Number)) and not divisor:
+                parts.append((self.operand(factor), list(getattr(factor, "indices", ()))))
+            else:
+                value, axes = self.group(factor, frozenset(lhs))
+                parts.append((1 / value if divisor else value, axes))
+        for pos, (factor, divisor) in enumerate(chain):
+            if divisor or not _sum_like(factor):
+                continue
+            others = [p for k, p in enumerate(parts) if k != pos]
+            counts = Counter(i for _, axes in others for i in axes)
+            if any(c < 2 or i in lhs or i in parts[pos][1] for i, c in counts.items()):
+                continue
+            spec = ",".join("".join(axes) for _, axes in others) + "->"
+            scale = np.einsum(spec, *(v for v, _ in others)) if others else 1.0
+            return sign * scale * self.statement_value(factor, lhs)
+        return None
 
 
-def _top_terms(expr, sign):
-    """Rule 4: the right-hand side's sum (nested sums and signs included) as signed terms."""
+def _sum_like(expr) -> bool:
+    """A sum, a signed or parenthesised one, or a product holding one: what rule 4 may split."""
+    while isinstance(expr, Neg) or (isinstance(expr, Mul) and len(expr.factors) == 1):
+        expr = expr.operand if isinstance(expr, Neg) else expr.factors[0]
     if isinstance(expr, Add):
-        return [t for part in expr.terms for t in _top_terms(part, sign)]
-    if isinstance(expr, Neg):
-        return _top_terms(expr.operand, -sign)
-    return [(sign, expr)]
+        return True
+    if isinstance(expr, (Mul, Div)):
+        return any(not divisor and _sum_like(f) for f, divisor in _chain(expr)[1])
+    return False
 
 
 def evaluate_program(program: Program, arrays: dict, size: int, output: str = "f") -> np.ndarray:

@@ -287,9 +287,9 @@ def test_declared_ranks_choose_matrix_notation_for_text_without_indices():
     compiled = einderiv.compile("y = A x", ranks={"A": 2, "x": 1})
     assert compiled.reading.notation == "matrix"
     np.testing.assert_allclose(compiled(A=A, x=x), A @ x, rtol=1e-12)
-    with pytest.raises(IndexRuleError, match="ranks= declares 'A' with rank 2"):
+    with pytest.raises(IndexRuleError, match=r"'A' is declared with rank 2 \(ranks= or --rank\)"):
         einderiv.compile("y = A x", notation="index", ranks={"A": 2})
-    with pytest.raises(IndexRuleError, match="declares 'A' with rank 1"):
+    with pytest.raises(IndexRuleError, match="'A' is declared with rank 1"):
         einderiv.compile("y_i = A_ij x_j", ranks={"A": 1})
     assert einderiv.compile("y_i = A_ij x_j", ranks={"A": 2, "x": 1}).reading.notation == "index"
 

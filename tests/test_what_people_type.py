@@ -129,7 +129,35 @@ CASES = [
     ("K_pq = R_mp R_mq", {"R": "R"}, lambda R: R.T @ R),
     ("f = (x_i - mu_i)(x_i - mu_i)", {"x": "x", "mu": "mu"}, lambda x, mu: ((x - mu) ** 2).sum()),
     ("f = x_i x_i x_j x_j", {"x": "x"}, lambda x: (x @ x) ** 2),
-    ("f = 2 (x_i + 1)", {"x": "x"}, lambda x: 2 * (x + 1).sum()),
+    # scaling a sum standing alone by a scalar scales each of its terms: f / 2 is half of f
+    ("f = 2 (x_i + 1)", {"x": "x"}, lambda x: 2 * (x.sum() + 1)),
+    ("f = (x_i + 1) / 2", {"x": "x"}, lambda x: (x.sum() + 1) / 2),
+    ("f = -1 (x_i + 1)", {"x": "x"}, lambda x: -x.sum() - 1),
+    ("f = 2 (3 (x_i + 1) - y_j) / 6", {"x": "x", "y": "y"}, lambda x, y: (3 * (x.sum() + 1) - y.sum()) / 3),
+    ("f = (x_i + 1) / sum_n(a_n)", {"x": "x", "a": "a"}, lambda x, a: (x.sum() + 1) / a.sum()),
+    ("f = (x_j x_j) (x_i + 1)", {"x": "x"}, lambda x: (x @ x) * (x.sum() + 1)),
+    (
+        "L = ((y_n - X_nd w_d)^2 + lam w_d w_d) / 2",
+        {"y": "yn", "X": "X", "w": "w", "lam": "lam"},
+        lambda y, X, w, lam: ((y - X @ w) ** 2).sum() / 2 + lam * w @ w / 2,
+    ),
+    (
+        "L = 0.5 ((y_n - X_nd w_d)^2 + lam w_d w_d)",
+        {"y": "yn", "X": "X", "w": "w", "lam": "lam"},
+        lambda y, X, w, lam: ((y - X @ w) ** 2).sum() / 2 + lam * w @ w / 2,
+    ),
+    (
+        "L = -(y_n log(sigmoid(X_nd w_d)) + (1 - y_n) log(1 - sigmoid(X_nd w_d))) / N + lam w_d w_d",
+        {"y": "yn", "X": "X", "w": "w", "N": "s", "lam": "lam"},
+        lambda y, X, w, N, lam: (
+            -(y * np.log(sigmoid(X @ w)) + (1 - y) * np.log(1 - sigmoid(X @ w))).sum() / N + lam * w @ w
+        ),
+    ),
+    # ... while a sum that is an operand of anything with an index, a power or a reduction broadcasts
+    ("f = 2 (x_i + 1)^2", {"x": "x"}, lambda x: 2 * ((x + 1) ** 2).sum()),
+    ("f = b_i (x_i + 1)", {"b": "b", "x": "x"}, lambda b, x: (b * (x + 1)).sum()),
+    ("f = 2 sum_i(x_i + 1)", {"x": "x"}, lambda x: 2 * (x + 1).sum()),
+    ("f = b_j (x_i + 1)", {"b": "b", "x": "x"}, lambda b, x: b.sum() * (x + 1).sum()),
     ("f = (x_i + 1)", {"x": "x"}, lambda x: x.sum() + 1),  # parentheses around the right-hand side change nothing
     ("f = -(x_i + 1)", {"x": "x"}, lambda x: -x.sum() - 1),  # a negated sum standing alone: terms one by one
     ("f = x_i / 2", {"x": "x"}, lambda x: x.sum() / 2),
@@ -473,3 +501,111 @@ def test_a_rational_exponent_in_parentheses_is_exact_and_reads_back(p, q):
     numeric = central_difference(lambda x: (x ** (p / q)).sum(), {"x": x}, "x")
     np.testing.assert_allclose(numeric, gradient(x=x), rtol=1e-7)
     np.testing.assert_allclose(einderiv.compile(str(gradient))(x=x), gradient(x=x), rtol=1e-14)
+
+
+@pytest.mark.parametrize("scale", ["0.5", "1 / 3", "-2", "lam", "sum_n(a_n)"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "(y_n - X_nd w_d)^2 + lam w_d w_d",
+        "x_i + 1",
+        "x_i A_ij x_j - b_i x_i + s",
+        "sum_n(a_n) - x_i y_i + y_j",
+    ],
+)
+def test_a_statement_times_a_scalar_is_the_scalar_times_the_statement(scale, body):
+    arrays = {**_arrays({"y": "yn", "X": "X", "w": "w", "lam": "lam", "x": "x", "A": "A", "b": "b", "s": "s"})}
+    arrays["a"], arrays["y"] = ARRAYS["a"], ARRAYS["yn"] if "y_n" in body else ARRAYS["y"]
+    factor = {"0.5": 0.5, "1 / 3": 1 / 3, "-2": -2.0, "lam": float(ARRAYS["lam"]), "sum_n(a_n)": ARRAYS["a"].sum()}
+    plain = einderiv.compile(f"f = {body}")
+    used = {k: v for k, v in arrays.items() if k in plain.inputs}
+    for text in (f"f = {scale} ({body})", f"f = ({body}) * {scale}", f"f = ({body}) / (1 / ({scale}))"):
+        scaled = einderiv.compile(text)
+        inputs = {k: v for k, v in arrays.items() if k in scaled.inputs}
+        np.testing.assert_allclose(scaled(**inputs), factor[scale] * plain(**used), rtol=1e-12, err_msg=text)
+        wrt = "w" if "w_d" in body else "x"
+        np.testing.assert_allclose(
+            einderiv.grad(text, wrt)(**inputs), factor[scale] * einderiv.grad(f"f = {body}", wrt)(**used), rtol=1e-11
+        )
+    np.testing.assert_allclose(einderiv.evaluate(f"f = -({body})", used), -plain(**used), rtol=1e-12)
+
+
+def test_the_ridge_loss_halved_has_the_textbook_gradient_and_reads_back():
+    X, y, w, lam = ARRAYS["X"], ARRAYS["yn"], ARRAYS["w"], float(ARRAYS["lam"])
+    gradient = einderiv.grad("L = ((y_n - X_nd w_d)^2 + lam w_d w_d) / 2", "w")
+    expected = X.T @ (X @ w - y) + lam * w  # Deisenroth et al., ch. 9: the ridge gradient
+    np.testing.assert_allclose(gradient(X=X, y=y, w=w, lam=lam), expected, rtol=1e-12)
+    np.testing.assert_allclose(einderiv.evaluate(str(gradient), X=X, y=y, w=w, lam=lam), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "source, message, column",
+    [
+        ("f = 1e5000 a", "beyond float64's range", 5),
+        ("f = a^1e99999999", "beyond float64's range", 7),
+        ("f = a^(1/1e5000)", "beyond float64's range", 10),
+        ("f = 1e-99999999 a", "below float64's smallest", 5),
+        ("f = " + "1" * 150 + " a", "more than 100 significant digits", 5),
+        ("f = 0." + "3" * 150 + " a", "more than 100 significant digits", 5),
+    ],
+)
+def test_a_number_a_float_cannot_hold_is_a_parse_error_not_a_hang(source, message, column):
+    with pytest.raises(einderiv.ParseError, match=re.escape(message)) as caught:
+        einderiv.compile(source)
+    assert caught.value.column == column
+
+
+@pytest.mark.parametrize(
+    "source, expected, value",
+    [
+        ("f = (1e300)^15 a", "1e4500", np.inf),
+        ("f = 2^1000 a", "1.0715086071862673e301", float(2**1000)),
+        ("f = (1e-300)^20 a", "1e-6000", 0.0),
+    ],
+)
+def test_a_constant_products_build_prints_in_scientific_notation(source, expected, value):
+    gradient = einderiv.grad(source, "a")
+    assert str(gradient) == f"df/da = {expected}"
+    with np.errstate(over="ignore"):
+        assert float(gradient(a=np.array(1.0))) == value
+    result = subprocess.run(
+        [sys.executable, "-m", "einderiv", "diff", source, "--wrt", "a"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and expected in result.stdout, result.stderr
+
+
+def test_an_upper_case_inverse_reads_matrix_notation_and_a_lower_case_one_a_reciprocal():
+    A, x = ARRAYS["A"] + 3 * np.eye(D), ARRAYS["x"]
+    assert einderiv.compile("z = A⁻¹ x", ranks={"A": 2, "x": 1}).read_as == "z_i = inv(A)_ij x_j"
+    np.testing.assert_allclose(einderiv.evaluate("z = A⁻¹ x", A=A, x=x), np.linalg.solve(A, x), rtol=1e-12)
+    assert str(einderiv.diff("z = A⁻¹ x", "x")).startswith("dz_i/dx_k = inv(A)_ik")
+    assert einderiv.evaluate("f = a⁻¹ b", a=np.array(2.0), b=np.array(3.0)) == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize(
+    "source", ["f = 1^T x", "f = (1)' x", "f = x^T 1", "f = x^T A 1", "f = x^T x 1", "f = (2)^T x"]
+)
+def test_matrix_notation_has_no_ones_vector_and_says_so(source):
+    with pytest.raises(einderiv.EinderivError, match=r"einderiv has no ones vector, so write sum\(x\)"):
+        einderiv.compile(source, ranks={"x": 1, "A": 2})
+    assert einderiv.evaluate("f = sum(x)", notation="matrix", x=ARRAYS["x"]) == pytest.approx(ARRAYS["x"].sum())
+
+
+def test_powers_in_parentheses_in_both_notations():
+    x, A = ARRAYS["a"], np.abs(ARRAYS["A"]) + 0.1
+    assert einderiv.evaluate("f = x_i^(2)", x=x) == pytest.approx((x**2).sum())
+    assert einderiv.evaluate("f = x_i^(-2)", x=x) == pytest.approx((x**-2.0).sum())
+    np.testing.assert_allclose(einderiv.evaluate("Z = A .^ (1/2)", A=A), np.sqrt(A), rtol=1e-14)
+    np.testing.assert_allclose(einderiv.evaluate("Z = A .^ (-1/2)", A=A), A**-0.5, rtol=1e-14)
+
+
+def test_a_printed_gradient_keeps_the_statements_its_printed_intermediates_use():
+    z, y = ARRAYS["v"], ARRAYS["onehot"]
+    source = "e_k = exp(z_k); p_k = e_k / sum_j(e_j); L = -y_k log(p_k)"
+    gradient = einderiv.grad(source, "z")
+    assert str(gradient).splitlines()[0] == "e_k = exp(z_k)"
+    expected = softmax(z) * y.sum() - y
+    np.testing.assert_allclose(gradient(z=z, y=y), expected, rtol=1e-12)
+    np.testing.assert_allclose(einderiv.evaluate(str(gradient), z=z, y=y), expected, rtol=1e-12)
+    # printed, but not computed: p is evaluated as a softmax of z
+    assert [step.target for step in gradient.steps][0] == "p"

@@ -55,15 +55,17 @@ _MARKS = re.compile(
     r"|'|ᵀ|⁻ᵀ|⊙|\.\*|\./|\.\^"  # x', xᵀ, X⁻ᵀ, elementwise operators (x², X⁻¹ are powers in both)
     r"|\b(?:tr|sum|mean|diag|norm2|softmax|logsumexp)\s*\("  # functions that index notation writes with indices
 )
+_INVERSE = re.compile(r"\b[A-Z][A-Za-z0-9]*\s*⁻¹")  # A⁻¹: a matrix's inverse
 _MATRIX_CALL = re.compile(r"\b(inv|det|logdet)\s*\(")
 
 
 def matrix_marks(text: str) -> bool:
     """Whether ``text`` uses something only matrix notation has: ``^T``, ``'``, ``⊙``, ``.*``,
-    ``./``, ``.^``, ``tr(``, ``sum(``, ``diag(``, ``norm2(``, ``inv(X)`` without indices following,
-    or ``inv``/``det``/``logdet`` of more than a name."""
+    ``./``, ``.^``, ``A⁻¹`` (of an upper-case name) in text without indices, ``tr(``, ``sum(``,
+    ``diag(``, ``norm2(``, ``inv(X)`` without indices following, or ``inv``/``det``/``logdet`` of
+    more than a name."""
     code = "\n".join(line.split("#", 1)[0] for line in text.split("\n"))
-    if _MARKS.search(code):
+    if _MARKS.search(code) or (_INVERSE.search(code) and "_" not in code):  # A⁻¹ x: an inverse; a⁻¹, x_i⁻¹: 1/x
         return True
     for match in _MATRIX_CALL.finditer(code):
         depth, end = 1, match.end()
@@ -377,7 +379,7 @@ def _check_declared(reading: Reading, used: Mapping[str, int]) -> None:
     for name, rank in reading.ranks:
         if name in used and used[name] != rank:
             raise IndexRuleError(
-                f"ranks= declares {name!r} with rank {rank}, but the index-notation text uses it with "
+                f"{name!r} is declared with rank {rank} (ranks= or --rank), but the index-notation text uses it with "
                 f"{used[name]} indices" + (" (for matrix notation pass notation='matrix')" if not used[name] else "")
             )
 

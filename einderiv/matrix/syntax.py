@@ -37,8 +37,10 @@ ELEMENTWISE: "⊙" | ".*" | "./"
         | postfix "^" exponent          -> power
         | postfix "^" "{" exponent "}"  -> power
         | postfix "^" "(" exponent ")"  -> power
+        | postfix "^" "(" ratio ")"     -> power
         | postfix ".^" exponent         -> elementwise_power
         | postfix ".^" "(" exponent ")" -> elementwise_power
+        | postfix ".^" "(" ratio ")"    -> elementwise_power
         | postfix ("'" | "ᵀ")            -> quote
         | postfix "⁻¹"                  -> inverse_power
         | postfix "⁻ᵀ"                  -> inverse_transpose_power
@@ -48,6 +50,9 @@ exponent: "T"                           -> transpose
         | "-" "T"                       -> inverse_transpose
         | NUMBER                        -> positive
         | "-" NUMBER                    -> negative
+
+ratio: NUMBER "/" NUMBER                -> positive_ratio
+     | "-" NUMBER "/" NUMBER            -> negative_ratio
 
 ?atom: NUMBER                           -> number
      | NAME                             -> name
@@ -212,6 +217,8 @@ def _node(kind: str, kids: list, column: int):
         return Call(str(kids[0])[:-1], kids[1], _column(kids[0]))
     if kind in ("transpose", "inverse_transpose", "positive", "negative"):
         return (kind, str(kids[0]) if kids else "")
+    if kind in ("positive_ratio", "negative_ratio"):  # A .^ (1/2): written as index notation writes it
+        return ("positive", f"({'-' * (kind == 'negative_ratio')}{kids[0]}/{kids[1]})")
     if kind == "neg":
         operand = kids[0]
         if isinstance(operand, Number) and not operand.text.startswith("-"):

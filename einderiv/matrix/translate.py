@@ -50,6 +50,12 @@ SCALAR, COLUMN, ROW, MATRIX = (False, False), (True, False), (False, True), (Tru
 _SHAPE_WORDS = {SCALAR: "a scalar", COLUMN: "a column vector", ROW: "a row vector", MATRIX: "a matrix"}
 
 
+_NO_ONES = (
+    "a number is a scalar: it has no transpose, and a 1 after a vector or matrix multiplies by 1; "
+    "einderiv has no ones vector, so write sum(x) for 1^T x, and sum(A) for 1^T A 1"
+)
+
+
 @dataclass(frozen=True)
 class Shaped:
     """A node's shape (has a row index, has a column index) and whether its index form may have a
@@ -154,6 +160,8 @@ class Reader:
         if isinstance(node, Neg):
             return self.shaped(node.operand)
         if isinstance(node, Transpose):
+            if isinstance(below_transposes(node.operand), Number):
+                raise self.fail(node, _NO_ONES)
             inner = self.shaped(node.operand)
             if inner.shape == SCALAR and isinstance(node.operand, Name):
                 self.penalties["a transposed scalar"] += 1
@@ -217,6 +225,8 @@ class Reader:
         return Shaped(widest, partial)
 
     def _infer_product(self, node: Product) -> Shaped:
+        if isinstance(node.right, Number) and node.right.text == "1" and not isinstance(node.left, Number):
+            raise self.fail(node.right, _NO_ONES)  # x^T 1, A 1: a ones vector, which matrix notation lacks
         left, right = self.shaped(node.left), self.shaped(node.right)
         if left.shape == SCALAR:
             return right
