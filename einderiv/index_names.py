@@ -27,6 +27,21 @@ def count_stem(index: str) -> str:
     return index.split("@", 1)[0]
 
 
+#: the statement part of a count that lowering made (``k#_`` for ``sum_k(c)``): the statement's
+#: own number replaces it once the statement is checked (``k#3``), with k's axes as its size
+LOWERED = "_"
+
+
+def lowered_count(letter: str) -> str:
+    """The count of ``letter``'s dimension as a reduction of a constant makes it (``k#_``): a
+    count is never renamed apart to a letter of another dimension (``sum_k(c) x_k``)."""
+    return f"{letter}{COUNT_MARK}{LOWERED}"
+
+
+def is_lowered_count(index: str) -> bool:
+    return count_stem(index).endswith(COUNT_MARK + LOWERED)
+
+
 def count_letter(index: str) -> str:
     """The letter a count prints with (``i`` for ``i#2``)."""
     return index.split(COUNT_MARK, 1)[0]

@@ -27,7 +27,7 @@ from fractions import Fraction
 
 from . import limits
 from .errors import EinderivError, EinderivWarning, IndexRuleError
-from .index_names import fresh_indices
+from .index_names import fresh_indices, lowered_count
 from .ir import Add, Call, Delta, Div, Expr, MatrixCall, Mul, Neg, Number, Pow, Tensor, renamed, walk
 from .normal import (
     MatrixFn,
@@ -181,6 +181,9 @@ class _Scope:
         body = [keep_sums(t, over) for t in terms]
         if expr.func == "mean":  # mean_R(u) = sum_R(u) / n_R
             body = [Term(t.coeff, t.factors + tuple(reciprocal(r) for r in over)) for t in body]
+        # a letter no term of the body writes counts the statement's dimension of that letter
+        written = {i for t in body for f in t.factors if not isinstance(f, Delta) for i in f.indices}
+        body = [_counting(t, set(over) - written) for t in body]
         # the summed R is private: apart from a left-hand side's i (f_i = a_i + sum_i(s) adds n s)
         return [rename_term_apart(t, outer, set(bound)) for t in body], outer, inner
 
@@ -206,6 +209,25 @@ def expr_factors(expr) -> list:
     sign, chain = _chain(expr)
     factors = [Div(Number(Fraction(1)), f) if divisor else f for f, divisor in chain]
     return [Number(sign), *factors] if sign != 1 else factors
+
+
+def _counting(term: Term, over) -> Term:
+    """``term`` with the ``delta_rr`` of a summed r it carries nowhere else as the count of r's
+    dimension (``sum_k(c)`` is K c): the product around it may rename r apart from its own
+    letters (``sum_k(c) x_k``), and a count keeps the dimension it counts."""
+    uses = Counter(i for f in term.factors for i in f.indices)
+    taken = term.index_names()
+    factors = []
+    for f in term.factors:
+        if isinstance(f, Delta) and f.first == f.second and f.first in over and uses[f.first] == 2:
+            name, k = lowered_count(f.first), 0
+            while name in taken:  # sum_i(sum_i(c)): two counts of I, I^2 (i#_@1 is sized as i#_)
+                k += 1
+                name = f"{lowered_count(f.first)}@{k}"
+            taken.add(name)
+            f = Delta(name, name)
+        factors.append(f)
+    return Term(term.coeff, tuple(factors))
 
 
 def _summed_log_exp(arg: Poly, over) -> list[Term]:

@@ -21,7 +21,7 @@ from fractions import Fraction
 
 from .differentiate import differentiate
 from .errors import IndexRuleError
-from .index_names import COUNT_MARK, fresh_indices, is_count
+from .index_names import COUNT_MARK, count_letter, count_stem, fresh_indices, is_count, is_lowered_count
 from .ir import Delta, Indices, MatrixCall, Program, Statement, Tensor, walk
 from .normal import (
     Apply,
@@ -278,6 +278,13 @@ def _own_counts(poly: Poly, written: tuple, number: int | str, lowered: tuple = 
             }
             for i, u in mapping.items():
                 hints.extend((u, tensor, axis) for tensor, axis in axes[i] if (u, tensor, axis) not in hints)
+            for i in counts:  # sum_k(c): k's dimension, wherever lowering renamed it (k#_@1)
+                letter = count_letter(i)
+                if is_lowered_count(i) and letter in axes:
+                    stem = f"{letter}{COUNT_MARK}{number}"
+                    mapping[i] = stem + i[len(count_stem(i)) :]
+                    new = [(stem, tensor, axis) for tensor, axis in axes[letter]]
+                    hints.extend(h for h in new if h not in hints)
             factors = []
             for f in term.factors:
                 if isinstance(f, Apply):

@@ -609,3 +609,28 @@ def test_a_printed_gradient_keeps_the_statements_its_printed_intermediates_use()
     np.testing.assert_allclose(einderiv.evaluate(str(gradient), z=z, y=y), expected, rtol=1e-12)
     # printed, but not computed: p is evaluated as a softmax of z
     assert [step.target for step in gradient.steps][0] == "p"
+
+
+@pytest.mark.parametrize(
+    "source, value, gradient",
+    [
+        # the sum of a constant over k counts the length the statement gives k (x's), K c sum(x)
+        ("f = sum_k(c) x_k", lambda c, x: len(x) * c * x.sum(), lambda c, x: len(x) * c * np.ones_like(x)),
+        ("f = mean_k(c) x_k", lambda c, x: c * x.sum(), lambda c, x: c * np.ones_like(x)),
+        ("f = sum_k(sum_k(c)) x_k", lambda c, x: len(x) ** 2 * c * x.sum(), lambda c, x: len(x) ** 2 * c + 0 * x),
+        (
+            "f = exp(sum_k(c) x_k / 10)",
+            lambda c, x: np.exp(len(x) * c * x / 10).sum(),
+            lambda c, x: len(x) * c / 10 * np.exp(len(x) * c * x / 10),
+        ),
+        ("f = sum_i(sum_i(sum_i(x_i)))", lambda c, x: len(x) ** 2 * x.sum(), lambda c, x: len(x) ** 2 + 0 * x),
+    ],
+)
+def test_a_sum_of_a_constant_counts_its_letter_however_the_product_renames_it(source, value, gradient):
+    c, x = np.array(0.7), ARRAYS["x"]
+    arrays = {"c": c, "x": x} if "c" in source else {"x": x}
+    np.testing.assert_allclose(einderiv.evaluate(source, **arrays), value(c, x), rtol=1e-12)
+    derivative = einderiv.grad(source, "x")
+    np.testing.assert_allclose(derivative(**arrays), gradient(c, x), rtol=1e-12)
+    numeric = central_difference(lambda x: value(c, x), {"x": x}, "x")
+    np.testing.assert_allclose(derivative(**arrays), numeric, rtol=1e-7)
