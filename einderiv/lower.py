@@ -246,7 +246,7 @@ def standing_terms(expr, bound: frozenset[str] = frozenset(), scaled: bool = Fal
     factors themselves, and none is the sum's or the left-hand side's.  A scaled sum whose terms
     all leave the same letters free means the same either way and stays one operand (``scaled``)."""
     if isinstance(expr, Add):
-        if scaled and len({frozenset(_Scope().group(t, bound)[1]) for t in expr.terms}) < 2:
+        if scaled and len({letters for t in expr.terms for letters in _leaf_letters(t, bound)}) < 2:
             return None
         return list(expr.terms)
     if isinstance(expr, Neg):
@@ -276,6 +276,15 @@ def standing_terms(expr, bound: frozenset[str] = frozenset(), scaled: bool = Fal
 
         return [scaled_part(part) for part in parts]
     return None
+
+
+def _leaf_letters(expr, bound: frozenset[str]) -> list[frozenset[str]]:
+    """The free letters of each term ``expr`` stands for once every sum standing alone in it is
+    split (``z_i + (x_i + 1)``: {i}, {i} and {}): the terms that are summed one by one."""
+    parts = standing_terms(expr, bound)
+    if parts is None:
+        return [frozenset(_Scope().group(expr, bound)[1])]
+    return [letters for part in parts for letters in _leaf_letters(part, bound)]
 
 
 def _free_letters(factor, divisor: bool, bound: frozenset[str]) -> tuple[str, ...]:

@@ -136,6 +136,9 @@ CASES = [
     ("f = 2 (3 (x_i + 1) - y_j) / 6", {"x": "x", "y": "y"}, lambda x, y: (3 * (x.sum() + 1) - y.sum()) / 3),
     ("f = (x_i + 1) / sum_n(a_n)", {"x": "x", "a": "a"}, lambda x, a: (x.sum() + 1) / a.sum()),
     ("f = (x_j x_j) (x_i + 1)", {"x": "x"}, lambda x: (x @ x) * (x.sum() + 1)),
+    ("f = 2 (y_i + (x_i + 1))", {"x": "x", "y": "y"}, lambda x, y: 2 * (y.sum() + x.sum() + 1)),
+    ("f = (y_i - (x_i + 1)) / 2", {"x": "x", "y": "y"}, lambda x, y: (y.sum() - x.sum() - 1) / 2),
+    ("f = 2 (y_i + 3 (x_i + 1))", {"x": "x", "y": "y"}, lambda x, y: 2 * (y.sum() + 3 * x.sum() + 3)),
     (
         "L = ((y_n - X_nd w_d)^2 + lam w_d w_d) / 2",
         {"y": "yn", "X": "X", "w": "w", "lam": "lam"},
@@ -511,6 +514,8 @@ def test_a_rational_exponent_in_parentheses_is_exact_and_reads_back(p, q):
         "x_i + 1",
         "x_i A_ij x_j - b_i x_i + s",
         "sum_n(a_n) - x_i y_i + y_j",
+        "y_i - (x_i + 1)",  # a bracketed sum standing alone inside: its 1 is not counted n times
+        "y_j + 3 (x_i + 1) - lam",
     ],
 )
 def test_a_statement_times_a_scalar_is_the_scalar_times_the_statement(scale, body):
