@@ -123,7 +123,7 @@ class Contraction:
         out_sizes, term_sizes = bind_sizes(self.poly, shapes, fixed, by_name=by_name)
         for index in self.poly.indices:
             if index not in out_sizes:
-                if index not in by_name:  # as written: tanh(A_ij - A_ij) is tanh(0), still A's shape
+                if by_name.get(index) is None:  # as written: tanh(A_ij - A_ij) is tanh(0), still A's shape
                     raise EvaluationError(f"the size of output index {index!r} cannot be inferred from the inputs")
                 out_sizes[index] = (by_name[index], "the statement as written")
         return out_sizes, term_sizes, tuple(out_sizes[i][0] for i in self.poly.indices)

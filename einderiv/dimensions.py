@@ -315,6 +315,7 @@ def bind_sizes(poly: Poly, shapes: Mapping[str, tuple[int, ...]], fixed=None, te
     for binder in binders:
         for index, (size, _) in binder.sizes.items():
             names[index] = size if names.get(index, size) == size else None
+    two_sizes = {i for i, size in (by_name or {}).items() if size is None}
     for term, _, resolve in top:
         sizes: dict[str, int] = {}
         for factor in term.factors:
@@ -324,17 +325,21 @@ def bind_sizes(poly: Poly, shapes: Mapping[str, tuple[int, ...]], fixed=None, te
                     if names.get(index) is None and is_count(index):  # a count renamed apart: its stem's size
                         names[index] = names.get(count_stem(index))
                     if names.get(index) is None:
-                        raise EvaluationError(
-                            f"the size of index {index!r} cannot be inferred: it appears only in deltas"
+                        why = (
+                            "the statements before it write it at two sizes"
+                            if index in two_sizes
+                            else "it appears only in deltas"
                         )
+                        raise EvaluationError(f"the size of index {index!r} cannot be inferred: {why}")
                     binder.bind(index, names[index], "the same index elsewhere in the statement")
                 sizes[index] = binder.sizes[index][0]
         per_term.append(sizes)
     return shared.sizes, per_term
 
 
-def sizes_by_name(hints, shapes) -> dict[str, int]:
-    """Every index name the hints' statements bind, with its size where that is unambiguous."""
+def sizes_by_name(hints, shapes) -> dict[str, int | None]:
+    """Every index name the hints' statements bind, with its size where that is unambiguous
+    (None where they bind it at two sizes)."""
     names: dict[str, int] = {}
     for hint in hints:
         if hint[0] == "names":  # (index, tensor, axis) as written in the statement
@@ -353,7 +358,7 @@ def sizes_by_name(hints, shapes) -> dict[str, int]:
                 continue
             for index, size in sizes.items():
                 names[index] = size if names.get(index, size) == size else None
-    return {k: v for k, v in names.items() if v is not None}
+    return names
 
 
 def fixed_sizes(hints, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, str]]:

@@ -15,13 +15,26 @@ from __future__ import annotations
 from dataclasses import replace
 from fractions import Fraction
 
-from .api import Derivative, Source, checked_program, diff, hessian, scalar_program, wrt_tensor
+from .api import (
+    Derivative,
+    Source,
+    _counts_read_back,
+    _sized_only_by_deltas,
+    _with_forward,
+    _with_root,
+    checked_program,
+    diff,
+    hessian,
+    scalar_program,
+    wrt_tensor,
+)
 from .errors import DifferentiationError, guarded
 from .gradients import grad
 from .ir import Indices, Mul, Number, Statement, Tensor
 from .matrix.reading import accepts_notation
 from .normal import Term, rename_apart, simplify
-from .program import CheckedProgram, Definition
+from .printing import count_axes_of
+from .program import CheckedProgram, Definition, references
 
 
 def _name_free(name: object, programs: tuple[CheckedProgram, ...], role: str, keyword: str) -> str:
@@ -87,18 +100,26 @@ def _contracted(program: CheckedProgram, tensor: Tensor, over: Indices) -> Check
     )
 
 
-def _renamed(derivative: Derivative, name: str, shape: tuple[str, ...], wrt=None) -> Derivative:
+def _renamed(derivative: Derivative, name: str, shape: tuple[str, ...], user: CheckedProgram, wrt=None) -> Derivative:
     """``derivative`` with its result printed as ``name_indices = ...`` and its shape line
-    naming ``shape`` (``L.shape + w.shape``)."""
+    naming ``shape`` (``L.shape + w.shape``).  Where the result counts a dimension only deltas
+    carry (``2 delta_ii v``, the HVP of ``sum_i((x_i + lam)^2)`` by lam), the ``user``'s
+    output statement is printed before it, as for a Hessian, so that its text reads back."""
     final = derivative.program.out
     rhs = final.statement.rhs if final.statement is not None else final.display().rhs
     wrt = derivative.wrt if wrt is None else wrt
+    program = derivative.program
+    root = user.out
+    if _sized_only_by_deltas(final.poly, wrt) and root.statement is not None and root.name != "_":
+        defined = {d.name for d in user.definitions}
+        program = _with_root(_with_forward(program, user, references(root.poly) & defined), root)
+        rhs = _counts_read_back(program, user.definitions, final.poly, count_axes_of(final.hints)) or rhs
     if not final.poly.terms and final.indices and shape == (f"{wrt[0].name}.shape",):
         # a zero of wrt's shape prints as 0 w_I, which sizes its indices when read back
         rhs = Mul((Number(Fraction(0)), Tensor(wrt[0].name, final.indices)))
     statement = Statement(Tensor(name, final.indices), rhs)
-    definitions = [*derivative.program.definitions[:-1], replace(final, statement=statement)]
-    program = replace(derivative.program, definitions=definitions)
+    definitions = [*program.definitions[:-1], replace(final, statement=statement)]
+    program = replace(program, definitions=definitions)
     product = Product(program, derivative.ranks, wrt, derivative.root, derivative.sources)
     product.shape_names = shape
     product.structure = derivative.structure
@@ -137,7 +158,7 @@ def hvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structu
     along = _contracted(gradient.program, tangent, ref.indices)
     product = diff(along, ref.name, **structure)
     root = gradient.root_name
-    return _renamed(product, f"d2{root}d{ref.name}2{v}", (f"{ref.name}.shape",))
+    return _renamed(product, f"d2{root}d{ref.name}2{v}", (f"{ref.name}.shape",), checked)
 
 
 @accepts_notation
@@ -147,7 +168,8 @@ def jvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structu
     indices: the directional derivative of the output along v.  Result: the output's shape."""
     _one_wrt(wrt, "jvp")
     _no_cookbook(structure, "jvp")
-    jacobian = diff(source, wrt, of, **structure)
+    checked = checked_program(source, of)
+    jacobian = diff(checked, wrt, **structure)
     (ref,) = jacobian.wrt
     tangent = Tensor(_name_free(v, (jacobian.program,), "tangent", "v"), ref.indices)
     along = _contracted(jacobian.program, tangent, ref.indices)
@@ -155,7 +177,7 @@ def jvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structu
     product.reading = jacobian.reading
     product.structure = jacobian.structure
     root = jacobian.root_name
-    return _renamed(product, f"d{root}d{ref.name}{v}", (f"{root}.shape",), (ref,))
+    return _renamed(product, f"d{root}d{ref.name}{v}", (f"{root}.shape",), checked, (ref,))
 
 
 @accepts_notation
@@ -171,7 +193,7 @@ def vjp(source: Source, wrt: str, u: str = "u", of: str | None = None, **structu
     along = _contracted(checked, cotangent, out.indices)
     gradient = diff(along, wrt, **structure)
     (ref,) = gradient.wrt
-    return _renamed(gradient, f"{u}d{gradient.root_name}d{ref.name}", (f"{ref.name}.shape",))
+    return _renamed(gradient, f"{u}d{gradient.root_name}d{ref.name}", (f"{ref.name}.shape",), checked)
 
 
 @accepts_notation
@@ -181,7 +203,8 @@ def hessian_diag(source: Source, wrt: str, of: str | None = None, **structure) -
     Hessian's two wrt index groups set equal symbolically, so it costs what its structure
     costs.  Result: wrt's shape."""
     _one_wrt(wrt, "hessian_diag")
-    full = hessian(scalar_program(source, of, "hessian_diag"), wrt, **structure)
+    checked = scalar_program(source, of, "hessian_diag")
+    full = hessian(checked, wrt, **structure)
     first, second = full.wrt
     final = full.program.out
     mapping = dict(zip(second.indices, first.indices))
@@ -194,7 +217,7 @@ def hessian_diag(source: Source, wrt: str, of: str | None = None, **structure) -
     product.reading = full.reading
     product.structure = full.structure
     root = full.root_name
-    return _renamed(product, f"d2{root}d{first.name}2diag", (f"{first.name}.shape",), (first,))
+    return _renamed(product, f"d2{root}d{first.name}2diag", (f"{first.name}.shape",), checked, (first,))
 
 
 __all__ = ["Product", "hessian_diag", "hvp", "jvp", "vjp"]

@@ -171,13 +171,17 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
             axis_hints.extend(("axis", i, base, k) for k, i in enumerate(w.indices))
         own = {index for index, _, _ in written}
         # an index this statement writes only in deltas (d2L/dm dm = -delta_nn after L's
-        # statement) is sized as an earlier statement wrote it
-        # (einderiv's own printed derivatives only: it prints the statement that writes such an
-        # index before them; in a user's statement a size is not guessed from another statement)
-        earlier = (
-            tuple(e for d in definitions for h in d.hints if h[0] == "names" for e in h[1] if e[0] not in own)
-            if statement.wrt
-            else ()
+        # statement, or 2 v delta_ii after u_i = x_i + lam in a printed HVP) is sized as the
+        # earlier statements wrote it: a count has no other size, and the earlier statements
+        # must agree on it (else the size cannot be inferred)
+        only_deltas = {i for node in walk(statement.rhs) if isinstance(node, Delta) for i in node.indices} - own
+        earlier = tuple(
+            e
+            for d in definitions
+            for h in d.hints
+            if h[0] == "names"
+            for e in h[1]
+            if e[0] not in own and (statement.wrt or e[0] in only_deltas)
         )
         # counting indices are unique to their statement, so their sizes travel safely with them
         # (a statement the rewrites see through brings its i#1 along)

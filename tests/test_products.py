@@ -17,7 +17,15 @@ jax = pytest.importorskip("jax")
 jax.config.update("jax_enable_x64", True)
 jnp = jax.numpy
 
-from test_program_oracle import INPUTS, SETTINGS, assert_close, make_inputs, needed, programs  # noqa: E402
+from test_program_oracle import (  # noqa: E402
+    INPUTS,
+    SETTINGS,
+    assert_close,
+    check_read_back,
+    make_inputs,
+    needed,
+    programs,
+)
 
 rng = np.random.default_rng(7)
 N, D, H, K = 40, 5, 4, 3
@@ -223,6 +231,82 @@ def test_printed_products_read_back():
         read = einderiv.compile(str(product))
         values = {**arrays, "u": np.array(1.0)}
         assert_close(read(**needed(read, values)), product(**needed(product, values)), str(product))
+
+
+COUNTED = [  # a scalar parameter added to every entry: its derivatives count x's length N
+    "f = sum_i((x_i + lam)^2)",
+    "t_i = x_i + lam; f = t_i t_i",
+    "f = sum_i((x_i - lam)^2) + lam^2",
+    "t_i = x_i - lam; f = sum_i(t_i t_i) / 2 + lam^3",
+]
+
+
+@pytest.mark.parametrize("source", COUNTED)
+def test_products_that_count_a_dimension_read_back(source):
+    """Each product of a loss with a parameter added to N entries counts N (``2 delta_ii v``, the
+    HVP by lam): its printed text sizes that count, through the user's statements printed before
+    it, and reads back with NumPy's numbers.  It stopped with "the size of index 'i' cannot be
+    inferred" before 2026-12-03 (the product's statement is not derivative-named)."""
+    x, lam, v, u = np.array([0.3, -1.2, 2.0, 0.7]), 0.4, 1.7, -0.6
+    n, total = len(x), float(np.sum(x - lam))
+    cubic = "lam^3" in source
+    hessian = 2 * n + (0 if "lam^2" not in source else 2) if not cubic else n + 6 * lam
+    gradient = {
+        "f = sum_i((x_i + lam)^2)": 2 * np.sum(x + lam),
+        "t_i = x_i + lam; f = t_i t_i": 2 * np.sum(x + lam),
+        "f = sum_i((x_i - lam)^2) + lam^2": -2 * total + 2 * lam,
+        "t_i = x_i - lam; f = sum_i(t_i t_i) / 2 + lam^3": -total + 3 * lam**2,
+    }[source]
+    expected = {"hvp": hessian * v, "hessian_diag": hessian, "jvp": gradient * v, "vjp": gradient * u}
+    for kind, value in expected.items():
+        product = getattr(einderiv, kind)(source, "lam")
+        arrays = {"x": x, "lam": lam, "v": v, "u": u}
+        if kind in ("hvp", "hessian_diag"):
+            assert "delta_" in str(product), (kind, str(product))  # the count is printed
+        read = einderiv.compile(str(product))
+        np.testing.assert_allclose(read(**needed(read, arrays)), value, rtol=1e-12, err_msg=str(product))
+        np.testing.assert_allclose(product(**needed(product, arrays)), value, rtol=1e-12, err_msg=kind)
+
+
+def test_a_count_is_sized_by_the_statements_before_it():
+    """Read back, a letter a statement writes only in deltas has the size the statements before
+    it write it at (a count has no other size), and two sizes there are an error that says so."""
+    x, y = np.ones(3), np.ones(4)
+    assert einderiv.evaluate("t_i = x_i + 1; c = 2 delta_ii", x=x) == 6
+    with pytest.raises(einderiv.EvaluationError, match="'i' cannot be inferred: the statements before it write it"):
+        einderiv.evaluate("t_i = x_i; w_i = y_i; c = delta_ii", x=x, y=y)
+    with pytest.raises(einderiv.EvaluationError, match="'i' cannot be inferred: it appears only in deltas"):
+        einderiv.evaluate("c = delta_ii")
+
+
+@SETTINGS
+@given(programs(), st.integers(0, 2**16))
+def test_random_programs_products_by_a_scalar_agree_with_jax_and_read_back(program, seed):
+    """Products by the scalar input s, where the derivatives count dimensions (s added to a
+    vector): jax's numbers, and the printed text reads back with them."""
+    assume("s" in program.used)
+    note(program.source)
+    arrays = make_inputs(seed)
+    rest = {k: jnp.asarray(v) for k, v in arrays.items() if k != "s"}
+
+    def of(value):
+        return program.function({**rest, "s": value})
+
+    at = jnp.asarray(arrays["s"])
+    if not np.isfinite(np.asarray(of(at))):
+        return
+    values = {**arrays, "tv": np.array(1.3), "cu": np.array(-0.7)}
+    expected = {
+        "hvp": jax.jvp(jax.grad(of), (at,), (jnp.asarray(1.3),))[1],
+        "hessian_diag": jax.hessian(of)(at),
+        "jvp": jax.jvp(of, (at,), (jnp.asarray(1.3),))[1],
+        "vjp": -0.7 * jax.grad(of)(at),
+    }
+    named = {"hvp": {"v": "tv"}, "jvp": {"v": "tv"}, "vjp": {"u": "cu"}, "hessian_diag": {}}
+    for kind, value in expected.items():
+        product = getattr(einderiv, kind)(program.source, "s", **named[kind])
+        assert_close(product(**needed(product, values)), value, f"{kind} of {program.source}")
+        check_read_back(product, values, f"{kind} of {program.source}")
 
 
 @pytest.mark.parametrize(
