@@ -287,18 +287,24 @@ def count_letters(
 
 
 def term_to_expr(
-    term: Term, context: set[str], leading: bool = True, explicit: bool = False, nested: bool = False
+    term: Term,
+    context: set[str],
+    leading: bool = True,
+    explicit: bool = False,
+    nested: bool = False,
+    avoid: frozenset = frozenset(),
 ) -> Expr:
     """One monomial as IR.  A negative leading term reads ``-2 A_kj x_j``; later ones are
     ``Neg`` so that the sum prints ``a - 2 b``.  Negative powers print as division.  A summed
     index is written with an explicit ``sum_i(...)`` where the plain text would scope it
     differently: inside a group (``nested``) when it occurs once (it would be free there and go
-    outward), and anywhere a group inside would contract it (``exp(x_i x_i) y_i`` elementwise)."""
+    outward), and anywhere a group inside would contract it (``exp(x_i x_i) y_i`` elementwise).
+    ``avoid``: letters the statement's counts print with, which no group binds."""
     counts = sorted(i for i in term.index_names() if is_count(i))
     if counts:  # a counting index (delta_{i#2,i#2}, the dimension of i) prints with its letter
         term = counts_printed(term, counts, set(context))
     names = term.index_names()
-    visible = set(context) | names
+    visible = set(context) | names | avoid
     # 1/n_r with r summed is mean_r around the term (r bound there); with r free, mean_j(delta_jr)
     means = tuple(dict.fromkeys(f.indices[0] for f in term.factors if is_reciprocal(f) and f.indices[0] not in context))
     if means:
@@ -343,7 +349,13 @@ def to_expr(poly: Poly, context: set[str] | None = None, explicit: bool = False,
     if not poly.terms:
         return Number(Fraction(0))
     ctx = set(poly.indices) | (context or set())
-    parts = [term_to_expr(t, ctx, leading=(k == 0), explicit=explicit, nested=nested) for k, t in enumerate(poly.terms)]
+    # a count is sized by its letter when read back, so a group in another term (1 / (w_i w_i)^2
+    # beside delta_ii) must not bind that letter at another dimension
+    avoid = frozenset() if nested else frozenset(count_letter(i) for i in poly.all_index_names() if is_count(i))
+    parts = [
+        term_to_expr(t, ctx, leading=(k == 0), explicit=explicit, nested=nested, avoid=avoid)
+        for k, t in enumerate(poly.terms)
+    ]
     return parts[0] if len(parts) == 1 else Add(tuple(parts))
 
 

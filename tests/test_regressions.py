@@ -253,3 +253,16 @@ def test_counts_of_two_dimensions_are_not_like_terms(source, expected):
     np.testing.assert_allclose(gradient(**arrays), expected(x, z, A, m), rtol=1e-12)
     read = einderiv.compile(str(gradient))
     np.testing.assert_allclose(read(**{k: v for k, v in arrays.items() if k in read.ranks}), expected(x, z, A, m))
+
+
+def test_a_group_in_another_term_does_not_bind_a_count_letter():
+    """The gradient of ``(sum_i(x_i + 1) + 1 / (w_e w_e)) / (w_e w_e)`` by w counts x's length
+    (``delta_ii``) in one term and printed ``1 / (w_i w_i)^2`` in another: read back, the count's
+    i was sized by w ("index 'k' has two sizes").  A group now binds other letters (a probe found
+    it)."""
+    x, w = np.array([0.5, -1.0, 2.0]), np.array([1.0, 2.0])
+    derivative = einderiv.grad("f = (sum_i(x_i + 1) + 1 / (w_e w_e)) / (w_e w_e)", "w")
+    total, q = np.sum(x + 1), w @ w
+    expected = -2 * total * w / q**2 - 4 * w / q**3  # d/dw of S/q + 1/q^2, q = w.w
+    np.testing.assert_allclose(derivative(x=x, w=w), expected, rtol=1e-12)
+    np.testing.assert_allclose(einderiv.compile(str(derivative))(x=x, w=w), expected, rtol=1e-12)
