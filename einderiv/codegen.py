@@ -867,6 +867,25 @@ def _line(*programs) -> StraightLine:
     return line
 
 
+def _joint_source(gradients, unique, flavour: str, helpers) -> str:
+    """The gradients of :func:`~einderiv.grad` by several names (with the value first for
+    ``value_and_grad``) as one function returning them in order, from their one straight line."""
+    parts = gradients._items()
+    line = gradients.line
+    results = [(name, len(part.indices)) for name, part in zip(gradients._outputs, parts)]
+    by = "_".join(identifier(d.wrt[0].name) for d in gradients)
+    head = "value_and_grad" if gradients.value is not None else "grad"
+    name = unique(f"{head}_{identifier(gradients[0].root_name)}_{by}")
+    parameters = _parameters(*parts)
+    ranks = {k: v for part in parts for k, v in part.ranks.items()}
+    written = [str(s) for s in _written(gradients[0])]
+    for derivative in gradients:
+        written += [str(d.display()) for d in derivative.program.definitions if str(d.display()) not in written]
+    listed = ", ".join(f"df/d{d.wrt[0].name}" for d in gradients)
+    returns = f"Returns ({'the value, ' if gradients.value is not None else ''}{listed}), computed in one line."
+    return _source(name, parameters, line, results, flavour, _doc(written, parameters, ranks, returns), helpers)
+
+
 def generate(items, flavour: str = "python") -> str:
     """A standalone module with one function per compiled value or derivative in ``items``
     (``K(R)``, ``dK_dR(R)``), its parameters the inputs in the order the source first uses them;
@@ -891,6 +910,13 @@ def generate(items, flavour: str = "python") -> str:
         return text
 
     for item in items:
+        if isinstance(item, tuple) and hasattr(item, "line"):  # grad(source, [names]): one function
+            functions.append(_joint_source(item, unique, flavour, helpers))
+            continue
+        if not isinstance(item, Compiled):
+            raise EinderivError(
+                f"generate takes compiled values, derivatives and grad()'s gradients, got {type(item).__name__}"
+            )
         if not item.ranks:
             raise EinderivError("there is nothing to generate code for: the expression has no inputs")
         name = unique(identifier(_function_name(item)))

@@ -60,7 +60,7 @@ def joint_line(items: Sequence[Compiled]) -> tuple[StraightLine, list[str]]:
     right-hand side in several items (a forward statement, a shared adjoint) is computed once;
     one with a name taken by a different definition is renamed, with its uses."""
     line = StraightLine()
-    added: dict[str, Poly] = {}
+    added: dict[str, tuple] = {}
     outputs = []
     inputs = set().union(*(item.ranks for item in items))
     for item in items:
@@ -68,8 +68,11 @@ def joint_line(items: Sequence[Compiled]) -> tuple[StraightLine, list[str]]:
         definitions = item.computed_definitions()
         for d in definitions:
             poly = _renamed_tensors(d.poly, mapping) if mapping else d.poly
+            hints = _rename_hints(d.hints, mapping) if mapping else d.hints
             name = d.name
-            if name in added and added[name] == poly:
+            # the same text is not the same array where the sizes differ: df/dz_k = 0 and
+            # df/dy_k = 0 have z's and y's shapes
+            if name in added and added[name] == (poly, hints):
                 continue
             if name in added or name in inputs:
                 k = 2
@@ -77,8 +80,8 @@ def joint_line(items: Sequence[Compiled]) -> tuple[StraightLine, list[str]]:
                     k += 1
                 mapping[name] = f"{name}_{k}"
                 name = mapping[name]
-            added[name] = poly
-            line.add(name, poly, _rename_hints(d.hints, mapping) if mapping else d.hints)
+            added[name] = (poly, hints)
+            line.add(name, poly, hints)
         out = item.program.output
         outputs.append(mapping.get(out, out))
     return line, outputs

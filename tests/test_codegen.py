@@ -526,3 +526,39 @@ def test_cli_python_format():
 def test_unknown_flavour_is_an_error():
     with pytest.raises(einderiv.EinderivError, match="unknown code flavour"):
         generate([einderiv.compile("f = x_i x_i")], "fortran")
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_several_gradients_are_one_function(flavour, tmp_path):
+    """``grad(source, [names])`` and ``value_and_grad`` generate one function returning the
+    gradients in order (``generate([gradients])`` raised AttributeError before 2026-12-03), checked
+    against NumPy's closed form; two zero gradients of different shapes keep their own shapes."""
+    to_library, to_numpy = library(flavour)
+    source = "h_j = tanh(W_jk x_k); f = sum_j(h_j h_j) / 2 + b W_jk W_jk"
+    rng = np.random.default_rng(3)
+    W, x, b = rng.normal(size=(3, 4)), rng.normal(size=4), np.float64(0.3)
+    h = np.tanh(W @ x)
+    slope = h * (1 - h**2)
+    expected = (np.outer(slope, x) + 2 * b * W, W.T @ slope, np.sum(W * W))
+    module = load(
+        generate([einderiv.grad(source, ["W", "x", "b"]), einderiv.value_and_grad(source, ["W", "b"])], flavour),
+        tmp_path,
+        f"joint_{flavour}",
+    )
+    got = module.grad_f_W_x_b(*(to_library(a) for a in (W, x, b)))
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(to_numpy(g), e, rtol=1e-12)
+    value, *rest = module.value_and_grad_f_W_b(*(to_library(a) for a in (W, x, b)))
+    np.testing.assert_allclose(to_numpy(value), np.sum(h * h) / 2 + b * np.sum(W * W), rtol=1e-12)
+    for g, e in zip(rest, (expected[0], expected[2])):
+        np.testing.assert_allclose(to_numpy(g), e, rtol=1e-12)
+    zeros = einderiv.grad("f = sum_i(0 z_j z_j y_i)", ["z", "y"])
+    z, y = np.ones(4), np.ones(3)
+    assert [np.shape(g) for g in zeros(z=z, y=y)] == [(4,), (3,)]
+    module = load(generate([zeros], flavour), tmp_path, f"zeros_{flavour}")
+    assert [tuple(np.shape(to_numpy(g))) for g in module.grad_f_z_y(to_library(z), to_library(y))] == [(4,), (3,)]
+
+
+def test_generate_names_what_it_cannot_take():
+    with pytest.raises(einderiv.EinderivError, match="generate takes compiled values"):
+        generate(["f = x_i x_i"])
