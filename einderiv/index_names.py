@@ -7,7 +7,28 @@ user, and ``i#2@1`` the same count renamed apart.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 from .ir import Indices
+
+#: letters no fresh index takes while a statement is lowered: every letter its text writes
+_RESERVED: ContextVar[frozenset[str]] = ContextVar("reserved_letters", default=frozenset())
+
+
+@contextmanager
+def reserved_letters(letters) -> Iterator[None]:
+    """Fresh indices chosen in this block avoid ``letters`` too.  Lowering a statement reserves
+    every letter it writes: a letter renamed apart in one term (``sum_i(x_i)`` inside a product
+    that sums i) must not take a letter another term writes (the n of ``delta_nn``), or reading
+    sizes would take one for the other."""
+    token = _RESERVED.set(_RESERVED.get() | frozenset(letters))
+    try:
+        yield
+    finally:
+        _RESERVED.reset(token)
+
 
 _FRESH_POOL = "ijklmnopqrstuvwxyzabcdefghABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -56,10 +77,11 @@ def fresh_indices(count: int, avoid: set[str] | frozenset[str]) -> Indices:
     """``count`` index names not in ``avoid``: i, j, k, ... then i1, j1, ..."""
     out: list[str] = []
     suffix = 0
+    reserved = _RESERVED.get()
     while len(out) < count:
         for letter in _FRESH_POOL:
             name = letter if suffix == 0 else f"{letter}{suffix}"
-            if name not in avoid and name not in out:
+            if name not in avoid and name not in out and name not in reserved:
                 out.append(name)
                 if len(out) == count:
                     break

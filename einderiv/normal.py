@@ -180,13 +180,14 @@ def rename_atom(atom, mapping: dict[str, str]):
     return Apply(atom.func, simplify(renamed, indices), atom.param)
 
 
-def rename_apart(poly: Poly, avoid: set[str]) -> Poly:
-    """Rename the summed (bound) indices of ``poly`` that collide with ``avoid``."""
+def rename_apart(poly: Poly, avoid: set[str], taken: frozenset[str] = frozenset()) -> Poly:
+    """Rename the summed (bound) indices of ``poly`` that collide with ``avoid``, to letters in
+    neither ``avoid`` nor ``taken``."""
     bound = poly.dummies()
     clashes = sorted(bound & avoid)
     if not clashes:
         return poly
-    taken = poly.all_index_names() | avoid
+    taken = poly.all_index_names() | avoid | taken
     plain = [c for c in clashes if not is_count(c)]
     mapping = dict(zip(plain, fresh_indices(len(plain), taken)))
     for c in clashes:  # a counting index (i#2) stays one: i#2@1 is sized as i#2 is
@@ -212,9 +213,12 @@ def _rename_bound(term: Term, mapping: dict[str, str]) -> Term:
     return Term(term.coeff, tuple(factors))
 
 
-def rename_term_apart(term: Term, free: frozenset[str] | set[str], avoid: set[str]) -> Term:
-    """Rename the summed indices of ``term`` (not in ``free``) that collide with ``avoid``."""
-    return rename_apart(Poly((term,), tuple(free)), set(avoid)).terms[0]
+def rename_term_apart(
+    term: Term, free: frozenset[str] | set[str], avoid: set[str], taken: frozenset[str] = frozenset()
+) -> Term:
+    """Rename the summed indices of ``term`` (not in ``free``) that collide with ``avoid``, to
+    letters in neither ``avoid`` nor ``taken``."""
+    return rename_apart(Poly((term,), tuple(free)), set(avoid), taken).terms[0]
 
 
 # -- simplification --------------------------------------------------------------------------

@@ -153,7 +153,8 @@ def count_letters_apart(poly: Poly, count_axes: Mapping[str, set] | None = None)
             known = [set((count_axes or {}).get(stem, ())) for stem in stems]
             if not axes or not all(axes <= k for k in known):
                 clashes.add(letter)
-        terms.append(rename_term_apart(term, outer, clashes) if clashes else term)
+        # to a letter no count prints with (x_i beside delta_ii delta_jj moves to x_k, not x_j)
+        terms.append(rename_term_apart(term, outer, clashes, frozenset(by_letter)) if clashes else term)
     return Poly(tuple(terms), poly.indices)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from .errors import IndexRuleError
+from .index_names import reserved_letters
 from .ir import Call, Delta, Expr, Indices, MatrixCall, Statement, Tensor, children, walk
 from .lower import implicit_indices, lower
 from .normal import Poly, simplify
@@ -88,5 +89,8 @@ def check_statement(statement: Statement) -> tuple[Poly, Poly]:
                 f"{reduced[0]!r} binds it){where}, so the result does not vary along it: use another letter for "
                 f"the reduction, or leave {reduced[0]!r} off the left-hand side"
             )
-    terms = lower(statement.rhs, frozenset(indices))
-    return simplify(terms, indices), Poly(tuple(terms), indices)
+    written = {i for node in walk(statement.rhs) for i in getattr(node, "indices", ()) or ()}
+    written |= {i for node in walk(statement.rhs) if isinstance(node, Call) for i in node.over or ()}
+    with reserved_letters(written | set(indices)):
+        terms = lower(statement.rhs, frozenset(indices))
+        return simplify(terms, indices), Poly(tuple(terms), indices)

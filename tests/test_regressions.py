@@ -266,3 +266,29 @@ def test_a_group_in_another_term_does_not_bind_a_count_letter():
     expected = -2 * total * w / q**2 - 4 * w / q**3  # d/dw of S/q + 1/q^2, q = w.w
     np.testing.assert_allclose(derivative(x=x, w=w), expected, rtol=1e-12)
     np.testing.assert_allclose(einderiv.compile(str(derivative))(x=x, w=w), expected, rtol=1e-12)
+
+
+def test_a_count_letter_is_not_taken_by_a_sum_of_another_dimension():
+    """Two read-backs that counted the wrong dimension (a probe found both): the gradient of
+    ``t_i = lam + y_i; f = sum_ij(t_i + A_ij) + x_k t_k`` by lam printed ``delta_jj delta_ii +
+    x_j`` (x's dummy moved onto the count's letter j: I·I + Σx read back, not I·J + Σx); and in
+    ``(sum_i(delta_ij) + delta_nn) exp(x_k x_k x_m x_m + sum_i(x_i))`` lowering renamed the inner
+    sum_i to n, so the count n was sized by x."""
+    rng = np.random.default_rng(5)
+    y, A, x, M = rng.normal(size=3), rng.normal(size=(3, 4)), 0.3 * rng.normal(size=3), rng.normal(size=(3, 3))
+    lam = 0.3
+    gradient = einderiv.grad("t_i = lam + y_i; f = sum_ij(t_i + A_ij) + x_k t_k", "lam")
+    expected = 3 * 4 + x.sum()
+    np.testing.assert_allclose(gradient(y=y, A=A, x=x, lam=lam), expected, rtol=1e-12)
+    np.testing.assert_allclose(einderiv.compile(str(gradient))(y=y, A=A, x=x, lam=lam), expected, rtol=1e-12)
+    text = "s1_i = sum_n(A_in); df/dx_j = (sum_i(delta_ij) + delta_nn) exp(x_k x_k x_m x_m + sum_i(x_i))"
+    expected = (1 + 4) * np.exp((x @ x) ** 2 + x.sum()) * np.ones(3)
+    np.testing.assert_allclose(einderiv.compile(text)(x=x, A=A), expected, rtol=1e-12)
+    source = "s1 = sum_ij(x_i + A_ij); f = exp(mean_i(s1 - y_k M_km x_m + x_i))"
+    value = np.exp(4 * x.sum() + A.sum() - y @ M @ x + x.mean())
+    expected = value * (4 - y @ M + 1 / 3)
+    gradient = einderiv.grad(source, "x")
+    arrays = {"x": x, "A": A, "y": y, "M": M}
+    np.testing.assert_allclose(gradient(**arrays), expected, rtol=1e-12)
+    read = einderiv.compile(str(gradient))
+    np.testing.assert_allclose(read(**{k: v for k, v in arrays.items() if k in read.ranks}), expected, rtol=1e-12)
