@@ -715,10 +715,19 @@ def scalar_program(
 ) -> CheckedProgram:
     checked = checked_program(source, of)
     if checked.out.indices:
+        guessed = ""
+        if isinstance(source, Reading) and source.notation == "matrix":  # the ranks it guessed made it so
+            vectors = [n for n, rank in source.ranks if rank]
+            names = ", ".join(f"{n}: {rank}" for n, rank in source.ranks)
+            example = f"ranks={{{vectors[0]!r}: 0}} (CLI: --rank {vectors[0]}=0)" if vectors else "ranks="
+            guessed = (
+                f" (matrix notation read it as {source.text!r}, with ranks {names}; where a name is a scalar, "
+                f"declare it: {example})"
+            )
         raise DifferentiationError(
             f"{what} needs a scalar output, but "
             f"{'the expression' if checked.out.name == '_' else repr(checked.out.name)} has indices "
-            f"({''.join(checked.out.indices)}); {instead}"
+            f"({''.join(checked.out.indices)}){guessed}; {instead}"
         )
     return checked
 

@@ -217,6 +217,8 @@ def _read_expr(args):
         name, _, rank = text.partition("=")
         if not name.strip() or not rank.strip().isdigit():
             raise EinderivError(f"--rank takes NAME=N with N 0, 1 or 2, such as x=1 (got {text!r})")
+        if name.strip() in ranks:
+            raise EinderivError(f"--rank {text!r}: {name.strip()!r} is given twice")
         ranks[name.strip()] = int(rank)
     shapes = {}
     for option in ("random", "shape"):

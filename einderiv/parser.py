@@ -594,7 +594,15 @@ class _Typed:
                 continue
             if char in _SUPERSCRIPTS:
                 put("^", k)
+                start = k
                 while k < n and source[k] in _SUPERSCRIPTS:
+                    if source[k] == "⁻" and k > start:  # s⁻¹⁻¹ is not s^-1 - 1
+                        raise ParseError(
+                            "a superscript exponent has one sign, at its start: write (s⁻¹)⁻¹, or s^(...)",
+                            source,
+                            source.count("\n", 0, k) + 1,
+                            k - source.rfind("\n", 0, k),
+                        )
                     put(_SUPERSCRIPTS[source[k]], k)
                     k += 1
                 continue

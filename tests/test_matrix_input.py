@@ -320,6 +320,9 @@ def test_index_notation_is_unchanged():
         ("P = x x^T", {"x": 1}),
         ("f = t^2 + x^T x", {"t": 0, "x": 1}),  # a power applies to a scalar
         ("f = exp(t) a^T b", {"t": 0, "a": 1, "b": 1}),
+        ("y = x - mean(x)", {"x": 1}),  # a reduction of a scalar is unlikely: x was a scalar, y = x - x
+        ("f = norm2(x - mean(x))^2", {"x": 1}),  # the centred norm's gradient printed 0
+        ("f = sum(s)", {"s": 1}),
     ],
 )
 def test_rank_inference(text, ranks):
@@ -358,6 +361,14 @@ def test_an_ambiguity_asks_for_ranks():
         ("f = e^T e\ne = x", {}, "'e' is used before its definition"),
         ("x = x + 1", {}, "'x' is defined in terms of itself"),
         ("x^T x; f = x", {}, "only the last statement may be a bare expression"),
+        ("f = 2^3^2", {}, "a power of a power needs brackets"),  # was (2^3)^2 = 64; NumPy's 2**3**2 is 512
+        ("f = s²²", {}, "a power of a power needs brackets"),  # was (s²)²; index notation reads s^22
+        ("f = s⁻¹²", {"s": 0}, "a power of a power needs brackets"),
+        ("f = x.^2.^3", {"x": 1}, "a power of a power needs brackets"),
+        ("y = exp (x)", {}, "'exp' is a function: write exp(...)"),  # was a tensor named exp times x
+        ("f = sigmoid (w^T x)", {}, "'sigmoid' is a function"),
+        ("f = log det(S)", {}, "'log' is a function"),
+        ("f = tr A", {}, "'tr' is a function"),
     ],
 )
 def test_matrix_input_errors(text, ranks, message):
@@ -444,6 +455,7 @@ def test_cli_check_with_a_matrix_claim_on_matrix_input():
         (["diff", "f = x^T A x", "--wrt", "x", "--rank", "x=one"], "error: --rank takes NAME=N"),
         (["diff", "f = x^T A x", "--wrt", "x", "--notation", "index"], "error: syntax error"),
         (["diff", "f = x A", "--wrt", "x", "--rank", "x=1", "--rank", "A=2"], "error: matrix notation"),
+        (["diff", "f = x^T A x", "--wrt", "x", "--rank", "A=2", "--rank", "A=1"], "error: --rank 'A=1': 'A' is given"),
     ],
 )
 def test_cli_errors_print_one_line_and_exit_2(args, message):
@@ -635,3 +647,27 @@ def test_matrix_notation_lines_continue_after_an_operator_and_refuse_a_leading_s
     with pytest.raises(einderiv.ParseError, match="starts with '\\+'") as caught:
         einderiv.compile("f = x^T A x\n  + b^T x", notation="matrix")
     assert (caught.value.line, caught.value.column) == (2, 3)
+
+
+def test_brackets_settle_a_power_of_a_power():
+    assert float(einderiv.evaluate("f = (2^3)^2", notation="matrix")) == 64.0
+    assert float(einderiv.evaluate("f = (s²)²", notation="matrix", s=2.0)) == 16.0
+    with pytest.raises(einderiv.ParseError) as caught:
+        einderiv.compile("f = 2^3^2", notation="matrix")
+    assert caught.value.column == 8  # under the second ^
+
+
+def test_a_guessed_vector_that_makes_a_loss_a_vector_is_named_in_the_error():
+    """``lam (w^T w)`` reads lam as a vector (a vector times a scalar type-checks); grad's error
+    says what was guessed and how to declare a scalar."""
+    with pytest.raises(einderiv.DifferentiationError, match=r"read it as 'f_i = lam_i w_j w_j'.*ranks=\{'lam': 0\}"):
+        einderiv.grad("f = lam (w^T w)", "w")
+    w = np.array([1.0, -2.0, 0.5])
+    gradient = einderiv.grad("f = lam (w^T w)", "w", ranks={"lam": 0})
+    np.testing.assert_allclose(gradient(lam=0.3, w=w), 2 * 0.3 * w, rtol=1e-12)
+
+
+def test_a_centred_vector_is_a_vector():
+    x = np.array([1.0, 2.0, 4.0])
+    gradient = einderiv.grad("f = norm2(x - mean(x))^2", "x", notation="matrix")
+    np.testing.assert_allclose(gradient(x=x), 2 * (x - x.mean()), rtol=1e-12)  # the centring's own term sums to 0

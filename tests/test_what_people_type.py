@@ -478,6 +478,7 @@ def test_a_left_hand_index_free_in_some_term_still_broadcasts_the_others():
         ("f = x_i^(a + 1)", "an exponent is a number", 10),
         ("f = A^{-1}_ij x_j", "an inverse is inv(A)_ij", 7),
         ("f = x_i^(1/0)", "divides by zero", 12),
+        ("f = s⁻¹⁻¹", "a superscript exponent has one sign, at its start", 8),  # was s^-1 - 1
     ],
 )
 def test_near_miss_spellings_get_an_error_that_says_what_to_write(source, message, column):

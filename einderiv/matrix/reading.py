@@ -156,7 +156,7 @@ def read_matrix(source: str, ranks: Mapping[str, int]) -> Reading:
     statements = tuple(
         MatrixStatement(s.name, lift_signs(s.node), s.line, s.column) for s in statements
     )  # -(x ⊙ y) never a group
-    names = _check_names(statements)
+    names = _check_names(statements, source)
     outputs = [s.name for s in statements]
     if outputs[-1] is None:  # a bare expression: f
         outputs[-1] = unique_name("f", set(names) | {o for o in outputs if o})
@@ -216,14 +216,23 @@ def _names(node) -> list[Name]:
     return found
 
 
-def _check_names(statements) -> list[str]:
+def _check_names(statements, source: str = "") -> list[str]:
     """The program's inputs in order of use; refuses a name defined twice, used before its
-    definition, or defined in terms of itself, and reserved names."""
+    definition, or defined in terms of itself, reserved names, and a function's name not
+    followed by its bracket (``exp (x)`` would be a tensor named exp times x)."""
     inputs: list[str] = []
     defined: set[str] = set()
     later = {s.name for s in statements if s.name}
     for statement in statements:
         for ref in _names(statement.node):
+            function = in_matrix_notation(ref.name) is not None or ref.name in STRUCTURAL
+            if function and ref.name not in defined and ref.name not in later:
+                raise ParseError(
+                    f"{ref.name!r} is a function: write {ref.name}(...), the name directly followed by '('",
+                    source,
+                    statement.line,
+                    ref.column,
+                )
             if ref.name in RESERVED:
                 raise EinderivError(f"matrix notation, line {statement.line}: {ref.name!r} is reserved; rename it")
             if ref.name in defined or ref.name == IDENTITY:
@@ -254,6 +263,7 @@ _PENALTIES = (
     "upper",
     "an outer product multiplied further",
     "a matrix function of a scalar name",
+    "a reduction of a scalar",
     "a scalar broadcast in a sum",
     "lower as a matrix",
     "lower as a scalar",

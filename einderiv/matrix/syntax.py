@@ -56,7 +56,7 @@ ratio: NUMBER "/" NUMBER                -> positive_ratio
 
 ?atom: NUMBER                           -> number
      | NAME                             -> name
-     | "(" sum ")"
+     | "(" sum ")"                      -> group
      | CALL sum ")"                     -> call
 
 CALL.2: /[A-Za-z][A-Za-z0-9]*\(/
@@ -193,6 +193,18 @@ def _build(tree, source: str):
             continue
         kids = [done.pop(id(c)) if isinstance(c, Tree) else c for c in node.children]
         depth[id(node)] = 1 + max((depth.pop(id(c)) for c in node.children if isinstance(c, Tree)), default=0)
+        if node.data == "group":  # brackets: the sum inside, at no extra depth
+            depth[id(node)] -= 1
+            done[id(node)] = kids[0]
+            continue
+        if _numeric_power(node) and isinstance(node.children[0], Tree) and _numeric_power(node.children[0]):
+            raise ParseError(
+                "a power of a power needs brackets: write (a^2)^3 or a^6 (2^3^2 is 512 in NumPy and 64 in "
+                "MATLAB; s²² is s^22 in index notation)",
+                source,
+                1,
+                getattr(node.children[0].meta, "end_column", None) or _column(node.children[0]),
+            )
         if node.data == "hadamard":  # a ⊙ b ⊙ c becomes a chain of nested nodes
             depth[id(node)] += len(kids) // 2 - 1
         if depth[id(node)] > limits.current().max_depth:
@@ -206,6 +218,15 @@ def _build(tree, source: str):
         column = getattr(node.meta, "column", None) or (_column(kids[0]) if kids else 0)
         done[id(node)] = _node(node.data, kids, column)
     return done[id(tree)]
+
+
+def _numeric_power(tree) -> bool:
+    """``a^2``, ``a.^-1``, ``a^(1/2)``, ``s²``, ``X⁻¹``: a power by a number (not a transpose)."""
+    if tree.data in ("square", "inverse_power"):
+        return True
+    if tree.data in ("power", "elementwise_power") and isinstance(tree.children[-1], Tree):
+        return tree.children[-1].data in ("positive", "negative", "positive_ratio", "negative_ratio")
+    return False
 
 
 def _node(kind: str, kids: list, column: int):

@@ -291,6 +291,7 @@ class Reader:
             if inner.shape == MATRIX:
                 raise self.fail(node, "norm2(...) of a matrix: write sqrt(sum(X .* X)) for the Frobenius norm")
             if inner.shape == SCALAR:
+                self.penalties["a reduction of a scalar"] += 1  # norm2(x - mean(x)): x is a vector
                 return self._rewrite(node, Call(FUNCTIONS["abs"].matrix, node.arg, node.column))
             pair = (Transpose(node.arg, node.column), node.arg)
             return self._rewrite(
@@ -306,6 +307,8 @@ class Reader:
                 raise self.fail(node, f"tr(...) of {_word(inner.shape)}: a trace needs a matrix")
             return Shaped(SCALAR)
         if name in ("sum", "mean"):
+            if inner.shape == SCALAR:
+                self.penalties["a reduction of a scalar"] += 1  # x - mean(x): x is a vector
             return Shaped(SCALAR)
         if inner.shape not in (COLUMN, ROW):
             raise self.fail(node, f"{name}(...) of {_word(inner.shape)}: it takes a vector")
