@@ -175,6 +175,8 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         # earlier statements wrote it: a count has no other size, and the earlier statements
         # must agree on it (else the size cannot be inferred)
         only_deltas = {i for node in walk(statement.rhs) if isinstance(node, Delta) for i in node.indices} - own
+        if not statement.wrt and statement.target is not None:  # an output axis is never another's size
+            only_deltas -= set(statement.target.indices)
         earlier = tuple(
             e
             for d in definitions

@@ -292,3 +292,24 @@ def test_a_count_letter_is_not_taken_by_a_sum_of_another_dimension():
     np.testing.assert_allclose(gradient(**arrays), expected, rtol=1e-12)
     read = einderiv.compile(str(gradient))
     np.testing.assert_allclose(read(**{k: v for k, v in arrays.items() if k in read.ranks}), expected, rtol=1e-12)
+
+
+def test_an_output_axis_is_not_sized_by_an_earlier_statement():
+    """Read back, a letter a statement writes only in deltas takes the size the statements before
+    it write it at, but never an output axis: the HVP below prints ``d2fdz2v_i = ... mean_j(delta_ji)
+    ...`` after f's statement, which writes i at M's length (3), where the HVP has z's (4).  Its text
+    read back with shape (3,) before; now it says the size is unknown (a probe found it)."""
+    source = "f = sum_ij(((((y_k M_km x_m))^2)^2 - mean_l(((M_ii - M_ii) + z_l))) z_j)"
+    rng = np.random.default_rng(2)
+    arrays = {"y": rng.normal(size=3), "M": rng.normal(size=(3, 3)), "x": rng.normal(size=3), "z": rng.normal(size=4)}
+    product = einderiv.hvp(source, "z")
+    v = rng.normal(size=4)
+    # f = S (sum(z) - 4 mean(z)...): d2f/dz2 = -(2 / 4) * 3 (the I-count) for every pair
+    expected = -(2 / 4) * 3 * v.sum() * np.ones(4)
+    np.testing.assert_allclose(product(**arrays, v=v), expected, rtol=1e-12)
+    try:
+        read = einderiv.compile(str(product))(**arrays, v=v)
+    except einderiv.EvaluationError as err:
+        assert "cannot be inferred" in str(err)
+    else:
+        np.testing.assert_allclose(read, expected, rtol=1e-12)
