@@ -41,6 +41,7 @@ from .index_names import count_stem, is_count
 from .ir import Delta, MatrixCall, Program, Tensor, to_float, walk
 from .normal import Apply, MatrixFn, Poly, is_reciprocal
 from .optimiser import StraightLine
+from .products import Product
 from .steps import Contract, Elementwise, LogSumExp, MatrixFunction, Softmax, Solve, Step
 
 _HEADER = {"python": "import numpy as np\n", "jax": "import jax.numpy as np\n", "torch": "import torch\n"}
@@ -816,8 +817,14 @@ def _function_name(compiled) -> str:
 
 
 def _is_gradient(compiled: Compiled) -> bool:
-    """A first derivative of a scalar: it gets a value-and-gradient function too."""
-    return isinstance(compiled, Derivative) and compiled.order == 1 and not compiled.root.indices
+    """A first derivative of a scalar: it gets a value-and-gradient function too (not a product:
+    the scalar a VJP differentiates is u · out, which is not a value anyone asked for)."""
+    return (
+        isinstance(compiled, Derivative)
+        and not isinstance(compiled, Product)
+        and compiled.order == 1
+        and not compiled.root.indices
+    )
 
 
 def _value_of(derivative: Derivative) -> Compiled:

@@ -554,7 +554,9 @@ class StraightLine:
         # an argument whose free index only a delta carries (tanh(s delta_ij)) is sized by the
         # statement as written, as the statement's own contraction is
         counting = any(is_count(i) for i in hoisted.all_index_names())  # delta_{f#1,f#1}: sized as written
-        hints = self._written if set(hoisted.indices) - carried or counting else ()
+        # exp(lam delta_kk) read back: k, a count only a delta carries, is sized by the statements
+        delta_only = {i for t in hoisted.terms for f in t.factors if isinstance(f, Delta) for i in f.indices} - carried
+        hints = self._written if set(hoisted.indices) - carried or counting or delta_only else ()
         self.steps.append(Contract(name, Contraction(hoisted, hints)))
         return name
 

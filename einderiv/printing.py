@@ -33,35 +33,36 @@ def _written_names(expr: Expr) -> set[str]:
     return {i for node in walk(expr) if isinstance(node, (Tensor, Delta, MatrixCall)) for i in node.indices}
 
 
-def _arg_expr(arg: Poly, visible: set[str], explicit: bool = False) -> Expr:
-    """An argument as IR, its bound names renamed apart from ``visible``; the names it writes
-    are added to ``visible`` so that later factors keep theirs apart too.  ``explicit`` writes
-    the sums inside it as ``sum_k(...)`` (used for divisors, where ``/ e_k`` would be cryptic)."""
-    arg = rename_apart(arg, visible)
-    expr = to_expr(arg, visible | set(arg.indices), explicit, nested=True)
+def _arg_expr(arg: Poly, visible: set[str], explicit: bool = False, avoid: frozenset = frozenset()) -> Expr:
+    """An argument as IR, its bound names renamed apart from ``visible`` (and from ``avoid``, the
+    letters the statement's counts print with); the names it writes are added to ``visible`` so
+    that later factors keep theirs apart too.  ``explicit`` writes the sums inside it as
+    ``sum_k(...)`` (used for divisors, where ``/ e_k`` would be cryptic)."""
+    arg = rename_apart(arg, visible | avoid)
+    expr = to_expr(arg, visible | set(arg.indices), explicit, nested=True, avoid=avoid)
     visible |= _written_names(expr)
     return expr
 
 
-def atom_to_expr(atom, visible: set[str]) -> Expr:
+def atom_to_expr(atom, visible: set[str], avoid: frozenset = frozenset()) -> Expr:
     """One atom as IR.  Names bound inside an Apply are renamed apart from ``visible`` (every
     name already written around it) so the printed text scopes the same way when parsed back."""
     if isinstance(atom, MatrixFn):
         return MatrixCall(atom.func, atom.matrix, atom.indices)
     if is_reciprocal(atom):  # 1/n along a free index: sum_j delta_jr / n
         (index,) = atom.indices
-        (j,) = fresh_indices(1, visible)
+        (j,) = fresh_indices(1, visible | avoid)
         visible.add(j)
         return Call("mean", Delta(j, index), (j,))
     if not isinstance(atom, Apply):
         return atom
     if logsumexp_parts(atom) is not None:  # log(sum_R(exp(v))) reads as logsumexp_R(v)
-        arg = rename_apart(atom.arg, visible)
+        arg = rename_apart(atom.arg, visible | avoid)
         v, summed = logsumexp_parts(Apply(atom.func, arg, atom.param))
-        inner = to_expr(v, visible | set(v.indices), nested=True)
+        inner = to_expr(v, visible | set(v.indices), nested=True, avoid=avoid)
         visible |= _written_names(inner) | set(summed)
         return Call("logsumexp", inner, summed)
-    inner = _arg_expr(atom.arg, visible)
+    inner = _arg_expr(atom.arg, visible, avoid=avoid)
     return Pow(inner, atom.param) if atom.func == "pow" else Call(atom.func, inner)
 
 
@@ -305,7 +306,7 @@ def term_to_expr(
     if counts:  # a counting index (delta_{i#2,i#2}, the dimension of i) prints with its letter
         term = counts_printed(term, counts, set(context))
     names = term.index_names()
-    visible = set(context) | names | avoid
+    visible = set(context) | names
     # 1/n_r with r summed is mean_r around the term (r bound there); with r free, mean_j(delta_jr)
     means = tuple(dict.fromkeys(f.indices[0] for f in term.factors if is_reciprocal(f) and f.indices[0] not in context))
     if means:
@@ -323,9 +324,11 @@ def term_to_expr(
     for f in term.factors:
         if isinstance(f, Apply) and f.func == "pow" and f.param < 0:
             flipped = Apply("pow", f.arg, -f.param)
-            denominators.append(_arg_expr(f.arg, visible, True) if f.param == -1 else atom_to_expr(flipped, visible))
+            denominators.append(
+                _arg_expr(f.arg, visible, True, avoid) if f.param == -1 else atom_to_expr(flipped, visible, avoid)
+            )
         else:
-            factors.append(atom_to_expr(f, visible))
+            factors.append(atom_to_expr(f, visible, avoid))
     for func, over in (("mean", means), ("sum", hidden)):  # sum_j(mean_i(...)): each binds its indices
         if over:
             inner = _product(factors) if factors else Number(Fraction(1))
@@ -343,7 +346,13 @@ def term_to_expr(
     return Neg(body) if term.coeff < 0 and not leading else body
 
 
-def to_expr(poly: Poly, context: set[str] | None = None, explicit: bool = False, nested: bool = False) -> Expr:
+def to_expr(
+    poly: Poly,
+    context: set[str] | None = None,
+    explicit: bool = False,
+    nested: bool = False,
+    avoid: frozenset = frozenset(),
+) -> Expr:
     """The IR of a normal form; ``0`` for the empty sum.  ``explicit`` writes every summed
     index of a term as ``sum_i(...)``; ``nested`` says the sum is a group's (a call's argument,
     a power's base, a divisor), whose terms' once-occurring indices would go outward."""
@@ -352,7 +361,8 @@ def to_expr(poly: Poly, context: set[str] | None = None, explicit: bool = False,
     ctx = set(poly.indices) | (context or set())
     # a count is sized by its letter when read back, so a group in another term (1 / (w_i w_i)^2
     # beside delta_ii) must not bind that letter at another dimension
-    avoid = frozenset() if nested else frozenset(count_letter(i) for i in poly.all_index_names() if is_count(i))
+    if not nested:
+        avoid = frozenset(count_letter(i) for i in poly.all_index_names() if is_count(i))
     parts = [
         term_to_expr(t, ctx, leading=(k == 0), explicit=explicit, nested=nested, avoid=avoid)
         for k, t in enumerate(poly.terms)

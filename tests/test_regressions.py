@@ -313,3 +313,22 @@ def test_an_output_axis_is_not_sized_by_an_earlier_statement():
         assert "cannot be inferred" in str(err)
     else:
         np.testing.assert_allclose(read, expected, rtol=1e-12)
+
+
+def test_a_count_inside_a_call_reads_back_and_generates():
+    """``f = exp(sum_k(lam + x_k))``: its gradient counts K inside exp.  The count printed as
+    ``delta_{k9,k9}`` and the text stopped with "cannot be inferred" (a call's argument was not
+    sized by the statements before it); generating code for its VJP stopped the same way (its
+    value-and-gradient function re-read u · f).  Checked against NumPy's closed form."""
+    from einderiv.codegen import generate
+
+    x, lam, u = np.array([0.1, -0.2, 0.3]), 0.2, 1.5
+    expected = np.exp(3 * lam + x.sum()) * np.ones(3)
+    gradient = einderiv.grad("f = exp(sum_k(lam + x_k))", "x")
+    assert "delta_kk" in str(gradient)
+    np.testing.assert_allclose(einderiv.compile(str(gradient))(x=x, lam=lam), expected, rtol=1e-12)
+    assert float(einderiv.evaluate("t_k = x_k; g = exp(lam delta_kk)", x=x, lam=lam)) == pytest.approx(np.exp(3 * lam))
+    product = einderiv.vjp("f = exp(sum_k(lam + x_k))", "x")
+    namespace: dict = {}
+    exec(generate([product]), namespace)  # noqa: S102 - the module einderiv generated, run as a user would
+    np.testing.assert_allclose(namespace["df"](lam=lam, x=x, u=u), u * expected, rtol=1e-12)
