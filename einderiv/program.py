@@ -175,8 +175,16 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         # earlier statements wrote it: a count has no other size, and the earlier statements
         # must agree on it (else the size cannot be inferred)
         only_deltas = {i for node in walk(statement.rhs) if isinstance(node, Delta) for i in node.indices} - own
-        if not statement.wrt and statement.target is not None:  # an output axis is never another's size
-            only_deltas -= set(statement.target.indices)
+        if not statement.wrt and statement.target is not None:
+            # an output axis a delta joins to another letter (mean_j(delta_ji)) is sized through
+            # that letter, never by another statement's use of its own letter
+            joined = {
+                i
+                for node in walk(statement.rhs)
+                if isinstance(node, Delta) and node.indices[0] != node.indices[1]
+                for i in node.indices
+            }
+            only_deltas -= set(statement.target.indices) & joined
         earlier = tuple(
             e
             for d in definitions
