@@ -21,7 +21,7 @@ from .index_names import is_count
 from .ir import Add, Div, Expr, Mul, Neg, Number
 from .lower import normalize
 from .normal import Apply, Poly, Term, common_coefficient, equivalent
-from .printing import atom_to_expr, count_letters_apart, counts_printed, term_to_expr, to_expr
+from .printing import atom_to_expr, avoiding, count_letters_apart, counts_printed, term_to_expr, to_expr
 
 #: printed terms a sum may have before factoring is not tried (a long sum reads as it is)
 MAX_FACTOR_TERMS = 12
@@ -208,7 +208,8 @@ def factored(poly: Poly, count_axes=None) -> tuple[Expr, Poly]:
         collected.setdefault(key, [Fraction(0), atoms])[0] += coeff
     parts = [(c, atoms) for c, atoms in collected.values() if c != 0]
     try:
-        expr = _build(parts, order, set(poly.indices), False, outputs=frozenset(poly.indices))
+        with avoiding(original):
+            expr = _build(parts, order, set(poly.indices), False, outputs=frozenset(poly.indices))
     except (ValueError, ZeroDivisionError):
         return plain
     if expr is None:

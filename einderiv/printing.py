@@ -9,7 +9,9 @@ index (``i#2``) as its letter, where the statement it came from sizes it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from fractions import Fraction
 
 from .index_names import COUNT_MARK, count_is_written, count_letter, count_stem, fresh_indices, is_count
@@ -33,11 +35,27 @@ def _written_names(expr: Expr) -> set[str]:
     return {i for node in walk(expr) if isinstance(node, (Tensor, Delta, MatrixCall)) for i in node.indices}
 
 
+#: letters the counts of the statement being printed print with (set by :func:`avoiding`)
+_AVOIDED: ContextVar[frozenset[str]] = ContextVar("count_letters_avoided", default=frozenset())
+
+
+@contextmanager
+def avoiding(poly: Poly) -> Iterator[None]:
+    """While printing ``poly`` with factors pulled out, no group binds a letter its counts print
+    with (as :func:`to_expr` does for the plain form)."""
+    token = _AVOIDED.set(frozenset(count_letter(i) for i in poly.all_index_names() if is_count(i)))
+    try:
+        yield
+    finally:
+        _AVOIDED.reset(token)
+
+
 def _arg_expr(arg: Poly, visible: set[str], explicit: bool = False, avoid: frozenset = frozenset()) -> Expr:
     """An argument as IR, its bound names renamed apart from ``visible`` (and from ``avoid``, the
     letters the statement's counts print with); the names it writes are added to ``visible`` so
     that later factors keep theirs apart too.  ``explicit`` writes the sums inside it as
     ``sum_k(...)`` (used for divisors, where ``/ e_k`` would be cryptic)."""
+    avoid = avoid | _AVOIDED.get()
     arg = rename_apart(arg, visible | avoid)
     expr = to_expr(arg, visible | set(arg.indices), explicit, nested=True, avoid=avoid)
     visible |= _written_names(expr)
@@ -49,6 +67,7 @@ def atom_to_expr(atom, visible: set[str], avoid: frozenset = frozenset()) -> Exp
     name already written around it) so the printed text scopes the same way when parsed back."""
     if isinstance(atom, MatrixFn):
         return MatrixCall(atom.func, atom.matrix, atom.indices)
+    avoid = avoid | _AVOIDED.get()
     if is_reciprocal(atom):  # 1/n along a free index: sum_j delta_jr / n
         (index,) = atom.indices
         (j,) = fresh_indices(1, visible | avoid)

@@ -671,3 +671,12 @@ def test_a_centred_vector_is_a_vector():
     x = np.array([1.0, 2.0, 4.0])
     gradient = einderiv.grad("f = norm2(x - mean(x))^2", "x", notation="matrix")
     np.testing.assert_allclose(gradient(x=x), 2 * (x - x.mean()), rtol=1e-12)  # the centring's own term sums to 0
+
+
+def test_a_syntax_error_on_a_continued_line_points_into_that_line():
+    """A statement continued after '(' or an operator is joined into one line to parse; its errors
+    pointed past the end of the first line (hypothesis found '(\\n0ᵀ' at line 1, column 5)."""
+    for text, where in [("f = x^T A x +\n   b^T x $", (2, 10)), ("(\n0ᵀ", (2, 3)), ("f = 1 +\n2 +\n  3 ?", (3, 5))]:
+        with pytest.raises(einderiv.ParseError) as caught:
+            einderiv.parse(text, notation="matrix")
+        assert (caught.value.line, caught.value.column) == where, text

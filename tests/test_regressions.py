@@ -332,3 +332,24 @@ def test_a_count_inside_a_call_reads_back_and_generates():
     namespace: dict = {}
     exec(generate([product]), namespace)  # noqa: S102 - the module einderiv generated, run as a user would
     np.testing.assert_allclose(namespace["df"](lam=lam, x=x, u=u), u * expected, rtol=1e-12)
+
+
+def test_a_factored_group_does_not_bind_a_count_letter():
+    """The gradient by x of the program below prints with a factor pulled out; a group in its other
+    term printed ``mean_n(x_n)`` beside the count ``delta_nn`` (A's columns), and the text read back
+    counted x's length instead (a probe found it).  Checked against NumPy's closed form."""
+    source = (
+        "s1 = sum_ij((((z_l z_l) + x_i) + A_ij)); t1_j = ((z_j - lam) / exp((z_l z_l))); "
+        "f = sqrt(exp(mean_i(((s1 - (y_k M_km x_m)) + x_i))))"
+    )
+    rng = np.random.default_rng(1)
+    z, x, A = 0.3 * rng.normal(size=4), 0.3 * rng.normal(size=3), 0.3 * rng.normal(size=(3, 4))
+    y, M = 0.3 * rng.normal(size=3), 0.3 * rng.normal(size=(3, 3))
+    s1 = 3 * 4 * (z @ z) + 4 * x.sum() + A.sum()
+    root = np.sqrt(np.exp(s1 - y @ M @ x + x.mean()))
+    expected = 0.5 * root * (4 + 1 / 3 - y @ M)
+    gradient = einderiv.grad(source, "x")
+    arrays = {"z": z, "x": x, "A": A, "y": y, "M": M}
+    np.testing.assert_allclose(gradient(**arrays), expected, rtol=1e-12)
+    read = einderiv.compile(str(gradient))
+    np.testing.assert_allclose(read(**{k: v for k, v in arrays.items() if k in read.ranks}), expected, rtol=1e-12)

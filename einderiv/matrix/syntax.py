@@ -373,7 +373,7 @@ def parse_matrix_program(text: str) -> tuple[MatrixStatement, ...]:
     if not isinstance(text, str):
         raise EinderivError(f"expected the expression as a string, got {type(text).__name__}")
     statements = []
-    for number, code in _logical_lines(text):
+    for number, code, spans in _logical_lines(text):
         start = 0
         for piece in code.split(";"):
             padded = " " * start + piece  # columns stay those of the whole line
@@ -385,33 +385,43 @@ def parse_matrix_program(text: str) -> tuple[MatrixStatement, ...]:
             column = padded.index(name) + 1 if name else len(padded) - len(padded.lstrip()) + 1
             body = " " * match.end() + padded[match.end() :] if match else padded
             if match and not body.strip():
-                raise ParseError("syntax error: nothing after '='", text, number, len(padded) + 1)
+                raise ParseError("syntax error: nothing after '='", text, *_located(spans, len(padded) + 1))
             try:
                 node = _parse_line(body)
             except ParseError as err:
-                raise ParseError(err.message, text, number, err.column) from None
+                raise ParseError(err.message, text, *_located(spans, err.column)) from None
             statements.append(MatrixStatement(name, node, number, column))
     if not statements:
         raise ParseError("empty input: write an expression such as 'f = x^T A x'", text, 0, 0)
     return tuple(statements)
 
 
-def _logical_lines(text: str) -> list[tuple[int, str]]:
-    """(line number, code) per statement line, comments dropped: a line that ends with an operator
+def _located(spans: list, column: int) -> tuple[int, int]:
+    """The (line, column) in the user's text of ``column`` in a statement joined from the lines
+    ``spans`` describes ((start in the joined text, line number, indent), one per line)."""
+    start, number, indent = next(span for span in reversed(spans) if span[0] <= column - 1 or span is spans[0])
+    return number, column - start + (indent if start else 0)
+
+
+def _logical_lines(text: str) -> list[tuple[int, str, list]]:
+    """(line number, code, spans) per statement, comments dropped: a line that ends with an operator
     or an open parenthesis continues on the next (``f = x^T A x +`` / ``b^T x``), as in index
     notation; a line that starts with '+' or '-' after a statement is refused, since it would be
     a statement of its own, the output, silently dropping the line above."""
-    lines: list[tuple[int, str]] = []
+    lines: list[tuple[int, str, list]] = []
     open_ = False
     for number, line in enumerate(text.split("\n"), 1):
         code = line.split("#", 1)[0].rstrip("\r")
         if open_ and lines:
-            lines[-1] = (lines[-1][0], lines[-1][1] + " " + code.strip())
+            first, joined, spans = lines[-1]
+            if code.strip():  # where this line's code starts in the joined text, and in its own line
+                spans.append((len(joined) + 1, number, len(code) - len(code.lstrip())))
+            lines[-1] = (first, joined + " " + code.strip(), spans)
         elif code.strip().startswith(("+", "-")) and lines and not lines[-1][1].rstrip().endswith(";"):
             column = len(code) - len(code.lstrip()) + 1
             raise ParseError(leading_sign(number, code.strip()[0]), text, number, column)
         elif code.strip():
-            lines.append((number, code))
+            lines.append((number, code, [(0, number, 0)]))
         if lines:
             joined = lines[-1][1]
             stripped = joined.rstrip()
