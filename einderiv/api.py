@@ -595,14 +595,14 @@ def diff(
         [*renamed, current.definitions[-1]], current.inputs, current.output, None, current.ranks, current.all_inputs
     )
     if used_names:  # the user's statements that name calls of the result are computed and printed
-        current = _with_forward(current, checked, used_names)
+        current = with_forward(current, checked, used_names)
     axes = count_axes_of(final.hints)
     text, printed = factored(poly, axes)
-    if _sized_only_by_deltas(printed, refs) and root.statement is not None and root.name != "_":
+    if sized_only_by_deltas(printed, refs) and root.statement is not None and root.name != "_":
         defined = {d.name for d in checked.definitions}
-        current = _with_forward(current, checked, references(root.poly) & defined)
-        current = _with_root(current, root)  # printed first: it sizes what only deltas carry
-    statement = _display(root, refs, _counts_read_back(current, checked.definitions, poly, axes) or text)
+        current = with_forward(current, checked, references(root.poly) & defined)
+        current = with_root(current, root)  # printed first: it sizes what only deltas carry
+    statement = _display(root, refs, counts_read_back(current, checked.definitions, poly, axes) or text)
     poly = printed
     if layout == "denominator":  # the wrt indices first, then the output's
         wrt_indices = tuple(i for r in refs for i in r.indices)
@@ -616,7 +616,7 @@ def diff(
     return derivative
 
 
-def _sized_only_by_deltas(poly: Poly, refs) -> set[str]:
+def sized_only_by_deltas(poly: Poly, refs) -> set[str]:
     """Indices that the printed result carries only in deltas (``-delta_nn``, the count of n, in
     the Hessian of a Gaussian log-likelihood by its mean) and no denominator names."""
     sized = {i for r in refs for i in r.indices}  # written on a tensor anywhere, or a denominator's
@@ -643,7 +643,7 @@ def _sized_only_by_deltas(poly: Poly, refs) -> set[str]:
     return ({i for pair in pairs for i in pair} | set(poly.indices)) - sized
 
 
-def _counts_read_back(current: CheckedProgram, sources: list[Definition], poly: Poly, axes) -> Expr | None:
+def counts_read_back(current: CheckedProgram, sources: list[Definition], poly: Poly, axes) -> Expr | None:
     """Where the counts of the result ``poly`` need other letters to read back
     (:func:`~einderiv.printing.count_letters`): the statements printed before it renamed, in
     ``current``, and the result's text; else None.  Only the user's statements are renamed, and
@@ -664,7 +664,7 @@ def _counts_read_back(current: CheckedProgram, sources: list[Definition], poly: 
     return factored(*printing)[0] if printing else None
 
 
-def _with_root(current: CheckedProgram, root: Definition) -> CheckedProgram:
+def with_root(current: CheckedProgram, root: Definition) -> CheckedProgram:
     """``current`` with the statement it differentiates printed before its result, so that the
     text sizes an axis that differentiation left only in deltas (it is not computed)."""
     if any(d.name == root.name for d in current.definitions):
@@ -674,7 +674,7 @@ def _with_root(current: CheckedProgram, root: Definition) -> CheckedProgram:
     return CheckedProgram(definitions, current.inputs, current.output, None, ranks, current.all_inputs)
 
 
-def _with_forward(current: CheckedProgram, checked: CheckedProgram, names: set[str]) -> CheckedProgram:
+def with_forward(current: CheckedProgram, checked: CheckedProgram, names: set[str]) -> CheckedProgram:
     """``current`` with the forward statements ``names`` (and what they use) of ``checked`` put
     back before its own statements, in the user's order."""
     forward = {d.name: d for d in checked.definitions if d.name != checked.output}

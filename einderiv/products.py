@@ -18,14 +18,14 @@ from fractions import Fraction
 from .api import (
     Derivative,
     Source,
-    _counts_read_back,
-    _sized_only_by_deltas,
-    _with_forward,
-    _with_root,
     checked_program,
+    counts_read_back,
     diff,
     hessian,
     scalar_program,
+    sized_only_by_deltas,
+    with_forward,
+    with_root,
     wrt_tensor,
 )
 from .errors import DifferentiationError, guarded
@@ -110,10 +110,10 @@ def _renamed(derivative: Derivative, name: str, shape: tuple[str, ...], user: Ch
     wrt = derivative.wrt if wrt is None else wrt
     program = derivative.program
     root = user.out
-    if _sized_only_by_deltas(final.poly, wrt) and root.statement is not None and root.name != "_":
+    if sized_only_by_deltas(final.poly, wrt) and root.statement is not None and root.name != "_":
         defined = {d.name for d in user.definitions}
-        program = _with_root(_with_forward(program, user, references(root.poly) & defined), root)
-        rhs = _counts_read_back(program, user.definitions, final.poly, count_axes_of(final.hints)) or rhs
+        program = with_root(with_forward(program, user, references(root.poly) & defined), root)
+        rhs = counts_read_back(program, user.definitions, final.poly, count_axes_of(final.hints)) or rhs
     if not final.poly.terms and final.indices and shape == (f"{wrt[0].name}.shape",):
         # a zero of wrt's shape prints as 0 w_I, which sizes its indices when read back
         rhs = Mul((Number(Fraction(0)), Tensor(wrt[0].name, final.indices)))

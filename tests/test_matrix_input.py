@@ -369,6 +369,7 @@ def test_an_ambiguity_asks_for_ranks():
         ("f = sigmoid (w^T x)", {}, "'sigmoid' is a function"),
         ("f = log det(S)", {}, "'log' is a function"),
         ("f = tr A", {}, "'tr' is a function"),
+        ("f = tr(A^9)", {"A": 2}, "matrix powers go up to A"),  # said 'powers apply to scalars only'
     ],
 )
 def test_matrix_input_errors(text, ranks, message):

@@ -204,10 +204,18 @@ class Reader:
                 for _ in range(int(node.exponent) - 1):
                     product = Product(product, node.base, node.column)
                 return self._rewrite(node, product)
+            if base.shape == MATRIX and node.exponent.isdigit() and int(node.exponent) > 8:
+                raise self.fail(
+                    node,
+                    f"'^{node.exponent}' of a matrix: matrix powers go up to A^8 (a product of that many "
+                    "factors); name a power and multiply it (B = A^8; f = tr(B A)), or write A .^ n for "
+                    "elementwise powers",
+                )
             if base.shape != SCALAR:
                 raise self.fail(
                     node,
-                    f"'^{node.exponent}' of {_word(base.shape)}: powers apply to scalars only "
+                    f"'^{node.exponent}' of {_word(base.shape)}: matrix powers are whole numbers 0 < n <= 8, "
+                    "other powers apply to scalars only "
                     "(write X^-1 for an inverse, A^2 for a product, x .^ 2 for elementwise squares)",
                 )
             return base
