@@ -30,7 +30,7 @@ from .api import (
 )
 from .errors import DifferentiationError, guarded
 from .gradients import grad
-from .ir import Indices, Mul, Number, Statement, Tensor
+from .ir import Add, Indices, MatrixCall, Mul, Number, Statement, Tensor, walk
 from .matrix.reading import accepts_notation
 from .normal import Term, rename_apart, simplify
 from .printing import count_axes_of
@@ -114,9 +114,13 @@ def _renamed(derivative: Derivative, name: str, shape: tuple[str, ...], user: Ch
         defined = {d.name for d in user.definitions}
         program = with_root(with_forward(program, user, references(root.poly) & defined), root)
         rhs = counts_read_back(program, user.definitions, final.poly, count_axes_of(final.hints)) or rhs
-    if not final.poly.terms and final.indices and shape == (f"{wrt[0].name}.shape",):
-        # a zero of wrt's shape prints as 0 w_I, which sizes its indices when read back
-        rhs = Mul((Number(Fraction(0)), Tensor(wrt[0].name, final.indices)))
+    if final.indices and shape == (f"{wrt[0].name}.shape",):
+        sizing = Mul((Number(Fraction(0)), Tensor(wrt[0].name, final.indices)))
+        written = {i for node in walk(rhs) if isinstance(node, (Tensor, MatrixCall)) for i in node.indices}
+        if not final.poly.terms:  # a zero of wrt's shape prints as 0 w_I, which sizes its indices when read back
+            rhs = sizing
+        elif set(final.indices) - written:  # constant along an axis of wrt (udfdz_i = c lam u): + 0 z_i sizes it
+            rhs = Add((rhs, sizing))
     statement = Statement(Tensor(name, final.indices), rhs)
     definitions = [*program.definitions[:-1], replace(final, statement=statement)]
     program = replace(program, definitions=definitions)

@@ -268,6 +268,27 @@ def test_products_that_count_a_dimension_read_back(source):
         np.testing.assert_allclose(product(**needed(product, arrays)), value, rtol=1e-12, err_msg=kind)
 
 
+@pytest.mark.parametrize(
+    "source, wrt, kind, expected",
+    [  # NumPy closed forms at x = z = [0.5, 1, 2, 3], c = 0.7, lam = 0.3, u = 1.5, v = reversed x
+        ("f = sum_j(c lam z_j)", "z", "vjp", lambda x, v: 0.7 * 0.3 * 1.5 * np.ones(4)),
+        ("f = sum_k(x_k)^2", "x", "vjp", lambda x, v: 2 * x.sum() * 1.5 * np.ones(4)),
+        ("f = sum_k(x_k)^2", "x", "hvp", lambda x, v: 2 * v.sum() * np.ones(4)),
+        ("f = sum_k(x_k)^2", "x", "hessian_diag", lambda x, v: 2 * np.ones(4)),
+    ],
+)
+def test_a_product_constant_along_an_axis_reads_back(source, wrt, kind, expected):
+    """A product with wrt's shape that its text writes on no tensor (``udfdz_i = c lam u``) prints
+    ``+ 0 z_i``, as a zero prints ``0 z_i``, so that its text reads back with wrt's shape; it
+    stopped with "left-hand side index 'i' appears in no term" before 2026-12-03."""
+    x = np.array([0.5, 1.0, 2.0, 3.0])
+    arrays = {"z": x, "x": x, "c": 0.7, "lam": 0.3, "u": 1.5, "v": x[::-1].copy()}
+    product = getattr(einderiv, kind)(source, wrt)
+    np.testing.assert_allclose(product(**needed(product, arrays)), expected(x, arrays["v"]), rtol=1e-12)
+    read = einderiv.compile(str(product))
+    np.testing.assert_allclose(read(**needed(read, arrays)), expected(x, arrays["v"]), rtol=1e-12)
+
+
 def test_a_count_is_sized_by_the_statements_before_it():
     """Read back, a letter a statement writes only in deltas has the size the statements before
     it write it at (a count has no other size), and two sizes there are an error that says so."""
