@@ -838,14 +838,19 @@ def _axes_text(indices) -> str:
     return "".join(indices) if indices else "(a scalar)"
 
 
-def _source(name: str, parameters: list[str], line: StraightLine, results, flavour: str, doc: str, helpers) -> str:
+def _source(
+    name: str, parameters: list[str], line: StraightLine, results, flavour: str, doc: str, helpers, nested=False
+) -> str:
     """One function: ``def name(parameters):`` running ``line`` and returning ``results``
-    (einderiv name, rank) pairs, one or a tuple."""
+    (einderiv name, rank) pairs, one or a tuple; ``nested``: the first, then a tuple of the rest
+    (``value_and_grad``'s (value, (g1, g2)))."""
     names = _Names(parameters)
     body = _Body(flavour, names, names[parameters[0]], helpers)
     for step in line.steps:
         body.step(step)
     returned = [body.returned(result, rank) for result, rank in results]
+    if nested:
+        returned = [returned[0], f"({', '.join(returned[1:])},)"]
     lines = [*body.lines, f"return {', '.join(returned)}"]
     quiet = flavour == "python" and any(isinstance(step, Elementwise) for step in line.steps)
     if quiet:  # as the runtime: IEEE results (inf, nan) of functions propagate without warnings
@@ -889,8 +894,15 @@ def _joint_source(gradients, unique, flavour: str, helpers) -> str:
     for derivative in gradients:
         written += [str(d.display()) for d in derivative.program.definitions if str(d.display()) not in written]
     listed = ", ".join(f"df/d{d.wrt[0].name}" for d in gradients)
-    returns = f"Returns ({'the value, ' if gradients.value is not None else ''}{listed}), computed in one line."
-    return _source(name, parameters, line, results, flavour, _doc(written, parameters, ranks, returns), helpers)
+    several = gradients.value is not None and gradients.several  # value_and_grad(f, [names]): (value, (g...))
+    value = "the value, " if gradients.value is not None else ""
+    returns = (
+        f"Returns ({value}({listed})) as value_and_grad does, computed in one line."
+        if several
+        else (f"Returns ({value}{listed}), computed in one line.")
+    )
+    doc = _doc(written, parameters, ranks, returns)
+    return _source(name, parameters, line, results, flavour, doc, helpers, nested=several)
 
 
 def generate(items, flavour: str = "python") -> str:

@@ -186,7 +186,11 @@ def factored(poly: Poly, count_axes=None) -> tuple[Expr, Poly]:
     normal form that the printed text reads back as (``poly`` itself, up to writing ``s_n^2`` as
     ``s_n s_n``).  Summed letters move out of the way of its counts' letters
     (:func:`~einderiv.printing.count_letters_apart`; ``count_axes``: what each count counts)."""
-    poly = count_letters_apart(poly, count_axes)
+    with avoiding(poly, count_axes):
+        return _factored(count_letters_apart(poly, count_axes))
+
+
+def _factored(poly: Poly) -> tuple[Expr, Poly]:
     plain = to_expr(poly), poly
     if not 2 <= len(poly.terms) <= MAX_FACTOR_TERMS:
         return plain
@@ -208,8 +212,7 @@ def factored(poly: Poly, count_axes=None) -> tuple[Expr, Poly]:
         collected.setdefault(key, [Fraction(0), atoms])[0] += coeff
     parts = [(c, atoms) for c, atoms in collected.values() if c != 0]
     try:
-        with avoiding(original):
-            expr = _build(parts, order, set(poly.indices), False, outputs=frozenset(poly.indices))
+        expr = _build(parts, order, set(poly.indices), False, outputs=frozenset(poly.indices))
     except (ValueError, ZeroDivisionError):
         return plain
     if expr is None:

@@ -35,53 +35,70 @@ def _written_names(expr: Expr) -> set[str]:
     return {i for node in walk(expr) if isinstance(node, (Tensor, Delta, MatrixCall)) for i in node.indices}
 
 
-#: letters the counts of the statement being printed print with (set by :func:`avoiding`)
-_AVOIDED: ContextVar[frozenset[str]] = ContextVar("count_letters_avoided", default=frozenset())
+#: letter -> the input axes the counts printed with it count (empty: not known), while a statement
+#: is printed (set by :func:`avoiding`)
+_AVOIDED: ContextVar[Mapping[str, frozenset] | None] = ContextVar("count_letters_avoided", default=None)
 
 
 @contextmanager
-def avoiding(poly: Poly) -> Iterator[None]:
-    """While printing ``poly`` with factors pulled out, no group binds a letter its counts print
-    with (as :func:`to_expr` does for the plain form)."""
-    token = _AVOIDED.set(frozenset(count_letter(i) for i in poly.all_index_names() if is_count(i)))
+def avoiding(poly: Poly, count_axes: Mapping[str, set] | None = None) -> Iterator[None]:
+    """While ``poly`` is printed, no group binds a letter its counts print with at another
+    dimension: a count is sized by its letter when the text is read back, so ``1 / (w_i w_i)^2``
+    beside ``delta_ii`` (x's length) would count w.  ``count_axes``: what each count counts (a
+    group's dummy written at those axes keeps its letter, and sizes the count)."""
+    letters: dict[str, frozenset] = {}
+    for index in sorted(i for i in poly.all_index_names() if is_count(i)):
+        axes = frozenset((count_axes or {}).get(index) or (count_axes or {}).get(count_stem(index)) or ())
+        letter = count_letter(index)
+        letters[letter] = axes if letters.get(letter, axes) == axes else frozenset()
+    token = _AVOIDED.set(letters)
     try:
         yield
     finally:
         _AVOIDED.reset(token)
 
 
-def _arg_expr(arg: Poly, visible: set[str], explicit: bool = False, avoid: frozenset = frozenset()) -> Expr:
-    """An argument as IR, its bound names renamed apart from ``visible`` (and from ``avoid``, the
-    letters the statement's counts print with); the names it writes are added to ``visible`` so
-    that later factors keep theirs apart too.  ``explicit`` writes the sums inside it as
-    ``sum_k(...)`` (used for divisors, where ``/ e_k`` would be cryptic)."""
-    avoid = avoid | _AVOIDED.get()
-    arg = rename_apart(arg, visible | avoid)
-    expr = to_expr(arg, visible | set(arg.indices), explicit, nested=True, avoid=avoid)
+def _apart(arg: Poly, visible: set[str]) -> Poly:
+    """``arg`` with its bound names renamed apart from ``visible`` and from the letters of the
+    statement's counts where it writes them at other axes (see :func:`avoiding`)."""
+    avoided = _AVOIDED.get() or {}
+    clashing = set()
+    for letter in arg.dummies() & set(avoided):
+        axes = set().union(*(_letter_axes(t, letter) for t in arg.terms))
+        if not axes or not avoided[letter] or not axes <= avoided[letter]:
+            clashing.add(letter)
+    return rename_apart(arg, visible | clashing, frozenset(avoided))
+
+
+def _arg_expr(arg: Poly, visible: set[str], explicit: bool = False) -> Expr:
+    """An argument as IR, its bound names renamed apart from ``visible``; the names it writes
+    are added to ``visible`` so that later factors keep theirs apart too.  ``explicit`` writes
+    the sums inside it as ``sum_k(...)`` (used for divisors, where ``/ e_k`` would be cryptic)."""
+    arg = _apart(arg, visible)
+    expr = to_expr(arg, visible | set(arg.indices), explicit, nested=True)
     visible |= _written_names(expr)
     return expr
 
 
-def atom_to_expr(atom, visible: set[str], avoid: frozenset = frozenset()) -> Expr:
+def atom_to_expr(atom, visible: set[str]) -> Expr:
     """One atom as IR.  Names bound inside an Apply are renamed apart from ``visible`` (every
     name already written around it) so the printed text scopes the same way when parsed back."""
     if isinstance(atom, MatrixFn):
         return MatrixCall(atom.func, atom.matrix, atom.indices)
-    avoid = avoid | _AVOIDED.get()
     if is_reciprocal(atom):  # 1/n along a free index: sum_j delta_jr / n
         (index,) = atom.indices
-        (j,) = fresh_indices(1, visible | avoid)
+        (j,) = fresh_indices(1, visible | set(_AVOIDED.get() or ()))
         visible.add(j)
         return Call("mean", Delta(j, index), (j,))
     if not isinstance(atom, Apply):
         return atom
     if logsumexp_parts(atom) is not None:  # log(sum_R(exp(v))) reads as logsumexp_R(v)
-        arg = rename_apart(atom.arg, visible | avoid)
+        arg = _apart(atom.arg, visible)
         v, summed = logsumexp_parts(Apply(atom.func, arg, atom.param))
-        inner = to_expr(v, visible | set(v.indices), nested=True, avoid=avoid)
+        inner = to_expr(v, visible | set(v.indices), nested=True)
         visible |= _written_names(inner) | set(summed)
         return Call("logsumexp", inner, summed)
-    inner = _arg_expr(atom.arg, visible, avoid=avoid)
+    inner = _arg_expr(atom.arg, visible)
     return Pow(inner, atom.param) if atom.func == "pow" else Call(atom.func, inner)
 
 
@@ -313,14 +330,12 @@ def term_to_expr(
     leading: bool = True,
     explicit: bool = False,
     nested: bool = False,
-    avoid: frozenset = frozenset(),
 ) -> Expr:
     """One monomial as IR.  A negative leading term reads ``-2 A_kj x_j``; later ones are
     ``Neg`` so that the sum prints ``a - 2 b``.  Negative powers print as division.  A summed
     index is written with an explicit ``sum_i(...)`` where the plain text would scope it
     differently: inside a group (``nested``) when it occurs once (it would be free there and go
-    outward), and anywhere a group inside would contract it (``exp(x_i x_i) y_i`` elementwise).
-    ``avoid``: letters the statement's counts print with, which no group binds."""
+    outward), and anywhere a group inside would contract it (``exp(x_i x_i) y_i`` elementwise)."""
     counts = sorted(i for i in term.index_names() if is_count(i))
     if counts:  # a counting index (delta_{i#2,i#2}, the dimension of i) prints with its letter
         term = counts_printed(term, counts, set(context))
@@ -343,11 +358,9 @@ def term_to_expr(
     for f in term.factors:
         if isinstance(f, Apply) and f.func == "pow" and f.param < 0:
             flipped = Apply("pow", f.arg, -f.param)
-            denominators.append(
-                _arg_expr(f.arg, visible, True, avoid) if f.param == -1 else atom_to_expr(flipped, visible, avoid)
-            )
+            denominators.append(_arg_expr(f.arg, visible, True) if f.param == -1 else atom_to_expr(flipped, visible))
         else:
-            factors.append(atom_to_expr(f, visible, avoid))
+            factors.append(atom_to_expr(f, visible))
     for func, over in (("mean", means), ("sum", hidden)):  # sum_j(mean_i(...)): each binds its indices
         if over:
             inner = _product(factors) if factors else Number(Fraction(1))
@@ -365,27 +378,18 @@ def term_to_expr(
     return Neg(body) if term.coeff < 0 and not leading else body
 
 
-def to_expr(
-    poly: Poly,
-    context: set[str] | None = None,
-    explicit: bool = False,
-    nested: bool = False,
-    avoid: frozenset = frozenset(),
-) -> Expr:
+def to_expr(poly: Poly, context: set[str] | None = None, explicit: bool = False, nested: bool = False) -> Expr:
     """The IR of a normal form; ``0`` for the empty sum.  ``explicit`` writes every summed
     index of a term as ``sum_i(...)``; ``nested`` says the sum is a group's (a call's argument,
-    a power's base, a divisor), whose terms' once-occurring indices would go outward."""
+    a power's base, a divisor), whose terms' once-occurring indices would go outward.  A
+    statement's groups keep apart from the letters its counts print with (:func:`avoiding`)."""
     if not poly.terms:
         return Number(Fraction(0))
+    if not nested and _AVOIDED.get() is None:
+        with avoiding(poly):
+            return to_expr(poly, context, explicit)
     ctx = set(poly.indices) | (context or set())
-    # a count is sized by its letter when read back, so a group in another term (1 / (w_i w_i)^2
-    # beside delta_ii) must not bind that letter at another dimension
-    if not nested:
-        avoid = frozenset(count_letter(i) for i in poly.all_index_names() if is_count(i))
-    parts = [
-        term_to_expr(t, ctx, leading=(k == 0), explicit=explicit, nested=nested, avoid=avoid)
-        for k, t in enumerate(poly.terms)
-    ]
+    parts = [term_to_expr(t, ctx, leading=(k == 0), explicit=explicit, nested=nested) for k, t in enumerate(poly.terms)]
     return parts[0] if len(parts) == 1 else Add(tuple(parts))
 
 

@@ -173,7 +173,9 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         # an index this statement writes only in deltas (d2L/dm dm = -delta_nn after L's
         # statement, or 2 v delta_ii after u_i = x_i + lam in a printed HVP) is sized as the
         # earlier statements wrote it: a count has no other size, and the earlier statements
-        # must agree on it (else the size cannot be inferred)
+        # must agree on it (else the size cannot be inferred).  Only in a derivative-named
+        # statement or the program's last one (the way einderiv prints a product): an
+        # intermediate's axes would otherwise depend on the order of the statements
         only_deltas = {i for node in walk(statement.rhs) if isinstance(node, Delta) for i in node.indices} - own
         if not statement.wrt and statement.target is not None:
             # an output axis a delta joins to another letter (mean_j(delta_ji)) is sized through
@@ -191,7 +193,7 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
             for h in d.hints
             if h[0] == "names"
             for e in h[1]
-            if e[0] not in own and (statement.wrt or e[0] in only_deltas)
+            if e[0] not in own and (statement.wrt or (last and e[0] in only_deltas))
         )
         # counting indices are unique to their statement, so their sizes travel safely with them
         # (a statement the rewrites see through brings its i#1 along)

@@ -548,7 +548,7 @@ def test_several_gradients_are_one_function(flavour, tmp_path):
     got = module.grad_f_W_x_b(*(to_library(a) for a in (W, x, b)))
     for g, e in zip(got, expected):
         np.testing.assert_allclose(to_numpy(g), e, rtol=1e-12)
-    value, *rest = module.value_and_grad_f_W_b(*(to_library(a) for a in (W, x, b)))
+    value, rest = module.value_and_grad_f_W_b(*(to_library(a) for a in (W, x, b)))  # as value_and_grad returns
     np.testing.assert_allclose(to_numpy(value), np.sum(h * h) / 2 + b * np.sum(W * W), rtol=1e-12)
     for g, e in zip(rest, (expected[0], expected[2])):
         np.testing.assert_allclose(to_numpy(g), e, rtol=1e-12)

@@ -323,6 +323,8 @@ def test_index_notation_is_unchanged():
         ("y = x - mean(x)", {"x": 1}),  # a reduction of a scalar is unlikely: x was a scalar, y = x - x
         ("f = norm2(x - mean(x))^2", {"x": 1}),  # the centred norm's gradient printed 0
         ("f = sum(s)", {"s": 1}),
+        ("f = x^T x + mean(s) + s", {"x": 1, "s": 0}),  # not a matrix s (a review found it)
+        ("y = x / sum(x)", {"x": 1}),  # a reduction broadcast onto its vector costs nothing
     ],
 )
 def test_rank_inference(text, ranks):

@@ -353,3 +353,28 @@ def test_a_factored_group_does_not_bind_a_count_letter():
     np.testing.assert_allclose(gradient(**arrays), expected, rtol=1e-12)
     read = einderiv.compile(str(gradient))
     np.testing.assert_allclose(read(**{k: v for k, v in arrays.items() if k in read.ranks}), expected, rtol=1e-12)
+
+
+def test_an_intermediate_count_is_not_sized_by_another_statement():
+    """Only the last statement (or a derivative-named one) sizes a count by the statements
+    before it: an intermediate ``g_i = delta_ii`` took y's length from ``s = sum_i(y_i)``, and the
+    program's shape depended on the order of its statements (a review found it)."""
+    x, y = np.arange(3.0) + 1, np.arange(5.0) + 1
+    source = "s = sum_i(y_i)\ng_i = delta_ii\nc_i = delta_ii + sum_i(x_i)\nh_i = g_i + c_i + s"
+    expected = 1 + 1 + x.sum() + y.sum()
+    np.testing.assert_allclose(einderiv.evaluate(source, x=x, y=y), expected * np.ones(3))
+    reordered = "s = sum_i(y_i)\nc_i = delta_ii + sum_i(x_i)\ng_i = delta_ii\nh_i = g_i + c_i + s"
+    np.testing.assert_allclose(einderiv.evaluate(reordered, x=x, y=y), expected * np.ones(3))
+
+
+def test_a_group_at_a_count_dimension_keeps_the_letter_that_sizes_it():
+    """``... / (sum_j(w_j w_j) + sum_j(mu delta_jj))``: the group's w_j sizes the count j; keeping
+    groups apart from count letters renamed it, and the text stopped with "cannot be inferred"
+    (a review found it).  Groups move only where they write the letter at another dimension."""
+    x, w, lam, mu = np.array([0.1, -0.2, 0.3]), np.array([1.0, 2.0, 0.5, 0.3]), 0.2, 0.4
+    gradient = einderiv.grad("f = (sum_i(x_i + lam))^3 / sum_j(w_j w_j + mu)", "x")
+    expected = 3 * (x.sum() + 3 * lam) ** 2 / (w @ w + 4 * mu) * np.ones(3)
+    arrays = {"x": x, "lam": lam, "w": w, "mu": mu}
+    np.testing.assert_allclose(gradient(**arrays), expected, rtol=1e-12)
+    read = einderiv.compile(str(gradient))
+    np.testing.assert_allclose(read(**{k: v for k, v in arrays.items() if k in read.ranks}), expected, rtol=1e-12)

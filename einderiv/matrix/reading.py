@@ -263,11 +263,11 @@ _PENALTIES = (
     "upper",
     "an outer product multiplied further",
     "a matrix function of a scalar name",
-    "a reduction of a scalar",
     "a scalar broadcast in a sum",
     "lower as a matrix",
     "lower as a scalar",
     "a scalar name after a vector or matrix",
+    "a reduction of a scalar",
 )
 
 

@@ -227,8 +227,10 @@ class Reader:
         for term, shaped in zip(node.terms, shapes):
             if shaped.shape not in (widest, SCALAR):
                 raise self.fail(term, f"cannot add {_word(shaped.shape)} and {_word(widest)}")
-            if shaped.shape == SCALAR and widest != SCALAR and not _constant(term):
-                self.penalties["a scalar broadcast in a sum"] += 1  # w^T x + c: c is more likely a scalar
+            reduction = isinstance(term, Call) and term.function in ("sum", "mean", "norm2", "logsumexp")
+            if shaped.shape == SCALAR and widest != SCALAR and not _constant(term) and not reduction:
+                # w^T x + c: c is more likely a scalar; x - mean(x) centres a vector
+                self.penalties["a scalar broadcast in a sum"] += 1
         partial = widest != SCALAR and any(s.partial or s.shape != widest for s in shapes)
         return Shaped(widest, partial)
 
