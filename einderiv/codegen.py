@@ -37,6 +37,7 @@ from .elementwise import FLAVOURS, FUNCTIONS, Helper
 from .emit import symbol_table
 from .errors import EinderivError
 from .glyphs import format_number
+from .gradients import Gradients
 from .index_names import count_stem, is_count
 from .ir import Delta, MatrixCall, Program, Tensor, to_float, walk
 from .normal import Apply, MatrixFn, Poly, is_reciprocal
@@ -882,9 +883,8 @@ def _line(*programs) -> StraightLine:
 def _joint_source(gradients, unique, flavour: str, helpers) -> str:
     """The gradients of :func:`~einderiv.grad` by several names (with the value first for
     ``value_and_grad``) as one function returning them in order, from their one straight line."""
-    parts = gradients._items()
-    line = gradients.line
-    results = [(name, len(part.indices)) for name, part in zip(gradients._outputs, parts)]
+    parts = gradients.parts()
+    results = [(name, len(part.indices)) for name, part in zip(gradients.outputs, parts)]
     by = "_".join(identifier(d.wrt[0].name) for d in gradients)
     head = "value_and_grad" if gradients.value is not None else "grad"
     name = unique(f"{head}_{identifier(gradients[0].root_name)}_{by}")
@@ -902,7 +902,7 @@ def _joint_source(gradients, unique, flavour: str, helpers) -> str:
         else (f"Returns ({value}{listed}), computed in one line.")
     )
     doc = _doc(written, parameters, ranks, returns)
-    return _source(name, parameters, line, results, flavour, doc, helpers, nested=several)
+    return _source(name, parameters, gradients.line, results, flavour, doc, helpers, nested=several)
 
 
 def generate(items, flavour: str = "python") -> str:
@@ -929,7 +929,7 @@ def generate(items, flavour: str = "python") -> str:
         return text
 
     for item in items:
-        if isinstance(item, tuple) and hasattr(item, "line"):  # grad(source, [names]): one function
+        if isinstance(item, Gradients):  # grad(source, [names]): one function
             functions.append(_joint_source(item, unique, flavour, helpers))
             continue
         if not isinstance(item, Compiled):

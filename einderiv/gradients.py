@@ -94,19 +94,27 @@ class Gradients(tuple):
 
     value: Compiled | None = None  # set by value_and_grad: the output itself, computed first
 
-    def _items(self) -> list[Compiled]:
+    def parts(self) -> list[Compiled]:
+        """What one call computes, in order: the value (for :func:`value_and_grad`), then each
+        gradient."""
         return [self.value, *self] if self.value is not None else list(self)
 
     @property
     def line(self) -> StraightLine:
         if getattr(self, "_line", None) is None:
-            self._line, self._outputs = joint_line(self._items())
+            self._line, self._outputs = joint_line(self.parts())
         return self._line
+
+    @property
+    def outputs(self) -> list[str]:
+        """The name each of :meth:`parts` has in :attr:`line`."""
+        self.line  # noqa: B018 - planned once, with the line
+        return self._outputs
 
     @property
     def ranks(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for item in self._items():
+        for item in self.parts():
             out.update(item.ranks)
         return out
 
@@ -114,20 +122,20 @@ class Gradients(tuple):
     def __call__(self, arrays: Mapping[str, object] | None = None, /, **named):
         """The gradients' values (a tuple); with the value first for :func:`value_and_grad`."""
         given = gathered_arrays(arrays, named)
-        first = self._items()[0]
+        first = self.parts()[0]
         ranks = self.ranks
         holder = Compiled.__new__(Compiled)  # the input checks of one compiled program, over all inputs
         holder.program, holder.ranks, holder.reading = first.program, ranks, first.reading
         values = holder.numpy_arrays(given)
-        for item in self._items():
+        for item in self.parts():
             if item.structure:
                 check_structure(item.structure, values)
-        for item in self._items():  # every dimension agrees (once per shapes)
+        for item in self.parts():  # every dimension agrees (once per shapes)
             item.check_sizes(values)
         line = self.line
         signature = tuple((values[n].shape, values[n].dtype) for n in sorted(ranks))
-        computed = run(line, dict(values), signature, keep=tuple(self._outputs))
-        results = tuple(np.array(computed[name]) for name in self._outputs)
+        computed = run(line, dict(values), signature, keep=tuple(self.outputs))
+        results = tuple(np.array(computed[name]) for name in self.outputs)
         if self.value is not None:
             return results[0], (results[1:] if self.several else results[1])
         return results

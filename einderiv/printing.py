@@ -35,9 +35,16 @@ def _written_names(expr: Expr) -> set[str]:
     return {i for node in walk(expr) if isinstance(node, (Tensor, Delta, MatrixCall)) for i in node.indices}
 
 
-#: letter -> the input axes the counts printed with it count (empty: not known), while a statement
-#: is printed (set by :func:`avoiding`)
-_AVOIDED: ContextVar[Mapping[str, frozenset] | None] = ContextVar("count_letters_avoided", default=None)
+#: letter -> the input axes each count printed with it counts (empty: not known), while a
+#: statement is printed (set by :func:`avoiding`)
+_AVOIDED: ContextVar[Mapping[str, list[frozenset]] | None] = ContextVar("count_letters_avoided", default=None)
+
+
+def _at_other_axes(axes: set, counted: list) -> bool:
+    """Whether a letter written at ``axes`` may be another dimension than the counts printed with
+    it, which count ``counted`` (one set of axes each; empty: not known): read back, those counts
+    would take its size."""
+    return not axes or not all(axes <= known for known in counted)
 
 
 @contextmanager
@@ -46,11 +53,10 @@ def avoiding(poly: Poly, count_axes: Mapping[str, set] | None = None) -> Iterato
     dimension: a count is sized by its letter when the text is read back, so ``1 / (w_i w_i)^2``
     beside ``delta_ii`` (x's length) would count w.  ``count_axes``: what each count counts (a
     group's dummy written at those axes keeps its letter, and sizes the count)."""
-    letters: dict[str, frozenset] = {}
+    letters: dict[str, list[frozenset]] = {}
     for index in sorted(i for i in poly.all_index_names() if is_count(i)):
-        axes = frozenset((count_axes or {}).get(index) or (count_axes or {}).get(count_stem(index)) or ())
-        letter = count_letter(index)
-        letters[letter] = axes if letters.get(letter, axes) == axes else frozenset()
+        axes = (count_axes or {}).get(index) or (count_axes or {}).get(count_stem(index)) or ()
+        letters.setdefault(count_letter(index), []).append(frozenset(axes))
     token = _AVOIDED.set(letters)
     try:
         yield
@@ -62,11 +68,11 @@ def _apart(arg: Poly, visible: set[str]) -> Poly:
     """``arg`` with its bound names renamed apart from ``visible`` and from the letters of the
     statement's counts where it writes them at other axes (see :func:`avoiding`)."""
     avoided = _AVOIDED.get() or {}
-    clashing = set()
-    for letter in arg.dummies() & set(avoided):
-        axes = set().union(*(_letter_axes(t, letter) for t in arg.terms))
-        if not axes or not avoided[letter] or not axes <= avoided[letter]:
-            clashing.add(letter)
+    clashing = {
+        letter
+        for letter in arg.dummies() & set(avoided)
+        if _at_other_axes(set().union(*(_letter_axes(t, letter) for t in arg.terms)), avoided[letter])
+    }
     return rename_apart(arg, visible | clashing, frozenset(avoided))
 
 
@@ -186,9 +192,8 @@ def count_letters_apart(poly: Poly, count_axes: Mapping[str, set] | None = None)
         for letter, stems in by_letter.items():
             if letter in outer or letter not in term.index_names():
                 continue
-            axes = _letter_axes(term, letter)
             known = [set((count_axes or {}).get(stem, ())) for stem in stems]
-            if not axes or not all(axes <= k for k in known):
+            if _at_other_axes(_letter_axes(term, letter), known):
                 clashes.add(letter)
         # to a letter no count prints with (x_i beside delta_ii delta_jj moves to x_k, not x_j)
         terms.append(rename_term_apart(term, outer, clashes, frozenset(by_letter)) if clashes else term)
