@@ -174,6 +174,21 @@ _GLYPH_HINTS = {
     "√": "write a square root with parentheses, √(x_i x_i), or as sqrt(x_i x_i)",
     "⊙": "'⊙' is matrix notation; in index notation an elementwise product shares its indices: c_i = a_i b_i",
     "ᵀ": "'ᵀ' is matrix notation; in index notation a transpose swaps the indices: A_ji",
+    "|": "write abs(x) for an absolute value, norm2(x) for a vector's norm and det(A) for a determinant",
+    "‖": "write a Euclidean norm as norm2(x) in matrix notation, or sqrt(x_i x_i)",
+    "\\": "there is no left division: write inv(A) b in matrix notation, or inv(A)_ij b_j",
+    **dict.fromkeys(
+        "<>⟨⟩",
+        "write an inner product as x^T y in matrix notation or x_i y_i; there are no comparisons "
+        "(step(x) is 1 where x > 0)",
+    ),
+    **dict.fromkeys("≤≥≠", "there are no comparisons: step(x) is 1 where x > 0"),
+    "@": "'@' is matrix notation (A @ x); in index notation a product shares its summed index: y_i = A_ij x_j",
+    "∘": "'∘' is matrix notation's elementwise product; in index notation it shares its indices: c_i = a_i b_i",
+    "÷": "write a quotient with '/'",
+    **dict.fromkeys(
+        "∇∂", "write the function itself and name the variable: einderiv.grad(f, 'x'), or --wrt x on the command line"
+    ),
     **dict.fromkeys("ᵢⱼₖₗₘₙₐₑₒₓₚₛₜₕᵣᵤᵥ", "indices follow an underscore: write x_i, A_ij"),
     **dict.fromkeys(
         "₀₁₂₃₄₅₆₇₈₉", "indices are letters, not subscript digits: write x_i for an entry, or x1 for a name"
@@ -181,13 +196,26 @@ _GLYPH_HINTS = {
 }
 
 
-def syntax_error(err: UnexpectedInput, source: str, spelled=str) -> ParseError:
-    """The parser's complaint as a ParseError; ``spelled(token)`` is a token as the user typed it."""
+_MATRIX_HINTS = {
+    "_": ": matrix notation has no indices; write the whole text in index notation (x_i y_i), "
+    "or drop the indices (x^T y)",
+    **dict.fromkeys(
+        "·×",
+        ": in matrix notation write a matrix product by juxtaposition (A B, A x) and an inner product as x^T y",
+    ),
+}
+
+
+def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = False) -> ParseError:
+    """The parser's complaint as a ParseError; ``spelled(token)`` is a token as the user typed it;
+    ``matrix``: the text was read as matrix notation."""
     line, column = err.line, err.column
     if isinstance(err, UnexpectedCharacters):
         char = source[err.pos_in_stream] if err.pos_in_stream < len(source) else ""
         hint = ""
-        if char == "_":
+        if matrix and char in _MATRIX_HINTS:
+            hint = _MATRIX_HINTS[char]
+        elif char == "_":
             hint = ": an index list follows a name directly, as in R_mp, W_{in,out} or inv(M)_ij"
         elif char == "{" and source[: err.pos_in_stream].endswith("^"):
             hint = ": an exponent is a number without braces (x_i^2, x_i^-1); an inverse is inv(A)_ij"

@@ -5,6 +5,7 @@ of those closed forms; the reading shown; rank inference and its errors; the CLI
 from __future__ import annotations
 
 import inspect
+import re
 
 import numpy as np
 import pytest
@@ -111,6 +112,15 @@ CASES = [
      lambda x, S: -np.exp(-0.5 * x @ inv(S) @ x) * 0.5 * (inv(S) + inv(S).T) @ x),
     ("f = x^T A^T A x - 2 b^T A x", {}, lambda x, A, b: x @ A.T @ A @ x - 2 * b @ A @ x, "x",
      lambda x, A, b: 2 * A.T @ A @ x - 2 * A.T @ b),
+    # '@' as NumPy means it: a vector on its left is a row; '∘' is the Matrix Cookbook's Hadamard product
+    ("f = x @ A @ x", {}, lambda x, A: x @ A @ x, "x", lambda x, A: (A + A.T) @ x),
+    ("f = a @ b", {}, lambda a, b: a @ b, "a", lambda a, b: b),
+    ("g = x @ A", {}, lambda x, A: x @ A, "x", lambda x, A: A.T),
+    ("L = (y - X @ w) @ (y - X @ w)", TALL, lambda y, X, w: (y - X @ w) @ (y - X @ w), "w",
+     lambda y, X, w: -2 * X.T @ (y - X @ w)),
+    ("F = X^T @ X", TALL, lambda X: X.T @ X, "X",
+     lambda X: np.einsum("kj,il->ijkl", X, np.eye(N)) + np.einsum("ki,jl->ijkl", X, np.eye(N))),
+    ("z = x ∘ w", {}, lambda x, w: x * w, "w", lambda x, w: np.diag(x)),
 ]  # fmt: skip
 
 
@@ -683,3 +693,49 @@ def test_a_syntax_error_on_a_continued_line_points_into_that_line():
         with pytest.raises(einderiv.ParseError) as caught:
             einderiv.parse(text, notation="matrix")
         assert (caught.value.line, caught.value.column) == where, text
+
+
+@pytest.mark.parametrize(
+    "text, message, column",
+    [
+        ("f = s @ x", "'@' takes vectors and matrices, not a scalar (as NumPy does)", 5),
+        ("f = x @ 2", "'@' takes vectors and matrices, not a scalar", 9),
+    ],
+)
+def test_matmul_refuses_a_scalar_as_numpy_does(text, message, column):
+    with pytest.raises(EinderivError, match=re.escape(message)) as caught:
+        einderiv.compile(text, notation="matrix", ranks={"s": 0, "x": 1})
+    assert f"column {column}" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "text, message, column",
+    [
+        ("f = ‖x‖^2", "write a Euclidean norm as norm2(x)", 5),
+        ("f = |x|", "write abs(x) for an absolute value", 5),
+        ("f = A \\ b", "there is no left division: write inv(A) b", 7),
+        ("f = <x, y>", "write an inner product as x^T y", 5),
+        ("f = ⟨x, y⟩", "write an inner product as x^T y", 5),
+        ("f = x^T y ≥ 0", "there are no comparisons", 11),
+        ("f = ∇g", "name the variable", 5),
+        ("f = x^T · y", "in matrix notation write a matrix product by juxtaposition", 9),
+    ],
+)
+def test_notations_from_other_places_get_an_error_that_says_what_to_write(text, message, column):
+    with pytest.raises(ParseError, match=re.escape(message)) as caught:
+        einderiv.compile(text)
+    assert (caught.value.line, caught.value.column) == (1, column)
+
+
+def test_indices_in_text_read_as_matrix_notation_say_that_it_has_none():
+    with pytest.raises(ParseError, match="matrix notation has no indices") as caught:
+        einderiv.compile("f = x_i @ y", notation="matrix")
+    assert (caught.value.line, caught.value.column) == (1, 6)
+
+
+def test_matmul_and_the_hadamard_circle_mark_matrix_notation():
+    assert detect("f = x @ A @ x") == "matrix" and detect("z = x ∘ w") == "matrix"
+    x, A = BASE["x"], BASE["A"]
+    assert einderiv.evaluate("f = x @ A @ x", x=x, A=A) == pytest.approx(x @ A @ x, rel=1e-12)
+    # an operator at the end of a line continues the statement, as '*' does
+    np.testing.assert_allclose(einderiv.evaluate("g = A @\n x", A=A, x=x), A @ x, rtol=1e-12)

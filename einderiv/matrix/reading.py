@@ -52,7 +52,7 @@ class Reading:
 
 _MARKS = re.compile(
     r"\^\s*[{(]?\s*-?\s*T\b"  # ^T, ^-T, ^{T}
-    r"|'|ᵀ|⁻ᵀ|⊙|\.\*|\./|\.\^"  # x', xᵀ, X⁻ᵀ, elementwise operators (x², X⁻¹ are powers in both)
+    r"|'|ᵀ|⁻ᵀ|⊙|∘|@|\.\*|\./|\.\^"  # x', xᵀ, X⁻ᵀ, A @ x, elementwise operators (x², X⁻¹ are powers in both)
     r"|\b(?:tr|sum|mean|diag|norm2|softmax|logsumexp)\s*\("  # functions that index notation writes with indices
 )
 _INVERSE = re.compile(r"\b[A-Z][A-Za-z0-9]*\s*⁻¹")  # A⁻¹: a matrix's inverse

@@ -22,11 +22,12 @@ GRAMMAR = r"""
 ADDOP: "+" | "-"
 
 ?hadamard: product (ELEMENTWISE product)*
-ELEMENTWISE: "⊙" | ".*" | "./"
+ELEMENTWISE: "⊙" | "∘" | ".*" | "./"
 
 ?product: signed
         | product postfix               -> mul
         | product "*" signed            -> mul
+        | product "@" signed            -> matmul
         | product "/" signed            -> div
 
 ?signed: postfix
@@ -109,6 +110,12 @@ class Product:
     left: object
     right: object
     column: int
+
+
+@dataclass(frozen=True)
+class MatMul(Product):
+    """``L @ R`` as NumPy means it: the matrix product, where a vector on the left is a row
+    (``x @ y`` is x^T y, ``x @ A`` is x^T A) and neither side is a scalar."""
 
 
 @dataclass(frozen=True)
@@ -264,6 +271,8 @@ def _node(kind: str, kids: list, column: int):
         return Inverse(kids[0], True, column)
     if kind == "mul":
         return Product(kids[0], kids[1], column)
+    if kind == "matmul":
+        return MatMul(kids[0], kids[1], column)
     if kind == "div":
         return Divide(kids[0], kids[1], column)
     if kind == "elementwise_power":
@@ -425,7 +434,7 @@ def _logical_lines(text: str) -> list[tuple[int, str, list]]:
         if lines:
             joined = lines[-1][1]
             stripped = joined.rstrip()
-            open_ = joined.count("(") > joined.count(")") or stripped.endswith(("+", "-", "*", "/", "^", "=", "("))
+            open_ = joined.count("(") > joined.count(")") or stripped.endswith(("+", "-", "*", "@", "/", "^", "=", "("))
     return lines
 
 
@@ -433,7 +442,7 @@ def _parse_line(text: str):
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as err:
-        raise syntax_error(err, text) from None
+        raise syntax_error(err, text, matrix=True) from None
     if isinstance(tree, Token):
         tree = Tree("number" if tree.type == "NUMBER" else "name", [tree])
     return _build(tree, text)

@@ -26,6 +26,7 @@ from .syntax import (
     ElementwiseDivide,
     Hadamard,
     Inverse,
+    MatMul,
     Name,
     Neg,
     Number,
@@ -170,6 +171,8 @@ class Reader:
             return Shaped(self.matrix_argument(node.operand, node, "an inverse").shape)
         if isinstance(node, Sum):
             return self._infer_sum(node)
+        if isinstance(node, MatMul):
+            return self._infer_matmul(node)
         if isinstance(node, Product):
             return self._infer_product(node)
         if isinstance(node, (Hadamard, ElementwiseDivide)):
@@ -233,6 +236,15 @@ class Reader:
                 self.penalties["a scalar broadcast in a sum"] += 1
         partial = widest != SCALAR and any(s.partial or s.shape != widest for s in shapes)
         return Shaped(widest, partial)
+
+    def _infer_matmul(self, node: MatMul) -> Shaped:
+        """``L @ R`` read as NumPy reads it: a vector on the left is a row (``x @ A @ x`` is x^T A x,
+        ``x @ y`` the inner product), and a scalar operand is an error, as in NumPy."""
+        for operand in (node.left, node.right):
+            if self.shaped(operand).shape == SCALAR:
+                raise self.fail(operand, "'@' takes vectors and matrices, not a scalar (as NumPy does): write s A")
+        left = node.left if self.shaped(node.left).shape != COLUMN else Transpose(node.left, node.left.column)
+        return self._rewrite(node, Product(left, node.right, node.column))
 
     def _infer_product(self, node: Product) -> Shaped:
         if isinstance(node.right, Number) and node.right.text == "1" and not isinstance(node.left, Number):
