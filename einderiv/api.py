@@ -6,6 +6,7 @@ import functools
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -304,10 +305,11 @@ class Compiled:
             return self._numpy_call(arrays)
         ops = ops_for(chosen)
         values, dtype, like = self._backend_arrays(arrays, ops)
-        self.check_sizes(values)
-        like = ops.astype(ops.convert(0.0, like), dtype)  # a 0-d array: the dtype and device of constants
-        inputs = [values[n] for n in self.ranks]
-        result = run_with(self._line or self.line, values, ops, like)[self.program.output]
+        with self._in_written_terms():
+            self.check_sizes(values)
+            like = ops.astype(ops.convert(0.0, like), dtype)  # a 0-d array: the dtype and device of constants
+            inputs = [values[n] for n in self.ranks]
+            result = run_with(self._line or self.line, values, ops, like)[self.program.output]
         return ops.own(result, inputs)  # never an input, a view of one or a broadcast view
 
     @guarded
@@ -322,8 +324,27 @@ class Compiled:
                 break
         return self._numpy_call(arrays)
 
+    @contextmanager
+    def _in_written_terms(self):
+        """Size errors name index letters: for text read as matrix notation, which has none, the
+        error says what the letters belong to (``G = B + I`` with a 3 x 4 B: read as
+        ``G_ij = B_ij + delta_ij``, so I is square)."""
+        try:
+            yield
+        except EvaluationError as err:
+            if type(self) is not Compiled or self.reading is None or self.reading.notation != "matrix":
+                raise
+            if "index '" not in str(err):
+                raise
+            square = "; I is square and takes its size from what it meets" if "delta_" in self.read_as else ""
+            raise EvaluationError(f"{err} (matrix notation read the text as {self.read_as}{square})") from None
+
     def _numpy_call(self, arrays: Mapping[str, object]) -> np.ndarray:
         """NumPy's fast path: plans per shape signature, results written in place."""
+        with self._in_written_terms():
+            return self._numpy_value(arrays)
+
+    def _numpy_value(self, arrays: Mapping[str, object]) -> np.ndarray:
         values = self.numpy_arrays(arrays)
         if self.structure:
             check_structure(self.structure, values)
@@ -348,7 +369,8 @@ class Compiled:
                 raise EvaluationError(f"the shape of {name!r} must be non-negative integers, got {shape!r}") from None
             arrays[name] = np.broadcast_to(np.float64(0), sizes)  # a view: no memory, however large
         values = {k: v.shape for k, v in self.numpy_arrays(arrays).items()}
-        return shape_of(self.program_dimensions, self.output, values)
+        with self._in_written_terms():
+            return shape_of(self.program_dimensions, self.output, values)
 
     @property
     def steps(self) -> tuple:

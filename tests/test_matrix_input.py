@@ -739,3 +739,22 @@ def test_matmul_and_the_hadamard_circle_mark_matrix_notation():
     assert einderiv.evaluate("f = x @ A @ x", x=x, A=A) == pytest.approx(x @ A @ x, rel=1e-12)
     # an operator at the end of a line continues the statement, as '*' does
     np.testing.assert_allclose(einderiv.evaluate("g = A @\n x", A=A, x=x), A @ x, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "text, arrays, message",
+    [
+        ("G = B + I", {"B": np.ones((3, 4))}, "read the text as G_ij = B_ij + delta_ij; I is square"),
+        ("M = B; G = I", {"B": np.ones((3, 4))}, "read the text as M_ij = B_ij; G_ij = delta_ij; I is square"),
+        ("f = x^T A x", {"x": np.ones(3), "A": np.ones((4, 4))}, "read the text as f = x_i A_ij x_j)"),
+    ],
+)
+@pytest.mark.parametrize("backend", [None, "torch"])
+def test_a_size_error_in_matrix_notation_shows_the_letters_it_names(text, arrays, message, backend):
+    if backend == "torch":
+        pytest.importorskip("torch")
+    compiled = einderiv.compile(text, notation="matrix")
+    with pytest.raises(EvaluationError, match=re.escape(message)):
+        compiled.call(arrays, backend=backend)
+    with pytest.raises(EvaluationError, match=re.escape(message)):
+        compiled.shape_for({k: v.shape for k, v in arrays.items()})
