@@ -114,13 +114,20 @@ def _renamed(derivative: Derivative, name: str, shape: tuple[str, ...], user: Ch
         defined = {d.name for d in user.definitions}
         program = with_root(with_forward(program, user, references(root.poly) & defined), root)
         rhs = counts_read_back(program, user.definitions, final.poly, count_axes_of(final.hints)) or rhs
+    # a zero of the shape of wrt (or of the output, for a JVP) prints as 0 w_I, which sizes its
+    # indices when read back; one constant along an axis (udfdz_i = c lam u) gets + 0 z_i
+    sized_by = None
     if final.indices and shape == (f"{wrt[0].name}.shape",):
-        sizing = Mul((Number(Fraction(0)), Tensor(wrt[0].name, final.indices)))
-        written = {i for node in walk(rhs) if isinstance(node, (Tensor, MatrixCall)) for i in node.indices}
-        if not final.poly.terms:  # a zero of wrt's shape prints as 0 w_I, which sizes its indices when read back
-            rhs = sizing
-        elif set(final.indices) - written:  # constant along an axis of wrt (udfdz_i = c lam u): + 0 z_i sizes it
-            rhs = Add((rhs, sizing))
+        sized_by = wrt[0].name
+    elif final.indices and shape == (f"{root.name}.shape",) and root.statement is not None and root.name != "_":
+        sized_by = root.name
+    written = {i for node in walk(rhs) if isinstance(node, (Tensor, MatrixCall)) for i in node.indices}
+    if sized_by is not None and (not final.poly.terms or set(final.indices) - written):
+        if sized_by == root.name:  # the output's statement, printed first, sizes it (it is not computed)
+            defined = {d.name for d in user.definitions}
+            program = with_root(with_forward(program, user, references(root.poly) & defined), root)
+        sizing = Mul((Number(Fraction(0)), Tensor(sized_by, final.indices)))
+        rhs = sizing if not final.poly.terms else Add((rhs, sizing))
     statement = Statement(Tensor(name, final.indices), rhs)
     definitions = [*program.definitions[:-1], replace(final, statement=statement)]
     program = replace(program, definitions=definitions)

@@ -289,6 +289,27 @@ def test_a_product_constant_along_an_axis_reads_back(source, wrt, kind, expected
     np.testing.assert_allclose(read(**needed(read, arrays)), expected(x, arrays["v"]), rtol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "source, expected",
+    [  # NumPy closed forms: h does not depend on x, or is constant along an axis of h
+        ("t1_i = x_i; h_ij = tanh(z_j - y_i)", lambda x, z, y, v: np.zeros((4, 4))),
+        ("h_ij = tanh(z_j - y_i) + x_i", lambda x, z, y, v: np.repeat(v[:, None], 4, axis=1)),
+        ("h_ij = x_i z_j + y_i", lambda x, z, y, v: np.outer(v, z)),
+    ],
+)
+def test_a_jvp_that_is_zero_or_constant_along_an_output_axis_reads_back(source, expected):
+    """A JVP has the output's shape: zero, it prints ``0 h_ij`` after the output's statement (it
+    printed ``dhdxv_ij = 0``, which stopped with "left-hand side index 'i' appears in no term");
+    constant along an axis, it gets ``+ 0 h_ij`` (19 of 1,200 probe products, 2026-12-03)."""
+    rng = np.random.default_rng(3)
+    arrays = {name: rng.normal(size=4) for name in ("x", "z", "y", "v")}
+    product = einderiv.jvp(source, "x")
+    want = expected(arrays["x"], arrays["z"], arrays["y"], arrays["v"])
+    np.testing.assert_allclose(product(**needed(product, arrays)), want, rtol=1e-12, atol=1e-15)
+    read = einderiv.compile(str(product))
+    np.testing.assert_allclose(read(**needed(read, arrays)), want, rtol=1e-12, atol=1e-15, err_msg=str(product))
+
+
 def test_a_count_is_sized_by_the_statements_before_it():
     """Read back, a letter a statement writes only in deltas has the size the statements before
     it write it at (a count has no other size), and two sizes there are an error that says so."""
