@@ -486,7 +486,7 @@ _N3 = 3
 
 def _random_expression(rng, depth=0) -> str:
     if depth > 3 or rng.random() < 0.3:
-        return str(rng.choice(["x", "w", "A", "B", "lam", "2", "0.5", "I"]))
+        return str(rng.choice(["x", "w", "A", "B", "lam", "2", "0.5", "I", "-2", "-0.5"]))
     left, right = _random_expression(rng, depth + 1), _random_expression(rng, depth + 1)
     forms = [
         f"{left} {right}", f"{left}^T", f"{left}'", f"{left} * {right}", f"({left} + {right})",
@@ -494,6 +494,7 @@ def _random_expression(rng, depth=0) -> str:
         f"tr({left})", f"inv(I + {left} {left}^T)", f"logdet(I + {left} {left}^T)", f"det({left})",
         f"exp({left})", f"tanh({left})", f"sigmoid({left})", f"norm2({left})", f"sum({left})",
         f"-({left})", f"({left})^2", f"{left}.^3", f"diag({left})", f"{left} / (1 + lam^2)",
+        f"{left} @ {right}", f"{left} ∘ {right}", f"{left} ({right})", f"({left})^3",
     ]  # fmt: skip
     return forms[int(rng.integers(len(forms)))]
 
@@ -515,6 +516,9 @@ def _interpret(node, arrays):
             return total
         if isinstance(n, ms.Neg):
             return -go(n.operand)
+        if isinstance(n, ms.MatMul):  # NumPy's @: a vector on the left is a row
+            a, b = go(n.left), go(n.right)
+            return (a.T if a.shape[1] == 1 and a.shape[0] > 1 else a) @ b
         if isinstance(n, ms.Product):
             a, b = go(n.left), go(n.right)
             return a * b if 1 in (a.size, b.size) else a @ b
@@ -758,3 +762,40 @@ def test_a_size_error_in_matrix_notation_shows_the_letters_it_names(text, arrays
         compiled.call(arrays, backend=backend)
     with pytest.raises(EvaluationError, match=re.escape(message)):
         compiled.shape_for({k: v.shape for k, v in arrays.items()})
+
+
+NEGATED_FACTORS = [  # (text, NumPy by hand); x, y, w vectors, A, B square, s, lam scalars
+    ("f = x^T (-2 A) x", lambda x, A: -2 * x @ A @ x),
+    ("f = x' * (-2*A) * x", lambda x, A: -2 * x @ A @ x),
+    ("f = x @ (-2 * A) @ x", lambda x, A: -2 * x @ A @ x),
+    ("f = x^T (-2 x)", lambda x: -2 * x @ x),
+    ("f = x^T (-1/2 x)", lambda x: -0.5 * x @ x),
+    ("f = lam (-2 lam)", lambda lam: -2 * lam * lam),
+    ("F = A (-2 B)", lambda A, B: -2 * A @ B),
+    ("z = x ∘ (-2 w)", lambda x, w: -2 * x * w),
+    ("z = (-2 x) ∘ (-3 w)", lambda x, w: 6 * x * w),
+    ("f = (-2 x)^T A (-2 x)", lambda x, A: 4 * x @ A @ x),
+    ("F = diag(-2 x)", lambda x: np.diag(-2 * x)),
+    ("f = tr(A (-2 B))", lambda A, B: -2 * np.trace(A @ B)),
+    ("F = (-2 A)^3", lambda A: -8 * A @ A @ A),
+    ("f = x^T (-A)^2 x", lambda x, A: x @ A @ A @ x),
+    ("F = A (-A)^2", lambda A: A @ A @ A),
+    ("F = ((-A)^3)^2", lambda A: np.linalg.matrix_power(A, 6)),
+]
+
+
+@pytest.mark.parametrize("text, value", NEGATED_FACTORS, ids=[c[0] for c in NEGATED_FACTORS])
+def test_a_factor_starting_with_a_negative_number_is_a_factor_not_a_subtraction(text, value):
+    """``x^T (-2 A) x`` was read as ``x_i - 2 A_ij x_j`` (a subtraction: found by a probe,
+    2026-12-03); every negated factor after another keeps its brackets in the reading."""
+    arrays = {name: BASE[name] for name in inspect.signature(value).parameters}
+    got = einderiv.evaluate(text, notation="matrix", **arrays)
+    np.testing.assert_allclose(got, value(**arrays), rtol=1e-10, atol=1e-12)
+
+
+def test_the_gradient_through_a_negated_factor_is_the_closed_form():
+    X, y, w = TALL["X"], TALL["y"], BASE["w"]
+    g = einderiv.grad("L = (y - X w)^T (-1/2 (y - X w))", "w", notation="matrix")
+    np.testing.assert_allclose(g(X=X, y=y, w=w), X.T @ (y - X @ w), rtol=1e-10)
+    g = einderiv.grad("f = x^T (-2 A) x", "x", notation="matrix")
+    np.testing.assert_allclose(g(x=BASE["x"], A=BASE["A"]), -2 * (BASE["A"] + BASE["A"].T) @ BASE["x"], rtol=1e-10)

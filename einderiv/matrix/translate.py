@@ -460,6 +460,8 @@ class Reader:
 
     def factor(self, node, row, col, first: bool = False, atom: bool = False) -> str:
         text, precedence = self.emit(node, row, col)
+        if text.startswith("-"):  # -2 A_kj after a factor would read as a subtraction: (-2 A_kj)
+            precedence = min(precedence, 1)
         needed = 3 if atom else 1 if first else 2
         return text if precedence >= needed else f"({text})"
 
