@@ -199,6 +199,9 @@ _GLYPH_HINTS = {
 _MATRIX_HINTS = {
     "_": ": matrix notation has no indices; write the whole text in index notation (x_i y_i), "
     "or drop the indices (x^T y)",
+    "√": ": write a square root as sqrt(...), as in sqrt(x^T x)",
+    "Σ": ": write a sum of all entries as sum(...)",
+    "σ": ": write the logistic function as sigmoid(...)",
     **dict.fromkeys(
         "·×",
         ": in matrix notation write a matrix product by juxtaposition (A B, A x) and an inner product as x^T y",
@@ -215,6 +218,10 @@ def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = 
         hint = ""
         if matrix and char in _MATRIX_HINTS:
             hint = _MATRIX_HINTS[char]
+        elif matrix and char == "." and source[err.pos_in_stream + 1 : err.pos_in_stream + 2] == "T":
+            hint = ": write a transpose as X^T (or X'), not NumPy's X.T"
+        elif matrix and _letters(char):
+            hint = f": matrix notation spells Greek letters by name: write {_letters(char)}"
         elif char == "_":
             hint = ": an index list follows a name directly, as in R_mp, W_{in,out} or inv(M)_ij"
         elif char == "{" and source[: err.pos_in_stream].endswith("^"):

@@ -731,6 +731,29 @@ def test_notations_from_other_places_get_an_error_that_says_what_to_write(text, 
     assert (caught.value.line, caught.value.column) == (1, column)
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("f = X.T @ X", "write a transpose as X^T (or X'), not NumPy's X.T"),
+        ("f = λ x^T x", "matrix notation spells Greek letters by name: write lambda"),
+        ("f = √(x^T x)", "write a square root as sqrt(...)"),
+        ("f = σ(w^T x)", "write the logistic function as sigmoid(...)"),
+        ("f = x / w", "division only by a scalar, not by a column vector: write ./ to divide elementwise"),
+        ("f = x^T A x / x^T x", "a denominator of more than one factor needs brackets, as in x / (x^T x)"),
+        ("F = diag(A)", "it takes a vector (a matrix's diagonal is A_ii in index notation)"),
+    ],
+)
+def test_matrix_notation_errors_say_what_to_write(text, message):
+    with pytest.raises(EinderivError, match=re.escape(message)):
+        einderiv.compile(text, notation="matrix", ranks={"x": 1, "w": 1, "A": 2, "X": 2})
+
+
+def test_a_typeset_minus_sign_is_a_minus_in_matrix_notation():
+    x, A = BASE["x"], BASE["A"]
+    got = einderiv.evaluate("f = x^T A x − 2 x^T x", x=x, A=A)  # U+2212, as PDFs print it
+    assert got == pytest.approx(x @ A @ x - 2 * x @ x, rel=1e-12)
+
+
 def test_indices_in_text_read_as_matrix_notation_say_that_it_has_none():
     with pytest.raises(ParseError, match="matrix notation has no indices") as caught:
         einderiv.compile("f = x_i @ y", notation="matrix")

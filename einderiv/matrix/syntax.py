@@ -358,6 +358,7 @@ def parse_matrix(text: str):
         raise ParseError("empty claim: write a matrix expression such as 'A x + A^T x'", str(text), 0, 0)
     if "\n" in text.strip():
         raise ParseError("a matrix claim is one line", text, 0, 0)
+    text = text.replace("\u2212", "-")
     return _parse_line(text)
 
 
@@ -378,9 +379,11 @@ class MatrixStatement:
 
 def parse_matrix_program(text: str) -> tuple[MatrixStatement, ...]:
     """Parse statements of matrix notation, one per line or separated by ``;`` (``#`` comments).
-    Syntax errors carry the line and column in the whole text."""
+    Syntax errors carry the line and column in the whole text.  The minus sign of typeset text
+    (U+2212) is '-'."""
     if not isinstance(text, str):
         raise EinderivError(f"expected the expression as a string, got {type(text).__name__}")
+    text = text.replace("\u2212", "-")
     statements = []
     for number, code, spans in _logical_lines(text):
         start = 0

@@ -194,7 +194,14 @@ class Reader:
         if isinstance(node, Divide):
             top, bottom = self.shaped(node.numerator), self.shaped(node.denominator)
             if bottom.shape != SCALAR:
-                raise self.fail(node.denominator, f"division only by a scalar, not by {_word(bottom.shape)}")
+                hint = (
+                    ": write ./ to divide elementwise"
+                    if top.shape == bottom.shape
+                    else ": a denominator of more than one factor needs brackets, as in x / (x^T x)"
+                    if bottom.shape == ROW
+                    else ""
+                )
+                raise self.fail(node.denominator, f"division only by a scalar, not by {_word(bottom.shape)}{hint}")
             return top
         if isinstance(node, Power):
             base = self.shaped(node.base)
@@ -333,7 +340,8 @@ class Reader:
                 self.penalties["a reduction of a scalar"] += 1  # x - mean(x): x is a vector
             return Shaped(SCALAR)
         if inner.shape not in (COLUMN, ROW):
-            raise self.fail(node, f"{name}(...) of {_word(inner.shape)}: it takes a vector")
+            hint = " (a matrix's diagonal is A_ii in index notation)" if name == "diag" else ""
+            raise self.fail(node, f"{name}(...) of {_word(inner.shape)}: it takes a vector{hint}")
         if name == "diag":
             return Shaped(MATRIX)
         return Shaped(inner.shape if name == "softmax" else SCALAR)
