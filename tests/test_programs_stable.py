@@ -69,3 +69,28 @@ def test_a_log_of_an_intermediate_with_no_rule_stays_as_written():
     assert "log(2 + t_n)" in str(einderiv.compile(source))
     assert float(einderiv.evaluate(source, z=z)) == pytest.approx(np.log(2 + np.tanh(z)).sum())
     np.testing.assert_allclose(einderiv.grad(source, "z")(z=z), (1 - np.tanh(z) ** 2) / (2 + np.tanh(z)))
+
+
+@pytest.mark.parametrize(
+    "source, value",
+    [
+        ("r_n = (x_n - m) / 3", lambda x, m, c, s: (x - m) / 3),
+        ("r_n = c (x_n - m)", lambda x, m, c, s: c * (x - m)),
+        ("r_n = (x_n - m) / s", lambda x, m, c, s: (x - m) / s),
+        ("r_n = sigmoid(c (x_n - m))", lambda x, m, c, s: 1 / (1 + np.exp(-c * (x - m)))),
+        ("r_n = x_n - m; q_n = c r_n / s", lambda x, m, c, s: c * (x - m) / s),
+    ],
+)
+@pytest.mark.parametrize("offset", [1e15, 1e300])
+def test_a_scalar_times_a_residual_is_not_expanded_at_evaluation(source, value, offset):
+    """``c (x_n - m)`` is evaluated as c times the difference, not as ``c x_n - c m``: that is a
+    difference of two rounded products, 6% off at data offset by 1e15 for (x_n - m) / 3, and NaN
+    where c x_n overflows (a probe, 2026-12-03).  The difference of x and m is exact here, so
+    NumPy's direct form is the reference."""
+    x = offset + np.array([1.0, 2.0, 4.0]) * offset * 1e-14
+    arrays = {"x": x, "m": np.array(offset), "c": np.array(0.7), "s": np.array(1e-10)}
+    expected = value(**arrays)
+    assert np.all(np.isfinite(expected))
+    compiled = einderiv.compile(source)
+    got = compiled(**{name: array for name, array in arrays.items() if name in compiled.inputs})
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
