@@ -24,7 +24,7 @@ from .matrix.reading import Reading, accepts_notation, scalar_use_hint
 from .normal import Poly
 from .optimiser import StraightLine
 from .parser import parse
-from .printing import count_axes_of, count_letters
+from .printing import count_axes_of, count_letters, count_powers
 from .program import CheckedProgram, Definition, check_program, derive, name_calls, references, unique_name
 from .runtime import as_array, run, run_with
 from .structured import check_structure, projected, structure_of, written_symmetric
@@ -619,6 +619,7 @@ def diff(
     if used_names:  # the user's statements that name calls of the result are computed and printed
         current = with_forward(current, checked, used_names)
     axes = count_axes_of(final.hints)
+    poly = count_powers(poly, axes)  # delta_ll^3, not three counts that need three letters
     text, printed = factored(poly, axes)
     if sized_only_by_deltas(printed, refs) and root.statement is not None and root.name != "_":
         defined = {d.name for d in checked.definitions}

@@ -192,7 +192,10 @@ class _Scope:
         for pos, (factor, _, _, _, inside, is_group) in enumerate(lowered):
             if not is_group:
                 continue
-            outside = {i for other, entry in enumerate(lowered) if other != pos for i in entry[2]}
+            # a factor that sums a letter by itself (delta_ll, A_ll) leaves it free nowhere
+            outside = {
+                i for other, entry in enumerate(lowered) if other != pos for i in entry[2] if entry[2].count(i) == 1
+            }
             taken = {i for node in walk(expr) for i in getattr(node, "indices", ())} | set(bound)
             for letter in sorted((inside & outside) - bound):
                 (fresh,) = fresh_indices(1, taken)

@@ -189,11 +189,20 @@ def count_letters_apart(poly: Poly, count_axes: Mapping[str, set] | None = None)
     terms = []
     for term in poly.terms:
         clashes = set()
+        # a count inside a group of the term (delta_ll^2) binds its letter there: a dummy of the
+        # product with that letter would be contracted with it
+        grouped = {
+            count_letter(i)
+            for f in term.factors
+            if isinstance(f, Apply)
+            for i in f.arg.all_index_names()
+            if is_count(i) and count_is_written(i)
+        }
         for letter, stems in by_letter.items():
             if letter in outer or letter not in term.index_names():
                 continue
             known = [set((count_axes or {}).get(stem, ())) for stem in stems]
-            if _at_other_axes(_letter_axes(term, letter), known):
+            if letter in grouped or _at_other_axes(_letter_axes(term, letter), known):
                 clashes.add(letter)
         # to a letter no count prints with (x_i beside delta_ii delta_jj moves to x_k, not x_j)
         terms.append(rename_term_apart(term, outer, clashes, frozenset(by_letter)) if clashes else term)
@@ -211,14 +220,50 @@ def count_axes_of(hints: tuple) -> dict[str, set]:
     return out
 
 
-def _count_groups(poly: Poly, outer: frozenset = frozenset()):
-    """The counts each product of ``poly`` holds (a group's with those of the products around it)."""
+def count_powers(poly: Poly, count_axes: Mapping[str, set] | None) -> Poly:
+    """``poly`` with the counts of one dimension in one product written as a power of one count:
+    ``delta_{l#2,l#2} delta_{l#3,l#3}`` (L^2) becomes ``delta_ll^2``.  Two counts in a product
+    need two letters (``delta_ll delta_ll`` is L, not L^2), and only a letter the statements
+    before write at that dimension sizes a count when the text is read back; a power needs one.
+    Counts are of one dimension where ``count_axes`` says they count the same input axes."""
+    if not count_axes:
+        return poly
+
+    def axes(index: str) -> frozenset:
+        return frozenset(count_axes.get(index) or count_axes.get(count_stem(index)) or ())
+
+    terms = []
     for term in poly.terms:
-        here = outer | {i for i in term.index_names() if is_count(i)}
-        yield here
+        by_axes: dict[frozenset, list[int]] = {}
+        factors = []
         for f in term.factors:
             if isinstance(f, Apply):
-                yield from _count_groups(f.arg, here)
+                f = Apply(f.func, count_powers(f.arg, count_axes), f.param)
+            factors.append(f)
+        for k, f in enumerate(factors):
+            if isinstance(f, Delta) and f.indices[0] == f.indices[1] and is_count(f.indices[0]) and axes(f.indices[0]):
+                by_axes.setdefault(axes(f.indices[0]), []).append(k)
+        merged = {ks[0]: len(ks) for ks in by_axes.values() if len(ks) > 1}
+        if merged:
+            dropped = {k for ks in by_axes.values() if len(ks) > 1 for k in ks[1:]}
+            factors = [
+                Apply("pow", Poly((Term(Fraction(1), (f,)),), ()), Fraction(merged[k])) if k in merged else f
+                for k, f in enumerate(factors)
+                if k not in dropped
+            ]
+        terms.append(Term(term.coeff, tuple(factors)))
+    return Poly(tuple(terms), poly.indices)
+
+
+def _count_groups(poly: Poly):
+    """The counts each product of ``poly`` holds.  A group's counts are apart from those of the
+    products around it: each ``delta_ll`` sums its own l where it stands, so ``(z_k delta_ll +
+    a_i)^2 delta_ll`` counts l twice, and one letter, which the statements before size, serves both."""
+    for term in poly.terms:
+        yield {i for i in term.index_names() if is_count(i)}
+        for f in term.factors:
+            if isinstance(f, Apply):
+                yield from _count_groups(f.arg)
 
 
 def _counts_renamed(poly: Poly, names: Mapping[str, str]) -> Poly:
@@ -346,6 +391,17 @@ def term_to_expr(
         term = counts_printed(term, counts, set(context))
     names = term.index_names()
     visible = set(context) | names
+    # a count's letter (delta_ll, l only there) binds nothing around the groups of the term: a
+    # group's own count of that dimension prints with the same letter, which the statements
+    # before size ((z_k delta_ll + a_i)^2 delta_ll; another letter would be sized by nothing)
+    own_counts = {
+        f.indices[0]
+        for f in term.factors
+        if isinstance(f, Delta) and f.indices[0] == f.indices[1] and f.indices[0] not in context
+    }
+    in_groups = {i for f in term.factors if isinstance(f, Apply) for i in f.arg.indices}
+    elsewhere = [i for f in term.factors if not isinstance(f, (Delta, Apply)) for i in f.indices]
+    nested_visible = visible - {b for b in own_counts if b not in in_groups and b not in elsewhere}
     # 1/n_r with r summed is mean_r around the term (r bound there); with r free, mean_j(delta_jr)
     means = tuple(dict.fromkeys(f.indices[0] for f in term.factors if is_reciprocal(f) and f.indices[0] not in context))
     if means:
@@ -363,9 +419,12 @@ def term_to_expr(
     for f in term.factors:
         if isinstance(f, Apply) and f.func == "pow" and f.param < 0:
             flipped = Apply("pow", f.arg, -f.param)
-            denominators.append(_arg_expr(f.arg, visible, True) if f.param == -1 else atom_to_expr(flipped, visible))
+            denominators.append(
+                _arg_expr(f.arg, nested_visible, True) if f.param == -1 else atom_to_expr(flipped, nested_visible)
+            )
         else:
-            factors.append(atom_to_expr(f, visible))
+            factors.append(atom_to_expr(f, nested_visible if isinstance(f, Apply) else visible))
+    visible |= nested_visible
     for func, over in (("mean", means), ("sum", hidden)):  # sum_j(mean_i(...)): each binds its indices
         if over:
             inner = _product(factors) if factors else Number(Fraction(1))

@@ -4,6 +4,8 @@ random programs (hypothesis); and that none of them forms the whole derivative."
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, note
@@ -497,3 +499,38 @@ def test_a_hessian_diagonal_whose_shared_factor_is_a_diagonal_keeps_one_axis(sca
     diagonal = einderiv.hessian_diag(source, "u")
     got = diagonal(**{k: v for k, v in arrays.items() if k in diagonal.ranks})
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def _cubed_sums(z, A):
+    """f = sum_ij(sum_l(z_j + A_il)^3) by hand: S_ij = L z_j + sum_l A_il."""
+    L = A.shape[1]
+    S = L * z[None, :] + A.sum(axis=1)[:, None]
+    return S, L
+
+
+@pytest.mark.parametrize("kind", ["grad", "vjp", "hvp", "hessian_diag", "hessian"])
+def test_counts_of_one_dimension_in_and_around_a_group_read_back(kind):
+    """Two or three counts of one dimension in a product (L z_j inside a power, L outside it)
+    print with the letter the user's statement writes, or as a power of one count
+    (``delta_ll^3``): they printed as ``delta_{l9,l9}``, which nothing sizes, so the text did
+    not read back (20 of 1,200 probe products, 2026-12-03).  Against NumPy closed forms."""
+    rng = np.random.default_rng(4)
+    z, A, v, u = rng.normal(size=3), rng.normal(size=(4, 5)), rng.normal(size=3), 1.3
+    S, L = _cubed_sums(z, A)
+    gradient = (3 * S**2 * L).sum(axis=0)
+    hessian = np.diag((6 * S * L**2).sum(axis=0))
+    expected = {
+        "grad": gradient,
+        "vjp": u * gradient,
+        "hvp": hessian @ v,
+        "hessian_diag": np.diag(hessian),
+        "hessian": hessian,
+    }[kind]
+    result = getattr(einderiv, kind)("f = sum_ij((sum_l((z_j + A_il)))^3)", "z")
+    arrays = {"z": z, "A": A, "v": v, "u": u}
+    assert "9," not in str(result), str(result)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", einderiv.EinderivWarning)  # the text reads back without a warning
+        read = einderiv.compile(str(result))
+    np.testing.assert_allclose(result(**needed(result, arrays)), expected, rtol=1e-10)
+    np.testing.assert_allclose(read(**needed(read, arrays)), expected, rtol=1e-10, err_msg=str(result))

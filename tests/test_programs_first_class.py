@@ -408,16 +408,17 @@ def test_steps_write_into_dead_arrays_never_into_inputs(source, wrt, closed_form
             np.testing.assert_array_equal(arrays[k], copies[k])
 
 
-def test_two_counts_of_one_dimension_in_a_product_print_with_two_letters():
+def test_two_counts_of_one_dimension_in_a_product_print_as_a_power_of_one():
     # df/dx_j counts M's rows twice (t1's I and f's I), both written i: delta_ii delta_ii reads back
-    # as I, not I^2, and i9 as nothing; t1's i is renamed, and the second count prints with that letter
+    # as I, not I^2, and i9 as nothing; a power of one count, delta_ii^2, reads back as I^2 (until
+    # 2026-12-03 t1's i was renamed to l, so that the second count could print as delta_ll)
     source = "t1_k = sum_i((sigmoid((x_k)(x_k)) + M_ik)); f = sum_ik((t1_k + M_ik))"
     x, M = rng.normal(size=4), rng.normal(size=(3, 4))
     gradient = einderiv.diff(source, "x")
     assert str(gradient).splitlines() == [
-        "t1_k = sum_l(sigmoid(x_k x_k) + M_lk)",
+        "t1_k = sum_i(sigmoid(x_k x_k) + M_ik)",
         "f = sum_ik(t1_k + M_ik)",
-        "df/dx_j = 2 sigmoid(x_j x_j) (1 - sigmoid(x_j x_j)) delta_ll x_j delta_ii",
+        "df/dx_j = 2 sigmoid(x_j x_j) (1 - sigmoid(x_j x_j)) delta_ii^2 x_j",
     ]
     s = sigmoid(x * x)
     expected = 3 * 3 * 2 * s * (1 - s) * x

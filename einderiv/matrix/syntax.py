@@ -358,8 +358,10 @@ def parse_matrix(text: str):
         raise ParseError("empty claim: write a matrix expression such as 'A x + A^T x'", str(text), 0, 0)
     if "\n" in text.strip():
         raise ParseError("a matrix claim is one line", text, 0, 0)
-    text = text.replace("\u2212", "-")
-    return _parse_line(text)
+    try:
+        return _parse_line(text.replace("\u2212", "-"))
+    except ParseError as err:  # the error shows the text as the user typed it
+        raise ParseError(err.message, text, err.line, err.column) from None
 
 
 # -- statements: ``f = x^T A x``, several separated by newlines or ';' --------------------------
@@ -383,9 +385,12 @@ def parse_matrix_program(text: str) -> tuple[MatrixStatement, ...]:
     (U+2212) is '-'."""
     if not isinstance(text, str):
         raise EinderivError(f"expected the expression as a string, got {type(text).__name__}")
-    text = text.replace("\u2212", "-")
+    try:
+        lines = _logical_lines(text.replace("\u2212", "-"))  # (one character for one: columns stay)
+    except ParseError as err:  # the error shows the text as the user typed it
+        raise ParseError(err.message, text, err.line, err.column) from None
     statements = []
-    for number, code, spans in _logical_lines(text):
+    for number, code, spans in lines:
         start = 0
         for piece in code.split(";"):
             padded = " " * start + piece  # columns stay those of the whole line
