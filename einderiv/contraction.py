@@ -458,6 +458,8 @@ def _gram(subscripts: str, shapes):
         return None
     i, j = output
     *weights, a, b = parts
+    if len(a) == 2 and len(b) == 2 and (a[1], b[1]) == (j, i):
+        a, b = b, a  # n,nj,ni->ij: the same product where the two arrays are one (it is symmetric)
     if len(a) != 2 or len(b) != 2 or a[1] != i or b[1] != j or a[0] != b[0] or a[0] in output:
         return None  # (A_ii A_ij -> ij is a row scaling, not a Gram product)
     if weights and weights[0] != a[0]:

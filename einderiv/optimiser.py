@@ -14,7 +14,7 @@ from collections import Counter
 from fractions import Fraction
 
 from .contraction import Contraction
-from .index_names import count_stem, is_count
+from .index_names import count_stem, fresh_indices, is_count
 from .ir import Delta, Indices, Tensor
 from .normal import (
     Apply,
@@ -123,6 +123,11 @@ def _pair(term: Term, a_pos: int, b_pos: int, free: set[str]) -> tuple[tuple, tu
     return _poly_key(Poly((Term(Fraction(1), (first, second)),), canonical)), (out, canonical)
 
 
+#: s - s^2 = s sigmoid(-u) for s = sigmoid(u), and 1 - t^2 = cosh(u)^-2 for t = tanh(u): the
+#: step between the powers that a difference of two terms spans
+_SATURATING = {"sigmoid": 1, "tanh": 2}
+
+
 class StraightLine:
     """A list of (target, step) computing named arrays in order; function calls hoisted and shared."""
 
@@ -139,7 +144,11 @@ class StraightLine:
         self._matrices = False
 
     def _temp(self) -> str:
-        return f"_t{len(self.steps)}"
+        """A fresh name for a step's array, numbered by its place; never one used before, though a
+        step may be dropped (:meth:`_drop_unread`)."""
+        number = max(len(self.steps), getattr(self, "_next", 0))
+        self._next = number + 1
+        return f"_t{number}"
 
     def hoist(self, poly: Poly) -> Poly:
         """``poly`` with every call replaced by a tensor computed by an earlier step."""
@@ -150,9 +159,132 @@ class StraightLine:
             factors = [self._hoist_matrix(f) if isinstance(f, MatrixFn) else f for f in factors]
             terms.append(Term(term.coeff, tuple(factors)))
         free = set(poly.indices)
+        terms = self._saturating(terms)
         terms = self._shared_pairs(terms, free)
         terms = list(self._factor_shared(list(self._factor_out(terms, free)), free))
         return Poly(self._common_scalars(terms, poly.indices), poly.indices)
+
+    def _powered(self, f) -> tuple[tuple[str, Indices], int] | None:
+        """``((s, indices), k)`` for a factor holding ``s^k`` (k a whole number >= 1), where step
+        ``s`` is a sigmoid or tanh."""
+        if not isinstance(f, Tensor) or len(set(f.indices)) != len(f.indices):
+            return None
+        step = self._elementwise.get(f.name)
+        if step is not None and step.func in _SATURATING:
+            return (f.name, f.indices), 1
+        if step is not None and step.func == "pow" and step.param.denominator == 1 and step.param >= 1:
+            base = self._elementwise.get(step.source)
+            if base is not None and base.func in _SATURATING:
+                return (step.source, f.indices), int(step.param)
+        return None
+
+    def _saturating(self, terms: list[Term]) -> list[Term]:
+        """``c R s^k - c R s^(k+1)`` -> ``c R s^k sigmoid(-u)`` for ``s = sigmoid(u)``, and
+        ``c R t^k - c R t^(k+2)`` -> ``c R t^k cosh(u)^-2`` for ``t = tanh(u)``: the derivatives of
+        sigmoid and tanh, s (1 - s) and 1 - t^2, which differentiation writes as differences,
+        evaluated as products.  Where s or t saturates (at u = 37, s rounds to 1) the difference
+        is 0 or a few ulps of 1, while the product keeps its relative accuracy (the logistic
+        Hessian at a margin of 40 is 4e-18 x x^T, not 0).  The printed text is unchanged.
+        Ends: each merge leaves one term fewer."""
+        self._elementwise = {step.target: step for step in self.steps if isinstance(step, Elementwise)}
+        if len(terms) < 2 or len(terms) > 64:
+            return terms
+        split = []
+        for term in terms:
+            rest, powers = [], {}
+            for f in term.factors:
+                found = self._powered(f)
+                if found is None:
+                    rest.append(f)
+                else:
+                    powers[found[0]] = powers.get(found[0], 0) + found[1]
+            split.append((tuple(sorted(rest, key=repr)), powers))
+        if not any(powers for _, powers in split):
+            return terms
+        used: set[int] = set()
+        merged: dict[int, Term] = {}
+        for a, (rest_a, powers_a) in enumerate(split):
+            for b, (rest_b, powers_b) in enumerate(split):
+                if a in used or b == a or b in used or rest_a != rest_b or terms[b].coeff != -terms[a].coeff:
+                    continue
+                differ = [s for s in set(powers_a) | set(powers_b) if powers_a.get(s, 0) != powers_b.get(s, 0)]
+                if len(differ) != 1:
+                    continue
+                ((name, indices),) = differ
+                func = self._elementwise[name].func
+                if powers_b.get(differ[0], 0) - powers_a.get(differ[0], 0) != _SATURATING[func]:
+                    continue
+                complement = Tensor(self._complement(name, len(indices)), indices)
+                factors = list(terms[a].factors)
+                plain = Tensor(name, indices)
+                if func == "sigmoid" and plain in factors:  # s sigmoid(-u) as one array, where s stood
+                    product = self._derivative_of_sigmoid(name, complement.name, indices)
+                    factors[factors.index(plain)] = Tensor(product, indices)
+                else:
+                    factors = self._elementwise_first(factors, complement)
+                merged[a] = Term(terms[a].coeff, tuple(factors))
+                used |= {a, b}
+        if not merged:
+            return terms
+        out = [merged.get(k, t) for k, t in enumerate(terms) if k not in used or k in merged]
+        self._drop_unread({f.name for k in used - set(merged) for f in terms[k].factors if isinstance(f, Tensor)}, out)
+        return out
+
+    def _drop_unread(self, names: set[str], terms: list[Term]) -> None:
+        """Remove the power steps among ``names`` (s^2 of a merged s - s^2) that no term and no
+        step reads any more: they were made for this statement, which no longer needs them."""
+        read = {f.name for t in terms for f in t.factors if isinstance(f, Tensor)}
+        for step in self.steps:
+            if step.contraction is not None:
+                read |= {f.name for t in step.contraction.poly.terms for f in t.factors if isinstance(f, Tensor)}
+            read |= {n for n in (step.source, step.operand) if n}
+        for step in list(self.steps):
+            if step.target in names and step.target not in read and step.func == "pow":
+                self.steps.remove(step)
+                self._calls = {k: v for k, v in self._calls.items() if v != step.target}
+
+    def _elementwise_first(self, factors: list, complement: Tensor) -> list:
+        """``factors`` times ``complement``, multiplied first into a factor over the same indices
+        (``dLdh_kj cosh(u_kj)^-2``, then the product with ``X_ki``), as the difference it replaces
+        was combined: one elementwise pass, and the sum's order that the text reads."""
+        for k, f in enumerate(factors):
+            if isinstance(f, Tensor) and not is_reciprocal(f) and f.indices == complement.indices:
+                name = self._temp()
+                self.steps.append(Contract(name, Contraction(Poly((Term(Fraction(1), (f, complement)),), f.indices))))
+                return [*factors[:k], Tensor(name, f.indices), *factors[k + 1 :]]
+        return [*factors, complement]
+
+    def _derivative_of_sigmoid(self, name: str, complement: str, indices: Indices) -> str:
+        """The step holding s sigmoid(-u) (sigmoid's derivative) for step ``name`` = s."""
+        key = ("sigmoid'", name)
+        if key not in self._calls:
+            axes = fresh_indices(len(indices), set())
+            product = Poly((Term(Fraction(1), (Tensor(name, axes), Tensor(complement, axes))),), axes)
+            self._calls[key] = self._temp()
+            self.steps.append(Contract(self._calls[key], Contraction(product)))
+        return self._calls[key]
+
+    def _complement(self, name: str, rank: int) -> str:
+        """The step holding sigmoid(-u) for step ``name`` = sigmoid(u), or cosh(u)^-2 for tanh(u),
+        computed from u's array once per evaluation."""
+        step = self._elementwise[name]
+        key = ("complement", name)
+        if key in self._calls:
+            return self._calls[key]
+        if step.func == "sigmoid":
+            axes = fresh_indices(rank, set())
+            negated = self._temp()
+            minus_u = Poly((Term(Fraction(-1), (Tensor(step.source, axes),)),), axes)
+            self.steps.append(Contract(negated, Contraction(minus_u)))
+            made = self._temp()
+            self.steps.append(Elementwise(made, func="sigmoid", source=negated, param=None))
+        else:
+            cosh = self._temp()
+            self.steps.append(Elementwise(cosh, func="cosh", source=step.source, param=None))
+            made = self._temp()
+            self.steps.append(Elementwise(made, func="pow", source=cosh, param=Fraction(-2)))
+        self._calls[key] = made
+        return made
 
     def _common_scalars(self, terms: list[Term], indices: Indices) -> tuple[Term, ...]:
         """``c x_n - c m`` -> ``c t_n`` with ``t_n = x_n - m``, and ``x_n / 3 - m / 3`` ->

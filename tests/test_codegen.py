@@ -73,10 +73,13 @@ def _softmax_jacobian(Z):
 
 
 def _two_layer(X, W, b, V, Y):
-    """As printed: dLdh_kl = 2 o_ko V_lo - 2 Y_ko V_lo; dL/dW_ij = (1 - h_kj^2) dLdh_kj X_ki."""
+    """As printed, dLdh_kl = 2 o_ko V_lo - 2 Y_ko V_lo; dL/dW_ij = (1 - h_kj^2) dLdh_kj X_ki,
+    evaluated as the README's "Evaluation keeps what differentiation expands" says: the residual
+    o - Y as the user wrote it, and 1 - h^2 as cosh(X W + b)^-2, so at V = inf the gradient is
+    inf (the expanded 2 o V - 2 Y V is inf - inf there)."""
     h = np.tanh(X @ W + b)
-    adjoint = 2 * (h @ V) @ V.T - 2 * Y @ V.T
-    return X.T @ (adjoint - adjoint * h**2)
+    adjoint = 2 * (h @ V - Y) @ V.T
+    return X.T @ (adjoint * np.cosh(X @ W + b) ** -2.0)
 
 
 def _matrix_vector(A, x):

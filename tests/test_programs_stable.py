@@ -94,3 +94,53 @@ def test_a_scalar_times_a_residual_is_not_expanded_at_evaluation(source, value, 
     compiled = einderiv.compile(source)
     got = compiled(**{name: array for name, array in arrays.items() if name in compiled.inputs})
     np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def _mp_logistic_slope(z: float) -> float:
+    """s (1 - s) for s = sigmoid(z), in 60 digits (mpmath): the reference at saturated logits."""
+    import mpmath
+
+    with mpmath.workdps(60):
+        s = 1 / (1 + mpmath.exp(-mpmath.mpf(z)))
+        return float(s * (1 - s))
+
+
+def _mp_tanh_slope(z: float) -> float:
+    import mpmath
+
+    with mpmath.workdps(60):
+        return float(1 / mpmath.cosh(mpmath.mpf(z)) ** 2)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "L = sum_n(softplus(X_nd w_d) - y_n X_nd w_d)",
+        "z_n = X_nd w_d; L = sum_n(softplus(z_n) - y_n z_n)",
+        "z_n = X_nd w_d; s_n = sigmoid(z_n); L = sum_n(-y_n log(s_n) - (1 - y_n) log(1 - s_n))",
+    ],
+)
+def test_the_logistic_hessian_keeps_its_relative_accuracy_at_saturated_logits(source):
+    """s (1 - s) is evaluated as s sigmoid(-z), not s - s^2: at a margin of 37 and more s rounds to
+    1 and the difference was 0 (and 1e-3 off at 30), so Newton's method saw a singular Hessian.
+    Against mpmath; the program forms give the one statement's numbers."""
+    X = np.array([[40.0, 1.0], [30.0, 2.0], [-45.0, 0.5], [37.0, -1.0]])
+    w, y = np.array([1.0, 0.0]), np.array([1.0, 0.0, 1.0, 0.0])
+    expected = sum(_mp_logistic_slope(X[n] @ w) * np.outer(X[n], X[n]) for n in range(len(X)))
+    H = einderiv.hessian(source, "w")
+    np.testing.assert_allclose(H(X=X, w=w, y=y), expected, rtol=1e-13)
+    diagonal = einderiv.hessian_diag(source, "w")
+    np.testing.assert_allclose(diagonal(X=X, w=w, y=y), np.diag(expected), rtol=1e-13)
+    v = np.array([0.3, -1.1])
+    np.testing.assert_allclose(einderiv.hvp(source, "w")(X=X, w=w, y=y, v=v), expected @ v, rtol=1e-13)
+
+
+@pytest.mark.parametrize("source", ["f = sum_i(tanh(x_i))", "h_i = tanh(x_i); f = sum_i(h_i)"])
+def test_the_tanh_slope_keeps_its_relative_accuracy_where_tanh_saturates(source):
+    """1 - tanh(x)^2 is evaluated as cosh(x)^-2: at |x| >= 20 tanh rounds to 1 and the difference
+    was 0 where the slope is 1.7e-17 (against mpmath)."""
+    x = np.array([0.1, 20.0, -25.0, 30.0, 400.0])
+    expected = np.array([_mp_tanh_slope(v) for v in x])
+    np.testing.assert_allclose(einderiv.grad(source, "x")(x=x), expected, rtol=1e-13)
+    second = np.array([-2 * float(np.tanh(v)) * e for v, e in zip(x, expected)])  # -2 tanh(x) / cosh(x)^2
+    np.testing.assert_allclose(einderiv.hessian_diag(source, "x")(x=x), second, rtol=1e-13)
