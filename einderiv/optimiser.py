@@ -144,8 +144,7 @@ class StraightLine:
         self._matrices = False
 
     def _temp(self) -> str:
-        """A fresh name for a step's array, numbered by its place; never one used before, though a
-        step may be dropped (:meth:`_drop_unread`)."""
+        """A fresh name for a step's array, numbered by its place; never one used before."""
         number = max(len(self.steps), getattr(self, "_next", 0))
         self._next = number + 1
         return f"_t{number}"
@@ -226,22 +225,9 @@ class StraightLine:
                 used |= {a, b}
         if not merged:
             return terms
-        out = [merged.get(k, t) for k, t in enumerate(terms) if k not in used or k in merged]
-        self._drop_unread({f.name for k in used - set(merged) for f in terms[k].factors if isinstance(f, Tensor)}, out)
-        return out
-
-    def _drop_unread(self, names: set[str], terms: list[Term]) -> None:
-        """Remove the power steps among ``names`` (s^2 of a merged s - s^2) that no term and no
-        step reads any more: they were made for this statement, which no longer needs them."""
-        read = {f.name for t in terms for f in t.factors if isinstance(f, Tensor)}
-        for step in self.steps:
-            if step.contraction is not None:
-                read |= {f.name for t in step.contraction.poly.terms for f in t.factors if isinstance(f, Tensor)}
-            read |= {n for n in (step.source, step.operand) if n}
-        for step in list(self.steps):
-            if step.target in names and step.target not in read and step.func == "pow":
-                self.steps.remove(step)
-                self._calls = {k: v for k, v in self._calls.items() if v != step.target}
+        # (a power step the merge leaves unread stays: a statement or an expression still being
+        # built may read it, and it costs one elementwise pass)
+        return [merged.get(k, t) for k, t in enumerate(terms) if k not in used or k in merged]
 
     def _elementwise_first(self, factors: list, complement: Tensor) -> list:
         """``factors`` times ``complement``, multiplied first into a factor over the same indices

@@ -541,3 +541,18 @@ def test_counts_of_one_dimension_in_and_around_a_group_read_back(kind):
         read = einderiv.compile(str(result))
     np.testing.assert_allclose(result(**needed(result, arrays)), expected, rtol=1e-10)
     np.testing.assert_allclose(read(**needed(read, arrays)), expected, rtol=1e-10, err_msg=str(result))
+
+
+def test_powers_of_counts_of_two_dimensions_are_not_like_terms_when_read_back():
+    """``delta_ll^3`` and ``delta_mm^3`` count L and M: read back, they were collected as one
+    term (2 L^3), because a count inside a call lost its letter in the like-term key (a review)."""
+    rng = np.random.default_rng(9)
+    z, A, B = rng.normal(size=3), rng.normal(size=(4, 5)), rng.normal(size=(4, 7))
+    hessian = einderiv.hessian("f = sum_ij((sum_l(z_j + A_il) + sum_m(z_j + B_im))^3)", "z")
+    S = 12 * z[None, :] + A.sum(axis=1)[:, None] + B.sum(axis=1)[:, None]
+    expected = np.diag((6 * 12**2 * S).sum(axis=0))
+    np.testing.assert_allclose(hessian(z=z, A=A, B=B), expected, rtol=1e-12)
+    np.testing.assert_allclose(einderiv.compile(str(hessian))(z=z, A=A, B=B), expected, rtol=1e-12)
+    assert einderiv.evaluate("t_l = a_l; u_m = b_m; f = exp(delta_ll) + exp(delta_mm)", a=np.ones(2), b=np.ones(3)) == (
+        pytest.approx(np.exp(2) + np.exp(3), rel=1e-12)
+    )

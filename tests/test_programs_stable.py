@@ -144,3 +144,19 @@ def test_the_tanh_slope_keeps_its_relative_accuracy_where_tanh_saturates(source)
     np.testing.assert_allclose(einderiv.grad(source, "x")(x=x), expected, rtol=1e-13)
     second = np.array([-2 * float(np.tanh(v)) * e for v, e in zip(x, expected)])  # -2 tanh(x) / cosh(x)^2
     np.testing.assert_allclose(einderiv.hessian_diag(source, "x")(x=x), second, rtol=1e-13)
+
+
+@pytest.mark.parametrize(
+    "source, value",
+    [
+        ("q_i = sigmoid(x_i)^2\nf_i = sigmoid(x_i) - q_i\ng_i = f_i + q_i", lambda x: 1 / (1 + np.exp(-x))),
+        ("q_i = tanh(x_i)^2\nf_i = 1 - q_i\ng_i = f_i + q_i", lambda x: np.ones_like(x)),
+        ("f_i = tanh(x_i)^2 / (1 - tanh(x_i)^2)", lambda x: np.sinh(x) ** 2),
+        ("f_i = tanh(x_i)^2 + exp(1 - tanh(x_i)^2)", lambda x: np.tanh(x) ** 2 + np.exp(np.cosh(x) ** -2.0)),
+    ],
+)
+def test_a_power_the_saturating_product_replaces_is_still_computed_for_its_other_readers(source, value):
+    """A review found that dropping the s^2 step a merge left unread broke a later statement
+    (or the rest of the expression) that reads it: KeyError.  NumPy closed forms."""
+    x = np.random.default_rng(5).normal(size=4)
+    np.testing.assert_allclose(einderiv.compile(source)(x=x), value(x), rtol=1e-12)
