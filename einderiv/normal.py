@@ -327,8 +327,7 @@ def canonical_key(term: Term, free: frozenset[str], depth: int = 0, counts: bool
     A summed index that only deltas carry keeps its name (:func:`_counted`), unless ``counts``
     is false (comparing a printed text with the form it came from, whose counts it may spell
     with other letters)."""
-    # inside a call too: exp(delta_ll) and exp(delta_mm) may be two dimensions (L and M), never like
-    counted = _counted(term, free) if counts else {}
+    counted = _counted(term, free) if depth == 0 and counts else {}  # (inside a call, as before)
     visible = free | frozenset(counted)
     ordered = sorted(term.factors, key=lambda f: _shape_key(f, visible))
     groups = [list(g) for _, g in itertools.groupby(ordered, key=lambda f: _shape_key(f, visible))]

@@ -232,6 +232,12 @@ def count_powers(poly: Poly, count_axes: Mapping[str, set] | None) -> Poly:
     def axes(index: str) -> frozenset:
         return frozenset(count_axes.get(index) or count_axes.get(count_stem(index)) or ())
 
+    # only where the powers are all of one dimension: read back, a count inside a call loses its
+    # letter in the like-term key, so delta_ll^3 + delta_mm^3 (L^3 + M^3) would be collected as
+    # 2 L^3 (a review found it); such a poly keeps its counts apart (read back: an error)
+    if len(set(_powered_axes(poly, axes))) > 1:
+        return poly
+
     terms = []
     for term in poly.terms:
         by_axes: dict[frozenset, list[int]] = {}
@@ -253,6 +259,22 @@ def count_powers(poly: Poly, count_axes: Mapping[str, set] | None) -> Poly:
             ]
         terms.append(Term(term.coeff, tuple(factors)))
     return Poly(tuple(terms), poly.indices)
+
+
+def _powered_axes(poly: Poly, axes) -> list:
+    """The dimensions (as axes) of the counts that :func:`count_powers` would make powers of."""
+    out = []
+    for term in poly.terms:
+        seen: dict = {}
+        for f in term.factors:
+            if isinstance(f, Apply):
+                out.extend(_powered_axes(f.arg, axes))
+            elif isinstance(f, Delta) and f.indices[0] == f.indices[1] and is_count(f.indices[0]):
+                key = axes(f.indices[0])
+                if key:
+                    seen[key] = seen.get(key, 0) + 1
+        out.extend(key for key, n in seen.items() if n > 1)
+    return out
 
 
 def _count_groups(poly: Poly):
