@@ -711,7 +711,12 @@ def with_forward(current: CheckedProgram, checked: CheckedProgram, names: set[st
                 if isinstance(node, (Tensor, MatrixCall))
             }
             wanted |= (references(d.poly) | shown) & set(forward)
-    kept = [d for d in checked.definitions if d.name in forward and (d.name in have or d.name in wanted)]
+    # one already in ``current`` stays as it is there: its letters may have been renamed so that
+    # the counts of the text after it read back (``s1 = sum_k(...)`` beside ``delta_kk``)
+    mine = {d.name: d for d in current.definitions}
+    kept = [
+        mine.get(d.name, d) for d in checked.definitions if d.name in forward and (d.name in have or d.name in wanted)
+    ]
     rest = [d for d in current.definitions if d.name not in forward]
     ranks = {**current.ranks, **{d.name: len(d.indices) for d in kept}}
     return CheckedProgram([*kept, *rest], current.inputs, current.output, None, ranks, current.all_inputs)

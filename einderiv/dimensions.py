@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from .errors import EvaluationError
-from .index_names import count_stem, is_count
+from .index_names import count_letter, count_stem, is_count, is_lowered_count
 from .ir import Delta, Tensor
 from .normal import Apply, MatrixFn, Poly, is_reciprocal
 
@@ -322,15 +322,19 @@ def bind_sizes(poly: Poly, shapes: Mapping[str, tuple[int, ...]], fixed=None, te
             for index in factor.indices:
                 binder = resolve(index)
                 if index not in binder.sizes:
+                    # a count the text wrote (delta_ff, sum_f(c)) is sized by its letter
+                    shown = count_letter(index) if is_lowered_count(index) else index
                     if names.get(index) is None and is_count(index):  # a count renamed apart: its stem's size
                         names[index] = names.get(count_stem(index))
+                        if names[index] is None and shown != index:
+                            names[index] = names.get(shown)
                     if names.get(index) is None:
                         why = (
                             "the statements before it write it at two sizes"
-                            if index in two_sizes
+                            if shown in two_sizes
                             else "it appears only in deltas"
                         )
-                        raise EvaluationError(f"the size of index {index!r} cannot be inferred: {why}")
+                        raise EvaluationError(f"the size of index {shown!r} cannot be inferred: {why}")
                     binder.bind(index, names[index], "the same index elsewhere in the statement")
                 sizes[index] = binder.sizes[index][0]
         per_term.append(sizes)

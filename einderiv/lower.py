@@ -27,7 +27,7 @@ from fractions import Fraction
 
 from . import limits
 from .errors import EinderivError, EinderivWarning, IndexRuleError
-from .index_names import fresh_indices, lowered_count
+from .index_names import count_letter, fresh_indices, is_lowered_count, lowered_count
 from .ir import Add, Call, Delta, Div, Expr, MatrixCall, Mul, Neg, Number, Pow, Tensor, renamed, walk
 from .normal import (
     MatrixFn,
@@ -126,6 +126,7 @@ class _Scope:
         for terms, own, _ in parts:
             # a term's own summed indices are renamed apart before it is broadcast along the
             # sum's other free indices (A_ii in (A_ii + A_ij): its i is not the sum's i)
+            terms = [_letters_of_counts(t, set(free)) for t in terms]
             out.extend(carrying([rename_term_apart(t, own, set(free)) for t in terms], free))
             if len(out) > limits.current().max_terms:
                 raise too_many_terms(len(out))
@@ -161,6 +162,11 @@ class _Scope:
             avoid = set(bound).union(*(names for other, names in enumerate(written) if other != pos))
             out = multiply(out, terms, keep, avoid=avoid)
         out, _ = rewrite_products(out)  # exp(z_k) / sum_j(exp(z_j)) is a softmax
+        # a written delta_ff whose f nothing else in the product carries is the count of f's
+        # dimension: renamed apart, it keeps that dimension (delta_ff / sqrt(... delta_ff))
+        only_deltas = {i for i in contracted if all(_diagonal(e[0]) for e in lowered if i in e[2])}
+        if only_deltas:
+            out = [_counting(t, only_deltas) for t in out]
         inside = contracted.union(*(entry[4] for entry in lowered))
         return out, free, inside
 
@@ -212,6 +218,30 @@ def expr_factors(expr) -> list:
     sign, chain = _chain(expr)
     factors = [Div(Number(Fraction(1)), f) if divisor else f for f, divisor in chain]
     return [Number(sign), *factors] if sign != 1 else factors
+
+
+def _letters_of_counts(term: Term, letters: set[str]) -> Term:
+    """``term`` with a count that a product made of a letter of ``letters`` written back as that
+    letter (``delta_jj`` beside ``delta_ij`` in one sum: its j is renamed apart from the sum's j,
+    and a letter that nothing sizes is an error, not a count of another j)."""
+    back = {
+        f.first: count_letter(f.first)
+        for f in term.factors
+        if isinstance(f, Delta) and is_lowered_count(f.first) and count_letter(f.first) in letters
+    }
+    if not back:
+        return term
+    return Term(
+        term.coeff,
+        tuple(
+            Delta(back[f.first], back[f.first]) if isinstance(f, Delta) and f.first in back else f for f in term.factors
+        ),
+    )
+
+
+def _diagonal(factor) -> bool:
+    """Whether ``factor`` is a written ``delta_ii``."""
+    return isinstance(factor, Delta) and factor.first == factor.second
 
 
 def _counting(term: Term, over) -> Term:

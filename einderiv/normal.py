@@ -28,7 +28,7 @@ from functools import lru_cache
 from . import limits
 from .elementwise import FUNCTIONS
 from .errors import DifferentiationError
-from .index_names import count_letter, count_stem, fresh_indices, is_count
+from .index_names import count_stem, fresh_indices, is_count
 from .ir import Delta, Indices, Tensor
 
 #: The name of ``1/n_r``, the factor ``mean_r`` puts on a term: a vector whose every entry is one
@@ -282,20 +282,20 @@ def _shape_key(atom, free: frozenset[str]) -> tuple:
 _MAX_ORDERINGS = 720
 
 
-def _atom_key(atom, depth: int) -> tuple:
+def _atom_key(atom, depth: int, counts: bool = True) -> tuple:
     if isinstance(atom, Apply):
-        return _apply_key(atom, depth)
+        return _apply_key(atom, depth, counts)
     if isinstance(atom, MatrixFn):
         return ("MatrixFn", atom.func + ":" + atom.matrix, *atom.indices)
     return (type(atom).__name__, getattr(atom, "name", ""), *atom.indices)
 
 
 @lru_cache(maxsize=65536)
-def _apply_key(atom: Apply, depth: int) -> tuple:
+def _apply_key(atom: Apply, depth: int, counts: bool = True) -> tuple:
     """The canonical key of a call: its function and its argument's terms' keys (cached, since
     nested calls are keyed again each time an enclosing term is)."""
     free = frozenset(atom.arg.indices)
-    inner = tuple(sorted((str(t.coeff), canonical_key(t, free, depth + 1)) for t in atom.arg.terms))
+    inner = tuple(sorted((str(t.coeff), canonical_key(t, free, depth + 1, counts)) for t in atom.arg.terms))
     # elementwise: the order of its indices is immaterial; they are one tuple, so that keys of
     # calls with different numbers of indices still compare (a str is never set against a tuple)
     return ("Apply", atom.func, str(atom.param), tuple(sorted(atom.indices)), inner)
@@ -312,13 +312,14 @@ def common_coefficient(coeffs) -> Fraction:
 def _counted(term: Term, free: frozenset[str]) -> dict[str, str]:
     """The summed letters of ``term`` that only deltas carry (``delta_nn``: the length of n),
     each with the name a key keeps for it: no tensor of the term sizes such a letter, so
-    ``m delta_nn`` and ``m delta_kk`` are N m and K m, not like terms (a count ``n#1`` keeps the
-    letter it prints with, so that the text read back has the same key)."""
+    ``m delta_nn`` and ``m delta_kk`` are N m and K m, not like terms; and a count keeps its stem
+    (``n#1`` and ``n#1@2`` count statement 1's n, ``n#2`` statement 2's, which may be another
+    length: ``sqrt(sum_l(a_l^0)) - sqrt(sum_l(b_l^0))`` in two statements is not 0)."""
     in_deltas = {i for f in term.factors if isinstance(f, Delta) for i in f.indices}
     if not in_deltas:
         return {}
     elsewhere = {i for f in term.factors if not isinstance(f, Delta) for i in f.indices}
-    return {i: "=" + count_letter(i) for i in in_deltas - elsewhere - free}
+    return {i: "=" + (count_stem(i) if is_count(i) else i) for i in in_deltas - elsewhere - free}
 
 
 def canonical_key(term: Term, free: frozenset[str], depth: int = 0, counts: bool = True) -> tuple:
@@ -327,7 +328,7 @@ def canonical_key(term: Term, free: frozenset[str], depth: int = 0, counts: bool
     A summed index that only deltas carry keeps its name (:func:`_counted`), unless ``counts``
     is false (comparing a printed text with the form it came from, whose counts it may spell
     with other letters)."""
-    counted = _counted(term, free) if depth == 0 and counts else {}  # (inside a call, as before)
+    counted = _counted(term, free) if counts else {}
     visible = free | frozenset(counted)
     ordered = sorted(term.factors, key=lambda f: _shape_key(f, visible))
     groups = [list(g) for _, g in itertools.groupby(ordered, key=lambda f: _shape_key(f, visible))]
@@ -350,7 +351,7 @@ def canonical_key(term: Term, free: frozenset[str], depth: int = 0, counts: bool
                 for i in order_of.get(atom, atom.indices):
                     if i not in free and i not in mapping:
                         mapping[i] = f"~{depth}.{len(mapping)}"
-                key.append(_atom_key(rename_atom(atom, mapping), depth))
+                key.append(_atom_key(rename_atom(atom, mapping), depth, counts))
             candidate = tuple(key)
             if best is None or candidate < best:
                 best = candidate
@@ -620,7 +621,6 @@ def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term
         inner = single_atom(arg, "pow")
         if inner is not None and param.denominator == 1:
             return make_apply("pow", inner.arg, inner.param * param)
-        return [Term(one, (Apply("pow", arg, param),))]
     rewritten = rewrite_call(func, arg, param)
     if rewritten is not None:
         return rewritten
@@ -704,6 +704,37 @@ def log_one_plus_exp(func: str, arg: Poly, param) -> list[Term] | None:
     return [Term(ONE, (Apply("softplus", exp.arg),))] if exp is not None else None
 
 
+def log1p_exp(func: str, arg: Poly, param) -> list[Term] | None:
+    """``log1p(exp(u)) = softplus(u)`` and ``log1p(-sigmoid(u)) = -softplus(u)``: ``log1p(v)``
+    is ``log(1 + v)``, and these are :func:`log_one_plus_exp` and :func:`log_one_minus_sigmoid`.
+
+    Stable: as those rules (``log1p(exp(745))`` is inf, softplus(745) is 745).
+    Terminates: the result has no ``log`` or ``log1p``."""
+    if func != "log1p":
+        return None
+    one_plus = Poly((Term(ONE, ()), *arg.terms), arg.indices)
+    return log_one_plus_exp("log", one_plus, None) or log_one_minus_sigmoid("log", one_plus, None)
+
+
+def reciprocal_one_plus_exp(func: str, arg: Poly, param) -> list[Term] | None:
+    """``(1 + exp(v))^p = sigmoid(-v)^-p`` for p < 0: ``1 / (1 + exp(-z))`` is ``sigmoid(z)``.
+
+    Stable: exp(v) overflows from v = 710 on, where the value is 0 but its derivative
+    ``-exp(v) (1 + exp(v))^-2`` is inf / inf = NaN; sigmoid is evaluated stably and its
+    derivative ``sigmoid(u) sigmoid(-u)`` is finite and accurate at every u.
+    Terminates: the result is a sigmoid or a power of one, with no ``1 + exp``."""
+    if func != "pow" or param is None or param >= 0:
+        return None
+    constant, rest = _constant_and_rest(arg)
+    exp = single_atom(rest, "exp") if constant == 1 else None
+    if exp is None:
+        return None
+    sigmoid = Apply("sigmoid", negated(exp.arg))
+    if param == -1:
+        return [Term(ONE, (sigmoid,))]
+    return [Term(ONE, (Apply("pow", Poly((Term(ONE, (sigmoid,)),), arg.indices), -param),))]
+
+
 def log_add_exp(func: str, arg: Poly, param) -> list[Term] | None:
     """``log(exp(a) + exp(b)) = a + softplus(b - a)`` (logaddexp), elementwise; a term may lack
     some of the indices (it is broadcast along them).
@@ -769,6 +800,8 @@ CALL_RULES: tuple[Callable, ...] = (
     log_sigmoid,
     log_one_minus_sigmoid,
     log_one_plus_exp,
+    log1p_exp,
+    reciprocal_one_plus_exp,
     log_add_exp,
     log_cosh,
     log_one_plus,

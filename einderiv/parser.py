@@ -248,7 +248,10 @@ def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = 
             wanted = ": a power is written with '^', as in x_i^2"
         elif before.endswith("^(") and str(token) != "-":  # x_i^(a + 1)
             wanted = ": an exponent is a number, as in x_i^0.5, x_i^(1/2) or x_i^(-1); exp(a log(x_i)) for others"
-        if str(token).split("_")[0] == "T" and start > 0 and source[start - 1] == "^":  # A^T_ij
+        glued = str(token)[1:]
+        if str(token)[:1] == "T" and len(glued) == 1 and glued.isalpha() and source[start - 1 : start] == "^":  # x^Tx
+            wanted = f": a transpose is ^T followed by a space or a bracket: ^T {str(token)[1:]}, as in x^T x"
+        elif str(token).split("_")[0] == "T" and start > 0 and source[start - 1] == "^":  # A^T_ij
             wanted = (
                 ": a transpose in index notation swaps the indices (A_ji for the transpose's ij entry); "
                 "A^T is matrix notation (notation='matrix', --notation matrix)"

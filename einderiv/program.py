@@ -369,7 +369,8 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
     ``log(1 - s)`` (``-softplus(z)``), ``log(p)`` with ``p = softmax(z)`` (``z - logsumexp(z)``),
     ``log(mu)`` with ``mu = exp(eta)``, ``log(c)`` with ``c = cosh(x)``, ``log(u)`` with
     ``u = 1 + x`` or ``u = exp(a) + exp(b)``, ``log(sum_j(e_j))`` with ``e = exp(z)`` (a
-    log-sum-exp), and ``e_k / sum_j(e_j)`` with ``e = exp(z)`` (a softmax).  ``calls`` are the
+    log-sum-exp), ``e_k / sum_j(e_j)`` with ``e = exp(z)`` (a softmax), and ``1 / (1 + e)`` or
+    ``e / (1 + e)`` with ``e = exp(z)`` (a sigmoid).  ``calls`` are the
     earlier definitions; those of one or two single factors (``1 + x``, ``sum_j(e_j)``) are read
     through: a log, or a quotient, that uses one is rebuilt from its value, and kept only where
     a rule then applies or a stable form appears (so ``log(s)`` of another ``s`` stays as written).
@@ -393,13 +394,15 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
         for factor in term.factors:
             parts = [Term(Fraction(1), (factor,))]
             logs = ("log", "log1p")  # log(1 - s) is log1p(-s) by now
-            used = factor.arg.tensor_names() & set(calls) if isinstance(factor, Apply) and factor.func in logs else ()
+            divisor = isinstance(factor, Apply) and factor.func == "pow" and factor.param < 0  # 1 / (1 + e)
+            read = isinstance(factor, Apply) and (factor.func in logs or divisor)
+            used = factor.arg.tensor_names() & set(calls) if read else ()
             if used:
                 arg = _substituted(factor.arg, calls)
-                plain = [Term(Fraction(1), (Apply(factor.func, arg),))]
+                plain = [Term(Fraction(1), (Apply(factor.func, arg, factor.param),))]
                 if factor.func == "log1p":
                     arg = Poly((Term(Fraction(1), ()), *arg.terms), arg.indices)
-                rebuilt = make_apply("log", arg)
+                rebuilt = make_apply("pow", arg, factor.param) if divisor else make_apply("log", arg)
                 if rebuilt != plain or stable_form(rebuilt):  # a rewrite applied, or a log-sum-exp
                     parts, changed = rebuilt, True
             partial = multiply(partial, parts, set(factor.indices), avoid=avoid)

@@ -41,6 +41,7 @@ from .normal import (
     keep_sums,
     negated,
     simplify,
+    single_atom,
 )
 
 # -- rules on a product: consulted where a written product is lowered ---------------------------
@@ -103,8 +104,47 @@ def exp_over_sum_exp(term: Term) -> list[Term] | None:
     return None
 
 
+def _sigmoid_power(atom) -> tuple[Apply, Fraction] | None:
+    """``(sigmoid(w), k)`` when ``atom`` is ``sigmoid(w)`` (k = 1) or ``sigmoid(w)^k`` (integer k)."""
+    if isinstance(atom, Apply) and atom.func == "sigmoid":
+        return atom, ONE
+    if isinstance(atom, Apply) and atom.func == "pow" and atom.param > 0 and atom.param.denominator == 1:
+        inner = single_atom(atom.arg, "sigmoid")
+        if inner is not None:
+            return inner, atom.param
+    return None
+
+
+def exp_times_sigmoid(term: Term) -> list[Term] | None:
+    """``exp(v) sigmoid(-v)^k = sigmoid(v) sigmoid(-v)^(k-1)`` (since ``exp(v) / (1 + exp(v))``
+    is ``sigmoid(v)``): ``exp(z) / (1 + exp(z))``, once :func:`reciprocal_one_plus_exp` made the
+    divisor ``sigmoid(-z)``, is ``sigmoid(z)``.
+
+    Stable: exp(v) overflows from v = 710 on and sigmoid(-v) underflows to 0 from v = 745, so
+    the product is inf or inf * 0 = NaN where the value is 1; the sigmoids are finite everywhere.
+    Terminates: each application removes an ``exp`` factor from the term."""
+    for m, exp in enumerate(term.factors):
+        if not (isinstance(exp, Apply) and exp.func == "exp"):
+            continue
+        for k, factor in enumerate(term.factors):
+            found = _sigmoid_power(factor)
+            if k == m or found is None or set(found[0].indices) != set(exp.indices):
+                continue
+            sigmoid, power = found
+            if simplify([*sigmoid.arg.terms, *exp.arg.terms], sigmoid.arg.indices).terms:
+                continue  # not sigmoid(-v)
+            rest = tuple(f for pos, f in enumerate(term.factors) if pos not in (k, m))
+            flipped = (Apply("sigmoid", exp.arg),)
+            if power == 2:
+                flipped += (sigmoid,)
+            elif power > 2:
+                flipped += (Apply("pow", Poly((Term(ONE, (sigmoid,)),), sigmoid.arg.indices), power - 1),)
+            return [Term(term.coeff, (*rest, *flipped))]
+    return None
+
+
 #: Rules on one product term, in order (first match wins, repeated while one applies).
-PRODUCT_RULES: tuple[Callable, ...] = (exp_over_sum_exp,)
+PRODUCT_RULES: tuple[Callable, ...] = (exp_over_sum_exp, exp_times_sigmoid)
 
 
 def rewrite_products(terms) -> tuple[list[Term], bool]:

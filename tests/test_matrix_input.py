@@ -822,3 +822,60 @@ def test_the_gradient_through_a_negated_factor_is_the_closed_form():
     np.testing.assert_allclose(g(X=X, y=y, w=w), X.T @ (y - X @ w), rtol=1e-10)
     g = einderiv.grad("f = x^T (-2 A) x", "x", notation="matrix")
     np.testing.assert_allclose(g(x=BASE["x"], A=BASE["A"]), -2 * (BASE["A"] + BASE["A"].T) @ BASE["x"], rtol=1e-10)
+
+
+NUMPY_BIAS = [
+    ("y = x @ W + b", lambda x, X, W, b, c: x @ W + b),
+    ("y = b + x @ W", lambda x, X, W, b, c: b + x @ W),
+    ("y = -(x @ W) + b", lambda x, X, W, b, c: -(x @ W) + b),
+    ("Y = X @ W + b", lambda x, X, W, b, c: X @ W + b),
+    ("Y = b - X @ W", lambda x, X, W, b, c: b - X @ W),
+    ("y = X @ W @ b + c", lambda x, X, W, b, c: X @ W @ b + c),
+    ("y = tanh(x @ W + b)", lambda x, X, W, b, c: np.tanh(x @ W + b)),
+    ("f = sum(tanh(X @ W + b))", lambda x, X, W, b, c: np.tanh(X @ W + b).sum()),
+    ("Y = X @ W @ W^T + X", lambda x, X, W, b, c: X @ W @ W.T + X),
+    ("y = X @ W @ b + c", lambda x, X, W, b, c: X @ W @ b + c),
+    ("Y = tanh(X @ W) + b", lambda x, X, W, b, c: np.tanh(X @ W) + b),
+    ("Y = 2 (X @ W) - b", lambda x, X, W, b, c: 2 * (X @ W) - b),
+    ("Y = (X @ W) / 2 + b", lambda x, X, W, b, c: (X @ W) / 2 + b),
+    ("y = W @ (x @ W + b)", lambda x, X, W, b, c: W @ (x @ W + b)),
+    ("f = (x @ W + b) @ (x @ W + b)", lambda x, X, W, b, c: (x @ W + b) @ (x @ W + b)),
+]
+
+
+@pytest.mark.parametrize("text, numpy", NUMPY_BIAS, ids=[t for t, _ in NUMPY_BIAS])
+def test_a_vector_beside_a_matmul_is_a_numpy_1d_array(text, numpy):
+    """``x @ W + b`` is NumPy's: x @ W is 1-D and so is b (it read x and b as matrices, and 1-D
+    arrays then failed with a rank error); ``X @ W + b`` broadcasts b along X @ W's rows, in
+    any expression that writes '@'; a vector on the right of '@' is a column, as in NumPy."""
+    rng = np.random.default_rng(7)
+    x, X, W = rng.normal(size=3), rng.normal(size=(5, 3)), rng.normal(size=(3, 2))
+    b, c = rng.normal(size=2), rng.normal(size=5)
+    arrays = {"x": x, "X": X, "W": W, "b": b, "c": c}
+    compiled = einderiv.compile(text)
+    assert compiled.reading.notation == "matrix"
+    used = {k: v for k, v in arrays.items() if k in compiled.ranks}
+    assert compiled.ranks == {k: v.ndim for k, v in used.items()}
+    np.testing.assert_allclose(compiled(**used), numpy(x, X, W, b, c), rtol=1e-13)
+    if text.startswith("Y") and text.endswith("+ b"):  # the gradient by the bias sums over the rows
+        gradient = einderiv.diff(f"f = sum(({text.split(' = ', 1)[1]}) .^ 2)", "b")
+        np.testing.assert_allclose(gradient(**used), 2 * numpy(x, X, W, b, c).sum(axis=0), rtol=1e-12)
+
+
+def test_a_vector_beside_a_product_without_matmul_is_still_a_column():
+    """Matrix notation as mathematicians write it keeps its rule: a row plus a column is an error
+    or another reading, never NumPy broadcasting, unless '@' says NumPy."""
+    assert einderiv.compile("y = W^T x + b").reading.text == "y_i = W_ji x_j + b_i"
+    with pytest.raises(EinderivError, match="cannot add"):
+        einderiv.compile("f = x^T W + b", ranks={"x": 1, "W": 2, "b": 1})
+
+
+def test_a_transpose_glued_to_the_next_name_is_matrix_notation():
+    x, A = rng_glued.normal(size=3), rng_glued.normal(size=(3, 3))
+    assert float(einderiv.evaluate("f = x^Tx", x=x)) == pytest.approx(x @ x, rel=1e-14)
+    assert float(einderiv.evaluate("f = x^T(A x)", x=x, A=A)) == pytest.approx(x @ A @ x, rel=1e-14)
+    with pytest.raises(einderiv.ParseError, match=r"\^T followed by a space or a bracket: \^T x, as in x\^T x"):
+        einderiv.compile("f = x^Tx", notation="index")
+
+
+rng_glued = np.random.default_rng(11)

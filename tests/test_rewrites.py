@@ -72,6 +72,27 @@ ELEMENTWISE = {
         lambda u: mpmath.log(mpmath.cosh(u)),
         mpmath.tanh,
     ),
+    "log1p_exp": (
+        "y_i = log1p(exp(z_i))",
+        "e_i = exp(z_i); y_i = log1p(e_i)",
+        "softplus",
+        lambda u: mpmath.log(1 + mpmath.exp(u)),
+        mp_sigmoid,
+    ),
+    "reciprocal_one_plus_exp": (
+        "y_i = 1 / (1 + exp(-z_i))",
+        "e_i = exp(-z_i); y_i = 1 / (1 + e_i)",
+        "sigmoid",
+        mp_sigmoid,
+        lambda u: mp_sigmoid(u) * mp_sigmoid(-u),
+    ),
+    "exp_times_sigmoid": (
+        "y_i = exp(z_i) / (1 + exp(z_i))",
+        "e_i = exp(z_i); d_i = 1 + e_i; y_i = e_i / d_i",
+        "sigmoid",
+        mp_sigmoid,
+        lambda u: mp_sigmoid(u) * mp_sigmoid(-u),
+    ),
     "log_exp": (
         "y_i = log(exp(z_i))",
         "e_i = exp(z_i); y_i = log(e_i)",
@@ -95,6 +116,7 @@ def test_elementwise_rule_is_recognised_and_right_at_extreme_inputs(rule, form):
     value_of, slope_of = ELEMENTWISE[rule][3], ELEMENTWISE[rule][4]
     text = compiled_text(source)
     assert "log(" not in text.replace("log(2)", ""), text  # the log is gone
+    assert "exp(" not in text or rule == "log_exp", text  # and the exp that overflows
     if call is not None:
         assert call in text, text
     z = _elementwise_points(rule)
@@ -279,6 +301,7 @@ def test_the_catalogue_covers_the_documented_rules():
     expected = {
         "log_det", "log_exp", "log_sigmoid", "log_one_minus_sigmoid", "log_one_plus_exp", "log_add_exp",
         "log_cosh", "log_one_plus", "exp_over_sum_exp", "sigmoid_pair", "one_minus_sigmoid", "logsumexp_parts",
+        "log1p_exp", "reciprocal_one_plus_exp", "exp_times_sigmoid",
     }  # fmt: skip
     assert set(rewrites.CATALOGUE) == expected
     readme = (__import__("pathlib").Path(__file__).parent.parent / "README.md").read_text()

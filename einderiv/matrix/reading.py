@@ -51,7 +51,7 @@ class Reading:
 # -- which notation ---------------------------------------------------------------------------
 
 _MARKS = re.compile(
-    r"\^\s*[{(]?\s*-?\s*T\b"  # ^T, ^-T, ^{T}
+    r"\^\s*[{(]?\s*-?\s*T(?:\b|(?=[A-Za-z]\b))"  # ^T, ^-T, ^{T}, x^Tx (not x^Theta)
     r"|'|ᵀ|⁻ᵀ|⊙|∘|@|\.\*|\./|\.\^"  # x', xᵀ, X⁻ᵀ, A @ x, elementwise operators (x², X⁻¹ are powers in both)
     r"|\b(?:tr|sum|mean|diag|norm2|softmax|logsumexp)\s*\("  # functions that index notation writes with indices
 )

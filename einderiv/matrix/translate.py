@@ -234,7 +234,16 @@ class Reader:
     def _infer_sum(self, node: Sum) -> Shaped:
         shapes = [self.shaped(t) for t in node.terms]
         widest = max((s.shape for s in shapes), key=sum)
+        numpy = any(_uses_matmul(t) for t in node.terms)
+        wider = any(s.shape in (ROW, MATRIX) for s in shapes)
+        if numpy and wider and any(s.shape == COLUMN for s in shapes):
+            # beside an '@' product, a vector is a NumPy 1-D array: added to a row (x @ W + b) or
+            # broadcast along a matrix's rows (X @ W + b, A @ x + B), it runs along the last axis
+            terms = tuple(Transpose(t, t.column) if s.shape == COLUMN else t for t, s in zip(node.terms, shapes))
+            return self._rewrite(node, Sum(terms, node.signs, node.column))
         for term, shaped in zip(node.terms, shapes):
+            if numpy and widest == MATRIX and shaped.shape == ROW:
+                continue  # a NumPy 1-D array broadcast along the rows of X @ W
             if shaped.shape not in (widest, SCALAR):
                 raise self.fail(term, f"cannot add {_word(shaped.shape)} and {_word(widest)}")
             reduction = isinstance(term, Call) and term.function in ("sum", "mean", "norm2", "logsumexp")
@@ -246,12 +255,15 @@ class Reader:
 
     def _infer_matmul(self, node: MatMul) -> Shaped:
         """``L @ R`` read as NumPy reads it: a vector on the left is a row (``x @ A @ x`` is x^T A x,
-        ``x @ y`` the inner product), and a scalar operand is an error, as in NumPy."""
+        ``x @ y`` the inner product) and one on the right a column, and a scalar operand is an
+        error, as in NumPy."""
         for operand in (node.left, node.right):
             if self.shaped(operand).shape == SCALAR:
                 raise self.fail(operand, "'@' takes vectors and matrices, not a scalar (as NumPy does): write s A")
         left = node.left if self.shaped(node.left).shape != COLUMN else Transpose(node.left, node.left.column)
-        return self._rewrite(node, Product(left, node.right, node.column))
+        # a row on the right is a NumPy 1-D array too (A @ (x @ W + b)): there it is a column
+        right = node.right if self.shaped(node.right).shape != ROW else Transpose(node.right, node.right.column)
+        return self._rewrite(node, Product(left, right, node.column))
 
     def _infer_product(self, node: Product) -> Shaped:
         if isinstance(node.right, Number) and node.right.text == "1" and not isinstance(node.left, Number):
@@ -628,3 +640,16 @@ def _constant(node) -> bool:
         if any(is_dataclass(item) and not _constant(item) for item in items):
             return False
     return True
+
+
+def _uses_matmul(node) -> bool:
+    """Whether a parsed claim writes '@' anywhere (``2 (X @ W)``, ``tanh(X @ W)``): its vectors
+    are NumPy's 1-D arrays."""
+    if isinstance(node, MatMul):
+        return True
+    children = [getattr(node, f.name) for f in fields(node)] if is_dataclass(node) else []
+    for child in children:
+        items = child if isinstance(child, tuple) else (child,)
+        if any(is_dataclass(item) and _uses_matmul(item) for item in items):
+            return True
+    return False
