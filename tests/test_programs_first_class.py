@@ -177,6 +177,33 @@ def test_a_count_sized_by_an_unused_statement_reads_back():
     assert float(read_back(gradient, {"a": a, "b": b, "x": 0.7})) == pytest.approx(np.exp(2) + np.exp(3))
 
 
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("p = sqrt(sum_l(a_l^0)); q = sqrt(sum_l(b_l^0)); f = p - q", lambda a, b, x: np.sqrt(2) - np.sqrt(3)),
+        (
+            "c = a_f a_f + x exp(delta_ff); d = b_f b_f + x exp(delta_ff); f = c + d",
+            lambda a, b, x: a @ a + b @ b + x * (np.exp(2) + np.exp(3)),
+        ),
+    ],
+)
+def test_counts_of_one_letter_in_two_statements_are_two_dimensions(source, expected):
+    # l#1 and l#2 were keyed by their letter: one step computed sqrt(L) for both, and p - q was 0
+    a, b, x = rng.normal(size=2), rng.normal(size=3), 0.7
+    compiled = einderiv.compile(source)
+    arrays = {k: v for k, v in {"a": a, "b": b, "x": x}.items() if k in compiled.ranks}
+    assert float(compiled(**arrays)) == pytest.approx(expected(a, b, x), rel=1e-13)
+    if "x" in arrays:
+        gradient = einderiv.grad(source, "x")
+        assert float(gradient(**arrays)) == pytest.approx(np.exp(2) + np.exp(3), rel=1e-13)
+        assert float(read_back(gradient, arrays)) == pytest.approx(np.exp(2) + np.exp(3), rel=1e-13)
+
+
+def test_a_written_count_with_two_sizes_names_its_letter():
+    with pytest.raises(einderiv.EvaluationError, match="index 'f' cannot be inferred: the statements before it write"):
+        einderiv.evaluate("t_f = a_f; u_f = b_f; c = x delta_ff", a=np.ones(2), b=np.ones(3), x=1.0)
+
+
 def test_a_written_count_inside_and_outside_a_call_keeps_its_dimension():
     # the delta_ff inside the sqrt was renamed apart from the one outside, to a letter nothing sizes
     source = (
