@@ -20,7 +20,7 @@ from fractions import Fraction
 from .index_names import is_count
 from .ir import Add, Div, Expr, Mul, Neg, Number
 from .lower import normalize
-from .normal import Apply, Poly, Term, common_coefficient, equivalent
+from .normal import Apply, Poly, Term, common_coefficient, equivalent, power_of
 from .printing import atom_to_expr, avoiding, count_letters_apart, counts_printed, term_to_expr, to_expr
 
 #: printed terms a sum may have before factoring is not tried (a long sum reads as it is)
@@ -60,7 +60,7 @@ def _term(coeff: Fraction, atoms: Counter, order: list) -> Term:
         if count == 1:
             factors.append(atom)
         elif count > 1:
-            factors.append(Apply("pow", Poly((Term(Fraction(1), (atom,)),), tuple(atom.indices)), Fraction(count)))
+            factors.append(power_of(atom, Fraction(count)))
     return Term(coeff, tuple(factors))
 
 

@@ -358,6 +358,13 @@ def canonical_key(term: Term, free: frozenset[str], depth: int = 0, counts: bool
     return best or ()
 
 
+def power_of(atom, exponent: Fraction, indices: Indices | None = None) -> Apply:
+    """``atom ^ exponent`` as a call, built directly (no folding, no rule): over ``indices``,
+    by default the atom's own (a count inside, ``delta_ll^2``, is summed there: ``()``)."""
+    over = tuple(atom.indices) if indices is None else indices
+    return Apply("pow", Poly((Term(Fraction(1), (atom,)),), over), exponent)
+
+
 def _power_base(atom) -> tuple[Poly, Fraction]:
     """``atom`` as ``base ^ exponent`` (a call is its own base with exponent 1)."""
     if isinstance(atom, Apply) and atom.func == "pow":
@@ -732,7 +739,7 @@ def reciprocal_one_plus_exp(func: str, arg: Poly, param) -> list[Term] | None:
     sigmoid = Apply("sigmoid", negated(exp.arg))
     if param == -1:
         return [Term(ONE, (sigmoid,))]
-    return [Term(ONE, (Apply("pow", Poly((Term(ONE, (sigmoid,)),), arg.indices), -param),))]
+    return [Term(ONE, (power_of(sigmoid, -param),))]
 
 
 def log_add_exp(func: str, arg: Poly, param) -> list[Term] | None:

@@ -142,10 +142,12 @@ class StraightLine:
         #: whether a step reads a square matrix (inv, det, logdet, a solve): evaluation then keeps
         #: one factorisation per matrix (einderiv.linalg)
         self._matrices = False
+        #: the number the next step array's name takes (never one used before)
+        self._next = 0
 
     def _temp(self) -> str:
         """A fresh name for a step's array, numbered by its place; never one used before."""
-        number = max(len(self.steps), getattr(self, "_next", 0))
+        number = max(len(self.steps), self._next)
         self._next = number + 1
         return f"_t{number}"
 

@@ -24,6 +24,7 @@ from .normal import (
     Term,
     is_reciprocal,
     keep_sums,
+    power_of,
     rename_apart,
     rename_atom,
     rename_term_apart,
@@ -232,9 +233,9 @@ def count_powers(poly: Poly, count_axes: Mapping[str, set] | None) -> Poly:
     def axes(index: str) -> frozenset:
         return frozenset(count_axes.get(index) or count_axes.get(count_stem(index)) or ())
 
-    # only where the powers are all of one dimension: read back, a count inside a call loses its
-    # letter in the like-term key, so delta_ll^3 + delta_mm^3 (L^3 + M^3) would be collected as
-    # 2 L^3 (a review found it); such a poly keeps its counts apart (read back: an error)
+    # only where the powers are all of one dimension; otherwise the counts print apart (read back:
+    # an error).  The guard dates from a like-term key that merged delta_ll^3 and delta_mm^3 (a
+    # review found it); the key now keeps each count's stem, and the guard has not been lifted
     if len(set(_powered_axes(poly, axes))) > 1:
         return poly
 
@@ -253,7 +254,7 @@ def count_powers(poly: Poly, count_axes: Mapping[str, set] | None) -> Poly:
         if merged:
             dropped = {k for ks in by_axes.values() if len(ks) > 1 for k in ks[1:]}
             factors = [
-                Apply("pow", Poly((Term(Fraction(1), (f,)),), ()), Fraction(merged[k])) if k in merged else f
+                power_of(f, Fraction(merged[k]), ()) if k in merged else f
                 for k, f in enumerate(factors)
                 if k not in dropped
             ]

@@ -397,12 +397,10 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
             divisor = isinstance(factor, Apply) and factor.func == "pow" and factor.param < 0  # 1 / (1 + e)
             read = isinstance(factor, Apply) and (factor.func in logs or divisor)
             used = factor.arg.tensor_names() & set(calls) if read else ()
-            if used:
+            if used:  # rebuilt through the call rules (log1p(-s) is log_one_minus_sigmoid's, by log1p_exp)
                 arg = _substituted(factor.arg, calls)
                 plain = [Term(Fraction(1), (Apply(factor.func, arg, factor.param),))]
-                if factor.func == "log1p":
-                    arg = Poly((Term(Fraction(1), ()), *arg.terms), arg.indices)
-                rebuilt = make_apply("pow", arg, factor.param) if divisor else make_apply("log", arg)
+                rebuilt = make_apply(factor.func, arg, factor.param)
                 if rebuilt != plain or stable_form(rebuilt):  # a rewrite applied, or a log-sum-exp
                     parts, changed = rebuilt, True
             partial = multiply(partial, parts, set(factor.indices), avoid=avoid)

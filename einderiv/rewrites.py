@@ -40,6 +40,7 @@ from .normal import (
     carrying,
     keep_sums,
     negated,
+    power_of,
     simplify,
     single_atom,
 )
@@ -138,7 +139,7 @@ def exp_times_sigmoid(term: Term) -> list[Term] | None:
             if power == 2:
                 flipped += (sigmoid,)
             elif power > 2:
-                flipped += (Apply("pow", Poly((Term(ONE, (sigmoid,)),), sigmoid.arg.indices), power - 1),)
+                flipped += (power_of(sigmoid, power - 1),)
             return [Term(term.coeff, (*rest, *flipped))]
     return None
 
