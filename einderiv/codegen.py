@@ -847,14 +847,7 @@ def _source(
     (``value_and_grad``'s (value, (g1, g2)))."""
     names = _Names(parameters)
     body = _Body(flavour, names, names[parameters[0]], helpers)
-    read = {result for result, _ in results}  # a power that the saturating products left unread is not written
     for step in line.steps:
-        read |= {n for n in (step.source, step.operand) if n}
-        if step.contraction is not None:
-            read |= {f.name for t in step.contraction.poly.terms for f in t.factors if hasattr(f, "name")}
-    for step in line.steps:
-        if isinstance(step, Elementwise) and step.func == "pow" and step.target not in read:
-            continue
         body.step(step)
     returned = [body.returned(result, rank) for result, rank in results]
     if nested:

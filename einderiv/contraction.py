@@ -522,6 +522,9 @@ def contraction_for(subscripts: str, shapes):
     special = _gram(subscripts, shapes) or _column_sums(subscripts, shapes)
     if special is not None:
         return special
+    broadcast = _broadcast_product(inputs.split(","), output, shapes)
+    if broadcast is not None:
+        return broadcast
     if len(shapes) > 1:
         reduced = _reduced_first(inputs.split(","), output, [tuple(s) for s in shapes])
         if reduced is not None:
@@ -551,6 +554,57 @@ def _candidates(subscripts: str, shapes) -> tuple[int, int, list]:
         path, info = opt_einsum.contract_path(subscripts, *shapes, shapes=True, optimize=method)
         candidates.append((int(info.opt_cost), int(info.largest_intermediate), path))
     return min(candidates, key=lambda c: c[:2])
+
+
+class _BroadcastProduct:
+    """A contraction that sums nothing (``i,j,ij,->ij``): the operands multiplied elementwise,
+    each a view broadcast along the axes it lacks, the smallest first, then into the first array
+    of the result's size in place: ``a[:, None] * b * K * c`` is two passes over the result, where
+    opt_einsum's pairwise path (an outer product, then a transposed elementwise product) ran 10x
+    slower at 500 x 400."""
+
+    def __init__(self, subscripts: str, views: list[tuple], order: list[int]):
+        self.subscripts, self.views, self.order = subscripts, views, order
+
+    def __call__(self, *operands):
+        value, owned = None, False
+        for k in self.order:
+            permutation, expand = self.views[k]
+            x = np.asarray(operands[k])
+            x = (x.transpose(permutation) if permutation is not None else x)[expand]
+            if value is None:
+                value = x
+            elif (
+                owned
+                and type(value) is np.ndarray
+                and np.broadcast_shapes(value.shape, x.shape) == value.shape
+                and (np.result_type(value, x) == value.dtype)
+            ):
+                np.multiply(value, x, out=value)
+            else:
+                value, owned = value * x, True
+        return value
+
+    def __repr__(self) -> str:
+        return f"<contraction {self.subscripts}: broadcast products>"
+
+
+def _broadcast_product(inputs: list[str], output: str, shapes) -> _BroadcastProduct | None:
+    """A :class:`_BroadcastProduct` where no index is summed, no operand repeats an index and the
+    operands are not two small ones (NumPy's einsum costs less there); else None."""
+    if len(inputs) < 2 or len(set(output)) != len(output) or any(len(set(sub)) != len(sub) for sub in inputs):
+        return None
+    if any(c not in output for sub in inputs for c in sub):
+        return None
+    if len(inputs) == 2 and all(math.prod(s) <= SMALL for s in shapes):
+        return None
+    views = []
+    for sub in inputs:
+        permutation = sorted(range(len(sub)), key=lambda axis: output.index(sub[axis]))
+        expand = tuple(slice(None) if c in sub else None for c in output)
+        views.append((tuple(permutation) if permutation != sorted(permutation) else None, expand))
+    order = sorted(range(len(inputs)), key=lambda k: math.prod(shapes[k]))
+    return _BroadcastProduct(",".join(inputs) + "->" + output, views, order)
 
 
 class _ReducedFirst:

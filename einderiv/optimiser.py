@@ -123,9 +123,24 @@ def _pair(term: Term, a_pos: int, b_pos: int, free: set[str]) -> tuple[tuple, tu
     return _poly_key(Poly((Term(Fraction(1), (first, second)),), canonical)), (out, canonical)
 
 
-#: s - s^2 = s sigmoid(-u) for s = sigmoid(u), and 1 - t^2 = cosh(u)^-2 for t = tanh(u): the
-#: step between the powers that a difference of two terms spans
-_SATURATING = {"sigmoid": 1, "tanh": 2}
+#: 1 - s = sigmoid(-u) for s = sigmoid(u), and 1 - t^2 = cosh(u)^-2 for t = tanh(u): the
+#: polynomial (coefficients from the constant up) whose powers are the complement's
+_SATURATING = {"sigmoid": (Fraction(1), Fraction(-1)), "tanh": (Fraction(1), Fraction(0), Fraction(-1))}
+
+
+def _divided(polynomial: list[Fraction], divisor: tuple[Fraction, ...]) -> list[Fraction] | None:
+    """``polynomial / divisor`` (coefficients from the constant up) where it divides exactly, else None."""
+    left = list(polynomial)
+    while left and not left[-1]:
+        left.pop()
+    if len(left) < len(divisor):
+        return None
+    quotient = [Fraction(0)] * (len(left) - len(divisor) + 1)
+    for k in range(len(quotient) - 1, -1, -1):
+        quotient[k] = left[k + len(divisor) - 1] / divisor[-1]
+        for j, d in enumerate(divisor):
+            left[k + j] -= quotient[k] * d
+    return quotient if not any(left) else None
 
 
 class StraightLine:
@@ -160,7 +175,7 @@ class StraightLine:
             factors = [self._hoist_matrix(f) if isinstance(f, MatrixFn) else f for f in factors]
             terms.append(Term(term.coeff, tuple(factors)))
         free = set(poly.indices)
-        terms = self._saturating(terms)
+        terms = self._saturating(terms, free)
         terms = self._shared_pairs(terms, free)
         terms = list(self._factor_shared(list(self._factor_out(terms, free)), free))
         return Poly(self._common_scalars(terms, poly.indices), poly.indices)
@@ -179,57 +194,101 @@ class StraightLine:
                 return (step.source, f.indices), int(step.param)
         return None
 
-    def _saturating(self, terms: list[Term]) -> list[Term]:
-        """``c R s^k - c R s^(k+1)`` -> ``c R s^k sigmoid(-u)`` for ``s = sigmoid(u)``, and
-        ``c R t^k - c R t^(k+2)`` -> ``c R t^k cosh(u)^-2`` for ``t = tanh(u)``: the derivatives of
-        sigmoid and tanh, s (1 - s) and 1 - t^2, which differentiation writes as differences,
-        evaluated as products.  Where s or t saturates (at u = 37, s rounds to 1) the difference
-        is 0 or a few ulps of 1, while the product keeps its relative accuracy (the logistic
-        Hessian at a margin of 40 is 4e-18 x x^T, not 0).  The printed text is unchanged.
-        Ends: each merge leaves one term fewer."""
+    def _saturating(self, terms: list[Term], free: set[str]) -> list[Term]:
+        """Terms that differ only in the power of one sigmoid or tanh step, ``R P(s)`` with P a
+        polynomial, are evaluated as ``R (1 - s)^m Q(s)`` with ``1 - s = sigmoid(-u)`` for
+        ``s = sigmoid(u)``, or ``R (1 - t^2)^m Q(t)`` with ``1 - t^2 = cosh(u)^-2`` for ``t = tanh(u)``,
+        m as large as divides P exactly: the derivatives of sigmoid and tanh (s (1 - s),
+        s (1 - s) (1 - 2 s), 1 - t^2, ...), which differentiation writes as sums of powers, are
+        evaluated as products.  Where s or t saturates (at u = 37, s rounds to 1) the sum of
+        powers is 0 or a few ulps of 1, while the product keeps its relative accuracy (the logistic
+        Hessian at a margin of 40 is 4e-18 x x^T, not 0; sigmoid'' at 40 is -4e-18, not 0).  A term
+        without the step joins only where the step's indices are free or carried by R (in
+        ``1 - sum_j(t_j^2)`` the 1 is not summed over j).  The printed text is unchanged.
+        Ends: each rewrite lowers the degree of P."""
         self._elementwise = {step.target: step for step in self.steps if isinstance(step, Elementwise)}
         if len(terms) < 2 or len(terms) > 64:
             return terms
-        split = []
-        for term in terms:
-            rest, powers = [], {}
+        variables = dict.fromkeys(found[0] for t in terms for f in t.factors if (found := self._powered(f)))
+        for variable in variables:
+            terms = self._factored_powers(terms, variable, free)
+        return terms
+
+    def _factored_powers(self, terms: list[Term], variable: tuple[str, Indices], free: set[str]) -> list[Term]:
+        """One step of :meth:`_saturating`: the terms' powers of ``variable`` (a step and its indices)."""
+        name, indices = variable
+        groups: dict[tuple, list[tuple[int, int]]] = {}
+        split = {}  # position -> (the term's other factors in order, where its first power stood)
+        for position, term in enumerate(terms):
+            rest, power, at = [], 0, None
             for f in term.factors:
                 found = self._powered(f)
-                if found is None:
+                if found is not None and found[0] == variable:
+                    power += found[1]
+                    at = len(rest) if at is None else at
+                else:
                     rest.append(f)
-                else:
-                    powers[found[0]] = powers.get(found[0], 0) + found[1]
-            split.append((tuple(sorted(rest, key=repr)), powers))
-        if not any(powers for _, powers in split):
+            split[position] = rest, len(rest) if at is None else at
+            carried = free | {i for f in rest for i in f.indices}
+            if power or set(indices) <= carried:
+                groups.setdefault(tuple(sorted(rest, key=repr)), []).append((position, power))
+        func = self._elementwise[name].func
+        divisor = _SATURATING[func]
+        made: dict[int, list[Term]] = {}
+        for rest, members in groups.items():
+            if len({power for _, power in members}) < 2:
+                continue
+            polynomial = [Fraction(0)] * (max(power for _, power in members) + 1)
+            for position, power in members:
+                polynomial[power] += terms[position].coeff
+            m = 0
+            while (quotient := _divided(polynomial, divisor)) is not None:
+                polynomial, m = quotient, m + 1
+            if not m:
+                continue
+            # the factors in the order of the term with the lowest power of the step (as written)
+            rest, at = split[min((power, position) for position, power in members if power)[1]]
+            made[members[0][0]] = [
+                Term(c, tuple(self._saturated_factors(list(rest), at, variable, k, m)))
+                for k, c in enumerate(polynomial)
+                if c
+            ]
+            made.update({position: [] for position, _ in members[1:]})
+        if not made:
             return terms
-        used: set[int] = set()
-        merged: dict[int, Term] = {}
-        for a, (rest_a, powers_a) in enumerate(split):
-            for b, (rest_b, powers_b) in enumerate(split):
-                if a in used or b == a or b in used or rest_a != rest_b or terms[b].coeff != -terms[a].coeff:
-                    continue
-                differ = [s for s in set(powers_a) | set(powers_b) if powers_a.get(s, 0) != powers_b.get(s, 0)]
-                if len(differ) != 1:
-                    continue
-                ((name, indices),) = differ
-                func = self._elementwise[name].func
-                if powers_b.get(differ[0], 0) - powers_a.get(differ[0], 0) != _SATURATING[func]:
-                    continue
-                complement = Tensor(self._complement(name, len(indices)), indices)
-                factors = list(terms[a].factors)
-                plain = Tensor(name, indices)
-                if func == "sigmoid" and plain in factors:  # s sigmoid(-u) as one array, where s stood
-                    product = self._derivative_of_sigmoid(name, complement.name, indices)
-                    factors[factors.index(plain)] = Tensor(product, indices)
-                else:
-                    factors = self._elementwise_first(factors, complement)
-                merged[a] = Term(terms[a].coeff, tuple(factors))
-                used |= {a, b}
-        if not merged:
-            return terms
-        # (a power step the merge leaves unread stays: a statement or an expression still being
-        # built may read it, and it costs one elementwise pass)
-        return [merged.get(k, t) for k, t in enumerate(terms) if k not in used or k in merged]
+        return [new for k, t in enumerate(terms) for new in made.get(k, [t])]
+
+    def _saturated_factors(self, rest: list, at: int, variable: tuple[str, Indices], power: int, m: int) -> list:
+        """``rest`` times s^power (placed at ``at``, where the term held s) times the complement of
+        s to the m (see :meth:`_saturating`); for a sigmoid, s sigmoid(-u) is one array (sigmoid's
+        derivative), where s stood."""
+        name, indices = variable
+        complement = self._complement(name, len(indices))
+        placed = []
+        if self._elementwise[name].func == "sigmoid" and power:
+            placed.append(Tensor(self._derivative_of_sigmoid(name, complement, indices), indices))
+            power, m = power - 1, m - 1
+        if power:
+            placed.append(Tensor(self._power_step(name, power), indices))
+        rest[at:at] = placed
+        if m:
+            rest = self._elementwise_first(rest, Tensor(self._power_step(complement, m), indices))
+        return rest
+
+    def _power_step(self, name: str, power: int) -> str:
+        """The step holding ``name``'s array to a whole ``power`` (``name`` itself for 1)."""
+        if power == 1:
+            return name
+        key = ("pow", str(Fraction(power)), name)
+        if key not in self._calls:
+            for step in self.steps:
+                if isinstance(step, Elementwise) and step.func == "pow" and step.source == name and step.param == power:
+                    self._calls[key] = step.target
+                    break
+            else:
+                self._calls[key] = self._temp()
+                self.steps.append(Elementwise(self._calls[key], func="pow", source=name, param=Fraction(power)))
+        return self._calls[key]
 
     def _elementwise_first(self, factors: list, complement: Tensor) -> list:
         """``factors`` times ``complement``, multiplied first into a factor over the same indices
@@ -237,9 +296,12 @@ class StraightLine:
         was combined: one elementwise pass, and the sum's order that the text reads."""
         for k, f in enumerate(factors):
             if isinstance(f, Tensor) and not is_reciprocal(f) and f.indices == complement.indices:
-                name = self._temp()
-                self.steps.append(Contract(name, Contraction(Poly((Term(Fraction(1), (f, complement)),), f.indices))))
-                return [*factors[:k], Tensor(name, f.indices), *factors[k + 1 :]]
+                key = ("times", f.name, complement.name)
+                if key not in self._calls:
+                    self._calls[key] = self._temp()
+                    product = Poly((Term(Fraction(1), (f, complement)),), f.indices)
+                    self.steps.append(Contract(self._calls[key], Contraction(product)))
+                return [*factors[:k], Tensor(self._calls[key], f.indices), *factors[k + 1 :]]
         return [*factors, complement]
 
     def _derivative_of_sigmoid(self, name: str, complement: str, indices: Indices) -> str:
@@ -748,8 +810,22 @@ class StraightLine:
             atom = poly.terms[0].factors[0]
             if isinstance(atom, Apply) and atom.indices == poly.indices:
                 if self._hoist_atom(atom, target).name == target:
+                    self._drop_unread()
                     return
         self.steps.append(Contract(target, Contraction(self.hoist(poly), hints)))
+        self._drop_unread()
+
+    def _drop_unread(self) -> None:
+        """Drop the steps of temporary arrays that no step reads (a power of s that the saturating
+        products replaced), and forget them as shared calls: a later statement that needs one
+        computes it anew.  Ends: each pass drops a step or stops."""
+        while True:
+            read = {name for step in self.steps for name in step.reads()}
+            unread = {s.target for s in self.steps if s.target.startswith("_t") and s.target not in read}
+            if not unread:
+                return
+            self.steps = [s for s in self.steps if s.target not in unread]
+            self._calls = {key: name for key, name in self._calls.items() if name not in unread}
 
 
 __all__ = ["StraightLine"]

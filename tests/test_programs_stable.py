@@ -160,3 +160,54 @@ def test_a_power_the_saturating_product_replaces_is_still_computed_for_its_other
     (or the rest of the expression) that reads it: KeyError.  NumPy closed forms."""
     x = np.random.default_rng(5).normal(size=4)
     np.testing.assert_allclose(einderiv.compile(source)(x=x), value(x), rtol=1e-12)
+
+
+def _mp_derivatives(func: str, z: float, order: int) -> float:
+    """The second or third derivative of sigmoid or tanh at z, by their closed forms in 60 digits
+    (mpmath): s (1 - s) (1 - 2 s), s (1 - s) (1 - 6 s + 6 s^2), -2 t sech^2, -2 sech^2 (1 - 3 t^2)."""
+    import mpmath
+
+    with mpmath.workdps(60):
+        u = mpmath.mpf(z)
+        if func == "sigmoid":
+            s, complement = 1 / (1 + mpmath.exp(-u)), 1 / (1 + mpmath.exp(u))  # 1 - s, exact at any u
+            return float(s * complement * ((1 - 2 * s) if order == 2 else (1 - 6 * s + 6 * s**2)))
+        t, sech2 = mpmath.tanh(u), mpmath.sech(u) ** 2
+        return float(-2 * t * sech2 if order == 2 else -2 * sech2 * (1 - 3 * t**2))
+
+
+@pytest.mark.parametrize("func", ["sigmoid", "tanh"])
+@pytest.mark.parametrize("program", [False, True])
+def test_higher_derivatives_of_sigmoid_and_tanh_keep_their_relative_accuracy_where_they_saturate(func, program):
+    """sigmoid'' = s - 3 s^2 + 2 s^3 was evaluated as written: 0 at u = 40, where it is -4.2e-18
+    (and tanh''' was 0 at 40, where it is 2.9e-34).  Sums of powers that (1 - s) or (1 - t^2) divide
+    are evaluated as products of sigmoid(-u) or cosh(u)^-2.  Against mpmath, in both forms."""
+    source = f"s_i = {func}(x_i); f = sum_i(s_i)" if program else f"f = sum_i({func}(x_i))"
+    x = np.array([-40.0, -12.0, -0.7, 0.0, 0.3, 5.0, 25.0, 40.0, 300.0])
+    second = einderiv.hessian_diag(source, "x")(x=x)
+    third = einderiv.diff(source, wrt=["x", "x", "x"])(x=x)
+    expected2 = np.array([_mp_derivatives(func, v, 2) for v in x])
+    expected3 = np.array([_mp_derivatives(func, v, 3) for v in x])
+    np.testing.assert_allclose(second, expected2, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(np.einsum("iii->i", third), expected3, rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize(
+    "source, value",
+    [
+        ("f = 1 - sum_j(tanh(x_j)^2)", lambda x, c: 1 - np.sum(np.tanh(x) ** 2)),
+        ("f = 1 - tanh(x_j) tanh(x_j)", lambda x, c: 1 - np.sum(np.tanh(x) ** 2)),
+        ("f = c - c sum_j(sigmoid(x_j))", lambda x, c: c - c * np.sum(1 / (1 + np.exp(-x)))),
+        ("t_j = tanh(x_j); f = 1 - t_j t_j", lambda x, c: 1 - np.sum(np.tanh(x) ** 2)),
+        ("f_j = 1 - tanh(x_j)^2", lambda x, c: 1 - np.tanh(x) ** 2),
+        ("f = x_j - x_j tanh(x_j)^2", lambda x, c: np.sum(x - x * np.tanh(x) ** 2)),
+    ],
+)
+def test_a_constant_beside_a_sum_of_squares_is_not_summed_with_it(source, value):
+    """``1 - sum_j(tanh(x_j)^2)`` was evaluated as ``sum_j(cosh(x_j)^-2)`` (1.28 for -0.72: the 1
+    counted once per j): the saturating product joins a term without the step only where the
+    step's indices are free or carried by the term.  NumPy closed forms."""
+    x, c = np.array([0.5, 1.0, 2.0]), np.array(2.0)
+    compiled = einderiv.compile(source)
+    got = compiled(**{name: array for name, array in {"x": x, "c": c}.items() if name in compiled.inputs})
+    np.testing.assert_allclose(got, value(x, c), rtol=1e-12)
