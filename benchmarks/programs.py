@@ -592,6 +592,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         rows.append(run_case(factory, scale, with_jax, budget))
         print(f"  {rows[-1]['case']}: ok ({rows[-1]['repeats']} repetitions)", file=sys.stderr, flush=True)
+    if not rows:
+        names = ", ".join(factory.__name__ for factory in CASES)
+        print(f"error: no case's function name contains {args.only!r} (the cases: {names})", file=sys.stderr)
+        return 2
     machine = (
         f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}, numpy {np.__version__}"
     )

@@ -154,6 +154,9 @@ class StraightLine:
         self._quiet = False
         #: the size hints of the statement being added (index -> the tensor axes it names as written)
         self._written: tuple = ()
+        #: the hints and the free indices of the statement being added
+        self._hints: tuple = ()
+        self._free: tuple = ()
         #: whether a step reads a square matrix (inv, det, logdet, a solve): evaluation then keeps
         #: one factorisation per matrix (einderiv.linalg)
         self._matrices = False
@@ -170,7 +173,7 @@ class StraightLine:
         """``poly`` with every call replaced by a tensor computed by an earlier step."""
         terms = []
         for term in self._recount(list(poly.terms), set(poly.indices)):
-            factors = [self._hoist_atom(f) if isinstance(f, Apply) else f for f in term.factors]
+            factors = [g for f in term.factors for g in self._hoist_factor(f)]
             factors = self._solves(factors, set(poly.indices))
             factors = [self._hoist_matrix(f) if isinstance(f, MatrixFn) else f for f in factors]
             terms.append(Term(term.coeff, tuple(factors)))
@@ -370,7 +373,10 @@ class StraightLine:
         if set(indices) - carried:  # an axis only a delta carries is sized by the statement's own hints
             return tuple(terms)
         name = self._temp()
-        self.steps.append(Contract(name, Contraction(Poly(tuple(inner), tuple(indices)), self._written)))
+        # over the statement's own free indices, the statement's hints size them (an axis hint
+        # wins over a letter the user wrote for another axis: j of ``y_k A_kj z_j`` in an HVP by x)
+        hints = self._hints if tuple(indices) == self._free else self._written
+        self.steps.append(Contract(name, Contraction(Poly(tuple(inner), tuple(indices)), hints)))
         pulled = tuple(f for f, n in shared.items() for _ in range(n))
         return (Term(g, (*pulled, Tensor(name, tuple(indices)))),)
 
@@ -744,6 +750,20 @@ class StraightLine:
             self._calls[key] = name
         return Tensor(name, atom.indices)
 
+    def _hoist_factor(self, atom) -> list:
+        """``atom`` as factors over earlier steps: a call hoisted (:meth:`_hoist_atom`), and the
+        square of a sum, ``(X_id - Z_jd)^2``, as the sum's array twice, so that the contraction
+        reading it multiplies and sums in one pass (``sum_d`` of the square is one einsum over the
+        N x M x D differences, not a squared copy of them first; ``(y_n - X_nd w_d)^2`` summed is a
+        dot product).  x x is x^2 in IEEE arithmetic."""
+        if not isinstance(atom, Apply):
+            return [atom]
+        if atom.func == "pow" and atom.param == 2 and len(atom.arg.terms) > 1:
+            self._quiet = True  # an overflow to inf is a value, as the power's step has it
+            name = self._source(atom.arg)
+            return [Tensor(name, atom.indices), Tensor(name, atom.indices)]
+        return [self._hoist_atom(atom)]
+
     def _hoist_atom(self, atom: Apply, target: str | None = None) -> Tensor:
         key = (atom.func, str(atom.param), *_poly_key(atom.arg))
         name = self._calls.get(key)
@@ -806,6 +826,7 @@ class StraightLine:
         """Compute ``target = poly``.  A statement that is one call (``s_n = sigmoid(z_n)``) is
         that call's step, so later uses of the same call reuse ``target``."""
         self._written = tuple(h for h in hints if h[0] == "names")
+        self._hints, self._free = tuple(hints), tuple(poly.indices)
         if len(poly.terms) == 1 and poly.terms[0].coeff == 1 and len(poly.terms[0].factors) == 1:
             atom = poly.terms[0].factors[0]
             if isinstance(atom, Apply) and atom.indices == poly.indices:
@@ -825,7 +846,12 @@ class StraightLine:
             if not unread:
                 return
             self.steps = [s for s in self.steps if s.target not in unread]
-            self._calls = {key: name for key, name in self._calls.items() if name not in unread}
+            # a pair's or a residual's entry holds (name, layout)
+            self._calls = {
+                key: made
+                for key, made in self._calls.items()
+                if (made if isinstance(made, str) else made[0]) not in unread
+            }
 
 
 __all__ = ["StraightLine"]

@@ -558,3 +558,17 @@ def test_powers_of_counts_of_two_dimensions_are_not_like_terms_when_read_back():
         assert "cannot be inferred" in str(err)
     else:
         np.testing.assert_allclose(read, expected, rtol=1e-12)
+
+
+def test_an_hvp_whose_index_letter_names_another_axis_in_the_source_is_sized_by_wrt():
+    """The HVP by x of ``... - y_k A_kj z_j`` is indexed by j, a letter the user wrote for A's
+    second axis: a step the evaluator split off the statement (a difference with a common
+    factor) took the letter's written size (4) and failed with "index 'j' has two sizes" (found by
+    the random-program probe against jax).  Closed form: g''(m) / n^2 1 1^T v, g = exp o tanh."""
+    rng = np.random.default_rng(0)
+    z, x, y, A, v = (rng.normal(size=s) for s in [4, 3, 5, (5, 4), 3])
+    source = "t1_j = ((c + c) + softplus(z_j)); f = (exp(tanh(mean_i(x_i))) - (y_k A_kj z_j))"
+    got = einderiv.hvp(source, "x")(x=x, v=v, y=y, A=A, z=z)
+    t = np.tanh(x.mean())
+    second = np.exp(t) * ((1 - t * t) ** 2 - 2 * t * (1 - t * t))
+    np.testing.assert_allclose(got, second / 9 * np.full(3, v.sum()), rtol=1e-12)
