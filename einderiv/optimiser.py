@@ -183,18 +183,18 @@ class StraightLine:
         terms = list(self._factor_shared(list(self._factor_out(terms, free)), free))
         return Poly(self._common_scalars(terms, poly.indices), poly.indices)
 
-    def _powered(self, f) -> tuple[tuple[str, Indices], int] | None:
-        """``((s, indices), k)`` for a factor holding ``s^k`` (k a whole number >= 1), where step
-        ``s`` is a sigmoid or tanh."""
+    def _powered(self, f) -> tuple[tuple[str, Indices], Fraction] | None:
+        """``((s, indices), p)`` for a factor holding ``s^p`` (p > 0), where step ``s`` is a
+        sigmoid or tanh."""
         if not isinstance(f, Tensor) or len(set(f.indices)) != len(f.indices):
             return None
         step = self._elementwise.get(f.name)
         if step is not None and step.func in _SATURATING:
-            return (f.name, f.indices), 1
-        if step is not None and step.func == "pow" and step.param.denominator == 1 and step.param >= 1:
+            return (f.name, f.indices), Fraction(1)
+        if step is not None and step.func == "pow" and step.param > 0:
             base = self._elementwise.get(step.source)
             if base is not None and base.func in _SATURATING:
-                return (step.source, f.indices), int(step.param)
+                return (step.source, f.indices), step.param
         return None
 
     def _saturating(self, terms: list[Term], free: set[str]) -> list[Term]:
@@ -239,11 +239,13 @@ class StraightLine:
         divisor = _SATURATING[func]
         made: dict[int, list[Term]] = {}
         for rest, members in groups.items():
-            if len({power for _, power in members}) < 2:
+            # s^(1/2) - s^(3/2) is s^(1/2) (1 - s): a polynomial in s above the lowest power
+            lowest = min(power for _, power in members)
+            if len({power for _, power in members}) < 2 or any((p - lowest).denominator != 1 for _, p in members):
                 continue
-            polynomial = [Fraction(0)] * (max(power for _, power in members) + 1)
+            polynomial = [Fraction(0)] * (int(max(power for _, power in members) - lowest) + 1)
             for position, power in members:
-                polynomial[power] += terms[position].coeff
+                polynomial[int(power - lowest)] += terms[position].coeff
             m = 0
             while (quotient := _divided(polynomial, divisor)) is not None:
                 polynomial, m = quotient, m + 1
@@ -252,7 +254,7 @@ class StraightLine:
             # the factors in the order of the term with the lowest power of the step (as written)
             rest, at = split[min((power, position) for position, power in members if power)[1]]
             made[members[0][0]] = [
-                Term(c, tuple(self._saturated_factors(list(rest), at, variable, k, m)))
+                Term(c, tuple(self._saturated_factors(list(rest), at, variable, lowest + k, m)))
                 for k, c in enumerate(polynomial)
                 if c
             ]
@@ -261,14 +263,14 @@ class StraightLine:
             return terms
         return [new for k, t in enumerate(terms) for new in made.get(k, [t])]
 
-    def _saturated_factors(self, rest: list, at: int, variable: tuple[str, Indices], power: int, m: int) -> list:
+    def _saturated_factors(self, rest: list, at: int, variable: tuple[str, Indices], power: Fraction, m: int) -> list:
         """``rest`` times s^power (placed at ``at``, where the term held s) times the complement of
         s to the m (see :meth:`_saturating`); for a sigmoid, s sigmoid(-u) is one array (sigmoid's
         derivative), where s stood."""
         name, indices = variable
         complement = self._complement(name, len(indices))
         placed = []
-        if self._elementwise[name].func == "sigmoid" and power:
+        if self._elementwise[name].func == "sigmoid" and power >= 1:
             placed.append(Tensor(self._derivative_of_sigmoid(name, complement, indices), indices))
             power, m = power - 1, m - 1
         if power:
@@ -278,8 +280,8 @@ class StraightLine:
             rest = self._elementwise_first(rest, Tensor(self._power_step(complement, m), indices))
         return rest
 
-    def _power_step(self, name: str, power: int) -> str:
-        """The step holding ``name``'s array to a whole ``power`` (``name`` itself for 1)."""
+    def _power_step(self, name: str, power: Fraction | int) -> str:
+        """The step holding ``name``'s array to ``power`` (``name`` itself for 1)."""
         if power == 1:
             return name
         key = ("pow", str(Fraction(power)), name)

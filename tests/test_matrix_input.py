@@ -866,8 +866,11 @@ def test_a_vector_beside_a_product_without_matmul_is_still_a_column():
     """Matrix notation as mathematicians write it keeps its rule: a row plus a column is an error
     or another reading, never NumPy broadcasting, unless '@' says NumPy."""
     assert einderiv.compile("y = W^T x + b").reading.text == "y_i = W_ji x_j + b_i"
-    with pytest.raises(EinderivError, match="cannot add"):
+    with pytest.raises(EinderivError, match="cannot add") as info:
         einderiv.compile("f = x^T W + b", ranks={"x": 1, "W": 2, "b": 1})
+    # the message says what to write instead, in both conventions
+    assert "write b^T to add it as a row" in str(info.value) and "x @ W + b" in str(info.value)
+    assert einderiv.compile("f = x^T W + b^T", ranks={"x": 1, "W": 2, "b": 1}).reading.text == "f_i = x_j W_ji + b_i"
 
 
 def test_a_transpose_glued_to_the_next_name_is_matrix_notation():

@@ -211,3 +211,20 @@ def test_a_constant_beside_a_sum_of_squares_is_not_summed_with_it(source, value)
     compiled = einderiv.compile(source)
     got = compiled(**{name: array for name, array in {"x": x, "c": c}.items() if name in compiled.inputs})
     np.testing.assert_allclose(got, value(x, c), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["f = sum_i(sigmoid(x_i)^0.5)", "f = sum_i(sqrt(sigmoid(x_i)))", "s_i = sigmoid(x_i); f = sum_i(s_i^(1/2))"],
+)
+def test_the_slope_of_a_fractional_power_of_a_sigmoid_keeps_its_relative_accuracy(source):
+    """d sqrt(s)/du = (s^0.5 - s^1.5) / 2 was 0 from u = 37 (s rounds to 1): a sum of powers one
+    apart above a fractional lowest one is s^0.5 sigmoid(-u) / 2 (against mpmath)."""
+    import mpmath
+
+    x = np.array([-40.0, -3.0, 0.5, 3.0, 40.0, 700.0])
+    with mpmath.workdps(60):
+        expected = [
+            float(mpmath.sqrt(1 / (1 + mpmath.exp(-mpmath.mpf(u)))) / (1 + mpmath.exp(mpmath.mpf(u))) / 2) for u in x
+        ]
+    np.testing.assert_allclose(einderiv.grad(source, "x")(x=x), expected, rtol=1e-13)

@@ -245,7 +245,14 @@ class Reader:
             if numpy and widest == MATRIX and shaped.shape == ROW:
                 continue  # a NumPy 1-D array broadcast along the rows of X @ W
             if shaped.shape not in (widest, SCALAR):
-                raise self.fail(term, f"cannot add {_word(shaped.shape)} and {_word(widest)}")
+                hint = ""
+                if shaped.shape == COLUMN and widest == ROW:  # x^T W + b, written as NumPy code means it
+                    transpose = f"write {term.name}^T" if isinstance(term, Name) else "transpose it (^T)"
+                    hint = (
+                        f": a vector is a column in matrix notation; {transpose} to add it as a row, "
+                        "or write the product with '@' (x @ W + b) to read vectors as NumPy's 1-D arrays"
+                    )
+                raise self.fail(term, f"cannot add {_word(shaped.shape)} and {_word(widest)}{hint}")
             reduction = isinstance(term, Call) and term.function in ("sum", "mean", "norm2", "logsumexp")
             if shaped.shape == SCALAR and widest != SCALAR and not _constant(term) and not reduction:
                 # w^T x + c: c is more likely a scalar; x - mean(x) centres a vector
