@@ -122,6 +122,7 @@ class _Scope:
         """A sum used as an operand: a tensor over the union of its terms' free indices."""
         parts = [self.group(term, bound) for term in expr.terms]
         free = tuple(dict.fromkeys(i for _, f, _ in parts for i in f))
+        self._warn_sibling(expr, parts, bound)
         out: list[Term] = []
         for terms, own, _ in parts:
             # a term's own summed indices are renamed apart before it is broadcast along the
@@ -192,6 +193,22 @@ class _Scope:
         body = [_counting(t, set(over) - written) for t in body]
         # the summed R is private: apart from a left-hand side's i (f_i = a_i + sum_i(s) adds n s)
         return [rename_term_apart(t, outer, set(bound)) for t in body], outer, inner
+
+    def _warn_sibling(self, expr: Add, parts, bound) -> None:
+        """Rule 6 across a sum that is an operand: a letter contracted inside one term and free
+        in another (``exp(M_ii + a_i)`` is exp(tr(M) + a_i), not of M's diagonal)."""
+        for pos, (_, _, inside) in enumerate(parts):
+            outside = {i for other, (_, own, _) in enumerate(parts) if other != pos for i in own}
+            taken = {i for node in walk(expr) for i in getattr(node, "indices", ())} | set(bound)
+            for letter in sorted((inside & outside) - bound):
+                (fresh,) = fresh_indices(1, taken)
+                term = expr.terms[pos]
+                self.notes.append(
+                    f"in {str(expr)!r}, index {letter!r} is summed inside {str(term)!r} and is a separate, "
+                    f"free index in the sum's other terms; write sum_{letter}(...) around the product that holds "
+                    f"{str(expr)!r} for one elementwise index {letter}, or {renamed(term, letter, fresh)} to say "
+                    "that they differ"
+                )
 
     def _warn_captured(self, expr, lowered, bound) -> None:
         """Rule 6: a letter contracted inside a group that occurs free elsewhere in the product."""

@@ -265,6 +265,9 @@ def test_the_inline_softmax_cross_entropy_is_positive_and_its_gradient_is_softma
         ("f = exp(x_i y_i) z_i", "i", "exp(x_i y_i)"),
         ("f = softmax_k(T_kj x_j) y_j", "j", "softmax_k(T_kj x_j)"),
         ("f = (a_i b_i) c_i", "i", "a_i b_i"),
+        ("f = exp(M_ii + a_i)", "i", "M_ii"),  # a term of a sum that is an operand, and its siblings
+        ("f = exp(sum_j(M_ii + A_ij))", "i", "M_ii"),
+        ("f = tanh(x_i x_i + b_i) c", "i", "x_i x_i"),
     ],
 )
 def test_a_letter_summed_inside_a_group_and_free_outside_warns(source, letter, group):
@@ -286,6 +289,24 @@ def test_the_two_spellings_the_warning_gives_mean_what_they_say():
         separate = einderiv.evaluate("f = exp(x_j y_j) z_i", x=x, y=y, z=z)
     np.testing.assert_allclose(elementwise, (np.exp(x * y) * z).sum())
     np.testing.assert_allclose(separate, as_written)
+
+
+def test_the_spellings_the_warning_gives_for_a_sum_mean_what_they_say():
+    """``exp(M_ii + a_i)`` is exp(tr(M) + a_i) summed over i (rule 3: M_ii is contracted in the
+    smallest product that holds i twice); ``sum_i(...)`` makes i elementwise, M's diagonal."""
+    rng = np.random.default_rng(4)
+    M, a = rng.normal(size=(3, 3)), rng.normal(size=3)
+    with pytest.warns(einderiv.EinderivWarning, match="sum's other terms"):
+        as_written = einderiv.evaluate("f = exp(M_ii + a_i)", M=M, a=a)
+    np.testing.assert_allclose(as_written, np.exp(np.trace(M) + a).sum(), rtol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", einderiv.EinderivWarning)
+        elementwise = einderiv.evaluate("f = sum_i(exp(M_ii + a_i))", M=M, a=a)
+        separate = einderiv.evaluate("f = exp(M_jj + a_i)", M=M, a=a)
+        einderiv.compile("f = M_ii + a_i")  # a sum that stands alone: each term is summed on its own
+        einderiv.compile("g_i = exp(M_ii + a_i)")  # i on the left: elementwise throughout
+    np.testing.assert_allclose(elementwise, np.exp(np.diag(M) + a).sum(), rtol=1e-12)
+    np.testing.assert_allclose(separate, as_written, rtol=1e-12)
 
 
 def test_no_warning_for_groups_that_keep_to_themselves():
