@@ -853,7 +853,7 @@ def _source(
     if nested:
         returned = [returned[0], f"({', '.join(returned[1:])},)"]
     lines = [*body.lines, f"return {', '.join(returned)}"]
-    quiet = flavour == "python" and any(isinstance(step, Elementwise) for step in line.steps)
+    quiet = flavour == "python" and (line._quiet or any(isinstance(step, Elementwise) for step in line.steps))
     if quiet:  # as the runtime: IEEE results (inf, nan) of functions propagate without warnings
         lines = ['with np.errstate(all="ignore"):', *("    " + text for text in lines)]
     arguments = ", ".join(names[p] for p in parameters)

@@ -173,7 +173,8 @@ class StraightLine:
         """``poly`` with every call replaced by a tensor computed by an earlier step."""
         terms = []
         for term in self._recount(list(poly.terms), set(poly.indices)):
-            factors = [g for f in term.factors for g in self._hoist_factor(f)]
+            alone = sum(1 for f in term.factors if f.indices) == 1  # the only factor with axes
+            factors = [g for f in term.factors for g in self._hoist_factor(f, alone)]
             factors = self._solves(factors, set(poly.indices))
             factors = [self._hoist_matrix(f) if isinstance(f, MatrixFn) else f for f in factors]
             terms.append(Term(term.coeff, tuple(factors)))
@@ -752,15 +753,17 @@ class StraightLine:
             self._calls[key] = name
         return Tensor(name, atom.indices)
 
-    def _hoist_factor(self, atom) -> list:
+    def _hoist_factor(self, atom, alone: bool) -> list:
         """``atom`` as factors over earlier steps: a call hoisted (:meth:`_hoist_atom`), and the
-        square of a sum, ``(X_id - Z_jd)^2``, as the sum's array twice, so that the contraction
-        reading it multiplies and sums in one pass (``sum_d`` of the square is one einsum over the
-        N x M x D differences, not a squared copy of them first; ``(y_n - X_nd w_d)^2`` summed is a
-        dot product).  x x is x^2 in IEEE arithmetic."""
+        square of a sum that is its term's only factor with axes, ``(X_id - Z_jd)^2``, as the
+        sum's array twice, so that the contraction reading it multiplies and sums in one pass
+        (``sum_d`` of the square is one einsum over the N x M x D differences, not a squared copy
+        of them first; ``(y_n - X_nd w_d)^2`` summed is a dot product).  Beside other tensors the
+        square stays one array: ``r_n^2 X_ni X_nj`` is a weighted Gram product and
+        ``inv(M)_ij r_j^2`` a solve only with one weight.  x x is x^2 in IEEE arithmetic."""
         if not isinstance(atom, Apply):
             return [atom]
-        if atom.func == "pow" and atom.param == 2 and len(atom.arg.terms) > 1:
+        if alone and atom.func == "pow" and atom.param == 2 and len(atom.arg.terms) > 1:
             self._quiet = True  # an overflow to inf is a value, as the power's step has it
             name = self._source(atom.arg)
             return [Tensor(name, atom.indices), Tensor(name, atom.indices)]

@@ -167,3 +167,26 @@ def test_a_square_of_a_sum_is_multiplied_by_the_contraction_that_reads_it(scale)
     np.testing.assert_allclose(loss, ((y - X @ w) ** 2).sum(), rtol=1e-13)
     steps = einderiv.compile("D_ij = (X_id - Z_jd)^2").steps
     assert not [s for s in steps if s.kind == "elementwise"], steps
+
+
+def test_a_square_beside_other_tensors_keeps_its_solve_and_its_generated_code_stays_quiet():
+    """Review findings: the square of a sum as its array twice hid the one weight that a solve
+    (``inv(M)_ij r_j^2``) and a weighted Gram product look for, so a solve became an explicit
+    inverse; and generated code without an elementwise step warned on overflow where einderiv
+    gives inf.  NumPy closed forms."""
+    import warnings
+
+    from einderiv.codegen import generate
+
+    rng = np.random.default_rng(13)
+    M = rng.normal(size=(6, 6)) + 6 * np.eye(6)
+    b, c = rng.normal(size=6), rng.normal(size=6)
+    compiled = einderiv.compile("y_i = inv(M)_ij (b_j - c_j)^2")
+    assert any(step.kind == "solve" for step in compiled.steps), compiled.steps
+    np.testing.assert_allclose(compiled(M=M, b=b, c=c), np.linalg.solve(M, (b - c) ** 2), rtol=1e-12)
+    namespace: dict = {}
+    exec(generate([einderiv.compile("f = (x_i - y_i)^2")], "python"), namespace)  # noqa: S102 - our own module
+    function = next(v for k, v in namespace.items() if k.startswith("f") and callable(v))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert function(x=np.array([1e200]), y=np.array([-1e200])) == np.inf

@@ -870,6 +870,11 @@ def test_a_vector_beside_a_product_without_matmul_is_still_a_column():
         einderiv.compile("f = x^T W + b", ranks={"x": 1, "W": 2, "b": 1})
     # the message says what to write instead, in both conventions
     assert "write b^T to add it as a row" in str(info.value) and "x @ W + b" in str(info.value)
+    with pytest.raises(EinderivError, match="write b\\^T to add it as a row") as info:
+        einderiv.compile("f = b + x^T W", ranks={"x": 1, "W": 2, "b": 1})  # either order
+    with pytest.raises(EinderivError, match="write b\\^T to add it as a row") as info:
+        einderiv.compile("f = x^T + b", ranks={"x": 1, "b": 1})
+    assert "@" not in str(info.value)  # no product to write with '@'
     assert einderiv.compile("f = x^T W + b^T", ranks={"x": 1, "W": 2, "b": 1}).reading.text == "f_i = x_j W_ji + b_i"
 
 

@@ -246,12 +246,12 @@ class Reader:
                 continue  # a NumPy 1-D array broadcast along the rows of X @ W
             if shaped.shape not in (widest, SCALAR):
                 hint = ""
-                if shaped.shape == COLUMN and widest == ROW:  # x^T W + b, written as NumPy code means it
-                    transpose = f"write {term.name}^T" if isinstance(term, Name) else "transpose it (^T)"
-                    hint = (
-                        f": a vector is a column in matrix notation; {transpose} to add it as a row, "
-                        "or write the product with '@' (x @ W + b) to read vectors as NumPy's 1-D arrays"
-                    )
+                if {shaped.shape, widest} == {COLUMN, ROW}:  # x^T W + b, as NumPy code means it
+                    column = next(t for t, s in zip(node.terms, shapes) if s.shape == COLUMN)
+                    transpose = f"write {column.name}^T" if isinstance(column, Name) else "transpose it (^T)"
+                    hint = f": a vector is a column in matrix notation; {transpose} to add it as a row"
+                    if any(isinstance(t, Product) or _has_product(t) for t in node.terms):
+                        hint += ", or write the product with '@' (x @ W + b) to read vectors as NumPy's 1-D arrays"
                 raise self.fail(term, f"cannot add {_word(shaped.shape)} and {_word(widest)}{hint}")
             reduction = isinstance(term, Call) and term.function in ("sum", "mean", "norm2", "logsumexp")
             if shaped.shape == SCALAR and widest != SCALAR and not _constant(term) and not reduction:
@@ -647,6 +647,15 @@ def _constant(node) -> bool:
         if any(is_dataclass(item) and not _constant(item) for item in items):
             return False
     return True
+
+
+def _has_product(node) -> bool:
+    """Whether a parsed claim holds a matrix product anywhere (``(W x)^T``)."""
+    if isinstance(node, Product):
+        return True
+    children = [getattr(node, f.name) for f in fields(node)] if is_dataclass(node) else []
+    items = [item for child in children for item in (child if isinstance(child, tuple) else (child,))]
+    return any(is_dataclass(item) and _has_product(item) for item in items)
 
 
 def _uses_matmul(node) -> bool:
