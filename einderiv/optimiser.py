@@ -221,10 +221,10 @@ class StraightLine:
     def _factored_powers(self, terms: list[Term], variable: tuple[str, Indices], free: set[str]) -> list[Term]:
         """One step of :meth:`_saturating`: the terms' powers of ``variable`` (a step and its indices)."""
         name, indices = variable
-        groups: dict[tuple, list[tuple[int, int]]] = {}
+        groups: dict[tuple, list[tuple[int, Fraction]]] = {}  # the other factors -> (position, power)
         split = {}  # position -> (the term's other factors in order, where its first power stood)
         for position, term in enumerate(terms):
-            rest, power, at = [], 0, None
+            rest, power, at = [], Fraction(0), None
             for f in term.factors:
                 found = self._powered(f)
                 if found is not None and found[0] == variable:
