@@ -197,9 +197,9 @@ class _Scope:
     def _warn_sibling(self, expr: Add, parts, bound) -> None:
         """Rule 6 across a sum that is an operand: a letter contracted inside one term and free
         in another (``exp(M_ii + a_i)`` is exp(tr(M) + a_i), not of M's diagonal)."""
+        taken = {i for node in walk(expr) for i in getattr(node, "indices", ())} | set(bound)
         for pos, (_, _, inside) in enumerate(parts):
             outside = {i for other, (_, own, _) in enumerate(parts) if other != pos for i in own}
-            taken = {i for node in walk(expr) for i in getattr(node, "indices", ())} | set(bound)
             for letter in sorted((inside & outside) - bound):
                 (fresh,) = fresh_indices(1, taken)
                 term = expr.terms[pos]
@@ -212,6 +212,7 @@ class _Scope:
 
     def _warn_captured(self, expr, lowered, bound) -> None:
         """Rule 6: a letter contracted inside a group that occurs free elsewhere in the product."""
+        taken = {i for node in walk(expr) for i in getattr(node, "indices", ())} | set(bound)
         for pos, (factor, _, _, _, inside, is_group) in enumerate(lowered):
             if not is_group:
                 continue
@@ -219,7 +220,6 @@ class _Scope:
             outside = {
                 i for other, entry in enumerate(lowered) if other != pos for i in entry[2] if entry[2].count(i) == 1
             }
-            taken = {i for node in walk(expr) for i in getattr(node, "indices", ())} | set(bound)
             for letter in sorted((inside & outside) - bound):
                 (fresh,) = fresh_indices(1, taken)
                 apart = [renamed(f, letter, fresh) if k == pos else f for k, f in enumerate(expr_factors(expr))]

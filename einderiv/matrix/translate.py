@@ -234,7 +234,7 @@ class Reader:
     def _infer_sum(self, node: Sum) -> Shaped:
         shapes = [self.shaped(t) for t in node.terms]
         widest = max((s.shape for s in shapes), key=sum)
-        numpy = any(_uses_matmul(t) for t in node.terms)
+        numpy = any(_holds(t, MatMul) for t in node.terms)
         wider = any(s.shape in (ROW, MATRIX) for s in shapes)
         if numpy and wider and any(s.shape == COLUMN for s in shapes):
             # beside an '@' product, a vector is a NumPy 1-D array: added to a row (x @ W + b) or
@@ -250,7 +250,7 @@ class Reader:
                     column = next(t for t, s in zip(node.terms, shapes) if s.shape == COLUMN)
                     transpose = f"write {column.name}^T" if isinstance(column, Name) else "transpose it (^T)"
                     hint = f": a vector is a column in matrix notation; {transpose} to add it as a row"
-                    if any(isinstance(t, Product) or _has_product(t) for t in node.terms):
+                    if any(_holds(t, Product) for t in node.terms):
                         hint += ", or write the product with '@' (x @ W + b) to read vectors as NumPy's 1-D arrays"
                 raise self.fail(term, f"cannot add {_word(shaped.shape)} and {_word(widest)}{hint}")
             reduction = isinstance(term, Call) and term.function in ("sum", "mean", "norm2", "logsumexp")
@@ -649,23 +649,11 @@ def _constant(node) -> bool:
     return True
 
 
-def _has_product(node) -> bool:
-    """Whether a parsed claim holds a matrix product anywhere (``(W x)^T``)."""
-    if isinstance(node, Product):
+def _holds(node, kind: type) -> bool:
+    """Whether a parsed claim holds a node of ``kind`` anywhere: a '@' (``MatMul``: its vectors
+    are NumPy's 1-D arrays, as in ``tanh(X @ W)``) or a matrix product (``Product``: ``(W x)^T``)."""
+    if isinstance(node, kind):
         return True
     children = [getattr(node, f.name) for f in fields(node)] if is_dataclass(node) else []
     items = [item for child in children for item in (child if isinstance(child, tuple) else (child,))]
-    return any(is_dataclass(item) and _has_product(item) for item in items)
-
-
-def _uses_matmul(node) -> bool:
-    """Whether a parsed claim writes '@' anywhere (``2 (X @ W)``, ``tanh(X @ W)``): its vectors
-    are NumPy's 1-D arrays."""
-    if isinstance(node, MatMul):
-        return True
-    children = [getattr(node, f.name) for f in fields(node)] if is_dataclass(node) else []
-    for child in children:
-        items = child if isinstance(child, tuple) else (child,)
-        if any(is_dataclass(item) and _uses_matmul(item) for item in items):
-            return True
-    return False
+    return any(is_dataclass(item) and _holds(item, kind) for item in items)
