@@ -623,7 +623,7 @@ def diff(
     text, printed = factored(poly, axes)
     if sized_only_by_deltas(printed, refs) and root.statement is not None and root.name != "_":
         defined = {d.name for d in checked.definitions}
-        current = with_forward(current, checked, references(root.poly) & defined)
+        current = with_forward(current, checked, uses(root) & defined)
         current = with_root(current, root)  # printed first: it sizes what only deltas carry
     statement = _display(root, refs, counts_read_back(current, checked.definitions, poly, axes) or text)
     poly = printed
@@ -697,6 +697,17 @@ def with_root(current: CheckedProgram, root: Definition) -> CheckedProgram:
     return CheckedProgram(definitions, current.inputs, current.output, None, ranks, current.all_inputs)
 
 
+def uses(d: Definition) -> set[str]:
+    """The tensors ``d`` computes from and those its printed statement names (``t1_ik - t1_ik``
+    cancels in its value and is still printed: read back, it needs t1)."""
+    shown = {
+        node.matrix if isinstance(node, MatrixCall) else node.name
+        for node in walk(d.display().rhs)
+        if isinstance(node, (Tensor, MatrixCall))
+    }
+    return references(d.poly) | shown
+
+
 def with_forward(current: CheckedProgram, checked: CheckedProgram, names: set[str]) -> CheckedProgram:
     """``current`` with the forward statements ``names`` (and what they use) of ``checked`` put
     back before its own statements, in the user's order."""
@@ -705,12 +716,7 @@ def with_forward(current: CheckedProgram, checked: CheckedProgram, names: set[st
     wanted = set(names)
     for d in reversed(checked.definitions):
         if d.name in wanted:  # what it computes from, and what its printed statement names
-            shown = {
-                node.matrix if isinstance(node, MatrixCall) else node.name
-                for node in walk(d.display().rhs)
-                if isinstance(node, (Tensor, MatrixCall))
-            }
-            wanted |= (references(d.poly) | shown) & set(forward)
+            wanted |= uses(d) & set(forward)
     # one already in ``current`` stays as it is there: its letters may have been renamed so that
     # the counts of the text after it read back (``s1 = sum_k(...)`` beside ``delta_kk``)
     mine = {d.name: d for d in current.definitions}

@@ -18,9 +18,9 @@ from collections import Counter
 from fractions import Fraction
 
 from .index_names import is_count
-from .ir import Add, Div, Expr, Mul, Neg, Number
+from .ir import Add, Call, Delta, Div, Expr, Mul, Neg, Number
 from .lower import normalize
-from .normal import Apply, Poly, Term, common_coefficient, equivalent, power_of
+from .normal import Apply, Poly, Term, common_coefficient, equivalent, is_reciprocal, power_of
 from .printing import atom_to_expr, avoiding, count_letters_apart, counts_printed, term_to_expr, to_expr
 
 #: printed terms a sum may have before factoring is not tried (a long sum reads as it is)
@@ -109,21 +109,35 @@ def _pull(best, sharing, common, parts, order, visible, nested, leading, outputs
     positive = next((k for k, p in enumerate(inner) if p[0] > 0), 0)
     inner.insert(0, inner.pop(positive))  # the first term positive: (s_n - y_n), not (-y_n + s_n)
     pulled = [a for a in order if a in common]
-    inside = visible | {i for a in pulled for i in a.indices}
-    group = _build(inner, order, inside, True, outputs=outputs) or Add(tuple(_leaf(inner, order, inside, True, True)))
+    # a count pulled out (delta_jj, j bound nowhere else) binds nothing: a count of that dimension
+    # inside a group prints with the same letter, as in term_to_expr (another would size nothing)
+    inside = visible | {i for a in pulled if not _count(a, visible) for i in a.indices}
+    plain = Add(tuple(_leaf(inner, order, inside, True, True)))
+    built = _build(inner, order, inside, True, outputs=outputs)
+    # factored only where that is shorter: 1 - 7 s + 12 s^2 - 6 s^3, not -s (-6 s (2 - s) + 7) + 1
+    group = built if built is not None and len(str(built)) < len(str(plain)) else plain
     if not isinstance(group, Add):
         group = Mul((group,))  # a product pulled out of a product: parenthesised
     in_group = {a for _, atoms in inner for a in atoms} | {_unit(a) for _, atoms in inner for a in atoms}
     divisors = [a for a in pulled if _negative_power(a)]
-    before = [_atom(a, common[a], inside) for a in pulled if a in in_group and a not in divisors]
-    after = [_atom(a, common[a], inside) for a in pulled if a not in in_group and a not in divisors]
-    factors: list[Expr] = ([Number(abs(g))] if abs(g) != 1 else []) + before + [group] + after
-    if g < 0 and leading:
+    # 1/n_r with r summed over the product: mean_r(...) around it, as term_to_expr prints a term
+    means = tuple(dict.fromkeys(a.indices[0] for a in pulled if is_reciprocal(a) and a.indices[0] not in visible))
+    kept = [a for a in pulled if a not in divisors and not (is_reciprocal(a) and a.indices[0] in means)]
+    before = [_atom(a, common[a], inside) for a in kept if a in in_group]
+    after = [_atom(a, common[a], inside) for a in kept if a not in in_group]
+    number: list[Expr] = [Number(abs(g))] if abs(g) != 1 else []
+    factors: list[Expr] = (number if not means else []) + before + [group] + after
+    if g < 0 and leading and not means:
         factors[0] = Neg(factors[0])
     product: Expr = factors[0] if len(factors) == 1 else Mul(tuple(factors))
     for a in divisors:  # (a - b) / sqrt(u), not (a - b) sqrt(u)^-1
         for _ in range(common[a]):
             product = Div(product, term_to_expr(Term(Fraction(1), (a,)), set(inside)).denominator)
+    if means:  # 2 mean_n((s_n - y_n) X_ni), not 2 (s_n - y_n) X_ni mean_j(delta_jn)
+        factors = [*number, Call("mean", product, means)]
+        if g < 0 and leading:
+            factors[0] = Neg(factors[0])
+        product = factors[0] if len(factors) == 1 else Mul(tuple(factors))
     if g < 0 and not leading:
         product = Neg(product)
     if not others:
@@ -133,6 +147,11 @@ def _pull(best, sharing, common, parts, order, visible, nested, leading, outputs
     if rest_terms is None:
         rest_terms = tuple(_leaf(others, order, visible, nested, False))
     return Add((product, *rest_terms))
+
+
+def _count(atom, visible: set[str]) -> bool:
+    """Whether ``atom`` is a count printed with its letter (``delta_jj``, j not bound outside)."""
+    return isinstance(atom, Delta) and atom.first == atom.second and atom.first not in visible
 
 
 def _negative_power(atom) -> bool:

@@ -441,13 +441,36 @@ def simplify(terms, indices: Indices, counts: bool = True) -> Poly:
         merged = merge_powers(contract_deltas(original, free))
         for term in (part for t in merged for part in rebuild_constant_calls(t)):
             term = contract_deltas(term, free)  # u^a u^-a = 1 leaves delta_ii: 1 where i is used
-            key = canonical_key(term, free, counts=counts)
+            term = along_deltas(term, indices)  # c_j delta_ij is c_i delta_ij
+            key = canonical_key(_repeated(term), free, counts=counts)  # x_j^2 is x_j x_j
             if key in collected:
                 collected[key][0] += term.coeff
             else:
                 collected[key] = [term.coeff, term]
     out = tuple(Term(coeff, rep.factors) for coeff, rep in collected.values() if coeff != 0)
     return Poly(out, tuple(indices))
+
+
+def along_deltas(term: Term, indices: Indices) -> Term:
+    """``term`` with each delta between two free indices (``delta_ij``, i before j in
+    ``indices``) writing the earlier one in the term's other factors: ``c_j delta_ij`` is
+    ``c_i delta_ij``, as the delta is 0 wherever i and j differ.  One spelling for one product,
+    so that ``c_i s_i delta_ij + c_j s_i delta_ij`` collects.  Ends: each pass renames a later
+    free index to an earlier one, outside deltas."""
+    order = {i: k for k, i in enumerate(indices)}
+    pairs = sorted(
+        (
+            sorted((f.first, f.second), key=order.__getitem__)
+            for f in term.factors
+            if isinstance(f, Delta) and f.first != f.second and f.first in order and f.second in order
+        ),
+        key=lambda p: (order[p[1]], order[p[0]]),
+    )
+    factors = term.factors
+    for early, late in pairs:
+        mapping = {late: early}
+        factors = tuple(f if isinstance(f, Delta) else rename_atom(f, mapping) for f in factors)
+    return term if factors == term.factors else Term(term.coeff, factors)
 
 
 def keep_sums(term: Term, summed: set[str] | frozenset[str]) -> Term:

@@ -83,8 +83,23 @@ def _arg_expr(arg: Poly, visible: set[str], explicit: bool = False) -> Expr:
     the sums inside it as ``sum_k(...)`` (used for divisors, where ``/ e_k`` would be cryptic)."""
     arg = _apart(arg, visible)
     expr = to_expr(arg, visible | set(arg.indices), explicit, nested=True)
-    visible |= _written_names(expr)
+    visible |= _written_names(expr) - _counted_only(expr)
     return expr
+
+
+def _counted_only(expr: Expr) -> set[str]:
+    """Letters ``expr`` writes only as counts (``delta_oo``): they bind nothing around it, and a
+    count of that dimension in a later group prints with the same letter (another, ``o9``, would
+    be sized by nothing when read back)."""
+    counted, other = set(), set()
+    for node in walk(expr):
+        if isinstance(node, Delta) and node.first == node.second:
+            counted.add(node.first)
+        elif isinstance(node, (Tensor, Delta, MatrixCall)):
+            other.update(node.indices)
+        elif isinstance(node, Call):
+            other.update(node.over)
+    return counted - other
 
 
 def atom_to_expr(atom, visible: set[str]) -> Expr:

@@ -24,17 +24,19 @@ from .api import (
     hessian,
     scalar_program,
     sized_only_by_deltas,
+    uses,
     with_forward,
     with_root,
     wrt_tensor,
 )
 from .errors import DifferentiationError, guarded
+from .factor import factored
 from .gradients import grad
 from .ir import Add, Indices, MatrixCall, Mul, Number, Statement, Tensor, walk
 from .matrix.reading import accepts_notation
 from .normal import Term, rename_apart, simplify
 from .printing import count_axes_of
-from .program import CheckedProgram, Definition, references
+from .program import CheckedProgram, Definition
 
 
 def _name_free(name: object, programs: tuple[CheckedProgram, ...], role: str, keyword: str) -> str:
@@ -112,8 +114,12 @@ def _renamed(derivative: Derivative, name: str, shape: tuple[str, ...], user: Ch
     root = user.out
     if sized_only_by_deltas(final.poly, wrt) and root.statement is not None and root.name != "_":
         defined = {d.name for d in user.definitions}
-        program = with_root(with_forward(program, user, references(root.poly) & defined), root)
-        rhs = counts_read_back(program, user.definitions, final.poly, count_axes_of(final.hints)) or rhs
+        program = with_root(with_forward(program, user, uses(root) & defined), root)
+        axes = count_axes_of(final.hints)
+        # the derivative's own text gave its counts letters with only the statements before it
+        # (i9 where none wrote the letter); with the output's statement printed too, they may
+        # read back by their own letters: the result printed again
+        rhs = counts_read_back(program, user.definitions, final.poly, axes) or factored(final.poly, axes)[0]
     # a zero of the shape of wrt (or of the output, for a JVP) prints as 0 w_I, which sizes its
     # indices when read back; one constant along an axis (udfdz_i = c lam u) gets + 0 z_i
     sized_by = None
@@ -125,7 +131,7 @@ def _renamed(derivative: Derivative, name: str, shape: tuple[str, ...], user: Ch
     if sized_by is not None and (not final.poly.terms or set(final.indices) - written):
         if sized_by == root.name:  # the output's statement, printed first, sizes it (it is not computed)
             defined = {d.name for d in user.definitions}
-            program = with_root(with_forward(program, user, references(root.poly) & defined), root)
+            program = with_root(with_forward(program, user, uses(root) & defined), root)
         sizing = Mul((Number(Fraction(0)), Tensor(sized_by, final.indices)))
         rhs = sizing if not final.poly.terms else Add((rhs, sizing))
     statement = Statement(Tensor(name, final.indices), rhs)

@@ -500,6 +500,21 @@ def derive(program: CheckedProgram, wrt: Tensor, name: str) -> CheckedProgram:
     base = out.name.replace("/", "")
 
     counts: list = []  # size hints of the counts differentiation leaves (sum_n of a constant in n)
+    # the user's one-call statements (t_n = tanh(a_n)), read through in what differentiation gives
+    calls = {
+        d.name: d
+        for d in program.definitions
+        if d.name != out.name and d.statement is not None and not d.statement.wrt and _single_call(d) is not None
+    }
+
+    def spelled(terms: list[Term], indices: Indices) -> Poly:
+        """``terms`` collected with each one-call intermediate written as its call: ``t_n`` beside
+        ``tanh(a_n)`` is ``tanh(a_n)``, so ``t_n tanh(a_n)`` and ``tanh(a_n)^2`` are one product
+        (printed back in the user's names by :func:`name_calls`; evaluated as one call)."""
+        poly = simplify(terms, indices)
+        for used in sorted(poly.tensor_names() & set(calls)):
+            poly, _ = _substitute_tensor(poly, used, calls[used])
+        return poly
 
     def partial_of(d: Definition, poly: Poly, target: Tensor) -> Poly:
         """d poly / d target, each count it leaves (``delta_nn``: -2 sum_n(z_n - m) by m is
@@ -539,7 +554,7 @@ def derive(program: CheckedProgram, wrt: Tensor, name: str) -> CheckedProgram:
         bars[s] = (bar_name, S)
         hints = _hints_for(out, P, program) + tuple(("axis", i, s, k) for k, i in enumerate(S))
         hints += (("names", tuple(dict.fromkeys(counts))),) if counts else ()
-        adjoints.append(Definition(bar_name, P + S, simplify(terms, P + S), hints))
+        adjoints.append(Definition(bar_name, P + S, spelled(terms, P + S), hints))
 
     counts.clear()
     result_terms = list(partial_of(out, out.poly, wrt).terms)
@@ -548,7 +563,7 @@ def derive(program: CheckedProgram, wrt: Tensor, name: str) -> CheckedProgram:
             result_terms.extend(through(t, wrt, set()))
     final_hints = _hints_for(out, P, program) + tuple(("axis", i, wrt.name, k) for k, i in enumerate(W))
     final_hints += (("names", tuple(dict.fromkeys(counts))),) if counts else ()
-    final = Definition(name, P + W, simplify(result_terms, P + W), final_hints)
+    final = Definition(name, P + W, spelled(result_terms, P + W), final_hints)
     forward = [d for d in program.definitions if d.name != out.name]
     ranks = dict(program.ranks)
     ranks.update({d.name: len(d.indices) for d in [*adjoints, final]})
@@ -655,35 +670,54 @@ def _substitute_tensor(poly: Poly, name: str, definition: Definition, letters=No
 
 
 def inline(program: CheckedProgram, candidates: set[str]) -> CheckedProgram:
-    """Substitute adjoints that are used once, or are a single factor, into their users."""
+    """Substitute adjoints that are used once, or are a single factor, into their users; again
+    until none is: one used twice by another adjoint is used once after that one is substituted
+    (``dd1Ldt`` in ``dd1Lda``).  Ends: each pass that goes on removes a definition."""
     definitions = list(program.definitions)
     letters = {(x.name, k): i for x in definitions if x.statement is not None for k, i in enumerate(x.indices)}
-    for name in [d.name for d in definitions if d.name in candidates]:
-        current = CheckedProgram(definitions, program.inputs, program.output, None, program.ranks, program.all_inputs)
-        d = current.definition(name)
-        uses = count_uses(current, name)
-        # one factor, or one term of a scalar (dfdt1 = sigmoid(t1) delta_ii delta_jj): substituted,
-        # its calls are still computed once (the optimiser shares them), and its counts print in
-        # the derivative's statement, which is sized as the statement it differentiates
-        small = len(d.poly.terms) <= 1 and all(len(t.factors) <= 1 or not d.indices for t in d.poly.terms)
-        # an adjoint holding counts (dd1fdt1_k = ... delta_ii delta_jj M_kl u_l) is substituted
-        # too, where that stays small: printed as a statement of its own, nothing would size them
-        counting = any(is_count(i) for i in d.poly.all_index_names()) and len(d.poly.terms) * uses <= 16
-        if uses != 1 and not small and not counting:
-            continue
-        substituted = []
-        for x in definitions:
-            if x.name == name:
-                continue
-            if name in references(x.poly):
-                poly, counts = _substitute_tensor(x.poly, name, d, letters)
-                # the counts the substituted definition carries travel with it, with their sizes
-                carried = tuple(e for h in d.hints if h[0] == "names" for e in h[1] if is_count(e[0]))
-                counts = _through_definitions(counts, definitions) + carried
-                x = Definition(x.name, x.indices, poly, (*x.hints, ("names", counts)) if counts else x.hints, None)
-            substituted.append(x)
-        definitions = substituted
+    pending = [d.name for d in definitions if d.name in candidates]
+    while pending:
+        left = len(pending)
+        for name in list(pending):
+            substituted = _inline_one(program, definitions, name, letters)
+            if substituted is not None:
+                definitions = substituted
+                pending.remove(name)
+        if len(pending) == left:
+            break
     return CheckedProgram(definitions, program.inputs, program.output, None, program.ranks, program.all_inputs)
+
+
+def _inline_one(program: CheckedProgram, definitions: list, name: str, letters) -> list | None:
+    """``definitions`` with the adjoint ``name`` substituted into its users, or None where it stays."""
+    current = CheckedProgram(definitions, program.inputs, program.output, None, program.ranks, program.all_inputs)
+    d = current.definition(name)
+    uses = count_uses(current, name)
+    # one factor, or one term of a scalar (dfdt1 = sigmoid(t1) delta_ii delta_jj): substituted,
+    # its calls are still computed once (the optimiser shares them), and its counts print in
+    # the derivative's statement, which is sized as the statement it differentiates
+    small = len(d.poly.terms) <= 1 and all(len(t.factors) <= 1 or not d.indices for t in d.poly.terms)
+    # an adjoint holding counts (dd1fdt1_k = ... delta_ii delta_jj M_kl u_l) is substituted
+    # too, where that stays small: printed as a statement of its own, nothing would size them
+    counting = any(is_count(i) for i in d.poly.all_index_names()) and len(d.poly.terms) * uses <= 16
+    substituted = []
+    before = after = 0
+    for x in definitions:
+        if x.name == name:
+            continue
+        if name in references(x.poly):
+            poly, counts = _substitute_tensor(x.poly, name, d, letters)
+            before, after = before + len(x.poly.terms), after + len(poly.terms)
+            # the counts the substituted definition carries travel with it, with their sizes
+            carried = tuple(e for h in d.hints if h[0] == "names" for e in h[1] if is_count(e[0]))
+            counts = _through_definitions(counts, definitions) + carried
+            x = Definition(x.name, x.indices, poly, (*x.hints, ("names", counts)) if counts else x.hints, None)
+        substituted.append(x)
+    # used more than once, it is substituted where its users then collect into no more terms
+    # than they and it have together (dd1Ldt_in = 2 X_ni (1 - t_n^2) beside (1 - t_n^2))
+    if uses != 1 and not small and not counting and after >= before:
+        return None
+    return substituted
 
 
 __all__ = ["CheckedProgram", "Definition", "check_program", "derive", "walk"]

@@ -553,12 +553,7 @@ def read_back(derivative, arrays):
 #: Printed derivatives that do not read back: a known limitation, not a difference between the forms.
 READ_BACK_XFAIL: dict = {}  # none left: an axis only deltas carry is sized by the statement printed before
 #: Program derivatives with more printed terms than the one-statement form's.
-TERMS_XFAIL = {
-    ("sin_cos", "d2w"): "the program's Hessian keeps c_n, s_n beside cos(a_n), sin(a_n), so nothing collects: "
-    "7 terms against 1 (-4 X_nj sin(X_ni w_i) cos(X_nl w_l) X_nk)",
-    ("tanh_cosh", "d2w"): "the program's Hessian keeps t_n beside tanh(a_n) and c_n beside cosh(a_n) "
-    "(cosh(a_n) / c_n is not 1, t_n tanh(a_n) is not tanh(a_n)^2), and an adjoint dd1Ldt_in: 6 terms against 4",
-}
+TERMS_XFAIL: dict = {}  # none left: one-call intermediates are read through, so t_n tanh(a_n) is tanh(a_n)^2
 
 
 def printed_cases(xfails):
