@@ -25,7 +25,16 @@ from .normal import Poly
 from .optimiser import StraightLine
 from .parser import parse
 from .printing import count_axes_of, count_letters, count_powers
-from .program import CheckedProgram, Definition, check_program, derive, name_calls, references, unique_name
+from .program import (
+    CheckedProgram,
+    Definition,
+    check_program,
+    derive,
+    name_calls,
+    references,
+    unique_name,
+    without_adjoints,
+)
 from .runtime import as_array, run, run_with
 from .structured import check_structure, projected, structure_of, written_symmetric
 
@@ -594,7 +603,12 @@ def diff(
             )
         used |= set(ref.indices)
         taken = set(checked.ranks) | set(current.ranks) | set(checked.all_inputs or checked.inputs)
-        current = derive(current, ref, name=unique_name(f"d{number}{root.name.strip('_') or 'f'}", taken))
+        stem = root.name.strip("_") or "f"
+        # a higher derivative's adjoints: d2LdWdH_ijnh is the derivative of dL/dW_ij by H_nh
+        named = None if number == 1 else f"{number}{stem}" + "".join(f"d{r.name}" for r in refs)
+        if number > 1:
+            current = without_adjoints(current)
+        current = derive(current, ref, name=unique_name(f"d{number}{stem}", taken), stem=named)
         refs.append(ref)
     final = current.out
     structure = structure_of(symmetric, diagonal, checked.all_inputs or checked.inputs)

@@ -479,8 +479,10 @@ def unique_name(base: str, taken: set[str]) -> str:
     return name
 
 
-def derive(program: CheckedProgram, wrt: Tensor, name: str) -> CheckedProgram:
-    """The program computing d(output)/d(wrt), named ``name``, by reverse accumulation."""
+def derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None = None) -> CheckedProgram:
+    """The program computing d(output)/d(wrt), named ``name``, by reverse accumulation.  Its
+    adjoints are named ``d<stem>d<intermediate>`` (by default the output's name: ``dLdH``;
+    a second derivative's ``d2LdWdH``, the derivative of dL/dW by H)."""
     out = program.out
     P, W = out.indices, wrt.indices
     definitions = {d.name: d for d in program.definitions}
@@ -497,7 +499,7 @@ def derive(program: CheckedProgram, wrt: Tensor, name: str) -> CheckedProgram:
     taken = set(definitions) | set(program.inputs) | {name}
     bars: dict[str, tuple[str, Indices]] = {}
     adjoints: list[Definition] = []
-    base = out.name.replace("/", "")
+    base = stem or out.name.replace("/", "")
 
     counts: list = []  # size hints of the counts differentiation leaves (sum_n of a constant in n)
     # the user's one-call statements (t_n = tanh(a_n)), read through in what differentiation gives
@@ -669,7 +671,15 @@ def _substitute_tensor(poly: Poly, name: str, definition: Definition, letters=No
     return simplify(replace(poly.terms, poly.indices), poly.indices), tuple(hints)
 
 
-def inline(program: CheckedProgram, candidates: set[str]) -> CheckedProgram:
+def without_adjoints(program: CheckedProgram) -> CheckedProgram:
+    """``program`` (a derivative) with every adjoint substituted into its users: differentiated
+    again, it is the simplified derivative that is differentiated, not its adjoints (a second
+    derivative has no adjoint of an adjoint, ``d2LdWddLdh``).  The user's statements stay."""
+    adjoints = {d.name for d in program.definitions if d.statement is None and d.name != program.output}
+    return inline(program, adjoints, every=True) if adjoints else program
+
+
+def inline(program: CheckedProgram, candidates: set[str], every: bool = False) -> CheckedProgram:
     """Substitute adjoints that are used once, or are a single factor, into their users; again
     until none is: one used twice by another adjoint is used once after that one is substituted
     (``dd1Ldt`` in ``dd1Lda``).  Ends: each pass that goes on removes a definition."""
@@ -679,7 +689,7 @@ def inline(program: CheckedProgram, candidates: set[str]) -> CheckedProgram:
     while pending:
         left = len(pending)
         for name in list(pending):
-            substituted = _inline_one(program, definitions, name, letters)
+            substituted = _inline_one(program, definitions, name, letters, every)
             if substituted is not None:
                 definitions = substituted
                 pending.remove(name)
@@ -688,8 +698,9 @@ def inline(program: CheckedProgram, candidates: set[str]) -> CheckedProgram:
     return CheckedProgram(definitions, program.inputs, program.output, None, program.ranks, program.all_inputs)
 
 
-def _inline_one(program: CheckedProgram, definitions: list, name: str, letters) -> list | None:
-    """``definitions`` with the adjoint ``name`` substituted into its users, or None where it stays."""
+def _inline_one(program: CheckedProgram, definitions: list, name: str, letters, every: bool = False) -> list | None:
+    """``definitions`` with the adjoint ``name`` substituted into its users, or None where it
+    stays (``every``: it is substituted however often it is used)."""
     current = CheckedProgram(definitions, program.inputs, program.output, None, program.ranks, program.all_inputs)
     d = current.definition(name)
     uses = count_uses(current, name)
@@ -715,7 +726,7 @@ def _inline_one(program: CheckedProgram, definitions: list, name: str, letters) 
         substituted.append(x)
     # used more than once, it is substituted where its users then collect into no more terms
     # than they and it have together (dd1Ldt_in = 2 X_ni (1 - t_n^2) beside (1 - t_n^2))
-    if uses != 1 and not small and not counting and after >= before:
+    if uses != 1 and not small and not counting and after >= before and not every:
         return None
     return substituted
 
