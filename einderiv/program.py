@@ -672,25 +672,34 @@ def _substitute_tensor(poly: Poly, name: str, definition: Definition, letters=No
 
 
 def without_adjoints(program: CheckedProgram) -> CheckedProgram:
-    """``program`` (a derivative) with every adjoint substituted into its users: differentiated
-    again, it is the simplified derivative that is differentiated, not its adjoints (a second
-    derivative has no adjoint of an adjoint, ``d2LdWddLdh``).  The user's statements stay."""
+    """``program`` (a derivative) with its adjoints substituted into their users wherever the
+    program holds no more terms after it: differentiated again, it is the simplified derivative
+    that is differentiated, not its adjoints (the Hessian of a two-layer network has no adjoint
+    of an adjoint, ``d2LdWddLdh``).  Where substituting multiplies terms (a chain of statements
+    that each use the one before several times), the adjoint stays: the derivative would grow
+    with the chain's length.  The user's statements stay."""
     adjoints = {d.name for d in program.definitions if d.statement is None and d.name != program.output}
-    return inline(program, adjoints, every=True) if adjoints else program
+    return inline(program, adjoints, keep_size=True) if adjoints else program
 
 
-def inline(program: CheckedProgram, candidates: set[str], every: bool = False) -> CheckedProgram:
+def inline(program: CheckedProgram, candidates: set[str], keep_size: bool = False) -> CheckedProgram:
     """Substitute adjoints that are used once, or are a single factor, into their users; again
     until none is: one used twice by another adjoint is used once after that one is substituted
     (``dd1Ldt`` in ``dd1Lda``).  Ends: each pass that goes on removes a definition."""
     definitions = list(program.definitions)
     letters = {(x.name, k): i for x in definitions if x.statement is not None for k, i in enumerate(x.indices)}
     pending = [d.name for d in definitions if d.name in candidates]
+    refused: dict[str, tuple] = {}  # name -> its users' values when it last stayed
     while pending:
         left = len(pending)
         for name in list(pending):
-            substituted = _inline_one(program, definitions, name, letters, every)
-            if substituted is not None:
+            users = tuple(x.poly for x in definitions if name in references(x.poly))
+            if refused.get(name) == users:
+                continue  # nothing it is used in has changed: it stays again
+            substituted = _inline_one(program, definitions, name, letters, keep_size)
+            if substituted is None:
+                refused[name] = users
+            else:
                 definitions = substituted
                 pending.remove(name)
         if len(pending) == left:
@@ -698,9 +707,9 @@ def inline(program: CheckedProgram, candidates: set[str], every: bool = False) -
     return CheckedProgram(definitions, program.inputs, program.output, None, program.ranks, program.all_inputs)
 
 
-def _inline_one(program: CheckedProgram, definitions: list, name: str, letters, every: bool = False) -> list | None:
+def _inline_one(program: CheckedProgram, definitions: list, name: str, letters, keep_size: bool = False) -> list | None:
     """``definitions`` with the adjoint ``name`` substituted into its users, or None where it
-    stays (``every``: it is substituted however often it is used)."""
+    stays (``keep_size``: also wherever its users then hold no more terms than they and it did)."""
     current = CheckedProgram(definitions, program.inputs, program.output, None, program.ranks, program.all_inputs)
     d = current.definition(name)
     uses = count_uses(current, name)
@@ -724,9 +733,11 @@ def _inline_one(program: CheckedProgram, definitions: list, name: str, letters, 
             counts = _through_definitions(counts, definitions) + carried
             x = Definition(x.name, x.indices, poly, (*x.hints, ("names", counts)) if counts else x.hints, None)
         substituted.append(x)
-    # used more than once, it is substituted where its users then collect into no more terms
-    # than they and it have together (dd1Ldt_in = 2 X_ni (1 - t_n^2) beside (1 - t_n^2))
-    if uses != 1 and not small and not counting and after >= before and not every:
+    # used more than once, it is substituted where its users then collect into fewer terms
+    # (dd1Ldt_in = 2 X_ni (1 - t_n^2) beside (1 - t_n^2)); with keep_size, into no more terms
+    # than they and it held together
+    grows = after > before + len(d.poly.terms) if keep_size else after >= before
+    if uses != 1 and not small and not counting and grows:
         return None
     return substituted
 
