@@ -363,6 +363,13 @@ def _single_call(d: Definition) -> Apply | None:
     return None
 
 
+def _plain_call(d: Definition) -> bool:
+    """Whether ``d`` is one elementwise call of an argument that holds no call (``tanh(a_n)``,
+    ``sigmoid(X_nd w_d + b)``)."""
+    call = _single_call(d)
+    return call is not None and not any(isinstance(f, Apply) for t in call.arg.terms for f in t.factors)
+
+
 def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
     """The stable rewrites (:mod:`einderiv.rewrites`) across statements: ``log(s_n)`` with
     ``s_n = sigmoid(z_n)`` is ``-softplus(-z_n)``, finite where s rounds to 0 or 1; so are
@@ -502,11 +509,13 @@ def derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None = N
     base = stem or out.name.replace("/", "")
 
     counts: list = []  # size hints of the counts differentiation leaves (sum_n of a constant in n)
-    # the user's one-call statements (t_n = tanh(a_n)), read through in what differentiation gives
+    # the user's one-call statements of plain arguments (t_n = tanh(a_n)), read through in what
+    # differentiation gives; not a call of calls (softmax_i(z_i) is exp(z_i - logsumexp(z))):
+    # written out, its higher derivatives would grow with every order
     calls = {
         d.name: d
         for d in program.definitions
-        if d.name != out.name and d.statement is not None and not d.statement.wrt and _single_call(d) is not None
+        if d.name != out.name and d.statement is not None and not d.statement.wrt and _plain_call(d)
     }
 
     def spelled(terms: list[Term], indices: Indices) -> Poly:
