@@ -33,7 +33,6 @@ from .program import (
     name_calls,
     references,
     unique_name,
-    without_adjoints,
 )
 from .runtime import as_array, run, run_with
 from .structured import check_structure, projected, structure_of, written_symmetric
@@ -606,8 +605,6 @@ def diff(
         stem = root.name.strip("_") or "f"
         # a higher derivative's adjoints: d2LdWdH_ijnh is the derivative of dL/dW_ij by H_nh
         named = None if number == 1 else f"{number}{stem}" + "".join(f"d{r.name}" for r in refs)
-        if number > 1:
-            current = without_adjoints(current)
         current = derive(current, ref, name=unique_name(f"d{number}{stem}", taken), stem=named)
         refs.append(ref)
     final = current.out

@@ -363,13 +363,6 @@ def _single_call(d: Definition) -> Apply | None:
     return None
 
 
-def _plain_call(d: Definition) -> bool:
-    """Whether ``d`` is one elementwise call of an argument that holds no call (``tanh(a_n)``,
-    ``sigmoid(X_nd w_d + b)``)."""
-    call = _single_call(d)
-    return call is not None and not any(isinstance(f, Apply) for t in call.arg.terms for f in t.factors)
-
-
 def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
     """The stable rewrites (:mod:`einderiv.rewrites`) across statements: ``log(s_n)`` with
     ``s_n = sigmoid(z_n)`` is ``-softplus(-z_n)``, finite where s rounds to 0 or 1; so are
@@ -509,23 +502,6 @@ def derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None = N
     base = stem or out.name.replace("/", "")
 
     counts: list = []  # size hints of the counts differentiation leaves (sum_n of a constant in n)
-    # the user's one-call statements of plain arguments (t_n = tanh(a_n)), read through in what
-    # differentiation gives; not a call of calls (softmax_i(z_i) is exp(z_i - logsumexp(z))):
-    # written out, its higher derivatives would grow with every order
-    calls = {
-        d.name: d
-        for d in program.definitions
-        if d.name != out.name and d.statement is not None and not d.statement.wrt and _plain_call(d)
-    }
-
-    def spelled(terms: list[Term], indices: Indices) -> Poly:
-        """``terms`` collected with each one-call intermediate written as its call: ``t_n`` beside
-        ``tanh(a_n)`` is ``tanh(a_n)``, so ``t_n tanh(a_n)`` and ``tanh(a_n)^2`` are one product
-        (printed back in the user's names by :func:`name_calls`; evaluated as one call)."""
-        poly = simplify(terms, indices)
-        for used in sorted(poly.tensor_names() & set(calls)):
-            poly, _ = _substitute_tensor(poly, used, calls[used])
-        return poly
 
     def partial_of(d: Definition, poly: Poly, target: Tensor) -> Poly:
         """d poly / d target, each count it leaves (``delta_nn``: -2 sum_n(z_n - m) by m is
@@ -565,7 +541,7 @@ def derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None = N
         bars[s] = (bar_name, S)
         hints = _hints_for(out, P, program) + tuple(("axis", i, s, k) for k, i in enumerate(S))
         hints += (("names", tuple(dict.fromkeys(counts))),) if counts else ()
-        adjoints.append(Definition(bar_name, P + S, spelled(terms, P + S), hints))
+        adjoints.append(Definition(bar_name, P + S, simplify(terms, P + S), hints))
 
     counts.clear()
     result_terms = list(partial_of(out, out.poly, wrt).terms)
@@ -574,7 +550,7 @@ def derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None = N
             result_terms.extend(through(t, wrt, set()))
     final_hints = _hints_for(out, P, program) + tuple(("axis", i, wrt.name, k) for k, i in enumerate(W))
     final_hints += (("names", tuple(dict.fromkeys(counts))),) if counts else ()
-    final = Definition(name, P + W, spelled(result_terms, P + W), final_hints)
+    final = Definition(name, P + W, simplify(result_terms, P + W), final_hints)
     forward = [d for d in program.definitions if d.name != out.name]
     ranks = dict(program.ranks)
     ranks.update({d.name: len(d.indices) for d in [*adjoints, final]})
@@ -680,18 +656,7 @@ def _substitute_tensor(poly: Poly, name: str, definition: Definition, letters=No
     return simplify(replace(poly.terms, poly.indices), poly.indices), tuple(hints)
 
 
-def without_adjoints(program: CheckedProgram) -> CheckedProgram:
-    """``program`` (a derivative) with its adjoints substituted into their users wherever the
-    program holds no more terms after it: differentiated again, it is the simplified derivative
-    that is differentiated, not its adjoints (the Hessian of a two-layer network has no adjoint
-    of an adjoint, ``d2LdWddLdh``).  Where substituting multiplies terms (a chain of statements
-    that each use the one before several times), the adjoint stays: the derivative would grow
-    with the chain's length.  The user's statements stay."""
-    adjoints = {d.name for d in program.definitions if d.statement is None and d.name != program.output}
-    return inline(program, adjoints, keep_size=True) if adjoints else program
-
-
-def inline(program: CheckedProgram, candidates: set[str], keep_size: bool = False) -> CheckedProgram:
+def inline(program: CheckedProgram, candidates: set[str]) -> CheckedProgram:
     """Substitute adjoints that are used once, or are a single factor, into their users; again
     until none is: one used twice by another adjoint is used once after that one is substituted
     (``dd1Ldt`` in ``dd1Lda``).  Ends: each pass that goes on removes a definition."""
@@ -705,7 +670,7 @@ def inline(program: CheckedProgram, candidates: set[str], keep_size: bool = Fals
             users = tuple(x.poly for x in definitions if name in references(x.poly))
             if refused.get(name) == users:
                 continue  # nothing it is used in has changed: it stays again
-            substituted = _inline_one(program, definitions, name, letters, keep_size)
+            substituted = _inline_one(program, definitions, name, letters)
             if substituted is None:
                 refused[name] = users
             else:
@@ -716,9 +681,8 @@ def inline(program: CheckedProgram, candidates: set[str], keep_size: bool = Fals
     return CheckedProgram(definitions, program.inputs, program.output, None, program.ranks, program.all_inputs)
 
 
-def _inline_one(program: CheckedProgram, definitions: list, name: str, letters, keep_size: bool = False) -> list | None:
-    """``definitions`` with the adjoint ``name`` substituted into its users, or None where it
-    stays (``keep_size``: also wherever its users then hold no more terms than they and it did)."""
+def _inline_one(program: CheckedProgram, definitions: list, name: str, letters) -> list | None:
+    """``definitions`` with the adjoint ``name`` substituted into its users, or None where it stays."""
     current = CheckedProgram(definitions, program.inputs, program.output, None, program.ranks, program.all_inputs)
     d = current.definition(name)
     uses = count_uses(current, name)
@@ -743,10 +707,8 @@ def _inline_one(program: CheckedProgram, definitions: list, name: str, letters, 
             x = Definition(x.name, x.indices, poly, (*x.hints, ("names", counts)) if counts else x.hints, None)
         substituted.append(x)
     # used more than once, it is substituted where its users then collect into fewer terms
-    # (dd1Ldt_in = 2 X_ni (1 - t_n^2) beside (1 - t_n^2)); with keep_size, into no more terms
-    # than they and it held together
-    grows = after > before + len(d.poly.terms) if keep_size else after >= before
-    if uses != 1 and not small and not counting and grows:
+    # (c_n^2 X_ni beside c_n c_n X_ni)
+    if uses != 1 and not small and not counting and after >= before:
         return None
     return substituted
 

@@ -488,10 +488,10 @@ def test_a_polynomial_in_one_sigmoid_prints_expanded_not_nested():
 
 
 def test_a_deep_program_hessian_does_not_multiply_its_terms():
-    """A second derivative differentiates the first with its adjoints substituted, but only where
-    that adds no terms: in a chain whose statements each use the one before twice, substituting
-    every adjoint multiplied the terms at each step (753 terms at depth 4, 38 s to derive; a
-    reviewer's case).  Checked against jax in float64."""
+    """A second derivative through a chain whose statements each use the one before twice stays
+    small: substituting every adjoint before differentiating again (tried, not kept) multiplied
+    the terms at each step (753 terms at depth 4, 38 s to derive; a reviewer's case).  Checked
+    against jax in float64."""
     jax = pytest.importorskip("jax")
     jax.config.update("jax_enable_x64", True)
     jnp = jax.numpy
@@ -516,10 +516,10 @@ def test_a_deep_program_hessian_does_not_multiply_its_terms():
 
 
 def test_a_softmax_intermediate_is_not_written_out_in_higher_derivatives():
-    """One-call intermediates are read through in derivatives (``t_n tanh(a_n)`` collects with
-    ``tanh(a_n)^2``), but not a call of calls: a softmax written out as exp(z - logsumexp(z))
-    made this third derivative 136 terms (27 as the intermediate) and 30x slower to derive (a
-    reviewer's random program).  Values against jax in float64."""
+    """A softmax intermediate stays a name in higher derivatives: written out as
+    exp(z - logsumexp(z)) (reading one-call statements through, tried, not kept) it made this
+    third derivative 136 terms (27 as the intermediate) and 30x slower to derive (a reviewer's
+    random program).  Values against jax in float64."""
     jax = pytest.importorskip("jax")
     jax.config.update("jax_enable_x64", True)
     jnp = jax.numpy
