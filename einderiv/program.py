@@ -659,7 +659,8 @@ def _substitute_tensor(poly: Poly, name: str, definition: Definition, letters=No
 def inline(program: CheckedProgram, candidates: set[str]) -> CheckedProgram:
     """Substitute adjoints that are used once, or are a single factor, into their users; again
     until none is: one used twice by another adjoint is used once after that one is substituted
-    (``dd1Ldt`` in ``dd1Lda``).  Ends: each pass that goes on removes a definition."""
+    (``d2Ldwdt`` in ``d2Ldwda``, which is used once).  Ends: each pass that goes on removes a
+    definition."""
     definitions = list(program.definitions)
     letters = {(x.name, k): i for x in definitions if x.statement is not None for k, i in enumerate(x.indices)}
     pending = [d.name for d in definitions if d.name in candidates]
