@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from fractions import Fraction
 
 import numpy as np
 
@@ -18,10 +19,10 @@ from .emit import EinsumTerm, emit
 from .errors import DifferentiationError, EinderivError, EvaluationError, guarded
 from .factor import factored
 from .index_names import fresh_indices, is_count
-from .ir import Delta, Expr, Indices, MatrixCall, Program, Statement, Tensor, derivative_name, walk
+from .ir import Add, Delta, Expr, Indices, MatrixCall, Mul, Number, Program, Statement, Tensor, derivative_name, walk
 from .matrix.form import NoMatrixForm, matrix_text
 from .matrix.reading import Reading, accepts_notation, scalar_use_hint
-from .normal import Poly
+from .normal import Poly, is_reciprocal
 from .optimiser import StraightLine
 from .parser import parse
 from .printing import count_axes_of, count_letters, count_powers
@@ -645,9 +646,40 @@ def diff(
     inputs = dict(checked.inputs)
     for ref in refs:  # a wrt tensor fixes the derivative's axes even where its values cancel
         inputs[ref.name] = (checked.all_inputs or checked.inputs)[ref.name]
+    current = sized_constant_adjoints(current, inputs)
     derivative = Derivative(current, inputs, tuple(refs), root, checked.definitions, layout)
     derivative.structure = structure
     return derivative
+
+
+def sized_constant_adjoints(program: CheckedProgram, inputs: Mapping[str, int]) -> CheckedProgram:
+    """``program`` with each adjoint that is constant along an axis (``dfdt2_i = x_k t1_k
+    delta_ii``, ``dfdT1_ij = 2 mean_k(delta_ki) mean_l(delta_lj)``: i only in deltas and 1/n)
+    printed with ``+ 0 t2_i``, the tensor it is the adjoint of, where that is an input or a
+    statement printed before it: read back, its axis is then sized (an intermediate's axis is
+    not sized by the statements before it), also where the statement using it sums that axis
+    alone (``(1 - y_k A_kj) dfdt2_i``)."""
+    definitions = []
+    ranks = dict(inputs)
+    for d in program.definitions:
+        carried = [f for t in d.poly.terms for f in t.factors if not isinstance(f, Delta) and not is_reciprocal(f)]
+        used = {i for f in carried for i in f.indices}
+        axes = {h[1]: (h[2], h[3]) for h in d.hints if h[0] == "axis"}
+        of = {axes[i][0] for i in d.indices if i in axes}
+        if (
+            d.statement is None
+            and d.poly.terms
+            and set(d.indices) - used
+            and len(of) == 1
+            and all(i in axes and axes[i][1] == k for k, i in enumerate(d.indices))
+            and ranks.get(next(iter(of))) == len(d.indices)
+        ):
+            shown = d.display()
+            sizing = Mul((Number(Fraction(0)), Tensor(next(iter(of)), d.indices)))
+            d = replace(d, statement=Statement(shown.target, Add((shown.rhs, sizing))))
+        ranks[d.name] = len(d.indices)
+        definitions.append(d)
+    return replace(program, definitions=definitions)
 
 
 def sized_only_by_deltas(poly: Poly, refs) -> set[str]:

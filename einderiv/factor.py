@@ -122,9 +122,11 @@ def _pull(best, sharing, common, parts, order, visible, nested, leading, outputs
     divisors = [a for a in pulled if _negative_power(a)]
     # 1/n_r with r summed over the product: mean_r(...) around it, as term_to_expr prints a term
     means = tuple(dict.fromkeys(a.indices[0] for a in pulled if is_reciprocal(a) and a.indices[0] not in visible))
-    kept = [a for a in pulled if a not in divisors and not (is_reciprocal(a) and a.indices[0] in means)]
-    before = [_atom(a, common[a], inside) for a in kept if a in in_group]
-    after = [_atom(a, common[a], inside) for a in kept if a not in in_group]
+    # one 1/n_r per mean_r: the rest of a power 1/n_r^2 stays in the product
+    left = {a: common[a] - (is_reciprocal(a) and a.indices[0] in means) for a in pulled}
+    kept = [a for a in pulled if a not in divisors and left[a] > 0]
+    before = [_atom(a, left[a], inside) for a in kept if a in in_group]
+    after = [_atom(a, left[a], inside) for a in kept if a not in in_group]
     number: list[Expr] = [Number(abs(g))] if abs(g) != 1 else []
     factors: list[Expr] = (number if not means else []) + before + [group] + after
     if g < 0 and leading and not means:

@@ -215,7 +215,12 @@ class StraightLine:
             return terms
         variables = dict.fromkeys(found[0] for t in terms for f in t.factors if (found := self._powered(f)))
         for variable in variables:
-            terms = self._factored_powers(terms, variable, free)
+            # again while it factors: powers of the complement merged to c^0 leave terms that
+            # differ only in s or t again (the Hessian of log(1 - t^2) is -2 + 2 t^2 = -2 c)
+            for _ in range(4):
+                before, terms = terms, self._factored_powers(terms, variable, free)
+                if terms == before:
+                    break
         return terms
 
     def _factored_powers(self, terms: list[Term], variable: tuple[str, Indices], free: set[str]) -> list[Term]:
@@ -277,9 +282,40 @@ class StraightLine:
         if power:
             placed.append(Tensor(self._power_step(name, power), indices))
         rest[at:at] = placed
+        # the complement's own powers in the term, c^-3/2 (1 / sqrt(1 - t^2)^3): one power of c,
+        # c^(m - 3/2), as c^m c^-3/2 underflows (c = cosh(u)^-2 is 1e-174 at u = 200)
+        powers = {
+            k: q
+            for k, f in enumerate(rest)
+            if m and isinstance(f, Tensor) and f.indices == indices and (q := self._power_of(f.name, complement))
+        }
+        if powers:
+            total = sum(powers.values()) + m
+            base, scale = complement, Fraction(1)
+            if self._elementwise_step(complement).func == "pow":  # cosh(u)^-2: cosh(u)^(-2 total)
+                base, scale = self._elementwise_step(complement).source, self._elementwise_step(complement).param
+            # c^0 stays as an array of ones: it may be the only factor summing an index (its count)
+            merged = Tensor(self._power_step(base, scale * total), indices)
+            first = min(powers)
+            return [merged if k == first else f for k, f in enumerate(rest) if k == first or k not in powers]
         if m:
             rest = self._elementwise_first(rest, Tensor(self._power_step(complement, m), indices))
         return rest
+
+    def _elementwise_step(self, name: str) -> Elementwise:
+        return next(step for step in self.steps if isinstance(step, Elementwise) and step.target == name)
+
+    def _power_of(self, name: str, base: str) -> Fraction | None:
+        """q where step ``name`` holds base^q through power and square-root steps, else None."""
+        steps = {step.target: step for step in self.steps if isinstance(step, Elementwise)}
+        q = Fraction(1)
+        while name != base:
+            step = steps.get(name)
+            if step is None or step.func not in ("sqrt", "pow"):
+                return None
+            q *= Fraction(1, 2) if step.func == "sqrt" else step.param
+            name = step.source
+        return q
 
     def _power_step(self, name: str, power: Fraction | int) -> str:
         """The step holding ``name``'s array to ``power`` (``name`` itself for 1)."""
@@ -593,12 +629,18 @@ class StraightLine:
         """Whether the array that sharing these members' factor would combine, over the output
         indices all of their rests carry, is held by one factor of some member: ``2 X_kl dLdD_kj
         - 2 Z_jl dLdD_kj`` would combine ``X_kl - Z_jl`` over k, j and l, an N x M x D array that
-        neither X nor Z is (the RBF gradient: it stays two products)."""
+        neither X nor Z is (the RBF gradient: it stays two products).  A shared factor over output
+        indices only holds it too, where the rests carry nothing else: ``(1 - t_nj^2) t_nk W2_kl
+        W2_jl - (1 - t_nj^2) Y_nl W2_jl`` combines ``t_nk W2_kl W2_jl - Y_nl W2_jl`` over n and j,
+        an array of the output's shape that each term formed anyway (then the residual
+        ``t_nk W2_kl - Y_nl`` is shared in it, as the program that names it computes)."""
         carried: set[tuple] = set()
         holders: list[set[tuple]] = []
         for number, k in members:
             term = terms[number]
             shared = term.factors[k]
+            if set(shared.indices) <= free:
+                holders.append({("axis", a) for a in range(len(shared.indices))})
 
             def axes(g, shared=shared) -> set[tuple]:  # the shared factor's axes and output indices g has
                 on_shared = {("axis", shared.indices.index(i)) for i in g.indices if i in shared.indices}
@@ -797,9 +839,15 @@ class StraightLine:
             return self._calls[key]
         name = self._temp()
         self._calls[key] = name
-        carried = {i for t in hoisted.terms for f in t.factors if isinstance(f, (Tensor, MatrixFn)) for i in f.indices}
-        # an argument whose free index only a delta carries (tanh(s delta_ij)) is sized by the
-        # statement as written, as the statement's own contraction is
+        carried = {
+            i
+            for t in hoisted.terms
+            for f in t.factors
+            if isinstance(f, (Tensor, MatrixFn)) and not is_reciprocal(f)
+            for i in f.indices
+        }
+        # an argument whose free index only a delta or a 1/n carries (tanh(s delta_ij),
+        # mean_i(delta_ik)^2) is sized by the statement as written, as its own contraction is
         counting = any(is_count(i) for i in hoisted.all_index_names())  # delta_{f#1,f#1}: sized as written
         # exp(lam delta_kk) read back: k, a count only a delta carries, is sized by the statements
         delta_only = {i for t in hoisted.terms for f in t.factors if isinstance(f, Delta) for i in f.indices} - carried

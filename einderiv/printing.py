@@ -15,7 +15,23 @@ from contextvars import ContextVar
 from fractions import Fraction
 
 from .index_names import COUNT_MARK, count_is_written, count_letter, count_stem, fresh_indices, is_count
-from .ir import Add, Call, Delta, Div, Expr, MatrixCall, Mul, Neg, Number, Pow, Statement, Tensor, renamed, walk
+from .ir import (
+    Add,
+    Call,
+    Delta,
+    Div,
+    Expr,
+    MatrixCall,
+    Mul,
+    Neg,
+    Number,
+    Pow,
+    Statement,
+    Tensor,
+    children,
+    renamed,
+    walk,
+)
 from .normal import (
     POLY_TEXT,
     Apply,
@@ -88,17 +104,19 @@ def _arg_expr(arg: Poly, visible: set[str], explicit: bool = False) -> Expr:
 
 
 def _counted_only(expr: Expr) -> set[str]:
-    """Letters ``expr`` writes only as counts (``delta_oo``): they bind nothing around it, and a
-    count of that dimension in a later group prints with the same letter (another, ``o9``, would
-    be sized by nothing when read back)."""
+    """Letters ``expr`` writes only as counts (``delta_oo``) or inside a ``sum_o(...)`` that binds
+    them: they bind nothing around it, and a count of that dimension in a later group prints with
+    the same letter (another, ``o9``, would be sized by nothing when read back)."""
     counted, other = set(), set()
-    for node in walk(expr):
+    stack: list[tuple[Expr, frozenset]] = [(expr, frozenset())]
+    while stack:
+        node, bound = stack.pop()
         if isinstance(node, Delta) and node.first == node.second:
             counted.add(node.first)
         elif isinstance(node, (Tensor, Delta, MatrixCall)):
-            other.update(node.indices)
-        elif isinstance(node, Call):
-            other.update(node.over)
+            other.update(set(node.indices) - bound)
+        inner = bound | set(node.over) if isinstance(node, Call) else bound
+        stack.extend((child, inner) for child in children(node))
     return counted - other
 
 
@@ -156,7 +174,11 @@ def counts_printed(term: Term, counts: list[str], context: set[str]) -> Term:
     bases = {i: count_letter(i) for i in counts}
     dummies = term.index_names() - set(counts) - context
     wanted = {b for i, b in bases.items() if b not in context and count_is_written(i)}
-    taken = term.index_names() | context | set(bases.values())
+    # a count inside a group prints with its letter too: a dummy moved out of the way takes another
+    nested = {
+        count_letter(i) for f in term.factors if isinstance(f, Apply) for i in f.arg.all_index_names() if is_count(i)
+    }
+    taken = term.index_names() | context | set(bases.values()) | nested
     mapping: dict[str, str] = {}
     for d in sorted(dummies & wanted):
         mapping[d] = fresh_indices(1, taken)[0]
@@ -248,12 +270,6 @@ def count_powers(poly: Poly, count_axes: Mapping[str, set] | None) -> Poly:
     def axes(index: str) -> frozenset:
         return frozenset(count_axes.get(index) or count_axes.get(count_stem(index)) or ())
 
-    # only where the powers are all of one dimension; otherwise the counts print apart (read back:
-    # an error).  The guard dates from a like-term key that merged delta_ll^3 and delta_mm^3 (a
-    # review found it); the key now keeps each count's stem, and the guard has not been lifted
-    if len(set(_powered_axes(poly, axes))) > 1:
-        return poly
-
     terms = []
     for term in poly.terms:
         by_axes: dict[frozenset, list[int]] = {}
@@ -275,22 +291,6 @@ def count_powers(poly: Poly, count_axes: Mapping[str, set] | None) -> Poly:
             ]
         terms.append(Term(term.coeff, tuple(factors)))
     return Poly(tuple(terms), poly.indices)
-
-
-def _powered_axes(poly: Poly, axes) -> list:
-    """The dimensions (as axes) of the counts that :func:`count_powers` would make powers of."""
-    out = []
-    for term in poly.terms:
-        seen: dict = {}
-        for f in term.factors:
-            if isinstance(f, Apply):
-                out.extend(_powered_axes(f.arg, axes))
-            elif isinstance(f, Delta) and f.indices[0] == f.indices[1] and is_count(f.indices[0]):
-                key = axes(f.indices[0])
-                if key:
-                    seen[key] = seen.get(key, 0) + 1
-        out.extend(key for key, n in seen.items() if n > 1)
-    return out
 
 
 def _count_groups(poly: Poly):
@@ -442,9 +442,15 @@ def term_to_expr(
     nested_visible = visible - {b for b in own_counts if b not in in_groups and b not in elsewhere}
     # 1/n_r with r summed is mean_r around the term (r bound there); with r free, mean_j(delta_jr)
     means = tuple(dict.fromkeys(f.indices[0] for f in term.factors if is_reciprocal(f) and f.indices[0] not in context))
-    if means:
-        term = Term(term.coeff, tuple(f for f in term.factors if not (is_reciprocal(f) and f.indices[0] in means)))
-        term = keep_sums(term, means)
+    if means:  # one 1/n_r per mean_r: a second (1/n_r^2) stays inside it as mean_j(delta_jr)
+        absorbed: set[str] = set()
+        kept = []
+        for f in term.factors:
+            if is_reciprocal(f) and f.indices[0] in means and f.indices[0] not in absorbed:
+                absorbed.add(f.indices[0])
+            else:
+                kept.append(f)
+        term = keep_sums(Term(term.coeff, tuple(kept)), means)
     hidden = tuple(
         sorted(
             i

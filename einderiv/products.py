@@ -32,9 +32,9 @@ from .api import (
 from .errors import DifferentiationError, guarded
 from .factor import factored
 from .gradients import grad
-from .ir import Add, Indices, MatrixCall, Mul, Number, Statement, Tensor, walk
+from .ir import Add, Delta, Indices, MatrixCall, Mul, Number, Statement, Tensor, walk
 from .matrix.reading import accepts_notation
-from .normal import Term, rename_apart, simplify
+from .normal import Apply, MatrixFn, Term, is_reciprocal, rename_apart, simplify
 from .printing import count_axes_of
 from .program import CheckedProgram, Definition
 
@@ -127,7 +127,14 @@ def _renamed(derivative: Derivative, name: str, shape: tuple[str, ...], user: Ch
         sized_by = wrt[0].name
     elif final.indices and shape == (f"{root.name}.shape",) and root.statement is not None and root.name != "_":
         sized_by = root.name
-    written = {i for node in walk(rhs) if isinstance(node, (Tensor, MatrixCall)) for i in node.indices}
+    sized = _sized_axes(program)
+    written = {
+        i
+        for node in walk(rhs)
+        if isinstance(node, (Tensor, MatrixCall))
+        for k, i in enumerate(node.indices)
+        if not isinstance(node, Tensor) or node.name not in sized or k in sized[node.name]
+    }
     if sized_by is not None and (not final.poly.terms or set(final.indices) - written):
         if sized_by == root.name:  # the output's statement, printed first, sizes it (it is not computed)
             defined = {d.name for d in user.definitions}
@@ -142,6 +149,41 @@ def _renamed(derivative: Derivative, name: str, shape: tuple[str, ...], user: Ch
     product.structure = derivative.structure
     product.reading = derivative.reading
     return product
+
+
+def _sized_axes(program: CheckedProgram) -> dict[str, set[int]]:
+    """Statement -> the axes its own text sizes: an index written there at an input's axis or at
+    a sized axis of an earlier statement, or joined to one by a delta.  An adjoint constant along
+    an axis (``dhdt1_ijl = -delta_jl t1_j delta_ii ...``: i is y's, which it does not hold) sizes
+    nothing there, so a product that writes i only on it needs ``+ 0 h_ij`` to read back."""
+    sized: dict[str, set[int]] = {}
+    for d in program.definitions[:-1]:
+        found = _sized_indices(d.poly, sized)
+        sized[d.name] = {k for k, i in enumerate(d.indices) if i in found}
+    return sized
+
+
+def _sized_indices(poly, sized: dict[str, set[int]]) -> set[str]:
+    """The indices of ``poly`` that its tensors size (see :func:`_sized_axes`)."""
+    out: set[str] = set()
+    for term in poly.terms:
+        found: set[str] = set()
+        joins = []
+        for f in term.factors:
+            if isinstance(f, Tensor) and not is_reciprocal(f):
+                found |= {i for k, i in enumerate(f.indices) if f.name not in sized or k in sized[f.name]}
+            elif isinstance(f, MatrixFn):
+                found |= set(f.indices)
+            elif isinstance(f, Apply):
+                found |= _sized_indices(f.arg, sized) & set(f.arg.indices)
+            elif isinstance(f, Delta):
+                joins.append(f.indices)
+        for _ in joins:
+            for a, b in joins:
+                if a in found or b in found:
+                    found |= {a, b}
+        out |= found
+    return out
 
 
 class Product(Derivative):

@@ -36,7 +36,7 @@ from .normal import (
     rename_atom,
     simplify,
 )
-from .printing import count_axes_of, count_letters_apart, to_expr
+from .printing import count_axes_of, count_letters_apart, count_powers, to_expr
 from .rewrites import rewrite_products, stable_form
 from .semantics import check_statement, tensor_ranks
 
@@ -61,7 +61,9 @@ class Definition:
         missing = [i for i in self.indices if i not in used]
         if missing and poly.terms:  # constant along i (dfdh_i = s w_j delta_ii), so that it reads back
             poly = Poly((keep_sums(poly.terms[0], missing), *poly.terms[1:]), poly.indices)
-        poly = count_letters_apart(poly, count_axes_of(self.hints))
+        axes = count_axes_of(self.hints)
+        # delta_jj^3, not three counts of one dimension that need three letters (j9 sizes nothing)
+        poly = count_letters_apart(count_powers(poly, axes), axes)
         return Statement(Tensor(self.name, self.indices), to_expr(poly))
 
 
@@ -173,10 +175,12 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         # an index this statement writes only in deltas (d2L/dm dm = -delta_nn after L's
         # statement, or 2 v delta_ii after u_i = x_i + lam in a printed HVP) is sized as the
         # earlier statements wrote it: a count has no other size, and the earlier statements
-        # must agree on it (else the size cannot be inferred).  Only in a derivative-named
-        # statement or the program's last one (the way einderiv prints a product): an
-        # intermediate's axes would otherwise depend on the order of the statements
+        # must agree on it (else the size cannot be inferred).  An output axis so sized only in
+        # a derivative-named statement or the program's last one (the way einderiv prints a
+        # product): an intermediate's axes would otherwise depend on the order of the
+        # statements; a summed count (an adjoint's J, dd1fdt1_i = ... delta_jj) in any statement
         only_deltas = {i for node in walk(statement.rhs) if isinstance(node, Delta) for i in node.indices} - own
+        free = set(statement.target.indices) if statement.target is not None else set()
         if not statement.wrt and statement.target is not None:
             # an output axis a delta joins to another letter (mean_j(delta_ji)) is sized through
             # that letter, never by another statement's use of its own letter
@@ -193,7 +197,7 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
             for h in d.hints
             if h[0] == "names"
             for e in h[1]
-            if e[0] not in own and (statement.wrt or (last and e[0] in only_deltas))
+            if e[0] not in own and (statement.wrt or (e[0] in only_deltas and (last or e[0] not in free)))
         )
         # counting indices are unique to their statement, so their sizes travel safely with them
         # (a statement the rewrites see through brings its i#1 along)

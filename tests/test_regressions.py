@@ -420,6 +420,190 @@ def test_a_mean_over_a_factored_product_prints_as_mean(source, statement_text):
     np.testing.assert_allclose(einderiv.compile(str(gradient))(X=X, w=w, y=y), expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "kind, source",
+    [
+        ("jvp", "f = mean_i(mean_j(D_ij x_i y_j))"),
+        ("grad", "f = mean_i(mean_j(D_ij x_i y_j))"),
+        ("grad", "f = mean_i(mean_j(D_ij x_i y_j)) + mean_i(mean_j(D_ij x_i x_j))"),
+    ],
+)
+def test_two_means_of_one_dimension_print_as_two(kind, source):
+    """With D diagonal, ``mean_i(mean_j(D_ij ...))`` is 1/N^2 sum_k D_kk ...; its two 1/N (same
+    dimension, both along k) printed as one ``mean_k(...)``, a text that read back N times too
+    large.  The numbers came out right; the printed text now does too."""
+    rng = np.random.default_rng(8)
+    n = 4
+    D, V = np.diag(rng.normal(size=n)), np.diag(rng.normal(size=n))
+    x, y = rng.normal(size=n), rng.normal(size=n)
+    result = getattr(einderiv, kind)(source, "D", diagonal=["D"])
+    weights = x * y + (x * x if "x_i x_j" in source else 0)
+    if kind == "jvp":
+        expected, arrays = (np.diag(V) * weights).sum() / n**2, {"D": D, "x": x, "y": y, "v": V}
+    else:
+        expected, arrays = np.diag(weights) / n**2, {"D": D, "x": x, "y": y}
+    np.testing.assert_allclose(result(**arrays), expected, rtol=1e-12)
+    read = einderiv.compile(str(result))
+    np.testing.assert_allclose(read(**{k: a for k, a in arrays.items() if k in read.inputs}), expected, rtol=1e-12)
+
+
+def test_a_count_after_a_group_that_sums_its_letter_reads_back():
+    """A count printed after a group whose ``sum_j(...)`` binds j printed as ``delta_{j9,j9}^2``,
+    which nothing sizes; the sum binds j inside the group only, so the count takes j (found by
+    the products probe)."""
+    rng = np.random.default_rng(9)
+    A, s = rng.normal(size=(3, 4)), 0.3
+    hessian = einderiv.diff("f = sum_i(sigmoid(sum_j(s A_ij) + sum_j(s^2)))", ["s", "s"])
+    assert "delta_{" not in str(hessian)  # a count no letter sizes prints as delta_{j9,j9}
+    a, J = A.sum(axis=1), A.shape[1]
+    u = s * a + J * s**2
+    sig = 1 / (1 + np.exp(-u))
+    d1, d2 = sig * (1 - sig), sig * (1 - sig) * (1 - 2 * sig)
+    expected = (d2 * (a + 2 * J * s) ** 2 + d1 * 2 * J).sum()
+    np.testing.assert_allclose(hessian(A=A, s=s), expected, rtol=1e-12)
+    np.testing.assert_allclose(einderiv.compile(str(hessian))(A=A, s=s), expected, rtol=1e-12)
+
+
+def test_a_power_of_tanhs_complement_beside_its_root_keeps_its_size():
+    """``d2/dx2 sqrt(1 - tanh(x)^2)`` (sech x): the evaluator writes ``1 - 2 t^2 + t^4`` as
+    c^2 (c = cosh(x)^-2) beside the text's ``1 / sqrt(1 - t^2)^3``, c^-3/2; at x = 200 c^2 is
+    1e-347, which underflowed to 0 before its product with c^-3/2, and the Hessian came out twice
+    sech(200).  One power of c, c^(1/2), is right; checked against mpmath."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 40
+    x = np.array([0.5, 3.0, 20.0, 200.0, -200.0, 700.0])
+    expected = np.array([float(mpmath.diff(mpmath.sech, mpmath.mpf(v), 2)) for v in x])
+    source = "f = sum_i(sqrt(1 - tanh(x_i)^2))"
+    np.testing.assert_allclose(einderiv.hessian_diag(source, "x")(x=x), expected, rtol=1e-12)
+    np.testing.assert_allclose(np.diag(einderiv.hessian(source, "x")(x=x)), expected, rtol=1e-12)
+    # two powers of c in one term (c^1/4 beside c^-3/4...): all merged, finite at 700
+    expected = np.array([float(mpmath.diff(lambda u: mpmath.sqrt(mpmath.sech(u)), mpmath.mpf(v), 2)) for v in x])
+    got = einderiv.hessian_diag("f = sum_i(sqrt(sqrt(1 - tanh(x_i)^2)))", "x")(x=x)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    # merged to c^0, the rest is -2 + 2 t^2 again: factored again, -2 c (it was 0 from x = 25)
+    got = einderiv.hessian_diag("f = sum_i(log(1 - tanh(x_i)^2))", "x")(x=x[:5])
+    np.testing.assert_allclose(got, -2 / np.cosh(x[:5]) ** 2, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "source, order, closed_form",
+    [
+        # d/ds sum_i t/(1 - t^2) = sum_i (1 + t^2)/(1 - t^2): the merged power is c^0, a count of i
+        ("f = sum_i(tanh(s + x_i) / (1 - tanh(s + x_i)^2))", 1, lambda t: (1 + t**2) / (1 - t**2)),
+        ("f = sum_i(log(1 - tanh(s + x_i)^2))", 2, lambda t: -2 * (1 - t**2)),
+    ],
+)
+def test_a_merged_power_of_one_keeps_the_count_it_carries(source, order, closed_form):
+    """Merging the complement's powers to c^0 dropped the factor, and with it the sum over i
+    that only it carried: the constant was added once, not N times (a reviewer's case)."""
+    x, s = np.array([0.3, -0.5, 1.2, 0.1]), 0.4
+    expected = closed_form(np.tanh(s + x)).sum()
+    np.testing.assert_allclose(einderiv.diff(source, ["s"] * order)(s=s, x=x), expected, rtol=1e-12)
+
+
+def test_an_adjoint_that_counts_a_dimension_reads_back():
+    """An HVP's adjoint ``dd1fdt1_i`` holding J (``delta_jj``) three times printed
+    ``delta_jj delta_{j9,j9} delta_jj^2``, and, printed before f's statement, nothing sized its
+    counts: reading it back stopped with "the size of index 'j' cannot be inferred".  Its counts
+    now print as powers of one count, which the statement before (t1_j) sizes, as the last
+    statement's are (the products probe's case).  Values against jax in float64."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    jnp = jax.numpy
+    source = "t1_j = exp(tanh(x_i A_ij)); f = (1 + sum_j(z_l t1_l + t1_j)^2)^0.5"
+    product = einderiv.hvp(source, "x")
+    assert "delta_{" not in str(product)  # a count no letter sizes prints as delta_{j9,j9}
+    rng = np.random.default_rng(10)
+    x, A, z, v = rng.normal(size=3), rng.normal(size=(3, 4)), rng.normal(size=4), rng.normal(size=3)
+
+    def f(x):
+        t1 = jnp.exp(jnp.tanh(x @ A))
+        return jnp.sqrt(1 + jnp.sum(z @ t1 + t1) ** 2)
+
+    expected = jax.jvp(jax.grad(f), (x,), (v,))[1]
+    np.testing.assert_allclose(product(x=x, A=A, z=z, v=v), expected, rtol=1e-10)
+    np.testing.assert_allclose(einderiv.compile(str(product))(x=x, A=A, z=z, v=v), expected, rtol=1e-10)
+
+
+def test_a_summed_count_in_an_intermediate_is_sized_by_the_statements_before():
+    """``c = 2 delta_ii`` after ``t_i = x_i + 1`` is 2 I in any statement, as in the last one (an
+    output axis is sized that way only in the last or a derivative-named statement)."""
+    x = np.arange(4.0)
+    program = einderiv.compile("t_i = x_i + 1; c = 2 delta_ii; f = c sum_i(t_i)")
+    np.testing.assert_allclose(program(x=x), 2 * 4 * (x + 1).sum())
+    with pytest.raises(einderiv.EinderivError, match="cannot be inferred"):
+        einderiv.compile("c = 2 delta_ii; t_i = x_i + 1; f = c sum_i(t_i)")(x=x)
+
+
+@pytest.mark.parametrize(
+    "source, outer",
+    [
+        ("f = sum_i(sigmoid(sum_j(s^2) + sum_j(s A_ij)) sigmoid(sum_k(s^2) + sum_k(s B_ik)))", "sigmoid"),
+        ("f = sum_i(sigmoid(sum_j(s A_ij) + sum_j(s^2)) tanh(sum_k(s B_ik) + sum_k(s^3)))", "tanh"),
+    ],
+)
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_counts_of_two_dimensions_in_one_product_read_back(source, outer, order):
+    """Counts of J and of K in one product: the counts of each dimension print as a power of one
+    count (they printed apart, ``s delta_{j9,j9} s delta_jj``, where a product held counts of two
+    dimensions), and a summed index moved out of a count's way keeps away from the letters of the
+    counts inside the product's groups too (``B_ij`` beside ``sigmoid(... delta_{j9,j9})``, then
+    "index 'p' has two sizes").  A reviewer's cases; values against jax in float64."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    jnp = jax.numpy
+    rng = np.random.default_rng(11)
+    A, B, s = rng.normal(size=(3, 4)), rng.normal(size=(3, 5)), 0.3
+
+    def f(s):
+        first = (
+            jax.nn.sigmoid(4 * s**2 + s * A.sum(1)) if outer == "sigmoid" else jax.nn.sigmoid(s * A.sum(1) + 4 * s**2)
+        )
+        second = jax.nn.sigmoid(5 * s**2 + s * B.sum(1)) if outer == "sigmoid" else jnp.tanh(s * B.sum(1) + 5 * s**3)
+        return jnp.sum(first * second)
+
+    reference = f
+    for _ in range(order):
+        reference = jax.grad(reference)
+    derivative = einderiv.diff(source, ["s"] * order)
+    assert "delta_{" not in str(derivative)  # a count no letter sizes prints as delta_{j9,j9}
+    np.testing.assert_allclose(derivative(A=A, B=B, s=s), float(reference(s)), rtol=1e-10)
+    np.testing.assert_allclose(einderiv.compile(str(derivative))(A=A, B=B, s=s), float(reference(s)), rtol=1e-10)
+
+
+def test_an_adjoint_constant_along_its_axis_prints_what_sizes_it():
+    """An adjoint constant along an axis (``dfdt2_i = x_k t1_k delta_ii``) printed before a
+    gradient that sums that axis alone (``(1 - y_k A_kj) dfdt2_i``): nothing sized i when the
+    text was read back.  It now prints ``+ 0 t2_i``, the tensor it is the adjoint of (the
+    products probe's cases).  Values against jax in float64."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    jnp = jax.numpy
+    rng = np.random.default_rng(12)
+    x, y, z, A = rng.normal(size=3), rng.normal(size=3), rng.normal(size=4), rng.normal(size=(3, 4))
+
+    def f1(z):
+        t1 = z.size * (y @ x + y) + z.sum()
+        t2 = t1 - y @ A @ z
+        return (x @ t1) * t2.sum()
+
+    def f2(x):
+        T1 = jnp.sqrt(2 + jnp.tanh(x @ x)) / jax.nn.softplus(z)[None, :] + y[:, None]
+        return jnp.mean(2 * T1)
+
+    cases = [
+        ("t1_i = sum_j(y_k x_k + y_i + z_j); t2_i = t1_i - y_k A_kj z_j; f = sum_i((x_k t1_k) t2_i)", "z", f1, z),
+        ("T1_ij = sqrt(2 + tanh(x_k x_k)) / softplus(z_j) + y_i; f = mean_ij(T1_ij + T1_ij)", "x", f2, x),
+    ]
+    arrays = {"x": x, "y": y, "z": z, "A": A}
+    for source, wrt, loss, at in cases:
+        gradient = einderiv.grad(source, wrt)
+        expected = jax.grad(loss)(at)
+        read = einderiv.compile(str(gradient))
+        np.testing.assert_allclose(gradient(**{k: a for k, a in arrays.items() if k in gradient.inputs}), expected)
+        np.testing.assert_allclose(read(**{k: a for k, a in arrays.items() if k in read.inputs}), expected)
+
+
 def test_a_power_and_a_repeated_factor_collect():
     """``x_j^2`` and ``x_j x_j`` are one product: their difference is 0 (it printed
     ``x_j^2 - x_j x_j``), and the sine-cosine Hessian through intermediates is one term."""
