@@ -175,12 +175,13 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         # an index this statement writes only in deltas (d2L/dm dm = -delta_nn after L's
         # statement, or 2 v delta_ii after u_i = x_i + lam in a printed HVP) is sized as the
         # earlier statements wrote it: a count has no other size, and the earlier statements
-        # must agree on it (else the size cannot be inferred).  An output axis so sized only in
-        # a derivative-named statement or the program's last one (the way einderiv prints a
-        # product): an intermediate's axes would otherwise depend on the order of the
-        # statements; a summed count (an adjoint's J, dd1fdt1_i = ... delta_jj) in any statement
+        # must agree on it (else the size cannot be inferred).  Only in a derivative-named
+        # statement or the program's last one (the way einderiv prints a product): an
+        # intermediate's axes would otherwise depend on the order of the statements, and an
+        # adjoint printed alone may count with a letter that only a dummy of another dimension
+        # writes before it (sizing its counts from there was tried: a review found read-backs
+        # silently wrong, where they stop with "cannot be inferred")
         only_deltas = {i for node in walk(statement.rhs) if isinstance(node, Delta) for i in node.indices} - own
-        free = set(statement.target.indices) if statement.target is not None else set()
         if not statement.wrt and statement.target is not None:
             # an output axis a delta joins to another letter (mean_j(delta_ji)) is sized through
             # that letter, never by another statement's use of its own letter
@@ -197,7 +198,7 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
             for h in d.hints
             if h[0] == "names"
             for e in h[1]
-            if e[0] not in own and (statement.wrt or (e[0] in only_deltas and (last or e[0] not in free)))
+            if e[0] not in own and (statement.wrt or (last and e[0] in only_deltas))
         )
         # counting indices are unique to their statement, so their sizes travel safely with them
         # (a statement the rewrites see through brings its i#1 along)
