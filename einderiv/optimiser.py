@@ -64,6 +64,19 @@ def _summed_names(others: list, varying, free: set[str], skip: set[str] = frozen
     return mapping
 
 
+def _power_of(name: str, base: str, steps: dict) -> Fraction | None:
+    """q where step ``name`` holds base^q through power and square-root steps (``steps``: the
+    elementwise steps by target), else None."""
+    q = Fraction(1)
+    while name != base:
+        step = steps.get(name)
+        if step is None or step.func not in ("sqrt", "pow"):
+            return None
+        q *= Fraction(1, 2) if step.func == "sqrt" else step.param
+        name = step.source
+    return q
+
+
 def _fresh(taken: set[str], prefix: str):
     """Index names ``prefix0``, ``prefix1``, ... not in ``taken``."""
     k = 0
@@ -284,16 +297,17 @@ class StraightLine:
         rest[at:at] = placed
         # the complement's own powers in the term, c^-3/2 (1 / sqrt(1 - t^2)^3): one power of c,
         # c^(m - 3/2), as c^m c^-3/2 underflows (c = cosh(u)^-2 is 1e-174 at u = 200)
+        steps = {step.target: step for step in self.steps if isinstance(step, Elementwise)}
         powers = {
             k: q
             for k, f in enumerate(rest)
-            if m and isinstance(f, Tensor) and f.indices == indices and (q := self._power_of(f.name, complement))
+            if m and isinstance(f, Tensor) and f.indices == indices and (q := _power_of(f.name, complement, steps))
         }
         if powers:
             total = sum(powers.values()) + m
             base, scale = complement, Fraction(1)
-            if self._elementwise_step(complement).func == "pow":  # cosh(u)^-2: cosh(u)^(-2 total)
-                base, scale = self._elementwise_step(complement).source, self._elementwise_step(complement).param
+            if steps[complement].func == "pow":  # cosh(u)^-2: cosh(u)^(-2 total)
+                base, scale = steps[complement].source, steps[complement].param
             # c^0 stays as an array of ones: it may be the only factor summing an index (its count)
             merged = Tensor(self._power_step(base, scale * total), indices)
             first = min(powers)
@@ -301,21 +315,6 @@ class StraightLine:
         if m:
             rest = self._elementwise_first(rest, Tensor(self._power_step(complement, m), indices))
         return rest
-
-    def _elementwise_step(self, name: str) -> Elementwise:
-        return next(step for step in self.steps if isinstance(step, Elementwise) and step.target == name)
-
-    def _power_of(self, name: str, base: str) -> Fraction | None:
-        """q where step ``name`` holds base^q through power and square-root steps, else None."""
-        steps = {step.target: step for step in self.steps if isinstance(step, Elementwise)}
-        q = Fraction(1)
-        while name != base:
-            step = steps.get(name)
-            if step is None or step.func not in ("sqrt", "pow"):
-                return None
-            q *= Fraction(1, 2) if step.func == "sqrt" else step.param
-            name = step.source
-        return q
 
     def _power_step(self, name: str, power: Fraction | int) -> str:
         """The step holding ``name``'s array to ``power`` (``name`` itself for 1)."""
