@@ -7,6 +7,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import replace
 from fractions import Fraction
 
@@ -544,6 +545,10 @@ def checked_program(source: Source | CheckedProgram, of: str | None) -> CheckedP
 
 LAYOUTS = ("numerator", "denominator")
 
+#: the stem of a first derivative's adjoints where the output differentiated is itself a derivative
+#: product (an HVP's ``df/dx_i v_i``: its adjoints are ``d2fdxvdt1``, not ``dd1fdt1``)
+ADJOINT_STEM: ContextVar[str | None] = ContextVar("adjoint_stem", default=None)
+
 
 @accepts_notation
 @guarded
@@ -605,7 +610,7 @@ def diff(
         taken = set(checked.ranks) | set(current.ranks) | set(checked.all_inputs or checked.inputs)
         stem = root.name.strip("_") or "f"
         # a higher derivative's adjoints: d2LdWdH_ijnh is the derivative of dL/dW_ij by H_nh
-        named = None if number == 1 else f"{number}{stem}" + "".join(f"d{r.name}" for r in refs)
+        named = ADJOINT_STEM.get() if number == 1 else f"{number}{stem}" + "".join(f"d{r.name}" for r in refs)
         current = derive(current, ref, name=unique_name(f"d{number}{stem}", taken), stem=named)
         refs.append(ref)
     final = current.out
@@ -637,6 +642,7 @@ def diff(
         defined = {d.name for d in checked.definitions}
         current = with_forward(current, checked, uses(root) & defined)
         current = with_root(current, root)  # printed first: it sizes what only deltas carry
+    current = adjoint_counts(current, checked.definitions)
     statement = _display(root, refs, counts_read_back(current, checked.definitions, poly, axes) or text)
     poly = printed
     if layout == "denominator":  # the wrt indices first, then the output's
@@ -716,18 +722,46 @@ def counts_read_back(current: CheckedProgram, sources: list[Definition], poly: P
     none before a derivative-named one (its letters, too, may be sized by those before it)."""
     if not any(is_count(i) for i in poly.all_index_names()):
         return None
+    dims = dimensions((*sources, *current.definitions))
+    changed, printing = count_letters(_printed_before(current, len(current.definitions) - 1), poly, axes, dims.axis)
+    for k, shown in changed.items():
+        current.definitions[k] = replace(current.definitions[k], statement=shown)
+    return factored(*printing)[0] if printing else None
+
+
+def _printed_before(current: CheckedProgram, position: int) -> list[tuple[Statement, bool]]:
+    """The statements printed before definition ``position``, each with whether its letters may
+    be renamed: the user's statements, none before a derivative-named one."""
     earlier: list = []
     derivative_after = False
-    for d in reversed(current.definitions[:-1]):
+    for d in reversed(current.definitions[:position]):
         shown = d.display()
         renamable = d.statement is not None and shown.target is not None and not shown.wrt and not derivative_after
         earlier.insert(0, (shown, renamable))
         derivative_after |= bool(shown.wrt)
-    dims = dimensions((*sources, *current.definitions))
-    changed, printing = count_letters(earlier, poly, axes, dims.axis)
-    for k, shown in changed.items():
-        current.definitions[k] = replace(current.definitions[k], statement=shown)
-    return factored(*printing)[0] if printing else None
+    return earlier
+
+
+def adjoint_counts(current: CheckedProgram, sources: list[Definition]) -> CheckedProgram:
+    """``current`` with the counts of each adjoint printed alone given letters that the statements
+    printed before it write at the count's dimension and at no other
+    (:func:`~einderiv.printing.count_letters`), as the result's counts are: read back, a count
+    is sized by the statements before it (``dfdt1_i = ... delta_jj`` after ``t1_j = ...``), so a
+    letter that a statement before writes only at another dimension would count that one."""
+    current = replace(current, definitions=list(current.definitions))
+    dims = None
+    for k, d in enumerate(current.definitions[:-1]):
+        if d.statement is not None:
+            continue
+        poly = d.display_poly()
+        printing = None
+        if any(is_count(i) for i in poly.all_index_names()):
+            dims = dims or dimensions((*sources, *current.definitions))
+            changed, printing = count_letters(_printed_before(current, k), poly, count_axes_of(d.hints), dims.axis)
+            for j, shown in changed.items():
+                current.definitions[j] = replace(current.definitions[j], statement=shown)
+        current.definitions[k] = replace(d, counts=printing)
+    return current
 
 
 def with_root(current: CheckedProgram, root: Definition) -> CheckedProgram:

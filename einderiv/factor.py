@@ -21,7 +21,15 @@ from .index_names import is_count
 from .ir import Add, Call, Delta, Div, Expr, Mul, Neg, Number
 from .lower import normalize
 from .normal import Apply, Poly, Term, common_coefficient, equivalent, is_reciprocal, power_of
-from .printing import atom_to_expr, avoiding, count_letters_apart, counts_printed, term_to_expr, to_expr
+from .printing import (
+    atom_to_expr,
+    avoiding,
+    count_letters_apart,
+    counts_printed,
+    letter_axes,
+    term_to_expr,
+    to_expr,
+)
 
 #: printed terms a sum may have before factoring is not tried (a long sum reads as it is)
 MAX_FACTOR_TERMS = 12
@@ -89,7 +97,7 @@ def _build(
         common = sharing[0][1].copy()
         for _, atoms in sharing[1:]:
             common &= atoms
-        common = _unambiguous(common, sharing, visible - outputs)
+        common = _one_length_means(_unambiguous(common, sharing, visible - outputs), sharing, visible)
         if best in common and all(c[2] != common for c in choices):
             choices.append((best, sharing, common))
         if len(choices) == CHOICES:
@@ -180,6 +188,23 @@ def _unambiguous(common: Counter, sharing, visible: set[str]) -> Counter:
         if not bad:
             return common
         common = Counter({a: n for a, n in common.items() if not set(a.indices) & bad})
+
+
+def _one_length_means(common: Counter, sharing, visible: set[str]) -> Counter:
+    """The shared atoms without a 1/n_r (r summed) unless every term of ``sharing`` writes r at
+    one same axis: pulled out, it is one ``mean_r`` around them all, which binds r once, where
+    each term summed its own r (``t2_r`` in one and ``t1_r`` in another may be two lengths, and
+    ``mean_r(t2_r + t1_r)`` is then "two sizes"; ``X_nd w_d X_ni`` and ``y_n X_ni`` both write n
+    at X's rows).  Axes, not dimensions, are compared: terms of one length written only at
+    different tensors just stay unfactored."""
+    common = common.copy()
+    for atom in list(common):
+        if is_reciprocal(atom) and atom.indices[0] not in visible:
+            letter = atom.indices[0]
+            axes = [letter_axes(_term(Fraction(1), atoms, list(atoms)), letter) for _, atoms in sharing]
+            if not set.intersection(*axes):
+                del common[atom]
+    return common
 
 
 def _leaf(

@@ -88,7 +88,7 @@ def _apart(arg: Poly, visible: set[str]) -> Poly:
     clashing = {
         letter
         for letter in arg.dummies() & set(avoided)
-        if _at_other_axes(set().union(*(_letter_axes(t, letter) for t in arg.terms)), avoided[letter])
+        if _at_other_axes(set().union(*(letter_axes(t, letter) for t in arg.terms)), avoided[letter])
     }
     return rename_apart(arg, visible | clashing, frozenset(avoided))
 
@@ -178,7 +178,9 @@ def counts_printed(term: Term, counts: list[str], context: set[str]) -> Term:
     nested = {
         count_letter(i) for f in term.factors if isinstance(f, Apply) for i in f.arg.all_index_names() if is_count(i)
     }
-    taken = term.index_names() | context | set(bases.values()) | nested
+    # nor a letter that a count of another term prints with (delta_jj there counts z's length:
+    # T1_jn here would size it as T1's rows too)
+    taken = term.index_names() | context | set(bases.values()) | nested | set(_AVOIDED.get() or ())
     mapping: dict[str, str] = {}
     for d in sorted(dummies & wanted):
         mapping[d] = fresh_indices(1, taken)[0]
@@ -195,7 +197,7 @@ def counts_printed(term: Term, counts: list[str], context: set[str]) -> Term:
     return Term(term.coeff, tuple(rename_atom(f, mapping) for f in term.factors))
 
 
-def _letter_axes(term: Term, letter: str) -> set[tuple[str, int]]:
+def letter_axes(term: Term, letter: str) -> set[tuple[str, int]]:
     """The tensor axes ``(tensor, axis)`` at which ``term`` writes ``letter`` (call arguments
     included where the letter is free in them)."""
     out = set()
@@ -206,7 +208,7 @@ def _letter_axes(term: Term, letter: str) -> set[tuple[str, int]]:
             out.update((f.matrix, k) for k, i in enumerate(f.indices) if i == letter)
         elif isinstance(f, Apply) and letter in f.arg.indices:
             for inner in f.arg.terms:
-                out |= _letter_axes(inner, letter)
+                out |= letter_axes(inner, letter)
     return out
 
 
@@ -240,7 +242,7 @@ def count_letters_apart(poly: Poly, count_axes: Mapping[str, set] | None = None)
             if letter in outer or letter not in term.index_names():
                 continue
             known = [set((count_axes or {}).get(stem, ())) for stem in stems]
-            if letter in grouped or _at_other_axes(_letter_axes(term, letter), known):
+            if letter in grouped or _at_other_axes(letter_axes(term, letter), known):
                 clashes.add(letter)
         # to a letter no count prints with (x_i beside delta_ii delta_jj moves to x_k, not x_j)
         terms.append(rename_term_apart(term, outer, clashes, frozenset(by_letter)) if clashes else term)

@@ -16,8 +16,10 @@ from dataclasses import replace
 from fractions import Fraction
 
 from .api import (
+    ADJOINT_STEM,
     Derivative,
     Source,
+    adjoint_counts,
     checked_program,
     counts_read_back,
     diff,
@@ -115,6 +117,7 @@ def _renamed(derivative: Derivative, name: str, shape: tuple[str, ...], user: Ch
     if sized_only_by_deltas(final.poly, wrt) and root.statement is not None and root.name != "_":
         defined = {d.name for d in user.definitions}
         program = with_root(with_forward(program, user, uses(root) & defined), root)
+        program = adjoint_counts(program, user.definitions)  # again, with the statements put before them
         axes = count_axes_of(final.hints)
         # the derivative's own text gave its counts letters with only the statements before it
         # (i9 where none wrote the letter); with the output's statement printed too, they may
@@ -215,8 +218,12 @@ def hvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structu
     (ref,) = gradient.wrt
     tangent = Tensor(_name_free(v, (checked, gradient.program), "tangent", "v"), ref.indices)
     along = _contracted(gradient.program, tangent, ref.indices)
-    product = diff(along, ref.name, **structure)
     root = gradient.root_name
+    token = ADJOINT_STEM.set(f"2{root}d{ref.name}{tangent.name}")  # d2fdxvdt1: d(df/dx_i v_i)/dt1
+    try:
+        product = diff(along, ref.name, **structure)
+    finally:
+        ADJOINT_STEM.reset(token)
     return _renamed(product, f"d2{root}d{ref.name}2{v}", (f"{ref.name}.shape",), checked)
 
 

@@ -36,7 +36,7 @@ from .normal import (
     rename_atom,
     simplify,
 )
-from .printing import count_axes_of, count_letters_apart, count_powers, to_expr
+from .printing import avoiding, count_axes_of, count_letters_apart, count_powers, to_expr
 from .rewrites import rewrite_products, stable_form
 from .semantics import check_statement, tensor_ranks
 
@@ -52,19 +52,28 @@ class Definition:
     poly: Poly
     hints: tuple = ()
     statement: Statement | None = None
+    #: ``(poly, count axes)``: the text of an adjoint printed alone, its counts renamed to letters
+    #: that the statements printed before it write at their dimensions (``api.adjoint_counts``)
+    counts: tuple | None = None
 
     def display(self) -> Statement:
         if self.statement is not None:
             return self.statement
+        poly, axes = self.counts or (self.display_poly(), count_axes_of(self.hints))
+        with avoiding(poly, axes):
+            rhs = to_expr(count_letters_apart(poly, axes))
+        return Statement(Tensor(self.name, self.indices), rhs)
+
+    def display_poly(self) -> Poly:
+        """``poly`` as printed alone, before its counts get their letters: constant along an
+        index it does not write (``dfdh_i = s w_j delta_ii``) and with each dimension's counts
+        a power of one count (``delta_jj^3``, not three counts that need three letters)."""
         poly = self.poly
         used = {i for t in poly.terms for f in t.factors for i in f.indices}
         missing = [i for i in self.indices if i not in used]
-        if missing and poly.terms:  # constant along i (dfdh_i = s w_j delta_ii), so that it reads back
+        if missing and poly.terms:
             poly = Poly((keep_sums(poly.terms[0], missing), *poly.terms[1:]), poly.indices)
-        axes = count_axes_of(self.hints)
-        # delta_jj^3, not three counts of one dimension that need three letters (j9 sizes nothing)
-        poly = count_letters_apart(count_powers(poly, axes), axes)
-        return Statement(Tensor(self.name, self.indices), to_expr(poly))
+        return count_powers(poly, count_axes_of(self.hints))
 
 
 @dataclass
@@ -175,12 +184,12 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         # an index this statement writes only in deltas (d2L/dm dm = -delta_nn after L's
         # statement, or 2 v delta_ii after u_i = x_i + lam in a printed HVP) is sized as the
         # earlier statements wrote it: a count has no other size, and the earlier statements
-        # must agree on it (else the size cannot be inferred).  Only in a derivative-named
-        # statement or the program's last one (the way einderiv prints a product): an
-        # intermediate's axes would otherwise depend on the order of the statements, and an
-        # adjoint printed alone may count with a letter that only a dummy of another dimension
-        # writes before it (sizing its counts from there was tried: a review found read-backs
-        # silently wrong, where they stop with "cannot be inferred")
+        # must agree on it (else the size cannot be inferred).  In a derivative-named statement
+        # or the program's last one, output axes too (the way einderiv prints a product); in
+        # any other statement only summed ones: an intermediate's axes would otherwise depend
+        # on the order of the statements.  An adjoint printed alone counts with letters that
+        # the statements before it write at the count's dimension and no other
+        # (api.adjoint_counts; before it did, a review found read-backs silently wrong)
         only_deltas = {i for node in walk(statement.rhs) if isinstance(node, Delta) for i in node.indices} - own
         if not statement.wrt and statement.target is not None:
             # an output axis a delta joins to another letter (mean_j(delta_ji)) is sized through
@@ -192,13 +201,14 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
                 for i in node.indices
             }
             only_deltas -= set(statement.target.indices) & joined
+        summed_only_deltas = only_deltas - set(statement.target.indices if statement.target is not None else ())
         earlier = tuple(
             e
             for d in definitions
             for h in d.hints
             if h[0] == "names"
             for e in h[1]
-            if e[0] not in own and (statement.wrt or (last and e[0] in only_deltas))
+            if e[0] not in own and (statement.wrt or e[0] in (only_deltas if last else summed_only_deltas))
         )
         # counting indices are unique to their statement, so their sizes travel safely with them
         # (a statement the rewrites see through brings its i#1 along)
@@ -696,8 +706,8 @@ def _inline_one(program: CheckedProgram, definitions: list, name: str, letters) 
     # its calls are still computed once (the optimiser shares them), and its counts print in
     # the derivative's statement, which is sized as the statement it differentiates
     small = len(d.poly.terms) <= 1 and all(len(t.factors) <= 1 or not d.indices for t in d.poly.terms)
-    # an adjoint holding counts (dd1fdt1_k = ... delta_ii delta_jj M_kl u_l) is substituted
-    # too, where that stays small: printed as a statement of its own, nothing would size them
+    # an adjoint holding counts (d2fdudt1_k = ... delta_ii delta_jj M_kl u_l) is substituted
+    # too, where that stays small: the derivative's statement is sized as the one it differentiates
     counting = any(is_count(i) for i in d.poly.all_index_names()) and len(d.poly.terms) * uses <= 16
     substituted = []
     before = after = 0

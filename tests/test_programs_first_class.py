@@ -412,7 +412,7 @@ def test_the_rbf_gradient_never_combines_two_data_matrices_into_a_three_axis_arr
     ],
 )
 def test_an_adjoint_holding_counts_is_printed_where_its_counts_are_sized(source):
-    # f = sum_ij(softplus(t1) c + A_ij) counts I J; the adjoint dd1fdt1_k holding delta_ii delta_jj
+    # f = sum_ij(softplus(t1) c + A_ij) counts I J; the adjoint d2fdudt1_k holding delta_ii delta_jj
     # was printed as a statement of its own, where nothing sizes i and j ("cannot be inferred")
     u, M, A, c = rng.normal(size=3), rng.normal(size=(3, 3)), rng.normal(size=(4, 5)), np.array(0.7)
     hessian = einderiv.hessian(source, "u")
