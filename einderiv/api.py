@@ -723,10 +723,19 @@ def counts_read_back(current: CheckedProgram, sources: list[Definition], poly: P
     if not any(is_count(i) for i in poly.all_index_names()):
         return None
     dims = dimensions((*sources, *current.definitions))
-    changed, printing = count_letters(_printed_before(current, len(current.definitions) - 1), poly, axes, dims.axis)
+    printing = _letters_for_counts(current, len(current.definitions) - 1, poly, axes, dims)
+    return factored(*printing)[0] if printing else None
+
+
+def _letters_for_counts(current: CheckedProgram, position: int, poly: Poly, axes, dims) -> tuple | None:
+    """:func:`~einderiv.printing.count_letters` for the counts of ``poly``, printed as definition
+    ``position`` of ``current``: the user's statements before it renamed in ``current`` where
+    that is needed, and ``(poly, axes)`` with its counts renamed, or None where they print as
+    they are."""
+    changed, printing = count_letters(_printed_before(current, position), poly, axes, dims.axis)
     for k, shown in changed.items():
         current.definitions[k] = replace(current.definitions[k], statement=shown)
-    return factored(*printing)[0] if printing else None
+    return printing
 
 
 def _printed_before(current: CheckedProgram, position: int) -> list[tuple[Statement, bool]]:
@@ -757,9 +766,7 @@ def adjoint_counts(current: CheckedProgram, sources: list[Definition]) -> Checke
         printing = None
         if any(is_count(i) for i in poly.all_index_names()):
             dims = dims or dimensions((*sources, *current.definitions))
-            changed, printing = count_letters(_printed_before(current, k), poly, count_axes_of(d.hints), dims.axis)
-            for j, shown in changed.items():
-                current.definitions[j] = replace(current.definitions[j], statement=shown)
+            printing = _letters_for_counts(current, k, poly, count_axes_of(d.hints), dims)
         current.definitions[k] = replace(d, counts=printing)
     return current
 

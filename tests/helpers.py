@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from benchmarks.codegen import load_generated as load_module  # noqa: F401 - shared by the codegen tests
 
@@ -42,3 +43,11 @@ def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "einderiv", *args], capture_output=True, text=True, timeout=120, cwd=cwd
     )
+
+
+def jax_float64():
+    """jax and jax.numpy with float64 enabled (the tests' independent reference); the test is
+    skipped where jax is not installed."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    return jax, jax.numpy

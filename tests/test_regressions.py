@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import einderiv
-from tests.helpers import assert_matches_fd
+from tests.helpers import assert_matches_fd, jax_float64
 
 rng = np.random.default_rng(4)
 x, y = rng.uniform(0.5, 1.5, size=4), rng.uniform(0.5, 1.5, size=4)
@@ -507,9 +507,7 @@ def test_an_adjoint_that_counts_a_dimension_prints_its_counts_as_powers():
     derivative's own statement's do (the products probe's case), with a letter that the
     statements printed before it write at J and at no other dimension, which sizes them when the
     text is read back (it stopped with "cannot be inferred")."""
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    jnp = jax.numpy
+    jax, jnp = jax_float64()
     source = "t1_j = exp(tanh(x_i A_ij)); f = (1 + sum_j(z_l t1_l + t1_j)^2)^0.5"
     product = einderiv.hvp(source, "x")
     assert "delta_{" not in str(product)  # a count no letter sizes prints as delta_{j9,j9}
@@ -531,9 +529,7 @@ def test_an_adjoints_count_takes_a_letter_written_at_its_dimension():
     = 2 t1_j ...``, writes j at x's length.  Counted by j, the text read back 0.0171 where the
     derivative is 0.0247 (a reviewer's case); the count now takes a letter only C's rows are
     written with.  Values against jax in float64."""
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    jnp = jax.numpy
+    jax, jnp = jax_float64()
     source = "t1_i = sigmoid(sum_jk(s C_jk) + sum_j(x_i^2 s)); f = log(1 + sum_i(t1_i)^2)"
     rng = np.random.default_rng(13)
     C, x, s = rng.normal(size=(3, 4)), rng.normal(size=5), 0.3
@@ -557,9 +553,7 @@ def test_a_summed_index_moved_out_of_a_counts_way_avoids_other_counts_letters():
     dummy to j, which a count in another term of the statement printed with at z's length
     (``delta_jj``): read back, "index 'i' has two sizes" (the products probe's last read-back
     error).  Values against jax in float64."""
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    jnp = jax.numpy
+    jax, jnp = jax_float64()
     source = (
         "t1_j = z_l z_l + z_j; t2_i = tanh(M_ii) + softplus(x_i); T1_ij = y_i (y_k t2_k) - tanh(t2_m x_m) + t1_j; "
         "f = sum_ij(sum_k(sum_m(z_j + T1_mj) + x_k) T1_ij)"
@@ -608,9 +602,7 @@ def test_counts_of_two_dimensions_in_one_product_read_back(source, outer, order)
     dimensions), and a summed index moved out of a count's way keeps away from the letters of the
     counts inside the product's groups too (``B_ij`` beside ``sigmoid(... delta_{j9,j9})``, then
     "index 'p' has two sizes").  A reviewer's cases; values against jax in float64."""
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    jnp = jax.numpy
+    jax, jnp = jax_float64()
     rng = np.random.default_rng(11)
     A, B, s = rng.normal(size=(3, 4)), rng.normal(size=(3, 5)), 0.3
 
@@ -635,9 +627,7 @@ def test_an_adjoint_constant_along_its_axis_prints_what_sizes_it():
     gradient that sums that axis alone (``(1 - y_k A_kj) dfdt2_i``): nothing sized i when the
     text was read back.  It now prints ``+ 0 t2_i``, the tensor it is the adjoint of (the
     products probe's cases).  Values against jax in float64."""
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    jnp = jax.numpy
+    jax, jnp = jax_float64()
     rng = np.random.default_rng(12)
     x, y, z, A = rng.normal(size=3), rng.normal(size=3), rng.normal(size=4), rng.normal(size=(3, 4))
 
@@ -735,9 +725,7 @@ def test_a_deep_program_hessian_does_not_multiply_its_terms():
     small: substituting every adjoint before differentiating again (tried, not kept) multiplied
     the terms at each step (753 terms at depth 4, 38 s to derive; a reviewer's case).  Checked
     against jax in float64."""
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    jnp = jax.numpy
+    jax, jnp = jax_float64()
     depth = 5
     statements = ["t0_n = X_nd w_d"]
     for k in range(1, depth + 1):
@@ -763,9 +751,7 @@ def test_a_softmax_intermediate_is_not_written_out_in_higher_derivatives():
     exp(z - logsumexp(z)) (reading one-call statements through, tried, not kept) it made this
     third derivative 136 terms (27 as the intermediate) and 30x slower to derive (a reviewer's
     random program).  Values against jax in float64."""
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    jnp = jax.numpy
+    jax, jnp = jax_float64()
     source = "t1_i = softmax_i(s c + u_i); t4 = sum_ij(sigmoid(A_ij - t1_i)); f = sigmoid(s - t4)"
     third = einderiv.diff(source, ["u", "u", "u"])
     assert len(third.expr.terms) <= 40
@@ -785,9 +771,7 @@ def test_a_mean_is_not_pulled_out_of_terms_that_sum_two_lengths():
     other, printed ``mean_j(... t2_j ... + ... t1_j ...)``: one mean binds j once, so the text
     read back as "index 'j' has two sizes" (the products probe).  A 1/n_j is now pulled out of
     terms only where they write j at the same axes.  Values against jax in float64."""
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    jnp = jax.numpy
+    jax, jnp = jax_float64()
     source = (
         "s1 = sum_j((x_i x_i) z_j); t1_j = (x_i x_i) z_j; t2_i = (sqrt((1 + (s1 s1)^2)) + x_i); "
         "f = mean_ij(softplus(sigmoid(t1_j)) t2_i)"
