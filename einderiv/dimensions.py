@@ -196,10 +196,9 @@ def dimension_sizes(dims: Dimensions, shapes: Mapping[str, tuple[int, ...]]) -> 
         origin = f"{name} axis {axis}" if len(shapes[name]) > 1 else name
         known = sizes.setdefault(root, (size, origin))
         if known[0] != size:
-            letter = dims.first_letter.get(key, f"{name} axis {axis}")
-            raise EvaluationError(
-                f"index {letter!r} has two sizes: {known[0]} (from {known[1]}) and {size} (from {origin})"
-            )
+            letter = dims.first_letter.get(key)
+            what = f"index {letter!r}" if letter else f"{origin}, which a delta or a reduction joins to {known[1]},"
+            raise EvaluationError(f"{what} has two sizes: {known[0]} (from {known[1]}) and {size} (from {origin})")
     return sizes
 
 

@@ -216,7 +216,7 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
             e for d in definitions for h in d.hints if h[0] == "names" for e in h[1] if is_count(e[0])
         )
         names = _through_definitions(written + earlier + counted + counts_before, definitions)
-        ties = reduction_ties(statement.rhs)
+        ties = reduction_ties(statement.rhs) + _delta_ties(statement.rhs, earlier)
         hints = (("poly", raw), ("names", names), *axis_hints, *((("tied", ties),) if ties else ()))
         definitions.append(Definition(name, poly.indices, poly, hints, statement))
     output = definitions[-1].name if of is None else of
@@ -264,6 +264,25 @@ def reduction_ties(expr) -> tuple:
                 axes = tuple(dict.fromkeys(written(node.arg, letter)))
                 if len(axes) > 1:
                     groups.append(axes)
+    return tuple(groups)
+
+
+def _delta_ties(expr, earlier: tuple) -> tuple:
+    """The axes a written ``delta_ij`` ties together where the statements before it size both i
+    and j (the statement writes them only in deltas): ``u_ij = C_ij; f = delta_ij`` ties C's rows
+    to its columns, so a 3x4 C is "two sizes", as ``sum_ij(C_ij delta_ij)`` is.  Simplifying
+    contracts the delta to ``delta_ii`` first, which would count C's rows silently."""
+    axes: dict[str, list] = {}
+    for index, tensor, axis in earlier:
+        axes.setdefault(index, []).append((tensor, axis))
+    groups = []
+    for node in walk(expr):
+        if isinstance(node, Delta) and node.indices[0] != node.indices[1]:
+            first, second = node.indices
+            if first in axes and second in axes:
+                group = tuple(dict.fromkeys(axes[first] + axes[second]))
+                if len(group) > 1:
+                    groups.append(group)
     return tuple(groups)
 
 

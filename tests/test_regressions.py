@@ -789,3 +789,17 @@ def test_a_mean_is_not_pulled_out_of_terms_that_sum_two_lengths():
     product = einderiv.vjp(source, "z")
     np.testing.assert_allclose(product(x=x, z=z, u=u), expected, rtol=1e-10)
     np.testing.assert_allclose(einderiv.compile(str(product))(x=x, z=z, u=u), expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["u_ij = C_ij; f = delta_ij", "u_ij = C_ij; f = sum_ij(delta_ij)", "u_ij = C_ij; f = delta_ij delta_ij"],
+)
+def test_a_delta_joining_letters_that_earlier_statements_size_apart_is_two_sizes(source):
+    """A letter a statement writes only in deltas has the size the statements before it write it
+    at; ``delta_ij`` then joins i's size (C's rows) to j's (C's columns).  For a 3x4 C it is the
+    error "two sizes", as ``sum_ij(C_ij delta_ij)`` is; the simplifier had contracted the delta to
+    ``delta_ii`` first and the program evaluated to 3, silently.  A square C is fine: C's size."""
+    with pytest.raises(einderiv.EvaluationError, match="two sizes"):
+        einderiv.evaluate(source, C=np.ones((3, 4)))
+    assert einderiv.evaluate(source, C=np.ones((3, 3))) == 3.0
