@@ -25,11 +25,15 @@ import warnings
 from collections import Counter
 from fractions import Fraction
 
-from . import limits
+from . import (
+    cancel,  # noqa: F401  (simplify cancels through it: normal.CANCEL)
+    limits,
+)
 from .errors import EinderivError, EinderivWarning, IndexRuleError
 from .index_names import count_letter, fresh_indices, is_lowered_count, lowered_count
 from .ir import Add, Call, Delta, Div, Expr, MatrixCall, Mul, Neg, Number, Pow, Tensor, renamed, walk
 from .normal import (
+    Apply,
     MatrixFn,
     Poly,
     Term,
@@ -111,6 +115,10 @@ class _Scope:
             base = expr.base if isinstance(expr, Pow) else expr.arg
             terms, free, inner = self.group(base, bound)
             arg = simplify(terms, free)
+            if isinstance(expr, Pow) and expr.exponent == 0 and free and arg.tensor_names():
+                # x_n^0 as written is 1 with x's shape: it stays a factor, so that a sum of it
+                # counts x's length (sum_n(x_n^0 s) + sum_n(z_n) is N s + sum(z), whatever z's length)
+                return [Term(Fraction(1), (Apply("pow", arg, Fraction(0)),))], free, inner
             if isinstance(expr, Pow):
                 return make_apply("pow", arg, expr.exponent), free, inner
             return make_apply(expr.func, arg), free, inner

@@ -126,6 +126,11 @@ class Poly:
 #: apart with the functions of this module, so it sits above it and is reached through this slot.
 POLY_TEXT: list[Callable[[Poly], str]] = []
 
+#: How :func:`simplify` cancels a power of a sum against the numerator:
+#: :func:`einderiv.cancel.cancel_common_factors`, which builds on this module and puts itself
+#: here when it is imported (:mod:`einderiv.lower` imports it).
+CANCEL: list[Callable[[Poly], Poly]] = []
+
 
 @dataclass(frozen=True)
 class Apply:
@@ -374,30 +379,61 @@ def _power_base(atom) -> tuple[Poly, Fraction]:
 
 def merge_powers(term: Term) -> list[Term]:
     """``u^a u^b = u^(a+b)`` for equal elementwise bases, where a call or power is involved
-    (plain tensors stay as written: ``x_i x_i``).  Returns the term's expansion (a list)."""
+    (plain tensors stay as written: ``x_i x_i``).  Returns the term's expansion (a list).
+    A fractional power is NaN below 0, as in NumPy, so powers of a base that may be negative
+    merge only where the total is fractional too: ``x^0.5 x^0.5`` stays (NaN at x = -2, where
+    x is not), ``x^0.5 x`` is ``x^1.5``."""
     applies = [f for f in term.factors if isinstance(f, Apply)]
     if not applies:
         return [term]
-    groups: dict[Poly, Fraction] = {}
-    order: list[Poly] = []
+    groups: dict[Poly, list] = {}
     rest = []
     for f in term.factors:
         if isinstance(f, Apply) or any(
             isinstance(g, Apply) and _power_base(g)[0] == _power_base(f)[0] for g in applies
         ):
             base, exponent = _power_base(f)
-            if base not in groups:
-                groups[base] = Fraction(0)
-                order.append(base)
-            groups[base] += exponent
+            groups.setdefault(base, []).append((f, exponent))
         else:
             rest.append(f)
-    if len(order) == len([f for f in term.factors if f not in rest]):
+    merged = {}
+    for base, powers in groups.items():
+        total = sum((e for _, e in powers), Fraction(0))
+        if len(powers) > 1 and merges_to(base, [e for _, e in powers], total):
+            merged[base] = total
+        else:
+            rest.extend(f for f, _ in powers)
+    if not merged:
         return [term]  # nothing to merge
     out = [Term(term.coeff, tuple(rest))]
-    for base in order:
-        out = multiply(out, make_apply("pow", base, groups[base]), set(base.indices), avoid=term.index_names())
+    for base, total in merged.items():
+        out = multiply(out, make_apply("pow", base, total), set(base.indices), avoid=term.index_names())
     return out
+
+
+#: Elementwise functions whose values are never negative: powers of them merge freely.
+NON_NEGATIVE = frozenset({"abs", "cosh", "exp", "relu", "sigmoid", "softplus", "sqrt", "step"})
+
+
+def non_negative(base: Poly) -> bool:
+    """Whether ``base`` is never negative as written: a positive multiple of a product of calls
+    that are not (``exp(u)``, ``sigmoid(u)``) and of even integer powers."""
+    if len(base.terms) != 1 or base.terms[0].coeff <= 0:
+        return False
+    return all(
+        isinstance(f, Apply)
+        and (f.func in NON_NEGATIVE or (f.func == "pow" and f.param.denominator == 1 and f.param.numerator % 2 == 0))
+        for f in base.terms[0].factors
+    )
+
+
+def merges_to(base: Poly, exponents, total: Fraction) -> bool:
+    """Whether ``base^e1 base^e2 ...`` may be written ``base^total``: always for integer powers
+    or a base that is never negative; with a fractional power (NaN below 0), only where the
+    total is fractional too, so NaN stays NaN (``x^0.5 x^0.5`` is not x, ``(x^0.5)^2`` is not x)."""
+    if all(e.denominator == 1 for e in exponents) or total.denominator != 1:
+        return True
+    return non_negative(base)
 
 
 def unit_delta(factor, indices) -> bool:
@@ -427,8 +463,10 @@ def rebuild_constant_calls(term: Term) -> list[Term]:
     return [term]
 
 
-def simplify(terms, indices: Indices, counts: bool = True) -> Poly:
-    """Contract deltas, collect like terms (up to renaming summed indices) and drop zeros.
+def simplify(terms, indices: Indices, counts: bool = True, cancelling: bool = True) -> Poly:
+    """Contract deltas, collect like terms (up to renaming summed indices) and drop zeros; then
+    (``cancelling``) cancel powers of a one-variable sum against the numerator where it divides
+    exactly (:mod:`einderiv.cancel`: ``s (1 - s) / (1 - s)^2`` is ``s / (1 - s)``).
 
     The first-seen spelling of each collected term is kept, so results read like the input.
     ``counts`` as for :func:`canonical_key`.
@@ -448,7 +486,15 @@ def simplify(terms, indices: Indices, counts: bool = True) -> Poly:
             else:
                 collected[key] = [term.coeff, term]
     out = tuple(Term(coeff, rep.factors) for coeff, rep in collected.values() if coeff != 0)
-    return Poly(out, tuple(indices))
+    poly = Poly(out, tuple(indices))
+    if cancelling and CANCEL and any(_over_a_sum(f) for t in out for f in t.factors):
+        return CANCEL[0](poly)
+    return poly
+
+
+def _over_a_sum(factor) -> bool:
+    """Whether ``factor`` is a negative power of a sum (``1 / (1 - s)^2``)."""
+    return isinstance(factor, Apply) and factor.func == "pow" and factor.param < 0 and len(factor.arg.terms) > 1
 
 
 def along_deltas(term: Term, indices: Indices) -> Term:
@@ -649,7 +695,7 @@ def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term
         if value is not None and param.denominator == 1 and (value != 0 or param > 0):
             return carrying([Term(value**param.numerator, ())], arg.indices)
         inner = single_atom(arg, "pow")
-        if inner is not None and param.denominator == 1:
+        if inner is not None and param.denominator == 1 and merges_to(inner.arg, [inner.param], inner.param * param):
             return make_apply("pow", inner.arg, inner.param * param)
     rewritten = rewrite_call(func, arg, param)
     if rewritten is not None:

@@ -216,7 +216,10 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
             e for d in definitions for h in d.hints if h[0] == "names" for e in h[1] if is_count(e[0])
         )
         names = _through_definitions(written + earlier + counted + counts_before, definitions)
-        ties = reduction_ties(statement.rhs) + _delta_ties(statement.rhs, earlier)
+        own_axes = {h[1] for h in axis_hints}  # dK_pq/dR_ij: i and j are R's, whatever came before
+        ties = reduction_ties(statement.rhs) + _delta_ties(
+            statement.rhs, tuple(e for e in earlier if e[0] not in own_axes)
+        )
         hints = (("poly", raw), ("names", names), *axis_hints, *((("tied", ties),) if ties else ()))
         definitions.append(Definition(name, poly.indices, poly, hints, statement))
     output = definitions[-1].name if of is None else of
@@ -433,6 +436,9 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
             used = factor.arg.tensor_names() & set(calls) if read else ()
             if used:  # rebuilt through the call rules (log1p(-s) is log_one_minus_sigmoid's, by log1p_exp)
                 arg = _substituted(factor.arg, calls)
+                products, applied = rewrite_products(arg.terms)  # log(e_k / s): a log of a softmax
+                if applied:
+                    arg = simplify(products, arg.indices)
                 plain = [Term(Fraction(1), (Apply(factor.func, arg, factor.param),))]
                 rebuilt = make_apply(factor.func, arg, factor.param)
                 if rebuilt != plain or stable_form(rebuilt):  # a rewrite applied, or a log-sum-exp

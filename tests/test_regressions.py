@@ -803,3 +803,73 @@ def test_a_delta_joining_letters_that_earlier_statements_size_apart_is_two_sizes
     with pytest.raises(einderiv.EvaluationError, match="two sizes"):
         einderiv.evaluate(source, C=np.ones((3, 4)))
     assert einderiv.evaluate(source, C=np.ones((3, 3))) == 3.0
+
+
+def test_a_delta_to_a_wrt_letter_is_sized_by_the_wrt_tensor_not_earlier_statements():
+    """``dt2_ik/dM_jl = delta_ij delta_kl`` printed after ``t1_ik = A_ij A_kj + ...`` (A 3x4): j is
+    M's axis 0 (its denominator says so), whatever t1 wrote j at; the delta ties nothing to A's
+    columns.  Read back, it is the derivative's numbers (a probe of ``of=`` found "two sizes")."""
+    source = "t1_ik = A_ij A_kj + 3 delta_ik; t2_ik = M_ik + 0.1 tanh(exp(tanh((t1_ik)(0.5)))); f = x_i t2_ik x_k"
+    rng = np.random.default_rng(3)
+    A, M = rng.normal(size=(3, 4)), rng.normal(size=(3, 3))
+    jacobian = einderiv.jacobian(source, "M", of="t2")
+    expected = np.einsum("ij,kl->ikjl", np.eye(3), np.eye(3))
+    np.testing.assert_allclose(jacobian(A=A, M=M), expected)
+    np.testing.assert_allclose(einderiv.compile(str(jacobian))(A=A, M=M), expected)
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("f = sum_n(x_n^0 s) + sum_n(z_n)", lambda x, z, s: len(x) * s + z.sum()),
+        ("f = x_n^0 s + z_n", lambda x, z, s: len(x) * s + z.sum()),
+        ("f = x_n^0 + z_n^0", lambda x, z, s: len(x) + len(z)),
+    ],
+)
+def test_a_zeroth_power_counts_the_length_of_its_own_tensor(source, expected):
+    """``x_n^0`` is 1 with x's shape, so summing it counts x's length (NumPy: ``(x**0).sum()``).
+    Folded to 1, its count took the size n had elsewhere in the statement: z's, 3 where x has 4
+    (4.5 for 5.0, silently), or "two sizes" for ``x_n^0 + z_n^0`` (a bug hunt found them)."""
+    x, z, s = np.arange(1.0, 5.0), np.ones(3), np.array(0.5)
+    arrays = {"x": x, "z": z, "s": s} if "s" in source else {"x": x, "z": z}
+    assert einderiv.evaluate(source, **arrays) == expected(x, z, s)
+    np.testing.assert_array_equal(einderiv.grad(source, "x")(**arrays), np.zeros(4))
+
+
+@pytest.mark.parametrize(
+    "source, numpy_form",
+    [
+        ("y_i = (x_i^0.5)^2", lambda x: np.sqrt(x) ** 2),
+        ("y_i = x_i^0.5 x_i^0.5", lambda x: x**0.5 * x**0.5),
+        ("y_i = (x_i^(1/3))^3", lambda x: (x ** (1 / 3)) ** 3),
+        ("y_i = x_i^0.5 / x_i^0.5", lambda x: x**0.5 / x**0.5),
+        ("y_i = x_i^0.5 x_i", lambda x: x**0.5 * x),
+        ("y_i = exp(x_i)^0.5 exp(x_i)^0.5", lambda x: np.exp(x)),
+    ],
+)
+def test_fractional_powers_of_a_negative_number_stay_nan(source, numpy_form):
+    """A fractional power of a negative number is NaN, in NumPy and in einderiv; merging
+    ``x^0.5 x^0.5`` into x (or ``(x^(1/3))^3``, ``x^0.5 / x^0.5``) gave -2 and 1 at x = -2, silently.
+    Powers merge where the total is fractional too, or the base is never negative (exp)."""
+    x = np.array([-2.0, 0.5, 3.0])
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_allclose(einderiv.evaluate(source, x=x), numpy_form(x), rtol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "e_k = exp(z_k); s = sum_j(e_j); f = y_k log(e_k / s)",
+        "e_k = exp(z_k); f = y_k log(e_k / sum_j(e_j))",
+        "f = y_k log(exp(z_k) / sum_j(exp(z_j)))",
+    ],
+)
+def test_a_log_of_a_quotient_of_intermediates_is_a_log_softmax(source):
+    """``log(e_k / s)`` with ``e = exp(z)`` and ``s = sum_j(e_j)`` is ``z_k - logsumexp(z)`` as in one
+    statement: it was NaN at logits of 1000 (exp overflowed), value and gradient.  Against the
+    closed forms y.(z - logsumexp z) and y - softmax(z) sum(y) in float64."""
+    z, y = np.array([1000.0, -1000.0, 500.0, -700.0]), np.array([1.0, 0.0, 1.0, 0.0])
+    shifted = z - z.max()
+    log_softmax = shifted - np.log(np.exp(shifted).sum())
+    assert einderiv.evaluate(source, y=y, z=z) == pytest.approx(y @ log_softmax, rel=1e-14)
+    np.testing.assert_allclose(einderiv.grad(source, "z")(y=y, z=z), y - np.exp(log_softmax) * y.sum(), atol=1e-300)

@@ -1,0 +1,187 @@
+"""Cancelling a common factor of a sum's numerator and a power of a one-variable sum.
+
+Differentiating a quotient expands its numerator, so a factor the quotient rule multiplies in is
+no longer visible beside the power it cancels: the gradient of ``s / (1 - s)`` (s = sigmoid(u))
+is ``s (1 - s) (1 / (1 - s) + s / (1 - s)^2)``, which the normal form holds as the four terms
+``s / (1 - s) - s^2 / (1 - s) + s^2 / (1 - s)^2 - s^3 / (1 - s)^2``.  Over the common
+denominator (1 - s)^2 their numerator is ``s (1 - s)``, so the sum is ``s / (1 - s)``.  Written
+expanded, it is 0 / 0 where s rounds to 1 (u > 37), and it prints as ``(1 - s) / (1 - s)``.
+
+:func:`cancel_common_factors` does that division exactly, in the polynomial ring whose variables
+are the atoms of the terms: for a base B written as a power in some term (``pow(B, -2)``) that is
+a polynomial in one atom v with a non-zero constant term (``1 - s``, ``1 - t^2``, ``1 + s^2``),
+the terms are grouped by the product of their other factors M; in each group, the numerator
+p_M(v) over B^K (K the largest power of 1/B in the group) is divided by B while the division is
+exact.  The result is the same function (where B is not 0), with fewer powers of B; a group whose
+numerator has fewer terms than the group over B^K is written so too, where nothing divides
+(``1 / (1 - s) + s / (1 - s)^2`` is ``1 / (1 - s)^2``).
+
+Ends: each division lowers the power of B of a group by one, and the groups are finite.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from .normal import CANCEL, Apply, Poly, Term, make_apply, multiply, simplify
+
+Univariate = dict[int, Fraction]  # exponent of v -> coefficient
+
+
+def _base(atom) -> tuple[Poly, Fraction]:
+    """``atom`` as ``base ^ exponent``: a call or tensor is its own base, to the power 1."""
+    if isinstance(atom, Apply) and atom.func == "pow":
+        return atom.arg, atom.param
+    return Poly((Term(Fraction(1), (atom,)),), atom.indices), Fraction(1)
+
+
+def _as_univariate(poly: Poly) -> tuple[Poly, Univariate] | None:
+    """``poly`` as c0 + c1 v + c2 v^2 + ... in one atom v, with c0 != 0 and non-negative integer
+    exponents; None where it is not (two variables, a summed index, a fractional power)."""
+    variable, coefficients = None, {}
+    for term in poly.terms:
+        exponent = 0
+        for factor in term.factors:
+            base, power = _base(factor)
+            if power.denominator != 1 or power < 0 or set(factor.indices) - set(poly.indices):
+                return None
+            if variable is None:
+                variable = base
+            elif base != variable:
+                return None
+            exponent += int(power)
+        coefficients[exponent] = coefficients.get(exponent, Fraction(0)) + term.coeff
+    coefficients = {e: c for e, c in coefficients.items() if c}
+    if variable is None or not coefficients.get(0) or max(coefficients) == 0:
+        return None
+    return variable, coefficients
+
+
+def _divide(numerator: Univariate, divisor: Univariate) -> Univariate | None:
+    """The exact quotient of two polynomials in v (exponents may be negative in the numerator:
+    v is then factored out first, which is exact as the divisor's constant term is not 0)."""
+    shift = min(numerator)
+    remainder = {e - shift: c for e, c in numerator.items()}
+    top = max(divisor)
+    quotient: Univariate = {}
+    while remainder:
+        degree = max(remainder)
+        if degree < top:
+            return None
+        factor = remainder[degree] / divisor[top]
+        quotient[degree - top] = factor
+        for e, c in divisor.items():
+            value = remainder.get(e + degree - top, Fraction(0)) - factor * c
+            if value:
+                remainder[e + degree - top] = value
+            else:
+                remainder.pop(e + degree - top, None)
+    return {e + shift: c for e, c in quotient.items()}
+
+
+def _split(term: Term, base: Poly, variable: Poly) -> tuple[tuple, int, int] | None:
+    """``term`` as (its other factors M, the power of v, the power of 1/B), or None where a power
+    of v or of B is not an integer."""
+    rest, of_variable, of_base = [], 0, 0
+    for factor in term.factors:
+        b, power = _base(factor)
+        if b == base and isinstance(factor, Apply) and factor.func == "pow":
+            if power.denominator != 1:
+                return None
+            of_base -= int(power)
+        elif b == variable:
+            if power.denominator != 1:
+                return None
+            of_variable += int(power)
+        else:
+            rest.append(factor)
+    return tuple(sorted(rest, key=repr)), of_variable, of_base
+
+
+def _cancel_one(poly: Poly, base: Poly) -> Poly | None:
+    """``poly`` with the powers of 1/``base`` cancelled where the division is exact, or None."""
+    found = _as_univariate(base)
+    if found is None:
+        return None
+    variable, divisor = found
+    groups: dict[tuple, list] = {}
+    for term in poly.terms:
+        split = _split(term, base, variable)
+        if split is None:
+            return None
+        rest, of_variable, of_base = split
+        groups.setdefault(rest, []).append((term.coeff, of_variable, of_base, term))
+    out: list[Term] = []
+    changed = False
+    for rest, members in groups.items():
+        highest = max(of_base for _, _, of_base, _ in members)
+        if highest <= 0:
+            out.extend(term for *_, term in members)
+            continue
+        numerator: Univariate = {}  # sum of c v^e B^(highest - b): B's powers multiplied out
+        for coeff, of_variable, of_base, _ in members:
+            part = {of_variable: coeff}
+            for _ in range(highest - of_base):
+                part = _product(part, divisor)
+            for e, c in part.items():
+                numerator[e] = numerator.get(e, Fraction(0)) + c
+        numerator = {e: c for e, c in numerator.items() if c}
+        power = highest
+        while numerator and power > 0:
+            quotient = _divide(numerator, divisor)
+            if quotient is None:
+                break
+            numerator, power = quotient, power - 1
+        if numerator and power == highest and len(numerator) >= len(members):
+            out.extend(term for *_, term in members)  # nothing divides or collects: as they were
+            continue
+        changed = True
+        out.extend(_build(rest, numerator, -power, variable, base, poly))
+    if not changed:
+        return None
+    return simplify(out, poly.indices, cancelling=False)
+
+
+def _product(a: Univariate, b: Univariate) -> Univariate:
+    out: Univariate = {}
+    for e1, c1 in a.items():
+        for e2, c2 in b.items():
+            out[e1 + e2] = out.get(e1 + e2, Fraction(0)) + c1 * c2
+    return {e: c for e, c in out.items() if c}
+
+
+def _build(rest: tuple, numerator: Univariate, base_power: int, variable: Poly, base: Poly, poly: Poly) -> list:
+    """The terms ``M * numerator(v) * B^base_power``."""
+    avoid = poly.all_index_names()
+    out: list[Term] = []
+    for exponent, coeff in sorted(numerator.items()):
+        terms = [Term(coeff, rest)]
+        if exponent:
+            terms = multiply(terms, make_apply("pow", variable, Fraction(exponent)), set(variable.indices), avoid)
+        if base_power:
+            terms = multiply(terms, make_apply("pow", base, Fraction(base_power)), set(base.indices), avoid)
+        out.extend(terms)
+    return out
+
+
+def cancel_common_factors(poly: Poly) -> Poly:
+    """``poly`` with each power of 1/B cancelled against the numerator where B divides it
+    exactly (see the module's docstring); the same Poly where nothing cancels."""
+    tried: set[Poly] = set()
+    while True:
+        bases = [
+            f.arg
+            for t in poly.terms
+            for f in t.factors
+            if isinstance(f, Apply) and f.func == "pow" and f.param < 0 and len(f.arg.terms) > 1 and f.arg not in tried
+        ]
+        if not bases:
+            return poly
+        base = bases[0]
+        tried.add(base)
+        cancelled = _cancel_one(poly, base)
+        if cancelled is not None and len(cancelled.terms) <= len(poly.terms):
+            poly = cancelled
+
+
+CANCEL[:] = [cancel_common_factors]
