@@ -638,10 +638,19 @@ def diff(
     axes = count_axes_of(final.hints)
     poly = count_powers(poly, axes)  # delta_ll^3, not three counts that need three letters
     text, printed = factored(poly, axes)
-    if sized_only_by_deltas(printed, refs) and root.statement is not None and root.name != "_":
+    forward_names = {d.name for d in checked.definitions}
+    # an adjoint constant along an output axis (dt2dt1_j = 2 t1 delta_jj + ... of a Jacobian
+    # of t2_j by s): nothing in its text sizes j, so the statement differentiated is printed
+    # first too, and sized_constant_adjoints writes "+ 0 t2_j" into the adjoint
+    constant = {
+        d.name
+        for d in current.definitions[:-1]
+        if d.name not in forward_names and sized_only_by_deltas(d.poly, ()) & set(d.indices[: len(root.indices)])
+    }
+    if (sized_only_by_deltas(printed, refs) or constant) and root.statement is not None and root.name != "_":
         defined = {d.name for d in checked.definitions}
         current = with_forward(current, checked, uses(root) & defined)
-        current = with_root(current, root)  # printed first: it sizes what only deltas carry
+        current = with_root(current, root, constant)  # printed first: it sizes what only deltas carry
     current = adjoint_counts(current, checked.definitions)
     statement = _display(root, refs, counts_read_back(current, checked.definitions, poly, axes) or text)
     poly = printed
@@ -652,13 +661,15 @@ def diff(
     inputs = dict(checked.inputs)
     for ref in refs:  # a wrt tensor fixes the derivative's axes even where its values cancel
         inputs[ref.name] = (checked.all_inputs or checked.inputs)[ref.name]
-    current = sized_constant_adjoints(current, inputs)
+    current = sized_constant_adjoints(current, inputs, root)
     derivative = Derivative(current, inputs, tuple(refs), root, checked.definitions, layout)
     derivative.structure = structure
     return derivative
 
 
-def sized_constant_adjoints(program: CheckedProgram, inputs: Mapping[str, int]) -> CheckedProgram:
+def sized_constant_adjoints(
+    program: CheckedProgram, inputs: Mapping[str, int], root: Definition | None = None
+) -> CheckedProgram:
     """``program`` with each adjoint that is constant along an axis (``dfdt2_i = x_k t1_k
     delta_ii``, ``dfdT1_ij = 2 mean_k(delta_ki) mean_l(delta_lj)``: i only in deltas and 1/n)
     printed with ``+ 0 t2_i``, the tensor it is the adjoint of, where that is an input or a
@@ -671,6 +682,9 @@ def sized_constant_adjoints(program: CheckedProgram, inputs: Mapping[str, int]) 
         carried = [f for t in d.poly.terms for f in t.factors if not isinstance(f, Delta) and not is_reciprocal(f)]
         used = {i for f in carried for i in f.indices}
         axes = {h[1]: (h[2], h[3]) for h in d.hints if h[0] == "axis"}
+        if root is not None and not axes and d.statement is None and len(d.indices) == len(root.indices):
+            # an adjoint of a scalar has the output's axes: dt2dt1_j by t1 in a Jacobian of t2_j
+            axes = {i: (root.name, k) for k, i in enumerate(d.indices)}
         of = {axes[i][0] for i in d.indices if i in axes}
         if (
             d.statement is None
@@ -771,12 +785,14 @@ def adjoint_counts(current: CheckedProgram, sources: list[Definition]) -> Checke
     return current
 
 
-def with_root(current: CheckedProgram, root: Definition) -> CheckedProgram:
-    """``current`` with the statement it differentiates printed before its result, so that the
-    text sizes an axis that differentiation left only in deltas (it is not computed)."""
+def with_root(current: CheckedProgram, root: Definition, before: set[str] = frozenset()) -> CheckedProgram:
+    """``current`` with the statement it differentiates printed before its result (and before
+    the first of ``before``), so that the text sizes an axis that differentiation left only in
+    deltas (it is not computed)."""
     if any(d.name == root.name for d in current.definitions):
         return current
-    definitions = [*current.definitions[:-1], root, current.definitions[-1]]
+    at = next((k for k, d in enumerate(current.definitions[:-1]) if d.name in before), len(current.definitions) - 1)
+    definitions = [*current.definitions[:at], root, *current.definitions[at:]]
     ranks = {**current.ranks, root.name: len(root.indices)}
     return CheckedProgram(definitions, current.inputs, current.output, None, ranks, current.all_inputs)
 

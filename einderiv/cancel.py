@@ -22,6 +22,7 @@ Ends: each division lowers the power of B of a group by one, and the groups are 
 from __future__ import annotations
 
 from fractions import Fraction
+from functools import lru_cache
 
 from .normal import CANCEL, Apply, Poly, Term, make_apply, multiply, simplify
 
@@ -35,6 +36,7 @@ def _base(atom) -> tuple[Poly, Fraction]:
     return Poly((Term(Fraction(1), (atom,)),), atom.indices), Fraction(1)
 
 
+@lru_cache(maxsize=4096)
 def _as_univariate(poly: Poly) -> tuple[Poly, Univariate] | None:
     """``poly`` as c0 + c1 v + c2 v^2 + ... in one atom v, with c0 != 0 and non-negative integer
     exponents; None where it is not (two variables, a summed index, a fractional power)."""
@@ -164,6 +166,7 @@ def _build(rest: tuple, numerator: Univariate, base_power: int, variable: Poly, 
     return out
 
 
+@lru_cache(maxsize=8192)
 def cancel_common_factors(poly: Poly) -> Poly:
     """``poly`` with each power of 1/B cancelled against the numerator where B divides it
     exactly (see the module's docstring); the same Poly where nothing cancels."""

@@ -873,3 +873,17 @@ def test_a_log_of_a_quotient_of_intermediates_is_a_log_softmax(source):
     log_softmax = shifted - np.log(np.exp(shifted).sum())
     assert einderiv.evaluate(source, y=y, z=z) == pytest.approx(y @ log_softmax, rel=1e-14)
     np.testing.assert_allclose(einderiv.grad(source, "z")(y=y, z=z), y - np.exp(log_softmax) * y.sum(), atol=1e-300)
+
+
+def test_a_jacobian_of_an_intermediate_constant_along_its_axis_reads_back():
+    """The Jacobian of ``t2_j = t1 t1 + log1p(t1^2) + v_j`` (of="t2") by s goes through the
+    adjoint ``dt2dt1_j``, constant along j: nothing in the printed text sized j, and reading it
+    back stopped with "cannot be inferred" (an of= probe).  t2's statement is now printed before
+    the adjoint, which adds ``+ 0 t2_j``.  Against the closed form d/ds of t1^2 + log1p(t1^2)."""
+    source = "t1 = ((s + 0.5))((s)(3)); t2_j = (((t1)(t1) + log1p((t1)^2)) + v_j); f = sigmoid((t1)(0.5))"
+    s, v = 0.3, np.ones(3)
+    t1, dt1 = (s + 0.5) * 3 * s, 3 * (2 * s + 0.5)
+    expected = np.full(3, (2 * t1 + 2 * t1 / (1 + t1**2)) * dt1)
+    jacobian = einderiv.jacobian(source, "s", of="t2")
+    np.testing.assert_allclose(jacobian(s=np.array(s), v=v), expected, rtol=1e-13)
+    np.testing.assert_allclose(einderiv.compile(str(jacobian))(s=np.array(s), v=v), expected, rtol=1e-13)
