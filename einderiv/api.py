@@ -260,6 +260,12 @@ class Compiled:
                 hint = ""
                 if not rank and (self.reading is None or self.reading.notation == "index"):
                     hint = scalar_use_hint(name, len(shape), self.read_as)
+                elif self.reading is not None and self.reading.notation == "matrix":  # its guess of the rank
+                    kind = {0: "a scalar", 1: "a vector", 2: "a matrix"}.get(rank, f"a tensor of rank {rank}")
+                    hint = (
+                        f" (matrix notation read {name!r} as {kind}; where it is not, declare it: "
+                        f"ranks={{{name!r}: {len(shape)}}}, CLI: --rank {name}={len(shape)})"
+                    )
                 raise EvaluationError(
                     f"input {name!r} has {len(shape)} axes (shape {shape}) but is used with {rank} indices{hint}"
                 )
@@ -592,6 +598,8 @@ def diff(
     for hint in root.hints:
         if hint[0] == "poly":
             used |= hint[1].all_index_names()
+    if root.statement is not None:  # as written: a count delta_kk is k#1 by now, and still k
+        used |= {i for node in walk(root.statement.rhs) for i in getattr(node, "indices", ())}
     refs: list[Tensor] = []
     current = checked
     for number, spec in enumerate(specs, 1):

@@ -9,12 +9,17 @@ expanded, it is 0 / 0 where s rounds to 1 (u > 37), and it prints as ``(1 - s) /
 
 :func:`cancel_common_factors` does that division exactly, in the polynomial ring whose variables
 are the atoms of the terms: for a base B written as a power in some term (``pow(B, -2)``) that is
-a polynomial in one atom v with a non-zero constant term (``1 - s``, ``1 - t^2``, ``1 + s^2``),
-the terms are grouped by the product of their other factors M; in each group, the numerator
-p_M(v) over B^K (K the largest power of 1/B in the group) is divided by B while the division is
-exact.  The result is the same function (where B is not 0), with fewer powers of B; a group whose
-numerator has fewer terms than the group over B^K is written so too, where nothing divides
-(``1 / (1 - s) + s / (1 - s)^2`` is ``1 / (1 - s)^2``).
+a polynomial with a non-zero constant term in one bounded atom v (``sigmoid``, ``tanh``, ``sin``,
+``cos`` of anything: ``1 - s``, ``1 - t^2``, ``1 + s^2``), the terms are grouped by the product of
+their other factors M; in each group, the numerator p_M(v) over B^K (K the largest power of 1/B
+in the group) is divided by B while the division is exact.  The result is the same function
+(where B is not 0), with fewer powers of B.  Only a bounded v: multiplying out p_M(v) B^k is then
+never an overflow (``x^2 / (1 + x^2)^2`` is inf / inf at x = 1e160, where the terms it came from
+are finite).  A group is left as it was where a summed index only v or B carries would be lost
+(``sum_n((1 - s_n^2) / (1 + s_n))`` is N - sum_n(s_n), not 1 - s_n once).
+
+It runs while differentiating (:data:`einderiv.normal.CANCELLING`), not on what the user wrote:
+``(1 - s) / (1 - s)`` as written is NaN at s = 1, as in NumPy.
 
 Ends: each division lowers the power of B of a group by one, and the groups are finite.
 """
@@ -24,7 +29,8 @@ from __future__ import annotations
 from fractions import Fraction
 from functools import lru_cache
 
-from .normal import CANCEL, Apply, Poly, Term, make_apply, multiply, simplify
+from .ir import Tensor
+from .normal import CANCEL, Apply, Poly, Term, carrying, make_apply, multiply, rename_atom, simplify
 
 Univariate = dict[int, Fraction]  # exponent of v -> coefficient
 
@@ -36,10 +42,15 @@ def _base(atom) -> tuple[Poly, Fraction]:
     return Poly((Term(Fraction(1), (atom,)),), atom.indices), Fraction(1)
 
 
+#: Functions whose values lie in [-1, 1]: a polynomial in one of them cannot overflow.
+BOUNDED = frozenset({"sigmoid", "tanh", "sin", "cos"})
+
+
 @lru_cache(maxsize=4096)
-def _as_univariate(poly: Poly) -> tuple[Poly, Univariate] | None:
-    """``poly`` as c0 + c1 v + c2 v^2 + ... in one atom v, with c0 != 0 and non-negative integer
-    exponents; None where it is not (two variables, a summed index, a fractional power)."""
+def _as_univariate(poly: Poly, bounded: frozenset) -> tuple[Poly, Univariate] | None:
+    """``poly`` as c0 + c1 v + c2 v^2 + ... in one bounded atom v (:data:`BOUNDED`), with c0 != 0
+    and non-negative integer exponents; None where it is not (two variables, a summed index, a
+    fractional power, an unbounded v)."""
     variable, coefficients = None, {}
     for term in poly.terms:
         exponent = 0
@@ -55,6 +66,11 @@ def _as_univariate(poly: Poly) -> tuple[Poly, Univariate] | None:
         coefficients[exponent] = coefficients.get(exponent, Fraction(0)) + term.coeff
     coefficients = {e: c for e, c in coefficients.items() if c}
     if variable is None or not coefficients.get(0) or max(coefficients) == 0:
+        return None
+    atom = variable.terms[0].factors[0] if len(variable.terms) == 1 and len(variable.terms[0].factors) == 1 else None
+    if not (isinstance(atom, Apply) and atom.func in BOUNDED) and not (
+        isinstance(atom, Tensor) and any(atom.name == name for name, _, _ in bounded)  # s_n = sigmoid(z_n)
+    ):
         return None
     return variable, coefficients
 
@@ -81,17 +97,30 @@ def _divide(numerator: Univariate, divisor: Univariate) -> Univariate | None:
     return {e + shift: c for e, c in quotient.items()}
 
 
-def _split(term: Term, base: Poly, variable: Poly) -> tuple[tuple, int, int] | None:
+def _alias(variable: Poly, bounded: frozenset) -> Poly | None:
+    """The call an intermediate variable is (``sigmoid(z_m)`` for ``s_m``, with ``s_n =
+    sigmoid(z_n)``): differentiation writes either, and both are v."""
+    atom = variable.terms[0].factors[0]
+    for name, indices, call in bounded:
+        if isinstance(atom, Tensor) and atom.name == name and len(indices) == len(atom.indices):
+            renamed = rename_atom(call, dict(zip(indices, atom.indices)))
+            return Poly((Term(Fraction(1), (renamed,)),), renamed.indices)
+    return None
+
+
+def _split(term: Term, base: Poly, variable: Poly, alias: Poly | None = None) -> tuple[tuple, int, int] | None:
     """``term`` as (its other factors M, the power of v, the power of 1/B), or None where a power
     of v or of B is not an integer."""
     rest, of_variable, of_base = [], 0, 0
     for factor in term.factors:
         b, power = _base(factor)
-        if b == base and isinstance(factor, Apply) and factor.func == "pow":
+        if power == 0:  # x_n^0 as written: the shape it carries stays with the other factors
+            rest.append(factor)
+        elif b == base and isinstance(factor, Apply) and factor.func == "pow":
             if power.denominator != 1:
                 return None
             of_base -= int(power)
-        elif b == variable:
+        elif b == variable or (alias is not None and b == alias):
             if power.denominator != 1:
                 return None
             of_variable += int(power)
@@ -100,24 +129,26 @@ def _split(term: Term, base: Poly, variable: Poly) -> tuple[tuple, int, int] | N
     return tuple(sorted(rest, key=repr)), of_variable, of_base
 
 
-def _cancel_one(poly: Poly, base: Poly) -> Poly | None:
+def _cancel_one(poly: Poly, base: Poly, bounded: frozenset) -> Poly | None:
     """``poly`` with the powers of 1/``base`` cancelled where the division is exact, or None."""
-    found = _as_univariate(base)
+    found = _as_univariate(base, bounded)
     if found is None:
         return None
     variable, divisor = found
+    alias = _alias(variable, bounded)
     groups: dict[tuple, list] = {}
     for term in poly.terms:
-        split = _split(term, base, variable)
+        split = _split(term, base, variable, alias)
         if split is None:
             return None
         rest, of_variable, of_base = split
         groups.setdefault(rest, []).append((term.coeff, of_variable, of_base, term))
     out: list[Term] = []
     changed = False
+    own = (set(variable.indices) | set(base.indices)) - set(poly.indices)  # summed, carried by v or B
     for rest, members in groups.items():
         highest = max(of_base for _, _, of_base, _ in members)
-        if highest <= 0:
+        if highest <= 0 or own - {i for f in rest for i in f.indices}:  # nothing to divide, or a sum to keep
             out.extend(term for *_, term in members)
             continue
         numerator: Univariate = {}  # sum of c v^e B^(highest - b): B's powers multiplied out
@@ -138,7 +169,7 @@ def _cancel_one(poly: Poly, base: Poly) -> Poly | None:
             out.extend(term for *_, term in members)  # nothing divides or collects: as they were
             continue
         changed = True
-        out.extend(_build(rest, numerator, -power, variable, base, poly))
+        out.extend(carrying(_build(rest, numerator, -power, variable, base, poly), poly.indices))
     if not changed:
         return None
     return simplify(out, poly.indices, cancelling=False)
@@ -167,7 +198,7 @@ def _build(rest: tuple, numerator: Univariate, base_power: int, variable: Poly, 
 
 
 @lru_cache(maxsize=8192)
-def cancel_common_factors(poly: Poly) -> Poly:
+def cancel_common_factors(poly: Poly, bounded: frozenset = frozenset()) -> Poly:
     """``poly`` with each power of 1/B cancelled against the numerator where B divides it
     exactly (see the module's docstring); the same Poly where nothing cancels."""
     tried: set[Poly] = set()
@@ -182,7 +213,7 @@ def cancel_common_factors(poly: Poly) -> Poly:
             return poly
         base = bases[0]
         tried.add(base)
-        cancelled = _cancel_one(poly, base)
+        cancelled = _cancel_one(poly, base, bounded)
         if cancelled is not None and len(cancelled.terms) <= len(poly.terms):
             poly = cancelled
 

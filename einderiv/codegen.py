@@ -38,7 +38,7 @@ from .emit import symbol_table
 from .errors import EinderivError
 from .glyphs import format_number
 from .gradients import Gradients
-from .index_names import count_stem, is_count
+from .index_names import count_letter, count_stem, is_count
 from .ir import Delta, MatrixCall, Program, Tensor, to_float, walk
 from .normal import Apply, MatrixFn, Poly, is_reciprocal
 from .optimiser import StraightLine
@@ -425,7 +425,11 @@ class _Sizes:
         for name in (index, count_stem(index) if is_count(index) else None):
             if name is not None and name in self.by_name:
                 return self.by_name[name]
-        raise EinderivError(f"cannot generate code: the size of index {index!r} is not known from an array")
+        shown = count_letter(index) if is_count(index) else index  # i#_ is the user's i, counted
+        raise EinderivError(
+            f"cannot generate code: the size of index {shown!r} is not known from an array "
+            "(it appears only in deltas: write it on a tensor too)"
+        )
 
 
 class _Body:

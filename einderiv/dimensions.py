@@ -33,6 +33,7 @@ class Dimensions:
     def __init__(self) -> None:
         self._parent: dict[Node, Node] = {}
         self.first_letter: dict[Node, str] = {}
+        self.letters: dict[Node, set[str]] = {}  # every letter an input axis is written with
         self.axes: dict[Node, None] = {}  # every tensor axis seen, in order (an ordered set)
         self.square: dict[str, str] = {}  # matrix -> a function of it (inv, det, logdet): square
         self._scoped: dict[tuple[str, str], list[Node]] = {}  # (statement, letter) -> its nodes
@@ -50,6 +51,7 @@ class Dimensions:
         self.axes.setdefault(node)
         if letter is not None:
             self.first_letter.setdefault(node, letter)
+            self.letters.setdefault(node, set()).add(letter)
         return node
 
     def union(self, a: Node, b: Node) -> None:
@@ -188,6 +190,7 @@ def dimension_sizes(dims: Dimensions, shapes: Mapping[str, tuple[int, ...]]) -> 
         if len(shape) == 2 and shape[0] != shape[1]:
             raise EvaluationError(f"{func}({name}): {name!r} has shape {shape}, not a square matrix")
     sizes: dict[Node, tuple[int, str]] = {}
+    firsts: dict[Node, Node] = {}  # the axis the first size came from
     for key in dims.axes:
         name, axis = key[1], key[2]
         if name not in shapes or axis >= len(shapes[name]):
@@ -195,10 +198,19 @@ def dimension_sizes(dims: Dimensions, shapes: Mapping[str, tuple[int, ...]]) -> 
         root, size = dims.find(key), shapes[name][axis]
         origin = f"{name} axis {axis}" if len(shapes[name]) > 1 else name
         known = sizes.setdefault(root, (size, origin))
+        first_axis = firsts.setdefault(root, key)
         if known[0] != size:
-            letter = dims.first_letter.get(key)
-            what = f"index {letter!r}" if letter else f"{origin}, which a delta or a reduction joins to {known[1]},"
-            raise EvaluationError(f"{what} has two sizes: {known[0]} (from {known[1]}) and {size} (from {origin})")
+            letter, first = dims.first_letter.get(key), dims.first_letter.get(first_axis)
+            shared = dims.letters.get(key, set()) & dims.letters.get(first_axis, set())
+            if shared:  # x_i A_ij x_j: j is written at both axes
+                what = f"index {letter if letter in shared else sorted(shared)[0]!r} has"
+            elif letter and first and letter != first:  # C_ij = delta_ij + A_ij: i and j are one size
+                what = f"indices {first!r} and {letter!r}, which a delta or a reduction makes one, have"
+            elif letter:
+                what = f"index {letter!r} has"
+            else:
+                what = f"{origin}, which a delta or a reduction joins to {known[1]}, has"
+            raise EvaluationError(f"{what} two sizes: {known[0]} (from {known[1]}) and {size} (from {origin})")
     return sizes
 
 

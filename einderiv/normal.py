@@ -21,6 +21,7 @@ import itertools
 import math
 from collections import Counter
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -129,7 +130,12 @@ POLY_TEXT: list[Callable[[Poly], str]] = []
 #: How :func:`simplify` cancels a power of a sum against the numerator:
 #: :func:`einderiv.cancel.cancel_common_factors`, which builds on this module and puts itself
 #: here when it is imported (:mod:`einderiv.lower` imports it).
-CANCEL: list[Callable[[Poly], Poly]] = []
+CANCEL: list[Callable[[Poly, frozenset], Poly]] = []
+
+#: Whether :func:`simplify` cancels: while differentiating (:func:`einderiv.program.derive`), not
+#: while lowering what the user wrote, which means what NumPy computes (``(1 - s) / (1 - s)`` is
+#: NaN at s = 1).  None, or the intermediates that are a bounded call (``s_n = sigmoid(z_n)``).
+CANCELLING: ContextVar[frozenset | None] = ContextVar("cancelling", default=None)
 
 
 @dataclass(frozen=True)
@@ -380,34 +386,30 @@ def _power_base(atom) -> tuple[Poly, Fraction]:
 def merge_powers(term: Term) -> list[Term]:
     """``u^a u^b = u^(a+b)`` for equal elementwise bases, where a call or power is involved
     (plain tensors stay as written: ``x_i x_i``).  Returns the term's expansion (a list).
-    A fractional power is NaN below 0, as in NumPy, so powers of a base that may be negative
-    merge only where the total is fractional too: ``x^0.5 x^0.5`` stays (NaN at x = -2, where
-    x is not), ``x^0.5 x`` is ``x^1.5``."""
+    Fractional powers merge too (``x^0.5 x^0.5`` is x, also below 0, where each factor is NaN):
+    left apart, their derivatives are sums of powers that cancel only in exact arithmetic."""
     applies = [f for f in term.factors if isinstance(f, Apply)]
     if not applies:
         return [term]
-    groups: dict[Poly, list] = {}
+    groups: dict[Poly, Fraction] = {}
+    order: list[Poly] = []
     rest = []
     for f in term.factors:
         if isinstance(f, Apply) or any(
             isinstance(g, Apply) and _power_base(g)[0] == _power_base(f)[0] for g in applies
         ):
             base, exponent = _power_base(f)
-            groups.setdefault(base, []).append((f, exponent))
+            if base not in groups:
+                groups[base] = Fraction(0)
+                order.append(base)
+            groups[base] += exponent
         else:
             rest.append(f)
-    merged = {}
-    for base, powers in groups.items():
-        total = sum((e for _, e in powers), Fraction(0))
-        if len(powers) > 1 and merges_to(base, [e for _, e in powers], total):
-            merged[base] = total
-        else:
-            rest.extend(f for f, _ in powers)
-    if not merged:
+    if len(order) == len([f for f in term.factors if f not in rest]):
         return [term]  # nothing to merge
     out = [Term(term.coeff, tuple(rest))]
-    for base, total in merged.items():
-        out = multiply(out, make_apply("pow", base, total), set(base.indices), avoid=term.index_names())
+    for base in order:
+        out = multiply(out, make_apply("pow", base, groups[base]), set(base.indices), avoid=term.index_names())
     return out
 
 
@@ -487,8 +489,9 @@ def simplify(terms, indices: Indices, counts: bool = True, cancelling: bool = Tr
                 collected[key] = [term.coeff, term]
     out = tuple(Term(coeff, rep.factors) for coeff, rep in collected.values() if coeff != 0)
     poly = Poly(out, tuple(indices))
-    if cancelling and CANCEL and any(_over_a_sum(f) for t in out for f in t.factors):
-        return CANCEL[0](poly)
+    bounded = CANCELLING.get()
+    if cancelling and CANCEL and bounded is not None and any(_over_a_sum(f) for t in out for f in t.factors):
+        return CANCEL[0](poly, bounded)
     return poly
 
 
@@ -870,6 +873,52 @@ def log_one_plus(func: str, arg: Poly, param) -> list[Term] | None:
 
 
 #: Rules on one call, in the order make_apply tries them (first match wins).
+#: Calls whose values are positive wherever they are defined: a log of a product of them splits.
+POSITIVE = frozenset({"exp", "sigmoid", "softplus", "cosh"})
+
+
+def _positive(atom) -> bool:
+    """Whether ``atom`` is positive as written: a call of :data:`POSITIVE`, or a power of a sum of
+    positive multiples of such products (``1 / sum_j(exp(z_j))``, ``(1 + exp(u))^2``)."""
+    if isinstance(atom, Apply) and atom.func in POSITIVE:
+        return True
+    if isinstance(atom, Apply) and atom.func == "pow":
+        return bool(atom.arg.terms) and all(
+            t.coeff > 0 and t.factors and all(_positive(f) for f in t.factors) for t in atom.arg.terms
+        )
+    return False
+
+
+def log_of_product(func: str, arg: Poly, param) -> list[Term] | None:
+    """``log(c f1^p1 f2^p2 ...) = log(c) + p1 log(f1) + p2 log(f2) + ...`` for c > 0 and positive
+    factors (exp, sigmoid, softplus, cosh, or a power of a sum of positive terms), each log then
+    rewritten by the other rules: ``log(exp(z_k) / sum_j(exp(z_j)))`` written with the sum apart,
+    ``log(2 exp(z))`` is ``log(2) + z``, ``log(sigmoid(z) exp(z))`` is ``z - softplus(-z)``.
+
+    Stable: the product of an exp with anything overflows or underflows long before its log
+    does (log(2 exp(1000)) was inf, and a sum over it NaN); the logs of the factors are the
+    stable forms the other rules give.  A product summed over an index inside the log
+    (``log(x_j y_j)``) is a sum, not a product, and stays.
+    Terminates: each log is of one factor of the product, strictly smaller than the call."""
+    if func != "log" or len(arg.terms) != 1:
+        return None
+    term = arg.terms[0]
+    factors = term.factors
+    single = len(factors) == 1 and term.coeff == 1 and not (isinstance(factors[0], Apply) and factors[0].func == "pow")
+    if term.coeff <= 0 or not factors or single or not all(_positive(f) for f in factors):
+        return None
+    if any(set(f.indices) - set(arg.indices) for f in factors):
+        return None  # log(sum_j(x_j y_j)): a sum inside
+    out = [_log_of(term.coeff)] if term.coeff != 1 else []
+    for factor in factors:
+        if isinstance(factor, Apply) and factor.func == "pow":
+            base, power = factor.arg, factor.param
+        else:
+            base, power = Poly((Term(ONE, (factor,)),), factor.indices), ONE
+        out.extend(t.scaled(power) for t in make_apply("log", base))
+    return carrying(out, arg.indices)
+
+
 CALL_RULES: tuple[Callable, ...] = (
     log_det,
     log_exp,
@@ -881,6 +930,7 @@ CALL_RULES: tuple[Callable, ...] = (
     log_add_exp,
     log_cosh,
     log_one_plus,
+    log_of_product,
 )
 
 

@@ -16,14 +16,17 @@ their user, which is how ``L = e_n e_n`` gives ``-2 e_n Phi_nk`` rather than a n
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
+from .cancel import BOUNDED
 from .differentiate import differentiate
-from .errors import IndexRuleError
+from .errors import EinderivWarning, IndexRuleError
 from .index_names import COUNT_MARK, count_letter, count_stem, fresh_indices, is_count, is_lowered_count
 from .ir import Delta, Indices, MatrixCall, Program, Statement, Tensor, walk
 from .normal import (
+    CANCELLING,
     Apply,
     MatrixFn,
     Poly,
@@ -222,6 +225,21 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         )
         hints = (("poly", raw), ("names", names), *axis_hints, *((("tied", ties),) if ties else ()))
         definitions.append(Definition(name, poly.indices, poly, hints, statement))
+    last = statements[-1]
+    if (
+        of is None
+        and len(statements) > 1
+        and last.target is None
+        and not references(definitions[-1].poly) & set(defined)
+    ):
+        # f = x_i A_ij ⏎ x_j: a line break ended the statement, and the bare last line is the output
+        warnings.warn(
+            f"the output, the last line {str(last.rhs)!r}, has no left-hand side and uses none of the "
+            f"statements before it, so they do nothing: if it continues the line above, "
+            f"end that line with an operator or wrap the expression in parentheses",
+            EinderivWarning,
+            stacklevel=2,
+        )
     output = definitions[-1].name if of is None else of
     if output not in defined:
         names = ", ".join(d.name for d in definitions if d.name != "_")
@@ -522,7 +540,21 @@ def unique_name(base: str, taken: set[str]) -> str:
 def derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None = None) -> CheckedProgram:
     """The program computing d(output)/d(wrt), named ``name``, by reverse accumulation.  Its
     adjoints are named ``d<stem>d<intermediate>`` (by default the output's name: ``dLdH``;
-    a second derivative's ``d2LdWdH``, the derivative of dL/dW by H)."""
+    a second derivative's ``d2LdWdH``, the derivative of dL/dW by H).  Its sums are simplified
+    with the exact cancellations of :mod:`einderiv.cancel` (``CANCELLING``)."""
+    bounded = {
+        (d.name, d.indices, call)
+        for d in program.definitions
+        if (call := _single_call(d)) is not None and call.func in BOUNDED
+    }
+    token = CANCELLING.set(frozenset(bounded))
+    try:
+        return _derive(program, wrt, name, stem)
+    finally:
+        CANCELLING.reset(token)
+
+
+def _derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None) -> CheckedProgram:
     out = program.out
     P, W = out.indices, wrt.indices
     definitions = {d.name: d for d in program.definitions}

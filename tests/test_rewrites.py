@@ -93,6 +93,13 @@ ELEMENTWISE = {
         mp_sigmoid,
         lambda u: mp_sigmoid(u) * mp_sigmoid(-u),
     ),
+    "log_of_product": (
+        "y_i = log(2 sigmoid(z_i) exp(z_i))",
+        "s_i = sigmoid(z_i); e_i = exp(z_i); y_i = log(2 s_i e_i)",
+        "softplus",
+        lambda u: mpmath.log(2) + u - mpmath.log(1 + mpmath.exp(-u)),
+        lambda u: 1 + mp_sigmoid(-u),
+    ),
     "log_exp": (
         "y_i = log(exp(z_i))",
         "e_i = exp(z_i); y_i = log(e_i)",
@@ -301,7 +308,7 @@ def test_the_catalogue_covers_the_documented_rules():
     expected = {
         "log_det", "log_exp", "log_sigmoid", "log_one_minus_sigmoid", "log_one_plus_exp", "log_add_exp",
         "log_cosh", "log_one_plus", "exp_over_sum_exp", "sigmoid_pair", "one_minus_sigmoid", "logsumexp_parts",
-        "log1p_exp", "reciprocal_one_plus_exp", "exp_times_sigmoid",
+        "log1p_exp", "reciprocal_one_plus_exp", "exp_times_sigmoid", "log_of_product",
     }  # fmt: skip
     assert set(rewrites.CATALOGUE) == expected
     readme = (__import__("pathlib").Path(__file__).parent.parent / "README.md").read_text()
