@@ -350,7 +350,7 @@ class Compiled:
         except EvaluationError as err:
             if type(self) is not Compiled or self.reading is None or self.reading.notation != "matrix":
                 raise
-            if "index '" not in str(err):
+            if "index '" not in str(err) and "indices '" not in str(err):
                 raise
             square = "; I is square and takes its size from what it meets" if "delta_" in self.read_as else ""
             raise EvaluationError(f"{err} (matrix notation read the text as {self.read_as}{square})") from None
@@ -598,8 +598,9 @@ def diff(
     for hint in root.hints:
         if hint[0] == "poly":
             used |= hint[1].all_index_names()
-    if root.statement is not None:  # as written: a count delta_kk is k#1 by now, and still k
-        used |= {i for node in walk(root.statement.rhs) for i in getattr(node, "indices", ())}
+    for d in checked.definitions:  # as written: a count delta_kk is k#1 by now, and still k
+        if d.statement is not None:
+            used |= {i for node in walk(d.statement.rhs) for i in getattr(node, "indices", ())}
     refs: list[Tensor] = []
     current = checked
     for number, spec in enumerate(specs, 1):

@@ -205,7 +205,7 @@ def dimension_sizes(dims: Dimensions, shapes: Mapping[str, tuple[int, ...]]) -> 
             if shared:  # x_i A_ij x_j: j is written at both axes
                 what = f"index {letter if letter in shared else sorted(shared)[0]!r} has"
             elif letter and first and letter != first:  # C_ij = delta_ij + A_ij: i and j are one size
-                what = f"indices {first!r} and {letter!r}, which a delta or a reduction makes one, have"
+                what = f"indices {first!r} and {letter!r}, which the text makes one size, have"
             elif letter:
                 what = f"index {letter!r} has"
             else:

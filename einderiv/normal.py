@@ -133,8 +133,8 @@ POLY_TEXT: list[Callable[[Poly], str]] = []
 CANCEL: list[Callable[[Poly, frozenset], Poly]] = []
 
 #: Whether :func:`simplify` cancels: while differentiating (:func:`einderiv.program.derive`), not
-#: while lowering what the user wrote, which means what NumPy computes (``(1 - s) / (1 - s)`` is
-#: NaN at s = 1).  None, or the intermediates that are a bounded call (``s_n = sigmoid(z_n)``).
+#: while lowering what the user wrote, which keeps the meaning NumPy gives it.  None, or the
+#: intermediates that are a bounded call, as ``(name, indices, call)`` (``s_n = sigmoid(z_n)``).
 CANCELLING: ContextVar[frozenset | None] = ContextVar("cancelling", default=None)
 
 
@@ -884,7 +884,7 @@ def _positive(atom) -> bool:
         return True
     if isinstance(atom, Apply) and atom.func == "pow":
         return bool(atom.arg.terms) and all(
-            t.coeff > 0 and t.factors and all(_positive(f) for f in t.factors) for t in atom.arg.terms
+            t.coeff > 0 and all(_positive(f) for f in t.factors) for t in atom.arg.terms
         )
     return False
 

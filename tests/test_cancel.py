@@ -163,3 +163,15 @@ def test_a_program_reads_its_intermediate_as_the_bounded_call():
         ]
         values = np.array([float(derivative(u=np.array(u))) for u in U])
         np.testing.assert_allclose(values, np.exp(U), rtol=1e-12)
+
+
+@pytest.mark.parametrize("s", [0.3, 8.0, 30.0])
+def test_a_sum_in_tanh_is_cancelled_only_as_a_polynomial_in_its_square(s):
+    """The gradient of ``-1 / (1 + tanh(s))^2`` is 2 (1 - t^2) / (1 + t)^3; cancelled once, it was
+    2 (1 - t) / (1 + t)^2, and ``1 - tanh(30)`` is 0 in float64 (a review found it: 0 for
+    8.8e-27).  Evaluation computes 1 - t^2 as cosh^-2, so over a tanh only polynomials in t^2
+    are cancelled.  Against mpmath: d/ds of -1 / (1 + tanh s)^2 = 2 sech^2 s / (1 + tanh s)^3."""
+    gradient = einderiv.grad("f = -1 / (1 + tanh(s))^2", "s")
+    u = mpmath.mpf(s)
+    expected = float(2 * mpmath.sech(u) ** 2 / (1 + mpmath.tanh(u)) ** 3)
+    np.testing.assert_allclose(float(gradient(s=np.array(s))), expected, rtol=1e-12)
