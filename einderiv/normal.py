@@ -413,7 +413,7 @@ def merge_powers(term: Term) -> list[Term]:
     return out
 
 
-#: Elementwise functions whose values are never negative: powers of them merge freely.
+#: Elementwise functions whose values are never negative: a power of a power of them folds freely.
 NON_NEGATIVE = frozenset({"abs", "cosh", "exp", "relu", "sigmoid", "softplus", "sqrt", "step"})
 
 
@@ -429,13 +429,11 @@ def non_negative(base: Poly) -> bool:
     )
 
 
-def merges_to(base: Poly, exponents, total: Fraction) -> bool:
-    """Whether ``base^e1 base^e2 ...`` may be written ``base^total``: always for integer powers
-    or a base that is never negative; with a fractional power (NaN below 0), only where the
-    total is fractional too, so NaN stays NaN (``x^0.5 x^0.5`` is not x, ``(x^0.5)^2`` is not x)."""
-    if all(e.denominator == 1 for e in exponents) or total.denominator != 1:
-        return True
-    return non_negative(base)
+def folds_to(base: Poly, inner: Fraction, total: Fraction) -> bool:
+    """Whether ``(base^inner)^n`` may be written ``base^total`` (total = inner n): always for an
+    integer inner power or a base that is never negative; for a fractional one (NaN below 0),
+    only where the total is fractional too, so NaN stays NaN (``(x^0.5)^2`` is not x)."""
+    return inner.denominator == 1 or total.denominator != 1 or non_negative(base)
 
 
 def unit_delta(factor, indices) -> bool:
@@ -698,7 +696,7 @@ def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term
         if value is not None and param.denominator == 1 and (value != 0 or param > 0):
             return carrying([Term(value**param.numerator, ())], arg.indices)
         inner = single_atom(arg, "pow")
-        if inner is not None and param.denominator == 1 and merges_to(inner.arg, [inner.param], inner.param * param):
+        if inner is not None and param.denominator == 1 and folds_to(inner.arg, inner.param, inner.param * param):
             return make_apply("pow", inner.arg, inner.param * param)
     rewritten = rewrite_call(func, arg, param)
     if rewritten is not None:
@@ -872,7 +870,6 @@ def log_one_plus(func: str, arg: Poly, param) -> list[Term] | None:
     return [Term(ONE, (Apply("log1p", rest),))]
 
 
-#: Rules on one call, in the order make_apply tries them (first match wins).
 #: Calls whose values are positive wherever they are defined: a log of a product of them splits.
 POSITIVE = frozenset({"exp", "sigmoid", "softplus", "cosh"})
 
@@ -919,6 +916,7 @@ def log_of_product(func: str, arg: Poly, param) -> list[Term] | None:
     return carrying(out, arg.indices)
 
 
+#: Rules on one call, in the order make_apply tries them (first match wins).
 CALL_RULES: tuple[Callable, ...] = (
     log_det,
     log_exp,

@@ -226,12 +226,12 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         hints = (("poly", raw), ("names", names), *axis_hints, *((("tied", ties),) if ties else ()))
         definitions.append(Definition(name, poly.indices, poly, hints, statement))
     last = statements[-1]
-    names = {
+    read_by_last = {  # as written: a rewrite may drop s from log(s)
         node.matrix if isinstance(node, MatrixCall) else node.name
         for node in walk(last.rhs)
         if isinstance(node, (Tensor, MatrixCall))
-    }  # as written: a rewrite may drop s in log(s)
-    if of is None and len(statements) > 1 and last.target is None and not names & set(defined):
+    }
+    if of is None and len(statements) > 1 and last.target is None and not read_by_last & set(defined):
         # f = x_i A_ij ⏎ x_j: a line break ended the statement, and the bare last line is the output
         warnings.warn(
             f"the output, the last line {str(last.rhs)!r}, has no left-hand side and uses none of the "
