@@ -647,18 +647,16 @@ def diff(
     axes = count_axes_of(final.hints)
     poly = count_powers(poly, axes)  # delta_ll^3, not three counts that need three letters
     text, printed = factored(poly, axes)
-    forward_names = {d.name for d in checked.definitions}
     # an adjoint constant along an output axis (dt2dt1_j = 2 t1 delta_jj + ... of a Jacobian
     # of t2_j by s): nothing in its text sizes j, so the statement differentiated is printed
     # first too, and sized_constant_adjoints writes "+ 0 t2_j" into the adjoint
     constant = {
         d.name
         for d in current.definitions[:-1]
-        if d.name not in forward_names and sized_only_by_deltas(d.poly, ()) & set(d.indices[: len(root.indices)])
+        if d.name not in forward and sized_only_by_deltas(d.poly, ()) & set(d.indices[: len(root.indices)])
     }
     if (sized_only_by_deltas(printed, refs) or constant) and root.statement is not None and root.name != "_":
-        defined = {d.name for d in checked.definitions}
-        current = with_forward(current, checked, uses(root) & defined)
+        current = with_forward(current, checked, uses(root) & forward)
         current = with_root(current, root, constant)  # printed first: it sizes what only deltas carry
     current = adjoint_counts(current, checked.definitions)
     statement = _display(root, refs, counts_read_back(current, checked.definitions, poly, axes) or text)

@@ -33,16 +33,9 @@ from fractions import Fraction
 from functools import lru_cache
 
 from .ir import Tensor
-from .normal import CANCEL, Apply, Poly, Term, carrying, make_apply, multiply, rename_atom, simplify
+from .normal import CANCEL, Apply, Poly, Term, carrying, make_apply, multiply, power_base, rename_atom, simplify
 
 Univariate = dict[int, Fraction]  # exponent of v -> coefficient
-
-
-def _base(atom) -> tuple[Poly, Fraction]:
-    """``atom`` as ``base ^ exponent``: a call or tensor is its own base, to the power 1."""
-    if isinstance(atom, Apply) and atom.func == "pow":
-        return atom.arg, atom.param
-    return Poly((Term(Fraction(1), (atom,)),), atom.indices), Fraction(1)
 
 
 #: Functions whose values lie in [-1, 1]: a polynomial in one of them cannot overflow.
@@ -58,7 +51,7 @@ def _as_univariate(poly: Poly, bounded: frozenset) -> tuple[Poly, Univariate] | 
     for term in poly.terms:
         exponent = 0
         for factor in term.factors:
-            base, power = _base(factor)
+            base, power = power_base(factor)
             if power.denominator != 1 or power < 0 or set(factor.indices) - set(poly.indices):
                 return None
             if variable is None:
@@ -116,7 +109,7 @@ def _split(term: Term, base: Poly, variable: Poly, alias: Poly | None = None) ->
     of v or of B is not an integer."""
     rest, of_variable, of_base = [], 0, 0
     for factor in term.factors:
-        b, power = _base(factor)
+        b, power = power_base(factor)
         if power == 0:  # x_n^0 as written: the shape it carries stays with the other factors
             rest.append(factor)
         elif b == base and isinstance(factor, Apply) and factor.func == "pow":

@@ -376,7 +376,7 @@ def power_of(atom, exponent: Fraction, indices: Indices | None = None) -> Apply:
     return Apply("pow", Poly((Term(Fraction(1), (atom,)),), over), exponent)
 
 
-def _power_base(atom) -> tuple[Poly, Fraction]:
+def power_base(atom) -> tuple[Poly, Fraction]:
     """``atom`` as ``base ^ exponent`` (a call is its own base with exponent 1)."""
     if isinstance(atom, Apply) and atom.func == "pow":
         return atom.arg, atom.param
@@ -395,10 +395,8 @@ def merge_powers(term: Term) -> list[Term]:
     order: list[Poly] = []
     rest = []
     for f in term.factors:
-        if isinstance(f, Apply) or any(
-            isinstance(g, Apply) and _power_base(g)[0] == _power_base(f)[0] for g in applies
-        ):
-            base, exponent = _power_base(f)
+        if isinstance(f, Apply) or any(isinstance(g, Apply) and power_base(g)[0] == power_base(f)[0] for g in applies):
+            base, exponent = power_base(f)
             if base not in groups:
                 groups[base] = Fraction(0)
                 order.append(base)
