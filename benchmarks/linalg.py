@@ -13,8 +13,8 @@ For each case and size, three callables are timed in the same run, interleaved r
 
 Every result is checked against its NumPy closed form before it is timed.  The table gives the
 median time per call (milliseconds); nothing here is asserted about speed.  On a shared machine
-the numbers are steadier single-threaded: ``OPENBLAS_NUM_THREADS=1 XLA_FLAGS=
-"--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" python -m benchmarks.linalg``.
+the numbers are steadier on one core: ``OPENBLAS_NUM_THREADS=1 taskset -c 0 python -m
+benchmarks.linalg`` (``XLA_FLAGS`` alone do not keep jax's matrix products on one core).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 import einderiv
-from benchmarks.run import format_seconds
+from benchmarks.run import cores_line, format_seconds
 
 
 def _timed(functions: dict, repeats: int) -> dict:
@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     jax.config.update("jax_enable_x64", True)
     scale, repeats = (0.05, 3) if options.quick else (1.0, 30)
+    print(cores_line())
     print(f"{'case':<24} {'size':<22} {'grad':>9} {'hvp':>9} {'jax hvp':>9} {'hvp/grad':>9} {'hvp/jax':>8}")
     floors = []
     for name, size, source, wrt, arrays, tangent, loss in _cases(scale):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import einderiv
-from benchmarks.run import format_seconds
+from benchmarks.run import cores_line, format_seconds
 
 RTOL = 1e-8
 
@@ -600,6 +600,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}, numpy {np.__version__}"
     )
     print(f"einderiv {einderiv.__version__} program benchmarks ({'quick' if args.quick else 'full'}) on {machine}")
+    print(cores_line())
     print(table(rows))
     met = floors(rows)
     print()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -153,6 +154,17 @@ def run_case(factory, scale: float, peers: bool = True) -> dict:
         except Exception as err:  # noqa: BLE001 - a peer failing is reported, not fatal
             row[f"{peer}_note"] = f"failed: {type(err).__name__}: {str(err)[:80]}"
     return row
+
+
+def cores_line() -> str:
+    """How many CPUs this process may use and the thread settings, for a benchmark's header.
+
+    ``XLA_FLAGS`` do not keep jax 0.10's matrix products on one core (measured: cpu/wall 1.94
+    with ``--xla_cpu_multi_thread_eigen=false``); ``taskset -c 0 python -m benchmarks...`` does,
+    for every library in the process."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    settings = ", ".join(f"{k}={os.environ[k]}" for k in ("OPENBLAS_NUM_THREADS", "XLA_FLAGS") if k in os.environ)
+    return f"CPUs this process may use: {usable} of {os.cpu_count()}" + (f"; {settings}" if settings else "")
 
 
 def format_seconds(seconds) -> str:

@@ -23,7 +23,7 @@ from .index_names import fresh_indices, is_count
 from .ir import Add, Delta, Expr, Indices, MatrixCall, Mul, Number, Program, Statement, Tensor, derivative_name, walk
 from .matrix.form import NoMatrixForm, matrix_text
 from .matrix.reading import Reading, accepts_notation, scalar_use_hint
-from .normal import Poly, is_reciprocal
+from .normal import Poly, call_arguments, is_reciprocal
 from .optimiser import StraightLine
 from .parser import parse
 from .printing import count_axes_of, count_letters, count_powers
@@ -43,6 +43,56 @@ Source = str | Program | Statement
 
 
 PARAMETERS = ("source", "arrays", "of", "backend", "layout", "self")
+
+#: What a derivative through a function with no complex derivative holds: the derivatives of
+#: abs and relu (sign, step), and, for logdet (log|det|), a function of its matrix.
+#: Derivatives are real-variable derivatives, which at complex inputs are the complex derivative
+#: f'(z) where one exists; for these there is none, so complex inputs that reach one are an
+#: error rather than one of several conventions chosen silently.
+NOT_ANALYTIC = {"sign": "abs or sign", "step": "relu or step"}
+
+
+def not_analytic(sources, definitions) -> dict[str, str]:
+    """Input -> the function with no complex derivative that ``definitions`` (a derivative's)
+    differentiate at it: an input named in the argument of ``sign`` or ``step`` (through the
+    statements it uses), or in the matrix of a ``logdet`` in ``sources`` whose matrix the
+    derivative uses."""
+    everything = [*sources, *definitions]
+    reached: dict[str, str] = {}
+    for d in definitions:
+        for func, names in call_arguments(d.poly, NOT_ANALYTIC).items():
+            reached.update({n: NOT_ANALYTIC[func] for n in names})
+    used = {n for d in definitions for n in call_arguments(d.poly, {"inv", "det"}).get("inv", set())}
+    used |= {n for d in definitions for n in d.poly.tensor_names()}
+    for d in sources:
+        for matrix in call_arguments(d.poly, {"logdet"}).get("logdet", set()):
+            if matrix in used:
+                reached.setdefault(matrix, "logdet")
+    values = {d.name: d.poly.tensor_names() for d in everything}
+    pending = list(reached)
+    while pending:  # through the statements: an input an intermediate is computed from
+        name = pending.pop()
+        for inner in values.get(name, ()):
+            if inner not in reached:
+                reached[inner] = reached[name]
+                pending.append(inner)
+    return reached
+
+
+def reject_complex(reached: Mapping[str, str], values: Mapping[str, object]) -> None:
+    """A complex input that a derivative differentiates a function with no complex derivative
+    at (:func:`not_analytic`) is an error."""
+    if not reached:
+        return
+    for name, value in values.items():
+        dtype = getattr(value, "dtype", None)
+        complex_ = dtype is not None and (getattr(dtype, "kind", None) == "c" or getattr(dtype, "is_complex", False))
+        if complex_ and name in reached:
+            raise EvaluationError(
+                f"input {name!r} is complex ({dtype}), but this derivative differentiates {reached[name]} "
+                "through it, which has no complex derivative; evaluate it at real arrays (the real and "
+                "imaginary parts as separate inputs, for example)"
+            )
 
 
 def gathered_arrays(arrays: Mapping[str, object] | None, named: dict[str, object]) -> dict[str, object]:
@@ -102,6 +152,8 @@ class Compiled:
     reading: Reading | None = None  # how the source text was read (set by the API functions)
     #: inputs declared symmetric or diagonal (name -> kind), checked when NumPy arrays are given
     structure: Mapping[str, str] = {}
+    #: input -> a function with no complex derivative that a derivative differentiates at it
+    not_analytic: Mapping[str, str] = {}
 
     @property
     def read_as(self) -> str:
@@ -232,15 +284,26 @@ class Compiled:
                     fast = False
                     break
             if fast:
+                reject_complex(self.not_analytic, given)
                 return dict(given)
         given = self._named(given)
         out = {name: as_array(name, value) for name, value in given.items()}
         self._check_ranks(out)
+        reject_complex(self.not_analytic, out)
         return out
 
     def _named(self, given: Mapping[str, object]) -> dict[str, object]:
         """The given arrays that are inputs; an unknown or a missing name is an error."""
-        program_inputs = set(self.program.all_inputs)
+        program_inputs = self.program.all_inputs
+        for name, value in given.items():
+            # an input that simplification removed (A^0 is 1) is still checked as written
+            if name not in self.ranks and name in program_inputs:
+                shape = tuple(as_array(name, value).shape if array_library(value) in (None, "numpy") else value.shape)
+                if len(shape) != program_inputs[name]:
+                    raise EvaluationError(
+                        f"input {name!r} has {len(shape)} axes (shape {shape}) but is used with "
+                        f"{program_inputs[name]} indices"
+                    )
         given = {k: v for k, v in given.items() if k in self.ranks or k not in program_inputs}
         unknown = sorted(set(given) - set(self.ranks))
         if unknown:
@@ -296,6 +359,7 @@ class Compiled:
                 raise EvaluationError(f"input {name!r} has dtype {value.dtype}, expected a numeric array")
             out[name] = value
         self._check_ranks(out)
+        reject_complex(self.not_analytic, out)
         dtype = ops.float_dtype(list(out.values()))
         like = first[1] if first is not None else None
         return {name: ops.astype(value, dtype) for name, value in out.items()}, dtype, like
@@ -464,6 +528,7 @@ class Derivative(Compiled):
         self.wrt = wrt
         self.root = root
         self.sources = tuple(sources) or (root,)
+        self.not_analytic = not_analytic(self.sources, program.definitions)
         super().__init__(program, inputs)  # builds the evaluation line, which reads the sources
 
     @property

@@ -149,8 +149,8 @@ class ArrayOps:
                 return self.xp.square(x)
             if param == -1:
                 return self.xp.reciprocal(x)
-            if param == -2:  # x ** -2 runs pow itself, ten times slower than the reciprocal of the square
-                return self.xp.reciprocal(self.xp.square(x))
+            if self.name == "numpy" and param.denominator == 1 and 2 < abs(param) <= 4 or param == -2:
+                return self._small_power(x, int(param))
             if param == Fraction(1, 2):
                 return self.xp.sqrt(x)
             if param.denominator == 1 and abs(param) < 2**62:
@@ -158,7 +158,28 @@ class ArrayOps:
             # a negative base has no real fractional power: NaN, also at -inf, where IEEE pow gives
             # +inf or 0 (and torch's x^-0.5, an rsqrt, NaN); sqrt(-inf), the exponent 1/2, is NaN
             return self.where(x == -np.inf, np.nan, x ** to_float(param))
-        return self.function(func)(x)
+        try:
+            return self.function(func)(x)
+        except TypeError as err:  # a dtype the library's function does not take: softplus of a complex
+            kind = getattr(x, "dtype", type(x))
+            raise EvaluationError(f"{func} cannot be evaluated at {kind} values ({err})") from None
+
+    def _small_power(self, x, power: int):
+        """x^p for 2 <= |p| <= 4 by products (and a reciprocal), into one fresh array where the
+        library allows: pow itself runs three to five times slower (x^-2 at 20000 x 64: 4.9 ms
+        against 1.1 ms)."""
+        xp = self.xp
+        if self.name != "numpy" or not isinstance(x, np.ndarray) or x.dtype.kind != "f" or not x.ndim:
+            value = xp.square(x) if abs(power) == 2 else x ** abs(power)
+            return xp.reciprocal(value) if power < 0 else value
+        value = np.square(x)
+        if abs(power) == 3:
+            np.multiply(value, x, out=value)
+        elif abs(power) == 4:
+            np.square(value, out=value)
+        if power < 0:
+            np.reciprocal(value, out=value)
+        return value
 
     def function(self, name: str) -> Callable:
         """The registry's function ``name`` on this library's arrays (made once per entry, so a

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import numbers
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -347,6 +348,9 @@ def read_claim(text: str, derivative) -> tuple[str, str, tuple[str, ...], dict[s
     notation first (``A x + A^T x``: rows and columns are the derivative's first and second
     index); when the first reading is a syntax error (or a line with ``=`` fails as index
     notation) the other one is tried, and if both fail the first reading's error is raised."""
+    written = re.match(r"\s*d\d*([A-Za-z][A-Za-z0-9]*)(_\{[^}]*\}|_[A-Za-z0-9]+)?\s*/", text.split("=", 1)[0])
+    if "=" in text and written:
+        _check_numerator(written.group(1), derivative)
     readers = [("index", _index_claim), ("matrix", _matrix_claim)]
     if "_" not in text and "=" not in text:
         readers.reverse()
@@ -434,6 +438,15 @@ def _claim_letters(rhs, wanted: tuple[str, ...]) -> tuple[tuple[str, ...], dict[
             renamed[letter] = index
             indices.append(letter)
     return tuple(indices), renamed
+
+
+def _check_numerator(numerator: str, derivative) -> None:
+    """A claim's numerator names the output (``dg/dx`` for ``f = ...`` is an error); a source
+    without a name of its own takes any."""
+    if derivative.root.name != "_" and numerator != derivative.root_name:
+        raise EinderivError(
+            f"--expect is a derivative of {numerator}, but the derivative checked is of {derivative.root_name}"
+        )
 
 
 def _matrix_claim(text: str, derivative) -> tuple[str, tuple[str, ...], dict[str, str]]:

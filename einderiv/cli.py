@@ -18,7 +18,7 @@ from .emit import emit
 from .errors import EinderivError, EinderivWarning, ParseError
 from .gradients import grad
 from .matrix.form import NoMatrixForm
-from .matrix.reading import read
+from .matrix.reading import check_known, read
 from .reports import derivative_json, inputs_only, one_tensor_each, parse_shape, wrt_or_each
 
 EXAMPLE = """example:
@@ -229,6 +229,7 @@ def _read_expr(args):
         name, value = _load(text)  # a missing or malformed file is reported here, by name
         shapes[name] = np.ndim(value)
     reading = read(args.expr, args.notation, ranks, shapes)
+    check_known(reading, ranks)
     args.expr = reading
     return reading.text if reading.notation == "matrix" else None
 

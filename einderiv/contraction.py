@@ -99,7 +99,10 @@ def _resolve_deltas(term: EinsumTerm, sizes: Mapping[str, int], free: tuple[str,
     resolved = resolve_deltas(term, free)
     coeff = to_float(resolved.coefficient)
     for index, power in resolved.size_powers:
-        coeff *= float(sizes[index]) ** power
+        if sizes[index] == 0 and power < 0:  # the 1/n of a mean over nothing: inf, as NumPy's 0/0 is nan
+            coeff *= math.inf
+        else:
+            coeff *= float(sizes[index]) ** power
     return coeff, list(resolved.operands), list(resolved.inputs), resolved.find
 
 

@@ -126,6 +126,7 @@ class Gradients(tuple):
         ranks = self.ranks
         holder = Compiled.__new__(Compiled)  # the input checks of one compiled program, over all inputs
         holder.program, holder.ranks, holder.reading = first.program, ranks, first.reading
+        holder.not_analytic = {name: f for item in self for name, f in item.not_analytic.items()}
         values = holder.numpy_arrays(given)
         for item in self.parts():
             if item.structure:

@@ -164,6 +164,7 @@ class _Scope:
         contracted = {i for i, c in counts.items() if c > 1 and i not in bound}
         free = tuple(dict.fromkeys(i for entry in lowered for i in entry[2] if i not in contracted))
         self._warn_captured(expr, lowered, bound)
+        lowered = _squares(lowered)
         # a group's own summed indices are renamed apart from what the other factors write
         written = [{i for node in walk(entry[0]) for i in getattr(node, "indices", ())} for entry in lowered]
         out = [Term(sign, ())]
@@ -264,6 +265,42 @@ def _letters_of_counts(term: Term, letters: set[str]) -> Term:
     )
 
 
+def _squares(lowered: list) -> list:
+    """Two sums in one product that are one sum up to a constant (``(x_d - m_d)(x_d - m_d)``,
+    ``(x_d - m_d)(m_d - x_d)``) as a multiple of the square of the sum, which is what they are
+    elementwise: multiplied out, ``x x - 2 x m + m m`` cancels to noise near a fit (0 for
+    differences of 1 at x ~ 1e8), where ``(x_d - m_d)^2`` keeps the residual.  Which letters are
+    summed was decided from the written factors, so nothing else changes."""
+    out = list(lowered)
+    k = 0
+    while k < len(out):
+        factor, terms, occurrences, keep, inner, group = out[k]
+        if group and len(terms) > 1:
+            for j in range(k + 1, len(out)):
+                if not out[j][5] or out[j][2] != occurrences or len(out[j][1]) != len(terms):
+                    continue
+                ratio = _multiple(terms, out[j][1])
+                if ratio is not None:
+                    square = make_apply("pow", simplify(terms, tuple(occurrences)), Fraction(2))
+                    out[k] = (factor, [t.scaled(ratio) for t in square], occurrences, keep, inner | out[j][4], True)
+                    del out[j]
+                    break
+        k += 1
+    return out
+
+
+def _multiple(a: list[Term], b: list[Term]) -> Fraction | None:
+    """The constant r with b = r a, term by term, for sums of two or more distinct terms written
+    with the same letters; None where there is none."""
+    coefficients = {t.factors: t.coeff for t in a}
+    if len(coefficients) != len(a) or len(a) < 2 or len(b) != len(a):
+        return None
+    if any(t.factors not in coefficients or not coefficients[t.factors] for t in b):
+        return None
+    ratios = {t.coeff / coefficients[t.factors] for t in b}
+    return ratios.pop() if len(ratios) == 1 and len({t.factors for t in b}) == len(b) else None
+
+
 def _diagonal(factor) -> bool:
     """Whether ``factor`` is a written ``delta_ii``."""
     return isinstance(factor, Delta) and factor.first == factor.second
@@ -292,6 +329,9 @@ def _summed_log_exp(arg: Poly, over) -> list[Term]:
     """log(sum_R(exp(arg))) as terms over arg's other indices (evaluated max-shifted)."""
     outer = tuple(i for i in arg.indices if i not in over)
     exp_terms = [keep_sums(t, over) for t in make_apply("exp", arg)]
+    # a letter of R that arg does not carry counts its dimension (softmax_i(x_j) z_i is 1 / I)
+    written = set(arg.indices)
+    exp_terms = [_counting(t, set(over) - written) for t in exp_terms]
     return make_apply("log", simplify(exp_terms, outer))
 
 

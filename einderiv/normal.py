@@ -167,6 +167,23 @@ class MatrixFn:
 Atom = Tensor | Delta | Apply | MatrixFn
 
 
+def call_arguments(poly: Poly, functions) -> dict[str, set[str]]:
+    """Each of ``functions`` that ``poly`` calls (at any depth; matrix functions too) -> the
+    tensors its arguments name (``sign(x_i - y_i)``: x and y)."""
+    found: dict[str, set[str]] = {}
+    stack = [poly]
+    while stack:
+        for term in stack.pop().terms:
+            for atom in term.factors:
+                if isinstance(atom, Apply):
+                    if atom.func in functions:
+                        found.setdefault(atom.func, set()).update(atom.arg.tensor_names())
+                    stack.append(atom.arg)
+                elif isinstance(atom, MatrixFn) and atom.func in functions:
+                    found.setdefault(atom.func, set()).add(atom.matrix)
+    return found
+
+
 def term_size(term: Term) -> int:
     return sum(1 + f.arg.size if isinstance(f, Apply) else 1 for f in term.factors) or 1
 

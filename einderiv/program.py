@@ -356,6 +356,16 @@ def _own_counts(poly: Poly, written: tuple, number: int | str, lowered: tuple = 
                     mapping[i] = stem + i[len(count_stem(i)) :]
                     new = [(stem, tensor, axis) for tensor, axis in axes[letter]]
                     hints.extend(h for h in new if h not in hints)
+            # two counts of one dimension in a term stay two (I^2): the count of a broadcast over
+            # i and that of sum_i(c) in one product, (x_i + c) sum_i(y_j), are i and i#_ here
+            seen = {f.first for f in squares if is_count(f.first) and f.first not in mapping}
+            for i, u in mapping.items():
+                k = 0
+                while u in seen:
+                    k += 1
+                    u = f"{count_stem(mapping[i])}@{k}"
+                mapping[i] = u
+                seen.add(u)
             factors = []
             for f in term.factors:
                 if isinstance(f, Apply):
@@ -437,7 +447,7 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
     out: list[Term] = []
     changed = False
     for term in poly.terms:
-        divided = any(isinstance(f, Apply) and f.func == "pow" and f.param == -1 for f in term.factors)
+        divided = any(isinstance(f, Apply) and f.func == "pow" and f.param < 0 for f in term.factors)
         if divided:  # a product of intermediates: e_k / sum_j(e_j) with e = exp(z) is a softmax
             rewritten, applied = rewrite_products(_substituted(Poly((term,), poly.indices), calls).terms)
             if applied:

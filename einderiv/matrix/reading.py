@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from ..elementwise import in_matrix_notation
 from ..errors import EinderivError, IndexRuleError, ParseError
-from ..ir import Program
+from ..ir import MatrixCall, Program, Tensor, walk
 from ..parser import parse as parse_index
 from ..program import unique_name
 from .syntax import Call, MatrixStatement, Name, lift_signs, parse_matrix_program
@@ -142,6 +142,23 @@ def read(source, notation: str = "auto", ranks=None, array_ranks: Mapping[str, i
                 return _read_index(source, declared)
             raise
     return _read_index(source, declared)
+
+
+def check_known(reading: Reading, declared: Mapping[str, int]) -> None:
+    """A rank declared for a name the text does not write is an error (the command line's
+    ``--rank``, written for one expression: a typo, ``--rank q=1`` for x, would otherwise leave
+    the name it meant to the guess).  The API's ``ranks=`` may be one mapping for many texts."""
+    names = {node.name for s in reading.program.statements for node in walk(s.rhs) if isinstance(node, Tensor)}
+    names |= {node.matrix for s in reading.program.statements for node in walk(s.rhs) if isinstance(node, MatrixCall)}
+    names |= {s.target.name for s in reading.program.statements if s.target is not None}
+    unknown = sorted(set(declared) - names)
+    if unknown == ["I"] and reading.notation == "matrix":
+        raise EinderivError("a rank is given for 'I', which matrix notation reads as the identity matrix")
+    if unknown:
+        raise EinderivError(
+            f"a rank is given for {unknown[0]!r}, which the expression does not use; "
+            f"its names: {', '.join(sorted(names)) or 'none'}"
+        )
 
 
 def _read_index(source: str, declared: dict[str, int]) -> Reading:
@@ -407,4 +424,14 @@ def scalar_use_hint(name: str, axes: int, text: str) -> str:
     )
 
 
-__all__ = ["NOTATIONS", "Reading", "accepts_notation", "detect", "matrix_marks", "parse", "read", "read_matrix"]
+__all__ = [
+    "NOTATIONS",
+    "Reading",
+    "accepts_notation",
+    "check_known",
+    "detect",
+    "matrix_marks",
+    "parse",
+    "read",
+    "read_matrix",
+]

@@ -26,7 +26,7 @@ ELEMENTWISE: "⊙" | "∘" | ".*" | "./"
 
 ?product: signed
         | product postfix               -> mul
-        | product "*" signed            -> mul
+        | product "*" signed            -> star
         | product "@" signed            -> matmul
         | product "/" signed            -> div
 
@@ -214,6 +214,7 @@ def _build(tree, source: str):
             )
         if node.data == "hadamard":  # a ⊙ b ⊙ c becomes a chain of nested nodes
             depth[id(node)] += len(kids) // 2 - 1
+            _unambiguous_elementwise(node, source)
         if depth[id(node)] > limits.current().max_depth:
             raise ParseError(
                 f"the matrix claim is nested deeper than {limits.current().max_depth} operations (the limit "
@@ -225,6 +226,38 @@ def _build(tree, source: str):
         column = getattr(node.meta, "column", None) or (_column(kids[0]) if kids else 0)
         done[id(node)] = _node(node.data, kids, column)
     return done[id(tree)]
+
+
+def _unambiguous_elementwise(tree, source: str) -> None:
+    """``A .* B @ C`` is an error: NumPy (``A * B @ C``) and MATLAB (``A .* B * C``) give the
+    elementwise and the explicit products one precedence, read left to right, so (A .* B) @ C,
+    where the notation of papers (and juxtaposition here, ``A .* B C``) binds the product first.
+    An explicit ``*`` or ``@`` (or ``/`` after ``./``) in an elementwise operator's right operand
+    is therefore written with brackets, except ``* 2`` after ``.*`` or ``⊙`` (both readings are
+    the same); on its left (``A @ B .* C``) both readings agree."""
+    children = tree.children
+    for op, right in zip(children[1::2], children[2::2]):
+        explicit = {"star", "matmul"} | ({"div"} if str(op) == "./" else set())
+        node = right
+        while isinstance(node, Tree) and node.data in ("mul", "star", "matmul", "div"):
+            scaled = node.data == "star" and str(op) != "./" and _is_number(node.children[1])
+            if node.data in explicit and not scaled:  # x .* y * 2 reads the same either way
+                written = {"star": "*", "matmul": "@", "div": "/"}[node.data]
+                raise ParseError(
+                    f"'{op}' then '{written}' without brackets is ambiguous: NumPy and MATLAB read A {op} B "
+                    f"{written} C as (A {op} B) {written} C, papers as A {op} (B {written} C); write the brackets",
+                    source,
+                    1,
+                    _column(op),
+                )
+            node = node.children[0]
+
+
+def _is_number(tree) -> bool:
+    """A number as written (``2``, ``-0.5``)."""
+    if isinstance(tree, Tree) and tree.data == "neg":
+        return _is_number(tree.children[0])
+    return isinstance(tree, Tree) and tree.data == "number"
 
 
 def _numeric_power(tree) -> bool:
@@ -269,7 +302,7 @@ def _node(kind: str, kids: list, column: int):
         return Power(kids[0], "-1" if kind == "inverse_power" else "2", column)
     if kind == "inverse_transpose_power":
         return Inverse(kids[0], True, column)
-    if kind == "mul":
+    if kind in ("mul", "star"):
         return Product(kids[0], kids[1], column)
     if kind == "matmul":
         return MatMul(kids[0], kids[1], column)

@@ -19,7 +19,7 @@ from ..checking import DEFAULT_SIZE, check
 from ..codegen import FLAVOURS, generate
 from ..errors import EinderivError, EinderivWarning, ParseError
 from ..gradients import grad
-from ..matrix.reading import read
+from ..matrix.reading import check_known, read
 from ..reports import check_json, derivative_json, inputs_only, one_tensor_each, parse_shape, wrt_or_each
 from ..runtime import explain
 
@@ -226,7 +226,9 @@ def error_json(err: EinderivError) -> dict:
 
 def _reading(query: Query):
     """The expression read in its notation, as ``einderiv diff`` and ``check`` read it."""
-    return read(query.expr, query.notation, dict(query.ranks), {name: len(shape) for name, shape in query.shapes})
+    reading = read(query.expr, query.notation, dict(query.ranks), {name: len(shape) for name, shape in query.shapes})
+    check_known(reading, dict(query.ranks))
+    return reading
 
 
 def _derivative(query: Query) -> dict:
