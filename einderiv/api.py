@@ -62,8 +62,7 @@ def not_analytic(sources, definitions) -> dict[str, str]:
     for d in definitions:
         for func, names in call_arguments(d.poly, NOT_ANALYTIC).items():
             reached.update({n: NOT_ANALYTIC[func] for n in names})
-    used = {n for d in definitions for n in call_arguments(d.poly, {"inv", "det"}).get("inv", set())}
-    used |= {n for d in definitions for n in d.poly.tensor_names()}
+    used = {n for d in definitions for n in d.poly.tensor_names()}  # matrices of inv(M) too
     for d in sources:
         for matrix in call_arguments(d.poly, {"logdet"}).get("logdet", set()):
             if matrix in used:
