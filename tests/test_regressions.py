@@ -1283,3 +1283,14 @@ def test_small_integer_powers_by_products_equal_numpys_power(power, dtype):
     np.testing.assert_allclose(got, want, rtol=4 * np.finfo(dtype).eps, equal_nan=True)
     assert np.array_equal(np.signbit(got), np.signbit(want))
     assert scalar(x=np.array(2.0, dtype=dtype)) == pytest.approx(2.0**power)  # a 0-d array
+
+
+def test_a_scalar_times_a_residual_keeps_the_residual_in_the_value():
+    """``f = (x_n - mu) y_n c`` ran as ``c x_n - c mu`` times y: -6.0 for -6.4654 at x ~ 1e15."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 50
+    x = np.random.default_rng(0).normal(size=6) + 1e15
+    mu, c, y = np.array(x.mean() + 0.3), np.array(7.389), np.ones(6)
+    exact = sum((mpmath.mpf(float(v)) - mpmath.mpf(float(mu))) for v in x) * mpmath.mpf(7.389)
+    got = einderiv.evaluate("f = (x_n - mu) y_n c", x=x, mu=mu, y=y, c=c)
+    assert float(got) == pytest.approx(float(exact), rel=1e-12)
