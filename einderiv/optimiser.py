@@ -156,29 +156,53 @@ def _divided(polynomial: list[Fraction], divisor: tuple[Fraction, ...]) -> list[
     return quotient if not any(left) else None
 
 
+def _held_by_every_term(terms, pulled) -> tuple[Counter, list[list]]:
+    """The factors that every term holds and ``pulled`` accepts (a multiset, in the first term's
+    order), and each term's factors without them."""
+    shared = Counter(f for f in terms[0].factors if pulled(f))
+    for term in terms[1:]:
+        shared &= Counter(f for f in term.factors if pulled(f))
+    rests = []
+    for term in terms:
+        left, rest = Counter(shared), []
+        for f in term.factors:
+            if left.get(f, 0):
+                left[f] -= 1
+            else:
+                rest.append(f)
+        rests.append(rest)
+    return shared, rests
+
+
 def _common_factor(poly: Poly) -> tuple[tuple[Tensor, ...], Poly] | None:
     """``c x_n - c mu`` -> ``(c,), x_n - mu``: the tensor factors over output indices only that
     every term of a difference holds, and the difference without them; None where there are
     none.  Evaluated apart, ``c x_n`` and ``c mu`` round each on its own and their difference
-    cancels to noise near a fit, where ``c (x_n - mu)`` keeps the residual the user wrote."""
+    cancels to noise near a fit, where ``c (x_n - mu)`` keeps the residual the user wrote.  The
+    terms of a statement itself go through :meth:`StraightLine._common_scalars` instead."""
     terms = poly.terms
     if len(terms) < 2 or all(t.coeff > 0 for t in terms) or all(t.coeff < 0 for t in terms):
         return None
     if any(isinstance(f, Delta) for t in terms for f in t.factors):
         return None  # a term with deltas fills its diagonal only: a factor pulled out would fill the rest
     free = set(poly.indices)
-    rests = [list(t.factors) for t in terms]
-    common = []
-    for f in terms[0].factors:
-        if not isinstance(f, Tensor) or is_reciprocal(f) or not set(f.indices) <= free:
-            continue
-        if len(set(f.indices)) != len(f.indices) or not all(f in rest for rest in rests):
-            continue
-        for rest in rests:
-            rest.remove(f)
-        common.append(f)
-    if not common:
+
+    def pulled(f) -> bool:
+        return (
+            isinstance(f, Tensor)
+            and not is_reciprocal(f)
+            and set(f.indices) <= free
+            and len(set(f.indices)) == len(f.indices)
+        )
+
+    shared, rests = _held_by_every_term(terms, pulled)
+    if not shared:
         return None
+    common = []
+    for f in terms[0].factors:  # in the order the first term writes them
+        if shared.get(f, 0):
+            shared[f] -= 1
+            common.append(f)
     carried = {i for rest in rests for f in rest for i in f.indices}
     inner = Poly(
         tuple(Term(t.coeff, tuple(rest)) for t, rest in zip(terms, rests)),
@@ -439,9 +463,7 @@ class StraightLine:
         exact there.  Ends: the sum is one step, its terms never pulled again."""
         if len(terms) < 2 or not all(isinstance(f, (Tensor, Delta)) for t in terms for f in t.factors):
             return tuple(terms)
-        shared = Counter(f for f in terms[0].factors if isinstance(f, Tensor) and not f.indices)
-        for term in terms[1:]:
-            shared &= Counter(f for f in term.factors if isinstance(f, Tensor) and not f.indices)
+        shared, rests = _held_by_every_term(terms, lambda f: isinstance(f, Tensor) and not f.indices)
         if all(t.coeff > 0 for t in terms) or all(t.coeff < 0 for t in terms):
             return tuple(terms)  # a sum, not a difference: nothing cancels
         g = common_coefficient([t.coeff for t in terms])
@@ -449,16 +471,7 @@ class StraightLine:
         exact = all(n & (n - 1) == 0 for n in (abs(g.numerator), g.denominator))  # 2 x - 2 m: the 2 is exact
         if not shared and (exact or not unit):
             return tuple(terms)
-        inner = []
-        for term in terms:
-            left = Counter(shared)
-            rest = []
-            for f in term.factors:
-                if left.get(f, 0):
-                    left[f] -= 1
-                else:
-                    rest.append(f)
-            inner.append(Term(term.coeff / g, tuple(rest)))
+        inner = [Term(term.coeff / g, tuple(rest)) for term, rest in zip(terms, rests)]
         carried = {i for t in inner for f in t.factors if isinstance(f, Tensor) for i in f.indices}
         if set(indices) - carried:  # an axis only a delta carries is sized by the statement's own hints
             return tuple(terms)
