@@ -294,15 +294,12 @@ class Compiled:
     def _named(self, given: Mapping[str, object]) -> dict[str, object]:
         """The given arrays that are inputs; an unknown or a missing name is an error."""
         program_inputs = self.program.all_inputs
-        for name, value in given.items():
-            # an input that simplification removed (A^0 is 1) is still checked as written
-            if name not in self.ranks and name in program_inputs:
-                shape = tuple(as_array(name, value).shape if array_library(value) in (None, "numpy") else value.shape)
-                if len(shape) != program_inputs[name]:
-                    raise EvaluationError(
-                        f"input {name!r} has {len(shape)} axes (shape {shape}) but is used with "
-                        f"{program_inputs[name]} indices"
-                    )
+        removed = {  # an input that simplification removed (A^0 is 1) is still checked as written
+            name: as_array(name, value) if array_library(value) in (None, "numpy") else value
+            for name, value in given.items()
+            if name not in self.ranks and name in program_inputs
+        }
+        self._check_ranks(removed, program_inputs)
         given = {k: v for k, v in given.items() if k in self.ranks or k not in program_inputs}
         unknown = sorted(set(given) - set(self.ranks))
         if unknown:
@@ -315,9 +312,10 @@ class Compiled:
             raise EvaluationError(f"missing array for {missing[0]!r} (inputs: {', '.join(self.inputs)}){hint}")
         return given
 
-    def _check_ranks(self, arrays: Mapping[str, object]) -> None:
+    def _check_ranks(self, arrays: Mapping[str, object], ranks: Mapping[str, int] | None = None) -> None:
+        """Each array has as many axes as its name has indices (in ``ranks``, else the inputs')."""
         for name, array in arrays.items():
-            rank, shape = self.ranks[name], tuple(array.shape)
+            rank, shape = (self.ranks if ranks is None else ranks)[name], tuple(array.shape)
             if len(shape) != rank:
                 hint = ""
                 if not rank and (self.reading is None or self.reading.notation == "index"):
