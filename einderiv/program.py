@@ -321,6 +321,18 @@ def _tensor_axes(poly: Poly) -> tuple:
     return tuple(dict.fromkeys(out))
 
 
+def _sized_apart(poly: Poly, written: tuple) -> tuple:
+    """The letters of ``poly`` that no entry of ``written`` names, each sized at one tensor axis:
+    a letter lowering renamed apart (``sum_i((x_i + d)^2)`` sums k), so that a count of it that
+    differentiation leaves (``2 delta_kk``, once ``2 x_k`` has gone) keeps x's length.  A letter
+    at two axes (``x_k x_k + y_k y_k`` may sum two sizes) is left out."""
+    axes: dict[str, set] = {}
+    for index, tensor, axis in _tensor_axes(poly):
+        axes.setdefault(index, set()).add((tensor, axis))
+    named = {index for index, _, _ in written}
+    return tuple((i, *next(iter(found))) for i, found in axes.items() if len(found) == 1 and i not in named)
+
+
 def _own_counts(poly: Poly, written: tuple, number: int | str, lowered: tuple = ()) -> tuple[Poly, tuple]:
     """``poly`` with each summed index that a term carries only as ``delta_ii`` (the dimension
     of i: ``sum_i(t + x_i)`` is I t + sum_i(x_i)) renamed to one of its own, ``i#<statement>``,
@@ -591,7 +603,7 @@ def _derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None) -
         its letter: adjoints substituted into other statements rename plain letters, never counts."""
         partial = differentiate(poly, target)
         written = tuple(e for h in d.hints if h[0] == "names" for e in h[1] if not is_count(e[0]))
-        partial, hints = _own_counts(partial, written, f"d{d.name}")
+        partial, hints = _own_counts(partial, written, f"d{d.name}", _sized_apart(poly, written))
         counts.extend(_through_definitions(hints, program.definitions))
         return partial
 
@@ -776,6 +788,10 @@ def _inline_one(program: CheckedProgram, definitions: list, name: str, letters) 
     # an adjoint holding counts (d2fdudt1_k = ... delta_ii delta_jj M_kl u_l) is substituted
     # too, where that stays small: the derivative's statement is sized as the one it differentiates
     counting = any(is_count(i) for i in d.poly.all_index_names()) and len(d.poly.terms) * uses <= 16
+    # an adjoint diagonal in two of its axes (d2LdXdD_klij = delta_ik ... of an RBF Hessian):
+    # computed apart it would fill its off-diagonal with zeros (500 x 10 x 500 x 400 there);
+    # substituted, its delta contracts in its users (where that stays small, as for counts)
+    diagonal = 0 < len(d.poly.terms) * uses <= 8 and all(_joins_axes(t, d.indices) for t in d.poly.terms)
     substituted = []
     before = after = 0
     for x in definitions:
@@ -791,9 +807,15 @@ def _inline_one(program: CheckedProgram, definitions: list, name: str, letters) 
         substituted.append(x)
     # used more than once, it is substituted where its users then collect into fewer terms
     # (c_n^2 X_ni beside c_n c_n X_ni)
-    if uses != 1 and not small and not counting and after >= before:
+    if uses != 1 and not small and not counting and not diagonal and after >= before:
         return None
     return substituted
+
+
+def _joins_axes(term: Term, indices: Indices) -> bool:
+    """Whether a delta of ``term`` joins two of the axes ``indices``."""
+    axes = set(indices)
+    return any(isinstance(f, Delta) and f.first != f.second and {f.first, f.second} <= axes for f in term.factors)
 
 
 __all__ = ["CheckedProgram", "Definition", "check_program", "derive", "walk"]
