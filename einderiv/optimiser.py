@@ -449,6 +449,22 @@ class StraightLine:
             self.steps.append(Contract(self._calls[key], Contraction(product)))
         return self._calls[key]
 
+    def _negated_call(self, source: str) -> str | None:
+        """The step holding sigmoid(v) where ``source`` is the step -v: the complement of the
+        user's sigmoid(-v) is the user's sigmoid(v), one array (``1 - sigmoid(z)^2 -
+        sigmoid(-z)^2`` is then 2 sigmoid(z) sigmoid(-z), not 0 at |z| = 40)."""
+        for step in self.steps:
+            if isinstance(step, Contract) and step.target == source:
+                poly = step.contraction.poly
+                (term,) = poly.terms if len(poly.terms) == 1 else (None,)
+                if term is None or term.coeff != -1 or len(term.factors) != 1:
+                    return None
+                (v,) = term.factors
+                if not isinstance(v, Tensor) or v.indices != poly.indices or is_reciprocal(v):
+                    return None
+                return self._calls.get(("sigmoid", "None", *_poly_key(Poly((Term(Fraction(1), (v,)),), v.indices))))
+        return None
+
     def _complement(self, name: str, rank: int) -> str:
         """The step holding sigmoid(-u) for step ``name`` = sigmoid(u), or cosh(u)^-2 for tanh(u),
         computed from u's array once per evaluation."""
@@ -458,11 +474,13 @@ class StraightLine:
             return self._calls[key]
         if step.func == "sigmoid":
             axes = fresh_indices(rank, set())
-            negated = self._temp()
             minus_u = Poly((Term(Fraction(-1), (Tensor(step.source, axes),)),), axes)
-            self.steps.append(Contract(negated, Contraction(minus_u)))
-            made = self._temp()
-            self.steps.append(Elementwise(made, func="sigmoid", source=negated, param=None))
+            made = self._calls.get(("sigmoid", "None", *_poly_key(minus_u))) or self._negated_call(step.source)
+            if made is None:
+                negated = self._temp()
+                self.steps.append(Contract(negated, Contraction(minus_u)))
+                made = self._temp()
+                self.steps.append(Elementwise(made, func="sigmoid", source=negated, param=None))
         else:
             cosh = self._temp()
             self.steps.append(Elementwise(cosh, func="cosh", source=step.source, param=None))
