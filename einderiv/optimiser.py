@@ -54,7 +54,8 @@ def _atom_kind(atom) -> tuple:
 
 def _residual_fits(f: Tensor, g: Tensor, held: set[str], free: set[str]) -> bool:
     """Whether ``f - g`` may replace f in a term whose other factors and output indices hold
-    ``held`` (``free``: the output indices).  Where g's indices are among f's, the residual is
+    ``held`` (``free``: the output indices): every index of the residual must be held, so that
+    its letter is one length in both terms.  Where g's indices are among f's, the residual is
     no larger than f (of two with the same indices, f is the one whose name sorts first, so that
     ``x_i - m_i`` is one residual wherever it forms).  A broadcast residual over both (``X_kl -
     Z_jl`` in an RBF Hessian, held by ``K_kj``; again f's name first) is taken where it has
@@ -63,7 +64,7 @@ def _residual_fits(f: Tensor, g: Tensor, held: set[str], free: set[str]) -> bool
     Z_jl K_kj``) it would be the N x M x D array that the matrix product avoids."""
     mine, theirs = set(f.indices), set(g.indices)
     if theirs < mine or (theirs == mine and f.name < g.name):
-        return mine - theirs <= held
+        return mine <= held
     if mine <= theirs or g.name < f.name:
         return False  # the pair the other way round
     both = mine | theirs
@@ -642,7 +643,10 @@ class StraightLine:
     def _merge_residual(self, terms: list[Term], found: dict, free: set[str]) -> list[Term] | None:
         """The terms after the first merge :meth:`_residual_pairs` finds; None where there is none."""
         for rest, members in found.items():
-            held = {i for g in rest for i in g.indices} | free
+            # what a factor with a length carries (not a delta, not a mean's 1/n): a summed letter
+            # named alike in two terms (_c0) is one size only where such a factor holds it
+            # (``mean_n(x_n) - mean_m(y_m)`` sums two lengths, 1/n and 1/m both 1/_c0)
+            held = {i for g in rest if not isinstance(g, Delta) and not is_reciprocal(g) for i in g.indices} | free
             for a, k, f, mapping, mean in members:
                 for b, _, g, _, paired_mean in members:
                     if a == b or terms[a].coeff != -terms[b].coeff or f.name == g.name:

@@ -220,8 +220,10 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         )
         names = _through_definitions(written + earlier + counted + counts_before, definitions)
         own_axes = {h[1] for h in axis_hints}  # dK_pq/dR_ij: i and j are R's, whatever came before
-        ties = reduction_ties(statement.rhs) + _delta_ties(
-            statement.rhs, tuple(e for e in earlier if e[0] not in own_axes)
+        ties = (
+            reduction_ties(statement.rhs)
+            + _group_delta_ties(statement.rhs)
+            + _delta_ties(statement.rhs, tuple(e for e in earlier if e[0] not in own_axes))
         )
         hints = (("poly", raw), ("names", names), *axis_hints, *((("tied", ties),) if ties else ()))
         definitions.append(Definition(name, poly.indices, poly, hints, statement))
@@ -285,6 +287,46 @@ def reduction_ties(expr) -> tuple:
                 axes = tuple(dict.fromkeys(written(node.arg, letter)))
                 if len(axes) > 1:
                     groups.append(axes)
+    return tuple(groups)
+
+
+def _group_delta_ties(expr) -> tuple:
+    """The axes a delta ties together inside a sum that is a factor of a product: in ``(delta_nm
+    + z_m) x_n`` the group is a tensor over n and m, so x's length is z's.  Multiplied out, each
+    term sums its own n and m, and a 3-vector x beside a 4-vector z read the delta as a
+    rectangular identity (3.0, where the derivative counted 4).  Only tensors written directly
+    in the product or in the sum's terms are read (a nested group may rebind a letter)."""
+    from .ir import Add, Mul, Neg, Pow
+
+    def direct(node) -> list:
+        node = node.operand if isinstance(node, Neg) else node
+        parts = node.factors if isinstance(node, Mul) else (node,)
+        return [p for p in parts if isinstance(p, (Tensor, Delta))]
+
+    def written(factor) -> list:  # a factor's tensors, a power's base's terms' too: (x_n - a)^2
+        if isinstance(factor, Pow):
+            base = factor.base
+            return [p for term in (base.terms if isinstance(base, Add) else (base,)) for p in direct(term)]
+        return [factor] if isinstance(factor, (Tensor, Delta)) else []
+
+    groups = []
+    for node in walk(expr):
+        if not isinstance(node, Mul):
+            continue
+        sums = [f for f in node.factors if isinstance(f, Add)]
+        atoms = [p for f in node.factors for p in written(f)]
+        for group in sums:
+            parts = atoms + [p for term in group.terms for p in direct(term)]
+            for delta in (p for p in parts if isinstance(p, Delta) and p.indices[0] != p.indices[1]):
+                axes = [
+                    (t.name, k)
+                    for t in parts
+                    if isinstance(t, Tensor)
+                    for k, i in enumerate(t.indices)
+                    if i in delta.indices
+                ]
+                if len(set(axes)) > 1:
+                    groups.append(tuple(dict.fromkeys(axes)))
     return tuple(groups)
 
 
@@ -649,7 +691,8 @@ def _derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None) -
     ranks = dict(program.ranks)
     ranks.update({d.name: len(d.indices) for d in [*adjoints, final]})
     derived = CheckedProgram([*forward, *adjoints, final], dict(program.inputs), name, None, ranks, program.all_inputs)
-    return prune(inline(derived, {b for b, _ in bars.values()}))
+    adjoint_names = {b for b, _ in bars.values()}
+    return prune(inline(derived, adjoint_names, jacobians=adjoint_names if P else frozenset()))
 
 
 def _hints_for(out: Definition, P: Indices, program: CheckedProgram) -> tuple:
@@ -750,11 +793,15 @@ def _substitute_tensor(poly: Poly, name: str, definition: Definition, letters=No
     return simplify(replace(poly.terms, poly.indices), poly.indices), tuple(hints)
 
 
-def inline(program: CheckedProgram, candidates: set[str]) -> CheckedProgram:
+def inline(
+    program: CheckedProgram, candidates: set[str], jacobians: set[str] | frozenset = frozenset()
+) -> CheckedProgram:
     """Substitute adjoints that are used once, or are a single factor, into their users; again
     until none is: one used twice by another adjoint is used once after that one is substituted
-    (``d2Ldwdt`` in ``d2Ldwda``, which is used once).  Ends: each pass that goes on removes a
-    definition."""
+    (``d2Ldwdt`` in ``d2Ldwda``, which is used once).  ``jacobians``: the adjoints of a
+    derivative of a non-scalar output (a gradient differentiated again), each a Jacobian over
+    the output's axes and an intermediate's, substituted where that stays a few terms.  Ends:
+    each pass that goes on removes a definition."""
     definitions = list(program.definitions)
     letters = {(x.name, k): i for x in definitions if x.statement is not None for k, i in enumerate(x.indices)}
     pending = [d.name for d in definitions if d.name in candidates]
@@ -765,7 +812,7 @@ def inline(program: CheckedProgram, candidates: set[str]) -> CheckedProgram:
             users = tuple(x.poly for x in definitions if name in references(x.poly))
             if refused.get(name) == users:
                 continue  # nothing it is used in has changed: it stays again
-            substituted = _inline_one(program, definitions, name, letters)
+            substituted = _inline_one(program, definitions, name, letters, name in jacobians)
             if substituted is None:
                 refused[name] = users
             else:
@@ -776,8 +823,12 @@ def inline(program: CheckedProgram, candidates: set[str]) -> CheckedProgram:
     return CheckedProgram(definitions, program.inputs, program.output, None, program.ranks, program.all_inputs)
 
 
-def _inline_one(program: CheckedProgram, definitions: list, name: str, letters) -> list | None:
-    """``definitions`` with the adjoint ``name`` substituted into its users, or None where it stays."""
+def _inline_one(program: CheckedProgram, definitions: list, name: str, letters, jacobian: bool = False) -> list | None:
+    """``definitions`` with the adjoint ``name`` substituted into its users, or None where it stays.
+    A ``jacobian`` (the adjoint of an intermediate for a non-scalar output) is substituted where
+    that stays a few terms: computed apart it holds the output's axes times the intermediate's
+    (the two-layer network's Hessian by W1 formed d2LdW1dH_lmnj, D x H x N x H numbers, 8e9 at
+    D = 100, H = 200, N = 2000), where its users contract it at once."""
     current = CheckedProgram(definitions, program.inputs, program.output, None, program.ranks, program.all_inputs)
     d = current.definition(name)
     uses = count_uses(current, name)
@@ -791,7 +842,8 @@ def _inline_one(program: CheckedProgram, definitions: list, name: str, letters) 
     # an adjoint diagonal in two of its axes (d2LdXdD_klij = delta_ik ... of an RBF Hessian):
     # computed apart it would fill its off-diagonal with zeros (500 x 10 x 500 x 400 there);
     # substituted, its delta contracts in its users (where that stays small, as for counts)
-    diagonal = 0 < len(d.poly.terms) * uses <= 8 and all(_joins_axes(t, d.indices) for t in d.poly.terms)
+    few = 0 < len(d.poly.terms) * uses <= 8
+    diagonal = few and (jacobian or all(_joins_axes(t, d.indices) for t in d.poly.terms))
     substituted = []
     before = after = 0
     for x in definitions:

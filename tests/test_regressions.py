@@ -1423,3 +1423,50 @@ def test_sigmoid_and_sigmoid_of_minus_the_same_argument_share_one_complement(sou
     want = float(2 * s * (1 - s)) * (-1 if order == 0 else 1)
     compiled = einderiv.compile(source) if order == 0 else einderiv.diff(source, [wrt] * order)
     assert float(compiled(z=np.array(z))) == pytest.approx(want, rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize(
+    "source, wrt, reference",
+    [
+        ("f = mean_n(x_n) - mean_m(y_m)", None, lambda x, y, md, X, Y, A, w: x.mean() - y.mean()),
+        ("f = mean_n((x_n - s)^2) - mean_m((y_m - s)^2)", "s", lambda x, y, md, X, Y, A, w: 2 * (y.mean() - x.mean())),
+        ("f = x_n s - md_d s", None, lambda x, y, md, X, Y, A, w: 2 * (x.sum() - md.sum())),
+        ("f = exp(s) x_n - exp(s) md_d", None, lambda x, y, md, X, Y, A, w: np.exp(2) * (x.sum() - md.sum())),
+        ("f = mean_n(X_nd w_d) - mean_m(Y_md w_d)", "w", lambda x, y, md, X, Y, A, w: X.mean(0) - Y.mean(0)),
+        ("f = A_nd x_n - md_e x_n", None, lambda x, y, md, X, Y, A, w: (x @ A).sum() - md.sum() * x.sum()),
+    ],
+)
+def test_sums_over_letters_of_two_lengths_are_not_one_residual(source, wrt, reference):
+    """A summed letter is named alike in two terms (``_c0``) whatever its length: the residual
+    pairs formed ``x - y`` over n and m (5 and 3) and stopped with "index '_c0' has two sizes"
+    (a reviewer's find; the last case stopped so before this session too)."""
+    gen = np.random.default_rng(9)
+    arrays = {
+        "x": gen.normal(size=5), "y": gen.normal(size=3), "md": gen.normal(size=3), "X": gen.normal(size=(5, 2)),
+        "Y": gen.normal(size=(7, 2)), "A": gen.normal(size=(5, 3)), "w": gen.normal(size=2), "s": np.array(2.0),
+    }  # fmt: skip
+    compiled = einderiv.compile(source) if wrt is None else einderiv.grad(source, wrt)
+    got = compiled(**{k: arrays[k] for k in compiled.inputs})
+    np.testing.assert_allclose(got, reference(*(arrays[k] for k in ("x", "y", "md", "X", "Y", "A", "w"))), rtol=1e-12)
+
+
+@pytest.mark.parametrize("source", ["f = (delta_nm + z_m) x_n", "f = (x_n - a)^2 (delta_nm + z_m)"])
+def test_a_delta_in_a_group_ties_the_lengths_of_its_letters(source):
+    """``(delta_nm + z_m)`` is a tensor over n and m: with a 3-vector x and a 4-vector z the
+    value read the delta as a 3 x 4 identity (3.0) while the Hessian by a counted z's length
+    (8 for jax's 6).  It is now "two sizes", as ``C_nm = delta_nm + x_n z_m`` is; at equal
+    lengths value and Hessian are the closed forms."""
+    x, a = np.array([0.5, -1.0, 2.0]), np.array(0.25)
+    arrays = {"x": x, "z": np.zeros(4), "a": a}
+    compiled = einderiv.compile(source)
+    with pytest.raises(einderiv.EvaluationError, match="two sizes"):
+        compiled(**{k: arrays[k] for k in compiled.inputs})
+    z = np.array([0.3, 0.1, -0.7])
+    arrays["z"] = z
+    if "a" in compiled.inputs:
+        r = x - a  # f = sum_nm r_n^2 (delta_nm + z_m) = (r.r) + (r.r) sum(z)... per n: r_n^2 (1 + sum z)
+        assert float(compiled(x=x, z=z, a=a)) == pytest.approx((r**2).sum() * (1 + z.sum()), rel=1e-12)
+        hessian = einderiv.hessian(source, "a")
+        assert float(hessian(x=x, z=z, a=a)) == pytest.approx(2 * len(x) * (1 + z.sum()), rel=1e-12)
+    else:
+        assert float(compiled(x=x, z=z)) == pytest.approx(x.sum() + x.sum() * z.sum(), rel=1e-12)
