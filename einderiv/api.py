@@ -682,7 +682,10 @@ def diff(
         stem = root.name.strip("_") or "f"
         # a higher derivative's adjoints: d2LdWdH_ijnh is the derivative of dL/dW_ij by H_nh
         named = ADJOINT_STEM.get() if number == 1 else f"{number}{stem}" + "".join(f"d{r.name}" for r in refs)
-        current = derive(current, ref, name=unique_name(f"d{number}{stem}", taken), stem=named)
+        # a Hessian substitutes the Jacobians its reverse sweep over a gradient leaves; a third
+        # derivative does not (a 4-layer network's took 17 s to derive that way, 0.7 s without)
+        jacobians = number == 2 == len(specs)
+        current = derive(current, ref, name=unique_name(f"d{number}{stem}", taken), stem=named, jacobians=jacobians)
         refs.append(ref)
     final = current.out
     structure = structure_of(symmetric, diagonal, checked.all_inputs or checked.inputs)

@@ -294,39 +294,49 @@ def _group_delta_ties(expr) -> tuple:
     """The axes a delta ties together inside a sum that is a factor of a product: in ``(delta_nm
     + z_m) x_n`` the group is a tensor over n and m, so x's length is z's.  Multiplied out, each
     term sums its own n and m, and a 3-vector x beside a 4-vector z read the delta as a
-    rectangular identity (3.0, where the derivative counted 4).  Only tensors written directly
-    in the product or in the sum's terms are read (a nested group may rebind a letter)."""
+    rectangular identity (3.0, where the derivative counted 4).  A letter counts where it is
+    the delta's: in the delta's own term, and, where it is free there, at the product's
+    tensors and in the other terms (or a power's base's terms) where it is free too; a letter
+    summed inside another term (``u_m w_m`` in ``x_n (delta_nm z_m + u_m w_m)``) is its own."""
+    from collections import Counter
+
     from .ir import Add, Mul, Neg, Pow
 
-    def direct(node) -> list:
+    def parts(node) -> list:
         node = node.operand if isinstance(node, Neg) else node
-        parts = node.factors if isinstance(node, Mul) else (node,)
-        return [p for p in parts if isinstance(p, (Tensor, Delta))]
+        return list(node.factors) if isinstance(node, Mul) else [node]
 
-    def written(factor) -> list:  # a factor's tensors, a power's base's terms' too: (x_n - a)^2
-        if isinstance(factor, Pow):
-            base = factor.base
-            return [p for term in (base.terms if isinstance(base, Add) else (base,)) for p in direct(term)]
-        return [factor] if isinstance(factor, (Tensor, Delta)) else []
+    def counts(node) -> Counter:
+        return Counter(i for n in walk(node) if isinstance(n, (Tensor, Delta, MatrixCall)) for i in n.indices)
+
+    def axes_of(nodes, letter: str) -> list:
+        return [(t.name, k) for t in nodes if isinstance(t, Tensor) for k, i in enumerate(t.indices) if i == letter]
+
+    def free_axes(terms, letter: str) -> list:  # the terms' tensors at a letter each holds once
+        return [a for term in terms if counts(term)[letter] == 1 for a in axes_of(parts(term), letter)]
 
     groups = []
     for node in walk(expr):
         if not isinstance(node, Mul):
             continue
-        sums = [f for f in node.factors if isinstance(f, Add)]
-        atoms = [p for f in node.factors for p in written(f)]
-        for group in sums:
-            parts = atoms + [p for term in group.terms for p in direct(term)]
-            for delta in (p for p in parts if isinstance(p, Delta) and p.indices[0] != p.indices[1]):
-                axes = [
-                    (t.name, k)
-                    for t in parts
-                    if isinstance(t, Tensor)
-                    for k, i in enumerate(t.indices)
-                    if i in delta.indices
-                ]
-                if len(set(axes)) > 1:
-                    groups.append(tuple(dict.fromkeys(axes)))
+        for group in (f for f in node.factors if isinstance(f, Add)):
+            for term in group.terms:
+                own = counts(term)
+                for delta in (p for p in parts(term) if isinstance(p, Delta) and p.indices[0] != p.indices[1]):
+                    axes = []
+                    for letter in delta.indices:
+                        axes += axes_of(parts(term), letter)
+                        if own[letter] != 1:
+                            continue  # summed in the delta's own term
+                        axes += free_axes([t for t in group.terms if t is not term], letter)
+                        for factor in node.factors:
+                            if isinstance(factor, Tensor):
+                                axes += axes_of([factor], letter)
+                            elif isinstance(factor, Pow):
+                                base = factor.base
+                                axes += free_axes(base.terms if isinstance(base, Add) else [base], letter)
+                    if len(set(axes)) > 1:
+                        groups.append(tuple(dict.fromkeys(axes)))
     return tuple(groups)
 
 
@@ -601,7 +611,9 @@ def unique_name(base: str, taken: set[str]) -> str:
     return name
 
 
-def derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None = None) -> CheckedProgram:
+def derive(
+    program: CheckedProgram, wrt: Tensor, name: str, stem: str | None = None, jacobians: bool = True
+) -> CheckedProgram:
     """The program computing d(output)/d(wrt), named ``name``, by reverse accumulation.  Its
     adjoints are named ``d<stem>d<intermediate>`` (by default the output's name: ``dLdH``;
     a second derivative's ``d2LdWdH``, the derivative of dL/dW by H).  Its sums are simplified
@@ -613,12 +625,12 @@ def derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None = N
     }
     token = CANCELLING.set(frozenset(bounded))
     try:
-        return _derive(program, wrt, name, stem)
+        return _derive(program, wrt, name, stem, jacobians)
     finally:
         CANCELLING.reset(token)
 
 
-def _derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None) -> CheckedProgram:
+def _derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None, jacobians: bool) -> CheckedProgram:
     out = program.out
     P, W = out.indices, wrt.indices
     definitions = {d.name: d for d in program.definitions}
@@ -692,7 +704,7 @@ def _derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None) -
     ranks.update({d.name: len(d.indices) for d in [*adjoints, final]})
     derived = CheckedProgram([*forward, *adjoints, final], dict(program.inputs), name, None, ranks, program.all_inputs)
     adjoint_names = {b for b, _ in bars.values()}
-    return prune(inline(derived, adjoint_names, jacobians=adjoint_names if P else frozenset()))
+    return prune(inline(derived, adjoint_names, jacobians=adjoint_names if P and jacobians else frozenset()))
 
 
 def _hints_for(out: Definition, P: Indices, program: CheckedProgram) -> tuple:

@@ -3,6 +3,8 @@ read back."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -1470,3 +1472,22 @@ def test_a_delta_in_a_group_ties_the_lengths_of_its_letters(source):
         assert float(hessian(x=x, z=z, a=a)) == pytest.approx(2 * len(x) * (1 + z.sum()), rel=1e-12)
     else:
         assert float(compiled(x=x, z=z)) == pytest.approx(x.sum() + x.sum() * z.sum(), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "source, reference",
+    [
+        ("f = x_n (delta_nm z_m + u_m w_m)", lambda x, z, u, w: x @ z + x.sum() * (u @ w)),
+        ("f = (x_n - u_m w_m)^2 (delta_nm + z_m)", lambda x, z, u, w: ((x - u @ w) ** 2).sum() * (1 + z.sum())),
+        ("f = x_n (delta_nm + z_m) (u_m w_m)^2", lambda x, z, u, w: (u @ w) ** 2 * (x.sum() + x.sum() * z.sum())),
+    ],
+)
+def test_a_letter_summed_in_another_term_is_not_tied_by_a_delta(source, reference):
+    """A reviewer's find in the first version of the delta ties: a letter summed inside another
+    term or a power's base (``u_m w_m``, lengths 5) is its own, not the delta's m (length 3)."""
+    gen = np.random.default_rng(10)
+    x, z, u, w = gen.normal(size=3), gen.normal(size=3), gen.normal(size=5), gen.normal(size=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", einderiv.EinderivWarning)  # the third reuses m on purpose
+        got = einderiv.evaluate(source, x=x, z=z, u=u, w=w)
+    assert float(got) == pytest.approx(reference(x, z, u, w), rel=1e-12)
