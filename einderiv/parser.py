@@ -209,6 +209,34 @@ _MATRIX_HINTS = {
 }
 
 
+_LATEX_HINTS = {
+    "frac": "write a fraction with '/', as in 1/2 x_i x_i or (a + b) / c",
+    "sum": "Einstein notation sums a repeated index by itself (x_i y_i); write other sums as sum_i(...)",
+    "cdot": "write a product by juxtaposition (x_i y_i) or with '*'",
+    "times": "write a product by juxtaposition (x_i y_i) or with '*'",
+    "sqrt": "write a square root as sqrt(...)",
+    "left": "drop \\left and \\right: brackets are plain ( and )",
+    "right": "drop \\left and \\right: brackets are plain ( and )",
+}
+
+
+def _latex_command(source: str, position: int) -> str:
+    """The LaTeX command (``frac``) that starts at the backslash at ``position``, or ''."""
+    end = position + 1
+    while end < len(source) and source[end].isascii() and source[end].isalpha():
+        end += 1
+    return source[position + 1 : end]
+
+
+def _latex_hint(command: str) -> str:
+    known = _LATEX_HINTS.get(command)
+    if known is None and command in ("exp", "log", "sin", "cos", "tanh", "det", "tr"):
+        known = f"write {command}(...) without the backslash"
+    if known is None:
+        known = "write names and functions plainly (lam, exp(...), x_i)"
+    return f"'\\{command}' is LaTeX, which einderiv writes (--format latex) but does not read: {known}"
+
+
 def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = False) -> ParseError:
     """The parser's complaint as a ParseError; ``spelled(token)`` is a token as the user typed it;
     ``matrix``: the text was read as matrix notation."""
@@ -228,6 +256,8 @@ def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = 
             hint = ": an exponent is a number without braces (x_i^2, x_i^-1); an inverse is inv(A)_ij"
         elif char == "{" or char == "}":
             hint = ": braces only hold index lists, as in W_{in,out}"
+        elif char == "\\" and (command := _latex_command(source, err.pos_in_stream)):
+            hint = ": " + _latex_hint(command)
         elif char in _GLYPH_HINTS:
             hint = ": " + _GLYPH_HINTS[char]
         return ParseError(f"syntax error: unexpected character {char!r}{hint}", source, line, column)

@@ -348,15 +348,17 @@ def count_letters(
         return {}, None
     dims = {c: dimension(*axes[c][0]) for c in counts}
     statements = [s for s, _ in earlier]
-    writes: list[dict[str, set]] = []  # per statement: letter -> the dimensions it writes it at
-    for s in statements:
+
+    def writes_of(expr) -> dict[str, set]:  # letter -> the dimensions expr writes it at
         written: dict[str, set] = {}
-        for node in walk(s.rhs):
+        for node in walk(expr):
             if isinstance(node, (Tensor, MatrixCall)):
                 name = node.matrix if isinstance(node, MatrixCall) else node.name
                 for axis, i in enumerate(node.indices):
                     written.setdefault(i, set()).add(dimension(name, axis))
-        writes.append(written)
+        return written
+
+    writes = [writes_of(s.rhs) for s in statements]  # per statement
     context = set(poly.indices)
     plain = {c: count_letter(c) if count_is_written(c) and count_letter(c) not in context else None for c in counts}
     wrong = {  # its own letter, written earlier only at other dimensions
@@ -379,6 +381,25 @@ def count_letters(
         writes[k][new] = writes[k].pop(old)
         return new
 
+    def rename_bound(dim) -> str | None:
+        """A fresh letter for the letter of a reduction that sums only this dimension, renamed in
+        that reduction alone (``sum_i(x_i + a) u_i`` prints as ``sum_k(x_k + a) u_i``, which
+        means the same: the reduction binds its letter), where a statement may be renamed."""
+        for k, s in enumerate(statements):
+            if not earlier[k][1]:
+                continue
+            for node in walk(s.rhs):
+                if isinstance(node, Call) and node.over:
+                    for old in node.over:
+                        if writes_of(node.arg).get(old) == {dim}:
+                            (new,) = fresh_indices(1, taken)
+                            taken.add(new)
+                            rhs = _renamed_in(s.rhs, node, old, new)
+                            statements[k] = changed[k] = Statement(s.target, rhs)
+                            writes[k] = writes_of(rhs)
+                            return new
+        return None
+
     for c in counts:
         dim = dims[c]
         partners = {letters.get(p) for g in groups if c in g for p in g if p != c}
@@ -400,11 +421,15 @@ def count_letters(
                 if ds == {dim} and (i not in letters.values() or len(good(i, dim)) > 1)
             )
             found = next(own, None)
-            if found is None:
+            if found is not None:
+                letters[c] = rename(*found)
+                continue
+            bound = rename_bound(dim)
+            if bound is None:
                 letters = {c: b for c, b in plain.items() if b is not None and not wrong[c]}
                 changed = {}
                 break
-            letters[c] = rename(*found)
+            letters[c] = bound
     if {c: letters.get(c) for c in counts} == plain:
         return changed, None
     names = {
@@ -412,6 +437,25 @@ def count_letters(
         for k, c in enumerate(counts)
     }
     return changed, (_counts_renamed(poly, names), {names[c]: set(axes[c]) for c in counts})
+
+
+def _renamed_in(expr, target, old: str, new: str):
+    """``expr`` with the node ``target`` (found by identity) renamed ``old`` -> ``new``."""
+    if expr is target:
+        return renamed(expr, old, new)
+    if isinstance(expr, Neg):
+        return Neg(_renamed_in(expr.operand, target, old, new))
+    if isinstance(expr, Add):
+        return Add(tuple(_renamed_in(t, target, old, new) for t in expr.terms))
+    if isinstance(expr, Mul):
+        return Mul(tuple(_renamed_in(f, target, old, new) for f in expr.factors))
+    if isinstance(expr, Div):
+        return Div(_renamed_in(expr.numerator, target, old, new), _renamed_in(expr.denominator, target, old, new))
+    if isinstance(expr, Pow):
+        return Pow(_renamed_in(expr.base, target, old, new), expr.exponent)
+    if isinstance(expr, Call):
+        return Call(expr.func, _renamed_in(expr.arg, target, old, new), expr.over)
+    return expr
 
 
 def term_to_expr(

@@ -1491,3 +1491,51 @@ def test_a_letter_summed_in_another_term_is_not_tied_by_a_delta(source, referenc
         warnings.simplefilter("ignore", einderiv.EinderivWarning)  # the third reuses m on purpose
         got = einderiv.evaluate(source, x=x, z=z, u=u, w=w)
     assert float(got) == pytest.approx(reference(x, z, u, w), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "source, says",
+    [
+        ("f = \\frac{1}{2} x_i x_i", "write a fraction with '/'"),
+        ("f = \\sum_i x_i", "sums a repeated index by itself"),
+        ("f = x_i \\cdot x_i", "by juxtaposition"),
+        ("f = \\lambda x_i x_i", "'\\lambda' is LaTeX"),
+        ("f = \\exp(x_i)", "write exp(...) without the backslash"),
+    ],
+)
+def test_latex_input_is_named_as_latex(source, says):
+    """A LaTeX command was answered "there is no left division: write inv(A) b" (a hunter's find)."""
+    with pytest.raises(einderiv.ParseError) as caught:
+        einderiv.compile(source)
+    message = str(caught.value)
+    assert says in message and "left division" not in message
+    assert "^" in message  # the caret under the backslash
+
+
+@pytest.mark.parametrize(
+    "source, wrt",
+    [
+        ("f = sum_i(x_i + a) sum_i(u_i)", ["a"]),
+        ("f = sum_i(x_i + a) u_i", ["a"]),
+        ("f = sum_i(x_i + a) u_i", ["u"]),
+        ("f = sum_i(x_i + a) A_ij z_j", ["A"]),
+        ("f = exp(sum_i(x_i + a)) u_i", ["a"]),
+        ("f = sum_i((x_i + a)^2) u_i", ["a", "a"]),
+        ("f = sum_i(x_i + a) sum_i(u_i + a)", ["a"]),
+    ],
+)
+def test_a_count_of_a_reductions_letter_used_outside_it_reads_back(source, wrt):
+    """The count of sum_i's i, where i also indexes u outside the sum, printed as delta_{j9,j9},
+    which nothing sizes: the text did not read back (a hunter's find).  The reduction's letter
+    is renamed in the printed statement (sum_k(x_k + a) u_i means the same)."""
+    gen = np.random.default_rng(11)
+    arrays = {"x": gen.normal(size=3), "u": gen.normal(size=4), "a": np.array(0.3)}
+    arrays |= {"A": gen.normal(size=(3, 4)), "z": gen.normal(size=4)}
+    derivative = einderiv.diff(source, wrt)
+    assert "9" not in str(derivative)
+    read_back = einderiv.compile(str(derivative))
+    np.testing.assert_allclose(
+        read_back(**{k: arrays[k] for k in read_back.inputs}),
+        derivative(**{k: arrays[k] for k in derivative.inputs}),
+        rtol=1e-12,
+    )
