@@ -851,11 +851,11 @@ def _inline_one(program: CheckedProgram, definitions: list, name: str, letters, 
     # an adjoint holding counts (d2fdudt1_k = ... delta_ii delta_jj M_kl u_l) is substituted
     # too, where that stays small: the derivative's statement is sized as the one it differentiates
     counting = any(is_count(i) for i in d.poly.all_index_names()) and len(d.poly.terms) * uses <= 16
-    # an adjoint diagonal in two of its axes (d2LdXdD_klij = delta_ik ... of an RBF Hessian):
-    # computed apart it would fill its off-diagonal with zeros (500 x 10 x 500 x 400 there);
-    # substituted, its delta contracts in its users (where that stays small, as for counts)
-    few = 0 < len(d.poly.terms) * uses <= 8
-    diagonal = few and (jacobian or all(_joins_axes(t, d.indices) for t in d.poly.terms))
+    # a Jacobian, and an adjoint diagonal in two of its axes (d2LdXdD_klij = delta_ik ... of an
+    # RBF Hessian), which computed apart would fill its off-diagonal with zeros (500 x 10 x 500 x
+    # 400 there): substituted, where that stays small, its users contract it (and its delta) at once
+    diagonal = all(_joins_axes(t, d.indices) for t in d.poly.terms)
+    spread = 0 < len(d.poly.terms) * uses <= 8 and (jacobian or diagonal)
     substituted = []
     before = after = 0
     for x in definitions:
@@ -871,7 +871,7 @@ def _inline_one(program: CheckedProgram, definitions: list, name: str, letters, 
         substituted.append(x)
     # used more than once, it is substituted where its users then collect into fewer terms
     # (c_n^2 X_ni beside c_n c_n X_ni)
-    if uses != 1 and not small and not counting and not diagonal and after >= before:
+    if uses != 1 and not small and not counting and not spread and after >= before:
         return None
     return substituted
 
