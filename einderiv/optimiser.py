@@ -25,6 +25,7 @@ from .normal import (
     common_coefficient,
     equivalent,
     is_reciprocal,
+    negated,
     rename_atom,
 )
 from .rewrites import logsumexp_parts
@@ -331,6 +332,42 @@ class StraightLine:
                     break
         return terms
 
+    def _as_ones(self, rest: list, name: str, indices: Indices, free: set[str]) -> list | None:
+        """``rest`` without a count that counts the summed index of step ``name`` (``-delta_nn``
+        beside ``sigmoid(z_n)^2``, which the Hessian of ``log(sigmoid(z_n)) + log(1 -
+        sigmoid(z_n))`` holds, is the sum over n of -1: the constant of the polynomial in s);
+        None where it holds none.  The count must count an axis the step's index runs along."""
+        if len(indices) != 1 or indices[0] in free:
+            return None
+        axes = self._index_axes(name, 0)
+        for k, f in enumerate(rest):
+            if isinstance(f, Delta) and f.first == f.second and is_count(f.first) and self._count_axes(f.first) & axes:
+                return rest[:k] + rest[k + 1 :]
+        return None
+
+    def _index_axes(self, name: str, axis: int, depth: int = 0) -> set[tuple[str, int]]:
+        """The named arrays' axes (inputs and statements) that axis ``axis`` of step ``name``
+        runs along, through the elementwise and contraction steps that made it."""
+        found = {(name, axis)}
+        if depth > 8:
+            return found
+        for step in self.steps:
+            if step.target != name:
+                continue
+            if isinstance(step, Elementwise):
+                return found | self._index_axes(step.source, axis, depth + 1)
+            if isinstance(step, Contract):
+                poly = step.contraction.poly
+                if axis >= len(poly.indices):
+                    return found
+                index = poly.indices[axis]
+                for term in poly.terms:
+                    for f in term.factors:
+                        if isinstance(f, Tensor) and not is_reciprocal(f) and index in f.indices:
+                            found |= self._index_axes(f.name, f.indices.index(index), depth + 1)
+                return found
+        return found
+
     def _factored_powers(self, terms: list[Term], variable: tuple[str, Indices], free: set[str]) -> list[Term]:
         """One step of :meth:`_saturating`: the terms' powers of ``variable`` (a step and its indices)."""
         name, indices = variable
@@ -347,6 +384,10 @@ class StraightLine:
                     rest.append(f)
             split[position] = rest, len(rest) if at is None else at
             carried = free | {i for f in rest for i in f.indices}
+            if not power and not set(indices) <= carried:
+                rest = self._as_ones(rest, name, indices, free)  # -N + sum_n(s_n^2): sum_n(s_n^2 - 1)
+                carried |= set(indices) if rest is not None else set()
+                rest = split[position][0] if rest is None else rest
             if power or set(indices) <= carried:
                 groups.setdefault(tuple(sorted(rest, key=repr)), []).append((position, power))
         func = self._elementwise[name].func
@@ -450,21 +491,23 @@ class StraightLine:
             self.steps.append(Contract(self._calls[key], Contraction(product)))
         return self._calls[key]
 
-    def _negated_call(self, source: str) -> str | None:
-        """The step holding sigmoid(v) where ``source`` is the step -v: the complement of the
-        user's sigmoid(-v) is the user's sigmoid(v), one array (``1 - sigmoid(z)^2 -
-        sigmoid(-z)^2`` is then 2 sigmoid(z) sigmoid(-z), not 0 at |z| = 40)."""
+    def _negated_call(self, source: str, rank: int) -> str | None:
+        """An existing step holding sigmoid(-u), where step or array ``source`` holds u: the
+        complement of the user's sigmoid(u) is then the user's sigmoid(-u), one array (``1 -
+        sigmoid(z)^2 - sigmoid(-z)^2`` is then 2 sigmoid(z) sigmoid(-z), not 0 at |z| = 40)."""
+        wanted = {_poly_key(negated(poly)) for poly in self._source_polys(source, rank)}
         for step in self.steps:
-            if isinstance(step, Contract) and step.target == source:
-                poly = step.contraction.poly
-                (term,) = poly.terms if len(poly.terms) == 1 else (None,)
-                if term is None or term.coeff != -1 or len(term.factors) != 1:
-                    return None
-                (v,) = term.factors
-                if not isinstance(v, Tensor) or v.indices != poly.indices or is_reciprocal(v):
-                    return None
-                return self._calls.get(("sigmoid", "None", *_poly_key(Poly((Term(Fraction(1), (v,)),), v.indices))))
+            if isinstance(step, Elementwise) and step.func == "sigmoid" and step.param is None:
+                if wanted & {_poly_key(poly) for poly in self._source_polys(step.source, rank)}:
+                    return step.target
         return None
+
+    def _source_polys(self, name: str, rank: int) -> list[Poly]:
+        """What the array ``name`` holds: the array itself, and its contraction where a step made it."""
+        axes = fresh_indices(rank, set())
+        polys = [Poly((Term(Fraction(1), (Tensor(name, axes),)),), axes)]
+        polys += [s.contraction.poly for s in self.steps if isinstance(s, Contract) and s.target == name]
+        return polys
 
     def _complement(self, name: str, rank: int) -> str:
         """The step holding sigmoid(-u) for step ``name`` = sigmoid(u), or cosh(u)^-2 for tanh(u),
@@ -476,7 +519,7 @@ class StraightLine:
         if step.func == "sigmoid":
             axes = fresh_indices(rank, set())
             minus_u = Poly((Term(Fraction(-1), (Tensor(step.source, axes),)),), axes)
-            made = self._calls.get(("sigmoid", "None", *_poly_key(minus_u))) or self._negated_call(step.source)
+            made = self._calls.get(("sigmoid", "None", *_poly_key(minus_u))) or self._negated_call(step.source, rank)
             if made is None:
                 negated = self._temp()
                 self.steps.append(Contract(negated, Contraction(minus_u)))
