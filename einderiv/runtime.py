@@ -375,9 +375,8 @@ def _explain_softmax(step: Softmax, values):
 
 def _explain_logsumexp(step: LogSumExp, values):
     source = values[step.source].shape
-    axes, order = step.axes
-    kept = [k for k in range(len(source)) if k not in axes]
-    shape = tuple(source[kept[k]] for k in order)
+    axes, order = step.axes  # order: the kept axes of the source, as the result lays them out
+    shape = tuple(source[k] for k in order)
     return f"logsumexp({step.source}, axes {axes})", shape, 4 * math.prod(source), math.prod(source)
 
 

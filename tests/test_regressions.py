@@ -1565,3 +1565,15 @@ def test_a_count_beside_powers_of_a_sigmoid_is_their_constant(source, x):
     want = sum(-2 * sigmoid(v) * sigmoid(-v) for v in (x - mu) / s) / mpmath.mpf(s) ** 2
     got = einderiv.hessian(source, "mu")(x=x, mu=np.array(mu), s=np.array(s))
     assert float(got) == pytest.approx(float(want), rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize(
+    "source, shape", [("L_k = logsumexp_n(Z_nk)", "(4,)"), ("L_kn = logsumexp_m(T_nmk)", "(5, 2)")]
+)
+def test_explain_sizes_a_logsumexp_over_a_leading_axis(source, shape):
+    """explain() raised a bare IndexError (the kept axes were read as positions), where the
+    expression evaluates (a hunter's find)."""
+    compiled = einderiv.compile(source)
+    report = compiled.explain(Z=(3, 4)) if "Z" in compiled.inputs else compiled.explain(T=(2, 3, 5))
+    (row,) = [line for line in report.splitlines() if line.startswith("L ")]
+    assert shape in row
