@@ -53,6 +53,16 @@ def _atom_kind(atom) -> tuple:
     return (type(atom).__name__, name, len(atom.indices))
 
 
+def _call_arguments(atoms) -> list[Poly]:
+    """The arguments of the calls among ``atoms``, and of the calls inside them."""
+    found = []
+    for atom in atoms:
+        if isinstance(atom, Apply):
+            found.append(atom.arg)
+            found += _call_arguments(f for t in atom.arg.terms for f in t.factors)
+    return found
+
+
 def _residual_fits(f: Tensor, g: Tensor, held: set[str], free: set[str]) -> bool:
     """Whether ``f - g`` may replace f in a term whose other factors and output indices hold
     ``held`` (``free``: the output indices): every index of the residual must be held, so that
@@ -280,7 +290,10 @@ class StraightLine:
     def hoist(self, poly: Poly) -> Poly:
         """``poly`` with every call replaced by a tensor computed by an earlier step."""
         terms = []
-        recounted = self._recount(list(poly.terms), set(poly.indices))
+        written = list(poly.terms)
+        while (squared := self._merge_square(written, set(poly.indices))) is not None:  # before a count pairs off
+            written = squared
+        recounted = self._recount(written, set(poly.indices))
         for term in self._residual_pairs(recounted, set(poly.indices)):  # before solves replace inv(S)
             alone = sum(1 for f in term.factors if f.indices) == 1  # the only factor with axes
             factors = [g for f in term.factors for g in self._hoist_factor(f, alone)]
@@ -678,10 +691,89 @@ class StraightLine:
                         rest = tuple(sorted((rename_atom(g, mapping) for g in trimmed), key=repr))
                         entry = (number, k, rename_atom(f, mapping), mapping, mapping[r.indices[0]])
                         found.setdefault(rest, []).append(entry)
-            merged = self._merge_residual(terms, found, free)
+            merged = self._merge_residual(terms, found, free) or self._merge_square(terms, free)
             if merged is None:
                 return terms
             terms = merged
+
+    def _merge_square(self, terms: list[Term], free: set[str]) -> list[Term] | None:
+        """``c f f R - 2c f g R + c g g R`` -> ``c r r R`` with ``r = f - g``: a perfect square
+        that differentiation multiplied out (the Hessian diagonal of an RBF kernel holds
+        ``4 X_kl X_kl W - 8 Z_jl X_kl W + 4 Z_jl Z_jl W``: at X ~ 1e8 it was [6, 4, -4, ...] for
+        [0.61, 1.10, -2.01, ...]).  The residual fits as a pair's does, or is an array the
+        evaluation forms anyway (the RBF's X_kd - Z_jd).  None where there is none."""
+        shapes: dict[tuple, dict[str, list]] = {}  # rest -> kind -> [(term, f, g, mapping)]
+        for number, term in enumerate(terms):
+            tensors = [k for k, f in enumerate(term.factors) if isinstance(f, Tensor) and not is_reciprocal(f)]
+            for x, a in enumerate(tensors):
+                for b in tensors[x + 1 :]:
+                    f, g = term.factors[a], term.factors[b]
+                    if len(set(f.indices)) != len(f.indices) or len(set(g.indices)) != len(g.indices):
+                        continue
+                    others = [h for k, h in enumerate(term.factors) if k not in (a, b)]
+                    for first, second in ((f, g), (g, f)):
+                        mapping = _summed_names(others, first, free)
+                        for i in second.indices:
+                            if i not in free and i not in mapping:
+                                mapping[i] = f"_c{len(mapping)}"
+                        rest = tuple(sorted((rename_atom(h, mapping) for h in others), key=repr))
+                        pair = (rename_atom(first, mapping), rename_atom(second, mapping))
+                        kind = "square" if pair[0] == pair[1] else "cross"
+                        shapes.setdefault(rest, {}).setdefault(kind, []).append((number, pair, mapping))
+                        counts = [
+                            h for h in others if isinstance(h, Delta) and h.first == h.second and is_count(h.first)
+                        ]
+                        if kind == "square" and counts:  # m m delta_nn beside x_n x_n: m broadcast along n
+                            renamed = [rename_atom(h, mapping) for h in counts]
+                            bare = tuple(h for h in rest if h not in renamed)
+                            entry = (number, pair, mapping, [h.first for h in counts])
+                            shapes.setdefault(bare, {}).setdefault("counted", []).append(entry)
+        for rest, kinds in shapes.items():
+            held = {i for h in rest if not isinstance(h, Delta) and not is_reciprocal(h) for i in h.indices} | free
+            squares = [(*entry, []) for entry in kinds.get("square", [])] + kinds.get("counted", [])
+            for a, (f, _), mapping in kinds.get("square", []):
+                for c, (g, _), _, counted in squares:
+                    if a == c or terms[a].coeff != terms[c].coeff or (f.name >= g.name and not counted):
+                        continue
+                    missing = [i for i in f.indices if i not in g.indices]
+                    if counted and not self._counts_along(counted, f, missing):
+                        continue
+                    crosses = [n for n, pair, _ in kinds.get("cross", []) if pair == (f, g)]
+                    cross = next((n for n in crosses if terms[n].coeff == -2 * terms[a].coeff), None)
+                    if cross is None:
+                        continue
+                    axes = (*f.indices, *(i for i in g.indices if i not in f.indices))
+                    combined = Poly((Term(Fraction(1), (f,)), Term(Fraction(-1), (g,))), axes)
+                    key = _poly_key(combined)
+                    made = self._calls.get(("residual", key))
+                    formed = self._calls.get(("source", *key))
+                    if made is None and formed is not None:
+                        made = (formed, axes)
+                    # a call of the rest holds the difference: the evaluation forms it anyway
+                    inside = any(_poly_key(p) == key for p in _call_arguments([*rest]))
+                    if made is None and not (
+                        inside or _residual_fits(f, g, held | set(missing) if counted else held, free)
+                    ):
+                        continue
+                    if made is None:
+                        made = (self._temp(), axes)
+                        self.steps.append(Contract(made[0], Contraction(combined)))
+                        self._calls[("source", *key) if inside else ("residual", key)] = made[0] if inside else made
+                    written = {canonical: index for index, canonical in mapping.items()}
+                    residual = Tensor(made[0], tuple(written.get(i, i) for i in axes))
+                    kept = [h for h in terms[a].factors if h != rename_atom(f, written)]
+                    if len(kept) != len(terms[a].factors) - 2:
+                        continue
+                    square = Term(terms[a].coeff, (*kept, residual, residual))
+                    return [*(t for n, t in enumerate(terms) if n not in (a, c, cross)), square]
+        return None
+
+    def _counts_along(self, counts: list[str], f: Tensor, missing: list[str]) -> bool:
+        """Whether the counts count f's axes at the letters ``missing``, one each."""
+        if len(counts) != len(missing):
+            return False
+        axes = [{(f.name, f.indices.index(i))} for i in missing]
+        return all(any(self._count_axes(c) & want for c in counts) for want in axes)
 
     def _merge_residual(self, terms: list[Term], found: dict, free: set[str]) -> list[Term] | None:
         """The terms after the first merge :meth:`_residual_pairs` finds; None where there is none."""

@@ -1577,3 +1577,43 @@ def test_explain_sizes_a_logsumexp_over_a_leading_axis(source, shape):
     report = compiled.explain(Z=(3, 4)) if "Z" in compiled.inputs else compiled.explain(T=(2, 3, 5))
     (row,) = [line for line in report.splitlines() if line.startswith("L ")]
     assert shape in row
+
+
+@pytest.mark.parametrize(
+    "source, wrt, order, want",
+    [
+        ("L = ((x_n - m) s)^2", "s", 1, lambda r, s: 2 * s * (r @ r)),
+        ("L = ((x_n - m) s)^2", "s", 2, lambda r, s: 2 * (r @ r)),
+        ("L = ((x_n - m) / s)^2", "s", 1, lambda r, s: -2 * (r @ r) / s**3),
+    ],
+)
+def test_a_square_of_a_residual_multiplied_out_is_read_back_as_a_square(source, wrt, order, want):
+    """``x_n x_n - 2 x_n m + m m delta_nn`` (times s) is (x_n - m)^2: evaluated apart it was
+    128 for 152 at x ~ 1e8 (a hunter's find; the program that names x_n - m was right)."""
+    x, m, s = np.array([-3.0, 2, 5, 0, -1]) + 1e8, np.array(1e8 + 1), np.array(2.0)
+    derivative = einderiv.diff(source, [wrt] * order)
+    assert float(derivative(x=x, m=m, s=s)) == pytest.approx(want(x - m, s), rel=1e-14)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "D_ij = (X_id - Z_jd)^2; K_ij = exp(-D_ij / (2 ell^2)); L = al_i K_ij be_j",
+        "L = al_i exp(-sum_d((X_id - Z_jd)^2) / (2 ell^2)) be_j",
+    ],
+)
+def test_an_rbf_hessian_diagonal_keeps_the_square_of_its_residual(source):
+    """hessian_diag of an RBF kernel at X ~ 1e8 was [6, 4, -4, 8, 1, 0] for [0.61, 1.10, -2.01,
+    ...]: ``4 X_kl X_kl W - 8 Z_jl X_kl W + 4 Z_jl Z_jl W`` is 4 (X_kl - Z_jl)^2 W (a hunter's
+    find; the program form was right before its Hessian's adjoints were substituted)."""
+    jax, jnp = jax_float64()
+    X = np.array([[0.5, -1], [1.5, 0.25], [-0.75, 0.5]]) + 1e8
+    Z = np.array([[0, 0.5], [1, -0.5]]) + 1e8
+    al, be, ell = np.array([1, -2, 0.5]), np.array([0.7, -1.1]), np.array(0.8)
+
+    def loss(X):
+        return al @ jnp.exp(-((X[:, None, :] - Z[None]) ** 2).sum(-1) / (2 * ell**2)) @ be
+
+    want = np.diagonal(np.asarray(jax.hessian(loss)(X)).reshape(6, 6)).reshape(3, 2)
+    got = einderiv.hessian_diag(source, "X")(X=X, Z=Z, al=al, be=be, ell=ell)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
