@@ -135,19 +135,27 @@ def renamed(expr: Expr, old: str, new: str) -> Expr:
         return Delta(*swap(expr.indices))
     if isinstance(expr, MatrixCall):
         return MatrixCall(expr.func, expr.matrix, swap(expr.indices))
-    if isinstance(expr, Neg):
-        return Neg(renamed(expr.operand, old, new))
-    if isinstance(expr, Add):
-        return Add(tuple(renamed(t, old, new) for t in expr.terms))
-    if isinstance(expr, Mul):
-        return Mul(tuple(renamed(f, old, new) for f in expr.factors))
-    if isinstance(expr, Div):
-        return Div(renamed(expr.numerator, old, new), renamed(expr.denominator, old, new))
-    if isinstance(expr, Pow):
-        return Pow(renamed(expr.base, old, new), expr.exponent)
     if isinstance(expr, Call):
         return Call(expr.func, renamed(expr.arg, old, new), swap(expr.over))
-    return expr
+    return with_children(expr, lambda child: renamed(child, old, new))
+
+
+def with_children(node: Expr, change) -> Expr:
+    """``node`` rebuilt with ``change`` applied to each node directly inside it (those
+    :func:`children` lists); a leaf as it is."""
+    if isinstance(node, Neg):
+        return Neg(change(node.operand))
+    if isinstance(node, Add):
+        return Add(tuple(change(t) for t in node.terms))
+    if isinstance(node, Mul):
+        return Mul(tuple(change(f) for f in node.factors))
+    if isinstance(node, Div):
+        return Div(change(node.numerator), change(node.denominator))
+    if isinstance(node, Call):
+        return Call(node.func, change(node.arg), node.over)
+    if isinstance(node, Pow):
+        return Pow(change(node.base), node.exponent)
+    return node
 
 
 def derivative_name(name: str, order: int) -> str:

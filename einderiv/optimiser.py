@@ -63,6 +63,25 @@ def _call_arguments(atoms) -> list[Poly]:
     return found
 
 
+def _held_by_lengths(rest, free: set[str]) -> set[str]:
+    """The indices a factor with a length carries (not a delta, not a mean's 1/n), and ``free``:
+    a summed letter named alike in two terms (_c0) is one size only where such a factor holds it
+    (``mean_n(x_n) - mean_m(y_m)`` sums two lengths, 1/n and 1/m both 1/_c0)."""
+    return {i for h in rest if not isinstance(h, Delta) and not is_reciprocal(h) for i in h.indices} | free
+
+
+def _difference(f: Tensor, g: Tensor) -> tuple[Indices, Poly]:
+    """``f - g`` over f's axes, then those of g's that f lacks."""
+    axes = (*f.indices, *(i for i in g.indices if i not in f.indices))
+    return axes, Poly((Term(Fraction(1), (f,)), Term(Fraction(-1), (g,))), axes)
+
+
+def _written_back(name: str, axes: Indices, mapping: dict[str, str]) -> Tensor:
+    """The array ``name`` over canonical ``axes``, in the letters of the term ``mapping`` named."""
+    written = {canonical: index for index, canonical in mapping.items()}
+    return Tensor(name, tuple(written.get(i, i) for i in axes))
+
+
 def _residual_fits(f: Tensor, g: Tensor, held: set[str], free: set[str]) -> bool:
     """Whether ``f - g`` may replace f in a term whose other factors and output indices hold
     ``held`` (``free``: the output indices): every index of the residual must be held, so that
@@ -398,9 +417,9 @@ class StraightLine:
             split[position] = rest, len(rest) if at is None else at
             carried = free | {i for f in rest for i in f.indices}
             if not power and not set(indices) <= carried:
-                rest = self._as_ones(rest, name, indices, free)  # -N + sum_n(s_n^2): sum_n(s_n^2 - 1)
-                carried |= set(indices) if rest is not None else set()
-                rest = split[position][0] if rest is None else rest
+                ones = self._as_ones(rest, name, indices, free)  # -N + sum_n(s_n^2): sum_n(s_n^2 - 1)
+                if ones is not None:
+                    rest, carried = ones, carried | set(indices)
             if power or set(indices) <= carried:
                 groups.setdefault(tuple(sorted(rest, key=repr)), []).append((position, power))
         func = self._elementwise[name].func
@@ -729,7 +748,7 @@ class StraightLine:
                             entry = (number, pair, mapping, [h.first for h in counts])
                             shapes.setdefault(bare, {}).setdefault("counted", []).append(entry)
         for rest, kinds in shapes.items():
-            held = {i for h in rest if not isinstance(h, Delta) and not is_reciprocal(h) for i in h.indices} | free
+            held = _held_by_lengths(rest, free)
             squares = [(*entry, []) for entry in kinds.get("square", [])] + kinds.get("counted", [])
             for a, (f, _), mapping in kinds.get("square", []):
                 for c, (g, _), _, counted in squares:
@@ -742,8 +761,7 @@ class StraightLine:
                     cross = next((n for n in crosses if terms[n].coeff == -2 * terms[a].coeff), None)
                     if cross is None:
                         continue
-                    axes = (*f.indices, *(i for i in g.indices if i not in f.indices))
-                    combined = Poly((Term(Fraction(1), (f,)), Term(Fraction(-1), (g,))), axes)
+                    axes, combined = _difference(f, g)
                     key = _poly_key(combined)
                     made = self._calls.get(("residual", key))
                     formed = self._calls.get(("source", *key))
@@ -759,9 +777,9 @@ class StraightLine:
                         made = (self._temp(), axes)
                         self.steps.append(Contract(made[0], Contraction(combined)))
                         self._calls[("source", *key) if inside else ("residual", key)] = made[0] if inside else made
-                    written = {canonical: index for index, canonical in mapping.items()}
-                    residual = Tensor(made[0], tuple(written.get(i, i) for i in axes))
-                    kept = [h for h in terms[a].factors if h != rename_atom(f, written)]
+                    residual = _written_back(made[0], axes, mapping)
+                    original = _written_back(f.name, f.indices, mapping)
+                    kept = [h for h in terms[a].factors if h != original]
                     if len(kept) != len(terms[a].factors) - 2:
                         continue
                     square = Term(terms[a].coeff, (*kept, residual, residual))
@@ -778,10 +796,7 @@ class StraightLine:
     def _merge_residual(self, terms: list[Term], found: dict, free: set[str]) -> list[Term] | None:
         """The terms after the first merge :meth:`_residual_pairs` finds; None where there is none."""
         for rest, members in found.items():
-            # what a factor with a length carries (not a delta, not a mean's 1/n): a summed letter
-            # named alike in two terms (_c0) is one size only where such a factor holds it
-            # (``mean_n(x_n) - mean_m(y_m)`` sums two lengths, 1/n and 1/m both 1/_c0)
-            held = {i for g in rest if not isinstance(g, Delta) and not is_reciprocal(g) for i in g.indices} | free
+            held = _held_by_lengths(rest, free)
             for a, k, f, mapping, mean in members:
                 for b, _, g, _, paired_mean in members:
                     if a == b or terms[a].coeff != -terms[b].coeff or f.name == g.name:
@@ -792,10 +807,9 @@ class StraightLine:
                         continue  # a factor alone in its term pairs with a mean only
                     if mean is not None and mean in g.indices:
                         continue
-                    axes = (*f.indices, *(i for i in g.indices if i not in f.indices))
                     if not _residual_fits(f, g, held | {mean} if mean else held, free):
                         continue
-                    combined = Poly((Term(Fraction(1), (f,)), Term(Fraction(-1), (g,))), axes)
+                    axes, combined = _difference(f, g)
                     key = ("residual", _poly_key(combined))
                     made = self._calls.get(key)
                     if made is None:
@@ -803,8 +817,7 @@ class StraightLine:
                         self.steps.append(Contract(made[0], Contraction(combined)))
                         self._calls[key] = made
                     factors = list(terms[a].factors)
-                    written = {canonical: index for index, canonical in mapping.items()}
-                    factors[k] = Tensor(made[0], tuple(written.get(i, i) for i in axes))  # f's axes, then g's
+                    factors[k] = _written_back(made[0], axes, mapping)  # f's axes, then g's
                     return [*(t for n, t in enumerate(terms) if n not in (a, b)), Term(terms[a].coeff, tuple(factors))]
         return None
 

@@ -31,6 +31,7 @@ from .ir import (
     children,
     renamed,
     walk,
+    with_children,
 )
 from .normal import (
     POLY_TEXT,
@@ -443,19 +444,7 @@ def _renamed_in(expr, target, old: str, new: str):
     """``expr`` with the node ``target`` (found by identity) renamed ``old`` -> ``new``."""
     if expr is target:
         return renamed(expr, old, new)
-    if isinstance(expr, Neg):
-        return Neg(_renamed_in(expr.operand, target, old, new))
-    if isinstance(expr, Add):
-        return Add(tuple(_renamed_in(t, target, old, new) for t in expr.terms))
-    if isinstance(expr, Mul):
-        return Mul(tuple(_renamed_in(f, target, old, new) for f in expr.factors))
-    if isinstance(expr, Div):
-        return Div(_renamed_in(expr.numerator, target, old, new), _renamed_in(expr.denominator, target, old, new))
-    if isinstance(expr, Pow):
-        return Pow(_renamed_in(expr.base, target, old, new), expr.exponent)
-    if isinstance(expr, Call):
-        return Call(expr.func, _renamed_in(expr.arg, target, old, new), expr.over)
-    return expr
+    return with_children(expr, lambda child: _renamed_in(child, target, old, new))
 
 
 def term_to_expr(

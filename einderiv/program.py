@@ -329,12 +329,9 @@ def _group_delta_ties(expr) -> tuple:
                         if own[letter] != 1:
                             continue  # summed in the delta's own term
                         axes += free_axes([t for t in group.terms if t is not term], letter)
-                        for factor in node.factors:
-                            if isinstance(factor, Tensor):
-                                axes += axes_of([factor], letter)
-                            elif isinstance(factor, Pow):
-                                base = factor.base
-                                axes += free_axes(base.terms if isinstance(base, Add) else [base], letter)
+                        axes += axes_of(node.factors, letter)  # the product's tensors
+                        for base in (f.base for f in node.factors if isinstance(f, Pow)):
+                            axes += free_axes(base.terms if isinstance(base, Add) else [base], letter)
                     if len(set(axes)) > 1:
                         groups.append(tuple(dict.fromkeys(axes)))
     return tuple(groups)
