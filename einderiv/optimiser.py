@@ -10,6 +10,7 @@ linear solve; softmax and logsumexp are steps of their own, stable at any input.
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter
 from fractions import Fraction
 
@@ -309,9 +310,9 @@ class StraightLine:
     def hoist(self, poly: Poly) -> Poly:
         """``poly`` with every call replaced by a tensor computed by an earlier step."""
         terms = []
-        written = list(poly.terms)
-        while (squared := self._merge_square(written, set(poly.indices))) is not None:  # before a count pairs off
-            written = squared
+        written, free = list(poly.terms), set(poly.indices)
+        while (squared := self._merge_square(written, free) or self._merge_power(written, free)) is not None:
+            written = squared  # before a count pairs off
         recounted = self._recount(written, set(poly.indices))
         for term in self._residual_pairs(recounted, set(poly.indices)):  # before solves replace inv(S)
             alone = sum(1 for f in term.factors if f.indices) == 1  # the only factor with axes
@@ -319,7 +320,6 @@ class StraightLine:
             factors = self._solves(factors, set(poly.indices))
             factors = [self._hoist_matrix(f) if isinstance(f, MatrixFn) else f for f in factors]
             terms.append(Term(term.coeff, tuple(factors)))
-        free = set(poly.indices)
         terms = self._saturating(terms, free)
         terms = self._shared_pairs(terms, free)
         terms = list(self._factor_shared(list(self._factor_out(terms, free)), free))
@@ -747,17 +747,37 @@ class StraightLine:
                             bare = tuple(h for h in rest if h not in renamed)
                             entry = (number, pair, mapping, [h.first for h in counts])
                             shapes.setdefault(bare, {}).setdefault("counted", []).append(entry)
+                        for r in others:  # x_n x_n / n beside m m: the mean of a constant is itself
+                            mean = r.indices[0] if is_reciprocal(r) else None
+                            if mean is None or mean in free or mean not in first.indices:
+                                continue
+                            trimmed = [h for h in others if h is not r]
+                            if (kind == "cross" and mean in second.indices) or any(mean in h.indices for h in trimmed):
+                                continue
+                            meaned = _summed_names(trimmed, first, free)
+                            for i in second.indices:
+                                if i not in free and i not in meaned:
+                                    meaned[i] = f"_c{len(meaned)}"
+                            bare = tuple(sorted((rename_atom(h, meaned) for h in trimmed), key=repr))
+                            entry = (number, (rename_atom(first, meaned), rename_atom(second, meaned)), meaned)
+                            shapes.setdefault(bare, {}).setdefault(f"meaned {kind}", []).append((*entry, meaned[mean]))
         for rest, kinds in shapes.items():
             held = _held_by_lengths(rest, free)
             squares = [(*entry, []) for entry in kinds.get("square", [])] + kinds.get("counted", [])
-            for a, (f, _), mapping in kinds.get("square", []):
+            plain = [(*entry, None) for entry in kinds.get("square", [])]
+            for a, (f, _), mapping, mean in plain + kinds.get("meaned square", []):
                 for c, (g, _), _, counted in squares:
-                    if a == c or terms[a].coeff != terms[c].coeff or (f.name >= g.name and not counted):
+                    if a == c or terms[a].coeff != terms[c].coeff:
+                        continue
+                    if set(g.indices) >= set(f.indices) and f.name >= g.name:  # the pair the other way round
                         continue
                     missing = [i for i in f.indices if i not in g.indices]
                     if counted and not self._counts_along(counted, f, missing):
                         continue
-                    crosses = [n for n, pair, _ in kinds.get("cross", []) if pair == (f, g)]
+                    if mean is not None and (counted or mean in g.indices):
+                        continue
+                    kind = "meaned cross" if mean else "cross"
+                    crosses = [n for n, pair, *_ in kinds.get(kind, []) if pair == (f, g)]
                     cross = next((n for n in crosses if terms[n].coeff == -2 * terms[a].coeff), None)
                     if cross is None:
                         continue
@@ -770,7 +790,7 @@ class StraightLine:
                     # a call of the rest holds the difference: the evaluation forms it anyway
                     inside = any(_poly_key(p) == key for p in _call_arguments([*rest]))
                     if made is None and not (
-                        inside or _residual_fits(f, g, held | set(missing) if counted else held, free)
+                        inside or _residual_fits(f, g, held | set(missing) if counted or mean else held, free)
                     ):
                         continue
                     if made is None:
@@ -784,6 +804,63 @@ class StraightLine:
                         continue
                     square = Term(terms[a].coeff, (*kept, residual, residual))
                     return [*(t for n, t in enumerate(terms) if n not in (a, c, cross)), square]
+        return None
+
+    def _merge_power(self, terms: list[Term], free: set[str]) -> list[Term] | None:
+        """``sum_b c C(k, b) (-1)^b f^(k-b) g^b R`` -> ``c r^k R`` with ``r = f - g``, for k >= 3: a
+        power of a residual that differentiation multiplied out (the Hessian of
+        ``sqrt(((x_n - m) s)^2 + 1)`` by s holds ``-(x_n - m)^4`` as five terms: at x ~ 1e8 it was
+        6e16 for 3.1).  The k + 1 terms must all be there with the binomial coefficients, and
+        the residual must fit as a pair's does (:func:`_residual_fits`).  Squares are
+        :meth:`_merge_square`'s.  None where there is none; a merge leaves k terms fewer."""
+        pure: dict[tuple, dict[int, tuple]] = {}  # (rest, x) -> power -> (term, mapping)
+        mixed: dict[tuple, dict[int, tuple]] = {}  # (rest, f, g) -> power of g -> (term, power of f)
+        for number, term in enumerate(terms):
+            tensors = [f for f in term.factors if isinstance(f, Tensor) and not is_reciprocal(f)]
+            distinct = [f for f in dict.fromkeys(tensors) if len(set(f.indices)) == len(f.indices)]
+            for f in distinct:
+                others = [h for h in term.factors if h != f]
+                mapping = _summed_names(others, f, free)
+                rest = tuple(sorted((rename_atom(h, mapping) for h in others), key=repr))
+                pure.setdefault((rest, rename_atom(f, mapping)), {})[tensors.count(f)] = (number, mapping)
+                for g in distinct:
+                    if g == f or tensors.count(f) + tensors.count(g) < 3:
+                        continue
+                    others = [h for h in term.factors if h != f and h != g]
+                    mapping = _summed_names(others, f, free)
+                    for i in g.indices:
+                        if i not in free and i not in mapping:
+                            mapping[i] = f"_c{len(mapping)}"
+                    rest = tuple(sorted((rename_atom(h, mapping) for h in others), key=repr))
+                    key = (rest, rename_atom(f, mapping), rename_atom(g, mapping))
+                    mixed.setdefault(key, {})[tensors.count(g)] = (number, tensors.count(f))
+        for (rest, f, g), crosses in mixed.items():
+            k = next(iter(crosses.values()))[1] + next(iter(crosses))
+            first, last = pure.get((rest, f), {}).get(k), pure.get((rest, g), {}).get(k)
+            if first is None or last is None or sorted(crosses) != list(range(1, k)):
+                continue
+            c = terms[first[0]].coeff
+            wanted = {b: c * math.comb(k, b) * (-1) ** b for b in range(k + 1)}
+            members = {0: first[0], k: last[0], **{b: n for b, (n, _) in crosses.items()}}
+            if any(terms[members[b]].coeff != wanted[b] for b in members) or len(set(members.values())) != k + 1:
+                continue
+            if any(a + b != k for b, (_, a) in crosses.items()):
+                continue
+            if not _residual_fits(f, g, _held_by_lengths(rest, free), free):
+                continue
+            axes, combined = _difference(f, g)
+            key = ("residual", _poly_key(combined))
+            made = self._calls.get(key)
+            if made is None:
+                made = (self._temp(), axes)
+                self.steps.append(Contract(made[0], Contraction(combined)))
+                self._calls[key] = made
+            number, mapping = first
+            residual = _written_back(made[0], axes, mapping)
+            original = _written_back(f.name, f.indices, mapping)
+            kept = [h for h in terms[number].factors if h != original]
+            power = Term(c, (*kept, *[residual] * k))
+            return [*(t for n, t in enumerate(terms) if n not in members.values()), power]
         return None
 
     def _counts_along(self, counts: list[str], f: Tensor, missing: list[str]) -> bool:

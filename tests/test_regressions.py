@@ -1619,3 +1619,57 @@ def test_an_rbf_hessian_diagonal_keeps_the_square_of_its_residual(source):
     want = np.diagonal(np.asarray(jax.hessian(loss)(X)).reshape(6, 6)).reshape(3, 2)
     got = einderiv.hessian_diag(source, "X")(X=X, Z=Z, al=al, be=be, ell=ell)
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+def _residual_references():
+    """(source, wrt, order, the derivative at x ~ 1e8 in mpmath at 50 digits) for the cases below."""
+    import mpmath
+
+    mpmath.mp.dps = 50
+    xs = [mpmath.mpf(v) + 10**8 for v in (-3, 2, 5, 0, -1)]
+    m, s, lam, s2 = mpmath.mpf(10**8 + 1), mpmath.mpf("0.7"), mpmath.mpf("0.3"), mpmath.mpf(2)
+    r = [x - m for x in xs]
+    sig = [1 / (1 + mpmath.exp(-lam * v)) for v in r]
+    return [
+        ("L = sqrt(((x_n - m) s)^2 + 1)", "s", 1, sum(v * v * s / mpmath.sqrt((v * s) ** 2 + 1) for v in r)),
+        ("L = sqrt(((x_n - m) s)^2 + 1)", "s", 2, sum(v * v / mpmath.sqrt((v * s) ** 2 + 1) ** 3 for v in r)),
+        ("L = sum_n(((x_n - m) s)^3)", "s", 1, sum(3 * v**3 * s**2 for v in r)),
+        ("L = sum_n(((x_n - m) s)^4) + s^2", "s", 1, sum(4 * v**4 * s**3 for v in r) + 2 * s),
+        (
+            "L = softplus(lam (x_n - m)) - y_n lam (x_n - m)",
+            "lam",
+            2,
+            sum(v * v * q * (1 - q) for v, q in zip(r, sig)),
+        ),
+        (
+            "L = mean_n(0.5 ((x_n - m) / sqrt(s2))^2 + 0.5 log(s2))",
+            "s2",
+            1,
+            sum(-0.5 * v * v / s2**2 + 0.5 / s2 for v in r) / 5,
+        ),
+    ]
+
+
+@pytest.mark.parametrize("number", range(6))
+@pytest.mark.parametrize("program", [False, True], ids=["statement", "program"])
+def test_a_power_of_a_residual_inside_a_call_or_a_mean_is_read_back(number, program):
+    """A parameter times a residual, inside a call or beside a mean's 1/n: the derivatives by the
+    parameter multiplied the residual's powers out, and at x ~ 1e8 they cancelled (the Hessian
+    of ``sqrt(((x_n - m) s)^2 + 1)`` by s was 6e16 for 3.1, its gradient 12.7 for 10.3; the mean
+    by s2 -0.75 for -0.70), where the program that names ``x_n - m`` was right (a hunter's find).
+    ``-(x_n - m)^4`` as five terms is now one power; a square beside the 1/n of a mean one."""
+    source, wrt, order, want = _residual_references()[number]
+    if program:
+        source = "r_n = x_n - m; " + source.replace("(x_n - m)", "r_n")
+    x, m = np.array([-3.0, 2, 5, 0, -1]) + 1e8, np.array(1e8 + 1)
+    values = {
+        "x": x,
+        "m": m,
+        "s": np.array(0.7),
+        "lam": np.array(0.3),
+        "s2": np.array(2.0),
+        "y": np.array([1, 0, 1, 1, 0.0]),
+    }
+    derivative = einderiv.diff(source, [wrt] * order)
+    got = derivative(**{name: values[name] for name in derivative.inputs})
+    assert float(got) == pytest.approx(float(want), rel=1e-12, abs=0)
