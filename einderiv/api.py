@@ -575,6 +575,9 @@ def wrt_tensor(spec: str | Tensor, program: CheckedProgram, where: str) -> Tenso
         if not isinstance(spec, str):
             raise DifferentiationError(f"wrt must be a tensor name such as 'R' or 'R_ij', got {spec!r}")
         names = re.findall(r"(?:[^\s,;{}]|\{[^}]*\})+", spec)  # W_{in,out} is one name
+        if not names:
+            inputs = ", ".join(sorted(program.all_inputs or program.inputs)) or "none"
+            raise DifferentiationError(f"wrt is empty: name the tensor to differentiate by (the inputs: {inputs})")
         if len(names) > 1:
             raise DifferentiationError(
                 f"wrt {spec!r} names {len(names)} tensors, but names are letters and digits: pass a list for a "

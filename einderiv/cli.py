@@ -462,6 +462,13 @@ def _dispatch(args) -> int:
         print(output)
     except BrokenPipeError:  # the reader went away (``| head``): not an error of ours
         sys.stderr.close()
+    except UnicodeEncodeError as err:  # a console that cannot show ∂ or ∑ (cp1252, ascii)
+        print(
+            f"error: standard output's encoding ({sys.stdout.encoding}) cannot write {err.object[err.start]!r}; "
+            "set PYTHONIOENCODING=utf-8, or ask for --format text or --format latex",
+            file=sys.stderr,
+        )
+        return 2
     return code
 
 

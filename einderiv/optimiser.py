@@ -272,6 +272,8 @@ class StraightLine:
         self._quiet = False
         #: the size hints of the statement being added (index -> the tensor axes it names as written)
         self._written: tuple = ()
+        #: the sums that factoring gave steps of their own, by step
+        self._sums: dict[str, Poly] = {}
         #: the hints and the free indices of the statement being added
         self._hints: tuple = ()
         self._free: tuple = ()
@@ -287,25 +289,59 @@ class StraightLine:
         self._next = number + 1
         return f"_t{number}"
 
-    def _contract(self, name: str, poly: Poly, hints=(), fold: bool = False) -> tuple[tuple, Indices]:
+    def _contract(self, name: str, poly: Poly, hints=()) -> None:
         """The step ``name = poly``; a difference whose terms all hold one factor over output
         indices (``c x_n - c mu``) as that factor times the difference (see :func:`_common_factor`:
-        at x ~ 1e15 the gradient by s2 of ``r_n = (x_n - mu) / s2; L = r_n r_n`` was 9% off).
-        With ``fold``, the caller multiplies the factors into the term that reads ``name`` (no
-        step of their own): returns them and the indices of ``name``'s array."""
+        at x ~ 1e15 the gradient by s2 of ``r_n = (x_n - mu) / s2; L = r_n r_n`` was 9% off)."""
         pulled = _common_factor(poly)
         if pulled is None:
-            self.steps.append(Contract(name, Contraction(poly, hints)))
-            return (), poly.indices
+            self.steps.append(Contract(name, Contraction(self._summed_step(poly) or poly, hints)))
+            return
         common, inner = pulled
-        if fold:
-            self.steps.append(Contract(name, Contraction(inner, hints)))
-            return common, inner.indices
-        difference = self._temp()
-        self.steps.append(Contract(difference, Contraction(inner, hints)))
-        product = Term(Fraction(1), (*common, Tensor(difference, inner.indices)))
+        product = Term(Fraction(1), (*common, Tensor(self._inner_step(inner, hints), inner.indices)))
         self.steps.append(Contract(name, Contraction(Poly((product,), poly.indices), hints)))
-        return (), poly.indices
+
+    def _inner_step(self, inner: Poly, hints=()) -> str:
+        """The step computing the sum ``inner``, once per line: the gradients by several
+        parameters share the residual each of them factors out (``h_ni W2_i - y_n`` in the
+        gradients of a two-layer network by W1 and by W2)."""
+        key = ("combined", _poly_key(inner))
+        made = self._calls.get(key)
+        if made is None:
+            made = self._calls[key] = self._temp()
+            self.steps.append(Contract(made, Contraction(inner, hints)))
+            self._sums[made] = inner
+        return made
+
+    def _summed_step(self, poly: Poly) -> Poly | None:
+        """``poly`` as a sum over axes of a sum that an earlier step computes, where it is one:
+        the gradient by b2 of ``0.5 (h_nk W2_k + b2 - y_n)^2`` is the residual that the gradient
+        by W2 formed, summed over n (one pass over N numbers, not a second product h W2, and no
+        difference of two large sums).  None where no such step is still computed."""
+        if len(poly.terms) < 2:
+            return None
+        computed = {step.target for step in self.steps}
+        want = _poly_key(poly)
+        for name, inner in self._sums.items():
+            extra = len(inner.indices) - len(poly.indices)
+            if name not in computed or extra < 1 or len(inner.terms) != len(poly.terms):
+                continue
+            for kept in itertools.permutations(range(len(inner.indices)), len(poly.indices)):
+                if _poly_key(Poly(inner.terms, tuple(inner.indices[k] for k in kept))) != want:
+                    continue
+                letters = dict(zip((inner.indices[k] for k in kept), poly.indices))
+                taken = set(poly.all_index_names()) | set(inner.indices)
+                fresh = _fresh(taken, "_s")
+                axes = tuple(letters.get(i) or next(fresh) for i in inner.indices)
+                return Poly((Term(Fraction(1), (Tensor(name, axes),)),), poly.indices)
+        return None
+
+    def _combined(self, poly: Poly) -> tuple[str, Indices, tuple]:
+        """The sum ``poly`` that factoring combined, as ``(the step computing it, its indices, the
+        factors pulled out of it)``: the caller multiplies those into the term that reads it."""
+        pulled = _common_factor(poly)
+        common, inner = pulled if pulled is not None else ((), poly)
+        return self._inner_step(inner), inner.indices, tuple(common)
 
     def hoist(self, poly: Poly) -> Poly:
         """``poly`` with every call replaced by a tensor computed by an earlier step."""
@@ -1017,8 +1053,7 @@ class StraightLine:
             common = common_coefficient([t.coeff for t in rests])
             rests = sorted((Term(t.coeff / common, t.factors) for t in rests), key=lambda t: t.coeff < 0)
             inner = self._factor_shared(rests, set(combined_free))
-            name = self._temp()
-            pulled, axes = self._contract(name, Poly(inner, combined_free), fold=True)
+            name, axes, pulled = self._combined(Poly(inner, combined_free))
             merged = Term(common, (shared, Tensor(name, axes), *pulled))
             dropped = {number for number, _ in members}
             first = min(dropped)
@@ -1093,8 +1128,7 @@ class StraightLine:
             heavy, part = key
             free = tuple(sorted(part))
             combined = Poly(tuple(Term(t.coeff, tuple(f for f in t.factors if f not in heavy)) for t in group), free)
-            name = self._temp()
-            pulled, axes = self._contract(name, combined, fold=True)
+            name, axes, pulled = self._combined(combined)
             out.append(Term(Fraction(1), (Tensor(name, axes), *heavy, *pulled)))
         return tuple(out)
 
@@ -1133,8 +1167,7 @@ class StraightLine:
             back = members[0][2]  # the first term's own index names, for messages that name them
             named = tuple(back.get(i, i) for i in part)
             combined = Poly(tuple(Term(t.coeff, (rename_atom(f, back),)) for t, f, _ in members), named)
-            name = self._temp()
-            pulled, axes = self._contract(name, combined, fold=True)
+            name, axes, pulled = self._combined(combined)
             rest_back = (rename_atom(g, back) for g in rest)
             out[id(members[0][0])] = Term(Fraction(1), (Tensor(name, axes), *rest_back, *pulled))
             for t, _, _ in members:

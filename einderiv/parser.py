@@ -293,7 +293,7 @@ def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = 
 
 
 #: Names people write for something einderiv spells differently, or has no function for.
-_OTHER_NAMES = {
+OTHER_NAMES = {
     "ln": "the natural logarithm is log(...)",
     "asin": "write arcsin(...)",
     "acos": "write arccos(...)",
@@ -324,8 +324,8 @@ def closest_name(name: str, known) -> str | None:
 def unknown_function(name: str) -> str:
     """The message for ``name(`` with an unknown name: the closest known function when it looks
     like a misspelling (``sigmod`` -> sigmoid), else the list, and the product reading."""
-    if name in _OTHER_NAMES:
-        return f"unknown function {name!r}: {_OTHER_NAMES[name]}"
+    if name in OTHER_NAMES:
+        return f"unknown function {name!r}: {OTHER_NAMES[name]}"
     close = closest_name(name, [*FUNCTIONS, *MATRIX_FUNCTIONS, *REDUCTIONS])
     if close in REDUCTIONS:
         return f"unknown function {name!r}: did you mean {close}_i(...)?"
@@ -495,8 +495,8 @@ class _ToIR(Transformer_NonRecursive):
                 if name not in FUNCTIONS and name not in MATRIX_FUNCTIONS and close:
                     message = f"unknown reduction {name!r}: did you mean {close}_{index_text}(...)?"
                     raise _fail(token, message, self.source)
-                if name in _OTHER_NAMES:
-                    raise _fail(token, f"{name}_{index_text}(...): {_OTHER_NAMES[name]}", self.source)
+                if name in OTHER_NAMES:
+                    raise _fail(token, f"{name}_{index_text}(...): {OTHER_NAMES[name]}", self.source)
                 if name not in FUNCTIONS and name not in MATRIX_FUNCTIONS:  # x_i(1 - x_i): a product meant
                     message = (
                         f"{name}_{index_text}( reads as a call, and {name!r} is no function: put a space or '*' "
@@ -555,13 +555,16 @@ class _ToIR(Transformer_NonRecursive):
         """``statement``, unless a sum runs over a letter that its argument does not write and
         nothing else in the statement writes: ``sum_j(x_i)`` would be x_i times a length no array
         gives.  (``sum_i(c) + sum_i(x_i)`` is N c plus the sum of x, one letter one length, as
-        numpy.einsum reads it; ``mean_j(c)`` is c at any length.)"""
+        numpy.einsum reads it.  ``mean_j(c)`` of an argument that writes no letter is c at any
+        length; ``mean_n((y_i - X_id w_d)^2)``, whose argument writes others, is a slip for
+        ``mean_i``: read as written it would be the sum over i, N times the mean.)"""
         for node in walk(statement.rhs):
-            if not (isinstance(node, Call) and node.over and node.func != "mean"):
+            if not (isinstance(node, Call) and node.over):
                 continue
             inside = list(walk(node.arg))
-            absent = [i for i in node.over if i not in {i for n in inside for i in getattr(n, "indices", ())}]
-            if not absent:
+            written = list(dict.fromkeys(i for n in inside for i in getattr(n, "indices", ())))
+            absent = [i for i in node.over if i not in written]
+            if not absent or (node.func == "mean" and not written):
                 continue
             within = {id(n) for n in inside}
             elsewhere = {i for n in walk(statement.rhs) if id(n) not in within for i in getattr(n, "indices", ())}
@@ -573,6 +576,13 @@ class _ToIR(Transformer_NonRecursive):
                     f"{node.func}_{''.join(node.over)}(...): {missing[0]!r} does not occur in its argument or "
                     "anywhere else in the statement, so nothing gives it a length"
                 )
+                if node.func == "mean":
+                    message = (
+                        f"mean_{''.join(node.over)}(...): {missing[0]!r} does not occur in its argument or anywhere "
+                        f"else in the statement, so the mean over it would be its argument unchanged; the "
+                        f"argument writes {', '.join(repr(i) for i in written)} (for the mean over {written[0]!r} "
+                        f"write mean_{written[0]}(...))"
+                    )
                 raise IndexRuleError(message) if token is None else _fail(token, message, self.source)
         return statement
 
@@ -633,6 +643,8 @@ class _Typed:
         self.text, self.origin = source, None
         if not source.isascii():
             self.text, self.origin = self._rewrite(source)
+        if "\r" in self.text:  # a lone CR (old Mac text) ends a line, as str.splitlines has it
+            self.text = re.sub(r"\r(?!\n)", "\n", self.text)  # one character for one: offsets stay
         if _INVERSE.search(self.text):
             self._inverses()
 

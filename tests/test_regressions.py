@@ -3,13 +3,14 @@ read back."""
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
 import pytest
 
 import einderiv
-from tests.helpers import assert_matches_fd, jax_float64
+from tests.helpers import assert_matches_fd, jax_float64, run_cli
 
 rng = np.random.default_rng(4)
 x, y = rng.uniform(0.5, 1.5, size=4), rng.uniform(0.5, 1.5, size=4)
@@ -1673,3 +1674,76 @@ def test_a_power_of_a_residual_inside_a_call_or_a_mean_is_read_back(number, prog
     derivative = einderiv.diff(source, [wrt] * order)
     got = derivative(**{name: values[name] for name in derivative.inputs})
     assert float(got) == pytest.approx(float(want), rel=1e-12, abs=0)
+
+
+def test_a_mean_over_a_letter_nothing_writes_is_an_error_where_its_argument_writes_others():
+    """``mean_n((y_i - X_id w_d)^2)``, a slip for ``mean_i``, was the sum over i: N times the mean
+    squared error, with no warning (a hunter's find); ``sum_n(...)`` already refused it."""
+    with pytest.raises(einderiv.ParseError, match=r"mean_n\(\.\.\.\): 'n' does not occur.*mean_i\(\.\.\.\)") as caught:
+        einderiv.compile("L = mean_n((y_i - X_id w_d)^2)")
+    assert (caught.value.line, caught.value.column) == (1, 5)
+    c, x = np.array(0.7), np.array([1.0, 2, 3])
+    assert einderiv.evaluate("f = mean_j(c)", c=c) == pytest.approx(0.7)  # writes no letter: c
+    assert einderiv.evaluate("f = mean_n(c) + x_n", c=c, x=x) == pytest.approx(0.7 + 6)  # n has a length
+
+
+@pytest.mark.parametrize(
+    "source, message, column",
+    [
+        ("f = sum(max(x))", "max is not supported", 9),
+        ("f = min(x)", "min is not supported", 5),
+        ("f = x^T foo(A) x", "unknown function 'foo'; for a product write 'foo (...)'", 9),
+    ],
+)
+def test_matrix_notation_refuses_an_unknown_function_where_it_read_a_product(source, message, column):
+    """``f = sum(max(x))`` read as ``sum_i(max x_i)``, a scalar named max times x, and with
+    notation="matrix" ``f = max(x)`` became a vector (a hunter's find); index notation refuses
+    both."""
+    with pytest.raises(einderiv.ParseError, match=re.escape(message)) as caught:
+        einderiv.compile(source, notation="matrix")
+    assert caught.value.column == column
+    A, x, y, z = np.eye(2) * 2, np.array([1.0, 2]), np.array([3.0, 4]), np.array([1.0, -1])
+    assert float(einderiv.evaluate("f = z^T A(x + y)", A=A, x=x, y=y, z=z)) == pytest.approx(z @ A @ (x + y))
+    lam = einderiv.compile("f = lam(x + y)", notation="matrix", ranks={"lam": 0})
+    np.testing.assert_allclose(lam(lam=np.array(2.0), x=x, y=y), 2 * (x + y))
+
+
+def test_the_command_line_says_when_its_output_cannot_be_encoded():
+    """With a cp1252 or ASCII console, ``--format pretty`` ended in a UnicodeEncodeError traceback
+    (a hunter's find)."""
+    import os
+    import subprocess
+    import sys
+
+    environment = {**os.environ, "PYTHONIOENCODING": "cp1252"}
+    done = subprocess.run(
+        [sys.executable, "-m", "einderiv", "diff", "f = x_i x_i", "--wrt", "x", "--format", "pretty"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        "error: standard output's encoding (cp1252) cannot write '\\u2202'; set PYTHONIOENCODING=utf-8, "
+        "or ask for --format text or --format latex"
+    ]
+
+
+def test_a_lone_carriage_return_ends_a_line():
+    """``'f = x_i\\ry_i'`` (old Mac line ends) read as the product ``f = x_i y_i``: the CR was
+    whitespace (a hunter's find); it ends a line, as ``str.splitlines`` has it."""
+    x, y = np.array([1.0, 2]), np.array([3.0, 4])
+    with pytest.warns(einderiv.EinderivWarning, match="the last line 'y_i'"):  # two statements, not x_i y_i
+        np.testing.assert_array_equal(einderiv.evaluate("f = x_i\ry_i", x=x, y=y), y)
+    assert float(einderiv.evaluate("t_i = 2 x_i\rf = t_i y_i", x=x, y=y)) == pytest.approx(22.0)
+    assert float(einderiv.evaluate("t_i = 2 x_i\r\nf = t_i y_i", x=x, y=y)) == pytest.approx(22.0)
+
+
+@pytest.mark.parametrize("wrt", ["", " "])
+def test_an_empty_wrt_says_so(wrt):
+    """``--wrt ""`` said "empty input: write an expression", of an expression that was fine."""
+    with pytest.raises(einderiv.DifferentiationError, match=r"wrt is empty: .*\(the inputs: x\)"):
+        einderiv.grad("f = x_i x_i", wrt)
+    done = run_cli("diff", "f = x_i x_i", "--wrt", wrt)
+    assert done.returncode == 2 and done.stderr.startswith("error: wrt is empty")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from ..elementwise import in_matrix_notation
 from ..errors import EinderivError, IndexRuleError, ParseError
 from ..ir import MatrixCall, Program, Tensor, walk
+from ..parser import OTHER_NAMES
 from ..parser import parse as parse_index
 from ..program import unique_name
 from .syntax import Call, MatrixStatement, Name, lift_signs, parse_matrix_program
@@ -174,6 +175,7 @@ def read_matrix(source: str, ranks: Mapping[str, int]) -> Reading:
         MatrixStatement(s.name, lift_signs(s.node), s.line, s.column) for s in statements
     )  # -(x ⊙ y) never a group
     names = _check_names(statements, source)
+    _check_calls(statements, source, ranks)
     outputs = [s.name for s in statements]
     if outputs[-1] is None:  # a bare expression: f
         outputs[-1] = unique_name("f", set(names) | {o for o in outputs if o})
@@ -231,6 +233,42 @@ def _names(node) -> list[Name]:
             children.extend(value if isinstance(value, tuple) else (value,))
         stack.extend(reversed([c for c in children if hasattr(c, "column")]))
     return found
+
+
+def _calls(node) -> list[Call]:
+    """The calls in a tree, outermost first."""
+    found, stack = [], [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Call):
+            found.append(item)
+        for key, value in vars(item).items() if hasattr(item, "__dict__") else ():
+            if key != "column":
+                stack.extend(c for c in (value if isinstance(value, tuple) else (value,)) if hasattr(c, "column"))
+    return found
+
+
+def _check_calls(statements, source: str, ranks: Mapping[str, int]) -> None:
+    """Refuses ``max(x)``, ``min(x)``, ``norm(x)`` and an unknown name of two or more letters
+    directly followed by its bracket (``foo(x)``), which would otherwise read as a scalar named
+    max or foo times x, as index notation refuses them; ``A(x + y)``, one letter, and a name given
+    a rank (``lam(x + y)`` with ``ranks={"lam": 0}``) are products."""
+    defined = {s.name for s in statements if s.name}
+    for statement in statements:
+        for call in _calls(statement.node):
+            name = call.function
+            if in_matrix_notation(name) is not None or name in STRUCTURAL or function_suggestion(name):
+                continue
+            if name in ranks or name in defined or (len(name) == 1 and name not in OTHER_NAMES):
+                continue
+            if name in OTHER_NAMES:
+                message = f"unknown function {name!r}: {OTHER_NAMES[name]}"
+            else:
+                message = (
+                    f"unknown function {name!r}; for a product write '{name} (...)' or '{name}*(...)', "
+                    "or give it a rank (ranks=)"
+                )
+            raise ParseError(message, source, statement.line, call.column)
 
 
 def _check_names(statements, source: str = "") -> list[str]:
