@@ -317,7 +317,9 @@ class StraightLine:
         """``poly`` as a sum over axes of a sum that an earlier step computes, where it is one:
         the gradient by b2 of ``0.5 (h_nk W2_k + b2 - y_n)^2`` is the residual that the gradient
         by W2 formed, summed over n (one pass over N numbers, not a second product h W2, and no
-        difference of two large sums).  None where no such step is still computed."""
+        difference of two large sums).  Every term of the earlier sum must run over the axes summed
+        (``A_nk w_k - m`` broadcasts m along n: summed over n it is N m, where the statement's own
+        ``A_nk w_k - m`` counts m once).  None where no such step is still computed."""
         if len(poly.terms) < 2:
             return None
         computed = {step.target for step in self.steps}
@@ -327,6 +329,9 @@ class StraightLine:
             if name not in computed or extra < 1 or len(inner.terms) != len(poly.terms):
                 continue
             for kept in itertools.permutations(range(len(inner.indices)), len(poly.indices)):
+                dropped = {i for k, i in enumerate(inner.indices) if k not in kept}
+                if any(not dropped <= {i for f in t.factors for i in f.indices} for t in inner.terms):
+                    continue  # a term broadcast along a dropped axis would be summed N times over
                 if _poly_key(Poly(inner.terms, tuple(inner.indices[k] for k in kept))) != want:
                     continue
                 letters = dict(zip((inner.indices[k] for k in kept), poly.indices))

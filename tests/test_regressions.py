@@ -1772,3 +1772,24 @@ def test_the_gradients_by_several_parameters_share_the_residual_they_factor_out(
         if {"h", "W2"} <= set(term.operands)
     ]
     assert len(products) == 1, products
+
+
+def test_a_shared_residual_is_not_read_as_a_sum_where_a_term_is_broadcast():
+    """A reviewer's find in the first version of the shared residuals: a statement equal to an
+    earlier residual step summed over an axis read that step, though a term of the step was
+    broadcast along the axis (``A_nk w_k - m`` summed over n is N m, where the statement counts m
+    once): dL/db was 9.89 for 7.09 and a plain program's value -45.0 for -22.1."""
+    rng = np.random.default_rng(5)
+    A, w, y = rng.uniform(0.2, 1.2, (5, 3)), rng.uniform(0.2, 1.2, 3), rng.uniform(0.2, 1.2, 5)
+    b, q, s, m = np.array(0.3), np.array(0.7), np.array(1.0), np.array(0.5)
+    source = "L = 0.5 s (A_nd w_d + b - y_n)^2 + q (A_nd w_d + b - y_n)"
+    r = A @ w + b - y
+    got = einderiv.grad(source, ["w", "s", "b"])(A=A, w=w, b=b, q=q, y=y, s=s)
+    np.testing.assert_allclose(got[2], s * r.sum() + q, rtol=1e-12)
+    np.testing.assert_allclose(got[0], s * A.T @ r + q * A.sum(0), rtol=1e-12)
+    g = A.T @ (A @ w - m)
+    value = einderiv.evaluate("g_i = (A_nk w_k - m) A_ni; t = A_nk w_k - m; f = t g_i g_i", A=A, w=w, m=m)
+    np.testing.assert_allclose(value, ((A @ w).sum() - m) * g @ g, rtol=1e-12)
+    g = ((A * w - y[:, None]) * A).sum(0)
+    value = einderiv.evaluate("g_d = (A_nd w_d - y_n) A_nd; u = A_nd w_d - y_n; L = u g_d g_d", A=A, w=w, y=y)
+    np.testing.assert_allclose(value, ((A @ w).sum() - y.sum()) * g @ g, rtol=1e-12)
