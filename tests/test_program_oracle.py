@@ -394,6 +394,12 @@ def check_program(program: Generated, seed: int, wrt: str, wrt2: str | None):
     expected = jax_derivative(program, arrays, wrt, 1)
     assert_close(gradient(**needed(gradient, arrays)), expected, f"d/d{wrt} of {program.source}")
     check_read_back(gradient, arrays, f"d/d{wrt} of {program.source}")
+    several = sorted(program.used)
+    if len(several) > 1:  # by every input in one line, sharing steps (residuals, adjoints) across them
+        together = einderiv.grad(program.source, several)
+        got = together(**{k: v for k, v in arrays.items() if k in set(several) | set(compiled.ranks)})
+        for name, value in zip(several, got):
+            assert_close(value, jax_derivative(program, arrays, name, 1), f"d/d{name} of {program.source}, together")
     if wrt2 is not None:
         hessian = einderiv.hessian(program.source, wrt2)
         expected = jax_derivative(program, arrays, wrt2, 2)
