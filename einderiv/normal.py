@@ -671,6 +671,11 @@ def _log_of(value: Fraction) -> Term:
     return Term(ONE, (Apply("log", Poly((Term(value, ()),), ())),))
 
 
+def _signed_log(value: Fraction) -> Term:
+    """``log(value)``, written ``-log(1 / value)`` below 1 (``-log(2)``, not ``log(0.5)``)."""
+    return _log_of(value) if value >= 1 else _log_of(1 / value).scaled(-ONE)
+
+
 def constant_value(terms: list[Term]) -> Fraction | None:
     """The value of ``terms`` when every one is a constant (no factors), else None."""
     if all(not t.factors for t in terms):
@@ -829,7 +834,9 @@ def reciprocal_one_plus_exp(func: str, arg: Poly, param) -> list[Term] | None:
 
 def log_add_exp(func: str, arg: Poly, param) -> list[Term] | None:
     """``log(exp(a) + exp(b)) = a + softplus(b - a)`` (logaddexp), elementwise; a term may lack
-    some of the indices (it is broadcast along them).
+    some of the indices (it is broadcast along them).  With positive constants, ``log(c1 exp(a)
+    + c2 exp(b)) = a + log(c1) + softplus(b - a + log(c2 / c1))``: ``log((exp(u) + exp(-u)) /
+    2)``, cosh written by hand, is ``u - log(2) + softplus(-2u)``, as ``log(cosh(u))`` is.
 
     Stable: neither exp is formed, so ``a = b = 1000`` gives 1000 + log 2, not inf, and
     ``a = b = -1000`` gives -1000 + log 2, not -inf; softplus is evaluated as
@@ -838,15 +845,21 @@ def log_add_exp(func: str, arg: Poly, param) -> list[Term] | None:
     difference of exps.  (The absolute rounding error is a few ulp of max(|a|, |b|), as for
     a - b itself.)
     Terminates: the result has no ``log``."""
-    if func != "log" or len(arg.terms) != 2:
+    if func != "log" or len(arg.terms) != 2 or any(t.coeff <= 0 for t in arg.terms):
         return None
-    first, second = (_elementwise_atom(t, arg.indices, "exp") for t in arg.terms)
+    first, second = (_elementwise_atom(Term(ONE, t.factors), arg.indices, "exp") for t in arg.terms)
     if first is None or second is None:
         return None
-    a, b = first.arg, second.arg
+    # c1 exp(a) + c2 exp(b) with constants c > 0 (cosh written as (exp(u) + exp(-u)) / 2):
+    # a + log(c1) + softplus(b - a + log(c2 / c1))
+    (c1, c2), a, b = (t.coeff for t in arg.terms), first.arg, second.arg
+    shift = [] if c1 == c2 else carrying([_signed_log(c2 / c1)], arg.indices)
+    difference = simplify([*_difference(b, a, arg.indices).terms, *shift], tuple(arg.indices))
+    scale = [] if c1 == 1 else carrying([_signed_log(c1)], arg.indices)
     return [
         *carrying(a.terms, arg.indices),
-        Term(ONE, (Apply("softplus", _difference(b, a, arg.indices)),)),
+        *scale,
+        Term(ONE, (Apply("softplus", difference),)),
     ]
 
 
@@ -870,6 +883,32 @@ def log_cosh(func: str, arg: Poly, param) -> list[Term] | None:
         *carrying(u.terms, arg.indices),
         Term(ONE, (Apply("softplus", negated(u, Fraction(-2))),)),
         *carrying([_log_of(Fraction(2)).scaled(-ONE)], arg.indices),
+    ]
+
+
+def log_one_minus_tanh_squared(func: str, arg: Poly, param) -> list[Term] | None:
+    """``log(1 - tanh(u)^2) = 2 (log(2) - u - softplus(-2u))``, the log of tanh's derivative
+    (the log-determinant of a tanh squashing, as in soft actor-critic), or ``log1p(-tanh(u)^2)``.
+
+    Stable: ``1 - tanh(u)^2`` is 0 from |u| = 19 on (tanh rounds to ±1), so its log is -inf where
+    the value is -2|u| + 2 log 2; the form is smooth (no |u|: ``-u - softplus(-2u)`` is
+    ``-log(cosh(u)) - log(2)``), finite for every finite u, with derivative ``-2 tanh(u)`` (as
+    ``-2 + 4 sigmoid(-2u)``).
+    Terminates: the result has no ``log`` or ``log1p``."""
+    rest = arg if func == "log1p" else _log_of_one_plus(func, arg)
+    if rest is None or len(rest.terms) != 1 or rest.terms[0].coeff != -1:
+        return None
+    square = single_atom(Poly((Term(ONE, rest.terms[0].factors),), rest.indices), "pow")
+    if square is None or square.param != 2:
+        return None
+    tanh = single_atom(square.arg, "tanh")
+    if tanh is None:
+        return None
+    u = tanh.arg
+    return [
+        *carrying([_log_of(Fraction(2)).scaled(Fraction(2))], arg.indices),
+        *carrying([t.scaled(Fraction(-2)) for t in u.terms], arg.indices),
+        Term(Fraction(-2), (Apply("softplus", negated(u, Fraction(-2))),)),
     ]
 
 
@@ -942,6 +981,7 @@ CALL_RULES: tuple[Callable, ...] = (
     reciprocal_one_plus_exp,
     log_add_exp,
     log_cosh,
+    log_one_minus_tanh_squared,
     log_one_plus,
     log_of_product,
 )

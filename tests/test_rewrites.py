@@ -72,6 +72,20 @@ ELEMENTWISE = {
         lambda u: mpmath.log(mpmath.cosh(u)),
         mpmath.tanh,
     ),
+    "log_one_minus_tanh_squared": (
+        "y_i = log(1 - tanh(z_i)^2)",
+        "t_i = tanh(z_i); y_i = log(1 - t_i^2)",
+        "softplus",
+        lambda u: 2 * mpmath.log(1 / mpmath.cosh(u)),
+        lambda u: -2 * mpmath.tanh(u),
+    ),
+    "log_add_exp, cosh by hand": (
+        "y_i = log((exp(z_i) + exp(-z_i)) / 2)",
+        "c_i = (exp(z_i) + exp(-z_i)) / 2; y_i = log(c_i)",
+        "softplus",
+        lambda u: mpmath.log(mpmath.cosh(u)),
+        mpmath.tanh,
+    ),
     "log1p_exp": (
         "y_i = log1p(exp(z_i))",
         "e_i = exp(z_i); y_i = log1p(e_i)",
@@ -113,7 +127,11 @@ ELEMENTWISE = {
 def _elementwise_points(rule):
     # log(cosh): near 0 the value has an absolute error of an ulp of 1 (as log(cosh(z)) has):
     # compared at points where that is within the relative tolerance, and near 0 separately
-    return EXTREME[np.abs(EXTREME) > 1] if rule == "log_cosh" else EXTREME
+    return (
+        EXTREME[np.abs(EXTREME) > 1]
+        if rule in ("log_cosh", "log_add_exp, cosh by hand", "log_one_minus_tanh_squared")
+        else EXTREME
+    )
 
 
 @pytest.mark.parametrize("form", [0, 1], ids=["statement", "program"])
@@ -308,7 +326,7 @@ def test_the_catalogue_covers_the_documented_rules():
     expected = {
         "log_det", "log_exp", "log_sigmoid", "log_one_minus_sigmoid", "log_one_plus_exp", "log_add_exp",
         "log_cosh", "log_one_plus", "exp_over_sum_exp", "sigmoid_pair", "one_minus_sigmoid", "logsumexp_parts",
-        "log1p_exp", "reciprocal_one_plus_exp", "exp_times_sigmoid", "log_of_product",
+        "log1p_exp", "reciprocal_one_plus_exp", "exp_times_sigmoid", "log_of_product", "log_one_minus_tanh_squared",
     }  # fmt: skip
     assert set(rewrites.CATALOGUE) == expected
     readme = (__import__("pathlib").Path(__file__).parent.parent / "README.md").read_text()
