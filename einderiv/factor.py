@@ -13,14 +13,16 @@ integer k >= 2 counts as k factors u (so ``s_n`` comes out of ``s_n^2``).
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections import Counter
+from dataclasses import fields, is_dataclass
 from fractions import Fraction
 
 from .index_names import is_count
-from .ir import Add, Call, Delta, Div, Expr, Mul, Neg, Number
+from .ir import Add, Call, Delta, Div, Expr, Mul, Neg, Number, Pow, Tensor
 from .lower import normalize
-from .normal import Apply, Poly, Term, common_coefficient, equivalent, is_reciprocal, power_of
+from .normal import Apply, Poly, Term, common_coefficient, equivalent, is_reciprocal, multiply, power_of, simplify
 from .printing import (
     atom_to_expr,
     avoiding,
@@ -113,18 +115,23 @@ def _pull(best, sharing, common, parts, order, visible, nested, leading, outputs
     g = common_coefficient(coeffs)
     if any(c < 0 and not (atoms - common) for c, atoms in sharing) and g > 0:
         g = -g  # a group that starts with a positive number: -(1 - t^2), not (t^2 - 1)
-    inner = sorted(((c / g, atoms - common) for c, atoms in sharing), key=lambda p: bool(p[1]))
-    positive = next((k for k, p in enumerate(inner) if p[0] > 0), 0)
-    inner.insert(0, inner.pop(positive))  # the first term positive: (s_n - y_n), not (-y_n + s_n)
     pulled = [a for a in order if a in common]
     # a count pulled out (delta_jj, j bound nowhere else) binds nothing: a count of that dimension
     # inside a group prints with the same letter, as in term_to_expr (another would size nothing)
     inside = visible | {i for a in pulled if not _count(a, visible) for i in a.indices}
+    power = _binomial([(c / g, atoms - common) for c, atoms in sharing], order, inside)
+    if power is not None and power[0] == -1:
+        g = -g  # -(x_n - mu)^2 times the rest
+    inner = sorted(((c / g, atoms - common) for c, atoms in sharing), key=lambda p: bool(p[1]))
+    positive = next((k for k, p in enumerate(inner) if p[0] > 0), 0)
+    inner.insert(0, inner.pop(positive))  # the first term positive: (s_n - y_n), not (-y_n + s_n)
     plain = Add(tuple(_leaf(inner, order, inside, True, True)))
     built = _build(inner, order, inside, True, outputs=outputs)
     # factored only where that is shorter: 1 - 7 s + 12 s^2 - 6 s^3, not -s (-6 s (2 - s) + 7) + 1
     group = built if built is not None and len(str(built)) < len(str(plain)) else plain
-    if not isinstance(group, Add):
+    if power is not None and abs(power[0]) == 1:
+        group = power[1]
+    if not isinstance(group, (Add, Pow)):
         group = Mul((group,))  # a product pulled out of a product: parenthesised
     in_group = {a for _, atoms in inner for a in atoms} | {_unit(a) for _, atoms in inner for a in atoms}
     divisors = [a for a in pulled if _negative_power(a)]
@@ -157,6 +164,52 @@ def _pull(best, sharing, common, parts, order, visible, nested, leading, outputs
     if rest_terms is None:
         rest_terms = tuple(_leaf(others, order, visible, nested, False))
     return Add((product, *rest_terms))
+
+
+def _binomial(parts: list[tuple[Fraction, Counter]], order: list, visible: set[str]) -> tuple[Fraction, Expr] | None:
+    """``(c, (f - g)^k)`` where ``parts`` are ``c Σ_b C(k, b) (-1)^b f^(k-b) g^b`` for two tensors
+    f and g and k >= 2: a power of a residual that differentiation multiplied out prints as one
+    (``-(x_n - mu)^2``, not ``2 x_n mu - x_n^2 - mu^2``), and reads back as a power, which near a
+    fit keeps the digits that the expanded text cancels away."""
+    atoms = [a for a in order if any(a in m for _, m in parts)]
+    if len(atoms) != 2 or not all(isinstance(a, Tensor) and not is_reciprocal(a) for a in atoms):
+        return None
+    k = sum(parts[0][1].values())
+    if k < 2 or len(parts) != k + 1 or any(sum(m.values()) != k for _, m in parts):
+        return None
+    f, g = atoms
+    by_power = {m.get(g, 0): c for c, m in parts}
+    c = by_power.get(0)
+    if c is None or any(by_power.get(b) != c * math.comb(k, b) * (-1) ** b for b in range(k + 1)):
+        return None
+    base = Add((atom_to_expr(f, set(visible)), Neg(atom_to_expr(g, set(visible)))))
+    return c, Pow(base, Fraction(k))
+
+
+def _inner_binomial(expr) -> bool:
+    """Whether the factored text holds a power of a difference, as :func:`_binomial` writes one."""
+    if isinstance(expr, Pow) and isinstance(expr.base, Add) and len(expr.base.terms) == 2:
+        return isinstance(expr.base.terms[1], Neg)
+    children = [getattr(expr, f.name) for f in fields(expr)] if is_dataclass(expr) else []
+    nodes = [c for child in children for c in (child if isinstance(child, tuple) else (child,))]
+    return any(_inner_binomial(c) for c in nodes if is_dataclass(c))
+
+
+def _multiplied_out(poly: Poly) -> Poly:
+    """``poly`` with every integer power (2 or more) of a sum multiplied out: what a power of a
+    residual in a printed text is, as the derivative's normal form spells it."""
+    terms: list[Term] = []
+    for term in poly.terms:
+        partial = [Term(term.coeff, ())]
+        for f in term.factors:
+            power = isinstance(f, Apply) and f.func == "pow" and f.param.denominator == 1 and f.param >= 2
+            if power and len(f.arg.terms) > 1:
+                for _ in range(int(f.param)):
+                    partial = multiply(partial, list(f.arg.terms), set(f.arg.indices), avoid=set(poly.indices))
+            else:
+                partial = multiply(partial, [Term(Fraction(1), (f,))], set(f.indices))
+        terms.extend(partial)
+    return simplify(terms, poly.indices)
 
 
 def _count(atom, visible: set[str]) -> bool:
@@ -261,6 +314,11 @@ def _factored(poly: Poly) -> tuple[Expr, Poly]:
         expr = _build(parts, order, set(poly.indices), False, outputs=frozenset(poly.indices))
     except (ValueError, ZeroDivisionError):
         return plain
+    top = _binomial(parts, order, set(poly.indices))
+    if top is not None:  # the whole sum is a power of a residual
+        coefficient, base = top
+        expr = base if coefficient == 1 else Neg(base) if coefficient == -1 else Mul((Number(coefficient), base))
+    powered = top is not None or (expr is not None and _inner_binomial(expr))
     if expr is None:
         return plain
 
@@ -274,6 +332,8 @@ def _factored(poly: Poly) -> tuple[Expr, Poly]:
         return plain  # factoring is for reading: only where the text gets shorter and no sum_ appears
     if equivalent(back, poly):
         return expr, original
+    if powered and equivalent(_multiplied_out(back), poly, powers_as_products=True):
+        return expr, back  # the power of the residual, as the text reads: evaluated as a power
     # s_n (1 - s_n) reads back as s_n s_n, not s_n^2: hand back the re-read form, or where the
     # original counts (i#2, which the re-read form would lose) that spelling of the original
     if not equivalent(_flat(back), _flat(poly)):
