@@ -50,6 +50,12 @@ _HEADER = {"python": "import numpy as np\n", "jax": "import jax.numpy as np\n", 
 #: name -> source, per flavour; a module gets the ones its functions call, in this order
 _HELPERS: dict[str, dict[str, str]] = {
     "python": {
+        "_float": '''
+def _float(x):
+    """The input as an array; integers and booleans as float64, as einderiv reads them."""
+    x = np.asarray(x)
+    return x.astype(np.float64) if x.dtype.kind in "biu" else x
+''',
         "_contract": '''
 def _contract(subscripts, *operands):
     """einsum(subscripts, *operands) as einderiv computes it: NumPy's einsum for two small
@@ -114,6 +120,12 @@ def _solve(m, b, transposed):
 ''',
     },
     "jax": {
+        "_float": '''
+def _float(x):
+    """The input as an array; integers and booleans as float64, as einderiv reads them."""
+    x = np.asarray(x)
+    return x if np.issubdtype(x.dtype, np.inexact) else x.astype(np.float64)
+''',
         "_diagonal_mask": '''
 def _diagonal_mask(n, ndim, a, b):
     """True where axes a and b (both of size n) of an ndim-axis result hold equal indices,
@@ -175,6 +187,13 @@ def _solve(m, b, transposed):
 ''',
     },
     "torch": {
+        "_float": '''
+def _float(x):
+    """The input as a tensor (a Python float as float64); integers and booleans as float64, as
+    einderiv reads them."""
+    x = torch.as_tensor(x, dtype=torch.float64 if isinstance(x, float) else None)
+    return x if x.is_floating_point() or x.is_complex() else x.to(torch.float64)
+''',
         "_diagonal_mask": '''
 def _diagonal_mask(n, ndim, a, b, like):
     """True where axes a and b (both of size n) of an ndim-axis result hold equal indices,
@@ -851,6 +870,9 @@ def _source(
     (``value_and_grad``'s (value, (g1, g2)))."""
     names = _Names(parameters)
     body = _Body(flavour, names, names[parameters[0]], helpers)
+    helpers.add("_float")
+    arguments = [names[p] for p in parameters]  # integers as float64, as einderiv reads them
+    body.lines.append(f"{', '.join(arguments)} = {', '.join(f'_float({a})' for a in arguments)}")
     for step in line.steps:
         body.step(step)
     returned = [body.returned(result, rank) for result, rank in results]

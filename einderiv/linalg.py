@@ -320,11 +320,19 @@ def generic_matrix_function(func: str, name: str, matrix, ops: ArrayOps):
     a non-positive determinant makes logdet NaN rather than an error."""
     _square_matrix(func, name, matrix)
     if func == "inv":
-        return _singular(func, name, lambda: ops.inv(matrix, name))
+        return _nan_unless_finite(matrix, _singular(func, name, lambda: ops.inv(matrix, name)), ops)
     sign, logdet = ops.slogdet(matrix)
     if func == "det":
-        return sign * ops.xp.exp(logdet)
-    return ops.positive_or_nan(sign, logdet)
+        return _nan_unless_finite(matrix, sign * ops.xp.exp(logdet), ops)
+    return _nan_unless_finite(matrix, ops.positive_or_nan(sign, logdet), ops)
+
+
+def _nan_unless_finite(matrix, value, ops: ArrayOps):
+    """``value``, or NaN throughout where the matrix holds an inf or a NaN, as the NumPy path has it
+    (LAPACK's LU of [[inf, 1], [1, 2]] gives inv [[0, 0], [0, 0.5]] and det inf: numbers, not
+    NaN).  No branch on values: traceable and lazy."""
+    xp = ops.xp
+    return xp.where(xp.all(xp.isfinite(matrix)), value, xp.full_like(value, float("nan")))
 
 
 def generic_solve(func: str, name: str, matrix, vector, ops: ArrayOps):
@@ -332,7 +340,7 @@ def generic_solve(func: str, name: str, matrix, vector, ops: ArrayOps):
     _square_matrix("inv", name, matrix)
     if func == "solve_transposed":
         matrix = ops.matrix_transpose(matrix)
-    return _singular("inv", name, lambda: ops.solve(matrix, vector, name))
+    return _nan_unless_finite(matrix, _singular("inv", name, lambda: ops.solve(matrix, vector, name)), ops)
 
 
 __all__ = [

@@ -28,6 +28,7 @@ from .normal import (
     is_reciprocal,
     negated,
     rename_atom,
+    simplify,
 )
 from .rewrites import logsumexp_parts
 from .steps import Contract, Elementwise, LogSumExp, MatrixFunction, Softmax, Solve, Step
@@ -100,6 +101,16 @@ def _residual_fits(f: Tensor, g: Tensor, held: set[str], free: set[str]) -> bool
         return False  # the pair the other way round
     both = mine | theirs
     return both <= held and len(both - free) < len(free - both)
+
+
+def _kinds(shapes: dict, rest: tuple, free: set[str]) -> dict:
+    """The entry of ``shapes`` for the rest of a term (its other factors, summed letters shared
+    with the varying ones already named ``_c0``, ...), keyed up to the names of the letters that
+    the rest alone sums, inside calls too: ``1 / mean_n((x_n - mean_k(x_k))^2)^2`` and ``1 /
+    mean_j((x_j - mean_k(x_k))^2)^2`` are one rest.  The entry keeps the first rest seen."""
+    shared = {i for h in rest for i in h.indices if i.startswith("_c")}
+    key = canonical_key(Term(Fraction(1), rest), frozenset(free | shared)) if rest else ()
+    return shapes.setdefault(key, {"rest": rest})
 
 
 def _summed_names(others: list, varying, free: set[str], skip: set[str] = frozenset()) -> dict[str, str]:
@@ -274,6 +285,8 @@ class StraightLine:
         self._written: tuple = ()
         #: the sums that factoring gave steps of their own, by step
         self._sums: dict[str, Poly] = {}
+        #: statements that are a mean (``m = mean_n(x_n)``), by their canonical form
+        self._means: dict[tuple, str] = {}
         #: the hints and the free indices of the statement being added
         self._hints: tuple = ()
         self._free: tuple = ()
@@ -352,6 +365,7 @@ class StraightLine:
         """``poly`` with every call replaced by a tensor computed by an earlier step."""
         terms = []
         written, free = list(poly.terms), set(poly.indices)
+        written = self._named_means(written, free)
         while (squared := self._merge_square(written, free) or self._merge_power(written, free)) is not None:
             written = squared  # before a count pairs off
         recounted = self._recount(written, set(poly.indices))
@@ -732,7 +746,7 @@ class StraightLine:
         was -0.75 for -0.958; ``mean_n((X_nd - m_d) S_de (X_ne - m_e))`` at X ~ 1e8 was 9.5 for
         0.127).  Ends: each merge leaves one term fewer."""
         while True:
-            found: dict[tuple, list[tuple]] = {}
+            found: dict[tuple, dict] = {}
             for number, term in enumerate(terms):
                 for k, f in enumerate(term.factors):  # the rest may hold calls and a mean's 1/n
                     if not isinstance(f, Tensor) or is_reciprocal(f) or len(set(f.indices)) != len(f.indices):
@@ -740,7 +754,9 @@ class StraightLine:
                     others = [g for j, g in enumerate(term.factors) if j != k]
                     mapping = _summed_names(others, f, free)
                     rest = tuple(sorted((rename_atom(g, mapping) for g in others), key=repr))
-                    found.setdefault(rest, []).append((number, k, rename_atom(f, mapping), mapping, None))
+                    _kinds(found, rest, free).setdefault("members", []).append(
+                        (number, k, rename_atom(f, mapping), mapping, None)
+                    )
                     for r in others:  # the mean over an index only f carries: without its 1/n
                         if not is_reciprocal(r) or r.indices[0] not in f.indices or r.indices[0] in free:
                             continue
@@ -750,7 +766,7 @@ class StraightLine:
                         mapping = _summed_names(trimmed, f, free)
                         rest = tuple(sorted((rename_atom(g, mapping) for g in trimmed), key=repr))
                         entry = (number, k, rename_atom(f, mapping), mapping, mapping[r.indices[0]])
-                        found.setdefault(rest, []).append(entry)
+                        _kinds(found, rest, free).setdefault("members", []).append(entry)
             merged = self._merge_residual(terms, found, free) or self._merge_square(terms, free)
             if merged is None:
                 return terms
@@ -779,7 +795,7 @@ class StraightLine:
                         rest = tuple(sorted((rename_atom(h, mapping) for h in others), key=repr))
                         pair = (rename_atom(first, mapping), rename_atom(second, mapping))
                         kind = "square" if pair[0] == pair[1] else "cross"
-                        shapes.setdefault(rest, {}).setdefault(kind, []).append((number, pair, mapping))
+                        _kinds(shapes, rest, free).setdefault(kind, []).append((number, pair, mapping))
                         counts = [
                             h for h in others if isinstance(h, Delta) and h.first == h.second and is_count(h.first)
                         ]
@@ -787,7 +803,7 @@ class StraightLine:
                             renamed = [rename_atom(h, mapping) for h in counts]
                             bare = tuple(h for h in rest if h not in renamed)
                             entry = (number, pair, mapping, [h.first for h in counts])
-                            shapes.setdefault(bare, {}).setdefault("counted", []).append(entry)
+                            _kinds(shapes, bare, free).setdefault("counted", []).append(entry)
                         for r in others:  # x_n x_n / n beside m m: the mean of a constant is itself
                             mean = r.indices[0] if is_reciprocal(r) else None
                             if mean is None or mean in free or mean not in first.indices:
@@ -801,8 +817,9 @@ class StraightLine:
                                     meaned[i] = f"_c{len(meaned)}"
                             bare = tuple(sorted((rename_atom(h, meaned) for h in trimmed), key=repr))
                             entry = (number, (rename_atom(first, meaned), rename_atom(second, meaned)), meaned)
-                            shapes.setdefault(bare, {}).setdefault(f"meaned {kind}", []).append((*entry, meaned[mean]))
-        for rest, kinds in shapes.items():
+                            _kinds(shapes, bare, free).setdefault(f"meaned {kind}", []).append((*entry, meaned[mean]))
+        for kinds in shapes.values():
+            rest = kinds["rest"]
             held = _held_by_lengths(rest, free)
             squares = [(*entry, []) for entry in kinds.get("square", [])] + kinds.get("counted", [])
             plain = [(*entry, None) for entry in kinds.get("square", [])]
@@ -913,7 +930,8 @@ class StraightLine:
 
     def _merge_residual(self, terms: list[Term], found: dict, free: set[str]) -> list[Term] | None:
         """The terms after the first merge :meth:`_residual_pairs` finds; None where there is none."""
-        for rest, members in found.items():
+        for kinds in found.values():
+            rest, members = kinds["rest"], kinds.get("members", [])
             held = _held_by_lengths(rest, free)
             for a, k, f, mapping, mean in members:
                 for b, _, g, _, paired_mean in members:
@@ -1326,7 +1344,56 @@ class StraightLine:
                     self._drop_unread()
                     return
         self._contract(target, self.hoist(poly), hints)
+        if len(poly.terms) == 1 and any(is_reciprocal(f) for f in poly.terms[0].factors):
+            self._means[("mean", _poly_key(poly))] = target  # m = mean_n(x_n): read where a term holds x_n / n
         self._drop_unread()
+
+    def _named_means(self, terms: list[Term], free: set[str]) -> list[Term]:
+        """``x_k (1/n)_k`` summed over k as one array m: the statement that computes ``m =
+        mean_n(x_n)`` where there is one, else a step of its own where two or more terms hold that
+        mean.  The Hessian of ``m = mean_n(x_n); v = mean_n((x_n - m)^2); L = log(v)`` by x holds
+        ``m x_i - x_i x_j`` and the like with the mean spelled out, and only with m one array do
+        they pair into ``-(x_i - m)(x_j - m)`` (at x ~ 1e8 it was [0, 0.19, 0, ...] for [-0.015,
+        0.14, -0.077, ...]).  A mean of a tensor over the one letter that it alone carries in the
+        term, where the tensor also stands over an output index; the terms are collected again."""
+        computed = {step.target for step in self.steps}
+        found = []  # per term: [(reciprocal, tensor, kept axes, key)]
+        uses: Counter = Counter()
+        for term in terms:
+            means = []
+            for r in (f for f in term.factors if is_reciprocal(f)):
+                k = r.indices[0]
+                holders = [f for f in term.factors if f is not r and k in f.indices]
+                if k in free or len(holders) != 1 or not isinstance(holders[0], Tensor) or is_reciprocal(holders[0]):
+                    continue
+                (t,) = holders
+                if t.indices.count(k) != 1 or any(t is m[1] for m in means):
+                    continue
+                kept = tuple(i for i in t.indices if i != k)
+                key = ("mean", _poly_key(Poly((Term(Fraction(1), (t, r)),), kept)))
+                means.append((r, t, kept, key))
+                uses[key] += 1
+            found.append(means)
+        # only where the tensor also stands over an output index (x_i beside mean_n(x_n)): there the
+        # centred x_i - m forms; elsewhere a mean beside its tensor pairs as mean_n(x_n - m) does
+        centred = {f.name for t in terms for f in t.factors if isinstance(f, Tensor) and set(f.indices) & free}
+        out, changed = [], False
+        for term, means in zip(terms, found):
+            factors = list(term.factors)
+            for r, t, kept, key in means:
+                if t.name not in centred:
+                    continue
+                name = self._means.get(key)
+                if name is None or name not in computed:
+                    if uses[key] < 2:
+                        continue
+                    name = self._means[key] = self._temp()
+                    self.steps.append(Contract(name, Contraction(Poly((Term(Fraction(1), (t, r)),), kept))))
+                    computed.add(name)
+                factors = [f for f in factors if f is not r and f is not t] + [Tensor(name, kept)]
+                changed = True
+            out.append(Term(term.coeff, tuple(factors)))
+        return list(simplify(out, tuple(sorted(free)), cancelling=False).terms) if changed else terms
 
     def _drop_unread(self) -> None:
         """Drop the steps of temporary arrays that no step reads (a power of s that the saturating

@@ -531,3 +531,20 @@ def test_dask_distributed_local_cluster_with_two_workers():
         x_np, target_np, labels_np = dask.compute(x, target, labels)
     for source, y_np, value in zip((LEAST_SQUARES, LOGISTIC), (target_np, labels_np), values):
         np.testing.assert_allclose(value, einderiv.grad(source, "w")(X=x_np, y=y_np, w=w), rtol=1e-10)
+
+
+@pytest.mark.parametrize("library, convert", BACKENDS)
+@pytest.mark.parametrize(
+    "source, wrt",
+    [("f = det(A)", None), ("f = logdet(A)", None), ("B_ij = inv(A)_ij", None), ("x_i = inv(A)_ij b_j", None),
+     ("f = logdet(A)", "A"), ("f = a_i inv(A)_ij b_j", "b")],
+)  # fmt: skip
+def test_a_matrix_with_an_infinite_entry_gives_nan_on_every_library(library, convert, source, wrt):
+    """With inf on the diagonal, LAPACK's LU gave torch, jax and dask numbers (inv [[0, 0], [0,
+    0.5]], det inf) where the NumPy path and the README say NaN (a hunter's find)."""
+    A, a, b = np.array([[np.inf, 1.0], [1.0, 2.0]]), np.array([1.0, -1.0]), np.array([0.5, 2.0])
+    compiled = einderiv.diff(source, wrt) if wrt else einderiv.compile(source)
+    arrays = {k: v for k, v in {"A": A, "a": a, "b": b}.items() if k in compiled.inputs}
+    assert np.isnan(compiled(**arrays)).all()
+    got = _to_numpy(compiled(**{k: convert(v) for k, v in arrays.items()}))
+    assert np.isnan(got).all(), got

@@ -393,7 +393,7 @@ def test_dK_dR_writes_diagonals_and_carries_only_what_it_uses(tmp_path):
     derivative = einderiv.diff("K_pq = R_mp R_mq", "R")
     code = generate([derivative], "python")
     assert "_eye" not in code and "np.eye" not in code and "identity" not in code and "_ones" not in code
-    assert helpers_defined(code) == set()  # two diagonal writes need no helper
+    assert helpers_defined(code) == {"_float"}  # two diagonal writes need no helper (inputs as floats)
     assert "opt_einsum" not in code and "_PLANS" not in code
     assert code.count('np.einsum("pqip->pqi", d1K)[...] +=') == 1
     assert code.count('np.einsum("pqiq->pqi", d1K)[...] +=') == 1
@@ -565,3 +565,21 @@ def test_several_gradients_are_one_function(flavour, tmp_path):
 def test_generate_names_what_it_cannot_take():
     with pytest.raises(einderiv.EinderivError, match="generate takes compiled values"):
         generate(["f = x_i x_i"])
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_generated_code_reads_integer_inputs_as_floats(flavour, tmp_path):
+    """The generated modules kept integer inputs as integers: the gradient of ``mean_i(x_i)`` at
+    x = [1, 2, 3] was [0, 0, 0] and ``x_i / c`` floor-divided (a hunter's find); einderiv reads
+    integers as float64."""
+    if flavour != "python":
+        pytest.importorskip(flavour)
+    code = generate([einderiv.diff("f = mean_i(x_i)", "x"), einderiv.compile("y_i = x_i / c")], flavour)
+    module = load(code, tmp_path, f"ints_{flavour}")
+    x, c = np.array([1, 2, 3]), np.array(2)
+    if flavour == "torch":
+        import torch
+
+        x, c = torch.as_tensor(x), torch.as_tensor(c)
+    np.testing.assert_allclose(np.asarray(module.df_dx(x=x)), [1 / 3] * 3, rtol=1e-15)
+    np.testing.assert_allclose(np.asarray(module.y(x=x, c=c)), [0.5, 1.0, 1.5], rtol=1e-15)

@@ -1817,3 +1817,60 @@ def test_a_printed_power_of_a_residual_reads_back_as_a_power(source, want):
     expected = want(x - mu, s2)  # exact: x - mu is exact here
     assert float(read(**{k: values[k] for k in read.inputs})) == pytest.approx(expected, rel=1e-13)
     assert float(hessian(**{k: values[k] for k in hessian.inputs})) == pytest.approx(expected, rel=1e-13)
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["m = mean_n(x_n); v = mean_n((x_n - m)^2); L = log(v)", "L = log(mean_n((x_n - mean_k(x_k))^2))"],
+    ids=["program", "statement"],
+)
+def test_the_hessian_of_a_log_variance_by_its_data_keeps_the_centred_product(source):
+    """The Hessian held ``m x_i + m x_j - m m - x_i x_j`` with the mean spelled out, which at x ~
+    1e8 cancelled: row 0 was [0, 0.19, 0, 0, 0, 0] (program) and [0.033, 0.158, -0.030, ...]
+    (statement) for [-0.015, 0.140, -0.077, ...] (a hunter's find).  With the mean one array
+    (the statement m, or a step of its own) the terms pair into -(x_i - m)(x_j - m)."""
+    base = np.array([3.0, -1, 4, 1, -5, 4])  # mean 1: x - mean(x) is exact at the offset
+    x = base + 1e8
+    r = base - base.mean()
+    n, v = len(x), np.mean(r * r)
+    want = 2 / (n * v) * (np.eye(n) - 1 / n) - 4 / (n * n * v * v) * np.outer(r, r)
+    # the mean itself is rounded at 1e8 (x_n / 6 summed): jax at the offset is 3e-9 off too
+    np.testing.assert_allclose(einderiv.hessian(source, "x")(x=x), want, rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(einderiv.hessian_diag(source, "x")(x=x), np.diag(want), rtol=1e-7, atol=1e-12)
+
+
+def test_a_standardised_score_keeps_its_centred_data():
+    """``sum_i((x_i - mean_j(x_j)) / sqrt(mean_k((x_k - mean_j(x_j))^2)) a_i)`` by x, one
+    statement, at x ~ 1e8: the gradient was [-1, -1, 1, -2, 1] for [-0.09, -0.97, 1.20, -0.88,
+    0.74], its hvp 2.7e8 off (a hunter's find; the program form was right).  The mean of x is one
+    array, and the rests of the residual pairs compare up to the letters summed inside calls."""
+    jax, jnp = jax_float64()
+    base, a = np.array([0.3, -1.2, 0.7, 1.9, -0.4]), np.array([0.5, -1, 2, 0.3, 1.1])
+    v = np.array([1.0, -0.5, 0.25, 2.0, -1.5])
+
+    def f(x):
+        r = x - jnp.mean(x)
+        return jnp.sum(r / jnp.sqrt(jnp.mean(r * r)) * a)
+
+    want = np.asarray(jax.grad(f)(jnp.asarray(base)))  # the function does not change with the offset
+    want_hvp = np.asarray(jax.jvp(jax.grad(f), (jnp.asarray(base),), (jnp.asarray(v),))[1])
+    source = "f = sum_i((x_i - mean_j(x_j)) / sqrt(mean_k((x_k - mean_j(x_j))^2)) a_i)"
+    x = base + 1e8
+    np.testing.assert_allclose(einderiv.grad(source, "x")(x=x, a=a), want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(einderiv.hvp(source, "x")(x=x, a=a, v=v), want_hvp, rtol=1e-6, atol=1e-7)
+
+
+def test_the_hessian_diagonal_of_a_log_variance_plus_a_square_mean():
+    """``log(mean_i((x_i - mean_j(x_j))^2)) + mean_i(x_i)^2``: hessian_diag of the one statement at x
+    ~ 1e8 was [0.523, 0.273, 0.523, 0.523] for [0.428, -0.0079, 0.418, 0.0693] (a hunter's find)."""
+    jax, jnp = jax_float64()
+    base = np.array([0.3, -1.2, 0.7, 1.9])
+
+    def f(x):
+        m = jnp.mean(x)
+        return jnp.log(jnp.mean((x - m) ** 2)) + m**2
+
+    x = base + 1e8
+    want = np.diag(np.asarray(jax.hessian(f)(jnp.asarray(base))))  # the offset leaves it (m^2's is 2/N^2)
+    got = einderiv.hessian_diag("f = log(mean_i((x_i - mean_j(x_j))^2)) + mean_i(x_i)^2", "x")(x=x)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
