@@ -14,13 +14,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .api import Compiled, Derivative, Source, diff, gathered_arrays, scalar_program
+from .api import Compiled, Derivative, Source, _not_convertible, diff, gathered_arrays, scalar_program
+from .backends import array_library, choose_backend, ops_for
 from .errors import DifferentiationError, guarded
 from .ir import Tensor
 from .matrix.reading import accepts_notation
 from .normal import Apply, MatrixFn, Poly, Term
 from .optimiser import StraightLine
-from .runtime import run
+from .runtime import run, run_with
 from .structured import check_structure
 
 
@@ -118,16 +119,55 @@ class Gradients(tuple):
             out.update(item.ranks)
         return out
 
+    def _holder(self) -> Compiled:
+        """The input checks of one compiled program, over all the parts' inputs."""
+        first = self.parts()[0]
+        holder = Compiled.__new__(Compiled)
+        holder.program, holder.ranks, holder.reading = first.program, self.ranks, first.reading
+        holder.not_analytic = {name: f for item in self for name, f in item.not_analytic.items()}
+        return holder
+
+    def _shaped(self, results: tuple):
+        if self.value is not None:
+            return results[0], (results[1:] if self.several else results[1])
+        return results
+
+    @guarded
+    def call(self, arrays: Mapping[str, object] | None = None, /, backend: str | None = None, **named):
+        """The values as :meth:`~einderiv.api.Compiled.call` computes one: by the library the arrays
+        come from (NumPy, torch, jax, cupy or dask), or by ``backend``, to which NumPy arrays and
+        Python numbers are converted; the results are that library's arrays."""
+        given = gathered_arrays(arrays, named)
+        chosen = choose_backend(given, backend)
+        for item in self.parts():
+            if item.structure:  # declared symmetric or diagonal: checked on the arrays given as NumPy
+                check_structure(item.structure, {k: v for k, v in given.items() if isinstance(v, np.ndarray)})
+        if chosen == "numpy":
+            for name, value in given.items():
+                if array_library(value) not in (None, "numpy"):
+                    raise _not_convertible(name, array_library(value), "numpy")
+            return self._numpy_call(given)
+        ops = ops_for(chosen)
+        values, dtype, like = self._holder()._backend_arrays(given, ops)
+        for item in self.parts():
+            item.check_sizes(values)
+        like = ops.astype(ops.convert(0.0, like), dtype)  # a 0-d array: the dtype and device of constants
+        inputs = list(values.values())
+        computed = run_with(self.line, dict(values), ops, like)
+        return self._shaped(tuple(ops.own(computed[name], inputs) for name in self.outputs))
+
     @guarded
     def __call__(self, arrays: Mapping[str, object] | None = None, /, **named):
-        """The gradients' values (a tuple); with the value first for :func:`value_and_grad`."""
+        """The gradients' values (a tuple); with the value first for :func:`value_and_grad`.
+        Another library's arrays are computed by that library (see :meth:`call`)."""
         given = gathered_arrays(arrays, named)
-        first = self.parts()[0]
+        if any(type(v) is not np.ndarray for v in given.values()) and choose_backend(given, None) != "numpy":
+            return self.call(given)
+        return self._numpy_call(given)
+
+    def _numpy_call(self, given: Mapping[str, object]):
         ranks = self.ranks
-        holder = Compiled.__new__(Compiled)  # the input checks of one compiled program, over all inputs
-        holder.program, holder.ranks, holder.reading = first.program, ranks, first.reading
-        holder.not_analytic = {name: f for item in self for name, f in item.not_analytic.items()}
-        values = holder.numpy_arrays(given)
+        values = self._holder().numpy_arrays(given)
         for item in self.parts():
             if item.structure:
                 check_structure(item.structure, values)
@@ -136,10 +176,7 @@ class Gradients(tuple):
         line = self.line
         signature = tuple((values[n].shape, values[n].dtype) for n in sorted(ranks))
         computed = run(line, dict(values), signature, keep=tuple(self.outputs))
-        results = tuple(np.array(computed[name]) for name in self.outputs)
-        if self.value is not None:
-            return results[0], (results[1:] if self.several else results[1])
-        return results
+        return self._shaped(tuple(np.array(computed[name]) for name in self.outputs))
 
     several = True
 

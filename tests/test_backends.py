@@ -548,3 +548,23 @@ def test_a_matrix_with_an_infinite_entry_gives_nan_on_every_library(library, con
     assert np.isnan(compiled(**arrays)).all()
     got = _to_numpy(compiled(**{k: convert(v) for k, v in arrays.items()}))
     assert np.isnan(got).all(), got
+
+
+@pytest.mark.parametrize("library, convert", BACKENDS)
+def test_several_gradients_are_computed_by_the_arrays_library(library, convert):
+    """``grad(source, [names])`` had no ``.call`` (an AttributeError for ``backend=``), and torch
+    tensors came back as NumPy arrays, where a compiled value computes with their library (a
+    hunter's find)."""
+    arrays = {"x": np.array([1.0, 2.0]), "w": np.array([0.5, 0.5]), "y": np.array(1.0)}
+    gradients = einderiv.grad("L = (x_i w_i - y)^2", ["w", "y"])
+    want = gradients(**arrays)
+    np.testing.assert_allclose(want[0], [1.0, 2.0])
+    native = gradients(**{k: convert(v) for k, v in arrays.items()})
+    assert [array_library(g) for g in native] == [library, library]
+    for got, expected in zip(native, want):
+        np.testing.assert_allclose(_to_numpy(got), expected, rtol=1e-12)
+    called = gradients.call(arrays, backend=library)
+    assert [array_library(g) for g in called] == [library, library]
+    value, (g_w,) = einderiv.value_and_grad("L = (x_i w_i - y)^2", ["w"]).call(arrays, backend=library)
+    np.testing.assert_allclose(_to_numpy(value), 0.25)
+    np.testing.assert_allclose(_to_numpy(g_w), [1.0, 2.0])
