@@ -131,6 +131,21 @@ def _program(source: Source) -> Program:
     return parse(source)
 
 
+def backend_for(arrays: Mapping[str, object], backend: str | None, structures) -> str:
+    """The library that computes a call on ``arrays`` (:func:`choose_backend`), after the checks
+    every call makes: what ``structures`` declare symmetric or diagonal, on the arrays given as
+    NumPy; and for NumPy, that no array is another library's."""
+    chosen = choose_backend(arrays, backend)
+    for structure in structures:
+        if structure:
+            check_structure(structure, {k: v for k, v in arrays.items() if isinstance(v, np.ndarray)})
+    if chosen == "numpy":
+        for name, value in arrays.items():
+            if array_library(value) not in (None, "numpy"):
+                raise _not_convertible(name, array_library(value), "numpy")
+    return chosen
+
+
 def _not_convertible(name: str, library: str, backend: str) -> EvaluationError:
     return EvaluationError(
         f"input {name!r} is a {library} array; backend={backend!r} converts NumPy arrays and Python numbers only"
@@ -372,13 +387,8 @@ class Compiled:
         if arrays is None and isinstance(named.get("arrays"), Mapping) and "arrays" not in self.ranks:
             arrays = named.pop("arrays")  # call(arrays={...}), as before the mapping became positional-only
         arrays = gathered_arrays(arrays, named)
-        chosen = choose_backend(arrays, backend)
-        if self.structure:  # declared symmetric or diagonal: checked on the arrays given as NumPy
-            check_structure(self.structure, {k: v for k, v in arrays.items() if isinstance(v, np.ndarray)})
+        chosen = backend_for(arrays, backend, [self.structure])
         if chosen == "numpy":
-            for name, value in arrays.items():
-                if array_library(value) not in (None, "numpy"):
-                    raise _not_convertible(name, array_library(value), "numpy")
             return self._numpy_call(arrays)
         ops = ops_for(chosen)
         values, dtype, like = self._backend_arrays(arrays, ops)

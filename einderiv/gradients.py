@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .api import Compiled, Derivative, Source, _not_convertible, diff, gathered_arrays, scalar_program
-from .backends import array_library, choose_backend, ops_for
+from .api import Compiled, Derivative, Source, backend_for, diff, gathered_arrays, scalar_program
+from .backends import choose_backend, ops_for
 from .errors import DifferentiationError, guarded
 from .ir import Tensor
 from .matrix.reading import accepts_notation
@@ -138,14 +138,8 @@ class Gradients(tuple):
         come from (NumPy, torch, jax, cupy or dask), or by ``backend``, to which NumPy arrays and
         Python numbers are converted; the results are that library's arrays."""
         given = gathered_arrays(arrays, named)
-        chosen = choose_backend(given, backend)
-        for item in self.parts():
-            if item.structure:  # declared symmetric or diagonal: checked on the arrays given as NumPy
-                check_structure(item.structure, {k: v for k, v in given.items() if isinstance(v, np.ndarray)})
+        chosen = backend_for(given, backend, [item.structure for item in self.parts()])
         if chosen == "numpy":
-            for name, value in given.items():
-                if array_library(value) not in (None, "numpy"):
-                    raise _not_convertible(name, array_library(value), "numpy")
             return self._numpy_call(given)
         ops = ops_for(chosen)
         values, dtype, like = self._holder()._backend_arrays(given, ops)

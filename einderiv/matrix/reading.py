@@ -211,41 +211,40 @@ def _tidy(statement: str) -> str:
     return lhs + " = " + _SUBSCRIPT.sub(lambda m: "_" + "".join(mapping.get(c, c) for c in m.group(1)), rhs)
 
 
-def _names(node) -> list[Name]:
-    """The names a tree uses, in order (``A(x)`` names A), without functions and the identity."""
-    found, stack = [], [node]
+def _nodes(node):
+    """The nodes of a tree, in the order written (a node before its children)."""
+    stack = [node]
     while stack:
         item = stack.pop()
+        yield item
+        if isinstance(item, Name):
+            continue
+        children = []
+        for key, value in vars(item).items() if hasattr(item, "__dict__") else ():
+            if key != "column":
+                children.extend(value if isinstance(value, tuple) else (value,))
+        stack.extend(reversed([c for c in children if hasattr(c, "column")]))
+
+
+def _names(node) -> list[Name]:
+    """The names a tree uses, in order (``A(x)`` names A), without functions and the identity."""
+    found = []
+    for item in _nodes(node):
         if isinstance(item, Name):
             found.append(item)
-            continue
-        if (
+        elif (
             isinstance(item, Call)
             and in_matrix_notation(item.function) is None
             and item.function not in STRUCTURAL
             and not function_suggestion(item.function)  # sigmod(...), ln(...), mean-like: a typo, not A(x + y)
         ):
             found.append(Name(item.function, item.column))
-        children = []
-        for key, value in vars(item).items() if hasattr(item, "__dict__") else ():
-            if key == "column":
-                continue
-            children.extend(value if isinstance(value, tuple) else (value,))
-        stack.extend(reversed([c for c in children if hasattr(c, "column")]))
     return found
 
 
 def _calls(node) -> list[Call]:
-    """The calls in a tree, outermost first."""
-    found, stack = [], [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, Call):
-            found.append(item)
-        for key, value in vars(item).items() if hasattr(item, "__dict__") else ():
-            if key != "column":
-                stack.extend(c for c in (value if isinstance(value, tuple) else (value,)) if hasattr(c, "column"))
-    return found
+    """The calls in a tree, in the order written."""
+    return [item for item in _nodes(node) if isinstance(item, Call)]
 
 
 def _check_calls(statements, source: str, ranks: Mapping[str, int]) -> None:
