@@ -863,11 +863,20 @@ def _axes_text(indices) -> str:
 
 
 def _source(
-    name: str, parameters: list[str], line: StraightLine, results, flavour: str, doc: str, helpers, nested=False
+    name: str,
+    parameters: list[str],
+    line: StraightLine,
+    results,
+    flavour: str,
+    doc: str,
+    helpers,
+    nested=False,
+    as_tuple=False,
 ) -> str:
     """One function: ``def name(parameters):`` running ``line`` and returning ``results``
     (einderiv name, rank) pairs, one or a tuple; ``nested``: the first, then a tuple of the rest
-    (``value_and_grad``'s (value, (g1, g2)))."""
+    (``value_and_grad``'s (value, (g1, g2))); ``as_tuple``: a tuple even of one (``grad(f,
+    ["w"])`` returns ``(g,)``)."""
     names = _Names(parameters)
     body = _Body(flavour, names, names[parameters[0]], helpers)
     helpers.add("_float")
@@ -878,6 +887,8 @@ def _source(
     returned = [body.returned(result, rank) for result, rank in results]
     if nested:
         returned = [returned[0], f"({', '.join(returned[1:])},)"]
+    elif as_tuple and len(returned) == 1:
+        returned = [f"({returned[0]},)"]
     lines = [*body.lines, f"return {', '.join(returned)}"]
     quiet = flavour == "python" and (line._quiet or any(isinstance(step, Elementwise) for step in line.steps))
     if quiet:  # as the runtime: IEEE results (inf, nan) of functions propagate without warnings
@@ -928,7 +939,17 @@ def _joint_source(gradients, unique, flavour: str, helpers) -> str:
         else (f"Returns ({value}{listed}), computed in one line.")
     )
     doc = _doc(written, parameters, ranks, returns)
-    return _source(name, parameters, gradients.line, results, flavour, doc, helpers, nested=several)
+    return _source(
+        name,
+        parameters,
+        gradients.line,
+        results,
+        flavour,
+        doc,
+        helpers,
+        nested=several,
+        as_tuple=gradients.value is None,
+    )
 
 
 def generate(items, flavour: str = "python") -> str:

@@ -22,7 +22,18 @@ from fractions import Fraction
 from .index_names import is_count
 from .ir import Add, Call, Delta, Div, Expr, Mul, Neg, Number, Pow, Tensor
 from .lower import normalize
-from .normal import Apply, Poly, Term, common_coefficient, equivalent, is_reciprocal, multiply, power_of, simplify
+from .normal import (
+    Apply,
+    Poly,
+    Term,
+    carrying,
+    common_coefficient,
+    equivalent,
+    is_reciprocal,
+    multiply,
+    power_of,
+    simplify,
+)
 from .printing import (
     atom_to_expr,
     avoiding,
@@ -178,6 +189,9 @@ def _binomial(parts: list[tuple[Fraction, Counter]], order: list, visible: set[s
     if k < 2 or len(parts) != k + 1 or any(sum(m.values()) != k for _, m in parts):
         return None
     f, g = atoms
+    letters = set(f.indices) | set(g.indices)  # each term runs over them, or they are bound outside:
+    if any(letters - {i for a in m for i in a.indices} - set(visible) for _, m in parts):
+        return None  # x_n x_n - 2 x_n y + y y sums y y once, where (x_n - y)^2 sums it over n
     by_power = {m.get(g, 0): c for c, m in parts}
     c = by_power.get(0)
     if c is None or any(by_power.get(b) != c * math.comb(k, b) * (-1) ** b for b in range(k + 1)):
@@ -204,8 +218,9 @@ def _multiplied_out(poly: Poly) -> Poly:
         for f in term.factors:
             power = isinstance(f, Apply) and f.func == "pow" and f.param.denominator == 1 and f.param >= 2
             if power and len(f.arg.terms) > 1:
-                for _ in range(int(f.param)):
-                    partial = multiply(partial, list(f.arg.terms), set(f.arg.indices), avoid=set(poly.indices))
+                for _ in range(int(f.param)):  # a term lacking an index of the sum is broadcast along it
+                    base = carrying(f.arg.terms, f.arg.indices)
+                    partial = multiply(partial, base, set(f.arg.indices), avoid=set(poly.indices))
             else:
                 partial = multiply(partial, [Term(Fraction(1), (f,))], set(f.indices))
         terms.extend(partial)

@@ -583,3 +583,15 @@ def test_generated_code_reads_integer_inputs_as_floats(flavour, tmp_path):
         x, c = torch.as_tensor(x), torch.as_tensor(c)
     np.testing.assert_allclose(np.asarray(module.df_dx(x=x)), [1 / 3] * 3, rtol=1e-15)
     np.testing.assert_allclose(np.asarray(module.y(x=x, c=c)), [0.5, 1.0, 1.5], rtol=1e-15)
+
+
+def test_a_generated_gradient_by_a_list_of_one_returns_a_tuple_of_one(tmp_path):
+    """``grad(source, ["w"])`` returns ``(g,)``; its generated function returned g bare (a
+    hunter's find)."""
+    source = "L = (x_i w_i - y)^2"
+    gradients = einderiv.grad(source, ["w"])
+    module = load(generate([gradients], "python"), tmp_path, "one_of_list")
+    x, w, y = np.array([1.0, 2.0]), np.array([0.5, -0.25]), np.array(1.0)
+    got, want = module.grad_L_w(x=x, w=w, y=y), gradients(x=x, w=w, y=y)
+    assert isinstance(got, tuple) and len(got) == 1
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-15)

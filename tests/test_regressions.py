@@ -1874,3 +1874,26 @@ def test_the_hessian_diagonal_of_a_log_variance_plus_a_square_mean():
     want = np.diag(np.asarray(jax.hessian(f)(jnp.asarray(base))))  # the offset leaves it (m^2's is 2/N^2)
     got = einderiv.hessian_diag("f = log(mean_i((x_i - mean_j(x_j))^2)) + mean_i(x_i)^2", "x")(x=x)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "source, wrt, want",
+    [
+        ("L = y^3/3 - x_n y^2 + x_n x_n y", "y", lambda x, y, z: np.sum(x * x) - 2 * y * np.sum(x) + y * y),
+        ("L = (x_n x_n - 2 x_n y + y^2) z", "z", lambda x, y, z: np.sum(x * x) - 2 * y * np.sum(x) + y * y),
+        (
+            "L = z (x_n x_n x_n - 3 x_n x_n y + 3 x_n y^2 - y^3)",
+            "z",
+            lambda x, y, z: np.sum(x**3) - 3 * y * np.sum(x * x) + 3 * y * y * np.sum(x) - y**3,
+        ),
+    ],
+)
+def test_a_power_of_a_residual_prints_only_where_every_term_runs_over_its_letters(source, wrt, want):
+    """A reviewer's find in the first version of the printed powers: ``x_n x_n - 2 x_n y + y^2``
+    sums y^2 once, but printed as ``(y - x_n)^2`` it is summed over n (36.45 for 34.49), and the
+    text, read back, was what got evaluated."""
+    x, y, z = np.array([1.0, 2, 3, 4, 5]), np.array(0.7), np.array(1.3)
+    derivative, values = einderiv.diff(source, wrt), {"x": x, "y": y, "z": z}
+    assert float(derivative(**{k: values[k] for k in derivative.inputs})) == pytest.approx(want(x, y, z), rel=1e-12)
+    read = einderiv.compile(str(derivative))
+    assert float(read(**{k: values[k] for k in read.inputs})) == pytest.approx(want(x, y, z), rel=1e-12)
