@@ -222,6 +222,7 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         own_axes = {h[1] for h in axis_hints}  # dK_pq/dR_ij: i and j are R's, whatever came before
         ties = (
             reduction_ties(statement.rhs)
+            + _operand_sum_ties(statement.rhs)
             + _group_delta_ties(statement.rhs)
             + _delta_ties(statement.rhs, tuple(e for e in earlier if e[0] not in own_axes))
         )
@@ -287,6 +288,49 @@ def reduction_ties(expr) -> tuple:
                 axes = tuple(dict.fromkeys(written(node.arg, letter)))
                 if len(axes) > 1:
                     groups.append(axes)
+    return tuple(groups)
+
+
+def _operand_sum_ties(expr) -> tuple:
+    """The axes a sum that is an operand adds elementwise: in ``(x_i - m_i)(x_j - m_j)`` the
+    group ``x_i - m_i`` is a tensor over i, so x's length is m's.  Multiplied out, each term sums
+    its own i and j, and nothing else says so (the optimiser reads it back as a product of two
+    sums of residuals only where it is said).  A letter counts in the terms that hold it once."""
+    from collections import Counter
+
+    from .ir import Add, Call, Div, Mul, Neg, Pow
+
+    def counts(node) -> Counter:
+        return Counter(i for n in walk(node) if isinstance(n, (Tensor, Delta, MatrixCall)) for i in n.indices)
+
+    def tensors(node) -> list:
+        node = node.operand if isinstance(node, Neg) else node
+        return [f for f in (node.factors if isinstance(node, Mul) else [node]) if isinstance(f, Tensor)]
+
+    operands = []
+    for node in walk(expr):
+        if isinstance(node, Mul):
+            operands += [f for f in node.factors if isinstance(f, Add)]
+        elif isinstance(node, Pow) and isinstance(node.base, Add):
+            operands.append(node.base)
+        elif isinstance(node, Call) and isinstance(node.arg, Add):
+            operands.append(node.arg)
+        elif isinstance(node, Div):
+            operands += [part for part in (node.numerator, node.denominator) if isinstance(part, Add)]
+    groups = []
+    for group in operands:
+        letters = {i for term in group.terms for i, n in counts(term).items() if n == 1}
+        for letter in sorted(letters):
+            axes = [
+                (t.name, k)
+                for term in group.terms
+                if counts(term)[letter] == 1
+                for t in tensors(term)
+                for k, i in enumerate(t.indices)
+                if i == letter
+            ]
+            if len(set(axes)) > 1:
+                groups.append(tuple(dict.fromkeys(axes)))
     return tuple(groups)
 
 

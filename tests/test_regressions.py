@@ -1897,3 +1897,17 @@ def test_a_power_of_a_residual_prints_only_where_every_term_runs_over_its_letter
     assert float(derivative(**{k: values[k] for k in derivative.inputs})) == pytest.approx(want(x, y, z), rel=1e-12)
     read = einderiv.compile(str(derivative))
     assert float(read(**{k: values[k] for k in read.inputs})) == pytest.approx(want(x, y, z), rel=1e-12)
+
+
+def test_a_product_of_two_sums_of_residuals_keeps_the_residual():
+    """``f = (x_i - m_i)(x_j - m_j)``, (sum of residuals)^2, was 0.0 for 0.0625 at x ~ 1e12: the
+    multiplied-out ``x_i x_j - 2 x_i m_j + m_i m_j`` cancelled.  The group ties x's length to
+    m's, so it is read back as r_i r_j; written out with a y of another length it stays three
+    products."""
+    x = np.array([1.0, 2, 3]) + 1e12
+    m = x - np.array([0.5, 0.25, -1.0])
+    assert float(einderiv.evaluate("f = (x_i - m_i)(x_j - m_j)", x=x, m=m)) == 0.0625
+    assert float(einderiv.evaluate("f = 3 (x_i - m_i)(x_j - m_j) c", x=x, m=m, c=np.array(2.0))) == 0.375
+    y = np.array([1.0, 2])
+    written = einderiv.evaluate("f = x_i x_j - 2 x_i y_j + y_i y_j", x=x, y=y)
+    assert float(written) == pytest.approx(x.sum() ** 2 - 2 * x.sum() * y.sum() + y.sum() ** 2, rel=1e-15)
