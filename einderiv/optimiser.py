@@ -1417,6 +1417,9 @@ class StraightLine:
         uses: Counter = Counter()
         for term in terms:
             means = []
+            if any(isinstance(f, Delta) and f.first == f.second for f in term.factors):
+                found.append(means)  # a count pairs with the tensor's axis first (_recount)
+                continue
             for r in (f for f in term.factors if is_reciprocal(f)):
                 k = r.indices[0]
                 holders = [f for f in term.factors if f is not r and k in f.indices]

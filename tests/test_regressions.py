@@ -1911,3 +1911,17 @@ def test_a_product_of_two_sums_of_residuals_keeps_the_residual():
     y = np.array([1.0, 2])
     written = einderiv.evaluate("f = x_i x_j - 2 x_i y_j + y_i y_j", x=x, y=y)
     assert float(written) == pytest.approx(x.sum() ** 2 - 2 * x.sum() * y.sum() + y.sum() ** 2, rel=1e-15)
+
+
+def test_a_mean_beside_a_count_is_left_to_pair_with_the_count():
+    """A hunter's find in the first version of the named means: the Hessian by X of
+    ``log(1 + sum_nd((X_nd - mean_j(X_jd))^2))`` stopped with "the size of index 'o' cannot be
+    inferred": a mean made one array beside a count left the count nothing to pair with."""
+    jax, jnp = jax_float64()
+    X = np.random.default_rng(0).normal(size=(4, 3))
+
+    def f(X):
+        return jnp.log(1 + jnp.sum((X - X.mean(0)) ** 2))
+
+    got = einderiv.hessian("f = log(1 + sum_nd((X_nd - mean_j(X_jd))^2))", "X")(X=X)
+    np.testing.assert_allclose(got, np.asarray(jax.hessian(f)(jnp.asarray(X))), rtol=1e-10, atol=1e-12)
