@@ -375,7 +375,7 @@ class StraightLine:
         """``poly`` with every call replaced by a tensor computed by an earlier step."""
         terms = []
         written, free = list(poly.terms), set(poly.indices)
-        written = self._named_means(written, free)
+        written = self._named_means(written, free, poly.indices)
         while (squared := self._merge_square(written, free) or self._merge_power(written, free)) is not None:
             written = squared  # before a count pairs off
         recounted = self._recount(written, set(poly.indices))
@@ -1404,7 +1404,7 @@ class StraightLine:
             self._means[("mean", _poly_key(poly))] = target  # m = mean_n(x_n): read where a term holds x_n / n
         self._drop_unread()
 
-    def _named_means(self, terms: list[Term], free: set[str]) -> list[Term]:
+    def _named_means(self, terms: list[Term], free: set[str], indices: Indices) -> list[Term]:
         """``x_k (1/n)_k`` summed over k as one array m: the statement that computes ``m =
         mean_n(x_n)`` where there is one, else a step of its own where two or more terms hold that
         mean.  The Hessian of ``m = mean_n(x_n); v = mean_n((x_n - m)^2); L = log(v)`` by x holds
@@ -1452,7 +1452,7 @@ class StraightLine:
                 factors = [f for f in factors if f is not r and f is not t] + [Tensor(name, kept)]
                 changed = True
             out.append(Term(term.coeff, tuple(factors)))
-        return list(simplify(out, tuple(sorted(free)), cancelling=False).terms) if changed else terms
+        return list(simplify(out, indices, cancelling=False).terms) if changed else terms
 
     def _drop_unread(self) -> None:
         """Drop the steps of temporary arrays that no step reads (a power of s that the saturating
