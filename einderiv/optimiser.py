@@ -922,14 +922,8 @@ class StraightLine:
             if not _residual_fits(f, g, _held_by_lengths(rest, free), free):
                 continue
             axes, combined = _difference(f, g)
-            key = ("residual", _poly_key(combined))
-            made = self._calls.get(key)
-            if made is None:
-                made = (self._temp(), axes)
-                self.steps.append(Contract(made[0], Contraction(combined)))
-                self._calls[key] = made
             number, mapping = first
-            residual = _written_back(made[0], axes, mapping)
+            residual = _written_back(self._residual_step(axes, combined), axes, mapping)
             original = _written_back(f.name, f.indices, mapping)
             kept = [h for h in terms[number].factors if h != original]
             power = Term(c, (*kept, *[residual] * k))
@@ -954,19 +948,22 @@ class StraightLine:
                 if cross is None or not self._tied(f0, g0) or not self._tied(f1, g1):
                     continue
                 axes, combined = _difference(f0, g0)
-                key = ("residual", _poly_key(combined))
-                made = self._calls.get(key)
-                if made is None:
-                    made = (self._temp(), axes)
-                    self.steps.append(Contract(made[0], Contraction(combined)))
-                    self._calls[key] = made
-                first = _written_back(made[0], axes, mapping)
-                second = _written_back(made[0], f1.indices, mapping)
+                name = self._residual_step(axes, combined)
+                first, second = _written_back(name, axes, mapping), _written_back(name, f1.indices, mapping)
                 originals = {_written_back(f0.name, f0.indices, mapping), _written_back(f1.name, f1.indices, mapping)}
                 kept = [h for h in terms[a].factors if h not in originals]
                 square = Term(terms[a].coeff, (*kept, first, second))
                 return [*(t for n, t in enumerate(terms) if n not in (a, c, cross)), square]
         return None
+
+    def _residual_step(self, axes: Indices, combined: Poly) -> str:
+        """The step computing the residual ``combined`` over ``axes``, once per line."""
+        key = ("residual", _poly_key(combined))
+        made = self._calls.get(key)
+        if made is None:
+            made = self._calls[key] = (self._temp(), axes)
+            self.steps.append(Contract(made[0], Contraction(combined)))
+        return made[0]
 
     def _tied(self, f: Tensor, g: Tensor) -> bool:
         """Whether the statement ties f's axes to g's, axis by axis: a sum that is an operand adds
