@@ -17,6 +17,7 @@ their user, which is how ``L = e_n e_n`` gives ``-2 e_n Phi_nk`` rather than a n
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
@@ -291,17 +292,17 @@ def reduction_ties(expr) -> tuple:
     return tuple(groups)
 
 
+def _letter_counts(node) -> Counter:
+    """How often each letter is written in ``node``'s tensors, deltas and matrix calls."""
+    return Counter(i for n in walk(node) if isinstance(n, (Tensor, Delta, MatrixCall)) for i in n.indices)
+
+
 def _operand_sum_ties(expr) -> tuple:
     """The axes a sum that is an operand adds elementwise: in ``(x_i - m_i)(x_j - m_j)`` the
     group ``x_i - m_i`` is a tensor over i, so x's length is m's.  Multiplied out, each term sums
     its own i and j, and nothing else says so (the optimiser reads it back as a product of two
     sums of residuals only where it is said).  A letter counts in the terms that hold it once."""
-    from collections import Counter
-
     from .ir import Add, Call, Div, Mul, Neg, Pow
-
-    def counts(node) -> Counter:
-        return Counter(i for n in walk(node) if isinstance(n, (Tensor, Delta, MatrixCall)) for i in n.indices)
 
     def tensors(node) -> list:
         node = node.operand if isinstance(node, Neg) else node
@@ -319,12 +320,12 @@ def _operand_sum_ties(expr) -> tuple:
             operands += [part for part in (node.numerator, node.denominator) if isinstance(part, Add)]
     groups = []
     for group in operands:
-        letters = {i for term in group.terms for i, n in counts(term).items() if n == 1}
+        letters = {i for term in group.terms for i, n in _letter_counts(term).items() if n == 1}
         for letter in sorted(letters):
             axes = [
                 (t.name, k)
                 for term in group.terms
-                if counts(term)[letter] == 1
+                if _letter_counts(term)[letter] == 1
                 for t in tensors(term)
                 for k, i in enumerate(t.indices)
                 if i == letter
@@ -342,22 +343,17 @@ def _group_delta_ties(expr) -> tuple:
     the delta's: in the delta's own term, and, where it is free there, at the product's
     tensors and in the other terms (or a power's base's terms) where it is free too; a letter
     summed inside another term (``u_m w_m`` in ``x_n (delta_nm z_m + u_m w_m)``) is its own."""
-    from collections import Counter
-
     from .ir import Add, Mul, Neg, Pow
 
     def parts(node) -> list:
         node = node.operand if isinstance(node, Neg) else node
         return list(node.factors) if isinstance(node, Mul) else [node]
 
-    def counts(node) -> Counter:
-        return Counter(i for n in walk(node) if isinstance(n, (Tensor, Delta, MatrixCall)) for i in n.indices)
-
     def axes_of(nodes, letter: str) -> list:
         return [(t.name, k) for t in nodes if isinstance(t, Tensor) for k, i in enumerate(t.indices) if i == letter]
 
     def free_axes(terms, letter: str) -> list:  # the terms' tensors at a letter each holds once
-        return [a for term in terms if counts(term)[letter] == 1 for a in axes_of(parts(term), letter)]
+        return [a for term in terms if _letter_counts(term)[letter] == 1 for a in axes_of(parts(term), letter)]
 
     groups = []
     for node in walk(expr):
@@ -365,7 +361,7 @@ def _group_delta_ties(expr) -> tuple:
             continue
         for group in (f for f in node.factors if isinstance(f, Add)):
             for term in group.terms:
-                own = counts(term)
+                own = _letter_counts(term)
                 for delta in (p for p in parts(term) if isinstance(p, Delta) and p.indices[0] != p.indices[1]):
                     axes = []
                     for letter in delta.indices:
