@@ -7,6 +7,7 @@ functions use the chain rule with the derivatives in the registry of :mod:`einde
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from fractions import Fraction
 from functools import cache
@@ -14,7 +15,7 @@ from functools import cache
 from . import limits
 from .elementwise import FUNCTIONS
 from .errors import DifferentiationError
-from .index_names import fresh_indices
+from .index_names import axis_count, fresh_indices, is_count
 from .ir import Delta, Tensor
 from .lower import lower
 from .normal import (
@@ -23,6 +24,7 @@ from .normal import (
     Poly,
     Term,
     keep_sums,
+    letter_axes,
     make_apply,
     make_delta,
     multiply,
@@ -155,7 +157,34 @@ def _apply_rule(atom: Apply, wrt: Tensor, avoid: set) -> list[Term]:
         return []
     keep = set(atom.indices) | set(wrt.indices)
     outer = [rename_term_apart(t, keep, avoid) for t in _outer_derivative(atom)]
-    return multiply(outer, list(inner.terms), keep, avoid=avoid | keep)
+    return multiply(outer, axis_counts(inner.terms, keep, atom.arg), keep, avoid=avoid | keep)
+
+
+def axis_counts(terms, keep: set[str], arg: Poly) -> list[Term]:
+    """``terms`` with each ``delta_rr`` of a summed r that a term carries nowhere else (the count
+    that differentiating ``sum_n(m)`` by m leaves) named as the count of the axis of ``arg`` that
+    writes r: ``r#x.0`` is the length of x (see :func:`axis_count`).  The product around the call
+    renames a summed letter apart, and the statement around it may write r at another dimension,
+    so a count named by its letter alone could lose its size or take another."""
+    out = []
+    for term in terms:
+        uses = Counter(i for f in term.factors for i in f.indices)
+        taken = set(term.index_names())
+        factors = []
+        for f in term.factors:
+            r = f.first if isinstance(f, Delta) and f.first == f.second else None
+            axes = sorted(letter_axes(arg, r)) if r and r not in keep and not is_count(r) and uses[r] == 2 else ()
+            if axes:
+                name = base = axis_count(r, *axes[0])
+                k = 0
+                while name in taken:  # two counts of one axis in a term: N^2
+                    k += 1
+                    name = f"{base}@{k}"
+                taken.add(name)
+                f = Delta(name, name)
+            factors.append(f)
+        out.append(Term(term.coeff, tuple(factors)))
+    return out
 
 
 def differentiate(poly: Poly, wrt: Tensor) -> Poly:

@@ -49,6 +49,8 @@ def _rename_hints(hints: tuple, mapping: Mapping[str, str]) -> tuple:
             hint = ("names", tuple((i, mapping.get(t, t), a) for i, t, a in hint[1]))
         elif hint[0] == "poly":
             hint = ("poly", _renamed_tensors(hint[1], mapping))
+        elif hint[0] == "residuals":
+            hint = ("residuals", tuple(_renamed_tensors(r, mapping) for r in hint[1]))
         elif hint[0] == "tied":
             hint = ("tied", tuple(tuple((mapping.get(t, t), a) for t, a in group) for group in hint[1]))
         out.append(hint)

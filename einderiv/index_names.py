@@ -63,6 +63,19 @@ def is_lowered_count(index: str) -> bool:
     return count_stem(index).endswith(COUNT_MARK + LOWERED)
 
 
+def axis_count(letter: str, tensor: str, axis: int) -> str:
+    """The count of axis ``axis`` of ``tensor``, printed with ``letter`` (``n#x.0``: x's length)."""
+    return f"{letter}{COUNT_MARK}{tensor}.{axis}"
+
+
+def counted_axis(index: str) -> tuple[str, int] | None:
+    """The axis ``(tensor, axis)`` that the count ``index`` counts, where its name says
+    (:func:`axis_count`); else None."""
+    statement = count_stem(index).split(COUNT_MARK, 1)[1] if is_count(index) else ""
+    tensor, dot, axis = statement.rpartition(".")
+    return (tensor, int(axis)) if dot and tensor and axis.isdigit() else None
+
+
 def count_letter(index: str) -> str:
     """The letter a count prints with (``i`` for ``i#2``)."""
     return index.split(COUNT_MARK, 1)[0]

@@ -191,6 +191,20 @@ def term_size(term: Term) -> int:
 # -- renaming ---------------------------------------------------------------------------------
 
 
+def letter_axes(poly: Poly, letter: str) -> set[tuple[str, int]]:
+    """The axes ``(tensor, axis)`` at which ``poly`` writes ``letter`` (one of its free indices),
+    also inside calls where it stays free."""
+    found: set[tuple[str, int]] = set()
+    for term in poly.terms:
+        for f in term.factors:
+            if isinstance(f, (Tensor, MatrixFn)):
+                name = f.name if isinstance(f, Tensor) else f.matrix
+                found |= {(name, k) for k, i in enumerate(f.indices) if i == letter}
+            elif isinstance(f, Apply) and letter in f.arg.indices:
+                found |= letter_axes(f.arg, letter)
+    return found
+
+
 def rename_atom(atom, mapping: dict[str, str]):
     """Substitute free index names; names bound inside an :class:`Apply` are never captured."""
     if isinstance(atom, Delta):

@@ -15,7 +15,7 @@ from collections import Counter
 from fractions import Fraction
 
 from .contraction import Contraction
-from .index_names import count_stem, fresh_indices, is_count
+from .index_names import count_stem, counted_axis, fresh_indices, is_count
 from .ir import Delta, Indices, Tensor
 from .normal import (
     Apply,
@@ -23,10 +23,14 @@ from .normal import (
     Poly,
     Term,
     canonical_key,
+    carrying,
     common_coefficient,
     equivalent,
     is_reciprocal,
+    letter_axes,
+    multiply,
     negated,
+    rename_apart,
     rename_atom,
     simplify,
 )
@@ -282,6 +286,83 @@ def _common_factor(poly: Poly) -> tuple[tuple[Tensor, ...], Poly] | None:
     return tuple(common), inner
 
 
+def _lead(r: Poly) -> tuple[Fraction, Tensor] | None:
+    """The first term of the sum ``r`` that is one tensor over all of r's letters, each once, with
+    its coefficient; None where there is none."""
+    for t in r.terms:
+        if len(t.factors) == 1 and isinstance(t.factors[0], Tensor) and not is_reciprocal(t.factors[0]):
+            f = t.factors[0]
+            if sorted(f.indices) == sorted(r.indices) and len(set(f.indices)) == len(f.indices):
+                return t.coeff, f
+    return None
+
+
+def _lead_letters(lead: tuple[Fraction, Tensor], g, r: Poly) -> dict[str, str] | None:
+    """The letters of ``r`` as the factor ``g`` writes its leading tensor, where g is that tensor
+    over distinct letters; else None."""
+    f = lead[1]
+    if not isinstance(g, Tensor) or g.name != f.name or len(g.indices) != len(f.indices):
+        return None
+    if len(set(g.indices)) != len(g.indices):
+        return None
+    return {i: j for i, j in zip(f.indices, g.indices)} if set(f.indices) == set(r.indices) else None
+
+
+#: how many products of sums one statement may multiply out to compare with its terms (each try
+#: costs a normal form; the covariance and the gradient of a correlation take a few)
+PRODUCT_TRIES = 24
+
+
+def _names_of(factors) -> tuple:
+    """The factors of a product by name alone (deltas left out), as a sorted tuple."""
+    return tuple(
+        sorted(
+            f.name
+            if isinstance(f, Tensor)
+            else f"{type(f).__name__}:{getattr(f, 'func', '')}:{getattr(f, 'param', '')}"
+            for f in factors
+            if not isinstance(f, Delta)
+        )
+    )
+
+
+def _swaps_present(t: Term, chosen, names: set[tuple]) -> bool:
+    """Whether, for each chosen factor, some term holds t's factors with that factor replaced by
+    those of another term of its sum (by name): a cheap test that the product multiplied out
+    can be among the terms."""
+    for x, r, _ in chosen:
+        others = [f for k, f in enumerate(t.factors) if k != x]
+        lead = _lead(r)[1]
+        swaps = [u for u in r.terms if not (len(u.factors) == 1 and u.factors[0] == lead)]
+        if swaps and not any(_names_of([*others, *u.factors]) in names for u in swaps):
+            return False
+    return True
+
+
+def _counts_of(term: Term) -> list[str]:
+    """The counts of ``term``: the letters of its ``delta_nn`` that nothing else in it carries."""
+    uses = Counter(i for f in term.factors for i in f.indices)
+    return [f.first for f in term.factors if isinstance(f, Delta) and f.first == f.second and uses[f.first] == 2]
+
+
+def _uncounted_key(term: Term, free: set[str]) -> tuple:
+    """``term`` up to the names of its summed letters, without its counts."""
+    counts = set(_counts_of(term))
+    kept = tuple(f for f in term.factors if not (isinstance(f, Delta) and f.first in counts))
+    return canonical_key(Term(Fraction(1), kept), frozenset(free))
+
+
+def _count_power(f) -> Delta | None:
+    """The count of ``delta_nn^k`` (k a positive integer), else None."""
+    if not isinstance(f, Apply) or f.func != "pow" or f.param is None or f.param <= 0 or f.param.denominator != 1:
+        return None
+    terms = f.arg.terms
+    if len(terms) != 1 or terms[0].coeff != 1 or len(terms[0].factors) != 1:
+        return None
+    only = terms[0].factors[0]
+    return only if isinstance(only, Delta) and only.first == only.second and is_count(only.first) else None
+
+
 class StraightLine:
     """A list of (target, step) computing named arrays in order; function calls hoisted and shared."""
 
@@ -305,6 +386,8 @@ class StraightLine:
         self._matrices = False
         #: the number the next step array's name takes (never one used before)
         self._next = 0
+        #: how many more products of sums the statement being added may multiply out
+        self._product_tries = PRODUCT_TRIES
 
     def _temp(self) -> str:
         """A fresh name for a step's array, numbered by its place; never one used before."""
@@ -375,7 +458,12 @@ class StraightLine:
         """``poly`` with every call replaced by a tensor computed by an earlier step."""
         terms = []
         written, free = list(poly.terms), set(poly.indices)
+        written = self._summed_residuals(written, free)
+        written = self._residual_products(written, free, poly.indices)  # before a count and a mean pair off
+        written = self._counted_means(written, free, poly.indices)
         written = self._named_means(written, free, poly.indices)
+        written = self._summed_residuals(written, free)
+        written = self._residual_products(written, free, poly.indices)
         while (squared := self._merge_square(written, free) or self._merge_power(written, free)) is not None:
             written = squared  # before a count pairs off
         recounted = self._recount(written, set(poly.indices))
@@ -857,19 +945,24 @@ class StraightLine:
                     axes, combined = _difference(f, g)
                     key = _poly_key(combined)
                     made = self._calls.get(("residual", key))
-                    formed = self._calls.get(("source", *key))
-                    if made is None and formed is not None:
-                        made = (formed, axes)
-                    # a call of the rest holds the difference: the evaluation forms it anyway
-                    inside = any(_poly_key(p) == key for p in _call_arguments([*rest]))
+                    # a call of the rest holds the difference (its axes in any order): the
+                    # evaluation forms it anyway, as that call's argument
+                    inside = self._inside(combined, rest)
+                    if made is None:
+                        made = self._formed(combined)
                     if made is None and not (
                         inside or _residual_fits(f, g, held | set(missing) if counted or mean else held, free)
                     ):
                         continue
-                    if made is None:
+                    if made is None and inside:
+                        made = (self._temp(), inside)
+                        self.steps.append(Contract(made[0], Contraction(Poly(combined.terms, inside))))
+                        self._calls[("source", *_poly_key(Poly(combined.terms, inside)))] = made[0]
+                    elif made is None:
                         made = (self._temp(), axes)
                         self.steps.append(Contract(made[0], Contraction(combined)))
-                        self._calls[("source", *key) if inside else ("residual", key)] = made[0] if inside else made
+                        self._calls[("residual", key)] = made
+                    axes = made[1]
                     residual = _written_back(made[0], axes, mapping)
                     original = _written_back(f.name, f.indices, mapping)
                     kept = [h for h in terms[a].factors if h != original]
@@ -954,6 +1047,29 @@ class StraightLine:
                 kept = [h for h in terms[a].factors if h not in originals]
                 square = Term(terms[a].coeff, (*kept, first, second))
                 return [*(t for n, t in enumerate(terms) if n not in (a, c, cross)), square]
+        return None
+
+    def _inside(self, combined: Poly, rest) -> Indices | None:
+        """combined's letters in the order of the argument of a call among ``rest`` (or inside
+        one) that is the same sum, where there is one; else None."""
+        arguments = {_poly_key(p) for p in _call_arguments([*rest])}
+        return next(
+            (
+                axes
+                for axes in itertools.permutations(combined.indices)
+                if _poly_key(Poly(combined.terms, axes)) in arguments
+            ),
+            None,
+        )
+
+    def _formed(self, combined: Poly) -> tuple[str, Indices] | None:
+        """``(an array already formed that holds combined, combined's letters in its axis order)``
+        (a call's argument, or a statement ``E_nkd = X_nd - C_kd``), whatever the order of its
+        axes; else None."""
+        for axes in itertools.permutations(combined.indices):
+            formed = self._calls.get(("source", *_poly_key(Poly(combined.terms, axes))))
+            if formed is not None:
+                return formed, axes
         return None
 
     def _residual_step(self, axes: Indices, combined: Poly) -> str:
@@ -1390,6 +1506,7 @@ class StraightLine:
         that call's step, so later uses of the same call reuse ``target``."""
         self._written = tuple(h for h in hints if h[0] == "names")
         self._hints, self._free = tuple(hints), tuple(poly.indices)
+        self._product_tries = PRODUCT_TRIES
         if len(poly.terms) == 1 and poly.terms[0].coeff == 1 and len(poly.terms[0].factors) == 1:
             atom = poly.terms[0].factors[0]
             if isinstance(atom, Apply) and atom.indices == poly.indices:
@@ -1397,9 +1514,337 @@ class StraightLine:
                     self._drop_unread()
                     return
         self._contract(target, self.hoist(poly), hints)
+        if len(poly.terms) >= 2:  # a statement that is a sum (E_nkd = X_nd - C_kd) is the array
+            # a later square of that difference, multiplied out, is read back as (see _merge_square)
+            self._calls.setdefault(("source", *_poly_key(poly)), target)
         if len(poly.terms) == 1 and any(is_reciprocal(f) for f in poly.terms[0].factors):
             self._means[("mean", _poly_key(poly))] = target  # m = mean_n(x_n): read where a term holds x_n / n
         self._drop_unread()
+
+    def _summed_residuals(self, terms: list[Term], free: set[str]) -> list[Term]:
+        """``c R L^k`` with ``L = sum_S(r_S)`` for terms that are that product multiplied out, k = 1,
+        2, 3, where ``r`` is the argument of a call in the terms (``y_n - X_nd w_d - b`` in ``log(1 +
+        sum_n((y_n - X_nd w_d - b)^2))``) and R the factors the terms share.  Differentiating
+        ``sum_n(f(r_n))`` by a parameter broadcast along n sums r's terms apart (``sum_n(y_n) -
+        sum_n(X_nd w_d) - N b``) and its square into six products (the Hessian by b held ``-4 y_i
+        y_n + 8 X_id w_d y_n - 8 N b y_i + ...``): near a fit, at y ~ 1e8, they cancel to noise (it
+        was 24 times too large), where the residual array summed keeps its digits.  Each product
+        is read as a multiset of components, factors linked by summed letters that nothing else
+        carries, with a count (``delta_nn``) standing for the length of the letter of r whose
+        axes its size hints share; every product of ``(sum_j a_j A_j)^k`` must be there with its
+        multinomial coefficient.  Ends: each rewrite leaves fewer terms."""
+        if len(terms) < 2:
+            return terms
+        residuals = {}
+        for t in terms:
+            for arg in _call_arguments(t.factors):
+                if len(arg.terms) >= 2 and arg.indices:
+                    residuals.setdefault(_poly_key(arg), arg)
+        for r in residuals.values():
+            atoms = self._residual_atoms(r)
+            if atoms is None:
+                continue
+            for k in (3, 2, 1):
+                merged = self._merge_summed(terms, free, r, atoms, k)
+                if merged is not None:
+                    return self._summed_residuals(merged, free)
+        return terms
+
+    def _residual_atoms(self, r: Poly) -> list[tuple[Fraction, Counter]] | None:
+        """Each term of the residual ``r`` summed over r's letters, as ``(coefficient, the
+        multiset of its components)`` (see :meth:`_components`); None where a term holds a call,
+        a delta or a letter of r that no tensor writes."""
+        self._letter_dims = {i: letter_axes(r, i) for i in r.indices}
+        if any(not axes for axes in self._letter_dims.values()):
+            return None
+        atoms = []
+        for t in r.terms:
+            if any(isinstance(f, (Apply, MatrixFn, Delta)) or is_reciprocal(f) for f in t.factors):
+                return None
+            found = self._components(t.factors, set())
+            if found is None or found[0]:
+                return None
+            missing = [i for i in r.indices if not any(i in f.indices for f in t.factors)]
+            atoms.append((t.coeff, Counter(key for key, _ in found[1]) + Counter(("count", i) for i in missing)))
+        return atoms
+
+    def _count_label(self, index: str) -> tuple:
+        """A count as the letter of the residual whose length it is, where its size hints say."""
+        axes = self._count_axes(index) | ({at} if (at := counted_axis(index)) else set())
+        letters = [i for i, dims in self._letter_dims.items() if axes & dims]
+        return ("count", letters[0]) if len(letters) == 1 else ("count?", index)
+
+    def _components(self, factors, free: set[str]) -> tuple[list, list] | None:
+        """``(the rest, the components)`` of a product: the components, each ``(key, factors)``,
+        are counts and groups of tensors linked by summed letters that no call, no free index and
+        no other factor carries, keyed up to the names of their letters (a count by the letter
+        of the residual it counts); the rest is the calls and what they touch."""
+        rest, pieces, counts = [], [], []
+        for f in factors:
+            count = _count_power(f)
+            if count is not None:  # delta_nn^2: two counts
+                counts += [count] * int(f.param)
+            elif isinstance(f, Delta) and f.first == f.second and f.first not in free:
+                counts.append(f)
+            elif isinstance(f, Tensor) and not is_reciprocal(f):
+                pieces.append([f])
+            elif isinstance(f, Delta):
+                return None
+            else:
+                rest.append(f)
+        touched = {i for f in rest for i in f.indices} | free
+        merged = True
+        while merged:  # join pieces that share a summed letter
+            merged = False
+            for a, b in itertools.combinations(range(len(pieces)), 2):
+                if {i for f in pieces[a] for i in f.indices} & {i for f in pieces[b] for i in f.indices}:
+                    pieces[a] += pieces.pop(b)
+                    merged = True
+                    break
+        keyed = []
+        for piece in pieces:
+            if {i for f in piece for i in f.indices} & touched:
+                rest += piece
+            else:
+                keyed.append((("tensors", canonical_key(Term(Fraction(1), tuple(piece)), frozenset())), piece))
+        carried = {i for f in rest for i in f.indices} | {i for _, piece in keyed for f in piece for i in f.indices}
+        for f in counts:
+            if f.first in carried:
+                rest.append(f)
+            else:
+                keyed.append((self._count_label(f.first), [f]))
+        return rest, keyed
+
+    def _residual_products(self, terms: list[Term], free: set[str], indices: Indices) -> list[Term]:
+        """``c R a b ...`` for terms that are that product multiplied out, where a, b, ... (two or
+        three) are sums the statement writes as operands (a ``residuals`` hint): the covariance
+        ``mean_n((x_n - mean_k(x_k))(y_n - mean_k(y_k)))`` is ``mean_n(x_n y_n) - mean_n(x_n)
+        mean_n(y_n)`` in the normal form, which at x, y ~ 1e8 was -2.0 for -0.13.  A term seeds a
+        product where it holds a tensor of each sum's first term (a tensor over all its letters);
+        R is its other factors.  The product is multiplied out with the same normal form and must
+        be among the terms, every term with its coefficient (counts matched by the axes their
+        size hints name), so the rewrite is an identity.  One sum times the rest is left to
+        :func:`_common_factor` and :meth:`_recount`, whose steps a sum over axes reads
+        (:meth:`_summed_step`).  Ends: each rewrite leaves fewer terms."""
+        residuals = list({_poly_key(r): r for h in self._hints if h[0] == "residuals" for r in h[1]}.values())
+        leads = [(r, lead) for r in residuals if (lead := _lead(r)) is not None]
+        if not leads or len(terms) < 2 or len(terms) > 64:
+            return terms
+        placed = self._calls_placed(terms)  # calls as named tensors: cheap to compare
+        keys: dict[tuple, list[int]] = {}
+        for number, t in enumerate(placed):
+            keys.setdefault(_uncounted_key(t, free), []).append(number)
+        names = {_names_of(t.factors) for t in placed}
+        tried: set[tuple] = set()
+        for k in (3, 2):
+            for number, t in enumerate(placed):
+                slots = [
+                    (x, r, sigma)
+                    for x, g in enumerate(t.factors)
+                    for r, lead in leads
+                    if (sigma := _lead_letters(lead, g, r)) is not None
+                ]
+                for chosen in itertools.combinations(slots, k):
+                    if len({x for x, _, _ in chosen}) < k:
+                        continue
+                    key = (number, tuple((x, _poly_key(r)) for x, r, _ in chosen))
+                    if key in tried or not _swaps_present(t, chosen, names):
+                        continue
+                    tried.add(key)
+                    if self._product_tries <= 0:  # a bound on the work: each try multiplies out a product
+                        return terms
+                    self._product_tries -= 1
+                    members = self._product_at(placed, keys, number, chosen, free, indices)
+                    if members is not None:
+                        at = {x for x, _, _ in chosen}
+                        factors = [f for k, f in enumerate(terms[number].factors) if k not in at]
+                        for _, r, mapping in chosen:
+                            factors.append(Tensor(self._residual_array(r), tuple(mapping[i] for i in r.indices)))
+                        c = placed[number].coeff / math.prod(_lead(r)[0] for _, r, _ in chosen)
+                        merged = [*(u for n, u in enumerate(terms) if n not in members), Term(c, tuple(factors))]
+                        return self._residual_products(merged, free, indices)
+        return terms
+
+    def _residual_array(self, r: Poly) -> str:
+        """The step holding the sum ``r`` over its letters in order, once per line; a sum over
+        some of its axes reads it (:meth:`_summed_step`: the gradient by b2 of a network's
+        squared error is its residual summed, not a difference of two sums)."""
+        name = self._source(r)
+        self._sums.setdefault(name, r)
+        return name
+
+    def _calls_placed(self, terms: list[Term]) -> list[Term]:
+        """``terms`` with each call (and matrix function) a tensor named by what it computes,
+        over the call's free indices: two spellings of one call are one name."""
+        names: dict[tuple, str] = self.__dict__.setdefault("_placeholders", {})
+
+        def placed(f):
+            if isinstance(f, Apply):
+                key = (f.func, str(f.param), *_poly_key(f.arg))
+            elif isinstance(f, MatrixFn):
+                key = (f.func, f.matrix)
+            else:
+                return f
+            return Tensor(names.setdefault(key, f"_call{len(names)}"), f.indices)
+
+        return [Term(t.coeff, tuple(placed(f) for f in t.factors)) for t in terms]
+
+    def _product_at(self, terms, keys, number: int, chosen, free: set[str], indices: Indices) -> list[int] | None:
+        """The terms that are the product ``c R a b ...`` that term ``number`` seeds multiplied out
+        (``chosen``: the factor standing for each sum's first term, the sum, and its letters
+        there); else None."""
+        t = terms[number]
+        at = {x for x, _, _ in chosen}
+        rest = tuple(f for k, f in enumerate(t.factors) if k not in at)
+        if len(chosen) == 1 and not rest:
+            return None  # the sum itself
+        c = t.coeff / math.prod(_lead(r)[0] for _, r, _ in chosen)
+        taken = t.index_names() | free
+        left = [Term(c, rest)]
+        for _, r, mapping in chosen:
+            r = rename_apart(r, taken | set(mapping.values()))
+            renamed = carrying([u.rename(mapping) for u in r.terms], tuple(mapping.values()))
+            left = multiply(left, renamed, set(mapping.values()) | free, avoid=set(taken))
+            if len(left) > 256:
+                return None
+        expected = simplify(left, indices)
+        if len(expected.terms) < 2:
+            return None
+        seed = Poly((t,), ())
+        members: list[int] = []
+        for u in expected.terms:
+            wanted = [letter_axes(seed, i) for i in _counts_of(u)]
+            match = next(
+                (
+                    n
+                    for n in keys.get(_uncounted_key(u, free), [])
+                    if terms[n].coeff == u.coeff and n not in members and self._counts_match(terms[n], wanted)
+                ),
+                None,
+            )
+            if match is None:
+                return None
+            members.append(match)
+        return members
+
+    def _counts_match(self, term: Term, wanted: list[set]) -> bool:
+        """Whether the counts of ``term`` count the axes ``wanted``, one each (a count's axes are
+        those its size hints name)."""
+        have = [self._count_axes(c) | ({at} if (at := counted_axis(c)) else set()) for c in _counts_of(term)]
+        if len(have) != len(wanted):
+            return False
+        return any(all(w & h for w, h in zip(wanted, order)) for order in itertools.permutations(have))
+
+    def _like_counted(self, terms: list[Term], free: set[str]) -> list[Term]:
+        """``terms`` with those equal but for the names of counts of one length added up
+        (``4 b y_i delta_{n#dL}`` and ``4 b y_i delta_{n#dd1L}``, which two derivatives left)."""
+        seen: dict[tuple, int] = {}
+        out: list[Term | None] = []
+        for t in terms:
+            found = self._components(t.factors, free)
+            key = None
+            if found is not None and not any(c[0] == "count?" for c, _ in found[1]):
+                rest_key = canonical_key(Term(Fraction(1), tuple(found[0])), frozenset(free))
+                key = (rest_key, tuple(sorted(Counter(c for c, _ in found[1]).items())))
+            if key in seen:
+                n = seen[key]
+                out[n] = Term(out[n].coeff + t.coeff, out[n].factors)
+                continue
+            if key is not None:
+                seen[key] = len(out)
+            out.append(t)
+        return [t for t in out if t.coeff]
+
+    def _merge_summed(self, terms: list[Term], free: set[str], r: Poly, atoms: list, k: int) -> list[Term] | None:
+        """The terms with one group ``c R (sum_S r)^k`` merged (see :meth:`_summed_residuals`)."""
+        products: dict[tuple, Fraction] = {}
+        for combo in itertools.combinations_with_replacement(range(len(atoms)), k):
+            union: Counter = sum((atoms[j][1] for j in combo), Counter())
+            weight = Fraction(math.factorial(k), math.prod(math.factorial(combo.count(j)) for j in set(combo)))
+            weight *= math.prod(atoms[j][0] for j in combo)
+            key = tuple(sorted(union.items()))
+            products[key] = products.get(key, Fraction(0)) + weight
+        products = {key: w for key, w in products.items() if w}
+        if len(products) < 2:
+            return None
+        terms = self._like_counted(terms, free)
+        read = []
+        index: dict[tuple, list[int]] = {}
+        for number, t in enumerate(terms):
+            found = self._components(t.factors, free)
+            if found is None:
+                read.append(None)
+                continue
+            rest, keyed = found
+            components = Counter(key for key, _ in keyed)
+            rest_key = canonical_key(Term(Fraction(1), tuple(rest)), frozenset(free))
+            read.append((rest, rest_key, components, keyed))
+            index.setdefault((rest_key, tuple(sorted(components.items()))), []).append(number)
+        first_key, first_weight = next(iter(products.items()))
+        first = Counter(dict(first_key))
+        for number, entry in enumerate(read):
+            if entry is None:
+                continue
+            rest, rest_key, components, keyed = entry
+            if any(components[c] < n for c, n in first.items()):
+                continue
+            left = components - first
+            c = terms[number].coeff / first_weight
+            members = []
+            for key, weight in products.items():
+                want = (rest_key, tuple(sorted((left + Counter(dict(key))).items())))
+                match = next(
+                    (n for n in index.get(want, []) if terms[n].coeff == c * weight and n not in members), None
+                )
+                if match is None:
+                    break
+                members.append(match)
+            else:
+                kept, wanted = list(rest), Counter(left)
+                for key, piece in keyed:  # the components left over stay beside the sum
+                    if wanted[key] > 0:
+                        wanted[key] -= 1
+                        kept += piece
+                total = Tensor(
+                    self._inner_step(Poly((Term(Fraction(1), (Tensor(self._source(r), r.indices),)),), ())), ()
+                )
+                merged = Term(c, (*kept, *[total] * k))
+                return [*(t for n, t in enumerate(terms) if n not in members), merged]
+        return None
+
+    def _counted_means(self, terms: list[Term], free: set[str], indices: Indices) -> list[Term]:
+        """Terms with a count N beside a mean's 1/N over the same dimension without both (N times
+        the mean of y is the sum of y), collected again.  Differentiating the mean of a centred
+        product leaves ``N (1/N) sum_j(y_j) / N`` beside ``sum_j(y_j) / N``, which cancel only
+        where the count and the mean are known to be one length: the size hints say which axes a
+        count counts (the gradient of a Pearson correlation at x ~ 1e6 was 305 times too
+        large).  Ends: each rewrite removes two factors."""
+        out, changed = [], False
+        for term in terms:
+            counts = _counts_of(term)
+            if not counts or not any(is_reciprocal(f) for f in term.factors):
+                out.append(term)
+                continue
+            factors = list(term.factors)
+            seed = Poly((term,), ())
+            for c in counts:
+                axes = self._count_axes(c) | ({at} if (at := counted_axis(c)) else set())
+                mean = next(
+                    (
+                        f
+                        for f in factors
+                        if is_reciprocal(f)
+                        and f.indices[0] not in free
+                        and {a for a in letter_axes(seed, f.indices[0]) if a[0] != f.name} & axes
+                    ),
+                    None,
+                )
+                if mean is not None:
+                    count = next(f for f in factors if isinstance(f, Delta) and f.first == c)
+                    factors = [f for f in factors if f is not mean and f is not count]
+                    changed = True
+            out.append(Term(term.coeff, tuple(factors)))
+        return list(simplify(out, indices, cancelling=False).terms) if changed else terms
 
     def _named_means(self, terms: list[Term], free: set[str], indices: Indices) -> list[Term]:
         """``x_k (1/n)_k`` summed over k as one array m: the statement that computes ``m =

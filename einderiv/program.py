@@ -23,8 +23,8 @@ from fractions import Fraction
 
 from .cancel import BOUNDED
 from .differentiate import differentiate
-from .errors import EinderivWarning, IndexRuleError
-from .index_names import COUNT_MARK, count_letter, count_stem, fresh_indices, is_count, is_lowered_count
+from .errors import EinderivError, EinderivWarning, IndexRuleError
+from .index_names import COUNT_MARK, count_letter, count_stem, counted_axis, fresh_indices, is_count, is_lowered_count
 from .ir import Delta, Indices, MatrixCall, Program, Statement, Tensor, walk
 from .normal import (
     CANCELLING,
@@ -227,7 +227,9 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
             + _group_delta_ties(statement.rhs)
             + _delta_ties(statement.rhs, tuple(e for e in earlier if e[0] not in own_axes))
         )
+        residuals = _operand_residuals(statement.rhs)
         hints = (("poly", raw), ("names", names), *axis_hints, *((("tied", ties),) if ties else ()))
+        hints += (("residuals", residuals),) if residuals else ()
         definitions.append(Definition(name, poly.indices, poly, hints, statement))
     last = statements[-1]
     read_by_last = {  # as written: a rewrite may drop s from log(s)
@@ -297,29 +299,37 @@ def _letter_counts(node) -> Counter:
     return Counter(i for n in walk(node) if isinstance(n, (Tensor, Delta, MatrixCall)) for i in n.indices)
 
 
+def _operand_sums(expr, calls: bool) -> list:
+    """The sums in ``expr`` that are operands: factors of a product, the base of a power, a part
+    of a quotient, and (with ``calls``) the argument of a call."""
+    from .ir import Add, Call, Div, Mul, Pow
+
+    found = []
+    for node in walk(expr):
+        if isinstance(node, Mul):
+            found += [f for f in node.factors if isinstance(f, Add)]
+        elif isinstance(node, Pow) and isinstance(node.base, Add):
+            found.append(node.base)
+        elif calls and isinstance(node, Call) and isinstance(node.arg, Add):
+            found.append(node.arg)
+        elif isinstance(node, Div):
+            found += [part for part in (node.numerator, node.denominator) if isinstance(part, Add)]
+    return found
+
+
 def _operand_sum_ties(expr) -> tuple:
     """The axes a sum that is an operand adds elementwise: in ``(x_i - m_i)(x_j - m_j)`` the
     group ``x_i - m_i`` is a tensor over i, so x's length is m's.  Multiplied out, each term sums
     its own i and j, and nothing else says so (the optimiser reads it back as a product of two
     sums of residuals only where it is said).  A letter counts in the terms that hold it once."""
-    from .ir import Add, Call, Div, Mul, Neg, Pow
+    from .ir import Mul, Neg
 
     def tensors(node) -> list:
         node = node.operand if isinstance(node, Neg) else node
         return [f for f in (node.factors if isinstance(node, Mul) else [node]) if isinstance(f, Tensor)]
 
-    operands = []
-    for node in walk(expr):
-        if isinstance(node, Mul):
-            operands += [f for f in node.factors if isinstance(f, Add)]
-        elif isinstance(node, Pow) and isinstance(node.base, Add):
-            operands.append(node.base)
-        elif isinstance(node, Call) and isinstance(node.arg, Add):
-            operands.append(node.arg)
-        elif isinstance(node, Div):
-            operands += [part for part in (node.numerator, node.denominator) if isinstance(part, Add)]
     groups = []
-    for group in operands:
+    for group in _operand_sums(expr, calls=True):
         letters = {i for term in group.terms for i, n in _letter_counts(term).items() if n == 1}
         for letter in sorted(letters):
             axes = [
@@ -333,6 +343,25 @@ def _operand_sum_ties(expr) -> tuple:
             if len(set(axes)) > 1:
                 groups.append(tuple(dict.fromkeys(axes)))
     return tuple(groups)
+
+
+def _operand_residuals(expr) -> tuple:
+    """The sums that are operands in ``expr`` (``x_n - mean_k(x_k)`` in ``mean_n((x_n -
+    mean_k(x_k))(y_n - mean_k(y_k)))``), each lowered over its own free letters: the optimiser
+    reads a product of them back where the normal form multiplied it out (a ``residuals`` hint)."""
+    from .lower import free_indices, normalize
+
+    out = []
+    for group in _operand_sums(expr, calls=False):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                poly = normalize(group, free_indices(group))
+        except EinderivError:
+            continue
+        if len(poly.terms) >= 2 and poly.indices and poly not in out:
+            out.append(poly)
+    return tuple(out)
 
 
 def _group_delta_ties(expr) -> tuple:
@@ -452,7 +481,10 @@ def _own_counts(poly: Poly, written: tuple, number: int | str, lowered: tuple = 
                 hints.extend((u, tensor, axis) for tensor, axis in axes[i] if (u, tensor, axis) not in hints)
             for i in counts:  # sum_k(c): k's dimension, wherever lowering renamed it (k#_@1)
                 letter = count_letter(i)
-                if is_lowered_count(i) and letter in axes:
+                # a count of an axis where the statement writes its letter (n#x.0 beside x_n) is
+                # that letter's count, as a lowered one is
+                at = counted_axis(i)
+                if (is_lowered_count(i) or (at is not None and at in axes.get(letter, ()))) and letter in axes:
                     stem = f"{letter}{COUNT_MARK}{number}"
                     mapping[i] = stem + i[len(count_stem(i)) :]
                     new = [(stem, tensor, axis) for tensor, axis in axes[letter]]
@@ -479,6 +511,13 @@ def _own_counts(poly: Poly, written: tuple, number: int | str, lowered: tuple = 
 
     renamed = rename(poly)
     return (renamed if hints else poly), tuple(hints)
+
+
+def _axis_count_hints(poly: Poly) -> tuple:
+    """The size hints ``(count, tensor, axis)`` of the counts of ``poly`` that name the axis they
+    count (``n#x.0``, made where a call's argument is differentiated)."""
+    stems = dict.fromkeys(count_stem(i) for i in poly.all_index_names() if is_count(i))
+    return tuple((i, *axis) for i in stems if (axis := counted_axis(i)) is not None)
 
 
 def _through_definitions(entries: tuple, definitions: list[Definition]) -> tuple:
@@ -515,6 +554,8 @@ def _hints_within(hints: tuple, known: set[str]) -> tuple:
             continue
         if hint[0] == "names":
             hint = ("names", tuple(e for e in hint[1] if e[1] in known))
+        if hint[0] == "residuals":
+            hint = ("residuals", tuple(r for r in hint[1] if r.tensor_names() <= known))
         out.append(hint)  # ("tied", ...) too: checked against the inputs' shapes, whatever is computed
     return tuple(out)
 
@@ -695,7 +736,7 @@ def _derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None, j
         partial = differentiate(poly, target)
         written = tuple(e for h in d.hints if h[0] == "names" for e in h[1] if not is_count(e[0]))
         partial, hints = _own_counts(partial, written, f"d{d.name}", _sized_apart(poly, written))
-        counts.extend(_through_definitions(hints, program.definitions))
+        counts.extend(_through_definitions(hints + _axis_count_hints(partial), program.definitions))
         return partial
 
     def through(user: str, target: Tensor, avoid: set[str]) -> list[Term]:
@@ -762,6 +803,10 @@ def _hints_for(out: Definition, P: Indices, program: CheckedProgram) -> tuple:
             ),
         ),
     )
+    residuals = tuple(
+        dict.fromkeys(r for d in program.definitions for h in d.hints if h[0] == "residuals" for r in h[1])
+    )
+    written += (("residuals", residuals),) if residuals else ()
     if not P:  # a scalar output: nothing else to size (and no intermediate to compute just for sizes)
         return written
     return written + tuple(h for h in out.hints if h[0] == "poly" or (h[0] != "names" and h[1] in P))

@@ -1925,3 +1925,158 @@ def test_a_mean_beside_a_count_is_left_to_pair_with_the_count():
 
     got = einderiv.hessian("f = log(1 + sum_nd((X_nd - mean_j(X_jd))^2))", "X")(X=X)
     np.testing.assert_allclose(got, np.asarray(jax.hessian(f)(jnp.asarray(X))), rtol=1e-10, atol=1e-12)
+
+
+def _broadcast_residual_sources():
+    """Sources whose second and third derivatives leave the count of an axis summed inside a
+    call (``delta_nn``: d/dm of ``sum_nd(x_n - m - X_nd)`` holds N D)."""
+    rng = np.random.default_rng(11)
+    x, X, w = rng.normal(size=5), rng.normal(size=(5, 3)), rng.normal(size=3)
+    return [
+        (
+            "f = sqrt(1 + sum_nd((x_n - m - X_nd)^2))",
+            {"x": x, "m": 0.3, "X": X},
+            lambda jnp, a: jnp.sqrt(1 + jnp.sum((a["x"][:, None] - a["m"] - a["X"]) ** 2)),
+        ),
+        (
+            "f = log(1 + sum_n(((x_n - m) / a)^2)) + lam w_d w_d",
+            {"x": x, "m": 0.2, "a": 1.3, "lam": 0.1, "w": w},
+            lambda jnp, a: jnp.log(1 + jnp.sum(((a["x"] - a["m"]) / a["a"]) ** 2)) + a["lam"] * a["w"] @ a["w"],
+        ),
+    ]
+
+
+@pytest.mark.parametrize("number", range(2))
+@pytest.mark.parametrize("order", [2, 3])
+def test_a_count_left_inside_a_call_keeps_its_axis_at_every_order(number, order):
+    """The Hessian by m of ``sqrt(1 + sum_nd((x_n - m - X_nd)^2))`` stopped with "the size of
+    index 'i' cannot be inferred": differentiating the call's argument left the count of n, and
+    the product around the call renamed n apart to a letter that named no axis.  A count made
+    there names the axis it counts (``n#x.0``); the third derivative and the printed text
+    evaluate too."""
+    jax, jnp = jax_float64()
+    source, arrays, function = _broadcast_residual_sources()[number]
+    wrt = "m" if number == 0 else "a"
+    derivative = einderiv.diff(source, [wrt] * order)
+    reference = lambda value: function(jnp, {**arrays, wrt: value})  # noqa: E731
+    for _ in range(order):
+        reference = jax.grad(reference)
+    want = float(reference(arrays[wrt]))
+    assert float(derivative(**arrays)) == pytest.approx(want, rel=1e-10)
+    assert float(einderiv.compile(str(derivative))(**arrays)) == pytest.approx(want, rel=1e-10)
+
+
+def test_a_hessian_vector_product_through_a_count_inside_a_call():
+    """The hvp by a of ``log(1 + sum_n(((x_n - y) / a)^2)) + lam w_d w_d`` stopped with "the size
+    of index 'i' cannot be inferred"."""
+    jax, jnp = jax_float64()
+    _, arrays, function = _broadcast_residual_sources()[1]
+    product = einderiv.hvp("f = log(1 + sum_n(((x_n - m) / a)^2)) + lam w_d w_d", "a")
+    second = jax.grad(jax.grad(lambda a: function(jnp, {**arrays, "a": a})))(arrays["a"])
+    assert float(product(**arrays, v=0.7)) == pytest.approx(0.7 * float(second), rel=1e-10)
+
+
+@pytest.mark.parametrize(
+    "source, function",
+    [
+        ("L = log(1 + sum_n((y_n - b)^2))", lambda jnp, r: jnp.log(1 + jnp.sum(r**2))),
+        ("L = sqrt(1 + sum_n((y_n - b)^2))", lambda jnp, r: jnp.sqrt(1 + jnp.sum(r**2))),
+        ("L = log(1 + sum_n((y_n - X_nd w_d - b)^2))", lambda jnp, r: jnp.log(1 + jnp.sum(r**2))),
+        ("L = sqrt(1 + sum_n((y_n - X_nd w_d - b)^2))", lambda jnp, r: jnp.sqrt(1 + jnp.sum(r**2))),
+    ],
+)
+def test_the_hessian_by_a_location_keeps_the_summed_residual(source, function):
+    """The Hessian by the bias b of ``log(1 + sum_n((y_n - X_nd w_d - b)^2))`` holds (sum_n
+    r_n)^2, which differentiation multiplied out into six products of sums (``y_i y_n - 2 N b
+    y_i + N^2 b^2 ...``): at y ~ 1e8 it was 24 times too large (the location alone, ``(y_n -
+    b)^2``, 5 times).  Read back as the residual summed, squared, it keeps its digits.  The
+    reference is jax on the residual formed exactly (y - b is exact there)."""
+    jax, jnp = jax_float64()
+    rng = np.random.default_rng(5)
+    X, w = rng.normal(size=(6, 3)), rng.normal(size=3)
+    b = 1e8 + 0.25
+    noise = rng.normal(size=6) * 0.5
+    y = X @ w + b + noise if "X_nd" in source else b + noise
+    uses_x = "X_nd" in source
+    exact = (y - b) - (X @ w if uses_x else 0)  # y - b is exact: the data is within a factor 2 of b
+
+    def f(shift):
+        return function(jnp, jnp.asarray(exact) - shift)
+
+    want = float(jax.hessian(f)(0.0))
+    arrays = {"y": y, "b": b, **({"X": X, "w": w} if uses_x else {})}
+    got = float(einderiv.hessian(source, "b")(**arrays))
+    assert got == pytest.approx(want, rel=1e-6)
+    assert float(einderiv.hessian(source, "b")(**{**arrays, "b": 0.25, "y": y - 1e8})) == pytest.approx(want, rel=1e-9)
+
+
+def test_a_broadcast_residual_summed_in_a_hessian_keeps_its_digits():
+    """``sqrt(1 + sum_nd((x_n - m - X_nd)^2))`` by m, twice: (sum_nd r_nd)^2 with r's three terms
+    summed apart (N D m, D sum_n x_n, sum_nd X_nd) was -6.2 for 2.53 at x ~ 1e8."""
+    jax, jnp = jax_float64()
+    rng = np.random.default_rng(6)
+    X, noise = rng.normal(size=(5, 3)), rng.normal(size=5)
+    m = 1e8 + 0.3
+    x = m + noise
+
+    def f(shift):
+        r = jnp.asarray(noise)[:, None] - shift - jnp.asarray(X)  # x - m is exact
+        return jnp.sqrt(1 + jnp.sum(r**2))
+
+    got = float(einderiv.hessian("f = sqrt(1 + sum_nd((x_n - m - X_nd)^2))", "m")(x=x, m=m, X=X))
+    assert got == pytest.approx(float(jax.hessian(f)(0.0)), rel=1e-8)
+
+
+_COVARIANCE = "c = mean_n((x_n - mean_k(x_k)) (y_n - mean_k(y_k)))"
+_CORRELATION = (
+    "c = sum_n((x_n - mean_k(x_k)) (y_n - mean_k(y_k))) / "
+    "sqrt(sum_n((x_n - mean_k(x_k))^2) sum_n((y_n - mean_k(y_k))^2))"
+)
+
+
+@pytest.mark.parametrize("offset", [1e6, 1e8])
+def test_a_covariance_and_a_correlation_keep_their_centred_data(offset):
+    """A hunter's find: the one-statement covariance was ``mean(x y) - mean(x) mean(y)`` in the
+    normal form, -2.0 for -0.13 at x, y ~ 1e8; the Pearson correlation 3.45 for -0.28 (|r| > 1),
+    and its gradient by x 305 times too large at 1e6, where the program form, with the centred
+    data named, was exact.  The operand sums the statement writes are read back where their
+    product was multiplied out.  The reference is mpmath at 60 digits."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 60
+    x = offset + np.array([0.3, -1.2, 0.8, 0.1, -0.5])
+    y = offset + np.array([1.1, 0.4, -0.9, 0.2, -0.3])
+    xs, ys = [mpmath.mpf(float(v)) for v in x], [mpmath.mpf(float(v)) for v in y]
+    a = [v - sum(xs) / 5 for v in xs]
+    b = [v - sum(ys) / 5 for v in ys]
+    sab, saa, sbb = (sum(p * q for p, q in zip(u, w)) for u, w in ((a, b), (a, a), (b, b)))
+    assert float(einderiv.evaluate(_COVARIANCE, x=x, y=y)) == pytest.approx(float(sab / 5), rel=1e-12)
+    correlation = float(sab / mpmath.sqrt(saa * sbb))
+    assert float(einderiv.evaluate(_CORRELATION, x=x, y=y)) == pytest.approx(correlation, rel=1e-12)
+    # d r / d x_i = (b_i - r a_i sbb / sqrt(saa sbb)) / sqrt(saa sbb): the centred a and b sum to 0
+    root = mpmath.sqrt(saa * sbb)
+    want = [float((b[i] - sab * a[i] * sbb / (root * root)) / root) for i in range(5)]
+    got = einderiv.grad(_CORRELATION, "x")(x=x, y=y)  # the data rounded at 1e8 is 1e-8 off already
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8)
+    covariance = einderiv.grad(_COVARIANCE, "x")(x=x, y=y)
+    # each y_i - mean(y) is rounded at the data's scale (an ulp of 1e8 is 1.5e-8): 1e-14 of it
+    np.testing.assert_allclose(covariance, [float(v / 5) for v in b], rtol=0, atol=1e-14 * offset)
+
+
+def test_a_mixture_hessian_diagonal_reads_the_difference_its_program_names():
+    """A hunter's find: ``hessian_diag`` by the centres C of the program ``E_nkd = X_nd - C_kd;
+    Q_nk = lw_k - 0.5 sum_d(E_nkd^2); L = -logsumexp_k(Q_nk)`` holds ``(X_nj - C_ij)^2``
+    multiplied out; at X, C ~ 1e8 it was [2.17, 1.17, -1.17, 0.83] for [2.00, 1.60, 0.17, 0.23]
+    (the one statement was right).  The square is read back onto the array that holds the same
+    difference with its axes in another order."""
+    jax, jnp = jax_float64()
+    X0, C0 = np.array([[0.3, -1.2], [0.8, 0.1], [-0.5, 1.1]]), np.array([[0.2, 0.4], [-0.9, 0.5]])
+    lw = np.array([0.1, -0.3])
+
+    def f(C):  # C0 + shift, the differences exact
+        E = jnp.asarray(X0)[:, None, :] - C[None, :, :]
+        return -jnp.sum(jax.scipy.special.logsumexp(jnp.asarray(lw) - 0.5 * jnp.sum(E**2, -1), axis=1))
+
+    want = np.diag(np.asarray(jax.hessian(f)(jnp.asarray(C0))).reshape(4, 4)).reshape(2, 2)
+    source = "E_nkd = X_nd - C_kd; Q_nk = lw_k - 0.5 sum_d(E_nkd^2); L = -logsumexp_k(Q_nk)"
+    got = einderiv.hessian_diag(source, "C")(X=X0 + 1e8, C=C0 + 1e8, lw=lw)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
