@@ -7,7 +7,6 @@ functions use the chain rule with the derivatives in the registry of :mod:`einde
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from fractions import Fraction
 from functools import cache
@@ -17,7 +16,7 @@ from .elementwise import FUNCTIONS
 from .errors import DifferentiationError
 from .index_names import axis_count, fresh_indices, is_count
 from .ir import Delta, Tensor
-from .lower import lower
+from .lower import counted_as, lower
 from .normal import (
     Apply,
     MatrixFn,
@@ -168,22 +167,12 @@ def axis_counts(terms, keep: set[str], arg: Poly) -> list[Term]:
     so a count named by its letter alone could lose its size or take another."""
     out = []
     for term in terms:
-        uses = Counter(i for f in term.factors for i in f.indices)
-        taken = set(term.index_names())
-        factors = []
+        names = {}
         for f in term.factors:
             r = f.first if isinstance(f, Delta) and f.first == f.second else None
-            axes = sorted(letter_axes(arg, r)) if r and r not in keep and not is_count(r) and uses[r] == 2 else ()
-            if axes:
-                name = base = axis_count(r, *axes[0])
-                k = 0
-                while name in taken:  # two counts of one axis in a term: N^2
-                    k += 1
-                    name = f"{base}@{k}"
-                taken.add(name)
-                f = Delta(name, name)
-            factors.append(f)
-        out.append(Term(term.coeff, tuple(factors)))
+            if r and r not in keep and not is_count(r) and (axes := sorted(letter_axes(arg, r))):
+                names[r] = axis_count(r, *axes[0])
+        out.append(counted_as(term, names))
     return out
 
 

@@ -310,15 +310,22 @@ def _counting(term: Term, over) -> Term:
     """``term`` with the ``delta_rr`` of a summed r it carries nowhere else as the count of r's
     dimension (``sum_k(c)`` is K c): the product around it may rename r apart from its own
     letters (``sum_k(c) x_k``), and a count keeps the dimension it counts."""
+    return counted_as(term, {r: lowered_count(r) for r in over})
+
+
+def counted_as(term: Term, names: dict[str, str]) -> Term:
+    """``term`` with the ``delta_rr`` of each letter r of ``names`` that it carries nowhere else
+    renamed to the count ``names[r]``; two counts of one name in a term stay two (``i#_``,
+    ``i#_@1``: I^2), each sized as the first."""
     uses = Counter(i for f in term.factors for i in f.indices)
     taken = term.index_names()
     factors = []
     for f in term.factors:
-        if isinstance(f, Delta) and f.first == f.second and f.first in over and uses[f.first] == 2:
-            name, k = lowered_count(f.first), 0
+        if isinstance(f, Delta) and f.first == f.second and f.first in names and uses[f.first] == 2:
+            name, k = names[f.first], 0
             while name in taken:  # sum_i(sum_i(c)): two counts of I, I^2 (i#_@1 is sized as i#_)
                 k += 1
-                name = f"{lowered_count(f.first)}@{k}"
+                name = f"{names[f.first]}@{k}"
             taken.add(name)
             f = Delta(name, name)
         factors.append(f)

@@ -339,6 +339,16 @@ def _swaps_present(t: Term, chosen, names: set[tuple]) -> bool:
     return True
 
 
+def _in_some_order(combined: Poly, look_up) -> tuple[Indices, object] | None:
+    """``(combined's letters in some order, what look_up gives for the sum's key in that order)``
+    (:func:`_poly_key`) for the first order where it gives something; else None."""
+    for axes in itertools.permutations(combined.indices):
+        found = look_up(_poly_key(Poly(combined.terms, axes)))
+        if found is not None:
+            return axes, found
+    return None
+
+
 def _counts_of(term: Term) -> list[str]:
     """The counts of ``term``: the letters of its ``delta_nn`` that nothing else in it carries."""
     uses = Counter(i for f in term.factors for i in f.indices)
@@ -388,6 +398,8 @@ class StraightLine:
         self._next = 0
         #: how many more products of sums the statement being added may multiply out
         self._product_tries = PRODUCT_TRIES
+        #: a tensor name for each call, by what it computes, when products of sums are compared
+        self._placeholders: dict[tuple, str] = {}
 
     def _temp(self) -> str:
         """A fresh name for a step's array, numbered by its place; never one used before."""
@@ -749,9 +761,11 @@ class StraightLine:
         return (Term(g, (*pulled, Tensor(name, tuple(indices)))),)
 
     def _count_axes(self, index: str) -> set[tuple[str, int]]:
-        """The input axes the statement's size hints say the count ``index`` counts."""
+        """The input axes the statement's size hints say the count ``index`` counts, and the axis
+        its name says where it names one (``n#x.0``)."""
         wanted = {index, count_stem(index)}
-        return {(t, a) for h in self._written for i, t, a in h[1] if i in wanted}
+        named = counted_axis(index)
+        return {(t, a) for h in self._written for i, t, a in h[1] if i in wanted} | ({named} if named else set())
 
     def _recount(self, terms: list[Term], free: set[str]) -> list[Term]:
         """``-2 x_n + 2 m delta_nn`` -> ``2 sum_n(m - x_n)``, and ``0.5 inv(S)_ie x_ne - 0.5
@@ -1053,24 +1067,15 @@ class StraightLine:
         """combined's letters in the order of the argument of a call among ``rest`` (or inside
         one) that is the same sum, where there is one; else None."""
         arguments = {_poly_key(p) for p in _call_arguments([*rest])}
-        return next(
-            (
-                axes
-                for axes in itertools.permutations(combined.indices)
-                if _poly_key(Poly(combined.terms, axes)) in arguments
-            ),
-            None,
-        )
+        found = _in_some_order(combined, lambda key: key in arguments or None)
+        return found[0] if found else None
 
     def _formed(self, combined: Poly) -> tuple[str, Indices] | None:
         """``(an array already formed that holds combined, combined's letters in its axis order)``
         (a call's argument, or a statement ``E_nkd = X_nd - C_kd``), whatever the order of its
         axes; else None."""
-        for axes in itertools.permutations(combined.indices):
-            formed = self._calls.get(("source", *_poly_key(Poly(combined.terms, axes))))
-            if formed is not None:
-                return formed, axes
-        return None
+        found = _in_some_order(combined, lambda key: self._calls.get(("source", *key)))
+        return (found[1], found[0]) if found else None
 
     def _residual_step(self, axes: Indices, combined: Poly) -> str:
         """The step computing the residual ``combined`` over ``axes``, once per line."""
@@ -1541,40 +1546,39 @@ class StraightLine:
                 if len(arg.terms) >= 2 and arg.indices:
                     residuals.setdefault(_poly_key(arg), arg)
         for r in residuals.values():
-            atoms = self._residual_atoms(r)
+            dims = {i: letter_axes(r, i) for i in r.indices}  # the axes each letter of r is written at
+            atoms = self._residual_atoms(r, dims) if all(dims.values()) else None
             if atoms is None:
                 continue
             for k in (3, 2, 1):
-                merged = self._merge_summed(terms, free, r, atoms, k)
+                merged = self._merge_summed(terms, free, r, atoms, k, dims)
                 if merged is not None:
                     return self._summed_residuals(merged, free)
         return terms
 
-    def _residual_atoms(self, r: Poly) -> list[tuple[Fraction, Counter]] | None:
+    def _residual_atoms(self, r: Poly, dims: dict) -> list[tuple[Fraction, Counter]] | None:
         """Each term of the residual ``r`` summed over r's letters, as ``(coefficient, the
-        multiset of its components)`` (see :meth:`_components`); None where a term holds a call,
-        a delta or a letter of r that no tensor writes."""
-        self._letter_dims = {i: letter_axes(r, i) for i in r.indices}
-        if any(not axes for axes in self._letter_dims.values()):
-            return None
+        multiset of its components)`` (see :meth:`_components`); None where a term holds a call
+        or a delta."""
         atoms = []
         for t in r.terms:
             if any(isinstance(f, (Apply, MatrixFn, Delta)) or is_reciprocal(f) for f in t.factors):
                 return None
-            found = self._components(t.factors, set())
+            found = self._components(t.factors, set(), dims)
             if found is None or found[0]:
                 return None
             missing = [i for i in r.indices if not any(i in f.indices for f in t.factors)]
             atoms.append((t.coeff, Counter(key for key, _ in found[1]) + Counter(("count", i) for i in missing)))
         return atoms
 
-    def _count_label(self, index: str) -> tuple:
-        """A count as the letter of the residual whose length it is, where its size hints say."""
-        axes = self._count_axes(index) | ({at} if (at := counted_axis(index)) else set())
-        letters = [i for i, dims in self._letter_dims.items() if axes & dims]
+    def _count_label(self, index: str, dims: dict) -> tuple:
+        """A count as the letter of the residual whose length it is (``dims``: the axes each
+        letter is written at), where its size hints say."""
+        axes = self._count_axes(index)
+        letters = [i for i, written in dims.items() if axes & written]
         return ("count", letters[0]) if len(letters) == 1 else ("count?", index)
 
-    def _components(self, factors, free: set[str]) -> tuple[list, list] | None:
+    def _components(self, factors, free: set[str], dims: dict) -> tuple[list, list] | None:
         """``(the rest, the components)`` of a product: the components, each ``(key, factors)``,
         are counts and groups of tensors linked by summed letters that no call, no free index and
         no other factor carries, keyed up to the names of their letters (a count by the letter
@@ -1612,7 +1616,7 @@ class StraightLine:
             if f.first in carried:
                 rest.append(f)
             else:
-                keyed.append((self._count_label(f.first), [f]))
+                keyed.append((self._count_label(f.first, dims), [f]))
         return rest, keyed
 
     def _residual_products(self, terms: list[Term], free: set[str], indices: Indices) -> list[Term]:
@@ -1654,13 +1658,13 @@ class StraightLine:
                     if self._product_tries <= 0:  # a bound on the work: each try multiplies out a product
                         return terms
                     self._product_tries -= 1
-                    members = self._product_at(placed, keys, number, chosen, free, indices)
+                    c = t.coeff / math.prod(_lead(r)[0] for _, r, _ in chosen)
+                    members = self._product_at(placed, keys, number, chosen, c, free, indices)
                     if members is not None:
                         at = {x for x, _, _ in chosen}
                         factors = [f for k, f in enumerate(terms[number].factors) if k not in at]
                         for _, r, mapping in chosen:
                             factors.append(Tensor(self._residual_array(r), tuple(mapping[i] for i in r.indices)))
-                        c = placed[number].coeff / math.prod(_lead(r)[0] for _, r, _ in chosen)
                         merged = [*(u for n, u in enumerate(terms) if n not in members), Term(c, tuple(factors))]
                         return self._residual_products(merged, free, indices)
         return terms
@@ -1676,7 +1680,7 @@ class StraightLine:
     def _calls_placed(self, terms: list[Term]) -> list[Term]:
         """``terms`` with each call (and matrix function) a tensor named by what it computes,
         over the call's free indices: two spellings of one call are one name."""
-        names: dict[tuple, str] = self.__dict__.setdefault("_placeholders", {})
+        names = self._placeholders
 
         def placed(f):
             if isinstance(f, Apply):
@@ -1689,16 +1693,13 @@ class StraightLine:
 
         return [Term(t.coeff, tuple(placed(f) for f in t.factors)) for t in terms]
 
-    def _product_at(self, terms, keys, number: int, chosen, free: set[str], indices: Indices) -> list[int] | None:
+    def _product_at(self, terms, keys, number: int, chosen, c: Fraction, free: set[str], indices: Indices):
         """The terms that are the product ``c R a b ...`` that term ``number`` seeds multiplied out
         (``chosen``: the factor standing for each sum's first term, the sum, and its letters
         there); else None."""
         t = terms[number]
         at = {x for x, _, _ in chosen}
         rest = tuple(f for k, f in enumerate(t.factors) if k not in at)
-        if len(chosen) == 1 and not rest:
-            return None  # the sum itself
-        c = t.coeff / math.prod(_lead(r)[0] for _, r, _ in chosen)
         taken = t.index_names() | free
         left = [Term(c, rest)]
         for _, r, mapping in chosen:
@@ -1730,18 +1731,18 @@ class StraightLine:
     def _counts_match(self, term: Term, wanted: list[set]) -> bool:
         """Whether the counts of ``term`` count the axes ``wanted``, one each (a count's axes are
         those its size hints name)."""
-        have = [self._count_axes(c) | ({at} if (at := counted_axis(c)) else set()) for c in _counts_of(term)]
+        have = [self._count_axes(c) for c in _counts_of(term)]
         if len(have) != len(wanted):
             return False
         return any(all(w & h for w, h in zip(wanted, order)) for order in itertools.permutations(have))
 
-    def _like_counted(self, terms: list[Term], free: set[str]) -> list[Term]:
+    def _like_counted(self, terms: list[Term], free: set[str], dims: dict) -> list[Term]:
         """``terms`` with those equal but for the names of counts of one length added up
         (``4 b y_i delta_{n#dL}`` and ``4 b y_i delta_{n#dd1L}``, which two derivatives left)."""
         seen: dict[tuple, int] = {}
         out: list[Term | None] = []
         for t in terms:
-            found = self._components(t.factors, free)
+            found = self._components(t.factors, free, dims)
             key = None
             if found is not None and not any(c[0] == "count?" for c, _ in found[1]):
                 rest_key = canonical_key(Term(Fraction(1), tuple(found[0])), frozenset(free))
@@ -1755,7 +1756,7 @@ class StraightLine:
             out.append(t)
         return [t for t in out if t.coeff]
 
-    def _merge_summed(self, terms: list[Term], free: set[str], r: Poly, atoms: list, k: int) -> list[Term] | None:
+    def _merge_summed(self, terms: list[Term], free: set[str], r: Poly, atoms: list, k: int, dims: dict):
         """The terms with one group ``c R (sum_S r)^k`` merged (see :meth:`_summed_residuals`)."""
         products: dict[tuple, Fraction] = {}
         for combo in itertools.combinations_with_replacement(range(len(atoms)), k):
@@ -1767,11 +1768,11 @@ class StraightLine:
         products = {key: w for key, w in products.items() if w}
         if len(products) < 2:
             return None
-        terms = self._like_counted(terms, free)
+        terms = self._like_counted(terms, free, dims)
         read = []
         index: dict[tuple, list[int]] = {}
         for number, t in enumerate(terms):
-            found = self._components(t.factors, free)
+            found = self._components(t.factors, free, dims)
             if found is None:
                 read.append(None)
                 continue
@@ -1828,7 +1829,7 @@ class StraightLine:
             factors = list(term.factors)
             seed = Poly((term,), ())
             for c in counts:
-                axes = self._count_axes(c) | ({at} if (at := counted_axis(c)) else set())
+                axes = self._count_axes(c)
                 mean = next(
                     (
                         f
