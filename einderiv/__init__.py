@@ -5,7 +5,7 @@
 dK_pq/dR_ij = delta_jp R_iq + R_ip delta_jq
 """
 
-from . import functions, limits
+from . import codegen, functions, limits
 from .api import Compiled, Derivative, compile, diff, evaluate, hessian, jacobian
 from .checking import CheckResult, check
 from .errors import (
@@ -38,6 +38,7 @@ __all__ = [
     "NoMatrixForm",
     "ParseError",
     "check",
+    "codegen",
     "compile",
     "diff",
     "evaluate",

@@ -14,7 +14,19 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .api import Compiled, Derivative, Source, backend_for, diff, gathered_arrays, scalar_program
+from .api import (
+    PLAN_LATER,
+    RESIDUALS_NAMED,
+    Compiled,
+    Derivative,
+    Source,
+    backend_for,
+    checked_program,
+    diff,
+    gathered_arrays,
+    scalar_program,
+    through_named,
+)
 from .backends import choose_backend, ops_for
 from .errors import DifferentiationError, guarded
 from .ir import Tensor
@@ -96,6 +108,9 @@ class Gradients(tuple):
     of their values, computed in one straight line (see :func:`joint_line`)."""
 
     value: Compiled | None = None  # set by value_and_grad: the output itself, computed first
+    #: the same gradients of the program with its differences of data named, which a call
+    #: evaluates (see :func:`einderiv.api.through_residuals`); None where there are none
+    evaluated: Gradients | None = None
 
     def parts(self) -> list[Compiled]:
         """What one call computes, in order: the value (for :func:`value_and_grad`), then each
@@ -105,7 +120,10 @@ class Gradients(tuple):
     @property
     def line(self) -> StraightLine:
         if getattr(self, "_line", None) is None:
-            self._line, self._outputs = joint_line(self.parts())
+            parts = self.parts()
+            if self.evaluated is not None:
+                parts = [*parts[: len(parts) - len(self)], *self.evaluated]
+            self._line, self._outputs = joint_line(parts)
         return self._line
 
     @property
@@ -200,7 +218,25 @@ def gradients(source: Source, wrt: Sequence[str], of: str | None = None, **struc
         raise DifferentiationError(
             f"wrt {names!r} names a tensor twice: for a second derivative use hessian() or diff(source, [x, x])"
         )
-    return Gradients(diff(checked, w, **structure) for w in names)
+    outer = RESIDUALS_NAMED.get()
+    # each part evaluates in the joint line, not through a line of its own
+    token, later = RESIDUALS_NAMED.set(True), PLAN_LATER.set(True)
+    try:
+        result = Gradients(diff(checked, w, **structure) for w in names)
+        if not outer:
+            evaluated = through_named(
+                checked.source, lambda named: Gradients(diff(checked_program(named, of), w, **structure) for w in names)
+            )
+            if evaluated is not None and all(
+                a.program.output == b.program.output and a.ranks == b.ranks for a, b in zip(result, evaluated)
+            ):
+                result.evaluated = evaluated
+                for part, named in zip(result, evaluated):  # each evaluates alone as it does in the tuple
+                    part._line, part.evaluated_program = named.line, named.program
+    finally:
+        RESIDUALS_NAMED.reset(token)
+        PLAN_LATER.reset(later)
+    return result
 
 
 @accepts_notation

@@ -861,7 +861,15 @@ def log_add_exp(func: str, arg: Poly, param) -> list[Term] | None:
     Terminates: the result has no ``log``."""
     if func != "log" or len(arg.terms) != 2 or any(t.coeff <= 0 for t in arg.terms):
         return None
-    first, second = (_elementwise_atom(Term(ONE, t.factors), arg.indices, "exp") for t in arg.terms)
+    if not (arg.terms[0].factors or arg.terms[1].factors):
+        return None
+    # a positive constant c is c exp(0): log(exp(u) + 5) = log(5) + softplus(u - log(5)) (was 0
+    # for 2.1e-17 in its Hessian at u = 40, and NaN from u = 710)
+    zero = Poly((), ())
+    first, second = (
+        _elementwise_atom(Term(ONE, t.factors), arg.indices, "exp") if t.factors else Apply("exp", zero)
+        for t in arg.terms
+    )
     if first is None or second is None:
         return None
     # c1 exp(a) + c2 exp(b) with constants c > 0 (cosh written as (exp(u) + exp(-u)) / 2):

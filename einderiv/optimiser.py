@@ -88,7 +88,7 @@ def _written_back(name: str, axes: Indices, mapping: dict[str, str]) -> Tensor:
     return Tensor(name, tuple(written.get(i, i) for i in axes))
 
 
-def _residual_fits(f: Tensor, g: Tensor, held: set[str], free: set[str]) -> bool:
+def _residual_fits(f: Tensor, g: Tensor, held: set[str], free: set[str], written: bool = False) -> bool:
     """Whether ``f - g`` may replace f in a term whose other factors and output indices hold
     ``held`` (``free``: the output indices): every index of the residual must be held, so that
     its letter is one length in both terms.  Where g's indices are among f's, the residual is
@@ -97,14 +97,17 @@ def _residual_fits(f: Tensor, g: Tensor, held: set[str], free: set[str]) -> bool
     Z_jl`` in an RBF Hessian, held by ``K_kj``; again f's name first) is taken where it has
     fewer summed indices than the output has indices it lacks (there k, l, j against k, l, m,
     n): it is then, index for index, smaller than the output, where in a gradient (``X_kl K_kj -
-    Z_jl K_kj``) it would be the N x M x D array that the matrix product avoids."""
+    Z_jl K_kj``) it would be the N x M x D array that the matrix product avoids.  A residual the
+    statement ``written`` as an operand is taken whatever its size: the program naming it forms
+    it too.  Its indices must be held all the same (``(a - b)(y_j - c)`` sums y over j but not
+    c: no residual array over j)."""
     mine, theirs = set(f.indices), set(g.indices)
     if theirs < mine or (theirs == mine and f.name < g.name):
         return mine <= held
     if mine <= theirs or g.name < f.name:
         return False  # the pair the other way round
     both = mine | theirs
-    return both <= held and len(both - free) < len(free - both)
+    return both <= held and (written or len(both - free) < len(free - both))
 
 
 def _kinds(shapes: dict, rest: tuple, free: set[str]) -> dict:
@@ -384,6 +387,9 @@ class StraightLine:
         self._quiet = False
         #: the size hints of the statement being added (index -> the tensor axes it names as written)
         self._written: tuple = ()
+        self._axis_hints: tuple = ()
+        #: the statements computed as sums of two or more terms
+        self._sum_statements: set[str] = set()
         #: the sums that factoring gave steps of their own, by step
         self._sums: dict[str, Poly] = {}
         #: statements that are a mean (``m = mean_n(x_n)``), by their canonical form
@@ -959,13 +965,16 @@ class StraightLine:
                     axes, combined = _difference(f, g)
                     key = _poly_key(combined)
                     made = self._calls.get(("residual", key))
+                    if made is not None:  # the same sum over the same axis positions: in this term's letters
+                        made = (made[0], axes)
                     # a call of the rest holds the difference (its axes in any order): the
                     # evaluation forms it anyway, as that call's argument
                     inside = self._inside(combined, rest)
                     if made is None:
                         made = self._formed(combined)
+                    widened = held | set(missing) if counted or mean else held
                     if made is None and not (
-                        inside or _residual_fits(f, g, held | set(missing) if counted or mean else held, free)
+                        inside or _residual_fits(f, g, widened, free, self._written_residual(combined))
                     ):
                         continue
                     if made is None and inside:
@@ -1026,9 +1035,9 @@ class StraightLine:
                 continue
             if any(a + b != k for b, (_, a) in crosses.items()):
                 continue
-            if not _residual_fits(f, g, _held_by_lengths(rest, free), free):
-                continue
             axes, combined = _difference(f, g)
+            if not _residual_fits(f, g, _held_by_lengths(rest, free), free, self._written_residual(combined)):
+                continue
             number, mapping = first
             residual = _written_back(self._residual_step(axes, combined), axes, mapping)
             original = _written_back(f.name, f.indices, mapping)
@@ -1077,6 +1086,22 @@ class StraightLine:
         found = _in_some_order(combined, lambda key: self._calls.get(("source", *key)))
         return (found[1], found[0]) if found else None
 
+    def _written_residual(self, combined: Poly) -> bool:
+        """Whether the statement writes the difference ``combined`` as an operand (a ``residuals``
+        hint: ``X_nd - Z_md`` in ``exp(-0.5 sum_d(((X_nd - Z_md) / ell_d)^2))``), whatever the
+        order of its axes: the program that names it forms that array, so the one statement may."""
+        written = {_poly_key(p) for hint in self._hints if hint[0] == "residuals" for p in hint[1]}
+        return written and _in_some_order(combined, lambda key: key in written or None) is not None
+
+    def _of_residuals(self, rest, f: Tensor, g: Tensor) -> bool:
+        """Whether ``rest`` holds f's or g's tensor, or a residual array already formed: then the
+        term is of degree two or more in the data, and the products apart cancel to noise (an
+        ARD kernel's Hessian ``(X_ni - Z_mi)(X_nj - Z_mj)``).  Of degree one (an RBF gradient,
+        ``dLdD_kj X_kl - dLdD_kj Z_jl``) the products lose no more than the data's own rounding,
+        and two matrix products avoid the N x M x D array."""
+        formed = {v[0] for k, v in self._calls.items() if k[0] == "residual"} | {f.name, g.name}
+        return any(getattr(h, "name", None) in formed for h in rest)
+
     def _residual_step(self, axes: Indices, combined: Poly) -> str:
         """The step computing the residual ``combined`` over ``axes``, once per line."""
         key = ("residual", _poly_key(combined))
@@ -1117,17 +1142,24 @@ class StraightLine:
                         continue  # a factor alone in its term pairs with a mean only
                     if mean is not None and mean in g.indices:
                         continue
-                    if not _residual_fits(f, g, held | {mean} if mean else held, free):
-                        continue
                     axes, combined = _difference(f, g)
+                    written = self._written_residual(combined) and self._of_residuals(rest, f, g)
+                    if not _residual_fits(f, g, held | {mean} if mean else held, free, written):
+                        continue
                     key = ("residual", _poly_key(combined))
                     made = self._calls.get(key)
-                    if made is None:
+                    formed = self._formed(combined) if made is None else None
+                    if formed is not None:  # the statement's own array of it, its axes in any order
+                        name, axes = formed
+                    elif made is None:
                         made = (self._temp(), f.indices)
                         self.steps.append(Contract(made[0], Contraction(combined)))
                         self._calls[key] = made
+                        name = made[0]
+                    else:
+                        name = made[0]
                     factors = list(terms[a].factors)
-                    factors[k] = _written_back(made[0], axes, mapping)  # f's axes, then g's
+                    factors[k] = _written_back(name, axes, mapping)  # f's axes, then g's
                     return [*(t for n, t in enumerate(terms) if n not in (a, b)), Term(terms[a].coeff, tuple(factors))]
         return None
 
@@ -1436,11 +1468,17 @@ class StraightLine:
         ``inv(M)_ij r_j^2`` a solve only with one weight.  x x is x^2 in IEEE arithmetic."""
         if not isinstance(atom, Apply):
             return [atom]
-        if alone and atom.func == "pow" and atom.param == 2 and len(atom.arg.terms) > 1:
+        if alone and atom.func == "pow" and atom.param == 2 and (len(atom.arg.terms) > 1 or self._a_sum(atom.arg)):
             self._quiet = True  # an overflow to inf is a value, as the power's step has it
             name = self._source(atom.arg)
             return [Tensor(name, atom.indices), Tensor(name, atom.indices)]
         return [self._hoist_atom(atom)]
+
+    def _a_sum(self, poly: Poly) -> bool:
+        """Whether ``poly`` is just an array that a statement computed as a sum (``E_nkd = X_nd -
+        C_kd``, or a residual named for evaluation): its square is a sum's square."""
+        only = poly.terms[0].factors if len(poly.terms) == 1 and poly.terms[0].coeff == 1 else ()
+        return len(only) == 1 and isinstance(only[0], Tensor) and only[0].name in self._sum_statements
 
     def _hoist_atom(self, atom: Apply, target: str | None = None) -> Tensor:
         key = (atom.func, str(atom.param), *_poly_key(atom.arg))
@@ -1482,7 +1520,9 @@ class StraightLine:
         counting = any(is_count(i) for i in hoisted.all_index_names())  # delta_{f#1,f#1}: sized as written
         # exp(lam delta_kk) read back: k, a count only a delta carries, is sized by the statements
         delta_only = {i for t in hoisted.terms for f in t.factors if isinstance(f, Delta) for i in f.indices} - carried
-        hints = self._written if set(hoisted.indices) - carried or counting or delta_only else ()
+        # the statement's own free indices inside it (delta_jk in df/dA_kl) are sized as the statement's
+        axes = tuple(h for h in self._axis_hints if h[1] in hoisted.indices)
+        hints = (*self._written, *axes) if set(hoisted.indices) - carried or counting or delta_only else ()
         self._contract(name, hoisted, hints)
         return name
 
@@ -1510,6 +1550,7 @@ class StraightLine:
         """Compute ``target = poly``.  A statement that is one call (``s_n = sigmoid(z_n)``) is
         that call's step, so later uses of the same call reuse ``target``."""
         self._written = tuple(h for h in hints if h[0] == "names")
+        self._axis_hints = tuple(h for h in hints if h[0] == "axis")
         self._hints, self._free = tuple(hints), tuple(poly.indices)
         self._product_tries = PRODUCT_TRIES
         if len(poly.terms) == 1 and poly.terms[0].coeff == 1 and len(poly.terms[0].factors) == 1:
@@ -1519,6 +1560,8 @@ class StraightLine:
                     self._drop_unread()
                     return
         self._contract(target, self.hoist(poly), hints)
+        if len(poly.terms) >= 2:
+            self._sum_statements.add(target)
         if len(poly.terms) >= 2:  # a statement that is a sum (E_nkd = X_nd - C_kd) is the array
             # a later square of that difference, multiplied out, is read back as (see _merge_square)
             self._calls.setdefault(("source", *_poly_key(poly)), target)

@@ -437,12 +437,20 @@ class _ToIR(Transformer_NonRecursive):
         if isinstance(left, _Paren):
             return Mul((_grouped(left.inner), _bare(right)))
         last = _flat(Mul, left)[-1]
-        if isinstance(right, _Paren) and isinstance(last, Tensor) and not last.indices and _callable(last.name):
+        if isinstance(last, Tensor) and not last.indices and _callable(last.name):
+            # exp (x_i) is a call with a stray space; log x_i is a call without its parentheses,
+            # never a scalar named log times x_i
             _, token = self.tokens.get(id(last), (None, None))
-            if token is not None:
+            if token is not None and isinstance(right, _Paren):
                 raise _fail(
                     token,
                     f"{last.name!r} is a function: write {last.name}(...), the name directly followed by '('",
+                    self.source,
+                )
+            if token is not None and last.name in FUNCTIONS:
+                raise _fail(
+                    token,
+                    f"{last.name!r} is a function: write its argument in parentheses, {last.name}(...)",
                     self.source,
                 )
         return Mul(_flat(Mul, left) + (_bare(right),))

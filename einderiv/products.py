@@ -26,6 +26,7 @@ from .api import (
     hessian,
     scalar_program,
     sized_only_by_deltas,
+    through_residuals,
     uses,
     with_forward,
     with_root,
@@ -204,6 +205,7 @@ class Product(Derivative):
 
 @accepts_notation
 @guarded
+@through_residuals
 def hvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structure) -> Derivative:
     """The Hessian of a scalar output times a tangent ``v`` (a new input with wrt's shape): the
     derivative of (gradient · v), simplified; the Hessian is never formed.  Result: wrt's shape.
@@ -229,6 +231,7 @@ def hvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structu
 
 @accepts_notation
 @guarded
+@through_residuals
 def jvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structure) -> Derivative:
     """The Jacobian times a tangent ``v`` (a new input with wrt's shape), summed over wrt's
     indices: the directional derivative of the output along v.  Result: the output's shape."""
@@ -248,6 +251,7 @@ def jvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structu
 
 @accepts_notation
 @guarded
+@through_residuals
 def vjp(source: Source, wrt: str, u: str = "u", of: str | None = None, **structure) -> Derivative:
     """A cotangent ``u`` (a new input with the output's shape) times the Jacobian: the gradient
     of u · out, by one reverse sweep.  Result: wrt's shape."""
@@ -264,6 +268,7 @@ def vjp(source: Source, wrt: str, u: str = "u", of: str | None = None, **structu
 
 @accepts_notation
 @guarded
+@through_residuals
 def hessian_diag(source: Source, wrt: str, of: str | None = None, **structure) -> Derivative:
     """The diagonal of the Hessian of a scalar output, H_ii (for a matrix wrt, H_ijij): the
     Hessian's two wrt index groups set equal symbolically, so it costs what its structure

@@ -33,6 +33,7 @@ from .normal import (
     Poly,
     Term,
     equivalent,
+    is_reciprocal,
     keep_sums,
     make_apply,
     multiply,
@@ -220,6 +221,7 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
             e for d in definitions for h in d.hints if h[0] == "names" for e in h[1] if is_count(e[0])
         )
         names = _through_definitions(written + earlier + counted + counts_before, definitions)
+        names += _joined_by_deltas(statement.rhs, names)
         own_axes = {h[1] for h in axis_hints}  # dK_pq/dR_ij: i and j are R's, whatever came before
         ties = (
             reduction_ties(statement.rhs)
@@ -425,6 +427,27 @@ def _delta_ties(expr, earlier: tuple) -> tuple:
     return tuple(groups)
 
 
+def _joined_by_deltas(expr, names: tuple) -> tuple:
+    """Size entries for letters the statement writes only where a delta joins them to a letter
+    it sizes (``j`` in ``A_ii (A_ii + delta_ij)``: A's length), so that a derivative that keeps
+    the count of j (``delta_jj``) sizes it as the statement did."""
+    joins = [node.indices for node in walk(expr) if isinstance(node, Delta) and node.indices[0] != node.indices[1]]
+    known: dict[str, list] = {}
+    for entry in names:
+        known.setdefault(entry[0], []).append(entry)
+    added: list = []
+    changed = True
+    while changed:
+        changed = False
+        for a, b in joins:
+            for letter, other in ((a, b), (b, a)):
+                if letter not in known and other in known:
+                    known[letter] = [(letter, *entry[1:]) for entry in known[other]]
+                    added += known[letter]
+                    changed = True
+    return tuple(added)
+
+
 def _tensor_axes(poly: Poly) -> tuple:
     """``(index, tensor, axis)`` for every tensor factor of ``poly``, call arguments included."""
     out = []
@@ -583,7 +606,7 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
     a rule then applies or a stable form appears (so ``log(s)`` of another ``s`` stays as written).
     Ends: each log and each product is rebuilt once, and the definitions used come before the
     statement."""
-    calls = {name: d for name, d in calls.items() if _small(d)}
+    calls = {name: d for name, d in calls.items() if _small(d) and not _difference_of_data(d)}
     if not calls:
         return poly
     out: list[Term] = []
@@ -624,6 +647,16 @@ def _small(d: Definition) -> bool:
     return 1 <= len(d.poly.terms) <= 2 and all(len(t.factors) <= 1 for t in d.poly.terms)
 
 
+def _difference_of_data(d: Definition) -> bool:
+    """Whether a definition is a sum of two tensors (``E_nk = x_n - mu_k``): no stable rule reads
+    through one, and substituted it is multiplied out of every product that differentiation
+    forms (the Hessian of a mixture's log-likelihood at data offset by 1e8 was 11x off)."""
+    return len(d.poly.terms) == 2 and all(
+        len(t.factors) == 1 and isinstance(t.factors[0], Tensor) and not is_reciprocal(t.factors[0])
+        for t in d.poly.terms
+    )
+
+
 def _substituted(poly: Poly, calls: dict[str, Definition]) -> Poly:
     """``poly`` with every use of ``calls`` replaced by its value, and again in those values
     (``s = sum_j(e_j)`` with ``e_j = exp(z_j)``).  Ends: a value uses only earlier definitions."""
@@ -632,7 +665,7 @@ def _substituted(poly: Poly, calls: dict[str, Definition]) -> Poly:
         if not used:
             break
         for name in sorted(used):
-            poly, _ = _substitute_tensor(poly, name, calls[name])
+            poly, _ = substitute_tensor(poly, name, calls[name])
     return poly
 
 
@@ -829,7 +862,7 @@ def count_uses(program: CheckedProgram, name: str) -> int:
     return total
 
 
-def _substitute_tensor(poly: Poly, name: str, definition: Definition, letters=None) -> tuple[Poly, tuple]:
+def substitute_tensor(poly: Poly, name: str, definition: Definition, letters=None) -> tuple[Poly, tuple]:
     """Replace every use ``name_J`` in ``poly`` by the definition's expression with indices J.
 
     A summed index of a use that the expression is constant along (``dfdt_i = 1`` in
@@ -944,7 +977,7 @@ def _inline_one(program: CheckedProgram, definitions: list, name: str, letters, 
         if x.name == name:
             continue
         if name in references(x.poly):
-            poly, counts = _substitute_tensor(x.poly, name, d, letters)
+            poly, counts = substitute_tensor(x.poly, name, d, letters)
             before, after = before + len(x.poly.terms), after + len(poly.terms)
             # the counts the substituted definition carries travel with it, with their sizes
             carried = tuple(e for h in d.hints if h[0] == "names" for e in h[1] if is_count(e[0]))

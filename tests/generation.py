@@ -33,10 +33,22 @@ def compile_or_reject(source):
         reject()
 
 
-def call_or_reject(function, **arrays):
-    """Evaluate, or reject a case where an index occurs only in deltas (no size: a clear error)."""
+def call_or_reject(function, source=None, /, **arrays):
+    """Evaluate, or reject a case where an index occurs only in deltas (no size: a clear error).
+
+    A derivative of ``source`` is rejected so only where the source itself cannot be sized: a
+    derivative of an input that evaluates must size every axis (a count left by differentiation
+    that loses its size is a bug, not a rejection)."""
     try:
         return function(**arrays)
     except einderiv.EvaluationError as err:
         assert "cannot be inferred" in str(err)
+        if source is not None:
+            compiled = einderiv.compile(source)
+            try:
+                compiled(**{k: v for k, v in arrays.items() if k in compiled.ranks})
+            except einderiv.EvaluationError as own:
+                assert "cannot be inferred" in str(own)
+                reject()
+            raise AssertionError(f"a derivative of {source} cannot be sized where the source can: {err}") from err
         reject()

@@ -530,7 +530,7 @@ def test_printed_forms_of_generated_programs_evaluate_to_the_derivative(program,
         assert str(err).startswith("no matrix form for ")
         return
     arrays = {name: RNG.normal(size=(3,) * rank) for name, rank in derivative.ranks.items()}
-    expected = call_or_reject(derivative, **arrays)
+    expected = call_or_reject(derivative, program, **arrays)
     actual = evaluate_matrix_program(derivative, arrays)
     np.testing.assert_allclose(actual, expected, rtol=1e-9, atol=1e-9, err_msg=f"{program} d/d{wrt}: {text}")
 

@@ -116,7 +116,7 @@ def test_first_and_second_derivatives_match_finite_differences(statement, seed, 
     arrays = {k: v for k, v in random_arrays(seed).items() if k in compiled.ranks}
     wrt = data.draw(st.sampled_from(sorted(compiled.ranks)), label="wrt")
     first = einderiv.diff(statement, wrt)
-    call_or_reject(first, **arrays)
+    call_or_reject(first, statement, **arrays)
     assert_matches_fd(first, lambda **k: reference(statement, k), arrays, wrt)
     # printing the derivative gives input text for the same expression (up to the order of terms:
     # a derivative prints with common factors pulled out)
@@ -127,5 +127,5 @@ def test_first_and_second_derivatives_match_finite_differences(statement, seed, 
         return
     wrt2 = data.draw(st.sampled_from(sorted(compiled.ranks)), label="wrt2")
     second = einderiv.diff(statement, [wrt, wrt2])
-    call_or_reject(second, **arrays)
+    call_or_reject(second, statement, **arrays)
     assert_matches_fd(second, first, arrays, wrt2)

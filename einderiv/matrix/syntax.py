@@ -187,8 +187,35 @@ def _column(item) -> int:
     return item.column
 
 
+def _no_star_beside_matmul(tree, source: str) -> None:
+    """``A @ B * C`` is an error: beside ``@``, NumPy's ``*`` is the elementwise product ((A @ B) *
+    C), where matrix notation's (MATLAB's) ``*`` is the matrix product (A B C).  A number on
+    either side of ``*`` scales in both readings; a name may be an array whatever its case
+    (ranks are inferred later, and a reading that avoids an error would change the meaning), so
+    a scalar name is written without the ``*`` (``a A @ B``)."""
+    subtrees = list(tree.iter_subtrees())
+    if not any(t.data == "matmul" for t in subtrees):
+        return
+    for t in subtrees:
+        if t.data != "star" or _is_number(t.children[0]) or _is_number(t.children[1]):
+            continue
+        end = getattr(t.children[0].meta, "end_column", None) if isinstance(t.children[0], Tree) else None
+        end = end if end is not None else _column(t.children[0]) if isinstance(t.children[0], Token) else 1
+        found = source.find("*", max(end - 1, 0))
+        raise ParseError(
+            "'*' beside '@' is ambiguous: NumPy reads A @ B * C as (A @ B) ⊙ C, matrix notation (as MATLAB) "
+            "as the product A B C; write .* (or ⊙) for the elementwise product, or @ for the matrix product "
+            "(a scalar factor without '*': a A @ B)",
+            source,
+            1,
+            found + 1 if found >= 0 else 0,
+        )
+
+
 def _build(tree, source: str):
     """Lark tree -> nodes, bottom-up without recursion; refuses nesting deeper than the limit max_depth."""
+    if isinstance(tree, Tree):
+        _no_star_beside_matmul(tree, source)
     done: dict[int, object] = {}
     depth: dict[int, int] = {}
     stack = [(tree, False)]
