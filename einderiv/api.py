@@ -636,19 +636,34 @@ RESIDUALS_NAMED: ContextVar[bool] = ContextVar("residuals_named", default=False)
 PLAN_LATER: ContextVar[bool] = ContextVar("plan_later", default=False)
 
 
-def through_named(program: Program | None, derive):
-    """``derive(named)`` for ``program`` with its differences of data named (:mod:`einderiv.
-    residuals`); None where it has none, or where that derivation fails (a plan that cannot be
-    made is no error: the printed derivative's stands).  The user's statements warned once."""
+def through_named(source: Source | CheckedProgram, derive):
+    """``derive(named)`` for ``source`` with its differences of data named (:mod:`einderiv.
+    residuals`), a checked program with the same output where ``source`` is one (``of=`` an
+    intermediate); None where it has none, or where that derivation fails (a plan that cannot
+    be made is no error: the printed derivative's stands).  Its warnings are not shown: they
+    are the user's statements' again, which the first derivation showed."""
+    checked = isinstance(source, CheckedProgram)
+    program = source.source if checked else _program(source)
     named = residuals_named(program) if program is not None else None
     if named is None:
         return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            if checked:
+                written = {s.target.name for s in named.statements if s.target is not None}
+                named = check_program(named, source.output if source.output in written else None)
             return derive(named)
     except Exception:  # noqa: BLE001 - see above
         return None
+
+
+def evaluates_as(mine: Compiled, theirs: Compiled | None) -> bool:
+    """Whether ``theirs`` computes ``mine``: the same output name, number of axes and inputs."""
+    if theirs is None:
+        return False
+    a, b = mine.program.out, theirs.program.out
+    return (a.name, len(a.indices), mine.ranks) == (b.name, len(b.indices), theirs.ranks)
 
 
 def through_residuals(function):
@@ -666,13 +681,9 @@ def through_residuals(function):
         token, later = RESIDUALS_NAMED.set(True), PLAN_LATER.set(True)
         try:
             result = function(source, *args, **kwargs)
-            program = source.source if isinstance(source, CheckedProgram) else _program(source)
-            other = through_named(program, lambda named: function(named, *args, **kwargs))
-            mine = result.program.out
-            theirs = other.program.out if other is not None else None
-            if theirs is not None and (mine.name, len(mine.indices)) == (theirs.name, len(theirs.indices)):
-                if result.ranks == other.ranks:
-                    result._line, result.evaluated_program = other.line, other.program
+            other = through_named(source, lambda named: function(named, *args, **kwargs))
+            if evaluates_as(result, other):
+                result._line, result.evaluated_program = other.line, other.program
             result.line  # noqa: B018 - planned now (the printed derivative's plan where no other was made)
             return result
         finally:

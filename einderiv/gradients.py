@@ -21,8 +21,8 @@ from .api import (
     Derivative,
     Source,
     backend_for,
-    checked_program,
     diff,
+    evaluates_as,
     gathered_arrays,
     scalar_program,
     through_named,
@@ -223,16 +223,16 @@ def gradients(source: Source, wrt: Sequence[str], of: str | None = None, **struc
     token, later = RESIDUALS_NAMED.set(True), PLAN_LATER.set(True)
     try:
         result = Gradients(diff(checked, w, **structure) for w in names)
-        if not outer:
-            evaluated = through_named(
-                checked.source, lambda named: Gradients(diff(checked_program(named, of), w, **structure) for w in names)
-            )
-            if evaluated is not None and all(
-                a.program.output == b.program.output and a.ranks == b.ranks for a, b in zip(result, evaluated)
-            ):
-                result.evaluated = evaluated
-                for part, named in zip(result, evaluated):  # each evaluates alone as it does in the tuple
-                    part._line, part.evaluated_program = named.line, named.program
+        evaluated = (
+            None if outer else through_named(checked, lambda p: Gradients(diff(p, w, **structure) for w in names))
+        )
+        if evaluated is not None and all(evaluates_as(a, b) for a, b in zip(result, evaluated)):
+            result.evaluated = evaluated
+            for part, named in zip(result, evaluated):  # each evaluates alone as it does in the tuple
+                part._line, part.evaluated_program = named.line, named.program
+        else:
+            for part in result:
+                part.line  # noqa: B018 - planned now, as any compiled program is
     finally:
         RESIDUALS_NAMED.reset(token)
         PLAN_LATER.reset(later)

@@ -1091,7 +1091,7 @@ class StraightLine:
         hint: ``X_nd - Z_md`` in ``exp(-0.5 sum_d(((X_nd - Z_md) / ell_d)^2))``), whatever the
         order of its axes: the program that names it forms that array, so the one statement may."""
         written = {_poly_key(p) for hint in self._hints if hint[0] == "residuals" for p in hint[1]}
-        return written and _in_some_order(combined, lambda key: key in written or None) is not None
+        return bool(written) and _in_some_order(combined, lambda key: key in written or None) is not None
 
     def _of_residuals(self, rest, f: Tensor, g: Tensor) -> bool:
         """Whether ``rest`` holds f's or g's tensor, or a residual array already formed: then the
@@ -1560,11 +1560,10 @@ class StraightLine:
                     self._drop_unread()
                     return
         self._contract(target, self.hoist(poly), hints)
-        if len(poly.terms) >= 2:
-            self._sum_statements.add(target)
         if len(poly.terms) >= 2:  # a statement that is a sum (E_nkd = X_nd - C_kd) is the array
             # a later square of that difference, multiplied out, is read back as (see _merge_square)
             self._calls.setdefault(("source", *_poly_key(poly)), target)
+            self._sum_statements.add(target)
         if len(poly.terms) == 1 and any(is_reciprocal(f) for f in poly.terms[0].factors):
             self._means[("mean", _poly_key(poly))] = target  # m = mean_n(x_n): read where a term holds x_n / n
         self._drop_unread()

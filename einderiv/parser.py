@@ -450,7 +450,8 @@ class _ToIR(Transformer_NonRecursive):
             if token is not None and last.name in FUNCTIONS:
                 raise _fail(
                     token,
-                    f"{last.name!r} is a function: write its argument in parentheses, {last.name}(...)",
+                    f"{last.name!r} is a function, not an input: write {last.name}(...) with its argument in "
+                    "parentheses, and give a scalar input another name",
                     self.source,
                 )
         return Mul(_flat(Mul, left) + (_bare(right),))

@@ -49,7 +49,8 @@ def _linear(node) -> bool:
 
 
 def _is_residual(node) -> bool:
-    """A sum of two or more terms, each holding data and no call: a difference of data, whose
+    """A sum of two or more terms, each holding data and no call but sums and means: a
+    difference of data, whose
     tensors write every letter in it, so that its statement sizes itself (``x_k - sum_j(c)``
     sums a letter that only the statement around it sizes)."""
     if not isinstance(node, Add) or len(node.terms) < 2:
@@ -73,22 +74,20 @@ class _Namer:
     def __init__(self, taken: set[str]):
         self.taken = taken
         self.statements: list[Statement] = []
-        self.names: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self.names: dict[str, str] = {}  # a residual up to its free letters -> its statement
 
     def residual(self, add: Add):
         free = free_indices(add)
         key = _key(add, free)
-        known = self.names.get(key)
-        if known is None:
+        name = self.names.get(key)
+        if name is None:
             number = len(self.names)
             while f"_r{number}" in self.taken:
                 number += 1
-            name = f"_r{number}"
+            name = self.names[key] = f"_r{number}"
             self.taken.add(name)
-            self.names[key] = (name, free)
             self.statements.append(Statement(Tensor(name, free), add))
-            return Tensor(name, free)
-        return Tensor(known[0], free)
+        return Tensor(name, free)
 
     def operand(self, node):
         """``node`` with its residual operands named (inner ones first)."""

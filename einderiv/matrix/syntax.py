@@ -189,15 +189,16 @@ def _column(item) -> int:
 
 def _no_star_beside_matmul(tree, source: str) -> None:
     """``A @ B * C`` is an error: beside ``@``, NumPy's ``*`` is the elementwise product ((A @ B) *
-    C), where matrix notation's (MATLAB's) ``*`` is the matrix product (A B C).  A number on
-    either side of ``*`` scales in both readings; a name may be an array whatever its case
+    C), where matrix notation's (MATLAB's) ``*`` is the matrix product (A B C).  A number (or an
+    expression of numbers) on either side of ``*`` scales in both readings; a name may be an
+    array whatever its case
     (ranks are inferred later, and a reading that avoids an error would change the meaning), so
     a scalar name is written without the ``*`` (``a A @ B``)."""
     subtrees = list(tree.iter_subtrees())
     if not any(t.data == "matmul" for t in subtrees):
         return
     for t in subtrees:
-        if t.data != "star" or _is_number(t.children[0]) or _is_number(t.children[1]):
+        if t.data != "star" or _constant(t.children[0]) or _constant(t.children[1]):
             continue
         end = getattr(t.children[0].meta, "end_column", None) if isinstance(t.children[0], Tree) else None
         end = end if end is not None else _column(t.children[0]) if isinstance(t.children[0], Token) else 1
@@ -278,6 +279,13 @@ def _unambiguous_elementwise(tree, source: str) -> None:
                     _column(op),
                 )
             node = node.children[0]
+
+
+def _constant(tree) -> bool:
+    """A number, or an expression of numbers only (``(1/2)``, ``2^2``): no name in it."""
+    if isinstance(tree, Token):
+        return tree.type == "NUMBER"
+    return not any(isinstance(v, Token) and v.type == "NAME" for v in tree.scan_values(lambda v: True))
 
 
 def _is_number(tree) -> bool:
