@@ -50,9 +50,8 @@ def _linear(node) -> bool:
 
 def _is_residual(node) -> bool:
     """A sum of two or more terms, each holding data and no call but sums and means: a
-    difference of data, whose
-    tensors write every letter in it, so that its statement sizes itself (``x_k - sum_j(c)``
-    sums a letter that only the statement around it sizes)."""
+    difference of data, whose tensors write every letter in it, so that its statement sizes
+    itself (``x_k - sum_j(c)`` sums a letter that only the statement around it sizes)."""
     if not isinstance(node, Add) or len(node.terms) < 2:
         return False
     holds_data = [any(isinstance(n, Tensor) for n in walk(t)) for t in node.terms]
