@@ -832,12 +832,9 @@ class StraightLine:
                     common = -common  # for every term that uses it (see _residual_pairs)
                 parts = (Term(coeffs[0] / common, (f,)), Term(coeffs[1] / common, (renamed,)))
                 combined = Poly(tuple(parts), f.indices)
-                made = self._calls.get(("residual", _poly_key(combined)))
-                if made is None:
-                    made = (self._temp(), f.indices)
-                    self.steps.append(Contract(made[0], Contraction(combined)))
-                    self._calls[("residual", _poly_key(combined))] = made
-                residual = Tensor(made[0], f.indices)  # the same array axis by axis (the key is positional)
+                residual = Tensor(
+                    self._residual_step(f.indices, combined), f.indices
+                )  # the same array axis by axis (the key is positional)
                 kept = [a for a in terms[p_number].factors if a is not f]
                 replaced[p_number] = Term(common, (*kept, residual))
                 replaced[number] = None
@@ -982,9 +979,7 @@ class StraightLine:
                         self.steps.append(Contract(made[0], Contraction(Poly(combined.terms, inside))))
                         self._calls[("source", *_poly_key(Poly(combined.terms, inside)))] = made[0]
                     elif made is None:
-                        made = (self._temp(), axes)
-                        self.steps.append(Contract(made[0], Contraction(combined)))
-                        self._calls[("residual", key)] = made
+                        made = (self._residual_step(axes, combined), axes)
                     axes = made[1]
                     residual = _written_back(made[0], axes, mapping)
                     original = _written_back(f.name, f.indices, mapping)
@@ -1146,18 +1141,12 @@ class StraightLine:
                     written = self._written_residual(combined) and self._of_residuals(rest, f, g)
                     if not _residual_fits(f, g, held | {mean} if mean else held, free, written):
                         continue
-                    key = ("residual", _poly_key(combined))
-                    made = self._calls.get(key)
-                    formed = self._formed(combined) if made is None else None
+                    made = ("residual", _poly_key(combined)) in self._calls
+                    formed = None if made else self._formed(combined)
                     if formed is not None:  # the statement's own array of it, its axes in any order
                         name, axes = formed
-                    elif made is None:
-                        made = (self._temp(), f.indices)
-                        self.steps.append(Contract(made[0], Contraction(combined)))
-                        self._calls[key] = made
-                        name = made[0]
                     else:
-                        name = made[0]
+                        name = self._residual_step(axes, combined)
                     factors = list(terms[a].factors)
                     factors[k] = _written_back(name, axes, mapping)  # f's axes, then g's
                     return [*(t for n, t in enumerate(terms) if n not in (a, b)), Term(terms[a].coeff, tuple(factors))]
