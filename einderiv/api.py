@@ -21,7 +21,22 @@ from .emit import EinsumTerm, emit
 from .errors import DifferentiationError, EinderivError, EvaluationError, guarded
 from .factor import factored
 from .index_names import fresh_indices, is_count
-from .ir import Add, Delta, Expr, Indices, MatrixCall, Mul, Number, Program, Statement, Tensor, derivative_name, walk
+from .ir import (
+    Add,
+    Call,
+    Delta,
+    Expr,
+    Indices,
+    MatrixCall,
+    Mul,
+    Number,
+    Program,
+    Statement,
+    Tensor,
+    children,
+    derivative_name,
+    walk,
+)
 from .matrix.form import NoMatrixForm, matrix_text
 from .matrix.reading import Reading, accepts_notation, scalar_use_hint
 from .normal import Poly, call_arguments, is_reciprocal
@@ -37,7 +52,7 @@ from .program import (
     references,
     unique_name,
 )
-from .residuals import residuals_named
+from .residuals import named_readably, residuals_named, with_output_letters, written_in_place
 from .runtime import as_array, run, run_with
 from .structured import check_structure, projected, structure_of, written_symmetric
 
@@ -174,6 +189,11 @@ class Compiled:
     #: the program whose line evaluates this one, where it is not this (a derivative taken
     #: through its residuals: see :func:`through_residuals`)
     evaluated_program: CheckedProgram | None = None
+    #: the statements as printed, where they are not the program's own: a derivative taken
+    #: through its residuals prints with each difference the user wrote kept whole
+    shown: Program | None = None
+    #: the program with its residuals named that this was derived from (:func:`through_named`)
+    residuals: Program | None = None
 
     @property
     def read_as(self) -> str:
@@ -188,7 +208,7 @@ class Compiled:
     @property
     def statement(self) -> Statement:
         """The output statement as text-ready IR."""
-        return self.output.display()
+        return self.shown.output if self.shown is not None else self.output.display()
 
     @property
     def expr(self) -> Poly:
@@ -218,10 +238,12 @@ class Compiled:
         return list(self.program.definitions)
 
     def __str__(self) -> str:
-        return str(self.program)
+        return str(self.displayed())
 
     def displayed(self) -> Program:
         """The statements as IR, as ``str()`` prints them (intermediates, adjoints, the output)."""
+        if self.shown is not None:
+            return self.shown
         return Program(tuple(d.display() for d in self.program.definitions))
 
     def latex(self) -> str:
@@ -650,10 +672,13 @@ def through_named(source: Source | CheckedProgram, derive):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            residuals = named
             if checked:
                 written = {s.target.name for s in named.statements if s.target is not None}
                 named = check_program(named, source.output if source.output in written else None)
-            return derive(named)
+            result = derive(named)
+            result.residuals = residuals
+            return result
     except Exception:  # noqa: BLE001 - see above
         return None
 
@@ -664,6 +689,50 @@ def evaluates_as(mine: Compiled, theirs: Compiled | None) -> bool:
         return False
     a, b = mine.program.out, theirs.program.out
     return (a.name, len(a.indices), mine.ranks) == (b.name, len(b.indices), theirs.ranks)
+
+
+def printed_through(result: Compiled, other: Compiled) -> Program | None:
+    """The statements ``result`` prints when it evaluates through ``other``, the derivative of
+    its program with the residuals named: those written back in place, else named ``r``, ``r2``,
+    ... (:mod:`einderiv.residuals`), the first of the two whose text reads back (evaluated at
+    small arrays of the inputs' sizes, where a count could fail to size itself); None where
+    neither does (the multiplied-out text is printed)."""
+    displayed = other.displayed()
+    for written in (written_in_place, named_readably):
+        shown = written(displayed, other.residuals)
+        if shown is not None:
+            shown = with_output_letters(shown, result.indices)
+            if _reads_back(shown, result):
+                return shown
+    return None
+
+
+def _a_count(node, reduced: frozenset = frozenset()) -> bool:
+    """Whether ``node`` writes a count: a delta on one letter (``delta_ii``) or on a letter a
+    reduction around it sums (``mean_i(delta_ik)``), which the text read back sizes by letter."""
+    if isinstance(node, Delta):
+        return node.first == node.second or bool({node.first, node.second} & reduced)
+    if isinstance(node, Call) and node.over:
+        reduced = reduced | frozenset(node.over)
+    return any(_a_count(child, reduced) for child in children(node))
+
+
+def _reads_back(shown: Program, result: Compiled) -> bool:
+    """Whether the text of ``shown`` evaluates, at arrays of ones with a size per dimension of
+    ``result``'s inputs (only a count, ``delta_ii``, may fail to size itself where it is read)."""
+    if not any(_a_count(s.rhs) for s in shown.statements):
+        return True
+    _, input_dims = result.dimension_names()
+    sizes = {d: 2 + k for k, d in enumerate(dict.fromkeys(d for dims in input_dims.values() for d in dims))}
+    arrays = {name: np.ones(tuple(sizes[d] for d in input_dims.get(name, ()))) for name in result.ranks}
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            read = compile(str(shown))
+            read(**{k: v for k, v in arrays.items() if k in read.ranks})
+    except EinderivError:
+        return False
+    return True
 
 
 def through_residuals(function):
@@ -684,7 +753,9 @@ def through_residuals(function):
             other = through_named(source, lambda named: function(named, *args, **kwargs))
             if evaluates_as(result, other):
                 result._line, result.evaluated_program = other.line, other.program
+                result.shown = printed_through(result, other)
             result.line  # noqa: B018 - planned now (the printed derivative's plan where no other was made)
+            result.program_dimensions  # noqa: B018 - sized now, not in a caller's trace (torch.compile)
             return result
         finally:
             RESIDUALS_NAMED.reset(token)

@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _structure_options(diff_cmd)
     diff_cmd.add_argument(
+        "--of", metavar="NAME", help="the statement of a program to differentiate (default: the last)"
+    )
+    diff_cmd.add_argument(
         "--each",
         action="append",
         default=[],
@@ -130,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     check_cmd.add_argument("expr", metavar="EXPR")
     check_cmd.add_argument("--wrt", action="append", required=True, metavar="NAME")
+    check_cmd.add_argument("--of", metavar="NAME", help="the statement of a program to check (default: the last)")
     check_cmd.add_argument(
         "--shape", action="append", default=[], metavar="NAME=3x4", help="an input's shape (default 3 per axis)"
     )
@@ -332,6 +336,7 @@ def _run_check(args) -> tuple[str, int]:
         expect=args.expect,
         tol=args.tol,
         shapes=shapes,
+        of=args.of,
         seed=args.seed,
         **_structure(args),
     )
@@ -342,11 +347,11 @@ def _run_diff(args) -> str:
     wrt_or_each(args.wrt, args.each, "--wrt", "--each")
     if args.each:
         return _run_each(args)
-    derivative = diff(args.expr, one_tensor_each(args.wrt, "--wrt"), layout=args.layout, **_structure(args))
+    derivative = diff(args.expr, one_tensor_each(args.wrt, "--wrt"), of=args.of, layout=args.layout, **_structure(args))
     if args.format == "json":
         return json.dumps(derivative_json(derivative), indent=2)
     if args.format in FLAVOURS:
-        return generate([compile_(args.expr), derivative], args.format).rstrip("\n")
+        return generate([compile_(args.expr, of=args.of), derivative], args.format).rstrip("\n")
     if args.format == "latex":
         return derivative.latex()
     if args.format == "pretty":
@@ -365,11 +370,11 @@ def _run_diff(args) -> str:
 
 def _run_each(args) -> str:
     """``--each W1 --each b1``: the gradient by each name, printed one after another."""
-    gradients = grad(args.expr, one_tensor_each(args.each, "--each"), **_structure(args))
+    gradients = grad(args.expr, one_tensor_each(args.each, "--each"), of=args.of, **_structure(args))
     if args.format == "json":
         return json.dumps({"gradients": [derivative_json(d) for d in gradients]}, indent=2)
     if args.format in FLAVOURS:
-        return generate([compile_(args.expr), *gradients], args.format).rstrip("\n")
+        return generate([compile_(args.expr, of=args.of), *gradients], args.format).rstrip("\n")
     blocks = []
     for derivative in gradients:
         if args.format == "latex":

@@ -24,6 +24,7 @@ from .api import (
     diff,
     evaluates_as,
     gathered_arrays,
+    printed_through,
     scalar_program,
     through_named,
 )
@@ -199,7 +200,10 @@ class Gradients(tuple):
         return f"<Gradients of {self[0].root_name} by {names}>"
 
     def __str__(self) -> str:
-        return "\n".join(str(d) for d in self)
+        """Each gradient's statements, a statement two of them print once (``c_n = x_n - y_n``
+        of both gradients of ``c_n = x_n - y_n; f = ...``): the text reads back as a program."""
+        lines = [line for d in self for line in str(d).splitlines()]
+        return "\n".join(dict.fromkeys(lines))
 
 
 def _wrt_list(wrt) -> list:
@@ -230,6 +234,9 @@ def gradients(source: Source, wrt: Sequence[str], of: str | None = None, **struc
             result.evaluated = evaluated
             for part, named in zip(result, evaluated):  # each evaluates alone as it does in the tuple
                 part._line, part.evaluated_program = named.line, named.program
+                named.residuals = evaluated.residuals
+                part.shown = printed_through(part, named)
+                part.program_dimensions  # noqa: B018 - sized now, not in a caller's trace (torch.compile)
         else:
             for part in result:
                 part.line  # noqa: B018 - planned now, as any compiled program is

@@ -164,6 +164,7 @@ class _Scope:
         contracted = {i for i, c in counts.items() if c > 1 and i not in bound}
         free = tuple(dict.fromkeys(i for entry in lowered for i in entry[2] if i not in contracted))
         self._warn_captured(expr, lowered, bound)
+        self._warn_reduced(expr, lowered, bound)
         lowered = _squares(lowered)
         # a group's own summed indices are renamed apart from what the other factors write
         written = [{i for node in walk(entry[0]) for i in getattr(node, "indices", ())} for entry in lowered]
@@ -236,6 +237,30 @@ class _Scope:
                     f"in {str(expr)!r}, index {letter!r} is summed inside {str(factor)!r} and is a separate, "
                     f"free index outside it; write sum_{letter}({expr}) for one elementwise index {letter}, "
                     f"or {Mul(tuple(apart))} to say that they differ"
+                )
+
+    def _warn_reduced(self, expr, lowered, bound) -> None:
+        """Rule 6 for a reduction that is a factor: ``sum_i(A_ij) x_i`` sums i inside the
+        ``sum_i`` and again, apart, over ``x_i`` (colsum(A) times sum(x)), where ``A_ij x_i`` is
+        almost always meant.  A softmax keeps its letter (``y_k softmax_k(z_k)`` contracts k),
+        and a reduction inside a sum is no factor (``(x_n - mean_n(x_n)) t_n`` centres x)."""
+        taken = {i for node in walk(expr) for i in getattr(node, "indices", ())} | set(bound)
+        for pos, (factor, *_) in enumerate(lowered):
+            if not (isinstance(factor, Call) and factor.over and factor.func != "softmax"):
+                continue
+            # a letter the other factors write once (twice, they contract it among themselves: the
+            # weighted mean w_n x_n / sum_n(w_n))
+            elsewhere = Counter(i for other, entry in enumerate(lowered) if other != pos for i in entry[2])
+            outside = {i for i, count in elsewhere.items() if count == 1}
+            for letter in sorted((set(factor.over) & outside) - bound):
+                (fresh,) = fresh_indices(1, taken)
+                inside = renamed(factor.arg, letter, fresh)
+                apart = Call(factor.func, inside, tuple(fresh if i == letter else i for i in factor.over))
+                call = f"{factor.func}_{''.join(factor.over)}(...)"
+                self.notes.append(
+                    f"in {str(expr)!r}, index {letter!r} is summed by {call} and is a separate index outside it, "
+                    f"summed on its own; write the other factors inside {call} to sum them together, or {apart} "
+                    "to say that they differ"
                 )
 
 

@@ -992,6 +992,33 @@ def log_of_product(func: str, arg: Poly, param) -> list[Term] | None:
     return carrying(out, arg.indices)
 
 
+def log_of_exp_products(func: str, arg: Poly, param) -> list[Term] | None:
+    """``log(sum_k(exp(u_k) exp(v_k) c_k))`` = ``log(sum_k(exp(u_k + v_k) c_k))``: the exps of
+    each term of a log's argument merged into one, so that the log-sum-exp and logaddexp rules
+    see them (a mixture ``log(sum_k(softmax_k(a_nk) exp(b_nk)))`` or ``log(sum_k(exp(lw_k)
+    exp(-0.5 (x_n - mu_k)^2 / s2)))``).
+
+    Stable: the product of two exps underflows to 0 (its log -inf, and every derivative NaN) at
+    a log-likelihood of -800, where the exponent ``u + v`` is an ordinary number; merged, the
+    log-sum-exp is evaluated max-shifted.
+    Terminates: each term of the argument loses an exp, and the rule applies only where a term
+    holds two."""
+    if func != "log":
+        return None
+    terms, changed = [], False
+    for term in arg.terms:
+        exps = [f for f in term.factors if isinstance(f, Apply) and f.func == "exp"]
+        if len(exps) < 2:
+            terms.append(term)
+            continue
+        rest = tuple(f for f in term.factors if not (isinstance(f, Apply) and f.func == "exp"))
+        over = tuple(dict.fromkeys(i for f in exps for i in f.indices))
+        exponent = simplify(carrying([u for f in exps for u in f.arg.terms], over), over)
+        terms.extend(multiply([Term(term.coeff, rest)], make_apply("exp", exponent), set(over), term.index_names()))
+        changed = True
+    return make_apply("log", simplify(terms, arg.indices)) if changed else None
+
+
 #: Rules on one call, in the order make_apply tries them (first match wins).
 CALL_RULES: tuple[Callable, ...] = (
     log_det,
@@ -1006,6 +1033,7 @@ CALL_RULES: tuple[Callable, ...] = (
     log_one_minus_tanh_squared,
     log_one_plus,
     log_of_product,
+    log_of_exp_products,
 )
 
 

@@ -246,14 +246,24 @@ def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = 
         hint = ""
         if matrix and char in _MATRIX_HINTS:
             hint = _MATRIX_HINTS[char]
-        elif matrix and char == "." and source[err.pos_in_stream + 1 : err.pos_in_stream + 2] == "T":
-            hint = ": write a transpose as X^T (or X'), not NumPy's X.T"
+        elif char == "." and re.match(r"\.T(?![A-Za-z0-9])", source[err.pos_in_stream :]):
+            hint = ": write a transpose as X^T (or X'), not NumPy's X.T" + (
+                "" if matrix else " (in index notation, swap the indices: A_ji)"
+            )
+        elif char == "." and source[err.pos_in_stream : err.pos_in_stream + 5] == ".dot(":
+            hint = ": write a dot product as x^T y (matrix notation) or x_i y_i, not NumPy's x.dot(y)"
+        elif not matrix and char == "." and source[err.pos_in_stream + 1 : err.pos_in_stream + 2] in ("*", "/", "^"):
+            hint = (
+                ": index notation multiplies elementwise by writing the factors side by side (x_i y_i); "
+                ".* is matrix notation"
+            )
         elif matrix and _letters(char):
             hint = f": matrix notation spells Greek letters by name: write {_letters(char)}"
         elif char == "_":
             hint = ": an index list follows a name directly, as in R_mp, W_{in,out} or inv(M)_ij"
         elif char == "{" and source[: err.pos_in_stream].endswith("^"):
-            hint = ": an exponent is a number without braces (x_i^2, x_i^-1); an inverse is inv(A)_ij"
+            inverse = "A^-1" if matrix else "inv(A)_ij (A^-1 in matrix notation)"
+            hint = f": an exponent is a number without braces (x^2, x^-1); an inverse is {inverse}"
         elif char == "{" or char == "}":
             hint = ": braces only hold index lists, as in W_{in,out}"
         elif char == "\\" and (command := _latex_command(source, err.pos_in_stream)):
@@ -308,6 +318,14 @@ OTHER_NAMES = {
     "norm": "there is no norm function: write the Euclidean norm as sqrt(x_i x_i)",
     "max": "max is not supported (it is not differentiable where the arguments tie); relu(...) and abs(...) are",
     "min": "min is not supported (it is not differentiable where the arguments tie); relu(...) and abs(...) are",
+    "maximum": "maximum is not supported (it is not differentiable where the arguments tie); relu(...) and abs(...) "
+    "are",
+    "minimum": "minimum is not supported (it is not differentiable where the arguments tie); relu(...) and abs(...) "
+    "are",
+    "log10": "there is no log10: write log(...) / log(10)",
+    "log2": "there is no log2: write log(...) / log(2)",
+    "expm1": "there is no expm1: write exp(...) - 1",
+    "pow": "write a power with ^ and a number: x_i^2",
 }
 
 
@@ -326,6 +344,12 @@ def unknown_function(name: str) -> str:
     like a misspelling (``sigmod`` -> sigmoid), else the list, and the product reading."""
     if name in OTHER_NAMES:
         return f"unknown function {name!r}: {OTHER_NAMES[name]}"
+    lower = name.lower()
+    if lower != name and lower in OTHER_NAMES:
+        return f"unknown function {name!r}: {OTHER_NAMES[lower]}"
+    if lower != name and lower in (*FUNCTIONS, *MATRIX_FUNCTIONS, *REDUCTIONS):
+        spelled = lower + "_i" * (lower in REDUCTIONS)
+        return f"unknown function {name!r}: function names are lower case, {spelled}(...)"
     close = closest_name(name, [*FUNCTIONS, *MATRIX_FUNCTIONS, *REDUCTIONS])
     if close in REDUCTIONS:
         return f"unknown function {name!r}: did you mean {close}_i(...)?"
@@ -499,6 +523,9 @@ class _ToIR(Transformer_NonRecursive):
         if suffix is not None:
             raise _fail(suffix, f"{name}(...) takes no index list after it", self.source)
         if index_text:
+            if name not in REDUCTIONS and name.lower() in REDUCTIONS:
+                message = f"unknown reduction {name!r}: function names are lower case, {name.lower()}_{index_text}(...)"
+                raise _fail(token, message, self.source)
             if name not in REDUCTIONS:
                 close = closest_name(name, REDUCTIONS)
                 if name not in FUNCTIONS and name not in MATRIX_FUNCTIONS and close:

@@ -20,7 +20,7 @@ def derivative_json(derivative) -> dict:
         "derivative": str(derivative.statement),
         "expression": str(derivative.expr),
         "output": derivative.root.name if derivative.root.name != "_" else None,
-        "program": [str(d.display()) for d in derivative.definitions],
+        "program": [str(s) for s in derivative.displayed().statements],
         "indices": list(derivative.indices),
         "wrt": [{"name": ref.name, "indices": list(ref.indices)} for ref in derivative.wrt],
         "layout": derivative.layout,

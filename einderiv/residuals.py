@@ -18,13 +18,33 @@ and a sum with a constant term (``1 - y_n``) is no difference of data.
 
 from __future__ import annotations
 
+import re
 import warnings
+from fractions import Fraction
 
 from .errors import EinderivError
-from .ir import Add, Call, Div, Mul, Neg, Number, Pow, Program, Statement, Tensor, renamed, walk, with_children
+from .index_names import fresh_indices
+from .ir import (
+    Add,
+    Call,
+    Delta,
+    Div,
+    Expr,
+    MatrixCall,
+    Mul,
+    Neg,
+    Number,
+    Pow,
+    Program,
+    Statement,
+    Tensor,
+    renamed,
+    walk,
+    with_children,
+)
 from .lower import free_indices
-from .normal import equivalent
-from .program import Definition, substitute_tensor
+from .normal import Apply, Poly, Term, carrying, equivalent, multiply, simplify
+from .program import Definition, substitute_tensor, unique_name
 from .semantics import check_statement
 
 #: reductions whose argument may sit inside a named residual (``mean_k(x_k)``)
@@ -74,6 +94,10 @@ class _Namer:
         self.taken = taken
         self.statements: list[Statement] = []
         self.names: dict[str, str] = {}  # a residual up to its free letters -> its statement
+        #: earlier statements that are products of tensors (``z_n = X_nd w_d``), read into a
+        #: residual where that shows a factor its terms share; and the current statement's letters
+        self.products: dict[str, Statement] = {}
+        self.around: set[str] = set()
 
     def residual(self, add: Add):
         free = free_indices(add)
@@ -88,23 +112,129 @@ class _Namer:
             self.statements.append(Statement(Tensor(name, free), add))
         return Tensor(name, free)
 
+    def named(self, add: Add):
+        """The residual ``add`` as a named array; where some of its terms share a tensor
+        (:func:`_common_factor`), those as a named difference of data times that tensor."""
+        shared = self.shared(add)
+        return shared if shared is not None else self.residual(add)
+
+    def shared(self, add: Add):
+        """``add`` with the terms that share a tensor written as a named difference of data
+        times it (the whole sum named where other terms stay), or None where none share one."""
+        factored = _common_factor(add)
+        if factored is None and self.products:  # z_n - mean_m(z_m) with z_n = X_nd w_d
+            expanded = _in_place(add, self.products, self.around | _letters(add))
+            factored = _common_factor(expanded) if expanded is not None else None
+        if factored is None:
+            return None
+        others, rest, common = factored
+        if isinstance(rest.terms[0], Neg):  # -X_nd w_d + mean_m(X_md w_d): -(X_nd - mean_m(X_md)) w_d
+            flipped = Add(tuple(t.operand if isinstance(t, Neg) else Neg(t) for t in rest.terms))
+            shared = Neg(Mul((self.residual(flipped), *common)))
+        else:
+            shared = Mul((self.residual(rest), *common))
+        return self.residual(Add((*others, shared))) if others else shared
+
     def operand(self, node):
         """``node`` with its residual operands named (inner ones first)."""
         node = with_children(node, self.operand)
         if isinstance(node, Mul):
-            return Mul(tuple(self.residual(f) if _is_residual(f) else f for f in node.factors))
+            return Mul(tuple(self.named(f) if _is_residual(f) else f for f in node.factors))
         if isinstance(node, Pow) and _is_residual(node.base):
-            return Pow(self.residual(node.base), node.exponent)
+            return Pow(self.named(node.base), node.exponent)
         if isinstance(node, Div):
-            parts = [self.residual(p) if _is_residual(p) else p for p in (node.numerator, node.denominator)]
+            parts = [self.named(p) if _is_residual(p) else p for p in (node.numerator, node.denominator)]
             return Div(*parts)
         return node
 
 
-def _same_meaning(original: Statement, rewritten: Statement, named: list[Statement]) -> bool:
+def _a_product(node) -> bool:
+    """Whether ``node`` is a product of two or more tensors and numbers, or a sum or mean of one
+    (``X_nd w_d``, ``mean_m(X_md w_d)``)."""
+    split = _split(node)
+    return split is not None and len(split[2]) > 1 and all(isinstance(f, (Tensor, Number)) for f in split[2])
+
+
+def _split(term) -> tuple[bool, list, list] | None:
+    """``term`` as (negated, reductions around it, factors): ``-mean_m(X_md w_d)`` is (True,
+    [mean over m], [X_md, w_d]); None where it is no such product."""
+    negated, reductions = False, []
+    while True:
+        if isinstance(term, Mul) and len(term.factors) == 1:  # a group
+            term = term.factors[0]
+        elif isinstance(term, Neg):
+            negated, term = not negated, term.operand
+        elif isinstance(term, Call) and term.func in _LINEAR_REDUCTIONS and term.over:
+            reductions.append((term.func, term.over))
+            term = term.arg
+        else:
+            break
+    factors, pending = [], [term]
+    while pending:  # a product's groups of products are its factors (X_md w_d in mean_m((X_md w_d)))
+        node = pending.pop(0)
+        if isinstance(node, Mul):
+            pending[:0] = node.factors
+        else:
+            factors.append(node)
+    if not all(_linear(f) for f in factors):
+        return None
+    return negated, reductions, factors
+
+
+def _common_factor(add: Add) -> tuple[tuple, Add, tuple] | None:
+    """``(others, rest, shared)`` where two or more terms of ``add`` are products holding the
+    tensors ``shared``, none summing one of their letters in a reduction around it, and ``rest``
+    (those terms without them) is a difference of data no larger than one of its tensors:
+    ``y_n - X_nd w_d + mean_m(X_md w_d)`` is ``y_n - (X_nd - mean_m(X_md)) w_d``, others
+    ``(y_n,)``.  Named apart, the centred data is exact where the
+    difference of the products is not (the Hessian of the variance of a projection by w,
+    mean_n(C_ni C_nj), was read as mean_n(C_ni X_nj), 1.5 off at an offset of 1e8).  The
+    statement is checked to mean what it meant (:func:`_same_meaning`)."""
+    parts = [_split(t) for t in add.terms]
+    candidates = dict.fromkeys(f for p in parts if p is not None for f in p[2] if isinstance(f, Tensor))
+    for candidate in candidates:
+        holding = [
+            k
+            for k, p in enumerate(parts)
+            if p is not None
+            and candidate in p[2]
+            and not set(candidate.indices) & {i for _, over in p[1] for i in over}
+        ]
+        if len(holding) < 2:
+            continue
+        # every tensor those terms share comes out (U_dk v_k of X_nd U_dk v_k - mean_m(X_md U_dk v_k))
+        common = [
+            f
+            for f in dict.fromkeys(parts[holding[0]][2])
+            if isinstance(f, Tensor)
+            and all(f in parts[k][2] and not set(f.indices) & {i for _, o in parts[k][1] for i in o} for k in holding)
+        ]
+        terms = []
+        for negated, reductions, factors in (parts[k] for k in holding):
+            rest = list(factors)
+            for f in common:
+                rest.remove(f)
+            node = Mul(tuple(rest)) if len(rest) > 1 else rest[0] if rest else Number(Fraction(1))
+            for func, over in reversed(reductions):
+                node = Call(func, node, over)
+            terms.append(Neg(node) if negated else node)
+        rest = Add(tuple(terms))
+        signs = {parts[k][0] for k in holding}
+        # a difference (s x_i + x_i x_i cancels nothing) no larger than one of its tensors (an
+        # N x D x K residual for an N-vector is no way to evaluate it)
+        free = set(free_indices(rest))
+        shaped = any(free <= set(n.indices) for n in walk(rest) if isinstance(n, Tensor))
+        if _is_residual(rest) and len(signs) == 2 and shaped:
+            others = tuple(t for k, t in enumerate(add.terms) if k not in holding)
+            return others, rest, tuple(common)
+    return None
+
+
+def _same_meaning(original: Statement, rewritten: Statement, named: list[Statement], read=()) -> bool:
     """Whether ``rewritten``, with the residual statements ``named`` substituted back, is the
     normal form of ``original``: a sum whose terms the statement sums apart (``f = 2 (3 (x_i + 1)
-    - y_j) / 6`` sums i in one term and j in the other) is no array over both letters."""
+    - y_j) / 6`` sums i in one term and j in the other) is no array over both letters.  The
+    earlier statements ``read`` into a residual are substituted into both."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -114,9 +244,48 @@ def _same_meaning(original: Statement, rewritten: Statement, named: list[Stateme
                 poly, _ = check_statement(statement)
                 name = statement.target.name
                 after, _ = substitute_tensor(after, name, Definition(name, statement.target.indices, poly))
+            for statement in reversed(read):
+                poly, _ = check_statement(statement)
+                definition = Definition(statement.target.name, statement.target.indices, poly)
+                before, _ = substitute_tensor(before, definition.name, definition)
+                after, _ = substitute_tensor(after, definition.name, definition)
     except EinderivError:
         return False
-    return equivalent(before, after)
+    if equivalent(before, after):
+        return True
+    try:
+        return equivalent(_powers_multiplied(before), _powers_multiplied(after))
+    except EinderivError:
+        return False
+
+
+#: the most terms a power multiplied out for a comparison may have
+_MULTIPLIED_TERMS = 4096
+
+
+def _powers_multiplied(poly: Poly) -> Poly:
+    """``poly`` with each power 2 to 4 of a sum multiplied out (inside calls too): a group
+    written twice, ``(X_ni - Z_mi) (X_ni - Z_mi)``, is read as a square, which the same group
+    substituted for a name twice is not."""
+    terms: list[Term] = []
+    for term in poly.terms:
+        out = [Term(term.coeff, ())]
+        for factor in term.factors:
+            if isinstance(factor, Apply):
+                arg = _powers_multiplied(factor.arg)
+                power = factor.param
+                if factor.func == "pow" and len(arg.terms) > 1 and power in (2, 3, 4):
+                    copies = [Term(Fraction(1), ())]
+                    for _ in range(int(power)):
+                        copies = multiply(copies, carrying(arg.terms, arg.indices), set(arg.indices))
+                    out = multiply(out, copies, set(arg.indices), term.index_names())
+                    if len(out) > _MULTIPLIED_TERMS:
+                        raise EinderivError("too many terms to compare")  # no rewrite, then
+                    continue
+                factor = Apply(factor.func, arg, factor.param)
+            out = [Term(t.coeff, (*t.factors, factor)) for t in out]
+        terms.extend(out)
+    return simplify(terms, poly.indices)
 
 
 def residuals_named(program: Program) -> Program | None:
@@ -131,14 +300,239 @@ def residuals_named(program: Program) -> Program | None:
     statements: list[Statement] = []
     for statement in program.statements:
         before, names = len(namer.statements), dict(namer.names)
-        rewritten = Statement(statement.target, namer.operand(statement.rhs), statement.wrt)
+        namer.around = _letters(statement.rhs) | set(statement.target.indices if statement.target else ())
+        rhs = namer.operand(statement.rhs)
+        if _is_residual(rhs):  # r_n = z_n - mean_m(z_m): named where its terms share a factor
+            shared = namer.shared(rhs)
+            rhs = shared if shared is not None else rhs
+        rewritten = Statement(statement.target, rhs, statement.wrt)
         added = namer.statements[before:]
-        if rewritten != statement and not _same_meaning(statement, rewritten, namer.statements):
+        read = list(namer.products.values())
+        if rewritten != statement and not _same_meaning(statement, rewritten, namer.statements, read):
             del namer.statements[before:]
             namer.names = names
             rewritten, added = statement, []
         statements += added
         statements.append(rewritten)
+        target = statement.target
+        if target is not None and len(set(target.indices)) == len(target.indices):
+            expanded = _in_place(statement.rhs, namer.products, set(target.indices) | _letters(statement.rhs))
+            if expanded is not None and _a_product(expanded):
+                namer.products[target.name] = Statement(target, expanded)
     if not namer.statements:
         return None
     return Program(tuple(statements))
+
+
+def _letters(node) -> set[str]:
+    """Every index letter written in ``node``: its tensors', deltas', calls' and reductions'."""
+    out: set[str] = set()
+    for n in walk(node):
+        if isinstance(n, (Tensor, Delta, MatrixCall)):
+            out |= set(n.indices)
+        elif isinstance(n, Call):
+            out |= set(n.over)
+    return out
+
+
+def _group(statement: Statement, use: Tensor, around: set[str]) -> Expr | None:
+    """The residual ``statement``'s expression as a parenthesised group at the indices of ``use``,
+    its own summed and reduced letters renamed apart from ``around`` (the letters of the
+    statement it is written into); None where the use repeats a letter (a diagonal, which a
+    group would sum)."""
+    own, rhs = statement.target.indices, statement.rhs
+    if len(set(use.indices)) != len(use.indices):
+        return None
+    clash = around | set(use.indices)
+    taken = clash | _letters(rhs)
+    for letter in sorted((_letters(rhs) - set(own)) & clash):
+        fresh = fresh_indices(1, taken)[0]
+        taken.add(fresh)
+        rhs = renamed(rhs, letter, fresh)
+    marks = [f"\u03b2{k}" for k in range(len(own))]  # two steps: i -> j while j -> i
+    for letter, mark in zip(own, marks):
+        rhs = renamed(rhs, letter, mark)
+    for mark, letter in zip(marks, use.indices):
+        rhs = renamed(rhs, mark, letter)
+    return Mul((rhs,))
+
+
+def written_in_place(shown: Program, residuals: Program) -> Program | None:
+    """``shown`` (a derivative's statements, as printed) with each use of a residual statement of
+    ``residuals`` written in its place as the difference the user wrote, ``(x_n - mean_k(x_k))``
+    for ``_r0_n``, and the residual statements left out: the derivative reads as the user's
+    text, evaluated as it is.  None where a printed statement is named after a residual (the
+    adjoint ``dfd_r0`` of a residual the derivative differentiates through), a use takes a
+    diagonal (which a group would sum), or a statement written so does not mean what it meant
+    (:func:`_same_meaning`; tried with each use summed where only numbers scale it, and a group
+    written twice as its square, and without each)."""
+    definitions: dict[str, Statement] = {}
+    named = [s for s in residuals.statements if s.target is not None and _RESIDUAL.fullmatch(s.target.name)]
+    for statement in named:  # a later residual may use an earlier one
+        inner = _in_place(statement.rhs, definitions, _letters(statement.rhs) | set(statement.target.indices))
+        if inner is None:
+            return None
+        definitions[statement.target.name] = Statement(statement.target, inner)
+    out = []
+    for statement in shown.statements:
+        name = statement.target.name if statement.target is not None else ""
+        if name in definitions:
+            continue
+        if _RESIDUAL.search(name):
+            return None
+        outer = set(statement.target.indices) if statement.target else set()
+        outer |= {i for w in statement.wrt for i in w.indices}
+        around = _letters(statement.rhs) | outer
+        readings = [(summed, powers) for summed in (frozenset(), frozenset(around - outer)) for powers in (True, False)]
+        for summed, powers in readings:  # a group twice, (x_k - mu_k)(x_k - mu_k), sums k: no square
+            rhs = _in_place(statement.rhs, definitions, around, summed, powers)
+            written = Statement(statement.target, rhs, statement.wrt) if rhs is not None else None
+            if written is not None and _same_meaning(written, statement, named):
+                break
+        else:
+            return None
+        out.append(written)
+    return Program(tuple(out))
+
+
+#: the name of a residual statement (:class:`_Namer`), alone or inside an adjoint's name
+_RESIDUAL = re.compile(r"_r\d+")
+
+
+def _names(node) -> set[str]:
+    return {n.name for n in walk(node) if isinstance(n, Tensor)}
+
+
+def named_readably(shown: Program, residuals: Program) -> Program | None:
+    """``shown`` with each residual ``_rK`` of ``residuals`` named ``r``, ``r2``, ... in order, in
+    the names of its adjoints too, apart from every other name printed or written in the program
+    (so that each gradient of several prints a residual with the same name); None where a new
+    name would meet another."""
+    names = set()
+    for program in (shown, residuals):
+        names |= {s.target.name for s in program.statements if s.target is not None}
+        names |= {w.name for s in program.statements for w in s.wrt}
+        for statement in program.statements:
+            names |= _names(statement.rhs)
+    taken = {n for n in names if not _RESIDUAL.search(n)}
+    mapping: dict[str, str] = {}
+    for name in sorted({m for n in names for m in _RESIDUAL.findall(n)}, key=lambda r: int(r[2:])):
+        mapping[name] = unique_name("r", taken | set(mapping.values()))
+    new = {n: _RESIDUAL.sub(lambda m: mapping[m.group(0)], n) for n in names if _RESIDUAL.search(n)}
+    if set(new.values()) & taken or len(set(new.values())) != len(new):
+        return None
+
+    def rename(node):
+        if isinstance(node, Tensor):
+            return Tensor(new.get(node.name, node.name), node.indices)
+        return with_children(node, rename)
+
+    return Program(
+        tuple(
+            Statement(rename(s.target) if s.target is not None else None, rename(s.rhs), s.wrt)
+            for s in shown.statements
+        )
+    )
+
+
+def _in_place(node, definitions: dict[str, Statement], around: set[str], summed=frozenset(), powers=True):
+    """``node`` with each use of a residual of ``definitions`` written as its group, summed over
+    its letters in ``summed`` (``-2 sum_n(y_n - X_nd w_d - b)``: a group scaled by a number is
+    a list of terms, each summed on its own)."""
+    if isinstance(node, Tensor) and node.name in definitions:
+        group = _group(definitions[node.name], node, around)
+        over = tuple(i for i in node.indices if i in summed)
+        return Call("sum", group.factors[0], over) if group is not None and over else group
+    failed = False
+    if isinstance(node, (Call, Pow)):  # an operand: its groups are tensors
+        summed = frozenset()
+
+    def change(child):
+        nonlocal failed
+        inside = frozenset() if isinstance(node, Div) and child is node.denominator else summed
+        out = _in_place(child, definitions, around, inside, powers)
+        failed = failed or out is None
+        return child if out is None else out
+
+    node = with_children(node, change)
+    if failed:
+        return None
+    if isinstance(node, Add):
+        return _terms_spliced(node)
+    return _powers_of_groups(node) if isinstance(node, Mul) and powers else node
+
+
+def _is_group(node) -> bool:
+    return isinstance(node, Mul) and len(node.factors) == 1 and isinstance(node.factors[0], Add)
+
+
+def _terms_spliced(add: Add) -> Add:
+    """``add`` with a group that is one of its terms written as its terms: ``s + x_i + x_i``, not
+    ``(s + x_i) + x_i`` (parentheses around a term change nothing, rule 4)."""
+    terms = []
+    for term in add.terms:
+        negated = isinstance(term, Neg) and _is_group(term.operand)
+        inner = term.operand if negated else term
+        if not _is_group(inner):
+            terms.append(term)
+            continue
+        for part in inner.factors[0].terms:
+            if negated:
+                part = part.operand if isinstance(part, Neg) else Neg(part)
+            terms.append(part)
+    return Add(tuple(terms))
+
+
+def _powers_of_groups(product: Mul):
+    """``product`` with a group written k times as its k-th power, ``-(x_n - mu)^2`` for
+    ``-(x_n - mu) (x_n - mu)`` (a power of a group is elementwise, as the product of the two is)."""
+    negated, plain = False, []
+    for factor in product.factors:
+        while isinstance(factor, Neg):
+            negated, factor = not negated, factor.operand
+        plain.append(factor)
+    groups = [f for f in plain if _is_group(f)]
+    repeated = {g for g in groups if groups.count(g) > 1}
+    if not repeated:
+        return product
+    factors, done = [], set()
+    for factor in plain:
+        if factor in repeated:
+            if factor not in done:
+                done.add(factor)
+                factors.append(Pow(factor, Fraction(groups.count(factor))))
+            continue
+        factors.append(factor)
+    if negated:
+        factors[0] = Neg(factors[0])
+    return Mul(tuple(factors)) if len(factors) > 1 else factors[0]
+
+
+def with_output_letters(shown: Program, letters: tuple[str, ...]) -> Program:
+    """``shown`` with its output statement's free letters (its target's, then each denominator's)
+    written as ``letters``, the printed derivative's own (``df/dx_i``, not ``df/dx_l``), its
+    summed letters renamed apart from them first."""
+    out = shown.output
+    if out.target is None:
+        return shown
+    old = (*out.target.indices, *(i for w in out.wrt for i in w.indices))
+    if len(old) != len(letters) or old == tuple(letters) or len(set(letters)) != len(letters):
+        return shown
+    rhs = out.rhs
+    taken = _letters(rhs) | set(old) | set(letters)
+    for letter in sorted((_letters(rhs) - set(old)) & set(letters)):
+        fresh = fresh_indices(1, taken)[0]
+        taken.add(fresh)
+        rhs = renamed(rhs, letter, fresh)
+    marks = [f"\u03b3{k}" for k in range(len(old))]  # two steps: i -> j while j -> i
+
+    def relettered(node, pairs):
+        for a, b in pairs:
+            node = renamed(node, a, b)
+        return node
+
+    def both(node):
+        return relettered(relettered(node, zip(old, marks)), zip(marks, letters))
+
+    statement = Statement(both(out.target), both(rhs), tuple(both(w) for w in out.wrt))
+    return Program((*shown.statements[:-1], statement))

@@ -51,3 +51,24 @@ def jax_float64():
     jax = pytest.importorskip("jax")
     jax.config.update("jax_enable_x64", True)
     return jax, jax.numpy
+
+
+def assert_printed_reads_back(derivative, arrays: dict, powers_as_products: bool = False):
+    """The printed derivative is input text for it.  Where it prints its normal form, its output
+    statement reads back as that (up to the names of summed indices); where it prints the
+    differences the user wrote (``derivative.shown``: evaluated through them, and printed so),
+    the whole text reads back to the numbers the derivative gives."""
+    import einderiv
+    from einderiv.lower import normalize
+    from einderiv.normal import equivalent
+
+    text = str(derivative)
+    if derivative.shown is None:
+        reparsed = einderiv.parse(text).output
+        assert equivalent(normalize(reparsed.rhs, derivative.indices), derivative.expr, powers_as_products), text
+        return
+    read = einderiv.compile(text)
+    got = read(**{k: v for k, v in arrays.items() if k in read.ranks})
+    want = derivative(**{k: v for k, v in arrays.items() if k in derivative.ranks})
+    scale = max(1.0, float(np.max(np.abs(want)))) if np.size(want) else 1.0
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9 * scale, err_msg=text)

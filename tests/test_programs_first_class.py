@@ -101,7 +101,7 @@ def test_factored_printing_reads_back_as_the_same_sum():
         text, poly = factored(derivative.expr)
         assert equivalent(normalize(text, derivative.indices), poly), (source, str(text))
     assert (
-        str(einderiv.grad("L = (y_n - Phi_ni theta_i)^2", "theta")) == "dL/dtheta_j = 2 (Phi_ni theta_i - y_n) Phi_nj"
+        str(einderiv.grad("L = (y_n - Phi_ni theta_i)^2", "theta")) == "dL/dtheta_j = -2 (y_n - Phi_ni theta_i) Phi_nj"
     )
 
 

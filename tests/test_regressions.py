@@ -1965,7 +1965,8 @@ def test_a_count_left_inside_a_call_keeps_its_axis_at_every_order(number, order)
         reference = jax.grad(reference)
     want = float(reference(arrays[wrt]))
     assert float(derivative(**arrays)) == pytest.approx(want, rel=1e-10)
-    assert float(einderiv.compile(str(derivative))(**arrays)) == pytest.approx(want, rel=1e-10)
+    read = einderiv.compile(str(derivative))  # the printed text needs only the inputs it writes
+    assert float(read(**{k: v for k, v in arrays.items() if k in read.ranks})) == pytest.approx(want, rel=1e-10)
 
 
 def test_a_hessian_vector_product_through_a_count_inside_a_call():
@@ -2409,3 +2410,307 @@ def test_a_scalar_times_a_difference_keeps_its_terms_apart():
     )
     got = einderiv.grad("f = (x_k - sum_j(c))^2 z_j", "x")(x=x, z=z, c=c)
     np.testing.assert_allclose(got, 2 * (x - 3 * c) * z.sum())
+
+
+def _read_back(derivative, arrays):
+    compiled = einderiv.compile(str(derivative))
+    return compiled(**{k: v for k, v in arrays.items() if k in compiled.ranks})
+
+
+@pytest.mark.parametrize(
+    "source, wrt, shown",
+    [
+        # each difference written back in its place, as the user wrote it
+        ("L = -sum_n(logsumexp_k(lw_k - 0.5 (x_n - mu_k)^2 / s2))", ["mu"], "(x_n - mu_i) / s2"),
+        ("f = a_n exp(-0.5 sum_d(((X_nd - Z_md) / l_d)^2)) b_m", ["l", "l"], "(X_ni - Z_mi)^2"),
+        ("L = sum_n((y_n - X_nd w_d - b)^2) + lam w_d w_d", ["w"], "(y_n - X_nd w_d - b) X_ni"),
+        # scaled by a number, a group is a list of terms (rule 4): summed where the use sums it
+        ("L = sum_n((y_n - X_nd w_d - b)^2)", ["b"], "-2 sum_n(y_n - X_nd w_d - b)"),
+        ("f = sqrt(1 + sum_nd((x_n - m - X_nd)^2))", ["m"], "-sum_nd(x_n - m - X_nd) / sqrt"),
+        # differentiated through: a statement of its own, named as a user would (r, dfdr)
+        ("f = sum_n(((x_n - mean_k(x_k)) / sqrt(mean_j((x_j - mean_k(x_k))^2)))^2 t_n)", ["x"], "r_j = x_j - mean_k"),
+    ],
+)
+def test_one_statement_derivatives_print_the_differences_they_evaluate(source, wrt, shown):
+    """Issue 13 wants a one statement's derivative printed as its program's is: a one statement
+    printed the multiplied-out sum (``dL/db = -2 y_n + 2 X_nd w_d + 2 b delta_nn``) while it was
+    evaluated through its named differences.  It prints those differences now, and the text
+    reads back to the numbers the derivative gives, with no hidden name in it."""
+    derivative = einderiv.diff(source, wrt)
+    text = str(derivative)
+    assert shown in text, text
+    assert not re.search(r"(?<![\w])_r\d", text)
+    arrays = {name: rng.uniform(0.5, 1.5, size=(3,) * rank) for name, rank in derivative.ranks.items()}
+    np.testing.assert_allclose(_read_back(derivative, arrays), derivative(**arrays), rtol=1e-12, atol=1e-12)
+    assert str(derivative.statement) == text.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "program, statement, wrt, name, group",
+    [
+        (
+            "r_nd = X_nd - mean_m(X_md); L = mean_n((r_nd w_d)^2)",
+            "L = mean_n((X_nd w_d - mean_m(X_md w_d))^2)",
+            "w",
+            r"\br_n(\w)",
+            r"(X_n\1 - mean_m(X_m\1))",
+        ),
+        (
+            "E_nk = x_n - mu_k; L = -logsumexp_k(lw_k - 0.5 E_nk^2 / s2)",
+            "L = -logsumexp_k(lw_k - 0.5 (x_n - mu_k)^2 / s2)",
+            "mu",
+            r"\bE_n(\w)",
+            r"(x_n - mu_\1)",
+        ),
+        (
+            "r_n = y_n - X_nd w_d - b; L = sum_n(r_n^2)",
+            "L = sum_n((y_n - X_nd w_d - b)^2)",
+            "w",
+            r"\br_n",
+            "(y_n - X_nd w_d - b)",
+        ),
+    ],
+)
+def test_a_program_and_its_one_statement_print_the_same_derivative(program, statement, wrt, name, group):
+    """The same text up to the intermediate's name: the one statement writes the difference in
+    the place where the program writes its name."""
+    expected = re.sub(name, group, str(einderiv.grad(program, wrt)).splitlines()[-1])
+    assert str(einderiv.grad(statement, wrt)) == expected
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "L = mean_n((X_nd w_d - mean_m(X_md w_d))^2)",
+        "z_n = X_nd w_d; L = mean_n((z_n - mean_m(z_m))^2)",
+        "z_n = X_nd w_d; mz = mean_m(z_m); r_n = z_n - mz; L = mean_n(r_n r_n)",
+        "z_n = X_nd w_d; r_n = z_n - mean_m(z_m); L = mean_n(r_n r_n)",
+        "L = mean_n((y_n - X_nd w_d + mean_m(X_md) w_d)^2)",
+        "L = mean_n((y_n - X_nd w_d + mean_m(X_md w_d))^2)",
+    ],
+)
+def test_variance_of_a_projection_keeps_its_digits(source):
+    """A hunter's find: the Hessian of the variance of Xw by w is 2 C^T C / N (C the centred X);
+    it was read as 2 C^T X / N, which cancels at eps c^2: 1.4e-4 off at an offset of 1e6, 1.5
+    at 1e8 (a Hessian diagonal [0, -4, 4] for [2.66, 0.58, 0.81]), one statement and programs
+    alike.  The terms that share w are now the centred data times w."""
+    X0 = np.random.default_rng(0).standard_normal((6, 3))
+    w = np.random.default_rng(1).standard_normal(3)
+    y = np.random.default_rng(2).standard_normal(6)
+    C = X0 - X0.mean(axis=0)
+    expected = 2 * C.T @ C / 6
+    for offset in (1e6, 1e8):
+        arrays = {"X": X0 + offset, "w": w, "y": y}
+        hessian = einderiv.hessian(source, "w")
+        got = hessian(**{k: v for k, v in arrays.items() if k in hessian.ranks})
+        np.testing.assert_allclose(got, expected, rtol=1e-7, atol=1e-7 * np.abs(expected).max())
+        diagonal = einderiv.hessian_diag(source, "w")
+        got = diagonal(**{k: v for k, v in arrays.items() if k in diagonal.ranks})
+        np.testing.assert_allclose(got, np.diag(expected), rtol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "L = sum_n(log(sum_k(softmax_k(a_nk) exp(b_nk))))",
+        "p_nk = softmax_k(a_nk); L = sum_n(log(sum_k(p_nk exp(b_nk))))",
+        "L = sum_n(log(sum_k(exp(a_nk) exp(b_nk))) - logsumexp_k(a_nk))",
+    ],
+)
+def test_a_log_of_a_sum_of_products_of_exps_is_a_log_sum_exp(source):
+    """A hunter's find: a mixture written with its weights apart, log sum_k p_k exp(b_k), was
+    -inf with NaN gradients at expert log-likelihoods of -800 (an ordinary value): the product
+    of the two exps underflowed before the log-sum-exp rule saw it."""
+    jax, jnp = jax_float64()
+    from jax.scipy.special import logsumexp
+
+    a = np.random.default_rng(0).normal(size=(4, 3))
+    b = np.random.default_rng(1).normal(size=(4, 3)) - 800
+
+    def reference(a, b):
+        return jnp.sum(logsumexp(a + b, axis=1) - logsumexp(a, axis=1))
+
+    np.testing.assert_allclose(einderiv.evaluate(source, a=a, b=b), reference(a, b), rtol=1e-13)
+    np.testing.assert_allclose(einderiv.grad(source, "b")(a=a, b=b), jax.grad(reference, 1)(a, b), atol=1e-12)
+    expected = np.diag(np.asarray(jax.hessian(reference, 1)(a, b)).reshape(12, 12)).reshape(4, 3)
+    np.testing.assert_allclose(einderiv.hessian_diag(source, "b")(a=a, b=b), expected, atol=1e-12)
+    near = {"a": a, "b": b + 800}  # central differences where the exps are ordinary numbers
+    assert_matches_fd(einderiv.grad(source, "b"), lambda **v: reference(v["a"], v["b"]), near, "b")
+
+
+def test_gaussian_mixture_with_its_weights_apart_is_finite():
+    jax, jnp = jax_float64()
+    from jax.scipy.special import logsumexp
+
+    source = "L = -sum_n(log(sum_k(exp(lw_k) exp(-0.5 (x_n - mu_k)^2 / s2))))"
+    gen = np.random.default_rng(0)
+    x = 3 * gen.normal(size=4) + np.array([0, 0, 60, -60])
+    mu, lw, s2 = gen.normal(size=3), np.log([0.2, 0.3, 0.5]), np.array(1.0)
+
+    def reference(mu):
+        return -jnp.sum(logsumexp(lw[None, :] - 0.5 * (x[:, None] - mu[None, :]) ** 2 / s2, axis=1))
+
+    arrays = {"x": x, "mu": mu, "lw": lw, "s2": s2}
+    np.testing.assert_allclose(einderiv.evaluate(source, **arrays), reference(mu), rtol=1e-13)
+    np.testing.assert_allclose(einderiv.hessian(source, "mu")(**arrays), jax.hessian(reference)(mu), atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "source, name",
+    [
+        ("f = xᵀAx", "Ax"),
+        ("f = x'Ax", "Ax"),
+        ("f = x^T Ax", "Ax"),
+        ("f = aᵀXb", "Xb"),
+        ("L = (y - Xw)^T(y - Xw)", "Xw"),
+    ],
+)
+def test_a_product_run_together_in_matrix_notation_is_an_error(source, name):
+    """A hunter's find: ``xᵀAx``, as pasted from a book, read ``Ax`` as one matrix: ``diff``
+    printed ``df_i/dx_k = Ax_ki``, exit 0 (evaluation then asked for an input named Ax)."""
+    with pytest.raises(einderiv.ParseError) as info:
+        einderiv.compile(source)
+    assert f"'{name}' is one name" in str(info.value) and f"'{name[0]} {name[1]}'" in str(info.value)
+    result = run_cli("diff", source, "--wrt", "x")
+    assert result.returncode != 0 and result.stderr.startswith("error:") and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("source", ["f = x^T A x", "f = x^T Sigma x", "Q = X Wq; f = tr(Q^T Q)", "f = 1e3 x^T A x"])
+def test_names_of_two_letters_stand_where_nothing_says_they_are_products(source):
+    einderiv.compile(source)
+
+
+@pytest.mark.parametrize(
+    "source, letter",
+    [
+        ("r_j = sum_i(A_ij) x_i", "i"),
+        ("r_i = mean_j(A_ij) x_j", "j"),
+        ("f = sum_i(x_i y_i) z_i", "i"),
+        ("f = sum_j(x_i) y_j", "j"),
+        ("f = logsumexp_k(z_k) y_k", "k"),
+    ],
+)
+def test_a_reduction_beside_a_factor_with_its_letter_warns(source, letter):
+    """A hunter's find: rule 6 warned for ``exp(x_i y_i) z_i`` but not for ``sum_i(A_ij) x_i``
+    (colsum(A) times sum(x), where x @ A is almost always meant)."""
+    with pytest.warns(einderiv.EinderivWarning, match=f"index '{letter}' is summed by"):
+        einderiv.compile(source)
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["f = (x_n - mean_n(x_n))^2 t_n", "f = -y_k log(softmax_k(z_k))", "f_n = sum_n(x_n) y_n", "f = sum_i(x_i y_i)"],
+)
+def test_reductions_as_meant_do_not_warn(source):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", einderiv.EinderivWarning)
+        einderiv.compile(source)
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("f = log10(x_i)", "write log(...) / log(10)"),
+        ("f = expm1(x_i)", "write exp(...) - 1"),
+        ("f = Sum_i(x_i)", "lower case, sum_i(...)"),
+        ("f = Exp(x_i)", "lower case, exp(...)"),
+        ("Y = A.T", "not NumPy's X.T"),
+        ("f = x.dot(y)", "not NumPy's x.dot(y)"),
+        ("f = x_i .* y_i", "side by side (x_i y_i)"),
+        ("Y = A^{-1}", "A^-1 in matrix notation"),
+    ],
+)
+def test_spellings_from_elsewhere_say_what_to_write(source, message):
+    """A hunter's list: ``log10(x)`` suggested log1p and ``expm1(x)`` exp (each a silently other
+    function if followed), ``Sum_i`` and ``Exp`` a product or the list of every function, and
+    ``A.T``, ``x.dot(y)`` and ``x_i .* y_i`` only "unexpected character '.'"."""
+    with pytest.raises(einderiv.ParseError) as info:
+        einderiv.parse(source)
+    assert message in str(info.value)
+
+
+def test_diff_and_check_take_of_on_the_command_line():
+    """The README says ``--of NAME`` picks a program's statement; only ``eval`` took it."""
+    program = "z_n = X_nd w_d; s_n = sigmoid(z_n); L = s_n s_n"
+    result = run_cli("diff", program, "--wrt", "w", "--of", "s")
+    assert result.returncode == 0 and "ds_n/dw_i = " in result.stdout
+    result = run_cli("diff", "z_n = X_nd w_d; c = z_n z_n; L = c^2", "--each", "w", "--of", "c")
+    assert result.returncode == 0 and "dc/dw_i = 2 z_n X_ni" in result.stdout, result.stdout
+    result = run_cli("check", program, "--wrt", "w", "--of", "z")
+    assert result.returncode == 0 and "dz_n/dw_i = X_ni" in result.stdout
+
+
+@pytest.mark.parametrize("source", ["Y = B + A^0", "Y = A^0 B"])
+def test_a_zeroth_power_in_matrix_notation_is_an_error(source):
+    """A hunter's find: ``Y = B + A^0`` with no ranks read A as a scalar, B + 1, where NumPy's
+    matrix_power(A, 0) is the identity: a reading chosen to avoid an error."""
+    with pytest.raises(einderiv.EinderivError, match=r"'\^0' is the identity for a matrix and 1 for a scalar"):
+        einderiv.compile(source, notation="matrix")
+
+
+def test_a_shared_factor_comes_out_whole_or_not_at_all():
+    """A reviewer's find: ``X_nd U_dk v_k - mean_m(X_md U_dk v_k)`` was factored by U alone, a
+    residual over n, d and k (N x D x K, 200x slower at N = 1000, D = 100, and its memory N D^2).
+    Every tensor the terms share comes out, leaving the centred data (N x D); a residual larger
+    than any of its tensors is not formed."""
+    gen = np.random.default_rng(3)
+    X0, U, v = gen.normal(size=(6, 3)), gen.normal(size=(3, 2)), gen.normal(size=2)
+    C = (X0 - X0.mean(axis=0)) @ U
+    source = "L = mean_n((X_nd U_dk v_k - mean_m(X_md U_dk v_k))^2)"
+    gradient = einderiv.grad(source, "v")
+    assert all(len(step.contraction.poly.indices) <= 2 for step in gradient.line.steps if step.target.startswith("_r"))
+    np.testing.assert_allclose(gradient(X=X0 + 1e8, U=U, v=v), 2 * C.T @ C @ v / 6, rtol=1e-7)
+    np.testing.assert_allclose(einderiv.hessian(source, "v")(X=X0 + 1e8, U=U, v=v), 2 * C.T @ C / 6, rtol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "source, wrt",
+    [
+        ("f = (x_i - mean_j(x_j))^2 (y_i - mean_j(y_j))^2", ["x", "y"]),
+        ("f = (x_i - mean_j(x_j))^2 (x_i - mean_j(y_j))^2", ["y", "x"]),
+        ("f = sum_i((x_i + a)^2) u_i", ["a", "a"]),
+        ("f = exp(-0.5 (x_i - mu_i)(x_i - mu_i))", ["x"]),
+    ],
+)
+def test_printed_differences_read_back_where_counts_and_squares_are_involved(source, wrt):
+    """A reviewer's find: mixed derivatives written with their differences in place printed
+    ``mean_i(delta_il)`` beside the groups, which read back failed to size ("the size of index
+    'p#1#' cannot be inferred").  A text that does not read back is not printed; and a group
+    written twice is a square only where that sums nothing (``(x_k - mu_k)(x_k - mu_k)`` in the
+    exp contracts k, its square would not)."""
+    derivative = einderiv.diff(source, wrt)
+    arrays = {name: rng.uniform(0.5, 1.5, size=(4,) * rank) for name, rank in derivative.ranks.items()}
+    np.testing.assert_allclose(_read_back(derivative, arrays), derivative(**arrays), rtol=1e-12, atol=1e-12)
+
+
+def test_several_gradients_print_one_program():
+    """A reviewer's find: each gradient of ``grad(src, [x, y])`` named its residual ``r``, so the
+    text of the two was no program (``'r' is defined twice``); a statement two gradients share
+    (``c_n`` of a program) printed twice too."""
+    for source in (
+        "f = (x_i - mean_j(x_j)) A_ik (x_k - mean_j(x_j)) + (y_i - mean_j(y_j)) A_ik (y_k - mean_j(y_j))",
+        "c_n = x_n - y_n; f = exp(c_n) c_n",
+    ):
+        gradients = einderiv.grad(source, ["x", "y"])
+        read = einderiv.compile(str(gradients))
+        arrays = {name: rng.uniform(0.5, 1.5, size=(4,) * rank) for name, rank in gradients[1].ranks.items()}
+        np.testing.assert_allclose(read(**{k: arrays[k] for k in read.ranks}), gradients[1](**arrays), rtol=1e-12)
+
+
+def test_the_json_derivative_uses_the_letters_of_its_indices():
+    """A reviewer's find: the JSON's ``derivative`` read ``df/dx_l`` while its ``indices`` said n."""
+    from einderiv.reports import derivative_json
+
+    report = derivative_json(einderiv.diff("f = (x_i - mean_j(x_j)) A_ik (x_k - mean_j(x_j))", "x"))
+    assert report["derivative"].startswith(f"df/dx_{report['indices'][0]} = ")
+
+
+@pytest.mark.parametrize(
+    "source", ["m = w_n x_n / sum_n(w_n)", "E = x_k exp(z_k) / sum_k(exp(z_k))", "f = tr(Wt)", "f = x' Mt x + tr(Mt)"]
+)
+def test_weighted_means_and_names_beside_functions_are_read_quietly(source):
+    """Reviewer's finds: a weighted mean warned as a slip (its n is contracted between w and x),
+    and ``tr(Wt)`` was refused as a product run together (the name pattern backtracked)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", einderiv.EinderivWarning)
+        einderiv.compile(source)

@@ -327,6 +327,7 @@ def test_the_catalogue_covers_the_documented_rules():
         "log_det", "log_exp", "log_sigmoid", "log_one_minus_sigmoid", "log_one_plus_exp", "log_add_exp",
         "log_cosh", "log_one_plus", "exp_over_sum_exp", "sigmoid_pair", "one_minus_sigmoid", "logsumexp_parts",
         "log1p_exp", "reciprocal_one_plus_exp", "exp_times_sigmoid", "log_of_product", "log_one_minus_tanh_squared",
+        "log_of_exp_products",
     }  # fmt: skip
     assert set(rewrites.CATALOGUE) == expected
     readme = (__import__("pathlib").Path(__file__).parent.parent / "README.md").read_text()

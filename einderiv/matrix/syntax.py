@@ -457,6 +457,7 @@ def parse_matrix_program(text: str) -> tuple[MatrixStatement, ...]:
         lines = _logical_lines(text.replace("\u2212", "-"))  # (one character for one: columns stay)
     except ParseError as err:  # the error shows the text as the user typed it
         raise ParseError(err.message, text, err.line, err.column) from None
+    _no_glued_products(lines, text)
     statements = []
     for number, code, spans in lines:
         start = 0
@@ -479,6 +480,35 @@ def parse_matrix_program(text: str) -> tuple[MatrixStatement, ...]:
     if not statements:
         raise ParseError("empty input: write an expression such as 'f = x^T A x'", text, 0, 0)
     return tuple(statements)
+
+
+#: a name as matrix notation writes it, not a number's exponent (``1e3``) and not a function (``tr(``)
+_NAME = re.compile(r"(?<![A-Za-z0-9.^])[A-Za-z][A-Za-z0-9]*(?![A-Za-z0-9])(?!\s*\()")
+#: a transpose written directly before a name or a bracket, as typeset text runs products together
+_TYPESET = re.compile(r"(ᵀ|\^T|')[A-Za-z(]")
+
+
+def _no_glued_products(lines: list, text: str) -> None:
+    """``x^T Ax`` is an error: ``Ax`` is one name in matrix notation, as in index notation, where
+    typeset text (``xᵀAx``, pasted from a book) means the product A x.  A two-letter name with a
+    capital (``Ax``, ``Xw``, ``AB``) is refused where one of its letters is a name on its own in
+    the same program, or where the text runs a transpose into what follows (``aᵀXb``, ``)^T(``);
+    ``Wq`` or ``Sigma`` elsewhere is a name as written."""
+    names = {m.group(0) for _, code, _ in lines for m in _NAME.finditer(code)}
+    typeset = any(_TYPESET.search(code) for _, code, _ in lines)
+    for _, code, spans in lines:
+        for match in _NAME.finditer(code):
+            name = match.group(0)
+            if len(name) != 2 or not name.isalpha() or name.islower():
+                continue
+            if typeset or name[0] in names or name[1] in names:
+                raise ParseError(
+                    f"'{name}' is one name in matrix notation, not the product {name[0]} {name[1]}: write "
+                    f"'{name[0]} {name[1]}' (or '{name[0]} @ {name[1]}') for the product, or give the "
+                    "tensor a longer name",
+                    text,
+                    *_located(spans, match.start() + 1),
+                )
 
 
 def _located(spans: list, column: int) -> tuple[int, int]:

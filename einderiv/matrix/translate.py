@@ -209,6 +209,12 @@ class Reader:
                 return Shaped(base.shape)
             if node.exponent == "-1" and base.shape != SCALAR:
                 return self._rewrite(node, Inverse(node.base, False, node.column))
+            if node.exponent == "0" and not isinstance(node.base, Number):
+                # NumPy's matrix_power(A, 0) is the identity, a scalar's 0th power 1; a reading
+                # that picks whichever shape avoids an error would choose silently
+                raise self.fail(
+                    node, "'^0' is the identity for a matrix and 1 for a scalar: write I or 1 for the one meant"
+                )
             if base.shape == MATRIX and node.exponent.isdigit() and 1 <= int(node.exponent) <= 8:
                 product = node.base  # A^3 is the matrix power A A A
                 for _ in range(int(node.exponent) - 1):
