@@ -135,16 +135,25 @@ class _Namer:
             shared = Mul((self.residual(rest), *common))
         return self.residual(Add((*others, shared))) if others else shared
 
+    def maybe_named(self, node):
+        """``node`` named where it is a residual, or the negation of one (``-(X_nd - Z_md)`` in
+        ``exp(-(X_nd - Z_md)(X_nd - Z_md))``: left whole, its square's derivative was multiplied
+        out, 7e-3 off at an offset of 1e6)."""
+        if _is_residual(node):
+            return self.named(node)
+        if isinstance(node, Neg) and _is_residual(node.operand):
+            return Neg(self.named(node.operand))
+        return node
+
     def operand(self, node):
         """``node`` with its residual operands named (inner ones first)."""
         node = with_children(node, self.operand)
         if isinstance(node, Mul):
-            return Mul(tuple(self.named(f) if _is_residual(f) else f for f in node.factors))
-        if isinstance(node, Pow) and _is_residual(node.base):
-            return Pow(self.named(node.base), node.exponent)
+            return Mul(tuple(self.maybe_named(f) for f in node.factors))
+        if isinstance(node, Pow):
+            return Pow(self.maybe_named(node.base), node.exponent)
         if isinstance(node, Div):
-            parts = [self.named(p) if _is_residual(p) else p for p in (node.numerator, node.denominator)]
-            return Div(*parts)
+            return Div(self.maybe_named(node.numerator), self.maybe_named(node.denominator))
         return node
 
 
@@ -343,17 +352,7 @@ def _group(statement: Statement, use: Tensor, around: set[str]) -> Expr | None:
     own, rhs = statement.target.indices, statement.rhs
     if len(set(use.indices)) != len(use.indices):
         return None
-    clash = around | set(use.indices)
-    taken = clash | _letters(rhs)
-    for letter in sorted((_letters(rhs) - set(own)) & clash):
-        fresh = fresh_indices(1, taken)[0]
-        taken.add(fresh)
-        rhs = renamed(rhs, letter, fresh)
-    marks = [f"\u03b2{k}" for k in range(len(own))]  # two steps: i -> j while j -> i
-    for letter, mark in zip(own, marks):
-        rhs = renamed(rhs, letter, mark)
-    for mark, letter in zip(marks, use.indices):
-        rhs = renamed(rhs, mark, letter)
+    rhs = _relettered(rhs, own, use.indices, around | set(use.indices))
     return Mul((rhs,))
 
 
@@ -365,7 +364,7 @@ def written_in_place(shown: Program, residuals: Program) -> Program | None:
     adjoint ``dfd_r0`` of a residual the derivative differentiates through), a use takes a
     diagonal (which a group would sum), or a statement written so does not mean what it meant
     (:func:`_same_meaning`; tried with each use summed where only numbers scale it, and a group
-    written twice as its square, and without each)."""
+    written twice as its square, summed over the letters it contracts or not, and without each)."""
     definitions: dict[str, Statement] = {}
     named = [s for s in residuals.statements if s.target is not None and _RESIDUAL.fullmatch(s.target.name)]
     for statement in named:  # a later residual may use an earlier one
@@ -383,9 +382,13 @@ def written_in_place(shown: Program, residuals: Program) -> Program | None:
         outer = set(statement.target.indices) if statement.target else set()
         outer |= {i for w in statement.wrt for i in w.indices}
         around = _letters(statement.rhs) | outer
-        readings = [(summed, powers) for summed in (frozenset(), frozenset(around - outer)) for powers in (True, False)]
+        readings = [
+            (summed, powers)
+            for summed in (frozenset(), frozenset(around - outer))
+            for powers in ("summed", "plain", None)
+        ]
         for summed, powers in readings:  # a group twice, (x_k - mu_k)(x_k - mu_k), sums k: no square
-            rhs = _in_place(statement.rhs, definitions, around, summed, powers)
+            rhs = _in_place(statement.rhs, definitions, around, summed, powers, frozenset(outer))
             written = Statement(statement.target, rhs, statement.wrt) if rhs is not None else None
             if written is not None and _same_meaning(written, statement, named):
                 break
@@ -435,7 +438,9 @@ def named_readably(shown: Program, residuals: Program) -> Program | None:
     )
 
 
-def _in_place(node, definitions: dict[str, Statement], around: set[str], summed=frozenset(), powers=True):
+def _in_place(
+    node, definitions: dict[str, Statement], around: set[str], summed=frozenset(), powers="summed", outer=frozenset()
+):
     """``node`` with each use of a residual of ``definitions`` written as its group, summed over
     its letters in ``summed`` (``-2 sum_n(y_n - X_nd w_d - b)``: a group scaled by a number is
     a list of terms, each summed on its own)."""
@@ -450,7 +455,7 @@ def _in_place(node, definitions: dict[str, Statement], around: set[str], summed=
     def change(child):
         nonlocal failed
         inside = frozenset() if isinstance(node, Div) and child is node.denominator else summed
-        out = _in_place(child, definitions, around, inside, powers)
+        out = _in_place(child, definitions, around, inside, powers, outer)
         failed = failed or out is None
         return child if out is None else out
 
@@ -459,7 +464,7 @@ def _in_place(node, definitions: dict[str, Statement], around: set[str], summed=
         return None
     if isinstance(node, Add):
         return _terms_spliced(node)
-    return _powers_of_groups(node) if isinstance(node, Mul) and powers else node
+    return _powers_of_groups(node, outer if powers == "summed" else None) if isinstance(node, Mul) and powers else node
 
 
 def _is_group(node) -> bool:
@@ -483,9 +488,13 @@ def _terms_spliced(add: Add) -> Add:
     return Add(tuple(terms))
 
 
-def _powers_of_groups(product: Mul):
+def _powers_of_groups(product: Mul, outer: frozenset | None = frozenset()):
     """``product`` with a group written k times as its k-th power, ``-(x_n - mu)^2`` for
-    ``-(x_n - mu) (x_n - mu)`` (a power of a group is elementwise, as the product of the two is)."""
+    ``-(x_n - mu) (x_n - mu)`` (a power of a group is elementwise, as the product of the two is),
+    summed over the letters the copies contract among themselves, ``sum_mso((X_ms - Z_os)^2)``
+    for ``(X_ms - Z_os) (X_ms - Z_os)``: read back, a power keeps the difference whole, where a
+    product of the two is multiplied out.  ``outer``: the letters of the left-hand side, which
+    are never summed; None: no sum (the copies' letters occur beside the product)."""
     negated, plain = False, []
     for factor in product.factors:
         while isinstance(factor, Neg):
@@ -500,7 +509,14 @@ def _powers_of_groups(product: Mul):
         if factor in repeated:
             if factor not in done:
                 done.add(factor)
-                factors.append(Pow(factor, Fraction(groups.count(factor))))
+                power = Pow(factor, Fraction(groups.count(factor)))
+                elsewhere = {i for f in plain if f != factor for i in _letters(f)}
+                over = (
+                    ()
+                    if outer is None
+                    else tuple(i for i in free_indices(factor.factors[0]) if i not in elsewhere | outer)
+                )
+                factors.append(Call("sum", power, over) if over else power)
             continue
         factors.append(factor)
     if negated:
@@ -518,21 +534,26 @@ def with_output_letters(shown: Program, letters: tuple[str, ...]) -> Program:
     old = (*out.target.indices, *(i for w in out.wrt for i in w.indices))
     if len(old) != len(letters) or old == tuple(letters) or len(set(letters)) != len(letters):
         return shown
-    rhs = out.rhs
-    taken = _letters(rhs) | set(old) | set(letters)
-    for letter in sorted((_letters(rhs) - set(old)) & set(letters)):
+    statement = Statement(
+        _relettered(out.target, old, letters),
+        _relettered(out.rhs, old, letters, set(letters)),
+        tuple(_relettered(w, old, letters) for w in out.wrt),
+    )
+    return Program((*shown.statements[:-1], statement))
+
+
+def _relettered(node, old, new, apart=frozenset()):
+    """``node`` with the letters ``old`` written as ``new`` at once (i -> j while j -> i), its
+    other letters that meet ``apart`` renamed to fresh ones first (summed letters kept apart
+    from the letters around the place it is written)."""
+    taken = _letters(node) | set(old) | set(new) | set(apart)
+    for letter in sorted((_letters(node) - set(old)) & set(apart)):
         fresh = fresh_indices(1, taken)[0]
         taken.add(fresh)
-        rhs = renamed(rhs, letter, fresh)
-    marks = [f"\u03b3{k}" for k in range(len(old))]  # two steps: i -> j while j -> i
-
-    def relettered(node, pairs):
-        for a, b in pairs:
-            node = renamed(node, a, b)
-        return node
-
-    def both(node):
-        return relettered(relettered(node, zip(old, marks)), zip(marks, letters))
-
-    statement = Statement(both(out.target), both(rhs), tuple(both(w) for w in out.wrt))
-    return Program((*shown.statements[:-1], statement))
+        node = renamed(node, letter, fresh)
+    marks = [f"\u03b2{k}" for k in range(len(old))]
+    for letter, mark in zip(old, marks):
+        node = renamed(node, letter, mark)
+    for mark, letter in zip(marks, new):
+        node = renamed(node, mark, letter)
+    return node

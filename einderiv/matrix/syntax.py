@@ -489,19 +489,24 @@ _TYPESET = re.compile(r"(ᵀ|\^T|')[A-Za-z(]")
 
 
 def _no_glued_products(lines: list, text: str) -> None:
-    """``x^T Ax`` is an error: ``Ax`` is one name in matrix notation, as in index notation, where
-    typeset text (``xᵀAx``, pasted from a book) means the product A x.  A two-letter name with a
-    capital (``Ax``, ``Xw``, ``AB``) is refused where one of its letters is a name on its own in
-    the same program, or where the text runs a transpose into what follows (``aᵀXb``, ``)^T(``);
-    ``Wq`` or ``Sigma`` elsewhere is a name as written."""
+    """``xᵀAx`` is an error: ``Ax`` is one name in matrix notation, as in index notation, where
+    typeset text (pasted from a book) means the product A x.  A two-letter name with a capital
+    (``Ax``, ``Xw``, ``AB``) that no statement defines is refused where the text runs a
+    transpose into what follows (``aᵀXb``, ``(y - Xw)^T(y - Xw)``), or where it follows a
+    transpose and ends the product (``x^T Ax``, ``x' Ax + c``) with a letter that is a name on
+    its own; ``y^T Ky y``, ``Q = X Wq`` and ``Kx = A x`` are names as written."""
     names = {m.group(0) for _, code, _ in lines for m in _NAME.finditer(code)}
+    defined = {m.group(1) for _, code, _ in lines for piece in code.split(";") if (m := _LHS.match(piece))}
     typeset = any(_TYPESET.search(code) for _, code, _ in lines)
     for _, code, spans in lines:
         for match in _NAME.finditer(code):
             name = match.group(0)
-            if len(name) != 2 or not name.isalpha() or name.islower():
+            if len(name) != 2 or not name.isalpha() or name.islower() or name in defined:
                 continue
-            if typeset or name[0] in names or name[1] in names:
+            after_transpose = re.search(r"(ᵀ|\^T|')\s*$", code[: match.start()]) is not None
+            ends_product = re.match(r"\s*[A-Za-z(]", code[match.end() :]) is None
+            alone = name[1] in names or name[0] in names
+            if typeset or (after_transpose and ends_product and alone):
                 raise ParseError(
                     f"'{name}' is one name in matrix notation, not the product {name[0]} {name[1]}: write "
                     f"'{name[0]} {name[1]}' (or '{name[0]} @ {name[1]}') for the product, or give the "
