@@ -1013,7 +1013,10 @@ def log_of_exp_products(func: str, arg: Poly, param) -> list[Term] | None:
             continue
         rest = tuple(f for f in term.factors if not (isinstance(f, Apply) and f.func == "exp"))
         over = tuple(dict.fromkeys(i for f in exps for i in f.indices))
-        exponent = simplify(carrying([u for f in exps for u in f.arg.terms], over), over)
+        # each exponent's own summed letters kept apart from the others' free ones (exp(A_kj x_j)
+        # exp(B_kj) sums j in the first alone)
+        parts = [rename_term_apart(u, set(f.arg.indices), set(over)) for f in exps for u in f.arg.terms]
+        exponent = simplify(carrying(parts, over), over)
         terms.extend(multiply([Term(term.coeff, rest)], make_apply("exp", exponent), set(over), term.index_names()))
         changed = True
     return make_apply("log", simplify(terms, arg.indices)) if changed else None

@@ -9,11 +9,14 @@ and ``m m x_m``: near a fit, or with data offset by 1e6, the products apart canc
 :func:`residuals_named` writes a program that way: each sum of data that is an operand (a
 factor of a product, the base of a power, a part of a quotient: ``x_n - mean_k(x_k)``, ``X_nd
 - Z_md``, ``y_n - X_nd w_d - b``) becomes a statement of its own, named apart from the user's
-names.  :func:`einderiv.api.diff` evaluates a derivative through that program's derivative,
-and prints the user's: naming is a way of evaluating, not a change of meaning.  Only sums of
-tensors, products of tensors, numbers and sums or means of those are named; a sum holding a
-call (``1 - sigmoid(z)``, ``1 + exp(u)``) is left to the stable rewrites, which read it whole,
-and a sum with a constant term (``1 - y_n``) is no difference of data.
+names; terms that share tensors are the difference of the rest times them (``X_nd w_d -
+mean_m(X_md w_d)`` is the centred X times w).  :func:`einderiv.api.diff` evaluates a derivative
+through that program's derivative, and prints it with each difference written back in its
+place (:func:`written_in_place`) or, where that text would not mean the same, named ``r``,
+``r2``, ... (:func:`named_readably`): naming is a way of evaluating, not a change of meaning.
+Only sums of tensors, products of tensors, numbers and sums or means of those are named; a sum
+holding a call (``1 - sigmoid(z)``, ``1 + exp(u)``) is left to the stable rewrites, which read
+it whole, and a sum with a constant term (``1 - y_n``) is no difference of data.
 """
 
 from __future__ import annotations

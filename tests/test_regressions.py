@@ -2750,3 +2750,23 @@ def test_a_negated_difference_is_named_too():
     np.testing.assert_allclose(_read_back(gradient, {"X": X, "Z": Z}), want, atol=1e-8 * np.abs(want).max())
     want = np.asarray(jax.hessian(reference)(jnp.asarray(Z0)))
     np.testing.assert_allclose(hessian(X=X, Z=Z), want, atol=1e-8 * np.abs(want).max())
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        (
+            "L = log(sum_k(exp(A_ki x_i) exp(B_ki)))",
+            lambda A, x, B: np.log((np.exp(A @ x)[:, None] * np.exp(B)).sum(0)).sum(),
+        ),
+        ("L_j = log(sum_k(exp(A_kj x_j) exp(B_kj)))", lambda A, x, B: np.log((np.exp(A * x) * np.exp(B)).sum(0))),
+    ],
+)
+def test_merged_exps_keep_their_own_summed_letters(source, expected):
+    """The exps merged by log_of_exp_products: a letter one exponent sums (i in exp(A_ki x_i))
+    stays summed there beside the other's free i; a left-hand side's j is never summed."""
+    gen = np.random.default_rng(0)
+    A, x, B = gen.normal(size=(3, 4)), gen.normal(size=4), gen.normal(size=(3, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", einderiv.EinderivWarning)  # the first is rule 6's slip, read as written
+        np.testing.assert_allclose(einderiv.evaluate(source, A=A, x=x, B=B), expected(A, x, B), rtol=1e-13)
