@@ -691,15 +691,16 @@ def evaluates_as(mine: Compiled, theirs: Compiled | None) -> bool:
     return (a.name, len(a.indices), mine.ranks) == (b.name, len(b.indices), theirs.ranks)
 
 
-def printed_through(result: Compiled, other: Compiled) -> Program | None:
+def printed_through(result: Compiled, other: Compiled, residuals: Program) -> Program | None:
     """The statements ``result`` prints when it evaluates through ``other``, the derivative of
-    its program with the residuals named: those written back in place, else named ``r``, ``r2``,
+    its program with the residuals named (``residuals``, the program :func:`through_named`
+    derived it from): those written back in place, else named ``r``, ``r2``,
     ... (:mod:`einderiv.residuals`), the first of the two whose text reads back (evaluated at
     small arrays of the inputs' sizes, where a count could fail to size itself); None where
     neither does (the multiplied-out text is printed)."""
     displayed = other.displayed()
     for written in (written_in_place, named_readably):
-        shown = written(displayed, other.residuals)
+        shown = written(displayed, residuals)
         if shown is not None:
             shown = with_output_letters(shown, result.indices)
             if _reads_back(shown, result):
@@ -753,7 +754,7 @@ def through_residuals(function):
             other = through_named(source, lambda named: function(named, *args, **kwargs))
             if evaluates_as(result, other):
                 result._line, result.evaluated_program = other.line, other.program
-                result.shown = printed_through(result, other)
+                result.shown = printed_through(result, other, other.residuals)
             result.line  # noqa: B018 - planned now (the printed derivative's plan where no other was made)
             result.program_dimensions  # noqa: B018 - sized now, not in a caller's trace (torch.compile)
             return result

@@ -234,8 +234,7 @@ def gradients(source: Source, wrt: Sequence[str], of: str | None = None, **struc
             result.evaluated = evaluated
             for part, named in zip(result, evaluated):  # each evaluates alone as it does in the tuple
                 part._line, part.evaluated_program = named.line, named.program
-                named.residuals = evaluated.residuals
-                part.shown = printed_through(part, named)
+                part.shown = printed_through(part, named, evaluated.residuals)
                 part.program_dimensions  # noqa: B018 - sized now, not in a caller's trace (torch.compile)
         else:
             for part in result:

@@ -247,22 +247,44 @@ def _same_meaning(original: Statement, rewritten: Statement, named: list[Stateme
     normal form of ``original``: a sum whose terms the statement sums apart (``f = 2 (3 (x_i + 1)
     - y_j) / 6`` sums i in one term and j in the other) is no array over both letters.  The
     earlier statements ``read`` into a residual are substituted into both."""
+    read_in = _definitions(reversed(read))
+    before = _meaning(original, read_in)
+    named_in = _definitions(reversed(named))  # a later residual may use an earlier one
+    after = _meaning(rewritten, named_in + read_in if named_in is not None and read_in is not None else None)
+    return before is not None and after is not None and _same_poly(before, after)
+
+
+def _definitions(statements) -> list[Definition] | None:
+    """Each statement as a definition (its normal form), in the order given; None where one
+    does not check."""
+    out = []
+    for statement in statements:
+        poly = _meaning(statement, [])
+        if poly is None:
+            return None
+        out.append(Definition(statement.target.name, statement.target.indices, poly))
+    return out
+
+
+def _meaning(statement: Statement, definitions: list[Definition] | None):
+    """The normal form of ``statement`` with ``definitions`` substituted in order; None where
+    it (or a definition) does not check."""
+    if definitions is None:
+        return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            before, _ = check_statement(original)
-            after, _ = check_statement(rewritten)
-            for statement in reversed(named):  # a later residual may use an earlier one
-                poly, _ = check_statement(statement)
-                name = statement.target.name
-                after, _ = substitute_tensor(after, name, Definition(name, statement.target.indices, poly))
-            for statement in reversed(read):
-                poly, _ = check_statement(statement)
-                definition = Definition(statement.target.name, statement.target.indices, poly)
-                before, _ = substitute_tensor(before, definition.name, definition)
-                after, _ = substitute_tensor(after, definition.name, definition)
+            poly, _ = check_statement(statement)
+            for definition in definitions:
+                poly, _ = substitute_tensor(poly, definition.name, definition)
     except EinderivError:
-        return False
+        return None
+    return poly
+
+
+def _same_poly(before: Poly, after: Poly) -> bool:
+    """Whether two normal forms are the same expression, also where one writes a power of a sum
+    that the other has multiplied out."""
     if equivalent(before, after):
         return True
     try:
@@ -366,8 +388,9 @@ def written_in_place(shown: Program, residuals: Program) -> Program | None:
     text, evaluated as it is.  None where a printed statement is named after a residual (the
     adjoint ``dfd_r0`` of a residual the derivative differentiates through), a use takes a
     diagonal (which a group would sum), or a statement written so does not mean what it meant
-    (:func:`_same_meaning`; tried with each use summed where only numbers scale it, and a group
-    written twice as its square, summed over the letters it contracts or not, and without each)."""
+    (normal forms compared, as :func:`_same_meaning` does; tried with each use summed where only
+    numbers scale it, and a group written twice as its square, summed over the letters it
+    contracts or not, and without each)."""
     definitions: dict[str, Statement] = {}
     named = [s for s in residuals.statements if s.target is not None and _RESIDUAL.fullmatch(s.target.name)]
     for statement in named:  # a later residual may use an earlier one
@@ -375,6 +398,7 @@ def written_in_place(shown: Program, residuals: Program) -> Program | None:
         if inner is None:
             return None
         definitions[statement.target.name] = Statement(statement.target, inner)
+    substituted = _definitions(reversed(named))  # a later residual may use an earlier one
     out = []
     for statement in shown.statements:
         name = statement.target.name if statement.target is not None else ""
@@ -385,6 +409,7 @@ def written_in_place(shown: Program, residuals: Program) -> Program | None:
         outer = set(statement.target.indices) if statement.target else set()
         outer |= {i for w in statement.wrt for i in w.indices}
         around = _letters(statement.rhs) | outer
+        after = _meaning(statement, substituted)  # what each reading must mean
         readings = [
             (summed, powers)
             for summed in (frozenset(), frozenset(around - outer))
@@ -393,7 +418,8 @@ def written_in_place(shown: Program, residuals: Program) -> Program | None:
         for summed, powers in readings:  # a group twice, (x_k - mu_k)(x_k - mu_k), sums k: no square
             rhs = _in_place(statement.rhs, definitions, around, summed, powers, frozenset(outer))
             written = Statement(statement.target, rhs, statement.wrt) if rhs is not None else None
-            if written is not None and _same_meaning(written, statement, named):
+            before = _meaning(written, []) if written is not None else None
+            if before is not None and after is not None and _same_poly(before, after):
                 break
         else:
             return None
