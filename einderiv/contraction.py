@@ -18,6 +18,7 @@ from fractions import Fraction
 
 import numpy as np
 import opt_einsum
+from opt_einsum.contract import ContractExpression
 
 from .backends import ArrayOps
 from .dimensions import bind_sizes, fixed_sizes, hint_names, sizes_by_name
@@ -247,6 +248,27 @@ class Contraction:
             result = ops.broadcast_to(result, out_shape)
         return result
 
+    @staticmethod
+    def _first_into(first, out_shape, dtype, values, out):
+        """The first term computed into ``out`` (a new array where None), where it is a dense
+        product of the result's shape and dtype that can write into an array; else None.  Each
+        evaluation takes this path or not by the plan alone, so its rounding never changes."""
+        kind, coeff, contraction, names, bshape, scale_at = first
+        if kind != "dense" or contraction is None or bshape != out_shape:
+            return None
+        into = writer(contraction, len(names))
+        if into is None:
+            return None
+        ops = [values[n] for n in names]
+        if np.result_type(*ops) != dtype:
+            return None
+        if coeff is not None and scale_at is not None:
+            ops[scale_at] = ops[scale_at] * coeff
+        value = into(*ops, out=np.empty(out_shape, dtype) if out is None else out)
+        if coeff is not None and scale_at is None:
+            np.multiply(value, coeff, out=value)
+        return value
+
     def plan_for(self, values: Mapping[str, np.ndarray]):
         """The plan for these arrays' shapes and dtypes (made once per signature)."""
         key = tuple([(values[n].shape, values[n].dtype) for n in self.names])
@@ -259,22 +281,33 @@ class Contraction:
     def __call__(self, values: Mapping[str, np.ndarray]) -> np.ndarray:
         return self.execute(self.plan_for(values), values)
 
-    def execute(self, plan, values: Mapping[str, np.ndarray], donated: frozenset[str] = frozenset()) -> np.ndarray:
+    def execute(
+        self, plan, values: Mapping[str, np.ndarray], donated: frozenset[str] = frozenset(), out=None
+    ) -> np.ndarray:
         """Evaluate with a plan from :meth:`plan_for`.  ``donated`` names arrays no later step
         reads, which this one may write its result into (each of this contraction's terms that
-        reads one alone: ``E = Y - P`` computes ``P = Y - P`` in P)."""
+        reads one alone: ``E = Y - P`` computes ``P = Y - P`` in P).  ``out``, where given, is an
+        array of the result's shape and dtype that nothing else holds: the first term that can
+        is computed into it."""
         steps, out_shape, dtype = plan
+        if out is not None and (out.shape != out_shape or out.dtype != dtype):
+            out = None
         if len(steps) == 1:
             kind, coeff, contraction, names, bshape, view = steps[0]
             if kind == "dense" and coeff is None and contraction is not None and bshape == out_shape:
                 # one plain contraction: the common intermediate, with no bookkeeping
                 ops = [values[n] for n in names]
+                into = writer(contraction, len(ops))
+                if into is not None:  # the same arithmetic whether an array is given or not
+                    return into(*ops, out=np.empty(out_shape, dtype) if out is None else out)
                 value = contraction(*ops)
                 if own_array(value, ops):
                     return value
                 return np.array(value, dtype=dtype)
-        result = None
-        owned = False  # whether ``result`` is a fresh array this call may write into
+        result = self._first_into(steps[0], out_shape, dtype, values, out) if steps else None
+        owned = result is not None  # whether ``result`` is a fresh array this call may write into
+        if owned:
+            steps = steps[1:]
         for kind, coeff, contraction, names, bshape, view in steps:
             if kind == "diagonal":
                 if not (
@@ -310,10 +343,10 @@ class Contraction:
                     value, fresh = contraction(*ops), True
                 else:
                     value = contraction(*ops)
+                    fresh = own_array(value, ops)  # a result of its own, not an operand or a view of one
                     if coeff is not None:
-                        value, fresh = value * coeff, True
-                    else:  # a result of its own, not an operand or a view of one
-                        fresh = own_array(value, ops)
+                        value = np.multiply(value, coeff, out=value) if fresh else value * coeff
+                        fresh = True
             if not fresh and donated and len(names) == 1 and names[0] in donated and value is values[names[0]]:
                 fresh = type(value) is np.ndarray and value.flags.writeable
             if value.shape != bshape:
@@ -352,6 +385,25 @@ def own_array(value, operands) -> bool:
 
 def _same(array):
     return array
+
+
+def writer(function, count: int):
+    """``function`` (a planned contraction of ``count`` operands) as ``(*operands, out) -> out``
+    where it can write its result into an array given, else None: NumPy's matmul and outer product
+    (BLAS writes into ``out``), a broadcast product, einsum, and opt_einsum's plans whose last
+    pairwise step is an einsum (a last BLAS step would copy into ``out``: nothing saved)."""
+    if function is np.matmul or function is np.multiply.outer:
+        return lambda *ops, out, f=function: f(*ops, out=out)
+    if isinstance(function, _BroadcastProduct) or (
+        isinstance(function, functools.partial) and function.func is np.einsum
+    ):
+        return lambda *ops, out, f=function: f(*ops, out=out)
+    if isinstance(function, ContractExpression):
+        if count == 2 and _pairwise(function.contraction) is np.matmul:
+            return lambda *ops, out: np.matmul(*ops, out=out)
+        if function.contraction_list and not function.contraction_list[-1][-1]:  # the last step: einsum
+            return lambda *ops, out, f=function: f(*ops, out=out)
+    return None
 
 
 def _pairwise(subscripts: str):
@@ -569,11 +621,11 @@ class _BroadcastProduct:
     def __init__(self, subscripts: str, views: list[tuple], order: list[int]):
         self.subscripts, self.views, self.order = subscripts, views, order
 
-    def __call__(self, *operands):
+    def __call__(self, *operands, out=None):
         with np.errstate(all="ignore"):  # inf * 0 is nan, as NumPy's einsum has it: a value, not a warning
-            return self._product(operands)
+            return self._product(operands, out)
 
-    def _product(self, operands):
+    def _product(self, operands, out=None):
         value, owned = None, False
         for k in self.order:
             permutation, expand = self.views[k]
@@ -581,6 +633,8 @@ class _BroadcastProduct:
             x = (x.transpose(permutation) if permutation is not None else x)[expand]
             if value is None:
                 value = x
+            elif out is not None and not owned:  # the first product straight into the array given
+                value, owned = np.multiply(value, x, out=out), True
             elif (
                 owned
                 and type(value) is np.ndarray

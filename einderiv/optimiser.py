@@ -382,7 +382,9 @@ class StraightLine:
     def __init__(self):
         self.steps: list[Step] = []
         self._calls: dict[tuple, str] = {}
-        self._bound: dict[tuple, list] = {}  # input signature -> the plan of every step
+        self._bound: dict[tuple, object] = {}  # input signature -> the plan of every step (runtime._Bound)
+        #: the one plan whose arrays are kept between calls (those of the signature called last)
+        self._reusing = None
         #: whether an elementwise step can warn (overflow, log of 0, NaN): only then is errstate set
         self._quiet = False
         #: the size hints of the statement being added (index -> the tensor axes it names as written)

@@ -423,6 +423,23 @@ class _ToIR(Transformer_NonRecursive):
         if str(token) == DELTA_NAME:
             raise _fail(token, "delta takes exactly two indices (delta_ij)", self.source)
         self._reserved(token, str(token))
+        if str(token) in FUNCTIONS:
+            # log^2 x_i, x_i log, (log) x_i, step/2 x_i: a function without its parentheses, never a
+            # scalar input named log (a tensor with indices, sign_i, may still take the name)
+            following = self.source[token.end_pos :].lstrip(" \t")
+            if following.startswith("(") or following.startswith("*") and following[1:].lstrip(" \t")[:1] == "(":
+                # exp (x_i), exp*(x_i): a call with a stray space or star
+                raise _fail(
+                    token,
+                    f"{str(token)!r} is a function: write {str(token)}(...), the name directly followed by '('",
+                    self.source,
+                )
+            raise _fail(
+                token,
+                f"{str(token)!r} is a function, not an input: write {str(token)}(...) with its argument in "
+                "parentheses, and give a scalar input another name",
+                self.source,
+            )
         tensor = Tensor(str(token))
         self.tokens[id(tensor)] = (tensor, token)
         return tensor

@@ -19,7 +19,7 @@ import opt_einsum
 
 from . import linalg
 from .backends import ArrayOps
-from .contraction import own_array, path_cost
+from .contraction import own_array, path_cost, writer
 from .errors import EvaluationError
 from .linalg import generic_matrix_function, generic_solve, matrix_function, solve
 from .optimiser import StraightLine
@@ -152,12 +152,65 @@ def _donations(steps, keep: tuple[str, ...] | None) -> list[frozenset[str]]:
     return out
 
 
+#: A step's array of at least this many bytes that an evaluation does not return is kept for the
+#: next evaluation of the same shapes to write into: a fresh array of that size costs the kernel's
+#: page faults and zeroing (a third of a two-layer network's Hessian-vector product at 20000 x 64
+#: on a 2-core machine), which XLA's and PyTorch's allocators avoid the same way.
+REUSE_MIN_BYTES = 1 << 20
+
+
+class _Bound:
+    """A line's instructions for one input signature, and the arrays earlier evaluations left
+    that nothing returned (``spares``: sets of step target -> array; ``targets``: each step's, or
+    None for a kind of step that never writes into an array given).  An evaluation takes a set
+    (``list.pop`` is atomic: two threads never write into one set) and gives one back; at most
+    two sets are kept."""
+
+    __slots__ = ("instructions", "targets", "spares")
+
+    def __init__(self, instructions: list, targets: list[str]):
+        self.instructions, self.targets, self.spares = instructions, targets, []
+
+    def take(self) -> dict:
+        try:
+            return self.spares.pop()
+        except IndexError:
+            return {}
+
+    def give(self, values: dict, keep: tuple[str, ...]) -> None:
+        if len(self.spares) < 2:
+            self.spares.append(_leftovers(self.targets, values, keep))
+
+
+def _leftovers(targets: list[str], values: dict, keep: tuple[str, ...]) -> dict:
+    """The steps' arrays that the next evaluation may write into: large C-ordered arrays that own
+    their memory, one per array, sharing none with an input or with anything the caller reads
+    (a kept result that is a view of a step's array, or a donated one, keeps that array out)."""
+    made = set(targets)
+    held = [v for n, v in values.items() if n not in made or n in keep]
+    spare, seen = {}, set()
+    for target in targets:
+        array = values.get(target) if target is not None else None
+        if (
+            type(array) is not np.ndarray
+            or array.nbytes < REUSE_MIN_BYTES
+            or array.base is not None
+            or id(array) in seen
+            or not (array.flags.c_contiguous and array.flags.writeable)
+            or any(np.may_share_memory(array, other) for other in held)
+        ):
+            continue
+        seen.add(id(array))
+        spare[target] = array
+    return spare
+
+
 def _run(
     line: StraightLine, values: dict[str, np.ndarray], signature: tuple | None, keep: tuple[str, ...] | None = None
 ) -> dict[str, np.ndarray]:
     key = signature if keep is None else (signature, keep)
-    program = line._bound.get(key) if signature is not None else None
-    if program is None:
+    bound = line._bound.get(key) if signature is not None else None
+    if bound is None:
         factored = linalg.shared_matrices(line.steps)  # each read through one factorisation per evaluation
         program = []
         for step, donated in zip(line.steps, _donations(line.steps, keep)):
@@ -165,46 +218,73 @@ def _run(
             instruction = NUMPY_INSTRUCTIONS[type(step)](step, values, factored)
             if donated:
                 instruction = _donating(step, values, donated) or instruction
-            instruction(values)
+            instruction(values, None)
             program.append(instruction)
         if signature is not None:
-            line._bound[key] = program
+            targets = [step.target if type(step) in (Contract, Elementwise) else None for step in line.steps]
+            bound = line._bound[key] = _Bound(program, targets)
+            if keep is not None:
+                _reuse(line, bound, values, keep)
         return values
-    for instruction in program:
-        instruction(values)
+    if keep is None:  # the caller reads every value: nothing is written into
+        for instruction in bound.instructions:
+            instruction(values, None)
+        return values
+    spare = bound.take()
+    for target, instruction in zip(bound.targets, bound.instructions):
+        instruction(values, spare.get(target))
+    _reuse(line, bound, values, keep)
     return values
+
+
+def _reuse(line: StraightLine, bound: _Bound, values: dict, keep: tuple[str, ...]) -> None:
+    """Keep this call's arrays for the next call of its signature, and only its signature's: a
+    function called at many shapes holds one call's arrays, not one per shape."""
+    previous, line._reusing = line._reusing, bound
+    if previous is not None and previous is not bound:
+        previous.spares.clear()
+    bound.give(values, keep)
 
 
 # -- the NumPy interpreter: step kind -> a closure computing it for these shapes ----------------
 
 
 def _contract_instruction(step: Contract, values, factored):
+    """The step as ``instruction(values, out)``: ``out``, where given, an array of the result's
+    shape and dtype from an earlier evaluation that nothing else holds, which the step may write into."""
     contraction, target = step.contraction, step.target
     plan = contraction.plan_for(values)
     steps, out_shape, _ = plan
     kind, coeff, function, names, bshape, _ = steps[0] if len(steps) == 1 else (None,) * 6
     if kind == "dense" and coeff is None and function is not None and bshape == out_shape:
+        into = writer(function, len(names))
         if len(names) == 1:
             (a,) = names
 
-            def instruction(v, f=function, a=a, t=target):
+            def instruction(v, out, f=function, a=a, t=target):
                 v[t] = f(v[a])
+
+        elif into is not None:  # the same arithmetic whether an array is given or not
+            new = functools.partial(np.empty, out_shape, plan[2])
+
+            def instruction(v, out, into=into, names=names, t=target, new=new):
+                v[t] = into(*[v[n] for n in names], out=new() if out is None else out)
 
         elif len(names) == 2:
             a, b = names
 
-            def instruction(v, f=function, a=a, b=b, t=target):
+            def instruction(v, out, f=function, a=a, b=b, t=target):
                 v[t] = f(v[a], v[b])
 
         else:
 
-            def instruction(v, f=function, names=names, t=target):
+            def instruction(v, out, f=function, names=names, t=target):
                 v[t] = f(*[v[n] for n in names])
 
         return instruction
 
-    def instruction(v, c=contraction, plan=plan, t=target):
-        v[t] = c.execute(plan, v)
+    def instruction(v, out, c=contraction, plan=plan, t=target):
+        v[t] = c.execute(plan, v, out=out)
 
     return instruction
 
@@ -218,9 +298,9 @@ def _donating(step: Contract, values, donated: frozenset[str]):
     if len(plan[0]) < 2:
         return None  # one term: nothing is added in place
 
-    def instruction(v, c=contraction, plan=plan, t=target, donated=tuple(donated)):
+    def instruction(v, out, c=contraction, plan=plan, t=target, donated=tuple(donated)):
         own = frozenset(n for n in donated if own_array(v[n], [v[i] for i in v if i != n]))
-        v[t] = c.execute(plan, v, own)
+        v[t] = c.execute(plan, v, own, out=None if own else out)
 
     return instruction
 
@@ -228,12 +308,12 @@ def _donating(step: Contract, values, donated: frozenset[str]):
 def _solve_instruction(step: Solve, values, factored):
     if step.source in factored:
 
-        def instruction(v, s=step, t=step.target):
+        def instruction(v, out, s=step, t=step.target):
             v[t] = linalg.shared_solve(v, s.func, s.source, s.operand)
 
     else:
 
-        def instruction(v, s=step, t=step.target):
+        def instruction(v, out, s=step, t=step.target):
             v[t] = solve(s.func, s.source, v[s.source], v[s.operand])
 
     return instruction
@@ -242,36 +322,58 @@ def _solve_instruction(step: Solve, values, factored):
 def _matrix_instruction(step: MatrixFunction, values, factored):
     if step.source in factored:
 
-        def instruction(v, s=step, t=step.target):
+        def instruction(v, out, s=step, t=step.target):
             v[t] = linalg.shared_function(v, s.func, s.source)
 
     else:
 
-        def instruction(v, s=step, t=step.target):
+        def instruction(v, out, s=step, t=step.target):
             v[t] = matrix_function(s.func, s.source, v[s.source])
 
     return instruction
 
 
 def _softmax_instruction(step: Softmax, values, factored):
-    def instruction(v, a=step.source, axes=step.axes[0], t=step.target):
+    def instruction(v, out, a=step.source, axes=step.axes[0], t=step.target):
         v[t] = _softmax(v[a], axes)
 
     return instruction
 
 
 def _logsumexp_instruction(step: LogSumExp, values, factored):
-    def instruction(v, a=step.source, axes=step.axes, t=step.target):
+    def instruction(v, out, a=step.source, axes=step.axes, t=step.target):
         v[t] = _logsumexp(v[a], *axes)
 
     return instruction
 
 
 def _elementwise_instruction(step: Elementwise, values, factored):
-    def instruction(v, a=step.source, func=step.func, param=step.param, t=step.target):
-        v[t] = apply_function(func, param, v[a])
+    def instruction(v, out, a=step.source, func=step.func, param=step.param, t=step.target):
+        x = v[a]
+        if out is not None and out.dtype == np.result_type(x) and out.shape == np.shape(x):
+            if func == "pow" and param in _SMALL_POWERS and x.dtype.kind == "f" and x.ndim:
+                v[t] = _NUMPY._small_power(x, int(param), out=out)  # the same products, into out
+                return
+            ufunc = _ufunc(func, param)
+            if ufunc is not None:
+                v[t] = ufunc(x, out=out)
+                return
+        v[t] = apply_function(func, param, x)
 
     return instruction
+
+
+_POWERS = {2: np.square, -1: np.reciprocal, Fraction(1, 2): np.sqrt}
+_SMALL_POWERS = (-2, 3, -3, 4, -4)  # by products (``ArrayOps._small_power``)
+
+
+def _ufunc(func: str, param: Fraction | None):
+    """The NumPy ufunc that ``apply_function(func, param, x)`` is for real arrays, else None
+    (looked up at each call: a function registered again is found)."""
+    if func == "pow":
+        return _POWERS.get(param)
+    function = _NUMPY.function(func)
+    return function if isinstance(function, np.ufunc) and function.nin == 1 and function.nout == 1 else None
 
 
 #: the NumPy interpreter: each kind of step -> (step, values, factored matrices) -> a closure

@@ -2265,7 +2265,7 @@ def test_a_function_without_its_brackets_is_an_error(source, name, column):
     assert caught.value.column == column
     result = run_cli("diff", source, "--wrt", "x")
     assert result.returncode != 0 and result.stderr.startswith("error:") and "Traceback" not in result.stderr
-    assert str(einderiv.compile("f = a x_i + log(x_i) x_i exp").expr)  # names that are no function, and calls
+    assert str(einderiv.compile("f = a x_i + log(x_i) x_i sign_i").expr)  # names that are no function, and calls
 
 
 @pytest.mark.parametrize("source", ["Y = A @ B * A", "Y = A * B @ A", "f = x @ A * y"])
@@ -2770,3 +2770,27 @@ def test_merged_exps_keep_their_own_summed_letters(source, expected):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", einderiv.EinderivWarning)  # the first is rule 6's slip, read as written
         np.testing.assert_allclose(einderiv.evaluate(source, A=A, x=x, B=B), expected(A, x, B), rtol=1e-13)
+
+
+@pytest.mark.parametrize(
+    "source, name, column",
+    [
+        ("f = log^2 x_i", "log", 5),  # printed df/dx_j = log^2: a scalar named log, squared
+        ("f = x_i log", "log", 9),
+        ("f = (log) x_i", "log", 6),
+        ("f = step/2 x_i", "step", 5),
+        ("f = x_i + exp", "exp", 11),
+        ("sqrt = 2 x_i; f = sqrt", "sqrt", 1),
+    ],
+)
+def test_a_function_name_alone_is_never_a_scalar(source, name, column):
+    """A reviewer's list, left open last time: where no factor follows it, a function's name was
+    still a scalar input, so ``f = log^2 x_i`` (meant: log(x_i)^2) printed ``df/dx_j = log^2``
+    with exit status 0.  A bare function name is now an error wherever it stands; a tensor with
+    indices (``sign_i``) keeps the name."""
+    with pytest.raises(einderiv.ParseError, match=f"'{name}' is a function, not an input") as caught:
+        einderiv.compile(source)
+    assert caught.value.column == column
+    result = run_cli("diff", source, "--wrt", "x")
+    assert result.returncode != 0 and result.stderr.startswith("error:") and "Traceback" not in result.stderr
+    np.testing.assert_allclose(einderiv.evaluate("f = sign_i x_i", sign=np.ones(2), x=np.arange(2.0)), 1.0)
