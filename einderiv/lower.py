@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from contextlib import contextmanager
+from contextvars import ContextVar
 from fractions import Fraction
 
 from . import (
@@ -92,8 +94,10 @@ def _head(factor) -> tuple[Fraction, list[tuple[Expr, bool]]]:
 class _Scope:
     """Lowers one statement; collects the rule-6 warnings."""
 
-    def __init__(self):
+    def __init__(self, context: frozenset[str] = frozenset()):
         self.notes: list[str] = []
+        self.context = context  # the left-hand side's indices, where rule 1 inside a group is noted
+        self.depth = 0  # > 0 inside a call's argument, a power's base or a divisor
 
     # Each method returns (terms, free, contracted): the terms with ``free`` as their free
     # indices (every other index of a term is summed in it), and the letters contracted
@@ -113,7 +117,11 @@ class _Scope:
             return self.reduction(expr, bound)
         if isinstance(expr, (Call, Pow)):
             base = expr.base if isinstance(expr, Pow) else expr.arg
-            terms, free, inner = self.group(base, bound)
+            self.depth += 1
+            try:
+                terms, free, inner = self.group(base, bound)
+            finally:
+                self.depth -= 1
             arg = simplify(terms, free)
             if isinstance(expr, Pow) and expr.exponent == 0 and free and arg.tensor_names():
                 # x_n^0 as written is 1 with x's shape: it stays a factor, so that a sum of it
@@ -150,7 +158,11 @@ class _Scope:
                 occurrences = list(getattr(factor, "indices", ()))
                 lowered.append((factor, terms, occurrences, set(occurrences), set(), False))
                 continue
-            terms, free, inner = self.group(factor, bound)
+            self.depth += divisor
+            try:
+                terms, free, inner = self.group(factor, bound)
+            finally:
+                self.depth -= divisor
             if divisor:
                 value = constant_value(terms)
                 if value is not None:
@@ -165,6 +177,7 @@ class _Scope:
         free = tuple(dict.fromkeys(i for entry in lowered for i in entry[2] if i not in contracted))
         self._warn_captured(expr, lowered, bound)
         self._warn_reduced(expr, lowered, bound)
+        self._warn_elementwise_inside(expr, lowered, bound)
         lowered = _squares(lowered)
         # a group's own summed indices are renamed apart from what the other factors write
         written = [{i for node in walk(entry[0]) for i in getattr(node, "indices", ())} for entry in lowered]
@@ -238,6 +251,25 @@ class _Scope:
                     f"free index outside it; write sum_{letter}({expr}) for one elementwise index {letter}, "
                     f"or {Mul(tuple(apart))} to say that they differ"
                 )
+
+    def _warn_elementwise_inside(self, expr, lowered, bound) -> None:
+        """Rule 1 inside a group: in ``u_i = x_i / sqrt(x_i x_i)`` the left-hand side's i is
+        free everywhere, so ``x_i x_i`` is x_i^2 (u is sign(x)), where Einstein notation's reader
+        expects the norm, as ``f = x_i / sqrt(x_i x_i)`` has it (and rule 6 warns of in
+        ``f = x_i exp(x_i x_i)``).  Only one tensor written twice: ``sigmoid(w_i x_i)`` is plainly
+        elementwise."""
+        if not self.depth:
+            return
+        repeated = Counter(entry[0] for entry in lowered if isinstance(entry[0], Tensor) and not entry[5])
+        letters = {i for tensor, count in repeated.items() if count > 1 for i in tensor.indices}
+        taken = {i for node in walk(expr) for i in getattr(node, "indices", ())} | set(bound)
+        for letter in sorted(i for i in letters if i in self.context and i in bound):
+            (fresh,) = fresh_indices(1, taken)
+            self.notes.append(
+                f"in {str(expr)!r}, {letter!r} is an index of the left-hand side, so it is one element throughout "
+                f"and the product is elementwise, not summed over {letter}; for a sum inside, give it a letter of "
+                f"its own: sum_{fresh}({renamed(expr, letter, fresh)})"
+            )
 
     def _warn_reduced(self, expr, lowered, bound) -> None:
         """Rule 6 for a reduction that is a factor: ``sum_i(A_ij) x_i`` sums i inside the
@@ -441,11 +473,27 @@ def top_level(expr, bound: frozenset[str], scope: _Scope) -> list[Term]:
     return out
 
 
-def lower(expr: Expr, context: frozenset[str]) -> list[Term]:
+#: True while matrix notation's translation is checked: its index text says what the user wrote
+#: with ``.*`` and ``.^``, so rule 1 inside a group is no slip there
+_TRANSLATED: ContextVar[bool] = ContextVar("translated", default=False)
+
+
+@contextmanager
+def translated_text():
+    """Check index text that matrix notation made (no notes on rule 1 inside a group)."""
+    token = _TRANSLATED.set(True)
+    try:
+        yield
+    finally:
+        _TRANSLATED.reset(token)
+
+
+def lower(expr: Expr, context: frozenset[str], written: bool = False) -> list[Term]:
     """The terms of a right-hand side (unsimplified); ``context`` holds the left-hand side's
     indices.  Indices still free at the top and not in ``context`` are summed by the caller's
-    :class:`Poly` (rule 5).  Rule-6 warnings go through :mod:`warnings`."""
-    scope = _Scope()
+    :class:`Poly` (rule 5).  Rule-6 warnings go through :mod:`warnings`; with ``written`` (a
+    statement as a user writes it, not a derivative einderiv printed), rule 1 inside a group too."""
+    scope = _Scope(frozenset(context) if written and not _TRANSLATED.get() else frozenset())
     terms = top_level(expr, frozenset(context), scope)
     for note in dict.fromkeys(scope.notes):
         warnings.warn(note, EinderivWarning, stacklevel=2)

@@ -460,7 +460,9 @@ class _ToIR(Transformer_NonRecursive):
     # ``(a / b) c`` is Mul((Mul((Div(a, b),)), c)), while ``a / b c`` is one chain Mul((Div(a, b), c)).
     @v_args(inline=True)
     def number(self, token: Token):
-        return Number(_literal(token, self.source))
+        number = Number(_literal(token, self.source))
+        self.tokens[id(number)] = (number, token)
+        return number
 
     @v_args(inline=True)
     def paren(self, inner):
@@ -478,6 +480,13 @@ class _ToIR(Transformer_NonRecursive):
         if isinstance(left, _Paren):
             return Mul((_grouped(left.inner), _bare(right)))
         last = _flat(Mul, left)[-1]
+        if isinstance(last, Div) and isinstance(last.denominator, Number):
+            _, token = self.tokens.get(id(last.denominator), (None, None))
+            following = re.match(r"[A-Za-z][A-Za-z0-9]*", self.source[token.end_pos :])
+            if token is not None and following:
+                # x_i x_i / 2N, 1/2s^2: textbooks mean 1/(2N); as written, '/' takes the number alone
+                name = following.group()
+                raise _fail(token, glued_denominator(str(token), name), self.source)
         if isinstance(last, Tensor) and not last.indices and _callable(last.name):
             # exp (x_i) is a call with a stray space; log x_i is a call without its parentheses,
             # never a scalar named log times x_i
@@ -739,6 +748,18 @@ class _Typed:
                     put(_SUPERSCRIPTS[source[k]], k)
                     k += 1
                 continue
+            if char == "Σ" and source[k + 1 : k + 2] == "_" and not self._calls(source, k + 1):
+                letters = re.match(r"_([^\W\d_])(?![^\W_])", source[k + 1 :])
+                if letters:  # Σ_i x_i^2: a sum without its brackets, not a vector named Sigma
+                    line = source.count("\n", 0, k) + 1
+                    raise ParseError(
+                        f"Σ_{letters.group(1)} without '(' reads as a vector named Sigma: for a sum write "
+                        f"Σ_{letters.group(1)}(...) or sum_{letters.group(1)}(...) around what it sums "
+                        "(a matrix named Σ takes two indices, Σ_ij)",
+                        source,
+                        line,
+                        k - source.rfind("\n", 0, k),
+                    )
             if char in glyphs and self._calls(source, k + 1):
                 put(glyphs[char], k)
             elif char in _OPERATORS:
@@ -878,6 +899,14 @@ def _grouped(node):
     """A parenthesised factor at the head of a product: a product stays a nested Mul (printed in
     parentheses), a division is wrapped as a one-factor Mul so it is not read as the chain."""
     return Mul((node,)) if isinstance(node, Div) else node
+
+
+def glued_denominator(number: str, name: str) -> str:
+    """The message for ``/ 2N``: the number alone is the denominator (both notations)."""
+    return (
+        f"'/ {number}{name}' divides by {number} alone, then multiplies by {name}: put the whole denominator in "
+        f"brackets, / ({number} {name} ...), to divide by it, or write / {number} * {name} for the product"
+    )
 
 
 def _callable(name: str) -> bool:

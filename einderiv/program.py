@@ -634,6 +634,16 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
                     arg = simplify(products, arg.indices)
                 plain = [Term(Fraction(1), (Apply(factor.func, arg, factor.param),))]
                 rebuilt = make_apply(factor.func, arg, factor.param)
+                if rebuilt == plain and factor.func == "log1p":
+                    # log(1 - p) with p = 1 - exp(-e): log1p(exp(-e) - 1) is log(exp(-e)) = -e, as
+                    # the one statement's 1 - (1 - exp(-e)) is (a censored survival, a cloglog GLM);
+                    # with q = 1 - x, log(1 - q) is log(x): the 1s cancel
+                    one_plus = simplify([Term(Fraction(1), ()), *arg.terms], arg.indices)
+                    as_log = make_apply("log", one_plus)
+                    if len(one_plus.terms) <= len(arg.terms) or as_log != [
+                        Term(Fraction(1), (Apply("log", one_plus),))
+                    ]:
+                        rebuilt = as_log
                 if rebuilt != plain or stable_form(rebuilt):  # a rewrite applied, or a log-sum-exp
                     parts, changed = rebuilt, True
             partial = multiply(partial, parts, set(factor.indices), avoid=avoid)

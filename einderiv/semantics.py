@@ -92,5 +92,5 @@ def check_statement(statement: Statement) -> tuple[Poly, Poly]:
     written = {i for node in walk(statement.rhs) for i in getattr(node, "indices", ()) or ()}
     written |= {i for node in walk(statement.rhs) if isinstance(node, Call) for i in node.over or ()}
     with reserved_letters(written | set(indices)):
-        terms = lower(statement.rhs, frozenset(indices))
+        terms = lower(statement.rhs, frozenset(indices), written=not statement.wrt)
         return simplify(terms, indices), Poly(tuple(terms), indices)

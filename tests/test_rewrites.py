@@ -288,8 +288,31 @@ def test_sigmoid_is_accurate_to_a_few_ulp_everywhere():
 
 # -- ordinary inputs: central finite differences ----------------------------------------------------
 
+SCALED_LOG_SUM_EXP = [
+    "y = log(mean_k(exp(z_k)))",
+    "y = log(sum_k(0.25 exp(z_k)))",
+    "y = log(sum_k(exp(z_k)) / 4)",
+    "e_k = exp(z_k); y = log(mean_k(e_k))",
+]
+
+
+@pytest.mark.parametrize("source", SCALED_LOG_SUM_EXP)
+@pytest.mark.parametrize("shift", [0.0, -800.0, 800.0])
+def test_a_log_of_a_mean_of_exps_is_a_log_sum_exp(source, shift):
+    """log_of_scaled_exp_sum: the value, gradient and Hessian diagonal of log((1/4) sum exp(z))
+    against mpmath where exp(z) overflows or underflows (inf, -inf and NaN before)."""
+    z = np.array([0.3, -1.1, 2.0, 0.7]) + shift
+    zs = mp(z)
+    p = mp_softmax(zs)
+    close(einderiv.evaluate(source, z=z), mp_logsumexp(zs) - mpmath.log(4))
+    close(einderiv.grad(source, "z")(z=z), p)
+    close(einderiv.hessian_diag(source, "z")(z=z), [u * (1 - u) for u in p])
+    assert "exp(z" not in compiled_text(source).replace("logsumexp", "")
+
+
 ORDINARY = [
     *(ELEMENTWISE[rule][form] for rule in sorted(ELEMENTWISE) for form in (0, 1)),
+    *SCALED_LOG_SUM_EXP,
     "y_i = log(1 + z_i)",
     "u_i = 1 + z_i; y_i = log(u_i)",
     "y_i = log(exp(z_i) + exp(b_i))",
@@ -327,7 +350,7 @@ def test_the_catalogue_covers_the_documented_rules():
         "log_det", "log_exp", "log_sigmoid", "log_one_minus_sigmoid", "log_one_plus_exp", "log_add_exp",
         "log_cosh", "log_one_plus", "exp_over_sum_exp", "sigmoid_pair", "one_minus_sigmoid", "logsumexp_parts",
         "log1p_exp", "reciprocal_one_plus_exp", "exp_times_sigmoid", "log_of_product", "log_one_minus_tanh_squared",
-        "log_of_exp_products",
+        "log_of_exp_products", "log_of_scaled_exp_sum",
     }  # fmt: skip
     assert set(rewrites.CATALOGUE) == expected
     readme = (__import__("pathlib").Path(__file__).parent.parent / "README.md").read_text()

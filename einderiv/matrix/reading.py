@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from ..elementwise import in_matrix_notation
 from ..errors import EinderivError, IndexRuleError, ParseError
 from ..ir import MatrixCall, Program, Tensor, walk
+from ..lower import translated_text
 from ..parser import OTHER_NAMES
 from ..parser import parse as parse_index
 from ..program import unique_name
@@ -370,6 +371,8 @@ def infer_ranks(source: str, statements, outputs, names: list[str], declared: Ma
         raise first_error
     best = min(c for c, _ in results)
     tied = [r for c, r in results if c == best]
+    if cost is None:
+        _no_repair(first_error, best, tied[0], convention, free)
     if len(tied) > 1:
         unsure = [n for n in free if len({r[n] for r in tied}) > 1]
         words = {0: "a scalar", 1: "a vector", 2: "a matrix"}
@@ -383,6 +386,32 @@ def infer_ranks(source: str, statements, outputs, names: list[str], declared: Ma
             f"(CLI: {flags})"
         )
     return tied[0]
+
+
+#: conventions a reading may not break to repair the conventional one: a transposed name is not a
+#: scalar, a reduction is of several entries (``tr(x)``: x a matrix, ``/ N``: N a scalar repair it)
+_STRONG = ("a transposed scalar", "a reduction of a scalar")
+
+
+def _no_repair(error: EinderivError, cost: tuple[int, ...], ranks: Mapping[str, int], convention, free) -> None:
+    """Where the conventional ranks do not type-check, another reading is taken (``a x + b``: a and
+    b are scalars; ``tr(s)``: s is a matrix), but not one that makes a transposed name a scalar or
+    sums a scalar, and never to repair what fails inside ``sum(...)`` or ``mean(...)``:
+    ``mean((y - X w)^2)`` read with y a matrix and w a scalar, ``sum(x^2)`` the sum of a scalar,
+    ``a^T x / b^T x`` with b a scalar type-check, but mean something else than NumPy and the
+    textbook do.  Raises the conventional reading's error, saying which ranks would type-check."""
+    strong = any(cost[_PENALTIES.index(p)] for p in _STRONG)
+    if not strong and not getattr(error, "in_reduction", False):
+        return
+    words = {0: "a scalar", 1: "a vector", 2: "a matrix"}
+    changed = [n for n in free if ranks[n] != convention[n]]
+    if not changed:
+        raise error
+    readings = ", ".join(f"{n} {words[ranks[n]]}" for n in changed)
+    declared = ", ".join(f"{n!r}: {ranks[n]}" for n in changed)
+    raise EinderivError(
+        f"{error} (the text type-checks only with {readings}: declare ranks={{{declared}}} if that is meant)"
+    )
 
 
 # -- the API's notation= and ranks= -----------------------------------------------------------------
@@ -428,7 +457,11 @@ def accepts_notation(function):
         given = {**(args[1] if len(args) > 1 and isinstance(args[1], Mapping) else {}), **kwargs}
         arrays = {k: v for k, v in given.items() if _array_like(v)}  # keywords or evaluate(src, {"x": x})
         reading = read(source, notation, ranks, _array_ranks(arrays))
-        result = function(source if reading is None else reading, *args[1:], **kwargs)
+        if reading is not None and reading.notation == "matrix":
+            with translated_text():  # x .* exp(-(x .* x) / 2) as written: elementwise
+                result = function(reading, *args[1:], **kwargs)
+        else:
+            result = function(source if reading is None else reading, *args[1:], **kwargs)
         if reading is not None and hasattr(type(result), "reading"):
             if reading.notation == "index":
                 _check_declared(reading, result.ranks)

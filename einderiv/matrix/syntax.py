@@ -13,7 +13,7 @@ from lark.exceptions import UnexpectedInput
 
 from .. import limits
 from ..errors import EinderivError, ParseError
-from ..parser import leading_sign, syntax_error
+from ..parser import glued_denominator, leading_sign, syntax_error
 
 GRAMMAR = r"""
 ?start: sum
@@ -213,10 +213,26 @@ def _no_star_beside_matmul(tree, source: str) -> None:
         )
 
 
+def _no_glued_denominator(tree, source: str) -> None:
+    """``x^T x / 2N`` and ``exp(-x^T x / 2s^2)`` are errors: textbooks mean 1/(2N), where '/'
+    takes the number alone and the name then multiplies (as in index notation)."""
+    for t in tree.iter_subtrees():
+        if t.data != "mul" or not isinstance(t.children[0], Tree) or t.children[0].data != "div":
+            continue
+        denominator = t.children[0].children[1]
+        if not (isinstance(denominator, Tree) and denominator.data == "number"):
+            continue
+        (token,) = denominator.children
+        following = re.match(r"[A-Za-z][A-Za-z0-9]*", source[token.end_pos :]) if token.end_pos is not None else None
+        if following:
+            raise ParseError(glued_denominator(str(token), following.group()), source, 1, _column(token))
+
+
 def _build(tree, source: str):
     """Lark tree -> nodes, bottom-up without recursion; refuses nesting deeper than the limit max_depth."""
     if isinstance(tree, Tree):
         _no_star_beside_matmul(tree, source)
+        _no_glued_denominator(tree, source)
     done: dict[int, object] = {}
     depth: dict[int, int] = {}
     stack = [(tree, False)]

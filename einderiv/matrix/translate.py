@@ -93,6 +93,7 @@ class Reader:
         self.shapes: dict[int, Shaped] = {}
         self.rewritten: dict[int, object] = {}  # A(x) read as a product, X^-1 as an inverse
         self.explicit = 0  # > 0 inside softmax/logsumexp, which are elementwise over other indices
+        self.reducing = 0  # > 0 inside the argument of sum(...) or mean(...)
         self.program = program
         self.what = what or ("matrix notation" if program else "matrix claim")
         self.defined: dict[str, tuple[bool, bool]] = {}  # a program's statements so far: name -> shape
@@ -106,11 +107,16 @@ class Reader:
         self.taken: set[str] = set(taken) | set(self.ranks)
 
     def fail(self, node, message: str) -> EinderivError:
+        """The error, marked with whether it is inside a sum's or mean's argument (rank inference
+        never repairs such a reading by other ranks: ``sum(x^2)`` is not the sum of a scalar)."""
         what = self.what
         line = self.source.strip()
         if "\n" in line or len(line) > 80:
-            return EinderivError(f"{what}, column {node.column}: {message}")
-        return EinderivError(f"{what} {line!r}, column {node.column}: {message}")
+            error = EinderivError(f"{what}, column {node.column}: {message}")
+        else:
+            error = EinderivError(f"{what} {line!r}, column {node.column}: {message}")
+        error.in_reduction = self.reducing > 0
+        return error
 
     # -- fresh indices and tensor text --------------------------------------------------------
     def fresh(self) -> str:
@@ -336,7 +342,12 @@ class Reader:
             known = ", ".join([*sorted(row.matrix for row in FUNCTIONS.values()), *STRUCTURAL])
             close = function_suggestion(name)
             raise self.fail(node, f"unknown function {name!r}{close} (known: {known})")
-        inner = self.shaped(node.arg)
+        reducing = name in ("sum", "mean")
+        self.reducing += reducing
+        try:
+            inner = self.shaped(node.arg)
+        finally:
+            self.reducing -= reducing
         if name == "tr" and inner.shape == SCALAR:  # a 1x1 product: tr(x^T w)
             if isinstance(below_transposes(node.arg), Name):
                 self.penalties["a matrix function of a scalar name"] += 1
