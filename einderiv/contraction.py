@@ -248,10 +248,17 @@ class Contraction:
             result = ops.broadcast_to(result, out_shape)
         return result
 
+    def whole_first(self) -> bool:
+        """Whether the first term has every axis of the result (``C_ij = y_j z_j + x_i y_j``: no,
+        though its broadcast shape is the result's where i has size 1)."""
+        return bool(self.terms) and len(self.terms[0].output) == len(self.poly.indices)
+
     @staticmethod
     def _first_into(first, out_shape, dtype, values, out):
         """The first term computed into ``out`` (a new array where None), where it is a dense
-        product of the result's shape and dtype that can write into an array; else None.  Each
+        product of the result's shape and dtype that can write into an array (with every axis of
+        the result: its broadcast shape may equal the result's where a missing axis has size 1);
+        else None.  Each
         evaluation takes this path or not by the plan alone, so its rounding never changes."""
         kind, coeff, contraction, names, bshape, scale_at = first
         if kind != "dense" or contraction is None or bshape != out_shape:
@@ -264,7 +271,7 @@ class Contraction:
             return None
         if coeff is not None and scale_at is not None:
             ops[scale_at] = ops[scale_at] * coeff
-        value = into(*ops, out=np.empty(out_shape, dtype) if out is None else out)
+        value = into(*ops, out=new_array(out_shape, dtype) if out is None else out)
         if coeff is not None and scale_at is None:
             np.multiply(value, coeff, out=value)
         return value
@@ -297,14 +304,14 @@ class Contraction:
             if kind == "dense" and coeff is None and contraction is not None and bshape == out_shape:
                 # one plain contraction: the common intermediate, with no bookkeeping
                 ops = [values[n] for n in names]
-                into = writer(contraction, len(ops))
+                into = writer(contraction, len(ops)) if self.whole_first() else None
                 if into is not None:  # the same arithmetic whether an array is given or not
-                    return into(*ops, out=np.empty(out_shape, dtype) if out is None else out)
+                    return into(*ops, out=new_array(out_shape, dtype) if out is None else out)
                 value = contraction(*ops)
                 if own_array(value, ops):
                     return value
                 return np.array(value, dtype=dtype)
-        result = self._first_into(steps[0], out_shape, dtype, values, out) if steps else None
+        result = self._first_into(steps[0], out_shape, dtype, values, out) if steps and self.whole_first() else None
         owned = result is not None  # whether ``result`` is a fresh array this call may write into
         if owned:
             steps = steps[1:]
@@ -385,6 +392,15 @@ def own_array(value, operands) -> bool:
 
 def _same(array):
     return array
+
+
+def new_array(shape, dtype) -> np.ndarray:
+    """``numpy.empty``, with a size beyond what NumPy can address a MemoryError, as a product of
+    that size raises (NumPy says ValueError: "array is too big")."""
+    try:
+        return np.empty(shape, dtype)
+    except ValueError as err:
+        raise MemoryError(f"an array of shape {tuple(shape)}: {err}") from None
 
 
 def writer(function, count: int):

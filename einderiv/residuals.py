@@ -86,9 +86,16 @@ def _is_residual(node) -> bool:
 
 
 def _key(add: Add, free: tuple[str, ...]) -> str:
-    """``add`` up to the letters of its free indices (by position)."""
+    """``add`` up to the letters of its free indices (by position) and of its summed ones (in the
+    order they are written): ``y_i - X_ij w_j`` and ``y_i - X_ik w_k`` are one residual, computed
+    once (the two copies of ``(y_i - X_ij w_j) (y_i - X_ik w_k)`` were two N x D products)."""
     for k, letter in enumerate(free):
         add = renamed(add, letter, f"\u03b1{k}")
+    summed = dict.fromkeys(
+        i for n in walk(add) for i in (*getattr(n, "indices", ()), *(getattr(n, "over", None) or ())) if i not in free
+    )
+    for k, letter in enumerate(i for i in summed if not i.startswith("\u03b1")):
+        add = renamed(add, letter, f"\u03b2{k}")
     return repr(add)
 
 

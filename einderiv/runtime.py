@@ -19,7 +19,7 @@ import opt_einsum
 
 from . import linalg
 from .backends import ArrayOps
-from .contraction import own_array, path_cost, writer
+from .contraction import new_array, own_array, path_cost, writer
 from .errors import EvaluationError
 from .linalg import generic_matrix_function, generic_solve, matrix_function, solve
 from .optimiser import StraightLine
@@ -257,7 +257,7 @@ def _contract_instruction(step: Contract, values, factored):
     steps, out_shape, _ = plan
     kind, coeff, function, names, bshape, _ = steps[0] if len(steps) == 1 else (None,) * 6
     if kind == "dense" and coeff is None and function is not None and bshape == out_shape:
-        into = writer(function, len(names))
+        into = writer(function, len(names)) if contraction.whole_first() else None
         if len(names) == 1:
             (a,) = names
 
@@ -265,7 +265,7 @@ def _contract_instruction(step: Contract, values, factored):
                 v[t] = f(v[a])
 
         elif into is not None:  # the same arithmetic whether an array is given or not
-            new = functools.partial(np.empty, out_shape, plan[2])
+            new = functools.partial(new_array, out_shape, plan[2])
 
             def instruction(v, out, into=into, names=names, t=target, new=new):
                 v[t] = into(*[v[n] for n in names], out=new() if out is None else out)

@@ -2942,3 +2942,22 @@ def test_a_sigma_with_one_index_and_no_brackets_is_an_error(source, column):
     x, S = np.array([0.3, -1.2, 2.0]), np.diag([1.0, 2.0, 3.0])
     np.testing.assert_allclose(einderiv.evaluate("f = Σ_i(x_i^2)", x=x), x @ x, rtol=1e-15)
     np.testing.assert_allclose(einderiv.evaluate("f = x_i Σ_ij x_j", x=x, Sigma=S), x @ S @ x, rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["L = (y_i - X_ij w_j) (y_i - X_ik w_k) / n", "L = (y - X w)^T (y - X w) / n", "L = (y_i - X_ij w_j)^2 / n"],
+)
+def test_one_residual_written_with_two_summed_letters_is_computed_once(source):
+    """The two copies of ``(y_i - X_ij w_j) (y_i - X_ik w_k)`` were two residual arrays (two
+    N x D products), named apart by their summed letters, and the gradient printed
+    ``-(y_i - X_ik w_k + y_i - X_ij w_j) X_il / n``; now one array, and the text the square prints."""
+    gradient = einderiv.grad(source, "w")
+    assert str(gradient).endswith("= -2 (y_i - X_ij w_j) X_il / n") or str(gradient).endswith(
+        "= -2 (y_i - X_ij w_j) X_ik / n"
+    ), str(gradient)
+    steps = [s.target for s in (gradient._line or gradient.line).steps]
+    assert sum(t.startswith("_r") for t in steps) == 1, steps
+    gen = np.random.default_rng(0)
+    X, y, w = gen.normal(size=(6, 3)), gen.normal(size=6), gen.normal(size=3)
+    np.testing.assert_allclose(gradient(X=X, y=y, w=w, n=6.0), -2 * X.T @ (y - X @ w) / 6, rtol=1e-13)

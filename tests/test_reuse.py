@@ -151,3 +151,23 @@ def test_only_the_shapes_called_last_keep_their_arrays():
         np.testing.assert_allclose(compiled(A=A, B=B), np.tanh(A) * B + A, rtol=1e-14)
     held = [bound for bound in compiled.line._bound.values() if any(bound.spares)]
     assert len(compiled.line._bound) == 3 and len(held) == 1
+
+
+@pytest.mark.parametrize(
+    "source, shapes, expected",
+    [
+        ("C_ij = y_j z_j + x_i y_j", {"x": (1,), "y": (3,), "z": (3,)}, lambda x, y, z: y * z + np.outer(x, y)),
+        ("C_ij = A_jj + x_i y_j", {"A": (3, 3), "x": (1,), "y": (3,)}, lambda A, x, y: np.diag(A) + np.outer(x, y)),
+    ],
+)
+def test_a_first_term_without_an_axis_of_size_one(source, shapes, expected):
+    """An oracle's find in a first version: a sum's first term that lacks an axis of size 1 has
+    the result's broadcast shape, and was written into an array of the result's rank (ValueError)."""
+    rng = np.random.default_rng(0)
+    arrays = {name: rng.normal(size=shape) for name, shape in shapes.items()}
+    compiled = einderiv.compile(source)
+    for _ in range(3):
+        np.testing.assert_allclose(compiled(**arrays), expected(**arrays), rtol=1e-14)
+    r = rng.normal(size=3)  # R = r^T (one row): f = |R^T R|_F^2 = |r|^4, its Hessian 4 |r|^2 I + 8 r r^T
+    diagonal = einderiv.hessian_diag("K_pq = R_mp R_mq; f = K_pq K_pq", "R")(R=r[None, :])
+    np.testing.assert_allclose(diagonal.ravel(), 4 * r @ r + 8 * r**2, rtol=1e-13)
