@@ -116,6 +116,8 @@ class Contraction:
         self.terms: tuple[EinsumTerm, ...] = emit(poly)
         self.names = sorted({n for t in self.terms for n in t.operands if n not in _SIZED} | hint_names(hints))
         self._plans: dict[tuple, tuple] = {}
+        self._whole_first = bool(self.terms) and len(self.terms[0].output) == len(poly.indices)
+        self._writers: dict[int, object] = {}  # id of a planned contraction -> its writer (or None)
 
     def _sizes(self, values: Mapping[str, object]):
         """The sizes of the free indices and of every term's indices, from the arrays' shapes."""
@@ -251,19 +253,24 @@ class Contraction:
     def whole_first(self) -> bool:
         """Whether the first term has every axis of the result (``C_ij = y_j z_j + x_i y_j``: no,
         though its broadcast shape is the result's where i has size 1)."""
-        return bool(self.terms) and len(self.terms[0].output) == len(self.poly.indices)
+        return self._whole_first
 
-    @staticmethod
-    def _first_into(first, out_shape, dtype, values, out):
+    def _writer(self, function, count: int):
+        """:func:`writer` of one of this contraction's planned functions, made once."""
+        key = id(function)
+        if key not in self._writers:
+            self._writers[key] = (writer(function, count), function)  # the function kept: its id stays its own
+        return self._writers[key][0]
+
+    def _first_into(self, first, out_shape, dtype, values, out):
         """The first term computed into ``out`` (a new array where None), where it is a dense
-        product of the result's shape and dtype that can write into an array (with every axis of
-        the result: its broadcast shape may equal the result's where a missing axis has size 1);
-        else None.  Each
-        evaluation takes this path or not by the plan alone, so its rounding never changes."""
+        product of the result's shape and dtype that can write into an array (the caller checks
+        that it has every axis of the result); else None.  Each evaluation takes this path or not
+        by the plan alone, so its rounding never changes from one call to the next."""
         kind, coeff, contraction, names, bshape, scale_at = first
         if kind != "dense" or contraction is None or bshape != out_shape:
             return None
-        into = writer(contraction, len(names))
+        into = self._writer(contraction, len(names))
         if into is None:
             return None
         ops = [values[n] for n in names]
@@ -289,29 +296,37 @@ class Contraction:
         return self.execute(self.plan_for(values), values)
 
     def execute(
-        self, plan, values: Mapping[str, np.ndarray], donated: frozenset[str] = frozenset(), out=None
+        self,
+        plan,
+        values: Mapping[str, np.ndarray],
+        donated: frozenset[str] = frozenset(),
+        out=None,
+        write: bool = False,
     ) -> np.ndarray:
         """Evaluate with a plan from :meth:`plan_for`.  ``donated`` names arrays no later step
         reads, which this one may write its result into (each of this contraction's terms that
-        reads one alone: ``E = Y - P`` computes ``P = Y - P`` in P).  ``out``, where given, is an
-        array of the result's shape and dtype that nothing else holds: the first term that can
-        is computed into it."""
+        reads one alone: ``E = Y - P`` computes ``P = Y - P`` in P).  With ``write`` (a result
+        large enough to be kept between calls, decided once per plan by the caller), the first
+        term that can is computed into an array of the result's own: ``out`` where given (an array
+        of the result's shape and dtype from the call before, which nothing else holds), else a
+        new one, so that every call has the same rounding."""
         steps, out_shape, dtype = plan
         if out is not None and (out.shape != out_shape or out.dtype != dtype):
             out = None
+        write = write and self._whole_first
         if len(steps) == 1:
             kind, coeff, contraction, names, bshape, view = steps[0]
             if kind == "dense" and coeff is None and contraction is not None and bshape == out_shape:
                 # one plain contraction: the common intermediate, with no bookkeeping
                 ops = [values[n] for n in names]
-                into = writer(contraction, len(ops)) if self.whole_first() else None
-                if into is not None:  # the same arithmetic whether an array is given or not
+                into = self._writer(contraction, len(ops)) if write else None
+                if into is not None:
                     return into(*ops, out=new_array(out_shape, dtype) if out is None else out)
                 value = contraction(*ops)
                 if own_array(value, ops):
                     return value
                 return np.array(value, dtype=dtype)
-        result = self._first_into(steps[0], out_shape, dtype, values, out) if steps and self.whole_first() else None
+        result = self._first_into(steps[0], out_shape, dtype, values, out) if steps and write else None
         owned = result is not None  # whether ``result`` is a fresh array this call may write into
         if owned:
             steps = steps[1:]
@@ -408,11 +423,8 @@ def writer(function, count: int):
     where it can write its result into an array given, else None: NumPy's matmul and outer product
     (BLAS writes into ``out``), a broadcast product, einsum, and opt_einsum's plans whose last
     pairwise step is an einsum (a last BLAS step would copy into ``out``: nothing saved)."""
-    if function is np.matmul or function is np.multiply.outer:
-        return lambda *ops, out, f=function: f(*ops, out=out)
-    if isinstance(function, _BroadcastProduct) or (
-        isinstance(function, functools.partial) and function.func is np.einsum
-    ):
+    direct = function is np.matmul or function is np.multiply.outer or isinstance(function, _BroadcastProduct)
+    if direct or (isinstance(function, functools.partial) and function.func is np.einsum):
         return lambda *ops, out, f=function: f(*ops, out=out)
     if isinstance(function, ContractExpression):
         if count == 2 and _pairwise(function.contraction) is np.matmul:

@@ -96,8 +96,7 @@ class _Scope:
 
     def __init__(self, context: frozenset[str] = frozenset()):
         self.notes: list[str] = []
-        self.context = context  # the left-hand side's indices, where rule 1 inside a group is noted
-        self.depth = 0  # > 0 inside a call's argument, a power's base or a divisor
+        self.context = context  # the left-hand side's indices, where rule 1 inside a norm is noted
 
     # Each method returns (terms, free, contracted): the terms with ``free`` as their free
     # indices (every other index of a term is summed in it), and the letters contracted
@@ -117,11 +116,11 @@ class _Scope:
             return self.reduction(expr, bound)
         if isinstance(expr, (Call, Pow)):
             base = expr.base if isinstance(expr, Pow) else expr.arg
-            self.depth += 1
-            try:
-                terms, free, inner = self.group(base, bound)
-            finally:
-                self.depth -= 1
+            if (isinstance(expr, Call) and expr.func == "sqrt") or (
+                isinstance(expr, Pow) and abs(expr.exponent) == Fraction(1, 2)
+            ):
+                self._warn_norm(base, bound)
+            terms, free, inner = self.group(base, bound)
             arg = simplify(terms, free)
             if isinstance(expr, Pow) and expr.exponent == 0 and free and arg.tensor_names():
                 # x_n^0 as written is 1 with x's shape: it stays a factor, so that a sum of it
@@ -158,11 +157,9 @@ class _Scope:
                 occurrences = list(getattr(factor, "indices", ()))
                 lowered.append((factor, terms, occurrences, set(occurrences), set(), False))
                 continue
-            self.depth += divisor
-            try:
-                terms, free, inner = self.group(factor, bound)
-            finally:
-                self.depth -= divisor
+            if divisor:
+                self._warn_norm(factor, bound)
+            terms, free, inner = self.group(factor, bound)
             if divisor:
                 value = constant_value(terms)
                 if value is not None:
@@ -177,7 +174,6 @@ class _Scope:
         free = tuple(dict.fromkeys(i for entry in lowered for i in entry[2] if i not in contracted))
         self._warn_captured(expr, lowered, bound)
         self._warn_reduced(expr, lowered, bound)
-        self._warn_elementwise_inside(expr, lowered, bound)
         lowered = _squares(lowered)
         # a group's own summed indices are renamed apart from what the other factors write
         written = [{i for node in walk(entry[0]) for i in getattr(node, "indices", ())} for entry in lowered]
@@ -252,24 +248,31 @@ class _Scope:
                     f"or {Mul(tuple(apart))} to say that they differ"
                 )
 
-    def _warn_elementwise_inside(self, expr, lowered, bound) -> None:
-        """Rule 1 inside a group: in ``u_i = x_i / sqrt(x_i x_i)`` the left-hand side's i is
-        free everywhere, so ``x_i x_i`` is x_i^2 (u is sign(x)), where Einstein notation's reader
-        expects the norm, as ``f = x_i / sqrt(x_i x_i)`` has it (and rule 6 warns of in
-        ``f = x_i exp(x_i x_i)``).  Only one tensor written twice: ``sigmoid(w_i x_i)`` is plainly
-        elementwise."""
-        if not self.depth:
+    def _warn_norm(self, expr, bound) -> None:
+        """Rule 1 in a norm: in ``u_i = x_i / sqrt(x_i x_i)`` the left-hand side's i is free
+        everywhere, so ``x_i x_i`` is x_i^2 and u is sign(x), where Einstein notation's reader
+        expects x / |x| (as ``f = x_i exp(x_i x_i)`` is warned of by rule 6).  Only the shapes of
+        a norm: one tensor times itself as the whole of a square root, a power of 1/2 or -1/2, or
+        a divisor (``exp(-x_i x_i / 2)`` and ``x_i / (1 + x_i x_i)`` are plainly elementwise)."""
+        while isinstance(expr, Mul) and len(expr.factors) == 1:
+            expr = expr.factors[0]
+        if not (isinstance(expr, Mul) and len(expr.factors) == 2 and expr.factors[0] == expr.factors[1]):
             return
-        repeated = Counter(entry[0] for entry in lowered if isinstance(entry[0], Tensor) and not entry[5])
-        letters = {i for tensor, count in repeated.items() if count > 1 for i in tensor.indices}
+        tensor = expr.factors[0]
+        letters = [i for i in dict.fromkeys(getattr(tensor, "indices", ())) if i in self.context and i in bound]
+        if not isinstance(tensor, Tensor) or not letters:
+            return
         taken = {i for node in walk(expr) for i in getattr(node, "indices", ())} | set(bound)
-        for letter in sorted(i for i in letters if i in self.context and i in bound):
-            (fresh,) = fresh_indices(1, taken)
-            self.notes.append(
-                f"in {str(expr)!r}, {letter!r} is an index of the left-hand side, so it is one element throughout "
-                f"and the product is elementwise, not summed over {letter}; for a sum inside, give it a letter of "
-                f"its own: sum_{fresh}({renamed(expr, letter, fresh)})"
-            )
+        fresh = fresh_indices(len(letters), taken)
+        summed = expr
+        for letter, new in zip(letters, fresh):
+            summed = renamed(summed, letter, new)
+        said = ", ".join(repr(i) for i in letters)
+        self.notes.append(
+            f"in {str(expr)!r}, {said} {'is an index' if len(letters) == 1 else 'are indices'} of the left-hand "
+            f"side, so the product is elementwise (its square), not summed; for the sum inside, give it a letter "
+            f"of its own: sum_{''.join(fresh)}({summed})"
+        )
 
     def _warn_reduced(self, expr, lowered, bound) -> None:
         """Rule 6 for a reduction that is a factor: ``sum_i(A_ij) x_i`` sums i inside the

@@ -1023,31 +1023,25 @@ def log_of_exp_products(func: str, arg: Poly, param) -> list[Term] | None:
 
 
 def log_of_scaled_exp_sum(func: str, arg: Poly, param) -> list[Term] | None:
-    """``log(sum_R(c w exp(v)))`` = ``log(c) + log(sum_R(exp(v + log(w))))`` for a number c > 0
-    and w a product of means' 1/n: ``log(mean_k(exp(l_nk)))`` (an importance-weighted bound),
+    """``log(sum_R(c exp(v)))`` = ``log(c) + log(sum_R(exp(v)))`` for a number c > 0:
     ``log(sum_k(0.25 exp(l_nk)))`` and ``log(sum_k(exp(l_nk)) / 4)`` are log-sum-exps.
 
     Stable: ``exp(l)`` overflows from l = 710 and underflows below -745 (the value inf or -inf,
     every derivative NaN), where the log-sum-exp is evaluated max-shifted.  A weight tensor
     (``pi_k exp(l_k)``) is not moved: its sign is unknown, and the log of a negative weight is
-    NaN everywhere.
+    NaN everywhere.  A mean's 1/n (``log(mean_k(exp(l_k)))``) is not moved either: its log is
+    a constant only its sizes know, which the evaluator cannot yet size apart from the letter.
     Terminates: the result's argument is one exp with coefficient 1, which no rule rewrites."""
     if func != "log" or len(arg.terms) != 1:
         return None
     term = arg.terms[0]
-    exps = [f for f in term.factors if isinstance(f, Apply) and f.func == "exp"]
-    rest = [f for f in term.factors if not (isinstance(f, Apply) and f.func == "exp")]
-    if len(exps) != 1 or term.coeff <= 0 or (term.coeff == 1 and not rest) or not all(is_reciprocal(f) for f in rest):
+    if term.coeff <= 0 or term.coeff == 1 or len(term.factors) != 1:
         return None
-    inner = exps[0]
-    if not set(inner.indices) - set(arg.indices):
-        return None  # log(2 exp(z)) is log_of_product's
-    over = tuple(dict.fromkeys([*inner.indices, *(i for f in rest for i in f.indices)]))
-    exponent = list(inner.arg.terms)
-    exponent.extend(Term(ONE, (Apply("log", Poly((Term(ONE, (f,)),), f.indices)),)) for f in rest)
-    merged = make_apply("exp", simplify(carrying(exponent, over), over)) if rest else [Term(ONE, (inner,))]
-    out = make_apply("log", simplify(merged, arg.indices))
-    return carrying([_signed_log(term.coeff), *out], arg.indices) if term.coeff != 1 else out
+    (inner,) = term.factors
+    if not (isinstance(inner, Apply) and inner.func == "exp") or not set(inner.indices) - set(arg.indices):
+        return None  # log(2 exp(z)), with nothing summed, is log_of_product's
+    out = make_apply("log", Poly((Term(ONE, (inner,)),), arg.indices))
+    return carrying([_signed_log(term.coeff), *out], arg.indices)
 
 
 #: Rules on one call, in the order make_apply tries them (first match wins).

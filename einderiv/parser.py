@@ -209,6 +209,12 @@ _MATRIX_HINTS = {
 }
 
 
+_BACKSLASH_HINTS = {  # LaTeX's \| and its spacing commands, before they read as a left division
+    "|": "'\\|' is LaTeX's norm: write norm2(x) in matrix notation, or sqrt(x_i x_i)",
+    **dict.fromkeys(",;:!", "drop LaTeX's spacing commands (\\, \\; \\!): spaces are plain spaces"),
+}
+
+
 _LATEX_HINTS = {
     "frac": "write a fraction with '/', as in 1/2 x_i x_i or (a + b) / c",
     "sum": "Einstein notation sums a repeated index by itself (x_i y_i); write other sums as sum_i(...)",
@@ -268,6 +274,10 @@ def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = 
             hint = ": braces only hold index lists, as in W_{in,out}"
         elif char == "\\" and (command := _latex_command(source, err.pos_in_stream)):
             hint = ": " + _latex_hint(command)
+        elif char == "\\" and (after := source[err.pos_in_stream + 1 : err.pos_in_stream + 2]) in _BACKSLASH_HINTS:
+            hint = ": " + _BACKSLASH_HINTS[after]
+        elif char == "\\" and source[err.pos_in_stream + 1 :].lstrip(" \t")[:1] in ("\n", "\r", ""):
+            hint = ": a line needs no continuation mark: a statement goes on after an operator or inside brackets"
         elif char in _GLYPH_HINTS:
             hint = ": " + _GLYPH_HINTS[char]
         return ParseError(f"syntax error: unexpected character {char!r}{hint}", source, line, column)
@@ -480,10 +490,13 @@ class _ToIR(Transformer_NonRecursive):
         if isinstance(left, _Paren):
             return Mul((_grouped(left.inner), _bare(right)))
         last = _flat(Mul, left)[-1]
-        if isinstance(last, Div) and isinstance(last.denominator, Number):
-            _, token = self.tokens.get(id(last.denominator), (None, None))
-            following = re.match(r"[A-Za-z][A-Za-z0-9]*", self.source[token.end_pos :])
-            if token is not None and following:
+        denominator = last.denominator if isinstance(last, Div) else None
+        while isinstance(denominator, Neg):  # a / -2b
+            denominator = denominator.operand
+        if isinstance(denominator, Number):
+            _, token = self.tokens.get(id(denominator), (None, None))
+            following = token is not None and re.match(GLUED, self.source[token.end_pos :])
+            if following:
                 # x_i x_i / 2N, 1/2s^2: textbooks mean 1/(2N); as written, '/' takes the number alone
                 name = following.group()
                 raise _fail(token, glued_denominator(str(token), name), self.source)
@@ -508,6 +521,11 @@ class _ToIR(Transformer_NonRecursive):
 
     @v_args(inline=True)
     def div(self, left, right):
+        if isinstance(right, Number) and id(right) in self.tokens:
+            _, token = self.tokens[id(right)]
+            message = exponent_slip(self.source[: token.start_pos], str(token))
+            if message:
+                raise _fail(token, message, self.source)
         numerator = left
         if isinstance(left, _Paren) and isinstance(left.inner, (Mul, Div)):
             numerator = Mul((left.inner,))  # (a b) / c: a group, not the chain a b / c
@@ -749,17 +767,17 @@ class _Typed:
                     k += 1
                 continue
             if char == "Σ" and source[k + 1 : k + 2] == "_" and not self._calls(source, k + 1):
-                letters = re.match(r"_([^\W\d_])(?![^\W_])", source[k + 1 :])
+                letters = re.match(r"_([^\W\d_])(?![^\W_])(\s*\()?", source[k + 1 :])
                 if letters:  # Σ_i x_i^2: a sum without its brackets, not a vector named Sigma
-                    line = source.count("\n", 0, k) + 1
-                    raise ParseError(
-                        f"Σ_{letters.group(1)} without '(' reads as a vector named Sigma: for a sum write "
-                        f"Σ_{letters.group(1)}(...) or sum_{letters.group(1)}(...) around what it sums "
-                        "(a matrix named Σ takes two indices, Σ_ij)",
-                        source,
-                        line,
-                        k - source.rfind("\n", 0, k),
+                    i = letters.group(1)
+                    message = (
+                        f"Σ_{i} (...) is a sum with a stray space: write Σ_{i}(...), the index directly followed by '('"
+                        if letters.group(2)
+                        else f"Σ_{i} without '(' reads as a vector named Sigma: for a sum write Σ_{i}(...) or "
+                        f"sum_{i}(...) around what it sums (a matrix named Σ takes two indices, Σ_ij)"
                     )
+                    line = source.count("\n", 0, k) + 1
+                    raise ParseError(message, source, line, k - source.rfind("\n", 0, k))
             if char in glyphs and self._calls(source, k + 1):
                 put(glyphs[char], k)
             elif char in _OPERATORS:
@@ -901,8 +919,35 @@ def _grouped(node):
     return Mul((node,)) if isinstance(node, Div) else node
 
 
+_SLIPPED_EXPONENT = re.compile(r"\^\s*(-\s*\d+(?:\.\d*)?|1)\s*/\s*$")
+
+
+def exponent_slip(before: str, number: str) -> str | None:
+    """The message for ``x^-1/2`` and ``(x^T x)^1/2`` (``before``: the text up to the number
+    after '/'), else None: '^' takes the number alone, so these are (x^-1)/2 and (x^T x)/2, where
+    the power -1/2 or 1/2 is meant (a Gaussian's ``(2 pi)^-3/2 det(S)^-1/2``, a normalised
+    graph Laplacian's ``D^-1/2 A D^-1/2``).  ``x^2/2``, half the square, is as written."""
+    match = _SLIPPED_EXPONENT.search(before)
+    if match is None:
+        return None
+    power = match.group(1).replace(" ", "")
+    return (
+        f"'^{power}/{number}' raises to {power} alone, then divides by {number}: write ^({power}/{number}) for "
+        f"the power {power}/{number}, or (...^{power}) / {number} for the quotient"
+    )
+
+
+#: what may follow a denominator's number directly for ``/ 2N``, ``/ 2s^2``, ``/ 2(s + 1)``
+GLUED = re.compile(r"[A-Za-z][A-Za-z0-9]*|\(")
+
+
 def glued_denominator(number: str, name: str) -> str:
-    """The message for ``/ 2N``: the number alone is the denominator (both notations)."""
+    """The message for ``/ 2N`` and ``/ 2(s + 1)``: the number alone is the denominator (both notations)."""
+    if name == "(":
+        return (
+            f"'/ {number}(' divides by {number} alone, then multiplies by the brackets: write / ({number} (...)) "
+            f"to divide by both, or / {number} * (...) for the product"
+        )
     return (
         f"'/ {number}{name}' divides by {number} alone, then multiplies by {name}: put the whole denominator in "
         f"brackets, / ({number} {name} ...), to divide by it, or write / {number} * {name} for the product"

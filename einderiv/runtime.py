@@ -162,13 +162,14 @@ REUSE_MIN_BYTES = 1 << 20
 class _Bound:
     """A line's instructions for one input signature, and the arrays earlier evaluations left
     that nothing returned (``spares``: sets of step target -> array; ``targets``: each step's, or
-    None for a kind of step that never writes into an array given).  An evaluation takes a set
-    (``list.pop`` is atomic: two threads never write into one set) and gives one back; at most
-    two sets are kept."""
+    None for a step whose arrays are not kept: too small, or of a kind that never writes into an
+    array given).  An evaluation takes a set (``list.pop`` is atomic: two threads never write into
+    one set) and gives one back; about two sets are kept (threads that finish together may
+    leave a third: the count is read, then appended to, without a lock)."""
 
     __slots__ = ("instructions", "targets", "spares")
 
-    def __init__(self, instructions: list, targets: list[str]):
+    def __init__(self, instructions: list, targets: list[str | None]):
         self.instructions, self.targets, self.spares = instructions, targets, []
 
     def take(self) -> dict:
@@ -182,18 +183,21 @@ class _Bound:
             self.spares.append(_leftovers(self.targets, values, keep))
 
 
-def _leftovers(targets: list[str], values: dict, keep: tuple[str, ...]) -> dict:
+def _large(array) -> bool:
+    return type(array) is np.ndarray and array.nbytes >= REUSE_MIN_BYTES
+
+
+def _leftovers(targets: list[str | None], values: dict, keep: tuple[str, ...]) -> dict:
     """The steps' arrays that the next evaluation may write into: large C-ordered arrays that own
     their memory, one per array, sharing none with an input or with anything the caller reads
     (a kept result that is a view of a step's array, or a donated one, keeps that array out)."""
-    made = set(targets)
+    made = {step for step in targets if step is not None}
     held = [v for n, v in values.items() if n not in made or n in keep]
     spare, seen = {}, set()
     for target in targets:
         array = values.get(target) if target is not None else None
         if (
-            type(array) is not np.ndarray
-            or array.nbytes < REUSE_MIN_BYTES
+            not _large(array)
             or array.base is not None
             or id(array) in seen
             or not (array.flags.c_contiguous and array.flags.writeable)
@@ -221,12 +225,15 @@ def _run(
             instruction(values, None)
             program.append(instruction)
         if signature is not None:
-            targets = [step.target if type(step) in (Contract, Elementwise) else None for step in line.steps]
+            targets = [
+                step.target if type(step) in (Contract, Elementwise) and _large(values.get(step.target)) else None
+                for step in line.steps
+            ]  # the steps whose arrays may be kept: those large enough, of a kind that writes into one
             bound = line._bound[key] = _Bound(program, targets)
             if keep is not None:
                 _reuse(line, bound, values, keep)
         return values
-    if keep is None:  # the caller reads every value: nothing is written into
+    if keep is None or not any(bound.targets):  # nothing is written into: the plain loop
         for instruction in bound.instructions:
             instruction(values, None)
         return values
@@ -238,8 +245,9 @@ def _run(
 
 
 def _reuse(line: StraightLine, bound: _Bound, values: dict, keep: tuple[str, ...]) -> None:
-    """Keep this call's arrays for the next call of its signature, and only its signature's: a
-    function called at many shapes holds one call's arrays, not one per shape."""
+    """Keep this call's arrays for the next call of its signature, and drop those another
+    signature kept: a function called at many shapes holds about one call's arrays, not one per
+    shape (threads calling at two signatures at once may each keep theirs for a while)."""
     previous, line._reusing = line._reusing, bound
     if previous is not None and previous is not bound:
         previous.spares.clear()
@@ -254,10 +262,11 @@ def _contract_instruction(step: Contract, values, factored):
     shape and dtype from an earlier evaluation that nothing else holds, which the step may write into."""
     contraction, target = step.contraction, step.target
     plan = contraction.plan_for(values)
-    steps, out_shape, _ = plan
+    steps, out_shape, dtype = plan
+    write = _kept(out_shape, dtype)  # decided once: every call of these shapes rounds alike
     kind, coeff, function, names, bshape, _ = steps[0] if len(steps) == 1 else (None,) * 6
     if kind == "dense" and coeff is None and function is not None and bshape == out_shape:
-        into = writer(function, len(names)) if contraction.whole_first() else None
+        into = writer(function, len(names)) if write and contraction.whole_first() else None
         if len(names) == 1:
             (a,) = names
 
@@ -283,10 +292,15 @@ def _contract_instruction(step: Contract, values, factored):
 
         return instruction
 
-    def instruction(v, out, c=contraction, plan=plan, t=target):
-        v[t] = c.execute(plan, v, out=out)
+    def instruction(v, out, c=contraction, plan=plan, t=target, write=write):
+        v[t] = c.execute(plan, v, out=out, write=write)
 
     return instruction
+
+
+def _kept(shape, dtype) -> bool:
+    """Whether an array of this shape and dtype is large enough to be kept between calls."""
+    return math.prod(shape) * np.dtype(dtype).itemsize >= REUSE_MIN_BYTES
 
 
 def _donating(step: Contract, values, donated: frozenset[str]):
@@ -298,9 +312,11 @@ def _donating(step: Contract, values, donated: frozenset[str]):
     if len(plan[0]) < 2:
         return None  # one term: nothing is added in place
 
-    def instruction(v, out, c=contraction, plan=plan, t=target, donated=tuple(donated)):
+    write = _kept(plan[1], plan[2])
+
+    def instruction(v, out, c=contraction, plan=plan, t=target, donated=tuple(donated), write=write):
         own = frozenset(n for n in donated if own_array(v[n], [v[i] for i in v if i != n]))
-        v[t] = c.execute(plan, v, own, out=None if own else out)
+        v[t] = c.execute(plan, v, own, out=None if own else out, write=write)
 
     return instruction
 

@@ -391,17 +391,24 @@ def infer_ranks(source: str, statements, outputs, names: list[str], declared: Ma
 #: conventions a reading may not break to repair the conventional one: a transposed name is not a
 #: scalar, a reduction is of several entries (``tr(x)``: x a matrix, ``/ N``: N a scalar repair it)
 _STRONG = ("a transposed scalar", "a reduction of a scalar")
+#: and inside ``sum(...)``/``mean(...)``, where NumPy's elementwise reading is meant, a name's rank
+#: is not raised to a matrix, nor an upper-case name lowered (``c * x``, ``/ (2 s^2)``: c and s
+#: scalars still repair it)
+_IN_REDUCTIONS = ("lower as a matrix", "upper")
 
 
-def _no_repair(error: EinderivError, cost: tuple[int, ...], ranks: Mapping[str, int], convention, free) -> None:
+def _no_repair(error: EinderivError, best: tuple[int, ...], ranks: Mapping[str, int], convention, free) -> None:
     """Where the conventional ranks do not type-check, another reading is taken (``a x + b``: a and
     b are scalars; ``tr(s)``: s is a matrix), but not one that makes a transposed name a scalar or
-    sums a scalar, and never to repair what fails inside ``sum(...)`` or ``mean(...)``:
-    ``mean((y - X w)^2)`` read with y a matrix and w a scalar, ``sum(x^2)`` the sum of a scalar,
-    ``a^T x / b^T x`` with b a scalar type-check, but mean something else than NumPy and the
-    textbook do.  Raises the conventional reading's error, saying which ranks would type-check."""
-    strong = any(cost[_PENALTIES.index(p)] for p in _STRONG)
-    if not strong and not getattr(error, "in_reduction", False):
+    sums a scalar, nor, to repair what fails inside ``sum(...)`` or ``mean(...)``, one that makes a
+    lower-case name a matrix or an upper-case one no matrix: ``mean((y - X w)^2)`` read with y a
+    matrix and w a scalar, ``sum(x^2)`` the sum of a scalar, ``a^T x / b^T x`` with b a scalar
+    type-check, but mean something else than NumPy and the textbook do.  Raises the conventional
+    reading's error (``best``: the cost of the reading that would be taken), saying which ranks
+    would type-check."""
+    broken = {p for p, count in zip(_PENALTIES, best) if count}
+    inside = getattr(error, "in_reduction", False)
+    if not broken & set(_STRONG) and not (inside and broken & set(_IN_REDUCTIONS)):
         return
     words = {0: "a scalar", 1: "a vector", 2: "a matrix"}
     changed = [n for n in free if ranks[n] != convention[n]]

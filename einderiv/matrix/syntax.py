@@ -13,7 +13,7 @@ from lark.exceptions import UnexpectedInput
 
 from .. import limits
 from ..errors import EinderivError, ParseError
-from ..parser import glued_denominator, leading_sign, syntax_error
+from ..parser import GLUED, exponent_slip, glued_denominator, leading_sign, syntax_error
 
 GRAMMAR = r"""
 ?start: sum
@@ -215,15 +215,21 @@ def _no_star_beside_matmul(tree, source: str) -> None:
 
 def _no_glued_denominator(tree, source: str) -> None:
     """``x^T x / 2N`` and ``exp(-x^T x / 2s^2)`` are errors: textbooks mean 1/(2N), where '/'
-    takes the number alone and the name then multiplies (as in index notation)."""
+    takes the number alone and the name then multiplies (as in index notation); so are
+    ``D^-1/2 A D^-1/2`` and ``(x^T x)^1/2``, where the power -1/2 or 1/2 is meant."""
     for t in tree.iter_subtrees():
+        if t.data == "div" and isinstance(t.children[1], Tree) and t.children[1].data == "number":
+            (token,) = t.children[1].children
+            message = exponent_slip(source[: token.start_pos], str(token)) if token.start_pos is not None else None
+            if message:  # D^-1/2 A D^-1/2
+                raise ParseError(message, source, 1, _column(token))
         if t.data != "mul" or not isinstance(t.children[0], Tree) or t.children[0].data != "div":
             continue
         denominator = t.children[0].children[1]
         if not (isinstance(denominator, Tree) and denominator.data == "number"):
             continue
         (token,) = denominator.children
-        following = re.match(r"[A-Za-z][A-Za-z0-9]*", source[token.end_pos :]) if token.end_pos is not None else None
+        following = re.match(GLUED, source[token.end_pos :]) if token.end_pos is not None else None
         if following:
             raise ParseError(glued_denominator(str(token), following.group()), source, 1, _column(token))
 
