@@ -32,12 +32,14 @@ from .api import (
     with_root,
     wrt_tensor,
 )
+from .elementwise import FUNCTIONS, MATRIX_FUNCTIONS, REDUCTIONS
 from .errors import DifferentiationError, guarded
 from .factor import factored
 from .gradients import grad
 from .ir import Add, Delta, Indices, MatrixCall, Mul, Number, Statement, Tensor, walk
 from .matrix.reading import accepts_notation
 from .normal import Apply, MatrixFn, Term, is_reciprocal, rename_apart, simplify
+from .parser import DELTA_NAME
 from .printing import count_axes_of
 from .program import CheckedProgram, Definition
 
@@ -47,6 +49,13 @@ def _name_free(name: object, programs: tuple[CheckedProgram, ...], role: str, ke
     the derivative's adjoints: a tangent named ``dLdh`` would be read as that adjoint)."""
     if not isinstance(name, str) or not name.isidentifier() or "_" in name:
         raise DifferentiationError(f"the {role} must be named by letters and digits, such as 'v', got {name!r}")
+    if name == DELTA_NAME or name in REDUCTIONS or name in MATRIX_FUNCTIONS or name in FUNCTIONS:
+        # hvp(..., v="delta") failed with an IndexError when evaluated; v="sum" printed text that
+        # does not parse: these names are the language's own
+        raise DifferentiationError(
+            f"the {role} cannot be named {name!r}: that is a name of the language; pass another, e.g. "
+            f"{keyword}={name[0] + '2'!r}"
+        )
     for program in programs:
         taken = {*program.ranks, *program.all_inputs, *(d.name for d in program.definitions)}
         if name in taken:

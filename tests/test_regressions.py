@@ -3017,3 +3017,19 @@ def test_a_fraction_in_an_exponent_or_a_glued_bracket_after_a_division_is_an_err
     np.testing.assert_allclose(einderiv.evaluate("f = x_i^2/2", x=x), (x**2 / 2).sum(), rtol=1e-15)  # as written
     np.testing.assert_allclose(einderiv.evaluate("f = x_i^(-1/2)", x=x), (x**-0.5).sum(), rtol=1e-15)
     np.testing.assert_allclose(einderiv.evaluate("f = x_i x_i / (2 (s + 1))", x=x, s=1.5), x @ x / 5, rtol=1e-15)
+
+
+@pytest.mark.parametrize("name", ["delta", "sum", "softmax", "inv", "exp"])
+def test_a_tangent_is_never_named_like_the_language(name):
+    """A hunter's find: ``hvp(src, "w", v="delta")`` was accepted and its evaluation failed with
+    a raw IndexError; ``v="sum"`` printed a derivative whose text does not parse."""
+    source = "L = sum_n(softplus(X_nd w_d) - y_n X_nd w_d)"
+    with pytest.raises(einderiv.DifferentiationError, match=f"cannot be named '{name}'"):
+        einderiv.hvp(source, "w", v=name)
+    with pytest.raises(einderiv.DifferentiationError, match=f"cannot be named '{name}'"):
+        einderiv.vjp("y_n = X_nd w_d", "w", u=name)
+    gen = np.random.default_rng(0)
+    X, y, w, t = gen.normal(size=(6, 3)), gen.random(6), gen.normal(size=3), gen.normal(size=3)
+    s = 1 / (1 + np.exp(-X @ w))
+    got = einderiv.hvp(source, "w", v="t")(X=X, y=y, w=w, t=t)
+    np.testing.assert_allclose(got, X.T @ (s * (1 - s) * (X @ t)), rtol=1e-12)
