@@ -403,7 +403,7 @@ class _ToIR(Transformer_NonRecursive):
     def __init__(self, source: str):
         super().__init__()
         self.source = source
-        self.tokens: dict[int, tuple] = {}  # id of a scalar Tensor -> (it, its token): where it was written
+        self.tokens: dict[int, tuple] = {}  # id of a Number or Call -> (it, its token): where it was written
 
     # -- references -------------------------------------------------------------------------
     def _reserved(self, token: Token, name: str, indices: tuple[str, ...] = ()) -> None:
@@ -450,9 +450,7 @@ class _ToIR(Transformer_NonRecursive):
                 "parentheses, and give a scalar input another name",
                 self.source,
             )
-        tensor = Tensor(str(token))
-        self.tokens[id(tensor)] = (tensor, token)
-        return tensor
+        return Tensor(str(token))
 
     @v_args(inline=True)
     def tensor_ref(self, token: Token):
@@ -500,23 +498,6 @@ class _ToIR(Transformer_NonRecursive):
                 # x_i x_i / 2N, 1/2s^2: textbooks mean 1/(2N); as written, '/' takes the number alone
                 name = following.group()
                 raise _fail(token, glued_denominator(str(token), name), self.source)
-        if isinstance(last, Tensor) and not last.indices and _callable(last.name):
-            # exp (x_i) is a call with a stray space; log x_i is a call without its parentheses,
-            # never a scalar named log times x_i
-            _, token = self.tokens.get(id(last), (None, None))
-            if token is not None and isinstance(right, _Paren):
-                raise _fail(
-                    token,
-                    f"{last.name!r} is a function: write {last.name}(...), the name directly followed by '('",
-                    self.source,
-                )
-            if token is not None and last.name in FUNCTIONS:
-                raise _fail(
-                    token,
-                    f"{last.name!r} is a function, not an input: write {last.name}(...) with its argument in "
-                    "parentheses, and give a scalar input another name",
-                    self.source,
-                )
         return Mul(_flat(Mul, left) + (_bare(right),))
 
     @v_args(inline=True)
@@ -952,11 +933,6 @@ def glued_denominator(number: str, name: str) -> str:
         f"'/ {number}{name}' divides by {number} alone, then multiplies by {name}: put the whole denominator in "
         f"brackets, / ({number} {name} ...), to divide by it, or write / {number} * {name} for the product"
     )
-
-
-def _callable(name: str) -> bool:
-    """Whether a scalar may not take ``name`` when parentheses follow: ``exp (x_i)`` is a call with a stray space."""
-    return name in FUNCTIONS or name in REDUCTIONS or name in MATRIX_FUNCTIONS
 
 
 def _flat(kind: type, node) -> tuple:

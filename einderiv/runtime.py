@@ -184,7 +184,7 @@ class _Bound:
 
 
 def _large(array) -> bool:
-    return type(array) is np.ndarray and array.nbytes >= REUSE_MIN_BYTES
+    return type(array) is np.ndarray and _kept(array.shape, array.dtype)
 
 
 def _leftovers(targets: list[str | None], values: dict, keep: tuple[str, ...]) -> dict:
