@@ -352,7 +352,9 @@ def read_claim(text: str, derivative) -> tuple[str, str, tuple[str, ...], dict[s
     if "=" in text and written:
         _check_numerator(written.group(1), derivative)
     readers = [("index", _index_claim), ("matrix", _matrix_claim)]
-    if "_" not in text and "=" not in text:
+    number = re.fullmatch(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*", text)
+    # (a number alone is that constant in every entry, also beyond matrix notation's two axes)
+    if "_" not in text and "=" not in text and not (number and len(derivative.indices) > 2):
         readers.reverse()
     try:
         return (readers[0][0], *readers[0][1](text, derivative))

@@ -206,9 +206,14 @@ class Factorisation:
 
 
 def _determinant(func: str, name: str, sign, logdet) -> np.ndarray:
-    """det or logdet from ``slogdet``: a logdet whose determinant is not positive is an error."""
+    """det or logdet from ``slogdet``: a logdet whose determinant is not positive is an error; of
+    a complex matrix, the principal log(det), log|det| + i arg(det), as NumPy's log of det."""
     if func == "det":
         return np.asarray(sign * np.exp(logdet))
+    if np.iscomplexobj(sign) and sign != 0:
+        return np.asarray(np.log(sign) + logdet)
+    if sign == 0 and np.iscomplexobj(sign):
+        raise EvaluationError(f"logdet({name}): the determinant of {name!r} is zero, so it has no logarithm")
     if sign <= 0:
         raise EvaluationError(
             f"logdet({name}): the determinant of {name!r} is {'zero' if sign == 0 else 'negative'}, "
@@ -324,6 +329,8 @@ def generic_matrix_function(func: str, name: str, matrix, ops: ArrayOps):
     sign, logdet = ops.slogdet(matrix)
     if func == "det":
         return _nan_unless_finite(matrix, sign * ops.xp.exp(logdet), ops)
+    if "complex" in str(getattr(sign, "dtype", "")):  # (each library names its complex dtypes so)
+        return _nan_unless_finite(matrix, ops.xp.log(sign) + logdet, ops)  # the principal log(det)
     return _nan_unless_finite(matrix, ops.positive_or_nan(sign, logdet), ops)
 
 

@@ -243,6 +243,22 @@ def _latex_hint(command: str) -> str:
     return f"'\\{command}' is LaTeX, which einderiv writes (--format latex) but does not read: {known}"
 
 
+def _comma_hint(function: str, matrix: bool) -> str:
+    """Why ``max(0, x)`` and ``sum(X, 1)`` do not parse: every function takes one argument."""
+    if function == "max":
+        return ": max takes no second argument; max(0, x) is relu(x)"
+    if function in ("sum", "mean") and not matrix:
+        return f": {function} takes one argument; name the index it reduces: {function}_i(...)"
+    if function in ("sum", "mean"):
+        return (
+            f": {function} takes one argument and reduces all of it; for one axis, write the index form "
+            f"({function}_i(X_ij))"
+        )
+    if function in FUNCTIONS or function in MATRIX_FUNCTIONS or function in REDUCTIONS:
+        return f": {function}(...) takes one argument"
+    return ""
+
+
 def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = False) -> ParseError:
     """The parser's complaint as a ParseError; ``spelled(token)`` is a token as the user typed it;
     ``matrix``: the text was read as matrix notation."""
@@ -265,6 +281,11 @@ def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = 
             )
         elif matrix and _letters(char):
             hint = f": matrix notation spells Greek letters by name: write {_letters(char)}"
+        elif char == "_" and re.match(r"_\{?[0-9]", source[err.pos_in_stream :]):
+            hint = (
+                ": an index is a letter (x_i, A_ij), summed or free, not a numbered entry such as x_1; "
+                "a scalar of its own is a name, as x1"
+            )
         elif char == "_":
             hint = ": an index list follows a name directly, as in R_mp, W_{in,out} or inv(M)_ij"
         elif char == "{" and source[: err.pos_in_stream].endswith("^"):
@@ -280,6 +301,8 @@ def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = 
             hint = ": a line needs no continuation mark: a statement goes on after an operator or inside brackets"
         elif char in _GLYPH_HINTS:
             hint = ": " + _GLYPH_HINTS[char]
+        elif char == "," and (call := re.search(r"([A-Za-z][A-Za-z0-9]*)\s*\([^()]*$", source[: err.pos_in_stream])):
+            hint = _comma_hint(call.group(1), matrix)
         return ParseError(f"syntax error: unexpected character {char!r}{hint}", source, line, column)
     if isinstance(err, (UnexpectedToken, UnexpectedEOF)):
         token = getattr(err, "token", None)
@@ -498,6 +521,10 @@ class _ToIR(Transformer_NonRecursive):
                 # x_i x_i / 2N, 1/2s^2: textbooks mean 1/(2N); as written, '/' takes the number alone
                 name = following.group()
                 raise _fail(token, glued_denominator(str(token), name), self.source)
+            power = token is not None and re.match(SPACED_POWER, self.source[token.end_pos :])
+            if power and not _a_number(last.numerator):
+                # exp(-x_i x_i / 2 s^2): a Gaussian's 1/(2 s^2), where '/' takes the 2 alone
+                raise _fail(token, spaced_denominator(str(token), power.group(1)), self.source)
         return Mul(_flat(Mul, left) + (_bare(right),))
 
     @v_args(inline=True)
@@ -920,6 +947,27 @@ def exponent_slip(before: str, number: str) -> str | None:
 
 #: what may follow a denominator's number directly for ``/ 2N``, ``/ 2s^2``, ``/ 2(s + 1)``
 GLUED = re.compile(r"[A-Za-z][A-Za-z0-9]*|\(")
+
+
+#: a power of a name after '/ number ' (``x_i x_i / 2 s^2``): the name, then its indices and '^'
+SPACED_POWER = re.compile(r"\s+([A-Za-z][A-Za-z0-9]*(?:_\{[^}]*\}|_[A-Za-z0-9]+)?)\s*(?:\^|[²³⁴⁵⁶⁷⁸⁹])")
+
+
+def _a_number(node) -> bool:
+    """Whether an IR node is a number, or a negated one (``-1`` in ``-1/2 s^2``)."""
+    while isinstance(node, Neg):
+        node = node.operand
+    return isinstance(node, Number)
+
+
+def spaced_denominator(number: str, name: str) -> str:
+    """The message for ``x_i x_i / 2 s^2`` (a numerator other than a number: ``1/2 s^2`` is half
+    of s^2): the number alone is the denominator (both notations)."""
+    return (
+        f"'/ {number} {name}^...' divides by {number} alone, then multiplies by the power of {name}: put the "
+        f"whole denominator in brackets, / ({number} {name}^...), to divide by it (as a Gaussian's "
+        f"exp(-x^2 / (2 s^2))), or write / {number} * {name}^... for the product"
+    )
 
 
 def glued_denominator(number: str, name: str) -> str:

@@ -684,6 +684,21 @@ def test_a_guessed_vector_that_makes_a_loss_a_vector_is_named_in_the_error():
     np.testing.assert_allclose(gradient(lam=0.3, w=w), 2 * 0.3 * w, rtol=1e-12)
 
 
+@pytest.mark.parametrize("source", ["f = x^T x lam / 2", "f = x^T x * lam / 2", "f = w^T w lam"])
+def test_the_error_names_the_guessed_vector_that_carries_the_output_index(source):
+    """``x^T x lam / 2`` reads lam as a vector (``f_i = x_j x_j lam_i / 2``): the hint names lam,
+    the name written with the output's index, not x, whose rank 0 would not type-check."""
+    wrt = source.split("^")[0][-1]
+    with pytest.raises(einderiv.DifferentiationError, match=r"ranks=\{'lam': 0\} \(CLI: --rank lam=0\)"):
+        einderiv.grad(source, wrt)
+    x = np.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(
+        einderiv.grad(source, wrt, ranks={"lam": 0})(lam=0.3, **{wrt: x}),
+        x * (0.3 if "/ 2" in source else 0.6),
+        rtol=1e-12,
+    )
+
+
 def test_a_centred_vector_is_a_vector():
     x = np.array([1.0, 2.0, 4.0])
     gradient = einderiv.grad("f = norm2(x - mean(x))^2", "x", notation="matrix")

@@ -4,12 +4,15 @@
 Inputs of rank 0, 1 and 2 are scalars, column vectors and matrices.  Their ranks are declared
 (``ranks={"x": 1}``), or inferred: of the assignments under which every statement type-checks, the
 one that breaks the fewest of these conventions, in this order, wins (a tie is an error asking for
-``ranks=``): a name written with ``^T`` is not a scalar; a name starting with an upper-case letter is
-a matrix; an outer product (a column times a row) is not multiplied further (``lam x^T x``: lam is a
-scalar); ``tr``, ``det``, ``logdet``, ``inv`` of a name take a matrix (of a 1x1 product such as
-``x^T w``, a scalar); a sum does not broadcast a scalar expression onto a vector
-(``sigmoid(w^T x + c)``: c is a scalar); any other name is a column vector, else a scalar, else a
-matrix; a scalar name comes before the vector or matrix it multiplies.
+``ranks=``): a name (or a sum of names) written with ``^T`` is not a scalar; a name starting with an
+upper-case letter is a matrix, except that one written only as a coefficient may be a scalar (below);
+an outer product (a column times a row) is not multiplied further (``lam x^T x``: lam is a scalar);
+``tr``, ``det``, ``logdet``, ``inv`` of a name take a matrix (of a 1x1 product such as ``x^T w``, a
+scalar); a sum does not broadcast a scalar expression onto a vector (``sigmoid(w^T x + c)``: c is a
+scalar); a lower-case name is not a matrix; an upper-case coefficient (``N/2 logdet(S)``, ``C
+sum(...)``: a count or a constant) is a matrix, else a scalar; a scalar name is added to a vector
+(``X w + b``) rather than X or w made scalars; any other name is a column vector, else a scalar; a
+scalar name comes before the vector or matrix it multiplies.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from ..lower import translated_text
 from ..parser import OTHER_NAMES
 from ..parser import parse as parse_index
 from ..program import unique_name
-from .syntax import Call, MatrixStatement, Name, lift_signs, parse_matrix_program
+from .syntax import Call, Divide, MatrixStatement, Name, Neg, Number, Product, lift_signs, parse_matrix_program
 from .translate import IDENTITY, STRUCTURAL, Reader, function_suggestion
 
 NOTATIONS = ("auto", "index", "matrix")
@@ -315,11 +318,14 @@ def _check_names(statements, source: str = "") -> list[str]:
 
 _PENALTIES = (
     "a transposed scalar",
-    "upper",
+    "upper",  # an upper-case name not a matrix, except a coefficient made a scalar (below)
     "an outer product multiplied further",
     "a matrix function of a scalar name",
     "a scalar broadcast in a sum",
     "lower as a matrix",
+    # N, T, C as counts and constants (N/2 logdet(S), T log(s2), C sum(...)), rather than y a matrix
+    "an upper-case coefficient as a scalar",
+    "a scalar name broadcast in a sum",  # X w + b, b a scalar: rather than X or w a scalar
     "lower as a scalar",
     "a scalar name after a vector or matrix",
     "a reduction of a scalar",
@@ -330,13 +336,54 @@ def _convention(name: str) -> int:
     return 2 if name[0].isupper() else 1
 
 
-def _assess(source: str, statements, outputs, ranks: Mapping[str, int], free: list[str]) -> tuple[int, ...]:
+def _coefficients(statements) -> set[str]:
+    """The upper-case names written only as coefficients: multiplying a number or a call (``T
+    log(s2)``, ``N/2 logdet(S)``, ``C sum(...)``), or dividing (``x / N``); not ``X W``."""
+    parents: dict[int, object] = {}
+    names: list[Name] = []
+    for statement in statements:
+        for node in _nodes(statement.node):
+            if isinstance(node, Name):
+                names.append(node)
+            for key, value in vars(node).items() if hasattr(node, "__dict__") else ():
+                for child in value if isinstance(value, tuple) else (value,):
+                    if key != "column" and hasattr(child, "column"):
+                        parents[id(child)] = node
+    outside: set[str] = set()
+    for name in names:
+        node, parent = name, parents.get(id(name))
+        while isinstance(parent, (Neg, Divide)) and not (isinstance(parent, Divide) and parent.denominator is node):
+            if isinstance(parent, Divide) and not isinstance(parent.denominator, Number):
+                break
+            node, parent = parent, parents.get(id(parent))
+        divisor = isinstance(parent, Divide) and parent.denominator is node
+        if divisor:
+            continue
+        scaling = type(parent) is Product and isinstance(
+            parent.right if parent.left is node else parent.left, (Number, Call)
+        )
+        if not scaling:
+            outside.add(name.name)
+    return {n.name for n in names if n.name[0].isupper()} - outside
+
+
+def _assess(
+    source: str,
+    statements,
+    outputs,
+    ranks: Mapping[str, int],
+    free: list[str],
+    coefficients: frozenset[str] = frozenset(),
+) -> tuple[int, ...]:
     """The cost of reading the program with these ranks (raises when it does not type-check)."""
     reader = Reader(source, ranks, (), program=True)
     for statement, name in zip(statements, outputs):
         reader.defined[name] = reader.shaped(statement.node).shape
     counts = dict(reader.penalties)
-    counts["upper"] = sum(1 for n in free if n[0].isupper() and ranks[n] != 2)
+    counts["upper"] = sum(
+        1 for n in free if n[0].isupper() and ranks[n] != 2 and not (ranks[n] == 0 and n in coefficients)
+    )
+    counts["an upper-case coefficient as a scalar"] = sum(1 for n in free if ranks[n] == 0 and n in coefficients)
     counts["lower as a matrix"] = sum(1 for n in free if not n[0].isupper() and ranks[n] == 2)
     counts["lower as a scalar"] = sum(1 for n in free if not n[0].isupper() and ranks[n] == 0)
     return tuple(counts.get(p, 0) for p in _PENALTIES)
@@ -348,8 +395,9 @@ def infer_ranks(source: str, statements, outputs, names: list[str], declared: Ma
     known = {n: declared[n] for n in names if n in declared}
     free = [n for n in names if n not in declared]
     convention = {**known, **{n: _convention(n) for n in free}}
+    coefficients = frozenset(_coefficients(statements))
     try:
-        cost = _assess(source, statements, outputs, convention, free)
+        cost = _assess(source, statements, outputs, convention, free, coefficients)
     except EinderivError as err:
         first_error, cost = err, None
     if cost is not None and not any(cost):
@@ -364,7 +412,7 @@ def infer_ranks(source: str, statements, outputs, names: list[str], declared: Ma
     for combination in itertools.product(*options):
         ranks = {**known, **dict(zip(free, combination))}
         try:
-            results.append((_assess(source, statements, outputs, ranks, free), ranks))
+            results.append((_assess(source, statements, outputs, ranks, free, coefficients), ranks))
         except EinderivError:
             continue
     if not results:
@@ -394,7 +442,7 @@ _STRONG = ("a transposed scalar", "a reduction of a scalar")
 #: and inside ``sum(...)``/``mean(...)``, where NumPy's elementwise reading is meant, a name's rank
 #: is not raised to a matrix, nor an upper-case name lowered (``c * x``, ``/ (2 s^2)``: c and s
 #: scalars still repair it)
-_IN_REDUCTIONS = ("lower as a matrix", "upper")
+_IN_REDUCTIONS = ("lower as a matrix", "upper", "an upper-case coefficient as a scalar")
 
 
 def _no_repair(error: EinderivError, best: tuple[int, ...], ranks: Mapping[str, int], convention, free) -> None:

@@ -13,7 +13,15 @@ from lark.exceptions import UnexpectedInput
 
 from .. import limits
 from ..errors import EinderivError, ParseError
-from ..parser import GLUED, exponent_slip, glued_denominator, leading_sign, syntax_error
+from ..parser import (
+    GLUED,
+    SPACED_POWER,
+    exponent_slip,
+    glued_denominator,
+    leading_sign,
+    spaced_denominator,
+    syntax_error,
+)
 
 GRAMMAR = r"""
 ?start: sum
@@ -214,8 +222,9 @@ def _no_star_beside_matmul(tree, source: str) -> None:
 
 
 def _no_glued_denominator(tree, source: str) -> None:
-    """``x^T x / 2N`` and ``exp(-x^T x / 2s^2)`` are errors: textbooks mean 1/(2N), where '/'
-    takes the number alone and the name then multiplies (as in index notation); so are
+    """``x^T x / 2N``, ``exp(-x^T x / 2s^2)`` and ``exp(-x^T x / 2 s^2)`` are errors: textbooks
+    mean 1/(2N), where '/' takes the number alone and the name then multiplies (as in index
+    notation; ``1/2 s^2``, a number over a number, is half of s^2); so are
     ``D^-1/2 A D^-1/2`` and ``(x^T x)^1/2``, where the power -1/2 or 1/2 is meant."""
     for t in tree.iter_subtrees():
         if t.data == "div" and isinstance(t.children[1], Tree) and t.children[1].data == "number":
@@ -232,6 +241,9 @@ def _no_glued_denominator(tree, source: str) -> None:
         following = re.match(GLUED, source[token.end_pos :]) if token.end_pos is not None else None
         if following:
             raise ParseError(glued_denominator(str(token), following.group()), source, 1, _column(token))
+        power = re.match(SPACED_POWER, source[token.end_pos :]) if token.end_pos is not None else None
+        if power and not _a_number(t.children[0].children[0]):  # x^T x / 2 s^2 (1/2 s^2 is half of s^2)
+            raise ParseError(spaced_denominator(str(token), power.group(1)), source, 1, _column(token))
 
 
 def _build(tree, source: str):
@@ -579,3 +591,10 @@ def _parse_line(text: str):
     if isinstance(tree, Token):
         tree = Tree("number" if tree.type == "NUMBER" else "name", [tree])
     return _build(tree, text)
+
+
+def _a_number(node) -> bool:
+    """Whether a tree is a number, or a negated one (``-1``)."""
+    while isinstance(node, Tree) and node.data in ("neg", "paren") and len(node.children) == 1:
+        node = node.children[0]
+    return isinstance(node, Tree) and node.data == "number"

@@ -170,7 +170,8 @@ class Reader:
             if isinstance(below_transposes(node.operand), Number):
                 raise self.fail(node, _NO_ONES)
             inner = self.shaped(node.operand)
-            if inner.shape == SCALAR and isinstance(node.operand, Name):
+            if inner.shape == SCALAR and _names_alone(node.operand):
+                # x^T, (x - mu)^T: nobody transposes a scalar (x^T w is a product: its ^T may be)
                 self.penalties["a transposed scalar"] += 1
             return Shaped(inner.shape[::-1], inner.partial)
         if isinstance(node, Inverse):
@@ -267,8 +268,13 @@ class Reader:
                 raise self.fail(term, f"cannot add {_word(shaped.shape)} and {_word(widest)}{hint}")
             reduction = isinstance(term, Call) and term.function in ("sum", "mean", "norm2", "logsumexp")
             if shaped.shape == SCALAR and widest != SCALAR and not _constant(term) and not reduction:
-                # w^T x + c: c is more likely a scalar; x - mean(x) centres a vector
-                self.penalties["a scalar broadcast in a sum"] += 1
+                # w^T x + c: c is more likely a scalar; x - mean(x) centres a vector; a name added
+                # to a vector (X w + b with b a scalar, a bias) is a milder break than X or w made a
+                # scalar, onto a matrix it is not (y - X w with y a scalar and w a scalar)
+                named = widest != MATRIX and (
+                    isinstance(term, Name) or (isinstance(term, Neg) and isinstance(term.operand, Name))
+                )
+                self.penalties["a scalar name broadcast in a sum" if named else "a scalar broadcast in a sum"] += 1
         partial = widest != SCALAR and any(s.partial or s.shape != widest for s in shapes)
         return Shaped(widest, partial)
 
@@ -674,3 +680,12 @@ def _holds(node, kind: type) -> bool:
     children = [getattr(node, f.name) for f in fields(node)] if is_dataclass(node) else []
     items = [item for child in children for item in (child if isinstance(child, tuple) else (child,))]
     return any(is_dataclass(item) and _holds(item, kind) for item in items)
+
+
+def _names_alone(node) -> bool:
+    """Whether ``node`` is a name, or a sum or negation of names (``x``, ``(x - mu)``, ``-y``)."""
+    if isinstance(node, Neg):
+        return _names_alone(node.operand)
+    if isinstance(node, Sum):
+        return all(_names_alone(t) for t in node.terms)
+    return isinstance(node, Name)
