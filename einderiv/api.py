@@ -40,7 +40,7 @@ from .ir import (
 from .matrix.form import NoMatrixForm, matrix_text
 from .matrix.reading import Reading, accepts_notation, scalar_use_hint
 from .normal import Poly, call_arguments, is_reciprocal
-from .optimiser import StraightLine
+from .optimiser import StraightLine, inline_broadcast_products
 from .parser import parse
 from .printing import count_axes_of, count_letters, count_powers
 from .program import (
@@ -62,7 +62,8 @@ Source = str | Program | Statement
 PARAMETERS = ("source", "arrays", "of", "backend", "layout", "self")
 
 #: What a derivative through a function with no complex derivative holds: the derivatives of
-#: abs and relu (sign, step), and, for logdet (log|det|), a function of its matrix.
+#: abs and relu (sign, step).  (logdet of a complex matrix is the principal log(det), whose
+#: derivative inv(M)^T is the complex one.)
 #: Derivatives are real-variable derivatives, which at complex inputs are the complex derivative
 #: f'(z) where one exists; for these there is none, so complex inputs that reach one are an
 #: error rather than one of several conventions chosen silently.
@@ -72,18 +73,12 @@ NOT_ANALYTIC = {"sign": "abs or sign", "step": "relu or step"}
 def not_analytic(sources, definitions) -> dict[str, str]:
     """Input -> the function with no complex derivative that ``definitions`` (a derivative's)
     differentiate at it: an input named in the argument of ``sign`` or ``step`` (through the
-    statements it uses), or in the matrix of a ``logdet`` in ``sources`` whose matrix the
-    derivative uses."""
+    statements it uses)."""
     everything = [*sources, *definitions]
     reached: dict[str, str] = {}
     for d in definitions:
         for func, names in call_arguments(d.poly, NOT_ANALYTIC).items():
             reached.update({n: NOT_ANALYTIC[func] for n in names})
-    used = {n for d in definitions for n in d.poly.tensor_names()}  # matrices of inv(M) too
-    for d in sources:
-        for matrix in call_arguments(d.poly, {"logdet"}).get("logdet", set()):
-            if matrix in used:
-                reached.setdefault(matrix, "logdet")
     values = {d.name: d.poly.tensor_names() for d in everything}
     pending = list(reached)
     while pending:  # through the statements: an input an intermediate is computed from
@@ -306,8 +301,10 @@ class Compiled:
         return self._line
 
     def computed_definitions(self) -> list[Definition]:
-        """The definitions evaluation computes, with the size hints the program's dimensions give."""
-        return sized_definitions(self.program.computed(), self.ranks, self.program_dimensions)
+        """The definitions evaluation computes, with the size hints the program's dimensions give
+        (a product of smaller arrays substituted where it is read: :func:`inline_broadcast_products`)."""
+        sized = sized_definitions(self.program.computed(), self.ranks, self.program_dimensions)
+        return inline_broadcast_products(sized, {self.program.output})
 
     def check_sizes(self, values: Mapping[str, object]) -> None:
         """Every dimension's input axes agree (``mean_k(W_dk + b_k)``), checked once per shapes."""
@@ -484,8 +481,10 @@ class Compiled:
                 raise EvaluationError(f"the shape of {name!r} must be non-negative integers, got {shape!r}") from None
             arrays[name] = np.broadcast_to(np.float64(0), sizes)  # a view: no memory, however large
         values = {k: v.shape for k, v in self.numpy_arrays(arrays).items()}
+        output = next((d for d in self.computed_definitions() if d.name == self.program.output), None)
+        written = tuple(e for h in (output.hints if output else ()) if h[0] == "names" for e in h[1])
         with self._in_written_terms():
-            return shape_of(self.program_dimensions, self.output, values)
+            return shape_of(self.program_dimensions, self.output, values, written)
 
     @property
     def steps(self) -> tuple:
@@ -1071,6 +1070,14 @@ def _display(root: Definition, refs: list[Tensor], rhs) -> Statement:
     return Statement(Tensor(derivative_name(name, order), indices), rhs, prior + denominators)
 
 
+def _carries(text: str, name: str, indices) -> bool:
+    """Whether ``text`` (a matrix-notation reading in index notation) writes ``name`` with one of
+    ``indices`` (``lam_i``, ``A_ji``)."""
+    letters = "".join(indices)
+    pattern = rf"(?<![A-Za-z0-9_]){re.escape(name)}_[A-Za-z]*[{re.escape(letters)}]"
+    return bool(letters) and re.search(pattern, text) is not None
+
+
 def scalar_program(
     source: Source, of: str | None, what: str, instead: str = "use jacobian() for tensors"
 ) -> CheckedProgram:
@@ -1079,6 +1086,8 @@ def scalar_program(
         guessed = ""
         if isinstance(source, Reading) and source.notation == "matrix":  # the ranks it guessed made it so
             vectors = [n for n, rank in source.ranks if rank]
+            # first the names written with one of the output's indices (``lam_i`` in ``x_j x_j lam_i``)
+            vectors.sort(key=lambda n: not _carries(source.text, n, checked.out.indices))
             names = ", ".join(f"{n}: {rank}" for n, rank in source.ranks)
             example = f"ranks={{{vectors[0]!r}: 0}} (CLI: --rank {vectors[0]}=0)" if vectors else "ranks="
             guessed = (

@@ -313,7 +313,7 @@ class Contraction:
         steps, out_shape, dtype = plan
         if out is not None and (out.shape != out_shape or out.dtype != dtype):
             out = None
-        write = write and self._whole_first
+        asked, write = write, write and self._whole_first
         if len(steps) == 1:
             kind, coeff, contraction, names, bshape, view = steps[0]
             if kind == "dense" and coeff is None and contraction is not None and bshape == out_shape:
@@ -329,7 +329,7 @@ class Contraction:
         result = self._first_into(steps[0], out_shape, dtype, values, out) if steps and write else None
         owned = result is not None  # whether ``result`` is a fresh array this call may write into
         if owned:
-            steps = steps[1:]
+            steps, out = steps[1:], None  # (``out``, where given, now holds the result)
         for kind, coeff, contraction, names, bshape, view in steps:
             if kind == "diagonal":
                 if not (
@@ -357,7 +357,22 @@ class Contraction:
             else:
                 ops = [values[n] for n in names]
                 scale_at = view
-                if coeff == -1.0 and result is not None:  # a - b: no scaled copy of b
+                # a later term of the result's shape (Y_mn - U_mr V_nr) into the array given, as the
+                # first would be: no new array of the result's size each call
+                into = (
+                    self._writer(contraction, len(ops))
+                    # (no axis of size 1: then a term of the result's shape holds every axis of it)
+                    if asked
+                    and out is not None
+                    and bshape == out_shape
+                    and 1 not in out_shape
+                    and coeff in (None, -1.0)
+                    else None
+                )
+                if into is not None and np.result_type(*ops) == dtype and result is not None:
+                    value, fresh, out = into(*ops, out=out), True, None
+                    subtract = coeff == -1.0
+                elif coeff == -1.0 and result is not None:  # a - b: no scaled copy of b
                     value, subtract = contraction(*ops), True
                     fresh = own_array(value, ops)
                 elif scale_at is not None:
@@ -385,12 +400,34 @@ class Contraction:
                 (np.subtract if subtract else np.add)(result, value, out=value)
                 result, owned = value, True
             else:
-                result, owned = (result - value if subtract else result + value), True
+                result, owned = _sum_into(result, value, subtract, out_shape, dtype, out), True
+                out = None  # (given at most once)
         if result is None:
             return np.zeros(out_shape, dtype=dtype)
         if result.shape != out_shape or not owned:
             result = np.array(np.broadcast_to(result, out_shape), dtype=dtype)
         return result
+
+
+def _sum_into(result, value, subtract: bool, out_shape, dtype, out) -> np.ndarray:
+    """``result -/+ value`` where neither is an array of the result's own (``X_id - Z_jd``: both
+    broadcast), written into ``out`` (the array of the call before, else a new C-ordered one)
+    rather than into whatever layout NumPy derives from the operands' strides (a transposed view
+    made it a strided 500 x 10 x 400 array, which every contraction after it read across the
+    grain); an operand much smaller than the result that is not C-ordered is copied first, so
+    the broadcast loop reads it contiguously."""
+    if np.broadcast_shapes(np.shape(result), np.shape(value)) != tuple(out_shape) or (
+        np.result_type(result, value) != dtype
+    ):
+        return result - value if subtract else result + value
+    if out is None or any(np.may_share_memory(out, x) for x in (result, value)):
+        out = new_array(out_shape, dtype)
+    operands = []
+    for x in (result, value):
+        if type(x) is np.ndarray and x.ndim and not x.flags.c_contiguous and 8 * x.size <= out.size:
+            x = np.ascontiguousarray(x)
+        operands.append(x)
+    return (np.subtract if subtract else np.add)(*operands, out=out)
 
 
 def own_array(value, operands) -> bool:
@@ -423,7 +460,11 @@ def writer(function, count: int):
     where it can write its result into an array given, else None: NumPy's matmul and outer product
     (BLAS writes into ``out``), a broadcast product, einsum, and opt_einsum's plans whose last
     pairwise step is an einsum (a last BLAS step would copy into ``out``: nothing saved)."""
-    direct = function is np.matmul or function is np.multiply.outer or isinstance(function, _BroadcastProduct)
+    direct = (
+        function is np.matmul
+        or function is np.multiply.outer
+        or isinstance(function, (_BroadcastProduct, _MatrixProduct))
+    )
     if direct or (isinstance(function, functools.partial) and function.func is np.einsum):
         return lambda *ops, out, f=function: f(*ops, out=out)
     if isinstance(function, ContractExpression):
@@ -449,17 +490,8 @@ def _pairwise(subscripts: str):
         return np.matmul  # a_y B_yx -> x
     if len(a) == 2 and len(b) == 2 and a[1] == b[0] and out == a[0] + b[1] and a[0] != b[1]:
         return np.matmul  # A_xy B_yz -> xz
-    shared = set(a) & set(b)
-    if len(a) == 2 and len(b) == 2 and len(shared) == 1 and sorted(out) == sorted(set(a + b) - shared):
-        # any other matrix product (U_mr V_nr -> mn is U V^T): matmul of transposed views, BLAS
-        (y,) = shared
-        left, right = a[1] == y, b[0] == y  # whether each is already in matmul order
-        swap = out != a.replace(y, "") + b.replace(y, "")
-
-        def product(x, z, left=left, right=right, swap=swap):
-            result = (x if left else x.T) @ (z if right else z.T)
-            return result.T if swap else result
-
+    product = _matrix_product(a, b, out)
+    if product is not None:
         return product
     if len(a) == 1 and len(b) == 1 and a != b:
         if out == a + b:
@@ -467,6 +499,41 @@ def _pairwise(subscripts: str):
         if out == b + a:
             return lambda x, y: np.multiply.outer(y, x)
     return None
+
+
+class _MatrixProduct:
+    """Any product of two matrices over one shared index (``U_mr V_nr -> mn`` is U V^T,
+    ``E_nm X_nl -> lm`` is X^T E): BLAS's matmul of (transposed) views, the operands taken in the
+    order of the result's axes, so the result is C-ordered and can be written into an array given.
+    (opt_einsum's tensordot returns U V^T as the transpose of V U^T, an F-ordered array that every
+    elementwise step after it then reads across the grain of its C-ordered operands.)"""
+
+    def __init__(self, subscripts: str, swap: bool, left: bool, right: bool):
+        self.subscripts, self.swap, self.left, self.right = subscripts, swap, left, right
+
+    def __call__(self, x, z, out=None):
+        if self.swap:
+            x, z = z, x
+        x = x if self.left else x.T
+        z = z if self.right else z.T
+        return np.matmul(x, z) if out is None else np.matmul(x, z, out=out)
+
+    def __repr__(self) -> str:
+        return f"<contraction {self.subscripts}: matmul in the result's order>"
+
+
+def _matrix_product(a: str, b: str, out: str) -> _MatrixProduct | None:
+    """A :class:`_MatrixProduct` for two matrices ``a``, ``b`` sharing one index summed over, the
+    result ``out`` their other two indices in either order; else None."""
+    shared = set(a) & set(b)
+    if not (len(a) == 2 and len(b) == 2 and len(shared) == 1 and len(out) == 2):
+        return None
+    if len(set(a)) != 2 or len(set(b)) != 2 or sorted(out) != sorted(set(a + b) - shared):
+        return None
+    (y,) = shared
+    swap = out[0] not in a  # the result's rows are b's: b is the left factor
+    first, second = (b, a) if swap else (a, b)
+    return _MatrixProduct(f"{a},{b}->{out}", swap, first[1] == y, second[0] == y)
 
 
 #: Below this many elements in every operand, a contraction of one or two operands runs through
@@ -608,6 +675,11 @@ def contraction_for(subscripts: str, shapes):
     broadcast = _broadcast_product(inputs.split(","), output, shapes)
     if broadcast is not None:
         return broadcast
+    if len(shapes) == 2:
+        a, b = inputs.split(",")
+        product = _matrix_product(a, b, output)
+        if product is not None:
+            return product
     if len(shapes) > 1:
         reduced = _reduced_first(inputs.split(","), output, [tuple(s) for s in shapes])
         if reduced is not None:

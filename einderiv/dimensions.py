@@ -169,15 +169,26 @@ def dimension_names(dims: Dimensions, ranks: Mapping[str, int], out) -> tuple[di
     return index_dims, input_dims
 
 
-def shape_of(dims: Dimensions, out, shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, ...]:
+def shape_of(dims: Dimensions, out, shapes: Mapping[str, tuple[int, ...]], written=()) -> tuple[int, ...]:
     """``out``'s shape for inputs of these shapes: each axis takes the size of its dimension's
-    input axes, which must agree (two sizes, or none, is an :class:`EvaluationError`)."""
+    input axes, which must agree (two sizes, or none, is an :class:`EvaluationError`).  An axis
+    no input axis is joined to takes the size of the input axes its letter is written with
+    elsewhere in the program, as evaluation binds it (``written``: the ``("names", ...)`` entries
+    ``(letter, input, axis)`` of the output's definition): in ``t = A_ii; f_j = s + delta_ij``,
+    j is A's size."""
     sizes = dimension_sizes(dims, shapes)
     shape = []
     for k, index in enumerate(out.indices):
         known = sizes.get(dims.axis(out.name, k))
         if known is None:
-            raise EvaluationError(f"the size of index {index!r} cannot be inferred from the inputs")
+            by_letter = {
+                shapes[name][axis]
+                for letter, name, axis in written
+                if letter == index and axis < len(shapes.get(name, ()))
+            }
+            if len(by_letter) != 1:
+                raise EvaluationError(f"the size of index {index!r} cannot be inferred from the inputs")
+            known = (by_letter.pop(), "")
         shape.append(known[0])
     return tuple(shape)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
+from dataclasses import replace
 from fractions import Fraction
 
 from .contraction import Contraction
@@ -1948,4 +1949,68 @@ class StraightLine:
             }
 
 
-__all__ = ["StraightLine"]
+def _mentions(value, name: str) -> bool:
+    """Whether a size hint (nested tuples of strings and polys) names ``name``."""
+    if isinstance(value, str):
+        return value == name
+    if isinstance(value, tuple):
+        return any(_mentions(v, name) for v in value)
+    if isinstance(value, Poly):
+        return name in value.tensor_names()
+    return False
+
+
+def _broadcast_product(d) -> bool:
+    """Whether the definition ``d`` is a product of arrays each smaller than it: a residual over
+    some of its axes times factors over the others (``dLdh_nk = (h_ni W2_i - y_n) W2_k``)."""
+    if len(d.indices) < 2 or any(is_count(i) for i in d.poly.all_index_names()):
+        return False
+    whole = set(d.indices)
+    if len(d.poly.terms) == 1:  # dLdh_nk = r_n W2_k
+        (term,) = d.poly.terms
+        return all(isinstance(f, Tensor) and set(f.indices) < whole for f in term.factors)
+    pulled = _common_factor(d.poly)
+    if pulled is None:
+        return False
+    common, inner = pulled
+    return set(inner.indices) < whole and all(set(f.indices) < whole for f in common)
+
+
+def inline_broadcast_products(definitions: list, keep: set[str]) -> list:
+    """The definitions to evaluate, with each that is a product of smaller arrays (see
+    :func:`_broadcast_product`; not one in ``keep``) substituted into the definitions that read it
+    as a factor.  Computed apart, the two-layer network's adjoint ``dLdh_nk = (h_ni W2_i - y_n)
+    W2_k`` is a pass writing N x K numbers that its readers read back; substituted, each reader
+    multiplies the pieces in its own product, and factoring there pulls W2_k out of a sum of
+    terms.  The residual is still computed once (the line shares it).  Ends: each definition is
+    looked at once."""
+    from .program import substitute_tensor  # (the program module is above the optimiser)
+
+    out = list(definitions)
+    done: set[str] = set()
+    while True:
+        d = next((x for x in out if x.name not in done and x.name not in keep and _broadcast_product(x)), None)
+        if d is None:
+            return out
+        done.add(d.name)
+        readers = [x for x in out if x is not d and d.name in x.poly.tensor_names()]
+        if not readers or any(_mentions(x.hints, d.name) for x in out if x is not d):
+            continue
+        if any(
+            isinstance(f, Apply) and d.name in f.arg.tensor_names()
+            for x in readers
+            for t in x.poly.terms
+            for f in t.factors
+        ):
+            continue  # read inside a call: left as it is
+        substituted = {}
+        for x in readers:
+            poly, counts = substitute_tensor(x.poly, d.name, d)
+            if counts:
+                break
+            substituted[x.name] = poly
+        else:  # each reader looked up as it is now (an earlier substitution may have changed it)
+            out = [replace(x, poly=substituted[x.name]) if x.name in substituted else x for x in out if x is not d]
+
+
+__all__ = ["StraightLine", "inline_broadcast_products"]

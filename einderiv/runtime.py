@@ -27,7 +27,13 @@ from .steps import STEP_KINDS, Contract, Elementwise, LogSumExp, MatrixFunction,
 
 
 def as_array(name: str, value) -> np.ndarray:
-    """The input as an ndarray; integers and booleans are promoted to float64."""
+    """The input as an ndarray; integers and booleans are promoted to float64.  A masked array
+    with masked entries is an error: every entry takes part in a contraction."""
+    if isinstance(value, np.ma.MaskedArray) and np.ma.getmask(value) is not np.ma.nomask and value.mask.any():
+        raise EvaluationError(
+            f"input {name!r} is a masked array with masked entries, which einderiv would compute with: "
+            f"fill them ({name}.filled(0.0)) or leave them out first"
+        )
     try:
         array = np.asarray(value)
     except Exception as err:  # noqa: BLE001 - any conversion failure is the user's input
@@ -59,10 +65,35 @@ def _softmax(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
             e /= e.sum()
             return e
     with np.errstate(all="ignore"):  # inf or NaN inputs: IEEE results, no warnings
-        peak = np.max(v, axis=axes, keepdims=True)
-        peak = np.where(np.isfinite(peak), peak, 0)
-        e = np.exp(v - peak)
-        return e / np.sum(e, axis=axes, keepdims=True)
+        peak = _peaks(v, axes)
+        if not np.isfinite(peak).all():
+            peak = np.where(np.isfinite(peak), peak, 0)
+        e = np.subtract(v, peak)  # one array of v's size, exponentiated and divided in place
+        np.exp(e, out=e)
+        e /= _sums(e, axes)
+        return e
+
+
+def _peaks(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """The maxima of ``v`` over ``axes``, kept as axes of size 1 (-inf over none).  Over at most 64
+    numbers each, from a copy with those axes first: NumPy's max over a short last axis runs its
+    loop once per row (5000 x 10: 190 us, against 43 us for the copy and a max over its rows)."""
+    count = math.prod(v.shape[k] for k in axes)
+    if 0 < count <= 64 and v.ndim > len(axes):
+        moved = np.ascontiguousarray(np.transpose(v, [*axes, *(k for k in range(v.ndim) if k not in axes)]))
+        return np.expand_dims(moved.max(axis=tuple(range(len(axes)))), axes)
+    return np.max(v, axis=axes, keepdims=True, initial=-np.inf)
+
+
+def _sums(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """The sums of ``v`` over ``axes``, kept as axes of size 1: for at most 64 numbers a sum,
+    NumPy's einsum, which sums a short last axis (a softmax over 10 classes) about 4x faster than
+    ``numpy.sum``; longer sums by ``numpy.sum``, whose pairwise summation rounds less."""
+    letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"[: v.ndim]
+    if v.ndim > 52 or v.dtype.kind not in "fc" or math.prod(v.shape[k] for k in axes) > 64:
+        return np.sum(v, axis=axes, keepdims=True)
+    kept = "".join(c for k, c in enumerate(letters) if k not in axes)
+    return np.expand_dims(np.einsum(f"{letters}->{kept}", v), axes)
 
 
 def _logsumexp(v: np.ndarray, axes: tuple[int, ...], order: tuple[int, ...]) -> np.ndarray:
@@ -73,10 +104,12 @@ def _logsumexp(v: np.ndarray, axes: tuple[int, ...], order: tuple[int, ...]) -> 
             peak = 0.0
         with np.errstate(divide="ignore"):
             return np.asarray(np.log(np.exp(v - peak).sum()) + peak)
-    peak = np.max(v, axis=axes, keepdims=True, initial=-np.inf)
-    peak = np.where(np.isfinite(peak), peak, 0)
+    peak = _peaks(v, axes)
+    if not np.isfinite(peak).all():
+        peak = np.where(np.isfinite(peak), peak, 0)
+    shifted = np.subtract(v, peak)
     with np.errstate(divide="ignore"):
-        out = np.log(np.sum(np.exp(v - peak), axis=axes, keepdims=True)) + peak
+        out = np.log(_sums(np.exp(shifted, out=shifted), axes)) + peak
     out = np.squeeze(out, axis=axes)
     kept = [k for k in range(v.ndim) if k not in axes]
     return np.transpose(out, [kept.index(k) for k in order]) if out.ndim else out
