@@ -105,10 +105,13 @@ def _det(m):
 ''',
         "_logdet": '''
 def _logdet(m):
-    """log det m; NaN where m has a non-finite entry or det m <= 0."""
+    """log det m; NaN where m has a non-finite entry or det m <= 0 (of a complex m, the principal
+    log(det m), NaN where det m = 0)."""
     if not np.all(np.isfinite(m)):
         return np.full((), np.nan, dtype=m.dtype)
     sign, logdet = np.linalg.slogdet(m)
+    if np.iscomplexobj(sign):
+        return np.asarray(np.log(sign) + logdet if sign != 0 else np.nan, dtype=m.dtype)
     return np.asarray(logdet if sign > 0 else np.nan, dtype=m.dtype)
 ''',
         "_solve": '''
@@ -175,8 +178,11 @@ def _det(m):
 ''',
         "_logdet": '''
 def _logdet(m):
-    """log det m; NaN where m has a non-finite entry or det m <= 0."""
+    """log det m; NaN where m has a non-finite entry or det m <= 0 (of a complex m, the principal
+    log(det m), NaN where det m = 0)."""
     sign, logdet = np.linalg.slogdet(m)
+    if np.iscomplexobj(sign):
+        return np.where(np.all(np.isfinite(m)) & (sign != 0), np.log(sign) + logdet, np.nan)
     return np.where(np.all(np.isfinite(m)) & (sign > 0), logdet, np.nan)
 ''',
         "_solve": '''
@@ -242,10 +248,13 @@ def _det(m):
 ''',
         "_logdet": '''
 def _logdet(m):
-    """log det m; NaN where m has a non-finite entry or det m <= 0."""
+    """log det m; NaN where m has a non-finite entry or det m <= 0 (of a complex m, the principal
+    log(det m), NaN where det m = 0)."""
     if not torch.isfinite(m).all():
         return torch.full((), float("nan"), dtype=m.dtype, device=m.device)
     sign, logdet = torch.linalg.slogdet(m)
+    if m.is_complex():
+        return torch.where(sign != 0, torch.log(sign) + logdet, torch.full_like(sign, float("nan")))
     return torch.where(sign > 0, logdet, torch.full_like(logdet, float("nan")))
 ''',
         "_solve": '''

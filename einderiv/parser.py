@@ -243,10 +243,13 @@ def _latex_hint(command: str) -> str:
     return f"'\\{command}' is LaTeX, which einderiv writes (--format latex) but does not read: {known}"
 
 
-def _comma_hint(function: str, matrix: bool) -> str:
-    """Why ``max(0, x)`` and ``sum(X, 1)`` do not parse: every function takes one argument."""
+def _comma_hint(function: str, matrix: bool, first: str = "") -> str:
+    """Why ``max(0, x)`` and ``sum(X, 1)`` do not parse: every function takes one argument
+    (``first``: the text of the first argument)."""
     if function == "max":
-        return ": max takes no second argument; max(0, x) is relu(x)"
+        if first.strip() in ("0", "0.0"):
+            return ": a function takes one argument; max(0, x) is relu(x)"
+        return ": a function takes one argument; max(a, b) is (a + b + abs(a - b)) / 2"
     if function in ("sum", "mean") and not matrix:
         return f": {function} takes one argument; name the index it reduces: {function}_i(...)"
     if function in ("sum", "mean"):
@@ -301,8 +304,8 @@ def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = 
             hint = ": a line needs no continuation mark: a statement goes on after an operator or inside brackets"
         elif char in _GLYPH_HINTS:
             hint = ": " + _GLYPH_HINTS[char]
-        elif char == "," and (call := re.search(r"([A-Za-z][A-Za-z0-9]*)\s*\([^()]*$", source[: err.pos_in_stream])):
-            hint = _comma_hint(call.group(1), matrix)
+        elif char == "," and (call := re.search(r"([A-Za-z][A-Za-z0-9]*)\s*\(([^()]*)$", source[: err.pos_in_stream])):
+            hint = _comma_hint(call.group(1), matrix, call.group(2))
         return ParseError(f"syntax error: unexpected character {char!r}{hint}", source, line, column)
     if isinstance(err, (UnexpectedToken, UnexpectedEOF)):
         token = getattr(err, "token", None)
