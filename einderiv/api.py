@@ -303,8 +303,13 @@ class Compiled:
     def computed_definitions(self) -> list[Definition]:
         """The definitions evaluation computes, with the size hints the program's dimensions give
         (a product of smaller arrays substituted where it is read: :func:`inline_broadcast_products`)."""
+        return list(self._computed_definitions)
+
+    @functools.cached_property
+    def _computed_definitions(self) -> tuple[Definition, ...]:
+        """Made once (the line, ``shape_for`` and a joint line of several gradients read them)."""
         sized = sized_definitions(self.program.computed(), self.ranks, self.program_dimensions)
-        return inline_broadcast_products(sized, {self.program.output})
+        return tuple(inline_broadcast_products(sized, {self.program.output}))
 
     def check_sizes(self, values: Mapping[str, object]) -> None:
         """Every dimension's input axes agree (``mean_k(W_dk + b_k)``), checked once per shapes."""

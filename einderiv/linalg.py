@@ -210,10 +210,10 @@ def _determinant(func: str, name: str, sign, logdet) -> np.ndarray:
     a complex matrix, the principal log(det), log|det| + i arg(det), as NumPy's log of det."""
     if func == "det":
         return np.asarray(sign * np.exp(logdet))
-    if np.iscomplexobj(sign) and sign != 0:
+    if np.iscomplexobj(sign):
+        if sign == 0:
+            raise EvaluationError(f"logdet({name}): the determinant of {name!r} is zero, so it has no logarithm")
         return np.asarray(np.log(sign) + logdet)
-    if sign == 0 and np.iscomplexobj(sign):
-        raise EvaluationError(f"logdet({name}): the determinant of {name!r} is zero, so it has no logarithm")
     if sign <= 0:
         raise EvaluationError(
             f"logdet({name}): the determinant of {name!r} is {'zero' if sign == 0 else 'negative'}, "

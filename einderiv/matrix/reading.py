@@ -215,19 +215,24 @@ def _tidy(statement: str) -> str:
     return lhs + " = " + _SUBSCRIPT.sub(lambda m: "_" + "".join(mapping.get(c, c) for c in m.group(1)), rhs)
 
 
+def _children(item) -> list:
+    """A node's child nodes, in the order written (a name has none)."""
+    if isinstance(item, Name):
+        return []
+    children = []
+    for key, value in vars(item).items() if hasattr(item, "__dict__") else ():
+        if key != "column":
+            children.extend(value if isinstance(value, tuple) else (value,))
+    return [c for c in children if hasattr(c, "column")]
+
+
 def _nodes(node):
     """The nodes of a tree, in the order written (a node before its children)."""
     stack = [node]
     while stack:
         item = stack.pop()
         yield item
-        if isinstance(item, Name):
-            continue
-        children = []
-        for key, value in vars(item).items() if hasattr(item, "__dict__") else ():
-            if key != "column":
-                children.extend(value if isinstance(value, tuple) else (value,))
-        stack.extend(reversed([c for c in children if hasattr(c, "column")]))
+        stack.extend(reversed(_children(item)))
 
 
 def _names(node) -> list[Name]:
@@ -345,10 +350,8 @@ def _coefficients(statements) -> set[str]:
         for node in _nodes(statement.node):
             if isinstance(node, Name):
                 names.append(node)
-            for key, value in vars(node).items() if hasattr(node, "__dict__") else ():
-                for child in value if isinstance(value, tuple) else (value,):
-                    if key != "column" and hasattr(child, "column"):
-                        parents[id(child)] = node
+            for child in _children(node):
+                parents[id(child)] = node
     outside: set[str] = set()
     for name in names:
         node, parent = name, parents.get(id(name))

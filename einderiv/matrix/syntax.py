@@ -595,6 +595,6 @@ def _parse_line(text: str):
 
 def _a_number(node) -> bool:
     """Whether a tree is a number, or a negated one (``-1``)."""
-    while isinstance(node, Tree) and node.data in ("neg", "paren") and len(node.children) == 1:
+    while isinstance(node, Tree) and node.data == "neg" and len(node.children) == 1:
         node = node.children[0]
     return isinstance(node, Tree) and node.data == "number"
