@@ -36,6 +36,11 @@ def test_a_product_of_two_matrices_is_c_ordered_and_right(subscripts, x, y, z, s
     got = contraction_for(subscripts, [A.shape, B.shape])(A, B)
     np.testing.assert_allclose(got, np.einsum(subscripts, A, B), rtol=1e-12, atol=1e-12)
     assert got.flags.c_contiguous
+    A.flat[0], B.flat[-1] = np.inf, np.nan  # non-finite entries: NaN and inf where einsum has them
+    with np.errstate(all="ignore"):
+        got, want = contraction_for(subscripts, [A.shape, B.shape])(A, B), np.einsum(subscripts, A, B)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
 
 
 def test_a_matrix_product_and_a_broadcast_difference_evaluate_c_ordered():
