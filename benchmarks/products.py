@@ -20,8 +20,12 @@ import einderiv
 from benchmarks.run import cores_line, format_seconds
 
 
-def _timed(functions: dict, repeats: int) -> dict:
-    """Median seconds per call of each function, calls interleaved."""
+def _timed(functions: dict, repeats: int, peers: tuple = ("jax",)) -> dict:
+    """Median seconds per call of each function, calls interleaved.  After each call the loop
+    waits, untimed, 20 ms (50 ms after a peer's): jax's thread pool keeps the cores busy for a
+    while after a call returns, and slowed whichever einderiv function ran next by up to 1.7x
+    (hessian_diag: 4.7 ms alone, 7.8 ms right after jax); OpenBLAS's threads spin after a matrix
+    product the same way."""
     times = {name: [] for name in functions}
     for function in functions.values():
         function()  # warm: plans, jit compilation
@@ -30,6 +34,7 @@ def _timed(functions: dict, repeats: int) -> dict:
             start = time.perf_counter()
             function()
             times[name].append(time.perf_counter() - start)
+            time.sleep(0.05 if name in peers else 0.02)
     return {name: statistics.median(values) for name, values in times.items()}
 
 

@@ -621,6 +621,7 @@ def too_many_terms(count: int):
 
 
 ONE = Fraction(1)
+ZERO = Fraction(0)
 
 
 def single_atom(arg: Poly, func: str | None = None):
@@ -801,6 +802,158 @@ def log_one_minus_sigmoid(func: str, arg: Poly, param) -> list[Term] | None:
     return [Term(-ONE, (Apply("softplus", sig.arg),))] if sig is not None else None
 
 
+#: The highest degree a polynomial in one sigmoid may reach when its factors are multiplied out.
+MAX_SIGMOID_DEGREE = 12
+
+
+def _sigmoid_polynomial(arg: Poly) -> tuple[Apply, dict[int, Fraction]] | None:
+    """``(sigmoid(u), {k: c_k})`` when ``arg`` is a polynomial ``sum_k c_k sigmoid(u)^k`` in one
+    sigmoid with nothing summed inside, its terms products of ``sigmoid(u)``, ``sigmoid(-u)``
+    (that is 1 - sigmoid(u)) and whole powers of such polynomials (``sigmoid(u) - sigmoid(u)^2``,
+    ``s^3 (1 - s)^2 + s^5 (1 - s)^2``), else None."""
+    atom = next((f for t in arg.terms for f in _sigmoids_in(t)), None)
+    if atom is None or set(atom.indices) != set(arg.indices):
+        return None
+    total: dict[int, Fraction] = {}
+    for term in arg.terms:
+        product: dict[int, Fraction] | None = {0: term.coeff}
+        for factor in term.factors:
+            polynomial = _factor_polynomial(factor, atom)
+            product = _times(product, polynomial) if polynomial is not None and product is not None else None
+        if product is None:
+            return None
+        for k, c in product.items():
+            total[k] = total.get(k, ZERO) + c
+    total = {k: c for k, c in total.items() if c != 0}
+    return (atom, total) if total else None
+
+
+def _sigmoids_in(term: Term):
+    """The sigmoids a term's factors hold, directly or as a power's base."""
+    for factor in term.factors:
+        if isinstance(factor, Apply) and factor.func == "sigmoid":
+            yield factor
+        elif isinstance(factor, Apply) and factor.func == "pow":
+            for inner in factor.arg.terms:
+                yield from _sigmoids_in(inner)
+
+
+def _factor_polynomial(factor, atom: Apply) -> dict[int, Fraction] | None:
+    """The factor as a polynomial in ``atom`` = sigmoid(u): u's sigmoid is s, sigmoid(-u) is
+    1 - s, and a whole positive power of a polynomial in s is multiplied out."""
+    if factor == atom:
+        return {1: ONE}
+    if isinstance(factor, Apply) and factor.func == "sigmoid" and factor.arg == negated(atom.arg):
+        return {0: ONE, 1: -ONE}
+    if not (isinstance(factor, Apply) and factor.func == "pow") or factor.param.denominator != 1 or factor.param < 1:
+        return None
+    if set(factor.indices) != set(atom.indices):
+        return None
+    base: dict[int, Fraction] | None = {}
+    for term in factor.arg.terms:
+        product: dict[int, Fraction] | None = {0: term.coeff}
+        for inner in term.factors:
+            polynomial = _factor_polynomial(inner, atom)
+            product = _times(product, polynomial) if polynomial is not None and product is not None else None
+        if product is None:
+            return None
+        for k, c in product.items():
+            base[k] = base.get(k, ZERO) + c
+    result: dict[int, Fraction] | None = {0: ONE}
+    for _ in range(int(factor.param)):
+        result = _times(result, base)
+    return result
+
+
+def _times(p: dict[int, Fraction] | None, q: dict[int, Fraction] | None) -> dict[int, Fraction] | None:
+    """The product of two polynomials (power -> coefficient), None past MAX_SIGMOID_DEGREE."""
+    if p is None or q is None:
+        return None
+    out: dict[int, Fraction] = {}
+    for i, a in p.items():
+        for j, b in q.items():
+            if i + j > MAX_SIGMOID_DEGREE:
+                return None
+            out[i + j] = out.get(i + j, ZERO) + a * b
+    return out
+
+
+def _sigmoid_factors(coefficients: dict[int, Fraction]) -> tuple[int, int, dict[int, Fraction]] | None:
+    """``(a, b, r)`` with ``p(s) = s^a (1 - s)^b r(s)`` for the polynomial ``p`` of these
+    coefficients, r's coefficients all non-negative (so r > 0 on 0 < s < 1, where a sigmoid
+    lives), else None."""
+    a = min(coefficients)
+    q = [coefficients.get(k, ZERO) for k in range(a, max(coefficients) + 1)]  # q[k]: the s^k coefficient
+    b = 0
+    while len(q) > 1 and sum(q) == 0:  # q(1) = 0: (1 - s) divides q
+        quotient, carry = [ZERO] * (len(q) - 1), ZERO
+        for k in range(len(q) - 1, 0, -1):  # q(s) = (s - 1) t(s): synthetic division by s - 1
+            carry = q[k] + carry
+            quotient[k - 1] = carry
+        q, b = [-c for c in quotient], b + 1  # (1 - s) r(s), r = -t
+    if any(c < 0 for c in q) or q[0] <= 0:
+        return None
+    return a, b, {k: c for k, c in enumerate(q) if c != 0}
+
+
+def log_of_sigmoid_polynomial(func: str, arg: Poly, param) -> list[Term] | None:
+    """``log(s^a (1 - s)^b r(s)) = a log(s) + b log(1 - s) + log(r(s))`` for s = sigmoid(u), the
+    argument a polynomial in s (``log(s - s^2)``, the log of sigmoid's derivative, or
+    ``log(1 - s^2)``), r's coefficients positive; each log then rewritten by the other rules:
+    ``-softplus(-u)``, ``-softplus(u)``, a log1p.
+
+    Stable: ``s - s^2`` is 0 at u = 37 (s rounds to 1), so its log was -inf and every derivative
+    NaN; ``-softplus(-u) - softplus(u)`` is finite and exact for every finite u.
+    Terminates: each log is of a polynomial of smaller degree than the argument, or of one
+    sigmoid; the rule applies only where s or 1 - s divides the argument."""
+    if func != "log":
+        return None
+    found = _sigmoid_polynomial(arg)
+    if found is None:
+        return None
+    atom, coefficients = found
+    factors = _sigmoid_factors(coefficients)
+    if factors is None or factors[:2] == (0, 0):
+        return None
+    a, b, rest = factors
+    s = Term(ONE, (atom,))
+    out: list[Term] = []
+    if a:
+        out.extend(t.scaled(Fraction(a)) for t in make_apply("log", Poly((s,), arg.indices)))
+    if b:
+        one_minus = Poly((Term(ONE, ()), s.scaled(-ONE)), arg.indices)
+        out.extend(t.scaled(Fraction(b)) for t in make_apply("log", one_minus))
+    if set(rest) == {0}:
+        if rest[0] != 1:
+            out.append(_log_of(rest[0]))
+    else:
+        terms = tuple(
+            Term(c, (Apply("pow", Poly((s,), arg.indices), Fraction(k)),) if k > 1 else (atom,) if k else ())
+            for k, c in rest.items()
+        )
+        out.extend(make_apply("log", Poly(terms, arg.indices)))
+    return carrying(out, arg.indices)
+
+
+def log_one_plus_tanh(func: str, arg: Poly, param) -> list[Term] | None:
+    """``log(1 + tanh(u)) = log(2) - softplus(-2u)`` and ``log(1 - tanh(u)) = log(2) - softplus(2u)``
+    (since ``1 + tanh(u) = 2 sigmoid(2u)``).
+
+    Stable: ``1 + tanh(u)`` is 0 from u = -19 on (tanh rounds to -1), so its log was -inf and
+    every derivative NaN; softplus is finite and exact for every finite u.
+    Terminates: the result has no ``log`` of anything but a number."""
+    rest = _log_of_one_plus(func, arg)
+    if rest is None:
+        return None
+    for sign in (ONE, -ONE):
+        tanh = single_atom(negated(rest, sign), "tanh")
+        if tanh is not None:
+            return carrying(
+                [_log_of(Fraction(2)), Term(-ONE, (Apply("softplus", negated(tanh.arg, -2 * sign)),))], arg.indices
+            )
+    return None
+
+
 def log_one_plus_exp(func: str, arg: Poly, param) -> list[Term] | None:
     """``log(1 + exp(u)) = softplus(u)``.
 
@@ -828,22 +981,34 @@ def log1p_exp(func: str, arg: Poly, param) -> list[Term] | None:
 
 
 def reciprocal_one_plus_exp(func: str, arg: Poly, param) -> list[Term] | None:
-    """``(1 + exp(v))^p = sigmoid(-v)^-p`` for p < 0: ``1 / (1 + exp(-z))`` is ``sigmoid(z)``.
+    """``(1 + exp(v))^p = sigmoid(-v)^-p`` for p < 0: ``1 / (1 + exp(-z))`` is ``sigmoid(z)``;
+    with numbers a, b > 0, ``(a + b exp(v))^p = a^p sigmoid(-v - log(b / a))^-p``.
 
     Stable: exp(v) overflows from v = 710 on, where the value is 0 but its derivative
     ``-exp(v) (1 + exp(v))^-2`` is inf / inf = NaN; sigmoid is evaluated stably and its
     derivative ``sigmoid(u) sigmoid(-u)`` is finite and accurate at every u.
-    Terminates: the result is a sigmoid or a power of one, with no ``1 + exp``."""
+    Terminates: the result is a sigmoid or a power of one, with no ``a + b exp``."""
     if func != "pow" or param is None or param >= 0:
         return None
     constant, rest = _constant_and_rest(arg)
-    exp = single_atom(rest, "exp") if constant == 1 else None
+    if constant is None or constant <= 0 or len(rest.terms) != 1 or rest.terms[0].coeff <= 0:
+        return None
+    scale = rest.terms[0].coeff
+    exp = single_atom(Poly((rest.terms[0].scaled(1 / scale),), rest.indices), "exp")
     if exp is None:
         return None
-    sigmoid = Apply("sigmoid", negated(exp.arg))
-    if param == -1:
-        return [Term(ONE, (sigmoid,))]
-    return [Term(ONE, (power_of(sigmoid, -param),))]
+    exponent = exp.arg
+    if scale != constant:  # a + b exp(v) = a (1 + exp(v + log(b / a)))
+        shift = carrying([_signed_log(scale / constant)], exponent.indices)
+        exponent = simplify([*exponent.terms, *shift], tuple(exponent.indices))
+    if constant != 1 and (param.denominator != 1 or abs(param * math.log(constant)) > 30):
+        # a^p for a fractional p is no number einderiv holds exactly; beyond e^30 the two factors
+        # a^p and sigmoid(...)^-p overflow or underflow apart where their product does not
+        # (a reviewer's find: (1e-8 + exp(z))^-30 was 0 for 5.9e-105 at z = 8)
+        return None
+    sigmoid = Apply("sigmoid", negated(exponent))
+    factor = sigmoid if param == -1 else power_of(sigmoid, -param)
+    return [Term(constant**param if constant != 1 else ONE, (factor,))]
 
 
 def log_add_exp(func: str, arg: Poly, param) -> list[Term] | None:
@@ -956,6 +1121,9 @@ def _positive(atom) -> bool:
     if isinstance(atom, Apply) and atom.func in POSITIVE:
         return True
     if isinstance(atom, Apply) and atom.func == "pow":
+        found = _sigmoid_polynomial(atom.arg)  # (1 - sigmoid(u))^-1: sigmoid(-u)^-1
+        if found is not None and _sigmoid_factors(found[1]) is not None:
+            return True
         return bool(atom.arg.terms) and all(
             t.coeff > 0 and all(_positive(f) for f in t.factors) for t in atom.arg.terms
         )
@@ -1050,6 +1218,8 @@ CALL_RULES: tuple[Callable, ...] = (
     log_exp,
     log_sigmoid,
     log_one_minus_sigmoid,
+    log_of_sigmoid_polynomial,
+    log_one_plus_tanh,
     log_one_plus_exp,
     log1p_exp,
     reciprocal_one_plus_exp,

@@ -452,7 +452,9 @@ class _ToIR(Transformer_NonRecursive):
             if len(indices) != 2:
                 raise _fail(token, f"delta takes exactly two indices (delta_ij), got {str(token)!r}", self.source)
             return Delta(*indices)
-        return Tensor(name, indices)
+        tensor = Tensor(name, indices)
+        self.tokens[id(tensor)] = (tensor, token)
+        return tensor
 
     @v_args(inline=True)
     def scalar_ref(self, token: Token):
@@ -643,6 +645,48 @@ class _ToIR(Transformer_NonRecursive):
         return self._sized(Statement(None, _bare(rhs)))
 
     def _sized(self, statement: Statement) -> Statement:
+        self._divided_sums(statement)
+        return self._lengths(statement)
+
+    def _divided_sums(self, statement: Statement) -> None:
+        """Refuse ``x_i A_ij x_j / x_k x_k``: as written (as in Python) '/' takes x_k alone, and the
+        sum over k multiplies 1/x_k by x_k, N times the numerator, where a Rayleigh quotient is
+        meant.  A summed index of a denominator that only the same tensor after it repeats is an
+        error naming both bracketings: as written the two cancel to a count, whatever the tensor
+        holds.  (``a_i / c_i b_i``, i also in the numerator, is Σ a_i b_i / c_i as documented;
+        ``H_ij = 1 / x_k A_ik A_jk`` is A diag(1/x) Aᵀ; ``f_k = a / x_k x_k``, k an index of the
+        result, is a elementwise.)"""
+        free = set(statement.target.indices) if statement.target is not None else set()
+        for node in walk(statement.rhs):
+            if not isinstance(node, Mul):
+                continue
+            for position, factor in enumerate(node.factors):
+                if not isinstance(factor, Div):
+                    continue
+                denominator = _tensor_of(factor.denominator)
+                if denominator is None:
+                    continue
+                before = {i for f in (*node.factors[:position], factor.numerator) for n in walk(f) for i in _indices(n)}
+                for later in node.factors[position + 1 :]:
+                    other = _tensor_of(later)
+                    if other is None or other.name != denominator.name:
+                        continue  # 1 / x_k A_ik A_jk is A diag(1/x) A^T, as written
+                    shared = [i for i in denominator.indices if i in other.indices]
+                    shared = [i for i in shared if i not in free and i not in before]
+                    if not shared:
+                        continue
+                    _, token = self.tokens.get(id(denominator), (None, None))
+                    below, after = _ref_text(denominator), _ref_text(other)
+                    message = (
+                        f"'/ {below} ... {after}': {shared[0]!r} is in the denominator and, summed, only in a "
+                        f"factor after it, and as written '/' takes {below} alone, so the sum over "
+                        f"{shared[0]!r} multiplies 1/{below} by {after}; to divide by the sum, put the denominator "
+                        "in brackets, "
+                        f"/ ({below} {after}); for the sum as written, bracket the division, (... / {below}) {after}"
+                    )
+                    raise IndexRuleError(message) if token is None else _fail(token, message, self.source)
+
+    def _lengths(self, statement: Statement) -> Statement:
         """``statement``, unless a sum runs over a letter that its argument does not write and
         nothing else in the statement writes: ``sum_j(x_i)`` would be x_i times a length no array
         gives.  (``sum_i(c) + sum_i(x_i)`` is N c plus the sum of x, one letter one length, as
@@ -679,6 +723,27 @@ class _ToIR(Transformer_NonRecursive):
 
     def start(self, children):
         return Program(tuple(c for c in children if isinstance(c, Statement)))
+
+
+def _tensor_of(node):
+    """The tensor of a factor ``x_k``, ``x_k^2`` or ``-x_k``, else None."""
+    while isinstance(node, (Neg, Pow)):
+        node = node.operand if isinstance(node, Neg) else node.base
+    return node if isinstance(node, Tensor) and node.indices else None
+
+
+def _indices(node) -> tuple:
+    """The indices a node writes itself (a tensor's, a delta's, a call's summed letters)."""
+    if isinstance(node, Delta):
+        return (node.first, node.second)
+    return tuple(getattr(node, "indices", ())) + tuple(getattr(node, "over", ()))
+
+
+def _ref_text(tensor: Tensor) -> str:
+    letters = tensor.indices
+    return f"{tensor.name}_" + (
+        "".join(letters) if all(len(i) == 1 for i in letters) else "{" + ",".join(letters) + "}"
+    )
 
 
 # -- text as people paste it --------------------------------------------------------------------

@@ -19,7 +19,7 @@ import opt_einsum
 
 from . import linalg
 from .backends import ArrayOps
-from .contraction import new_array, own_array, path_cost, writer
+from .contraction import kept_intermediates, new_array, own_array, path_cost, writer
 from .errors import EvaluationError
 from .linalg import generic_matrix_function, generic_solve, matrix_function, solve
 from .optimiser import StraightLine
@@ -54,8 +54,10 @@ def apply_function(func: str, param: Fraction | None, x: np.ndarray) -> np.ndarr
     return _NUMPY.apply(func, param, x)
 
 
-def _softmax(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    """exp(v) / sum over ``axes`` of exp(v), max-shifted: no overflow."""
+def _softmax(v: np.ndarray, axes: tuple[int, ...], out: np.ndarray | None = None) -> np.ndarray:
+    """exp(v) / sum over ``axes`` of exp(v), max-shifted: no overflow.  ``out``: an array of v's
+    shape and dtype from an earlier evaluation that nothing else holds, written into (the same
+    arithmetic; no new array of v's size)."""
     if not v.size:
         return np.exp(v)
     if len(axes) == v.ndim:  # normalised over every axis, the common case
@@ -68,7 +70,9 @@ def _softmax(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
         peak = _peaks(v, axes)
         if not np.isfinite(peak).all():
             peak = np.where(np.isfinite(peak), peak, 0)
-        e = np.subtract(v, peak)  # one array of v's size, exponentiated and divided in place
+        if out is not None and (out.shape != v.shape or out.dtype != np.result_type(v, peak)):
+            out = None
+        e = np.subtract(v, peak, out=out)  # one array of v's size, exponentiated and divided in place
         np.exp(e, out=e)
         e /= _sums(e, axes)
         return e
@@ -189,7 +193,7 @@ def _donations(steps, keep: tuple[str, ...] | None) -> list[frozenset[str]]:
 #: next evaluation of the same shapes to write into: a fresh array of that size costs the kernel's
 #: page faults and zeroing (a third of a two-layer network's Hessian-vector product at 20000 x 64
 #: on a 2-core machine), which XLA's and PyTorch's allocators avoid the same way.
-REUSE_MIN_BYTES = 1 << 20
+REUSE_MIN_BYTES = 1 << 18
 
 
 class _Bound:
@@ -200,10 +204,18 @@ class _Bound:
     one set) and gives one back; about two sets are kept (threads that finish together may
     leave a third: the count is read, then appended to, without a lock)."""
 
-    __slots__ = ("instructions", "targets", "spares")
+    __slots__ = ("instructions", "targets", "spares", "pairwise")
 
-    def __init__(self, instructions: list, targets: list[str | None]):
+    def __init__(self, instructions: list, targets: list[str | None], pairwise: list = ()):
         self.instructions, self.targets, self.spares = instructions, targets, []
+        #: the steps' planned contractions that keep intermediates of their own (einderiv.contraction)
+        self.pairwise = list(pairwise)
+
+    def drop(self) -> None:
+        """Let go of every array kept for the next call of this signature."""
+        self.spares.clear()
+        for function in self.pairwise:
+            function.drop()
 
     def take(self) -> dict:
         try:
@@ -259,10 +271,18 @@ def _run(
             program.append(instruction)
         if signature is not None:
             targets = [
-                step.target if type(step) in (Contract, Elementwise) and _large(values.get(step.target)) else None
+                step.target
+                if type(step) in (Contract, Elementwise, Softmax) and _large(values.get(step.target))
+                else None
                 for step in line.steps
             ]  # the steps whose arrays may be kept: those large enough, of a kind that writes into one
-            bound = line._bound[key] = _Bound(program, targets)
+            pairwise = [
+                f
+                for step in line.steps
+                if type(step) is Contract
+                for f in kept_intermediates(step.contraction.plan_for(values))
+            ]
+            bound = line._bound[key] = _Bound(program, targets, pairwise)
             if keep is not None:
                 _reuse(line, bound, values, keep)
         return values
@@ -283,7 +303,7 @@ def _reuse(line: StraightLine, bound: _Bound, values: dict, keep: tuple[str, ...
     shape (threads calling at two signatures at once may each keep theirs for a while)."""
     previous, line._reusing = line._reusing, bound
     if previous is not None and previous is not bound:
-        previous.spares.clear()
+        previous.drop()
     bound.give(values, keep)
 
 
@@ -384,7 +404,7 @@ def _matrix_instruction(step: MatrixFunction, values, factored):
 
 def _softmax_instruction(step: Softmax, values, factored):
     def instruction(v, out, a=step.source, axes=step.axes[0], t=step.target):
-        v[t] = _softmax(v[a], axes)
+        v[t] = _softmax(v[a], axes, out)
 
     return instruction
 

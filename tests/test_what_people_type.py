@@ -659,3 +659,54 @@ def test_a_sum_of_a_constant_counts_its_letter_however_the_product_renames_it(so
     np.testing.assert_allclose(derivative(**arrays), gradient(c, x), rtol=1e-12)
     numeric = central_difference(lambda x: value(c, x), {"x": x}, "x")
     np.testing.assert_allclose(derivative(**arrays), numeric, rtol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "source, column",
+    [
+        ("R = x_i A_ij x_j / x_k x_k", 20),  # a Rayleigh quotient: was N x^T A x
+        ("f = x_i y_i / z_j z_j", 15),  # was N x.y
+        ("f = x_i y_i / -z_j^2 z_j", 16),
+        ("f = 2 / x_k x_k + 1", 9),
+        ("f = sum_k(2 / w_k * w_k)", 15),
+    ],
+)
+def test_a_sum_split_by_a_division_is_an_error_naming_both_bracketings(source, column):
+    """As written, '/' takes the factor after it alone, so the sum over k multiplied 1/x_k by x_k:
+    N times the numerator, exit status 0, where the text looks like a division by x.x."""
+    with pytest.raises(einderiv.ParseError, match=r"summed, only in a factor after it") as caught:
+        einderiv.compile(source)
+    assert caught.value.column == column
+    assert "/ (" in str(caught.value) and "(... /" in str(caught.value)
+
+
+def test_the_bracketings_and_the_documented_chain_mean_what_they_say():
+    gen = np.random.default_rng(0)
+    x, y, c, A, a = gen.normal(size=4), gen.normal(size=4), gen.normal(size=4), gen.normal(size=(4, 4)), 1.7
+    rayleigh = einderiv.evaluate("R = x_i A_ij x_j / (x_k x_k)", x=x, A=A)
+    np.testing.assert_allclose(rayleigh, x @ A @ x / (x @ x), rtol=1e-13)
+    # the index in the numerator too: the chain of the README, sum_i x_i y_i / c_i
+    np.testing.assert_allclose(einderiv.evaluate("f = x_i / c_i y_i", x=x, y=y, c=c), np.sum(x * y / c), rtol=1e-13)
+    # an index of the result: elementwise, a y_k / x_k
+    np.testing.assert_allclose(einderiv.evaluate("f_k = a / x_k y_k", a=a, x=x, y=y), a * y / x, rtol=1e-13)
+    # another tensor after the denominator: as written (a reviewer's list of false positives)
+    np.testing.assert_allclose(einderiv.evaluate("H_ij = 1 / x_k A_ik A_jk", x=x, A=A), A @ np.diag(1 / x) @ A.T)
+    np.testing.assert_allclose(einderiv.evaluate("f = 1 / x_k * y_k", x=x, y=y), np.sum(y / x), rtol=1e-13)
+    np.testing.assert_allclose(einderiv.evaluate("f = 1 / x_i A_ij y_j", x=x, A=A, y=y), (1 / x) @ A @ y, rtol=1e-13)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "einderiv",
+            "eval",
+            "R = x_i A_ij x_j / x_k x_k",
+            "--random",
+            "x=3",
+            "--random",
+            "A=3x3",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0 and result.stderr.startswith("error: '/ x_k ... x_k'")
+    assert "Traceback" not in result.stderr
