@@ -690,6 +690,11 @@ def contraction_for(subscripts: str, shapes):
     special = _gram(subscripts, shapes) or _column_sums(subscripts, shapes)
     if special is not None:
         return special
+    if _outer_product(inputs.split(","), output):
+        # NumPy's einsum writes an outer product 1.5x faster than a broadcast multiply (whose inner
+        # loop runs over the short last axis): n,k->nk at 20000 x 64 0.53 against 0.83 ms, and
+        # nj,nk->njk at 2000 x 20 x 20 (a logistic third derivative) 0.44 against 0.74 ms
+        return functools.partial(np.einsum, subscripts)
     broadcast = _broadcast_product(inputs.split(","), output, shapes)
     if broadcast is not None:
         return broadcast
@@ -835,6 +840,16 @@ def _pairwise_steps(subscripts: str, shapes, path) -> _Pairwise | None:
         function = contraction_for(pair, [tuple(sizes[c] for c in known[slot]) for slot in taken])
         steps.append((tuple(taken), function))
     return _Pairwise(subscripts, steps)
+
+
+def _outer_product(inputs: list[str], output: str) -> bool:
+    """Whether two operands multiply into a result of every index of both, summing none, neither
+    holding all of them and no index repeated in one (``n,k->nk``; batched, ``nj,nk->njk``)."""
+    if len(inputs) != 2 or len(set(output)) != len(output) or any(len(set(sub)) != len(sub) for sub in inputs):
+        return False
+    a, b = inputs
+    every = set(output)
+    return set(a) | set(b) == every and set(a) != every and set(b) != every
 
 
 def _one_pass(inputs: list[str], output: str, shapes) -> bool:

@@ -814,18 +814,23 @@ def _sigmoid_polynomial(arg: Poly) -> tuple[Apply, dict[int, Fraction]] | None:
     atom = next((f for t in arg.terms for f in _sigmoids_in(t)), None)
     if atom is None or set(atom.indices) != set(arg.indices):
         return None
+    total = _terms_polynomial(arg.terms, atom)
+    total = {k: c for k, c in total.items() if c != 0} if total is not None else None
+    return (atom, total) if total else None
+
+
+def _terms_polynomial(terms, atom: Apply) -> dict[int, Fraction] | None:
+    """The sum of ``terms`` as a polynomial in ``atom`` (power -> coefficient), else None."""
     total: dict[int, Fraction] = {}
-    for term in arg.terms:
+    for term in terms:
         product: dict[int, Fraction] | None = {0: term.coeff}
         for factor in term.factors:
-            polynomial = _factor_polynomial(factor, atom)
-            product = _times(product, polynomial) if polynomial is not None and product is not None else None
+            product = _times(product, _factor_polynomial(factor, atom))
         if product is None:
             return None
         for k, c in product.items():
             total[k] = total.get(k, ZERO) + c
-    total = {k: c for k, c in total.items() if c != 0}
-    return (atom, total) if total else None
+    return total
 
 
 def _sigmoids_in(term: Term):
@@ -849,16 +854,7 @@ def _factor_polynomial(factor, atom: Apply) -> dict[int, Fraction] | None:
         return None
     if set(factor.indices) != set(atom.indices):
         return None
-    base: dict[int, Fraction] | None = {}
-    for term in factor.arg.terms:
-        product: dict[int, Fraction] | None = {0: term.coeff}
-        for inner in term.factors:
-            polynomial = _factor_polynomial(inner, atom)
-            product = _times(product, polynomial) if polynomial is not None and product is not None else None
-        if product is None:
-            return None
-        for k, c in product.items():
-            base[k] = base.get(k, ZERO) + c
+    base = _terms_polynomial(factor.arg.terms, atom)
     result: dict[int, Fraction] | None = {0: ONE}
     for _ in range(int(factor.param)):
         result = _times(result, base)

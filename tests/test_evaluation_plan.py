@@ -326,3 +326,29 @@ def test_the_relu_networks_gradient_meets_its_mask_in_the_masks_order():
     want = jax.grad(lambda W: jnp.sum((jnp.maximum(X @ W, 0) @ W2 - Y) ** 2))(W1)
     for _ in range(3):
         np.testing.assert_allclose(gradient(X=X, W1=W1, W2=W2, Y=Y), want, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("subscripts", ["n,k->nk", "k,n->nk", "nj,nk->njk", "nj,kn->kjn"])
+def test_an_outer_product_is_einsums_and_writes_into_an_array_given(subscripts):
+    """An outer product (batched or not) goes to NumPy's einsum, 1.5x faster than a broadcast
+    multiply; against NumPy's multiply of broadcast views, with an inf and a NaN."""
+    sizes = {"n": 2000, "k": 30, "j": 20}
+    inputs, output = subscripts.split("->")
+    gen = np.random.default_rng(6)
+    arrays = [gen.normal(size=[sizes[c] for c in sub]) for sub in inputs.split(",")]
+    arrays[0].flat[0], arrays[1].flat[1] = np.inf, np.nan
+    views = [
+        np.expand_dims(
+            a.transpose(sorted(range(a.ndim), key=lambda i: output.index(sub[i]))),
+            [i for i, c in enumerate(output) if c not in sub],
+        )
+        for a, sub in zip(arrays, inputs.split(","))
+    ]
+    with np.errstate(all="ignore"):
+        want = views[0] * views[1]
+        function = contraction_for(subscripts, [a.shape for a in arrays])
+        assert getattr(function, "func", None) is np.einsum
+        np.testing.assert_array_equal(function(*arrays), want)
+        out = np.empty(want.shape)
+        writer(function, 2)(*arrays, out=out)
+    np.testing.assert_array_equal(out, want)
