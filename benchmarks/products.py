@@ -21,20 +21,25 @@ from benchmarks.run import cores_line, format_seconds
 
 
 def _timed(functions: dict, repeats: int, peers: tuple = ("jax",)) -> dict:
-    """Median seconds per call of each function, calls interleaved.  After each call the loop
-    waits, untimed, 20 ms (50 ms after a peer's): jax's thread pool keeps the cores busy for a
-    while after a call returns, and slowed whichever einderiv function ran next by up to 1.7x
-    (hessian_diag: 4.7 ms alone, 7.8 ms right after jax); OpenBLAS's threads spin after a matrix
-    product the same way."""
+    """Median seconds per call of each function, calls interleaved.  Before and after a peer's
+    call the loop waits 50 ms, untimed: jax's thread pool keeps the cores busy for a while after
+    a call returns, and slowed whichever einderiv function ran next by up to 1.7x (hessian_diag:
+    4.7 ms alone, 7.8 ms right after jax), and OpenBLAS's threads spin after a matrix product the
+    same way.  One einderiv function after another runs without a pause, as in a user's loop (a
+    pause there let OpenBLAS's threads sleep, and the symmetric assembly's blocks of products
+    took 80 ms for 69)."""
     times = {name: [] for name in functions}
     for function in functions.values():
         function()  # warm: plans, jit compilation
     for _ in range(repeats):
         for name, function in functions.items():
+            if name in peers:
+                time.sleep(0.05)
             start = time.perf_counter()
             function()
             times[name].append(time.perf_counter() - start)
-            time.sleep(0.05 if name in peers else 0.02)
+            if name in peers:
+                time.sleep(0.05)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
