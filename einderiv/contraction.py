@@ -758,9 +758,12 @@ class _Pairwise:
                 if k < last:
                     spare[k] = value if into is not None and _keepable(value, values) else None
             values.append(value)
+        result = values[-1]
+        if any(kept is not None and np.may_share_memory(result, kept) for kept in spare):
+            result = result.copy()  # a last pair that hands back a kept intermediate: never the caller's
         if len(self._spares) < 2:
             self._spares.append(spare)
-        return values[-1]
+        return result
 
     def drop(self) -> None:
         """Let go of the intermediates kept for the next call."""

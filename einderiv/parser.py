@@ -526,10 +526,10 @@ class _ToIR(Transformer_NonRecursive):
                 # x_i x_i / 2N, 1/2s^2: textbooks mean 1/(2N); as written, '/' takes the number alone
                 name = following.group()
                 raise _fail(token, glued_denominator(str(token), name), self.source)
-            power = token is not None and re.match(SPACED_POWER, self.source[token.end_pos :])
+            power = spaced_power(self.source[token.end_pos :]) if token is not None else None
             if power and not _a_number(last.numerator):
                 # exp(-x_i x_i / 2 s^2): a Gaussian's 1/(2 s^2), where '/' takes the 2 alone
-                raise _fail(token, spaced_denominator(str(token), power.group(1)), self.source)
+                raise _fail(token, spaced_denominator(str(token), power), self.source)
         return Mul(_flat(Mul, left) + (_bare(right),))
 
     @v_args(inline=True)
@@ -1019,6 +1019,29 @@ GLUED = re.compile(r"[A-Za-z][A-Za-z0-9]*|\(")
 
 #: a power of a name after '/ number ' (``x_i x_i / 2 s^2``): the name, then its indices and '^'
 SPACED_POWER = re.compile(r"\s+([A-Za-z][A-Za-z0-9]*(?:_\{[^}]*\}|_[A-Za-z0-9]+)?)\s*(?:\^|[²³⁴⁵⁶⁷⁸⁹])")
+
+
+_CALLED = re.compile(r"\s+([A-Za-z][A-Za-z0-9]*(?:_\{[^}]*\}|_[A-Za-z0-9]+)?)\(")
+_POWER_AFTER = re.compile(r"\s*(?:\^|[²³⁴⁵⁶⁷⁸⁹])")
+
+
+def spaced_power(after: str) -> str | None:
+    """The factor a power of which follows a denominator's number and a space (``after``: the
+    text after the number), as shown in a message: the name of ``s^2`` in ``/ 2 s^2``, or the
+    call ``exp(y)`` of ``/ 2 exp(y)^2``; else None."""
+    named = re.match(SPACED_POWER, after)
+    if named:
+        return named.group(1)
+    called = re.match(_CALLED, after)
+    if called is None:
+        return None
+    depth = 0
+    for position in range(called.end() - 1, len(after)):
+        depth += {"(": 1, ")": -1}.get(after[position], 0)
+        if depth == 0:
+            text = after[called.start(1) : position + 1]
+            return text if re.match(_POWER_AFTER, after[position + 1 :]) else None
+    return None
 
 
 def _a_number(node) -> bool:

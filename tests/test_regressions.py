@@ -3109,6 +3109,28 @@ def test_a_power_of_a_name_after_a_spaced_number_denominator_is_an_error(source)
 
 
 @pytest.mark.parametrize(
+    ("source", "shown"),
+    [
+        ("f = x / 2 exp(y)^2", "exp(y)"),
+        ("f_i = x_i / 2 exp(y_i) ^ 2", "exp(y_i)"),
+        ("f = exp(-x_i x_i / 2 sqrt(s)^2)", "sqrt(s)"),
+        ("f = x^T x / 2 exp(s)²", "exp(s)"),
+    ],
+)
+def test_a_power_of_a_call_after_a_spaced_number_denominator_is_an_error(source, shown):
+    """Left open by the last session: ``x / 2 exp(y)^2`` was x exp(y)^2 / 2, where a name's power in
+    that place was already an error.  A number over a number, or no power, stays as written."""
+    with pytest.raises(einderiv.ParseError, match=re.escape(f"then multiplies by the power of {shown}")):
+        einderiv.compile(source)
+    x, y = 0.7, -0.4
+    np.testing.assert_allclose(einderiv.evaluate("f = 1/2 exp(y)^2", y=y), np.exp(y) ** 2 / 2, rtol=1e-15)
+    np.testing.assert_allclose(einderiv.evaluate("f = x / 2 exp(y)", x=x, y=y), x / 2 * np.exp(y), rtol=1e-15)
+    np.testing.assert_allclose(
+        einderiv.evaluate("f = x / (2 exp(y)^2)", x=x, y=y), x / (2 * np.exp(y) ** 2), rtol=1e-15
+    )
+
+
+@pytest.mark.parametrize(
     ("source", "hint"),
     [
         ("f = x_1 x_2^2", "not a numbered entry such as x_1"),

@@ -15,11 +15,11 @@ from .. import limits
 from ..errors import EinderivError, ParseError
 from ..parser import (
     GLUED,
-    SPACED_POWER,
     exponent_slip,
     glued_denominator,
     leading_sign,
     spaced_denominator,
+    spaced_power,
     syntax_error,
 )
 
@@ -241,9 +241,9 @@ def _no_glued_denominator(tree, source: str) -> None:
         following = re.match(GLUED, source[token.end_pos :]) if token.end_pos is not None else None
         if following:
             raise ParseError(glued_denominator(str(token), following.group()), source, 1, _column(token))
-        power = re.match(SPACED_POWER, source[token.end_pos :]) if token.end_pos is not None else None
+        power = spaced_power(source[token.end_pos :]) if token.end_pos is not None else None
         if power and not _a_number(t.children[0].children[0]):  # x^T x / 2 s^2 (1/2 s^2 is half of s^2)
-            raise ParseError(spaced_denominator(str(token), power.group(1)), source, 1, _column(token))
+            raise ParseError(spaced_denominator(str(token), power), source, 1, _column(token))
 
 
 def _build(tree, source: str):
