@@ -1039,7 +1039,7 @@ def spaced_power(after: str) -> str | None:
     for position in range(called.end() - 1, len(after)):
         depth += {"(": 1, ")": -1}.get(after[position], 0)
         if depth == 0:
-            text = after[called.start(1) : position + 1]
+            text = " ".join(after[called.start(1) : position + 1].split())  # (a call across lines: one)
             return text if re.match(_POWER_AFTER, after[position + 1 :]) else None
     return None
 
@@ -1055,7 +1055,7 @@ def spaced_denominator(number: str, name: str) -> str:
     """The message for ``x_i x_i / 2 s^2`` (a numerator other than a number: ``1/2 s^2`` is half
     of s^2): the number alone is the denominator (both notations)."""
     return (
-        f"'/ {number} {name}^...' divides by {number} alone, then multiplies by the power of {name}: put the "
+        f"'/ {number} {name}^...' divides by {number} alone, then multiplies by {name}^...: put the "
         f"whole denominator in brackets, / ({number} {name}^...), to divide by it (as a Gaussian's "
         f"exp(-x^2 / (2 s^2))), or write / {number} * {name}^... for the product"
     )

@@ -3098,7 +3098,7 @@ def test_an_upper_case_scalar_is_a_scalar_where_a_matrix_does_not_fit(source, wr
 def test_a_power_of_a_name_after_a_spaced_number_denominator_is_an_error(source):
     """A hunter's find: ``exp(-x_i x_i / 2 s^2)`` was exp(-x.x s^2 / 2), 0.0027 for a Gaussian
     kernel's 0.311: '/' takes the number alone.  A number over a number stays a coefficient."""
-    with pytest.raises(einderiv.ParseError, match="alone, then multiplies by the power of s"):
+    with pytest.raises(einderiv.ParseError, match=re.escape("alone, then multiplies by s")):
         einderiv.compile(source)
     x, s = np.array([0.5, -1.0, 2.0]), 1.5
     np.testing.assert_allclose(einderiv.evaluate("f = 1/2 s^2 x_i x_i", x=x, s=s), s**2 * (x @ x) / 2, rtol=1e-15)
@@ -3120,7 +3120,7 @@ def test_a_power_of_a_name_after_a_spaced_number_denominator_is_an_error(source)
 def test_a_power_of_a_call_after_a_spaced_number_denominator_is_an_error(source, shown):
     """Left open by the last session: ``x / 2 exp(y)^2`` was x exp(y)^2 / 2, where a name's power in
     that place was already an error.  A number over a number, or no power, stays as written."""
-    with pytest.raises(einderiv.ParseError, match=re.escape(f"then multiplies by the power of {shown}")):
+    with pytest.raises(einderiv.ParseError, match=re.escape(f"then multiplies by {shown}^...")):
         einderiv.compile(source)
     x, y = 0.7, -0.4
     np.testing.assert_allclose(einderiv.evaluate("f = 1/2 exp(y)^2", y=y), np.exp(y) ** 2 / 2, rtol=1e-15)
