@@ -1018,19 +1018,25 @@ def log_add_exp(func: str, arg: Poly, param) -> list[Term] | None:
     ``logaddexp(0, x)``.  The derivatives are ``sigmoid(a - b)`` and ``sigmoid(b - a)``,
     finite everywhere; second derivatives are ``sigmoid(v) sigmoid(-v)``-like products, no
     difference of exps.  (The absolute rounding error is a few ulp of max(|a|, |b|), as for
-    a - b itself.)
-    Terminates: the result has no ``log``."""
-    if func != "log" or len(arg.terms) != 2 or any(t.coeff <= 0 for t in arg.terms):
+    a - b itself.)  Three or more such terms fold from the right: ``log(1 + exp(z) + exp(2z))``
+    is log(1 + exp(L)) for L = log(exp(z) + exp(2z)), each log the two-term form (inf and NaN at
+    z = 1000 before 2026-12-05).
+    Terminates: the result has no ``log``; each fold is of one term fewer."""
+    if func != "log" or len(arg.terms) < 2 or any(t.coeff <= 0 for t in arg.terms):
         return None
+    if len(arg.terms) > 2:
+        rest = log_add_exp("log", Poly(arg.terms[1:], arg.indices), None)
+        if rest is None:
+            return None
+        inner = simplify(rest, tuple(arg.indices))
+        folded = Poly((arg.terms[0], Term(ONE, (Apply("exp", inner),))), arg.indices)
+        return log_add_exp("log", folded, None)
     if not (arg.terms[0].factors or arg.terms[1].factors):
         return None
     # a positive constant c is c exp(0): log(exp(u) + 5) = log(5) + softplus(u - log(5)) (was 0
     # for 2.1e-17 in its Hessian at u = 40, and NaN from u = 710)
     zero = Poly((), ())
-    first, second = (
-        _elementwise_atom(Term(ONE, t.factors), arg.indices, "exp") if t.factors else Apply("exp", zero)
-        for t in arg.terms
-    )
+    first, second = (_exp_of(t, arg.indices) if t.factors else Apply("exp", zero) for t in arg.terms)
     if first is None or second is None:
         return None
     # c1 exp(a) + c2 exp(b) with constants c > 0 (cosh written as (exp(u) + exp(-u)) / 2):
@@ -1044,6 +1050,18 @@ def log_add_exp(func: str, arg: Poly, param) -> list[Term] | None:
         *scale,
         Term(ONE, (Apply("softplus", difference),)),
     ]
+
+
+def _exp_of(term: Term, indices) -> Apply | None:
+    """The exp a one-factor term is, read through a power: ``exp(u)^p`` is ``exp(p u)`` (a
+    program's ``e_i^2`` for ``e_i = exp(z_i)``); else None."""
+    if len(term.factors) == 1:
+        (factor,) = term.factors
+        if isinstance(factor, Apply) and factor.func == "pow" and factor.param is not None:
+            base = single_atom(factor.arg, "exp")
+            if base is not None and set(base.indices) <= set(indices):
+                return Apply("exp", negated(base.arg, factor.param))
+    return _elementwise_atom(Term(ONE, term.factors), indices, "exp")
 
 
 def log_cosh(func: str, arg: Poly, param) -> list[Term] | None:

@@ -87,6 +87,13 @@ ELEMENTWISE = {
         lambda u: mpmath.log(mpmath.cosh(u)),
         mpmath.tanh,
     ),
+    "log_add_exp, three terms": (  # inf at z = 1000 and NaN in the gradient before
+        "y_i = log(1 + exp(z_i) + exp(2 z_i))",
+        "e_i = exp(z_i); y_i = log(1 + e_i + e_i^2)",
+        "softplus",
+        lambda u: mpmath.log(1 + mpmath.exp(u) + mpmath.exp(2 * u)),
+        lambda u: (mpmath.exp(u) + 2 * mpmath.exp(2 * u)) / (1 + mpmath.exp(u) + mpmath.exp(2 * u)),
+    ),
     "log1p_exp": (
         "y_i = log1p(exp(z_i))",
         "e_i = exp(z_i); y_i = log1p(e_i)",
