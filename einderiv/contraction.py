@@ -751,7 +751,7 @@ class _Pairwise:
             else:
                 value = function(*arrays)
                 if k < last:
-                    spare[k] = value if into is not None and _keepable(value, values) else None
+                    spare[k] = value if into is not None and reusable(value, values, 1 << 17) else None
             values.append(value)
         result = values[-1]
         if any(kept is not None and np.may_share_memory(result, kept) for kept in spare):
@@ -766,8 +766,7 @@ class _Pairwise:
 
     def writes(self) -> bool:
         """Whether the last pair can write into an array given."""
-        slots, function = self.steps[-1]
-        return writer(function, len(slots)) is not None
+        return self._writers[-1] is not None
 
     def __repr__(self) -> str:
         return f"<contraction {self.subscripts}: pairwise, intermediates in their readers' order>"
@@ -791,12 +790,13 @@ def _fits(array, operands) -> bool:
     return array.dtype == np.result_type(*operands)
 
 
-def _keepable(value, others) -> bool:
-    """Whether ``value`` may be written into by a later call: a large C-ordered array of its own,
-    sharing no memory with an operand (``_same`` returns its operand)."""
+def reusable(value, others, min_bytes: int) -> bool:
+    """Whether ``value`` may be written into by a later call: a C-ordered array of ``min_bytes``
+    or more that owns its memory and shares none with ``others`` (what the caller holds, or a
+    pair's operands: ``_same`` returns its operand)."""
     return (
         type(value) is np.ndarray
-        and value.nbytes >= 1 << 17
+        and value.nbytes >= min_bytes
         and value.base is None
         and value.flags.c_contiguous
         and value.flags.writeable
@@ -1028,6 +1028,7 @@ def _reduced_first(inputs: list[str], output: str, shapes: list[tuple]):
 __all__ = [
     "Contraction",
     "kept_intermediates",
+    "reusable",
     "ResolvedTerm",
     "SymmetricGram",
     "contraction_for",

@@ -993,15 +993,15 @@ def reciprocal_one_plus_exp(func: str, arg: Poly, param) -> list[Term] | None:
     exp = single_atom(Poly((rest.terms[0].scaled(1 / scale),), rest.indices), "exp")
     if exp is None:
         return None
-    exponent = exp.arg
-    if scale != constant:  # a + b exp(v) = a (1 + exp(v + log(b / a)))
-        shift = carrying([_signed_log(scale / constant)], exponent.indices)
-        exponent = simplify([*exponent.terms, *shift], tuple(exponent.indices))
     if constant != 1 and (param.denominator != 1 or abs(param * math.log(constant)) > 30):
         # a^p for a fractional p is no number einderiv holds exactly; beyond e^30 the two factors
         # a^p and sigmoid(...)^-p overflow or underflow apart where their product does not
         # (a reviewer's find: (1e-8 + exp(z))^-30 was 0 for 5.9e-105 at z = 8)
         return None
+    exponent = exp.arg
+    if scale != constant:  # a + b exp(v) = a (1 + exp(v + log(b / a)))
+        shift = carrying([_signed_log(scale / constant)], exponent.indices)
+        exponent = simplify([*exponent.terms, *shift], tuple(exponent.indices))
     sigmoid = Apply("sigmoid", negated(exponent))
     factor = sigmoid if param == -1 else power_of(sigmoid, -param)
     return [Term(constant**param if constant != 1 else ONE, (factor,))]

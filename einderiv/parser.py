@@ -676,7 +676,7 @@ class _ToIR(Transformer_NonRecursive):
                     if not shared:
                         continue
                     _, token = self.tokens.get(id(denominator), (None, None))
-                    below, after = _ref_text(denominator), _ref_text(other)
+                    below, after = str(denominator), str(other)
                     message = (
                         f"'/ {below} ... {after}': {shared[0]!r} is in the denominator and, summed, only in a "
                         f"factor after it, and as written '/' takes {below} alone, so the sum over "
@@ -737,13 +737,6 @@ def _indices(node) -> tuple:
     if isinstance(node, Delta):
         return (node.first, node.second)
     return tuple(getattr(node, "indices", ())) + tuple(getattr(node, "over", ()))
-
-
-def _ref_text(tensor: Tensor) -> str:
-    letters = tensor.indices
-    return f"{tensor.name}_" + (
-        "".join(letters) if all(len(i) == 1 for i in letters) else "{" + ",".join(letters) + "}"
-    )
 
 
 # -- text as people paste it --------------------------------------------------------------------

@@ -19,7 +19,7 @@ import opt_einsum
 
 from . import linalg
 from .backends import ArrayOps
-from .contraction import kept_intermediates, new_array, own_array, path_cost, writer
+from .contraction import kept_intermediates, new_array, own_array, path_cost, reusable, writer
 from .errors import EvaluationError
 from .linalg import generic_matrix_function, generic_solve, matrix_function, solve
 from .optimiser import StraightLine
@@ -241,13 +241,7 @@ def _leftovers(targets: list[str | None], values: dict, keep: tuple[str, ...]) -
     spare, seen = {}, set()
     for target in targets:
         array = values.get(target) if target is not None else None
-        if (
-            not _large(array)
-            or array.base is not None
-            or id(array) in seen
-            or not (array.flags.c_contiguous and array.flags.writeable)
-            or any(np.may_share_memory(array, other) for other in held)
-        ):
+        if id(array) in seen or not reusable(array, held, REUSE_MIN_BYTES):
             continue
         seen.add(id(array))
         spare[target] = array
