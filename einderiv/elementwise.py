@@ -204,6 +204,7 @@ BUILT_IN = (
     _plain("exp", "exp(u)", Fraction(1)),
     _plain("log", "u^-1"),
     Function("log1p", Named("log1p"), "(1 + u)^-1", Fraction(0)),
+    Function("expm1", Named("expm1"), "exp(u)", Fraction(0)),
     _plain("sin", "cos(u)", Fraction(0)),
     _plain("cos", "-sin(u)", Fraction(1)),
     _plain("tan", "1 + tan(u)^2", Fraction(0)),

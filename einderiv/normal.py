@@ -29,7 +29,7 @@ from functools import lru_cache
 from . import limits
 from .elementwise import FUNCTIONS
 from .errors import DifferentiationError
-from .index_names import count_stem, fresh_indices, is_count
+from .index_names import axis_count, count_stem, fresh_indices, is_count
 from .ir import Delta, Indices, Tensor
 
 #: The name of ``1/n_r``, the factor ``mean_r`` puts on a term: a vector whose every entry is one
@@ -414,6 +414,17 @@ def power_base(atom) -> tuple[Poly, Fraction]:
     return Poly((Term(Fraction(1), (atom,)),), atom.indices), Fraction(1)
 
 
+def _root_base(atom) -> tuple[Poly, Fraction] | None:
+    """``(u, 1/2)`` for ``sqrt(u)`` and ``(u, p/2)`` for ``sqrt(u)^p``, else None."""
+    if isinstance(atom, Apply) and atom.func == "sqrt":
+        return atom.arg, Fraction(1, 2)
+    if isinstance(atom, Apply) and atom.func == "pow" and atom.param is not None:
+        inner = single_atom(atom.arg, "sqrt")
+        if inner is not None:
+            return inner.arg, Fraction(atom.param) / 2
+    return None
+
+
 def merge_powers(term: Term) -> list[Term]:
     """``u^a u^b = u^(a+b)`` for equal elementwise bases, where a call or power is involved
     (plain tensors stay as written: ``x_i x_i``).  Returns the term's expansion (a list).
@@ -422,12 +433,17 @@ def merge_powers(term: Term) -> list[Term]:
     applies = [f for f in term.factors if isinstance(f, Apply)]
     if not applies:
         return [term]
+    # sqrt(u) and sqrt(u)^p are powers of u where u itself is another factor's base and is never
+    # negative (a sigmoid, an exp): sigmoid(z) / sqrt(sigmoid(z)) is sigmoid(z)^0.5 (0 at
+    # z = -800, where the quotient is 0/0); x sqrt(x) sqrt(x) stays, NaN below 0 as NumPy has it
+    plain = {power_base(f)[0] for f in term.factors}
+    roots = {id(f): r for f in applies if (r := _root_base(f)) is not None and r[0] in plain and non_negative(r[0])}
     groups: dict[Poly, Fraction] = {}
     order: list[Poly] = []
     rest = []
     for f in term.factors:
         if isinstance(f, Apply) or any(isinstance(g, Apply) and power_base(g)[0] == power_base(f)[0] for g in applies):
-            base, exponent = power_base(f)
+            base, exponent = roots.get(id(f)) or power_base(f)
             if base not in groups:
                 groups[base] = Fraction(0)
                 order.append(base)
@@ -492,13 +508,17 @@ def rebuild_constant_calls(term: Term) -> list[Term]:
     return [term]
 
 
-def simplify(terms, indices: Indices, counts: bool = True, cancelling: bool = True) -> Poly:
+def simplify(terms, indices: Indices, counts: bool = True, cancelling: bool = True, rename_summed: bool = True) -> Poly:
     """Contract deltas, collect like terms (up to renaming summed indices) and drop zeros; then
     (``cancelling``) cancel powers of a one-variable sum against the numerator where it divides
     exactly (:mod:`einderiv.cancel`: ``s (1 - s) / (1 - s)^2`` is ``s / (1 - s)``).
 
     The first-seen spelling of each collected term is kept, so results read like the input.
-    ``counts`` as for :func:`canonical_key`.
+    ``counts`` as for :func:`canonical_key`.  Without ``rename_summed``, terms are collected only
+    where they are the same with the same letters (a call's own letters still rename): a Hessian's
+    diagonal keeps ``3 f(s_l) X_lj g(s_n) X_nj`` and ``3 g(s_l) X_lj f(s_n) X_nj`` apart, which
+    renaming l and n would merge into one term that no longer factors as a product of two sums
+    (the evaluator's stable forms need that factoring).
     """
     free = frozenset(indices)
     collected: dict[tuple, list] = {}
@@ -509,7 +529,8 @@ def simplify(terms, indices: Indices, counts: bool = True, cancelling: bool = Tr
         for term in (part for t in merged for part in rebuild_constant_calls(t)):
             term = contract_deltas(term, free)  # u^a u^-a = 1 leaves delta_ii: 1 where i is used
             term = along_deltas(term, indices)  # c_j delta_ij is c_i delta_ij
-            key = canonical_key(_repeated(term), free, counts=counts)  # x_j^2 is x_j x_j
+            held = free if rename_summed else free | {i for f in term.factors for i in f.indices}
+            key = canonical_key(_repeated(term), held, counts=counts)  # x_j^2 is x_j x_j
             if key in collected:
                 collected[key][0] += term.coeff
             else:
@@ -976,14 +997,38 @@ def log1p_exp(func: str, arg: Poly, param) -> list[Term] | None:
     return log_one_plus_exp("log", one_plus, None) or log_one_minus_sigmoid("log", one_plus, None)
 
 
+def power_of_exp(func: str, arg: Poly, param) -> list[Term] | None:
+    """``exp(u)^p = exp(p u)`` for a whole number p: ``1 / exp(z)`` is ``exp(-z)``, so that
+    ``1 / (1 + 1 / exp(z))`` reads as ``1 / (1 + exp(-z))``, the sigmoid (its derivative was NaN
+    at z = -800: inf / inf), and ``exp(u)^2`` overflows only where ``exp(2 u)`` does.  A
+    fractional power stays: for a complex u with |Im u| > pi the principal root of exp(u) is not
+    exp(p u) (``exp(0.3 + 4i)^0.5`` is -exp(0.15 + 2i)).
+
+    Stable: one exp, which overflows or underflows only where the value does (``exp(400)^-2``
+    was 0^-2 = inf for e^-800 = 0 before 2026-12-05).
+    Terminates: the result is an exp with no power around it."""
+    if func != "pow" or param is None or Fraction(param).denominator != 1:
+        return None
+    exp = single_atom(arg, "exp")
+    if exp is None:
+        return None
+    return [Term(ONE, (Apply("exp", Poly(tuple(t.scaled(param) for t in exp.arg.terms), exp.arg.indices)),))]
+
+
 def reciprocal_one_plus_exp(func: str, arg: Poly, param) -> list[Term] | None:
     """``(1 + exp(v))^p = sigmoid(-v)^-p`` for p < 0: ``1 / (1 + exp(-z))`` is ``sigmoid(z)``;
-    with numbers a, b > 0, ``(a + b exp(v))^p = a^p sigmoid(-v - log(b / a))^-p``.
+    with numbers a, b > 0, ``(a + b exp(v))^p = a^p sigmoid(-v - log(b / a))^-p``.  For a
+    fractional p < 0, ``(a + b exp(v))^p = exp(p log(a) + p softplus(v + log(b / a)))``:
+    ``(2 + exp(z))^-0.5`` is ``exp(-0.5 log(2) - 0.5 softplus(z - log(2)))``.
 
     Stable: exp(v) overflows from v = 710 on, where the value is 0 but its derivative
     ``-exp(v) (1 + exp(v))^-2`` is inf / inf = NaN; sigmoid is evaluated stably and its
-    derivative ``sigmoid(u) sigmoid(-u)`` is finite and accurate at every u.
-    Terminates: the result is a sigmoid or a power of one, with no ``a + b exp``."""
+    derivative ``sigmoid(u) sigmoid(-u)`` is finite and accurate at every u.  A fractional power
+    is one exp of a softplus, never a power of a sigmoid: ``sigmoid(-800)`` underflows to 0,
+    where ``(1 + exp(800))^-0.5`` is e^-400, and a^p is not split off (no irrational number
+    to hold); its derivatives are ``p sigmoid(w)`` times the same exp, finite at every order.
+    Terminates: the result is a sigmoid, a power of one or an exp of a softplus, with no
+    ``a + b exp``."""
     if func != "pow" or param is None or param >= 0:
         return None
     constant, rest = _constant_and_rest(arg)
@@ -993,18 +1038,66 @@ def reciprocal_one_plus_exp(func: str, arg: Poly, param) -> list[Term] | None:
     exp = single_atom(Poly((rest.terms[0].scaled(1 / scale),), rest.indices), "exp")
     if exp is None:
         return None
-    if constant != 1 and (param.denominator != 1 or abs(param * math.log(constant)) > 30):
-        # a^p for a fractional p is no number einderiv holds exactly; beyond e^30 the two factors
-        # a^p and sigmoid(...)^-p overflow or underflow apart where their product does not
-        # (a reviewer's find: (1e-8 + exp(z))^-30 was 0 for 5.9e-105 at z = 8)
+    fractional = param.denominator != 1
+    if constant != 1 and not fractional and abs(param * math.log(constant)) > 30:
+        # beyond e^30 the two factors a^p and sigmoid(...)^-p overflow or underflow apart where
+        # their product does not (a reviewer's find: (1e-8 + exp(z))^-30 was 0 for 5.9e-105 at z = 8)
         return None
     exponent = exp.arg
     if scale != constant:  # a + b exp(v) = a (1 + exp(v + log(b / a)))
         shift = carrying([_signed_log(scale / constant)], exponent.indices)
         exponent = simplify([*exponent.terms, *shift], tuple(exponent.indices))
+    if fractional:  # exp(p log(a) + p softplus(v + log(b / a)))
+        scaled = [] if constant == 1 else [_signed_log(constant).scaled(param)]
+        power = [Term(param, (Apply("softplus", exponent),)), *carrying(scaled, arg.indices)]
+        return [Term(ONE, (Apply("exp", simplify(power, tuple(arg.indices))),))]
     sigmoid = Apply("sigmoid", negated(exponent))
     factor = sigmoid if param == -1 else power_of(sigmoid, -param)
     return [Term(constant**param if constant != 1 else ONE, (factor,))]
+
+
+def log_exp_minus_one(func: str, arg: Poly, param) -> list[Term] | None:
+    """``log(exp(v) - 1) = v + log(-expm1(-v))``, the inverse of softplus; with numbers a, b > 0,
+    ``log(b exp(v) - a) = v + log(b) + log(-expm1(log(a / b) - v))``.
+
+    Stable: exp(v) overflows from v = 710 on, so the log was inf and every derivative NaN (the
+    value is v - exp(-v), to an ulp); ``expm1(-v)`` only tends to -1 there, and near v = 0 it
+    keeps every digit of v, where ``1 - exp(-v)`` would keep an ulp of 1 (a relative error of
+    1e-16 / v).  The derivative is ``exp(-v) / -expm1(-v) + 1``, i.e. ``1 / (1 - exp(-v))``,
+    finite for every v > 0 and exact at both ends, no difference of large numbers.
+    ``log(b expm1(v))``, the same function written with expm1, is ``v + log(b) + log(-expm1(-v))``
+    too, and ``log1p(expm1(v))`` and ``log(1 + expm1(v))`` are v.
+    Terminates: the result's log is of ``-expm1``, which no rule rewrites."""
+    if func == "log1p" and single_atom(arg, "expm1") is not None:
+        return carrying(list(single_atom(arg, "expm1").arg.terms), arg.indices)
+    if func != "log":
+        return None
+    constant, rest = _constant_and_rest(arg)
+    if constant == 1 and single_atom(rest, "expm1") is not None:  # log(1 + expm1(v)) = v
+        return carrying(list(single_atom(rest, "expm1").arg.terms), arg.indices)
+    if len(arg.terms) == 1 and arg.terms[0].coeff > 0:  # log(b expm1(v))
+        scale = arg.terms[0].coeff
+        expm1 = single_atom(Poly((arg.terms[0].scaled(1 / scale),), arg.indices), "expm1")
+        if expm1 is not None:
+            v = expm1.arg
+            scaled = [] if scale == 1 else [_signed_log(scale)]
+            return [*carrying([*v.terms, *scaled], arg.indices), _log_minus_expm1(list(negated(v).terms), arg.indices)]
+    if constant is None or constant >= 0 or len(rest.terms) != 1 or rest.terms[0].coeff <= 0:
+        return None
+    scale = rest.terms[0].coeff
+    exp = single_atom(Poly((rest.terms[0].scaled(1 / scale),), rest.indices), "exp")
+    if exp is None:
+        return None
+    v = exp.arg
+    shift = [] if -constant == scale else [_signed_log(-constant / scale)]
+    scaled = [] if scale == 1 else [_signed_log(scale)]
+    return [*carrying([*v.terms, *scaled], arg.indices), _log_minus_expm1([*negated(v).terms, *shift], arg.indices)]
+
+
+def _log_minus_expm1(w: list[Term], indices) -> Term:
+    """``log(-expm1(w))``, log(1 - exp(w)) for w < 0, built as it is (no rule rewrites it)."""
+    inner = Poly((Term(-ONE, (Apply("expm1", simplify(carrying(w, indices), tuple(indices))),)),), tuple(indices))
+    return Term(ONE, (Apply("log", inner),))
 
 
 def log_add_exp(func: str, arg: Poly, param) -> list[Term] | None:
@@ -1087,6 +1180,27 @@ def log_cosh(func: str, arg: Poly, param) -> list[Term] | None:
     ]
 
 
+def log_sinh(func: str, arg: Poly, param) -> list[Term] | None:
+    """``log(sinh(u)) = u - log(2) + log(-expm1(-2u))`` (u > 0, where the log is defined).
+
+    Stable: sinh overflows from u = 711 on, and log of it is inf (every derivative NaN); the
+    value is u - log 2 to an ulp there, and ``expm1(-2u)`` only tends to -1.  Near u = 0,
+    ``-expm1(-2u)`` is 2u to an ulp, so the value keeps log(sinh(u))'s digits.  The derivative
+    is ``1 + 2 exp(-2u) / -expm1(-2u)`` (coth u), finite and without cancellation for u > 0.
+    Terminates: the result's log is of ``-expm1`` (``log(2)`` is a constant), which no rule
+    rewrites."""
+    if func != "log":
+        return None
+    sinh = single_atom(arg, "sinh")
+    if sinh is None:
+        return None
+    u = sinh.arg
+    return [
+        *carrying([*u.terms, _log_of(Fraction(2)).scaled(-ONE)], arg.indices),
+        _log_minus_expm1(list(negated(u, Fraction(-2)).terms), arg.indices),
+    ]
+
+
 def log_one_minus_tanh_squared(func: str, arg: Poly, param) -> list[Term] | None:
     """``log(1 - tanh(u)^2) = 2 (log(2) - u - softplus(-2u))``, the log of tanh's derivative
     (the log-determinant of a tanh squashing, as in soft actor-critic), or ``log1p(-tanh(u)^2)``.
@@ -1144,11 +1258,20 @@ def _positive(atom) -> bool:
     return False
 
 
+_POWERS = frozenset({"pow", "sqrt"})
+
+
+def _is_sqrt(atom) -> bool:
+    return isinstance(atom, Apply) and atom.func == "sqrt"
+
+
 def log_of_product(func: str, arg: Poly, param) -> list[Term] | None:
     """``log(c f1^p1 f2^p2 ...) = log(c) + p1 log(f1) + p2 log(f2) + ...`` for c > 0 and positive
-    factors (exp, sigmoid, softplus, cosh, or a power of a sum of positive terms), each log then
-    rewritten by the other rules: ``log(exp(z_k) / sum_j(exp(z_j)))`` written with the sum apart,
-    ``log(2 exp(z))`` is ``log(2) + z``, ``log(sigmoid(z) exp(z))`` is ``z - softplus(-z)``.
+    factors (exp, sigmoid, softplus, cosh, or a power of a sum of positive terms) or square roots
+    (``log(sqrt(u)) = log(u) / 2``), each log then rewritten by the other rules:
+    ``log(exp(z_k) / sum_j(exp(z_j)))`` written with the sum apart, ``log(2 exp(z))`` is
+    ``log(2) + z``, ``log(sigmoid(z) exp(z))`` is ``z - softplus(-z)``, ``log(sqrt(sigmoid(z)))``
+    is ``-softplus(-z) / 2`` (-inf at z = -800 before 2026-12-05).
 
     Stable: the product of an exp with anything overflows or underflows long before its log
     does (log(2 exp(1000)) was inf, and a sum over it NaN); the logs of the factors are the
@@ -1159,8 +1282,12 @@ def log_of_product(func: str, arg: Poly, param) -> list[Term] | None:
         return None
     term = arg.terms[0]
     factors = term.factors
-    single = len(factors) == 1 and term.coeff == 1 and not (isinstance(factors[0], Apply) and factors[0].func == "pow")
-    if term.coeff <= 0 or not factors or single or not all(_positive(f) for f in factors):
+    single = (
+        len(factors) == 1 and term.coeff == 1 and not (isinstance(factors[0], Apply) and factors[0].func in _POWERS)
+    )
+    # sqrt(u) is u^(1/2) here: log(sqrt(u)) = log(u) / 2 wherever sqrt(u) is defined (0 gives -inf
+    # either way), and a sqrt is never negative, so it splits off a product like a positive call
+    if term.coeff <= 0 or not factors or single or not all(_positive(f) or _is_sqrt(f) for f in factors):
         return None
     if any(set(f.indices) - set(arg.indices) for f in factors):
         return None  # log(sum_j(x_j y_j)): a sum inside
@@ -1168,6 +1295,8 @@ def log_of_product(func: str, arg: Poly, param) -> list[Term] | None:
     for factor in factors:
         if isinstance(factor, Apply) and factor.func == "pow":
             base, power = factor.arg, factor.param
+        elif _is_sqrt(factor):
+            base, power = factor.arg, Fraction(1, 2)
         else:
             base, power = Poly((Term(ONE, (factor,)),), factor.indices), ONE
         out.extend(t.scaled(power) for t in make_apply("log", base))
@@ -1178,52 +1307,108 @@ def log_of_exp_products(func: str, arg: Poly, param) -> list[Term] | None:
     """``log(sum_k(exp(u_k) exp(v_k) c_k))`` = ``log(sum_k(exp(u_k + v_k) c_k))``: the exps of
     each term of a log's argument merged into one, so that the log-sum-exp and logaddexp rules
     see them (a mixture ``log(sum_k(softmax_k(a_nk) exp(b_nk)))`` or ``log(sum_k(exp(lw_k)
-    exp(-0.5 (x_n - mu_k)^2 / s2)))``).
+    exp(-0.5 (x_n - mu_k)^2 / s2)))``); a power of an exp is one exp, ``exp(u)^p`` = ``exp(p u)``
+    (``log(sum_i(exp(x_i)^2))``, ``exp(x_i) / exp(y_i)``: inf and NaN at x = 800 before 2026-12-05).
 
     Stable: the product of two exps underflows to 0 (its log -inf, and every derivative NaN) at
     a log-likelihood of -800, where the exponent ``u + v`` is an ordinary number; merged, the
     log-sum-exp is evaluated max-shifted.
-    Terminates: each term of the argument loses an exp, and the rule applies only where a term
-    holds two."""
+    Terminates: each term of the argument loses an exp or a power, and the rule applies only where
+    a term holds two exps or a power of one."""
     if func != "log":
         return None
     terms, changed = [], False
     for term in arg.terms:
-        exps = [f for f in term.factors if isinstance(f, Apply) and f.func == "exp"]
-        if len(exps) < 2:
+        read = [_exp_power(f) for f in term.factors]  # a factor twice is two exps
+        exps = [r for r in read if r is not None]
+        if len(exps) < 2 and not any(power != 1 for _, power in exps):
             terms.append(term)
             continue
-        rest = tuple(f for f in term.factors if not (isinstance(f, Apply) and f.func == "exp"))
-        over = tuple(dict.fromkeys(i for f in exps for i in f.indices))
+        rest = tuple(f for f, r in zip(term.factors, read) if r is None)
+        over = tuple(dict.fromkeys(i for e, _ in exps for i in e.indices))
         # each exponent's own summed letters kept apart from the others' free ones (exp(A_kj x_j)
         # exp(B_kj) sums j in the first alone)
-        parts = [rename_term_apart(u, set(f.arg.indices), set(over)) for f in exps for u in f.arg.terms]
+        parts = [
+            rename_term_apart(u.scaled(power), set(e.arg.indices), set(over)) for e, power in exps for u in e.arg.terms
+        ]
         exponent = simplify(carrying(parts, over), over)
         terms.extend(multiply([Term(term.coeff, rest)], make_apply("exp", exponent), set(over), term.index_names()))
         changed = True
     return make_apply("log", simplify(terms, arg.indices)) if changed else None
 
 
+def _exp_power(factor) -> tuple[Apply, Fraction] | None:
+    """``(exp(u), p)`` for a factor ``exp(u)`` (p = 1), ``exp(u)^p`` or ``sqrt(exp(u))`` (p = 1/2)
+    over the same indices."""
+    if isinstance(factor, Apply) and factor.func == "exp":
+        return factor, ONE
+    if isinstance(factor, Apply) and (factor.func == "sqrt" or factor.func == "pow" and factor.param is not None):
+        base = single_atom(factor.arg, "exp")
+        if base is not None and set(base.indices) == set(factor.indices):
+            return base, Fraction(1, 2) if factor.func == "sqrt" else Fraction(factor.param)
+    return None
+
+
+def log_of_scaled_sum(func: str, arg: Poly, param) -> list[Term] | None:
+    """``log(c (u + v + ...)) = log(c) + log(u + v + ...)`` for a number c > 0 that every term
+    of the argument carries, where the log of the sum is then rewritten by another rule: the
+    probit-like ``log(0.5 (1 + tanh(z)))`` is ``log(0.5) + log(1 + tanh(z))``, which
+    ``log_one_plus_tanh`` reads (it was -inf from z = -19 with the 0.5 in front).
+
+    Stable: as the rule that then applies.  Where none does, the log is left as written.
+    Terminates: the inner log's terms carry coefficient 1 in common, so this rule does not apply
+    to it again."""
+    if func != "log" or len(arg.terms) < 2:
+        return None
+    c = arg.terms[0].coeff
+    if c <= 0 or c == 1 or any(t.coeff != c for t in arg.terms):
+        return None
+    inner = Poly(tuple(t.scaled(1 / c) for t in arg.terms), arg.indices)
+    rebuilt = make_apply("log", inner)
+    if rebuilt == [Term(ONE, (Apply("log", inner),))]:
+        return None
+    return [*carrying([_signed_log(c)], arg.indices), *rebuilt]
+
+
 def log_of_scaled_exp_sum(func: str, arg: Poly, param) -> list[Term] | None:
     """``log(sum_R(c exp(v)))`` = ``log(c) + log(sum_R(exp(v)))`` for a number c > 0:
-    ``log(sum_k(0.25 exp(l_nk)))`` and ``log(sum_k(exp(l_nk)) / 4)`` are log-sum-exps.
+    ``log(sum_k(0.25 exp(l_nk)))`` and ``log(sum_k(exp(l_nk)) / 4)`` are log-sum-exps; and a
+    mean's 1/K is the log of a count, ``log(mean_k(exp(l_k))) = log(sum_k(exp(l_k))) - log(K)``.
 
     Stable: ``exp(l)`` overflows from l = 710 and underflows below -745 (the value inf or -inf,
     every derivative NaN), where the log-sum-exp is evaluated max-shifted.  A weight tensor
     (``pi_k exp(l_k)``) is not moved: its sign is unknown, and the log of a negative weight is
-    NaN everywhere.  A mean's 1/n (``log(mean_k(exp(l_k)))``) is not moved either: its log is
-    a constant only its sizes know, which the evaluator cannot yet size apart from the letter.
-    Terminates: the result's argument is one exp with coefficient 1, which no rule rewrites."""
+    NaN everywhere.  The count K of a mean is named as the length of the axis the exponent
+    writes k at (``k#l.0``, the length of l), not by its letter, so that it keeps its size
+    where k is renamed apart or means of other lengths nest (``log(mean_n(mean_k(exp(L_nk))))``
+    is the log-sum-exp over n and k less log(N) and log(K)); a count no axis sizes is not moved.
+    Terminates: the result's argument is one exp with coefficient 1, which no rule rewrites, and
+    the log of a count is of a delta, not of a call."""
     if func != "log" or len(arg.terms) != 1:
         return None
     term = arg.terms[0]
-    if term.coeff <= 0 or term.coeff == 1 or len(term.factors) != 1:
+    exps = [f for f in term.factors if isinstance(f, Apply) and f.func == "exp"]
+    means = [f for f in term.factors if is_reciprocal(f)]
+    if term.coeff <= 0 or len(exps) != 1 or len(exps) + len(means) != len(term.factors):
         return None
-    (inner,) = term.factors
-    if not (isinstance(inner, Apply) and inner.func == "exp") or not set(inner.indices) - set(arg.indices):
+    if term.coeff == 1 and not means:
+        return None
+    (inner,) = exps
+    summed = set(inner.indices) - set(arg.indices)
+    if not summed or any(f.indices[0] not in summed for f in means):
         return None  # log(2 exp(z)), with nothing summed, is log_of_product's
+    if len({f.indices[0] for f in means}) != len(means):
+        return None
+    counts = []
+    for f in means:  # 1/K: -log(K), K counted as the length of an axis the exponent writes k at
+        axes = sorted(letter_axes(inner.arg, f.indices[0]))
+        if not axes:
+            return None
+        count = axis_count(f.indices[0], *axes[0])
+        counts.append(Term(-ONE, (Apply("log", Poly((Term(ONE, (Delta(count, count),)),), ())),)))
     out = make_apply("log", Poly((Term(ONE, (inner,)),), arg.indices))
-    return carrying([_signed_log(term.coeff), *out], arg.indices)
+    scale = [_signed_log(term.coeff)] if term.coeff != 1 else []
+    return carrying([*scale, *counts, *out], arg.indices)
 
 
 #: Rules on one call, in the order make_apply tries them (first match wins).
@@ -1236,14 +1421,18 @@ CALL_RULES: tuple[Callable, ...] = (
     log_one_plus_tanh,
     log_one_plus_exp,
     log1p_exp,
+    power_of_exp,
     reciprocal_one_plus_exp,
+    log_exp_minus_one,
     log_add_exp,
     log_cosh,
+    log_sinh,
     log_one_minus_tanh_squared,
     log_one_plus,
     log_of_product,
     log_of_exp_products,
     log_of_scaled_exp_sum,
+    log_of_scaled_sum,
 )
 
 

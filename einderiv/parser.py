@@ -360,7 +360,6 @@ OTHER_NAMES = {
     "are",
     "log10": "there is no log10: write log(...) / log(10)",
     "log2": "there is no log2: write log(...) / log(2)",
-    "expm1": "there is no expm1: write exp(...) - 1",
     "pow": "write a power with ^ and a number: x_i^2",
 }
 

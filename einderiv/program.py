@@ -172,7 +172,9 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         # sum_i(x_i) counts i as j) is sized where lowering wrote that letter
         lowered = tuple((i, t, a) for i, t, a in _tensor_axes(raw) if i not in {e[0] for e in written})
         poly, counted = _own_counts(poly, written, number, lowered)
-        counted = _through_definitions(counted, definitions)
+        # a count a call rule named by the axis it counts (log(mean_k(e_k)) with e = exp(l): k#l.0,
+        # the length of l) is sized there, also where this statement does not write that tensor
+        counted = _through_definitions(counted + _axis_count_hints(poly), definitions)
         defined[name] = len(poly.indices)
         axis_hints = []
         for w, by in zip(statement.wrt, statement.denominators):  # dK_pq/dR_ij: the axes i, j are R's
@@ -653,8 +655,19 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
 
 def _small(d: Definition) -> bool:
     """Whether a definition is one or two terms of at most one factor each: one call
-    (``s = sigmoid(z)``), one sum (``s = sum_j(e_j)``), ``u = 1 + x``, ``exp(a) + exp(b)``."""
-    return 1 <= len(d.poly.terms) <= 2 and all(len(t.factors) <= 1 for t in d.poly.terms)
+    (``s = sigmoid(z)``), one sum (``s = sum_j(e_j)``), ``u = 1 + x``, ``exp(a) + exp(b)``; or a
+    short polynomial in one tensor (``d_n = s_n (1 - s_n)``, sigmoid's derivative, whose log
+    the catalogue reads once s is substituted)."""
+    terms = d.poly.terms
+    if 1 <= len(terms) <= 2 and all(len(t.factors) <= 1 for t in terms):
+        return True
+    factors = {f for t in terms for f in t.factors}
+    return (
+        len(terms) <= 4
+        and len(factors) == 1
+        and isinstance(next(iter(factors)), Tensor)
+        and all(len(t.factors) <= 3 for t in terms)
+    )
 
 
 def _difference_of_data(d: Definition) -> bool:

@@ -108,6 +108,11 @@ class _Namer:
         #: residual where that shows a factor its terms share; and the current statement's letters
         self.products: dict[str, Statement] = {}
         self.around: set[str] = set()
+        #: earlier statements computed through a call (``e_n = exp(z_n)``), and whether the node
+        #: being read lies inside a log: a sum of those there is the stable rewrites' to read
+        #: (``log((e_n + f_n) / 2)`` with f = exp(-z) is a log-cosh), no difference of data
+        self.called: set[str] = set()
+        self.in_log = False
 
     def residual(self, add: Add):
         free = free_indices(add)
@@ -149,6 +154,8 @@ class _Namer:
         """``node`` named where it is a residual, or the negation of one (``-(X_nd - Z_md)`` in
         ``exp(-(X_nd - Z_md)(X_nd - Z_md))``: left whole, its square's derivative was multiplied
         out, 7e-3 off at an offset of 1e6)."""
+        if self.in_log and any(isinstance(n, Tensor) and n.name in self.called for n in walk(node)):
+            return node  # log((e_n + f_n) / 2), e and f exps: a log-cosh, not a residual
         if _is_residual(node):
             return self.named(node)
         if isinstance(node, Neg) and _is_residual(node.operand):
@@ -157,6 +164,12 @@ class _Namer:
 
     def operand(self, node):
         """``node`` with its residual operands named (inner ones first)."""
+        if isinstance(node, Call) and node.func in ("log", "log1p") and not self.in_log:
+            self.in_log = True
+            try:
+                return with_children(node, self.operand)
+            finally:
+                self.in_log = False
         node = with_children(node, self.operand)
         if isinstance(node, Mul):
             return Mul(tuple(self.maybe_named(f) for f in node.factors))
@@ -340,6 +353,11 @@ def residuals_named(program: Program) -> Program | None:
     namer = _Namer(taken)
     statements: list[Statement] = []
     for statement in program.statements:
+        if statement.target is not None and any(  # computed through a call, or from one that is
+            isinstance(n, Call) and n.func not in _LINEAR_REDUCTIONS or isinstance(n, Tensor) and n.name in namer.called
+            for n in walk(statement.rhs)
+        ):
+            namer.called.add(statement.target.name)
         before, names = len(namer.statements), dict(namer.names)
         namer.around = _letters(statement.rhs) | set(statement.target.indices if statement.target else ())
         rhs = namer.operand(statement.rhs)

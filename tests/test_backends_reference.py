@@ -177,6 +177,7 @@ def _elementwise_table():
         "exp": (np.exp, np.exp, np.exp, (-2, 2)),
         "log": (np.log, lambda x: 1 / x, lambda x: -1 / x**2, (0.5, 3)),
         "log1p": (np.log1p, lambda x: 1 / (1 + x), lambda x: -1 / (1 + x) ** 2, (-0.5, 2)),
+        "expm1": (np.expm1, np.exp, np.exp, (-2, 2)),
         "sin": (np.sin, np.cos, lambda x: -np.sin(x), (-3, 3)),
         "cos": (np.cos, lambda x: -np.sin(x), lambda x: -np.cos(x), (-3, 3)),
         "tan": (np.tan, lambda x: 1 / np.cos(x) ** 2, lambda x: 2 * np.tan(x) / np.cos(x) ** 2, (-1, 1)),

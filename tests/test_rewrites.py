@@ -219,6 +219,130 @@ def test_log_one_plus_is_log1p(form):
     close(np.diag(einderiv.jacobian(form, "z")(z=z)), [1 / (1 + u) for u in mp(z)])
 
 
+# -- forms with a domain or an exp that stays: value, gradient and Hessian at z = ±1000 ------------
+
+#: the points the rows below are checked at (where in the row's domain)
+POINTS = np.array([-1000.0, -800.0, -40.0, -1.0, 0.0, 1e-10, 1e-6, 1.0, 40.0, 800.0, 1000.0])
+
+STABLE_FORMS = {
+    # rule: (one statement, program, stable call, value(u), derivative(u), second derivative(u), domain)
+    "log_exp_minus_one": (  # softplus's inverse: inf at z = 710 and NaN in every derivative before
+        "y_i = log(exp(z_i) - 1)",
+        "e_i = exp(z_i); y_i = log(e_i - 1)",
+        "expm1",
+        lambda u: mpmath.log(mpmath.exp(u) - 1),
+        lambda u: 1 / (1 - mpmath.exp(-u)),
+        lambda u: -mpmath.exp(-u) / (1 - mpmath.exp(-u)) ** 2,
+        lambda u: u > 0,
+    ),
+    "log_exp_minus_one, expm1": (  # the same function written with expm1: inf from z = 710 before
+        "y_i = log(expm1(z_i))",
+        "e_i = expm1(z_i); y_i = log(e_i)",
+        "expm1",
+        lambda u: mpmath.log(mpmath.expm1(u)),
+        lambda u: 1 / (1 - mpmath.exp(-u)),
+        lambda u: -mpmath.exp(-u) / (1 - mpmath.exp(-u)) ** 2,
+        lambda u: u > 0,
+    ),
+    "log_exp_minus_one, scaled": (
+        "y_i = log(3 exp(z_i) - 2)",
+        "e_i = exp(z_i); y_i = log(3 e_i - 2)",
+        "expm1",
+        lambda u: mpmath.log(3 * mpmath.exp(u) - 2),
+        lambda u: 3 * mpmath.exp(u) / (3 * mpmath.exp(u) - 2),
+        lambda u: -6 * mpmath.exp(u) / (3 * mpmath.exp(u) - 2) ** 2,
+        lambda u: u >= 1,  # near 0 the value is log(1 + 3z), which 3 exp(z) - 2 rounds as the form does
+    ),
+    "power_of_exp": (  # the sigmoid as 1 / (1 + 1 / exp(z)): a NaN derivative at z = -800 before
+        "y_i = 1 / (1 + 1 / exp(z_i))",
+        "e_i = exp(z_i); y_i = 1 / (1 + 1 / e_i)",
+        "sigmoid",
+        lambda u: 1 / (1 + mpmath.exp(-u)),
+        lambda u: mpmath.exp(-u) / (1 + mpmath.exp(-u)) ** 2,
+        lambda u: mpmath.exp(-u) * (mpmath.exp(-u) - 1) / (1 + mpmath.exp(-u)) ** 3,
+        # (the sigmoid's own second derivative, s - 3 s^2 + 2 s^3, cancels to 8e-8 at z = 1e-10)
+        lambda u: abs(u) >= 1 or u == 0,
+    ),
+    "log_of_scaled_sum": (  # a probit-like 0.5 (1 + tanh(z)): -inf from z = -19 before
+        "y_i = log(0.5 (1 + tanh(z_i)))",
+        "p_i = 0.5 (1 + tanh(z_i)); y_i = log(p_i)",
+        "softplus",
+        lambda u: -mpmath.log1p(mpmath.exp(-2 * u)),  # log((1 + tanh(u)) / 2), without tanh's rounding to -1
+        lambda u: 2 / (1 + mpmath.exp(2 * u)),
+        lambda u: -(mpmath.sech(u) ** 2),
+        lambda u: True,
+    ),
+    "log_sinh": (  # inf at z = 711 and NaN in every derivative before
+        "y_i = log(sinh(z_i))",
+        "s_i = sinh(z_i); y_i = log(s_i)",
+        "expm1",
+        lambda u: mpmath.log(mpmath.sinh(u)),
+        mpmath.coth,
+        lambda u: -1 / mpmath.sinh(u) ** 2,
+        lambda u: u > 0,
+    ),
+    "reciprocal_one_plus_exp, fractional": (  # a NaN gradient from z = 710 before
+        "y_i = (2 + exp(z_i))^-0.5",
+        "e_i = exp(z_i); y_i = (2 + e_i)^-0.5",
+        "softplus",
+        lambda u: (2 + mpmath.exp(u)) ** -0.5,
+        lambda u: -0.5 * mpmath.exp(u) * (2 + mpmath.exp(u)) ** -1.5,
+        lambda u: (
+            -0.5 * mpmath.exp(u) * (2 + mpmath.exp(u)) ** -1.5 + 0.75 * mpmath.exp(2 * u) * (2 + mpmath.exp(u)) ** -2.5
+        ),
+        lambda u: True,
+    ),
+    "reciprocal_one_plus_exp, fractional, a = 1": (  # sigmoid(-z)^0.5: 0 for e^-400 at z = 800 before
+        "y_i = (1 + exp(z_i))^-0.5",
+        "e_i = exp(z_i); y_i = (1 + e_i)^(-1/2)",
+        "softplus",
+        lambda u: (1 + mpmath.exp(u)) ** -0.5,
+        lambda u: -0.5 * mpmath.exp(u) * (1 + mpmath.exp(u)) ** -1.5,
+        lambda u: (
+            -0.5 * mpmath.exp(u) * (1 + mpmath.exp(u)) ** -1.5 + 0.75 * mpmath.exp(2 * u) * (1 + mpmath.exp(u)) ** -2.5
+        ),
+        lambda u: True,
+    ),
+    "reciprocal_one_plus_exp, fractional, scaled": (
+        "y_i = (0.5 + 3 exp(-z_i))^-1.5",
+        "e_i = exp(-z_i); y_i = (0.5 + 3 e_i)^-1.5",
+        "softplus",
+        lambda u: (0.5 + 3 * mpmath.exp(-u)) ** -1.5,
+        lambda u: 4.5 * mpmath.exp(-u) * (0.5 + 3 * mpmath.exp(-u)) ** -2.5,
+        lambda u: (
+            -4.5 * mpmath.exp(-u) * (0.5 + 3 * mpmath.exp(-u)) ** -2.5
+            + 33.75 * mpmath.exp(-2 * u) * (0.5 + 3 * mpmath.exp(-u)) ** -3.5
+        ),
+        lambda u: True,
+    ),
+}
+
+
+def summed(source: str) -> str:
+    """The program with its last statement ``y_i = rhs`` summed: ``f = sum_i(rhs)``."""
+    *before, last = source.split("; ")
+    return "; ".join([*before, f"f = sum_i({last.split('=', 1)[1].strip()})"])
+
+
+@pytest.mark.parametrize("form", [0, 1], ids=["statement", "program"])
+@pytest.mark.parametrize("rule", sorted(STABLE_FORMS))
+def test_stable_form_is_right_to_its_second_derivative_at_extreme_inputs(rule, form):
+    """Value, derivative and second derivative against mpmath at z = ±1000, ±800, ±40, ±1, 0
+    (where in the domain), in one statement and through an intermediate, which must give the
+    same numbers.  The exp these forms keep is one that only underflows there (``exp(-z)``), or
+    one of a softplus, whose exponent is never large and positive."""
+    source, call, value_of, slope_of, curve_of, inside = STABLE_FORMS[rule][form], *STABLE_FORMS[rule][2:]
+    text = compiled_text(source)
+    assert call in text and "log(" not in re.sub(r"log\([0-9.]+\)|log\(-expm1\(", "", text), text
+    assert "sinh(" not in text and "(1 + " not in text and "(2 + " not in text and "- 1)" not in text, text
+    z = np.array([u for u in POINTS if inside(u)])
+    close(einderiv.evaluate(source, z=z), [value_of(u) for u in mp(z)], atol=1e-300)
+    close(np.diag(einderiv.jacobian(source, "z")(z=z)), [slope_of(u) for u in mp(z)], atol=1e-300)
+    close(einderiv.hessian_diag(summed(source), "z")(z=z), [curve_of(u) for u in mp(z)], atol=1e-300)
+    other = STABLE_FORMS[rule][1 - form]
+    np.testing.assert_array_equal(einderiv.evaluate(source, z=z), einderiv.evaluate(other, z=z))
+
+
 # -- log(exp(a) + exp(b)) ---------------------------------------------------------------------------
 
 LOG_ADD_EXP = ["y_i = log(exp(a_i) + exp(b_i))", "e_i = exp(a_i) + exp(b_i); y_i = log(e_i)"]
@@ -345,6 +469,8 @@ SCALED_LOG_SUM_EXP = [
     "y = log(sum_k(0.25 exp(z_k)))",
     "y = log(sum_k(exp(z_k)) / 4)",
     "e_k = exp(z_k); y = log(sum_k(e_k) / 4)",
+    "y = log(mean_k(exp(z_k)))",
+    "e_k = exp(z_k); y = log(mean_k(e_k))",
 ]
 
 
@@ -352,9 +478,8 @@ SCALED_LOG_SUM_EXP = [
 @pytest.mark.parametrize("shift", [0.0, -800.0, 800.0])
 def test_a_log_of_a_scaled_sum_of_exps_is_a_log_sum_exp(source, shift):
     """log_of_scaled_exp_sum: the value, gradient and Hessian diagonal of log((1/4) sum exp(z))
-    against mpmath where exp(z) overflows or underflows (inf, -inf and NaN before).  (A mean's
-    1/n is left in place: ``log(mean_k(exp(z_k)))`` moved it into the exponent as the log of a
-    count, which a reviewer found unsized at unequal axes, ``log(mean_n(mean_k(exp(L_nk))))``.)"""
+    against mpmath where exp(z) overflows or underflows (inf, -inf and NaN before); a mean's 1/4
+    too, as the log of a count (inf and NaN at z = ±800 before)."""
     z = np.array([0.3, -1.1, 2.0, 0.7]) + shift
     zs = mp(z)
     p = mp_softmax(zs)
@@ -364,9 +489,52 @@ def test_a_log_of_a_scaled_sum_of_exps_is_a_log_sum_exp(source, shift):
     assert "exp(z" not in compiled_text(source).replace("logsumexp", "")
 
 
+MEANS = {
+    # source: the count each output's mean divides by (N = 3, K = 5: of different lengths)
+    "y = log(mean_n(mean_k(exp(L_nk))))": "all",
+    "e_nk = exp(L_nk); y = log(mean_n(mean_k(e_nk)))": "all",
+    "y = log(sum_k(mean_n(exp(L_nk))))": "n",
+    "y_n = log(mean_k(exp(L_nk)))": "k",
+    "e_nk = exp(L_nk); y_n = log(mean_k(e_nk))": "k",
+}
+
+#: the rows with an output per n, summed for their gradient
+SUMMED_MEANS = {
+    "y_n = log(mean_k(exp(L_nk)))": "y = sum_n(log(mean_k(exp(L_nk))))",
+    "e_nk = exp(L_nk); y_n = log(mean_k(e_nk))": "e_nk = exp(L_nk); y = sum_n(log(mean_k(e_nk)))",
+}
+
+
+@pytest.mark.parametrize("source", sorted(MEANS))
+@pytest.mark.parametrize("shift", [-800.0, 0.0, 800.0])
+def test_a_log_of_a_mean_of_exps_is_a_log_sum_exp_less_the_log_of_its_count(source, shift):
+    """log_of_scaled_exp_sum with a mean: ``log(mean_k(exp(l_k)))`` is ``logsumexp_k(l_k) -
+    log(K)``, K named as the length of the axis the exponent writes k at, so that nested means
+    over axes of different lengths each subtract their own count (a first version, which moved
+    the count into the exponent by its letter, left it unsized there).  Value and gradient
+    against mpmath at l = ±800 (inf and NaN before)."""
+    rng = np.random.default_rng(3)
+    L = rng.normal(size=(3, 5)) + shift
+    rows = [mp(row) for row in L]
+    if MEANS[source] == "k":
+        lse = [mp_logsumexp(row) for row in rows]
+        close(einderiv.evaluate(source, L=L), [u - mpmath.log(5) for u in lse])
+        summed_source = SUMMED_MEANS[source]
+        weights = [[mpmath.exp(u - m) for u in row] for row, m in zip(rows, lse)]
+    else:
+        lse = mp_logsumexp([u for row in rows for u in row])
+        count = 15 if MEANS[source] == "all" else 3
+        close(einderiv.evaluate(source, L=L), lse - mpmath.log(count))
+        summed_source = source
+        weights = [[mpmath.exp(u - lse) for u in row] for row in rows]
+    close(einderiv.grad(summed_source, "L")(L=L), weights, atol=1e-300)
+    assert "exp(L" not in compiled_text(source).replace("logsumexp", ""), compiled_text(source)
+
+
 ORDINARY = [
     *(ELEMENTWISE[rule][form] for rule in sorted(ELEMENTWISE) for form in (0, 1)),
     *SCALED_LOG_SUM_EXP,
+    *(STABLE_FORMS[rule][form] for rule in sorted(STABLE_FORMS) if "reciprocal" in rule for form in (0, 1)),
     "y_i = log(1 + z_i)",
     "u_i = 1 + z_i; y_i = log(u_i)",
     "y_i = log(exp(z_i) + exp(b_i))",
@@ -405,6 +573,7 @@ def test_the_catalogue_covers_the_documented_rules():
         "log_cosh", "log_one_plus", "exp_over_sum_exp", "sigmoid_pair", "one_minus_sigmoid", "logsumexp_parts",
         "log1p_exp", "reciprocal_one_plus_exp", "exp_times_sigmoid", "log_of_product", "log_one_minus_tanh_squared",
         "log_of_exp_products", "log_of_scaled_exp_sum", "log_of_sigmoid_polynomial", "log_one_plus_tanh",
+        "log_exp_minus_one", "log_sinh", "log_of_scaled_sum", "power_of_exp",
     }  # fmt: skip
     assert set(rewrites.CATALOGUE) == expected
     readme = (__import__("pathlib").Path(__file__).parent.parent / "README.md").read_text()
@@ -462,3 +631,127 @@ def test_a_log_of_a_product_of_sigmoid_polynomials_is_split_when_multiplied_out(
         slope = [mpmath.diff(lambda v: mpmath.log(exact(mp_sigmoid(v))), u) for u in mp(z)]
         close(einderiv.evaluate(source, z=z), [float(v) for v in value], rtol=1e-12)
         close(np.diag(einderiv.jacobian(source, "z")(z=z)), [float(v) for v in slope], rtol=1e-10, atol=1e-300)
+
+
+# -- a power of an exp under a log's sum -------------------------------------------------------------
+
+EXP_POWERS = [
+    # (source, its exponent per element as a function of (x, y), for the mpmath reference)
+    ("f = log(sum_i(exp(x_i)^2))", lambda x, y: 2 * x),
+    ("f = log(sum_i(exp(x_i) exp(x_i)))", lambda x, y: 2 * x),
+    ("f = log(exp(x_i) exp(x_i))", lambda x, y: 2 * x),
+    ("e_i = exp(x_i); f = log(sum_i(e_i e_i))", lambda x, y: 2 * x),
+    ("e_i = exp(x_i); f = log(sum_i(e_i^3))", lambda x, y: 3 * x),
+    ("f = log(sum_i(exp(x_i)^0.5))", lambda x, y: x / 2),
+    ("f = log(sum_i(sqrt(exp(x_i))))", lambda x, y: x / 2),
+    ("f = log(sum_i(exp(x_i) / exp(y_i)))", lambda x, y: x - y),
+    ("f = log(sum_i(exp(x_i)^-2))", lambda x, y: -2 * x),
+]
+
+
+@pytest.mark.parametrize("source, exponent", EXP_POWERS, ids=[s for s, _ in EXP_POWERS])
+@pytest.mark.parametrize("scale", [1.0, 800.0, -800.0])
+def test_a_power_of_an_exp_in_a_log_sum_is_one_exp(source, exponent, scale):
+    """A meaning hunter's find: ``log(sum_i(exp(x_i)^2))`` was inf at x = 800 (its gradient NaN)
+    where ``log(sum_i(exp(2 x_i)))`` was 1600: the rule that merges a term's exps into one did
+    not read a power of an exp (or a product of one with itself, which is a power by then).
+    Value and gradient against mpmath, in one statement and through an intermediate."""
+    gen = np.random.default_rng(3)
+    x, y = scale * np.array([1.0, 0.999, 0.5]) + gen.normal(size=3), gen.normal(size=3)
+    mpmath.mp.dps = 60
+    try:
+        terms = [mpmath.exp(exponent(mpmath.mpf(a), mpmath.mpf(b))) for a, b in zip(x, y)]
+        slope = [exponent(1, 0) * t / sum(terms) for t in terms]
+        value = float(mpmath.log(sum(terms)))
+        slope = [float(s) for s in slope]
+    finally:
+        mpmath.mp.dps = 15
+    arrays = {"x": x, "y": y} if "y_" in source else {"x": x}
+    np.testing.assert_allclose(einderiv.evaluate(source, **arrays), value, rtol=1e-14)
+    np.testing.assert_allclose(einderiv.grad(source, "x")(**arrays), slope, rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize(
+    "source", ["y_i = log1p(expm1(x_i))", "y_i = log(1 + expm1(x_i))", "e_i = expm1(x_i); y_i = log1p(e_i)"]
+)
+def test_log1p_of_expm1_is_its_argument(source):
+    """A meaning hunter's find: ``log1p(expm1(x))`` was -inf at x = -40 (expm1 rounds to -1) and
+    ``log(1 + expm1(x))`` -inf at -1000 with a NaN derivative; each is x."""
+    x = np.array([-1000.0, -40.0, -1.0, 1e-8, 1.0, 40.0, 700.0])
+    np.testing.assert_array_equal(einderiv.evaluate(source, x=x), x)
+    np.testing.assert_array_equal(einderiv.jacobian(source, "x")(x=x), np.eye(len(x)))
+
+
+@pytest.mark.parametrize(
+    "source, value, slope, curve",
+    [
+        (  # half a log-likelihood: -inf at z = -800 before, where log(sigmoid(z)^0.5) was right
+            "y_i = log(sqrt(sigmoid(z_i)))",
+            lambda u: mpmath.log(1 / (1 + mpmath.exp(-u))) / 2,
+            lambda u: 1 / (2 * (1 + mpmath.exp(u))),
+            lambda u: -mpmath.exp(u) / (2 * (1 + mpmath.exp(u)) ** 2),
+        ),
+        (
+            "s_i = sigmoid(z_i); y_i = log(sqrt(s_i))",
+            lambda u: mpmath.log(1 / (1 + mpmath.exp(-u))) / 2,
+            lambda u: 1 / (2 * (1 + mpmath.exp(u))),
+            lambda u: -mpmath.exp(u) / (2 * (1 + mpmath.exp(u)) ** 2),
+        ),
+        (  # inf at z = 800 before
+            "y_i = log(sqrt(1 + exp(z_i)))",
+            lambda u: mpmath.log(1 + mpmath.exp(u)) / 2,
+            lambda u: 1 / (2 * (1 + mpmath.exp(-u))),
+            lambda u: mpmath.exp(-u) / (2 * (1 + mpmath.exp(-u)) ** 2),
+        ),
+        (  # derivatives NaN (0 / 0) at z = -800 before; the value is 0 there, as sigmoid(-800) is
+            "y_i = sqrt(sigmoid(z_i))",
+            lambda u: mpmath.sqrt(1 / (1 + mpmath.exp(-u))),
+            lambda u: mpmath.sqrt(1 / (1 + mpmath.exp(-u))) / (2 * (1 + mpmath.exp(u))),
+            lambda u: mpmath.diff(lambda t: mpmath.sqrt(1 / (1 + mpmath.exp(-t))), u, 2),
+        ),
+    ],
+)
+def test_a_square_root_is_a_half_power_in_a_log_and_beside_its_argument(source, value, slope, curve):
+    """A meaning hunter's find: ``sqrt(u)`` was not read as ``u^0.5`` by the log rules nor
+    merged with u in a product, so the spelling users write most (``log(sqrt(...))``,
+    ``sqrt(sigmoid(z))``) was -inf, inf or NaN where ``^0.5`` was right.  Against mpmath."""
+    z = np.array([-800.0, -30.0, -1.0, 0.5, 30.0, 800.0])
+    # (sqrt(sigmoid(-800)) is e^-400; sigmoid(-800) underflows to 0 and so does its root: 1e-150)
+    floor = 1e-150 if source == "y_i = sqrt(sigmoid(z_i))" else 1e-300
+    with mpmath.workdps(60):
+        close(einderiv.evaluate(source, z=z), [value(u) for u in mp(z)], rtol=1e-11, atol=floor)
+        close(np.diag(einderiv.jacobian(source, "z")(z=z)), [slope(u) for u in mp(z)], rtol=1e-11, atol=floor)
+        close(einderiv.hessian_diag(summed(source), "z")(z=z), [curve(u) for u in mp(z)], rtol=1e-9, atol=floor)
+
+
+def test_a_root_merges_only_with_an_argument_that_is_never_negative():
+    """A reviewer's find: merging sqrt(x) sqrt(x) with x into x^2 made NaN (x < 0, NaN inputs)
+    finite; NumPy's numbers are the reference, derivatives included."""
+    x = np.array([-2.0, 0.0, np.nan, 3.0])
+    with np.errstate(all="ignore"):
+        for source, expected in (
+            ("f_i = x_i sqrt(x_i) sqrt(x_i)", x * np.sqrt(x) * np.sqrt(x)),
+            ("f_i = x_i^2 / sqrt(x_i)^4", x**2 / np.sqrt(x) ** 4),
+            ("f_i = sqrt(x_i)^4 / x_i", np.sqrt(x) ** 4 / x),
+        ):
+            np.testing.assert_allclose(einderiv.evaluate(source, x=x), expected, rtol=1e-14)
+        gradient = einderiv.grad("f = sum_i(x_i sqrt(x_i) sqrt(x_i))", "x")(x=np.array([-2.0, 3.0]))
+    assert np.isnan(gradient[0]) and gradient[1] == pytest.approx(6.0, rel=1e-14)
+
+
+@pytest.mark.parametrize(
+    "source, reference",
+    [
+        ("f_i = exp(z_i)^0.5", lambda z: np.exp(z) ** 0.5),  # the principal root, not exp(z / 2)
+        ("f_i = exp(z_i)^1.5", lambda z: np.exp(z) ** 1.5),
+        ("e_i = exp(z_i); f_i = e_i^-0.25", lambda z: np.exp(z) ** -0.25),
+        ("f_i = 1 / exp(z_i)^2", lambda z: np.exp(-2 * z)),
+        ("f_i = sqrt(sigmoid(z_i))", lambda z: np.sqrt(1 / (1 + np.exp(-z)))),
+    ],
+)
+def test_powers_of_exps_and_sigmoids_keep_their_complex_values(source, reference):
+    """A reviewer's find: exp(u)^p as exp(p u) took the wrong branch for a complex u with
+    |Im u| > pi at a fractional p (the sign flipped), and sqrt(sigmoid(u)) written as an exp of
+    a softplus could not be evaluated at complex numbers at all."""
+    z = np.array([0.3 + 4j, -1.2 - 3.5j, 0.5 + 0.1j])
+    np.testing.assert_allclose(einderiv.evaluate(source, z=z), reference(z), rtol=1e-13)
