@@ -480,7 +480,7 @@ def writer(function, count: int):
     direct = (
         function is np.matmul
         or function is np.multiply.outer
-        or isinstance(function, (_BroadcastProduct, _MatrixProduct))
+        or isinstance(function, (_BroadcastProduct, _MatrixProduct, _BatchedProduct))
         or (isinstance(function, (_ReducedFirst, _Pairwise)) and function.writes())
     )
     if direct or (isinstance(function, functools.partial) and function.func is np.einsum):
@@ -552,6 +552,75 @@ def _matrix_product(a: str, b: str, out: str) -> _MatrixProduct | None:
     swap = out[0] not in a  # the result's rows are b's: b is the left factor
     first, second = (b, a) if swap else (a, b)
     return _MatrixProduct(f"{a},{b}->{out}", swap, first[1] == y, second[0] == y)
+
+
+class _BatchedProduct:
+    """A product of two operands over shared batch indices (in both operands and the result)
+    and summed ones (``klj,kj->kl``, ``bij,bjk->bik``): BLAS's matmul of stacked matrices, each
+    operand a view with its axes grouped (batch, kept, summed), the result C-ordered in the
+    result's order.  NumPy's einsum runs these in its own loops (and opt_einsum hands them to
+    it): in the RBF kernel's gradient ``klj,kj->kl`` at 500 x 10 x 400 took 0.36 ms against
+    0.23 ms, ``bij,bjk->bik`` at 8 x 256 x 64 5.6 ms against 0.9 ms."""
+
+    def __init__(self, subscripts: str, x_axes, x_shape, z_axes, z_shape, swap: bool, shape):
+        self.subscripts, self.swap, self.shape = subscripts, swap, shape
+        self.x_axes, self.x_shape, self.z_axes, self.z_shape = x_axes, x_shape, z_axes, z_shape
+
+    def __call__(self, x, z, out=None):
+        if self.swap:
+            x, z = z, x
+        x = x.transpose(self.x_axes).reshape(self.x_shape)
+        z = z.transpose(self.z_axes).reshape(self.z_shape)
+        if out is None:
+            return np.matmul(x, z).reshape(self.shape)
+        if out.flags.c_contiguous:  # (a reshape of any other layout is a copy)
+            np.matmul(x, z, out=out.reshape(x.shape[0], x.shape[1], z.shape[2]))
+        else:
+            out[...] = np.matmul(x, z).reshape(self.shape)
+        return out
+
+    def __repr__(self) -> str:
+        return f"<contraction {self.subscripts}: batched matmul>"
+
+
+#: the least work per batch (kept x kept x summed elements) and summed length at which a batched
+#: product goes to matmul: below, BLAS's call per matrix costs more than einsum's loop
+#: (``njk,nk->nj`` at 100000 x 2 x 2: 1.9 ms against 0.8 ms)
+BATCHED_WORK, BATCHED_SUMMED = 256, 8
+
+
+def _batched_product(a: str, b: str, out: str, shapes) -> _BatchedProduct | None:
+    """A :class:`_BatchedProduct` where ``out`` is the batch indices, then the kept indices of
+    one operand, then those of the other, and each index of an operand is in the result or in
+    the other operand; else None."""
+    if len(set(a)) != len(a) or len(set(b)) != len(b) or len(set(out)) != len(out):
+        return None
+    if not set(a) | set(b) <= set(out) | (set(a) & set(b)):
+        return None
+    sizes = {c: n for sub, shape in zip((a, b), shapes) for c, n in zip(sub, shape)}
+    batch = [c for c in out if c in a and c in b]
+    summed = [c for c in a if c in b and c not in out]
+    if not batch or not summed or out[: len(batch)] != "".join(batch):
+        return None
+    for swap, (first, second) in ((False, (a, b)), (True, (b, a))):
+        kept = [c for c in out[len(batch) :] if c in first]
+        other = [c for c in out[len(batch) :] if c in second]
+        if out[len(batch) :] != "".join(kept + other) or not (kept or other):
+            continue
+        rows, columns, inner = (math.prod(sizes[c] for c in group) for group in (kept, other, summed))
+        if rows * columns * inner < BATCHED_WORK or inner < BATCHED_SUMMED:
+            return None
+        stacked = math.prod(sizes[c] for c in batch)
+        return _BatchedProduct(
+            f"{a},{b}->{out}",
+            [first.index(c) for c in batch + kept + summed],
+            (stacked, rows, inner),
+            [second.index(c) for c in batch + summed + other],
+            (stacked, inner, columns),
+            swap,
+            tuple(sizes[c] for c in out),
+        )
+    return None
 
 
 #: Below this many elements in every operand, a contraction of one or two operands runs through
@@ -698,6 +767,14 @@ def contraction_for(subscripts: str, shapes):
         product = _matrix_product(a, b, output)
         if product is not None:
             return product
+        if _pairwise(subscripts) is np.matmul:
+            # a matrix-vector product at any size: BLAS's gemv with no opt_einsum around it
+            # (tensordot's reshapes cost ~10 us a call: 4% of the logistic gradient at 20000 x 100)
+            return np.matmul
+        if any(math.prod(s) > SMALL for s in shapes):
+            batched = _batched_product(a, b, output, shapes)
+            if batched is not None:
+                return batched
     if len(shapes) > 1:
         reduced = _reduced_first(inputs.split(","), output, [tuple(s) for s in shapes])
         if reduced is not None:

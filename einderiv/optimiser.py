@@ -377,6 +377,42 @@ def _count_power(f) -> Delta | None:
     return only if isinstance(only, Delta) and only.first == only.second and is_count(only.first) else None
 
 
+def _product_in(product: Term, out: Indices, term: Term, free: set[str]) -> tuple[tuple, Indices] | None:
+    """``(the term's other factors, the letters of out)`` where ``product`` (a step's term over
+    the indices ``out``) is a sub-product of ``term``: its factors matched one to one, letters
+    renamed consistently, each of its summed letters summed within the matched factors alone."""
+    wanted = product.factors
+    choices = [
+        [
+            k
+            for k, f in enumerate(term.factors)
+            if isinstance(f, Tensor) and f.name == g.name and len(f.indices) == len(g.indices)
+        ]
+        for g in wanted
+    ]
+    if any(not c for c in choices) or math.prod(len(c) for c in choices) > 64:
+        return None
+    summed = set(product.index_names()) - set(out)
+    for picked in itertools.product(*choices):
+        if len(set(picked)) != len(picked):
+            continue
+        letters: dict[str, str] = {}
+        if not all(
+            letters.setdefault(a, b) == b
+            for g, k in zip(wanted, picked)
+            for a, b in zip(g.indices, term.factors[k].indices)
+        ):
+            continue
+        if len(set(letters.values())) != len(letters):
+            continue
+        rest = tuple(f for k, f in enumerate(term.factors) if k not in picked)
+        outside = {i for f in rest for i in f.indices} | free
+        if any(letters[i] in outside for i in summed):
+            continue
+        return rest, tuple(letters[i] for i in out)
+    return None
+
+
 class StraightLine:
     """A list of (target, step) computing named arrays in order; function calls hoisted and shared."""
 
@@ -409,6 +445,8 @@ class StraightLine:
         self._product_tries = PRODUCT_TRIES
         #: a tensor name for each call, by what it computes, when products of sums are compared
         self._placeholders: dict[tuple, str] = {}
+        #: steps that are one product of tensors: (name, its term, its indices)
+        self._products: list[tuple[str, Term, Indices]] = []
 
     def _temp(self) -> str:
         """A fresh name for a step's array, numbered by its place; never one used before."""
@@ -422,11 +460,46 @@ class StraightLine:
         at x ~ 1e15 the gradient by s2 of ``r_n = (x_n - mu) / s2; L = r_n r_n`` was 9% off)."""
         pulled = _common_factor(poly)
         if pulled is None:
-            self.steps.append(Contract(name, Contraction(self._summed_step(poly) or poly, hints)))
+            poly = self._summed_step(poly) or self._earlier_products(poly)
+            self.steps.append(Contract(name, Contraction(poly, hints)))
+            self._remember_product(name, poly)
             return
         common, inner = pulled
         product = Term(Fraction(1), (*common, Tensor(self._inner_step(inner, hints), inner.indices)))
         self.steps.append(Contract(name, Contraction(Poly((product,), poly.indices), hints)))
+
+    def _remember_product(self, name: str, poly: Poly) -> None:
+        """Note a step that is one contraction of tensors (``_t0 = X_nd W_dk``), for
+        :meth:`_earlier_products` to find inside later terms."""
+        if len(poly.terms) != 1 or poly.terms[0].coeff != 1 or len(poly.terms[0].factors) < 2:
+            return
+        (term,) = poly.terms
+        if all(isinstance(f, Tensor) and not is_reciprocal(f) for f in term.factors):
+            if set(term.index_names()) - set(poly.indices):  # something is summed: worth reading back
+                self._products.append((name, term, tuple(poly.indices)))
+
+    def _earlier_products(self, poly: Poly) -> Poly:
+        """``poly`` with each product of tensors that an earlier step computed read from that
+        step: ``-Y_nk X_nd W_dk`` after ``_t0 = X_nd W_dk`` (the log-softmax's argument) is
+        ``-Y_nk _t0_nk``, one pass over N x K numbers where opt_einsum would form X W again (the
+        one-statement softmax cross-entropy took 2x its program form).  A summed letter of the
+        step's product must be summed within the factors it replaces (nowhere else in the term,
+        not free)."""
+        if not self._products:
+            return poly
+        computed = {step.target for step in self.steps}
+        terms, changed = [], False
+        for term in poly.terms:
+            for name, product, out in self._products:
+                if name not in computed:
+                    continue
+                found = _product_in(product, out, term, set(poly.indices))
+                if found is not None:
+                    rest, letters = found
+                    term = Term(term.coeff, (*rest, Tensor(name, letters)))
+                    changed = True
+            terms.append(term)
+        return Poly(tuple(terms), poly.indices) if changed else poly
 
     def _inner_step(self, inner: Poly, hints=()) -> str:
         """The step computing the sum ``inner``, once per line: the gradients by several
@@ -1379,15 +1452,32 @@ class StraightLine:
                     seen.add(key)
                     back = {new: old for old, new in mapping.items()}
                     candidates.setdefault(key, []).append((term, varying, back))
+        # a term that is another's rest entire varies by a factor 1: Y_nk P_nj X_ni X_ni and
+        # -Y_nk P_nj P_nj X_ni X_ni are (1 - P_nj) Y_nk P_nj X_ni X_ni, one contraction (the
+        # program form of the softmax Hessian's diagonal ran two N x D x K contractions, 1.55x its
+        # one-statement form)
+        whole: dict[tuple, list] = {}
+        for term in terms:
+            if term.factors and all(isinstance(f, Tensor) and not is_reciprocal(f) for f in term.factors):
+                mapping = _summed_names(list(term.factors), Tensor("_", ()), free)
+                rest = tuple(sorted((rename_atom(g, mapping) for g in term.factors), key=repr))
+                whole.setdefault(rest, []).append((term, None, {new: old for old, new in mapping.items()}))
+        for (rest, _part), members in candidates.items():
+            members.extend(m for m in whole.get(rest, ()) if all(m[0] is not t for t, _, _ in members))
         used: set[int] = set()
         out: dict[int, Term | None] = {}
         for (rest, part), members in sorted(candidates.items(), key=lambda kv: -len(kv[1])):
             members = [m for m in members if id(m[0]) not in used]
-            if len(members) < 2:
+            if len(members) < 2 or all(f is None for _, f, _ in members):
                 continue
-            back = members[0][2]  # the first term's own index names, for messages that name them
+            back = next(b for _, f, b in members if f is not None)  # a term's own index names, for messages
             named = tuple(back.get(i, i) for i in part)
-            combined = Poly(tuple(Term(t.coeff, (rename_atom(f, back),)) for t, f, _ in members), named)
+            combined = Poly(
+                tuple(
+                    Term(t.coeff, ()) if f is None else Term(t.coeff, (rename_atom(f, back),)) for t, f, _ in members
+                ),
+                named,
+            )
             name, axes, pulled = self._combined(combined)
             rest_back = (rename_atom(g, back) for g in rest)
             out[id(members[0][0])] = Term(Fraction(1), (Tensor(name, axes), *rest_back, *pulled))
@@ -1498,6 +1588,15 @@ class StraightLine:
         key = ("source", *_poly_key(hoisted))
         if key in self._calls:  # the same contraction as another call's argument: computed once
             return self._calls[key]
+        negated = self._calls.get(
+            ("source", *_poly_key(Poly(tuple(t.scaled(-1) for t in hoisted.terms), hoisted.indices)))
+        )
+        if negated is not None and negated in {step.target for step in self.steps}:
+            # softplus(-X_nd w_d) beside softplus(X_nd w_d): one product X w, and its negation (exact)
+            name = self._calls[key] = self._temp()
+            minus = Term(Fraction(-1), (Tensor(negated, hoisted.indices),))
+            self.steps.append(Contract(name, Contraction(Poly((minus,), hoisted.indices))))
+            return name
         name = self._temp()
         self._calls[key] = name
         carried = {

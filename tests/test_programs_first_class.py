@@ -519,3 +519,52 @@ def test_a_sum_in_place_keeps_the_result_dtype():
         np.testing.assert_allclose(got, np.exp(A) + C + 1j, rtol=1e-14)
         assert compiled(A=A.astype(np.float32), C=C).dtype == np.float64
     assert einderiv.compile("f = A_ij B_kl")(A=A.astype(np.float32), B=C.astype(np.float32)).dtype == np.float32
+
+
+def _contractions_reading(compiled, name: str) -> list[str]:
+    return [
+        str(t)
+        for step in compiled.line.steps
+        if step.contraction is not None
+        for t in step.contraction.terms
+        if name in t.operands
+    ]
+
+
+def test_a_call_of_a_negated_product_reads_the_product_computed_for_another_call():
+    # softplus(-X w) beside softplus(X w): X w once, then its negation (exact), not a second N x D pass
+    compiled = einderiv.compile("L = softplus(-X_nd w_d) + softplus(X_nd w_d)")
+    assert len(_contractions_reading(compiled, "X")) == 1, _contractions_reading(compiled, "X")
+    X, w = rng.normal(size=(40, 3)), rng.normal(size=3)
+    z = X @ w
+    assert float(compiled(X=X, w=w)) == pytest.approx(np.sum(np.logaddexp(0, -z) + np.logaddexp(0, z)), rel=1e-13)
+    assert float(compiled(X=X, w=400 * w)) == pytest.approx(
+        np.sum(np.abs(400 * z) + 2 * np.log1p(np.exp(-np.abs(400 * z)))), rel=1e-13
+    )
+
+
+def test_a_term_holding_a_product_an_earlier_step_computed_reads_that_step():
+    # the one-statement cross-entropy: -Y_nk X_nd W_dk reads the X W the log-softmax computed
+    compiled = einderiv.compile("L = -Y_nk log(softmax_k(X_nd W_dk))")
+    assert len(_contractions_reading(compiled, "X")) == 1, _contractions_reading(compiled, "X")
+    X, W = rng.normal(size=(30, 4)), rng.normal(size=(4, 3))
+    Y = np.eye(3)[rng.integers(0, 3, 30)]
+    for scale in (1.0, 300.0):
+        Z = scale * X @ W
+        log_p = Z - Z.max(1, keepdims=True)
+        log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+        assert float(compiled(X=X, W=scale * W, Y=Y)) == pytest.approx(-np.sum(Y * log_p), rel=1e-12)
+
+
+def test_terms_differing_by_one_factor_and_nothing_are_one_contraction():
+    # Y_nk P_nj X_ni X_ni - Y_nk P_nj P_nj X_ni X_ni: (1 - P_nj) Y_nk P_nj X_ni X_ni, one N x D x K pass
+    source = "Z_nk = X_nd W_dk; P_nk = softmax_k(Z_nk); L = -Y_nk log(P_nk)"
+    diagonal = einderiv.hessian_diag(source, "W")
+    assert len(_contractions_reading(diagonal, "X")) == 2, _contractions_reading(diagonal, "X")  # Z, and the diagonal
+    X, W = rng.normal(size=(30, 4)), rng.normal(size=(4, 3))
+    Y = np.eye(3)[rng.integers(0, 3, 30)]
+    Z = X @ W
+    P = np.exp(Z - Z.max(1, keepdims=True))
+    P /= P.sum(1, keepdims=True)
+    expected = np.einsum("ni,nj,n->ij", X**2, P * (1 - P), Y.sum(1))
+    np.testing.assert_allclose(diagonal(X=X, W=W, Y=Y), expected, rtol=1e-12)
