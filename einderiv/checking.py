@@ -16,6 +16,7 @@ import numpy as np
 
 from .api import compile as compile_
 from .api import diff
+from .dimensions import dimension_sizes
 from .errors import EinderivError, EvaluationError, ParseError, guarded
 from .glyphs import format_indices
 from .ir import Delta, MatrixCall, Statement, Tensor, derivative_name, walk
@@ -119,14 +120,26 @@ def check(
     domain_notes: tuple[str, ...] = ()
     with np.errstate(all="ignore"):
         arrays = _structured(_random_inputs(derivative, given, seed), derivative.structure)
-        analytic = np.asarray(derivative(arrays), dtype=np.float64)
-        if not _finite(analytic, lower, arrays):
-            # sqrt(x_i), log(x_i), x_i^0.5 at signed normal inputs: draw from their domain instead
+        try:
+            analytic = np.asarray(derivative(arrays), dtype=np.float64)
+            finite = _finite(analytic, lower, arrays)
+        except EvaluationError:  # logdet(A) at a normal A: a negative determinant half the time
+            finite = False
+        if not finite:
+            # sqrt(x_i), log(x_i), x_i^0.5, logdet(A) at signed normal inputs: draw from their domain
             arrays = _structured(_random_inputs(derivative, given, seed, positive=True), derivative.structure)
             analytic = np.asarray(derivative(arrays), dtype=np.float64)
+            square = sorted(set(derivative.program_dimensions.square) & set(arrays))
             domain_notes = (
-                f"inputs drawn in [{POSITIVE[0]:g}, {POSITIVE[1]:g}]: at signed normal inputs the expression or its "
-                "derivative is not finite (a log, square root or fractional power of a negative number?)",
+                f"inputs drawn in [{POSITIVE[0]:g}, {POSITIVE[1]:g}]"
+                + (
+                    f" ({', '.join(square)} with a positive definite symmetric part, M Mᵀ / n + I + 0.15 (B - Bᵀ))"
+                    if square
+                    else ""
+                )
+                + ": at signed normal inputs the expression or its derivative is not finite (a log, square root "
+                "or fractional power of a negative number, or the log-determinant of a matrix whose determinant "
+                "is negative?)",
             )
     numeric = _central_difference(lower, arrays, derivative.wrt[-1].name, analytic.shape)
     kind = derivative.structure.get(derivative.wrt[-1].name)
@@ -205,13 +218,26 @@ def _random_inputs(
     if unknown:
         raise EinderivError(f"shapes: {unknown[0]!r} is not an input (inputs: {', '.join(derivative.inputs)})")
     rng = np.random.default_rng(seed)
+    for name, shape in given.items():
+        if len(shape) != derivative.ranks[name]:
+            rank = derivative.ranks[name]
+            raise EinderivError(f"shape {shape} for {name!r} has {len(shape)} axes but {name!r} has {rank} indices")
+    dims = derivative.program_dimensions
+    sized = dimension_sizes(dims, given)  # a size given for X_nd is n's size in y_n too
     arrays = {}
     for name, rank in derivative.ranks.items():
-        shape = given[name] if name in given else (DEFAULT_SIZE,) * rank
-        if len(shape) != rank:
-            raise EinderivError(f"shape {shape} for {name!r} has {len(shape)} axes but {name!r} has {rank} indices")
+        shape = given.get(name) or tuple(sized.get(dims.axis(name, k), (DEFAULT_SIZE,))[0] for k in range(rank))
         try:
-            arrays[name] = rng.uniform(*POSITIVE, size=shape) if positive else rng.normal(size=shape)
+            if positive and name in dims.square and len(shape) == 2 and shape[0] == shape[1]:
+                # in logdet's domain and not symmetric, so that a transpose missing from a claim (or
+                # from a derivative) shows: a positive definite symmetric part M Mᵀ / n + I (each
+                # eigenvalue then has a positive real part, the determinant is positive) plus an
+                # antisymmetric part small enough to keep every entry positive
+                m = rng.uniform(*POSITIVE, size=shape)
+                b = rng.uniform(*POSITIVE, size=shape)
+                arrays[name] = m @ m.T / max(1, len(m)) + np.eye(len(m)) + 0.15 * (b - b.T)
+            else:
+                arrays[name] = rng.uniform(*POSITIVE, size=shape) if positive else rng.normal(size=shape)
         except (MemoryError, ValueError) as err:
             raise EvaluationError(f"input {name!r} of shape {shape} is too large to allocate ({err})") from None
     return arrays
@@ -281,6 +307,19 @@ def _compare_claim(expect: str, derivative, arrays, analytic, tol: float):
                 f"{'occur' if len(absent) > 1 else 'occurs'} nowhere in your claim, so it is taken as constant "
                 f"along {'them' if len(absent) > 1 else 'it'}: a claim is written with the derivative's free "
                 f"indices ({', '.join(derivative.indices)}), or as a whole statement"
+            )
+        try:
+            own = implicit_indices(parse(rhs).output.rhs)
+        except EinderivError:
+            own = ()
+        summed = [i for i in own if i not in indices]
+        if len(own) > len(indices) and summed:  # 2 x_i x_j for df/dx_j: i, written once, was summed
+            notes.append(
+                f"your claim writes {', '.join(summed)} once, as "
+                f"{'free indices' if len(summed) > 1 else 'a free index'}, but the derivative's free "
+                f"{'indices are' if len(indices) != 1 else 'index is'} {', '.join(indices) or 'none'}: "
+                f"{'they were' if len(summed) > 1 else 'it was'} summed (a letter a left-hand side does not "
+                f"list is summed); a claim has the derivative's free indices, no more"
             )
     return (
         "differs",

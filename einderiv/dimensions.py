@@ -165,6 +165,7 @@ def dimension_names(dims: Dimensions, ranks: Mapping[str, int], out) -> tuple[di
     out_roots = {i: dims.axis(out.name, k) for k, i in enumerate(out.indices)}
     index_dims = {i: names[root] for i, root in out_roots.items() if root in names}
     order = [n for n in dict.fromkeys(key[1] for key in dims.first_letter) if n in ranks]
+    order += [n for n in ranks if n not in order]  # scalars (no axes): inputs all the same
     input_dims = {n: tuple(names.get(dims.axis(n, a), "?") for a in range(ranks[n])) for n in order}
     return index_dims, input_dims
 
@@ -321,15 +322,27 @@ def bind_sizes(poly: Poly, shapes: Mapping[str, tuple[int, ...]], fixed=None, te
         return locals_
 
     top = visit(poly.terms, set(poly.indices), lambda i: shared)
-    changed = True
-    while changed:
-        changed = False
-        for delta, resolve in deltas:
-            ends = [(i, resolve(i)) for i in delta.indices]
-            known = [b.sizes[i] for i, b in ends if i in b.sizes]
-            for i, binder in ends:
-                if known:
-                    changed |= binder.bind(i, known[0][0], f"delta_{''.join(delta.indices)} ({known[0][1]})")
+
+    def through_deltas() -> None:
+        changed = True
+        while changed:
+            changed = False
+            for delta, resolve in deltas:
+                ends = [(i, resolve(i)) for i in delta.indices]
+                known = [b.sizes[i] for i, b in ends if i in b.sizes]
+                for i, binder in ends:
+                    if known:
+                        changed |= binder.bind(i, known[0][0], f"delta_{''.join(delta.indices)} ({known[0][1]})")
+
+    through_deltas()
+    if terms and by_name:
+        # a delta between two letters no tensor carries (delta_il, l renamed from the j of b_j
+        # by differentiation): one end sized by its name in the statement sizes the other
+        unsized = [(i, resolve(i)) for delta, resolve in deltas for i in delta.indices]
+        for i, binder in unsized:
+            if i not in binder.sizes and by_name.get(i) is not None:
+                binder.bind(i, by_name[i], "the same index elsewhere in the statement")
+        through_deltas()
     per_term: list[dict[str, int]] = []
     if not terms:
         return shared.sizes, per_term

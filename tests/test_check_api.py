@@ -150,3 +150,66 @@ def test_signed_inputs_stay_where_the_expression_is_finite_and_a_nowhere_finite_
     result = einderiv.check("f = log(x_i - 5)", "x")
     assert not result.ok
     assert any("not finite at these inputs" in note for note in result.notes)
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize(
+    "source, wrt, shapes",
+    [
+        ("f = logdet(A)", "A", {"A": (4, 4)}),
+        ("f = a_i inv(A)_ij a_j + logdet(A)", "A", {"A": (3, 3)}),
+        ("f = logdet(A) + a_i inv(A)_ij a_j", ["A", "a"], {"A": (4, 4)}),
+    ],
+)
+def test_a_log_determinant_is_checked_where_the_determinant_is_positive(source, wrt, shapes, seed):
+    """A meaning hunter's find: at a normal A the determinant is negative about half the time,
+    and ``check`` raised 'the determinant of A is negative' on a valid input (seeds 4 and on for
+    ``logdet(A)`` at 3 x 3).  The redraw gives A a positive definite symmetric part; the
+    derivative is checked against the Matrix Cookbook's d logdet(A)/dA = inv(A)ᵀ too, and a claim
+    missing that transpose is rejected at every seed (a reviewer's find: a symmetric redraw
+    accepted it)."""
+    result = einderiv.check(source, wrt, shapes=shapes, seed=seed)
+    assert result.ok and result.fd_ok, result.report()
+    A = np.asarray(result.inputs["A"])
+    if wrt == "A":  # (the mixed derivative and its lower one, d/dA, have no logdet: normal inputs)
+        assert np.linalg.det(A) > 0 and not np.allclose(A, A.T)
+    if source == "f = logdet(A)":
+        np.testing.assert_allclose(result.value, np.linalg.inv(A).T, rtol=1e-10)
+        assert not einderiv.check(source, wrt, shapes=shapes, seed=seed, expect="inv(A)_ij").ok
+        assert einderiv.check(source, wrt, shapes=shapes, seed=seed, expect="inv(A)_ji").ok
+
+
+def test_a_size_given_for_one_input_sizes_the_axes_joined_to_it():
+    """A meaning hunter's find: ``--shape X=5x3`` left y at the default 3 and failed with 'index
+    n has two sizes: 3 (from y) and 5', a size the user never gave."""
+    result = einderiv.check("f = (y_n - X_nd w_d)^2", "w", shapes={"X": (5, 3)})
+    assert result.ok and result.fd_ok
+    X, y, w = (np.asarray(result.inputs[k]) for k in "Xyw")
+    assert y.shape == (5,) and w.shape == (3,)
+    np.testing.assert_allclose(result.value, -2 * X.T @ (y - X @ w), rtol=1e-12)
+    printed, code = _cli(["check", "f = logdet(A) + a_i inv(A)_ij a_j", "--wrt", "A", "--wrt", "a", "--shape", "A=4x4"])
+    assert code == 0 and "a (4,)" in printed
+    with pytest.raises(einderiv.EvaluationError, match="two sizes"):  # sizes given that disagree still do
+        einderiv.check("f = (y_n - X_nd w_d)^2", "w", shapes={"X": (5, 3), "y": (4,)})
+
+
+@pytest.mark.parametrize(
+    "source, wrt, claim, matches",
+    [
+        ("f = x_i x_i", "x", "2 x_i x_j", False),  # one free letter more than df/dx_j: i is summed
+        ("f = a_k x_i x_i", "x", "2 a_k x_i x_j", False),
+        ("f = c x_i", "c", "x_i", True),  # df/dc is a number: the i written once is summed, as in the source
+        ("f = x_i x_i + a_j x_i", "x", "2 x_k + a_j", True),
+    ],
+)
+def test_a_claim_with_more_free_letters_than_the_derivative_sums_them_and_says_so(source, wrt, claim, matches):
+    """A second hunter's find: ``--expect "2 x_i x_j"`` for df/dx_j was read with j free and i
+    summed, and reported as differing without saying why.  A letter written once that the
+    derivative does not have free is summed, as a left-hand side that does not list it sums it
+    (``x_i`` for df/dc of ``c x_i`` matches); where the claim differs, a note says which."""
+    result = einderiv.check(source, wrt, expect=claim)
+    assert result.matches is matches, result.report()
+    summed_note = [n for n in result.notes if "once, as" in n]
+    assert bool(summed_note) is not matches, result.notes
+    if not matches:
+        assert "i" in summed_note[0].split("writes ")[1].split(" once")[0]

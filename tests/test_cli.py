@@ -76,3 +76,14 @@ def test_help_and_version():
     assert run("--version").stdout.startswith("einderiv ")
     missing = run("diff", "f = x")
     assert missing.returncode == 2 and "error:" in missing.stderr
+
+
+def test_json_inputs_list_every_input_a_scalar_too():
+    """A meaning hunter's find: a scalar input (``lam``, ``c``) was left out of ``inputs``, so a
+    tool calling the derivative with the inputs listed there dropped it."""
+    source = "M_ij = X_ki X_kj + lam delta_ij; f = logdet(M) + y_k X_ki inv(M)_ij X_lj y_l"
+    result = run("diff", source, "--wrt", "X", "--wrt", "lam", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["inputs"] == {"X": ["K", "I"], "y": ["K"], "lam": []}
+    data = json.loads(run("diff", "f = c x_i x_i", "--wrt", "x", "--format", "json").stdout)
+    assert data["inputs"] == {"x": ["I"], "c": []}

@@ -710,3 +710,16 @@ def test_the_bracketings_and_the_documented_chain_mean_what_they_say():
     )
     assert result.returncode != 0 and result.stderr.startswith("error: '/ x_k ... x_k'")
     assert "Traceback" not in result.stderr
+
+
+def test_a_scalar_intermediate_is_its_value_beside_a_tensor():
+    """A meaning hunter's question: the README said scaling by a scalar intermediate means its
+    text in place, which ``t y_j`` does not (the text in place, ``(x_i + 1) y_j``, broadcasts the
+    sum).  The program means the number its statement computes; the README now says so."""
+    gen = np.random.default_rng(5)
+    x, y = gen.normal(size=4), gen.normal(size=3)
+    np.testing.assert_allclose(einderiv.evaluate("t = x_i + 1; f = t y_j", x=x, y=y), (x.sum() + 1) * y.sum())
+    np.testing.assert_allclose(einderiv.evaluate("f = (x_i + 1) y_j", x=x, y=y), (x.sum() + 4) * y.sum())
+    np.testing.assert_allclose(einderiv.evaluate("t = x_i + 1; f = 2 t", x=x), 2 * x.sum() + 2)
+    gradient = einderiv.grad("t = x_i + 1; f = t y_j", "x")(x=x, y=y)
+    np.testing.assert_allclose(gradient, np.full(4, y.sum()))
