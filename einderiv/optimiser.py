@@ -685,10 +685,15 @@ class StraightLine:
                 polynomial, m = quotient, m + 1
             if not m:
                 continue
+            # 1 - 2 s = -tanh(u/2) for s = sigmoid(u): sigmoid'' = s (1 - s) (1 - 2 s), whose last
+            # factor cancels near u = 0 (8e-8 relative at u = 1e-10), is s sigmoid(-u) tanh(-u/2)
+            half = None
+            if func == "sigmoid" and (quotient := _divided(polynomial, (Fraction(1), Fraction(-2)))) is not None:
+                polynomial, half = [-c for c in quotient], Tensor(self._half_tanh(name, len(indices)), indices)
             # the factors in the order of the term with the lowest power of the step (as written)
             rest, at = split[min((power, position) for position, power in members if power)[1]]
             made[members[0][0]] = [
-                Term(c, tuple(self._saturated_factors(list(rest), at, variable, lowest + k, m)))
+                Term(c, (*self._saturated_factors(list(rest), at, variable, lowest + k, m), *([half] if half else [])))
                 for k, c in enumerate(polynomial)
                 if c
             ]
@@ -759,6 +764,19 @@ class StraightLine:
                     self.steps.append(Contract(self._calls[key], Contraction(product)))
                 return [*factors[:k], Tensor(self._calls[key], f.indices), *factors[k + 1 :]]
         return [*factors, complement]
+
+    def _half_tanh(self, name: str, rank: int) -> str:
+        """The step holding tanh(u/2) for step ``name`` = sigmoid(u) (= 2 sigmoid(u) - 1, without
+        its cancellation near u = 0), computed from u's array once per evaluation."""
+        key = ("tanh/2", name)
+        if key not in self._calls:
+            axes = fresh_indices(rank, set())
+            half = Poly((Term(Fraction(1, 2), (Tensor(self._elementwise[name].source, axes),)),), axes)
+            halved = self._temp()
+            self.steps.append(Contract(halved, Contraction(half)))
+            self._calls[key] = self._temp()
+            self.steps.append(Elementwise(self._calls[key], func="tanh", source=halved, param=None))
+        return self._calls[key]
 
     def _derivative_of_sigmoid(self, name: str, complement: str, indices: Indices) -> str:
         """The step holding s sigmoid(-u) (sigmoid's derivative) for step ``name`` = s."""

@@ -197,7 +197,8 @@ def _elementwise_table():
             (-0.8, 0.8),
         ),
         "arctan": (np.arctan, lambda x: 1 / (1 + x**2), lambda x: -2 * x / (1 + x**2) ** 2, (-3, 3)),
-        "sigmoid": (sig, dsig, lambda x: dsig(x) * (sig(-x) - sig(x)), (-4, 4)),
+        # sigmoid(-x) - sigmoid(x) = -tanh(x/2), which keeps -x/8 at x = 1e-300 (the difference is 0)
+        "sigmoid": (sig, dsig, lambda x: -dsig(x) * np.tanh(x / 2), (-4, 4)),
         "sqrt": (np.sqrt, lambda x: 0.5 / np.sqrt(x), lambda x: -0.25 / np.sqrt(x) ** 3, (0.5, 3)),
         "abs": (np.abs, np.sign, lambda x: np.zeros_like(x), (0.2, 2)),
         "relu": (

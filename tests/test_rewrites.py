@@ -260,8 +260,7 @@ STABLE_FORMS = {
         lambda u: 1 / (1 + mpmath.exp(-u)),
         lambda u: mpmath.exp(-u) / (1 + mpmath.exp(-u)) ** 2,
         lambda u: mpmath.exp(-u) * (mpmath.exp(-u) - 1) / (1 + mpmath.exp(-u)) ** 3,
-        # (the sigmoid's own second derivative, s - 3 s^2 + 2 s^3, cancels to 8e-8 at z = 1e-10)
-        lambda u: abs(u) >= 1 or u == 0,
+        lambda u: True,
     ),
     "log_of_scaled_sum": (  # a probit-like 0.5 (1 + tanh(z)): -inf from z = -19 before
         "y_i = log(0.5 (1 + tanh(z_i)))",
@@ -755,3 +754,18 @@ def test_powers_of_exps_and_sigmoids_keep_their_complex_values(source, reference
     a softplus could not be evaluated at complex numbers at all."""
     z = np.array([0.3 + 4j, -1.2 - 3.5j, 0.5 + 0.1j])
     np.testing.assert_allclose(einderiv.evaluate(source, z=z), reference(z), rtol=1e-13)
+
+
+@pytest.mark.parametrize("program", [False, True], ids=["statement", "program"])
+def test_the_sigmoids_higher_derivatives_keep_their_digits_near_zero_and_at_saturation(program):
+    """sigmoid'' = s (1 - s) (1 - 2 s) was evaluated with 1 - 2 s as it reads, which cancels near
+    u = 0 (8e-8 relative at u = 1e-10); it is s sigmoid(-u) tanh(-u/2).  Against mpmath, second
+    and third derivatives, from u = 1e-12 to the saturated 40 and 800."""
+    source = "s_i = sigmoid(z_i); f = sum_i(s_i)" if program else "f = sum_i(sigmoid(z_i))"
+    z = np.array([1e-12, -1e-10, 1e-6, -0.3, 2.0, 40.0, -40.0, 800.0])
+    with mpmath.workdps(50):
+        sigmoid = lambda t: 1 / (1 + mpmath.exp(-t))  # noqa: E731
+        second = [mpmath.diff(sigmoid, u, 2) for u in mp(z)]
+        third = [mpmath.diff(sigmoid, u, 3) for u in mp(z)]
+    close(einderiv.hessian_diag(source, "z")(z=z), second, rtol=1e-13)
+    close(np.einsum("iii->i", einderiv.diff(source, ["z", "z", "z"])(z=z)), third, rtol=1e-12)
