@@ -298,8 +298,10 @@ def _compare_claim(expect: str, derivative, arrays, analytic, tol: float):
     if len(renamed) > 1:  # another matching of the renamed letters may be what was meant: say so
         notes += _other_matchings(renamed, indices, compare, bound)
     if notation == "index" and not renamed and indices == derivative.indices:
-        nodes = walk(parse(rhs).output.rhs)
-        letters = {i for node in nodes if isinstance(node, (Tensor, Delta, MatrixCall)) for i in node.indices}
+        claimed_rhs = parse(rhs).output.rhs
+        letters = {
+            i for node in walk(claimed_rhs) if isinstance(node, (Tensor, Delta, MatrixCall)) for i in node.indices
+        }
         absent = [i for i in indices if i not in letters]
         if absent:
             notes.append(
@@ -309,7 +311,7 @@ def _compare_claim(expect: str, derivative, arrays, analytic, tol: float):
                 f"indices ({', '.join(derivative.indices)}), or as a whole statement"
             )
         try:
-            own = implicit_indices(parse(rhs).output.rhs)
+            own = implicit_indices(claimed_rhs)
         except EinderivError:
             own = ()
         summed = [i for i in own if i not in indices]

@@ -414,15 +414,22 @@ def power_base(atom) -> tuple[Poly, Fraction]:
     return Poly((Term(Fraction(1), (atom,)),), atom.indices), Fraction(1)
 
 
-def _root_base(atom) -> tuple[Poly, Fraction] | None:
-    """``(u, 1/2)`` for ``sqrt(u)`` and ``(u, p/2)`` for ``sqrt(u)^p``, else None."""
+def _as_power(atom) -> tuple[Poly, Fraction] | None:
+    """``(u, p)`` for ``u^p`` and ``(u, 1/2)`` for ``sqrt(u)``, else None."""
     if isinstance(atom, Apply) and atom.func == "sqrt":
         return atom.arg, Fraction(1, 2)
     if isinstance(atom, Apply) and atom.func == "pow" and atom.param is not None:
-        inner = single_atom(atom.arg, "sqrt")
-        if inner is not None:
-            return inner.arg, Fraction(atom.param) / 2
+        return atom.arg, Fraction(atom.param)
     return None
+
+
+def _root_base(atom) -> tuple[Poly, Fraction] | None:
+    """``(u, 1/2)`` for ``sqrt(u)`` and ``(u, p/2)`` for ``sqrt(u)^p``, else None."""
+    read = _as_power(atom)
+    if read is None or atom.func == "sqrt":
+        return read
+    inner = single_atom(read[0], "sqrt")
+    return None if inner is None else (inner.arg, read[1] / 2)
 
 
 def merge_powers(term: Term) -> list[Term]:
@@ -1258,9 +1265,6 @@ def _positive(atom) -> bool:
     return False
 
 
-_POWERS = frozenset({"pow", "sqrt"})
-
-
 def _is_sqrt(atom) -> bool:
     return isinstance(atom, Apply) and atom.func == "sqrt"
 
@@ -1282,9 +1286,7 @@ def log_of_product(func: str, arg: Poly, param) -> list[Term] | None:
         return None
     term = arg.terms[0]
     factors = term.factors
-    single = (
-        len(factors) == 1 and term.coeff == 1 and not (isinstance(factors[0], Apply) and factors[0].func in _POWERS)
-    )
+    single = len(factors) == 1 and term.coeff == 1 and _as_power(factors[0]) is None
     # sqrt(u) is u^(1/2) here: log(sqrt(u)) = log(u) / 2 wherever sqrt(u) is defined (0 gives -inf
     # either way), and a sqrt is never negative, so it splits off a product like a positive call
     if term.coeff <= 0 or not factors or single or not all(_positive(f) or _is_sqrt(f) for f in factors):
@@ -1293,12 +1295,7 @@ def log_of_product(func: str, arg: Poly, param) -> list[Term] | None:
         return None  # log(sum_j(x_j y_j)): a sum inside
     out = [_log_of(term.coeff)] if term.coeff != 1 else []
     for factor in factors:
-        if isinstance(factor, Apply) and factor.func == "pow":
-            base, power = factor.arg, factor.param
-        elif _is_sqrt(factor):
-            base, power = factor.arg, Fraction(1, 2)
-        else:
-            base, power = Poly((Term(ONE, (factor,)),), factor.indices), ONE
+        base, power = _as_power(factor) or (Poly((Term(ONE, (factor,)),), factor.indices), ONE)
         out.extend(t.scaled(power) for t in make_apply("log", base))
     return carrying(out, arg.indices)
 
@@ -1342,10 +1339,10 @@ def _exp_power(factor) -> tuple[Apply, Fraction] | None:
     over the same indices."""
     if isinstance(factor, Apply) and factor.func == "exp":
         return factor, ONE
-    if isinstance(factor, Apply) and (factor.func == "sqrt" or factor.func == "pow" and factor.param is not None):
-        base = single_atom(factor.arg, "exp")
-        if base is not None and set(base.indices) == set(factor.indices):
-            return base, Fraction(1, 2) if factor.func == "sqrt" else Fraction(factor.param)
+    read = _as_power(factor)
+    base = single_atom(read[0], "exp") if read is not None else None
+    if base is not None and set(base.indices) == set(factor.indices):
+        return base, read[1]
     return None
 
 

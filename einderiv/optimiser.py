@@ -1606,13 +1606,11 @@ class StraightLine:
         key = ("source", *_poly_key(hoisted))
         if key in self._calls:  # the same contraction as another call's argument: computed once
             return self._calls[key]
-        negated = self._calls.get(
-            ("source", *_poly_key(Poly(tuple(t.scaled(-1) for t in hoisted.terms), hoisted.indices)))
-        )
-        if negated is not None and negated in {step.target for step in self.steps}:
+        opposite = self._calls.get(("source", *_poly_key(negated(hoisted))))
+        if opposite is not None and opposite in {step.target for step in self.steps}:
             # softplus(-X_nd w_d) beside softplus(X_nd w_d): one product X w, and its negation (exact)
             name = self._calls[key] = self._temp()
-            minus = Term(Fraction(-1), (Tensor(negated, hoisted.indices),))
+            minus = Term(Fraction(-1), (Tensor(opposite, hoisted.indices),))
             self.steps.append(Contract(name, Contraction(Poly((minus,), hoisted.indices))))
             return name
         name = self._temp()
