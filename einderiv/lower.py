@@ -88,6 +88,10 @@ def _head(factor) -> tuple[Fraction, list[tuple[Expr, bool]]]:
     sign = Fraction(1)
     while isinstance(factor, Neg):
         sign, factor = -sign, factor.operand
+    if sign != 1 and (isinstance(factor, Div) or (isinstance(factor, Mul) and len(factor.factors) > 1)):
+        # ``-(A_ii / 2) (...)``: the product under the minus stays a group once the sign is out,
+        # so that a chain rebuilt from these factors does not continue into it
+        factor = Mul((factor,))
     return sign, [(factor, False)]
 
 

@@ -555,6 +555,30 @@ def test_a_statement_times_a_scalar_is_the_scalar_times_the_statement(scale, bod
     np.testing.assert_allclose(einderiv.evaluate(f"f = -({body})", used), -plain(**used), rtol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("f = -(A_ii / 2) (A_ii + A_ij)", lambda A, x: -(np.trace(A) / 2) * (np.trace(A) + A.sum())),
+        # j is free in the group, so the group is no scalar and the sum is an operand, broadcast
+        ("f = -(A_ii x_j) (A_ii + x_i)", lambda A, x: -np.trace(A) * x.sum() * (len(x) * np.trace(A) + x.sum())),
+        ("f = -(x_i x_i / 2) (x_i + A_ij)", lambda A, x: -(x @ x / 2) * (x.sum() + A.sum())),
+    ],
+)
+def test_a_group_under_a_minus_keeps_its_own_sums_when_it_scales_a_sum(source, expected):
+    """A scalar group under a leading minus scales each term of the sum after it (rule 4), and
+    its own summed letter stays its own (rule 3): ``-(A_ii / 2) (A_ii + A_ij)`` is
+    -(tr A / 2)(tr A + sum A).  It was -(tr A)^2 / 2 - sum_i A_ii sum_j A_ij / 2: once the sign
+    was taken out, the rebuilt product continued into the group (found by the property tests)."""
+    A, x = ARRAYS["A"], ARRAYS["x"]
+    inputs = {k: v for k, v in {"A": A, "x": x}.items() if f"{k}_" in source}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", einderiv.EinderivWarning)  # rule 6: a letter reused, as written
+        value = einderiv.evaluate(source, inputs)
+        plus = einderiv.evaluate(source.replace("= -(", "= (", 1), inputs)
+    np.testing.assert_allclose(value, expected(A, x), rtol=1e-12)
+    np.testing.assert_allclose(value, -plus, rtol=1e-12)
+
+
 def test_the_ridge_loss_halved_has_the_textbook_gradient_and_reads_back():
     X, y, w, lam = ARRAYS["X"], ARRAYS["yn"], ARRAYS["w"], float(ARRAYS["lam"])
     gradient = einderiv.grad("L = ((y_n - X_nd w_d)^2 + lam w_d w_d) / 2", "w")
