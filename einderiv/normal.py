@@ -994,14 +994,19 @@ def log_one_plus_exp(func: str, arg: Poly, param) -> list[Term] | None:
 
 def log1p_exp(func: str, arg: Poly, param) -> list[Term] | None:
     """``log1p(exp(u)) = softplus(u)`` and ``log1p(-sigmoid(u)) = -softplus(u)``: ``log1p(v)``
-    is ``log(1 + v)``, and these are :func:`log_one_plus_exp` and :func:`log_one_minus_sigmoid`.
+    is ``log(1 + v)``, and these are :func:`log_one_plus_exp` and :func:`log_one_minus_sigmoid`;
+    ``log1p(sum_k(exp(z_k)))`` is :func:`log_add_exp`'s, ``softplus(logsumexp_k(z_k))``.
 
     Stable: as those rules (``log1p(exp(745))`` is inf, softplus(745) is 745).
     Terminates: the result has no ``log`` or ``log1p``."""
     if func != "log1p":
         return None
     one_plus = Poly((Term(ONE, ()), *arg.terms), arg.indices)
-    return log_one_plus_exp("log", one_plus, None) or log_one_minus_sigmoid("log", one_plus, None)
+    return (
+        log_one_plus_exp("log", one_plus, None)
+        or log_one_minus_sigmoid("log", one_plus, None)
+        or log_add_exp("log", one_plus, None)  # log1p(sum_k(exp(z_k))): softplus of a logsumexp
+    )
 
 
 def power_of_exp(func: str, arg: Poly, param) -> list[Term] | None:
@@ -1154,13 +1159,19 @@ def log_add_exp(func: str, arg: Poly, param) -> list[Term] | None:
 
 def _exp_of(term: Term, indices) -> Apply | None:
     """The exp a one-factor term is, read through a power: ``exp(u)^p`` is ``exp(p u)`` (a
-    program's ``e_i^2`` for ``e_i = exp(z_i)``); else None."""
+    program's ``e_i^2`` for ``e_i = exp(z_i)``); a sum of exps over indices not in ``indices``
+    is the exp of their logsumexp, ``sum_k(exp(z_k)) = exp(logsumexp_k(z_k))`` (so that
+    ``log(1 + sum_k(exp(z_k)))``, a softmax with a reference class, is ``softplus`` of a
+    logsumexp: inf and a NaN gradient at z = 800 before 2026-12-05); else None."""
     if len(term.factors) == 1:
         (factor,) = term.factors
         if isinstance(factor, Apply) and factor.func == "pow" and factor.param is not None:
             base = single_atom(factor.arg, "exp")
             if base is not None and set(base.indices) <= set(indices):
                 return Apply("exp", negated(base.arg, factor.param))
+        if isinstance(factor, Apply) and factor.func == "exp" and not set(factor.indices) <= set(indices):
+            summed = Poly((Term(ONE, (factor,)),), tuple(i for i in indices if i in factor.indices))
+            return Apply("exp", simplify(carrying(make_apply("log", summed), indices), tuple(indices)))
     return _elementwise_atom(Term(ONE, term.factors), indices, "exp")
 
 

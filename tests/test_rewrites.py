@@ -421,6 +421,49 @@ def test_log_softmax_and_log_sum_exp_are_right_at_extreme_inputs(case, form):
         close(einderiv.grad(source, "z")(**arrays), gradient, atol=1e-300)
 
 
+#: log of a sum whose parts are exps, positive constants and sums of exps (a logsumexp's exp):
+#: a softmax with a reference class, with a background logit, both directions.  Each was inf (or
+#: -inf) with a NaN gradient at logits of 800 before 2026-12-05 (found by a meaning hunt).
+LOG_OF_SUMS_OF_EXPS = {
+    "reference class": (
+        ["f = log(1 + sum_k(exp(z_k)))", "e_k = exp(z_k); f = log(1 + sum_k(e_k))", "f = log1p(sum_k(exp(z_k)))"],
+        lambda z, b: mpmath.log(1 + mpmath.fsum(mpmath.exp(u) for u in z)),
+    ),
+    "background logit": (
+        ["f = log(sum_k(exp(z_k)) + exp(b))", "s = sum_k(exp(z_k)); f = log(s + exp(b))"],
+        lambda z, b: mpmath.log(mpmath.fsum(mpmath.exp(u) for u in z) + mpmath.exp(b)),
+    ),
+    "both directions, scaled": (
+        ["f = log(sum_k(exp(z_k)) + 2 sum_k(exp(-z_k)))", "e_k = exp(z_k); f = log(sum_k(e_k) + 2 sum_k(1 / e_k))"],
+        lambda z, b: mpmath.log(mpmath.fsum(mpmath.exp(u) + 2 * mpmath.exp(-u) for u in z)),
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "case, source", [(case, source) for case, (forms, _) in LOG_OF_SUMS_OF_EXPS.items() for source in forms]
+)
+@pytest.mark.parametrize(
+    "z, b", [([800.0, 0.0, -800.0], 1.0), ([-800.0, -805.0, -790.0], -795.0), ([0.3, -1.2, 2.0], 0.5)]
+)
+def test_a_log_of_exps_and_sums_of_exps_is_right_to_its_hessian_at_extreme_logits(case, source, z, b):
+    exact = LOG_OF_SUMS_OF_EXPS[case][1]
+    z = np.array(z)
+    arrays = {"z": z, "b": np.float64(b)} if "b)" in source else {"z": z}
+    at = mp(z)
+
+    def f(*u):
+        return exact(list(u), mpmath.mpf(b))
+
+    value = f(*at)
+    gradient = [mpmath.diff(f, at, tuple(int(k == j) for k in range(3))) for j in range(3)]
+    orders = [[tuple(int(k == i) + int(k == j) for k in range(3)) for j in range(3)] for i in range(3)]
+    hessian = [[mpmath.diff(f, at, order) for order in row] for row in orders]
+    close(einderiv.evaluate(source, arrays), [value], rtol=1e-13)
+    close(einderiv.grad(source, "z")(arrays), gradient, rtol=1e-12, atol=1e-300)
+    close(einderiv.hessian(source, "z")(arrays), hessian, rtol=1e-10, atol=1e-15)
+
+
 # -- sigmoid(-q) stays as written -------------------------------------------------------------------
 
 
