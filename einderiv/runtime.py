@@ -18,7 +18,7 @@ import numpy as np
 import opt_einsum
 
 from . import linalg
-from .backends import ArrayOps
+from .backends import ArrayOps, real_reciprocal
 from .contraction import kept_intermediates, new_array, own_array, path_cost, reusable, writer
 from .errors import EvaluationError
 from .linalg import generic_matrix_function, generic_solve, matrix_function, solve
@@ -426,7 +426,7 @@ def _elementwise_instruction(step: Elementwise, values, factored):
     return instruction
 
 
-_POWERS = {2: np.square, -1: np.reciprocal, Fraction(1, 2): np.sqrt}
+_POWERS = {2: np.square, -1: real_reciprocal, Fraction(1, 2): np.sqrt}
 _SMALL_POWERS = (-2, 3, -3, 4, -4)  # by products (``ArrayOps._small_power``)
 
 
