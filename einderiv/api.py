@@ -39,7 +39,7 @@ from .ir import (
 )
 from .matrix.form import NoMatrixForm, matrix_text
 from .matrix.reading import Reading, accepts_notation, scalar_use_hint
-from .normal import Poly, call_arguments, is_reciprocal
+from .normal import Apply, Poly, call_arguments, is_reciprocal
 from .optimiser import StraightLine, inline_broadcast_products
 from .parser import parse
 from .printing import count_axes_of, count_letters, count_powers
@@ -688,11 +688,50 @@ def through_named(source: Source | CheckedProgram, derive):
 
 
 def evaluates_as(mine: Compiled, theirs: Compiled | None) -> bool:
-    """Whether ``theirs`` computes ``mine``: the same output name, number of axes and inputs."""
+    """Whether ``theirs`` computes ``mine``: the same output name, number of axes and inputs, and,
+    where it holds a count (``delta_ll``), it sizes that count as ``mine`` does."""
     if theirs is None:
         return False
     a, b = mine.program.out, theirs.program.out
-    return (a.name, len(a.indices), mine.ranks) == (b.name, len(b.indices), theirs.ranks)
+    if (a.name, len(a.indices), mine.ranks) != (b.name, len(b.indices), theirs.ranks):
+        return False
+    return not _holds_a_count(theirs) or _sizes_itself(theirs, mine)
+
+
+def _holds_a_count(compiled: Compiled) -> bool:
+    """Whether a step of ``compiled`` multiplies by a delta on one letter (a dimension's count)."""
+
+    def counts(poly: Poly) -> bool:
+        return any(
+            (isinstance(f, Delta) and f.first == f.second) or (isinstance(f, Apply) and counts(f.arg))
+            for t in poly.terms
+            for f in t.factors
+        )
+
+    return any(counts(d.poly) for d in compiled.program.definitions)
+
+
+def _sizes_itself(theirs: Compiled, mine: Compiled) -> bool:
+    """Whether ``theirs`` evaluates at arrays of ones with a size per dimension of ``mine``'s
+    inputs: a count of the program with its residuals named can lose the statement its size
+    came from (``df_j/da_i = (1 + delta_ll) delta_ij`` for ``f_j = (s + a_j)(1 + delta_jk)``
+    stopped with "the size of index 'l' cannot be inferred" where the derivative itself evaluates)."""
+    _, input_dims = mine.dimension_names()
+    sizes = {d: 2 + k for k, d in enumerate(dict.fromkeys(d for dims in input_dims.values() for d in dims))}
+    gen = np.random.default_rng(0)
+    arrays = {}
+    for name in mine.ranks:  # positive, and a square matrix diagonally dominant (inv, logdet)
+        shape = tuple(sizes[d] for d in input_dims.get(name, ()))
+        arrays[name] = gen.uniform(0.5, 1.5, size=shape)
+        if len(shape) == 2 and shape[0] == shape[1]:
+            arrays[name] += 2 * shape[0] * np.eye(shape[0])
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            run(theirs.line, arrays, None)
+    except EinderivError:
+        return False
+    return True
 
 
 def printed_through(result: Compiled, other: Compiled, residuals: Program) -> Program | None:
