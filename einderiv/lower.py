@@ -85,10 +85,10 @@ def _chain(expr) -> tuple[Fraction, list[tuple[Expr, bool]]]:
 
 def _head(factor) -> tuple[Fraction, list[tuple[Expr, bool]]]:
     """The first factor of a chain, without its signs (a signed product is parenthesised: a group)."""
-    sign = Fraction(1)
+    sign, signed = Fraction(1), isinstance(factor, Neg)
     while isinstance(factor, Neg):
         sign, factor = -sign, factor.operand
-    if sign != 1 and (isinstance(factor, Div) or (isinstance(factor, Mul) and len(factor.factors) > 1)):
+    if signed and (isinstance(factor, Div) or (isinstance(factor, Mul) and len(factor.factors) > 1)):
         # ``-(A_ii / 2) (...)``: the product under the minus stays a group once the sign is out,
         # so that a chain rebuilt from these factors does not continue into it
         factor = Mul((factor,))

@@ -1159,8 +1159,9 @@ def log_add_exp(func: str, arg: Poly, param) -> list[Term] | None:
 
 def _exp_of(term: Term, indices) -> Apply | None:
     """The exp a one-factor term is, read through a power: ``exp(u)^p`` is ``exp(p u)`` (a
-    program's ``e_i^2`` for ``e_i = exp(z_i)``); a sum of exps over indices not in ``indices``
-    is the exp of their logsumexp, ``sum_k(exp(z_k)) = exp(logsumexp_k(z_k))`` (so that
+    program's ``e_i^2`` for ``e_i = exp(z_i)``); a sum or mean of exps over indices not in
+    ``indices`` is the exp of their logsumexp, ``sum_k(exp(z_k)) = exp(logsumexp_k(z_k))``,
+    ``mean_k(exp(z_k)) = exp(logsumexp_k(z_k) - log(K))`` (so that
     ``log(1 + sum_k(exp(z_k)))``, a softmax with a reference class, is ``softplus`` of a
     logsumexp: inf and a NaN gradient at z = 800 before 2026-12-05); else None."""
     if len(term.factors) == 1:
@@ -1169,9 +1170,15 @@ def _exp_of(term: Term, indices) -> Apply | None:
             base = single_atom(factor.arg, "exp")
             if base is not None and set(base.indices) <= set(indices):
                 return Apply("exp", negated(base.arg, factor.param))
-        if isinstance(factor, Apply) and factor.func == "exp" and not set(factor.indices) <= set(indices):
-            summed = Poly((Term(ONE, (factor,)),), tuple(i for i in indices if i in factor.indices))
-            return Apply("exp", simplify(carrying(make_apply("log", summed), indices), tuple(indices)))
+    exps = [f for f in term.factors if isinstance(f, Apply) and f.func == "exp"]
+    means = [f for f in term.factors if is_reciprocal(f)]  # mean_k(exp(z_k)): 1/K beside the exp
+    if len(exps) == 1 and len(exps) + len(means) == len(term.factors):
+        (factor,) = exps
+        summed = set(factor.indices) - set(indices)
+        if summed and all(f.indices[0] in summed for f in means):
+            kept = tuple(i for i in indices if i in factor.indices)
+            log = make_apply("log", Poly((Term(ONE, term.factors),), kept))  # logsumexp (- log K)
+            return Apply("exp", simplify(carrying(log, indices), tuple(indices)))
     return _elementwise_atom(Term(ONE, term.factors), indices, "exp")
 
 

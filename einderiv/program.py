@@ -168,6 +168,7 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
             if isinstance(node, (Tensor, MatrixCall))
             for axis, index in enumerate(node.indices)
         )
+        written += _joined_by_deltas(statement.rhs, written)
         # the letters as lowering left them: a sum renamed apart in a product (sum_i(t + t2_i)
         # sum_i(x_i) counts i as j) is sized where lowering wrote that letter
         lowered = tuple((i, t, a) for i, t, a in _tensor_axes(raw) if i not in {e[0] for e in written})
@@ -432,7 +433,9 @@ def _delta_ties(expr, earlier: tuple) -> tuple:
 def _joined_by_deltas(expr, names: tuple) -> tuple:
     """Size entries for letters the statement writes only where a delta joins them to a letter
     it sizes (``j`` in ``A_ii (A_ii + delta_ij)``: A's length), so that a derivative that keeps
-    the count of j (``delta_jj``) sizes it as the statement did."""
+    the count of j (``delta_jj``) sizes it as the statement did; among the written letters too,
+    so that such a count is one of the statement's own (``f_j = r_j (1 + delta_jk)`` sums k at
+    the top: its gradient failed with "the size of index 'l' cannot be inferred")."""
     joins = [node.indices for node in walk(expr) if isinstance(node, Delta) and node.indices[0] != node.indices[1]]
     known: dict[str, list] = {}
     for entry in names:

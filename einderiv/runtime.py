@@ -62,7 +62,7 @@ def _softmax(v: np.ndarray, axes: tuple[int, ...], out: np.ndarray | None = None
         return np.exp(v)
     if len(axes) == v.ndim:  # normalised over every axis, the common case
         peak = v.max()
-        if math.isfinite(peak):
+        if np.isfinite(peak):
             e = np.exp(v - peak)
             e /= e.sum()
             return e

@@ -3255,5 +3255,11 @@ def test_a_count_is_sized_where_the_derivative_evaluates_through_named_residuals
     np.testing.assert_allclose(einderiv.evaluate(source, s=s, a=a), f(a), rtol=1e-14)
     step = 1e-6
     expected = np.stack([(f(a + step * e) - f(a - step * e)) / (2 * step) for e in np.eye(3)], axis=-1)
-    np.testing.assert_allclose(einderiv.diff(source, "a")(s=s, a=a), expected, rtol=1e-8)
-    np.testing.assert_allclose(einderiv.jacobian(source, "a")(s=s, a=a), expected, rtol=1e-8)
+    # the program that names the sum itself: its delta_jk sizes k as r's axis (README rule), so the
+    # count keeps that size wherever the chain rule moves it, and the printed text reads back
+    program = "r_j = s + a_j; f_j = r_j (1 + delta_jk)"
+    for text in (source, program):
+        derivative = einderiv.diff(text, "a")
+        np.testing.assert_allclose(derivative(s=s, a=a), expected, rtol=1e-8, err_msg=text)
+        np.testing.assert_allclose(einderiv.jacobian(text, "a")(s=s, a=a), expected, rtol=1e-8, err_msg=text)
+        np.testing.assert_allclose(einderiv.compile(str(derivative))(s=s, a=a), expected, rtol=1e-8, err_msg=text)

@@ -433,6 +433,10 @@ LOG_OF_SUMS_OF_EXPS = {
         ["f = log(sum_k(exp(z_k)) + exp(b))", "s = sum_k(exp(z_k)); f = log(s + exp(b))"],
         lambda z, b: mpmath.log(mpmath.fsum(mpmath.exp(u) for u in z) + mpmath.exp(b)),
     ),
+    "a mean, reference class": (  # (a reviewer's find: still inf after the sums were read)
+        ["f = log(1 + mean_k(exp(z_k)))", "e_k = exp(z_k); f = log1p(mean_k(e_k))"],
+        lambda z, b: mpmath.log(1 + mpmath.fsum(mpmath.exp(u) for u in z) / len(z)),
+    ),
     "both directions, scaled": (
         ["f = log(sum_k(exp(z_k)) + 2 sum_k(exp(-z_k)))", "e_k = exp(z_k); f = log(sum_k(e_k) + 2 sum_k(1 / e_k))"],
         lambda z, b: mpmath.log(mpmath.fsum(mpmath.exp(u) + 2 * mpmath.exp(-u) for u in z)),
@@ -462,6 +466,21 @@ def test_a_log_of_exps_and_sums_of_exps_is_right_to_its_hessian_at_extreme_logit
     close(einderiv.evaluate(source, arrays), [value], rtol=1e-13)
     close(einderiv.grad(source, "z")(arrays), gradient, rtol=1e-12, atol=1e-300)
     close(einderiv.hessian(source, "z")(arrays), hessian, rtol=1e-10, atol=1e-15)
+
+
+def test_a_log_of_sums_of_exps_at_complex_inputs_is_an_error_not_a_value_off_by_2_pi_i():
+    """The rewritten forms are softplus of logsumexp differences, which hold for complex values
+    only up to 2 pi i (``log(exp(a) + exp(b)) = a + softplus(b - a)`` is log 2 + 4i at a = b = 4i,
+    where the principal log is log 2 + (4 - 2 pi)i): softplus refuses complex values, so these
+    stop with einderiv's error rather than give a value on another branch."""
+    z = np.array([0.3 + 0.2j, -1 + 0.5j, 0.1 - 0.3j])
+    for source, arrays in [
+        ("f = log(1 + sum_k(exp(z_k)))", {"z": z}),
+        ("f = log(sum_k(exp(z_k)) + exp(b))", {"z": z, "b": 0.2 + 4j}),
+        ("f = log(exp(a) + exp(b))", {"a": 4j, "b": 4j}),
+    ]:
+        with pytest.raises(einderiv.EvaluationError, match="softplus cannot be evaluated at complex128"):
+            einderiv.evaluate(source, arrays)
 
 
 # -- sigmoid(-q) stays as written -------------------------------------------------------------------

@@ -562,6 +562,9 @@ def test_a_statement_times_a_scalar_is_the_scalar_times_the_statement(scale, bod
         # j is free in the group, so the group is no scalar and the sum is an operand, broadcast
         ("f = -(A_ii x_j) (A_ii + x_i)", lambda A, x: -np.trace(A) * x.sum() * (len(x) * np.trace(A) + x.sum())),
         ("f = -(x_i x_i / 2) (x_i + A_ij)", lambda A, x: -(x @ x / 2) * (x.sum() + A.sum())),
+        # two minus signs cancel and leave the group a group (a reviewer's find)
+        ("f = -(-(A_ii / 2)) (A_ii + A_ij)", lambda A, x: (np.trace(A) / 2) * (np.trace(A) + A.sum())),
+        ("f = ---(A_ii / 2) (A_ii + A_ij)", lambda A, x: -(np.trace(A) / 2) * (np.trace(A) + A.sum())),
     ],
 )
 def test_a_group_under_a_minus_keeps_its_own_sums_when_it_scales_a_sum(source, expected):
@@ -574,9 +577,12 @@ def test_a_group_under_a_minus_keeps_its_own_sums_when_it_scales_a_sum(source, e
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", einderiv.EinderivWarning)  # rule 6: a letter reused, as written
         value = einderiv.evaluate(source, inputs)
-        plus = einderiv.evaluate(source.replace("= -(", "= (", 1), inputs)
+        bare = source.replace("-(-(A_ii / 2))", "(A_ii / 2)").lstrip("f =-")
+        plus = einderiv.evaluate("f = " + bare, inputs)
+        printed = einderiv.evaluate(str(einderiv.parse(source)), inputs)
     np.testing.assert_allclose(value, expected(A, x), rtol=1e-12)
-    np.testing.assert_allclose(value, -plus, rtol=1e-12)
+    np.testing.assert_allclose(value, (-1) ** (source.count("-") % 2) * plus, rtol=1e-12)
+    np.testing.assert_allclose(printed, value, rtol=1e-12)
 
 
 def test_the_ridge_loss_halved_has_the_textbook_gradient_and_reads_back():
