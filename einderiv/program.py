@@ -168,7 +168,7 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
             if isinstance(node, (Tensor, MatrixCall))
             for axis, index in enumerate(node.indices)
         )
-        written += _joined_by_deltas(statement.rhs, written)
+        written += _joined_to_one(statement.rhs, written)
         # the letters as lowering left them: a sum renamed apart in a product (sum_i(t + t2_i)
         # sum_i(x_i) counts i as j) is sized where lowering wrote that letter
         lowered = tuple((i, t, a) for i, t, a in _tensor_axes(raw) if i not in {e[0] for e in written})
@@ -433,9 +433,7 @@ def _delta_ties(expr, earlier: tuple) -> tuple:
 def _joined_by_deltas(expr, names: tuple) -> tuple:
     """Size entries for letters the statement writes only where a delta joins them to a letter
     it sizes (``j`` in ``A_ii (A_ii + delta_ij)``: A's length), so that a derivative that keeps
-    the count of j (``delta_jj``) sizes it as the statement did; among the written letters too,
-    so that such a count is one of the statement's own (``f_j = r_j (1 + delta_jk)`` sums k at
-    the top: its gradient failed with "the size of index 'l' cannot be inferred")."""
+    the count of j (``delta_jj``) sizes it as the statement did."""
     joins = [node.indices for node in walk(expr) if isinstance(node, Delta) and node.indices[0] != node.indices[1]]
     known: dict[str, list] = {}
     for entry in names:
@@ -451,6 +449,26 @@ def _joined_by_deltas(expr, names: tuple) -> tuple:
                     added += known[letter]
                     changed = True
     return tuple(added)
+
+
+def _joined_to_one(expr, written: tuple) -> tuple:
+    """:func:`_joined_by_deltas` for the letters a delta joins to one written letter only, and to
+    nothing else: ``k`` in ``f_j = r_j (1 + delta_jk)`` is sized as j, so that its count keeps
+    that size when the chain rule moves it (its gradient failed with "the size of index 'l'
+    cannot be inferred").  A letter joined to two (``x_i x_i (1 + delta_ik) + w_j w_j (1 +
+    delta_jk)``, x and w of two lengths) is left to the statement's own checks, which refuse it:
+    sized by its first join, it counted w's terms at x's length (a reviewer's find)."""
+    partners: dict[str, set] = {}
+    for node in walk(expr):
+        if isinstance(node, Delta) and node.first != node.second:
+            partners.setdefault(node.first, set()).add(node.second)
+            partners.setdefault(node.second, set()).add(node.first)
+    sized = {index for index, _, _ in written}
+    return tuple(
+        entry
+        for entry in _joined_by_deltas(expr, written)
+        if len(partners.get(entry[0], ())) == 1 and next(iter(partners[entry[0]])) in sized
+    )
 
 
 def _tensor_axes(poly: Poly) -> tuple:

@@ -3263,3 +3263,22 @@ def test_a_count_is_sized_where_the_derivative_evaluates_through_named_residuals
         np.testing.assert_allclose(derivative(s=s, a=a), expected, rtol=1e-8, err_msg=text)
         np.testing.assert_allclose(einderiv.jacobian(text, "a")(s=s, a=a), expected, rtol=1e-8, err_msg=text)
         np.testing.assert_allclose(einderiv.compile(str(derivative))(s=s, a=a), expected, rtol=1e-8, err_msg=text)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "f = x_i x_i (1 + delta_ik) + w_j w_j (1 + delta_jk)",
+        "f = A_ij (1 + delta_ik + delta_jk)",
+        "f = A_ij (1 + delta_jk + delta_ik)",
+    ],
+)
+def test_a_letter_deltas_join_to_letters_of_two_lengths_is_refused_not_sized_by_the_first(source):
+    """k counts at a size only a delta gives it, and the deltas join it to two letters of
+    different lengths (x of 3, w of 4; A of 3 x 4): no size of k is right.  Sizing k by its first
+    join gave 4 x.x + 4 w.w and 5 or 6 sum(A), by the order of the terms (a reviewer's find in
+    this stop's first version); it stays "cannot be inferred"."""
+    gen = np.random.default_rng(0)
+    arrays = {"x": gen.normal(size=3), "w": gen.normal(size=4), "A": gen.normal(size=(3, 4))}
+    with pytest.raises(einderiv.EvaluationError, match="cannot be inferred"):
+        einderiv.evaluate(source, {k: v for k, v in arrays.items() if f"{k}_" in source})
