@@ -712,10 +712,11 @@ def _holds_a_count(compiled: Compiled) -> bool:
 
 
 def _sizes_itself(theirs: Compiled, mine: Compiled) -> bool:
-    """Whether ``theirs`` evaluates at arrays of ones with a size per dimension of ``mine``'s
-    inputs: a count of the program with its residuals named can lose the statement its size
-    came from (``df_j/da_i = (1 + delta_ll) delta_ij`` for ``f_j = (s + a_j)(1 + delta_jk)``
-    stopped with "the size of index 'l' cannot be inferred" where the derivative itself evaluates)."""
+    """Whether ``theirs`` evaluates at small positive arrays (a square matrix diagonally
+    dominant) with a size per dimension of ``mine``'s inputs: a count of the program with its
+    residuals named can lose the statement its size came from (``df_j/da_i = (1 + delta_ll)
+    delta_ij`` for ``f_j = (s + a_j)(1 + delta_jk)`` stopped with "the size of index 'l' cannot
+    be inferred" where the derivative itself evaluates)."""
     _, input_dims = mine.dimension_names()
     sizes = {d: 2 + k for k, d in enumerate(dict.fromkeys(d for dims in input_dims.values() for d in dims))}
     gen = np.random.default_rng(0)
