@@ -711,18 +711,23 @@ def _holds_a_count(compiled: Compiled) -> bool:
     return any(counts(d.poly) for d in compiled.program.definitions)
 
 
+def _probe_shapes(compiled: Compiled) -> dict[str, tuple[int, ...]]:
+    """The shape of each input of ``compiled`` at small probe sizes, one per dimension (2, 3,
+    ...), so that no two dimensions share a size and a count sized by the wrong one fails."""
+    _, input_dims = compiled.dimension_names()
+    sizes = {d: 2 + k for k, d in enumerate(dict.fromkeys(d for dims in input_dims.values() for d in dims))}
+    return {name: tuple(sizes[d] for d in input_dims.get(name, ())) for name in compiled.ranks}
+
+
 def _sizes_itself(theirs: Compiled, mine: Compiled) -> bool:
     """Whether ``theirs`` evaluates at small positive arrays (a square matrix diagonally
     dominant) with a size per dimension of ``mine``'s inputs: a count of the program with its
     residuals named can lose the statement its size came from (``df_j/da_i = (1 + delta_ll)
     delta_ij`` for ``f_j = (s + a_j)(1 + delta_jk)`` stopped with "the size of index 'l' cannot
     be inferred" where the derivative itself evaluates)."""
-    _, input_dims = mine.dimension_names()
-    sizes = {d: 2 + k for k, d in enumerate(dict.fromkeys(d for dims in input_dims.values() for d in dims))}
     gen = np.random.default_rng(0)
     arrays = {}
-    for name in mine.ranks:  # positive, and a square matrix diagonally dominant (inv, logdet)
-        shape = tuple(sizes[d] for d in input_dims.get(name, ()))
+    for name, shape in _probe_shapes(mine).items():  # positive; a square matrix diagonally dominant
         arrays[name] = gen.uniform(0.5, 1.5, size=shape)
         if len(shape) == 2 and shape[0] == shape[1]:
             arrays[name] += 2 * shape[0] * np.eye(shape[0])
@@ -767,9 +772,7 @@ def _reads_back(shown: Program, result: Compiled) -> bool:
     ``result``'s inputs (only a count, ``delta_ii``, may fail to size itself where it is read)."""
     if not any(_a_count(s.rhs) for s in shown.statements):
         return True
-    _, input_dims = result.dimension_names()
-    sizes = {d: 2 + k for k, d in enumerate(dict.fromkeys(d for dims in input_dims.values() for d in dims))}
-    arrays = {name: np.ones(tuple(sizes[d] for d in input_dims.get(name, ()))) for name in result.ranks}
+    arrays = {name: np.ones(shape) for name, shape in _probe_shapes(result).items()}
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")

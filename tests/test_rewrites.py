@@ -224,6 +224,25 @@ def test_log_one_plus_is_log1p(form):
 #: the points the rows below are checked at (where in the row's domain)
 POINTS = np.array([-1000.0, -800.0, -40.0, -1.0, 0.0, 1e-10, 1e-6, 1.0, 40.0, 800.0, 1000.0])
 
+
+def mp_power_of_a_plus_b_exp(a, b, s, p):
+    """mpmath's (a + b exp(s u))^p and its first two derivatives in u:
+    p b s e (a + b e)^(p - 1) and p b s^2 e (a + b e)^(p - 1) + p (p - 1) b^2 s^2 e^2 (a + b e)^(p - 2)."""
+    a, b, s, p = (mpmath.mpf(v) for v in (a, b, s, p))
+
+    def base(u):
+        return a + b * mpmath.exp(s * u)
+
+    return (
+        lambda u: base(u) ** p,
+        lambda u: p * b * s * mpmath.exp(s * u) * base(u) ** (p - 1),
+        lambda u: (
+            p * b * s**2 * mpmath.exp(s * u) * base(u) ** (p - 1)
+            + p * (p - 1) * b**2 * s**2 * mpmath.exp(2 * s * u) * base(u) ** (p - 2)
+        ),
+    )
+
+
 STABLE_FORMS = {
     # rule: (one statement, program, stable call, value(u), derivative(u), second derivative(u), domain)
     "log_exp_minus_one": (  # softplus's inverse: inf at z = 710 and NaN in every derivative before
@@ -284,34 +303,21 @@ STABLE_FORMS = {
         "y_i = (2 + exp(z_i))^-0.5",
         "e_i = exp(z_i); y_i = (2 + e_i)^-0.5",
         "softplus",
-        lambda u: (2 + mpmath.exp(u)) ** -0.5,
-        lambda u: -0.5 * mpmath.exp(u) * (2 + mpmath.exp(u)) ** -1.5,
-        lambda u: (
-            -0.5 * mpmath.exp(u) * (2 + mpmath.exp(u)) ** -1.5 + 0.75 * mpmath.exp(2 * u) * (2 + mpmath.exp(u)) ** -2.5
-        ),
+        *mp_power_of_a_plus_b_exp(2, 1, 1, -0.5),
         lambda u: True,
     ),
     "reciprocal_one_plus_exp, fractional, a = 1": (  # sigmoid(-z)^0.5: 0 for e^-400 at z = 800 before
         "y_i = (1 + exp(z_i))^-0.5",
         "e_i = exp(z_i); y_i = (1 + e_i)^(-1/2)",
         "softplus",
-        lambda u: (1 + mpmath.exp(u)) ** -0.5,
-        lambda u: -0.5 * mpmath.exp(u) * (1 + mpmath.exp(u)) ** -1.5,
-        lambda u: (
-            -0.5 * mpmath.exp(u) * (1 + mpmath.exp(u)) ** -1.5 + 0.75 * mpmath.exp(2 * u) * (1 + mpmath.exp(u)) ** -2.5
-        ),
+        *mp_power_of_a_plus_b_exp(1, 1, 1, -0.5),
         lambda u: True,
     ),
     "reciprocal_one_plus_exp, fractional, scaled": (
         "y_i = (0.5 + 3 exp(-z_i))^-1.5",
         "e_i = exp(-z_i); y_i = (0.5 + 3 e_i)^-1.5",
         "softplus",
-        lambda u: (0.5 + 3 * mpmath.exp(-u)) ** -1.5,
-        lambda u: 4.5 * mpmath.exp(-u) * (0.5 + 3 * mpmath.exp(-u)) ** -2.5,
-        lambda u: (
-            -4.5 * mpmath.exp(-u) * (0.5 + 3 * mpmath.exp(-u)) ** -2.5
-            + 33.75 * mpmath.exp(-2 * u) * (0.5 + 3 * mpmath.exp(-u)) ** -3.5
-        ),
+        *mp_power_of_a_plus_b_exp(0.5, 3, -1, -1.5),
         lambda u: True,
     ),
 }
