@@ -43,7 +43,7 @@ from .normal import (
 )
 from .printing import avoiding, count_axes_of, count_letters_apart, count_powers, to_expr
 from .rewrites import rewrite_products, stable_form
-from .semantics import check_statement, tensor_ranks
+from .semantics import check_statement, letters_apart, tensor_ranks
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,7 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         last = number == len(statements)
         if statement.target is None and not last:
             raise IndexRuleError(f"statement {number} ({statement}) needs a left-hand side: only the last may omit it")
+        statement = letters_apart(statement)
         name = statement.name if statement.target is not None else "_"
         if name in defined:
             raise IndexRuleError(f"{name!r} is defined twice (statement {number}: {statement})")

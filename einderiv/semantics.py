@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 from .errors import IndexRuleError
-from .index_names import reserved_letters
-from .ir import Call, Delta, Expr, Indices, MatrixCall, Statement, Tensor, children, walk
+from .index_names import fresh_indices, reserved_letters
+from .ir import (
+    Add,
+    Call,
+    Delta,
+    Expr,
+    Indices,
+    MatrixCall,
+    Neg,
+    Statement,
+    Tensor,
+    children,
+    renamed,
+    walk,
+    with_children,
+)
 from .lower import implicit_indices, lower
 from .normal import Poly, simplify
 
@@ -94,3 +109,75 @@ def check_statement(statement: Statement) -> tuple[Poly, Poly]:
     with reserved_letters(written | set(indices)):
         terms = lower(statement.rhs, frozenset(indices), written=not statement.wrt)
         return simplify(terms, indices), Poly(tuple(terms), indices)
+
+
+def _binds(node: Expr, letter: str) -> bool:
+    """Whether ``node`` is a reduction binding ``letter`` (softmax keeps its axis)."""
+    return isinstance(node, Call) and letter in node.over and node.func != "softmax"
+
+
+def _own_nodes(scope: Expr, letter: str):
+    """The nodes of ``scope`` where ``letter`` is the scope's own: nested reductions that bind
+    ``letter`` again are left out."""
+    stack = [scope]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(child for child in children(node) if not _binds(child, letter))
+
+
+def _additive_terms(expr: Expr) -> list[Expr]:
+    if isinstance(expr, Add):
+        return [t for term in expr.terms for t in _additive_terms(term)]
+    if isinstance(expr, Neg):
+        return _additive_terms(expr.operand)
+    return [expr]
+
+
+def letters_apart(statement: Statement) -> Statement:
+    """``statement`` with a summed letter renamed in the one scope (a reduction's body, or a
+    top-level term's implicit sum) where only a delta joins it to a letter, when a tensor writes
+    that letter elsewhere: each sum is its own, so in ``sum_i(x_i x_i sum_k(1 + delta_ik)) +
+    sum_k(w_k)`` the first k runs over x's length (the delta joins it to i) and the second over
+    w's.  Read as one letter of the statement, the count of k took w's length, silently (a
+    meaning hunt's find).  Renaming a bound letter to a letter the statement does not write
+    keeps the meaning; each rename removes one such scope, so this ends."""
+    rhs = statement.rhs
+    outputs = set(output_indices(statement))
+    while (found := _delta_only_scope(rhs, outputs)) is not None:
+        scope, letter = found
+        taken = {i for node in walk(rhs) for i in (*(getattr(node, "indices", ()) or ()), *getattr(node, "over", ()))}
+        (fresh,) = fresh_indices(1, taken | outputs)
+        rhs = _replaced(rhs, scope, renamed(scope, letter, fresh))
+    return statement if rhs is statement.rhs else replace(statement, rhs=rhs)
+
+
+def _delta_only_scope(rhs: Expr, outputs: set[str]) -> tuple[Expr, str] | None:
+    """The first scope and letter :func:`letters_apart` renames, or None."""
+    tensor_letters = {i for node in walk(rhs) if isinstance(node, (Tensor, MatrixCall)) for i in node.indices}
+    scopes = [(term, term) for term in _additive_terms(rhs)]
+    scopes += [(node, node.arg) for node in walk(rhs) if isinstance(node, Call) and node.over]
+    for scope, body in scopes:
+        if isinstance(scope, Call) and scope.over:
+            letters = {i for i in scope.over if _binds(scope, i)}
+        else:
+            letters = {i for node in walk(scope) if isinstance(node, Delta) for i in node.indices} - outputs
+        for letter in sorted(letters & tensor_letters):
+            nodes = list(_own_nodes(body, letter))
+            if any(isinstance(n, (Tensor, MatrixCall)) and letter in n.indices for n in nodes):
+                continue
+            partners = {
+                i for n in nodes if isinstance(n, Delta) and letter in n.indices for i in n.indices if i != letter
+            }
+            if len(partners) == 1 and partners <= tensor_letters:
+                return scope, letter
+    return None
+
+
+def _replaced(expr: Expr, old: Expr, new: Expr) -> Expr:
+    """``expr`` with the node ``old`` (that very node) replaced by ``new``."""
+    if expr is old:
+        return new
+    if not any(node is old for node in walk(expr)):
+        return expr
+    return with_children(expr, lambda child: _replaced(child, old, new))

@@ -753,3 +753,38 @@ def test_a_scalar_intermediate_is_its_value_beside_a_tensor():
     np.testing.assert_allclose(einderiv.evaluate("t = x_i + 1; f = 2 t", x=x), 2 * x.sum() + 2)
     gradient = einderiv.grad("t = x_i + 1; f = t y_j", "x")(x=x, y=y)
     np.testing.assert_allclose(gradient, np.full(4, y.sum()))
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        (
+            "f = sum_i(x_i x_i sum_k(1 + delta_ik)) + sum_k(w_k)",
+            lambda x, w: (len(x) + 1) * (x @ x) + w.sum(),
+        ),
+        ("f = w_k + x_i (1 + delta_ik)", lambda x, w: w.sum() + (len(x) + 1) * x.sum()),
+        ("f = sum_k(w_k^2) - sum_i(x_i mean_k(1 + 2 delta_ik))", lambda x, w: w @ w - (1 + 2 / len(x)) * x.sum()),
+        (
+            "u = sum_i(x_i^2 sum_k(3 + delta_ki)); f = u sum_k(w_k)",
+            lambda x, w: (3 * len(x) + 1) * (x @ x) * w.sum(),
+        ),
+    ],
+)
+def test_a_letter_only_a_delta_sizes_in_one_sum_keeps_that_size_where_another_sum_writes_it(source, expected):
+    """Each sum binds its own letter: in ``sum_i(x_i x_i sum_k(1 + delta_ik)) + sum_k(w_k)`` the
+    first k runs over x's length (the delta joins it to i), the second over w's.  The count of
+    the first k took w's length when x and w differed, silently (a meaning hunt's find)."""
+    rng = np.random.default_rng(7)
+    arrays = {"x": rng.normal(size=3), "w": rng.normal(size=5)}
+    value = einderiv.evaluate(source, arrays)
+    np.testing.assert_allclose(value, expected(**arrays), rtol=1e-12)
+    for wrt in ("x", "w"):
+        gradient = einderiv.grad(source, wrt)
+        numeric = central_difference(lambda **a: expected(**a), arrays, wrt)
+        np.testing.assert_allclose(gradient(**arrays), numeric, rtol=1e-7, atol=1e-8)
+        printed = einderiv.compile(str(gradient))
+        read_back = printed(**{name: arrays[name] for name in printed.inputs})
+        np.testing.assert_allclose(read_back, numeric, rtol=1e-7, atol=1e-8)
+    hessian = einderiv.hessian(source, "x")
+    numeric = central_difference(lambda **a: einderiv.grad(source, "x")(**a), arrays, "x")
+    np.testing.assert_allclose(hessian(**arrays), numeric, rtol=1e-6, atol=1e-7)
