@@ -23,8 +23,18 @@ from fractions import Fraction
 
 from .cancel import BOUNDED
 from .differentiate import differentiate
+from .dimensions import dimensions
 from .errors import EinderivError, EinderivWarning, IndexRuleError
-from .index_names import COUNT_MARK, count_letter, count_stem, counted_axis, fresh_indices, is_count, is_lowered_count
+from .index_names import (
+    COUNT_MARK,
+    axis_count,
+    count_letter,
+    count_stem,
+    counted_axis,
+    fresh_indices,
+    is_count,
+    is_lowered_count,
+)
 from .ir import Delta, Indices, MatrixCall, Program, Statement, Tensor, walk
 from .normal import (
     CANCELLING,
@@ -39,6 +49,7 @@ from .normal import (
     multiply,
     rename_apart,
     rename_atom,
+    rename_term_apart,
     simplify,
 )
 from .printing import avoiding, count_axes_of, count_letters_apart, count_powers, to_expr
@@ -498,7 +509,52 @@ def _sized_apart(poly: Poly, written: tuple) -> tuple:
     return tuple((i, *next(iter(found))) for i, found in axes.items() if len(found) == 1 and i not in named)
 
 
-def _own_counts(poly: Poly, written: tuple, number: int | str, lowered: tuple = ()) -> tuple[Poly, tuple]:
+def _letters_of_two_dimensions(written: tuple, joined: list, program: CheckedProgram) -> frozenset[str]:
+    """The letters ``written`` puts at axes of two dimensions of ``program`` (``i`` at x's axis
+    and at w's in ``u = sum_i(x_i - m); f = u sum_i(w_i - m)``); ``joined`` caches the dimensions."""
+    axes: dict[str, set] = {}
+    for index, tensor, axis in written:
+        axes.setdefault(index, set()).add((tensor, axis))
+    several = {i: found for i, found in axes.items() if len(found) > 1}
+    if not several:
+        return frozenset()
+    if not joined:
+        joined.append(dimensions(program.definitions))
+    dims = joined[0]
+    return frozenset(i for i, found in several.items() if len({dims.axis(t, a) for t, a in found}) > 1)
+
+
+def _differentiated_by_term(poly: Poly, target: Tensor, letters: frozenset[str]) -> Poly:
+    """d poly / d target, term by term, each count of a letter of ``letters`` that a term's
+    derivative leaves (its ``delta_ii`` once the tensor carrying i is gone) named by the axis
+    that term carried i at (``i#x.0``: x's length), where it carried i at one axis."""
+    terms: list[Term] = []
+    for term in poly.terms:
+        term = rename_term_apart(term, set(poly.indices), set(target.indices))
+        axes: dict[str, set] = {}
+        for index, tensor, axis in _tensor_axes(Poly((term,), poly.indices)):
+            axes.setdefault(index, set()).add((tensor, axis))
+        for new in differentiate(Poly((term,), poly.indices), target).terms:
+            squares = [f for f in new.factors if isinstance(f, Delta) and f.first == f.second]
+            carried = Counter(i for f in new.factors if f not in squares for i in f.indices)
+            factors = tuple(
+                Delta(*(axis_count(f.first, *next(iter(axes[f.first]))),) * 2)
+                if isinstance(f, Delta)
+                and f.first == f.second
+                and f.first in letters
+                and f.first not in poly.indices
+                and not carried[f.first]
+                and len(axes.get(f.first, ())) == 1
+                else f
+                for f in new.factors
+            )
+            terms.append(Term(new.coeff, factors))
+    return simplify(terms, poly.indices + target.indices)
+
+
+def _own_counts(
+    poly: Poly, written: tuple, number: int | str, lowered: tuple = (), apart: frozenset[str] = frozenset()
+) -> tuple[Poly, tuple]:
     """``poly`` with each summed index that a term carries only as ``delta_ii`` (the dimension
     of i: ``sum_i(t + x_i)`` is I t + sum_i(x_i)) renamed to one of its own, ``i#<statement>``,
     and the size hints that bind it to the axes i is written at.  Derivatives move such a factor
@@ -531,6 +587,8 @@ def _own_counts(poly: Poly, written: tuple, number: int | str, lowered: tuple = 
                 # a count of an axis where the statement writes its letter (n#x.0 beside x_n) is
                 # that letter's count, as a lowered one is
                 at = counted_axis(i)
+                if at is not None and letter in apart:
+                    continue  # a letter of two dimensions: the count keeps the axis it counts
                 if (is_lowered_count(i) or (at is not None and at in axes.get(letter, ()))) and letter in axes:
                     stem = f"{letter}{COUNT_MARK}{number}"
                     mapping[i] = stem + i[len(count_stem(i)) :]
@@ -806,14 +864,21 @@ def _derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None, j
     base = stem or out.name.replace("/", "")
 
     counts: list = []  # size hints of the counts differentiation leaves (sum_n of a constant in n)
+    joined: list = []  # the program's dimensions, built where a letter may name two
 
     def partial_of(d: Definition, poly: Poly, target: Tensor) -> Poly:
         """d poly / d target, each count it leaves (``delta_nn``: -2 sum_n(z_n - m) by m is
         -2 z_n + 2 m N) named as a count of ``d``'s statement, sized where that statement wrote
-        its letter: adjoints substituted into other statements rename plain letters, never counts."""
-        partial = differentiate(poly, target)
+        its letter: adjoints substituted into other statements rename plain letters, never counts.
+        A letter that statement writes at two dimensions (a derivative's statement gathers the
+        letters of every statement it came from) counts the axis its own term carried it at."""
         written = tuple(e for h in d.hints if h[0] == "names" for e in h[1] if not is_count(e[0]))
-        partial, hints = _own_counts(partial, written, f"d{d.name}", _sized_apart(poly, written))
+        apart = _letters_of_two_dimensions(written, joined, program)
+        if apart:
+            partial = _differentiated_by_term(poly, target, apart)
+        else:
+            partial = differentiate(poly, target)
+        partial, hints = _own_counts(partial, written, f"d{d.name}", _sized_apart(poly, written), apart)
         counts.extend(_through_definitions(hints + _axis_count_hints(partial), program.definitions))
         return partial
 

@@ -3282,3 +3282,32 @@ def test_a_letter_deltas_join_to_letters_of_two_lengths_is_refused_not_sized_by_
     arrays = {"x": gen.normal(size=3), "w": gen.normal(size=4), "A": gen.normal(size=(3, 4))}
     with pytest.raises(einderiv.EvaluationError, match="cannot be inferred"):
         einderiv.evaluate(source, {k: v for k, v in arrays.items() if f"{k}_" in source})
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "u = (x_i - m)^2 (1 + delta_ik); f = u sum_j((w_j - m)^2 (1 + delta_ji))",
+        "u = sum_i((x_i - m)^2 sum_k(1 + delta_ik)); v = sum_i((w_i - m)^2 sum_k(1 + delta_ik)); f = u v",
+    ],
+)
+def test_a_letter_two_statements_write_at_two_lengths_counts_each_length_in_higher_derivatives(source):
+    """f(m) = (K + 1) sum((x - m)^2) (J + 1) sum((w - m)^2), K and J the lengths of x and w.  Its
+    value and gradient were right, but its Hessian stopped with "index 'i' has two sizes": the
+    derivative's statement gathers the letters of both statements, and the count of i that the
+    second derivative leaves was sized at x's length and at w's.  Now each term's count is of
+    the axis that term carried its letter at.  Checked against the exact polynomial in m."""
+    gen = np.random.default_rng(5)
+    x, w, m = gen.normal(size=3), gen.normal(size=5), np.float64(0.3)
+    P = np.polynomial.Polynomial
+    squares = [(len(a) + 1) * P([a @ a, -2 * a.sum(), len(a)]) for a in (x, w)]
+    f = squares[0] * squares[1]
+    arrays = {"x": x, "w": w, "m": m}
+    np.testing.assert_allclose(einderiv.evaluate(source, arrays), f(m), rtol=1e-12)
+    for order in (1, 2, 3):
+        derivative = einderiv.diff(source, ["m"] * order)
+        expected = f.deriv(order)(m)
+        np.testing.assert_allclose(derivative(**arrays), expected, rtol=1e-10, err_msg=str(order))
+        printed = einderiv.compile(str(derivative))
+        read_back = printed(**{name: arrays[name] for name in printed.inputs})
+        np.testing.assert_allclose(read_back, expected, rtol=1e-10, err_msg=str(derivative))
