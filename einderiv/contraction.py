@@ -643,14 +643,28 @@ class SymmetricGram:
 
     def __init__(self, plain, weighted: bool, blocks: int):
         self.plain, self.weighted, self.blocks = plain, weighted, blocks
+        #: arrays of A's shape that earlier calls scaled A into, to scale into again: 5000 x 1000
+        #: is 40 MB, over glibc's largest mmap threshold, so a fresh one is mapped and faulted in
+        #: at every call (2.1 against 4.7 ms to scale into it; ``list.pop`` is atomic, so two
+        #: threads never share one)
+        self._spares: list[np.ndarray] = []
 
     def __call__(self, *operands):
         left, right = operands[-2], operands[-1]
         if left is not right or left.ndim != 2:
             return self.plain(*operands)
-        by_syrk = _gram_by_syrk(left, operands[0] if self.weighted else None)
+        try:
+            scratch = self._spares.pop()
+        except IndexError:
+            scratch = None
+        if scratch is not None and (scratch.shape != left.shape or scratch.dtype != left.dtype):
+            scratch = None
+        by_syrk = _gram_by_syrk(left, operands[0] if self.weighted else None, scratch)
         if by_syrk is not None:
-            return by_syrk
+            result, used = by_syrk
+            if used is not None and len(self._spares) < 2:
+                self._spares.append(used)
+            return result
         weighted = left * operands[0][:, None] if self.weighted else left
         size = left.shape[1]
         cuts = np.linspace(0, size, self.blocks + 1).astype(int)
@@ -660,31 +674,36 @@ class SymmetricGram:
             out[b:, a:b] = out[a:b, b:].T  # the mirror of the blocks right of the diagonal block
         return out
 
+    def drop(self) -> None:
+        """Let go of the scaled arrays kept for the next call."""
+        self._spares.clear()
+
     def __repr__(self) -> str:
         return f"<symmetric Gram product by syrk (else {self.blocks} blocks), upper triangle mirrored>"
 
 
-def _gram_by_syrk(A: np.ndarray, w: np.ndarray | None) -> np.ndarray | None:
-    """``A^T diag(w) A`` as ``P^T P - Q^T Q``, P the rows of non-negative weight scaled by
-    sqrt(w), Q those of negative weight by sqrt(-w): NumPy's matmul of a matrix with its own
-    transpose is BLAS's symmetric rank-k update (syrk: half a general product's work, the
-    triangle mirrored), in NumPy's own BLAS (a second library's thread pool would contend with
-    it).  For real float32/float64 arrays and finite weights; else None (the blocks do it)."""
+def _gram_by_syrk(A: np.ndarray, w: np.ndarray | None, scratch: np.ndarray | None = None):
+    """``(A^T diag(w) A, the array A was scaled into or None)``: ``P^T P - Q^T Q``, P the rows of
+    non-negative weight scaled by sqrt(w), Q those of negative weight by sqrt(-w): NumPy's matmul
+    of a matrix with its own transpose is BLAS's symmetric rank-k update (syrk: half a general
+    product's work, the triangle mirrored), in NumPy's own BLAS (a second library's thread pool
+    would contend with it).  For real float32/float64 arrays and finite weights; else None (the
+    blocks do it).  ``scratch``, an array of A's shape and dtype, is scaled into when given."""
     if A.dtype not in (np.float32, np.float64) or (w is not None and w.dtype != A.dtype):
         return None
     if w is None:
-        return A.T @ A
+        return A.T @ A, None
     if not np.isfinite(w).all():
         return None  # inf and NaN weights: the plain product's infinities and NaNs, as einsum gives
     negative = w < 0  # (a zero weight keeps a NaN of its row, as 0 * NaN does)
     if not negative.any():
-        scaled = A * np.sqrt(w)[:, None]
-        return scaled.T @ scaled
+        scaled = np.multiply(A, np.sqrt(w)[:, None], out=scratch)
+        return scaled.T @ scaled, scaled
     positive = A[~negative] * np.sqrt(w[~negative])[:, None]
     flipped = A[negative] * np.sqrt(-w[negative])[:, None]
     out = positive.T @ positive
     out -= flipped.T @ flipped
-    return out
+    return out, None
 
 
 def _gram(subscripts: str, shapes):
@@ -849,7 +868,7 @@ class _Pairwise:
         return f"<contraction {self.subscripts}: pairwise, intermediates in their readers' order>"
 
 
-def kept_intermediates(plan) -> list[_Pairwise]:
+def kept_intermediates(plan) -> list:
     """The planned contractions of a plan (:meth:`Contraction.plan_for`) that keep intermediates
     between calls: the runtime drops them with the rest of a signature's arrays when a function
     is called at other shapes (else each shape called would keep its own)."""
@@ -857,7 +876,7 @@ def kept_intermediates(plan) -> list[_Pairwise]:
     for step in plan[0]:
         function = step[2]
         inner = getattr(function, "inner", None) if isinstance(function, _ReducedFirst) else None
-        found.extend(f for f in (function, inner) if isinstance(f, _Pairwise))
+        found.extend(f for f in (function, inner) if isinstance(f, (_Pairwise, SymmetricGram)))
     return found
 
 

@@ -429,6 +429,14 @@ def test_symmetric_assembly_of_a_gram_product_is_the_product():
         np.testing.assert_allclose(gram(w32, A32, A32), expected, rtol=1e-3, atol=1e-2, equal_nan=True)
     small = contraction_for("n,ni,nj->ij", [(50,), (50, 20), (50, 20)])
     assert not isinstance(small, SymmetricGram)  # too small to pay
+    # the array A is scaled into is kept for the next call and written again, never read stale
+    C, positive = generator.normal(size=A.shape), generator.random(300)
+    for M, weights in ((C, positive), (A, positive), (C, 2 * positive), (C, positive)):
+        expected = np.einsum("n,ni,nj->ij", weights, M, M)
+        np.testing.assert_allclose(gram(weights, M, M), expected, rtol=1e-10, atol=1e-10, equal_nan=True)
+    assert gram._spares
+    gram.drop()
+    assert not gram._spares
 
 
 def test_a_large_logistic_hessian_is_assembled_from_its_upper_triangle():
