@@ -18,7 +18,6 @@ from .ir import (
     Statement,
     Tensor,
     children,
-    renamed,
     walk,
     with_children,
 )
@@ -141,15 +140,38 @@ def letters_apart(statement: Statement) -> Statement:
     sum_k(w_k)`` the first k runs over x's length (the delta joins it to i) and the second over
     w's.  Read as one letter of the statement, the count of k took w's length, silently (a
     meaning hunt's find).  Renaming a bound letter to a letter the statement does not write
-    keeps the meaning; each rename removes one such scope, so this ends."""
+    keeps the meaning; each rename removes one such scope (and the renames are bounded)."""
     rhs = statement.rhs
     outputs = set(output_indices(statement))
-    while (found := _delta_only_scope(rhs, outputs)) is not None:
+    tries = sum(1 for node in walk(rhs) if isinstance(node, Call)) + len(_additive_terms(rhs))
+    while tries > 0 and (found := _delta_only_scope(rhs, outputs)) is not None:
         scope, letter = found
         taken = {i for node in walk(rhs) for i in (*(getattr(node, "indices", ()) or ()), *getattr(node, "over", ()))}
         (fresh,) = fresh_indices(1, taken | outputs)
-        rhs = _replaced(rhs, scope, renamed(scope, letter, fresh))
+        rhs = _replaced(rhs, scope, _renamed_own(scope, letter, fresh))
+        tries -= 1
     return statement if rhs is statement.rhs else replace(statement, rhs=rhs)
+
+
+def _renamed_own(node: Expr, letter: str, fresh: str, top: bool = True) -> Expr:
+    """``node`` with ``letter`` written ``fresh`` where ``node``'s scope binds it: a reduction
+    inside that binds the letter again keeps its own (``sum_n(v_n + m sum_n(u_n - m))``: renaming
+    both, the inner sum counted apart again, endlessly, a reviewer's find)."""
+    if not top and _binds(node, letter):
+        return node
+
+    def swap(indices):
+        return tuple(fresh if i == letter else i for i in indices)
+
+    if isinstance(node, Tensor):
+        return Tensor(node.name, swap(node.indices))
+    if isinstance(node, Delta):
+        return Delta(*swap(node.indices))
+    if isinstance(node, MatrixCall):
+        return MatrixCall(node.func, node.matrix, swap(node.indices))
+    if isinstance(node, Call):
+        return Call(node.func, _renamed_own(node.arg, letter, fresh, False), swap(node.over) if top else node.over)
+    return with_children(node, lambda child: _renamed_own(child, letter, fresh, False))
 
 
 def _delta_only_scope(rhs: Expr, outputs: set[str]) -> tuple[Expr, str] | None:
@@ -171,7 +193,69 @@ def _delta_only_scope(rhs: Expr, outputs: set[str]) -> tuple[Expr, str] | None:
             }
             if len(partners) == 1 and partners <= tensor_letters:
                 return scope, letter
+    for scope in (node for node in walk(rhs) if isinstance(node, Call) and node.over):
+        for letter in sorted(i for i in scope.over if _binds(scope, i)):
+            if _counts_apart(rhs, scope, letter):
+                return scope, letter
     return None
+
+
+def _tensor_axes_of(nodes, letter: str) -> set[tuple[str, int]]:
+    return {
+        (n.matrix if isinstance(n, MatrixCall) else n.name, axis)
+        for n in nodes
+        if isinstance(n, (Tensor, MatrixCall))
+        for axis, i in enumerate(n.indices)
+        if i == letter
+    }
+
+
+def _counts_apart(rhs: Expr, scope: Call, letter: str) -> bool:
+    """Whether the reduction ``scope`` counts ``letter`` (a mean, or a term of a sum in it that
+    does not carry it: ``sum_n(v_n + m)`` is sum(v) + N m) where tensors write it at axes of their own, and the
+    statement writes the letter elsewhere at another axis: ``sum_n(v_n + m)^2 - sum_n(u_n - m)^3``
+    with v and u of two lengths counts each n at its own length (it was "two sizes")."""
+    own = list(_own_nodes(scope.arg, letter))
+    inside = _tensor_axes_of(own, letter)
+    if not inside:
+        return False
+    counted = scope.func == "mean" or any(  # a mean divides by its count
+        isinstance(n, Add)
+        and any(
+            _binds(t, letter) or not any(letter in (getattr(m, "indices", ()) or ()) for m in _own_nodes(t, letter))
+            for t in n.terms
+        )
+        for n in own
+    )
+    if not counted:
+        return False
+    mine = {id(n) for n in own}
+    outside = [
+        (node, binder)
+        for node, binder in _binders(rhs, letter)
+        if id(node) not in mine and letter in (getattr(node, "indices", ()) or ())
+    ]
+    # a letter free beside the reduction, in its own term, is rule 6's (``mean_j(A_ij) x_j``
+    # warns that x_j is another j): only letters other sums or other terms bind count apart
+    term = next(binder for node, binder in _binders(rhs, letter) if node is scope)
+    if any(binder == term for _, binder in outside):
+        return False
+    elsewhere = _tensor_axes_of((node for node, _ in outside), letter)
+    return bool(elsewhere - inside)
+
+
+def _binders(rhs: Expr, letter: str) -> list[tuple[Expr, object]]:
+    """Every node of ``rhs`` with what binds ``letter`` there: the innermost reduction over it
+    (by identity), else the top-level term it lies in (``("term", k)``)."""
+    out = []
+    for k, term in enumerate(_additive_terms(rhs)):
+        stack: list[tuple[Expr, object]] = [(term, ("term", k))]
+        while stack:
+            node, binder = stack.pop()
+            out.append((node, binder))
+            inner = id(node) if _binds(node, letter) else binder
+            stack.extend((child, inner) for child in children(node))
+    return out
 
 
 def _replaced(expr: Expr, old: Expr, new: Expr) -> Expr:

@@ -301,8 +301,9 @@ def test_a_count_renamed_by_lowering_keeps_its_dimension():
     assert float(einderiv.evaluate(source, A=A, t=t, x=x)) == pytest.approx((4 * 0.3 + A.sum()) * x.sum(), rel=1e-12)
     gradient = einderiv.grad(source, "t")
     assert float(gradient(A=A, t=t, x=x)) == pytest.approx(4 * x.sum(), rel=1e-12)
-    # printed, the count is i, which t2 writes at A's rows: L's i (x's length too) is renamed, never 6 * sum(x)
-    assert str(gradient).splitlines()[1:] == ["L = sum_l(t + t2_l) sum_l(x_l)", "dL/dt = delta_ii x_k"]
+    # printed, the count is j, the first sum's own letter (each sum binds its own, so the one that
+    # counts A's rows is renamed apart from the one over x's length), never 6 * sum(x)
+    assert str(gradient).splitlines()[1:] == ["L = sum_j(t + t2_j) sum_i(x_i)", "dL/dt = delta_jj x_i"]
     assert float(read_back(gradient, {"A": A, "t": t, "x": x})) == pytest.approx(4 * x.sum(), rel=1e-12)
 
 

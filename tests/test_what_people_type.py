@@ -788,3 +788,38 @@ def test_a_letter_only_a_delta_sizes_in_one_sum_keeps_that_size_where_another_su
     hessian = einderiv.hessian(source, "x")
     numeric = central_difference(lambda **a: einderiv.grad(source, "x")(**a), arrays, "x")
     np.testing.assert_allclose(hessian(**arrays), numeric, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("f = sum_n(v_n + m)^2 - sum_n(u_n - m)^3", lambda v, u, m: np.sum(v + m) ** 2 - np.sum(u - m) ** 3),
+        ("f = mean_n(v_n - m) mean_n(u_n + m)", lambda v, u, m: np.mean(v - m) * np.mean(u + m)),
+        ("f = sum_n((v_n - m)^2) + sum_n(u_n m)", lambda v, u, m: np.sum((v - m) ** 2) + m * u.sum()),
+        # a reduction inside one over the same letter binds its own (renaming both looped forever)
+        ("f = sum_n(v_n + m sum_n(u_n - m))", lambda v, u, m: v.sum() + len(v) * m * (u - m).sum()),
+        ("f = sum_n(v_n + mean_n(u_n m))", lambda v, u, m: v.sum() + len(v) * (u * m).mean()),
+        (
+            "f = log(mean_k(exp(v_k m)) + mean_k(exp(u_k)))",
+            lambda v, u, m: np.log(np.exp(v * m).mean() + np.exp(u).mean()),
+        ),
+    ],
+)
+def test_one_letter_in_two_sums_over_two_lengths_counts_each_at_its_own(source, expected):
+    """Each reduction binds its own letter, so ``sum_n(v_n + m)^2 - sum_n(u_n - m)^3`` with v and
+    u of two lengths is valid: the count in each sum (N m) is of its own tensor's length.  It
+    stopped with "index 'n' has two sizes" (a meaning hunt's find).  Checked against NumPy, with
+    the gradient and Hessian by m against central differences, printed and read back."""
+    rng = np.random.default_rng(11)
+    arrays = {"v": rng.normal(size=5), "u": rng.normal(size=4), "m": np.float64(0.3)}
+    np.testing.assert_allclose(einderiv.evaluate(source, arrays), expected(**arrays), rtol=1e-12)
+    for order in (1, 2):
+        derivative = einderiv.diff(source, ["m"] * order)
+        if order == 1:
+            numeric = central_difference(lambda **a: expected(**a), arrays, "m")
+        else:
+            numeric = central_difference(lambda **a: einderiv.grad(source, "m")(**a), arrays, "m")
+        np.testing.assert_allclose(derivative(**arrays), numeric, rtol=1e-6, atol=1e-8)
+        printed = einderiv.compile(str(derivative))
+        read_back = printed(**{name: arrays[name] for name in printed.inputs})
+        np.testing.assert_allclose(read_back, numeric, rtol=1e-6, atol=1e-8)
