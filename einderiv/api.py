@@ -594,8 +594,27 @@ def _symmetric_text(text: str, structure: Mapping[str, str]) -> str:
 @accepts_notation
 @guarded
 def compile(source: Source, of: str | None = None) -> Compiled:  # noqa: A001 - the natural name
-    """Check a statement or program and prepare it for evaluation (``of`` picks the output)."""
-    return Compiled(check_program(_program(source), _output_name(of)))
+    """Check a statement or program and prepare it for evaluation (``of`` picks the output).
+    It evaluates through the same program with each difference of data named, as derivatives
+    do (:func:`through_residuals`): ``sum_n(x_n - m) sum_i(x_i - m)`` in normal form is four
+    products whose sum cancels at data offset by 1e8 (128 for 82.6, a meaning hunt's find)."""
+    checked = check_program(_program(source), _output_name(of))
+    token = PLAN_LATER.set(True)
+    try:
+        result = Compiled(checked)
+    finally:
+        PLAN_LATER.reset(token)
+    if not RESIDUALS_NAMED.get():
+        token = RESIDUALS_NAMED.set(True)
+        try:
+            other = through_named(checked, Compiled)
+        finally:
+            RESIDUALS_NAMED.reset(token)
+        if evaluates_as(result, other):
+            result._line, result.evaluated_program = other.line, other.program
+    if not PLAN_LATER.get():
+        result.line  # noqa: B018 - built now, so tracers (torch.compile) see only the array work
+    return result
 
 
 @accepts_notation
