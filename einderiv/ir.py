@@ -122,9 +122,12 @@ class Pow(Node):
 Expr = Tensor | Delta | Number | Neg | Add | Mul | Div | Call | Pow | MatrixCall
 
 
-def renamed(expr: Expr, old: str, new: str) -> Expr:
+def renamed(expr: Expr, old: str, new: str, own: bool = False, top: bool = True) -> Expr:
     """``expr`` with index ``old`` written as ``new`` everywhere (a sum's letters too): meaning the
-    same where ``new`` is written nowhere in it."""
+    same where ``new`` is written nowhere in it.  With ``own``, only where ``expr``'s own scope
+    binds it: a reduction inside that binds ``old`` again keeps its letter."""
+    if own and not top and isinstance(expr, Call) and old in expr.over and expr.func != "softmax":
+        return expr
 
     def swap(indices):
         return tuple(new if i == old else i for i in indices)
@@ -136,8 +139,8 @@ def renamed(expr: Expr, old: str, new: str) -> Expr:
     if isinstance(expr, MatrixCall):
         return MatrixCall(expr.func, expr.matrix, swap(expr.indices))
     if isinstance(expr, Call):
-        return Call(expr.func, renamed(expr.arg, old, new), swap(expr.over))
-    return with_children(expr, lambda child: renamed(child, old, new))
+        return Call(expr.func, renamed(expr.arg, old, new, own, False), swap(expr.over))
+    return with_children(expr, lambda child: renamed(child, old, new, own, False))
 
 
 def with_children(node: Expr, change) -> Expr:

@@ -18,6 +18,7 @@ from .ir import (
     Statement,
     Tensor,
     children,
+    renamed,
     walk,
     with_children,
 )
@@ -144,37 +145,16 @@ def letters_apart(statement: Statement) -> Statement:
     rhs = statement.rhs
     outputs = set(output_indices(statement))
     tries = sum(1 for node in walk(rhs) if isinstance(node, Call)) + len(_additive_terms(rhs))
-    while tries > 0 and (found := _delta_only_scope(rhs, outputs)) is not None:
+    while tries > 0 and (found := _scope_apart(rhs, outputs)) is not None:
         scope, letter = found
         taken = {i for node in walk(rhs) for i in (*(getattr(node, "indices", ()) or ()), *getattr(node, "over", ()))}
         (fresh,) = fresh_indices(1, taken | outputs)
-        rhs = _replaced(rhs, scope, _renamed_own(scope, letter, fresh))
+        rhs = _replaced(rhs, scope, renamed(scope, letter, fresh, own=True))
         tries -= 1
     return statement if rhs is statement.rhs else replace(statement, rhs=rhs)
 
 
-def _renamed_own(node: Expr, letter: str, fresh: str, top: bool = True) -> Expr:
-    """``node`` with ``letter`` written ``fresh`` where ``node``'s scope binds it: a reduction
-    inside that binds the letter again keeps its own (``sum_n(v_n + m sum_n(u_n - m))``: renaming
-    both, the inner sum counted apart again, endlessly, a reviewer's find)."""
-    if not top and _binds(node, letter):
-        return node
-
-    def swap(indices):
-        return tuple(fresh if i == letter else i for i in indices)
-
-    if isinstance(node, Tensor):
-        return Tensor(node.name, swap(node.indices))
-    if isinstance(node, Delta):
-        return Delta(*swap(node.indices))
-    if isinstance(node, MatrixCall):
-        return MatrixCall(node.func, node.matrix, swap(node.indices))
-    if isinstance(node, Call):
-        return Call(node.func, _renamed_own(node.arg, letter, fresh, False), swap(node.over) if top else node.over)
-    return with_children(node, lambda child: _renamed_own(child, letter, fresh, False))
-
-
-def _delta_only_scope(rhs: Expr, outputs: set[str]) -> tuple[Expr, str] | None:
+def _scope_apart(rhs: Expr, outputs: set[str]) -> tuple[Expr, str] | None:
     """The first scope and letter :func:`letters_apart` renames, or None."""
     tensor_letters = {i for node in walk(rhs) if isinstance(node, (Tensor, MatrixCall)) for i in node.indices}
     scopes = [(term, term) for term in _additive_terms(rhs)]
