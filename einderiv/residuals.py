@@ -366,8 +366,10 @@ def _powers_multiplied(poly: Poly) -> Poly:
 
 def residuals_named(program: Program) -> Program | None:
     """``program`` with every residual operand a statement of its own, in each statement that
-    then means what it meant (:func:`_same_meaning`); None where none is named (or the program
-    holds a derivative-named statement, whose denominators fix its letters)."""
+    then means what it meant (:func:`_same_meaning`); None where none is named.  A printed
+    derivative read back is named too (the skewness Hessian's ``(x_k - m + x_l - m)`` read back
+    86x off at data offset by 1e6): its denominators keep their letters, the residuals are new
+    statements before it."""
     taken = {s.target.name for s in program.statements if s.target is not None}
     taken |= {n.name for s in program.statements for n in walk(s.rhs) if isinstance(n, Tensor)}
     namer = _Namer(taken)

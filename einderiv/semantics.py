@@ -135,13 +135,14 @@ def _additive_terms(expr: Expr) -> list[Expr]:
 
 
 def letters_apart(statement: Statement) -> Statement:
-    """``statement`` with a summed letter renamed in the one scope (a reduction's body, or a
-    top-level term's implicit sum) where only a delta joins it to a letter, when a tensor writes
-    that letter elsewhere: each sum is its own, so in ``sum_i(x_i x_i sum_k(1 + delta_ik)) +
-    sum_k(w_k)`` the first k runs over x's length (the delta joins it to i) and the second over
-    w's.  Read as one letter of the statement, the count of k took w's length, silently (a
-    meaning hunt's find).  Renaming a bound letter to a letter the statement does not write
-    keeps the meaning; each rename removes one such scope (and the renames are bounded)."""
+    """``statement`` with a summed letter renamed in its own scope (a reduction's body, or a
+    top-level term's implicit sum) where the statement would otherwise size it by another
+    scope's tensors: each sum is its own.  Where only a delta joins it to a letter and a tensor
+    writes it elsewhere: in ``sum_i(x_i x_i sum_k(1 + delta_ik)) + sum_k(w_k)`` the first k runs
+    over x's length (the delta joins it to i) and the second over w's (the count of k took w's
+    length, silently, a meaning hunt's find).  And where a sum or mean counts it and another sum
+    or term writes it at another axis (:func:`_counts_apart`).  Renaming a bound letter to a
+    letter the statement does not write keeps the meaning; the renames are bounded."""
     rhs = statement.rhs
     outputs = set(output_indices(statement))
     tries = sum(1 for node in walk(rhs) if isinstance(node, Call)) + len(_additive_terms(rhs))
@@ -173,9 +174,10 @@ def _scope_apart(rhs: Expr, outputs: set[str]) -> tuple[Expr, str] | None:
             }
             if len(partners) == 1 and partners <= tensor_letters:
                 return scope, letter
+    binders: dict[str, list] = {}  # each letter's, walked once however many sums bind it
     for scope in (node for node in walk(rhs) if isinstance(node, Call) and node.over):
         for letter in sorted(i for i in scope.over if _binds(scope, i)):
-            if _counts_apart(rhs, scope, letter):
+            if _counts_apart(rhs, scope, letter, binders):
                 return scope, letter
     return None
 
@@ -190,11 +192,12 @@ def _tensor_axes_of(nodes, letter: str) -> set[tuple[str, int]]:
     }
 
 
-def _counts_apart(rhs: Expr, scope: Call, letter: str) -> bool:
+def _counts_apart(rhs: Expr, scope: Call, letter: str, binders: dict[str, list]) -> bool:
     """Whether the reduction ``scope`` counts ``letter`` (a mean, or a term of a sum in it that
-    does not carry it: ``sum_n(v_n + m)`` is sum(v) + N m) where tensors write it at axes of their own, and the
-    statement writes the letter elsewhere at another axis: ``sum_n(v_n + m)^2 - sum_n(u_n - m)^3``
-    with v and u of two lengths counts each n at its own length (it was "two sizes")."""
+    does not carry it: ``sum_n(v_n + m)`` is sum(v) + N m) where tensors write it at axes of
+    their own, and another sum or term of the statement writes the letter at another axis:
+    ``sum_n(v_n + m)^2 - sum_n(u_n - m)^3`` with v and u of two lengths counts each n at its own
+    length (it was "two sizes").  ``binders`` caches :func:`_binders` by letter."""
     own = list(_own_nodes(scope.arg, letter))
     inside = _tensor_axes_of(own, letter)
     if not inside:
@@ -210,14 +213,16 @@ def _counts_apart(rhs: Expr, scope: Call, letter: str) -> bool:
     if not counted:
         return False
     mine = {id(n) for n in own}
+    if letter not in binders:
+        binders[letter] = _binders(rhs, letter)
     outside = [
         (node, binder)
-        for node, binder in _binders(rhs, letter)
+        for node, binder in binders[letter]
         if id(node) not in mine and letter in (getattr(node, "indices", ()) or ())
     ]
     # a letter free beside the reduction, in its own term, is rule 6's (``mean_j(A_ij) x_j``
     # warns that x_j is another j): only letters other sums or other terms bind count apart
-    term = next(binder for node, binder in _binders(rhs, letter) if node is scope)
+    term = next(binder for node, binder in binders[letter] if node is scope)
     if any(binder == term for _, binder in outside):
         return False
     elsewhere = _tensor_axes_of((node for node, _ in outside), letter)
