@@ -174,10 +174,16 @@ def _scope_apart(rhs: Expr, outputs: set[str]) -> tuple[Expr, str] | None:
             }
             if len(partners) == 1 and partners <= tensor_letters:
                 return scope, letter
+    reductions = [node for node in walk(rhs) if isinstance(node, Call) and node.over]
+    # only a letter two or more sums (or terms) bind: one renamed apart is bound once, so no scope is
+    # looked at twice for it (a sum of 150 means took 11 s when each was)
+    bound = Counter(i for node in reductions for i in node.over if _binds(node, i))
+    bound.update(i for term in _additive_terms(rhs) for i in _unreduced_letters(term) - outputs)
+    in_calls = {id(n) for node in walk(rhs) if isinstance(node, Call) and not node.over for n in walk(node.arg)}
     binders: dict[str, list] = {}  # each letter's, walked once however many sums bind it
-    for scope in (node for node in walk(rhs) if isinstance(node, Call) and node.over):
-        for letter in sorted(i for i in scope.over if _binds(scope, i)):
-            if _counts_apart(rhs, scope, letter, binders):
+    for scope in reductions:
+        for letter in sorted(i for i in scope.over if _binds(scope, i) and bound[i] > 1):
+            if _counts_apart(rhs, scope, letter, binders, id(scope) in in_calls):
                 return scope, letter
     return None
 
@@ -192,17 +198,19 @@ def _tensor_axes_of(nodes, letter: str) -> set[tuple[str, int]]:
     }
 
 
-def _counts_apart(rhs: Expr, scope: Call, letter: str, binders: dict[str, list]) -> bool:
-    """Whether the reduction ``scope`` counts ``letter`` (a mean, or a term of a sum in it that
-    does not carry it: ``sum_n(v_n + m)`` is sum(v) + N m) where tensors write it at axes of
-    their own, and another sum or term of the statement writes the letter at another axis:
-    ``sum_n(v_n + m)^2 - sum_n(u_n - m)^3`` with v and u of two lengths counts each n at its own
-    length (it was "two sizes").  ``binders`` caches :func:`_binders` by letter."""
+def _counts_apart(rhs: Expr, scope: Call, letter: str, binders: dict[str, list], in_call: bool) -> bool:
+    """Whether the reduction ``scope`` counts ``letter`` apart from the tensors that carry it (a
+    term of a sum in it that does not carry it: ``sum_n(v_n + m)`` is sum(v) + N m; or a mean
+    inside a call, whose count a rewrite takes out: ``log(mean_k(exp(v_k)))`` is a logsumexp
+    less log K) where tensors write it at axes of their own, and another sum or term of the
+    statement writes the letter at another axis: ``sum_n(v_n + m)^2 - sum_n(u_n - m)^3`` with v
+    and u of two lengths counts each n at its own length (it was "two sizes").  ``binders``
+    caches :func:`_binders` by letter."""
     own = list(_own_nodes(scope.arg, letter))
     inside = _tensor_axes_of(own, letter)
     if not inside:
         return False
-    counted = scope.func == "mean" or any(  # a mean divides by its count
+    counted = (scope.func == "mean" and in_call) or any(
         isinstance(n, Add)
         and any(
             _binds(t, letter) or not any(letter in (getattr(m, "indices", ()) or ()) for m in _own_nodes(t, letter))
