@@ -138,33 +138,50 @@ def letters_apart(statement: Statement) -> Statement:
     """``statement`` with a summed letter renamed in its own scope (a reduction's body, or a
     top-level term's implicit sum) where the statement would otherwise size it by another
     scope's tensors: each sum is its own.  Where only a delta joins it to a letter and a tensor
-    writes it elsewhere: in ``sum_i(x_i x_i sum_k(1 + delta_ik)) + sum_k(w_k)`` the first k runs
-    over x's length (the delta joins it to i) and the second over w's (the count of k took w's
-    length, silently, a meaning hunt's find).  And where a sum or mean counts it and another sum
-    or term writes it at another axis (:func:`_counts_apart`).  Renaming a bound letter to a
-    letter the statement does not write keeps the meaning; the renames are bounded."""
+    in another term writes it: in ``sum_i(x_i x_i sum_k(1 + delta_ik)) + sum_k(w_k)`` the first
+    k runs over x's length (the delta joins it to i) and the second over w's (the count of k took
+    w's length, silently, a meaning hunt's find).  And where a sum counts it apart from its
+    tensors and another sum or term writes it at another axis (:func:`_counts_apart`).  A letter
+    a tensor writes elsewhere in the scope's own term is rule 6's to warn about, and stays.
+    Renaming a bound letter to a letter the statement does not write keeps the meaning; every
+    scope is decided on the statement as written, in one pass."""
     rhs = statement.rhs
     outputs = set(output_indices(statement))
-    tries = sum(1 for node in walk(rhs) if isinstance(node, Call)) + len(_additive_terms(rhs))
-    while tries > 0 and (found := _scope_apart(rhs, outputs)) is not None:
-        scope, letter = found
-        taken = {i for node in walk(rhs) for i in (*(getattr(node, "indices", ()) or ()), *getattr(node, "over", ()))}
-        (fresh,) = fresh_indices(1, taken | outputs)
-        rhs = _replaced(rhs, scope, renamed(scope, letter, fresh, own=True))
-        tries -= 1
-    return statement if rhs is statement.rhs else replace(statement, rhs=rhs)
+    plan = _scopes_apart(rhs, outputs)
+    if not plan:
+        return statement
+    taken = {i for node in walk(rhs) for i in (*(getattr(node, "indices", ()) or ()), *getattr(node, "over", ()))}
+    fresh: dict[tuple[int, str], str] = {}
+    for key, letters in plan.items():
+        for letter in letters:
+            (fresh[key, letter],) = fresh_indices(1, taken | outputs)
+            taken.add(fresh[key, letter])
+    return replace(statement, rhs=_renamed_apart(rhs, plan, fresh))
 
 
-def _scope_apart(rhs: Expr, outputs: set[str]) -> tuple[Expr, str] | None:
-    """The first scope and letter :func:`letters_apart` renames, or None."""
-    tensor_letters = {i for node in walk(rhs) if isinstance(node, (Tensor, MatrixCall)) for i in node.indices}
-    scopes = [(term, term) for term in _additive_terms(rhs)]
-    scopes += [(node, node.arg) for node in walk(rhs) if isinstance(node, Call) and node.over]
-    for scope, body in scopes:
-        if isinstance(scope, Call) and scope.over:
-            letters = {i for i in scope.over if _binds(scope, i)}
-        else:
-            letters = {i for node in walk(scope) if isinstance(node, Delta) for i in node.indices} - outputs
+def _renamed_apart(node: Expr, plan: dict[int, list[str]], fresh: dict) -> Expr:
+    """``node`` with each scope of ``plan`` (by identity) renamed, inner scopes first."""
+    new = with_children(node, lambda child: _renamed_apart(child, plan, fresh))
+    for letter in plan.get(id(node), ()):
+        new = renamed(new, letter, fresh[id(node), letter], own=True)
+    return new
+
+
+def _scopes_apart(rhs: Expr, outputs: set[str]) -> dict[int, list[str]]:
+    """The scopes (by identity) and letters :func:`letters_apart` renames."""
+    plan: dict[int, list[str]] = {}
+    terms = _additive_terms(rhs)
+    written_in = [_tensor_letters(term) for term in terms]
+    tensor_letters = set().union(*written_in)
+    scopes = [(term, term, k, "term") for k, term in enumerate(terms)]
+    for k, term in enumerate(terms):
+        scopes += [(node, node.arg, k, "sum") for node in walk(term) if isinstance(node, Call) and node.over]
+    for scope, body, k, kind in scopes:
+        own_letters = {i for i in getattr(scope, "over", ()) if _binds(scope, i)}
+        if kind == "sum":
+            letters = own_letters
+        else:  # the term's implicit sum: letters a delta writes, not the output's nor its reduction's
+            letters = {i for n in walk(scope) if isinstance(n, Delta) for i in n.indices} - outputs - own_letters
         for letter in sorted(letters & tensor_letters):
             nodes = list(_own_nodes(body, letter))
             if any(isinstance(n, (Tensor, MatrixCall)) and letter in n.indices for n in nodes):
@@ -172,20 +189,29 @@ def _scope_apart(rhs: Expr, outputs: set[str]) -> tuple[Expr, str] | None:
             partners = {
                 i for n in nodes if isinstance(n, Delta) and letter in n.indices for i in n.indices if i != letter
             }
-            if len(partners) == 1 and partners <= tensor_letters:
-                return scope, letter
+            if len(partners) != 1 or not partners <= tensor_letters:
+                continue
+            elsewhere = any(letter in written_in[j] for j in range(len(terms)) if j != k)
+            if elsewhere and letter not in written_in[k]:  # written in the scope's own term: rule 6
+                plan.setdefault(id(scope), []).append(letter)
     reductions = [node for node in walk(rhs) if isinstance(node, Call) and node.over]
-    # only a letter two or more sums (or terms) bind: one renamed apart is bound once, so no scope is
-    # looked at twice for it (a sum of 150 means took 11 s when each was)
+    # only a letter two or more sums (or terms) bind has another scope to be apart from
     bound = Counter(i for node in reductions for i in node.over if _binds(node, i))
-    bound.update(i for term in _additive_terms(rhs) for i in _unreduced_letters(term) - outputs)
+    bound.update(i for term in terms for i in _unreduced_letters(term) - outputs)
     in_calls = {id(n) for node in walk(rhs) if isinstance(node, Call) and not node.over for n in walk(node.arg)}
-    binders: dict[str, list] = {}  # each letter's, walked once however many sums bind it
+    binders: dict[str, tuple] = {}  # each letter's, walked once however many sums bind it
     for scope in reductions:
         for letter in sorted(i for i in scope.over if _binds(scope, i) and bound[i] > 1):
+            if letter in plan.get(id(scope), ()):
+                continue
             if _counts_apart(rhs, scope, letter, binders, id(scope) in in_calls):
-                return scope, letter
-    return None
+                plan.setdefault(id(scope), []).append(letter)
+    return plan
+
+
+def _tensor_letters(node: Expr) -> set[str]:
+    """The letters the tensors and matrix calls in ``node`` write."""
+    return {i for n in walk(node) if isinstance(n, (Tensor, MatrixCall)) for i in n.indices}
 
 
 def _tensor_axes_of(nodes, letter: str) -> set[tuple[str, int]]:
@@ -198,7 +224,7 @@ def _tensor_axes_of(nodes, letter: str) -> set[tuple[str, int]]:
     }
 
 
-def _counts_apart(rhs: Expr, scope: Call, letter: str, binders: dict[str, list], in_call: bool) -> bool:
+def _counts_apart(rhs: Expr, scope: Call, letter: str, binders: dict[str, tuple], in_call: bool) -> bool:
     """Whether the reduction ``scope`` counts ``letter`` apart from the tensors that carry it (a
     term of a sum in it that does not carry it: ``sum_n(v_n + m)`` is sum(v) + N m; or a mean
     inside a call, whose count a rewrite takes out: ``log(mean_k(exp(v_k)))`` is a logsumexp
@@ -222,15 +248,14 @@ def _counts_apart(rhs: Expr, scope: Call, letter: str, binders: dict[str, list],
         return False
     mine = {id(n) for n in own}
     if letter not in binders:
-        binders[letter] = _binders(rhs, letter)
-    outside = [
-        (node, binder)
-        for node, binder in binders[letter]
-        if id(node) not in mine and letter in (getattr(node, "indices", ()) or ())
-    ]
+        every = _binders(rhs, letter)
+        carrying = [(node, binder) for node, binder in every if letter in (getattr(node, "indices", ()) or ())]
+        binders[letter] = (carrying, {id(node): binder for node, binder in every})
+    carrying, where = binders[letter]
+    outside = [(node, binder) for node, binder in carrying if id(node) not in mine]
     # a letter free beside the reduction, in its own term, is rule 6's (``mean_j(A_ij) x_j``
     # warns that x_j is another j): only letters other sums or other terms bind count apart
-    term = next(binder for node, binder in binders[letter] if node is scope)
+    term = where[id(scope)]
     if any(binder == term for _, binder in outside):
         return False
     elsewhere = _tensor_axes_of((node for node, _ in outside), letter)
@@ -249,12 +274,3 @@ def _binders(rhs: Expr, letter: str) -> list[tuple[Expr, object]]:
             inner = id(node) if _binds(node, letter) else binder
             stack.extend((child, inner) for child in children(node))
     return out
-
-
-def _replaced(expr: Expr, old: Expr, new: Expr) -> Expr:
-    """``expr`` with the node ``old`` (that very node) replaced by ``new``."""
-    if expr is old:
-        return new
-    if not any(node is old for node in walk(expr)):
-        return expr
-    return with_children(expr, lambda child: _replaced(child, old, new))

@@ -2605,6 +2605,9 @@ def test_names_of_two_letters_stand_where_nothing_says_they_are_products(source)
         ("f = sum_i(x_i y_i) z_i", "i"),
         ("f = sum_j(x_i) y_j", "j"),
         ("f = logsumexp_k(z_k) y_k", "k"),
+        # a delta-only letter beside a tensor with it stays rule 6's, not renamed apart (a reviewer's find)
+        ("f_j = x_j sum_k(delta_jk) w_k", "k"),
+        ("f = x_i sum_k(w_k) delta_ik", "k"),
     ],
 )
 def test_a_reduction_beside_a_factor_with_its_letter_warns(source, letter):

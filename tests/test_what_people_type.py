@@ -763,6 +763,8 @@ def test_a_scalar_intermediate_is_its_value_beside_a_tensor():
             lambda x, w: (len(x) + 1) * (x @ x) + w.sum(),
         ),
         ("f = w_k + x_i (1 + delta_ik)", lambda x, w: w.sum() + (len(x) + 1) * x.sum()),
+        # the same with the sum written out: a term that is a reduction has its own free letters
+        ("f = w_k + sum_i(x_i (1 + delta_ik))", lambda x, w: w.sum() + (len(x) + 1) * x.sum()),
         ("f = sum_k(w_k^2) - sum_i(x_i mean_k(1 + 2 delta_ik))", lambda x, w: w @ w - (1 + 2 / len(x)) * x.sum()),
         (
             "u = sum_i(x_i^2 sum_k(3 + delta_ki)); f = u sum_k(w_k)",
