@@ -126,7 +126,7 @@ def renamed(expr: Expr, old: str, new: str, own: bool = False, top: bool = True)
     """``expr`` with index ``old`` written as ``new`` everywhere (a sum's letters too): meaning the
     same where ``new`` is written nowhere in it.  With ``own``, only where ``expr``'s own scope
     binds it: a reduction inside that binds ``old`` again keeps its letter."""
-    if own and not top and isinstance(expr, Call) and old in expr.over and expr.func != "softmax":
+    if own and not top and binds(expr, old):
         return expr
 
     def swap(indices):
@@ -240,6 +240,22 @@ def walk(expr: Expr):
         node = stack.pop()
         yield node
         stack.extend(reversed(children(node)))
+
+
+def binds(node: Expr, letter: str) -> bool:
+    """Whether ``node`` is a reduction binding ``letter`` in its argument (softmax keeps its axis)."""
+    return isinstance(node, Call) and letter in node.over and node.func != "softmax"
+
+
+def letters(node: Expr) -> set[str]:
+    """Every index letter written in ``node``: its tensors', deltas', matrix calls' and reductions'."""
+    out: set[str] = set()
+    for n in walk(node):
+        if isinstance(n, (Tensor, Delta, MatrixCall)):
+            out |= set(n.indices)
+        elif isinstance(n, Call):
+            out |= set(n.over)
+    return out
 
 
 def precedence(node: Expr) -> Precedence:

@@ -30,10 +30,8 @@ from .index_names import fresh_indices
 from .ir import (
     Add,
     Call,
-    Delta,
     Div,
     Expr,
-    MatrixCall,
     Mul,
     Neg,
     Number,
@@ -41,6 +39,7 @@ from .ir import (
     Program,
     Statement,
     Tensor,
+    letters,
     renamed,
     walk,
     with_children,
@@ -81,8 +80,8 @@ def _is_residual(node) -> bool:
     if not (all(holds_data) and all(_linear(t) for t in node.terms)):
         return False
     written = {i for n in walk(node) if isinstance(n, Tensor) for i in n.indices}
-    letters = {i for n in walk(node) if isinstance(n, Call) for i in n.over}
-    return letters <= written
+    reduced = {i for n in walk(node) if isinstance(n, Call) for i in n.over}
+    return reduced <= written
 
 
 def _key(add: Add, free: tuple[str, ...]) -> str:
@@ -142,7 +141,7 @@ class _Namer:
         (its value and gradient stopped with "two sizes")."""
         factored = _common_factor(add)
         if factored is None and self.products:  # z_n - mean_m(z_m) with z_n = X_nd w_d
-            expanded = _in_place(add, self.products, self.around | _letters(add))
+            expanded = _in_place(add, self.products, self.around | letters(add))
             factored = _common_factor(expanded) if expanded is not None else None
         if factored is None:
             return None
@@ -381,7 +380,7 @@ def residuals_named(program: Program) -> Program | None:
         ):
             namer.called.add(statement.target.name)
         before, names = len(namer.statements), dict(namer.names)
-        namer.around = _letters(statement.rhs) | set(statement.target.indices if statement.target else ())
+        namer.around = letters(statement.rhs) | set(statement.target.indices if statement.target else ())
         rhs = namer.operand(statement.rhs)
         if _is_residual(rhs):  # r_n = z_n - mean_m(z_m): named where its terms share a factor
             shared = namer.shared(rhs, set(output_indices(statement)))
@@ -397,7 +396,7 @@ def residuals_named(program: Program) -> Program | None:
         statements.append(rewritten)
         target = statement.target
         if target is not None and len(set(target.indices)) == len(target.indices):
-            expanded = _in_place(statement.rhs, namer.products, set(target.indices) | _letters(statement.rhs))
+            expanded = _in_place(statement.rhs, namer.products, set(target.indices) | letters(statement.rhs))
             if expanded is not None and _a_product(expanded):
                 namer.products[target.name] = Statement(target, expanded)
     if not namer.statements:
@@ -417,17 +416,6 @@ def _summed_at_one_axis(add: Add, outputs: set[str]) -> bool:
                     if letter not in outputs:
                         axes.setdefault(letter, set()).add((node.name, axis))
     return all(len(found) == 1 for found in axes.values())
-
-
-def _letters(node) -> set[str]:
-    """Every index letter written in ``node``: its tensors', deltas', calls' and reductions'."""
-    out: set[str] = set()
-    for n in walk(node):
-        if isinstance(n, (Tensor, Delta, MatrixCall)):
-            out |= set(n.indices)
-        elif isinstance(n, Call):
-            out |= set(n.over)
-    return out
 
 
 def _group(statement: Statement, use: Tensor, around: set[str]) -> Expr | None:
@@ -455,7 +443,7 @@ def written_in_place(shown: Program, residuals: Program) -> Program | None:
     definitions: dict[str, Statement] = {}
     named = [s for s in residuals.statements if s.target is not None and _RESIDUAL.fullmatch(s.target.name)]
     for statement in named:  # a later residual may use an earlier one
-        inner = _in_place(statement.rhs, definitions, _letters(statement.rhs) | set(statement.target.indices))
+        inner = _in_place(statement.rhs, definitions, letters(statement.rhs) | set(statement.target.indices))
         if inner is None:
             return None
         definitions[statement.target.name] = Statement(statement.target, inner)
@@ -469,7 +457,7 @@ def written_in_place(shown: Program, residuals: Program) -> Program | None:
             return None
         outer = set(statement.target.indices) if statement.target else set()
         outer |= {i for w in statement.wrt for i in w.indices}
-        around = _letters(statement.rhs) | outer
+        around = letters(statement.rhs) | outer
         after = _meaning(statement, substituted)  # what each reading must mean
         readings = [
             (summed, powers)
@@ -602,7 +590,7 @@ def _powers_of_groups(product: Mul, outer: frozenset | None = frozenset()):
             if factor not in done:
                 done.add(factor)
                 power = Pow(factor, Fraction(groups.count(factor)))
-                elsewhere = {i for f in plain if f != factor for i in _letters(f)}
+                elsewhere = {i for f in plain if f != factor for i in letters(f)}
                 over = (
                     ()
                     if outer is None
@@ -638,8 +626,8 @@ def _relettered(node, old, new, apart=frozenset()):
     """``node`` with the letters ``old`` written as ``new`` at once (i -> j while j -> i), its
     other letters that meet ``apart`` renamed to fresh ones first (summed letters kept apart
     from the letters around the place it is written)."""
-    taken = _letters(node) | set(old) | set(new) | set(apart)
-    for letter in sorted((_letters(node) - set(old)) & set(apart)):
+    taken = letters(node) | set(old) | set(new) | set(apart)
+    for letter in sorted((letters(node) - set(old)) & set(apart)):
         fresh = fresh_indices(1, taken)[0]
         taken.add(fresh)
         node = renamed(node, letter, fresh)

@@ -17,7 +17,9 @@ from .ir import (
     Neg,
     Statement,
     Tensor,
+    binds,
     children,
+    letters,
     renamed,
     walk,
     with_children,
@@ -104,16 +106,10 @@ def check_statement(statement: Statement) -> tuple[Poly, Poly]:
                 f"{reduced[0]!r} binds it){where}, so the result does not vary along it: use another letter for "
                 f"the reduction, or leave {reduced[0]!r} off the left-hand side"
             )
-    written = {i for node in walk(statement.rhs) for i in getattr(node, "indices", ()) or ()}
-    written |= {i for node in walk(statement.rhs) if isinstance(node, Call) for i in node.over or ()}
+    written = letters(statement.rhs)
     with reserved_letters(written | set(indices)):
         terms = lower(statement.rhs, frozenset(indices), written=not statement.wrt)
         return simplify(terms, indices), Poly(tuple(terms), indices)
-
-
-def _binds(node: Expr, letter: str) -> bool:
-    """Whether ``node`` is a reduction binding ``letter`` (softmax keeps its axis)."""
-    return isinstance(node, Call) and letter in node.over and node.func != "softmax"
 
 
 def _own_nodes(scope: Expr, letter: str):
@@ -123,7 +119,7 @@ def _own_nodes(scope: Expr, letter: str):
     while stack:
         node = stack.pop()
         yield node
-        stack.extend(child for child in children(node) if not _binds(child, letter))
+        stack.extend(child for child in children(node) if not binds(child, letter))
 
 
 def _additive_terms(expr: Expr) -> list[Expr]:
@@ -150,10 +146,10 @@ def letters_apart(statement: Statement) -> Statement:
     plan = _scopes_apart(rhs, outputs)
     if not plan:
         return statement
-    taken = {i for node in walk(rhs) for i in (*(getattr(node, "indices", ()) or ()), *getattr(node, "over", ()))}
+    taken = letters(rhs)
     fresh: dict[tuple[int, str], str] = {}
-    for key, letters in plan.items():
-        for letter in letters:
+    for key, renames in plan.items():
+        for letter in renames:
             (fresh[key, letter],) = fresh_indices(1, taken | outputs)
             taken.add(fresh[key, letter])
     return replace(statement, rhs=_renamed_apart(rhs, plan, fresh))
@@ -177,12 +173,12 @@ def _scopes_apart(rhs: Expr, outputs: set[str]) -> dict[int, list[str]]:
     for k, term in enumerate(terms):
         scopes += [(node, node.arg, k, "sum") for node in walk(term) if isinstance(node, Call) and node.over]
     for scope, body, k, kind in scopes:
-        own_letters = {i for i in getattr(scope, "over", ()) if _binds(scope, i)}
+        own_letters = {i for i in getattr(scope, "over", ()) if binds(scope, i)}
         if kind == "sum":
-            letters = own_letters
+            candidates = own_letters
         else:  # the term's implicit sum: letters a delta writes, not the output's nor its reduction's
-            letters = {i for n in walk(scope) if isinstance(n, Delta) for i in n.indices} - outputs - own_letters
-        for letter in sorted(letters & tensor_letters):
+            candidates = {i for n in walk(scope) if isinstance(n, Delta) for i in n.indices} - outputs - own_letters
+        for letter in sorted(candidates & tensor_letters):
             nodes = list(_own_nodes(body, letter))
             if any(isinstance(n, (Tensor, MatrixCall)) and letter in n.indices for n in nodes):
                 continue
@@ -194,14 +190,14 @@ def _scopes_apart(rhs: Expr, outputs: set[str]) -> dict[int, list[str]]:
             elsewhere = any(letter in written_in[j] for j in range(len(terms)) if j != k)
             if elsewhere and letter not in written_in[k]:  # written in the scope's own term: rule 6
                 plan.setdefault(id(scope), []).append(letter)
-    reductions = [node for node in walk(rhs) if isinstance(node, Call) and node.over]
+    reductions = [scope for scope, _, _, kind in scopes if kind == "sum"]
     # only a letter two or more sums (or terms) bind has another scope to be apart from
-    bound = Counter(i for node in reductions for i in node.over if _binds(node, i))
+    bound = Counter(i for node in reductions for i in node.over if binds(node, i))
     bound.update(i for term in terms for i in _unreduced_letters(term) - outputs)
     in_calls = {id(n) for node in walk(rhs) if isinstance(node, Call) and not node.over for n in walk(node.arg)}
     binders: dict[str, tuple] = {}  # each letter's, walked once however many sums bind it
     for scope in reductions:
-        for letter in sorted(i for i in scope.over if _binds(scope, i) and bound[i] > 1):
+        for letter in sorted(i for i in scope.over if binds(scope, i) and bound[i] > 1):
             if letter in plan.get(id(scope), ()):
                 continue
             if _counts_apart(rhs, scope, letter, binders, id(scope) in in_calls):
@@ -239,7 +235,7 @@ def _counts_apart(rhs: Expr, scope: Call, letter: str, binders: dict[str, tuple]
     counted = (scope.func == "mean" and in_call) or any(
         isinstance(n, Add)
         and any(
-            _binds(t, letter) or not any(letter in (getattr(m, "indices", ()) or ()) for m in _own_nodes(t, letter))
+            binds(t, letter) or not any(letter in (getattr(m, "indices", ()) or ()) for m in _own_nodes(t, letter))
             for t in n.terms
         )
         for n in own
@@ -271,6 +267,6 @@ def _binders(rhs: Expr, letter: str) -> list[tuple[Expr, object]]:
         while stack:
             node, binder = stack.pop()
             out.append((node, binder))
-            inner = id(node) if _binds(node, letter) else binder
+            inner = id(node) if binds(node, letter) else binder
             stack.extend((child, inner) for child in children(node))
     return out
