@@ -409,21 +409,43 @@ def _group_delta_ties(expr) -> tuple:
     for node in walk(expr):
         if not isinstance(node, Mul):
             continue
+        bases = [f.base for f in node.factors if isinstance(f, Pow)]
         for group in (f for f in node.factors if isinstance(f, Add)):
-            for term in group.terms:
+            # a letter free in its term is the group's (one letter across its terms); a summed
+            # one is its term's own.  Deltas join letters, in chains: in ``A_ij (delta_ik +
+            # delta_jk)`` k is i and j at once, so a 3x4 A is "two sizes" (it was 2 sum(A))
+            parent: dict = {}
+
+            def find(key, parent=parent):
+                while parent.setdefault(key, key) != key:
+                    key = parent[key]
+                return key
+
+            axes: dict = {}
+            joined: set = set()
+            for number, term in enumerate(group.terms):
                 own = _letter_counts(term)
+
+                def key(letter: str, own=own, number=number):
+                    return ("group", letter) if own[letter] == 1 else (number, letter)
+
+                for letter in own:
+                    axes.setdefault(key(letter), []).extend(axes_of(parts(term), letter))
                 for delta in (p for p in parts(term) if isinstance(p, Delta) and p.indices[0] != p.indices[1]):
-                    axes = []
-                    for letter in delta.indices:
-                        axes += axes_of(parts(term), letter)
-                        if own[letter] != 1:
-                            continue  # summed in the delta's own term
-                        axes += free_axes([t for t in group.terms if t is not term], letter)
-                        axes += axes_of(node.factors, letter)  # the product's tensors
-                        for base in (f.base for f in node.factors if isinstance(f, Pow)):
-                            axes += free_axes(base.terms if isinstance(base, Add) else [base], letter)
-                    if len(set(axes)) > 1:
-                        groups.append(tuple(dict.fromkeys(axes)))
+                    first, second = key(delta.indices[0]), key(delta.indices[1])
+                    parent[find(first)] = find(second)
+                    joined |= {first, second}
+            for key_ in [k for k in axes if k[0] == "group"]:
+                letter = key_[1]
+                axes[key_] += axes_of(node.factors, letter)  # the product's tensors
+                for base in bases:
+                    axes[key_] += free_axes(base.terms if isinstance(base, Add) else [base], letter)
+            classes: dict = {}
+            for key_ in joined:
+                classes.setdefault(find(key_), []).extend(axes.get(key_, []))
+            for found in classes.values():
+                if len(set(found)) > 1:
+                    groups.append(tuple(dict.fromkeys(found)))
     return tuple(groups)
 
 

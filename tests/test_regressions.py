@@ -1482,6 +1482,24 @@ def test_a_delta_in_a_group_ties_the_lengths_of_its_letters(source):
 
 
 @pytest.mark.parametrize(
+    "source",
+    ["f = A_ij (delta_ik + delta_jk)", "f = sum_k(A_ij (delta_ik + delta_jk))", "f = A_ij (delta_ik + 2 delta_kj)"],
+)
+def test_deltas_in_a_group_join_their_letters_in_chains(source):
+    """In ``A_ij (delta_ik + delta_jk)`` the group is one tensor over i, j and k, and its deltas
+    make k both i and j: a 3x4 A is "two sizes", as ``A_ij delta_ik delta_jk`` is.  Multiplied
+    out, each term summed its own k, and the value was 2 sum(A), silently.  A square A gives the
+    closed form, and the gradient by A is checked by central differences."""
+    wide = np.arange(12.0).reshape(3, 4)
+    with pytest.raises(einderiv.EvaluationError, match="two sizes"):
+        einderiv.evaluate(source, A=wide)
+    A = np.random.default_rng(4).normal(size=(3, 3))
+    scale = 3.0 if "2 delta" in source else 2.0
+    assert float(einderiv.evaluate(source, A=A)) == pytest.approx(scale * A.sum(), rel=1e-12)
+    assert_matches_fd(einderiv.grad(source, "A"), lambda A: scale * A.sum(), {"A": A}, "A")
+
+
+@pytest.mark.parametrize(
     "source, reference",
     [
         ("f = x_n (delta_nm z_m + u_m w_m)", lambda x, z, u, w: x @ z + x.sum() * (u @ w)),
@@ -3282,10 +3300,11 @@ def test_a_letter_deltas_join_to_letters_of_two_lengths_is_refused_not_sized_by_
     """k counts at a size only a delta gives it, and the deltas join it to two letters of
     different lengths (x of 3, w of 4; A of 3 x 4): no size of k is right.  Sizing k by its first
     join gave 4 x.x + 4 w.w and 5 or 6 sum(A), by the order of the terms (a reviewer's find in
-    this stop's first version); it stays "cannot be inferred"."""
+    this stop's first version); it stays "cannot be inferred", or, where the deltas share a
+    group with A (since 2026-12-05), "two sizes", naming A's axes."""
     gen = np.random.default_rng(0)
     arrays = {"x": gen.normal(size=3), "w": gen.normal(size=4), "A": gen.normal(size=(3, 4))}
-    with pytest.raises(einderiv.EvaluationError, match="cannot be inferred"):
+    with pytest.raises(einderiv.EvaluationError, match="cannot be inferred|two sizes"):
         einderiv.evaluate(source, {k: v for k, v in arrays.items() if f"{k}_" in source})
 
 
