@@ -738,18 +738,25 @@ def _probe_shapes(compiled: Compiled) -> dict[str, tuple[int, ...]]:
     return {name: tuple(sizes[d] for d in input_dims.get(name, ())) for name in compiled.ranks}
 
 
+def _probe_arrays(compiled: Compiled) -> dict[str, np.ndarray]:
+    """Arrays for ``compiled``'s inputs at :func:`_probe_shapes`: positive, a square matrix
+    diagonally dominant, so that logs, roots and inverses are defined."""
+    gen = np.random.default_rng(0)
+    arrays = {}
+    for name, shape in _probe_shapes(compiled).items():
+        arrays[name] = gen.uniform(0.5, 1.5, size=shape)
+        if len(shape) == 2 and shape[0] == shape[1]:
+            arrays[name] += 2 * shape[0] * np.eye(shape[0])
+    return arrays
+
+
 def _sizes_itself(theirs: Compiled, mine: Compiled) -> bool:
     """Whether ``theirs`` evaluates at small positive arrays (a square matrix diagonally
     dominant) with a size per dimension of ``mine``'s inputs: a count of the program with its
     residuals named can lose the statement its size came from (``df_j/da_i = (1 + delta_ll)
     delta_ij`` for ``f_j = (s + a_j)(1 + delta_jk)`` stopped with "the size of index 'l' cannot
     be inferred" where the derivative itself evaluates)."""
-    gen = np.random.default_rng(0)
-    arrays = {}
-    for name, shape in _probe_shapes(mine).items():  # positive; a square matrix diagonally dominant
-        arrays[name] = gen.uniform(0.5, 1.5, size=shape)
-        if len(shape) == 2 and shape[0] == shape[1]:
-            arrays[name] += 2 * shape[0] * np.eye(shape[0])
+    arrays = _probe_arrays(mine)
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
@@ -771,7 +778,7 @@ def printed_through(result: Compiled, other: Compiled, residuals: Program) -> Pr
         shown = written(displayed, residuals)
         if shown is not None:
             shown = with_output_letters(shown, result.indices)
-            if _reads_back(shown, result):
+            if _reads_back(shown, result, other):
                 return shown
     return None
 
@@ -786,20 +793,29 @@ def _a_count(node, reduced: frozenset = frozenset()) -> bool:
     return any(_a_count(child, reduced) for child in children(node))
 
 
-def _reads_back(shown: Program, result: Compiled) -> bool:
-    """Whether the text of ``shown`` evaluates, at arrays of ones with a size per dimension of
-    ``result``'s inputs (only a count, ``delta_ii``, may fail to size itself where it is read)."""
+def _reads_back(shown: Program, result: Compiled, other: Compiled) -> bool:
+    """Whether the text of ``shown`` evaluates, at :func:`_probe_arrays` (a size per dimension of
+    ``result``'s inputs), to what ``other`` computes.  Only a count (``delta_ii``) may fail to
+    size itself where it is read, or be sized by another dimension: written with the output's
+    letters, the count of z's length in the gradient of ``sum_um(y_u^2 + z_m) + sum_um(z_m -
+    y_u)`` moved to a letter the statement before writes at y's, and read back 8 y - 5 for
+    10 y - 5 (a meaning hunt's find)."""
     if not any(_a_count(s.rhs) for s in shown.statements):
         return True
-    arrays = {name: np.ones(shape) for name, shape in _probe_shapes(result).items()}
+    arrays = _probe_arrays(result)
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
             read = compile(str(shown))
-            read(**{k: v for k, v in arrays.items() if k in read.ranks})
+            got = read(**{k: v for k, v in arrays.items() if k in read.ranks})
+            expected = run(other.line, dict(arrays), None)[other.program.output]
     except EinderivError:
         return False
-    return True
+    return np.shape(got) == np.shape(expected) and bool(
+        np.allclose(
+            got, expected, rtol=1e-9, atol=1e-12 * max(1.0, float(np.max(np.abs(expected), initial=0))), equal_nan=True
+        )
+    )
 
 
 def through_residuals(function):
