@@ -54,7 +54,7 @@ from .normal import (
 )
 from .printing import avoiding, count_axes_of, count_letters_apart, count_powers, to_expr
 from .rewrites import rewrite_products, stable_form
-from .semantics import check_statement, letters_apart, tensor_ranks
+from .semantics import additive_terms, check_statement, letters_apart, own_nodes, tensor_ranks
 
 
 @dataclass(frozen=True)
@@ -242,6 +242,7 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
             reduction_ties(statement.rhs)
             + _operand_sum_ties(statement.rhs)
             + _group_delta_ties(statement.rhs)
+            + _term_delta_ties(statement.rhs, statement.target.indices if statement.target else ())
             + _delta_ties(statement.rhs, tuple(e for e in earlier if e[0] not in own_axes))
         )
         residuals = _operand_residuals(statement.rhs)
@@ -465,6 +466,35 @@ def _delta_ties(expr, earlier: tuple) -> tuple:
                 group = tuple(dict.fromkeys(axes[first] + axes[second]))
                 if len(group) > 1:
                     groups.append(group)
+    return tuple(groups)
+
+
+def _term_delta_ties(expr, outputs) -> tuple:
+    """The axes a delta ties together where its term writes neither of its letters and other
+    terms of the statement size both: ``f = A_ij + delta_ij`` sums the delta over A's rows and
+    columns, so a 3x4 A is "two sizes", as ``A_ij delta_ij`` is.  Simplifying contracts the
+    delta to ``delta_ii`` first, which would count A's rows silently."""
+    terms = additive_terms(expr)
+    axes: list[dict[str, list]] = []
+    for term in terms:
+        found: dict[str, list] = {}
+        for node in walk(term):
+            if isinstance(node, (Tensor, MatrixCall)):
+                name = node.matrix if isinstance(node, MatrixCall) else node.name
+                for axis, i in enumerate(node.indices):
+                    found.setdefault(i, []).append((name, axis))
+        axes.append(found)
+    groups = []
+    for k, term in enumerate(terms):
+        for delta in {n for n in walk(term) if isinstance(n, Delta) and n.first != n.second}:
+            if set(delta.indices) & (set(axes[k]) | set(outputs)):
+                continue
+            if not all(any(n is delta for n in own_nodes(term, i)) for i in delta.indices):
+                continue  # a reduction in the term binds a letter: that sum's own
+            found = [a for j in range(len(terms)) if j != k for i in delta.indices for a in axes[j].get(i, ())]
+            if all(any(i in axes[j] for j in range(len(terms)) if j != k) for i in delta.indices):
+                if len(set(found)) > 1:
+                    groups.append(tuple(dict.fromkeys(found)))
     return tuple(groups)
 
 

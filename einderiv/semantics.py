@@ -112,7 +112,7 @@ def check_statement(statement: Statement) -> tuple[Poly, Poly]:
         return simplify(terms, indices), Poly(tuple(terms), indices)
 
 
-def _own_nodes(scope: Expr, letter: str):
+def own_nodes(scope: Expr, letter: str):
     """The nodes of ``scope`` where ``letter`` is the scope's own: nested reductions that bind
     ``letter`` again are left out."""
     stack = [scope]
@@ -122,11 +122,11 @@ def _own_nodes(scope: Expr, letter: str):
         stack.extend(child for child in children(node) if not binds(child, letter))
 
 
-def _additive_terms(expr: Expr) -> list[Expr]:
+def additive_terms(expr: Expr) -> list[Expr]:
     if isinstance(expr, Add):
-        return [t for term in expr.terms for t in _additive_terms(term)]
+        return [t for term in expr.terms for t in additive_terms(term)]
     if isinstance(expr, Neg):
-        return _additive_terms(expr.operand)
+        return additive_terms(expr.operand)
     return [expr]
 
 
@@ -166,7 +166,7 @@ def _renamed_apart(node: Expr, plan: dict[int, list[str]], fresh: dict) -> Expr:
 def _scopes_apart(rhs: Expr, outputs: set[str]) -> dict[int, list[str]]:
     """The scopes (by identity) and letters :func:`letters_apart` renames."""
     plan: dict[int, list[str]] = {}
-    terms = _additive_terms(rhs)
+    terms = additive_terms(rhs)
     written_in = [_tensor_letters(term) for term in terms]
     tensor_letters = set().union(*written_in)
     scopes = [(term, term, k, "term") for k, term in enumerate(terms)]
@@ -179,14 +179,14 @@ def _scopes_apart(rhs: Expr, outputs: set[str]) -> dict[int, list[str]]:
         else:  # the term's implicit sum: letters a delta writes, not the output's nor its reduction's
             candidates = {i for n in walk(scope) if isinstance(n, Delta) for i in n.indices} - outputs - own_letters
         for letter in sorted(candidates & tensor_letters):
-            nodes = list(_own_nodes(body, letter))
+            nodes = list(own_nodes(body, letter))
             if any(isinstance(n, (Tensor, MatrixCall)) and letter in n.indices for n in nodes):
                 continue
             partners = {
                 i for n in nodes if isinstance(n, Delta) and letter in n.indices for i in n.indices if i != letter
             }
-            if len(partners) != 1 or not partners <= tensor_letters:
-                continue
+            if len(partners) != 1 or not partners <= written_in[k]:
+                continue  # sized by its partner in its own term (``A_ij + delta_ij`` renamed both)
             elsewhere = any(letter in written_in[j] for j in range(len(terms)) if j != k)
             if elsewhere and letter not in written_in[k]:  # written in the scope's own term: rule 6
                 plan.setdefault(id(scope), []).append(letter)
@@ -228,14 +228,14 @@ def _counts_apart(rhs: Expr, scope: Call, letter: str, binders: dict[str, tuple]
     statement writes the letter at another axis: ``sum_n(v_n + m)^2 - sum_n(u_n - m)^3`` with v
     and u of two lengths counts each n at its own length (it was "two sizes").  ``binders``
     caches :func:`_binders` by letter."""
-    own = list(_own_nodes(scope.arg, letter))
+    own = list(own_nodes(scope.arg, letter))
     inside = _tensor_axes_of(own, letter)
     if not inside:
         return False
     counted = (scope.func == "mean" and in_call) or any(
         isinstance(n, Add)
         and any(
-            binds(t, letter) or not any(letter in (getattr(m, "indices", ()) or ()) for m in _own_nodes(t, letter))
+            binds(t, letter) or not any(letter in (getattr(m, "indices", ()) or ()) for m in own_nodes(t, letter))
             for t in n.terms
         )
         for n in own
@@ -262,7 +262,7 @@ def _binders(rhs: Expr, letter: str) -> list[tuple[Expr, object]]:
     """Every node of ``rhs`` with what binds ``letter`` there: the innermost reduction over it
     (by identity), else the top-level term it lies in (``("term", k)``)."""
     out = []
-    for k, term in enumerate(_additive_terms(rhs)):
+    for k, term in enumerate(additive_terms(rhs)):
         stack: list[tuple[Expr, object]] = [(term, ("term", k))]
         while stack:
             node, binder = stack.pop()

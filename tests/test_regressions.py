@@ -1500,6 +1500,70 @@ def test_deltas_in_a_group_join_their_letters_in_chains(source):
 
 
 @pytest.mark.parametrize(
+    "source, value, gradient",
+    [
+        ("f = A_ij + delta_ij", lambda A: A.sum() + len(A), lambda A: np.ones_like(A)),
+        ("f = A_ij^2 + delta_ij", lambda A: (A**2).sum() + len(A), lambda A: 2 * A),
+        ("f = delta_ij - sum_ij(A_ij)", lambda A: len(A) - A.sum(), lambda A: -np.ones_like(A)),
+    ],
+)
+def test_a_delta_term_sized_by_the_other_terms(source, value, gradient):
+    """``f = A_ij + delta_ij``: the delta's term writes neither letter, so each is sized by A,
+    and the delta is the trace of the identity, A's length.  A first version of the checker
+    renamed both letters apart ("the size of index 'k' cannot be inferred", a letter the text
+    never wrote; a meaning hunt's find); a 3x4 A is "two sizes", as ``A_ij delta_ij`` is."""
+    A = np.random.default_rng(6).normal(size=(3, 3))
+    assert float(einderiv.evaluate(source, A=A)) == pytest.approx(value(A), rel=1e-12)
+    assert_matches_fd(einderiv.grad(source, "A"), lambda A: value(A), {"A": A}, "A")
+    np.testing.assert_allclose(einderiv.grad(source, "A")(A=A), gradient(A), rtol=1e-12)
+    with pytest.raises(einderiv.EvaluationError, match="two sizes"):
+        einderiv.evaluate(source, A=np.ones((3, 4)))
+
+
+_GEN = np.random.default_rng(0)
+_PRINTED = {
+    "x": _GEN.normal(size=3),
+    "y": _GEN.normal(size=4),
+    "z": _GEN.normal(size=5),
+    "A": _GEN.normal(size=(3, 4)),
+    "T": _GEN.normal(size=(3, 5)),
+    "c": np.float64(0.7),
+}
+
+
+@pytest.mark.parametrize(
+    "source, wrt, reference",
+    [
+        ("f = sum_um(y_u^2 + z_m) + sum_um(z_m - y_u)", "y", lambda x, y, z, A, T, c: 10 * y - 5),
+        ("g = sum_b(x_k x_k + z_b) + sum_b(z_b - c)", "x", lambda x, y, z, A, T, c: 10 * x),
+        ("f = sum_if(A_ki + z_f) + sum_f(z_f - c)", "A", lambda x, y, z, A, T, c: np.full((3, 4), 5.0)),
+        (
+            "f = sum_if(sum_k(sqrt(2 + A_ki^2)) - tanh(z_f)) + sum_f(z_f - c)",
+            "A",
+            lambda x, y, z, A, T, c: 5 * A / np.sqrt(2 + A**2),
+        ),
+        (
+            "u0 = c; f = sum_ij(T_ij - u0 / (1 + (z_j^2)^2)) + sum_ip(y_p - x_i c)",
+            "y",
+            lambda x, y, z, A, T, c: np.full(4, 3.0),
+        ),
+    ],
+)
+def test_a_printed_count_reads_back_as_the_length_it_counts(source, wrt, reference):
+    """Printed through the program with its differences named, the output's letters were
+    written in after the counts had their letters: the count of z's length (5) in the gradient
+    of ``sum_um(y_u^2 + z_m) + sum_um(z_m - y_u)`` moved to j, which the statement printed
+    above writes at y's length, and the text read back 8 y - 5 for 10 y - 5 (the gradient
+    itself was right; a meaning hunt's find).  A text now reads back only where it evaluates
+    to the derivative's own numbers."""
+    gradient = einderiv.grad(source, wrt)
+    expected = reference(**_PRINTED)
+    np.testing.assert_allclose(gradient(**{k: _PRINTED[k] for k in gradient.inputs}), expected, rtol=1e-12)
+    read = einderiv.compile(str(gradient))
+    np.testing.assert_allclose(read(**{k: _PRINTED[k] for k in read.inputs}), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
     "source, reference",
     [
         ("f = x_n (delta_nm z_m + u_m w_m)", lambda x, z, u, w: x @ z + x.sum() * (u @ w)),
