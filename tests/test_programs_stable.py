@@ -262,13 +262,10 @@ def test_a_stable_form_read_through_intermediates_is_differentiated_in_that_form
     Value, gradient and Hessian diagonal against mpmath at 60 digits, in both forms."""
     source, (loss, slope_of, curve_of) = THROUGH[name][form], THROUGH[name][2:]
     z = np.array([-800.0, -100.0, -40.0, -30.0, -1.0, 0.5, 30.0, 40.0, 100.0, 800.0])
-    mpmath.mp.dps = 60
-    try:
+    with mpmath.workdps(60):  # and back to the precision other modules set (it was reset to 15)
         value = float(mpmath.fsum(loss(mpmath.mpf(u)) for u in z))
         slope = [float(slope_of(mpmath.mpf(u))) for u in z]
         curve = [float(curve_of(mpmath.mpf(u))) for u in z]
-    finally:
-        mpmath.mp.dps = 15
     np.testing.assert_allclose(einderiv.evaluate(source, z=z), value, rtol=1e-14)
     np.testing.assert_allclose(einderiv.grad(source, "z")(z=z), slope, rtol=1e-13, atol=1e-300)
     np.testing.assert_allclose(einderiv.hessian_diag(source, "z")(z=z), curve, rtol=1e-12, atol=1e-300)
