@@ -740,7 +740,7 @@ def _probe_shapes(compiled: Compiled) -> dict[str, tuple[int, ...]]:
 
 def _probe_arrays(compiled: Compiled) -> dict[str, np.ndarray]:
     """Arrays for ``compiled``'s inputs at :func:`_probe_shapes`: positive, a square matrix
-    diagonally dominant, so that logs, roots and inverses are defined."""
+    diagonally dominant, so that logs, roots and an input's inverse are defined."""
     gen = np.random.default_rng(0)
     arrays = {}
     for name, shape in _probe_shapes(compiled).items():
@@ -794,12 +794,11 @@ def _a_count(node, reduced: frozenset = frozenset()) -> bool:
 
 
 def _reads_back(shown: Program, result: Compiled, other: Compiled) -> bool:
-    """Whether the text of ``shown`` evaluates, at :func:`_probe_arrays` (a size per dimension of
-    ``result``'s inputs), to what ``other`` computes.  Only a count (``delta_ii``) may fail to
-    size itself where it is read, or be sized by another dimension: written with the output's
-    letters, the count of z's length in the gradient of ``sum_um(y_u^2 + z_m) + sum_um(z_m -
-    y_u)`` moved to a letter the statement before writes at y's, and read back 8 y - 5 for
-    10 y - 5 (a meaning hunt's find)."""
+    """Whether the text of ``shown``, read back and evaluated at :func:`_probe_arrays` (positive,
+    a size per dimension of ``result``'s inputs), gives what ``other`` computes there, to 1e-9
+    relative (NaN where it gives NaN).  Only a text with a count (``delta_ii``) is read: a count
+    is sized by its letter where it is read, which the output's letters, written in last, may
+    have moved to another dimension (a gradient read back 8 y - 5 for 10 y - 5)."""
     if not any(_a_count(s.rhs) for s in shown.statements):
         return True
     arrays = _probe_arrays(result)
@@ -1022,10 +1021,10 @@ def sized_only_by_deltas(poly: Poly, refs) -> set[str]:
             for f in term.factors:
                 if isinstance(f, Delta):
                     pairs.append((f.first, f.second))
+                elif hasattr(f, "arg"):  # a call's letters are those its argument's tensors write:
+                    visit(f.arg)  # exp(delta_ij) carries i and j in a delta only
                 else:
                     sized.update(f.indices)
-                if hasattr(f, "arg"):
-                    visit(f.arg)
 
     visit(poly)
     changed = True

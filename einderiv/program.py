@@ -35,7 +35,7 @@ from .index_names import (
     is_count,
     is_lowered_count,
 )
-from .ir import Delta, Indices, MatrixCall, Program, Statement, Tensor, walk
+from .ir import Delta, Indices, MatrixCall, Program, Statement, Tensor, binds, walk
 from .normal import (
     CANCELLING,
     Apply,
@@ -387,14 +387,41 @@ def _operand_residuals(expr) -> tuple:
 
 
 def _group_delta_ties(expr) -> tuple:
-    """The axes a delta ties together inside a sum that is a factor of a product: in ``(delta_nm
+    """The axes deltas tie together inside a sum that is a factor of a product: in ``(delta_nm
     + z_m) x_n`` the group is a tensor over n and m, so x's length is z's.  Multiplied out, each
     term sums its own n and m, and a 3-vector x beside a 4-vector z read the delta as a
-    rectangular identity (3.0, where the derivative counted 4).  A letter counts where it is
-    the delta's: in the delta's own term, and, where it is free there, at the product's
-    tensors and in the other terms (or a power's base's terms) where it is free too; a letter
-    summed inside another term (``u_m w_m`` in ``x_n (delta_nm z_m + u_m w_m)``) is its own."""
-    from .ir import Add, Mul, Neg, Pow
+    rectangular identity (3.0, where the derivative counted 4).
+
+    A letter written once in a term of the group is the group's, one letter across its terms,
+    written at the product's tensors and at those of a power's base where it is free there too;
+    a letter written more than once in a term is summed there, that term's own (``u_m w_m`` in
+    ``x_n (delta_nm z_m + u_m w_m)``).  Deltas join these letters into classes, in chains: in
+    ``A_ij (delta_ik + delta_jk)`` k is i and j at once, so a 3x4 A is "two sizes" (it was
+    2 sum(A), silently).  Each class the deltas joined ties the axes its letters are written at."""
+    from .ir import Add, Mul, Pow
+
+    groups = []
+    for node in walk(expr):
+        if isinstance(node, Mul):
+            bases = [f.base for f in node.factors if isinstance(f, Pow)]
+            for group in (f for f in node.factors if isinstance(f, Add)):
+                groups += _joined_in_group(group, node.factors, bases)
+    return tuple(groups)
+
+
+def _free_in(term, letter: str) -> bool:
+    """Whether ``term`` writes ``letter`` once outside the reductions that bind it (the k of
+    ``delta_ik sum_k(y_k)`` is the delta's alone: the sum's k is its own)."""
+    if binds(term, letter):
+        return False
+    own = own_nodes(term, letter)
+    return sum(n.indices.count(letter) for n in own if isinstance(n, (Tensor, Delta, MatrixCall))) == 1
+
+
+def _joined_in_group(group, factors, bases) -> list[tuple]:
+    """:func:`_group_delta_ties` for one ``group`` among a product's ``factors`` (``bases``: the
+    bases of the product's powers): a letter is ``("group", i)`` or ``(term number, i)``."""
+    from .ir import Add, Mul, Neg
 
     def parts(node) -> list:
         node = node.operand if isinstance(node, Neg) else node
@@ -406,48 +433,32 @@ def _group_delta_ties(expr) -> tuple:
     def free_axes(terms, letter: str) -> list:  # the terms' tensors at a letter each holds once
         return [a for term in terms if _letter_counts(term)[letter] == 1 for a in axes_of(parts(term), letter)]
 
-    groups = []
-    for node in walk(expr):
-        if not isinstance(node, Mul):
-            continue
-        bases = [f.base for f in node.factors if isinstance(f, Pow)]
-        for group in (f for f in node.factors if isinstance(f, Add)):
-            # a letter free in its term is the group's (one letter across its terms); a summed
-            # one is its term's own.  Deltas join letters, in chains: in ``A_ij (delta_ik +
-            # delta_jk)`` k is i and j at once, so a 3x4 A is "two sizes" (it was 2 sum(A))
-            parent: dict = {}
+    parent: dict = {}
 
-            def find(key, parent=parent):
-                while parent.setdefault(key, key) != key:
-                    key = parent[key]
-                return key
+    def root(letter):
+        while parent.setdefault(letter, letter) != letter:
+            letter = parent[letter]
+        return letter
 
-            axes: dict = {}
-            joined: set = set()
-            for number, term in enumerate(group.terms):
-                own = _letter_counts(term)
-
-                def key(letter: str, own=own, number=number):
-                    return ("group", letter) if own[letter] == 1 else (number, letter)
-
-                for letter in own:
-                    axes.setdefault(key(letter), []).extend(axes_of(parts(term), letter))
-                for delta in (p for p in parts(term) if isinstance(p, Delta) and p.indices[0] != p.indices[1]):
-                    first, second = key(delta.indices[0]), key(delta.indices[1])
-                    parent[find(first)] = find(second)
-                    joined |= {first, second}
-            for key_ in [k for k in axes if k[0] == "group"]:
-                letter = key_[1]
-                axes[key_] += axes_of(node.factors, letter)  # the product's tensors
-                for base in bases:
-                    axes[key_] += free_axes(base.terms if isinstance(base, Add) else [base], letter)
-            classes: dict = {}
-            for key_ in joined:
-                classes.setdefault(find(key_), []).extend(axes.get(key_, []))
-            for found in classes.values():
-                if len(set(found)) > 1:
-                    groups.append(tuple(dict.fromkeys(found)))
-    return tuple(groups)
+    axes: dict = {}
+    joined: set = set()
+    for number, term in enumerate(group.terms):
+        counts = _letter_counts(term)
+        named = {i: ("group", i) if _free_in(term, i) else (number, i) for i in counts}
+        for i, letter in named.items():
+            axes.setdefault(letter, []).extend(axes_of(parts(term), i))
+        for delta in (p for p in parts(term) if isinstance(p, Delta) and p.first != p.second):
+            first, second = named[delta.first], named[delta.second]
+            parent[root(first)] = root(second)
+            joined |= {first, second}
+    for letter in [k for k in axes if k[0] == "group"]:
+        axes[letter] += axes_of(factors, letter[1])  # the product's tensors
+        for base in bases:
+            axes[letter] += free_axes(base.terms if isinstance(base, Add) else [base], letter[1])
+    classes: dict = {}
+    for letter in joined:
+        classes.setdefault(root(letter), []).extend(axes.get(letter, []))
+    return [tuple(dict.fromkeys(found)) for found in classes.values() if len(set(found)) > 1]
 
 
 def _delta_ties(expr, earlier: tuple) -> tuple:
@@ -470,29 +481,41 @@ def _delta_ties(expr, earlier: tuple) -> tuple:
 
 
 def _term_delta_ties(expr, outputs) -> tuple:
-    """The axes a delta ties together where its term writes neither of its letters and other
-    terms of the statement size both: ``f = A_ij + delta_ij`` sums the delta over A's rows and
-    columns, so a 3x4 A is "two sizes", as ``A_ij delta_ij`` is.  Simplifying contracts the
-    delta to ``delta_ii`` first, which would count A's rows silently."""
+    """The axes a delta ties together where its term's tensors write neither of its letters and
+    the statement sizes both: a summed letter by the tensors of the other terms (outside their
+    reductions, whose letters are their own), an output letter by the tensors of every term.
+    ``f = A_ij + delta_ij`` sums the delta over A's rows and columns, so a 3x4 A is "two sizes",
+    as ``A_ij delta_ij`` is, and so is ``f_i = x_i + y_j + delta_ij`` with x and y of two
+    lengths.  Simplifying contracts the delta to ``delta_ii`` first, which would count one of
+    the two lengths silently."""
     terms = additive_terms(expr)
-    axes: list[dict[str, list]] = []
-    for term in terms:
-        found: dict[str, list] = {}
-        for node in walk(term):
-            if isinstance(node, (Tensor, MatrixCall)):
-                name = node.matrix if isinstance(node, MatrixCall) else node.name
-                for axis, i in enumerate(node.indices):
-                    found.setdefault(i, []).append((name, axis))
-        axes.append(found)
+
+    def axes_in(term, letter: str) -> list:
+        if binds(term, letter):
+            return []
+        return [
+            (node.matrix if isinstance(node, MatrixCall) else node.name, axis)
+            for node in own_nodes(term, letter)
+            if isinstance(node, (Tensor, MatrixCall))
+            for axis, i in enumerate(node.indices)
+            if i == letter
+        ]
+
     groups = []
     for k, term in enumerate(terms):
-        for delta in {n for n in walk(term) if isinstance(n, Delta) and n.first != n.second}:
-            if set(delta.indices) & (set(axes[k]) | set(outputs)):
-                continue
+        for delta in dict.fromkeys(n for n in walk(term) if isinstance(n, Delta) and n.first != n.second):
             if not all(any(n is delta for n in own_nodes(term, i)) for i in delta.indices):
                 continue  # a reduction in the term binds a letter: that sum's own
-            found = [a for j in range(len(terms)) if j != k for i in delta.indices for a in axes[j].get(i, ())]
-            if all(any(i in axes[j] for j in range(len(terms)) if j != k) for i in delta.indices):
+            if any(i not in outputs and axes_in(term, i) for i in delta.indices):
+                continue  # sized in its own term, where the delta joins it
+            found = []
+            for letter in delta.indices:
+                sizing = terms if letter in outputs else [t for j, t in enumerate(terms) if j != k]
+                axes = [a for t in sizing for a in axes_in(t, letter)]
+                if not axes:
+                    break
+                found += axes
+            else:
                 if len(set(found)) > 1:
                     groups.append(tuple(dict.fromkeys(found)))
     return tuple(groups)

@@ -1504,7 +1504,7 @@ def test_deltas_in_a_group_join_their_letters_in_chains(source):
     [
         ("f = A_ij + delta_ij", lambda A: A.sum() + len(A), lambda A: np.ones_like(A)),
         ("f = A_ij^2 + delta_ij", lambda A: (A**2).sum() + len(A), lambda A: 2 * A),
-        ("f = delta_ij - sum_ij(A_ij)", lambda A: len(A) - A.sum(), lambda A: -np.ones_like(A)),
+        ("f = A_jk + delta_jk + sum_k(z_k)", lambda A: A.sum() + len(A) + 2.5, lambda A: np.ones_like(A)),
     ],
 )
 def test_a_delta_term_sized_by_the_other_terms(source, value, gradient):
@@ -1512,12 +1512,50 @@ def test_a_delta_term_sized_by_the_other_terms(source, value, gradient):
     and the delta is the trace of the identity, A's length.  A first version of the checker
     renamed both letters apart ("the size of index 'k' cannot be inferred", a letter the text
     never wrote; a meaning hunt's find); a 3x4 A is "two sizes", as ``A_ij delta_ij`` is."""
-    A = np.random.default_rng(6).normal(size=(3, 3))
-    assert float(einderiv.evaluate(source, A=A)) == pytest.approx(value(A), rel=1e-12)
-    assert_matches_fd(einderiv.grad(source, "A"), lambda A: value(A), {"A": A}, "A")
-    np.testing.assert_allclose(einderiv.grad(source, "A")(A=A), gradient(A), rtol=1e-12)
+    A, z = np.random.default_rng(6).normal(size=(3, 3)), np.array([0.5, 1.0, -0.5, 2.0, -0.5])
+    arrays = {"A": A, "z": z} if "z_" in source else {"A": A}
+    assert float(einderiv.evaluate(source, **arrays)) == pytest.approx(value(A), rel=1e-12)
+    assert_matches_fd(einderiv.grad(source, "A"), lambda A, z=None: value(A), arrays, "A")
+    np.testing.assert_allclose(einderiv.grad(source, "A")(**arrays), gradient(A), rtol=1e-12)
     with pytest.raises(einderiv.EvaluationError, match="two sizes"):
-        einderiv.evaluate(source, A=np.ones((3, 4)))
+        einderiv.evaluate(source, **{**arrays, "A": np.ones((3, 4))})
+
+
+def test_a_letter_a_reduction_binds_beside_a_delta_in_a_group_is_not_the_deltas():
+    """In ``x_i (delta_ik sum_k(y_k) + z_k)`` the delta's k is the group's (z's length), the
+    sum's k its own: with x of 3 and z of 5 the delta read as a 3 x 5 identity, silently (a
+    reviewer's find); at equal lengths it is sum(x) sum(y) + sum(x) sum(z)."""
+    gen = np.random.default_rng(2)
+    x, y, z = gen.normal(size=3), gen.normal(size=4), gen.normal(size=5)
+    source = "f = x_i (delta_ik sum_k(y_k) + z_k)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", einderiv.EinderivWarning)  # rule 6: k twice, on purpose
+        with pytest.raises(einderiv.EvaluationError, match="two sizes"):
+            einderiv.evaluate(source, x=x, y=y, z=z)
+        got = einderiv.evaluate(source, x=x, y=y, z=z[:3])
+    assert float(got) == pytest.approx(x.sum() * y.sum() + x.sum() * z[:3].sum(), rel=1e-12)
+
+
+def test_a_delta_term_refuses_two_lengths_of_its_output_letter_and_a_summed_one():
+    """``f_i = x_i + y_j + delta_ij``: the delta joins the output's i (x's length) to the j the
+    other term sums (y's); with lengths 3 and 4 it read the delta as a 3 x 4 identity."""
+    x, y, w = np.array([1.0, 2.0, 3.0]), np.ones(4), np.array([0.5, -1.0, 2.0])
+    with pytest.raises(einderiv.EvaluationError, match="two sizes"):
+        einderiv.evaluate("f_i = x_i + y_j + delta_ij", x=x, y=y)
+    np.testing.assert_allclose(einderiv.evaluate("f_i = x_i + w_j + delta_ij", x=x, w=w), x + w.sum() + 1, rtol=1e-14)
+
+
+@pytest.mark.parametrize("source", ["f = S_ij^2 + exp(delta_ij) S_kk", "f = S_ij^2 + (delta_ij + 1)^2 S_kk"])
+def test_a_printed_gradient_with_a_call_of_a_delta_reads_back(source):
+    """The gradient ``2 S_lm + exp(delta_ij) delta_lm`` carries i and j only in a delta inside a
+    call, sized by the statement differentiated, which is now printed first (a reviewer's find:
+    read back, "the size of index 'i' cannot be inferred").  df/dS = 2 S + (sum_ij g(delta_ij)) I."""
+    S = np.random.default_rng(8).normal(size=(3, 3))
+    g = np.exp if "exp" in source else (lambda d: (d + 1) ** 2)
+    expected = 2 * S + g(np.eye(3)).sum() * np.eye(3)
+    gradient = einderiv.grad(source, "S")
+    np.testing.assert_allclose(gradient(S=S), expected, rtol=1e-12)
+    np.testing.assert_allclose(einderiv.compile(str(gradient))(S=S), expected, rtol=1e-12)
 
 
 _GEN = np.random.default_rng(0)
