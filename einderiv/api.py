@@ -54,7 +54,7 @@ from .program import (
 )
 from .residuals import named_readably, residuals_named, with_output_letters, written_in_place
 from .runtime import as_array, run, run_with
-from .structured import check_structure, projected, structure_of, written_symmetric
+from .structured import CONVENTIONS, check_structure, projected, structure_of, written_symmetric
 
 Source = str | Program | Statement
 
@@ -924,6 +924,12 @@ def diff(
         refs.append(ref)
     final = current.out
     structure = structure_of(symmetric, diagonal, checked.all_inputs or checked.inputs)
+    named_none = "symmetric" not in structure.values()
+    if symmetric_convention != "frobenius" and symmetric_convention in CONVENTIONS and named_none:
+        raise DifferentiationError(
+            f"symmetric_convention={symmetric_convention!r} is the convention for the matrices symmetric= names, "
+            "and it names none: pass symmetric=['S'] (--symmetric S) for the gradient of a symmetric S"
+        )
     final_poly = final.poly
     if structure or symmetric_convention != "frobenius":
         axes = [(structure[r.name], *r.indices) for r in refs if r.name in structure]
@@ -1185,9 +1191,10 @@ def scalar_program(
 
 @accepts_notation
 @guarded
-def jacobian(source: Source, wrt: str, of: str | None = None, layout: str = "numerator") -> Derivative:
-    """The Jacobian: shape ``out.shape + wrt.shape`` (``wrt.shape + out.shape`` in denominator layout)."""
-    return diff(source, wrt, of, layout)
+def jacobian(source: Source, wrt: str, of: str | None = None, layout: str = "numerator", **structure) -> Derivative:
+    """The Jacobian: shape ``out.shape + wrt.shape`` (``wrt.shape + out.shape`` in denominator
+    layout); ``symmetric=``, ``diagonal=`` and ``symmetric_convention=`` as for :func:`diff`."""
+    return diff(source, wrt, of, layout, **structure)
 
 
 @accepts_notation

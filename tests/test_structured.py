@@ -204,3 +204,28 @@ def test_products_refuse_the_cookbook_convention():
         einderiv.jvp("f_k = S_kj S_ji x_i", "S", symmetric=["S"], symmetric_convention="cookbook")
     with pytest.raises(einderiv.DifferentiationError, match="cookbook"):
         einderiv.hvp("f = a_i inv(S)_ij a_j", "S", symmetric=["S"], symmetric_convention="cookbook")
+
+
+def test_the_jacobian_takes_structured_variables_too():
+    """``jacobian(..., symmetric=["S"])`` was a bare TypeError where ``diff`` takes it (a meaning
+    hunt's find).  The symmetric Jacobian of y = S a, contracted with a symmetric direction E, is
+    the central difference of y along E."""
+    S = np.array([[2.0, 1.0, 0.0], [1.0, 3.0, 1.0], [0.0, 1.0, 4.0]])
+    a = np.array([1.0, -2.0, 0.5])
+    E = sym(np.random.default_rng(0).normal(size=(3, 3)))
+    got = einderiv.jacobian("y_i = S_ij a_j", "S", symmetric=["S"])(S=S, a=a)
+    h = 1e-6
+    central = ((S + h * E) @ a - (S - h * E) @ a) / (2 * h)
+    np.testing.assert_allclose(np.einsum("ikl,kl->i", got, E), central, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(got, (np.einsum("ik,l->ikl", np.eye(3), a) + np.einsum("il,k->ikl", np.eye(3), a)) / 2)
+
+
+def test_a_convention_without_a_symmetric_matrix_is_an_error():
+    """``symmetric_convention="cookbook"`` without ``symmetric=`` returned the unconstrained
+    gradient, silently (a meaning hunt's find)."""
+    with pytest.raises(einderiv.DifferentiationError, match="names none"):
+        einderiv.grad("f = a_i S_ij a_j", "S", symmetric_convention="cookbook")
+    from tests.helpers import run_cli
+
+    done = run_cli("diff", "f = a_i S_ij a_j", "--wrt", "S", "--convention", "cookbook")
+    assert done.returncode != 0 and done.stderr.startswith("error:") and "Traceback" not in done.stderr
