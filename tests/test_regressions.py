@@ -83,6 +83,25 @@ def test_derivative_of_a_derivative_named_statement_reads_back():
     assert einderiv.parse(str(d))
 
 
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("f = 1e308 x_i x_i * 10", lambda x: np.full_like(x, np.inf) * np.sign(x)),
+        ("f = 1e-320 x_i / 1e10", lambda x: np.zeros_like(x)),
+        ("f = 1e300 x_i x_i", lambda x: 2e300 * x),
+    ],
+)
+def test_a_printed_coefficient_beyond_a_literals_range_reads_back(source, expected):
+    """The gradient of ``1e308 x_i x_i * 10`` printed ``2e309 x_j``, which reading back refused
+    ("beyond float64's range"; a meaning hunt's find); it prints ``(2e154 * 1e155) x_j`` now,
+    the same exact number, and reads back to the same values (inf, as the coefficient is)."""
+    x = np.array([0.5, 2.0, -3.0])
+    gradient = einderiv.grad(source, "x")
+    read = einderiv.compile(str(gradient))
+    np.testing.assert_array_equal(read(**{k: x for k in read.inputs}), gradient(x=x))
+    np.testing.assert_allclose(gradient(x=x), expected(x), rtol=1e-15)
+
+
 def test_no_builtin_exceptions_escape():
     for text in ("f = 1e400 x", "f = x / 1e-400", "f = x^1e400"):  # a ParseError: no float64 holds them
         with pytest.raises(einderiv.ParseError, match="float64"):
