@@ -1009,15 +1009,12 @@ def exponent_slip(before: str, number: str) -> str | None:
 GLUED = re.compile(r"[A-Za-z][A-Za-z0-9]*|\(")
 
 
-#: ``^`` of a power, not of a transpose (``lam/2 w^T w`` is half of lam times w^T w: a matrix is
-#: no denominator; it was refused as ``/ 2 s^2`` is)
-_CARET = r"\^(?!\s*(?:T|\{T\})(?![A-Za-z0-9]))"
 #: a power of a name after '/ number ' (``x_i x_i / 2 s^2``): the name, then its indices and '^'
-SPACED_POWER = re.compile(r"\s+([A-Za-z][A-Za-z0-9]*(?:_\{[^}]*\}|_[A-Za-z0-9]+)?)\s*(?:" + _CARET + r"|[²³⁴⁵⁶⁷⁸⁹])")
+SPACED_POWER = re.compile(r"\s+([A-Za-z][A-Za-z0-9]*(?:_\{[^}]*\}|_[A-Za-z0-9]+)?)\s*(?:\^|[²³⁴⁵⁶⁷⁸⁹])")
 
 
 _CALLED = re.compile(r"\s+([A-Za-z][A-Za-z0-9]*(?:_\{[^}]*\}|_[A-Za-z0-9]+)?)\(")
-_POWER_AFTER = re.compile(r"\s*(?:" + _CARET + r"|[²³⁴⁵⁶⁷⁸⁹])")
+_POWER_AFTER = re.compile(r"\s*(?:\^|[²³⁴⁵⁶⁷⁸⁹])")
 
 
 def spaced_power(after: str) -> str | None:

@@ -3252,26 +3252,6 @@ def test_a_power_of_a_name_after_a_spaced_number_denominator_is_an_error(source)
 
 
 @pytest.mark.parametrize(
-    "source, reference",
-    [
-        ("f = lam/2 w^T w", lambda lam, w, A: lam / 2 * (w @ w)),
-        ("f = lam / 2 w^T A w", lambda lam, w, A: lam / 2 * (w @ A @ w)),
-        ("M = lam / 2 A^T", lambda lam, w, A: lam / 2 * A.T),
-        ("f = lam/2 w^{T} w", lambda lam, w, A: lam / 2 * (w @ w)),
-    ],
-)
-def test_a_transpose_after_a_spaced_number_denominator_is_no_power(source, reference):
-    """``lam/2 w^T w``, a ridge penalty as textbooks write it, was refused as ``/ 2 s^2`` is
-    ("divides by 2 alone, then multiplies by w^..."), where ``lam/2 wᵀ w`` was read: a matrix is
-    no denominator, and the transpose no power (a meaning hunt's find)."""
-    lam, w, A = 0.5, np.array([1.0, -2.0, 3.0]), np.arange(9.0).reshape(3, 3)
-    arrays = {"lam": lam, "w": w, "A": A}
-    compiled = einderiv.compile(source)
-    got = compiled(**{k: v for k, v in arrays.items() if k in compiled.inputs})
-    np.testing.assert_allclose(got, reference(lam, w, A), rtol=1e-15)
-
-
-@pytest.mark.parametrize(
     ("source", "shown"),
     [
         ("f = x / 2 exp(y)^2", "exp(y)"),
