@@ -49,10 +49,10 @@ LONG_DIGITS = 40
 
 def _scientific(value: Fraction) -> str:
     """``1e300``, ``-2.5e-120``: exact where the value is a short decimal times a power of ten,
-    otherwise rounded to 17 significant digits (as many as a float64 holds).  Beyond 1e300 or
-    below 1e-300 it is a product of two literals, ``(2e154 * 1e155)``, which reads back (a
-    literal beyond float64's range is refused; the product's value is ±inf or 0 there, as the
-    exact coefficient's is when evaluated)."""
+    otherwise rounded to 17 significant digits (as many as a float64 holds).  Beyond float64's
+    range, where a literal is refused, it is written with a power of ten, ``(2 * 10^309)``,
+    ``(10^-6000)``, which reads back as the same number (±inf or 0 when evaluated, as the exact
+    coefficient is)."""
     sign = "-" if value < 0 else ""
     value = abs(value)
     exponent = int((value.numerator.bit_length() - value.denominator.bit_length()) * 0.30102999566398120)
@@ -66,10 +66,10 @@ def _scientific(value: Fraction) -> str:
         rounded, exponent = rounded // 10, exponent + 1
     digits = str(rounded).rstrip("0")
     mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-    if abs(exponent) > 300:  # beyond a literal's range (1.8e308, 5e-324): a product of two that read back
-        half = exponent // 2
-        return f"{sign}({mantissa}e{half} * 1e{exponent - half})"
-    return f"{sign}{mantissa}e{exponent}"
+    text = f"{mantissa}e{exponent}"
+    if float(text) in (0.0, float("inf")):  # beyond a literal's range: a power of ten, which reads back
+        return f"{sign}({'' if mantissa == '1' else mantissa + ' * '}10^{exponent})"
+    return sign + text
 
 
 def format_number(value: Fraction) -> str:

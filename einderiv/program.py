@@ -501,6 +501,15 @@ def _term_delta_ties(expr, outputs) -> tuple:
             if i == letter
         ]
 
+    def inside_reductions(term, letter: str) -> list:
+        return [
+            (node.matrix if isinstance(node, MatrixCall) else node.name, axis)
+            for node in walk(term)
+            if isinstance(node, (Tensor, MatrixCall))
+            for axis, i in enumerate(node.indices)
+            if i == letter
+        ]
+
     groups = []
     for k, term in enumerate(terms):
         for delta in dict.fromkeys(n for n in walk(term) if isinstance(n, Delta) and n.first != n.second):
@@ -511,7 +520,11 @@ def _term_delta_ties(expr, outputs) -> tuple:
             found = []
             for letter in delta.indices:
                 sizing = terms if letter in outputs else [t for j, t in enumerate(terms) if j != k]
-                axes = [a for t in sizing for a in axes_in(t, letter)]
+                # where no term writes it outside a reduction, the statement sizes it by the
+                # reductions' letter of that name (``delta_ij - sum_ij(A_ij)``), and so does this
+                axes = [a for t in sizing for a in axes_in(t, letter)] or [
+                    a for t in sizing for a in inside_reductions(t, letter)
+                ]
                 if not axes:
                     break
                 found += axes

@@ -169,8 +169,6 @@ def _scopes_apart(rhs: Expr, outputs: set[str]) -> dict[int, list[str]]:
     terms = additive_terms(rhs)
     written_in = [_tensor_letters(term) for term in terms]
     tensor_letters = set().union(*written_in)
-    # the letters each term's tensors write outside its reductions that bind them
-    top_level = [{i for i in letters_ if _written_at_top(term, i)} for term, letters_ in zip(terms, written_in)]
     scopes = [(term, term, k, "term") for k, term in enumerate(terms)]
     for k, term in enumerate(terms):
         scopes += [(node, node.arg, k, "sum") for node in walk(term) if isinstance(node, Call) and node.over]
@@ -187,11 +185,9 @@ def _scopes_apart(rhs: Expr, outputs: set[str]) -> dict[int, list[str]]:
             partners = {
                 i for n in nodes if isinstance(n, Delta) and letter in n.indices for i in n.indices if i != letter
             }
-            if len(partners) != 1 or not partners <= tensor_letters:
-                continue
-            (partner,) = partners
-            if partner not in written_in[k] and any(partner in top_level[j] for j in range(len(terms)) if j != k):
-                continue  # sized as its partner is, by another term (``A_ij + delta_ij``): both stay
+            if len(partners) != 1 or not partners <= written_in[k]:
+                continue  # no partner its own term writes: sized as the other terms size them,
+                # both letters alike (``A_ij + delta_ij``; program._term_delta_ties ties them)
             elsewhere = any(letter in written_in[j] for j in range(len(terms)) if j != k)
             if elsewhere and letter not in written_in[k]:  # written in the scope's own term: rule 6
                 plan.setdefault(id(scope), []).append(letter)
@@ -208,13 +204,6 @@ def _scopes_apart(rhs: Expr, outputs: set[str]) -> dict[int, list[str]]:
             if _counts_apart(rhs, scope, letter, binders, id(scope) in in_calls):
                 plan.setdefault(id(scope), []).append(letter)
     return plan
-
-
-def _written_at_top(term: Expr, letter: str) -> bool:
-    """Whether a tensor of ``term`` writes ``letter`` outside every reduction that binds it."""
-    return not binds(term, letter) and any(
-        isinstance(n, (Tensor, MatrixCall)) and letter in n.indices for n in own_nodes(term, letter)
-    )
 
 
 def _tensor_letters(node: Expr) -> set[str]:
