@@ -409,6 +409,20 @@ def _group_delta_ties(expr) -> tuple:
     return tuple(groups)
 
 
+def _axes_outside_reductions(term, letter: str) -> list:
+    """``(tensor, axis)`` where a tensor of ``term`` writes ``letter`` outside the reductions
+    that bind it (inside calls too: ``exp(y_m)`` writes m at y's axis)."""
+    if binds(term, letter):
+        return []
+    return [
+        (node.matrix if isinstance(node, MatrixCall) else node.name, axis)
+        for node in own_nodes(term, letter)
+        if isinstance(node, (Tensor, MatrixCall))
+        for axis, i in enumerate(node.indices)
+        if i == letter
+    ]
+
+
 def _free_in(term, letter: str) -> bool:
     """Whether ``term`` writes ``letter`` once outside the reductions that bind it (the k of
     ``delta_ik sum_k(y_k)`` is the delta's alone: the sum's k is its own)."""
@@ -445,8 +459,8 @@ def _joined_in_group(group, factors, bases) -> list[tuple]:
     for number, term in enumerate(group.terms):
         counts = _letter_counts(term)
         named = {i: ("group", i) if _free_in(term, i) else (number, i) for i in counts}
-        for i, letter in named.items():
-            axes.setdefault(letter, []).extend(axes_of(parts(term), i))
+        for i, letter in named.items():  # inside calls and sums too (``delta_nm + exp(y_m)``)
+            axes.setdefault(letter, []).extend(_axes_outside_reductions(term, i))
         for delta in (p for p in parts(term) if isinstance(p, Delta) and p.first != p.second):
             first, second = named[delta.first], named[delta.second]
             parent[root(first)] = root(second)
@@ -490,16 +504,7 @@ def _term_delta_ties(expr, outputs) -> tuple:
     the two lengths silently."""
     terms = additive_terms(expr)
 
-    def axes_in(term, letter: str) -> list:
-        if binds(term, letter):
-            return []
-        return [
-            (node.matrix if isinstance(node, MatrixCall) else node.name, axis)
-            for node in own_nodes(term, letter)
-            if isinstance(node, (Tensor, MatrixCall))
-            for axis, i in enumerate(node.indices)
-            if i == letter
-        ]
+    axes_in = _axes_outside_reductions
 
     def inside_reductions(term, letter: str) -> list:
         return [
@@ -512,25 +517,38 @@ def _term_delta_ties(expr, outputs) -> tuple:
 
     groups = []
     for k, term in enumerate(terms):
-        for delta in dict.fromkeys(n for n in walk(term) if isinstance(n, Delta) and n.first != n.second):
-            if not all(any(n is delta for n in own_nodes(term, i)) for i in delta.indices):
-                continue  # a reduction in the term binds a letter: that sum's own
-            if any(i not in outputs and axes_in(term, i) for i in delta.indices):
-                continue  # sized in its own term, where the delta joins it
+        deltas = [
+            n
+            for n in dict.fromkeys(n for n in walk(term) if isinstance(n, Delta) and n.first != n.second)
+            if all(any(m is n for m in own_nodes(term, i)) for i in n.indices)
+        ]  # a delta whose letter a reduction in the term binds is that sum's own
+        # deltas join their letters in chains (``B_ij + delta_ik delta_kj``: i, k and j are one);
+        # a chain with a letter the term's tensors write is sized in its own term
+        parent: dict[str, str] = {}
+
+        def root(letter: str, parent=parent) -> str:
+            while parent.setdefault(letter, letter) != letter:
+                letter = parent[letter]
+            return letter
+
+        for delta in deltas:
+            parent[root(delta.first)] = root(delta.second)
+        chains: dict[str, list[str]] = {}
+        for letter in parent:
+            chains.setdefault(root(letter), []).append(letter)
+        for chain in chains.values():
+            if any(i not in outputs and axes_in(term, i) for i in chain):
+                continue  # sized in its own term, where the deltas join it
             found = []
-            for letter in delta.indices:
+            for letter in chain:
                 sizing = terms if letter in outputs else [t for j, t in enumerate(terms) if j != k]
                 # where no term writes it outside a reduction, the statement sizes it by the
                 # reductions' letter of that name (``delta_ij - sum_ij(A_ij)``), and so does this
-                axes = [a for t in sizing for a in axes_in(t, letter)] or [
+                found += [a for t in sizing for a in axes_in(t, letter)] or [
                     a for t in sizing for a in inside_reductions(t, letter)
                 ]
-                if not axes:
-                    break
-                found += axes
-            else:
-                if len(set(found)) > 1:
-                    groups.append(tuple(dict.fromkeys(found)))
+            if len(set(found)) > 1:
+                groups.append(tuple(dict.fromkeys(found)))
     return tuple(groups)
 
 

@@ -1568,6 +1568,32 @@ def test_a_delta_term_beside_a_reduction_refuses_two_lengths():
     assert float(got) == pytest.approx(x.sum() + w.sum() + 3, rel=1e-14)
 
 
+@pytest.mark.parametrize(
+    "source, arrays, value",
+    [
+        ("f = B_ij + delta_ik delta_kj", {"B": (3, 4)}, None),
+        ("f = B_ij + delta_ik delta_kj", {"B": (3, 3)}, lambda B: B.sum() + 3),
+        ("f_i = x_i + y_j + delta_ik delta_kj", {"x": (3,), "y": (4,)}, None),
+        ("f = x_n (delta_nm + sum_k(A_mk))", {"x": (3,), "A": (4, 5)}, None),
+        ("f = x_n (delta_nm + sum_k(A_mk))", {"x": (3,), "A": (3, 5)}, lambda x, A: x.sum() + x.sum() * A.sum()),
+        ("f = x_n (delta_nm + exp(y_m))", {"x": (3,), "y": (4,)}, None),
+        ("f = x_n (delta_nm + exp(y_m))", {"x": (3,), "y": (3,)}, lambda x, y: x.sum() + x.sum() * np.exp(y).sum()),
+    ],
+)
+def test_chains_of_deltas_and_letters_inside_calls_are_sized_as_written(source, arrays, value):
+    """A reviewer's finds: a chain of deltas in a term of its own (``B_ij + delta_ik delta_kj``)
+    and a group letter written inside a call or a sum (``x_n (delta_nm + exp(y_m))``) read the
+    delta as a rectangular identity where the lengths differ, silently.  They are "two sizes"
+    now, and the closed form where the lengths agree."""
+    gen = np.random.default_rng(3)
+    made = {name: gen.normal(size=shape) for name, shape in arrays.items()}
+    if value is None:
+        with pytest.raises(einderiv.EvaluationError, match="two sizes"):
+            einderiv.evaluate(source, **made)
+    else:
+        assert float(einderiv.evaluate(source, **made)) == pytest.approx(value(*made.values()), rel=1e-12)
+
+
 def test_a_delta_term_refuses_two_lengths_of_its_output_letter_and_a_summed_one():
     """``f_i = x_i + y_j + delta_ij``: the delta joins the output's i (x's length) to the j the
     other term sums (y's); with lengths 3 and 4 it read the delta as a 3 x 4 identity."""
