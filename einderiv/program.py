@@ -241,7 +241,7 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         ties = (
             reduction_ties(statement.rhs)
             + _operand_sum_ties(statement.rhs)
-            + _group_delta_ties(statement.rhs)
+            + _group_delta_ties(statement.rhs, statement.target.indices if statement.target else ())
             + _term_delta_ties(statement.rhs, statement.target.indices if statement.target else ())
             + _delta_ties(statement.rhs, tuple(e for e in earlier if e[0] not in own_axes))
         )
@@ -386,7 +386,7 @@ def _operand_residuals(expr) -> tuple:
     return tuple(out)
 
 
-def _group_delta_ties(expr) -> tuple:
+def _group_delta_ties(expr, outputs=()) -> tuple:
     """The axes deltas tie together inside a sum that is a factor of a product: in ``(delta_nm
     + z_m) x_n`` the group is a tensor over n and m, so x's length is z's.  Multiplied out, each
     term sums its own n and m, and a 3-vector x beside a 4-vector z read the delta as a
@@ -397,15 +397,29 @@ def _group_delta_ties(expr) -> tuple:
     a letter written more than once in a term is summed there, that term's own (``u_m w_m`` in
     ``x_n (delta_nm z_m + u_m w_m)``).  Deltas join these letters into classes, in chains: in
     ``A_ij (delta_ik + delta_jk)`` k is i and j at once, so a 3x4 A is "two sizes" (it was
-    2 sum(A), silently).  Each class the deltas joined ties the axes its letters are written at."""
-    from .ir import Add, Mul, Pow
+    2 sum(A), silently).  Each class the deltas joined ties the axes its letters are written at.
+
+    The argument of a call or a reduction is such a group too (``sum_ij(B_ij + delta_ij)``,
+    ``f_i = x_i + sum_j(delta_ij + y_j)``: read as a 3x4 identity, silently), and a letter of
+    ``outputs`` is also written where the statement's terms write it.  (A letter a reduction
+    around the group binds is not looked up there: ``sum_i(x_i + sum_j(delta_ij + y_j))`` with
+    x and y of two lengths still reads a rectangular identity.)"""
+    from .ir import Add, Call, Mul, Pow
+
+    terms = additive_terms(expr)
+    written = {i: [a for t in terms for a in _axes_outside_reductions(t, i)] for i in outputs}
+
+    def outer(letter: str) -> list:
+        return written.get(letter, [])
 
     groups = []
     for node in walk(expr):
         if isinstance(node, Mul):
             bases = [f.base for f in node.factors if isinstance(f, Pow)]
             for group in (f for f in node.factors if isinstance(f, Add)):
-                groups += _joined_in_group(group, node.factors, bases)
+                groups += _joined_in_group(group, node.factors, bases, outer)
+        elif isinstance(node, Call) and isinstance(node.arg, Add):
+            groups += _joined_in_group(node.arg, (), (), outer)
     return tuple(groups)
 
 
@@ -432,9 +446,10 @@ def _free_in(term, letter: str) -> bool:
     return sum(n.indices.count(letter) for n in own if isinstance(n, (Tensor, Delta, MatrixCall))) == 1
 
 
-def _joined_in_group(group, factors, bases) -> list[tuple]:
+def _joined_in_group(group, factors, bases, outer) -> list[tuple]:
     """:func:`_group_delta_ties` for one ``group`` among a product's ``factors`` (``bases``: the
-    bases of the product's powers): a letter is ``("group", i)`` or ``(term number, i)``."""
+    bases of the product's powers; ``outer(i)``: the axes the statement writes an output letter
+    at): a letter is ``("group", i)`` or ``(term number, i)``."""
     from .ir import Add, Mul, Neg
 
     def parts(node) -> list:
@@ -466,7 +481,7 @@ def _joined_in_group(group, factors, bases) -> list[tuple]:
             parent[root(first)] = root(second)
             joined |= {first, second}
     for letter in [k for k in axes if k[0] == "group"]:
-        axes[letter] += axes_of(factors, letter[1])  # the product's tensors
+        axes[letter] += axes_of(factors, letter[1]) + outer(letter[1])  # the product's tensors, its scope's
         for base in bases:
             axes[letter] += free_axes(base.terms if isinstance(base, Add) else [base], letter[1])
     classes: dict = {}

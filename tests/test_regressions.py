@@ -1578,12 +1578,19 @@ def test_a_delta_term_beside_a_reduction_refuses_two_lengths():
         ("f = x_n (delta_nm + sum_k(A_mk))", {"x": (3,), "A": (3, 5)}, lambda x, A: x.sum() + x.sum() * A.sum()),
         ("f = x_n (delta_nm + exp(y_m))", {"x": (3,), "y": (4,)}, None),
         ("f = x_n (delta_nm + exp(y_m))", {"x": (3,), "y": (3,)}, lambda x, y: x.sum() + x.sum() * np.exp(y).sum()),
+        ("f = mean_ij(B_ij + delta_ij)", {"B": (3, 4)}, None),
+        ("f = mean_ij(B_ij + delta_ij)", {"B": (3, 3)}, lambda B: (B.sum() + 3) / 9),
+        ("f = sum_ij(B_ij + delta_ij)", {"B": (3, 4)}, None),
+        ("f_i = x_i + sum_j(delta_ij + y_j)", {"x": (3,), "y": (4,)}, None),
+        # the second term's i is its own, joined to y's j (as in w_k + x_i (1 + delta_ik))
+        ("f = x_i + exp(delta_ij + y_j)", {"x": (3,), "y": (4,)}, lambda x, y: x.sum() + np.exp(np.eye(4) + y).sum()),
     ],
 )
 def test_chains_of_deltas_and_letters_inside_calls_are_sized_as_written(source, arrays, value):
-    """A reviewer's finds: a chain of deltas in a term of its own (``B_ij + delta_ik delta_kj``)
-    and a group letter written inside a call or a sum (``x_n (delta_nm + exp(y_m))``) read the
-    delta as a rectangular identity where the lengths differ, silently.  They are "two sizes"
+    """A reviewer's finds: a chain of deltas in a term of its own (``B_ij + delta_ik delta_kj``),
+    a group letter written inside a call or a sum (``x_n (delta_nm + exp(y_m))``) and a delta in
+    the argument of a reduction or a call (``mean_ij(B_ij + delta_ij)``, which also disagreed
+    with ``sum_ij``) read the delta as a rectangular identity where the lengths differ, silently.  They are "two sizes"
     now, and the closed form where the lengths agree."""
     gen = np.random.default_rng(3)
     made = {name: gen.normal(size=shape) for name, shape in arrays.items()}
