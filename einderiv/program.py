@@ -54,7 +54,7 @@ from .normal import (
 )
 from .printing import avoiding, count_axes_of, count_letters_apart, count_powers, to_expr
 from .rewrites import rewrite_products, stable_form
-from .semantics import additive_terms, check_statement, letters_apart, own_nodes, tensor_ranks
+from .semantics import additive_terms, check_statement, letters_apart, own_nodes, tensor_axes, tensor_ranks
 
 
 @dataclass(frozen=True)
@@ -407,11 +407,7 @@ def _group_delta_ties(expr, outputs=()) -> tuple:
     from .ir import Add, Call, Mul, Pow
 
     terms = additive_terms(expr)
-    written = {i: [a for t in terms for a in _axes_outside_reductions(t, i)] for i in outputs}
-
-    def outer(letter: str) -> list:
-        return written.get(letter, [])
-
+    outer = {i: [a for t in terms for a in _axes_outside_reductions(t, i)] for i in outputs}
     groups = []
     for node in walk(expr):
         if isinstance(node, Mul):
@@ -426,15 +422,24 @@ def _group_delta_ties(expr, outputs=()) -> tuple:
 def _axes_outside_reductions(term, letter: str) -> list:
     """``(tensor, axis)`` where a tensor of ``term`` writes ``letter`` outside the reductions
     that bind it (inside calls too: ``exp(y_m)`` writes m at y's axis)."""
-    if binds(term, letter):
-        return []
-    return [
-        (node.matrix if isinstance(node, MatrixCall) else node.name, axis)
-        for node in own_nodes(term, letter)
-        if isinstance(node, (Tensor, MatrixCall))
-        for axis, i in enumerate(node.indices)
-        if i == letter
-    ]
+    return [] if binds(term, letter) else tensor_axes(own_nodes(term, letter), letter)
+
+
+def _chains(pairs) -> list[list]:
+    """The classes that ``pairs`` join (union-find): ``(i, k), (k, j)`` is one chain, i k j."""
+    parent: dict = {}
+
+    def root(item):
+        while parent.setdefault(item, item) != item:
+            item = parent[item]
+        return item
+
+    for a, b in pairs:
+        parent[root(a)] = root(b)
+    classes: dict = {}
+    for item in parent:
+        classes.setdefault(root(item), []).append(item)
+    return list(classes.values())
 
 
 def _free_in(term, letter: str) -> bool:
@@ -448,7 +453,7 @@ def _free_in(term, letter: str) -> bool:
 
 def _joined_in_group(group, factors, bases, outer) -> list[tuple]:
     """:func:`_group_delta_ties` for one ``group`` among a product's ``factors`` (``bases``: the
-    bases of the product's powers; ``outer(i)``: the axes the statement writes an output letter
+    bases of the product's powers; ``outer``: output letter -> the axes the statement writes it
     at): a letter is ``("group", i)`` or ``(term number, i)``."""
     from .ir import Add, Mul, Neg
 
@@ -462,32 +467,22 @@ def _joined_in_group(group, factors, bases, outer) -> list[tuple]:
     def free_axes(terms, letter: str) -> list:  # the terms' tensors at a letter each holds once
         return [a for term in terms if _letter_counts(term)[letter] == 1 for a in axes_of(parts(term), letter)]
 
-    parent: dict = {}
-
-    def root(letter):
-        while parent.setdefault(letter, letter) != letter:
-            letter = parent[letter]
-        return letter
-
     axes: dict = {}
-    joined: set = set()
+    pairs: list = []
     for number, term in enumerate(group.terms):
         counts = _letter_counts(term)
         named = {i: ("group", i) if _free_in(term, i) else (number, i) for i in counts}
         for i, letter in named.items():  # inside calls and sums too (``delta_nm + exp(y_m)``)
             axes.setdefault(letter, []).extend(_axes_outside_reductions(term, i))
-        for delta in (p for p in parts(term) if isinstance(p, Delta) and p.first != p.second):
-            first, second = named[delta.first], named[delta.second]
-            parent[root(first)] = root(second)
-            joined |= {first, second}
+        pairs += [
+            (named[p.first], named[p.second]) for p in parts(term) if isinstance(p, Delta) and p.first != p.second
+        ]
     for letter in [k for k in axes if k[0] == "group"]:
-        axes[letter] += axes_of(factors, letter[1]) + outer(letter[1])  # the product's tensors, its scope's
+        axes[letter] += axes_of(factors, letter[1]) + outer.get(letter[1], [])  # the product's, the statement's
         for base in bases:
             axes[letter] += free_axes(base.terms if isinstance(base, Add) else [base], letter[1])
-    classes: dict = {}
-    for letter in joined:
-        classes.setdefault(root(letter), []).extend(axes.get(letter, []))
-    return [tuple(dict.fromkeys(found)) for found in classes.values() if len(set(found)) > 1]
+    found = ([a for letter in chain for a in axes.get(letter, [])] for chain in _chains(pairs))
+    return [tuple(dict.fromkeys(each)) for each in found if len(set(each)) > 1]
 
 
 def _delta_ties(expr, earlier: tuple) -> tuple:
@@ -518,18 +513,6 @@ def _term_delta_ties(expr, outputs) -> tuple:
     lengths.  Simplifying contracts the delta to ``delta_ii`` first, which would count one of
     the two lengths silently."""
     terms = additive_terms(expr)
-
-    axes_in = _axes_outside_reductions
-
-    def inside_reductions(term, letter: str) -> list:
-        return [
-            (node.matrix if isinstance(node, MatrixCall) else node.name, axis)
-            for node in walk(term)
-            if isinstance(node, (Tensor, MatrixCall))
-            for axis, i in enumerate(node.indices)
-            if i == letter
-        ]
-
     groups = []
     for k, term in enumerate(terms):
         deltas = [
@@ -539,28 +522,16 @@ def _term_delta_ties(expr, outputs) -> tuple:
         ]  # a delta whose letter a reduction in the term binds is that sum's own
         # deltas join their letters in chains (``B_ij + delta_ik delta_kj``: i, k and j are one);
         # a chain with a letter the term's tensors write is sized in its own term
-        parent: dict[str, str] = {}
-
-        def root(letter: str, parent=parent) -> str:
-            while parent.setdefault(letter, letter) != letter:
-                letter = parent[letter]
-            return letter
-
-        for delta in deltas:
-            parent[root(delta.first)] = root(delta.second)
-        chains: dict[str, list[str]] = {}
-        for letter in parent:
-            chains.setdefault(root(letter), []).append(letter)
-        for chain in chains.values():
-            if any(i not in outputs and axes_in(term, i) for i in chain):
+        for chain in _chains(delta.indices for delta in deltas):
+            if any(i not in outputs and _axes_outside_reductions(term, i) for i in chain):
                 continue  # sized in its own term, where the deltas join it
             found = []
             for letter in chain:
                 sizing = terms if letter in outputs else [t for j, t in enumerate(terms) if j != k]
                 # where no term writes it outside a reduction, the statement sizes it by the
                 # reductions' letter of that name (``delta_ij - sum_ij(A_ij)``), and so does this
-                found += [a for t in sizing for a in axes_in(t, letter)] or [
-                    a for t in sizing for a in inside_reductions(t, letter)
+                found += [a for t in sizing for a in _axes_outside_reductions(t, letter)] or [
+                    a for t in sizing for a in tensor_axes(walk(t), letter)
                 ]
             if len(set(found)) > 1:
                 groups.append(tuple(dict.fromkeys(found)))

@@ -211,14 +211,16 @@ def _tensor_letters(node: Expr) -> set[str]:
     return {i for n in walk(node) if isinstance(n, (Tensor, MatrixCall)) for i in n.indices}
 
 
-def _tensor_axes_of(nodes, letter: str) -> set[tuple[str, int]]:
-    return {
+def tensor_axes(nodes, letter: str) -> list[tuple[str, int]]:
+    """``(tensor, axis)`` for each axis at which a tensor or matrix call among ``nodes`` writes
+    ``letter``, in the order written."""
+    return [
         (n.matrix if isinstance(n, MatrixCall) else n.name, axis)
         for n in nodes
         if isinstance(n, (Tensor, MatrixCall))
         for axis, i in enumerate(n.indices)
         if i == letter
-    }
+    ]
 
 
 def _counts_apart(rhs: Expr, scope: Call, letter: str, binders: dict[str, tuple], in_call: bool) -> bool:
@@ -230,7 +232,7 @@ def _counts_apart(rhs: Expr, scope: Call, letter: str, binders: dict[str, tuple]
     and u of two lengths counts each n at its own length (it was "two sizes").  ``binders``
     caches :func:`_binders` by letter."""
     own = list(own_nodes(scope.arg, letter))
-    inside = _tensor_axes_of(own, letter)
+    inside = set(tensor_axes(own, letter))
     if not inside:
         return False
     counted = (scope.func == "mean" and in_call) or any(
@@ -255,7 +257,7 @@ def _counts_apart(rhs: Expr, scope: Call, letter: str, binders: dict[str, tuple]
     term = where[id(scope)]
     if any(binder == term for _, binder in outside):
         return False
-    elsewhere = _tensor_axes_of((node for node, _ in outside), letter)
+    elsewhere = set(tensor_axes((node for node, _ in outside), letter))
     return bool(elsewhere - inside)
 
 
