@@ -65,18 +65,18 @@ def _atom_terms(expr) -> list[Term]:
     return [Term(Fraction(1), (expr,))]
 
 
-def _chain(expr) -> tuple[Fraction, list[tuple[Expr, bool]]]:
+def factor_chain(expr) -> tuple[Fraction, list[tuple[Expr, bool]]]:
     """A product as (sign, [(factor, is_divisor)]): a leading division and a division's
     numerator continue the chain (``a b / c d``); every other factor is a tensor or a group.
     The sign of a leading ``-`` is taken out (``-A_ii B_ii`` is minus one product)."""
     if isinstance(expr, Mul) and len(expr.factors) > 1:
         head, *rest = expr.factors
-        sign, factors = _chain(head) if isinstance(head, Div) else _head(head)
+        sign, factors = factor_chain(head) if isinstance(head, Div) else _head(head)
         return sign, factors + [(f, False) for f in rest]
     if isinstance(expr, Div):
         num = expr.numerator
         if isinstance(num, Div) or (isinstance(num, Mul) and len(num.factors) > 1):
-            sign, factors = _chain(num)
+            sign, factors = factor_chain(num)
         else:
             sign, factors = _head(num)
         return sign, factors + [(expr.denominator, True)]
@@ -153,7 +153,7 @@ class _Scope:
         return out, free, set().union(*(c for _, _, c in parts))
 
     def product(self, expr, bound: frozenset[str]):
-        sign, chain = _chain(expr)
+        sign, chain = factor_chain(expr)
         lowered = []  # (factor, terms, occurrences, keep, contracted inside, is a group)
         for factor, divisor in chain:
             if isinstance(factor, _ATOMS) and not divisor:
@@ -305,7 +305,7 @@ class _Scope:
 
 def expr_factors(expr) -> list:
     """The factors of a product as the chain lists them (divisors as ``1 / d`` groups)."""
-    sign, chain = _chain(expr)
+    sign, chain = factor_chain(expr)
     factors = [Div(Number(Fraction(1)), f) if divisor else f for f, divisor in chain]
     return [Number(sign), *factors] if sign != 1 else factors
 
@@ -425,7 +425,7 @@ def standing_terms(expr, bound: frozenset[str] = frozenset(), scaled: bool = Fal
         return standing_terms(expr.factors[0], bound, scaled)
     if not (isinstance(expr, Div) or (isinstance(expr, Mul) and len(expr.factors) > 1)):
         return None
-    sign, chain = _chain(expr)
+    sign, chain = factor_chain(expr)
     split = {pos: standing_terms(f, bound, True) for pos, (f, divisor) in enumerate(chain) if not divisor}
     split = {pos: parts for pos, parts in split.items() if parts is not None}
     if not split:
@@ -525,7 +525,7 @@ def contracted_in_groups(expr: Expr) -> set[str]:
     ``A_ik (A_kj A_kj - B_kj)`` -> {k}.  A translator that means k to be summed over the whole
     product writes ``sum_k(...)`` around it then."""
     out: set[str] = set()
-    for factor, _ in _chain(expr)[1]:
+    for factor, _ in factor_chain(expr)[1]:
         if not isinstance(factor, _ATOMS):
             out |= _Scope().group(factor, frozenset())[2]
     return out

@@ -1010,11 +1010,11 @@ GLUED = re.compile(r"[A-Za-z][A-Za-z0-9]*|\(")
 
 
 #: a power of a name after '/ number ' (``x_i x_i / 2 s^2``): the name, then its indices and '^'
-SPACED_POWER = re.compile(r"\s+([A-Za-z][A-Za-z0-9]*(?:_\{[^}]*\}|_[A-Za-z0-9]+)?)\s*(?:\^|[²³⁴⁵⁶⁷⁸⁹])")
+SPACED_POWER = re.compile(r"\s+([A-Za-z][A-Za-z0-9]*(?:_\{[^}]*\}|_[A-Za-z0-9]+)?)\s*(?:\^|[²³⁴⁵⁶⁷⁸⁹⁻ᵀ])")
 
 
 _CALLED = re.compile(r"\s+([A-Za-z][A-Za-z0-9]*(?:_\{[^}]*\}|_[A-Za-z0-9]+)?)\(")
-_POWER_AFTER = re.compile(r"\s*(?:\^|[²³⁴⁵⁶⁷⁸⁹])")
+_POWER_AFTER = re.compile(r"\s*(?:\^|[²³⁴⁵⁶⁷⁸⁹⁻ᵀ])")  # (ᵀ as ^T, ⁻¹ as ^-1)
 
 
 def spaced_power(after: str) -> str | None:

@@ -54,7 +54,16 @@ from .normal import (
 )
 from .printing import avoiding, count_axes_of, count_letters_apart, count_powers, to_expr
 from .rewrites import rewrite_products, stable_form
-from .semantics import additive_terms, check_statement, letters_apart, own_nodes, tensor_axes, tensor_ranks
+from .scopes import delta_size_ties
+from .semantics import (
+    additive_terms,
+    check_statement,
+    letters_apart,
+    output_indices,
+    own_nodes,
+    tensor_axes,
+    tensor_ranks,
+)
 
 
 @dataclass(frozen=True)
@@ -243,6 +252,7 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
             + _operand_sum_ties(statement.rhs)
             + _group_delta_ties(statement.rhs, statement.target.indices if statement.target else ())
             + _term_delta_ties(statement.rhs, statement.target.indices if statement.target else ())
+            + delta_size_ties(statement.rhs, output_indices(statement))
             + _delta_ties(statement.rhs, tuple(e for e in earlier if e[0] not in own_axes))
         )
         residuals = _operand_residuals(statement.rhs)

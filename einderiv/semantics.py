@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import replace
 
-from .errors import IndexRuleError
+from .errors import EinderivError, EinderivWarning, IndexRuleError
 from .index_names import fresh_indices, reserved_letters
 from .ir import (
     Add,
@@ -26,6 +27,7 @@ from .ir import (
 )
 from .lower import implicit_indices, lower
 from .normal import Poly, simplify
+from .scopes import delta_letters_apart
 
 
 def tensor_ranks(expr: Expr, where: str = "") -> dict[str, int]:
@@ -144,15 +146,49 @@ def letters_apart(statement: Statement) -> Statement:
     rhs = statement.rhs
     outputs = set(output_indices(statement))
     plan = _scopes_apart(rhs, outputs)
-    if not plan:
-        return statement
     taken = letters(rhs)
-    fresh: dict[tuple[int, str], str] = {}
-    for key, renames in plan.items():
-        for letter in renames:
-            (fresh[key, letter],) = fresh_indices(1, taken | outputs)
-            taken.add(fresh[key, letter])
-    return replace(statement, rhs=_renamed_apart(rhs, plan, fresh))
+    if plan:
+        fresh: dict[tuple[int, str], str] = {}
+        for key, renames in plan.items():
+            for letter in renames:
+                (fresh[key, letter],) = fresh_indices(1, taken | outputs)
+                taken.add(fresh[key, letter])
+        rhs = _renamed_apart(rhs, plan, fresh)
+    deltas = delta_letters_apart(rhs, outputs)
+    if deltas:
+        chosen: dict[tuple[str, int], str] = {}
+        for names in deltas.values():
+            for key in names.items():
+                if key not in chosen:
+                    (chosen[key],) = fresh_indices(1, taken | outputs)
+                    taken.add(chosen[key])
+        rhs = _deltas_renamed(rhs, {k: {i: chosen[i, n] for i, n in v.items()} for k, v in deltas.items()})
+        _warn_as_written(statement, {i for names in deltas.values() for i in names})
+    return statement if rhs is statement.rhs else replace(statement, rhs=rhs)
+
+
+def _warn_as_written(statement: Statement, renamed: set[str]) -> None:
+    """Rule 6's warnings about the letters a delta's were renamed apart from, as the statement
+    writes them: renamed, the letters no longer collide, and the warning would be lost."""
+    outputs = output_indices(statement)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with reserved_letters(letters(statement.rhs) | set(outputs)):
+                lower(statement.rhs, frozenset(outputs), written=not statement.wrt)
+        except EinderivError:
+            return  # the checks after this say what is wrong
+    for each in caught:
+        if issubclass(each.category, EinderivWarning) and any(f"index {i!r}" in str(each.message) for i in renamed):
+            warnings.warn(str(each.message), EinderivWarning, stacklevel=4)
+
+
+def _deltas_renamed(node: Expr, renames: dict[int, dict[str, str]]) -> Expr:
+    """``node`` with the deltas ``renames`` names (by identity) written with new letters."""
+    if isinstance(node, Delta):
+        new = renames.get(id(node))
+        return Delta(*(new.get(i, i) for i in node.indices)) if new else node
+    return with_children(node, lambda child: _deltas_renamed(child, renames))
 
 
 def _renamed_apart(node: Expr, plan: dict[int, list[str]], fresh: dict) -> Expr:
@@ -192,6 +228,11 @@ def _scopes_apart(rhs: Expr, outputs: set[str]) -> dict[int, list[str]]:
             if elsewhere and letter not in written_in[k]:  # written in the scope's own term: rule 6
                 plan.setdefault(id(scope), []).append(letter)
     reductions = [scope for scope, _, _, kind in scopes if kind == "sum"]
+    for scope, _, k, kind in scopes:
+        if kind == "sum":
+            for letter in sorted(_named_by_a_delta_elsewhere(scope, terms, k, outputs)):
+                if letter not in plan.get(id(scope), ()):
+                    plan.setdefault(id(scope), []).append(letter)
     # only a letter two or more sums (or terms) bind has another scope to be apart from
     bound = Counter(i for node in reductions for i in node.over if binds(node, i))
     bound.update(i for term in terms for i in _unreduced_letters(term) - outputs)
@@ -204,6 +245,35 @@ def _scopes_apart(rhs: Expr, outputs: set[str]) -> dict[int, list[str]]:
             if _counts_apart(rhs, scope, letter, binders, id(scope) in in_calls):
                 plan.setdefault(id(scope), []).append(letter)
     return plan
+
+
+def _named_by_a_delta_elsewhere(scope: Call, terms: list[Expr], k: int, outputs: set[str]) -> set[str]:
+    """The letters ``scope`` (a reduction in term ``k``) binds that a delta in another term
+    counts by name where a tensor outside every reduction also writes them: in ``f = sum_j(y_j)
+    + S_jk + delta_jk`` the delta's j and k are S's (the term sums its own), and the sum's j is
+    its own, so it is renamed apart (it was "index 'j' has two sizes: 4 (from y) and 3 (from
+    S)").  Where only reductions write the letter (``delta_ij - sum_ij(A_ij)``) they size the
+    delta's, and it stays."""
+    out = set()
+    for letter in (i for i in scope.over if binds(scope, i)):
+        if not any(letter in n.indices for n in own_nodes(scope.arg, letter) if isinstance(n, (Tensor, MatrixCall))):
+            continue
+        counted = any(
+            any(isinstance(n, Delta) and letter in n.indices for n in own_nodes(term, letter))
+            and not _written_outside_reductions(term, letter)
+            for j, term in enumerate(terms)
+            if j != k
+        )
+        if counted and letter not in outputs and any(_written_outside_reductions(t, letter) for t in terms):
+            out.add(letter)
+    return out
+
+
+def _written_outside_reductions(term: Expr, letter: str) -> bool:
+    """Whether a tensor or matrix call of ``term`` writes ``letter`` outside the reductions binding it."""
+    return not binds(term, letter) and any(
+        isinstance(n, (Tensor, MatrixCall)) and letter in n.indices for n in own_nodes(term, letter)
+    )
 
 
 def _tensor_letters(node: Expr) -> set[str]:

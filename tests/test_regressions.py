@@ -3563,3 +3563,114 @@ def test_a_printed_hessian_with_differences_reads_back_at_data_offset_by_1e6():
     scale = np.abs(expected).max()
     np.testing.assert_allclose(hessian(**arrays), expected, rtol=0, atol=1e-7 * scale)
     np.testing.assert_allclose(einderiv.compile(str(hessian))(**arrays), expected, rtol=0, atol=1e-7 * scale)
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["f = lam/2 wᵀ w", "f = x^T x / 2 wᵀ w", "f = lam / 2 w^T w", "f = a / 2 S⁻¹"],
+)
+def test_a_transpose_or_inverse_mark_after_a_spaced_number_denominator_is_an_error(source):
+    """``lam/2 w^T w`` was refused ('/' takes the 2 alone) while ``lam/2 wᵀ w``, the same text
+    with the superscript T, was read as (lam / 2) w.w: ``x^T x / 2 wᵀ w`` gave (x.x / 2) w.w
+    where (x.x) / (2 w.w) is as likely meant (a meaning hunt's find).  Both spellings are refused
+    alike now; a number over a number stays a coefficient."""
+    with pytest.raises(einderiv.ParseError, match="alone, then multiplies by"):
+        einderiv.compile(source)
+    w = np.array([0.5, -1.0, 2.0])
+    np.testing.assert_allclose(einderiv.evaluate("f = 1/2 wᵀ w", w=w), (w @ w) / 2, rtol=1e-15)
+    np.testing.assert_allclose(einderiv.evaluate("f = lam / (2 wᵀ w)", w=w, lam=3.0), 3.0 / (2 * (w @ w)), rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "source, arrays, value",
+    [
+        ("f = sum_i(x_i + sum_j(delta_ij + y_j))", {"x": (3,), "y": (4,)}, None),
+        ("f = sum_i(x_i + sum_j(delta_ij + y_j))", {"x": (3,), "y": (3,)}, lambda x, y: x.sum() + 3 + 3 * y.sum()),
+        ("f = sum_i(x_i sum_j(delta_ij + y_j))", {"x": (3,), "y": (4,)}, None),
+        ("f = sum_i(x_i sum_j(delta_ij + y_j))", {"x": (3,), "y": (3,)}, lambda x, y: x.sum() * (1 + y.sum())),
+        ("f = x_i sum_j(delta_ij + y_j)", {"x": (3,), "y": (4,)}, None),
+        ("f = sum_i(exp(x_i) sum_j(delta_ij + y_j))", {"x": (3,), "y": (4,)}, None),
+        ("f = x_i / sum_j(delta_ij + y_j)", {"x": (3,), "y": (4,)}, None),
+        ("f = sum_n(log(2 + sum_j(delta_nj y_j)) + z_n)", {"y": (4,), "z": (5,)}, None),
+        (
+            "f = sum_n(log(2 + sum_j(delta_nj y_j)) + z_n)",
+            {"y": (5,), "z": (5,)},
+            lambda y, z: (np.log(2 + y) + z).sum(),
+        ),
+        ("f = A_ij sum_k(delta_jk y_k)", {"A": (3, 4), "y": (4,)}, lambda A, y: (A @ y).sum()),
+        ("f = A_ij sum_k(delta_ik y_k)", {"A": (3, 4), "y": (4,)}, None),
+        # each its own index: x's i is summed inside the exp, the delta's i outside it
+        (
+            "f = exp(x_i x_i) sum_k(sum_j(delta_kj) + y_k)",
+            {"x": (3,), "y": (4,)},
+            lambda x, y: np.exp(x @ x) * (4 + y.sum()),
+        ),
+    ],
+)
+def test_a_letter_a_reduction_binds_is_one_size_with_the_delta_inside_it(source, arrays, value):
+    """``sum_i(x_i + sum_j(delta_ij + y_j))`` binds one i (rule 2), x's and the delta's, and the
+    delta makes it y's j: with x of 3 and y of 4 it read the delta as a 3 x 4 identity, silently
+    (each term of the multiplied-out sum summed its own i; left open by the last session).  The
+    letters each rule makes one index are now found as the rules say (``scopes``), so this is
+    "two sizes", as ``x_i delta_ij y_j`` is; equal lengths give the closed form, and the
+    gradient by x is checked by central differences."""
+    gen = np.random.default_rng(12)
+    made = {name: gen.normal(size=shape) for name, shape in arrays.items()}
+    if value is None:
+        with pytest.raises(einderiv.EvaluationError, match="two sizes"):
+            einderiv.evaluate(source, **made)
+        return
+    assert float(einderiv.evaluate(source, **made)) == pytest.approx(value(*made.values()), rel=1e-12)
+    first = next(iter(made))
+    assert_matches_fd(einderiv.grad(source, first), lambda **a: value(*a.values()), made, first)
+
+
+@pytest.mark.parametrize(
+    "source, value",
+    [
+        ("f = sum_j(y_j) + S_jk + delta_jk", lambda y, S: y.sum() + S.sum() + 3),
+        ("f = sum_j(y_j) + S_jj + delta_jk", lambda y, S: y.sum() + np.trace(S) + 3),
+        ("f = sum_j(y_j + 1) + S_jk + delta_jk", lambda y, S: y.sum() + 4 + S.sum() + 3),
+    ],
+)
+def test_a_delta_term_is_sized_by_the_tensors_outside_a_reduction_of_its_letter(source, value):
+    """In ``f = sum_j(y_j) + S_jk + delta_jk`` the delta's term sums its own j and k, sized as
+    S writes them; the reduction's j is its own (y's length).  It stopped with "index 'j' has two
+    sizes: 4 (from y) and 3 (from S)" (left open by the last session); the gradient by S is
+    checked by central differences."""
+    gen = np.random.default_rng(13)
+    y, S = gen.normal(size=4), gen.normal(size=(3, 3))
+    assert float(einderiv.evaluate(source, y=y, S=S)) == pytest.approx(value(y, S), rel=1e-12)
+    assert_matches_fd(einderiv.grad(source, "S"), lambda y, S: value(y, S), {"y": y, "S": S}, "S")
+    with pytest.raises(einderiv.EvaluationError, match="two sizes"):
+        einderiv.evaluate(source, y=y, S=gen.normal(size=(3, 4)))
+
+
+@pytest.mark.parametrize(
+    "source, arrays, factor",
+    [
+        ("f = sum_k(w_k) x_i (1 + delta_ik)", {"w": 5, "x": 3}, lambda w: np.sum(w) * 4),
+        ("f = x_i (1 + delta_ki) sum_k(w_k)", {"w": 5, "x": 3}, lambda w: np.sum(w) * 4),
+        ("f = mean_k(w_k) x_i (1 + delta_ik)", {"w": 4, "x": 3}, lambda w: np.mean(w) * 4),
+        ("f = exp(w_k w_k) x_i (1 + delta_ik)", {"w": 5, "x": 3}, lambda w: np.exp(w @ w) * 4),
+        ("f = sum_k(w_k) x_i (1 + delta_ik)^2", {"w": 5, "x": 3}, lambda w: np.sum(w) * 6),
+        ("f = sum_k(w_k) x_i exp(delta_ik)", {"w": 5, "x": 3}, lambda w: np.sum(w) * (np.e + 2)),
+        ("f = sum_k(w_k) x_i / (1 + delta_ik)", {"w": 5, "x": 3}, lambda w: np.sum(w) * 2.5),
+        ("u = sum_k(w_k) x_i (1 + delta_ik)\nf = 2 u", {"w": 5, "x": 3}, lambda w: 2 * np.sum(w) * 4),
+    ],
+)
+def test_a_letter_only_deltas_write_beside_its_namesake_takes_the_deltas_size(source, arrays, factor):
+    """In ``sum_k(w_k) x_i (1 + delta_ik)`` the k beside the sum is another index (rule 6 warns),
+    summed at the top, and the delta makes it x's length: the value is sum(w) (3 + 1) sum(x).
+    Sized by name, it took w's length (sum(w) (5 + 1) sum(x), silently), or stopped with "two
+    sizes" inside a call, a power or a divisor (a meaning hunt's finds).  The warning still
+    names the letters as written; the gradient by x is checked by central differences."""
+    gen = np.random.default_rng(14)
+    made = {name: gen.normal(size=n) for name, n in arrays.items()}
+    with pytest.warns(einderiv.EinderivWarning, match="index 'k'"):
+        got = einderiv.evaluate(source, **made)
+    assert float(got) == pytest.approx(factor(made["w"]) * made["x"].sum(), rel=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", einderiv.EinderivWarning)
+        gradient = einderiv.grad(source, "x")
+    assert_matches_fd(gradient, lambda w, x: factor(w) * x.sum(), made, "x")
