@@ -793,8 +793,9 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
     through: a log, or a quotient, that uses one is rebuilt from its value, and kept only where
     a rule then applies or a stable form appears (so ``log(s)`` of another ``s`` stays as written).
     Ends: each log and each product is rebuilt once, and the definitions used come before the
-    statement."""
-    calls = {name: d for name, d in calls.items() if _small(d) and not _difference_of_data(d)}
+    statement; a call of a log is rebuilt through its argument (``log(s)^2``)."""
+    called = {name for name, d in calls.items() if _single_call(d) is not None}
+    calls = {name: d for name, d in calls.items() if _small(d) and not _difference_of_data(d, called)}
     if not calls:
         return poly
     out: list[Term] = []
@@ -815,6 +816,12 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
             divisor = isinstance(factor, Apply) and factor.func == "pow" and factor.param < 0  # 1 / (1 + e)
             read = isinstance(factor, Apply) and (factor.func in logs or divisor)
             used = factor.arg.tensor_names() & set(calls) if read else ()
+            if isinstance(factor, Apply) and not read and factor.arg.tensor_names() & set(calls):
+                # a call of a log of an intermediate: log(s)^2 with s = sum_n(exp(z_n)) is a
+                # log-sum-exp squared, as in one statement
+                inner = see_through(factor.arg, calls)
+                if inner is not factor.arg:
+                    parts, changed = make_apply(factor.func, inner, factor.param), True
             if used:  # rebuilt through the call rules (log1p(-s) is log_one_minus_sigmoid's, by log1p_exp)
                 arg = _substituted(factor.arg, calls)
                 products, applied = rewrite_products(arg.terms)  # log(e_k / s): a log of a softmax
@@ -843,10 +850,22 @@ def _small(d: Definition) -> bool:
     """Whether a definition is one or two terms of at most one factor each: one call
     (``s = sigmoid(z)``), one sum (``s = sum_j(e_j)``), ``u = 1 + x``, ``exp(a) + exp(b)``; or a
     short polynomial in one tensor (``d_n = s_n (1 - s_n)``, sigmoid's derivative, whose log
-    the catalogue reads once s is substituted)."""
+    the catalogue reads once s is substituted), or a quotient in one tensor (``s / (1 - s)``)."""
     terms = d.poly.terms
-    if 1 <= len(terms) <= 2 and all(len(t.factors) <= 1 for t in terms):
+    # a count's reciprocal is no factor here: ``m = mean_n(e_n)`` is one sum
+    if 1 <= len(terms) <= 2 and all(sum(not is_reciprocal(f) for f in t.factors) <= 1 for t in terms):
         return True
+    if len(terms) == 1 and len(terms[0].factors) == 2:
+        # a quotient in one tensor, ``r = s / (1 - s)`` (odds: log(r) with s = sigmoid(z) is z)
+        top, bottom = sorted(terms[0].factors, key=lambda f: isinstance(f, Apply))
+        if (
+            isinstance(top, Tensor)
+            and isinstance(bottom, Apply)
+            and bottom.func == "pow"
+            and bottom.param < 0
+            and bottom.arg.tensor_names() == {top.name}
+        ):
+            return True
     factors = {f for t in terms for f in t.factors}
     return (
         len(terms) <= 4
@@ -856,12 +875,18 @@ def _small(d: Definition) -> bool:
     )
 
 
-def _difference_of_data(d: Definition) -> bool:
+def _difference_of_data(d: Definition, called: set[str] = frozenset()) -> bool:
     """Whether a definition is a sum of two tensors (``E_nk = x_n - mu_k``): no stable rule reads
     through one, and substituted it is multiplied out of every product that differentiation
-    forms (the Hessian of a mixture's log-likelihood at data offset by 1e8 was 11x off)."""
+    forms (the Hessian of a mixture's log-likelihood at data offset by 1e8 was 11x off).  A sum
+    of two calls named earlier (``called``: ``u_i = e_i + g_i`` with ``e = exp(x)``, ``g =
+    exp(-x)``) is read through: ``log(u)`` is ``log(exp(x) + exp(-x))``'s stable form, as in one
+    statement (it was inf, with a NaN gradient, at x = -745)."""
     return len(d.poly.terms) == 2 and all(
-        len(t.factors) == 1 and isinstance(t.factors[0], Tensor) and not is_reciprocal(t.factors[0])
+        len(t.factors) == 1
+        and isinstance(t.factors[0], Tensor)
+        and not is_reciprocal(t.factors[0])
+        and t.factors[0].name not in called
         for t in d.poly.terms
     )
 

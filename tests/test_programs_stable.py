@@ -249,6 +249,28 @@ THROUGH = {
         lambda u: -mpmath.tanh(u / 2),
         lambda u: -(mpmath.sech(u / 2) ** 2) / 2,
     ),
+    # a meaning hunt's finds (2026-12-05): the program was inf or NaN where the statement is right
+    "log-cosh through a named sum": (
+        "e_n = exp(z_n); g_n = exp(-z_n); u_n = e_n + g_n; L = sum_n(log(u_n))",
+        "L = sum_n(log(exp(z_n) + exp(-z_n)))",
+        lambda u: mpmath.log(2 * mpmath.cosh(u)),
+        mpmath.tanh,
+        lambda u: mpmath.sech(u) ** 2,
+    ),
+    "log-odds through a named quotient": (
+        "s_n = sigmoid(z_n); r_n = s_n / (1 - s_n); L = sum_n(log(r_n))",
+        "L = sum_n(log(sigmoid(z_n) / (1 - sigmoid(z_n))))",
+        lambda u: u,
+        lambda u: mpmath.mpf(1),
+        lambda u: mpmath.mpf(0),
+    ),
+    "a square of log-sigmoid": (
+        "s_n = sigmoid(z_n); L = sum_n(log(s_n)^2)",
+        "L = sum_n(log(sigmoid(z_n))^2)",
+        lambda u: mpmath.log(1 + mpmath.exp(-u)) ** 2,
+        lambda u: -2 * mpmath.log(1 + mpmath.exp(-u)) / (1 + mpmath.exp(u)),
+        lambda u: mpmath.diff(lambda t: -2 * mpmath.log(1 + mpmath.exp(-t)) / (1 + mpmath.exp(t)), u),
+    ),
 }
 
 
@@ -269,3 +291,40 @@ def test_a_stable_form_read_through_intermediates_is_differentiated_in_that_form
     np.testing.assert_allclose(einderiv.evaluate(source, z=z), value, rtol=1e-14)
     np.testing.assert_allclose(einderiv.grad(source, "z")(z=z), slope, rtol=1e-13, atol=1e-300)
     np.testing.assert_allclose(einderiv.hessian_diag(source, "z")(z=z), curve, rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize(
+    "program, statement, outer",
+    [
+        (
+            "z_n = X_nd w_d; e_n = exp(z_n); s = sum_n(e_n); L = log(s)^2",
+            "L = log(sum_n(exp(X_nd w_d)))^2",
+            lambda lse, n: lse**2,
+        ),
+        (
+            "z_n = X_nd w_d; e_n = exp(z_n); m = mean_n(e_n); L = log(m)",
+            "L = log(mean_n(exp(X_nd w_d)))",
+            lambda lse, n: lse - mpmath.log(n),
+        ),
+    ],
+)
+@pytest.mark.parametrize("w", [[1000.0, -3.0, 2.0], [-1000.0, -990.0, -995.0], [0.5, -0.25, 1.0]])
+def test_a_log_of_a_sum_or_mean_of_exps_through_intermediates_is_a_logsumexp(program, statement, outer, w):
+    """``L = log(s)^2`` with ``s = sum_n(e_n)``, ``e = exp(z)``, and ``L = log(m)`` with ``m =
+    mean_n(e_n)``, were inf with a NaN gradient at logits of 1000 (and -1000), where the one
+    statement is a logsumexp (a meaning hunt's find: a call of a log, and a mean, were not read
+    through).  Value and gradient against mpmath at 60 digits, in both forms."""
+    X = np.vstack([np.eye(3), [1.0, 1.0, 0.0]])
+    w = np.array(w)
+    z = X @ w
+    with mpmath.workdps(60):
+        logits = [mpmath.mpf(float(u)) for u in z]
+        lse = mpmath.log(mpmath.fsum(mpmath.exp(u) for u in logits))
+        soft = [mpmath.exp(u - lse) for u in logits]
+        step = mpmath.mpf(1e-20)
+        slope = (outer(lse + step, len(z)) - outer(lse - step, len(z))) / (2 * step)
+        value = float(outer(lse, len(z)))
+        gradient = np.array([float(slope * mpmath.fsum(p * row[d] for p, row in zip(soft, X))) for d in range(3)])
+    for source in (program, statement):
+        assert float(einderiv.evaluate(source, X=X, w=w)) == pytest.approx(value, rel=1e-13)
+        np.testing.assert_allclose(einderiv.grad(source, "w")(X=X, w=w), gradient, rtol=1e-12, atol=1e-300)
