@@ -346,3 +346,19 @@ def test_mapping_misuse_is_an_evaluation_error():
         grad.shape_for(x=(2.5,))
     assert grad.shape_for(x=(10**12,)) == (10**12,)  # allocates nothing
     np.testing.assert_allclose(grad.call(arrays={"x": X}), 2 * X)  # the keyword form of call() still works
+
+
+@pytest.mark.parametrize(
+    "function", ["grad", "hessian", "jacobian", "hvp", "jvp", "vjp", "hessian_diag", "value_and_grad"]
+)
+def test_an_unknown_keyword_is_named_with_the_function_called(function):
+    """``jacobian(..., foo=1)`` said "diff() got an unexpected keyword argument" (every entry point
+    passed its keywords on to diff): each now takes symmetric=, diagonal= and
+    symmetric_convention= by name, so the error names the function the user called."""
+    with pytest.raises(TypeError, match=rf"^{function}\(\) got an unexpected keyword argument 'foo'"):
+        getattr(einderiv, function)("f = x_i x_i", "x", foo=1)
+    S = np.array([[2.0, 1.0], [1.0, 3.0]])
+    if function in ("grad", "hessian_diag"):  # the named options still reach diff
+        got = getattr(einderiv, function)("f = S_ij S_ij", "S", symmetric=["S"])(S=S)
+        # sym(2 E) is the Hessian's action; its diagonal entry at (i, j) is (1 + delta_ij)
+        np.testing.assert_allclose(got, 2 * S if function == "grad" else 1 + np.eye(2), rtol=1e-14)
