@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import limits
 from .api import compile as compile_
 from .api import diff
 from .dimensions import dimension_sizes
@@ -258,6 +259,14 @@ def _shape(name: str, shape) -> tuple[int, ...]:
 def _central_difference(lower, arrays: dict, wrt: str, shape: tuple[int, ...]) -> np.ndarray:
     """d lower / d arrays[wrt] by central differences, in float64: shape lower's + wrt's."""
     base = {k: v for k, v in arrays.items() if k in lower.ranks or k == wrt}
+    entries = int(np.size(base[wrt]))
+    if entries > limits.current().max_checked:
+        raise EinderivError(
+            f"a check by {wrt!r} takes central differences at each of its {entries:,} entries (two "
+            f"evaluations each), past "
+            f"{limits.over('max_checked')}: give {wrt!r} a smaller shape (--shape, shapes=), or "
+            f"{limits.raise_hint('max_checked')}"
+        )
     numeric = np.zeros(shape)
     for position in np.ndindex(*base[wrt].shape):  # a check, not an evaluation path
         plus, minus = dict(base), dict(base)

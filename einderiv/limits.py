@@ -29,6 +29,9 @@ class Limits:
     max_terms: int = 20_000
     #: largest size of a derivative, in atoms (nested call arguments included)
     max_size: int = 100_000
+    #: most entries of the input a check differentiates by (central differences evaluate the
+    #: expression twice per entry)
+    max_checked: int = 20_000
 
 
 #: the limits einderiv ships with
@@ -57,7 +60,7 @@ def _changed(base: Limits, changes: dict[str, object]) -> Limits:
 
 @contextlib.contextmanager
 def limited(**changes: int) -> Iterator[Limits]:
-    """Change some limits (``max_depth``, ``max_terms``, ``max_size``) inside a ``with`` block.
+    """Change some limits (``max_depth``, ``max_terms``, ``max_size``, ``max_checked``) inside a ``with`` block.
 
     The change holds for this thread or asyncio task only, nests (an inner block starts from
     the outer one's limits), and is undone on leaving the block, by an exception too."""

@@ -25,7 +25,9 @@ def _defaults_restored():
 
 
 def test_the_defaults_are_the_documented_ones():
-    assert einderiv.limits.current() == einderiv.Limits(max_depth=64, max_terms=20_000, max_size=100_000)
+    assert einderiv.limits.current() == einderiv.Limits(
+        max_depth=64, max_terms=20_000, max_size=100_000, max_checked=20_000
+    )
     assert einderiv.limits.current() is einderiv.limits.DEFAULTS
 
 
@@ -174,7 +176,7 @@ def test_set_defaults_reaches_every_thread_and_returns_the_previous():
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"max_term": 5}, "'max_term' is not a limit (limits: max_depth, max_terms, max_size)"),
+        ({"max_term": 5}, "'max_term' is not a limit (limits: max_depth, max_terms, max_size, max_checked)"),
         ({"max_terms": 0}, "the limit max_terms must be a positive integer, got 0"),
         ({"max_depth": -3}, "must be a positive integer, got -3"),
         ({"max_size": 2.5}, "must be a positive integer, got 2.5"),
@@ -194,3 +196,15 @@ def test_bad_limits_are_einderiv_errors(changes, message):
 def test_limits_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         einderiv.limits.current().max_terms = 5  # type: ignore[misc]
+
+
+def test_a_check_by_an_input_past_max_checked_is_refused_with_the_shape_to_change():
+    """``einderiv check "f = x_i x_i" --wrt x --shape x=2000000`` ran past a minute (central
+    differences evaluate twice per entry); a check past ``max_checked`` entries stops at once
+    with an error that names the input, the limit and both ways round it."""
+    with pytest.raises(EinderivError, match=r"'x'.*2,000,000 entries.*max_checked.*smaller shape"):
+        einderiv.check("f = x_i x_i", "x", shapes={"x": (2_000_000,)})
+    with einderiv.limited(max_checked=50):
+        with pytest.raises(EinderivError, match="max_checked"):
+            einderiv.check("f = x_i x_i", "x", shapes={"x": (51,)})
+        assert einderiv.check("f = x_i x_i", "x", shapes={"x": (50,)}).fd_ok
