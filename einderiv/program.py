@@ -250,7 +250,6 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         ties = (
             reduction_ties(statement.rhs)
             + _operand_sum_ties(statement.rhs)
-            + _group_delta_ties(statement.rhs, statement.target.indices if statement.target else ())
             + _term_delta_ties(statement.rhs, statement.target.indices if statement.target else ())
             + delta_size_ties(statement.rhs, output_indices(statement))
             + _delta_ties(statement.rhs, tuple(e for e in earlier if e[0] not in own_axes))
@@ -396,39 +395,6 @@ def _operand_residuals(expr) -> tuple:
     return tuple(out)
 
 
-def _group_delta_ties(expr, outputs=()) -> tuple:
-    """The axes deltas tie together inside a sum that is a factor of a product: in ``(delta_nm
-    + z_m) x_n`` the group is a tensor over n and m, so x's length is z's.  Multiplied out, each
-    term sums its own n and m, and a 3-vector x beside a 4-vector z read the delta as a
-    rectangular identity (3.0, where the derivative counted 4).
-
-    A letter written once in a term of the group is the group's, one letter across its terms,
-    written at the product's tensors and at those of a power's base where it is free there too;
-    a letter written more than once in a term is summed there, that term's own (``u_m w_m`` in
-    ``x_n (delta_nm z_m + u_m w_m)``).  Deltas join these letters into classes, in chains: in
-    ``A_ij (delta_ik + delta_jk)`` k is i and j at once, so a 3x4 A is "two sizes" (it was
-    2 sum(A), silently).  Each class the deltas joined ties the axes its letters are written at.
-
-    The argument of a call or a reduction is such a group too (``sum_ij(B_ij + delta_ij)``,
-    ``f_i = x_i + sum_j(delta_ij + y_j)``: read as a 3x4 identity, silently), and a letter of
-    ``outputs`` is also written where the statement's terms write it.  (A letter a reduction
-    around the group binds is not looked up there: ``sum_i(x_i + sum_j(delta_ij + y_j))`` with
-    x and y of two lengths still reads a rectangular identity.)"""
-    from .ir import Add, Call, Mul, Pow
-
-    terms = additive_terms(expr)
-    outer = {i: [a for t in terms for a in _axes_outside_reductions(t, i)] for i in outputs}
-    groups = []
-    for node in walk(expr):
-        if isinstance(node, Mul):
-            bases = [f.base for f in node.factors if isinstance(f, Pow)]
-            for group in (f for f in node.factors if isinstance(f, Add)):
-                groups += _joined_in_group(group, node.factors, bases, outer)
-        elif isinstance(node, Call) and isinstance(node.arg, Add):
-            groups += _joined_in_group(node.arg, (), (), outer)
-    return tuple(groups)
-
-
 def _axes_outside_reductions(term, letter: str) -> list:
     """``(tensor, axis)`` where a tensor of ``term`` writes ``letter`` outside the reductions
     that bind it (inside calls too: ``exp(y_m)`` writes m at y's axis)."""
@@ -450,49 +416,6 @@ def _chains(pairs) -> list[list]:
     for item in parent:
         classes.setdefault(root(item), []).append(item)
     return list(classes.values())
-
-
-def _free_in(term, letter: str) -> bool:
-    """Whether ``term`` writes ``letter`` once outside the reductions that bind it (the k of
-    ``delta_ik sum_k(y_k)`` is the delta's alone: the sum's k is its own)."""
-    if binds(term, letter):
-        return False
-    own = own_nodes(term, letter)
-    return sum(n.indices.count(letter) for n in own if isinstance(n, (Tensor, Delta, MatrixCall))) == 1
-
-
-def _joined_in_group(group, factors, bases, outer) -> list[tuple]:
-    """:func:`_group_delta_ties` for one ``group`` among a product's ``factors`` (``bases``: the
-    bases of the product's powers; ``outer``: output letter -> the axes the statement writes it
-    at): a letter is ``("group", i)`` or ``(term number, i)``."""
-    from .ir import Add, Mul, Neg
-
-    def parts(node) -> list:
-        node = node.operand if isinstance(node, Neg) else node
-        return list(node.factors) if isinstance(node, Mul) else [node]
-
-    def axes_of(nodes, letter: str) -> list:
-        return [(t.name, k) for t in nodes if isinstance(t, Tensor) for k, i in enumerate(t.indices) if i == letter]
-
-    def free_axes(terms, letter: str) -> list:  # the terms' tensors at a letter each holds once
-        return [a for term in terms if _letter_counts(term)[letter] == 1 for a in axes_of(parts(term), letter)]
-
-    axes: dict = {}
-    pairs: list = []
-    for number, term in enumerate(group.terms):
-        counts = _letter_counts(term)
-        named = {i: ("group", i) if _free_in(term, i) else (number, i) for i in counts}
-        for i, letter in named.items():  # inside calls and sums too (``delta_nm + exp(y_m)``)
-            axes.setdefault(letter, []).extend(_axes_outside_reductions(term, i))
-        pairs += [
-            (named[p.first], named[p.second]) for p in parts(term) if isinstance(p, Delta) and p.first != p.second
-        ]
-    for letter in [k for k in axes if k[0] == "group"]:
-        axes[letter] += axes_of(factors, letter[1]) + outer.get(letter[1], [])  # the product's, the statement's
-        for base in bases:
-            axes[letter] += free_axes(base.terms if isinstance(base, Add) else [base], letter[1])
-    found = ([a for letter in chain for a in axes.get(letter, [])] for chain in _chains(pairs))
-    return [tuple(dict.fromkeys(each)) for each in found if len(set(each)) > 1]
 
 
 def _delta_ties(expr, earlier: tuple) -> tuple:
@@ -817,8 +740,9 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
             read = isinstance(factor, Apply) and (factor.func in logs or divisor)
             used = factor.arg.tensor_names() & set(calls) if read else ()
             if isinstance(factor, Apply) and not read and factor.arg.tensor_names() & set(calls):
-                # a call of a log of an intermediate: log(s)^2 with s = sum_n(exp(z_n)) is a
-                # log-sum-exp squared, as in one statement
+                # any other call (a power, exp, tanh) of an argument that uses an intermediate is
+                # rebuilt where its argument is (see_through returns ``poly`` itself where it
+                # rewrites nothing): log(s)^2 with s = sum_n(exp(z_n)) is a log-sum-exp squared
                 inner = see_through(factor.arg, calls)
                 if inner is not factor.arg:
                     parts, changed = make_apply(factor.func, inner, factor.param), True
@@ -850,7 +774,8 @@ def _small(d: Definition) -> bool:
     """Whether a definition is one or two terms of at most one factor each: one call
     (``s = sigmoid(z)``), one sum (``s = sum_j(e_j)``), ``u = 1 + x``, ``exp(a) + exp(b)``; or a
     short polynomial in one tensor (``d_n = s_n (1 - s_n)``, sigmoid's derivative, whose log
-    the catalogue reads once s is substituted), or a quotient in one tensor (``s / (1 - s)``)."""
+    the catalogue reads once s is substituted), or one tensor over a negative power of a
+    polynomial in it (``s / (1 - s)``, whose log with s = sigmoid(z) is z; ``s / (1 + s)^3``)."""
     terms = d.poly.terms
     # a count's reciprocal is no factor here: ``m = mean_n(e_n)`` is one sum
     if 1 <= len(terms) <= 2 and all(sum(not is_reciprocal(f) for f in t.factors) <= 1 for t in terms):

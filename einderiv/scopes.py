@@ -10,7 +10,9 @@ these rules make one index have one size, and ``delta_ij`` makes i's size j's.  
 a 3-vector x beside a 4-vector y is "two sizes", as ``x_i delta_ij y_j`` is (multiplied out,
 each term sums its own i, and the delta read as a rectangular identity, silently).
 
-This mirrors :mod:`lower`'s ``_Scope`` letter by letter without lowering: it keeps no terms.
+This mirrors :mod:`lower`'s ``_Scope`` letter by letter without lowering (it keeps no terms),
+and uses its ``factor_chain`` and ``standing_terms``: a change to the rules there is a change
+here (``tests/test_regressions.py`` holds the cases each rule decides).
 """
 
 from __future__ import annotations
@@ -20,15 +22,17 @@ from collections import Counter
 from .ir import Add, Call, Delta, Expr, MatrixCall, Mul, Neg, Number, Pow, Tensor, binds, walk
 from .lower import factor_chain, standing_terms
 
-#: an occurrence of a letter (by visit), or a set of them joined by the rules
+#: one occurrence of a letter in one atom, numbered in the order visited (a tensor's, matrix
+#: call's or delta's index); the two union-finds below join them into classes
 Item = int
 
 
 class _Sizes:
-    """A union-find over letter occurrences that must have one size (``parent``), and one over
-    the occurrences that are one index (``index``: joined by the rules, not by deltas); the
-    tensor axes each is written at, whether a delta joined two letters in it, and the delta and
-    letter each delta occurrence came from."""
+    """Two union-finds over letter occurrences: ``index`` joins those the rules make one index
+    (never through a delta), ``parent`` those that must have one size (the rules' joins and the
+    deltas').  Per ``parent`` root: the tensor axes written in the class and whether a delta
+    joined two letters in it.  Per occurrence: its letter, the term standing alone it lies in
+    (``parts``), and for a delta's, the delta (``deltas``)."""
 
     def __init__(self) -> None:
         self.parent: list[int] = []
@@ -58,6 +62,7 @@ class _Sizes:
         return item
 
     def union(self, a: Item, b: Item, delta: bool = False) -> Item:
+        """Join ``a`` and ``b`` in one size; in one index too, unless a ``delta`` joins them."""
         if not delta:
             first, second = self.root(a, self.index), self.root(b, self.index)
             self.index[second] = first
@@ -202,8 +207,8 @@ def delta_letters_apart(expr: Expr, outputs) -> dict[int, dict[str, int]]:
             sized_in.setdefault(sizes.root(item), set()).add(sizes.parts[item])
     reduced = {sizes.root(item, sizes.index) for item in sizes.reduced}  # letters_apart's to rename
     written = {sizes.letters[root] for root in members if own_axes[root]}
-    out: dict[int, dict[str, int]] = {}
-    for number, (root, each) in enumerate(members.items()):
+    out: dict[int, dict[str, set]] = {}
+    for number, (root, each) in enumerate(members.items()):  # number: the index's, for its new letter
         letter = sizes.letters[root]
         if own_axes[root] or root in reduced or letter in outputs or letter not in written:
             continue
@@ -211,7 +216,8 @@ def delta_letters_apart(expr: Expr, outputs) -> dict[int, dict[str, int]]:
             continue  # sized by name, as the statement writes the letter (no tensor of its term sizes it)
         for item in each:
             out.setdefault(id(sizes.deltas[item]), {}).setdefault(letter, set()).add(number)
-    # a delta visited in two places (a scalar factor of a scaled sum) is renamed where alike
+    # a delta visited in two places (a scalar factor a scaled sum's split repeats in each part)
+    # is renamed only where both visits found one index; else it keeps its letters
     return {
         key: {letter: min(numbers) for letter, numbers in names.items()}
         for key, names in out.items()

@@ -3674,3 +3674,21 @@ def test_a_letter_only_deltas_write_beside_its_namesake_takes_the_deltas_size(so
         warnings.simplefilter("ignore", einderiv.EinderivWarning)
         gradient = einderiv.grad(source, "x")
     assert_matches_fd(gradient, lambda w, x: factor(w) * x.sum(), made, "x")
+
+
+@pytest.mark.parametrize("source", ["f = (x_i + y_i) / 2", "f = 2 (w_k + x_i (1 + delta_ik))"])
+def test_a_scaled_sum_whose_terms_leave_one_letter_is_one_operand_and_two_lengths_are_an_error(source):
+    """A scaled sum whose terms all leave the same letters free is one operand (rule 4), so two
+    lengths of its letter are "two sizes", not a number: ``2 (w_k + x_i (1 + delta_ik))`` with w
+    of 5 and x of 3 was 2 (sum(w) + 6 sum(x)) before 2026-12-05, silently (a reviewer's find).
+    Written as separate terms, each sums its own letter."""
+    gen = np.random.default_rng(15)
+    x, y, w = gen.normal(size=3), gen.normal(size=4), gen.normal(size=5)
+    arrays = {"x": x, "y": y} if "y_i" in source else {"w": w, "x": x}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", einderiv.EinderivWarning)
+        with pytest.raises(einderiv.EvaluationError, match="two sizes"):
+            einderiv.evaluate(source, **arrays)
+        split = "f = x_i / 2 + y_i / 2" if "y_i" in source else "f = 2 w_k + 2 x_i (1 + delta_ik)"
+        expected = (x.sum() + y.sum()) / 2 if "y_i" in source else 2 * (w.sum() + 4 * x.sum())
+        assert float(einderiv.evaluate(split, **arrays)) == pytest.approx(expected, rel=1e-12)
