@@ -1152,7 +1152,16 @@ def _inline_one(program: CheckedProgram, definitions: list, name: str, letters, 
         substituted.append(x)
     # used more than once, it is substituted where its users then collect into fewer terms
     # (c_n^2 X_ni beside c_n c_n X_ni)
-    if uses != 1 and not small and not counting and not spread and after >= before:
+    # one term holding a divisor, all of whose uses lie in one statement: substituted, the
+    # divisor meets the factors it cancels with there (``(1 - t^2) dfdt`` with dfdt = -t /
+    # sqrt(1 - t^2) is -t sqrt(1 - t^2), where 0 * inf was NaN from |x| = 355 for t = tanh(x))
+    users = [x for x in definitions if x.name != name and name in references(x.poly)]
+    dividing = (
+        len(d.poly.terms) == 1
+        and len(users) == 1
+        and any(isinstance(f, Apply) and f.func == "pow" and f.param < 0 for f in d.poly.terms[0].factors)
+    )
+    if uses != 1 and not small and not counting and not spread and not dividing and after >= before:
         return None
     return substituted
 

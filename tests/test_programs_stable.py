@@ -264,6 +264,13 @@ THROUGH = {
         lambda u: mpmath.mpf(1),
         lambda u: mpmath.mpf(0),
     ),
+    "sech through a named tanh": (
+        "t_n = tanh(z_n); L = sum_n(sqrt(1 - t_n^2))",
+        "L = sum_n(sqrt(1 - tanh(z_n)^2))",
+        mpmath.sech,
+        lambda u: -mpmath.tanh(u) * mpmath.sech(u),
+        lambda u: mpmath.tanh(u) ** 2 * mpmath.sech(u) - mpmath.sech(u) ** 3,
+    ),
     "a square of log-sigmoid": (
         "s_n = sigmoid(z_n); L = sum_n(log(s_n)^2)",
         "L = sum_n(log(sigmoid(z_n))^2)",
