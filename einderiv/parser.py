@@ -978,13 +978,26 @@ class _Paren:
 
 
 def _bare(node):
-    return node.inner if isinstance(node, _Paren) else node
+    """A parenthesised node without its parentheses, except a tensor that repeats a letter
+    (:func:`_traced`)."""
+    if not isinstance(node, _Paren):
+        return node
+    return Mul((node.inner,)) if _traced(node.inner) else node.inner
+
+
+def _traced(node) -> bool:
+    """Whether ``node`` is a tensor that repeats a letter: in parentheses, ``(M_ii)`` is a group
+    (rule 3), the trace, so ``x_i (M_ii)`` is sum(x) tr(M) (as ``x_i (2 M_ii)`` is 2 sum(x)
+    tr(M)), where ``x_i M_ii`` is x . diag(M).  The parentheses were dropped, and it was x . diag(M),
+    silently (a meaning hunt's find)."""
+    return isinstance(node, (Tensor, Delta, MatrixCall)) and len(set(node.indices)) < len(node.indices)
 
 
 def _grouped(node):
     """A parenthesised factor at the head of a product: a product stays a nested Mul (printed in
-    parentheses), a division is wrapped as a one-factor Mul so it is not read as the chain."""
-    return Mul((node,)) if isinstance(node, Div) else node
+    parentheses); a division, or a tensor that repeats a letter, is wrapped as a one-factor Mul
+    so it is not read as the chain."""
+    return Mul((node,)) if isinstance(node, Div) or _traced(node) else node
 
 
 _SLIPPED_EXPONENT = re.compile(r"\^\s*(-\s*\d+(?:\.\d*)?|1)\s*/\s*$")
