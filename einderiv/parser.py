@@ -322,6 +322,10 @@ def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = 
         before = source[:start].rstrip(" \t")
         if str(token) == "*" and before.endswith("*"):  # x_i**2
             wanted = ": a power is written with '^', as in x_i^2"
+        elif str(token) == "^" and re.search(r"\^\s*-?\s*(\d+(\.\d*)?|\([^()]*\))$", before):  # x_i^2^2
+            wanted = (
+                ": a power of a power needs brackets: write (x_i^2)^3 or x_i^6 (2^3^2 is 512 in NumPy and 64 in MATLAB)"
+            )
         elif before.endswith("^(") and str(token) != "-":  # x_i^(a + 1)
             wanted = ": an exponent is a number, as in x_i^0.5, x_i^(1/2) or x_i^(-1); exp(a log(x_i)) for others"
         glued = str(token)[1:]

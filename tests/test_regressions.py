@@ -3721,3 +3721,15 @@ def test_parentheses_around_a_tensor_that_repeats_a_letter_make_a_group(source, 
         assert einderiv.parse(str(einderiv.parse(source))) == einderiv.parse(source)
         if "f_i" not in source:
             assert_matches_fd(einderiv.grad(source, "M"), lambda M, x=x: value(x, M), arrays, "M")
+
+
+@pytest.mark.parametrize("source", ["f = x_i^2^2", "f = 2^2^2 x_i", "f = x_i^(1/2)^2", "f = x_i^-1^2"])
+def test_a_power_of_a_power_in_index_notation_says_to_bracket_it(source):
+    """``x_i^2^2`` said only "unexpected '^'" in index notation, where matrix notation already
+    explained it (a meaning hunt's find): both now say that a power of a power needs brackets,
+    with the caret under the second '^'."""
+    with pytest.raises(einderiv.ParseError, match=r"a power of a power needs brackets") as caught:
+        einderiv.compile(source)
+    assert caught.value.column == source.rindex("^") + 1
+    x = np.array([0.5, 1.5, 2.0])
+    np.testing.assert_allclose(einderiv.evaluate("f = (x_i^2)^2", x=x), (x**4).sum(), rtol=1e-14)
