@@ -1191,29 +1191,16 @@ def scalar_program(
 
 @accepts_notation
 @guarded
-def jacobian(
-    source: Source,
-    wrt: str,
-    of: str | None = None,
-    layout: str = "numerator",
-    *,
-    symmetric=None,
-    diagonal=None,
-    symmetric_convention="frobenius",
-) -> Derivative:
+def jacobian(source: Source, wrt: str, of: str | None = None, layout: str = "numerator", **structure) -> Derivative:
     """The Jacobian: shape ``out.shape + wrt.shape`` (``wrt.shape + out.shape`` in denominator
     layout); ``symmetric=``, ``diagonal=`` and ``symmetric_convention=`` as for :func:`diff`."""
-    structure = {"symmetric": symmetric, "diagonal": diagonal, "symmetric_convention": symmetric_convention}
     return diff(source, wrt, of, layout, **structure)
 
 
 @accepts_notation
 @guarded
-def hessian(
-    source: Source, wrt: str, of: str | None = None, *, symmetric=None, diagonal=None, symmetric_convention="frobenius"
-) -> Derivative:
+def hessian(source: Source, wrt: str, of: str | None = None, **structure) -> Derivative:
     """The Hessian of a scalar output: shape ``wrt.shape + wrt.shape``."""
-    structure = {"symmetric": symmetric, "diagonal": diagonal, "symmetric_convention": symmetric_convention}
     checked = scalar_program(source, of, "hessian")
     if not isinstance(wrt, str):
         raise DifferentiationError("hessian takes one wrt name; use diff(source, [a, b]) for mixed derivatives")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 
 
 class EinderivError(Exception):
@@ -56,13 +57,26 @@ class EinderivWarning(UserWarning):
     """Legal input that almost always means something else (emitted through :mod:`warnings`)."""
 
 
+#: the keywords an entry point's ``**structure`` passes on to diff (structured variables)
+STRUCTURE = frozenset({"symmetric", "diagonal", "symmetric_convention"})
+
+
 def guarded(function):
     """Turn a RecursionError (an expression nested past what Python's stack holds) into a
     clear EinderivError, and a MemoryError into an EvaluationError; parse already refuses
-    nesting deeper than the limit max_depth."""
+    nesting deeper than the limit max_depth.  A function that passes ``**structure`` on to
+    diff takes only :data:`STRUCTURE` there: another keyword is Python's TypeError, naming
+    ``function`` (``jacobian(..., foo=1)`` named diff, which the user never called)."""
+    parameters = inspect.signature(function).parameters
+    passes_on = "structure" in parameters and parameters["structure"].kind is inspect.Parameter.VAR_KEYWORD
+    own = {name for name, p in parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
 
     @functools.wraps(function)
     def call(*args, **kwargs):
+        if passes_on:
+            unknown = sorted(set(kwargs) - own - STRUCTURE)
+            if unknown:
+                raise TypeError(f"{function.__name__}() got an unexpected keyword argument {unknown[0]!r}")
         try:
             return function(*args, **kwargs)
         except RecursionError:

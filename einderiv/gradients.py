@@ -214,17 +214,8 @@ def _wrt_list(wrt) -> list:
     raise DifferentiationError(f"wrt must be a tensor name, or a list of names, got {wrt!r}")
 
 
-def gradients(
-    source: Source,
-    wrt: Sequence[str],
-    of: str | None = None,
-    *,
-    symmetric=None,
-    diagonal=None,
-    symmetric_convention="frobenius",
-) -> Gradients:
+def gradients(source: Source, wrt: Sequence[str], of: str | None = None, **structure) -> Gradients:
     """The gradient of a scalar output with respect to each of ``wrt`` (a :class:`Gradients`)."""
-    structure = {"symmetric": symmetric, "diagonal": diagonal, "symmetric_convention": symmetric_convention}
     checked = scalar_program(source, of, "grad")
     names = _wrt_list(wrt)
     if len({str(w).split("_", 1)[0] for w in names}) != len(names):
@@ -256,20 +247,11 @@ def gradients(
 
 @accepts_notation
 @guarded
-def grad(
-    source: Source,
-    wrt: str | Sequence[str],
-    of: str | None = None,
-    *,
-    symmetric=None,
-    diagonal=None,
-    symmetric_convention="frobenius",
-) -> Derivative | Gradients:
+def grad(source: Source, wrt: str | Sequence[str], of: str | None = None, **structure) -> Derivative | Gradients:
     """The gradient of a scalar output: an array of the wrt tensor's shape (in either layout);
     ``symmetric=``, ``diagonal=`` and ``symmetric_convention=`` as for :func:`einderiv.api.diff`.
     With a list of names, the gradient with respect to each (:class:`Gradients`:
     a tuple of derivatives, evaluated together in one straight line)."""
-    structure = {"symmetric": symmetric, "diagonal": diagonal, "symmetric_convention": symmetric_convention}
     if isinstance(wrt, (list, tuple)):
         return gradients(scalar_program(source, of, "grad"), wrt, **structure)
     return diff(scalar_program(source, of, "grad"), wrt, **structure)
@@ -277,19 +259,10 @@ def grad(
 
 @accepts_notation
 @guarded
-def value_and_grad(
-    source: Source,
-    wrt: str | Sequence[str],
-    of: str | None = None,
-    *,
-    symmetric=None,
-    diagonal=None,
-    symmetric_convention="frobenius",
-) -> Gradients:
+def value_and_grad(source: Source, wrt: str | Sequence[str], of: str | None = None, **structure) -> Gradients:
     """The output's value with its gradient (``wrt`` a name) or gradients (a list of names),
     computed in one straight line: called on arrays it returns ``(value, gradient)`` or
     ``(value, (gradient, ...))``."""
-    structure = {"symmetric": symmetric, "diagonal": diagonal, "symmetric_convention": symmetric_convention}
     checked = scalar_program(source, of, "value_and_grad")
     result = gradients(checked, _wrt_list(wrt), of, **structure)
     result.value = Compiled(checked)

@@ -215,23 +215,13 @@ class Product(Derivative):
 @accepts_notation
 @guarded
 @through_residuals
-def hvp(
-    source: Source,
-    wrt: str,
-    v: str = "v",
-    of: str | None = None,
-    *,
-    symmetric=None,
-    diagonal=None,
-    symmetric_convention="frobenius",
-) -> Derivative:
+def hvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structure) -> Derivative:
     """The Hessian of a scalar output times a tangent ``v`` (a new input with wrt's shape): the
     derivative of (gradient · v), simplified; the Hessian is never formed.  Result: wrt's shape.
 
     >>> print(hvp("L = sum_n(softplus(X_nd w_d) - y_n X_nd w_d)", "w"))  # doctest: +SKIP
     d2Ldw2v_j = X_nj X_ni v_i (sigmoid(X_nd w_d) - sigmoid(X_nd w_d)^2)
     """
-    structure = {"symmetric": symmetric, "diagonal": diagonal, "symmetric_convention": symmetric_convention}
     _one_wrt(wrt, "hvp")
     _no_cookbook(structure, "hvp")
     checked = scalar_program(source, of, "hvp", "use jvp() for the Jacobian times a vector")
@@ -251,19 +241,9 @@ def hvp(
 @accepts_notation
 @guarded
 @through_residuals
-def jvp(
-    source: Source,
-    wrt: str,
-    v: str = "v",
-    of: str | None = None,
-    *,
-    symmetric=None,
-    diagonal=None,
-    symmetric_convention="frobenius",
-) -> Derivative:
+def jvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structure) -> Derivative:
     """The Jacobian times a tangent ``v`` (a new input with wrt's shape), summed over wrt's
     indices: the directional derivative of the output along v.  Result: the output's shape."""
-    structure = {"symmetric": symmetric, "diagonal": diagonal, "symmetric_convention": symmetric_convention}
     _one_wrt(wrt, "jvp")
     _no_cookbook(structure, "jvp")
     checked = checked_program(source, of)
@@ -281,19 +261,9 @@ def jvp(
 @accepts_notation
 @guarded
 @through_residuals
-def vjp(
-    source: Source,
-    wrt: str,
-    u: str = "u",
-    of: str | None = None,
-    *,
-    symmetric=None,
-    diagonal=None,
-    symmetric_convention="frobenius",
-) -> Derivative:
+def vjp(source: Source, wrt: str, u: str = "u", of: str | None = None, **structure) -> Derivative:
     """A cotangent ``u`` (a new input with the output's shape) times the Jacobian: the gradient
     of u · out, by one reverse sweep.  Result: wrt's shape."""
-    structure = {"symmetric": symmetric, "diagonal": diagonal, "symmetric_convention": symmetric_convention}
     _one_wrt(wrt, "vjp")
     checked = checked_program(source, of)
     out = checked.out
@@ -338,13 +308,10 @@ def _jacobians_inlined(poly: Poly, definitions: list, forward: set[str], wrt_let
 @accepts_notation
 @guarded
 @through_residuals
-def hessian_diag(
-    source: Source, wrt: str, of: str | None = None, *, symmetric=None, diagonal=None, symmetric_convention="frobenius"
-) -> Derivative:
+def hessian_diag(source: Source, wrt: str, of: str | None = None, **structure) -> Derivative:
     """The diagonal of the Hessian of a scalar output, H_ii (for a matrix wrt, H_ijij): the
     Hessian's two wrt index groups set equal symbolically, so it costs what its structure
     costs.  Result: wrt's shape."""
-    structure = {"symmetric": symmetric, "diagonal": diagonal, "symmetric_convention": symmetric_convention}
     _one_wrt(wrt, "hessian_diag")
     checked = scalar_program(source, of, "hessian_diag")
     full = hessian(checked, wrt, **structure)
