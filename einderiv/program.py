@@ -1159,6 +1159,7 @@ def _inline_one(program: CheckedProgram, definitions: list, name: str, letters, 
     dividing = (
         len(d.poly.terms) == 1
         and len(users) == 1
+        and uses <= 8  # as a spread Jacobian's: a few copies of one term
         and any(isinstance(f, Apply) and f.func == "pow" and f.param < 0 for f in d.poly.terms[0].factors)
     )
     if uses != 1 and not small and not counting and not spread and not dividing and after >= before:
