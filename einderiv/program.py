@@ -775,7 +775,8 @@ def _small(d: Definition) -> bool:
     (``s = sigmoid(z)``), one sum (``s = sum_j(e_j)``), ``u = 1 + x``, ``exp(a) + exp(b)``; or a
     short polynomial in one tensor (``d_n = s_n (1 - s_n)``, sigmoid's derivative, whose log
     the catalogue reads once s is substituted), or one tensor over a negative power of a
-    polynomial in it (``s / (1 - s)``, whose log with s = sigmoid(z) is z; ``s / (1 + s)^3``)."""
+    polynomial in it (``s / (1 - s)``, whose log with s = sigmoid(z) is z; ``s / (1 + s)^3``) or
+    over another tensor (``o = s / q`` with q = 1 - s named: the odds again)."""
     terms = d.poly.terms
     # a count's reciprocal is no factor here: ``m = mean_n(e_n)`` is one sum
     if 1 <= len(terms) <= 2 and all(sum(not is_reciprocal(f) for f in t.factors) <= 1 for t in terms):
@@ -788,7 +789,7 @@ def _small(d: Definition) -> bool:
             and isinstance(bottom, Apply)
             and bottom.func == "pow"
             and bottom.param < 0
-            and bottom.arg.tensor_names() == {top.name}
+            and (bottom.arg.tensor_names() == {top.name} or _one_tensor(bottom.arg))
         ):
             return True
     factors = {f for t in terms for f in t.factors}
@@ -798,6 +799,11 @@ def _small(d: Definition) -> bool:
         and isinstance(next(iter(factors)), Tensor)
         and all(len(t.factors) <= 3 for t in terms)
     )
+
+
+def _one_tensor(poly: Poly) -> bool:
+    """Whether ``poly`` is one tensor (``q_n``), the denominator of ``o = s / q``."""
+    return len(poly.terms) == 1 and poly.terms[0].coeff == 1 and [type(f) for f in poly.terms[0].factors] == [Tensor]
 
 
 def _difference_of_data(d: Definition, called: set[str] = frozenset()) -> bool:

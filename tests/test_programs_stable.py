@@ -264,6 +264,13 @@ THROUGH = {
         lambda u: mpmath.mpf(1),
         lambda u: mpmath.mpf(0),
     ),
+    "log-odds through a named complement": (
+        "s_n = sigmoid(z_n); q_n = 1 - s_n; o_n = s_n / q_n; L = sum_n(log(o_n))",
+        "L = sum_n(log(sigmoid(z_n) / (1 - sigmoid(z_n))))",
+        lambda u: u,
+        lambda u: mpmath.mpf(1),
+        lambda u: mpmath.mpf(0),
+    ),
     "sech through a named tanh": (
         "t_n = tanh(z_n); L = sum_n(sqrt(1 - t_n^2))",
         "L = sum_n(sqrt(1 - tanh(z_n)^2))",
