@@ -47,10 +47,12 @@ from .normal import (
     keep_sums,
     make_apply,
     multiply,
+    non_negative,
     rename_apart,
     rename_atom,
     rename_term_apart,
     simplify,
+    single_atom,
 )
 from .printing import avoiding, count_axes_of, count_letters_apart, count_powers, to_expr
 from .rewrites import rewrite_products, stable_form
@@ -746,6 +748,12 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
                 inner = see_through(factor.arg, calls)
                 if inner is not factor.arg:
                     parts, changed = make_apply(factor.func, inner, factor.param), True
+            root = _root_of(factor)
+            if root is not None and root.tensor_names() & set(calls) and non_negative(_substituted(root, calls)):
+                # sqrt(e) with e = exp(z) is exp(z)^0.5 (1 / sqrt(e) its reciprocal): a power of a
+                # base never negative, which merges with e's own factors once differentiated (left
+                # as e / sqrt(e)^3 it is 0 from z = 473, where e^1.5 overflows: half the Hessian)
+                parts, changed, used = make_apply(factor.func, _substituted(factor.arg, calls), factor.param), True, ()
             if used:  # rebuilt through the call rules (log1p(-s) is log_one_minus_sigmoid's, by log1p_exp)
                 arg = _substituted(factor.arg, calls)
                 products, applied = rewrite_products(arg.terms)  # log(e_k / s): a log of a softmax
@@ -768,6 +776,16 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
             partial = multiply(partial, parts, set(factor.indices), avoid=avoid)
         out.extend(partial)
     return simplify(out, poly.indices) if changed else poly
+
+
+def _root_of(factor) -> Poly | None:
+    """The base u under a root: of ``sqrt(u)``, of ``u^p`` for a non-integer p, of ``sqrt(u)^p``."""
+    if not isinstance(factor, Apply) or factor.func not in ("sqrt", "pow"):
+        return None
+    if factor.func == "sqrt" or Fraction(factor.param).denominator != 1:
+        return factor.arg
+    inner = single_atom(factor.arg, "sqrt")
+    return None if inner is None else inner.arg
 
 
 def _small(d: Definition) -> bool:

@@ -342,3 +342,36 @@ def test_a_log_of_a_sum_or_mean_of_exps_through_intermediates_is_a_logsumexp(pro
     for source in (program, statement):
         assert float(einderiv.evaluate(source, X=X, w=w)) == pytest.approx(value, rel=1e-13)
         np.testing.assert_allclose(einderiv.grad(source, "w")(X=X, w=w), gradient, rtol=1e-12, atol=1e-300)
+
+
+ROOTS_OF_NAMED = {
+    # program, statement, second derivative of the summand at z (mpmath)
+    "sqrt": ("e_i = exp(z_i); f = sum_i(sqrt(e_i))", "f = sum_i(sqrt(exp(z_i)))", lambda u: mpmath.exp(u / 2) / 4),
+    "reciprocal": (
+        "e_i = exp(z_i); f = sum_i(1 / sqrt(e_i))",
+        "f = sum_i(1 / sqrt(exp(z_i)))",
+        lambda u: mpmath.exp(-u / 2) / 4,
+    ),
+    "cube root": ("e_i = exp(z_i); f = sum_i(e_i^(1/3))", "f = sum_i(exp(z_i)^(1/3))", lambda u: mpmath.exp(u / 3) / 9),
+    "root of a sigmoid": (
+        "s_i = sigmoid(z_i); f = sum_i(sqrt(s_i))",
+        "f = sum_i(sqrt(sigmoid(z_i)))",
+        # sqrt(s)'' = sqrt(s) (1 - s) (1 - 3 s) / 4, with 1 - s = 1 / (1 + exp(u)) exact at any u
+        lambda u: mpmath.sqrt(1 / (1 + mpmath.exp(-u))) / (1 + mpmath.exp(u)) * (1 - 3 / (1 + mpmath.exp(-u))) / 4,
+    ),
+}
+
+
+@pytest.mark.parametrize("form", [0, 1], ids=["program", "statement"])
+@pytest.mark.parametrize("name", sorted(ROOTS_OF_NAMED))
+def test_a_root_of_a_named_intermediate_that_is_never_negative_merges_with_its_derivative(name, form):
+    """``e = exp(z); f = sum_i(sqrt(e_i))`` had the Hessian ``0.25 e (2 / sqrt(e) - e / sqrt(e)^3)``:
+    e / sqrt(e)^3 is 0 from z = 473, where e^1.5 overflows, so the Hessian was exactly twice the
+    right one up to z = 709, with no warning (the one statement gives ``0.25 exp(z)^0.5``).  A root
+    of an intermediate that is never negative is read as a power of its value.  Against mpmath."""
+    source, curve_of = ROOTS_OF_NAMED[name][form], ROOTS_OF_NAMED[name][2]
+    z = np.array([-300.0, -30.0, -1.0, 0.5, 30.0, 480.0, 600.0, 700.0])
+    with mpmath.workdps(60):
+        curve = [float(curve_of(mpmath.mpf(u))) for u in z]
+    np.testing.assert_allclose(einderiv.hessian_diag(source, "z")(z=z), curve, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(np.diag(einderiv.hessian(source, "z")(z=z)), curve, rtol=1e-12, atol=1e-300)
