@@ -34,6 +34,7 @@ from .tree import (
     MATRIX,
     SCALAR,
     Call,
+    ElementwisePower,
     Hadamard,
     Identity,
     Inverse,
@@ -194,8 +195,8 @@ def _apply_piece(atom: Apply, context: _Context, scalars: list, pieces: list, di
             expr = Call(FUNCTIONS["sqrt"].matrix, base, base.shape)
         elif exponent.denominator == 1 and 2 <= exponent <= 4:
             expr = Hadamard((base,) * int(exponent))
-        else:
-            raise NoMatrixForm(f"the elementwise power ^{format_number(exponent)} of a vector or matrix")
+        else:  # v.^-1, the entries' reciprocals; (X w).^3
+            expr = ElementwisePower(base, exponent)
         pieces.append(_Piece(expr, indices))
         return
     softmax = _softmax_argument(atom)

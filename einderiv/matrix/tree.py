@@ -83,6 +83,18 @@ class Power:
 
 
 @dataclass(frozen=True)
+class ElementwisePower:
+    """``base.^exponent``: a power of every entry of a vector or matrix (``v.^-1``)."""
+
+    base: object
+    exponent: Fraction
+
+    @property
+    def shape(self) -> tuple[bool, bool]:
+        return self.base.shape
+
+
+@dataclass(frozen=True)
 class Hadamard:
     """``a ⊙ b ⊙ ...``: the elementwise product of operands of one shape."""
 
@@ -134,6 +146,8 @@ def transpose(expr):
         return expr
     if isinstance(expr, Call) and expr.func == "diag":
         return expr
+    if isinstance(expr, ElementwisePower):
+        return ElementwisePower(transpose(expr.base), expr.exponent)
     if isinstance(expr, Product):
         scalars = [f for f in expr.factors if f.shape == SCALAR]
         shaped = [transpose(f) for f in reversed(expr.factors) if f.shape != SCALAR]
@@ -159,7 +173,7 @@ def _level(expr) -> Precedence:
             return Precedence.SUM  # "-A x" inside a product reads as a difference: parenthesise
         visible = len(expr.factors) + (expr.coeff != 1) + bool(expr.divisors)
         return Precedence.PRODUCT if visible > 1 else _level(expr.factors[0]) if expr.factors else Precedence.ATOM
-    if isinstance(expr, (Transpose, Inverse, Power)):
+    if isinstance(expr, (Transpose, Inverse, Power, ElementwisePower)):
         return Precedence.POWER
     if isinstance(expr, Number) and (expr.value < 0 or "/" in format_number(expr.value)):
         return Precedence.SUM
@@ -212,6 +226,8 @@ def to_text(expr) -> str:  # noqa: C901 - one case per node type
         return expr.matrix + ("^-T" if expr.transposed else "^-1")
     if isinstance(expr, Power):
         return _wrap(expr.base, Precedence.ATOM) + "^" + format_number(expr.exponent)
+    if isinstance(expr, ElementwisePower):
+        return _wrap(expr.base, Precedence.ATOM) + ".^" + format_number(expr.exponent)
     if isinstance(expr, Call):
         return f"{expr.func}({to_text(expr.arg)})"
     if isinstance(expr, Hadamard):
