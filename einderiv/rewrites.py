@@ -144,8 +144,48 @@ def exp_times_sigmoid(term: Term) -> list[Term] | None:
     return None
 
 
+def _call_power(atom, func: str) -> tuple[Apply, Fraction] | None:
+    """``(f(w), k)`` when ``atom`` is ``f(w)`` (k = 1) or ``f(w)^k`` for a nonzero integer k."""
+    if isinstance(atom, Apply) and atom.func == func:
+        return atom, ONE
+    if isinstance(atom, Apply) and atom.func == "pow" and atom.param != 0 and atom.param.denominator == 1:
+        inner = single_atom(atom.arg, func)
+        if inner is not None:
+            return inner, atom.param
+    return None
+
+
+def sinh_over_cosh(term: Term) -> list[Term] | None:
+    """``sinh(v)^a / cosh(v)^b = tanh(v)^m sinh(v)^(a-m) / cosh(v)^(b-m)`` with m = min(a, b)
+    (whole a, b > 0): ``sinh(z) / cosh(z)`` is ``tanh(z)``, also through intermediates
+    (``c = cosh(z); s = sinh(z); f = s / c``).
+
+    Stable: sinh and cosh overflow from |v| = 711 on (inf / inf = NaN where tanh is +-1), and
+    their derivative ``1 - sinh^2 / cosh^2`` was evaluated as ``sinh (cosh^-2 sinh)``, 1 at
+    v = 480 (cosh^-2 underflows to 0) where it is sech^2 = 1e-417; tanh is bounded and its
+    derivatives are the saturating forms.
+    Terminates: each application lowers the powers of a sinh and a cosh factor by m >= 1."""
+    for m, top in enumerate(term.factors):
+        sinh = _call_power(top, "sinh")
+        if sinh is None or sinh[1] < 0:
+            continue
+        for k, bottom in enumerate(term.factors):
+            cosh = _call_power(bottom, "cosh")
+            if k == m or cosh is None or cosh[1] > 0 or cosh[0].arg != sinh[0].arg:
+                continue
+            common = min(sinh[1], -cosh[1])
+            rest = tuple(f for pos, f in enumerate(term.factors) if pos not in (k, m))
+            tanh = Apply("tanh", sinh[0].arg)
+            made = (tanh if common == 1 else power_of(tanh, common),)
+            for call, power in ((sinh[0], sinh[1] - common), (cosh[0], cosh[1] + common)):
+                if power:
+                    made += (call if power == 1 else power_of(call, power),)
+            return [Term(term.coeff, (*rest, *made))]
+    return None
+
+
 #: Rules on one product term, in order (first match wins, repeated while one applies).
-PRODUCT_RULES: tuple[Callable, ...] = (exp_over_sum_exp, exp_times_sigmoid)
+PRODUCT_RULES: tuple[Callable, ...] = (exp_over_sum_exp, exp_times_sigmoid, sinh_over_cosh)
 
 
 def rewrite_products(terms) -> tuple[list[Term], bool]:

@@ -164,6 +164,13 @@ ELEMENTWISE = {
         lambda u: mpmath.log(2) - mpmath.log(1 + mpmath.exp(2 * u)),
         lambda u: -2 * mp_sigmoid(2 * u),
     ),
+    "sinh_over_cosh": (  # the program's gradient was 1 at z = 480, where sech^2 is 1e-417
+        "y_i = sinh(z_i) / cosh(z_i)",
+        "s_i = sinh(z_i); c_i = cosh(z_i); y_i = s_i / c_i",
+        "tanh",
+        mpmath.tanh,
+        lambda u: mpmath.sech(u) ** 2,
+    ),
     "log_exp": (
         "y_i = log(exp(z_i))",
         "e_i = exp(z_i); y_i = log(e_i)",
@@ -640,7 +647,7 @@ def test_the_catalogue_covers_the_documented_rules():
         "log_cosh", "log_one_plus", "exp_over_sum_exp", "sigmoid_pair", "one_minus_sigmoid", "logsumexp_parts",
         "log1p_exp", "reciprocal_one_plus_exp", "exp_times_sigmoid", "log_of_product", "log_one_minus_tanh_squared",
         "log_of_exp_products", "log_of_scaled_exp_sum", "log_of_sigmoid_polynomial", "log_one_plus_tanh",
-        "log_exp_minus_one", "log_sinh", "log_of_scaled_sum", "power_of_exp",
+        "log_exp_minus_one", "log_sinh", "log_of_scaled_sum", "power_of_exp", "sinh_over_cosh",
     }  # fmt: skip
     assert set(rewrites.CATALOGUE) == expected
     readme = (__import__("pathlib").Path(__file__).parent.parent / "README.md").read_text()
