@@ -772,6 +772,12 @@ def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term
         inner = single_atom(arg, "pow")
         if inner is not None and param.denominator == 1 and folds_to(inner.arg, inner.param, inner.param * param):
             return make_apply("pow", inner.arg, inner.param * param)
+        if len(arg.terms) == 1 and arg.terms[0].coeff not in (0, 1) and param.denominator == 1:
+            # (c u)^n = c^n u^n: 1 / (2 exp(r))^3 is exp(r)^-3 / 8, whose powers merge with
+            # exp(r)'s own (as (2 v)^3 it overflows from r = 237, where 8 v^2 / (2 v)^3 became 0)
+            (term,) = arg.terms
+            rest = make_apply("pow", Poly((Term(one, term.factors),), arg.indices), param)
+            return [Term(t.coeff * term.coeff**param.numerator, t.factors) for t in rest]
     rewritten = rewrite_call(func, arg, param)
     if rewritten is not None:
         return rewritten
