@@ -375,3 +375,47 @@ def test_a_root_of_a_named_intermediate_that_is_never_negative_merges_with_its_d
         curve = [float(curve_of(mpmath.mpf(u))) for u in z]
     np.testing.assert_allclose(einderiv.hessian_diag(source, "z")(z=z), curve, rtol=1e-12, atol=1e-300)
     np.testing.assert_allclose(np.diag(einderiv.hessian(source, "z")(z=z)), curve, rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "c_i = cosh(z_i); s_i = sinh(z_i); f = sum_i(s_i / c_i)",
+        "a_i = sinh(z_i); b_i = cosh(z_i); f = sum_i(a_i / b_i)",
+        "f = sum_i(sinh(z_i) / cosh(z_i))",
+    ],
+)
+def test_sinh_over_cosh_is_tanh_in_both_forms(source):
+    """A meaning hunt's find: with ``c = cosh(z)``, ``s = sinh(z)``, the gradient of
+    ``sum_i(s_i / c_i)`` was 1.0 at z = 480 (``s (c^-2 s)``: c^-2 underflows to 0) and its Hessian
+    -2.0 at z = 300, where both are about 0; the one statement was NaN there.  The quotient is
+    tanh.  Value, gradient and Hessian diagonal against mpmath at 60 digits."""
+    z = np.array([-800.0, -480.0, -30.0, -1.0, 0.5, 20.0, 300.0, 480.0, 800.0])
+    with mpmath.workdps(60):
+        u = [mpmath.mpf(v) for v in z]
+        value = float(mpmath.fsum(mpmath.tanh(v) for v in u))
+        slope = [float(mpmath.sech(v) ** 2) for v in u]
+        curve = [float(-2 * mpmath.tanh(v) * mpmath.sech(v) ** 2) for v in u]
+    np.testing.assert_allclose(einderiv.evaluate(source, z=z), value, rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(einderiv.grad(source, "z")(z=z), slope, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(einderiv.hessian_diag(source, "z")(z=z), curve, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(np.diag(einderiv.hessian(source, "z")(z=z)), curve, rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize(
+    "source", ["v_j = exp(r_j); f = sum_j(s_j / (2 v_j) + 5 r_j / 2)", "f = sum_j(s_j / (2 exp(r_j)) + 5 r_j / 2)"]
+)
+def test_a_scaled_power_of_an_exp_merges_with_the_exp(source):
+    """A meaning hunt's find: the Hessian of ``s / (2 exp(r))`` was ``8 s v v / (2 v)^3 - 2 s v /
+    (2 v)^2``; (2 v)^3 overflows from r = 237, so from there it was -s exp(-r) / 2, the right
+    value with the wrong sign, and the gradient was NaN at r = 1000 where it is 2.5.  A power of
+    a scaled product is the coefficient's power times the product's: ``exp(r)^-3 / 8``.  Against
+    mpmath: d/dr = 5/2 - s exp(-r) / 2, d2/dr2 = s exp(-r) / 2."""
+    s = np.array([2.0, 3.0, 1.5, 0.25, 1.0, 4.0])
+    r = np.array([-300.0, -1.0, 0.5, 240.0, 354.0, 1000.0])
+    with mpmath.workdps(60):
+        tail = [mpmath.mpf(a) * mpmath.exp(-mpmath.mpf(b)) / 2 for a, b in zip(s, r)]
+        slope, curve = [float(mpmath.mpf(5) / 2 - t) for t in tail], [float(t) for t in tail]
+    np.testing.assert_allclose(einderiv.grad(source, "r")(r=r, s=s), slope, rtol=1e-13)
+    np.testing.assert_allclose(einderiv.hessian_diag(source, "r")(r=r, s=s), curve, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(np.diag(einderiv.hessian(source, "r")(r=r, s=s)), curve, rtol=1e-12, atol=1e-300)
