@@ -143,10 +143,17 @@ class _Scope:
         free = tuple(dict.fromkeys(i for _, f, _ in parts for i in f))
         self._warn_sibling(expr, parts, bound)
         out: list[Term] = []
-        for terms, own, _ in parts:
+        # a free letter a tensor carries (x_i in delta_ii + x_i) sizes a count of that letter
+        # summed in another term: delta_ii there is the count of i, x's length, as the statement
+        # sizes a letter no tensor of its term sizes (renamed apart to a bare j, nothing sized it)
+        sized = {
+            i for terms, _, _ in parts for t in terms for f in t.factors if not isinstance(f, Delta) for i in f.indices
+        }
+        sized &= set(free)
+        for terms, own, inner in parts:
             # a term's own summed indices are renamed apart before it is broadcast along the
             # sum's other free indices (A_ii in (A_ii + A_ij): its i is not the sum's i)
-            terms = [_letters_of_counts(t, set(free)) for t in terms]
+            terms = [_counting(_letters_of_counts(t, set(free) - sized), (inner - set(own)) & sized) for t in terms]
             out.extend(carrying([rename_term_apart(t, own, set(free)) for t in terms], free))
             if len(out) > limits.current().max_terms:
                 raise too_many_terms(len(out))

@@ -830,3 +830,35 @@ def test_one_letter_in_two_sums_over_two_lengths_counts_each_at_its_own(source, 
         printed = einderiv.compile(str(derivative))
         read_back = printed(**{name: arrays[name] for name in printed.inputs})
         np.testing.assert_allclose(read_back, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("f = exp(delta_ii + x_i)", lambda x, z, D, w: np.exp(len(x) + x).sum()),
+        ("f = (delta_ii + x_i)^2", lambda x, z, D, w: ((len(x) + x) ** 2).sum()),
+        ("f = z_k (delta_ii + x_i)", lambda x, z, D, w: z.sum() * (len(x) ** 2 + x.sum())),
+        ("f = (D_ik - delta_kk) x_i", lambda x, z, D, w: ((D - D.shape[1]) * x[:, None]).sum()),
+        (
+            "f = (D_ik - w_j delta_kk) x_i",
+            lambda x, z, D, w: np.einsum("ikj,i->", D[:, :, None] - D.shape[1] * w[None, None, :], x),
+        ),
+    ],
+)
+def test_a_count_beside_a_tensor_of_its_letter_in_one_sum_is_that_letters_length(source, expected):
+    """``exp(delta_ii + x_i)`` stopped with "the size of index 'j' cannot be inferred", a letter
+    the text never wrote (a meaning hunt's find): the delta's i, summed in its own term, was
+    renamed apart to a bare j that nothing sized.  It is the count of i, sized as the statement
+    sizes i (x's length), as in ``x_i exp(delta_ii)``: sum_i(exp(3 + x_i)) for a 3-vector x.
+    NumPy references; the gradient by x against central differences, printed and read back."""
+    rng = np.random.default_rng(12)
+    arrays = {"x": rng.normal(size=3), "z": rng.normal(size=4), "D": rng.normal(size=(3, 5)), "w": rng.normal(size=4)}
+    with pytest.warns(einderiv.EinderivWarning, match="is summed inside"):
+        compiled = einderiv.compile(source)
+    given = {name: arrays[name] for name in compiled.inputs}
+    np.testing.assert_allclose(compiled(**given), expected(**arrays), rtol=1e-12)
+    gradient = einderiv.grad(source, "x")
+    numeric = central_difference(lambda **a: expected(**{**arrays, **a}), given, "x")
+    np.testing.assert_allclose(gradient(**given), numeric, rtol=1e-6, atol=1e-8)
+    printed = einderiv.compile(str(gradient))
+    np.testing.assert_allclose(printed(**{n: given[n] for n in printed.inputs}), numeric, rtol=1e-6, atol=1e-8)
