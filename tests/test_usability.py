@@ -362,3 +362,11 @@ def test_an_unknown_keyword_is_named_with_the_function_called(function):
         got = getattr(einderiv, function)("f = S_ij S_ij", "S", symmetric=["S"])(S=S)
         # sym(2 E) is the Hessian's action; its diagonal entry at (i, j) is (1 + delta_ij)
         np.testing.assert_allclose(got, 2 * S if function == "grad" else 1 + np.eye(2), rtol=1e-14)
+
+
+def test_a_missing_I_says_that_I_was_read_as_an_input_not_the_identity():
+    """``F = A + I`` in index notation reads I as a scalar input; the error said only "missing
+    array for 'I'" (a meaning hunt's note).  It names the identity's two spellings."""
+    with pytest.raises(EvaluationError, match=r"missing array for 'I'.*the identity is delta_ij.*notation='matrix'"):
+        einderiv.evaluate("F = A + I", A=np.eye(3))
+    np.testing.assert_allclose(einderiv.evaluate("F = A + I", A=np.eye(3), notation="matrix"), 2 * np.eye(3))
