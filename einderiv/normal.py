@@ -1444,6 +1444,27 @@ def log_of_scaled_exp_sum(func: str, arg: Poly, param) -> list[Term] | None:
 
 
 #: Rules on one call, in the order make_apply tries them (first match wins).
+def reciprocal_sigmoid(func: str, arg: Poly, param) -> list[Term] | None:
+    """``sigmoid(u)^-k = (1 + exp(-u))^k`` for a whole k > 0: ``1 / sigmoid(z)`` is
+    ``1 + exp(-z)``.
+
+    Stable: the derivative of ``1 / sigmoid(z)`` was ``1 - 1 / sigmoid(z)``, which cancels:
+    3 digits were left at z = 30 and none from z = 37 (0 for -e^-40); the derivative of
+    ``1 + exp(-z)`` is ``-exp(-z)``, exact.  The value overflows only where 1 / sigmoid does
+    (below z = -709).
+    Terminates: the result has no sigmoid, and a positive power of ``1 + exp`` is not rewritten
+    (``reciprocal_one_plus_exp`` takes negative powers only)."""
+    if func != "pow" or param is None or param >= 0 or param.denominator != 1:
+        return None
+    sigmoid = single_atom(arg, "sigmoid")
+    if sigmoid is None:
+        return None
+    one_plus = Poly((Term(ONE, ()), Term(ONE, (Apply("exp", negated(sigmoid.arg)),))), arg.indices)
+    if param == -1:
+        return list(carrying(list(one_plus.terms), arg.indices))
+    return [Term(ONE, (Apply("pow", one_plus, -param),))]
+
+
 CALL_RULES: tuple[Callable, ...] = (
     log_det,
     log_exp,
@@ -1455,6 +1476,7 @@ CALL_RULES: tuple[Callable, ...] = (
     log1p_exp,
     power_of_exp,
     reciprocal_one_plus_exp,
+    reciprocal_sigmoid,
     log_exp_minus_one,
     log_add_exp,
     log_cosh,

@@ -419,3 +419,25 @@ def test_a_scaled_power_of_an_exp_merges_with_the_exp(source):
     np.testing.assert_allclose(einderiv.grad(source, "r")(r=r, s=s), slope, rtol=1e-13)
     np.testing.assert_allclose(einderiv.hessian_diag(source, "r")(r=r, s=s), curve, rtol=1e-12, atol=1e-300)
     np.testing.assert_allclose(np.diag(einderiv.hessian(source, "r")(r=r, s=s)), curve, rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize(
+    "source, scale",
+    [
+        ("f = sum_i(1 / sigmoid(z_i))", 1),
+        ("s_i = sigmoid(z_i); f = sum_i(1 / s_i)", 1),
+        ("f = sum_i(2 / sigmoid(z_i))", 2),
+    ],
+)
+def test_the_slope_of_a_reciprocal_sigmoid_keeps_its_relative_accuracy(source, scale):
+    """A meaning hunt's find: d(1 / sigmoid(z))/dz was evaluated as ``1 - 1 / sigmoid(z)``, 1e-3
+    off at z = 30 and 0 from z = 37 (it is -e^-z).  1 / sigmoid(z) is 1 + exp(-z).  Value,
+    gradient and Hessian diagonal against mpmath, in both forms."""
+    z = np.array([-700.0, -30.0, -1.0, 0.5, 30.0, 40.0, 300.0])
+    with mpmath.workdps(60):
+        u = [mpmath.mpf(v) for v in z]
+        value = float(scale * mpmath.fsum(1 + mpmath.exp(-v) for v in u))
+        slope = [float(-scale * mpmath.exp(-v)) for v in u]
+    np.testing.assert_allclose(einderiv.evaluate(source, z=z), value, rtol=1e-14)
+    np.testing.assert_allclose(einderiv.grad(source, "z")(z=z), slope, rtol=1e-13, atol=1e-300)
+    np.testing.assert_allclose(einderiv.hessian_diag(source, "z")(z=z), np.negative(slope), rtol=1e-13, atol=1e-300)
