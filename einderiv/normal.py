@@ -772,9 +772,12 @@ def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term
         inner = single_atom(arg, "pow")
         if inner is not None and param.denominator == 1 and folds_to(inner.arg, inner.param, inner.param * param):
             return make_apply("pow", inner.arg, inner.param * param)
-        if len(arg.terms) == 1 and arg.terms[0].coeff not in (0, 1) and param.denominator == 1:
+        scale = arg.terms[0].coeff if len(arg.terms) == 1 else None
+        if scale not in (None, 0, 1) and param.denominator == 1 and abs(param * math.log(abs(scale))) <= 30:
             # (c u)^n = c^n u^n: 1 / (2 exp(r))^3 is exp(r)^-3 / 8, whose powers merge with
-            # exp(r)'s own (as (2 v)^3 it overflows from r = 237, where 8 v^2 / (2 v)^3 became 0)
+            # exp(r)'s own (as (2 v)^3 it overflows from r = 237, where 8 v^2 / (2 v)^3 became 0);
+            # only where c^n is within e^30 of 1, so that c^n and u^n do not overflow or underflow
+            # apart where (c u)^n does not ((x / 1000)^50 stays: 1e-150 x^50 is inf at x = 1e7)
             (term,) = arg.terms
             rest = make_apply("pow", Poly((Term(one, term.factors),), arg.indices), param)
             return [Term(t.coeff * term.coeff**param.numerator, t.factors) for t in rest]
