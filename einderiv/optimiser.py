@@ -191,6 +191,19 @@ def _softmax_parts(atom) -> tuple[Poly, tuple[int, ...]] | None:
     return rest, tuple(arg.indices.index(i) for i in reduced)
 
 
+def _scaled_softmax(atom) -> tuple[Apply, int] | None:
+    """``(softmax, c)`` when ``atom`` is ``exp(c v - c logsumexp_R(v))`` for a whole c >= 2 (a
+    softmax to the power c, as differentiation writes p_k p_k), else None."""
+    if not (isinstance(atom, Apply) and atom.func == "exp"):
+        return None
+    shifts = [t for t in atom.arg.terms if len(t.factors) == 1 and logsumexp_parts(t.factors[0]) is not None]
+    if len(shifts) != 1 or shifts[0].coeff >= -1 or shifts[0].coeff.denominator != 1:
+        return None
+    power = -shifts[0].coeff
+    inner = Apply("exp", Poly(tuple(t.scaled(1 / power) for t in atom.arg.terms), atom.arg.indices))
+    return (inner, int(power)) if _softmax_parts(inner) is not None else None
+
+
 def _pair(term: Term, a_pos: int, b_pos: int, free: set[str]) -> tuple[tuple, tuple[Indices, Indices]] | None:
     """(key, (result indices as written, in the key's order)) of the tensors at ``a_pos`` and
     ``b_pos`` contracted on their own: they share a summed index that no other factor carries,
@@ -1587,6 +1600,11 @@ class StraightLine:
             name = self._hoist_logsumexp(atom, key, target)
         if name is None and _softmax_parts(atom) is not None:
             name = self._hoist_softmax(atom, key, target)
+        scaled = _scaled_softmax(atom) if name is None and target is None else None
+        if scaled is not None:
+            # exp(2 z_k - 2 logsumexp(z)) as the softmax squared: the exponent 2 z - 2 lse rounds
+            # by |z| ulps (the Hessian diagonal p - p^2 of a logsumexp was negative at z ~ 2000)
+            name = self._calls[key] = self._power_step(self._hoist_atom(scaled[0]).name, scaled[1])
         if name is None:
             source = self._source(atom.arg)
             name = target or self._temp()
