@@ -355,7 +355,7 @@ class Compiled:
         if missing:
             hint = f" (pass it in a mapping: {{{missing[0]!r}: ...}})" if missing[0] in PARAMETERS else ""
             if missing[0] == "I" and self.ranks["I"] == 0:  # F = A + I, read as index notation
-                hint = " (I is an input here: the identity is delta_ij, or I in matrix notation, notation='matrix')"
+                hint = " (I was read as a scalar input; the identity is delta_ij here, or I with notation='matrix')"
             raise EvaluationError(f"missing array for {missing[0]!r} (inputs: {', '.join(self.inputs)}){hint}")
         return given
 

@@ -740,20 +740,21 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
             logs = ("log", "log1p")  # log(1 - s) is log1p(-s) by now
             divisor = isinstance(factor, Apply) and factor.func == "pow" and factor.param < 0  # 1 / (1 + e)
             read = isinstance(factor, Apply) and (factor.func in logs or divisor)
-            used = factor.arg.tensor_names() & set(calls) if read else ()
-            if isinstance(factor, Apply) and not read and factor.arg.tensor_names() & set(calls):
+            root = _root_of(factor)
+            rooted = root is not None and root.tensor_names() & set(calls) and non_negative(_substituted(root, calls))
+            used = factor.arg.tensor_names() & set(calls) if read and not rooted else ()
+            if rooted:
+                # sqrt(e) with e = exp(z) is exp(z)^0.5 (1 / sqrt(e) its reciprocal): a power of a
+                # base never negative, which merges with e's own factors once differentiated (left
+                # as e / sqrt(e)^3 it is 0 from z = 473, where e^1.5 overflows: half the Hessian)
+                parts, changed = make_apply(factor.func, _substituted(factor.arg, calls), factor.param), True
+            elif isinstance(factor, Apply) and not read and factor.arg.tensor_names() & set(calls):
                 # any other call (a power, exp, tanh) of an argument that uses an intermediate is
                 # rebuilt where its argument is (see_through returns ``poly`` itself where it
                 # rewrites nothing): log(s)^2 with s = sum_n(exp(z_n)) is a log-sum-exp squared
                 inner = see_through(factor.arg, calls)
                 if inner is not factor.arg:
                     parts, changed = make_apply(factor.func, inner, factor.param), True
-            root = _root_of(factor)
-            if root is not None and root.tensor_names() & set(calls) and non_negative(_substituted(root, calls)):
-                # sqrt(e) with e = exp(z) is exp(z)^0.5 (1 / sqrt(e) its reciprocal): a power of a
-                # base never negative, which merges with e's own factors once differentiated (left
-                # as e / sqrt(e)^3 it is 0 from z = 473, where e^1.5 overflows: half the Hessian)
-                parts, changed, used = make_apply(factor.func, _substituted(factor.arg, calls), factor.param), True, ()
             if used:  # rebuilt through the call rules (log1p(-s) is log_one_minus_sigmoid's, by log1p_exp)
                 arg = _substituted(factor.arg, calls)
                 products, applied = rewrite_products(arg.terms)  # log(e_k / s): a log of a softmax

@@ -105,12 +105,12 @@ def exp_over_sum_exp(term: Term) -> list[Term] | None:
     return None
 
 
-def _sigmoid_power(atom) -> tuple[Apply, Fraction] | None:
-    """``(sigmoid(w), k)`` when ``atom`` is ``sigmoid(w)`` (k = 1) or ``sigmoid(w)^k`` (integer k)."""
-    if isinstance(atom, Apply) and atom.func == "sigmoid":
+def _call_power(atom, func: str) -> tuple[Apply, Fraction] | None:
+    """``(f(w), k)`` when ``atom`` is ``f(w)`` (k = 1) or ``f(w)^k`` for a nonzero integer k."""
+    if isinstance(atom, Apply) and atom.func == func:
         return atom, ONE
-    if isinstance(atom, Apply) and atom.func == "pow" and atom.param > 0 and atom.param.denominator == 1:
-        inner = single_atom(atom.arg, "sigmoid")
+    if isinstance(atom, Apply) and atom.func == "pow" and atom.param != 0 and atom.param.denominator == 1:
+        inner = single_atom(atom.arg, func)
         if inner is not None:
             return inner, atom.param
     return None
@@ -128,8 +128,8 @@ def exp_times_sigmoid(term: Term) -> list[Term] | None:
         if not (isinstance(exp, Apply) and exp.func == "exp"):
             continue
         for k, factor in enumerate(term.factors):
-            found = _sigmoid_power(factor)
-            if k == m or found is None or set(found[0].indices) != set(exp.indices):
+            found = _call_power(factor, "sigmoid")
+            if k == m or found is None or found[1] < 0 or set(found[0].indices) != set(exp.indices):
                 continue
             sigmoid, power = found
             if simplify([*sigmoid.arg.terms, *exp.arg.terms], sigmoid.arg.indices).terms:
@@ -144,17 +144,6 @@ def exp_times_sigmoid(term: Term) -> list[Term] | None:
     return None
 
 
-def _call_power(atom, func: str) -> tuple[Apply, Fraction] | None:
-    """``(f(w), k)`` when ``atom`` is ``f(w)`` (k = 1) or ``f(w)^k`` for a nonzero integer k."""
-    if isinstance(atom, Apply) and atom.func == func:
-        return atom, ONE
-    if isinstance(atom, Apply) and atom.func == "pow" and atom.param != 0 and atom.param.denominator == 1:
-        inner = single_atom(atom.arg, func)
-        if inner is not None:
-            return inner, atom.param
-    return None
-
-
 def sinh_over_cosh(term: Term) -> list[Term] | None:
     """``sinh(v)^a / cosh(v)^b = tanh(v)^m sinh(v)^(a-m) / cosh(v)^(b-m)`` with m = min(a, b)
     (whole a, b > 0): ``sinh(z) / cosh(z)`` is ``tanh(z)``, also through intermediates
@@ -165,16 +154,16 @@ def sinh_over_cosh(term: Term) -> list[Term] | None:
     v = 480 (cosh^-2 underflows to 0) where it is sech^2 = 1e-417; tanh is bounded and its
     derivatives are the saturating forms.
     Terminates: each application lowers the powers of a sinh and a cosh factor by m >= 1."""
-    for m, top in enumerate(term.factors):
+    for at_top, top in enumerate(term.factors):
         sinh = _call_power(top, "sinh")
         if sinh is None or sinh[1] < 0:
             continue
-        for k, bottom in enumerate(term.factors):
+        for at_bottom, bottom in enumerate(term.factors):
             cosh = _call_power(bottom, "cosh")
-            if k == m or cosh is None or cosh[1] > 0 or cosh[0].arg != sinh[0].arg:
+            if at_bottom == at_top or cosh is None or cosh[1] > 0 or cosh[0].arg != sinh[0].arg:
                 continue
-            common = min(sinh[1], -cosh[1])
-            rest = tuple(f for pos, f in enumerate(term.factors) if pos not in (k, m))
+            common = min(sinh[1], -cosh[1])  # m
+            rest = tuple(f for pos, f in enumerate(term.factors) if pos not in (at_top, at_bottom))
             tanh = Apply("tanh", sinh[0].arg)
             made = (tanh if common == 1 else power_of(tanh, common),)
             for call, power in ((sinh[0], sinh[1] - common), (cosh[0], cosh[1] + common)):

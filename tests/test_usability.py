@@ -367,6 +367,9 @@ def test_an_unknown_keyword_is_named_with_the_function_called(function):
 def test_a_missing_I_says_that_I_was_read_as_an_input_not_the_identity():
     """``F = A + I`` in index notation reads I as a scalar input; the error said only "missing
     array for 'I'" (a meaning hunt's note).  It names the identity's two spellings."""
-    with pytest.raises(EvaluationError, match=r"missing array for 'I'.*the identity is delta_ij.*notation='matrix'"):
+    with pytest.raises(
+        EvaluationError,
+        match=r"missing array for 'I'.*read as a scalar input; the identity is delta_ij.*notation='matrix'",
+    ):
         einderiv.evaluate("F = A + I", A=np.eye(3))
     np.testing.assert_allclose(einderiv.evaluate("F = A + I", A=np.eye(3), notation="matrix"), 2 * np.eye(3))

@@ -195,7 +195,7 @@ def _apply_piece(atom: Apply, context: _Context, scalars: list, pieces: list, di
             expr = Call(FUNCTIONS["sqrt"].matrix, base, base.shape)
         elif exponent.denominator == 1 and 2 <= exponent <= 4:
             expr = Hadamard((base,) * int(exponent))
-        else:  # v.^-1, the entries' reciprocals; (X w).^3
+        else:  # y.^-1, the entries' reciprocals; (b + x).^-3
             expr = ElementwisePower(base, exponent)
         pieces.append(_Piece(expr, indices))
         return
