@@ -729,7 +729,10 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
         divided = any(isinstance(f, Apply) and f.func == "pow" and f.param < 0 for f in term.factors)
         if divided:  # a product of intermediates: e_k / sum_j(e_j) with e = exp(z) is a softmax
             rewritten, applied = rewrite_products(_substituted(Poly((term,), poly.indices), calls).terms)
-            if applied:
+            if applied or _of_saturating_calls(term, calls):
+                # a quotient of tanh or sigmoid intermediates, t / (1 + t^2) with t = tanh(z), is
+                # read as its value, so that differentiation and the saturating forms see the calls
+                # (through t the Hessian was half the right one from z = 20, and the gradient 0)
                 out.extend(rewritten)
                 changed = True
                 continue
@@ -779,6 +782,18 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
     return simplify(out, poly.indices) if changed else poly
 
 
+#: calls whose derivatives the evaluator writes in saturating forms (1 - tanh^2 as cosh^-2)
+SATURATING = frozenset({"sigmoid", "tanh"})
+
+
+def _of_saturating_calls(term: Term, calls: dict[str, Definition]) -> bool:
+    """Whether every intermediate ``term`` reads is one call of a saturating function."""
+    used = Poly((term,), ()).tensor_names() & set(calls)
+    return bool(used) and all(
+        (call := _single_call(calls[name])) is not None and call.func in SATURATING for name in used
+    )
+
+
 def _root_of(factor) -> Poly | None:
     """The base u under a root: of ``sqrt(u)``, of ``u^p`` for a non-integer p, of ``sqrt(u)^p``."""
     if not isinstance(factor, Apply) or factor.func not in ("sqrt", "pow"):
@@ -802,7 +817,9 @@ def _small(d: Definition) -> bool:
         return True
     if len(terms) == 1 and len(terms[0].factors) == 2:
         # a quotient in one tensor, ``r = s / (1 - s)`` (odds: log(r) with s = sigmoid(z) is z)
-        top, bottom = sorted(terms[0].factors, key=lambda f: isinstance(f, Apply))
+        top, bottom = sorted(terms[0].factors, key=lambda f: isinstance(f, Apply) and f.func == "pow")
+        if _quotient_of_a_saturating_call(top, bottom):
+            return True  # r = s / (1 - s) as see_through read it: sigmoid(z) / (1 - sigmoid(z))
         if (
             isinstance(top, Tensor)
             and isinstance(bottom, Apply)
@@ -817,6 +834,19 @@ def _small(d: Definition) -> bool:
         and len(factors) == 1
         and isinstance(next(iter(factors)), Tensor)
         and all(len(t.factors) <= 3 for t in terms)
+    )
+
+
+def _quotient_of_a_saturating_call(top, bottom) -> bool:
+    """Whether ``top / bottom`` is ``f(z) / p(f(z))`` for f = sigmoid or tanh and a polynomial p."""
+    if not (isinstance(top, Apply) and top.func in SATURATING):
+        return False
+    if not (isinstance(bottom, Apply) and bottom.func == "pow" and bottom.param < 0):
+        return False
+    return all(
+        f == top or (isinstance(f, Apply) and f.func == "pow" and single_atom(f.arg) == top)
+        for t in bottom.arg.terms
+        for f in t.factors
     )
 
 

@@ -483,3 +483,28 @@ def test_the_hessian_diagonal_of_a_softmax_does_not_depend_on_a_shift_of_the_log
         expected = [float(mpmath.exp(v - u[1]) / total * (1 - mpmath.exp(v - u[1]) / total)) for v in u]
     got = einderiv.hessian_diag(source, "z")(**{"z": z, "y": y} if "y_" in source else {"z": z})
     np.testing.assert_allclose(got, expected, rtol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "source", ["t_i = tanh(z_i); f = sum_i(t_i / (1 + t_i^2))", "f = sum_i(tanh(z_i) / (1 + tanh(z_i)^2))"]
+)
+def test_a_quotient_of_a_named_tanh_keeps_its_relative_accuracy_where_tanh_saturates(source):
+    """A meaning hunt's find: through t = tanh(z), the gradient of t / (1 + t^2) was 0 from z = 20
+    and its Hessian exactly half the right one (the adjoint 1 / (1 + t^2) - 2 t^2 / (1 + t^2)^2
+    cancels to 0 at t = 1, and only the chain rule's 1 - t^2 kept its saturating form).  A
+    quotient of tanh or sigmoid intermediates is read as its value, as the one statement is.
+    Against mpmath closed forms: f' = sech^4 / (1 + t^2)^2,
+    f'' = -4 t sech^4 / (1 + t^2)^2 - 4 t sech^6 / (1 + t^2)^3."""
+    z = np.array([-40.0, -25.0, -1.0, 0.5, 20.0, 30.0, 40.0])
+    with mpmath.workdps(60):
+        u = [mpmath.mpf(v) for v in z]
+        slope = [float(mpmath.sech(v) ** 4 / (1 + mpmath.tanh(v) ** 2) ** 2) for v in u]
+        curve = [
+            float(
+                -4 * mpmath.tanh(v) * mpmath.sech(v) ** 4 / (1 + mpmath.tanh(v) ** 2) ** 2
+                - 4 * mpmath.tanh(v) * mpmath.sech(v) ** 6 / (1 + mpmath.tanh(v) ** 2) ** 3
+            )
+            for v in u
+        ]
+    np.testing.assert_allclose(einderiv.grad(source, "z")(z=z), slope, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(einderiv.hessian_diag(source, "z")(z=z), curve, rtol=1e-12, atol=1e-300)
