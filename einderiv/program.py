@@ -729,9 +729,9 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
         divided = any(isinstance(f, Apply) and f.func == "pow" and f.param < 0 for f in term.factors)
         if divided:  # a product of intermediates: e_k / sum_j(e_j) with e = exp(z) is a softmax
             rewritten, applied = rewrite_products(_substituted(Poly((term,), poly.indices), calls).terms)
-            if applied or _of_saturating_calls(term, calls):
-                # a quotient of tanh or sigmoid intermediates, t / (1 + t^2) with t = tanh(z), is
-                # read as its value, so that differentiation and the saturating forms see the calls
+            if applied or _of_quotient_calls(term, calls):
+                # a quotient of tanh, sigmoid, sinh or cosh intermediates, t / (1 + t^2) with
+                # t = tanh(z), is read as its value, so that the stable forms see the calls
                 # (through t the Hessian was half the right one from z = 20, and the gradient 0)
                 out.extend(rewritten)
                 changed = True
@@ -782,15 +782,16 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
     return simplify(out, poly.indices) if changed else poly
 
 
-#: calls whose derivatives the evaluator writes in saturating forms (1 - tanh^2 as cosh^-2)
-SATURATING = frozenset({"sigmoid", "tanh"})
+#: calls a quotient of whose intermediates is read as its value: their derivatives have stable
+#: forms that see only calls (1 - tanh^2 evaluated as cosh^-2, sinh / cosh^2 read as tanh / cosh)
+QUOTIENT_CALLS = frozenset({"cosh", "sigmoid", "sinh", "tanh"})
 
 
-def _of_saturating_calls(term: Term, calls: dict[str, Definition]) -> bool:
-    """Whether every intermediate ``term`` reads is one call of a saturating function."""
+def _of_quotient_calls(term: Term, calls: dict[str, Definition]) -> bool:
+    """Whether every intermediate ``term`` reads is one call of :data:`QUOTIENT_CALLS`."""
     used = Poly((term,), ()).tensor_names() & set(calls)
     return bool(used) and all(
-        (call := _single_call(calls[name])) is not None and call.func in SATURATING for name in used
+        (call := _single_call(calls[name])) is not None and call.func in QUOTIENT_CALLS for name in used
     )
 
 
@@ -838,8 +839,8 @@ def _small(d: Definition) -> bool:
 
 
 def _quotient_of_a_saturating_call(top, bottom) -> bool:
-    """Whether ``top / bottom`` is ``f(z) / p(f(z))`` for f = sigmoid or tanh and a polynomial p."""
-    if not (isinstance(top, Apply) and top.func in SATURATING):
+    """Whether ``top / bottom`` is ``f(z) / p(f(z))`` for f of :data:`QUOTIENT_CALLS`, p a polynomial."""
+    if not (isinstance(top, Apply) and top.func in QUOTIENT_CALLS):
         return False
     if not (isinstance(bottom, Apply) and bottom.func == "pow" and bottom.param < 0):
         return False

@@ -265,8 +265,29 @@ def _replaced(term: Term, pos: int, atom) -> Term:
 SUM_RULES: tuple[Callable, ...] = (sigmoid_pair, one_minus_sigmoid)
 
 
+def _hyperbolic_quotients(poly: Poly) -> Poly:
+    """``poly`` with :func:`sinh_over_cosh` applied to its terms while it matches: derivatives
+    meet it, ``d(1 / cosh(x))/dx = -sinh(x) / cosh(x)^2`` is ``-tanh(x) / cosh(x)`` (the second
+    derivative ``2 sinh^2 / cosh^3 - 1 / cosh`` had the wrong sign from x = 237, where cosh^3
+    overflows, and was NaN from 711)."""
+    if not any(sinh_over_cosh(t) is not None for t in poly.terms):
+        return poly
+    out: list[Term] = []
+    pending = list(poly.terms)
+    while pending:
+        term = pending.pop(0)
+        rewritten = sinh_over_cosh(term)
+        if rewritten is None:
+            out.append(term)
+        else:
+            pending[:0] = rewritten
+    return simplify(out, poly.indices)
+
+
 def rewrite_sums(poly: Poly) -> Poly:
-    """``poly`` with the sum rules applied while one matches (each removes a term)."""
+    """``poly`` with the sum rules applied while one matches (each removes a term), after the
+    quotients of a sinh by a cosh in its terms are read as tanh (:func:`_hyperbolic_quotients`)."""
+    poly = _hyperbolic_quotients(poly)
     if not any(_sigmoids(t) for t in poly.terms):
         return poly
     terms = list(poly.terms)

@@ -508,3 +508,25 @@ def test_a_quotient_of_a_named_tanh_keeps_its_relative_accuracy_where_tanh_satur
         ]
     np.testing.assert_allclose(einderiv.grad(source, "z")(z=z), slope, rtol=1e-12, atol=1e-300)
     np.testing.assert_allclose(einderiv.hessian_diag(source, "z")(z=z), curve, rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["f = sum_i(1 / cosh(x_i))", "c_i = cosh(x_i); f = sum_i(1 / c_i)", "f = sum_n(1 / cosh(X_nd w_d))"],
+)
+def test_the_derivatives_of_a_reciprocal_cosh_keep_their_sign_where_cosh_overflows(source):
+    """A meaning hunt's find: the second derivative of 1 / cosh(x) was ``2 sinh^2 / cosh^3 - 1 /
+    cosh``, whose first term is 0 from x = 237 (cosh^3 overflows): -sech(x) for +sech(x), the
+    wrong sign on every evaluation path, and NaN from 711.  A derivative's sinh / cosh^k is read
+    as tanh / cosh^(k-1), and a quotient of named cosh intermediates as its value.  Against
+    mpmath: f' = -tanh sech, f'' = sech (2 tanh^2 - 1)."""
+    x = np.array([-800.0, -300.0, -1.0, 0.5, 240.0, 300.0, 400.0, 800.0])
+    arrays = {"X": np.eye(len(x)), "w": x} if "X_nd" in source else {"x": x}
+    wrt = "w" if "X_nd" in source else "x"
+    with mpmath.workdps(60):
+        u = [mpmath.mpf(v) for v in x]
+        slope = [float(-mpmath.tanh(v) * mpmath.sech(v)) for v in u]
+        curve = [float(mpmath.sech(v) * (2 * mpmath.tanh(v) ** 2 - 1)) for v in u]
+    np.testing.assert_allclose(einderiv.grad(source, wrt)(**arrays), slope, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(einderiv.hessian_diag(source, wrt)(**arrays), curve, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(np.diag(einderiv.hessian(source, wrt)(**arrays)), curve, rtol=1e-12, atol=1e-300)
