@@ -166,7 +166,10 @@ class ArrayOps:
                 return x ** int(param)
             # a negative base has no real fractional power: NaN, also at -inf, where IEEE pow gives
             # +inf or 0 (and torch's x^-0.5, an rsqrt, NaN); sqrt(-inf), the exponent 1/2, is NaN
-            return self.where(x == -np.inf, np.nan, x ** to_float(param))
+            power = self.where(x == -np.inf, np.nan, x ** to_float(param))
+            if self.name == "torch" and param < 0:  # torch's (-0.0)^-0.5 is -inf (an rsqrt); IEEE pow's +inf
+                power = self.where(x == 0, np.inf, power)
+            return power
         try:
             return self.function(func)(x)
         except TypeError as err:  # a dtype the library's function does not take: softplus of a complex

@@ -497,7 +497,13 @@ class _Body:
                 return f"{self.xp}.{special}({source})"
             if param.denominator == 1 and abs(param) < 2**62:
                 return f"{source} ** {param.numerator}"
-            return f"{source} ** {to_float(param)!r}"
+            # as the runtime: NaN at -inf (IEEE pow gives 0 or inf there), and torch's
+            # (-0.0)^-0.5 (an rsqrt, -inf) as IEEE pow's +inf
+            xp, power = self.xp, f"{source} ** {to_float(param)!r}"
+            code = f"{xp}.where({source} == -{xp}.inf, {xp}.nan, {power})"
+            if self.flavour == "torch" and param < 0:
+                code = f"{xp}.where({source} == 0, {xp}.inf, {code})"
+            return code
         code = function_code(func, self.flavour)
         if code.startswith("_"):
             self.helper(code)

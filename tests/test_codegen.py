@@ -595,3 +595,25 @@ def test_a_generated_gradient_by_a_list_of_one_returns_a_tuple_of_one(tmp_path):
     got, want = module.grad_L_w(x=x, w=w, y=y), gradients(x=x, w=w, y=y)
     assert isinstance(got, tuple) and len(got) == 1
     np.testing.assert_allclose(got[0], want[0], rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "source, p", [("f = sum_i(x_i^0.5)", 0.5), ("f = sum_i(x_i^(1/3))", 1 / 3), ("f = sum_i(x_i^1.5)", 1.5)]
+)
+def test_a_fractional_power_in_generated_code_puts_nan_and_inf_where_the_runtime_does(source, p, tmp_path):
+    """A meaning hunt's find: generated code wrote ``x ** -0.5``, which is 0 at x = -inf in NumPy
+    and jax, where the runtime (and the README) give NaN; and torch's (-0.0)^-0.5, an rsqrt, is
+    -inf where IEEE pow gives +inf.  Every flavour, generated and through the runtime, against the
+    NumPy closed form p |x|^(p-1), NaN below 0 (inf and NaN in the same places, signs included)."""
+    x = np.array([np.nan, np.inf, -np.inf, 1.0, 0.0, -0.0, 2.0, -2.0])
+    with np.errstate(all="ignore"):
+        expected = np.where(x < 0, np.nan, p * np.abs(x) ** (p - 1))
+    gradient = einderiv.grad(source, "x")
+    assert_same(quietly(gradient, x=x), expected, "numpy runtime", rtol=1e-15)
+    for flavour in FLAVOURS:
+        to_library, to_numpy = library(flavour)
+        module = load(generate([gradient], flavour), tmp_path, f"power_{flavour}")
+        function = next(f for n, f in functions_of(module).items() if n.startswith("d"))
+        assert_same(to_numpy(quietly(function, x=to_library(x))), expected, f"{flavour} generated", rtol=1e-15)
+        if flavour != "python":
+            assert_same(to_numpy(quietly(gradient, x=to_library(x))), expected, f"{flavour} runtime", rtol=1e-15)
