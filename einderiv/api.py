@@ -486,7 +486,10 @@ class Compiled:
                     raise ValueError
             except (TypeError, ValueError):
                 raise EvaluationError(f"the shape of {name!r} must be non-negative integers, got {shape!r}") from None
-            arrays[name] = np.broadcast_to(np.float64(0), sizes)  # a view: no memory, however large
+            try:
+                arrays[name] = np.broadcast_to(np.float64(0), sizes)  # a view: no memory, however large
+            except ValueError:  # NumPy's "Maximum allowed dimension exceeded": past 2^63 elements
+                raise EvaluationError(f"the shape {sizes} of {name!r} is larger than NumPy can address") from None
         values = {k: v.shape for k, v in self.numpy_arrays(arrays).items()}
         output = next((d for d in self.computed_definitions() if d.name == self.program.output), None)
         written = tuple(e for h in (output.hints if output else ()) if h[0] == "names" for e in h[1])

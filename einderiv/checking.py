@@ -7,6 +7,7 @@ matrix notation) live here so that the Python API and the command line share the
 from __future__ import annotations
 
 import itertools
+import math
 import numbers
 import re
 from collections.abc import Mapping, Sequence
@@ -119,6 +120,9 @@ def check(
     # projected below, only its derivatives along symmetric directions count, which it has right
     lower.structure = {}
     domain_notes: tuple[str, ...] = ()
+    last = derivative.wrt[-1].name
+    if last in given:  # before any array is made: --shape x=30000 built a 7 GB matrix first
+        _within_checked(last, math.prod(given[last]))
     with np.errstate(all="ignore"):
         arrays = _structured(_random_inputs(derivative, given, seed), derivative.structure)
         try:
@@ -256,10 +260,8 @@ def _shape(name: str, shape) -> tuple[int, ...]:
     return tuple(int(n) for n in sizes)
 
 
-def _central_difference(lower, arrays: dict, wrt: str, shape: tuple[int, ...]) -> np.ndarray:
-    """d lower / d arrays[wrt] by central differences, in float64: shape lower's + wrt's."""
-    base = {k: v for k, v in arrays.items() if k in lower.ranks or k == wrt}
-    entries = int(np.size(base[wrt]))
+def _within_checked(wrt: str, entries: int) -> None:
+    """An error where a check by ``wrt`` would difference more than ``max_checked`` entries."""
     if entries > limits.current().max_checked:
         raise EinderivError(
             f"a check by {wrt!r} takes central differences at each of its {entries:,} entries (two "
@@ -267,6 +269,12 @@ def _central_difference(lower, arrays: dict, wrt: str, shape: tuple[int, ...]) -
             f"{limits.over('max_checked')}: give {wrt!r} a smaller shape (--shape, shapes=), or "
             f"{limits.raise_hint('max_checked')}"
         )
+
+
+def _central_difference(lower, arrays: dict, wrt: str, shape: tuple[int, ...]) -> np.ndarray:
+    """d lower / d arrays[wrt] by central differences, in float64: shape lower's + wrt's."""
+    base = {k: v for k, v in arrays.items() if k in lower.ranks or k == wrt}
+    _within_checked(wrt, int(np.size(base[wrt])))
     numeric = np.zeros(shape)
     for position in np.ndindex(*base[wrt].shape):  # a check, not an evaluation path
         plus, minus = dict(base), dict(base)

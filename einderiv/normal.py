@@ -28,7 +28,7 @@ from functools import lru_cache
 
 from . import limits
 from .elementwise import FUNCTIONS
-from .errors import DifferentiationError
+from .errors import DifferentiationError, EinderivError
 from .index_names import axis_count, count_stem, fresh_indices, is_count
 from .ir import Delta, Indices, Tensor
 
@@ -737,6 +737,22 @@ def constant_value(terms: list[Term]) -> Fraction | None:
     return None
 
 
+#: most decimal digits a constant folded from a power of a number may have (2^3000 has 904): kept
+#: exactly, a larger one costs time without bound (2^3000000 took 44 s) and cannot be printed
+MAX_CONSTANT_DIGITS = 3000
+
+
+def _check_constant_power(value: Fraction, exponent: int) -> None:
+    """An error where ``value ** exponent`` would have more than :data:`MAX_CONSTANT_DIGITS` digits."""
+    bits = max(abs(value.numerator).bit_length(), value.denominator.bit_length()) - 1
+    digits = int(abs(exponent) * bits * 0.30103)
+    if digits > MAX_CONSTANT_DIGITS:
+        raise EinderivError(
+            f"the constant {value}^{exponent} has about {digits} digits, more than the {MAX_CONSTANT_DIGITS} "
+            "einderiv keeps exactly: write a smaller number, or a power of a tensor"
+        )
+
+
 def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term]:
     """``func(arg)`` as terms, after exact folding and the stable rewrites:
 
@@ -768,6 +784,7 @@ def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term
             return splice(arg)
         value = constant_value(list(arg.terms))
         if value is not None and param.denominator == 1 and (value != 0 or param > 0):
+            _check_constant_power(value, param.numerator)
             return carrying([Term(value**param.numerator, ())], arg.indices)
         inner = single_atom(arg, "pow")
         if inner is not None and param.denominator == 1 and folds_to(inner.arg, inner.param, inner.param * param):

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import einderiv
 from einderiv.cli import main as cli_main
+from tests.helpers import run_cli
 
 ALPHABET = "abcxyzAXRijkn_{},;=+-*/^()# 0123.\n" + "\t$@!~"
 VALID = [
@@ -257,3 +258,63 @@ def test_threads_with_different_shapes_agree_with_serial_calls():
         t.join()
     for got, want in zip(results, serial):
         np.testing.assert_allclose(got, want)
+
+
+@pytest.mark.parametrize(
+    "source", ["f = x^2 + 2^14300 x", "f = 2^3000000 x", "f = (2^99999)^999 x", "f = exp(2^14300 x)", "f = 0.5^20000 x"]
+)
+def test_a_constant_power_of_thousands_of_digits_is_a_clear_error(source):
+    """A CLI hunt's find: ``2^14300`` crashed with an internal error (Python's limit on converting
+    an int of 4300 digits to text), and ``2^3000000`` ran for 44 s.  Past 3000 digits a folded
+    power of a number is an EinderivError that says so, at once; ``(2^99)^99`` (2950 digits) stays."""
+    with pytest.raises(einderiv.EinderivError, match="digits, more than the 3000 einderiv keeps exactly"):
+        einderiv.grad(source, "x")
+    result = run_cli("diff", source, "--wrt", "x")
+    assert result.returncode == 2 and result.stderr.startswith("error: the constant"), result.stderr
+    assert "Traceback" not in result.stderr
+    assert str(einderiv.grad("f = (2^99)^99 x", "x")) == "df/dx = (2.4830616513292456 * 10^2950)"
+
+
+@pytest.mark.parametrize("source", ["f = inv(A)_ii", "f = logdet(A)", "f = det(A)", "y_i = inv(A)_ij b_j"])
+def test_linear_algebra_on_half_and_long_double_arrays(source):
+    """A CLI hunt's find: inv, det and logdet of a float16 array raised NumPy's bare TypeError
+    ("array type float16 is unsupported in linalg").  float16 is computed in float32 and returned
+    as float16; longdouble, which LAPACK has no routine for, is an EvaluationError naming it."""
+    A, b = np.array([[2.0, 1.0], [1.0, 3.0]]), np.array([1.0, 2.0])
+    expected = {
+        "f = inv(A)_ii": np.trace(np.linalg.inv(A)),
+        "f = logdet(A)": np.linalg.slogdet(A)[1],
+        "f = det(A)": np.linalg.det(A),
+        "y_i = inv(A)_ij b_j": np.linalg.solve(A, b),
+    }[source]
+    half = {"A": A.astype(np.float16), "b": b.astype(np.float16)}
+    compiled = einderiv.compile(source)
+    got = compiled(**{k: v for k, v in half.items() if k in compiled.ranks})
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got.astype(np.float64), expected, rtol=2e-3)
+    if hasattr(np, "float128") and np.dtype(np.longdouble).itemsize > 8:
+        long = {"A": A.astype(np.longdouble), "b": b.astype(np.longdouble)}
+        with pytest.raises(einderiv.EvaluationError, match="float128, which the linear algebra does not take"):
+            compiled(**{k: v for k, v in long.items() if k in compiled.ranks})
+
+
+def test_shapes_past_what_numpy_addresses_are_an_evaluation_error():
+    """``shape_for`` and ``explain`` raised NumPy's ValueError ("Maximum allowed dimension
+    exceeded") for a shape of 10^30 (a CLI hunt's find)."""
+    compiled = einderiv.compile("f = x_i A_ij x_j")
+    for method in (compiled.shape_for, compiled.explain):
+        with pytest.raises(einderiv.EvaluationError, match="larger than NumPy can address"):
+            method(x=(10**30,), A=(10**30, 10**30))
+
+
+def test_a_check_past_max_checked_stops_before_making_its_arrays(monkeypatch):
+    """``check --shape x=30000`` built the 30000 x 30000 matrix (7 GB, 17 s) before it said that
+    30,000 entries are past max_checked; it says so first (the limit is read before any array)."""
+    import einderiv.checking as checking
+
+    def made(*args, **kwargs):
+        raise AssertionError("the inputs were made before the limit was read")
+
+    monkeypatch.setattr(checking, "_random_inputs", made)
+    with pytest.raises(einderiv.EinderivError, match="past the limit of 20000"):
+        einderiv.check("f = x_i A_ij x_j", "x", shapes={"x": (30_000,)})
