@@ -320,13 +320,24 @@ def contract_deltas(term: Term, free: frozenset[str]) -> Term:
     return Term(term.coeff, tuple(factors))
 
 
+def number_key(value) -> str:
+    """``str(value)`` for a key, also past Python's 4300 digits of int-to-text (as hexadecimal)."""
+    if (
+        value is None
+        or not isinstance(value, Fraction)
+        or max(value.numerator.bit_length(), value.denominator.bit_length()) < 14000
+    ):
+        return str(value)
+    return f"0x{value.numerator:x}/{value.denominator:x}"
+
+
 def _shape_key(atom, free: frozenset[str]) -> tuple:
     """What an atom looks like with dummy names erased: invariant under renaming dummies."""
     pattern = tuple(i if i in free else "" for i in atom.indices)
     if isinstance(atom, Delta):
         return ("1delta", *sorted(pattern))
     if isinstance(atom, Apply):  # elementwise: the order of its indices is immaterial
-        return ("2" + atom.func, str(atom.param), *sorted(pattern))
+        return ("2" + atom.func, number_key(atom.param), *sorted(pattern))
     if isinstance(atom, MatrixFn):
         return ("3" + atom.func + ":" + atom.matrix, *pattern)
     return ("0" + atom.name, *pattern)
@@ -348,10 +359,10 @@ def _apply_key(atom: Apply, depth: int, counts: bool = True) -> tuple:
     """The canonical key of a call: its function and its argument's terms' keys (cached, since
     nested calls are keyed again each time an enclosing term is)."""
     free = frozenset(atom.arg.indices)
-    inner = tuple(sorted((str(t.coeff), canonical_key(t, free, depth + 1, counts)) for t in atom.arg.terms))
+    inner = tuple(sorted((number_key(t.coeff), canonical_key(t, free, depth + 1, counts)) for t in atom.arg.terms))
     # elementwise: the order of its indices is immaterial; they are one tuple, so that keys of
     # calls with different numbers of indices still compare (a str is never set against a tuple)
-    return ("Apply", atom.func, str(atom.param), tuple(sorted(atom.indices)), inner)
+    return ("Apply", atom.func, number_key(atom.param), tuple(sorted(atom.indices)), inner)
 
 
 def common_coefficient(coeffs) -> Fraction:
@@ -737,9 +748,9 @@ def constant_value(terms: list[Term]) -> Fraction | None:
     return None
 
 
-#: most decimal digits a constant folded from a power of a number may have (2^3000 has 904): kept
-#: exactly, a larger one costs time without bound (2^3000000 took 44 s) and cannot be printed
-MAX_CONSTANT_DIGITS = 3000
+#: most decimal digits a constant folded from a power of a number may have ((1e300)^15 has 4501):
+#: kept exactly, a larger one costs time without bound (2^3000000 took 44 s)
+MAX_CONSTANT_DIGITS = 10_000
 
 
 def _check_constant_power(value: Fraction, exponent: int) -> None:

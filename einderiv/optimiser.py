@@ -31,6 +31,7 @@ from .normal import (
     letter_axes,
     multiply,
     negated,
+    number_key,
     rename_apart,
     rename_atom,
     simplify,
@@ -43,7 +44,9 @@ def _poly_key(poly: Poly) -> tuple:
     """``poly`` up to the names of its indices (free ones by position, summed ones canonically):
     the same key for the same array, wherever it is written."""
     positions = {i: f"#{k}" for k, i in enumerate(poly.indices)}
-    terms = ((str(t.coeff), canonical_key(t.rename(positions), frozenset(positions.values()))) for t in poly.terms)
+    terms = (
+        (number_key(t.coeff), canonical_key(t.rename(positions), frozenset(positions.values()))) for t in poly.terms
+    )
     return len(poly.indices), tuple(sorted(terms))
 
 
@@ -1594,7 +1597,7 @@ class StraightLine:
         return len(only) == 1 and isinstance(only[0], Tensor) and only[0].name in self._sum_statements
 
     def _hoist_atom(self, atom: Apply, target: str | None = None) -> Tensor:
-        key = (atom.func, str(atom.param), *_poly_key(atom.arg))
+        key = (atom.func, number_key(atom.param), *_poly_key(atom.arg))
         name = self._calls.get(key)
         if name is None and logsumexp_parts(atom) is not None:
             name = self._hoist_logsumexp(atom, key, target)
@@ -1851,7 +1854,7 @@ class StraightLine:
 
         def placed(f):
             if isinstance(f, Apply):
-                key = (f.func, str(f.param), *_poly_key(f.arg))
+                key = (f.func, number_key(f.param), *_poly_key(f.arg))
             elif isinstance(f, MatrixFn):
                 key = (f.func, f.matrix)
             else:

@@ -289,6 +289,14 @@ def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = 
                 ": an index is a letter (x_i, A_ij), summed or free, not a numbered entry such as x_1; "
                 "a scalar of its own is a name, as x1"
             )
+        elif (
+            char == "_"
+            and source[err.pos_in_stream + 1 : err.pos_in_stream + 2] == "{"
+            and "}" not in re.split(r"[\s+\-*/^()=;]", source[err.pos_in_stream + 2 :] + " ", maxsplit=1)[0]
+        ):
+            hint = ": the index list's '{' is not closed: write W_{in,out}"
+        elif char == "_" and (after := source[err.pos_in_stream + 1 : err.pos_in_stream + 2]) and not after.isascii():
+            hint = f": an index is an ASCII letter or a Greek one, not {after!r} (U+{ord(after):04X})"
         elif char == "_":
             hint = ": an index list follows a name directly, as in R_mp, W_{in,out} or inv(M)_ij"
         elif char == "{" and source[: err.pos_in_stream].endswith("^"):

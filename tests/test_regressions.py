@@ -3327,6 +3327,10 @@ def test_a_power_of_a_call_after_a_spaced_number_denominator_is_an_error(source,
         ("f = max(a, b)", "max(a, b) is (a + b + abs(a - b)) / 2"),
         ("f = sum(X, 1)", "sum takes one argument and reduces all of it"),  # matrix notation (sum()
         ("f = exp(x, 2)", "exp(...) takes one argument"),
+        # a CLI hunt's finds: both said "an index list follows a name directly"
+        ("f = x_{i", "the index list's '{' is not closed"),
+        ("f = x_{i} + y_{j", "the index list's '{' is not closed"),
+        ("f = x_\u2170", "an index is an ASCII letter or a Greek one, not '\u2170' (U+2170)"),
     ],
 )
 def test_numbered_entries_and_a_second_argument_get_a_hint(source, hint):
