@@ -788,11 +788,13 @@ QUOTIENT_CALLS = frozenset({"cosh", "sigmoid", "sinh", "tanh"})
 
 
 def _of_quotient_calls(term: Term, calls: dict[str, Definition]) -> bool:
-    """Whether every intermediate ``term`` reads is one call of :data:`QUOTIENT_CALLS`."""
+    """Whether the intermediates ``term`` reads are one and the same call of :data:`QUOTIENT_CALLS`
+    (``t / (1 + t^2)``, ``1 / c``).  Two calls (``u / (1 + t^2)`` with u = tanh(2 z), t = tanh(z);
+    ``t / (1 + s)`` with s = sigmoid(z)) stay as written: their one-statement forms cancel where
+    the program's do not (a reviewer's find: read as their values, Hessians were 2x off or 0)."""
     used = Poly((term,), ()).tensor_names() & set(calls)
-    return bool(used) and all(
-        (call := _single_call(calls[name])) is not None and call.func in QUOTIENT_CALLS for name in used
-    )
+    found = [_single_call(calls[name]) for name in used]
+    return len(found) == 1 and found[0] is not None and found[0].func in QUOTIENT_CALLS
 
 
 def _root_of(factor) -> Poly | None:
