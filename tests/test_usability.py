@@ -86,13 +86,19 @@ def test_check_api_renamed_letters_are_matched_and_said():
         ({"shapes": {"q": (3,)}}, "'q' is not an input"),
         ({"shapes": {"x": (3, 3)}}, "has 2 axes"),
         ({"shapes": {"x": (-3,)}}, "non-negative integers"),
-        ({"shapes": {"x": (10**11,)}}, "too large to allocate"),
+        ({"shapes": {"x": (10**11,)}}, "past the limit of 20000 \\(max_checked\\)"),  # read before allocating
         ({"expect": 3}, "expect must be text"),
     ],
 )
 def test_check_api_errors_are_einderiv_errors(kwargs, message):
     with pytest.raises(EinderivError, match=message):
         einderiv.check("f = x_i x_i", "x", **kwargs)
+
+
+def test_a_check_input_too_large_to_allocate_is_an_einderiv_error():
+    """x is sized by A (so max_checked is read only once x is made): A itself cannot be made."""
+    with pytest.raises(EinderivError, match="'A' of shape \\(1000000, 1000000\\) is too large to allocate"):
+        einderiv.check("f = x_i A_ij x_j", "x", shapes={"A": (10**6, 10**6)})
 
 
 # -- einderiv check: claims with their own letters --------------------------------------------
@@ -246,7 +252,7 @@ def test_eval_a_result_too_large_for_memory():
 @pytest.mark.parametrize(
     "args, fragments",
     [
-        (["--shape", "x=100000000000"], ["too large to allocate"]),
+        (["--shape", "x=100000000000"], ["past the limit of 20000 (max_checked)"]),  # read before allocating
         (["--shape", "x=3y"], ["--shape 'x=3y'", "sizes joined by 'x'"]),
         (["--shape", "q=3"], ["--shape q: not an input"]),
         (["--tol", "-1"], ["tol must be a non-negative number"]),
