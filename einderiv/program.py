@@ -730,8 +730,8 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
         if divided:  # a product of intermediates: e_k / sum_j(e_j) with e = exp(z) is a softmax
             rewritten, applied = rewrite_products(_substituted(Poly((term,), poly.indices), calls).terms)
             if applied or _of_quotient_calls(term, calls):
-                # a quotient of tanh, sigmoid, sinh or cosh intermediates, t / (1 + t^2) with
-                # t = tanh(z), is read as its value, so that the stable forms see the calls
+                # a quotient of one tanh, sigmoid, sinh or cosh intermediate, t / (1 + t^2) with
+                # t = tanh(z), is read as its value, so that the stable forms see the call
                 # (through t the Hessian was half the right one from z = 20, and the gradient 0)
                 out.extend(rewritten)
                 changed = True
