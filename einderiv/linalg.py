@@ -356,8 +356,9 @@ def shared_solve(values: dict, func: str, name: str, operand: str) -> np.ndarray
 
 # -- one numpy.linalg call per function ---------------------------------------------------------
 def _in_a_lapack_dtype(func: str, name: str, array: np.ndarray) -> np.ndarray:
-    """``array`` in a dtype LAPACK factorises: float16 as float32 (the result is cast back by the
-    caller); longdouble has none, an error that names it (NumPy's own is a bare TypeError)."""
+    """``array`` in a dtype LAPACK factorises (``array`` itself where it is in one, or not a float):
+    float16 as float32, the result cast back by the caller; longdouble has none, an error that
+    names it (NumPy's own is a bare TypeError)."""
     if array.dtype in _LAPACK_DTYPES or array.dtype.kind not in "fc":
         return array
     if array.dtype == np.float16:
@@ -372,10 +373,9 @@ def solve(func: str, name: str, matrix: np.ndarray, vector: np.ndarray) -> np.nd
     """inv(M) b as a linear solve (``solve_transposed``: inv(M)^T a)."""
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise EvaluationError(f"inv({name}): {name!r} has shape {matrix.shape}, not a square matrix")
-    wanted = np.result_type(matrix, vector)
-    if wanted not in _LAPACK_DTYPES and wanted.kind in "fc":
-        computed = solve(func, name, _in_a_lapack_dtype("inv", name, matrix), _in_a_lapack_dtype("inv", name, vector))
-        return computed.astype(wanted)
+    lapack = _in_a_lapack_dtype("inv", name, matrix), _in_a_lapack_dtype("inv", name, vector)
+    if lapack[0] is not matrix or lapack[1] is not vector:
+        return solve(func, name, *lapack).astype(np.result_type(matrix, vector))
     if not np.all(np.isfinite(matrix)):  # NaN and inf propagate as IEEE values
         return np.full(vector.shape, np.nan, dtype=np.result_type(matrix, vector))
     try:
@@ -388,8 +388,9 @@ def matrix_function(func: str, name: str, matrix: np.ndarray) -> np.ndarray:
     """inv, det or logdet of a square matrix, with errors that name it."""
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise EvaluationError(f"{func}({name}): {name!r} has shape {matrix.shape}, not a square matrix")
-    if matrix.dtype not in _LAPACK_DTYPES and matrix.dtype.kind in "fc":
-        return np.asarray(matrix_function(func, name, _in_a_lapack_dtype(func, name, matrix))).astype(matrix.dtype)
+    lapack = _in_a_lapack_dtype(func, name, matrix)
+    if lapack is not matrix:
+        return np.asarray(matrix_function(func, name, lapack)).astype(matrix.dtype)
     if not np.all(np.isfinite(matrix)):  # NaN and inf propagate as IEEE values
         return np.full(matrix.shape if func == "inv" else (), np.nan, dtype=matrix.dtype)
     if func == "inv":

@@ -322,11 +322,7 @@ def contract_deltas(term: Term, free: frozenset[str]) -> Term:
 
 def number_key(value) -> str:
     """``str(value)`` for a key, also past Python's 4300 digits of int-to-text (as hexadecimal)."""
-    if (
-        value is None
-        or not isinstance(value, Fraction)
-        or max(value.numerator.bit_length(), value.denominator.bit_length()) < 14000
-    ):
+    if not isinstance(value, Fraction) or max(value.numerator.bit_length(), value.denominator.bit_length()) < 14000:
         return str(value)
     return f"0x{value.numerator:x}/{value.denominator:x}"
 
@@ -1474,7 +1470,6 @@ def log_of_scaled_exp_sum(func: str, arg: Poly, param) -> list[Term] | None:
     return carrying([*scale, *counts, *out], arg.indices)
 
 
-#: Rules on one call, in the order make_apply tries them (first match wins).
 def reciprocal_sigmoid(func: str, arg: Poly, param) -> list[Term] | None:
     """``sigmoid(u)^-k = (1 + exp(-u))^k`` for a whole k > 0: ``1 / sigmoid(z)`` is
     ``1 + exp(-z)``.
@@ -1496,6 +1491,7 @@ def reciprocal_sigmoid(func: str, arg: Poly, param) -> list[Term] | None:
     return [Term(ONE, (Apply("pow", one_plus, -param),))]
 
 
+#: Rules on one call, in the order make_apply tries them (first match wins).
 CALL_RULES: tuple[Callable, ...] = (
     log_det,
     log_exp,

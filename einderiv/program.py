@@ -821,7 +821,7 @@ def _small(d: Definition) -> bool:
     if len(terms) == 1 and len(terms[0].factors) == 2:
         # a quotient in one tensor, ``r = s / (1 - s)`` (odds: log(r) with s = sigmoid(z) is z)
         top, bottom = sorted(terms[0].factors, key=lambda f: isinstance(f, Apply) and f.func == "pow")
-        if _quotient_of_a_saturating_call(top, bottom):
+        if _quotient_of_one_call(top, bottom):
             return True  # r = s / (1 - s) as see_through read it: sigmoid(z) / (1 - sigmoid(z))
         if (
             isinstance(top, Tensor)
@@ -840,7 +840,7 @@ def _small(d: Definition) -> bool:
     )
 
 
-def _quotient_of_a_saturating_call(top, bottom) -> bool:
+def _quotient_of_one_call(top, bottom) -> bool:
     """Whether ``top / bottom`` is ``f(z) / p(f(z))`` for f of :data:`QUOTIENT_CALLS`, p a polynomial."""
     if not (isinstance(top, Apply) and top.func in QUOTIENT_CALLS):
         return False

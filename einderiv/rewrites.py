@@ -177,14 +177,14 @@ def sinh_over_cosh(term: Term) -> list[Term] | None:
 PRODUCT_RULES: tuple[Callable, ...] = (exp_over_sum_exp, exp_times_sigmoid, sinh_over_cosh)
 
 
-def rewrite_products(terms) -> tuple[list[Term], bool]:
-    """Every term with the product rules applied while one matches; and whether any did."""
+def rewrite_products(terms, rules: tuple[Callable, ...] = PRODUCT_RULES) -> tuple[list[Term], bool]:
+    """Every term with the product ``rules`` applied while one matches; and whether any did."""
     out: list[Term] = []
     changed = False
     pending = list(terms)
     while pending:
         term = pending.pop(0)
-        for rule in PRODUCT_RULES:
+        for rule in rules:
             rewritten = rule(term)
             if rewritten is not None:
                 pending[:0] = rewritten
@@ -270,18 +270,8 @@ def _hyperbolic_quotients(poly: Poly) -> Poly:
     meet it, ``d(1 / cosh(x))/dx = -sinh(x) / cosh(x)^2`` is ``-tanh(x) / cosh(x)`` (the second
     derivative ``2 sinh^2 / cosh^3 - 1 / cosh`` had the wrong sign from x = 237, where cosh^3
     overflows, and was NaN from 711)."""
-    if not any(sinh_over_cosh(t) is not None for t in poly.terms):
-        return poly
-    out: list[Term] = []
-    pending = list(poly.terms)
-    while pending:
-        term = pending.pop(0)
-        rewritten = sinh_over_cosh(term)
-        if rewritten is None:
-            out.append(term)
-        else:
-            pending[:0] = rewritten
-    return simplify(out, poly.indices)
+    terms, changed = rewrite_products(poly.terms, (sinh_over_cosh,))
+    return simplify(terms, poly.indices) if changed else poly
 
 
 def rewrite_sums(poly: Poly) -> Poly:
