@@ -223,9 +223,11 @@ def _pair(term: Term, a_pos: int, b_pos: int, free: set[str]) -> tuple[tuple, tu
     out = tuple(i for i in dict.fromkeys(a.indices + b.indices) if i not in summed)
     if not out or len(out) > max(len(a.indices), len(b.indices)):
         return None
-    held = set(out) <= free or any(set(out) <= set(f.indices) for f in others if isinstance(f, Tensor))
-    if not held:
+    holders = [f for f in others if isinstance(f, Tensor) and set(out) <= set(f.indices)]
+    if not (set(out) <= free or holders):
         return None
+    if holders:  # laid out as the factor it meets holds it: ``V_je G_ke`` beside ``A_kj`` is k, j
+        out = tuple(dict.fromkeys(i for i in holders[0].indices if i in out))
     first, second = sorted((a, b), key=lambda f: (f.name, len(f.indices)))
     canonical = tuple(i for i in dict.fromkeys(first.indices + second.indices) if i not in summed)
     return _poly_key(Poly((Term(Fraction(1), (first, second)),), canonical)), (out, canonical)

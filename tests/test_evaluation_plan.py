@@ -6,6 +6,7 @@ against NumPy's einsum or jax (float64); the speed these buy is measured in ``be
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -475,3 +476,41 @@ def test_which_batched_products_go_to_matmul(subscripts, shapes, batched):
     assert ("batched matmul" in repr(function)) == batched, repr(function)
     arrays = [np.random.default_rng(1).normal(size=shape) for shape in shapes]
     np.testing.assert_allclose(function(*arrays), np.einsum(subscripts, *arrays), rtol=1e-11, atol=1e-11)
+
+
+def _across_the_grain(compiled, **shapes) -> list[str]:
+    """The einsum subscripts of ``compiled``'s plan that meet two arrays of the same letters in
+    different orders (``ka,ak->ka``): one of them is read transposed, against its memory order."""
+    found = []
+    for line in compiled.explain(**shapes).splitlines():
+        for subscripts in re.findall(r"'([^']*->[^']*)'", line):
+            inputs, output = subscripts.split("->")
+            arrays = [a for a in [*inputs.split(","), output] if len(set(a)) >= 2]
+            if any(set(a) == set(b) and a != b for a in arrays for b in arrays):
+                found.append(subscripts)
+    return found
+
+
+def test_the_one_statement_attention_gradient_reads_its_arrays_as_the_program_does():
+    """``softmax_j(c Q_id K_jd) V_je G_ie`` by Q: the product ``V_je G_ke`` that both terms share
+    was laid out j, k as written, beside the softmax laid out k, j, so two passes read it across
+    the grain (the one statement took 1.4x hand NumPy, its program 1.1x).  It is now laid out as
+    the softmax it meets.  Against jax in float64."""
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+    shapes = {"Q": (40, 8), "K": (30, 8), "V": (30, 6), "G": (40, 6), "c": ()}
+    one = einderiv.grad("L = softmax_j(c Q_id K_jd) V_je G_ie", "Q")
+    program = einderiv.grad("S_ij = c Q_id K_jd; A_ij = softmax_j(S_ij); O_ie = A_ij V_je; L = O_ie G_ie", "Q")
+    assert _across_the_grain(one, **shapes) == [] == _across_the_grain(program, **shapes)
+    gen = np.random.default_rng(1)
+    arrays = {k: gen.normal(size=s) for k, s in shapes.items()}
+    arrays["c"] = np.float64(0.35)
+
+    def loss(Q):
+        return jnp.sum(jax.nn.softmax(arrays["c"] * Q @ arrays["K"].T, axis=1) @ arrays["V"] * arrays["G"])
+
+    want = jax.grad(loss)(arrays["Q"])
+    for gradient in (one, program):
+        np.testing.assert_allclose(gradient(**arrays), want, rtol=1e-12, atol=1e-12)
