@@ -200,6 +200,17 @@ def _float(x):
     x = torch.as_tensor(x, dtype=torch.float64 if isinstance(x, float) else None)
     return x if x.is_floating_point() or x.is_complex() else x.to(torch.float64)
 ''',
+        "_floats": '''
+def _floats(*xs):
+    """The inputs as tensors of one dtype, as einderiv's torch backend reads them: each as
+    _float, then all promoted together (float32 beside an integer is float64, as in NumPy;
+    torch.einsum takes no operands of two dtypes)."""
+    xs = [_float(x) for x in xs]
+    dtype = xs[0].dtype
+    for x in xs[1:]:
+        dtype = torch.promote_types(dtype, x.dtype)
+    return [x.to(dtype) for x in xs]
+''',
         "_diagonal_mask": '''
 def _diagonal_mask(n, ndim, a, b, like):
     """True where axes a and b (both of size n) of an ndim-axis result hold equal indices,
@@ -896,7 +907,11 @@ def _source(
     body = _Body(flavour, names, names[parameters[0]], helpers)
     helpers.add("_float")
     arguments = [names[p] for p in parameters]  # integers as float64, as einderiv reads them
-    body.lines.append(f"{', '.join(arguments)} = {', '.join(f'_float({a})' for a in arguments)}")
+    if flavour == "torch":  # one dtype for all, as the torch backend (einderiv.backends) has it
+        helpers.add("_floats")
+        body.lines.append(f"{', '.join(arguments)}, = _floats({', '.join(arguments)})")
+    else:
+        body.lines.append(f"{', '.join(arguments)} = {', '.join(f'_float({a})' for a in arguments)}")
     for step in line.steps:
         body.step(step)
     returned = [body.returned(result, rank) for result, rank in results]

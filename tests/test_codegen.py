@@ -617,3 +617,27 @@ def test_a_fractional_power_in_generated_code_puts_nan_and_inf_where_the_runtime
         assert_same(to_numpy(quietly(function, x=to_library(x))), expected, f"{flavour} generated", rtol=1e-15)
         if flavour != "python":
             assert_same(to_numpy(quietly(gradient, x=to_library(x))), expected, f"{flavour} runtime", rtol=1e-15)
+
+
+def test_generated_torch_takes_float32_beside_integers_as_the_torch_backend_does(tmp_path):
+    """float32 X and w beside integer labels y: the generated torch module stopped with
+    ``expected scalar type Double but found Float`` (torch.einsum takes no operands of two
+    dtypes), where einderiv's torch backend promotes all inputs to float64 as NumPy would.  Now
+    both give float64 and the gradient, against jax in float64."""
+    torch = pytest.importorskip("torch")
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    source = "L = sum_n(softplus(X_nd w_d) - y_n X_nd w_d)"
+    gradient = einderiv.grad(source, "w")
+    module = load(generate([gradient], "torch"), tmp_path, "mixed_torch")
+    gen = np.random.default_rng(3)
+    X, w, y = (
+        gen.normal(size=(5, 3)).astype(np.float32),
+        gen.normal(size=3).astype(np.float32),
+        np.array([0, 1, 1, 0, 1]),
+    )
+    want = jax.grad(lambda w: jax.numpy.sum(jax.nn.softplus(X @ w) - y * (X @ w)))(w.astype(np.float64))
+    inputs = {"X": torch.as_tensor(X), "w": torch.as_tensor(w), "y": torch.as_tensor(y)}
+    for got in (module.dL_dw(**inputs), module.value_and_dL_dw(**inputs)[1], gradient.call(inputs)):
+        assert got.dtype == torch.float64
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
