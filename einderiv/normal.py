@@ -1410,23 +1410,53 @@ def _exp_power(factor) -> tuple[Apply, Fraction] | None:
 
 def log_of_scaled_sum(func: str, arg: Poly, param) -> list[Term] | None:
     """``log(c (u + v + ...)) = log(c) + log(u + v + ...)`` for a number c > 0 that every term
-    of the argument carries, where the log of the sum is then rewritten by another rule: the
-    probit-like ``log(0.5 (1 + tanh(z)))`` is ``log(0.5) + log(1 + tanh(z))``, which
-    ``log_one_plus_tanh`` reads (it was -inf from z = -19 with the 0.5 in front).
+    of the argument carries, or that is its constant term, where the log of the sum is then
+    rewritten by another rule: the probit-like ``log(0.5 (1 + tanh(z)))`` is ``log(0.5) + log(1
+    + tanh(z))``, which ``log_one_plus_tanh`` reads (it was -inf from z = -19 with the 0.5 in
+    front), and its other half ``log(0.5 (1 - tanh(z)))`` = ``log(0.5 - 0.5 tanh(z))`` is
+    ``log(0.5) + log(1 - tanh(z))`` (-inf from z = 19 before 2026-12-06).
 
     Stable: as the rule that then applies.  Where none does, the log is left as written.
-    Terminates: the inner log's terms carry coefficient 1 in common, so this rule does not apply
-    to it again."""
+    Terminates: the inner log's terms carry coefficient 1 in common, or its constant term is 1,
+    so this rule does not apply to it again."""
     if func != "log" or len(arg.terms) < 2:
         return None
     c = arg.terms[0].coeff
     if c <= 0 or c == 1 or any(t.coeff != c for t in arg.terms):
-        return None
+        c, _ = _constant_and_rest(arg)
+        if c is None or c <= 0 or c == 1:
+            return None
     inner = Poly(tuple(t.scaled(1 / c) for t in arg.terms), arg.indices)
     rebuilt = make_apply("log", inner)
     if rebuilt == [Term(ONE, (Apply("log", inner),))]:
         return None
     return [*carrying([_signed_log(c)], arg.indices), *rebuilt]
+
+
+def log_of_common_factor(func: str, arg: Poly, param) -> list[Term] | None:
+    """``log(f u + f v + ...) = log(f) + log(u + v + ...)`` for a positive factor f (an exp,
+    sigmoid, softplus, cosh, or a power of a sum of positive terms; see :func:`_positive`) that
+    every term of the argument holds, over indices the argument keeps: the log-odds
+    ``log(sigmoid(z) / sigmoid(-z))``, whose ``1 / sigmoid(-z)`` is ``1 + exp(z)``, is
+    ``log(sigmoid(z)) + log(1 + exp(z))`` = ``softplus(z) - softplus(-z)`` (NaN at |z| = 1000
+    before 2026-12-06, where it is z).
+
+    Stable: the logs of f and of the sum are each the stable forms the other rules give, where
+    the product of f with the sum under- or overflows long before its log does.
+    Terminates: each term of the remaining log's argument holds one factor fewer."""
+    if func != "log" or len(arg.terms) < 2:
+        return None
+    for f in dict.fromkeys(arg.terms[0].factors):
+        if not _positive(f) or not set(f.indices) <= set(arg.indices):
+            continue
+        if all(f in t.factors for t in arg.terms[1:]):
+            rest = []
+            for t in arg.terms:
+                at = t.factors.index(f)
+                rest.append(Term(t.coeff, t.factors[:at] + t.factors[at + 1 :]))
+            alone, others = Poly((Term(ONE, (f,)),), arg.indices), Poly(tuple(rest), arg.indices)
+            return carrying([*make_apply("log", alone), *make_apply("log", others)], arg.indices)
+    return None
 
 
 def log_of_scaled_exp_sum(func: str, arg: Poly, param) -> list[Term] | None:
@@ -1514,6 +1544,7 @@ CALL_RULES: tuple[Callable, ...] = (
     log_of_exp_products,
     log_of_scaled_exp_sum,
     log_of_scaled_sum,
+    log_of_common_factor,
 )
 
 

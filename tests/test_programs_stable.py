@@ -604,3 +604,73 @@ def test_sums_over_one_letter_of_different_lengths_stay_apart():
             for k in range(2)
         ]
     np.testing.assert_allclose(einderiv.evaluate(source, Z=Z, Y=Y), expected, rtol=1e-13)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "L = sum_n(log(sigmoid(z_n) / sigmoid(-z_n)))",
+        "p_n = sigmoid(z_n); q_n = sigmoid(-z_n); L = sum_n(log(p_n / q_n))",
+    ],
+)
+def test_the_log_odds_written_with_sigmoid_of_minus_z_is_z(source):
+    """``log(sigmoid(z) / sigmoid(-z))`` is z; its ``1 / sigmoid(-z)`` reads as ``1 + exp(z)``,
+    and the log of ``sigmoid(z) + sigmoid(z) exp(z)`` was NaN at |z| = 1000 (value and
+    gradient).  The common factor is now taken out of the log (``log_of_common_factor``)."""
+    z = np.array([-1000.0, 0.5, 30.0, 1000.0])
+    assert float(einderiv.evaluate(source, z=z)) == pytest.approx(z.sum(), rel=1e-14)
+    np.testing.assert_allclose(einderiv.grad(source, "z")(z=z), np.ones(4), rtol=1e-14)
+    np.testing.assert_allclose(einderiv.hessian_diag(source, "z")(z=z), np.zeros(4), atol=1e-300)
+
+
+PROBIT_LIKE = [
+    "L = sum_n(log(0.5 (1 - tanh(z_n))))",
+    "L = sum_n(log(0.5 - 0.5 tanh(z_n)))",
+    "L = sum_n(log(1 - 0.5 (1 + tanh(z_n))))",
+    "p_n = 0.5 (1 + tanh(z_n)); L = sum_n(log(1 - p_n))",
+]
+
+
+@pytest.mark.parametrize("source", PROBIT_LIKE)
+def test_the_log_of_half_one_minus_tanh_is_finite_and_right_at_large_logits(source):
+    """``log(0.5 (1 - tanh(z)))``, the other half of a probit-like tanh model, was -inf from
+    z = 19 and its gradient NaN: the 0.5 in front hid ``log(1 - tanh(z))`` from its rule.
+    Against mpmath at 400 digits (1 - tanh(400) is 2e-348): the value, gradient and Hessian
+    diagonal."""
+    z = np.array([-30.0, 0.5, 30.0, 400.0])
+    with mpmath.workdps(400):
+        zs = [mpmath.mpf(float(v)) for v in z]
+        value = float(sum(mpmath.log((1 - mpmath.tanh(v)) / 2) for v in zs))
+        slope = [float(mpmath.diff(lambda t: mpmath.log((1 - mpmath.tanh(t)) / 2), v)) for v in zs]
+        curve = [float(-4 / (mpmath.exp(2 * v) + 2 + mpmath.exp(-2 * v))) for v in zs]
+    assert float(einderiv.evaluate(source, z=z)) == pytest.approx(value, rel=1e-13)
+    np.testing.assert_allclose(einderiv.grad(source, "z")(z=z), slope, rtol=1e-12)
+    np.testing.assert_allclose(einderiv.hessian_diag(source, "z")(z=z), curve, rtol=1e-12)
+
+
+def test_a_tanh_glm_is_finite_and_right_at_large_logits():
+    """The probit-like GLM ``p = 0.5 (1 + tanh(z))`` with ``-y log(p) - (1 - y) log(1 - p)``
+    was NaN (value and every derivative) at logits of a few hundred.  Value and gradient against
+    jax in float64 on the stable form ``y softplus(-2 z) + (1 - y) softplus(2 z)``; the Hessian
+    ``sum_n(4 X_ni X_nj / (e^(2 z) + 2 + e^(-2 z)))`` against mpmath (jax's is 1e22 off here:
+    its second derivative of softplus at 100 cancels)."""
+    jax, jnp = jax_float64()
+    program = "z_n = X_nd w_d; p_n = 0.5 (1 + tanh(z_n)); L = -y_n log(p_n) - (1 - y_n) log(1 - p_n)"
+    statement = "L = -y_n log(0.5 (1 + tanh(X_nd w_d))) - (1 - y_n) log(0.5 (1 - tanh(X_nd w_d)))"
+    X = 100 * np.array([[1.0, 0.5], [-2.0, 1.0], [0.3, -3.7], [1.0, 1.0]])
+    w, y = np.array([1.0, -0.5]), np.array([1.0, 0.0, 1.0, 0.0])
+
+    def loss(w):
+        z = X @ w
+        return jnp.sum(y * jax.nn.softplus(-2 * z) + (1 - y) * jax.nn.softplus(2 * z))
+
+    with mpmath.workdps(60):
+        u = [2 * mpmath.mpf(float(z)) for z in X @ w]
+        weights = [4 / (mpmath.exp(v) + 2 + mpmath.exp(-v)) for v in u]
+        curvature = [
+            [float(sum(c * X[n, i] * X[n, j] for n, c in enumerate(weights))) for j in range(2)] for i in range(2)
+        ]
+    for source in (program, statement):
+        assert float(einderiv.evaluate(source, X=X, w=w, y=y)) == pytest.approx(float(loss(w)), rel=1e-13)
+        np.testing.assert_allclose(einderiv.grad(source, "w")(X=X, w=w, y=y), jax.grad(loss)(w), rtol=1e-12)
+        np.testing.assert_allclose(einderiv.hessian(source, "w")(X=X, w=w, y=y), curvature, rtol=1e-12)

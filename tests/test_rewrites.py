@@ -297,6 +297,24 @@ STABLE_FORMS = {
         lambda u: -(mpmath.sech(u) ** 2),
         lambda u: True,
     ),
+    "log_of_scaled_sum, minus": (  # the probit-like 1 - p = 0.5 (1 - tanh(z)): -inf from z = 19 before
+        "y_i = log(0.5 (1 - tanh(z_i)))",
+        "p_i = 0.5 (1 + tanh(z_i)); y_i = log(1 - p_i)",
+        "softplus",
+        lambda u: -mpmath.log1p(mpmath.exp(2 * u)),  # log((1 - tanh(u)) / 2), without tanh's rounding to 1
+        lambda u: -2 / (1 + mpmath.exp(-2 * u)),
+        lambda u: -(mpmath.sech(u) ** 2),
+        lambda u: True,
+    ),
+    "log_of_common_factor": (  # the log-odds with sigmoid(-z): NaN at |z| = 1000 before
+        "y_i = log(sigmoid(z_i) / sigmoid(-z_i))",
+        "p_i = sigmoid(z_i); q_i = sigmoid(-z_i); y_i = log(p_i / q_i)",
+        "softplus",
+        lambda u: u,
+        lambda u: mpmath.mpf(1),
+        lambda u: mpmath.mpf(0),
+        lambda u: abs(u) >= 1 or u == 0,  # u to an ulp of log 2, as log_of_sigmoid_polynomial's log-odds
+    ),
     "log_sinh": (  # inf at z = 711 and NaN in every derivative before
         "y_i = log(sinh(z_i))",
         "s_i = sinh(z_i); y_i = log(s_i)",
@@ -648,7 +666,7 @@ def test_the_catalogue_covers_the_documented_rules():
         "log1p_exp", "reciprocal_one_plus_exp", "exp_times_sigmoid", "log_of_product", "log_one_minus_tanh_squared",
         "log_of_exp_products", "log_of_scaled_exp_sum", "log_of_sigmoid_polynomial", "log_one_plus_tanh",
         "log_exp_minus_one", "log_sinh", "log_of_scaled_sum", "power_of_exp", "sinh_over_cosh",
-        "reciprocal_sigmoid",
+        "reciprocal_sigmoid", "log_of_common_factor",
     }  # fmt: skip
     assert set(rewrites.CATALOGUE) == expected
     readme = (__import__("pathlib").Path(__file__).parent.parent / "README.md").read_text()
