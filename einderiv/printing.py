@@ -57,6 +57,12 @@ def _written_names(expr: Expr) -> set[str]:
 #: statement is printed (set by :func:`avoiding`)
 _AVOIDED: ContextVar[Mapping[str, list[frozenset]] | None] = ContextVar("count_letters_avoided", default=None)
 
+#: every letter the statement being printed writes: its own, and those printing has chosen so far
+#: (a ``mean_j(delta_jr)`` takes a letter none of them is, see :func:`atom_to_expr`)
+_WRITTEN: ContextVar[set[str] | None] = ContextVar("letters_written", default=None)
+#: the letters chosen for ``mean_j(delta_jr)`` in the statement being printed: no group binds them
+_MEAN_LETTERS: ContextVar[set[str] | None] = ContextVar("mean_letters", default=None)
+
 
 def _at_other_axes(axes: set, counted: list) -> bool:
     """Whether a letter written at ``axes`` may be another dimension than the counts printed with
@@ -76,9 +82,13 @@ def avoiding(poly: Poly, count_axes: Mapping[str, set] | None = None) -> Iterato
         axes = (count_axes or {}).get(index) or (count_axes or {}).get(count_stem(index)) or ()
         letters.setdefault(count_letter(index), []).append(frozenset(axes))
     token = _AVOIDED.set(letters)
+    written = _WRITTEN.set(set(poly.all_index_names()))
+    means = _MEAN_LETTERS.set(set())
     try:
         yield
     finally:
+        _MEAN_LETTERS.reset(means)
+        _WRITTEN.reset(written)
         _AVOIDED.reset(token)
 
 
@@ -91,7 +101,7 @@ def _apart(arg: Poly, visible: set[str]) -> Poly:
         for letter in arg.dummies() & set(avoided)
         if _at_other_axes(set().union(*(letter_axes(t, letter) for t in arg.terms)), avoided[letter])
     }
-    return rename_apart(arg, visible | clashing, frozenset(avoided))
+    return rename_apart(arg, visible | clashing | (_MEAN_LETTERS.get() or set()), frozenset(avoided))
 
 
 def _arg_expr(arg: Poly, visible: set[str], explicit: bool = False) -> Expr:
@@ -127,9 +137,15 @@ def atom_to_expr(atom, visible: set[str]) -> Expr:
     if isinstance(atom, MatrixFn):
         return MatrixCall(atom.func, atom.matrix, atom.indices)
     if is_reciprocal(atom):  # 1/n along a free index: sum_j delta_jr / n
+        # j is a letter the statement writes nowhere else: read back, the delta sizes j as r
+        # throughout the text (beside mean_i(A_il), mean_i(delta_il) gave i two sizes)
         (index,) = atom.indices
-        (j,) = fresh_indices(1, visible | set(_AVOIDED.get() or ()))
+        written, means = _WRITTEN.get(), _MEAN_LETTERS.get()
+        (j,) = fresh_indices(1, visible | set(_AVOIDED.get() or ()) | (written or set()))
         visible.add(j)
+        for letters in (written, means):
+            if letters is not None:
+                letters.add(j)
         return Call("mean", Delta(j, index), (j,))
     if not isinstance(atom, Apply):
         return atom
@@ -532,7 +548,12 @@ def to_expr(poly: Poly, context: set[str] | None = None, explicit: bool = False,
         with avoiding(poly):
             return to_expr(poly, context, explicit)
     ctx = set(poly.indices) | (context or set())
-    parts = [term_to_expr(t, ctx, leading=(k == 0), explicit=explicit, nested=nested) for k, t in enumerate(poly.terms)]
+    parts = []
+    for k, t in enumerate(poly.terms):
+        parts.append(term_to_expr(t, ctx, leading=(k == 0), explicit=explicit, nested=nested))
+        written = _WRITTEN.get()
+        if written is not None:
+            written |= _written_names(parts[-1])
     return parts[0] if len(parts) == 1 else Add(tuple(parts))
 
 

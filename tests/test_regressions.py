@@ -3737,3 +3737,34 @@ def test_a_power_of_a_power_in_index_notation_says_to_bracket_it(source):
     assert caught.value.column == source.rindex("^") + 1
     x = np.array([0.5, 1.5, 2.0])
     np.testing.assert_allclose(einderiv.evaluate("f = (x_i^2)^2", x=x), (x**4).sum(), rtol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "source, reference",
+    [
+        ("f = mean_i(A_ij) x_j + mean_k(x_k)", lambda jnp, A, y, x: A.mean(0) @ x + x.mean()),
+        ("f = logsumexp_i(A_ij x_j^2) + mean_k(x_k)", lambda jnp, A, y, x: logsumexp(jnp, A @ x**2) + x.mean()),
+        (
+            "f = logsumexp_i(y_i + mean_k(exp(x_k))) + mean_l(x_l)",
+            lambda jnp, A, y, x: logsumexp(jnp, y + jnp.exp(x).mean()) + x.mean(),
+        ),
+    ],
+)
+def test_a_printed_mean_of_a_delta_takes_a_letter_the_statement_writes_nowhere_else(source, reference):
+    """The derivative of ``mean_k(x_k)`` by x_l prints as ``mean_j(delta_jl)``; its letter was
+    picked apart from its own term only, so beside ``mean_i(A_il)`` (i of A's first length) it
+    was ``mean_i(delta_il)``, and the text did not read back: a delta sizes its letters across
+    the statement ("two sizes").  Now its letter is one the statement writes nowhere else (a
+    meaning hunt's find).  The gradient against jax in float64, the text read back to it."""
+    jax, jnp = jax_float64()
+    gen = np.random.default_rng(17)
+    A, y, x = gen.normal(size=(5, 4)), gen.normal(size=5), gen.normal(size=4)
+    gradient = einderiv.grad(source, "x")
+    arrays = {k: v for k, v in {"A": A, "y": y, "x": x}.items() if k in gradient.ranks}
+    want = jax.grad(lambda x: reference(jnp, A, y, x))(x)
+    np.testing.assert_allclose(gradient(**arrays), want, rtol=1e-12)
+    np.testing.assert_allclose(einderiv.evaluate(str(gradient), **arrays), want, rtol=1e-12)
+
+
+def logsumexp(jnp, v):
+    return jnp.log(jnp.sum(jnp.exp(v - v.max()))) + v.max()
