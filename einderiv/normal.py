@@ -1137,7 +1137,7 @@ def log_exp_minus_one(func: str, arg: Poly, param) -> list[Term] | None:
         if expm1 is not None:
             v = expm1.arg
             scaled = [] if scale == 1 else [_signed_log(scale)]
-            return [*carrying([*v.terms, *scaled], arg.indices), _log_minus_expm1(list(negated(v).terms), arg.indices)]
+            return [*carrying([*v.terms, *scaled], arg.indices), *_log_minus_expm1(list(negated(v).terms), arg.indices)]
     if constant is None or constant >= 0 or len(rest.terms) != 1 or rest.terms[0].coeff <= 0:
         return None
     scale = rest.terms[0].coeff
@@ -1147,13 +1147,19 @@ def log_exp_minus_one(func: str, arg: Poly, param) -> list[Term] | None:
     v = exp.arg
     shift = [] if -constant == scale else [_signed_log(-constant / scale)]
     scaled = [] if scale == 1 else [_signed_log(scale)]
-    return [*carrying([*v.terms, *scaled], arg.indices), _log_minus_expm1([*negated(v).terms, *shift], arg.indices)]
+    return [*carrying([*v.terms, *scaled], arg.indices), *_log_minus_expm1([*negated(v).terms, *shift], arg.indices)]
 
 
-def _log_minus_expm1(w: list[Term], indices) -> Term:
-    """``log(-expm1(w))``, log(1 - exp(w)) for w < 0, built as it is (no rule rewrites it)."""
-    inner = Poly((Term(-ONE, (Apply("expm1", simplify(carrying(w, indices), tuple(indices))),)),), tuple(indices))
-    return Term(ONE, (Apply("log", inner),))
+def _log_minus_expm1(w: list[Term], indices) -> list[Term]:
+    """``log(-expm1(w))``, log(1 - exp(w)) for w < 0, built as it is (no rule rewrites it); but
+    for ``w = -softplus(u)`` it is ``log(sigmoid(u))`` (see :func:`expm1_of_softplus`), which
+    the log rules read: ``log(exp(p) - 1)`` of ``p = softplus(z)`` is z, not -inf below -745."""
+    v = simplify(carrying(w, indices), tuple(indices))
+    softplus = single_atom(negated(v), "softplus")
+    if softplus is not None:
+        return make_apply("log", Poly((Term(ONE, (Apply("sigmoid", softplus.arg),)),), tuple(indices)))
+    inner = Poly((Term(-ONE, (Apply("expm1", v),)),), tuple(indices))
+    return [Term(ONE, (Apply("log", inner),))]
 
 
 def log_add_exp(func: str, arg: Poly, param) -> list[Term] | None:
@@ -1266,7 +1272,7 @@ def log_sinh(func: str, arg: Poly, param) -> list[Term] | None:
     u = sinh.arg
     return [
         *carrying([*u.terms, _log_of(Fraction(2)).scaled(-ONE)], arg.indices),
-        _log_minus_expm1(list(negated(u, Fraction(-2)).terms), arg.indices),
+        *_log_minus_expm1(list(negated(u, Fraction(-2)).terms), arg.indices),
     ]
 
 
@@ -1433,6 +1439,25 @@ def log_of_scaled_sum(func: str, arg: Poly, param) -> list[Term] | None:
     return [*carrying([_signed_log(c)], arg.indices), *rebuilt]
 
 
+def expm1_of_softplus(func: str, arg: Poly, param) -> list[Term] | None:
+    """``expm1(softplus(u)) = exp(u)`` and ``expm1(-softplus(u)) = -sigmoid(u)`` (since
+    ``exp(softplus(u)) = 1 + exp(u)``): softplus's inverse ``log(expm1(p))`` of ``p =
+    softplus(z)`` is ``log(exp(z))``, z, and ``log(exp(p) - 1)`` is ``p + log(sigmoid(z))``.
+
+    Stable: softplus(z) underflows to 0 below z = -745 (expm1 of it 0, its log -inf and every
+    derivative NaN at z = -1000, where the value is z); exp(z) and sigmoid(z) are exact there.
+    Terminates: the result has no expm1."""
+    if func != "expm1" or len(arg.terms) != 1 or abs(arg.terms[0].coeff) != 1:
+        return None
+    sign = arg.terms[0].coeff
+    softplus = single_atom(negated(arg, sign), "softplus")
+    if softplus is None:
+        return None
+    if sign > 0:
+        return [Term(ONE, (Apply("exp", softplus.arg),))]
+    return carrying([t.scaled(-ONE) for t in make_apply("sigmoid", softplus.arg)], arg.indices)
+
+
 def log_of_common_factor(func: str, arg: Poly, param) -> list[Term] | None:
     """``log(f u + f v + ...) = log(f) + log(u + v + ...)`` for a positive factor f (an exp,
     sigmoid, softplus, cosh, or a power of a sum of positive terms; see :func:`_positive`) that
@@ -1535,6 +1560,7 @@ CALL_RULES: tuple[Callable, ...] = (
     reciprocal_one_plus_exp,
     reciprocal_sigmoid,
     log_exp_minus_one,
+    expm1_of_softplus,
     log_add_exp,
     log_cosh,
     log_sinh,
