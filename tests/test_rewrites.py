@@ -666,7 +666,7 @@ def test_the_catalogue_covers_the_documented_rules():
         "log1p_exp", "reciprocal_one_plus_exp", "exp_times_sigmoid", "log_of_product", "log_one_minus_tanh_squared",
         "log_of_exp_products", "log_of_scaled_exp_sum", "log_of_sigmoid_polynomial", "log_one_plus_tanh",
         "log_exp_minus_one", "log_sinh", "log_of_scaled_sum", "power_of_exp", "sinh_over_cosh",
-        "reciprocal_sigmoid", "log_of_common_factor", "expm1_of_softplus",
+        "reciprocal_sigmoid", "log_of_common_factor", "expm1_of_softplus", "sigmoid_difference",
     }  # fmt: skip
     assert set(rewrites.CATALOGUE) == expected
     readme = (__import__("pathlib").Path(__file__).parent.parent / "README.md").read_text()
@@ -863,3 +863,30 @@ def test_the_sigmoids_higher_derivatives_keep_their_digits_near_zero_and_at_satu
         third = [mpmath.diff(sigmoid, u, 3) for u in mp(z)]
     close(einderiv.hessian_diag(source, "z")(z=z), second, rtol=1e-13)
     close(np.einsum("iii->i", einderiv.diff(source, ["z", "z", "z"])(z=z)), third, rtol=1e-12)
+
+
+NEAR_ZERO = np.array([-1e-9, 1e-10, 3e-7, -0.5, 40.0, -1000.0, 1000.0])
+
+
+@pytest.mark.parametrize(
+    "source", ["y = sum_i(log(sigmoid(z_i) (1 - sigmoid(z_i))))", "s_i = sigmoid(z_i); y = sum_i(log(s_i (1 - s_i)))"]
+)
+def test_the_slope_of_the_log_of_sigmoids_slope_keeps_its_relative_accuracy_near_zero(source):
+    """The slope of ``log(s (1 - s))`` is ``sigmoid(-z) - sigmoid(z)``, two numbers near 1/2 whose
+    difference kept an ulp of 1/2 (1e-8 off relatively at z = 1e-9); it is ``-tanh(z / 2)``
+    (``sigmoid_difference``).  Against mpmath at 50 digits."""
+    with mpmath.workdps(50):
+        value = mpmath.fsum(-mpmath.log1p(mpmath.exp(-u)) - mpmath.log1p(mpmath.exp(u)) for u in mp(NEAR_ZERO))
+        slope = [-mpmath.tanh(u / 2) for u in mp(NEAR_ZERO)]
+    assert float(einderiv.evaluate(source, z=NEAR_ZERO)) == pytest.approx(float(value), rel=1e-14)
+    close(einderiv.grad(source, "z")(z=NEAR_ZERO), slope)
+
+
+@pytest.mark.parametrize(
+    "source", ["y_i = log(sigmoid(z_i) / (1 - sigmoid(z_i)))", "s_i = sigmoid(z_i); y_i = log(s_i / (1 - s_i))"]
+)
+def test_the_log_odds_is_the_logit_itself(source):
+    """``log(s / (1 - s))`` is z; it was ``softplus(z) - softplus(-z)``, z to an ulp of log 2
+    (8e-8 off relatively at z = 1e-10)."""
+    close(einderiv.evaluate(source, z=NEAR_ZERO), NEAR_ZERO, rtol=1e-15)
+    close(np.diag(einderiv.jacobian(source, "z")(z=NEAR_ZERO)), np.ones(NEAR_ZERO.size), rtol=1e-15)
