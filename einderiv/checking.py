@@ -409,6 +409,7 @@ def read_claim(text: str, derivative) -> tuple[str, str, tuple[str, ...], dict[s
     written = re.match(r"\s*d\d*([A-Za-z][A-Za-z0-9]*)(_\{[^}]*\}|_[A-Za-z0-9]+)?\s*/", text.split("=", 1)[0])
     if "=" in text and written:
         _check_numerator(written.group(1), derivative)
+        _check_denominator(text.split("=", 1)[0].split("/", 1)[1], derivative)
     readers = [("index", _index_claim), ("matrix", _matrix_claim)]
     number = re.fullmatch(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*", text)
     # (a number alone is that constant in every entry, also beyond matrix notation's two axes)
@@ -459,8 +460,8 @@ def _index_claim(text: str, derivative) -> tuple[str, tuple[str, ...], dict[str,
         ours = [w.name for w in derivative.statement.wrt]
         if claim.wrt and [w.name for w in claim.wrt] != ours:
             raise EinderivError(
-                f"--expect is a derivative by {' '.join(w.name for w in claim.wrt)}, but the derivative checked is "
-                f"by {' '.join(ours)}"
+                f"--expect is a derivative by {' '.join(w.name.removeprefix('d') for w in claim.wrt)}, but the "
+                f"derivative checked is by {' '.join(o.removeprefix('d') for o in ours)}"
             )
     else:
         indices, renamed = _claim_letters(claim.rhs, derivative.indices)
@@ -506,6 +507,28 @@ def _check_numerator(numerator: str, derivative) -> None:
     if derivative.root.name != "_" and numerator != derivative.root_name:
         raise EinderivError(
             f"--expect is a derivative of {numerator}, but the derivative checked is of {derivative.root_name}"
+        )
+
+
+_POWERS = {"": 1, "²": 2, "³": 3}
+
+
+def _check_denominator(denominator: str, derivative) -> None:
+    """A claim line's denominator names the variables the derivative is by, in order (``df/dy``
+    for a derivative by x is an error; it was read as the right-hand side alone, and matched):
+    ``dx``, ``dx_k``, ``dx dy``, ``dx^2`` or ``dx²``.  Text of another shape is left to the
+    readers of the claim."""
+    names = []
+    for token in denominator.split():
+        found = re.fullmatch(r"d([A-Za-z][A-Za-z0-9]*)(?:_\{[^}]*\}|_[A-Za-z0-9]+)?(?:\^(\d+)|([²³]))?", token)
+        if found is None:
+            return
+        power = int(found.group(2)) if found.group(2) else _POWERS[found.group(3) or ""]
+        names += [found.group(1)] * power
+    ours = [w.name.removeprefix("d") for w in derivative.statement.wrt]  # (the statement writes dx)
+    if names and names != ours:
+        raise EinderivError(
+            f"--expect is a derivative by {' '.join(names)}, but the derivative checked is by {' '.join(ours)}"
         )
 
 

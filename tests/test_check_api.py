@@ -110,7 +110,7 @@ def test_notation_and_ranks_reach_the_api():
         ("f = x_i A_ij x_j", {"wrt": "q"}, DifferentiationError, "'q'"),
         ("f = x_i A_ij x_j", {"wrt": "x", "expect": "2 A_kj x_j +"}, ParseError, ""),
         ("f = x_i A_ij x_j", {"wrt": "x", "expect": "2 B_kj x_j"}, EinderivError, "'B', which is not an input"),
-        ("f = x_i A_ij x_j", {"wrt": "x", "expect": "df/dy_k = A_kj x_j"}, EinderivError, "derivative by dy"),
+        ("f = x_i A_ij x_j", {"wrt": "x", "expect": "df/dy_k = A_kj x_j"}, EinderivError, "derivative by y,"),
         ("f_ii = x_i", {"wrt": "x"}, IndexRuleError, "repeated on the left-hand side"),
         ("f = x_i x_i", {"wrt": "x", "shapes": [("x", 3)]}, EinderivError, "shapes must map input names"),
         ("f = x_i x_i", {"wrt": "x", "shapes": {"x": "3"}}, EinderivError, "must be non-negative integers"),
@@ -213,3 +213,39 @@ def test_a_claim_with_more_free_letters_than_the_derivative_sums_them_and_says_s
     assert bool(summed_note) is not matches, result.notes
     if not matches:
         assert "i" in summed_note[0].split("writes ")[1].split(" once")[0]
+
+
+@pytest.mark.parametrize(
+    "claim, wrt, by",
+    [
+        ("df/dy = 2 x", ["x"], "y"),
+        ("df/dy_k = 2 x_k", ["x"], "y"),
+        ("d2f/dy dx = 2 I", ["x", "x"], "y x"),
+        ("d2f/dy^2 = 2 I", ["x", "x"], "y y"),
+    ],
+)
+def test_a_claim_by_another_variable_is_refused(claim, wrt, by):
+    """``--expect "df/dy = 2 x"`` for the gradient by x read only the right-hand side of a matrix
+    line and reported "matches" (a hunt's find): a claim line's denominator now names the
+    variables the derivative is by, in every spelling the printers use."""
+    with pytest.raises(EinderivError, match=f"--expect is a derivative by {by}, but the derivative checked is by"):
+        einderiv.check("f = x_i x_i", wrt, expect=claim)
+    result = run_cli("check", "f = x_i x_i", *[a for w in wrt for a in ("--wrt", w)], "--expect", claim)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"error: --expect is a derivative by {by}")
+
+
+@pytest.mark.parametrize(
+    "claim, wrt",
+    [
+        ("df/dx = 2 x", ["x"]),
+        ("df/dx_k = 2 x_k", ["x"]),
+        ("d2f/dx dx = 2 I", ["x", "x"]),
+        ("d2f/dx² = 2 I", ["x", "x"]),
+        ("d2f/dx^2 = 2 I", ["x", "x"]),
+    ],
+)
+def test_a_claim_by_the_variable_checked_is_read(claim, wrt):
+    """The right spellings still match (2 x and 2 I, against the finite differences too)."""
+    result = einderiv.check("f = x_i x_i", wrt, expect=claim)
+    assert result.ok and result.matches is True
