@@ -855,6 +855,11 @@ NUMPY_BIAS = [
     ("Y = (X @ W) / 2 + b", lambda x, X, W, b, c: (X @ W) / 2 + b),
     ("y = W @ (x @ W + b)", lambda x, X, W, b, c: W @ (x @ W + b)),
     ("f = (x @ W + b) @ (x @ W + b)", lambda x, X, W, b, c: (x @ W + b) @ (x @ W + b)),
+    # a sum that '@' is applied to (a hunt's find: "cannot add a column vector and a matrix")
+    ("Y = X @ (W + b)", lambda x, X, W, b, c: X @ (W + b)),
+    ("y = x @ (W - b)", lambda x, X, W, b, c: x @ (W - b)),
+    ("y = (W + b) @ b", lambda x, X, W, b, c: (W + b) @ b),
+    ("f = sum(tanh(X @ (W + b)))", lambda x, X, W, b, c: np.tanh(X @ (W + b)).sum()),
 ]
 
 

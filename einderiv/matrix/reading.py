@@ -189,7 +189,7 @@ def read_matrix(source: str, ranks: Mapping[str, int]) -> Reading:
     chosen = infer_ranks(source, statements, outputs, names, ranks)
     reader = Reader(source, chosen, (), program=True, taken=(*names, *outputs, *RESERVED))
     for statement, name in zip(statements, outputs):
-        shape = reader.shaped(statement.node).shape
+        shape = reader.read(statement.node).shape
         reader.statements.append(reader.statement(name, statement.node, shape))
         reader.defined[name] = shape
     text = "; ".join(_tidy(statement) for statement in reader.statements)
@@ -381,7 +381,7 @@ def _assess(
     """The cost of reading the program with these ranks (raises when it does not type-check)."""
     reader = Reader(source, ranks, (), program=True)
     for statement, name in zip(statements, outputs):
-        reader.defined[name] = reader.shaped(statement.node).shape
+        reader.defined[name] = reader.read(statement.node).shape
     counts = dict(reader.penalties)
     counts["upper"] = sum(
         1 for n in free if n[0].isupper() and ranks[n] != 2 and not (ranks[n] == 0 and n in coefficients)

@@ -105,6 +105,9 @@ class Reader:
         self.hoisted: dict[int, Name] = {}
         self.statements: list[str] = []  # a program's statements in index notation, in order
         self.taken: set[str] = set(taken) | set(self.ranks)
+        #: whether the statement being read writes '@': its vectors added to a row or a matrix are
+        #: NumPy's 1-D arrays, also in a group ('@' applied to it, X @ (W + b))
+        self.numpy_statement = False
 
     def fail(self, node, message: str) -> EinderivError:
         """The error, marked with whether it is inside a sum's or mean's argument (rank inference
@@ -137,6 +140,11 @@ class Reader:
         return format_indices(tuple(indices), braced=self.braced)
 
     # -- shapes ---------------------------------------------------------------------------------
+    def read(self, node) -> Shaped:
+        """The shape of a statement's right-hand side ``node``, read as a whole."""
+        self.numpy_statement = _holds(node, MatMul)
+        return self.shaped(node)
+
     def shaped(self, node) -> Shaped:
         key = id(node)
         if key not in self.shapes:
@@ -247,7 +255,7 @@ class Reader:
     def _infer_sum(self, node: Sum) -> Shaped:
         shapes = [self.shaped(t) for t in node.terms]
         widest = max((s.shape for s in shapes), key=sum)
-        numpy = any(_holds(t, MatMul) for t in node.terms)
+        numpy = self.numpy_statement or any(_holds(t, MatMul) for t in node.terms)
         wider = any(s.shape in (ROW, MATRIX) for s in shapes)
         if numpy and wider and any(s.shape == COLUMN for s in shapes):
             # beside an '@' product, a vector is a NumPy 1-D array: added to a row (x @ W + b) or
@@ -629,7 +637,7 @@ def translate(text: str, ranks: Mapping[str, int], indices: Sequence[str]) -> Tr
     node = lift_signs(parse_matrix(text))
     reader = Reader(text, ranks, indices, program=True, taken=tuple(ranks), what="matrix claim")
     reader.root = below_transposes(node)
-    shape = reader.shaped(node).shape
+    shape = reader.read(node).shape
     wanted = {0: (SCALAR,), 1: (COLUMN, ROW), 2: (MATRIX,)}[len(indices)]
     if shape == SCALAR and _constant(node):  # a number stands for that constant in every entry
         return Translation(text, reader.emit(node, None, None)[0], indices, shape)
