@@ -516,8 +516,17 @@ _POWERS = {"": 1, "²": 2, "³": 3}
 def _check_denominator(denominator: str, derivative) -> None:
     """A claim line's denominator names the variables the derivative is by, in order (``df/dy``
     for a derivative by x is an error; it was read as the right-hand side alone, and matched):
-    ``dx``, ``dx_k``, ``dx dy``, ``dx^2`` or ``dx²``.  Text of another shape is left to the
+    ``dx``, ``dx_k``, ``dx dy``, ``dxdy``, ``dx^2``, ``dx2`` or ``dx²``.  Text of another shape is left to the
     readers of the claim."""
+    ours = [w.name.removeprefix("d") for w in derivative.statement.wrt]  # (the statement writes dx)
+    runs = [(name, len(list(group))) for name, group in itertools.groupby(ours)]
+    spellings = {
+        "".join(f"d{n}" for n in ours),  # dxdy
+        "".join(f"d{n}" + (f"^{k}" if k > 1 else "") for n, k in runs),  # dx^2 dy
+        "".join(f"d{n}" + (str(k) if k > 1 else "") for n, k in runs),  # dx2
+    }
+    if "".join(denominator.split()) in spellings:
+        return
     names = []
     for token in denominator.split():
         found = re.fullmatch(r"d([A-Za-z][A-Za-z0-9]*)(?:_\{[^}]*\}|_[A-Za-z0-9]+)?(?:\^(\d+)|([²³]))?", token)
@@ -525,7 +534,6 @@ def _check_denominator(denominator: str, derivative) -> None:
             return
         power = int(found.group(2)) if found.group(2) else _POWERS[found.group(3) or ""]
         names += [found.group(1)] * power
-    ours = [w.name.removeprefix("d") for w in derivative.statement.wrt]  # (the statement writes dx)
     if names and names != ours:
         raise EinderivError(
             f"--expect is a derivative by {' '.join(names)}, but the derivative checked is by {' '.join(ours)}"

@@ -1016,8 +1016,13 @@ def _log_odds(terms: list[Term]) -> list[Term]:
         softplus = term.factors[0] if len(term.factors) == 1 else None
         if not (isinstance(softplus, Apply) and softplus.func == "softplus"):
             continue
-        flipped = Term(-term.coeff, (Apply("softplus", negated(softplus.arg)),))
-        partner = next((j for j, t in enumerate(out) if j != k and t is not None and t == flipped), None)
+        minus = negated(softplus.arg)
+
+        def flipped(t: Term | None, minus=minus, coeff=-term.coeff) -> bool:
+            f = t.factors[0] if t is not None and t.coeff == coeff and len(t.factors) == 1 else None
+            return isinstance(f, Apply) and f.func == "softplus" and equivalent(f.arg, minus)
+
+        partner = next((j for j, t in enumerate(out) if j != k and flipped(t)), None)
         if partner is not None:
             out[k], out[partner] = None, None
             out.extend(t.scaled(term.coeff) for t in softplus.arg.terms)
@@ -1437,7 +1442,8 @@ def _exp_power(factor) -> tuple[Apply, Fraction] | None:
 
 def log_of_scaled_sum(func: str, arg: Poly, param) -> list[Term] | None:
     """``log(c (u + v + ...)) = log(c) + log(u + v + ...)`` for a number c > 0 that every term
-    of the argument carries, or that is its constant term, where the log of the sum is then
+    of the argument carries, or that is its constant term with every other term's coefficient c
+    or -c, where the log of the sum is then
     rewritten by another rule: the probit-like ``log(0.5 (1 + tanh(z)))`` is ``log(0.5) + log(1
     + tanh(z))``, which ``log_one_plus_tanh`` reads (it was -inf from z = -19 with the 0.5 in
     front), and its other half ``log(0.5 (1 - tanh(z)))`` = ``log(0.5 - 0.5 tanh(z))`` is
@@ -1449,14 +1455,18 @@ def log_of_scaled_sum(func: str, arg: Poly, param) -> list[Term] | None:
     if func != "log" or len(arg.terms) < 2:
         return None
     c = arg.terms[0].coeff
+    mixed = False  # the constant term's c, the other terms -c or c (0.5 - 0.5 tanh(z))
     if c <= 0 or c == 1 or any(t.coeff != c for t in arg.terms):
         c, _ = _constant_and_rest(arg)
-        if c is None or c <= 0 or c == 1:
+        if c is None or c <= 0 or c == 1 or any(abs(t.coeff) != c for t in arg.terms):
             return None
+        mixed = True
     inner = Poly(tuple(t.scaled(1 / c) for t in arg.terms), arg.indices)
     rebuilt = make_apply("log", inner)
     if rebuilt == [Term(ONE, (Apply("log", inner),))]:
         return None
+    if mixed and all(any(isinstance(f, Apply) and f.func == "log1p" for f in t.factors) for t in rebuilt):
+        return None  # log(3 - 3 x) is not log(3) + log1p(-x): only where another rule reads the sum
     return [*carrying([_signed_log(c)], arg.indices), *rebuilt]
 
 
@@ -1501,7 +1511,7 @@ def log_of_common_factor(func: str, arg: Poly, param) -> list[Term] | None:
                 at = t.factors.index(f)
                 rest.append(Term(t.coeff, t.factors[:at] + t.factors[at + 1 :]))
             alone, others = Poly((Term(ONE, (f,)),), arg.indices), Poly(tuple(rest), arg.indices)
-            return carrying([*make_apply("log", alone), *make_apply("log", others)], arg.indices)
+            return carrying(_log_odds([*make_apply("log", alone), *make_apply("log", others)]), arg.indices)
     return None
 
 

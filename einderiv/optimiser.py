@@ -493,11 +493,11 @@ class StraightLine:
         summed after its terms are combined element by element, never as a difference of sums
         (at z = [-40, 300], y = [0, 1] that difference was 0, where the loss is 4e-18).  The
         error of the sum is then a few ulps of the sum of |residuals|, never more than that of
-        the sums apart.  Every factor of a term carries all of its letters (or none), so the
-        residual is no larger than a factor; the summed letters of two terms are matched where
-        they run along the same array axis (:meth:`_index_axes`), which proves their sizes
-        equal (``sum_n(a_n) + sum_n(b_n)`` may sum two lengths, and stays two sums).  None
-        where ``poly`` is not such a sum."""
+        the sums apart.  Every factor of a term carries all of its letters (or none), and every
+        term all the output's, so the residual is no larger than a factor; the summed letters of
+        two terms are matched where they run along the same array axis (:meth:`_index_axes`),
+        which proves their sizes equal (``sum_n(a_n) + sum_n(b_n)`` may sum two lengths, and
+        stays two sums).  None where ``poly`` is not such a sum."""
         if len(poly.terms) < 2:
             return None
         free = set(poly.indices)
@@ -511,7 +511,7 @@ class StraightLine:
             ):
                 return None
             summed = sorted(letters - free)
-            if not summed:
+            if not summed or not free <= letters:  # (sum_n(e_nk) - sum_n(A_nj): an N x K x J residual)
                 return None
             axes = {
                 s: set().union(

@@ -249,3 +249,16 @@ def test_a_claim_by_the_variable_checked_is_read(claim, wrt):
     """The right spellings still match (2 x and 2 I, against the finite differences too)."""
     result = einderiv.check("f = x_i x_i", wrt, expect=claim)
     assert result.ok and result.matches is True
+
+
+@pytest.mark.parametrize("claim", ["d2f/dxdy = I", "d2f/dx dy = I"])
+def test_a_mixed_claim_without_spaces_is_read(claim):
+    """``d2f/dxdy`` was refused as a derivative by "xdy" (a review's find): the variables written
+    together are read as the derivative's when they spell them."""
+    result = einderiv.check("f = x_i y_i", ["x", "y"], expect=claim)
+    assert result.ok and result.matches is True
+
+
+def test_a_hessian_claim_written_dx2_is_read():
+    result = einderiv.check("f = x_i x_i", ["x", "x"], expect="d2f/dx2 = 2 I")
+    assert result.ok and result.matches is True

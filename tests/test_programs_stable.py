@@ -694,3 +694,20 @@ def test_the_inverse_of_softplus_undoes_softplus_at_every_input(source):
     assert float(einderiv.evaluate(source, z=z)) == pytest.approx(z.sum(), rel=1e-13)
     np.testing.assert_allclose(einderiv.grad(source, "z")(z=z), np.ones(6), rtol=1e-13)
     np.testing.assert_allclose(einderiv.hessian_diag(source, "z")(z=z), np.zeros(6), atol=1e-15)
+
+
+@pytest.mark.parametrize("source", ["y_i = log(1e-300 + x_i)", "y_i = log(x_i + 1e-12)", "y_i = log(3 + x_i)"])
+def test_a_log_of_a_constant_plus_a_tensor_is_not_scaled_by_the_constant(source):
+    """``log(c + x)`` stays as written: read as ``log(c) + log1p(x / c)`` (a review's find, in a
+    change of this session) it was inf at x = 1e10 for c = 1e-300, 2e-3 off at x = 1 for
+    c = 1e-12, and rounded x / 3 before the cancellation near x = -3.  Only a constant whose
+    other terms are c or -c, ``0.5 - 0.5 tanh(z)``, is taken out.  Against mpmath at 60 digits
+    (the value: the log of the sum as float64 rounds it, which no evaluation of the text avoids)."""
+    constant = float(next(t for t in source.replace("(", " ").replace(")", " ").split() if t[0].isdigit()))
+    x = np.array([1e10, 1.0, 0.5, 1e-5, -3.0 + 2.0**-30]) if constant == 3.0 else np.array([1e10, 1.0, 0.5, 1e-5])
+    with mpmath.workdps(60):
+        value = [float(mpmath.log(mpmath.mpf(float(constant + v)))) for v in x]  # of the float sum
+        slope = [float(1 / (mpmath.mpf(constant) + mpmath.mpf(float(v)))) for v in x]
+    np.testing.assert_allclose(einderiv.evaluate(source, x=x), value, rtol=1e-13)
+    np.testing.assert_allclose(np.diag(einderiv.jacobian(source, "x")(x=x)), slope, rtol=1e-13)
+    assert "log1p" not in str(einderiv.compile(source).expr)

@@ -306,14 +306,14 @@ STABLE_FORMS = {
         lambda u: -(mpmath.sech(u) ** 2),
         lambda u: True,
     ),
-    "log_of_common_factor": (  # the log-odds with sigmoid(-z): NaN at |z| = 1000 before
-        "y_i = log(sigmoid(z_i) / sigmoid(-z_i))",
-        "p_i = sigmoid(z_i); q_i = sigmoid(-z_i); y_i = log(p_i / q_i)",
+    "log_of_common_factor": (  # sigmoid(-z)^-2 is (1 + exp(z))^2: NaN at |z| = 1000 before
+        "y_i = log(sigmoid(z_i) / sigmoid(-z_i)^2)",
+        "p_i = sigmoid(z_i); q_i = sigmoid(-z_i); y_i = log(p_i / q_i^2)",
         "softplus",
-        lambda u: u,
-        lambda u: mpmath.mpf(1),
-        lambda u: mpmath.mpf(0),
-        lambda u: abs(u) >= 1 or u == 0,  # u to an ulp of log 2, as log_of_sigmoid_polynomial's log-odds
+        lambda u: u + mpmath.log1p(mpmath.exp(u)),
+        lambda u: 1 + mp_sigmoid(u),
+        lambda u: mp_sigmoid(u) * mp_sigmoid(-u),
+        lambda u: True,
     ),
     "log_sinh": (  # inf at z = 711 and NaN in every derivative before
         "y_i = log(sinh(z_i))",
@@ -883,7 +883,12 @@ def test_the_slope_of_the_log_of_sigmoids_slope_keeps_its_relative_accuracy_near
 
 
 @pytest.mark.parametrize(
-    "source", ["y_i = log(sigmoid(z_i) / (1 - sigmoid(z_i)))", "s_i = sigmoid(z_i); y_i = log(s_i / (1 - s_i))"]
+    "source",
+    [
+        "y_i = log(sigmoid(z_i) / (1 - sigmoid(z_i)))",
+        "s_i = sigmoid(z_i); y_i = log(s_i / (1 - s_i))",
+        "y_i = log(sigmoid(z_i) / sigmoid(-z_i))",
+    ],
 )
 def test_the_log_odds_is_the_logit_itself(source):
     """``log(s / (1 - s))`` is z; it was ``softplus(z) - softplus(-z)``, z to an ulp of log 2

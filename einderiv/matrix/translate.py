@@ -105,8 +105,8 @@ class Reader:
         self.hoisted: dict[int, Name] = {}
         self.statements: list[str] = []  # a program's statements in index notation, in order
         self.taken: set[str] = set(taken) | set(self.ranks)
-        #: whether the statement being read writes '@': its vectors added to a row or a matrix are
-        #: NumPy's 1-D arrays, also in a group ('@' applied to it, X @ (W + b))
+        #: whether the statement being read writes '@': then a vector added to a row or a matrix
+        #: in any sum of it is NumPy's 1-D array, also in a group ('@' applied to it, X @ (W + b))
         self.numpy_statement = False
 
     def fail(self, node, message: str) -> EinderivError:
