@@ -1443,11 +1443,12 @@ def _exp_power(factor) -> tuple[Apply, Fraction] | None:
 def log_of_scaled_sum(func: str, arg: Poly, param) -> list[Term] | None:
     """``log(c (u + v + ...)) = log(c) + log(u + v + ...)`` for a number c > 0 that every term
     of the argument carries, or that is its constant term with every other term's coefficient c
-    or -c, where the log of the sum is then
-    rewritten by another rule: the probit-like ``log(0.5 (1 + tanh(z)))`` is ``log(0.5) + log(1
-    + tanh(z))``, which ``log_one_plus_tanh`` reads (it was -inf from z = -19 with the 0.5 in
-    front), and its other half ``log(0.5 (1 - tanh(z)))`` = ``log(0.5 - 0.5 tanh(z))`` is
-    ``log(0.5) + log(1 - tanh(z))`` (-inf from z = 19 before 2026-12-06).
+    or -c, where the log of the sum is then rewritten by another rule: the probit-like
+    ``log(0.5 (1 + tanh(z)))`` is ``log(0.5) + log(1 + tanh(z))``, which ``log_one_plus_tanh``
+    reads (it was -inf from z = -19 with the 0.5 in front), and its other half ``log(0.5 (1 -
+    tanh(z)))`` = ``log(0.5 - 0.5 tanh(z))`` is ``log(0.5) + log(1 - tanh(z))`` (-inf from z =
+    19 before 2026-12-06).  ``log(c + x)`` otherwise stays as written (scaled by 1/c it was inf
+    at c = 1e-300, x = 1e10).
 
     Stable: as the rule that then applies.  Where none does, the log is left as written.
     Terminates: the inner log's terms carry coefficient 1 in common, or its constant term is 1,
