@@ -3768,3 +3768,27 @@ def test_a_printed_mean_of_a_delta_takes_a_letter_the_statement_writes_nowhere_e
 
 def logsumexp(jnp, v):
     return jnp.log(jnp.sum(jnp.exp(v - v.max()))) + v.max()
+
+
+@pytest.mark.parametrize(
+    "source, wrt, expected",
+    [
+        ("f = 3 c", ["c"], 3.0),
+        ("f = c^2", ["c", "c"], 2.0),
+        ("f = c x_i x_i", ["c"], 3.0),
+        ("f = mean_i(c x_i)", ["c"], 1.0),
+    ],
+)
+def test_float32_inputs_give_a_float32_derivative_on_numpy_too(source, wrt, expected):
+    """A derivative that is a constant (d(3 c)/dc = 3) was made in float64 on NumPy for a float32
+    c, where torch, jax and dask gave float32 and the README says float32 inputs give float32
+    (a hunt's find).  Integer and Python-float inputs still count as float64."""
+    c, x = np.array(2.0, np.float32), np.ones(3, np.float32)
+    derivative = einderiv.diff(source, wrt)
+    arrays = {k: v for k, v in {"c": c, "x": x}.items() if k in derivative.ranks}
+    got = derivative(**arrays)
+    assert got.dtype == np.float32 and float(got) == expected
+    if "x" not in source:  # (a Python float that the derivative reads counts as float64)
+        assert derivative(**{**arrays, "c": 2.0}).dtype == np.float64
+    torch = pytest.importorskip("torch")
+    assert derivative.call({k: torch.as_tensor(v) for k, v in arrays.items()}, backend="torch").dtype == torch.float32
