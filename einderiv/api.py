@@ -469,15 +469,16 @@ class Compiled:
             check_structure(self.structure, values)
         self.check_sizes(values)
         signature = tuple([(values[n].shape, values[n].dtype) for n in self.ranks])
-        dtypes = [v.dtype if v.dtype.kind in "fc" else np.dtype(np.float64) for v in values.values()]
+        inputs = [values[n] for n in self.ranks]
         result = run(self._line or self.line, values, signature, keep=(self.program.output,))[self.program.output]
         if type(result) is not np.ndarray or result.base is not None or any(result is arrays[n] for n in arrays):
             result = np.array(result)  # never hand back an input, or a view of one
-        wanted = np.result_type(*dtypes) if dtypes else result.dtype
-        if result.dtype != wanted and np.can_cast(wanted, result.dtype) and result.dtype.kind == wanted.kind:
+        if inputs and any(a.dtype.kind in "fc" and a.dtype.itemsize < result.dtype.itemsize for a in inputs):
             # a constant (d(3 c)/dc is 3) is made in float64: float32 inputs give float32, as on
-            # the other backends
-            result = result.astype(wanted)
+            # the other backends (the common dtype as they take it)
+            wanted = ops_for("numpy").float_dtype(inputs)
+            if result.dtype.kind == wanted.kind and np.can_cast(wanted, result.dtype):
+                result = result.astype(wanted)
         return result
 
     @guarded
