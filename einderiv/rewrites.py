@@ -224,13 +224,24 @@ def sigmoid_pair(terms: list[Term], free) -> list[Term] | None:
     Stable: exact, it replaces a sum that is 1 by 1 (no rounding at all); nothing is rewritten
     inside a call, so ``sigmoid(-q)`` alone stays as written, accurate at every q.
     Terminates: each application replaces two terms by one."""
+    found = next(_flipped_partners(terms, free, same_sign=True), None)
+    if found is None:
+        return None
+    k, partner, pos, _ = found
+    return _merged(terms, k, partner, _without(terms[k], pos, free, terms[k].coeff))
+
+
+def _flipped_partners(terms: list[Term], free, same_sign: bool):
+    """``(k, partner, pos, u)`` for each term k with ``sigmoid(u)`` at ``pos`` whose partner term
+    is the same with ``sigmoid(-u)`` there, with the same coefficient or (``same_sign`` False)
+    its negative."""
     keys = {canonical_key(t, free): k for k, t in enumerate(terms)}
     for k, term in enumerate(terms):
         for pos, u in _sigmoids(term):
             partner = keys.get(canonical_key(_replaced(term, pos, _flipped(u)), free))
-            if partner is not None and partner != k and terms[partner].coeff == term.coeff:
-                return _merged(terms, k, partner, _without(term, pos, free, term.coeff))
-    return None
+            want = term.coeff if same_sign else -term.coeff
+            if partner is not None and partner != k and terms[partner].coeff == want:
+                yield k, partner, pos, u
 
 
 def one_minus_sigmoid(terms: list[Term], free) -> list[Term] | None:
@@ -260,16 +271,13 @@ def sigmoid_difference(terms: list[Term], free) -> list[Term] | None:
     Stable: near u = 0 both sigmoids are 1/2, and their difference kept an ulp of 1/2 (1e-8 off
     relatively at u = 1e-9); tanh(u / 2) is accurate to a few ulp relative at every u.
     Terminates: each application replaces two terms by one."""
-    keys = {canonical_key(t, free): k for k, t in enumerate(terms)}
-    for k, term in enumerate(terms):
-        for pos, u in _sigmoids(term):
-            flipped = _replaced(term, pos, _flipped(u))
-            partner = keys.get(canonical_key(flipped, free))
-            if partner is not None and partner != k and terms[partner].coeff == -term.coeff:
-                sign = -1 if all(t.coeff < 0 for t in u.terms) else 1  # tanh is odd: -tanh(z / 2)
-                half = Apply("tanh", simplify([t.scaled(Fraction(sign, 2)) for t in u.terms], u.indices))
-                return _merged(terms, k, partner, _without(term, pos, free, sign * term.coeff, (half,)))
-    return None
+    found = next(_flipped_partners(terms, free, same_sign=False), None)
+    if found is None:
+        return None
+    k, partner, pos, u = found
+    sign = -1 if all(t.coeff < 0 for t in u.terms) else 1  # tanh is odd: -tanh(z / 2)
+    half = Apply("tanh", simplify([t.scaled(Fraction(sign, 2)) for t in u.terms], u.indices))
+    return _merged(terms, k, partner, _without(terms[k], pos, free, sign * terms[k].coeff, (half,)))
 
 
 def _merged(terms: list[Term], k: int, partner: int, merged: Term) -> list[Term]:
