@@ -404,7 +404,10 @@ class Compiled:
             out[name] = value
         self._check_ranks(out)
         reject_complex(self.not_analytic, out)
-        dtype = ops.float_dtype(list(out.values()))
+        # the dtype of the numbers the derivative reads, as on NumPy: an input read for its size
+        # alone, or not at all (d(x_i x_i + s)/dx), does not widen it
+        read = {name for step in (self._line or self.line).steps for name in step.reads_values()}
+        dtype = ops.float_dtype([value for name, value in out.items() if name in read] or list(out.values()))
         like = first[1] if first is not None else None
         return {name: ops.astype(value, dtype) for name, value in out.items()}, dtype, like
 

@@ -279,6 +279,11 @@ def test_integers_count_as_float64_beside_float32(backend, convert):
     assert scaled(x=x, s=2.0).dtype == np.float64
     assert str(scaled(x=convert(x), s=2.0).dtype).endswith("float64")
     assert str(scaled(x=convert(x), s=convert(np.float32(2.0))).dtype).endswith("float32")
+    # an input the derivative does not read (d(x_i x_i + s)/dx = 2 x) does not widen it, as on NumPy
+    unread = einderiv.grad("f = x_i x_i + s", "x")
+    assert unread(x=x, s=2.0).dtype == np.float32
+    assert str(unread(x=convert(x), s=2.0).dtype).endswith("float32")
+    assert str(unread(x=convert(x), s=convert(np.float64(2.0))).dtype).endswith("float32")
 
 
 @pytest.mark.skipif(not _installed("dask"), reason="dask not installed")
