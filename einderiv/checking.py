@@ -146,12 +146,15 @@ def check(
                 "or fractional power of a negative number, or the log-determinant of a matrix whose determinant "
                 "is negative?)",
             )
-    numeric = _central_difference(lower, arrays, derivative.wrt[-1].name, analytic.shape)
+    numeric, value_size = _central_difference(lower, arrays, derivative.wrt[-1].name, analytic.shape)
     kind = derivative.structure.get(derivative.wrt[-1].name)
     if kind is not None:
         numeric = _projected(numeric, kind, symmetric_convention)
-    scale = max(1.0, float(np.max(np.abs(numeric)))) if numeric.size else 1.0
-    error = float(np.max(np.abs(analytic - numeric))) / scale if numeric.size else 0.0
+    # relative to the derivative's size, no finer than the expression's own where that is below 1
+    # (finite differences resolve it to a fraction of f / h): f = 1e-7 xᵀA x has a gradient of
+    # 1e-7, which an absolute bound would pass whatever it were
+    size = max(_largest(numeric), _largest(analytic), min(1.0, value_size))
+    error = _largest_difference(analytic, numeric) / max(size, np.finfo(float).tiny)
     ok = error <= tol
     if not (np.all(np.isfinite(analytic)) and np.all(np.isfinite(numeric))):
         domain_notes += (
@@ -271,20 +274,42 @@ def _within_checked(wrt: str, entries: int) -> None:
         )
 
 
-def _central_difference(lower, arrays: dict, wrt: str, shape: tuple[int, ...]) -> np.ndarray:
-    """d lower / d arrays[wrt] by central differences, in float64: shape lower's + wrt's."""
+def _central_difference(lower, arrays: dict, wrt: str, shape: tuple[int, ...]) -> tuple[np.ndarray, float]:
+    """d lower / d arrays[wrt] by central differences, in float64 (shape lower's + wrt's), and
+    the largest magnitude of lower's values on the way."""
     base = {k: v for k, v in arrays.items() if k in lower.ranks or k == wrt}
     _within_checked(wrt, int(np.size(base[wrt])))
     numeric = np.zeros(shape)
-    for position in np.ndindex(*base[wrt].shape):  # a check, not an evaluation path
-        plus, minus = dict(base), dict(base)
-        plus[wrt], minus[wrt] = base[wrt].copy(), base[wrt].copy()
-        plus[wrt][position] += FD_STEP
-        minus[wrt][position] -= FD_STEP
-        up = np.asarray(lower({k: v for k, v in plus.items() if k in lower.ranks}))
-        down = np.asarray(lower({k: v for k, v in minus.items() if k in lower.ranks}))
-        numeric[(Ellipsis, *position)] = (up - down) / (2 * FD_STEP)
-    return numeric
+    largest = 0.0
+    with np.errstate(all="ignore"):  # inf - inf where the expression overflows: said in a note
+        for position in np.ndindex(*base[wrt].shape):  # a check, not an evaluation path
+            plus, minus = dict(base), dict(base)
+            plus[wrt], minus[wrt] = base[wrt].copy(), base[wrt].copy()
+            plus[wrt][position] += FD_STEP
+            minus[wrt][position] -= FD_STEP
+            up = np.asarray(lower({k: v for k, v in plus.items() if k in lower.ranks}))
+            down = np.asarray(lower({k: v for k, v in minus.items() if k in lower.ranks}))
+            numeric[(Ellipsis, *position)] = (up - down) / (2 * FD_STEP)
+            largest = max(largest, _largest(up), _largest(down))
+    return numeric, largest
+
+
+def _largest(a) -> float:
+    """The largest finite magnitude in ``a`` (0 for none)."""
+    a = np.abs(np.asarray(a, dtype=np.float64))
+    finite = a[np.isfinite(a)]
+    return float(finite.max()) if finite.size else 0.0
+
+
+def _largest_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a - b|, where equal entries differ by 0 (inf and inf, NaN and NaN) and others by
+    |a - b| (inf where one is not finite)."""
+    if not a.size:
+        return 0.0
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    with np.errstate(invalid="ignore"):
+        difference = np.where(same, 0.0, np.abs(a - b))
+    return float(np.nan_to_num(difference, nan=np.inf).max())
 
 
 def _compare_claim(expect: str, derivative, arrays, analytic, tol: float):
@@ -292,14 +317,20 @@ def _compare_claim(expect: str, derivative, arrays, analytic, tol: float):
     if not isinstance(expect, str):
         raise EinderivError(f"expect must be text in index or matrix notation, got {type(expect).__name__}")
     notation, rhs, indices, renamed = read_claim(expect, derivative)
-    bound = tol * max(1.0, float(np.max(np.abs(analytic))) if analytic.size else 1.0)
+    size = _largest(analytic)
 
     def compare(indices):
         value = claim_value(rhs, indices, arrays, analytic.shape)
-        difference = np.abs(value - analytic)
+        same = (value == analytic) | (np.isnan(value) & np.isnan(analytic))  # inf and inf are equal
+        with np.errstate(invalid="ignore"):
+            difference = np.nan_to_num(np.where(same, 0.0, np.abs(value - analytic)), nan=np.inf)
         return value, difference, float(difference.max()) if difference.size else 0.0
 
+    # relative to the larger of the two sizes: 1e-7 A x is not the gradient 1e-7 (A + Aᵀ) x
+    # because both are small
     claimed, difference, worst = compare(indices)
+    bound = tol * max(size, _largest(claimed))
+
     notes: list[str] = []
     if notation != "index":
         label = f"your claim (matrix notation, read as {rhs})"
@@ -309,6 +340,11 @@ def _compare_claim(expect: str, derivative, arrays, analytic, tol: float):
     else:
         label = "your claim"
     if worst <= bound:
+        if not np.all(np.isfinite(analytic)):
+            notes.append(
+                "where the derivative is not finite the claim is the same inf or NaN: "
+                "those entries cannot tell a right claim from a wrong one"
+            )
         return "matches", f"{label}: matches (max absolute difference {worst:.2g})", tuple(notes)
     where = np.unravel_index(int(np.argmax(difference)), difference.shape)
     labels = ", ".join(f"{i}={w}" for i, w in zip(derivative.indices, where))
@@ -541,8 +577,12 @@ def _check_denominator(denominator: str, derivative) -> None:
 
 
 def _matrix_claim(text: str, derivative) -> tuple[str, tuple[str, ...], dict[str, str]]:
+    if ";" in text or "\n" in text.strip():  # 5 x; g = 2 x read as matrix notation kept g alone
+        raise EinderivError("--expect takes one expression or one statement")
     if "=" in text:  # a whole line as --format matrix prints it: df/dx = (A + A^T) x
-        text = text.split("=", 1)[1]
+        left, text = text.split("=", 1)
+        if not re.fullmatch(r"\s*(d[^=]*/[^=]*|[A-Za-z][A-Za-z0-9]*)\s*", left):
+            raise EinderivError(f"--expect: {left.strip()!r} is not a name or a derivative such as df/dx")
     translation = translate(text, derivative.ranks, derivative.indices)
     return translation.rhs, translation.indices, {}
 

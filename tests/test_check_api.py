@@ -92,6 +92,53 @@ def test_finite_differences_catch_a_wrong_derivative():
     assert "FAILED" in result.report()
 
 
+@pytest.mark.parametrize(
+    "source, claim, right",
+    [
+        ("f = 1e-7 x_i A_ij x_j", "1e-7 (A x)", False),  # the Aᵀx term left out, at a small scale
+        ("f = 1e-7 x_i A_ij x_j", "1e-7 (A + A^T) x", True),
+        ("f = 1e-12 x_i x_i", "3e-12 x", False),
+        ("f = 1e-12 x_i x_i", "0", False),
+        ("f = 1e-12 x_i x_i", "2e-12 x", True),
+        ("f = 1e12 x_i x_i", "2.00001e12 x", False),
+        ("f = 1e12 x_i x_i", "2.0000001e12 x", True),  # within tol = 1e-6 of the derivative's size
+    ],
+)
+def test_a_claim_is_compared_relative_to_the_derivatives_size(source, claim, right):
+    """A bound of tol · max(1, |derivative|) passed any claim once the derivative was below tol."""
+    result = einderiv.check(source, "x", expect=claim)
+    assert result.matches is right and result.ok is right
+
+
+def test_finite_differences_are_relative_to_a_small_derivative():
+    """f = 1e-7 xᵀA x: the error is measured against the derivative's size (1e-7), not against 1."""
+    small = einderiv.check("f = 1e-7 x_i A_ij x_j", "x")
+    plain = einderiv.check("f = x_i A_ij x_j", "x")
+    assert small.ok and plain.ok
+    assert 0.01 < small.error / plain.error < 100  # the same order of relative error, not 1e-7 of it
+
+
+@pytest.mark.parametrize("claim", ["5 x_j; g = 2 x", "2 x_j; g = 1", "2 x\n3 x", "5 x_j + g = 2 x"])
+def test_a_claim_of_several_statements_is_refused(claim):
+    """Read as matrix notation, the text before the last ``=`` was dropped: 5 x "matched" 2 x."""
+    claim = claim.replace("\\n", "\n")
+    with pytest.raises(EinderivError, match="one expression or one statement|must be a tensor with its indices"):
+        einderiv.check("f = x_i x_i", "x", expect=claim)
+    errors = io.StringIO()
+    with contextlib.redirect_stderr(errors):
+        printed, code = _cli(["check", "f = x_i x_i", "--wrt", "x", "--expect", claim])
+    assert code == 2 and not printed and errors.getvalue().count("error:") == 1
+
+
+def test_a_claim_equal_to_an_infinite_derivative_matches_and_says_what_that_is_worth():
+    """inf - inf is NaN: the derivative's own text was reported to differ from it."""
+    same = einderiv.check("f = exp(1000 + x_i)", "x", expect="exp(1000 + x_j)")
+    assert same.matches is True
+    assert any("cannot tell a right claim from a wrong one" in note for note in same.notes)
+    finite = einderiv.check("f = exp(1000 + x_i)", "x", expect="exp(x_j)")
+    assert finite.matches is False
+
+
 def test_notation_and_ranks_reach_the_api():
     matrix = einderiv.check("f = a' * b", "a", ranks={"a": 1, "b": 1})
     assert matrix.read_as == "f = a_i b_i" and matrix.ok
