@@ -377,10 +377,11 @@ class Compiled:
                     f"input {name!r} has {len(shape)} axes (shape {shape}) but is used with {rank} indices{hint}"
                 )
 
-    def _backend_arrays(self, given: Mapping[str, object], ops):
+    def _backend_arrays(self, given: Mapping[str, object], ops, line: StraightLine | None = None):
         """The inputs as arrays of ``ops``'s library, all of one floating dtype and on one device.
         NumPy arrays and Python numbers are converted (to the device of the library's own
-        arrays); integers and booleans count as float64 (JAX without x64: its widest float)."""
+        arrays); integers and booleans count as float64 (JAX without x64: its widest float).  The
+        dtype is that of the inputs whose numbers ``line`` (by default this program's) reads."""
         given = self._named(given)
         native = {name: v for name, v in given.items() if array_library(v) == ops.name}
         first = next(iter(native.items()), None)
@@ -406,7 +407,7 @@ class Compiled:
         reject_complex(self.not_analytic, out)
         # the dtype of the numbers the derivative reads, as on NumPy: an input read for its size
         # alone, or not at all (d(x_i x_i + s)/dx), does not widen it
-        read = {name for step in (self._line or self.line).steps for name in step.reads_values()}
+        read = {name for step in (line or self._line or self.line).steps for name in step.reads_values()}
         dtype = ops.float_dtype([value for name, value in out.items() if name in read] or list(out.values()))
         like = first[1] if first is not None else None
         return {name: ops.astype(value, dtype) for name, value in out.items()}, dtype, like

@@ -163,7 +163,7 @@ class Gradients(tuple):
         if chosen == "numpy":
             return self._numpy_call(given)
         ops = ops_for(chosen)
-        values, dtype, like = self._holder()._backend_arrays(given, ops)
+        values, dtype, like = self._holder()._backend_arrays(given, ops, self.line)
         for item in self.parts():
             item.check_sizes(values)
         like = ops.astype(ops.convert(0.0, like), dtype)  # a 0-d array: the dtype and device of constants

@@ -665,18 +665,25 @@ class StraightLine:
         Hessian at a margin of 40 is 4e-18 x x^T, not 0; sigmoid'' at 40 is -4e-18, not 0).  A term
         without the step joins only where the step's indices are free or carried by R (in
         ``1 - sum_j(t_j^2)`` the 1 is not summed over j).  The printed text is unchanged.
-        Ends: each rewrite lowers the degree of P."""
+        Ends: each rewrite lowers the degree of P, and the passes over the variables are bounded."""
         self._elementwise = {step.target: step for step in self.steps if isinstance(step, Elementwise)}
         if len(terms) < 2 or len(terms) > 64:
             return terms
         variables = dict.fromkeys(found[0] for t in terms for f in t.factors if (found := self._powered(f)))
-        for variable in variables:
-            # again while it factors: powers of the complement merged to c^0 leave terms that
-            # differ only in s or t again (the Hessian of log(1 - t^2) is -2 + 2 t^2 = -2 c)
-            for _ in range(4):
-                before, terms = terms, self._factored_powers(terms, variable, free)
-                if terms == before:
-                    break
+        # again over the variables while one factors: a constant that a polynomial in one step
+        # took (2 - 8 t^2 + 6 t^4 = 2 (1 - t^2) (1 - 3 t^2)) no longer keeps another's from
+        # factoring (-8 s + 8 s^2 beside it: 2 - 8 s + 8 s^2 does not divide by 1 - s)
+        for _ in range(len(variables)):
+            start = terms
+            for variable in variables:
+                # again while it factors: powers of the complement merged to c^0 leave terms that
+                # differ only in s or t again (the Hessian of log(1 - t^2) is -2 + 2 t^2 = -2 c)
+                for _ in range(4):
+                    before, terms = terms, self._factored_powers(terms, variable, free)
+                    if terms == before:
+                        break
+            if terms == start:
+                break
         return terms
 
     def _as_ones(self, rest: list, name: str, indices: Indices, free: set[str]) -> list | None:

@@ -55,7 +55,7 @@ from .normal import (
     single_atom,
 )
 from .printing import avoiding, count_axes_of, count_letters_apart, count_powers, to_expr
-from .rewrites import rewrite_products, stable_form
+from .rewrites import rewrite_products, rewrite_sums, stable_form
 from .scopes import delta_size_ties
 from .semantics import (
     additive_terms,
@@ -1039,7 +1039,25 @@ def _derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None, j
     ranks.update({d.name: len(d.indices) for d in [*adjoints, final]})
     derived = CheckedProgram([*forward, *adjoints, final], dict(program.inputs), name, None, ranks, program.all_inputs)
     adjoint_names = {b for b, _ in bars.values()}
-    return prune(inline(derived, adjoint_names, jacobians=adjoint_names if P and jacobians else frozenset()))
+    inlined = prune(inline(derived, adjoint_names, jacobians=adjoint_names if P and jacobians else frozenset()))
+    # inlining an adjoint meets the forward calls again: sigmoid(-x) + dLds sigmoid(x) is
+    # sigmoid(-x) + sigmoid(x) once dLds = 1 is in, which the sum rules make 1, as in one statement
+    return _rewritten_sums(inlined, {name} | adjoint_names)
+
+
+def _rewritten_sums(program: CheckedProgram, names: set[str]) -> CheckedProgram:
+    """``program`` with the sum rules (:func:`einderiv.rewrites.rewrite_sums`) applied to the
+    statements named in ``names``."""
+    changed = False
+    definitions = []
+    for d in program.definitions:
+        poly = rewrite_sums(d.poly) if d.name in names else d.poly
+        if poly is not d.poly:
+            d, changed = replace(d, poly=poly), True
+        definitions.append(d)
+    if not changed:
+        return program
+    return replace(program, definitions=definitions)
 
 
 def _hints_for(out: Definition, P: Indices, program: CheckedProgram) -> tuple:
