@@ -33,7 +33,24 @@ from . import (
 )
 from .errors import EinderivError, EinderivWarning, IndexRuleError
 from .index_names import count_letter, fresh_indices, is_lowered_count, lowered_count
-from .ir import Add, Call, Delta, Div, Expr, MatrixCall, Mul, Neg, Number, Pow, Tensor, renamed, walk
+from .ir import (
+    Add,
+    Call,
+    Delta,
+    Div,
+    Expr,
+    MatrixCall,
+    Mul,
+    Neg,
+    Number,
+    Pow,
+    Tensor,
+    binds,
+    children,
+    letters,
+    renamed,
+    walk,
+)
 from .normal import (
     Apply,
     MatrixFn,
@@ -303,6 +320,17 @@ class _Scope:
                 inside = renamed(factor.arg, letter, fresh)
                 apart = Call(factor.func, inside, tuple(fresh if i == letter else i for i in factor.over))
                 call = f"{factor.func}_{''.join(factor.over)}(...)"
+                if letter not in letters(factor.arg):
+                    # sum_i(x_j) beside x_i: no other letter says "they differ", as the argument
+                    # does not write i; a reduction over a letter it does write is the likely slip
+                    own = sorted(letters(factor.arg) - set(bound) - set(factor.over))
+                    self.notes.append(
+                        f"in {str(expr)!r}, index {letter!r} is summed by {call}, whose argument does not write "
+                        f"it, and is a separate index outside it, summed on its own; write the other factors "
+                        f"inside {call} to sum them together"
+                        + (f", or {factor.func}_{own[0]}(...) over the argument's {own[0]!r}" if own else "")
+                    )
+                    continue
                 self.notes.append(
                     f"in {str(expr)!r}, index {letter!r} is summed by {call} and is a separate index outside it, "
                     f"summed on its own; write the other factors inside {call} to sum them together, or {apart} "
@@ -509,9 +537,39 @@ def lower(expr: Expr, context: frozenset[str], written: bool = False) -> list[Te
     statement as a user writes it, not a derivative einderiv printed), rule 1 inside a group too."""
     scope = _Scope(frozenset(context) if written and not _TRANSLATED.get() else frozenset())
     terms = top_level(expr, frozenset(context), scope)
+    if written:
+        scope.notes.extend(_nested_reductions(expr))
     for note in dict.fromkeys(scope.notes):
         warnings.warn(note, EinderivWarning, stacklevel=2)
     return terms
+
+
+def _nested_reductions(expr: Expr) -> list[str]:
+    """Notes on a sum over a letter whose argument writes it only inside a reduction over it of
+    its own: ``sum_i(sum_i(x_i))`` is N times the sum (one letter, one length), almost always a
+    slip.  A mean of a mean is the mean, and a softmax keeps its letter: no note."""
+    notes = []
+    for node in walk(expr):
+        if not (isinstance(node, Call) and node.over and node.func != "mean"):
+            continue
+        for letter in node.over:
+            if letter in letters(node.arg) and not _written_unbound(node.arg, letter):
+                call = f"{node.func}_{''.join(node.over)}(...)"
+                notes.append(
+                    f"{call} sums over {letter!r}, which its argument writes only inside a reduction over "
+                    f"{letter!r} of its own: the argument is one value, added up once per {letter!r} (the "
+                    f"length of {letter!r} times it); drop one of the two reductions if that is not meant"
+                )
+    return notes
+
+
+def _written_unbound(node: Expr, letter: str) -> bool:
+    """Whether ``node`` writes ``letter`` outside every reduction over it within ``node``."""
+    if binds(node, letter):
+        return False
+    if letter in getattr(node, "indices", ()):
+        return True
+    return any(_written_unbound(child, letter) for child in children(node))
 
 
 def normalize(expr: Expr, indices) -> Poly:

@@ -186,6 +186,7 @@ _GLYPH_HINTS = {
     "@": "'@' is matrix notation (A @ x); in index notation a product shares its summed index: y_i = A_ij x_j",
     "∘": "'∘' is matrix notation's elementwise product; in index notation it shares its indices: c_i = a_i b_i",
     "÷": "write a quotient with '/'",
+    **dict.fromkeys("–—‐‒", "a dash is not a minus sign: write '-' (or '−')"),
     **dict.fromkeys(
         "∇∂", "write the function itself and name the variable: einderiv.grad(f, 'x'), or --wrt x on the command line"
     ),
@@ -336,6 +337,20 @@ def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = 
             )
         elif before.endswith("^(") and str(token) != "-":  # x_i^(a + 1)
             wanted = ": an exponent is a number, as in x_i^0.5, x_i^(1/2) or x_i^(-1); exp(a log(x_i)) for others"
+        elif re.search(r"\^\s*-?$", before) and str(token) == "+":  # s^+2
+            wanted = ": an exponent is a number with no '+' sign, as in x_i^2 or x_i^-1"
+        elif re.search(r"\^\s*-?$", before) and re.match(r"[A-Za-z]", str(token)):  # 2^x, 2^-x
+            wanted = (
+                f": an exponent is a number, as in x_i^2 or x_i^-1; for a variable exponent write "
+                f"exp({token} log(b)) for b^{token}"
+            )
+        elif re.search(r"\^\(\s*-?\s*\d+(\.\d*)?\s*$", before) and str(token) in ("+", "*", "^", "-"):  # s^(2+1)
+            wanted = ": an exponent is one number or one fraction, as in x_i^3 or x_i^(1/2): work out the sum first"
+        elif str(token).startswith("_") and re.search(r"(\^\s*-?\s*\d+|[⁻¹²³⁰-⁹])$", before):  # A⁻¹_ij, A^-1_ij
+            wanted = (
+                ": a power takes no index list after it: an inverse's entries are inv(A)_ij or (A⁻¹)_ij, "
+                "and an entry squared is A_ij^2"
+            )
         glued = str(token)[1:]
         if str(token)[:1] == "T" and len(glued) == 1 and glued.isalpha() and source[start - 1 : start] == "^":  # x^Tx
             wanted = f": a transpose is ^T followed by a space or a bracket: ^T {str(token)[1:]}, as in x^T x"
@@ -722,6 +737,7 @@ class _ToIR(Transformer_NonRecursive):
                     f"{node.func}_{''.join(node.over)}(...): {missing[0]!r} does not occur in its argument or "
                     "anywhere else in the statement, so nothing gives it a length"
                 )
+
                 if node.func == "mean":
                     message = (
                         f"mean_{''.join(node.over)}(...): {missing[0]!r} does not occur in its argument or anywhere "

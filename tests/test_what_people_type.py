@@ -498,6 +498,13 @@ def test_a_left_hand_index_free_in_some_term_still_broadcasts_the_others():
         ("f = A^{-1}_ij x_j", "an inverse is inv(A)_ij", 7),
         ("f = x_i^(1/0)", "divides by zero", 12),
         ("f = s⁻¹⁻¹", "a superscript exponent has one sign, at its start", 8),  # was s^-1 - 1
+        ("f = s – s", "a dash is not a minus sign: write '-'", 7),
+        ("f = s — s", "a dash is not a minus sign: write '-'", 7),
+        ("f = 2^x", "for a variable exponent write exp(x log(b)) for b^x", 7),
+        ("f = s^(2+1)", "an exponent is one number or one fraction", 9),
+        ("f = s^+2", "an exponent is a number with no '+' sign", 7),
+        ("f = x_i A⁻¹_ij x_j", "an inverse's entries are inv(A)_ij or (A⁻¹)_ij", 12),
+        ("f = x_i A^-1_ij x_j", "an inverse's entries are inv(A)_ij or (A⁻¹)_ij", 13),
     ],
 )
 def test_near_miss_spellings_get_an_error_that_says_what_to_write(source, message, column):
@@ -862,3 +869,30 @@ def test_a_count_beside_a_tensor_of_its_letter_in_one_sum_is_that_letters_length
     np.testing.assert_allclose(gradient(**given), numeric, rtol=1e-6, atol=1e-8)
     printed = einderiv.compile(str(gradient))
     np.testing.assert_allclose(printed(**{n: given[n] for n in printed.inputs}), numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("source, suggested", [("f = x_i sum_i(x_j)", "sum_j"), ("f = x_i mean_i(y_j)", "mean_j")])
+def test_a_reduction_whose_argument_lacks_its_letter_is_not_told_to_rename_it(source, suggested):
+    """The warning offered sum_k(x_j) "to say that they differ", which is itself an error."""
+    with pytest.warns(einderiv.EinderivWarning) as caught:
+        einderiv.compile(source)
+    message = str(caught[0].message)
+    assert "whose argument does not write it" in message and f"{suggested}(...)" in message
+    assert "to say that they differ" not in message
+    with pytest.raises(einderiv.ParseError, match="does not occur in its argument"):
+        einderiv.compile(source.replace(suggested[:-1] + "i(", suggested[:-1] + "k("))  # sum_k(x_j)
+
+
+@pytest.mark.parametrize(
+    "source", ["f = sum_i(sum_i(x_i))", "f = sum_i(exp(sum_i(x_i)))", "f = sum_i(logsumexp_i(x_i))"]
+)
+def test_a_sum_over_a_letter_its_argument_writes_only_inside_its_own_sum_is_warned_of(source):
+    """N times one value (one letter, one length), as numpy reads it, and almost always a slip."""
+    with pytest.warns(einderiv.EinderivWarning, match="writes only inside a reduction over 'i' of its own"):
+        value = einderiv.evaluate(source, x=ARRAYS["x"])
+    assert np.isfinite(value)
+
+
+def test_a_mean_of_a_mean_over_one_letter_is_the_mean():
+    x = np.array([1.0, 2.0, 6.0])
+    assert float(einderiv.evaluate("f = mean_i(mean_i(x_i))", x=x)) == 3.0
