@@ -33,7 +33,20 @@ from fractions import Fraction
 from functools import lru_cache
 
 from .ir import Tensor
-from .normal import CANCEL, Apply, Poly, Term, carrying, make_apply, multiply, power_base, rename_atom, simplify
+from .normal import (
+    CANCEL,
+    Apply,
+    Poly,
+    Term,
+    carrying,
+    make_apply,
+    merge_powers,
+    multiply,
+    power_base,
+    rename_atom,
+    simplify,
+    single_atom,
+)
 
 Univariate = dict[int, Fraction]  # exponent of v -> coefficient
 
@@ -200,10 +213,91 @@ def _build(rest: tuple, numerator: Univariate, base_power: int, variable: Poly, 
     return out
 
 
+def root_power(factor) -> tuple[Apply, int] | None:
+    """``(sqrt(B), k)`` for a factor ``sqrt(B)^k`` (k an integer, ``sqrt(B)`` itself k = 1) of a
+    sum B, else None."""
+    if isinstance(factor, Apply) and factor.func == "sqrt" and len(factor.arg.terms) > 1:
+        return factor, 1
+    if isinstance(factor, Apply) and factor.func == "pow" and factor.param.denominator == 1:
+        inner = single_atom(factor.arg)
+        if isinstance(inner, Apply) and inner.func == "sqrt" and len(inner.arg.terms) > 1:
+            return inner, int(factor.param)
+    return None
+
+
+def _collapse_root(poly: Poly, root: Apply) -> Poly | None:
+    """``poly`` with its terms in powers of ``root`` = sqrt(B) over one power of it, where their
+    numerator is then one term: the Hessian of sqrt(1 + x^2), ``1 / sqrt(1 + x^2) - x^2 /
+    sqrt(1 + x^2)^3``, is ``(1 + x^2 - x^2) / sqrt(1 + x^2)^3 = 1 / sqrt(1 + x^2)^3``.  Evaluated as
+    the two terms it lost its digits from x = 1e5 (and its sign at 1e8); the one term is
+    accurate at every x.  Only elementwise terms (no summed index, none inside B) and a
+    numerator of one term: exact, and never larger than the terms it came from.  None where
+    nothing collapses."""
+    base = root.arg
+    if base.all_index_names() - set(base.indices):
+        return None  # a sum inside B (a norm): its numerator is not a term of the index language
+    free = set(poly.indices)
+    members, others = [], []
+    for term in poly.terms:
+        found = [(k, r[1]) for k, f in enumerate(term.factors) if (r := root_power(f)) and r[0] == root]
+        if len(found) != 1 or term.index_names() - free:
+            others.append(term)
+            continue
+        ((at, power),) = found
+        members.append((power, Term(term.coeff, term.factors[:at] + term.factors[at + 1 :])))
+    if len(members) < 2:
+        return None
+    lowest = min(power for power, _ in members)
+    if any((power - lowest) % 2 for power, _ in members):
+        return None
+    numerator: list[Term] = []
+    for power, rest in members:
+        part = [rest]
+        for _ in range((power - lowest) // 2):  # sqrt(B)^2 is B
+            part = multiply(part, list(base.terms), set(base.indices))
+        numerator.extend(t for p in part for t in _spread(p))
+    collapsed = simplify(numerator, poly.indices, cancelling=False)
+    if len(collapsed.terms) != 1:
+        return None
+    (term,) = collapsed.terms
+    over = make_apply("pow", Poly((Term(Fraction(1), (root,)),), root.indices), Fraction(lowest))
+    return simplify([*others, *multiply([term], over, set(root.indices))], poly.indices, cancelling=False)
+
+
+def _spread(term: Term) -> list[Term]:
+    """``term`` with each integer power of a product spread over its factors, ``(x / d)^2`` as
+    ``x^2 d^-2``: one product, one spelling, so that a numerator's terms collect."""
+    out = [Term(term.coeff, ())]
+    for factor in term.factors:
+        spread = [Term(Fraction(1), (factor,))]
+        if isinstance(factor, Apply) and factor.func == "pow" and factor.param.denominator == 1:
+            (inner,) = factor.arg.terms if len(factor.arg.terms) == 1 else (None,)
+            if inner is not None and inner.index_names() <= set(factor.arg.indices) and len(inner.factors) > 1:
+                spread = [Term(inner.coeff ** int(factor.param), ())]
+                for f in inner.factors:
+                    powered = make_apply("pow", Poly((Term(Fraction(1), (f,)),), f.indices), factor.param)
+                    spread = multiply(spread, powered, set(f.indices))
+        out = multiply(out, spread, set(factor.indices))
+    return [m for t in out for m in merge_powers(t)]
+
+
+def collapse_roots(poly: Poly) -> Poly:
+    """``poly`` with :func:`_collapse_root` applied for each square root of a sum it holds."""
+    roots = dict.fromkeys(r[0] for t in poly.terms for f in t.factors if (r := root_power(f)))
+    for root in roots:
+        collapsed = _collapse_root(poly, root)
+        if collapsed is not None:
+            poly = collapsed
+    return poly
+
+
 @lru_cache(maxsize=8192)
 def cancel_common_factors(poly: Poly, bounded: frozenset = frozenset()) -> Poly:
     """``poly`` with each power of 1/B cancelled against the numerator where B divides it
-    exactly (see the module's docstring); the same Poly where nothing cancels."""
+    exactly (see the module's docstring), and terms over powers of sqrt(B) collapsed where their
+    numerator is one term (:func:`collapse_roots`); the same Poly where nothing cancels."""
+    if any(root_power(f) for t in poly.terms for f in t.factors):
+        poly = collapse_roots(poly)
     tried: set[Poly] = set()
     while True:
         bases = [

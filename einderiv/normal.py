@@ -563,9 +563,21 @@ def simplify(terms, indices: Indices, counts: bool = True, cancelling: bool = Tr
     out = tuple(Term(coeff, rep.factors) for coeff, rep in collected.values() if coeff != 0)
     poly = Poly(out, tuple(indices))
     bounded = CANCELLING.get()
-    if cancelling and CANCEL and bounded is not None and any(_over_a_sum(f) for t in out for f in t.factors):
+    if (
+        cancelling
+        and CANCEL
+        and bounded is not None
+        and any(_over_a_sum(f) or _root(f) for t in out for f in t.factors)
+    ):
         return CANCEL[0](poly, bounded)
     return poly
+
+
+def _root(factor) -> bool:
+    """Whether ``factor`` is a power of the square root of a sum (``1 / sqrt(1 + x^2)^3``)."""
+    if isinstance(factor, Apply) and factor.func == "pow":
+        factor = single_atom(factor.arg)
+    return isinstance(factor, Apply) and factor.func == "sqrt" and len(factor.arg.terms) > 1
 
 
 def _over_a_sum(factor) -> bool:

@@ -342,7 +342,7 @@ def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = 
         elif re.search(r"\^\s*-?$", before) and re.match(r"[A-Za-z]", str(token)):  # 2^x, 2^-x
             wanted = (
                 f": an exponent is a number, as in x_i^2 or x_i^-1; for a variable exponent write "
-                f"exp({token} log(b)) for b^{token}"
+                f"exp({spelled(token)} log(b)) for b^{spelled(token)}"
             )
         elif re.search(r"\^\(\s*-?\s*\d+(\.\d*)?\s*$", before) and str(token) in ("+", "*", "^", "-"):  # s^(2+1)
             wanted = ": an exponent is one number or one fraction, as in x_i^3 or x_i^(1/2): work out the sum first"

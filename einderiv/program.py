@@ -1051,7 +1051,9 @@ def _rewritten_sums(program: CheckedProgram, names: set[str]) -> CheckedProgram:
     changed = False
     definitions = []
     for d in program.definitions:
-        poly = rewrite_sums(d.poly) if d.name in names else d.poly
+        # (one whose text is fixed, a statement or counts already named, keeps its poly)
+        fixed = d.statement is not None or d.counts is not None
+        poly = rewrite_sums(d.poly) if d.name in names and not fixed else d.poly
         if poly is not d.poly:
             d, changed = replace(d, poly=poly), True
         definitions.append(d)

@@ -420,8 +420,12 @@ def test_a_scalar_in_parentheses_to_the_power_minus_one_stays_a_power():
         ("f = Φ_nd θ_d + sigmod(x)", "did you mean sigmoid?", 16),
         ("f = Σ(x_i)", "sum(...) needs the indices it sums over", 5),
         ("f = x₁ + x₂", "indices are letters, not subscript digits", 6),
-        ("f = x^θ", "unexpected 'θ'; expected", 7),
-        ("f = x^Φ_nd", "unexpected 'Φ_nd'; expected", 7),
+        (
+            "f = x^θ",
+            "unexpected 'θ': an exponent is a number, as in x_i^2 or x_i^-1; for a variable exponent write exp(θ log(b))",
+            7,
+        ),
+        ("f = x^Φ_nd", "unexpected 'Φ_nd': an exponent is a number", 7),
     ],
 )
 def test_error_columns_are_the_users_own(source, message, column):

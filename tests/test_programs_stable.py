@@ -760,3 +760,24 @@ def test_the_gradient_through_a_named_sigmoid_prints_as_the_one_statement_does()
     assert str(program).splitlines()[-1].replace("s_j", "sigmoid(x_j)") == str(statement)
     inverse = einderiv.hessian("p_i = softplus(x_i); L = sum_i(log(expm1(p_i)))", "x")
     assert str(inverse).splitlines()[-1] == "d2L/dx_j dx_k = 0"  # it printed a sum of sigmoids, 5e-17 off
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "f = sum_i(sqrt(1 + x_i^2))",
+        "f = sum_i(d^2 (sqrt(1 + (x_i / d)^2) - 1))",  # the pseudo-Huber loss, d = 0.5
+        "r_i = x_i / d; f = d^2 sum_i(sqrt(1 + r_i^2) - 1)",
+    ],
+)
+def test_the_hessian_of_a_pseudo_huber_loss_keeps_its_digits(source):
+    """1 / sqrt(B) - x^2 / sqrt(B)^3 with B = 1 + x^2 is 1 / sqrt(B)^3: as two terms it was 1e-6
+    off relatively at x = 1e5 and had the wrong sign at 1e8."""
+    x, d = np.array([0.3, -2.0, 1e5, 1e8, -1e12]), np.float64(0.5)
+    scale = 1.0 if "d" not in source else 0.5
+    with mpmath.workdps(60):
+        expected = np.array([float((1 + (mpmath.mpf(v) / scale) ** 2) ** mpmath.mpf(-1.5)) for v in x])
+    derivative = einderiv.hessian_diag(source, "x")
+    got = derivative({k: v for k, v in {"x": x, "d": d}.items() if k in derivative.ranks})
+    np.testing.assert_allclose(got, expected, rtol=1e-13, atol=0)
+    assert "^3" in str(derivative).splitlines()[-1] and " - " not in str(derivative).splitlines()[-1]
