@@ -427,6 +427,8 @@ def _product_in(product: Term, out: Indices, term: Term, free: set[str]) -> tupl
         outside = {i for f in rest for i in f.indices} | free
         if any(letters[i] in outside for i in summed):
             continue
+        if any(i not in letters for i in out):  # an axis of the step no matched factor carries (broadcast)
+            continue
         return rest, tuple(letters[i] for i in out)
     return None
 

@@ -3792,3 +3792,28 @@ def test_float32_inputs_give_a_float32_derivative_on_numpy_too(source, wrt, expe
         assert derivative(**{**arrays, "c": 2.0}).dtype == np.float64
     torch = pytest.importorskip("torch")
     assert derivative.call({k: torch.as_tensor(v) for k, v in arrays.items()}, backend="torch").dtype == torch.float32
+
+
+def test_gradients_by_several_inputs_where_an_earlier_product_broadcasts_an_axis():
+    """A generated program (hypothesis, test_program_oracle) stopped with KeyError 'm': a step's
+    product over an axis that none of its matched factors carries was read from the step."""
+    jax, jnp = jax_float64()
+    source = (
+        "t1_j = (0.5 + v_j); t2_i = sum_j((((t1_j + t1_j) - (v_j)(t1_j)) + A_ij)); t3 = t2_i inv(M)_ik t2_k; "
+        "t4_ik = M_ik + 0.1 tanh((log1p(((t2_i - 1.5))^2) + M_ik)); f = sum_ik((3) / (1 + ((t4_ik)(u_k))^2))"
+    )
+    rng = np.random.default_rng(1)
+    arrays = {"A": rng.normal(size=(3, 4)), "M": rng.normal(size=(3, 3)) + 3 * np.eye(3)}
+    arrays |= {"u": rng.normal(size=3), "v": rng.normal(size=4)}
+
+    def f(A, M, u, v):
+        t1 = 0.5 + v
+        t2 = ((t1 + t1 - v * t1)[None, :] + A).sum(1)
+        t4 = M + 0.1 * jnp.tanh(jnp.log1p((t2 - 1.5) ** 2)[:, None] + M)
+        return jnp.sum(3 / (1 + (t4 * u[None, :]) ** 2))
+
+    names = ["A", "M", "u", "v"]
+    got = einderiv.grad(source, names)(**arrays)
+    expected = jax.grad(f, argnums=(0, 1, 2, 3))(*[jnp.asarray(arrays[k]) for k in names])
+    for value, reference in zip(got, expected):
+        np.testing.assert_allclose(value, np.asarray(reference), rtol=1e-10, atol=1e-13)
