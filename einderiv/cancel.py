@@ -213,19 +213,32 @@ def _build(rest: tuple, numerator: Univariate, base_power: int, variable: Poly, 
     return out
 
 
-def root_power(factor) -> tuple[Apply, int] | None:
+def root_power(factor, rooted: frozenset = frozenset()) -> tuple[Apply, int] | None:
     """``(sqrt(B), k)`` for a factor ``sqrt(B)^k`` (k an integer, ``sqrt(B)`` itself k = 1) of a
-    sum B, else None."""
-    if isinstance(factor, Apply) and factor.func == "sqrt" and len(factor.arg.terms) > 1:
-        return factor, 1
+    sum B, or of an intermediate ``rooted`` says is one, else None."""
+    power = 1
     if isinstance(factor, Apply) and factor.func == "pow" and factor.param.denominator == 1:
-        inner = single_atom(factor.arg)
-        if isinstance(inner, Apply) and inner.func == "sqrt" and len(inner.arg.terms) > 1:
-            return inner, int(factor.param)
+        factor, power = single_atom(factor.arg), int(factor.param)
+    if isinstance(factor, Apply) and factor.func == "sqrt" and _root_base(factor, rooted) is not None:
+        return factor, power
     return None
 
 
-def _collapse_root(poly: Poly, root: Apply) -> Poly | None:
+def _root_base(root: Apply, rooted: frozenset) -> Poly | None:
+    """The sum under ``root``: its argument, or the definition of the intermediate it is
+    (``u_j`` with ``u_i = 1 + x_i^2`` is ``1 + x_j^2``); None for one term."""
+    if len(root.arg.terms) > 1:
+        return root.arg
+    inner = single_atom(root.arg)
+    for name, indices, poly in rooted:
+        if isinstance(inner, Tensor) and inner.name == name and len(indices) == len(inner.indices):
+            mapping = dict(zip(indices, inner.indices))
+            terms = tuple(Term(t.coeff, tuple(rename_atom(f, mapping) for f in t.factors)) for t in poly.terms)
+            return Poly(terms, inner.indices)
+    return None
+
+
+def _collapse_root(poly: Poly, root: Apply, rooted: frozenset = frozenset()) -> Poly | None:
     """``poly`` with its terms in powers of ``root`` = sqrt(B) over one power of it, where their
     numerator is then one term: the Hessian of sqrt(1 + x^2), ``1 / sqrt(1 + x^2) - x^2 /
     sqrt(1 + x^2)^3``, is ``(1 + x^2 - x^2) / sqrt(1 + x^2)^3 = 1 / sqrt(1 + x^2)^3``.  Evaluated as
@@ -233,13 +246,13 @@ def _collapse_root(poly: Poly, root: Apply) -> Poly | None:
     accurate at every x.  Only elementwise terms (no summed index, none inside B) and a
     numerator of one term: exact, and never larger than the terms it came from.  None where
     nothing collapses."""
-    base = root.arg
-    if base.all_index_names() - set(base.indices):
+    base = _root_base(root, rooted)
+    if base is None or base.all_index_names() - set(base.indices):
         return None  # a sum inside B (a norm): its numerator is not a term of the index language
     free = set(poly.indices)
     members, others = [], []
     for term in poly.terms:
-        found = [(k, r[1]) for k, f in enumerate(term.factors) if (r := root_power(f)) and r[0] == root]
+        found = [(k, r[1]) for k, f in enumerate(term.factors) if (r := root_power(f, rooted)) and r[0] == root]
         if len(found) != 1 or term.index_names() - free:
             others.append(term)
             continue
@@ -281,23 +294,23 @@ def _spread(term: Term) -> list[Term]:
     return [m for t in out for m in merge_powers(t)]
 
 
-def collapse_roots(poly: Poly) -> Poly:
+def collapse_roots(poly: Poly, rooted: frozenset = frozenset()) -> Poly:
     """``poly`` with :func:`_collapse_root` applied for each square root of a sum it holds."""
-    roots = dict.fromkeys(r[0] for t in poly.terms for f in t.factors if (r := root_power(f)))
+    roots = dict.fromkeys(r[0] for t in poly.terms for f in t.factors if (r := root_power(f, rooted)))
     for root in roots:
-        collapsed = _collapse_root(poly, root)
+        collapsed = _collapse_root(poly, root, rooted)
         if collapsed is not None:
             poly = collapsed
     return poly
 
 
 @lru_cache(maxsize=8192)
-def cancel_common_factors(poly: Poly, bounded: frozenset = frozenset()) -> Poly:
+def cancel_common_factors(poly: Poly, bounded: frozenset = frozenset(), rooted: frozenset = frozenset()) -> Poly:
     """``poly`` with each power of 1/B cancelled against the numerator where B divides it
     exactly (see the module's docstring), and terms over powers of sqrt(B) collapsed where their
     numerator is one term (:func:`collapse_roots`); the same Poly where nothing cancels."""
-    if any(root_power(f) for t in poly.terms for f in t.factors):
-        poly = collapse_roots(poly)
+    if any(root_power(f, rooted) for t in poly.terms for f in t.factors):
+        poly = collapse_roots(poly, rooted)
     tried: set[Poly] = set()
     while True:
         bases = [

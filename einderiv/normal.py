@@ -130,12 +130,16 @@ POLY_TEXT: list[Callable[[Poly], str]] = []
 #: How :func:`simplify` cancels a power of a sum against the numerator:
 #: :func:`einderiv.cancel.cancel_common_factors`, which builds on this module and puts itself
 #: here when it is imported (:mod:`einderiv.lower` imports it).
-CANCEL: list[Callable[[Poly, frozenset], Poly]] = []
+CANCEL: list[Callable[[Poly, frozenset, frozenset], Poly]] = []
 
 #: Whether :func:`simplify` cancels: while differentiating (:func:`einderiv.program.derive`), not
 #: while lowering what the user wrote, which keeps the meaning NumPy gives it.  None, or the
 #: intermediates that are a bounded call, as ``(name, indices, call)`` (``s_n = sigmoid(z_n)``).
 CANCELLING: ContextVar[frozenset | None] = ContextVar("cancelling", default=None)
+
+#: While differentiating a program: the intermediates that are an elementwise sum, as ``(name,
+#: indices, poly)`` (``u_i = 1 + x_i^2``), whose square roots :mod:`einderiv.cancel` reads through.
+ROOTED: ContextVar[frozenset] = ContextVar("rooted", default=frozenset())
 
 
 @dataclass(frozen=True)
@@ -569,15 +573,19 @@ def simplify(terms, indices: Indices, counts: bool = True, cancelling: bool = Tr
         and bounded is not None
         and any(_over_a_sum(f) or _root(f) for t in out for f in t.factors)
     ):
-        return CANCEL[0](poly, bounded)
+        return CANCEL[0](poly, bounded, ROOTED.get())
     return poly
 
 
 def _root(factor) -> bool:
-    """Whether ``factor`` is a power of the square root of a sum (``1 / sqrt(1 + x^2)^3``)."""
+    """Whether ``factor`` is a power of the square root of a sum (``1 / sqrt(1 + x^2)^3``), or
+    of an intermediate that is one (:data:`ROOTED`)."""
     if isinstance(factor, Apply) and factor.func == "pow":
         factor = single_atom(factor.arg)
-    return isinstance(factor, Apply) and factor.func == "sqrt" and len(factor.arg.terms) > 1
+    if not (isinstance(factor, Apply) and factor.func == "sqrt"):
+        return False
+    inner = single_atom(factor.arg)
+    return len(factor.arg.terms) > 1 or (isinstance(inner, Tensor) and any(inner.name == r[0] for r in ROOTED.get()))
 
 
 def _over_a_sum(factor) -> bool:

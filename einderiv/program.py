@@ -38,6 +38,7 @@ from .index_names import (
 from .ir import Delta, Indices, MatrixCall, Program, Statement, Tensor, binds, walk
 from .normal import (
     CANCELLING,
+    ROOTED,
     Apply,
     MatrixFn,
     Poly,
@@ -951,10 +952,17 @@ def derive(
         for d in program.definitions
         if (call := _single_call(d)) is not None and call.func in BOUNDED
     }
-    token = CANCELLING.set(frozenset(bounded))
+    # intermediates that are an elementwise sum (u_i = 1 + x_i^2): sqrt(u) is read through
+    rooted = {
+        (d.name, d.indices, d.poly)
+        for d in program.definitions
+        if len(d.poly.terms) > 1 and d.poly.all_index_names() <= set(d.indices)
+    }
+    token, sums = CANCELLING.set(frozenset(bounded)), ROOTED.set(frozenset(rooted))
     try:
         return _derive(program, wrt, name, stem, jacobians)
     finally:
+        ROOTED.reset(sums)
         CANCELLING.reset(token)
 
 

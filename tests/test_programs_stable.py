@@ -768,6 +768,7 @@ def test_the_gradient_through_a_named_sigmoid_prints_as_the_one_statement_does()
         "f = sum_i(sqrt(1 + x_i^2))",
         "f = sum_i(d^2 (sqrt(1 + (x_i / d)^2) - 1))",  # the pseudo-Huber loss, d = 0.5
         "r_i = x_i / d; f = d^2 sum_i(sqrt(1 + r_i^2) - 1)",
+        "u_i = 1 + (x_i / d)^2; f = sum_i(d^2 (sqrt(u_i) - 1))",  # sqrt of an intermediate sum
     ],
 )
 def test_the_hessian_of_a_pseudo_huber_loss_keeps_its_digits(source):
