@@ -393,7 +393,10 @@ def _other_matchings(renamed: dict[str, str], indices: tuple[str, ...], compare,
         if list(order) == letters:
             continue
         swap = dict(zip(letters, order))
-        *_, worst = compare(tuple(swap.get(i, i) for i in indices))
+        try:
+            *_, worst = compare(tuple(swap.get(i, i) for i in indices))
+        except EinderivError:  # this matching does not fit the derivative's shape: not a candidate
+            continue
         if worst <= bound:
             matched = ", ".join(f"{c} as {d}" for c, d in zip(order, targets))
             return [f"your claim matches if read with {matched} instead: write the whole statement to say which"]

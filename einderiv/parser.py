@@ -201,8 +201,9 @@ _MATRIX_HINTS = {
     "_": ": matrix notation has no indices; write the whole text in index notation (x_i y_i), "
     "or drop the indices (x^T y)",
     "√": ": write a square root as sqrt(...), as in sqrt(x^T x)",
-    "Σ": ": write a sum of all entries as sum(...)",
-    "σ": ": write the logistic function as sigmoid(...)",
+    "Σ": ": matrix notation spells Greek letters by name: write Sigma for a matrix (a covariance, "
+    "Sigma^-1), and a sum of all entries as sum(...)",
+    "σ": ": write the logistic function as sigmoid(...), and a scale named σ as sigma",
     **dict.fromkeys(
         "·×",
         ": in matrix notation write a matrix product by juxtaposition (A B, A x) and an inner product as x^T y",
@@ -339,7 +340,11 @@ def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = 
             wanted = ": an exponent is a number, as in x_i^0.5, x_i^(1/2) or x_i^(-1); exp(a log(x_i)) for others"
         elif re.search(r"\^\s*-?$", before) and str(token) == "+":  # s^+2
             wanted = ": an exponent is a number with no '+' sign, as in x_i^2 or x_i^-1"
-        elif re.search(r"\^\s*-?$", before) and re.match(r"[A-Za-z]", str(token)):  # 2^x, 2^-x
+        elif (
+            re.search(r"\^\s*-?$", before)
+            and re.match(r"[A-Za-z]", str(token))
+            and not (before.endswith("^") and str(token)[:1] == "T" and str(token)[1:2].isalpha())
+        ):  # 2^x, 2^-x (not x^TAx: a glued transpose, below)
             wanted = (
                 f": an exponent is a number, as in x_i^2 or x_i^-1; for a variable exponent write "
                 f"exp({spelled(token)} log(b)) for b^{spelled(token)}"
@@ -352,7 +357,7 @@ def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = 
                 "and an entry squared is A_ij^2"
             )
         glued = str(token)[1:]
-        if str(token)[:1] == "T" and len(glued) == 1 and glued.isalpha() and source[start - 1 : start] == "^":  # x^Tx
+        if str(token)[:1] == "T" and glued.isalpha() and source[start - 1 : start] == "^":  # x^Tx, x^TAx
             wanted = f": a transpose is ^T followed by a space or a bracket: ^T {str(token)[1:]}, as in x^T x"
         elif str(token).split("_")[0] == "T" and start > 0 and source[start - 1] == "^":  # A^T_ij
             wanted = (

@@ -139,6 +139,21 @@ def test_a_claim_equal_to_an_infinite_derivative_matches_and_says_what_that_is_w
     assert finite.matches is False
 
 
+@pytest.mark.parametrize(
+    "source, wrt, shapes, claim",
+    [
+        ("f = a^T X b", "X", {"X": (3, 4)}, "2 a_i b_j"),
+        ("f = tr(A X B)", "X", {"A": (5, 3), "X": (3, 4)}, "2 B_jk A_ki"),
+        ("f = tr(X^T X)", ["X", "X"], {"X": (3, 4)}, "delta_ik delta_jl"),
+    ],
+)
+def test_a_wrong_claim_in_its_own_letters_on_a_non_square_matrix_differs(source, wrt, shapes, claim):
+    """Trying the other matchings of the claim's letters stopped at one that does not fit the
+    shape, with an error in place of the verdict."""
+    result = einderiv.check(source, wrt, expect=claim, shapes=shapes)
+    assert result.claim == "differs" and not result.ok
+
+
 def test_notation_and_ranks_reach_the_api():
     matrix = einderiv.check("f = a' * b", "a", ranks={"a": 1, "b": 1})
     assert matrix.read_as == "f = a_i b_i" and matrix.ok

@@ -499,6 +499,7 @@ def test_a_left_hand_index_free_in_some_term_still_broadcasts_the_others():
         ("f = x_i^(1/0)", "divides by zero", 12),
         ("f = s⁻¹⁻¹", "a superscript exponent has one sign, at its start", 8),  # was s^-1 - 1
         ("f = s – s", "a dash is not a minus sign: write '-'", 7),
+        ("f = x^TAx", "a transpose is ^T followed by a space or a bracket: ^T Ax", 7),  # not a variable exponent
         ("f = s — s", "a dash is not a minus sign: write '-'", 7),
         ("f = 2^x", "for a variable exponent write exp(x log(b)) for b^x", 7),
         ("f = s^(2+1)", "an exponent is one number or one fraction", 9),
@@ -896,3 +897,11 @@ def test_a_sum_over_a_letter_its_argument_writes_only_inside_its_own_sum_is_warn
 def test_a_mean_of_a_mean_over_one_letter_is_the_mean():
     x = np.array([1.0, 2.0, 6.0])
     assert float(einderiv.evaluate("f = mean_i(mean_i(x_i))", x=x)) == 3.0
+
+
+@pytest.mark.parametrize("source, column", [("f = (x - mu)^T Σ^-1 (x - mu)", 16), ("f = logdet(Σ)", 12)])
+def test_a_covariance_written_sigma_in_matrix_notation_is_told_its_name(source, column):
+    """It was told 'write a sum of all entries as sum(...)'."""
+    with pytest.raises(einderiv.ParseError, match="write Sigma for a matrix") as caught:
+        einderiv.compile(source, notation="matrix")
+    assert (caught.value.line, caught.value.column) == (1, column)
