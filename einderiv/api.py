@@ -381,7 +381,7 @@ class Compiled:
         """The inputs as arrays of ``ops``'s library, all of one floating dtype and on one device.
         NumPy arrays and Python numbers are converted (to the device of the library's own
         arrays); integers and booleans count as float64 (JAX without x64: its widest float).  The
-        dtype is that of the inputs whose numbers ``line`` (by default this program's) reads."""
+        dtype is that of the inputs ``line`` (by default this program's) reads."""
         given = self._named(given)
         native = {name: v for name, v in given.items() if array_library(v) == ops.name}
         first = next(iter(native.items()), None)
@@ -405,9 +405,10 @@ class Compiled:
             out[name] = value
         self._check_ranks(out)
         reject_complex(self.not_analytic, out)
-        # the dtype of the numbers the derivative reads, as on NumPy: an input read for its size
-        # alone, or not at all (d(x_i x_i + s)/dx), does not widen it
-        read = {name for step in (line or self._line or self.line).steps for name in step.reads_values()}
+        # the dtype of the arrays the derivative reads, as on NumPy (whose contractions take the
+        # common dtype of the arrays they read, values or sizes): one it does not read at all
+        # (d(x_i x_i + s)/dx) does not widen it
+        read = {name for step in (line or self._line or self.line).steps for name in step.reads()}
         dtype = ops.float_dtype([value for name, value in out.items() if name in read] or list(out.values()))
         like = first[1] if first is not None else None
         return {name: ops.astype(value, dtype) for name, value in out.items()}, dtype, like

@@ -323,7 +323,10 @@ class _Scope:
                 if letter not in letters(factor.arg):
                     # sum_i(x_j) beside x_i: no other letter says "they differ", as the argument
                     # does not write i; a reduction over a letter it does write is the likely slip
-                    own = sorted(letters(factor.arg) - set(bound) - set(factor.over))
+                    try:  # the letters the argument leaves free (not those it sums, in a call or a sum)
+                        own = sorted(set(implicit_indices(factor.arg)) - set(bound) - set(factor.over))
+                    except EinderivError:
+                        own = []
                     self.notes.append(
                         f"in {str(expr)!r}, index {letter!r} is summed by {call}, whose argument does not write "
                         f"it, and is a separate index outside it, summed on its own; write the other factors "

@@ -45,10 +45,6 @@ class Step:
         """The names this step reads."""
         return tuple(name for name in (self.source, self.operand) if name is not None)
 
-    def reads_values(self) -> tuple[str, ...]:
-        """The names whose numbers this step reads (not those read for a size alone)."""
-        return self.reads()
-
 
 @dataclass(frozen=True)
 class Contract(Step):
@@ -59,10 +55,6 @@ class Contract(Step):
 
     def reads(self) -> tuple[str, ...]:
         return tuple(self.contraction.names)
-
-    def reads_values(self) -> tuple[str, ...]:
-        """The names whose numbers this step reads (not those read for a size alone)."""
-        return tuple(sorted({name for term in self.contraction.terms for name in term.operands}))
 
 
 @dataclass(frozen=True)

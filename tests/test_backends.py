@@ -284,6 +284,11 @@ def test_integers_count_as_float64_beside_float32(backend, convert):
     assert unread(x=x, s=2.0).dtype == np.float32
     assert str(unread(x=convert(x), s=2.0).dtype).endswith("float32")
     assert str(unread(x=convert(x), s=convert(np.float64(2.0))).dtype).endswith("float32")
+    # an input read for its size (n's j in 2 x + 0 n_j) counts, as NumPy's contraction reads it
+    sized = einderiv.grad("f = x_i x_i + n_j n_j", "x")
+    n = np.ones(4)
+    assert sized(x=x, n=n).dtype == np.float64
+    assert str(sized(x=convert(x), n=convert(n)).dtype).endswith(str(sized(x=x, n=n).dtype))
 
 
 @pytest.mark.skipif(not _installed("dask"), reason="dask not installed")

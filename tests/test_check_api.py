@@ -154,6 +154,48 @@ def test_a_wrong_claim_in_its_own_letters_on_a_non_square_matrix_differs(source,
     assert result.claim == "differs" and not result.ok
 
 
+@pytest.mark.parametrize(
+    "claim, wrt",
+    [
+        ("∂f/∂x = (A + A^T) x", "x"),
+        ("∇f = (A + A^T) x", "x"),
+        ("∇_x f = (A + A^T) x", "x"),
+        ("grad f = (A + A^T) x", "x"),
+        ("g(x) = (A + A^T) x", "x"),
+        ("∇²f = A + A^T", ["x", "x"]),
+        ("H_f = A + A^T", ["x", "x"]),
+    ],
+)
+def test_a_matrix_claim_names_its_derivative_as_people_do(claim, wrt):
+    """A review's find: a first fix for '5 x; g = 2 x' refused these left-hand sides."""
+    result = einderiv.check("f = x_i A_ij x_j", wrt, expect=claim)
+    assert result.matches is True and result.ok
+
+
+@pytest.mark.parametrize(
+    "source, wrt",
+    [
+        ("f = sum_i(x_i - mean_j(x_j))", "x"),
+        ("m = mean_i(x_i); c_i = x_i - m; f = sum_i(c_i)", "x"),
+        ("f = sum_k(softmax_k(z_k))", ["z", "z"]),
+        ("f = sigmoid(x_i) + sigmoid(-x_i)", ["x", "x"]),
+    ],
+)
+def test_a_derivative_that_is_zero_passes_where_its_expression_is_rounding(source, wrt):
+    """Relative to a derivative of rounding alone, the finite differences' rounding was 100%."""
+    assert einderiv.check(source, wrt).ok
+
+
+def test_a_claim_of_zero_matches_a_derivative_that_is_rounding_alone():
+    assert einderiv.check("f = sigmoid(x_i) + sigmoid(-x_i)", "x", expect="0").matches is True
+    assert einderiv.check("f = 1e-12 x_i x_i", "x", expect="0").matches is False  # a small f is no excuse
+
+
+def test_nan_everywhere_is_not_a_pass():
+    result = einderiv.check("f = sqrt(-1 - x_i^2)", "x")
+    assert not result.ok and not result.fd_ok
+
+
 def test_notation_and_ranks_reach_the_api():
     matrix = einderiv.check("f = a' * b", "a", ranks={"a": 1, "b": 1})
     assert matrix.read_as == "f = a_i b_i" and matrix.ok

@@ -905,3 +905,15 @@ def test_a_covariance_written_sigma_in_matrix_notation_is_told_its_name(source, 
     with pytest.raises(einderiv.ParseError, match="write Sigma for a matrix") as caught:
         einderiv.compile(source, notation="matrix")
     assert (caught.value.line, caught.value.column) == (1, column)
+
+
+@pytest.mark.parametrize(
+    "source", ["f = sum_i(sum_j(x_j)) x_i", "f = sum_i(mean_j(x_j)) x_i", "f = sum_i(exp(x_j y_j)) x_i"]
+)
+def test_a_reduction_of_an_argument_that_sums_its_letters_is_not_told_to_reduce_over_them(source):
+    """A review's find: sum_j(sum_j(x_j)) was suggested, which the nested-sum warning flags, and
+    sum_j(exp(x_j y_j)), which makes the dot product elementwise."""
+    with pytest.warns(einderiv.EinderivWarning) as caught:
+        einderiv.compile(source)
+    message = str(caught[0].message)
+    assert "whose argument does not write it" in message and "over the argument's" not in message
