@@ -150,12 +150,12 @@ def check(
     kind = derivative.structure.get(derivative.wrt[-1].name)
     if kind is not None:
         numeric = _projected(numeric, kind, symmetric_convention)
-    # relative to the derivative's size, no finer than the expression's own where that is below 1
-    # (finite differences resolve it to a fraction of f / h): f = 1e-7 xᵀA x has a gradient of
-    # 1e-7, which an absolute bound would pass whatever it were.  A derivative that is exactly 0
-    # (sum_i(x_i - mean_j(x_j))) is checked against 1: its f is rounding alone.
-    # (the expression's own size counts too: a Hessian's lower derivative, the gradient of
-    # sigmoid(x) + sigmoid(-x), may be rounding alone where the expression is not)
+    # Relative to the derivative's size (f = 1e-7 xᵀA x has a gradient of 1e-7, which an absolute
+    # bound would pass whatever it were), but no finer than the size of the expression and of the
+    # lower derivative, up to 1: finite differences resolve a derivative to a fraction of those
+    # (the gradient of sigmoid(x) + sigmoid(-x), a Hessian's lower derivative, is rounding alone
+    # where the expression is 3).  A derivative that is exactly 0 is checked against 1, as its f
+    # may be rounding alone (sum_i(x_i - mean_j(x_j))).
     with np.errstate(all="ignore"):
         own = value_size if len(derivative.wrt) == 1 else _largest(_value_of(compile_(source, of=of), arrays))
     floor = 1.0 if analytic.size and not np.any(analytic) else min(1.0, max(value_size, own))
