@@ -315,15 +315,19 @@ def _largest(a) -> float:
     return float(finite.max()) if finite.size else 0.0
 
 
-def _largest_difference(a: np.ndarray, b: np.ndarray) -> float:
-    """max |a - b|, where equal entries differ by 0 (inf and inf) and others by |a - b| (inf
-    where one is NaN: nothing is checked there)."""
-    if not a.size:
-        return 0.0
+def _differences(a: np.ndarray, b: np.ndarray, nan_equal: bool = False) -> np.ndarray:
+    """|a - b| entrywise, 0 where the entries are equal (inf and inf; NaN and NaN with
+    ``nan_equal``) and inf where one is NaN otherwise: nothing is checked there."""
     same = a == b
+    if nan_equal:
+        same |= np.isnan(a) & np.isnan(b)
     with np.errstate(invalid="ignore"):
-        difference = np.where(same, 0.0, np.abs(a - b))
-    return float(np.nan_to_num(difference, nan=np.inf).max())
+        return np.nan_to_num(np.where(same, 0.0, np.abs(a - b)), nan=np.inf)
+
+
+def _largest_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """max :func:`_differences` (0 for no entries)."""
+    return float(_differences(a, b).max()) if a.size else 0.0
 
 
 def _compare_claim(expect: str, derivative, arrays, analytic, tol: float, floor: float = 0.0):
@@ -337,9 +341,7 @@ def _compare_claim(expect: str, derivative, arrays, analytic, tol: float, floor:
 
     def compare(indices):
         value = claim_value(rhs, indices, arrays, analytic.shape)
-        same = (value == analytic) | (np.isnan(value) & np.isnan(analytic))  # inf and inf are equal
-        with np.errstate(invalid="ignore"):
-            difference = np.nan_to_num(np.where(same, 0.0, np.abs(value - analytic)), nan=np.inf)
+        difference = _differences(value, analytic, nan_equal=True)  # the same inf or NaN is equal
         return value, difference, float(difference.max()) if difference.size else 0.0
 
     # relative to the larger of the two sizes: 1e-7 A x is not the gradient 1e-7 (A + Aᵀ) x
