@@ -44,6 +44,7 @@ from .normal import (
     multiply,
     power_base,
     rename_atom,
+    root_power,
     simplify,
     single_atom,
 )
@@ -213,28 +214,16 @@ def _build(rest: tuple, numerator: Univariate, base_power: int, variable: Poly, 
     return out
 
 
-def root_power(factor, rooted: frozenset = frozenset()) -> tuple[Apply, int] | None:
-    """``(sqrt(B), k)`` for a factor ``sqrt(B)^k`` (k an integer, ``sqrt(B)`` itself k = 1) of a
-    sum B, or of an intermediate ``rooted`` says is one, else None."""
-    power = 1
-    if isinstance(factor, Apply) and factor.func == "pow" and factor.param.denominator == 1:
-        factor, power = single_atom(factor.arg), int(factor.param)
-    if isinstance(factor, Apply) and factor.func == "sqrt" and _root_base(factor, rooted) is not None:
-        return factor, power
-    return None
-
-
 def _root_base(root: Apply, rooted: frozenset) -> Poly | None:
     """The sum under ``root``: its argument, or the definition of the intermediate it is
     (``u_j`` with ``u_i = 1 + x_i^2`` is ``1 + x_j^2``); None for one term."""
     if len(root.arg.terms) > 1:
         return root.arg
     inner = single_atom(root.arg)
-    for name, indices, poly in rooted:
+    for name, indices, poly in rooted:  # (no summed index: renaming the free ones captures none)
         if isinstance(inner, Tensor) and inner.name == name and len(indices) == len(inner.indices):
             mapping = dict(zip(indices, inner.indices))
-            terms = tuple(Term(t.coeff, tuple(rename_atom(f, mapping) for f in t.factors)) for t in poly.terms)
-            return Poly(terms, inner.indices)
+            return Poly(tuple(t.rename(mapping) for t in poly.terms), inner.indices)
     return None
 
 

@@ -577,15 +577,23 @@ def simplify(terms, indices: Indices, counts: bool = True, cancelling: bool = Tr
     return poly
 
 
-def _root(factor) -> bool:
-    """Whether ``factor`` is a power of the square root of a sum (``1 / sqrt(1 + x^2)^3``), or
-    of an intermediate that is one (:data:`ROOTED`)."""
-    if isinstance(factor, Apply) and factor.func == "pow":
-        factor = single_atom(factor.arg)
+def root_power(factor, rooted: frozenset) -> tuple[Apply, int] | None:
+    """``(sqrt(B), k)`` for a factor ``sqrt(B)^k`` (k an integer, ``sqrt(B)`` itself k = 1) of a
+    sum B (``1 / sqrt(1 + x^2)^3``), or of an intermediate ``rooted`` says is one (:data:`ROOTED`),
+    else None."""
+    power = 1
+    if isinstance(factor, Apply) and factor.func == "pow" and factor.param.denominator == 1:
+        factor, power = single_atom(factor.arg), int(factor.param)
     if not (isinstance(factor, Apply) and factor.func == "sqrt"):
-        return False
+        return None
     inner = single_atom(factor.arg)
-    return len(factor.arg.terms) > 1 or (isinstance(inner, Tensor) and any(inner.name == r[0] for r in ROOTED.get()))
+    if len(factor.arg.terms) > 1 or (isinstance(inner, Tensor) and any(inner.name == r[0] for r in rooted)):
+        return factor, power
+    return None
+
+
+def _root(factor) -> bool:
+    return root_power(factor, ROOTED.get()) is not None
 
 
 def _over_a_sum(factor) -> bool:
