@@ -593,6 +593,7 @@ def root_power(factor, rooted: frozenset) -> tuple[Apply, int] | None:
 
 
 def _root(factor) -> bool:
+    """Whether ``factor`` is a power of a square root :mod:`einderiv.cancel` may collapse."""
     return root_power(factor, ROOTED.get()) is not None
 
 

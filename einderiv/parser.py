@@ -742,7 +742,6 @@ class _ToIR(Transformer_NonRecursive):
                     f"{node.func}_{''.join(node.over)}(...): {missing[0]!r} does not occur in its argument or "
                     "anywhere else in the statement, so nothing gives it a length"
                 )
-
                 if node.func == "mean":
                     message = (
                         f"mean_{''.join(node.over)}(...): {missing[0]!r} does not occur in its argument or anywhere "
