@@ -124,28 +124,27 @@ def check(
     if last in given:  # before any array is made: --shape x=30000 built a 7 GB matrix first
         _within_checked(last, math.prod(given[last]))
     with np.errstate(all="ignore"):
-        arrays = _structured(_random_inputs(derivative, given, seed), derivative.structure)
-        try:
-            analytic = np.asarray(derivative(arrays), dtype=np.float64)
-            finite = _finite(analytic, lower, arrays)
-        except EvaluationError:  # logdet(A) at a normal A: a negative determinant half the time
-            finite = False
-        if not finite:
-            # sqrt(x_i), log(x_i), x_i^0.5, logdet(A) at signed normal inputs: draw from their domain
-            arrays = _structured(_random_inputs(derivative, given, seed, positive=True), derivative.structure)
-            analytic = np.asarray(derivative(arrays), dtype=np.float64)
-            square = sorted(set(derivative.program_dimensions.square) & set(arrays))
-            domain_notes = (
-                f"inputs drawn in [{POSITIVE[0]:g}, {POSITIVE[1]:g}]"
-                + (
-                    f" ({', '.join(square)} with a positive definite symmetric part, M Mᵀ / n + I + 0.15 (B - Bᵀ))"
-                    if square
-                    else ""
-                )
-                + ": at signed normal inputs the expression or its derivative is not finite (a log, square root "
-                "or fractional power of a negative number, or the log-determinant of a matrix whose determinant "
-                "is negative?)",
+        arrays, domains = _inputs_in_domain(derivative, lower, given, seed)
+        analytic = np.asarray(derivative(arrays), dtype=np.float64)
+    if domains:
+        square = sorted(set(derivative.program_dimensions.square) & {n for n, d in domains.items() if d == "positive"})
+        drawn = "; ".join(
+            f"{', '.join(names)} in [{DOMAINS[domain][0]:g}, {DOMAINS[domain][1]:g}]"
+            for domain in DOMAINS
+            if (names := [name for name, d in domains.items() if d == domain])
+        )
+        domain_notes = (
+            f"inputs drawn in their domain: {drawn}"
+            + (
+                f" ({', '.join(square)} with a positive definite symmetric part, M Mᵀ / n + I + 0.15 (B - Bᵀ))"
+                if square
+                else ""
             )
+            + ("; the others signed normal" if len(domains) < len(arrays) else "")
+            + ": at signed normal inputs the expression or its derivative is not finite (a log, square root "
+            "or fractional power of a negative number, the log-determinant of a matrix whose determinant "
+            "is negative, arcsin or log(1 - p) outside (-1, 1) or (0, 1)?)",
+        )
     numeric, value_size = _central_difference(lower, arrays, derivative.wrt[-1].name, analytic.shape)
     kind = derivative.structure.get(derivative.wrt[-1].name)
     if kind is not None:
@@ -221,13 +220,55 @@ def _shapes(shapes) -> dict[str, tuple[int, ...]]:
     return {name: _shape(name, shape) for name, shape in shapes.items()}
 
 
-#: where inputs are drawn when the expression is not finite at signed normal ones
-POSITIVE = (0.5, 2.0)
+#: where an input is drawn when the expression is not finite at signed normal ones: positive
+#: (sqrt, log, logdet), or inside (0, 1) (log(1 - p), arcsin, arccos)
+DOMAINS = {"positive": (0.5, 2.0), "unit": (0.05, 0.95)}
+POSITIVE = DOMAINS["positive"]
+
+
+def _inputs_in_domain(derivative, lower, given, seed) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Random inputs at which the derivative and its expression are finite, and the inputs not
+    drawn signed normal, with their domain.  Tried in turn: every input signed normal; every input
+    positive; every input in (0, 1); square matrices positive and the rest in (0, 1).  From the
+    first of those that is finite, each input goes back to signed normal (else positive) where the
+    expression stays finite, so an input that only ``log(s_i)`` needs keeps ``abs(r_i)``'s
+    argument signed and a claim of 1 for sign(r) is not passed.  Where none is finite, every input
+    is positive, and the caller's finite differences say that no check is possible."""
+    draws = {domain: _random_inputs(derivative, given, seed, domain) for domain in ("normal", *DOMAINS)}
+    names = list(draws["normal"])
+    square = set(derivative.program_dimensions.square)
+
+    def finite_at(choice: dict[str, str]) -> dict[str, np.ndarray] | None:
+        arrays = _structured({name: draws[choice[name]][name] for name in names}, derivative.structure)
+        try:
+            analytic = np.asarray(derivative(arrays), dtype=np.float64)
+            return arrays if _finite(analytic, lower, arrays) else None
+        except EvaluationError:  # logdet(A) at a normal A: a negative determinant half the time
+            return None
+
+    tries = [
+        dict.fromkeys(names, "normal"),
+        dict.fromkeys(names, "positive"),
+        dict.fromkeys(names, "unit"),
+        {name: "positive" if name in square else "unit" for name in names},
+    ]
+    for choice in tries:
+        if (arrays := finite_at(choice)) is None:
+            continue
+        for name in names:
+            for domain in ("normal", "positive")[: ("normal", "positive", "unit").index(choice[name])]:
+                if (fewer := finite_at({**choice, name: domain})) is not None:
+                    choice, arrays = {**choice, name: domain}, fewer
+                    break
+        return arrays, {name: domain for name, domain in choice.items() if domain != "normal"}
+    return _structured(dict(draws["positive"]), derivative.structure), dict.fromkeys(names, "positive")
 
 
 def _random_inputs(
-    derivative, given: dict[str, tuple[int, ...]], seed: int, positive: bool = False
+    derivative, given: dict[str, tuple[int, ...]], seed: int, domain: str = "normal"
 ) -> dict[str, np.ndarray]:
+    """Every input drawn signed normal, or uniform in ``DOMAINS[domain]`` (a square matrix under
+    ``positive``: with a positive definite symmetric part)."""
     unknown = sorted(set(given) - set(derivative.ranks), key=str)
     if unknown:
         raise EinderivError(f"shapes: {unknown[0]!r} is not an input (inputs: {', '.join(derivative.inputs)})")
@@ -242,7 +283,7 @@ def _random_inputs(
     for name, rank in derivative.ranks.items():
         shape = given.get(name) or tuple(sized.get(dims.axis(name, k), (DEFAULT_SIZE,))[0] for k in range(rank))
         try:
-            if positive and name in dims.square and len(shape) == 2 and shape[0] == shape[1]:
+            if domain == "positive" and name in dims.square and len(shape) == 2 and shape[0] == shape[1]:
                 # in logdet's domain and not symmetric, so that a transpose missing from a claim (or
                 # from a derivative) shows: a positive definite symmetric part M Mᵀ / n + I (each
                 # eigenvalue then has a positive real part, the determinant is positive) plus an
@@ -251,7 +292,9 @@ def _random_inputs(
                 b = rng.uniform(*POSITIVE, size=shape)
                 arrays[name] = m @ m.T / max(1, len(m)) + np.eye(len(m)) + 0.15 * (b - b.T)
             else:
-                arrays[name] = rng.uniform(*POSITIVE, size=shape) if positive else rng.normal(size=shape)
+                arrays[name] = (
+                    rng.normal(size=shape) if domain == "normal" else rng.uniform(*DOMAINS[domain], size=shape)
+                )
         except (MemoryError, ValueError) as err:
             raise EvaluationError(f"input {name!r} of shape {shape} is too large to allocate ({err})") from None
     return arrays

@@ -366,3 +366,42 @@ def test_a_mixed_claim_without_spaces_is_read(claim):
 def test_a_hessian_claim_written_dx2_is_read():
     result = einderiv.check("f = x_i x_i", ["x", "x"], expect="d2f/dx2 = 2 I")
     assert result.ok and result.matches is True
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+@pytest.mark.parametrize(
+    "source, wrt, claim, positive",
+    [
+        ("f = log(s_i) + abs(r_i)", "r", "1", "s"),  # sign(r), 1 on [0.5, 2]
+        ("L = sum_n(log(sigma_n) + relu(r_n))", "r", "dL/dr_n = 1", "sigma"),  # step(r)
+    ],
+)
+def test_an_input_another_term_needs_positive_keeps_its_own_signed_draw(source, wrt, claim, positive, seed):
+    # log(s) made every input [0.5, 2], where sign(r) and step(r) are 1: a wrong claim of 1 passed
+    result = einderiv.check(source, wrt, expect=claim, seed=seed, shapes={wrt: (6,)})
+    assert result.fd_ok and result.claim == "differs" and not result.ok
+    assert np.any(np.asarray(result.inputs[wrt]) < 0)
+    assert np.all(np.asarray(result.inputs[positive]) > 0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize(
+    "source, wrt, claim, exact",
+    [
+        (
+            "L = -y_n log(p_n) - (1 - y_n) log(1 - p_n)",
+            "p",
+            "dL/dp_i = (1 - y_i) / (1 - p_i) - y_i / p_i",
+            lambda a: (1 - a["y"]) / (1 - a["p"]) - a["y"] / a["p"],
+        ),
+        ("f = arcsin(x_i)", "x", None, lambda a: 1 / np.sqrt(1 - a["x"] ** 2)),
+        ("f = arccos(X_ij)", "X", None, lambda a: -1 / np.sqrt(1 - a["X"] ** 2)),
+    ],
+)
+def test_a_domain_inside_the_unit_interval_is_checked_inside_it(source, wrt, claim, exact, seed):
+    # log(1 - p) and arcsin are NaN for half of [0.5, 2]: a correct derivative was FAILED
+    result = einderiv.check(source, wrt, expect=claim, seed=seed)
+    assert result.ok and result.fd_ok
+    values = np.asarray(result.inputs[wrt])
+    assert np.all((values > 0) & (values < 1)) or np.all(np.abs(values) < 1)
+    np.testing.assert_allclose(result.value, exact(result.inputs), rtol=1e-12)
