@@ -160,6 +160,45 @@ _TOKEN_WORDS = {
 }
 
 
+def _variable_power(before: str, exponent: str) -> str:
+    """Advice for a variable exponent, in the user's own base and exponent: ``exp(t log(s)) for
+    s^t``; ``before`` is the text up to the ``^``."""
+    base = _operand_before(before.rstrip(" \t")) or "b"
+    negative = exponent.startswith("-")
+    factor = exponent[1:] if negative else exponent
+    if re.fullmatch(r"\(\s*-?\s*[A-Za-z0-9_{}.]+\s*\)", factor):  # s^(t): exp(t log(s))
+        factor = factor[1:-1].strip()
+        negative, factor = factor.startswith("-"), factor.lstrip("- ")
+    if base == "e":
+        return f"for e^{exponent} write exp({'-' if negative else ''}{factor})"
+    log = f"log{base}" if base.startswith("(") else f"log({base})"
+    return f"for a variable exponent write exp({'-' if negative else ''}{factor} {log}) for {base}^{exponent}"
+
+
+def _operand_before(text: str) -> str | None:
+    """The operand that ends ``text``: a bracketed group, or a name or number with its index list."""
+    if text.endswith(")"):
+        depth = 0
+        for k in range(len(text) - 1, -1, -1):
+            depth += {")": 1, "(": -1}.get(text[k], 0)
+            if depth == 0:
+                call = re.search(r"[A-Za-z][A-Za-z0-9]*$", text[:k])
+                return (call.group(0) if call else "") + text[k:]
+        return None
+    operand = re.search(r"[A-Za-z0-9.]+(_\{[^{}]*\}|_[A-Za-z]+)?$", text)
+    return operand.group(0) if operand else None
+
+
+def _bracketed(source: str, start: int) -> str | None:
+    """The text inside the bracket that opens at ``source[start]``, if it closes."""
+    depth = 0
+    for k in range(start, len(source)):
+        depth += {"(": 1, ")": -1}.get(source[k], 0)
+        if depth == 0:
+            return source[start + 1 : k].strip()
+    return None
+
+
 def _describe(token: Token, spelled=str) -> str:
     if token.type == "$END":
         return "the end of the input"
@@ -336,8 +375,13 @@ def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = 
             wanted = (
                 ": a power of a power needs brackets: write (x_i^2)^3 or x_i^6 (2^3^2 is 512 in NumPy and 64 in MATLAB)"
             )
-        elif before.endswith("^(") and str(token) != "-":  # x_i^(a + 1)
-            wanted = ": an exponent is a number, as in x_i^0.5, x_i^(1/2) or x_i^(-1); exp(a log(x_i)) for others"
+        elif (opened := re.search(r"\^\((\s*-\s*)?$", before)) and (
+            not opened.group(1) and str(token) != "-" or re.match(r"[A-Za-z]", str(token))
+        ):  # x_i^(a + 1), e^(-x)
+            exponent = _bracketed(source, opened.start() + 1) or "a"
+            wanted = ": an exponent is a number, as in x_i^0.5, x_i^(1/2) or x_i^(-1); " + _variable_power(
+                before[: opened.start()], f"({exponent})"
+            )
         elif re.search(r"\^\s*-?$", before) and str(token) == "+":  # s^+2
             wanted = ": an exponent is a number with no '+' sign, as in x_i^2 or x_i^-1"
         elif (
@@ -345,9 +389,9 @@ def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = 
             and re.match(r"[A-Za-z]", str(token))
             and not (before.endswith("^") and str(token)[:1] == "T" and str(token)[1:2].isalpha())
         ):  # 2^x, 2^-x (not x^TAx: a glued transpose, below)
-            wanted = (
-                f": an exponent is a number, as in x_i^2 or x_i^-1; for a variable exponent write "
-                f"exp({spelled(token)} log(b)) for b^{spelled(token)}"
+            sign = "-" if before.endswith("-") else ""
+            wanted = ": an exponent is a number, as in x_i^2 or x_i^-1; " + _variable_power(
+                re.sub(r"\^\s*-?$", "", before), sign + spelled(token)
             )
         elif re.search(r"\^\(\s*-?\s*\d+(\.\d*)?\s*$", before) and str(token) in ("+", "*", "^", "-"):  # s^(2+1)
             wanted = ": an exponent is one number or one fraction, as in x_i^3 or x_i^(1/2): work out the sum first"

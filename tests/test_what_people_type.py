@@ -501,7 +501,12 @@ def test_a_left_hand_index_free_in_some_term_still_broadcasts_the_others():
         ("f = s – s", "a dash is not a minus sign: write '-'", 7),
         ("f = x^TAx", "a transpose is ^T followed by a space or a bracket: ^T Ax", 7),  # not a variable exponent
         ("f = s — s", "a dash is not a minus sign: write '-'", 7),
-        ("f = 2^x", "for a variable exponent write exp(x log(b)) for b^x", 7),
+        ("f = 2^x", "for a variable exponent write exp(x log(2)) for 2^x", 7),
+        # the advice is in the user's own base and exponent, its sign kept (it said exp(b log(b)) for a^-b)
+        ("f = a^-b", "for a variable exponent write exp(-b log(a)) for a^-b", 8),
+        ("f = (x_i + 1)^t", "write exp(t log(x_i + 1)) for (x_i + 1)^t", 15),
+        ("f = s^(t + 1)", "write exp((t + 1) log(s)) for s^(t + 1)", 8),
+        ("f = e^(-x_i)", "for e^(-x_i) write exp(-x_i)", 9),
         ("f = s^(2+1)", "an exponent is one number or one fraction", 9),
         ("f = s^+2", "an exponent is a number with no '+' sign", 7),
         ("f = x_i A⁻¹_ij x_j", "an inverse's entries are inv(A)_ij or (A⁻¹)_ij", 12),
