@@ -721,7 +721,11 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
     Ends: each log and each product is rebuilt once, and the definitions used come before the
     statement; a call of a log is rebuilt through its argument (``log(s)^2``)."""
     called = {name for name, d in calls.items() if _single_call(d) is not None}
-    calls = {name: d for name, d in calls.items() if _small(d) and not _difference_of_data(d, called)}
+    calls = {
+        name: d
+        for name, d in calls.items()
+        if _small(d) and not _difference_of_data(d, called) or _sum_of_calls(d, called)
+    }
     if not calls:
         return poly
     out: list[Term] = []
@@ -838,6 +842,23 @@ def _small(d: Definition) -> bool:
         and len(factors) == 1
         and isinstance(next(iter(factors)), Tensor)
         and all(len(t.factors) <= 3 for t in terms)
+    )
+
+
+def _sum_of_calls(d: Definition, called: set[str]) -> bool:
+    """Whether a definition is a short sum of calls and numbers (``u = exp(z) + exp(-z) + 1``, or
+    ``u = a + b + 1`` with ``a``, ``b`` calls named earlier), each term one factor or none: its log
+    is read through as a log of a sum of exps is in one statement (at |z| = 1000 it was inf,
+    with a NaN gradient, where the statement's is 2000)."""
+    terms = d.poly.terms
+    return (
+        2 <= len(terms) <= 4
+        and all(len(t.factors) <= 1 for t in terms)
+        and all(
+            isinstance(f, Apply) and not is_reciprocal(f) or isinstance(f, Tensor) and f.name in called
+            for t in terms
+            for f in t.factors
+        )
     )
 
 

@@ -119,7 +119,11 @@ def _call_power(atom, func: str) -> tuple[Apply, Fraction] | None:
 def exp_times_sigmoid(term: Term) -> list[Term] | None:
     """``exp(v) sigmoid(-v)^k = sigmoid(v) sigmoid(-v)^(k-1)`` (since ``exp(v) / (1 + exp(v))``
     is ``sigmoid(v)``): ``exp(z) / (1 + exp(z))``, once :func:`reciprocal_one_plus_exp` made the
-    divisor ``sigmoid(-z)``, is ``sigmoid(z)``.
+    divisor ``sigmoid(-z)``, is ``sigmoid(z)``.  With a number c > 0,
+    ``exp(v) sigmoid(log(c) - v)^k = c sigmoid(v - log(c)) sigmoid(log(c) - v)^(k-1)``:
+    ``exp(z) / (2.5 + exp(z))``, made ``0.4 exp(z) sigmoid(log(2.5) - z)``, is
+    ``sigmoid(z - log(2.5))``; as a product of two roundings of z it was 1 + 5e-15 at z = 50, above
+    1, so the log(1 - p) of a negative-binomial likelihood was NaN with a gradient of the wrong sign.
 
     Stable: exp(v) overflows from v = 710 on and sigmoid(-v) underflows to 0 from v = 745, so
     the product is inf or inf * 0 = NaN where the value is 1; the sigmoids are finite everywhere.
@@ -132,16 +136,33 @@ def exp_times_sigmoid(term: Term) -> list[Term] | None:
             if k == m or found is None or found[1] < 0 or set(found[0].indices) != set(exp.indices):
                 continue
             sigmoid, power = found
-            if simplify([*sigmoid.arg.terms, *exp.arg.terms], sigmoid.arg.indices).terms:
-                continue  # not sigmoid(-v)
+            scale = _exp_of_constant(simplify([*sigmoid.arg.terms, *exp.arg.terms], sigmoid.arg.indices).terms)
+            if scale is None:
+                continue  # not sigmoid(log(c) - v)
             rest = tuple(f for pos, f in enumerate(term.factors) if pos not in (k, m))
-            flipped = (Apply("sigmoid", exp.arg),)
+            flipped = (Apply("sigmoid", negated(sigmoid.arg)),)
             if power == 2:
                 flipped += (sigmoid,)
             elif power > 2:
                 flipped += (power_of(sigmoid, power - 1),)
-            return [Term(term.coeff, (*rest, *flipped))]
+            return [Term(term.coeff * scale, (*rest, *flipped))]
     return None
+
+
+def _exp_of_constant(terms) -> Fraction | None:
+    """``e^a`` when ``terms`` sum to a constant a whose exponential is a number: 1 for no terms, c
+    for ``log(c)``, 1 / c for ``-log(c)``; else None."""
+    if not terms:
+        return ONE
+    if len(terms) != 1 or abs(terms[0].coeff) != 1 or len(terms[0].factors) != 1:
+        return None
+    log = terms[0].factors[0]
+    if not (isinstance(log, Apply) and log.func == "log" and not log.arg.indices and len(log.arg.terms) == 1):
+        return None
+    number = log.arg.terms[0]
+    if number.factors or number.coeff <= 0:
+        return None
+    return number.coeff if terms[0].coeff > 0 else 1 / number.coeff
 
 
 def sinh_over_cosh(term: Term) -> list[Term] | None:

@@ -782,3 +782,55 @@ def test_the_hessian_of_a_pseudo_huber_loss_keeps_its_digits(source):
     got = derivative({k: v for k, v in {"x": x, "d": d}.items() if k in derivative.ranks})
     np.testing.assert_allclose(got, expected, rtol=1e-13, atol=0)
     assert "^3" in str(derivative).splitlines()[-1] and " - " not in str(derivative).splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "L = -sum_n(log(1 - exp(z_n) / (2.5 + exp(z_n))))",
+        "mu_n = exp(z_n); p_n = mu_n / (2.5 + mu_n); L = -sum_n(log(1 - p_n))",
+        "L = -sum_n(log(1 - 1 / (1 + 2.5 exp(-z_n))))",
+    ],
+)
+def test_a_negative_binomial_log_one_minus_p_is_finite_with_the_right_sign(source):
+    # exp(z) / (2.5 + exp(z)) was 0.4 exp(z) sigmoid(log(2.5) - z): 1 + 5e-15 at z = 50, so the value
+    # was NaN and the gradient -5.4e-7 (it is 1): an optimiser followed the wrong sign
+    z = np.array([-800.0, -40.0, -3.0, 0.5, 36.0, 40.0, 50.0, 1000.0])
+    c = 2.5
+    value = float(np.sum(np.logaddexp(np.log(c), z) - np.log(c)))  # log(c + e^z) - log(c)
+    with np.errstate(over="ignore", invalid="ignore"):  # exp(800) in the branch np.where drops
+        p = 1 / (1 + c * np.exp(-z))  # sigmoid(z - log c)
+        q = np.where(z > 0, c * np.exp(-z) / (1 + c * np.exp(-z)), c / (c + np.exp(z)))  # 1 - p, no cancellation
+    assert einderiv.evaluate(source, z=z) == pytest.approx(value, rel=1e-14)
+    np.testing.assert_allclose(einderiv.grad(source, "z")(z=z), p, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(np.diag(einderiv.hessian(source, "z")(z=z)), p * q, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "a_n = exp(z_n); b_n = exp(-z_n); u_n = a_n + b_n + 1; L = sum_n(log(u_n))",
+        "u_n = 1 + exp(z_n) + exp(-z_n); L = sum_n(log(u_n))",
+        "L = sum_n(log(exp(z_n) + exp(-z_n) + 1))",
+    ],
+)
+def test_a_log_of_a_named_sum_of_three_exps_is_read_as_in_one_statement(source):
+    # a named sum of two calls was read through, one of three was not: inf, with a NaN gradient, at
+    # |z| = 1000 (the statement's value is 2000), and a Hessian of 3.6e-35 for 4.2e-18 at z = 40
+    z = np.array([1000.0, -1000.0, 40.0, 300.0, 3.0, -2.0])
+
+    def f(t):
+        return mpmath.log(mpmath.exp(t) + mpmath.exp(-t) + 1)
+
+    mpmath.mp.dps = 400  # e^-300 beside 1 in the second difference
+    try:
+        value = float(sum(f(mpmath.mpf(t)) for t in z))
+        gradient = [float(mpmath.diff(f, mpmath.mpf(t))) for t in z]
+        curvature = [float(mpmath.diff(f, mpmath.mpf(t), 2)) for t in z[2:]]
+    finally:
+        mpmath.mp.dps = 15
+    assert einderiv.evaluate(source, z=z) == pytest.approx(value, rel=1e-14)
+    np.testing.assert_allclose(einderiv.grad(source, "z")(z=z), gradient, rtol=1e-13, atol=0)
+    hessian = np.diag(einderiv.hessian(source, "z")(z=z))
+    np.testing.assert_allclose(hessian[2:], curvature, rtol=1e-12, atol=0)
+    assert np.all(np.abs(hessian[:2]) < 1e-300)  # e^-1000
