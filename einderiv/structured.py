@@ -20,7 +20,7 @@ written ``S_ij`` and ``inv(S)_ij`` in the result, so that, e.g., d logdet(S)/dS 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
 
 import numpy as np
@@ -40,6 +40,8 @@ def structure_of(symmetric, diagonal, ranks: Mapping[str, int]) -> dict[str, str
             continue
         if isinstance(names, str):
             names = [names]
+        if not isinstance(names, Iterable):  # symmetric=True, symmetric=3
+            raise DifferentiationError(f"{kind}= takes a list of input names, such as {kind}=['S'], got {names!r}")
         for name in names:
             if not isinstance(name, str):
                 raise DifferentiationError(f"{kind}= takes input names, got {name!r}")

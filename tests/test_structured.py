@@ -130,6 +130,9 @@ def test_the_symmetric_hessian_and_hvp_agree_with_differences_of_the_symmetric_g
         (lambda: einderiv.grad("f = logdet(S)", "S", symmetric_convention="upper"), "must be one of frobenius"),
         (lambda: einderiv.grad("f = logdet(S)", "S", symmetric=["S"])(S=A), "declared symmetric"),
         (lambda: einderiv.grad("f = x_i D_ij x_j", "D", diagonal=["D"])(x=x, D=A), "declared diagonal"),
+        # a bare TypeError ('int' object is not iterable) before
+        (lambda: einderiv.grad("f = logdet(S)", "S", symmetric=3), r"takes a list of input names, such as symmetric="),
+        (lambda: einderiv.hvp("f = x_i D_ij x_j", "D", diagonal=True), r"diagonal= takes a list of input names"),
     ],
 )
 def test_bad_declarations_are_clear_errors(call, message):
