@@ -554,6 +554,10 @@ def test_printed_forms_of_generated_programs_evaluate_to_the_derivative(program,
         ("f = s b_k + s delta_kk", "s", "the dimension of k"),
         ("f = A_ij x_j x_j", "x", "sums a matrix over one index alone"),
         ("f = tr_i x_i", "x", "the name tr is a function in matrix notation"),
+        # printed as df/ds = 1, which reads back as a scalar, not a vector or matrix of ones
+        ("f_i = x_i + s", "s", "every entry is the number 1"),
+        ("f_i = x_i + 2 s", "s", "no name for a vector of ones"),
+        ("f_i = x_i + sum_j(y_j)", "y", "no name for a matrix of ones"),
     ],
 )
 def test_no_matrix_form_says_why(source, wrt, reason):

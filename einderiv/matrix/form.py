@@ -118,6 +118,12 @@ def _render_poly(poly: Poly, context: _Context):
         raise NoMatrixForm(f"rank {rank} (indices {', '.join(poly.indices)}); matrix notation has at most two")
     if not poly.terms:
         return Number(Fraction(0), _shape_of(poly.indices))
+    if poly.indices and all(not t.factors for t in poly.terms):  # d(x_i + s)/ds: 1 in every entry
+        kind = "vector" if len(poly.indices) == 1 else "matrix"
+        raise NoMatrixForm(
+            f"every entry is the number {Poly(poly.terms, ())}: a lone number reads as a scalar, and matrix "
+            f"notation has no name for a {kind} of ones"
+        )
     products = [_render_term(t, poly.indices, context) for t in poly.terms]
     return _flat_factor(_collect(products))
 
