@@ -287,7 +287,9 @@ def contract_deltas(term: Term, free: frozenset[str]) -> Term:
     Each step removes one delta (or one ``1/n_r`` of a mean, whose sum over an r nothing else
     carries is 1), so the loop ends.  ``delta_ii`` is 1 where i is free or used elsewhere and
     stays (it is the dimension) when i is summed and appears nowhere else.
-    Deltas between two free indices stay: they are real structure.
+    Deltas between two free indices stay: they are real structure; but a second one between
+    the same two is 1 where the first is (``delta_jk delta_jk = delta_jk``, a Hessian diagonal's
+    print) and goes, which also ends.
     """
     factors = list(term.factors)
     progress = True
@@ -313,7 +315,15 @@ def contract_deltas(term: Term, free: frozenset[str]) -> Term:
             elif a not in free:
                 old, new = a, b
             else:
-                continue
+                twin = next(
+                    (k for k in range(pos + 1, len(factors)) if _same_delta(factors[k], factor)),
+                    None,
+                )
+                if twin is None:
+                    continue
+                del factors[twin]  # delta_jk delta_jk = delta_jk: a 0/1 tensor squared
+                progress = True
+                break
             del factors[pos]
             mapping = {old: new}
             factors = [rename_atom(f, mapping) for f in factors]
@@ -322,6 +332,11 @@ def contract_deltas(term: Term, free: frozenset[str]) -> Term:
             progress = True
             break
     return Term(term.coeff, tuple(factors))
+
+
+def _same_delta(factor, delta: Delta) -> bool:
+    """Whether ``factor`` is a delta between the same two indices as ``delta``, in either order."""
+    return isinstance(factor, Delta) and {factor.first, factor.second} == {delta.first, delta.second}
 
 
 def number_key(value) -> str:

@@ -634,3 +634,16 @@ def test_the_hessian_diagonal_is_as_accurate_as_the_hessian_at_saturated_logits(
     diagonal = einderiv.hessian_diag(source, "w")(X=X, w=w)
     np.testing.assert_allclose(diagonal, expected, rtol=rtol)
     np.testing.assert_allclose(diagonal, np.diag(einderiv.hessian(source, "w")(X=X, w=w)), rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "keywords", [{}, {"symmetric": ["M"]}, {"symmetric": ["M"], "symmetric_convention": "cookbook"}]
+)
+def test_a_hessian_diagonal_of_a_trace_prints_one_delta(keywords):
+    # printed exp(M_jj) delta_jk delta_jk, and under the cookbook convention as 4 - 4 + 1 terms of them
+    M = np.random.default_rng(3).normal(size=(4, 4))
+    M = M + M.T if keywords else M
+    diagonal = einderiv.hessian_diag("f = sum_i(exp(M_ii))", "M", **keywords)
+    assert "delta_jk delta_jk" not in str(diagonal) and str(diagonal).count("delta") == 1
+    np.testing.assert_allclose(diagonal(M=M), np.diag(np.exp(np.diag(M))), rtol=1e-14, atol=0)
+    np.testing.assert_allclose(einderiv.evaluate(str(diagonal), M=M), np.diag(np.exp(np.diag(M))), rtol=1e-14)
