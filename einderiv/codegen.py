@@ -849,10 +849,13 @@ def _parameters(*items) -> list[str]:
 
 def _function_name(compiled) -> str:
     """``dK_dR`` for dK/dR, ``d2f_dx_dx`` for a Hessian, ``K`` for K's value, ``value`` for a
-    bare expression.  A derivative is named from its root, the statement it differentiates
-    (``compiled.root_name``: ``dist`` gives ``ddist_dx``), and its wrt tensors; the derivative of
-    a derivative-named statement (``df/dx_k = ...`` by x) takes the printed name (``d2f_dx_dx``)."""
+    bare expression, ``hvp_L_w`` (``jvp_``, ``vjp_``, ``hessian_diag_``) for a product.  A
+    derivative is named from its root, the statement it differentiates (``compiled.root_name``:
+    ``dist`` gives ``ddist_dx``), and its wrt tensors; the derivative of a derivative-named
+    statement (``df/dx_k = ...`` by x) takes the printed name (``d2f_dx_dx``)."""
     statement = compiled.statement
+    if isinstance(compiled, Product) and compiled.function_name:  # hvp_L_w, hessian_diag_L_w
+        return compiled.function_name
     if isinstance(compiled, Derivative):
         written = compiled.root.statement
         if written is not None and written.wrt:

@@ -114,11 +114,14 @@ def _contracted(program: CheckedProgram, tensor: Tensor, over: Indices) -> Check
     )
 
 
-def _renamed(derivative: Derivative, name: str, shape: tuple[str, ...], user: CheckedProgram, wrt=None) -> Derivative:
+def _renamed(
+    derivative: Derivative, name: str, shape: tuple[str, ...], user: CheckedProgram, wrt=None, kind: str = ""
+) -> Derivative:
     """``derivative`` with its result printed as ``name_indices = ...`` and its shape line
-    naming ``shape`` (``L.shape + w.shape``).  Where the result counts a dimension only deltas
-    carry (``2 delta_ii v``, the HVP of ``sum_i((x_i + lam)^2)`` by lam), the ``user``'s
-    output statement is printed before it, as for a Hessian, so that its text reads back."""
+    naming ``shape`` (``L.shape + w.shape``); generated code names its function ``kind_L_w``.
+    Where the result counts a dimension only deltas carry (``2 delta_ii v``, the HVP of
+    ``sum_i((x_i + lam)^2)`` by lam), the ``user``'s output statement is printed before it, as
+    for a Hessian, so that its text reads back."""
     final = derivative.program.out
     rhs = final.statement.rhs if final.statement is not None else final.display().rhs
     wrt = derivative.wrt if wrt is None else wrt
@@ -159,6 +162,8 @@ def _renamed(derivative: Derivative, name: str, shape: tuple[str, ...], user: Ch
     program = replace(program, definitions=definitions)
     product = Product(program, derivative.ranks, wrt, derivative.root, derivative.sources)
     product.shape_names = shape
+    output = f"_{user.out.name}" if user.out.name != "_" else ""
+    product.function_name = f"{kind}{output}_{wrt[0].name}" if kind else ""
     product.structure = derivative.structure
     product.reading = derivative.reading
     return product
@@ -204,6 +209,8 @@ class Product(Derivative):
     shape line names its own parts."""
 
     shape_names: tuple[str, ...] = ()
+    #: the name generated code gives its function (``hvp_L_w``; ``hvp`` for a bare expression)
+    function_name: str = ""
 
     def __init__(self, program: CheckedProgram, inputs, wrt, root, sources=()):
         super().__init__(program, inputs, wrt, root, sources or (root,))
@@ -235,7 +242,7 @@ def hvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structu
         product = diff(along, ref.name, **structure)
     finally:
         ADJOINT_STEM.reset(token)
-    return _renamed(product, f"d2{root}d{ref.name}2{v}", (f"{ref.name}.shape",), checked)
+    return _renamed(product, f"d2{root}d{ref.name}2{v}", (f"{ref.name}.shape",), checked, kind="hvp")
 
 
 @accepts_notation
@@ -255,7 +262,7 @@ def jvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structu
     product.reading = jacobian.reading
     product.structure = jacobian.structure
     root = jacobian.root_name
-    return _renamed(product, f"d{root}d{ref.name}{v}", (f"{root}.shape",), checked, (ref,))
+    return _renamed(product, f"d{root}d{ref.name}{v}", (f"{root}.shape",), checked, (ref,), kind="jvp")
 
 
 @accepts_notation
@@ -272,7 +279,7 @@ def vjp(source: Source, wrt: str, u: str = "u", of: str | None = None, **structu
     along = _contracted(checked, cotangent, out.indices)
     gradient = diff(along, wrt, **structure)
     (ref,) = gradient.wrt
-    return _renamed(gradient, f"{u}d{gradient.root_name}d{ref.name}", (f"{ref.name}.shape",), checked)
+    return _renamed(gradient, f"{u}d{gradient.root_name}d{ref.name}", (f"{ref.name}.shape",), checked, kind="vjp")
 
 
 #: the most terms a Hessian's diagonal may grow to with its Jacobian adjoints written in
@@ -329,7 +336,9 @@ def hessian_diag(source: Source, wrt: str, of: str | None = None, **structure) -
     product.reading = full.reading
     product.structure = full.structure
     root = full.root_name
-    return _renamed(product, f"d2{root}d{first.name}2diag", (f"{first.name}.shape",), checked, (first,))
+    return _renamed(
+        product, f"d2{root}d{first.name}2diag", (f"{first.name}.shape",), checked, (first,), kind="hessian_diag"
+    )
 
 
 __all__ = ["Product", "hessian_diag", "hvp", "jvp", "vjp"]

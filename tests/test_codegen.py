@@ -641,3 +641,26 @@ def test_generated_torch_takes_float32_beside_integers_as_the_torch_backend_does
     for got in (module.dL_dw(**inputs), module.value_and_dL_dw(**inputs)[1], gradient.call(inputs)):
         assert got.dtype == torch.float64
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
+
+
+def test_product_functions_are_named_for_what_they_compute(tmp_path):
+    # an HVP was named dd1L, a Hessian diagonal dL (a gradient's name), a JVP and a VJP both ds
+    loss, layer = "L = sum_i(exp(w_i) x_i)", "f_i = tanh(A_ij s_j)"
+    products = [
+        einderiv.hvp(loss, "w"),
+        einderiv.hessian_diag(loss, "w"),
+        einderiv.jvp(layer, "s"),
+        einderiv.vjp(layer, "s"),
+        einderiv.hvp("exp(w_i) x_i", "w"),
+    ]
+    code = generate(products)
+    names = ["hvp_L_w", "hessian_diag_L_w", "jvp_f_s", "vjp_f_s", "hvp_w"]
+    assert re.findall(r"^def (\w+)\(", code, re.M)[-5:] == names
+    rng = np.random.default_rng(0)
+    w, x, v, A, s, u = (rng.normal(size=shape) for shape in [3, 3, 3, (4, 3), 3, 4])
+    module = load(code, tmp_path, "products")
+    np.testing.assert_allclose(module.hvp_L_w(w=w, x=x, v=v), np.exp(w) * x * v, rtol=1e-14)
+    np.testing.assert_allclose(module.hessian_diag_L_w(w=w, x=x), np.exp(w) * x, rtol=1e-14)
+    slope = 1 - np.tanh(A @ s) ** 2
+    np.testing.assert_allclose(module.jvp_f_s(A=A, s=s, v=v), slope * (A @ v), rtol=1e-13)
+    np.testing.assert_allclose(module.vjp_f_s(A=A, s=s, u=u), A.T @ (slope * u), rtol=1e-13)
