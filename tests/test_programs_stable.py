@@ -834,3 +834,34 @@ def test_a_log_of_a_named_sum_of_three_exps_is_read_as_in_one_statement(source):
     hessian = np.diag(einderiv.hessian(source, "z")(z=z))
     np.testing.assert_allclose(hessian[2:], curvature, rtol=1e-12, atol=0)
     assert np.all(np.abs(hessian[:2]) < 1e-300)  # e^-1000
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "f = sum_i(log(sigmoid(x_i) - sigmoid(x_i - 1)))",
+        "s_i = sigmoid(x_i); t_i = sigmoid(x_i - 1); f = sum_i(log(s_i - t_i))",
+        "f = sum_i(log(2 sigmoid(x_i) - 2 sigmoid(x_i - 1))) - 8 log(2)",
+    ],
+)
+def test_an_ordinal_likelihood_log_of_a_sigmoid_difference_is_accurate_where_both_saturate(source):
+    # the difference of two sigmoids near 1 kept a few ulp: at x = 30 the gradient was -0.9988 for
+    # -1 - 3.5e-13 and the Hessian +1.2e-3 for -3.5e-13 (jax, as written, is right there)
+    x = np.array([-1000.0, -40.0, -3.0, 0.3, 20.0, 30.0, 35.0, 1000.0])
+
+    def f(t):
+        return mpmath.log(1 / (1 + mpmath.exp(-t)) - 1 / (1 + mpmath.exp(1 - t)))
+
+    mpmath.mp.dps = 1200  # e^-1000 beside 1
+    try:
+        value = float(sum(f(mpmath.mpf(t)) for t in x))
+        gradient = np.array([float(mpmath.diff(f, mpmath.mpf(t))) for t in x])
+        curvature = np.array([float(mpmath.diff(f, mpmath.mpf(t), 2)) for t in x[1:-1]])
+    finally:
+        mpmath.mp.dps = 15
+    assert einderiv.evaluate(source, x=x) == pytest.approx(value, rel=1e-15)
+    np.testing.assert_allclose(einderiv.grad(source, "x")(x=x), gradient, rtol=1e-14, atol=0)
+    hessian = np.diag(einderiv.hessian(source, "x")(x=x))
+    np.testing.assert_allclose(hessian[1:-1], curvature, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(einderiv.hessian_diag(source, "x")(x=x)[1:-1], curvature, rtol=1e-14, atol=0)
+    assert np.all(np.abs(hessian[[0, -1]]) < 1e-300)  # e^-999
