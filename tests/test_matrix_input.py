@@ -907,3 +907,33 @@ def test_a_transpose_glued_to_the_next_name_is_matrix_notation():
 
 
 rng_glued = np.random.default_rng(11)
+
+
+@pytest.mark.parametrize(
+    "source, reading",
+    [
+        # a scalar beside a sum of a vector is a scalar: these were read as f_i with c_i, lam_i, a_i
+        ("f = sum(q) + c", "f = sum_i(q_i) + c"),
+        ("f = sigmoid(sum(q) + c)", "f = sigmoid(sum_i(q_i) + c)"),
+        ("f = mean((y - X w) .^ 2) + lam sum(abs(w))", "f = mean_i((y_i - X_ij w_j)^2) + lam sum_k(abs(w_k))"),
+        ("f = sum(x) - lam sum(log(x))", "f = sum_i(x_i) - lam sum_j(log(x_j))"),
+        ("f = norm2(x) + a norm2(y)", "f = sqrt(x_i x_i) + a sqrt(y_j y_j)"),
+        ("f = sum(x) + c tr(B)", "f = sum_i(x_i) + c sum_j(B_jj)"),
+        # a reduction of what the sum's vector holds still centres it
+        ("y = x - mean(x)", "y_i = x_i - mean_j(x_j)"),
+        ("y = X w - mean(X w)", "y_i = X_ij w_j - mean_k(X_kl w_l)"),
+        ("y = x + sum(x)", "y_i = x_i + sum_j(x_j)"),
+        ("y = log(x) - logsumexp(log(x))", "y_i = log(x_i) - logsumexp_j(log(x_j))"),
+    ],
+)
+def test_a_name_beside_a_reduction_of_other_names_is_a_scalar(source, reading):
+    assert einderiv.compile(source, notation="matrix").read_as == reading
+
+
+def test_a_lasso_written_in_matrix_notation_has_a_gradient():
+    # grad refused it: lam was read as a vector, so f was one too
+    rng = np.random.default_rng(0)
+    X, y, w = rng.normal(size=(5, 3)), rng.normal(size=5), rng.normal(size=3)
+    gradient = einderiv.grad("f = mean((y - X w) .^ 2) + lam sum(w .^ 2)", "w", notation="matrix")
+    expected = -2 / 5 * X.T @ (y - X @ w) + 2 * 0.3 * w
+    np.testing.assert_allclose(gradient(X=X, y=y, w=w, lam=0.3), expected, rtol=1e-13)

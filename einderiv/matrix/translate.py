@@ -274,7 +274,14 @@ class Reader:
                     if any(_holds(t, Product) for t in node.terms):
                         hint += ", or write the product with '@' (x @ W + b) to read vectors as NumPy's 1-D arrays"
                 raise self.fail(term, f"cannot add {_word(shaped.shape)} and {_word(widest)}{hint}")
-            reduction = isinstance(term, Call) and term.function in ("sum", "mean", "norm2", "logsumexp")
+            # x - mean(x) centres a vector: a reduction of what the wider terms hold is broadcast
+            # onto them; in sum(q) + c, c is a scalar beside a sum, not a vector made of c
+            reduction = isinstance(term, Call) and term.function in REDUCING
+            if reduction:
+                wide = set().union(
+                    *(_names_outside_reductions(t) for t, s in zip(node.terms, shapes) if s.shape != SCALAR)
+                )
+                reduction = bool(_names_outside_reductions(term.arg, every=True) & wide)
             if shaped.shape == SCALAR and widest != SCALAR and not _constant(term) and not reduction:
                 # w^T x + c: c is more likely a scalar; x - mean(x) centres a vector; a name added
                 # to a vector (X w + b with b a scalar, a bias) is a milder break than X or w made a
@@ -688,6 +695,22 @@ def _holds(node, kind: type) -> bool:
     children = [getattr(node, f.name) for f in fields(node)] if is_dataclass(node) else []
     items = [item for child in children for item in (child if isinstance(child, tuple) else (child,))]
     return any(is_dataclass(item) and _holds(item, kind) for item in items)
+
+
+#: calls that reduce a vector to a scalar, which a sum may broadcast back (``x - mean(x)``)
+REDUCING = ("sum", "mean", "norm2", "logsumexp")
+
+
+def _names_outside_reductions(node, every: bool = False) -> set[str]:
+    """The names ``node`` holds, but for those inside a :data:`REDUCING` call (all with ``every``):
+    ``lam sum(log(x))`` holds lam, and x only inside its sum."""
+    if isinstance(node, Name):
+        return {node.name}
+    if not every and isinstance(node, Call) and node.function in REDUCING:
+        return set()
+    children = [getattr(node, f.name) for f in fields(node)] if is_dataclass(node) else []
+    items = [item for child in children for item in (child if isinstance(child, tuple) else (child,))]
+    return set().union(*(_names_outside_reductions(item, every) for item in items if is_dataclass(item)))
 
 
 def _names_alone(node) -> bool:
