@@ -15,9 +15,13 @@ their other factors M; in each group, the numerator p_M(v) over B^K (K the large
 in the group) is divided by B while the division is exact.  The result is the same function
 (where B is not 0), with fewer powers of B.  Only a bounded v: multiplying out p_M(v) B^k is then
 never an overflow (``x^2 / (1 + x^2)^2`` is inf / inf at x = 1e160, where the terms it came from
-are finite).  Over a tanh, only polynomials in t^2 (times a power of t): evaluation computes
-``1 - t^2`` as ``cosh^-2``, while ``1 - t`` is 0 from u = 19 (``2 (1 - t) / (1 + t)^2``, the
-gradient of ``-1 / (1 + tanh(s))^2``, was 0 at s = 30 for 8.8e-27).  A group is left as it was
+are finite); over any other atom (``1 - x``) only where the numerator divides down to one
+monomial, a product of powers (``-1 / (1 - x) + x / (1 - x)`` is -1: as written it was
+``-(1 - x) / (1 - x)``, and the Hessian of a binary entropy lost 1e-4 relatively at
+x = 1 - 1e-12 to the two terms of 1e24 it left).  Over a tanh, only polynomials in t^2 (times
+a power of t): evaluation computes ``1 - t^2`` as ``cosh^-2``, while ``1 - t`` is 0 from u = 19
+(``2 (1 - t) / (1 + t)^2``, the gradient of ``-1 / (1 + tanh(s))^2``, was 0 at s = 30 for
+8.8e-27).  A group is left as it was
 where a summed index only v or B carries would be lost (``sum_n((1 - s_n^2) / (1 + s_n))`` is
 N - sum_n(s_n), not 1 - s_n once).
 
@@ -57,10 +61,10 @@ BOUNDED = frozenset({"sigmoid", "tanh", "sin", "cos"})
 
 
 @lru_cache(maxsize=4096)
-def _as_univariate(poly: Poly, bounded: frozenset) -> tuple[Poly, Univariate] | None:
-    """``poly`` as c0 + c1 v + c2 v^2 + ... in one bounded atom v (:data:`BOUNDED`), with c0 != 0
-    and non-negative integer exponents; None where it is not (two variables, a summed index, a
-    fractional power, an unbounded v)."""
+def _as_univariate(poly: Poly, bounded: frozenset, unbounded: bool = False) -> tuple[Poly, Univariate] | None:
+    """``poly`` as c0 + c1 v + c2 v^2 + ... in one bounded atom v (:data:`BOUNDED`), or with
+    ``unbounded`` any tensor or call, with c0 != 0 and non-negative integer exponents; None where
+    it is not (two variables, a summed index, a fractional power, an unbounded v unasked)."""
     variable, coefficients = None, {}
     for term in poly.terms:
         exponent = 0
@@ -81,7 +85,8 @@ def _as_univariate(poly: Poly, bounded: frozenset) -> tuple[Poly, Univariate] | 
     if not (isinstance(atom, Apply) and atom.func in BOUNDED) and not (
         isinstance(atom, Tensor) and any(atom.name == name for name, _, _ in bounded)  # s_n = sigmoid(z_n)
     ):
-        return None
+        if not (unbounded and isinstance(atom, (Tensor, Apply))):
+            return None
     return variable, coefficients
 
 
@@ -142,6 +147,10 @@ def _split(term: Term, base: Poly, variable: Poly, alias: Poly | None = None) ->
 def _cancel_one(poly: Poly, base: Poly, bounded: frozenset) -> Poly | None:
     """``poly`` with the powers of 1/``base`` cancelled where the division is exact, or None."""
     found = _as_univariate(base, bounded)
+    # over an unbounded v (1 - x), only a group whose numerator divides down to one monomial
+    # (-(1 - x) / (1 - x) is -1): a product of powers, with no multiplied-out sum to overflow
+    whole_only = found is None
+    found = found or _as_univariate(base, bounded, unbounded=True)
     if found is None:
         return None
     variable, divisor = found
@@ -182,6 +191,9 @@ def _cancel_one(poly: Poly, base: Poly, bounded: frozenset) -> Poly | None:
                 break
             numerator, power = quotient, power - 1
         mixed = even_only and len({e % 2 for e in numerator}) > 1  # 1 - t: cancels at large u
+        if whole_only and numerator and (len(numerator) > 1 or power == highest):
+            out.extend(term for *_, term in members)
+            continue
         if numerator and (mixed or (power == highest and len(numerator) >= len(members))):
             out.extend(term for *_, term in members)  # nothing divides or collects: as they were
             continue
