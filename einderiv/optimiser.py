@@ -638,9 +638,49 @@ class StraightLine:
             factors = [self._hoist_matrix(f) if isinstance(f, MatrixFn) else f for f in factors]
             terms.append(Term(term.coeff, tuple(factors)))
         terms = self._saturating(terms, free)
+        terms = self._number_residuals(terms, free)
         terms = self._shared_pairs(terms, free)
         terms = list(self._factor_shared(list(self._factor_out(terms, free)), free))
         return Poly(self._common_scalars(terms, poly.indices), poly.indices)
+
+    def _number_residuals(self, terms: list[Term], free: set[str]) -> list[Term]:
+        """``a F + b x F`` -> ``(a + b x) F`` for numbers a, b, a tensor x and a product F, all
+        elementwise over output indices: ``-log1p(-x) + x log1p(-x)``, the expanded
+        ``-(1 - x) log1p(-x)`` of a binary entropy, is computed as that product again.  Apart, the
+        two terms are near each other where x is near -a / b and their difference cancels (the
+        entropy 10% off at x = 1 - 2^-50), where ``a + b x`` is exact there.  Ends: each merge
+        leaves one term fewer."""
+
+        def elementwise(term: Term) -> bool:
+            return all(
+                isinstance(f, Tensor) and not is_reciprocal(f) and f.indices and set(f.indices) <= free
+                for f in term.factors
+            )
+
+        terms = list(terms)
+        merged = True
+        while merged:
+            merged = False
+            keys = {tuple(sorted(map(repr, t.factors))): k for k, t in enumerate(terms)}
+            for k, term in enumerate(terms):
+                if len(term.factors) < 2 or not elementwise(term):
+                    continue
+                for at, x in enumerate(term.factors):
+                    rest = term.factors[:at] + term.factors[at + 1 :]
+                    partner = keys.get(tuple(sorted(map(repr, rest))))
+                    if partner is None or partner == k or set(x.indices) - {i for f in rest for i in f.indices}:
+                        continue
+                    inner = Poly((Term(terms[partner].coeff, ()), Term(term.coeff, (x,))), x.indices)
+                    residual = Tensor(self._inner_step(inner), x.indices)
+                    combined = Term(Fraction(1), (residual, *rest))
+                    terms = [
+                        combined if m == min(k, partner) else t for m, t in enumerate(terms) if m != max(k, partner)
+                    ]
+                    merged = True
+                    break
+                if merged:
+                    break
+        return terms
 
     def _powered(self, f) -> tuple[tuple[str, Indices], Fraction] | None:
         """``((s, indices), p)`` for a factor holding ``s^p`` (p > 0), where step ``s`` is a

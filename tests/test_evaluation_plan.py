@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import re
 
+import mpmath
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -526,3 +527,29 @@ def test_sums_over_samples_of_different_outputs_form_no_larger_residual():
     largest = float(compiled.explain(A=A.shape).splitlines()[-1].split("largest intermediate ")[1].split()[0])
     assert largest <= A.size
     np.testing.assert_allclose(compiled(A=A), np.exp(A).sum(0)[:, None] - A.sum(0)[None, :], rtol=1e-13)
+
+
+@pytest.mark.parametrize(
+    "source, exact",
+    [
+        (
+            "y_i = -x_i log(x_i) - (1 - x_i) log(1 - x_i)",
+            lambda t: -t * mpmath.log(t) - (1 - t) * mpmath.log(1 - t),
+        ),
+        (
+            "y_i = x_i log(x_i / 0.3) + (1 - x_i) log((1 - x_i) / 0.7)",
+            lambda t: t * mpmath.log(t / mpmath.mpf("0.3")) + (1 - t) * mpmath.log((1 - t) / mpmath.mpf("0.7")),
+        ),
+    ],
+)
+def test_a_number_minus_a_tensor_times_a_call_is_evaluated_as_that_product(source, exact):
+    # -(1 - x) log1p(-x), expanded, was computed as x (log1p(-x) - log(x)) - log1p(-x): two numbers
+    # of 27.6 whose difference is the entropy, 10% off at x = 1 - 2^-50 (jax, as written, is exact)
+    x = np.array([1 - 2.0**-50, 1 - 1e-12, 0.3, 1e-12])
+    mpmath.mp.dps = 50
+    try:
+        expected = [float(exact(mpmath.mpf(float(t)))) for t in x]
+    finally:
+        mpmath.mp.dps = 15
+    # (the divergence at x = 0.3 is 0 to 3e-34: the rounding of log(0.3 / 0.3) alone)
+    np.testing.assert_allclose(einderiv.compile(source)(x=x), expected, rtol=1e-14, atol=1e-15)
