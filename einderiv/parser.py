@@ -437,6 +437,8 @@ OTHER_NAMES = {
     "log10": "there is no log10: write log(...) / log(10)",
     "log2": "there is no log2: write log(...) / log(2)",
     "pow": "write a power with ^ and a number: x_i^2",
+    "inverse": "an inverse's entries are inv(A)_ij",
+    "transpose": "a transpose in index notation swaps the indices: A_ji for the transpose's ij entry",
 }
 
 
@@ -653,7 +655,8 @@ class _ToIR(Transformer_NonRecursive):
         if name in MATRIX_FUNCTIONS and not index_text:
             return self._matrix_call(token, name, arg, suffix)
         if suffix is not None:
-            raise _fail(suffix, f"{name}(...) takes no index list after it", self.source)
+            other = f": {OTHER_NAMES[name]}" if name in OTHER_NAMES else ""  # inverse(A)_ij
+            raise _fail(suffix, f"{name}(...) takes no index list after it{other}", self.source)
         if index_text:
             if name not in REDUCTIONS and name.lower() in REDUCTIONS:
                 message = f"unknown reduction {name!r}: function names are lower case, {name.lower()}_{index_text}(...)"

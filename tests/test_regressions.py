@@ -357,7 +357,7 @@ def test_a_count_inside_a_call_reads_back_and_generates():
     product = einderiv.vjp("f = exp(sum_k(lam + x_k))", "x")
     namespace: dict = {}
     exec(generate([product]), namespace)  # noqa: S102 - the module einderiv generated, run as a user would
-    np.testing.assert_allclose(namespace["df"](lam=lam, x=x, u=u), u * expected, rtol=1e-12)
+    np.testing.assert_allclose(namespace["vjp_f_x"](lam=lam, x=x, u=u), u * expected, rtol=1e-12)
 
 
 def test_a_factored_group_does_not_bind_a_count_letter():

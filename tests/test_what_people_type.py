@@ -507,6 +507,8 @@ def test_a_left_hand_index_free_in_some_term_still_broadcasts_the_others():
         ("f = (x_i + 1)^t", "write exp(t log(x_i + 1)) for (x_i + 1)^t", 15),
         ("f = s^(t + 1)", "write exp((t + 1) log(s)) for s^(t + 1)", 8),
         ("f = e^(-x_i)", "for e^(-x_i) write exp(-x_i)", 9),
+        ("f = x_i inverse(A)_ij x_j", "an inverse's entries are inv(A)_ij", 19),
+        ("f = x_i transpose(A)_ij x_j", "A_ji for the transpose's ij entry", 21),
         ("f = s^(2+1)", "an exponent is one number or one fraction", 9),
         ("f = s^+2", "an exponent is a number with no '+' sign", 7),
         ("f = x_i A⁻¹_ij x_j", "an inverse's entries are inv(A)_ij or (A⁻¹)_ij", 12),
@@ -922,3 +924,13 @@ def test_a_reduction_of_an_argument_that_sums_its_letters_is_not_told_to_reduce_
         einderiv.compile(source)
     message = str(caught[0].message)
     assert "whose argument does not write it" in message and "over the argument's" not in message
+
+
+@pytest.mark.parametrize(
+    "source, advice",
+    [("P = inverse(A)", "did you mean inv?"), ("f = x^T transpose(A) x", "did you mean ^T after the matrix (A^T)?")],
+)
+def test_matrix_notation_names_the_spelling_of_an_inverse_and_a_transpose(source, advice):
+    # "for a product write 'inverse (...)'", which read inverse as an input
+    with pytest.raises(einderiv.EinderivError, match=re.escape(advice)):
+        einderiv.compile(source, notation="matrix")

@@ -659,7 +659,16 @@ def translate(text: str, ranks: Mapping[str, int], indices: Sequence[str]) -> Tr
 
 
 #: what people type for a function that matrix notation spells otherwise
-_SPELLINGS = {"ln": "log", "trace": "tr", "Tr": "tr", "norm": "norm2", "avg": "mean", "average": "mean"}
+_SPELLINGS = {
+    "ln": "log",
+    "trace": "tr",
+    "Tr": "tr",
+    "norm": "norm2",
+    "avg": "mean",
+    "average": "mean",
+    "inverse": "inv",
+    "transpose": "^T after the matrix (A^T)",
+}
 
 
 def function_suggestion(name: str) -> str:
