@@ -891,6 +891,15 @@ class _Typed:
                 k = self._subscript(source, k, put)
                 continue
             if char == "∂":  # ∂K/∂R, ∂²f/∂x ∂x, ∂^4f/...
+                statement = source[max(source.rfind("\n", 0, k), source.rfind(";", 0, k)) + 1 : k]
+                if "=" in statement:  # f = ∂s read as a name ds
+                    raise ParseError(
+                        "∂ names a derivative on a left-hand side (∂f/∂x_k = ...); "
+                        + _GLYPH_HINTS["∂"].replace("write", "to differentiate, write", 1),
+                        source,
+                        source.count("\n", 0, k) + 1,
+                        k - source.rfind("\n", 0, k),
+                    )
                 put("d", k)
                 k += 1
                 if k < n and source[k] == "^":

@@ -508,6 +508,7 @@ def test_a_left_hand_index_free_in_some_term_still_broadcasts_the_others():
         ("f = s^(t + 1)", "write exp((t + 1) log(s)) for s^(t + 1)", 8),
         ("f = e^(-x_i)", "for e^(-x_i) write exp(-x_i)", 9),
         ("f = x_i inverse(A)_ij x_j", "an inverse's entries are inv(A)_ij", 19),
+        ("f = 2 ∂s", "∂ names a derivative on a left-hand side (∂f/∂x_k = ...)", 7),  # was a name ds
         ("f = x_i transpose(A)_ij x_j", "A_ji for the transpose's ij entry", 21),
         ("f = s^(2+1)", "an exponent is one number or one fraction", 9),
         ("f = s^+2", "an exponent is a number with no '+' sign", 7),
