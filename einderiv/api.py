@@ -321,7 +321,7 @@ class Compiled:
     def numpy_arrays(self, given: Mapping[str, object]) -> dict[str, np.ndarray]:
         """The arrays of a call as NumPy arrays, checked against the inputs: an unknown or a
         missing name, or an array with the wrong number of axes, is an EvaluationError."""
-        if given.keys() == self.ranks.keys():  # the common case: exactly the inputs, as float arrays
+        if given.keys() == self.ranks.keys() and not self.structure:  # the common case: the inputs, as floats
             fast = True
             for name, value in given.items():
                 if not (type(value) is np.ndarray and value.dtype.kind in "fc" and value.ndim == self.ranks[name]):
@@ -376,6 +376,9 @@ class Compiled:
                 raise EvaluationError(
                     f"input {name!r} has {len(shape)} axes (shape {shape}) but is used with {rank} indices{hint}"
                 )
+            kind = self.structure.get(name)
+            if kind is not None and len(shape) == 2 and shape[0] != shape[1]:  # before its axes' sizes clash
+                raise EvaluationError(f"{name!r} is declared {kind} but has shape {shape}, not square")
 
     def _backend_arrays(self, given: Mapping[str, object], ops, line: StraightLine | None = None):
         """The inputs as arrays of ``ops``'s library, all of one floating dtype and on one device.

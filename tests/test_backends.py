@@ -239,6 +239,17 @@ def test_a_constant_in_a_sum_is_the_dimension_not_an_identity_matrix(backend, co
 
 
 @pytest.mark.skipif(not _installed("torch"), reason="torch not installed")
+def test_a_non_square_torch_matrix_declared_symmetric_is_named_so():
+    # said "index 'l' has two sizes: 3 (from a) and 4 (from A axis 1)", where NumPy names the declaration
+    import torch
+
+    gradient = einderiv.grad("f = a_i A_ij b_j", "A", symmetric=["A"])
+    ones = {name: torch.ones(shape, dtype=torch.float64) for name, shape in {"a": 3, "A": (3, 4), "b": 4}.items()}
+    with pytest.raises(einderiv.EvaluationError, match=r"'A' is declared symmetric but has shape \(3, 4\), not square"):
+        gradient(**ones)
+
+
+@pytest.mark.skipif(not _installed("torch"), reason="torch not installed")
 def test_torch_results_never_share_memory_with_inputs():
     import torch
 

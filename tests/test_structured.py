@@ -232,3 +232,10 @@ def test_a_convention_without_a_symmetric_matrix_is_an_error():
 
     done = run_cli("diff", "f = a_i S_ij a_j", "--wrt", "S", "--convention", "cookbook")
     assert done.returncode != 0 and done.stderr.startswith("error:") and "Traceback" not in done.stderr
+
+
+def test_a_non_square_matrix_declared_symmetric_is_named_so_by_shape_for():
+    # said "index 'l' has two sizes", a letter the user never wrote (torch: tests/test_backends.py)
+    gradient = einderiv.grad("f = a_i A_ij b_j", "A", symmetric=["A"])
+    with pytest.raises(einderiv.EvaluationError, match=r"'A' is declared symmetric but has shape \(3, 4\), not square"):
+        gradient.shape_for(a=(3,), A=(3, 4), b=(4,))
