@@ -924,6 +924,11 @@ rng_glued = np.random.default_rng(11)
         ("y = X w - mean(X w)", "y_i = X_ij w_j - mean_k(X_kl w_l)"),
         ("y = x + sum(x)", "y_i = x_i + sum_j(x_j)"),
         ("y = log(x) - logsumexp(log(x))", "y_i = log(x_i) - logsumexp_j(log(x_j))"),
+        # and so does any other reduction beside it (a review's find: these read y = x - x - mean_i(z_i))
+        ("y = x - mean(x) - mean(z)", "y_i = x_i - mean_j(x_j) - mean_k(z_k)"),
+        ("y = x - sum(x) - sum(z)", "y_i = x_i - sum_j(x_j) - sum_k(z_k)"),
+        ("y = exp(x) / sum(exp(x)) + mean(z)", "y_i = exp(x_i) / (sum_j(exp(x_j))) + mean_k(z_k)"),
+        ("f = sum(x - mean(x) - mean(z))", "f = sum_i(x_i - mean_j(x_j) - mean_k(z_k))"),
     ],
 )
 def test_a_name_beside_a_reduction_of_other_names_is_a_scalar(source, reading):

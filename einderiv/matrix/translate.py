@@ -262,6 +262,8 @@ class Reader:
             # broadcast along a matrix's rows (X @ W + b, A @ x + B), it runs along the last axis
             terms = tuple(Transpose(t, t.column) if s.shape == COLUMN else t for t, s in zip(node.terms, shapes))
             return self._rewrite(node, Sum(terms, node.signs, node.column))
+        wide = set().union(*(_names_outside_reductions(t) for t, s in zip(node.terms, shapes) if s.shape != SCALAR))
+        centring = bool(wide & set().union(*map(_names_in_reductions, node.terms)))
         for term, shaped in zip(node.terms, shapes):
             if numpy and widest == MATRIX and shaped.shape == ROW:
                 continue  # a NumPy 1-D array broadcast along the rows of X @ W
@@ -274,14 +276,10 @@ class Reader:
                     if any(_holds(t, Product) for t in node.terms):
                         hint += ", or write the product with '@' (x @ W + b) to read vectors as NumPy's 1-D arrays"
                 raise self.fail(term, f"cannot add {_word(shaped.shape)} and {_word(widest)}{hint}")
-            # x - mean(x) centres a vector: a reduction of what the wider terms hold is broadcast
-            # onto them; in sum(q) + c, c is a scalar beside a sum, not a vector made of c
-            reduction = isinstance(term, Call) and term.function in REDUCING
-            if reduction:
-                wide = set().union(
-                    *(_names_outside_reductions(t) for t, s in zip(node.terms, shapes) if s.shape != SCALAR)
-                )
-                reduction = bool(_names_outside_reductions(term.arg, every=True) & wide)
+            # x - mean(x) centres a vector, and exp(z) / sum(exp(z)) normalises one: in such a sum
+            # a reduction is broadcast onto the vector (x - mean(x) - mean(z) too); in sum(q) + c,
+            # which reduces nothing the vector holds, c is a scalar beside a sum
+            reduction = isinstance(term, Call) and term.function in REDUCING and centring
             if shaped.shape == SCALAR and widest != SCALAR and not _constant(term) and not reduction:
                 # w^T x + c: c is more likely a scalar; x - mean(x) centres a vector; a name added
                 # to a vector (X w + b with b a scalar, a bias) is a milder break than X or w made a
@@ -720,6 +718,15 @@ def _names_outside_reductions(node, every: bool = False) -> set[str]:
     children = [getattr(node, f.name) for f in fields(node)] if is_dataclass(node) else []
     items = [item for child in children for item in (child if isinstance(child, tuple) else (child,))]
     return set().union(*(_names_outside_reductions(item, every) for item in items if is_dataclass(item)))
+
+
+def _names_in_reductions(node) -> set[str]:
+    """The names inside the :data:`REDUCING` calls of ``node`` (x and z in ``x - mean(x) - mean(z)``)."""
+    if isinstance(node, Call) and node.function in REDUCING:
+        return _names_outside_reductions(node.arg, every=True)
+    children = [getattr(node, f.name) for f in fields(node)] if is_dataclass(node) else []
+    items = [item for child in children for item in (child if isinstance(child, tuple) else (child,))]
+    return set().union(*(_names_in_reductions(item) for item in items if is_dataclass(item)))
 
 
 def _names_alone(node) -> bool:
