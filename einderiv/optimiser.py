@@ -668,7 +668,12 @@ class StraightLine:
                 for at, x in enumerate(term.factors):
                     rest = term.factors[:at] + term.factors[at + 1 :]
                     partner = keys.get(tuple(sorted(map(repr, rest))))
-                    if partner is None or partner == k or set(x.indices) - {i for f in rest for i in f.indices}:
+                    if (
+                        partner is None
+                        or partner == k
+                        or len(set(x.indices)) != len(x.indices)  # A_ii: its diagonal, no residual's axes
+                        or set(x.indices) - {i for f in rest for i in f.indices}
+                    ):
                         continue
                     inner = Poly((Term(terms[partner].coeff, ()), Term(term.coeff, (x,))), x.indices)
                     residual = Tensor(self._inner_step(inner), x.indices)

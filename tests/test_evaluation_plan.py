@@ -553,3 +553,14 @@ def test_a_number_minus_a_tensor_times_a_call_is_evaluated_as_that_product(sourc
         mpmath.mp.dps = 15
     # (the divergence at x = 0.3 is 0 to 3e-34: the rounding of log(0.3 / 0.3) alone)
     np.testing.assert_allclose(einderiv.compile(source)(x=x), expected, rtol=1e-14, atol=1e-15)
+
+
+def test_a_diagonal_beside_a_number_is_no_residual():
+    # a review's find: A_ii was taken for the x of a F + b x F, a step over 'ii': einsum refused it
+    rng = np.random.default_rng(0)
+    A, y, x = rng.normal(size=(3, 3)), rng.normal(size=3), rng.normal(size=3)
+    d = np.diag(A)
+    np.testing.assert_allclose(einderiv.evaluate("f_i = 2 y_i + 3 A_ii y_i", A=A, y=y), (2 + 3 * d) * y, rtol=1e-14)
+    np.testing.assert_allclose(einderiv.evaluate("f_i = 2 A_ii + 3 A_ii y_i", A=A, y=y), (2 + 3 * y) * d, rtol=1e-14)
+    gradient = einderiv.grad("f = sum_i((1 + A_ii) x_i^2)", "x")
+    np.testing.assert_allclose(gradient(A=A, x=x), 2 * (1 + d) * x, rtol=1e-14)
