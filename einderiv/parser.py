@@ -169,6 +169,8 @@ def _variable_power(before: str, exponent: str) -> str:
     if re.fullmatch(r"\(\s*-?\s*[A-Za-z0-9_{}.]+\s*\)", factor):  # s^(t): exp(t log(s))
         factor = factor[1:-1].strip()
         negative, factor = factor.startswith("-"), factor.lstrip("- ")
+    elif base == "e" and factor.startswith("(") and _bracketed(factor, 0) == factor[1:-1].strip():
+        factor = factor[1:-1].strip()  # e^(x_i y_i): exp(x_i y_i)
     if base == "e":
         return f"for e^{exponent} write exp({'-' if negative else ''}{factor})"
     log = f"log{base}" if base.startswith("(") else f"log({base})"
@@ -182,7 +184,7 @@ def _operand_before(text: str) -> str | None:
         for k in range(len(text) - 1, -1, -1):
             depth += {")": 1, "(": -1}.get(text[k], 0)
             if depth == 0:
-                call = re.search(r"[A-Za-z][A-Za-z0-9]*$", text[:k])
+                call = re.search(r"[A-Za-z][A-Za-z0-9]*(_[A-Za-z]+)?$", text[:k])  # exp, sum_i
                 return (call.group(0) if call else "") + text[k:]
         return None
     operand = re.search(r"[A-Za-z0-9.]+(_\{[^{}]*\}|_[A-Za-z]+)?$", text)

@@ -12,6 +12,7 @@ VJPs and Hessian diagonals, each derived symbolically and simplified.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from fractions import Fraction
 
@@ -162,7 +163,7 @@ def _renamed(
     program = replace(program, definitions=definitions)
     product = Product(program, derivative.ranks, wrt, derivative.root, derivative.sources)
     product.shape_names = shape
-    output = f"_{user.out.name}" if user.out.name != "_" else ""
+    output = "_" + re.sub(r"\W+", "_", user.out.name) if user.out.name != "_" else ""  # df/dx: _df_dx
     product.function_name = f"{kind}{output}_{wrt[0].name}" if kind else ""
     product.structure = derivative.structure
     product.reading = derivative.reading

@@ -664,3 +664,5 @@ def test_product_functions_are_named_for_what_they_compute(tmp_path):
     slope = 1 - np.tanh(A @ s) ** 2
     np.testing.assert_allclose(module.jvp_f_s(A=A, s=s, v=v), slope * (A @ v), rtol=1e-13)
     np.testing.assert_allclose(module.vjp_f_s(A=A, s=s, u=u), A.T @ (slope * u), rtol=1e-13)
+    # a derivative-named statement's product: jvp_df/dx_x was refused as a name
+    assert "def jvp_df_dx_x(" in generate([einderiv.jvp("df/dx_k = A_kj x_j", "x")])

@@ -507,6 +507,8 @@ def test_a_left_hand_index_free_in_some_term_still_broadcasts_the_others():
         ("f = (x_i + 1)^t", "write exp(t log(x_i + 1)) for (x_i + 1)^t", 15),
         ("f = s^(t + 1)", "write exp((t + 1) log(s)) for s^(t + 1)", 8),
         ("f = e^(-x_i)", "for e^(-x_i) write exp(-x_i)", 9),
+        ("f = e^(x_i y_i)", "for e^(x_i y_i) write exp(x_i y_i)", 8),
+        ("f = sum_i(x_i)^(y)", "write exp(y log(sum_i(x_i))) for sum_i(x_i)^(y)", 17),  # it said log(i(x_i))
         ("f = x_i inverse(A)_ij x_j", "an inverse's entries are inv(A)_ij", 19),
         ("f = 2 ∂s", "∂ names a derivative on a left-hand side (∂f/∂x_k = ...)", 7),  # was a name ds
         ("f = x_i transpose(A)_ij x_j", "A_ji for the transpose's ij entry", 21),
