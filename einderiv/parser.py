@@ -305,6 +305,21 @@ def _comma_hint(function: str, matrix: bool, first: str = "") -> str:
     return ""
 
 
+#: what follows an underscore in a name of its own, as papers write them (A_inv, x_0, theta_hat)
+_NAME_SUFFIXES = frozenset({"inv", "hat", "bar", "new", "old", "opt", "est", "prev", "next", "init", "star", "tilde"})
+
+
+def _subscripted_name(source: str, at: int) -> tuple[str, str] | None:
+    """``("A", "1")`` where the '_' at ``at`` joins a name to digits or a word that is no index
+    list (``A_1``, ``x_0``, ``A_inv``), else None (``A_ij`` is an index list)."""
+    head = re.search(r"[A-Za-z][A-Za-z0-9]*$", source[:at])
+    tail = re.match(r"[A-Za-z0-9]+", source[at + 1 :])
+    if head is None or tail is None:
+        return None
+    suffix = tail.group(0)
+    return (head.group(0), suffix) if suffix.isdigit() or suffix.lower() in _NAME_SUFFIXES or len(suffix) > 3 else None
+
+
 def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = False) -> ParseError:
     """The parser's complaint as a ParseError; ``spelled(token)`` is a token as the user typed it;
     ``matrix``: the text was read as matrix notation."""
@@ -312,7 +327,12 @@ def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = 
     if isinstance(err, UnexpectedCharacters):
         char = source[err.pos_in_stream] if err.pos_in_stream < len(source) else ""
         hint = ""
-        if matrix and char in _MATRIX_HINTS:
+        named = _subscripted_name(source, err.pos_in_stream) if matrix and char == "_" else None
+        if named:  # A_1, A_inv: a name of its own
+            hint = (
+                f": matrix notation has no indices, and a name has no '_': write {''.join(named)} for {'_'.join(named)}"
+            )
+        elif matrix and char in _MATRIX_HINTS:
             hint = _MATRIX_HINTS[char]
         elif char == "." and re.match(r"\.T(?![A-Za-z0-9])", source[err.pos_in_stream :]):
             hint = ": write a transpose as X^T (or X'), not NumPy's X.T" + (

@@ -937,3 +937,18 @@ def test_matrix_notation_names_the_spelling_of_an_inverse_and_a_transpose(source
     # "for a product write 'inverse (...)'", which read inverse as an input
     with pytest.raises(einderiv.EinderivError, match=re.escape(advice)):
         einderiv.compile(source, notation="matrix")
+
+
+@pytest.mark.parametrize(
+    "source, advice",
+    [
+        ("f = x^T A_1 x", "write A1 for A_1"),
+        ("f = x^T A_inv x", "write Ainv for A_inv"),
+        ("f = (x - x_0)^T A (x - x_0)", "write x0 for x_0"),
+        ("f = x^T A_ij x", "write the whole text in index notation"),  # an index list, not a name
+    ],
+)
+def test_matrix_notation_says_a_subscripted_name_is_one_name(source, advice):
+    # it said only "matrix notation has no indices", which does not say to rename A_1
+    with pytest.raises(einderiv.ParseError, match=re.escape(advice)):
+        einderiv.compile(source, notation="matrix")
