@@ -564,3 +564,28 @@ def test_a_diagonal_beside_a_number_is_no_residual():
     np.testing.assert_allclose(einderiv.evaluate("f_i = 2 A_ii + 3 A_ii y_i", A=A, y=y), (2 + 3 * y) * d, rtol=1e-14)
     gradient = einderiv.grad("f = sum_i((1 + A_ii) x_i^2)", "x")
     np.testing.assert_allclose(gradient(A=A, x=x), 2 * (1 + d) * x, rtol=1e-14)
+
+
+def test_the_square_of_a_difference_summed_alone_is_read_as_the_difference_twice():
+    # beside Rs_nk, (X_nd - C_kd)^2 was squared into a copy of the N x K x D differences first,
+    # then summed over d with Rs (a hunter's find: 10x the time of the program's one einsum)
+    rng = np.random.default_rng(0)
+    X, C, Rs, s2 = rng.normal(size=(7, 5)), rng.normal(size=(3, 5)), rng.random((7, 3)), np.float64(1.3)
+    gradient = einderiv.grad("L = -Rs_nk (lw_k - 0.5 sum_d((X_nd - C_kd)^2) / s2)", "s2")
+    report = gradient.explain(X=X.shape, C=C.shape, Rs=Rs.shape, lw=(3,), s2=())
+    assert "^2" not in report  # no elementwise square of the differences
+    squares = ((X[:, None, :] - C[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_allclose(gradient(X=X, C=C, Rs=Rs, lw=np.zeros(3), s2=s2), -0.5 * (Rs * squares).sum() / s2**2)
+
+
+def test_a_mean_of_a_diagonal_beside_a_saturating_product_is_a_vector():
+    # a hunter's find: mean_v(T_uuv) was named as a step over (u, u), and the Hessian stopped with
+    # NumPy's "strides is incompatible" (explain: "'u' appeared more than once in the output")
+    rng = np.random.default_rng(0)
+    T, x = rng.normal(size=(3, 3, 4)), rng.normal(size=3)
+    source = "f_u = mean_v(T_uuv) sum_m(softplus(x_m))"
+    hessian = einderiv.diff(source, ["x", "x"])
+    s = 1 / (1 + np.exp(-x))
+    expected = np.einsum("uuv->u", T)[:, None, None] / 4 * np.diag(s * (1 - s))[None]
+    np.testing.assert_allclose(hessian(T=T, x=x), expected, rtol=1e-13, atol=1e-15)
+    assert "largest intermediate" in hessian.explain(T=T.shape, x=x.shape)
