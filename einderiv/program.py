@@ -1223,10 +1223,6 @@ def inline(
     return CheckedProgram(definitions, program.inputs, program.output, None, program.ranks, program.all_inputs)
 
 
-#: most copies of its terms a spread Jacobian or diagonal adjoint is substituted as (terms x uses)
-SPREAD_COPIES = 32
-
-
 def _inline_one(program: CheckedProgram, definitions: list, name: str, letters, jacobian: bool = False) -> list | None:
     """``definitions`` with the adjoint ``name`` substituted into its users, or None where it stays.
     A ``jacobian`` (the adjoint of an intermediate for a non-scalar output) is substituted where
@@ -1247,9 +1243,7 @@ def _inline_one(program: CheckedProgram, definitions: list, name: str, letters, 
     # RBF Hessian), which computed apart would fill its off-diagonal with zeros (500 x 10 x 500 x
     # 400 there): substituted, where that stays small, its users contract it (and its delta) at once
     diagonal = all(_joins_axes(t, d.indices) for t in d.poly.terms)
-    # (up to 32 copies of its terms: a three-layer network's Hessian by W1 kept two of D x H x N
-    # x H numbers for 14 and 28 copies, 2e9 at N = 2000, 10x the time of its one statement)
-    spread = 0 < len(d.poly.terms) * uses <= SPREAD_COPIES and (jacobian or diagonal)
+    spread = 0 < len(d.poly.terms) * uses <= 8 and (jacobian or diagonal)
     substituted = []
     before = after = 0
     for x in definitions:
