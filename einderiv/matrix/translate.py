@@ -686,12 +686,14 @@ def _constant(node) -> bool:
     """Whether a parsed claim is made of numbers alone (``1``, ``-(1/3)``): no name, no call."""
     if isinstance(node, (Name, Call)):
         return False
-    children = [getattr(node, f.name) for f in fields(node)] if is_dataclass(node) else []
-    for child in children:
-        items = child if isinstance(child, tuple) else (child,)
-        if any(is_dataclass(item) and not _constant(item) for item in items):
-            return False
-    return True
+    return all(_constant(child) for child in _children(node))
+
+
+def _children(node) -> list:
+    """The nodes directly below a parsed node (the items of a tuple field one by one)."""
+    fields_ = [getattr(node, f.name) for f in fields(node)] if is_dataclass(node) else []
+    items = [item for value in fields_ for item in (value if isinstance(value, tuple) else (value,))]
+    return [item for item in items if is_dataclass(item)]
 
 
 def _holds(node, kind: type) -> bool:
@@ -699,9 +701,7 @@ def _holds(node, kind: type) -> bool:
     are NumPy's 1-D arrays, as in ``tanh(X @ W)``) or a matrix product (``Product``: ``(W x)^T``)."""
     if isinstance(node, kind):
         return True
-    children = [getattr(node, f.name) for f in fields(node)] if is_dataclass(node) else []
-    items = [item for child in children for item in (child if isinstance(child, tuple) else (child,))]
-    return any(is_dataclass(item) and _holds(item, kind) for item in items)
+    return any(_holds(child, kind) for child in _children(node))
 
 
 #: calls that reduce a vector to a scalar, which a sum may broadcast back (``x - mean(x)``)
@@ -715,18 +715,14 @@ def _names_outside_reductions(node, every: bool = False) -> set[str]:
         return {node.name}
     if not every and isinstance(node, Call) and node.function in REDUCING:
         return set()
-    children = [getattr(node, f.name) for f in fields(node)] if is_dataclass(node) else []
-    items = [item for child in children for item in (child if isinstance(child, tuple) else (child,))]
-    return set().union(*(_names_outside_reductions(item, every) for item in items if is_dataclass(item)))
+    return set().union(*(_names_outside_reductions(child, every) for child in _children(node)))
 
 
 def _names_in_reductions(node) -> set[str]:
     """The names inside the :data:`REDUCING` calls of ``node`` (x and z in ``x - mean(x) - mean(z)``)."""
     if isinstance(node, Call) and node.function in REDUCING:
         return _names_outside_reductions(node.arg, every=True)
-    children = [getattr(node, f.name) for f in fields(node)] if is_dataclass(node) else []
-    items = [item for child in children for item in (child if isinstance(child, tuple) else (child,))]
-    return set().union(*(_names_in_reductions(item) for item in items if is_dataclass(item)))
+    return set().union(*(_names_in_reductions(child) for child in _children(node)))
 
 
 def _names_alone(node) -> bool:
