@@ -124,8 +124,7 @@ def check(
     if last in given:  # before any array is made: --shape x=30000 built a 7 GB matrix first
         _within_checked(last, math.prod(given[last]))
     with np.errstate(all="ignore"):
-        arrays, domains = _inputs_in_domain(derivative, lower, given, seed)
-        analytic = np.asarray(derivative(arrays), dtype=np.float64)
+        arrays, analytic, domains = _inputs_in_domain(derivative, lower, given, seed)
     if domains:
         square = sorted(set(derivative.program_dimensions.square) & {n for n, d in domains.items() if d == "positive"})
         drawn = "; ".join(
@@ -226,23 +225,24 @@ DOMAINS = {"positive": (0.5, 2.0), "unit": (0.05, 0.95)}
 POSITIVE = DOMAINS["positive"]
 
 
-def _inputs_in_domain(derivative, lower, given, seed) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Random inputs at which the derivative and its expression are finite, and the inputs not
-    drawn signed normal, with their domain.  Tried in turn: every input signed normal; every input
-    positive; every input in (0, 1); square matrices positive and the rest in (0, 1).  From the
-    first of those that is finite, each input goes back to signed normal (else positive) where the
-    expression stays finite, so an input that only ``log(s_i)`` needs keeps ``abs(r_i)``'s
-    argument signed and a claim of 1 for sign(r) is not passed.  Where none is finite, every input
-    is positive, and the caller's finite differences say that no check is possible."""
+def _inputs_in_domain(derivative, lower, given, seed) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, str]]:
+    """Random inputs at which the derivative and its expression are finite, the derivative
+    there, and the inputs not drawn signed normal, with their domain.  Tried in turn: every input
+    signed normal; every input positive; every input in (0, 1); square matrices positive and the
+    rest in (0, 1).  From the first of those that is finite, each input goes back to signed normal
+    (else positive) where the expression stays finite, so an input that only ``log(s_i)`` needs
+    keeps ``abs(r_i)``'s argument signed and a claim of 1 for sign(r) is not passed.  Where none
+    is finite, every input is positive, and the caller's finite differences say that no check is
+    possible."""
     draws = {domain: _random_inputs(derivative, given, seed, domain) for domain in ("normal", *DOMAINS)}
     names = list(draws["normal"])
     square = set(derivative.program_dimensions.square)
 
-    def finite_at(choice: dict[str, str]) -> dict[str, np.ndarray] | None:
+    def finite_at(choice: dict[str, str]) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
         arrays = _structured({name: draws[choice[name]][name] for name in names}, derivative.structure)
         try:
             analytic = np.asarray(derivative(arrays), dtype=np.float64)
-            return arrays if _finite(analytic, lower, arrays) else None
+            return (arrays, analytic) if _finite(analytic, lower, arrays) else None
         except EvaluationError:  # logdet(A) at a normal A: a negative determinant half the time
             return None
 
@@ -253,15 +253,16 @@ def _inputs_in_domain(derivative, lower, given, seed) -> tuple[dict[str, np.ndar
         {name: "positive" if name in square else "unit" for name in names},
     ]
     for choice in tries:
-        if (arrays := finite_at(choice)) is None:
+        if (found := finite_at(choice)) is None:
             continue
         for name in names:
             for domain in ("normal", "positive")[: ("normal", "positive", "unit").index(choice[name])]:
                 if (fewer := finite_at({**choice, name: domain})) is not None:
-                    choice, arrays = {**choice, name: domain}, fewer
+                    choice, found = {**choice, name: domain}, fewer
                     break
-        return arrays, {name: domain for name, domain in choice.items() if domain != "normal"}
-    return _structured(dict(draws["positive"]), derivative.structure), dict.fromkeys(names, "positive")
+        return (*found, {name: domain for name, domain in choice.items() if domain != "normal"})
+    arrays = _structured(dict(draws["positive"]), derivative.structure)
+    return arrays, np.asarray(derivative(arrays), dtype=np.float64), dict.fromkeys(names, "positive")
 
 
 def _random_inputs(
