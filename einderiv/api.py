@@ -54,7 +54,7 @@ from .program import (
 )
 from .residuals import named_readably, residuals_named, with_output_letters, written_in_place
 from .runtime import as_array, run, run_with
-from .structured import CONVENTIONS, check_structure, projected, structure_of, written_symmetric
+from .structured import CONVENTIONS, check_square, check_structure, projected, structure_of, written_symmetric
 
 Source = str | Program | Statement
 
@@ -376,9 +376,8 @@ class Compiled:
                 raise EvaluationError(
                     f"input {name!r} has {len(shape)} axes (shape {shape}) but is used with {rank} indices{hint}"
                 )
-            kind = self.structure.get(name)
-            if kind is not None and len(shape) == 2 and shape[0] != shape[1]:  # before its axes' sizes clash
-                raise EvaluationError(f"{name!r} is declared {kind} but has shape {shape}, not square")
+            if name in self.structure:  # before its axes' sizes clash, whatever library holds it
+                check_square(name, self.structure[name], shape)
 
     def _backend_arrays(self, given: Mapping[str, object], ops, line: StraightLine | None = None):
         """The inputs as arrays of ``ops``'s library, all of one floating dtype and on one device.

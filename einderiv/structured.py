@@ -104,6 +104,12 @@ def projected(poly: Poly, axes: Sequence[tuple[str, str, str]], convention: str)
     return simplify(terms, poly.indices)
 
 
+def check_square(name: str, kind: str, shape: tuple[int, ...]) -> None:
+    """A matrix declared symmetric or diagonal is square (any array library: only its shape)."""
+    if len(shape) == 2 and shape[0] != shape[1]:
+        raise EvaluationError(f"{name!r} is declared {kind} but has shape {tuple(shape)}, not square")
+
+
 def check_structure(structure: Mapping[str, str], values: Mapping[str, object]) -> None:
     """The arrays declared symmetric are symmetric and those declared diagonal are diagonal (to
     rounding; NaN where its mirror is NaN): a derivative by a symmetric S means nothing at an S
@@ -112,8 +118,7 @@ def check_structure(structure: Mapping[str, str], values: Mapping[str, object]) 
         value = values.get(name)
         if value is None or not isinstance(value, np.ndarray) or value.ndim != 2:
             continue
-        if value.shape[0] != value.shape[1]:
-            raise EvaluationError(f"{name!r} is declared {kind} but has shape {value.shape}, not square")
+        check_square(name, kind, value.shape)
         scale = float(np.nanmax(np.abs(value), initial=0.0)) if value.size else 0.0
         scale = scale if np.isfinite(scale) else 1.0
         # rounding of the array's own precision: a float32 A D A^T is symmetric to ~1e-6
@@ -125,4 +130,4 @@ def check_structure(structure: Mapping[str, str], values: Mapping[str, object]) 
             raise EvaluationError(f"{name!r} is declared diagonal, but has non-zero entries off its diagonal")
 
 
-__all__ = ["CONVENTIONS", "check_structure", "projected", "structure_of", "written_symmetric"]
+__all__ = ["CONVENTIONS", "check_square", "check_structure", "projected", "structure_of", "written_symmetric"]
