@@ -21,9 +21,8 @@ monomial, a product of powers (``-1 / (1 - x) + x / (1 - x)`` is -1: as written 
 x = 1 - 1e-12 to the two terms of 1e24 it left).  Over a tanh, only polynomials in t^2 (times
 a power of t): evaluation computes ``1 - t^2`` as ``cosh^-2``, while ``1 - t`` is 0 from u = 19
 (``2 (1 - t) / (1 + t)^2``, the gradient of ``-1 / (1 + tanh(s))^2``, was 0 at s = 30 for
-8.8e-27).  A group is left as it was
-where a summed index only v or B carries would be lost (``sum_n((1 - s_n^2) / (1 + s_n))`` is
-N - sum_n(s_n), not 1 - s_n once).
+8.8e-27).  A group is left as it was where a summed index only v or B carries would be lost
+(``sum_n((1 - s_n^2) / (1 + s_n))`` is N - sum_n(s_n), not 1 - s_n once).
 
 It runs while differentiating (:data:`einderiv.normal.CANCELLING`), not on what the user wrote,
 which keeps the meaning NumPy gives it.
