@@ -2222,12 +2222,65 @@ def _broadcast_product(d) -> bool:
     whole = set(d.indices)
     if len(d.poly.terms) == 1:  # dLdh_nk = r_n W2_k
         (term,) = d.poly.terms
-        return all(isinstance(f, Tensor) and set(f.indices) < whole for f in term.factors)
+        return all(_smaller_factor(f, whole) for f in term.factors)
     pulled = _common_factor(d.poly)
     if pulled is None:
         return False
     common, inner = pulled
     return set(inner.indices) < whole and all(set(f.indices) < whole for f in common)
+
+
+def _smaller_factor(f, whole: set[str]) -> bool:
+    """Whether ``f`` is an array over some of the axes ``whole`` (not all, none summed): a tensor,
+    a call, or a delta joining two of them (the diagonal of an adjoint, ``delta_hj``)."""
+    if isinstance(f, Delta):
+        return f.first != f.second and {f.first, f.second} < whole
+    if isinstance(f, Tensor) and not f.indices:
+        return True  # a scalar (c in c Q_id K_jd)
+    return isinstance(f, (Tensor, Apply)) and set(f.indices) < whole and len(set(f.indices)) == len(f.indices)
+
+
+def _shared_by_terms(d) -> tuple[tuple, Poly] | None:
+    """``(common, inner)`` where every term of ``d`` holds the factors ``common``, each over some of
+    ``d``'s axes, and the sum ``inner`` of what the terms hold besides is over fewer axes than ``d``:
+    ``delta_hj H_nj X_ni - delta_hj H_nj^2 X_ni`` is ``delta_hj X_ni (H_nj - H_nj^2)``, an adjoint
+    of a network's Hessian that computed as written holds D x H x N x H numbers, where ``inner``
+    holds N x H.  None where there is no such split.  Exact: the sum distributes."""
+    terms = d.poly.terms
+    if len(d.indices) < 3 or len(terms) < 2 or len(set(d.indices)) != len(d.indices):
+        return None
+    if any(is_count(i) for i in d.poly.all_index_names()):
+        return None
+    whole = set(d.indices)
+    shared, rests = _held_by_every_term(terms, lambda f: _smaller_factor(f, whole))
+    if not shared:
+        return None
+    common = []
+    for f in terms[0].factors:  # in the order the first term writes them
+        if shared.get(f, 0):
+            shared[f] -= 1
+            common.append(f)
+    carried = {i for rest in rests for f in rest for i in f.indices}
+    inner_indices = tuple(i for i in d.indices if i in carried)
+    if set(inner_indices) == whole:
+        return None
+    inner = Poly(tuple(Term(t.coeff, tuple(rest)) for t, rest in zip(terms, rests)), inner_indices)
+    return tuple(common), inner
+
+
+def _split(d, taken: set[str]) -> tuple:
+    """``d`` (see :func:`_shared_by_terms`) as two definitions: its inner sum, named apart and
+    sized by ``d``'s hints for its axes, and ``d`` as the product of the common factors and it."""
+    common, inner = _shared_by_terms(d)
+    name, k = f"{d.name}_inner", 1
+    while name in taken:
+        k += 1
+        name = f"{d.name}_inner{k}"
+    kept = set(inner.indices)
+    hints = tuple(h for h in d.hints if h[0] != "axis" or h[1] in kept)
+    part = replace(d, name=name, indices=inner.indices, poly=inner, hints=hints)
+    product = Poly((Term(Fraction(1), (*common, Tensor(name, inner.indices))),), d.indices)
+    return part, replace(d, poly=product)
 
 
 def inline_broadcast_products(definitions: list, keep: set[str]) -> list:
@@ -2243,7 +2296,16 @@ def inline_broadcast_products(definitions: list, keep: set[str]) -> list:
     out = list(definitions)
     done: set[str] = set()
     while True:
-        d = next((x for x in out if x.name not in done and x.name not in keep and _broadcast_product(x)), None)
+        d = next(
+            (
+                x
+                for x in out
+                if x.name not in done
+                and x.name not in keep
+                and (_broadcast_product(x) or _shared_by_terms(x) is not None)
+            ),
+            None,
+        )
         if d is None:
             return out
         done.add(d.name)
@@ -2257,6 +2319,12 @@ def inline_broadcast_products(definitions: list, keep: set[str]) -> list:
             for f in t.factors
         ):
             continue  # read inside a call: left as it is
+        if not _broadcast_product(d):  # a sum over all its axes of terms sharing factors
+            taken = {x.name for x in out} | {n for x in out for n in x.poly.tensor_names()}
+            part, d_product = _split(d, taken)
+            at = next(k for k, x in enumerate(out) if x is d)
+            out[at : at + 1] = [part, d_product]
+            d = d_product
         substituted = {}
         for x in readers:
             poly, counts = substitute_tensor(x.poly, d.name, d)

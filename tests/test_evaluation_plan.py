@@ -146,6 +146,48 @@ def test_adjoints_substituted_one_into_another_leave_no_reader_behind():
     np.testing.assert_allclose(einderiv.hvp(source, "W1", v="v")(**arrays, v=tangent), want, rtol=1e-10, atol=1e-12)
 
 
+def _largest_step(compiled, **shapes) -> float:
+    return float(compiled.explain(shapes).splitlines()[-1].split("largest intermediate ")[1].split()[0])
+
+
+def test_an_adjoint_whose_terms_share_factors_is_a_product_of_smaller_arrays():
+    """A three-layer sigmoid network's Hessian by W1 computed the adjoints ``d2LdW1ddLdH1_ijnh =
+    delta_hj H1_nj X_ni - delta_hj H1_nj^2 X_ni`` and ``d2LdW1dH1_ijnh`` (seven such terms), D x H x
+    N x H numbers each (1.2 s against 0.11 s for the one statement at N = 500, D = 20, H = 30);
+    their terms share factors over fewer axes, so each is the product of those factors and a
+    smaller sum, multiplied where it is read.  No step holds D x H x N x H numbers now (N x H x H
+    at most, inside the Hessian's own contraction); its numbers against jax."""
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+    program = (
+        "A1_nh = X_nd W1_dh; H1_nh = sigmoid(A1_nh); A2_ng = H1_nh W2_hg; H2_ng = sigmoid(A2_ng); "
+        "o_n = H2_ng w3_g; L = sum_n((o_n - y_n)^2)"
+    )
+    statement = "L = sum_n((sigmoid(sigmoid(X_nd W1_dh) W2_hg) w3_g - y_n)^2)"
+    gen = np.random.default_rng(1)
+    N, D, H, G = 40, 3, 4, 5
+    arrays = {
+        "X": gen.normal(size=(N, D)),
+        "W1": gen.normal(size=(D, H)),
+        "W2": gen.normal(size=(H, G)),
+        "w3": gen.normal(size=G),
+        "y": gen.normal(size=N),
+    }
+
+    def loss(W1):
+        hidden = jax.nn.sigmoid(jax.nn.sigmoid(arrays["X"] @ W1) @ arrays["W2"])
+        return jnp.sum((hidden @ arrays["w3"] - arrays["y"]) ** 2)
+
+    want = jax.hessian(loss)(arrays["W1"])
+    shapes = {k: v.shape for k, v in arrays.items()}
+    for source in (program, statement):
+        hessian = einderiv.hessian(source, "W1")
+        np.testing.assert_allclose(hessian(**arrays), want, rtol=1e-10, atol=1e-12)
+        assert _largest_step(hessian, **shapes) <= max(want.size, N * H * H), hessian.explain(shapes)
+
+
 ONE_PASS = ["j,nj,nj->n", "n,nk,nk->k", "nk,nk,nk->n", "nk,k,nk,n->", "ij,ji,i->j"]
 
 
