@@ -194,8 +194,35 @@ def sinh_over_cosh(term: Term) -> list[Term] | None:
     return None
 
 
+def exp_times_exp(term: Term) -> list[Term] | None:
+    """``exp(u) exp(v) = exp(u + v)`` where u and v have the same free indices: a quotient of
+    exps, ``exp(a_i) / exp(b_i)`` (written ``exp(a_i) exp(-b_i)``), is ``exp(a_i - b_i)``; the KL
+    divergence between two Gaussians in their log-variances, ``exp(lv1_i) / exp(lv2_i)``, was NaN
+    at lv1 = lv2 = 800 (inf * 0), where it is 1.  (Over different indices, ``exp(a_i) exp(b_j)``,
+    the product of two vectors is left as it is: merged it would be an i x j array of exps.)
+
+    Stable: ``exp(u + v)`` overflows only where the value does, where the product of two exps
+    overflows or underflows where either factor does; it is as accurate, as u + v rounds where
+    each exponent would.
+    Terminates: each application merges two factors of the term into one."""
+    for m, first in enumerate(term.factors):
+        if not (isinstance(first, Apply) and first.func == "exp"):
+            continue
+        for k in range(m + 1, len(term.factors)):
+            second = term.factors[k]
+            if not (isinstance(second, Apply) and second.func == "exp"):
+                continue
+            if set(first.indices) != set(second.indices):
+                continue
+            indices = first.arg.indices
+            merged = simplify(carrying([*first.arg.terms, *second.arg.terms], indices), indices)
+            rest = tuple(f for pos, f in enumerate(term.factors) if pos not in (m, k))
+            return [Term(term.coeff, (*rest, Apply("exp", merged)))]
+    return None
+
+
 #: Rules on one product term, in order (first match wins, repeated while one applies).
-PRODUCT_RULES: tuple[Callable, ...] = (exp_over_sum_exp, exp_times_sigmoid, sinh_over_cosh)
+PRODUCT_RULES: tuple[Callable, ...] = (exp_over_sum_exp, exp_times_sigmoid, sinh_over_cosh, exp_times_exp)
 
 
 def rewrite_products(terms, rules: tuple[Callable, ...] = PRODUCT_RULES) -> tuple[list[Term], bool]:

@@ -865,3 +865,35 @@ def test_an_ordinal_likelihood_log_of_a_sigmoid_difference_is_accurate_where_bot
     np.testing.assert_allclose(hessian[1:-1], curvature, rtol=1e-14, atol=0)
     np.testing.assert_allclose(einderiv.hessian_diag(source, "x")(x=x)[1:-1], curvature, rtol=1e-14, atol=0)
     assert np.all(np.abs(hessian[[0, -1]]) < 1e-300)  # e^-999
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "v1_i = exp(lv1_i); v2_i = exp(lv2_i); d_i = mu1_i - mu2_i; "
+        "L = 0.5 sum_i(lv2_i - lv1_i + (v1_i + d_i^2) / v2_i - 1)",
+        "L = 0.5 sum_i(lv2_i - lv1_i + (exp(lv1_i) + (mu1_i - mu2_i)^2) / exp(lv2_i) - 1)",
+    ],
+)
+def test_a_gaussian_kl_in_log_variances_is_finite_where_both_variances_overflow(source):
+    # exp(lv1) / exp(lv2) was exp(lv1) exp(-lv2), inf * 0 = NaN at log-variances of 800 (value,
+    # gradient and Hessian), where the KL divergence is finite; now exp(lv1 - lv2)
+    lv1 = np.array([800.0, 800.5, -740.0, 3.0, -1.0])  # exp(-740) is subnormal: 2 digits in the product
+    lv2 = np.array([800.0, 800.0, -700.0, 2.0, 1.5])
+    mu1, mu2 = np.array([0.0, 0.0, 0.0, 1.0, -2.0]), np.array([0.0, 1.0, 0.0, 0.5, 0.0])
+    arrays = {"lv1": lv1, "lv2": lv2, "mu1": mu1, "mu2": mu2}
+    mpmath.mp.dps = 50
+    try:
+        ratio = [mpmath.exp(mpmath.mpf(a) - mpmath.mpf(b)) for a, b in zip(lv1, lv2)]
+        squares = [(mpmath.mpf(a) - mpmath.mpf(b)) ** 2 * mpmath.exp(-mpmath.mpf(v)) for a, b, v in zip(mu1, mu2, lv2)]
+        value = float(sum(0.5 * (b - a + r + q - 1) for a, b, r, q in zip(lv1, lv2, ratio, squares)))
+        by_lv1 = [float(0.5 * r - 0.5) for r in ratio]
+        by_lv2 = [float(0.5 - 0.5 * r - 0.5 * q) for r, q in zip(ratio, squares)]
+        curvature = [float(0.5 * r + 0.5 * q) for r, q in zip(ratio, squares)]
+    finally:
+        mpmath.mp.dps = 15
+    assert einderiv.evaluate(source, **arrays) == pytest.approx(value, rel=1e-14)
+    np.testing.assert_allclose(einderiv.grad(source, "lv1")(**arrays), by_lv1, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(einderiv.grad(source, "lv2")(**arrays), by_lv2, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(np.diag(einderiv.hessian(source, "lv2")(**arrays)), curvature, rtol=1e-14, atol=0)
+    assert "exp(lv1_j - lv2_j)" in str(einderiv.grad(source, "lv1"))
