@@ -656,18 +656,17 @@ class StraightLine:
         return Poly(self._common_scalars(terms, poly.indices), poly.indices)
 
     def _number_residuals(self, terms: list[Term], free: set[str]) -> list[Term]:
-        """``a F + b x F`` -> ``(a + b x) F`` for numbers a, b, a tensor x and a product F, all
-        elementwise over output indices: ``-log1p(-x) + x log1p(-x)``, the expanded
+        """``a F + b x F`` -> ``(a + b x) F`` for numbers a, b, a tensor x and a product F of
+        tensors holding x's indices: ``-log1p(-x) + x log1p(-x)``, the expanded
         ``-(1 - x) log1p(-x)`` of a binary entropy, is computed as that product again.  Apart, the
         two terms are near each other where x is near -a / b and their difference cancels (the
-        entropy 10% off at x = 1 - 2^-50), where ``a + b x`` is exact there.  Ends: each merge
-        leaves one term fewer."""
+        entropy 10% off at x = 1 - 2^-50), where ``a + b x`` is exact there; and beside other terms
+        they are added one by one (a focal loss's gradient ``... + p_n^3 X_ni - y_n p_n^3 X_ni``
+        added 1e-13 to p^3 ~ 1 and took it away again: 7.8e-5 off at z = 10, 0 from z = 15).
+        Ends: each merge leaves one term fewer."""
 
         def elementwise(term: Term) -> bool:
-            return all(
-                isinstance(f, Tensor) and not is_reciprocal(f) and f.indices and set(f.indices) <= free
-                for f in term.factors
-            )
+            return all(isinstance(f, Tensor) and not is_reciprocal(f) and f.indices for f in term.factors)
 
         terms = list(terms)
         merged = True

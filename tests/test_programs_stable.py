@@ -897,3 +897,33 @@ def test_a_gaussian_kl_in_log_variances_is_finite_where_both_variances_overflow(
     np.testing.assert_allclose(einderiv.grad(source, "lv2")(**arrays), by_lv2, rtol=1e-14, atol=0)
     np.testing.assert_allclose(np.diag(einderiv.hessian(source, "lv2")(**arrays)), curvature, rtol=1e-14, atol=0)
     assert "exp(lv1_j - lv2_j)" in str(einderiv.grad(source, "lv1"))
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "z_n = X_nd w_d; p_n = sigmoid(z_n); L = -sum_n(y_n (1 - p_n)^2 log(p_n) + (1 - y_n) p_n^2 log(1 - p_n))",
+        "L = -sum_n(y_n (1 - sigmoid(X_nd w_d))^2 log(sigmoid(X_nd w_d)) "
+        "+ (1 - y_n) sigmoid(X_nd w_d)^2 log(1 - sigmoid(X_nd w_d)))",
+    ],
+)
+def test_the_focal_loss_gradient_keeps_its_digits_where_the_sigmoid_saturates(source):
+    # the gradient's p^3 - y p^3 was added after terms of 1e-13 (and 1e-20), not first: at z = 10 it
+    # was 7.8e-5 off relatively (4.7e-4 as one statement), and 0 from z = 15 on
+    z = np.array([-45.0, -30.0, -10.0, -1.0, 0.5, 3.0, 10.0, 15.0, 30.0, 45.0])
+    mpmath.mp.dps = 50
+    try:
+        want = {}
+        for y in (0.0, 1.0):  # (1 - p)^2 log(p) by z, and p^2 log(1 - p) by z, with q = 1 - p
+            p = [mpmath.mpf(1) / (1 + mpmath.exp(-mpmath.mpf(t))) for t in z]
+            q = [mpmath.mpf(1) / (1 + mpmath.exp(mpmath.mpf(t))) for t in z]
+            if y:
+                want[y] = [float(2 * a * b**2 * mpmath.log(a) - b**3) for a, b in zip(p, q)]
+            else:
+                want[y] = [float(-2 * a**2 * b * mpmath.log(b) + a**3) for a, b in zip(p, q)]
+    finally:
+        mpmath.mp.dps = 15
+    gradient = einderiv.grad(source, "w")
+    for y in (0.0, 1.0):
+        got = gradient(X=np.eye(z.size), w=z, y=np.full(z.size, y))
+        np.testing.assert_allclose(got, want[y], rtol=1e-13, atol=0)
