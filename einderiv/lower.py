@@ -542,6 +542,7 @@ def lower(expr: Expr, context: frozenset[str], written: bool = False) -> list[Te
     terms = top_level(expr, frozenset(context), scope)
     if written:
         scope.notes.extend(_nested_reductions(expr))
+        scope.notes.extend(_summed_softmaxes(expr, frozenset(context)))
     for note in dict.fromkeys(scope.notes):
         warnings.warn(note, EinderivWarning, stacklevel=2)
     return terms
@@ -563,6 +564,41 @@ def _nested_reductions(expr: Expr) -> list[str]:
                     f"{letter!r} of its own: the argument is one value, added up once per {letter!r} (the "
                     f"length of {letter!r} times it); drop one of the two reductions if that is not meant"
                 )
+    return notes
+
+
+def _summed_softmaxes(expr: Expr, context: frozenset[str]) -> list[str]:
+    """Notes on a softmax summed over its own letter, with no other factor of its product writing
+    that letter: ``p_i = softmax_k(A_ik x_k)`` sums k (not on the left-hand side: rule 5), and
+    ``sum_k(softmax_k(z_k))`` sums it as written.  A softmax sums to 1 over its letter, so the
+    term is the other factors (its derivative 0): almost always a slip for ``softmax_i(...)`` or
+    ``p_ik = ...``.  (``y_k softmax_k(z_k)`` contracts k with y: no note.)"""
+    notes = []
+
+    def factors(term):
+        while isinstance(term, Neg) or (isinstance(term, Mul) and len(term.factors) == 1):
+            term = term.operand if isinstance(term, Neg) else term.factors[0]
+        return factor_chain(term)[1]
+
+    def look(node, summed: set[str], how: str) -> None:
+        for term in standing_terms(node) or [node]:
+            chain = factors(term)
+            for pos, (factor, divisor) in enumerate(chain):
+                if divisor or not (isinstance(factor, Call) and factor.func == "softmax"):
+                    continue
+                others = set().union(*(letters(f) for at, (f, _) in enumerate(chain) if at != pos))
+                for letter in sorted((set(factor.over) & summed) - others):
+                    call = f"softmax_{''.join(factor.over)}(...)"
+                    notes.append(
+                        f"{call} is summed over {letter!r} ({how}), and a softmax sums to 1 over its own "
+                        f"letter: the term is constant in the softmax's argument; for the softmax itself put "
+                        f"{letter!r} on the left-hand side, or take the softmax over another letter"
+                    )
+
+    look(expr, set(letters(expr)) - set(context), "not on the left-hand side, so summed by rule 5")
+    for node in walk(expr):
+        if isinstance(node, Call) and node.over and node.func in ("sum", "mean"):
+            look(node.arg, set(node.over), f"by {node.func}_{''.join(node.over)}")
     return notes
 
 

@@ -952,3 +952,41 @@ def test_matrix_notation_says_a_subscripted_name_is_one_name(source, advice):
     # it said only "matrix notation has no indices", which does not say to rename A_1
     with pytest.raises(einderiv.ParseError, match=re.escape(advice)):
         einderiv.compile(source, notation="matrix")
+
+
+@pytest.mark.parametrize(
+    "source, how, want",
+    [
+        ("p_i = softmax_k(A_ik x_k)", "rule 5", 1.0),
+        ("p_i = softmax_k(A_ik + x_k)", "rule 5", 1.0),
+        ("f = softmax_k(x_k)", "rule 5", 1.0),
+        ("f = sum_k(softmax_k(x_k))", "by sum_k", 1.0),
+        ("f = 2 - mean_k(softmax_k(x_k))", "by mean_k", 2 - 1 / D),
+    ],
+)
+def test_a_softmax_summed_over_its_own_letter_is_warned_of(source, how, want):
+    """A hunt's find: ``p_i = softmax_k(A_ik x_k)`` was all ones, silently (k is summed at the
+    top, and a softmax sums to 1 over its letter), where ``softmax_i(A_ik x_k)`` (the softmax of
+    A x) or ``P_ik = ...`` is meant.  The numbers stay what the rules say."""
+    A, x = ARRAYS["A"], ARRAYS["x"]
+    with pytest.warns(einderiv.EinderivWarning, match="a softmax sums to 1 over its own letter") as caught:
+        value = einderiv.evaluate(source, A=A[:, : x.size], x=x) if "A" in source else einderiv.evaluate(source, x=x)
+    assert how in str(caught[0].message)
+    assert np.allclose(value, want)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "L = y_k softmax_k(z_k)",
+        "p_k = softmax_k(z_k)",
+        "P_ik = softmax_k(A_ik z_k)",
+        "L = -sum_n(Y_nk log(softmax_k(Z_nk)))",
+        "q_i = softmax_i(A_ik z_k)",
+        "f = sum_k(softmax_k(z_k) z_k)",
+    ],
+)
+def test_a_softmax_read_against_its_letter_is_not_warned_of(source):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", einderiv.EinderivWarning)
+        einderiv.compile(source)
