@@ -215,6 +215,11 @@ _GLYPH_HINTS = {
     "√": "write a square root with parentheses, √(x_i x_i), or as sqrt(x_i x_i)",
     "⊙": "'⊙' is matrix notation; in index notation an elementwise product shares its indices: c_i = a_i b_i",
     "ᵀ": "'ᵀ' is matrix notation; in index notation a transpose swaps the indices: A_ji",
+    **dict.fromkeys(
+        "⊤’′",
+        "a transpose is x' (an ASCII apostrophe) or x^T in matrix notation; in index notation it swaps the "
+        "indices: A_ji",
+    ),
     "|": "write abs(x) for an absolute value, norm2(x) for a vector's norm and det(A) for a determinant",
     "‖": "write a Euclidean norm as norm2(x) in matrix notation, or sqrt(x_i x_i)",
     "\\": "there is no left division: write inv(A) b in matrix notation, or inv(A)_ij b_j",
@@ -248,6 +253,11 @@ _MATRIX_HINTS = {
     **dict.fromkeys(
         "·×",
         ": in matrix notation write a matrix product by juxtaposition (A B, A x) and an inner product as x^T y",
+    ),
+    **dict.fromkeys("⊤’′‘´`", ": write a transpose as x' (an ASCII apostrophe) or x^T"),
+    **dict.fromkeys(
+        "⁰¹³⁴⁵⁶⁷⁸⁹⁻⁺",
+        ": matrix notation reads the superscripts ², ⁻¹ and ⁻ᵀ; write other powers with '^', as in (x^T x)^3",
     ),
 }
 
@@ -391,8 +401,10 @@ def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = 
         wanted = f"; expected {', '.join(dict.fromkeys(expected))}" if expected else ""
         start = getattr(token, "start_pos", None) or 0
         before = source[:start].rstrip(" \t")
-        if str(token) == "*" and before.endswith("*"):  # x_i**2
-            wanted = ": a power is written with '^', as in x_i^2"
+        if str(token) == "*" and before.endswith("*") and source[start - 1 : start] == "*" and spelled(token) == "*":
+            wanted = ": a power is written with '^', as in x_i^2"  # x_i**2
+        elif str(token) == "*" and before.endswith("*"):  # x_i ·· y_i, x_i * * y_i
+            wanted = f": two product signs in a row; write one ({spelled(token)}) or none: x_i y_i"
         elif str(token) == "^" and re.search(r"\^\s*-?\s*(\d+(\.\d*)?|\([^()]*\))$", before):  # x_i^2^2
             wanted = (
                 ": a power of a power needs brackets: write (x_i^2)^3 or x_i^6 (2^3^2 is 512 in NumPy and 64 in MATLAB)"

@@ -516,6 +516,14 @@ def test_a_left_hand_index_free_in_some_term_still_broadcasts_the_others():
         ("f = s^+2", "an exponent is a number with no '+' sign", 7),
         ("f = x_i A⁻¹_ij x_j", "an inverse's entries are inv(A)_ij or (A⁻¹)_ij", 12),
         ("f = x_i A^-1_ij x_j", "an inverse's entries are inv(A)_ij or (A⁻¹)_ij", 13),
+        # a hunt's finds: bare "unexpected character" (or the power hint for a doubled product sign)
+        ("f = x' A³ x", "write other powers with '^'", 9),
+        ("f = tr(A⁻²)", "write other powers with '^'", 9),
+        ("f = x^⊤ A x", "a transpose is x' (an ASCII apostrophe) or x^T", 7),
+        ("f = x’ A x", "a transpose is x' (an ASCII apostrophe) or x^T", 6),
+        ("f = sum(A′ B)", "write a transpose as x' (an ASCII apostrophe) or x^T", 10),
+        ("f = x_i ·· y_i", "two product signs in a row; write one (·) or none", 10),
+        ("f = x_i * * y_i", "two product signs in a row; write one (*) or none", 11),
     ],
 )
 def test_near_miss_spellings_get_an_error_that_says_what_to_write(source, message, column):
