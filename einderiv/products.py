@@ -161,7 +161,10 @@ def _renamed(
     statement = Statement(Tensor(name, final.indices), rhs)
     definitions = [*program.definitions[:-1], replace(final, statement=statement)]
     program = replace(program, definitions=definitions)
-    product = Product(program, derivative.ranks, wrt, derivative.root, derivative.sources)
+    # every input of what it differentiates, as a gradient's (the HVP of x_i x_i x_j x_j + c
+    # took x and v only, so its generated function refused the keywords the gradient's takes)
+    ranks = {**user.inputs, **derivative.ranks}
+    product = Product(program, ranks, wrt, derivative.root, derivative.sources)
     product.shape_names = shape
     output = "_" + re.sub(r"\W+", "_", user.out.name) if user.out.name != "_" else ""  # df/dx: _df_dx
     product.function_name = f"{kind}{output}_{wrt[0].name}" if kind else ""

@@ -666,3 +666,36 @@ def test_product_functions_are_named_for_what_they_compute(tmp_path):
     np.testing.assert_allclose(module.vjp_f_s(A=A, s=s, u=u), A.T @ (slope * u), rtol=1e-13)
     # a derivative-named statement's product: jvp_df/dx_x was refused as a name
     assert "def jvp_df_dx_x(" in generate([einderiv.jvp("df/dx_k = A_kj x_j", "x")])
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "f = x_i x_i x_j x_j + c",
+        "f = x_i x_i x_j x_j + c y_i",
+        "u_ij = T_ijk z_k; v_i = tanh(u_ij x_j); L = v_i v_i + sum_k(exp(z_k)) + c u_ij u_ij",
+    ],
+)
+def test_a_product_takes_every_input_of_what_it_differentiates(source, tmp_path):
+    """A hunt's find: the HVP of ``x_i x_i x_j x_j + c`` took x and v only, so its generated
+    function refused the keyword c that einderiv's gradient, Hessian diagonal, JVP and VJP of
+    the same source take (a TypeError).  Now each product takes every input of its source, here
+    and in generated code, and the HVP is the Hessian times v."""
+    user = set(einderiv.compile(source).inputs)
+    products = [
+        einderiv.hvp(source, "x", v="tv"),
+        einderiv.hessian_diag(source, "x"),
+        einderiv.jvp(source, "x", v="tv"),
+        einderiv.vjp(source, "x", u="tu"),
+    ]
+    for product, extra in zip(products, ["tv", "", "tv", "tu"]):
+        assert set(product.inputs) == user | ({extra} if extra else set()), product.inputs
+    rng = np.random.default_rng(0)
+    shapes = {"x": 3, "c": (), "y": 3, "T": (3, 3, 2), "z": 2}
+    arrays = {k: rng.normal(size=shapes[k]) for k in user}
+    v = rng.normal(size=3)
+    module = load(generate(products[:1]), tmp_path, "every_input")
+    function = next(getattr(module, n) for n in dir(module) if n.startswith("hvp_"))
+    want = einderiv.hessian(source, "x")(**arrays) @ v
+    np.testing.assert_allclose(products[0](**arrays, tv=v), want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(function(**arrays, tv=v), want, rtol=1e-12, atol=1e-12)
