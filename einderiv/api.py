@@ -37,7 +37,7 @@ from .ir import (
     derivative_name,
     walk,
 )
-from .matrix.form import NoMatrixForm, matrix_text
+from .matrix.form import NoMatrixForm, matrix_text, matrix_text_with
 from .matrix.reading import Reading, accepts_notation, scalar_use_hint
 from .normal import Apply, Poly, call_arguments, is_reciprocal
 from .optimiser import StraightLine, inline_broadcast_products
@@ -52,7 +52,7 @@ from .program import (
     references,
     unique_name,
 )
-from .residuals import named_readably, residuals_named, with_output_letters, written_in_place
+from .residuals import RESIDUAL_NAME, named_readably, residuals_named, with_output_letters, written_in_place
 from .runtime import as_array, run, run_with
 from .structured import CONVENTIONS, check_square, check_structure, projected, structure_of, written_symmetric
 
@@ -266,13 +266,30 @@ class Compiled:
             else:
                 lhs = target.name
             try:
-                lines.append(
-                    (definition.name, lhs, _symmetric_text(matrix_text(definition.poly, names), self.structure))
-                )
+                text = self._matrix_through_residuals(definition.name, names) or matrix_text(definition.poly, names)
+                lines.append((definition.name, lhs, _symmetric_text(text, self.structure)))
             except NoMatrixForm as err:
                 where = str(statement).split(" = ", 1)[0]
                 raise NoMatrixForm(f"no matrix form for {where}: {err}", reason=f"{where}: {err}") from None
         return lines
+
+    def _matrix_through_residuals(self, name: str, names: set[str]) -> str | None:
+        """The matrix form of statement ``name`` as it evaluates, through the program with each
+        difference of data named (:func:`through_residuals`), each difference written in brackets:
+        ``df/dx = A^T (A x - b) / sqrt((A x - b)^T (A x - b))`` for the gradient of ``norm2(A x - b)``,
+        whose normal form printed ``x^T A^T A x - 2 (b^T A x) + b^T b`` under the root, 40% off near a
+        fit at |x| ~ 1e3 when evaluated as printed.  None where there is no such program or form."""
+        evaluated = self.evaluated_program
+        if evaluated is None:
+            return None
+        written = {d.name: d.poly for d in evaluated.definitions if RESIDUAL_NAME.fullmatch(d.name)}
+        mine = next((d for d in evaluated.definitions if d.name == name), None)
+        if not written or mine is None or not written.keys() & mine.poly.tensor_names():
+            return None
+        try:
+            return matrix_text_with(mine.poly, written, names)
+        except NoMatrixForm:
+            return None
 
     def matrix(self) -> str:
         """Matrix notation, one ``name = form`` line per statement: ``df/dx = A x + A^T x``

@@ -477,7 +477,7 @@ def written_in_place(shown: Program, residuals: Program) -> Program | None:
 
 
 #: the name of a residual statement (:class:`_Namer`), alone or inside an adjoint's name
-_RESIDUAL = re.compile(r"_r\d+")
+_RESIDUAL = RESIDUAL_NAME = re.compile(r"_r\d+")  # the name of a difference of data, in place
 
 
 def _names(node) -> set[str]:

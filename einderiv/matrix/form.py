@@ -494,4 +494,40 @@ def matrix_text(poly: Poly, names: set[str] | frozenset[str] = frozenset()) -> s
     return to_text(matrix_expr(poly, names))
 
 
-__all__ = ["NoMatrixForm", "matrix_expr", "matrix_text"]
+def matrix_text_with(poly: Poly, written: dict[str, Poly], names: set[str] | frozenset[str] = frozenset()) -> str:
+    """The matrix notation of ``poly``, each name of ``written`` in it replaced by the matrix form of
+    its poly, in brackets: ``_r0^T A / sqrt(_r0^T _r0)`` with ``_r0_i = A_ij x_j - b_i`` is
+    ``(A x - b)^T A / sqrt((A x - b)^T (A x - b))``, a difference kept whole where the multiplied-out
+    form (``x^T A^T A x - 2 (b^T A x) + b^T b``) cancels near a fit."""
+    every = frozenset(names) | frozenset(written)
+    forms = {name: matrix_expr(value, every) for name, value in written.items()}
+    return to_text(_replaced(matrix_expr(poly, every), forms))
+
+
+def _replaced(expr, forms: dict):
+    """``expr`` with each symbol named in ``forms`` replaced by its tree."""
+    if isinstance(expr, Symbol):
+        return forms.get(expr.name, expr)
+    if isinstance(expr, Transpose):
+        inner = _replaced(expr.operand, forms)
+        return Transpose(inner) if isinstance(inner, Sum) else transpose(inner)
+    if isinstance(expr, Call):
+        return Call(expr.func, _replaced(expr.arg, forms), expr.shape)
+    if isinstance(expr, Power):
+        return Power(_replaced(expr.base, forms), expr.exponent, expr.shape)
+    if isinstance(expr, ElementwisePower):
+        return ElementwisePower(_replaced(expr.base, forms), expr.exponent)
+    if isinstance(expr, Hadamard):
+        return Hadamard(tuple(_replaced(o, forms) for o in expr.operands))
+    if isinstance(expr, Product):
+        return Product(
+            expr.coeff,
+            tuple(_replaced(f, forms) for f in expr.factors),
+            tuple(_replaced(d, forms) for d in expr.divisors),
+        )
+    if isinstance(expr, Sum):
+        return Sum(tuple(_replaced(t, forms) for t in expr.terms))
+    return expr  # Number, Identity, Inverse
+
+
+__all__ = ["NoMatrixForm", "matrix_expr", "matrix_text", "matrix_text_with"]
