@@ -92,6 +92,7 @@ def check(
     symmetric: Sequence[str] | None = None,
     diagonal: Sequence[str] | None = None,
     symmetric_convention: str = "frobenius",
+    values: Mapping[str, object] | None = None,
 ) -> CheckResult:
     """Differentiate ``source`` with respect to ``wrt`` (as :func:`einderiv.diff`), evaluate the
     derivative at random normal inputs (``DEFAULT_SIZE`` per axis unless ``shapes`` gives an
@@ -104,12 +105,15 @@ def check(
     axes of ``shapes`` count as ranks of matrix notation).  With ``symmetric=`` or ``diagonal=``
     (as for :func:`einderiv.diff`), those inputs are drawn symmetric positive definite or
     diagonal, and the finite differences are projected by the same convention as the derivative
-    (sym(N), N + Nᵀ − N∘I, or N∘I of the entrywise differences N)."""
+    (sym(N), N + Nᵀ − N∘I, or N∘I of the entrywise differences N).  ``values`` fixes inputs to
+    arrays of your own (``{"y": one_hot}``), for a claim that holds only there: their shapes count
+    as ``shapes`` do, and they are never redrawn."""
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:  # NaN too; inf accepts all
         raise EinderivError(f"tol must be a non-negative number, got {tol!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise EinderivError(f"seed must be a non-negative integer, got {seed!r}")
     given = _shapes(shapes)
+    fixed = _values(values, given)
     reading = read(source, notation, ranks, {name: len(shape) for name, shape in given.items()})
     source = source if reading is None else reading
     specs = list(wrt) if isinstance(wrt, (list, tuple)) else [wrt]
@@ -123,8 +127,11 @@ def check(
     last = derivative.wrt[-1].name
     if last in given:  # before any array is made: --shape x=30000 built a 7 GB matrix first
         _within_checked(last, math.prod(given[last]))
+    unknown = sorted(set(fixed) - set(derivative.ranks), key=str)
+    if unknown:
+        raise EinderivError(f"values: {unknown[0]!r} is not an input (inputs: {', '.join(derivative.inputs)})")
     with np.errstate(all="ignore"):
-        arrays, analytic, domains = _inputs_in_domain(derivative, lower, given, seed)
+        arrays, analytic, domains = _inputs_in_domain(derivative, lower, given, seed, fixed)
     if domains:
         square = sorted(set(derivative.program_dimensions.square) & {n for n, d in domains.items() if d == "positive"})
         drawn = "; ".join(
@@ -139,11 +146,13 @@ def check(
                 if square
                 else ""
             )
-            + ("; the others signed normal" if len(domains) < len(arrays) else "")
+            + ("; the others signed normal" if len(domains) + len(fixed) < len(arrays) else "")
             + ": at signed normal inputs the expression or its derivative is not finite (a log, square root "
             "or fractional power of a negative number, the log-determinant of a matrix whose determinant "
             "is negative, arcsin or log(1 - p) outside (-1, 1) or (0, 1)?)",
         )
+    if fixed:
+        domain_notes += (f"inputs given: {', '.join(fixed)} (the others drawn at random)",)
     numeric, value_size = _central_difference(lower, arrays, derivative.wrt[-1].name, analytic.shape)
     kind = derivative.structure.get(derivative.wrt[-1].name)
     if kind is not None:
@@ -210,6 +219,26 @@ def _projected(numeric: np.ndarray, kind: str, convention: str) -> np.ndarray:
     return 0.5 * (numeric + transposed)
 
 
+def _values(values, given: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """``values=`` checked and read as float64 arrays; their shapes added to ``given`` (the
+    shapes), where one is given for the same name it must agree."""
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise EinderivError(f"values must map input names to arrays, such as {{'y': [0, 1, 0]}}, got {values!r}")
+    fixed = {}
+    for name, value in values.items():
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise EinderivError(f"values: {name!r} is not an array of real numbers ({err})") from None
+        if name in given and given[name] != array.shape:
+            raise EinderivError(f"values: {name!r} has shape {array.shape}, but shapes gives {given[name]}")
+        given[name] = array.shape
+        fixed[name] = array
+    return fixed
+
+
 def _shapes(shapes) -> dict[str, tuple[int, ...]]:
     """``shapes=`` checked: names mapped to tuples of sizes."""
     if shapes is None:
@@ -225,7 +254,9 @@ DOMAINS = {"positive": (0.5, 2.0), "unit": (0.05, 0.95)}
 POSITIVE = DOMAINS["positive"]
 
 
-def _inputs_in_domain(derivative, lower, given, seed) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, str]]:
+def _inputs_in_domain(
+    derivative, lower, given, seed, fixed=None
+) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, str]]:
     """Random inputs at which the derivative and its expression are finite, the derivative
     there, and the inputs not drawn signed normal, with their domain.  Tried in turn: every input
     signed normal; every input positive; every input in (0, 1); square matrices positive and the
@@ -233,13 +264,17 @@ def _inputs_in_domain(derivative, lower, given, seed) -> tuple[dict[str, np.ndar
     (else positive) where the expression stays finite, so an input that only ``log(s_i)`` needs
     keeps ``abs(r_i)``'s argument signed and a claim of 1 for sign(r) is not passed.  Where none
     is finite, every input is positive, and the caller's finite differences say that no check is
-    possible."""
+    possible.  The inputs ``fixed`` gives keep their arrays throughout."""
+    fixed = fixed or {}
     draws = {domain: _random_inputs(derivative, given, seed, domain) for domain in ("normal", *DOMAINS)}
-    names = list(draws["normal"])
+    names = [name for name in draws["normal"] if name not in fixed]
     square = set(derivative.program_dimensions.square)
 
     def finite_at(choice: dict[str, str]) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
-        arrays = _structured({name: draws[choice[name]][name] for name in names}, derivative.structure)
+        drawn = _structured(
+            {name: draws[choice.get(name, "normal")][name] for name in draws["normal"]}, derivative.structure
+        )
+        arrays = {name: fixed.get(name, array) for name, array in drawn.items()}
         try:
             analytic = np.asarray(derivative(arrays), dtype=np.float64)
             return (arrays, analytic) if _finite(analytic, lower, arrays) else None
@@ -262,6 +297,7 @@ def _inputs_in_domain(derivative, lower, given, seed) -> tuple[dict[str, np.ndar
                     break
         return (*found, {name: domain for name, domain in choice.items() if domain != "normal"})
     arrays = _structured(dict(draws["positive"]), derivative.structure)
+    arrays = {name: fixed.get(name, array) for name, array in arrays.items()}
     return arrays, np.asarray(derivative(arrays), dtype=np.float64), dict.fromkeys(names, "positive")
 
 

@@ -138,6 +138,13 @@ def _parser() -> argparse.ArgumentParser:
         "--shape", action="append", default=[], metavar="NAME=3x4", help="an input's shape (default 3 per axis)"
     )
     check_cmd.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME=FILE.npy",
+        help="an input fixed to an array of your own (a one-hot y), for a claim that holds only there",
+    )
+    check_cmd.add_argument(
         "--expect",
         metavar="CLAIM",
         help="your derivative in index notation ('2 A_kj x_j'; other free letters than the derivative's are "
@@ -330,6 +337,13 @@ def _run_check(args) -> tuple[str, int]:
     shapes = dict(parse_shape(text, "--shape") for text in args.shape)
     inputs = compile_(args.expr).inputs
     inputs_only(shapes, inputs, "--shape")  # named as the option names it (check() would say shapes=)
+    values = {}
+    for text in args.input:
+        name, value = _load(text)
+        if name in values:
+            raise EinderivError(f"--input {text!r}: {name!r} is given twice")
+        values[name] = value
+    inputs_only(values, inputs, "--input")
     result = check(
         args.expr,
         one_tensor_each(args.wrt, "--wrt"),
@@ -338,6 +352,7 @@ def _run_check(args) -> tuple[str, int]:
         shapes=shapes,
         of=args.of,
         seed=args.seed,
+        values=values,
         **_structure(args),
     )
     return result.report(), 0 if result.ok else 1

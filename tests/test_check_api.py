@@ -405,3 +405,56 @@ def test_a_domain_inside_the_unit_interval_is_checked_inside_it(source, wrt, cla
     values = np.asarray(result.inputs[wrt])
     assert np.all((values > 0) & (values < 1)) or np.all(np.abs(values) < 1)
     np.testing.assert_allclose(result.value, exact(result.inputs), rtol=1e-12)
+
+
+SOFTMAX_REGRESSION = "f = -y^T log(softmax(Theta x))"
+
+
+def test_a_claim_that_holds_at_given_inputs_is_checked_there(tmp_path):
+    """A hunt's find: the lecture notes' (softmax(Theta x) - y) x^T holds for a one-hot y (the
+    general derivative is (sum(y) softmax(Theta x) - y) x^T), and check drew y at random, with no
+    way to say otherwise.  ``values=`` (``--input`` on the command line) fixes inputs: the claim
+    matches there, a wrong one still differs, and y is not redrawn."""
+    one_hot = np.array([0.0, 1.0, 0.0])
+    claim = "(softmax(Theta x) - y) x^T"
+    assert einderiv.check(SOFTMAX_REGRESSION, "Theta", expect=claim).matches is False  # random y: it differs
+    result = einderiv.check(SOFTMAX_REGRESSION, "Theta", expect=claim, values={"y": one_hot})
+    assert result.ok and result.matches
+    np.testing.assert_array_equal(result.inputs["y"], one_hot)
+    assert "inputs given: y (the others drawn at random)" in result.notes
+    Theta, x = result.inputs["Theta"], result.inputs["x"]
+    z = Theta @ x
+    p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    np.testing.assert_allclose(result.value, np.outer(p - one_hot, x), rtol=1e-12)  # the closed form
+    wrong = einderiv.check(SOFTMAX_REGRESSION, "Theta", expect="(softmax(Theta x) - 2 y) x^T", values={"y": one_hot})
+    assert wrong.matches is False and not wrong.ok
+    np.save(tmp_path / "y.npy", one_hot)
+    printed, code = _cli(
+        ["check", SOFTMAX_REGRESSION, "--wrt", "Theta", "--expect", claim, "--input", f"y={tmp_path / 'y.npy'}"]
+    )
+    assert code == 0 and printed == result.report() + "\n"
+
+
+def test_given_inputs_keep_their_values_where_the_others_are_drawn_in_a_domain():
+    # log(s_i) needs s > 0: s is redrawn in [0.5, 2], the given x (negative entries) is not
+    x = np.array([-1.0, 2.0, -3.0, 0.5])
+    result = einderiv.check("f = sum_i(log(s_i) x_i)", "s", expect="x_j / s_j", values={"x": x})
+    assert result.ok and result.matches
+    np.testing.assert_array_equal(result.inputs["x"], x)
+    assert result.inputs["s"].shape == (4,) and np.all(result.inputs["s"] >= 0.5)
+    assert "s in [0.5, 2]: at signed normal" in result.notes[0]  # no other input is drawn signed normal
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"z": [1.0]}, "values: 'z' is not an input"),
+        ({"y": "abc"}, "values: 'y' is not an array of real numbers"),
+        ([1, 2], "values must map input names to arrays"),
+    ],
+)
+def test_given_inputs_that_cannot_be_used_are_an_error(values, message):
+    with pytest.raises(EinderivError, match=message):
+        einderiv.check(SOFTMAX_REGRESSION, "Theta", values=values)
+    with pytest.raises(EinderivError, match=r"values: 'y' has shape \(3,\), but shapes gives \(4,\)"):
+        einderiv.check(SOFTMAX_REGRESSION, "Theta", values={"y": [0.0, 1.0, 0.0]}, shapes={"y": 4})
