@@ -813,10 +813,19 @@ def printed_through(result: Compiled, other: Compiled, residuals: Program) -> Pr
     for written in (written_in_place, named_readably):
         shown = written(displayed, residuals)
         if shown is not None:
-            shown = with_output_letters(shown, result.indices)
+            shown = with_output_letters(shown, _printed_letters(result))
             if _reads_back(shown, result, other):
                 return shown
     return None
+
+
+def _printed_letters(result: Compiled) -> tuple[str, ...]:
+    """The result's letters in the order its statement prints them: the output's, then each wrt's
+    (``result.indices`` puts the wrt's first in the denominator layout, whose text is the same)."""
+    if getattr(result, "layout", "numerator") != "denominator":
+        return result.indices
+    wrt = sum(len(w.indices) for w in result.wrt)
+    return (*result.indices[wrt:], *result.indices[:wrt])
 
 
 def _a_count(node, reduced: frozenset = frozenset()) -> bool:

@@ -127,3 +127,31 @@ def test_layouts():
 
     data = json.loads(result.stdout)
     assert data["layout"] == "denominator" and data["indices"] == ["k", "l", "i"]
+
+
+@pytest.mark.parametrize(
+    "source, wrt",
+    [
+        ("f_i = (x_r + a) C_ie / softplus(E_er)", ["x"]),  # evaluated through its residual x_r + a
+        ("f_i = (x_r + a) C_ie / softplus(E_er)", ["x", "E"]),
+        ("f_i = C_ie E_er x_r", ["x"]),
+    ],
+)
+def test_the_denominator_layout_prints_the_letters_its_indices_name(source, wrt):
+    """A hunt's find: through a residual, the denominator layout printed ``df_j/dx_i`` where
+    ``d.indices`` is ('j', 'i') and x's index is j (the printed letters were given in the array's
+    order, wrt first, to a statement that writes the output's first).  The statement is the same
+    in both layouts (README): the output's letters, then each wrt's, as ``d.wrt`` names them."""
+    numerator = einderiv.diff(source, wrt)
+    derivative = einderiv.diff(source, wrt, layout="denominator")
+    statement = derivative.statement  # as printed
+    printed = (*statement.target.indices, *(i for w in statement.wrt for i in w.indices))
+    named = tuple(i for w in derivative.wrt for i in w.indices)
+    assert printed[len(printed) - len(named) :] == named, str(derivative)
+    assert derivative.indices == (*named, *printed[: len(printed) - len(named)])
+    gen = np.random.default_rng(0)
+    shapes = {"x": (3,), "a": (), "C": (4, 5), "E": (5, 3)}
+    arrays = {k: gen.normal(size=shapes[k]) for k in derivative.inputs}
+    wrt_axes = sum(len(w.indices) for w in derivative.wrt)
+    want = np.moveaxis(numerator(**arrays), list(range(-wrt_axes, 0)), list(range(wrt_axes)))
+    np.testing.assert_allclose(derivative(**arrays), want, rtol=1e-13)
