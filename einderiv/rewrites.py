@@ -195,24 +195,34 @@ def sinh_over_cosh(term: Term) -> list[Term] | None:
 
 
 def exp_times_exp(term: Term) -> list[Term] | None:
-    """``exp(u) exp(v) = exp(u + v)`` where u and v have the same free indices: a quotient of
-    exps, ``exp(a_i) / exp(b_i)`` (written ``exp(a_i) exp(-b_i)``), is ``exp(a_i - b_i)``; the KL
-    divergence between two Gaussians in their log-variances, ``exp(lv1_i) / exp(lv2_i)``, was NaN
-    at lv1 = lv2 = 800 (inf * 0), where it is 1.  (Over different indices, ``exp(a_i) exp(b_j)``,
-    the product of two vectors is left as it is: merged it would be an i x j array of exps.)
+    """``exp(u) exp(-v) = exp(u - v)`` where u and v have the same free indices and the terms of
+    u are positive, those of -v negative (a quotient of exps): ``exp(a_i) / exp(b_i)`` (written
+    ``exp(a_i) exp(-b_i)``) is ``exp(a_i - b_i)``; the KL divergence between two Gaussians in their
+    log-variances, ``exp(lv1_i) / exp(lv2_i)``, was NaN at lv1 = lv2 = 800 (inf * 0), where it is
+    1.  Left as they are: ``exp(a_i) exp(b_j)`` (merged, an i x j array of exps), a product of two
+    exps of one sign (``exp(a) exp(b)`` overflows or underflows only where its value does, and
+    ``exp(fl(a + b))`` would lose |a + b| ulps), and a softmax's ``exp(z_k - logsumexp_j(z_j))``
+    (evaluation computes it as a softmax).
 
-    Stable: ``exp(u + v)`` overflows only where the value does, where the product of two exps
-    overflows or underflows where either factor does; it is as accurate, as u + v rounds where
-    each exponent would.
+    Stable: a quotient of two exps overflows (inf / inf, inf * 0) where the exps do, from 710,
+    whatever its value; ``exp(u - v)`` overflows only where the quotient does, and where u - v is
+    near 0 (the quotient near 1) it is exact.
     Terminates: each application merges two factors of the term into one."""
+
+    def signed(exp) -> int:  # 1 (-1) where every term of the exponent is positive (negative), else 0
+        if any(logsumexp_parts(f) is not None for t in exp.arg.terms for f in t.factors):
+            return 0  # a softmax
+        signs = {t.coeff > 0 for t in exp.arg.terms}
+        return 0 if len(signs) != 1 else (1 if signs.pop() else -1)
+
     for m, first in enumerate(term.factors):
-        if not (isinstance(first, Apply) and first.func == "exp"):
+        if not (isinstance(first, Apply) and first.func == "exp") or not signed(first):
             continue
         for k in range(m + 1, len(term.factors)):
             second = term.factors[k]
-            if not (isinstance(second, Apply) and second.func == "exp"):
+            if not (isinstance(second, Apply) and second.func == "exp") or set(first.indices) != set(second.indices):
                 continue
-            if set(first.indices) != set(second.indices):
+            if signed(first) * signed(second) != -1:
                 continue
             indices = first.arg.indices
             merged = simplify(carrying([*first.arg.terms, *second.arg.terms], indices), indices)
