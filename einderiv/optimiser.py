@@ -292,11 +292,19 @@ def _common_factor(poly: Poly) -> tuple[tuple[Tensor, ...], Poly] | None:
             and len(set(f.indices)) == len(f.indices)
         )
 
+    return _pulled_out(poly, pulled)
+
+
+def _pulled_out(poly: Poly, pulled) -> tuple[tuple, Poly] | None:
+    """``(common, inner)``: the factors that ``pulled`` accepts and every term of ``poly`` holds,
+    in the order the first term writes them, and the sum of what the terms hold besides, over the
+    indices of ``poly`` it carries (``poly`` = common x inner); None where there are none."""
+    terms = poly.terms
     shared, rests = _held_by_every_term(terms, pulled)
     if not shared:
         return None
     common = []
-    for f in terms[0].factors:  # in the order the first term writes them
+    for f in terms[0].factors:
         if shared.get(f, 0):
             shared[f] -= 1
             common.append(f)
@@ -662,7 +670,8 @@ class StraightLine:
         two terms are near each other where x is near -a / b and their difference cancels (the
         entropy 10% off at x = 1 - 2^-50), where ``a + b x`` is exact there; and beside other terms
         they are added one by one (a focal loss's gradient ``... + p_n^3 X_ni - y_n p_n^3 X_ni``
-        added 1e-13 to p^3 ~ 1 and took it away again: 7.8e-5 off at z = 10, 0 from z = 15).
+        added 1e-13 to p^3 ~ 1 and took it away again: 7.8e-5 off at z = 10, 0 from z = 15).  Over
+        a summed index, x is no power of a sigmoid or tanh step (see :meth:`_saturating`).
         Ends: each merge leaves one term fewer."""
 
         def elementwise(term: Term) -> bool:
@@ -685,6 +694,11 @@ class StraightLine:
                         or len(set(x.indices)) != len(x.indices)  # A_ii: its diagonal, no residual's axes
                         or set(x.indices) - {i for f in rest for i in f.indices}
                     ):
+                        continue
+                    if term.index_names() - free and self._powered(x) is not None:
+                        # a power of a sigmoid or tanh step in a sum over samples is _saturating's and
+                        # factoring's to group (merged here first, a 4-layer network's Hessian by W1
+                        # lost the grouping by its last layer's polynomial: 1.4x the FLOPs)
                         continue
                     inner = Poly((Term(terms[partner].coeff, ()), Term(term.coeff, (x,))), x.indices)
                     residual = Tensor(self._inner_step(inner), x.indices)
@@ -2251,26 +2265,16 @@ def _shared_by_terms(d) -> tuple[tuple, Poly] | None:
     if any(is_count(i) for i in d.poly.all_index_names()):
         return None
     whole = set(d.indices)
-    shared, rests = _held_by_every_term(terms, lambda f: _smaller_factor(f, whole))
-    if not shared:
-        return None
-    common = []
-    for f in terms[0].factors:  # in the order the first term writes them
-        if shared.get(f, 0):
-            shared[f] -= 1
-            common.append(f)
-    carried = {i for rest in rests for f in rest for i in f.indices}
-    inner_indices = tuple(i for i in d.indices if i in carried)
-    if set(inner_indices) == whole:
-        return None
-    inner = Poly(tuple(Term(t.coeff, tuple(rest)) for t, rest in zip(terms, rests)), inner_indices)
-    return tuple(common), inner
+    pulled = _pulled_out(d.poly, lambda f: _smaller_factor(f, whole))
+    return None if pulled is None or set(pulled[1].indices) == whole else pulled
 
 
-def _split(d, taken: set[str]) -> tuple:
-    """``d`` (see :func:`_shared_by_terms`) as two definitions: its inner sum, named apart and
-    sized by ``d``'s hints for its axes, and ``d`` as the product of the common factors and it."""
-    common, inner = _shared_by_terms(d)
+def _split(d, shared: tuple[tuple, Poly], taken: set[str]) -> tuple:
+    """``d`` as two definitions, given its ``shared`` (common factors, inner sum) of
+    :func:`_shared_by_terms`: the inner sum, named ``<d>_inner`` apart from the names ``taken``
+    and sized by ``d``'s hints for its axes, and ``d`` as the product of the common factors and
+    it."""
+    common, inner = shared
     name, k = f"{d.name}_inner", 1
     while name in taken:
         k += 1
@@ -2282,31 +2286,36 @@ def _split(d, taken: set[str]) -> tuple:
     return part, replace(d, poly=product)
 
 
+def _to_inline(d) -> tuple | None:
+    """``(d, None)`` where ``d`` is a product of smaller arrays, ``(d, (common, inner))`` where its
+    terms share factors over fewer axes (split first), else None."""
+    if _broadcast_product(d):
+        return d, None
+    shared = _shared_by_terms(d)
+    return None if shared is None else (d, shared)
+
+
 def inline_broadcast_products(definitions: list, keep: set[str]) -> list:
     """The definitions to evaluate, with each that is a product of smaller arrays (see
     :func:`_broadcast_product`; not one in ``keep``) substituted into the definitions that read it
     as a factor.  Computed apart, the two-layer network's adjoint ``dLdh_nk = (h_ni W2_i - y_n)
     W2_k`` is a pass writing N x K numbers that its readers read back; substituted, each reader
     multiplies the pieces in its own product, and factoring there pulls W2_k out of a sum of
-    terms.  The residual is still computed once (the line shares it).  Ends: each definition is
-    looked at once."""
+    terms.  The residual is still computed once (the line shares it).  A sum whose terms share
+    factors over fewer axes (:func:`_shared_by_terms`) is first split into those factors times
+    its inner sum, computed apart as ``<name>_inner`` (never substituted itself: its terms would
+    multiply out in the readers).  Ends: each definition is looked at once."""
     from .program import substitute_tensor  # (the program module is above the optimiser)
 
     out = list(definitions)
     done: set[str] = set()
     while True:
-        d = next(
-            (
-                x
-                for x in out
-                if x.name not in done
-                and x.name not in keep
-                and (_broadcast_product(x) or _shared_by_terms(x) is not None)
-            ),
-            None,
+        found = next(
+            (c for x in out if x.name not in done and x.name not in keep and (c := _to_inline(x)) is not None), None
         )
-        if d is None:
+        if found is None:
             return out
+        d, shared = found
         done.add(d.name)
         readers = [x for x in out if x is not d and d.name in x.poly.tensor_names()]
         if not readers or any(_mentions(x.hints, d.name) for x in out if x is not d):
@@ -2318,12 +2327,13 @@ def inline_broadcast_products(definitions: list, keep: set[str]) -> list:
             for f in t.factors
         ):
             continue  # read inside a call: left as it is
-        if not _broadcast_product(d):  # a sum over all its axes of terms sharing factors
+        if shared is not None:  # a sum over all its axes of terms sharing factors
             taken = {x.name for x in out} | {n for x in out for n in x.poly.tensor_names()}
-            part, d_product = _split(d, taken)
+            part, d_product = _split(d, shared, taken)
             at = next(k for k, x in enumerate(out) if x is d)
             out[at : at + 1] = [part, d_product]
             d = d_product
+            done.add(part.name)  # the inner sum is computed as it is: substituted, its terms would multiply out
         substituted = {}
         for x in readers:
             poly, counts = substitute_tensor(x.poly, d.name, d)

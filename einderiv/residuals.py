@@ -441,7 +441,7 @@ def written_in_place(shown: Program, residuals: Program) -> Program | None:
     numbers scale it, and a group written twice as its square, summed over the letters it
     contracts or not, and without each)."""
     definitions: dict[str, Statement] = {}
-    named = [s for s in residuals.statements if s.target is not None and _RESIDUAL.fullmatch(s.target.name)]
+    named = [s for s in residuals.statements if s.target is not None and RESIDUAL_NAME.fullmatch(s.target.name)]
     for statement in named:  # a later residual may use an earlier one
         inner = _in_place(statement.rhs, definitions, letters(statement.rhs) | set(statement.target.indices))
         if inner is None:
@@ -453,7 +453,7 @@ def written_in_place(shown: Program, residuals: Program) -> Program | None:
         name = statement.target.name if statement.target is not None else ""
         if name in definitions:
             continue
-        if _RESIDUAL.search(name):
+        if RESIDUAL_NAME.search(name):
             return None
         outer = set(statement.target.indices) if statement.target else set()
         outer |= {i for w in statement.wrt for i in w.indices}
@@ -477,7 +477,7 @@ def written_in_place(shown: Program, residuals: Program) -> Program | None:
 
 
 #: the name of a residual statement (:class:`_Namer`), alone or inside an adjoint's name
-_RESIDUAL = RESIDUAL_NAME = re.compile(r"_r\d+")  # the name of a difference of data, in place
+RESIDUAL_NAME = re.compile(r"_r\d+")  # the name of a difference of data, in place
 
 
 def _names(node) -> set[str]:
@@ -495,11 +495,11 @@ def named_readably(shown: Program, residuals: Program) -> Program | None:
         names |= {w.name for s in program.statements for w in s.wrt}
         for statement in program.statements:
             names |= _names(statement.rhs)
-    taken = {n for n in names if not _RESIDUAL.search(n)}
+    taken = {n for n in names if not RESIDUAL_NAME.search(n)}
     mapping: dict[str, str] = {}
-    for name in sorted({m for n in names for m in _RESIDUAL.findall(n)}, key=lambda r: int(r[2:])):
+    for name in sorted({m for n in names for m in RESIDUAL_NAME.findall(n)}, key=lambda r: int(r[2:])):
         mapping[name] = unique_name("r", taken | set(mapping.values()))
-    new = {n: _RESIDUAL.sub(lambda m: mapping[m.group(0)], n) for n in names if _RESIDUAL.search(n)}
+    new = {n: RESIDUAL_NAME.sub(lambda m: mapping[m.group(0)], n) for n in names if RESIDUAL_NAME.search(n)}
     if set(new.values()) & taken or len(set(new.values())) != len(new):
         return None
 
