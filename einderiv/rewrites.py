@@ -195,35 +195,39 @@ def sinh_over_cosh(term: Term) -> list[Term] | None:
 
 
 def exp_times_exp(term: Term) -> list[Term] | None:
-    """``exp(u) exp(-v) = exp(u - v)`` where u and v have the same free indices and the terms of
-    u are positive, those of -v negative (a quotient of exps): ``exp(a_i) / exp(b_i)`` (written
-    ``exp(a_i) exp(-b_i)``) is ``exp(a_i - b_i)``; the KL divergence between two Gaussians in their
-    log-variances, ``exp(lv1_i) / exp(lv2_i)``, was NaN at lv1 = lv2 = 800 (inf * 0), where it is
-    1.  Left as they are: ``exp(a_i) exp(b_j)`` (merged, an i x j array of exps), a product of two
-    exps of one sign (``exp(a) exp(b)`` overflows or underflows only where its value does, and
-    ``exp(fl(a + b))`` would lose |a + b| ulps), and a softmax's ``exp(z_k - logsumexp_j(z_j))``
-    (evaluation computes it as a softmax).
+    """``exp(u) exp(-v) = exp(u - v)`` where u and v have the same free indices, the terms of u
+    (numbers aside) are positive and some term of -v negative, or the other way round (a quotient
+    of exps): ``exp(a_i) / exp(b_i)`` (written ``exp(a_i) exp(-b_i)``) is ``exp(a_i - b_i)``, and
+    ``exp(a_i) exp(-b_i) exp(-c_i)`` is ``exp(a_i - b_i - c_i)``, a pair at a time; the KL
+    divergence between two Gaussians in their log-variances, ``exp(lv1_i) / exp(lv2_i)``, was NaN
+    at lv1 = lv2 = 800 (inf * 0), where it is 1.  Left as they are: ``exp(a_i) exp(b_j)`` (merged,
+    an i x j array of exps), a product of two exps written with one sign (``exp(a) exp(b)``:
+    ``exp(fl(a + b))`` would lose |a + b| ulps where the product loses two), and a softmax's
+    ``exp(z_k - logsumexp_j(z_j))`` (evaluation computes it as a softmax).
 
-    Stable: a quotient of two exps overflows (inf / inf, inf * 0) where the exps do, from 710,
-    whatever its value; ``exp(u - v)`` overflows only where the quotient does, and where u - v is
-    near 0 (the quotient near 1) it is exact.
+    Stable: a quotient of two exps is inf / inf or inf * 0 (NaN) wherever one exp overflows, from
+    710, whatever its value; ``exp(u - v)`` overflows only where the quotient does.  The price is
+    the rounding of u - v: |u - v| ulps of the result (1e-14 relative at u - v ~ 100, where the
+    product of the two exps of exact inputs is within two ulps), none where the quotient is near 1.
     Terminates: each application merges two factors of the term into one."""
 
-    def signed(exp) -> int:  # 1 (-1) where every term of the exponent is positive (negative), else 0
+    def signs(exp) -> set[bool] | None:  # the signs of the exponent's terms with a factor; None: a softmax
         if any(logsumexp_parts(f) is not None for t in exp.arg.terms for f in t.factors):
-            return 0  # a softmax
-        signs = {t.coeff > 0 for t in exp.arg.terms}
-        return 0 if len(signs) != 1 else (1 if signs.pop() else -1)
+            return None
+        return {t.coeff > 0 for t in exp.arg.terms if t.factors}
 
-    for m, first in enumerate(term.factors):
-        if not (isinstance(first, Apply) and first.func == "exp") or not signed(first):
-            continue
-        for k in range(m + 1, len(term.factors)):
-            second = term.factors[k]
-            if not (isinstance(second, Apply) and second.func == "exp") or set(first.indices) != set(second.indices):
+    exps = [(m, f, signs(f)) for m, f in enumerate(term.factors) if isinstance(f, Apply) and f.func == "exp"]
+    for a, (m, first, one) in enumerate(exps):
+        for k, second, other in exps[a + 1 :]:
+            if one is None or other is None or set(first.indices) != set(second.indices):
                 continue
-            if signed(first) * signed(second) != -1:
-                continue
+            if not (
+                (one == {True} and False in other)
+                or (one == {False} and True in other)
+                or (other == {True} and False in one)
+                or (other == {False} and True in one)
+            ):
+                continue  # no quotient: both of one sign, or neither of one sign
             indices = first.arg.indices
             merged = simplify(carrying([*first.arg.terms, *second.arg.terms], indices), indices)
             rest = tuple(f for pos, f in enumerate(term.factors) if pos not in (m, k))

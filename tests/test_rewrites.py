@@ -905,6 +905,13 @@ def test_exps_merge_only_as_a_quotient():
     removed.  Those stay products."""
     assert compiled_text("f_i = exp(a_i) / exp(b_i)") == "exp(a_i - b_i)"
     assert compiled_text("f_i = exp(a_i) exp(b_i)") == "exp(a_i) exp(b_i)"
+    # a number in an exponent has no sign that counts, and a merged pair merges again (a review's
+    # find: exp(a_i - 1) / exp(b_i) and exp(a_i) exp(-b_i) exp(-c_i) stayed NaN at 800 / 800)
+    a, b = np.array([800.0, 3.0]), np.array([800.0, 1.0])
+    close(einderiv.evaluate("f_i = exp(a_i - 1) / exp(b_i)", a=a, b=b), [mpmath.exp(-1), mpmath.exp(1)])
+    close(einderiv.evaluate("f_i = exp(a_i) / exp(b_i - 1)", a=a, b=b), [mpmath.exp(1), mpmath.exp(3)])
+    triple = einderiv.evaluate("f_i = exp(a_i) exp(-b_i) exp(-c_i)", a=2 * a, b=b, c=a)
+    close(triple, [1, mpmath.exp(2)])
     softmaxes = einderiv.compile("f = sum_k(softmax_k(z_k) softmax_k(w_k + z_k))")
     assert [step.kind for step in softmaxes.line.steps].count("softmax") == 2
     gen = np.random.default_rng(0)
