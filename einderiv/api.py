@@ -286,6 +286,8 @@ class Compiled:
         mine = next((d for d in evaluated.definitions if d.name == name), None)
         if not written or mine is None or not written.keys() & mine.poly.tensor_names():
             return None
+        if mine.poly.tensor_names() - names - written.keys():
+            return None  # it reads an adjoint the printed program does not define
         try:
             return matrix_text_with(mine.poly, written, names)
         except NoMatrixForm:

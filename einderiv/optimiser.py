@@ -674,7 +674,7 @@ class StraightLine:
         a summed index, x is no power of a sigmoid or tanh step (see :meth:`_saturating`).
         Ends: each merge leaves one term fewer."""
 
-        def elementwise(term: Term) -> bool:
+        def of_tensors(term: Term) -> bool:
             return all(isinstance(f, Tensor) and not is_reciprocal(f) and f.indices for f in term.factors)
 
         terms = list(terms)
@@ -683,7 +683,7 @@ class StraightLine:
             merged = False
             keys = {tuple(sorted(map(repr, t.factors))): k for k, t in enumerate(terms)}
             for k, term in enumerate(terms):
-                if len(term.factors) < 2 or not elementwise(term):
+                if len(term.factors) < 2 or not of_tensors(term):
                     continue
                 for at, x in enumerate(term.factors):
                     rest = term.factors[:at] + term.factors[at + 1 :]
