@@ -2274,11 +2274,10 @@ def _split(d, shared: tuple[tuple, Poly], taken: set[str]) -> tuple:
     :func:`_shared_by_terms`: the inner sum, named ``<d>_inner`` apart from the names ``taken``
     and sized by ``d``'s hints for its axes, and ``d`` as the product of the common factors and
     it."""
+    from .program import unique_name  # (the program module is above the optimiser)
+
     common, inner = shared
-    name, k = f"{d.name}_inner", 1
-    while name in taken:
-        k += 1
-        name = f"{d.name}_inner{k}"
+    name = unique_name(f"{d.name}_inner", taken)
     kept = set(inner.indices)
     hints = tuple(h for h in d.hints if h[0] != "axis" or h[1] in kept)
     part = replace(d, name=name, indices=inner.indices, poly=inner, hints=hints)
