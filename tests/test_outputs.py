@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import einderiv
+from tests.helpers import jax_float64
 from tests.helpers import run_cli as run
 
 KNOWN_COMMANDS = {
@@ -142,7 +143,7 @@ def test_the_denominator_layout_prints_the_letters_its_indices_name(source, wrt)
     ``d.indices`` is ('j', 'i') and x's index is j (the printed letters were given in the array's
     order, wrt first, to a statement that writes the output's first).  The statement is the same
     in both layouts (README): the output's letters, then each wrt's, as ``d.wrt`` names them."""
-    numerator = einderiv.diff(source, wrt)
+    jax, jnp = jax_float64()
     derivative = einderiv.diff(source, wrt, layout="denominator")
     statement = derivative.statement  # as printed
     printed = (*statement.target.indices, *(i for w in statement.wrt for i in w.indices))
@@ -152,6 +153,12 @@ def test_the_denominator_layout_prints_the_letters_its_indices_name(source, wrt)
     gen = np.random.default_rng(0)
     shapes = {"x": (3,), "a": (), "C": (4, 5), "E": (5, 3)}
     arrays = {k: gen.normal(size=shapes[k]) for k in derivative.inputs}
-    wrt_axes = sum(len(w.indices) for w in derivative.wrt)
-    want = np.moveaxis(numerator(**arrays), list(range(-wrt_axes, 0)), list(range(wrt_axes)))
-    np.testing.assert_allclose(derivative(**arrays), want, rtol=1e-13)
+
+    def f(x, E):  # the source in jax: f_i = sum_re (x_r + a) C_ie / softplus(E_er), or C E x
+        if "softplus" in source:
+            return arrays["C"] @ ((x + arrays["a"])[None, :] / jax.nn.softplus(E)).sum(axis=1)
+        return arrays["C"] @ E @ x
+
+    jacobian = jax.jacfwd(f, 0) if wrt == ["x"] else jax.jacfwd(jax.jacfwd(f, 0), 1)
+    numerator = np.asarray(jacobian(arrays["x"], arrays["E"]))  # f's axis first, then each wrt's
+    np.testing.assert_allclose(derivative(**arrays), np.moveaxis(numerator, 0, -1), rtol=1e-12, atol=1e-14)
