@@ -431,12 +431,15 @@ _SMALL_POWERS = (-2, 3, -3, 4, -4)  # by products (``ArrayOps._small_power``)
 
 
 def _ufunc(func: str, param: Fraction | None):
-    """The NumPy ufunc that ``apply_function(func, param, x)`` is for real arrays, else None
+    """The NumPy ufunc that ``apply_function(func, param, x)`` is for real arrays, or the registry's
+    NumPy function where it takes ``out=`` as one does (``elementwise._writes_into``), else None
     (looked up at each call: a function registered again is found)."""
     if func == "pow":
         return _POWERS.get(param)
     function = _NUMPY.function(func)
-    return function if isinstance(function, np.ufunc) and function.nin == 1 and function.nout == 1 else None
+    if isinstance(function, np.ufunc):
+        return function if function.nin == 1 and function.nout == 1 else None
+    return function if getattr(function, "writes_into", False) else None
 
 
 #: the NumPy interpreter: each kind of step -> (step, values, factored matrices) -> a closure

@@ -171,3 +171,43 @@ def test_a_first_term_without_an_axis_of_size_one(source, shapes, expected):
     r = rng.normal(size=3)  # R = r^T (one row): f = |R^T R|_F^2 = |r|^4, its Hessian 4 |r|^2 I + 8 r r^T
     diagonal = einderiv.hessian_diag("K_pq = R_mp R_mq; f = K_pq K_pq", "R")(R=r[None, :])
     np.testing.assert_allclose(diagonal.ravel(), 4 * r @ r + 8 * r**2, rtol=1e-13)
+
+
+def _sigmoid_reference(a):
+    """1 / (1 + exp(-a)) in NumPy's long double (x86's 64-bit significand), rounded to float64."""
+    with np.errstate(over="ignore"):
+        return (1 / (1 + np.exp(-a.astype(np.longdouble)))).astype(np.float64)
+
+
+def _softplus_reference(a):
+    with np.errstate(invalid="ignore"):  # logaddexp warns at NaN
+        return np.logaddexp(0, a)
+
+
+@pytest.mark.parametrize(
+    "name, reference, rtol",
+    [
+        ("relu", lambda a: np.maximum(a, 0.0), 0),
+        ("step", lambda a: np.where(np.isnan(a), a, (a > 0).astype(float)), 0),
+        ("sigmoid", _sigmoid_reference, 5e-16),  # within 2 ulps
+        ("softplus", _softplus_reference, 2e-15),  # NumPy's exp and log1p loops differ by ulps
+    ],
+)
+def test_the_functions_without_a_ufunc_write_into_the_last_evaluations_array(name, reference, rtol):
+    """relu, step, sigmoid and softplus are functions of einderiv's own on NumPy arrays, not ufuncs:
+    they take ``out=`` as a ufunc does, so an evaluation writes into the array the last one left
+    (a fresh one cost relu 1.2 ms for 0.2 at 2000 x 200 inside a network's gradient).  The numbers
+    at new inputs each time, NaN, infinities, -0.0 and +-800 among them."""
+    assert runtime._ufunc(name, None) is not None
+    compiled = einderiv.compile(f"Y_ij = {name}(A_ij) B_ij")
+    rng = np.random.default_rng(0)
+    B = rng.normal(size=(500, 400))
+    for scale in (1.0, 40.0, 800.0):
+        A = scale * rng.normal(size=(500, 400))
+        A[0, :6] = [np.nan, np.inf, -np.inf, -0.0, 800.0, -800.0]
+        expected = reference(A) * B
+        np.testing.assert_allclose(compiled(A=A, B=B), expected, rtol=rtol + 4e-16, atol=0, equal_nan=True)
+    out = np.full((500, 400), 7.0)
+    written = runtime._ufunc(name, None)(A, out=out)
+    assert written is out
+    np.testing.assert_array_equal(out, runtime._ufunc(name, None)(A))  # as a fresh array, bit for bit
