@@ -133,6 +133,7 @@ def dimensions(definitions: Iterable) -> Dimensions:
                 dims._visit(d.name, hint[1], scope, (number, "raw"))
             elif hint[0] == "names":
                 for index, tensor, axis in hint[1]:
+                    dims._axis(tensor, axis, index)  # an axis written, if simplification removed it
                     for node in dims.count_nodes(d.name, index) if is_count(index) else ():
                         dims.union(node, ("axis", tensor, axis))
             elif hint[0] == "tied":  # axes one written reduction sums together (mean_k(W_dk + b_k))

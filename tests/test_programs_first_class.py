@@ -10,6 +10,7 @@ import einderiv
 from einderiv.factor import factored
 from einderiv.lower import normalize
 from einderiv.normal import equivalent
+from einderiv.reports import derivative_json
 from tests.helpers import assert_matches_fd
 
 rng = np.random.default_rng(20261202)
@@ -225,6 +226,23 @@ def test_shape_lines_name_each_dimension():
     assert einderiv.diff("C_ij = x_i y_j", "x", layout="denominator").shape_text() == (
         "x.shape + C.shape = (I, I, J) with x: (I,), y: (J,)"
     )
+
+
+@pytest.mark.parametrize(
+    "source, wrt, line",
+    [
+        ("f_d = sinh(b_d - b_d) + z_i z_i", "z", "f.shape + z.shape = (D, I) with z: (I,), b: (D,)"),
+        ("f_d = sinh(b_d - b_d) + z_i z_i", "b", "f.shape + b.shape = (D, D) with z: (I,), b: (D,)"),
+        ("f = log(exp(W_dk - W_dk)) + z_i z_i", "z", "f.shape + z.shape = (I,) with z: (I,), W: (D, K)"),
+    ],
+)
+def test_a_tensor_that_cancelled_as_read_keeps_its_dimension_names(source, wrt, line):
+    """A tensor whose every occurrence cancelled when the source was read (b_d - b_d) named its
+    axes '?': its letters as written name them, as for any input."""
+    derivative = einderiv.diff(source, wrt)
+    assert derivative.shape_text() == line
+    data = derivative_json(derivative)
+    assert "?" not in data["shape"] and all("?" not in dims for dims in data["inputs"].values())
 
 
 def test_a_zero_gradient_by_an_input_only_an_unused_statement_reads():
