@@ -335,10 +335,31 @@ def test_index_notation_is_unchanged():
         ("f = sum(s)", {"s": 1}),
         ("f = x^T x + mean(s) + s", {"x": 1, "s": 0}),  # not a matrix s (a review found it)
         ("y = x / sum(x)", {"x": 1}),  # a reduction broadcast onto its vector costs nothing
+        # x x^T y was the outer product x x^T times a scalar y, u u^T x a matrix u: a helper's hunt
+        ("f = x x^T y", {"x": 1, "y": 1}),
+        ("f = (x x^T) y", {"x": 1, "y": 1}),
+        ("f = x y^T x", {"x": 1, "y": 1}),
+        ("f = x - u u^T x", {"x": 1, "u": 1}),
+        ("f = sum(x x^T y)", {"x": 1, "y": 1}),
+        ("f = tr(x x^T A)", {"x": 1, "A": 2}),
+        ("y = A x x^T b", {"A": 2, "x": 1, "b": 1}),
+        ("f = lam x^T y", {"lam": 0, "x": 1, "y": 1}),
     ],
 )
 def test_rank_inference(text, ranks):
     assert dict(einderiv.compile(text, notation="matrix").reading.ranks) == ranks
+
+
+def test_a_projection_and_a_rank_one_product_mean_what_numpy_computes():
+    """With the ranks inferred, the Jacobian of x (y^T x) is (y^T x) I + x y^T and the projection
+    residual x - u (u^T x) is NumPy's, where x x^T y read y as a scalar and u u^T x u as a matrix."""
+    x, y, u = RNG.normal(size=3), RNG.normal(size=3), RNG.normal(size=3)
+    jacobian = einderiv.jacobian("f = x y^T x", "x")
+    assert str(jacobian.matrix()) == "df/dx = (y^T x) I + x y^T"
+    np.testing.assert_allclose(jacobian(x=x, y=y), (y @ x) * np.eye(3) + np.outer(x, y), rtol=1e-14)
+    projection = einderiv.compile("f = x - u u^T x")
+    np.testing.assert_allclose(projection(x=x, u=u), x - u * (u @ x), rtol=1e-14)
+    np.testing.assert_allclose(einderiv.evaluate("f = x x^T y", x=x, y=y), x * (x @ y), rtol=1e-14)
 
 
 def test_declared_ranks_win_over_the_conventions():
