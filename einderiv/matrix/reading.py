@@ -7,10 +7,10 @@ one that breaks the fewest of these conventions, in this order, wins (a tie is a
 ``ranks=``): a name (or a sum of names) written with ``^T`` is not a scalar; a name starting with an
 upper-case letter is a matrix, except that one written only as a coefficient may be a scalar (below);
 ``tr``, ``det``, ``logdet``, ``inv`` of a name take a matrix (of a 1x1 product such as ``x^T w``, a
+scalar); a sum does not broadcast a scalar expression onto a vector (``sigmoid(w^T x + c)``: c is a
 scalar); a lower-case name is not a matrix; a scalar name comes before the vector or matrix it
 multiplies (``x x^T y`` is x (x^T y), not the matrix x x^T times a scalar y); an outer product (a
-column times a row) is not multiplied further (``lam x^T x``: lam is a scalar); a sum does not
-broadcast a scalar expression onto a vector (``sigmoid(w^T x + c)``: c is a scalar); an upper-case
+column times a row) is not multiplied further (``lam x^T x``: lam is a scalar); an upper-case
 coefficient (``N/2 logdet(S)``, ``C sum(...)``: a count or a constant) is a matrix, else a scalar;
 a scalar name is added to a vector (``X w + b``) rather than X or w made scalars; any other name is
 a column vector, else a scalar.
@@ -326,10 +326,10 @@ _PENALTIES = (
     "a transposed scalar",
     "upper",  # an upper-case name not a matrix, except a coefficient made a scalar (below)
     "a matrix function of a scalar name",
+    "a scalar broadcast in a sum",
     "lower as a matrix",
     "a scalar name after a vector or matrix",
     "an outer product multiplied further",
-    "a scalar broadcast in a sum",
     # N, T, C as counts and constants (N/2 logdet(S), T log(s2), C sum(...)), rather than y a matrix
     "an upper-case coefficient as a scalar",
     "a scalar name broadcast in a sum",  # X w + b, b a scalar: rather than X or w a scalar
