@@ -1259,6 +1259,25 @@ def _log_minus_expm1(w: list[Term], indices) -> list[Term]:
     return [Term(ONE, (Apply("log", inner),))]
 
 
+def log_of_sigmoid_weights(func: str, arg: Poly, param) -> list[Term] | None:
+    """``log(A - A sigmoid(u) + B) = log(A sigmoid(-u) + B)``, and the other sum rules of the
+    catalogue (:data:`einderiv.rewrites.SUM_RULES`), on a log's argument before the log rules
+    below read it: a mixture weighted ``s exp(l1) + (1 - s) exp(l2)`` (s = sigmoid(a)) multiplies
+    out to three terms, one negative, that :func:`log_add_exp` cannot take; with ``sigmoid(-a)``
+    for ``1 - s`` its two terms are exps (:func:`_exp_times_sigmoids`), so the log is a logaddexp
+    (it was inf, with a NaN gradient, where the data lay 60 from both means).
+    Stable: the rules are identities that remove a difference.  Terminates: each sum rule removes
+    a term, and the log is built again only of an argument with fewer terms."""
+    if func != "log" or all(t.coeff > 0 for t in arg.terms):
+        return None
+    from .rewrites import rewrite_sums  # (the catalogue's module is above this one)
+
+    rewritten = rewrite_sums(arg)
+    if len(rewritten.terms) >= len(arg.terms):
+        return None
+    return make_apply("log", rewritten)
+
+
 def log_add_exp(func: str, arg: Poly, param) -> list[Term] | None:
     """``log(exp(a) + exp(b)) = a + softplus(b - a)`` (logaddexp), elementwise; a term may lack
     some of the indices (it is broadcast along them).  With positive constants, ``log(c1 exp(a)
@@ -1326,7 +1345,31 @@ def _exp_of(term: Term, indices) -> Apply | None:
             kept = tuple(i for i in indices if i in factor.indices)
             log = make_apply("log", Poly((Term(ONE, term.factors),), kept))  # logsumexp (- log K)
             return Apply("exp", simplify(carrying(log, indices), tuple(indices)))
-    return _elementwise_atom(Term(ONE, term.factors), indices, "exp")
+    return _elementwise_atom(Term(ONE, term.factors), indices, "exp") or _exp_times_sigmoids(term, indices)
+
+
+def _exp_times_sigmoids(term: Term, indices) -> Apply | None:
+    """``exp(u) sigmoid(v)^k`` (one exp, any sigmoids, nonzero integer powers k, nothing summed)
+    as ``exp(u - k softplus(-v))``, since ``sigmoid(v) = exp(-softplus(-v))``: a mixture's weights
+    ``sigmoid(a) exp(l1) + sigmoid(-a) exp(l2)`` join the exponents, so its log is a logaddexp
+    (it was inf, with a NaN gradient, where the data lay 60 from both means: exp(-1800) is 0)."""
+    exps, exponent = 0, []
+    for factor in term.factors:
+        if not (isinstance(factor, Apply) and set(factor.indices) <= set(indices)):
+            return None
+        if factor.func == "exp":
+            exps += 1
+            exponent.extend(factor.arg.terms)
+            continue
+        sigmoid, k = (factor, ONE) if factor.func == "sigmoid" else (None, factor.param)
+        if factor.func == "pow" and k != 0 and k.denominator == 1:
+            sigmoid = single_atom(factor.arg, "sigmoid")
+        if sigmoid is None:
+            return None
+        exponent.append(Term(-k, (Apply("softplus", negated(sigmoid.arg)),)))
+    if exps != 1:
+        return None
+    return Apply("exp", simplify(carrying(exponent, indices), tuple(indices)))
 
 
 def log_cosh(func: str, arg: Poly, param) -> list[Term] | None:
@@ -1665,6 +1708,7 @@ CALL_RULES: tuple[Callable, ...] = (
     reciprocal_sigmoid,
     log_exp_minus_one,
     expm1_of_softplus,
+    log_of_sigmoid_weights,
     log_add_exp,
     log_cosh,
     log_sinh,

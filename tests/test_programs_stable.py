@@ -927,3 +927,46 @@ def test_the_focal_loss_gradient_keeps_its_digits_where_the_sigmoid_saturates(so
     for y in (0.0, 1.0):
         got = gradient(X=np.eye(z.size), w=z, y=np.full(z.size, y))
         np.testing.assert_allclose(got, want[y], rtol=1e-13, atol=0)
+
+
+MIXTURE = "exp(-0.5 (y_n - m1)^2) + {second} exp(-0.5 (y_n - m2)^2)"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "L = -sum_n(log(sigmoid(al) " + MIXTURE.format(second="sigmoid(-al)") + "))",
+        "L = -sum_n(log(sigmoid(al) " + MIXTURE.format(second="(1 - sigmoid(al))") + "))",
+        "pi = sigmoid(al); L = -sum_n(log(pi " + MIXTURE.format(second="(1 - pi)") + "))",
+        "l1_n = -0.5 (y_n - m1)^2; l2_n = -0.5 (y_n - m2)^2; "
+        "L = -sum_n(log(sigmoid(al) exp(l1_n) + sigmoid(-al) exp(l2_n)))",
+    ],
+)
+def test_a_mixture_weighted_by_a_sigmoid_is_finite_far_from_both_means(source):
+    """A two-Gaussian mixture's log-likelihood, weights sigmoid(al) and 1 - sigmoid(al): at data 60
+    and 45 from both means each exp is 0 (exp(-1800)), and the value was inf, its gradients and
+    Hessian NaN (a helper's hunt).  The weights now join their exps' exponents (a logaddexp).
+    Against mpmath at 60 digits."""
+    y, m1, m2, al = np.array([60.0, -45.0, 0.2]), -0.5, 1.0, float(np.log(0.3 / 0.7))
+    mpmath.mp.dps = 60
+    try:
+
+        def loss(m1, m2, al):
+            s = 1 / (1 + mpmath.exp(-al))
+            return -sum(
+                mpmath.log(s * mpmath.exp(-((t - m1) ** 2) / 2) + (1 - s) * mpmath.exp(-((t - m2) ** 2) / 2))
+                for t in map(mpmath.mpf, y)
+            )
+
+        at = [mpmath.mpf(m1), mpmath.mpf(m2), mpmath.mpf(al)]
+        value = float(loss(*at))
+        by_m1 = float(mpmath.diff(lambda t: loss(t, at[1], at[2]), at[0]))
+        by_al = float(mpmath.diff(lambda t: loss(at[0], at[1], t), at[2]))
+        curvature = float(mpmath.diff(lambda t: loss(at[0], at[1], t), at[2], 2))
+    finally:
+        mpmath.mp.dps = 15
+    arrays = {"y": y, "m1": np.float64(m1), "m2": np.float64(m2), "al": np.float64(al)}
+    assert einderiv.evaluate(source, **arrays) == pytest.approx(value, rel=1e-14)
+    assert einderiv.grad(source, "m1")(**arrays) == pytest.approx(by_m1, rel=1e-13)
+    assert einderiv.grad(source, "al")(**arrays) == pytest.approx(by_al, rel=1e-13)
+    assert einderiv.hessian(source, "al")(**arrays) == pytest.approx(curvature, rel=1e-12)
