@@ -1483,7 +1483,9 @@ def log_of_product(func: str, arg: Poly, param) -> list[Term] | None:
     (``log(sqrt(u)) = log(u) / 2``), each log then rewritten by the other rules:
     ``log(exp(z_k) / sum_j(exp(z_j)))`` written with the sum apart, ``log(2 exp(z))`` is
     ``log(2) + z``, ``log(sigmoid(z) exp(z))`` is ``z - softplus(-z)``, ``log(sqrt(sigmoid(z)))``
-    is ``-softplus(-z) / 2`` (-inf at z = -800 before 2026-12-05).
+    is ``-softplus(-z) / 2`` (-inf at z = -800 before 2026-12-05).  Factors of unknown sign keep
+    one log of their product beside the others' logs: ``log(y / exp(eta))`` is ``log(y) - eta``
+    (NaN below 0 either way; ``log(x y)`` stays whole, as log(x) + log(y) is not its value there).
 
     Stable: the product of an exp with anything overflows or underflows long before its log
     does (log(2 exp(1000)) was inf, and a sum over it NaN); the logs of the factors are the
@@ -1497,11 +1499,21 @@ def log_of_product(func: str, arg: Poly, param) -> list[Term] | None:
     single = len(factors) == 1 and term.coeff == 1 and _as_power(factors[0]) is None
     # sqrt(u) is u^(1/2) here: log(sqrt(u)) = log(u) / 2 wherever sqrt(u) is defined (0 gives -inf
     # either way), and a sqrt is never negative, so it splits off a product like a positive call
-    if term.coeff <= 0 or not factors or single or not all(_positive(f) or _is_sqrt(f) for f in factors):
+    if term.coeff <= 0 or not factors or single:
         return None
     if any(set(f.indices) - set(arg.indices) for f in factors):
         return None  # log(sum_j(x_j y_j)): a sum inside
+    positive = [f for f in factors if _positive(f) or _is_sqrt(f)]
+    others = tuple(f for f in factors if not (_positive(f) or _is_sqrt(f)))
+    if not positive:
+        return None
     out = [_log_of(term.coeff)] if term.coeff != 1 else []
+    if others:
+        # log(y exp(-eta)) = log(y) - eta for y of any sign (NaN below 0 either way): the factors
+        # of unknown sign keep one log of their product (log(x y) is not log(x) + log(y) below 0)
+        rest = Poly((Term(ONE, others),), tuple(dict.fromkeys(i for f in others for i in f.indices)))
+        out.extend(make_apply("log", rest))
+        factors = tuple(positive)
     for factor in factors:
         base, power = _as_power(factor) or (Poly((Term(ONE, (factor,)),), factor.indices), ONE)
         out.extend(t.scaled(power) for t in make_apply("log", base))
