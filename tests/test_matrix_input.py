@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -963,3 +964,30 @@ def test_a_lasso_written_in_matrix_notation_has_a_gradient():
     gradient = einderiv.grad("f = mean((y - X w) .^ 2) + lam sum(w .^ 2)", "w", notation="matrix")
     expected = -2 / 5 * X.T @ (y - X @ w) + 2 * 0.3 * w
     np.testing.assert_allclose(gradient(X=X, y=y, w=w, lam=0.3), expected, rtol=1e-13)
+
+
+@pytest.mark.parametrize("text", ["f = x A x", "y = exp(A x)", "L = (y - X w)^2"])
+def test_an_index_free_product_with_an_upper_case_name_warns_that_all_are_scalars(text):
+    """A helper's hunt: ``einderiv diff "f = x A x" --wrt x`` printed ``df/dx = 2 A x`` (index
+    notation, every name a scalar) with nothing saying so, where (A + A^T) x is the matrix
+    derivative.  It now warns, on the command line too; the derivative is the scalars' still."""
+    with pytest.warns(einderiv.EinderivWarning, match="every name is a scalar"):
+        einderiv.compile(text)
+    result = run("diff", text, "--wrt", "x" if "x" in text else "w")
+    assert result.returncode == 0 and "warning: no index is written" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "text, keywords",
+    [
+        ("f = x_i A_ij x_j", {}),
+        ("L = 0.5 N s^2 + log(s)", {}),  # no product of two names
+        ("f = x A x", {"notation": "index"}),  # asked for
+        ("f = x A x", {"ranks": {"A": 0, "x": 0}}),  # declared
+    ],
+)
+def test_no_all_scalars_warning_where_the_reading_is_asked_for_or_has_no_such_product(text, keywords):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        einderiv.compile(text, **keywords)
+        einderiv.evaluate("f = x A x", x=np.float64(2.0), A=np.float64(3.0))  # arrays say the ranks

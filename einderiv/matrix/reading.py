@@ -22,12 +22,13 @@ import functools
 import inspect
 import itertools
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..elementwise import in_matrix_notation
-from ..errors import EinderivError, IndexRuleError, ParseError
-from ..ir import MatrixCall, Program, Tensor, walk
+from ..errors import EinderivError, EinderivWarning, IndexRuleError, ParseError
+from ..ir import MatrixCall, Mul, Program, Tensor, walk
 from ..lower import translated_text
 from ..parser import OTHER_NAMES
 from ..parser import parse as parse_index
@@ -147,7 +148,10 @@ def read(source, notation: str = "auto", ranks=None, array_ranks: Mapping[str, i
             if notation == "auto" and "_" in source:  # ^T or ' by mistake in index notation: its error
                 return _read_index(source, declared)
             raise
-    return _read_index(source, declared)
+    reading = _read_index(source, declared)
+    if notation == "auto" and "_" not in source and not declared and not array_ranks:
+        _warn_all_scalars(reading.program)
+    return reading
 
 
 def check_known(reading: Reading, declared: Mapping[str, int]) -> None:
@@ -170,6 +174,30 @@ def check_known(reading: Reading, declared: Mapping[str, int]) -> None:
 def _read_index(source: str, declared: dict[str, int]) -> Reading:
     program = parse_index(source)
     return Reading("index", source, source.strip(), tuple(declared.items()), program)
+
+
+def _warn_all_scalars(program: Program) -> None:
+    """An EinderivWarning for text without a single index that multiplies a name starting with an
+    upper-case letter by another input (``f = x A x``, ``y = exp(A x)``): read as index notation,
+    every name is a scalar, and the derivative printed (``df/dx = 2 A x``) looks like the matrix
+    one without being it (a helper's hunt: that is (A + A^T) x for a matrix A)."""
+    written = {s.target.name for s in program.statements if s.target is not None}
+    pairs = []
+    for statement in program.statements:
+        for node in walk(statement.rhs):
+            if isinstance(node, Mul):
+                names = [f.name for f in node.factors if isinstance(f, Tensor) and f.name not in written]
+                if any(n[0].isupper() for n in names) and len(set(names)) >= 2:
+                    pairs.extend(names)
+    if pairs:
+        shown = ", ".join(repr(n) for n in dict.fromkeys(pairs))
+        warnings.warn(
+            f"no index is written, so this is index notation and every name is a scalar ({shown}); "
+            "for vectors and matrices pass notation='matrix' (command line: --notation matrix) or write "
+            "their indices (A_ij x_j)",
+            EinderivWarning,
+            stacklevel=2,
+        )
 
 
 def read_matrix(source: str, ranks: Mapping[str, int]) -> Reading:
