@@ -1260,22 +1260,38 @@ def _log_minus_expm1(w: list[Term], indices) -> list[Term]:
 
 
 def log_of_sigmoid_weights(func: str, arg: Poly, param) -> list[Term] | None:
-    """``log(A - A sigmoid(u) + B) = log(A sigmoid(-u) + B)``, and the other sum rules of the
-    catalogue (:data:`einderiv.rewrites.SUM_RULES`), on a log's argument before the log rules
-    below read it: a mixture weighted ``s exp(l1) + (1 - s) exp(l2)`` (s = sigmoid(a)) multiplies
-    out to three terms, one negative, that :func:`log_add_exp` cannot take; with ``sigmoid(-a)``
-    for ``1 - s`` its two terms are exps (:func:`_exp_times_sigmoids`), so the log is a logaddexp
-    (it was inf, with a NaN gradient, where the data lay 60 from both means).
-    Stable: the rules are identities that remove a difference.  Terminates: each sum rule removes
-    a term, and the log is built again only of an argument with fewer terms."""
-    if func != "log" or all(t.coeff > 0 for t in arg.terms):
+    """``log(w exp(l1) + (1 - w) exp(l2))`` for a weight ``w = sigmoid(a)`` (its powers too): with
+    ``1 - w`` as ``sigmoid(-a)``, each weight joins its exp's exponent (``sigmoid(v) =
+    exp(-softplus(-v))``), ``log(exp(l1 - softplus(-a)) + exp(l2 - softplus(a)))``, which is
+    :func:`log_add_exp`'s logaddexp.  Multiplied out, ``(1 - w) exp(l2)`` is two terms, one
+    negative, which that rule does not take: the value was inf, and the gradients NaN, where the
+    data lay 60 from both means (exp(-1800) is 0).  Only where the argument is then two such
+    terms: ``log(1 - w + w exp(-lam))`` (a zero-inflated model) stays ``log1p``'s, which keeps its
+    digits where the argument is near 1, and three or more terms stay as written (folded, the
+    gradient by a saturated weight's logit lost its digits).
+    Stable: as :func:`log_add_exp`.  Terminates: the result has no ``log``."""
+    if func != "log" or len(arg.terms) != 3 or all(t.coeff > 0 for t in arg.terms):
         return None
-    from .rewrites import rewrite_sums  # (the catalogue's module is above this one)
+    terms = _one_minus_sigmoid(list(arg.terms))
+    if terms is None or len(terms) != 2 or any(t.coeff <= 0 for t in terms):
+        return None
+    return _log_add_exp(Poly(tuple(terms), arg.indices), weights=True)
 
-    rewritten = rewrite_sums(arg)
-    if len(rewritten.terms) >= len(arg.terms):
-        return None
-    return make_apply("log", rewritten)
+
+def _one_minus_sigmoid(terms: list[Term]) -> list[Term] | None:
+    """``terms`` with a pair ``c F - c F sigmoid(u)`` written ``c F sigmoid(-u)`` (the catalogue's
+    sum rule ``one_minus_sigmoid``, for a log's argument), or None where no pair is there."""
+    for k, term in enumerate(terms):
+        for position, factor in enumerate(term.factors):
+            if not (isinstance(factor, Apply) and factor.func == "sigmoid"):
+                continue
+            rest = Counter(term.factors[:position] + term.factors[position + 1 :])
+            for m, other in enumerate(terms):
+                if m != k and other.coeff == -term.coeff and Counter(other.factors) == rest:
+                    flipped = Apply("sigmoid", negated(factor.arg))
+                    merged = Term(other.coeff, (*other.factors, flipped))
+                    return [t for i, t in enumerate(terms) if i not in (k, m)] + [merged]
+    return None
 
 
 def log_add_exp(func: str, arg: Poly, param) -> list[Term] | None:
@@ -1292,22 +1308,32 @@ def log_add_exp(func: str, arg: Poly, param) -> list[Term] | None:
     a - b itself.)  Three or more such terms fold from the right: ``log(1 + exp(z) + exp(2z))``
     is log(1 + exp(L)) for L = log(exp(z) + exp(2z)), each log the two-term form (inf and NaN at
     z = 1000 before 2026-12-05).
+    Two terms may carry sigmoid weights, ``sigmoid(a) exp(l1) + sigmoid(-a) exp(l2)``
+    (:func:`_exp_times_sigmoids`).
     Terminates: the result has no ``log``; each fold is of one term fewer."""
-    if func != "log" or len(arg.terms) < 2 or any(t.coeff <= 0 for t in arg.terms):
+    if func != "log":
+        return None
+    return _log_add_exp(arg, weights=len(arg.terms) == 2)
+
+
+def _log_add_exp(arg: Poly, weights: bool) -> list[Term] | None:
+    """:func:`log_add_exp`'s rewrite of ``log(arg)``; ``weights``: whether a term may be an exp
+    times sigmoids (two terms, not a fold of three or more)."""
+    if len(arg.terms) < 2 or any(t.coeff <= 0 for t in arg.terms):
         return None
     if len(arg.terms) > 2:
-        rest = log_add_exp("log", Poly(arg.terms[1:], arg.indices), None)
+        rest = _log_add_exp(Poly(arg.terms[1:], arg.indices), weights=False)
         if rest is None:
             return None
         inner = simplify(rest, tuple(arg.indices))
         folded = Poly((arg.terms[0], Term(ONE, (Apply("exp", inner),))), arg.indices)
-        return log_add_exp("log", folded, None)
+        return _log_add_exp(folded, weights=False)
     if not (arg.terms[0].factors or arg.terms[1].factors):
         return None
     # a positive constant c is c exp(0): log(exp(u) + 5) = log(5) + softplus(u - log(5)) (was 0
     # for 2.1e-17 in its Hessian at u = 40, and NaN from u = 710)
     zero = Poly((), ())
-    first, second = (_exp_of(t, arg.indices) if t.factors else Apply("exp", zero) for t in arg.terms)
+    first, second = (_exp_of(t, arg.indices, weights) if t.factors else Apply("exp", zero) for t in arg.terms)
     if first is None or second is None:
         return None
     # c1 exp(a) + c2 exp(b) with constants c > 0 (cosh written as (exp(u) + exp(-u)) / 2):
@@ -1323,7 +1349,7 @@ def log_add_exp(func: str, arg: Poly, param) -> list[Term] | None:
     ]
 
 
-def _exp_of(term: Term, indices) -> Apply | None:
+def _exp_of(term: Term, indices, weights: bool = False) -> Apply | None:
     """The exp a one-factor term is, read through a power: ``exp(u)^p`` is ``exp(p u)`` (a
     program's ``e_i^2`` for ``e_i = exp(z_i)``); a sum or mean of exps over indices not in
     ``indices`` is the exp of their logsumexp, ``sum_k(exp(z_k)) = exp(logsumexp_k(z_k))``,
@@ -1345,7 +1371,8 @@ def _exp_of(term: Term, indices) -> Apply | None:
             kept = tuple(i for i in indices if i in factor.indices)
             log = make_apply("log", Poly((Term(ONE, term.factors),), kept))  # logsumexp (- log K)
             return Apply("exp", simplify(carrying(log, indices), tuple(indices)))
-    return _elementwise_atom(Term(ONE, term.factors), indices, "exp") or _exp_times_sigmoids(term, indices)
+    atom = _elementwise_atom(Term(ONE, term.factors), indices, "exp")
+    return atom if atom is not None or not weights else _exp_times_sigmoids(term, indices)
 
 
 def _exp_times_sigmoids(term: Term, indices) -> Apply | None:

@@ -1092,9 +1092,12 @@ def _through_residuals(program: CheckedProgram, names: set[str]) -> CheckedProgr
     residuals = {d.name: d for d in program.definitions if _RESIDUAL.fullmatch(d.name)}
     if not residuals:
         return program
-    # read through one-call intermediates (mu = exp(eta)): differentiating mu left exp(eta)
-    calls = {d.name: d for d in program.definitions if _single_call(d) is not None}
-    residuals = {name: replace(d, poly=_substituted(d.poly, calls)) for name, d in residuals.items()}
+    # each as written (y - mu), and read through the intermediates before it (y - 2 exp(eta)):
+    # differentiating mu = 2 exp(eta) left 2 exp(eta) where the derivative reads it
+    forward = {d.name: d for d in program.definitions if d.name not in names and d.name not in residuals}
+    residuals = {
+        name: tuple(dict.fromkeys((d, replace(d, poly=_substituted(d.poly, forward))))) for name, d in residuals.items()
+    }
     definitions, changed = [], False
     for d in program.definitions:
         if d.name in names and len(d.poly.terms) <= MAX_RESIDUAL_TERMS:
@@ -1105,8 +1108,9 @@ def _through_residuals(program: CheckedProgram, names: set[str]) -> CheckedProgr
     return replace(program, definitions=definitions) if changed else program
 
 
-def _residuals_written_out(poly: Poly, residuals: dict[str, Definition]) -> Poly:
-    """``poly`` with one residual use at a time written as its difference where that removes terms."""
+def _residuals_written_out(poly: Poly, residuals: dict[str, tuple[Definition, ...]]) -> Poly:
+    """``poly`` with one residual use at a time written as its difference (one of its forms)
+    where that removes terms."""
     while True:
         for k, term in enumerate(poly.terms):
             shorter = next(
@@ -1114,7 +1118,8 @@ def _residuals_written_out(poly: Poly, residuals: dict[str, Definition]) -> Poly
                     out
                     for position, factor in enumerate(term.factors)
                     if isinstance(factor, Tensor) and factor.name in residuals
-                    for out in [_one_use_written_out(poly, k, position, residuals[factor.name])]
+                    for form in residuals[factor.name]
+                    for out in [_one_use_written_out(poly, k, position, form)]
                     if len(out.terms) < len(poly.terms)
                 ),
                 None,

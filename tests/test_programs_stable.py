@@ -966,10 +966,10 @@ def test_a_mixture_weighted_by_a_sigmoid_is_finite_far_from_both_means(source):
     finally:
         mpmath.mp.dps = 15
     arrays = {"y": y, "m1": np.float64(m1), "m2": np.float64(m2), "al": np.float64(al)}
-    assert einderiv.evaluate(source, **arrays) == pytest.approx(value, rel=1e-14)
-    assert einderiv.grad(source, "m1")(**arrays) == pytest.approx(by_m1, rel=1e-13)
-    assert einderiv.grad(source, "al")(**arrays) == pytest.approx(by_al, rel=1e-13)
-    assert einderiv.hessian(source, "al")(**arrays) == pytest.approx(curvature, rel=1e-12)
+    assert einderiv.evaluate(source, **arrays) == pytest.approx(value, rel=1e-14, abs=0)
+    assert einderiv.grad(source, "m1")(**arrays) == pytest.approx(by_m1, rel=1e-13, abs=0)
+    assert einderiv.grad(source, "al")(**arrays) == pytest.approx(by_al, rel=1e-13, abs=0)
+    assert einderiv.hessian(source, "al")(**arrays) == pytest.approx(curvature, rel=1e-12, abs=0)
 
 
 @pytest.mark.parametrize(
@@ -1019,3 +1019,54 @@ def test_a_log_of_a_product_splits_off_its_positive_factors():
     got = compiled(x=np.float64(-2.0), y=np.float64(-3.0), z=np.float64(1000.0))
     assert got == pytest.approx(np.log(6.0) + 1000.0, rel=1e-15)
     assert np.isnan(compiled(x=np.float64(-2.0), y=np.float64(3.0), z=np.float64(1.0)))
+
+
+def test_a_zero_inflated_probability_keeps_log1p():
+    """log(1 - sigmoid(a) + sigmoid(a) exp(-lam)), P(y = 0) of a zero-inflated Poisson: the review
+    of the sigmoid-weight rule found it read as log(sigmoid(-a) + ...), 0 for -3.7e-18 at a = -40;
+    it stays log1p(...), within 1e-13 of mpmath."""
+    source = "f = log(1 - sigmoid(a) + sigmoid(a) exp(-lam))"
+    mpmath.mp.dps = 60
+    try:
+        for a, lam in [(-40.0, 2.0), (-20.0, 1e-3), (3.0, 0.5)]:
+            s = 1 / (1 + mpmath.exp(-mpmath.mpf(a)))
+            want = float(mpmath.log(1 - s + s * mpmath.exp(-mpmath.mpf(lam))))
+            got = einderiv.evaluate(source, a=np.float64(a), lam=np.float64(lam))
+            assert got == pytest.approx(want, rel=1e-13, abs=0)
+    finally:
+        mpmath.mp.dps = 15
+
+
+def test_three_weighted_exps_keep_the_gradient_by_a_saturated_weight():
+    """log(s exp(u) + (1 - s) exp(v) + sigmoid(b) exp(w)), s = sigmoid(a), by a: folded into nested
+    softplus terms (the review's find) it was 0 at a = 40 for 1e-18 and of the wrong sign at -40;
+    three terms stay as written.  Against mpmath."""
+    source = "f = log(sigmoid(a) exp(u) + (1 - sigmoid(a)) exp(v) + sigmoid(b) exp(w))"
+    gradient = einderiv.grad(source, "a")
+    mpmath.mp.dps = 60
+    try:
+        for point in [
+            {"a": 40.0, "b": 1.4, "u": -0.89, "v": -2.15, "w": 0.05},
+            {"a": -40.0, "b": 0.46, "u": -4.99, "v": 1.38, "w": 0.98},
+        ]:
+            p = {k: mpmath.mpf(v) for k, v in point.items()}
+
+            def f(a, p=p):
+                s, t = 1 / (1 + mpmath.exp(-a)), 1 / (1 + mpmath.exp(-p["b"]))
+                return mpmath.log(s * mpmath.exp(p["u"]) + (1 - s) * mpmath.exp(p["v"]) + t * mpmath.exp(p["w"]))
+
+            want = float(mpmath.diff(f, p["a"]))
+            got = gradient(**{k: np.float64(v) for k, v in point.items()})
+            assert got == pytest.approx(want, rel=1e-12, abs=0)
+    finally:
+        mpmath.mp.dps = 15
+
+
+def test_a_named_difference_is_written_out_through_a_scaled_intermediate():
+    """mu = 2 exp(eta): differentiating mu leaves 2 exp(eta), which the named y - mu meets only read
+    through mu's statement (the review's find: 0 at eta = 40 for 8.5e-18)."""
+    source = "mu_n = 2 exp(eta_n); L = sum_n(((y_n - mu_n) / mu_n)^2)"
+    eta, y = np.array([0.5, 30.0, 40.0]), np.array([2.0, 2.0, 3.0])
+    e = np.exp(-eta)
+    expected = y * e - 0.5 * y**2 * e**2  # d/deta of (y e^-eta / 2 - 1)^2
+    np.testing.assert_allclose(einderiv.grad(source, "eta")(eta=eta, y=y), expected, rtol=1e-13, atol=0)
