@@ -990,4 +990,9 @@ def test_no_all_scalars_warning_where_the_reading_is_asked_for_or_has_no_such_pr
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         einderiv.compile(text, **keywords)
-        einderiv.evaluate("f = x A x", x=np.float64(2.0), A=np.float64(3.0))  # arrays say the ranks
+
+
+def test_no_all_scalars_warning_where_arrays_say_the_ranks():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert einderiv.evaluate("f = x A x", x=np.float64(2.0), A=np.float64(3.0)) == 12.0

@@ -202,11 +202,16 @@ def test_the_functions_without_a_ufunc_write_into_the_last_evaluations_array(nam
     compiled = einderiv.compile(f"Y_ij = {name}(A_ij) B_ij")
     rng = np.random.default_rng(0)
     B = rng.normal(size=(500, 400))
+    kept = []  # the array of the function's step that each evaluation leaves for the next
     for scale in (1.0, 40.0, 800.0):
         A = scale * rng.normal(size=(500, 400))
         A[0, :6] = [np.nan, np.inf, -np.inf, -0.0, 800.0, -800.0]
         expected = reference(A) * B
         np.testing.assert_allclose(compiled(A=A, B=B), expected, rtol=rtol + 4e-16, atol=0, equal_nan=True)
+        (bound,) = compiled.line._bound.values()
+        (step,) = [s.target for s in compiled.line.steps if getattr(s, "func", None) == name]
+        kept.append(id(bound.spares[0][step]))
+    assert kept[0] == kept[1] == kept[2]  # written into, not a fresh array each time
     out = np.full((500, 400), 7.0)
     written = runtime._ufunc(name, None)(A, out=out)
     assert written is out
