@@ -1092,12 +1092,11 @@ def _through_residuals(program: CheckedProgram, names: set[str]) -> CheckedProgr
     residuals = {d.name: d for d in program.definitions if _RESIDUAL.fullmatch(d.name)}
     if not residuals:
         return program
-    # each as written (y - mu), and read through the intermediates before it (y - 2 exp(eta)):
-    # differentiating mu = 2 exp(eta) left 2 exp(eta) where the derivative reads it
+    # each as written (y - mu), read through the statements it uses (y - 2 exp(eta), where
+    # differentiating mu = 2 exp(eta) left 2 exp(eta) and eta stayed a name), and through all
+    # the statements before it (y - exp(X w))
     forward = {d.name: d for d in program.definitions if d.name not in names and d.name not in residuals}
-    residuals = {
-        name: tuple(dict.fromkeys((d, replace(d, poly=_substituted(d.poly, forward))))) for name, d in residuals.items()
-    }
+    residuals = {name: _forms(d, forward) for name, d in residuals.items()}
     definitions, changed = [], False
     for d in program.definitions:
         if d.name in names and len(d.poly.terms) <= MAX_RESIDUAL_TERMS:
@@ -1106,6 +1105,16 @@ def _through_residuals(program: CheckedProgram, names: set[str]) -> CheckedProgr
                 d, changed = replace(d, poly=poly), True
         definitions.append(d)
     return replace(program, definitions=definitions) if changed else program
+
+
+def _forms(residual: Definition, forward: dict[str, Definition]) -> tuple[Definition, ...]:
+    """``residual`` as written, with the statements it uses substituted once, and with every
+    statement before it substituted (each distinct form once)."""
+    once = residual.poly
+    for name in sorted(once.tensor_names() & set(forward)):
+        once, _ = substitute_tensor(once, name, forward[name])
+    polys = (residual.poly, once, _substituted(residual.poly, forward))
+    return tuple(replace(residual, poly=poly) for poly in dict.fromkeys(polys))
 
 
 def _residuals_written_out(poly: Poly, residuals: dict[str, tuple[Definition, ...]]) -> Poly:

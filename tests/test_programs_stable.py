@@ -1070,3 +1070,23 @@ def test_a_named_difference_is_written_out_through_a_scaled_intermediate():
     e = np.exp(-eta)
     expected = y * e - 0.5 * y**2 * e**2  # d/deta of (y e^-eta / 2 - 1)^2
     np.testing.assert_allclose(einderiv.grad(source, "eta")(eta=eta, y=y), expected, rtol=1e-13, atol=0)
+
+
+def test_a_named_difference_is_written_out_through_a_linear_predictor():
+    """eta = X w; mu = exp(eta): the derivatives met the named y - mu as exp(eta), with eta a name,
+    and printed (mu + y - mu), 0 or of the wrong sign where y / mu is 1e-200 (a hunt's find after
+    the first fix, which read mu through every statement, to exp(X w), or through none).  Closed
+    forms per sample, r = y e^-eta: f' = -2 r (r - 1) for ((y - mu) / mu)^2, f'' = r for the gamma
+    deviance."""
+    gen = np.random.default_rng(2)
+    X, w = gen.normal(size=(5, 3)), 0.5 * gen.normal(size=3)
+    eta = X @ w
+    for scale in (1.0, 1e-12, 1e-200):
+        y = scale * gen.gamma(2.0, size=5)
+        r = y * np.exp(-eta)
+        relative = "eta_n = X_nd w_d; mu_n = exp(eta_n); L = sum_n(((y_n - mu_n) / mu_n)^2)"
+        got = einderiv.grad(relative, "w")(X=X, w=w, y=y)
+        np.testing.assert_allclose(got, X.T @ (-2 * r * (r - 1)), rtol=1e-12, atol=0)
+        gamma = "eta_n = X_nd w_d; mu_n = exp(eta_n); L = sum_n((y_n - mu_n) / mu_n - log(y_n / mu_n))"
+        np.testing.assert_allclose(einderiv.hessian(gamma, "w")(X=X, w=w, y=y), X.T @ (r[:, None] * X), rtol=1e-12)
+        np.testing.assert_allclose(einderiv.hessian_diag(gamma, "w")(X=X, w=w, y=y), r @ X**2, rtol=1e-12)
