@@ -56,10 +56,11 @@ def check_json(result) -> dict:
     return {
         "derivative": str(result.derivative.statement),
         "inputs": {name: list(value.shape) for name, value in result.inputs.items()},
-        "error": result.error if math.isfinite(result.error) else None,
-        "tol": result.tol if math.isfinite(result.tol) else None,
-        "fd_ok": result.fd_ok,
-        "ok": result.ok,
+        # Python's own types: NumPy's float64 and bool_ (an inf error, a zero-size input) are no JSON
+        "error": float(result.error) if math.isfinite(result.error) else None,
+        "tol": float(result.tol) if math.isfinite(result.tol) else None,
+        "fd_ok": bool(result.fd_ok),
+        "ok": bool(result.ok),
         "claim": result.claim,
         "message": result.message,
         "notes": list(result.notes),

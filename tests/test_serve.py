@@ -616,3 +616,30 @@ def test_the_command_refuses_bad_options(option, capsys):
         cli_main(["serve", *option])
     assert stopped.value.code == 2
     assert capsys.readouterr().err.startswith(f"error: argument {option[0]}")
+
+
+def test_a_lone_surrogate_in_a_json_body_is_a_400_and_the_worker_lives(server):
+    """A hunt's find: ``{"expr": "f = x_i x_i\\ud800"}`` reached the worker, whose UTF-8 answer could
+    not hold it: the worker ended, twice (the retry too), and the answer was a 503."""
+    for field in ("expr", "wrt", "claim"):
+        fields = {"expr": "f = x_i x_i", "wrt": "x", "claim": "2 x_j"}
+        fields[field] += "\ud800"
+        body = json.dumps(fields).encode()
+        status, _, answer = request(server, "/api/check", "POST", body, {"Content-Type": "application/json"})
+        assert status == 400 and "lone surrogate, \\ud800" in json.loads(answer)["error"]
+    status, got = api(server, "diff", expr="f = x_i x_i", wrt="x")
+    assert status == 200
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"expr": "f = 1e308 x_i x_i x_i", "wrt": "x"},  # an inf error: NumPy's float64 and bool_
+        {"expr": "f = x_i A_ij x_j", "wrt": "x", "shape": "x=0"},  # a zero-size input
+    ],
+)
+def test_a_check_whose_numbers_are_numpy_scalars_answers_json(server, fields):
+    """A hunt's find: the check's error and ok were NumPy's float64 and bool_ where the finite
+    differences were not finite or an input had no entries, which JSON refused: a 500."""
+    status, got = api(server, "check", **fields)
+    assert status == 200 and isinstance(got["ok"], bool) and isinstance(got["fd_ok"], bool)

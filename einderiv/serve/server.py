@@ -296,5 +296,9 @@ def _json_fields(data) -> dict[str, list[str]]:
         values = value if isinstance(value, list) else [value]
         if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values):
             raise ValueError(f"{name}: give text, a number or a list of them")
+        for text in (name, *(v for v in values if isinstance(v, str))):
+            lone = next((c for c in text if 0xD800 <= ord(c) <= 0xDFFF), None)
+            if lone is not None:  # "\ud800" escaped alone is no character (it ended the worker twice)
+                raise ValueError(f"{str(name)[:40]!r} holds a lone surrogate, \\u{ord(lone):04x}: no character")
         fields[str(name)] = [str(v) for v in values]
     return fields
