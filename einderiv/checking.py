@@ -228,6 +228,8 @@ def _values(values, given: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
         raise EinderivError(f"values must map input names to arrays, such as {{'y': [0, 1, 0]}}, got {values!r}")
     fixed = {}
     for name, value in values.items():
+        if np.iscomplexobj(value):  # the cast below would drop the imaginary part, with a warning
+            raise EinderivError(f"input {name!r} is complex: check takes real inputs, along which it takes differences")
         try:
             array = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError) as err:

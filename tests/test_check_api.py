@@ -458,3 +458,15 @@ def test_given_inputs_that_cannot_be_used_are_an_error(values, message):
         einderiv.check(SOFTMAX_REGRESSION, "Theta", values=values)
     with pytest.raises(EinderivError, match=r"values: 'y' has shape \(3,\), but shapes gives \(4,\)"):
         einderiv.check(SOFTMAX_REGRESSION, "Theta", values={"y": [0.0, 1.0, 0.0]}, shapes={"y": 4})
+
+
+def test_a_complex_input_to_check_is_an_error_not_its_real_part(tmp_path):
+    """A hunt's find: check cast values= (--input) to float64, so a complex x was checked at its
+    real part, reported ok, with a NumPy ComplexWarning from the API and nothing on the command line."""
+    x = np.array([1 + 2j, 3, 4])
+    with pytest.raises(einderiv.EinderivError, match="input 'x' is complex"):
+        einderiv.check("f = abs(x_i)", "x", values={"x": x})
+    np.save(tmp_path / "x.npy", x)
+    result = run_cli("check", "f = abs(x_i)", "--wrt", "x", "--input", f"x={tmp_path / 'x.npy'}")
+    assert result.returncode == 2 and result.stderr.startswith("error: input 'x' is complex")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
