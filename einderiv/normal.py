@@ -1261,7 +1261,7 @@ def _log_minus_expm1(w: list[Term], indices) -> list[Term]:
 
 def log_of_sigmoid_weights(func: str, arg: Poly, param) -> list[Term] | None:
     """``log(w exp(l1) + (1 - w) exp(l2))`` for a weight ``w = sigmoid(a)`` (its powers too): with
-    ``1 - w`` as ``sigmoid(-a)``, each weight joins its exp's exponent (``sigmoid(v) =
+    ``1 - w`` as ``sigmoid(-a)`` (:func:`one_minus_sigmoid`), each weight joins its exp's exponent (``sigmoid(v) =
     exp(-softplus(-v))``), ``log(exp(l1 - softplus(-a)) + exp(l2 - softplus(a)))``, which is
     :func:`log_add_exp`'s logaddexp.  Multiplied out, ``(1 - w) exp(l2)`` is two terms, one
     negative, which that rule does not take: the value was inf, and the gradients NaN, where the
@@ -1272,26 +1272,55 @@ def log_of_sigmoid_weights(func: str, arg: Poly, param) -> list[Term] | None:
     Stable: as :func:`log_add_exp`.  Terminates: the result has no ``log``."""
     if func != "log" or len(arg.terms) != 3 or all(t.coeff > 0 for t in arg.terms):
         return None
-    terms = _one_minus_sigmoid(list(arg.terms))
+    terms = one_minus_sigmoid(list(arg.terms), frozenset(arg.indices))
     if terms is None or len(terms) != 2 or any(t.coeff <= 0 for t in terms):
         return None
     return _log_add_exp(Poly(tuple(terms), arg.indices), weights=True)
 
 
-def _one_minus_sigmoid(terms: list[Term]) -> list[Term] | None:
-    """``terms`` with a pair ``c F - c F sigmoid(u)`` written ``c F sigmoid(-u)`` (the catalogue's
-    sum rule ``one_minus_sigmoid``, for a log's argument), or None where no pair is there."""
+def sigmoid_factors(term: Term):
+    """``(position, argument)`` of each sigmoid factor of ``term``."""
+    return [(pos, f.arg) for pos, f in enumerate(term.factors) if isinstance(f, Apply) and f.func == "sigmoid"]
+
+
+def without_factor(term: Term, pos: int, free, coeff: Fraction, extra=()) -> Term:
+    """``term`` with factor ``pos`` removed (``extra`` added), with coefficient ``coeff``; an
+    index summed only in the removed factor stays summed (its dimension, ``delta_rr``)."""
+    factors = (*term.factors[:pos], *extra, *term.factors[pos + 1 :])
+    summed = term.index_names() - set(free)
+    return keep_sums(Term(coeff, factors), summed)
+
+
+def flipped_sigmoid(u: Poly) -> Apply:
+    """``sigmoid(-u)``, its positive terms first (``sigmoid(a - b)``, not ``sigmoid(-b + a)``)."""
+    return Apply("sigmoid", simplify(sorted(negated(u).terms, key=lambda t: t.coeff < 0), u.indices))
+
+
+def one_minus_sigmoid(terms: list[Term], free) -> list[Term] | None:
+    """``c A - c A sigmoid(u) = c A sigmoid(-u)`` (since ``1 - sigmoid(u) = sigmoid(-u)``).
+
+    Derivatives meet it: d/da of ``a + softplus(b - a)`` (:func:`log_add_exp`) is
+    ``1 - sigmoid(b - a)``, which is ``sigmoid(a - b)``.  A sum rule of the catalogue
+    (:data:`einderiv.rewrites.SUM_RULES`), defined here with its helpers because
+    :func:`log_of_sigmoid_weights` reads a log's argument with it (that module is above this one).
+    Stable: ``1 - sigmoid(u)`` is 0 from u = 37 on (4% off at 36), where ``sigmoid(-u)`` is
+    accurate to a few ulp relative at every u: the rewrite removes a cancellation.
+    Terminates: each application replaces two terms by one."""
+    keys = {canonical_key(t, free): k for k, t in enumerate(terms)}
     for k, term in enumerate(terms):
-        for position, factor in enumerate(term.factors):
-            if not (isinstance(factor, Apply) and factor.func == "sigmoid"):
-                continue
-            rest = Counter(term.factors[:position] + term.factors[position + 1 :])
-            for m, other in enumerate(terms):
-                if m != k and other.coeff == -term.coeff and Counter(other.factors) == rest:
-                    flipped = Apply("sigmoid", negated(factor.arg))
-                    merged = Term(other.coeff, (*other.factors, flipped))
-                    return [t for i, t in enumerate(terms) if i not in (k, m)] + [merged]
+        for pos, u in sigmoid_factors(term):
+            rest = without_factor(term, pos, free, -term.coeff)
+            partner = keys.get(canonical_key(rest, free))
+            if partner is not None and partner != k and terms[partner].coeff == -term.coeff:
+                merged = without_factor(term, pos, free, -term.coeff, (flipped_sigmoid(u),))
+                return merged_pair(terms, k, partner, merged)
     return None
+
+
+def merged_pair(terms: list[Term], k: int, partner: int, merged: Term) -> list[Term]:
+    """``terms`` with terms ``k`` and ``partner`` replaced by ``merged``, where the first of them was."""
+    first = min(k, partner)
+    return [merged if m == first else t for m, t in enumerate(terms) if m != max(k, partner)]
 
 
 def log_add_exp(func: str, arg: Poly, param) -> list[Term] | None:

@@ -38,11 +38,15 @@ from .normal import (
     Term,
     canonical_key,
     carrying,
-    keep_sums,
+    flipped_sigmoid,
+    merged_pair,
     negated,
+    one_minus_sigmoid,
     power_of,
+    sigmoid_factors,
     simplify,
     single_atom,
+    without_factor,
 )
 
 # -- rules on a product: consulted where a written product is lowered ---------------------------
@@ -260,24 +264,6 @@ def rewrite_products(terms, rules: tuple[Callable, ...] = PRODUCT_RULES) -> tupl
 # -- rules on a sum of terms: consulted on every derivative ----------------------------------
 
 
-def _sigmoids(term: Term):
-    """``(position, argument)`` of each sigmoid factor of ``term``."""
-    return [(pos, f.arg) for pos, f in enumerate(term.factors) if isinstance(f, Apply) and f.func == "sigmoid"]
-
-
-def _without(term: Term, pos: int, free, coeff: Fraction, extra=()) -> Term:
-    """``term`` with factor ``pos`` removed (``extra`` added), with coefficient ``coeff``; an
-    index summed only in the removed factor stays summed (its dimension, ``delta_rr``)."""
-    factors = (*term.factors[:pos], *extra, *term.factors[pos + 1 :])
-    summed = term.index_names() - set(free)
-    return keep_sums(Term(coeff, factors), summed)
-
-
-def _flipped(u: Poly) -> Apply:
-    """``sigmoid(-u)``, its positive terms first (``sigmoid(a - b)``, not ``sigmoid(-b + a)``)."""
-    return Apply("sigmoid", simplify(sorted(negated(u).terms, key=lambda t: t.coeff < 0), u.indices))
-
-
 def sigmoid_pair(terms: list[Term], free) -> list[Term] | None:
     """``c A sigmoid(u) + c A sigmoid(-u) = c A`` (since ``sigmoid(u) + sigmoid(-u) = 1``).
 
@@ -290,7 +276,7 @@ def sigmoid_pair(terms: list[Term], free) -> list[Term] | None:
     if found is None:
         return None
     k, partner, pos, _ = found
-    return _merged(terms, k, partner, _without(terms[k], pos, free, terms[k].coeff))
+    return merged_pair(terms, k, partner, without_factor(terms[k], pos, free, terms[k].coeff))
 
 
 def _flipped_partners(terms: list[Term], free, same_sign: bool):
@@ -299,29 +285,11 @@ def _flipped_partners(terms: list[Term], free, same_sign: bool):
     its negative."""
     keys = {canonical_key(t, free): k for k, t in enumerate(terms)}
     for k, term in enumerate(terms):
-        for pos, u in _sigmoids(term):
-            partner = keys.get(canonical_key(_replaced(term, pos, _flipped(u)), free))
+        for pos, u in sigmoid_factors(term):
+            partner = keys.get(canonical_key(_replaced(term, pos, flipped_sigmoid(u)), free))
             want = term.coeff if same_sign else -term.coeff
             if partner is not None and partner != k and terms[partner].coeff == want:
                 yield k, partner, pos, u
-
-
-def one_minus_sigmoid(terms: list[Term], free) -> list[Term] | None:
-    """``c A - c A sigmoid(u) = c A sigmoid(-u)`` (since ``1 - sigmoid(u) = sigmoid(-u)``).
-
-    Derivatives meet it: d/da of ``a + softplus(b - a)`` (:func:`log_add_exp`) is
-    ``1 - sigmoid(b - a)``, which is ``sigmoid(a - b)``.
-    Stable: ``1 - sigmoid(u)`` is 0 from u = 37 on (4% off at 36), where ``sigmoid(-u)`` is
-    accurate to a few ulp relative at every u: the rewrite removes a cancellation.
-    Terminates: each application replaces two terms by one."""
-    keys = {canonical_key(t, free): k for k, t in enumerate(terms)}
-    for k, term in enumerate(terms):
-        for pos, u in _sigmoids(term):
-            rest = _without(term, pos, free, -term.coeff)
-            partner = keys.get(canonical_key(rest, free))
-            if partner is not None and partner != k and terms[partner].coeff == -term.coeff:
-                return _merged(terms, k, partner, _without(term, pos, free, -term.coeff, (_flipped(u),)))
-    return None
 
 
 def sigmoid_difference(terms: list[Term], free) -> list[Term] | None:
@@ -339,13 +307,7 @@ def sigmoid_difference(terms: list[Term], free) -> list[Term] | None:
     k, partner, pos, u = found
     sign = -1 if all(t.coeff < 0 for t in u.terms) else 1  # tanh is odd: -tanh(z / 2)
     half = Apply("tanh", simplify([t.scaled(Fraction(sign, 2)) for t in u.terms], u.indices))
-    return _merged(terms, k, partner, _without(terms[k], pos, free, sign * terms[k].coeff, (half,)))
-
-
-def _merged(terms: list[Term], k: int, partner: int, merged: Term) -> list[Term]:
-    """``terms`` with terms ``k`` and ``partner`` replaced by ``merged``, where the first of them was."""
-    first = min(k, partner)
-    return [merged if m == first else t for m, t in enumerate(terms) if m != max(k, partner)]
+    return merged_pair(terms, k, partner, without_factor(terms[k], pos, free, sign * terms[k].coeff, (half,)))
 
 
 def _replaced(term: Term, pos: int, atom) -> Term:
@@ -369,7 +331,7 @@ def rewrite_sums(poly: Poly) -> Poly:
     """``poly`` with the sum rules applied while one matches (each removes a term), after the
     quotients of a sinh by a cosh in its terms are read as tanh (:func:`_hyperbolic_quotients`)."""
     poly = _hyperbolic_quotients(poly)
-    if not any(_sigmoids(t) for t in poly.terms):
+    if not any(sigmoid_factors(t) for t in poly.terms):
         return poly
     terms = list(poly.terms)
     changed = False
