@@ -1075,8 +1075,9 @@ def _derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None, j
     return _through_residuals(_rewritten_sums(inlined, {name} | adjoint_names), {name} | adjoint_names)
 
 
-#: a named difference of data (:mod:`einderiv.residuals`): ``_r0 = y - mu``
-_RESIDUAL = re.compile(r"_r\d+")  # (einderiv.residuals.RESIDUAL_NAME: that module is above this one)
+#: the name of a named difference of data (:mod:`einderiv.residuals`, ``_r0 = y - mu``), alone or
+#: inside an adjoint's name
+RESIDUAL_NAME = re.compile(r"_r\d+")
 #: the most terms of a derivative's statement that :func:`_through_residuals` reads
 MAX_RESIDUAL_TERMS = 40
 
@@ -1089,7 +1090,7 @@ def _through_residuals(program: CheckedProgram, names: set[str]) -> CheckedProgr
     gradient was 0 for 1.7e-17 (a helper's hunt; as one statement it is exact).  One use is
     written out at a time, and kept only where the statement then has fewer terms: the residual
     stays where it keeps its digits (``_r0 _r0``, near a fit).  Ends: each rewrite removes a term."""
-    residuals = {d.name: d for d in program.definitions if _RESIDUAL.fullmatch(d.name)}
+    residuals = {d.name: d for d in program.definitions if RESIDUAL_NAME.fullmatch(d.name)}
     if not residuals:
         return program
     # each as written (y - mu), read through the statements it uses (y - 2 exp(eta), where

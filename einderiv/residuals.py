@@ -21,7 +21,6 @@ it whole, and a sum with a constant term (``1 - y_n``) is no difference of data.
 
 from __future__ import annotations
 
-import re
 import warnings
 from fractions import Fraction
 
@@ -46,7 +45,7 @@ from .ir import (
 )
 from .lower import free_indices
 from .normal import Apply, Poly, Term, carrying, equivalent, multiply, simplify
-from .program import Definition, substitute_tensor, unique_name
+from .program import RESIDUAL_NAME, Definition, substitute_tensor, unique_name
 from .semantics import check_statement, output_indices
 
 #: reductions whose argument may sit inside a named residual (``mean_k(x_k)``)
@@ -474,10 +473,6 @@ def written_in_place(shown: Program, residuals: Program) -> Program | None:
             return None
         out.append(written)
     return Program(tuple(out))
-
-
-#: the name of a residual statement (:class:`_Namer`), alone or inside an adjoint's name
-RESIDUAL_NAME = re.compile(r"_r\d+")  # the name of a difference of data, in place
 
 
 def _names(node) -> set[str]:
