@@ -279,12 +279,14 @@ def _load(text: str):
         raise EinderivError(f"--input {name}: {path!r} is not a valid .npy array ({err})") from None
 
 
-def _run_eval(args) -> str:
+def _given_arrays(inputs: list[str], randoms: list[str] = (), seed: int | None = None) -> dict:
+    """The arrays of ``--input NAME=FILE.npy`` and ``--random NAME=3x4`` (normal, from ``seed``),
+    by name; a name given twice is an error."""
     import numpy as np
 
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(seed)
     arrays = {}
-    for option, text in [("--input", t) for t in args.input] + [("--random", t) for t in args.random]:
+    for option, text in [("--input", t) for t in inputs] + [("--random", t) for t in randoms]:
         name, value = _load(text) if option == "--input" else parse_shape(text, option)
         if name in arrays:
             raise EinderivError(f"{option} {text!r}: {name!r} is given twice")
@@ -294,6 +296,13 @@ def _run_eval(args) -> str:
             except (MemoryError, ValueError) as err:
                 raise EinderivError(f"--random {text!r}: too large to allocate ({err})") from None
         arrays[name] = value
+    return arrays
+
+
+def _run_eval(args) -> str:
+    import numpy as np
+
+    arrays = _given_arrays(args.input, args.random, args.seed)
     target = (
         diff(args.expr, one_tensor_each(args.wrt, "--wrt"), of=args.of) if args.wrt else compile_(args.expr, of=args.of)
     )
@@ -337,12 +346,7 @@ def _run_check(args) -> tuple[str, int]:
     shapes = dict(parse_shape(text, "--shape") for text in args.shape)
     inputs = compile_(args.expr).inputs
     inputs_only(shapes, inputs, "--shape")  # named as the option names it (check() would say shapes=)
-    values = {}
-    for text in args.input:
-        name, value = _load(text)
-        if name in values:
-            raise EinderivError(f"--input {text!r}: {name!r} is given twice")
-        values[name] = value
+    values = _given_arrays(args.input)
     inputs_only(values, inputs, "--input")
     result = check(
         args.expr,
