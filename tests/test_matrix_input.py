@@ -403,11 +403,11 @@ def test_an_ambiguity_asks_for_ranks():
         ("f = sigmoid (w^T x)", {}, "'sigmoid' is a function"),
         ("f = log det(S)", {}, "'log' is a function"),
         ("f = tr A", {}, "'tr' is a function"),
-        ("f = tr(A^9)", {"A": 2}, "matrix powers go up to A"),  # said 'powers apply to scalars only'
+        ("f = tr(A^9)", {"A": 2}, "matrix powers go from A^-8 to A^8"),  # said 'powers apply to scalars only'
     ],
 )
 def test_matrix_input_errors(text, ranks, message):
-    with pytest.raises(EinderivError, match=".*" + message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+    with pytest.raises(EinderivError, match=re.escape(message)):
         einderiv.compile(text, notation="matrix", ranks=ranks)
 
 

@@ -998,3 +998,34 @@ def test_a_softmax_read_against_its_letter_is_not_warned_of(source):
     with warnings.catch_warnings():
         warnings.simplefilter("error", einderiv.EinderivWarning)
         einderiv.compile(source)
+
+
+@pytest.mark.parametrize("power", [-2, -3])
+def test_a_negative_matrix_power_is_the_power_of_the_inverse(power):
+    """A hunt's find: ``x^T A^-2 x`` read A as a scalar, silently (df/dx printed ``2 x / A^2``),
+    because a matrix had no power but -1 and 1..8.  It is NumPy's ``matrix_power(A, -2)``."""
+    rng = np.random.default_rng(3)
+    A, B, x = rng.normal(size=(D, D)) + 3 * np.eye(D), rng.normal(size=(D, D)), rng.normal(size=D)
+    M = np.linalg.matrix_power(A, power)
+    source = f"f = x^T A^{power} x"
+    assert einderiv.compile(source).read_as.count("inv(A)") == -power
+    assert einderiv.evaluate(source, A=A, x=x) == pytest.approx(x @ M @ x, rel=1e-12)
+    np.testing.assert_allclose(einderiv.grad(source, "x")(A=A, x=x), (M + M.T) @ x, rtol=1e-11)
+    trace = f"f = tr(A^{power} B)"
+    gradient = einderiv.grad(trace, "A")(A=A, B=B)
+    numeric = central_difference(lambda A, B: np.trace(np.linalg.matrix_power(A, power) @ B), {"A": A, "B": B}, "A")
+    np.testing.assert_allclose(gradient, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("source", ["f = x^T A^(1/2) x", "f = x^T A^2.5 x", "f = x^T A^9 x", "f = tr(A^(-1/2))"])
+def test_a_power_no_matrix_has_is_an_error_not_a_scalar_reading(source):
+    """These type-checked only with A a scalar, and were read so silently."""
+    with pytest.raises(einderiv.EinderivError, match=r"of a matrix.*declare ranks=\{'A': 0\} if that is meant"):
+        einderiv.compile(source)
+    assert einderiv.compile(source, ranks={"A": 0}).read_as.startswith("f = ")
+
+
+def test_a_power_of_an_upper_case_divisor_is_still_a_scalar():
+    x = ARRAYS["x"]
+    assert einderiv.compile("f = x^T x / N^(1/2)").read_as == "f = x_i x_i / (N^(1/2))"
+    assert einderiv.evaluate("f = x^T x / N^(1/2)", x=x, N=np.array(4.0)) == pytest.approx(x @ x / 2, rel=1e-14)

@@ -33,7 +33,18 @@ from ..lower import translated_text
 from ..parser import OTHER_NAMES
 from ..parser import parse as parse_index
 from ..program import unique_name
-from .syntax import Call, Divide, MatrixStatement, Name, Neg, Number, Product, lift_signs, parse_matrix_program
+from .syntax import (
+    Call,
+    Divide,
+    MatrixStatement,
+    Name,
+    Neg,
+    Number,
+    Power,
+    Product,
+    lift_signs,
+    parse_matrix_program,
+)
 from .translate import IDENTITY, STRUCTURAL, Reader, function_suggestion
 
 NOTATIONS = ("auto", "index", "matrix")
@@ -384,6 +395,8 @@ def _coefficients(statements) -> set[str]:
     outside: set[str] = set()
     for name in names:
         node, parent = name, parents.get(id(name))
+        if isinstance(parent, Power) and not parent.elementwise and parent.base is node:
+            node, parent = parent, parents.get(id(parent))  # x / N^(1/2): N^(1/2) a coefficient
         while isinstance(parent, (Neg, Divide)) and not (isinstance(parent, Divide) and parent.denominator is node):
             if isinstance(parent, Divide) and not isinstance(parent.denominator, Number):
                 break
@@ -452,7 +465,7 @@ def infer_ranks(source: str, statements, outputs, names: list[str], declared: Ma
     best = min(c for c, _ in results)
     tied = [r for c, r in results if c == best]
     if cost is None:
-        _no_repair(first_error, best, tied[0], convention, free)
+        _no_repair(first_error, best, tied[0], convention, free, coefficients)
     if len(tied) > 1:
         unsure = [n for n in free if len({r[n] for r in tied}) > 1]
         words = {0: "a scalar", 1: "a vector", 2: "a matrix"}
@@ -477,7 +490,9 @@ _STRONG = ("a transposed scalar", "a reduction of a scalar")
 _IN_REDUCTIONS = ("lower as a matrix", "upper", "an upper-case coefficient as a scalar")
 
 
-def _no_repair(error: EinderivError, best: tuple[int, ...], ranks: Mapping[str, int], convention, free) -> None:
+def _no_repair(
+    error: EinderivError, best: tuple[int, ...], ranks: Mapping[str, int], convention, free, coefficients=frozenset()
+) -> None:
     """Where the conventional ranks do not type-check, another reading is taken (``a x + b``: a and
     b are scalars; ``tr(s)``: s is a matrix), but not one that makes a transposed name a scalar or
     sums a scalar, nor, to repair what fails inside ``sum(...)`` or ``mean(...)``, one that makes a
@@ -488,6 +503,13 @@ def _no_repair(error: EinderivError, best: tuple[int, ...], ranks: Mapping[str, 
     would type-check."""
     broken = {p for p, count in zip(_PENALTIES, best) if count}
     inside = getattr(error, "in_reduction", False)
+    powered = getattr(error, "matrix_power", None)  # A^(1/2), A^9: no power of a matrix
+    if powered in free and convention[powered] == 2 and ranks[powered] != 2 and powered not in coefficients:
+        words = {0: "a scalar", 1: "a vector"}
+        raise EinderivError(
+            f"{error} (it type-checks with {powered} {words[ranks[powered]]}: declare "
+            f"ranks={{{powered!r}: {ranks[powered]}}} if that is meant)"
+        )
     if not broken & set(_STRONG) and not (inside and broken & set(_IN_REDUCTIONS)):
         return
     words = {0: "a scalar", 1: "a vector", 2: "a matrix"}

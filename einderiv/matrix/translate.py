@@ -230,23 +230,27 @@ class Reader:
                 raise self.fail(
                     node, "'^0' is the identity for a matrix and 1 for a scalar: write I or 1 for the one meant"
                 )
-            if base.shape == MATRIX and node.exponent.isdigit() and 1 <= int(node.exponent) <= 8:
-                product = node.base  # A^3 is the matrix power A A A
-                for _ in range(int(node.exponent) - 1):
-                    product = Product(product, node.base, node.column)
+            whole = node.exponent.lstrip("-")
+            if base.shape == MATRIX and whole.isdigit() and 1 <= int(whole) <= 8:
+                # A^3 is the matrix power A A A, A^-2 that of the inverse: inv(A) inv(A), as NumPy's
+                # matrix_power(A, -2) and the Matrix Cookbook's A^-2 mean
+                factor = Inverse(node.base, False, node.column) if node.exponent.startswith("-") else node.base
+                product = factor
+                for _ in range(int(whole) - 1):
+                    product = Product(product, factor, node.column)
                 return self._rewrite(node, product)
-            if base.shape == MATRIX and node.exponent.isdigit() and int(node.exponent) > 8:
-                raise self.fail(
+            if base.shape == MATRIX and whole.isdigit() and int(whole) > 8:
+                raise self._power_failure(
                     node,
-                    f"'^{node.exponent}' of a matrix: matrix powers go up to A^8 (a product of that many "
-                    "factors); name a power and multiply it (B = A^8; f = tr(B A)), or write A .^ n for "
+                    f"'^{node.exponent}' of a matrix: matrix powers go from A^-8 to A^8 (a product of that "
+                    "many factors); name a power and multiply it (B = A^8; f = tr(B A)), or write A .^ n for "
                     "elementwise powers",
                 )
             if base.shape != SCALAR:
-                raise self.fail(
+                raise self._power_failure(
                     node,
-                    f"'^{node.exponent}' of {_word(base.shape)}: matrix powers are whole numbers 0 < n <= 8, "
-                    "other powers apply to scalars only "
+                    f"'^{node.exponent}' of {_word(base.shape)}: matrix powers are whole numbers from -8 to 8 "
+                    "but 0, other powers apply to scalars only "
                     "(write X^-1 for an inverse, A^2 for a product, x .^ 2 for elementwise squares)",
                 )
             return base
@@ -400,6 +404,14 @@ class Reader:
         if name == "diag":
             return Shaped(MATRIX)
         return Shaped(inner.shape if name == "softmax" else SCALAR)
+
+    def _power_failure(self, node: Power, message: str) -> EinderivError:
+        """The error for a power no matrix has (``A^(1/2)``, ``A^9``), marked with the name of its
+        base: rank inference does not repair it by reading that name as a scalar (``x^T A^(1/2) x``
+        is not ``x^T x`` times a scalar's square root)."""
+        error = self.fail(node, message)
+        error.matrix_power = node.base.name if isinstance(node.base, Name) else None
+        return error
 
     def _rewrite(self, node, replacement) -> Shaped:
         """Read ``node`` as ``replacement`` from now on (``A(x + y)``: input A times the parenthesis)."""
