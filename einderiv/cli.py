@@ -53,7 +53,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _seed(text: str) -> int:
-    if not text.strip().isdigit():
+    if not (text.strip().isascii() and text.strip().isdigit()):  # '²'.isdigit(), and int('²') fails
         raise argparse.ArgumentTypeError(f"the seed is a non-negative integer, got {text!r}")
     return int(text)
 
@@ -343,7 +343,12 @@ def _structure(args) -> dict:
 
 
 def _run_check(args) -> tuple[str, int]:
-    shapes = dict(parse_shape(text, "--shape") for text in args.shape)
+    shapes = {}
+    for text in args.shape:
+        name, shape = parse_shape(text, "--shape")
+        if name in shapes:
+            raise EinderivError(f"--shape {text!r}: {name!r} is given twice")
+        shapes[name] = shape
     inputs = compile_(args.expr).inputs
     inputs_only(shapes, inputs, "--shape")  # named as the option names it (check() would say shapes=)
     values = _given_arrays(args.input)

@@ -206,11 +206,18 @@ def test_eval_out_without_suffix_names_the_file_written(tmp_path):
         (["--random", "x"], ["--random takes NAME=SHAPE"]),
         (["--random", "x=3", "--random", "x=4"], ["'x' is given twice"]),
         (["--random", "x=3", "--seed", "-1"], ["--seed", "non-negative integer"]),
+        (["--random", "x=3", "--seed", "²"], ["--seed", "non-negative integer, got '²'"]),  # said 'invalid _seed value'
         (["--random", "x=3x3"], ["input 'x' has 2 axes"]),
     ],
 )
 def test_eval_bad_random_inputs(args, fragments):
     assert_user_error(run("eval", "f = x_i x_i", *args), *fragments)
+
+
+def test_check_refuses_a_shape_given_twice():
+    """``--shape x=3 --shape x=4`` checked at (4,), silently, where --random and --rank refuse it."""
+    result = run("check", "f = x_i x_i", "--wrt", "x", "--shape", "x=3", "--shape", "x=4")
+    assert_user_error(result, "'x' is given twice")
 
 
 def test_eval_zero_sizes_are_fine():
