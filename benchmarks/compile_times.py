@@ -55,7 +55,29 @@ def measure(repeats: int = 5) -> list[tuple[str, float]]:
     return out
 
 
+#: flat sums of n terms: each kind once with a shared tensor, once with a tensor of its own per term,
+#: once with powers (a pass that compared every two terms made 2,000 terms take 12 s to compile)
+FLAT_SUMS = {
+    "shared": lambda n: " + ".join(f"a{k} x_i x_i" for k in range(n)),
+    "own tensors": lambda n: " + ".join(f"a{k} x{k}_i y_i" for k in range(n)),
+    "powers": lambda n: " + ".join(f"{k + 1} x_i^{k % 5 + 1}" for k in range(n)),
+}
+
+
+def flat_sums(sizes=(1000, 2000, 4000)) -> list[tuple[str, int, float]]:
+    """Compile + gradient time of flat sums by size: doubling the terms should about double it."""
+    out = []
+    for kind, text in FLAT_SUMS.items():
+        for n in sizes:
+            t0 = time.perf_counter()
+            str(einderiv.grad("f = " + text(n), "y" if kind == "own tensors" else "x"))
+            out.append((kind, n, time.perf_counter() - t0))
+    return out
+
+
 def main() -> int:
+    for kind, n, t in flat_sums():
+        print(f"flat sum, {kind}, {n} terms: gradient derived in {t:.2f} s")
     results = measure()
     times = [t for _, t in results]
     for name, t in sorted(results, key=lambda r: -r[1])[:5]:

@@ -196,7 +196,8 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         written += _joined_to_one(statement.rhs, written)
         # the letters as lowering left them: a sum renamed apart in a product (sum_i(t + t2_i)
         # sum_i(x_i) counts i as j) is sized where lowering wrote that letter
-        lowered = tuple((i, t, a) for i, t, a in _tensor_axes(raw) if i not in {e[0] for e in written})
+        letters_written = {e[0] for e in written}
+        lowered = tuple((i, t, a) for i, t, a in _tensor_axes(raw) if i not in letters_written)
         poly, counted = _own_counts(poly, written, number, lowered)
         # a count a call rule named by the axis it counts (log(mean_k(e_k)) with e = exp(l): k#l.0,
         # the length of l) is sized there, also where this statement does not write that tensor
