@@ -15,7 +15,7 @@ from fractions import Fraction
 import numpy as np
 
 from . import render
-from .backends import array_library, choose_backend, ops_for
+from .backends import array_library, choose_backend, host_values, ops_for
 from .dimensions import Dimensions, dimension_names, dimension_sizes, dimensions, shape_of, sized_definitions
 from .emit import EinsumTerm, emit
 from .errors import DifferentiationError, EinderivError, EvaluationError, guarded
@@ -145,12 +145,15 @@ def _program(source: Source) -> Program:
 
 def backend_for(arrays: Mapping[str, object], backend: str | None, structures) -> str:
     """The library that computes a call on ``arrays`` (:func:`choose_backend`), after the checks
-    every call makes: what ``structures`` declare symmetric or diagonal, on the arrays given as
-    NumPy; and for NumPy, that no array is another library's."""
+    every call makes: what ``structures`` declare symmetric or diagonal, on every array whose
+    numbers are at hand (:func:`~einderiv.backends.host_values`: not a JAX tracer or a dask
+    array); and for NumPy, that no array is another library's."""
     chosen = choose_backend(arrays, backend)
-    for structure in structures:
-        if structure:
-            check_structure(structure, {k: v for k, v in arrays.items() if isinstance(v, np.ndarray)})
+    if any(structures):  # torch, JAX and CuPy arrays too: a derivative by S means nothing where S is not
+        held = {k: host_values(v) for k, v in arrays.items() if array_library(v) is not None}
+        for structure in structures:
+            if structure:
+                check_structure(structure, {k: v for k, v in held.items() if isinstance(v, np.ndarray)})
     if chosen == "numpy":
         for name, value in arrays.items():
             if array_library(value) not in (None, "numpy"):

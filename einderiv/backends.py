@@ -38,6 +38,30 @@ def array_library(value) -> str | None:
     return _MODULES.get(type(value).__module__.split(".")[0])
 
 
+def host_values(value) -> np.ndarray | None:
+    """The numbers of an array another library holds, as a NumPy array, where they are at hand:
+    a torch tensor (copied from its device), a JAX array, a CuPy array; None where they are not
+    (a JAX tracer under ``jit``, a torch tensor inside a ``torch.func`` transform, a dask array,
+    whose numbers are computed only when asked for)."""
+    library = array_library(value)
+    if library == "numpy":
+        return value
+    try:
+        if library == "torch":
+            value = value.detach().cpu()
+            try:
+                return value.numpy()
+            except TypeError:  # bfloat16, which NumPy lacks
+                return value.float().numpy()
+        if library == "jax":
+            return np.asarray(value)  # a tracer raises: its numbers are not known yet
+        if library == "cupy":
+            return value.get()
+    except Exception:  # noqa: BLE001 - any library's refusal means the numbers are not at hand
+        return None
+    return None
+
+
 def choose_backend(arrays: Mapping[str, object], backend: str | None) -> str:
     """The backend of one call: ``backend`` when given, else the one library all inputs share.
     Inputs from two libraries are an error (converting silently would copy between devices)."""
@@ -390,4 +414,4 @@ def _make_ops(name: str) -> ArrayOps:
         ) from None
 
 
-__all__ = ["BACKENDS", "ArrayOps", "array_library", "choose_backend", "ops_for"]
+__all__ = ["host_values", "BACKENDS", "ArrayOps", "array_library", "choose_backend", "ops_for"]

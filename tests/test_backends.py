@@ -249,6 +249,32 @@ def test_a_non_square_torch_matrix_declared_symmetric_is_named_so():
         gradient(**ones)
 
 
+@pytest.mark.parametrize("backend, convert", BACKENDS)
+@pytest.mark.parametrize(
+    "source, kind, matrix",
+    [
+        ("f = logdet(S)", "symmetric", "S"),
+        ("f = a_i inv(S)_ij a_j", "symmetric", "S"),
+        ("f = B_ij D_ji", "diagonal", "D"),
+    ],
+)
+def test_another_librarys_matrix_is_checked_as_declared(backend, convert, source, kind, matrix):
+    """A hunt's find: a torch or JAX S that is not symmetric gave the symmetric gradient's
+    number, silently, where a NumPy S is an error; a dask array's numbers are not at hand."""
+    rng = np.random.default_rng(8)
+    bad = rng.normal(size=(4, 4)) + 4 * np.eye(4)
+    good = bad + bad.T if kind == "symmetric" else np.diag(np.diag(bad))
+    others = {"a": rng.normal(size=4), "B": rng.normal(size=(4, 4))}
+    gradient = einderiv.grad(source, matrix, **{kind: [matrix]})
+    arrays = {n: convert(v) for n, v in others.items() if n in gradient.ranks}
+    expected = gradient(**{n: v for n, v in others.items() if n in gradient.ranks}, **{matrix: good})
+    np.testing.assert_allclose(_to_numpy(gradient(**arrays, **{matrix: convert(good)})), expected, rtol=1e-12)
+    if backend == "dask":
+        return
+    with pytest.raises(einderiv.EvaluationError, match=f"'{matrix}' is declared {kind}, but"):
+        gradient(**arrays, **{matrix: convert(bad)})
+
+
 @pytest.mark.skipif(not _installed("torch"), reason="torch not installed")
 def test_torch_results_never_share_memory_with_inputs():
     import torch
