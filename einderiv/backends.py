@@ -414,4 +414,4 @@ def _make_ops(name: str) -> ArrayOps:
         ) from None
 
 
-__all__ = ["host_values", "BACKENDS", "ArrayOps", "array_library", "choose_backend", "ops_for"]
+__all__ = ["BACKENDS", "ArrayOps", "array_library", "choose_backend", "host_values", "ops_for"]
