@@ -1029,3 +1029,12 @@ def test_a_power_of_an_upper_case_divisor_is_still_a_scalar():
     x = ARRAYS["x"]
     assert einderiv.compile("f = x^T x / N^(1/2)").read_as == "f = x_i x_i / (N^(1/2))"
     assert einderiv.evaluate("f = x^T x / N^(1/2)", x=x, N=np.array(4.0)) == pytest.approx(x @ x / 2, rel=1e-14)
+
+
+@pytest.mark.parametrize("source, name", [("f = tr X", "tr"), ("f = tr A B", "tr"), ("f = diag x", "diag")])
+def test_a_matrix_function_without_its_bracket_is_an_error_in_auto_notation(source, name):
+    """A hunt's find: ``f = tr X`` was index notation, a scalar named tr times X (with the
+    all-scalars warning), where ``det X`` and ``--notation matrix`` give the error below."""
+    with pytest.raises(einderiv.ParseError, match=f"'{name}' is a function: write {name}\\(...\\)"):
+        einderiv.compile(source)
+    assert einderiv.compile("f = tr_i x_i").inputs == ("tr", "x")  # a tensor named tr, with indices
