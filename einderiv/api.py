@@ -38,7 +38,7 @@ from .ir import (
     walk,
 )
 from .matrix.form import NoMatrixForm, matrix_text, matrix_text_with
-from .matrix.reading import Reading, accepts_notation, scalar_use_hint
+from .matrix.reading import Reading, accepts_notation, read, scalar_use_hint
 from .normal import Apply, Poly, call_arguments, is_reciprocal
 from .optimiser import StraightLine, inline_broadcast_products
 from .parser import parse
@@ -1215,6 +1215,24 @@ def _carries(text: str, name: str, indices) -> bool:
     return bool(letters) and re.search(pattern, text) is not None
 
 
+def _scalar_reading(reading: Reading, of: str | None, indices) -> tuple[str, int] | None:
+    """One rank, declared, that makes matrix-notation text a scalar, tried in this order: a
+    lower-case name read as a matrix declared a vector (``x^T A x + B`` read x as a matrix so that
+    B could be one), then a name written with one of the output's indices declared a scalar."""
+    ranks = dict(reading.ranks)
+    tries = [(n, 1) for n, r in ranks.items() if r == 2 and n[0].islower()]
+    carrying = sorted((n for n, r in ranks.items() if r), key=lambda n: not _carries(reading.text, n, indices))
+    tries += [(n, 0) for n in carrying]
+    for name, rank in tries:
+        try:
+            again = read(reading.source, "matrix", {name: rank})
+            if not checked_program(again, of).out.indices:
+                return name, rank
+        except EinderivError:
+            continue
+    return None
+
+
 def scalar_program(
     source: Source, of: str | None, what: str, instead: str = "use jacobian() for tensors"
 ) -> CheckedProgram:
@@ -1222,15 +1240,17 @@ def scalar_program(
     if checked.out.indices:
         guessed = ""
         if isinstance(source, Reading) and source.notation == "matrix":  # the ranks it guessed made it so
-            vectors = [n for n, rank in source.ranks if rank]
-            # first the names written with one of the output's indices (``lam_i`` in ``x_j x_j lam_i``)
-            vectors.sort(key=lambda n: not _carries(source.text, n, checked.out.indices))
             names = ", ".join(f"{n}: {rank}" for n, rank in source.ranks)
-            example = f"ranks={{{vectors[0]!r}: 0}} (CLI: --rank {vectors[0]}=0)" if vectors else "ranks="
-            guessed = (
-                f" (matrix notation read it as {source.text!r}, with ranks {names}; where a name is a scalar, "
-                f"declare it: {example})"
-            )
+            scalar = _scalar_reading(source, of, checked.out.indices)
+            if scalar is not None:
+                name, rank = scalar
+                words = {0: "a scalar", 1: "a vector"}
+                advice = f"read with {name} {words[rank]}, it is a scalar: declare ranks={{{name!r}: {rank}}} "
+                advice += f"(CLI: --rank {name}={rank})"
+            else:
+                advice = "no one name declared a scalar or a vector makes it a scalar: declare the ranks meant"
+                advice += " with ranks= (CLI: --rank NAME=N)"
+            guessed = f" (matrix notation read it as {source.text!r}, with ranks {names}; {advice})"
         raise DifferentiationError(
             f"{what} needs a scalar output, but "
             f"{'the expression' if checked.out.name == '_' else repr(checked.out.name)} has indices "

@@ -996,3 +996,26 @@ def test_no_all_scalars_warning_where_arrays_say_the_ranks():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert einderiv.evaluate("f = x A x", x=np.float64(2.0), A=np.float64(3.0)) == 12.0
+
+
+@pytest.mark.parametrize(
+    "source, ranks, advice",
+    [
+        ("f = x^T A x + B", None, "read with B a scalar, it is a scalar: declare ranks={'B': 0}"),
+        ("f = x^T x", {"x": 2}, "read with x a vector, it is a scalar: declare ranks={'x': 1}"),
+        ("f = x^T A x^2", None, "no one name declared a scalar or a vector makes it a scalar"),
+    ],
+)
+def test_the_ranks_the_error_advises_make_the_output_a_scalar(source, ranks, advice):
+    """A hunt's find: ``x^T A x + B`` (x read as a matrix so that B could be one) advised
+    ranks={'x': 0}, which does not make f a scalar; the advice is now a declaration tried."""
+    with pytest.raises(einderiv.DifferentiationError, match=re.escape(advice)):
+        einderiv.grad(source, "x", ranks=ranks)
+    if "declare ranks=" in advice:
+        name, rank = advice.split("ranks={'")[1][0], int(advice.rsplit(": ", 1)[1][0])
+        x, A = np.array([1.0, -2.0, 0.5]), np.diag([1.0, 2.0, 3.0])
+        arrays = {"x": x, "A": A, "B": np.array(4.0)}
+        gradient = einderiv.grad(source, "x", ranks={name: rank})
+        np.testing.assert_allclose(
+            gradient(**{n: arrays[n] for n in gradient.ranks}), 2 * A @ x if "A" in source else 2 * x
+        )
