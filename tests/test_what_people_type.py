@@ -1038,3 +1038,17 @@ def test_a_matrix_function_without_its_bracket_is_an_error_in_auto_notation(sour
     with pytest.raises(einderiv.ParseError, match=f"'{name}' is a function: write {name}\\(...\\)"):
         einderiv.compile(source)
     assert einderiv.compile("f = tr_i x_i").inputs == ("tr", "x")  # a tensor named tr, with indices
+
+
+def test_a_name_in_det_and_bare_without_indices_reads_as_matrix_notation():
+    """A hunt's find: ``Y = X / det(X)`` was index notation (no mark of matrix notation), where X
+    is a scalar as written and a matrix in det(X): "tensor 'X' is used with 0 indices (X) and
+    with 2 (X_??)".  Text that index notation refuses so is read as matrix notation."""
+    X = np.random.default_rng(4).normal(size=(3, 3)) + 3 * np.eye(3)
+    assert einderiv.compile("Y = X / det(X)").read_as == "Y_ij = X_ij / (det(X))"
+    np.testing.assert_allclose(einderiv.evaluate("Y = X / det(X)", X=X), X / np.linalg.det(X), rtol=1e-13)
+    jacobian = einderiv.jacobian("Y = X / det(X)", "X")(X=X)
+    numeric = central_difference(lambda X: X / np.linalg.det(X), {"X": X}, "X")
+    np.testing.assert_allclose(jacobian, numeric, rtol=1e-6, atol=1e-9)
+    with pytest.raises(einderiv.IndexRuleError, match="used with 0 indices"):
+        einderiv.compile("Y = X / det(X)", notation="index")

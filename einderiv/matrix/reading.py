@@ -163,9 +163,26 @@ def read(source, notation: str = "auto", ranks=None, array_ranks: Mapping[str, i
                 return _read_index(source, declared)
             raise
     reading = _read_index(source, declared)
+    if notation == "auto" and "_" not in source and _matrix_and_scalar(reading.program):
+        try:  # X / det(X): X a matrix in det(X) and a scalar as written, which index notation refuses
+            return read_matrix(source, {**(array_ranks or {}), **declared})
+        except EinderivError:
+            return reading  # index notation's error, as before
     if notation == "auto" and "_" not in source and not declared and not array_ranks:
         _warn_all_scalars(reading.program)
     return reading
+
+
+def _matrix_and_scalar(program: Program) -> bool:
+    """Whether a name is the matrix of a matrix function (``det(X)``) and written bare too."""
+    matrices, bare = set(), set()
+    for statement in program.statements:
+        for node in walk(statement.rhs):
+            if isinstance(node, MatrixCall):
+                matrices.add(node.matrix)
+            elif isinstance(node, Tensor) and not node.indices:
+                bare.add(node.name)
+    return bool(matrices & bare)
 
 
 def check_known(reading: Reading, declared: Mapping[str, int]) -> None:
