@@ -184,8 +184,22 @@ class _Namer:
         if isinstance(node, Pow):
             return Pow(self.maybe_named(node.base), node.exponent)
         if isinstance(node, Div):
+            if self.divides_own_call(node):
+                return Div(node.numerator, self.maybe_named(node.denominator))
             return Div(self.maybe_named(node.numerator), self.maybe_named(node.denominator))
         return node
+
+    def divides_own_call(self, node: Div) -> bool:
+        """Whether ``node`` is a difference over one of its own terms computed through a call:
+        ``(y_n - mu_n) / mu_n`` with ``mu = exp(eta)`` is ``y_n exp(-eta_n) - 1`` as one statement
+        reads it, -1 where mu overflows; named, the difference was -inf and the quotient NaN (a
+        gamma deviance's value at eta = 800)."""
+        top, bottom = node.numerator, node.denominator
+        if not (isinstance(top, Add) and _is_residual(top)):
+            return False
+        calls = {n.name for n in walk(bottom) if isinstance(n, Tensor) and n.name in self.called}
+        terms = [t.operand if isinstance(t, Neg) else t for t in top.terms]
+        return any(isinstance(t, Tensor) and t.name in calls for t in terms)
 
 
 def _a_difference(node) -> bool:

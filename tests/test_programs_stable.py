@@ -1006,9 +1006,38 @@ def test_the_gamma_deviance_with_a_log_link_keeps_its_digits(source):
     np.testing.assert_allclose(einderiv.grad(source, "eta")(eta=eta, y=y), 1 - y * e, rtol=1e-14, atol=0)
     curvature = np.diag(einderiv.hessian(source, "eta")(eta=eta, y=y))
     np.testing.assert_allclose(curvature, y * e, rtol=1e-13, atol=0)
-    if "mu_n" not in source:  # the program computes mu = exp(800) = inf as written
-        value = einderiv.evaluate(source, eta=np.array([800.0]), y=np.array([2.0]))
-        assert value == pytest.approx(800 - 1 - np.log(2.0), rel=1e-15)
+    # mu = exp(800) is inf; the program's (y - mu) / mu was NaN, named as a difference of data
+    value = einderiv.evaluate(source, eta=np.array([800.0]), y=np.array([2.0]))
+    assert value == pytest.approx(800 - 1 - np.log(2.0), rel=1e-15)
+
+
+@pytest.mark.parametrize(
+    "body, exact",
+    [
+        ("(y_n - mu_n) / mu_n", lambda y, mu: (y - mu) / mu),
+        ("((y_n - mu_n) / mu_n)^2", lambda y, mu: ((y - mu) / mu) ** 2),
+        ("2 (-log(y_n / mu_n) + (y_n - mu_n) / mu_n)", lambda y, mu: 2 * (-mpmath.log(y / mu) + (y - mu) / mu)),
+    ],
+)
+def test_a_difference_over_its_own_named_exp_is_the_one_statements_value_where_the_exp_overflows(body, exact):
+    """A hunt's find: with mu = exp(eta) named, (y - mu) / mu was NaN at eta = 800 (y - mu named
+    as a difference of data is -inf, times exp(-eta) = 0), where the one statement reads
+    y exp(-eta) - 1.  The program now reads it so too."""
+    eta, y = np.array([800.0, 40.0, 1.0, -3.0]), np.array([2.0, 3.0, 0.5, 0.25])
+    program = f"mu_n = exp(eta_n); L_n = {body}"
+    statement = "L_n = " + body.replace("mu_n", "exp(eta_n)")
+    mpmath.mp.dps = 50
+    try:
+        values = [float(exact(mpmath.mpf(b), mpmath.exp(mpmath.mpf(a)))) for a, b in zip(eta, y)]
+        slopes = [
+            float(mpmath.diff(lambda t: exact(mpmath.mpf(b), mpmath.exp(t)), mpmath.mpf(a))) for a, b in zip(eta, y)
+        ]
+    finally:
+        mpmath.mp.dps = 15
+    for source in (program, statement):
+        np.testing.assert_allclose(einderiv.evaluate(source, eta=eta, y=y), values, rtol=1e-14, atol=0)
+        slope = np.diag(einderiv.jacobian(source, "eta")(eta=eta, y=y))
+        np.testing.assert_allclose(slope, slopes, rtol=1e-13, atol=1e-300)
 
 
 def test_a_log_of_a_product_splits_off_its_positive_factors():
