@@ -13,6 +13,7 @@ import re
 import threading
 from pathlib import Path
 
+import mpmath
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -329,3 +330,31 @@ def test_a_check_past_max_checked_stops_before_making_its_arrays(monkeypatch):
     monkeypatch.setattr(checking, "_random_inputs", made)
     with pytest.raises(einderiv.EinderivError, match="past the limit of 20000"):
         einderiv.check("f = x_i A_ij x_j", "x", shapes={"x": (30_000,)})
+
+
+@pytest.mark.parametrize("power, x", [(-2, 1e160), (-3, 1e103), (-4, 2e77), (-2, 1e-200), (-3, -3e-110)])
+def test_a_small_negative_power_is_numpys_where_the_positive_power_overflows(power, x):
+    """A hunt's find: x^-2 was 1 / (x x), 0 from x = 1.3e154 where NumPy's x**-2 is a number
+    (1e-320 at 1e160); the generated code, which writes x ** -2, disagreed."""
+    values = np.array([x, -x, 3.0, 0.0, -0.0, np.inf, np.nan])
+    with np.errstate(all="ignore"):
+        expected = values ** float(power)
+    np.testing.assert_array_equal(einderiv.evaluate(f"y_i = x_i^{power}", x=values), expected)
+
+
+@pytest.mark.parametrize("x", [1e78, 1e80])
+def test_the_hessian_of_log1p_of_a_square_keeps_its_sign_where_the_square_of_the_square_overflows(x):
+    """2 / (1 + x^2) - 4 x^2 / (1 + x^2)^2, the Hessian of log1p(x^2), was +2e-160 at x = 1e80 for
+    -2e-160: (1 + x^2)^-2 was 0.  Reference: -2 (x^2 - 1) / (x^2 + 1)^2 by mpmath.  (From about
+    x = 1e81, where (1 + x^2)^-2 underflows even as a subnormal, the sign is still wrong: the two
+    terms are not combined over their common denominator, whose numerator 2 - 2 x^2 would
+    overflow from 1e154 instead; see einderiv.cancel.)"""
+    mpmath.mp.dps = 60
+    try:
+        exact = float(-2 * (mpmath.mpf(x) ** 2 - 1) / (mpmath.mpf(x) ** 2 + 1) ** 2)
+    finally:
+        mpmath.mp.dps = 15
+    for source in ("f = sum_i(log1p(x_i^2))", "u_i = x_i^2; f = sum_i(log1p(u_i))"):
+        curvature = einderiv.hessian_diag(source, "x")(x=np.array([x]))[0]
+        # (1 + x^2)^-2 at 1e80 is subnormal (1e-320): a few digits, the sign and the size right
+        assert curvature == pytest.approx(exact, rel=1e-13 if abs(exact) > 1e-300 else 1e-3, abs=0)
