@@ -356,5 +356,5 @@ def test_the_hessian_of_log1p_of_a_square_keeps_its_sign_where_the_square_of_the
         mpmath.mp.dps = 15
     for source in ("f = sum_i(log1p(x_i^2))", "u_i = x_i^2; f = sum_i(log1p(u_i))"):
         curvature = einderiv.hessian_diag(source, "x")(x=np.array([x]))[0]
-        # (1 + x^2)^-2 at 1e80 is subnormal (1e-320): a few digits, the sign and the size right
-        assert curvature == pytest.approx(exact, rel=1e-13 if abs(exact) > 1e-300 else 1e-3, abs=0)
+        # (1 + x^2)^-2 is subnormal there (1e-312, 1e-320): a few digits, the sign and the size right
+        assert curvature == pytest.approx(exact, rel=1e-4, abs=0)
