@@ -252,12 +252,13 @@ def _collapse_root(poly: Poly, root: Apply, rooted: frozenset = frozenset()) -> 
     free = set(poly.indices)
     members, others = [], []
     for term in poly.terms:
-        found = [(k, r[1]) for k, f in enumerate(term.factors) if (r := root_power(f, rooted)) and r[0] == root]
-        if len(found) != 1 or term.index_names() - free:
+        found = {k: r[1] for k, f in enumerate(term.factors) if (r := root_power(f, rooted)) and r[0] == root}
+        if not found or term.index_names() - free:
             others.append(term)
             continue
-        ((at, power),) = found
-        members.append((power, Term(term.coeff, term.factors[:at] + term.factors[at + 1 :])))
+        # u^-2 sqrt(1 + x^2)^-1 with u = sqrt(1 + x^2) (named and written out): sqrt(1 + x^2)^-3
+        rest = tuple(f for k, f in enumerate(term.factors) if k not in found)
+        members.append((sum(found.values()), Term(term.coeff, rest)))
     if len(members) < 2:
         return None
     lowest = min(power for power, _ in members)

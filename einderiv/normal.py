@@ -597,6 +597,18 @@ def root_power(factor, rooted: frozenset) -> tuple[Apply, int] | None:
     sum B (``1 / sqrt(1 + x^2)^3``), or of an intermediate ``rooted`` says is one (:data:`ROOTED`),
     else None."""
     power = 1
+    named = _named_root(factor, rooted)
+    if named is not None:
+        return named
+    if (
+        isinstance(factor, Apply)
+        and factor.func == "pow"
+        and factor.param.denominator == 2
+        and len(factor.arg.terms) > 1
+    ):
+        # (1 + x^2)^0.5, (1 + x^2)^-1.5: sqrt(B)^1, sqrt(B)^-3 (as written that way, its Hessian
+        # was 0 at x = 1e8 for 1e-24, where sqrt(1 + x^2) spelled so was right: a hunt's find)
+        return Apply("sqrt", factor.arg), int(2 * factor.param)
     if isinstance(factor, Apply) and factor.func == "pow" and factor.param.denominator == 1:
         factor, power = single_atom(factor.arg), int(factor.param)
     if not (isinstance(factor, Apply) and factor.func == "sqrt"):
@@ -604,6 +616,29 @@ def root_power(factor, rooted: frozenset) -> tuple[Apply, int] | None:
     inner = single_atom(factor.arg)
     if len(factor.arg.terms) > 1 or (isinstance(inner, Tensor) and any(inner.name == r[0] for r in rooted)):
         return factor, power
+    return None
+
+
+def _named_root(factor, rooted: frozenset) -> tuple[Apply, int] | None:
+    """``(sqrt(B), k)`` for ``u^k`` (``u`` alone: k = 1) where ``rooted`` says the intermediate
+    u is sqrt(B) or B^(n/2) (``u_i = sqrt(1 + x_i^2)``: the pseudo-Huber HVP through u printed
+    ``1 / u - x^2 / u^3``, with the wrong sign at x = 1e8, where its Hessian collapsed)."""
+    power = 1
+    if isinstance(factor, Apply) and factor.func == "pow" and factor.param.denominator == 1:
+        factor, power = single_atom(factor.arg), int(factor.param)
+    if not isinstance(factor, Tensor):
+        return None
+    for name, indices, poly in rooted:
+        if name != factor.name or len(indices) != len(factor.indices) or len(poly.terms) != 1:
+            continue
+        (term,) = poly.terms
+        root = term.factors[0] if term.coeff == 1 and len(term.factors) == 1 else None
+        half = isinstance(root, Apply) and root.func == "pow" and root.param.denominator == 2
+        if not (isinstance(root, Apply) and (root.func == "sqrt" or half) and len(root.arg.terms) > 1):
+            return None
+        mapping = dict(zip(indices, factor.indices))
+        arg = Poly(tuple(t.rename(mapping) for t in root.arg.terms), factor.indices)
+        return Apply("sqrt", arg), power * (int(2 * root.param) if half else 1)
     return None
 
 

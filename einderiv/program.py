@@ -975,11 +975,12 @@ def derive(
         for d in program.definitions
         if (call := _single_call(d)) is not None and call.func in BOUNDED
     }
-    # intermediates that are an elementwise sum (u_i = 1 + x_i^2): sqrt(u) is read through
+    # intermediates that are an elementwise sum (u_i = 1 + x_i^2): sqrt(u) is read through; and
+    # those that are the root of one (u_i = sqrt(1 + x_i^2)): u^-3 is read as sqrt(1 + x_i^2)^-3
     rooted = {
         (d.name, d.indices, d.poly)
         for d in program.definitions
-        if len(d.poly.terms) > 1 and d.poly.all_index_names() <= set(d.indices)
+        if (len(d.poly.terms) > 1 or _elementwise_root(d.poly)) and d.poly.all_index_names() <= set(d.indices)
     }
     token, sums = CANCELLING.set(frozenset(bounded)), ROOTED.set(frozenset(rooted))
     try:
@@ -987,6 +988,15 @@ def derive(
     finally:
         ROOTED.reset(sums)
         CANCELLING.reset(token)
+
+
+def _elementwise_root(poly: Poly) -> bool:
+    """Whether ``poly`` is ``sqrt(B)`` or ``B^(n/2)`` of a sum B."""
+    if len(poly.terms) != 1 or poly.terms[0].coeff != 1 or len(poly.terms[0].factors) != 1:
+        return False
+    root = poly.terms[0].factors[0]
+    half = isinstance(root, Apply) and root.func == "pow" and root.param.denominator == 2
+    return isinstance(root, Apply) and (root.func == "sqrt" or half) and len(root.arg.terms) > 1
 
 
 def _derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None, jacobians: bool) -> CheckedProgram:
