@@ -190,7 +190,10 @@ def _cancel_one(poly: Poly, base: Poly, bounded: frozenset) -> Poly | None:
                 break
             numerator, power = quotient, power - 1
         mixed = even_only and len({e % 2 for e in numerator}) > 1  # 1 - t: cancels at large u
-        if whole_only and numerator and (len(numerator) > 1 or power == highest):
+        # (over an unbounded v, also where nothing divides but the terms collect into one
+        # monomial: 1 / (1 + x) - x / (1 + x)^2 is 1 / (1 + x)^2, which as two terms was 0 at
+        # x = 1e20 for 1e-40, and the Hessian of x / (1 + x) had the wrong sign: a hunt's find)
+        if whole_only and numerator and (len(numerator) > 1 or (power == highest and len(members) < 2)):
             out.extend(term for *_, term in members)
             continue
         if numerator and (mixed or (power == highest and len(numerator) >= len(members))):
@@ -312,6 +315,12 @@ def cancel_common_factors(poly: Poly, bounded: frozenset = frozenset(), rooted: 
     numerator is one term (:func:`collapse_roots`); the same Poly where nothing cancels."""
     if any(root_power(f, rooted) for t in poly.terms for f in t.factors):
         poly = collapse_roots(poly, rooted)
+    if any(_named_sum(f, rooted) for t in poly.terms for f in t.factors):
+        # u^-2 with u_i = 1 + x_i: cancelled as (1 + x)^-2 is, kept as written where nothing cancels
+        read = simplify([_read_sums(t, rooted) for t in poly.terms], poly.indices, cancelling=False)
+        cancelled = cancel_common_factors(read, bounded)
+        if cancelled != read and len(cancelled.terms) < len(poly.terms):
+            poly = cancelled
     tried: set[Poly] = set()
     while True:
         bases = [
@@ -327,6 +336,27 @@ def cancel_common_factors(poly: Poly, bounded: frozenset = frozenset(), rooted: 
         cancelled = _cancel_one(poly, base, bounded)
         if cancelled is not None and len(cancelled.terms) <= len(poly.terms):
             poly = cancelled
+
+
+def _named_sum(factor, rooted: frozenset) -> Poly | None:
+    """The sum B an intermediate is (``u_j`` with ``u_i = 1 + x_i``: ``1 + x_j``), for ``factor`` a
+    negative power of it; else None."""
+    if not (isinstance(factor, Apply) and factor.func == "pow" and factor.param < 0):
+        return None
+    inner = single_atom(factor.arg)
+    if not isinstance(inner, Tensor):
+        return None
+    base = _root_base(Apply("sqrt", factor.arg), rooted)
+    return base if base is not None and len(base.terms) > 1 else None
+
+
+def _read_sums(term: Term, rooted: frozenset) -> Term:
+    """``term`` with each negative power of a named sum written as that power of the sum."""
+    factors = []
+    for factor in term.factors:
+        base = _named_sum(factor, rooted)
+        factors.append(Apply("pow", base, factor.param) if base is not None else factor)
+    return Term(term.coeff, tuple(factors))
 
 
 CANCEL[:] = [cancel_common_factors]

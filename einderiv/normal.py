@@ -648,8 +648,14 @@ def _root(factor) -> bool:
 
 
 def _over_a_sum(factor) -> bool:
-    """Whether ``factor`` is a negative power of a sum (``1 / (1 - s)^2``)."""
-    return isinstance(factor, Apply) and factor.func == "pow" and factor.param < 0 and len(factor.arg.terms) > 1
+    """Whether ``factor`` is a negative power of a sum (``1 / (1 - s)^2``), or of an intermediate
+    that is an elementwise sum (``1 / u^2`` with ``u_i = 1 + x_i``: :data:`ROOTED`)."""
+    if not (isinstance(factor, Apply) and factor.func == "pow" and factor.param < 0):
+        return False
+    if len(factor.arg.terms) > 1:
+        return True
+    inner = single_atom(factor.arg)
+    return isinstance(inner, Tensor) and any(r[0] == inner.name and len(r[2].terms) > 1 for r in ROOTED.get())
 
 
 def along_deltas(term: Term, indices: Indices) -> Term:

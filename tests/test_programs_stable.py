@@ -1128,3 +1128,25 @@ def test_a_named_difference_is_written_out_through_a_linear_predictor():
         gamma = "eta_n = X_nd w_d; mu_n = exp(eta_n); L = sum_n((y_n - mu_n) / mu_n - log(y_n / mu_n))"
         np.testing.assert_allclose(einderiv.hessian(gamma, "w")(X=X, w=w, y=y), X.T @ (r[:, None] * X), rtol=1e-12)
         np.testing.assert_allclose(einderiv.hessian_diag(gamma, "w")(X=X, w=w, y=y), r @ X**2, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "source, function",
+    [
+        ("f = sum_i(x_i / (1 + x_i))", lambda x: x / (1 + x)),
+        ("u_i = 1 + x_i; f = sum_i(x_i / u_i)", lambda x: x / (1 + x)),
+        ("f = sum_i(x_i^2 / (1 + x_i^2))", lambda x: x**2 / (1 + x**2)),
+        ("u_i = 1 + x_i^2; f = sum_i(x_i^2 / u_i)", lambda x: x**2 / (1 + x**2)),
+    ],
+)
+def test_a_rational_functions_derivatives_collect_into_one_term_where_they_cancel(source, function):
+    """A hunt's find: the gradient of x / (1 + x) was 1 / (1 + x) - x / (1 + x)^2, 0 at x = 1e20
+    for 1e-40, and its Hessian had the wrong sign there; over (1 + x)^2 the numerator is 1.  The
+    program form (through u = 1 + x) is cancelled as the one statement is.  References: mpmath."""
+    x = np.array([1e20, 1e8, 0.5, -3.0, 1e-20])
+    with mpmath.workdps(80):
+        slopes = [float(mpmath.diff(function, mpmath.mpf(v))) for v in x]
+        curvatures = [float(mpmath.diff(function, mpmath.mpf(v), 2)) for v in x]
+    np.testing.assert_allclose(einderiv.grad(source, "x")(x=x), slopes, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(einderiv.hessian_diag(source, "x")(x=x), curvatures, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(einderiv.hvp(source, "x")(x=x, v=np.ones_like(x)), curvatures, rtol=1e-13, atol=0)
