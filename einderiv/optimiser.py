@@ -830,13 +830,21 @@ class StraightLine:
             m = 0
             while (quotient := _divided(polynomial, divisor)) is not None:
                 polynomial, m = quotient, m + 1
-            if not m:
-                continue
             # 1 - 2 s = -tanh(u/2) for s = sigmoid(u): sigmoid'' = s (1 - s) (1 - 2 s), whose last
-            # factor cancels near u = 0 (8e-8 relative at u = 1e-10), is s sigmoid(-u) tanh(-u/2)
+            # factor cancels near u = 0 (8e-8 relative at u = 1e-10), is s sigmoid(-u) tanh(-u/2);
+            # also alone (v - 2 s v, an HVP's adjoint through a named sigmoid: 0 at u = 1e-16),
+            # where it is all the polynomial (2 - 8 s + 8 s^2 beside a tanh's terms keeps its 2
+            # for the tanh's polynomial, which factors then: 2 - 8 t^2 + 6 t^4)
             half = None
-            if func == "sigmoid" and (quotient := _divided(polynomial, (Fraction(1), Fraction(-2)))) is not None:
+            alone = m or len(polynomial) == 2
+            if (
+                func == "sigmoid"
+                and alone
+                and (quotient := _divided(polynomial, (Fraction(1), Fraction(-2)))) is not None
+            ):
                 polynomial, half = [-c for c in quotient], Tensor(self._half_tanh(name, len(indices)), indices)
+            if not m and half is None:
+                continue
             # the factors in the order of the term with the lowest power of the step (as written)
             rest, at = split[min((power, position) for position, power in members if power)[1]]
             made[members[0][0]] = [
