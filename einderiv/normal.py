@@ -137,6 +137,11 @@ CANCEL: list[Callable[[Poly, frozenset, frozenset], Poly]] = []
 #: intermediates that are a bounded call, as ``(name, indices, call)`` (``s_n = sigmoid(z_n)``).
 CANCELLING: ContextVar[frozenset | None] = ContextVar("cancelling", default=None)
 
+#: While differentiating a program: the intermediates that are a fractional power of one tensor,
+#: as ``(name, indices, tensor, exponent)`` (``u_i = x_i^0.5``): in a term that also holds a power
+#: of that tensor, u^k is read as x^(k p), so the two merge as the one statement's powers do.
+POWERED: ContextVar[frozenset] = ContextVar("powered", default=frozenset())
+
 #: While differentiating a program: the intermediates that are an elementwise sum, as ``(name,
 #: indices, poly)`` (``u_i = 1 + x_i^2``), whose square roots :mod:`einderiv.cancel` reads through.
 ROOTED: ContextVar[frozenset] = ContextVar("rooted", default=frozenset())
@@ -469,6 +474,32 @@ def _root_base(atom) -> tuple[Poly, Fraction] | None:
     return None if inner is None else (inner.arg, read[1] / 2)
 
 
+def through_powers(term: Term, powered: frozenset) -> Term:
+    """``term`` with each power u^k of an intermediate ``u = x^p`` (:data:`POWERED`) written
+    x^(k p) where the term holds a power of that x too: through ``u_i = x_i^0.5; f = sum_i(u_i^2)``
+    the Hessian was 0.5 / x - 0.5 u / x^1.5, 9.7e83 at x = 1e-100 for 0 (a hunt's find); as
+    x's powers it is 0, as in one statement.  A term without x keeps the user's u."""
+    bases = {power_base(f)[0] for f in term.factors}
+    factors, changed = [], False
+    for f in term.factors:
+        power = Fraction(1)
+        atom = f
+        if isinstance(f, Apply) and f.func == "pow" and f.param.denominator == 1:
+            atom, power = single_atom(f.arg), f.param
+        read = None
+        if isinstance(atom, Tensor):
+            for name, indices, tensor, exponent in powered:
+                if name == atom.name and len(indices) == len(atom.indices):
+                    x = Tensor(tensor.name, tuple(dict(zip(indices, atom.indices)).get(i, i) for i in tensor.indices))
+                    base = Poly((Term(Fraction(1), (x,)),), x.indices)
+                    if base in bases:
+                        read = Apply("pow", base, power * exponent)
+                    break
+        factors.append(read if read is not None else f)
+        changed = changed or read is not None
+    return Term(term.coeff, tuple(factors)) if changed else term
+
+
 def merge_powers(term: Term) -> list[Term]:
     """``u^a u^b = u^(a+b)`` for equal elementwise bases, where a call or power is involved
     (plain tensors stay as written: ``x_i x_i``).  Returns the term's expansion (a list).
@@ -566,9 +597,12 @@ def simplify(terms, indices: Indices, counts: bool = True, cancelling: bool = Tr
     """
     free = frozenset(indices)
     collected: dict[tuple, list] = {}
+    powered = POWERED.get()
     for original in terms:
         if original.coeff == 0:
             continue
+        if powered:
+            original = through_powers(original, powered)
         merged = merge_powers(contract_deltas(original, free))
         for term in (part for t in merged for part in rebuild_constant_calls(t)):
             term = contract_deltas(term, free)  # u^a u^-a = 1 leaves delta_ii: 1 where i is used

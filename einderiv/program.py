@@ -39,6 +39,7 @@ from .index_names import (
 from .ir import Delta, Indices, MatrixCall, Program, Statement, Tensor, binds, walk
 from .normal import (
     CANCELLING,
+    POWERED,
     ROOTED,
     Apply,
     MatrixFn,
@@ -982,10 +983,23 @@ def derive(
         for d in program.definitions
         if (len(d.poly.terms) > 1 or _elementwise_root(d.poly)) and d.poly.all_index_names() <= set(d.indices)
     }
+    # intermediates that are a fractional power of one tensor (u_i = x_i^0.5): read as x's power
+    # where a term holds x too
+    powered = {
+        (d.name, d.indices, atom, call.param)
+        for d in program.definitions
+        if (call := _single_call(d)) is not None
+        and call.func == "pow"
+        and call.param.denominator != 1
+        and isinstance(atom := single_atom(call.arg), Tensor)
+        and set(atom.indices) == set(d.indices)
+    }
     token, sums = CANCELLING.set(frozenset(bounded)), ROOTED.set(frozenset(rooted))
+    powers = POWERED.set(frozenset(powered))
     try:
         return _derive(program, wrt, name, stem, jacobians)
     finally:
+        POWERED.reset(powers)
         ROOTED.reset(sums)
         CANCELLING.reset(token)
 
