@@ -35,6 +35,7 @@ from .normal import (
     rename_apart,
     rename_atom,
     simplify,
+    single_atom,
 )
 from .rewrites import logsumexp_parts
 from .steps import Contract, Elementwise, LogSumExp, MatrixFunction, Softmax, Solve, Step
@@ -61,6 +62,28 @@ def _atom_kind(atom) -> tuple:
     """An atom up to its index names, for ordering a term's factors before naming their indices."""
     name = getattr(atom, "name", None) or f"{getattr(atom, 'func', '')}({getattr(atom, 'matrix', '')})"
     return (type(atom).__name__, name, len(atom.indices))
+
+
+def _difference_of_squares(poly: Poly):
+    """v, where a call's argument is ``1 - v^2`` of one elementwise v (computed as (1 - v)(1 + v)),
+    else None: 1 - v
+    is exact near |v| = 1, where 1 - v v loses the digits of v v's rounding (arcsin's derivative
+    1 / sqrt(1 - x^2) was 1.9e-9 off at x = 1 - 7.4e-9: a hunt's find; jax writes it so too)."""
+    if len(poly.terms) != 2:
+        return None
+    constant, square = sorted(poly.terms, key=lambda t: len(t.factors))
+    if constant.factors or constant.coeff != 1 or square.coeff != -1:
+        return None
+    factors = square.factors
+    if len(factors) == 1 and isinstance(factors[0], Apply) and factors[0].func == "pow" and factors[0].param == 2:
+        v = single_atom(factors[0].arg)
+    elif len(factors) == 2 and factors[0] == factors[1]:
+        v = factors[0]
+    else:
+        return None
+    if not isinstance(v, (Tensor, Apply)) or tuple(v.indices) != tuple(poly.indices) or is_reciprocal(v):
+        return None
+    return v
 
 
 def _call_arguments(atoms) -> list[Poly]:
@@ -711,6 +734,15 @@ class StraightLine:
                 if merged:
                     break
         return terms
+
+    def _saturates(self, v) -> bool:
+        """Whether ``v`` is a sigmoid or tanh, a call or a step: 1 - t^2 of a tanh is evaluated
+        as cosh^-2 (:meth:`_saturating`), where (1 - t)(1 + t) is 0 from u = 19."""
+        if isinstance(v, Apply):
+            return v.func in _SATURATING
+        steps = {step.target: step for step in self.steps if isinstance(step, Elementwise)}
+        step = steps.get(v.name) if isinstance(v, Tensor) else None
+        return step is not None and step.func in _SATURATING
 
     def _powered(self, f) -> tuple[tuple[str, Indices], Fraction] | None:
         """``((s, indices), p)`` for a factor holding ``s^p`` (p > 0), where step ``s`` is a
@@ -1761,6 +1793,12 @@ class StraightLine:
     def _source(self, poly: Poly) -> str:
         """The name of an array holding ``poly``: an existing one when it is just a tensor with
         its axes in order, else a new contraction step."""
+        v = _difference_of_squares(poly)
+        if v is not None and not self._saturates(v):  # (1 - v)(1 + v)
+            one, indices = Term(Fraction(1), ()), poly.indices
+            below = self._source(Poly((one, Term(Fraction(-1), (v,))), indices))
+            above = self._source(Poly((one, Term(Fraction(1), (v,))), indices))
+            return self._source(Poly((Term(Fraction(1), (Tensor(below, indices), Tensor(above, indices))),), indices))
         hoisted = self.hoist(poly)
         if len(hoisted.terms) == 1 and hoisted.terms[0].coeff == 1 and len(hoisted.terms[0].factors) == 1:
             only = hoisted.terms[0].factors[0]
