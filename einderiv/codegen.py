@@ -50,11 +50,29 @@ _HEADER = {"python": "import numpy as np\n", "jax": "import jax.numpy as np\n", 
 #: name -> source, per flavour; a module gets the ones its functions call, in this order
 _HELPERS: dict[str, dict[str, str]] = {
     "python": {
+        "_count_power": '''
+def _count_power(n, p):
+    """n ** p for the length n of an axis: inf for a negative power of 0 (a mean over no
+    entries is then NaN, as einderiv gives it), where Python's 0.0 ** -1 raises."""
+    return float(n) ** p if n or p >= 0 else float("inf")
+''',
         "_float": '''
 def _float(x):
     """The input as an array; integers and booleans as float64, as einderiv reads them."""
     x = np.asarray(x)
     return x.astype(np.float64) if x.dtype.kind in "biu" else x
+''',
+        "_added": '''
+def _added(total, term, sign=1):
+    """total + sign * term, into total (an array of this function's own) where it holds the
+    sum's dtype, as einderiv adds: a float32 first term does not round a float64 second."""
+    if np.result_type(total, term) != total.dtype:
+        return total + term if sign > 0 else total - term
+    if sign > 0:
+        total += term
+    else:
+        total -= term
+    return total
 ''',
         "_contract": '''
 def _contract(subscripts, *operands):
@@ -123,6 +141,12 @@ def _solve(m, b, transposed):
 ''',
     },
     "jax": {
+        "_count_power": '''
+def _count_power(n, p):
+    """n ** p for the length n of an axis: inf for a negative power of 0 (a mean over no
+    entries is then NaN, as einderiv gives it), where Python's 0.0 ** -1 raises."""
+    return float(n) ** p if n or p >= 0 else float("inf")
+''',
         "_float": '''
 def _float(x):
     """The input as an array; integers and booleans as float64, as einderiv reads them."""
@@ -193,6 +217,12 @@ def _solve(m, b, transposed):
 ''',
     },
     "torch": {
+        "_count_power": '''
+def _count_power(n, p):
+    """n ** p for the length n of an axis: inf for a negative power of 0 (a mean over no
+    entries is then NaN, as einderiv gives it), where Python's 0.0 ** -1 raises."""
+    return float(n) ** p if n or p >= 0 else float("inf")
+''',
         "_float": '''
 def _float(x):
     """The input as a tensor (a Python float as float64); integers and booleans as float64, as
@@ -592,7 +622,8 @@ class _Body:
                 if not written:
                     self.lines.append(f"{target} = {expression}")
                     written = True
-                self.lines.append(f"{target} {'-=' if value.negative else '+='} {code}")
+                sign = ", -1" if value.negative else ""
+                self.lines.append(f"{target} = {self.helper('_added')}({target}, {code}{sign})")
             else:
                 expression += f" {'-' if value.negative else '+'} {code}"
                 covered, owned = covered | value.axes, True
@@ -646,7 +677,9 @@ class _Body:
         factors = [_number(abs(term.coefficient))] if abs(term.coefficient) != 1 else []
         for index, power in term.size_powers:
             size = f"float({sizes.term_size(number, index)})"
-            factors.append(size if power == 1 else f"{size} ** {power}")
+            if power < 0:  # 0 ** -1 raises in Python: a mean over an empty axis is NaN in einderiv
+                size = f"{self.helper('_count_power')}({sizes.term_size(number, index)}, {power})"
+            factors.append(size if power in (1,) or power < 0 else f"{size} ** {power}")
         scale = " * ".join(factors)
         negative = term.coefficient < 0
         if not term.operands:  # a number

@@ -699,3 +699,31 @@ def test_a_product_takes_every_input_of_what_it_differentiates(source, tmp_path)
     want = einderiv.hessian(source, "x")(**arrays) @ v
     np.testing.assert_allclose(products[0](**arrays, tv=v), want, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(function(**arrays, tv=v), want, rtol=1e-12, atol=1e-12)
+
+
+def test_generated_numpy_code_adds_a_wider_term_without_rounding_it(tmp_path):
+    """A hunt's find: the python module added the second term in place (d1f += a), so a float32
+    first term rounded a float64 second one (a's 1e-9 was lost) and a complex one raised."""
+    derivative = einderiv.grad("f = x_i x_i + a_i x_i", "x")
+    module = load(generate([derivative], "python"), tmp_path, "generated_widening")
+    x = np.float32([1.5, 2.0, -0.5])
+    for a in (np.array([1e-9, 0.5, 3.0]), np.array([1j, 2.0, 0.0])):
+        got, expected = module.df_dx(x, a), derivative(x=x, a=a)
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+    same = module.df_dx(np.array([1.0, 2.0]), np.array([3.0, 4.0]))
+    np.testing.assert_array_equal(same, [5.0, 8.0])  # the same dtype: added in place, as before
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_generated_code_takes_a_mean_over_an_empty_axis_as_nan(flavour, tmp_path):
+    """A hunt's find: the generated 2 * float(n) ** -1 raised ZeroDivisionError at n = 0, where
+    einderiv gives NaN (NumPy's mean of nothing)."""
+    to_library, to_numpy = library(flavour)
+    derivative = einderiv.grad("L = mean_n((y_n - X_nd w_d)^2)", "w")
+    module = load(generate([derivative], flavour), tmp_path, f"generated_empty_{flavour}")
+    arrays = {"y": np.zeros(0), "X": np.zeros((0, 3)), "w": np.ones(3)}
+    expected = quietly(derivative, **arrays)
+    got = quietly(module.dL_dw, **{k: to_library(v) for k, v in arrays.items()})
+    assert not isinstance(got, Exception), got
+    assert np.all(np.isnan(expected)) and np.all(np.isnan(to_numpy(got)))
