@@ -250,13 +250,29 @@ class ArrayOps:
         return m.T
 
     def inv(self, m, name: str):
+        low = self._half(m)
+        if low is not None:
+            return self.astype(self.inv(self.astype(m, self.xp.float32), name), low)
         return self.xp.linalg.inv(m)
 
     def slogdet(self, m):
+        low = self._half(m)
+        if low is not None:
+            sign, value = self.slogdet(self.astype(m, self.xp.float32))
+            return self.astype(sign, low), self.astype(value, low)
         return self.xp.linalg.slogdet(m)
 
     def solve(self, m, b, name: str):
+        low = self._half(m)
+        if low is not None:
+            return self.astype(self.solve(self.astype(m, self.xp.float32), self.astype(b, self.xp.float32), name), low)
         return self.xp.linalg.solve(m, b)
+
+    def _half(self, m):
+        """m's dtype where it is float16 or bfloat16, which torch's and JAX's factorisations do not
+        take (an error there): factorised in float32 and cast back, as NumPy's float16 is."""
+        halves = [getattr(self.xp, name, None) for name in ("float16", "bfloat16")]
+        return m.dtype if any(h is not None and m.dtype == h for h in halves) else None
 
 
 class TorchOps(ArrayOps):
@@ -272,6 +288,8 @@ class TorchOps(ArrayOps):
     def convert(self, value, like=None):
         # a Python float is float64, as NumPy has it (torch would make it float32)
         dtype = self.xp.float64 if isinstance(value, float) else None
+        if isinstance(value, np.ndarray) and any(stride < 0 for stride in value.strides):
+            value = np.ascontiguousarray(value)  # x[::-1]: torch takes no negative strides (ValueError)
         return self.xp.as_tensor(value, dtype=dtype, device=None if like is None else like.device)
 
     def same_place(self, first, other) -> bool:
@@ -373,8 +391,8 @@ class DaskOps(ArrayOps):
         )
 
     def slogdet(self, m):
-        sign = self._one_block(lambda a: np.asarray(np.linalg.slogdet(a)[0]), m, shape=(), dtype=m.dtype)
-        value = self._one_block(lambda a: np.asarray(np.linalg.slogdet(a)[1]), m, shape=(), dtype=m.dtype)
+        sign = self._one_block(lambda a: _slogdet_part(a, 0), m, shape=(), dtype=m.dtype)
+        value = self._one_block(lambda a: _slogdet_part(a, 1), m, shape=(), dtype=m.dtype)
         return sign, value
 
     def solve(self, m, b, name: str):
@@ -382,9 +400,24 @@ class DaskOps(ArrayOps):
         return self._one_block(solve, m, b, shape=b.shape, dtype=np.result_type(m.dtype, b.dtype))
 
 
+def _slogdet_part(a: np.ndarray, k: int) -> np.ndarray:
+    """The sign (k = 0) or the log of |det| (k = 1) of a block, float16 factorised in float32."""
+    part = np.linalg.slogdet(a.astype(np.float32) if a.dtype == np.float16 else a)[k]
+    return np.asarray(part).astype(a.dtype)
+
+
 def _checked(function, what: str, name: str, *arrays):
     """A NumPy factorisation inside a dask task, raising our error for a singular matrix (it
-    surfaces from ``.compute()``)."""
+    surfaces from ``.compute()``); float16 factorised in float32 and cast back, as einderiv's
+    NumPy path does (numpy.linalg takes no float16)."""
+    low = [a.dtype for a in arrays if a.dtype == np.float16]
+    if low:
+        values = _checked(function, what, name, *[a.astype(np.float32) for a in arrays])
+        return (
+            tuple(np.asarray(v).astype(np.float16) for v in values)
+            if isinstance(values, tuple)
+            else values.astype(np.float16)
+        )
     try:
         return function(*arrays)
     except np.linalg.LinAlgError:

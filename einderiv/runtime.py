@@ -161,9 +161,19 @@ def run(
 
 def run_with(line: StraightLine, values: dict[str, object], ops: ArrayOps, like) -> dict[str, object]:
     """Compute every step of ``line`` with another array library's operations (``like``: an
-    array of the result dtype and device, for constants)."""
+    array of the result dtype and device, for constants).  A library's own refusal of a step
+    (torch's max of a complex array: NotImplementedError) is an EvaluationError that names the
+    library and the step, as the README promises for every error a call raises."""
     for step in line.steps:
-        values[step.target] = GENERIC_STEPS[type(step)](step, values, ops, like)
+        try:
+            values[step.target] = GENERIC_STEPS[type(step)](step, values, ops, like)
+        except (EvaluationError, RecursionError, MemoryError):
+            raise
+        except (RuntimeError, NotImplementedError, TypeError, ValueError) as err:
+            raise EvaluationError(
+                f"{ops.name} cannot evaluate step {step.target} ({step.kind}) of this expression: "
+                f"{type(err).__name__}: {err}"
+            ) from err
     return values
 
 

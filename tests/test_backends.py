@@ -615,3 +615,37 @@ def test_several_gradients_are_computed_by_the_arrays_library(library, convert):
     value, (g_w,) = einderiv.value_and_grad("L = (x_i w_i - y)^2", ["w"]).call(arrays, backend=library)
     np.testing.assert_allclose(_to_numpy(value), 0.25)
     np.testing.assert_allclose(_to_numpy(g_w), [1.0, 2.0])
+
+
+@pytest.mark.skipif(not _installed("torch"), reason="torch not installed")
+def test_a_numpy_array_with_negative_strides_converts_to_torch():
+    """A hunt's find: backend='torch' with x[::-1] raised torch's ValueError (no negative strides)."""
+    x = np.arange(4.0)[::-1]
+    got = einderiv.grad("f = x_i x_i", "x").call({"x": x}, backend="torch")
+    np.testing.assert_array_equal(_to_numpy(got), 2 * x)
+    A = np.arange(12.0).reshape(3, 4)[::-1, ::-2]
+    np.testing.assert_array_equal(_to_numpy(einderiv.evaluate("y_i = A_ij", A=A, backend="torch")), A.sum(1))
+
+
+@pytest.mark.parametrize("backend, convert", BACKENDS)
+@pytest.mark.parametrize("source, wrt", [("f = logdet(S)", "S"), ("f = b_i inv(S)_ij b_j", "S"), ("f = det(S)", "S")])
+def test_a_float16_matrix_is_factorised_in_float32_as_on_numpy(backend, convert, source, wrt):
+    """A hunt's find: float16 matrices raised torch's RuntimeError, JAX's NotImplementedError and
+    a TypeError from dask, where NumPy factorises them in float32 and returns float16."""
+    S, b = (np.eye(3) * 2 + 0.1).astype(np.float16), np.ones(3, dtype=np.float16)
+    gradient = einderiv.grad(source, wrt)
+    arrays = {"S": S, "b": b}
+    own = {k: v for k, v in arrays.items() if k in gradient.ranks}
+    expected = gradient(**own)
+    got = gradient(**{k: convert(v) for k, v in own.items()})
+    assert str(getattr(got, "dtype", "")).endswith("float16")
+    np.testing.assert_allclose(_to_numpy(got).astype(float), expected.astype(float), rtol=2e-3)
+
+
+@pytest.mark.skipif(not _installed("torch"), reason="torch not installed")
+def test_a_librarys_refusal_is_an_evaluation_error_naming_it():
+    """torch has no max of a complex tensor: its NotImplementedError left the API as it was."""
+    import torch
+
+    with pytest.raises(einderiv.EvaluationError, match=r"torch cannot evaluate step .*NotImplementedError"):
+        einderiv.grad("f = logsumexp_i(z_i)", "z")(z=torch.tensor([1 + 1j, 2.0]))
