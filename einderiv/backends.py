@@ -379,6 +379,25 @@ class DaskOps(ArrayOps):
     def own(self, result, inputs: list):
         return result  # lazy and immutable: sharing is harmless
 
+    def contract(self, subscripts: str, shapes: tuple, operands):
+        """opt_einsum's plan on dask arrays, an operand read on a diagonal (``X_ii``) rechunked
+        first so that its two axes are cut alike (dask's einsum raised ValueError for chunks
+        (2, 3) of a 3 x 3 X: a hunt's find)."""
+        inputs = subscripts.split("->")[0].split(",")
+        aligned = []
+        for letters, x in zip(inputs, operands):
+            if len(set(letters)) < len(letters) and hasattr(x, "rechunk"):
+                first: dict[str, int] = {}
+                cut = {}
+                for axis, letter in enumerate(letters):
+                    if letter in first:
+                        cut[axis] = x.chunks[first[letter]]
+                    else:
+                        first[letter] = axis
+                x = x.rechunk(cut)
+            aligned.append(x)
+        return super().contract(subscripts, shapes, aligned)
+
     def _one_block(self, function, *arrays, shape, dtype):
         import dask  # noqa: PLC0415 - dask is optional
 

@@ -649,3 +649,19 @@ def test_a_librarys_refusal_is_an_evaluation_error_naming_it():
 
     with pytest.raises(einderiv.EvaluationError, match=r"torch cannot evaluate step .*NotImplementedError"):
         einderiv.grad("f = logsumexp_i(z_i)", "z")(z=torch.tensor([1 + 1j, 2.0]))
+
+
+@pytest.mark.skipif(not _installed("dask"), reason="dask not installed")
+@pytest.mark.parametrize("chunks", [(2, 3), (3, 2), (1, 3), (2, 2)])
+def test_a_dask_matrix_read_on_its_diagonal_may_be_cut_unevenly(chunks):
+    """A hunt's find: t = X_ii raised dask's ValueError where X's two axes were cut differently."""
+    import dask.array as da
+
+    X = np.arange(9.0).reshape(3, 3)
+    X = X + X.T + np.eye(3)  # symmetric, for the gradient by a symmetric S below
+    lazy = da.from_array(X, chunks=chunks)
+    assert einderiv.compile("t = X_ii")(X=lazy).compute() == pytest.approx(np.trace(X), abs=0)
+    np.testing.assert_array_equal(einderiv.compile("d_i = X_ii")(X=lazy).compute(), np.diag(X))
+    gradient = einderiv.grad("f = A_ij S_ji", "S", symmetric=["S"], symmetric_convention="cookbook")
+    A = X.T + 2
+    np.testing.assert_allclose(gradient(A=da.from_array(A, chunks=chunks), S=lazy).compute(), gradient(A=A, S=X))
