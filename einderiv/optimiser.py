@@ -868,7 +868,9 @@ class StraightLine:
             # where it is all the polynomial (2 - 8 s + 8 s^2 beside a tanh's terms keeps its 2
             # for the tanh's polynomial, which factors then: 2 - 8 t^2 + 6 t^4)
             half = None
-            alone = m or len(polynomial) == 2
+            # (alone: the group is every term of the sum, so that no other step's polynomial
+            # loses a term to it; u = exp(sigmoid(x)) beside sigmoid(u) lost sigmoid(x)'s (1 - s))
+            alone = m or (len(polynomial) == 2 and len(members) == len(terms))
             if (
                 func == "sigmoid"
                 and alone

@@ -197,9 +197,20 @@ class _Namer:
         top, bottom = node.numerator, node.denominator
         if not (isinstance(top, Add) and _is_residual(top)):
             return False
-        calls = {n.name for n in walk(bottom) if isinstance(n, Tensor) and n.name in self.called}
+        # the denominator's factors (mu, mu^2, y mu^2), not a sum holding mu: (u + x) / (1 - u^2)
+        # with u = softplus(x) keeps u + x named (written out, a Hessian was NaN at x = -1e160)
+        factors = [f.factors[0] if isinstance(f, Mul) and len(f.factors) == 1 else f for f in _factors_of(bottom)]
+        bases = [f.base if isinstance(f, Pow) else f for f in factors]
+        calls = {f.name for f in bases if isinstance(f, Tensor) and f.name in self.called}
         terms = [t.operand if isinstance(t, Neg) else t for t in top.terms]
         return any(isinstance(t, Tensor) and t.name in calls for t in terms)
+
+
+def _factors_of(node) -> list:
+    """The factors of a product (of products), or the node itself."""
+    if isinstance(node, Mul):
+        return [g for f in node.factors for g in _factors_of(f)]
+    return [node]
 
 
 def _a_difference(node) -> bool:

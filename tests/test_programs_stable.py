@@ -1194,3 +1194,29 @@ def test_a_named_fractional_power_merges_with_the_powers_of_its_base(program, st
     for source in (program, statement):
         np.testing.assert_allclose(einderiv.grad(source, "x")(x=x), slopes, rtol=1e-13, atol=0)
         np.testing.assert_allclose(einderiv.hessian_diag(source, "x")(x=x), curvatures, rtol=1e-13, atol=0)
+
+
+def test_the_sigmoid_half_tanh_form_takes_no_term_from_another_steps_polynomial():
+    """A review's find: evaluating c (1 - 2 s) alone as -c tanh(u/2) also took a group of terms
+    from a sum where another step's polynomial needed them; the Hessian diagonal of this program
+    was -4.8e-15 at x = 40 for 3.85e-17 (and at 1e8 for 0).  Reference: mpmath."""
+    source = "u_i = exp(sigmoid(x_i)); f = sum_i(sigmoid(u_i) (2 - u_i) u_i)"
+
+    def f(t):
+        u = mpmath.exp(1 / (1 + mpmath.exp(-t)))
+        return u * (2 - u) / (1 + mpmath.exp(-u))
+
+    x = np.array([40.0, 3.0, -2.0])
+    with mpmath.workdps(60):
+        expected = [float(mpmath.diff(f, mpmath.mpf(v), 2)) for v in x]
+    got = einderiv.hessian_diag(source, "x")(x=x)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)
+
+
+def test_a_difference_over_a_sum_holding_its_named_call_stays_named():
+    """A review's find: (u + x) / (1 - u^2) with u = softplus(x) was written out as though it
+    were a difference over its own call ((y - mu) / mu), and the Hessian diagonal multiplied
+    (u + x)^2 out: x x times sigmoid(x)^2 = 0 was NaN at x = -1e160, for 2."""
+    source = "u_i = softplus(x_i); f = sum_i(((u_i + x_i) / (1 - u_i^2))^2)"
+    x = np.array([-1e300, -1e200, -1e160, -1e100, -40.0])
+    np.testing.assert_allclose(einderiv.hessian_diag(source, "x")(x=x), 2.0, rtol=1e-12)
