@@ -402,7 +402,10 @@ class Contraction:
                 (np.subtract if subtract else np.add)(result, value, out=value)
                 result, owned = value, True
             else:
-                result, owned = _sum_into(result, value, subtract, out_shape, dtype, out), True
+                result = _sum_into(result, value, subtract, out_shape, dtype, out)
+                # owned only at the result's dtype: A_ij + A_ji of a float32 A is float32, and a
+                # float64 x_i x_j subtracted into it in place was rounded to float32 (a review's find)
+                owned = result.dtype == dtype
                 out = None  # (given at most once)
         if result is None:
             return np.zeros(out_shape, dtype=dtype)

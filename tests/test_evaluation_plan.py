@@ -662,3 +662,15 @@ def test_a_deep_networks_hessian_keeps_its_grouping_by_the_last_layer():
         return 0.5 * jnp.sum((o - arrays["y"]) ** 2)
 
     np.testing.assert_allclose(hessian(**arrays), jax.hessian(loss)(arrays["W1"]), rtol=1e-10, atol=1e-12)
+
+
+def test_a_float64_term_is_not_rounded_into_a_float32_sum_of_earlier_terms():
+    """A review's find: f_ij = A_ij + A_ji - x_i x_j with a float32 A and a float64 x returned
+    float32, the x x^T term subtracted in place into A + A^T (its 1e-9 parts lost), while
+    x_i x_j + A_ij + A_ji gave float64: NumPy's A + A.T - outer(x, x) is float64."""
+    A, x = np.float32([[1.0, 2.0], [3.0, 4.0]]), np.array([1e-9, 2.0])
+    expected = A + A.T - np.outer(x, x)
+    for source in ("f_ij = A_ij + A_ji - x_i x_j", "f_ij = A_ij + A_ji + x_i x_j - 2 x_i x_j"):
+        got = einderiv.evaluate(source, A=A, x=x)
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, expected, rtol=1e-15, atol=0)
