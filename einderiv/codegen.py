@@ -676,10 +676,11 @@ class _Body:
         present = [i for i in free if term.find(i) == i and any(i in idx for idx in term.inputs)]
         factors = [_number(abs(term.coefficient))] if abs(term.coefficient) != 1 else []
         for index, power in term.size_powers:
-            size = f"float({sizes.term_size(number, index)})"
+            count = sizes.term_size(number, index)
             if power < 0:  # 0 ** -1 raises in Python: a mean over an empty axis is NaN in einderiv
-                size = f"{self.helper('_count_power')}({sizes.term_size(number, index)}, {power})"
-            factors.append(size if power in (1,) or power < 0 else f"{size} ** {power}")
+                factors.append(f"{self.helper('_count_power')}({count}, {power})")
+            else:
+                factors.append(f"float({count})" if power == 1 else f"float({count}) ** {power}")
         scale = " * ".join(factors)
         negative = term.coefficient < 0
         if not term.operands:  # a number

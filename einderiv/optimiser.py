@@ -65,10 +65,10 @@ def _atom_kind(atom) -> tuple:
 
 
 def _difference_of_squares(poly: Poly):
-    """v, where a call's argument is ``1 - v^2`` of one elementwise v (computed as (1 - v)(1 + v)),
-    else None: 1 - v
-    is exact near |v| = 1, where 1 - v v loses the digits of v v's rounding (arcsin's derivative
-    1 / sqrt(1 - x^2) was 1.9e-9 off at x = 1 - 7.4e-9: a hunt's find; jax writes it so too)."""
+    """v, where a call's argument is ``1 - v^2`` of one elementwise v, else None.  It is computed
+    as (1 - v)(1 + v): 1 - v is exact near |v| = 1, where 1 - v v loses the digits of v v's
+    rounding (arcsin's derivative 1 / sqrt(1 - x^2) was 1.9e-9 off at x = 1 - 7.4e-9: a hunt's
+    find; jax writes it so too)."""
     if len(poly.terms) != 2:
         return None
     constant, square = sorted(poly.terms, key=lambda t: len(t.factors))
@@ -863,13 +863,12 @@ class StraightLine:
             while (quotient := _divided(polynomial, divisor)) is not None:
                 polynomial, m = quotient, m + 1
             # 1 - 2 s = -tanh(u/2) for s = sigmoid(u): sigmoid'' = s (1 - s) (1 - 2 s), whose last
-            # factor cancels near u = 0 (8e-8 relative at u = 1e-10), is s sigmoid(-u) tanh(-u/2);
-            # also alone (v - 2 s v, an HVP's adjoint through a named sigmoid: 0 at u = 1e-16),
-            # where it is all the polynomial (2 - 8 s + 8 s^2 beside a tanh's terms keeps its 2
-            # for the tanh's polynomial, which factors then: 2 - 8 t^2 + 6 t^4)
+            # factor cancels near u = 0 (8e-8 relative at u = 1e-10), is s sigmoid(-u) tanh(-u/2).
+            # Without a factor 1 - s, only c (1 - 2 s) that is the whole sum (v - 2 s v, an HVP's
+            # adjoint through a named sigmoid: 0 at u = 1e-16), so that no other step's polynomial
+            # loses a term to it (2 - 8 s + 8 s^2 beside a tanh's 2 - 8 t^2 + 6 t^4; sigmoid(u)
+            # beside u = exp(sigmoid(x)), which lost sigmoid(x)'s 1 - s)
             half = None
-            # (alone: the group is every term of the sum, so that no other step's polynomial
-            # loses a term to it; u = exp(sigmoid(x)) beside sigmoid(u) lost sigmoid(x)'s (1 - s))
             alone = m or (len(polynomial) == 2 and len(members) == len(terms))
             if (
                 func == "sigmoid"
