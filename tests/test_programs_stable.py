@@ -1039,7 +1039,8 @@ def test_a_difference_over_its_own_named_exp_is_the_one_statements_value_where_t
     try:
         values = [float(exact(mpmath.mpf(b), mpmath.exp(mpmath.mpf(a)))) for a, b in zip(eta, y)]
         slopes = [
-            float(mpmath.diff(lambda t: exact(mpmath.mpf(b), mpmath.exp(t)), mpmath.mpf(a))) for a, b in zip(eta, y)
+            float(mpmath.diff(lambda t, b=b: exact(mpmath.mpf(b), mpmath.exp(t)), mpmath.mpf(a)))
+            for a, b in zip(eta, y)
         ]
     finally:
         mpmath.mp.dps = 15
