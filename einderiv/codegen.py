@@ -47,15 +47,19 @@ from .steps import Contract, Elementwise, LogSumExp, MatrixFunction, Softmax, So
 
 _HEADER = {"python": "import numpy as np\n", "jax": "import jax.numpy as np\n", "torch": "import torch\n"}
 
-#: name -> source, per flavour; a module gets the ones its functions call, in this order
-_HELPERS: dict[str, dict[str, str]] = {
-    "python": {
-        "_count_power": '''
+#: the same in every flavour: n ** p for an axis's length (a mean's 1/n), which Python's float
+#: raises for at n = 0
+_COUNT_POWER = '''
 def _count_power(n, p):
     """n ** p for the length n of an axis: inf for a negative power of 0 (a mean over no
     entries is then NaN, as einderiv gives it), where Python's 0.0 ** -1 raises."""
     return float(n) ** p if n or p >= 0 else float("inf")
-''',
+'''
+
+#: name -> source, per flavour; a module gets the ones its functions call, in this order
+_HELPERS: dict[str, dict[str, str]] = {
+    "python": {
+        "_count_power": _COUNT_POWER,
         "_float": '''
 def _float(x):
     """The input as an array; integers and booleans as float64, as einderiv reads them."""
@@ -141,12 +145,7 @@ def _solve(m, b, transposed):
 ''',
     },
     "jax": {
-        "_count_power": '''
-def _count_power(n, p):
-    """n ** p for the length n of an axis: inf for a negative power of 0 (a mean over no
-    entries is then NaN, as einderiv gives it), where Python's 0.0 ** -1 raises."""
-    return float(n) ** p if n or p >= 0 else float("inf")
-''',
+        "_count_power": _COUNT_POWER,
         "_float": '''
 def _float(x):
     """The input as an array; integers and booleans as float64, as einderiv reads them."""
@@ -217,12 +216,7 @@ def _solve(m, b, transposed):
 ''',
     },
     "torch": {
-        "_count_power": '''
-def _count_power(n, p):
-    """n ** p for the length n of an axis: inf for a negative power of 0 (a mean over no
-    entries is then NaN, as einderiv gives it), where Python's 0.0 ** -1 raises."""
-    return float(n) ** p if n or p >= 0 else float("inf")
-''',
+        "_count_power": _COUNT_POWER,
         "_float": '''
 def _float(x):
     """The input as a tensor (a Python float as float64); integers and booleans as float64, as
