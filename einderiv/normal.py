@@ -634,15 +634,11 @@ def root_power(factor, rooted: frozenset) -> tuple[Apply, int] | None:
     named = _named_root(factor, rooted)
     if named is not None:
         return named
-    if (
-        isinstance(factor, Apply)
-        and factor.func == "pow"
-        and factor.param.denominator == 2
-        and len(factor.arg.terms) > 1
-    ):
+    written = _sum_root(factor)
+    if written is not None and factor.func == "pow":
         # (1 + x^2)^0.5, (1 + x^2)^-1.5: sqrt(B)^1, sqrt(B)^-3 (as written that way, its Hessian
         # was 0 at x = 1e8 for 1e-24, where sqrt(1 + x^2) spelled so was right: a hunt's find)
-        return Apply("sqrt", factor.arg), int(2 * factor.param)
+        return Apply("sqrt", written[0]), written[1]
     if isinstance(factor, Apply) and factor.func == "pow" and factor.param.denominator == 1:
         factor, power = single_atom(factor.arg), int(factor.param)
     if not (isinstance(factor, Apply) and factor.func == "sqrt"):
@@ -665,15 +661,31 @@ def _named_root(factor, rooted: frozenset) -> tuple[Apply, int] | None:
     for name, indices, poly in rooted:
         if name != factor.name or len(indices) != len(factor.indices) or len(poly.terms) != 1:
             continue
-        (term,) = poly.terms
-        root = term.factors[0] if term.coeff == 1 and len(term.factors) == 1 else None
-        half = isinstance(root, Apply) and root.func == "pow" and root.param.denominator == 2
-        if not (isinstance(root, Apply) and (root.func == "sqrt" or half) and len(root.arg.terms) > 1):
+        found = root_of_sum(poly)
+        if found is None:
             return None
+        base, times = found
         mapping = dict(zip(indices, factor.indices))
-        arg = Poly(tuple(t.rename(mapping) for t in root.arg.terms), factor.indices)
-        return Apply("sqrt", arg), power * (int(2 * root.param) if half else 1)
+        arg = Poly(tuple(t.rename(mapping) for t in base.terms), factor.indices)
+        return Apply("sqrt", arg), power * times
     return None
+
+
+def _sum_root(atom) -> tuple[Poly, int] | None:
+    """``(B, n)`` for an atom that is ``sqrt(B)`` (n = 1) or ``B^(n/2)`` of a sum B, else None."""
+    if not (isinstance(atom, Apply) and len(atom.arg.terms) > 1):
+        return None
+    if atom.func == "sqrt":
+        return atom.arg, 1
+    if atom.func == "pow" and atom.param.denominator == 2:
+        return atom.arg, int(2 * atom.param)
+    return None
+
+
+def root_of_sum(poly: Poly) -> tuple[Poly, int] | None:
+    """``(B, n)`` where ``poly`` is exactly ``sqrt(B)`` (n = 1) or ``B^(n/2)`` of a sum B
+    (``u_i = sqrt(1 + x_i^2)``, ``u_i = (1 + x_i^2)^1.5``), else None."""
+    return _sum_root(single_atom(poly))
 
 
 def _root(factor) -> bool:

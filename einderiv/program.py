@@ -54,6 +54,7 @@ from .normal import (
     rename_apart,
     rename_atom,
     rename_term_apart,
+    root_of_sum,
     simplify,
     single_atom,
 )
@@ -981,7 +982,7 @@ def derive(
     rooted = {
         (d.name, d.indices, d.poly)
         for d in program.definitions
-        if (len(d.poly.terms) > 1 or _elementwise_root(d.poly)) and d.poly.all_index_names() <= set(d.indices)
+        if (len(d.poly.terms) > 1 or root_of_sum(d.poly) is not None) and d.poly.all_index_names() <= set(d.indices)
     }
     # intermediates that are a fractional power of one tensor (u_i = x_i^0.5): read as x's power
     # where a term holds x too
@@ -1002,15 +1003,6 @@ def derive(
         POWERED.reset(powers)
         ROOTED.reset(sums)
         CANCELLING.reset(token)
-
-
-def _elementwise_root(poly: Poly) -> bool:
-    """Whether ``poly`` is ``sqrt(B)`` or ``B^(n/2)`` of a sum B."""
-    if len(poly.terms) != 1 or poly.terms[0].coeff != 1 or len(poly.terms[0].factors) != 1:
-        return False
-    root = poly.terms[0].factors[0]
-    half = isinstance(root, Apply) and root.func == "pow" and root.param.denominator == 2
-    return isinstance(root, Apply) and (root.func == "sqrt" or half) and len(root.arg.terms) > 1
 
 
 def _derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None, jacobians: bool) -> CheckedProgram:
