@@ -228,12 +228,12 @@ def _build(rest: tuple, numerator: Univariate, base_power: int, variable: Poly, 
     return out
 
 
-def _root_base(root: Apply, rooted: frozenset) -> Poly | None:
-    """The sum under ``root``: its argument, or the definition of the intermediate it is
-    (``u_j`` with ``u_i = 1 + x_i^2`` is ``1 + x_j^2``); None for one term."""
-    if len(root.arg.terms) > 1:
-        return root.arg
-    inner = single_atom(root.arg)
+def _sum_in(arg: Poly, rooted: frozenset) -> Poly | None:
+    """The sum ``arg`` is (under a root, or a negative power): itself, or the definition of the
+    intermediate it is (``u_j`` with ``u_i = 1 + x_i^2`` is ``1 + x_j^2``); None for one term."""
+    if len(arg.terms) > 1:
+        return arg
+    inner = single_atom(arg)
     for name, indices, poly in rooted:  # (no summed index: renaming the free ones captures none)
         if isinstance(inner, Tensor) and inner.name == name and len(indices) == len(inner.indices):
             mapping = dict(zip(indices, inner.indices))
@@ -249,7 +249,7 @@ def _collapse_root(poly: Poly, root: Apply, rooted: frozenset = frozenset()) -> 
     accurate at every x.  Only elementwise terms (no summed index, none inside B) and a
     numerator of one term: exact, and never larger than the terms it came from.  None where
     nothing collapses."""
-    base = _root_base(root, rooted)
+    base = _sum_in(root.arg, rooted)
     if base is None or base.all_index_names() - set(base.indices):
         return None  # a sum inside B (a norm): its numerator is not a term of the index language
     free = set(poly.indices)
@@ -346,7 +346,7 @@ def _named_sum(factor, rooted: frozenset) -> Poly | None:
     inner = single_atom(factor.arg)
     if not isinstance(inner, Tensor):
         return None
-    base = _root_base(Apply("sqrt", factor.arg), rooted)
+    base = _sum_in(factor.arg, rooted)
     return base if base is not None and len(base.terms) > 1 else None
 
 
