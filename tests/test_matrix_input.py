@@ -1003,7 +1003,7 @@ def test_no_all_scalars_warning_where_arrays_say_the_ranks():
     [
         ("f = x^T A x + B", None, "read with B a scalar, it is a scalar: declare ranks={'B': 0}"),
         ("f = x^T x", {"x": 2}, "read with x a vector, it is a scalar: declare ranks={'x': 1}"),
-        ("f = x^T A x^2", None, "no one name declared a scalar or a vector makes it a scalar"),
+        ("f = x^T A B", None, "no one name declared a scalar or a vector makes it a scalar"),
     ],
 )
 def test_the_ranks_the_error_advises_make_the_output_a_scalar(source, ranks, advice):

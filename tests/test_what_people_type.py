@@ -1025,6 +1025,40 @@ def test_a_power_no_matrix_has_is_an_error_not_a_scalar_reading(source):
     assert einderiv.compile(source, ranks={"A": 0}).read_as.startswith("f = ")
 
 
+@pytest.mark.parametrize(
+    "source, declared",
+    [
+        ("f = x^T (A + B)^(1/2) x", "ranks={'A': 0, 'B': 0}"),
+        ("Y = (X^T X)^(1/2)", "ranks={'X': 1}"),
+        ("f = tr((X^T X)^0.5)", "ranks={'X': 1}"),
+        ("f = x^T x^-2", "ranks={'x': 2}"),
+        ("f = x^T A x^2", "ranks={'x': 2}"),
+        ("f = tr(m^3)", "ranks={'m': 2}"),
+    ],
+)
+def test_a_power_no_matrix_or_vector_has_is_not_repaired_by_a_rank(source, declared):
+    """A hunt's find: the power of a bracket was repaired silently: ``x^T (A + B)^(1/2) x`` was
+    ``x^T x`` times a scalar root, ``(X^T X)^(1/2)`` the norm of a vector X, ``x^T x^-2`` and
+    ``x^T A x^2`` matrix products with x a matrix."""
+    with pytest.raises(einderiv.EinderivError, match=re.escape(f"declare {declared} if that is meant")):
+        einderiv.compile(source)
+
+
+@pytest.mark.parametrize(
+    "source, read_as",
+    [
+        ("f = x^T x / (N - M)^(1/2)", "f = x_i x_i / ((N - M)^(1/2))"),
+        ("f = x^T x / (N^2 + 1)^(1/2)", "f = x_i x_i / ((N^2 + 1)^(1/2))"),
+        ("f = x^T x / (1 + N)^(1/2)", "f = x_i x_i / ((1 + N)^(1/2))"),
+        ("f = tr(m m)", "f = sum_i(m_ij m_ji)"),
+    ],
+)
+def test_scalars_in_a_denominator_and_a_trace_of_names_keep_their_reading(source, read_as):
+    """A denominator is a scalar in matrix notation, whatever case its names have; and the trace
+    of a product of names is of a matrix (``tr(m m)`` was ``m m`` with m a scalar)."""
+    assert einderiv.compile(source).read_as == read_as
+
+
 def test_a_power_of_an_upper_case_divisor_is_still_a_scalar():
     x = ARRAYS["x"]
     assert einderiv.compile("f = x^T x / N^(1/2)").read_as == "f = x_i x_i / (N^(1/2))"

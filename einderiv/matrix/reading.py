@@ -432,6 +432,24 @@ def _coefficients(statements) -> set[str]:
     return {n.name for n in names if n.name[0].isupper()} - outside
 
 
+def _dividing(statements) -> set[str]:
+    """The names written only in denominators (``x^T x / (N - M)^(1/2)``), which are scalars
+    there: matrix notation divides by scalars only."""
+    inside: set[str] = set()
+    outside: set[str] = set()
+
+    def visit(node, below: bool) -> None:
+        if isinstance(node, Name):
+            (inside if below else outside).add(node.name)
+            return
+        for child in _children(node):
+            visit(child, below or (isinstance(node, Divide) and child is node.denominator))
+
+    for statement in statements:
+        visit(statement.node, False)
+    return inside - outside
+
+
 def _assess(
     source: str,
     statements,
@@ -485,7 +503,7 @@ def infer_ranks(source: str, statements, outputs, names: list[str], declared: Ma
     best = min(c for c, _ in results)
     tied = [r for c, r in results if c == best]
     if cost is None:
-        _no_repair(first_error, best, tied[0], convention, free, coefficients)
+        _no_repair(first_error, best, tied[0], convention, free, coefficients | _dividing(statements))
     if len(tied) > 1:
         unsure = [n for n in free if len({r[n] for r in tied}) > 1]
         words = {0: "a scalar", 1: "a vector", 2: "a matrix"}
@@ -520,19 +538,27 @@ def _no_repair(
     matrix and w a scalar, ``sum(x^2)`` the sum of a scalar, ``a^T x / b^T x`` with b a scalar
     type-check, but mean something else than NumPy and the textbook do.  Raises the conventional
     reading's error (``best``: the cost of the reading that would be taken), saying which ranks
-    would type-check."""
+    would type-check.  ``coefficients``: names written as coefficients or only in denominators,
+    which a power's failure does not hold to their conventional rank (``x / (N - M)^(1/2)``)."""
     broken = {p for p, count in zip(_PENALTIES, best) if count}
     inside = getattr(error, "in_reduction", False)
-    powered = getattr(error, "matrix_power", None)  # A^(1/2), A^9: no power of a matrix
-    if powered in free and convention[powered] == 2 and ranks[powered] != 2 and powered not in coefficients:
-        words = {0: "a scalar", 1: "a vector"}
-        raise EinderivError(
-            f"{error} (it type-checks with {powered} {words[ranks[powered]]}: declare "
-            f"ranks={{{powered!r}: {ranks[powered]}}} if that is meant)"
-        )
+    words = {0: "a scalar", 1: "a vector", 2: "a matrix"}
+    # A^(1/2), (A + B)^(1/2), x^-2: a power that neither a matrix nor a vector has is not repaired by
+    # lowering a matrix the base is made of, nor by raising a vector to a matrix (x^T x^-2)
+    powered = [
+        n
+        for n in getattr(error, "matrix_power", ())
+        if n in free
+        and n not in coefficients
+        and ((convention[n] == 2 and ranks[n] != 2) or (convention[n] == 1 and ranks[n] == 2))
+    ]
+    if powered:
+        powered = list(dict.fromkeys(powered))
+        readings = ", ".join(f"{n} {words[ranks[n]]}" for n in powered)
+        declared = ", ".join(f"{n!r}: {ranks[n]}" for n in powered)
+        raise EinderivError(f"{error} (it type-checks with {readings}: declare ranks={{{declared}}} if that is meant)")
     if not broken & set(_STRONG) and not (inside and broken & set(_IN_REDUCTIONS)):
         return
-    words = {0: "a scalar", 1: "a vector", 2: "a matrix"}
     changed = [n for n in free if ranks[n] != convention[n]]
     if not changed:
         raise error

@@ -372,7 +372,8 @@ class Reader:
         finally:
             self.reducing -= reducing
         if name == "tr" and inner.shape == SCALAR:  # a 1x1 product: tr(x^T w)
-            if isinstance(below_transposes(node.arg), Name):
+            if isinstance(below_transposes(node.arg), Name) or not self._holds_an_array(node.arg):
+                # tr(s), and tr(m m) or tr(m^3) with m a scalar: the trace of what no array is in
                 self.penalties["a matrix function of a scalar name"] += 1
             return Shaped(SCALAR)
         if name == "norm2":
@@ -405,12 +406,22 @@ class Reader:
             return Shaped(MATRIX)
         return Shaped(inner.shape if name == "softmax" else SCALAR)
 
+    def _holds_an_array(self, node) -> bool:
+        """Whether a vector or a matrix is written in ``node`` (``x^T w`` holds two, ``m m`` with m
+        a scalar none)."""
+        if isinstance(node, Name):
+            if node.name in self.defined:
+                return self.defined[node.name] != SCALAR
+            return node.name == IDENTITY or self.ranks.get(node.name, 0) != 0
+        return any(self._holds_an_array(child) for child in _children(node))
+
     def _power_failure(self, node: Power, message: str) -> EinderivError:
-        """The error for a power no matrix has (``A^(1/2)``, ``A^9``), marked with the name of its
-        base: rank inference does not repair it by reading that name as a scalar (``x^T A^(1/2) x``
-        is not ``x^T x`` times a scalar's square root)."""
+        """The error for a power no matrix or vector has (``A^(1/2)``, ``A^9``, ``(X^T X)^(1/2)``,
+        ``x^-2``), marked with the names its base is made of: rank inference does not repair it by
+        reading one of them with another rank (``x^T A^(1/2) x`` is not ``x^T x`` times a scalar's
+        square root, nor ``(X^T X)^(1/2)`` the norm of a vector X)."""
         error = self.fail(node, message)
-        error.matrix_power = node.base.name if isinstance(node.base, Name) else None
+        error.matrix_power = _powered_names(node.base)
         return error
 
     def _rewrite(self, node, replacement) -> Shaped:
@@ -706,6 +717,20 @@ def _children(node) -> list:
     fields_ = [getattr(node, f.name) for f in fields(node)] if is_dataclass(node) else []
     items = [item for value in fields_ for item in (value if isinstance(value, tuple) else (value,))]
     return [item for item in items if is_dataclass(item)]
+
+
+def _powered_names(base) -> tuple[str, ...]:
+    """The names that make ``base`` a vector or a matrix, for a power it cannot take: all those
+    written outside calls (``tr(A)`` is a scalar whatever A is), except a name added to a number
+    (``(N - 1)^(1/2)``: N a count)."""
+    if isinstance(base, Name):
+        return (base.name,)
+    if isinstance(base, Call):
+        return ()
+    children = _children(base)
+    if isinstance(base, Sum) and any(isinstance(t, Number) for t in base.terms):
+        children = [t for t in children if not isinstance(t, (Name, Number))]
+    return tuple(n for child in children for n in _powered_names(child))
 
 
 def _holds(node, kind: type) -> bool:
