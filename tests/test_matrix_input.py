@@ -977,10 +977,20 @@ def test_an_index_free_product_with_an_upper_case_name_warns_that_all_are_scalar
     assert result.returncode == 0 and "warning: no index is written" in result.stderr
 
 
+@pytest.mark.parametrize("text", ["f = x·y", "f = x ⋅ y", "f = a + u·v"])
+def test_a_dot_between_names_without_indices_warns_that_it_multiplies_scalars(text):
+    """``f = x·y`` is the dot product in vector notation; without an index it is index notation's
+    product of two scalars, and said nothing (with vectors, evaluation then failed)."""
+    with pytest.warns(einderiv.EinderivWarning, match="'·' is a product of scalars here: a dot product is x\\^T y"):
+        einderiv.compile(text)
+
+
 @pytest.mark.parametrize(
     "text, keywords",
     [
         ("f = x_i A_ij x_j", {}),
+        ("f = x_i·y_i", {}),  # indices written
+        ("E = m·c^2", {}),  # a dot before a power: no product of two names
         ("L = 0.5 N s^2 + log(s)", {}),  # no product of two names
         ("f = x A x", {"notation": "index"}),  # asked for
         ("f = x A x", {"ranks": {"A": 0, "x": 0}}),  # declared

@@ -169,7 +169,7 @@ def read(source, notation: str = "auto", ranks=None, array_ranks: Mapping[str, i
         except EinderivError:
             return reading  # index notation's error, as before
     if notation == "auto" and "_" not in source and not declared and not array_ranks:
-        _warn_all_scalars(reading.program)
+        _warn_all_scalars(reading.program, dotted=any(dot in source for dot in "·⋅"))
     return reading
 
 
@@ -207,9 +207,10 @@ def _read_index(source: str, declared: dict[str, int]) -> Reading:
     return Reading("index", source, source.strip(), tuple(declared.items()), program)
 
 
-def _warn_all_scalars(program: Program) -> None:
+def _warn_all_scalars(program: Program, dotted: bool = False) -> None:
     """An EinderivWarning for text without a single index that multiplies a name starting with an
-    upper-case letter by another input (``f = x A x``, ``y = exp(A x)``): read as index notation,
+    upper-case letter by another input (``f = x A x``, ``y = exp(A x)``), or ``dotted``, writes a
+    product with a dot (``f = x·y``, a dot product in vector notation): read as index notation,
     every name is a scalar, and the derivative printed (``df/dx = 2 A x``) looks like the matrix
     one without being it (a helper's hunt: that is (A + A^T) x for a matrix A)."""
     written = {s.target.name for s in program.statements if s.target is not None}
@@ -218,12 +219,13 @@ def _warn_all_scalars(program: Program) -> None:
         for node in walk(statement.rhs):
             if isinstance(node, Mul):
                 names = [f.name for f in node.factors if isinstance(f, Tensor) and f.name not in written]
-                if any(n[0].isupper() for n in names) and len(set(names)) >= 2:
+                if (dotted or any(n[0].isupper() for n in names)) and len(set(names)) >= 2:
                     pairs.extend(names)
     if pairs:
         shown = ", ".join(repr(n) for n in dict.fromkeys(pairs))
+        dot = "; '·' is a product of scalars here: a dot product is x^T y (x_i y_i)" if dotted else ""
         warnings.warn(
-            f"no index is written, so this is index notation and every name is a scalar ({shown}); "
+            f"no index is written, so this is index notation and every name is a scalar ({shown}){dot}; "
             "for vectors and matrices pass notation='matrix' (command line: --notation matrix) or write "
             "their indices (A_ij x_j)",
             EinderivWarning,
