@@ -43,7 +43,7 @@ from .ir import Delta, MatrixCall, Program, Tensor, to_float, walk
 from .normal import Apply, MatrixFn, Poly, is_reciprocal
 from .optimiser import StraightLine
 from .products import Product
-from .steps import Contract, Elementwise, LogSumExp, MatrixFunction, Softmax, Solve, Step
+from .steps import Contract, Elementwise, LogSoftmax, LogSumExp, MatrixFunction, Softmax, Solve, Step
 
 _HEADER = {"python": "import numpy as np\n", "jax": "import jax.numpy as np\n", "torch": "import torch\n"}
 
@@ -100,6 +100,16 @@ def _softmax(v, axes):
     peak = np.where(np.isfinite(peak), peak, 0)
     e = np.exp(v - peak)
     return e / np.sum(e, axis=axes, keepdims=True)
+''',
+        "_log_softmax": '''
+def _log_softmax(v, axes):
+    """v - log(sum over axes of exp(v)), as (v - max) - log(sum exp(v - max)): exact where the
+    largest entries tie far from 0."""
+    if 0 in v.shape:
+        return v - np.log(np.sum(np.exp(v), axis=axes, keepdims=True))
+    peak = np.max(v, axis=axes, keepdims=True)
+    shifted = v - np.where(np.isfinite(peak), peak, 0)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axes, keepdims=True))
 ''',
         "_logsumexp": '''
 def _logsumexp(v, axes, order):
@@ -168,6 +178,16 @@ def _softmax(v, axes):
     peak = np.max(v, axis=axes, keepdims=True)
     e = np.exp(v - np.where(np.isfinite(peak), peak, 0))
     return e / np.sum(e, axis=axes, keepdims=True)
+''',
+        "_log_softmax": '''
+def _log_softmax(v, axes):
+    """v - log(sum over axes of exp(v)), as (v - max) - log(sum exp(v - max)): exact where the
+    largest entries tie far from 0."""
+    if 0 in v.shape:
+        return v - np.log(np.sum(np.exp(v), axis=axes, keepdims=True))
+    peak = np.max(v, axis=axes, keepdims=True)
+    shifted = v - np.where(np.isfinite(peak), peak, 0)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axes, keepdims=True))
 ''',
         "_logsumexp": '''
 def _logsumexp(v, axes, order):
@@ -252,6 +272,16 @@ def _softmax(v, axes):
     peak = torch.amax(v, dim=axes, keepdim=True)
     e = torch.exp(v - torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak)))
     return e / torch.sum(e, dim=axes, keepdim=True)
+''',
+        "_log_softmax": '''
+def _log_softmax(v, axes):
+    """v - log(sum over axes of exp(v)), as (v - max) - log(sum exp(v - max)): exact where the
+    largest entries tie far from 0."""
+    if 0 in v.shape:
+        return v - torch.log(torch.sum(torch.exp(v), dim=axes, keepdim=True))
+    peak = torch.amax(v, dim=axes, keepdim=True)
+    shifted = v - torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    return shifted - torch.log(torch.sum(torch.exp(shifted), dim=axes, keepdim=True))
 ''',
         "_logsumexp": '''
 def _logsumexp(v, axes, order):
@@ -744,6 +774,7 @@ CODE_FOR = {
     MatrixFunction: lambda body, step, source: f"{body.helper('_' + step.func)}({source})",
     Softmax: lambda body, step, source: f"{body.helper('_softmax')}({source}, {step.axes[0]})",
     LogSumExp: lambda body, step, source: f"{body.helper('_logsumexp')}({source}, {step.axes[0]}, {step.axes[1]})",
+    LogSoftmax: lambda body, step, source: f"{body.helper('_log_softmax')}({source}, {step.axes[0]})",
     Elementwise: lambda body, step, source: body.elementwise(step.func, step.param, source),
 }
 

@@ -38,7 +38,7 @@ from .normal import (
     single_atom,
 )
 from .rewrites import logsumexp_parts
-from .steps import Contract, Elementwise, LogSumExp, MatrixFunction, Softmax, Solve, Step
+from .steps import Contract, Elementwise, LogSoftmax, LogSumExp, MatrixFunction, Softmax, Solve, Step
 
 
 def _poly_key(poly: Poly) -> tuple:
@@ -517,6 +517,8 @@ class StraightLine:
         """The step ``name = poly``; a difference whose terms all hold one factor over output
         indices (``c x_n - c mu``) as that factor times the difference (see :func:`_common_factor`:
         at x ~ 1e15 the gradient by s2 of ``r_n = (x_n - mu) / s2; L = r_n r_n`` was 9% off)."""
+        if self._log_softmax(name, poly):
+            return
         pulled = _common_factor(poly)
         if pulled is None:
             poly = self._summed_step(poly) or self._earlier_products(poly)
@@ -527,6 +529,41 @@ class StraightLine:
         common, inner = pulled
         product = Term(Fraction(1), (*common, Tensor(self._inner_step(inner, hints), inner.indices)))
         self.steps.append(Contract(name, Contraction(Poly((product,), poly.indices), hints)))
+
+    def _log_softmax(self, name: str, poly: Poly) -> bool:
+        """``v - logsumexp_R(v)`` (``log(softmax_R(v))`` as normal.py rewrites it) as one
+        :class:`LogSoftmax` step, ``(v - max) - log(sum_R exp(v - max))``: the difference of v
+        and its logsumexp step rounds away what is left after the largest entries (at z = [1e16,
+        1e16, 0] it was 0 for log(1/2)); ``logsumexp_R(v) - v`` (in an entropy, ``-p log(p)``) as
+        that step negated.  Whether the steps were taken."""
+        if len(poly.terms) != 2 or sorted(t.coeff for t in poly.terms) != [-1, 1]:
+            return False
+        factors = [t.factors[0] if len(t.factors) == 1 else None for t in poly.terms]
+        if not all(isinstance(f, Tensor) for f in factors):
+            return False
+        made = {s.target: s for s in self.steps if isinstance(s, LogSumExp) and s.target in {f.name for f in factors}}
+        if len(made) != 1:
+            return False
+        lse_at = next(k for k, f in enumerate(factors) if f.name in made)
+        v, lse, step = factors[1 - lse_at], factors[lse_at], made[factors[lse_at].name]
+        axes, order = step.axes
+        if (
+            step.source != v.name
+            or v.indices != poly.indices
+            or is_reciprocal(v)
+            or len(set(v.indices)) != len(v.indices)
+        ):
+            return False
+        if lse.indices != tuple(v.indices[k] for k in order):
+            return False
+        if poly.terms[lse_at].coeff == -1:
+            self.steps.append(LogSoftmax(name, source=v.name, axes=(axes, ())))
+            return True
+        log_softmax = self._temp()
+        self.steps.append(LogSoftmax(log_softmax, source=v.name, axes=(axes, ())))
+        minus = Poly((Term(Fraction(-1), (Tensor(log_softmax, v.indices),)),), v.indices)
+        self.steps.append(Contract(name, Contraction(minus)))
+        return True
 
     def _residual_first(self, poly: Poly) -> Poly | None:
         """``sum_n(softplus(z_n) - y_n z_n)`` as the sum over n of the step ``r_n = softplus(z_n)
@@ -618,7 +655,8 @@ class StraightLine:
         made = self._calls.get(key)
         if made is None:
             made = self._calls[key] = self._temp()
-            self.steps.append(Contract(made, Contraction(inner, hints)))
+            if not self._log_softmax(made, inner):
+                self.steps.append(Contract(made, Contraction(inner, hints)))
             self._sums[made] = inner
         return made
 

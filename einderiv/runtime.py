@@ -23,7 +23,7 @@ from .contraction import kept_intermediates, new_array, own_array, path_cost, re
 from .errors import EvaluationError
 from .linalg import generic_matrix_function, generic_solve, matrix_function, solve
 from .optimiser import StraightLine
-from .steps import STEP_KINDS, Contract, Elementwise, LogSumExp, MatrixFunction, Softmax, Solve
+from .steps import STEP_KINDS, Contract, Elementwise, LogSoftmax, LogSumExp, MatrixFunction, Softmax, Solve
 
 
 def as_array(name: str, value) -> np.ndarray:
@@ -117,6 +117,26 @@ def _logsumexp(v: np.ndarray, axes: tuple[int, ...], order: tuple[int, ...]) -> 
     out = np.squeeze(out, axis=axes)
     kept = [k for k in range(v.ndim) if k not in axes]
     return np.transpose(out, [kept.index(k) for k in order]) if out.ndim else out
+
+
+def _log_softmax(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """v - log(sum over ``axes`` of exp(v)), as (v - max) - log(sum exp(v - max)): exact where the
+    largest entries tie far from 0, where v minus its logsumexp rounds to 0."""
+    with np.errstate(all="ignore"):  # inf or NaN inputs: IEEE results, no warnings
+        if not v.size:
+            return v - np.log(np.sum(np.exp(v), axis=axes, keepdims=True))
+        peak = _peaks(v, axes)
+        shifted = np.subtract(v, np.where(np.isfinite(peak), peak, 0))
+        shifted -= np.log(_sums(np.exp(shifted), axes))
+        return shifted
+
+
+def generic_log_softmax(v, axes: tuple[int, ...], ops: ArrayOps):
+    """(v - max) - log(sum over ``axes`` of exp(v - max))."""
+    if 0 in tuple(v.shape):
+        return v - ops.xp.log(ops.sum(ops.xp.exp(v), axes))
+    shifted = v - ops.finite_or_zero(ops.amax(v, axes))
+    return shifted - ops.xp.log(ops.sum(ops.xp.exp(shifted), axes))
 
 
 def generic_softmax(v, axes: tuple[int, ...], ops: ArrayOps):
@@ -420,6 +440,13 @@ def _logsumexp_instruction(step: LogSumExp, values, factored):
     return instruction
 
 
+def _log_softmax_instruction(step: LogSoftmax, values, factored):
+    def instruction(v, out, a=step.source, axes=step.axes[0], t=step.target):
+        v[t] = _log_softmax(v[a], axes)
+
+    return instruction
+
+
 def _elementwise_instruction(step: Elementwise, values, factored):
     def instruction(v, out, a=step.source, func=step.func, param=step.param, t=step.target):
         x = v[a]
@@ -459,6 +486,7 @@ NUMPY_INSTRUCTIONS = {
     MatrixFunction: _matrix_instruction,
     Softmax: _softmax_instruction,
     LogSumExp: _logsumexp_instruction,
+    LogSoftmax: _log_softmax_instruction,
     Elementwise: _elementwise_instruction,
 }
 
@@ -482,6 +510,7 @@ GENERIC_STEPS = {
     ),
     Softmax: lambda step, values, ops, like: generic_softmax(values[step.source], step.axes[0], ops),
     LogSumExp: lambda step, values, ops, like: generic_logsumexp(values[step.source], *step.axes, ops),
+    LogSoftmax: lambda step, values, ops, like: generic_log_softmax(values[step.source], step.axes[0], ops),
     Elementwise: lambda step, values, ops, like: ops.apply(step.func, step.param, values[step.source]),
 }
 assert set(NUMPY_INSTRUCTIONS) == set(GENERIC_STEPS) == set(STEP_KINDS)
@@ -558,6 +587,11 @@ def _explain_logsumexp(step: LogSumExp, values):
     return f"logsumexp({step.source}, axes {axes})", shape, 4 * math.prod(source), math.prod(source)
 
 
+def _explain_log_softmax(step: LogSoftmax, values):
+    shape = values[step.source].shape
+    return f"log_softmax({step.source}, axes {step.axes[0]})", shape, 5 * math.prod(shape), math.prod(shape)
+
+
 #: the explainer: each kind of step -> (step, placeholder values) -> (computes, shape, flops, largest)
 EXPLAIN = {
     Contract: _explain_contract,
@@ -566,6 +600,7 @@ EXPLAIN = {
     Solve: _explain_solve,
     Softmax: _explain_softmax,
     LogSumExp: _explain_logsumexp,
+    LogSoftmax: _explain_log_softmax,
 }
 assert set(EXPLAIN) == set(STEP_KINDS)
 

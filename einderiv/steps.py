@@ -12,7 +12,8 @@ produces them, and three interpreters, each a table keyed by the step's class, r
 - :class:`Solve`: inv(``source``) ``operand`` (``solve``) or inv(``source``)ᵀ ``operand``
   (``solve_transposed``), by a linear solve;
 - :class:`Softmax`: exp(v) normalised over the axes ``axes[0]`` of ``source``;
-- :class:`LogSumExp`: log Σ exp(v) over the axes ``axes[0]``, the kept axes in the order ``axes[1]``.
+- :class:`LogSumExp`: log Σ exp(v) over the axes ``axes[0]``, the kept axes in the order ``axes[1]``;
+- :class:`LogSoftmax`: v - log Σ exp(v) over the axes ``axes[0]`` of ``source``, its axes kept.
 
 Every step has the attributes of every kind, ``None`` (or False) where they do not apply, so
 code that filters steps (``step.contraction is not None``) reads any of them.
@@ -113,7 +114,29 @@ class LogSumExp(Step):
     kind: ClassVar[str] = "logsumexp"
 
 
-#: every kind of step: each interpreter has an entry for each (tests/test_steps.py checks)
-STEP_KINDS: tuple[type[Step], ...] = (Contract, Elementwise, MatrixFunction, Solve, Softmax, LogSumExp)
+@dataclass(frozen=True)
+class LogSoftmax(Step):
+    """``target = v - log Σ_axes[0] exp(v)`` of ``source``, as ``(v - max) - log Σ exp(v - max)``:
+    where the largest entries tie far from 0 (z = [1e16, 1e16, 0]) the difference of v and its
+    logsumexp rounds to 0, and this to log(1/2)."""
 
-__all__ = ["STEP_KINDS", "Contract", "Elementwise", "LogSumExp", "MatrixFunction", "Softmax", "Solve", "Step"]
+    source: str = ""
+    axes: tuple = ((), ())
+    func: ClassVar[str] = "log_softmax"
+    kind: ClassVar[str] = "log_softmax"
+
+
+#: every kind of step: each interpreter has an entry for each (tests/test_steps.py checks)
+STEP_KINDS: tuple[type[Step], ...] = (Contract, Elementwise, MatrixFunction, Solve, Softmax, LogSumExp, LogSoftmax)
+
+__all__ = [
+    "STEP_KINDS",
+    "Contract",
+    "Elementwise",
+    "LogSoftmax",
+    "LogSumExp",
+    "MatrixFunction",
+    "Softmax",
+    "Solve",
+    "Step",
+]

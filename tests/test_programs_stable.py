@@ -1221,3 +1221,39 @@ def test_a_difference_over_a_sum_holding_its_named_call_stays_named():
     source = "u_i = softplus(x_i); f = sum_i(((u_i + x_i) / (1 - u_i^2))^2)"
     x = np.array([-1e300, -1e200, -1e160, -1e100, -40.0])
     np.testing.assert_allclose(einderiv.hessian_diag(source, "x")(x=x), 2.0, rtol=1e-12)
+
+
+LOG_SOFTMAX_AT_TIES = [
+    ("f = y_k log(softmax_k(z_k))", -np.log(2.0)),
+    ("p_k = softmax_k(z_k); f = -p_k log(p_k)", np.log(2.0)),
+    ("f = -sum_k(softmax_k(z_k) log(softmax_k(z_k)))", np.log(2.0)),
+    ("L_k = log(softmax_k(z_k)); f = L_k y_k", -np.log(2.0)),
+]
+
+
+@pytest.mark.parametrize("interpreter", ["numpy", "torch", "jax", "python code", "jax code", "torch code"])
+@pytest.mark.parametrize("source, expected", LOG_SOFTMAX_AT_TIES)
+@pytest.mark.parametrize("c", [1e13, 1e16, 1e17])
+def test_the_log_of_a_softmax_is_exact_where_the_largest_logits_tie(source, expected, c, interpreter, tmp_path):
+    """A hunt's find: ``z_k - logsumexp(z)`` rounds away log(1/2) when the two largest logits tie
+    at 1e16 (the value was 0 for -log 2; 0.75 for log 2 at 1e15).  It is now one step, (z - max)
+    - log(sum exp(z - max)), in every interpreter, as jax's log_softmax computes it."""
+    from benchmarks.codegen import load_generated
+
+    z, y = np.array([c, c, 0.0]), np.array([1.0, 0.0, 0.0])
+    compiled = einderiv.compile(source)
+    arrays = {name: {"z": z, "y": y}[name] for name in compiled.inputs}
+    if interpreter.endswith(" code"):
+        flavour = interpreter.split()[0]
+        convert = {"python": np.asarray, "jax": lambda a: jax_float64()[1].asarray(a)}.get(flavour)
+        if flavour == "torch":
+            convert = pytest.importorskip("torch").as_tensor
+        module = load_generated(einderiv.codegen.generate(compiled, flavour), tmp_path, f"ties_{flavour}")
+        value = getattr(module, compiled.program.output)(**{k: convert(v) for k, v in arrays.items()})
+    elif interpreter == "numpy":
+        value = compiled(**arrays)
+    else:
+        convert = jax_float64()[1].asarray if interpreter == "jax" else pytest.importorskip("torch").as_tensor
+        value = compiled(**{k: convert(v) for k, v in arrays.items()})
+    got = float(value.detach() if hasattr(value, "detach") else value)
+    assert got == pytest.approx(expected, rel=1e-15, abs=0)

@@ -14,8 +14,11 @@ from einderiv.runtime import EXPLAIN, GENERIC_STEPS, NUMPY_INSTRUCTIONS
 from einderiv.steps import STEP_KINDS
 
 #: uses every kind of step: a contraction, elementwise calls, softmax, logsumexp, a matrix
-#: function (det) and a solve (inv(M) times a vector)
-EVERY_KIND = "p_k = softmax_k(z_k); h_i = tanh(inv(M)_ij b_j); L = logsumexp_k(z_k) + det(M) + p_k z_k + h_i h_i"
+#: function (det), a solve (inv(M) times a vector) and a log-softmax (log(p))
+EVERY_KIND = (
+    "p_k = softmax_k(z_k); q_k = log(p_k); h_i = tanh(inv(M)_ij b_j); "
+    "L = logsumexp_k(z_k) + det(M) + p_k z_k + h_i h_i + q_k y_k"
+)
 
 
 def test_every_interpreter_handles_every_kind_of_step():
@@ -23,24 +26,25 @@ def test_every_interpreter_handles_every_kind_of_step():
         assert set(table) == set(STEP_KINDS)
 
 
-def closed_form(z, M, b):
+def closed_form(z, M, b, y):
     p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
     h = np.tanh(np.linalg.solve(M, b))
-    return np.log(np.exp(z).sum()) + np.linalg.det(M) + p @ z + h @ h
+    return np.log(np.exp(z).sum()) + np.linalg.det(M) + p @ z + h @ h + np.log(p) @ y
 
 
 def test_a_program_with_every_kind_of_step_is_right_through_every_interpreter():
     rng = np.random.default_rng(0)
     z, M, b = rng.normal(size=5), 3 * np.eye(3) + 0.3 * rng.normal(size=(3, 3)), rng.normal(size=3)
+    y = rng.random(5)
     compiled = einderiv.compile(EVERY_KIND)
     assert {step.kind for step in compiled.steps} == {kind.kind for kind in STEP_KINDS}
-    expected = closed_form(z, M, b)
-    np.testing.assert_allclose(compiled(z=z, M=M, b=b), expected, rtol=1e-12)  # NumPy
+    expected = closed_form(z, M, b, y)
+    np.testing.assert_allclose(compiled(z=z, M=M, b=b, y=y), expected, rtol=1e-12)  # NumPy
     namespace: dict = {}
     exec(generate(compiled, "python"), namespace)  # the generated module, not user text
-    np.testing.assert_allclose(namespace["L"](z, M, b), expected, rtol=1e-12)
+    np.testing.assert_allclose(namespace["L"](z=z, M=M, b=b, y=y), expected, rtol=1e-12)
     torch = pytest.importorskip("torch")
-    value = compiled(z=torch.tensor(z), M=torch.tensor(M), b=torch.tensor(b))  # the generic interpreter
+    value = compiled(z=torch.tensor(z), M=torch.tensor(M), b=torch.tensor(b), y=torch.tensor(y))  # generic
     np.testing.assert_allclose(value.numpy(), expected, rtol=1e-12)
 
 
