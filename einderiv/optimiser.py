@@ -517,7 +517,7 @@ class StraightLine:
         """The step ``name = poly``; a difference whose terms all hold one factor over output
         indices (``c x_n - c mu``) as that factor times the difference (see :func:`_common_factor`:
         at x ~ 1e15 the gradient by s2 of ``r_n = (x_n - mu) / s2; L = r_n r_n`` was 9% off)."""
-        if self._log_softmax(name, poly):
+        if self._log_softmax(name, poly, hints):
             return
         pulled = _common_factor(poly)
         if pulled is None:
@@ -530,40 +530,52 @@ class StraightLine:
         product = Term(Fraction(1), (*common, Tensor(self._inner_step(inner, hints), inner.indices)))
         self.steps.append(Contract(name, Contraction(Poly((product,), poly.indices), hints)))
 
-    def _log_softmax(self, name: str, poly: Poly) -> bool:
+    def _log_softmax(self, name: str, poly: Poly, hints=()) -> bool:
         """``v - logsumexp_R(v)`` (``log(softmax_R(v))`` as normal.py rewrites it) as one
         :class:`LogSoftmax` step, ``(v - max) - log(sum_R exp(v - max))``: the difference of v
         and its logsumexp step rounds away what is left after the largest entries (at z = [1e16,
-        1e16, 0] it was 0 for log(1/2)); ``logsumexp_R(v) - v`` (in an entropy, ``-p log(p)``) as
-        that step negated.  Whether the steps were taken."""
-        if len(poly.terms) != 2 or sorted(t.coeff for t in poly.terms) != [-1, 1]:
+        1e16, 0] it was 0 for log(1/2)).  Also ``c (v - logsumexp_R(v))`` (an entropy's ``-p
+        log(p)`` holds ``logsumexp_R(v) - v``) and that times factors both terms hold, with a
+        product an earlier step computed read from it (the cross-entropy ``-Y_nk log(softmax_k(X_nd
+        W_dk))`` multiplied out is ``-Y_nk _t0_nk + Y_nk _t1_n``).  Whether the steps were taken."""
+        common, inner = (), poly
+        parts = self._log_softmax_parts(poly)
+        if parts is None and len(poly.terms) == 2:
+            pulled = _pulled_out(self._earlier_products(poly), lambda f: isinstance(f, Tensor))
+            if pulled is not None:
+                common, inner = pulled
+                parts = self._log_softmax_parts(inner)
+        if parts is None:
             return False
-        factors = [t.factors[0] if len(t.factors) == 1 else None for t in poly.terms]
-        if not all(isinstance(f, Tensor) for f in factors):
-            return False
-        made = {s.target: s for s in self.steps if isinstance(s, LogSumExp) and s.target in {f.name for f in factors}}
-        if len(made) != 1:
-            return False
-        lse_at = next(k for k, f in enumerate(factors) if f.name in made)
-        v, lse, step = factors[1 - lse_at], factors[lse_at], made[factors[lse_at].name]
-        axes, order = step.axes
-        if (
-            step.source != v.name
-            or v.indices != poly.indices
-            or is_reciprocal(v)
-            or len(set(v.indices)) != len(v.indices)
-        ):
-            return False
-        if lse.indices != tuple(v.indices[k] for k in order):
-            return False
-        if poly.terms[lse_at].coeff == -1:
+        v, axes, coeff = parts
+        if not common and coeff == 1 and v.indices == poly.indices:
             self.steps.append(LogSoftmax(name, source=v.name, axes=(axes, ())))
             return True
         log_softmax = self._temp()
         self.steps.append(LogSoftmax(log_softmax, source=v.name, axes=(axes, ())))
-        minus = Poly((Term(Fraction(-1), (Tensor(log_softmax, v.indices),)),), v.indices)
-        self.steps.append(Contract(name, Contraction(minus)))
+        term = Term(coeff, (*common, Tensor(log_softmax, v.indices)))
+        self.steps.append(Contract(name, Contraction(Poly((term,), poly.indices), hints)))
         return True
+
+    def _log_softmax_parts(self, poly: Poly) -> tuple[Tensor, tuple[int, ...], Fraction] | None:
+        """``(v, axes, c)`` where ``poly`` is ``c v - c lse`` for a :class:`LogSumExp` step lse of
+        v over v's ``axes``, else None."""
+        if len(poly.terms) != 2 or poly.terms[0].coeff != -poly.terms[1].coeff:
+            return None
+        factors = [t.factors[0] if len(t.factors) == 1 else None for t in poly.terms]
+        if not all(isinstance(f, Tensor) for f in factors):
+            return None
+        made = {s.target: s for s in self.steps if isinstance(s, LogSumExp) and s.target in {f.name for f in factors}}
+        if len(made) != 1:
+            return None
+        lse_at = next(k for k, f in enumerate(factors) if f.name in made)
+        v, lse, step = factors[1 - lse_at], factors[lse_at], made[factors[lse_at].name]
+        axes, order = step.axes
+        if step.source != v.name or is_reciprocal(v) or len(set(v.indices)) != len(v.indices):
+            return None
+        if len(v.indices) != len(axes) + len(order) or lse.indices != tuple(v.indices[k] for k in order):
+            return None
+        return v, axes, poly.terms[1 - lse_at].coeff
 
     def _residual_first(self, poly: Poly) -> Poly | None:
         """``sum_n(softplus(z_n) - y_n z_n)`` as the sum over n of the step ``r_n = softplus(z_n)
@@ -655,7 +667,7 @@ class StraightLine:
         made = self._calls.get(key)
         if made is None:
             made = self._calls[key] = self._temp()
-            if not self._log_softmax(made, inner):
+            if not self._log_softmax(made, inner, hints):
                 self.steps.append(Contract(made, Contraction(inner, hints)))
             self._sums[made] = inner
         return made

@@ -1257,3 +1257,29 @@ def test_the_log_of_a_softmax_is_exact_where_the_largest_logits_tie(source, expe
         value = compiled(**{k: convert(v) for k, v in arrays.items()})
     got = float(value.detach() if hasattr(value, "detach") else value)
     assert got == pytest.approx(expected, rel=1e-15, abs=0)
+
+
+@pytest.mark.parametrize(
+    "source, scale",
+    [
+        ("L = -Y_nk log(softmax_k(X_nd W_dk))", 1.0),
+        ("L = -mean_n(Y_nk log(softmax_k(Z_nk)))", 0.5),
+        ("L = 0.5 W_dk W_dk - Y_nk log(softmax_k(Z_nk))", 1.0),
+        ("P_nk = softmax_k(Z_nk); L = -Y_nk log(P_nk)", 1.0),
+    ],
+)
+def test_a_cross_entropy_multiplied_out_is_exact_where_the_largest_logits_tie(source, scale):
+    """The softmax cross-entropy of a product (``X_nd W_dk``) or a mean is multiplied out as
+    ``-Y_nk _t0_nk + Y_nk logsumexp_n``: at tied logits of 1e16 it was 0.  The reference is a
+    max-shifted log-softmax in NumPy."""
+    c = 1e16
+    Z = np.array([[c, c, 0.0], [0.0, 1.0, 2.0]])
+    Y = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    shifted = Z - Z.max(axis=1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    expected = -scale * (Y * log_softmax).sum()
+    compiled = einderiv.compile(source)
+    arrays = {"Z": Z, "Y": Y, "X": Z, "W": np.eye(3)}
+    penalty = 0.5 * 3 if "W_dk W_dk" in source else 0.0
+    got = compiled(**{name: arrays[name] for name in compiled.inputs})
+    assert float(got) == pytest.approx(expected + penalty, rel=1e-15, abs=0)
