@@ -1034,12 +1034,15 @@ def test_a_power_no_matrix_has_is_an_error_not_a_scalar_reading(source):
         ("f = x^T x^-2", "ranks={'x': 2}"),
         ("f = x^T A x^2", "ranks={'x': 2}"),
         ("f = tr(m^3)", "ranks={'m': 2}"),
+        ("f = x^T diag(A) x", "ranks={'A': 1}"),
+        ("f = diag(A)^T diag(A)", "ranks={'A': 1}"),
     ],
 )
-def test_a_power_no_matrix_or_vector_has_is_not_repaired_by_a_rank(source, declared):
+def test_a_power_or_call_no_matrix_or_vector_takes_is_not_repaired_by_a_rank(source, declared):
     """A hunt's find: the power of a bracket was repaired silently: ``x^T (A + B)^(1/2) x`` was
     ``x^T x`` times a scalar root, ``(X^T X)^(1/2)`` the norm of a vector X, ``x^T x^-2`` and
-    ``x^T A x^2`` matrix products with x a matrix."""
+    ``x^T A x^2`` matrix products with x a matrix; and ``diag(A)`` of a matrix (MATLAB's diagonal
+    of A) read A as a vector."""
     with pytest.raises(einderiv.EinderivError, match=re.escape(f"declare {declared} if that is meant")):
         einderiv.compile(source)
 

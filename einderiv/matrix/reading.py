@@ -545,11 +545,12 @@ def _no_repair(
     broken = {p for p, count in zip(_PENALTIES, best) if count}
     inside = getattr(error, "in_reduction", False)
     words = {0: "a scalar", 1: "a vector", 2: "a matrix"}
-    # A^(1/2), (A + B)^(1/2), x^-2: a power that neither a matrix nor a vector has is not repaired by
-    # lowering a matrix the base is made of, nor by raising a vector to a matrix (x^T x^-2)
+    # A^(1/2), (A + B)^(1/2), x^-2, diag(A): a power that neither a matrix nor a vector has, or a
+    # call of a vector given a matrix, is not repaired by lowering a matrix the base or argument is
+    # made of, nor by raising a vector to a matrix (x^T x^-2)
     powered = [
         n
-        for n in getattr(error, "matrix_power", ())
+        for n in getattr(error, "held_names", ())
         if n in free
         and n not in coefficients
         and ((convention[n] == 2 and ranks[n] != 2) or (convention[n] == 1 and ranks[n] == 2))

@@ -401,7 +401,10 @@ class Reader:
             return Shaped(SCALAR)
         if inner.shape not in (COLUMN, ROW):
             hint = " (a matrix's diagonal is A_ii in index notation)" if name == "diag" else ""
-            raise self.fail(node, f"{name}(...) of {_word(inner.shape)}: it takes a vector{hint}")
+            error = self.fail(node, f"{name}(...) of {_word(inner.shape)}: it takes a vector{hint}")
+            if inner.shape == MATRIX:  # diag(A) is not repaired by reading A as a vector
+                error.held_names = _shaping_names(node.arg)
+            raise error
         if name == "diag":
             return Shaped(MATRIX)
         return Shaped(inner.shape if name == "softmax" else SCALAR)
@@ -421,7 +424,7 @@ class Reader:
         reading one of them with another rank (``x^T A^(1/2) x`` is not ``x^T x`` times a scalar's
         square root, nor ``(X^T X)^(1/2)`` the norm of a vector X)."""
         error = self.fail(node, message)
-        error.matrix_power = _powered_names(node.base)
+        error.held_names = _shaping_names(node.base)
         return error
 
     def _rewrite(self, node, replacement) -> Shaped:
@@ -719,10 +722,10 @@ def _children(node) -> list:
     return [item for item in items if is_dataclass(item)]
 
 
-def _powered_names(base) -> tuple[str, ...]:
-    """The names that make ``base`` a vector or a matrix, for a power it cannot take: all those
-    written outside calls (``tr(A)`` is a scalar whatever A is), except a name added to a number
-    (``(N - 1)^(1/2)``: N a count)."""
+def _shaping_names(base) -> tuple[str, ...]:
+    """The names that make ``base`` a vector or a matrix, for a power or a call it cannot take:
+    all those written outside calls (``tr(A)`` is a scalar whatever A is), except a name added to
+    a number (``(N - 1)^(1/2)``: N a count)."""
     if isinstance(base, Name):
         return (base.name,)
     if isinstance(base, Call):
@@ -730,7 +733,7 @@ def _powered_names(base) -> tuple[str, ...]:
     children = _children(base)
     if isinstance(base, Sum) and any(isinstance(t, Number) for t in base.terms):
         children = [t for t in children if not isinstance(t, (Name, Number))]
-    return tuple(n for child in children for n in _powered_names(child))
+    return tuple(n for child in children for n in _shaping_names(child))
 
 
 def _holds(node, kind: type) -> bool:
