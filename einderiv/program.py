@@ -59,7 +59,7 @@ from .normal import (
     single_atom,
 )
 from .printing import avoiding, count_axes_of, count_letters_apart, count_powers, to_expr
-from .rewrites import rewrite_products, rewrite_sums, stable_form
+from .rewrites import logsumexp_parts, rewrite_products, rewrite_sums, stable_form
 from .scopes import delta_size_ties
 from .semantics import (
     additive_terms,
@@ -755,6 +755,11 @@ def see_through(poly: Poly, calls: dict[str, Definition]) -> Poly:
             root = _root_of(factor)
             rooted = root is not None and root.tensor_names() & set(calls) and non_negative(_substituted(root, calls))
             used = factor.arg.tensor_names() & set(calls) if read and not rooted else ()
+            if used and logsumexp_parts(factor) is not None:
+                # log(sum_j(exp(u_j))) is a log-sum-exp already: rebuilt through u = t^2 = 9 x^2
+                # it is no longer the softmax_i(u_i) beside it, exp(u_i - logsumexp_j(u_j)), which
+                # then summed to 1.016 at logits of 8e13 (u and 9 x^2 round apart)
+                used = ()
             if rooted:
                 # sqrt(e) with e = exp(z) is exp(z)^0.5 (1 / sqrt(e) its reciprocal): a power of a
                 # base never negative, which merges with e's own factors once differentiated (left

@@ -1283,3 +1283,27 @@ def test_a_cross_entropy_multiplied_out_is_exact_where_the_largest_logits_tie(so
     penalty = 0.5 * 3 if "W_dk W_dk" in source else 0.0
     got = compiled(**{name: arrays[name] for name in compiled.inputs})
     assert float(got) == pytest.approx(expected + penalty, rel=1e-15, abs=0)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "t_i = 3 x_i; p_i = softmax_i(t_i^2)",
+        "t_i = 3 x_i; u_i = t_i^2; p_i = softmax_i(u_i)",
+        "u_i = (3 x_i)^2; p_i = softmax_i(u_i)",
+    ],
+)
+def test_a_softmax_of_an_intermediate_is_one_softmax_step(source):
+    """A hunt's find: the logsumexp of ``softmax_i(u_i)`` was rebuilt through u's definition (9
+    x^2) while its numerator read u itself; the two round apart, and at logits of 8e13 the
+    softmax summed to 1.016.  The reference is a max-shifted softmax in NumPy of (3 x)^2."""
+    x = np.array([-220661.20781609, -529530.45912567, -2936045.44601711])
+    u = (3 * x) ** 2
+    expected = np.exp(u - u.max()) / np.exp(u - u.max()).sum()
+    compiled = einderiv.compile(source)
+    assert [step.kind for step in compiled.steps][-1] == "softmax"
+    np.testing.assert_allclose(compiled(x=x), expected, rtol=1e-15, atol=0)
+    rng = np.random.default_rng(2)
+    small = rng.normal(size=5)
+    u = (3 * small) ** 2
+    np.testing.assert_allclose(compiled(x=small), np.exp(u) / np.exp(u).sum(), rtol=1e-13)
