@@ -1307,3 +1307,20 @@ def test_a_softmax_of_an_intermediate_is_one_softmax_step(source):
     small = rng.normal(size=5)
     u = (3 * small) ** 2
     np.testing.assert_allclose(compiled(x=small), np.exp(u) / np.exp(u).sum(), rtol=1e-13)
+
+
+@pytest.mark.parametrize("t0", [3.0, 40.0, 74.0])
+def test_the_gradient_through_a_saturated_softmax_reads_one_product(t0):
+    """A hunt's find: in ``g_j - sum_r(g_r q_r)`` (the gradient through q = softmax(u)), g was
+    computed twice, as an elementwise product and inside the sum, and the two rounded apart: at
+    t = [40, 0, 0], where q is one-hot and the difference 0, it was 7e-15, times exp(40), and the
+    gradient 1672 (9.8e17 at 74) for 0 in float64 (jax gives 0; the reference is mpmath's)."""
+    c, a = np.array([-44.85, 81.96, 16.63]), np.array([1.27, -1.65, 1.0])
+    t = np.array([t0, 0.0, 0.0])
+    gradient = einderiv.grad("f = sum_i(sin(softmax_i(exp(t_i)) c_i) a_i)", "t")(t=t, c=c, a=a)
+    with mpmath.workdps(60):  # sum_i cos(q_i c_i) c_i a_i q_i (delta_ij - q_j) exp(t_j)
+        u = [mpmath.exp(mpmath.mpf(v)) for v in t]
+        q = [mpmath.exp(v) / mpmath.fsum(mpmath.exp(w) for w in u) for v in u]
+        g = [mpmath.cos(q[i] * c[i]) * c[i] * a[i] for i in range(3)]
+        expected = [float(q[j] * u[j] * (g[j] - mpmath.fsum(q[i] * g[i] for i in range(3)))) for j in range(3)]
+    np.testing.assert_allclose(gradient, expected, rtol=1e-6, atol=1e-300)
