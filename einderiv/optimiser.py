@@ -574,6 +574,8 @@ class StraightLine:
         if parts is None:
             return False
         v, axes, coeff = parts
+        if not set(v.indices) <= set(poly.indices) | {i for f in common for i in f.indices}:
+            return False  # z_k - logsumexp_k(z_k): k summed in one term only, a sum less one logsumexp
         if not common and coeff == 1 and v.indices == poly.indices:
             self.steps.append(LogSoftmax(name, source=v.name, axes=(axes, ())))
             return True

@@ -1324,3 +1324,28 @@ def test_the_gradient_through_a_saturated_softmax_reads_one_product(t0):
         g = [mpmath.cos(q[i] * c[i]) * c[i] * a[i] for i in range(3)]
         expected = [float(q[j] * u[j] * (g[j] - mpmath.fsum(q[i] * g[i] for i in range(3)))) for j in range(3)]
     np.testing.assert_allclose(gradient, expected, rtol=1e-6, atol=1e-300)
+
+
+@pytest.mark.parametrize(
+    "source, reference",
+    [
+        ("f = z_k - logsumexp_k(z_k)", lambda Z, w: Z[0].sum() - _lse(Z[0])),
+        ("f_n = sum_k(Z_nk) - logsumexp_k(Z_nk)", lambda Z, w: Z.sum(1) - _lse(Z)),
+        ("l_n = logsumexp_k(Z_nk); f = Z_nk - l_n", lambda Z, w: Z.sum() - _lse(Z).sum()),
+        ("f = w_n Z_nk - w_n logsumexp_k(Z_nk)", lambda Z, w: (w[:, None] * Z).sum() - (w * _lse(Z)).sum()),
+        ("f = logsumexp_k(z_k) - z_k", lambda Z, w: _lse(Z[0]) - Z[0].sum()),
+        ("f = 2 z_k - 2 logsumexp_k(z_k)", lambda Z, w: 2 * Z[0].sum() - 2 * _lse(Z[0])),
+        ("f_k = 2 z_k - 2 logsumexp_j(z_j)", lambda Z, w: 2 * Z[0] - 2 * _lse(Z[0])),
+    ],
+)
+def test_a_sum_less_a_logsumexp_is_no_log_softmax(source, reference):
+    """A review's find: ``z_k - logsumexp_k(z_k)``, k summed in its first term only, was read as
+    the log-softmax step summed over k, which counts the logsumexp K times (-4.22 for 0.59)."""
+    Z, w = np.array([[0.0, 1.0, 2.0], [3.0, -1.0, 0.5]]), np.array([2.0, 3.0])
+    compiled = einderiv.compile(source)
+    arrays = {name: {"Z": Z, "w": w, "z": Z[0]}[name] for name in compiled.inputs}
+    np.testing.assert_allclose(compiled(**arrays), reference(Z, w), rtol=1e-12, atol=1e-12)
+
+
+def _lse(a):
+    return np.log(np.exp(a).sum(axis=-1))

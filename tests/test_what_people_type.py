@@ -1054,6 +1054,8 @@ def test_a_power_or_call_no_matrix_or_vector_takes_is_not_repaired_by_a_rank(sou
         ("f = x^T x / (N^2 + 1)^(1/2)", "f = x_i x_i / ((N^2 + 1)^(1/2))"),
         ("f = x^T x / (1 + N)^(1/2)", "f = x_i x_i / ((1 + N)^(1/2))"),
         ("f = tr(m m)", "f = sum_i(m_ij m_ji)"),
+        ("s = x^T x; f = tr(s^2)", "s = x_i x_i; f = s^2"),  # a statement's shape is its own text's
+        ("s = x^T x; f = tr(s s)", "s = x_i x_i; f = s s"),
     ],
 )
 def test_scalars_in_a_denominator_and_a_trace_of_names_keep_their_reading(source, read_as):

@@ -410,12 +410,11 @@ class Reader:
         return Shaped(inner.shape if name == "softmax" else SCALAR)
 
     def _holds_an_array(self, node) -> bool:
-        """Whether a vector or a matrix is written in ``node`` (``x^T w`` holds two, ``m m`` with m
-        a scalar none)."""
+        """Whether a vector, a matrix or an earlier statement is written in ``node`` (``x^T w``
+        holds two, ``m m`` with m a scalar input none; ``s s`` with ``s = x^T x`` its statement,
+        whose shape its own text decides)."""
         if isinstance(node, Name):
-            if node.name in self.defined:
-                return self.defined[node.name] != SCALAR
-            return node.name == IDENTITY or self.ranks.get(node.name, 0) != 0
+            return node.name in self.defined or node.name == IDENTITY or self.ranks.get(node.name, 0) != 0
         return any(self._holds_an_array(child) for child in _children(node))
 
     def _power_failure(self, node: Power, message: str) -> EinderivError:
