@@ -9,6 +9,7 @@ linear solve; softmax and logsumexp are steps of their own, stable at any input.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections import Counter
@@ -143,8 +144,21 @@ def _kinds(shapes: dict, rest: tuple, free: set[str]) -> dict:
     the rest alone sums, inside calls too: ``1 / mean_n((x_n - mean_k(x_k))^2)^2`` and ``1 /
     mean_j((x_j - mean_k(x_k))^2)^2`` are one rest.  The entry keeps the first rest seen."""
     shared = {i for h in rest for i in h.indices if i.startswith("_c")}
-    key = canonical_key(Term(Fraction(1), rest), frozenset(free | shared)) if rest else ()
+    key = _rest_key(rest, frozenset(free | shared)) if rest else ()
     return shapes.setdefault(key, {"rest": rest})
+
+
+#: ``repr`` of an IR node, remembered: the pair and residual searches sort the same factors by
+#: their text again and again (a frozen dataclass's repr is rebuilt from its fields at each call)
+_text = functools.lru_cache(maxsize=65536)(repr)
+
+
+@functools.lru_cache(maxsize=4096)
+def _rest_key(rest: tuple, kept: frozenset[str]) -> tuple:
+    """canonical_key of the product ``rest``, once per rest: the pair and residual searches ask for
+    the same rests again for every pair of a term and every merge (a Hessian-vector product of a
+    softmax of a log took 46 s in them)."""
+    return canonical_key(Term(Fraction(1), rest), kept)
 
 
 def _apart(pair: tuple[Tensor, Tensor], rest: tuple, free: set[str]) -> bool:
@@ -954,7 +968,7 @@ class StraightLine:
                 if ones is not None:
                     rest, carried = ones, carried | set(indices)
             if power or set(indices) <= carried:
-                groups.setdefault(tuple(sorted(rest, key=repr)), []).append((position, power))
+                groups.setdefault(tuple(sorted(rest, key=_text)), []).append((position, power))
         func = self._elementwise[name].func
         divisor = _SATURATING[func]
         made: dict[int, list[Term]] = {}
@@ -1257,7 +1271,7 @@ class StraightLine:
                         continue
                     others = [g for j, g in enumerate(term.factors) if j != k]
                     mapping = _summed_names(others, f, free)
-                    rest = tuple(sorted((rename_atom(g, mapping) for g in others), key=repr))
+                    rest = tuple(sorted((rename_atom(g, mapping) for g in others), key=_text))
                     _kinds(found, rest, free).setdefault("members", []).append(
                         (number, k, rename_atom(f, mapping), mapping, None)
                     )
@@ -1268,7 +1282,7 @@ class StraightLine:
                         if any(r.indices[0] in g.indices for g in trimmed):
                             continue
                         mapping = _summed_names(trimmed, f, free)
-                        rest = tuple(sorted((rename_atom(g, mapping) for g in trimmed), key=repr))
+                        rest = tuple(sorted((rename_atom(g, mapping) for g in trimmed), key=_text))
                         entry = (number, k, rename_atom(f, mapping), mapping, mapping[r.indices[0]])
                         _kinds(found, rest, free).setdefault("members", []).append(entry)
             merged = self._merge_residual(terms, found, free) or self._merge_square(terms, free)
@@ -1296,7 +1310,7 @@ class StraightLine:
                         for i in second.indices:
                             if i not in free and i not in mapping:
                                 mapping[i] = f"_c{len(mapping)}"
-                        rest = tuple(sorted((rename_atom(h, mapping) for h in others), key=repr))
+                        rest = tuple(sorted((rename_atom(h, mapping) for h in others), key=_text))
                         pair = (rename_atom(first, mapping), rename_atom(second, mapping))
                         kind = "square" if pair[0] == pair[1] else "cross"
                         _kinds(shapes, rest, free).setdefault(kind, []).append((number, pair, mapping))
@@ -1321,7 +1335,7 @@ class StraightLine:
                             for i in second.indices:
                                 if i not in free and i not in meaned:
                                     meaned[i] = f"_c{len(meaned)}"
-                            bare = tuple(sorted((rename_atom(h, meaned) for h in trimmed), key=repr))
+                            bare = tuple(sorted((rename_atom(h, meaned) for h in trimmed), key=_text))
                             entry = (number, (rename_atom(first, meaned), rename_atom(second, meaned)), meaned)
                             _kinds(shapes, bare, free).setdefault(f"meaned {kind}", []).append((*entry, meaned[mean]))
         for kinds in shapes.values():
@@ -1394,7 +1408,7 @@ class StraightLine:
             for f in distinct:
                 others = [h for h in term.factors if h != f]
                 mapping = _summed_names(others, f, free)
-                rest = tuple(sorted((rename_atom(h, mapping) for h in others), key=repr))
+                rest = tuple(sorted((rename_atom(h, mapping) for h in others), key=_text))
                 pure.setdefault((rest, rename_atom(f, mapping)), {})[tensors.count(f)] = (number, mapping)
                 for g in distinct:
                     if g == f or tensors.count(f) + tensors.count(g) < 3:
@@ -1404,7 +1418,7 @@ class StraightLine:
                     for i in g.indices:
                         if i not in free and i not in mapping:
                             mapping[i] = f"_c{len(mapping)}"
-                    rest = tuple(sorted((rename_atom(h, mapping) for h in others), key=repr))
+                    rest = tuple(sorted((rename_atom(h, mapping) for h in others), key=_text))
                     key = (rest, rename_atom(f, mapping), rename_atom(g, mapping))
                     mixed.setdefault(key, {})[tensors.count(g)] = (number, tensors.count(f))
         for (rest, f, g), crosses in mixed.items():
@@ -1710,7 +1724,7 @@ class StraightLine:
             reciprocal = any(is_reciprocal(f) for f in tensors)  # 1/n is sized by its own term's factors
             if len(tensors) == len(term.factors) and len(tensors) > 1 and not reciprocal:
                 top = max(len(f.indices) for f in tensors)
-                heavy = tuple(sorted((f for f in tensors if len(f.indices) == top), key=repr))
+                heavy = tuple(sorted((f for f in tensors if len(f.indices) == top), key=_text))
                 light = [f for f in tensors if len(f.indices) < top]
                 heavy_indices = {i for f in heavy for i in f.indices}
                 part = frozenset(i for f in light for i in f.indices)
@@ -1761,7 +1775,7 @@ class StraightLine:
                 }:
                     continue  # r_j c + u_j c: j is summed by the varying factor alone, and may be two sizes
                 mapping = _summed_names(others, f, free)
-                rest = tuple(sorted((rename_atom(g, mapping) for g in others), key=repr))
+                rest = tuple(sorted((rename_atom(g, mapping) for g in others), key=_text))
                 varying = rename_atom(f, mapping)
                 key = (rest, tuple(sorted(set(varying.indices))))
                 if key not in seen:  # x_i x_i varies either factor: one candidate, not two
@@ -1776,7 +1790,7 @@ class StraightLine:
         for term in terms:
             if term.factors and all(isinstance(f, Tensor) and not is_reciprocal(f) for f in term.factors):
                 mapping = _summed_names(list(term.factors), Tensor("_", ()), free)
-                rest = tuple(sorted((rename_atom(g, mapping) for g in term.factors), key=repr))
+                rest = tuple(sorted((rename_atom(g, mapping) for g in term.factors), key=_text))
                 whole.setdefault(rest, []).append((term, None, {new: old for old, new in mapping.items()}))
         for (rest, _part), members in candidates.items():
             members.extend(m for m in whole.get(rest, ()) if all(m[0] is not t for t, _, _ in members))
