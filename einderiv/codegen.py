@@ -56,6 +56,18 @@ def _count_power(n, p):
     return float(n) ** p if n or p >= 0 else float("inf")
 '''
 
+#: the python and jax flavours' log-softmax (``np`` is jax.numpy in a jax module)
+_LOG_SOFTMAX = '''
+def _log_softmax(v, axes):
+    """v - log(sum over axes of exp(v)), as (v - max) - log(sum exp(v - max)): exact where the
+    largest entries tie far from 0."""
+    if 0 in v.shape:
+        return v - np.log(np.sum(np.exp(v), axis=axes, keepdims=True))
+    peak = np.max(v, axis=axes, keepdims=True)
+    shifted = v - np.where(np.isfinite(peak), peak, 0)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axes, keepdims=True))
+'''
+
 #: name -> source, per flavour; a module gets the ones its functions call, in this order
 _HELPERS: dict[str, dict[str, str]] = {
     "python": {
@@ -101,16 +113,7 @@ def _softmax(v, axes):
     e = np.exp(v - peak)
     return e / np.sum(e, axis=axes, keepdims=True)
 ''',
-        "_log_softmax": '''
-def _log_softmax(v, axes):
-    """v - log(sum over axes of exp(v)), as (v - max) - log(sum exp(v - max)): exact where the
-    largest entries tie far from 0."""
-    if 0 in v.shape:
-        return v - np.log(np.sum(np.exp(v), axis=axes, keepdims=True))
-    peak = np.max(v, axis=axes, keepdims=True)
-    shifted = v - np.where(np.isfinite(peak), peak, 0)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=axes, keepdims=True))
-''',
+        "_log_softmax": _LOG_SOFTMAX,
         "_logsumexp": '''
 def _logsumexp(v, axes, order):
     """log(sum over axes of exp(v)), shifted by the largest finite value; the kept axes in order."""
@@ -179,16 +182,7 @@ def _softmax(v, axes):
     e = np.exp(v - np.where(np.isfinite(peak), peak, 0))
     return e / np.sum(e, axis=axes, keepdims=True)
 ''',
-        "_log_softmax": '''
-def _log_softmax(v, axes):
-    """v - log(sum over axes of exp(v)), as (v - max) - log(sum exp(v - max)): exact where the
-    largest entries tie far from 0."""
-    if 0 in v.shape:
-        return v - np.log(np.sum(np.exp(v), axis=axes, keepdims=True))
-    peak = np.max(v, axis=axes, keepdims=True)
-    shifted = v - np.where(np.isfinite(peak), peak, 0)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=axes, keepdims=True))
-''',
+        "_log_softmax": _LOG_SOFTMAX,
         "_logsumexp": '''
 def _logsumexp(v, axes, order):
     """log(sum over axes of exp(v)), shifted by the largest finite value; the kept axes in order."""
