@@ -117,8 +117,8 @@ class LogSumExp(Step):
 @dataclass(frozen=True)
 class LogSoftmax(Step):
     """``target = v - log Σ_axes[0] exp(v)`` of ``source``, as ``(v - max) - log Σ exp(v - max)``:
-    where the largest entries tie far from 0 (z = [1e16, 1e16, 0]) the difference of v and its
-    logsumexp rounds to 0, and this to log(1/2)."""
+    where the largest entries tie far from 0 (z = [1e16, 1e16, 0]) v less its logsumexp step
+    rounds to 0, and this step gives log(1/2)."""
 
     source: str = ""
     axes: tuple = ((), ())

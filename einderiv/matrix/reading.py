@@ -541,24 +541,23 @@ def _no_repair(
     type-check, but mean something else than NumPy and the textbook do.  Raises the conventional
     reading's error (``best``: the cost of the reading that would be taken), saying which ranks
     would type-check.  ``coefficients``: names written as coefficients or only in denominators,
-    which a power's failure does not hold to their conventional rank (``x / (N - M)^(1/2)``)."""
+    which a failed power or call does not hold to their conventional rank (``x / (N - M)^(1/2)``)."""
     broken = {p for p, count in zip(_PENALTIES, best) if count}
     inside = getattr(error, "in_reduction", False)
     words = {0: "a scalar", 1: "a vector", 2: "a matrix"}
     # A^(1/2), (A + B)^(1/2), x^-2, diag(A): a power that neither a matrix nor a vector has, or a
     # call of a vector given a matrix, is not repaired by lowering a matrix the base or argument is
     # made of, nor by raising a vector to a matrix (x^T x^-2)
-    powered = [
+    held = [
         n
-        for n in getattr(error, "held_names", ())
+        for n in dict.fromkeys(getattr(error, "held_names", ()))
         if n in free
         and n not in coefficients
         and ((convention[n] == 2 and ranks[n] != 2) or (convention[n] == 1 and ranks[n] == 2))
     ]
-    if powered:
-        powered = list(dict.fromkeys(powered))
-        readings = ", ".join(f"{n} {words[ranks[n]]}" for n in powered)
-        declared = ", ".join(f"{n!r}: {ranks[n]}" for n in powered)
+    if held:
+        readings = ", ".join(f"{n} {words[ranks[n]]}" for n in held)
+        declared = ", ".join(f"{n!r}: {ranks[n]}" for n in held)
         raise EinderivError(f"{error} (it type-checks with {readings}: declare ranks={{{declared}}} if that is meant)")
     if not broken & set(_STRONG) and not (inside and broken & set(_IN_REDUCTIONS)):
         return
