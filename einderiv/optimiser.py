@@ -604,7 +604,8 @@ class StraightLine:
         and another term holds over other letters (``- g_r q_r``: the gradient through a softmax)
         computed once, as a step both terms read.  Computed apart they round apart, and where q is
         one-hot their difference, 0 exactly from one array, was 7e-15: times exp(t_0) = 2e17 the
-        gradient of ``sum_i(sin(softmax_i(exp(t_i)) c_i) a_i)`` at t = [40, 0, 0] was 1672 for 0."""
+        gradient of ``sum_i(sin(softmax_i(exp(t_i)) c_i) a_i)`` at t = [40, 0, 0] was 1672 for 0.
+        The step is :meth:`_source`'s, so the same product elsewhere in the line reads it too."""
         terms = list(poly.terms)
         for k, term in enumerate(terms):
             factors = term.factors
@@ -619,8 +620,7 @@ class StraightLine:
             found = [(m, hit) for m, hit in found if hit is not None]
             if not found:
                 continue
-            name = self._temp()
-            self.steps.append(Contract(name, Contraction(Poly((Term(Fraction(1), factors),), letters))))
+            name = self._source(Poly((Term(Fraction(1), factors),), letters))  # once per line, as a call's argument
             terms[k] = Term(term.coeff, (Tensor(name, letters),))
             for m, (mapping, rest) in found:
                 renamed = tuple(mapping[i] for i in letters)
