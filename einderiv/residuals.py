@@ -83,6 +83,36 @@ def _is_residual(node) -> bool:
     return reduced <= written
 
 
+def _softmaxes_meet(node) -> bool:
+    """Whether a softmax's argument holds another softmax (``softmax_i(softmax_i(u_i) x_i)``), or
+    a product has factors holding softmaxes of two arguments (``softmax_i(u_i) softmax_i(u_i
+    x_i)``).  Each such softmax is named, as a program names it: a softmax's chain rule is
+    ``p_j (g_j - sum_i(g_i p_i))``, which is exactly 0 where p saturates only if g is one array;
+    here g is a sum that differentiation multiplies out, and the gradient of the first at
+    t = [74, -37, -49] with u = sinh(t) was -7e14 for 0 (``p_i = softmax_i(sinh(t_i)); ...``,
+    its program, was exact)."""
+    for n in walk(node):
+        if isinstance(n, Call) and n.func == "softmax" and any(_a_softmax(m) for m in walk(n.arg)):
+            return True
+        if isinstance(n, Mul):
+            held = [{repr(m) for m in walk(f) if _a_softmax(m)} for f in n.factors]
+            if sum(1 for h in held if h) >= 2 and len(set().union(*held)) >= 2:
+                return True
+    return False
+
+
+def _a_softmax(node) -> bool:
+    return isinstance(node, Call) and node.func == "softmax"
+
+
+def _cancels(add: Add) -> bool:
+    """Whether ``add`` simplifies to fewer than two terms (``t_j - t_j``, ``2 x_i - x_i - x_i``):
+    no difference to keep apart.  Named, ``t3 - t3`` was an array of its own whose derivative
+    printed ``r_j = t1_j - t1_j`` and a zero adjoint that did not read back."""
+    poly = _meaning(Statement(Tensor("_", free_indices(add)), add), [])
+    return poly is not None and len(poly.terms) < 2
+
+
 def _key(add: Add, free: tuple[str, ...]) -> str:
     """``add`` up to the letters of its free indices (by position) and of its summed ones (in the
     order they are written): ``y_i - X_ij w_j`` and ``y_i - X_ik w_k`` are one residual, computed
@@ -111,6 +141,8 @@ class _Namer:
         #: (``log((e_n + f_n) / 2)`` with f = exp(-z) is a log-cosh), no difference of data
         self.called: set[str] = set()
         self.in_log = False
+        #: whether the statement being read has softmaxes that meet (:func:`_softmaxes_meet`)
+        self.softmaxes = False
 
     def residual(self, add: Add):
         free = free_indices(add)
@@ -160,9 +192,9 @@ class _Namer:
         out, 7e-3 off at an offset of 1e6)."""
         if self.in_log and any(isinstance(n, Tensor) and n.name in self.called for n in walk(node)):
             return node  # log((e_n + f_n) / 2), e and f exps: a log-cosh, not a residual
-        if _is_residual(node):
+        if _is_residual(node) and not _cancels(node):
             return self.named(node)
-        if isinstance(node, Neg) and _is_residual(node.operand):
+        if isinstance(node, Neg) and _is_residual(node.operand) and not _cancels(node.operand):
             return Neg(self.named(node.operand))
         return node
 
@@ -175,6 +207,8 @@ class _Namer:
             finally:
                 self.in_log = False
         node = with_children(node, self.operand)
+        if self.softmaxes and not self.in_log and isinstance(node, Call) and node.func == "softmax":
+            return self.residual(node)
         if isinstance(node, Call) and node.func in _LINEAR_REDUCTIONS and node.over and _a_difference(node.arg):
             # a sum's or mean's argument: sum_n(x_n - m) sum_i(x_i - m) multiplied out cancels
             # (at an offset of 1e8 a meaning hunt found 128 for 82.6)
@@ -407,7 +441,10 @@ def residuals_named(program: Program) -> Program | None:
             namer.called.add(statement.target.name)
         before, names = len(namer.statements), dict(namer.names)
         namer.around = letters(statement.rhs) | set(statement.target.indices if statement.target else ())
-        rhs = namer.operand(statement.rhs)
+        namer.softmaxes = _softmaxes_meet(statement.rhs)
+        top = statement.rhs
+        # the statement's own softmax is no operand to name (q_i = softmax_i(p_i x_i) as q_i = _r1_i)
+        rhs = with_children(top, namer.operand) if _a_softmax(top) else namer.operand(top)
         if _is_residual(rhs):  # r_n = z_n - mean_m(z_m): named where its terms share a factor
             shared = namer.shared(rhs, set(output_indices(statement)))
             rhs = shared if shared is not None else rhs

@@ -362,6 +362,30 @@ def test_random_programs_products_by_a_scalar_agree_with_jax_and_read_back(progr
 
 
 @pytest.mark.parametrize(
+    "source",
+    [
+        # hypothesis found this: the vjp named t3 - t3 a residual and printed r_j = t1_j - t1_j
+        # and dfdt1_j = 0, which is not valid input (index 'j' appears in no term)
+        "t1_j = softmax_j(cos(0.5) (s + 0.5) + v_j); t3 = t1_j t1_j; f = mean_ik((t3 - t3) + M_ik)",
+        "t1_j = softmax_j(s + v_j); t3 = t1_j t1_j; f = sum_i((2 t3 - t3 - t3 + 1) x_i)",
+    ],
+)
+def test_products_of_a_difference_that_cancels_read_back(source):
+    """A difference whose terms cancel is no residual to name: each product is jax's (0, as f
+    does not depend on s) and its printed text reads back."""
+    arrays = {"s": np.array(0.3), "v": rng.normal(size=3), "M": rng.normal(size=(3, 2)), "x": rng.normal(size=4)}
+    values = {**arrays, "tv": np.array(1.3), "cu": np.array(-0.7)}
+    t1 = jax.nn.softmax(jnp.asarray(arrays["v"]) + 0.3)
+    assert float(jnp.sum(t1 * t1)) > 0  # t3 is no zero itself
+    for kind, named in [("vjp", {"u": "cu"}), ("jvp", {"v": "tv"}), ("hvp", {"v": "tv"}), ("grad", {})]:
+        product = getattr(einderiv, kind)(source, "s", **named)
+        assert_close(product(**needed(product, values)), 0.0, f"{kind} of {source}")
+        read = einderiv.compile(str(product))  # raised IndexRuleError for the vjp
+        assert_close(read(**needed(read, values)), 0.0, f"{kind} of {source}, read back:\n{product}")
+        check_read_back(product, values, f"{kind} of {source}")
+
+
+@pytest.mark.parametrize(
     ("call", "message"),
     [
         (lambda: einderiv.hvp("f = x_i A_ij v_j", "x"), "'v' is already a name"),

@@ -4,6 +4,8 @@ References are closed forms in NumPy (logaddexp, a max-shifted logsumexp), not e
 
 from __future__ import annotations
 
+import re
+
 import mpmath
 import numpy as np
 import pytest
@@ -1349,3 +1351,62 @@ def test_a_sum_less_a_logsumexp_is_no_log_softmax(source, reference):
 
 def _lse(a):
     return np.log(np.exp(a).sum(axis=-1))
+
+
+def _nested_softmax_gradient(t, x, a, product: bool):
+    """mpmath at 60 digits: u = sinh(t), p = softmax(u); nested, f = sum_i(softmax_i(p_i x_i) a_i);
+    as a product, f = sum_i(p_i softmax_i(u_i x_i) a_i).  Each softmax's chain rule is
+    p_j (g_j - sum_i(g_i p_i))."""
+    with mpmath.workdps(60):
+
+        def softmax(v):
+            top = max(v)
+            e = [mpmath.exp(w - top) for w in v]
+            return [w / mpmath.fsum(e) for w in e]
+
+        def back(p, g):
+            inner = mpmath.fsum(gi * pi for gi, pi in zip(g, p))
+            return [pj * (gj - inner) for pj, gj in zip(p, g)]
+
+        u = [mpmath.sinh(mpmath.mpf(v)) for v in t]
+        p = softmax(u)
+        if product:
+            q = softmax([ui * xi for ui, xi in zip(u, x)])
+            through_p = back(p, [qi * ai for qi, ai in zip(q, a)])
+            through_q = back(q, [pi * ai for pi, ai in zip(p, a)])
+            du = [b + c * xi for b, c, xi in zip(through_p, through_q, x)]
+        else:
+            q = softmax([pi * xi for pi, xi in zip(p, x)])
+            du = back(p, [g * xi for g, xi in zip(back(q, list(map(mpmath.mpf, a))), x)])
+        return [float(d * mpmath.cosh(mpmath.mpf(v))) for d, v in zip(du, t)]
+
+
+NESTED_SOFTMAX = {
+    False: (
+        "f = sum_i(softmax_i(softmax_i(sinh(t_i)) x_i) a_i)",
+        "p_i = softmax_i(sinh(t_i)); q_i = softmax_i(p_i x_i); f = sum_i(q_i a_i)",
+    ),
+    True: (
+        "f = sum_i(softmax_i(sinh(t_i)) softmax_i(sinh(t_i) x_i) a_i)",
+        "p_i = softmax_i(sinh(t_i)); q_i = softmax_i(sinh(t_i) x_i); f = sum_i(p_i q_i a_i)",
+    ),
+}
+
+
+@pytest.mark.parametrize("t0", [0.3, 3.0, 20.0, 74.0])
+@pytest.mark.parametrize("product", [False, True], ids=["nested", "product"])
+def test_softmaxes_that_meet_are_as_exact_as_their_program(product, t0):
+    """A fuzzer's find (seed 324): where one softmax's argument holds another (or a product holds
+    two), the one-statement gradient was multiplied out, so g in p_j (g_j - sum_i(g_i p_i)) was a
+    sum of products rounded apart: at t = [74, -37, -49] it was -7e14 for 0 (nested) and 4e15 (a
+    product), where the program was exact.  Each softmax is now named as the program names it:
+    the same text up to names, and mpmath's numbers."""
+    t = np.array([t0, -0.5 * t0, -(2 / 3) * t0])
+    x, a = np.array([0.3, -1.2, 0.8]), np.array([1.0, 2.0, -0.5])
+    expected = _nested_softmax_gradient(t, x, a, product)
+    statement, program = NESTED_SOFTMAX[product]
+    for source in (statement, program):
+        gradient = einderiv.grad(source, "t")
+        np.testing.assert_allclose(gradient(t=t, x=x, a=a), expected, rtol=1e-9, atol=1e-300, err_msg=source)
+    renamed = re.sub(r"\br2(?=_)", "q", re.sub(r"\br(?=_)", "p", str(einderiv.grad(statement, "t"))))
+    assert renamed.replace("dfdr2", "dfdq").replace("dfdr", "dfdp") == str(einderiv.grad(program, "t"))
