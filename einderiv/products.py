@@ -43,6 +43,7 @@ from .normal import Apply, MatrixFn, Poly, Term, is_reciprocal, rename_apart, si
 from .parser import DELTA_NAME
 from .printing import count_axes_of
 from .program import CheckedProgram, Definition, prune, substitute_tensor
+from .structured import TangentKind
 
 
 def _name_free(name: object, programs: tuple[CheckedProgram, ...], role: str, keyword: str) -> str:
@@ -223,6 +224,17 @@ class Product(Derivative):
         return list(self.shape_names)
 
 
+def _tangent_structured(product: Derivative, wrt: str, tangent: str) -> Derivative:
+    """``product`` with its tangent declared as its wrt is: the derivative along a direction
+    that leaves the symmetric (or diagonal) matrices means nothing there, and contracted with
+    sym(G) a non-symmetric v silently gave the derivative along sym(v) (along diag(v) for a
+    diagonal D); evaluation now stops with a clear error instead."""
+    kind = product.structure.get(wrt) if product.structure else None
+    if kind is not None:
+        product.structure = {**product.structure, tangent: TangentKind(kind, wrt)}
+    return product
+
+
 @accepts_notation
 @guarded
 @through_residuals
@@ -246,7 +258,8 @@ def hvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structu
         product = diff(along, ref.name, **structure)
     finally:
         ADJOINT_STEM.reset(token)
-    return _renamed(product, f"d2{root}d{ref.name}2{v}", (f"{ref.name}.shape",), checked, kind="hvp")
+    product = _renamed(product, f"d2{root}d{ref.name}2{v}", (f"{ref.name}.shape",), checked, kind="hvp")
+    return _tangent_structured(product, ref.name, tangent.name)
 
 
 @accepts_notation
@@ -266,7 +279,8 @@ def jvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structu
     product.reading = jacobian.reading
     product.structure = jacobian.structure
     root = jacobian.root_name
-    return _renamed(product, f"d{root}d{ref.name}{v}", (f"{root}.shape",), checked, (ref,), kind="jvp")
+    product = _renamed(product, f"d{root}d{ref.name}{v}", (f"{root}.shape",), checked, (ref,), kind="jvp")
+    return _tangent_structured(product, ref.name, tangent.name)
 
 
 @accepts_notation

@@ -20,6 +20,7 @@ written ``S_ij`` and ``inv(S)_ij`` in the result, so that, e.g., d logdet(S)/dS 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
 
@@ -27,7 +28,7 @@ import numpy as np
 
 from .errors import DifferentiationError, EvaluationError
 from .ir import Delta, Tensor
-from .normal import Apply, MatrixFn, Poly, Term, simplify
+from .normal import Apply, MatrixFn, Poly, Term, canonical_key, simplify
 
 CONVENTIONS = ("frobenius", "cookbook")
 
@@ -79,8 +80,48 @@ def written_symmetric(poly: Poly, names: set[str]) -> Poly:
             return Apply(f.func, written_symmetric(f.arg, names), f.param)
         return f
 
-    terms = [Term(t.coeff, tuple(atom(f) for f in t.factors)) for t in poly.terms]
+    terms = [_least_orientation(Term(t.coeff, tuple(atom(f) for f in t.factors)), names, free) for t in poly.terms]
     return simplify(terms, poly.indices)
+
+
+#: the most factors of a symmetric matrix in one term whose orientations are all tried
+MAX_ORIENTED = 6
+
+
+def _flipped(f):
+    if isinstance(f, Tensor):
+        return Tensor(f.name, f.indices[::-1])
+    return MatrixFn(f.func, f.matrix, f.indices[::-1])
+
+
+def _least_orientation(term: Term, names: set[str], free: frozenset[str]) -> Term:
+    """``term`` with its factors of a symmetric matrix each written either way round, whichever
+    gives the least canonical key: two terms equal up to S = Sᵀ and the names of summed indices
+    then have one key, and collect (``inv(S)_ki inv(S)_lj inv(S)_ij`` and ``inv(S)_li inv(S)_kj
+    inv(S)_ij``, the two halves of d tr(S⁻²)/dS, printed -S^-1 (S^-1 + S^-1) S^-1)."""
+    positions = [
+        k
+        for k, f in enumerate(term.factors)
+        if (isinstance(f, Tensor) and f.name in names or isinstance(f, MatrixFn) and f.matrix in names)
+        and len(f.indices) == 2
+        and f.indices[0] != f.indices[1]
+        and not set(f.indices) <= free
+    ]
+    if not positions or len(positions) > MAX_ORIENTED:
+        return term
+    best, best_key = term, canonical_key(term, free)
+    for flips in itertools.product((False, True), repeat=len(positions)):
+        if not any(flips):
+            continue
+        factors = list(term.factors)
+        for k, flip in zip(positions, flips):
+            if flip:
+                factors[k] = _flipped(factors[k])
+        candidate = Term(term.coeff, tuple(factors))
+        key = canonical_key(candidate, free)
+        if key < best_key:
+            best, best_key = candidate, key
+    return best
 
 
 def projected(poly: Poly, axes: Sequence[tuple[str, str, str]], convention: str) -> Poly:
@@ -110,6 +151,25 @@ def check_square(name: str, kind: str, shape: tuple[int, ...]) -> None:
         raise EvaluationError(f"{name!r} is declared {kind} but has shape {tuple(shape)}, not square")
 
 
+class TangentKind(str):
+    """The kind (``"symmetric"``, ``"diagonal"``) of a product's tangent, taken from the wrt
+    ``of`` it is a direction for (``hvp``/``jvp`` by a symmetric S need a symmetric v)."""
+
+    of: str
+
+    def __new__(cls, kind: str, of: str):
+        made = super().__new__(cls, kind)
+        made.of = of
+        return made
+
+
+def _not_as_declared(name: str, kind: str, how: str) -> EvaluationError:
+    of = getattr(kind, "of", None)
+    if of is None:
+        return EvaluationError(f"{name!r} is declared {kind}, but {how}")
+    return EvaluationError(f"{name!r}, the tangent of {kind} {of!r}, is not {kind}: {how}")
+
+
 def check_structure(structure: Mapping[str, str], values: Mapping[str, object]) -> None:
     """The arrays declared symmetric are symmetric and those declared diagonal are diagonal (to
     rounding; NaN where its mirror is NaN): a derivative by a symmetric S means nothing at an S
@@ -125,9 +185,17 @@ def check_structure(structure: Mapping[str, str], values: Mapping[str, object]) 
         rtol = max(1e-10, 64 * float(np.finfo(value.dtype).eps)) if value.dtype.kind in "fc" else 1e-10
         if kind == "symmetric":
             if not np.allclose(value, value.T, rtol=rtol, atol=rtol * scale, equal_nan=True):
-                raise EvaluationError(f"{name!r} is declared symmetric, but {name} != {name}^T")
-        elif np.any(np.abs(value - np.diag(np.diag(value))) > rtol * scale):
-            raise EvaluationError(f"{name!r} is declared diagonal, but has non-zero entries off its diagonal")
+                raise _not_as_declared(name, kind, f"{name} != {name}^T")
+        elif not np.all(np.abs(value[~np.eye(len(value), dtype=bool)]) <= rtol * scale):  # NaN off it too
+            raise _not_as_declared(name, kind, "it has non-zero or NaN entries off its diagonal")
 
 
-__all__ = ["CONVENTIONS", "check_square", "check_structure", "projected", "structure_of", "written_symmetric"]
+__all__ = [
+    "CONVENTIONS",
+    "TangentKind",
+    "check_square",
+    "check_structure",
+    "projected",
+    "structure_of",
+    "written_symmetric",
+]

@@ -239,3 +239,59 @@ def test_a_non_square_matrix_declared_symmetric_is_named_so_by_shape_for():
     gradient = einderiv.grad("f = a_i A_ij b_j", "A", symmetric=["A"])
     with pytest.raises(einderiv.EvaluationError, match=r"'A' is declared symmetric but has shape \(3, 4\), not square"):
         gradient.shape_for(a=(3,), A=(3, 4), b=(4,))
+
+
+def test_check_steps_relative_to_the_matrix_it_perturbs():
+    """A hunt's find: with an absolute step of 1e-6, check failed a right d logdet(S)/dS at
+    S ~ 1e-5 (2.7e-3 off), and at S ~ 1e-7 stepped out of the domain ("the determinant of 'S'
+    is negative").  The reference is inv(S), NumPy's."""
+    for scale in (1e-5, 1e-7, 1e5):
+        result = einderiv.check("f = logdet(S)", "S", symmetric=["S"], values={"S": S * scale})
+        assert result.ok and result.error < 1e-7, (scale, result.error)
+        np.testing.assert_allclose(result.value, Si / scale, rtol=1e-12)
+    wrong = einderiv.check("f = logdet(S)", "S", expect="2 inv(S)_ij", symmetric=["S"], values={"S": S * 1e-7})
+    assert not wrong.ok and wrong.claim == "differs"
+
+
+def test_a_nan_off_the_diagonal_of_a_diagonal_matrix_is_refused():
+    """NaN > tolerance is False: a NaN off D's diagonal passed the check (an inf did not)."""
+    D = np.diag([1.0, 2.0, 3.0])
+    D[0, 1] = np.nan
+    with pytest.raises(einderiv.EvaluationError, match="declared diagonal.*NaN entries off its diagonal"):
+        einderiv.grad("f = logdet(D)", "D", diagonal=["D"])(D=D)
+    on_it = np.diag([1.0, np.nan, 3.0])  # a NaN on the diagonal is a value, not a broken structure
+    assert np.isnan(np.diag(einderiv.grad("f = logdet(D)", "D", diagonal=["D"])(D=on_it))).all()
+
+
+def test_the_tangent_of_a_structured_matrix_must_have_its_structure():
+    """Contracted with sym(G), a non-symmetric v gave the derivative along sym(v) with no word
+    said (jvp of A_ij S_ji along e_01: (A_01 + A_10)/2 for a direction that leaves the symmetric
+    matrices); now a clear error, and along a symmetric v the directional derivative tr(A v)."""
+    e01 = np.zeros((n, n))
+    e01[0, 1] = 1.0
+    calls = {
+        "symmetric": [
+            lambda v: einderiv.jvp("f = A_ij S_ji", "S", symmetric=["S"])(A=A, S=S, v=v),
+            lambda v: einderiv.hvp("f = x_i S_ij S_jk x_k", "S", symmetric=["S"])(S=S, x=x, v=v),
+        ],
+        "diagonal": [lambda v: einderiv.jvp("f = A_ij S_ji", "S", diagonal=["S"])(A=A, S=np.diag(np.diag(S)), v=v)],
+    }
+    for kind, makers in calls.items():
+        for call in makers:
+            with pytest.raises(einderiv.EvaluationError, match=f"'v', the tangent of {kind} 'S', is not {kind}"):
+                call(e01)
+    along = e01 + e01.T
+    got = einderiv.jvp("f = A_ij S_ji", "S", symmetric=["S"])(A=A, S=S, v=along)
+    assert got == pytest.approx(np.trace(A @ along), rel=1e-14)
+
+
+def test_like_terms_collect_up_to_the_symmetry_of_s():
+    """d tr(S^-2)/dS = -2 S^-3 (Matrix Cookbook): its two halves differ only by S = S^T and the
+    names of summed indices, and printed -S^-1 (S^-1 + S^-1) S^-1, two products for one."""
+    gradient = einderiv.grad("f = tr(S^-2)", "S", symmetric=["S"])
+    assert len(gradient.program.out.poly.terms) == 1
+    assert gradient.matrix() == "df/dS = -2 S^-1 S^-1 S^-1"
+    np.testing.assert_allclose(gradient(S=S), -2 * Si @ Si @ Si, rtol=1e-12)
+    both = einderiv.grad("f = x_i S_ij y_j + y_i S_ij x_j", "S", symmetric=["S"])
+    assert len(both.program.out.poly.terms) == 2 and both.matrix() == "df/dS = x y^T + y x^T"
+    np.testing.assert_allclose(both(S=S, x=x, y=a), np.outer(x, a) + np.outer(a, x), rtol=1e-12)
