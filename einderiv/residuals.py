@@ -96,9 +96,19 @@ def _softmaxes_meet(node) -> bool:
             return True
         if isinstance(n, Mul):
             held = [{repr(m) for m in walk(f) if _a_softmax(m)} for f in n.factors]
-            if sum(1 for h in held if h) >= 2 and len(set().union(*held)) >= 2:
+            if sum(1 for h in held if h) >= 2 and (len(set().union(*held)) >= 2 or _a_log_of_softmax(n)):
                 return True
     return False
+
+
+def _a_log_of_softmax(node) -> bool:
+    """Whether ``node`` holds a log of a softmax (``-softmax_k(z_k) log(softmax_k(z_k))``: its
+    Hessian multiplied out z_k - logsumexp_l(z_l) over its terms, 0.25 off at z = [1e16, 1e16, 0],
+    where its program ``p_k = softmax_k(z_k); f = -p_k log(p_k)`` reads one log-softmax)."""
+    return any(
+        isinstance(n, Call) and n.func in ("log", "log1p") and any(_a_softmax(m) for m in walk(n.arg))
+        for n in walk(node)
+    )
 
 
 def _a_softmax(node) -> bool:
@@ -207,7 +217,7 @@ class _Namer:
             finally:
                 self.in_log = False
         node = with_children(node, self.operand)
-        if self.softmaxes and not self.in_log and isinstance(node, Call) and node.func == "softmax":
+        if self.softmaxes and _a_softmax(node):
             return self.residual(node)
         if isinstance(node, Call) and node.func in _LINEAR_REDUCTIONS and node.over and _a_difference(node.arg):
             # a sum's or mean's argument: sum_n(x_n - m) sum_i(x_i - m) multiplied out cancels
