@@ -61,25 +61,30 @@ Source = str | Program | Statement
 
 PARAMETERS = ("source", "arrays", "of", "backend", "layout", "self")
 
-#: What a derivative through a function with no complex derivative holds: the derivatives of
-#: abs and relu (sign, step).  (logdet of a complex matrix is the principal log(det), whose
-#: derivative inv(M)^T is the complex one.)
+#: The functions with no complex derivative, and how an error names them.  (logdet of a complex
+#: matrix is the principal log(det), whose derivative inv(M)^T is the complex one.)
 #: Derivatives are real-variable derivatives, which at complex inputs are the complex derivative
 #: f'(z) where one exists; for these there is none, so complex inputs that reach one are an
-#: error rather than one of several conventions chosen silently.
-NOT_ANALYTIC = {"sign": "abs or sign", "step": "relu or step"}
+#: error rather than one of several conventions chosen silently.  They are found in the
+#: statements differentiated, not in the derivative: sign and step differentiate to 0, which
+#: leaves nothing there to find (``sign(x_i) y_i`` by x was 0 at a complex x, no error).
+NOT_ANALYTIC = {"sign": "abs or sign", "step": "relu or step", "abs": "abs or sign", "relu": "relu or step"}
 
 
-def not_analytic(sources, definitions) -> dict[str, str]:
-    """Input -> the function with no complex derivative that ``definitions`` (a derivative's)
-    differentiate at it: an input named in the argument of ``sign`` or ``step`` (through the
-    statements it uses)."""
+def not_analytic(sources, definitions, wrt: Sequence[str] = ()) -> dict[str, str]:
+    """Input -> the function with no complex derivative that a derivative's ``definitions``
+    differentiate at it: an input named (through the statements it uses) in the argument of
+    ``abs``, ``relu``, ``sign`` or ``step`` in ``sources`` (the statements differentiated, a
+    gradient's where it is differentiated again) where that argument depends on a name of
+    ``wrt``.  A sign that is only used (``sign(x_i) y_i`` by y, or ``abs(y_j)`` by x) is NumPy's
+    value at a complex input, no derivative of it."""
     everything = [*sources, *definitions]
-    reached: dict[str, str] = {}
-    for d in definitions:
-        for func, names in call_arguments(d.poly, NOT_ANALYTIC).items():
-            reached.update({n: NOT_ANALYTIC[func] for n in names})
     values = {d.name: d.poly.tensor_names() for d in everything}
+    reached: dict[str, str] = {}
+    for d in sources:
+        for func, names in call_arguments(d.poly, NOT_ANALYTIC).items():
+            if _depends_on(names, set(wrt), values):
+                reached.update({n: NOT_ANALYTIC[func] for n in names})
     pending = list(reached)
     while pending:  # through the statements: an input an intermediate is computed from
         name = pending.pop()
@@ -88,6 +93,19 @@ def not_analytic(sources, definitions) -> dict[str, str]:
                 reached[inner] = reached[name]
                 pending.append(inner)
     return reached
+
+
+def _depends_on(names: set[str], wrt: set[str], values: Mapping[str, set[str]]) -> bool:
+    """Whether one of ``names``, or a statement they are computed from, is in ``wrt``."""
+    seen, pending = set(), list(names)
+    while pending:
+        name = pending.pop()
+        if name in wrt:
+            return True
+        if name not in seen:
+            seen.add(name)
+            pending.extend(values.get(name, ()))
+    return False
 
 
 def reject_complex(reached: Mapping[str, str], values: Mapping[str, object]) -> None:
@@ -608,7 +626,7 @@ class Derivative(Compiled):
         self.wrt = wrt
         self.root = root
         self.sources = tuple(sources) or (root,)
-        self.not_analytic = not_analytic(self.sources, program.definitions)
+        self.not_analytic = not_analytic(self.sources, program.definitions, [w.name for w in wrt])
         super().__init__(program, inputs)  # builds the evaluation line, which reads the sources
 
     @property

@@ -100,6 +100,17 @@ def planned(subscripts: str, shapes: tuple):
     return expression
 
 
+#: functions einderiv's rules write that hold for complex values only up to 2 pi i: refused there,
+#: by every library (NumPy's logaddexp refuses a complex x itself)
+REAL_ONLY = {"softplus": "a rewrite such as log(exp(a) + exp(b)) = a + softplus(b - a) holds there only up to 2 pi i"}
+
+
+def is_complex(x) -> bool:
+    """Whether ``x`` is an array of complex values (NumPy, torch, JAX, ...)."""
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and (getattr(dtype, "kind", None) == "c" or bool(getattr(dtype, "is_complex", False)))
+
+
 def real_reciprocal(x, out=None):
     """1 / x.  For a real floating NumPy array this is ``np.divide(1.0, x)``, the same correctly
     rounded quotient as ``np.reciprocal``, which NumPy 2 does not vectorise: 94 µs against
@@ -194,6 +205,8 @@ class ArrayOps:
             if self.name == "torch" and param < 0:  # torch's (-0.0)^-0.5 is -inf (an rsqrt); IEEE pow's +inf
                 power = self.where(x == 0, np.inf, power)
             return power
+        if func in REAL_ONLY and is_complex(x):  # torch's logaddexp gave log(1 + e^x) + 2 pi i, jax's its value
+            raise EvaluationError(f"{func} cannot be evaluated at {x.dtype} values ({REAL_ONLY[func]})")
         try:
             return self.function(func)(x)
         except TypeError as err:  # a dtype the library's function does not take: softplus of a complex

@@ -61,6 +61,10 @@ _LOG_SOFTMAX = '''
 def _log_softmax(v, axes):
     """v - log(sum over axes of exp(v)), as (v - max) - log(sum exp(v - max)): exact where the
     largest entries tie far from 0."""
+    if np.iscomplexobj(v):  # as einderiv's own paths refuse it
+        raise TypeError(
+            "log_softmax cannot be evaluated at complex values: log(sum(exp(v))) is defined there only up to 2 pi i"
+        )
     if 0 in v.shape:
         return v - np.log(np.sum(np.exp(v), axis=axes, keepdims=True))
     peak = np.max(v, axis=axes, keepdims=True)
@@ -117,6 +121,10 @@ def _softmax(v, axes):
         "_logsumexp": '''
 def _logsumexp(v, axes, order):
     """log(sum over axes of exp(v)), shifted by the largest finite value; the kept axes in order."""
+    if np.iscomplexobj(v):  # as einderiv's own paths refuse it
+        raise TypeError(
+            "logsumexp cannot be evaluated at complex values: log(sum(exp(v))) is defined there only up to 2 pi i"
+        )
     peak = np.max(v, axis=axes, keepdims=True, initial=-np.inf)
     peak = np.where(np.isfinite(peak), peak, 0)
     out = np.squeeze(np.log(np.sum(np.exp(v - peak), axis=axes, keepdims=True)) + peak, axis=axes)
@@ -186,6 +194,10 @@ def _softmax(v, axes):
         "_logsumexp": '''
 def _logsumexp(v, axes, order):
     """log(sum over axes of exp(v)), shifted by the largest finite value; the kept axes in order."""
+    if np.iscomplexobj(v):  # as einderiv's own paths refuse it
+        raise TypeError(
+            "logsumexp cannot be evaluated at complex values: log(sum(exp(v))) is defined there only up to 2 pi i"
+        )
     if 0 in v.shape:
         out = np.log(np.sum(np.exp(v), axis=axes, keepdims=True))
     else:
@@ -271,6 +283,10 @@ def _softmax(v, axes):
 def _log_softmax(v, axes):
     """v - log(sum over axes of exp(v)), as (v - max) - log(sum exp(v - max)): exact where the
     largest entries tie far from 0."""
+    if torch.is_complex(v):  # as einderiv's own paths refuse it
+        raise TypeError(
+            "log_softmax cannot be evaluated at complex values: log(sum(exp(v))) is defined there only up to 2 pi i"
+        )
     if 0 in v.shape:
         return v - torch.log(torch.sum(torch.exp(v), dim=axes, keepdim=True))
     peak = torch.amax(v, dim=axes, keepdim=True)
@@ -280,6 +296,10 @@ def _log_softmax(v, axes):
         "_logsumexp": '''
 def _logsumexp(v, axes, order):
     """log(sum over axes of exp(v)), shifted by the largest finite value; the kept axes in order."""
+    if torch.is_complex(v):  # as einderiv's own paths refuse it
+        raise TypeError(
+            "logsumexp cannot be evaluated at complex values: log(sum(exp(v))) is defined there only up to 2 pi i"
+        )
     if 0 in v.shape:
         out = torch.log(torch.sum(torch.exp(v), dim=axes, keepdim=True))
     else:

@@ -193,6 +193,14 @@ def _numpy_softplus(x, out=None):
     return np.add(out, np.maximum(x, 0), out=out)
 
 
+#: what a generated module says for softplus at a complex value (torch's logaddexp gave a value
+#: 2 pi i off, NumPy's a bare TypeError)
+_COMPLEX_SOFTPLUS = (
+    "softplus cannot be evaluated at complex values: a rewrite such as log(exp(a) + exp(b)) = a + softplus(b - a) "
+    "holds there only up to 2 pi i"
+)
+
+
 def _torch_softplus(torch):
     return lambda x: torch.logaddexp(x, torch.zeros_like(x))
 
@@ -291,9 +299,14 @@ BUILT_IN = (
         "softplus",
         _softplus,
         "sigmoid(u)",
-        code={
-            "python": Helper("return np.logaddexp(0, x)"),
-            "torch": Helper("return torch.logaddexp(x, torch.zeros_like(x))"),  # as einderiv's torch path
+        code={  # refused at complex values, as einderiv's own paths refuse them (backends.REAL_ONLY)
+            "python": Helper(
+                f"if np.iscomplexobj(x):\n    raise TypeError({_COMPLEX_SOFTPLUS!r})\nreturn np.logaddexp(0, x)"
+            ),
+            "torch": Helper(
+                f"if torch.is_complex(x):\n    raise TypeError({_COMPLEX_SOFTPLUS!r})\n"
+                "return torch.logaddexp(x, torch.zeros_like(x))"  # as einderiv's torch path
+            ),
         },
         torch=_torch_softplus,
     ),

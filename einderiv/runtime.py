@@ -18,7 +18,7 @@ import numpy as np
 import opt_einsum
 
 from . import linalg
-from .backends import ArrayOps, real_reciprocal
+from .backends import ArrayOps, is_complex, real_reciprocal
 from .contraction import kept_intermediates, new_array, own_array, path_cost, reusable, writer
 from .errors import EvaluationError
 from .linalg import generic_matrix_function, generic_solve, matrix_function, solve
@@ -100,8 +100,20 @@ def _sums(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     return np.expand_dims(np.einsum(f"{letters}->{kept}", v), axes)
 
 
+def refuse_complex_log(what: str, v) -> None:
+    """A logsumexp or log-softmax of complex values is an error: log(sum(exp(v))) is defined
+    there only up to 2 pi i, and the max shift picks a branch (``log(softmax_k(z_k))`` at
+    z = [3i, -3i] was -0.68 - 6.14i for NumPy's principal -0.68 + 0.14i), as softplus is."""
+    if is_complex(v):
+        raise EvaluationError(
+            f"{what} cannot be evaluated at {v.dtype} values: log(sum(exp(v))) is defined there only up to "
+            "2 pi i, and the max shift would pick one branch silently"
+        )
+
+
 def _logsumexp(v: np.ndarray, axes: tuple[int, ...], order: tuple[int, ...]) -> np.ndarray:
     """log(sum over ``axes`` of exp(v)), max-shifted; the kept axes are returned in ``order``."""
+    refuse_complex_log("logsumexp", v)
     if len(axes) == v.ndim and v.size:  # a full reduction, the common case
         peak = v.max()
         if not np.isfinite(peak):
@@ -122,6 +134,7 @@ def _logsumexp(v: np.ndarray, axes: tuple[int, ...], order: tuple[int, ...]) -> 
 def _log_softmax(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     """v - log(sum over ``axes`` of exp(v)), as (v - max) - log(sum exp(v - max)): exact where the
     largest entries tie far from 0, where v minus its logsumexp rounds to 0."""
+    refuse_complex_log("log_softmax", v)
     with np.errstate(all="ignore"):  # inf or NaN inputs: IEEE results, no warnings
         if not v.size:
             return v - np.log(np.sum(np.exp(v), axis=axes, keepdims=True))
@@ -133,6 +146,7 @@ def _log_softmax(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
 
 def generic_log_softmax(v, axes: tuple[int, ...], ops: ArrayOps):
     """(v - max) - log(sum over ``axes`` of exp(v - max))."""
+    refuse_complex_log("log_softmax", v)
     if 0 in tuple(v.shape):
         return v - ops.xp.log(ops.sum(ops.xp.exp(v), axes))
     shifted = v - ops.finite_or_zero(ops.amax(v, axes))
@@ -149,6 +163,7 @@ def generic_softmax(v, axes: tuple[int, ...], ops: ArrayOps):
 
 def generic_logsumexp(v, axes: tuple[int, ...], order: tuple[int, ...], ops: ArrayOps):
     """max(v) + log(sum over ``axes`` of exp(v - max(v))); kept axes returned in ``order``."""
+    refuse_complex_log("logsumexp", v)
     if 0 in tuple(v.shape):
         out = ops.xp.log(ops.sum(ops.xp.exp(v), axes))
     else:

@@ -727,3 +727,39 @@ def test_generated_code_takes_a_mean_over_an_empty_axis_as_nan(flavour, tmp_path
     got = quietly(module.dL_dw, **{k: to_library(v) for k, v in arrays.items()})
     assert not isinstance(got, Exception), got
     assert np.all(np.isnan(expected)) and np.all(np.isnan(to_numpy(got)))
+
+
+def _log_sum_exp(u):
+    return np.log(np.sum(np.exp(u - u.max()))) + u.max()
+
+
+@pytest.mark.parametrize(
+    ("source", "function", "reference"),
+    [
+        ("y_i = log(1 + exp(u_i))", "softplus", lambda u: np.logaddexp(0, u)),
+        ("y_k = log(softmax_k(u_k))", "log_softmax", lambda u: u - _log_sum_exp(u)),
+        ("y = logsumexp_k(u_k)", "logsumexp", _log_sum_exp),
+    ],
+)
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_forms_that_hold_up_to_2_pi_i_are_refused_at_complex_values_on_every_path(
+    flavour, source, function, reference, tmp_path
+):
+    """A hunt's find: softplus (which einderiv's rules write for log(1 + exp(u))) is refused at
+    complex values on the NumPy path, but torch's logaddexp gave the value 2 pi i off (0.028 +
+    4.83i for the principal 0.028 - 1.46i) and a generated python module raised a bare
+    TypeError; log(softmax_k(z_k)) at z = [3i, -3i] was -0.68 - 6.14i for NumPy's principal
+    -0.68 + 0.14i (the max shift picks a branch).  Each is now refused on every path.  Real
+    values are NumPy's closed forms."""
+    to, back = library(flavour)
+    backend = {"python": None, "jax": "jax", "torch": "torch"}[flavour]
+    compiled = einderiv.compile(source)
+    module = load(generate([compiled], flavour), tmp_path, f"{function}_{flavour}")
+    u = np.array([0.3 + 4j, 1.0, -3j])
+    with pytest.raises(einderiv.EvaluationError, match=f"{function} cannot be evaluated at .*complex"):
+        compiled(u=to(u)) if backend else compiled(u=u)
+    with pytest.raises(TypeError, match=f"{function} cannot be evaluated at complex values"):
+        module.y(u=to(u))
+    real = u.real.copy()
+    np.testing.assert_allclose(back(module.y(u=to(real))), reference(real), rtol=1e-14)
+    np.testing.assert_allclose(back(compiled(u=to(real))), reference(real), rtol=1e-14)

@@ -1066,6 +1066,29 @@ def test_complex_inputs_that_reach_no_non_analytic_derivative_are_differentiated
         einderiv.grad("t_i = x_i + y_i; f = relu(t_i) x_i", "x")(x=xr, y=y)
 
 
+@pytest.mark.parametrize(
+    ("source", "wrt", "function"),
+    [
+        ("f = sign(x_i) y_i", "x", "abs or sign"),
+        ("f = sign(x_i) + x_i", "x", "abs or sign"),
+        ("f = step(x_i) y_i + x_i", "x", "relu or step"),
+        ("u_i = sign(x_i); f = u_i y_i", "x", "abs or sign"),
+    ],
+)
+def test_a_derivative_of_sign_or_step_at_a_complex_input_is_an_error(source, wrt, function):
+    """A hunt's find: sign and step differentiate to 0, so nothing of them was left in the
+    derivative to find, and the gradient of sign(x_i) y_i at a complex x was 0 with no word
+    said (abs(x_i) y_i was refused).  The function used, not differentiated, is NumPy's value."""
+    x, y = np.array([1 + 2j, -0.5 + 1j]), np.array([0.5, 1.5])
+    arrays = {"x": x, "y": y}
+    for derive in (einderiv.grad, einderiv.hessian):
+        derivative = derive(source, wrt)
+        refused = f"input 'x' is complex .*{function}.* no complex derivative"
+        with pytest.raises(einderiv.EvaluationError, match=refused):
+            derivative(**{k: v for k, v in arrays.items() if k in derivative.ranks})
+    np.testing.assert_allclose(einderiv.grad("f = sign(x_i) y_i", "y")(x=x, y=y), x / np.abs(x), rtol=1e-15)
+
+
 @pytest.mark.parametrize("source", ["x^T A x", "f = x_i A_ij x_j"])
 def test_a_rank_declared_on_the_command_line_for_a_name_the_text_does_not_use_is_an_error(source, capsys):
     from einderiv.cli import main
