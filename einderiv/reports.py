@@ -8,9 +8,12 @@ import math
 import re
 from collections.abc import Collection, Sequence
 
+from .emit import emit
 from .errors import EinderivError
 from .glyphs import format_number
 from .matrix.form import NoMatrixForm
+from .normal import RECIPROCAL
+from .parser import DELTA_NAME
 
 
 def derivative_json(derivative) -> dict:
@@ -26,19 +29,45 @@ def derivative_json(derivative) -> dict:
         "layout": derivative.layout,
         "shape": [index_dims.get(i, "?") for i in derivative.indices],
         "inputs": {name: list(dims) for name, dims in input_dims.items()},
-        "einsum": [
-            {
-                "coefficient": format_number(term.coefficient),
-                "subscripts": term.subscripts,
-                "operands": list(term.operands),
-            }
-            for term in derivative.einsum
+        "einsum": _terms_json(derivative.einsum, derivative.program.out.hints),
+        # each statement evaluation computes before the derivative, as the text's einsum[name] lines
+        "steps": [
+            {"name": d.name, "indices": list(d.indices), "einsum": _terms_json(emit(d.poly), d.hints)}
+            for d in derivative.program.evaluated()[:-1]
         ],
         "matrix": matrix_json(derivative),
         # how the input was read: the index-notation program a matrix-notation input became
         "notation": derivative.reading.notation if derivative.reading is not None else "index",
         "read_as": derivative.read_as,
     }
+
+
+def _terms_json(terms, hints) -> list[dict]:
+    """One ``{"coefficient", "subscripts", "operands", "sizes"}`` object per einsum term; ``sizes``
+    names, for each letter only deltas (or a mean's ``1/n``) carry (a count, ``',aa,->' (mu, delta, s^-2)``), the input
+    axis whose length it is, ``{"a": ["x", 0]}``: nothing else in the output sized it."""
+    named = {entry[0]: [entry[1], entry[2]] for hint in hints if hint[0] == "names" for entry in hint[1]}
+    out = []
+    for term in terms:
+        letters = term.subscripts.split("->")[0].split(",") if term.operands else []
+        sized_by = {DELTA_NAME, RECIPROCAL}  # arrays the reader makes from a letter's length
+        carried = {c for operand, written in zip(term.operands, letters) if operand not in sized_by for c in written}
+        sizes = {
+            c: named[i]
+            for operand, inner, written in zip(term.operands, term.inputs, letters)
+            if operand in sized_by
+            for i, c in zip(inner, written)
+            if c not in carried and i in named
+        }
+        out.append(
+            {
+                "coefficient": format_number(term.coefficient),
+                "subscripts": term.subscripts,
+                "operands": list(term.operands),
+                "sizes": sizes,
+            }
+        )
+    return out
 
 
 def matrix_json(derivative) -> dict:

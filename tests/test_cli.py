@@ -35,9 +35,10 @@ def test_json_format():
     assert data["shape"] == ["I"]
     assert data["inputs"] == {"x": ["I"], "A": ["I", "I"]}
     assert data["einsum"] == [
-        {"coefficient": "1", "subscripts": "kj,j->k", "operands": ["A", "x"]},
-        {"coefficient": "1", "subscripts": "i,ik->k", "operands": ["x", "A"]},
+        {"coefficient": "1", "subscripts": "kj,j->k", "operands": ["A", "x"], "sizes": {}},
+        {"coefficient": "1", "subscripts": "i,ik->k", "operands": ["x", "A"], "sizes": {}},
     ]
+    assert data["steps"] == []
     assert data["matrix"] == {"forms": [{"lhs": "df/dx", "form": "(A + A^T) x"}], "none": None}
     rank4 = json.loads(run("diff", "K_pq = R_mp R_mq", "--wrt", "R", "--format", "json").stdout)["matrix"]
     assert rank4["forms"] == [] and "rank 4" in rank4["none"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -162,3 +163,54 @@ def test_the_denominator_layout_prints_the_letters_its_indices_name(source, wrt)
     jacobian = jax.jacfwd(f, 0) if wrt == ["x"] else jax.jacfwd(jax.jacfwd(f, 0), 1)
     numerator = np.asarray(jacobian(arrays["x"], arrays["E"]))  # f's axis first, then each wrt's
     np.testing.assert_allclose(derivative(**arrays), np.moveaxis(numerator, 0, -1), rtol=1e-12, atol=1e-14)
+
+
+def _json_of(source: str, *wrt: str) -> dict:
+    import json
+
+    result = run("diff", source, *(a for w in wrt for a in ("--wrt", w)), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_the_json_sizes_a_count_that_only_deltas_carry():
+    """A hunt's find: ``',aa,->' (mu, delta, s^-2)`` summed a letter that nothing in the JSON
+    sized (it is x's length N).  Evaluated from the JSON alone with np.einsum, the mixed second
+    derivative is jax's: (sum(x) - N mu) / s^2."""
+    jax, jnp = jax_float64()
+    data = _json_of("e_n = exp(-(x_n - mu)^2 / (2 s)); L = -sum_n(log(e_n / sqrt(s)))", "mu", "s")
+    x, mu, s = np.array([0.3, -1.2, 2.5, 0.7]), 0.4, 1.7
+    arrays = {"x": x, "mu": np.array(mu), "s^-2": np.array(s**-2.0)}
+    total = 0.0
+    for term in data["einsum"]:
+        letters = term["subscripts"].split("->")[0].split(",")
+        operands = []
+        for name, written in zip(term["operands"], letters):
+            if name == "delta":
+                axis = term["sizes"][written[0]]
+                operands.append(np.eye({"x": x}[axis[0]].shape[axis[1]]))
+            else:
+                operands.append(arrays[name])
+        total += float(Fraction(term["coefficient"])) * np.einsum(term["subscripts"], *operands)
+
+    def loss(mu, s):
+        e = jnp.exp(-((x - mu) ** 2) / (2 * s))
+        return -jnp.sum(jnp.log(e / jnp.sqrt(s)))
+
+    expected = jax.grad(jax.grad(loss, 0), 1)(mu, s)
+    assert total == pytest.approx(float(expected), rel=1e-12)
+
+
+def test_every_name_the_json_einsum_reads_is_an_input_or_one_of_its_steps():
+    """A hunt's find: the einsum terms read the adjoint ``dydv``, which neither ``program`` (the
+    printed statements, through the residual r) nor any other key defined.  ``steps`` lists each
+    statement the terms read, with its own terms, in order."""
+    data = _json_of("m = mean_d(x_d); v = mean_d((x_d - m)^2); y_d = (x_d - m) / sqrt(v + 1)", "x")
+    defined = set(data["inputs"])
+    for step in [*data["steps"], {"name": None, "einsum": data["einsum"]}]:
+        for term in step["einsum"]:
+            for name in term["operands"]:
+                if re.fullmatch(r"\w+", name) and name != "delta":
+                    assert name in defined, (name, step["name"], defined)
+        defined.add(step["name"])
+    assert "dydv" in {s["name"] for s in data["steps"]}
