@@ -510,7 +510,8 @@ def test_a_log_of_sums_of_exps_at_complex_inputs_is_an_error_not_a_value_off_by_
         ("f = log(sum_k(exp(z_k)) + exp(b))", {"z": z, "b": 0.2 + 4j}),
         ("f = log(exp(a) + exp(b))", {"a": 4j, "b": 4j}),
     ]:
-        with pytest.raises(einderiv.EvaluationError, match="softplus cannot be evaluated at complex128"):
+        # refused by softplus or, first, by the logsumexp it reads (defined there only up to 2 pi i)
+        with pytest.raises(einderiv.EvaluationError, match="(softplus|logsumexp) cannot be evaluated at complex128"):
             einderiv.evaluate(source, arrays)
 
 
