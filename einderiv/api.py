@@ -39,7 +39,7 @@ from .ir import (
 )
 from .matrix.form import NoMatrixForm, matrix_text, matrix_text_with
 from .matrix.reading import Reading, accepts_notation, read, scalar_use_hint
-from .normal import Apply, Poly, call_arguments, is_reciprocal
+from .normal import Apply, Poly, is_reciprocal
 from .optimiser import StraightLine, inline_broadcast_products
 from .parser import parse
 from .printing import count_axes_of, count_letters, count_powers
@@ -82,7 +82,7 @@ def not_analytic(sources, definitions, wrt: Sequence[str] = ()) -> dict[str, str
     values = {d.name: d.poly.tensor_names() for d in everything}
     reached: dict[str, str] = {}
     for d in sources:
-        for func, names in call_arguments(d.poly, NOT_ANALYTIC).items():
+        for func, names in _each_call(d.poly, NOT_ANALYTIC):
             if _depends_on(names, set(wrt), values):
                 reached.update({n: NOT_ANALYTIC[func] for n in names})
     pending = list(reached)
@@ -93,6 +93,20 @@ def not_analytic(sources, definitions, wrt: Sequence[str] = ()) -> dict[str, str
                 reached[inner] = reached[name]
                 pending.append(inner)
     return reached
+
+
+def _each_call(poly: Poly, functions) -> list[tuple[str, set[str]]]:
+    """(function, the tensors its argument names) for each call of ``functions`` in ``poly``, at
+    any depth, one by one: in ``abs(x_i) abs(y_i)`` by y only the second differentiates abs."""
+    found, stack = [], [poly]
+    while stack:
+        for term in stack.pop().terms:
+            for atom in term.factors:
+                if isinstance(atom, Apply):
+                    if atom.func in functions:
+                        found.append((atom.func, atom.arg.tensor_names()))
+                    stack.append(atom.arg)
+    return found
 
 
 def _depends_on(names: set[str], wrt: set[str], values: Mapping[str, set[str]]) -> bool:
@@ -644,7 +658,7 @@ class Derivative(Compiled):
 def _symmetric_text(text: str, structure: Mapping[str, str]) -> str:
     """Matrix notation with S^T written S and S^-T written S^-1 for a symmetric S."""
     for name, kind in structure.items():
-        if kind == "symmetric":
+        if kind == "symmetric" and getattr(kind, "of", None) is None:  # declared, not a tangent (v + v^T)
             text = re.sub(rf"(?<![\w]){re.escape(name)}\^-T(?![\w])", f"{name}^-1", text)
             text = re.sub(rf"(?<![\w]){re.escape(name)}\^T(?![\w])", name, text)
     return text

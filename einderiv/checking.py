@@ -29,9 +29,11 @@ from .parser import parse
 from .program import unique_name
 from .semantics import output_indices
 
-#: the central differences' step, relative to the largest magnitude in wrt's array (1 where it is
-#: all zero): an absolute 1e-6 failed a right d logdet(S)/dS at S ~ 1e-5 (2.7e-3 off) and stepped
-#: out of the domain at S ~ 1e-7 ("the determinant of 'S' is negative"), and vanished at S ~ 1e300
+#: the central differences' step: 1e-6, and, where wrt's array is of another scale (its largest
+#: magnitude s outside [0.1, 10]), 1e-6 s too, the check keeping the closer of the two: 1e-6 alone
+#: failed a right d logdet(S)/dS at S ~ 1e-5 (2.7e-3 off), stepped out of the domain at S ~ 1e-7
+#: ("the determinant of 'S' is negative") and vanished at S ~ 1e300, while 1e-6 s alone fails
+#: sin(x) at x = [1e4, 0.3, 1] and leaves log's domain at x = [1e6, 1e-3, 2]
 FD_STEP = 1e-6
 DEFAULT_SIZE = 3  # per axis, where shapes= says nothing
 MAX_PERMUTED = 4  # renamed letters whose other matchings are tried when a claim differs
@@ -156,10 +158,24 @@ def check(
         )
     if fixed:
         domain_notes += (f"inputs given: {', '.join(fixed)} (the others drawn at random)",)
-    numeric, value_size = _central_difference(lower, arrays, derivative.wrt[-1].name, analytic.shape)
-    kind = derivative.structure.get(derivative.wrt[-1].name)
-    if kind is not None:
-        numeric = _projected(numeric, kind, symmetric_convention)
+    wrt_name = derivative.wrt[-1].name
+    scale = _largest(arrays[wrt_name]) or 1.0
+    candidates, refusals = [], []
+    for step in (FD_STEP, *((FD_STEP * scale,) if not 0.1 <= scale <= 10 else ())):
+        try:
+            numeric, value_size = _central_difference(lower, arrays, wrt_name, analytic.shape, step)
+        except EvaluationError as err:  # a step out of the domain (a determinant turned negative)
+            refusals.append(err)
+            continue
+        kind = derivative.structure.get(wrt_name)
+        if kind is not None:
+            numeric = _projected(numeric, kind, symmetric_convention)
+        with np.errstate(all="ignore"):
+            candidates.append((_largest_difference(analytic, numeric), numeric, value_size))
+    if not candidates:
+        raise refusals[0]
+    # the step whose differences come closer (a NaN difference, out of the domain, the farthest)
+    _, numeric, value_size = min(candidates, key=lambda c: c[0] if np.isfinite(c[0]) else np.inf)
     # Relative to the derivative's size (f = 1e-7 xᵀA x has a gradient of 1e-7, which an absolute
     # bound would pass whatever it were), but no finer than the size of the expression and of the
     # lower derivative, up to 1: finite differences resolve a derivative to a fraction of those
@@ -365,14 +381,15 @@ def _within_checked(wrt: str, entries: int) -> None:
         )
 
 
-def _central_difference(lower, arrays: dict, wrt: str, shape: tuple[int, ...]) -> tuple[np.ndarray, float]:
-    """d lower / d arrays[wrt] by central differences, in float64 (shape lower's + wrt's), and
-    the largest magnitude of lower's values on the way."""
+def _central_difference(
+    lower, arrays: dict, wrt: str, shape: tuple[int, ...], step: float = FD_STEP
+) -> tuple[np.ndarray, float]:
+    """d lower / d arrays[wrt] by central differences with ``step``, in float64 (shape lower's +
+    wrt's), and the largest magnitude of lower's values on the way."""
     base = {k: v for k, v in arrays.items() if k in lower.ranks or k == wrt}
     _within_checked(wrt, int(np.size(base[wrt])))
     numeric = np.zeros(shape)
     largest = 0.0
-    step = FD_STEP * (_largest(base[wrt]) or 1.0)
     with np.errstate(all="ignore"):  # inf - inf where the expression overflows: said in a note
         for position in np.ndindex(*base[wrt].shape):  # a check, not an evaluation path
             plus, minus = dict(base), dict(base)

@@ -63,7 +63,7 @@ def _log_softmax(v, axes):
     largest entries tie far from 0."""
     if np.iscomplexobj(v):  # as einderiv's own paths refuse it
         raise TypeError(
-            "log_softmax cannot be evaluated at complex values: log(sum(exp(v))) is defined there only up to 2 pi i"
+            "log_softmax cannot be evaluated at complex values: v - logsumexp(v) is not the principal log there"
         )
     if 0 in v.shape:
         return v - np.log(np.sum(np.exp(v), axis=axes, keepdims=True))
@@ -121,13 +121,11 @@ def _softmax(v, axes):
         "_logsumexp": '''
 def _logsumexp(v, axes, order):
     """log(sum over axes of exp(v)), shifted by the largest finite value; the kept axes in order."""
-    if np.iscomplexobj(v):  # as einderiv's own paths refuse it
-        raise TypeError(
-            "logsumexp cannot be evaluated at complex values: log(sum(exp(v))) is defined there only up to 2 pi i"
-        )
     peak = np.max(v, axis=axes, keepdims=True, initial=-np.inf)
     peak = np.where(np.isfinite(peak), peak, 0)
     out = np.squeeze(np.log(np.sum(np.exp(v - peak), axis=axes, keepdims=True)) + peak, axis=axes)
+    if np.iscomplexobj(out):  # NumPy's principal log: the imaginary part in (-pi, pi]
+        out = out - 2j * np.pi * np.ceil((out.imag - np.pi) / (2 * np.pi))
     kept = [k for k in range(v.ndim) if k not in axes]
     return np.transpose(out, [kept.index(k) for k in order]) if out.ndim else out
 ''',
@@ -194,10 +192,6 @@ def _softmax(v, axes):
         "_logsumexp": '''
 def _logsumexp(v, axes, order):
     """log(sum over axes of exp(v)), shifted by the largest finite value; the kept axes in order."""
-    if np.iscomplexobj(v):  # as einderiv's own paths refuse it
-        raise TypeError(
-            "logsumexp cannot be evaluated at complex values: log(sum(exp(v))) is defined there only up to 2 pi i"
-        )
     if 0 in v.shape:
         out = np.log(np.sum(np.exp(v), axis=axes, keepdims=True))
     else:
@@ -205,6 +199,8 @@ def _logsumexp(v, axes, order):
         peak = np.where(np.isfinite(peak), peak, 0)
         out = np.log(np.sum(np.exp(v - peak), axis=axes, keepdims=True)) + peak
     out = np.squeeze(out, axis=axes)
+    if np.iscomplexobj(out):  # NumPy's principal log: the imaginary part in (-pi, pi]
+        out = out - 2j * np.pi * np.ceil((np.imag(out) - np.pi) / (2 * np.pi))
     kept = [k for k in range(v.ndim) if k not in axes]
     return np.transpose(out, [kept.index(k) for k in order])
 ''',
@@ -285,7 +281,7 @@ def _log_softmax(v, axes):
     largest entries tie far from 0."""
     if torch.is_complex(v):  # as einderiv's own paths refuse it
         raise TypeError(
-            "log_softmax cannot be evaluated at complex values: log(sum(exp(v))) is defined there only up to 2 pi i"
+            "log_softmax cannot be evaluated at complex values: v - logsumexp(v) is not the principal log there"
         )
     if 0 in v.shape:
         return v - torch.log(torch.sum(torch.exp(v), dim=axes, keepdim=True))
@@ -296,10 +292,8 @@ def _log_softmax(v, axes):
         "_logsumexp": '''
 def _logsumexp(v, axes, order):
     """log(sum over axes of exp(v)), shifted by the largest finite value; the kept axes in order."""
-    if torch.is_complex(v):  # as einderiv's own paths refuse it
-        raise TypeError(
-            "logsumexp cannot be evaluated at complex values: log(sum(exp(v))) is defined there only up to 2 pi i"
-        )
+    if torch.is_complex(v):  # as einderiv's torch path: torch's amax takes no complex values
+        raise TypeError("logsumexp cannot be evaluated at complex values in torch (its amax does not take them)")
     if 0 in v.shape:
         out = torch.log(torch.sum(torch.exp(v), dim=axes, keepdim=True))
     else:

@@ -100,33 +100,44 @@ def _sums(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     return np.expand_dims(np.einsum(f"{letters}->{kept}", v), axes)
 
 
+def principal(out, xp):
+    """A complex log ``out`` with its imaginary part brought into (-pi, pi], NumPy's principal
+    branch: the max shift of a logsumexp adds the largest entry's imaginary part (at z = [10i,
+    10i] it was log 2 + 10i, where NumPy's log(sum(exp(z))) is log 2 - 2.566i).  A real ``out``
+    is returned as it is."""
+    if not is_complex(out):
+        return out
+    turns = xp.ceil((xp.imag(out) - np.pi) / (2 * np.pi))
+    return out - (2j * np.pi) * turns
+
+
 def refuse_complex_log(what: str, v) -> None:
-    """A logsumexp or log-softmax of complex values is an error: log(sum(exp(v))) is defined
-    there only up to 2 pi i, and the max shift picks a branch (``log(softmax_k(z_k))`` at
-    z = [3i, -3i] was -0.68 - 6.14i for NumPy's principal -0.68 + 0.14i), as softplus is."""
+    """A log-softmax of complex values is an error: its entries are defined there only up to
+    2 pi i each, and v minus the logsumexp is not NumPy's principal log of the softmax
+    (``log(softmax_k(z_k))`` at z = [3i, -3i] was -0.68 - 6.14i for -0.68 + 0.14i)."""
     if is_complex(v):
         raise EvaluationError(
-            f"{what} cannot be evaluated at {v.dtype} values: log(sum(exp(v))) is defined there only up to "
-            "2 pi i, and the max shift would pick one branch silently"
+            f"{what} cannot be evaluated at {v.dtype} values: each entry's log is defined there only up to "
+            "2 pi i, and v minus its logsumexp is not the principal log of the softmax"
         )
 
 
 def _logsumexp(v: np.ndarray, axes: tuple[int, ...], order: tuple[int, ...]) -> np.ndarray:
-    """log(sum over ``axes`` of exp(v)), max-shifted; the kept axes are returned in ``order``."""
-    refuse_complex_log("logsumexp", v)
+    """log(sum over ``axes`` of exp(v)), max-shifted; the kept axes are returned in ``order``
+    (at complex values, NumPy's principal log: :func:`principal`)."""
     if len(axes) == v.ndim and v.size:  # a full reduction, the common case
         peak = v.max()
         if not np.isfinite(peak):
             peak = 0.0
         with np.errstate(divide="ignore"):
-            return np.asarray(np.log(np.exp(v - peak).sum()) + peak)
+            return principal(np.asarray(np.log(np.exp(v - peak).sum()) + peak), np)
     peak = _peaks(v, axes)
     if not np.isfinite(peak).all():
         peak = np.where(np.isfinite(peak), peak, 0)
     shifted = np.subtract(v, peak)
     with np.errstate(divide="ignore"):
         out = np.log(_sums(np.exp(shifted, out=shifted), axes)) + peak
-    out = np.squeeze(out, axis=axes)
+    out = principal(np.squeeze(out, axis=axes), np)
     kept = [k for k in range(v.ndim) if k not in axes]
     return np.transpose(out, [kept.index(k) for k in order]) if out.ndim else out
 
@@ -162,14 +173,14 @@ def generic_softmax(v, axes: tuple[int, ...], ops: ArrayOps):
 
 
 def generic_logsumexp(v, axes: tuple[int, ...], order: tuple[int, ...], ops: ArrayOps):
-    """max(v) + log(sum over ``axes`` of exp(v - max(v))); kept axes returned in ``order``."""
-    refuse_complex_log("logsumexp", v)
+    """max(v) + log(sum over ``axes`` of exp(v - max(v))); kept axes returned in ``order``
+    (at complex values, the principal log)."""
     if 0 in tuple(v.shape):
         out = ops.xp.log(ops.sum(ops.xp.exp(v), axes))
     else:
         peak = ops.finite_or_zero(ops.amax(v, axes))
         out = ops.xp.log(ops.sum(ops.xp.exp(v - peak), axes)) + peak
-    out = ops.squeeze(out, axes)
+    out = principal(ops.squeeze(out, axes), ops.xp)
     kept = [k for k in range(len(v.shape)) if k not in axes]
     permutation = [kept.index(k) for k in order]
     return ops.transpose(out, permutation) if permutation != sorted(permutation) else out

@@ -85,7 +85,7 @@ def written_symmetric(poly: Poly, names: set[str]) -> Poly:
 
 
 #: the most factors of a symmetric matrix in one term whose orientations are all tried
-MAX_ORIENTED = 6
+MAX_ORIENTED = 4
 
 
 def _flipped(f):
@@ -105,7 +105,7 @@ def _least_orientation(term: Term, names: set[str], free: frozenset[str]) -> Ter
         if (isinstance(f, Tensor) and f.name in names or isinstance(f, MatrixFn) and f.matrix in names)
         and len(f.indices) == 2
         and f.indices[0] != f.indices[1]
-        and not set(f.indices) <= free
+        and not set(f.indices) & free  # one free index is written first already (_oriented)
     ]
     if not positions or len(positions) > MAX_ORIENTED:
         return term
@@ -161,6 +161,9 @@ class TangentKind(str):
         made = super().__new__(cls, kind)
         made.of = of
         return made
+
+    def __getnewargs__(self):  # copied and pickled with its wrt (str's own gives the kind alone)
+        return (str(self), self.of)
 
 
 def _not_as_declared(name: str, kind: str, how: str) -> EvaluationError:

@@ -251,6 +251,22 @@ def test_check_steps_relative_to_the_matrix_it_perturbs():
         np.testing.assert_allclose(result.value, Si / scale, rtol=1e-12)
     wrong = einderiv.check("f = logdet(S)", "S", expect="2 inv(S)_ij", symmetric=["S"], values={"S": S * 1e-7})
     assert not wrong.ok and wrong.claim == "differs"
+    # entries of many scales: a step relative to the largest alone failed these (a review's find)
+    for source, values in [("f = sum_i(log(x_i))", [1e6, 1e-3, 2.0]), ("f = sum_i(sin(x_i))", [1e4, 0.3, 1.0])]:
+        result = einderiv.check(source, "x", values={"x": np.array(values)})
+        assert result.ok, (source, result.error)
+
+
+def test_a_structured_product_copies_with_its_tangent():
+    """TangentKind copied as a plain str lost its wrt: deepcopy of an hvp by a symmetric S
+    raised TypeError (a review's find)."""
+    import copy
+
+    product = einderiv.hvp("f = logdet(S) + S_ij A_ij S_jk A_ki", "S", symmetric=["S"])
+    copied = copy.deepcopy(product)
+    assert copied.structure["v"] == "symmetric" and copied.structure["v"].of == "S"
+    V = B0 + B0.T
+    np.testing.assert_allclose(copied(S=S, A=A, v=V), product(S=S, A=A, v=V), rtol=1e-15)
 
 
 def test_a_nan_off_the_diagonal_of_a_diagonal_matrix_is_refused():
