@@ -85,7 +85,7 @@ def written_symmetric(poly: Poly, names: set[str]) -> Poly:
 
 
 #: the most factors of a symmetric matrix in one term whose orientations are all tried
-MAX_ORIENTED = 4
+MAX_ORIENTED = 2
 
 
 def _flipped(f):
