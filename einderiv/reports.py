@@ -44,8 +44,9 @@ def derivative_json(derivative) -> dict:
 
 def _terms_json(terms, hints) -> list[dict]:
     """One ``{"coefficient", "subscripts", "operands", "sizes"}`` object per einsum term; ``sizes``
-    names, for each letter only deltas (or a mean's ``1/n``) carry (a count, ``',aa,->' (mu, delta, s^-2)``), the input
-    axis whose length it is, ``{"a": ["x", 0]}``: nothing else in the output sized it."""
+    names, for each letter only deltas (or a mean's ``1/n``) carry (a count: ``',aa,->' (mu,
+    delta, s^-2)``), the array axis whose length it is, ``{"a": ["x", 0]}`` (an input's, or a
+    statement's of ``steps``): nothing else in the output sized it."""
     named = {entry[0]: [entry[1], entry[2]] for hint in hints if hint[0] == "names" for entry in hint[1]}
     out = []
     for term in terms:

@@ -16,7 +16,9 @@ place (:func:`written_in_place`) or, where that text would not mean the same, na
 ``r2``, ... (:func:`named_readably`): naming is a way of evaluating, not a change of meaning.
 Only sums of tensors, products of tensors, numbers and sums or means of those are named; a sum
 holding a call (``1 - sigmoid(z)``, ``1 + exp(u)``) is left to the stable rewrites, which read
-it whole, and a sum with a constant term (``1 - y_n``) is no difference of data.
+it whole, a sum with a constant term (``1 - y_n``) is no difference of data, and a sum whose
+terms cancel (``t - t``) is none either.  Softmaxes that meet in one statement (nested, or two
+in a product, :func:`_softmaxes_meet`) are named too, as their program would name them.
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ def _is_residual(node) -> bool:
 def _softmaxes_meet(node) -> bool:
     """Whether a softmax's argument holds another softmax (``softmax_i(softmax_i(u_i) x_i)``), or
     a product has factors holding softmaxes of two arguments (``softmax_i(u_i) softmax_i(u_i
-    x_i)``).  Each such softmax is named, as a program names it: a softmax's chain rule is
+    x_i)``), or a softmax and a log of one (:func:`_a_log_of_softmax`).  Each softmax of such a
+    statement is named, as a program names it: a softmax's chain rule is
     ``p_j (g_j - sum_i(g_i p_i))``, which is exactly 0 where p saturates only if g is one array;
     here g is a sum that differentiation multiplies out, and the gradient of the first at
     t = [74, -37, -49] with u = sinh(t) was -7e14 for 0 (``p_i = softmax_i(sinh(t_i)); ...``,
