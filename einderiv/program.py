@@ -1091,10 +1091,27 @@ def _derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None, j
     ranks.update({d.name: len(d.indices) for d in [*adjoints, final]})
     derived = CheckedProgram([*forward, *adjoints, final], dict(program.inputs), name, None, ranks, program.all_inputs)
     adjoint_names = {b for b, _ in bars.values()}
-    inlined = prune(inline(derived, adjoint_names, jacobians=adjoint_names if P and jacobians else frozenset()))
+    # the adjoints of two or more softmaxes stay named: inlined (dfdp = q, dfdq = p for
+    # f = p_i q_i), their chain rules p_j (g_j - sum_i(g_i p_i)) were collected into one sum, which
+    # is exactly 0 at saturation no longer (1 ulp, 3.8e15 for 0 times cosh(74))
+    softmaxes = {bars[s][0] for s in bars if s in definitions and _is_softmax(definitions[s].poly)}
+    candidates = adjoint_names - softmaxes if len(softmaxes) >= 2 else adjoint_names
+    inlined = prune(inline(derived, candidates, jacobians=candidates if P and jacobians else frozenset()))
     # inlining an adjoint meets the forward calls again: sigmoid(-x) + dLds sigmoid(x) is
     # sigmoid(-x) + sigmoid(x) once dLds = 1 is in, which the sum rules make 1, as in one statement
     return _through_residuals(_rewritten_sums(inlined, {name} | adjoint_names), {name} | adjoint_names)
+
+
+def _is_softmax(poly: Poly) -> bool:
+    """Whether ``poly`` is one softmax, ``exp(v - logsumexp_R(v))``."""
+    if len(poly.terms) != 1 or poly.terms[0].coeff != 1 or len(poly.terms[0].factors) != 1:
+        return False
+    (atom,) = poly.terms[0].factors
+    return (
+        isinstance(atom, Apply)
+        and atom.func == "exp"
+        and any(t.coeff == -1 and len(t.factors) == 1 and logsumexp_parts(t.factors[0]) for t in atom.arg.terms)
+    )
 
 
 #: the name of a named difference of data (:mod:`einderiv.residuals`, ``_r0 = y - mu``), alone or
