@@ -15,7 +15,7 @@ from fractions import Fraction
 import numpy as np
 
 from . import render
-from .backends import array_library, choose_backend, host_values, ops_for
+from .backends import array_library, choose_backend, host_values, is_complex, ops_for
 from .dimensions import Dimensions, dimension_names, dimension_sizes, dimensions, shape_of, sized_definitions
 from .emit import EinsumTerm, emit
 from .errors import DifferentiationError, EinderivError, EvaluationError, guarded
@@ -39,7 +39,7 @@ from .ir import (
 )
 from .matrix.form import NoMatrixForm, matrix_text, matrix_text_with
 from .matrix.reading import Reading, accepts_notation, read, scalar_use_hint
-from .normal import Apply, Poly, is_reciprocal
+from .normal import Apply, Poly, call_arguments, is_reciprocal
 from .optimiser import StraightLine, inline_broadcast_products
 from .parser import parse
 from .printing import count_axes_of, count_letters, count_powers
@@ -82,7 +82,7 @@ def not_analytic(sources, definitions, wrt: Sequence[str] = ()) -> dict[str, str
     values = {d.name: d.poly.tensor_names() for d in everything}
     reached: dict[str, str] = {}
     for d in sources:
-        for func, names in _each_call(d.poly, NOT_ANALYTIC):
+        for func, names in call_arguments(d.poly, NOT_ANALYTIC):
             if _depends_on(names, set(wrt), values):
                 reached.update({n: NOT_ANALYTIC[func] for n in names})
     pending = list(reached)
@@ -93,20 +93,6 @@ def not_analytic(sources, definitions, wrt: Sequence[str] = ()) -> dict[str, str
                 reached[inner] = reached[name]
                 pending.append(inner)
     return reached
-
-
-def _each_call(poly: Poly, functions) -> list[tuple[str, set[str]]]:
-    """(function, the tensors its argument names) for each call of ``functions`` in ``poly``, at
-    any depth, one by one: in ``abs(x_i) abs(y_i)`` by y only the second differentiates abs."""
-    found, stack = [], [poly]
-    while stack:
-        for term in stack.pop().terms:
-            for atom in term.factors:
-                if isinstance(atom, Apply):
-                    if atom.func in functions:
-                        found.append((atom.func, atom.arg.tensor_names()))
-                    stack.append(atom.arg)
-    return found
 
 
 def _depends_on(names: set[str], wrt: set[str], values: Mapping[str, set[str]]) -> bool:
@@ -128,11 +114,9 @@ def reject_complex(reached: Mapping[str, str], values: Mapping[str, object]) -> 
     if not reached:
         return
     for name, value in values.items():
-        dtype = getattr(value, "dtype", None)
-        complex_ = dtype is not None and (getattr(dtype, "kind", None) == "c" or getattr(dtype, "is_complex", False))
-        if complex_ and name in reached:
+        if name in reached and is_complex(value):
             raise EvaluationError(
-                f"input {name!r} is complex ({dtype}), but this derivative differentiates {reached[name]} "
+                f"input {name!r} is complex ({value.dtype}), but this derivative differentiates {reached[name]} "
                 "through it, which has no complex derivative; evaluate it at real arrays (the real and "
                 "imaginary parts as separate inputs, for example)"
             )

@@ -160,6 +160,7 @@ def check(
         domain_notes += (f"inputs given: {', '.join(fixed)} (the others drawn at random)",)
     wrt_name = derivative.wrt[-1].name
     scale = _largest(arrays[wrt_name]) or 1.0
+    kind = derivative.structure.get(wrt_name)
     candidates, refusals = [], []
     for step in (FD_STEP, *((FD_STEP * scale,) if not 0.1 <= scale <= 10 else ())):
         try:
@@ -167,7 +168,6 @@ def check(
         except EvaluationError as err:  # a step out of the domain (a determinant turned negative)
             refusals.append(err)
             continue
-        kind = derivative.structure.get(wrt_name)
         if kind is not None:
             numeric = _projected(numeric, kind, symmetric_convention)
         with np.errstate(all="ignore"):

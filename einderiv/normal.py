@@ -176,20 +176,21 @@ class MatrixFn:
 Atom = Tensor | Delta | Apply | MatrixFn
 
 
-def call_arguments(poly: Poly, functions) -> dict[str, set[str]]:
-    """Each of ``functions`` that ``poly`` calls (at any depth; matrix functions too) -> the
-    tensors its arguments name (``sign(x_i - y_i)``: x and y)."""
-    found: dict[str, set[str]] = {}
+def call_arguments(poly: Poly, functions) -> list[tuple[str, set[str]]]:
+    """(function, the tensors its argument names) for each call of ``functions`` in ``poly``, at
+    any depth, matrix functions too, one by one (``sign(x_i - y_i)``: sign, {x, y}): in
+    ``abs(x_i) abs(y_i)`` by y only the second differentiates abs."""
+    found: list[tuple[str, set[str]]] = []
     stack = [poly]
     while stack:
         for term in stack.pop().terms:
             for atom in term.factors:
                 if isinstance(atom, Apply):
                     if atom.func in functions:
-                        found.setdefault(atom.func, set()).update(atom.arg.tensor_names())
+                        found.append((atom.func, atom.arg.tensor_names()))
                     stack.append(atom.arg)
                 elif isinstance(atom, MatrixFn) and atom.func in functions:
-                    found.setdefault(atom.func, set()).add(atom.matrix)
+                    found.append((atom.func, {atom.matrix}))
     return found
 
 

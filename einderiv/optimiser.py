@@ -27,7 +27,6 @@ from .normal import (
     canonical_key,
     carrying,
     common_coefficient,
-    equivalent,
     is_reciprocal,
     letter_axes,
     multiply,
@@ -38,7 +37,7 @@ from .normal import (
     simplify,
     single_atom,
 )
-from .rewrites import logsumexp_parts
+from .rewrites import logsumexp_parts, softmax_parts
 from .steps import Contract, Elementwise, LogSoftmax, LogSumExp, MatrixFunction, Softmax, Solve, Step
 
 
@@ -206,31 +205,6 @@ def _fresh(taken: set[str], prefix: str):
             yield name
 
 
-def _softmax_parts(atom) -> tuple[Poly, tuple[int, ...]] | None:
-    """``(v, axes)`` when ``atom`` is ``exp(v - log(sum_R exp(v)))`` (a softmax over R), else None."""
-    if not (isinstance(atom, Apply) and atom.func == "exp"):
-        return None
-    arg = atom.arg
-    shifts = [t for t in arg.terms if t.coeff == -1 and len(t.factors) == 1 and logsumexp_parts(t.factors[0])]
-    if len(shifts) != 1:
-        return None
-    lse = shifts[0].factors[0]
-    inner, summed = logsumexp_parts(lse)
-    rest = Poly(tuple(t for t in arg.terms if t is not shifts[0]), arg.indices)
-    reduced = [i for i in arg.indices if i not in lse.indices]
-    if len(reduced) != len(summed) or set(lse.indices) - set(arg.indices):
-        return None
-    mapping = dict(zip(summed, reduced))
-    renamed = Poly(tuple(t.rename(mapping) for t in inner.terms), tuple(mapping.get(i, i) for i in inner.indices))
-    order = {i: k for k, i in enumerate(renamed.indices)}
-    if set(order) != set(arg.indices):
-        return None
-    aligned = Poly(renamed.terms, arg.indices)
-    if not equivalent(aligned, rest):
-        return None
-    return rest, tuple(arg.indices.index(i) for i in reduced)
-
-
 def _scaled_softmax(atom) -> tuple[Apply, int] | None:
     """``(softmax, c)`` when ``atom`` is ``exp(c v - c logsumexp_R(v))`` for a whole c >= 2 (a
     softmax to the power c, as differentiation writes p_k p_k), else None."""
@@ -241,7 +215,7 @@ def _scaled_softmax(atom) -> tuple[Apply, int] | None:
         return None
     power = -shifts[0].coeff
     inner = Apply("exp", Poly(tuple(t.scaled(1 / power) for t in atom.arg.terms), atom.arg.indices))
-    return (inner, int(power)) if _softmax_parts(inner) is not None else None
+    return (inner, int(power)) if softmax_parts(inner) is not None else None
 
 
 def _pair(term: Term, a_pos: int, b_pos: int, free: set[str]) -> tuple[tuple, tuple[Indices, Indices]] | None:
@@ -1897,7 +1871,7 @@ class StraightLine:
         name = self._calls.get(key)
         if name is None and logsumexp_parts(atom) is not None:
             name = self._hoist_logsumexp(atom, key, target)
-        if name is None and _softmax_parts(atom) is not None:
+        if name is None and softmax_parts(atom) is not None:
             name = self._hoist_softmax(atom, key, target)
         scaled = _scaled_softmax(atom) if name is None and target is None else None
         if scaled is not None:
@@ -1958,7 +1932,7 @@ class StraightLine:
 
     def _hoist_softmax(self, atom: Apply, key, target: str | None) -> str:
         """exp(v - log(sum_R exp(v))) in one step: exp(v - max) normalised over R."""
-        v, axes = _softmax_parts(atom)
+        v, axes = softmax_parts(atom)
         source = self._source(v)
         name = target or self._temp()
         self.steps.append(Softmax(name, source=source, axes=(axes, ())))

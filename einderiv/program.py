@@ -59,7 +59,7 @@ from .normal import (
     single_atom,
 )
 from .printing import avoiding, count_axes_of, count_letters_apart, count_powers, to_expr
-from .rewrites import logsumexp_parts, rewrite_products, rewrite_sums, stable_form
+from .rewrites import logsumexp_parts, rewrite_products, rewrite_sums, softmax_parts, stable_form
 from .scopes import delta_size_ties
 from .semantics import (
     additive_terms,
@@ -1104,13 +1104,12 @@ def _derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None, j
 
 def _is_softmax(poly: Poly) -> bool:
     """Whether ``poly`` is one softmax, ``exp(v - logsumexp_R(v))``."""
-    if len(poly.terms) != 1 or poly.terms[0].coeff != 1 or len(poly.terms[0].factors) != 1:
-        return False
-    (atom,) = poly.terms[0].factors
+    terms = poly.terms
     return (
-        isinstance(atom, Apply)
-        and atom.func == "exp"
-        and any(t.coeff == -1 and len(t.factors) == 1 and logsumexp_parts(t.factors[0]) for t in atom.arg.terms)
+        len(terms) == 1
+        and terms[0].coeff == 1
+        and len(terms[0].factors) == 1
+        and bool(softmax_parts(terms[0].factors[0]))
     )
 
 

@@ -95,7 +95,7 @@ def _softmaxes_meet(node) -> bool:
     t = [74, -37, -49] with u = sinh(t) was -7e14 for 0 (``p_i = softmax_i(sinh(t_i)); ...``,
     its program, was exact)."""
     for n in walk(node):
-        if isinstance(n, Call) and n.func == "softmax" and any(_a_softmax(m) for m in walk(n.arg)):
+        if _a_softmax(n) and any(_a_softmax(m) for m in walk(n.arg)):
             return True
         if isinstance(n, Mul):
             held = [{repr(m) for m in walk(f) if _a_softmax(m)} for f in n.factors]

@@ -38,6 +38,7 @@ from .normal import (
     Term,
     canonical_key,
     carrying,
+    equivalent,
     flipped_sigmoid,
     merged_pair,
     negated,
@@ -73,6 +74,31 @@ def logsumexp_parts(atom) -> tuple[Poly, tuple[str, ...]] | None:
     if not summed or set(inner.indices) - set(summed) != set(atom.arg.indices):
         return None
     return inner.arg, summed
+
+
+def softmax_parts(atom) -> tuple[Poly, tuple[int, ...]] | None:
+    """``(v, axes)`` when ``atom`` is ``exp(v - log(sum_R exp(v)))`` (a softmax over R), else None."""
+    if not (isinstance(atom, Apply) and atom.func == "exp"):
+        return None
+    arg = atom.arg
+    shifts = [t for t in arg.terms if t.coeff == -1 and len(t.factors) == 1 and logsumexp_parts(t.factors[0])]
+    if len(shifts) != 1:
+        return None
+    lse = shifts[0].factors[0]
+    inner, summed = logsumexp_parts(lse)
+    rest = Poly(tuple(t for t in arg.terms if t is not shifts[0]), arg.indices)
+    reduced = [i for i in arg.indices if i not in lse.indices]
+    if len(reduced) != len(summed) or set(lse.indices) - set(arg.indices):
+        return None
+    mapping = dict(zip(summed, reduced))
+    renamed = Poly(tuple(t.rename(mapping) for t in inner.terms), tuple(mapping.get(i, i) for i in inner.indices))
+    order = {i: k for k, i in enumerate(renamed.indices)}
+    if set(order) != set(arg.indices):
+        return None
+    aligned = Poly(renamed.terms, arg.indices)
+    if not equivalent(aligned, rest):
+        return None
+    return rest, tuple(arg.indices.index(i) for i in reduced)
 
 
 def _reciprocal_sum_exp(atom) -> Apply | None:

@@ -111,13 +111,13 @@ def principal(out, xp):
     return out - (2j * np.pi) * turns
 
 
-def refuse_complex_log(what: str, v) -> None:
+def refuse_complex_log_softmax(v) -> None:
     """A log-softmax of complex values is an error: its entries are defined there only up to
     2 pi i each, and v minus the logsumexp is not NumPy's principal log of the softmax
     (``log(softmax_k(z_k))`` at z = [3i, -3i] was -0.68 - 6.14i for -0.68 + 0.14i)."""
     if is_complex(v):
         raise EvaluationError(
-            f"{what} cannot be evaluated at {v.dtype} values: each entry's log is defined there only up to "
+            f"log_softmax cannot be evaluated at {v.dtype} values: each entry's log is defined there only up to "
             "2 pi i, and v minus its logsumexp is not the principal log of the softmax"
         )
 
@@ -145,7 +145,7 @@ def _logsumexp(v: np.ndarray, axes: tuple[int, ...], order: tuple[int, ...]) -> 
 def _log_softmax(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     """v - log(sum over ``axes`` of exp(v)), as (v - max) - log(sum exp(v - max)): exact where the
     largest entries tie far from 0, where v minus its logsumexp rounds to 0."""
-    refuse_complex_log("log_softmax", v)
+    refuse_complex_log_softmax(v)
     with np.errstate(all="ignore"):  # inf or NaN inputs: IEEE results, no warnings
         if not v.size:
             return v - np.log(np.sum(np.exp(v), axis=axes, keepdims=True))
@@ -157,7 +157,7 @@ def _log_softmax(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
 
 def generic_log_softmax(v, axes: tuple[int, ...], ops: ArrayOps):
     """(v - max) - log(sum over ``axes`` of exp(v - max))."""
-    refuse_complex_log("log_softmax", v)
+    refuse_complex_log_softmax(v)
     if 0 in tuple(v.shape):
         return v - ops.xp.log(ops.sum(ops.xp.exp(v), axes))
     shifted = v - ops.finite_or_zero(ops.amax(v, axes))
