@@ -18,7 +18,7 @@ from .emit import emit
 from .errors import EinderivError, EinderivWarning, ParseError
 from .gradients import grad
 from .matrix.form import NoMatrixForm
-from .matrix.reading import check_known, read
+from .matrix.reading import check_known, read, with_structured
 from .reports import derivative_json, inputs_only, one_tensor_each, parse_shape, wrt_or_each
 
 EXAMPLE = """example:
@@ -239,7 +239,8 @@ def _read_expr(args):
     for text in getattr(args, "input", []):
         name, value = _load(text)  # a missing or malformed file is reported here, by name
         shapes[name] = np.ndim(value)
-    reading = read(args.expr, args.notation, ranks, shapes)
+    structured = {key: getattr(args, key, None) for key in ("symmetric", "diagonal")}
+    reading = read(args.expr, args.notation, with_structured(ranks, structured), shapes)
     check_known(reading, ranks)
     args.expr = reading
     return reading.text if reading.notation == "matrix" else None

@@ -53,7 +53,8 @@ def structure_of(symmetric, diagonal, ranks: Mapping[str, int]) -> dict[str, str
             if ranks[name] != 2:
                 raise DifferentiationError(f"{kind} matrix {name!r} is used with {ranks[name]} indices, not 2")
             if name in structure:
-                raise DifferentiationError(f"{name!r} is named as {structure[name]} and as {kind}")
+                twice = f"twice in {kind}=" if structure[name] == kind else f"as {structure[name]} and as {kind}"
+                raise DifferentiationError(f"{name!r} is named {twice}: name each matrix once")
             structure[name] = kind
     return structure
 

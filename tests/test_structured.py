@@ -127,6 +127,8 @@ def test_the_symmetric_hessian_and_hvp_agree_with_differences_of_the_symmetric_g
         (lambda: einderiv.grad("f = logdet(S)", "S", symmetric=["Q"]), "'Q' is not an input"),
         (lambda: einderiv.grad("f = x_i x_i", "x", symmetric=["x"]), "used with 1 indices"),
         (lambda: einderiv.grad("f = logdet(S)", "S", symmetric=["S"], diagonal=["S"]), "as symmetric and as diagonal"),
+        # 'S' is named as symmetric and as symmetric, before
+        (lambda: einderiv.grad("f = logdet(S)", "S", symmetric=["S", "S"]), "'S' is named twice in symmetric="),
         (lambda: einderiv.grad("f = logdet(S)", "S", symmetric_convention="upper"), "must be one of frobenius"),
         (lambda: einderiv.grad("f = logdet(S)", "S", symmetric=["S"])(S=A), "declared symmetric"),
         (lambda: einderiv.grad("f = x_i D_ij x_j", "D", diagonal=["D"])(x=x, D=A), "declared diagonal"),
@@ -168,6 +170,26 @@ def test_cli_symmetric_diff_and_check_use_the_convention_asked_for():
         claim,
     )
     assert done.returncode == 1 and "DIFFERS" in done.stdout  # the cookbook's off-diagonal entries are doubled
+
+
+def test_a_matrix_declared_symmetric_or_diagonal_is_read_as_a_matrix_in_matrix_notation():
+    """``Y = S^-1 A`` names no rank: S was read as a scalar (S^-1 a number), and symmetric=["S"]
+    then refused it as "used with 0 indices, not 2"; a declared structure says S is a matrix."""
+    rng = np.random.default_rng(3)
+    S, A = sym(rng.normal(size=(3, 3))) + 3 * np.eye(3), rng.normal(size=(3, 2))
+    E = sym(rng.normal(size=(3, 3)))
+    product = einderiv.jvp("Y = S^-1 A", "S", symmetric=["S"])
+    inverse = np.linalg.inv(S)
+    np.testing.assert_allclose(product(S=S, A=A, v=E), -inverse @ E @ inverse @ A, rtol=1e-10)
+    x, D = rng.normal(size=3), np.diag(rng.normal(size=3))
+    gradient = einderiv.grad("f = x^T D x", "D", diagonal=["D"])
+    np.testing.assert_allclose(gradient(x=x, D=D), np.diag(x * x), rtol=1e-12)
+    with pytest.raises(einderiv.EinderivError, match="used with 1 indices, not 2"):
+        einderiv.diff("f = x^T D x", "D", diagonal=["D"], ranks={"D": 1})  # a rank given is kept
+    done = run_cli("diff", "Y = S^-1 A", "--wrt", "S", "--symmetric", "S")
+    assert done.returncode == 0 and "read as: Y_ij = inv(S)_ik A_kj" in done.stdout, done.stdout + done.stderr
+    done = run_cli("diff", "f = x^T A x", "--wrt", "A", "--symmetric", "S")
+    assert done.returncode == 2 and done.stderr.startswith("error: symmetric matrix 'S' is not an input"), done.stderr
 
 
 def test_check_api_projects_the_finite_differences():

@@ -613,7 +613,7 @@ def accepts_notation(function):
         source = args[0] if args else kwargs.pop("source")
         given = {**(args[1] if len(args) > 1 and isinstance(args[1], Mapping) else {}), **kwargs}
         arrays = {k: v for k, v in given.items() if _array_like(v)}  # keywords or evaluate(src, {"x": x})
-        reading = read(source, notation, ranks, _array_ranks(arrays))
+        reading = read(source, notation, with_structured(ranks, kwargs), _array_ranks(arrays))
         if reading is not None and reading.notation == "matrix":
             with translated_text():  # x .* exp(-(x .* x) / 2) as written: elementwise
                 result = function(reading, *args[1:], **kwargs)
@@ -627,6 +627,22 @@ def accepts_notation(function):
 
     call.__signature__ = signature.replace(parameters=[*others, *extra, *variadic])
     return call
+
+
+def with_structured(ranks, keywords: Mapping[str, object]):
+    """``ranks`` with each matrix that ``symmetric=`` or ``diagonal=`` names declared a matrix
+    where ``ranks`` declares nothing of it: ``Y = S^-1 A`` with ``symmetric=["S"]`` reads S as
+    the matrix it is said to be, not as a scalar (a rank given in ``ranks`` is kept, and
+    ``structure_of`` says what is wrong with it)."""
+    named = []
+    for key in ("symmetric", "diagonal"):
+        names = keywords.get(key)
+        names = [names] if isinstance(names, str) else names
+        if isinstance(names, (list, tuple)):
+            named += [name for name in names if isinstance(name, str)]
+    if not named or (ranks is not None and not isinstance(ranks, Mapping)):
+        return ranks  # (ranks that are not a mapping: read's error)
+    return {**{name: 2 for name in named}, **ranks} if ranks else {name: 2 for name in named}
 
 
 def _check_declared(reading: Reading, used: Mapping[str, int]) -> None:
