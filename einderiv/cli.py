@@ -242,8 +242,10 @@ def _read_expr(args):
     structured = {key: getattr(args, key, None) for key in ("symmetric", "diagonal")}
     reading = read(args.expr, args.notation, with_structured(ranks, structured), shapes)
     check_known(reading, ranks)
-    args.expr = reading
-    return reading.text if reading.notation == "matrix" else None
+    written, args.expr = args.expr, reading
+    if reading.notation != "matrix" or reading.text.split() == written.split():
+        return None  # index notation, or matrix notation that reads as itself (f = logdet(S))
+    return reading.text
 
 
 EVAL_EXAMPLE = """example:
