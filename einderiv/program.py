@@ -1113,6 +1113,12 @@ def _is_softmax(poly: Poly) -> bool:
     )
 
 
+def softmax_axes(d: Definition) -> tuple[int, ...]:
+    """The axes of ``d`` (a statement that is one softmax) the softmax is taken over."""
+    factor = d.poly.terms[0].factors[0]
+    return tuple(d.indices.index(factor.indices[axis]) for axis in softmax_parts(factor)[1])
+
+
 #: the name of a named difference of data (:mod:`einderiv.residuals`, ``_r0 = y - mu``), alone or
 #: inside an adjoint's name
 RESIDUAL_NAME = re.compile(r"_r\d+")
@@ -1196,10 +1202,11 @@ def _rewritten_sums(program: CheckedProgram, names: set[str]) -> CheckedProgram:
     statements named in ``names``."""
     changed = False
     definitions = []
+    softmaxes = {d.name: softmax_axes(d) for d in program.definitions if _is_softmax(d.poly)}
     for d in program.definitions:
         # (one whose text is fixed, a statement or counts already named, keeps its poly)
         fixed = d.statement is not None or d.counts is not None
-        poly = rewrite_sums(d.poly) if d.name in names and not fixed else d.poly
+        poly = rewrite_sums(d.poly, softmaxes) if d.name in names and not fixed else d.poly
         if poly is not d.poly:
             d, changed = replace(d, poly=poly), True
         definitions.append(d)

@@ -668,7 +668,7 @@ def test_the_catalogue_covers_the_documented_rules():
         "log_of_exp_products", "log_of_scaled_exp_sum", "log_of_sigmoid_polynomial", "log_one_plus_tanh",
         "log_exp_minus_one", "log_sinh", "log_of_scaled_sum", "power_of_exp", "sinh_over_cosh",
         "reciprocal_sigmoid", "log_of_common_factor", "expm1_of_softplus", "sigmoid_difference",
-        "log_sigmoid_difference", "exp_times_exp", "log_of_sigmoid_weights",
+        "log_sigmoid_difference", "exp_times_exp", "log_of_sigmoid_weights", "softmax_sums_to_one",
     }  # fmt: skip
     assert set(rewrites.CATALOGUE) == expected
     readme = (__import__("pathlib").Path(__file__).parent.parent / "README.md").read_text()
@@ -919,3 +919,50 @@ def test_exps_merge_only_as_a_quotient():
     a, b = gen.uniform(300, 350, 6), gen.uniform(300, 350, 6)
     want = [mpmath.exp(mpmath.mpf(x) + mpmath.mpf(y)) for x, y in zip(a, b)]
     close(einderiv.evaluate("f_i = exp(a_i) exp(b_i)", a=a, b=b), want, rtol=1e-15)
+
+
+# -- softmax_sums_to_one: a softmax's chain rule drops what is constant along its letter ----------
+
+
+def mp_entropy_gradient(z) -> list:
+    """The gradient of the entropy -sum_k(p_k log(p_k)) of p = softmax(z): -p_i (log(p_i) + H)."""
+    z = [v if isinstance(v, mpmath.mpf) else mpmath.mpf(float(v)) for v in z]
+    top = max(z)
+    log_p = [v - top - mpmath.log(sum(mpmath.exp(w - top) for w in z)) for v in z]
+    entropy = -sum(mpmath.exp(lp) * lp for lp in log_p)
+    return [-mpmath.exp(lp) * (lp + entropy) for lp in log_p]
+
+
+@pytest.mark.parametrize(
+    "source", ["f = -softmax_k(z_k) log(softmax_k(z_k))", "p_k = softmax_k(z_k); f = -p_k log(p_k)"]
+)
+def test_the_entropy_gradient_is_exact_at_saturated_logits(source):
+    """The chain rule p_i (g_i - sum_k(g_k p_k)) of g = -log(p) - 1 left c p_i - c sum_k(p_k) p_i
+    for the 1: zero up to rounding, which swamped the true gradient from logits about 30 (1e-5
+    off relatively at [30, 0, 1]; 0 for -3.7e-42 at [100, 0, -50]).  With sum_k(p_k) = 1 the two
+    terms are gone."""
+    gradient, hessian = einderiv.grad(source, "z"), einderiv.hessian(source, "z")
+    assert str(gradient).splitlines()[-1].replace("dfdp", "dfdr").replace("p_", "r_") == (
+        "df/dz_i = (dfdr_i - dfdr_k r_k) r_i"
+    )
+    for z in ([30.0, 0.0, 1.0], [100.0, 0.0, -50.0], [700.0, 0.0, 3.0], [-3.0, 0.5, 2.0]):
+        close(gradient(z=np.array(z)), mp_entropy_gradient(z), rtol=1e-13)
+        for j in range(3):  # a column of the Hessian: d/dt of the gradient along e_j, in mpmath
+
+            def along(t, j=j, z=z):
+                return mp_entropy_gradient([mpmath.mpf(v) + (t if k == j else 0) for k, v in enumerate(z)])
+
+            column = [mpmath.diff(lambda t, i=i: along(t)[i], 0) for i in range(3)]
+            got = hessian(z=np.array(z))[:, j]
+            # (the Hessian's diagonal keeps p_i - p_i^2 for the top class: rounding of p_i ~ 1,
+            # 1e-16 absolute, as jax has it)
+            np.testing.assert_allclose(got, np.array(column, dtype=float), rtol=1e-9, atol=1e-15)
+
+
+def test_a_softmax_summed_over_its_letter_is_one_in_a_derivative():
+    z, Z, c = np.array([3.0, -1.0, 700.0]), np.random.default_rng(0).normal(size=(4, 3)), 2.5
+    assert str(einderiv.diff("f = softmax_k(z_k)", "z")) == "df/dz_i = 0"
+    assert np.all(einderiv.grad("f = softmax_k(z_k)", "z")(z=z) == 0)  # 1e-16s before
+    # a batch index summed with it counts its rows: sum_n(sum_k(P_nk)) = N, exactly
+    assert einderiv.grad("P_nk = softmax_k(Z_nk); f = c P_nk", "c")(Z=Z, c=c) == 4.0
+    assert np.all(einderiv.grad("f = softmax_k(Z_nk) a_n", "a")(Z=Z, a=np.ones(4)) == 1.0)
