@@ -358,7 +358,10 @@ def shared_solve(values: dict, func: str, name: str, operand: str) -> np.ndarray
 def _in_a_lapack_dtype(func: str, name: str, array: np.ndarray) -> np.ndarray:
     """``array`` in a dtype LAPACK factorises (``array`` itself where it is in one, or not a float):
     float16 as float32, the result cast back by the caller; longdouble has none, an error that
-    names it (NumPy's own is a bare TypeError)."""
+    names it (NumPy's own is a bare TypeError).  A big-endian array is read in native byte order
+    (``>f8`` is float64, which LAPACK takes as NumPy's linalg does)."""
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
     if array.dtype in _LAPACK_DTYPES or array.dtype.kind not in "fc":
         return array
     if array.dtype == np.float16:

@@ -372,3 +372,19 @@ def test_small_matrices_run_scipys_lapack_on_one_thread_and_set_the_count_back()
         local(before)
     S = spd(50)
     np.testing.assert_allclose(einderiv.evaluate("f_ij = inv(S)_ij", S=S), np.linalg.inv(S), rtol=1e-10)
+
+
+def test_big_endian_matrices_are_read_as_numpy_reads_them():
+    """``>f8`` is float64: NumPy's linalg takes it, and einderiv said "'S' is >f8, which the linear
+    algebra does not take (float32, float64, ...)"."""
+    rng = np.random.default_rng(5)
+    S = rng.normal(size=(4, 4)) + 4 * np.eye(4)
+    b, c = rng.normal(size=4), rng.normal(size=4)
+    big = S.astype(">f8")
+    assert einderiv.compile("f = logdet(S)")(S=big) == pytest.approx(np.linalg.slogdet(S)[1], rel=1e-14)
+    assert einderiv.compile("f = det(S)")(S=big) == pytest.approx(np.linalg.det(S), rel=1e-13)
+    np.testing.assert_allclose(einderiv.compile("Y_ij = inv(S)_ij")(S=big), np.linalg.inv(S), rtol=1e-13)
+    np.testing.assert_allclose(
+        einderiv.grad("f = b_i inv(S)_ij c_j", "c")(S=big, b=b.astype(">f8"), c=c), np.linalg.solve(S.T, b), rtol=1e-12
+    )
+    np.testing.assert_allclose(einderiv.grad("f = logdet(S)", "S")(S=big), np.linalg.inv(S).T, rtol=1e-13)
