@@ -114,7 +114,9 @@ class Glyphs:
     * ``derivative(statement, write)``: a derivative-named statement's left-hand side
       (``dK_pq/dR_ij``), ``write`` printing its parts;
     * ``bare_signed_number``: ``-1/3`` for a negated number (it reads back as the same value),
-      rather than ``-(1/3)``.
+      rather than ``-(1/3)``;
+    * ``between(left, right)``: what separates two printed factors of a product (a space where
+      None).
     """
 
     name: Callable[[str], str]
@@ -128,6 +130,7 @@ class Glyphs:
     matrix_call: Callable[[str, str, str], str]
     derivative: Callable
     bare_signed_number: bool = False
+    between: Callable[[str, str], str] | None = None
 
 
 def _text_derivative(statement, write) -> str:

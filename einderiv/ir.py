@@ -332,7 +332,12 @@ def _mul(node: Mul, glyphs: Glyphs) -> str:
     head = node.factors[0]
     first = _wrapped(head, Precedence.POWER if type(head) is Mul else Precedence.PRODUCT, glyphs)
     rest = [_wrapped(f, Precedence.POWER, glyphs) for f in node.factors[1:]]
-    return " ".join([first, *rest])
+    if glyphs.between is None:
+        return " ".join([first, *rest])
+    text = first
+    for left, right in zip([first, *rest], rest):
+        text += glyphs.between(left, right) + right
+    return text
 
 
 def _div(node: Div, glyphs: Glyphs) -> str:

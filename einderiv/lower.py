@@ -485,6 +485,12 @@ def standing_terms(expr, bound: frozenset[str] = frozenset(), scaled: bool = Fal
     return None
 
 
+def term_letters(expr, bound: frozenset[str] = frozenset()) -> tuple[str, ...]:
+    """The letters one term (no sum standing alone in it) leaves free, ``bound`` (a left-hand
+    side's) among them: rule 5 sums the others at the top (``2 x_i`` beside ``f_j``: i)."""
+    return _Scope().group(expr, bound)[1]
+
+
 def _leaf_letters(expr, bound: frozenset[str]) -> list[frozenset[str]]:
     """The free letters of each term ``expr`` stands for once every sum standing alone in it is
     split (``z_i + (x_i + 1)``: {i}, {i} and {}): the terms that are summed one by one."""

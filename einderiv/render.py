@@ -5,9 +5,13 @@ An elementwise function's notation is in its registry entry (:mod:`einderiv.elem
 
 from __future__ import annotations
 
+import re
+
 from .elementwise import FUNCTIONS, Enclosing
-from .glyphs import Glyphs, format_indices, format_number
-from .ir import Program, Tensor, write
+from .glyphs import Glyphs, Precedence, format_indices, format_number
+from .ir import Expr, Neg, Program, Statement, Tensor, precedence, write
+from .lower import standing_terms, term_letters
+from .semantics import output_indices
 
 # -- Unicode -------------------------------------------------------------------------------------
 
@@ -66,21 +70,35 @@ _GREEK = frozenset(
         "gamma",
         "delta",
         "epsilon",
+        "zeta",
+        "eta",
         "theta",
+        "iota",
+        "kappa",
         "lambda",
         "mu",
+        "nu",
+        "xi",
+        "pi",
+        "rho",
         "sigma",
         "tau",
+        "upsilon",
         "phi",
+        "chi",
         "psi",
         "omega",
-        "Phi",
-        "Theta",
-        "Sigma",
-        "Lambda",
         "Gamma",
-        "Omega",
+        "Delta",
+        "Theta",
+        "Lambda",
+        "Xi",
+        "Pi",
+        "Sigma",
+        "Upsilon",
+        "Phi",
         "Psi",
+        "Omega",
     }
 )
 
@@ -94,20 +112,59 @@ def _latex_name(name: str) -> str:
     return name
 
 
+_LETTER_AND_DIGITS = re.compile(r"([A-Za-z])([0-9]+)\Z")
+
+
+def _latex_index(index: str) -> str:
+    """One index: ``i``; ``\\nu`` for a Greek letter's name, ``i_{1}`` for a letter and its digits,
+    ``\\mathrm{out}`` for a longer name (one index, not o, u and t)."""
+    if len(index) == 1:
+        return index
+    if index in _GREEK:
+        return "\\" + index
+    numbered = _LETTER_AND_DIGITS.match(index)
+    if numbered:
+        return numbered.group(1) + "_{" + numbered.group(2) + "}"
+    return r"\mathrm{" + index.replace("_", r"\_") + "}"
+
+
 def _latex_indices(indices: tuple[str, ...]) -> str:
-    """``_{pq}``, ``_{in,out}``."""
+    """``_{pq}``, ``_{i,\\mathrm{out}}``, ``_{\\nu}``: one letter each side by side, else separated by
+    commas (``x_{nu}`` would read as x with indices n and u)."""
     if not indices:
         return ""
-    body = "".join(indices) if all(len(i) == 1 for i in indices) else ",".join(indices)
-    return "_{" + body.replace("_", r"\_") + "}"
+    if all(len(i) == 1 for i in indices):
+        return "_{" + "".join(indices) + "}"
+    return "_{" + ",".join(_latex_index(i) for i in indices) + "}"
+
+
+_SCIENTIFIC = re.compile(r"\(?(?:([0-9.]+) \* )?10\^(-?[0-9]+)\)?\Z|([0-9.]+)e(-?[0-9]+)\Z")
 
 
 def _latex_number(value) -> str:
+    r"""``2``, ``\frac{1}{3}``, ``2 \times 10^{400}`` (the text's ``2e400`` or ``(2 * 10^400)``,
+    where TeX would raise only the first digit and read e as Euler's number)."""
     text = format_number(value)
     if "/" in text:
         p, q = text.split("/")
         return r"\frac{" + p + "}{" + q + "}"
+    scientific = _SCIENTIFIC.match(text)
+    if scientific:
+        mantissa = scientific.group(1) or scientific.group(3)
+        power = "10^{" + (scientific.group(2) or scientific.group(4)) + "}"
+        return power if mantissa in (None, "1") else mantissa + r" \times " + power
     return text
+
+
+#: a printed factor that is a bare name (no subscript): before a parenthesised group it would
+#: read as a function applied to it (``\sigma \left(u\right)`` is the sigmoid's look)
+_BARE_NAME = re.compile(r"-?(?:\\[A-Za-z]+|[A-Za-z]|\\mathrm\{[^{}]*\})\Z")
+
+
+def _latex_between(left: str, right: str) -> str:
+    r"""``\cdot`` between a bare name and a parenthesised group (a scalar sigma times a sum is not
+    the sigmoid of it), else a space."""
+    return r" \cdot " if right.startswith(r"\left(") and _BARE_NAME.fullmatch(left) else " "
 
 
 def _latex_call(func: str, over: tuple[str, ...], arg: str) -> str:
@@ -147,16 +204,61 @@ LATEX = Glyphs(
     call=_latex_call,
     matrix_call=_latex_matrix_call,
     derivative=_latex_derivative,
+    between=_latex_between,
 )
+
+
+def _latex_statement(statement: Statement) -> str:
+    r"""A statement in LaTeX, each index that rule 5 sums at the top written as a sum: index text
+    sums a letter left free on the right and not on the left (``df/dx_j = 2 x_i - 2`` is
+    2 Σᵢ xᵢ - 2), where a reader of Einstein notation sums only a repeated one; so the term
+    prints as ``\sum_{i} 2 x_{i}``."""
+    if statement.target is None:
+        return write(statement, LATEX)
+    if statement.wrt:
+        lhs = LATEX.derivative(statement, lambda part: write(part, LATEX))
+    else:
+        lhs = write(statement.target, LATEX)
+    return lhs + " = " + _latex_terms(statement.rhs, frozenset(output_indices(statement)))
+
+
+def _latex_terms(expr: Expr, bound: frozenset[str]) -> str:
+    """``expr`` standing alone: its terms (rule 4's), each with the letters rule 5 sums in it."""
+    parts = standing_terms(expr, bound)
+    if parts is None:
+        summed = [i for i in term_letters(expr, bound) if i not in bound]
+        text = write(expr, LATEX)
+        return r"\sum_{" + ",".join(_latex_index(i) for i in summed) + "} " + text if summed else text
+    if not any(set(letters) - bound for letters in _top_letters(expr, bound)):
+        return write(expr, LATEX)  # (no letter summed at the top: as written)
+    out = []
+    for k, part in enumerate(parts):
+        negative = isinstance(part, Neg)
+        body = part.operand if negative else part
+        text = _latex_terms(body, bound)
+        if standing_terms(body, bound) is None and precedence(body) < Precedence.PRODUCT and "\\sum" not in text:
+            text = r"\left(" + text + r"\right)"
+        out.append(("-" if negative else "") + text if k == 0 else ("- " if negative else "+ ") + text)
+    return " ".join(out)
+
+
+def _top_letters(expr: Expr, bound: frozenset[str]) -> list[tuple[str, ...]]:
+    """The letters each of ``expr``'s terms (rule 4's, split all the way) leaves free."""
+    parts = standing_terms(expr, bound)
+    if parts is None:
+        return [term_letters(expr, bound)]
+    return [letters for part in parts for letters in _top_letters(part, bound)]
 
 
 def latex(node) -> str:
     """LaTeX for an IR node, a statement or a program (an ``aligned`` block for several)."""
     if isinstance(node, Program):
-        lines = [write(s, LATEX).replace(" = ", " &= ", 1) for s in node.statements]
+        lines = [_latex_statement(s).replace(" = ", " &= ", 1) for s in node.statements]
         if len(lines) == 1:
             return lines[0].replace(" &= ", " = ", 1)
         return r"\begin{aligned}" + r" \\ ".join(lines) + r"\end{aligned}"
+    if isinstance(node, Statement):
+        return _latex_statement(node)
     return write(node, LATEX)
 
 

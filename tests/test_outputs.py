@@ -16,6 +16,7 @@ from tests.helpers import run_cli as run
 KNOWN_COMMANDS = {
     "frac", "partial", "delta", "left", "right", "exp", "log", "sin", "cos", "tan", "tanh", "sigma", "sqrt",
     "operatorname", "det", "sum", "mathrm", "begin", "end", "theta", "Phi", "Theta", "Sigma", "mu", "lambda",
+    "cdot", "times", "nu",
 }  # fmt: skip
 
 CASES = [
@@ -27,6 +28,8 @@ CASES = [
     ("P_nk = softmax_k(Z_nk)", ["Z"]),
     ("f = sqrt(x_i x_i) + abs(s) + softplus(s) / 3", ["x"]),
     ("h_nj = tanh(X_ni W_{in,out} + b_j); L = h_nj h_nj", ["b"]),
+    ("L = 0.5 sigma (y_n - X_nd w_d)^2 + (sum_i(w_i) - 1)^2", ["w"]),
+    ("f = T_{mu,nu} x_{mu,} x_{nu,} + (1e200 x_{i1})^2 + (1e-200 x_{i1})^3", ["x"]),
 ]
 
 
@@ -66,6 +69,31 @@ def test_latex_and_pretty_forms_of_the_core_example():
     assert r"\left(X^{-1}\right)_{ik}" in g.latex() and "(X⁻¹)_ik" in g.pretty()
     s = einderiv.diff("s_n = sigmoid(X_nd w_d)", "w")
     assert r"\sigma\left(" in s.latex() and "σ(" in s.pretty()
+
+
+@pytest.mark.parametrize(
+    ("source", "wrt", "expected"),
+    [
+        # a letter summed by rule 5 (free on the right, not on the left) is a sum a reader of
+        # Einstein notation sees: it printed 2 x_{i} - 2, which reads as 2 x_j - 2 elementwise
+        ("f = (sum_i(x_i) - 1)^2", "x", r"\frac{\partial f}{\partial x_{j}} = \sum_{i} 2 x_{i} - 2"),
+        ("r_j = sum_i(A_ij) x_i", "A", r"\frac{\partial r_{j}}{\partial A_{lm}} = \sum_{i} \delta_{jm} x_{i}"),
+        ("f = theta_i theta_i Sigma_ij", "theta", r"= \sum_{j} 2 \theta_{k} \Sigma_{kj}"),
+        ("t = x_i + 1; f = t y_j", "y", r"t &= \sum_{i} x_{i} + 1"),
+        # a repeated letter is Einstein's own sum: printed as it was
+        ("f = x_i A_ij x_j", "x", r"\frac{\partial f}{\partial x_{k}} = A_{kj} x_{j} + x_{i} A_{ik}"),
+        # a scalar sigma times a sum: it printed as the sigmoid of the sum, \sigma \left(...\right)
+        ("L = 0.5 sigma (y_n - X_nd w_d)^2", "w", r"= -\sigma \cdot \left(y_{n} - X_{nd} w_{d}\right) X_{ni}"),
+        # TeX raises one character after ^ and reads e as a number: 2 * 10^400 and 3e-200 before
+        ("f = (1e200 x_i)^2", "x", r"= 2 \times 10^{400} x_{j}"),
+        ("f = (1e-200 x_i)^3", "x", r"= 3 \times 10^{-200} \left(10^{-200} x_{j}\right)^{2}"),
+        # one longer index is one index: x_{nu} read as x with indices n and u
+        ("f = T_{mu,nu} x_{mu,} x_{nu,}", "x", r"= T_{i,\nu} x_{\nu} + T_{\mu,i} x_{\mu}"),
+        ("f = W_{i,out} y_{out,} x_i", "x", r"= W_{j,\mathrm{out}} y_{\mathrm{out}}"),
+    ],
+)
+def test_latex_writes_what_a_reader_of_einstein_notation_computes(source, wrt, expected):
+    assert expected in einderiv.diff(source, wrt).latex()
 
 
 def test_cli_latex_and_pretty():
