@@ -367,6 +367,50 @@ def _shape_key(atom, free: frozenset[str]) -> tuple:
 _MAX_ORDERINGS = 720
 
 
+def _summed_orders(call: Apply, visible: frozenset[str], meets: dict[str, tuple]) -> list[tuple[str, ...]]:
+    """The orders to name a call's summed indices in: by what each meets (``meets``), every order
+    of those that meet alike."""
+    if len({i for i in call.indices if i not in visible}) < 2:
+        return [tuple(i for i in dict.fromkeys(call.indices) if i not in visible)]
+    summed = sorted((i for i in dict.fromkeys(call.indices) if i not in visible), key=meets.__getitem__)
+    ties = [list(g) for _, g in itertools.groupby(summed, key=meets.__getitem__)]
+    orders = itertools.product(*(itertools.permutations(t) for t in ties))
+    return [tuple(itertools.chain.from_iterable(order)) for order in orders]
+
+
+def _looks(factors: tuple, visible: frozenset[str]) -> tuple[list[tuple], dict[str, tuple]]:
+    """Per factor, what it looks like with summed names erased: its :func:`_shape_key`, then for
+    each summed index it writes, the looks of the factors it shares that index with, at which
+    axes (one round of colour refinement).  Invariant under renaming summed indices, so ordering
+    factors by it and trying orders only among factors that look alike keeps the canonical key
+    canonical, with far fewer orders to try: in a 3-layer network's Hessian the two X's of
+    ``X_na X_nb W2_ab ...`` are told apart by what their summed letters meet.  Also, per summed
+    index, what it meets: the looks and axes of the factors that write it."""
+    shapes = [_shape_key(f, visible) for f in factors]
+    if len(set(shapes)) == len(shapes) and not any(
+        isinstance(f, Apply) and len({i for i in f.indices if i not in visible}) > 1 for f in factors
+    ):
+        return [(shape,) for shape in shapes], {}  # nothing alike to tell apart: one order
+    where: dict[str, list[tuple[int, int]]] = {}
+    for n, f in enumerate(factors):
+        ordered_axes = isinstance(f, (Tensor, MatrixFn))  # a call's or a delta's indices have no order
+        for axis, i in enumerate(f.indices):
+            if i not in visible:
+                where.setdefault(i, []).append((n, axis if ordered_axes else 0))
+    looks = []
+    for n, f in enumerate(factors):
+        met = []
+        for i in dict.fromkeys(f.indices):
+            if i in visible:
+                continue
+            mine = sorted(axis for m, axis in where[i] if m == n)
+            others = sorted((shapes[m], axis) for m, axis in where[i] if m != n)
+            met.append((tuple(mine), tuple(others)))
+        looks.append((shapes[n], tuple(sorted(met))))
+    meets = {i: tuple(sorted((shapes[m], axis) for m, axis in at)) for i, at in where.items()}
+    return looks, meets
+
+
 def _atom_key(atom, depth: int, counts: bool = True) -> tuple:
     if isinstance(atom, Apply):
         return _apply_key(atom, depth, counts)
@@ -415,31 +459,43 @@ def canonical_key(term: Term, free: frozenset[str], depth: int = 0, counts: bool
     with other letters)."""
     counted = _counted(term, free) if counts else {}
     visible = free | frozenset(counted)
-    ordered = sorted(term.factors, key=lambda f: _shape_key(f, visible))
-    groups = [list(g) for _, g in itertools.groupby(ordered, key=lambda f: _shape_key(f, visible))]
+    looks, meets = _looks(term.factors, visible)
+    ordered = sorted(range(len(term.factors)), key=looks.__getitem__)
+    groups = [[term.factors[n] for n in g] for _, g in itertools.groupby(ordered, key=looks.__getitem__)]
     count = math.prod(math.factorial(len(g)) for g in groups)
     choices = (
         list(itertools.product(*(itertools.permutations(g) for g in groups))) if count <= _MAX_ORDERINGS else [groups]
     )
     # an elementwise call's indices have no order: try each order for naming its summed ones
+    # (only its summed ones are named, and those that meet different factors are told apart)
     calls = [f for f in dict.fromkeys(term.factors) if isinstance(f, Apply) and len(set(f.indices)) > 1]
-    orders = [list(itertools.permutations(dict.fromkeys(f.indices))) for f in calls]
+    orders = [_summed_orders(f, visible, meets) for f in calls]
     if len(choices) * math.prod(len(o) for o in orders) > _MAX_ORDERINGS:
-        orders = [[tuple(dict.fromkeys(f.indices))] for f in calls]
+        orders = [o[:1] for o in orders]
     best = None
     for choice in choices:
         for picked in itertools.product(*orders):
             order_of = dict(zip(calls, picked))
             mapping: dict[str, str] = dict(counted)
             key = []
+            below = best is None  # whether the key so far is already below the best one
             for atom in itertools.chain.from_iterable(choice):
                 for i in order_of.get(atom, atom.indices):
                     if i not in free and i not in mapping:
                         mapping[i] = f"~{depth}.{len(mapping)}"
-                key.append(_atom_key(rename_atom(atom, mapping), depth, counts))
-            candidate = tuple(key)
-            if best is None or candidate < best:
-                best = candidate
+                if type(atom) is Tensor:  # _atom_key(rename_atom(atom, mapping)), without the new Tensor
+                    part = ("Tensor", atom.name, *(mapping.get(i, i) for i in atom.indices))
+                else:
+                    part = _atom_key(rename_atom(atom, mapping), depth, counts)
+                if not below:
+                    if part > best[len(key)]:
+                        break  # above the best at this atom: the rest cannot make it the least
+                    below = part < best[len(key)]
+                key.append(part)
+            else:
+                candidate = tuple(key)
+                if best is None or candidate < best:
+                    best = candidate
     return best or ()
 
 

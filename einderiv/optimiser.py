@@ -160,6 +160,43 @@ def _rest_key(rest: tuple, kept: frozenset[str]) -> tuple:
     return canonical_key(Term(Fraction(1), rest), kept)
 
 
+def _square_candidates(terms: list[Term], eligible: list[list[int]]) -> set[tuple[int, frozenset[str]]]:
+    """``(term, names)`` of the pairs of tensors that a perfect square could take: every merge of
+    :meth:`_Builder._merge_square` needs two terms of one coefficient c each squaring a tensor
+    (``c f f R``, ``c g g R``, a the name of f and b of g) and a term of coefficient -2c holding
+    both names (``-2c f g R``), so only those pairs are keyed (a 4-layer network's Hessian spent
+    most of 35 s keying the rests of pairs no square could use)."""
+    names = [Counter(term.factors[k].name for k in tensors) for term, tensors in zip(terms, eligible)]
+    squares: dict[Fraction, list[tuple[int, str]]] = {}
+    for number, (term, counted) in enumerate(zip(terms, names)):
+        for name, count in counted.items():
+            if count > 1:
+                squares.setdefault(term.coeff, []).append((number, name))
+    by_coefficient: dict[Fraction, list[int]] = {}
+    for number, term in enumerate(terms):
+        by_coefficient.setdefault(term.coeff, []).append(number)
+    wanted: set[tuple[int, frozenset[str]]] = set()
+    for coeff, found in squares.items():
+        holding: dict[str, set[int]] = {}  # a squared name -> the terms squaring it
+        for number, name in found:
+            holding.setdefault(name, set()).add(number)
+        crossers = by_coefficient.get(-2 * coeff, [])
+        for first in holding:
+            for second in holding:
+                if first > second or len(holding[first] | holding[second]) < 2:
+                    continue  # (the pair the other way round; or one term squaring both, no second)
+                crossing = [
+                    n
+                    for n in crossers
+                    if names[n][first] and names[n][second] and (first != second or names[n][first] > 1)
+                ]
+                if crossing:
+                    wanted |= {(a, frozenset((first,))) for a in holding[first]}
+                    wanted |= {(c, frozenset((second,))) for c in holding[second]}
+                    wanted |= {(n, frozenset((first, second))) for n in crossing}
+    return wanted
+
+
 def _apart(pair: tuple[Tensor, Tensor], rest: tuple, free: set[str]) -> bool:
     """Whether a pair of one tensor over letters of their own, summed and carried by nothing
     else, is a product of two sums (``x_i x_j``: (sum_i x_i)(sum_j x_j))."""
@@ -1271,11 +1308,19 @@ class StraightLine:
         [0.61, 1.10, -2.01, ...]).  The residual fits as a pair's does, or is an array the
         evaluation forms anyway (the RBF's X_kd - Z_jd).  None where there is none."""
         shapes: dict[tuple, dict[str, list]] = {}  # rest -> kind -> [(term, f, g, mapping)]
+        eligible = [
+            [k for k, f in enumerate(term.factors) if isinstance(f, Tensor) and not is_reciprocal(f)] for term in terms
+        ]
+        wanted = _square_candidates(terms, eligible)
+        if not wanted:
+            return None
         for number, term in enumerate(terms):
-            tensors = [k for k, f in enumerate(term.factors) if isinstance(f, Tensor) and not is_reciprocal(f)]
+            tensors = eligible[number]
             for x, a in enumerate(tensors):
                 for b in tensors[x + 1 :]:
                     f, g = term.factors[a], term.factors[b]
+                    if (number, frozenset((f.name, g.name))) not in wanted:
+                        continue
                     if len(set(f.indices)) != len(f.indices) or len(set(g.indices)) != len(g.indices):
                         continue
                     others = [h for k, h in enumerate(term.factors) if k not in (a, b)]
