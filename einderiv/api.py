@@ -37,6 +37,7 @@ from .ir import (
     derivative_name,
     walk,
 )
+from .lower import standing_terms, term_letters
 from .matrix.form import NoMatrixForm, matrix_text, matrix_text_with
 from .matrix.reading import Reading, accepts_notation, read, scalar_use_hint
 from .normal import Apply, Poly, call_arguments, is_reciprocal
@@ -54,6 +55,7 @@ from .program import (
 )
 from .residuals import RESIDUAL_NAME, named_readably, residuals_named, with_output_letters, written_in_place
 from .runtime import as_array, run, run_with
+from .semantics import output_indices
 from .structured import CONVENTIONS, check_square, check_structure, projected, structure_of, written_symmetric
 
 Source = str | Program | Statement
@@ -262,7 +264,7 @@ class Compiled:
 
     def latex(self) -> str:
         """LaTeX: ``\\frac{\\partial K_{pq}}{\\partial R_{ij}} = \\delta_{jp} R_{iq} + ...``."""
-        return render.latex(self.displayed())
+        return render.latex(self.displayed(), render.Scoping(standing_terms, term_letters, output_indices))
 
     def pretty(self) -> str:
         """Unicode for the terminal: ``∂K_pq/∂R_ij = δ_jp R_iq + R_ip δ_jq``."""

@@ -1113,9 +1113,15 @@ def _is_softmax(poly: Poly) -> bool:
     )
 
 
-def softmax_axes(d: Definition) -> tuple[int, ...]:
-    """The axes of ``d`` (a statement that is one softmax) the softmax is taken over."""
+def softmax_axes(d: Definition) -> tuple[int, ...] | None:
+    """The axes of ``d`` that its softmax is taken over, where ``d`` is one softmax whose every
+    letter is on its left-hand side (``s_k = softmax_k(Z_nk)`` sums n: each s_k is a sum of N
+    softmax entries, which sum to N, not to 1); else None."""
+    if not _is_softmax(d.poly):
+        return None
     factor = d.poly.terms[0].factors[0]
+    if sorted(factor.indices) != sorted(d.indices) or len(set(d.indices)) != len(d.indices):
+        return None
     return tuple(d.indices.index(factor.indices[axis]) for axis in softmax_parts(factor)[1])
 
 
@@ -1202,7 +1208,7 @@ def _rewritten_sums(program: CheckedProgram, names: set[str]) -> CheckedProgram:
     statements named in ``names``."""
     changed = False
     definitions = []
-    softmaxes = {d.name: softmax_axes(d) for d in program.definitions if _is_softmax(d.poly)}
+    softmaxes = {d.name: axes for d in program.definitions if (axes := softmax_axes(d)) is not None}
     for d in program.definitions:
         # (one whose text is fixed, a statement or counts already named, keeps its poly)
         fixed = d.statement is not None or d.counts is not None

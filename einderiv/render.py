@@ -6,12 +6,12 @@ An elementwise function's notation is in its registry entry (:mod:`einderiv.elem
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import NamedTuple
 
 from .elementwise import FUNCTIONS, Enclosing
 from .glyphs import Glyphs, Precedence, format_indices, format_number
-from .ir import Expr, Neg, Program, Statement, Tensor, precedence, write
-from .lower import standing_terms, term_letters
-from .semantics import output_indices
+from .ir import Add, Div, Expr, Mul, Neg, Program, Statement, Tensor, precedence, write
 
 # -- Unicode -------------------------------------------------------------------------------------
 
@@ -208,57 +208,125 @@ LATEX = Glyphs(
 )
 
 
-def _latex_statement(statement: Statement) -> str:
+class Scoping(NamedTuple):
+    """The index rules, as the caller has them (printing knows nothing of lowering): rule 4's
+    split of a sum standing alone (``lower.standing_terms``), the letters one term leaves free
+    (``lower.term_letters``), and a statement's axes (``semantics.output_indices``)."""
+
+    standing_terms: Callable
+    term_letters: Callable
+    output_indices: Callable
+
+
+def _latex_statement(statement: Statement, rules: Scoping) -> str:
     r"""A statement in LaTeX, each index that rule 5 sums at the top written as a sum: index text
     sums a letter left free on the right and not on the left (``df/dx_j = 2 x_i - 2`` is
     2 Σᵢ xᵢ - 2), where a reader of Einstein notation sums only a repeated one; so the term
     prints as ``\sum_{i} 2 x_{i}``."""
-    if statement.target is None:
+    if statement.target is None or rules is None:
         return write(statement, LATEX)
     if statement.wrt:
         lhs = LATEX.derivative(statement, lambda part: write(part, LATEX))
     else:
         lhs = write(statement.target, LATEX)
-    return lhs + " = " + _latex_terms(statement.rhs, frozenset(output_indices(statement)))
+    return lhs + " = " + _latex_terms(statement.rhs, frozenset(rules.output_indices(statement)), rules)
 
 
-def _latex_terms(expr: Expr, bound: frozenset[str]) -> str:
-    """``expr`` standing alone: its terms (rule 4's), each with the letters rule 5 sums in it."""
-    parts = standing_terms(expr, bound)
-    if parts is None:
-        summed = [i for i in term_letters(expr, bound) if i not in bound]
+def _latex_terms(expr: Expr, bound: frozenset[str], rules: Scoping) -> str:
+    """``expr`` standing alone: its terms (rule 4's), each with the letters rule 5 sums in it; as
+    written where rule 5 sums none."""
+    parts = rules.standing_terms(expr, bound)
+    if parts is None:  # one term
+        summed = [i for i in rules.term_letters(expr, bound) if i not in bound]
         text = write(expr, LATEX)
         return r"\sum_{" + ",".join(_latex_index(i) for i in summed) + "} " + text if summed else text
-    if not any(set(letters) - bound for letters in _top_letters(expr, bound)):
-        return write(expr, LATEX)  # (no letter summed at the top: as written)
-    out = []
-    for k, part in enumerate(parts):
-        negative = isinstance(part, Neg)
-        body = part.operand if negative else part
-        text = _latex_terms(body, bound)
-        if standing_terms(body, bound) is None and precedence(body) < Precedence.PRODUCT and "\\sum" not in text:
-            text = r"\left(" + text + r"\right)"
-        out.append(("-" if negative else "") + text if k == 0 else ("- " if negative else "+ ") + text)
-    return " ".join(out)
+    if not any(set(letters) - bound for letters in _top_letters(expr, bound, rules)):
+        return write(expr, LATEX)
+    if isinstance(expr, Add):
+        out = []
+        for k, term in enumerate(expr.terms):
+            negative = isinstance(term, Neg)
+            text = _latex_operand(term.operand if negative else term, bound, rules)
+            out.append(("-" if negative else "") + text if k == 0 else ("- " if negative else "+ ") + text)
+        return " ".join(out)
+    if isinstance(expr, Neg):
+        return "-" + _latex_operand(expr.operand, bound, rules)
+    if isinstance(expr, Mul) and len(expr.factors) == 1:
+        return r"\left(" + _latex_terms(expr.factors[0], bound, rules) + r"\right)"
+    scaled = _latex_scaled(expr, bound, rules)
+    if scaled is not None:
+        return scaled
+    # a scaled sum in another shape: its terms one by one, as rule 4 reads them
+    return (
+        r"\left("
+        + " ".join(
+            ("-" if isinstance(part, Neg) else "")
+            + _latex_operand(part.operand if isinstance(part, Neg) else part, bound, rules)
+            if k == 0
+            else ("- " if isinstance(part, Neg) else "+ ")
+            + _latex_operand(part.operand if isinstance(part, Neg) else part, bound, rules)
+            for k, part in enumerate(parts)
+        )
+        + r"\right)"
+    )
 
 
-def _top_letters(expr: Expr, bound: frozenset[str]) -> list[tuple[str, ...]]:
+def _latex_operand(expr: Expr, bound: frozenset[str], rules: Scoping) -> str:
+    """``expr`` after a sign: a sum of terms in parentheses (``3 - (a + b)``), a term as it is."""
+    text = _latex_terms(expr, bound, rules)
+    if isinstance(expr, (Add, Neg)) and rules.standing_terms(expr, bound) is not None:
+        return r"\left(" + text + r"\right)"
+    if rules.standing_terms(expr, bound) is None and precedence(expr) < Precedence.PRODUCT:
+        return r"\left(" + text + r"\right)"
+    return text
+
+
+def _latex_scaled(expr: Expr, bound: frozenset[str], rules: Scoping) -> str | None:
+    r"""A product that scales one sum (rule 4: ``2 (x_i + 1)`` is 2 Σᵢ xᵢ + 2) as written, with the
+    sum's terms summed inside its parentheses: ``2 \left(\sum_{i} x_{i} + 1\right)``; None for
+    another shape (a quotient: ``\frac{\sum_{i} x_{i} + 1}{2}``)."""
+    if isinstance(expr, Div) and rules.standing_terms(expr.numerator, bound, True) is not None:
+        top = expr.numerator
+        top = top.factors[0] if isinstance(top, Mul) and len(top.factors) == 1 else top
+        return r"\frac{" + _latex_terms(top, bound, rules) + "}{" + write(expr.denominator, LATEX) + "}"
+    if not isinstance(expr, Mul):
+        return None
+    groups = [k for k, f in enumerate(expr.factors) if rules.standing_terms(f, bound, True) is not None]
+    if len(groups) != 1:
+        return None
+    pieces = []
+    for k, factor in enumerate(expr.factors):
+        if k == groups[0]:
+            inner = factor.factors[0] if isinstance(factor, Mul) and len(factor.factors) == 1 else factor
+            pieces.append(r"\left(" + _latex_terms(inner, bound, rules) + r"\right)")
+        else:
+            text = write(factor, LATEX)
+            needed = Precedence.PRODUCT if k == 0 else Precedence.POWER
+            pieces.append(r"\left(" + text + r"\right)" if precedence(factor) < needed else text)
+    text = pieces[0]
+    for left, right in zip(pieces, pieces[1:]):
+        text += _latex_between(left, right) + right
+    return text
+
+
+def _top_letters(expr: Expr, bound: frozenset[str], rules: Scoping) -> list[tuple[str, ...]]:
     """The letters each of ``expr``'s terms (rule 4's, split all the way) leaves free."""
-    parts = standing_terms(expr, bound)
+    parts = rules.standing_terms(expr, bound)
     if parts is None:
-        return [term_letters(expr, bound)]
-    return [letters for part in parts for letters in _top_letters(part, bound)]
+        return [rules.term_letters(expr, bound)]
+    return [letters for part in parts for letters in _top_letters(part, bound, rules)]
 
 
-def latex(node) -> str:
-    """LaTeX for an IR node, a statement or a program (an ``aligned`` block for several)."""
+def latex(node, rules: Scoping | None = None) -> str:
+    """LaTeX for an IR node, a statement or a program (an ``aligned`` block for several); with the
+    index ``rules``, each letter that rule 5 sums is written as a sum (:func:`_latex_statement`)."""
     if isinstance(node, Program):
-        lines = [_latex_statement(s).replace(" = ", " &= ", 1) for s in node.statements]
+        lines = [_latex_statement(s, rules).replace(" = ", " &= ", 1) for s in node.statements]
         if len(lines) == 1:
             return lines[0].replace(" &= ", " = ", 1)
         return r"\begin{aligned}" + r" \\ ".join(lines) + r"\end{aligned}"
     if isinstance(node, Statement):
-        return _latex_statement(node)
+        return _latex_statement(node, rules)
     return write(node, LATEX)
 
 

@@ -379,7 +379,8 @@ def softmax_sums_to_one(term: Term, free, named: dict[str, tuple[int, ...]] | No
             axes = parts[1]
         letters = {factor.indices[axis] for axis in axes}
         others = {i for k, f in enumerate(term.factors) if k != pos for i in f.indices}
-        if letters & (set(free) | others):
+        beside = {i for axis, i in enumerate(factor.indices) if axis not in axes}  # P_kk: a diagonal
+        if letters & (set(free) | others | beside) or len(letters) != len(axes):
             continue
         summed = term.index_names() - set(free) - letters
         return keep_sums(Term(term.coeff, (*term.factors[:pos], *term.factors[pos + 1 :])), summed)

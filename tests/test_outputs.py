@@ -96,6 +96,24 @@ def test_latex_writes_what_a_reader_of_einstein_notation_computes(source, wrt, e
     assert expected in einderiv.diff(source, wrt).latex()
 
 
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        # a scaled sum keeps its terms (rule 4): each is summed inside its parentheses, and the
+        # sign before it stays the whole sum's (3 - 2 (x_i + 1) printed as 3 - sum 2 x + 2 once)
+        ("y = 3 - 2 (x_i + 1)", r"y = 3 - 2 \left(\sum_{i} x_{i} + 1\right)"),
+        ("y = 3 - 2 (x_i - z_k)", r"y = 3 - 2 \left(\sum_{i} x_{i} - \sum_{k} z_{k}\right)"),
+        ("y = 0.5 (x_i + 1)", r"y = 0.5 \left(\sum_{i} x_{i} + 1\right)"),
+        ("y = -(x_i + 1)", r"y = -\left(\sum_{i} x_{i} + 1\right)"),
+        ("y = 3 - (x_i - 1) / 2", r"y = 3 - \frac{\sum_{i} x_{i} - 1}{2}"),
+        ("f_j = 2 x_i - 2 + y_j", r"f_{j} = \sum_{i} 2 x_{i} - 2 + y_{j}"),
+        ("y = 2 (x_i + 1)^2", r"y = \sum_{i} 2 \left(x_{i} + 1\right)^{2}"),
+    ],
+)
+def test_latex_of_a_statement_sums_each_term_as_the_rules_do(source, expected):
+    assert einderiv.compile(source).latex() == expected
+
+
 def test_cli_latex_and_pretty():
     result = run("diff", "K_pq = R_mp R_mq", "--wrt", "R", "--format", "latex")
     assert result.returncode == 0 and result.stdout.startswith(r"\frac{\partial K_{pq}}")

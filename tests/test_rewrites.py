@@ -966,3 +966,28 @@ def test_a_softmax_summed_over_its_letter_is_one_in_a_derivative():
     # a batch index summed with it counts its rows: sum_n(sum_k(P_nk)) = N, exactly
     assert einderiv.grad("P_nk = softmax_k(Z_nk); f = c P_nk", "c")(Z=Z, c=c) == 4.0
     assert np.all(einderiv.grad("f = softmax_k(Z_nk) a_n", "a")(Z=Z, a=np.ones(4)) == 1.0)
+
+
+@pytest.mark.parametrize(
+    ("source", "reference"),
+    [
+        # s_k sums the N rows' softmaxes (rule 5): it sums to N over k, not to 1 (a review's find)
+        ("s_k = softmax_k(Z_nk)\nf = w s_k a_k + w^2 s_k", lambda P, a, w: P.sum(0) @ a + 2 * w * P.sum()),
+        ("s_k = softmax_k(Z_nk)\nf = w s_k", lambda P, a, w: P.sum()),
+        # P_kk is the diagonal, which sums to tr(P), not to 1
+        ("P_nk = softmax_k(Z_nk)\nf = w^2 P_kk", lambda P, a, w: 2 * w * np.trace(P)),
+        # (a softmax of the diagonal itself sums to 1)
+        ("f = w^2 softmax_k(Z_kk)", lambda P, a, w: 2 * w),
+        # a softmax statement whose letter rule 5 sums: a number, t = 1 (a ValueError before)
+        ("t = softmax_k(Z_nk)\nf = w t", lambda P, a, w: P.sum()),
+    ],
+)
+def test_a_softmax_is_one_only_summed_over_its_own_letter_alone(source, reference):
+    Z = np.random.default_rng(2).normal(size=(4, 4))
+    a, w = np.arange(1.0, 5.0), 0.7
+    P = np.exp(Z) / np.exp(Z).sum(axis=1, keepdims=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", einderiv.EinderivWarning)  # a softmax summed over its letter
+        gradient = einderiv.diff(source, "w")
+    arrays = {k: v for k, v in {"Z": Z, "a": a, "w": w}.items() if k in gradient.ranks}
+    np.testing.assert_allclose(gradient(**arrays), reference(P, a, w), rtol=1e-13)
