@@ -37,7 +37,7 @@ from .ir import (
     derivative_name,
     walk,
 )
-from .lower import standing_terms, term_letters
+from .lower import crowded_letters, standing_terms, term_letters
 from .matrix.form import NoMatrixForm, matrix_text, matrix_text_with
 from .matrix.reading import Reading, accepts_notation, read, scalar_use_hint
 from .normal import Apply, Poly, call_arguments, is_reciprocal
@@ -264,7 +264,9 @@ class Compiled:
 
     def latex(self) -> str:
         """LaTeX: ``\\frac{\\partial K_{pq}}{\\partial R_{ij}} = \\delta_{jp} R_{iq} + ...``."""
-        return render.latex(self.displayed(), render.Scoping(standing_terms, term_letters, output_indices))
+        return render.latex(
+            self.displayed(), render.Scoping(standing_terms, term_letters, output_indices, crowded_letters)
+        )
 
     def pretty(self) -> str:
         """Unicode for the terminal: ``∂K_pq/∂R_ij = δ_jp R_iq + R_ip δ_jq``."""

@@ -116,7 +116,9 @@ class Glyphs:
     * ``bare_signed_number``: ``-1/3`` for a negated number (it reads back as the same value),
       rather than ``-(1/3)``;
     * ``between(left, right)``: what separates two printed factors of a product (a space where
-      None).
+      None);
+    * ``loose_calls``: calls printed as a big operator (LaTeX's ``\\sum_{i}``), which reach over
+      what follows them: parenthesised as a power's base or a factor beside others.
     """
 
     name: Callable[[str], str]
@@ -131,6 +133,7 @@ class Glyphs:
     derivative: Callable
     bare_signed_number: bool = False
     between: Callable[[str, str], str] | None = None
+    loose_calls: frozenset[str] = frozenset()
 
 
 def _text_derivative(statement, write) -> str:

@@ -293,9 +293,11 @@ def _expression(node: Expr, glyphs: Glyphs) -> str:
 
 
 def _wrapped(node: Expr, needed: Precedence, glyphs: Glyphs) -> str:
-    """``node``, parenthesised where it binds more loosely than its place needs."""
+    """``node``, parenthesised where it binds more loosely than its place needs (a big operator,
+    ``\\sum_{i} (x_i)``, as loosely as a product)."""
     text = _expression(node, glyphs)
-    return glyphs.group[0] + text + glyphs.group[1] if precedence(node) < needed else text
+    binds = Precedence.PRODUCT if type(node) is Call and node.func in glyphs.loose_calls else precedence(node)
+    return glyphs.group[0] + text + glyphs.group[1] if binds < needed else text
 
 
 def _tensor(node: Tensor, glyphs: Glyphs) -> str:
@@ -330,7 +332,8 @@ def _mul(node: Mul, glyphs: Glyphs) -> str:
     if len(node.factors) == 1:  # parentheses make a group (index scoping): keep them
         return glyphs.group[0] + _expression(node.factors[0], glyphs) + glyphs.group[1]
     head = node.factors[0]
-    first = _wrapped(head, Precedence.POWER if type(head) is Mul else Precedence.PRODUCT, glyphs)
+    loose = type(head) is Call and head.func in glyphs.loose_calls  # sum_i(x_i) y_i: not the sum of x_i y_i
+    first = _wrapped(head, Precedence.POWER if type(head) is Mul or loose else Precedence.PRODUCT, glyphs)
     rest = [_wrapped(f, Precedence.POWER, glyphs) for f in node.factors[1:]]
     if glyphs.between is None:
         return " ".join([first, *rest])

@@ -491,6 +491,13 @@ def term_letters(expr, bound: frozenset[str] = frozenset()) -> tuple[str, ...]:
     return _Scope().group(expr, bound)[1]
 
 
+def crowded_letters(expr, bound: frozenset[str] = frozenset()) -> tuple[str, ...]:
+    """The letters one term's top product contracts from three or more places (``x_i x_i x_i``,
+    ``x_i X_ii``: rule 3 sums them, where Einstein notation sums a letter written twice)."""
+    counts = Counter(i for f, divisor in factor_chain(expr)[1] for i in _free_letters(f, divisor, bound))
+    return tuple(i for i, count in counts.items() if count > 2 and i not in bound)
+
+
 def _leaf_letters(expr, bound: frozenset[str]) -> list[frozenset[str]]:
     """The free letters of each term ``expr`` stands for once every sum standing alone in it is
     split (``z_i + (x_i + 1)``: {i}, {i} and {}): the terms that are summed one by one."""

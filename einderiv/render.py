@@ -205,17 +205,20 @@ LATEX = Glyphs(
     matrix_call=_latex_matrix_call,
     derivative=_latex_derivative,
     between=_latex_between,
+    loose_calls=frozenset({"sum"}),
 )
 
 
 class Scoping(NamedTuple):
     """The index rules, as the caller has them (printing knows nothing of lowering): rule 4's
     split of a sum standing alone (``lower.standing_terms``), the letters one term leaves free
-    (``lower.term_letters``), and a statement's axes (``semantics.output_indices``)."""
+    (``lower.term_letters``), a statement's axes (``semantics.output_indices``), and the letters
+    a term's product contracts from three or more places (``lower.crowded_letters``)."""
 
     standing_terms: Callable
     term_letters: Callable
     output_indices: Callable
+    crowded_letters: Callable
 
 
 def _latex_statement(statement: Statement, rules: Scoping) -> str:
@@ -223,7 +226,7 @@ def _latex_statement(statement: Statement, rules: Scoping) -> str:
     sums a letter left free on the right and not on the left (``df/dx_j = 2 x_i - 2`` is
     2 Σᵢ xᵢ - 2), where a reader of Einstein notation sums only a repeated one; so the term
     prints as ``\sum_{i} 2 x_{i}``."""
-    if statement.target is None or rules is None:
+    if statement.target is None:
         return write(statement, LATEX)
     if statement.wrt:
         lhs = LATEX.derivative(statement, lambda part: write(part, LATEX))
@@ -238,10 +241,11 @@ def _latex_terms(expr: Expr, bound: frozenset[str], rules: Scoping) -> str:
     parts = rules.standing_terms(expr, bound)
     if parts is None:  # one term
         summed = [i for i in rules.term_letters(expr, bound) if i not in bound]
+        summed += [i for i in rules.crowded_letters(expr, bound) if i not in summed]
         text = write(expr, LATEX)
         return r"\sum_{" + ",".join(_latex_index(i) for i in summed) + "} " + text if summed else text
     if not any(set(letters) - bound for letters in _top_letters(expr, bound, rules)):
-        return write(expr, LATEX)
+        return write(expr, LATEX)  # (no letter summed at the top of a term, nor by three factors)
     if isinstance(expr, Add):
         out = []
         for k, term in enumerate(expr.terms):
@@ -310,14 +314,15 @@ def _latex_scaled(expr: Expr, bound: frozenset[str], rules: Scoping) -> str | No
 
 
 def _top_letters(expr: Expr, bound: frozenset[str], rules: Scoping) -> list[tuple[str, ...]]:
-    """The letters each of ``expr``'s terms (rule 4's, split all the way) leaves free."""
+    """The letters each of ``expr``'s terms (rule 4's, split all the way) leaves free, and those
+    its product contracts from three or more places."""
     parts = rules.standing_terms(expr, bound)
     if parts is None:
-        return [rules.term_letters(expr, bound)]
+        return [(*rules.term_letters(expr, bound), *rules.crowded_letters(expr, bound))]
     return [letters for part in parts for letters in _top_letters(part, bound, rules)]
 
 
-def latex(node, rules: Scoping | None = None) -> str:
+def latex(node, rules: Scoping) -> str:
     """LaTeX for an IR node, a statement or a program (an ``aligned`` block for several); with the
     index ``rules``, each letter that rule 5 sums is written as a sum (:func:`_latex_statement`)."""
     if isinstance(node, Program):

@@ -108,6 +108,14 @@ def test_latex_writes_what_a_reader_of_einstein_notation_computes(source, wrt, e
         ("y = 3 - (x_i - 1) / 2", r"y = 3 - \frac{\sum_{i} x_{i} - 1}{2}"),
         ("f_j = 2 x_i - 2 + y_j", r"f_{j} = \sum_{i} 2 x_{i} - 2 + y_{j}"),
         ("y = 2 (x_i + 1)^2", r"y = \sum_{i} 2 \left(x_{i} + 1\right)^{2}"),
+        # a letter three factors contract is no Einstein sum: said (x_i x_i x_i printed bare)
+        ("f = x_i x_i x_i", r"f = \sum_{i} x_{i} x_{i} x_{i}"),
+        ("f = x_i X_ii", r"f = \sum_{i} x_{i} X_{ii}"),
+        # a sum that a power or a factor follows: (sum x)^2 printed as \sum_i (x_i)^2, which reads
+        # as the sum of squares
+        ("f = sum_i(x_i)^2", r"f = \left(\sum_{i} \left(x_{i}\right)\right)^{2}"),
+        ("f = 1 / sum_i(x_i)^2", r"f = \frac{1}{\left(\sum_{i} \left(x_{i}\right)\right)^{2}}"),
+        ("f = sum_i(x_i y_i)", r"f = \sum_{i} \left(x_{i} y_{i}\right)"),
     ],
 )
 def test_latex_of_a_statement_sums_each_term_as_the_rules_do(source, expected):
