@@ -367,9 +367,9 @@ def _shape_key(atom, free: frozenset[str]) -> tuple:
 _MAX_ORDERINGS = 720
 
 
-def _summed_orders(call: Apply, visible: frozenset[str], meets: dict[str, tuple]) -> list[tuple[str, ...]]:
-    """The orders to name a call's summed indices in: by what each meets (``meets``), every order
-    of those that meet alike."""
+def _summed_orders(call, visible: frozenset[str], meets: dict[str, tuple]) -> list[tuple[str, ...]]:
+    """The orders to name the summed indices of a call (or a delta) in: by what each meets
+    (``meets``), every order of those that meet alike."""
     if len({i for i in call.indices if i not in visible}) < 2:
         return [tuple(i for i in dict.fromkeys(call.indices) if i not in visible)]
     summed = sorted((i for i in dict.fromkeys(call.indices) if i not in visible), key=meets.__getitem__)
@@ -388,7 +388,7 @@ def _looks(factors: tuple, visible: frozenset[str]) -> tuple[list[tuple], dict[s
     index, what it meets: the looks and axes of the factors that write it."""
     shapes = [_shape_key(f, visible) for f in factors]
     if len(set(shapes)) == len(shapes) and not any(
-        isinstance(f, Apply) and len({i for i in f.indices if i not in visible}) > 1 for f in factors
+        isinstance(f, (Apply, Delta)) and len({i for i in f.indices if i not in visible}) > 1 for f in factors
     ):
         return [(shape,) for shape in shapes], {}  # nothing alike to tell apart: one order
     where: dict[str, list[tuple[int, int]]] = {}
@@ -466,9 +466,11 @@ def canonical_key(term: Term, free: frozenset[str], depth: int = 0, counts: bool
     choices = (
         list(itertools.product(*(itertools.permutations(g) for g in groups))) if count <= _MAX_ORDERINGS else [groups]
     )
-    # an elementwise call's indices have no order: try each order for naming its summed ones
-    # (only its summed ones are named, and those that meet different factors are told apart)
-    calls = [f for f in dict.fromkeys(term.factors) if isinstance(f, Apply) and len(set(f.indices)) > 1]
+    # an elementwise call's indices have no order, nor a delta's (whose order follows its names):
+    # try each order for naming its summed ones (only its summed ones are named, and those that
+    # meet different factors are told apart): delta_km tanh(A_km) and delta_pt tanh(A_tp) had
+    # two keys, since the delta named its smaller letter first
+    calls = [f for f in dict.fromkeys(term.factors) if isinstance(f, (Apply, Delta)) and len(set(f.indices)) > 1]
     orders = [_summed_orders(f, visible, meets) for f in calls]
     if len(choices) * math.prod(len(o) for o in orders) > _MAX_ORDERINGS:
         orders = [o[:1] for o in orders]

@@ -120,3 +120,14 @@ def test_factors_told_apart_by_what_their_summed_letters_meet():
     assert canonical_key(first, frozenset()) == canonical_key(second, frozenset())
     assert canonical_key(first, frozenset()) != canonical_key(third, frozenset())  # u on W's first axis
     assert brute_force_alike(first, second) and not brute_force_alike(first, third)
+
+
+def test_a_delta_between_summed_letters_has_no_order():
+    """A delta's letters are stored in name order, so ``delta_km tanh(A_km)`` named k first and
+    ``delta_pt tanh(A_tp)`` named p first: two keys for one product (a property test's find)."""
+
+    def term(a: str, b: str) -> Term:
+        return Term(Fraction(1), (make_delta(a, b), _atom("tanh", (a, b))))
+
+    assert canonical_key(term("k", "m"), FREE) == canonical_key(term("t", "p"), FREE)
+    assert brute_force_alike(term("k", "m"), term("t", "p"))
