@@ -362,9 +362,9 @@ def softmax_sums_to_one(term: Term, free, named: dict[str, tuple[int, ...]] | No
 
     Derivatives meet it: a softmax's chain rule, ``p_i (g_i - sum_k(g_k p_k))``, of an upstream
     gradient with a part c constant along k leaves ``c p_i - c sum_k(p_k) p_i``, zero up to
-    rounding: the KL divergence ``p_k (log(p_k) - log(q_k))`` has ``g = 1 + log(p) - log(q)``,
-    and its gradient at logits [60, 0, 0] was 0 for 1.04e-24 in the entry that the two 1's
-    cancel in.  With ``sum_k(p_k) = 1`` the two terms collect to nothing.
+    rounding: the entropy ``-p_k log(p_k)`` has ``g = -log(p) - 1``, and its gradient at logits
+    [100, 0, -50] was 0 for -3.7e-42 in the entry that the two 1's cancel in.  With
+    ``sum_k(p_k) = 1`` the two terms collect to nothing.
     A program's softmax is a tensor here: ``named`` maps the name of a statement that is one
     softmax to the axes it is taken over (``p`` of ``p_nk = softmax_k(Z_nk)``: (1,)).
     Stable: exact, a sum that is 1 is replaced by 1.
