@@ -40,12 +40,13 @@ terms = st.lists(atoms, min_size=1, max_size=5).map(lambda factors: Term(Fractio
 
 
 def _renamed(atom, mapping: dict[str, str]):
+    """An atom renamed, as comparable text (sorted, never a set: a set's repr follows the hash seed)."""
     if isinstance(atom, Apply):
         inner = atom.arg.terms[0].factors[0]
-        return ("tanh", frozenset(), _renamed(inner, mapping))
+        return ("tanh", _renamed(inner, mapping))
     if isinstance(atom, Tensor):
         return ("tensor", atom.name, tuple(mapping.get(i, i) for i in atom.indices))
-    return ("delta", frozenset(mapping.get(i, i) for i in atom.indices))
+    return ("delta", tuple(sorted(mapping.get(i, i) for i in atom.indices)))
 
 
 def _summed(term: Term) -> list[str]:
