@@ -275,14 +275,15 @@ def write(node: Expr | Statement | Program, glyphs: Glyphs) -> str:
         return "\n".join(write(s, glyphs) for s in node.statements)
     if isinstance(node, Statement):
         rhs = _expression(node.rhs, glyphs)
-        if node.target is None:
-            return rhs
-        if node.wrt:
-            lhs = glyphs.derivative(node, lambda part: write(part, glyphs))
-        else:
-            lhs = _expression(node.target, glyphs)
-        return f"{lhs} = {rhs}"
+        return rhs if node.target is None else f"{write_lhs(node, glyphs)} = {rhs}"
     return _expression(node, glyphs)
+
+
+def write_lhs(statement: Statement, glyphs: Glyphs) -> str:
+    """A named statement's left-hand side: its target (``K_pq``), or its derivative (``dK_pq/dR_ij``)."""
+    if statement.wrt:
+        return glyphs.derivative(statement, lambda part: write(part, glyphs))
+    return _expression(statement.target, glyphs)
 
 
 def _expression(node: Expr, glyphs: Glyphs) -> str:

@@ -370,9 +370,10 @@ _MAX_ORDERINGS = 720
 def _summed_orders(call, visible: frozenset[str], meets: dict[str, tuple]) -> list[tuple[str, ...]]:
     """The orders to name the summed indices of a call (or a delta) in: by what each meets
     (``meets``), every order of those that meet alike."""
-    if len({i for i in call.indices if i not in visible}) < 2:
-        return [tuple(i for i in dict.fromkeys(call.indices) if i not in visible)]
-    summed = sorted((i for i in dict.fromkeys(call.indices) if i not in visible), key=meets.__getitem__)
+    summed = [i for i in dict.fromkeys(call.indices) if i not in visible]
+    if len(summed) < 2:
+        return [tuple(summed)]
+    summed.sort(key=meets.__getitem__)
     ties = [list(g) for _, g in itertools.groupby(summed, key=meets.__getitem__)]
     orders = itertools.product(*(itertools.permutations(t) for t in ties))
     return [tuple(itertools.chain.from_iterable(order)) for order in orders]

@@ -1102,27 +1102,26 @@ def _derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None, j
     return _through_residuals(_rewritten_sums(inlined, {name} | adjoint_names), {name} | adjoint_names)
 
 
+def _one_factor(poly: Poly):
+    """The single factor ``poly`` is (coefficient 1), else None."""
+    terms = poly.terms
+    return terms[0].factors[0] if len(terms) == 1 and terms[0].coeff == 1 and len(terms[0].factors) == 1 else None
+
+
 def _is_softmax(poly: Poly) -> bool:
     """Whether ``poly`` is one softmax, ``exp(v - logsumexp_R(v))``."""
-    terms = poly.terms
-    return (
-        len(terms) == 1
-        and terms[0].coeff == 1
-        and len(terms[0].factors) == 1
-        and bool(softmax_parts(terms[0].factors[0]))
-    )
+    return softmax_parts(_one_factor(poly)) is not None
 
 
 def softmax_axes(d: Definition) -> tuple[int, ...] | None:
     """The axes of ``d`` that its softmax is taken over, where ``d`` is one softmax whose every
     letter is on its left-hand side (``s_k = softmax_k(Z_nk)`` sums n: each s_k is a sum of N
     softmax entries, which sum to N, not to 1); else None."""
-    if not _is_softmax(d.poly):
+    factor = _one_factor(d.poly)
+    parts = softmax_parts(factor)
+    if parts is None or sorted(factor.indices) != sorted(d.indices):
         return None
-    factor = d.poly.terms[0].factors[0]
-    if sorted(factor.indices) != sorted(d.indices) or len(set(d.indices)) != len(d.indices):
-        return None
-    return tuple(d.indices.index(factor.indices[axis]) for axis in softmax_parts(factor)[1])
+    return tuple(d.indices.index(factor.indices[axis]) for axis in parts[1])
 
 
 #: the name of a named difference of data (:mod:`einderiv.residuals`, ``_r0 = y - mu``), alone or

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from .elementwise import FUNCTIONS, Enclosing
 from .glyphs import Glyphs, Precedence, format_indices, format_number
-from .ir import Add, Div, Expr, Mul, Neg, Program, Statement, Tensor, precedence, write
+from .ir import Add, Div, Expr, Mul, Neg, Program, Statement, Tensor, precedence, write, write_lhs
 
 # -- Unicode -------------------------------------------------------------------------------------
 
@@ -228,11 +228,11 @@ def _latex_statement(statement: Statement, rules: Scoping) -> str:
     prints as ``\sum_{i} 2 x_{i}``."""
     if statement.target is None:
         return write(statement, LATEX)
-    if statement.wrt:
-        lhs = LATEX.derivative(statement, lambda part: write(part, LATEX))
-    else:
-        lhs = write(statement.target, LATEX)
-    return lhs + " = " + _latex_terms(statement.rhs, frozenset(rules.output_indices(statement)), rules)
+    return (
+        write_lhs(statement, LATEX)
+        + " = "
+        + _latex_terms(statement.rhs, frozenset(rules.output_indices(statement)), rules)
+    )
 
 
 def _latex_terms(expr: Expr, bound: frozenset[str], rules: Scoping) -> str:
@@ -247,12 +247,7 @@ def _latex_terms(expr: Expr, bound: frozenset[str], rules: Scoping) -> str:
     if not any(set(letters) - bound for letters in _top_letters(expr, bound, rules)):
         return write(expr, LATEX)  # (no letter summed at the top of a term, nor by three factors)
     if isinstance(expr, Add):
-        out = []
-        for k, term in enumerate(expr.terms):
-            negative = isinstance(term, Neg)
-            text = _latex_operand(term.operand if negative else term, bound, rules)
-            out.append(("-" if negative else "") + text if k == 0 else ("- " if negative else "+ ") + text)
-        return " ".join(out)
+        return _signed_terms(expr.terms, bound, rules)
     if isinstance(expr, Neg):
         return "-" + _latex_operand(expr.operand, bound, rules)
     if isinstance(expr, Mul) and len(expr.factors) == 1:
@@ -261,18 +256,17 @@ def _latex_terms(expr: Expr, bound: frozenset[str], rules: Scoping) -> str:
     if scaled is not None:
         return scaled
     # a scaled sum in another shape: its terms one by one, as rule 4 reads them
-    return (
-        r"\left("
-        + " ".join(
-            ("-" if isinstance(part, Neg) else "")
-            + _latex_operand(part.operand if isinstance(part, Neg) else part, bound, rules)
-            if k == 0
-            else ("- " if isinstance(part, Neg) else "+ ")
-            + _latex_operand(part.operand if isinstance(part, Neg) else part, bound, rules)
-            for k, part in enumerate(parts)
-        )
-        + r"\right)"
-    )
+    return r"\left(" + _signed_terms(parts, bound, rules) + r"\right)"
+
+
+def _signed_terms(terms, bound: frozenset[str], rules: Scoping) -> str:
+    """Terms joined by their signs, ``a - b + c``, each an operand (:func:`_latex_operand`)."""
+    out = []
+    for k, term in enumerate(terms):
+        negative = isinstance(term, Neg)
+        text = _latex_operand(term.operand if negative else term, bound, rules)
+        out.append(("-" if negative else "") + text if k == 0 else ("- " if negative else "+ ") + text)
+    return " ".join(out)
 
 
 def _latex_operand(expr: Expr, bound: frozenset[str], rules: Scoping) -> str:
