@@ -1458,3 +1458,40 @@ def test_the_entropy_hessian_reads_one_log_softmax(source, z):
         ]
     hessian = einderiv.hessian(source, "z")(z=np.array(z))
     np.testing.assert_allclose(hessian, expected, rtol=1e-12, atol=1e-15)
+
+
+#: log-sum-exp forms whose Hessians are polynomials in two sigmoids (the fold of three exps is
+#: softplus(x + softplus(x)): s = sigmoid(x + softplus(x)) and t = sigmoid(x)), with mpmath references
+TWO_SIGMOIDS = {
+    "log(1 + exp(x_i) + exp(2 x_i))": lambda x: mpmath.log(1 + mpmath.exp(x) + mpmath.exp(2 * x)),
+    "softplus(x_i + softplus(x_i))": lambda x: mpmath.log(1 + mpmath.exp(x + mpmath.log(1 + mpmath.exp(x)))),
+    "log(1 + exp(x_i) + exp(2 x_i) + exp(3 x_i))": lambda x: mpmath.log(
+        1 + mpmath.exp(x) + mpmath.exp(2 * x) + mpmath.exp(3 * x)
+    ),
+    "log(exp(x_i) + exp(-x_i) + 1)": lambda x: mpmath.log(mpmath.exp(x) + mpmath.exp(-x) + 1),
+    "log(1 + exp(x_i) + exp(-x_i) + exp(2 x_i))": lambda x: mpmath.log(
+        1 + mpmath.exp(x) + mpmath.exp(-x) + mpmath.exp(2 * x)
+    ),
+    "softplus(softplus(x_i) - x_i)": lambda x: mpmath.log(1 + mpmath.exp(mpmath.log(1 + mpmath.exp(x)) - x)),
+}
+
+
+@pytest.mark.parametrize("form", ["statement", "program", "hessian"])
+@pytest.mark.parametrize("text", sorted(TWO_SIGMOIDS))
+def test_a_hessian_in_two_sigmoids_keeps_its_relative_accuracy_where_both_saturate(text, form):
+    """The Hessian of ``log(1 + exp(x) + exp(2 x))`` is ``s + 3 s t - s^2 - 2 s^2 t - s^2 t^2``
+    for s = sigmoid(x + softplus(x)), t = sigmoid(x): as written it was 0 from x = 37 (4.2e-18 at
+    40) and 1e-3 off at 30, where the README promises these forms finite and right.  No division
+    by 1 - s is exact; in the Bernstein basis, ``s (1 - s) (1 + 2 t + t^2) + s t (1 - t)``, every
+    term has one sign.  sigmoid(-x) beside sigmoid(x) is its complement.  Against mpmath."""
+    x = np.array([-300.0, -60.0, -40.0, -20.0, -1.0, 0.0, 0.5, 20.0, 30.0, 37.0, 40.0, 60.0, 300.0])
+    function = TWO_SIGMOIDS[text]
+    mpmath.mp.dps = 400  # the references' own sums cancel far out
+    expected = np.array([float(mpmath.diff(function, mpmath.mpf(float(v)), 2)) for v in x])
+    if form == "program":
+        got = einderiv.hessian_diag(f"g_i = {text}; f = sum_i(g_i)", "x")(x=x)
+    elif form == "hessian":
+        got = np.diagonal(einderiv.hessian(f"f = sum_i({text})", "x")(x=x))
+    else:
+        got = einderiv.hessian_diag(f"f = sum_i({text})", "x")(x=x)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)
