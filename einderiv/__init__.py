@@ -15,6 +15,7 @@ from .errors import (
     EvaluationError,
     IndexRuleError,
     ParseError,
+    UsageError,
 )
 from .gradients import Gradients, grad, value_and_grad
 from .limits import Limits, limited
@@ -37,6 +38,7 @@ __all__ = [
     "Limits",
     "NoMatrixForm",
     "ParseError",
+    "UsageError",
     "check",
     "codegen",
     "compile",

@@ -1289,13 +1289,13 @@ def jacobian(source: Source, wrt: str, of: str | None = None, layout: str = "num
 
 @accepts_notation
 @guarded
-def hessian(source: Source, wrt: str, of: str | None = None, **structure) -> Derivative:
-    """The Hessian of a scalar output: shape ``wrt.shape + wrt.shape``."""
+def hessian(source: Source, wrt: str, of: str | None = None, layout: str = "numerator", **structure) -> Derivative:
+    """The Hessian of a scalar output: shape ``wrt.shape + wrt.shape`` (in either layout)."""
     checked = scalar_program(source, of, "hessian")
     if not isinstance(wrt, str):
         raise DifferentiationError("hessian takes one wrt name; use diff(source, [a, b]) for mixed derivatives")
     base = wrt.split("_", 1)[0]
-    return diff(checked, [wrt, base] if "_" in wrt else [wrt, wrt], **structure)
+    return diff(checked, [wrt, base] if "_" in wrt else [wrt, wrt], layout=layout, **structure)
 
 
 __all__ = ["Compiled", "Derivative", "compile", "diff", "evaluate", "hessian", "jacobian", "EinderivError"]

@@ -53,6 +53,11 @@ class EvaluationError(EinderivError):
     """Missing or ill-shaped arrays, or index sizes that disagree."""
 
 
+class UsageError(EinderivError, TypeError):
+    """A call with a keyword argument the function does not take: Python's TypeError, and an
+    EinderivError as every error the API raises."""
+
+
 class EinderivWarning(UserWarning):
     """Legal input that almost always means something else (emitted through :mod:`warnings`)."""
 
@@ -76,7 +81,10 @@ def guarded(function):
         if passes_on:
             unknown = sorted(set(kwargs) - own - STRUCTURE)
             if unknown:
-                raise TypeError(f"{function.__name__}() got an unexpected keyword argument {unknown[0]!r}")
+                takes = ", ".join(f"{name}=" for name in sorted(own - {"source"}) + sorted(STRUCTURE))
+                raise UsageError(
+                    f"{function.__name__}() got an unexpected keyword argument {unknown[0]!r} (it takes {takes})"
+                )
         try:
             return function(*args, **kwargs)
         except RecursionError:

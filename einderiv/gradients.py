@@ -214,8 +214,11 @@ def _wrt_list(wrt) -> list:
     raise DifferentiationError(f"wrt must be a tensor name, or a list of names, got {wrt!r}")
 
 
-def gradients(source: Source, wrt: Sequence[str], of: str | None = None, **structure) -> Gradients:
+def gradients(
+    source: Source, wrt: Sequence[str], of: str | None = None, layout: str = "numerator", **structure
+) -> Gradients:
     """The gradient of a scalar output with respect to each of ``wrt`` (a :class:`Gradients`)."""
+    structure = {**structure, "layout": layout}
     checked = scalar_program(source, of, "grad")
     names = _wrt_list(wrt)
     if len({str(w).split("_", 1)[0] for w in names}) != len(names):
@@ -247,14 +250,17 @@ def gradients(source: Source, wrt: Sequence[str], of: str | None = None, **struc
 
 @accepts_notation
 @guarded
-def grad(source: Source, wrt: str | Sequence[str], of: str | None = None, **structure) -> Derivative | Gradients:
-    """The gradient of a scalar output: an array of the wrt tensor's shape (in either layout);
+def grad(
+    source: Source, wrt: str | Sequence[str], of: str | None = None, layout: str = "numerator", **structure
+) -> Derivative | Gradients:
+    """The gradient of a scalar output: an array of the wrt tensor's shape (in either layout:
+    ``layout=`` is taken, as :func:`einderiv.api.diff` takes it, and changes nothing for a scalar);
     ``symmetric=``, ``diagonal=`` and ``symmetric_convention=`` as for :func:`einderiv.api.diff`.
     With a list of names, the gradient with respect to each (:class:`Gradients`:
     a tuple of derivatives, evaluated together in one straight line)."""
     if isinstance(wrt, (list, tuple)):
-        return gradients(scalar_program(source, of, "grad"), wrt, **structure)
-    return diff(scalar_program(source, of, "grad"), wrt, **structure)
+        return gradients(scalar_program(source, of, "grad"), wrt, layout=layout, **structure)
+    return diff(scalar_program(source, of, "grad"), wrt, layout=layout, **structure)
 
 
 @accepts_notation

@@ -367,9 +367,14 @@ def test_mapping_misuse_is_an_evaluation_error():
 def test_an_unknown_keyword_is_named_with_the_function_called(function):
     """``jacobian(..., foo=1)`` said "diff() got an unexpected keyword argument" (every entry point
     passed its keywords on to diff): each now takes symmetric=, diagonal= and
-    symmetric_convention= by name, so the error names the function the user called."""
-    with pytest.raises(TypeError, match=rf"^{function}\(\) got an unexpected keyword argument 'foo'"):
+    symmetric_convention= by name, so the error names the function the user called.  It is a
+    TypeError, as Python's is, and an EinderivError, as the README promises every error is (it was
+    a bare TypeError), and it lists what the function takes."""
+    message = rf"^{function}\(\) got an unexpected keyword argument 'foo' \(it takes "
+    with pytest.raises(TypeError, match=message) as err:
         getattr(einderiv, function)("f = x_i x_i", "x", foo=1)
+    assert isinstance(err.value, einderiv.EinderivError)
+    assert "symmetric=" in str(err.value) and "of=" in str(err.value)
     S = np.array([[2.0, 1.0], [1.0, 3.0]])
     if function in ("grad", "hessian_diag"):  # the named options still reach diff
         got = getattr(einderiv, function)("f = S_ij S_ij", "S", symmetric=["S"])(S=S)
@@ -386,3 +391,18 @@ def test_a_missing_I_says_that_I_was_read_as_an_input_not_the_identity():
     ):
         einderiv.evaluate("F = A + I", A=np.eye(3))
     np.testing.assert_allclose(einderiv.evaluate("F = A + I", A=np.eye(3), notation="matrix"), 2 * np.eye(3))
+
+
+@pytest.mark.parametrize("layout", ["numerator", "denominator"])
+def test_grad_and_hessian_take_a_layout_as_diff_does(layout):
+    """``grad(..., layout="denominator")`` was a bare TypeError, where the README says grad is diff
+    for a scalar output and diff takes a layout: for a scalar the array is the same in both."""
+    A = np.array([[1.0, 2.0], [3.0, 4.0]])
+    a, b = np.array([1.0, -2.0]), np.array([0.5, 3.0])
+    np.testing.assert_array_equal(einderiv.grad("f = a_i X_ij b_j", "X", layout=layout)(a=a, X=A, b=b), np.outer(a, b))
+    gradients = einderiv.grad("f = a_i X_ij b_j", ["X", "a"], layout=layout)(a=a, X=A, b=b)
+    np.testing.assert_array_equal(gradients[1], A @ b)
+    hessian = einderiv.hessian("f = x_i A_ij x_j", "x", layout=layout)(x=a, A=A)
+    np.testing.assert_array_equal(hessian, A + A.T)
+    with pytest.raises(einderiv.DifferentiationError, match="layout must be one of numerator, denominator"):
+        einderiv.grad("f = x_i x_i", "x", layout="sideways")
