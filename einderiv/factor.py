@@ -128,7 +128,99 @@ def _built(parts, order, visible, nested, leading, outputs, memo) -> Expr | None
         if len(choices) == CHOICES:
             break
     built = [_pull(b, sh, co, parts, order, visible, nested, leading, outputs, memo) for b, sh, co in choices]
+    built += [
+        _pull_divisor(u, divisor, sharing, parts, order, visible, nested, leading, outputs, memo)
+        for u, divisor, sharing in _divisor_choices(parts, order, visible - outputs)
+    ]
     return min(built, key=lambda e: len(str(e)), default=None)  # the shortest text of a few greedy tries
+
+
+#: the binomials a sum may be divided by, coefficients from the constant up: 1 - u^2 (the slope of
+#: tanh, t' = 1 - t^2) and 1 - u (of sigmoid, s' = s (1 - s))
+DIVISORS = ((Fraction(1), Fraction(0), Fraction(-1)), (Fraction(1), Fraction(-1)))
+
+
+def _divided_by(coefficients: list[Fraction], divisor: tuple[Fraction, ...]) -> list[Fraction] | None:
+    """``coefficients`` (from the constant up) divided by ``divisor`` where it divides exactly."""
+    left = list(coefficients)
+    while left and not left[-1]:
+        left.pop()
+    if len(left) < len(divisor):
+        return None
+    quotient = [Fraction(0)] * (len(left) - len(divisor) + 1)
+    for k in range(len(quotient) - 1, -1, -1):
+        quotient[k] = left[k + len(divisor) - 1] / divisor[-1]
+        for j, d in enumerate(divisor):
+            left[k + j] -= quotient[k] * d
+    return quotient if not any(left) else None
+
+
+def _divisor_choices(parts, order, bound: set[str]) -> list[tuple]:
+    """The binomials ``1 - u^2`` and ``1 - u`` that divide the terms of ``parts`` holding the same
+    other atoms (as a polynomial in the atom u) for two or more quotient terms: ``(u, divisor,
+    the quotient's parts)``, those covering the most terms first (at most :data:`CHOICES`).  An
+    atom with an index bound outside (``bound``) is left: pulled out, the index would occur twice.
+    The Hessian of a tanh layer, ``2 X W2 W2 X - 2 H_nm^2 X W2 W2 X - ...``, is then
+    ``2 (1 - H_nm^2) (1 - H_np^2) X W2 W2 X - ...``."""
+    counted = Counter(a for _, atoms in parts for a in atoms)
+    found = []
+    for u in order:
+        if counted[u] < 2 or set(getattr(u, "indices", ())) & bound or isinstance(u, Number):
+            continue
+        for divisor in DIVISORS:
+            groups: dict[frozenset, dict[int, Fraction]] = {}
+            for coeff, atoms in parts:
+                rest = frozenset((a, n) for a, n in atoms.items() if a != u)
+                row = groups.setdefault(rest, {})
+                row[atoms.get(u, 0)] = row.get(atoms.get(u, 0), Fraction(0)) + coeff
+            quotient, covered = [], 0
+            for rest, row in groups.items():
+                if len(row) < 2:
+                    continue
+                divided = _divided_by([row.get(k, Fraction(0)) for k in range(max(row) + 1)], divisor)
+                if divided is None:
+                    continue
+                covered += len(row)
+                others = Counter(dict(rest))
+                for k, c in enumerate(divided):
+                    if c:
+                        quotient.append((c, others + Counter({u: k}) if k else others.copy()))
+            if len(quotient) >= 2:
+                found.append((covered, u, divisor, quotient))
+    found.sort(key=lambda f: -f[0])
+    return [(u, divisor, quotient) for _, u, divisor, quotient in found[:CHOICES]]
+
+
+def _pull_divisor(u, divisor, quotient, parts, order, visible, nested, leading, outputs, memo) -> Expr:
+    """The sum with the binomial ``divisor`` in ``u`` pulled out of the terms it divides: ``g
+    (1 - u^2) (Q)``, and the other terms after it."""
+    dividing = {frozenset((a, n) for a, n in atoms.items() if a != u) for _, atoms in quotient}
+    others = [p for p in parts if frozenset((a, n) for a, n in p[1].items() if a != u) not in dividing]
+    inside = visible | set(u.indices)
+    g = common_coefficient([c for c, _ in quotient])
+    inner = sorted(((c / g, atoms) for c, atoms in quotient), key=lambda p: bool(p[1]))
+    positive = next((k for k, p in enumerate(inner) if p[0] > 0), 0)
+    inner.insert(0, inner.pop(positive))
+    plain = Add(tuple(_leaf(inner, order, inside, True, True)))
+    built = _build(inner, order, inside, True, outputs=outputs, memo=memo)
+    group = built if built is not None and len(str(built)) < len(str(plain)) else plain
+    if not isinstance(group, (Add, Pow)):
+        group = Mul((group,))
+    binomial = [(c, Counter({u: k}) if k else Counter()) for k, c in enumerate(divisor) if c]
+    factors: list[Expr] = [Number(abs(g))] if abs(g) != 1 else []
+    factors += [Add(tuple(_leaf(binomial, order, inside, True, True))), group]
+    if g < 0 and leading:
+        factors[0] = Neg(factors[0])
+    product: Expr = Mul(tuple(factors))
+    if g < 0 and not leading:
+        product = Neg(product)
+    if not others:
+        return product
+    rest = _build(others, order, visible, nested, False, outputs, memo)
+    rest_terms = rest.terms if isinstance(rest, Add) else (rest,) if rest is not None else None
+    if rest_terms is None:
+        rest_terms = tuple(_leaf(others, order, visible, nested, False))
+    return Add((product, *rest_terms))
 
 
 def _pull(best, sharing, common, parts, order, visible, nested, leading, outputs, memo) -> Expr:

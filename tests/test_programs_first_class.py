@@ -106,6 +106,26 @@ def test_factored_printing_reads_back_as_the_same_sum():
     )
 
 
+@pytest.mark.parametrize(
+    "source, slope",
+    [
+        ("f = tanh(tanh(w_i x_i))", "(1 - tanh(w_i x_i)^2)"),
+        ("f = sigmoid(sigmoid(w_i x_i))", "(1 - sigmoid(sigmoid(w_i x_i)))"),
+    ],
+)
+def test_a_slope_that_divides_a_sum_prints_as_a_factor(source, slope):
+    """``1 - t^2`` and ``1 - s``, the slopes of tanh and sigmoid, that divide a sum of powers are
+    pulled out as factors: the Hessian of ``tanh(tanh(w_i x_i))`` printed 8 terms of powers of t and
+    T, and now reads ``2 ((1 - t^2) ((1 - T^2) (-(1 - t^2) T - t))) x_k x_j``.  The text reads back
+    as the same sum, and evaluates (read back from the text) to the numbers of the derivative."""
+    derivative = einderiv.hessian(source, "w")
+    text, poly = factored(derivative.expr)
+    assert slope in str(text)
+    assert equivalent(normalize(text, derivative.indices), poly), str(text)
+    arrays = {"w": rng.normal(size=3), "x": rng.normal(size=3)}
+    np.testing.assert_allclose(read_back(derivative, arrays), derivative(**arrays), rtol=1e-12)
+
+
 # -- sizes: every derivative of a valid input sizes every axis, and its text evaluates --------------------
 
 
