@@ -344,7 +344,10 @@ def _bernstein(polynomial: dict[tuple[int, ...], Fraction], count: int) -> dict:
     """The polynomial in ``count`` sigmoids s_i as ``sum c prod s_i^p_i (1 - s_i)^m_i`` in the
     Bernstein basis of its degree in each s_i (after the lowest powers that every term holds), as
     ((p...), (m...)) -> c: s^j = sum over k >= j of C(k, j) / C(n, j) C(n, k) s^k (1 - s)^(n - k).
-    Where every c has one sign, each term is a product of numbers in [0, 1] and nothing cancels
+    Each term is a product of numbers in [0, 1] that is small where its own s_i or 1 - s_i is: near
+    a corner of the unit cube the terms are as small as the value (its coefficients there are the
+    values at the corner), where the powers of s are each near 1 and cancel; where every c has one
+    sign nothing cancels anywhere.  The basis is never worse conditioned than the powers on [0, 1]
     (Farouki and Rajan, "On the numerical condition of polynomials in Bernstein form", 1987)."""
     lows = tuple(min(e[i] for e in polynomial) for i in range(count))
     form = {(tuple(a - b for a, b in zip(e, lows)), (0,) * count): c for e, c in polynomial.items() if c}
@@ -976,6 +979,11 @@ class StraightLine:
             return terms
         terms = self._jointly_saturating(terms, free)
         variables = dict.fromkeys(found[0] for t in terms for f in t.factors if (found := self._powered(f)))
+        # the inner steps first: each derivative of an outer step's polynomial (in a = sigmoid(t))
+        # carries the inner one's slope (1 - t^2), so every coefficient of a power of a divides by
+        # it, where the outer polynomial's divisions differ from one power of t to the next (the
+        # third derivative of softplus(tanh(x)) was -6.7e-16 from x = 20 for 5e-17 and less)
+        variables = dict.fromkeys(sorted(variables, key=lambda v: self._saturating_depth(v[0])))
         # again over the variables while one factors: a constant that a polynomial in one step
         # took (2 - 8 t^2 + 6 t^4 = 2 (1 - t^2) (1 - 3 t^2)) no longer keeps another's from
         # factoring (-8 s + 8 s^2 beside it: 2 - 8 s + 8 s^2 does not divide by 1 - s)
@@ -995,14 +1003,14 @@ class StraightLine:
     def _jointly_saturating(self, terms: list[Term], free: set[str]) -> list[Term]:
         """Terms ``R P(s_1, ..., s_k)`` with P a polynomial in two or more sigmoid steps that is 0
         where they all saturate (every s_i = 1) and is no product of polynomials in one step each,
-        evaluated as :func:`_saturation_split` writes P: ``s^l ((1 - s) Q + P(s = 1))``, each part
-        split again, with ``1 - s = sigmoid(-u)``.  The Hessian of ``log(1 + exp(x) + exp(2 x))``,
-        ``softplus(x + softplus(x))``, is ``s + 3 s t - s^2 - 2 s^2 t - s^2 t^2`` for s =
-        sigmoid(x + softplus(x)) and t = sigmoid(x): 0 from x = 37 summed so, where
-        ``s (1 - s) (1 + t)^2 + s t (1 - t)`` keeps its relative accuracy (4.2e-18 at x = 40).  A
-        polynomial that is a product of one-step polynomials is :meth:`_factored_powers`' (the
-        Hessian of a two-layer network: ``s (1 - s) r (1 - r)``).  Ends: each split lowers the
-        degree in one step or drops that step."""
+        evaluated in the Bernstein basis of :func:`_bernstein`, with ``1 - s = sigmoid(-u)``.  The
+        Hessian of ``log(1 + exp(x) + exp(2 x))``, ``softplus(x + softplus(x))``, is ``s + 3 s t -
+        s^2 - 2 s^2 t - s^2 t^2`` for s = sigmoid(x + softplus(x)) and t = sigmoid(x): 0 from x =
+        37 summed so, where ``s (1 - s) (1 + t)^2 + s t (1 - t)`` keeps its relative accuracy
+        (4.2e-18 at x = 40); the third derivative of ``softplus(softplus(x))`` (0 from x = 37)
+        likewise.  A polynomial that is a product of one-step polynomials is :meth:`_factored_powers`' (the
+        Hessian of a two-layer network: ``s (1 - s) r (1 - r)``).  Ends: one rewrite per group
+        of terms, whose terms then hold no sum of powers that :func:`_needs_splitting` splits."""
         groups: dict[tuple, list[tuple[int, dict]]] = {}
         rests: dict[tuple, list] = {}
         for position, term in enumerate(terms):
@@ -1049,8 +1057,8 @@ class StraightLine:
             if len(variables) > 6 or sum(polynomial.values()) != 0 or not _needs_splitting(polynomial, len(variables)):
                 continue
             split = _bernstein(polynomial, len(variables))
-            if len(split) > 32 or len({c > 0 for c in split.values()}) != 1:
-                continue  # where its terms would have both signs, the sum of powers stays
+            if len(split) > 32:
+                continue
             new_terms = []
             for (exponents, complements), coeff in split.items():
                 factors = list(rests[key])
@@ -1065,6 +1073,18 @@ class StraightLine:
         if not made:
             return terms
         return [new for k, t in enumerate(terms) for new in made.get(k, [t])]
+
+    def _saturating_depth(self, name: str) -> int:
+        """How many sigmoid or tanh steps the step ``name`` is computed from (itself not counted)."""
+        made = {step.target: step for step in self.steps}
+        ancestors: set[str] = set()
+        todo = list(made[name].reads()) if name in made else []
+        while todo:
+            source = todo.pop()
+            if source in made and source not in ancestors:
+                ancestors.add(source)
+                todo.extend(made[source].reads())
+        return sum(isinstance(made[n], Elementwise) and made[n].func in _SATURATING for n in ancestors)
 
     def _as_ones(self, rest: list, name: str, indices: Indices, free: set[str]) -> list | None:
         """``rest`` without a count that counts the summed index of step ``name`` (``-delta_nn``

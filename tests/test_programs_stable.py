@@ -1495,3 +1495,38 @@ def test_a_hessian_in_two_sigmoids_keeps_its_relative_accuracy_where_both_satura
     else:
         got = einderiv.hessian_diag(f"f = sum_i({text})", "x")(x=x)
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)
+
+
+#: forms whose second or third derivative is a polynomial in two sigmoids that changes sign
+CHANGING_SIGN = {
+    "softplus(softplus(x_i))": (3, lambda x: mpmath.log(1 + mpmath.exp(mpmath.log(1 + mpmath.exp(x))))),
+    "softplus(-x_i + softplus(x_i))": (3, lambda x: mpmath.log(1 + mpmath.exp(mpmath.log(1 + mpmath.exp(x)) - x))),
+    "log(exp(-x_i) + exp(x_i) + exp(3 x_i))": (
+        3,
+        lambda x: mpmath.log(mpmath.exp(-x) + mpmath.exp(x) + mpmath.exp(3 * x)),
+    ),
+    "softplus(tanh(x_i))": (3, lambda x: mpmath.log(1 + mpmath.exp(mpmath.tanh(x)))),
+    "softplus(10 tanh(x_i))": (3, lambda x: mpmath.log(1 + mpmath.exp(10 * mpmath.tanh(x)))),
+    "sigmoid(x_i) sigmoid(x_i + softplus(x_i))": (
+        2,
+        lambda x: 1 / (1 + mpmath.exp(-x)) / (1 + mpmath.exp(-x - mpmath.log(1 + mpmath.exp(x)))),
+    ),
+}
+
+
+@pytest.mark.parametrize("program", [False, True], ids=["statement", "program"])
+@pytest.mark.parametrize("text", sorted(CHANGING_SIGN))
+def test_a_derivative_in_two_sigmoids_that_changes_sign_keeps_its_relative_accuracy(text, program):
+    """The third derivative of ``softplus(softplus(x))`` is a polynomial in sigmoid(softplus(x))
+    and sigmoid(x) whose sign changes with x: as written it was 0 from x = 37 (-8.5e-18 at 40, a
+    hunt's find).  In the Bernstein basis each term is small where the value is, at either end.
+    That of ``softplus(tanh(x))`` was -6.7e-16 from x = 20 (5e-17 at 20): divided by the slope of
+    the outer sigmoid first, its powers of tanh no longer divided by 1 - t^2.  Against mpmath, in
+    one statement and through an intermediate."""
+    order, function = CHANGING_SIGN[text]
+    x = np.array([-300.0, -40.0, -20.0, -1.0, 0.3, 20.0, 30.0, 40.0, 300.0])
+    mpmath.mp.dps = 400
+    expected = np.array([float(mpmath.diff(function, mpmath.mpf(float(v)), order)) for v in x])
+    source = f"g_i = {text}; f = sum_i(g_i)" if program else f"f = sum_i({text})"
+    got = einderiv.diff(source, ["x"] * order)(x=x)
+    np.testing.assert_allclose(np.einsum("i" * order + "->i", got), expected, rtol=1e-11, atol=0)
