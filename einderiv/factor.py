@@ -29,6 +29,7 @@ from .normal import (
     carrying,
     common_coefficient,
     equivalent,
+    exact_quotient,
     is_reciprocal,
     multiply,
     power_of,
@@ -140,21 +141,6 @@ def _built(parts, order, visible, nested, leading, outputs, memo) -> Expr | None
 DIVISORS = ((Fraction(1), Fraction(0), Fraction(-1)), (Fraction(1), Fraction(-1)))
 
 
-def _divided_by(coefficients: list[Fraction], divisor: tuple[Fraction, ...]) -> list[Fraction] | None:
-    """``coefficients`` (from the constant up) divided by ``divisor`` where it divides exactly."""
-    left = list(coefficients)
-    while left and not left[-1]:
-        left.pop()
-    if len(left) < len(divisor):
-        return None
-    quotient = [Fraction(0)] * (len(left) - len(divisor) + 1)
-    for k in range(len(quotient) - 1, -1, -1):
-        quotient[k] = left[k + len(divisor) - 1] / divisor[-1]
-        for j, d in enumerate(divisor):
-            left[k + j] -= quotient[k] * d
-    return quotient if not any(left) else None
-
-
 def _divisor_choices(parts, order, bound: set[str]) -> list[tuple]:
     """The binomials ``1 - u^2`` and ``1 - u`` that divide the terms of ``parts`` holding the same
     other atoms (as a polynomial in the atom u) for two or more quotient terms: ``(u, divisor,
@@ -177,7 +163,7 @@ def _divisor_choices(parts, order, bound: set[str]) -> list[tuple]:
             for rest, row in groups.items():
                 if len(row) < 2:
                     continue
-                divided = _divided_by([row.get(k, Fraction(0)) for k in range(max(row) + 1)], divisor)
+                divided = exact_quotient([row.get(k, Fraction(0)) for k in range(max(row) + 1)], divisor)
                 if divided is None:
                     continue
                 covered += len(row)
@@ -214,6 +200,11 @@ def _pull_divisor(u, divisor, quotient, parts, order, visible, nested, leading, 
     product: Expr = Mul(tuple(factors))
     if g < 0 and not leading:
         product = Neg(product)
+    return _followed_by(product, others, order, visible, nested, outputs, memo)
+
+
+def _followed_by(product: Expr, others, order, visible, nested, outputs, memo) -> Expr:
+    """``product`` and then the sum of ``others`` (the terms nothing was pulled out of), factored."""
     if not others:
         return product
     rest = _build(others, order, visible, nested, False, outputs, memo)
@@ -272,13 +263,7 @@ def _pull(best, sharing, common, parts, order, visible, nested, leading, outputs
         product = factors[0] if len(factors) == 1 else Mul(tuple(factors))
     if g < 0 and not leading:
         product = Neg(product)
-    if not others:
-        return product
-    rest = _build(others, order, visible, nested, False, outputs, memo)
-    rest_terms = rest.terms if isinstance(rest, Add) else (rest,) if rest is not None else None
-    if rest_terms is None:
-        rest_terms = tuple(_leaf(others, order, visible, nested, False))
-    return Add((product, *rest_terms))
+    return _followed_by(product, others, order, visible, nested, outputs, memo)
 
 
 def _binomial(parts: list[tuple[Fraction, Counter]], order: list, visible: set[str]) -> tuple[Fraction, Expr] | None:

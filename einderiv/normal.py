@@ -431,6 +431,22 @@ def _apply_key(atom: Apply, depth: int, counts: bool = True) -> tuple:
     return ("Apply", atom.func, number_key(atom.param), tuple(sorted(atom.indices)), inner)
 
 
+def exact_quotient(polynomial: list[Fraction], divisor: tuple[Fraction, ...]) -> list[Fraction] | None:
+    """``polynomial / divisor`` (coefficients from the constant up) where it divides exactly, else
+    None: the evaluator's slopes of sigmoid and tanh, and the factored printing's."""
+    left = list(polynomial)
+    while left and not left[-1]:
+        left.pop()
+    if len(left) < len(divisor):
+        return None
+    quotient = [Fraction(0)] * (len(left) - len(divisor) + 1)
+    for k in range(len(quotient) - 1, -1, -1):
+        quotient[k] = left[k + len(divisor) - 1] / divisor[-1]
+        for j, d in enumerate(divisor):
+            left[k + j] -= quotient[k] * d
+    return quotient if not any(left) else None
+
+
 def common_coefficient(coeffs) -> Fraction:
     """The greatest common divisor of ``coeffs``, negative where all of them are: ``-2 Y + 2 P``
     is ``2 (P - Y)`` (the optimiser: one subtraction, the 2 on the smaller product), and a sum

@@ -27,6 +27,7 @@ from .normal import (
     canonical_key,
     carrying,
     common_coefficient,
+    exact_quotient,
     is_reciprocal,
     letter_axes,
     multiply,
@@ -284,21 +285,6 @@ def _pair(term: Term, a_pos: int, b_pos: int, free: set[str]) -> tuple[tuple, tu
 #: 1 - s = sigmoid(-u) for s = sigmoid(u), and 1 - t^2 = cosh(u)^-2 for t = tanh(u): the
 #: polynomial (coefficients from the constant up) whose powers are the complement's
 _SATURATING = {"sigmoid": (Fraction(1), Fraction(-1)), "tanh": (Fraction(1), Fraction(0), Fraction(-1))}
-
-
-def _divided(polynomial: list[Fraction], divisor: tuple[Fraction, ...]) -> list[Fraction] | None:
-    """``polynomial / divisor`` (coefficients from the constant up) where it divides exactly, else None."""
-    left = list(polynomial)
-    while left and not left[-1]:
-        left.pop()
-    if len(left) < len(divisor):
-        return None
-    quotient = [Fraction(0)] * (len(left) - len(divisor) + 1)
-    for k in range(len(quotient) - 1, -1, -1):
-        quotient[k] = left[k + len(divisor) - 1] / divisor[-1]
-        for j, d in enumerate(divisor):
-            left[k + j] -= quotient[k] * d
-    return quotient if not any(left) else None
 
 
 def _needs_splitting(polynomial: dict[tuple[int, ...], Fraction], count: int) -> bool:
@@ -1060,9 +1046,9 @@ class StraightLine:
             if len(split) > 32:
                 continue
             new_terms = []
-            for (exponents, complements), coeff in split.items():
+            for (exponents, complement_powers), coeff in split.items():
                 factors = list(rests[key])
-                for variable, power, m in zip(variables, exponents, complements):
+                for variable, power, m in zip(variables, exponents, complement_powers):
                     if m:
                         factors = self._saturated_factors(factors, len(factors), variable, Fraction(power), m)
                     elif power:
@@ -1156,7 +1142,7 @@ class StraightLine:
             for position, power in members:
                 polynomial[int(power - lowest)] += terms[position].coeff
             m = 0
-            while (quotient := _divided(polynomial, divisor)) is not None:
+            while (quotient := exact_quotient(polynomial, divisor)) is not None:
                 polynomial, m = quotient, m + 1
             # 1 - 2 s = -tanh(u/2) for s = sigmoid(u): sigmoid'' = s (1 - s) (1 - 2 s), whose last
             # factor cancels near u = 0 (8e-8 relative at u = 1e-10), is s sigmoid(-u) tanh(-u/2).
@@ -1169,7 +1155,7 @@ class StraightLine:
             if (
                 func == "sigmoid"
                 and alone
-                and (quotient := _divided(polynomial, (Fraction(1), Fraction(-2)))) is not None
+                and (quotient := exact_quotient(polynomial, (Fraction(1), Fraction(-2)))) is not None
             ):
                 polynomial, half = [-c for c in quotient], Tensor(self._half_tanh(name, len(indices)), indices)
             if not m and half is None:
