@@ -131,7 +131,7 @@ def _built(parts, order, visible, nested, leading, outputs, memo) -> Expr | None
     built = [_pull(b, sh, co, parts, order, visible, nested, leading, outputs, memo) for b, sh, co in choices]
     built += [
         _pull_divisor(u, divisor, sharing, parts, order, visible, nested, leading, outputs, memo)
-        for u, divisor, sharing in _divisor_choices(parts, order, visible - outputs)
+        for u, divisor, sharing in _divisor_choices(parts, order, visible, visible - outputs)
     ]
     return min(built, key=lambda e: len(str(e)), default=None)  # the shortest text of a few greedy tries
 
@@ -141,13 +141,13 @@ def _built(parts, order, visible, nested, leading, outputs, memo) -> Expr | None
 DIVISORS = ((Fraction(1), Fraction(0), Fraction(-1)), (Fraction(1), Fraction(-1)))
 
 
-def _divisor_choices(parts, order, bound: set[str]) -> list[tuple]:
+def _divisor_choices(parts, order, visible: set[str], bound: set[str]) -> list[tuple]:
     """The binomials ``1 - u^2`` and ``1 - u`` that divide the terms of ``parts`` holding the same
     other atoms (as a polynomial in the atom u) for two or more quotient terms: ``(u, divisor,
     the quotient's parts)``, those covering the most terms first (at most :data:`CHOICES`).  An
     atom with an index bound outside (``bound``) is left: pulled out, the index would occur twice.
-    The Hessian of a tanh layer, ``2 X W2 W2 X - 2 H_nm^2 X W2 W2 X - ...``, is then
-    ``2 (1 - H_nm^2) (1 - H_np^2) X W2 W2 X - ...``."""
+    The Hessian of ``tanh(tanh(w_i x_i))``, eight terms of powers of t = tanh(w_i x_i) and T =
+    tanh(t), is then ``2 ((1 - t^2) ((1 - T^2) (-(1 - t^2) T - t))) x_k x_j``."""
     counted = Counter(a for _, atoms in parts for a in atoms)
     found = []
     for u in order:
@@ -171,7 +171,13 @@ def _divisor_choices(parts, order, bound: set[str]) -> list[tuple]:
                 for k, c in enumerate(divided):
                     if c:
                         quotient.append((c, others + Counter({u: k}) if k else others.copy()))
-            if len(quotient) >= 2:
+            # u's summed letters are bound by the pulled binomial: a quotient term that holds one
+            # twice would contract it inside the group (2 (1 - t_nj^2) ((t_nm u_m X_ni - X_ni y_n)
+            # u_j) sums n inside, apart from the n outside)
+            letters = set(getattr(u, "indices", ())) - visible
+            if len(quotient) >= 2 and all(
+                sum(n * a.indices.count(i) for a, n in atoms.items()) <= 1 for _, atoms in quotient for i in letters
+            ):
                 found.append((covered, u, divisor, quotient))
     found.sort(key=lambda f: -f[0])
     return [(u, divisor, quotient) for _, u, divisor, quotient in found[:CHOICES]]

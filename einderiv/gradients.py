@@ -265,12 +265,14 @@ def grad(
 
 @accepts_notation
 @guarded
-def value_and_grad(source: Source, wrt: str | Sequence[str], of: str | None = None, **structure) -> Gradients:
+def value_and_grad(
+    source: Source, wrt: str | Sequence[str], of: str | None = None, layout: str = "numerator", **structure
+) -> Gradients:
     """The output's value with its gradient (``wrt`` a name) or gradients (a list of names),
     computed in one straight line: called on arrays it returns ``(value, gradient)`` or
     ``(value, (gradient, ...))``."""
     checked = scalar_program(source, of, "value_and_grad")
-    result = gradients(checked, _wrt_list(wrt), of, **structure)
+    result = gradients(checked, _wrt_list(wrt), of, layout, **structure)
     result.value = Compiled(checked)
     result.several = not isinstance(wrt, str)
     return result

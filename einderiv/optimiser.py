@@ -291,8 +291,9 @@ def _needs_splitting(polynomial: dict[tuple[int, ...], Fraction], count: int) ->
     """Whether a polynomial in ``count`` sigmoids s_i (exponents -> coefficient) cancels where
     some of them saturate in a way that exact divisions by 1 - s do not remove (those are
     :meth:`StraightLine._factored_powers`'): P = prod s_i^l_i P', and where P' is 0 at a corner of
-    the unit cube (each s_i 0 or 1, some s = 1 there), P' = (1 - s) Q + R with R = P'(s = 1) free
-    of s; Q and R are looked at again, and P needs splitting where some such R is not 0.  Ends:
+    the unit cube (each s_i 0 or 1, some s = 1 there; the first such corner, and its first s that
+    P' holds), P' = (1 - s) Q + R with R = P'(s = 1) free of s; Q is looked at again, and P needs
+    splitting where some such R is not 0.  Ends:
     Q has a lower degree in s than P', and R has no s."""
     corners = [c for c in itertools.product((0, 1), repeat=count) if any(c)]
 
@@ -350,6 +351,19 @@ def _bernstein(polynomial: dict[tuple[int, ...], Fraction], count: int) -> dict:
                 spread[key] = spread.get(key, Fraction(0)) + c * weight
         form = {key: c for key, c in spread.items() if c}
     return {(tuple(a + b for a, b in zip(p, lows)), m): c for (p, m), c in form.items()}
+
+
+def _saturating_depth(name: str, made: dict[str, Step]) -> int:
+    """How many sigmoid or tanh steps the step ``name`` is computed from (itself not counted), in
+    the steps ``made`` (by target)."""
+    ancestors: set[str] = set()
+    todo = list(made[name].reads()) if name in made else []
+    while todo:
+        source = todo.pop()
+        if source in made and source not in ancestors:
+            ancestors.add(source)
+            todo.extend(made[source].reads())
+    return sum(isinstance(made[n], Elementwise) and made[n].func in _SATURATING for n in ancestors)
 
 
 def _added(a: dict, b: dict) -> dict:
@@ -964,12 +978,14 @@ class StraightLine:
         if len(terms) < 2 or len(terms) > 64:
             return terms
         terms = self._jointly_saturating(terms, free)
+        self._elementwise = {step.target: step for step in self.steps if isinstance(step, Elementwise)}
+        made = {step.target: step for step in self.steps}
         variables = dict.fromkeys(found[0] for t in terms for f in t.factors if (found := self._powered(f)))
         # the inner steps first: each derivative of an outer step's polynomial (in a = sigmoid(t))
         # carries the inner one's slope (1 - t^2), so every coefficient of a power of a divides by
         # it, where the outer polynomial's divisions differ from one power of t to the next (the
         # third derivative of softplus(tanh(x)) was -6.7e-16 from x = 20 for 5e-17 and less)
-        variables = dict.fromkeys(sorted(variables, key=lambda v: self._saturating_depth(v[0])))
+        variables = dict.fromkeys(sorted(variables, key=lambda v: _saturating_depth(v[0], made)))
         # again over the variables while one factors: a constant that a polynomial in one step
         # took (2 - 8 t^2 + 6 t^4 = 2 (1 - t^2) (1 - 3 t^2)) no longer keeps another's from
         # factoring (-8 s + 8 s^2 beside it: 2 - 8 s + 8 s^2 does not divide by 1 - s)
@@ -1016,6 +1032,11 @@ class StraightLine:
             carried = free | {i for f in key for i in f.indices}
             if len(variables) < 2 or len(members) < 2 or any(not set(v[1]) <= carried for v in variables):
                 continue
+            if any(self._powered(f) is not None for f in key):
+                # a power of a tanh (or a fractional one of a sigmoid) beside them: its terms are
+                # _factored_powers' to divide by 1 - t^2, which terms rewritten here would hide (the
+                # third derivative of log(tanh(x) + softplus(-2 x + softplus(2 x + 1))) lost it)
+                continue
             # sigmoid(-u) beside sigmoid(u) is 1 - sigmoid(u): one variable, whose complement it is
             complements = {}
             for v in variables:
@@ -1023,6 +1044,8 @@ class StraightLine:
                 if w in variables and w != v and v not in complements and w not in complements.values():
                     complements[w] = v
             variables = [v for v in variables if v not in complements]
+            if self._opposed(variables):
+                continue  # sigmoid(x) and sigmoid(-2 x) never near 1 together: nothing cancels there
             polynomial: dict[tuple[int, ...], Fraction] = {(0,) * len(variables): Fraction(0)}
             for position, powers in members:
                 monomial = {tuple(powers.get(v, 0) for v in variables): terms[position].coeff}
@@ -1060,17 +1083,19 @@ class StraightLine:
             return terms
         return [new for k, t in enumerate(terms) for new in made.get(k, [t])]
 
-    def _saturating_depth(self, name: str) -> int:
-        """How many sigmoid or tanh steps the step ``name`` is computed from (itself not counted)."""
-        made = {step.target: step for step in self.steps}
-        ancestors: set[str] = set()
-        todo = list(made[name].reads()) if name in made else []
-        while todo:
-            source = todo.pop()
-            if source in made and source not in ancestors:
-                ancestors.add(source)
-                todo.extend(made[source].reads())
-        return sum(isinstance(made[n], Elementwise) and made[n].func in _SATURATING for n in ancestors)
+    def _opposed(self, variables: list[tuple[str, Indices]]) -> bool:
+        """Whether two of the sigmoid steps take positive and negative multiples of one argument
+        (sigmoid(x) and sigmoid(-2 x)): where one saturates at 1 the other is near 0."""
+        seen: dict[tuple, bool] = {}
+        for name, indices in variables:
+            for poly in self._source_polys(self._elementwise[name].source, len(indices)):
+                if len(poly.terms) != 1:
+                    continue
+                term = poly.terms[0]
+                key = _poly_key(Poly((Term(Fraction(1), term.factors),), poly.indices))
+                if seen.setdefault(key, term.coeff > 0) != (term.coeff > 0):
+                    return True
+        return False
 
     def _as_ones(self, rest: list, name: str, indices: Indices, free: set[str]) -> list | None:
         """``rest`` without a count that counts the summed index of step ``name`` (``-delta_nn``

@@ -126,6 +126,20 @@ def test_a_slope_that_divides_a_sum_prints_as_a_factor(source, slope):
     np.testing.assert_allclose(read_back(derivative, arrays), derivative(**arrays), rtol=1e-12)
 
 
+def test_a_slope_whose_letter_a_quotient_term_holds_twice_is_not_pulled_out():
+    """Pulled out of ``tanh(X_nd W_dm) u_m X_ni - X_ni y_n``, the slope ``1 - tanh(X_nd W_dj)^2``
+    binds n, which the first quotient term holds twice (in the tanh and in X): inside the group n
+    was summed apart from the n outside; the text did not read back, and the whole gradient
+    printed unfactored (a review's find).  Such a slope is not pulled out."""
+    derivative = einderiv.grad("L = sum_n((tanh(X_nd W_dm) u_m - y_n)^2)", "W")
+    assert str(derivative) == (
+        "dL/dW_ij = 2 (1 - tanh(X_nd W_dj)^2) tanh(X_nd W_dm) u_m X_ni u_j - 2 (1 - tanh(X_nd W_dj)^2) X_ni u_j y_n"
+    )
+    shapes = {"X": (5, 3), "W": (3, 4), "u": (4,), "y": (5,)}
+    arrays = {name: rng.normal(size=shape) for name, shape in shapes.items()}
+    np.testing.assert_allclose(read_back(derivative, arrays), derivative(**arrays), rtol=1e-12)
+
+
 # -- sizes: every derivative of a valid input sizes every axis, and its text evaluates --------------------
 
 

@@ -402,6 +402,8 @@ def test_grad_and_hessian_take_a_layout_as_diff_does(layout):
     np.testing.assert_array_equal(einderiv.grad("f = a_i X_ij b_j", "X", layout=layout)(a=a, X=A, b=b), np.outer(a, b))
     gradients = einderiv.grad("f = a_i X_ij b_j", ["X", "a"], layout=layout)(a=a, X=A, b=b)
     np.testing.assert_array_equal(gradients[1], A @ b)
+    value, gradient = einderiv.value_and_grad("f = a_i X_ij b_j", "X", layout=layout)(a=a, X=A, b=b)
+    np.testing.assert_array_equal(gradient, np.outer(a, b))
     hessian = einderiv.hessian("f = x_i A_ij x_j", "x", layout=layout)(x=a, A=A)
     np.testing.assert_array_equal(hessian, A + A.T)
     with pytest.raises(einderiv.DifferentiationError, match="layout must be one of numerator, denominator"):
