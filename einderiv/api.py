@@ -1055,7 +1055,7 @@ def sized_constant_adjoints(
 ) -> CheckedProgram:
     """``program`` with each adjoint that is constant along an axis (``dfdt2_i = x_k t1_k
     delta_ii``, ``dfdT1_ij = 2 mean_k(delta_ki) mean_l(delta_lj)``: i only in deltas and 1/n)
-    printed with ``+ 0 t2_i``, the tensor it is the adjoint of, where that is an input or a
+    printed with ``+ 0 t2_i`` (a zero one as ``0 t2_i``), the tensor it is the adjoint of, where that is an input or a
     statement printed before it: read back, its axis is then sized (an intermediate's axis is
     not sized by the statements before it), also where the statement using it sums that axis
     alone (``(1 - y_k A_kj) dfdt2_i``)."""
@@ -1071,7 +1071,6 @@ def sized_constant_adjoints(
         of = {axes[i][0] for i in d.indices if i in axes}
         if (
             d.statement is None
-            and d.poly.terms
             and set(d.indices) - used
             and len(of) == 1
             and all(i in axes and axes[i][1] == k for k, i in enumerate(d.indices))
@@ -1079,7 +1078,9 @@ def sized_constant_adjoints(
         ):
             shown = d.display()
             sizing = Mul((Number(Fraction(0)), Tensor(next(iter(of)), d.indices)))
-            d = replace(d, statement=Statement(shown.target, Add((shown.rhs, sizing))))
+            # a zero adjoint (a softmax summed over its own letter: dfdh_i = 0) is 0 h_i
+            rhs = Add((shown.rhs, sizing)) if d.poly.terms else sizing
+            d = replace(d, statement=Statement(shown.target, rhs))
         ranks[d.name] = len(d.indices)
         definitions.append(d)
     return replace(program, definitions=definitions)

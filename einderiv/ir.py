@@ -8,6 +8,7 @@ Nodes keep the user's structure (sums, products, parentheses become nesting) so 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -344,11 +345,19 @@ def _mul(node: Mul, glyphs: Glyphs) -> str:
     return text
 
 
+#: a numerator's text that ends in a power the parser would read with a number after '/' as a
+#: slipped exponent (``x^-1 / 3``: it refuses the reading, the power -1/3 being meant as often)
+_SLIPPING_POWER = re.compile(r"\^\s*(-\s*\d+(?:\.\d*)?|1)\s*$")
+
+
 def _div(node: Div, glyphs: Glyphs) -> str:
     if glyphs.fraction is not None:
         return glyphs.fraction(_expression(node.numerator, glyphs), _expression(node.denominator, glyphs))
     numerator = _wrapped(node.numerator, Precedence.PRODUCT, glyphs)
-    return f"{numerator} / {_wrapped(node.denominator, Precedence.SIGNED, glyphs)}"
+    denominator = _wrapped(node.denominator, Precedence.SIGNED, glyphs)
+    if _SLIPPING_POWER.search(numerator) and denominator[:1].isdigit():
+        numerator = glyphs.group[0] + numerator + glyphs.group[1]  # (x_i^-1) / 3 reads back
+    return f"{numerator} / {denominator}"
 
 
 def _pow(node: Pow, glyphs: Glyphs) -> str:
