@@ -167,7 +167,8 @@ def _divisor_choices(parts, order, visible: set[str], bound: set[str]) -> list[t
                 if divided is None:
                     continue
                 covered += len(row)
-                others = Counter(dict(rest))
+                held = dict(rest)
+                others = Counter({a: held[a] for a in order if a in held})  # in first-seen order, not a set's
                 for k, c in enumerate(divided):
                     if c:
                         quotient.append((c, others + Counter({u: k}) if k else others.copy()))
