@@ -1065,6 +1065,9 @@ class StraightLine:
             # a focal loss's gradient, at y = 1, is _number_residuals')
             if len(variables) > 6 or sum(polynomial.values()) != 0 or not _needs_splitting(polynomial, len(variables)):
                 continue
+            spans = [max(e[i] for e in polynomial) - min(e[i] for e in polynomial) for i in range(len(variables))]
+            if math.prod(n + 1 for n in spans) > 4096:
+                continue  # its basis would be too large to write out before the bound below is checked
             split = _bernstein(polynomial, len(variables))
             if len(split) > 32:
                 continue
