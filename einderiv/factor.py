@@ -191,12 +191,7 @@ def _pull_divisor(u, divisor, quotient, parts, order, visible, nested, leading, 
     others = [p for p in parts if frozenset((a, n) for a, n in p[1].items() if a != u) not in dividing]
     inside = visible | set(u.indices)
     g = common_coefficient([c for c, _ in quotient])
-    inner = sorted(((c / g, atoms) for c, atoms in quotient), key=lambda p: bool(p[1]))
-    positive = next((k for k, p in enumerate(inner) if p[0] > 0), 0)
-    inner.insert(0, inner.pop(positive))
-    plain = Add(tuple(_leaf(inner, order, inside, True, True)))
-    built = _build(inner, order, inside, True, outputs=outputs, memo=memo)
-    group = built if built is not None and len(str(built)) < len(str(plain)) else plain
+    _, group = _inner_group([(c / g, atoms) for c, atoms in quotient], order, inside, outputs, memo)
     if not isinstance(group, (Add, Pow)):
         group = Mul((group,))
     binomial = [(c, Counter({u: k}) if k else Counter()) for k, c in enumerate(divisor) if c]
@@ -208,6 +203,18 @@ def _pull_divisor(u, divisor, quotient, parts, order, visible, nested, leading, 
     if g < 0 and not leading:
         product = Neg(product)
     return _followed_by(product, others, order, visible, nested, outputs, memo)
+
+
+def _inner_group(inner: list, order, inside: set[str], outputs, memo) -> tuple[list, Expr]:
+    """The terms left in a group once its factor is pulled out, the first positive ((s_n - y_n),
+    not (-y_n + s_n)), and the group they print as: factored only where that is shorter (1 - 7 s
+    + 12 s^2 - 6 s^3, not -s (-6 s (2 - s) + 7) + 1)."""
+    inner = sorted(inner, key=lambda p: bool(p[1]))
+    positive = next((k for k, p in enumerate(inner) if p[0] > 0), 0)
+    inner.insert(0, inner.pop(positive))
+    plain = Add(tuple(_leaf(inner, order, inside, True, True)))
+    built = _build(inner, order, inside, True, outputs=outputs, memo=memo)
+    return inner, built if built is not None and len(str(built)) < len(str(plain)) else plain
 
 
 def _followed_by(product: Expr, others, order, visible, nested, outputs, memo) -> Expr:
@@ -235,13 +242,7 @@ def _pull(best, sharing, common, parts, order, visible, nested, leading, outputs
     power = _binomial([(c / g, atoms - common) for c, atoms in sharing], order, inside)
     if power is not None and power[0] == -1:
         g = -g  # -(x_n - mu)^2 times the rest
-    inner = sorted(((c / g, atoms - common) for c, atoms in sharing), key=lambda p: bool(p[1]))
-    positive = next((k for k, p in enumerate(inner) if p[0] > 0), 0)
-    inner.insert(0, inner.pop(positive))  # the first term positive: (s_n - y_n), not (-y_n + s_n)
-    plain = Add(tuple(_leaf(inner, order, inside, True, True)))
-    built = _build(inner, order, inside, True, outputs=outputs, memo=memo)
-    # factored only where that is shorter: 1 - 7 s + 12 s^2 - 6 s^3, not -s (-6 s (2 - s) + 7) + 1
-    group = built if built is not None and len(str(built)) < len(str(plain)) else plain
+    inner, group = _inner_group([(c / g, atoms - common) for c, atoms in sharing], order, inside, outputs, memo)
     if power is not None and abs(power[0]) == 1:
         group = power[1]
     if not isinstance(group, (Add, Pow)):

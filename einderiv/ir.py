@@ -345,9 +345,10 @@ def _mul(node: Mul, glyphs: Glyphs) -> str:
     return text
 
 
-#: a numerator's text that ends in a power the parser would read with a number after '/' as a
-#: slipped exponent (``x^-1 / 3``: it refuses the reading, the power -1/3 being meant as often)
-_SLIPPING_POWER = re.compile(r"\^\s*(-\s*\d+(?:\.\d*)?|1)\s*$")
+#: text that ends in a power which, followed by '/' and a number, reads as a slipped exponent
+#: (``x^-1 / 3``: the parser refuses the reading, the power -1/3 being meant as often; the printer
+#: parenthesises such a numerator); group 1 is the power
+SLIPPING_POWER = re.compile(r"\^\s*(-\s*\d+(?:\.\d*)?|1)\s*$")
 
 
 def _div(node: Div, glyphs: Glyphs) -> str:
@@ -355,7 +356,7 @@ def _div(node: Div, glyphs: Glyphs) -> str:
         return glyphs.fraction(_expression(node.numerator, glyphs), _expression(node.denominator, glyphs))
     numerator = _wrapped(node.numerator, Precedence.PRODUCT, glyphs)
     denominator = _wrapped(node.denominator, Precedence.SIGNED, glyphs)
-    if _SLIPPING_POWER.search(numerator) and denominator[:1].isdigit():
+    if SLIPPING_POWER.search(numerator) and denominator[:1].isdigit():
         numerator = glyphs.group[0] + numerator + glyphs.group[1]  # (x_i^-1) / 3 reads back
     return f"{numerator} / {denominator}"
 

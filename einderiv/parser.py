@@ -18,7 +18,23 @@ from lark.visitors import Transformer_NonRecursive
 from . import limits
 from .elementwise import FUNCTIONS, MATRIX_FUNCTIONS, REDUCTIONS, call_glyphs, known_functions
 from .errors import EinderivError, IndexRuleError, ParseError
-from .ir import Add, Call, Delta, Div, MatrixCall, Mul, Neg, Number, Pow, Program, Statement, Tensor, children, walk
+from .ir import (
+    SLIPPING_POWER,
+    Add,
+    Call,
+    Delta,
+    Div,
+    MatrixCall,
+    Mul,
+    Neg,
+    Number,
+    Pow,
+    Program,
+    Statement,
+    Tensor,
+    children,
+    walk,
+)
 
 GRAMMAR_FILE = "einderiv.lark"
 DELTA_NAME = "delta"
@@ -1122,15 +1138,13 @@ def _grouped(node):
     return Mul((node,)) if isinstance(node, Div) or _traced(node) else node
 
 
-_SLIPPED_EXPONENT = re.compile(r"\^\s*(-\s*\d+(?:\.\d*)?|1)\s*/\s*$")
-
-
 def exponent_slip(before: str, number: str) -> str | None:
     """The message for ``x^-1/2`` and ``(x^T x)^1/2`` (``before``: the text up to the number
     after '/'), else None: '^' takes the number alone, so these are (x^-1)/2 and (x^T x)/2, where
     the power -1/2 or 1/2 is meant (a Gaussian's ``(2 pi)^-3/2 det(S)^-1/2``, a normalised
     graph Laplacian's ``D^-1/2 A D^-1/2``).  ``x^2/2``, half the square, is as written."""
-    match = _SLIPPED_EXPONENT.search(before)
+    stripped = before.rstrip()
+    match = SLIPPING_POWER.search(stripped[:-1]) if stripped.endswith("/") else None
     if match is None:
         return None
     power = match.group(1).replace(" ", "")

@@ -272,9 +272,8 @@ def _signed_terms(terms, bound: frozenset[str], rules: Scoping) -> str:
 def _latex_operand(expr: Expr, bound: frozenset[str], rules: Scoping) -> str:
     """``expr`` after a sign: a sum of terms in parentheses (``3 - (a + b)``), a term as it is."""
     text = _latex_terms(expr, bound, rules)
-    if isinstance(expr, (Add, Neg)) and rules.standing_terms(expr, bound) is not None:
-        return r"\left(" + text + r"\right)"
-    if rules.standing_terms(expr, bound) is None and precedence(expr) < Precedence.PRODUCT:
+    one_term = rules.standing_terms(expr, bound) is None
+    if (isinstance(expr, (Add, Neg)) and not one_term) or (one_term and precedence(expr) < Precedence.PRODUCT):
         return r"\left(" + text + r"\right)"
     return text
 
@@ -284,9 +283,13 @@ def _latex_scaled(expr: Expr, bound: frozenset[str], rules: Scoping) -> str | No
     sum's terms summed inside its parentheses: ``2 \left(\sum_{i} x_{i} + 1\right)``; None for
     another shape (a quotient: ``\frac{\sum_{i} x_{i} + 1}{2}``)."""
     if isinstance(expr, Div) and rules.standing_terms(expr.numerator, bound, True) is not None:
-        top = expr.numerator
-        top = top.factors[0] if isinstance(top, Mul) and len(top.factors) == 1 else top
-        return r"\frac{" + _latex_terms(top, bound, rules) + "}{" + write(expr.denominator, LATEX) + "}"
+        return (
+            r"\frac{"
+            + _latex_terms(_ungrouped(expr.numerator), bound, rules)
+            + "}{"
+            + write(expr.denominator, LATEX)
+            + "}"
+        )
     if not isinstance(expr, Mul):
         return None
     groups = [k for k, f in enumerate(expr.factors) if rules.standing_terms(f, bound, True) is not None]
@@ -295,8 +298,7 @@ def _latex_scaled(expr: Expr, bound: frozenset[str], rules: Scoping) -> str | No
     pieces = []
     for k, factor in enumerate(expr.factors):
         if k == groups[0]:
-            inner = factor.factors[0] if isinstance(factor, Mul) and len(factor.factors) == 1 else factor
-            pieces.append(r"\left(" + _latex_terms(inner, bound, rules) + r"\right)")
+            pieces.append(r"\left(" + _latex_terms(_ungrouped(factor), bound, rules) + r"\right)")
         else:
             text = write(factor, LATEX)
             needed = Precedence.PRODUCT if k == 0 else Precedence.POWER
@@ -305,6 +307,11 @@ def _latex_scaled(expr: Expr, bound: frozenset[str], rules: Scoping) -> str | No
     for left, right in zip(pieces, pieces[1:]):
         text += _latex_between(left, right) + right
     return text
+
+
+def _ungrouped(expr: Expr) -> Expr:
+    """``expr`` without the one-factor product that written parentheses make of it."""
+    return expr.factors[0] if isinstance(expr, Mul) and len(expr.factors) == 1 else expr
 
 
 def _top_letters(expr: Expr, bound: frozenset[str], rules: Scoping) -> list[tuple[str, ...]]:
