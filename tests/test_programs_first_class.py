@@ -11,7 +11,7 @@ from einderiv.factor import factored
 from einderiv.lower import normalize
 from einderiv.normal import equivalent
 from einderiv.reports import derivative_json
-from tests.helpers import assert_matches_fd
+from tests.helpers import assert_matches_fd, jax_float64
 
 rng = np.random.default_rng(20261202)
 
@@ -117,13 +117,19 @@ def test_a_slope_that_divides_a_sum_prints_as_a_factor(source, slope):
     """``1 - t^2`` and ``1 - s``, the slopes of tanh and sigmoid, that divide a sum of powers are
     pulled out as factors: the Hessian of ``tanh(tanh(w_i x_i))`` printed 8 terms of powers of t and
     T, and now reads ``2 ((1 - t^2) ((1 - T^2) (-(1 - t^2) T - t))) x_k x_j``.  The text reads back
-    as the same sum, and evaluates (read back from the text) to the numbers of the derivative."""
+    as the same sum, and evaluates (read back from the text) to jax's Hessian (at ordinary inputs:
+    where they saturate, jax's own Hessian rounds to 0; the stable evaluation is checked against
+    mpmath in test_programs_stable.py)."""
+    jax, jnp = jax_float64()
+    outer = {"tanh": (jnp.tanh, jnp.tanh), "sigmoid": (jax.nn.sigmoid, jax.nn.sigmoid)}[source.split("(")[0][4:]]
     derivative = einderiv.hessian(source, "w")
     text, poly = factored(derivative.expr)
     assert slope in str(text)
     assert equivalent(normalize(text, derivative.indices), poly), str(text)
-    arrays = {"w": rng.normal(size=3), "x": rng.normal(size=3)}
-    np.testing.assert_allclose(read_back(derivative, arrays), derivative(**arrays), rtol=1e-12)
+    x = rng.normal(size=3)
+    for w in (rng.normal(size=3), 3 * rng.normal(size=3)):
+        expected = jax.hessian(lambda v: outer[0](outer[1](v @ x)))(jnp.asarray(w))
+        np.testing.assert_allclose(read_back(derivative, {"w": w, "x": x}), expected, rtol=1e-9, atol=1e-300)
 
 
 def test_a_slope_whose_letter_a_quotient_term_holds_twice_is_not_pulled_out():
@@ -137,7 +143,11 @@ def test_a_slope_whose_letter_a_quotient_term_holds_twice_is_not_pulled_out():
     )
     shapes = {"X": (5, 3), "W": (3, 4), "u": (4,), "y": (5,)}
     arrays = {name: rng.normal(size=shape) for name, shape in shapes.items()}
-    np.testing.assert_allclose(read_back(derivative, arrays), derivative(**arrays), rtol=1e-12)
+    X, W, u, y = (arrays[k] for k in "XWuy")
+    H = np.tanh(X @ W)
+    expected = X.T @ (2 * ((H @ u - y)[:, None] * (1 - H**2) * u))  # the gradient in closed form
+    np.testing.assert_allclose(read_back(derivative, arrays), expected, rtol=1e-12)
+    np.testing.assert_allclose(derivative(**arrays), expected, rtol=1e-12)
 
 
 # -- sizes: every derivative of a valid input sizes every axis, and its text evaluates --------------------

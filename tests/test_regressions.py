@@ -3867,9 +3867,19 @@ def test_a_negative_power_over_a_number_prints_in_parentheses(text, printed):
     that echoes it, did not read back (a hunt's find)."""
     compiled = einderiv.compile(text)
     assert str(compiled) == printed
-    given = {"x": np.array([1.5, 2.0, 3.0]), "c": 2.0, "y": np.array([1.0, 2.0, 4.0])}
-    arrays = {k: v for k, v in given.items() if k in compiled.ranks}
-    np.testing.assert_allclose(einderiv.evaluate(str(compiled), **arrays), compiled(**arrays), rtol=1e-15)
+    x, c, y = np.array([1.5, 2.0, 3.0]), 2.0, np.array([1.0, 2.0, 4.0])
+    expected = {  # NumPy's value of each text
+        "h_i = (x_i^-1) / 3": 1 / x / 3,
+        "h_i = (x_i^-0.5) / 3": x**-0.5 / 3,
+        "h_i = (x_i^-1) / 1e3": 1 / x / 1e3,
+        "h_i = x_i (c^-1) / 3": x / c / 3,
+        "h_i = tanh((x_i^-1) / 3)": np.tanh(1 / x / 3),
+        "f = sum_i((x_i^-1) / 3)": np.sum(1 / x / 3),
+        "h_i = x_i^2 / 3": x**2 / 3,
+        "h_i = x_i^-1 / y_i": 1 / x / y,
+    }[text]
+    arrays = {k: v for k, v in {"x": x, "c": c, "y": y}.items() if k in compiled.ranks}
+    np.testing.assert_allclose(einderiv.evaluate(str(compiled), **arrays), expected, rtol=1e-15)
 
 
 @pytest.mark.parametrize(
