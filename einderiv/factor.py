@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter
-from dataclasses import fields, is_dataclass
+from dataclasses import fields, is_dataclass, replace
 from fractions import Fraction
 
 from .index_names import is_count
@@ -147,7 +147,7 @@ def _divisor_choices(parts, order, visible: set[str], bound: set[str]) -> list[t
     the quotient's parts)``, those covering the most terms first (at most :data:`CHOICES`).  An
     atom with an index bound outside (``bound``) is left: pulled out, the index would occur twice.
     The Hessian of ``tanh(tanh(w_i x_i))``, eight terms of powers of t = tanh(w_i x_i) and T =
-    tanh(t), is then ``2 ((1 - t^2) ((1 - T^2) (-(1 - t^2) T - t))) x_k x_j``."""
+    tanh(t), is then ``2 (1 - t^2) (1 - T^2) (-(1 - t^2) T - t) x_k x_j``."""
     counted = Counter(a for _, atoms in parts for a in atoms)
     found = []
     for u in order:
@@ -433,7 +433,42 @@ def _factored(poly: Poly) -> tuple[Expr, Poly]:
     powered = top is not None or (expr is not None and _inner_binomial(expr))
     if expr is None:
         return plain
+    flat = _ungrouped(expr)
+    if flat != expr:  # 2 (1 - t^2) (1 - T^2) (...), not 2 ((1 - t^2) ((1 - T^2) (...))), where it reads back alike
+        read = _read_back(flat, poly, original, plain, powered)
+        if read is not plain:
+            return read
+    return _read_back(expr, poly, original, plain, powered)
 
+
+def _ungrouped(expr: Expr) -> Expr:
+    """``expr`` with each parenthesised product inside a product written as its factors:
+    ``a ((b) (c))`` as ``a (b) (c)`` (a chain holding a division keeps its parentheses)."""
+    if not is_dataclass(expr) or isinstance(expr, (Tensor, Delta, Number)):
+        return expr
+    changed = {}
+    for field in fields(expr):
+        value = getattr(expr, field.name)
+        if isinstance(value, tuple) and value and all(is_dataclass(v) for v in value):
+            changed[field.name] = tuple(_ungrouped(v) for v in value)
+        elif is_dataclass(value):
+            changed[field.name] = _ungrouped(value)
+    expr = replace(expr, **changed) if changed else expr
+    if not isinstance(expr, Mul):
+        return expr
+    factors: list[Expr] = []
+    for f in expr.factors:
+        inner = f.factors[0] if isinstance(f, Mul) and len(f.factors) == 1 else None
+        if len(expr.factors) > 1 and isinstance(inner, Mul) and not any(isinstance(g, Div) for g in inner.factors):
+            factors.extend(inner.factors)
+        else:
+            factors.append(f)
+    return Mul(tuple(factors))
+
+
+def _read_back(expr: Expr, poly: Poly, original: Poly, plain: tuple, powered: bool) -> tuple[Expr, Poly]:
+    """``(expr, the normal form it reads back as)`` where the text ``expr`` reads back as ``poly``
+    and is shorter than the plain sum, else ``plain``."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         try:

@@ -116,7 +116,7 @@ def test_factored_printing_reads_back_as_the_same_sum():
 def test_a_slope_that_divides_a_sum_prints_as_a_factor(source, slope):
     """``1 - t^2`` and ``1 - s``, the slopes of tanh and sigmoid, that divide a sum of powers are
     pulled out as factors: the Hessian of ``tanh(tanh(w_i x_i))`` printed 8 terms of powers of t and
-    T, and now reads ``2 ((1 - t^2) ((1 - T^2) (-(1 - t^2) T - t))) x_k x_j``.  The text reads back
+    T, and now reads ``2 (1 - t^2) (1 - T^2) (-(1 - t^2) T - t) x_k x_j``.  The text reads back
     as the same sum, and evaluates (read back from the text) to jax's Hessian (at ordinary inputs:
     where they saturate, jax's own Hessian rounds to 0; the stable evaluation is checked against
     mpmath in test_programs_stable.py)."""
@@ -130,6 +130,26 @@ def test_a_slope_that_divides_a_sum_prints_as_a_factor(source, slope):
     for w in (rng.normal(size=3), 3 * rng.normal(size=3)):
         expected = jax.hessian(lambda v: outer[0](outer[1](v @ x)))(jnp.asarray(w))
         np.testing.assert_allclose(read_back(derivative, {"w": w, "x": x}), expected, rtol=1e-9, atol=1e-300)
+
+
+def test_pulled_out_groups_print_side_by_side_not_nested():
+    """A group pulled out of a group prints beside it: the Hessian of ``tanh(tanh(w_i x_i))``
+    printed ``2 ((1 - t^2) ((1 - T^2) (...))) w_k w_j``, parentheses around products that the
+    product around them needs none of.  The flat text reads back as the same sum and evaluates to
+    the Hessian in closed form (t = tanh(a), T = tanh(t), a = w.x: f'' = x x^T (1 - t^2) (1 - T^2)
+    (-2 (1 - t^2) T - 2 t))."""
+    derivative = einderiv.hessian("f = tanh(tanh(w_i x_i))", "w")
+    t, T = "tanh(w_i x_i)", "tanh(tanh(w_i x_i))"
+    assert str(derivative) == (f"d2f/dw_j dw_k = 2 (1 - {t}^2) (1 - {T}^2) (-(1 - {t}^2) {T} - {t}) x_k x_j")
+    text, poly = factored(derivative.expr)
+    assert equivalent(normalize(text, derivative.indices), poly)
+    w, x = rng.normal(size=3), rng.normal(size=3)
+    a = np.tanh(w @ x)
+    A = np.tanh(a)
+    expected = np.outer(x, x) * (1 - a**2) * (1 - A**2) * (-2 * (1 - a**2) * A - 2 * a)
+    np.testing.assert_allclose(read_back(derivative, {"w": w, "x": x}), expected, rtol=1e-12)
+    stepwise = einderiv.hessian("t = tanh(w_i x_i); f = tanh(t)", "w")
+    assert " = 2 (1 - t^2) ((1 - t^2) (" in str(stepwise).splitlines()[-1], str(stepwise)
 
 
 def test_a_slope_whose_letter_a_quotient_term_holds_twice_is_not_pulled_out():
