@@ -26,6 +26,7 @@ from .cancel import BOUNDED
 from .differentiate import differentiate
 from .dimensions import dimensions
 from .errors import EinderivError, EinderivWarning, IndexRuleError
+from .factor import factored
 from .index_names import (
     COUNT_MARK,
     axis_count,
@@ -58,7 +59,7 @@ from .normal import (
     simplify,
     single_atom,
 )
-from .printing import avoiding, count_axes_of, count_letters_apart, count_powers, to_expr
+from .printing import count_axes_of, count_powers
 from .rewrites import logsumexp_parts, rewrite_products, rewrite_sums, softmax_parts, stable_form
 from .scopes import delta_size_ties
 from .semantics import (
@@ -91,9 +92,7 @@ class Definition:
         if self.statement is not None:
             return self.statement
         poly, axes = self.counts or (self.display_poly(), count_axes_of(self.hints))
-        with avoiding(poly, axes):
-            rhs = to_expr(count_letters_apart(poly, axes))
-        return Statement(Tensor(self.name, self.indices), rhs)
+        return Statement(Tensor(self.name, self.indices), factored(poly, axes)[0])
 
     def display_poly(self) -> Poly:
         """``poly`` as printed alone, before its counts get their letters: constant along an

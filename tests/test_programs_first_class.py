@@ -152,6 +152,35 @@ def test_pulled_out_groups_print_side_by_side_not_nested():
     assert " = 2 (1 - t^2) ((1 - t^2) (" in str(stepwise).splitlines()[-1], str(stepwise)
 
 
+def test_adjoint_statements_print_with_their_common_factors_pulled_out():
+    """The statements a derivative adds (adjoints, a Hessian-vector product's tangents, a Hessian
+    diagonal) print factored as the result does: the two-layer network's HVP printed its tangent
+    as ``X_ni v_ij W2_j W2_k - h_nj^2 X_ni v_ij W2_j W2_k - 2 dLdh_nk h_nk X_ni v_ik`` and now reads
+    ``((1 - h_nj^2) v_ij W2_j W2_k - 2 dLdh_nk h_nk v_ik) X_ni``; the logistic Hessian's diagonal
+    ``s_n (1 - s_n) X_ni^2``.  The printed program, read back, evaluates to jax's HVP and to the
+    diagonal in closed form."""
+    jax, jnp = jax_float64()
+    source = "h_nk = tanh(X_nd W1_dk); L = 0.5 (h_nk W2_k - y_n)^2"
+    product = einderiv.hvp(source, "W1", v="v")
+    assert str(product).splitlines()[2] == "d2LdW1vdh_nk = ((1 - h_nj^2) v_ij W2_j W2_k - 2 dLdh_nk h_nk v_ik) X_ni"
+    arrays = {"X": rng.normal(size=(7, 3)), "W1": rng.normal(size=(3, 4)), "W2": rng.normal(size=4)}
+    arrays |= {"y": rng.normal(size=7), "v": rng.normal(size=(3, 4))}
+    X, W2, y = (jnp.asarray(arrays[k]) for k in ("X", "W2", "y"))
+
+    def loss(W1):
+        return 0.5 * jnp.sum((jnp.tanh(X @ W1) @ W2 - y) ** 2)
+
+    expected = jax.jvp(jax.grad(loss), (jnp.asarray(arrays["W1"]),), (jnp.asarray(arrays["v"]),))[1]
+    np.testing.assert_allclose(read_back(product, arrays), expected, rtol=1e-10)
+    np.testing.assert_allclose(product(**arrays), expected, rtol=1e-10)
+
+    diagonal = einderiv.hessian_diag(LOGISTIC_PROGRAM, "w")
+    assert str(diagonal).splitlines()[-1].endswith(" = s_n (1 - s_n) X_ni^2")
+    data = logistic_arrays()
+    s = sigmoid(data["X"] @ data["w"])
+    np.testing.assert_allclose(read_back(diagonal, data), (s * (1 - s)) @ data["X"] ** 2, rtol=1e-12)
+
+
 def test_a_slope_whose_letter_a_quotient_term_holds_twice_is_not_pulled_out():
     """Pulled out of ``tanh(X_nd W_dm) u_m X_ni - X_ni y_n``, the slope ``1 - tanh(X_nd W_dj)^2``
     binds n, which the first quotient term holds twice (in the tanh and in X): inside the group n
