@@ -43,7 +43,7 @@ from .ir import Delta, MatrixCall, Program, Tensor, to_float, walk
 from .normal import Apply, MatrixFn, Poly, is_reciprocal
 from .optimiser import StraightLine
 from .products import Product
-from .steps import Contract, Elementwise, LogSoftmax, LogSumExp, MatrixFunction, Softmax, Solve, Step
+from .steps import Contract, Elementwise, LogSoftmax, LogSumExp, MatrixFunction, Softmax, SoftmaxComplement, Solve, Step
 
 _HEADER = {"python": "import numpy as np\n", "jax": "import jax.numpy as np\n", "torch": "import torch\n"}
 
@@ -117,6 +117,21 @@ def _softmax(v, axes):
     e = np.exp(v - peak)
     return e / np.sum(e, axis=axes, keepdims=True)
 ''',
+        "_softmax_complement": '''
+def _softmax_complement(v, axes):
+    """1 - softmax(v) over axes; where the softmax is above 1/2, the other entries' probabilities
+    summed (1 - p is 0 wherever p rounds to 1)."""
+    if 0 in np.shape(v):
+        return 1 - np.exp(v)
+    peak = np.max(v, axis=axes, keepdims=True)
+    e = np.exp(v - np.where(np.isfinite(peak), peak, 0))
+    total = np.sum(e, axis=axes, keepdims=True)
+    p = e / total
+    if np.iscomplexobj(v):
+        return 1 - p
+    others = np.sum(np.where(v == peak, 0, e), axis=axes, keepdims=True) / total
+    return np.where(p > 0.5, others, 1 - p)
+''',
         "_log_softmax": _LOG_SOFTMAX,
         "_logsumexp": '''
 def _logsumexp(v, axes, order):
@@ -187,6 +202,21 @@ def _softmax(v, axes):
     peak = np.max(v, axis=axes, keepdims=True)
     e = np.exp(v - np.where(np.isfinite(peak), peak, 0))
     return e / np.sum(e, axis=axes, keepdims=True)
+''',
+        "_softmax_complement": '''
+def _softmax_complement(v, axes):
+    """1 - softmax(v) over axes; where the softmax is above 1/2, the other entries' probabilities
+    summed (1 - p is 0 wherever p rounds to 1)."""
+    if 0 in np.shape(v):
+        return 1 - np.exp(v)
+    peak = np.max(v, axis=axes, keepdims=True)
+    e = np.exp(v - np.where(np.isfinite(peak), peak, 0))
+    total = np.sum(e, axis=axes, keepdims=True)
+    p = e / total
+    if np.iscomplexobj(v):
+        return 1 - p
+    others = np.sum(np.where(v == peak, 0, e), axis=axes, keepdims=True) / total
+    return np.where(p > 0.5, others, 1 - p)
 ''',
         "_log_softmax": _LOG_SOFTMAX,
         "_logsumexp": '''
@@ -274,6 +304,21 @@ def _softmax(v, axes):
     peak = torch.amax(v, dim=axes, keepdim=True)
     e = torch.exp(v - torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak)))
     return e / torch.sum(e, dim=axes, keepdim=True)
+''',
+        "_softmax_complement": '''
+def _softmax_complement(v, axes):
+    """1 - softmax(v) over axes; where the softmax is above 1/2, the other entries' probabilities
+    summed (1 - p is 0 wherever p rounds to 1)."""
+    if 0 in v.shape:
+        return 1 - torch.exp(v)
+    peak = torch.amax(v, dim=axes, keepdim=True)
+    e = torch.exp(v - torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak)))
+    total = torch.sum(e, dim=axes, keepdim=True)
+    p = e / total
+    if torch.is_complex(v):
+        return 1 - p
+    others = torch.sum(torch.where(v == peak, torch.zeros_like(e), e), dim=axes, keepdim=True) / total
+    return torch.where(p > 0.5, others, 1 - p)
 ''',
         "_log_softmax": '''
 def _log_softmax(v, axes):
@@ -783,6 +828,7 @@ CODE_FOR = {
     Softmax: lambda body, step, source: f"{body.helper('_softmax')}({source}, {step.axes[0]})",
     LogSumExp: lambda body, step, source: f"{body.helper('_logsumexp')}({source}, {step.axes[0]}, {step.axes[1]})",
     LogSoftmax: lambda body, step, source: f"{body.helper('_log_softmax')}({source}, {step.axes[0]})",
+    SoftmaxComplement: lambda body, step, source: f"{body.helper('_softmax_complement')}({source}, {step.axes[0]})",
     Elementwise: lambda body, step, source: body.elementwise(step.func, step.param, source),
 }
 

@@ -23,7 +23,17 @@ from .contraction import kept_intermediates, new_array, own_array, path_cost, re
 from .errors import EvaluationError
 from .linalg import generic_matrix_function, generic_solve, matrix_function, solve
 from .optimiser import StraightLine
-from .steps import STEP_KINDS, Contract, Elementwise, LogSoftmax, LogSumExp, MatrixFunction, Softmax, Solve
+from .steps import (
+    STEP_KINDS,
+    Contract,
+    Elementwise,
+    LogSoftmax,
+    LogSumExp,
+    MatrixFunction,
+    Softmax,
+    SoftmaxComplement,
+    Solve,
+)
 
 
 def as_array(name: str, value) -> np.ndarray:
@@ -76,6 +86,20 @@ def _softmax(v: np.ndarray, axes: tuple[int, ...], out: np.ndarray | None = None
         np.exp(e, out=e)
         e /= _sums(e, axes)
         return e
+
+
+def _softmax_complement(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """1 - softmax(v) over ``axes``: 1 - p, but where p > 1/2 (then the one largest entry over
+    ``axes``) the other entries' probabilities summed.  1 - p is 0 wherever p rounds to 1 (at v =
+    [40, 0, -5], for 4.3e-18), and a sum of the others cancels nothing.  At complex values, 1 - p."""
+    p = _softmax(v, axes)
+    if not v.size or is_complex(v):
+        return 1 - p
+    with np.errstate(all="ignore"):  # inf or NaN inputs: IEEE results, no warnings
+        peak = _peaks(v, axes)
+        e = np.exp(v - np.where(np.isfinite(peak), peak, 0))
+        others = _sums(np.where(v == peak, 0, e), axes) / _sums(e, axes)
+        return np.where(p > 0.5, others, 1 - p)
 
 
 def _peaks(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
@@ -170,6 +194,18 @@ def generic_softmax(v, axes: tuple[int, ...], ops: ArrayOps):
         return ops.xp.exp(v)
     e = ops.xp.exp(v - ops.finite_or_zero(ops.amax(v, axes)))
     return e / ops.sum(e, axes)
+
+
+def generic_softmax_complement(v, axes: tuple[int, ...], ops: ArrayOps):
+    """1 - softmax(v) over ``axes``; where the softmax is above 1/2, the others' probabilities
+    summed (:func:`_softmax_complement`)."""
+    p = generic_softmax(v, axes, ops)
+    if 0 in tuple(v.shape) or is_complex(v):
+        return 1 - p
+    peak = ops.amax(v, axes)
+    e = ops.xp.exp(v - ops.finite_or_zero(peak))
+    others = ops.sum(ops.where(v == peak, ops.xp.zeros_like(e), e), axes) / ops.sum(e, axes)
+    return ops.where(p > 0.5, others, 1 - p)
 
 
 def generic_logsumexp(v, axes: tuple[int, ...], order: tuple[int, ...], ops: ArrayOps):
@@ -473,6 +509,13 @@ def _log_softmax_instruction(step: LogSoftmax, values, factored):
     return instruction
 
 
+def _softmax_complement_instruction(step: SoftmaxComplement, values, factored):
+    def instruction(v, out, a=step.source, axes=step.axes[0], t=step.target):
+        v[t] = _softmax_complement(v[a], axes)
+
+    return instruction
+
+
 def _elementwise_instruction(step: Elementwise, values, factored):
     def instruction(v, out, a=step.source, func=step.func, param=step.param, t=step.target):
         x = v[a]
@@ -513,6 +556,7 @@ NUMPY_INSTRUCTIONS = {
     Softmax: _softmax_instruction,
     LogSumExp: _logsumexp_instruction,
     LogSoftmax: _log_softmax_instruction,
+    SoftmaxComplement: _softmax_complement_instruction,
     Elementwise: _elementwise_instruction,
 }
 
@@ -537,6 +581,9 @@ GENERIC_STEPS = {
     Softmax: lambda step, values, ops, like: generic_softmax(values[step.source], step.axes[0], ops),
     LogSumExp: lambda step, values, ops, like: generic_logsumexp(values[step.source], *step.axes, ops),
     LogSoftmax: lambda step, values, ops, like: generic_log_softmax(values[step.source], step.axes[0], ops),
+    SoftmaxComplement: lambda step, values, ops, like: generic_softmax_complement(
+        values[step.source], step.axes[0], ops
+    ),
     Elementwise: lambda step, values, ops, like: ops.apply(step.func, step.param, values[step.source]),
 }
 assert set(NUMPY_INSTRUCTIONS) == set(GENERIC_STEPS) == set(STEP_KINDS)
@@ -618,6 +665,11 @@ def _explain_log_softmax(step: LogSoftmax, values):
     return f"log_softmax({step.source}, axes {step.axes[0]})", shape, 5 * math.prod(shape), math.prod(shape)
 
 
+def _explain_softmax_complement(step: SoftmaxComplement, values):
+    shape = values[step.source].shape
+    return f"1 - softmax({step.source}, axes {step.axes[0]})", shape, 8 * math.prod(shape), math.prod(shape)
+
+
 #: the explainer: each kind of step -> (step, placeholder values) -> (computes, shape, flops, largest)
 EXPLAIN = {
     Contract: _explain_contract,
@@ -627,6 +679,7 @@ EXPLAIN = {
     Softmax: _explain_softmax,
     LogSumExp: _explain_logsumexp,
     LogSoftmax: _explain_log_softmax,
+    SoftmaxComplement: _explain_softmax_complement,
 }
 assert set(EXPLAIN) == set(STEP_KINDS)
 

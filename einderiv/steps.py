@@ -13,7 +13,9 @@ produces them, and three interpreters, each a table keyed by the step's class, r
   (``solve_transposed``), by a linear solve;
 - :class:`Softmax`: exp(v) normalised over the axes ``axes[0]`` of ``source``;
 - :class:`LogSumExp`: log Σ exp(v) over the axes ``axes[0]``, the kept axes in the order ``axes[1]``;
-- :class:`LogSoftmax`: v - log Σ exp(v) over the axes ``axes[0]`` of ``source``, its axes kept.
+- :class:`LogSoftmax`: v - log Σ exp(v) over the axes ``axes[0]`` of ``source``, its axes kept;
+- :class:`SoftmaxComplement`: 1 - softmax(v) over the axes ``axes[0]`` of ``source``, without
+  cancelling where the softmax rounds to 1.
 
 Every step has the attributes of every kind, ``None`` (or False) where they do not apply, so
 code that filters steps (``step.contraction is not None``) reads any of them.
@@ -126,8 +128,29 @@ class LogSoftmax(Step):
     kind: ClassVar[str] = "log_softmax"
 
 
+@dataclass(frozen=True)
+class SoftmaxComplement(Step):
+    """``target = 1 - softmax(v)`` over ``axes[0]`` of ``source``: where an entry's probability is
+    above 1/2 (it is then the one largest), the other entries' probabilities summed, not 1 less
+    it, which is 0 wherever it rounds to 1 (at v = [40, 0, -5], 0 for 4.3e-18)."""
+
+    source: str = ""
+    axes: tuple = ((), ())
+    func: ClassVar[str] = "softmax_complement"
+    kind: ClassVar[str] = "softmax_complement"
+
+
 #: every kind of step: each interpreter has an entry for each (tests/test_steps.py checks)
-STEP_KINDS: tuple[type[Step], ...] = (Contract, Elementwise, MatrixFunction, Solve, Softmax, LogSumExp, LogSoftmax)
+STEP_KINDS: tuple[type[Step], ...] = (
+    Contract,
+    Elementwise,
+    MatrixFunction,
+    Solve,
+    Softmax,
+    LogSumExp,
+    LogSoftmax,
+    SoftmaxComplement,
+)
 
 __all__ = [
     "STEP_KINDS",
@@ -137,6 +160,7 @@ __all__ = [
     "LogSumExp",
     "MatrixFunction",
     "Softmax",
+    "SoftmaxComplement",
     "Solve",
     "Step",
 ]

@@ -32,20 +32,39 @@ def closed_form(z, M, b, y):
     return np.log(np.exp(z).sum()) + np.linalg.det(M) + p @ z + h @ h + np.log(p) @ y
 
 
+def softmax_jacobian(z):
+    """diag(p) - p p^T in closed form, its diagonal as p times the other entries' sum."""
+    p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    jacobian = -np.outer(p, p)
+    np.fill_diagonal(jacobian, [p[k] * np.delete(p, k).sum() for k in range(len(z))])
+    return jacobian
+
+
 def test_a_program_with_every_kind_of_step_is_right_through_every_interpreter():
+    """The value of :data:`EVERY_KIND`, and the Hessian of logsumexp (whose diagonal takes a
+    softmax's complement step), through NumPy, generated code and torch."""
     rng = np.random.default_rng(0)
     z, M, b = rng.normal(size=5), 3 * np.eye(3) + 0.3 * rng.normal(size=(3, 3)), rng.normal(size=3)
     y = rng.random(5)
     compiled = einderiv.compile(EVERY_KIND)
-    assert {step.kind for step in compiled.steps} == {kind.kind for kind in STEP_KINDS}
-    expected = closed_form(z, M, b, y)
-    np.testing.assert_allclose(compiled(z=z, M=M, b=b, y=y), expected, rtol=1e-12)  # NumPy
-    namespace: dict = {}
-    exec(generate(compiled, "python"), namespace)  # the generated module, not user text
-    np.testing.assert_allclose(namespace["L"](z=z, M=M, b=b, y=y), expected, rtol=1e-12)
+    hessian = einderiv.hessian("f = logsumexp_k(z_k)", "z")
+    kinds = {step.kind for step in compiled.steps} | {step.kind for step in hessian.steps}
+    assert kinds == {kind.kind for kind in STEP_KINDS}
+    saturated = np.array([40.0, 0.0, -5.0, 1.0, -1.0])
+    cases = [
+        (compiled, "L", {"z": z, "M": M, "b": b, "y": y}, closed_form(z, M, b, y)),
+        (hessian, "d2f", {"z": z}, softmax_jacobian(z)),
+        (hessian, "d2f", {"z": saturated}, softmax_jacobian(saturated)),
+    ]
     torch = pytest.importorskip("torch")
-    value = compiled(z=torch.tensor(z), M=torch.tensor(M), b=torch.tensor(b), y=torch.tensor(y))  # generic
-    np.testing.assert_allclose(value.numpy(), expected, rtol=1e-12)
+    for function, name, arrays, expected in cases:
+        np.testing.assert_allclose(function(**arrays), expected, rtol=1e-12)  # NumPy
+        namespace: dict = {}
+        exec(generate(function, "python"), namespace)  # the generated module, not user text
+        generated = next(f for n, f in namespace.items() if n.startswith(name) and callable(f))
+        np.testing.assert_allclose(generated(**arrays), expected, rtol=1e-12)
+        value = function(**{k: torch.tensor(v) for k, v in arrays.items()})  # generic
+        np.testing.assert_allclose(value.numpy(), expected, rtol=1e-12)
 
 
 def test_explain_counts_what_opt_einsum_counts():
