@@ -92,9 +92,19 @@ def _softmax_complement(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     """1 - softmax(v) over ``axes``: 1 - p, but where p > 1/2 (then the one largest entry over
     ``axes``) the other entries' probabilities summed.  1 - p is 0 wherever p rounds to 1 (at v =
     [40, 0, -5], for 4.3e-18), and a sum of the others cancels nothing.  At complex values, 1 - p."""
-    p = _softmax(v, axes)
     if not v.size or is_complex(v):
-        return 1 - p
+        return 1 - _softmax(v, axes)
+    if len(axes) == v.ndim:  # one group, the common case
+        peak = v.max()
+        if np.isfinite(peak):
+            e = np.exp(v - peak)
+            total = e.sum()
+            complement = 1 - e / total
+            top = complement < 0.5
+            if top.any():
+                complement[top] = np.where(v == peak, 0, e).sum() / total
+            return complement
+    p = _softmax(v, axes)
     with np.errstate(all="ignore"):  # inf or NaN inputs: IEEE results, no warnings
         peak = _peaks(v, axes)
         e = np.exp(v - np.where(np.isfinite(peak), peak, 0))
