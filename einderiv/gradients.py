@@ -10,6 +10,7 @@ calls (``tanh(X_nd W1_dk)``) and the adjoints they have in common (``dLdh_nk``) 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -29,10 +30,11 @@ from .api import (
     through_named,
 )
 from .backends import choose_backend, ops_for
-from .errors import DifferentiationError, guarded
+from .errors import DifferentiationError, EinderivError, guarded
 from .ir import Tensor
+from .lower import normalize
 from .matrix.reading import accepts_notation
-from .normal import Apply, MatrixFn, Poly, Term
+from .normal import Apply, MatrixFn, Poly, Term, equivalent
 from .optimiser import StraightLine
 from .runtime import run, run_with
 from .structured import check_structure
@@ -201,9 +203,39 @@ class Gradients(tuple):
 
     def __str__(self) -> str:
         """Each gradient's statements, a statement two of them print once (``c_n = x_n - y_n``
-        of both gradients of ``c_n = x_n - y_n; f = ...``): the text reads back as a program."""
-        lines = [line for d in self for line in str(d).splitlines()]
-        return "\n".join(dict.fromkeys(lines))
+        of both gradients of ``c_n = x_n - y_n; f = ...``), also where the two sum over other
+        letters (an adjoint both share, ``dLdh_nk = (1 - g_no^2) y_no W2_ko`` in one and ``g_nl``
+        in the other, was printed twice, and the text defined dLdh twice): the text reads back
+        as a program."""
+        printed: dict[str, Poly] = {}
+        lines: list[str] = []
+        for d in self:
+            statements = d.displayed().statements
+            texts = str(d).splitlines()
+            for k, text in enumerate(texts):
+                statement = statements[k] if len(statements) == len(texts) else None
+                form = _normal_form(statement)
+                if text in lines or (
+                    form is not None and statement.name in printed and equivalent(form, printed[statement.name])
+                ):
+                    continue
+                if form is not None:
+                    printed.setdefault(statement.name, form)
+                lines.append(text)
+        return "\n".join(lines)
+
+
+def _normal_form(statement) -> Poly | None:
+    """A plain statement's right side as a normal form, or None (a derivative-named statement,
+    or one that does not read alone)."""
+    if statement is None or statement.target is None or statement.wrt:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return normalize(statement.rhs, statement.target.indices)
+    except EinderivError:
+        return None
 
 
 def _wrt_list(wrt) -> list:

@@ -58,6 +58,27 @@ def test_value_and_grad_match_jax():
     np.testing.assert_allclose(g_b1, np.asarray(jax.grad(loss, argnums=1)(*jax_arguments())), rtol=1e-10)
 
 
+def test_the_printed_gradients_define_a_shared_adjoint_once_and_read_back():
+    """Gradients that share an adjoint print it once, also where each sums it over a letter of its
+    own: ``dLdh_nk = (1 - g_no^2) y_no W2_ko`` by W1 and ``... g_nl ...`` by b1 were both printed,
+    and the text defined dLdh twice (a hunt's find).  The text reads back, and each gradient in it
+    evaluates to jax's."""
+    source = "h_nk = tanh(X_nd W1_dk + b1_k); g_nm = tanh(h_nk W2_km); L = g_nm y_nm"
+    arrays = {"X": ARRAYS["X"], "W1": ARRAYS["W1"], "b1": ARRAYS["b1"]}
+    arrays |= {"W2": rng.normal(size=(K, 3)), "y": rng.normal(size=(N, 3))}
+
+    def network(W1, b1):
+        return jnp.sum(jnp.tanh(jnp.tanh(arrays["X"] @ W1 + b1) @ arrays["W2"]) * arrays["y"])
+
+    expected = jax.grad(network, argnums=(0, 1))(jnp.asarray(arrays["W1"]), jnp.asarray(arrays["b1"]))
+    for function in (einderiv.grad, einderiv.value_and_grad):
+        text = str(function(source, ["W1", "b1"]))
+        assert sum(line.startswith("dLdh_nk = ") for line in text.splitlines()) == 1, text
+        for name, want in zip(["dL/dW1", "dL/db1"], expected):
+            read = einderiv.compile(text, of=name)
+            np.testing.assert_allclose(read(**arrays), np.asarray(want), rtol=1e-10, err_msg=name)
+
+
 def test_one_line_computes_what_the_gradients_share_once():
     gradients = einderiv.value_and_grad(SOURCE, PARAMETERS)
     steps = gradients.line.steps
