@@ -118,19 +118,13 @@ def _softmax(v, axes):
     return e / np.sum(e, axis=axes, keepdims=True)
 ''',
         "_softmax_complement": '''
-def _softmax_complement(v, axes):
-    """1 - softmax(v) over axes; where the softmax is above 1/2, the other entries' probabilities
-    summed (1 - p is 0 wherever p rounds to 1)."""
-    if 0 in np.shape(v):
-        return 1 - np.exp(v)
-    peak = np.max(v, axis=axes, keepdims=True)
-    e = np.exp(v - np.where(np.isfinite(peak), peak, 0))
-    total = np.sum(e, axis=axes, keepdims=True)
-    p = e / total
-    if np.iscomplexobj(v):
+def _softmax_complement(p, axes):
+    """1 - p for a softmax's values p over axes; where p is above 1/2, the other entries summed
+    (1 - p is 0 wherever p rounds to 1)."""
+    if 0 in np.shape(p) or np.iscomplexobj(p):
         return 1 - p
-    others = np.sum(np.where(v == peak, 0, e), axis=axes, keepdims=True) / total
-    return np.where(p > 0.5, others, 1 - p)
+    top = p > 0.5
+    return np.where(top, np.sum(np.where(top, 0, p), axis=axes, keepdims=True), 1 - p)
 ''',
         "_log_softmax": _LOG_SOFTMAX,
         "_logsumexp": '''
@@ -204,19 +198,13 @@ def _softmax(v, axes):
     return e / np.sum(e, axis=axes, keepdims=True)
 ''',
         "_softmax_complement": '''
-def _softmax_complement(v, axes):
-    """1 - softmax(v) over axes; where the softmax is above 1/2, the other entries' probabilities
-    summed (1 - p is 0 wherever p rounds to 1)."""
-    if 0 in np.shape(v):
-        return 1 - np.exp(v)
-    peak = np.max(v, axis=axes, keepdims=True)
-    e = np.exp(v - np.where(np.isfinite(peak), peak, 0))
-    total = np.sum(e, axis=axes, keepdims=True)
-    p = e / total
-    if np.iscomplexobj(v):
+def _softmax_complement(p, axes):
+    """1 - p for a softmax's values p over axes; where p is above 1/2, the other entries summed
+    (1 - p is 0 wherever p rounds to 1)."""
+    if 0 in np.shape(p) or np.iscomplexobj(p):
         return 1 - p
-    others = np.sum(np.where(v == peak, 0, e), axis=axes, keepdims=True) / total
-    return np.where(p > 0.5, others, 1 - p)
+    top = p > 0.5
+    return np.where(top, np.sum(np.where(top, 0, p), axis=axes, keepdims=True), 1 - p)
 ''',
         "_log_softmax": _LOG_SOFTMAX,
         "_logsumexp": '''
@@ -306,19 +294,13 @@ def _softmax(v, axes):
     return e / torch.sum(e, dim=axes, keepdim=True)
 ''',
         "_softmax_complement": '''
-def _softmax_complement(v, axes):
-    """1 - softmax(v) over axes; where the softmax is above 1/2, the other entries' probabilities
-    summed (1 - p is 0 wherever p rounds to 1)."""
-    if 0 in v.shape:
-        return 1 - torch.exp(v)
-    peak = torch.amax(v, dim=axes, keepdim=True)
-    e = torch.exp(v - torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak)))
-    total = torch.sum(e, dim=axes, keepdim=True)
-    p = e / total
-    if torch.is_complex(v):
+def _softmax_complement(p, axes):
+    """1 - p for a softmax's values p over axes; where p is above 1/2, the other entries summed
+    (1 - p is 0 wherever p rounds to 1)."""
+    if 0 in p.shape or torch.is_complex(p):
         return 1 - p
-    others = torch.sum(torch.where(v == peak, torch.zeros_like(e), e), dim=axes, keepdim=True) / total
-    return torch.where(p > 0.5, others, 1 - p)
+    top = p > 0.5
+    return torch.where(top, torch.sum(torch.where(top, torch.zeros_like(p), p), dim=axes, keepdim=True), 1 - p)
 ''',
         "_log_softmax": '''
 def _log_softmax(v, axes):

@@ -965,7 +965,7 @@ class StraightLine:
         key = ("softmax complement", name)
         if key not in self._calls:
             self._calls[key] = self._temp()
-            self.steps.append(SoftmaxComplement(self._calls[key], source=step.source, axes=step.axes))
+            self.steps.append(SoftmaxComplement(self._calls[key], source=name, axes=step.axes))
         return self._calls[key]
 
     def _off_diagonal(self, name: str, axis: int) -> str:

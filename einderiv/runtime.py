@@ -88,28 +88,23 @@ def _softmax(v: np.ndarray, axes: tuple[int, ...], out: np.ndarray | None = None
         return e
 
 
-def _softmax_complement(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    """1 - softmax(v) over ``axes``: 1 - p, but where p > 1/2 (then the one largest entry over
-    ``axes``) the other entries' probabilities summed.  1 - p is 0 wherever p rounds to 1 (at v =
-    [40, 0, -5], for 4.3e-18), and a sum of the others cancels nothing.  At complex values, 1 - p."""
-    if not v.size or is_complex(v):
-        return 1 - _softmax(v, axes)
-    if len(axes) == v.ndim:  # one group, the common case
-        peak = v.max()
-        if np.isfinite(peak):
-            e = np.exp(v - peak)
-            total = e.sum()
-            complement = 1 - e / total
-            top = complement < 0.5
-            if top.any():
-                complement[top] = np.where(v == peak, 0, e).sum() / total
-            return complement
-    p = _softmax(v, axes)
-    with np.errstate(all="ignore"):  # inf or NaN inputs: IEEE results, no warnings
-        peak = _peaks(v, axes)
-        e = np.exp(v - np.where(np.isfinite(peak), peak, 0))
-        others = _sums(np.where(v == peak, 0, e), axes) / _sums(e, axes)
-        return np.where(p > 0.5, others, 1 - p)
+def _softmax_complement(p: np.ndarray, axes: tuple[int, ...], out: np.ndarray | None = None) -> np.ndarray:
+    """1 - p for a softmax's values p (summing to 1 over ``axes``): where p > 1/2 (then the one
+    largest entry over ``axes``), the other entries summed.  1 - p is 0 wherever p rounds to 1
+    (at logits [40, 0, -5], for 4.3e-18), and a sum of the others cancels nothing.  At complex
+    values, 1 - p.  ``out``: an array of p's shape and dtype from an earlier evaluation that
+    nothing else holds, written into (the others' sums are formed in it first)."""
+    if not p.size or is_complex(p):
+        return 1 - p
+    if out is None or out.shape != p.shape or out.dtype != p.dtype:
+        out = np.empty_like(p)
+    top = p > 0.5
+    if not top.any():
+        return np.subtract(1, p, out=out)
+    others = _sums(np.multiply(p, np.logical_not(top), out=out), axes)
+    np.subtract(1, p, out=out)
+    np.copyto(out, others, where=top)
+    return out
 
 
 def _peaks(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
@@ -206,16 +201,13 @@ def generic_softmax(v, axes: tuple[int, ...], ops: ArrayOps):
     return e / ops.sum(e, axes)
 
 
-def generic_softmax_complement(v, axes: tuple[int, ...], ops: ArrayOps):
-    """1 - softmax(v) over ``axes``; where the softmax is above 1/2, the others' probabilities
-    summed (:func:`_softmax_complement`)."""
-    p = generic_softmax(v, axes, ops)
-    if 0 in tuple(v.shape) or is_complex(v):
+def generic_softmax_complement(p, axes: tuple[int, ...], ops: ArrayOps):
+    """1 - p for a softmax's values p; where p > 1/2, the other entries summed
+    (:func:`_softmax_complement`)."""
+    if 0 in tuple(p.shape) or is_complex(p):
         return 1 - p
-    peak = ops.amax(v, axes)
-    e = ops.xp.exp(v - ops.finite_or_zero(peak))
-    others = ops.sum(ops.where(v == peak, ops.xp.zeros_like(e), e), axes) / ops.sum(e, axes)
-    return ops.where(p > 0.5, others, 1 - p)
+    top = p > 0.5
+    return ops.where(top, ops.sum(ops.where(top, ops.xp.zeros_like(p), p), axes), 1 - p)
 
 
 def generic_logsumexp(v, axes: tuple[int, ...], order: tuple[int, ...], ops: ArrayOps):
@@ -368,7 +360,7 @@ def _run(
         if signature is not None:
             targets = [
                 step.target
-                if type(step) in (Contract, Elementwise, Softmax) and _large(values.get(step.target))
+                if type(step) in (Contract, Elementwise, Softmax, SoftmaxComplement) and _large(values.get(step.target))
                 else None
                 for step in line.steps
             ]  # the steps whose arrays may be kept: those large enough, of a kind that writes into one
@@ -521,7 +513,7 @@ def _log_softmax_instruction(step: LogSoftmax, values, factored):
 
 def _softmax_complement_instruction(step: SoftmaxComplement, values, factored):
     def instruction(v, out, a=step.source, axes=step.axes[0], t=step.target):
-        v[t] = _softmax_complement(v[a], axes)
+        v[t] = _softmax_complement(v[a], axes, out)
 
     return instruction
 
@@ -677,7 +669,7 @@ def _explain_log_softmax(step: LogSoftmax, values):
 
 def _explain_softmax_complement(step: SoftmaxComplement, values):
     shape = values[step.source].shape
-    return f"1 - softmax({step.source}, axes {step.axes[0]})", shape, 8 * math.prod(shape), math.prod(shape)
+    return f"1 - {step.source} (a softmax over axes {step.axes[0]})", shape, 3 * math.prod(shape), math.prod(shape)
 
 
 #: the explainer: each kind of step -> (step, placeholder values) -> (computes, shape, flops, largest)

@@ -14,8 +14,8 @@ produces them, and three interpreters, each a table keyed by the step's class, r
 - :class:`Softmax`: exp(v) normalised over the axes ``axes[0]`` of ``source``;
 - :class:`LogSumExp`: log Σ exp(v) over the axes ``axes[0]``, the kept axes in the order ``axes[1]``;
 - :class:`LogSoftmax`: v - log Σ exp(v) over the axes ``axes[0]`` of ``source``, its axes kept;
-- :class:`SoftmaxComplement`: 1 - softmax(v) over the axes ``axes[0]`` of ``source``, without
-  cancelling where the softmax rounds to 1.
+- :class:`SoftmaxComplement`: 1 - p for the values p of a softmax over the axes ``axes[0]``,
+  without cancelling where p rounds to 1.
 
 Every step has the attributes of every kind, ``None`` (or False) where they do not apply, so
 code that filters steps (``step.contraction is not None``) reads any of them.
@@ -130,9 +130,10 @@ class LogSoftmax(Step):
 
 @dataclass(frozen=True)
 class SoftmaxComplement(Step):
-    """``target = 1 - softmax(v)`` over ``axes[0]`` of ``source``: where an entry's probability is
-    above 1/2 (it is then the one largest), the other entries' probabilities summed, not 1 less
-    it, which is 0 wherever it rounds to 1 (at v = [40, 0, -5], 0 for 4.3e-18)."""
+    """``target = 1 - source`` for ``source`` the values of a softmax (summing to 1 over the axes
+    ``axes[0]``): where an entry is above 1/2 (it is then the one largest), the other entries
+    summed, not 1 less it, which is 0 wherever it rounds to 1 (at logits [40, 0, -5], 0 for
+    4.3e-18)."""
 
     source: str = ""
     axes: tuple = ((), ())

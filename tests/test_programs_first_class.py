@@ -134,7 +134,7 @@ def test_a_slope_that_divides_a_sum_prints_as_a_factor(source, slope):
 
 def test_pulled_out_groups_print_side_by_side_not_nested():
     """A group pulled out of a group prints beside it: the Hessian of ``tanh(tanh(w_i x_i))``
-    printed ``2 ((1 - t^2) ((1 - T^2) (...))) w_k w_j``, parentheses around products that the
+    printed ``2 ((1 - t^2) ((1 - T^2) (...))) x_k x_j``, parentheses around products that the
     product around them needs none of.  The flat text reads back as the same sum and evaluates to
     the Hessian in closed form (t = tanh(a), T = tanh(t), a = w.x: f'' = x x^T (1 - t^2) (1 - T^2)
     (-2 (1 - t^2) T - 2 t))."""

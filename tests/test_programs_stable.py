@@ -1651,3 +1651,24 @@ def test_the_entropy_hessian_keeps_its_accuracy_at_saturated_logits(source):
             ]
         hessian = einderiv.hessian(source, "z")(z=np.array(z))
         np.testing.assert_allclose(hessian, expected, rtol=1e-12, atol=0)
+
+
+def test_the_softmax_complement_written_into_a_kept_array_is_right_at_every_call():
+    """The complement step writes into the array it made at the call before (arrays of 256 KiB
+    and more are kept): at each of three calls, saturated and not, the Hessian diagonal of a
+    batched logsumexp is p (1 - p) with the other entries summed for 1 - p, and a result returned
+    earlier is not changed by a later call."""
+    diagonal = einderiv.hessian_diag("f = sum_n(logsumexp_k(Z_nk))", "Z")
+    rng = np.random.default_rng(11)
+    kept = []
+    for scale in (1.0, 60.0, 3.0):
+        Z = scale * rng.normal(size=(4000, 10))
+        p = np.exp(Z - Z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        top = p > 0.5
+        complement = np.where(top, np.where(top, 0, p).sum(axis=1, keepdims=True), 1 - p)
+        got = diagonal(Z=Z)
+        np.testing.assert_allclose(got, p * complement, rtol=1e-13, atol=0)
+        kept.append((got, got.copy()))
+    for got, copy in kept:
+        np.testing.assert_array_equal(got, copy)
