@@ -131,9 +131,33 @@ def _built(parts, order, visible, nested, leading, outputs, memo) -> Expr | None
     built = [_pull(b, sh, co, parts, order, visible, nested, leading, outputs, memo) for b, sh, co in choices]
     built += [
         _pull_divisor(u, divisor, sharing, parts, order, visible, nested, leading, outputs, memo)
-        for u, divisor, sharing in _divisor_choices(parts, order, visible, visible - outputs)
+        for u, divisor, sharing in _divisor_choices(parts, order, visible)
     ]
-    return min(built, key=lambda e: len(str(e)), default=None)  # the shortest text of a few greedy tries
+    return min(built, key=lambda e: _length(e, memo), default=None)  # the shortest text of a few greedy tries
+
+
+#: a text counts as this much shorter for each slope (``1 - u^2``, ``1 - u``) pulled out of a whole
+#: sum in it, so that ``s (1 - s) (1 - 2 s)``, the form a textbook writes, wins over ``s (1 - 3 s + 2 s^2)``
+SLOPE_BONUS = 5
+#: the key in a search's memo of the slopes it pulled out of whole sums (by id: an equal ``1 - s``
+#: that a common factor left in a group is no slope pulled out)
+_SLOPES = "slopes"
+
+
+def _length(expr: Expr, memo: dict) -> int:
+    """The length of ``expr``'s text, less :data:`SLOPE_BONUS` for each slope pulled out in it."""
+    slopes = memo.get(_SLOPES, {})
+    return len(str(expr)) - SLOPE_BONUS * sum(1 for node in _nodes(expr) if id(node) in slopes)
+
+
+def _nodes(expr) -> list:
+    children = [getattr(expr, f.name) for f in fields(expr)] if is_dataclass(expr) else []
+    found = [expr]
+    for child in children:
+        for c in child if isinstance(child, tuple) else (child,):
+            if is_dataclass(c):
+                found.extend(_nodes(c))
+    return found
 
 
 #: the binomials a sum may be divided by, coefficients from the constant up: 1 - u^2 (the slope of
@@ -141,17 +165,18 @@ def _built(parts, order, visible, nested, leading, outputs, memo) -> Expr | None
 DIVISORS = ((Fraction(1), Fraction(0), Fraction(-1)), (Fraction(1), Fraction(-1)))
 
 
-def _divisor_choices(parts, order, visible: set[str], bound: set[str]) -> list[tuple]:
+def _divisor_choices(parts, order, visible: set[str]) -> list[tuple]:
     """The binomials ``1 - u^2`` and ``1 - u`` that divide the terms of ``parts`` holding the same
     other atoms (as a polynomial in the atom u) for two or more quotient terms: ``(u, divisor,
     the quotient's parts)``, those covering the most terms first (at most :data:`CHOICES`).  An
-    atom with an index bound outside (``bound``) is left: pulled out, the index would occur twice.
+    atom whose index is bound outside may be one (``s_n (1 - s_n) (1 - 2 s_n) X_ni X_nj X_nk``:
+    a product's factors share its letters), as the text is read back before it is printed.
     The Hessian of ``tanh(tanh(w_i x_i))``, eight terms of powers of t = tanh(w_i x_i) and T =
     tanh(t), is then ``2 (1 - t^2) (1 - T^2) (-(1 - t^2) T - t) x_k x_j``."""
     counted = Counter(a for _, atoms in parts for a in atoms)
     found = []
     for u in order:
-        if counted[u] < 2 or set(getattr(u, "indices", ())) & bound or isinstance(u, Number):
+        if counted[u] < 2 or isinstance(u, Number):
             continue
         for divisor in DIVISORS:
             groups: dict[frozenset, dict[int, Fraction]] = {}
@@ -196,7 +221,10 @@ def _pull_divisor(u, divisor, quotient, parts, order, visible, nested, leading, 
         group = Mul((group,))
     binomial = [(c, Counter({u: k}) if k else Counter()) for k, c in enumerate(divisor) if c]
     factors: list[Expr] = [Number(abs(g))] if abs(g) != 1 else []
-    factors += [Add(tuple(_leaf(binomial, order, inside, True, True))), group]
+    slope = Add(tuple(_leaf(binomial, order, inside, True, True)))
+    if not others:  # a factor of the whole sum, not of some of its terms
+        memo.setdefault(_SLOPES, {})[id(slope)] = slope
+    factors += [slope, group]
     if g < 0 and leading:
         factors[0] = Neg(factors[0])
     product: Expr = Mul(tuple(factors))
@@ -214,7 +242,7 @@ def _inner_group(inner: list, order, inside: set[str], outputs, memo) -> tuple[l
     inner.insert(0, inner.pop(positive))
     plain = Add(tuple(_leaf(inner, order, inside, True, True)))
     built = _build(inner, order, inside, True, outputs=outputs, memo=memo)
-    return inner, built if built is not None and len(str(built)) < len(str(plain)) else plain
+    return inner, built if built is not None and _length(built, memo) < len(str(plain)) else plain
 
 
 def _followed_by(product: Expr, others, order, visible, nested, outputs, memo) -> Expr:

@@ -43,7 +43,7 @@ def test_the_logistic_program_reads_in_its_own_names_at_every_order():
     third = einderiv.diff(LOGISTIC_PROGRAM, ["w", "w", "w"])
     assert str(gradient).splitlines() == ["z_n = X_nd w_d", "s_n = sigmoid(z_n)", "dL/dw_i = (s_n - y_n) X_ni"]
     assert str(hessian).splitlines()[-1] == "d2L/dw_i dw_j = s_n (1 - s_n) X_ni X_nj"  # no adjoint of an adjoint
-    assert str(third).splitlines()[-1] == "d3L/dw_i dw_j dw_k = s_n (1 - 3 s_n + 2 s_n^2) X_ni X_nj X_nk"
+    assert str(third).splitlines()[-1] == "d3L/dw_i dw_j dw_k = s_n (1 - s_n) (1 - 2 s_n) X_ni X_nj X_nk"
     assert len(third.expr.terms) <= len(einderiv.diff(LOGISTIC_STATEMENT, ["w", "w", "w"]).expr.terms) == 3
     arrays = logistic_arrays()
     s = sigmoid(arrays["X"] @ arrays["w"])
@@ -149,7 +149,7 @@ def test_pulled_out_groups_print_side_by_side_not_nested():
     expected = np.outer(x, x) * (1 - a**2) * (1 - A**2) * (-2 * (1 - a**2) * A - 2 * a)
     np.testing.assert_allclose(read_back(derivative, {"w": w, "x": x}), expected, rtol=1e-12)
     stepwise = einderiv.hessian("t = tanh(w_i x_i); f = tanh(t)", "w")
-    assert " = 2 (1 - t^2) ((1 - t^2) (" in str(stepwise).splitlines()[-1], str(stepwise)
+    assert " = 2 (1 - t^2) (" in str(stepwise).splitlines()[-1] and "((" not in str(stepwise), str(stepwise)
 
 
 def test_adjoint_statements_print_with_their_common_factors_pulled_out():
@@ -181,15 +181,14 @@ def test_adjoint_statements_print_with_their_common_factors_pulled_out():
     np.testing.assert_allclose(read_back(diagonal, data), (s * (1 - s)) @ data["X"] ** 2, rtol=1e-12)
 
 
-def test_a_slope_whose_letter_a_quotient_term_holds_twice_is_not_pulled_out():
+def test_a_slope_whose_letter_a_quotient_term_holds_twice_is_not_pulled_out_with_it():
     """Pulled out of ``tanh(X_nd W_dm) u_m X_ni - X_ni y_n``, the slope ``1 - tanh(X_nd W_dj)^2``
     binds n, which the first quotient term holds twice (in the tanh and in X): inside the group n
     was summed apart from the n outside; the text did not read back, and the whole gradient
-    printed unfactored (a review's find).  Such a slope is not pulled out."""
+    printed unfactored (a review's find).  Such a slope is not pulled out with that quotient: X_ni
+    comes out of the group first, and n is then once in each of its terms."""
     derivative = einderiv.grad("L = sum_n((tanh(X_nd W_dm) u_m - y_n)^2)", "W")
-    assert str(derivative) == (
-        "dL/dW_ij = 2 (1 - tanh(X_nd W_dj)^2) tanh(X_nd W_dm) u_m X_ni u_j - 2 (1 - tanh(X_nd W_dj)^2) X_ni u_j y_n"
-    )
+    assert str(derivative) == "dL/dW_ij = 2 (1 - tanh(X_nd W_dj)^2) (tanh(X_nd W_dm) u_m - y_n) X_ni u_j"
     shapes = {"X": (5, 3), "W": (3, 4), "u": (4,), "y": (5,)}
     arrays = {name: rng.normal(size=shape) for name, shape in shapes.items()}
     X, W, u, y = (arrays[k] for k in "XWuy")

@@ -731,10 +731,11 @@ def test_products_with_counts_read_back(kind, source, wrt):
 
 def test_a_polynomial_in_one_sigmoid_prints_expanded_not_nested():
     """The third derivative of sum_n(sigmoid(x_n)) printed ``s (-s (-6 s (2 - s) + 7) + 1)``; it is
-    ``s (1 - 7 s + 12 s^2 - 6 s^3)``, sigma''' = s (1 - s) (1 - 6 s + 6 s^2), in both forms."""
+    sigma''' = ``s (1 - s) (1 - 6 s + 6 s^2)`` in both forms, as a textbook writes it (it printed
+    ``s (1 - 7 s + 12 s^2 - 6 s^3)`` before a slope 1 - s counted as shorter)."""
     program = einderiv.diff("s_n = sigmoid(x_n); f = sum_n(s_n)", ["x", "x", "x"])
     statement = einderiv.diff("f = sum_n(sigmoid(x_n))", ["x", "x", "x"])
-    printed = "d3f/dx_i dx_j dx_k = s_i (1 - 7 s_i + 12 s_i^2 - 6 s_i^3) delta_ik delta_ij"
+    printed = "d3f/dx_i dx_j dx_k = s_i (1 - s_i) (1 - 6 s_i + 6 s_i^2) delta_ik delta_ij"
     assert str(program).splitlines()[-1] == printed
     assert str(statement).splitlines()[-1] == str(program).splitlines()[-1].replace("s_i", "sigmoid(x_i)")
     x = np.array([-3.0, 0.2, 4.0])
