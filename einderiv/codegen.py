@@ -72,6 +72,16 @@ def _log_softmax(v, axes):
     return shifted - np.log(np.sum(np.exp(shifted), axis=axes, keepdims=True))
 '''
 
+_SOFTMAX_COMPLEMENT = '''
+def _softmax_complement(p, axes):
+    """1 - p for a softmax's values p over axes; where p is above 1/2, the other entries summed
+    (1 - p is 0 wherever p rounds to 1)."""
+    if 0 in np.shape(p) or np.iscomplexobj(p):
+        return 1 - p
+    top = p > 0.5
+    return np.where(top, np.sum(np.where(top, 0, p), axis=axes, keepdims=True), 1 - p)
+'''
+
 #: name -> source, per flavour; a module gets the ones its functions call, in this order
 _HELPERS: dict[str, dict[str, str]] = {
     "python": {
@@ -117,15 +127,7 @@ def _softmax(v, axes):
     e = np.exp(v - peak)
     return e / np.sum(e, axis=axes, keepdims=True)
 ''',
-        "_softmax_complement": '''
-def _softmax_complement(p, axes):
-    """1 - p for a softmax's values p over axes; where p is above 1/2, the other entries summed
-    (1 - p is 0 wherever p rounds to 1)."""
-    if 0 in np.shape(p) or np.iscomplexobj(p):
-        return 1 - p
-    top = p > 0.5
-    return np.where(top, np.sum(np.where(top, 0, p), axis=axes, keepdims=True), 1 - p)
-''',
+        "_softmax_complement": _SOFTMAX_COMPLEMENT,
         "_log_softmax": _LOG_SOFTMAX,
         "_logsumexp": '''
 def _logsumexp(v, axes, order):
@@ -197,15 +199,7 @@ def _softmax(v, axes):
     e = np.exp(v - np.where(np.isfinite(peak), peak, 0))
     return e / np.sum(e, axis=axes, keepdims=True)
 ''',
-        "_softmax_complement": '''
-def _softmax_complement(p, axes):
-    """1 - p for a softmax's values p over axes; where p is above 1/2, the other entries summed
-    (1 - p is 0 wherever p rounds to 1)."""
-    if 0 in np.shape(p) or np.iscomplexobj(p):
-        return 1 - p
-    top = p > 0.5
-    return np.where(top, np.sum(np.where(top, 0, p), axis=axes, keepdims=True), 1 - p)
-''',
+        "_softmax_complement": _SOFTMAX_COMPLEMENT,
         "_log_softmax": _LOG_SOFTMAX,
         "_logsumexp": '''
 def _logsumexp(v, axes, order):

@@ -1212,7 +1212,11 @@ def _rewritten_sums(program: CheckedProgram, names: set[str]) -> CheckedProgram:
         fixed = d.statement is not None or d.counts is not None
         poly = rewrite_sums(d.poly, softmaxes) if d.name in names and not fixed else d.poly
         if poly is not d.poly:
-            d, changed = replace(d, poly=poly), True
+            # a softmax summed to one leaves the count of its batch axis, named by that axis
+            # (k#t2.0), which is sized there
+            counted = _through_definitions(_axis_count_hints(poly), program.definitions)
+            hints = d.hints + ((("names", counted),) if counted else ())
+            d, changed = replace(d, poly=poly, hints=hints), True
         definitions.append(d)
     if not changed:
         return program

@@ -30,7 +30,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from fractions import Fraction
 
-from .ir import Tensor
+from .index_names import axis_count
+from .ir import Delta, Tensor
 from .normal import (
     CALL_RULES,
     ONE,
@@ -41,6 +42,7 @@ from .normal import (
     carrying,
     equivalent,
     flipped_sigmoid,
+    is_reciprocal,
     keep_sums,
     merged_pair,
     negated,
@@ -383,7 +385,27 @@ def softmax_sums_to_one(term: Term, free, named: dict[str, tuple[int, ...]] | No
         if letters & (set(free) | others | beside) or len(letters) != len(axes):
             continue
         summed = term.index_names() - set(free) - letters
-        return keep_sums(Term(term.coeff, (*term.factors[:pos], *term.factors[pos + 1 :])), summed)
+        rest = Term(term.coeff, (*term.factors[:pos], *term.factors[pos + 1 :]))
+        counts = [(r, _softmax_axis(factor, r)) for r in sorted(summed - rest.index_names())]
+        if all(axis is not None for _, axis in counts):  # each batch count names the axis it counts
+            names = [axis_count(r, *axis) for r, axis in counts]
+            return Term(rest.coeff, rest.factors + tuple(Delta(c, c) for c in names))
+        return keep_sums(rest, summed)
+    return None
+
+
+def _softmax_axis(factor, letter: str) -> tuple[str, int] | None:
+    """An axis ``(tensor, axis)`` that ``letter``, a batch index of the softmax ``factor``, runs
+    along: the statement's own (``t2`` of ``t2_ij = softmax_j(...)``) or that of a tensor in the
+    call's argument.  A count of it sized so is the batch's length: as a bare ``delta_ii`` it was
+    sized by no axis (an error), or by another letter's (the HVP of a program summing a softmax
+    came out 4/3 of jax's)."""
+    if isinstance(factor, Tensor):
+        return factor.name, factor.indices.index(letter)
+    for term in factor.arg.terms:
+        for f in term.factors:
+            if isinstance(f, Tensor) and not is_reciprocal(f) and letter in f.indices:
+                return f.name, f.indices.index(letter)
     return None
 
 

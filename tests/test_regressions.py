@@ -3902,3 +3902,40 @@ def test_a_zero_adjoint_prints_with_its_shape(source):
         text = str(derivative).replace("\n", "; ").replace("df/da_j", "G_j")
         np.testing.assert_array_equal(einderiv.evaluate(text, a=a), derivative(a=a))
         np.testing.assert_array_equal(derivative(a=a), np.zeros(3))
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "t2_ij = softmax_j(A_ij u); t4 = sum_ij(t2_ij); f = sum_ij(t2_ij / (1 + t4^2)) + u^3",
+        "t1 = u u; t2_ij = softmax_j(A_ij (0.5 + t1)); t3 = t2_ij t2_ij; t4 = sum_ij(t3 + t2_ij); "
+        "f = sum_ij((s / (1 + t4^2)) t2_ij)",
+    ],
+)
+def test_a_summed_softmax_counts_its_batch_axis(source):
+    """A softmax summed over its own axis is 1 (``softmax_sums_to_one``); summed over its batch
+    axis too, it is that axis's length.  The count was a bare ``delta_kk`` that no axis sized:
+    the gradient of the first program failed ("the size of index 'k' cannot be inferred"), and
+    in the second (hypothesis's find, as an HVP) a letter of the other axis sized it, 4 for 3:
+    the Hessian came out 4/3 of jax's.  The count now names the axis it counts (k#t2.0)."""
+    jax, jnp = jax_float64()
+    rng = np.random.default_rng(5)
+    A, u, s, v = rng.normal(size=(3, 4)), np.float64(0.7), np.float64(1.3), np.float64(0.4)
+
+    def f(u):
+        if "t1" not in source:
+            t2 = jax.nn.softmax(A * u, axis=1)
+            return jnp.sum(t2 / (1 + jnp.sum(t2) ** 2)) + u**3
+        t2 = jax.nn.softmax(A * (0.5 + u * u), axis=1)
+        t4 = jnp.sum(jnp.sum(t2 * t2) + t2)
+        return jnp.sum(s / (1 + t4**2) * t2)
+
+    arrays = {"A": A, "u": u, "s": s}
+    for derivative, expected in (
+        (einderiv.grad(source, "u"), jax.grad(f)(u)),
+        (einderiv.hessian(source, "u"), jax.hessian(f)(u)),
+        (einderiv.hvp(source, "u", v="v"), jax.hessian(f)(u) * v),
+    ):
+        given = {k: x for k, x in {**arrays, "v": v}.items() if k in derivative.ranks}
+        np.testing.assert_allclose(derivative(**given), float(expected), rtol=1e-10, atol=1e-15)
+        np.testing.assert_allclose(einderiv.compile(str(derivative))(**given), float(expected), rtol=1e-10, atol=1e-15)
