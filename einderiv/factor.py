@@ -151,6 +151,7 @@ def _length(expr: Expr, memo: dict) -> int:
 
 
 def _nodes(expr) -> list:
+    """``expr`` and every node inside it."""
     children = [getattr(expr, f.name) for f in fields(expr)] if is_dataclass(expr) else []
     found = [expr]
     for child in children:
