@@ -935,7 +935,7 @@ class StraightLine:
                     None,
                 )
                 if diagonal is not None:  # R p_a - R p_a^2 = R p_a c_a
-                    complement = Tensor(self._softmax_complement(p.name), p.indices)
+                    complement = Tensor(self._softmax_complement(step), p.indices)
                     out[k] = Term(term.coeff, (*term.factors[: place + 1], complement, *rest[place:]))
                     out[diagonal] = None
                     done |= {k, diagonal}
@@ -951,7 +951,7 @@ class StraightLine:
                     partner = partner_of(k, (*rest[:at], *rest[at + 1 :], p, other))
                     if partner is None:
                         continue
-                    complement = Tensor(self._softmax_complement(p.name), p.indices)
+                    complement = Tensor(self._softmax_complement(step), p.indices)
                     mask = Tensor(self._off_diagonal(p.name, axis), (a, b))
                     out[k] = Term(term.coeff, (*term.factors[: place + 1], complement, *term.factors[place + 1 :]))
                     out[partner] = Term(terms[partner].coeff, (*terms[partner].factors, mask))
@@ -959,13 +959,12 @@ class StraightLine:
                     break
         return [t for t in out if t is not None]
 
-    def _softmax_complement(self, name: str) -> str:
-        """The step holding 1 - p for the softmax step ``name`` = p (:class:`SoftmaxComplement`)."""
-        step = next(s for s in self.steps if s.target == name)
-        key = ("softmax complement", name)
+    def _softmax_complement(self, step: Softmax) -> str:
+        """The step holding 1 - p for the softmax step ``step`` = p (:class:`SoftmaxComplement`)."""
+        key = ("softmax complement", step.target)
         if key not in self._calls:
             self._calls[key] = self._temp()
-            self.steps.append(SoftmaxComplement(self._calls[key], source=name, axes=step.axes))
+            self.steps.append(SoftmaxComplement(self._calls[key], source=step.target, axes=step.axes))
         return self._calls[key]
 
     def _off_diagonal(self, name: str, axis: int) -> str:

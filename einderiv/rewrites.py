@@ -35,6 +35,7 @@ from .ir import Delta, Tensor
 from .normal import (
     CALL_RULES,
     ONE,
+    RECIPROCAL,
     Apply,
     Poly,
     Term,
@@ -42,8 +43,8 @@ from .normal import (
     carrying,
     equivalent,
     flipped_sigmoid,
-    is_reciprocal,
     keep_sums,
+    letter_axes,
     merged_pair,
     negated,
     one_minus_sigmoid,
@@ -402,11 +403,7 @@ def _softmax_axis(factor, letter: str) -> tuple[str, int] | None:
     came out 4/3 of jax's)."""
     if isinstance(factor, Tensor):
         return factor.name, factor.indices.index(letter)
-    for term in factor.arg.terms:
-        for f in term.factors:
-            if isinstance(f, Tensor) and not is_reciprocal(f) and letter in f.indices:
-                return f.name, f.indices.index(letter)
-    return None
+    return next((axis for axis in sorted(letter_axes(factor.arg, letter)) if axis[0] != RECIPROCAL), None)
 
 
 def _softmax_sums(poly: Poly, named: dict[str, tuple[int, ...]] | None) -> Poly:
