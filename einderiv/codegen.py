@@ -43,7 +43,18 @@ from .ir import Delta, MatrixCall, Program, Tensor, to_float, walk
 from .normal import Apply, MatrixFn, Poly, is_reciprocal
 from .optimiser import StraightLine
 from .products import Product
-from .steps import Contract, Elementwise, LogSoftmax, LogSumExp, MatrixFunction, Softmax, SoftmaxComplement, Solve, Step
+from .steps import (
+    Contract,
+    Elementwise,
+    LogSoftmax,
+    LogSumExp,
+    MatrixFunction,
+    Softmax,
+    SoftmaxCentred,
+    SoftmaxComplement,
+    Solve,
+    Step,
+)
 
 _HEADER = {"python": "import numpy as np\n", "jax": "import jax.numpy as np\n", "torch": "import torch\n"}
 
@@ -80,6 +91,17 @@ def _softmax_complement(p, axes):
         return 1 - p
     top = p > 0.5
     return np.where(top, np.sum(np.where(top, 0, p), axis=axes, keepdims=True), 1 - p)
+'''
+
+_SOFTMAX_CENTRED = '''
+def _softmax_centred(p, x, axes):
+    """x - sum over axes of p x for a softmax's values p; where p is above 1/2 at t,
+    (x - x_t) - sum p (x - x_t), the same number, in which nothing cancels where p rounds to 1."""
+    if 0 in np.shape(p) or np.iscomplexobj(p):
+        return x - np.sum(p * x, axis=axes, keepdims=True)
+    shift = np.sum(np.where(p > 0.5, x, 0), axis=axes, keepdims=True)
+    shifted = x - np.where(np.isfinite(shift), shift, 0)
+    return shifted - np.sum(p * shifted, axis=axes, keepdims=True)
 '''
 
 #: name -> source, per flavour; a module gets the ones its functions call, in this order
@@ -128,6 +150,7 @@ def _softmax(v, axes):
     return e / np.sum(e, axis=axes, keepdims=True)
 ''',
         "_softmax_complement": _SOFTMAX_COMPLEMENT,
+        "_softmax_centred": _SOFTMAX_CENTRED,
         "_log_softmax": _LOG_SOFTMAX,
         "_logsumexp": '''
 def _logsumexp(v, axes, order):
@@ -200,6 +223,7 @@ def _softmax(v, axes):
     return e / np.sum(e, axis=axes, keepdims=True)
 ''',
         "_softmax_complement": _SOFTMAX_COMPLEMENT,
+        "_softmax_centred": _SOFTMAX_CENTRED,
         "_log_softmax": _LOG_SOFTMAX,
         "_logsumexp": '''
 def _logsumexp(v, axes, order):
@@ -295,6 +319,16 @@ def _softmax_complement(p, axes):
         return 1 - p
     top = p > 0.5
     return torch.where(top, torch.sum(torch.where(top, torch.zeros_like(p), p), dim=axes, keepdim=True), 1 - p)
+''',
+        "_softmax_centred": '''
+def _softmax_centred(p, x, axes):
+    """x - sum over axes of p x for a softmax's values p; where p is above 1/2 at t,
+    (x - x_t) - sum p (x - x_t), the same number, in which nothing cancels where p rounds to 1."""
+    if 0 in p.shape or torch.is_complex(p):
+        return x - torch.sum(p * x, dim=axes, keepdim=True)
+    shift = torch.sum(torch.where(p > 0.5, x, torch.zeros_like(x)), dim=axes, keepdim=True)
+    shifted = x - torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+    return shifted - torch.sum(p * shifted, dim=axes, keepdim=True)
 ''',
         "_log_softmax": '''
 def _log_softmax(v, axes):
@@ -805,6 +839,9 @@ CODE_FOR = {
     LogSumExp: lambda body, step, source: f"{body.helper('_logsumexp')}({source}, {step.axes[0]}, {step.axes[1]})",
     LogSoftmax: lambda body, step, source: f"{body.helper('_log_softmax')}({source}, {step.axes[0]})",
     SoftmaxComplement: lambda body, step, source: f"{body.helper('_softmax_complement')}({source}, {step.axes[0]})",
+    SoftmaxCentred: lambda body, step, source: (
+        f"{body.helper('_softmax_centred')}({source}, {body.names[step.operand]}, {step.axes[0]})"
+    ),
     Elementwise: lambda body, step, source: body.elementwise(step.func, step.param, source),
 }
 

@@ -39,7 +39,18 @@ from .normal import (
     single_atom,
 )
 from .rewrites import logsumexp_parts, softmax_parts
-from .steps import Contract, Elementwise, LogSoftmax, LogSumExp, MatrixFunction, Softmax, SoftmaxComplement, Solve, Step
+from .steps import (
+    Contract,
+    Elementwise,
+    LogSoftmax,
+    LogSumExp,
+    MatrixFunction,
+    Softmax,
+    SoftmaxCentred,
+    SoftmaxComplement,
+    Solve,
+    Step,
+)
 
 
 def _poly_key(poly: Poly) -> tuple:
@@ -639,7 +650,7 @@ class StraightLine:
         """The step ``name = poly``; a difference whose terms all hold one factor over output
         indices (``c x_n - c mu``) as that factor times the difference (see :func:`_common_factor`:
         at x ~ 1e15 the gradient by s2 of ``r_n = (x_n - mu) / s2; L = r_n r_n`` was 9% off)."""
-        if self._log_softmax(name, poly, hints):
+        if self._log_softmax(name, poly, hints) or self._softmax_centred(name, poly, hints):
             return
         pulled = _common_factor(poly)
         if pulled is None:
@@ -681,6 +692,48 @@ class StraightLine:
         term = Term(coeff, (*common, Tensor(log_softmax, v.indices)))
         self.steps.append(Contract(name, Contraction(Poly((term,), poly.indices), hints)))
         return True
+
+    def _softmax_centred(self, name: str, poly: Poly, hints=()) -> bool:
+        """``c (x_a - p_b x_b)`` (p a softmax step along b, in a's place in x; a softmax's VJP and
+        HVP hold it) as one :class:`SoftmaxCentred` step times c: summed, x_t - p_b x_b cancelled
+        to 0 wherever p_t rounds to 1 (the gradient of ``softmax_k(z_k) w_k`` at z = [40, 0, -5]
+        had 0 for -4.3e-18 in its first entry; jax too).  Whether the steps were taken."""
+        parts = self._softmax_centred_parts(poly)
+        if parts is None:
+            return False
+        step, x, coeff = parts
+        if coeff == 1:
+            self.steps.append(SoftmaxCentred(name, source=step.target, operand=x, axes=step.axes))
+            return True
+        centred = self._temp()
+        self.steps.append(SoftmaxCentred(centred, source=step.target, operand=x, axes=step.axes))
+        term = Term(coeff, (Tensor(centred, poly.indices),))
+        self.steps.append(Contract(name, Contraction(Poly((term,), poly.indices), hints)))
+        return True
+
+    def _softmax_centred_parts(self, poly: Poly) -> tuple[Softmax, str, Fraction] | None:
+        """``(the softmax step p, x, c)`` where ``poly`` is ``c x_a - c p_b x_b``: x an array over
+        ``poly``'s indices in their order, p a softmax along one axis whose index b is summed, x
+        read over p's indices in the second term and over b's place taken by a in the first."""
+        if len(poly.terms) != 2 or len(set(poly.indices)) != len(poly.indices):
+            return None
+        softmax = {s.target: s for s in self.steps if isinstance(s, Softmax) and len(s.axes[0]) == 1}
+        for single, pair in (poly.terms, reversed(poly.terms)):
+            if len(single.factors) != 1 or len(pair.factors) != 2 or pair.coeff != -single.coeff:
+                continue
+            x = single.factors[0]
+            if not isinstance(x, Tensor) or x.indices != poly.indices:
+                continue
+            for p, other in (pair.factors, pair.factors[::-1]):
+                step = softmax.get(p.name) if isinstance(p, Tensor) else None
+                if step is None or not isinstance(other, Tensor) or (other.name, other.indices) != (x.name, p.indices):
+                    continue
+                axis = step.axes[0][0]
+                if len(p.indices) != len(x.indices) or p.indices[axis] in poly.indices:
+                    continue
+                if p.indices[:axis] + (x.indices[axis],) + p.indices[axis + 1 :] == x.indices:
+                    return step, x.name, single.coeff
+        return None
 
     def _shared_products(self, poly: Poly) -> Poly:
         """``poly`` with an elementwise product that one term is (``g_j = cos(q_j c_j) c_j a_j``)
@@ -821,7 +874,7 @@ class StraightLine:
         made = self._calls.get(key)
         if made is None:
             made = self._calls[key] = self._temp()
-            if not self._log_softmax(made, inner, hints):
+            if not (self._log_softmax(made, inner, hints) or self._softmax_centred(made, inner, hints)):
                 self.steps.append(Contract(made, Contraction(self._shared_products(inner), hints)))
             self._sums[made] = inner
         return made

@@ -31,6 +31,7 @@ from .steps import (
     LogSumExp,
     MatrixFunction,
     Softmax,
+    SoftmaxCentred,
     SoftmaxComplement,
     Solve,
 )
@@ -105,6 +106,35 @@ def _softmax_complement(p: np.ndarray, axes: tuple[int, ...], out: np.ndarray | 
     np.subtract(1, p, out=out)
     np.copyto(out, others, where=top)
     return out
+
+
+def _softmax_centred(p: np.ndarray, x: np.ndarray, axes: tuple[int, ...], out: np.ndarray | None = None) -> np.ndarray:
+    """x - Σ p x over ``axes`` for a softmax's values p (summing to 1 over ``axes``) and x of p's
+    shape.  Where an entry t of p is above 1/2 (then the one largest over ``axes``), (x - x_t) -
+    Σ p (x - x_t), the same number, as Σ p = 1: x_t - Σ p x cancels to 0 wherever p_t rounds to
+    1, and here nothing cancels (x_t is taken where it is finite).  ``out``: an array of the
+    result's shape and dtype from an earlier evaluation that nothing else holds, written into."""
+    dtype = np.result_type(p, x)
+    if not p.size or is_complex(p) or p.shape != x.shape or dtype.kind != "f":
+        return x - _sums(p * x, axes)
+    if out is None or out.shape != p.shape or out.dtype != dtype:
+        out = np.empty(p.shape, dtype)
+    top = p > 0.5
+    with np.errstate(invalid="ignore", over="ignore"):  # inf or NaN inputs: IEEE results, no warnings
+        if top.any():
+            shift = _sums(np.multiply(x, top, out=out), axes)  # x_t, and 0 where no entry is above 1/2
+            x = np.subtract(x, np.where(np.isfinite(shift), shift, 0), out=out)
+        return np.subtract(x, _dots(p, x, axes), out=out)
+
+
+def _dots(a: np.ndarray, b: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """The sums of a b over ``axes``, kept as axes of size 1: NumPy's einsum, which multiplies and
+    sums in one pass, for at most 64 numbers a sum (as :func:`_sums`), else ``numpy.sum``."""
+    letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"[: a.ndim]
+    if a.ndim > 52 or math.prod(a.shape[k] for k in axes) > 64:
+        return np.sum(a * b, axis=axes, keepdims=True)
+    kept = "".join(c for k, c in enumerate(letters) if k not in axes)
+    return np.expand_dims(np.einsum(f"{letters},{letters}->{kept}", a, b), axes)
 
 
 def _peaks(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
@@ -208,6 +238,16 @@ def generic_softmax_complement(p, axes: tuple[int, ...], ops: ArrayOps):
         return 1 - p
     top = p > 0.5
     return ops.where(top, ops.sum(ops.where(top, ops.xp.zeros_like(p), p), axes), 1 - p)
+
+
+def generic_softmax_centred(p, x, axes: tuple[int, ...], ops: ArrayOps):
+    """x - Σ p x for a softmax's values p; where p is above 1/2 at t, (x - x_t) - Σ p (x - x_t)
+    (:func:`_softmax_centred`)."""
+    if 0 in tuple(p.shape) or is_complex(p):
+        return x - ops.sum(p * x, axes)
+    top = p > 0.5
+    shifted = x - ops.finite_or_zero(ops.sum(ops.where(top, x, ops.xp.zeros_like(x)), axes))
+    return shifted - ops.sum(p * shifted, axes)
 
 
 def generic_logsumexp(v, axes: tuple[int, ...], order: tuple[int, ...], ops: ArrayOps):
@@ -360,7 +400,8 @@ def _run(
         if signature is not None:
             targets = [
                 step.target
-                if type(step) in (Contract, Elementwise, Softmax, SoftmaxComplement) and _large(values.get(step.target))
+                if type(step) in (Contract, Elementwise, Softmax, SoftmaxComplement, SoftmaxCentred)
+                and _large(values.get(step.target))
                 else None
                 for step in line.steps
             ]  # the steps whose arrays may be kept: those large enough, of a kind that writes into one
@@ -518,6 +559,13 @@ def _softmax_complement_instruction(step: SoftmaxComplement, values, factored):
     return instruction
 
 
+def _softmax_centred_instruction(step: SoftmaxCentred, values, factored):
+    def instruction(v, out, p=step.source, x=step.operand, axes=step.axes[0], t=step.target):
+        v[t] = _softmax_centred(v[p], v[x], axes, out)
+
+    return instruction
+
+
 def _elementwise_instruction(step: Elementwise, values, factored):
     def instruction(v, out, a=step.source, func=step.func, param=step.param, t=step.target):
         x = v[a]
@@ -559,6 +607,7 @@ NUMPY_INSTRUCTIONS = {
     LogSumExp: _logsumexp_instruction,
     LogSoftmax: _log_softmax_instruction,
     SoftmaxComplement: _softmax_complement_instruction,
+    SoftmaxCentred: _softmax_centred_instruction,
     Elementwise: _elementwise_instruction,
 }
 
@@ -585,6 +634,9 @@ GENERIC_STEPS = {
     LogSoftmax: lambda step, values, ops, like: generic_log_softmax(values[step.source], step.axes[0], ops),
     SoftmaxComplement: lambda step, values, ops, like: generic_softmax_complement(
         values[step.source], step.axes[0], ops
+    ),
+    SoftmaxCentred: lambda step, values, ops, like: generic_softmax_centred(
+        values[step.source], values[step.operand], step.axes[0], ops
     ),
     Elementwise: lambda step, values, ops, like: ops.apply(step.func, step.param, values[step.source]),
 }
@@ -672,6 +724,12 @@ def _explain_softmax_complement(step: SoftmaxComplement, values):
     return f"1 - {step.source} (a softmax over axes {step.axes[0]})", shape, 3 * math.prod(shape), math.prod(shape)
 
 
+def _explain_softmax_centred(step: SoftmaxCentred, values):
+    shape = values[step.source].shape
+    computes = f"{step.operand} - sum({step.source} {step.operand}) (a softmax over axes {step.axes[0]})"
+    return computes, shape, 5 * math.prod(shape), math.prod(shape)
+
+
 #: the explainer: each kind of step -> (step, placeholder values) -> (computes, shape, flops, largest)
 EXPLAIN = {
     Contract: _explain_contract,
@@ -682,6 +740,7 @@ EXPLAIN = {
     LogSumExp: _explain_logsumexp,
     LogSoftmax: _explain_log_softmax,
     SoftmaxComplement: _explain_softmax_complement,
+    SoftmaxCentred: _explain_softmax_centred,
 }
 assert set(EXPLAIN) == set(STEP_KINDS)
 

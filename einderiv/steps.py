@@ -15,7 +15,9 @@ produces them, and three interpreters, each a table keyed by the step's class, r
 - :class:`LogSumExp`: log Σ exp(v) over the axes ``axes[0]``, the kept axes in the order ``axes[1]``;
 - :class:`LogSoftmax`: v - log Σ exp(v) over the axes ``axes[0]`` of ``source``, its axes kept;
 - :class:`SoftmaxComplement`: 1 - p for the values p of a softmax over the axes ``axes[0]``,
-  without cancelling where p rounds to 1.
+  without cancelling where p rounds to 1;
+- :class:`SoftmaxCentred`: x - Σ p x for the values p of a softmax and an array x of p's
+  shape (a softmax's VJP and HVP), without cancelling where p rounds to 1.
 
 Every step has the attributes of every kind, ``None`` (or False) where they do not apply, so
 code that filters steps (``step.contraction is not None``) reads any of them.
@@ -141,6 +143,21 @@ class SoftmaxComplement(Step):
     kind: ClassVar[str] = "softmax_complement"
 
 
+@dataclass(frozen=True)
+class SoftmaxCentred(Step):
+    """``target = operand - Σ_axes[0] source operand`` for ``source`` the values p of a softmax
+    (summing to 1 over the axes ``axes[0]``) and ``operand`` an array x of p's shape: where an
+    entry t of p is above 1/2, ``(x - x_t) - Σ p (x - x_t)``, the same number as Σ p = 1, in
+    which nothing cancels.  ``x_t - Σ p x`` was 0 wherever p_t rounds to 1: the gradient of
+    ``softmax_k(z_k) w_k`` at z = [40, 0, -5], w = [1, 2, 3] had 0 for -4.3e-18 in its first entry."""
+
+    source: str = ""
+    operand: str = ""
+    axes: tuple = ((), ())
+    func: ClassVar[str] = "softmax_centred"
+    kind: ClassVar[str] = "softmax_centred"
+
+
 #: every kind of step: each interpreter has an entry for each (tests/test_steps.py checks)
 STEP_KINDS: tuple[type[Step], ...] = (
     Contract,
@@ -151,6 +168,7 @@ STEP_KINDS: tuple[type[Step], ...] = (
     LogSumExp,
     LogSoftmax,
     SoftmaxComplement,
+    SoftmaxCentred,
 )
 
 __all__ = [
@@ -161,6 +179,7 @@ __all__ = [
     "LogSumExp",
     "MatrixFunction",
     "Softmax",
+    "SoftmaxCentred",
     "SoftmaxComplement",
     "Solve",
     "Step",

@@ -1672,3 +1672,115 @@ def test_the_softmax_complement_written_into_a_kept_array_is_right_at_every_call
         kept.append((got, got.copy()))
     for got, copy in kept:
         np.testing.assert_array_equal(got, copy)
+
+
+# -- a softmax's product with a vector, p (x - Σ p x), at saturated logits -----------------------
+
+
+def _centred_mp(z, x) -> np.ndarray:
+    """p (x - Σ p x) in mpmath, 400 digits (at 60, p_t is 1 where the others are 1e-130, and
+    the difference cancels there too): a softmax's VJP along x (and the JVP, the same product,
+    as its Jacobian is symmetric)."""
+    p = _softmax_mp(z, 400)
+    with mpmath.workdps(400):
+        xs = [mpmath.mpf(float(v)) for v in x]
+        mean = mpmath.fsum(a * b for a, b in zip(p, xs))
+        return np.array([float(a * (b - mean)) for a, b in zip(p, xs)])
+
+
+@pytest.mark.parametrize("z", SATURATED)
+@pytest.mark.parametrize(
+    "kind, source",
+    [
+        ("grad", "f = softmax_k(z_k) w_k"),
+        ("grad", "p_k = softmax_k(z_k); f = p_k w_k"),
+        ("vjp", "p_k = softmax_k(z_k)"),
+        ("jvp", "p_k = softmax_k(z_k)"),
+        ("hvp", "f = logsumexp_k(z_k)"),
+        ("hvp", "p_k = softmax_k(z_k); f = -y_k log(p_k)"),
+        ("hvp", "f = -y_k log(softmax_k(z_k))"),
+    ],
+)
+def test_a_softmax_times_a_vector_keeps_its_accuracy_at_saturated_logits(kind, source, z):
+    """A softmax's VJP p (w - Σ p w), its JVP and the logsumexp's HVP (the same product): the
+    top entry, p_t (w_t - Σ p w), was 0 wherever p_t rounds to 1 (for -4.3e-18 at [40, 0, -5]
+    and w = [1, 2, 3]; jax gives 0 too).  Evaluated as (w - w_t) - Σ p (w - w_t), every entry
+    keeps its relative accuracy (references: mpmath, 400 digits; y sums to 1, so the
+    cross-entropy's HVP is the logsumexp's)."""
+    w = np.array([1.0, 2.0, 3.0])
+    arrays = {"z": np.array(z), "y": np.array([0.2, 0.5, 0.3])}
+    if kind == "grad":
+        function, arrays["w"] = einderiv.grad(source, "z"), w
+    else:
+        function = getattr(einderiv, kind)(source, "z")
+        arrays["u" if kind == "vjp" else "v"] = w
+    used = {name: value for name, value in arrays.items() if re.search(rf"\b{name}_", source + " v_ u_")}
+    np.testing.assert_allclose(function(**used), _centred_mp(z, w), rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "L = softmax_k(Z_nk) A_nk",
+        "P_nk = softmax_k(Z_nk); L = P_nk A_nk",
+    ],
+)
+def test_a_batched_softmax_gradient_keeps_its_accuracy_in_each_saturated_row(source):
+    """Rows saturated at different classes, one not saturated and one with a non-finite weight:
+    each row's gradient p (a - Σ p a) against mpmath; where a holds inf, the IEEE result of
+    a - Σ p a, as before (NumPy's closed form)."""
+    Z = np.array([[40.0, 0.0, -5.0], [0.0, -3.0, 86.0], [1.0, 0.5, -1.0], [-2.0, 45.0, 0.0]])
+    A = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 2.0], [3.0, -2.0, 1.0], [np.inf, 1.0, 0.0]])
+    got = einderiv.grad(source, "Z")(Z=Z, A=A)
+    for n in range(3):
+        np.testing.assert_allclose(got[n], _centred_mp(Z[n], A[n]), rtol=1e-13, atol=0)
+    p = np.exp(Z[3] - Z[3].max()) / np.exp(Z[3] - Z[3].max()).sum()
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(got[3], p * (A[3] - p @ A[3]))
+
+
+@pytest.mark.parametrize("form", ["program", "statement"])
+def test_the_attention_gradient_keeps_its_accuracy_at_a_saturated_row(form):
+    """Single-head attention <softmax(c Q K^T) V, G> by Q, with a query whose scores are 60
+    apart: its row of the gradient, c Σ_j p_ij (g_ij - Σ p g) K_jd with g = G V^T, lost the top
+    key's term, which is as large as the others (Σ_j of the bracket times p is 0), and came out
+    wholly wrong; now right to 1e-12 against mpmath (400 digits)."""
+    source = {
+        "program": "S_ij = c Q_id K_jd; A_ij = softmax_j(S_ij); O_ie = A_ij V_je; L = O_ie G_ie",
+        "statement": "L = softmax_j(c Q_id K_jd) V_je G_ie",
+    }[form]
+    K = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.5]])
+    Q = np.array([[60.0, -10.0], [0.3, -0.2]])
+    V, G = np.array([[1.0, 2.0], [-1.0, 0.5], [0.25, 1.5]]), np.array([[0.5, -1.0], [2.0, 1.0]])
+    c = 1.0
+    got = einderiv.grad(source, "Q")(Q=Q, K=K, V=V, G=G, c=c)
+    with mpmath.workdps(400):
+        expected = np.zeros_like(Q)
+        for i in range(2):
+            scores = [float(c * (Q[i] @ K[j])) for j in range(3)]  # exact here: small integers and halves
+            g = [float(G[i] @ V[j]) for j in range(3)]
+            bracket = _centred_mp(scores, g)
+            expected[i] = [float(c * mpmath.fsum(mpmath.mpf(bracket[j]) * K[j, d] for j in range(3))) for d in range(2)]
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)
+
+
+def test_the_softmax_centred_step_written_into_a_kept_array_is_right_at_every_call():
+    """The centred step writes into the array it made at the call before: at each of three
+    calls, saturated and not, the HVP of a batched logsumexp is p (v - Σ p v), with the top
+    entry as the others' sum (NumPy's closed form), and a result returned earlier is not changed
+    by a later call."""
+    product = einderiv.hvp("f = sum_n(logsumexp_k(Z_nk))", "Z")
+    rng = np.random.default_rng(12)
+    kept = []
+    for scale in (1.0, 60.0, 3.0):
+        Z, v = scale * rng.normal(size=(4000, 10)), rng.normal(size=(4000, 10))
+        p = np.exp(Z - Z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        top = np.argmax(p, axis=1)[:, None]
+        d = v - np.take_along_axis(v, top, axis=1)
+        expected = p * (d - (p * d).sum(axis=1, keepdims=True))
+        got = product(Z=Z, v=v)
+        np.testing.assert_allclose(got, expected, rtol=1e-11, atol=0)
+        kept.append((got, got.copy()))
+    for got, copy in kept:
+        np.testing.assert_array_equal(got, copy)

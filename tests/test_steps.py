@@ -40,21 +40,33 @@ def softmax_jacobian(z):
     return jacobian
 
 
+def softmax_jvp(z, v):
+    """(diag(p) - p p^T) v in closed form, as p (v - v_t) - p Σ p (v - v_t) with t the largest
+    entry of p (the same number, as Σ p = 1; at t, Σ over the others only)."""
+    p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    d = v - v[np.argmax(p)]
+    return p * d - p * (p @ d)
+
+
 def test_a_program_with_every_kind_of_step_is_right_through_every_interpreter():
-    """The value of :data:`EVERY_KIND`, and the Hessian of logsumexp (whose diagonal takes a
-    softmax's complement step), through NumPy, generated code and torch."""
+    """The value of :data:`EVERY_KIND`, the Hessian of logsumexp (whose diagonal takes a
+    softmax's complement step) and its HVP (a softmax's centred step), through NumPy, generated
+    code and torch."""
     rng = np.random.default_rng(0)
     z, M, b = rng.normal(size=5), 3 * np.eye(3) + 0.3 * rng.normal(size=(3, 3)), rng.normal(size=3)
-    y = rng.random(5)
+    y, v = rng.random(5), rng.normal(size=5)
     compiled = einderiv.compile(EVERY_KIND)
     hessian = einderiv.hessian("f = logsumexp_k(z_k)", "z")
-    kinds = {step.kind for step in compiled.steps} | {step.kind for step in hessian.steps}
+    product = einderiv.hvp("f = logsumexp_k(z_k)", "z")
+    kinds = {step.kind for function in (compiled, hessian, product) for step in function.steps}
     assert kinds == {kind.kind for kind in STEP_KINDS}
     saturated = np.array([40.0, 0.0, -5.0, 1.0, -1.0])
     cases = [
         (compiled, "L", {"z": z, "M": M, "b": b, "y": y}, closed_form(z, M, b, y)),
         (hessian, "d2f", {"z": z}, softmax_jacobian(z)),
         (hessian, "d2f", {"z": saturated}, softmax_jacobian(saturated)),
+        (product, "hvp_f", {"z": z, "v": v}, softmax_jvp(z, v)),
+        (product, "hvp_f", {"z": saturated, "v": v}, softmax_jvp(saturated, v)),
     ]
     torch = pytest.importorskip("torch")
     for function, name, arrays, expected in cases:
