@@ -56,6 +56,7 @@ from .program import (
 from .residuals import RESIDUAL_NAME, named_readably, residuals_named, with_output_letters, written_in_place
 from .runtime import as_array, run, run_with
 from .semantics import output_indices
+from .steps import values_read
 from .structured import CONVENTIONS, check_square, check_structure, projected, structure_of, written_symmetric
 
 Source = str | Program | Statement
@@ -449,10 +450,11 @@ class Compiled:
             out[name] = value
         self._check_ranks(out)
         reject_complex(self.not_analytic, out)
-        # the dtype of the arrays the derivative reads, as on NumPy (whose contractions take the
-        # common dtype of the arrays they read, values or sizes): one it does not read at all
-        # (d(x_i x_i + s)/dx) does not widen it
-        read = {name for step in (line or self._line or self.line).steps for name in step.reads()}
+        # the dtype of the arrays whose values the derivative reads, as on NumPy (whose contractions
+        # take the common dtype of their operands): one it does not read (d(x_i x_i + s)/dx), or
+        # reads for its size only (y in the logistic loss's Hessian), does not widen it; where it
+        # reads values of none (d(sum_i(x_i))/dx), those it reads for their sizes count
+        read = values_read((line or self._line or self.line).steps)
         dtype = ops.float_dtype([value for name, value in out.items() if name in read] or list(out.values()))
         like = first[1] if first is not None else None
         return {name: ops.astype(value, dtype) for name, value in out.items()}, dtype, like

@@ -54,6 +54,7 @@ from .steps import (
     SoftmaxComplement,
     Solve,
     Step,
+    values_read,
 )
 
 _HEADER = {"python": "import numpy as np\n", "jax": "import jax.numpy as np\n", "torch": "import torch\n"}
@@ -283,13 +284,15 @@ def _float(x):
     return x if x.is_floating_point() or x.is_complex() else x.to(torch.float64)
 ''',
         "_floats": '''
-def _floats(*xs):
+def _floats(*xs, read=None):
     """The inputs as tensors of one dtype, as einderiv's torch backend reads them: each as
-    _float, then all promoted together (float32 beside an integer is float64, as in NumPy;
-    torch.einsum takes no operands of two dtypes)."""
+    _float, then promoted together (float32 beside an integer is float64, as in NumPy;
+    torch.einsum takes no operands of two dtypes); only the inputs at the positions read, whose
+    values the function reads, count, where it names them."""
     xs = [_float(x) for x in xs]
-    dtype = xs[0].dtype
-    for x in xs[1:]:
+    counted = [xs[k] for k in read] if read else xs
+    dtype = counted[0].dtype
+    for x in counted[1:]:
         dtype = torch.promote_types(dtype, x.dtype)
     return [x.to(dtype) for x in xs]
 ''',
@@ -1038,7 +1041,10 @@ def _source(
     arguments = [names[p] for p in parameters]  # integers as float64, as einderiv reads them
     if flavour == "torch":  # one dtype for all, as the torch backend (einderiv.backends) has it
         helpers.add("_floats")
-        body.lines.append(f"{', '.join(arguments)}, = _floats({', '.join(arguments)})")
+        read = values_read(line.steps)
+        counted = [k for k, p in enumerate(parameters) if p in read]
+        chosen = f", read={tuple(counted)}" if counted and len(counted) < len(parameters) else ""
+        body.lines.append(f"{', '.join(arguments)}, = _floats({', '.join(arguments)}{chosen})")
     else:
         body.lines.append(f"{', '.join(arguments)} = {', '.join(f'_float({a})' for a in arguments)}")
     for step in line.steps:

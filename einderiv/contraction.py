@@ -114,7 +114,9 @@ class Contraction:
         self.poly = poly
         self.hints = hints
         self.terms: tuple[EinsumTerm, ...] = emit(poly)
-        self.names = sorted({n for t in self.terms for n in t.operands if n not in _SIZED} | hint_names(hints))
+        #: the arrays whose values the terms read; ``names`` adds those read for their sizes only
+        self.operand_names = sorted({n for t in self.terms for n in t.operands if n not in _SIZED})
+        self.names = sorted(set(self.operand_names) | hint_names(hints))
         self._plans: dict[tuple, tuple] = {}
         self._whole_first = bool(self.terms) and len(self.terms[0].output) == len(poly.indices)
         self._writers: dict[int, object] = {}  # id of a planned contraction -> its writer (or None)
@@ -136,7 +138,9 @@ class Contraction:
 
     def _plan(self, values: Mapping[str, np.ndarray]):
         out_sizes, term_sizes, out_shape = self._sizes(values)
-        arrays = [values[n] for n in self.names]
+        # the operands' dtype; the arrays read for their sizes only count where the terms read no
+        # values (a count or a delta): the Hessian of a float32 logistic loss is float32 whatever y is
+        arrays = [values[n] for n in self.operand_names or self.names]
         dtype = np.result_type(*arrays) if arrays else np.dtype(np.float64)
         if dtype.kind not in "fc":
             dtype = np.dtype(np.float64)

@@ -50,6 +50,11 @@ class Step:
         """The names this step reads."""
         return tuple(name for name in (self.source, self.operand) if name is not None)
 
+    def reads_values(self) -> tuple[str, ...]:
+        """The names whose values this step reads (:meth:`reads` less those read for their sizes
+        only): the arrays that decide the result's dtype."""
+        return self.reads()
+
 
 @dataclass(frozen=True)
 class Contract(Step):
@@ -60,6 +65,9 @@ class Contract(Step):
 
     def reads(self) -> tuple[str, ...]:
         return tuple(self.contraction.names)
+
+    def reads_values(self) -> tuple[str, ...]:
+        return tuple(self.contraction.operand_names)
 
 
 @dataclass(frozen=True)
@@ -158,6 +166,12 @@ class SoftmaxCentred(Step):
     kind: ClassVar[str] = "softmax_centred"
 
 
+def values_read(steps) -> set[str]:
+    """The names whose values ``steps`` read, or, where they read values of none (a count, a
+    delta), those they read for their sizes: the arrays that decide a result's dtype."""
+    return {n for step in steps for n in step.reads_values()} or {n for step in steps for n in step.reads()}
+
+
 #: every kind of step: each interpreter has an entry for each (tests/test_steps.py checks)
 STEP_KINDS: tuple[type[Step], ...] = (
     Contract,
@@ -183,4 +197,5 @@ __all__ = [
     "SoftmaxComplement",
     "Solve",
     "Step",
+    "values_read",
 ]

@@ -321,11 +321,22 @@ def test_integers_count_as_float64_beside_float32(backend, convert):
     assert unread(x=x, s=2.0).dtype == np.float32
     assert str(unread(x=convert(x), s=2.0).dtype).endswith("float32")
     assert str(unread(x=convert(x), s=convert(np.float64(2.0))).dtype).endswith("float32")
-    # an input read for its size (n's j in 2 x + 0 n_j) counts, as NumPy's contraction reads it
+    # an input read for its size only does not widen it either (a hunt's find: the Hessian of a
+    # float32 logistic loss was float32 on NumPy and float64 on torch and jax beside a float64 y,
+    # which sizes its n; 2 x + 0 n_j was float64 on NumPy, the logistic Hessian float32) ...
     sized = einderiv.grad("f = x_i x_i + n_j n_j", "x")
     n = np.ones(4)
-    assert sized(x=x, n=n).dtype == np.float64
-    assert str(sized(x=convert(x), n=convert(n)).dtype).endswith(str(sized(x=x, n=n).dtype))
+    assert sized(x=x, n=n).dtype == np.float32
+    assert str(sized(x=convert(x), n=convert(n)).dtype).endswith("float32")
+    hessian = einderiv.hessian("L = sum_n(softplus(X_nd w_d) - y_n X_nd w_d)", "w")
+    X, y = np.ones((5, 3), np.float32), np.ones(5)
+    assert hessian(X=X, w=x, y=y).dtype == np.float32
+    assert str(hessian(X=convert(X), w=convert(x), y=convert(y)).dtype).endswith("float32")
+    # ... but where the result reads values of none (the gradient of sum_i(x_i) is ones), the
+    # inputs it takes its sizes from give its dtype
+    ones = einderiv.grad("f = sum_i(x_i) + s", "x")
+    assert ones(x=x, s=np.float64(2.0)).dtype == np.float32
+    assert str(ones(x=convert(x), s=convert(np.float64(2.0))).dtype).endswith("float32")
 
 
 @pytest.mark.skipif(not _installed("dask"), reason="dask not installed")

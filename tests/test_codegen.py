@@ -643,6 +643,31 @@ def test_generated_torch_takes_float32_beside_integers_as_the_torch_backend_does
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
 
 
+def test_generated_torch_counts_only_the_inputs_whose_values_it_reads_for_the_dtype(tmp_path):
+    """A hunt's find: the generated torch module promoted every input, so the gradient of
+    ``x_i x_i + s`` (2 x) was float64 for a float32 x beside a float64 s, and the logistic loss's
+    Hessian float64 beside a float64 y it reads for its size only, where NumPy, the torch backend
+    and the README give float32.  Each against NumPy's float64 closed form."""
+    torch = pytest.importorskip("torch")
+    x = np.float32([1.5, 2.0, -0.5])
+    X, w, y = np.float32([[1, 2], [0.5, -1], [2, 0]]), np.float32([0.3, -0.2]), np.array([1.0, 0.0, 1.0])
+    s = np.float64(3.0)
+    gradient = einderiv.grad("f = x_i x_i + s", "x")
+    hessian = einderiv.hessian("L = sum_n(softplus(X_nd w_d) - y_n X_nd w_d)", "w")
+    module = load(generate([gradient, hessian], "torch"), tmp_path, "read_dtype_torch")
+    p = 1 / (1 + np.exp(-(X.astype(np.float64) @ w.astype(np.float64))))
+    cases = [
+        (module.df_dx, gradient, {"x": x, "s": s}, 2 * x.astype(np.float64)),
+        (module.d2L_dw_dw, hessian, {"X": X, "w": w, "y": y}, (X.T * p * (1 - p)) @ X),
+    ]
+    for generated, compiled, arrays, expected in cases:
+        tensors = {name: torch.as_tensor(value) for name, value in arrays.items()}
+        for got in (generated(**tensors), compiled.call(tensors)):
+            assert got.dtype == torch.float32
+            np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6)
+        assert compiled(**arrays).dtype == np.float32
+
+
 def test_product_functions_are_named_for_what_they_compute(tmp_path):
     # an HVP was named dd1L, a Hessian diagonal dL (a gradient's name), a JVP and a VJP both ds
     loss, layer = "L = sum_i(exp(w_i) x_i)", "f_i = tanh(A_ij s_j)"
