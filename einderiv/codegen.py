@@ -69,6 +69,17 @@ def _count_power(n, p):
 '''
 
 #: the python and jax flavours' log-softmax (``np`` is jax.numpy in a jax module)
+_LOG_OF_SUM = '''
+def _log_of_sum(e, axes):
+    """log(sum over axes of e) for e = exp(v - max v), kept axes of size 1; where the sum is in
+    [1, 1 + 2**-10), log1p of the other entries' sum, which keeps what log(1 + s) rounds away."""
+    total = np.sum(e, axis=axes, keepdims=True)
+    if np.iscomplexobj(e):
+        return np.log(total)
+    others = np.sum(np.where(e < 1, e, 0), axis=axes, keepdims=True)
+    return np.where((total >= 1) & (total < 1 + 2**-10), np.log1p(others), np.log(total))
+'''
+
 _LOG_SOFTMAX = '''
 def _log_softmax(v, axes):
     """v - log(sum over axes of exp(v)), as (v - max) - log(sum exp(v - max)): exact where the
@@ -81,7 +92,7 @@ def _log_softmax(v, axes):
         return v - np.log(np.sum(np.exp(v), axis=axes, keepdims=True))
     peak = np.max(v, axis=axes, keepdims=True)
     shifted = v - np.where(np.isfinite(peak), peak, 0)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=axes, keepdims=True))
+    return shifted - _log_of_sum(np.exp(shifted), axes)
 '''
 
 _SOFTMAX_COMPLEMENT = '''
@@ -153,12 +164,13 @@ def _softmax(v, axes):
         "_softmax_complement": _SOFTMAX_COMPLEMENT,
         "_softmax_centred": _SOFTMAX_CENTRED,
         "_log_softmax": _LOG_SOFTMAX,
+        "_log_of_sum": _LOG_OF_SUM,
         "_logsumexp": '''
 def _logsumexp(v, axes, order):
     """log(sum over axes of exp(v)), shifted by the largest finite value; the kept axes in order."""
     peak = np.max(v, axis=axes, keepdims=True, initial=-np.inf)
     peak = np.where(np.isfinite(peak), peak, 0)
-    out = np.squeeze(np.log(np.sum(np.exp(v - peak), axis=axes, keepdims=True)) + peak, axis=axes)
+    out = np.squeeze(_log_of_sum(np.exp(v - peak), axes) + peak, axis=axes)
     if np.iscomplexobj(out):  # NumPy's principal log: the imaginary part in (-pi, pi]
         out = out - 2j * np.pi * np.ceil((out.imag - np.pi) / (2 * np.pi))
     kept = [k for k in range(v.ndim) if k not in axes]
@@ -226,6 +238,7 @@ def _softmax(v, axes):
         "_softmax_complement": _SOFTMAX_COMPLEMENT,
         "_softmax_centred": _SOFTMAX_CENTRED,
         "_log_softmax": _LOG_SOFTMAX,
+        "_log_of_sum": _LOG_OF_SUM,
         "_logsumexp": '''
 def _logsumexp(v, axes, order):
     """log(sum over axes of exp(v)), shifted by the largest finite value; the kept axes in order."""
@@ -234,7 +247,7 @@ def _logsumexp(v, axes, order):
     else:
         peak = np.max(v, axis=axes, keepdims=True)
         peak = np.where(np.isfinite(peak), peak, 0)
-        out = np.log(np.sum(np.exp(v - peak), axis=axes, keepdims=True)) + peak
+        out = _log_of_sum(np.exp(v - peak), axes) + peak
     out = np.squeeze(out, axis=axes)
     if np.iscomplexobj(out):  # NumPy's principal log: the imaginary part in (-pi, pi]
         out = out - 2j * np.pi * np.ceil((np.imag(out) - np.pi) / (2 * np.pi))
@@ -345,7 +358,17 @@ def _log_softmax(v, axes):
         return v - torch.log(torch.sum(torch.exp(v), dim=axes, keepdim=True))
     peak = torch.amax(v, dim=axes, keepdim=True)
     shifted = v - torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-    return shifted - torch.log(torch.sum(torch.exp(shifted), dim=axes, keepdim=True))
+    return shifted - _log_of_sum(torch.exp(shifted), axes)
+''',
+        "_log_of_sum": '''
+def _log_of_sum(e, axes):
+    """log(sum over axes of e) for e = exp(v - max v), kept axes of size 1; where the sum is in
+    [1, 1 + 2**-10), log1p of the other entries' sum, which keeps what log(1 + s) rounds away."""
+    total = torch.sum(e, dim=axes, keepdim=True)
+    if torch.is_complex(e):
+        return torch.log(total)
+    others = torch.sum(torch.where(e < 1, e, torch.zeros_like(e)), dim=axes, keepdim=True)
+    return torch.where((total >= 1) & (total < 1 + 2**-10), torch.log1p(others), torch.log(total))
 ''',
         "_logsumexp": '''
 def _logsumexp(v, axes, order):
@@ -357,7 +380,7 @@ def _logsumexp(v, axes, order):
     else:
         peak = torch.amax(v, dim=axes, keepdim=True)
         peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-        out = torch.log(torch.sum(torch.exp(v - peak), dim=axes, keepdim=True)) + peak
+        out = _log_of_sum(torch.exp(v - peak), axes) + peak
     out = torch.squeeze(out, dim=axes) if axes else out
     kept = [k for k in range(v.ndim) if k not in axes]
     return out.permute([kept.index(k) for k in order])
@@ -606,6 +629,8 @@ class _Body:
 
     def helper(self, name: str) -> str:
         self.helpers.add(name)
+        if name in ("_logsumexp", "_log_softmax"):
+            self.helpers.add("_log_of_sum")
         if self.flavour == "jax" and name in ("_inv", "_solve"):
             self.helpers.add("_invertible")
         return name

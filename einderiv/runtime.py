@@ -181,6 +181,27 @@ def refuse_complex_log_softmax(v) -> None:
         )
 
 
+#: a sum of exp(v - max v) below this has one leading entry whose log is log1p of the others' sum
+#: (:func:`_log_of_sum`); from it on, log(1 + s) is within 1.1e-13 of log1p(s) relatively
+LEADING = 1 + 2**-10
+
+
+def _log_of_sum(e: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """log Σ e over ``axes`` (kept as axes of size 1) for e = exp(v - max v), whose largest entries
+    are 1, overwriting e: where the sum is in [1, :data:`LEADING`) (one entry, 1, holds nearly all),
+    log1p of the others' sum, which keeps what log(1 + s) rounds away: log(1 + 4.2e-18) is 0, and
+    so were the top entry of a log-softmax at logits [40, 0] and the cross-entropy of a confident
+    prediction."""
+    total = _sums(e, axes)
+    if e.dtype.kind != "f":
+        return np.log(total)
+    near = (total >= 1) & (total < LEADING)
+    if not near.any():
+        return np.log(total)
+    others = _sums(np.multiply(e, e < 1, out=e), axes)
+    return np.where(near, np.log1p(others), np.log(total))
+
+
 def _logsumexp(v: np.ndarray, axes: tuple[int, ...], order: tuple[int, ...]) -> np.ndarray:
     """log(sum over ``axes`` of exp(v)), max-shifted; the kept axes are returned in ``order``
     (at complex values, NumPy's principal log: :func:`principal`)."""
@@ -188,14 +209,15 @@ def _logsumexp(v: np.ndarray, axes: tuple[int, ...], order: tuple[int, ...]) -> 
         peak = v.max()
         if not np.isfinite(peak):
             peak = 0.0
-        with np.errstate(divide="ignore"):
-            return principal(np.asarray(np.log(np.exp(v - peak).sum()) + peak), np)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            e = np.exp(v - peak)
+            return principal(np.asarray(_log_of_sum(e, tuple(range(v.ndim))).reshape(()) + peak), np)
     peak = _peaks(v, axes)
     if not np.isfinite(peak).all():
         peak = np.where(np.isfinite(peak), peak, 0)
     shifted = np.subtract(v, peak)
-    with np.errstate(divide="ignore"):
-        out = np.log(_sums(np.exp(shifted, out=shifted), axes)) + peak
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = _log_of_sum(np.exp(shifted, out=shifted), axes) + peak
     out = principal(np.squeeze(out, axis=axes), np)
     kept = [k for k in range(v.ndim) if k not in axes]
     return np.transpose(out, [kept.index(k) for k in order]) if out.ndim else out
@@ -210,8 +232,18 @@ def _log_softmax(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
             return v - np.log(np.sum(np.exp(v), axis=axes, keepdims=True))
         peak = _peaks(v, axes)
         shifted = np.subtract(v, np.where(np.isfinite(peak), peak, 0))
-        shifted -= np.log(_sums(np.exp(shifted), axes))
+        shifted -= _log_of_sum(np.exp(shifted), axes)
         return shifted
+
+
+def generic_log_of_sum(e, axes: tuple[int, ...], ops: ArrayOps):
+    """log Σ e over ``axes`` for e = exp(v - max v); where the sum is in [1, :data:`LEADING`),
+    log1p of the others' sum (:func:`_log_of_sum`)."""
+    total = ops.sum(e, axes)
+    if is_complex(e):
+        return ops.xp.log(total)
+    others = ops.sum(ops.where(e < 1, e, ops.xp.zeros_like(e)), axes)
+    return ops.where((total >= 1) & (total < LEADING), ops.xp.log1p(others), ops.xp.log(total))
 
 
 def generic_log_softmax(v, axes: tuple[int, ...], ops: ArrayOps):
@@ -220,7 +252,7 @@ def generic_log_softmax(v, axes: tuple[int, ...], ops: ArrayOps):
     if 0 in tuple(v.shape):
         return v - ops.xp.log(ops.sum(ops.xp.exp(v), axes))
     shifted = v - ops.finite_or_zero(ops.amax(v, axes))
-    return shifted - ops.xp.log(ops.sum(ops.xp.exp(shifted), axes))
+    return shifted - generic_log_of_sum(ops.xp.exp(shifted), axes, ops)
 
 
 def generic_softmax(v, axes: tuple[int, ...], ops: ArrayOps):
@@ -257,7 +289,7 @@ def generic_logsumexp(v, axes: tuple[int, ...], order: tuple[int, ...], ops: Arr
         out = ops.xp.log(ops.sum(ops.xp.exp(v), axes))
     else:
         peak = ops.finite_or_zero(ops.amax(v, axes))
-        out = ops.xp.log(ops.sum(ops.xp.exp(v - peak), axes)) + peak
+        out = generic_log_of_sum(ops.xp.exp(v - peak), axes, ops) + peak
     out = principal(ops.squeeze(out, axes), ops.xp)
     kept = [k for k in range(len(v.shape)) if k not in axes]
     permutation = [kept.index(k) for k in order]
