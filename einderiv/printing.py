@@ -46,7 +46,7 @@ from .normal import (
     rename_atom,
     rename_term_apart,
 )
-from .rewrites import logsumexp_parts
+from .rewrites import logsumexp_parts, softmax_parts
 
 
 def _written_names(expr: Expr) -> set[str]:
@@ -149,6 +149,11 @@ def atom_to_expr(atom, visible: set[str]) -> Expr:
         return Call("mean", Delta(j, index), (j,))
     if not isinstance(atom, Apply):
         return atom
+    if softmax_parts(atom) is not None:  # exp(v - logsumexp_R(v)) reads as softmax_R(v), as it is written
+        rest, axes = softmax_parts(Apply(atom.func, _apart(atom.arg, visible), atom.param))
+        inner = to_expr(rest, visible | set(rest.indices), nested=True)
+        visible |= _written_names(inner)
+        return Call("softmax", inner, tuple(rest.indices[k] for k in axes))
     if logsumexp_parts(atom) is not None:  # log(sum_R(exp(v))) reads as logsumexp_R(v)
         arg = _apart(atom.arg, visible)
         v, summed = logsumexp_parts(Apply(atom.func, arg, atom.param))

@@ -413,9 +413,41 @@ SOFTMAX = [
 ]
 
 
+@pytest.mark.parametrize(
+    "kind, source, wrt, text",
+    [
+        ("grad", "L = logsumexp_k(z_k)", "z", "dL/dz_i = softmax_i(z_i)"),
+        ("hessian", "L = logsumexp_k(z_k)", "z", "d2L/dz_i dz_j = (delta_ij - softmax_j(z_j)) softmax_i(z_i)"),
+        ("grad", "L = sum_n(logsumexp_k(Z_nk))", "Z", "dL/dZ_ij = softmax_j(Z_ij)"),
+        ("grad", "L = -Y_nk log(softmax_k(X_nd W_dk))", "W", "dL/dW_ij = -Y_nj X_ni + Y_nk softmax_j(X_nd W_dj) X_ni"),
+    ],
+)
+def test_a_derivative_prints_a_softmax_as_the_softmax_it_is(kind, source, wrt, text):
+    """The derivative of a logsumexp is a softmax, exp(z_i - logsumexp_k(z_k)) in the normal form,
+    and it printed as that exp; it prints as ``softmax_i(z_i)``, as a textbook writes it, and the
+    text read back gives the same numbers (against NumPy's max-shifted softmax)."""
+    derivative = getattr(einderiv, kind)(source, wrt)
+    assert str(derivative) == text
+    rng = np.random.default_rng(4)
+    z, Z, X, W = rng.normal(size=4), 3 * rng.normal(size=(5, 4)), rng.normal(size=(5, 2)), rng.normal(size=(2, 4))
+    Y = np.eye(4)[[0, 3, 1, 1, 2]]
+    arrays = {name: value for name, value in {"z": z, "Z": Z, "X": X, "W": W, "Y": Y}.items() if f"{name}_" in source}
+    again = einderiv.compile(text)
+    np.testing.assert_allclose(again(**arrays), derivative(**arrays), rtol=1e-13)
+
+    def softmax(v):
+        e = np.exp(v - v.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    if source == "L = logsumexp_k(z_k)":
+        expected = softmax(z) if kind == "grad" else np.diag(softmax(z)) - np.outer(softmax(z), softmax(z))
+        np.testing.assert_allclose(derivative(z=z), expected, rtol=1e-13)
+
+
 @pytest.mark.parametrize("source", SOFTMAX, ids=["statement", "program", "program with the sum named"])
 def test_hand_written_softmax_is_the_max_shifted_softmax(source):
-    assert compiled_text(source) == "exp(z_k - logsumexp_j(z_j))"
+    # exp(z_k - logsumexp_j(z_j)), which a softmax is lowered to, printed as the softmax it is
+    assert compiled_text(source) == "softmax_k(z_k)"
     for z in (LOGITS, -LOGITS):
         p = mp_softmax(mp(z))
         close(einderiv.evaluate(source, z=z), p, atol=1e-300)
