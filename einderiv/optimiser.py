@@ -701,23 +701,24 @@ class StraightLine:
         parts = self._softmax_centred_parts(poly)
         if parts is None:
             return False
-        step, x, coeff = parts
+        p, axes, x, coeff = parts
         if coeff == 1:
-            self.steps.append(SoftmaxCentred(name, source=step.target, operand=x, axes=step.axes))
+            self.steps.append(SoftmaxCentred(name, source=p, operand=x, axes=axes))
             return True
         centred = self._temp()
-        self.steps.append(SoftmaxCentred(centred, source=step.target, operand=x, axes=step.axes))
+        self.steps.append(SoftmaxCentred(centred, source=p, operand=x, axes=axes))
         term = Term(coeff, (Tensor(centred, poly.indices),))
         self.steps.append(Contract(name, Contraction(Poly((term,), poly.indices), hints)))
         return True
 
-    def _softmax_centred_parts(self, poly: Poly) -> tuple[Softmax, str, Fraction] | None:
-        """``(the softmax step p, x, c)`` where ``poly`` is ``c x_a - c p_b x_b``: x an array over
-        ``poly``'s indices in their order, p a softmax along one axis whose index b is summed, x
-        read over p's indices in the second term and over b's place taken by a in the first."""
+    def _softmax_centred_parts(self, poly: Poly) -> tuple[str, tuple, str, Fraction] | None:
+        """``(p, its axes, x, c)`` where ``poly`` is ``c x_a - c p_b x_b``: x an array over
+        ``poly``'s indices in their order, p an array holding a softmax along one axis whose index
+        b is summed (:meth:`_softmax_arrays`), x read over p's indices in the second term and over
+        b's place taken by a in the first."""
         if len(poly.terms) != 2 or len(set(poly.indices)) != len(poly.indices):
             return None
-        softmax = {s.target: s for s in self.steps if isinstance(s, Softmax) and len(s.axes[0]) == 1}
+        softmax = self._softmax_arrays()
         for single, pair in (poly.terms, reversed(poly.terms)):
             if len(single.factors) != 1 or len(pair.factors) != 2 or pair.coeff != -single.coeff:
                 continue
@@ -725,14 +726,62 @@ class StraightLine:
             if not isinstance(x, Tensor) or x.indices != poly.indices:
                 continue
             for p, other in (pair.factors, pair.factors[::-1]):
-                step = softmax.get(p.name) if isinstance(p, Tensor) else None
-                if step is None or not isinstance(other, Tensor) or (other.name, other.indices) != (x.name, p.indices):
+                if not isinstance(p, Tensor) or p.name not in softmax or not isinstance(other, Tensor):
                     continue
-                axis = step.axes[0][0]
-                if len(p.indices) != len(x.indices) or p.indices[axis] in poly.indices:
+                if other.name != x.name or len(set(p.indices)) != len(p.indices):
                     continue
-                if p.indices[:axis] + (x.indices[axis],) + p.indices[axis + 1 :] == x.indices:
-                    return step, x.name, single.coeff
+                if sorted(other.indices) != sorted(p.indices):
+                    continue
+                b = p.indices[self._softmax_axis(softmax[p.name])]
+                laid = self._laid_out_as(softmax, p, other.indices)  # p as x reads it: one layout
+                if laid is None or b in poly.indices:
+                    continue
+                if tuple(x.indices[k] if i == b else i for k, i in enumerate(other.indices)) == x.indices:
+                    return laid, ((self._softmax_axis(softmax[laid]),), ()), x.name, single.coeff
+        return None
+
+    def _softmax_arrays(self) -> dict[str, tuple[str, tuple[int, ...], int]]:
+        """Each array that holds a softmax along one axis -> ``(the softmax step, order, axis)``:
+        ``order[j]`` is the step's axis that the array's axis j holds (None: the step's own
+        order), and ``axis`` the step's softmax axis.  The softmax steps themselves, and the
+        permutations of them that a statement laying its axes out otherwise makes (``P_nk =
+        softmax_k(Z_kn)`` is the step ``_t0 = softmax(Z)`` over axis 0, then ``P = 'kn->nk'
+        (_t0)``; its 1 - P and its centred products were missed)."""
+        found: dict[str, tuple[str, tuple[int, ...] | None, int]] = {
+            s.target: (s.target, None, s.axes[0][0])
+            for s in self.steps
+            if isinstance(s, Softmax) and len(s.axes[0]) == 1
+        }
+        for step in self.steps:
+            if not isinstance(step, Contract) or len(step.contraction.poly.terms) != 1:
+                continue
+            poly = step.contraction.poly
+            (term,) = poly.terms
+            read = term.factors[0] if len(term.factors) == 1 else None
+            if term.coeff != 1 or not isinstance(read, Tensor) or read.name not in found:
+                continue
+            distinct = len(set(read.indices)) == len(read.indices) == len(poly.indices)
+            if distinct and set(read.indices) == set(poly.indices):
+                root, order, axis = found[read.name]
+                own = order or tuple(range(len(read.indices)))
+                found[step.target] = (root, tuple(own[read.indices.index(i)] for i in poly.indices), axis)
+        return found
+
+    @staticmethod
+    def _softmax_axis(entry: tuple) -> int:
+        """The softmax axis of an array of :meth:`_softmax_arrays` in its own layout."""
+        _, order, axis = entry
+        return axis if order is None else order.index(axis)
+
+    @staticmethod
+    def _laid_out_as(found: dict, p: Tensor, letters: tuple[str, ...]) -> str | None:
+        """The array of :meth:`_softmax_arrays` holding the softmax that ``p`` reads with its axes
+        in the order of ``letters`` (a permutation of p's), or None where no step lays it out so."""
+        root, order, _ = found[p.name]
+        on_root = dict(zip(order or range(len(p.indices)), p.indices))  # the step's axis -> its letter
+        for name, (other, layout, _) in found.items():
+            if other == root and tuple(on_root[k] for k in (layout or range(len(letters)))) == letters:
+                return name
         return None
 
     def _shared_products(self, poly: Poly) -> Poly:
@@ -953,7 +1002,7 @@ class StraightLine:
         diagonal, 1 off it).  Summed, p_a - p_a^2 cancelled to 0 wherever p_a rounds to 1: the
         Hessian of logsumexp at [40, 0, -5] had 0 for 4.3e-18 (jax too).  Ends: each pair is
         rewritten once, into terms holding a c or an M, which no pair holds."""
-        softmax = {s.target: s for s in self.steps if isinstance(s, Softmax) and len(s.axes[0]) == 1}
+        softmax = self._softmax_arrays()
         if not softmax or len(terms) < 2:
             return terms
         squares = {
@@ -977,10 +1026,11 @@ class StraightLine:
         done: set[int] = set()
         for k, term in enumerate(terms):
             for place, p in enumerate(term.factors):
-                step = softmax.get(p.name) if isinstance(p, Tensor) else None
-                if k in done or step is None or len(set(p.indices)) != len(p.indices):
+                entry = softmax.get(p.name) if isinstance(p, Tensor) else None
+                if k in done or entry is None or len(set(p.indices)) != len(p.indices):
                     continue
-                axis = step.axes[0][0]
+                axis = self._softmax_axis(entry)
+                axes = ((axis,), ())
                 rest = term.factors[:place] + term.factors[place + 1 :]
                 squared = [Tensor(n, p.indices) for n, source in squares.items() if source == p.name]
                 diagonal = next(
@@ -988,7 +1038,7 @@ class StraightLine:
                     None,
                 )
                 if diagonal is not None:  # R p_a - R p_a^2 = R p_a c_a
-                    complement = Tensor(self._softmax_complement(step), p.indices)
+                    complement = Tensor(self._softmax_complement(p.name, axes), p.indices)
                     out[k] = Term(term.coeff, (*term.factors[: place + 1], complement, *rest[place:]))
                     out[diagonal] = None
                     done |= {k, diagonal}
@@ -1004,7 +1054,7 @@ class StraightLine:
                     partner = partner_of(k, (*rest[:at], *rest[at + 1 :], p, other))
                     if partner is None:
                         continue
-                    complement = Tensor(self._softmax_complement(step), p.indices)
+                    complement = Tensor(self._softmax_complement(p.name, axes), p.indices)
                     mask = Tensor(self._off_diagonal(p.name, axis), (a, b))
                     out[k] = Term(term.coeff, (*term.factors[: place + 1], complement, *term.factors[place + 1 :]))
                     out[partner] = Term(terms[partner].coeff, (*terms[partner].factors, mask))
@@ -1012,12 +1062,13 @@ class StraightLine:
                     break
         return [t for t in out if t is not None]
 
-    def _softmax_complement(self, step: Softmax) -> str:
-        """The step holding 1 - p for the softmax step ``step`` = p (:class:`SoftmaxComplement`)."""
-        key = ("softmax complement", step.target)
+    def _softmax_complement(self, name: str, axes: tuple) -> str:
+        """The step holding 1 - p for the array ``name`` = p, a softmax along ``axes[0]``
+        (:class:`SoftmaxComplement`)."""
+        key = ("softmax complement", name)
         if key not in self._calls:
             self._calls[key] = self._temp()
-            self.steps.append(SoftmaxComplement(self._calls[key], source=step.target, axes=step.axes))
+            self.steps.append(SoftmaxComplement(self._calls[key], source=name, axes=axes))
         return self._calls[key]
 
     def _off_diagonal(self, name: str, axis: int) -> str:

@@ -1739,7 +1739,7 @@ def test_a_batched_softmax_gradient_keeps_its_accuracy_in_each_saturated_row(sou
         np.testing.assert_array_equal(got[3], p * (A[3] - p @ A[3]))
 
 
-@pytest.mark.parametrize("form", ["program", "statement"])
+@pytest.mark.parametrize("form", ["program", "statement", "scores laid out otherwise"])
 def test_the_attention_gradient_keeps_its_accuracy_at_a_saturated_row(form):
     """Single-head attention <softmax(c Q K^T) V, G> by Q, with a query whose scores are 60
     apart: its row of the gradient, c Σ_j p_ij (g_ij - Σ p g) K_jd with g = G V^T, lost the top
@@ -1748,6 +1748,7 @@ def test_the_attention_gradient_keeps_its_accuracy_at_a_saturated_row(form):
     source = {
         "program": "S_ij = c Q_id K_jd; A_ij = softmax_j(S_ij); O_ie = A_ij V_je; L = O_ie G_ie",
         "statement": "L = softmax_j(c Q_id K_jd) V_je G_ie",
+        "scores laid out otherwise": "S_ji = c Q_id K_jd; A_ij = softmax_j(S_ji); O_ie = A_ij V_je; L = O_ie G_ie",
     }[form]
     K = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.5]])
     Q = np.array([[60.0, -10.0], [0.3, -0.2]])
@@ -1888,3 +1889,35 @@ def test_the_kl_divergence_gradient_keeps_its_top_entry_where_one_logit_leads(so
         expected = [float(mpmath.diff(divergence, zs, tuple(int(k == i) for k in range(3)))) for i in range(3)]
     got = einderiv.grad(source, "z")(z=np.array(z), q=np.array(q))
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        "P_kn = softmax_k(Z_kn); L = P_kn W_kn",
+        "P_nk = softmax_k(Z_kn); L = P_nk W_kn",
+        "P_nk = softmax_k(Z_kn); L = W_kn P_nk",
+    ],
+)
+def test_a_softmax_statement_laid_out_otherwise_keeps_its_accuracy_at_saturated_logits(program):
+    """A hunt's find: where a softmax's statement lays its axes out otherwise than its argument
+    (``P_nk = softmax_k(Z_kn)``: the softmax step over Z's axis 0, then a permutation), the
+    centred and complement steps were not found, and the gradient's top entries were 0 (for
+    -4.3e-18 and 5.7e-127), its JVP 2x off and the cross-entropy's Hessian diagonal 0, where the
+    statement in Z's order was exact.  References: mpmath, 400 digits, column by column."""
+    Z = np.array([[40.0, 0.0], [0.0, 300.0], [-5.0, 1.0]])
+    W = np.array([[1.0, 2.0], [2.0, 1.0], [3.0, 0.5]])
+    V = np.array([[0.5, -1.0], [2.0, 0.25], [-1.5, 1.0]])
+    gradient = einderiv.grad(program, "Z")(Z=Z, W=W)
+    expected = np.column_stack([_centred_mp(Z[:, n], W[:, n]) for n in range(2)])
+    np.testing.assert_allclose(gradient, expected, rtol=1e-13, atol=0)
+    jvp = einderiv.jvp(program, "Z")(Z=Z, W=W, v=V)
+    tangent = np.column_stack([_centred_mp(Z[:, n], V[:, n]) for n in range(2)])
+    with mpmath.workdps(400):
+        exact = float(mpmath.fsum(mpmath.mpf(float(t)) * float(w) for t, w in zip(tangent.ravel(), W.ravel())))
+    np.testing.assert_allclose(jvp, exact, rtol=1e-12, atol=0)
+    statement = program.split(";")[0]
+    cross_entropy = f"{statement}; L = -Y_kn log({statement.split('=')[0].strip()})"
+    Y = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    got = einderiv.hessian_diag(cross_entropy, "Z")(Z=Z, Y=Y)
+    np.testing.assert_allclose(got, np.column_stack([np.diag(_jacobian_mp(Z[:, n])) for n in range(2)]), rtol=1e-13)
