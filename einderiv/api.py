@@ -1070,22 +1070,35 @@ def sized_constant_adjoints(
         if root is not None and not axes and d.statement is None and len(d.indices) == len(root.indices):
             # an adjoint of a scalar has the output's axes: dt2dt1_j by t1 in a Jacobian of t2_j
             axes = {i: (root.name, k) for k, i in enumerate(d.indices)}
-        of = {axes[i][0] for i in d.indices if i in axes}
-        if (
-            d.statement is None
-            and set(d.indices) - used
-            and len(of) == 1
-            and all(i in axes and axes[i][1] == k for k, i in enumerate(d.indices))
-            and ranks.get(next(iter(of))) == len(d.indices)
-        ):
+        sizers = _sizing_tensors(d.indices, axes, ranks)
+        if d.statement is None and set(d.indices) - used and sizers is not None:
             shown = d.display()
-            sizing = Mul((Number(Fraction(0)), Tensor(next(iter(of)), d.indices)))
+            sizing = Mul((Number(Fraction(0)), *sizers))
             # a zero adjoint (a softmax summed over its own letter: dfdh_i = 0) is 0 h_i
             rhs = Add((shown.rhs, sizing)) if d.poly.terms else sizing
             d = replace(d, statement=Statement(shown.target, rhs))
         ranks[d.name] = len(d.indices)
         definitions.append(d)
     return replace(program, definitions=definitions)
+
+
+def _sizing_tensors(indices, axes: Mapping[str, tuple[str, int]], ranks: Mapping[str, int]) -> list | None:
+    """The tensors whose axes are the letters ``indices``, each read whole (``t2_i``; ``Z_ij
+    r2_kn`` for a second-order adjoint whose axes come from Z and r2: before, only one tensor's,
+    and ``d2LdZdr2_ijkn = 0`` printed unsized and did not read back), in order of first letter;
+    None where some letter's axis is not known or a tensor is not read whole."""
+    if not indices or any(i not in axes for i in indices):
+        return None
+    letters: dict[str, dict[int, str]] = {}
+    for i in indices:
+        name, position = axes[i]
+        letters.setdefault(name, {})[position] = i
+    tensors = []
+    for name, placed in letters.items():
+        if ranks.get(name) != len(placed) or set(placed) != set(range(len(placed))):
+            return None
+        tensors.append(Tensor(name, tuple(placed[k] for k in range(len(placed)))))
+    return tensors
 
 
 def sized_only_by_deltas(poly: Poly, refs) -> set[str]:

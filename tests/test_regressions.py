@@ -3905,6 +3905,50 @@ def test_a_zero_adjoint_prints_with_its_shape(source):
 
 
 @pytest.mark.parametrize(
+    "source, wrt, line",
+    [
+        ("r_k = softmax_k(Z_k); r2_k = softmax_k(r_k); L = r2_k Y_k", "Z", "d2LdZdr2_ik = 0 Z_i r2_k"),
+        ("L = softmax_k(softmax_k(Z_kn)) Y_nk", "Z", None),
+        ("L = -softmax_i(S_ij) log(softmax_j(S_ij))", "S", None),
+    ],
+)
+def test_a_zero_second_order_adjoint_prints_sized_by_the_tensors_its_axes_come_from(source, wrt, line):
+    """A hunt's find: a second-order adjoint that is 0 and whose axes come from two tensors (Z
+    and r2) printed ``d2LdZdr2_ik = 0``, and the printed Hessian did not read back (an
+    IndexRuleError); only an adjoint of one tensor's axes was sized.  It prints ``0 Z_i r2_k``,
+    and the text read back gives the Hessian's numbers, which are jax's."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    rng = np.random.default_rng(5)
+    arrays = {
+        "Z": rng.normal(size=3) if source.startswith("r_k") else rng.normal(size=(3, 4)),
+        "Y": rng.random(3) if source.startswith("r_k") else rng.random((4, 3)),
+        "S": rng.normal(size=(3, 3)),
+    }
+    arrays = {name: value for name, value in arrays.items() if f"{name}_" in source}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hessian = einderiv.hessian(source, wrt)
+        text = str(hessian)
+        if line is not None:
+            assert line in text.splitlines()
+        again = einderiv.compile(text)(**arrays)
+    np.testing.assert_allclose(again, hessian(**arrays), rtol=1e-12, atol=1e-14)
+    jnp = jax.numpy
+
+    def loss(x):
+        if source.startswith("r_k"):
+            return jax.nn.softmax(jax.nn.softmax(x)) @ arrays["Y"]
+        if source.startswith("L = softmax_k"):
+            return jnp.sum(jax.nn.softmax(jax.nn.softmax(x, axis=0), axis=0) * arrays["Y"].T)
+        # -softmax_i(S_ij) log(softmax_j(S_ij)), summed over i and j
+        return -jnp.sum(jax.nn.softmax(x, axis=0) * jax.nn.log_softmax(x, axis=1))
+
+    expected = np.asarray(jax.hessian(loss)(jnp.asarray(arrays[wrt])))
+    np.testing.assert_allclose(hessian(**arrays), expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(
     "source",
     [
         "t2_ij = softmax_j(A_ij u); t4 = sum_ij(t2_ij); f = sum_ij(t2_ij / (1 + t4^2)) + u^3",
