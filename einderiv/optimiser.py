@@ -694,51 +694,71 @@ class StraightLine:
         return True
 
     def _softmax_centred(self, name: str, poly: Poly, hints=()) -> bool:
-        """``c (x_a - p_b x_b)`` (p a softmax step along b, in a's place in x; a softmax's VJP and
-        HVP hold it) as one :class:`SoftmaxCentred` step times c: summed, x_t - p_b x_b cancelled
-        to 0 wherever p_t rounds to 1 (the gradient of ``softmax_k(z_k) w_k`` at z = [40, 0, -5]
-        had 0 for -4.3e-18 in its first entry; jax too).  Whether the steps were taken."""
+        """``c R (X_a - p_b X_b)`` (p a softmax along b; a softmax's VJP and HVP hold it) as one
+        :class:`SoftmaxCentred` step of X, times c R: summed, X_t - p_b X_b cancelled to 0
+        wherever p_t rounds to 1 (the gradient of ``softmax_k(z_k) w_k`` at z = [40, 0, -5] had 0
+        for -4.3e-18 in its first entry; jax too).  Whether the steps were taken."""
         parts = self._softmax_centred_parts(poly)
         if parts is None:
             return False
-        p, axes, x, coeff = parts
-        if coeff == 1:
+        p, axes, x, letters, coeff, rest = parts
+        if coeff == 1 and not rest and letters == poly.indices:
             self.steps.append(SoftmaxCentred(name, source=p, operand=x, axes=axes))
             return True
         centred = self._temp()
         self.steps.append(SoftmaxCentred(centred, source=p, operand=x, axes=axes))
-        term = Term(coeff, (Tensor(centred, poly.indices),))
+        term = Term(coeff, (*rest, Tensor(centred, letters)))
         self.steps.append(Contract(name, Contraction(Poly((term,), poly.indices), hints)))
         return True
 
-    def _softmax_centred_parts(self, poly: Poly) -> tuple[str, tuple, str, Fraction] | None:
-        """``(p, its axes, x, c)`` where ``poly`` is ``c x_a - c p_b x_b``: x an array over
-        ``poly``'s indices in their order, p an array holding a softmax along one axis whose index
-        b is summed (:meth:`_softmax_arrays`), x read over p's indices in the second term and over
-        b's place taken by a in the first."""
+    def _softmax_centred_parts(self, poly: Poly) -> tuple | None:
+        """``(p, its axes, x, x's letters, c, R)`` where ``poly`` is ``c R X_a - c R p_b X_b``: p an
+        array holding a softmax along one axis whose index b is summed (:meth:`_softmax_arrays`),
+        X the second term's factors that carry b (x: their array, or the step computing their
+        product, laid out as p or as X is read), R the others, which share no summed letter with
+        X, and the first term R times X with a written for b.  One-statement attention's JVP ``V_bc
+        G_ac t2_ab - t1_ad V_bc G_ac t2_ad`` is R = V_bc G_ac times t2 centred along b."""
         if len(poly.terms) != 2 or len(set(poly.indices)) != len(poly.indices):
             return None
         softmax = self._softmax_arrays()
-        for single, pair in (poly.terms, reversed(poly.terms)):
-            if len(single.factors) != 1 or len(pair.factors) != 2 or pair.coeff != -single.coeff:
+        free = set(poly.indices)
+        for single, pair in (poly.terms, poly.terms[::-1]):
+            if pair.coeff != -single.coeff or not single.factors:
                 continue
-            x = single.factors[0]
-            if not isinstance(x, Tensor) or x.indices != poly.indices:
-                continue
-            for p, other in (pair.factors, pair.factors[::-1]):
-                if not isinstance(p, Tensor) or p.name not in softmax or not isinstance(other, Tensor):
-                    continue
-                if other.name != x.name or len(set(p.indices)) != len(p.indices):
-                    continue
-                if sorted(other.indices) != sorted(p.indices):
+            want = _poly_key(Poly((Term(Fraction(1), single.factors),), poly.indices))
+            for at, p in enumerate(pair.factors):
+                if not isinstance(p, Tensor) or p.name not in softmax or len(set(p.indices)) != len(p.indices):
                     continue
                 b = p.indices[self._softmax_axis(softmax[p.name])]
-                laid = self._laid_out_as(softmax, p, other.indices)  # p as x reads it: one layout
-                if laid is None or b in poly.indices:
+                others = pair.factors[:at] + pair.factors[at + 1 :]
+                centred = [f for f in others if b in f.indices]
+                rest = tuple(f for f in others if b not in f.indices)
+                own = {i for f in centred for i in f.indices} - set(p.indices)
+                if b in free or not centred or not set(p.indices) - {b} <= free:
                     continue
-                if tuple(x.indices[k] if i == b else i for k, i in enumerate(other.indices)) == x.indices:
-                    return laid, ((self._softmax_axis(softmax[laid]),), ()), x.name, single.coeff
+                if own & {i for f in rest for i in f.indices} or any(isinstance(f, Apply) for f in centred):
+                    continue  # X and R summed together, or b read inside a call
+                for a in sorted(free - set(p.indices)):
+                    if any(a in f.indices for f in centred):
+                        continue
+                    placed = tuple(rename_atom(f, {b: a}) for f in centred)
+                    if _poly_key(Poly((Term(Fraction(1), rest + placed),), poly.indices)) != want:
+                        continue
+                    return self._centred_operand(softmax, p, b, a, placed, single.coeff, rest)
         return None
+
+    def _centred_operand(self, softmax: dict, p: Tensor, b: str, a: str, placed: tuple, coeff, rest) -> tuple:
+        """:meth:`_softmax_centred_parts`' result for X = ``placed`` (its b written a): X's array
+        where it is one tensor read as a softmax array is laid out, else the step computing X in
+        p's layout."""
+        if len(placed) == 1 and isinstance(placed[0], Tensor) and len(set(placed[0].indices)) == len(p.indices):
+            laid = self._laid_out_as(softmax, p, tuple(b if i == a else i for i in placed[0].indices))
+            if laid is not None:
+                axes = ((self._softmax_axis(softmax[laid]),), ())
+                return laid, axes, placed[0].name, placed[0].indices, coeff, rest
+        letters = tuple(a if i == b else i for i in p.indices)
+        x = self._inner_step(Poly((Term(Fraction(1), placed),), letters))
+        return p.name, ((self._softmax_axis(softmax[p.name]),), ()), x, letters, coeff, rest
 
     def _softmax_arrays(self) -> dict[str, tuple[str, tuple[int, ...], int]]:
         """Each array that holds a softmax along one axis -> ``(the softmax step, order, axis)``:

@@ -1921,3 +1921,33 @@ def test_a_softmax_statement_laid_out_otherwise_keeps_its_accuracy_at_saturated_
     Y = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
     got = einderiv.hessian_diag(cross_entropy, "Z")(Z=Z, Y=Y)
     np.testing.assert_allclose(got, np.column_stack([np.diag(_jacobian_mp(Z[:, n])) for n in range(2)]), rtol=1e-13)
+
+
+def test_a_centred_product_times_other_factors_keeps_its_accuracy():
+    """A hunt's find: where factors multiply both terms of a softmax's centred product (``W_nk``
+    in the HVP of ``logsumexp_i(Z_ni) W_nk``, ``V G`` in one-statement attention's JVP), the
+    difference was multiplied out with them and not found: the HVP's top entry was 0 for
+    -7.6e-18 (the same model with the row sums of W was exact), the JVP 2e-4 off where the
+    program was exact.  References: mpmath, 400 digits."""
+    Z = np.array([[40.0, 0.0, -5.0], [1.0, 2.0, 0.5]])
+    W = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]])
+    v = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 0.25]])
+    product = einderiv.hvp("L = logsumexp_i(Z_ni) W_nk", "Z")(Z=Z, W=W, v=v)
+    expected = np.array([W[n].sum() * _centred_mp(Z[n], v[n]) for n in range(2)])
+    np.testing.assert_allclose(product, expected, rtol=1e-13, atol=0)
+    Q, K = np.array([[60.0, -10.0], [0.3, -0.2]]), np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.5]])
+    V, G = np.array([[1.0, 2.0], [-1.0, 0.5], [0.25, 1.5]]), np.array([[0.5, -1.0], [2.0, 1.0]])
+    t = np.array([[1.0, -2.0], [0.5, 0.25]])
+    for source in (
+        "L = softmax_j(c Q_id K_jd) V_je G_ie",
+        "S_ij = c Q_id K_jd; A_ij = softmax_j(S_ij); O_ie = A_ij V_je; L = O_ie G_ie",
+    ):
+        got = einderiv.jvp(source, "Q")(Q=Q, K=K, V=V, G=G, c=1.0, v=t)
+        with mpmath.workdps(400):
+            total = mpmath.mpf(0)
+            for i in range(2):
+                scores = [float(Q[i] @ K[j]) for j in range(3)]  # exact: small integers and halves
+                g = [mpmath.mpf(float(G[i] @ V[j])) for j in range(3)]
+                tangent = [float(t[i] @ K[j]) for j in range(3)]
+                total += mpmath.fsum(mpmath.mpf(float(w)) * gj for w, gj in zip(_centred_mp(scores, tangent), g))
+        np.testing.assert_allclose(got, float(total), rtol=1e-12, atol=0)
