@@ -1092,7 +1092,9 @@ def _sizing_tensors(indices, axes: Mapping[str, tuple[str, int]], ranks: Mapping
     letters: dict[str, dict[int, str]] = {}
     for i in indices:
         name, position = axes[i]
-        letters.setdefault(name, {})[position] = i
+        if position in letters.setdefault(name, {}):
+            return None  # two letters on one axis: one tensor read would lose one of them
+        letters[name][position] = i
     tensors = []
     for name, placed in letters.items():
         if ranks.get(name) != len(placed) or set(placed) != set(range(len(placed))):

@@ -733,11 +733,12 @@ class StraightLine:
                 others = pair.factors[:at] + pair.factors[at + 1 :]
                 centred = [f for f in others if b in f.indices]
                 rest = tuple(f for f in others if b not in f.indices)
-                own = {i for f in centred for i in f.indices} - set(p.indices)
-                if b in free or not centred or not set(p.indices) - {b} <= free:
-                    continue
-                if own & {i for f in rest for i in f.indices} or any(isinstance(f, Apply) for f in centred):
-                    continue  # X and R summed together, or b read inside a call
+                read = {i for f in centred for i in f.indices}
+                own = read - set(p.indices)  # summed within X alone: X is an array of p's letters
+                if b in free or not centred or not set(p.indices) - {b} <= free or not set(p.indices) <= read:
+                    continue  # X must carry each of p's letters (a broadcast X is not p's shape)
+                if own & (free | {i for f in rest for i in f.indices}) or any(isinstance(f, Apply) for f in centred):
+                    continue  # X with a free letter p lacks, X and R summed together, or b read inside a call
                 for a in sorted(free - set(p.indices)):
                     if any(a in f.indices for f in centred):
                         continue
@@ -751,11 +752,12 @@ class StraightLine:
         """:meth:`_softmax_centred_parts`' result for X = ``placed`` (its b written a): X's array
         where it is one tensor read as a softmax array is laid out, else the step computing X in
         p's layout."""
-        if len(placed) == 1 and isinstance(placed[0], Tensor) and len(set(placed[0].indices)) == len(p.indices):
-            laid = self._laid_out_as(softmax, p, tuple(b if i == a else i for i in placed[0].indices))
+        one = placed[0] if len(placed) == 1 else None
+        if isinstance(one, Tensor) and len(set(one.indices)) == len(one.indices) == len(p.indices):
+            laid = self._laid_out_as(softmax, p, tuple(b if i == a else i for i in one.indices))
             if laid is not None:
                 axes = ((self._softmax_axis(softmax[laid]),), ())
-                return laid, axes, placed[0].name, placed[0].indices, coeff, rest
+                return laid, axes, one.name, one.indices, coeff, rest
         letters = tuple(a if i == b else i for i in p.indices)
         x = self._inner_step(Poly((Term(Fraction(1), placed),), letters))
         return p.name, ((self._softmax_axis(softmax[p.name]),), ()), x, letters, coeff, rest

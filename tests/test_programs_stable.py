@@ -1951,3 +1951,45 @@ def test_a_centred_product_times_other_factors_keeps_its_accuracy():
                 tangent = [float(t[i] @ K[j]) for j in range(3)]
                 total += mpmath.fsum(mpmath.mpf(float(w)) * gj for w, gj in zip(_centred_mp(scores, tangent), g))
         np.testing.assert_allclose(got, float(total), rtol=1e-12, atol=0)
+
+
+def test_the_centred_step_is_taken_only_where_its_operand_has_the_softmaxs_letters():
+    """A review's find: the centred step's operand X was built over the softmax's letters
+    whatever X carried, so a letter of X that the softmax lacks was summed away (the Jacobian of
+    ``softmax_k(z_k) W_km`` 0.96 off), one the softmax has and X lacks could not be sized
+    (attention's Jacobian ``softmax_j(S_ij) V_je`` by S failed), and ``A_kk`` raised a
+    KeyError.  Each against jax, in float64."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    jnp, softmax = jax.numpy, jax.nn.softmax
+    rng = np.random.default_rng(0)
+    z, W, Z, W3 = rng.normal(size=3), rng.normal(size=(3, 4)), rng.normal(size=(2, 3)), rng.normal(size=(2, 3, 4))
+    S, V, w, A = rng.normal(size=(2, 3)), rng.normal(size=(3, 4)), rng.normal(size=3), rng.normal(size=(3, 3))
+    cases = [
+        ("jacobian", "f_m = softmax_k(z_k) W_km", "z", {"z": z, "W": W}, jax.jacobian(lambda z: softmax(z) @ W)(z)),
+        (
+            "jacobian",
+            "f_m = softmax_k(Z_nk) W_nkm",
+            "Z",
+            {"Z": Z, "W": W3},
+            jax.jacobian(lambda Z: jnp.einsum("nk,nkm->m", softmax(Z, axis=1), W3))(Z),
+        ),
+        (
+            "jacobian",
+            "O_ie = softmax_j(S_ij) V_je",
+            "S",
+            {"S": S, "V": V},
+            jax.jacobian(lambda S: softmax(S, 1) @ V)(S),
+        ),
+        (
+            "grad",
+            "L = sum_n(softmax_k(Z_nk) w_k)",
+            "Z",
+            {"Z": Z, "w": w},
+            jax.grad(lambda Z: jnp.sum(softmax(Z, axis=1) @ w))(Z),
+        ),
+        ("grad", "f = softmax_k(z_k) A_kk", "z", {"z": z, "A": A}, jax.grad(lambda z: softmax(z) @ jnp.diag(A))(z)),
+    ]
+    for kind, source, wrt, arrays, expected in cases:
+        got = getattr(einderiv, kind)(source, wrt)(**arrays)
+        np.testing.assert_allclose(got, np.asarray(expected), rtol=1e-10, atol=1e-14)
