@@ -1070,6 +1070,11 @@ def sized_constant_adjoints(
         if root is not None and not axes and d.statement is None and len(d.indices) == len(root.indices):
             # an adjoint of a scalar has the output's axes: dt2dt1_j by t1 in a Jacobian of t2_j
             axes = {i: (root.name, k) for k, i in enumerate(d.indices)}
+        elif root is not None and d.statement is None and len(d.indices) > len(root.indices):
+            # in a Jacobian, an adjoint's first letters are the output's axes (dLdr2_dil of L_d by
+            # r2_il): those without an axis of their own are sized by the output
+            lead = d.indices[: len(root.indices)]
+            axes = {**{i: (root.name, k) for k, i in enumerate(lead) if i not in axes}, **axes}
         sizers = _sizing_tensors(d.indices, axes, ranks)
         if d.statement is None and set(d.indices) - used and sizers is not None:
             shown = d.display()

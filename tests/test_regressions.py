@@ -3948,6 +3948,34 @@ def test_a_zero_second_order_adjoint_prints_sized_by_the_tensors_its_axes_come_f
     np.testing.assert_allclose(hessian(**arrays), expected, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["jacobian", "jvp"])
+def test_a_zero_adjoint_in_a_jacobian_is_sized_by_the_output_too(kind):
+    """A fuzzer's find (before this session too): in the Jacobian of ``L_d = 2
+    log(softmax_d(softmax_d(R_dp)))``, the zero adjoint of the output's d and r2's i, l printed
+    ``dLdr2_dil = 0``, and the text did not read back (an IndexRuleError).  It prints ``0 L_d
+    r2_il``; the text read back gives the derivative's numbers, which are jax's."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    source = "L_d = 2 log(softmax_d(softmax_d(R_dp)))"
+    rng = np.random.default_rng(6)
+    R, v = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    arrays = {"R": R} if kind == "jacobian" else {"R": R, "v": v}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        derivative = getattr(einderiv, kind)(source, "R")
+        text = str(derivative)
+        assert "dLdr2_dil = 0 L_d r2_il" in text.splitlines()
+        again = einderiv.compile(text)(**arrays)
+    np.testing.assert_allclose(again, derivative(**arrays), rtol=1e-12, atol=1e-14)
+
+    def loss(R):
+        return 2 * jax.numpy.log(jax.nn.softmax(jax.nn.softmax(R, axis=0), axis=0)).sum(axis=1)
+
+    jacobian = np.asarray(jax.jacobian(loss)(jax.numpy.asarray(R)))
+    expected = jacobian if kind == "jacobian" else np.einsum("dij,ij->d", jacobian, v)
+    np.testing.assert_allclose(derivative(**arrays), expected, rtol=1e-10, atol=1e-13)
+
+
 @pytest.mark.parametrize(
     "source",
     [
