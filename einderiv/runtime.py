@@ -128,10 +128,10 @@ def _softmax_centred(p: np.ndarray, x: np.ndarray, axes: tuple[int, ...], out: n
 
 
 def _dots(a: np.ndarray, b: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    """The sums of a b over ``axes``, kept as axes of size 1: NumPy's einsum, which multiplies and
-    sums in one pass, for at most 64 numbers a sum (as :func:`_sums`), else ``numpy.sum``."""
+    """The sums of a b over ``axes``, kept as axes of size 1, by NumPy's einsum, which multiplies
+    and sums in one pass with no array of a's size (as the contraction it replaces did)."""
     letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"[: a.ndim]
-    if a.ndim > 52 or math.prod(a.shape[k] for k in axes) > 64:
+    if a.ndim > 52:
         return np.sum(a * b, axis=axes, keepdims=True)
     kept = "".join(c for k, c in enumerate(letters) if k not in axes)
     return np.expand_dims(np.einsum(f"{letters},{letters}->{kept}", a, b), axes)
