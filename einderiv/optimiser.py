@@ -650,7 +650,7 @@ class StraightLine:
         """The step ``name = poly``; a difference whose terms all hold one factor over output
         indices (``c x_n - c mu``) as that factor times the difference (see :func:`_common_factor`:
         at x ~ 1e15 the gradient by s2 of ``r_n = (x_n - mu) / s2; L = r_n r_n`` was 9% off)."""
-        if self._log_softmax(name, poly, hints) or self._softmax_centred(name, poly, hints):
+        if self._softmax_step(name, poly, hints):
             return
         pulled = _common_factor(poly)
         if pulled is None:
@@ -663,6 +663,12 @@ class StraightLine:
         common, inner = pulled
         product = Term(Fraction(1), (*common, Tensor(self._inner_step(inner, hints), inner.indices)))
         self.steps.append(Contract(name, Contraction(Poly((product,), poly.indices), hints)))
+
+    def _softmax_step(self, name: str, poly: Poly, hints=()) -> bool:
+        """The step ``name = poly`` as a softmax's own step where ``poly`` is one: a log-softmax
+        (:meth:`_log_softmax`) or a softmax's centred product (:meth:`_softmax_centred`).  Whether
+        it was taken."""
+        return self._log_softmax(name, poly, hints) or self._softmax_centred(name, poly, hints)
 
     def _log_softmax(self, name: str, poly: Poly, hints=()) -> bool:
         """``v - logsumexp_R(v)`` (``log(softmax_R(v))`` as normal.py rewrites it) as one
@@ -945,7 +951,7 @@ class StraightLine:
         made = self._calls.get(key)
         if made is None:
             made = self._calls[key] = self._temp()
-            if not (self._log_softmax(made, inner, hints) or self._softmax_centred(made, inner, hints)):
+            if not self._softmax_step(made, inner, hints):
                 self.steps.append(Contract(made, Contraction(self._shared_products(inner), hints)))
             self._sums[made] = inner
         return made

@@ -130,10 +130,9 @@ def _softmax_centred(p: np.ndarray, x: np.ndarray, axes: tuple[int, ...], out: n
 def _dots(a: np.ndarray, b: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     """The sums of a b over ``axes``, kept as axes of size 1, by NumPy's einsum, which multiplies
     and sums in one pass with no array of a's size (as the contraction it replaces did)."""
-    letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"[: a.ndim]
-    if a.ndim > 52:
+    if a.ndim > len(_AXIS_LETTERS):
         return np.sum(a * b, axis=axes, keepdims=True)
-    kept = "".join(c for k, c in enumerate(letters) if k not in axes)
+    letters, kept = _summed_letters(a.ndim, axes)
     return np.expand_dims(np.einsum(f"{letters},{letters}->{kept}", a, b), axes)
 
 
@@ -152,11 +151,19 @@ def _sums(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     """The sums of ``v`` over ``axes``, kept as axes of size 1: for at most 64 numbers a sum,
     NumPy's einsum, which sums a short last axis (a softmax over 10 classes) about 4x faster than
     ``numpy.sum``; longer sums by ``numpy.sum``, whose pairwise summation rounds less."""
-    letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"[: v.ndim]
-    if v.ndim > 52 or v.dtype.kind not in "fc" or math.prod(v.shape[k] for k in axes) > 64:
+    if v.ndim > len(_AXIS_LETTERS) or v.dtype.kind not in "fc" or math.prod(v.shape[k] for k in axes) > 64:
         return np.sum(v, axis=axes, keepdims=True)
-    kept = "".join(c for k, c in enumerate(letters) if k not in axes)
+    letters, kept = _summed_letters(v.ndim, axes)
     return np.expand_dims(np.einsum(f"{letters}->{kept}", v), axes)
+
+
+_AXIS_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _summed_letters(ndim: int, axes: tuple[int, ...]) -> tuple[str, str]:
+    """einsum's letters for an array of ``ndim`` axes, and those of the axes not in ``axes``."""
+    letters = _AXIS_LETTERS[:ndim]
+    return letters, "".join(c for k, c in enumerate(letters) if k not in axes)
 
 
 def principal(out, xp):
