@@ -65,13 +65,19 @@ Source = str | Program | Statement
 PARAMETERS = ("source", "arrays", "of", "backend", "layout", "self")
 
 #: The functions with no complex derivative, and how an error names them.  (logdet of a complex
-#: matrix is the principal log(det), whose derivative inv(M)^T is the complex one.)
+#: matrix is the principal log(det), whose derivative inv(M)^T is the complex one; log|det| is real.)
 #: Derivatives are real-variable derivatives, which at complex inputs are the complex derivative
 #: f'(z) where one exists; for these there is none, so complex inputs that reach one are an
 #: error rather than one of several conventions chosen silently.  They are found in the
 #: statements differentiated, not in the derivative: sign and step differentiate to 0, which
 #: leaves nothing there to find (``sign(x_i) y_i`` by x was 0 at a complex x, no error).
-NOT_ANALYTIC = {"sign": "abs or sign", "step": "relu or step", "abs": "abs or sign", "relu": "relu or step"}
+NOT_ANALYTIC = {
+    "sign": "abs or sign",
+    "step": "relu or step",
+    "abs": "abs or sign",
+    "relu": "relu or step",
+    "logabsdet": "log|det| (logabsdet)",
+}
 
 
 def not_analytic(sources, definitions, wrt: Sequence[str] = ()) -> dict[str, str]:

@@ -202,6 +202,14 @@ def _logdet(m):
         return np.asarray(np.log(sign) + logdet if sign != 0 else np.nan, dtype=m.dtype)
     return np.asarray(logdet if sign > 0 else np.nan, dtype=m.dtype)
 ''',
+        "_logabsdet": '''
+def _logabsdet(m):
+    """log |det m| (real); NaN where m has a non-finite entry or det m = 0."""
+    if not np.all(np.isfinite(m)):
+        return np.full((), np.nan, dtype=np.real(m).dtype)
+    sign, logdet = np.linalg.slogdet(m)
+    return np.asarray(logdet if sign != 0 else np.nan, dtype=np.real(m).dtype)
+''',
         "_solve": '''
 def _solve(m, b, transposed):
     """inv(m) b (inv(m)^T b when transposed) by a linear solve; NaN where m has a non-finite entry."""
@@ -279,6 +287,12 @@ def _logdet(m):
     if np.iscomplexobj(sign):
         return np.where(np.all(np.isfinite(m)) & (sign != 0), np.log(sign) + logdet, np.nan)
     return np.where(np.all(np.isfinite(m)) & (sign > 0), logdet, np.nan)
+''',
+        "_logabsdet": '''
+def _logabsdet(m):
+    """log |det m| (real); NaN where m has a non-finite entry or det m = 0."""
+    sign, logdet = np.linalg.slogdet(m)
+    return np.where(np.all(np.isfinite(m)) & (sign != 0), logdet, np.nan)
 ''',
         "_solve": '''
 def _solve(m, b, transposed):
@@ -410,6 +424,14 @@ def _logdet(m):
     if m.is_complex():
         return torch.where(sign != 0, torch.log(sign) + logdet, torch.full_like(sign, float("nan")))
     return torch.where(sign > 0, logdet, torch.full_like(logdet, float("nan")))
+''',
+        "_logabsdet": '''
+def _logabsdet(m):
+    """log |det m| (real); NaN where m has a non-finite entry or det m = 0."""
+    sign, logdet = torch.linalg.slogdet(m)
+    if not torch.isfinite(m).all():
+        return torch.full_like(logdet, float("nan"))
+    return torch.where(sign != 0, logdet, torch.full_like(logdet, float("nan")))
 ''',
         "_solve": '''
 def _solve(m, b, transposed):

@@ -109,7 +109,8 @@ def _outer_derivative(atom: Apply) -> list[Term]:
 @defrule(MatrixFn)
 def _matrix_rule(atom: MatrixFn, wrt: Tensor, avoid: set) -> list[Term]:
     """d inv(M)_ij / dM_kl = -inv(M)_ik inv(M)_lj;  d det(M) / dM_kl = det(M) inv(M)_lk;
-    d logdet(M) / dM_kl = inv(M)_lk.  Every entry of M is independent (no symmetry assumed)."""
+    d logdet(M) / dM_kl = d logabsdet(M) / dM_kl = inv(M)_lk.  Every entry of M is independent (no
+    symmetry assumed)."""
     if atom.matrix != wrt.name:
         return []
     k, l = wrt.indices
@@ -119,7 +120,7 @@ def _matrix_rule(atom: MatrixFn, wrt: Tensor, avoid: set) -> list[Term]:
         return [Term(-one, (MatrixFn("inv", atom.matrix, (i, k)), MatrixFn("inv", atom.matrix, (l, j))))]
     if atom.func == "det":
         return [Term(one, (atom, MatrixFn("inv", atom.matrix, (l, k))))]
-    if atom.func == "logdet":
+    if atom.func in ("logdet", "logabsdet"):
         return [Term(one, (MatrixFn("inv", atom.matrix, (l, k)),))]
     raise DifferentiationError(f"no derivative rule for the matrix function {atom.func!r}")
 

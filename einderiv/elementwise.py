@@ -29,8 +29,10 @@ FLAVOURS = ("python", "jax", "torch")
 #: Reductions written with indices: ``sum_i(...)``, ``mean_i(...)``, ``logsumexp_i(...)``, ``softmax_k(...)``.
 REDUCTIONS = ("sum", "mean", "logsumexp", "softmax")
 
-#: Functions of a whole square matrix, applied to a matrix's name: ``inv(M)_ij``, ``det(M)``.
-MATRIX_FUNCTIONS = {"inv": 2, "det": 0, "logdet": 0}
+#: Functions of a whole square matrix, applied to a matrix's name: ``inv(M)_ij``, ``det(M)``,
+#: ``logdet(M)`` (log det(M), det(M) > 0) and ``logabsdet(M)`` (log |det(M)|, any nonzero det), the
+#: number of indices each takes.
+MATRIX_FUNCTIONS = {"inv": 2, "det": 0, "logdet": 0, "logabsdet": 0}
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,7 @@ class Glyphs:
     * ``fraction(a, b)``: a division as a fraction of the two texts, or None for ``a / b``
       (its operands parenthesised by precedence);
     * ``call(func, over, arg)``: ``func(arg)``, or the reduction ``sum_i(arg)`` over ``over``;
-    * ``matrix_call(func, matrix, subscript)``: ``inv(M)_ij``, ``det(M)``, ``logdet(M)``;
+    * ``matrix_call(func, matrix, subscript)``: ``inv(M)_ij``, ``det(M)``, ``logdet(M)``, ``logabsdet(M)``;
     * ``derivative(statement, write)``: a derivative-named statement's left-hand side
       (``dK_pq/dR_ij``), ``write`` printing its parts;
     * ``bare_signed_number``: ``-1/3`` for a negated number (it reads back as the same value),

@@ -105,7 +105,8 @@ class Call(Node):
 
 @dataclass(frozen=True)
 class MatrixCall(Node):
-    """A function of a whole square matrix, named: ``inv(M)_ij`` (indexed), ``det(M)``, ``logdet(M)``."""
+    """A function of a whole square matrix, named: ``inv(M)_ij`` (indexed), ``det(M)``, ``logdet(M)``,
+    ``logabsdet(M)``."""
 
     func: str
     matrix: str

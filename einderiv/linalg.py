@@ -1,4 +1,4 @@
-"""Square-matrix functions at evaluation: ``inv``, ``det``, ``logdet`` and the solves
+"""Square-matrix functions at evaluation: ``inv``, ``det``, ``logdet``, ``logabsdet`` and the solves
 ``inv(M)_ij b_j`` -> ``solve(M, b)``, with errors that name the matrix.
 
 On NumPy arrays every one of them is read from one factorisation of the matrix, made at most
@@ -275,7 +275,7 @@ class Factorisation:
         return np.prod(diagonal / magnitude) * (-1 if flips % 2 else 1), logdet  # a complex unit
 
     def function(self, func: str) -> np.ndarray:
-        """inv, det or logdet."""
+        """inv, det, logdet or logabsdet."""
         if func == "inv":
             return self.inv()
         if not self.finite:
@@ -284,10 +284,15 @@ class Factorisation:
 
 
 def _determinant(func: str, name: str, sign, logdet) -> np.ndarray:
-    """det or logdet from ``slogdet``: a logdet whose determinant is not positive is an error; of
-    a complex matrix, the principal log(det), log|det| + i arg(det), as NumPy's log of det."""
+    """det, logdet or logabsdet from ``slogdet``: a logdet whose determinant is not positive is an
+    error, as is a logabsdet whose determinant is zero; of a complex matrix, logdet is the
+    principal log(det), log|det| + i arg(det), as NumPy's log of det, and logabsdet log|det|."""
     if func == "det":
         return np.asarray(sign * np.exp(logdet))
+    if func == "logabsdet":
+        if sign == 0:
+            raise EvaluationError(f"logabsdet({name}): the determinant of {name!r} is zero, so it has no logarithm")
+        return np.asarray(logdet)
     if np.iscomplexobj(sign):
         if sign == 0:
             raise EvaluationError(f"logdet({name}): the determinant of {name!r} is zero, so it has no logarithm")
@@ -295,7 +300,7 @@ def _determinant(func: str, name: str, sign, logdet) -> np.ndarray:
     if sign <= 0:
         raise EvaluationError(
             f"logdet({name}): the determinant of {name!r} is {'zero' if sign == 0 else 'negative'}, "
-            "so its logarithm is not real"
+            "so its logarithm is not real" + (f" (log|det|: logabsdet({name}))" if sign < 0 else "")
         )
     return np.asarray(logdet)
 
@@ -388,7 +393,7 @@ def solve(func: str, name: str, matrix: np.ndarray, vector: np.ndarray) -> np.nd
 
 
 def matrix_function(func: str, name: str, matrix: np.ndarray) -> np.ndarray:
-    """inv, det or logdet of a square matrix, with errors that name it."""
+    """inv, det, logdet or logabsdet of a square matrix, with errors that name it."""
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise EvaluationError(f"{func}({name}): {name!r} has shape {matrix.shape}, not a square matrix")
     lapack = _in_a_lapack_dtype(func, name, matrix)
@@ -422,14 +427,17 @@ def _singular(func: str, name: str, compute):
 
 
 def generic_matrix_function(func: str, name: str, matrix, ops: ArrayOps):
-    """inv, det and logdet on another library.  No branch depends on values (traceable, lazy):
-    a non-positive determinant makes logdet NaN rather than an error."""
+    """inv, det, logdet and logabsdet on another library.  No branch depends on values (traceable,
+    lazy): a non-positive determinant makes logdet NaN rather than an error, and a zero one
+    logabsdet NaN."""
     _square_matrix(func, name, matrix)
     if func == "inv":
         return _nan_unless_finite(matrix, _singular(func, name, lambda: ops.inv(matrix, name)), ops)
     sign, logdet = ops.slogdet(matrix)
     if func == "det":
         return _nan_unless_finite(matrix, sign * ops.xp.exp(logdet), ops)
+    if func == "logabsdet":  # (sign 0: NaN, as logdet has it, where NumPy's path raises)
+        return _nan_unless_finite(matrix, ops.positive_or_nan(ops.xp.abs(sign), logdet), ops)
     if "complex" in str(getattr(sign, "dtype", "")):  # (each library names its complex dtypes so)
         return _nan_unless_finite(matrix, ops.xp.log(sign) + logdet, ops)  # the principal log(det)
     return _nan_unless_finite(matrix, ops.positive_or_nan(sign, logdet), ops)

@@ -165,7 +165,7 @@ class Apply:
 
 @dataclass(frozen=True)
 class MatrixFn:
-    """A function of a named square matrix: ``inv(M)_ij``, ``det(M)``, ``logdet(M)``.
+    """A function of a named square matrix: ``inv(M)_ij``, ``det(M)``, ``logdet(M)``, ``logabsdet(M)``.
     It behaves like a tensor of its own indices."""
 
     func: str
@@ -1018,19 +1018,69 @@ def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term
     return [Term(one, (Apply(func, arg, param),))]
 
 
-def log_det(func: str, arg: Poly, param) -> list[Term] | None:
-    """``log(det(M)) = logdet(M)``.
-
-    Stable: ``logdet`` is evaluated through ``slogdet``, which never forms the determinant, so it
-    does not overflow or underflow for large matrices (det of a 400x400 matrix of 10s is inf);
-    its derivative ``inv(M)_lk`` needs no division by det.
-    Terminates: the result is a matrix function, not a call, and contains no ``log``."""
-    if func != "log":
-        return None
-    det = single_atom(arg)
-    if isinstance(det, MatrixFn) and det.func == "det":
-        return [Term(ONE, (MatrixFn("logdet", det.matrix),))]
+def _determinant_power(factor) -> tuple[str, Fraction, Fraction] | None:
+    """``(M, p, q)`` for a factor ``det(M)^p abs(det(M))^q``: ``det(M)`` (1, 0), ``abs(det(M))``
+    (0, 1), a power or square root of either; else None."""
+    power = ONE
+    if isinstance(factor, Apply) and factor.func in ("pow", "sqrt"):
+        power = factor.param if factor.func == "pow" else Fraction(1, 2)
+        factor = single_atom(factor.arg)
+    if isinstance(factor, Apply) and factor.func == "abs":
+        inner = single_atom(factor.arg)
+        if isinstance(inner, MatrixFn) and inner.func == "det":
+            return inner.matrix, Fraction(0), power
+    if isinstance(factor, MatrixFn) and factor.func == "det":
+        return factor.matrix, power, Fraction(0)
     return None
+
+
+def log_det(func: str, arg: Poly, param) -> list[Term] | None:
+    """``log(c det(A)^p abs(det(B))^q rest) = p logdet(A) + q logabsdet(B) + log(c rest)``: the
+    determinants in a log's argument leave it as log-determinants (``log(det(M)) = logdet(M)``,
+    ``log(abs(det(W)))`` and ``log(det(W)^2) / 2`` are ``logabsdet(W)``, ``log(2 det(S))`` is
+    ``log(2) + logdet(S)``, ``log(1 / sqrt(det(S)))`` is ``-logdet(S) / 2``).  Per matrix, with
+    p its signed power: p even (``det(W)^2``), or only ``abs(det(W))``: ``logabsdet``, whatever
+    the sign; p not an integer: ``logdet`` (det(M)^p is real only where det(M) > 0); p odd: the
+    determinant's sign is the argument's, so ``logdet`` only where it is the one factor of
+    unknown sign (c > 0 and every other factor positive), else it stays inside the log.
+
+    Stable: ``logdet`` and ``logabsdet`` are evaluated through ``slogdet``, which never forms the
+    determinant, so they do not overflow or underflow for large matrices (det of a 400x400 matrix
+    of 10s is inf, of 200x200 of 0.001s 0); their derivative ``inv(M)_lk`` needs no division by
+    det (``sign(det(W)) det(W) inv(W)_ji / abs(det(W))`` was NaN where det(W) underflowed).
+    Terminates: each determinant leaves the log as a matrix function, and the log of what is left
+    holds fewer factors; a log whose determinants all stay is not rewritten."""
+    if func != "log" or len(arg.terms) != 1:
+        return None
+    term = arg.terms[0]
+    powers: dict[str, list[Fraction]] = {}
+    rest = []
+    for factor in term.factors:
+        found = _determinant_power(factor)
+        if found is None:
+            rest.append(factor)
+            continue
+        signed, absolute = powers.setdefault(found[0], [Fraction(0), Fraction(0)])
+        powers[found[0]] = [signed + found[1], absolute + found[2]]
+    if not powers:
+        return None
+    odd = [m for m, (p, _) in powers.items() if p.denominator == 1 and p.numerator % 2]
+    alone = len(odd) == 1 and term.coeff > 0 and all(_positive(f) or _is_sqrt(f) for f in rest)
+    kept = () if alone else tuple(odd)
+    if len(kept) == len(powers):
+        return None  # det(A) det(B), det(W) x: of unknown sign, so one log of the product
+    out = []
+    for matrix, (signed, absolute) in powers.items():
+        if matrix in kept:
+            rest.extend(f for f in term.factors if (_determinant_power(f) or ("",))[0] == matrix)
+            continue
+        even = signed.denominator == 1 and signed.numerator % 2 == 0
+        out.append(Term(signed + absolute, (MatrixFn("logabsdet" if even else "logdet", matrix),)))
+    if rest:
+        out.extend(make_apply("log", Poly((Term(term.coeff, tuple(rest)),), arg.indices)))
+    elif term.coeff != 1:
+        out.append(_log_of(term.coeff))
+    return carrying(out, arg.indices)
 
 
 def log_exp(func: str, arg: Poly, param) -> list[Term] | None:

@@ -28,7 +28,7 @@ def _unicode_call(func: str, over: tuple[str, ...], arg: str) -> str:
 def _unicode_matrix_call(func: str, matrix: str, subscript: str) -> str:
     if func == "inv":
         return f"({matrix}⁻¹)" + subscript
-    return f"det({matrix})" if func == "det" else f"logdet({matrix})"
+    return {"det": f"det({matrix})", "logabsdet": f"log|det({matrix})|"}.get(func, f"logdet({matrix})")
 
 
 def _partials(statement, write_part) -> tuple[Tensor | None, int, list[str]]:
@@ -181,6 +181,8 @@ def _latex_call(func: str, over: tuple[str, ...], arg: str) -> str:
 def _latex_matrix_call(func: str, matrix: str, subscript: str) -> str:
     if func == "inv":
         return r"\left(" + matrix + r"^{-1}\right)" + subscript
+    if func == "logabsdet":
+        return rf"\log\left|\det\left({matrix}\right)\right|"
     return rf"\det\left({matrix}\right)" if func == "det" else rf"\log\det\left({matrix}\right)"
 
 

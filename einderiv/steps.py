@@ -8,7 +8,7 @@ produces them, and three interpreters, each a table keyed by the step's class, r
 
 - :class:`Contract`: a sum of einsum terms (:class:`einderiv.contraction.Contraction`);
 - :class:`Elementwise`: f(source) for a function of the registry, or ``pow`` with ``param``;
-- :class:`MatrixFunction`: inv, det or logdet of the square matrix ``source``;
+- :class:`MatrixFunction`: inv, det, logdet or logabsdet of the square matrix ``source``;
 - :class:`Solve`: inv(``source``) ``operand`` (``solve``) or inv(``source``)ᵀ ``operand``
   (``solve_transposed``), by a linear solve;
 - :class:`Softmax`: exp(v) normalised over the axes ``axes[0]`` of ``source``;
@@ -82,7 +82,7 @@ class Elementwise(Step):
 
 @dataclass(frozen=True)
 class MatrixFunction(Step):
-    """``target = func(source)``: inv (a matrix), det or logdet (a scalar) of a square matrix."""
+    """``target = func(source)``: inv (a matrix), det, logdet or logabsdet (a scalar) of a square matrix."""
 
     func: str = ""
     source: str = ""

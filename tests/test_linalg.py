@@ -388,3 +388,162 @@ def test_big_endian_matrices_are_read_as_numpy_reads_them():
         einderiv.grad("f = b_i inv(S)_ij c_j", "c")(S=big, b=b.astype(">f8"), c=c), np.linalg.solve(S.T, b), rtol=1e-12
     )
     np.testing.assert_allclose(einderiv.grad("f = logdet(S)", "S")(S=big), np.linalg.inv(S).T, rtol=1e-13)
+
+
+# -- log |det|: logabsdet ------------------------------------------------------------------------
+def _far_from_one(size=150, scale=1e-3, negative=True, seed=0):
+    """A well-conditioned matrix whose determinant underflows to 0 in float64 (|det| ~ 1e-400
+    at the default size and scale) and is negative: every log of |det| formed from det itself is
+    -inf, and its gradient NaN."""
+    m = scale * (np.random.default_rng(seed).normal(size=(size, size)) / np.sqrt(size) + 2 * np.eye(size))
+    if negative:
+        m[[0, 1]] = m[[1, 0]]
+    sign, logdet = np.linalg.slogdet(m)
+    assert sign == (-1 if negative else 1)
+    assert size < 100 or (logdet < -800 and np.linalg.det(m) == 0)
+    return m
+
+
+LOG_ABS_DET_FORMS = {  # source -> its multiple of log|det(W)|
+    "L = log(abs(det(W)))": 1,
+    "L = logabsdet(W)": 1,
+    "L = log(det(W)^2) / 2": 1,
+    "L = 0.5 log(det(W) det(W))": 1,
+    "L = log(abs(det(W))^3)": 3,
+    "L = log(1 / det(W)^2)": -2,
+    "d = det(W); L = log(abs(d))": 1,
+    "d = det(W); L = log(d^2)": 2,
+    "a = abs(det(W)); L = -log(sqrt(a))": -0.5,
+}
+
+
+@pytest.mark.parametrize("source", LOG_ABS_DET_FORMS)
+def test_log_abs_det_never_forms_the_determinant(source):
+    """log|det W| where det W underflows and is negative: the value and gradient k inv(W)^T of
+    slogdet (Matrix Cookbook (57): d log|det X| / dX = X^-T), where the log of det's value was
+    -inf and its gradient ``sign(det) det inv / abs(det)`` NaN."""
+    W = _far_from_one()
+    k = LOG_ABS_DET_FORMS[source]
+    value = einderiv.evaluate(source, W=W)
+    assert float(value) == pytest.approx(k * np.linalg.slogdet(W)[1], rel=1e-13)
+    gradient = einderiv.grad(source, "W")
+    np.testing.assert_allclose(gradient(W=W), k * np.linalg.inv(W).T, rtol=1e-10, atol=1e-12 / 1e-3)
+    assert "det(W)" not in str(gradient).replace("logabsdet(W)", "")  # inv(W)_ji, no det/abs(det)
+
+
+def test_log_abs_det_prints_as_the_cookbook_and_reads_back():
+    gradient = einderiv.grad("L = log(abs(det(W)))", "W")
+    assert str(gradient) == "dL/dW_ij = inv(W)_ji"
+    assert gradient.matrix() == "dL/dW = W^-T"
+    scaled = einderiv.diff("L = log(abs(det(W))) x_i x_i", "x")
+    assert str(scaled) == "dL/dx_j = 2 logabsdet(W) x_j"
+    assert scaled.pretty() == "∂L/∂x_j = 2 log|det(W)| x_j"
+    assert r"\log\left|\det\left(W\right)\right|" in scaled.latex()
+    W, x = _far_from_one(8, scale=1.0), rng.normal(size=8)
+    again = einderiv.compile("y_j = " + str(scaled).split(" = ", 1)[1])  # the printed text, read back
+    np.testing.assert_allclose(again(W=W, x=x), 2 * np.linalg.slogdet(W)[1] * x, rtol=1e-13)
+    assert einderiv.compile("f = logabsdet(X^T X)").read_as == "M1_ij = X_ki X_kj; f = logabsdet(M1)"
+
+
+def test_log_abs_det_hessian_against_jax_at_a_negative_determinant():
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    W = _far_from_one(6, scale=1.0)
+    want = jax.hessian(lambda M: jnp.linalg.slogdet(M)[1])(jnp.asarray(W))
+    got = einderiv.hessian("L = log(abs(det(W)))", "W")(W=W)
+    np.testing.assert_allclose(got, np.asarray(want), rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("L = log(2 det(S))", lambda S: np.log(2) + np.linalg.slogdet(S)[1]),
+        ("L = log(1 / det(S))", lambda S: -np.linalg.slogdet(S)[1]),
+        ("L = log(det(S)^-0.5)", lambda S: -0.5 * np.linalg.slogdet(S)[1]),
+        ("L = log(det(S)^3 / 4)", lambda S: 3 * np.linalg.slogdet(S)[1] - np.log(4)),
+        ("L = log(det(S) exp(c))", lambda S: np.linalg.slogdet(S)[1] + 0.5),
+    ],
+)
+def test_a_log_of_a_scaled_determinant_is_a_log_determinant(source, expected):
+    """det(S) > 0 under a positive scale or power: logdet, finite where det S underflows (log of
+    det's value was -inf)."""
+    S = _far_from_one(negative=False)
+    S = S @ S.T  # positive definite, det ~ 1e-720
+    given = {"S": S, "c": np.float64(0.5)} if "c" in source else {"S": S}
+    value = float(einderiv.evaluate(source, **given))
+    assert value == pytest.approx(expected(S), rel=1e-12)
+    gradient = einderiv.grad(source, "S")
+    k = float(gradient(**{**given, "S": np.eye(3)})[0, 0])  # the multiple of inv(S)^T
+    assert k != 0
+    np.testing.assert_allclose(gradient(**given), k * np.linalg.inv(S).T, rtol=1e-9)
+
+
+def test_determinants_of_unknown_sign_stay_in_one_log():
+    """log(det(A) det(B)) is real where both determinants are negative, so it is not split into
+    log-determinants (which raise there); nor is log(det(W) x) (x < 0 and det W < 0)."""
+    A, B = _far_from_one(4, scale=1.0), _far_from_one(4, scale=1.0, seed=1)
+    expected = np.log(np.linalg.det(A) * np.linalg.det(B))
+    assert float(einderiv.evaluate("L = log(det(A) det(B))", A=A, B=B)) == pytest.approx(expected, rel=1e-12)
+    x = np.float64(-2.0)
+    got = einderiv.evaluate("L = log(det(W) x)", W=A, x=x)
+    assert float(got) == pytest.approx(np.log(np.linalg.det(A) * x), rel=1e-12)
+    with pytest.raises(einderiv.EvaluationError, match=r"negative, so its logarithm is not real \(log\|det\|"):
+        einderiv.evaluate("L = log(det(W))", W=A)
+
+
+def test_logabsdet_errors_and_nans_at_singular_and_non_finite_matrices():
+    singular = np.array([[1.0, 2.0], [2.0, 4.0]])
+    with pytest.raises(einderiv.EvaluationError, match="logabsdet\\(W\\): the determinant of 'W' is zero"):
+        einderiv.evaluate("L = log(abs(det(W)))", W=singular)
+    assert np.isnan(einderiv.evaluate("L = logabsdet(W)", W=np.array([[np.nan, 1.0], [1.0, 2.0]])))
+
+
+def test_logabsdet_is_real_at_a_complex_matrix_and_has_no_complex_derivative():
+    W = rng.normal(size=(4, 4)) + 1j * rng.normal(size=(4, 4))
+    value = einderiv.evaluate("L = logabsdet(W)", W=W)
+    assert not np.iscomplexobj(value)
+    assert float(value) == pytest.approx(np.linalg.slogdet(W)[1], rel=1e-13)
+    with pytest.raises(einderiv.EvaluationError, match=r"log\|det\|"):
+        einderiv.grad("L = log(abs(det(W)))", "W")(W=W)
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_logabsdet_on_other_array_libraries(backend):
+    pytest.importorskip(backend)
+    if backend == "jax":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    W = _far_from_one()
+    compiled, gradient = einderiv.compile("L = log(abs(det(W)))"), einderiv.grad("L = log(abs(det(W)))", "W")
+    got = np.asarray(compiled.call({"W": W}, backend=backend))
+    assert float(got) == pytest.approx(np.linalg.slogdet(W)[1], rel=1e-13)
+    np.testing.assert_allclose(np.asarray(gradient.call({"W": W}, backend=backend)), np.linalg.inv(W).T, rtol=1e-10)
+    singular = np.array([[1.0, 2.0], [2.0, 4.0]])
+    assert np.isnan(np.asarray(compiled.call({"W": singular}, backend=backend)))  # traced: NaN, no error
+
+
+@pytest.mark.parametrize("flavour", ["python", "jax", "torch"])
+def test_generated_logabsdet(flavour, tmp_path):
+    from einderiv.codegen import generate
+    from tests.helpers import load_module
+
+    if flavour != "python":
+        pytest.importorskip(flavour)
+    if flavour == "jax":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    value, gradient = einderiv.compile("L = log(abs(det(W)))"), einderiv.grad("L = log(abs(det(W)))", "W")
+    module = load_module(generate([value, gradient], flavour), tmp_path, f"logabsdet_{flavour}")
+    W = _far_from_one()
+    if flavour == "torch":
+        import torch
+
+        W = torch.as_tensor(W)
+    as_numpy = (lambda t: t.detach().numpy()) if flavour == "torch" else np.asarray
+    Wn = as_numpy(W)
+    assert float(as_numpy(module.L(W=W))) == pytest.approx(np.linalg.slogdet(Wn)[1], rel=1e-13)
+    np.testing.assert_allclose(as_numpy(module.dL_dW(W=W)), np.linalg.inv(Wn).T, rtol=1e-10)

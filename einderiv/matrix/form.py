@@ -59,7 +59,7 @@ class NoMatrixForm(EinderivError):
 
 #: Names matrix notation reads as functions besides the elementwise ones (their entries' ``matrix``
 #: names): a tensor so named has no matrix form.
-_STRUCTURAL_NAMES = frozenset({"tr", "det", "logdet", "diag", "sum", "softmax", "logsumexp", "inv"})
+_STRUCTURAL_NAMES = frozenset({"tr", "det", "logdet", "logabsdet", "diag", "sum", "softmax", "logsumexp", "inv"})
 
 
 def notation_function(name: str) -> bool:

@@ -74,14 +74,14 @@ _MARKS = re.compile(
     r"|\b(?:tr|sum|mean|diag|norm2|softmax|logsumexp)\s*\("  # functions that index notation writes with indices
 )
 _INVERSE = re.compile(r"\b[A-Z][A-Za-z0-9]*\s*⁻¹")  # A⁻¹: a matrix's inverse
-_MATRIX_CALL = re.compile(r"\b(inv|det|logdet)\s*\(")
+_MATRIX_CALL = re.compile(r"\b(inv|det|logdet|logabsdet)\s*\(")
 _SPACED_CALL = re.compile(r"\b(?:tr|diag)\s+[A-Za-z(]")  # tr X, tr A B: matrix notation's error says tr(X)
 
 
 def matrix_marks(text: str) -> bool:
     """Whether ``text`` uses something only matrix notation has: ``^T``, ``'``, ``⊙``, ``.*``,
     ``./``, ``.^``, ``A⁻¹`` (of an upper-case name) or ``tr X`` in text without indices, ``tr(``, ``sum(``,
-    ``diag(``, ``norm2(``, ``inv(X)`` without indices following, or ``inv``/``det``/``logdet`` of
+    ``diag(``, ``norm2(``, ``inv(X)`` without indices following, or ``inv``/``det``/``logdet``/``logabsdet`` of
     more than a name."""
     code = "\n".join(line.split("#", 1)[0] for line in text.split("\n"))
     if _MARKS.search(code) or (_INVERSE.search(code) and "_" not in code):  # A⁻¹ x: an inverse; a⁻¹, x_i⁻¹: 1/x

@@ -41,7 +41,7 @@ from .syntax import (
 
 #: Functions of a whole vector or matrix (the elementwise ones are the ``matrix`` names of
 #: einderiv.functions' entries).
-STRUCTURAL = ("tr", "det", "logdet", "inv", "diag", "sum", "mean", "softmax", "logsumexp", "norm2")
+STRUCTURAL = ("tr", "det", "logdet", "logabsdet", "inv", "diag", "sum", "mean", "softmax", "logsumexp", "norm2")
 IDENTITY = "I"
 _LETTERS = "ijklmnpqrstuvwabcdefghoxyz"
 
@@ -73,7 +73,7 @@ def _word(shape: tuple[bool, bool]) -> str:
 
 class Reader:
     """Shape inference and index-notation output for one claim, or for the statements of a
-    program (``program=True``: ``inv``, ``det``, ``logdet`` of any matrix expression, and
+    program (``program=True``: ``inv``, ``det``, ``logdet``, ``logabsdet`` of any matrix expression, and
     elementwise products nested in groups, become statements of their own)."""
 
     def __init__(
@@ -353,7 +353,7 @@ class Reader:
         name = node.function
         if name == "inv":
             return Shaped(self.matrix_argument(node.arg, node, "an inverse").shape)
-        if name in ("det", "logdet"):
+        if name in ("det", "logdet", "logabsdet"):
             self.matrix_argument(node.arg, node, f"{name}(...)")
             return Shaped(SCALAR)
         if in_matrix_notation(name) is not None:
@@ -596,7 +596,7 @@ class Reader:
 
     def _emit_call(self, node: Call, row, col) -> tuple[str, int]:
         name = node.function
-        if name in ("inv", "det", "logdet"):
+        if name in ("inv", "det", "logdet", "logabsdet"):
             matrix = self.matrix_name(node.arg)
             if matrix is not None:
                 return (f"inv({matrix})" + self.subscript((row, col)) if name == "inv" else f"{name}({matrix})"), 3
@@ -605,6 +605,8 @@ class Reader:
                     return self.emit(node.arg, None, None)
                 if name == "logdet":
                     return f"log({self.emit(node.arg, None, None)[0]})", 3
+                if name == "logabsdet":
+                    return f"log(abs({self.emit(node.arg, None, None)[0]}))", 3
                 return f"{self.factor(node.arg, None, None, atom=True)}^-1", 2
         elementwise = in_matrix_notation(name)
         if elementwise is not None:
@@ -655,8 +657,8 @@ class Translation:
 def translate(text: str, ranks: Mapping[str, int], indices: Sequence[str]) -> Translation:
     """Read the matrix-notation ``text`` over inputs of the given ranks as index notation with the
     free ``indices``: none (the claim must be a scalar), one (a column or a row vector: the same
-    array) or two (a matrix: rows ``indices[0]``, columns ``indices[1]``).  ``inv``, ``det`` and
-    ``logdet`` of an expression (``inv(X^T)``, ``det(A B)``) become statements of their own, written
+    array) or two (a matrix: rows ``indices[0]``, columns ``indices[1]``).  ``inv``, ``det``,
+    ``logdet`` and ``logabsdet`` of an expression (``inv(X^T)``, ``det(A B)``) become statements of their own, written
     before the claim's right-hand side with ``;``."""
     indices = tuple(indices)
     if len(indices) > 2:

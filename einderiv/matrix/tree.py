@@ -65,7 +65,7 @@ class Inverse:
 
 @dataclass(frozen=True)
 class Call:
-    """``f(arg)``: an elementwise function, or ``tr``, ``det``, ``logdet``, ``diag``, ``sum``,
+    """``f(arg)``: an elementwise function, or ``tr``, ``det``, ``logdet``, ``logabsdet``, ``diag``, ``sum``,
     ``softmax``, ``logsumexp``; ``shape`` is the result's."""
 
     func: str
