@@ -644,7 +644,7 @@ class _Body:
         self.flavour = flavour
         self.xp = _MODULE[flavour]
         self.names = names
-        self.like = like  # a parameter: the dtype (and device) of constants
+        self.like = like  # parameters: the dtype (and device) of constants (torch: one parameter)
         self.helpers = helpers
         self.lines: list[str] = []
         self.owned: dict[str, bool] = {}  # python name -> an array of its own (not an input or a view)
@@ -790,7 +790,7 @@ class _Body:
             return f"torch.full({shape}, {value}, dtype={self.like}.dtype, device={self.like}.device)"
         if self.flavour == "python":
             return f"np.full({shape}, {value}, dtype=np.result_type({self.like}))"
-        return f"np.full({shape}, {value}, dtype={self.like}.dtype)"
+        return f"np.full({shape}, {value}, dtype=np.result_type({self.like}))"
 
     @staticmethod
     def _aligned(value: _Value, order) -> tuple[str, bool]:
@@ -1083,12 +1083,16 @@ def _source(
     (``value_and_grad``'s (value, (g1, g2))); ``as_tuple``: a tuple even of one (``grad(f,
     ["w"])`` returns ``(g,)``)."""
     names = _Names(parameters)
-    body = _Body(flavour, names, names[parameters[0]], helpers)
+    read = values_read(line.steps)
+    # constants take the dtype of the arrays whose values the result reads, as einderiv's runtime
+    # gives them (the Jacobian of f_ij = x_i + y_j by x is float64 beside a float64 y); torch's
+    # inputs are promoted to that one dtype first (_floats), so any of them stands for it
+    like = ", ".join(names[p] for p in parameters if p in read) or names[parameters[0]]
+    body = _Body(flavour, names, names[parameters[0]] if flavour == "torch" else like, helpers)
     helpers.add("_float")
     arguments = [names[p] for p in parameters]  # integers as float64, as einderiv reads them
     if flavour == "torch":  # one dtype for all, as the torch backend (einderiv.backends) has it
         helpers.add("_floats")
-        read = values_read(line.steps)
         counted = [k for k, p in enumerate(parameters) if p in read]
         chosen = f", read={tuple(counted)}" if counted and len(counted) < len(parameters) else ""
         body.lines.append(f"{', '.join(arguments)}, = _floats({', '.join(arguments)}{chosen})")

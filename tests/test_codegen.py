@@ -668,6 +668,27 @@ def test_generated_torch_counts_only_the_inputs_whose_values_it_reads_for_the_dt
         assert compiled(**arrays).dtype == np.float32
 
 
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_generated_constants_take_the_dtype_of_the_values_read(flavour, tmp_path):
+    """Derivatives that are constants (a delta, a number) take the dtype of the arrays whose
+    values the result reads, as einderiv's runtime gives it: the Jacobian of f_ij = x_i + y_j by
+    x at a float32 x beside a float64 y was float32 in generated python and jax code (the first
+    parameter's dtype), float64 in NumPy, torch and generated torch code."""
+    to_library, to_numpy = library(flavour)
+    x, y = np.float32([1.5, -2.0]), np.array([1.0, 2.0, 3.0])
+    jacobian = einderiv.jacobian("f_ij = x_i + y_j", "x")
+    constant = einderiv.grad("L = 3 x_i + y_j y_j", "x")
+    module = load(generate([jacobian, constant], flavour), tmp_path, f"constant_dtype_{flavour}")
+    delta = np.zeros((2, 3, 2))
+    delta[[0, 1], :, [0, 1]] = 1.0
+    for function, compiled, expected in ((module.df_dx, jacobian, delta), (module.dL_dx, constant, np.full(2, 3.0))):
+        want = compiled(x=x, y=y)
+        assert want.dtype == np.float64  # NumPy's runtime: float32 beside a float64 it reads
+        got = to_numpy(function(x=to_library(x), y=to_library(y)))
+        assert got.dtype == want.dtype, (flavour, function.__name__)
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_product_functions_are_named_for_what_they_compute(tmp_path):
     # an HVP was named dd1L, a Hessian diagonal dL (a gradient's name), a JVP and a VJP both ds
     loss, layer = "L = sum_i(exp(w_i) x_i)", "f_i = tanh(A_ij s_j)"
