@@ -586,14 +586,23 @@ def merge_powers(term: Term) -> list[Term]:
         return [term]
     # sqrt(u) and sqrt(u)^p are powers of u where u itself is another factor's base and is never
     # negative (a sigmoid, an exp): sigmoid(z) / sqrt(sigmoid(z)) is sigmoid(z)^0.5 (0 at
-    # z = -800, where the quotient is 0/0); x sqrt(x) sqrt(x) stays, NaN below 0 as NumPy has it
+    # z = -800, where the quotient is 0/0); or where the merged power is fractional, NaN below 0
+    # as the product is: det(X) / sqrt(det(X))^3 is det(X)^-0.5 (the gradient of a Gaussian's
+    # 1 / sqrt(det(S)), whose sqrt(det)^3 overflowed from det = 1e205: the gradient was 0); x
+    # sqrt(x) sqrt(x) stays, NaN below 0 as NumPy has it
     plain = {power_base(f)[0] for f in term.factors}
-    roots = {id(f): r for f in applies if (r := _root_base(f)) is not None and r[0] in plain and non_negative(r[0])}
+    candidates = {id(f): r for f in applies if (r := _root_base(f)) is not None and r[0] in plain}
+    totals: dict[Poly, Fraction] = {}
+    for f in term.factors:
+        base, exponent = candidates.get(id(f)) or power_base(f)
+        totals[base] = totals.get(base, Fraction(0)) + exponent
+    roots = {k: r for k, r in candidates.items() if non_negative(r[0]) or totals[r[0]].denominator != 1}
     groups: dict[Poly, Fraction] = {}
     order: list[Poly] = []
     rest = []
+    powered = {(roots.get(id(g)) or power_base(g))[0] for g in applies}  # d / sqrt(d)^3: d's power too
     for f in term.factors:
-        if isinstance(f, Apply) or any(isinstance(g, Apply) and power_base(g)[0] == power_base(f)[0] for g in applies):
+        if isinstance(f, Apply) or power_base(f)[0] in powered:
             base, exponent = roots.get(id(f)) or power_base(f)
             if base not in groups:
                 groups[base] = Fraction(0)
@@ -1018,31 +1027,39 @@ def make_apply(func: str, arg: Poly, param: Fraction | None = None) -> list[Term
     return [Term(one, (Apply(func, arg, param),))]
 
 
-def _determinant_power(factor) -> tuple[str, Fraction, Fraction] | None:
-    """``(M, p, q)`` for a factor ``det(M)^p abs(det(M))^q``: ``det(M)`` (1, 0), ``abs(det(M))``
-    (0, 1), a power or square root of either; else None."""
-    power = ONE
-    if isinstance(factor, Apply) and factor.func in ("pow", "sqrt"):
-        power = factor.param if factor.func == "pow" else Fraction(1, 2)
+def _determinant_power(factor) -> tuple[str, Fraction, str] | None:
+    """``(M, p, sign)`` for a factor that is ``det(M)`` or ``abs(det(M))`` under powers and square
+    roots (``det(M)^p``, ``1 / sqrt(det(M))``, ``sqrt(det(M)^2)``), p the product of the powers;
+    ``sign`` is "abs" where the factor is |det(M)|^p (an abs, or an even power inside), "positive"
+    where it is real only for det(M) > 0 (a fractional power of det itself), else "odd" (det(M)^p,
+    p odd: the sign of det(M)).  None for any other factor."""
+    powers = []
+    while isinstance(factor, Apply) and factor.func in ("pow", "sqrt"):
+        powers.append(factor.param if factor.func == "pow" else Fraction(1, 2))
         factor = single_atom(factor.arg)
+    sign = "odd"
     if isinstance(factor, Apply) and factor.func == "abs":
-        inner = single_atom(factor.arg)
-        if isinstance(inner, MatrixFn) and inner.func == "det":
-            return inner.matrix, Fraction(0), power
-    if isinstance(factor, MatrixFn) and factor.func == "det":
-        return factor.matrix, power, Fraction(0)
-    return None
+        factor, sign = single_atom(factor.arg), "abs"
+    if not (isinstance(factor, MatrixFn) and factor.func == "det"):
+        return None
+    for power in reversed(powers):  # from the innermost out
+        if sign == "odd" and power.denominator != 1:
+            sign = "positive"
+        elif sign == "odd" and power.numerator % 2 == 0:
+            sign = "abs"
+    return factor.matrix, math.prod(powers, start=ONE), sign
 
 
 def log_det(func: str, arg: Poly, param) -> list[Term] | None:
     """``log(c det(A)^p abs(det(B))^q rest) = p logdet(A) + q logabsdet(B) + log(c rest)``: the
     determinants in a log's argument leave it as log-determinants (``log(det(M)) = logdet(M)``,
     ``log(abs(det(W)))`` and ``log(det(W)^2) / 2`` are ``logabsdet(W)``, ``log(2 det(S))`` is
-    ``log(2) + logdet(S)``, ``log(1 / sqrt(det(S)))`` is ``-logdet(S) / 2``).  Per matrix, with
-    p its signed power: p even (``det(W)^2``), or only ``abs(det(W))``: ``logabsdet``, whatever
-    the sign; p not an integer: ``logdet`` (det(M)^p is real only where det(M) > 0); p odd: the
-    determinant's sign is the argument's, so ``logdet`` only where it is the one factor of
-    unknown sign (c > 0 and every other factor positive), else it stays inside the log.
+    ``log(2) + logdet(S)``, ``log(exp(-q / 2) / sqrt(det(S)))`` is ``-q / 2 - logdet(S) / 2``).
+    Per matrix (:func:`_determinant_power`): |det| under an abs or an even power (``det(W)^2``,
+    ``sqrt(det(W)^2)``, ``det(W) det(W)``): ``logabsdet``, whatever the sign; a fractional power
+    of det: ``logdet`` (real only where det(M) > 0); an odd power: the determinant's sign is the
+    argument's, so ``logdet`` only where it is the one factor of unknown sign (c > 0 and every
+    other factor positive), else it stays inside the log.
 
     Stable: ``logdet`` and ``logabsdet`` are evaluated through ``slogdet``, which never forms the
     determinant, so they do not overflow or underflow for large matrices (det of a 400x400 matrix
@@ -1053,29 +1070,37 @@ def log_det(func: str, arg: Poly, param) -> list[Term] | None:
     if func != "log" or len(arg.terms) != 1:
         return None
     term = arg.terms[0]
-    powers: dict[str, list[Fraction]] = {}
+    found: dict[str, list] = {}  # matrix -> [total power, its factors' signs]
     rest = []
     for factor in term.factors:
-        found = _determinant_power(factor)
-        if found is None:
+        determinant = _determinant_power(factor)
+        if determinant is None:
             rest.append(factor)
             continue
-        signed, absolute = powers.setdefault(found[0], [Fraction(0), Fraction(0)])
-        powers[found[0]] = [signed + found[1], absolute + found[2]]
-    if not powers:
+        matrix, power, sign = determinant
+        entry = found.setdefault(matrix, [Fraction(0), []])
+        entry[0] += power
+        entry[1].append(sign)
+    if not found:
         return None
-    odd = [m for m, (p, _) in powers.items() if p.denominator == 1 and p.numerator % 2]
+    kinds = {}
+    for matrix, (_, signs) in found.items():
+        if "positive" in signs:
+            kinds[matrix] = "positive"
+        else:
+            kinds[matrix] = "odd" if signs.count("odd") % 2 else "abs"
+    odd = [m for m, kind in kinds.items() if kind == "odd"]
     alone = len(odd) == 1 and term.coeff > 0 and all(_positive(f) or _is_sqrt(f) for f in rest)
     kept = () if alone else tuple(odd)
-    if len(kept) == len(powers):
+    if len(kept) == len(found):
         return None  # det(A) det(B), det(W) x: of unknown sign, so one log of the product
     out = []
-    for matrix, (signed, absolute) in powers.items():
+    for matrix, (power, _) in found.items():
         if matrix in kept:
             rest.extend(f for f in term.factors if (_determinant_power(f) or ("",))[0] == matrix)
             continue
-        even = signed.denominator == 1 and signed.numerator % 2 == 0
-        out.append(Term(signed + absolute, (MatrixFn("logabsdet" if even else "logdet", matrix),)))
+        func = "logabsdet" if kinds[matrix] == "abs" else "logdet"
+        out.append(Term(power, (MatrixFn(func, matrix),)))
     if rest:
         out.extend(make_apply("log", Poly((Term(term.coeff, tuple(rest)),), arg.indices)))
     elif term.coeff != 1:

@@ -414,6 +414,7 @@ LOG_ABS_DET_FORMS = {  # source -> its multiple of log|det(W)|
     "d = det(W); L = log(abs(d))": 1,
     "d = det(W); L = log(d^2)": 2,
     "a = abs(det(W)); L = -log(sqrt(a))": -0.5,
+    "L = log(sqrt(det(W)^2))": 1,
 }
 
 
@@ -547,3 +548,84 @@ def test_generated_logabsdet(flavour, tmp_path):
     Wn = as_numpy(W)
     assert float(as_numpy(module.L(W=W))) == pytest.approx(np.linalg.slogdet(Wn)[1], rel=1e-13)
     np.testing.assert_allclose(as_numpy(module.dL_dW(W=W)), np.linalg.inv(Wn).T, rtol=1e-10)
+
+
+def _scaled_near_identity(size, scale, seed=0):
+    return scale * (np.eye(size) + 0.01 * np.random.default_rng(seed).normal(size=(size, size)))
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "f = 1 / sqrt(det(X))",
+        "d = det(X); f = 1 / sqrt(d)",
+        "s = sqrt(det(X)); f = 1 / s",
+        "f = exp(-0.5 a_i inv(X)_ij a_j) / sqrt(det(X))",
+    ],
+)
+def test_a_gaussian_normaliser_gradient_where_det_cubed_overflows(source):
+    """A hunt's find: the gradient of 1 / sqrt(det(X)) was -0.5 det(X) inv(X)_ji / sqrt(det(X))^3,
+    0 from det = 1e205 (sqrt(det)^3 overflows; the true gradient ~1e-131), and the Gaussian
+    density's gradient had its sign wrong there.  det(X) / sqrt(det(X))^3 is det(X)^-0.5 now
+    (NaN below 0 either way).  Against jax through slogdet, in float64."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    X, a = _scaled_near_identity(50, 1e5), np.random.default_rng(1).normal(size=50)
+    assert np.linalg.slogdet(X)[1] / np.log(10) > 249  # det ~ 1e250: det^1.5 overflows
+
+    def reference(M):
+        quadratic = -0.5 * a @ jnp.linalg.solve(M, a) if "a_i" in source else 0.0
+        return jnp.exp(quadratic - 0.5 * jnp.linalg.slogdet(M)[1])
+
+    given = {"X": X, "a": a} if "a_i" in source else {"X": X}
+    want = np.asarray(jax.grad(reference)(jnp.asarray(X)))
+    got = einderiv.grad(source, "X")(**given)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+
+
+def test_a_gaussian_normaliser_hessian_where_det_to_the_five_halves_overflows():
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    X = _scaled_near_identity(6, 1e22)  # det ~ 1e132: det^2.5 overflows
+    want = np.asarray(jax.hessian(lambda M: jnp.exp(-0.5 * jnp.linalg.slogdet(M)[1]))(jnp.asarray(X)))
+    hessian = einderiv.hessian("f = 1 / sqrt(det(X))", "X")
+    assert "sqrt(det(X))^" not in str(hessian)
+    np.testing.assert_allclose(hessian(X=X), want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        (
+            "f = log(exp(-0.5 a_i inv(S)_ij a_j) / sqrt(det(S)))",
+            lambda S, a: -0.5 * a @ np.linalg.solve(S, a) - 0.5 * np.linalg.slogdet(S)[1],
+        ),
+        ("d = det(S); f = log(d^0.5)", lambda S, a: 0.5 * np.linalg.slogdet(S)[1]),
+        ("f = log(sqrt(det(S))^-1)", lambda S, a: -0.5 * np.linalg.slogdet(S)[1]),
+    ],
+)
+def test_the_log_of_a_gaussian_density_where_det_overflows(source, expected):
+    """The textbook Gaussian log-density log(exp(-q / 2) / sqrt(det(S))) at det(S) ~ 1e650 was
+    -inf and its gradient NaN (the log kept 1 / sqrt(det(S)) whole); now -q / 2 - logdet(S) / 2,
+    with the gradient checked against finite differences of NumPy's slogdet form."""
+    S = _scaled_near_identity(200, 1e3) @ _scaled_near_identity(200, 1.0, seed=2).T
+    S = S @ S.T / 1e3
+    a = np.random.default_rng(3).normal(size=200)
+    assert np.linalg.slogdet(S)[1] > 1000 and np.isinf(np.linalg.det(S))
+    given = {"S": S, "a": a} if "a_i" in source else {"S": S}
+    assert float(einderiv.evaluate(source, **given)) == pytest.approx(expected(S, a), rel=1e-12)
+    gradient = einderiv.grad(source, "S")(**given)
+    assert np.isfinite(gradient).all()
+    small = _scaled_near_identity(4, 1.0, seed=4)
+    small = small @ small.T
+    b = a[:4]
+    assert_matches_fd(
+        einderiv.grad(source, "S"),
+        lambda S, a=None: expected(S, b),
+        {"S": small, "a": b} if "a_i" in source else {"S": small},
+        "S",
+    )
