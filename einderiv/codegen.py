@@ -185,11 +185,10 @@ def _inv(m):
 ''',
         "_det": '''
 def _det(m):
-    """det(m) = sign * exp(log|det m|); NaN where m has a non-finite entry."""
+    """det(m), the product of its LU's pivots; NaN where m has a non-finite entry."""
     if not np.all(np.isfinite(m)):
         return np.full((), np.nan, dtype=m.dtype)
-    sign, logdet = np.linalg.slogdet(m)
-    return np.asarray(sign * np.exp(logdet))
+    return np.asarray(np.linalg.det(m))
 ''',
         "_logdet": '''
 def _logdet(m):
@@ -275,9 +274,12 @@ def _inv(m):
 ''',
         "_det": '''
 def _det(m):
-    """det(m) = sign * exp(log|det m|); NaN where m has a non-finite entry."""
+    """det(m), the product of its LU's pivots (sign * exp(log|det|) where that product is not
+    finite: jax's is NaN where det overflows); NaN where m has a non-finite entry."""
+    value = np.linalg.det(m)
     sign, logdet = np.linalg.slogdet(m)
-    return np.where(np.all(np.isfinite(m)), sign * np.exp(logdet), np.nan)
+    value = np.where(np.isfinite(value), value, sign * np.exp(logdet))
+    return np.where(np.all(np.isfinite(m)), value, np.nan)
 ''',
         "_logdet": '''
 def _logdet(m):
@@ -408,11 +410,10 @@ def _inv(m):
 ''',
         "_det": '''
 def _det(m):
-    """det(m) = sign * exp(log|det m|); NaN where m has a non-finite entry."""
+    """det(m), the product of its LU's pivots; NaN where m has a non-finite entry."""
     if not torch.isfinite(m).all():
         return torch.full((), float("nan"), dtype=m.dtype, device=m.device)
-    sign, logdet = torch.linalg.slogdet(m)
-    return sign * torch.exp(logdet)
+    return torch.linalg.det(m)
 ''',
         "_logdet": '''
 def _logdet(m):
