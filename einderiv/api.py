@@ -192,6 +192,31 @@ def _not_convertible(name: str, library: str, backend: str) -> EvaluationError:
     )
 
 
+def reader_names_explained(method):
+    """A method whose EvaluationError names a statement that the matrix-notation reader made
+    (``logdet(M1): the determinant of 'M1' is negative`` for ``logdet(X^T X - 2 I)``, a name
+    the user never wrote) says what that name is: ``(einderiv named a part of the expression
+    M1: M1_ij = X_ki X_kj - 2 delta_ij; f = logdet(M1))``."""
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except EvaluationError as err:
+            reading = self.reading
+            if reading is None or reading.notation != "matrix" or "einderiv named" in str(err):
+                raise
+            written = set(re.findall(r"[A-Za-z][A-Za-z0-9]*", reading.source))
+            made = [s.target.name for s in reading.program.statements[:-1] if s.target.name not in written]
+            named = [name for name in made if re.search(rf"\b{re.escape(name)}\b", str(err))]
+            if not named:
+                raise
+            parts = "a part of the expression" if len(named) == 1 else "parts of the expression"
+            raise EvaluationError(f"{err} (einderiv named {parts} {', '.join(named)}: {reading.text})") from None
+
+    return call
+
+
 class Compiled:
     """A checked program, evaluable from named arrays: ``f(x=..., A=...)`` gives its output."""
 
@@ -466,6 +491,7 @@ class Compiled:
         return {name: ops.astype(value, dtype) for name, value in out.items()}, dtype, like
 
     @guarded
+    @reader_names_explained
     def call(self, arrays: Mapping[str, object] | None = None, /, backend: str | None = None, **named):
         """The value for ``arrays`` (a mapping: names need not be Python identifiers, and may be
         ``backend``), and for arrays given as keywords.  It is
@@ -489,6 +515,7 @@ class Compiled:
         return ops.own(result, inputs)  # never an input, a view of one or a broadcast view
 
     @guarded
+    @reader_names_explained
     def __call__(self, arrays: Mapping[str, object] | None = None, /, **named) -> np.ndarray:
         """The value for these arrays, named as in the expression: as keywords (``f(x=x)``), as one
         mapping (``f({"x": x})``, for any name), or both (see :meth:`call`)."""

@@ -656,3 +656,21 @@ def test_det_is_the_pivots_product_not_exp_of_logdet(dtype, n, scale, rtol):
             module.config.update("jax_enable_x64", True)
         got = float(np.asarray(compiled.call({"X": X}, backend=backend)))
         assert got == pytest.approx(want, rel=max(rtol, 5e-14)), backend  # jax's own LU: 1.4e-14
+
+
+def test_an_error_naming_a_statement_the_matrix_reader_made_says_what_it_is():
+    """A hunt's find: ``logdet(X^T X - 2 I)`` at a negative determinant raised about 'M1', a
+    name the user never wrote, and the CLI printed no ``read as:`` line when it failed."""
+    X = np.diag([1.0, 1.0, -1.0])
+    with pytest.raises(einderiv.EvaluationError) as caught:
+        einderiv.evaluate("f = logdet(X^T X - 2 I)", X=X)
+    message = str(caught.value)
+    assert "the determinant of 'M1' is negative" in message
+    assert message.endswith(
+        "(einderiv named a part of the expression M1: M1_ij = X_ki X_kj - 2 delta_ij; f = logdet(M1))"
+    )
+    with pytest.raises(einderiv.EvaluationError, match=r"einderiv named a part of the expression M1: M1_ij = X_ij"):
+        einderiv.compile("f = a^T (X - I)^-1 a")(X=X, a=np.ones(3))
+    with pytest.raises(einderiv.EvaluationError) as caught:  # a name the user wrote is not explained
+        einderiv.evaluate("M = X^T X - 2 I; f = logdet(M)", X=X)
+    assert "einderiv named" not in str(caught.value)
