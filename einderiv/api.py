@@ -199,11 +199,11 @@ def reader_names_explained(method):
     M1: M1_ij = X_ki X_kj - 2 delta_ij; f = logdet(M1))``."""
 
     @functools.wraps(method)
-    def call(self, *args, **kwargs):
+    def call(*args, **kwargs):  # (no named self: an input may be called self)
         try:
-            return method(self, *args, **kwargs)
+            return method(*args, **kwargs)
         except EvaluationError as err:
-            reading = self.reading
+            reading = args[0].reading
             if reading is None or reading.notation != "matrix" or "einderiv named" in str(err):
                 raise
             written = set(re.findall(r"[A-Za-z][A-Za-z0-9]*", reading.source))
