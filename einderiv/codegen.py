@@ -46,6 +46,7 @@ from .products import Product
 from .steps import (
     Contract,
     Elementwise,
+    LogOneMinusExp,
     LogSoftmax,
     LogSumExp,
     MatrixFunction,
@@ -105,6 +106,15 @@ def _softmax_complement(p, axes):
     return np.where(top, np.sum(np.where(top, 0, p), axis=axes, keepdims=True), 1 - p)
 '''
 
+_LOG1MEXP = '''
+def _log1mexp(v):
+    """log(1 - exp(v)): log1p(-exp(v)) where v < -log 2, log(-expm1(v)) above (Maechler), each
+    exact on its side."""
+    if np.iscomplexobj(v):
+        return np.log(-np.expm1(v))
+    return np.where(v < -0.6931471805599453, np.log1p(-np.exp(v)), np.log(-np.expm1(v)))
+'''
+
 _SOFTMAX_CENTRED = '''
 def _softmax_centred(p, x, axes):
     """x - sum over axes of p x for a softmax's values p; where p is above 1/2 at t,
@@ -162,6 +172,7 @@ def _softmax(v, axes):
     return e / np.sum(e, axis=axes, keepdims=True)
 ''',
         "_softmax_complement": _SOFTMAX_COMPLEMENT,
+        "_log1mexp": _LOG1MEXP,
         "_softmax_centred": _SOFTMAX_CENTRED,
         "_log_softmax": _LOG_SOFTMAX,
         "_log_of_sum": _LOG_OF_SUM,
@@ -243,6 +254,7 @@ def _softmax(v, axes):
     return e / np.sum(e, axis=axes, keepdims=True)
 ''',
         "_softmax_complement": _SOFTMAX_COMPLEMENT,
+        "_log1mexp": _LOG1MEXP,
         "_softmax_centred": _SOFTMAX_CENTRED,
         "_log_softmax": _LOG_SOFTMAX,
         "_log_of_sum": _LOG_OF_SUM,
@@ -342,6 +354,14 @@ def _softmax(v, axes):
     peak = torch.amax(v, dim=axes, keepdim=True)
     e = torch.exp(v - torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak)))
     return e / torch.sum(e, dim=axes, keepdim=True)
+''',
+        "_log1mexp": '''
+def _log1mexp(v):
+    """log(1 - exp(v)): log1p(-exp(v)) where v < -log 2, log(-expm1(v)) above (Maechler), each
+    exact on its side."""
+    if v.is_complex():
+        return torch.log(-torch.expm1(v))
+    return torch.where(v < -0.6931471805599453, torch.log1p(-torch.exp(v)), torch.log(-torch.expm1(v)))
 ''',
         "_softmax_complement": '''
 def _softmax_complement(p, axes):
@@ -893,6 +913,7 @@ CODE_FOR = {
     SoftmaxCentred: lambda body, step, source: (
         f"{body.helper('_softmax_centred')}({source}, {body.names[step.operand]}, {step.axes[0]})"
     ),
+    LogOneMinusExp: lambda body, step, source: f"{body.helper('_log1mexp')}({source})",
     Elementwise: lambda body, step, source: body.elementwise(step.func, step.param, source),
 }
 

@@ -1485,6 +1485,34 @@ def log_exp_minus_one(func: str, arg: Poly, param) -> list[Term] | None:
     return [*carrying([*v.terms, *scaled], arg.indices), *_log_minus_expm1([*negated(v).terms, *shift], arg.indices)]
 
 
+def log_one_minus_exp(func: str, arg: Poly, param) -> list[Term] | None:
+    """``log(1 - exp(u)) = log(-expm1(u))`` and ``log1p(-exp(u)) = log(-expm1(u))``; with numbers
+    a, b > 0, ``log(a - b exp(u)) = log(a) + log(-expm1(u + log(b / a)))``: the complementary
+    log-log link's ``log(1 - exp(-exp(eta)))`` and a hurdle Poisson's ``log(1 - exp(-lam))``.
+
+    Stable: 1 - exp(u) keeps an ulp of 1, so near u = 0 (eta = -30 above: u = -1e-13) the log
+    was 1.7e-4 off and from u = -1e-16 on -inf, its gradient -inf; expm1(u) keeps every digit of
+    u.  ``log(-expm1(u))`` is evaluated as Mächler's log1mexp, ``log1p(-exp(u))`` where u < -log 2,
+    so that far below 0 too, where -expm1(u) rounds to 1, the value keeps its relative digits.
+    Its derivative ``exp(u) / expm1(u)`` is exact at both ends.
+    Terminates: the result's log is of ``-expm1``, which no rule rewrites."""
+    if func == "log1p":
+        func, arg = "log", Poly((Term(ONE, ()), *arg.terms), arg.indices)
+    if func != "log":
+        return None
+    constant, rest = _constant_and_rest(arg)
+    if constant is None or constant <= 0 or len(rest.terms) != 1 or rest.terms[0].coeff >= 0:
+        return None
+    scale = -rest.terms[0].coeff
+    exp = single_atom(Poly((rest.terms[0].scaled(-1 / scale),), rest.indices), "exp")
+    if exp is None:
+        return None
+    u = exp.arg
+    shift = [] if constant == scale else [_signed_log(scale / constant)]
+    scaled = [] if constant == 1 else [_signed_log(constant)]
+    return [*carrying(scaled, arg.indices), *_log_minus_expm1([*u.terms, *shift], arg.indices)]
+
+
 def _log_minus_expm1(w: list[Term], indices) -> list[Term]:
     """``log(-expm1(w))``, log(1 - exp(w)) for w < 0, built as it is (no rule rewrites it); but
     for ``w = -softplus(u)`` it is ``log(sigmoid(u))`` (see :func:`expm1_of_softplus`), which
@@ -2013,6 +2041,7 @@ CALL_RULES: tuple[Callable, ...] = (
     reciprocal_one_plus_exp,
     reciprocal_sigmoid,
     log_exp_minus_one,
+    log_one_minus_exp,
     expm1_of_softplus,
     log_of_sigmoid_weights,
     log_add_exp,

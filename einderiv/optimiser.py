@@ -42,6 +42,7 @@ from .rewrites import logsumexp_parts, softmax_parts
 from .steps import (
     Contract,
     Elementwise,
+    LogOneMinusExp,
     LogSoftmax,
     LogSumExp,
     MatrixFunction,
@@ -252,6 +253,17 @@ def _fresh(taken: set[str], prefix: str):
         k += 1
         if name not in taken:
             yield name
+
+
+def _log_minus_expm1_of(atom: Apply) -> Poly | None:
+    """v for ``log(-expm1(v))`` (elementwise: v carries the log's indices), else None."""
+    if atom.func != "log" or len(atom.arg.terms) != 1 or atom.arg.terms[0].coeff != -1:
+        return None
+    factors = atom.arg.terms[0].factors
+    inner = factors[0] if len(factors) == 1 else None
+    if isinstance(inner, Apply) and inner.func == "expm1" and set(inner.indices) == set(atom.arg.indices):
+        return inner.arg
+    return None
 
 
 def _scaled_softmax(atom) -> tuple[Apply, int] | None:
@@ -2322,6 +2334,11 @@ class StraightLine:
             # exp(2 z_k - 2 logsumexp(z)) as the softmax squared: the exponent 2 z - 2 lse rounds
             # by |z| ulps (the Hessian diagonal p - p^2 of a logsumexp was negative at z ~ 2000)
             name = self._calls[key] = self._power_step(self._hoist_atom(scaled[0]).name, scaled[1])
+        exponent = _log_minus_expm1_of(atom) if name is None else None
+        if exponent is not None:  # log(-expm1(v)): log(1 - exp(v)), exact on both sides of -log 2
+            name = self._calls[key] = target or self._temp()
+            self.steps.append(LogOneMinusExp(name, source=self._source(exponent)))
+            self._quiet = True
         if name is None:
             source = self._source(atom.arg)
             name = target or self._temp()

@@ -27,6 +27,7 @@ from .steps import (
     STEP_KINDS,
     Contract,
     Elementwise,
+    LogOneMinusExp,
     LogSoftmax,
     LogSumExp,
     MatrixFunction,
@@ -244,6 +245,37 @@ def _log_softmax(v: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
         return shifted
 
 
+#: below this, log(1 - exp(v)) is log1p(-exp(v)); above, log(-expm1(v)) (Mächler, "Accurately
+#: computing log(1 - exp(-|a|))", 2012): each keeps its relative digits on its side
+LOG_HALF = -math.log(2)
+
+
+def _log_one_minus_exp(v: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """log(1 - exp(v)): ``log(-expm1(v))``, and ``log1p(-exp(v))`` recomputed where v < -log 2
+    (-expm1(v) rounds to 1 far below 0, where the log is -exp(v)).  NaN above 0, -inf at 0, as
+    the log of 1 - exp(v) is; a complex v takes ``log(-expm1(v))``, the principal log.
+    ``out``: an array of v's shape and dtype to write into."""
+    v = np.asarray(v)
+    if v.dtype.kind != "f" or not v.ndim:
+        far = v.dtype.kind == "f" and v < LOG_HALF
+        return np.asarray(np.log1p(-np.exp(v)) if far else np.log(-np.expm1(v)))
+    value = np.expm1(v, out=out if out is not None and out.shape == v.shape and out.dtype == v.dtype else None)
+    np.negative(value, out=value)
+    np.log(value, out=value)
+    far = v < LOG_HALF
+    if far.any():
+        value[far] = np.log1p(-np.exp(v[far]))
+    return value
+
+
+def generic_log_one_minus_exp(v, ops: ArrayOps):
+    """:func:`_log_one_minus_exp` on another library: both forms, chosen elementwise."""
+    xp = ops.xp
+    if is_complex(v):
+        return xp.log(-xp.expm1(v))
+    return xp.where(v < LOG_HALF, xp.log1p(-xp.exp(v)), xp.log(-xp.expm1(v)))
+
+
 def generic_log_of_sum(e, axes: tuple[int, ...], ops: ArrayOps):
     """log Σ e over ``axes`` for e = exp(v - max v); where the sum is in [1, :data:`LEADING`),
     log1p of the others' sum (:func:`_log_of_sum`)."""
@@ -440,7 +472,7 @@ def _run(
         if signature is not None:
             targets = [
                 step.target
-                if type(step) in (Contract, Elementwise, Softmax, SoftmaxComplement, SoftmaxCentred)
+                if type(step) in (Contract, Elementwise, Softmax, SoftmaxComplement, SoftmaxCentred, LogOneMinusExp)
                 and _large(values.get(step.target))
                 else None
                 for step in line.steps
@@ -606,6 +638,13 @@ def _softmax_centred_instruction(step: SoftmaxCentred, values, factored):
     return instruction
 
 
+def _log_one_minus_exp_instruction(step: LogOneMinusExp, values, factored):
+    def instruction(v, out, a=step.source, t=step.target):
+        v[t] = _log_one_minus_exp(v[a], out)
+
+    return instruction
+
+
 def _elementwise_instruction(step: Elementwise, values, factored):
     def instruction(v, out, a=step.source, func=step.func, param=step.param, t=step.target):
         x = v[a]
@@ -648,6 +687,7 @@ NUMPY_INSTRUCTIONS = {
     LogSoftmax: _log_softmax_instruction,
     SoftmaxComplement: _softmax_complement_instruction,
     SoftmaxCentred: _softmax_centred_instruction,
+    LogOneMinusExp: _log_one_minus_exp_instruction,
     Elementwise: _elementwise_instruction,
 }
 
@@ -678,6 +718,7 @@ GENERIC_STEPS = {
     SoftmaxCentred: lambda step, values, ops, like: generic_softmax_centred(
         values[step.source], values[step.operand], step.axes[0], ops
     ),
+    LogOneMinusExp: lambda step, values, ops, like: generic_log_one_minus_exp(values[step.source], ops),
     Elementwise: lambda step, values, ops, like: ops.apply(step.func, step.param, values[step.source]),
 }
 assert set(NUMPY_INSTRUCTIONS) == set(GENERIC_STEPS) == set(STEP_KINDS)
@@ -770,6 +811,11 @@ def _explain_softmax_centred(step: SoftmaxCentred, values):
     return computes, shape, 5 * math.prod(shape), math.prod(shape)
 
 
+def _explain_log_one_minus_exp(step: LogOneMinusExp, values):
+    shape = values[step.source].shape
+    return f"log(1 - exp({step.source}))", shape, 3 * math.prod(shape), math.prod(shape)
+
+
 #: the explainer: each kind of step -> (step, placeholder values) -> (computes, shape, flops, largest)
 EXPLAIN = {
     Contract: _explain_contract,
@@ -781,6 +827,7 @@ EXPLAIN = {
     LogSoftmax: _explain_log_softmax,
     SoftmaxComplement: _explain_softmax_complement,
     SoftmaxCentred: _explain_softmax_centred,
+    LogOneMinusExp: _explain_log_one_minus_exp,
 }
 assert set(EXPLAIN) == set(STEP_KINDS)
 

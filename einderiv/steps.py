@@ -17,7 +17,8 @@ produces them, and three interpreters, each a table keyed by the step's class, r
 - :class:`SoftmaxComplement`: 1 - p for the values p of a softmax over the axes ``axes[0]``,
   without cancelling where p rounds to 1;
 - :class:`SoftmaxCentred`: x - Σ p x for the values p of a softmax and an array x of p's
-  shape (a softmax's VJP and HVP), without cancelling where p rounds to 1.
+  shape (a softmax's VJP and HVP), without cancelling where p rounds to 1;
+- :class:`LogOneMinusExp`: log(1 - exp(v)) elementwise, exact far below 0 and near it.
 
 Every step has the attributes of every kind, ``None`` (or False) where they do not apply, so
 code that filters steps (``step.contraction is not None``) reads any of them.
@@ -166,6 +167,17 @@ class SoftmaxCentred(Step):
     kind: ClassVar[str] = "softmax_centred"
 
 
+@dataclass(frozen=True)
+class LogOneMinusExp(Step):
+    """``target = log(1 - exp(source))``, which the rules write ``log(-expm1(v))``, as Mächler's
+    log1mexp: ``log(-expm1(v))`` where v > -log 2 and ``log1p(-exp(v))`` below, each exact where
+    the other is not (-expm1(v) rounds to 1 far below 0: log(-expm1(-40)) is 0 for -4.2e-18)."""
+
+    source: str = ""
+    func: ClassVar[str] = "log1mexp"
+    kind: ClassVar[str] = "log1mexp"
+
+
 def values_read(steps) -> set[str]:
     """The names whose values ``steps`` read, or, where they read values of none (a count, a
     delta), those they read for their sizes: the arrays that decide a result's dtype."""
@@ -183,12 +195,14 @@ STEP_KINDS: tuple[type[Step], ...] = (
     LogSoftmax,
     SoftmaxComplement,
     SoftmaxCentred,
+    LogOneMinusExp,
 )
 
 __all__ = [
     "STEP_KINDS",
     "Contract",
     "Elementwise",
+    "LogOneMinusExp",
     "LogSoftmax",
     "LogSumExp",
     "MatrixFunction",

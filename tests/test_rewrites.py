@@ -701,6 +701,7 @@ def test_the_catalogue_covers_the_documented_rules():
         "log_exp_minus_one", "log_sinh", "log_of_scaled_sum", "power_of_exp", "sinh_over_cosh",
         "reciprocal_sigmoid", "log_of_common_factor", "expm1_of_softplus", "sigmoid_difference",
         "log_sigmoid_difference", "exp_times_exp", "log_of_sigmoid_weights", "softmax_sums_to_one",
+        "log_one_minus_exp",
     }  # fmt: skip
     assert set(rewrites.CATALOGUE) == expected
     readme = (__import__("pathlib").Path(__file__).parent.parent / "README.md").read_text()

@@ -14,10 +14,10 @@ from einderiv.runtime import EXPLAIN, GENERIC_STEPS, NUMPY_INSTRUCTIONS
 from einderiv.steps import STEP_KINDS
 
 #: uses every kind of step: a contraction, elementwise calls, softmax, logsumexp, a matrix
-#: function (det), a solve (inv(M) times a vector) and a log-softmax (log(p))
+#: function (det), a solve (inv(M) times a vector), a log-softmax (log(p)) and log(1 - exp(u))
 EVERY_KIND = (
     "p_k = softmax_k(z_k); q_k = log(p_k); h_i = tanh(inv(M)_ij b_j); "
-    "L = logsumexp_k(z_k) + det(M) + p_k z_k + h_i h_i + q_k y_k"
+    "L = logsumexp_k(z_k) + det(M) + p_k z_k + h_i h_i + q_k y_k + log(1 - exp(-1 - z_k^2))"
 )
 
 
@@ -29,7 +29,9 @@ def test_every_interpreter_handles_every_kind_of_step():
 def closed_form(z, M, b, y):
     p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
     h = np.tanh(np.linalg.solve(M, b))
-    return np.log(np.exp(z).sum()) + np.linalg.det(M) + p @ z + h @ h + np.log(p) @ y
+    return (
+        np.log(np.exp(z).sum()) + np.linalg.det(M) + p @ z + h @ h + np.log(p) @ y + np.log1p(-np.exp(-1 - z**2)).sum()
+    )
 
 
 def softmax_jacobian(z):
