@@ -386,6 +386,13 @@ class JaxOps(ArrayOps):
     def own(self, result, inputs: list):
         return result  # immutable: sharing is harmless
 
+    def det(self, m):
+        """jax's det of a matrix whose determinant overflows is NaN (its LU product meets
+        inf * 0): there, sign * exp(log|det|), which is ±inf."""
+        value = super().det(m)
+        sign, logdet = self.slogdet(m)
+        return self.xp.where(self.xp.isfinite(value), value, sign * self.xp.exp(logdet))
+
 
 class DaskOps(ArrayOps):
     """dask.array: lazy and chunked; the result is a dask array (call ``.compute()``).  Square

@@ -455,10 +455,9 @@ def generic_matrix_function(func: str, name: str, matrix, ops: ArrayOps):
     _square_matrix(func, name, matrix)
     if func == "inv":
         return _nan_unless_finite(matrix, _singular(func, name, lambda: ops.inv(matrix, name)), ops)
+    if func == "det":
+        return _nan_unless_finite(matrix, ops.det(matrix), ops)
     sign, logdet = ops.slogdet(matrix)
-    if func == "det":  # the library's det, or sign * exp(log|det|) where that is not finite (jax's
-        value = ops.det(matrix)  # det of a matrix of 1e300s is NaN, for inf)
-        return _nan_unless_finite(matrix, ops.xp.where(ops.xp.isfinite(value), value, sign * ops.xp.exp(logdet)), ops)
     if func == "logabsdet":  # (sign 0: NaN, as logdet has it, where NumPy's path raises)
         return _nan_unless_finite(matrix, ops.positive_or_nan(ops.xp.abs(sign), logdet), ops)
     if "complex" in str(getattr(sign, "dtype", "")):  # (each library names its complex dtypes so)
