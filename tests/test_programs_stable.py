@@ -2055,3 +2055,16 @@ def test_log_one_minus_exp_keeps_its_relative_digits_on_both_sides(backend, tmp_
             got = generated.L(u=to(at))
             got = got.numpy() if flavour == "torch" else np.asarray(got)
         np.testing.assert_allclose(got, expected, rtol=2e-16 * 8, err_msg=f"{source} on {backend}")
+
+
+def test_log_one_minus_exp_writes_into_kept_arrays_on_either_side_and_mixed():
+    """Arrays large enough to be kept between calls: each call's values are its own inputs',
+    whether u lies on one side of -log 2, on the other, or on both interleaved; against NumPy's
+    two forms chosen by np.where (Mächler's closed form)."""
+    compiled = einderiv.compile("L_i = log(1 - exp(u_i))")
+    rng = np.random.default_rng(5)
+    n = 50_000  # 400 kB: kept for the next call
+    for u in (-rng.random(n) * 0.6, -1 - 5 * rng.random(n), -2 * rng.random(n), -rng.random(n) * 0.6):
+        with np.errstate(all="ignore"):
+            expected = np.where(u < -np.log(2), np.log1p(-np.exp(u)), np.log(-np.expm1(u)))
+        np.testing.assert_allclose(compiled(u=u), expected, rtol=4e-16)
