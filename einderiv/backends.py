@@ -276,8 +276,8 @@ class ArrayOps:
         return self.xp.linalg.slogdet(m)
 
     def det(self, m):
-        """det(m) from the library's LU (the product of its pivots: sign * exp(log|det|) carries
-        log|det|'s rounding times |log|det||, 1e-13 relative at det = 1e298)."""
+        """det(m), the library's own (torch's and CuPy's multiply the pivots of their LU; NumPy's
+        and dask's blocks take sign * exp(log|det|), whose rounding grows with |log|det||)."""
         low = self._half(m)
         if low is not None:
             return self.astype(self.det(self.astype(m, self.xp.float32)), low)
@@ -387,8 +387,8 @@ class JaxOps(ArrayOps):
         return result  # immutable: sharing is harmless
 
     def det(self, m):
-        """jax's det of a matrix whose determinant overflows is NaN (its LU product meets
-        inf * 0): there, sign * exp(log|det|), which is ±inf."""
+        """jax's det of a matrix whose determinant overflows is NaN: there, sign * exp(log|det|),
+        which is ±inf (two factorisations, of which the traced program keeps both)."""
         value = super().det(m)
         sign, logdet = self.slogdet(m)
         return self.xp.where(self.xp.isfinite(value), value, sign * self.xp.exp(logdet))

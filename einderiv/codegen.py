@@ -111,7 +111,7 @@ def _log1mexp(v):
     """log(1 - exp(v)): log1p(-exp(v)) where v < -log 2, log(-expm1(v)) above (Maechler), each
     exact on its side."""
     if np.iscomplexobj(v):
-        return np.log(-np.expm1(v))
+        return np.log(0 - np.expm1(v))
     return np.where(v < -0.6931471805599453, np.log1p(-np.exp(v)), np.log(-np.expm1(v)))
 '''
 
@@ -196,7 +196,8 @@ def _inv(m):
 ''',
         "_det": '''
 def _det(m):
-    """det(m), the product of its LU's pivots; NaN where m has a non-finite entry."""
+    """det(m), NumPy's (einderiv's own multiplies the pivots of its LU); NaN where m has a
+    non-finite entry."""
     if not np.all(np.isfinite(m)):
         return np.full((), np.nan, dtype=m.dtype)
     return np.asarray(np.linalg.det(m))
@@ -214,11 +215,12 @@ def _logdet(m):
 ''',
         "_logabsdet": '''
 def _logabsdet(m):
-    """log |det m| (real); NaN where m has a non-finite entry or det m = 0."""
+    """log |det m| of a real m (-inf where det m = 0); NaN where m has a non-finite entry."""
+    if np.iscomplexobj(m):
+        raise TypeError("logabsdet (log(abs(det(M))), log(det(M)^2) / 2) is evaluated for real matrices only")
     if not np.all(np.isfinite(m)):
-        return np.full((), np.nan, dtype=np.real(m).dtype)
-    sign, logdet = np.linalg.slogdet(m)
-    return np.asarray(logdet if sign != 0 else np.nan, dtype=np.real(m).dtype)
+        return np.full((), np.nan, dtype=m.dtype)
+    return np.asarray(np.linalg.slogdet(m)[1])
 ''',
         "_solve": '''
 def _solve(m, b, transposed):
@@ -286,8 +288,8 @@ def _inv(m):
 ''',
         "_det": '''
 def _det(m):
-    """det(m), the product of its LU's pivots (sign * exp(log|det|) where that product is not
-    finite: jax's is NaN where det overflows); NaN where m has a non-finite entry."""
+    """det(m), jax's (sign * exp(log|det|) where that is not finite: jax's det is NaN where the
+    determinant overflows); NaN where m has a non-finite entry."""
     value = np.linalg.det(m)
     sign, logdet = np.linalg.slogdet(m)
     value = np.where(np.isfinite(value), value, sign * np.exp(logdet))
@@ -304,9 +306,10 @@ def _logdet(m):
 ''',
         "_logabsdet": '''
 def _logabsdet(m):
-    """log |det m| (real); NaN where m has a non-finite entry or det m = 0."""
-    sign, logdet = np.linalg.slogdet(m)
-    return np.where(np.all(np.isfinite(m)) & (sign != 0), logdet, np.nan)
+    """log |det m| of a real m (-inf where det m = 0); NaN where m has a non-finite entry."""
+    if np.iscomplexobj(m):
+        raise TypeError("logabsdet (log(abs(det(M))), log(det(M)^2) / 2) is evaluated for real matrices only")
+    return np.where(np.all(np.isfinite(m)), np.linalg.slogdet(m)[1], np.nan)
 ''',
         "_solve": '''
 def _solve(m, b, transposed):
@@ -360,7 +363,7 @@ def _log1mexp(v):
     """log(1 - exp(v)): log1p(-exp(v)) where v < -log 2, log(-expm1(v)) above (Maechler), each
     exact on its side."""
     if v.is_complex():
-        return torch.log(-torch.expm1(v))
+        return torch.log(0 - torch.expm1(v))
     return torch.where(v < -0.6931471805599453, torch.log1p(-torch.exp(v)), torch.log(-torch.expm1(v)))
 ''',
         "_softmax_complement": '''
@@ -430,7 +433,7 @@ def _inv(m):
 ''',
         "_det": '''
 def _det(m):
-    """det(m), the product of its LU's pivots; NaN where m has a non-finite entry."""
+    """det(m), torch's (the product of its LU's pivots); NaN where m has a non-finite entry."""
     if not torch.isfinite(m).all():
         return torch.full((), float("nan"), dtype=m.dtype, device=m.device)
     return torch.linalg.det(m)
@@ -448,11 +451,12 @@ def _logdet(m):
 ''',
         "_logabsdet": '''
 def _logabsdet(m):
-    """log |det m| (real); NaN where m has a non-finite entry or det m = 0."""
-    sign, logdet = torch.linalg.slogdet(m)
+    """log |det m| of a real m (-inf where det m = 0); NaN where m has a non-finite entry."""
+    if m.is_complex():
+        raise TypeError("logabsdet (log(abs(det(M))), log(det(M)^2) / 2) is evaluated for real matrices only")
     if not torch.isfinite(m).all():
-        return torch.full_like(logdet, float("nan"))
-    return torch.where(sign != 0, logdet, torch.full_like(logdet, float("nan")))
+        return torch.full((), float("nan"), dtype=m.dtype, device=m.device)
+    return torch.linalg.slogdet(m)[1]
 ''',
         "_solve": '''
 def _solve(m, b, transposed):
@@ -809,8 +813,6 @@ class _Body:
     def _full(self, shape: str, value: str) -> str:
         if self.flavour == "torch":
             return f"torch.full({shape}, {value}, dtype={self.like}.dtype, device={self.like}.device)"
-        if self.flavour == "python":
-            return f"np.full({shape}, {value}, dtype=np.result_type({self.like}))"
         return f"np.full({shape}, {value}, dtype=np.result_type({self.like}))"
 
     @staticmethod

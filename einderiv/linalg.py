@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .backends import is_complex
 from .errors import EvaluationError
 
 if TYPE_CHECKING:
@@ -296,6 +297,7 @@ class Factorisation:
         """inv, det, logdet or logabsdet."""
         if func == "inv":
             return self.inv()
+        _real_for_logabsdet(func, self.name, self.matrix)
         if not self.finite:
             return np.full((), np.nan, dtype=self.matrix.dtype)
         if func == "det":
@@ -303,15 +305,24 @@ class Factorisation:
         return _determinant(func, self.name, *self.slogdet())
 
 
+def _real_for_logabsdet(func: str, name: str, matrix) -> None:
+    """logabsdet of a complex matrix is an error: the rules read both log(abs(det(W))) and
+    log(det(W)^2) / 2 as logabsdet(W), equal for real matrices only (at a complex W the second is
+    log|det| + i arg(det)), and a real value would silently drop that imaginary part."""
+    if func == "logabsdet" and is_complex(matrix):
+        raise EvaluationError(
+            f"logabsdet({name}): {name!r} is complex, and logabsdet (which log(abs(det({name}))) and "
+            f"log(det({name})^2) / 2 are read as) is evaluated for real matrices only"
+        )
+
+
 def _determinant(func: str, name: str, sign, logdet) -> np.ndarray:
     """det, logdet or logabsdet from ``slogdet``: a logdet whose determinant is not positive is an
-    error, as is a logabsdet whose determinant is zero; of a complex matrix, logdet is the
-    principal log(det), log|det| + i arg(det), as NumPy's log of det, and logabsdet log|det|."""
+    error; a logabsdet whose determinant is zero is -inf, as log(abs(0)) is; of a complex matrix,
+    logdet is the principal log(det), log|det| + i arg(det), as NumPy's log of det."""
     if func == "det":
         return np.asarray(sign * np.exp(logdet))
-    if func == "logabsdet":
-        if sign == 0:
-            raise EvaluationError(f"logabsdet({name}): the determinant of {name!r} is zero, so it has no logarithm")
+    if func == "logabsdet":  # (slogdet gives -inf where the determinant is zero)
         return np.asarray(logdet)
     if np.iscomplexobj(sign):
         if sign == 0:
@@ -416,6 +427,7 @@ def matrix_function(func: str, name: str, matrix: np.ndarray) -> np.ndarray:
     """inv, det, logdet or logabsdet of a square matrix, with errors that name it."""
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise EvaluationError(f"{func}({name}): {name!r} has shape {matrix.shape}, not a square matrix")
+    _real_for_logabsdet(func, name, matrix)
     lapack = _in_a_lapack_dtype(func, name, matrix)
     if lapack is not matrix:
         return np.asarray(matrix_function(func, name, lapack)).astype(matrix.dtype)
@@ -450,16 +462,17 @@ def _singular(func: str, name: str, compute):
 
 def generic_matrix_function(func: str, name: str, matrix, ops: ArrayOps):
     """inv, det, logdet and logabsdet on another library.  No branch depends on values (traceable,
-    lazy): a non-positive determinant makes logdet NaN rather than an error, and a zero one
-    logabsdet NaN."""
+    lazy): a non-positive determinant makes logdet NaN rather than an error (a zero one makes
+    logabsdet -inf, as on NumPy's path)."""
     _square_matrix(func, name, matrix)
+    _real_for_logabsdet(func, name, matrix)
     if func == "inv":
         return _nan_unless_finite(matrix, _singular(func, name, lambda: ops.inv(matrix, name)), ops)
     if func == "det":
         return _nan_unless_finite(matrix, ops.det(matrix), ops)
     sign, logdet = ops.slogdet(matrix)
-    if func == "logabsdet":  # (sign 0: NaN, as logdet has it, where NumPy's path raises)
-        return _nan_unless_finite(matrix, ops.positive_or_nan(ops.xp.abs(sign), logdet), ops)
+    if func == "logabsdet":  # (slogdet gives -inf where the determinant is zero)
+        return _nan_unless_finite(matrix, logdet, ops)
     if "complex" in str(getattr(sign, "dtype", "")):  # (each library names its complex dtypes so)
         return _nan_unless_finite(matrix, ops.xp.log(sign) + logdet, ops)  # the principal log(det)
     return _nan_unless_finite(matrix, ops.positive_or_nan(sign, logdet), ops)

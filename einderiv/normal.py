@@ -588,7 +588,8 @@ def merge_powers(term: Term) -> list[Term]:
     # negative (a sigmoid, an exp): sigmoid(z) / sqrt(sigmoid(z)) is sigmoid(z)^0.5 (0 at
     # z = -800, where the quotient is 0/0); or where the merged power is fractional, NaN below 0
     # as the product is: det(X) / sqrt(det(X))^3 is det(X)^-0.5 (the gradient of a Gaussian's
-    # 1 / sqrt(det(S)), whose sqrt(det)^3 overflowed from det = 1e205: the gradient was 0); x
+    # 1 / sqrt(det(S)), whose sqrt(det)^3 overflowed from det = 1e205: the gradient was 0), and at
+    # 0 and inf the limit, as for a sigmoid (x / sqrt(x)^3 is inf at 0 where it was 0/0, NaN); x
     # sqrt(x) sqrt(x) stays, NaN below 0 as NumPy has it
     plain = {power_base(f)[0] for f in term.factors}
     candidates = {id(f): r for f in applies if (r := _root_base(f)) is not None and r[0] in plain}
@@ -1091,7 +1092,9 @@ def log_det(func: str, arg: Poly, param) -> list[Term] | None:
             kinds[matrix] = "odd" if signs.count("odd") % 2 else "abs"
     odd = [m for m, kind in kinds.items() if kind == "odd"]
     alone = len(odd) == 1 and term.coeff > 0 and all(_positive(f) or _is_sqrt(f) for f in rest)
-    kept = () if alone else tuple(odd)
+    # powers that cancel (abs(det(A)) / det(A): log(sign(det A)), NaN below 0 and at a singular
+    # A) stay in the log too: a term 0 logdet(A) would be 0 there
+    kept = tuple(m for m, (power, _) in found.items() if power == 0 or (m in odd and not alone))
     if len(kept) == len(found):
         return None  # det(A) det(B), det(W) x: of unknown sign, so one log of the product
     out = []

@@ -258,9 +258,9 @@ def _log_one_minus_exp(v: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
     are copied in by a mask (4 ms for 10^6 random sides, 0.2 ms for sorted ones); where v lies on
     one side only, that side's form alone is computed."""
     v = np.asarray(v)
-    if v.dtype.kind != "f" or not v.ndim:
+    if v.dtype.kind != "f" or not v.ndim:  # (0 - expm1: a negation would flip a +0 imaginary part)
         far = v.dtype.kind == "f" and v < LOG_HALF
-        return np.asarray(np.log1p(-np.exp(v)) if far else np.log(-np.expm1(v)))
+        return np.asarray(np.log1p(-np.exp(v)) if far else np.log(0 - np.expm1(v)))
     into = out if out is not None and out.shape == v.shape and out.dtype == v.dtype else None
     far = np.less(v, LOG_HALF)
     count = np.count_nonzero(far)
@@ -282,8 +282,8 @@ def _log_one_minus_exp(v: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
 def generic_log_one_minus_exp(v, ops: ArrayOps):
     """:func:`_log_one_minus_exp` on another library: both forms, chosen elementwise."""
     xp = ops.xp
-    if is_complex(v):
-        return xp.log(-xp.expm1(v))
+    if is_complex(v):  # 0 - expm1, not a negation, which flips a +0 imaginary part (and log's branch)
+        return xp.log(0 - xp.expm1(v))
     return xp.where(v < LOG_HALF, xp.log1p(-xp.exp(v)), xp.log(-xp.expm1(v)))
 
 

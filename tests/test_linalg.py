@@ -494,20 +494,46 @@ def test_determinants_of_unknown_sign_stay_in_one_log():
         einderiv.evaluate("L = log(det(W))", W=A)
 
 
-def test_logabsdet_errors_and_nans_at_singular_and_non_finite_matrices():
+def test_logabsdet_at_singular_and_non_finite_matrices():
+    """log|det| of a singular matrix is -inf, as log(abs(det(W))) was before it became logabsdet
+    (a review's find: it had become an error, and NaN on the other libraries)."""
     singular = np.array([[1.0, 2.0], [2.0, 4.0]])
-    with pytest.raises(einderiv.EvaluationError, match="logabsdet\\(W\\): the determinant of 'W' is zero"):
-        einderiv.evaluate("L = log(abs(det(W)))", W=singular)
+    for source in ("L = log(abs(det(W)))", "L = log(det(W)^2)", "L = logabsdet(W)"):
+        assert float(einderiv.evaluate(source, W=singular)) == -np.inf
     assert np.isnan(einderiv.evaluate("L = logabsdet(W)", W=np.array([[np.nan, 1.0], [1.0, 2.0]])))
 
 
-def test_logabsdet_is_real_at_a_complex_matrix_and_has_no_complex_derivative():
+@pytest.mark.parametrize(
+    "source", ["L = logabsdet(W)", "L = log(abs(det(W)))", "L = log(det(W)^2)", "L = log(det(W) det(W))"]
+)
+def test_logabsdet_of_a_complex_matrix_is_an_error(source):
+    """log(det(W)^2) is 2 log|det| + 2i arg(det) at a complex W, not 2 log|det|: logabsdet, which
+    both it and log(abs(det(W))) are read as, refuses complex matrices (a review's find: the
+    imaginary part was silently dropped), on every path."""
     W = rng.normal(size=(4, 4)) + 1j * rng.normal(size=(4, 4))
-    value = einderiv.evaluate("L = logabsdet(W)", W=W)
-    assert not np.iscomplexobj(value)
-    assert float(value) == pytest.approx(np.linalg.slogdet(W)[1], rel=1e-13)
-    with pytest.raises(einderiv.EvaluationError, match=r"log\|det\|"):
-        einderiv.grad("L = log(abs(det(W)))", "W")(W=W)
+    with pytest.raises(einderiv.EvaluationError, match=r"'W' is complex.*real matrices only"):
+        einderiv.evaluate(source, W=W)
+    with pytest.raises(einderiv.EvaluationError, match=r"'W' is complex"):
+        einderiv.grad(source, "W")(W=W)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(einderiv.EvaluationError, match=r"'W' is complex"):
+        einderiv.compile(source)(W=torch.as_tensor(W))
+
+
+def test_determinant_powers_that_cancel_stay_in_the_log():
+    """log(abs(det(A)) / det(A)) is log(sign(det A)): 0 where det A > 0, NaN below (a review's
+    find: the powers' sum, 0, made it 0 everywhere, also at a singular A and at a NaN entry)."""
+    negative, positive = np.array([[0.0, 2.0], [2.0, 0.0]]), np.array([[2.0, 0.0], [0.0, 2.0]])
+    for source in (
+        "f = log(abs(det(A)) / det(A))",
+        "f = log(abs(det(A))^3 / det(A)^3)",
+        "f = log(2 abs(det(A)) / det(A))",
+    ):
+        with np.errstate(all="ignore"):
+            assert np.isnan(einderiv.evaluate(source, A=negative)), source
+            assert np.isnan(einderiv.evaluate(source, A=np.array([[np.nan, 1.0], [1.0, 0.0]]))), source
+        expected = np.log(2.0) if "2 abs" in source else 0.0
+        assert float(einderiv.evaluate(source, A=positive)) == pytest.approx(expected, abs=1e-15), source
 
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])
@@ -523,7 +549,7 @@ def test_logabsdet_on_other_array_libraries(backend):
     assert float(got) == pytest.approx(np.linalg.slogdet(W)[1], rel=1e-13)
     np.testing.assert_allclose(np.asarray(gradient.call({"W": W}, backend=backend)), np.linalg.inv(W).T, rtol=1e-10)
     singular = np.array([[1.0, 2.0], [2.0, 4.0]])
-    assert np.isnan(np.asarray(compiled.call({"W": singular}, backend=backend)))  # traced: NaN, no error
+    assert float(np.asarray(compiled.call({"W": singular}, backend=backend))) == -np.inf  # log|0|
 
 
 @pytest.mark.parametrize("flavour", ["python", "jax", "torch"])

@@ -2068,3 +2068,20 @@ def test_log_one_minus_exp_writes_into_kept_arrays_on_either_side_and_mixed():
         with np.errstate(all="ignore"):
             expected = np.where(u < -np.log(2), np.log1p(-np.exp(u)), np.log(-np.expm1(u)))
         np.testing.assert_allclose(compiled(u=u), expected, rtol=4e-16)
+
+
+def test_log_one_minus_exp_at_complex_values_is_numpys_principal_log(tmp_path):
+    """A review's find: -expm1(u) flips the +0 imaginary part of 1 - exp(u) at a real-valued
+    complex u > 0, and the log's branch with it (-pi i for +pi i); 0 - expm1(u) keeps it."""
+    from einderiv.codegen import generate
+    from tests.helpers import load_module
+
+    u = np.array([1 + 0j, 0.3 + 0j, -2 + 0.5j, 0.2 - 3j])
+    expected = np.log(1 - np.exp(u))
+    compiled = einderiv.compile("L_i = log(1 - exp(u_i))")
+    np.testing.assert_allclose(compiled(u=u), expected, rtol=1e-14)
+    assert np.all(np.sign(compiled(u=u).imag) == np.sign(expected.imag))
+    module = load_module(generate([compiled], "python"), tmp_path, "log1mexp_complex")
+    np.testing.assert_allclose(module.L(u=u), expected, rtol=1e-14)
+    torch = pytest.importorskip("torch")
+    np.testing.assert_allclose(compiled(u=torch.as_tensor(u)).numpy(), expected, rtol=1e-14)
