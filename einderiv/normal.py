@@ -576,11 +576,42 @@ def through_powers(term: Term, powered: frozenset) -> Term:
     return Term(term.coeff, tuple(factors)) if changed else term
 
 
+def split_product_powers(term: Term) -> Term:
+    """``(c x y)^n`` (n a whole number, nothing summed inside) as ``c^n x^n y^n`` where x or y is
+    (a power of) another factor's base in the term, so that :func:`merge_powers` cancels it: the
+    derivative of log(x y) by x, ``y / (x y)``, is ``1 / x``, and of ``log(det(A) det(B))`` by A
+    ``inv(A)_ji``, where det(A) det(B) overflowed (the gradient was 0 for a 200 x 200 pair of
+    1000s).  A whole power of a product is the product of the powers, whatever the signs."""
+    bases = [power_base(f)[0] for f in term.factors]
+    factors, coeff, changed = [], term.coeff, False
+    for k, f in enumerate(term.factors):
+        inner = None
+        if isinstance(f, Apply) and f.func == "pow" and f.param.denominator == 1 and len(f.arg.terms) == 1:
+            inner = f.arg.terms[0]
+        if (
+            inner is not None
+            and len(inner.factors) > 1
+            and inner.coeff != 0
+            and all(set(g.indices) <= set(f.arg.indices) for g in inner.factors)
+            and any(power_base(g)[0] in bases[:k] + bases[k + 1 :] for g in inner.factors)
+        ):
+            coeff *= inner.coeff ** int(f.param)
+            for g in inner.factors:
+                base, exponent = power_base(g)
+                factors.append(Apply("pow", base, exponent * f.param))
+            changed = True
+        else:
+            factors.append(f)
+    return Term(coeff, tuple(factors)) if changed else term
+
+
 def merge_powers(term: Term) -> list[Term]:
     """``u^a u^b = u^(a+b)`` for equal elementwise bases, where a call or power is involved
     (plain tensors stay as written: ``x_i x_i``).  Returns the term's expansion (a list).
     Fractional powers merge too (``x^0.5 x^0.5`` is x, also below 0, where each factor is NaN):
-    left apart, their derivatives are sums of powers that cancel only in exact arithmetic."""
+    left apart, their derivatives are sums of powers that cancel only in exact arithmetic.
+    Whole powers of products split first where that cancels (:func:`split_product_powers`)."""
+    term = split_product_powers(term)
     applies = [f for f in term.factors if isinstance(f, Apply)]
     if not applies:
         return [term]

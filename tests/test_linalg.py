@@ -700,3 +700,33 @@ def test_an_error_naming_a_statement_the_matrix_reader_made_says_what_it_is():
     with pytest.raises(einderiv.EvaluationError) as caught:  # a name the user wrote is not explained
         einderiv.evaluate("M = X^T X - 2 I; f = logdet(M)", X=X)
     assert "einderiv named" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("f = log(det(A) det(B))", lambda A, B: np.linalg.inv(A).T),
+        ("f = log(det(A) / det(B))", lambda A, B: np.linalg.inv(A).T),
+        (
+            "f = 0.5 (inv(B)_ij A_ji + log(det(B) / det(A)))",
+            lambda A, B: 0.5 * (np.linalg.inv(B).T - np.linalg.inv(A).T),
+        ),
+    ],
+)
+def test_a_log_of_a_product_of_determinants_differentiates_without_forming_it(source, expected):
+    """The gradient of log(det(A) det(B)) by A was det(A) inv(A)_ji det(B) / (det(A) det(B)),
+    0 where the product overflows (two 200 x 200 matrices of 1000s); a whole power of a product
+    now splits where its factors cancel: inv(A)_ji.  The last is the KL divergence between two
+    Gaussians' covariance terms (by the first covariance).  The log itself keeps the product
+    (its sign is unknown), so its value is inf there."""
+    A, B = _scaled_near_identity(200, 1e3, seed=5), _scaled_near_identity(200, 1e3, seed=6)
+    assert np.isinf(np.linalg.det(A) * np.linalg.det(B))
+    gradient = einderiv.grad(source, "A")
+    assert "det" not in str(gradient)
+    np.testing.assert_allclose(gradient(A=A, B=B), expected(A, B), rtol=1e-10, atol=1e-12 * abs(expected(A, B)).max())
+
+
+def test_the_gradient_of_a_log_of_a_product_reads_as_a_textbook_writes_it():
+    assert str(einderiv.grad("f = log(x y)", "x")) == "df/dx = 1 / x"
+    assert str(einderiv.grad("f = log(2 x y^2)", "y")) == "df/dy = 2 / y"
+    assert str(einderiv.diff("f_i = log(x_i y_i)", "x")) == "df_i/dx_j = delta_ij / x_i"
