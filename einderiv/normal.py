@@ -1530,8 +1530,9 @@ def log_one_minus_exp(func: str, arg: Poly, param) -> list[Term] | None:
     so that far below 0 too, where -expm1(u) rounds to 1, the value keeps its relative digits.
     Its derivative ``exp(u) / expm1(u)`` is exact at both ends.
     Terminates: the result's log is of ``-expm1``, which no rule rewrites."""
-    if func == "log1p":
-        func, arg = "log", Poly((Term(ONE, ()), *arg.terms), arg.indices)
+    if func == "log1p":  # log1p(c - b exp(u)) = log((1 + c) - b exp(u))
+        constant, rest = _constant_and_rest(arg)
+        func, arg = "log", Poly((Term(ONE + (constant or 0), ()), *rest.terms), arg.indices)
     if func != "log":
         return None
     constant, rest = _constant_and_rest(arg)

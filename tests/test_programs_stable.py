@@ -2085,3 +2085,12 @@ def test_log_one_minus_exp_at_complex_values_is_numpys_principal_log(tmp_path):
     np.testing.assert_allclose(module.L(u=u), expected, rtol=1e-14)
     torch = pytest.importorskip("torch")
     np.testing.assert_allclose(compiled(u=torch.as_tensor(u)).numpy(), expected, rtol=1e-14)
+
+
+def test_log1p_of_a_constant_less_a_scaled_exp_is_a_log1mexp():
+    """log1p(1 - 2 exp(u)) = log(2) + log(1 - exp(u)): a review's note (the constant beside the
+    1 of log1p made two constant terms, and no rewrite): -inf at u = -1e-17 for log(2e-17)."""
+    u = np.array([-1e-17, -1e-9, -3.0, -50.0])
+    with mpmath.workdps(60):
+        expected = [float(mpmath.log(2 - 2 * mpmath.exp(mpmath.mpf(x)))) for x in u]
+    np.testing.assert_allclose(einderiv.evaluate("L_i = log1p(1 - 2 exp(u_i))", u=u), expected, rtol=1e-15)
