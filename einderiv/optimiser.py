@@ -2337,7 +2337,8 @@ class StraightLine:
         exponent = _log_minus_expm1_of(atom) if name is None else None
         if exponent is not None:  # log(-expm1(v)): log(1 - exp(v)), exact on both sides of -log 2
             name = self._calls[key] = target or self._temp()
-            self.steps.append(LogOneMinusExp(name, source=self._source(exponent)))
+            # v over the log's axes, in their order (the step's array is read as the log's)
+            self.steps.append(LogOneMinusExp(name, source=self._source(Poly(exponent.terms, atom.arg.indices))))
             self._quiet = True
         if name is None:
             source = self._source(atom.arg)

@@ -2094,3 +2094,12 @@ def test_log1p_of_a_constant_less_a_scaled_exp_is_a_log1mexp():
     with mpmath.workdps(60):
         expected = [float(mpmath.log(2 - 2 * mpmath.exp(mpmath.mpf(x)))) for x in u]
     np.testing.assert_allclose(einderiv.evaluate("L_i = log1p(1 - 2 exp(u_i))", u=u), expected, rtol=1e-15)
+
+
+def test_log_one_minus_exp_of_a_transposed_argument_keeps_the_results_axes():
+    """The log1mexp step's array is read over the log's axes: f_ij = log(1 - exp(A_ji)) is the
+    transpose's, against NumPy's closed form."""
+    A = -np.arange(1, 7, dtype=float).reshape(2, 3) / 3
+    expected = np.log(-np.expm1(A.T))
+    np.testing.assert_allclose(einderiv.evaluate("f_ij = log(1 - exp(A_ji))", A=A), expected, rtol=1e-15)
+    np.testing.assert_allclose(einderiv.evaluate("f_ij = log(1 - exp(A_ji)) + 0 B_ij", A=A, B=A.T), expected, rtol=1e-15)
