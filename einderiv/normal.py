@@ -1066,9 +1066,9 @@ def _determinant_power(factor) -> tuple[str, Fraction, str] | None:
     where it is real only for det(M) > 0 (a fractional power of det itself), else "odd" (det(M)^p,
     p odd: the sign of det(M)).  None for any other factor."""
     powers = []
-    while isinstance(factor, Apply) and factor.func in ("pow", "sqrt"):
-        powers.append(factor.param if factor.func == "pow" else Fraction(1, 2))
-        factor = single_atom(factor.arg)
+    while (read := _as_power(factor)) is not None:
+        powers.append(read[1])
+        factor = single_atom(read[0])
     sign = "odd"
     if isinstance(factor, Apply) and factor.func == "abs":
         factor, sign = single_atom(factor.arg), "abs"
@@ -1102,7 +1102,7 @@ def log_det(func: str, arg: Poly, param) -> list[Term] | None:
     if func != "log" or len(arg.terms) != 1:
         return None
     term = arg.terms[0]
-    found: dict[str, list] = {}  # matrix -> [total power, its factors' signs]
+    found: dict[str, list] = {}  # matrix -> [total power, its factors' signs, its factors]
     rest = []
     for factor in term.factors:
         determinant = _determinant_power(factor)
@@ -1110,13 +1110,14 @@ def log_det(func: str, arg: Poly, param) -> list[Term] | None:
             rest.append(factor)
             continue
         matrix, power, sign = determinant
-        entry = found.setdefault(matrix, [Fraction(0), []])
+        entry = found.setdefault(matrix, [Fraction(0), [], []])
         entry[0] += power
         entry[1].append(sign)
+        entry[2].append(factor)
     if not found:
         return None
     kinds = {}
-    for matrix, (_, signs) in found.items():
+    for matrix, (_, signs, _) in found.items():
         if "positive" in signs:
             kinds[matrix] = "positive"
         else:
@@ -1125,13 +1126,13 @@ def log_det(func: str, arg: Poly, param) -> list[Term] | None:
     alone = len(odd) == 1 and term.coeff > 0 and all(_positive(f) or _is_sqrt(f) for f in rest)
     # powers that cancel (abs(det(A)) / det(A): log(sign(det A)), NaN below 0 and at a singular
     # A) stay in the log too: a term 0 logdet(A) would be 0 there
-    kept = tuple(m for m, (power, _) in found.items() if power == 0 or (m in odd and not alone))
+    kept = tuple(m for m, (power, _, _) in found.items() if power == 0 or (m in odd and not alone))
     if len(kept) == len(found):
         return None  # det(A) det(B), det(W) x: of unknown sign, so one log of the product
     out = []
-    for matrix, (power, _) in found.items():
+    for matrix, (power, _, factors) in found.items():
         if matrix in kept:
-            rest.extend(f for f in term.factors if (_determinant_power(f) or ("",))[0] == matrix)
+            rest.extend(factors)
             continue
         func = "logabsdet" if kinds[matrix] == "abs" else "logdet"
         out.append(Term(power, (MatrixFn(func, matrix),)))

@@ -265,18 +265,18 @@ def _log_one_minus_exp(v: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
     far = np.less(v, LOG_HALF)
     count = np.count_nonzero(far)
     if count == v.size:
-        value = np.exp(v, out=into)
-        np.negative(value, out=value)
-        return np.log1p(value, out=value)
-    value = np.expm1(v, out=into)
-    np.negative(value, out=value)
-    np.log(value, out=value)
+        return _log_of_minus(np.exp, np.log1p, v, into)
+    value = _log_of_minus(np.expm1, np.log, v, into)
     if count:
-        other = np.exp(v)
-        np.negative(other, out=other)
-        np.log1p(other, out=other)
-        np.copyto(value, other, where=far)
+        np.copyto(value, _log_of_minus(np.exp, np.log1p, v), where=far)
     return value
+
+
+def _log_of_minus(inner, log, v: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``log(-inner(v))`` in one array (``out`` where given): log(-expm1(v)) or log1p(-exp(v))."""
+    value = inner(v, out=out)
+    np.negative(value, out=value)
+    return log(value, out=value)
 
 
 def generic_log_one_minus_exp(v, ops: ArrayOps):
