@@ -2860,20 +2860,22 @@ def _smaller_factor(f, whole: set[str]) -> bool:
     return isinstance(f, (Tensor, Apply)) and set(f.indices) < whole and len(set(f.indices)) == len(f.indices)
 
 
-def _shared_by_terms(d) -> tuple[tuple, Poly] | None:
+def _shared_by_terms(d, whole_inner: bool = False) -> tuple[tuple, Poly] | None:
     """``(common, inner)`` where every term of ``d`` holds the factors ``common``, each over some of
     ``d``'s axes, and the sum ``inner`` of what the terms hold besides is over fewer axes than ``d``:
     ``delta_hj H_nj X_ni - delta_hj H_nj^2 X_ni`` is ``delta_hj X_ni (H_nj - H_nj^2)``, an adjoint
     of a network's Hessian that computed as written holds D x H x N x H numbers, where ``inner``
-    holds N x H.  None where there is no such split.  Exact: the sum distributes."""
+    holds N x H.  With ``whole_inner``, ``inner`` over every axis of ``d`` (two or more) too: the
+    tangent's adjoint ``W2_k (s_n - 2 r_n h_nk t_nk)`` of a network's Hessian-vector product.
+    None where there is no such split.  Exact: the sum distributes."""
     terms = d.poly.terms
-    if len(d.indices) < 3 or len(terms) < 2 or len(set(d.indices)) != len(d.indices):
+    if len(d.indices) < (2 if whole_inner else 3) or len(terms) < 2 or len(set(d.indices)) != len(d.indices):
         return None
     if any(is_count(i) for i in d.poly.all_index_names()):
         return None
     whole = set(d.indices)
     pulled = _pulled_out(d.poly, lambda f: _smaller_factor(f, whole))
-    return None if pulled is None or set(pulled[1].indices) == whole else pulled
+    return None if pulled is None or (set(pulled[1].indices) == whole and not whole_inner) else pulled
 
 
 def _split(d, shared: tuple[tuple, Poly], taken: set[str]) -> tuple:
@@ -2893,12 +2895,17 @@ def _split(d, shared: tuple[tuple, Poly], taken: set[str]) -> tuple:
 
 
 def _to_inline(d) -> tuple | None:
-    """``(d, None)`` where ``d`` is a product of smaller arrays, ``(d, (common, inner))`` where its
-    terms share factors over fewer axes (split first), else None."""
+    """``(d, None, False)`` where ``d`` is a product of smaller arrays, ``(d, (common, inner),
+    False)`` where its terms share factors over fewer axes (split first), ``(d, (common, inner),
+    True)`` where they share factors over fewer axes than an inner sum over all of them (split
+    first, and substituted only into a single reader), else None."""
     if _broadcast_product(d):
-        return d, None
+        return d, None, False
     shared = _shared_by_terms(d)
-    return None if shared is None else (d, shared)
+    if shared is not None:
+        return d, shared, False
+    shared = _shared_by_terms(d, whole_inner=True)
+    return None if shared is None else (d, shared, True)
 
 
 def inline_broadcast_products(definitions: list, keep: set[str]) -> list:
@@ -2910,7 +2917,12 @@ def inline_broadcast_products(definitions: list, keep: set[str]) -> list:
     terms.  The residual is still computed once (the line shares it).  A sum whose terms share
     factors over fewer axes (:func:`_shared_by_terms`) is first split into those factors times
     its inner sum, computed apart as ``<name>_inner`` (never substituted itself: its terms would
-    multiply out in the readers).  Ends: each definition is looked at once."""
+    multiply out in the readers).  Terms sharing smaller factors beside an inner sum over all
+    the axes (``d2LdW1vdh_nk = W2_k (s_n - 2 r_n h_nk t_nk)``) are split the same way where one
+    definition reads the product: the reader then applies the factors where its own contraction
+    makes them cheapest (``W2_m`` after the sum over n in ``d2LdW1vdh_nm (1 - h_nm^2) X_nl``: a
+    pass over N x K numbers saved); with more readers each would multiply them again.  Ends:
+    each definition is looked at once."""
     from .program import substitute_tensor  # (the program module is above the optimiser)
 
     out = list(definitions)
@@ -2921,10 +2933,12 @@ def inline_broadcast_products(definitions: list, keep: set[str]) -> list:
         )
         if found is None:
             return out
-        d, shared = found
+        d, shared, single = found
         done.add(d.name)
         readers = [x for x in out if x is not d and d.name in x.poly.tensor_names()]
         if not readers or any(_mentions(x.hints, d.name) for x in out if x is not d):
+            continue
+        if single and len(readers) > 1:
             continue
         if any(
             isinstance(f, Apply) and d.name in f.arg.tensor_names()

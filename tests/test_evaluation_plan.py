@@ -114,6 +114,42 @@ def test_an_outer_product_adjoint_is_multiplied_where_it_is_read():
         assert _outer_products(compiled.line) == []
 
 
+def _scalings(line) -> list[str]:
+    """The steps that multiply an array by a smaller one, summing nothing (``k,nk->nk``)."""
+    found = []
+    for step in line.steps:
+        terms = step.contraction.terms if step.contraction is not None else ()
+        if len(terms) == 1 and len(terms[0].operands) >= 2:
+            inputs, out = terms[0].subscripts.split("->")
+            parts = inputs.split(",")
+            if all(set(p) <= set(out) for p in parts) and any(set(p) < set(out) for p in parts):
+                found.append(step.target)
+    return found
+
+
+def test_a_factor_shared_by_an_adjoints_terms_is_applied_after_its_readers_sum():
+    """The two-layer network's Hessian-vector product stored its tangent adjoint
+    ``d2LdW1vdh_nk = W2_k (s_n - 2 r_n h_nk t_nk)`` as written, a pass multiplying N x H numbers
+    by W2_k; now the sum inside is the step, and its one reader, which sums over n, multiplies
+    by W2 after the sum (``m,nm,nl->lm``: D x H numbers).  Against jax in float64."""
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+    arrays, tangent = _network()
+
+    def loss(W1):
+        return 0.5 * jnp.sum((jnp.tanh(arrays["X"] @ W1) @ arrays["W2"] - arrays["y"]) ** 2)
+
+    product = einderiv.hvp(NETWORK, "W1", v="v")
+    want = jax.jvp(jax.grad(loss), (arrays["W1"],), (tangent,))[1]
+    for _ in range(2):  # the second call writes into the arrays the first left
+        np.testing.assert_allclose(product(**arrays, v=tangent), want, rtol=1e-10, atol=1e-13)
+    assert _scalings(product.line) == [], product.explain({k: v.shape for k, v in arrays.items()} | {"v": (7, 5)})
+    (last,) = [step for step in product.line.steps if step.target == product.program.output]
+    assert "W2" in last.reads()
+
+
 def test_adjoints_substituted_one_into_another_leave_no_reader_behind():
     """A reviewer's find on a first version: in a three-layer network's Hessian, dLdg was
     substituted into d2LdW1dh after the loop had copied the list, so the Hessian read the removed
