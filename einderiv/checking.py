@@ -35,6 +35,19 @@ from .semantics import output_indices
 #: ("the determinant of 'S' is negative") and vanished at S ~ 1e300, while 1e-6 s alone fails
 #: sin(x) at x = [1e4, 0.3, 1] and leaves log's domain at x = [1e6, 1e-3, 2]
 FD_STEP = 1e-6
+#: steps tried, times the same scale, where those above leave the differences off by more than the
+#: tolerance: at f = 1e6 + x_i x_i the rounding of f over a step of 1e-6 (eps |f| / h, 2e-4) hid
+#: the gradient 2 x to 3.4e-5, where a step of 1e-3 gives it to 3e-8
+FD_WIDER_STEPS = (1e-4, 1e-3)
+#: rounding that central differences are allowed beyond the tolerance, in units of eps times the
+#: size of the values differenced over the step (f = 1 + 1e-7 u(x) with a wrong rule for u passed
+#: when the allowance was the size of f itself: 1e-6 of it, where the differences resolve 1e-10)
+FD_ROUNDING = 64
+#: rounding that a claim is allowed besides the tolerance, in units of eps times the size of the
+#: expression (up to 1) over that of the variable (at least 1): where the derivative is
+#: mathematically 0, its value and a right claim differ by rounding alone.  (The expression's
+#: size itself, up to 1, let -inv(S) pass for d logdet(S)/dS at S ~ 1e7, and 0 with it.)
+CLAIM_ROUNDING = 1024
 DEFAULT_SIZE = 3  # per axis, where shapes= says nothing
 MAX_PERMUTED = 4  # renamed letters whose other matchings are tried when a claim differs
 
@@ -102,7 +115,8 @@ def check(
     """Differentiate ``source`` with respect to ``wrt`` (as :func:`einderiv.diff`), evaluate the
     derivative at random normal inputs (``DEFAULT_SIZE`` per axis unless ``shapes`` gives an
     input's shape), and compare it with central finite differences in float64 (the largest error
-    relative to max(1, the largest entry)).  With ``expect``, compare it also with your own
+    relative to the derivative's size, or to what the differences resolve where that is larger:
+    :func:`_fd_error`).  With ``expect``, compare it also with your own
     derivation, in index notation (``"2 A_kj x_j"``, or a whole statement ``"df/dx_i = ..."``)
     or matrix notation (``"(A + A^T) x"``).  An index-notation claim whose free indices are other
     letters than the derivative's is compared under the matching it states in ``notes``.
@@ -161,32 +175,28 @@ def check(
     wrt_name = derivative.wrt[-1].name
     scale = _largest(arrays[wrt_name]) or 1.0
     kind = derivative.structure.get(wrt_name)
+    with np.errstate(all="ignore"):
+        own = _largest(_value_of(compile_(source, of=of), arrays)) if len(derivative.wrt) > 1 else None
+    base = scale if not 0.1 <= scale <= 10 else 1.0
     candidates, refusals = [], []
-    for step in (FD_STEP, *((FD_STEP * scale,) if not 0.1 <= scale <= 10 else ())):
-        try:
-            numeric, value_size = _central_difference(lower, arrays, wrt_name, analytic.shape, step)
-        except EvaluationError as err:  # a step out of the domain (a determinant turned negative)
-            refusals.append(err)
-            continue
-        if kind is not None:
-            numeric = _projected(numeric, kind, symmetric_convention)
-        with np.errstate(all="ignore"):
-            candidates.append((_largest_difference(analytic, numeric), numeric, value_size))
+    for steps in ((FD_STEP, *((FD_STEP * scale,) if base != 1.0 else ())), [w * base for w in FD_WIDER_STEPS]):
+        for step in steps:
+            try:
+                numeric, value_size = _central_difference(lower, arrays, wrt_name, analytic.shape, step)
+            except EvaluationError as err:  # a step out of the domain (a determinant turned negative)
+                refusals.append(err)
+                continue
+            if kind is not None:
+                numeric = _projected(numeric, kind, symmetric_convention)
+            with np.errstate(all="ignore"):
+                error, _ = _fd_error(analytic, numeric, value_size, own, step, tol)
+            candidates.append((error, numeric, value_size))
+        if candidates and min(c[0] for c in candidates) <= tol:
+            break  # (wider steps only where the usual ones leave the differences off)
     if not candidates:
         raise refusals[0]
     # the step whose differences come closer (a NaN difference, out of the domain, the farthest)
-    _, numeric, value_size = min(candidates, key=lambda c: c[0] if np.isfinite(c[0]) else np.inf)
-    # Relative to the derivative's size (f = 1e-7 xᵀA x has a gradient of 1e-7, which an absolute
-    # bound would pass whatever it were), but no finer than the size of the expression and of the
-    # lower derivative, up to 1: finite differences resolve a derivative to a fraction of those
-    # (the gradient of sigmoid(x) + sigmoid(-x), a Hessian's lower derivative, is rounding alone
-    # where the expression is 3).  A derivative that is exactly 0 is checked against 1, as its f
-    # may be rounding alone (sum_i(x_i - mean_j(x_j))).
-    with np.errstate(all="ignore"):
-        own = value_size if len(derivative.wrt) == 1 else _largest(_value_of(compile_(source, of=of), arrays))
-    floor = 1.0 if analytic.size and not np.any(analytic) else min(1.0, max(value_size, own))
-    size = max(_largest(numeric), _largest(analytic), floor)
-    error = _largest_difference(analytic, numeric) / max(size, np.finfo(float).tiny)
+    error, numeric, value_size = min(candidates, key=lambda c: c[0] if np.isfinite(c[0]) else np.inf)
     ok = error <= tol
     if not (np.all(np.isfinite(analytic)) and np.all(np.isfinite(numeric))):
         domain_notes += (
@@ -195,7 +205,13 @@ def check(
     read_as = reading.text if reading is not None and reading.notation == "matrix" else None
     if expect is None:
         return CheckResult(derivative, arrays, analytic, error, tol, ok, notes=domain_notes, read_as=read_as)
-    verdict, message, notes = _compare_claim(expect, derivative, arrays, analytic, tol, floor)
+    if analytic.size and not np.any(analytic):
+        floor, rounding = 1.0, 0.0  # (as for the differences above)
+    else:
+        expression = value_size if own is None else own
+        floor = 0.0
+        rounding = CLAIM_ROUNDING * np.finfo(float).eps * min(1.0, expression) / max(1.0, scale)
+    verdict, message, notes = _compare_claim(expect, derivative, arrays, analytic, tol, floor, rounding)
     return CheckResult(
         derivative,
         arrays,
@@ -433,10 +449,30 @@ def _largest_difference(a: np.ndarray, b: np.ndarray) -> float:
     return float(_differences(a, b).max()) if a.size else 0.0
 
 
-def _compare_claim(expect: str, derivative, arrays, analytic, tol: float, floor: float = 0.0):
+def _fd_error(analytic, numeric, value_size: float, own: float | None, step: float, tol: float):
+    """(error, floor): the largest difference of ``analytic`` and ``numeric`` relative to the
+    larger of their sizes, or to ``floor`` where that is larger.  The floor is what the
+    differences resolve at this ``step``, over the tolerance: their rounding, ``FD_ROUNDING`` eps
+    times the size of the values differenced (the lower derivative, ``value_size``, or the
+    expression, ``own``, where that is larger: the gradient of sigmoid(x) + sigmoid(-x), a
+    Hessian's lower derivative, is rounding alone), over the step; and never more than that
+    size, up to 1.  A derivative that is exactly 0 is checked against 1, as its f may be rounding
+    alone (sum_i(x_i - mean_j(x_j)))."""
+    values = max(value_size, own or 0.0)
+    if analytic.size and not np.any(analytic):
+        floor = 1.0
+    else:
+        floor = min(1.0, values)
+        if tol > 0:
+            floor = min(floor, FD_ROUNDING * np.finfo(float).eps * values / (step * tol))
+    size = max(_largest(numeric), _largest(analytic), floor)
+    return _largest_difference(analytic, numeric) / max(size, np.finfo(float).tiny), floor
+
+
+def _compare_claim(expect: str, derivative, arrays, analytic, tol: float, floor: float = 0.0, rounding: float = 0.0):
     """(verdict, message, notes) for a claim; the message is one line.  It matches within ``tol``
-    of the larger of the two sizes, or of ``floor`` (the expression's size, up to 1) where that
-    is larger: a claim of 0 for a derivative that is rounding alone matches."""
+    of the larger of the two sizes (or of ``floor`` where that is larger: 1 for a derivative that
+    is exactly 0), plus ``rounding``: a claim of 0 for a derivative that is rounding alone matches."""
     if not isinstance(expect, str):
         raise EinderivError(f"expect must be text in index or matrix notation, got {type(expect).__name__}")
     notation, rhs, indices, renamed = read_claim(expect, derivative)
@@ -450,7 +486,7 @@ def _compare_claim(expect: str, derivative, arrays, analytic, tol: float, floor:
     # relative to the larger of the two sizes: 1e-7 A x is not the gradient 1e-7 (A + Aᵀ) x
     # because both are small
     claimed, difference, worst = compare(indices)
-    bound = tol * max(size, _largest(claimed), floor)
+    bound = tol * max(size, _largest(claimed), floor) + rounding
 
     notes: list[str] = []
     if notation != "index":
@@ -566,10 +602,8 @@ def read_claim(text: str, derivative) -> tuple[str, str, tuple[str, ...], dict[s
     notation first (``A x + A^T x``: rows and columns are the derivative's first and second
     index); when the first reading is a syntax error (or a line with ``=`` fails as index
     notation) the other one is tried, and if both fail the first reading's error is raised."""
-    written = re.match(r"\s*d\d*([A-Za-z][A-Za-z0-9]*)(_\{[^}]*\}|_[A-Za-z0-9]+)?\s*/", text.split("=", 1)[0])
-    if "=" in text and written:
-        _check_numerator(written.group(1), derivative)
-        _check_denominator(text.split("=", 1)[0].split("/", 1)[1], derivative)
+    if "=" in text:
+        _check_left_side(text.split("=", 1)[0], derivative)
     readers = [("index", _index_claim), ("matrix", _matrix_claim)]
     number = re.fullmatch(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*", text)
     # (a number alone is that constant in every entry, also beyond matrix notation's two axes)
@@ -593,7 +627,9 @@ def claim_value(rhs: str, indices: tuple[str, ...], arrays: dict, shape: tuple[i
     ``shape`` (the derivative's): a claim may use only the expression's inputs.  A matrix claim's
     intermediate statements (``M1_ij = X_ji; claim_kl = inv(M1)_kl``) come before it, with ``;``."""
     *before, rhs = rhs.split(";")
-    taken = set(arrays)
+    # the names made here are none the claim writes: a claim's own axis0_k, not an input, is an
+    # error, where it was read as the zeros that size the first axis
+    taken = set(arrays) | set(re.findall(r"[A-Za-z][A-Za-z0-9]*", ";".join([*before, rhs])))
     name = _unused("claim", taken)
     carriers = [_unused(f"axis{n}", taken) for n in range(len(indices))]
     # zero-valued carrier arrays give each free index the derivative's size (a claim such as
@@ -661,6 +697,38 @@ def _claim_letters(rhs, wanted: tuple[str, ...]) -> tuple[tuple[str, ...], dict[
     return tuple(indices), renamed
 
 
+_ORDER = r"(?:\^?\d+|[²³])?"  # d2f, d^2f, d²f
+_NAME = r"([A-Za-z][A-Za-z0-9]*)(?:_\{[^}]*\}|_[A-Za-z0-9]+)?"
+
+
+def _check_left_side(left: str, derivative) -> None:
+    """A claim line's left side names the derivative checked: ``df/dx`` (``∂f/∂x``, ``d f/d x``,
+    ``d^2f/dx dy``, ``d²f/dx²``) or ``∇f`` (``∇_x f``, ``∇²f``); its numerator is the output and
+    its denominator the variables, in order.  A left side with a ``/``, ``∂`` or ``∇`` that is
+    none of these is an error: read as a name and dropped, ``∂g/∂y = A y`` was compared with
+    df/dx.  Another left side (``g_k``, ``dK_pq/dR_ij``) is left to the readers of the claim."""
+    spelled = re.sub(r"(?<![A-Za-z0-9_])d\s+(?=[A-Za-z])", "d", left.replace("∂", "d")).strip()
+    written = re.fullmatch(rf"d{_ORDER}\s*{_NAME}\s*/\s*(.+)", spelled)
+    if written:
+        _check_numerator(written.group(1), derivative)
+        _check_denominator(written.group(2), derivative, strict=True)
+        return
+    nabla = re.fullmatch(rf"∇{_ORDER}(?:_\{{?([A-Za-z][A-Za-z0-9]*)\}}?)?\s*{_NAME}", spelled)
+    if nabla:
+        _check_numerator(nabla.group(2), derivative)
+        ours = [w.name.removeprefix("d") for w in derivative.statement.wrt]
+        if nabla.group(1) is not None and any(name != nabla.group(1) for name in ours):
+            raise EinderivError(
+                f"--expect is a derivative by {nabla.group(1)}, but the derivative checked is by {' '.join(ours)}"
+            )
+        return
+    if re.search(r"[/∂∇]", left):
+        raise EinderivError(
+            f"--expect: cannot read {left.strip()!r} as the derivative's name; write it as df/dx (or ∇f), "
+            "or give the right-hand side alone"
+        )
+
+
 def _check_numerator(numerator: str, derivative) -> None:
     """A claim's numerator names the output (``dg/dx`` for ``f = ...`` is an error); a source
     without a name of its own takes any."""
@@ -673,11 +741,11 @@ def _check_numerator(numerator: str, derivative) -> None:
 _POWERS = {"": 1, "²": 2, "³": 3}
 
 
-def _check_denominator(denominator: str, derivative) -> None:
+def _check_denominator(denominator: str, derivative, strict: bool = False) -> None:
     """A claim line's denominator names the variables the derivative is by, in order (``df/dy``
     for a derivative by x is an error; it was read as the right-hand side alone, and matched):
-    ``dx``, ``dx_k``, ``dx dy``, ``dxdy``, ``dx^2``, ``dx2`` or ``dx²``.  Text of another shape is left to the
-    readers of the claim."""
+    ``dx``, ``dx_k``, ``dx dy``, ``dxdy``, ``dx^2``, ``dx2`` or ``dx²``.  Text of another shape is
+    an error with ``strict``, else left to the readers of the claim."""
     ours = [w.name.removeprefix("d") for w in derivative.statement.wrt]  # (the statement writes dx)
     runs = [(name, len(list(group))) for name, group in itertools.groupby(ours)]
     spellings = {
@@ -691,6 +759,11 @@ def _check_denominator(denominator: str, derivative) -> None:
     for token in denominator.split():
         found = re.fullmatch(r"d([A-Za-z][A-Za-z0-9]*)(?:_\{[^}]*\}|_[A-Za-z0-9]+)?(?:\^(\d+)|([²³]))?", token)
         if found is None:
+            if strict:
+                raise EinderivError(
+                    f"--expect: cannot read the variables {denominator.strip()!r} of the derivative's name; "
+                    f"write them as {' '.join('d' + name for name in ours)}"
+                )
             return
         power = int(found.group(2)) if found.group(2) else _POWERS[found.group(3) or ""]
         names += [found.group(1)] * power

@@ -470,3 +470,105 @@ def test_a_complex_input_to_check_is_an_error_not_its_real_part(tmp_path):
     result = run_cli("check", "f = abs(x_i)", "--wrt", "x", "--input", f"x={tmp_path / 'x.npy'}")
     assert result.returncode == 2 and result.stderr.startswith("error: input 'x' is complex")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def _spd(scale: float) -> np.ndarray:
+    return scale * np.array([[2.0, 0.5, 0.1], [0.5, 1.5, 0.2], [0.1, 0.2, 1.0]])
+
+
+@pytest.mark.parametrize("scale", [1e7, 1e300])
+def test_a_wrong_claim_for_a_derivative_small_beside_its_expression_differs(scale):
+    """A hunt's find: a claim was compared within tol of the expression's size (up to 1), so
+    -inv(S) and 0 matched d logdet(S)/dS = inv(S)^T at a covariance of 1e7 (a derivative of 1e-7
+    beside a log-determinant of 48), and any claim at 1e300.  Against NumPy's inv."""
+    S = _spd(scale)
+    right = einderiv.check("f = logdet(S)", "S", expect="S^-1", values={"S": S})
+    assert right.ok and right.claim == "matches", right.report()
+    np.testing.assert_allclose(right.value, np.linalg.inv(S).T, rtol=1e-12)
+    for wrong in ("-S^-1", "0", "S^-1 + 1e-3 S^-1"):
+        result = einderiv.check("f = logdet(S)", "S", expect=wrong, values={"S": S})
+        assert result.claim == "differs" and not result.ok, (wrong, result.report())
+
+
+def test_a_wrong_sign_of_a_small_gradient_beside_a_value_of_one_differs():
+    """f = 1 + 1e-7 x_i x_i: the gradient 2e-7 x matches, -2e-7 x (the sign wrong) differs, as
+    does a claim of 0; a mathematically zero derivative that is rounding alone still matches 0."""
+    assert einderiv.check("f = 1 + 1e-7 x_i x_i", "x", expect="2e-7 x_j").claim == "matches"
+    for wrong in ("-2e-7 x_j", "0", "2.2e-7 x_j"):
+        assert einderiv.check("f = 1 + 1e-7 x_i x_i", "x", expect=wrong).claim == "differs", wrong
+    rounding = einderiv.check("f = sigmoid(x_i) + sigmoid(-x_i)", "x", expect="0", shapes={"x": (6,)}, seed=3)
+    assert rounding.ok and rounding.claim == "matches", rounding.report()
+
+
+def test_finite_differences_catch_a_wrong_rule_beside_a_value_of_one():
+    """A registered function whose rule is wrong (3u for u^2) passed the finite-difference check in
+    ``f = 1 + 1e-7 sqbad(x_i)``, where the differences resolve the gradient to about 1e-10 but the
+    allowance was 1e-6 of the value 1; the right rule passes there."""
+    from fractions import Fraction
+
+    from einderiv.functions import Function, Helper, registered
+
+    for rule, right in (("3 u", False), ("2 u", True)):
+        function = Function(
+            "sqtest",
+            lambda xp: lambda x: x * x,
+            rule,
+            at_zero=Fraction(0),
+            latex=r"\mathrm{sqtest}",
+            code={"python": Helper("return x * x"), "torch": Helper("return x * x")},
+        )
+        with registered(function):
+            for source in ("f = 1e-7 sqtest(x_i)", "f = 1 + 1e-7 sqtest(x_i)"):
+                assert bool(einderiv.check(source, "x").ok) is right, (rule, source)
+
+
+@pytest.mark.parametrize(
+    "source, wrt, claim, values",
+    [
+        ("f = 1e6 + x_i x_i", "x", "2 x_j", {}),
+        ("L = (y_n - X_nd w_d)^2", "w", "-2 X_ni (y_n - X_nd w_d)", {"y": 1e5 * np.ones(5)}),
+        ("f = 1e8 + x_i A_ij x_j", ["x", "x"], "A_kl + A_lk", {}),
+    ],
+)
+def test_a_right_derivative_of_a_large_expression_passes(source, wrt, claim, values):
+    """A hunt's find: at f = 1e6 + x_i x_i the rounding of f over the step 1e-6 (eps |f| / h, 2e-4)
+    failed the exact gradient 2 x (error 3.4e-5, exit status 1); wider steps are tried where the
+    usual ones miss, and the error is within the tolerance.  A wrong claim still differs."""
+    shapes = {"X": (5, 3)} if "X" in source else None
+    result = einderiv.check(source, wrt, expect=claim, shapes=shapes, values=values or None)
+    assert result.ok and result.fd_ok and result.error <= 1e-6, result.report()
+    wrong = einderiv.check(source, wrt, expect=f"1.001 ({claim})", shapes=shapes, values=values or None)
+    assert wrong.fd_ok and wrong.claim == "differs"
+
+
+@pytest.mark.parametrize(
+    "claim",
+    ["∂f/∂y = A y", "∇_y f = A y", "d f/dy = A y", "df/d y = A y", "∂g/∂x = A y", "d^2g/dx dx = A", "f/x = A y"],
+)
+def test_a_claim_line_naming_another_derivative_is_an_error(claim):
+    """A hunt's find: these left sides were dropped and the right side compared with df/dx, so
+    ``∂f/∂y = A y`` matched for f = xᵀ A y by x (∂f/∂y is Aᵀ x)."""
+    with pytest.raises(EinderivError, match="--expect"):
+        einderiv.check("f = x^T A y", "x", expect=claim)
+
+
+@pytest.mark.parametrize(
+    "claim", ["df/dx = A y", "∂f/∂x = A y", "∇_x f = A y", "∇f = A y", "d f / d x = A y", "∇_{x} f = A y"]
+)
+def test_the_spellings_of_the_right_derivative_are_read(claim):
+    result = einderiv.check("f = x^T A y", "x", expect=claim)
+    assert result.ok and result.claim == "matches", result.report()
+
+
+@pytest.mark.parametrize("claim", ["d²f/dx² = A + A^T", "∂²f/∂x² = A + A^T", "∇²f = A + A^T", "d^2f/dx^2 = A + A^T"])
+def test_the_spellings_of_a_second_derivative_are_read(claim):
+    result = einderiv.check("f = x^T A x", ["x", "x"], expect=claim)
+    assert result.ok and result.claim == "matches", result.report()
+
+
+@pytest.mark.parametrize("name", ["axis0", "axis1", "claim"])
+def test_a_claim_naming_what_is_no_input_is_an_error_whatever_the_name(name):
+    """The arrays that size a claim's axes were named axis0, axis1, ...: a claim writing
+    ``5 axis0_k`` (no input) was read as those zeros, and matched."""
+    with pytest.raises(EinderivError, match=f"--expect uses '{name}', which is not an input"):
+        einderiv.check("f = x_i A_ij x_j", "x", expect=f"A_kj x_j + A_jk x_j + 5 {name}_k")
