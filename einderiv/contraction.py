@@ -576,8 +576,8 @@ class _BatchedProduct:
     def __call__(self, x, z, out=None):
         if self.swap:
             x, z = z, x
-        x = x.transpose(self.x_axes).reshape(self.x_shape)
-        z = z.transpose(self.z_axes).reshape(self.z_shape)
+        x = _blas_ready(x.transpose(self.x_axes).reshape(self.x_shape))
+        z = _blas_ready(z.transpose(self.z_axes).reshape(self.z_shape))
         if out is None:
             return np.matmul(x, z).reshape(self.shape)
         if out.flags.c_contiguous:  # (a reshape of any other layout is a copy)
@@ -588,6 +588,20 @@ class _BatchedProduct:
 
     def __repr__(self) -> str:
         return f"<contraction {self.subscripts}: batched matmul>"
+
+
+def _blas_ready(stack: np.ndarray) -> np.ndarray:
+    """``stack`` (batch, rows, columns), or a C-ordered copy where its matrices have unit stride
+    along neither axis: NumPy's matmul hands those to a loop of its own, not BLAS (the Gaussian
+    mixture's ``in,nji->ij``, the batch axis innermost in an N x D x K array, took 3.6 ms where
+    the copy and BLAS take 1.0 and einsum 1.25)."""
+    item = stack.itemsize
+    (rows, columns), (down, across) = stack.shape[-2:], stack.strides[-2:]
+    if (across == item or columns == 1) and (down % item == 0 and down >= columns * item or rows == 1):
+        return stack
+    if (down == item or rows == 1) and (across % item == 0 and across >= rows * item or columns == 1):
+        return stack
+    return np.ascontiguousarray(stack)
 
 
 #: the least work per batch (kept x kept x summed elements) and summed length at which a batched
