@@ -1038,17 +1038,21 @@ class _BroadcastProduct:
             x = (x.transpose(permutation) if permutation is not None else x)[expand]
             if value is None:
                 value = x
-            elif out is not None and not owned:  # the first product straight into the array given
-                value, owned = np.multiply(value, x, out=out), True
-            elif (
-                owned
-                and type(value) is np.ndarray
-                and np.broadcast_shapes(value.shape, x.shape) == value.shape
-                and (np.result_type(value, x) == value.dtype)
-            ):
+                continue
+            shape = np.broadcast_shapes(value.shape, x.shape)
+            if owned and type(value) is np.ndarray and shape == value.shape and np.result_type(value, x) == value.dtype:
                 np.multiply(value, x, out=value)
+            elif out is not None and shape == out.shape:
+                # the first product of the result's size straight into the array given; the
+                # smaller ones before it at their own size (c_i d_i e_i A_ij: two products of N
+                # numbers, then one pass over N x D, where c_i d_i went into the N x D array and
+                # took three passes over it)
+                value, owned, out = np.multiply(value, x, out=out), True, None
             else:
                 value, owned = value * x, True
+        if out is not None:  # no product of the result's size (a letter no operand has): broadcast into it
+            np.copyto(out, value)
+            value = out
         return value
 
     def __repr__(self) -> str:

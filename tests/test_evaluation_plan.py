@@ -540,6 +540,44 @@ def test_a_batched_product_is_a_matmul_of_stacked_views_and_right(case, seed, dt
         np.testing.assert_array_equal(np.isnan(function(*arrays)), np.isnan(np.einsum(subscripts, *arrays)))
 
 
+def test_a_broadcast_product_multiplies_its_small_operands_at_their_own_size(monkeypatch):
+    """The cosine-similarity gradient's ``c_i A_ij a_i^-3 b_i^-1``: the product of the three
+    vectors went into the N x D array given, then each later factor in place, three passes over
+    it (2.2 ms for 0.54 at 10000 x 128, and the program 1.3x its one statement).  The vectors are
+    multiplied at their own size; the one pass over N x D writes the array given.  The same
+    numbers as the product in that order, to the bit."""
+    from einderiv.contraction import _broadcast_product
+
+    gen = np.random.default_rng(0)
+    n, d = 300, 40
+    c, a, b, A = gen.normal(size=n), gen.normal(size=n), gen.normal(size=n), gen.normal(size=(n, d))
+    function = contraction_for("i,ij,i,i->ij", [c.shape, A.shape, a.shape, b.shape])
+    assert "broadcast products" in repr(function)
+    multiply, large = np.multiply, []
+
+    class Counted:  # np.multiply, counting the calls that write an array of N x D numbers
+        def __call__(self, *args, **kwargs):
+            given = kwargs.get("out", args[2] if len(args) > 2 else None)
+            large.append(given is not None and np.size(given) == n * d)
+            return multiply(*args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(multiply, name)
+
+    into = writer(function, 4)
+    monkeypatch.setattr(np, "multiply", Counted())
+    out = np.full((n, d), np.nan)
+    got = into(c, A, a, b, out=out)
+    monkeypatch.setattr(np, "multiply", multiply)
+    assert got is out and sum(large) == 1, large
+    np.testing.assert_array_equal(got, ((c * a * b)[:, None]) * A)
+    # a letter of the result no operand has: the product broadcast into the array given
+    spread = _broadcast_product(["ij", "i"], "ijk", [A.shape, c.shape])
+    out = np.empty((n, d, 3))
+    assert spread(A, c, out=out) is out
+    np.testing.assert_array_equal(out, np.broadcast_to((c[:, None] * A)[:, :, None], (n, d, 3)))
+
+
 def test_a_stack_whose_matrices_blas_cannot_read_is_copied_first():
     """The Gaussian mixture's gradient ``in,nji->ij`` (means by a 5000 x 16 x 16 difference whose
     batch letter i is innermost) stacked views whose matrices have unit stride along neither
