@@ -471,6 +471,12 @@ _MODULE = {"python": "np", "jax": "np", "torch": "torch"}
 _RESERVED = {"np", "oe", "torch", "jax"}
 
 
+def module_helpers() -> set[str]:
+    """The names of the generated module's own helpers (``_contract``, ``_float``, ``_log1mexp``),
+    in any flavour: a registered function may not take a name whose helper would be one."""
+    return {name for helpers in _HELPERS.values() for name in helpers}
+
+
 def function_code(name: str, flavour: str) -> str:
     """The generated module's name for an elementwise function, from its entry in
     ``einderiv.functions``: the library's own (``np.tanh``, ``torch.sigmoid``) or the module's

@@ -66,6 +66,14 @@ def register(function: Function) -> Function:
         raise EinderivError(f"the function {name!r} is already registered")
     if name in _TAKEN:
         raise EinderivError(f"{name!r} names a reduction, a matrix function or a built-in of the language")
+    from .codegen import module_helpers  # (generated code is a stage above the registry)
+
+    if f"_{name}" in module_helpers():
+        # its helper _<name> would be the generated module's own (float: its input converter)
+        raise EinderivError(
+            f"{name!r} is taken: generated code calls a function's helper _{name}, which is the name of a "
+            "helper of the generated module's own; choose another name"
+        )
     add_entry(function)
     try:
         check(function)

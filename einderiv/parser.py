@@ -907,6 +907,12 @@ def _ascii(char: str) -> str:
     return char if char.isascii() else _letters(char) or char
 
 
+def ascii_name(name: str) -> str:
+    """A name as the parser reads it: each Greek letter its English name (``θ`` is ``theta``),
+    each styled Latin letter its plain one."""
+    return "".join(_ascii(char) for char in name)
+
+
 def _is_letter(char: str) -> bool:
     return char.isascii() and char.isalpha() or (not char.isascii() and _letters(char) is not None)
 

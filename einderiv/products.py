@@ -40,9 +40,9 @@ from .gradients import grad
 from .ir import Add, Delta, Indices, MatrixCall, Mul, Number, Statement, Tensor, walk
 from .matrix.reading import accepts_notation
 from .normal import Apply, MatrixFn, Poly, Term, is_reciprocal, rename_apart, simplify
-from .parser import DELTA_NAME
+from .parser import DELTA_NAME, ascii_name
 from .printing import count_axes_of
-from .program import CheckedProgram, Definition, prune, substitute_tensor
+from .program import CheckedProgram, Definition, prune, substitute_tensor, unique_name
 from .structured import TangentKind
 
 
@@ -51,18 +51,21 @@ def _name_free(name: object, programs: tuple[CheckedProgram, ...], role: str, ke
     the derivative's adjoints: a tangent named ``dLdh`` would be read as that adjoint)."""
     if not isinstance(name, str) or not name.isidentifier() or "_" in name:
         raise DifferentiationError(f"the {role} must be named by letters and digits, such as 'v', got {name!r}")
+    # as the printed text reads it back: v="θ" printed θ_k, read back as theta, the wrt itself
+    written, name = name, ascii_name(name)
+    said = repr(name) if written == name else f"{written!r} (read as {name})"
     if name == DELTA_NAME or name in REDUCTIONS or name in MATRIX_FUNCTIONS or name in FUNCTIONS:
         # hvp(..., v="delta") failed with an IndexError when evaluated; v="sum" printed text that
         # does not parse: these names are the language's own
         raise DifferentiationError(
-            f"the {role} cannot be named {name!r}: that is a name of the language; pass another, e.g. "
+            f"the {role} cannot be named {said}: that is a name of the language; pass another, e.g. "
             f"{keyword}={name[0] + '2'!r}"
         )
     for program in programs:
         taken = {*program.ranks, *program.all_inputs, *(d.name for d in program.definitions)}
         if name in taken:
             raise DifferentiationError(
-                f"the {role} {name!r} is already a name in the expression or its derivative: "
+                f"the {role} {said} is already a name in the expression or its derivative: "
                 f"pass another, e.g. {keyword}={name + '2'!r}"
             )
     return name
@@ -159,6 +162,11 @@ def _renamed(
             program = with_root(with_forward(program, user, uses(root) & defined), root)
         sizing = Mul((Number(Fraction(0)), Tensor(sized_by, final.indices)))
         rhs = sizing if not final.poly.terms else Add((rhs, sizing))
+    # a name of its own: an input or statement named d2fdx2v was printed on the product's own
+    # right-hand side, and the text did not read back
+    taken = {*user.ranks, *user.all_inputs, *derivative.ranks, *(d.name for d in program.definitions[:-1])}
+    taken |= {d.name for d in user.definitions}
+    name = unique_name(name, taken)
     statement = Statement(Tensor(name, final.indices), rhs)
     definitions = [*program.definitions[:-1], replace(final, statement=statement)]
     program = replace(program, definitions=definitions)
@@ -258,7 +266,7 @@ def hvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structu
         product = diff(along, ref.name, **structure)
     finally:
         ADJOINT_STEM.reset(token)
-    product = _renamed(product, f"d2{root}d{ref.name}2{v}", (f"{ref.name}.shape",), checked, kind="hvp")
+    product = _renamed(product, f"d2{root}d{ref.name}2{tangent.name}", (f"{ref.name}.shape",), checked, kind="hvp")
     return _tangent_structured(product, ref.name, tangent.name)
 
 
@@ -275,11 +283,13 @@ def jvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structu
     (ref,) = jacobian.wrt
     tangent = Tensor(_name_free(v, (jacobian.program,), "tangent", "v"), ref.indices)
     along = _contracted(jacobian.program, tangent, ref.indices)
-    product = Derivative(along, {**jacobian.ranks, v: len(ref.indices)}, (ref,), jacobian.root, jacobian.sources)
+    product = Derivative(
+        along, {**jacobian.ranks, tangent.name: len(ref.indices)}, (ref,), jacobian.root, jacobian.sources
+    )
     product.reading = jacobian.reading
     product.structure = jacobian.structure
     root = jacobian.root_name
-    product = _renamed(product, f"d{root}d{ref.name}{v}", (f"{root}.shape",), checked, (ref,), kind="jvp")
+    product = _renamed(product, f"d{root}d{ref.name}{tangent.name}", (f"{root}.shape",), checked, (ref,), kind="jvp")
     return _tangent_structured(product, ref.name, tangent.name)
 
 
@@ -297,7 +307,8 @@ def vjp(source: Source, wrt: str, u: str = "u", of: str | None = None, **structu
     along = _contracted(checked, cotangent, out.indices)
     gradient = diff(along, wrt, **structure)
     (ref,) = gradient.wrt
-    return _renamed(gradient, f"{u}d{gradient.root_name}d{ref.name}", (f"{ref.name}.shape",), checked, kind="vjp")
+    name = f"{cotangent.name}d{gradient.root_name}d{ref.name}"
+    return _renamed(gradient, name, (f"{ref.name}.shape",), checked, kind="vjp")
 
 
 #: the most terms a Hessian's diagonal may grow to with its Jacobian adjoints written in

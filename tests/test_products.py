@@ -671,3 +671,64 @@ def test_a_hessian_diagonal_of_a_trace_prints_one_delta(keywords):
     assert "delta_jk delta_jk" not in str(diagonal) and str(diagonal).count("delta") == 1
     np.testing.assert_allclose(diagonal(M=M), np.diag(np.exp(np.diag(M))), rtol=1e-14, atol=0)
     np.testing.assert_allclose(einderiv.evaluate(str(diagonal), M=M), np.diag(np.exp(np.diag(M))), rtol=1e-14)
+
+
+@pytest.mark.parametrize("make", ["hvp", "jvp", "vjp"])
+def test_a_greek_tangent_is_named_as_the_printed_text_reads_it(make):
+    """A hunt's find: ``hvp(..., v="θ")`` printed ``(A_kl + A_lk) θ_k``, which reads back with θ as
+    theta, the wrt itself (H theta for H v).  The tangent is named as the parser reads it (mu
+    for μ), its printed text reads back to the same numbers, and a Greek name that is the
+    wrt's is an error that says how it was read."""
+    source = "f = sum_i(theta_i A_ij theta_j)" if make == "hvp" else "f_i = tanh(A_ij theta_j)"
+    keyword = "u" if make == "vjp" else "v"
+    product = getattr(einderiv, make)(source, "theta", **{keyword: "μ"})
+    gen = np.random.default_rng(0)
+    arrays = {"A": gen.normal(size=(3, 3)), "theta": gen.normal(size=3), "mu": gen.normal(size=3)}
+    assert "mu" in product.inputs and "θ" not in str(product) and "μ" not in str(product)
+    want = product(**arrays)
+    read_back = einderiv.compile(str(product))
+    np.testing.assert_allclose(read_back(**{k: arrays[k] for k in read_back.inputs}), want, rtol=1e-13, atol=1e-15)
+    A, theta, mu = arrays["A"], arrays["theta"], arrays["mu"]
+    t = np.tanh(A @ theta)
+    reference = {
+        "hvp": (A + A.T) @ mu,
+        "jvp": (1 - t**2) * (A @ mu),
+        "vjp": A.T @ ((1 - t**2) * mu),
+    }[make]
+    np.testing.assert_allclose(want, reference, rtol=1e-12)
+    with pytest.raises(einderiv.EinderivError, match=r"'θ' \(read as theta\)"):
+        getattr(einderiv, make)(source, "theta", **{keyword: "θ"})
+
+
+@pytest.mark.parametrize(
+    "make, source, name",
+    [
+        ("hvp", "f = x_i A_ij x_j + d2fdx2v x_i x_i", "d2fdx2v"),
+        ("hessian_diag", "d2fdx2diag_i = tanh(x_i); f = d2fdx2diag_i d2fdx2diag_i", "d2fdx2diag"),
+        ("jvp", "f_i = tanh(A_ij x_j) + dfdxv_i", "dfdxv"),
+        ("vjp", "f_i = tanh(A_ij x_j) udfdx_i", "udfdx"),
+    ],
+)
+def test_a_product_is_named_apart_from_the_users_names(make, source, name):
+    """A hunt's find: a product took its name (``d2fdx2v``, ``d2fdx2diag``) whatever the source
+    named so, and its printed text wrote the user's tensor on its own right-hand side, or
+    defined it twice: it did not read back.  The product's name is made unique (``d2fdx2v2``);
+    the numbers are NumPy's and the text reads back to them."""
+    product = getattr(einderiv, make)(source, "x")
+    assert f"{name}2" in str(product)
+    gen = np.random.default_rng(1)
+    arrays = {"A": gen.normal(size=(3, 3)), "x": gen.normal(size=3), "v": gen.normal(size=3)}
+    arrays |= {"u": gen.normal(size=3), "d2fdx2v": 0.7, "dfdxv": gen.normal(size=3), "udfdx": gen.normal(size=3)}
+    given = {k: arrays[k] for k in product.inputs}
+    want = product(**given)
+    read_back = einderiv.compile(str(product))
+    np.testing.assert_allclose(read_back(**{k: arrays[k] for k in read_back.inputs}), want, rtol=1e-12, atol=1e-14)
+    A, x, v, u = arrays["A"], arrays["x"], arrays["v"], arrays["u"]
+    t = np.tanh(A @ x)
+    reference = {
+        "hvp": (A + A.T) @ v + 2 * 0.7 * v,
+        "hessian_diag": 2 * (1 - np.tanh(x) ** 2) * (1 - 3 * np.tanh(x) ** 2),
+        "jvp": (1 - t**2) * (A @ v),
+        "vjp": A.T @ ((1 - t**2) * arrays["udfdx"] * u),
+    }[make]
+    np.testing.assert_allclose(want, reference, rtol=1e-12)

@@ -243,3 +243,15 @@ def test_a_function_another_derivative_calls_stays_registered():
                 functions.unregister("scaled")
             x = np.array([0.5, -1.0])
             np.testing.assert_allclose(einderiv.grad("f = sum_i(square(x_i))", "x")(x=x), 2 * x)
+
+
+@pytest.mark.parametrize("name", ["float", "log1mexp", "contract", "added", "invertible", "floats"])
+def test_a_function_may_not_take_the_name_of_a_helper_of_generated_code(name):
+    """A hunt's find: registered as ``float``, softsign's helper ``_float`` was the generated
+    module's own input converter, and the generated code summed x where einderiv summed
+    softsign(x) (1.5 for 0.5); ``log1mexp`` took the place of log(-expm1(u)), ``contract`` made the
+    code raise.  Such a name is refused, and the registry is left as it was."""
+    function = Function(name, _softsign, "(1 + abs(u))^-2", Fraction(0), latex=r"\mathrm{s}", code=SOFTSIGN.code)
+    with pytest.raises(einderiv.EinderivError, match="generated module's own"):
+        functions.register(function)
+    assert name not in FUNCTIONS
