@@ -770,3 +770,36 @@ def test_a_float64_term_is_not_rounded_into_a_float32_sum_of_earlier_terms():
         got = einderiv.evaluate(source, A=A, x=x)
         assert got.dtype == np.float64
         np.testing.assert_allclose(got, expected, rtol=1e-15, atol=0)
+
+
+def test_a_product_formed_later_is_read_by_the_earlier_step_that_holds_it():
+    """The focal loss's Hessian-vector product as a program: ``d2LdwvddLdp_n = _t11_n X_ni v_i``
+    came before the pair step ``X_ni v_i`` that later terms share, and formed X v again (a second
+    pass over X; the program ran 1.35x its one statement).  The earlier step reads the pair, which
+    moves up before it: X meets v once.  Against jax's jvp of its grad, in float64."""
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+    program = "z_n = X_nd w_d; p_n = sigmoid(z_n); L = -y_n (1 - p_n)^2 log(p_n) - (1 - y_n) p_n^2 log(1 - p_n)"
+    gen = np.random.default_rng(2)
+    X, w, v = gen.normal(size=(300, 6)) / 2, gen.normal(size=6), gen.normal(size=6)
+    y = (gen.random(300) > 0.5).astype(float)
+
+    def loss(w):
+        p = jax.nn.sigmoid(X @ w)
+        z = X @ w
+        return jnp.sum(-y * (1 - p) ** 2 * jax.nn.log_sigmoid(z) - (1 - y) * p**2 * jax.nn.log_sigmoid(-z))
+
+    product = einderiv.hvp(program, "w", v="v")
+    want = jax.jvp(jax.grad(loss), (w,), (v,))[1]
+    np.testing.assert_allclose(product(X=X, y=y, w=w, v=v), want, rtol=1e-10, atol=1e-12)
+    meets = [
+        step.target
+        for step in product.line.steps
+        if step.contraction is not None and any({"X", "v"} <= set(term.operands) for term in step.contraction.terms)
+    ]
+    assert len(meets) == 1, product.explain(X=X.shape, y=y.shape, w=w.shape, v=v.shape)
+    targets = [step.target for step in product.line.steps]
+    for step in product.line.steps:  # every array is computed before a step reads it
+        assert all(targets.index(name) < targets.index(step.target) for name in step.reads() if name in targets)
