@@ -803,3 +803,21 @@ def test_a_product_formed_later_is_read_by_the_earlier_step_that_holds_it():
     targets = [step.target for step in product.line.steps]
     for step in product.line.steps:  # every array is computed before a step reads it
         assert all(targets.index(name) < targets.index(step.target) for name in step.reads() if name in targets)
+
+
+def test_a_scaled_product_in_an_earlier_call_reads_the_product_a_later_step_forms():
+    """The one-statement linear VAE's ``exp(0.5 X_nj B_jk)`` beside ``exp(X_nd B_dk) - X_nd B_dk``
+    formed X B twice (the statement ran 1.5x its program): the call's argument reads the product
+    the later step forms, scaled (one pass over N x K).  Against NumPy."""
+    gen = np.random.default_rng(3)
+    X, B, E = gen.normal(size=(400, 30)) / 5, gen.normal(size=(30, 6)) / 5, gen.normal(size=(400, 6))
+    source = "L = sum_nk(exp(0.5 X_nj B_jk) E_nk + exp(X_nd B_dk) - X_nd B_dk)"
+    compiled = einderiv.compile(source)
+    P = X @ B
+    np.testing.assert_allclose(compiled(X=X, B=B, E=E), np.sum(np.exp(0.5 * P) * E + np.exp(P) - P), rtol=1e-12)
+    meets = [
+        step.target
+        for step in compiled.line.steps
+        if step.contraction is not None and any({"X", "B"} <= set(term.operands) for term in step.contraction.terms)
+    ]
+    assert len(meets) == 1, compiled.explain(X=X.shape, B=B.shape, E=E.shape)
