@@ -42,7 +42,7 @@ from .matrix.form import NoMatrixForm, matrix_text, matrix_text_with
 from .matrix.reading import Reading, accepts_notation, read, scalar_use_hint
 from .normal import Apply, Poly, call_arguments, is_reciprocal
 from .optimiser import StraightLine, inline_broadcast_products
-from .parser import parse
+from .parser import ascii_name, parse
 from .printing import count_axes_of, count_letters, count_powers
 from .program import (
     CheckedProgram,
@@ -155,7 +155,7 @@ def _output_name(of: object) -> str | None:
             f"of= names the output statement (a string), got {type(of).__name__}: to pass an input named "
             "'of', give the arrays as a mapping, evaluate(source, {'of': ...})"
         )
-    return of
+    return of if of is None else ascii_name(of)  # as the text is read: of="θ" is theta
 
 
 def _program(source: Source) -> Program:
@@ -411,7 +411,16 @@ class Compiled:
         return out
 
     def _named(self, given: Mapping[str, object]) -> dict[str, object]:
-        """The given arrays that are inputs; an unknown or a missing name is an error."""
+        """The given arrays that are inputs; an unknown or a missing name is an error.  A name is
+        read as the text is (``θ`` is ``theta``: the printed derivative of a source written with
+        θ reads theta)."""
+        spelled = {k: ascii_name(k) if isinstance(k, str) and k not in self.ranks else k for k in given}
+        if any(k != name for k, name in spelled.items()):
+            twice = [k for k, name in spelled.items() if k != name and name in given]
+            if twice:
+                raise EvaluationError(f"{twice[0]!r} is read as {spelled[twice[0]]!r}, which is given too")
+            given = {spelled[k]: v for k, v in given.items()}
+        typed = {name: k for k, name in spelled.items() if k != name}
         program_inputs = self.program.all_inputs
         removed = {  # an input that simplification removed (A^0 is 1) is still checked as written
             name: as_array(name, value) if array_library(value) in (None, "numpy") else value
@@ -422,9 +431,9 @@ class Compiled:
         given = {k: v for k, v in given.items() if k in self.ranks or k not in program_inputs}
         unknown = sorted(set(given) - set(self.ranks))
         if unknown:
-            raise EvaluationError(
-                f"unknown input {unknown[0]!r}: the expression's inputs are {', '.join(self.inputs) or 'none'}"
-            )
+            said = repr(unknown[0]) if unknown[0] not in typed else f"{typed[unknown[0]]!r} (read as {unknown[0]})"
+            inputs = ", ".join(self.inputs) or "none"
+            raise EvaluationError(f"unknown input {said}: the expression's inputs are {inputs}")
         missing = sorted(set(self.ranks) - set(given))
         if missing:
             hint = f" (pass it in a mapping: {{{missing[0]!r}: ...}})" if missing[0] in PARAMETERS else ""

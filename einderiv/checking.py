@@ -25,7 +25,7 @@ from .ir import Delta, MatrixCall, Statement, Tensor, derivative_name, walk
 from .lower import implicit_indices, normalize
 from .matrix.reading import read
 from .matrix.translate import translate
-from .parser import parse
+from .parser import ascii_name, parse
 from .program import unique_name
 from .semantics import output_indices
 
@@ -263,6 +263,7 @@ def _values(values, given: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
         raise EinderivError(f"values must map input names to arrays, such as {{'y': [0, 1, 0]}}, got {values!r}")
     fixed = {}
     for name, value in values.items():
+        name = ascii_name(name) if isinstance(name, str) else name  # as the text is read: θ is theta
         if np.iscomplexobj(value):  # the cast below would drop the imaginary part, with a warning
             raise EinderivError(f"input {name!r} is complex: check takes real inputs, along which it takes differences")
         try:
@@ -282,7 +283,7 @@ def _shapes(shapes) -> dict[str, tuple[int, ...]]:
         return {}
     if not isinstance(shapes, Mapping):
         raise EinderivError(f"shapes must map input names to shapes, such as {{'x': (4,)}}, got {shapes!r}")
-    return {name: _shape(name, shape) for name, shape in shapes.items()}
+    return {ascii_name(name) if isinstance(name, str) else name: _shape(name, shape) for name, shape in shapes.items()}
 
 
 #: where an input is drawn when the expression is not finite at signed normal ones: positive

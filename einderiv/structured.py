@@ -29,6 +29,7 @@ import numpy as np
 from .errors import DifferentiationError, EvaluationError
 from .ir import Delta, Tensor
 from .normal import Apply, MatrixFn, Poly, Term, canonical_key, simplify
+from .parser import ascii_name
 
 CONVENTIONS = ("frobenius", "cookbook")
 
@@ -46,6 +47,7 @@ def structure_of(symmetric, diagonal, ranks: Mapping[str, int]) -> dict[str, str
         for name in names:
             if not isinstance(name, str):
                 raise DifferentiationError(f"{kind}= takes input names, got {name!r}")
+            name = ascii_name(name)  # as the text is read: Σ is Sigma
             if name not in ranks:
                 raise DifferentiationError(
                     f"{kind} matrix {name!r} is not an input (inputs: {', '.join(sorted(ranks))})"

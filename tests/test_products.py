@@ -732,3 +732,26 @@ def test_a_product_is_named_apart_from_the_users_names(make, source, name):
         "vjp": A.T @ ((1 - t**2) * arrays["udfdx"] * u),
     }[make]
     np.testing.assert_allclose(want, reference, rtol=1e-12)
+
+
+def test_greek_names_given_to_a_compiled_function_and_to_of_are_read_as_the_text_is():
+    """A hunt's find: θ in the text is theta, but ``compiled(θ=...)`` and ``of="θ"`` were unknown
+    names.  They are read as the text is; θ beside theta is an error; an unknown Greek name says
+    how it was read."""
+    compiled = einderiv.compile("θ_i = x_i^2; f = θ_i θ_i")
+    x = np.array([1.0, -2.0, 0.5])
+    assert compiled(**{"x": x}) == pytest.approx(np.sum(x**4))
+    gradient = einderiv.grad("f = θ_i A_ij θ_j", "θ")
+    A = np.arange(9.0).reshape(3, 3)
+    np.testing.assert_allclose(gradient(**{"θ": x, "A": A}), (A + A.T) @ x, rtol=1e-14)
+    with pytest.raises(einderiv.EvaluationError, match="'θ' is read as 'theta', which is given too"):
+        gradient(**{"θ": x, "theta": x, "A": A})
+    with pytest.raises(einderiv.EvaluationError, match=r"unknown input 'μ' \(read as mu\)"):
+        gradient(**{"θ": x, "μ": x, "A": A})
+    jacobian = einderiv.jacobian("θ_i = x_i^2; f = θ_i θ_i", "x", of="θ")
+    np.testing.assert_allclose(jacobian(x=x), np.diag(2 * x), rtol=1e-14)
+    S = np.array([[2.0, 0.3], [0.3, 1.0]])
+    result = einderiv.check("f = x_i Σ_ij x_j", "Σ", symmetric=["Σ"], values={"Σ": S}, expect="x_k x_l")
+    assert result.ok and result.inputs["Sigma"] is not None
+    np.testing.assert_array_equal(result.inputs["Sigma"], S)
+    assert einderiv.check("f = θ_i θ_i", "θ", shapes={"θ": 4}).inputs["theta"].shape == (4,)
