@@ -44,9 +44,9 @@ FD_WIDER_STEPS = (1e-4, 1e-3)
 #: when the allowance was the size of f itself: 1e-6 of it, where the differences resolve 1e-10)
 FD_ROUNDING = 64
 #: rounding that a claim is allowed besides the tolerance, in units of eps times the size of the
-#: expression (up to 1) over that of the variable (at least 1): where the derivative is
-#: mathematically 0, its value and a right claim differ by rounding alone.  (The expression's
-#: size itself, up to 1, let -inv(S) pass for d logdet(S)/dS at S ~ 1e7, and 0 with it.)
+#: expression (up to 1) over that of the wrt entries (at least 1; :func:`_claim_rounding`): where
+#: the derivative is mathematically 0, its value and a right claim differ by rounding alone.
+#: (The expression's size itself, up to 1, let -inv(S) pass for d logdet(S)/dS at S ~ 1e7.)
 CLAIM_ROUNDING = 1024
 DEFAULT_SIZE = 3  # per axis, where shapes= says nothing
 MAX_PERMUTED = 4  # renamed letters whose other matchings are tried when a claim differs
@@ -208,9 +208,7 @@ def check(
     if analytic.size and not np.any(analytic):
         floor, rounding = 1.0, 0.0  # (as for the differences above)
     else:
-        expression = value_size if own is None else own
-        floor = 0.0
-        rounding = CLAIM_ROUNDING * np.finfo(float).eps * min(1.0, expression) / max(1.0, scale)
+        floor, rounding = 0.0, _claim_rounding(derivative, arrays, analytic.shape, source, of)
     verdict, message, notes = _compare_claim(expect, derivative, arrays, analytic, tol, floor, rounding)
     return CheckResult(
         derivative,
@@ -458,10 +456,11 @@ def _fd_error(analytic, numeric, value_size: float, own: float | None, step: flo
     expression, ``own``, where that is larger: the gradient of sigmoid(x) + sigmoid(-x), a
     Hessian's lower derivative, is rounding alone), over the step; and never more than that
     size, up to 1.  A derivative that is exactly 0 is checked against 1, as its f may be rounding
-    alone (sum_i(x_i - mean_j(x_j)))."""
+    alone (sum_i(x_i - mean_j(x_j))), and so is one whose expression is exactly 0 wherever it
+    was evaluated (its differences are 0, the derivative rounding alone)."""
     values = max(value_size, own or 0.0)
-    if analytic.size and not np.any(analytic):
-        floor = 1.0
+    if analytic.size and not np.any(analytic) or values == 0:
+        floor = 1.0  # (an expression 0 wherever it was evaluated, sum_i(x_i s(x_i) + x_i s(-x_i) - x_i), too)
     else:
         floor = min(1.0, values)
         if tol > 0:
@@ -470,24 +469,48 @@ def _fd_error(analytic, numeric, value_size: float, own: float | None, step: flo
     return _largest_difference(analytic, numeric) / max(size, np.finfo(float).tiny), floor
 
 
-def _compare_claim(expect: str, derivative, arrays, analytic, tol: float, floor: float = 0.0, rounding: float = 0.0):
+def _claim_rounding(derivative, arrays: dict, shape: tuple[int, ...], source, of) -> np.ndarray:
+    """The rounding a claim is allowed besides the tolerance, entry by entry: ``CLAIM_ROUNDING``
+    eps times the expression's size at the inputs (up to 1; 1 where it is exactly 0, as an
+    expression that cancels to 0 is), over the size of each wrt entry the entry is by (at least
+    1, once per variable: a Hessian's entries scale as 1 / s^2).  So a claim of 0 matches a
+    derivative that is 0 but for rounding (the gradient of sigmoid(x) + sigmoid(-x), also at
+    x = [1e6, 0.5, -0.3], where one allowance by the largest entry was too small), while -S^-1
+    for d logdet(S)/dS differs at a covariance of 1e7 or 1e300."""
+    with np.errstate(all="ignore"):
+        value = _largest(_value_of(compile_(source, of=of), arrays))
+    allowance = np.full((), CLAIM_ROUNDING * np.finfo(float).eps * (min(1.0, value) if value > 0 else 1.0))
+    entries = [np.maximum(1.0, np.abs(np.asarray(arrays[w.name], dtype=np.float64))) for w in derivative.wrt]
+    scale = np.ones(())
+    for entry in entries:
+        scale = np.multiply.outer(scale, entry)
+    wrt_rank = scale.ndim
+    if wrt_rank > len(shape) or tuple(shape[len(shape) - wrt_rank :]) != scale.shape:
+        return allowance  # (a layout this does not follow: one allowance for every entry)
+    return allowance / scale
+
+
+def _compare_claim(expect: str, derivative, arrays, analytic, tol: float, floor: float = 0.0, rounding=0.0):
     """(verdict, message, notes) for a claim; the message is one line.  It matches within ``tol``
     of the larger of the two sizes (or of ``floor`` where that is larger: 1 for a derivative that
-    is exactly 0), plus ``rounding``: a claim of 0 for a derivative that is rounding alone matches."""
+    is exactly 0), plus ``rounding`` (a number, or one per entry): a claim of 0 for a derivative
+    that is rounding alone matches."""
     if not isinstance(expect, str):
         raise EinderivError(f"expect must be text in index or matrix notation, got {type(expect).__name__}")
     notation, rhs, indices, renamed = read_claim(expect, derivative)
     size = _largest(analytic)
 
     def compare(indices):
+        """(the claim's value, |claim - derivative|, its largest entry, whether every entry is
+        within the bound): relative to the larger of the two sizes (1e-7 A x is not the gradient
+        1e-7 (A + Aᵀ) x because both are small), plus each entry's rounding."""
         value = claim_value(rhs, indices, arrays, analytic.shape)
         difference = _differences(value, analytic, nan_equal=True)  # the same inf or NaN is equal
-        return value, difference, float(difference.max()) if difference.size else 0.0
+        bound = tol * max(size, _largest(value), floor) + rounding
+        within = bool(np.all(difference <= bound))
+        return value, difference, float(difference.max()) if difference.size else 0.0, within
 
-    # relative to the larger of the two sizes: 1e-7 A x is not the gradient 1e-7 (A + Aᵀ) x
-    # because both are small
-    claimed, difference, worst = compare(indices)
-    bound = tol * max(size, _largest(claimed), floor) + rounding
+    claimed, difference, worst, within = compare(indices)
 
     notes: list[str] = []
     if notation != "index":
@@ -497,7 +520,7 @@ def _compare_claim(expect: str, derivative, arrays, analytic, tol: float, floor:
         notes.append(_renaming_note(expect, derivative, renamed))
     else:
         label = "your claim"
-    if worst <= bound:
+    if within:
         if not np.all(np.isfinite(analytic)):
             notes.append(
                 "where the derivative is not finite the claim is the same inf or NaN: "
@@ -507,7 +530,7 @@ def _compare_claim(expect: str, derivative, arrays, analytic, tol: float, floor:
     where = np.unravel_index(int(np.argmax(difference)), difference.shape)
     labels = ", ".join(f"{i}={w}" for i, w in zip(derivative.indices, where))
     if len(renamed) > 1:  # another matching of the renamed letters may be what was meant: say so
-        notes += _other_matchings(renamed, indices, compare, bound)
+        notes += _other_matchings(renamed, indices, compare)
     if notation == "index" and not renamed and indices == derivative.indices:
         claimed_rhs = parse(rhs).output.rhs
         letters = {
@@ -542,7 +565,7 @@ def _compare_claim(expect: str, derivative, arrays, analytic, tol: float, floor:
     )
 
 
-def _other_matchings(renamed: dict[str, str], indices: tuple[str, ...], compare, bound) -> list[str]:
+def _other_matchings(renamed: dict[str, str], indices: tuple[str, ...], compare) -> list[str]:
     if len(renamed) > MAX_PERMUTED:
         return []
     letters = list(renamed)
@@ -552,10 +575,10 @@ def _other_matchings(renamed: dict[str, str], indices: tuple[str, ...], compare,
             continue
         swap = dict(zip(letters, order))
         try:
-            *_, worst = compare(tuple(swap.get(i, i) for i in indices))
+            *_, within = compare(tuple(swap.get(i, i) for i in indices))
         except EinderivError:  # this matching does not fit the derivative's shape: not a candidate
             continue
-        if worst <= bound:
+        if within:
             matched = ", ".join(f"{c} as {d}" for c, d in zip(order, targets))
             return [f"your claim matches if read with {matched} instead: write the whole statement to say which"]
     return []

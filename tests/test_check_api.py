@@ -572,3 +572,37 @@ def test_a_claim_naming_what_is_no_input_is_an_error_whatever_the_name(name):
     ``5 axis0_k`` (no input) was read as those zeros, and matched."""
     with pytest.raises(EinderivError, match=f"--expect uses '{name}', which is not an input"):
         einderiv.check("f = x_i A_ij x_j", "x", expect=f"A_kj x_j + A_jk x_j + 5 {name}_k")
+
+
+def test_claims_at_mixed_and_tiny_scales_and_of_a_hessian():
+    """A stress test of the first version of the claim's rounding allowance: it was one number,
+    over the largest wrt entry (a claim of 0 for the gradient of sigmoid(x) + sigmoid(-x), rounding
+    alone, differed at x = [1e6, 0.5, -0.3]), sized by the expression at the differences' points
+    (-2 x and 0 matched the gradient of x_i x_i at x ~ 1e-150) and divided by the scale once (the
+    negated Hessian of logdet(S) matched at S ~ 1e14).  Now each entry's allowance is over the
+    size of the wrt entries it is by, and the expression is taken at the inputs."""
+    zero = einderiv.check("f = sigmoid(x_i) + sigmoid(-x_i)", "x", expect="0", values={"x": np.array([1e6, 0.5, -0.3])})
+    assert zero.claim == "matches", zero.report()
+    x = 1e-150 * np.array([0.3, -1.2, 0.8])
+    assert einderiv.check("f = x_i x_i", "x", expect="2 x_k", values={"x": x}).claim == "matches"
+    for wrong in ("-2 x_k", "0", "x_k"):
+        assert einderiv.check("f = x_i x_i", "x", expect=wrong, values={"x": x}).claim == "differs", wrong
+    hessian = einderiv.diff("f = logdet(S)", ["S", "S"])
+    rhs = str(hessian).split("=", 1)[1]
+    for scale in (1e7, 1e14, 1e20):
+        S = _spd(scale)
+        right = einderiv.check("f = logdet(S)", ["S", "S"], expect=rhs, values={"S": S})
+        assert right.claim == "matches", (scale, right.report())
+        inverse = np.linalg.inv(S)
+        np.testing.assert_allclose(right.value, -np.einsum("li,jk->ijkl", inverse, inverse), rtol=1e-10)
+        negated = einderiv.check("f = logdet(S)", ["S", "S"], expect=f"-({rhs})", values={"S": S})
+        assert negated.claim == "differs", scale
+
+
+def test_an_expression_that_is_exactly_zero_checks_its_rounding_derivative():
+    """x_i (sigmoid(x_i) + sigmoid(-x_i) - 1) evaluates to exactly 0 and its gradient to rounding
+    (1e-17): the differences are 0 and the derivative noise, so the check failed with error 1
+    and a claim of 0 differed.  Both are checked against 1 there, as an exactly-zero derivative is."""
+    result = einderiv.check("f = sum_i(x_i sigmoid(x_i) + x_i sigmoid(-x_i) - x_i)", "x", expect="0")
+    assert result.ok and result.fd_ok and result.claim == "matches", result.report()
+    assert np.abs(result.value).max() < 1e-15
