@@ -413,7 +413,9 @@ def _central_difference(
             minus[wrt][position] -= step
             up = np.asarray(lower({k: v for k, v in plus.items() if k in lower.ranks}))
             down = np.asarray(lower({k: v for k, v in minus.items() if k in lower.ranks}))
-            numeric[(Ellipsis, *position)] = (up - down) / (2 * step)
+            # over the step taken: x + h rounds where |x| is large (cos at x = 1e6 failed by 3e-6)
+            taken = float(plus[wrt][position]) - float(minus[wrt][position])
+            numeric[(Ellipsis, *position)] = (up - down) / (taken if taken > 0 else 2 * step)
             largest = max(largest, _largest(up), _largest(down))
     return numeric, largest
 

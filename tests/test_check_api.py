@@ -606,3 +606,14 @@ def test_an_expression_that_is_exactly_zero_checks_its_rounding_derivative():
     result = einderiv.check("f = sum_i(x_i sigmoid(x_i) + x_i sigmoid(-x_i) - x_i)", "x", expect="0")
     assert result.ok and result.fd_ok and result.claim == "matches", result.report()
     assert np.abs(result.value).max() < 1e-15
+
+
+@pytest.mark.parametrize("x", [[1e6, 1.0, 0.5, -0.7], [1e8, -3e7, 0.2]])
+def test_differences_divide_by_the_step_taken(x):
+    """At |x| ~ 1e6 the sum x + 1e-6 rounds (ulp 1.2e-10), so the step the differences took was
+    not 2e-6, and the exact gradient -sin(x) of cos(x) failed by 3e-6 (a stress test's find).
+    The differences are divided by (x + h) - (x - h).  Against NumPy's sin."""
+    x = np.array(x)
+    result = einderiv.check("f = cos(x_i)", "x", expect="-sin(x_k)", values={"x": x})
+    assert result.ok and result.fd_ok, result.report()
+    np.testing.assert_allclose(result.value, -np.sin(x), rtol=1e-15)
