@@ -262,6 +262,8 @@ def _values(values, given: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
     fixed = {}
     for name, value in values.items():
         name = ascii_name(name) if isinstance(name, str) else name  # as the text is read: θ is theta
+        if name in fixed:
+            raise EinderivError(f"values: {name!r} is given twice (a Greek letter is its English name)")
         if np.iscomplexobj(value):  # the cast below would drop the imaginary part, with a warning
             raise EinderivError(f"input {name!r} is complex: check takes real inputs, along which it takes differences")
         try:
@@ -281,7 +283,13 @@ def _shapes(shapes) -> dict[str, tuple[int, ...]]:
         return {}
     if not isinstance(shapes, Mapping):
         raise EinderivError(f"shapes must map input names to shapes, such as {{'x': (4,)}}, got {shapes!r}")
-    return {ascii_name(name) if isinstance(name, str) else name: _shape(name, shape) for name, shape in shapes.items()}
+    read = {}
+    for name, shape in shapes.items():
+        spelled = ascii_name(name) if isinstance(name, str) else name  # as the text is read: θ is theta
+        if spelled in read:
+            raise EinderivError(f"shapes: {spelled!r} is given twice (a Greek letter is its English name)")
+        read[spelled] = _shape(name, shape)
+    return read
 
 
 #: where an input is drawn when the expression is not finite at signed normal ones: positive
@@ -628,7 +636,7 @@ def read_claim(text: str, derivative) -> tuple[str, str, tuple[str, ...], dict[s
     notation first (``A x + A^T x``: rows and columns are the derivative's first and second
     index); when the first reading is a syntax error (or a line with ``=`` fails as index
     notation) the other one is tried, and if both fail the first reading's error is raised."""
-    if "=" in text:
+    if "=" in text and ";" not in text and "\n" not in text.strip():  # (several statements: the readers say so)
         _check_left_side(text.split("=", 1)[0], derivative)
     readers = [("index", _index_claim), ("matrix", _matrix_claim)]
     number = re.fullmatch(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*", text)
@@ -733,7 +741,12 @@ def _check_left_side(left: str, derivative) -> None:
     its denominator the variables, in order.  A left side with a ``/``, ``∂`` or ``∇`` that is
     none of these is an error: read as a name and dropped, ``∂g/∂y = A y`` was compared with
     df/dx.  Another left side (``g_k``, ``dK_pq/dR_ij``) is left to the readers of the claim."""
-    spelled = re.sub(r"(?<![A-Za-z0-9_])d\s+(?=[A-Za-z])", "d", left.replace("∂", "d")).strip()
+    # as the text is read (∂f/∂θ is a derivative by theta); a transpose on a vector's name
+    # (df/dxᵀ, the numerator layout's row) has the same entries
+    spelled = re.sub(r"(?<![A-Za-z0-9_])d\s+(?=[A-Za-z])", "d", ascii_name(left.replace("∂", "d"))).strip()
+    for name in {w.name.removeprefix("d") for w in derivative.statement.wrt}:
+        if derivative.ranks.get(name) == 1:
+            spelled = re.sub(rf"(?<![A-Za-z0-9])d{name}(?:ᵀ|\^T|')(?![A-Za-z0-9])", f"d{name}", spelled)
     written = re.fullmatch(rf"d{_ORDER}\s*{_NAME}\s*/\s*(.+)", spelled)
     if written:
         _check_numerator(written.group(1), derivative)
@@ -785,6 +798,11 @@ def _check_denominator(denominator: str, derivative, strict: bool = False) -> No
     for token in denominator.split():
         found = re.fullmatch(r"d([A-Za-z][A-Za-z0-9]*)(?:_\{[^}]*\}|_[A-Za-z0-9]+)?(?:\^(\d+)|([²³]))?", token)
         if found is None:
+            if strict and re.search(r"ᵀ|\^T|'", token):
+                raise EinderivError(
+                    f"--expect: a derivative by a transposed matrix ({token}) is the transpose of the one by the "
+                    f"matrix; write the claim for {' '.join('d' + name for name in ours)}"
+                )
             if strict:
                 raise EinderivError(
                     f"--expect: cannot read the variables {denominator.strip()!r} of the derivative's name; "

@@ -941,7 +941,9 @@ class StraightLine:
         and formed X v again, a pass over X (the program ran 1.35x its one statement).  The
         later steps' own reading of earlier products is :meth:`_earlier_products`."""
         made = {step.target: k for k, step in enumerate(self.steps)}
-        needs = [made[f.name] for f in product.factors if f.name in made]
+        # everything the step reads, the arrays its size hints name too (a reviewer's find: moved
+        # above the adjoint its hints named, the HVP stopped with a KeyError)
+        needs = [made[name] for name in self.steps[-1].reads() if name in made]
         first = None
         for k, step in enumerate(self.steps[:-1]):
             if type(step) is not Contract or k <= max(needs, default=-1):

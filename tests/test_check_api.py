@@ -617,3 +617,32 @@ def test_differences_divide_by_the_step_taken(x):
     result = einderiv.check("f = cos(x_i)", "x", expect="-sin(x_k)", values={"x": x})
     assert result.ok and result.fd_ok, result.report()
     np.testing.assert_allclose(result.value, -np.sin(x), rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "claim", ["df/dθ_k = A_kj θ_j + A_jk θ_j", "∂f/∂θ_k = A_kj θ_j + A_jk θ_j", "df/dtheta_k = A_kj θ_j + A_jk θ_j"]
+)
+def test_a_claim_line_by_a_greek_variable_is_read_as_the_text_is(claim):
+    """A reviewer's find: the left side's check read only ASCII letters, so ``df/dθ_k = ...``
+    (which matched before) became an error; θ is theta there as everywhere."""
+    result = einderiv.check("f = θ_i A_ij θ_j", "θ", expect=claim)
+    assert result.claim == "matches", result.report()
+
+
+def test_a_transposed_vector_in_a_claims_name_is_that_vector_and_a_matrix_is_an_error():
+    """``df/dxᵀ`` (the numerator layout's row) has the gradient's entries and is read as df/dx;
+    ``df/dXᵀ`` for a matrix is the transpose of df/dX, which a claim compared entry by entry
+    would get wrong either way: an error that says so."""
+    for claim in ("df/dxᵀ = A x + A^T x", "df/dx^T = A x + A^T x"):
+        assert einderiv.check("f = x^T A x", "x", expect=claim).claim == "matches", claim
+    with pytest.raises(EinderivError, match="transposed matrix"):
+        einderiv.check("f = tr(A X)", "X", expect="df/dXᵀ = A")
+
+
+def test_a_claim_of_two_lines_says_it_takes_one_and_values_name_an_input_once():
+    with pytest.raises(EinderivError, match="--expect takes one expression or one statement"):
+        einderiv.check("f = x_i x_i", "x", expect="2 x_k\ndf/dx_k = 2 x_k")
+    with pytest.raises(EinderivError, match="'theta' is given twice"):
+        einderiv.check("f = θ_i θ_i", "θ", values={"θ": [1.0, 2.0], "theta": [1.0, 2.0]})
+    with pytest.raises(EinderivError, match="'theta' is given twice"):
+        einderiv.check("f = θ_i θ_i", "θ", shapes={"θ": 2, "theta": 3})

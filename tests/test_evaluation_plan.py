@@ -821,3 +821,36 @@ def test_a_scaled_product_in_an_earlier_call_reads_the_product_a_later_step_form
         if step.contraction is not None and any({"X", "B"} <= set(term.operands) for term in step.contraction.terms)
     ]
     assert len(meets) == 1, compiled.explain(X=X.shape, B=B.shape, E=E.shape)
+
+
+def test_a_product_read_by_an_earlier_step_moves_no_higher_than_what_its_hints_name():
+    """A reviewer's find: the HVP of this program split an adjoint into ``_inner = _t0_k Y_nk W_dk``
+    (its size hints naming the adjoint dfdt2), and the earlier statement t2 came to read it, the
+    step moving above dfdt2, which its hints read: a KeyError when evaluated.  Against jax."""
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+    source = "t2_nd = c_k u_n Y_nk W_dk + u_n Y_nk W_dk; f = tanh(X_ne t2_nd t2_nd)"
+    gen = np.random.default_rng(0)
+    arrays = {
+        "c": gen.normal(size=3),
+        "u": gen.normal(size=5),
+        "Y": gen.normal(size=(5, 3)),
+        "W": gen.normal(size=(4, 3)),
+        "X": gen.normal(size=(5, 4)),
+        "tt": gen.normal(size=5),
+    }
+    arrays = {k: 0.3 * v for k, v in arrays.items()}
+    product = einderiv.hvp(source, "u", v="tt")
+
+    def loss(u):  # e, written once, is summed outside the tanh, as einderiv reads it
+        t2 = jnp.einsum("k,n,nk,dk->nd", 1 + arrays["c"], u, arrays["Y"], arrays["W"])
+        return jnp.sum(jnp.tanh(jnp.einsum("ne,nd,nd->e", arrays["X"], t2, t2)))
+
+    want = jax.jvp(jax.grad(loss), (arrays["u"],), (arrays["tt"],))[1]
+    got = product(**{k: arrays[k] for k in product.inputs})
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13)
+    targets = [step.target for step in product.line.steps]
+    for step in product.line.steps:
+        assert all(targets.index(name) < targets.index(step.target) for name in step.reads() if name in targets)
