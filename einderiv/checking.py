@@ -35,9 +35,10 @@ from .semantics import output_indices
 #: ("the determinant of 'S' is negative") and vanished at S ~ 1e300, while 1e-6 s alone fails
 #: sin(x) at x = [1e4, 0.3, 1] and leaves log's domain at x = [1e6, 1e-3, 2]
 FD_STEP = 1e-6
-#: steps tried, times the same scale, where those above leave the differences off by more than the
-#: tolerance: at f = 1e6 + x_i x_i the rounding of f over a step of 1e-6 (eps |f| / h, 2e-4) hid
-#: the gradient 2 x to 3.4e-5, where a step of 1e-3 gives it to 3e-8
+#: steps tried, times the same scale and as they are, where those above leave the differences off
+#: by more than the tolerance: at f = 1e6 + x_i x_i the rounding of f over a step of 1e-6
+#: (eps |f| / h, 2e-4) hid the gradient 2 x to 3.4e-5, where a step of 1e-3 gives it to 3e-8
+#: (also at x ~ 1e-3, where 1e-3 times the scale is 1e-6 again)
 FD_WIDER_STEPS = (1e-4, 1e-3)
 #: rounding that central differences are allowed beyond the tolerance, in units of eps times the
 #: size of the values differenced over the step (f = 1 + 1e-7 u(x) with a wrong rule for u passed
@@ -179,7 +180,8 @@ def check(
         own = _largest(_value_of(compile_(source, of=of), arrays)) if len(derivative.wrt) > 1 else None
     base = scale if not 0.1 <= scale <= 10 else 1.0
     candidates, refusals = [], []
-    for steps in ((FD_STEP, *((FD_STEP * scale,) if base != 1.0 else ())), [w * base for w in FD_WIDER_STEPS]):
+    wider = [w * base for w in FD_WIDER_STEPS] + (list(FD_WIDER_STEPS) if base != 1.0 else [])
+    for steps in ((FD_STEP, *((FD_STEP * scale,) if base != 1.0 else ())), wider):
         for step in steps:
             try:
                 numeric, value_size = _central_difference(lower, arrays, wrt_name, analytic.shape, step)

@@ -528,6 +528,7 @@ def test_finite_differences_catch_a_wrong_rule_beside_a_value_of_one():
         ("f = 1e6 + x_i x_i", "x", "2 x_j", {}),
         ("L = (y_n - X_nd w_d)^2", "w", "-2 X_ni (y_n - X_nd w_d)", {"y": 1e5 * np.ones(5)}),
         ("f = 1e8 + x_i A_ij x_j", ["x", "x"], "A_kl + A_lk", {}),
+        ("f = 1e6 + x_i x_i", "x", "2 x_j", {"x": 1e-3 * np.array([0.3, -1.2, 0.8])}),  # (steps of 1e-3 too)
     ],
 )
 def test_a_right_derivative_of_a_large_expression_passes(source, wrt, claim, values):
