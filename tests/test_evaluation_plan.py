@@ -76,17 +76,24 @@ def _network(n=300, d=7, h=5):
     }, gen.normal(size=(d, h))
 
 
-def _outer_products(line) -> list[str]:
-    """The steps that store a product of smaller arrays summing nothing (``n,k->nk``)."""
+def _products_summing_nothing(line, kind) -> list[str]:
+    """The steps that are one product of two or more arrays whose letters (``parts``, ``out``)
+    pass ``kind``."""
     found = []
     for step in line.steps:
         terms = step.contraction.terms if step.contraction is not None else ()
         if len(terms) == 1 and len(terms[0].operands) >= 2:
             inputs, out = terms[0].subscripts.split("->")
-            parts = inputs.split(",")
-            if all(set(p) < set(out) for p in parts) and set("".join(parts)) == set(out):
+            if kind(inputs.split(","), set(out)):
                 found.append(step.target)
     return found
+
+
+def _outer_products(line) -> list[str]:
+    """The steps that store a product of smaller arrays summing nothing (``n,k->nk``)."""
+    return _products_summing_nothing(
+        line, lambda parts, out: all(set(p) < out for p in parts) and set("".join(parts)) == out
+    )
 
 
 def test_an_outer_product_adjoint_is_multiplied_where_it_is_read():
@@ -116,15 +123,9 @@ def test_an_outer_product_adjoint_is_multiplied_where_it_is_read():
 
 def _scalings(line) -> list[str]:
     """The steps that multiply an array by a smaller one, summing nothing (``k,nk->nk``)."""
-    found = []
-    for step in line.steps:
-        terms = step.contraction.terms if step.contraction is not None else ()
-        if len(terms) == 1 and len(terms[0].operands) >= 2:
-            inputs, out = terms[0].subscripts.split("->")
-            parts = inputs.split(",")
-            if all(set(p) <= set(out) for p in parts) and any(set(p) < set(out) for p in parts):
-                found.append(step.target)
-    return found
+    return _products_summing_nothing(
+        line, lambda parts, out: all(set(p) <= out for p in parts) and any(set(p) < out for p in parts)
+    )
 
 
 def test_a_factor_shared_by_an_adjoints_terms_is_applied_after_its_readers_sum():
