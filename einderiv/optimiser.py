@@ -579,6 +579,12 @@ def _count_power(f) -> Delta | None:
     return only if isinstance(only, Delta) and only.first == only.second and is_count(only.first) else None
 
 
+def _power_of_two(coeff: Fraction) -> bool:
+    """Whether ``coeff`` is +-2^k: a product scaled by it is read back exactly by its reciprocal."""
+    magnitude = abs(coeff)
+    return magnitude != 0 and all(n & (n - 1) == 0 for n in (magnitude.numerator, magnitude.denominator))
+
+
 def _product_in(product: Term, out: Indices, term: Term, free: set[str]) -> tuple[tuple, Indices] | None:
     """``(the term's other factors, the letters of out)`` where ``product`` (a step's term over
     the indices ``out``) is a sub-product of ``term``: its factors matched one to one, letters
@@ -650,7 +656,7 @@ class StraightLine:
         #: a tensor name for each call, by what it computes, when products of sums are compared
         self._placeholders: dict[tuple, str] = {}
         #: steps that are one product of tensors: (name, its term, its indices)
-        self._products: list[tuple[str, Term, Indices]] = []
+        self._products: list[tuple[str, Term, Indices, Fraction]] = []
 
     def _temp(self) -> str:
         """A fresh name for a step's array, numbered by its place; never one used before."""
@@ -925,15 +931,17 @@ class StraightLine:
     def _remember_product(self, name: str, poly: Poly) -> None:
         """Note a step that is one contraction of tensors (``_t0 = X_nd W_dk``), for
         :meth:`_earlier_products` to find inside later terms."""
-        if len(poly.terms) != 1 or poly.terms[0].coeff != 1 or len(poly.terms[0].factors) < 2:
+        if len(poly.terms) != 1 or not _power_of_two(poly.terms[0].coeff) or len(poly.terms[0].factors) < 2:
             return
         (term,) = poly.terms
         if all(isinstance(f, Tensor) and not is_reciprocal(f) for f in term.factors):
             if set(term.index_names()) - set(poly.indices):  # something is summed: worth reading back
-                self._products.append((name, term, tuple(poly.indices)))
-                self._read_by_earlier(name, term, tuple(poly.indices))
+                # (a coefficient of +-2^k, -1 X_nd u_d, is read back exactly: times its reciprocal)
+                product = Term(Fraction(1), term.factors)
+                self._products.append((name, product, tuple(poly.indices), term.coeff))
+                self._read_by_earlier(name, product, tuple(poly.indices), term.coeff)
 
-    def _read_by_earlier(self, name: str, product: Term, out: Indices) -> None:
+    def _read_by_earlier(self, name: str, product: Term, out: Indices, coeff: Fraction = Fraction(1)) -> None:
         """Where an earlier step's term holds the product the step ``name`` (the last one) just
         computed, that step reads it instead, and the product moves up before the first such
         step (its operands are inputs, or arrays computed before that step): in the focal loss's
@@ -954,7 +962,7 @@ class StraightLine:
                 found = _product_in(product, out, term, set(poly.indices))
                 if found is not None:
                     rest, letters = found
-                    term, changed = Term(term.coeff, (*rest, Tensor(name, letters))), True
+                    term, changed = Term(term.coeff / coeff, (*rest, Tensor(name, letters))), True
                 terms.append(term)
             if changed:
                 rewritten = Contraction(Poly(tuple(terms), poly.indices), step.contraction.hints)
@@ -975,13 +983,13 @@ class StraightLine:
         computed = {step.target for step in self.steps}
         terms, changed = [], False
         for term in poly.terms:
-            for name, product, out in self._products:
+            for name, product, out, coeff in self._products:
                 if name not in computed:
                     continue
                 found = _product_in(product, out, term, set(poly.indices))
                 if found is not None:
                     rest, letters = found
-                    term = Term(term.coeff, (*rest, Tensor(name, letters)))
+                    term = Term(term.coeff / coeff, (*rest, Tensor(name, letters)))
                     changed = True
             terms.append(term)
         return Poly(tuple(terms), poly.indices) if changed else poly

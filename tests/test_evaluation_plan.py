@@ -855,3 +855,23 @@ def test_a_product_read_by_an_earlier_step_moves_no_higher_than_what_its_hints_n
     targets = [step.target for step in product.line.steps]
     for step in product.line.steps:
         assert all(targets.index(name) < targets.index(step.target) for name in step.reads() if name in targets)
+
+
+def test_a_product_with_a_coefficient_of_a_power_of_two_is_read_back_exactly():
+    """The one-statement heteroscedastic loss ``0.5 (y_n - X_nd w_d)^2 exp(-X_nd u_d) + 0.5 X_nd u_d``
+    formed X u twice (the statement's value 1.5x its program): the step ``-X_nd u_d`` has a
+    coefficient, and only products of coefficient 1 were read back.  One of +-2^k is read back
+    times its reciprocal, which is exact.  Against NumPy."""
+    gen = np.random.default_rng(4)
+    X, y, w, u = gen.normal(size=(500, 8)), gen.normal(size=500), gen.normal(size=8), 0.3 * gen.normal(size=8)
+    source = "L = 0.5 (y_n - X_nd w_d)^2 exp(-X_nd u_d) + 0.5 X_nd u_d"
+    compiled = einderiv.compile(source)
+    s = X @ u
+    want = np.sum(0.5 * (y - X @ w) ** 2 * np.exp(-s) + 0.5 * s)
+    np.testing.assert_allclose(compiled(X=X, y=y, w=w, u=u), want, rtol=1e-13)
+    meets = [
+        step.target
+        for step in compiled.line.steps
+        if step.contraction is not None and any({"X", "u"} <= set(term.operands) for term in step.contraction.terms)
+    ]
+    assert len(meets) == 1, compiled.explain(X=X.shape, y=y.shape, w=w.shape, u=u.shape)
