@@ -246,9 +246,11 @@ def _collapse_root(poly: Poly, root: Apply, rooted: frozenset = frozenset()) -> 
     numerator is then one term: the Hessian of sqrt(1 + x^2), ``1 / sqrt(1 + x^2) - x^2 /
     sqrt(1 + x^2)^3``, is ``(1 + x^2 - x^2) / sqrt(1 + x^2)^3 = 1 / sqrt(1 + x^2)^3``.  Evaluated as
     the two terms it lost its digits from x = 1e5 (and its sign at 1e8); the one term is
-    accurate at every x.  Only elementwise terms (no summed index, none inside B) and a
-    numerator of one term: exact, and never larger than the terms it came from.  None where
-    nothing collapses."""
+    accurate at every x.  Only terms that sum none of the root's letters (an HVP's ``X_ni v_i``
+    sums i beside the root over n: ``-r^2 X v X / sqrt(1 + r^2)^3 + X v X / sqrt(1 + r^2)``, the
+    pseudo-Huber loss's, had the wrong sign at |w| ~ 1e8), no sum inside B, and a numerator of
+    one term: exact, and never larger than the terms it came from.  None where nothing
+    collapses."""
     base = _sum_in(root.arg, rooted)
     if base is None or base.all_index_names() - set(base.indices):
         return None  # a sum inside B (a norm): its numerator is not a term of the index language
@@ -256,7 +258,7 @@ def _collapse_root(poly: Poly, root: Apply, rooted: frozenset = frozenset()) -> 
     members, others = [], []
     for term in poly.terms:
         found = {k: r[1] for k, f in enumerate(term.factors) if (r := root_power(f, rooted)) and r[0] == root}
-        if not found or term.index_names() - free:
+        if not found or (term.index_names() - free) & set(root.indices):
             others.append(term)
             continue
         # u^-2 sqrt(1 + x^2)^-1 with u = sqrt(1 + x^2) (named and written out): sqrt(1 + x^2)^-3
