@@ -585,6 +585,19 @@ def _power_of_two(coeff: Fraction) -> bool:
     return magnitude != 0 and all(n & (n - 1) == 0 for n in (magnitude.numerator, magnitude.denominator))
 
 
+def _product_read(poly: Poly, name: str, product: Term, out: Indices, coeff: Fraction) -> Poly | None:
+    """``poly`` with each term that holds ``product`` (see :func:`_product_in`) reading it from the
+    step ``name``, which holds it times ``coeff``; None where no term holds it."""
+    terms, changed = [], False
+    for term in poly.terms:
+        found = _product_in(product, out, term, set(poly.indices))
+        if found is not None:
+            rest, letters = found
+            term, changed = Term(term.coeff / coeff, (*rest, Tensor(name, letters))), True
+        terms.append(term)
+    return Poly(tuple(terms), poly.indices) if changed else None
+
+
 def _product_in(product: Term, out: Indices, term: Term, free: set[str]) -> tuple[tuple, Indices] | None:
     """``(the term's other factors, the letters of out)`` where ``product`` (a step's term over
     the indices ``out``) is a sub-product of ``term``: its factors matched one to one, letters
@@ -956,17 +969,9 @@ class StraightLine:
         for k, step in enumerate(self.steps[:-1]):
             if type(step) is not Contract or k <= max(needs, default=-1):
                 continue
-            poly, changed = step.contraction.poly, False
-            terms = []
-            for term in poly.terms:
-                found = _product_in(product, out, term, set(poly.indices))
-                if found is not None:
-                    rest, letters = found
-                    term, changed = Term(term.coeff / coeff, (*rest, Tensor(name, letters))), True
-                terms.append(term)
-            if changed:
-                rewritten = Contraction(Poly(tuple(terms), poly.indices), step.contraction.hints)
-                self.steps[k] = replace(step, contraction=rewritten)
+            read = _product_read(step.contraction.poly, name, product, out, coeff)
+            if read is not None:
+                self.steps[k] = replace(step, contraction=Contraction(read, step.contraction.hints))
                 first = k if first is None else first
         if first is not None:
             self.steps.insert(first, self.steps.pop())
@@ -981,18 +986,10 @@ class StraightLine:
         if not self._products:
             return poly
         computed = {step.target for step in self.steps}
-        terms, changed = [], False
-        for term in poly.terms:
-            for name, product, out, coeff in self._products:
-                if name not in computed:
-                    continue
-                found = _product_in(product, out, term, set(poly.indices))
-                if found is not None:
-                    rest, letters = found
-                    term = Term(term.coeff / coeff, (*rest, Tensor(name, letters)))
-                    changed = True
-            terms.append(term)
-        return Poly(tuple(terms), poly.indices) if changed else poly
+        for name, product, out, coeff in self._products:
+            if name in computed:
+                poly = _product_read(poly, name, product, out, coeff) or poly
+        return poly
 
     def _inner_step(self, inner: Poly, hints=()) -> str:
         """The step computing the sum ``inner``, once per line: the gradients by several
