@@ -176,8 +176,11 @@ def check(
     wrt_name = derivative.wrt[-1].name
     scale = _largest(arrays[wrt_name]) or 1.0
     kind = derivative.structure.get(wrt_name)
-    with np.errstate(all="ignore"):
-        own = _largest(_value_of(compile_(source, of=of), arrays)) if len(derivative.wrt) > 1 else None
+    expression = None  # the expression's size at the inputs, where the differences or a claim read it
+    if len(derivative.wrt) > 1 or expect is not None:
+        with np.errstate(all="ignore"):  # (lower is the expression, for a gradient)
+            expression = _largest(_value_of(lower if len(derivative.wrt) == 1 else compile_(source, of=of), arrays))
+    own = expression if len(derivative.wrt) > 1 else None
     base = scale if not 0.1 <= scale <= 10 else 1.0
     candidates, refusals = [], []
     wider = [w * base for w in FD_WIDER_STEPS] + (list(FD_WIDER_STEPS) if base != 1.0 else [])
@@ -210,7 +213,7 @@ def check(
     if analytic.size and not np.any(analytic):
         floor, rounding = 1.0, 0.0  # (as for the differences above)
     else:
-        floor, rounding = 0.0, _claim_rounding(derivative, arrays, analytic.shape, source, of)
+        floor, rounding = 0.0, _claim_rounding(derivative, arrays, analytic.shape, expression)
     verdict, message, notes = _compare_claim(expect, derivative, arrays, analytic, tol, floor, rounding)
     return CheckResult(
         derivative,
@@ -481,16 +484,15 @@ def _fd_error(analytic, numeric, value_size: float, own: float | None, step: flo
     return _largest_difference(analytic, numeric) / max(size, np.finfo(float).tiny), floor
 
 
-def _claim_rounding(derivative, arrays: dict, shape: tuple[int, ...], source, of) -> np.ndarray:
+def _claim_rounding(derivative, arrays: dict, shape: tuple[int, ...], value: float) -> np.ndarray:
     """The rounding a claim is allowed besides the tolerance, entry by entry: ``CLAIM_ROUNDING``
     eps times the expression's size at the inputs (up to 1; 1 where it is exactly 0, as an
     expression that cancels to 0 is), over the size of each wrt entry the entry is by (at least
     1, once per variable: a Hessian's entries scale as 1 / s^2).  So a claim of 0 matches a
     derivative that is 0 but for rounding (the gradient of sigmoid(x) + sigmoid(-x), also at
     x = [1e6, 0.5, -0.3], where one allowance by the largest entry was too small), while -S^-1
-    for d logdet(S)/dS differs at a covariance of 1e7 or 1e300."""
-    with np.errstate(all="ignore"):
-        value = _largest(_value_of(compile_(source, of=of), arrays))
+    for d logdet(S)/dS differs at a covariance of 1e7 or 1e300.  ``value``: the expression's
+    largest magnitude at the inputs."""
     allowance = np.full((), CLAIM_ROUNDING * np.finfo(float).eps * (min(1.0, value) if value > 0 else 1.0))
     entries = [np.maximum(1.0, np.abs(np.asarray(arrays[w.name], dtype=np.float64))) for w in derivative.wrt]
     scale = np.ones(())
