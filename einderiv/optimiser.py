@@ -1246,6 +1246,7 @@ class StraightLine:
         self._elementwise = {step.target: step for step in self.steps if isinstance(step, Elementwise)}
         if len(terms) < 2 or len(terms) > 64:
             return terms
+        self._deferred: dict[str, str] = {}  # a tanh's cosh(u)^-2m, kept apart -> the tanh step
         terms = self._jointly_saturating(terms, free)
         self._elementwise = {step.target: step for step in self.steps if isinstance(step, Elementwise)}
         made = {step.target: step for step in self.steps}
@@ -1269,7 +1270,17 @@ class StraightLine:
                         break
             if terms == start:
                 break
-        return terms
+        return [self._deferred_merged(term) for term in terms]
+
+    def _deferred_merged(self, term: Term) -> Term:
+        """``term`` with each tanh complement that :meth:`_saturated_factors` kept apart multiplied
+        into a factor over its indices (:meth:`_elementwise_first`), now that every variable's
+        pass is done."""
+        factors = list(term.factors)
+        for complement in [f for f in factors if isinstance(f, Tensor) and f.name in self._deferred]:
+            factors.remove(complement)
+            factors = self._elementwise_first(factors, complement, self._deferred[complement.name])
+        return term if factors == list(term.factors) else Term(term.coeff, tuple(factors))
 
     def _jointly_saturating(self, terms: list[Term], free: set[str]) -> list[Term]:
         """Terms ``R P(s_1, ..., s_k)`` with P a polynomial in two or more sigmoid steps that is 0
@@ -1499,8 +1510,16 @@ class StraightLine:
             merged = Tensor(self._power_step(base, scale * total), indices)
             first = min(powers)
             return [merged if k == first else f for k, f in enumerate(rest) if k == first or k not in powers]
+        if m and self._elementwise[name].func == "tanh":
+            # kept apart until every variable's pass is done (:meth:`_deferred_merged`): a product
+            # made now is made in the order the term's factors happen to stand (``a c``, ``t c``),
+            # so that terms that another step's polynomial groups no longer hold the same factors
+            # (the Hessian of a nested ``(tanh(b + tanh(a w) w) - y)^2``: 3e-4 off at w = 30)
+            power = self._power_step(complement, m)
+            self._deferred[power] = name
+            return [*rest, Tensor(power, indices)]
         if m:
-            rest = self._elementwise_first(rest, Tensor(self._power_step(complement, m), indices))
+            rest = self._elementwise_first(rest, Tensor(self._power_step(complement, m), indices), name)
         return rest
 
     def _power_step(self, name: str, power: Fraction | int) -> str:
@@ -1518,11 +1537,18 @@ class StraightLine:
                 self.steps.append(Elementwise(self._calls[key], func="pow", source=name, param=Fraction(power)))
         return self._calls[key]
 
-    def _elementwise_first(self, factors: list, complement: Tensor) -> list:
+    def _elementwise_first(self, factors: list, complement: Tensor, variable: str) -> list:
         """``factors`` times ``complement``, multiplied first into a factor over the same indices
         (``dLdh_kj cosh(u_kj)^-2``, then the product with ``X_ki``), as the difference it replaces
-        was combined: one elementwise pass, and the sum's order that the text reads."""
+        was combined: one elementwise pass, and the sum's order that the text reads.  Never into a
+        power of another sigmoid or tanh step than ``variable``: that power is a later pass's to
+        group (in a nested ``tanh(b + tanh(a w) w)``, ``t cosh(a w)^-2`` hid the outer t from
+        ``t - t^3 = t cosh(b + t w)^-2``, whose difference is 0 where t saturates: the gradient
+        75x too small at w = 300)."""
         for k, f in enumerate(factors):
+            found = self._powered(f)
+            if found is not None and found[0][0] != variable:
+                continue
             if isinstance(f, Tensor) and not is_reciprocal(f) and f.indices == complement.indices:
                 key = ("times", f.name, complement.name)
                 if key not in self._calls:

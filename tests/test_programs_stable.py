@@ -1551,6 +1551,44 @@ def test_a_tanh_polynomial_beside_two_sigmoids_is_still_divided_by_its_slope(pro
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=0)
 
 
+def _nested_tanh_mp(a, b, y, w):
+    """The first and second derivatives by w of ``sum_n (tanh(b_n + tanh(a_n w) w) - y_n)^2`` in
+    60 digits (mpmath), by the chain rule: with t = tanh(a w), s = sech^2(a w), g = b + t w,
+    T = tanh(g), S = sech^2(g): g' = t + a w s, g'' = 2 a s - 2 a^2 w t s, L' = 2 (T - y) S g',
+    L'' = 2 S^2 g'^2 - 4 (T - y) T S g'^2 + 2 (T - y) S g''."""
+    with mpmath.workdps(60):
+        first = second = mpmath.mpf(0)
+        for an, bn, yn in zip(map(mpmath.mpf, a), map(mpmath.mpf, b), map(mpmath.mpf, y)):
+            w_ = mpmath.mpf(w)
+            t, s = mpmath.tanh(an * w_), mpmath.sech(an * w_) ** 2
+            g = bn + t * w_
+            T, S = mpmath.tanh(g), mpmath.sech(g) ** 2
+            g1, g2 = t + an * w_ * s, 2 * an * s - 2 * an**2 * w_ * t * s
+            first += 2 * (T - yn) * S * g1
+            second += 2 * S**2 * g1**2 - 4 * (T - yn) * T * S * g1**2 + 2 * (T - yn) * S * g2
+        return float(first), float(second)
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["L = (tanh(b_n + tanh(a_n w) w) - y_n)^2", "h_n = tanh(a_n w); L = (tanh(b_n + h_n w) - y_n)^2"],
+    ids=["statement", "program"],
+)
+def test_a_nested_tanh_keeps_its_relative_accuracy_where_both_saturate(source):
+    """A hunt's find: in one statement the gradient by w of ``(tanh(b + tanh(a w) w) - y)^2`` was
+    3e-4 off at w = 30 and 75x too small at w = 300, and its Hessian likewise: cosh(a w)^-2, the
+    inner tanh's slope, was multiplied into whichever factor stood first (``t cosh(a w)^-2``,
+    ``a cosh(a w)^-2``), which hid the outer tanh's powers and split ``t - t^3`` apart (0 where t
+    rounds to 1).  The program form was right.  Against the chain rule in mpmath."""
+    a, b, y = np.array([1.0, -0.5]), np.array([0.3, 2.0]), np.array([0.2, -0.4])
+    gradient, hessian = einderiv.grad(source, "w"), einderiv.hessian(source, "w")
+    for w in [0.7, 10.0, 30.0, 300.0]:
+        first, second = _nested_tanh_mp(a, b, y, w)
+        arrays = dict(a=a, b=b, y=y, w=np.array(w))
+        np.testing.assert_allclose(gradient(**arrays), first, rtol=1e-12, atol=0, err_msg=f"w = {w}")
+        np.testing.assert_allclose(hessian(**arrays), second, rtol=1e-12, atol=0, err_msg=f"w = {w}")
+
+
 # -- a softmax's Jacobian diag(p) - p p^T at saturated logits ------------------------------------
 
 
