@@ -376,6 +376,47 @@ def _bernstein(polynomial: dict[tuple[int, ...], Fraction], count: int) -> dict:
     return {(tuple(a + b for a, b in zip(p, lows)), m): c for (p, m), c in form.items()}
 
 
+def _saturating_call(atom) -> tuple[Apply, Fraction] | None:
+    """``(c, p)`` where ``atom`` is a sigmoid or tanh call c to the power p (p = 1 for c itself)."""
+    if isinstance(atom, Apply) and atom.func in _SATURATING:
+        return atom, Fraction(1)
+    if isinstance(atom, Apply) and atom.func == "pow" and len(atom.arg.terms) == 1:
+        (term,) = atom.arg.terms
+        if term.coeff == 1 and len(term.factors) == 1 and isinstance(term.factors[0], Apply):
+            if term.factors[0].func in _SATURATING and term.factors[0].indices == atom.indices:
+                return term.factors[0], Fraction(atom.param)
+    return None
+
+
+def _saturating_polynomials(terms: list[Term]) -> dict[int, dict[Apply, dict[Fraction, Fraction]]]:
+    """For each term that holds the same factors as another but for the power of a sigmoid or
+    tanh call (its absence the power 0), that call -> the polynomial in it that they form (power
+    -> coefficient): a sum the optimiser evaluates as a product of 1 - s or 1 - t^2 (see
+    ``_saturating``)."""
+    calls = {found[0] for t in terms for f in t.factors if (found := _saturating_call(f))}
+    groups: dict[tuple, list[tuple[int, Fraction]]] = {}
+    for position, term in enumerate(terms):
+        for call in calls:
+            rest, power = [], Fraction(0)
+            for f in term.factors:
+                found = _saturating_call(f)
+                if found is not None and found[0] == call:
+                    power += found[1]
+                else:
+                    rest.append(f)
+            groups.setdefault((call, tuple(sorted(rest, key=_text))), []).append((position, power))
+    out: dict[int, dict[Apply, dict[Fraction, Fraction]]] = {}
+    for (call, _), members in groups.items():
+        if len({power for _, power in members}) < 2:
+            continue
+        polynomial: dict[Fraction, Fraction] = {}
+        for position, power in members:
+            polynomial[power] = polynomial.get(power, Fraction(0)) + terms[position].coeff
+        for position, _ in members:
+            out.setdefault(position, {})[call] = polynomial
+    return out
+
+
 def _saturating_depth(name: str, made: dict[str, Step]) -> int:
     """How many sigmoid or tanh steps the step ``name`` is computed from (itself not counted), in
     the steps ``made`` (by target)."""
@@ -1248,6 +1289,43 @@ class StraightLine:
             return terms
         self._deferred: dict[str, str] = {}  # a tanh's cosh(u)^-2m, kept apart -> the tanh step
         terms = self._jointly_saturating(terms, free)
+        terms = self._factored_variables(terms, free)
+        # again with the summed letters named alike in every term: the outer tanh's slope
+        # 1 - t_nl^2 beside ``W_jl v_l`` in one term, and its 1 beside ``W_jk v_k`` in another (a
+        # 3-step RNN's gradient by W, whose 1 - t^2 was then 0 where t saturates); kept only where
+        # more of it factors, so that nothing the letters as written grouped is lost
+        for _ in range(3):  # again while it factors: a slope that factored joins the terms it now matches
+            relabelled = self._canonical_letters(terms, free)
+            if relabelled == terms or (again := self._factored_variables(relabelled, free)) == relabelled:
+                break
+            terms = again
+        return [self._deferred_merged(term) for term in terms]
+
+    def _canonical_letters(self, terms: list[Term], free: set[str]) -> list[Term]:
+        """``terms`` with each term's summed letters (counts kept) renamed in the order they first
+        appear, in the named arrays first, then in the steps that hold no sigmoid or tanh power
+        (complements), then in those that do, each by name: terms that are one product with their
+        letters named apart then hold the same factors, and a power ``t_nl^2`` is named after the
+        ``W_jl`` that sums it."""
+        summed = [sorted({i for i in t.index_names() if i not in free and not is_count(i)}) for t in terms]
+        taken = set(free) | {i for t in terms for i in t.index_names()}
+        pool = fresh_indices(max(map(len, summed), default=0), taken)
+        out = []
+        for term, letters in zip(terms, summed):
+            factors = sorted(
+                term.factors,
+                key=lambda f: (
+                    self._powered(f) is not None,
+                    getattr(f, "name", "_").startswith("_"),
+                    getattr(f, "name", ""),
+                ),
+            )
+            order = list(dict.fromkeys(i for f in factors for i in f.indices if i in letters))
+            out.append(term.rename(dict(zip(order, pool))))
+        return out
+
+    def _factored_variables(self, terms: list[Term], free: set[str]) -> list[Term]:
+        """The passes of :meth:`_saturating` over each sigmoid or tanh variable in ``terms``."""
         self._elementwise = {step.target: step for step in self.steps if isinstance(step, Elementwise)}
         made = {step.target: step for step in self.steps}
         variables = dict.fromkeys(found[0] for t in terms for f in t.factors if (found := self._powered(f)))
@@ -1270,17 +1348,19 @@ class StraightLine:
                         break
             if terms == start:
                 break
-        return [self._deferred_merged(term) for term in terms]
+        return terms
 
     def _deferred_merged(self, term: Term) -> Term:
         """``term`` with each tanh complement that :meth:`_saturated_factors` kept apart multiplied
         into a factor over its indices (:meth:`_elementwise_first`), now that every variable's
         pass is done."""
-        factors = list(term.factors)
-        for complement in [f for f in factors if isinstance(f, Tensor) and f.name in self._deferred]:
-            factors.remove(complement)
+        deferred = [f for f in term.factors if isinstance(f, Tensor) and f.name in self._deferred]
+        if not deferred:
+            return term
+        factors = [f for f in term.factors if f not in deferred]
+        for complement in deferred:  # the second may go into the first's product (cosh(u)^-2 cosh(v)^-2)
             factors = self._elementwise_first(factors, complement, self._deferred[complement.name])
-        return term if factors == list(term.factors) else Term(term.coeff, tuple(factors))
+        return Term(term.coeff, tuple(factors))
 
     def _jointly_saturating(self, terms: list[Term], free: set[str]) -> list[Term]:
         """Terms ``R P(s_1, ..., s_k)`` with P a polynomial in two or more sigmoid steps that is 0
@@ -2018,7 +2098,20 @@ class StraightLine:
         return all(any(self._count_axes(c) & want for c in counts) for want in axes)
 
     def _merge_residual(self, terms: list[Term], found: dict, free: set[str]) -> list[Term] | None:
-        """The terms after the first merge :meth:`_residual_pairs` finds; None where there is none."""
+        """The terms after the first merge :meth:`_residual_pairs` finds; None where there is none.
+        Two terms that belong to polynomials in a sigmoid or tanh call pair only where their
+        polynomials are opposite (:func:`_saturating_polynomials`), each term of one with its
+        term of the other: pairing ``4 a s^3 t^2 - 4 y s^3 t^2`` took a term from each of two
+        polynomials in s that 1 - s divided, and neither divided any more (the Hessian of
+        ``(sigmoid(b + sigmoid(a w) w) - y)^2`` was 0 from w = 40 for -5e-18)."""
+        polynomials = _saturating_polynomials(terms)
+
+        def opposite(a: int, b: int) -> bool:
+            first, second = polynomials.get(a, {}), polynomials.get(b, {})
+            return first.keys() == second.keys() and all(
+                first[c] == {p: -k for p, k in second[c].items()} for c in first
+            )
+
         for kinds in found.values():
             rest, members = kinds["rest"], kinds.get("members", [])
             held = _held_by_lengths(rest, free)
@@ -2027,7 +2120,7 @@ class StraightLine:
                 by_coeff.setdefault(terms[member[0]].coeff, []).append(member)
             for a, k, f, mapping, mean in members:
                 for b, _, g, _, paired_mean in by_coeff.get(-terms[a].coeff, ()):
-                    if a == b or f.name == g.name:
+                    if a == b or f.name == g.name or not opposite(a, b):
                         continue
                     if len(terms[a].factors) == 1 or paired_mean is not None:
                         continue  # a mean's term pairs with a term of the rest without one

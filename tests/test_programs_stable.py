@@ -1589,6 +1589,125 @@ def test_a_nested_tanh_keeps_its_relative_accuracy_where_both_saturate(source):
         np.testing.assert_allclose(hessian(**arrays), second, rtol=1e-12, atol=0, err_msg=f"w = {w}")
 
 
+def _nested_sigmoid_mp(a: float, b: float, y: float, w: float) -> tuple[float, float]:
+    """The first and second derivatives by w of ``(sigmoid(b + sigmoid(a w) w) - y)^2`` in 60
+    digits (mpmath), by the chain rule, each 1 - s exact as sigmoid(-u): with t = sigmoid(a w),
+    S = sigmoid(g), g = b + t w: g' = t + a w t (1 - t), g'' = 2 a t (1 - t) + a^2 w t (1 - t)
+    (1 - 2 t), L' = 2 (S - y) S' g', L'' = 2 S'^2 g'^2 + 2 (S - y) (S'' g'^2 + S' g'')."""
+    with mpmath.workdps(60):
+        a, b, y, w = map(mpmath.mpf, (a, b, y, w))
+
+        def sigmoid(u):
+            return 1 / (1 + mpmath.exp(-u))
+
+        t, t_ = sigmoid(a * w), sigmoid(-a * w)
+        g = b + t * w
+        S, S_ = sigmoid(g), sigmoid(-g)
+        g1, g2 = t + a * w * t * t_, 2 * a * t * t_ + a**2 * w * t * t_ * (1 - 2 * t)
+        slope, curve = S * S_, S * S_ * (S_ - S)
+        return float(2 * (S - y) * slope * g1), float(2 * slope**2 * g1**2 + 2 * (S - y) * (curve * g1**2 + slope * g2))
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["L = (sigmoid(b_n + sigmoid(a_n w) w) - y_n)^2", "h_n = sigmoid(a_n w); L = (sigmoid(b_n + h_n w) - y_n)^2"],
+    ids=["statement", "program"],
+)
+@pytest.mark.parametrize("a, b", [(1.0, 0.3), (2.0, -30.0), (0.1, -40.0)])
+def test_a_nested_sigmoid_hessian_keeps_its_relative_accuracy_where_both_saturate(source, a, b):
+    """A hunt's find: in one statement the Hessian by w of ``(sigmoid(b + sigmoid(a w) w) - y)^2``
+    was 0 from w = 40 (for -5e-18), 3e-3 off at w = 30, and 1.7e-16 for -1.4e-26 at a = 0.1, b = -40,
+    w = 100, where the program was right: the pairing of data into residuals took ``4 a s^3 t^2
+    - 4 y s^3 t^2`` as ``4 (a - y) s^3 t^2``, a term from each of two polynomials in s that 1 - s
+    divided.  Against the chain rule in mpmath."""
+    gradient, hessian = einderiv.grad(source, "w"), einderiv.hessian(source, "w")
+    for w in [3.0, 20.0, 30.0, 40.0, 100.0, 200.0]:
+        first, second = _nested_sigmoid_mp(a, b, 0.2, w)
+        arrays = dict(a=np.array([a]), b=np.array([b]), y=np.array([0.2]), w=np.array(w))
+        np.testing.assert_allclose(gradient(**arrays), first, rtol=1e-12, atol=0, err_msg=f"w = {w}")
+        np.testing.assert_allclose(hessian(**arrays), second, rtol=1e-11, atol=0, err_msg=f"w = {w}")
+
+
+@pytest.mark.parametrize(
+    "source, wrt, derivative",
+    [
+        ("L = (tanh(tanh(tanh(a_n w) w + b_n) w) - y_n)^2", "w", "grad"),
+        ("L = (x_d + tanh(W_de x_e) + tanh(U_dc (x_c + tanh(W_ce x_e))) - y_d)^2", "W", "hessian"),
+        ("h_d = x_d + tanh(W_de x_e); g_d = h_d + tanh(U_dc h_c); L = (g_d - y_d)^2", "W", "hessian_diag"),
+    ],
+)
+def test_terms_with_two_tanh_slopes_are_evaluated(source, wrt, derivative):
+    """A hunt's find in a first version of grouping each tanh's slope after every pass: a term
+    holding the slopes of two tanh steps over the same letters, the second multiplied into the
+    first's product, raised ValueError.  Against jax in float64."""
+    jax, jnp = jax_float64()
+    rng = np.random.default_rng(3)
+    if "a_n" in source:
+        arrays = dict(a=rng.normal(size=3), b=rng.normal(size=3), y=rng.normal(size=3), w=np.array(0.7))
+
+        def f(w):
+            return jnp.sum((jnp.tanh(jnp.tanh(jnp.tanh(arrays["a"] * w) * w + arrays["b"]) * w) - arrays["y"]) ** 2)
+    else:
+        arrays = dict(x=rng.normal(size=3), y=rng.normal(size=3), W=rng.normal(size=(3, 3)), U=rng.normal(size=(3, 3)))
+
+        def f(W):
+            h = arrays["x"] + jnp.tanh(W @ arrays["x"])
+            return jnp.sum((h + jnp.tanh(arrays["U"] @ h) - arrays["y"]) ** 2)
+
+    got = getattr(einderiv, derivative)(source, wrt)(**arrays)
+    if derivative == "grad":
+        expected = jax.grad(f)(arrays[wrt])
+    else:
+        full = np.asarray(jax.hessian(f)(arrays[wrt])).reshape(9, 9)
+        expected = full.reshape(3, 3, 3, 3) if derivative == "hessian" else np.diag(full).reshape(3, 3)
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def _rnn_gradient_mp(X1, X2, X3, U, W, v, y):
+    """dL/dW of a 3-step tanh RNN's ``L = sum_n (h3_nh v_h - y_n)^2`` (``h1 = tanh(X1 U)``,
+    ``h2 = tanh(X2 U + h1 W)``, ``h3 = tanh(X3 U + h2 W)``) by backpropagation in 60 digits
+    (mpmath), each slope sech^2 exact."""
+    with mpmath.workdps(60):
+
+        def mat(a):
+            return mpmath.matrix(np.atleast_2d(a).tolist())
+
+        def each(m, f):
+            return mpmath.matrix([[f(m[i, j]) for j in range(m.cols)] for i in range(m.rows)])
+
+        def times(a, b):
+            return mpmath.matrix([[a[i, j] * b[i, j] for j in range(a.cols)] for i in range(a.rows)])
+
+        X1, X2, X3, U, W, v, y = map(mat, (X1, X2, X3, U, W, v, y))
+        a1 = X1 * U
+        a2 = X2 * U + each(a1, mpmath.tanh) * W
+        a3 = X3 * U + each(a2, mpmath.tanh) * W
+        h1, h2, h3 = (each(a, mpmath.tanh) for a in (a1, a2, a3))
+        r = h3 * v.T - y.T  # n x 1
+        d3 = times(2 * r * v, each(a3, lambda u: mpmath.sech(u) ** 2))
+        d2 = times(d3 * W.T, each(a2, lambda u: mpmath.sech(u) ** 2))
+        gradient = h2.T * d3 + h1.T * d2
+        return np.array(gradient.tolist(), dtype=float)
+
+
+def test_a_three_step_rnn_gradient_keeps_its_relative_accuracy_in_one_statement():
+    """A hunt's find: the one-statement gradient of a 3-step tanh RNN by W was off by factors of
+    1e15 on its small entries (6e-11 of the largest) where the units saturate, the program exact:
+    the outer tanh's slope 1 - t_nl^2 stood beside ``W_jl v_l`` in one term and its 1 beside
+    ``W_jk v_k`` in another, so the two were never grouped into cosh^-2, and 1 - t^2 was 0.  The
+    terms are now grouped again with their summed letters named alike.  Against mpmath."""
+    rng = np.random.default_rng(11)
+    X1, X2, X3 = (rng.normal(size=(3, 2)) * 200 for _ in range(3))
+    U, W, v, y = rng.normal(size=(2, 3)), rng.normal(size=(3, 3)), rng.normal(size=3), rng.normal(size=3)
+    arrays = dict(X1=X1, X2=X2, X3=X3, U=U, W=W, v=v, y=y)
+    expected = _rnn_gradient_mp(**arrays)
+    program = "H1_nh = tanh(X1_nd U_dh); H2_nh = tanh(X2_nd U_dh + H1_ng W_gh); H3_nh = tanh(X3_nd U_dh + H2_ng W_gh); "
+    program += "L = (H3_nh v_h - y_n)^2"
+    statement = "L = (tanh(X3_nd U_dh + tanh(X2_ne U_eg + tanh(X1_nf U_fk) W_kg) W_gh) v_h - y_n)^2"
+    for source in (program, statement):
+        np.testing.assert_allclose(einderiv.grad(source, "W")(**arrays), expected, rtol=1e-11, atol=0, err_msg=source)
+
+
 # -- a softmax's Jacobian diag(p) - p p^T at saturated logits ------------------------------------
 
 
