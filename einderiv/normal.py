@@ -246,10 +246,15 @@ def _renamed_call(atom: Apply, own: tuple[tuple[str, str], ...], cancelling: fro
 def rename_apart(poly: Poly, avoid: set[str], taken: frozenset[str] = frozenset()) -> Poly:
     """Rename the summed (bound) indices of ``poly`` that collide with ``avoid``, to letters in
     neither ``avoid`` nor ``taken``."""
+    return renamed_apart(poly, avoid, taken)[0]
+
+
+def renamed_apart(poly: Poly, avoid: set[str], taken: frozenset[str] = frozenset()) -> tuple[Poly, dict[str, str]]:
+    """:func:`rename_apart`'s result, and the renaming it made (old letter -> new)."""
     bound = poly.dummies()
     clashes = sorted(bound & avoid)
     if not clashes:
-        return poly
+        return poly, {}
     taken = poly.all_index_names() | avoid | taken
     plain = [c for c in clashes if not is_count(c)]
     mapping = dict(zip(plain, fresh_indices(len(plain), taken)))
@@ -259,7 +264,7 @@ def rename_apart(poly: Poly, avoid: set[str], taken: frozenset[str] = frozenset(
             while f"{stem}@{k}" in taken or f"{stem}@{k}" in mapping.values():
                 k += 1
             mapping[c] = f"{stem}@{k}"
-    return Poly(tuple(_rename_bound(t, mapping) for t in poly.terms), poly.indices)
+    return Poly(tuple(_rename_bound(t, mapping) for t in poly.terms), poly.indices), mapping
 
 
 def _rename_bound(term: Term, mapping: dict[str, str]) -> Term:

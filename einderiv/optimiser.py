@@ -376,19 +376,22 @@ def _bernstein(polynomial: dict[tuple[int, ...], Fraction], count: int) -> dict:
     return {(tuple(a + b for a, b in zip(p, lows)), m): c for (p, m), c in form.items()}
 
 
-def _saturating_call(atom) -> tuple[Apply, Fraction] | None:
-    """``(c, p)`` where ``atom`` is a sigmoid or tanh call c to the power p (p = 1 for c itself)."""
-    if isinstance(atom, Apply) and atom.func in _SATURATING:
-        return atom, Fraction(1)
+def _saturating_call(atom) -> tuple[tuple, Fraction] | None:
+    """``(c, p)`` where ``atom`` is a sigmoid or tanh call to the power p (p = 1 for the call
+    itself), c the call up to the names of the letters its argument sums (``sigmoid(X_ni w_i)``
+    is ``sigmoid(X_nd w_d)``)."""
     if isinstance(atom, Apply) and atom.func == "pow" and len(atom.arg.terms) == 1:
         (term,) = atom.arg.terms
         if term.coeff == 1 and len(term.factors) == 1 and isinstance(term.factors[0], Apply):
-            if term.factors[0].func in _SATURATING and term.factors[0].indices == atom.indices:
-                return term.factors[0], Fraction(atom.param)
+            call = term.factors[0]
+            if call.func in _SATURATING and call.indices == atom.indices:
+                return (call.func, call.indices, _poly_key(call.arg)), Fraction(atom.param)
+    if isinstance(atom, Apply) and atom.func in _SATURATING:
+        return (atom.func, atom.indices, _poly_key(atom.arg)), Fraction(1)
     return None
 
 
-def _saturating_polynomials(terms: list[Term]) -> dict[int, dict[Apply, dict[Fraction, Fraction]]]:
+def _saturating_polynomials(terms: list[Term]) -> dict[int, dict[tuple, dict[Fraction, Fraction]]]:
     """For each term that holds the same factors as another but for the power of a sigmoid or
     tanh call (its absence the power 0), that call -> the polynomial in it that they form (power
     -> coefficient): a sum the optimiser evaluates as a product of 1 - s or 1 - t^2 (see
@@ -405,7 +408,7 @@ def _saturating_polynomials(terms: list[Term]) -> dict[int, dict[Apply, dict[Fra
                 else:
                     rest.append(f)
             groups.setdefault((call, tuple(sorted(rest, key=_text))), []).append((position, power))
-    out: dict[int, dict[Apply, dict[Fraction, Fraction]]] = {}
+    out: dict[int, dict[tuple, dict[Fraction, Fraction]]] = {}
     for (call, _), members in groups.items():
         if len({power for _, power in members}) < 2:
             continue
@@ -1282,13 +1285,16 @@ class StraightLine:
         powers is 0 or a few ulps of 1, while the product keeps its relative accuracy (the logistic
         Hessian at a margin of 40 is 4e-18 x x^T, not 0; sigmoid'' at 40 is -4e-18, not 0).  A term
         without the step joins only where the step's indices are free or carried by R (in
-        ``1 - sum_j(t_j^2)`` the 1 is not summed over j).  The printed text is unchanged.
+        ``1 - sum_j(t_j^2)`` the 1 is not summed over j).  The printed text is unchanged.  Sums of
+        up to 256 terms are read (an LSTM cell's Hessian has 70), the joint Bernstein forms of
+        :meth:`_jointly_saturating` only up to 64.
         Ends: each rewrite lowers the degree of P, and the passes over the variables are bounded."""
         self._elementwise = {step.target: step for step in self.steps if isinstance(step, Elementwise)}
-        if len(terms) < 2 or len(terms) > 64:
+        if len(terms) < 2 or len(terms) > 256:
             return terms
         self._deferred: dict[str, str] = {}  # a tanh's cosh(u)^-2m, kept apart -> the tanh step
-        terms = self._jointly_saturating(terms, free)
+        if len(terms) <= 64:  # its Bernstein forms grow with the terms' variables: bounded
+            terms = self._jointly_saturating(terms, free)
         terms = self._factored_variables(terms, free)
         # again with the summed letters named alike in every term: the outer tanh's slope
         # 1 - t_nl^2 beside ``W_jl v_l`` in one term, and its 1 beside ``W_jk v_k`` in another (a

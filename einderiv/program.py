@@ -55,6 +55,7 @@ from .normal import (
     rename_apart,
     rename_atom,
     rename_term_apart,
+    renamed_apart,
     root_of_sum,
     simplify,
     single_atom,
@@ -1038,6 +1039,12 @@ def _derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None, j
         A letter that statement writes at two dimensions (a derivative's statement gathers the
         letters of every statement it came from) counts the axis its own term carried it at."""
         written = tuple(e for h in d.hints if h[0] == "names" for e in h[1] if not is_count(e[0]))
+        # the statement's summed letters that the target's name are renamed apart here, where the
+        # renaming is known, and keep their dimensions: renamed by differentiation, ``sum_n(s - y_n)^2``
+        # by u_n counted N as delta_jj, which nothing sized (``u_n = a_n w; L = (u_i sigmoid(u_i) -
+        # y_n)^2`` could not be evaluated)
+        poly, renamed = renamed_apart(poly, set(target.indices))
+        written += tuple((renamed[i], tensor, axis) for i, tensor, axis in written if i in renamed)
         apart = _letters_of_two_dimensions(written, joined, program)
         if apart:
             partial = _differentiated_by_term(poly, target, apart)

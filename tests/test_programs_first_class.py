@@ -474,6 +474,29 @@ def test_a_count_left_by_differentiation_keeps_its_statement_dimension():
     np.testing.assert_allclose(read_back(gradient, {"X": X, "W1": W1, "W2": W2}), gradient(X=X, W1=W1, W2=W2))
 
 
+@pytest.mark.filterwarnings("ignore:in 'u_n sigmoid:einderiv.errors.EinderivWarning")
+def test_a_count_of_a_letter_the_target_renames_keeps_its_dimension():
+    """A hunt's find: ``u_n = a_n w; L = (u_n sigmoid(u_n) - y_n)^2`` (the first n summed inside its
+    product, as einderiv warns, the second summed over y's length) had a gradient that could not be
+    evaluated ("the size of index 'j' cannot be inferred"): differentiating L by u_n renamed L's n
+    apart from the target's, and the count N = sum_n(1) it left lost its size.  Its statement form
+    evaluated.  Against a NumPy closed form, finite differences, and the printed text read back."""
+    a, y, w = np.array([1.0, 0.5]), np.array([0.1, 0.2, 0.7]), np.array(2.0)
+    arrays = {"a": a, "y": y, "w": w}
+
+    def loss(a, y, w):
+        return np.sum((np.sum(a * w / (1 + np.exp(-a * w))) - y) ** 2)
+
+    s = 1 / (1 + np.exp(-a * w))
+    slope = np.sum(a * s + a * w * a * s * (1 - s))  # d/dw of sum_i(a_i w sigmoid(a_i w))
+    expected = 2 * np.sum(np.sum(a * w * s) - y) * slope
+    for source in ("u_n = a_n w; L = (u_n sigmoid(u_n) - y_n)^2", "L = (a_i w sigmoid(a_i w) - y_n)^2"):
+        gradient = einderiv.grad(source, "w")
+        assert float(gradient(**arrays)) == pytest.approx(expected, rel=1e-12)
+        assert_matches_fd(gradient, loss, arrays, "w")
+        assert float(read_back(gradient, arrays)) == pytest.approx(expected, rel=1e-12)
+
+
 def test_terms_summing_one_letter_over_two_dimensions_are_not_merged():
     # df/ds = sum_ij exp(p_i s) p_i / (t + q_j) + sum_ij r_j exp(p_i s) p_i: the two j's are q's
     # length (4) and r's (3); the evaluator merged the two terms into (1 / (t + q_j) + r_j)
