@@ -376,6 +376,39 @@ def _bernstein(polynomial: dict[tuple[int, ...], Fraction], count: int) -> dict:
     return {(tuple(a + b for a, b in zip(p, lows)), m): c for (p, m), c in form.items()}
 
 
+def _exp_powers_split(terms: list[Term]) -> list[Term]:
+    """``exp(k u)`` (k = 2, 3, 4) in a term where a term holds ``exp(u)`` as k factors ``exp(u)``,
+    one array: the normal form writes exp(u)^2 as exp(2 u), and the gradient of ``(exp(x_n w) -
+    y_n)^2``, ``2 x_n exp(2 x_n w) - 2 y_n exp(x_n w) x_n``, was evaluated as the difference of two
+    products that are near each other near a fit (4e-4 off where its program was 1e-16 off); so
+    written, the two pair into ``2 (exp(x_n w) - y_n) exp(x_n w) x_n`` (``_residual_pairs``).
+    exp(u)^k is within k ulps of exp(k u) and overflows and underflows where it does (exp(u) is
+    then inf or below 1e-154, its square inf or below 1e-308)."""
+    exps = {_poly_key(f.arg) for t in terms for f in t.factors if isinstance(f, Apply) and f.func == "exp"}
+    if len(exps) < 2:
+        return terms
+    out = []
+    for term in terms:
+        factors = []
+        for f in term.factors:
+            if isinstance(f, Apply) and f.func == "exp" and f.param is None:
+                split = next(
+                    (
+                        (k, base)
+                        for k in (2, 3, 4)
+                        if _poly_key(base := Poly(tuple(t.scaled(Fraction(1, k)) for t in f.arg.terms), f.arg.indices))
+                        in exps
+                    ),
+                    None,
+                )
+                if split is not None:
+                    factors += [Apply("exp", split[1])] * split[0]
+                    continue
+            factors.append(f)
+        out.append(term if len(factors) == len(term.factors) else Term(term.coeff, tuple(factors)))
+    return out
+
+
 def _saturating_call(atom) -> tuple[tuple, Fraction] | None:
     """``(c, p)`` where ``atom`` is a sigmoid or tanh call to the power p (p = 1 for the call
     itself), c the call up to the names of the letters its argument sums (``sigmoid(X_ni w_i)``
@@ -1087,6 +1120,7 @@ class StraightLine:
         """``poly`` with every call replaced by a tensor computed by an earlier step."""
         terms = []
         written, free = list(poly.terms), set(poly.indices)
+        written = _exp_powers_split(written)
         written = self._summed_residuals(written, free)
         written = self._residual_products(written, free, poly.indices)  # before a count and a mean pair off
         written = self._counted_means(written, free, poly.indices)

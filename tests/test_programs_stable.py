@@ -1787,6 +1787,26 @@ def test_gated_units_keep_their_relative_accuracy_in_one_statement(scale):
     np.testing.assert_allclose(einderiv.hessian(lstm, "v")(**arrays), hessian, rtol=1e-10, atol=0)
 
 
+@pytest.mark.parametrize(
+    "source",
+    ["L = (exp(x_n w) - y_n)^2", "h_n = exp(x_n w); L = (h_n - y_n)^2"],
+    ids=["statement", "program"],
+)
+def test_an_exponential_regression_gradient_keeps_its_residual_near_a_fit(source):
+    """A hunt's find: the one-statement gradient of ``(exp(x_n w) - y_n)^2`` is printed ``2 x_n
+    exp(2 x_n w) - 2 y_n exp(x_n w) x_n`` (the normal form merges exp(u)^2), and was evaluated so:
+    near a fit the two products cancel, and it was 4e-4 off (-47039.99985 for -47020.829), where
+    the program evaluated the residual.  exp(2 u) is now read as exp(u)^2 beside exp(u), and the
+    terms pair into the residual.  Against the NumPy closed form with the same rounded exp."""
+    x, w = np.array([1.0, 0.5]), np.array(20.0)
+    y = np.exp(x * w) * (1 + np.array([1e-13, -3e-13]))
+    h = np.exp(x * w)
+    expected = 2 * np.sum((h - y) * h * x)
+    assert float(einderiv.grad(source, "w")(x=x, y=y, w=w)) == pytest.approx(expected, rel=1e-13)
+    second = 2 * np.sum((2 * h - y) * h * x**2)  # d/dw of 2 (h - y) h x, h' = h x
+    assert float(einderiv.hessian(source, "w")(x=x, y=y, w=w)) == pytest.approx(second, rel=1e-13)
+
+
 def _rnn_gradient_mp(X1, X2, X3, U, W, v, y):
     """dL/dW of a 3-step tanh RNN's ``L = sum_n (h3_nh v_h - y_n)^2`` (``h1 = tanh(X1 U)``,
     ``h2 = tanh(X2 U + h1 W)``, ``h3 = tanh(X3 U + h2 W)``) by backpropagation in 60 digits
