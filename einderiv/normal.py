@@ -610,13 +610,45 @@ def split_product_powers(term: Term) -> Term:
     return Term(coeff, tuple(factors)) if changed else term
 
 
+def alike_calls(term: Term) -> Term:
+    """``term`` with each call (or power of one) whose base is another factor's up to the names of
+    the letters it sums spelled as the first of them: ``sigmoid(X_ni w_i) sigmoid(X_nd w_d)`` is
+    ``sigmoid(X_ni w_i)`` twice, which :func:`merge_powers` writes as its square (a GRU's gradient
+    printed 13 terms where like terms were never collected, and its sums of powers of one sigmoid
+    went apart).  Ends: one pass over the factors."""
+
+    def kind(f) -> tuple:
+        inner = single_atom(f.arg) if f.func == "pow" else f
+        return (inner.func if isinstance(inner, Apply) else "pow", f.indices)
+
+    kinds = Counter(kind(f) for f in term.factors if isinstance(f, Apply))
+    if all(n < 2 for n in kinds.values()):
+        return term
+    spelled: dict[tuple, Poly] = {}
+    factors, changed = [], False
+    for f in term.factors:
+        if isinstance(f, Apply) and kinds[kind(f)] > 1:
+            base, exponent = power_base(f)
+            free = frozenset(base.indices)
+            key = (base.indices, tuple(sorted((repr(canonical_key(t, free)), t.coeff) for t in base.terms)))
+            first = spelled.setdefault(key, base)
+            if first != base:
+                atom = single_atom(first)
+                if f.func == "pow":
+                    f, changed = Apply("pow", first, f.param), True
+                elif atom is not None and first.terms[0].coeff == 1:
+                    f, changed = atom, True
+        factors.append(f)
+    return Term(term.coeff, tuple(factors)) if changed else term
+
+
 def merge_powers(term: Term) -> list[Term]:
     """``u^a u^b = u^(a+b)`` for equal elementwise bases, where a call or power is involved
     (plain tensors stay as written: ``x_i x_i``).  Returns the term's expansion (a list).
     Fractional powers merge too (``x^0.5 x^0.5`` is x, also below 0, where each factor is NaN):
     left apart, their derivatives are sums of powers that cancel only in exact arithmetic.
     Whole powers of products split first where that cancels (:func:`split_product_powers`)."""
-    term = split_product_powers(term)
+    term = alike_calls(split_product_powers(term))
     applies = [f for f in term.factors if isinstance(f, Apply)]
     if not applies:
         return [term]

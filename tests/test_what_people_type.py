@@ -1091,3 +1091,38 @@ def test_a_name_in_det_and_bare_without_indices_reads_as_matrix_notation():
     np.testing.assert_allclose(jacobian, numeric, rtol=1e-6, atol=1e-9)
     with pytest.raises(einderiv.IndexRuleError, match="used with 0 indices"):
         einderiv.compile("Y = X / det(X)", notation="index")
+
+
+@pytest.mark.parametrize(
+    "source, printed",
+    [
+        (
+            "f = sum_n(sigmoid(X_ni w_i) sigmoid(X_nd w_d))",
+            "df/dw_j = 2 sigmoid(X_ni w_i)^2 (1 - sigmoid(X_ni w_i)) X_nj",
+        ),
+        (
+            "f = sum_n(sigmoid(X_ni w_i) tanh(X_nk v_k) sigmoid(X_nd w_d))",
+            "df/dw_j = 2 sigmoid(X_ni w_i)^2 (1 - sigmoid(X_ni w_i)) X_nj tanh(X_nk v_k)",
+        ),
+    ],
+)
+def test_one_call_written_with_other_summed_letters_is_one_base(source, printed):
+    """``sigmoid(X_ni w_i)`` and ``sigmoid(X_nd w_d)`` are one array: their product is its square,
+    and terms of its powers are like terms (a GRU's one-statement gradient printed
+    ``-4 sigmoid(X_ni w_i) tanh(X_nk v_k) sigmoid(X_nd w_d) X_nj c0_n`` beside ``-2 c0_n
+    sigmoid(X_ni w_i)^2 X_nj tanh(X_nk v_k)``, never collected).  Against a NumPy closed form and
+    central differences."""
+    X, w, v = rng.normal(size=(N, D)), rng.normal(size=D), rng.normal(size=D)
+    gradient = einderiv.grad(source, "w")
+    assert str(gradient) == printed
+    s, t = 1 / (1 + np.exp(-X @ w)), np.tanh(X @ v)
+    weight = t if "tanh" in source else np.ones(N)
+    expected = X.T @ (2 * s**2 * (1 - s) * weight)
+    arrays = {"X": X, "w": w, "v": v}
+    got = gradient(**{k: arrays[k] for k in gradient.inputs})
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+    def f(w):
+        return np.sum(1 / (1 + np.exp(-X @ w)) ** 2 * weight)
+
+    np.testing.assert_allclose(got, central_difference(f, {"w": w}, "w"), rtol=1e-6)
