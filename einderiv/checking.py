@@ -641,7 +641,13 @@ def read_claim(text: str, derivative) -> tuple[str, str, tuple[str, ...], dict[s
     index); when the first reading is a syntax error (or a line with ``=`` fails as index
     notation) the other one is tried, and if both fail the first reading's error is raised."""
     if "=" in text and ";" not in text and "\n" not in text.strip():  # (several statements: the readers say so)
-        _check_left_side(text.split("=", 1)[0], derivative)
+        left, right = text.split("=", 1)
+        named = _check_left_side(left, derivative)
+        if named is not None:
+            # the name checked, the claim is its right-hand side, or the statement as the parser
+            # spells a derivative's name where the name gives the letters (d²f/dx_j dy_k is d2f/...);
+            # read whole, d2f/dxdy was a derivative by "xdy" and d²f/dx_j dy_k no left-hand side
+            text = right if "_" not in left or named.startswith("∇") else f"{named} ={right}"
     readers = [("index", _index_claim), ("matrix", _matrix_claim)]
     number = re.fullmatch(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*", text)
     # (a number alone is that constant in every entry, also beyond matrix notation's two axes)
@@ -739,12 +745,13 @@ _ORDER = r"(?:\^?\d+|[²³])?"  # d2f, d^2f, d²f
 _NAME = r"([A-Za-z][A-Za-z0-9]*)(?:_\{[^}]*\}|_[A-Za-z0-9]+)?"
 
 
-def _check_left_side(left: str, derivative) -> None:
+def _check_left_side(left: str, derivative) -> str | None:
     """A claim line's left side names the derivative checked: ``df/dx`` (``∂f/∂x``, ``d f/d x``,
-    ``d^2f/dx dy``, ``d²f/dx²``) or ``∇f`` (``∇_x f``, ``∇²f``); its numerator is the output and
-    its denominator the variables, in order.  A left side with a ``/``, ``∂`` or ``∇`` that is
-    none of these is an error: read as a name and dropped, ``∂g/∂y = A y`` was compared with
-    df/dx.  Another left side (``g_k``, ``dK_pq/dR_ij``) is left to the readers of the claim."""
+    ``d^2f/dx dy``, ``d²f/dx²``, ``d2f/dxdy``) or ``∇f`` (``∇_x f``, ``∇²f``); its numerator is the
+    output and its denominator the variables, in order.  A left side with a ``/``, ``∂`` or ``∇``
+    that is none of these is an error: read as a name and dropped, ``∂g/∂y = A y`` was compared
+    with df/dx.  Returns the name as the parser spells it (``d2f/dx_j dy_k``, a ∇ name as it is),
+    or None for another left side (``g_k``), which is left to the readers of the claim."""
     # as the text is read (∂f/∂θ is a derivative by theta); a transpose on a vector's name
     # (df/dxᵀ, the numerator layout's row) has the same entries
     spelled = re.sub(r"(?<![A-Za-z0-9_])d\s+(?=[A-Za-z])", "d", ascii_name(left.replace("∂", "d"))).strip()
@@ -755,7 +762,10 @@ def _check_left_side(left: str, derivative) -> None:
     if written:
         _check_numerator(written.group(1), derivative)
         _check_denominator(written.group(2), derivative, strict=True)
-        return
+        order = {"²": "2", "³": "3"}
+        numerator = re.sub(r"^d(?:\^?(\d+)|([²³]))\s*", lambda m: "d" + (m.group(1) or order[m.group(2)]), spelled)
+        numerator = numerator.split("/", 1)[0].strip()
+        return f"{numerator}/{' '.join(_denominator_tokens(written.group(2), derivative))}"
     nabla = re.fullmatch(rf"∇{_ORDER}(?:_\{{?([A-Za-z][A-Za-z0-9]*)\}}?)?\s*{_NAME}", spelled)
     if nabla:
         _check_numerator(nabla.group(2), derivative)
@@ -764,12 +774,13 @@ def _check_left_side(left: str, derivative) -> None:
             raise EinderivError(
                 f"--expect is a derivative by {nabla.group(1)}, but the derivative checked is by {' '.join(ours)}"
             )
-        return
+        return spelled
     if re.search(r"[/∂∇]", left):
         raise EinderivError(
             f"--expect: cannot read {left.strip()!r} as the derivative's name; write it as df/dx (or ∇f), "
             "or give the right-hand side alone"
         )
+    return None
 
 
 def _check_numerator(numerator: str, derivative) -> None:
@@ -782,6 +793,23 @@ def _check_numerator(numerator: str, derivative) -> None:
 
 
 _POWERS = {"": 1, "²": 2, "³": 3}
+
+
+def _denominator_tokens(denominator: str, derivative) -> list[str]:
+    """The variables of a derivative's name, one token each: ``dx dy``, and also run together
+    (``dydx``, ``dx_idy_j``), split before each ``d`` and an input's name (the longest first)."""
+    names = "|".join(re.escape(n) for n in sorted(derivative.ranks, key=len, reverse=True))
+    if not names:
+        return denominator.split()
+    piece = rf"d(?:{names})(?:_\{{[^}}]*\}}|_[A-Za-z0-9]+?)?(?:\^\d+|[²³])?(?=d(?:{names})|$)"
+    tokens = []
+    for token in denominator.split():
+        whole = re.fullmatch(r"d([A-Za-z][A-Za-z0-9]*)(?:_\{[^}]*\}|_[A-Za-z0-9]+)?(?:\^\d+|[²³])?", token)
+        if (whole is None or whole.group(1) not in derivative.ranks) and re.fullmatch(rf"(?:{piece})+", token):
+            tokens += [m.group(0) for m in re.finditer(piece, token)]
+        else:
+            tokens.append(token)
+    return tokens
 
 
 def _check_denominator(denominator: str, derivative, strict: bool = False) -> None:
@@ -799,7 +827,7 @@ def _check_denominator(denominator: str, derivative, strict: bool = False) -> No
     if "".join(denominator.split()) in spellings:
         return
     names = []
-    for token in denominator.split():
+    for token in _denominator_tokens(denominator, derivative):
         found = re.fullmatch(r"d([A-Za-z][A-Za-z0-9]*)(?:_\{[^}]*\}|_[A-Za-z0-9]+)?(?:\^(\d+)|([²³]))?", token)
         if found is None:
             if strict and re.search(r"ᵀ|\^T|'", token):

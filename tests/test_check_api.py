@@ -647,3 +647,30 @@ def test_a_claim_of_two_lines_says_it_takes_one_and_values_name_an_input_once():
         einderiv.check("f = θ_i θ_i", "θ", values={"θ": [1.0, 2.0], "theta": [1.0, 2.0]})
     with pytest.raises(EinderivError, match="'theta' is given twice"):
         einderiv.check("f = θ_i θ_i", "θ", shapes={"θ": 2, "theta": 3})
+
+
+@pytest.mark.parametrize(
+    "claim, ok",
+    [
+        ("d2f/dxdy = 2 x_j delta_jk", True),
+        ("d²f/dxdy = 2 x_j delta_jk", True),
+        ("d2f/dx dy = 2 x_j delta_jk", True),
+        ("d²f/dx_i dy_j = 2 x_i delta_ij", True),
+        ("d^2f/dx_i dy_j = 2 x_i delta_ij", True),
+        ("∂²f/∂x_i∂y_j = 2 x_i delta_ij", True),
+        ("d²f/dx_i dy_j = 3 x_i delta_ij", False),
+    ],
+)
+def test_a_mixed_derivative_is_named_as_people_write_it(claim, ok):
+    """A second derivative's name as textbooks write it: ``d2f/dxdy`` was read as a derivative by
+    "xdy" (an error), ``d²f/dx_i dy_j`` and ``d^2f/...`` as no left-hand side at all (an error),
+    ``d2f/dx dy`` with no letters as a claim of no free index (an error); each is the derivative
+    d2f/dx_j dy_k = 2 delta_jk x_j, checked against its finite differences."""
+    report = einderiv.check("f = x_i y_i x_i", ["x", "y"], expect=claim)
+    assert report.ok is ok
+
+
+def test_a_mixed_derivative_by_the_other_order_names_both_variables():
+    """``d²f/dydx`` against a derivative by x then y said "a derivative by ydx"."""
+    with pytest.raises(einderiv.EinderivError, match="a derivative by y x, but the derivative checked is by x y"):
+        einderiv.check("f = x_i y_i x_i", ["x", "y"], expect="d²f/dydx = 2 x_j delta_jk")
