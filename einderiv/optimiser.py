@@ -17,7 +17,7 @@ from dataclasses import replace
 from fractions import Fraction
 
 from .contraction import Contraction
-from .index_names import count_stem, counted_axis, fresh_indices, is_count
+from .index_names import count_letter, count_stem, counted_axis, fresh_indices, is_count
 from .ir import Delta, Indices, Tensor
 from .normal import (
     Apply,
@@ -1346,9 +1346,18 @@ class StraightLine:
         appear, in the named arrays first, then in the steps that hold no sigmoid or tanh power
         (complements), then in those that do, each by name: terms that are one product with their
         letters named apart then hold the same factors, and a power ``t_nl^2`` is named after the
-        ``W_jl`` that sums it."""
-        summed = [sorted({i for i in t.index_names() if i not in free and not is_count(i)}) for t in terms]
+        ``W_jl`` that sums it.  A letter a delta holds keeps its name, and no letter is renamed to
+        a count's: the size hints name them (``delta_jj``, the length of j, read back from a
+        printed text that sums V_nj, is a count ``j#`` sized by j's axes: with n renamed j, it
+        could not be sized)."""
+
+        def renamed(t: Term) -> list[str]:
+            kept = {i for f in t.factors if isinstance(f, Delta) for i in f.indices}
+            return sorted({i for i in t.index_names() if i not in free and not is_count(i) and i not in kept})
+
+        summed = [renamed(t) for t in terms]
         taken = set(free) | {i for t in terms for i in t.index_names()}
+        taken |= {count_letter(i) for i in taken if is_count(i)}
         pool = fresh_indices(max(map(len, summed), default=0), taken)
         out = []
         for term, letters in zip(terms, summed):

@@ -1807,6 +1807,31 @@ def test_an_exponential_regression_gradient_keeps_its_residual_near_a_fit(source
     assert float(einderiv.hessian(source, "w")(x=x, y=y, w=w)) == pytest.approx(second, rel=1e-13)
 
 
+def test_a_count_beside_regrouped_tanh_terms_reads_back():
+    """A fuzzer's find in a first version of regrouping tanh terms with their summed letters named
+    alike: the printed gradient of ``sum_n(sum_j((tanh(b + tanh(X_nd w_d) (X_ni w_i)) - y_n)^2 +
+    V_nj))`` holds ``delta_jj`` (J, V's second axis); read back, n was renamed j beside that count,
+    and the text could not be evaluated ("the size of index 'j' cannot be inferred").  Against jax
+    in float64, with J = 4 apart from the other lengths."""
+    jax, jnp = jax_float64()
+    rng = np.random.default_rng(3)
+    arrays = dict(
+        X=rng.normal(0, 0.7, (3, 2)), w=rng.normal(0, 0.7, 2), V=rng.normal(size=(3, 4)), y=rng.uniform(size=3)
+    )
+    arrays["b"] = np.array(0.3)
+    source = "L = sum_n(sum_j((tanh(b + tanh(X_nd w_d) (X_ni w_i)) - y_n)^2 + V_nj))"
+
+    def loss(w):
+        u = arrays["X"] @ w
+        return 4 * jnp.sum((jnp.tanh(arrays["b"] + jnp.tanh(u) * u) - arrays["y"]) ** 2) + jnp.sum(arrays["V"])
+
+    expected = np.asarray(jax.grad(loss)(arrays["w"]))
+    gradient = einderiv.grad(source, "w")
+    np.testing.assert_allclose(gradient(**arrays), expected, rtol=1e-12)
+    compiled = einderiv.compile(str(gradient))
+    np.testing.assert_allclose(compiled(**{k: arrays[k] for k in compiled.inputs}), expected, rtol=1e-12)
+
+
 def _rnn_gradient_mp(X1, X2, X3, U, W, v, y):
     """dL/dW of a 3-step tanh RNN's ``L = sum_n (h3_nh v_h - y_n)^2`` (``h1 = tanh(X1 U)``,
     ``h2 = tanh(X2 U + h1 W)``, ``h3 = tanh(X3 U + h2 W)``) by backpropagation in 60 digits
