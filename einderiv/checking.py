@@ -531,7 +531,7 @@ def _compare_claim(expect: str, derivative, arrays, analytic, tol: float, floor:
         label = f"your claim (matrix notation, read as {rhs})"
     elif renamed:
         label = "your claim (read with " + ", ".join(f"{c} as {d}" for c, d in renamed.items()) + ")"
-        notes.append(_renaming_note(expect, derivative, renamed))
+        notes.append(_renaming_note(rhs, derivative, renamed))
     else:
         label = "your claim"
     if within:
@@ -598,15 +598,16 @@ def _other_matchings(renamed: dict[str, str], indices: tuple[str, ...], compare)
     return []
 
 
-def _renaming_note(expect: str, derivative, renamed: dict[str, str]) -> str:
-    """Which letters were matched, and the two ways to write the claim with its own letters."""
+def _renaming_note(rhs: str, derivative, renamed: dict[str, str]) -> str:
+    """Which letters were matched, and the two ways to write the claim with its own letters
+    (``rhs``: the claim's right-hand side as it was read, without the name a line may give it)."""
     back = {d: c for c, d in renamed.items()}
     statement = derivative.statement
     target = statement.target
     name = derivative_name(statement.differentiated or "f", len(statement.wrt))  # df/dx_i, not d/dx_i
     lhs = Statement(
         Tensor(name, tuple(back.get(i, i) for i in target.indices)),
-        parse(expect).output.rhs,
+        parse(rhs).output.rhs,
         tuple(Tensor(w.name, tuple(back.get(i, i) for i in w.indices)) for w in statement.wrt),
     )
     if len(renamed) == 1:

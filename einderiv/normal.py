@@ -628,7 +628,7 @@ def alike_calls(term: Term) -> Term:
     factors, changed = [], False
     for f in term.factors:
         if isinstance(f, Apply) and kinds[kind(f)] > 1:
-            base, exponent = power_base(f)
+            base = power_base(f)[0]
             free = frozenset(base.indices)
             key = (base.indices, tuple(sorted((repr(canonical_key(t, free)), t.coeff) for t in base.terms)))
             first = spelled.setdefault(key, base)

@@ -1344,7 +1344,7 @@ class StraightLine:
     def _canonical_letters(self, terms: list[Term], free: set[str]) -> list[Term]:
         """``terms`` with each term's summed letters (counts kept) renamed in the order they first
         appear, in the named arrays first, then in the steps that hold no sigmoid or tanh power
-        (complements), then in those that do, each by name: terms that are one product with their
+        (complements, exps, products), then in those that do, each by name: terms that are one product with their
         letters named apart then hold the same factors, and a power ``t_nl^2`` is named after the
         ``W_jl`` that sums it.  A letter a delta holds keeps its name, and no letter is renamed to
         a count's: the size hints name them (``delta_jj``, the length of j, read back from a

@@ -674,3 +674,21 @@ def test_a_mixed_derivative_by_the_other_order_names_both_variables():
     """``d²f/dydx`` against a derivative by x then y said "a derivative by ydx"."""
     with pytest.raises(einderiv.EinderivError, match="a derivative by y x, but the derivative checked is by x y"):
         einderiv.check("f = x_i y_i x_i", ["x", "y"], expect="d²f/dydx = 2 x_j delta_jk")
+
+
+@pytest.mark.parametrize(
+    "source, wrt, claim",
+    [
+        ("f = x_i A_ij y_j", ["x", "y"], "d²f/dxdy = A_ij"),
+        ("f = x_i A_ij y_j", ["x", "y"], "d^2f/dx dy = A_ij"),
+        ("f = x_i A_ij x_j", ["x", "x"], "d²f/dx² = A_ij + A_ji"),
+        ("f = x_i A_ij y_j", "x", "∇f = A_ij y_j"),
+    ],
+)
+def test_a_named_claim_in_letters_of_its_own_is_matched_and_noted(source, wrt, claim):
+    """A review's find: a claim named without letters and written in letters other than the
+    derivative's raised a parse error where its note on the letters re-read the whole line (the
+    parser reads no ``d²f/dxdy`` name); the note now reads the right-hand side that was checked."""
+    report = einderiv.check(source, wrt, expect=claim)
+    assert report.ok
+    assert any("read as" in note for note in report.notes), report.notes
