@@ -794,6 +794,9 @@ def _check_numerator(numerator: str, derivative) -> None:
 
 
 _POWERS = {"": 1, "²": 2, "³": 3}
+#: one variable of a derivative's name: ``dx``, ``dx_k``, ``dx_{kl}``, ``dx^2``, ``dx²`` (its name,
+#: and its power as digits or as a superscript)
+_VARIABLE = re.compile(r"d([A-Za-z][A-Za-z0-9]*)(?:_\{[^}]*\}|_[A-Za-z0-9]+)?(?:\^(\d+)|([²³]))?")
 
 
 def _denominator_tokens(denominator: str, derivative) -> list[str]:
@@ -805,7 +808,7 @@ def _denominator_tokens(denominator: str, derivative) -> list[str]:
     piece = rf"d(?:{names})(?:_\{{[^}}]*\}}|_[A-Za-z0-9]+?)?(?:\^\d+|[²³])?(?=d(?:{names})|$)"
     tokens = []
     for token in denominator.split():
-        whole = re.fullmatch(r"d([A-Za-z][A-Za-z0-9]*)(?:_\{[^}]*\}|_[A-Za-z0-9]+)?(?:\^\d+|[²³])?", token)
+        whole = _VARIABLE.fullmatch(token)
         if (whole is None or whole.group(1) not in derivative.ranks) and re.fullmatch(rf"(?:{piece})+", token):
             tokens += [m.group(0) for m in re.finditer(piece, token)]
         else:
@@ -829,7 +832,7 @@ def _check_denominator(denominator: str, derivative, strict: bool = False) -> No
         return
     names = []
     for token in _denominator_tokens(denominator, derivative):
-        found = re.fullmatch(r"d([A-Za-z][A-Za-z0-9]*)(?:_\{[^}]*\}|_[A-Za-z0-9]+)?(?:\^(\d+)|([²³]))?", token)
+        found = _VARIABLE.fullmatch(token)
         if found is None:
             if strict and re.search(r"ᵀ|\^T|'", token):
                 raise EinderivError(
