@@ -251,6 +251,10 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         counts_before = tuple(
             e for d in definitions for h in d.hints if h[0] == "names" for e in h[1] if is_count(e[0])
         )
+        # a letter written before only at a statement's axis that only its use sizes (t_j in
+        # ``t_i = s + delta_ij; f = sum_i(a_i + t_j + delta_ij)``, read back beside ``df/da_l =
+        # delta_jj^2``) is sized at an input axis of that dimension: nothing computes t there
+        earlier = _at_input_axes(earlier, [], definitions, inputs) if earlier else earlier
         names = _through_definitions(written + earlier + counted + counts_before, definitions)
         names += _joined_by_deltas(statement.rhs, names)
         own_axes = {h[1] for h in axis_hints}  # dK_pq/dR_ij: i and j are R's, whatever came before
@@ -685,6 +689,34 @@ def _through_definitions(entries: tuple, definitions: list[Definition]) -> tuple
     return tuple(out)
 
 
+def _through_dimensions(entries: tuple, joined: list, program: CheckedProgram) -> tuple:
+    """:func:`_at_input_axes` in ``program`` (its dimensions cached in ``joined``)."""
+    return _at_input_axes(entries, joined, program.definitions, program.all_inputs)
+
+
+def _at_input_axes(entries: tuple, joined: list, definitions: list[Definition], inputs) -> tuple:
+    """Size hints ``(index, tensor, axis)`` extended, where ``tensor`` is a statement, to the
+    first input axis of that axis's dimension in the whole program: ``t_i = s + delta_ij; f =
+    sum_i(a_i + t_j + delta_ij)`` sizes t's axis only where f uses it (at a's length), and the
+    gradient by a, ``delta_jj delta_ii``, computes no t: its count of j was sized by nothing
+    ("the size of index 'j' cannot be inferred").  A dimension is the equalities the text
+    forces (:mod:`einderiv.dimensions`), so every input axis in it has that size."""
+    at_inputs = {index for index, tensor, _ in entries if tensor in inputs}
+    if all(index in at_inputs for index, _, _ in entries):
+        return entries  # each letter sized at an input already
+    if not joined:
+        joined.append(dimensions(definitions))
+    dims = joined[0]
+    out = list(entries)
+    for index, tensor, axis in entries:
+        if index in at_inputs:
+            continue
+        for found in dims.input_axes(("axis", tensor, axis), inputs)[:1]:
+            if (index, *found) not in out:
+                out.append((index, *found))
+    return tuple(out)
+
+
 def _hints_within(hints: tuple, known: set[str]) -> tuple:
     """Size hints that name only computed arrays (a hint on what is not computed is dropped)."""
     out = []
@@ -1051,7 +1083,8 @@ def _derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None, j
         else:
             partial = differentiate(poly, target)
         partial, hints = _own_counts(partial, written, f"d{d.name}", _sized_apart(poly, written), apart)
-        counts.extend(_through_definitions(hints + _axis_count_hints(partial), program.definitions))
+        entries = _through_definitions(hints + _axis_count_hints(partial), program.definitions)
+        counts.extend(_through_dimensions(entries, joined, program))
         return partial
 
     def through(user: str, target: Tensor, avoid: set[str]) -> list[Term]:
@@ -1080,7 +1113,7 @@ def _derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None, j
         bar_name = unique_name(f"d{base}d{s}", taken)
         taken.add(bar_name)
         bars[s] = (bar_name, S)
-        hints = _hints_for(out, P, program) + tuple(("axis", i, s, k) for k, i in enumerate(S))
+        hints = _hints_for(out, P, program, joined) + tuple(("axis", i, s, k) for k, i in enumerate(S))
         hints += (("names", tuple(dict.fromkeys(counts))),) if counts else ()
         adjoints.append(Definition(bar_name, P + S, simplify(terms, P + S), hints))
 
@@ -1089,7 +1122,7 @@ def _derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None, j
     for t in relevant:
         if wrt.name in references(definitions[t].poly):
             result_terms.extend(through(t, wrt, set()))
-    final_hints = _hints_for(out, P, program) + tuple(("axis", i, wrt.name, k) for k, i in enumerate(W))
+    final_hints = _hints_for(out, P, program, joined) + tuple(("axis", i, wrt.name, k) for k, i in enumerate(W))
     final_hints += (("names", tuple(dict.fromkeys(counts))),) if counts else ()
     final = Definition(name, P + W, simplify(result_terms, P + W), final_hints)
     forward = [d for d in program.definitions if d.name != out.name]
@@ -1230,24 +1263,23 @@ def _rewritten_sums(program: CheckedProgram, names: set[str]) -> CheckedProgram:
     return replace(program, definitions=definitions)
 
 
-def _hints_for(out: Definition, P: Indices, program: CheckedProgram) -> tuple:
+def _hints_for(out: Definition, P: Indices, program: CheckedProgram, joined: list) -> tuple:
     """Size hints for the output's indices P, whatever definition ``out`` came from, and the
     inputs' axes as every statement wrote them (a dimension ``delta_kk`` left by differentiating
     ``sum_k(z_k + s)`` by s is k's size, z's length; an intermediate named there would be computed
-    just for its shape)."""
-    written = (
-        (
-            "names",
-            tuple(
-                e
-                for d in program.definitions
-                for h in d.hints
-                if h[0] == "names"
-                for e in h[1]
-                if e[1] in program.inputs
-            ),
-        ),
+    just for its shape).  A count written at a statement's axis is sized at an input axis of
+    that axis's dimension (:func:`_through_dimensions`): ``t_j = sum_i(-cos(delta_ij)); f =
+    sum_i(t_i + t_j + A_ii)`` by A is ``delta_kl delta_jj``, J being t's length, A's."""
+    entries = tuple(
+        e
+        for d in program.definitions
+        for h in d.hints
+        if h[0] == "names"
+        for e in h[1]
+        if e[1] in program.inputs or is_count(e[0])
     )
+    entries = tuple(e for e in _through_dimensions(entries, joined, program) if e[1] in program.inputs)
+    written = (("names", tuple(dict.fromkeys(entries))),)
     residuals = tuple(
         dict.fromkeys(r for d in program.definitions for h in d.hints if h[0] == "residuals" for r in h[1])
     )

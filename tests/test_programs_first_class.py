@@ -497,6 +497,40 @@ def test_a_count_of_a_letter_the_target_renames_keeps_its_dimension():
         assert float(read_back(gradient, arrays)) == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore::einderiv.errors.EinderivWarning")
+def test_a_count_sized_only_where_another_statement_uses_an_intermediate_keeps_its_size():
+    """Two draws of the property tests: an intermediate whose length only its use sizes (``t_i =
+    s + delta_ij`` is sized by f's ``t_j ... delta_ij`` with a_i), and a derivative that computes
+    no t, left counts sized at t's axis alone: "the size of index 'j' cannot be inferred".  The
+    count is sized at an input axis of t's dimension.  Against NumPy closed forms (sum_j over a
+    letter written once is summed in its own term: t_i = s + 1), finite differences, and the
+    printed text read back."""
+    a, s = rng.normal(size=4), np.array(0.3)
+    source = "t_i = s + delta_ij\nf = sum_i(sum_i(a_i + t_j + delta_ij))"
+
+    def f(a, s):  # sum_j sum_i' sum_i (a_i + t_j + delta_ij), t_j = s + 1
+        n = len(a)
+        return n * n * a.sum() + n**3 * (s + 1) + n * n
+
+    gradient = einderiv.grad(source, "a")
+    np.testing.assert_allclose(gradient(a=a, s=s), np.full(4, 16.0), rtol=1e-12)
+    assert_matches_fd(gradient, f, {"a": a, "s": s}, "a")
+    np.testing.assert_allclose(read_back(gradient, {"a": a, "s": s}), np.full(4, 16.0), rtol=1e-12)
+
+    A = rng.normal(size=(3, 3))
+    source = "t_j = sum_i(-cos(delta_ij))\nf = sum_i(t_i + t_j + A_ii)"
+
+    def g(A):  # sum_i sum_j (t_i + t_j + A_ii), t = -(cos(1) + (n - 1) cos(0))
+        n = len(A)
+        return 2 * n * n * -(np.cos(1.0) + n - 1) + n * np.trace(A)
+
+    gradient = einderiv.grad(source, "A")
+    np.testing.assert_allclose(gradient(A=A), 3 * np.eye(3), rtol=1e-12)
+    assert float(einderiv.compile(source)(A=A)) == pytest.approx(g(A), rel=1e-12)
+    assert_matches_fd(gradient, g, {"A": A}, "A")
+    np.testing.assert_allclose(read_back(gradient, {"A": A}), 3 * np.eye(3), rtol=1e-12)
+
+
 def test_terms_summing_one_letter_over_two_dimensions_are_not_merged():
     # df/ds = sum_ij exp(p_i s) p_i / (t + q_j) + sum_ij r_j exp(p_i s) p_i: the two j's are q's
     # length (4) and r's (3); the evaluator merged the two terms into (1 / (t + q_j) + r_j)
