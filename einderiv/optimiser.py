@@ -867,13 +867,19 @@ class StraightLine:
         where it is one tensor read as a softmax array is laid out, else the step computing X in
         p's layout."""
         one = placed[0] if len(placed) == 1 else None
-        if isinstance(one, Tensor) and len(set(one.indices)) == len(one.indices) == len(p.indices):
+        if (
+            isinstance(one, Tensor)
+            and not is_reciprocal(one)  # the 1/n of a mean (mean_l(delta_lj)) is no array: computed below
+            and len(set(one.indices)) == len(one.indices) == len(p.indices)
+        ):
             laid = self._laid_out_as(softmax, p, tuple(b if i == a else i for i in one.indices))
             if laid is not None:
                 axes = ((self._softmax_axis(softmax[laid]),), ())
                 return laid, axes, one.name, one.indices, coeff, rest
         letters = tuple(a if i == b else i for i in p.indices)
-        x = self._inner_step(Poly((Term(Fraction(1), placed),), letters))
+        # sized as p: X may carry no array of a letter (1/n_a, of the gradient of mean_i(softmax_i(z_i)))
+        sized = tuple(("axis", i, p.name, k) for k, i in enumerate(letters))
+        x = self._inner_step(Poly((Term(Fraction(1), placed),), letters), sized)
         return p.name, ((self._softmax_axis(softmax[p.name]),), ()), x, letters, coeff, rest
 
     def _softmax_arrays(self) -> dict[str, tuple[str, tuple[int, ...], int]]:

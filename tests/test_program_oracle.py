@@ -423,6 +423,61 @@ def test_a_wrt_read_only_by_an_unused_statement_gives_zeros():
     np.testing.assert_array_equal(d(x=np.ones(3), s=np.array(2.0)), np.zeros(3))
 
 
+@pytest.mark.filterwarnings("ignore::einderiv.errors.EinderivWarning")
+@pytest.mark.parametrize("backend", ["numpy", "generic", "torch", "jax", "python code"])
+@pytest.mark.parametrize(
+    "source, wrt",
+    [
+        ("f = mean_i(softmax_i(x_i))", "x"),
+        ("t1_i = softmax_i((0.5 + x_i)); f = mean_i((0.5 + t1_i))", "x"),
+        ("t_i = softmax_i(x_i); f = mean_i(c_i t_i)", "x"),
+        ("P_nk = softmax_k(Z_nk); f_n = mean_k(P_nk) + mean_k(Z_nk)", "Z"),
+    ],
+)
+def test_a_softmax_chain_rule_through_a_mean_evaluates(source, wrt, backend, tmp_path):
+    """A draw of this file's oracle: the gradient of the mean of a softmax, (1/n - p_i / n) p_j,
+    raised KeyError: '1/n' (its softmax-centred step read the 1/n of the mean as an array).
+    Against jax in float64, on every interpreter."""
+    from einderiv.backends import ops_for
+    from einderiv.codegen import generate
+    from einderiv.runtime import run_with
+    from tests.helpers import load_module
+
+    x, c, Z = np.array([0.3, -1.2, 2.0, 40.0]), np.array([1.0, 2.0, -3.0, 0.5]), np.linspace(-2, 3, 8).reshape(2, 4)
+
+    def f(x, Z):
+        if source.startswith("P_nk"):
+            return jnp.mean(jax.nn.softmax(Z, axis=1), axis=1) + jnp.mean(Z, axis=1)
+        if "c_i" in source:
+            return jnp.mean(c * jax.nn.softmax(x))
+        if "0.5" in source:
+            return jnp.mean(0.5 + jax.nn.softmax(0.5 + x))
+        return jnp.mean(jax.nn.softmax(x))
+
+    arrays = {"x": x, "c": c, "Z": Z}
+    derivatives = [einderiv.jacobian(source, wrt)] if wrt == "Z" else [einderiv.grad(source, wrt)]
+    if wrt == "x":
+        derivatives.append(einderiv.hessian(source, wrt))
+        expected = [jax.grad(f)(x, Z), jax.hessian(f)(x, Z)]
+    else:
+        expected = [jax.jacobian(f, argnums=1)(x, Z)]
+    for derivative, want in zip(derivatives, expected):
+        given = {k: arrays[k] for k in derivative.ranks}
+        if backend == "numpy":
+            got = derivative(**given)
+        elif backend == "generic":
+            got = run_with(derivative.line, dict(given), ops_for("numpy"), x)[derivative.program.output]
+        elif backend == "python code":
+            code = generate([derivative], "python")
+            module = load_module(code, tmp_path, f"mean_softmax_{len(source)}_{len(code)}")
+            name = next(line[4:].split("(")[0] for line in code.splitlines() if line.startswith("def d"))
+            got = getattr(module, name)(**given)
+        else:
+            pytest.importorskip(backend)
+            got = derivative.call(given, backend=backend)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-10, atol=1e-15, err_msg=source)
+
+
 def test_a_scalar_intermediate_broadcast_in_a_reduction_evaluates():
     x, s = np.array([0.1, 0.2, 0.3]), np.array(0.7)
     d = einderiv.grad("t = sum_i(cos(x_i s)); f = sum_i(t + x_i)", "s")
