@@ -139,8 +139,9 @@ def _float(x):
         "_added": '''
 def _added(total, term, sign=1):
     """total + sign * term, into total (an array of this function's own) where it holds the
-    sum's dtype, as einderiv adds: a float32 first term does not round a float64 second."""
-    if np.result_type(total, term) != total.dtype:
+    sum's dtype, as einderiv adds: a float32 first term does not round a float64 second.  A
+    total that is a number (a count: delta_kk + 0.5 + b_k) is added to, not into."""
+    if not isinstance(total, np.ndarray) or np.result_type(total, term) != total.dtype:
         return total + term if sign > 0 else total - term
     if sign > 0:
         total += term

@@ -825,3 +825,25 @@ def test_a_logsumexp_at_complex_values_is_numpys_principal_log(flavour, tmp_path
     z = np.array([0.3 + 0.2j, -1 + 0.5j, 0.1 - 0.3j])
     gradient = einderiv.grad("f = log(1 + sum_k(exp(z_k)))", "z")
     np.testing.assert_allclose(back(gradient(z=to(z))), np.exp(z) / (1 + np.exp(z).sum()), rtol=1e-14)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_count_beside_a_number_adds_in_every_flavour(flavour, dtype, tmp_path):
+    """A hunt's find: ``delta_kk + 0.5 + b_k`` (the length of b, a half, and b's sum) made code
+    whose first sum was a Python number, which the NumPy flavour added into: AttributeError.
+    Against NumPy, and the dtype einderiv's own evaluation gives."""
+    to_library, to_numpy = library(flavour)
+    b, c, A = np.arange(4.0, dtype=dtype), np.ones(2, dtype=dtype), np.ones((3, 4), dtype=dtype)
+    cases = {
+        "f = delta_kk + 0.5 + b_k": ({"b": b}, 4 + 0.5 + b.sum()),
+        "f = sum_k(2) - 0.5 + b_k": ({"b": b}, 8 - 0.5 + b.sum()),
+        "f = sum_j(-1) + s + A_jk": ({"s": np.array(0.25, dtype=dtype), "A": A}, -3 + 0.25 + A.sum()),
+        "f_j = sum_k(2) + 0.5 + b_k + c_j": ({"b": b, "c": c}, 8 + 0.5 + b.sum() + c),
+    }
+    for k, (source, (arrays, expected)) in enumerate(cases.items()):
+        compiled = einderiv.compile(source)
+        module = load(generate([compiled], flavour), tmp_path, f"count_number_{flavour}_{k}_{np.dtype(dtype).name}")
+        got = module.f(**{name: to_library(value) for name, value in arrays.items()})
+        np.testing.assert_allclose(to_numpy(got), expected, rtol=1e-6, err_msg=source)
+        assert np.asarray(to_numpy(got)).dtype == np.asarray(compiled(**arrays)).dtype, source
