@@ -259,7 +259,7 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         names += _joined_by_deltas(statement.rhs, names)
         own_axes = {h[1] for h in axis_hints}  # dK_pq/dR_ij: i and j are R's, whatever came before
         ties = (
-            reduction_ties(statement.rhs)
+            reduction_ties(statement.rhs, (name, statement.target.indices if statement.target is not None else ()))
             + _operand_sum_ties(statement.rhs)
             + _term_delta_ties(statement.rhs, statement.target.indices if statement.target else ())
             + delta_size_ties(statement.rhs, output_indices(statement))
@@ -293,34 +293,44 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
     return prune(checked)
 
 
-def reduction_ties(expr) -> tuple:
+def reduction_ties(expr, target: tuple[str, Indices] = ("", ())) -> tuple:
     """The axes each written reduction ties together: in ``mean_k(X_nd W_dk + b_k)`` W's axis 1
     and b's axis 0 are the one k (groups of ``(tensor, axis)``).  Lowering gives each term of the
-    sum its own k, so without these nothing would say that b has W's length."""
+    sum its own k, so without these nothing would say that b has W's length.  A delta inside
+    the reduction joining its letter to an index of ``target`` (the statement's name and
+    indices) ties the statement's own axis too: ``t_k = sum_i(a_i + delta_ik)`` is a's length
+    (with a b of another length, ``f = t_j b_j`` gave numbers, where ``f_k = sum_i(a_i +
+    delta_ik) b_k`` says "two sizes")."""
     from .ir import Add, Call, Div, Mul, Neg, Pow
 
     groups: list[tuple] = []
+    name, indices = target
+    own = {i: k for k, i in reversed(list(enumerate(indices)))}
 
-    def written(node, letter: str) -> list:
-        """The axes at which ``letter`` is written inside ``node`` (not where a reduction rebinds it)."""
+    def written(node, letter: str, bound: frozenset = frozenset()) -> list:
+        """The axes at which ``letter`` is written inside ``node`` (not where a reduction rebinds it),
+        and the statement's own axes that a delta there joins it to (``bound``: letters rebound)."""
+        if isinstance(node, Delta) and letter in node.indices:
+            other = node.second if node.first == letter else node.first
+            return [(name, own[other])] if other in own and other not in bound else []
         if isinstance(node, Tensor):
             return [(node.name, k) for k, i in enumerate(node.indices) if i == letter]
         if isinstance(node, MatrixCall):
             return [(node.matrix, k) for k, i in enumerate(node.indices) if i == letter]
         if isinstance(node, Call):
-            return [] if letter in node.over else written(node.arg, letter)
+            return [] if letter in node.over else written(node.arg, letter, bound | set(node.over))
         if isinstance(node, (Add, Mul)):
             return [
                 axis
                 for part in (node.terms if isinstance(node, Add) else node.factors)
-                for axis in written(part, letter)
+                for axis in written(part, letter, bound)
             ]
         if isinstance(node, Neg):
-            return written(node.operand, letter)
+            return written(node.operand, letter, bound)
         if isinstance(node, Div):
-            return written(node.numerator, letter) + written(node.denominator, letter)
+            return written(node.numerator, letter, bound) + written(node.denominator, letter, bound)
         if isinstance(node, Pow):
-            return written(node.base, letter)
+            return written(node.base, letter, bound)
         return []
 
     for node in walk(expr):

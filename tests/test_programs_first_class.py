@@ -531,6 +531,33 @@ def test_a_count_sized_only_where_another_statement_uses_an_intermediate_keeps_i
     np.testing.assert_allclose(read_back(gradient, {"A": A}), 3 * np.eye(3), rtol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "program, statement",
+    [
+        ("t_k = sum_i(a_i + delta_ik); f = t_j b_j", "f = sum_i(a_i + delta_ik) b_k"),
+        ("t_k = mean_i(a_i + delta_ik); f = t_j b_j", "f = mean_i(a_i + delta_ik) b_k"),
+        ("t_ij = sum_m(s delta_im + delta_jm); f = t_kl B_kl", "f = sum_m(s delta_im + delta_jm) B_ij"),
+    ],
+)
+def test_a_delta_in_a_reduction_ties_the_statement_axis_it_names(program, statement):
+    """A hunt's find: ``t_k = sum_i(a_i + delta_ik)`` has a's length (the delta sums i, a's
+    index, against k), so ``f = t_j b_j`` with a of 3 and b of 4 is two sizes, as the one
+    statement ``f = sum_i(a_i + delta_ik) b_k`` says; the program gave numbers (each of b's 4
+    entries got the 1 of the delta).
+    With lengths that agree, the two forms give the same value and gradient."""
+    s, a, b, B = np.array(0.3), rng.normal(size=3), rng.normal(size=4), rng.normal(size=(3, 4))
+    for source in (program, statement):
+        compiled = einderiv.compile(source)
+        with pytest.raises(einderiv.EvaluationError, match="two sizes"):
+            compiled(**{k: v for k, v in {"s": s, "a": a, "b": b, "B": B}.items() if k in compiled.ranks})
+    arrays = {"s": s, "a": a, "b": rng.normal(size=3), "B": rng.normal(size=(3, 3))}
+    wrt = "s" if program.startswith("t_ij") else "a"
+    values = [einderiv.compile(src) for src in (program, statement)]
+    given = {k: arrays[k] for k in values[0].ranks}
+    np.testing.assert_allclose(values[0](**given), values[1](**given), rtol=1e-12)
+    np.testing.assert_allclose(einderiv.diff(program, wrt)(**given), einderiv.diff(statement, wrt)(**given), rtol=1e-12)
+
+
 def test_terms_summing_one_letter_over_two_dimensions_are_not_merged():
     # df/ds = sum_ij exp(p_i s) p_i / (t + q_j) + sum_ij r_j exp(p_i s) p_i: the two j's are q's
     # length (4) and r's (3); the evaluator merged the two terms into (1 / (t + q_j) + r_j)
