@@ -847,3 +847,41 @@ def test_a_count_beside_a_number_adds_in_every_flavour(flavour, dtype, tmp_path)
         got = module.f(**{name: to_library(value) for name, value in arrays.items()})
         np.testing.assert_allclose(to_numpy(got), expected, rtol=1e-6, err_msg=source)
         assert np.asarray(to_numpy(got)).dtype == np.asarray(compiled(**arrays)).dtype, source
+
+
+@pytest.mark.filterwarnings("ignore::einderiv.errors.EinderivWarning")
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_code_sizes_an_axis_as_evaluation_does(flavour, tmp_path):
+    """A hunt's find: code for a count that lowering wrote (``2 delta_ii s`` after ``t_i = a_i +
+    1``: 2 I s) or for an intermediate sized only where a later statement uses it (``t_i = s +
+    delta_ij`` is b's length in ``f = t_k b_k``) was refused ("the size of index 'i' is not known
+    from an array"), value_and_ functions too, where einderiv evaluates them.  Against NumPy
+    closed forms, in every flavour."""
+    to_library, to_numpy = library(flavour)
+    a, b, s, A = np.arange(1.0, 4.0), np.arange(1.0, 5.0), np.array(0.5), np.arange(9.0).reshape(3, 3)
+    cases = [
+        (einderiv.compile("t_i = a_i + 1; f = 2 delta_ii s"), {"a": a, "s": s}, 2 * 3 * 0.5, None),
+        (einderiv.grad("t_i = s + delta_ij; f = t_k b_k", "b"), {"b": b, "s": s}, np.full(4, 1.5), 1.5 * b.sum()),
+        (
+            einderiv.grad("t_i = s + delta_ij\nf = sum_i(sum_i(a_i + t_j + delta_ij))", "a"),
+            {"a": a, "s": s},
+            np.full(3, 9.0),
+            9 * a.sum() + 27 * 1.5 + 9,
+        ),
+        (
+            einderiv.grad("t_j = sum_i(-cos(delta_ij))\nf = sum_i(t_i + t_j + A_ii)", "A"),
+            {"A": A},
+            3 * np.eye(3),
+            18 * -(np.cos(1.0) + 2) + 3 * np.trace(A),
+        ),
+    ]
+    for k, (compiled, arrays, expected, value) in enumerate(cases):
+        code = generate([compiled], flavour)
+        module = load(code, tmp_path, f"sized_{flavour}_{k}")
+        functions = [line[4:].split("(")[0] for line in code.splitlines() if line.startswith("def ") and line[4] != "_"]
+        given = {name: to_library(array) for name, array in arrays.items()}
+        np.testing.assert_allclose(to_numpy(getattr(module, functions[0])(**given)), expected, rtol=1e-12)
+        if value is not None:
+            both = getattr(module, f"value_and_{functions[0]}")(**given)
+            np.testing.assert_allclose(to_numpy(both[0]), value, rtol=1e-12)
+            np.testing.assert_allclose(to_numpy(both[1]), expected, rtol=1e-12)
