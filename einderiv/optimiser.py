@@ -735,6 +735,7 @@ class StraightLine:
         self._means: dict[tuple, str] = {}
         #: the hints and the free indices of the statement being added
         self._hints: tuple = ()
+        self._term_axes: tuple = ()  # (index, tensor, axis) of the term whose calls are being hoisted
         self._free: tuple = ()
         #: whether a step reads a square matrix (inv, det, logdet, a solve): evaluation then keeps
         #: one factorisation per matrix (einderiv.linalg)
@@ -1136,13 +1137,21 @@ class StraightLine:
         while (squared := self._merge_square(written, free) or self._merge_power(written, free)) is not None:
             written = squared  # before a count pairs off
         recounted = self._recount(written, set(poly.indices))
+        outer = self._term_axes
         for term in self._residual_pairs(recounted, set(poly.indices)):  # before solves replace inv(S)
             alone = sum(1 for f in term.factors if f.indices) == 1  # the only factor with axes
+            self._term_axes = tuple(
+                (i, f.matrix if isinstance(f, MatrixFn) else f.name, axis)
+                for f in term.factors
+                if isinstance(f, (Tensor, MatrixFn)) and not is_reciprocal(f)
+                for axis, i in enumerate(f.indices)
+            )
             factors = [
                 g
                 for k, f in enumerate(term.factors)
                 for g in self._hoist_factor(f, alone or _sums_alone(term, k, free))
             ]
+            self._term_axes = outer
             factors = self._solves(factors, set(poly.indices))
             factors = [self._hoist_matrix(f) if isinstance(f, MatrixFn) else f for f in factors]
             terms.append(Term(term.coeff, tuple(factors)))
@@ -2599,7 +2608,10 @@ class StraightLine:
         delta_only = {i for t in hoisted.terms for f in t.factors if isinstance(f, Delta) for i in f.indices} - carried
         # the statement's own free indices inside it (delta_jk in df/dA_kl) are sized as the statement's
         axes = tuple(h for h in self._axis_hints if h[1] in hoisted.indices)
-        hints = (*self._written, *axes) if set(hoisted.indices) - carried or counting or delta_only else ()
+        # and an index the term around the call writes at a tensor (a_i beside exp(delta_im + 2 s),
+        # which differentiation renamed from the statement's k) is sized there
+        around = (("names", tuple(e for e in self._term_axes if e[0] in hoisted.indices)),)
+        hints = (*self._written, *around, *axes) if set(hoisted.indices) - carried or counting or delta_only else ()
         self._contract(name, hoisted, hints)
         return name
 

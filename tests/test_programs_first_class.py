@@ -558,6 +558,26 @@ def test_a_delta_in_a_reduction_ties_the_statement_axis_it_names(program, statem
     np.testing.assert_allclose(einderiv.diff(program, wrt)(**given), einderiv.diff(statement, wrt)(**given), rtol=1e-12)
 
 
+def test_a_call_whose_argument_holds_a_delta_is_sized_by_the_term_around_it():
+    """A hunt's find: ``t_i = sum_m(sin(s + delta_im)); f = t_k b_k`` by s is ``b_i cos(s +
+    delta_im)``, whose argument, computed as an array of its own, carries i and m only in a
+    delta: "the size of index 'i' cannot be inferred", where b_i beside the call sizes it.
+    Against NumPy closed forms (m is i's length: the delta sums it against i), finite
+    differences, and the printed text read back."""
+    s, b, a, B = np.array(0.3), rng.normal(size=4), rng.normal(size=3), rng.normal(size=(3, 4))
+    cases = [
+        ("t_i = sum_m(sin(s + delta_im)); f = t_k b_k", {"s": s, "b": b}, (np.cos(1.3) + 3 * np.cos(0.3)) * b.sum()),
+        ("t_i = sum_m(sin(s + delta_im)); f = t_k B_jk", {"s": s, "B": B}, (np.cos(1.3) + 3 * np.cos(0.3)) * B.sum()),
+        ("t_i = exp(delta_im + 2 s); f = t_k a_k", {"s": s, "a": a}, 2 * (np.e + 2) * np.exp(0.6) * a.sum()),
+    ]
+    for source, arrays, expected in cases:
+        gradient = einderiv.grad(source, "s")
+        assert float(gradient(**arrays)) == pytest.approx(expected, rel=1e-12), source
+        value = einderiv.compile(source)
+        assert_matches_fd(gradient, value, arrays, "s")
+        assert float(read_back(gradient, arrays)) == pytest.approx(expected, rel=1e-12), source
+
+
 def test_terms_summing_one_letter_over_two_dimensions_are_not_merged():
     # df/ds = sum_ij exp(p_i s) p_i / (t + q_j) + sum_ij r_j exp(p_i s) p_i: the two j's are q's
     # length (4) and r's (3); the evaluator merged the two terms into (1 / (t + q_j) + r_j)
