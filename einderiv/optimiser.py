@@ -850,8 +850,12 @@ class StraightLine:
                 rest = tuple(f for f in others if b not in f.indices)
                 read = {i for f in centred for i in f.indices}
                 own = read - set(p.indices)  # summed within X alone: X is an array of p's letters
-                if b in free or not centred or not set(p.indices) - {b} <= free or not set(p.indices) <= read:
-                    continue  # X must carry each of p's letters (a broadcast X is not p's shape)
+                held = free | read | {i for f in rest for i in f.indices}
+                if b in free or not centred or not set(p.indices) - {b} <= held:
+                    # p's other letters free, or summed with a factor of both terms (Σ_n p_jn (v_j -
+                    # p_in v_i), the HVP of sum_n(logsumexp_k(lw_k + D_nk))); an X that lacks some of
+                    # them is computed broadcast to p's shape
+                    continue
                 if own & (free | {i for f in rest for i in f.indices}) or any(isinstance(f, Apply) for f in centred):
                     continue  # X with a free letter p lacks, X and R summed together, or b read inside a call
                 for a in sorted(free - set(p.indices)):

@@ -2065,6 +2065,33 @@ def test_a_batched_softmax_gradient_keeps_its_accuracy_in_each_saturated_row(sou
         np.testing.assert_array_equal(got[3], p * (A[3] - p @ A[3]))
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        "L = logsumexp_k(lw_k + D_nk)",
+        "Q_nk = lw_k + D_nk; L = logsumexp_k(Q_nk)",
+        "L = -log(softmax_k(lw_k + D_nk)) Y_nk",
+    ],
+)
+def test_a_batched_softmax_times_a_vector_of_no_row_keeps_its_accuracy(source):
+    """A hunt's find: the HVP by a per-class vector (a mixture's log-weights, a softmax
+    regression's bias) is Σ_n p_n (v - Σ p_n v), whose v carries no row: the centred step,
+    which took only a v of p's shape, was not used, and the HVP's first entry was 0 for 2.9e-20
+    at a row saturated at its first class (jax: 5e-131); einderiv's own Hessian times v was
+    right.  Against mpmath (400 digits), row by row; Y's rows sum to 1, so the cross-entropy's
+    HVP is the logsumexp's."""
+    lw, v = np.array([0.0, 0.0, 0.25]), np.array([1.0, 0.0, -2.0])
+    D = np.array([[0.0, -45.0, -300.0], [-300.0, 0.0, -300.0], [-290.0, -300.0, 40.0]])
+    Y = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.2, 0.3, 0.5]])
+    expected = sum(_centred_mp(lw + row, v) for row in D)
+    hvp = einderiv.hvp(source, "lw")
+    arrays = {"lw": lw, "D": D, "Y": Y, "v": v}
+    got = hvp(**{k: arrays[k] for k in hvp.ranks})
+    np.testing.assert_allclose(got, expected, rtol=1e-13, atol=0)
+    hessian = einderiv.hessian(source, "lw")
+    np.testing.assert_allclose(got, hessian(**{k: arrays[k] for k in hessian.ranks}) @ v, rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("form", ["program", "statement", "scores laid out otherwise"])
 def test_the_attention_gradient_keeps_its_accuracy_at_a_saturated_row(form):
     """Single-head attention <softmax(c Q K^T) V, G> by Q, with a query whose scores are 60
