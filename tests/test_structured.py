@@ -231,6 +231,20 @@ def test_products_refuse_the_cookbook_convention():
         einderiv.hvp("f = a_i inv(S)_ij a_j", "S", symmetric=["S"], symmetric_convention="cookbook")
 
 
+def test_products_by_a_plain_vector_beside_a_cookbook_symmetric_matrix_are_not_refused():
+    """A hunt's find: an HVP or JVP by a vector was refused ("would double the direction's
+    off-diagonal entries") because another input was declared symmetric under the cookbook
+    convention, which only a direction of that matrix meets.  Against NumPy's closed forms."""
+    rng = np.random.default_rng(4)
+    a, v, M = rng.normal(size=3), rng.normal(size=3), rng.normal(size=(3, 3))
+    S = M + M.T
+    options = {"symmetric": ["S"], "symmetric_convention": "cookbook"}
+    hvp = einderiv.hvp("f = a_i S_ij a_j", "a", **options)
+    np.testing.assert_allclose(hvp(a=a, S=S, v=v), 2 * S @ v, rtol=1e-12)
+    jvp = einderiv.jvp("f = a_i S_ij a_j", "a", **options)
+    assert float(jvp(a=a, S=S, v=v)) == pytest.approx(2 * a @ S @ v, rel=1e-12)
+
+
 def test_the_jacobian_takes_structured_variables_too():
     """``jacobian(..., symmetric=["S"])`` was a bare TypeError where ``diff`` takes it (a meaning
     hunt's find).  The symmetric Jacobian of y = S a, contracted with a symmetric direction E, is
