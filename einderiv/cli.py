@@ -397,6 +397,15 @@ def _run_diff(args) -> str:
 
 def _run_each(args) -> str:
     """``--each W1 --each b1``: the gradient by each name, printed one after another."""
+    each = one_tensor_each(args.each, "--each")
+    twice = next(
+        (name for k, name in enumerate(each) if name.split("_", 1)[0] in [n.split("_", 1)[0] for n in each[:k]]), None
+    )
+    if twice is not None:  # grad's own message names the Python API
+        raise EinderivError(
+            f"--each names {twice!r} twice: it gives the gradient by each name; for a second derivative "
+            f"repeat --wrt instead (--wrt {twice} --wrt {twice})"
+        )
     gradients = grad(args.expr, one_tensor_each(args.each, "--each"), of=args.of, **_structure(args))
     if args.format == "json":
         return json.dumps({"gradients": [derivative_json(d) for d in gradients]}, indent=2)

@@ -128,6 +128,13 @@ def test_cli_each_prints_each_gradient_and_json_lists_them():
     assert [item["shape"] for item in listed] == [["K"], ["K"]]
 
 
+def test_cli_each_naming_a_tensor_twice_says_how_the_cli_spells_a_second_derivative():
+    """A hunt's find: the error named the Python API (``hessian() or diff(source, [x, x])``)."""
+    done = run_cli("diff", SOURCE, "--each", "W1", "--each", "W1")
+    assert done.returncode != 0 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
+    assert "--wrt W1 --wrt W1" in done.stderr and "hessian()" not in done.stderr
+
+
 def test_cli_each_and_wrt_together_is_one_error_line():
     done = run_cli("diff", SOURCE, "--each", "W1", "--wrt", "W1")
     assert done.returncode != 0 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
