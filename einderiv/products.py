@@ -179,7 +179,10 @@ def _renamed(
     # every input of what it differentiates, as a gradient's (the HVP of x_i x_i x_j x_j + c
     # took x and v only, so its generated function refused the keywords the gradient's takes)
     ranks = {**user.inputs, **derivative.ranks}
-    product = Product(program, ranks, wrt, derivative.root, derivative.sources)
+    # sized by the user's statements too: ``t_i = delta_ii; f = exp(sum_k(t_k + b_k))`` ties t's
+    # length to b's only in f, which the HVP (a derivative of the gradient) does not differentiate
+    sources = (*derivative.sources, *(d for d in user.definitions if d not in derivative.sources))
+    product = Product(program, ranks, wrt, derivative.root, sources)
     product.shape_names = shape
     output = "_" + re.sub(r"\W+", "_", user.out.name) if user.out.name != "_" else ""  # df/dx: _df_dx
     product.function_name = f"{kind}{output}_{wrt[0].name}" if kind else ""
