@@ -1294,6 +1294,9 @@ def _hints_for(out: Definition, P: Indices, program: CheckedProgram, joined: lis
         dict.fromkeys(r for d in program.definitions for h in d.hints if h[0] == "residuals" for r in h[1])
     )
     written += (("residuals", residuals),) if residuals else ()
+    # the axes the output's statement ties (t_k beside b_k in exp(sum_k(t_k + b_k))): the only
+    # place t's length is said, which a derivative computing no t (2 delta_ii f) still needs
+    written += tuple(h for h in out.hints if h[0] == "tied")
     if not P:  # a scalar output: nothing else to size (and no intermediate to compute just for sizes)
         return written
     return written + tuple(h for h in out.hints if h[0] == "poly" or (h[0] != "names" and h[1] in P))
@@ -1436,6 +1439,9 @@ def _inline_one(program: CheckedProgram, definitions: list, name: str, letters, 
             # the counts the substituted definition carries travel with it, with their sizes
             carried = tuple(e for h in d.hints if h[0] == "names" for e in h[1] if is_count(e[0]))
             counts = _through_definitions(counts, definitions) + carried
+            # (a count at a statement that only a later use sizes, t_i = s + delta_ij, at an input
+            # axis of its dimension: a Hessian computing no t sizes it there)
+            counts = _at_input_axes(counts, [], program.definitions, program.all_inputs) if counts else counts
             x = Definition(x.name, x.indices, poly, (*x.hints, ("names", counts)) if counts else x.hints, None)
         substituted.append(x)
     # used more than once, it is substituted where its users then collect into fewer terms

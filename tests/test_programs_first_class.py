@@ -578,6 +578,39 @@ def test_a_call_whose_argument_holds_a_delta_is_sized_by_the_term_around_it():
         assert float(read_back(gradient, arrays)) == pytest.approx(expected, rel=1e-12), source
 
 
+def test_an_hvp_sizes_an_intermediate_as_the_statement_that_uses_it():
+    """A hunt's find: ``t_i = delta_ii; f = exp(sum_k(t_k + b_k))`` ties t's length to b's only
+    in f, which the HVP (a derivative of the gradient) never differentiates: "the size of output
+    index 'i' cannot be inferred", where the gradient and Hessian evaluate.  Against the closed
+    form f (Σ v) (t is 1 at each of b's 4 entries) and the Hessian times v."""
+    b, v = rng.normal(size=4), rng.normal(size=4)
+    source = "t_i = delta_ii; f = exp(sum_k(t_k + b_k))"
+    hvp = einderiv.hvp(source, "b")
+    expected = np.exp(4 + b.sum()) * v.sum() * np.ones(4)
+    np.testing.assert_allclose(hvp(b=b, v=v), expected, rtol=1e-12)
+    np.testing.assert_allclose(hvp(b=b, v=v), einderiv.hessian(source, "b")(b=b) @ v, rtol=1e-12)
+
+
+def test_a_hessian_sizes_a_count_of_an_intermediate_only_its_use_sizes():
+    """Hunt finds: ``t_i = s + delta_ij`` (length a's, through f's ``t_j a_i delta_ji``) and ``t_i
+    = s^2 delta_in`` (length b's, through f's ``sum_k(t_k + b_k)``): their Hessians by s compute
+    no t and count its length, which was sized by nothing ("the size of index 'i#dfdt:0:1'
+    cannot be inferred").  Against closed forms, and the printed text read back."""
+    s, a, b = np.array(0.3), rng.normal(size=3), rng.normal(size=4)
+    cases = [
+        ("t_i = s + delta_ij; f = s t_i + 2 t_j a_i delta_ji", {"s": s, "a": a}, 2 * 3),
+        (
+            "t_i = s^2 delta_in; f = exp(sum_k(t_k + b_k))",
+            {"s": s, "b": b},
+            (8 + (8 * s) ** 2) * np.exp(4 * s**2 + b.sum()),
+        ),
+    ]
+    for source, arrays, expected in cases:
+        hessian = einderiv.hessian(source, "s")
+        assert float(hessian(**arrays)) == pytest.approx(expected, rel=1e-12), source
+        assert float(read_back(hessian, arrays)) == pytest.approx(expected, rel=1e-12), source
+
+
 def test_terms_summing_one_letter_over_two_dimensions_are_not_merged():
     # df/ds = sum_ij exp(p_i s) p_i / (t + q_j) + sum_ij r_j exp(p_i s) p_i: the two j's are q's
     # length (4) and r's (3); the evaluator merged the two terms into (1 / (t + q_j) + r_j)
