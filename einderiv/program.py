@@ -216,6 +216,11 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
                 )
             inputs[base] = len(w.indices)
             axis_hints.extend(("axis", i, base, k) for k, i in enumerate(w.indices))
+        # dt_i/ds after t's statement: its first axes are t's (printed ``t_j = b_j^2 + sum_j(s);
+        # dt_i/ds = delta_jj``, a Jacobian's text, sized i by nothing when read back)
+        numerator = statement.differentiated
+        if numerator and defined.get(numerator) == len(statement.target.indices):
+            axis_hints.extend(("axis", i, numerator, k) for k, i in enumerate(statement.target.indices))
         own = {index for index, _, _ in written}
         # an index this statement writes only in deltas (d2L/dm dm = -delta_nn after L's
         # statement, or 2 v delta_ii after u_i = x_i + lam in a printed HVP) is sized as the

@@ -611,6 +611,22 @@ def test_a_hessian_sizes_a_count_of_an_intermediate_only_its_use_sizes():
         assert float(read_back(hessian, arrays)) == pytest.approx(expected, rel=1e-12), source
 
 
+def test_a_derivative_named_statement_has_the_axes_of_what_it_differentiates():
+    """A hunt's find: the Jacobian of ``t_i = b_i^2 + sum_i(s)`` by s prints ``t_j = b_j^2 +
+    sum_j(s); dt_i/ds = delta_jj``, whose i, read back, was sized by nothing ("the size of output
+    index 'i' cannot be inferred"): dt_i/ds's first axes are t's."""
+    b, A, s = rng.normal(size=4), rng.normal(size=(3, 3)), np.array(0.5)
+    for source, of, arrays, expected in [
+        ("t_i = b_i^2 + sum_i(s)", None, {"b": b, "s": s}, np.full(4, 4.0)),
+        ("t_i = A_ii + sum_i(s); f = mean_i(t_i)", "t", {"A": A, "s": s}, np.full(3, 3.0)),
+    ]:
+        jacobian = einderiv.jacobian(source, "s", of=of)
+        np.testing.assert_allclose(jacobian(**arrays), expected, rtol=1e-12)
+        np.testing.assert_allclose(read_back(jacobian, arrays), expected, rtol=1e-12)
+    text = "t_i = b_i^2 + s\ndt_i/ds = 1 + 0 s"
+    np.testing.assert_allclose(einderiv.compile(text)(b=b, s=s), np.ones(4))
+
+
 def test_terms_summing_one_letter_over_two_dimensions_are_not_merged():
     # df/ds = sum_ij exp(p_i s) p_i / (t + q_j) + sum_ij r_j exp(p_i s) p_i: the two j's are q's
     # length (4) and r's (3); the evaluator merged the two terms into (1 / (t + q_j) + r_j)
