@@ -593,6 +593,7 @@ class _Sizes:
         self.terms: list[dict[str, str]] = []
         self.deltas: list[list[tuple[str, str]]] = []
         self.by_name: dict[str, str] = {}
+        self.named: dict[str, list[str]] = {}  # index -> every axis its name is written at
         self.fixed: dict[str, str] = {}
         for term in poly.terms:
             own: dict[str, str] = {}
@@ -606,7 +607,7 @@ class _Sizes:
             self.terms.append(own)
             self.deltas.append(pairs)
             for index, code in own.items():
-                self.by_name.setdefault(index, code)
+                self._name(index, code)
                 if index in self.free:
                     self.fixed.setdefault(index, code)
         for hint in hints:
@@ -619,7 +620,15 @@ class _Sizes:
             elif hint[0] == "names":
                 for index, name, axis in hint[1]:
                     if name in names:
-                        self.by_name.setdefault(index, self._axis(name, axis))
+                        self._name(index, self._axis(name, axis))
+
+    def _name(self, index: str, code: str) -> None:
+        """``index`` is written at the axis ``code`` somewhere in the statement (the first such
+        axis sizes it by name; a letter written at two is read only where no other will do)."""
+        self.by_name.setdefault(index, code)
+        codes = self.named.setdefault(index, [])
+        if code not in codes:
+            codes.append(code)
 
     def _axis(self, name: str, axis: int) -> str:
         return f"{self.names[name]}.shape[{axis}]"
@@ -632,10 +641,10 @@ class _Sizes:
                     for axis, index in enumerate(factor.indices):
                         if index in wanted:
                             self.fixed.setdefault(index, self._axis(factor.name, axis))
-                        self.by_name.setdefault(index, self._axis(factor.name, axis))
+                        self._name(index, self._axis(factor.name, axis))
                 elif isinstance(factor, MatrixFn) and factor.matrix in self.names:
                     for axis, index in enumerate(factor.indices):
-                        self.by_name.setdefault(index, self._axis(factor.matrix, axis))
+                        self._name(index, self._axis(factor.matrix, axis))
                 elif isinstance(factor, Apply):
                     self._visit(factor.arg, wanted & set(factor.arg.indices))
 
@@ -649,7 +658,7 @@ class _Sizes:
         if index in self.free:
             number = None
         pairs = [p for ps in self.deltas for p in ps] if number is None else self.deltas[number]
-        reached, frontier = {index}, [index]
+        reached, frontier = {index: None}, [index]
         while frontier:  # the index, then those deltas join it to
             current = frontier.pop(0)
             known = self.fixed.get(current) if current in self.free else self.terms[number].get(current)
@@ -658,8 +667,13 @@ class _Sizes:
             for a, b in pairs:
                 for here, there in ((a, b), (b, a)):
                     if here == current and there not in reached and (there in self.free) == (current in self.free):
-                        reached.add(there)
+                        reached[there] = None
                         frontier.append(there)
+        # by name: a letter the deltas reach that is written at one axis only, before one written
+        # at two (j at a in t = a_j and at b through delta_ji in f: the statement's j is b's)
+        for letter in reached if len(reached) > 1 else ():
+            if len(self.named.get(letter, ())) == 1:
+                return self.named[letter][0]
         # a count renamed apart is its stem's size; one lowering wrote (delta_ii of sum_i(c)) is
         # its letter's, as the runtime binds them (:func:`einderiv.dimensions.bind_sizes`)
         stem = count_stem(index) if is_count(index) else None

@@ -885,3 +885,30 @@ def test_code_sizes_an_axis_as_evaluation_does(flavour, tmp_path):
             both = getattr(module, f"value_and_{functions[0]}")(**given)
             np.testing.assert_allclose(to_numpy(both[0]), value, rtol=1e-12)
             np.testing.assert_allclose(to_numpy(both[1]), expected, rtol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::einderiv.errors.EinderivWarning")
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_code_sizes_a_letter_two_statements_write_at_two_lengths_through_its_delta(flavour, tmp_path):
+    """A hunt's find: j is a's in ``t = a_j`` and b's in ``f = ... sin(tanh(delta_ji))`` (the
+    delta joins it to b's i).  The code sized the derivative's delta array by a's length, as the
+    first statement writes j, and the NumPy flavour raised ("collapsing index 'j' don't match");
+    so did a JVP of ``t_j = B_jk; f = cos(delta_ji) t_k``.  Against einderiv's own evaluation,
+    itself checked against NumPy closed forms."""
+    to_library, to_numpy = library(flavour)
+    a, b = np.arange(1.0, 4.0), np.arange(1.0, 5.0)
+    B, V = np.arange(12.0).reshape(3, 4) / 10, np.ones((3, 4))
+    gradient = einderiv.grad("t = a_j; f = mean_k((delta_ki + b_i) t) sin(tanh(delta_ji))", "a")
+    # sum_i sum_j sin(tanh(delta_ji)) (1/4 + b_i), the same for each entry of a
+    closed = (np.sin(np.tanh(np.eye(4))).sum(axis=0) @ (0.25 + b)) * np.ones(3)
+    jvp = einderiv.jvp("t_j = B_jk; f = cos(delta_ji) t_k", "B")
+    tangent = np.cos(np.eye(3)).sum() * V.sum()  # sum_ji cos(delta_ji) sum_k t'_k, t' = sum_j V_jk
+    for k, (derivative, arrays, expected) in enumerate(
+        [(gradient, {"a": a, "b": b}, closed), (jvp, {"B": B, "v": V}, tangent)]
+    ):
+        np.testing.assert_allclose(derivative(**arrays), expected, rtol=1e-12)
+        code = generate([derivative], flavour)
+        module = load(code, tmp_path, f"two_lengths_{flavour}_{k}")
+        name = next(line[4:].split("(")[0] for line in code.splitlines() if line.startswith("def ") and line[4] != "_")
+        got = getattr(module, name)(**{key: to_library(value) for key, value in arrays.items()})
+        np.testing.assert_allclose(to_numpy(got), expected, rtol=1e-12)
