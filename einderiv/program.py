@@ -37,7 +37,7 @@ from .index_names import (
     is_count,
     is_lowered_count,
 )
-from .ir import Delta, Indices, MatrixCall, Program, Statement, Tensor, binds, walk
+from .ir import Delta, Indices, MatrixCall, Program, Statement, Tensor, binds, children, walk
 from .normal import (
     CANCELLING,
     POWERED,
@@ -317,13 +317,14 @@ def reduction_ties(expr, target: tuple[str, Indices] = ("", ())) -> tuple:
         and the statement's own axes that a delta there joins it to (``bound``: letters rebound)."""
         if isinstance(node, Delta) and letter in node.indices:
             other = node.second if node.first == letter else node.first
-            return [(name, own[other])] if other in own and other not in bound else []
+            return [(name, own[other])] if other != letter and other in own and other not in bound else []
         if isinstance(node, Tensor):
             return [(node.name, k) for k, i in enumerate(node.indices) if i == letter]
         if isinstance(node, MatrixCall):
             return [(node.matrix, k) for k, i in enumerate(node.indices) if i == letter]
         if isinstance(node, Call):
-            return [] if letter in node.over else written(node.arg, letter, bound | set(node.over))
+            rebound = {i for i in node.over if binds(node, i)}
+            return [] if letter in node.over else written(node.arg, letter, bound | rebound)
         if isinstance(node, (Add, Mul)):
             return [
                 axis
@@ -338,12 +339,20 @@ def reduction_ties(expr, target: tuple[str, Indices] = ("", ())) -> tuple:
             return written(node.base, letter, bound)
         return []
 
-    for node in walk(expr):
+    def visit(node, enclosing: frozenset) -> None:
+        """Each reduction in ``node``, with the letters the reductions around it bind (and its
+        own other letters: a delta's partner that a reduction sums is not the statement's index)."""
         if isinstance(node, Call) and node.over:
+            rebound = frozenset(i for i in node.over if binds(node, i))
             for letter in node.over:
-                axes = tuple(dict.fromkeys(written(node.arg, letter)))
+                axes = tuple(dict.fromkeys(written(node.arg, letter, enclosing | (rebound - {letter}))))
                 if len(axes) > 1:
                     groups.append(axes)
+            enclosing |= rebound
+        for child in children(node):
+            visit(child, enclosing)
+
+    visit(expr, frozenset())
     return tuple(groups)
 
 
@@ -702,11 +711,6 @@ def _through_definitions(entries: tuple, definitions: list[Definition]) -> tuple
         if not added:
             break
     return tuple(out)
-
-
-def _through_dimensions(entries: tuple, joined: list, program: CheckedProgram) -> tuple:
-    """:func:`_at_input_axes` in ``program`` (its dimensions cached in ``joined``)."""
-    return _at_input_axes(entries, joined, program.definitions, program.all_inputs)
 
 
 def _at_input_axes(entries: tuple, joined: list, definitions: list[Definition], inputs) -> tuple:
@@ -1099,7 +1103,7 @@ def _derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None, j
             partial = differentiate(poly, target)
         partial, hints = _own_counts(partial, written, f"d{d.name}", _sized_apart(poly, written), apart)
         entries = _through_definitions(hints + _axis_count_hints(partial), program.definitions)
-        counts.extend(_through_dimensions(entries, joined, program))
+        counts.extend(_at_input_axes(entries, joined, program.definitions, program.all_inputs))
         return partial
 
     def through(user: str, target: Tensor, avoid: set[str]) -> list[Term]:
@@ -1283,7 +1287,7 @@ def _hints_for(out: Definition, P: Indices, program: CheckedProgram, joined: lis
     inputs' axes as every statement wrote them (a dimension ``delta_kk`` left by differentiating
     ``sum_k(z_k + s)`` by s is k's size, z's length; an intermediate named there would be computed
     just for its shape).  A count written at a statement's axis is sized at an input axis of
-    that axis's dimension (:func:`_through_dimensions`): ``t_j = sum_i(-cos(delta_ij)); f =
+    that axis's dimension (:func:`_at_input_axes`): ``t_j = sum_i(-cos(delta_ij)); f =
     sum_i(t_i + t_j + A_ii)`` by A is ``delta_kl delta_jj``, J being t's length, A's."""
     entries = tuple(
         e
@@ -1293,7 +1297,9 @@ def _hints_for(out: Definition, P: Indices, program: CheckedProgram, joined: lis
         for e in h[1]
         if e[1] in program.inputs or is_count(e[0])
     )
-    entries = tuple(e for e in _through_dimensions(entries, joined, program) if e[1] in program.inputs)
+    entries = tuple(
+        e for e in _at_input_axes(entries, joined, program.definitions, program.all_inputs) if e[1] in program.inputs
+    )
     written = (("names", tuple(dict.fromkeys(entries))),)
     residuals = tuple(
         dict.fromkeys(r for d in program.definitions for h in d.hints if h[0] == "residuals" for r in h[1])

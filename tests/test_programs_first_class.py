@@ -627,6 +627,28 @@ def test_a_derivative_named_statement_has_the_axes_of_what_it_differentiates():
     np.testing.assert_allclose(einderiv.compile(text)(b=b, s=s), np.ones(4))
 
 
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("f_k = c_k + sum_k(a_k delta_kk)", lambda a, b, c: c + a.sum()),
+        ("f_k = c_k + sum_ik(a_i b_k + delta_ik)", lambda a, b, c: c + a.sum() * b.sum() + 3),
+        ("f_k = c_k + sum_k(sum_i(a_i + delta_ik) b_k)", lambda a, b, c: c + (a.sum() + 1) * b.sum()),
+        ("t_k = c_k + sum_k(mean_i(a_i + delta_ik) b_k); f_j = t_j", lambda a, b, c: c + (a.sum() + 1) / 3 * b.sum()),
+    ],
+)
+def test_a_delta_in_a_reduction_ties_no_letter_a_reduction_rebinds(source, expected):
+    """A review's find: the tie of a delta's letter to the statement's own index (above) took
+    the k of ``sum_k(... delta_ik ...)``, which the reduction rebinds, for the statement's k:
+    with c of 4 and a, b of 3 these stopped with "two sizes".  Against NumPy closed forms."""
+    a, b, c = rng.normal(size=3), rng.normal(size=3), rng.normal(size=4)
+    compiled = einderiv.compile(source)
+    np.testing.assert_allclose(
+        compiled(**{k: v for k, v in {"a": a, "b": b, "c": c}.items() if k in compiled.ranks}),
+        expected(a, b, c),
+        rtol=1e-12,
+    )
+
+
 def test_terms_summing_one_letter_over_two_dimensions_are_not_merged():
     # df/ds = sum_ij exp(p_i s) p_i / (t + q_j) + sum_ij r_j exp(p_i s) p_i: the two j's are q's
     # length (4) and r's (3); the evaluator merged the two terms into (1 / (t + q_j) + r_j)
