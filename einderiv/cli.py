@@ -19,6 +19,7 @@ from .errors import EinderivError, EinderivWarning, ParseError
 from .gradients import grad
 from .matrix.form import NoMatrixForm
 from .matrix.reading import check_known, read, with_structured
+from .parser import ascii_name
 from .reports import derivative_json, inputs_only, one_tensor_each, parse_shape, wrt_or_each
 
 EXAMPLE = """example:
@@ -398,15 +399,14 @@ def _run_diff(args) -> str:
 def _run_each(args) -> str:
     """``--each W1 --each b1``: the gradient by each name, printed one after another."""
     each = one_tensor_each(args.each, "--each")
-    twice = next(
-        (name for k, name in enumerate(each) if name.split("_", 1)[0] in [n.split("_", 1)[0] for n in each[:k]]), None
-    )
+    read = [ascii_name(name.split("_", 1)[0].strip()) for name in each]  # as the text reads them: θ is theta
+    twice = next((name for k, name in enumerate(each) if read[k] in read[:k]), None)
     if twice is not None:  # grad's own message names the Python API
         raise EinderivError(
             f"--each names {twice!r} twice: it gives the gradient by each name; for a second derivative "
             f"repeat --wrt instead (--wrt {twice} --wrt {twice})"
         )
-    gradients = grad(args.expr, one_tensor_each(args.each, "--each"), of=args.of, **_structure(args))
+    gradients = grad(args.expr, each, of=args.of, **_structure(args))
     if args.format == "json":
         return json.dumps({"gradients": [derivative_json(d) for d in gradients]}, indent=2)
     if args.format in FLAVOURS:

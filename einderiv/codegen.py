@@ -677,10 +677,12 @@ class _Sizes:
         # a count renamed apart is its stem's size; one lowering wrote (delta_ii of sum_i(c)) is
         # its letter's, as the runtime binds them (:func:`einderiv.dimensions.bind_sizes`)
         stem = count_stem(index) if is_count(index) else None
-        letter = count_letter(index) if is_lowered_count(index) else None
-        for name in (index, stem, letter):
+        for name in (index, stem):
             if name is not None and name in self.by_name:
                 return self.by_name[name]
+        letter = count_letter(index) if is_lowered_count(index) else None
+        if letter is not None and len(self.named.get(letter, ())) == 1:  # at two lengths: as the runtime, no size
+            return self.named[letter][0]
         shown = count_letter(index) if is_count(index) else index  # i#_ is the user's i, counted
         raise EinderivError(
             f"cannot generate code: the size of index {shown!r} is not known from an array "
@@ -1182,7 +1184,7 @@ def _line(*items: tuple[Compiled, CheckedProgram]) -> StraightLine:
         if program is item.program:
             definitions = item.computed_definitions()
         else:
-            dims = dimensions((*item._sources(), *program.definitions))
+            dims = dimensions((*getattr(item, "sources", ()), *program.definitions))
             definitions = sized_definitions(program.computed(), item.ranks, dims)
         for definition in definitions:
             if definition.name not in added:

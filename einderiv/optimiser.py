@@ -830,9 +830,12 @@ class StraightLine:
         """``(p, its axes, x, x's letters, c, R)`` where ``poly`` is ``c R X_a - c R p_b X_b``: p an
         array holding a softmax along one axis whose index b is summed (:meth:`_softmax_arrays`),
         X the second term's factors that carry b (x: their array, or the step computing their
-        product, laid out as p or as X is read), R the others, which share no summed letter with
-        X, and the first term R times X with a written for b.  One-statement attention's JVP ``V_bc
-        G_ac t2_ab - t1_ad V_bc G_ac t2_ad`` is R = V_bc G_ac times t2 centred along b."""
+        product, laid out as p or as X is read), R the others, which share no letter with X
+        outside p's, and the first term R times X with a written for b.  p's other letters are
+        free or carried by R or X; an X that lacks some is computed broadcast to p's shape (the
+        HVP of ``sum_n(logsumexp_k(lw_k + D_nk))``: ``p_jn (v_j - p_in v_i)``, summed over n).
+        One-statement attention's JVP ``V_bc G_ac t2_ab - t1_ad V_bc G_ac t2_ad`` is R = V_bc
+        G_ac times t2 centred along b."""
         if len(poly.terms) != 2 or len(set(poly.indices)) != len(poly.indices):
             return None
         softmax = self._softmax_arrays()
@@ -2614,7 +2617,8 @@ class StraightLine:
         axes = tuple(h for h in self._axis_hints if h[1] in hoisted.indices)
         # and an index the term around the call writes at a tensor (a_i beside exp(delta_im + 2 s),
         # which differentiation renamed from the statement's k) is sized there
-        around = (("names", tuple(e for e in self._term_axes if e[0] in hoisted.indices)),)
+        around = tuple(e for e in self._term_axes if e[0] in hoisted.indices)
+        around = (("names", around),) if around else ()
         hints = (*self._written, *around, *axes) if set(hoisted.indices) - carried or counting or delta_only else ()
         self._contract(name, hoisted, hints)
         return name

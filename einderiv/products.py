@@ -81,11 +81,13 @@ def _no_cookbook(structure: dict, what: str, wrt: str | Tensor) -> None:
     convention (G + Gᵀ − G∘I) that doubles the direction's off-diagonal entries, so it is not the
     derivative along the direction; refused rather than silently different.  Only where the
     direction is a symmetric matrix's: an HVP by a plain vector beside a declared S is one."""
+    declared = structure.get("symmetric") or ()
+    if isinstance(declared, str):
+        declared = [declared]
+    if not isinstance(declared, (list, tuple, set, frozenset)):
+        return  # not a list of names: structure_of says so, as for any other derivative
     name = wrt.name if isinstance(wrt, Tensor) else ascii_name(wrt.split("_", 1)[0].strip())
-    symmetric = structure.get("symmetric") or ()
-    symmetric = {
-        ascii_name(n) for n in ([symmetric] if isinstance(symmetric, str) else symmetric) if isinstance(n, str)
-    }
+    symmetric = {ascii_name(n) for n in declared if isinstance(n, str)}
     if structure.get("symmetric_convention", "frobenius") == "cookbook" and name in symmetric:
         raise DifferentiationError(
             f"{what} contracts the derivative with a direction: use the default symmetric convention "

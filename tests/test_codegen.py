@@ -875,6 +875,12 @@ def test_code_sizes_an_axis_as_evaluation_does(flavour, tmp_path):
             18 * -(np.cos(1.0) + 2) + 3 * np.trace(A),
         ),
     ]
+    # as evaluation refuses a count its statements write at two lengths, so does code
+    ambiguous = einderiv.compile("t_i = a_i + 1; u_i = b_i + 1; f = 2 delta_ii s")
+    with pytest.raises(einderiv.EvaluationError, match="two sizes"):
+        ambiguous(a=a, b=b, s=s)
+    with pytest.raises(einderiv.EinderivError, match="not known from an array"):
+        generate([ambiguous], flavour)
     for k, (compiled, arrays, expected, value) in enumerate(cases):
         code = generate([compiled], flavour)
         module = load(code, tmp_path, f"sized_{flavour}_{k}")

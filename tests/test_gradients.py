@@ -133,6 +133,8 @@ def test_cli_each_naming_a_tensor_twice_says_how_the_cli_spells_a_second_derivat
     done = run_cli("diff", SOURCE, "--each", "W1", "--each", "W1")
     assert done.returncode != 0 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
     assert "--wrt W1 --wrt W1" in done.stderr and "hessian()" not in done.stderr
+    done = run_cli("diff", "f = θ_i θ_i", "--each", "θ", "--each", "theta")  # one name, as the text reads it
+    assert done.returncode != 0 and "--wrt theta --wrt theta" in done.stderr
 
 
 def test_cli_each_and_wrt_together_is_one_error_line():

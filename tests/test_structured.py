@@ -243,6 +243,9 @@ def test_products_by_a_plain_vector_beside_a_cookbook_symmetric_matrix_are_not_r
     np.testing.assert_allclose(hvp(a=a, S=S, v=v), 2 * S @ v, rtol=1e-12)
     jvp = einderiv.jvp("f = a_i S_ij a_j", "a", **options)
     assert float(jvp(a=a, S=S, v=v)) == pytest.approx(2 * a @ S @ v, rel=1e-12)
+    for product in (einderiv.hvp, einderiv.jvp):  # not a list of names: the one error for it (a review's find)
+        with pytest.raises(einderiv.DifferentiationError, match="takes a list of input names"):
+            product("f = a_i S_ij a_j", "a", symmetric=True, symmetric_convention="cookbook")
 
 
 def test_the_jacobian_takes_structured_variables_too():
