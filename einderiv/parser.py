@@ -990,6 +990,14 @@ class _Typed:
                     )
                     line = source.count("\n", 0, k) + 1
                     raise ParseError(message, source, line, k - source.rfind("\n", 0, k))
+            # (a glyph that is also a name: σ is sigma; √ and Σ have their own errors)
+            if char in glyphs and char != "Σ" and _ascii(char) != char and source[k + 1 : k + 2] in (" ", "\t"):
+                if source[k + 1 :].lstrip(" \t").startswith("("):  # σ (z), pasted from a PDF
+                    message = (
+                        f"{char} (...) with a space: write {char}(...) for {glyphs[char]}, the glyph directly "
+                        f"followed by '(', or {_ascii(char)} (...) for a scalar named {char} times the bracket"
+                    )
+                    raise ParseError(message, source, source.count("\n", 0, k) + 1, k - source.rfind("\n", 0, k))
             if char in glyphs and self._calls(source, k + 1):
                 put(glyphs[char], k)
             elif char in _OPERATORS:

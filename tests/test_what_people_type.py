@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import einderiv
-from tests.helpers import assert_printed_reads_back, central_difference
+from tests.helpers import assert_printed_reads_back, central_difference, run_cli
 
 rng = np.random.default_rng(12)
 N, D, K = 5, 3, 4
@@ -1126,3 +1126,16 @@ def test_one_call_written_with_other_summed_letters_is_one_base(source, printed)
         return np.sum(1 / (1 + np.exp(-X @ w)) ** 2 * weight)
 
     np.testing.assert_allclose(got, central_difference(f, {"w": w}, "w"), rtol=1e-6)
+
+
+@pytest.mark.parametrize("source", ["y_n = σ (X_nd w_d)", "f = log(σ (z))", "y = σ\t(z)", "y = σ (X w)"])
+def test_a_sigma_glyph_with_a_space_before_its_bracket_is_an_error(source):
+    """A hunt's find: ``σ (z)``, as a PDF pastes it, was a scalar named sigma times z (the
+    gradient of ``σ (X_nd w_d)`` printed ``sigma X_ni``), where ``σ(z)`` is the sigmoid and
+    ``sigmoid (z)`` an error; now an error with the caret at σ, which names both readings."""
+    with pytest.raises(einderiv.ParseError, match=r"σ\(\.\.\.\) for sigmoid.*sigma \(\.\.\.\)") as caught:
+        einderiv.compile(source)
+    assert caught.value.column == source.index("σ") + 1
+    assert str(einderiv.compile("f = σ z").program.out.poly) == "sigma z"  # a scale named σ, as before
+    done = run_cli("diff", source, "--wrt", "w" if "w" in source else "z")
+    assert done.returncode != 0 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
