@@ -966,14 +966,31 @@ def test_a_lasso_written_in_matrix_notation_has_a_gradient():
     np.testing.assert_allclose(gradient(X=X, y=y, w=w, lam=0.3), expected, rtol=1e-13)
 
 
-@pytest.mark.parametrize("text", ["f = x A x", "y = exp(A x)", "L = (y - X w)^2"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "f = x A x",
+        "y = exp(A x)",
+        "L = (y - X w)^2",
+        # a hunt's finds: an upper-case name under a power, a call or a division bar said nothing
+        # (y = A^-1 b is b / A, where y = A⁻¹ b is matrix notation's inv(A) b)
+        "y = A^-1 b",
+        "y = A^(-1) b",
+        "f = A^2 x",
+        "F = A B^-1",
+        "f = exp(A) x",
+        "f = x / A",
+        "c = a × b",
+    ],
+)
 def test_an_index_free_product_with_an_upper_case_name_warns_that_all_are_scalars(text):
     """A helper's hunt: ``einderiv diff "f = x A x" --wrt x`` printed ``df/dx = 2 A x`` (index
     notation, every name a scalar) with nothing saying so, where (A + A^T) x is the matrix
     derivative.  It now warns, on the command line too; the derivative is the scalars' still."""
     with pytest.warns(einderiv.EinderivWarning, match="every name is a scalar"):
         einderiv.compile(text)
-    result = run("diff", text, "--wrt", "x" if "x" in text else "w")
+    wrt = next(n for n in ("x", "w", "b", "a", "B") if re.search(rf"\b{n}\b", text.split("=")[1]))
+    result = run("diff", text, "--wrt", wrt)
     assert result.returncode == 0 and "warning: no index is written" in result.stderr
 
 
@@ -981,7 +998,10 @@ def test_an_index_free_product_with_an_upper_case_name_warns_that_all_are_scalar
 def test_a_dot_between_names_without_indices_warns_that_it_multiplies_scalars(text):
     """``f = x·y`` is the dot product in vector notation; without an index it is index notation's
     product of two scalars, and said nothing (with vectors, evaluation then failed)."""
-    with pytest.warns(einderiv.EinderivWarning, match="'·' is a product of scalars here: a dot product is x\\^T y"):
+    dot = "⋅" if "⋅" in text else "·"  # the glyph written is named
+    with pytest.warns(
+        einderiv.EinderivWarning, match=f"'{dot}' is a product of scalars here: a dot product is x\\^T y"
+    ):
         einderiv.compile(text)
 
 
@@ -992,6 +1012,7 @@ def test_a_dot_between_names_without_indices_warns_that_it_multiplies_scalars(te
         ("f = x_i·y_i", {}),  # indices written
         ("E = m·c^2", {}),  # a dot before a power: no product of two names
         ("L = 0.5 N s^2 + log(s)", {}),  # no product of two names
+        ("f = b^2 c + exp(s) t", {}),  # no upper-case name
         ("f = x A x", {"notation": "index"}),  # asked for
         ("f = x A x", {"ranks": {"A": 0, "x": 0}}),  # declared
     ],

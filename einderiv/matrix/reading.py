@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .. import ir
 from ..elementwise import in_matrix_notation
 from ..errors import EinderivError, EinderivWarning, IndexRuleError, ParseError
 from ..ir import MatrixCall, Mul, Program, Tensor, walk
@@ -169,7 +170,7 @@ def read(source, notation: str = "auto", ranks=None, array_ranks: Mapping[str, i
         except EinderivError:
             return reading  # index notation's error, as before
     if notation == "auto" and "_" not in source and not declared and not array_ranks:
-        _warn_all_scalars(reading.program, dotted=any(dot in source for dot in "·⋅"))
+        _warn_all_scalars(reading.program, dotted=next((dot for dot in "·⋅×" if dot in source), ""))
     return reading
 
 
@@ -207,23 +208,46 @@ def _read_index(source: str, declared: dict[str, int]) -> Reading:
     return Reading("index", source, source.strip(), tuple(declared.items()), program)
 
 
-def _warn_all_scalars(program: Program, dotted: bool = False) -> None:
+def _warn_all_scalars(program: Program, dotted: str = "") -> None:
     """An EinderivWarning for text without a single index that multiplies a name starting with an
-    upper-case letter by another input (``f = x A x``, ``y = exp(A x)``), or ``dotted``, writes a
-    product with a dot (``f = x·y``, a dot product in vector notation): read as index notation,
+    upper-case letter by another input (``f = x A x``, ``y = exp(A x)``, ``y = A^-1 b``, ``x / A``),
+    or writes a product with ``dotted``, a dot or a cross (``f = x·y``, a dot product in vector
+    notation; ``a × b``, a cross product): read as index notation,
     every name is a scalar, and the derivative printed (``df/dx = 2 A x``) looks like the matrix
     one without being it (a helper's hunt: that is (A + A^T) x for a matrix A)."""
     written = {s.target.name for s in program.statements if s.target is not None}
+
+    def name(node, wrapped: bool = False) -> str | None:
+        """The input a factor is, or an upper-case one it is a power, a sign or an elementwise call
+        of (``A^-1``, ``exp(A)``; a lower-case one so wrapped, ``N s^2``, is left alone)."""
+        if isinstance(node, Tensor):
+            return node.name if node.name not in written and (not wrapped or node.name[0].isupper()) else None
+        if isinstance(node, ir.Pow):
+            return name(node.base, True)
+        if isinstance(node, ir.Neg):
+            return name(node.operand, wrapped)
+        if isinstance(node, ir.Call) and not node.over:
+            return name(node.arg, True)
+        return None
+
     pairs = []
     for statement in program.statements:
         for node in walk(statement.rhs):
-            if isinstance(node, Mul):
-                names = [f.name for f in node.factors if isinstance(f, Tensor) and f.name not in written]
-                if (dotted or any(n[0].isupper() for n in names)) and len(set(names)) >= 2:
-                    pairs.extend(names)
+            # (so are A^-1 b, exp(A) x and x / A: the same look as matrix notation, silently scalars)
+            operands = (
+                node.factors
+                if isinstance(node, Mul)
+                else (node.numerator, node.denominator)
+                if isinstance(node, ir.Div)
+                else ()
+            )
+            bare = [f.name for f in operands if isinstance(f, Tensor) and f.name not in written]
+            names = [found for f in operands if (found := name(f)) is not None]
+            if (dotted and len(set(bare)) >= 2) or (any(n[0].isupper() for n in names) and len(set(names)) >= 2):
+                pairs.extend(names)
     if pairs:
         shown = ", ".join(repr(n) for n in dict.fromkeys(pairs))
-        dot = "; '·' is a product of scalars here: a dot product is x^T y (x_i y_i)" if dotted else ""
+        dot = f"; '{dotted}' is a product of scalars here: a dot product is x^T y (x_i y_i)" if dotted else ""
         warnings.warn(
             f"no index is written, so this is index notation and every name is a scalar ({shown}){dot}; "
             "for vectors and matrices pass notation='matrix' (command line: --notation matrix) or write "
