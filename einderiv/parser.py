@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -17,7 +18,7 @@ from lark.visitors import Transformer_NonRecursive
 
 from . import limits
 from .elementwise import FUNCTIONS, MATRIX_FUNCTIONS, REDUCTIONS, call_glyphs, known_functions
-from .errors import EinderivError, IndexRuleError, ParseError
+from .errors import EinderivError, EinderivWarning, IndexRuleError, ParseError
 from .ir import (
     SLIPPING_POWER,
     Add,
@@ -1258,6 +1259,7 @@ def parse(source: str) -> Program:
         if isinstance(err.orig_exc, EinderivError):
             raise err.orig_exc from None
         raise
+    _warn_word_indices(program)
     for statement in program.statements:
         depth = nesting_depth(statement.rhs)
         if depth > limits.current().max_depth:
@@ -1269,6 +1271,44 @@ def parse(source: str) -> Program:
                 0,
             )
     return program
+
+
+#: index lists that spell what papers and scripts write after a name's '_' (y_pred, lam_max)
+_WORD_INDICES = _NAME_SUFFIXES | {
+    "pred",
+    "true",
+    "max",
+    "min",
+    "mean",
+    "std",
+    "var",
+    "train",
+    "test",
+    "val",
+    "obs",
+    "fit",
+    "avg",
+    "norm",
+    "data",
+}
+
+
+def _warn_word_indices(program: Program) -> None:
+    """An EinderivWarning for a tensor whose index list spells a word of a name (``y_pred``): each
+    letter after '_' is an index, so ``y_pred - y_true`` is one tensor y with indices p, r, e, d
+    and t, r, u, e (a hunt's find: its gradient printed as if y_pred were a name)."""
+    for statement in program.statements:
+        nodes = [*walk(statement.rhs), *([statement.target] if statement.target is not None else [])]
+        for node in nodes:
+            if isinstance(node, Tensor) and len(node.indices) >= 3 and "".join(node.indices).lower() in _WORD_INDICES:
+                written = f"{node.name}_{''.join(node.indices)}"
+                warnings.warn(
+                    f"{written!r} is the tensor {node.name!r} with the indices {', '.join(node.indices)} (each letter "
+                    f"after '_' is an index); for a name of its own write {node.name}{''.join(node.indices)}",
+                    EinderivWarning,
+                    stacklevel=3,
+                )
+                return
 
 
 def nesting_depth(expr) -> int:

@@ -1151,3 +1151,19 @@ def test_a_covariance_glued_to_its_bracket_warns_how_to_write_the_matrix():
         einderiv.compile("f = (x_i - m_i) Σ_ij(x_j - m_j)")
     quadratic = einderiv.compile("f = (x_i - m_i) Σ_ij (x_j - m_j)")
     assert float(quadratic(x=x, m=m, Sigma=S)) == pytest.approx((x - m) @ S @ (x - m), rel=1e-13)
+
+
+@pytest.mark.parametrize(
+    "source, written, wrt", [("L = (y_pred - y_true)^2", "y_pred", "y"), ("f = λ_max x_i x_i", "lambda_max", "x")]
+)
+def test_an_index_list_that_spells_a_word_warns_that_each_letter_is_an_index(source, written, wrt):
+    """A hunt's find: ``y_pred - y_true`` is one tensor y with the indices p, r, e, d and t, r,
+    u, e (each letter after '_' an index, as the README says), and its gradient printed as if
+    y_pred were a name, with nothing said.  Index lists that are letters (R_mnpq) say nothing."""
+    with pytest.warns(einderiv.EinderivWarning, match=f"'{written}' is the tensor .* with the indices"):
+        einderiv.compile(source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        einderiv.compile("f = R_mnpq R_mnpq + x_ijk x_ijk")
+    done = run_cli("diff", source, "--wrt", wrt)
+    assert done.returncode == 0 and f"warning: '{written}' is the tensor" in done.stderr
