@@ -1000,7 +1000,8 @@ class _Typed:
                     )
                     raise ParseError(message, source, source.count("\n", 0, k) + 1, k - source.rfind("\n", 0, k))
             if char in glyphs and self._calls(source, k + 1):
-                put(glyphs[char], k)
+                # x√(x) is x sqrt(x), not a call of 'xsqrt'
+                put((" " if chars and (chars[-1].isalnum() or chars[-1] == "_") else "") + glyphs[char], k)
             elif char in _OPERATORS:
                 put(_OPERATORS[char], k)
             elif char in _SPACES:

@@ -1167,3 +1167,12 @@ def test_an_index_list_that_spells_a_word_warns_that_each_letter_is_an_index(sou
         einderiv.compile("f = R_mnpq R_mnpq + x_ijk x_ijk")
     done = run_cli("diff", source, "--wrt", wrt)
     assert done.returncode == 0 and f"warning: '{written}' is the tensor" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "source, arrays, expected", [("f = x√(x)", {"x": 4.0}, 8.0), ("f = aσ(z)", {"a": 2.0, "z": 0.0}, 1.0)]
+)
+def test_a_call_glyph_after_a_name_multiplies_it(source, arrays, expected):
+    """A hunt's find: ``x√(x)`` said "unknown function 'xsqrt'" (the glyph's name was glued to
+    x); it is x times √(x), as ``2√(x)`` is 2 √(x)."""
+    assert float(einderiv.compile(source)(**{k: np.array(v) for k, v in arrays.items()})) == pytest.approx(expected)
