@@ -332,14 +332,6 @@ class _Scope:
                         f"it, and is a separate index outside it, summed on its own; write the other factors "
                         f"inside {call} to sum them together"
                         + (f", or {factor.func}_{own[0]}(...) over the argument's {own[0]!r}" if own else "")
-                        # (x - m)ᵀ Σ (x - m) written (x_i - m_i) Σ_ij(x_j - m_j): Σ_ij( glued is this sum
-                        + (
-                            f"; a matrix Σ_{''.join(factor.over)} times the bracket is written with a space "
-                            f"or '*' before '(' (Σ_{''.join(factor.over)} (...)), as Σ_{''.join(factor.over)}( "
-                            "glued to it is the sum"
-                            if factor.func == "sum" and len(factor.over) == 2
-                            else ""
-                        )
                     )
                     continue
                 self.notes.append(

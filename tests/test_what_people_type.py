@@ -1141,18 +1141,6 @@ def test_a_sigma_glyph_with_a_space_before_its_bracket_is_an_error(source):
     assert done.returncode != 0 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
 
 
-def test_a_covariance_glued_to_its_bracket_warns_how_to_write_the_matrix():
-    """A hunt's find: ``(x_i - m_i) Σ_ij(x_j - m_j)``, the quadratic form (x - m)ᵀ Σ (x - m) with
-    Σ glued to its bracket, is sum_ij(...) (Σ_ij( is a sum, as documented), and its warning spoke
-    of the sum only.  It says how to write the matrix; written so, it is the quadratic form."""
-    rng = np.random.default_rng(2)
-    x, m, S = rng.normal(size=3), rng.normal(size=3), rng.normal(size=(3, 3))
-    with pytest.warns(einderiv.EinderivWarning, match=r"a matrix Σ_ij times the bracket is written with a space"):
-        einderiv.compile("f = (x_i - m_i) Σ_ij(x_j - m_j)")
-    quadratic = einderiv.compile("f = (x_i - m_i) Σ_ij (x_j - m_j)")
-    assert float(quadratic(x=x, m=m, Sigma=S)) == pytest.approx((x - m) @ S @ (x - m), rel=1e-13)
-
-
 @pytest.mark.parametrize(
     "source, written, wrt", [("L = (y_pred - y_true)^2", "y_pred", "y"), ("f = λ_max x_i x_i", "lambda_max", "x")]
 )
