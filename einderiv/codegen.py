@@ -71,6 +71,15 @@ def _count_power(n, p):
     return float(n) ** p if n or p >= 0 else float("inf")
 '''
 
+_ONE_SIZE = '''
+def _one_size(index, *sizes):
+    """The size of an index that statements write at several axes, which must agree (as
+    einderiv's evaluation says it: two sizes are an error)."""
+    if any(size != sizes[0] for size in sizes):
+        raise ValueError(f"index {index!r} has two sizes: {', '.join(str(size) for size in sizes)}")
+    return sizes[0]
+'''
+
 #: the python and jax flavours' log-softmax (``np`` is jax.numpy in a jax module)
 _LOG_OF_SUM = '''
 def _log_of_sum(e, axes):
@@ -132,6 +141,7 @@ def _softmax_centred(p, x, axes):
 _HELPERS: dict[str, dict[str, str]] = {
     "python": {
         "_count_power": _COUNT_POWER,
+        "_one_size": _ONE_SIZE,
         "_float": '''
 def _float(x):
     """The input as an array; integers and booleans as float64, as einderiv reads them."""
@@ -235,6 +245,7 @@ def _solve(m, b, transposed):
     },
     "jax": {
         "_count_power": _COUNT_POWER,
+        "_one_size": _ONE_SIZE,
         "_float": '''
 def _float(x):
     """The input as an array; integers and booleans as float64, as einderiv reads them."""
@@ -323,6 +334,7 @@ def _solve(m, b, transposed):
     },
     "torch": {
         "_count_power": _COUNT_POWER,
+        "_one_size": _ONE_SIZE,
         "_float": '''
 def _float(x):
     """The input as a tensor (a Python float as float64); integers and booleans as float64, as
@@ -587,9 +599,10 @@ class _Sizes:
     step's size hints; a summed index from its own term's arrays; then through deltas; then by
     its name elsewhere in the statement (a counting index renamed apart: by its stem)."""
 
-    def __init__(self, poly: Poly, hints, names: _Names):
+    def __init__(self, poly: Poly, hints, names: _Names, helper=lambda name: name):
         self.free = set(poly.indices)
         self.names = names
+        self.helper = helper  # registers a helper the code calls
         self.terms: list[dict[str, str]] = []
         self.deltas: list[list[tuple[str, str]]] = []
         self.by_name: dict[str, str] = {}
@@ -681,8 +694,11 @@ class _Sizes:
             if name is not None and name in self.by_name:
                 return self.by_name[name]
         letter = count_letter(index) if is_lowered_count(index) else None
-        if letter is not None and len(self.named.get(letter, ())) == 1:  # at two lengths: as the runtime, no size
-            return self.named[letter][0]
+        if letter is not None and self.named.get(letter):  # written at two axes: checked where the code runs
+            codes = self.named[letter]
+            if len(codes) == 1:
+                return codes[0]
+            return f"{self.helper('_one_size')}({letter!r}, {', '.join(codes)})"
         shown = count_letter(index) if is_count(index) else index  # i#_ is the user's i, counted
         raise EinderivError(
             f"cannot generate code: the size of index {shown!r} is not known from an array "
@@ -759,7 +775,7 @@ class _Body:
         poly = contraction.poly
         free = poly.indices
         table = symbol_table(poly)
-        sizes = _Sizes(poly, contraction.hints, self.names)
+        sizes = _Sizes(poly, contraction.hints, self.names, self.helper)
         resolved = [resolve_deltas(term, free) for term in contraction.terms]
         operands = list(dict.fromkeys(self.names[n] for r in resolved for n in r.operands))
         target = self.names.define(name)
