@@ -944,6 +944,12 @@ class _Typed:
         k, n = 0, len(source)
         while k < n:
             char = source[k]
+            if char == "#":  # a comment, to the end of its line: copied as written, never read
+                end = source.find("\n", k)
+                end = n if end < 0 else end
+                put(source[k:end], k)
+                k = end
+                continue
             if char == "_" and k + 1 < n and (source[k + 1] == "{" or _is_letter(source[k + 1])):
                 k = self._subscript(source, k, put)
                 continue

@@ -1164,3 +1164,15 @@ def test_a_call_glyph_after_a_name_multiplies_it(source, arrays, expected):
     """A hunt's find: ``x√(x)`` said "unknown function 'xsqrt'" (the glyph's name was glued to
     x); it is x times √(x), as ``2√(x)`` is 2 √(x)."""
     assert float(einderiv.compile(source)(**{k: np.array(v) for k, v in arrays.items()})) == pytest.approx(expected)
+
+
+def test_a_comment_is_never_read_as_notation():
+    """A review's find: ``# σ (z) is the sigmoid`` in a comment made the text an error (the glyph
+    check ran before comments were removed), and so did ``# Σ_i x_i``."""
+    for source in [
+        "f = x_i x_i  # σ (z) is the sigmoid",
+        "f = x_i x_i  # Σ_i x_i, ∑, x²",
+        "f = x_i x_i # aσ(z)\ng = f + 1",
+    ]:
+        compiled = einderiv.compile(source)
+        assert float(compiled(x=np.array([1.0, 2.0]))) == (6.0 if "g =" in source else 5.0)
