@@ -136,6 +136,10 @@ def dimensions(definitions: Iterable) -> Dimensions:
                     dims._axis(tensor, axis, index)  # an axis written, if simplification removed it
                     for node in dims.count_nodes(d.name, index) if is_count(index) else ():
                         dims.union(node, ("axis", tensor, axis))
+            elif hint[0] == "differentiates":  # dt_i/ds: its first axes are t's
+                _, numerator, count = hint
+                for k in range(count):
+                    dims.union(("axis", d.name, k), dims._axis(numerator, k, None))
             elif hint[0] == "tied":  # axes one written reduction sums together (mean_k(W_dk + b_k))
                 for group in hint[1]:
                     first, *rest = (dims._axis(tensor, axis, None) for tensor, axis in group)

@@ -216,11 +216,12 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
                 )
             inputs[base] = len(w.indices)
             axis_hints.extend(("axis", i, base, k) for k, i in enumerate(w.indices))
-        # dt_i/ds after t's statement: its first axes are t's (printed ``t_j = b_j^2 + sum_j(s);
-        # dt_i/ds = delta_jj``, a Jacobian's text, sized i by nothing when read back)
+        # dt_i/ds after t's statement: its first axes are t's dimensions (printed ``t_j = b_j^2 +
+        # sum_j(s); dt_i/ds = delta_jj``, a Jacobian's text, sized i by nothing when read back);
+        # t is printed with it, never computed for it
         numerator = statement.differentiated
         if numerator and defined.get(numerator) == len(statement.target.indices):
-            axis_hints.extend(("axis", i, numerator, k) for k, i in enumerate(statement.target.indices))
+            axis_hints.append(("differentiates", numerator, len(statement.target.indices)))
         own = {index for index, _, _ in written}
         # an index this statement writes only in deltas (d2L/dm dm = -delta_nn after L's
         # statement, or 2 v delta_ii after u_i = x_i + lam in a printed HVP) is sized as the
@@ -262,7 +263,7 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         earlier = _at_input_axes(earlier, [], definitions, inputs) if earlier else earlier
         names = _through_definitions(written + earlier + counted + counts_before, definitions)
         names += _joined_by_deltas(statement.rhs, names)
-        own_axes = {h[1] for h in axis_hints}  # dK_pq/dR_ij: i and j are R's, whatever came before
+        own_axes = {h[1] for h in axis_hints if h[0] == "axis"}  # dK_pq/dR_ij: i and j are R's, whatever came before
         ties = (
             reduction_ties(statement.rhs, (name, statement.target.indices if statement.target is not None else ()))
             + _operand_sum_ties(statement.rhs)
@@ -995,6 +996,8 @@ def _needed(program: CheckedProgram, everything_written: bool) -> set[str]:
                 needed.add(hint[2])
             elif hint[0] == "names":
                 needed |= {tensor for _, tensor, _ in hint[1] if everything_written or tensor not in defined}
+            elif hint[0] == "differentiates" and everything_written:
+                needed.add(hint[1])
     return needed
 
 

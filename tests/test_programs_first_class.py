@@ -589,6 +589,20 @@ def test_an_hvp_sizes_an_intermediate_as_the_statement_that_uses_it():
     expected = np.exp(4 + b.sum()) * v.sum() * np.ones(4)
     np.testing.assert_allclose(hvp(b=b, v=v), expected, rtol=1e-12)
     np.testing.assert_allclose(hvp(b=b, v=v), einderiv.hessian(source, "b")(b=b) @ v, rtol=1e-12)
+    # sized by the user's statements, an HVP says "two sizes" where its function does (a hunt's
+    # find: these were zeros, with a of 3 and b of 4, where the value and the Hessian refuse)
+    a, s = rng.normal(size=3), np.array(0.3)
+    for source, wrt in [
+        ("f = sum_i(a_i + sum_k(delta_ik b_k))", "a"),
+        ("t_i = s + delta_ij; f = sum_i(t_i a_i) + t_k b_k", "b"),
+    ]:
+        arrays = {"a": a, "b": b, "s": s}
+        value, hvp = einderiv.compile(source), einderiv.hvp(source, wrt)
+        with pytest.raises(einderiv.EvaluationError, match="two sizes"):
+            value(**{k: arrays[k] for k in value.ranks})
+        arrays["v"] = arrays[wrt]
+        with pytest.raises(einderiv.EvaluationError, match="two sizes"):
+            hvp(**{k: arrays[k] for k in hvp.ranks})
 
 
 def test_a_hessian_sizes_a_count_of_an_intermediate_only_its_use_sizes():
@@ -625,6 +639,10 @@ def test_a_derivative_named_statement_has_the_axes_of_what_it_differentiates():
         np.testing.assert_allclose(read_back(jacobian, arrays), expected, rtol=1e-12)
     text = "t_i = b_i^2 + s\ndt_i/ds = 1 + 0 s"
     np.testing.assert_allclose(einderiv.compile(text)(b=b, s=s), np.ones(4))
+    # the numerator's statement sizes, never computed: f's own m is sized by nothing (a review's find)
+    text = "f_i = (0.5 + mean_k(delta_mk)) A_ij c_i\ndf_i/dB_ln = 0"
+    got = einderiv.compile(text)(A=rng.normal(size=(3, 4)), c=b[:3], B=rng.normal(size=(3, 5)))
+    np.testing.assert_array_equal(got, np.zeros((3, 3, 5)))
 
 
 @pytest.mark.parametrize(
