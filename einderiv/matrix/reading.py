@@ -210,7 +210,7 @@ def _read_index(source: str, declared: dict[str, int]) -> Reading:
 
 def _warn_all_scalars(program: Program, dotted: str = "") -> None:
     """An EinderivWarning for text without a single index that multiplies a name starting with an
-    upper-case letter by another input (``f = x A x``, ``y = exp(A x)``, ``y = A^-1 b``, ``x / A``),
+    upper-case letter by another input (``f = x A x``, ``y = exp(A x)``, ``y = A^-1 b``),
     or writes a product with ``dotted``, a dot or a cross (``f = x·y``, a dot product in vector
     notation; ``a × b``, a cross product): read as index notation,
     every name is a scalar, and the derivative printed (``df/dx = 2 A x``) looks like the matrix
@@ -233,21 +233,20 @@ def _warn_all_scalars(program: Program, dotted: str = "") -> None:
     pairs = []
     for statement in program.statements:
         for node in walk(statement.rhs):
-            # (so are A^-1 b, exp(A) x and x / A: the same look as matrix notation, silently scalars)
-            operands = (
-                node.factors
-                if isinstance(node, Mul)
-                else (node.numerator, node.denominator)
-                if isinstance(node, ir.Div)
-                else ()
-            )
+            # (so are A^-1 b and exp(A) x: the same look as matrix notation, silently scalars)
+            # (a division is not: s / N and exp(-E / T) divide by scalars as often as not)
+            operands = node.factors if isinstance(node, Mul) else ()
             bare = [f.name for f in operands if isinstance(f, Tensor) and f.name not in written]
             names = [found for f in operands if (found := name(f)) is not None]
             if (dotted and len(set(bare)) >= 2) or (any(n[0].isupper() for n in names) and len(set(names)) >= 2):
                 pairs.extend(names)
     if pairs:
         shown = ", ".join(repr(n) for n in dict.fromkeys(pairs))
-        dot = f"; '{dotted}' is a product of scalars here: a dot product is x^T y (x_i y_i)" if dotted else ""
+        dot = ""
+        if dotted == "×":
+            dot = "; '×' is a product of scalars here, not a cross product"
+        elif dotted:
+            dot = f"; '{dotted}' is a product of scalars here: a dot product is x^T y (x_i y_i)"
         warnings.warn(
             f"no index is written, so this is index notation and every name is a scalar ({shown}){dot}; "
             "for vectors and matrices pass notation='matrix' (command line: --notation matrix) or write "
