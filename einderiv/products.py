@@ -76,19 +76,17 @@ def _one_wrt(wrt: object, what: str) -> None:
         raise DifferentiationError(f"{what} takes one wrt name such as 'w', got {wrt!r}")
 
 
-def _no_cookbook(structure: dict, what: str, wrt: str | Tensor) -> None:
+def _no_cookbook(structure: dict, what: str, derivative: Derivative) -> None:
     """A product with a direction contracts the projected derivative with it: under the cookbook
     convention (G + Gᵀ − G∘I) that doubles the direction's off-diagonal entries, so it is not the
     derivative along the direction; refused rather than silently different.  Only where the
-    direction is a symmetric matrix's: an HVP by a plain vector beside a declared S is one."""
-    declared = structure.get("symmetric") or ()
-    if isinstance(declared, str):
-        declared = [declared]
-    if not isinstance(declared, (list, tuple, set, frozenset)):
-        return  # not a list of names: structure_of says so, as for any other derivative
-    name = wrt.name if isinstance(wrt, Tensor) else ascii_name(wrt.split("_", 1)[0].strip())
-    symmetric = {ascii_name(n) for n in declared if isinstance(n, str)}
-    if structure.get("symmetric_convention", "frobenius") == "cookbook" and name in symmetric:
+    direction is a symmetric matrix's (``derivative``'s wrt, as its checked structure says): an
+    HVP by a plain vector beside a declared S is one."""
+    (ref,) = derivative.wrt
+    if (
+        structure.get("symmetric_convention", "frobenius") == "cookbook"
+        and derivative.structure.get(ref.name) == "symmetric"
+    ):
         raise DifferentiationError(
             f"{what} contracts the derivative with a direction: use the default symmetric convention "
             "(frobenius), under which that is the derivative along the direction; the cookbook's "
@@ -265,9 +263,9 @@ def hvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structu
     d2Ldw2v_j = X_nj X_ni v_i (sigmoid(X_nd w_d) - sigmoid(X_nd w_d)^2)
     """
     _one_wrt(wrt, "hvp")
-    _no_cookbook(structure, "hvp", wrt)
     checked = scalar_program(source, of, "hvp", "use jvp() for the Jacobian times a vector")
     gradient = grad(checked, wrt, **structure)
+    _no_cookbook(structure, "hvp", gradient)
     (ref,) = gradient.wrt
     tangent = Tensor(_name_free(v, (checked, gradient.program), "tangent", "v"), ref.indices)
     along = _contracted(gradient.program, tangent, ref.indices)
@@ -288,9 +286,9 @@ def jvp(source: Source, wrt: str, v: str = "v", of: str | None = None, **structu
     """The Jacobian times a tangent ``v`` (a new input with wrt's shape), summed over wrt's
     indices: the directional derivative of the output along v.  Result: the output's shape."""
     _one_wrt(wrt, "jvp")
-    _no_cookbook(structure, "jvp", wrt)
     checked = checked_program(source, of)
     jacobian = diff(checked, wrt, **structure)
+    _no_cookbook(structure, "jvp", jacobian)
     (ref,) = jacobian.wrt
     tangent = Tensor(_name_free(v, (jacobian.program,), "tangent", "v"), ref.indices)
     along = _contracted(jacobian.program, tangent, ref.indices)
