@@ -599,14 +599,13 @@ class _Sizes:
     step's size hints; a summed index from its own term's arrays; then through deltas; then by
     its name elsewhere in the statement (a counting index renamed apart: by its stem)."""
 
-    def __init__(self, poly: Poly, hints, names: _Names, helper=lambda name: name):
+    def __init__(self, poly: Poly, hints, names: _Names, helper):
         self.free = set(poly.indices)
         self.names = names
         self.helper = helper  # registers a helper the code calls
         self.terms: list[dict[str, str]] = []
         self.deltas: list[list[tuple[str, str]]] = []
-        self.by_name: dict[str, str] = {}
-        self.named: dict[str, list[str]] = {}  # index -> every axis its name is written at
+        self.named: dict[str, list[str]] = {}  # index -> every axis its name is written at, first first
         self.fixed: dict[str, str] = {}
         for term in poly.terms:
             own: dict[str, str] = {}
@@ -638,7 +637,6 @@ class _Sizes:
     def _name(self, index: str, code: str) -> None:
         """``index`` is written at the axis ``code`` somewhere in the statement (the first such
         axis sizes it by name; a letter written at two is read only where no other will do)."""
-        self.by_name.setdefault(index, code)
         codes = self.named.setdefault(index, [])
         if code not in codes:
             codes.append(code)
@@ -691,8 +689,8 @@ class _Sizes:
         # its letter's, as the runtime binds them (:func:`einderiv.dimensions.bind_sizes`)
         stem = count_stem(index) if is_count(index) else None
         for name in (index, stem):
-            if name is not None and name in self.by_name:
-                return self.by_name[name]
+            if name is not None and self.named.get(name):
+                return self.named[name][0]
         letter = count_letter(index) if is_lowered_count(index) else None
         if letter is not None and self.named.get(letter):  # written at two axes: checked where the code runs
             codes = self.named[letter]

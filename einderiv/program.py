@@ -260,7 +260,7 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
         # a letter written before only at a statement's axis that only its use sizes (t_j in
         # ``t_i = s + delta_ij; f = sum_i(a_i + t_j + delta_ij)``, read back beside ``df/da_l =
         # delta_jj^2``) is sized at an input axis of that dimension: nothing computes t there
-        earlier = _at_input_axes(earlier, [], definitions, inputs) if earlier else earlier
+        earlier = _at_input_axes(earlier, [], definitions, inputs)
         names = _through_definitions(written + earlier + counted + counts_before, definitions)
         names += _joined_by_deltas(statement.rhs, names)
         own_axes = {h[1] for h in axis_hints if h[0] == "axis"}  # dK_pq/dR_ij: i and j are R's, whatever came before
@@ -1455,7 +1455,7 @@ def _inline_one(program: CheckedProgram, definitions: list, name: str, letters, 
             counts = _through_definitions(counts, definitions) + carried
             # (a count at a statement that only a later use sizes, t_i = s + delta_ij, at an input
             # axis of its dimension: a Hessian computing no t sizes it there)
-            counts = _at_input_axes(counts, [], program.definitions, program.all_inputs) if counts else counts
+            counts = _at_input_axes(counts, [], program.definitions, program.all_inputs)
             x = Definition(x.name, x.indices, poly, (*x.hints, ("names", counts)) if counts else x.hints, None)
         substituted.append(x)
     # used more than once, it is substituted where its users then collect into fewer terms
