@@ -20,7 +20,7 @@ from .dimensions import Dimensions, dimension_names, dimension_sizes, dimensions
 from .emit import EinsumTerm, emit
 from .errors import DifferentiationError, EinderivError, EvaluationError, guarded
 from .factor import factored
-from .index_names import fresh_indices, is_count
+from .index_names import fresh_indices, is_count, reserved_letters
 from .ir import (
     Add,
     Call,
@@ -40,20 +40,29 @@ from .ir import (
 from .lower import crowded_letters, standing_terms, term_letters
 from .matrix.form import NoMatrixForm, matrix_text, matrix_text_with
 from .matrix.reading import Reading, accepts_notation, read, scalar_use_hint
-from .normal import Apply, Poly, call_arguments, is_reciprocal
+from .normal import Apply, Poly, call_arguments, is_reciprocal, uncarried_letters
 from .optimiser import StraightLine, inline_broadcast_products
 from .parser import ascii_name, parse
-from .printing import count_axes_of, count_letters, count_powers
+from .printing import count_axes_of, count_letters, count_powers, moved_letters
 from .program import (
     CheckedProgram,
     Definition,
     check_program,
     derive,
+    hinted_letters,
     name_calls,
     references,
     unique_name,
+    with_moved_letters,
 )
-from .residuals import RESIDUAL_NAME, named_readably, residuals_named, with_output_letters, written_in_place
+from .residuals import (
+    NAME_SOFTMAX_FACTORS,
+    RESIDUAL_NAME,
+    named_readably,
+    residuals_named,
+    with_output_letters,
+    written_in_place,
+)
 from .runtime import as_array, run, run_with
 from .semantics import output_indices
 from .steps import values_read
@@ -811,6 +820,22 @@ def through_named(source: Source | CheckedProgram, derive):
         return None
 
 
+def _names_more_than_softmax_factors(source: Source | CheckedProgram) -> bool:
+    """Whether naming ``source``'s differences of data names more than the softmaxes that are
+    factors of products (``softmax_k(z_k) c_k``): those are named for the evaluation alone (its
+    HVP through the program), and the derivative prints in the user's text, as it did."""
+    program = source.source if isinstance(source, CheckedProgram) else _program(source)
+    if program is None:
+        return True
+    token = NAME_SOFTMAX_FACTORS.set(False)
+    try:
+        return residuals_named(program) is not None
+    except EinderivError:
+        return True
+    finally:
+        NAME_SOFTMAX_FACTORS.reset(token)
+
+
 def evaluates_as(mine: Compiled, theirs: Compiled | None) -> bool:
     """Whether ``theirs`` computes ``mine``: the same output name, number of axes and inputs, and,
     where it holds a count (``delta_ll``), it sizes that count as ``mine`` does."""
@@ -948,7 +973,8 @@ def through_residuals(function):
             other = through_named(source, lambda named: function(named, *args, **kwargs))
             if evaluates_as(result, other):
                 result._line, result.evaluated_program = other.line, other.program
-                result.shown = printed_through(result, other, other.residuals)
+                if _names_more_than_softmax_factors(source):  # else the user's text prints, as before
+                    result.shown = printed_through(result, other, other.residuals)
             result.line  # noqa: B018 - planned now (the printed derivative's plan where no other was made)
             result.program_dimensions  # noqa: B018 - sized now, not in a caller's trace (torch.compile)
             return result
@@ -1066,7 +1092,16 @@ def diff(
         current = with_forward(current, checked, used_names)
     axes = count_axes_of(final.hints)
     poly = count_powers(poly, axes)  # delta_ll^3, not three counts that need three letters
-    text, printed = factored(poly, axes)
+    # the printed statement is evaluated with the result's size hints, which name letters of
+    # every statement: a letter printing moves keeps its old letter's hints, and where it landed
+    # on a letter other hints name, with no tensor to carry it, it is printed again with those
+    # letters reserved (delta_ii cos(delta_lm) of t = ((b_m + A_jj) delta_ii) cos(delta_ji);
+    # f_j = t + A_ij by b sized m as t's b_m, 4 where A's 3 was meant, silently)
+    with moved_letters() as moved:
+        text, printed = factored(poly, axes)
+    if _moved_onto_hinted(printed, final.hints, moved):
+        with reserved_letters(hinted_letters(final)), moved_letters() as moved:
+            text, printed = factored(poly, axes)
     # an adjoint constant along an output axis (dt2dt1_j = 2 t1 delta_jj + ... of a Jacobian
     # of t2_j by s): nothing in its text sizes j, so the statement differentiated is printed
     # first too, and sized_constant_adjoints writes "+ 0 t2_j" into the adjoint
@@ -1084,7 +1119,8 @@ def diff(
     if layout == "denominator":  # the wrt indices first, then the output's
         wrt_indices = tuple(i for r in refs for i in r.indices)
         poly = Poly(poly.terms, wrt_indices + root.indices)
-    current.definitions[-1] = Definition(final.name, poly.indices, poly, final.hints, statement)
+    hints = with_moved_letters(final.hints, moved)
+    current.definitions[-1] = Definition(final.name, poly.indices, poly, hints, statement)
     inputs = dict(checked.inputs)
     for ref in refs:  # a wrt tensor fixes the derivative's axes even where its values cancel
         inputs[ref.name] = (checked.all_inputs or checked.inputs)[ref.name]
@@ -1092,6 +1128,21 @@ def diff(
     derivative = Derivative(current, inputs, tuple(refs), root, checked.definitions, layout)
     derivative.structure = structure
     return derivative
+
+
+def _moved_onto_hinted(printed: Poly, hints: tuple, moved: Mapping[str, set[str]]) -> bool:
+    """Whether printing moved a summed letter onto one that ``hints`` name at other axes, where
+    a term of ``printed`` carries it by no tensor (so that those hints would size it)."""
+    named: dict[str, set] = {}
+    for h in hints:
+        for i, tensor, axis in h[1] if h[0] == "names" else ():
+            named.setdefault(i, set()).add((tensor, axis))
+    uncarried = {i for term in printed.terms for i in uncarried_letters(term)}
+    return any(
+        new in named and new in uncarried and not named[new] <= named.get(old, set())
+        for old, news in moved.items()
+        for new in news
+    )
 
 
 def sized_constant_adjoints(

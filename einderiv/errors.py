@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
+import warnings
 
 
 class EinderivError(Exception):
@@ -95,3 +97,13 @@ def guarded(function):
             raise EvaluationError(f"not enough memory ({err or 'MemoryError'})") from None
 
     return call
+
+
+def warn_user(message: str) -> None:
+    """An :class:`EinderivWarning` attributed to the first line outside einderiv that led to it
+    (the user's ``einderiv.compile(...)``, not a line of einderiv's reader), as pandas' warnings are."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = inspect.currentframe(), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, EinderivWarning, stacklevel=level)

@@ -21,7 +21,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -31,7 +30,7 @@ from . import (
     cancel,  # noqa: F401  (simplify cancels through it: normal.CANCEL)
     limits,
 )
-from .errors import EinderivError, EinderivWarning, IndexRuleError
+from .errors import EinderivError, IndexRuleError, warn_user
 from .index_names import count_letter, fresh_indices, is_lowered_count, lowered_count
 from .ir import (
     Add,
@@ -557,7 +556,7 @@ def lower(expr: Expr, context: frozenset[str], written: bool = False) -> list[Te
         scope.notes.extend(_nested_reductions(expr))
         scope.notes.extend(_summed_softmaxes(expr, frozenset(context)))
     for note in dict.fromkeys(scope.notes):
-        warnings.warn(note, EinderivWarning, stacklevel=2)
+        warn_user(note)
     return terms
 
 

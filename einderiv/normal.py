@@ -921,6 +921,20 @@ def equivalent(a: Poly, b: Poly, powers_as_products: bool = False) -> bool:
     return not simplify(terms, a.indices, counts=False).terms
 
 
+def uncarried_letters(term: Term) -> set[str]:
+    """The letters ``term`` writes (inside calls too) that no tensor of it carries: sized by a
+    delta's partner or by hints alone (``l`` in ``c_m cos(delta_il)``)."""
+    carried: set[str] = set()
+    stack = [term]
+    while stack:
+        for f in stack.pop().factors:
+            if isinstance(f, Apply):
+                stack.extend(f.arg.terms)
+            elif isinstance(f, (Tensor, MatrixFn)) and not is_reciprocal(f):
+                carried.update(f.indices)
+    return term.index_names() - carried
+
+
 def multiply(left: list[Term], right: list[Term], keep: set[str], avoid: set[str] | None = None) -> list[Term]:
     """Distribute ``left * right``.  Indices of ``right`` outside ``keep`` are summed there and
     are renamed apart from every index of the left term (and ``avoid``) before joining."""

@@ -1296,9 +1296,14 @@ class StraightLine:
                         # factoring's to group (merged here first, a 4-layer network's Hessian by W1
                         # lost the grouping by its last layer's polynomial: 1.4x the FLOPs)
                         continue
-                    inner = Poly((Term(terms[partner].coeff, ()), Term(term.coeff, (x,))), x.indices)
+                    # with a positive number, a + b x or -(-a - b x): 1 - 2 p_i and -1 + 2 p_i are one
+                    # step (the Hessian diagonal of softmax_k(z_k) c_k held both, and its (1 - 2 p_i)
+                    # (c_i - c_k p_k) was then no softmax's centred difference: 1.6e-7 off at z = 30
+                    # [1, -0.5, 0.3], where c_i - c_k p_k cancels)
+                    sign = Fraction(-1 if terms[partner].coeff < 0 else 1)
+                    inner = Poly((Term(sign * terms[partner].coeff, ()), Term(sign * term.coeff, (x,))), x.indices)
                     residual = Tensor(self._inner_step(inner), x.indices)
-                    combined = Term(Fraction(1), (residual, *rest))
+                    combined = Term(sign, (residual, *rest))
                     terms = [
                         combined if m == min(k, partner) else t for m, t in enumerate(terms) if m != max(k, partner)
                     ]
@@ -1532,17 +1537,32 @@ class StraightLine:
         return False
 
     def _as_ones(self, rest: list, name: str, indices: Indices, free: set[str]) -> list | None:
-        """``rest`` without a count that counts the summed index of step ``name`` (``-delta_nn``
-        beside ``sigmoid(z_n)^2``, which the Hessian of ``log(sigmoid(z_n)) + log(1 -
-        sigmoid(z_n))`` holds, is the sum over n of -1: the constant of the polynomial in s);
-        None where it holds none.  The count must count an axis the step's index runs along."""
-        if len(indices) != 1 or indices[0] in free:
+        """``rest`` without a count for each summed index of step ``name`` that ``rest`` does not
+        carry (``-delta_nn`` beside ``sigmoid(z_n)^2``, which the Hessian of ``log(sigmoid(z_n))
+        + log(1 - sigmoid(z_n))`` holds, is the sum over n of -1: the constant of the polynomial
+        in s; ``2 w2_k w2_k delta_nn`` beside ``h_nk^2 w2_k w2_k``, of a two-layer network's
+        Hessian diagonal, the sum over n of the constant of (1 - h_nk^2)^2, which summed apart was
+        0 where h saturates, for 1e-16); None where a count is missing.  Each count must count an
+        axis the step's index runs along."""
+        if len(set(indices)) != len(indices):
             return None
-        axes = self._index_axes(name, 0)
-        for k, f in enumerate(rest):
-            if isinstance(f, Delta) and f.first == f.second and is_count(f.first) and self._count_axes(f.first) & axes:
-                return rest[:k] + rest[k + 1 :]
-        return None
+        carried = free | {i for f in rest for i in f.indices}
+        missing = [(axis, i) for axis, i in enumerate(indices) if i not in carried]
+        rest = list(rest)
+        for axis, _ in missing:
+            axes = self._index_axes(name, axis)
+            for k, f in enumerate(rest):
+                if (
+                    isinstance(f, Delta)
+                    and f.first == f.second
+                    and is_count(f.first)
+                    and self._count_axes(f.first) & axes
+                ):
+                    del rest[k]
+                    break
+            else:
+                return None
+        return rest if missing else None
 
     def _index_axes(self, name: str, axis: int, depth: int = 0) -> set[tuple[str, int]]:
         """The named arrays' axes (inputs and statements) that axis ``axis`` of step ``name``

@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
-import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -18,7 +17,7 @@ from lark.visitors import Transformer_NonRecursive
 
 from . import limits
 from .elementwise import FUNCTIONS, MATRIX_FUNCTIONS, REDUCTIONS, call_glyphs, known_functions
-from .errors import EinderivError, EinderivWarning, IndexRuleError, ParseError
+from .errors import EinderivError, IndexRuleError, ParseError, warn_user
 from .ir import (
     SLIPPING_POWER,
     Add,
@@ -51,6 +50,63 @@ def grammar_text() -> str:
         return packaged.read_text(encoding="utf-8")
     source_tree = Path(__file__).resolve().parent.parent / "grammar" / GRAMMAR_FILE
     return source_tree.read_text(encoding="utf-8")
+
+
+def _calls_with_glyph(source: str, at: int) -> bool:
+    """Whether ``source[at]`` is a function's glyph (``σ``, ``√``) that '(' follows: a call."""
+    char = source[at]
+    return char in call_glyphs() and char != "Σ" and _ascii(char) != char and source[at + 1 : at + 2] == "("
+
+
+def _one_index_list(name: str, first: str, second: str) -> str:
+    """``x_ij (or x_{i,j}), not x_i_j``: two index lists after one name written as one."""
+    letters: list[str] = []
+    for part in (first[1:], second[1:]):
+        inner = part.strip("{}").replace(" ", "")
+        letters += inner.split(",") if part.startswith("{") and "," in inner else list(inner)
+    if not all(letters):
+        return f"{name}_{{...}}, one index list, not {name}{first}{second}"
+    braced = f"{name}_{{{','.join(letters)}}}"
+    shown = f"{name}_{''.join(letters)} (or {braced})" if all(len(i) == 1 for i in letters) else braced
+    return f"{shown}, not {name}{first}{second}"
+
+
+def _power_chain(before: str, after: str) -> str:
+    """The two readings of ``x^2^3``, in the user's names (``before``: the text up to the second
+    '^'; ``after``: the text after it): (x^2)^3, MATLAB's, and x^(2^3), NumPy's."""
+    chain = re.search(
+        r"([A-Za-z][A-Za-z0-9]*(?:_(?:\{[^{}]*\}|[A-Za-z0-9]+))?|\([^()]*\))\s*\^\s*(-?\s*\d+(?:\.\d+)?)$", before
+    )
+    outer = re.match(r"\s*(-?\s*\d+)(?![.\d])", after)
+    if chain is None or outer is None:
+        return "write (x_i^2)^3 or x_i^6 (2^3^2 is 512 in NumPy and 64 in MATLAB)"
+    base, written = chain.group(1), chain.group(2).replace(" ", "")
+    inner, top = Fraction(written), int(outer.group(1).replace(" ", ""))
+
+    def power(p: Fraction) -> str:
+        return f"{base}^{p}" if p.denominator == 1 or p > 0 and "/" not in str(p) else f"{base}^({p})"
+
+    matlab = f"({base}^{written})^{top}"
+    if inner == 0 and top <= 0 or abs(top) > 20 or max(abs(inner.numerator), inner.denominator) ** abs(top) > 10**6:
+        return f"write {matlab}, that is {power(inner * top)} (MATLAB's reading), or work out {written}^{top} (NumPy's)"
+    numpy = -(abs(inner) ** top) if inner < 0 else inner**top  # x**-2**2 is x**-(2**2): the minus binds last
+    if numpy == inner * top:
+        return f"write {matlab} or {power(numpy)}"
+    return f"write {matlab}, that is {power(inner * top)} (MATLAB's reading), or {power(numpy)} (NumPy's)"
+
+
+def _trailing_function(index_text: str) -> tuple[str, str] | None:
+    """(the index letters, the function) where an index list ends with a function's name, as in
+    ``x_iexp(`` or ``x_{i,sigma}(`` (``x_iσ(``: the glyph is read as an index); else None."""
+    if index_text.startswith("{"):
+        *letters, last = index_text[1:-1].split(",")
+        glyphs = {_ascii(g): g for g in call_glyphs() if _ascii(g) != g and g != "Σ"}  # sigma: σ (Σ( is a sum)
+        called = last if last in FUNCTIONS else glyphs.get(last)
+        return (",".join(letters), called) if letters and called is not None else None
+    for function in sorted(FUNCTIONS, key=len, reverse=True):
+        if index_text.endswith(function) and len(index_text) > len(function):
+            return index_text[: -len(function)], function
+    return None
 
 
 class _Misplaced(Exception):
@@ -282,6 +338,9 @@ _MATRIX_HINTS = {
 _BACKSLASH_HINTS = {  # LaTeX's \| and its spacing commands, before they read as a left division
     "|": "'\\|' is LaTeX's norm: write norm2(x) in matrix notation, or sqrt(x_i x_i)",
     **dict.fromkeys(",;:!", "drop LaTeX's spacing commands (\\, \\; \\!): spaces are plain spaces"),
+    **dict.fromkeys(
+        "{}", "'\\{' and '\\}' are LaTeX's braces: group with plain brackets ( ), and write an index list as W_{in,out}"
+    ),
 }
 
 
@@ -423,9 +482,11 @@ def syntax_error(err: UnexpectedInput, source: str, spelled=str, matrix: bool = 
         elif str(token) == "*" and before.endswith("*"):  # x_i ·· y_i, x_i * * y_i
             wanted = f": two product signs in a row; write one ({spelled(token)}) or none: x_i y_i"
         elif str(token) == "^" and re.search(r"\^\s*-?\s*(\d+(\.\d*)?|\([^()]*\))$", before):  # x_i^2^2
-            wanted = (
-                ": a power of a power needs brackets: write (x_i^2)^3 or x_i^6 (2^3^2 is 512 in NumPy and 64 in MATLAB)"
-            )
+            wanted = ": a power of a power needs brackets: " + _power_chain(before, source[start + 1 :])
+        elif str(token).startswith("_") and (
+            named := re.search(r"([A-Za-z][A-Za-z0-9]*)(_(?:\{[^{}]*\}|[A-Za-z][A-Za-z0-9]*))$", before)
+        ):  # x_i_j
+            wanted = ": an index list is written once, after the name: " + _one_index_list(*named.groups(), str(token))
         elif (opened := re.search(r"\^\((\s*-\s*)?$", before)) and (
             not opened.group(1) and str(token) != "-" or re.match(r"[A-Za-z]", str(token))
         ):  # x_i^(a + 1), e^(-x)
@@ -724,6 +785,13 @@ class _ToIR(Transformer_NonRecursive):
                         f"{name}_{index_text}( reads as a call, and {name!r} is no function: put a space or '*' "
                         f"before '(' for a product ({name}_{index_text} (...))"
                     )
+                    called = _trailing_function(index_text)
+                    if called is not None:  # x_iexp(z_i), x_iσ(z_i): a function written onto the indices
+                        letters, function = called
+                        message = (
+                            f"{name}_{index_text}( reads as a call, and {name!r} is no function: for {name}_{letters} "
+                            f"times {function}(...), put a space before the function name"
+                        )
                     raise _fail(token, message, self.source)
                 raise _fail(
                     token, f"{name!r} takes no indices: only reductions ({', '.join(REDUCTIONS)}) do", self.source
@@ -1044,7 +1112,12 @@ class _Typed:
                 put("_", k)
                 return k + 1  # no closing brace: the parser reports it
         else:
+            # (a reduction's index list runs to its bracket: sum_iσ(x_iσ) sums over i and σ)
+            reduction = re.search(r"[A-Za-z]+$", source[:k])
+            reduction = reduction is not None and reduction.group(0) in REDUCTIONS
             while end < len(source) and (_is_letter(source[end]) or source[end] in _DIGITS):
+                if end > start and not reduction and _calls_with_glyph(source, end):
+                    break  # x_iσ(z_i) is x_i σ(z_i), as aσ(z) is a σ(z): σ( is the sigmoid, not an index
                 end += 1
         body = source[start:end]
         if body.isascii():
@@ -1309,11 +1382,9 @@ def _warn_word_indices(program: Program) -> None:
         for node in nodes:
             if isinstance(node, Tensor) and len(node.indices) >= 3 and "".join(node.indices).lower() in _WORD_INDICES:
                 written = f"{node.name}_{''.join(node.indices)}"
-                warnings.warn(
+                warn_user(
                     f"{written!r} is the tensor {node.name!r} with the indices {', '.join(node.indices)} (each letter "
-                    f"after '_' is an index); for a name of its own write {node.name}{''.join(node.indices)}",
-                    EinderivWarning,
-                    stacklevel=3,
+                    f"after '_' is an index); for a name of its own write {node.name}{''.join(node.indices)}"
                 )
                 return
 

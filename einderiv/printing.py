@@ -44,7 +44,8 @@ from .normal import (
     power_of,
     rename_apart,
     rename_atom,
-    rename_term_apart,
+    renamed_apart,
+    uncarried_letters,
 )
 from .rewrites import logsumexp_parts, softmax_parts
 
@@ -60,8 +61,27 @@ _AVOIDED: ContextVar[Mapping[str, list[frozenset]] | None] = ContextVar("count_l
 #: every letter the statement being printed writes: its own, and those printing has chosen so far
 #: (a ``mean_j(delta_jr)`` takes a letter none of them is, see :func:`atom_to_expr`)
 _WRITTEN: ContextVar[set[str] | None] = ContextVar("letters_written", default=None)
+#: the letters some term of the statement being printed writes where no tensor of it carries them
+_DELTAS_ONLY: ContextVar[set[str] | None] = ContextVar("letters_in_deltas_only", default=None)
 #: the letters chosen for ``mean_j(delta_jr)`` in the statement being printed: no group binds them
 _MEAN_LETTERS: ContextVar[set[str] | None] = ContextVar("mean_letters", default=None)
+
+
+#: summed letter -> the letters :func:`count_letters_apart` moved it to, while recorded (set by
+#: :func:`moved_letters`)
+_MOVED: ContextVar[dict[str, set[str]] | None] = ContextVar("letters_moved", default=None)
+
+
+@contextmanager
+def moved_letters() -> Iterator[dict[str, set[str]]]:
+    """Record, in the dict yielded, the summed letters that printing moves out of the way of a
+    count's letter (old -> new letters): the size hints that named the old letter size the new."""
+    moved: dict[str, set[str]] = {}
+    token = _MOVED.set(moved)
+    try:
+        yield moved
+    finally:
+        _MOVED.reset(token)
 
 
 def _at_other_axes(axes: set, counted: list) -> bool:
@@ -83,11 +103,13 @@ def avoiding(poly: Poly, count_axes: Mapping[str, set] | None = None) -> Iterato
         letters.setdefault(count_letter(index), []).append(frozenset(axes))
     token = _AVOIDED.set(letters)
     written = _WRITTEN.set(set(poly.all_index_names()))
+    deltas_only = _DELTAS_ONLY.set({i for term in poly.terms for i in uncarried_letters(term)})
     means = _MEAN_LETTERS.set(set())
     try:
         yield
     finally:
         _MEAN_LETTERS.reset(means)
+        _DELTAS_ONLY.reset(deltas_only)
         _WRITTEN.reset(written)
         _AVOIDED.reset(token)
 
@@ -203,6 +225,11 @@ def counts_printed(term: Term, counts: list[str], context: set[str]) -> Term:
     # nor a letter that a count of another term prints with (delta_jj there counts z's length:
     # T1_jn here would size it as T1's rows too)
     taken = term.index_names() | context | set(bases.values()) | nested | set(_AVOIDED.get() or ())
+    # nor a letter a term of the statement writes in deltas alone: read back, a letter is one size
+    # in a statement, so such a letter takes the size a tensor gives it elsewhere (b_l beside
+    # delta_ll moved to b_i, where another term sums delta_ij at A's length: the text read back
+    # 22 off, a hunt's find)
+    taken |= _DELTAS_ONLY.get() or set()
     mapping: dict[str, str] = {}
     for d in sorted(dummies & wanted):
         mapping[d] = fresh_indices(1, taken)[0]
@@ -267,7 +294,13 @@ def count_letters_apart(poly: Poly, count_axes: Mapping[str, set] | None = None)
             if letter in grouped or _at_other_axes(letter_axes(term, letter), known):
                 clashes.add(letter)
         # to a letter no count prints with (x_i beside delta_ii delta_jj moves to x_k, not x_j)
-        terms.append(rename_term_apart(term, outer, clashes, frozenset(by_letter)) if clashes else term)
+        if clashes:
+            moved, mapping = renamed_apart(Poly((term,), tuple(outer)), clashes, frozenset(by_letter))
+            term = moved.terms[0]
+            record = _MOVED.get()
+            for old, new in mapping.items() if record is not None else ():
+                record.setdefault(old, set()).add(new)
+        terms.append(term)
     return Poly(tuple(terms), poly.indices)
 
 

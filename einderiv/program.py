@@ -25,7 +25,7 @@ from fractions import Fraction
 from .cancel import BOUNDED
 from .differentiate import differentiate
 from .dimensions import dimensions
-from .errors import EinderivError, EinderivWarning, IndexRuleError
+from .errors import EinderivError, IndexRuleError, warn_user
 from .factor import factored
 from .index_names import (
     COUNT_MARK,
@@ -59,6 +59,7 @@ from .normal import (
     root_of_sum,
     simplify,
     single_atom,
+    uncarried_letters,
 )
 from .printing import count_axes_of, count_powers
 from .rewrites import logsumexp_parts, rewrite_products, rewrite_sums, softmax_parts, stable_form
@@ -283,12 +284,10 @@ def check_program(program: Program, of: str | None = None) -> CheckedProgram:
     }
     if of is None and len(statements) > 1 and last.target is None and not read_by_last & set(defined):
         # f = x_i A_ij ⏎ x_j: a line break ended the statement, and the bare last line is the output
-        warnings.warn(
+        warn_user(
             f"the output, the last line {str(last.rhs)!r}, has no left-hand side and uses none of the "
             f"statements before it, so they do nothing: if it continues the line above, "
-            f"end that line with an operator or wrap the expression in parentheses",
-            EinderivWarning,
-            stacklevel=2,
+            f"end that line with an operator or wrap the expression in parentheses"
         )
     output = definitions[-1].name if of is None else of
     if output not in defined:
@@ -587,6 +586,58 @@ def _letters_of_two_dimensions(written: tuple, joined: list, program: CheckedPro
         joined.append(dimensions(program.definitions))
     dims = joined[0]
     return frozenset(i for i, found in several.items() if len({dims.axis(t, a) for t, a in found}) > 1)
+
+
+def _sized_by_statement(d: Definition, poly: Poly, written: tuple, program: CheckedProgram, joined: list) -> tuple:
+    """Size hints ``(letter, input, axis)`` for the summed letters of ``poly`` (``d``'s statement)
+    that no hint names, where the statement sizes the letter at one dimension that an input has
+    (a letter one size in a statement, as in ``numpy.einsum``): ``t_i = s delta_mn +
+    sin(delta_mi)`` sums m at t's length, so the gradient by s of ``f = t_k b_k``, ``b_i
+    delta_mm``, counts b's length (it could not be sized)."""
+    named = {e[0] for e in written}
+    letters = [i for i in sorted(poly.dummies() - named) if not is_count(i)]
+    if not letters:
+        return ()
+    if not joined:
+        joined.append(dimensions(program.definitions))
+    dims = joined[0]
+    entries: list = []
+    for i in letters:
+        roots = {dims.find(node) for node in dims.count_nodes(d.name, i)}
+        found = {root: axes[0] for root in roots if (axes := dims.input_axes(root, program.all_inputs))}
+        if len(found) == 1:
+            entries.append((i, *next(iter(found.values()))))
+    return tuple(entries)
+
+
+def _sized_elsewhere(d: Definition, poly: Poly, program: CheckedProgram, joined: list) -> set[str]:
+    """The summed letters of ``poly`` (a derivative of ``d``'s statement) that no tensor of it
+    carries and that another statement's size hints put at another dimension than ``d`` sums
+    them over.  A derivative carries every statement's
+    hints (:func:`_hints_for`): ``t_i = sum_j(sin(s + delta_ij)); f = t_k B_jk`` by s is ``B_ki
+    cos(s + delta_ij)``, whose j (t's length, B's columns) f's hints put at B's rows: "two
+    sizes" where the function evaluates; ``joined`` caches the dimensions."""
+    elsewhere: dict[str, set] = {}
+    for other in program.definitions:
+        if other.name != d.name:
+            for h in other.hints:
+                for i, tensor, axis in h[1] if h[0] == "names" else ():
+                    elsewhere.setdefault(i, set()).add((tensor, axis))
+    uncarried = {i for term in poly.terms for i in uncarried_letters(term)}
+    letters = [i for i in sorted(poly.dummies() & set(elsewhere) & uncarried) if not is_count(i)]
+    if not letters:
+        return set()
+    if not joined:
+        joined.append(dimensions(program.definitions))
+    dims = joined[0]
+    named = [(i, tensor, axis) for h in d.hints if h[0] == "names" for i, tensor, axis in h[1]]
+    clashing = set()
+    for i in letters:
+        own = {dims.find(node) for node in dims.count_nodes(d.name, i)}
+        own |= {dims.axis(tensor, axis) for j, tensor, axis in named if j == i}
+        if own and {dims.axis(tensor, axis) for tensor, axis in elsewhere[i]} - own:
+            clashing.add(i)
+    return clashing
 
 
 def _differentiated_by_term(poly: Poly, target: Tensor, letters: frozenset[str]) -> Poly:
@@ -1085,6 +1136,7 @@ def _derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None, j
 
     counts: list = []  # size hints of the counts differentiation leaves (sum_n of a constant in n)
     joined: list = []  # the program's dimensions, built where a letter may name two
+    hinted = frozenset().union(*(hinted_letters(d) for d in program.definitions))
 
     def partial_of(d: Definition, poly: Poly, target: Tensor) -> Poly:
         """d poly / d target, each count it leaves (``delta_nn``: -2 sum_n(z_n - m) by m is
@@ -1099,13 +1151,21 @@ def _derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None, j
         # y_n)^2`` could not be evaluated)
         poly, renamed = renamed_apart(poly, set(target.indices))
         written += tuple((renamed[i], tensor, axis) for i, tensor, axis in written if i in renamed)
+        # a summed letter no hint names is sized as the statement sums it, where that is one dimension
+        written += _sized_by_statement(d, poly, written, program, joined)
         apart = _letters_of_two_dimensions(written, joined, program)
         if apart:
             partial = _differentiated_by_term(poly, target, apart)
         else:
             partial = differentiate(poly, target)
         partial, hints = _own_counts(partial, written, f"d{d.name}", _sized_apart(poly, written), apart)
-        entries = _through_definitions(hints + _axis_count_hints(partial), program.definitions)
+        # a summed letter that no tensor carries, sized by hints alone, where another statement's
+        # hints (which the result carries too) put it at another dimension: renamed to a letter
+        # no hint names, with this statement's hints
+        clashing = _sized_elsewhere(d, partial, program, joined)
+        partial, moved = renamed_apart(partial, clashing, hinted)
+        moved_hints = tuple((moved[i], tensor, axis) for i, tensor, axis in written if i in moved)
+        entries = _through_definitions(hints + _axis_count_hints(partial) + moved_hints, program.definitions)
         counts.extend(_at_input_axes(entries, joined, program.definitions, program.all_inputs))
         return partial
 
@@ -1119,9 +1179,17 @@ def _derive(program: CheckedProgram, wrt: Tensor, name: str, stem: str | None, j
         partial = partial_of(user_def, _rename_free(user_def.poly, T), target)
         if not partial.terms:
             return []
-        adjoint = [Term(1, (Tensor(bar_name, P + T),))]
         shared = set(T) | set(target.indices)  # what the partial derivative shares with the adjoint
-        return multiply(adjoint, list(partial.terms), shared, avoid=shared | set(P))
+        # each term renamed apart from the adjoint's letters; a letter so renamed that no tensor
+        # carries is none the size hints name (c_l of f_j = t c_l d_l + A_ij sized cos(delta_il),
+        # renamed from t's j: the printed text read back with c's length, silently)
+        terms = []
+        for term in partial.terms:
+            moved, mapping = renamed_apart(Poly((term,), tuple(shared)), shared | set(P))
+            if set(mapping.values()) & hinted & uncarried_letters(moved.terms[0]):
+                moved, _ = renamed_apart(Poly((term,), tuple(shared)), shared | set(P), hinted)
+            terms.append(Term(term.coeff, (Tensor(bar_name, P + T), *moved.terms[0].factors)))
+        return terms
 
     for s in reversed(relevant):
         s_def = definitions[s]
@@ -1283,6 +1351,20 @@ def _rewritten_sums(program: CheckedProgram, names: set[str]) -> CheckedProgram:
     if not changed:
         return program
     return replace(program, definitions=definitions)
+
+
+def hinted_letters(d: Definition) -> frozenset[str]:
+    """The letters (not counts) that the size hints of ``d`` name at a tensor's axis."""
+    return frozenset(e[0] for h in d.hints if h[0] == "names" for e in h[1] if not is_count(e[0]))
+
+
+def with_moved_letters(hints: tuple, moved: dict[str, set[str]]) -> tuple:
+    """``hints`` naming each moved letter's new letters (old -> new, :func:`~einderiv.printing.
+    moved_letters`) at the axes they named the old one: renaming a summed letter keeps its size."""
+    entries = tuple(
+        (new, *e[1:]) for h in hints if h[0] == "names" for e in h[1] if e[0] in moved for new in sorted(moved[e[0]])
+    )
+    return (*hints, ("names", entries)) if entries else hints
 
 
 def _hints_for(out: Definition, P: Indices, program: CheckedProgram, joined: list) -> tuple:

@@ -6,7 +6,7 @@ import warnings
 from collections import Counter
 from dataclasses import replace
 
-from .errors import EinderivError, EinderivWarning, IndexRuleError
+from .errors import EinderivError, EinderivWarning, IndexRuleError, warn_user
 from .index_names import fresh_indices, reserved_letters
 from .ir import (
     Add,
@@ -180,7 +180,7 @@ def _warn_as_written(statement: Statement, renamed: set[str]) -> None:
             return  # the checks after this say what is wrong
     for each in caught:
         if issubclass(each.category, EinderivWarning) and any(f"index {i!r}" in str(each.message) for i in renamed):
-            warnings.warn(str(each.message), EinderivWarning, stacklevel=4)
+            warn_user(str(each.message))
 
 
 def _deltas_renamed(node: Expr, renames: dict[int, dict[str, str]]) -> Expr:

@@ -980,6 +980,9 @@ def test_a_lasso_written_in_matrix_notation_has_a_gradient():
         "F = A B^-1",
         "f = exp(A) x",
         "c = a × b",
+        # and a sum beside one: A^-1 (b + c) said nothing (a hunt's find, 2026-12-07)
+        "y = A^-1 (b + c)",
+        "y = (A + B) x",
     ],
 )
 def test_an_index_free_product_with_an_upper_case_name_warns_that_all_are_scalars(text):
@@ -1012,6 +1015,7 @@ def test_a_dot_between_names_without_indices_warns_that_it_multiplies_scalars(te
         ("E = m·c^2", {}),  # a dot before a power: no product of two names
         ("L = 0.5 N s^2 + log(s)", {}),  # no product of two names
         ("f = b^2 c + exp(s) t", {}),  # no upper-case name
+        ("f = s (a + b) + (c + d) (e - g)", {}),  # sums, no upper-case name
         ("mu = S / N + exp(-E / T)", {}),  # divided by scalars (a review's find: these warned)
         ("f = x A x", {"notation": "index"}),  # asked for
         ("f = x A x", {"ranks": {"A": 0, "x": 0}}),  # declared

@@ -578,6 +578,96 @@ def test_a_call_whose_argument_holds_a_delta_is_sized_by_the_term_around_it():
         assert float(read_back(gradient, arrays)) == pytest.approx(expected, rel=1e-12), source
 
 
+@pytest.mark.filterwarnings("ignore::einderiv.errors.EinderivWarning")  # i inside and outside the group, as meant
+def test_a_letter_printing_moves_apart_keeps_its_size_not_a_hinted_letters():
+    """A reviewer's find, silently wrong since before 2026-12-07: the Jacobian by b of ``t =
+    ((b_m + A_jj) delta_ii) cos(delta_ji); f_j = t + A_ij`` printed ``delta_ii cos(delta_lm)``
+    (cos's i moved out of the way of the count's letter) and sized m as t's b_m, b's 4 where A's
+    3 was meant: 42.5 for 22.9 at every entry.  df_j/db_k = n sum_pq cos(delta_pq), n = 3 (A's),
+    against that NumPy closed form and finite differences; the printed text read back gives the
+    same number or says what it cannot size, never another number."""
+    A, b = rng.normal(size=(3, 3)), rng.normal(size=4)
+    expected = np.full((3, 4), 3 * np.cos(np.eye(3)).sum())
+    for source in (
+        "t = ((b_m + A_jj) delta_ii) cos(delta_ji); f_j = t + A_ij",
+        "r_m = b_m + A_jj; t = (r_m delta_ii) cos(delta_ji); f_j = t + A_ij",
+    ):
+        jacobian = einderiv.jacobian(source, "b")
+        np.testing.assert_allclose(jacobian(A=A, b=b), expected, rtol=1e-12)
+        assert_matches_fd(jacobian, einderiv.compile(source), {"A": A, "b": b}, "b")
+        try:
+            again = read_back(jacobian, {"A": A, "b": b})
+        except einderiv.EvaluationError as err:
+            assert "cannot be inferred" in str(err)
+        else:
+            np.testing.assert_allclose(again, expected, rtol=1e-12)
+    # a review's finds: one more statement writing the letter the renamed one took (c_l), whose
+    # texts read back with c's length, silently
+    c, d = rng.normal(size=5), rng.normal(size=5)
+    for source in (
+        "t = ((b_m + A_jj) delta_ii) cos(delta_ji); f_j = t c_l d_l + A_ij",
+        "t = ((b_m + A_jj) delta_ii) sin(delta_ji); u = t c_l c_l; f_j = u + A_ij",
+    ):
+        jacobian, arrays = einderiv.jacobian(source, "b"), {"A": A, "b": b, "c": c, "d": d}
+        arrays = {k: v for k, v in arrays.items() if k in einderiv.compile(source).ranks}
+        assert_matches_fd(jacobian, einderiv.compile(source), arrays, "b")
+        try:
+            again = read_back(jacobian, arrays)
+        except einderiv.EvaluationError as err:
+            assert "cannot be inferred" in str(err)
+        else:
+            np.testing.assert_allclose(again, jacobian(**arrays), rtol=1e-12)
+    # a hunt's find of the same kind (2026-12-07): softplus's letters moved out of the way of the
+    # count's, and nothing sized them ("cannot be inferred")
+    source, a = "t = sum_k(a_k) softplus(delta_kj); f = (t + sum_k(t)) delta_jk", rng.normal(size=4)
+    gradient = einderiv.grad(source, "a")
+    assert_matches_fd(gradient, einderiv.compile(source), {"a": a}, "a")
+    np.testing.assert_allclose(read_back(gradient, {"a": a}), gradient(a=a), rtol=1e-12)
+
+
+def test_a_statement_letter_is_sized_as_its_statement_sums_it_not_as_another_writes_it():
+    """Two of a hunt's finds (2026-12-07), where the function evaluates: ``t_i = sum_j(sin(s +
+    delta_ij)); f = t_k B_jk`` by s reused t's j, which f writes at B's rows ("index 'j' has two
+    sizes"), and ``t_i = s delta_mn + sin(delta_mi); f = t_k b_k`` by s, ``b_i delta_mm``,
+    counted an m no hint named ("cannot be inferred"; t sums m at its own length, b's).  Against
+    NumPy closed forms, finite differences, the Hessian's, and the printed text read back."""
+    s, b, B, c = np.array(0.3), rng.normal(size=4), rng.normal(size=(3, 4)), rng.normal(size=5)
+    cases = [
+        ("t_i = sum_j(sin(s + delta_ij)); f = t_k B_jk", {"s": s, "B": B}, (np.cos(1.3) + 3 * np.cos(0.3)) * B.sum()),
+        ("t_i = s delta_mn + sin(delta_mi); f = t_k b_k", {"s": s, "b": b}, 4 * b.sum()),
+        # a review's find: with another statement writing m at c's length it was 5 sum(b), silently
+        ("t_i = s delta_mn + sin(delta_mi); f = t_k b_k + sum_m(c_m)", {"s": s, "b": b, "c": c}, 4 * b.sum()),
+    ]
+    for source, arrays, expected in cases:
+        gradient = einderiv.grad(source, "s")
+        assert float(gradient(**arrays)) == pytest.approx(expected, rel=1e-12), source
+        assert_matches_fd(gradient, einderiv.compile(source), arrays, "s")
+        assert_matches_fd(einderiv.hessian(source, "s"), gradient, arrays, "s")
+        assert float(read_back(gradient, arrays)) == pytest.approx(expected, rel=1e-12), source
+
+
+@pytest.mark.filterwarnings("ignore::einderiv.errors.EinderivWarning")
+def test_a_letter_printing_moves_is_none_another_term_of_the_statement_writes():
+    """A hunt's find (2026-12-07, in earlier versions too): the Jacobian by A of this program
+    printed ``cos(A_nn t + delta_ij) delta_pq t + b_i delta_mm ...``: b's letter l, moved out of
+    the way of the count delta_ll, took the i that the first term sums at A's length, and the
+    text read back sized that i as b's 4 (-45.5 for -67.8).  The derivative agrees with jax; its
+    text reads back as the same number or says what it cannot size."""
+    source = (
+        "t = mean_k(delta_kk delta_mm A_kn - b_l delta_nj) + c_i sum_o(b_o c_m); "
+        "f = delta_ll t b_l + sin(A_ii t + delta_ji)"
+    )
+    arrays = {"A": rng.normal(size=(3, 3)), "b": rng.normal(size=4), "c": rng.normal(size=5)}
+    jacobian = einderiv.jacobian(source, "A")
+    assert_matches_fd(jacobian, einderiv.compile(source), arrays, "A")
+    try:
+        again = read_back(jacobian, arrays)
+    except einderiv.EvaluationError as err:
+        assert "two sizes" in str(err) or "cannot be inferred" in str(err)
+    else:
+        np.testing.assert_allclose(again, jacobian(**arrays), rtol=1e-12)
+
+
 def test_an_hvp_sizes_an_intermediate_as_the_statement_that_uses_it():
     """A hunt's find: ``t_i = delta_ii; f = exp(sum_k(t_k + b_k))`` ties t's length to b's only
     in f, which the HVP (a derivative of the gradient) never differentiates: "the size of output

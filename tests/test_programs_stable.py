@@ -2457,3 +2457,79 @@ def test_log_one_minus_exp_of_a_transposed_argument_keeps_the_results_axes():
     np.testing.assert_allclose(einderiv.evaluate("f_ij = log(1 - exp(A_ji))", A=A), expected, rtol=1e-15)
     shifted = einderiv.evaluate("f_ij = log(1 - exp(A_ji)) + 0 B_ij", A=A, B=A.T)
     np.testing.assert_allclose(shifted, expected, rtol=1e-15)
+
+
+TWO_LAYER_TANH = {
+    "program": "h_nj = tanh(X_ni W1_ij + b1_j)\no_n = h_nj w2_j\nL = (o_n - y_n)^2",
+    "statement": "L = (tanh(X_ni W1_ij + b1_j) w2_j - y_n)^2",
+}
+
+
+@pytest.mark.parametrize("scale", [5.0, 15.0, 20.0, 40.0])
+@pytest.mark.parametrize("form", sorted(TWO_LAYER_TANH))
+def test_a_two_layer_hvp_and_hessian_diagonal_keep_their_digits_at_saturated_units(form, scale):
+    """A hunt's find (2026-12-07): the Hessian diagonal by b1 of the program was 0 at units
+    saturated from b1 = 20 (1e-2 off at 15), and the statement's HVP up to 4.8x off there: their
+    ``sum_n (1 - h_nk^2)^2`` was ``delta_nn - 2 h_nk^2 + h_nk^4`` summed apart, as the count was not
+    read as the constant of the polynomial in h.  Against an mpmath Hessian: 1e-12 relative
+    everywhere, the program and the statement alike."""
+    rng = np.random.default_rng(7)
+    X, W1, w2, y = rng.normal(size=(4, 2)), rng.normal(size=(2, 3)), rng.normal(size=3), rng.normal(size=4)
+    b1, v = np.array([scale, -1.1 * scale, 0.2]), rng.normal(size=3)
+    Z = [[mpmath.mpf(float(u)) for u in row] for row in X @ W1 + b1]
+    T = [[mpmath.tanh(u) for u in row] for row in Z]
+    S = [[mpmath.sech(u) ** 2 for u in row] for row in Z]
+    r = [sum(T[n][j] * w2[j] for j in range(3)) - y[n] for n in range(4)]
+    hessian = [[mpmath.mpf(0)] * 3 for _ in range(3)]
+    for n in range(4):
+        for j in range(3):
+            for k in range(3):
+                hessian[j][k] += 2 * S[n][j] * w2[j] * S[n][k] * w2[k]
+            hessian[j][j] -= 4 * r[n] * w2[j] * T[n][j] * S[n][j]
+    arrays = {"X": X, "W1": W1, "b1": b1, "w2": w2, "y": y}
+    product = einderiv.hvp(TWO_LAYER_TANH[form], "b1")(**arrays, v=v)
+    diagonal = einderiv.hessian_diag(TWO_LAYER_TANH[form], "b1")(**arrays)
+    for k in range(3):
+        expected = sum(hessian[k][j] * mpmath.mpf(float(v[j])) for j in range(3))
+        assert float(product[k]) == pytest.approx(float(expected), rel=1e-12, abs=0), k
+        assert float(diagonal[k]) == pytest.approx(float(hessian[k][k]), rel=1e-12, abs=0), k
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0, 60.0])
+@pytest.mark.parametrize("source", ["p_k = softmax_k(z_k); f = p_k c_k", "f = softmax_k(z_k) c_k"])
+def test_the_hvp_and_hessian_diagonal_of_a_weighted_softmax_keep_their_digits_where_it_saturates(source, scale):
+    """A hunt's find (2026-12-07): at z = 30 [1, -0.5, 0.3] (p_1 = 1 - 8e-10) the Hessian
+    diagonal of ``softmax_k(z_k) c_k``, program and statement, was 1.6e-7 off in its first entry
+    (``(1 - 2 p_i)`` and ``(-1 + 2 p_i)`` were two arrays, so ``c_i - c_k p_k`` was no softmax's
+    centred difference, which cancels there) and the statement's HVP 9e-7 (its centring inside
+    a centring, multiplied out; the statement's softmax is now named, as the program names it).
+    Against mpmath: H_jl = p_j (delta_jl C_j - p_l C_j - p_l C_l), C = c - p.c."""
+    z, c, v = scale * np.array([1.0, -0.5, 0.3]), np.array([0.7, -1.2, 0.4]), np.array([0.3, 1.1, -0.8])
+    e = [mpmath.exp(mpmath.mpf(float(u))) for u in z]
+    p = [x / sum(e) for x in e]
+    centred = [mpmath.mpf(float(ci)) - sum(pk * float(ck) for pk, ck in zip(p, c)) for ci in c]
+
+    def entry(j, m):
+        return p[j] * ((centred[j] if j == m else 0) - p[m] * centred[j] - p[m] * centred[m])
+
+    product = einderiv.hvp(source, "z")(z=z, c=c, v=v)
+    diagonal = einderiv.hessian_diag(source, "z")(z=z, c=c)
+    for j in range(3):
+        expected = sum(entry(j, m) * float(v[m]) for m in range(3))
+        assert float(product[j]) == pytest.approx(float(expected), rel=1e-12, abs=0), j
+        assert float(diagonal[j]) == pytest.approx(float(entry(j, j)), rel=1e-12, abs=0), j
+
+
+def test_a_named_softmax_written_back_in_place_takes_no_brackets():
+    """A softmax the evaluation names (``softmax_k(z_k) c_k``) prints in the user's text where
+    nothing else is named, and is written back into the printed derivative as the call itself
+    beside a named difference (``(c_k - d_k) softmax_k(z_k)``, not ``(softmax_k(z_k))``, a
+    review's find); the texts read back as the closed form p (c - p.c)."""
+    z, c, d = np.array([1.0, -2.0, 0.5]), np.array([0.3, 0.7, -1.1]), np.array([0.2, -0.4, 0.9])
+    p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    gradient = einderiv.grad("f = softmax_k(z_k) c_k", "z")
+    assert str(gradient) == "df/dz_i = (c_i - softmax_k(z_k) c_k) softmax_i(z_i)"
+    np.testing.assert_allclose(einderiv.compile(str(gradient))(z=z, c=c), p * (c - p @ c), rtol=1e-14)
+    gradient = einderiv.grad("f = softmax_k(z_k) (c_k - d_k)", "z")
+    assert "(softmax" not in str(gradient) and "softmax_k(z_k)" in str(gradient)
+    np.testing.assert_allclose(einderiv.compile(str(gradient))(z=z, c=c, d=d), p * (c - d - p @ (c - d)), rtol=1e-13)

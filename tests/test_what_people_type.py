@@ -1166,6 +1166,29 @@ def test_a_call_glyph_after_a_name_multiplies_it(source, arrays, expected):
     assert float(einderiv.compile(source)(**{k: np.array(v) for k, v in arrays.items()})) == pytest.approx(expected)
 
 
+def test_a_call_glyph_after_an_index_multiplies_as_after_a_name():
+    """A hunt's find: ``x_iσ(z_i)`` read σ as a second index letter and said "put a space or '*'
+    before '(' for a product (x_{i,sigma} (...))", advice that did not say what was meant; it is
+    x_i σ(z_i), as ``aσ(z)`` is a σ(z).  Against NumPy."""
+    x, z = np.array([1.0, -2.0, 0.5]), np.array([0.3, -1.0, 2.0])
+    sigmoid = 1 / (1 + np.exp(-z))
+    assert float(einderiv.compile("f = x_iσ(z_i)")(x=x, z=z)) == pytest.approx(float(x @ sigmoid))
+    np.testing.assert_allclose(einderiv.compile("f_i = x_i√(z_i^2)")(x=x, z=z), x * np.abs(z))
+    np.testing.assert_allclose(einderiv.compile("f_μ = x_μσ(z_μ)")(x=x, z=z), x * sigmoid)
+    assert einderiv.compile("f_σ = x_σ").ranks == {"x": 1}  # σ an index where no '(' follows
+
+
+@pytest.mark.parametrize(
+    "source, called", [("f_i = x_iexp(z_i)", "x_i times exp"), ("f = x_ijlog(A_ij)", "x_ij times log")]
+)
+def test_a_function_name_written_onto_indices_is_told_to_take_a_space(source, called):
+    """``x_iexp(z_i)``: the letters of exp read as indices of x, and x is no function; the error
+    names the product meant, with the caret at x."""
+    with pytest.raises(einderiv.ParseError, match=f"for {called}\\(\\.\\.\\.\\), put a space") as caught:
+        einderiv.compile(source)
+    assert caught.value.column == source.index("x_") + 1
+
+
 def test_a_comment_is_never_read_as_notation():
     """A review's find: ``# σ (z) is the sigmoid`` in a comment made the text an error (the glyph
     check ran before comments were removed), and so did ``# Σ_i x_i``."""
@@ -1176,3 +1199,70 @@ def test_a_comment_is_never_read_as_notation():
     ]:
         compiled = einderiv.compile(source)
         assert float(compiled(x=np.array([1.0, 2.0]))) == (6.0 if "g =" in source else 5.0)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: einderiv.compile("f = y_pred y_pred"),
+        lambda: einderiv.grad("L = y_pred y_pred", "y"),
+        lambda: einderiv.compile("f = x A x"),
+        lambda: einderiv.compile("f = x_i A_ij x_j\nx_j"),
+    ],
+)
+def test_a_warning_points_at_the_users_line_not_into_einderiv(call):
+    """A review's find: the word-index and all-scalars warnings were attributed to a line of
+    einderiv's reader (``reading.py:207``), so Python's once-per-line filters and a user's
+    ``filterwarnings(module=...)`` saw einderiv, not the call that wrote the text."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call()
+    ours = [w for w in caught if issubclass(w.category, einderiv.EinderivWarning)]
+    assert ours and all(w.filename == __file__ for w in ours), [(w.filename, w.lineno) for w in ours]
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("f = x_i_j", "an index list is written once, after the name: x_ij (or x_{i,j}), not x_i_j"),
+        ("f = x_{ij}_k y_ijk", "x_ijk (or x_{i,j,k}), not x_{ij}_k"),
+        ("f = x^2^3", "write (x^2)^3, that is x^6 (MATLAB's reading), or x^8 (NumPy's)"),
+        ("f = x_i^2^2", "write (x_i^2)^2 or x_i^4"),
+        ("f = (a + b)^2^-1", "write ((a + b)^2)^-1, that is (a + b)^-2 (MATLAB's reading), or (a + b)^(1/2)"),
+        (r"f = \{x_i\}", "LaTeX's braces: group with plain brackets"),
+    ],
+)
+def test_an_error_for_a_common_slip_names_the_users_own_fix(source, message):
+    """A hunt's finds: ``x_i_j`` got the parser's generic list of expected tokens, a power of a
+    power the fix for an ``x_i^2^3`` the user never wrote, and LaTeX's ``\\{`` "there is no left
+    division".  Each suggested text reads (``test_the_suggested_fixes_read``)."""
+    with pytest.raises(einderiv.ParseError) as caught:
+        einderiv.compile(source)
+    assert message in str(caught.value)
+
+
+def test_the_suggested_fixes_read():
+    for text in ["f = x_ij", "f = x_{i,j}", "f = (x^2)^3", "f = x^8", "f = ((a + b)^2)^-1", "f = (a + b)^(1/2)"]:
+        einderiv.compile(text)
+
+
+def test_a_reduction_keeps_a_greek_index_before_its_bracket():
+    """A review's find: reading σ( after an index as the sigmoid cut a reduction's index list,
+    ``sum_iσ(x_iσ)`` (summing over i and σ) became an error."""
+    x = np.arange(6.0).reshape(2, 3)
+    assert float(einderiv.compile("f = sum_iσ(x_iσ)")(x=x)) == 15.0
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("f = x^-2^2", "write (x^-2)^2 or x^-4"),  # NumPy's x**-2**2 is x**-(2**2)
+        ("f = x^-0.5^-2", "that is x^1 (MATLAB's reading), or x^-4 (NumPy's)"),
+        ("f = x^2^-1", "or x^(1/2) (NumPy's)"),
+        ("f = x_{i, j}_k", "x_ijk (or x_{i,j,k})"),
+    ],
+)
+def test_the_readings_a_slip_names_are_numpys_and_matlabs(source, message):
+    with pytest.raises(einderiv.ParseError) as caught:
+        einderiv.compile(source)
+    assert message in str(caught.value)

@@ -22,13 +22,12 @@ import functools
 import inspect
 import itertools
 import re
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .. import ir
 from ..elementwise import in_matrix_notation
-from ..errors import EinderivError, EinderivWarning, IndexRuleError, ParseError
+from ..errors import EinderivError, IndexRuleError, ParseError, warn_user
 from ..ir import MatrixCall, Mul, Program, Tensor, walk
 from ..lower import translated_text
 from ..parser import OTHER_NAMES
@@ -228,12 +227,14 @@ def _warn_all_scalars(program: Program, dotted: str = "") -> None:
             return name(node.operand, wrapped)
         if isinstance(node, ir.Call) and not node.over:
             return name(node.arg, True)
+        if isinstance(node, ir.Add):  # A^-1 (b + c), (A + B) x: a sum of inputs, as one operand
+            return next((found for term in node.terms if (found := name(term, wrapped)) is not None), None)
         return None
 
     pairs = []
     for statement in program.statements:
         for node in walk(statement.rhs):
-            # (so are A^-1 b and exp(A) x: the same look as matrix notation, silently scalars)
+            # (so are A^-1 b, exp(A) x and A^-1 (b + c): the same look as matrix notation, silently scalars)
             # (a division is not: s / N and exp(-E / T) divide by scalars as often as not)
             operands = node.factors if isinstance(node, Mul) else ()
             bare = [f.name for f in operands if isinstance(f, Tensor) and f.name not in written]
@@ -247,12 +248,10 @@ def _warn_all_scalars(program: Program, dotted: str = "") -> None:
             dot = "; '×' is a product of scalars here, not a cross product"
         elif dotted:
             dot = f"; '{dotted}' is a product of scalars here: a dot product is x^T y (x_i y_i)"
-        warnings.warn(
+        warn_user(
             f"no index is written, so this is index notation and every name is a scalar ({shown}){dot}; "
             "for vectors and matrices pass notation='matrix' (command line: --notation matrix) or write "
-            "their indices (A_ij x_j)",
-            EinderivWarning,
-            stacklevel=2,
+            "their indices (A_ij x_j)"
         )
 
 
