@@ -51,6 +51,7 @@ from .program import (
     derive,
     hinted_letters,
     name_calls,
+    named_axes,
     references,
     unique_name,
     with_moved_letters,
@@ -820,10 +821,14 @@ def through_named(source: Source | CheckedProgram, derive):
         return None
 
 
-def _names_more_than_softmax_factors(source: Source | CheckedProgram) -> bool:
-    """Whether naming ``source``'s differences of data names more than the softmaxes that are
-    factors of products (``softmax_k(z_k) c_k``): those are named for the evaluation alone (its
-    HVP through the program), and the derivative prints in the user's text, as it did."""
+def _names_more_than_softmax_factors(source: Source | CheckedProgram, named: Program) -> bool:
+    """Whether naming ``source``'s differences of data (``named``, the program that names them)
+    names more than the softmaxes that are factors of products (``softmax_k(z_k) c_k``): those
+    are named for the evaluation alone (its HVP through the program), and the derivative prints
+    in the user's text, as it did.  Without a softmax, ``named`` is the answer, read again only
+    where a softmax is named."""
+    if not any(isinstance(n, Call) and n.func == "softmax" for s in named.statements for n in walk(s.rhs)):
+        return True
     program = source.source if isinstance(source, CheckedProgram) else _program(source)
     if program is None:
         return True
@@ -973,7 +978,7 @@ def through_residuals(function):
             other = through_named(source, lambda named: function(named, *args, **kwargs))
             if evaluates_as(result, other):
                 result._line, result.evaluated_program = other.line, other.program
-                if _names_more_than_softmax_factors(source):  # else the user's text prints, as before
+                if _names_more_than_softmax_factors(source, other.residuals):  # else the user's text, as before
                     result.shown = printed_through(result, other, other.residuals)
             result.line  # noqa: B018 - planned now (the printed derivative's plan where no other was made)
             result.program_dimensions  # noqa: B018 - sized now, not in a caller's trace (torch.compile)
@@ -1133,10 +1138,7 @@ def diff(
 def _moved_onto_hinted(printed: Poly, hints: tuple, moved: Mapping[str, set[str]]) -> bool:
     """Whether printing moved a summed letter onto one that ``hints`` name at other axes, where
     a term of ``printed`` carries it by no tensor (so that those hints would size it)."""
-    named: dict[str, set] = {}
-    for h in hints:
-        for i, tensor, axis in h[1] if h[0] == "names" else ():
-            named.setdefault(i, set()).add((tensor, axis))
+    named = named_axes(hints)
     uncarried = {i for term in printed.terms for i in uncarried_letters(term)}
     return any(
         new in named and new in uncarried and not named[new] <= named.get(old, set())

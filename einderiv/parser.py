@@ -84,7 +84,7 @@ def _power_chain(before: str, after: str) -> str:
     inner, top = Fraction(written), int(outer.group(1).replace(" ", ""))
 
     def power(p: Fraction) -> str:
-        return f"{base}^{p}" if p.denominator == 1 or p > 0 and "/" not in str(p) else f"{base}^({p})"
+        return f"{base}^{p}" if p.denominator == 1 else f"{base}^({p})"
 
     matlab = f"({base}^{written})^{top}"
     if inner == 0 and top <= 0 or abs(top) > 20 or max(abs(inner.numerator), inner.denominator) ** abs(top) > 10**6:

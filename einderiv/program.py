@@ -617,12 +617,7 @@ def _sized_elsewhere(d: Definition, poly: Poly, program: CheckedProgram, joined:
     hints (:func:`_hints_for`): ``t_i = sum_j(sin(s + delta_ij)); f = t_k B_jk`` by s is ``B_ki
     cos(s + delta_ij)``, whose j (t's length, B's columns) f's hints put at B's rows: "two
     sizes" where the function evaluates; ``joined`` caches the dimensions."""
-    elsewhere: dict[str, set] = {}
-    for other in program.definitions:
-        if other.name != d.name:
-            for h in other.hints:
-                for i, tensor, axis in h[1] if h[0] == "names" else ():
-                    elsewhere.setdefault(i, set()).add((tensor, axis))
+    elsewhere = named_axes(tuple(h for other in program.definitions if other.name != d.name for h in other.hints))
     uncarried = {i for term in poly.terms for i in uncarried_letters(term)}
     letters = [i for i in sorted(poly.dummies() & set(elsewhere) & uncarried) if not is_count(i)]
     if not letters:
@@ -630,11 +625,11 @@ def _sized_elsewhere(d: Definition, poly: Poly, program: CheckedProgram, joined:
     if not joined:
         joined.append(dimensions(program.definitions))
     dims = joined[0]
-    named = [(i, tensor, axis) for h in d.hints if h[0] == "names" for i, tensor, axis in h[1]]
+    named = named_axes(d.hints)
     clashing = set()
     for i in letters:
         own = {dims.find(node) for node in dims.count_nodes(d.name, i)}
-        own |= {dims.axis(tensor, axis) for j, tensor, axis in named if j == i}
+        own |= {dims.axis(tensor, axis) for tensor, axis in named.get(i, ())}
         if own and {dims.axis(tensor, axis) for tensor, axis in elsewhere[i]} - own:
             clashing.add(i)
     return clashing
@@ -1353,9 +1348,18 @@ def _rewritten_sums(program: CheckedProgram, names: set[str]) -> CheckedProgram:
     return replace(program, definitions=definitions)
 
 
+def named_axes(hints: tuple) -> dict[str, set[tuple[str, int]]]:
+    """Each letter the ``names`` size hints name -> the axes ``(tensor, axis)`` they put it at."""
+    axes: dict[str, set[tuple[str, int]]] = {}
+    for h in hints:
+        for index, tensor, axis in h[1] if h[0] == "names" else ():
+            axes.setdefault(index, set()).add((tensor, axis))
+    return axes
+
+
 def hinted_letters(d: Definition) -> frozenset[str]:
     """The letters (not counts) that the size hints of ``d`` name at a tensor's axis."""
-    return frozenset(e[0] for h in d.hints if h[0] == "names" for e in h[1] if not is_count(e[0]))
+    return frozenset(i for i in named_axes(d.hints) if not is_count(i))
 
 
 def with_moved_letters(hints: tuple, moved: dict[str, set[str]]) -> tuple:
